@@ -1,0 +1,119 @@
+// backend/backend.cpp — op table, dispatch, and the per-device default contexts.
+#include "backend/backend.hpp"
+
+#include <memory>
+#include <mutex>
+
+#include "cudl/error.hpp"
+#if defined(CUDL_WITH_CUDA)
+#include "cuda/context.hpp"
+#endif
+
+namespace cudl {
+
+const char* op_name(OpKind op) {
+  static const char* const kNames[] = {
+      "Unary", "UnaryBackward", "Binary", "BinaryBackward", "BinaryScalar", "BinaryScalarBackward",
+      "Reduce", "ReduceBackward", "Argmax", "Matmul", "Linear", "LinearBackward", "Conv2d",
+      "Conv2dBackwardData", "Conv2dBackwardFilter", "Conv2dBackwardBias", "MaxPool2d", "MaxPool2dBackward",
+      "AvgPool2d", "AvgPool2dBackward", "GlobalAvgPool", "GlobalAvgPoolBackward", "BatchNormTrain",
+      "BatchNormInference", "BatchNormBackward", "LayerNorm", "LayerNormBackward", "Dropout",
+      "DropoutBackward", "RandomUniform", "RandomNormal", "Softmax", "SoftmaxBackward", "LogSoftmax",
+      "LogSoftmaxBackward", "MseLoss", "L1Loss", "HuberLoss", "BceLoss", "BceWithLogitsLoss",
+      "CrossEntropyLoss", "SoftCrossEntropyLoss", "NllLoss", "SgdStep", "AdamStep", "RmspropStep",
+      "AdagradStep", "WeightPenalty", "ClipGradNorm", "Fill", "Copy", "Cast", "Permute", "Concat", "Slice",
+      "SliceBackward", "Gather", "GatherBackward", "OneHot", "GatherImages"};
+  static_assert(sizeof(kNames) / sizeof(kNames[0]) == kOpCount, "op_name table out of step with OpKind");
+  int k = static_cast<int>(op);
+  return k >= 0 && k < kOpCount ? kNames[k] : "invalid-op";
+}
+
+const TensorView& OpCall::in(int k) const {
+  if (k < 0 || k >= n_inputs) CUDL_FAIL(op_name(op), " (", label, "): needs input ", k, ", got ", n_inputs, " inputs");
+  return inputs[k];
+}
+
+const TensorView& OpCall::out(int k) const {
+  if (k < 0 || k >= n_outputs)
+    CUDL_FAIL(op_name(op), " (", label, "): needs output ", k, ", got ", n_outputs, " outputs");
+  return outputs[k];
+}
+
+void OpTable::add(OpKind op, OpFn fn) {
+  int k = static_cast<int>(op);
+  if (k < 0 || k >= kOpCount) CUDL_FAIL("backend ", name_, ": registering invalid op ", k);
+  if (fns_[k]) CUDL_FAIL("backend ", name_, ": op ", op_name(op), " registered twice");
+  fns_[k] = fn;
+}
+
+OpFn OpTable::get(OpKind op) const {
+  if (!supports(op)) CUDL_FAIL("backend ", name_, " does not support op ", op_name(op));
+  return fns_[static_cast<int>(op)];
+}
+
+const OpTable& op_table(DeviceType type) {
+  if (type == DeviceType::CPU) {
+    static const OpTable cpu = [] {
+      OpTable t("cpu");
+      register_cpu_ops(t);
+      return t;
+    }();
+    return cpu;
+  }
+#if defined(CUDL_WITH_CUDA)
+  static const OpTable cuda = [] {
+    OpTable t("cuda");
+    register_cuda_ops(t);
+    return t;
+  }();
+  return cuda;
+#else
+  CUDL_FAIL("the CUDA backend is not available: cudl was built without CUDA");
+#endif
+}
+
+ExecContext& default_context(Device device) {
+  if (device.is_cpu()) {
+    static ExecContext cpu(Device::cpu());
+    return cpu;
+  }
+#if defined(CUDL_WITH_CUDA)
+  return CudaContext::get(device.index());
+#else
+  CUDL_FAIL("no context for ", device, ": cudl was built without CUDA");
+#endif
+}
+
+void run_op(OpKind op, std::initializer_list<TensorView> inputs, std::initializer_list<TensorView> outputs,
+            const OpAttrs& attrs, ExecContext* ctx, const char* label) {
+  Device dev = Device::cpu();
+  bool found = false;
+  for (const TensorView* group : {inputs.begin(), outputs.begin()}) {
+    const TensorView* end = group == inputs.begin() ? inputs.end() : outputs.end();
+    for (const TensorView* v = group; v != end; ++v) {
+      if (!v->defined()) continue;
+      if (!found) {
+        dev = v->device;
+        found = true;
+      } else if (v->device != dev) {
+        CUDL_FAIL(op_name(op), " (", label, "): tensors on different devices: ", dev, " and ", v->device,
+                  " (shape ", v->shape, ")");
+      }
+    }
+  }
+  if (!ctx) ctx = &default_context(dev);
+  if (found && ctx->device() != dev)
+    CUDL_FAIL(op_name(op), " (", label, "): tensors on ", dev, " but the context is for ", ctx->device());
+  OpCall call;
+  call.op = op;
+  call.inputs = inputs.begin();
+  call.n_inputs = static_cast<int>(inputs.size());
+  call.outputs = outputs.begin();
+  call.n_outputs = static_cast<int>(outputs.size());
+  call.attrs = attrs;
+  call.ctx = ctx;
+  call.label = label;
+  op_table(ctx->device().type()).get(op)(call);
+}
+
+}  // namespace cudl

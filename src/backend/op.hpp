@@ -1,0 +1,166 @@
+// backend/op.hpp — the op table's vocabulary: op kinds, their attributes and the call record.
+// This file is the contract between the CPU reference (src/cpu) and the CUDA backend (src/cuda).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+
+#include "cudl/device.hpp"
+#include "cudl/dtype.hpp"
+#include "cudl/shape.hpp"
+#include "cudl/tensor.hpp"
+
+namespace cudl {
+
+// Every op a backend can implement. Conventions: inputs then outputs, all contiguous row-major;
+// outputs are preallocated by the caller with the documented shape; an optional output or input
+// is passed as an undefined view (data == nullptr). f32 unless stated. "attrs.f[k]" / "attrs.i[k]"
+// name the attribute slots each op reads. Backward ops never use floating-point atomics.
+enum class OpKind : int {
+  // --- elementwise (kernels/elementwise.cu, src/cpu/elementwise.cpp) ---
+  Unary,           // in: x              out: y             i[0]=UnaryOp, f[0]=alpha (leaky_relu, elu)
+  UnaryBackward,   // in: x, y, dy       out: dx            same attrs; x or y may be undefined when the
+                   //                                       op's derivative does not need it (see unary_needs)
+  Binary,          // in: a, b           out: c = a op b, numpy broadcasting; i[0]=BinaryOp
+  BinaryBackward,  // in: a, b, dc       out: da, db (either may be undefined), summed over broadcast dims
+  BinaryScalar,    // in: x              out: y = x op f[0] (i[1]==0) or f[0] op x (i[1]==1); i[0]=BinaryOp
+  BinaryScalarBackward,  // in: x, dy    out: dx; attrs as BinaryScalar
+  // --- reductions (kernels/reduce.cu, src/cpu/reduce.cpp) ---
+  Reduce,          // in: x              out: y, [indices i64 for Max]; i[0]=ReduceOp, i[1]=axis
+                   // (negative counts from the back; kReduceAllAxes = every axis), i[2]=keepdim,
+                   // i[3]=unbiased (Var)
+  ReduceBackward,  // in: x, y, dy, [indices]  out: dx; same attrs
+  Argmax,          // in: x              out: indices (i32); i[1]=axis
+  // --- matmul / linear (kernels/matmul.cu, src/cuda/matmul.cpp via cuBLASLt, src/cpu/matmul.cpp) ---
+  Matmul,          // in: a (..., M, K), b (..., K, N) or (K, N)   out: c (..., M, N)
+                   // i[0]=trans_a, i[1]=trans_b (then a is (..., K, M), b is (..., N, K))
+  Linear,          // in: x (N, in), w (out, in), [bias (out)]   out: y (N, out), [pre (N, out) for Gelu]
+                   // i[0]=Epilogue (None, Relu, Gelu): y = act(x·wᵀ + b); pre = x·wᵀ + b
+  LinearBackward,  // in: x, w, dy, [y for Relu], [pre for Gelu]   out: dx, dw, db (any may be undefined)
+  // --- convolution (src/cuda/conv.cpp via cuDNN graph API + im2col fallback, src/cpu/conv.cpp) ---
+  Conv2d,          // in: x (N, C, H, W), w (K, C/g, R, S), [bias (K)]   out: y (N, K, P, Q)
+                   // i[0..1]=stride h,w  i[2..3]=pad h,w  i[4..5]=dilation h,w  i[6]=groups
+                   // i[7]=Epilogue (None, Relu)
+  Conv2dBackwardData,    // in: dy, w       out: dx (shape of x);  attrs as Conv2d (epilogue ignored)
+  Conv2dBackwardFilter,  // in: x, dy       out: dw;  attrs as Conv2d
+  Conv2dBackwardBias,    // in: dy          out: db (K)
+  // --- pooling (kernels/pool.cu, src/cpu/pool.cpp) ---
+  MaxPool2d,       // in: x (N,C,H,W)    out: y (N,C,P,Q), [argmax i32 (N,C,P,Q), flat index into H*W]
+                   // i[0..1]=kernel h,w  i[2..3]=stride h,w  i[4..5]=pad h,w
+  MaxPool2dBackward,     // in: x, y, dy   out: dx; attrs as MaxPool2d (ties: first max in window order)
+  AvgPool2d,       // as MaxPool2d; padding counts as zeros in the average (count_include_pad)
+  AvgPool2dBackward,     // in: dy         out: dx (shape given by dx)
+  GlobalAvgPool,   // in: x (N,C,H,W)    out: y (N,C)
+  GlobalAvgPoolBackward, // in: dy (N,C)   out: dx (N,C,H,W)
+  // --- normalisation (kernels/norm.cu, src/cpu/norm.cpp) ---
+  BatchNormTrain,  // in: x (N,C,...), gamma (C), beta (C), running_mean (C), running_var (C)
+                   // out: y, saved_mean (C), saved_invstd (C); running stats updated in place:
+                   // r = (1-f[1])*r + f[1]*batch (running_var uses the unbiased variance); f[0]=eps
+  BatchNormInference,    // in: x, gamma, beta, running_mean, running_var   out: y; f[0]=eps
+  BatchNormBackward,     // in: x, gamma, saved_mean, saved_invstd, dy   out: dx, dgamma, dbeta
+  LayerNorm,       // in: x (..., D), [gamma (D)], [beta (D)]   out: y, mean (rows), rstd (rows); f[0]=eps
+  LayerNormBackward,     // in: x, gamma, mean, rstd, dy   out: dx, dgamma, dbeta
+  // --- randomness (kernels/random.cu, src/cpu/random.cpp; Philox-4x32-10 in src/backend/philox.hpp) ---
+  Dropout,         // in: x, rng (i64[2] on the device: {seed, offset})   out: y, mask (u8)
+                   // f[0]=p (drop probability), i[0]=stream id (distinguishes dropout layers)
+  DropoutBackward, // in: dy, mask       out: dx = dy * mask / (1-p); f[0]=p
+  RandomUniform,   // out: y ~ U[f[0], f[1]);  i[0]=seed (low 63 bits), i[1]=offset
+  RandomNormal,    // out: y ~ N(f[0], f[1]^2); i[0]=seed, i[1]=offset
+  // --- softmax (kernels/softmax.cu, src/cpu/softmax.cpp), along the last axis ---
+  Softmax,         // in: x (..., C)     out: y
+  SoftmaxBackward, // in: y, dy          out: dx
+  LogSoftmax,      // in: x              out: y
+  LogSoftmaxBackward,    // in: y, dy     out: dx
+  // --- losses (kernels/loss.cu, src/cpu/loss.cpp) ---
+  // in: pred, target, [dloss (f32[1])]; out: loss (f32[1]), [dpred], [correct (i32[1]) for CE]
+  // i[0]=Reduction (Mean, Sum); dpred = d loss / d pred, times dloss when given. Mean divides by
+  // the number of elements (per-sample losses: by the number of rows).
+  MseLoss, L1Loss,
+  HuberLoss,       // f[0]=delta
+  BceLoss,         // pred: probabilities in (0,1); log clamped at -100 like PyTorch
+  BceWithLogitsLoss,
+  CrossEntropyLoss,      // pred: logits (N, C); target: labels i32 (N); f[0]=label smoothing
+  SoftCrossEntropyLoss,  // pred: logits (N, C); target: probabilities or one-hot f32 (N, C)
+  NllLoss,         // pred: log-probabilities (N, C); target: labels i32 (N)
+  // --- optimizers (kernels/optim.cu, src/cpu/optim.cpp): multi-tensor, in place ---
+  // in: hyper (f32 on the device: [0]=lr, [1]=step t, 1-based, already incremented), then per
+  // parameter a group of tensors; out: none (updates in place). See optim attrs below.
+  SgdStep,         // groups: (param, grad, [momentum_buf]); f[0]=momentum f[1]=dampening
+                   // f[2]=weight_decay i[0]=nesterov
+  AdamStep,        // groups: (param, grad, m, v); f[0]=beta1 f[1]=beta2 f[2]=eps f[3]=weight_decay
+                   // i[0]=decoupled (AdamW)
+  RmspropStep,     // groups: (param, grad, sq_avg); f[0]=alpha f[1]=eps f[2]=weight_decay
+  AdagradStep,     // groups: (param, grad, sum); f[0]=eps f[1]=weight_decay
+  WeightPenalty,   // groups: (param, grad); grad += f[0]*sign(param) + f[1]*param  (L1, L2)
+  ClipGradNorm,    // in: grads...   out: total_norm (f32[1]); scales grads in place by
+                   // min(1, f[0] / (norm + 1e-6)); deterministic two-stage reduction
+  // --- data movement (kernels/data.cu, src/cpu/data.cpp) ---
+  Fill,            // out: y = f[0]
+  Copy,            // in: x              out: y (same numel, any shape)
+  Cast,            // in: x              out: y (dtype of y), f32 <-> f16/bf16/i32
+  Permute,         // in: x              out: y; i[0..rank-1]=perm (y dim k = x dim perm[k])
+  Concat,          // in: x0, x1, ...    out: y; i[0]=axis
+  Slice,           // in: x              out: y; i[0]=axis i[1]=start (length from y)
+  SliceBackward,   // in: dy             out: dx (zeros outside the slice); i[0]=axis i[1]=start
+  Gather,          // in: table (R, ...), idx i32 (M)   out: y (M, ...)
+  GatherBackward,  // in: dy (M, ...), idx  out: dtable (R, ...) (deterministic: sorted segments)
+  OneHot,          // in: labels i32 (N)  out: y f32 (N, C)
+  GatherImages,    // in: images u8 (R, ...), idx i32 (B)   out: y f32 (B, ...) = (u8/255 - f[0]) / f[1]
+  Count
+};
+
+constexpr int kOpCount = static_cast<int>(OpKind::Count);
+CUDL_API const char* op_name(OpKind op);
+
+enum class UnaryOp : int {
+  Relu, LeakyRelu, Elu, GeluErf, GeluTanh, Silu, Sigmoid, Tanh, Softplus,
+  Exp, Log, Sqrt, Abs, Neg, Square, Count
+};
+enum class BinaryOp : int { Add, Sub, Mul, Div, Maximum, Minimum, Count };
+enum class ReduceOp : int { Sum, Mean, Max, Var, Count };
+enum class Epilogue : int { None, Relu, Gelu };
+enum class Reduction : int { Mean, Sum };
+constexpr int64_t kReduceAllAxes = -1000;  // i[1] value for "reduce over every axis"
+
+/// Scalar attributes of a call; each op documents which slots it reads.
+struct OpAttrs {
+  std::array<double, 4> f{};
+  std::array<int64_t, 8> i{};
+};
+
+/// A non-owning view of a contiguous tensor, as ops see it.
+struct TensorView {
+  void* data = nullptr;
+  Shape shape;
+  DType dtype = DType::f32;
+  Device device;
+
+  bool defined() const { return data != nullptr; }
+  int64_t numel() const { return shape.numel(); }
+  template <typename T> T* as() const { return static_cast<T*>(data); }
+  static TensorView of(const Tensor& t) {
+    return t.defined() ? TensorView{t.data(), t.shape(), t.dtype(), t.device()} : TensorView{};
+  }
+};
+
+class ExecContext;  // backend/backend.hpp
+
+/// One call of an op: what the backend function receives.
+struct OpCall {
+  OpKind op = OpKind::Count;
+  const TensorView* inputs = nullptr;
+  int n_inputs = 0;
+  const TensorView* outputs = nullptr;
+  int n_outputs = 0;
+  OpAttrs attrs;
+  ExecContext* ctx = nullptr;
+  const char* label = "";  // "layer/op" for errors and profiling
+
+  const TensorView& in(int k) const;   // throws naming the op when k is out of range
+  const TensorView& out(int k) const;
+  bool has_in(int k) const { return k < n_inputs && inputs[k].defined(); }
+  bool has_out(int k) const { return k < n_outputs && outputs[k].defined(); }
+};
+
+}  // namespace cudl

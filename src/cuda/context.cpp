@@ -1,0 +1,101 @@
+// cuda/context.cpp — per-device stream, lazy cuBLAS/cuBLASLt/cuDNN handles, workspace.
+#include "cuda/context.hpp"
+
+#include <cstdio>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "cuda/check.hpp"
+#include "memory/allocator.hpp"
+
+namespace cudl {
+
+namespace detail {
+const char* cublas_status_string(cublasStatus_t s) {
+  switch (s) {
+    case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
+    case CUBLAS_STATUS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
+    case CUBLAS_STATUS_ALLOC_FAILED: return "CUBLAS_STATUS_ALLOC_FAILED";
+    case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
+    case CUBLAS_STATUS_ARCH_MISMATCH: return "CUBLAS_STATUS_ARCH_MISMATCH";
+    case CUBLAS_STATUS_MAPPING_ERROR: return "CUBLAS_STATUS_MAPPING_ERROR";
+    case CUBLAS_STATUS_EXECUTION_FAILED: return "CUBLAS_STATUS_EXECUTION_FAILED";
+    case CUBLAS_STATUS_INTERNAL_ERROR: return "CUBLAS_STATUS_INTERNAL_ERROR";
+    case CUBLAS_STATUS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
+    case CUBLAS_STATUS_LICENSE_ERROR: return "CUBLAS_STATUS_LICENSE_ERROR";
+  }
+  return "unknown cuBLAS status";
+}
+}  // namespace detail
+
+CudaContext::CudaContext(Device device) : ExecContext(device) {
+  CUDL_CUDA_CHECK(cudaSetDevice(device.index()));
+  CUDL_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+}
+
+CudaContext::~CudaContext() {
+  // Destructors only log.
+  if (workspace_) memory::cuda_deallocate(device().index(), workspace_, workspace_bytes_);
+  if (cudnn_ && cudnnDestroy(cudnn_) != CUDNN_STATUS_SUCCESS) std::fprintf(stderr, "cudl: cudnnDestroy failed\n");
+  if (cublaslt_ && cublasLtDestroy(cublaslt_) != CUBLAS_STATUS_SUCCESS)
+    std::fprintf(stderr, "cudl: cublasLtDestroy failed\n");
+  if (cublas_ && cublasDestroy(cublas_) != CUBLAS_STATUS_SUCCESS) std::fprintf(stderr, "cudl: cublasDestroy failed\n");
+  if (stream_ && cudaStreamDestroy(stream_) != cudaSuccess) std::fprintf(stderr, "cudl: cudaStreamDestroy failed\n");
+}
+
+cublasHandle_t CudaContext::cublas() {
+  if (!cublas_) {
+    CUDL_CUBLAS_CHECK(cublasCreate(&cublas_));
+    CUDL_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
+  }
+  return cublas_;
+}
+
+cublasLtHandle_t CudaContext::cublaslt() {
+  if (!cublaslt_) CUDL_CUBLAS_CHECK(cublasLtCreate(&cublaslt_));
+  return cublaslt_;
+}
+
+cudnnHandle_t CudaContext::cudnn() {
+  if (!cudnn_) {
+    CUDL_CUDNN_CHECK(cudnnCreate(&cudnn_));
+    CUDL_CUDNN_CHECK(cudnnSetStream(cudnn_, stream_));
+  }
+  return cudnn_;
+}
+
+void* CudaContext::workspace(size_t bytes) {
+  if (bytes > workspace_bytes_) {
+    if (workspace_) memory::cuda_deallocate(device().index(), workspace_, workspace_bytes_);
+    workspace_ = nullptr;
+    workspace_bytes_ = 0;
+    size_t rounded = (bytes + (1u << 20) - 1) & ~size_t((1u << 20) - 1);  // grow in MiB steps
+    workspace_ = memory::cuda_allocate(device().index(), rounded);
+    workspace_bytes_ = rounded;
+  }
+  return workspace_;
+}
+
+void CudaContext::synchronize() { CUDL_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+
+CudaContext& CudaContext::get(int index) {
+  static std::mutex mu;
+  static std::vector<std::unique_ptr<CudaContext>> contexts;
+  std::lock_guard<std::mutex> lock(mu);
+  int n = cuda_device_count();
+  if (index < 0 || index >= n)
+    CUDL_FAIL("CUDA device ", index, " is not available (", n, " device(s)",
+              n == 0 ? "; " + cuda_unavailable_reason() : std::string(), ")");
+  if (contexts.size() < static_cast<size_t>(n)) contexts.resize(n);
+  if (!contexts[index]) contexts[index] = std::make_unique<CudaContext>(Device::cuda(index));
+  return *contexts[index];
+}
+
+CudaContext& cuda_context(const OpCall& call) {
+  auto* c = dynamic_cast<CudaContext*>(call.ctx);
+  if (!c) CUDL_FAIL(op_name(call.op), " (", call.label, "): CUDA op called without a CUDA context");
+  return *c;
+}
+
+}  // namespace cudl

@@ -1,0 +1,49 @@
+// cuda/context.hpp — per-device CUDA state: a non-default stream, lazily created library handles
+// bound to it, and a growable workspace for ops' scratch memory.
+#pragma once
+
+#include <cublasLt.h>
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <cudnn.h>
+
+#include "backend/backend.hpp"
+
+namespace cudl {
+
+class CudaContext : public ExecContext {
+ public:
+  /// Makes `device` current and creates a non-blocking stream on it.
+  explicit CudaContext(Device device);
+  ~CudaContext() override;
+  CudaContext(const CudaContext&) = delete;
+  CudaContext& operator=(const CudaContext&) = delete;
+
+  cudaStream_t stream() const { return stream_; }
+  /// Handles are created on first use and bound to stream().
+  cublasHandle_t cublas();
+  cublasLtHandle_t cublaslt();
+  cudnnHandle_t cudnn();
+  /// Scratch memory valid until the next workspace() call on this context (ops on one stream run
+  /// in order, so one buffer is enough). Grows, never shrinks; carve several buffers from one call.
+  void* workspace(size_t bytes);
+  size_t workspace_size() const { return workspace_bytes_; }
+  /// Blocks the host until all work queued on stream() is done.
+  void synchronize();
+
+  /// The default context of CUDA device `index` (created on first use; throws when absent).
+  static CudaContext& get(int index);
+
+ private:
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t cublas_ = nullptr;
+  cublasLtHandle_t cublaslt_ = nullptr;
+  cudnnHandle_t cudnn_ = nullptr;
+  void* workspace_ = nullptr;
+  size_t workspace_bytes_ = 0;
+};
+
+/// The CUDA context an op call runs in (throws naming the op when ctx is not a CUDA context).
+CudaContext& cuda_context(const OpCall& call);
+
+}  // namespace cudl

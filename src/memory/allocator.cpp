@@ -1,0 +1,49 @@
+// memory/allocator.cpp — storage allocation by device: aligned host memory, or the CUDA pool.
+#include "memory/allocator.hpp"
+
+#include <cstdlib>
+#include <cstring>
+
+#include "cudl/error.hpp"
+
+namespace cudl::memory {
+
+void* allocate(Device device, size_t nbytes) {
+  if (device.is_cpu()) {
+    size_t rounded = (nbytes + 63) / 64 * 64;
+    void* p = std::aligned_alloc(64, rounded == 0 ? 64 : rounded);
+    if (!p) CUDL_FAIL("out of host memory allocating ", nbytes, " bytes");
+    return p;
+  }
+#if defined(CUDL_WITH_CUDA)
+  return cuda_allocate(device.index(), nbytes);
+#else
+  CUDL_FAIL("cannot allocate on ", device, ": cudl was built without the CUDA backend");
+#endif
+}
+
+void deallocate(Device device, void* ptr, size_t nbytes) {
+  if (!ptr) return;
+  if (device.is_cpu()) {
+    std::free(ptr);
+    return;
+  }
+#if defined(CUDL_WITH_CUDA)
+  cuda_deallocate(device.index(), ptr, nbytes);
+#endif
+}
+
+void copy_bytes(Device dst_device, void* dst, Device src_device, const void* src, size_t nbytes) {
+  if (nbytes == 0) return;
+  if (dst_device.is_cpu() && src_device.is_cpu()) {
+    std::memcpy(dst, src, nbytes);
+    return;
+  }
+#if defined(CUDL_WITH_CUDA)
+  cuda_copy_bytes(dst_device, dst, src_device, src, nbytes);
+#else
+  CUDL_FAIL("cannot copy between ", src_device, " and ", dst_device, ": cudl was built without CUDA");
+#endif
+}
+
+}  // namespace cudl::memory

@@ -1,0 +1,27 @@
+// memory/allocator.hpp — where tensor storage comes from: aligned host memory for the CPU,
+// the device's caching pool (memory/caching_allocator.hpp) for CUDA.
+#pragma once
+
+#include <cstddef>
+
+#include "cudl/device.hpp"
+
+namespace cudl::memory {
+
+/// Allocates `nbytes` on `device` (64-byte aligned on the CPU, 256 on CUDA). Never returns null.
+void* allocate(Device device, size_t nbytes);
+/// Returns memory obtained from allocate() with the same device and size.
+void deallocate(Device device, void* ptr, size_t nbytes);
+
+/// Copies `nbytes` between any two devices; returns when the copy is complete.
+void copy_bytes(Device dst_device, void* dst, Device src_device, const void* src, size_t nbytes);
+
+#if defined(CUDL_WITH_CUDA)
+/// CUDA side, in src/cuda: pool allocation ordered on the device's context stream.
+void* cuda_allocate(int device_index, size_t nbytes);
+void cuda_deallocate(int device_index, void* ptr, size_t nbytes);
+/// Blocking copy where at least one side is a CUDA device, on that device's context stream.
+void cuda_copy_bytes(Device dst_device, void* dst, Device src_device, const void* src, size_t nbytes);
+#endif
+
+}  // namespace cudl::memory

@@ -1,0 +1,24 @@
+// emu/emu.hpp — what tests and benchmarks may ask the emulator directly: counters, schedule,
+// last error detail. Available only in the emulated build (CUDL_EMULATED is defined).
+#pragma once
+
+#include "emu/runtime.hpp"
+
+namespace cudl_emu {
+
+/// Thread order between barriers: forward, reverse, or shuffle with a seed. Initialised from
+/// CUDL_EMU_SCHEDULE=forward|reverse|shuffle:<seed> (default forward).
+struct Schedule {
+  enum Kind { Forward, Reverse, Shuffle } kind = Forward;
+  uint64_t seed = 0;
+};
+Schedule schedule();
+void set_schedule(Schedule s);
+
+/// Detail of the last recorded error ("barrier divergence in kernel 'reduce_kernel': ...").
+std::string last_error_detail();
+/// Clears a sticky error so a test can go on after checking a planted bug (the real runtime
+/// cannot do this; tests use it instead of restarting the process).
+void reset_device_state();
+
+}  // namespace cudl_emu

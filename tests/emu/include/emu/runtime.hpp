@@ -1,0 +1,76 @@
+// emu/runtime.hpp — the emulated CUDA runtime's internal interface, shared by the kernel executor
+// (emu/kernel.hpp, src/exec.cpp), the runtime API (src/runtime.cpp, src/memory.cpp) and the
+// emulated libraries (src/cublas.cpp, src/cudnn.cpp). Users of the emulator never include this
+// directly; CUDA code sees only the real runtime API from <cuda_runtime.h>.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+
+namespace cudl_emu {
+
+/// A unit of stream work: a kernel grid, a copy, a memset, an event record, a host callback.
+/// It runs when the stream is flushed (lazy in-order streams), or is recorded into a graph when
+/// the stream is capturing.
+enum class WorkKind { Kernel, Copy, Memset, Event, Host, Library };
+
+/// Queues `fn` on `stream` (0 = the legacy default stream). `what` names it in reports (kernel
+/// name, "cudaMemcpyAsync", "cublasLtMatmul", ...). Returns the error the real runtime would
+/// return at enqueue time (e.g. a sticky error).
+cudaError_t enqueue(cudaStream_t stream, WorkKind kind, const char* what, std::function<void()> fn);
+
+/// Runs everything queued on `stream` (and what it waits on); used by library emulations that
+/// must observe results, and by the runtime's synchronising calls.
+cudaError_t flush(cudaStream_t stream);
+/// Runs everything queued on every stream.
+cudaError_t flush_all();
+
+/// True while `stream` is capturing into a graph.
+bool is_capturing(cudaStream_t stream);
+
+/// Name of the kernel (or library call) currently executing on this host thread, or nullptr.
+/// Fault reports (guard pages, use after free) name it.
+const char* current_work();
+struct WorkScope {  // sets current_work() for its lifetime
+  explicit WorkScope(const char* what);
+  ~WorkScope();
+  const char* previous;
+};
+
+/// Records an error the way CUDA reports it. Non-sticky errors are returned once by
+/// cudaGetLastError / cudaPeekAtLastError; sticky errors (cudaErrorLaunchFailure,
+/// cudaErrorIllegalAddress, cudaErrorAssert, ...) are returned by every later call, as on a real
+/// context. `detail` names the kernel and what happened; cudaGetErrorString appends it.
+void record_error(cudaError_t err, const std::string& detail, bool sticky);
+/// The sticky error, or cudaSuccess.
+cudaError_t sticky_error();
+
+/// Kind of memory a pointer refers to, for memcpy direction checks.
+enum class PtrKind { Device, PinnedHost, PageableHost };
+PtrKind pointer_kind(const void* p);
+/// True when [p, p+bytes) lies inside one live device allocation.
+bool is_device_range(const void* p, size_t bytes);
+
+/// Counters of what the emulated GPU was asked to do; reset with reset_counters().
+struct Counters {
+  uint64_t kernel_launches = 0;  // grids executed (including those replayed from graphs)
+  uint64_t graph_launches = 0;
+  uint64_t memcpy_h2d = 0, memcpy_d2h = 0, memcpy_d2d = 0, memcpy_h2h = 0;
+  uint64_t bytes_h2d = 0, bytes_d2h = 0, bytes_d2d = 0;
+  uint64_t memsets = 0;
+  uint64_t mallocs = 0, frees = 0;              // device (sync and async)
+  uint64_t host_mallocs = 0, host_frees = 0;    // pinned host
+  uint64_t syncs = 0;  // host blocking points: device/stream/event sync, blocking copies
+  uint64_t threads = 0;          // emulated GPU threads run
+  uint64_t barriers = 0;         // block-wide barrier crossings (per block)
+};
+Counters counters();
+void reset_counters();
+/// Counting hooks for the executor and libraries.
+void count_kernel(uint64_t threads, uint64_t barrier_crossings);
+
+}  // namespace cudl_emu

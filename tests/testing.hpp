@@ -1,0 +1,120 @@
+// tests/testing.hpp — shared test helpers: random tensors, tolerance comparison that prints the
+// first mismatching indices, central finite differences, and the "CUDA available?" skip.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "backend/backend.hpp"
+#include "cudl/cudl.hpp"
+
+namespace cudl::testing {
+
+/// True when a CUDA device is usable: always under the emulator, on a real GPU when one exists.
+inline bool cuda_available() { return cuda_device_count() > 0; }
+
+/// Skips the current test, saying why, when no CUDA device is usable.
+#define CUDL_REQUIRE_CUDA()                                                                 \
+  do {                                                                                      \
+    if (!::cudl::testing::cuda_available())                                                 \
+      GTEST_SKIP() << "needs a CUDA device (" << ::cudl::cuda_unavailable_reason() << ")";  \
+  } while (0)
+
+/// Uniform random f32 tensor on `device` (values generated on the host with a fixed seed).
+inline Tensor random_tensor(const Shape& shape, uint64_t seed, float lo = -1.f, float hi = 1.f,
+                            Device device = Device::cpu()) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> dist(lo, hi);
+  std::vector<float> v(static_cast<size_t>(shape.numel()));
+  for (auto& x : v) x = dist(rng);
+  return Tensor::from_vector(v, shape, device);
+}
+
+/// Random integer labels in [0, classes).
+inline Tensor random_labels(int64_t n, int classes, uint64_t seed, Device device = Device::cpu()) {
+  std::mt19937_64 rng(seed);
+  std::vector<int32_t> v(static_cast<size_t>(n));
+  for (auto& x : v) x = static_cast<int32_t>(rng() % classes);
+  return Tensor::from_vector(v, Shape{n}, device);
+}
+
+/// Values of any tensor (f32, i32, i64, u8, f16, bf16) as doubles on the host.
+inline std::vector<double> as_doubles(const Tensor& t) {
+  Tensor h = t.device().is_cpu() ? t : t.to(Device::cpu());
+  std::vector<double> out(static_cast<size_t>(h.numel()));
+  for (int64_t i = 0; i < h.numel(); ++i) out[i] = h.item(i);
+  return out;
+}
+
+/// Passes when |a-e| <= atol + rtol*|e| for every element (NaN matches NaN, Inf matches the same
+/// Inf); otherwise fails listing the first mismatches with their flat indices.
+inline ::testing::AssertionResult all_close(const Tensor& actual, const Tensor& expected, double atol = 1e-5,
+                                            double rtol = 1e-5, int show = 8) {
+  if (actual.shape() != expected.shape())
+    return ::testing::AssertionFailure() << "shape " << actual.shape() << " vs expected " << expected.shape();
+  if (actual.dtype() != expected.dtype())
+    return ::testing::AssertionFailure() << "dtype " << actual.dtype() << " vs expected " << expected.dtype();
+  const auto a = as_doubles(actual), e = as_doubles(expected);
+  std::ostringstream os;
+  int bad = 0;
+  double worst = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    bool ok;
+    if (std::isnan(e[i]) || std::isnan(a[i])) ok = std::isnan(e[i]) && std::isnan(a[i]);
+    else if (std::isinf(e[i]) || std::isinf(a[i])) ok = a[i] == e[i];
+    else ok = std::fabs(a[i] - e[i]) <= atol + rtol * std::fabs(e[i]);
+    if (!ok) {
+      if (bad < show) os << "\n  [" << i << "] got " << a[i] << ", expected " << e[i];
+      if (!std::isnan(a[i] - e[i])) worst = std::max(worst, std::fabs(a[i] - e[i]));
+      ++bad;
+    }
+  }
+  if (bad == 0) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << bad << " of " << a.size() << " elements differ (atol " << atol
+                                       << ", rtol " << rtol << ", worst |diff| " << worst << "):" << os.str();
+}
+
+/// Central finite-difference gradient of a scalar function of one f32 CPU tensor, in double.
+/// `f` must not keep references to x; x is perturbed in place and restored.
+inline std::vector<double> numerical_gradient(const std::function<double(const Tensor&)>& f, Tensor x,
+                                              double eps = 1e-3) {
+  std::vector<double> g(static_cast<size_t>(x.numel()));
+  float* p = x.data_as<float>();
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    const float orig = p[i];
+    p[i] = static_cast<float>(orig + eps);
+    const double up = f(x);
+    p[i] = static_cast<float>(orig - eps);
+    const double down = f(x);
+    p[i] = orig;
+    g[i] = (up - down) / (2 * eps);
+  }
+  return g;
+}
+
+/// Sum of w[i] * y[i] in double: turns a tensor-valued op into a scalar for gradient checks.
+inline double weighted_sum(const Tensor& y, const std::vector<double>& w) {
+  const auto v = as_doubles(y);
+  double s = 0;
+  for (size_t i = 0; i < v.size(); ++i) s += v[i] * w[i];
+  return s;
+}
+
+/// Compares an analytic gradient with a numerical one, printing the first mismatches.
+inline ::testing::AssertionResult gradient_close(const Tensor& analytic, const std::vector<double>& numeric,
+                                                 double atol = 2e-3, double rtol = 2e-2) {
+  return all_close(analytic, Tensor::from_vector(std::vector<float>(numeric.begin(), numeric.end()),
+                                                 analytic.shape()),
+                   atol, rtol);
+}
+
+inline TensorView tv(const Tensor& t) { return TensorView::of(t); }
+
+}  // namespace cudl::testing
