@@ -59,6 +59,9 @@ class CUDL_API Tensor {
 
   /// Same storage seen with another shape of equal numel.
   Tensor reshape(const Shape& shape) const;
+  /// A tensor sharing this one's storage, starting `byte_offset` bytes in; throws when it would
+  /// reach past the storage.
+  Tensor view_bytes(size_t byte_offset, const Shape& shape, DType dtype) const;
   /// New tensor with the same contents on `device` (a copy even when the device is the same).
   Tensor to(Device device) const;
   Tensor clone() const { return to(device()); }

@@ -86,6 +86,19 @@ Tensor Tensor::reshape(const Shape& shape) const {
   return t;
 }
 
+Tensor Tensor::view_bytes(size_t byte_offset, const Shape& shape, DType dtype) const {
+  if (!defined()) CUDL_FAIL("Tensor::view_bytes: tensor is undefined");
+  const size_t need = offset_ + byte_offset + static_cast<size_t>(shape.numel()) * dtype_size(dtype);
+  if (need > storage_->nbytes())
+    CUDL_FAIL("Tensor::view_bytes: ", shape, " ", dtype, " at byte ", byte_offset, " reaches past the storage (",
+              storage_->nbytes(), " bytes)");
+  Tensor t = *this;
+  t.offset_ = offset_ + byte_offset;
+  t.shape_ = shape;
+  t.dtype_ = dtype;
+  return t;
+}
+
 Tensor Tensor::to(Device device) const {
   if (!defined()) CUDL_FAIL("Tensor::to(", device, "): tensor is undefined");
   Tensor t = empty(shape_, dtype_, device);

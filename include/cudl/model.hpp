@@ -1,0 +1,166 @@
+// cudl/model.hpp — Keras-style training: compile(optimizer, loss, metrics), fit, evaluate,
+// predict, summary. Training runs forward, backward and the optimizer step on the model's device.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cudl/nn.hpp"
+#include "cudl/tensor.hpp"
+
+namespace cudl {
+
+/// Training data held on the host: x (N, ...) f32 or u8 images, y (N,) i32 labels or (N, ...) f32
+/// targets. u8 images are normalised as (x/255 - mean) / std when batches are gathered.
+struct CUDL_API Dataset {
+  Tensor x, y;
+  float mean = 0.f, std = 1.f;
+  int64_t size() const { return x.defined() ? x.shape()[0] : 0; }
+  /// Rows [begin, end) as a new dataset (copies).
+  Dataset slice(int64_t begin, int64_t end) const;
+};
+
+struct CUDL_API OptimizerConfig {
+  enum Kind { SGD, Adam, AdamW, RMSprop, Adagrad } kind = Adam;
+  double lr = 1e-3;
+  double momentum = 0, dampening = 0;  // SGD
+  bool nesterov = false;               // SGD
+  double beta1 = 0.9, beta2 = 0.999;   // Adam, AdamW
+  double alpha = 0.99;                 // RMSprop smoothing
+  double eps = 1e-8;                   // Adam, AdamW, RMSprop, Adagrad (Adagrad uses 1e-10 in torch)
+  double weight_decay = 0;             // L2 (SGD, Adam, RMSprop, Adagrad) or decoupled (AdamW)
+  double clip_norm = 0;                // > 0: clip gradients by global norm
+};
+
+namespace optim {
+CUDL_API OptimizerConfig SGD(double lr, double momentum = 0, bool nesterov = false, double weight_decay = 0);
+CUDL_API OptimizerConfig Adam(double lr = 1e-3, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8);
+CUDL_API OptimizerConfig AdamW(double lr = 1e-3, double weight_decay = 1e-2);
+CUDL_API OptimizerConfig RMSprop(double lr = 1e-2, double alpha = 0.99, double eps = 1e-8);
+CUDL_API OptimizerConfig Adagrad(double lr = 1e-2, double eps = 1e-10);
+}  // namespace optim
+
+/// Loss names: "sparse_categorical_crossentropy" (logits + i32 labels), "categorical_crossentropy"
+/// (logits + one-hot/probabilities), "mse", "mae" (L1), "huber", "binary_crossentropy"
+/// (probabilities), "bce_with_logits", "nll" (log-probabilities + labels).
+struct CUDL_API LossConfig {
+  std::string name = "sparse_categorical_crossentropy";
+  double label_smoothing = 0;
+  double huber_delta = 1.0;
+};
+
+struct CUDL_API CompileOptions {
+  OptimizerConfig optimizer;
+  LossConfig loss;
+  std::vector<std::string> metrics;  // "accuracy", "mae"
+  Device device = Device::cpu();
+  int64_t batch_size = 32;  // used to plan and report memory at compile time
+  uint64_t seed = 0;        // parameter initialisation and dropout
+  bool cuda_graphs = true;  // capture the training step into a CUDA graph (CUDA only)
+  bool verbose = false;     // print the plan report at compile
+};
+
+struct CUDL_API History {
+  std::map<std::string, std::vector<double>> metrics;  // "loss", "accuracy", "val_loss", ...
+  int epochs() const;
+};
+
+class Model;
+
+/// Hooks called by fit. Set model.stop_training() to end after the current epoch.
+class CUDL_API Callback {
+ public:
+  virtual ~Callback() = default;
+  virtual void on_train_begin(Model&) {}
+  virtual void on_epoch_begin(Model&, int /*epoch*/) {}
+  virtual void on_epoch_end(Model&, int /*epoch*/, const std::map<std::string, double>& /*logs*/) {}
+  virtual void on_batch_end(Model&, int64_t /*step*/) {}
+  virtual void on_train_end(Model&) {}
+};
+using CallbackPtr = std::shared_ptr<Callback>;
+
+struct CUDL_API FitOptions {
+  int epochs = 1;
+  int64_t batch_size = 32;
+  bool shuffle = true;
+  const Dataset* validation_data = nullptr;
+  double validation_split = 0;  // fraction of the training rows (taken from the end) held out
+  std::vector<CallbackPtr> callbacks;
+  uint64_t seed = 0;
+  int verbose = 1;  // 0 silent, 1 progress bar / per-epoch lines
+  int64_t log_every = 0;  // > 0: read the running loss every N steps for the progress bar
+};
+
+struct CUDL_API EvalResult {
+  std::map<std::string, double> metrics;  // "loss", "accuracy", ...
+};
+
+/// Description of one compiled plan, reported before step 1.
+struct CUDL_API PlanReport {
+  int64_t batch_size = 0;
+  size_t arena_bytes = 0;        // exact peak of the planned intermediate arena
+  size_t intermediate_bytes = 0; // what the intermediates would need without reuse
+  size_t param_bytes = 0, grad_bytes = 0, state_bytes = 0, input_bytes = 0;
+  int kernels_per_step = 0;
+  std::string str() const;
+};
+
+class CUDL_API Model {
+ public:
+  /// Functional model from inputs to outputs (one input and one output for fit/evaluate/predict).
+  Model(const std::vector<Var>& inputs, const std::vector<Var>& outputs, const std::string& name = "model");
+  Model(const Var& input, const Var& output, const std::string& name = "model");
+  virtual ~Model();
+  Model(Model&&) noexcept;
+  Model& operator=(Model&&) noexcept;
+
+  void compile(const CompileOptions& options);
+  History fit(const Dataset& train, const FitOptions& options = {});
+  EvalResult evaluate(const Dataset& data, int64_t batch_size = 256);
+  /// Model outputs for x (N, ...) as a host tensor (N, ...).
+  Tensor predict(const Tensor& x, int64_t batch_size = 256, float mean = 0.f, float std = 1.f);
+  /// Layers, output shapes, parameter counts, planned memory.
+  std::string summary() const;
+  const PlanReport& plan_report() const;
+
+  /// Current learning rate (written to device memory; a replayed CUDA graph sees the change).
+  double learning_rate() const;
+  void set_learning_rate(double lr);
+  void stop_training() { stop_ = true; }
+  bool stop_requested() const { return stop_; }
+  Device device() const;
+  int64_t step() const;
+  /// Sets the step counter shown in logs (the optimizer's own step lives in its state tensors).
+  void set_step(int64_t step);
+  int64_t parameter_count() const;
+  std::vector<LayerPtr> layers() const;
+
+  /// Named tensors of the complete training state: parameters ("layer.param"), buffers,
+  /// optimizer slots ("optim.layer.param.m"), counters. Used by checkpoints.
+  std::vector<std::pair<std::string, Tensor>> state_tensors();
+  /// Per-op timing table of the last fit/evaluate with profiling on (set_profiling(true)).
+  void set_profiling(bool on);
+  std::string profile_table() const;
+
+  struct Impl;
+
+ protected:
+  Model();
+  std::unique_ptr<Impl> impl_;
+  bool stop_ = false;
+};
+
+/// A stack of layers; the input shape is given once.
+class CUDL_API Sequential : public Model {
+ public:
+  Sequential(const Shape& input_shape, const std::vector<LayerPtr>& layers, const std::string& name = "sequential",
+             DType input_dtype = DType::f32);
+};
+
+/// Averages the predictions of several compiled models (an ensemble).
+CUDL_API Tensor ensemble_predict(std::vector<Model*> models, const Tensor& x, int64_t batch_size = 256);
+
+}  // namespace cudl

@@ -1,0 +1,224 @@
+// samples/mnist — cudl-mnist: trains an MLP or a small CNN on MNIST / Fashion-MNIST on the GPU
+// when one works, else on the CPU reference backend (and says why), and reports test accuracy.
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <string>
+
+#include "cudl/checkpoint.hpp"
+#include "cudl/cudl.hpp"
+
+namespace {
+
+struct Args {
+  std::string model = "mlp", optimizer = "adam", device = "auto", data, dataset = "mnist";
+  std::string save, resume, csv = "mnist-history.csv", plot = "mnist-history.png";
+  int epochs = 5;
+  int64_t batch = 128, limit = 0;
+  double lr = 1e-3;
+  uint64_t seed = 1;
+  bool profile = false;
+};
+
+[[noreturn]] void usage_error(const std::string& msg) {
+  std::fprintf(stderr, "cudl-mnist: %s (see --help)\n", msg.c_str());
+  std::exit(2);
+}
+
+const char* kHelp =
+    "usage: cudl-mnist [options]\n"
+    "  --model mlp|cnn          784-128-10 MLP (default) or a small convnet\n"
+    "  --epochs N               training epochs (default 5)\n"
+    "  --batch-size B           batch size (default 128)\n"
+    "  --lr X                   learning rate (default 1e-3)\n"
+    "  --optimizer adam|sgd     optimizer (default adam; sgd uses momentum 0.9)\n"
+    "  --device auto|cuda|cpu   auto: the GPU when one works, else the CPU backend (default auto)\n"
+    "  --data DIR               data directory (default data/mnist or data/fashion)\n"
+    "  --dataset mnist|fashion  MNIST (default) or Fashion-MNIST\n"
+    "  --limit N                use only the first N training images\n"
+    "  --seed S                 seed for initialisation, shuffling and dropout (default 1)\n"
+    "  --save FILE              write a checkpoint after training\n"
+    "  --resume FILE            load a checkpoint before training\n"
+    "  --csv FILE / --plot FILE history as CSV / PNG plot (gnuplot); '' disables\n"
+    "  --profile                print a per-op timing table at the end\n";
+
+int64_t parse_int(const std::string& flag, const std::string& v, int64_t lo) {
+  char* end = nullptr;
+  long long x = std::strtoll(v.c_str(), &end, 10);
+  if (v.empty() || *end || x < lo) usage_error(flag + " needs an integer >= " + std::to_string(lo) + ", got '" + v + "'");
+  return x;
+}
+
+Args parse(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    std::string k = argv[i];
+    if (k == "--help" || k == "-h") {
+      std::printf("%s", kHelp);
+      std::exit(0);
+    }
+    if (k == "--profile") {
+      a.profile = true;
+      continue;
+    }
+    if (i + 1 >= argc) usage_error("option " + k + " needs a value");
+    std::string v = argv[++i];
+    if (k == "--model") a.model = v;
+    else if (k == "--epochs") a.epochs = static_cast<int>(parse_int(k, v, 0));
+    else if (k == "--batch-size") a.batch = parse_int(k, v, 1);
+    else if (k == "--limit") a.limit = parse_int(k, v, 1);
+    else if (k == "--seed") a.seed = static_cast<uint64_t>(parse_int(k, v, 0));
+    else if (k == "--lr") {
+      char* end = nullptr;
+      a.lr = std::strtod(v.c_str(), &end);
+      if (v.empty() || *end || !(a.lr > 0)) usage_error("--lr needs a positive number, got '" + v + "'");
+    } else if (k == "--optimizer") a.optimizer = v;
+    else if (k == "--device") a.device = v;
+    else if (k == "--data") a.data = v;
+    else if (k == "--dataset") a.dataset = v;
+    else if (k == "--save") a.save = v;
+    else if (k == "--resume") a.resume = v;
+    else if (k == "--csv") a.csv = v;
+    else if (k == "--plot") a.plot = v;
+    else usage_error("unknown option '" + k + "'");
+  }
+  if (a.model != "mlp" && a.model != "cnn") usage_error("--model must be mlp or cnn, got '" + a.model + "'");
+  if (a.optimizer != "adam" && a.optimizer != "sgd") usage_error("--optimizer must be adam or sgd, got '" + a.optimizer + "'");
+  if (a.dataset != "mnist" && a.dataset != "fashion") usage_error("--dataset must be mnist or fashion, got '" + a.dataset + "'");
+  if (a.device != "auto" && a.device != "cpu" && a.device.rfind("cuda", 0) != 0)
+    usage_error("--device must be auto, cuda or cpu, got '" + a.device + "'");
+  if (a.data.empty()) a.data = "data/" + a.dataset;
+  return a;
+}
+
+cudl::Device pick_device(const std::string& want) {
+  if (want == "cpu") {
+    std::printf("device: cpu (CPU reference backend, as requested)\n");
+    return cudl::Device::cpu();
+  }
+  const int n = cudl::cuda_device_count();
+  if (want == "auto") {
+    if (n > 0) {
+      cudl::DeviceInfo d = cudl::cuda_device_info(0);
+      std::printf("device: cuda:0 (%s, compute capability %d.%d)\n", d.name.c_str(), d.cc_major, d.cc_minor);
+      return cudl::Device::cuda(0);
+    }
+    std::printf("device: cpu — training on the CPU reference backend because %s\n",
+                cudl::cuda_unavailable_reason().c_str());
+    return cudl::Device::cpu();
+  }
+  cudl::Device d = cudl::Device::parse(want);
+  if (d.index() >= n) {
+    std::fprintf(stderr, "cudl-mnist: --device %s: %s\n", want.c_str(),
+                 n == 0 ? cudl::cuda_unavailable_reason().c_str() : "no such CUDA device");
+    std::exit(1);
+  }
+  std::printf("device: %s (%s)\n", d.str().c_str(), cudl::cuda_device_info(d.index()).name.c_str());
+  return d;
+}
+
+cudl::Sequential build(const std::string& kind) {
+  using namespace cudl::layers;
+  if (kind == "mlp")
+    return cudl::Sequential(cudl::Shape{1, 28, 28}, {Flatten("flatten"), Dense(128, "relu", true, "dense1"),
+                                                      Dense(10, "", true, "logits")},
+                            "mlp");
+  return cudl::Sequential(cudl::Shape{1, 28, 28},
+                          {Conv2d(16, 3, 1, 1, "", false, 1, 1, "conv1"), BatchNorm(0.1f, 1e-5f, "bn1"),
+                           Activation("relu", 0.f, "relu1"), MaxPool2d(2, 2, 0, "pool1"),
+                           Conv2d(32, 3, 1, 1, "", false, 1, 1, "conv2"), BatchNorm(0.1f, 1e-5f, "bn2"),
+                           Activation("relu", 0.f, "relu2"), MaxPool2d(2, 2, 0, "pool2"), Dropout(0.25f, "dropout"),
+                           Flatten("flatten"), Dense(10, "", true, "logits")},
+                          "cnn");
+}
+
+void write_outputs(const Args& a, const cudl::History& h) {
+  if (!a.csv.empty()) {
+    std::ofstream f(a.csv);
+    if (!f) {
+      std::fprintf(stderr, "cudl-mnist: cannot write %s\n", a.csv.c_str());
+      return;
+    }
+    f << "epoch";
+    for (const auto& [k, v] : h.metrics) f << "," << k;
+    f << "\n";
+    for (int e = 0; e < h.epochs(); ++e) {
+      f << e + 1;
+      for (const auto& [k, v] : h.metrics) f << "," << v[e];
+      f << "\n";
+    }
+    std::printf("history: %s\n", a.csv.c_str());
+  }
+  if (!a.plot.empty() && !a.csv.empty() && h.epochs() > 0) {
+    if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) {
+      std::printf("plot: skipped (gnuplot not installed; apt-get install gnuplot-nox)\n");
+      return;
+    }
+    std::string cmd = "gnuplot -e \"set terminal png size 900,400; set output '" + a.plot +
+                      "'; set datafile separator ','; set key autotitle columnhead; set multiplot layout 1,2;"
+                      " set title 'loss'; plot for [c in 'loss val_loss'] '" + a.csv +
+                      "' using 1:(column(c)) with linespoints title c;"
+                      " set title 'accuracy'; plot for [c in 'accuracy val_accuracy'] '" + a.csv +
+                      "' using 1:(column(c)) with linespoints title c; unset multiplot\" 2>/dev/null";
+    if (std::system(cmd.c_str()) == 0) std::printf("plot: %s\n", a.plot.c_str());
+    else std::printf("plot: gnuplot failed; see %s for the numbers\n", a.csv.c_str());
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args a = parse(argc, argv);
+  try {
+    const bool fashion = a.dataset == "fashion";
+    cudl::Dataset train, test;
+    try {
+      train = cudl::load_mnist(a.data, true, a.limit, fashion);
+      test = cudl::load_mnist(a.data, false, 0, fashion);
+    } catch (const cudl::Error& e) {
+      std::fprintf(stderr, "cudl-mnist: %s\ncudl-mnist: fetch the data with: scripts/fetch-mnist.sh --dataset %s\n",
+                   e.what(), a.dataset.c_str());
+      return 1;
+    }
+    cudl::Device device = pick_device(a.device);
+    cudl::Sequential model = build(a.model);
+    cudl::CompileOptions opt;
+    opt.optimizer = a.optimizer == "adam" ? cudl::optim::Adam(a.lr) : cudl::optim::SGD(a.lr, 0.9);
+    opt.loss.name = "sparse_categorical_crossentropy";
+    opt.metrics = {"accuracy"};
+    opt.device = device;
+    opt.batch_size = a.batch;
+    opt.seed = a.seed;
+    model.compile(opt);
+    std::printf("%s", model.summary().c_str());
+    if (!a.resume.empty()) {
+      cudl::load_checkpoint(model, a.resume);
+      std::printf("resumed from %s at step %lld\n", a.resume.c_str(), static_cast<long long>(model.step()));
+    }
+    model.set_profiling(a.profile);
+    cudl::FitOptions fit;
+    fit.epochs = a.epochs;
+    fit.batch_size = a.batch;
+    fit.seed = a.seed;
+    fit.validation_split = train.size() >= 12000 ? 5000.0 / train.size() : 0.1;
+    std::printf("training on %lld images (%lld held out for validation), testing on %lld\n",
+                static_cast<long long>(train.size() - static_cast<int64_t>(train.size() * fit.validation_split)),
+                static_cast<long long>(train.size() * fit.validation_split), static_cast<long long>(test.size()));
+    cudl::History h = model.fit(train, fit);
+    cudl::EvalResult r = model.evaluate(test, 1000);
+    std::printf("test loss %.4f, test accuracy %.2f%%\n", r.metrics["loss"], 100.0 * r.metrics["accuracy"]);
+    write_outputs(a, h);
+    if (!a.save.empty()) {
+      cudl::save_checkpoint(model, a.save);
+      std::printf("checkpoint: %s\n", a.save.c_str());
+    }
+    if (a.profile) std::printf("\nper-op profile (%s):\n%s", device.str().c_str(), model.profile_table().c_str());
+    return 0;
+  } catch (const cudl::Error& e) {
+    std::fprintf(stderr, "cudl-mnist: %s\n", e.what());
+    return 1;
+  }
+}

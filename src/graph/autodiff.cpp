@@ -1,0 +1,341 @@
+// graph/autodiff.cpp — per-op gradient rules and the reverse sweep with fan-out accumulation.
+#include "graph/autodiff.hpp"
+
+#include <functional>
+
+#include "cudl/error.hpp"
+
+namespace cudl::graph {
+namespace {
+
+bool is_loss(OpKind op) {
+  switch (op) {
+    case OpKind::MseLoss: case OpKind::L1Loss: case OpKind::HuberLoss: case OpKind::BceLoss:
+    case OpKind::BceWithLogitsLoss: case OpKind::CrossEntropyLoss: case OpKind::SoftCrossEntropyLoss:
+    case OpKind::NllLoss:
+      return true;
+    default:
+      return false;
+  }
+}
+
+class Sweep {
+ public:
+  Sweep(Graph& g, const BackwardSpec& spec) : g_(g), spec_(spec) {}
+
+  void run() {
+    mark_needs_grad();
+    count_contributions();
+    for (const auto& [v, dv] : spec_.seeds) contribute(v, dv, "seed");
+    for (int i = spec_.forward_end - 1; i >= 0; --i) {
+      const Node node = g_.nodes()[i];  // copy: rules append nodes
+      std::vector<ValueId> douts;
+      bool any = false;
+      for (ValueId o : node.outputs) {
+        ValueId d = o != kNone && grads_.count(o) ? grads_[o] : kNone;
+        douts.push_back(d);
+        any |= d != kNone;
+      }
+      if (!any) continue;
+      apply_rule(node, douts);
+    }
+    for (const auto& [p, gv] : spec_.param_grads) {
+      if (written_.count(gv)) continue;
+      OpAttrs a;
+      g_.add_node(OpKind::Fill, a, {}, {gv}, g_.value(p).name, Phase::Backward);  // no gradient reaches it
+    }
+  }
+
+ private:
+  // needs_[v]: some trainable parameter influences v (so its gradient is needed).
+  void mark_needs_grad() {
+    for (const auto& [p, gv] : spec_.param_grads) needs_.insert(p);
+    for (int i = 0; i < spec_.forward_end; ++i) {
+      const Node& n = g_.nodes()[i];
+      bool any = false;
+      for (ValueId v : n.inputs) any |= v != kNone && needs_.count(v);
+      if (any)
+        for (ValueId o : n.outputs)
+          if (o != kNone) needs_.insert(o);
+    }
+  }
+
+  // How many gradient contributions each needed value will receive.
+  void count_contributions() {
+    for (int i = 0; i < spec_.forward_end; ++i) {
+      const Node& n = g_.nodes()[i];
+      bool out_needed = false;
+      for (ValueId o : n.outputs) out_needed |= o != kNone && needs_.count(o);
+      if (!out_needed) continue;
+      for (ValueId v : n.inputs)  // per occurrence: x*x contributes twice
+        if (v != kNone && needs_.count(v)) remaining_[v]++;
+    }
+    for (const auto& [v, dv] : spec_.seeds) remaining_[v]++;
+  }
+
+  bool wants(ValueId v) const { return v != kNone && needs_.count(v) && remaining_.count(v) && remaining_.at(v) > 0; }
+
+  // Destination for the next gradient contribution to v: the final Grad value when this is the
+  // only outstanding contribution and nothing is pending, else a fresh temporary.
+  ValueId target_for(ValueId v, const std::string& layer) {
+    auto pg = spec_.param_grads.find(v);
+    if (pg != spec_.param_grads.end() && remaining_[v] == 1 && !grads_.count(v)) return pg->second;
+    const Value& val = g_.value(v);
+    return g_.add_value("d" + val.name, val.shape, val.dtype, Role::Intermediate);
+  }
+
+  void contribute(ValueId v, ValueId dv, const std::string& layer) {
+    auto pg = spec_.param_grads.find(v);
+    remaining_[v]--;
+    auto it = grads_.find(v);
+    if (it == grads_.end()) {
+      grads_[v] = dv;
+    } else {
+      const bool last = remaining_[v] == 0;
+      ValueId sum = last && pg != spec_.param_grads.end()
+                        ? pg->second
+                        : g_.add_value("d" + g_.value(v).name, g_.value(v).shape, g_.value(v).dtype, Role::Intermediate);
+      OpAttrs a;
+      a.i[0] = static_cast<int64_t>(BinaryOp::Add);
+      g_.add_node(OpKind::Binary, a, {it->second, dv}, {sum}, layer, Phase::Backward);
+      it->second = sum;
+    }
+    if (remaining_[v] == 0 && pg != spec_.param_grads.end()) {
+      if (grads_[v] != pg->second) {  // single contribution landed in a temporary (seeded value)
+        g_.add_node(OpKind::Copy, {}, {grads_[v]}, {pg->second}, layer, Phase::Backward);
+        grads_[v] = pg->second;
+      }
+      written_.insert(pg->second);
+    }
+  }
+
+  void apply_rule(const Node& n, const std::vector<ValueId>& dout) {
+    const auto& in = n.inputs;
+    const std::string& L = n.layer;
+    auto in_or_none = [&](size_t k) { return k < in.size() ? in[k] : kNone; };
+    auto t = [&](size_t k) { return wants(in_or_none(k)) ? target_for(in[k], L) : kNone; };
+    auto done = [&](size_t k, ValueId d) {
+      if (d != kNone) contribute(in[k], d, L);
+    };
+    const ValueId dy = dout.empty() ? kNone : dout[0];
+
+    if (n.is_view()) {
+      const ValueId base = in[0];
+      if (!wants(base)) return;
+      // The gradient of a view is the same bytes seen with the base's shape.
+      const ValueId d = g_.add_view(dy, g_.value(base).shape, L, Phase::Backward);
+      contribute(base, d, L);
+      return;
+    }
+    switch (n.op) {
+      case OpKind::Unary: {
+        ValueId dx = t(0);
+        if (dx == kNone) return;
+        g_.add_node(OpKind::UnaryBackward, n.attrs, {in[0], n.outputs[0], dy}, {dx}, L, Phase::Backward);
+        done(0, dx);
+        return;
+      }
+      case OpKind::Binary: {
+        ValueId da = t(0), db = t(1);
+        g_.add_node(OpKind::BinaryBackward, n.attrs, {in[0], in[1], dy}, {da, db}, L, Phase::Backward);
+        done(0, da);
+        done(1, db);
+        return;
+      }
+      case OpKind::BinaryScalar: {
+        ValueId dx = t(0);
+        if (dx == kNone) return;
+        g_.add_node(OpKind::BinaryScalarBackward, n.attrs, {in[0], dy}, {dx}, L, Phase::Backward);
+        done(0, dx);
+        return;
+      }
+      case OpKind::Linear: {
+        ValueId dx = t(0), dw = t(1), db = t(2);
+        const ValueId y = n.outputs[0];
+        const ValueId pre = n.outputs.size() > 1 ? n.outputs[1] : kNone;
+        const auto ep = static_cast<Epilogue>(n.attrs.i[0]);
+        g_.add_node(OpKind::LinearBackward, n.attrs,
+                    {in[0], in[1], dy, ep == Epilogue::Relu ? y : kNone, ep == Epilogue::Gelu ? pre : kNone},
+                    {dx, dw, db}, L, Phase::Backward);
+        done(0, dx);
+        done(1, dw);
+        done(2, db);
+        return;
+      }
+      case OpKind::Matmul: {
+        const bool ta = n.attrs.i[0], tb = n.attrs.i[1];
+        if (g_.value(in[0]).shape.rank() != g_.value(in[1]).shape.rank())
+          CUDL_FAIL(n.label, ": gradient of a matmul with a broadcast operand is not supported");
+        ValueId da = t(0), db = t(1);
+        OpAttrs a;
+        if (da != kNone) {  // C = op(A) op(B): dA = dC op(B)^T, or op(B) dC^T when A is transposed
+          if (!ta) { a.i[0] = 0; a.i[1] = !tb; g_.add_node(OpKind::Matmul, a, {dy, in[1]}, {da}, L, Phase::Backward); }
+          else { a.i[0] = tb; a.i[1] = 1; g_.add_node(OpKind::Matmul, a, {in[1], dy}, {da}, L, Phase::Backward); }
+          done(0, da);
+        }
+        if (db != kNone) {  // dB = op(A)^T dC, or dC^T op(A) when B is transposed
+          if (!tb) { a.i[0] = !ta; a.i[1] = 0; g_.add_node(OpKind::Matmul, a, {in[0], dy}, {db}, L, Phase::Backward); }
+          else { a.i[0] = 1; a.i[1] = ta; g_.add_node(OpKind::Matmul, a, {dy, in[0]}, {db}, L, Phase::Backward); }
+          done(1, db);
+        }
+        return;
+      }
+      case OpKind::Conv2d: {
+        ValueId dz = dy;
+        if (static_cast<Epilogue>(n.attrs.i[7]) == Epilogue::Relu) {
+          dz = g_.add_value("d" + g_.value(n.outputs[0]).name + ".pre", g_.value(dy).shape, DType::f32,
+                            Role::Intermediate);
+          OpAttrs a;
+          a.i[0] = static_cast<int64_t>(UnaryOp::Relu);
+          g_.add_node(OpKind::UnaryBackward, a, {kNone, n.outputs[0], dy}, {dz}, L, Phase::Backward);
+        }
+        ValueId dx = t(0), dw = t(1), db = t(2);
+        if (dx != kNone) g_.add_node(OpKind::Conv2dBackwardData, n.attrs, {dz, in[1]}, {dx}, L, Phase::Backward);
+        if (dw != kNone) g_.add_node(OpKind::Conv2dBackwardFilter, n.attrs, {in[0], dz}, {dw}, L, Phase::Backward);
+        if (db != kNone) g_.add_node(OpKind::Conv2dBackwardBias, n.attrs, {dz}, {db}, L, Phase::Backward);
+        done(0, dx);
+        done(1, dw);
+        done(2, db);
+        return;
+      }
+      case OpKind::MaxPool2d: case OpKind::AvgPool2d: case OpKind::GlobalAvgPool: {
+        ValueId dx = t(0);
+        if (dx == kNone) return;
+        if (n.op == OpKind::MaxPool2d)
+          g_.add_node(OpKind::MaxPool2dBackward, n.attrs, {in[0], n.outputs[0], dy}, {dx}, L, Phase::Backward);
+        else
+          g_.add_node(n.op == OpKind::AvgPool2d ? OpKind::AvgPool2dBackward : OpKind::GlobalAvgPoolBackward, n.attrs,
+                      {dy}, {dx}, L, Phase::Backward);
+        done(0, dx);
+        return;
+      }
+      case OpKind::BatchNormTrain: {
+        ValueId dx = t(0), dg = t(1), dbeta = t(2);
+        g_.add_node(OpKind::BatchNormBackward, n.attrs, {in[0], in[1], n.outputs[1], n.outputs[2], dy},
+                    {dx, dg, dbeta}, L, Phase::Backward);
+        done(0, dx);
+        done(1, dg);
+        done(2, dbeta);
+        return;
+      }
+      case OpKind::LayerNorm: {
+        ValueId dx = t(0), dg = t(1), dbeta = t(2);
+        g_.add_node(OpKind::LayerNormBackward, n.attrs, {in[0], in_or_none(1), n.outputs[1], n.outputs[2], dy},
+                    {dx, dg, dbeta}, L, Phase::Backward);
+        done(0, dx);
+        done(1, dg);
+        done(2, dbeta);
+        return;
+      }
+      case OpKind::Dropout: {
+        ValueId dx = t(0);
+        if (dx == kNone) return;
+        g_.add_node(OpKind::DropoutBackward, n.attrs, {dy, n.outputs[1]}, {dx}, L, Phase::Backward);
+        done(0, dx);
+        return;
+      }
+      case OpKind::Softmax: case OpKind::LogSoftmax: {
+        ValueId dx = t(0);
+        if (dx == kNone) return;
+        g_.add_node(n.op == OpKind::Softmax ? OpKind::SoftmaxBackward : OpKind::LogSoftmaxBackward, n.attrs,
+                    {n.outputs[0], dy}, {dx}, L, Phase::Backward);
+        done(0, dx);
+        return;
+      }
+      case OpKind::Reduce: {
+        ValueId dx = t(0);
+        if (dx == kNone) return;
+        g_.add_node(OpKind::ReduceBackward, n.attrs,
+                    {in[0], n.outputs[0], dy, n.outputs.size() > 1 ? n.outputs[1] : kNone}, {dx}, L, Phase::Backward);
+        done(0, dx);
+        return;
+      }
+      case OpKind::Copy: {
+        ValueId dx = t(0);
+        if (dx == kNone) return;
+        g_.add_node(OpKind::Copy, {}, {dy}, {dx}, L, Phase::Backward);
+        done(0, dx);
+        return;
+      }
+      case OpKind::Permute: {
+        ValueId dx = t(0);
+        if (dx == kNone) return;
+        OpAttrs a;
+        const int r = g_.value(in[0]).shape.rank();
+        for (int k = 0; k < r; ++k) a.i[n.attrs.i[k]] = k;  // inverse permutation
+        g_.add_node(OpKind::Permute, a, {dy}, {dx}, L, Phase::Backward);
+        done(0, dx);
+        return;
+      }
+      case OpKind::Slice: {
+        ValueId dx = t(0);
+        if (dx == kNone) return;
+        g_.add_node(OpKind::SliceBackward, n.attrs, {dy}, {dx}, L, Phase::Backward);
+        done(0, dx);
+        return;
+      }
+      case OpKind::Concat: {
+        const int axis = static_cast<int>(n.attrs.i[0]);
+        int64_t start = 0;
+        for (size_t k = 0; k < in.size(); ++k) {
+          ValueId dk = t(k);
+          if (dk != kNone) {
+            OpAttrs a;
+            a.i[0] = axis;
+            a.i[1] = start;
+            g_.add_node(OpKind::Slice, a, {dy}, {dk}, L, Phase::Backward);
+            done(k, dk);
+          }
+          const Shape& s = g_.value(in[k]).shape;
+          start += s[axis < 0 ? axis + s.rank() : axis];
+        }
+        return;
+      }
+      case OpKind::Gather: {
+        ValueId dt = t(0);
+        if (dt == kNone) return;
+        g_.add_node(OpKind::GatherBackward, n.attrs, {dy, in[1]}, {dt}, L, Phase::Backward);
+        done(0, dt);
+        return;
+      }
+      default:
+        break;
+    }
+    if (is_loss(n.op)) {
+      // Loss output gradient dL (f32[1]) scales the fused gradient of the prediction.
+      ValueId dpred = t(0);
+      if (dpred == kNone) return;
+      ValueId scratch = g_.add_value(g_.value(n.outputs[0]).name + ".again", Shape{1}, DType::f32, Role::Intermediate);
+      g_.add_node(n.op, n.attrs, {in[0], in[1], dy}, {scratch, dpred}, L, Phase::Backward);
+      done(0, dpred);
+      return;
+    }
+    CUDL_FAIL(n.label, ": no gradient rule for op ", op_name(n.op));
+  }
+
+  Graph& g_;
+  const BackwardSpec& spec_;
+  std::set<ValueId> needs_;
+  std::map<ValueId, int> remaining_;
+  std::map<ValueId, ValueId> grads_;
+  std::set<ValueId> written_;
+};
+
+}  // namespace
+
+bool has_grad_rule(OpKind op) {
+  switch (op) {
+    case OpKind::Unary: case OpKind::Binary: case OpKind::BinaryScalar: case OpKind::Linear: case OpKind::Matmul:
+    case OpKind::Conv2d: case OpKind::MaxPool2d: case OpKind::AvgPool2d: case OpKind::GlobalAvgPool:
+    case OpKind::BatchNormTrain: case OpKind::LayerNorm: case OpKind::Dropout: case OpKind::Softmax:
+    case OpKind::LogSoftmax: case OpKind::Reduce: case OpKind::Copy: case OpKind::Permute: case OpKind::Slice:
+    case OpKind::Concat: case OpKind::Gather:
+      return true;
+    default:
+      return is_loss(op);
+  }
+}
+
+void build_backward(Graph& g, const BackwardSpec& spec) { Sweep(g, spec).run(); }
+
+}  // namespace cudl::graph

@@ -1,0 +1,183 @@
+// graph/executor.cpp — storage binding, the node loop, CUDA graph capture/replay, per-op profile.
+#include "graph/executor.hpp"
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+
+#include "core/nvtx.hpp"
+#include "cudl/error.hpp"
+#if defined(CUDL_WITH_CUDA)
+#include "cuda/context.hpp"
+#include "cuda/graph_capture.hpp"
+#endif
+
+namespace cudl::graph {
+
+struct Executor::CudaGraph {
+#if defined(CUDL_WITH_CUDA)
+  explicit CudaGraph(int device) : runner(device) {}
+  CudaGraphRunner runner;
+#endif
+};
+
+Executor::Executor(Graph graph, Device device, const std::map<ValueId, Tensor>& bound, const ExecutorOptions& options)
+    : graph_(std::move(graph)), device_(device), options_(options) {
+  if (const char* env = std::getenv("CUDL_CUDA_GRAPHS"); env && std::strcmp(env, "0") == 0)
+    options_.cuda_graphs = false;
+  plan_ = plan_memory(graph_, options_.plan);
+  const auto& values = graph_.values();
+  storage_.resize(values.size());
+  arena_ = Tensor::empty(Shape{static_cast<int64_t>(std::max<size_t>(plan_.arena_bytes, 1))}, DType::u8, device_);
+  // Roots first, then views (which need their root's tensor).
+  for (ValueId v = 0; v < static_cast<ValueId>(values.size()); ++v) {
+    const Value& val = values[v];
+    if (val.view_of != kNone) continue;
+    if (val.role == Role::Intermediate) {
+      if (plan_.offset[v] >= 0) storage_[v] = arena_.view_bytes(plan_.offset[v], val.shape, val.dtype);
+      continue;
+    }
+    auto it = bound.find(v);
+    if (it != bound.end()) {
+      const Tensor& t = it->second;
+      if (t.shape().numel() != val.shape.numel() || t.dtype() != val.dtype || t.device() != device_)
+        CUDL_FAIL("executor: tensor bound to ", val.name, " is ", t.shape(), " ", t.dtype(), " on ", t.device(),
+                  "; the graph needs ", val.shape, " ", val.dtype, " on ", device_);
+      storage_[v] = t.reshape(val.shape);
+    } else {
+      storage_[v] = Tensor::zeros(val.shape, val.dtype, device_);
+    }
+  }
+  for (ValueId v = 0; v < static_cast<ValueId>(values.size()); ++v) {
+    const Value& val = values[v];
+    if (val.view_of == kNone) continue;
+    if (val.role == Role::Intermediate) {
+      if (plan_.offset[v] >= 0) storage_[v] = arena_.view_bytes(plan_.offset[v], val.shape, val.dtype);
+      continue;
+    }
+    const ValueId r = graph_.storage_root(v);
+    storage_[v] = storage_[r].view_bytes(graph_.storage_offset(v), val.shape, val.dtype);
+  }
+  ctx_ = &default_context(device_);
+  build_calls();
+}
+
+Executor::~Executor() = default;
+
+void Executor::build_calls() {
+  const auto& nodes = graph_.nodes();
+  const OpTable& table = op_table(device_.type());
+  for (int i = 0; i < static_cast<int>(nodes.size()); ++i) {
+    const Node& n = nodes[i];
+    if (n.is_view()) continue;
+    if (!table.supports(n.op))
+      CUDL_FAIL("layer ", n.layer, ": backend ", table.name(), " does not support op ", op_name(n.op));
+    Call c;
+    c.node = i;
+    auto view_of = [&](ValueId v) {
+      if (v == kNone) return TensorView{};
+      const Tensor& t = storage_[v];
+      if (!t.defined()) CUDL_FAIL("executor: value ", graph_.value(v).name, " used by ", n.label, " has no storage");
+      return TensorView::of(t);
+    };
+    for (ValueId v : n.inputs) c.in.push_back(view_of(v));
+    for (ValueId v : n.outputs) c.out.push_back(view_of(v));
+    calls_.push_back(std::move(c));
+  }
+}
+
+void Executor::run_nodes() {
+  const auto& nodes = graph_.nodes();
+  const OpTable& table = op_table(device_.type());
+  for (const Call& c : calls_) {
+    const Node& n = nodes[c.node];
+    CUDL_NVTX_RANGE(n.label);
+    OpCall call;
+    call.op = n.op;
+    call.inputs = c.in.data();
+    call.n_inputs = static_cast<int>(c.in.size());
+    call.outputs = c.out.data();
+    call.n_outputs = static_cast<int>(c.out.size());
+    call.attrs = n.attrs;
+    call.ctx = ctx_;
+    call.label = n.label.c_str();
+    if (!options_.profile) {
+      table.get(n.op)(call);
+      continue;
+    }
+    double ms = 0;
+#if defined(CUDL_WITH_CUDA)
+    if (device_.is_cuda()) {
+      static thread_local std::unique_ptr<CudaEventTimer> timer;
+      if (!timer) timer = std::make_unique<CudaEventTimer>(device_.index());
+      timer->start();
+      table.get(n.op)(call);
+      ms = timer->stop_ms();
+    } else
+#endif
+    {
+      const auto t0 = std::chrono::steady_clock::now();
+      table.get(n.op)(call);
+      ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    }
+    OpProfile& p = profile_[op_name(n.op)];
+    p.op = op_name(n.op);
+    p.calls++;
+    p.total_ms += ms;
+  }
+}
+
+void Executor::run() {
+  CUDL_NVTX_RANGE("cudl/step");
+#if defined(CUDL_WITH_CUDA)
+  if (device_.is_cuda() && options_.cuda_graphs && !options_.profile && runs_ >= 1) {
+    if (!cuda_graph_) {
+      cuda_graph_ = std::make_unique<CudaGraph>(device_.index());
+      cuda_graph_->runner.begin_capture();
+      try {
+        run_nodes();
+      } catch (...) {
+        cudaGraph_t g = nullptr;
+        (void)cudaStreamEndCapture(static_cast<CudaContext*>(ctx_)->stream(), &g);
+        if (g) cudaGraphDestroy(g);
+        cuda_graph_.reset();
+        throw;
+      }
+      cuda_graph_->runner.end_capture();
+      captured_ = true;
+    }
+    cuda_graph_->runner.launch();
+    ++runs_;
+    return;
+  }
+#endif
+  run_nodes();
+  ++runs_;
+}
+
+void Executor::synchronize() {
+#if defined(CUDL_WITH_CUDA)
+  if (device_.is_cuda()) static_cast<CudaContext*>(ctx_)->synchronize();
+#endif
+}
+
+Tensor Executor::tensor(ValueId v) const {
+  if (v < 0 || v >= static_cast<ValueId>(storage_.size())) CUDL_FAIL("executor: invalid value id ", v);
+  return storage_[v];
+}
+
+size_t Executor::bytes_of(Role role) const {
+  size_t n = 0;
+  const auto& values = graph_.values();
+  for (ValueId v = 0; v < static_cast<ValueId>(values.size()); ++v)
+    if (values[v].role == role && values[v].view_of == kNone) n += values[v].nbytes();
+  return n;
+}
+
+std::vector<OpProfile> Executor::profile() const {
+  std::vector<OpProfile> out;
+  for (const auto& [k, p] : profile_) out.push_back(p);
+  return out;
+}
+
+}  // namespace cudl::graph

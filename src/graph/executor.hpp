@@ -1,0 +1,78 @@
+// graph/executor.hpp — runs a planned graph on one device: every node on one stream, no host
+// synchronisation inside a step; on CUDA the whole step is captured into a CUDA graph once and
+// replayed. Every node is wrapped in an NVTX range "layer/op".
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/backend.hpp"
+#include "graph/graph.hpp"
+#include "graph/planner.hpp"
+
+namespace cudl::graph {
+
+struct ExecutorOptions {
+  bool cuda_graphs = true;  // capture and replay on CUDA (CUDL_CUDA_GRAPHS=0 turns it off)
+  bool profile = false;     // per-node timing (CUDA events on GPU, steady clock on CPU)
+  PlanOptions plan;
+};
+
+struct OpProfile {
+  std::string op;      // op name
+  int64_t calls = 0;
+  double total_ms = 0;
+};
+
+class Executor {
+ public:
+  /// `bound` gives storage for non-intermediate values (params, grads, states, inputs); any other
+  /// non-intermediate value gets a fresh zero-filled tensor. Plans the arena and allocates it.
+  Executor(Graph graph, Device device, const std::map<ValueId, Tensor>& bound, const ExecutorOptions& options = {});
+  ~Executor();
+  Executor(const Executor&) = delete;
+  Executor& operator=(const Executor&) = delete;
+
+  /// Runs the whole node list once. On CUDA with graphs on: the first run is eager (warm-up:
+  /// libraries build plans and workspaces), the second captures and launches, later runs replay.
+  void run();
+  /// Blocks until the device finished the queued runs.
+  void synchronize();
+
+  /// The tensor holding value v (arena values are views into the arena, valid after run()).
+  Tensor tensor(ValueId v) const;
+  const Graph& graph() const { return graph_; }
+  const Plan& plan() const { return plan_; }
+  Device device() const { return device_; }
+  int kernels_per_run() const { return graph_.kernel_count(); }
+  bool replaying() const { return captured_; }
+  /// Bytes held by non-arena values this executor allocated or was given, by role.
+  size_t bytes_of(Role role) const;
+  std::vector<OpProfile> profile() const;
+
+ private:
+  void run_nodes();
+  void build_calls();
+
+  Graph graph_;
+  Device device_;
+  ExecutorOptions options_;
+  Plan plan_;
+  Tensor arena_;
+  std::vector<Tensor> storage_;  // per value: its tensor (persistent) or arena view
+  struct Call {
+    std::vector<TensorView> in, out;
+    int node;
+  };
+  std::vector<Call> calls_;
+  ExecContext* ctx_ = nullptr;
+  int runs_ = 0;
+  bool captured_ = false;
+  struct CudaGraph;
+  std::unique_ptr<CudaGraph> cuda_graph_;
+  std::map<std::string, OpProfile> profile_;
+};
+
+}  // namespace cudl::graph

@@ -1,0 +1,69 @@
+// nn/build_context.hpp — what layers see while adding their nodes: the graph, the batch size,
+// training or inference, and parameter/state registration bound to Model-owned tensors.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "cudl/nn.hpp"
+#include "graph/graph.hpp"
+
+namespace cudl::detail {
+
+struct LayerGraph {
+  struct Entry {
+    LayerPtr layer;            // null for an Input
+    std::vector<int> inputs;   // var ids
+    Shape shape;               // per sample
+    DType dtype = DType::f32;
+    std::string name;
+  };
+  std::vector<Entry> vars;
+};
+
+/// The process-wide record of layer applications (Vars index into it).
+std::shared_ptr<LayerGraph> layer_graph();
+
+struct ParamBinding {
+  Layer* layer = nullptr;
+  std::string name;           // "kernel", "bias", ...
+  graph::ValueId value = graph::kNone;
+  graph::ValueId grad = graph::kNone;  // kNone when frozen
+  Tensor tensor;
+  bool is_weight = false;     // subject to L1/L2 regularisation
+};
+
+struct BuildContext {
+  graph::Graph* g = nullptr;
+  int64_t batch = 0;
+  bool training = false;
+  Device device;
+  uint64_t seed = 0;
+  Layer* layer = nullptr;  // the layer being built
+  std::vector<ParamBinding> params;
+  std::map<graph::ValueId, Tensor> bound;  // storage for params, buffers and states
+  graph::ValueId rng = graph::kNone;       // i64[2] {seed, offset}, created on first dropout
+  Tensor rng_tensor;
+  int dropout_streams = 0;
+
+  /// Full shape of a per-sample shape: (batch, ...).
+  Shape batched(const Shape& sample) const;
+  /// A new intermediate value named "<layer>.<what>".
+  graph::ValueId value(const std::string& what, const Shape& shape, DType dtype = DType::f32);
+  /// Adds a forward node labelled with the current layer.
+  void node(OpKind op, const OpAttrs& attrs, std::vector<graph::ValueId> in, std::vector<graph::ValueId> out);
+  /// The parameter `name` of the current layer: created and initialised on first use (on the
+  /// model's device, from Philox), reused when the graph is rebuilt or the layer is applied again.
+  graph::ValueId param(const std::string& name, const Shape& shape, Init init, int64_t fan_in, int64_t fan_out,
+                       bool is_weight);
+  /// A non-trainable buffer of the current layer (running statistics), filled with `value` on creation.
+  graph::ValueId buffer(const std::string& name, const Shape& shape, double value);
+  /// The dropout RNG state value.
+  graph::ValueId rng_state();
+};
+
+/// Initialises `t` (f32, on its device) by `init` with Philox seeded by `seed`.
+void init_tensor(Tensor& t, Init init, int64_t fan_in, int64_t fan_out, uint64_t seed);
+
+}  // namespace cudl::detail

@@ -1,0 +1,546 @@
+// nn/layers.cpp — Var, the layer-application record, and every built-in layer: each checks its
+// input shapes (naming the layer and both shapes) and adds its nodes and parameters.
+#include <cmath>
+#include <mutex>
+
+#include "backend/backend.hpp"
+#include "cudl/error.hpp"
+#include "nn/build_context.hpp"
+
+namespace cudl {
+namespace detail {
+
+std::shared_ptr<LayerGraph> layer_graph() {
+  static std::shared_ptr<LayerGraph> g = std::make_shared<LayerGraph>();
+  return g;
+}
+
+namespace {
+std::mutex& graph_mutex() {
+  static std::mutex m;
+  return m;
+}
+uint64_t mix(uint64_t h, const std::string& s) {
+  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;  // FNV-1a
+  return h;
+}
+}  // namespace
+
+Shape BuildContext::batched(const Shape& sample) const {
+  std::vector<int64_t> d{batch};
+  d.insert(d.end(), sample.dims().begin(), sample.dims().end());
+  return Shape(d);
+}
+
+graph::ValueId BuildContext::value(const std::string& what, const Shape& shape, DType dtype) {
+  return g->add_value((layer ? layer->name() : std::string("model")) + "." + what, shape, dtype,
+                      graph::Role::Intermediate);
+}
+
+void BuildContext::node(OpKind op, const OpAttrs& attrs, std::vector<graph::ValueId> in,
+                        std::vector<graph::ValueId> out) {
+  g->add_node(op, attrs, std::move(in), std::move(out), layer ? layer->name() : "model", graph::Phase::Forward);
+}
+
+graph::ValueId BuildContext::param(const std::string& name, const Shape& shape, Init init, int64_t fan_in,
+                                   int64_t fan_out, bool is_weight) {
+  for (const ParamBinding& p : params)
+    if (p.layer == layer && p.name == name) return p.value;  // layer applied twice: shared weights
+  Tensor* t = nullptr;
+  for (auto& [n, tensor] : layer->params())
+    if (n == name) t = &tensor;
+  if (!t) {
+    layer->params().emplace_back(name, Tensor::empty(shape, DType::f32, device));
+    t = &layer->params().back().second;
+    init_tensor(*t, init, fan_in, fan_out, mix(mix(seed * 0x9E3779B97F4A7C15ull + 1469598103934665603ull, layer->name()), name));
+  } else if (t->shape() != shape || t->device() != device) {
+    CUDL_FAIL("layer ", layer->name(), ": parameter ", name, " is ", t->shape(), " on ", t->device(), ", expected ",
+              shape, " on ", device);
+  }
+  ParamBinding b;
+  b.layer = layer;
+  b.name = name;
+  b.tensor = *t;
+  b.is_weight = is_weight;
+  b.value = g->add_value(layer->name() + "." + name, shape, DType::f32, graph::Role::Param);
+  bound[b.value] = *t;
+  if (layer->trainable()) b.grad = g->add_value("d" + layer->name() + "." + name, shape, DType::f32, graph::Role::Grad);
+  params.push_back(b);
+  return b.value;
+}
+
+graph::ValueId BuildContext::buffer(const std::string& name, const Shape& shape, double value) {
+  Tensor* t = nullptr;
+  for (auto& [n, tensor] : layer->buffers())
+    if (n == name) t = &tensor;
+  if (!t) {
+    layer->buffers().emplace_back(name, Tensor::full(shape, value, DType::f32, device));
+    t = &layer->buffers().back().second;
+  }
+  graph::ValueId v = g->add_value(layer->name() + "." + name, shape, DType::f32, graph::Role::State);
+  bound[v] = *t;
+  return v;
+}
+
+graph::ValueId BuildContext::rng_state() {
+  if (rng == graph::kNone) {
+    rng = g->add_value("rng", Shape{2}, DType::i64, graph::Role::State);
+    if (!rng_tensor.defined()) CUDL_FAIL("dropout: the model has no RNG state tensor");
+    bound[rng] = rng_tensor;
+  }
+  return rng;
+}
+
+void init_tensor(Tensor& t, Init init, int64_t fan_in, int64_t fan_out, uint64_t seed) {
+  const double fi = static_cast<double>(std::max<int64_t>(fan_in, 1));
+  const double fo = static_cast<double>(std::max<int64_t>(fan_out, 1));
+  OpAttrs a;
+  a.i[0] = static_cast<int64_t>(seed & 0x7fffffffffffffffull);
+  a.i[1] = 0;
+  OpKind op = OpKind::RandomUniform;
+  switch (init) {
+    case Init::Zeros: t.fill(0); return;
+    case Init::Ones: t.fill(1); return;
+    case Init::Normal: op = OpKind::RandomNormal; a.f[0] = 0; a.f[1] = 0.05; break;
+    case Init::Uniform: a.f[0] = -0.05; a.f[1] = 0.05; break;
+    case Init::GlorotUniform: { double l = std::sqrt(6.0 / (fi + fo)); a.f[0] = -l; a.f[1] = l; break; }
+    case Init::GlorotNormal: op = OpKind::RandomNormal; a.f[0] = 0; a.f[1] = std::sqrt(2.0 / (fi + fo)); break;
+    case Init::HeUniform: { double l = std::sqrt(6.0 / fi); a.f[0] = -l; a.f[1] = l; break; }
+    case Init::HeNormal: op = OpKind::RandomNormal; a.f[0] = 0; a.f[1] = std::sqrt(2.0 / fi); break;
+  }
+  run_op(op, {}, {TensorView::of(t)}, a, nullptr, "init");
+}
+
+}  // namespace detail
+
+using detail::BuildContext;
+using graph::kNone;
+using graph::ValueId;
+
+Init init_from_name(const std::string& n) {
+  if (n == "zeros") return Init::Zeros;
+  if (n == "ones") return Init::Ones;
+  if (n == "normal") return Init::Normal;
+  if (n == "uniform") return Init::Uniform;
+  if (n == "glorot_uniform" || n == "xavier_uniform") return Init::GlorotUniform;
+  if (n == "glorot_normal" || n == "xavier_normal") return Init::GlorotNormal;
+  if (n == "he_uniform" || n == "kaiming_uniform") return Init::HeUniform;
+  if (n == "he_normal" || n == "kaiming_normal") return Init::HeNormal;
+  CUDL_FAIL("unknown initialiser '", n, "'");
+}
+
+const Shape& Var::shape() const {
+  if (!graph_) CUDL_FAIL("Var::shape: undefined Var");
+  return graph_->vars.at(id_).shape;
+}
+
+DType Var::dtype() const {
+  if (!graph_) CUDL_FAIL("Var::dtype: undefined Var");
+  return graph_->vars.at(id_).dtype;
+}
+
+Var Input(const Shape& shape, DType dtype, const std::string& name) {
+  std::lock_guard<std::mutex> lock(detail::graph_mutex());
+  auto g = detail::layer_graph();
+  detail::LayerGraph::Entry e;
+  e.shape = shape;
+  e.dtype = dtype;
+  e.name = name;
+  g->vars.push_back(e);
+  Var v;
+  v.graph_ = g;
+  v.id_ = static_cast<int>(g->vars.size() - 1);
+  return v;
+}
+
+namespace {
+int counter(const std::string& kind) {
+  static std::map<std::string, int> counts;
+  static std::mutex m;
+  std::lock_guard<std::mutex> lock(m);
+  return ++counts[kind];
+}
+std::string auto_name(const std::string& given, const std::string& kind) {
+  return given.empty() ? kind + std::to_string(counter(kind)) : given;
+}
+}  // namespace
+
+Layer::Layer(std::string kind, std::string name) : kind_(std::move(kind)), name_(auto_name(name, kind_)) {}
+Layer::~Layer() = default;
+
+Var Layer::operator()(const Var& x) { return (*this)(std::vector<Var>{x}); }
+
+Var Layer::operator()(const std::vector<Var>& xs) {
+  std::vector<Shape> shapes;
+  for (const Var& x : xs) {
+    if (!x.defined()) CUDL_FAIL("layer ", name_, ": input is an undefined Var");
+    shapes.push_back(x.shape());
+  }
+  Shape out = output_shape(shapes);  // throws naming the layer and shapes
+  std::lock_guard<std::mutex> lock(detail::graph_mutex());
+  auto g = detail::layer_graph();
+  detail::LayerGraph::Entry e;
+  e.layer = shared_from_this();
+  for (const Var& x : xs) e.inputs.push_back(x.id_);
+  e.shape = out;
+  e.dtype = DType::f32;
+  e.name = name_;
+  g->vars.push_back(e);
+  Var v;
+  v.graph_ = g;
+  v.id_ = static_cast<int>(g->vars.size() - 1);
+  return v;
+}
+
+namespace {
+
+std::string shapes_str(const std::vector<Shape>& s) {
+  std::string r;
+  for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + s[i].str();
+  return r;
+}
+
+void expect_inputs(const Layer& l, const std::vector<Shape>& in, size_t n) {
+  if (in.size() != n)
+    CUDL_FAIL("layer ", l.name(), " (", l.kind(), "): expects ", n, " input(s), got ", in.size(), ": ", shapes_str(in));
+}
+
+bool unary_from_name(const std::string& n, UnaryOp& op) {
+  static const std::map<std::string, UnaryOp> m = {
+      {"relu", UnaryOp::Relu}, {"leaky_relu", UnaryOp::LeakyRelu}, {"elu", UnaryOp::Elu},
+      {"gelu", UnaryOp::GeluErf}, {"gelu_tanh", UnaryOp::GeluTanh}, {"silu", UnaryOp::Silu},
+      {"swish", UnaryOp::Silu}, {"sigmoid", UnaryOp::Sigmoid}, {"tanh", UnaryOp::Tanh},
+      {"softplus", UnaryOp::Softplus}, {"exp", UnaryOp::Exp}, {"square", UnaryOp::Square}};
+  auto it = m.find(n);
+  if (it == m.end()) return false;
+  op = it->second;
+  return true;
+}
+
+void check_activation(const std::string& layer, const std::string& act) {
+  UnaryOp op;
+  if (act.empty() || act == "linear" || act == "softmax" || act == "log_softmax" || unary_from_name(act, op)) return;
+  CUDL_FAIL("layer ", layer, ": unknown activation '", act, "'");
+}
+
+// Applies a named activation to x as its own node (used where no fused epilogue exists).
+ValueId apply_activation(BuildContext& c, ValueId x, const std::string& act, float alpha) {
+  if (act.empty() || act == "linear") return x;
+  const Shape s = c.g->value(x).shape;
+  ValueId y = c.value(act, s);
+  OpAttrs a;
+  if (act == "softmax" || act == "log_softmax") {
+    c.node(act == "softmax" ? OpKind::Softmax : OpKind::LogSoftmax, a, {x}, {y});
+    return y;
+  }
+  UnaryOp op;
+  if (!unary_from_name(act, op)) CUDL_FAIL("unknown activation '", act, "'");
+  a.i[0] = static_cast<int64_t>(op);
+  a.f[0] = alpha;
+  c.node(OpKind::Unary, a, {x}, {y});
+  return y;
+}
+
+class DenseLayer : public Layer {
+ public:
+  DenseLayer(int64_t units, std::string act, bool bias, const std::string& name, Init init)
+      : Layer("dense", name), units_(units), act_(std::move(act)), bias_(bias), init_(init) {
+    if (units <= 0) CUDL_FAIL("layer ", name_, ": units must be positive, got ", units);
+    check_activation(name_, act_);
+  }
+  Shape output_shape(const std::vector<Shape>& in) const override {
+    expect_inputs(*this, in, 1);
+    if (in[0].rank() < 1) CUDL_FAIL("layer ", name_, " (dense): input ", in[0], " has no feature dimension");
+    std::vector<int64_t> d = in[0].dims();
+    d.back() = units_;
+    return Shape(d);
+  }
+  std::vector<int> build(BuildContext& c, const std::vector<int>& in) override {
+    const Shape xs = c.g->value(in[0]).shape;
+    const int64_t features = xs[-1], rows = xs.numel() / std::max<int64_t>(features, 1);
+    ValueId x = in[0];
+    if (xs.rank() != 2) x = c.g->add_view(x, Shape{rows, features}, name_, graph::Phase::Forward);
+    ValueId w = c.param("kernel", Shape{units_, features}, init_, features, units_, true);
+    ValueId b = bias_ ? c.param("bias", Shape{units_}, Init::Zeros, features, units_, false) : kNone;
+    Epilogue ep = Epilogue::None;
+    std::string rest = act_;
+    if (act_ == "relu") ep = Epilogue::Relu, rest = "";
+    if (act_ == "gelu_tanh") ep = Epilogue::Gelu, rest = "";
+    ValueId y = c.value(ep == Epilogue::None ? "linear" : "linear_" + act_, Shape{rows, units_});
+    ValueId pre = ep == Epilogue::Gelu ? c.value("pre", Shape{rows, units_}) : kNone;
+    OpAttrs a;
+    a.i[0] = static_cast<int64_t>(ep);
+    std::vector<ValueId> outs{y};
+    if (pre != kNone) outs.push_back(pre);
+    c.node(OpKind::Linear, a, {x, w, b}, outs);
+    y = apply_activation(c, y, rest, 0.01f);
+    std::vector<int64_t> od = xs.dims();
+    od.back() = units_;
+    if (xs.rank() != 2) y = c.g->add_view(y, Shape(od), name_, graph::Phase::Forward);
+    return {y};
+  }
+
+ private:
+  int64_t units_;
+  std::string act_;
+  bool bias_;
+  Init init_;
+};
+
+int64_t conv_out(int64_t in, int k, int stride, int pad, int dil) { return (in + 2 * pad - dil * (k - 1) - 1) / stride + 1; }
+
+class Conv2dLayer : public Layer {
+ public:
+  Conv2dLayer(int64_t filters, int kernel, int stride, int padding, std::string act, bool bias, int dilation, int groups,
+              const std::string& name, Init init)
+      : Layer("conv2d", name), k_(filters), r_(kernel), stride_(stride), pad_(padding), dil_(dilation),
+        groups_(groups), act_(std::move(act)), bias_(bias), init_(init) {
+    if (filters <= 0 || kernel <= 0 || stride <= 0 || padding < 0 || dilation <= 0 || groups <= 0)
+      CUDL_FAIL("layer ", name_, " (conv2d): invalid geometry: filters ", filters, ", kernel ", kernel, ", stride ",
+                stride, ", padding ", padding, ", dilation ", dilation, ", groups ", groups);
+    check_activation(name_, act_);
+  }
+  Shape output_shape(const std::vector<Shape>& in) const override {
+    expect_inputs(*this, in, 1);
+    const Shape& s = in[0];
+    if (s.rank() != 3) CUDL_FAIL("layer ", name_, " (conv2d): expects (C, H, W) samples, got ", s);
+    if (s[0] % groups_ != 0 || k_ % groups_ != 0)
+      CUDL_FAIL("layer ", name_, " (conv2d): channels ", s[0], " and filters ", k_, " must be divisible by groups ", groups_);
+    const int64_t p = conv_out(s[1], r_, stride_, pad_, dil_), q = conv_out(s[2], r_, stride_, pad_, dil_);
+    if (p <= 0 || q <= 0)
+      CUDL_FAIL("layer ", name_, " (conv2d): input ", s, " is too small for a ", r_, "x", r_, " kernel (dilation ", dil_,
+                ", padding ", pad_, ")");
+    return Shape{k_, p, q};
+  }
+  std::vector<int> build(BuildContext& c, const std::vector<int>& in) override {
+    const Shape xs = c.g->value(in[0]).shape;  // (B, C, H, W)
+    const Shape os = output_shape({Shape{xs[1], xs[2], xs[3]}});
+    const int64_t cg = xs[1] / groups_;
+    ValueId w = c.param("kernel", Shape{k_, cg, r_, r_}, init_, cg * r_ * r_, k_ * r_ * r_ / groups_, true);
+    ValueId b = bias_ ? c.param("bias", Shape{k_}, Init::Zeros, cg * r_ * r_, k_, false) : kNone;
+    OpAttrs a;
+    a.i[0] = a.i[1] = stride_;
+    a.i[2] = a.i[3] = pad_;
+    a.i[4] = a.i[5] = dil_;
+    a.i[6] = groups_;
+    a.i[7] = static_cast<int64_t>(act_ == "relu" ? Epilogue::Relu : Epilogue::None);
+    ValueId y = c.value(act_ == "relu" ? "conv_relu" : "conv", c.batched(os));
+    c.node(OpKind::Conv2d, a, {in[0], w, b}, {y});
+    return {act_ == "relu" ? y : apply_activation(c, y, act_, 0.01f)};
+  }
+
+ private:
+  int64_t k_;
+  int r_, stride_, pad_, dil_, groups_;
+  std::string act_;
+  bool bias_;
+  Init init_;
+};
+
+class PoolLayer : public Layer {
+ public:
+  PoolLayer(std::string kind, OpKind op, int kernel, int stride, int pad, const std::string& name)
+      : Layer(std::move(kind), name), op_(op), k_(kernel), s_(stride > 0 ? stride : kernel), p_(pad) {
+    if (op_ != OpKind::GlobalAvgPool && (kernel <= 0 || s_ <= 0 || pad < 0 || pad * 2 > kernel))
+      CUDL_FAIL("layer ", name_, " (", kind_, "): invalid geometry: kernel ", kernel, ", stride ", s_, ", padding ", pad);
+  }
+  Shape output_shape(const std::vector<Shape>& in) const override {
+    expect_inputs(*this, in, 1);
+    const Shape& s = in[0];
+    if (s.rank() != 3) CUDL_FAIL("layer ", name_, " (", kind_, "): expects (C, H, W) samples, got ", s);
+    if (op_ == OpKind::GlobalAvgPool) return Shape{s[0]};
+    const int64_t p = conv_out(s[1], k_, s_, p_, 1), q = conv_out(s[2], k_, s_, p_, 1);
+    if (p <= 0 || q <= 0) CUDL_FAIL("layer ", name_, " (", kind_, "): input ", s, " is smaller than the ", k_, "x", k_, " window");
+    return Shape{s[0], p, q};
+  }
+  std::vector<int> build(BuildContext& c, const std::vector<int>& in) override {
+    const Shape xs = c.g->value(in[0]).shape;
+    const Shape os = output_shape({Shape{xs[1], xs[2], xs[3]}});
+    OpAttrs a;
+    a.i[0] = a.i[1] = k_;
+    a.i[2] = a.i[3] = s_;
+    a.i[4] = a.i[5] = p_;
+    ValueId y = c.value(kind_, c.batched(os));
+    c.node(op_, a, {in[0]}, {y});
+    return {y};
+  }
+
+ private:
+  OpKind op_;
+  int k_, s_, p_;
+};
+
+class BatchNormLayer : public Layer {
+ public:
+  BatchNormLayer(float momentum, float eps, const std::string& name)
+      : Layer("batch_norm", name), momentum_(momentum), eps_(eps) {}
+  Shape output_shape(const std::vector<Shape>& in) const override {
+    expect_inputs(*this, in, 1);
+    if (in[0].rank() < 1) CUDL_FAIL("layer ", name_, " (batch_norm): input ", in[0], " has no channel dimension");
+    return in[0];
+  }
+  std::vector<int> build(BuildContext& c, const std::vector<int>& in) override {
+    const Shape xs = c.g->value(in[0]).shape;
+    const int64_t ch = xs[1];
+    ValueId gamma = c.param("gamma", Shape{ch}, Init::Ones, ch, ch, false);
+    ValueId beta = c.param("beta", Shape{ch}, Init::Zeros, ch, ch, false);
+    ValueId rm = c.buffer("running_mean", Shape{ch}, 0.0), rv = c.buffer("running_var", Shape{ch}, 1.0);
+    OpAttrs a;
+    a.f[0] = eps_;
+    a.f[1] = momentum_;
+    ValueId y = c.value("bn", xs);
+    if (c.training) {
+      ValueId mean = c.value("saved_mean", Shape{ch}), invstd = c.value("saved_invstd", Shape{ch});
+      c.node(OpKind::BatchNormTrain, a, {in[0], gamma, beta, rm, rv}, {y, mean, invstd});
+    } else {
+      c.node(OpKind::BatchNormInference, a, {in[0], gamma, beta, rm, rv}, {y});
+    }
+    return {y};
+  }
+
+ private:
+  float momentum_, eps_;
+};
+
+class LayerNormLayer : public Layer {
+ public:
+  LayerNormLayer(float eps, const std::string& name) : Layer("layer_norm", name), eps_(eps) {}
+  Shape output_shape(const std::vector<Shape>& in) const override {
+    expect_inputs(*this, in, 1);
+    if (in[0].rank() < 1) CUDL_FAIL("layer ", name_, " (layer_norm): input ", in[0], " has no feature dimension");
+    return in[0];
+  }
+  std::vector<int> build(BuildContext& c, const std::vector<int>& in) override {
+    const Shape xs = c.g->value(in[0]).shape;
+    const int64_t d = xs[-1], rows = xs.numel() / d;
+    ValueId gamma = c.param("gamma", Shape{d}, Init::Ones, d, d, false);
+    ValueId beta = c.param("beta", Shape{d}, Init::Zeros, d, d, false);
+    OpAttrs a;
+    a.f[0] = eps_;
+    ValueId y = c.value("ln", xs), mean = c.value("mean", Shape{rows}), rstd = c.value("rstd", Shape{rows});
+    c.node(OpKind::LayerNorm, a, {in[0], gamma, beta}, {y, mean, rstd});
+    return {y};
+  }
+
+ private:
+  float eps_;
+};
+
+class DropoutLayer : public Layer {
+ public:
+  DropoutLayer(float rate, const std::string& name) : Layer("dropout", name), rate_(rate) {
+    if (!(rate >= 0.f && rate < 1.f)) CUDL_FAIL("layer ", name_, " (dropout): rate must be in [0, 1), got ", rate);
+  }
+  Shape output_shape(const std::vector<Shape>& in) const override {
+    expect_inputs(*this, in, 1);
+    return in[0];
+  }
+  std::vector<int> build(BuildContext& c, const std::vector<int>& in) override {
+    const Shape xs = c.g->value(in[0]).shape;
+    if (!c.training || rate_ == 0.f) return {in[0]};  // identity at inference
+    ValueId y = c.value("dropout", xs), mask = c.value("mask", xs, DType::u8);
+    OpAttrs a;
+    a.f[0] = rate_;
+    a.i[0] = c.dropout_streams++;
+    c.node(OpKind::Dropout, a, {in[0], c.rng_state()}, {y, mask});
+    return {y};
+  }
+
+ private:
+  float rate_;
+};
+
+class ReshapeLayer : public Layer {
+ public:
+  ReshapeLayer(std::string kind, Shape target, const std::string& name)
+      : Layer(std::move(kind), name), target_(std::move(target)) {}
+  Shape output_shape(const std::vector<Shape>& in) const override {
+    expect_inputs(*this, in, 1);
+    if (kind_ == "flatten") return Shape{in[0].numel()};
+    if (target_.numel() != in[0].numel())
+      CUDL_FAIL("layer ", name_, " (reshape): cannot reshape ", in[0], " to ", target_, " (element counts differ)");
+    return target_;
+  }
+  std::vector<int> build(BuildContext& c, const std::vector<int>& in) override {
+    const Shape xs = c.g->value(in[0]).shape;
+    Shape os = output_shape({Shape(std::vector<int64_t>(xs.dims().begin() + 1, xs.dims().end()))});
+    return {c.g->add_view(in[0], c.batched(os), name_, graph::Phase::Forward, 0, name_ + ".out")};
+  }
+
+ private:
+  Shape target_;
+};
+
+class ActivationLayer : public Layer {
+ public:
+  ActivationLayer(std::string act, float alpha, const std::string& name)
+      : Layer("activation", name.empty() ? "" : name), act_(std::move(act)), alpha_(alpha) {
+    check_activation(name_, act_);
+  }
+  Shape output_shape(const std::vector<Shape>& in) const override {
+    expect_inputs(*this, in, 1);
+    return in[0];
+  }
+  std::vector<int> build(BuildContext& c, const std::vector<int>& in) override {
+    return {apply_activation(c, in[0], act_, alpha_)};
+  }
+
+ private:
+  std::string act_;
+  float alpha_;
+};
+
+class AddLayer : public Layer {
+ public:
+  AddLayer() : Layer("add", "") {}
+  Shape output_shape(const std::vector<Shape>& in) const override {
+    expect_inputs(*this, in, 2);
+    if (in[0] != in[1]) CUDL_FAIL("layer ", name_, " (add): shapes differ: ", in[0], " vs ", in[1]);
+    return in[0];
+  }
+  std::vector<int> build(BuildContext& c, const std::vector<int>& in) override {
+    ValueId y = c.value("sum", c.g->value(in[0]).shape);
+    OpAttrs a;
+    a.i[0] = static_cast<int64_t>(BinaryOp::Add);
+    c.node(OpKind::Binary, a, {in[0], in[1]}, {y});
+    return {y};
+  }
+};
+
+}  // namespace
+
+Var add(const Var& a, const Var& b) { return (*std::make_shared<AddLayer>())({a, b}); }
+
+namespace layers {
+LayerPtr Dense(int64_t units, const std::string& activation, bool use_bias, const std::string& name, Init init) {
+  return std::make_shared<DenseLayer>(units, activation, use_bias, name, init);
+}
+LayerPtr Conv2d(int64_t filters, int kernel, int stride, int padding, const std::string& activation, bool use_bias,
+                int dilation, int groups, const std::string& name, Init init) {
+  return std::make_shared<Conv2dLayer>(filters, kernel, stride, padding, activation, use_bias, dilation, groups, name,
+                                       init);
+}
+LayerPtr MaxPool2d(int kernel, int stride, int padding, const std::string& name) {
+  return std::make_shared<PoolLayer>("max_pool2d", OpKind::MaxPool2d, kernel, stride, padding, name);
+}
+LayerPtr AvgPool2d(int kernel, int stride, int padding, const std::string& name) {
+  return std::make_shared<PoolLayer>("avg_pool2d", OpKind::AvgPool2d, kernel, stride, padding, name);
+}
+LayerPtr GlobalAvgPool(const std::string& name) {
+  return std::make_shared<PoolLayer>("global_avg_pool", OpKind::GlobalAvgPool, 1, 1, 0, name);
+}
+LayerPtr BatchNorm(float momentum, float eps, const std::string& name) {
+  return std::make_shared<BatchNormLayer>(momentum, eps, name);
+}
+LayerPtr LayerNorm(float eps, const std::string& name) { return std::make_shared<LayerNormLayer>(eps, name); }
+LayerPtr Dropout(float rate, const std::string& name) { return std::make_shared<DropoutLayer>(rate, name); }
+LayerPtr Flatten(const std::string& name) { return std::make_shared<ReshapeLayer>("flatten", Shape{}, name); }
+LayerPtr Reshape(const Shape& shape, const std::string& name) {
+  return std::make_shared<ReshapeLayer>("reshape", shape, name);
+}
+LayerPtr Activation(const std::string& act, float alpha, const std::string& name) {
+  return std::make_shared<ActivationLayer>(act, alpha, name);
+}
+}  // namespace layers
+
+}  // namespace cudl
