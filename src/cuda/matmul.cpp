@@ -1,8 +1,456 @@
-// cuda/matmul.cpp — CUDA backend entries of the matmul op family: checks, then kernel launches.
+// cuda/matmul.cpp — CUDA backend of the matmul family: Matmul, Linear and LinearBackward through
+// cuBLASLt (fused bias / ReLU / GELU epilogues forward, BGRADB bias gradient backward), plans cached per shape.
+//
+// Row-major tensors go to cuBLASLt without copies: a row-major C (m, n) = op(A)·op(B) is the
+// column-major Cᵀ (n, m) = op(B)ᵀ·op(A)ᵀ, so the call swaps the operands and reads each buffer as its
+// own transpose. Bias vectors then run along cuBLASLt's rows, i.e. along the row-major columns.
+// Backward: dpre = dy ⊙ act'(·) is one kernel (the DRELU/DGELU epilogues apply act' to a GEMM's own
+// output, and no GEMM of this op produces dy), dw = dpreᵀ·x carries db = Σ_rows dpre in its BGRADB
+// epilogue, dx = dpre·w is a plain GEMM. When cuBLASLt has no algo for a fused epilogue (or the GELU
+// aux leading dimension cannot be a multiple of 8), the GEMM runs plain and the matmul kernels finish
+// the job; that choice is logged once per shape.
+#include "cuda/matmul.hpp"
+
+#include <array>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <unordered_map>
+
 #include "backend/backend.hpp"
+#include "cpu/matmul.hpp"
+#include "cpu/op_checks.hpp"
+#include "cuda/check.hpp"
+#include "cuda/context.hpp"
+#include "kernels/matmul.cuh"
 
 namespace cudl {
 
-void register_cuda_matmul_ops(OpTable& t) {}
+namespace chk = op_checks;
+
+namespace {
+
+/// cuBLASLt workspace offered to every GEMM (cuBLAS suggests 32 MiB on Hopper).
+constexpr size_t kLtWorkspace = size_t{32} << 20;
+constexpr size_t kMaxPlans = 1024;
+
+/// A column-major cuBLASLt problem: D (m, n) = op(A) (m, k) · op(B) (k, n), strided over `batch`.
+struct GemmSpec {
+  int64_t m = 0, n = 0, k = 0, batch = 1;
+  bool ta = false, tb = false;
+  int64_t lda = 1, ldb = 1, ldd = 1;
+  int64_t stride_a = 0, stride_b = 0, stride_d = 0;
+  uint32_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
+  int64_t aux_ld = 0;
+};
+
+struct GemmPtrs {
+  const float* a = nullptr;
+  const float* b = nullptr;
+  float* d = nullptr;
+  const void* bias = nullptr;  // bias (forward) or bias gradient (BGRADB)
+  void* aux = nullptr;         // GELU pre-activation
+};
+
+/// Row-major C (m, n) = op(A)·op(B) with A stored (m, k) [(k, m) when ta] and B stored (k, n) [(n, k)
+/// when tb], as the column-major problem Cᵀ = op(B)ᵀ·op(A)ᵀ: cuBLASLt's A is our B and vice versa.
+GemmSpec row_major(int64_t m, int64_t n, int64_t k, bool ta, bool tb) {
+  GemmSpec s;
+  s.m = n;
+  s.n = m;
+  s.k = k;
+  s.ta = tb;
+  s.tb = ta;
+  s.lda = std::max<int64_t>(1, tb ? k : n);
+  s.ldb = std::max<int64_t>(1, ta ? m : k);
+  s.ldd = std::max<int64_t>(1, n);
+  return s;
+}
+
+uint32_t alignment_of(const void* p) {
+  const uintptr_t u = reinterpret_cast<uintptr_t>(p);
+  if (u == 0) return 256;
+  uint32_t a = 256;
+  while (a > 4 && u % a != 0) a >>= 1;
+  return a;
+}
+
+bool epilogue_has_bias(uint32_t e) {
+  return e == CUBLASLT_EPILOGUE_BIAS || e == CUBLASLT_EPILOGUE_RELU_BIAS || e == CUBLASLT_EPILOGUE_GELU_BIAS ||
+         e == CUBLASLT_EPILOGUE_GELU_AUX_BIAS || e == CUBLASLT_EPILOGUE_BGRADB;
+}
+bool epilogue_has_aux(uint32_t e) { return e == CUBLASLT_EPILOGUE_GELU_AUX || e == CUBLASLT_EPILOGUE_GELU_AUX_BIAS; }
+
+const char* epilogue_name(uint32_t e) {
+  switch (e) {
+    case CUBLASLT_EPILOGUE_DEFAULT:
+      return "DEFAULT";
+    case CUBLASLT_EPILOGUE_BIAS:
+      return "BIAS";
+    case CUBLASLT_EPILOGUE_RELU:
+      return "RELU";
+    case CUBLASLT_EPILOGUE_RELU_BIAS:
+      return "RELU_BIAS";
+    case CUBLASLT_EPILOGUE_GELU:
+      return "GELU";
+    case CUBLASLT_EPILOGUE_GELU_BIAS:
+      return "GELU_BIAS";
+    case CUBLASLT_EPILOGUE_GELU_AUX:
+      return "GELU_AUX";
+    case CUBLASLT_EPILOGUE_GELU_AUX_BIAS:
+      return "GELU_AUX_BIAS";
+    case CUBLASLT_EPILOGUE_BGRADB:
+      return "BGRADB";
+    default:
+      return "?";
+  }
+}
+
+/// Descriptors, layouts and the heuristic's algo for one GEMM shape, created once.
+struct GemmPlan {
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+  size_t workspace = 0;
+  bool supported = false;  // the heuristic returned an algo
+  cublasStatus_t status = CUBLAS_STATUS_SUCCESS;
+
+  GemmPlan() = default;
+  GemmPlan(const GemmPlan&) = delete;
+  GemmPlan& operator=(const GemmPlan&) = delete;
+  ~GemmPlan() {  // destructors only log
+    if (d && cublasLtMatrixLayoutDestroy(d) != CUBLAS_STATUS_SUCCESS)
+      std::fprintf(stderr, "cudl: layout destroy failed\n");
+    if (b && cublasLtMatrixLayoutDestroy(b) != CUBLAS_STATUS_SUCCESS)
+      std::fprintf(stderr, "cudl: layout destroy failed\n");
+    if (a && cublasLtMatrixLayoutDestroy(a) != CUBLAS_STATUS_SUCCESS)
+      std::fprintf(stderr, "cudl: layout destroy failed\n");
+    if (desc && cublasLtMatmulDescDestroy(desc) != CUBLAS_STATUS_SUCCESS)
+      std::fprintf(stderr, "cudl: matmul desc destroy failed\n");
+  }
+};
+
+using PlanKey = std::array<int64_t, 20>;
+
+struct PlanKeyHash {
+  size_t operator()(const PlanKey& k) const {
+    uint64_t h = 1469598103934665603ull;  // FNV-1a over the fields
+    for (int64_t v : k) {
+      h ^= static_cast<uint64_t>(v);
+      h *= 1099511628211ull;
+    }
+    return static_cast<size_t>(h);
+  }
+};
+
+/// The shape, epilogue and pointer alignments a plan depends on (cuBLASLt's heuristic picks kernels
+/// for the alignment it is told, so the alignment of A, B, D, bias and aux is part of the key).
+PlanKey plan_key(int device, const GemmSpec& s, const GemmPtrs& p) {
+  return {device,
+          s.m,
+          s.n,
+          s.k,
+          s.batch,
+          s.ta,
+          s.tb,
+          s.lda,
+          s.ldb,
+          s.ldd,
+          s.stride_a,
+          s.stride_b,
+          s.stride_d,
+          s.epilogue,
+          s.aux_ld,
+          alignment_of(p.a),
+          alignment_of(p.b),
+          alignment_of(p.d),
+          alignment_of(p.bias),
+          alignment_of(p.aux)};
+}
+
+struct PlanCache {
+  std::mutex mu;
+  std::unordered_map<PlanKey, std::unique_ptr<GemmPlan>, PlanKeyHash> plans;
+  MatmulPlanStats stats;
+  std::set<std::string> logged;
+};
+
+PlanCache& plan_cache() {
+  static PlanCache* cache = new PlanCache;  // lives for the process (no destruction-order hazards)
+  return *cache;
+}
+
+[[noreturn]] void lt_fail(const OpCall& call, const char* what, cublasStatus_t st, const GemmSpec& s) {
+  CUDL_FAIL(chk::who(call), ": ", what, " failed: ", detail::cublas_status_string(st), " (cuBLASLt m ", s.m, ", n ",
+            s.n, ", k ", s.k, ", batch ", s.batch, ", epilogue ", epilogue_name(s.epilogue), ")");
+}
+
+#define CUDL_LT(call, what, expr, spec)                                     \
+  do {                                                                      \
+    cublasStatus_t lt_st_ = (expr);                                         \
+    if (lt_st_ != CUBLAS_STATUS_SUCCESS) lt_fail(call, what, lt_st_, spec); \
+  } while (0)
+
+template <typename T>
+void set_desc(const OpCall& call, const GemmSpec& s, cublasLtMatmulDesc_t d, cublasLtMatmulDescAttributes_t attr,
+              const T& v) {
+  CUDL_LT(call, "cublasLtMatmulDescSetAttribute", cublasLtMatmulDescSetAttribute(d, attr, &v, sizeof v), s);
+}
+
+void set_pointers(const OpCall& call, const GemmSpec& s, GemmPlan& plan, const GemmPtrs& p) {
+  if (epilogue_has_bias(s.epilogue)) set_desc(call, s, plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, p.bias);
+  if (epilogue_has_aux(s.epilogue)) set_desc(call, s, plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, p.aux);
+}
+
+std::unique_ptr<GemmPlan> build_plan(const OpCall& call, CudaContext& ctx, const GemmSpec& s, const GemmPtrs& p) {
+  auto plan = std::make_unique<GemmPlan>();
+  CUDL_LT(call, "cublasLtMatmulDescCreate", cublasLtMatmulDescCreate(&plan->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), s);
+  const int32_t opa = s.ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = s.tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+  set_desc(call, s, plan->desc, CUBLASLT_MATMUL_DESC_TRANSA, opa);
+  set_desc(call, s, plan->desc, CUBLASLT_MATMUL_DESC_TRANSB, opb);
+  set_desc(call, s, plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, s.epilogue);
+  if (epilogue_has_aux(s.epilogue)) set_desc(call, s, plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, s.aux_ld);
+  set_pointers(call, s, *plan, p);  // the heuristic reads their alignment
+  CUDL_LT(call, "cublasLtMatrixLayoutCreate",
+          cublasLtMatrixLayoutCreate(&plan->a, CUDA_R_32F, s.ta ? s.k : s.m, s.ta ? s.m : s.k, s.lda), s);
+  CUDL_LT(call, "cublasLtMatrixLayoutCreate",
+          cublasLtMatrixLayoutCreate(&plan->b, CUDA_R_32F, s.tb ? s.n : s.k, s.tb ? s.k : s.n, s.ldb), s);
+  CUDL_LT(call, "cublasLtMatrixLayoutCreate", cublasLtMatrixLayoutCreate(&plan->d, CUDA_R_32F, s.m, s.n, s.ldd), s);
+  if (s.batch > 1) {
+    const int32_t count = static_cast<int32_t>(s.batch);
+    const int64_t strides[3] = {s.stride_a, s.stride_b, s.stride_d};
+    cublasLtMatrixLayout_t layouts[3] = {plan->a, plan->b, plan->d};
+    for (int i = 0; i < 3; ++i) {
+      CUDL_LT(call, "cublasLtMatrixLayoutSetAttribute",
+              cublasLtMatrixLayoutSetAttribute(layouts[i], CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof count),
+              s);
+      CUDL_LT(call, "cublasLtMatrixLayoutSetAttribute",
+              cublasLtMatrixLayoutSetAttribute(layouts[i], CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &strides[i],
+                                               sizeof strides[i]),
+              s);
+    }
+  }
+  cublasLtMatmulPreference_t pref = nullptr;
+  CUDL_LT(call, "cublasLtMatmulPreferenceCreate", cublasLtMatmulPreferenceCreate(&pref), s);
+  const uint64_t ws = kLtWorkspace;
+  const uint32_t align[4] = {alignment_of(p.a), alignment_of(p.b), alignment_of(p.d), alignment_of(p.d)};
+  const cublasLtMatmulPreferenceAttributes_t align_attr[4] = {
+      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
+  cublasStatus_t st =
+      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
+  for (int i = 0; i < 4 && st == CUBLAS_STATUS_SUCCESS; ++i)
+    st = cublasLtMatmulPreferenceSetAttribute(pref, align_attr[i], &align[i], sizeof align[i]);
+  if (st != CUBLAS_STATUS_SUCCESS) {
+    cublasLtMatmulPreferenceDestroy(pref);
+    lt_fail(call, "cublasLtMatmulPreferenceSetAttribute", st, s);
+  }
+  cublasLtMatmulHeuristicResult_t result{};
+  int count = 0;
+  st = cublasLtMatmulAlgoGetHeuristic(ctx.cublaslt(), plan->desc, plan->a, plan->b, plan->d, plan->d, pref, 1, &result,
+                                      &count);
+  cublasLtMatmulPreferenceDestroy(pref);
+  plan->status = st;
+  if (st == CUBLAS_STATUS_SUCCESS && count > 0 && result.state == CUBLAS_STATUS_SUCCESS) {
+    plan->supported = true;
+    plan->algo = result.algo;
+    plan->workspace = result.workspaceSize;
+  } else if (st == CUBLAS_STATUS_SUCCESS) {
+    plan->status = CUBLAS_STATUS_NOT_SUPPORTED;  // no algo
+  }
+  return plan;
+}
+
+/// Scratch of one op call: [dpre (optional) | cuBLASLt workspace], carved from one context workspace.
+struct Scratch {
+  float* dpre = nullptr;
+  void* lt = nullptr;
+  size_t lt_bytes = 0;
+};
+
+Scratch scratch(CudaContext& ctx, size_t dpre_elems) {
+  const size_t dpre_bytes = (dpre_elems * sizeof(float) + 255) / 256 * 256;
+  char* base = static_cast<char*>(ctx.workspace(dpre_bytes + kLtWorkspace));
+  return Scratch{dpre_elems ? reinterpret_cast<float*>(base) : nullptr, base + dpre_bytes, kLtWorkspace};
+}
+
+/// Queues D = op(A)·op(B) with the spec's epilogue. Returns false, queueing nothing, when cuBLASLt has
+/// no algo for a fused epilogue (the caller runs the unfused path); fails for a plain GEMM.
+bool lt_gemm(const OpCall& call, CudaContext& ctx, const GemmSpec& s, const GemmPtrs& p, const Scratch& ws) {
+  if (s.m == 0 || s.n == 0 || s.batch == 0) return true;
+  PlanCache& cache = plan_cache();
+  std::lock_guard<std::mutex> lock(cache.mu);  // plans are shared: attributes are set per call
+  const PlanKey key = plan_key(ctx.device().index(), s, p);
+  auto it = cache.plans.find(key);
+  if (it == cache.plans.end()) {
+    if (cache.plans.size() >= kMaxPlans) cache.plans.clear();  // shapes churn: start over
+    it = cache.plans.emplace(key, build_plan(call, ctx, s, p)).first;
+    cache.stats.built++;
+  } else {
+    cache.stats.reused++;
+  }
+  GemmPlan& plan = *it->second;
+  if (!plan.supported) {
+    if (s.epilogue == CUBLASLT_EPILOGUE_DEFAULT) lt_fail(call, "cublasLtMatmulAlgoGetHeuristic", plan.status, s);
+    cache.stats.unfused++;
+    return false;
+  }
+  if (plan.workspace > ws.lt_bytes) lt_fail(call, "workspace sizing", CUBLAS_STATUS_INTERNAL_ERROR, s);
+  set_pointers(call, s, plan, p);
+  const float alpha = 1.f, beta = 0.f;
+  CUDL_LT(call, "cublasLtMatmul",
+          cublasLtMatmul(ctx.cublaslt(), plan.desc, &alpha, p.a, plan.a, p.b, plan.b, &beta, p.d, plan.d, p.d, plan.d,
+                         &plan.algo, plan.workspace ? ws.lt : nullptr, plan.workspace, ctx.stream()),
+          s);
+  return true;
+}
+
+/// Logs, once per distinct message, that a GEMM runs without its fused epilogue.
+void note_unfused(const OpCall& call, const std::string& why) {
+  PlanCache& cache = plan_cache();
+  std::lock_guard<std::mutex> lock(cache.mu);
+  const std::string msg = std::string(op_name(call.op)) + ": " + why;
+  if (cache.logged.insert(msg).second)
+    std::fprintf(stderr, "cudl: %s (%s); running a plain GEMM and the matmul kernels\n", msg.c_str(), call.label);
+}
+
+void zero(CudaContext& ctx, const TensorView& v) {
+  if (v.defined() && v.numel() > 0)
+    CUDL_CUDA_CHECK(cudaMemsetAsync(v.data, 0, static_cast<size_t>(v.numel()) * sizeof(float), ctx.stream()));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ops
+
+void matmul_cuda(const OpCall& call) {
+  const MatmulProblem p = check_matmul_call(call);
+  CudaContext& ctx = cuda_context(call);
+  const TensorView& c = call.outputs[0];
+  if (p.batch == 0 || p.m == 0 || p.n == 0) return;
+  if (p.k == 0) return zero(ctx, c);
+  const float* a = call.inputs[0].as<float>();
+  const float* b = call.inputs[1].as<float>();
+  GemmSpec s;
+  if (p.broadcast_b && !p.trans_a) {
+    s = row_major(p.batch * p.m, p.n, p.k, false, p.trans_b);  // the batch folds into M
+  } else {
+    s = row_major(p.m, p.n, p.k, p.trans_a, p.trans_b);
+    s.batch = p.batch;
+    s.stride_a = p.broadcast_b ? 0 : p.k * p.n;  // cuBLASLt's A is our b
+    s.stride_b = p.m * p.k;
+    s.stride_d = p.m * p.n;
+  }
+  lt_gemm(call, ctx, s, GemmPtrs{b, a, c.as<float>()}, scratch(ctx, 0));
+}
+
+void linear_cuda(const OpCall& call) {
+  const LinearProblem p = check_linear_call(call);
+  CudaContext& ctx = cuda_context(call);
+  if (p.rows == 0 || p.out == 0) return;
+  const float* x = call.inputs[0].as<float>();
+  const float* w = call.inputs[1].as<float>();
+  const float* bias = p.has_bias ? call.inputs[2].as<float>() : nullptr;
+  float* y = call.outputs[0].as<float>();
+  float* pre = p.has_pre ? call.outputs[1].as<float>() : nullptr;
+  const Scratch ws = scratch(ctx, 0);
+  GemmSpec s = row_major(p.rows, p.out, p.in, false, true);  // y = x · wᵀ
+  GemmPtrs ptrs{w, x, y, bias, nullptr};
+  // The fused epilogue, if one fits.
+  uint32_t e = 0;
+  std::string why;
+  switch (p.epilogue) {
+    case Epilogue::None:
+      e = bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+      break;
+    case Epilogue::Relu:
+      e = bias ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_RELU;
+      break;
+    case Epilogue::Gelu:
+      if (!pre) {
+        e = bias ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU;
+      } else if (p.out % 8 == 0) {
+        e = bias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX;
+        s.aux_ld = p.out;
+        ptrs.aux = pre;
+      } else {
+        why = "GELU aux needs out % 8 == 0, got out " + std::to_string(p.out);
+      }
+      break;
+  }
+  if (p.in > 0 && why.empty()) {
+    s.epilogue = e;
+    if (lt_gemm(call, ctx, s, ptrs, ws)) return;
+    why = std::string("cuBLASLt has no algo for epilogue ") + epilogue_name(e);
+  }
+  if (!why.empty()) note_unfused(call, why);
+  // Unfused: z = x · wᵀ into pre (or y), then pre = z + b, y = act(pre) in one kernel.
+  float* z = pre ? pre : y;
+  if (p.in == 0) {
+    zero(ctx, p.has_pre ? call.outputs[1] : call.outputs[0]);
+  } else {
+    s = row_major(p.rows, p.out, p.in, false, true);
+    lt_gemm(call, ctx, s, GemmPtrs{w, x, z}, ws);
+  }
+  kernels::linear_epilogue_cuda(z, bias, pre, y, p.rows, p.out, static_cast<int>(p.epilogue), ctx.stream());
+}
+
+void linear_backward_cuda(const OpCall& call) {
+  const LinearBackwardProblem p = check_linear_backward_call(call);
+  CudaContext& ctx = cuda_context(call);
+  const TensorView& dx_v = call.outputs[0];
+  float* dw = p.has_dw ? call.outputs[1].as<float>() : nullptr;
+  float* db = p.has_db ? call.outputs[2].as<float>() : nullptr;
+  if (p.rows == 0 || p.out == 0) {  // empty sums
+    if (p.has_dw) zero(ctx, call.outputs[1]);
+    if (p.has_db) zero(ctx, call.outputs[2]);
+    if (p.has_dx) zero(ctx, dx_v);
+    return;
+  }
+  const int64_t n = p.rows * p.out;
+  const float* dy = call.inputs[2].as<float>();
+  const Scratch ws = scratch(ctx, p.epilogue == Epilogue::None ? 0 : static_cast<size_t>(n));
+  const float* dpre = dy;
+  if (p.epilogue != Epilogue::None) {
+    kernels::linear_act_backward_cuda(dy, call.inputs[p.act_input].as<float>(), ws.dpre, n,
+                                      static_cast<int>(p.epilogue), ctx.stream());
+    dpre = ws.dpre;
+  }
+  if (p.has_dw && p.in > 0) {  // dw (out, in) = dpreᵀ · x, db through BGRADB
+    const float* x = call.inputs[0].as<float>();
+    GemmSpec s = row_major(p.out, p.in, p.rows, true, false);
+    bool fused_db = false;
+    if (db) {
+      s.epilogue = CUBLASLT_EPILOGUE_BGRADB;
+      fused_db = lt_gemm(call, ctx, s, GemmPtrs{x, dpre, dw, db, nullptr}, ws);
+      if (!fused_db) note_unfused(call, "cuBLASLt has no algo for epilogue BGRADB");
+      s.epilogue = CUBLASLT_EPILOGUE_DEFAULT;
+    }
+    if (!fused_db) lt_gemm(call, ctx, s, GemmPtrs{x, dpre, dw}, ws);
+    if (db && !fused_db) kernels::bias_grad_cuda(dpre, db, p.rows, p.out, ctx.stream());
+  } else if (db) {
+    kernels::bias_grad_cuda(dpre, db, p.rows, p.out, ctx.stream());
+  }
+  if (p.has_dx && p.in > 0) {  // dx (rows, in) = dpre · w
+    GemmSpec s = row_major(p.rows, p.in, p.out, false, false);
+    lt_gemm(call, ctx, s, GemmPtrs{call.inputs[1].as<float>(), dpre, dx_v.as<float>()}, ws);
+  }
+}
+
+}  // namespace
+
+MatmulPlanStats cuda_matmul_plan_stats() {
+  PlanCache& cache = plan_cache();
+  std::lock_guard<std::mutex> lock(cache.mu);
+  return cache.stats;
+}
+
+void register_cuda_matmul_ops(OpTable& t) {
+  t.add(OpKind::Matmul, matmul_cuda);
+  t.add(OpKind::Linear, linear_cuda);
+  t.add(OpKind::LinearBackward, linear_backward_cuda);
+}
 
 }  // namespace cudl

@@ -1,0 +1,142 @@
+// kernels/matmul.cu — the matmul family's small kernels around the cuBLASLt GEMMs: the Linear epilogue
+// (bias + ReLU/GELU) where no cuBLASLt epilogue fits, act' in front of the backward GEMMs, the bias gradient.
+#include "cpu/matmul.hpp"
+#include "kernels/common.cuh"
+#include "kernels/matmul.cuh"
+
+namespace cudl::kernels {
+
+namespace mm = cudl::matmul_math;
+
+template <int Act>
+__device__ __forceinline__ float apply_act(float v) {
+  if (Act == 1) return mm::relu(v);
+  if (Act == 2) return mm::gelu_tanh(v);
+  return v;
+}
+
+template <int Act>
+__device__ __forceinline__ float apply_act_grad(float dy, float a) {
+  if (Act == 1) return mm::relu_grad(dy, a);
+  return mm::gelu_tanh_grad(dy, a);
+}
+
+__device__ __forceinline__ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+// --- Linear epilogue ----------------------------------------------------------------------------
+
+/// pre = z + bias[col], y = act(pre). Vector path: cols % 4 == 0 and every pointer 16-byte aligned,
+/// so a float4 never crosses a row; scalar path otherwise.
+template <int Act>
+static __global__ void linear_epilogue_kernel(const float* z, const float* __restrict__ bias, float* pre, float* y,
+                                              int64_t rows, int64_t cols, bool vec) {
+  const int64_t n = rows * cols;
+  const int64_t stride = (int64_t)gridDim.x * blockDim.x;
+  const int64_t first = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (vec) {
+    for (int64_t q = first; q < n / 4; q += stride) {
+      const int64_t i = q * 4, c = i % cols;
+      float4 v = reinterpret_cast<const float4*>(z)[q];
+      if (bias) {
+        const float4 b = *reinterpret_cast<const float4*>(bias + c);
+        v.x += b.x, v.y += b.y, v.z += b.z, v.w += b.w;
+      }
+      if (pre) reinterpret_cast<float4*>(pre)[q] = v;
+      reinterpret_cast<float4*>(y)[q] =
+          make_float4(apply_act<Act>(v.x), apply_act<Act>(v.y), apply_act<Act>(v.z), apply_act<Act>(v.w));
+    }
+    return;
+  }
+  for (int64_t i = first; i < n; i += stride) {
+    const float v = z[i] + (bias ? bias[i % cols] : 0.f);
+    if (pre) pre[i] = v;
+    y[i] = apply_act<Act>(v);
+  }
+}
+
+void linear_epilogue_cuda(const float* z, const float* bias, float* pre, float* y, int64_t rows, int64_t cols, int act,
+                          cudaStream_t stream) {
+  const int64_t n = rows * cols;
+  if (n == 0) return;
+  const bool vec = cols % 4 == 0 && (reinterpret_cast<uintptr_t>(z) & 15u) == 0 &&
+                   (reinterpret_cast<uintptr_t>(y) & 15u) == 0 && (reinterpret_cast<uintptr_t>(pre) & 15u) == 0 &&
+                   (reinterpret_cast<uintptr_t>(bias) & 15u) == 0;
+  const int block = 256;
+  const unsigned grid = grid_for(vec ? n / 4 : n, block);
+  switch (act) {
+    case 0:
+      CUDL_LAUNCH(linear_epilogue_kernel<0>, grid, block, 0, stream)(z, bias, pre, y, rows, cols, vec);
+      break;
+    case 1:
+      CUDL_LAUNCH(linear_epilogue_kernel<1>, grid, block, 0, stream)(z, bias, pre, y, rows, cols, vec);
+      break;
+    default:
+      CUDL_LAUNCH(linear_epilogue_kernel<2>, grid, block, 0, stream)(z, bias, pre, y, rows, cols, vec);
+      break;
+  }
+  check_launch("linear_epilogue_kernel");
+}
+
+// --- act' -----------------------------------------------------------------------------------------
+
+/// dpre = act'(a) * dy; float4 over the aligned body, scalar over the tail.
+template <int Act>
+static __global__ void linear_act_backward_kernel(const float* __restrict__ dy, const float* __restrict__ a,
+                                                  float* __restrict__ dpre, int64_t n) {
+  const int64_t stride = (int64_t)gridDim.x * blockDim.x;
+  const int64_t first = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  int64_t body = 0;
+  if (aligned16(dy) && aligned16(a) && aligned16(dpre)) {
+    body = n / 4 * 4;
+    for (int64_t q = first; q < n / 4; q += stride) {
+      const float4 g = reinterpret_cast<const float4*>(dy)[q];
+      const float4 v = reinterpret_cast<const float4*>(a)[q];
+      reinterpret_cast<float4*>(dpre)[q] = make_float4(apply_act_grad<Act>(g.x, v.x), apply_act_grad<Act>(g.y, v.y),
+                                                       apply_act_grad<Act>(g.z, v.z), apply_act_grad<Act>(g.w, v.w));
+    }
+  }
+  for (int64_t i = body + first; i < n; i += stride) dpre[i] = apply_act_grad<Act>(dy[i], a[i]);
+}
+
+void linear_act_backward_cuda(const float* dy, const float* a, float* dpre, int64_t n, int act, cudaStream_t stream) {
+  if (n == 0) return;
+  const int block = 256;
+  const unsigned grid = grid_for((n + 3) / 4, block);
+  if (act == 1)
+    CUDL_LAUNCH(linear_act_backward_kernel<1>, grid, block, 0, stream)(dy, a, dpre, n);
+  else
+    CUDL_LAUNCH(linear_act_backward_kernel<2>, grid, block, 0, stream)(dy, a, dpre, n);
+  check_launch("linear_act_backward_kernel");
+}
+
+// --- bias gradient ------------------------------------------------------------------------------
+
+constexpr int kBgradCols = 32;  // columns per block (threadIdx.x): coalesced row reads
+constexpr int kBgradRows = 8;   // row slices per block (threadIdx.y)
+
+/// db[c] = Σ_r dpre[r, c]: thread (x, y) sums rows y, y+8, ... of column c, then row 0 of the block
+/// adds the 8 partial sums in order. Fixed order everywhere: the result is the same run to run.
+static __global__ void bias_grad_kernel(const float* __restrict__ dpre, float* __restrict__ db, int64_t rows,
+                                        int64_t cols) {
+  __shared__ float partial[kBgradRows][kBgradCols + 1];
+  const int64_t c = blockIdx.x * (int64_t)kBgradCols + threadIdx.x;
+  float s = 0.f;
+  if (c < cols)
+    for (int64_t r = threadIdx.y; r < rows; r += kBgradRows) s += dpre[r * cols + c];
+  partial[threadIdx.y][threadIdx.x] = s;
+  __syncthreads();
+  if (threadIdx.y == 0 && c < cols) {
+    float t = 0.f;
+    for (int k = 0; k < kBgradRows; ++k) t += partial[k][threadIdx.x];
+    db[c] = t;
+  }
+}
+
+void bias_grad_cuda(const float* dpre, float* db, int64_t rows, int64_t cols, cudaStream_t stream) {
+  if (cols == 0) return;
+  const unsigned grid = static_cast<unsigned>((cols + kBgradCols - 1) / kBgradCols);
+  CUDL_LAUNCH(bias_grad_kernel, grid, dim3(kBgradCols, kBgradRows), 0, stream)(dpre, db, rows, cols);
+  check_launch("bias_grad_kernel");
+}
+
+}  // namespace cudl::kernels

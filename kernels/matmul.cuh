@@ -1,0 +1,23 @@
+// kernels/matmul.cuh — launchers of the matmul family's small kernels (the GEMMs themselves are cuBLASLt):
+// the Linear epilogue when no cuBLASLt epilogue fits, act' in front of the backward GEMMs, the bias gradient.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace cudl::kernels {
+
+/// Activation codes, as cudl::Epilogue: 0 none, 1 ReLU (NaN -> 0), 2 GELU (tanh approximation).
+/// pre = z + bias (bias indexed by column, may be null), y = act(pre) over (rows, cols) row-major;
+/// pre may be null; z may alias pre or y.
+void linear_epilogue_cuda(const float* z, const float* bias, float* pre, float* y, int64_t rows, int64_t cols, int act,
+                          cudaStream_t stream);
+
+/// dpre = dy * act'(a) for n elements: ReLU reads a = y or pre (dpre = a > 0 ? dy : 0), GELU a = pre.
+void linear_act_backward_cuda(const float* dy, const float* a, float* dpre, int64_t n, int act, cudaStream_t stream);
+
+/// db (cols) = sum over rows of dpre (rows, cols), in a fixed order (deterministic, no atomics).
+void bias_grad_cuda(const float* dpre, float* db, int64_t rows, int64_t cols, cudaStream_t stream);
+
+}  // namespace cudl::kernels

@@ -1,0 +1,424 @@
+// tests/test_op_matmul.cpp — matmul op family: CPU reference vs naive loops and finite differences
+// (Linear with every epilogue -> LinearBackward, Matmul gradients through transposed Matmuls), CUDA
+// (cuBLASLt) vs CPU for every op, plan caching, NaN propagation, empty shapes and argument errors.
+#include <array>
+#include <cmath>
+#include <functional>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "testing.hpp"
+#if defined(CUDL_WITH_CUDA)
+#include "cuda/matmul.hpp"
+#endif
+
+using namespace cudl;
+using namespace cudl::testing;
+
+namespace {
+
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+Tensor on(const Tensor& t, Device d) { return t.defined() ? t.to(d) : Tensor(); }
+
+Shape matmul_out(const Shape& a, const Shape& b, bool ta, bool tb) {
+  std::vector<int64_t> d(a.dims().begin(), a.dims().end() - 2);
+  d.push_back(ta ? a[-1] : a[-2]);
+  d.push_back(tb ? b[-2] : b[-1]);
+  return Shape(d);
+}
+
+Tensor run_matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
+  Tensor c = Tensor::full(matmul_out(a.shape(), b.shape(), ta, tb), kNaN, DType::f32, a.device());
+  OpAttrs at;
+  at.i[0] = ta;
+  at.i[1] = tb;
+  run_op(OpKind::Matmul, {tv(a), tv(b)}, {tv(c)}, at, nullptr, "mm");
+  return c;
+}
+
+struct LinearOut {
+  Tensor y, pre;
+};
+
+LinearOut run_linear(const Tensor& x, const Tensor& w, const Tensor& bias, Epilogue e, bool want_pre) {
+  std::vector<int64_t> yd(x.shape().dims().begin(), x.shape().dims().end() - 1);
+  yd.push_back(w.shape()[0]);
+  LinearOut o;
+  o.y = Tensor::full(Shape(yd), kNaN, DType::f32, x.device());
+  if (want_pre) o.pre = Tensor::full(Shape(yd), kNaN, DType::f32, x.device());
+  OpAttrs at;
+  at.i[0] = static_cast<int64_t>(e);
+  run_op(OpKind::Linear, {tv(x), tv(w), tv(bias)}, {tv(o.y), tv(o.pre)}, at, nullptr, "dense");
+  return o;
+}
+
+struct Grads {
+  Tensor dx, dw, db;
+};
+
+/// want: which of dx, dw, db to ask for. act: y (Relu) or pre (Gelu) in their slots.
+Grads run_linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, const Tensor& y, const Tensor& pre,
+                          Epilogue e, bool want_dx = true, bool want_dw = true, bool want_db = true) {
+  Grads g;
+  const Device d = dy.device();
+  if (want_dx) g.dx = Tensor::full(x.shape(), kNaN, DType::f32, d);
+  if (want_dw) g.dw = Tensor::full(w.shape(), kNaN, DType::f32, d);
+  if (want_db) g.db = Tensor::full(Shape{w.shape()[0]}, kNaN, DType::f32, d);
+  OpAttrs at;
+  at.i[0] = static_cast<int64_t>(e);
+  run_op(OpKind::LinearBackward, {tv(x), tv(w), tv(dy), tv(y), tv(pre)}, {tv(g.dx), tv(g.dw), tv(g.db)}, at, nullptr,
+         "dense");
+  return g;
+}
+
+const char* epi_name(Epilogue e) { return e == Epilogue::None ? "none" : e == Epilogue::Relu ? "relu" : "gelu"; }
+
+// ---------------------------------------------------------------------------------------------
+// CPU reference
+
+TEST(MatmulCpu, MatchesNaiveLoops) {
+  const int64_t B = 2, M = 3, K = 5, N = 4;
+  for (int ta = 0; ta < 2; ++ta)
+    for (int tb = 0; tb < 2; ++tb)
+      for (bool bcast : {false, true}) {
+        SCOPED_TRACE(::testing::Message() << "ta " << ta << " tb " << tb << " broadcast " << bcast);
+        Tensor a = random_tensor(ta ? Shape{B, K, M} : Shape{B, M, K}, 1);
+        Shape bs = tb ? Shape{N, K} : Shape{K, N};
+        if (!bcast) bs = tb ? Shape{B, N, K} : Shape{B, K, N};
+        Tensor b = random_tensor(bs, 2);
+        Tensor c = run_matmul(a, b, ta, tb);
+        ASSERT_EQ(c.shape(), (Shape{B, M, N}));
+        const auto av = as_doubles(a), bv = as_doubles(b);
+        std::vector<float> want(B * M * N);
+        for (int64_t bi = 0; bi < B; ++bi)
+          for (int64_t i = 0; i < M; ++i)
+            for (int64_t j = 0; j < N; ++j) {
+              double s = 0;
+              for (int64_t k = 0; k < K; ++k) {
+                const double x = ta ? av[bi * K * M + k * M + i] : av[bi * M * K + i * K + k];
+                const int64_t ob = bcast ? 0 : bi * K * N;
+                const double y = tb ? bv[ob + j * K + k] : bv[ob + k * N + j];
+                s += x * y;
+              }
+              want[bi * M * N + i * N + j] = static_cast<float>(s);
+            }
+        EXPECT_TRUE(all_close(c, Tensor::from_vector(want, c.shape()), 1e-5, 1e-5));
+      }
+}
+
+/// Inputs whose pre-activations stay away from ReLU's kink, so central differences are valid.
+struct LinearInputs {
+  Tensor x, w, b;
+};
+
+LinearInputs linear_inputs(int64_t n, int64_t in, int64_t out, bool with_bias, uint64_t seed) {
+  for (uint64_t s = seed;; s += 100) {
+    LinearInputs li{random_tensor({n, in}, s), random_tensor({out, in}, s + 1),
+                    with_bias ? random_tensor({out}, s + 2) : Tensor()};
+    LinearOut o = run_linear(li.x, li.w, li.b, Epilogue::Gelu, true);
+    bool ok = true;
+    for (double v : as_doubles(o.pre)) ok = ok && std::fabs(v) > 0.02;
+    if (ok) return li;
+  }
+}
+
+TEST(MatmulCpu, LinearGradientsMatchFiniteDifferences) {
+  const int64_t n = 5, in = 7, out = 6;
+  for (Epilogue e : {Epilogue::None, Epilogue::Relu, Epilogue::Gelu})
+    for (bool with_bias : {true, false}) {
+      SCOPED_TRACE(::testing::Message() << epi_name(e) << (with_bias ? " with bias" : " without bias"));
+      LinearInputs li = linear_inputs(n, in, out, with_bias, 10);
+      const auto wts = as_doubles(random_tensor({n, out}, 99));
+      LinearOut o = run_linear(li.x, li.w, li.b, e, e == Epilogue::Gelu);
+      Tensor dy = Tensor::from_vector(std::vector<float>(wts.begin(), wts.end()), Shape{n, out});
+      Grads g = run_linear_backward(li.x, li.w, dy, e == Epilogue::Relu ? o.y : Tensor(),
+                                    e == Epilogue::Gelu ? o.pre : Tensor(), e, true, true, with_bias);
+      auto loss_x = [&](const Tensor& x) { return weighted_sum(run_linear(x, li.w, li.b, e, false).y, wts); };
+      auto loss_w = [&](const Tensor& w) { return weighted_sum(run_linear(li.x, w, li.b, e, false).y, wts); };
+      auto loss_b = [&](const Tensor& b) { return weighted_sum(run_linear(li.x, li.w, b, e, false).y, wts); };
+      EXPECT_TRUE(gradient_close(g.dx, numerical_gradient(loss_x, li.x.clone())));
+      EXPECT_TRUE(gradient_close(g.dw, numerical_gradient(loss_w, li.w.clone())));
+      if (with_bias) EXPECT_TRUE(gradient_close(g.db, numerical_gradient(loss_b, li.b.clone())));
+    }
+}
+
+TEST(MatmulCpu, LinearReluBackwardAcceptsPreInsteadOfY) {
+  LinearInputs li = linear_inputs(4, 3, 5, true, 20);
+  LinearOut o = run_linear(li.x, li.w, li.b, Epilogue::Gelu, true);  // pre = x·wᵀ + b
+  Tensor dy = random_tensor({4, 5}, 21);
+  Tensor y = run_linear(li.x, li.w, li.b, Epilogue::Relu, false).y;
+  Grads from_y = run_linear_backward(li.x, li.w, dy, y, Tensor(), Epilogue::Relu);
+  Grads from_pre = run_linear_backward(li.x, li.w, dy, Tensor(), o.pre, Epilogue::Relu);
+  EXPECT_TRUE(all_close(from_pre.dx, from_y.dx, 0, 0));
+  EXPECT_TRUE(all_close(from_pre.dw, from_y.dw, 0, 0));
+  EXPECT_TRUE(all_close(from_pre.db, from_y.db, 0, 0));
+}
+
+/// Matmul's gradient rule, expressed with Matmuls: for C = op(a)·op(b) and upstream dC,
+/// da = ta ? op(b)·dCᵀ : dC·op(b)ᵀ and db = tb ? dCᵀ·op(a) : op(a)ᵀ·dC.
+TEST(MatmulCpu, GradientsThroughTransposedMatmulsMatchFiniteDifferences) {
+  const int64_t B = 2, M = 3, K = 4, N = 5;
+  for (int ta = 0; ta < 2; ++ta)
+    for (int tb = 0; tb < 2; ++tb) {
+      SCOPED_TRACE(::testing::Message() << "ta " << ta << " tb " << tb);
+      Tensor a = random_tensor(ta ? Shape{B, K, M} : Shape{B, M, K}, 30);
+      Tensor b = random_tensor(tb ? Shape{B, N, K} : Shape{B, K, N}, 31);
+      const auto wts = as_doubles(random_tensor({B, M, N}, 32));
+      Tensor dc = Tensor::from_vector(std::vector<float>(wts.begin(), wts.end()), Shape{B, M, N});
+      Tensor da = ta ? run_matmul(b, dc, tb, true) : run_matmul(dc, b, false, !tb);
+      Tensor db = tb ? run_matmul(dc, a, true, ta) : run_matmul(a, dc, !ta, false);
+      ASSERT_EQ(da.shape(), a.shape());
+      ASSERT_EQ(db.shape(), b.shape());
+      auto loss_a = [&](const Tensor& x) { return weighted_sum(run_matmul(x, b, ta, tb), wts); };
+      auto loss_b = [&](const Tensor& x) { return weighted_sum(run_matmul(a, x, ta, tb), wts); };
+      EXPECT_TRUE(gradient_close(da, numerical_gradient(loss_a, a.clone())));
+      EXPECT_TRUE(gradient_close(db, numerical_gradient(loss_b, b.clone())));
+    }
+}
+
+TEST(MatmulCpu, LinearFlattensLeadingDimensions) {
+  Tensor x = random_tensor({2, 3, 4}, 40), w = random_tensor({5, 4}, 41), b = random_tensor({5}, 42);
+  Tensor y = run_linear(x, w, b, Epilogue::None, false).y;
+  ASSERT_EQ(y.shape(), (Shape{2, 3, 5}));
+  Tensor y2 = run_linear(x.reshape({6, 4}), w, b, Epilogue::None, false).y;
+  EXPECT_TRUE(all_close(y.reshape({6, 5}), y2, 0, 0));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Argument errors (every device)
+
+std::vector<Device> devices() {
+  std::vector<Device> d{Device::cpu()};
+  if (cuda_available()) d.push_back(Device::cuda());
+  return d;
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+TEST(MatmulErrors, NameOpLabelAndShapes) {
+  for (Device d : devices()) {
+    SCOPED_TRACE(d.str());
+    Tensor x = Tensor::zeros({32, 784}, DType::f32, d), w = Tensor::zeros({128, 780}, DType::f32, d);
+    Tensor y = Tensor::zeros({32, 128}, DType::f32, d);
+    std::string msg = error_of([&] { run_op(OpKind::Linear, {tv(x), tv(w)}, {tv(y)}, {}, nullptr, "dense1"); });
+    EXPECT_NE(msg.find("Linear (dense1): x (32, 784) and w (128, 780): inner dimensions differ"), std::string::npos)
+        << msg;
+
+    Tensor a = Tensor::zeros({2, 3, 4}, DType::f32, d), b = Tensor::zeros({3, 4, 5}, DType::f32, d);
+    Tensor c = Tensor::zeros({2, 3, 5}, DType::f32, d);
+    msg = error_of([&] { run_op(OpKind::Matmul, {tv(a), tv(b)}, {tv(c)}, {}, nullptr, "mm"); });
+    EXPECT_NE(msg.find("Matmul (mm): a (2, 3, 4) and b (3, 4, 5): batch dimensions differ"), std::string::npos) << msg;
+
+    Tensor b2 = Tensor::zeros({5, 5}, DType::f32, d);
+    msg = error_of([&] { run_op(OpKind::Matmul, {tv(a), tv(b2)}, {tv(c)}, {}, nullptr, "mm"); });
+    EXPECT_NE(msg.find("Matmul (mm): a (2, 3, 4) and b (5, 5): inner dimensions differ (4 vs 5)"), std::string::npos)
+        << msg;
+
+    Tensor b3 = Tensor::zeros({4, 5}, DType::f32, d), c_bad = Tensor::zeros({2, 3, 6}, DType::f32, d);
+    msg = error_of([&] { run_op(OpKind::Matmul, {tv(a), tv(b3)}, {tv(c_bad)}, {}, nullptr, "mm"); });
+    EXPECT_NE(msg.find("c has shape (2, 3, 6), expected (2, 3, 5)"), std::string::npos) << msg;
+
+    Tensor ai = Tensor::zeros({3, 4}, DType::i32, d);
+    msg = error_of([&] { run_op(OpKind::Matmul, {tv(ai), tv(b3)}, {tv(c)}, {}, nullptr, "mm"); });
+    EXPECT_NE(msg.find("a (3, 4) has dtype i32, expected f32"), std::string::npos) << msg;
+
+    Tensor xs = Tensor::zeros({4, 3}, DType::f32, d), ws = Tensor::zeros({5, 3}, DType::f32, d);
+    Tensor ys = Tensor::zeros({4, 5}, DType::f32, d), bad_bias = Tensor::zeros({4}, DType::f32, d);
+    msg = error_of([&] { run_op(OpKind::Linear, {tv(xs), tv(ws), tv(bad_bias)}, {tv(ys)}, {}, nullptr, "dense2"); });
+    EXPECT_NE(msg.find("Linear (dense2): bias (4,) and w (5, 3)"), std::string::npos) << msg;
+
+    OpAttrs relu;
+    relu.i[0] = static_cast<int64_t>(Epilogue::Relu);
+    msg = error_of([&] { run_op(OpKind::Linear, {tv(xs), tv(ws)}, {tv(ys), tv(ys)}, relu, nullptr, "dense2"); });
+    EXPECT_NE(msg.find("only produced with the Gelu epilogue"), std::string::npos) << msg;
+
+    OpAttrs bad_epi;
+    bad_epi.i[0] = 7;
+    msg = error_of([&] { run_op(OpKind::Linear, {tv(xs), tv(ws)}, {tv(ys)}, bad_epi, nullptr, "dense2"); });
+    EXPECT_NE(msg.find("epilogue attribute i[0] = 7"), std::string::npos) << msg;
+
+    OpAttrs gelu;
+    gelu.i[0] = static_cast<int64_t>(Epilogue::Gelu);
+    Tensor dxs = Tensor::zeros({4, 3}, DType::f32, d);
+    msg = error_of([&] {
+      run_op(OpKind::LinearBackward, {tv(xs), tv(ws), tv(ys)}, {tv(dxs)}, gelu, nullptr, "dense2");
+    });
+    EXPECT_NE(msg.find("LinearBackward (dense2): the Gelu epilogue needs input 4 (pre)"), std::string::npos) << msg;
+
+    Tensor dw_bad = Tensor::zeros({3, 5}, DType::f32, d);
+    msg = error_of([&] {
+      run_op(OpKind::LinearBackward, {tv(xs), tv(ws), tv(ys)}, {TensorView{}, tv(dw_bad)}, {}, nullptr, "dense2");
+    });
+    EXPECT_NE(msg.find("dw has shape (3, 5), expected (5, 3)"), std::string::npos) << msg;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// CUDA (cuBLASLt) vs CPU
+
+constexpr double kAtol = 1e-4, kRtol = 1e-4;
+
+TEST(MatmulCuda, MatchesCpuForAllTransposesAndOddSizes) {
+  CUDL_REQUIRE_CUDA();
+  const std::vector<std::array<int64_t, 3>> sizes = {{1, 1, 1},    {1, 3, 1},     {3, 1, 17},  {17, 33, 3},
+                                                     {33, 17, 33}, {64, 33, 130}, {5, 64, 130}};
+  uint64_t seed = 100;
+  for (auto [M, K, N] : sizes)
+    for (int ta = 0; ta < 2; ++ta)
+      for (int tb = 0; tb < 2; ++tb) {
+        SCOPED_TRACE(::testing::Message() << "M " << M << " K " << K << " N " << N << " ta " << ta << " tb " << tb);
+        Tensor a = random_tensor(ta ? Shape{K, M} : Shape{M, K}, seed++);
+        Tensor b = random_tensor(tb ? Shape{N, K} : Shape{K, N}, seed++);
+        Tensor want = run_matmul(a, b, ta, tb);
+        Tensor got = run_matmul(on(a, Device::cuda()), on(b, Device::cuda()), ta, tb);
+        EXPECT_TRUE(all_close(got.to(Device::cpu()), want, kAtol, kRtol));
+      }
+}
+
+TEST(MatmulCuda, BatchedAndBroadcastB) {
+  CUDL_REQUIRE_CUDA();
+  const int64_t M = 7, K = 9, N = 5;
+  uint64_t seed = 200;
+  for (int ta = 0; ta < 2; ++ta)
+    for (int tb = 0; tb < 2; ++tb)
+      for (bool bcast : {false, true}) {
+        SCOPED_TRACE(::testing::Message() << "ta " << ta << " tb " << tb << " broadcast " << bcast);
+        Tensor a = random_tensor(ta ? Shape{2, 3, K, M} : Shape{2, 3, M, K}, seed++);
+        Shape bs = tb ? Shape{N, K} : Shape{K, N};
+        if (!bcast) bs = tb ? Shape{2, 3, N, K} : Shape{2, 3, K, N};
+        Tensor b = random_tensor(bs, seed++);
+        Tensor want = run_matmul(a, b, ta, tb);
+        Tensor got = run_matmul(on(a, Device::cuda()), on(b, Device::cuda()), ta, tb);
+        EXPECT_TRUE(all_close(got.to(Device::cpu()), want, kAtol, kRtol));
+      }
+}
+
+TEST(MatmulCuda, EmptyInnerDimensionGivesZeros) {
+  CUDL_REQUIRE_CUDA();
+  for (Device d : devices()) {
+    Tensor a = Tensor::zeros({3, 0}, DType::f32, d), b = Tensor::zeros({0, 4}, DType::f32, d);
+    Tensor c = run_matmul(a, b, false, false);
+    EXPECT_TRUE(all_close(c.to(Device::cpu()), Tensor::zeros({3, 4}), 0, 0)) << d.str();
+  }
+}
+
+TEST(MatmulCuda, NanPropagates) {
+  CUDL_REQUIRE_CUDA();
+  Tensor a = random_tensor({3, 4}, 300), b = random_tensor({4, 5}, 301);
+  a.data_as<float>()[5] = kNaN;  // row 1
+  b.data_as<float>()[2] = std::numeric_limits<float>::infinity();
+  Tensor want = run_matmul(a, b, false, false);
+  Tensor got = run_matmul(on(a, Device::cuda()), on(b, Device::cuda()), false, false);
+  EXPECT_TRUE(std::isnan(want.item(5)));
+  EXPECT_TRUE(all_close(got.to(Device::cpu()), want, kAtol, kRtol));
+}
+
+struct LinearCase {
+  int64_t n, in, out;
+};
+
+const std::vector<LinearCase>& linear_cases() {
+  // out: 1, 8 (GELU aux fused), 10 (aux ld not a multiple of 8: unfused), 16, 33; rows 1 .. 64
+  static const std::vector<LinearCase> cases = {{1, 1, 1},   {3, 5, 8},    {17, 33, 10},
+                                                {33, 3, 16}, {64, 17, 33}, {2, 130, 8}};
+  return cases;
+}
+
+TEST(MatmulCuda, LinearForwardMatchesCpu) {
+  CUDL_REQUIRE_CUDA();
+  uint64_t seed = 400;
+  for (const LinearCase& lc : linear_cases())
+    for (Epilogue e : {Epilogue::None, Epilogue::Relu, Epilogue::Gelu})
+      for (bool with_bias : {true, false})
+        for (bool want_pre : {false, true}) {
+          if (want_pre && e != Epilogue::Gelu) continue;
+          SCOPED_TRACE(::testing::Message() << "n " << lc.n << " in " << lc.in << " out " << lc.out << " "
+                                            << epi_name(e) << (with_bias ? " bias" : "") << (want_pre ? " pre" : ""));
+          Tensor x = random_tensor({lc.n, lc.in}, seed++, -2, 2), w = random_tensor({lc.out, lc.in}, seed++);
+          Tensor b = with_bias ? random_tensor({lc.out}, seed++) : Tensor();
+          LinearOut want = run_linear(x, w, b, e, want_pre);
+          LinearOut got = run_linear(on(x, Device::cuda()), on(w, Device::cuda()), on(b, Device::cuda()), e, want_pre);
+          EXPECT_TRUE(all_close(got.y.to(Device::cpu()), want.y, kAtol, kRtol));
+          if (want_pre) EXPECT_TRUE(all_close(got.pre.to(Device::cpu()), want.pre, kAtol, kRtol));
+        }
+}
+
+TEST(MatmulCuda, LinearBackwardMatchesCpu) {
+  CUDL_REQUIRE_CUDA();
+  uint64_t seed = 500;
+  const Device g = Device::cuda();
+  for (const LinearCase& lc : linear_cases())
+    for (Epilogue e : {Epilogue::None, Epilogue::Relu, Epilogue::Gelu}) {
+      SCOPED_TRACE(::testing::Message() << "n " << lc.n << " in " << lc.in << " out " << lc.out << " " << epi_name(e));
+      Tensor x = random_tensor({lc.n, lc.in}, seed++, -2, 2), w = random_tensor({lc.out, lc.in}, seed++);
+      Tensor b = random_tensor({lc.out}, seed++), dy = random_tensor({lc.n, lc.out}, seed++);
+      LinearOut fw = run_linear(x, w, b, e, e == Epilogue::Gelu);
+      const Tensor act_y = e == Epilogue::Relu ? fw.y : Tensor();
+      const Tensor act_pre = e == Epilogue::Gelu ? fw.pre : Tensor();
+      // Every output, then the subsets that take other paths (db without dw: the bias kernel).
+      const bool wants[4][3] = {{true, true, true}, {false, false, true}, {true, false, false}, {false, true, false}};
+      for (const auto& want : wants) {
+        SCOPED_TRACE(::testing::Message() << "dx " << want[0] << " dw " << want[1] << " db " << want[2]);
+        Grads ref = run_linear_backward(x, w, dy, act_y, act_pre, e, want[0], want[1], want[2]);
+        Grads got = run_linear_backward(on(x, g), on(w, g), on(dy, g), on(act_y, g), on(act_pre, g), e, want[0],
+                                        want[1], want[2]);
+        if (want[0]) EXPECT_TRUE(all_close(got.dx.to(Device::cpu()), ref.dx, kAtol, kRtol));
+        if (want[1]) EXPECT_TRUE(all_close(got.dw.to(Device::cpu()), ref.dw, kAtol, kRtol));
+        if (want[2]) EXPECT_TRUE(all_close(got.db.to(Device::cpu()), ref.db, kAtol, kRtol));
+      }
+    }
+}
+
+TEST(MatmulCuda, LinearNanFollowsTheEpilogue) {
+  CUDL_REQUIRE_CUDA();
+  Tensor x = random_tensor({3, 4}, 600), w = random_tensor({8, 4}, 601), b = random_tensor({8}, 602);
+  x.data_as<float>()[4] = kNaN;  // row 1 of y is NaN before the activation
+  for (Epilogue e : {Epilogue::None, Epilogue::Relu, Epilogue::Gelu}) {
+    SCOPED_TRACE(epi_name(e));
+    LinearOut want = run_linear(x, w, b, e, false);
+    // ReLU epilogue: max(NaN, 0) = 0 as cuBLASLt computes it; None and GELU keep the NaN.
+    EXPECT_EQ(std::isnan(want.y.item(8)), e != Epilogue::Relu);
+    LinearOut got = run_linear(on(x, Device::cuda()), on(w, Device::cuda()), on(b, Device::cuda()), e, false);
+    EXPECT_TRUE(all_close(got.y.to(Device::cpu()), want.y, kAtol, kRtol));
+  }
+}
+
+TEST(MatmulCuda, EmptyBatchGivesZeroWeightGradients) {
+  CUDL_REQUIRE_CUDA();
+  for (Device d : devices()) {
+    SCOPED_TRACE(d.str());
+    Tensor x = Tensor::zeros({0, 3}, DType::f32, d), w = random_tensor({4, 3}, 700, -1, 1, d);
+    Tensor dy = Tensor::zeros({0, 4}, DType::f32, d);
+    LinearOut o = run_linear(x, w, Tensor(), Epilogue::None, false);
+    EXPECT_EQ(o.y.shape(), (Shape{0, 4}));
+    Grads gr = run_linear_backward(x, w, dy, Tensor(), Tensor(), Epilogue::None);
+    EXPECT_TRUE(all_close(gr.dw.to(Device::cpu()), Tensor::zeros({4, 3}), 0, 0));
+    EXPECT_TRUE(all_close(gr.db.to(Device::cpu()), Tensor::zeros({4}), 0, 0));
+  }
+}
+
+#if defined(CUDL_WITH_CUDA)
+TEST(MatmulCuda, PlansAreBuiltOncePerShape) {
+  CUDL_REQUIRE_CUDA();
+  const Device g = Device::cuda();
+  Tensor x = random_tensor({6, 5}, 800, -1, 1, g), w = random_tensor({16, 5}, 801, -1, 1, g);
+  Tensor b = random_tensor({16}, 802, -1, 1, g);
+  run_linear(x, w, b, Epilogue::Relu, false);  // builds the plan
+  const MatmulPlanStats before = cuda_matmul_plan_stats();
+  for (int i = 0; i < 3; ++i) run_linear(x, w, b, Epilogue::Relu, false);
+  const MatmulPlanStats after = cuda_matmul_plan_stats();
+  EXPECT_EQ(after.built, before.built);
+  EXPECT_EQ(after.reused, before.reused + 3);
+}
+#endif
+
+}  // namespace
