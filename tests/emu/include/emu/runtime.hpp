@@ -64,13 +64,22 @@ struct Counters {
   uint64_t memsets = 0;
   uint64_t mallocs = 0, frees = 0;              // device (sync and async)
   uint64_t host_mallocs = 0, host_frees = 0;    // pinned host
-  uint64_t syncs = 0;  // host blocking points: device/stream/event sync, blocking copies
+  uint64_t syncs = 0;  // host blocking points: device/stream/event sync, blocking copies, cudaFree(Host)
   uint64_t threads = 0;          // emulated GPU threads run
   uint64_t barriers = 0;         // block-wide barrier crossings (per block)
+  uint64_t library_calls = 0;    // emulated cuBLAS/cuBLASLt/cuDNN calls executed (WorkKind::Library)
 };
 Counters counters();
 void reset_counters();
 /// Counting hooks for the executor and libraries.
 void count_kernel(uint64_t threads, uint64_t barrier_crossings);
+
+/// For fault reports (defined by the kernel executor, src/exec.cpp; safe to call from a signal
+/// handler on the faulting thread): the position of the emulated GPU thread running on this host
+/// thread, "block (x,y,z) thread (x,y,z)", or "" outside kernels; and a description of `addr`
+/// when it is memory the executor owns ("stack overflow: the guard page of an emulated thread's
+/// stack ...", "past the end of the block's N bytes of dynamic shared memory"), else nullptr.
+const char* current_kernel_position();
+const char* describe_executor_address(const void* addr);
 
 }  // namespace cudl_emu
