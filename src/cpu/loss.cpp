@@ -1,8 +1,299 @@
-// cpu/loss.cpp — CPU reference implementations of the loss op family (the spec for these ops).
+// cpu/loss.cpp — CPU reference implementations of the loss op family (the spec for these ops):
+// per-element and per-sample losses in double, Mean/Sum reduction, fused gradient and accuracy.
+#include "cpu/loss.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
 #include "backend/backend.hpp"
+#include "cudl/error.hpp"
 
 namespace cudl {
 
-void register_cpu_loss_ops(OpTable& t) {}
+namespace {
+
+bool is_per_sample(OpKind op) {
+  return op == OpKind::CrossEntropyLoss || op == OpKind::SoftCrossEntropyLoss || op == OpKind::NllLoss;
+}
+
+bool has_int_labels(OpKind op) { return op == OpKind::CrossEntropyLoss || op == OpKind::NllLoss; }
+
+}  // namespace
+
+LossProblem check_loss_call(const OpCall& call) {
+  const char* name = op_name(call.op);
+  LossProblem p;
+  if (call.n_inputs < 2 || call.n_inputs > 3)
+    CUDL_FAIL(name, " (", call.label, "): expects inputs (pred, target, [dloss]), got ", call.n_inputs, " inputs");
+  if (call.n_outputs < 1 || call.n_outputs > 3)
+    CUDL_FAIL(name, " (", call.label, "): expects outputs (loss, [dpred], [correct]), got ", call.n_outputs,
+              " outputs");
+  const TensorView& pred = call.in(0);
+  const TensorView& target = call.in(1);
+  if (!pred.defined() || !target.defined()) CUDL_FAIL(name, " (", call.label, "): pred and target are required");
+  if (pred.dtype != DType::f32)
+    CUDL_FAIL(name, " (", call.label, "): pred must be f32, got ", pred.dtype, " (shape ", pred.shape, ")");
+  p.n = pred.numel();
+  p.per_sample = is_per_sample(call.op);
+  if (p.per_sample) {
+    if (pred.shape.rank() != 2) CUDL_FAIL(name, " (", call.label, "): pred must be (N, C), got shape ", pred.shape);
+    p.rows = pred.shape[0];
+    p.cols = pred.shape[1];
+    if (p.cols < 1) CUDL_FAIL(name, " (", call.label, "): pred ", pred.shape, " has no classes");
+    if (has_int_labels(call.op)) {
+      if (target.dtype != DType::i32)
+        CUDL_FAIL(name, " (", call.label, "): target labels must be i32, got ", target.dtype, " (target shape ",
+                  target.shape, ", pred shape ", pred.shape, ")");
+      if (target.shape != Shape{p.rows})
+        CUDL_FAIL(name, " (", call.label, "): target labels must have shape (N,) = (", p.rows, ",) for pred ",
+                  pred.shape, ", got ", target.shape);
+    } else {
+      if (target.dtype != DType::f32)
+        CUDL_FAIL(name, " (", call.label, "): target must be f32, got ", target.dtype, " (shape ", target.shape, ")");
+      if (target.shape != pred.shape)
+        CUDL_FAIL(name, " (", call.label, "): target shape ", target.shape, " differs from pred shape ", pred.shape);
+    }
+  } else {
+    p.rows = p.n;
+    p.cols = 1;
+    if (target.dtype != DType::f32)
+      CUDL_FAIL(name, " (", call.label, "): target must be f32, got ", target.dtype, " (shape ", target.shape, ")");
+    if (target.shape != pred.shape)
+      CUDL_FAIL(name, " (", call.label, "): target shape ", target.shape, " differs from pred shape ", pred.shape);
+  }
+
+  p.has_dloss = call.has_in(2);
+  if (p.has_dloss) {
+    const TensorView& d = call.in(2);
+    if (d.dtype != DType::f32 || d.numel() != 1)
+      CUDL_FAIL(name, " (", call.label, "): dloss must be f32 with one element, got ", d.dtype, " ", d.shape);
+  }
+  p.has_loss = call.has_out(0);
+  if (p.has_loss) {
+    const TensorView& l = call.out(0);
+    if (l.dtype != DType::f32 || l.numel() != 1)
+      CUDL_FAIL(name, " (", call.label, "): loss must be f32 with one element, got ", l.dtype, " ", l.shape);
+  }
+  p.has_dpred = call.has_out(1);
+  if (p.has_dpred) {
+    const TensorView& g = call.out(1);
+    if (g.dtype != DType::f32 || g.shape != pred.shape)
+      CUDL_FAIL(name, " (", call.label, "): dpred must be f32 of pred's shape ", pred.shape, ", got ", g.dtype, " ",
+                g.shape);
+  }
+  p.has_correct = call.has_out(2);
+  if (p.has_correct) {
+    if (call.op != OpKind::CrossEntropyLoss)
+      CUDL_FAIL(name, " (", call.label, "): only CrossEntropyLoss has a `correct` output");
+    const TensorView& c = call.out(2);
+    if (c.dtype != DType::i32 || c.numel() != 1)
+      CUDL_FAIL(name, " (", call.label, "): correct must be i32 with one element, got ", c.dtype, " ", c.shape);
+  }
+  if (!p.has_loss && !p.has_dpred && !p.has_correct)
+    CUDL_FAIL(name, " (", call.label, "): no output requested (loss, dpred and correct are all undefined)");
+
+  const int64_t red = call.attrs.i[0];
+  if (red != static_cast<int64_t>(Reduction::Mean) && red != static_cast<int64_t>(Reduction::Sum))
+    CUDL_FAIL(name, " (", call.label, "): reduction i[0] must be 0 (Mean) or 1 (Sum), got ", red);
+  p.mean = red == static_cast<int64_t>(Reduction::Mean);
+
+  if (call.op == OpKind::HuberLoss) {
+    p.param = call.attrs.f[0];
+    if (!(p.param > 0)) CUDL_FAIL(name, " (", call.label, "): delta f[0] must be > 0, got ", p.param);
+  } else if (call.op == OpKind::CrossEntropyLoss) {
+    p.param = call.attrs.f[0];
+    if (!(p.param >= 0 && p.param <= 1))
+      CUDL_FAIL(name, " (", call.label, "): label smoothing f[0] must be in [0, 1], got ", p.param);
+  }
+  return p;
+}
+
+namespace {
+
+/// d loss / d pred times dloss, divided by the count under Mean.
+double grad_scale(const OpCall& call, const LossProblem& p) {
+  double s = p.has_dloss ? static_cast<double>(*call.in(2).as<float>()) : 1.0;
+  if (p.mean) s /= static_cast<double>(p.divisor());
+  return s;
+}
+
+void write_loss(const OpCall& call, const LossProblem& p, double total) {
+  if (p.has_loss)
+    *call.out(0).as<float>() = static_cast<float>(p.mean ? total / static_cast<double>(p.divisor()) : total);
+}
+
+// --- per-element losses: value(pred, target) and d value / d pred, in double -------------------
+
+struct Mse {
+  double value(double x, double t) const { return (x - t) * (x - t); }
+  double grad(double x, double t) const { return 2 * (x - t); }
+};
+struct L1 {
+  double value(double x, double t) const { return std::fabs(x - t); }
+  double grad(double x, double t) const {
+    const double d = x - t;
+    return d > 0 ? 1.0 : d < 0 ? -1.0 : d;  // sign, 0 at 0, NaN stays NaN
+  }
+};
+struct Huber {
+  double delta;
+  double value(double x, double t) const {
+    const double d = std::fabs(x - t);
+    return d < delta ? 0.5 * d * d : delta * (d - 0.5 * delta);
+  }
+  double grad(double x, double t) const {
+    const double d = x - t;
+    return d < -delta ? -delta : d > delta ? delta : d;
+  }
+};
+struct Bce {  // PyTorch: logs clamped at -100; gradient denominator clamped at 1e-12
+  double value(double x, double t) const {
+    return -(t * std::max(std::log(x), -100.0) + (1 - t) * std::max(std::log1p(-x), -100.0));
+  }
+  double grad(double x, double t) const { return (x - t) / std::max((1 - x) * x, 1e-12); }
+};
+struct BceWithLogits {  // max(x, 0) - x t + log(1 + exp(-|x|)); gradient sigmoid(x) - t
+  double value(double x, double t) const { return std::max(x, 0.0) - x * t + std::log1p(std::exp(-std::fabs(x))); }
+  double grad(double x, double t) const { return 1 / (1 + std::exp(-x)) - t; }
+};
+
+template <typename F>
+void elementwise_loss(const OpCall& call, F f) {
+  const LossProblem p = check_loss_call(call);
+  const float* x = call.in(0).as<float>();
+  const float* t = call.in(1).as<float>();
+  float* dx = p.has_dpred ? call.out(1).as<float>() : nullptr;
+  const double scale = grad_scale(call, p);
+  double total = 0;
+  for (int64_t i = 0; i < p.n; ++i) {
+    total += f.value(x[i], t[i]);
+    if (dx) dx[i] = static_cast<float>(f.grad(x[i], t[i]) * scale);
+  }
+  write_loss(call, p, total);
+}
+
+void mse_loss(const OpCall& call) { elementwise_loss(call, Mse{}); }
+void l1_loss(const OpCall& call) { elementwise_loss(call, L1{}); }
+void huber_loss(const OpCall& call) { elementwise_loss(call, Huber{call.attrs.f[0]}); }
+void bce_loss(const OpCall& call) { elementwise_loss(call, Bce{}); }
+void bce_with_logits_loss(const OpCall& call) { elementwise_loss(call, BceWithLogits{}); }
+
+// --- per-sample losses over rows of (N, C) ------------------------------------------------------
+
+/// log(sum(exp(x))) of a row, through the row max (NaN when the row holds a NaN or +Inf, or is all -Inf).
+double log_sum_exp(const float* x, int64_t c) {
+  double m = -std::numeric_limits<double>::infinity();
+  for (int64_t j = 0; j < c; ++j) m = std::max(m, static_cast<double>(x[j]));
+  double s = 0;
+  for (int64_t j = 0; j < c; ++j) s += std::exp(x[j] - m);
+  return m + std::log(s);
+}
+
+/// Index of the row maximum; NaN counts as larger than any number; ties: the first index.
+int64_t row_argmax(const float* x, int64_t c) {
+  int64_t best = 0;
+  for (int64_t j = 1; j < c; ++j) {
+    if (std::isnan(x[best])) break;
+    if (std::isnan(x[j]) || x[j] > x[best]) best = j;
+  }
+  return best;
+}
+
+int32_t checked_label(const OpCall& call, const LossProblem& p, int64_t row) {
+  const int32_t y = call.in(1).as<int32_t>()[row];
+  if (y < 0 || y >= p.cols)
+    CUDL_FAIL(op_name(call.op), " (", call.label, "): label ", y, " of row ", row, " is out of range [0, ", p.cols,
+              ") for pred ", call.in(0).shape);
+  return y;
+}
+
+// loss_i = (1-e) * (lse - x_y) + e * (lse - mean_c x_c)   (PyTorch's label smoothing: the target is
+// (1-e) one_hot(y) + e/C); dpred = softmax - (1-e) one_hot(y) - e/C.
+void cross_entropy_loss(const OpCall& call) {
+  const LossProblem p = check_loss_call(call);
+  const float* x = call.in(0).as<float>();
+  float* dx = p.has_dpred ? call.out(1).as<float>() : nullptr;
+  const double eps = p.param, scale = grad_scale(call, p);
+  const int64_t c = p.cols;
+  double total = 0;
+  int32_t correct = 0;
+  for (int64_t r = 0; r < p.rows; ++r) {
+    const float* xr = x + r * c;
+    const int32_t y = checked_label(call, p, r);
+    const double lse = log_sum_exp(xr, c);
+    double sum_x = 0;
+    for (int64_t j = 0; j < c; ++j) sum_x += xr[j];
+    // The smoothing term is added only when e > 0, so -Inf logits (masked classes) keep a finite loss.
+    double row = (1 - eps) * (lse - xr[y]);
+    if (eps > 0) row += eps * (lse - sum_x / static_cast<double>(c));
+    total += row;
+    if (row_argmax(xr, c) == y) ++correct;
+    if (dx) {
+      for (int64_t j = 0; j < c; ++j) {
+        const double target = (j == y ? 1 - eps : 0.0) + eps / static_cast<double>(c);
+        dx[r * c + j] = static_cast<float>((std::exp(xr[j] - lse) - target) * scale);
+      }
+    }
+  }
+  write_loss(call, p, total);
+  if (p.has_correct) *call.out(2).as<int32_t>() = correct;
+}
+
+// loss_i = -sum_c t_c log_softmax(x)_c = sum(t) * lse - sum_c t_c x_c; dpred = softmax * sum(t) - t.
+void soft_cross_entropy_loss(const OpCall& call) {
+  const LossProblem p = check_loss_call(call);
+  const float* x = call.in(0).as<float>();
+  const float* t = call.in(1).as<float>();
+  float* dx = p.has_dpred ? call.out(1).as<float>() : nullptr;
+  const double scale = grad_scale(call, p);
+  const int64_t c = p.cols;
+  double total = 0;
+  for (int64_t r = 0; r < p.rows; ++r) {
+    const float* xr = x + r * c;
+    const float* tr = t + r * c;
+    const double lse = log_sum_exp(xr, c);
+    double sum_t = 0, sum_tx = 0;
+    for (int64_t j = 0; j < c; ++j) {
+      sum_t += tr[j];
+      sum_tx += static_cast<double>(tr[j]) * xr[j];
+    }
+    total += sum_t * lse - sum_tx;
+    if (dx)
+      for (int64_t j = 0; j < c; ++j)
+        dx[r * c + j] = static_cast<float>((std::exp(xr[j] - lse) * sum_t - tr[j]) * scale);
+  }
+  write_loss(call, p, total);
+}
+
+// loss_i = -pred[i, y_i]; dpred = -one_hot(y).
+void nll_loss(const OpCall& call) {
+  const LossProblem p = check_loss_call(call);
+  const float* x = call.in(0).as<float>();
+  float* dx = p.has_dpred ? call.out(1).as<float>() : nullptr;
+  const double scale = grad_scale(call, p);
+  const int64_t c = p.cols;
+  double total = 0;
+  for (int64_t r = 0; r < p.rows; ++r) {
+    const int32_t y = checked_label(call, p, r);
+    total += -static_cast<double>(x[r * c + y]);
+    if (dx)
+      for (int64_t j = 0; j < c; ++j) dx[r * c + j] = static_cast<float>(j == y ? -scale : 0.0);
+  }
+  write_loss(call, p, total);
+}
+
+}  // namespace
+
+void register_cpu_loss_ops(OpTable& t) {
+  t.add(OpKind::MseLoss, mse_loss);
+  t.add(OpKind::L1Loss, l1_loss);
+  t.add(OpKind::HuberLoss, huber_loss);
+  t.add(OpKind::BceLoss, bce_loss);
+  t.add(OpKind::BceWithLogitsLoss, bce_with_logits_loss);
+  t.add(OpKind::CrossEntropyLoss, cross_entropy_loss);
+  t.add(OpKind::SoftCrossEntropyLoss, soft_cross_entropy_loss);
+  t.add(OpKind::NllLoss, nll_loss);
+}
 
 }  // namespace cudl

@@ -1,0 +1,429 @@
+// kernels/loss.cu — loss kernels: per-element losses with a fused gradient (float4 loads where
+// aligned), warp-per-row cross-entropy family, and a fixed-order final reduction (no float atomics).
+#include <math.h>
+
+#include "kernels/common.cuh"
+#include "kernels/loss.cuh"
+
+namespace cudl::kernels {
+
+namespace {
+
+constexpr int kLossBlock = 256;  // threads per block, a multiple of 32
+constexpr int kWarpsPerBlock = kLossBlock / kWarpSize;
+constexpr int kMaxLossBlocks = 1024;  // partials the final pass sums
+
+// ---- math shared by the kernels (mirrors src/cpu/loss.cpp) ----------------------------------
+
+struct MseFn {
+  __device__ float value(float x, float t) const { return (x - t) * (x - t); }
+  __device__ float grad(float x, float t) const { return 2.f * (x - t); }
+};
+struct L1Fn {
+  __device__ float value(float x, float t) const { return fabsf(x - t); }
+  __device__ float grad(float x, float t) const {
+    const float d = x - t;
+    return d > 0.f ? 1.f : d < 0.f ? -1.f : d;  // sign, 0 at 0, NaN stays NaN
+  }
+};
+struct HuberFn {
+  float delta;
+  __device__ float value(float x, float t) const {
+    const float d = fabsf(x - t);
+    return d < delta ? 0.5f * d * d : delta * (d - 0.5f * delta);
+  }
+  __device__ float grad(float x, float t) const {
+    const float d = x - t;
+    return d < -delta ? -delta : d > delta ? delta : d;
+  }
+};
+/// max(v, lo) that keeps NaN (fmaxf would drop it), as std::max(v, lo) in the CPU reference.
+__device__ __forceinline__ float clamp_below(float v, float lo) { return v < lo ? lo : v; }
+
+struct BceFn {  // logs clamped at -100, gradient denominator at 1e-12 (PyTorch); NaN propagates
+  __device__ float value(float x, float t) const {
+    return -(t * clamp_below(logf(x), -100.f) + (1.f - t) * clamp_below(log1pf(-x), -100.f));
+  }
+  __device__ float grad(float x, float t) const { return (x - t) / clamp_below((1.f - x) * x, 1e-12f); }
+};
+struct BceWithLogitsFn {  // max(x, 0) - x t + log1p(exp(-|x|)); gradient sigmoid(x) - t
+  __device__ float value(float x, float t) const { return fmaxf(x, 0.f) - x * t + log1pf(expf(-fabsf(x))); }
+  __device__ float grad(float x, float t) const { return 1.f / (1.f + expf(-x)) - t; }
+};
+
+__device__ __forceinline__ bool is_nan(float v) { return v != v; }
+
+/// Sum over the block in a fixed tree order; the result is valid in thread 0. `scratch` holds one
+/// float per warp. Every thread of the block must call it.
+__device__ __forceinline__ float block_sum(float v, float* scratch) {
+  const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
+  v = warp_reduce_sum(v);
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float total = 0.f;
+  if (threadIdx.x == 0)
+    for (int w = 0; w < static_cast<int>(blockDim.x) / kWarpSize; ++w) total += scratch[w];
+  __syncthreads();
+  return total;
+}
+
+__device__ __forceinline__ int block_sum_int(int v, int* scratch) {
+  const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
+  v = warp_reduce_sum(v);
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  int total = 0;
+  if (threadIdx.x == 0)
+    for (int w = 0; w < static_cast<int>(blockDim.x) / kWarpSize; ++w) total += scratch[w];
+  __syncthreads();
+  return total;
+}
+
+/// Running (max, sum of exp(x - max)) of a stream of values. -Inf values add nothing; NaN makes
+/// the sum NaN; the max never becomes NaN.
+struct OnlineSoftmax {
+  float m = -INFINITY, s = 0.f;
+  __device__ void add(float x) {
+    if (x > m) {
+      s = s * expf(m - x) + 1.f;  // m == -Inf: s is 0 and expf(-Inf) is 0
+      m = x;
+    } else if (x != -INFINITY) {
+      s += expf(x - m);
+    }
+  }
+  __device__ void merge(float om, float os) {
+    const float nm = fmaxf(m, om);
+    const float a = m == -INFINITY ? 0.f : s * expf(m - nm);
+    const float b = om == -INFINITY ? 0.f : os * expf(om - nm);
+    s = a + b;
+    m = nm;
+  }
+  /// Combines the 32 lanes' states; every lane ends with the row's state.
+  __device__ void warp_merge() {
+    for (int off = kWarpSize / 2; off > 0; off >>= 1) {
+      const float om = __shfl_xor_sync(0xffffffffu, m, off);
+      const float os = __shfl_xor_sync(0xffffffffu, s, off);
+      merge(om, os);
+    }
+  }
+  /// log(sum(exp(x))): NaN when the max is +-Inf (as the CPU reference's x - max gives).
+  __device__ float lse() const { return fabsf(m) == INFINITY ? NAN : m + logf(s); }
+};
+
+/// Argmax order: NaN above every number, then larger values, then the smaller index; index < 0
+/// means "no candidate". A strict total order, so any reduction tree gives the same winner.
+__device__ __forceinline__ bool argmax_before(float v, int i, float bv, int bi) {
+  if (i < 0) return false;
+  if (bi < 0) return true;
+  const bool vn = is_nan(v), bn = is_nan(bv);
+  if (vn || bn) return vn && bn ? i < bi : vn;
+  if (v != bv) return v > bv;
+  return i < bi;
+}
+
+__device__ __forceinline__ void warp_argmax(float& bv, int& bi) {
+  for (int off = kWarpSize / 2; off > 0; off >>= 1) {
+    const float ov = __shfl_xor_sync(0xffffffffu, bv, off);
+    const int oi = __shfl_xor_sync(0xffffffffu, bi, off);
+    if (argmax_before(ov, oi, bv, bi)) bv = ov, bi = oi;
+  }
+}
+
+__device__ __forceinline__ float grad_scale(const float* dloss, float grad_mul) {
+  return (dloss ? *dloss : 1.f) * grad_mul;
+}
+
+// ---- kernels ----------------------------------------------------------------------------------
+
+/// Per-element loss: each thread sums its grid-stride share (float4 body when `vec`), writes the
+/// scaled gradient, and the block writes its partial sum to partials[blockIdx.x].
+template <typename Fn>
+__global__ void __launch_bounds__(kLossBlock)
+    elementwise_loss_kernel(Fn fn, const float* __restrict__ pred, const float* __restrict__ target, int64_t n,
+                            bool vec, const float* __restrict__ dloss, float grad_mul, float* __restrict__ dpred,
+                            float* __restrict__ partials) {
+  __shared__ float scratch[kWarpsPerBlock];
+  const float scale = dpred ? grad_scale(dloss, grad_mul) : 0.f;
+  const int64_t tid = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  float acc = 0.f;
+  int64_t tail = 0;
+  if (vec) {
+    const int64_t n4 = n / 4;
+    const float4* p4 = reinterpret_cast<const float4*>(pred);
+    const float4* t4 = reinterpret_cast<const float4*>(target);
+    for (int64_t i = tid; i < n4; i += stride) {
+      const float4 p = p4[i], t = t4[i];
+      acc += fn.value(p.x, t.x) + fn.value(p.y, t.y) + fn.value(p.z, t.z) + fn.value(p.w, t.w);
+      if (dpred) {
+        float4 g;
+        g.x = fn.grad(p.x, t.x) * scale;
+        g.y = fn.grad(p.y, t.y) * scale;
+        g.z = fn.grad(p.z, t.z) * scale;
+        g.w = fn.grad(p.w, t.w) * scale;
+        reinterpret_cast<float4*>(dpred)[i] = g;
+      }
+    }
+    tail = n4 * 4;
+  }
+  for (int64_t i = tail + tid; i < n; i += stride) {
+    const float p = pred[i], t = target[i];
+    acc += fn.value(p, t);
+    if (dpred) dpred[i] = fn.grad(p, t) * scale;
+  }
+  if (partials) {
+    const float total = block_sum(acc, scratch);
+    if (threadIdx.x == 0) partials[blockIdx.x] = total;
+  }
+}
+
+/// One warp per row of logits: online max/sum-exp, sum of logits (smoothing), argmax; then the
+/// gradient row in a second pass over the (cached) row.
+__global__ void __launch_bounds__(kLossBlock)
+    cross_entropy_kernel(const float* __restrict__ logits, const int32_t* __restrict__ labels, int64_t rows,
+                         int64_t cols, float smoothing, const float* __restrict__ dloss, float grad_mul,
+                         float* __restrict__ dpred, float* __restrict__ partials, int* __restrict__ correct_partials) {
+  __shared__ float scratch[kWarpsPerBlock];
+  __shared__ int scratch_i[kWarpsPerBlock];
+  const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
+  const float scale = dpred ? grad_scale(dloss, grad_mul) : 0.f;
+  const float inv_cols = 1.f / static_cast<float>(cols);
+  float acc = 0.f;  // this warp's rows (lane-uniform)
+  int hits = 0;
+  for (int64_t r = blockIdx.x * static_cast<int64_t>(kWarpsPerBlock) + warp; r < rows;
+       r += static_cast<int64_t>(gridDim.x) * kWarpsPerBlock) {
+    const float* xr = logits + r * cols;
+    const int32_t y = labels[r];
+    const bool valid = y >= 0 && y < cols;
+    OnlineSoftmax sm;
+    float sum_x = 0.f, best_v = 0.f;
+    int best_i = -1;
+    for (int64_t j = lane; j < cols; j += kWarpSize) {
+      const float v = xr[j];
+      sm.add(v);
+      sum_x += v;
+      if (argmax_before(v, static_cast<int>(j), best_v, best_i)) best_v = v, best_i = static_cast<int>(j);
+    }
+    sm.warp_merge();
+    sum_x = warp_reduce_sum(sum_x);
+    warp_argmax(best_v, best_i);
+    const float lse = sm.lse();
+    float row = NAN;
+    if (valid) {
+      row = (1.f - smoothing) * (lse - xr[y]);
+      if (smoothing > 0.f) row += smoothing * (lse - sum_x * inv_cols);
+    }
+    acc += row;
+    hits += valid && best_i == y;
+    if (dpred) {
+      float* gr = dpred + r * cols;
+      const float off_target = smoothing * inv_cols;
+      for (int64_t j = lane; j < cols; j += kWarpSize) {
+        const float target = (j == y ? 1.f - smoothing : 0.f) + off_target;
+        gr[j] = valid ? (expf(xr[j] - lse) - target) * scale : NAN;
+      }
+    }
+  }
+  if (lane == 0) scratch[warp] = acc, scratch_i[warp] = hits;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float total = 0.f;
+    int total_hits = 0;
+    for (int w = 0; w < kWarpsPerBlock; ++w) total += scratch[w], total_hits += scratch_i[w];
+    partials[blockIdx.x] = total;
+    correct_partials[blockIdx.x] = total_hits;
+  }
+}
+
+/// One warp per row: loss_i = sum(t) lse - sum(t x); dpred = softmax sum(t) - t.
+__global__ void __launch_bounds__(kLossBlock)
+    soft_cross_entropy_kernel(const float* __restrict__ logits, const float* __restrict__ target, int64_t rows,
+                              int64_t cols, const float* __restrict__ dloss, float grad_mul, float* __restrict__ dpred,
+                              float* __restrict__ partials) {
+  __shared__ float scratch[kWarpsPerBlock];
+  const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
+  const float scale = dpred ? grad_scale(dloss, grad_mul) : 0.f;
+  float acc = 0.f;
+  for (int64_t r = blockIdx.x * static_cast<int64_t>(kWarpsPerBlock) + warp; r < rows;
+       r += static_cast<int64_t>(gridDim.x) * kWarpsPerBlock) {
+    const float* xr = logits + r * cols;
+    const float* tr = target + r * cols;
+    OnlineSoftmax sm;
+    float sum_t = 0.f, sum_tx = 0.f;
+    for (int64_t j = lane; j < cols; j += kWarpSize) {
+      const float v = xr[j], t = tr[j];
+      sm.add(v);
+      sum_t += t;
+      sum_tx += t * v;
+    }
+    sm.warp_merge();
+    sum_t = warp_reduce_sum(sum_t);
+    sum_tx = warp_reduce_sum(sum_tx);
+    const float lse = sm.lse();
+    acc += sum_t * lse - sum_tx;
+    if (dpred) {
+      float* gr = dpred + r * cols;
+      for (int64_t j = lane; j < cols; j += kWarpSize) gr[j] = (expf(xr[j] - lse) * sum_t - tr[j]) * scale;
+    }
+  }
+  if (lane == 0) scratch[warp] = acc;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float total = 0.f;
+    for (int w = 0; w < kWarpsPerBlock; ++w) total += scratch[w];
+    partials[blockIdx.x] = total;
+  }
+}
+
+/// One warp per row: loss_i = -x[y]; dpred row = -scale at y, 0 elsewhere.
+__global__ void __launch_bounds__(kLossBlock)
+    nll_kernel(const float* __restrict__ logp, const int32_t* __restrict__ labels, int64_t rows, int64_t cols,
+               const float* __restrict__ dloss, float grad_mul, float* __restrict__ dpred,
+               float* __restrict__ partials) {
+  __shared__ float scratch[kWarpsPerBlock];
+  const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
+  const float scale = dpred ? grad_scale(dloss, grad_mul) : 0.f;
+  float acc = 0.f;
+  for (int64_t r = blockIdx.x * static_cast<int64_t>(kWarpsPerBlock) + warp; r < rows;
+       r += static_cast<int64_t>(gridDim.x) * kWarpsPerBlock) {
+    const int32_t y = labels[r];
+    const bool valid = y >= 0 && y < cols;
+    acc += valid ? -logp[r * cols + y] : NAN;
+    if (dpred) {
+      float* gr = dpred + r * cols;
+      for (int64_t j = lane; j < cols; j += kWarpSize) gr[j] = valid ? (j == y ? -scale : 0.f) : NAN;
+    }
+  }
+  if (lane == 0) scratch[warp] = acc;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float total = 0.f;
+    for (int w = 0; w < kWarpsPerBlock; ++w) total += scratch[w];
+    partials[blockIdx.x] = total;
+  }
+}
+
+/// Second pass, one block: sums the partials in a fixed order; loss = total / divisor.
+__global__ void __launch_bounds__(kLossBlock)
+    loss_finalize_kernel(const float* __restrict__ partials, const int* __restrict__ correct_partials, int count,
+                         float divisor, float* __restrict__ loss, int32_t* __restrict__ correct) {
+  __shared__ float scratch[kWarpsPerBlock];
+  __shared__ int scratch_i[kWarpsPerBlock];
+  float acc = 0.f;
+  int hits = 0;
+  for (int i = threadIdx.x; i < count; i += blockDim.x) {
+    acc += partials[i];
+    if (correct_partials) hits += correct_partials[i];
+  }
+  acc = block_sum(acc, scratch);
+  hits = block_sum_int(hits, scratch_i);
+  if (threadIdx.x == 0) {
+    if (loss) *loss = acc / divisor;
+    if (correct) *correct = hits;
+  }
+}
+
+unsigned row_blocks(int64_t rows) {
+  int64_t b = (rows + kWarpsPerBlock - 1) / kWarpsPerBlock;
+  return static_cast<unsigned>(b < 1 ? 1 : b > kMaxLossBlocks ? kMaxLossBlocks : b);
+}
+
+unsigned elementwise_blocks(int64_t n) { return grid_for((n + 3) / 4, kLossBlock, kMaxLossBlocks); }
+
+struct Partials {
+  float* sums;
+  int* hits;
+};
+
+Partials carve(void* workspace, unsigned blocks) {
+  float* sums = static_cast<float*>(workspace);
+  return {sums, reinterpret_cast<int*>(sums + blocks)};
+}
+
+void finalize(const Partials& p, unsigned blocks, bool with_hits, float divisor, float* loss, int32_t* correct,
+              cudaStream_t stream) {
+  if (!loss && !correct) return;
+  CUDL_LAUNCH(loss_finalize_kernel, 1, kLossBlock, 0, stream)
+  (p.sums, with_hits ? p.hits : nullptr, static_cast<int>(blocks), divisor, loss, correct);
+  check_launch("loss_finalize_kernel");
+}
+
+template <typename Fn>
+void launch_elementwise(Fn fn, const float* pred, const float* target, int64_t n, bool vec, const float* dloss,
+                        float grad_mul, float* dpred, float* partials, unsigned blocks, cudaStream_t stream) {
+  CUDL_LAUNCH(elementwise_loss_kernel<Fn>, blocks, kLossBlock, 0, stream)
+  (fn, pred, target, n, vec, dloss, grad_mul, dpred, partials);
+  check_launch("elementwise_loss_kernel");
+}
+
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+}  // namespace
+
+size_t loss_workspace_bytes(int64_t items, bool per_row) {
+  const unsigned blocks = per_row ? row_blocks(items) : elementwise_blocks(items);
+  return static_cast<size_t>(blocks) * (sizeof(float) + sizeof(int));
+}
+
+void elementwise_loss_cuda(ElementwiseLoss kind, float param, const float* pred, const float* target, int64_t n,
+                           bool mean, const float* dloss, float* loss, float* dpred, void* workspace,
+                           cudaStream_t stream) {
+  const unsigned blocks = elementwise_blocks(n);
+  const Partials p = carve(workspace, blocks);
+  const bool vec = aligned16(pred) && aligned16(target) && (!dpred || aligned16(dpred));
+  const float grad_mul = mean ? 1.f / static_cast<float>(n) : 1.f;
+  float* partials = loss ? p.sums : nullptr;
+  switch (kind) {
+    case ElementwiseLoss::Mse:
+      launch_elementwise(MseFn{}, pred, target, n, vec, dloss, grad_mul, dpred, partials, blocks, stream);
+      break;
+    case ElementwiseLoss::L1:
+      launch_elementwise(L1Fn{}, pred, target, n, vec, dloss, grad_mul, dpred, partials, blocks, stream);
+      break;
+    case ElementwiseLoss::Huber:
+      launch_elementwise(HuberFn{param}, pred, target, n, vec, dloss, grad_mul, dpred, partials, blocks, stream);
+      break;
+    case ElementwiseLoss::Bce:
+      launch_elementwise(BceFn{}, pred, target, n, vec, dloss, grad_mul, dpred, partials, blocks, stream);
+      break;
+    case ElementwiseLoss::BceWithLogits:
+      launch_elementwise(BceWithLogitsFn{}, pred, target, n, vec, dloss, grad_mul, dpred, partials, blocks, stream);
+      break;
+  }
+  finalize(p, blocks, false, mean ? static_cast<float>(n) : 1.f, loss, nullptr, stream);
+}
+
+void cross_entropy_loss_cuda(const float* logits, const int32_t* labels, int64_t rows, int64_t cols, float smoothing,
+                             bool mean, const float* dloss, float* loss, float* dpred, int32_t* correct,
+                             void* workspace, cudaStream_t stream) {
+  const unsigned blocks = row_blocks(rows);
+  const Partials p = carve(workspace, blocks);
+  const float grad_mul = mean ? 1.f / static_cast<float>(rows) : 1.f;
+  CUDL_LAUNCH(cross_entropy_kernel, blocks, kLossBlock, 0, stream)
+  (logits, labels, rows, cols, smoothing, dloss, grad_mul, dpred, p.sums, p.hits);
+  check_launch("cross_entropy_kernel");
+  finalize(p, blocks, true, mean ? static_cast<float>(rows) : 1.f, loss, correct, stream);
+}
+
+void soft_cross_entropy_loss_cuda(const float* logits, const float* target, int64_t rows, int64_t cols, bool mean,
+                                  const float* dloss, float* loss, float* dpred, void* workspace, cudaStream_t stream) {
+  const unsigned blocks = row_blocks(rows);
+  const Partials p = carve(workspace, blocks);
+  const float grad_mul = mean ? 1.f / static_cast<float>(rows) : 1.f;
+  CUDL_LAUNCH(soft_cross_entropy_kernel, blocks, kLossBlock, 0, stream)
+  (logits, target, rows, cols, dloss, grad_mul, dpred, p.sums);
+  check_launch("soft_cross_entropy_kernel");
+  finalize(p, blocks, false, mean ? static_cast<float>(rows) : 1.f, loss, nullptr, stream);
+}
+
+void nll_loss_cuda(const float* logp, const int32_t* labels, int64_t rows, int64_t cols, bool mean, const float* dloss,
+                   float* loss, float* dpred, void* workspace, cudaStream_t stream) {
+  const unsigned blocks = row_blocks(rows);
+  const Partials p = carve(workspace, blocks);
+  const float grad_mul = mean ? 1.f / static_cast<float>(rows) : 1.f;
+  CUDL_LAUNCH(nll_kernel, blocks, kLossBlock, 0, stream)(logp, labels, rows, cols, dloss, grad_mul, dpred, p.sums);
+  check_launch("nll_kernel");
+  finalize(p, blocks, false, mean ? static_cast<float>(rows) : 1.f, loss, nullptr, stream);
+}
+
+}  // namespace cudl::kernels

@@ -1,0 +1,39 @@
+// kernels/loss.cuh — host launchers of the loss kernels: fused value + gradient (+ accuracy) per
+// element or per row, then a deterministic fixed-order reduction of per-block partial sums.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace cudl::kernels {
+
+/// Per-element loss functions (value and d value / d pred), as in src/cpu/loss.cpp.
+enum class ElementwiseLoss : int { Mse, L1, Huber, Bce, BceWithLogits };
+
+/// Bytes of scratch memory the launchers below need for `items` elements (elementwise) or rows.
+size_t loss_workspace_bytes(int64_t items, bool per_row);
+
+/// Shared conventions: `dloss` (nullable) is read on the device; dpred = d loss / d pred * dloss
+/// * (1 / divisor under Mean). `loss`, `dpred`, `correct` are nullable outputs. `workspace` holds
+/// loss_workspace_bytes() bytes. Nothing is read back to the host.
+void elementwise_loss_cuda(ElementwiseLoss kind, float param, const float* pred, const float* target, int64_t n,
+                           bool mean, const float* dloss, float* loss, float* dpred, void* workspace,
+                           cudaStream_t stream);
+
+/// Logits (rows, cols), labels i32 (rows); one warp per row: log-softmax + NLL with label
+/// smoothing, gradient and argmax == label count. A label outside [0, cols) makes its row's loss
+/// and gradient NaN and never counts as correct.
+void cross_entropy_loss_cuda(const float* logits, const int32_t* labels, int64_t rows, int64_t cols, float smoothing,
+                             bool mean, const float* dloss, float* loss, float* dpred, int32_t* correct,
+                             void* workspace, cudaStream_t stream);
+
+/// Logits (rows, cols), probability or one-hot targets (rows, cols).
+void soft_cross_entropy_loss_cuda(const float* logits, const float* target, int64_t rows, int64_t cols, bool mean,
+                                  const float* dloss, float* loss, float* dpred, void* workspace, cudaStream_t stream);
+
+/// Log-probabilities (rows, cols), labels i32 (rows); bad labels as in cross_entropy_loss_cuda.
+void nll_loss_cuda(const float* logp, const int32_t* labels, int64_t rows, int64_t cols, bool mean, const float* dloss,
+                   float* loss, float* dpred, void* workspace, cudaStream_t stream);
+
+}  // namespace cudl::kernels

@@ -1,0 +1,36 @@
+// kernels/norm.cuh — host launchers of the normalisation kernels: batch norm (one block per
+// channel) and layer norm (one warp per short row, one block per long row); all deterministic.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace cudl::kernels {
+
+/// x (n, c, spatial): batch statistics per channel, y = xhat * gamma + beta, saved mean/invstd,
+/// running stats updated in place (unbiased running variance; 0 when n * spatial == 1).
+/// gamma, beta, running_*, saved_* are nullable.
+void batch_norm_train_cuda(const float* x, const float* gamma, const float* beta, float* running_mean,
+                           float* running_var, float* y, float* saved_mean, float* saved_invstd, int64_t n, int64_t c,
+                           int64_t spatial, float eps, float momentum, cudaStream_t stream);
+
+/// y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta (gamma, beta nullable).
+void batch_norm_inference_cuda(const float* x, const float* gamma, const float* beta, const float* running_mean,
+                               const float* running_var, float* y, int64_t n, int64_t c, int64_t spatial, float eps,
+                               cudaStream_t stream);
+
+/// dx, dgamma, dbeta (each nullable) of batch norm with batch statistics; gamma nullable (= 1).
+void batch_norm_backward_cuda(const float* x, const float* gamma, const float* saved_mean, const float* saved_invstd,
+                              const float* dy, float* dx, float* dgamma, float* dbeta, int64_t n, int64_t c,
+                              int64_t spatial, cudaStream_t stream);
+
+/// x (rows, d): y = (x - mean) * rstd * gamma + beta; mean/rstd (rows) nullable, gamma/beta nullable.
+void layer_norm_cuda(const float* x, const float* gamma, const float* beta, float* y, float* mean, float* rstd,
+                     int64_t rows, int64_t d, float eps, cudaStream_t stream);
+
+/// dx, dgamma, dbeta (each nullable) of layer norm; gamma nullable (= 1).
+void layer_norm_backward_cuda(const float* x, const float* gamma, const float* mean, const float* rstd, const float* dy,
+                              float* dx, float* dgamma, float* dbeta, int64_t rows, int64_t d, cudaStream_t stream);
+
+}  // namespace cudl::kernels

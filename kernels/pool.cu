@@ -1,0 +1,195 @@
+// kernels/pool.cu — pooling kernels: one thread per output (forward), one thread per input
+// element gathering its windows (backward; deterministic, no atomics), warp per image (global).
+#include "kernels/common.cuh"
+#include "kernels/pool.cuh"
+
+namespace cudl::kernels {
+
+namespace {
+
+constexpr int kPoolBlock = 256;
+constexpr int kPoolWarps = kPoolBlock / kWarpSize;
+
+__device__ __forceinline__ bool is_nan(float v) { return v != v; }
+
+/// Flat index (into h * w) of the maximum of window (p, q) of one image; first in row-major
+/// window order wins ties, NaN counts as the maximum (first NaN wins). Mirrors src/cpu/pool.cpp.
+__device__ __forceinline__ int window_argmax(const float* __restrict__ img, const Pool2dShape& s, int64_t p, int64_t q,
+                                             float& best_v) {
+  int best = -1;
+  best_v = 0.f;
+  const int64_t h0 = p * s.sh - s.ph, w0 = q * s.sw - s.pw;
+  for (int i = 0; i < s.kh; ++i) {
+    const int64_t hh = h0 + i;
+    if (hh < 0 || hh >= s.h) continue;
+    for (int j = 0; j < s.kw; ++j) {
+      const int64_t ww = w0 + j;
+      if (ww < 0 || ww >= s.w) continue;
+      const float v = img[hh * s.w + ww];
+      if (best < 0 || (!is_nan(best_v) && (v > best_v || is_nan(v)))) {
+        best = static_cast<int>(hh * s.w + ww);
+        best_v = v;
+      }
+    }
+  }
+  return best;
+}
+
+/// Range [first, last] of window positions along one axis whose window covers input coordinate i.
+__device__ __forceinline__ void covering_windows(int64_t i, int k, int stride, int pad, int64_t out, int64_t& first,
+                                                 int64_t& last) {
+  const int64_t lo = i + pad - k + 1;  // smallest start (in padded coordinates) that still covers i
+  first = lo <= 0 ? 0 : (lo + stride - 1) / stride;
+  last = (i + pad) / stride;
+  if (last > out - 1) last = out - 1;
+}
+
+__global__ void __launch_bounds__(kPoolBlock)
+    max_pool2d_kernel(const float* __restrict__ x, float* __restrict__ y, int32_t* __restrict__ argmax, Pool2dShape s) {
+  const int64_t total = s.n * s.c * s.p * s.q;
+  for (int64_t o = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; o < total;
+       o += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t q = o % s.q, p = (o / s.q) % s.p, img = o / (s.p * s.q);
+    float v;
+    const int k = window_argmax(x + img * s.h * s.w, s, p, q, v);
+    y[o] = v;
+    if (argmax) argmax[o] = k;
+  }
+}
+
+/// Each input cell visits the windows covering it in (p, q) order; a window contributes when the
+/// cell holds the window's max value and is its argmax (recomputed only in that case).
+__global__ void __launch_bounds__(kPoolBlock)
+    max_pool2d_backward_kernel(const float* __restrict__ x, const float* __restrict__ y, const float* __restrict__ dy,
+                               float* __restrict__ dx, Pool2dShape s) {
+  const int64_t total = s.n * s.c * s.h * s.w;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t col = i % s.w, row = (i / s.w) % s.h, img = i / (s.h * s.w);
+    const float* xi = x + img * s.h * s.w;
+    const float v = x[i];
+    const int self = static_cast<int>(row * s.w + col);
+    int64_t p0, p1, q0, q1;
+    covering_windows(row, s.kh, s.sh, s.ph, s.p, p0, p1);
+    covering_windows(col, s.kw, s.sw, s.pw, s.q, q0, q1);
+    float acc = 0.f;
+    for (int64_t p = p0; p <= p1; ++p)
+      for (int64_t q = q0; q <= q1; ++q) {
+        const int64_t o = (img * s.p + p) * s.q + q;
+        const float m = y[o];
+        if (!(m == v || (is_nan(m) && is_nan(v)))) continue;
+        float unused;
+        if (window_argmax(xi, s, p, q, unused) == self) acc += dy[o];
+      }
+    dx[i] = acc;
+  }
+}
+
+__global__ void __launch_bounds__(kPoolBlock)
+    avg_pool2d_kernel(const float* __restrict__ x, float* __restrict__ y, Pool2dShape s) {
+  const int64_t total = s.n * s.c * s.p * s.q;
+  const float inv_area = 1.f / static_cast<float>(s.kh * s.kw);
+  for (int64_t o = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; o < total;
+       o += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t q = o % s.q, p = (o / s.q) % s.p, img = o / (s.p * s.q);
+    const float* xi = x + img * s.h * s.w;
+    const int64_t h0 = p * s.sh - s.ph, w0 = q * s.sw - s.pw;
+    float acc = 0.f;
+    for (int i = 0; i < s.kh; ++i) {
+      const int64_t hh = h0 + i;
+      if (hh < 0 || hh >= s.h) continue;
+      for (int j = 0; j < s.kw; ++j) {
+        const int64_t ww = w0 + j;
+        if (ww >= 0 && ww < s.w) acc += xi[hh * s.w + ww];
+      }
+    }
+    y[o] = acc * inv_area;
+  }
+}
+
+__global__ void __launch_bounds__(kPoolBlock)
+    avg_pool2d_backward_kernel(const float* __restrict__ dy, float* __restrict__ dx, Pool2dShape s) {
+  const int64_t total = s.n * s.c * s.h * s.w;
+  const float inv_area = 1.f / static_cast<float>(s.kh * s.kw);
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t col = i % s.w, row = (i / s.w) % s.h, img = i / (s.h * s.w);
+    int64_t p0, p1, q0, q1;
+    covering_windows(row, s.kh, s.sh, s.ph, s.p, p0, p1);
+    covering_windows(col, s.kw, s.sw, s.pw, s.q, q0, q1);
+    float acc = 0.f;
+    for (int64_t p = p0; p <= p1; ++p)
+      for (int64_t q = q0; q <= q1; ++q) acc += dy[(img * s.p + p) * s.q + q];
+    dx[i] = acc * inv_area;
+  }
+}
+
+/// One warp per image: mean of its hw values.
+__global__ void __launch_bounds__(kPoolBlock)
+    global_avg_pool_kernel(const float* __restrict__ x, float* __restrict__ y, int64_t images, int64_t hw) {
+  const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
+  const float inv = 1.f / static_cast<float>(hw);
+  for (int64_t r = blockIdx.x * static_cast<int64_t>(kPoolWarps) + warp; r < images;
+       r += static_cast<int64_t>(gridDim.x) * kPoolWarps) {
+    float acc = 0.f;
+    for (int64_t k = lane; k < hw; k += kWarpSize) acc += x[r * hw + k];
+    acc = warp_reduce_sum(acc);
+    if (lane == 0) y[r] = acc * inv;
+  }
+}
+
+__global__ void __launch_bounds__(kPoolBlock)
+    global_avg_pool_backward_kernel(const float* __restrict__ dy, float* __restrict__ dx, int64_t images, int64_t hw) {
+  const float inv = 1.f / static_cast<float>(hw);
+  const int64_t total = images * hw;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    dx[i] = dy[i / hw] * inv;
+}
+
+}  // namespace
+
+void max_pool2d_cuda(const float* x, float* y, int32_t* argmax, const Pool2dShape& s, cudaStream_t stream) {
+  const int64_t total = s.n * s.c * s.p * s.q;
+  if (total == 0) return;
+  CUDL_LAUNCH(max_pool2d_kernel, grid_for(total, kPoolBlock), kPoolBlock, 0, stream)(x, y, argmax, s);
+  check_launch("max_pool2d_kernel");
+}
+
+void max_pool2d_backward_cuda(const float* x, const float* y, const float* dy, float* dx, const Pool2dShape& s,
+                              cudaStream_t stream) {
+  const int64_t total = s.n * s.c * s.h * s.w;
+  if (total == 0) return;
+  CUDL_LAUNCH(max_pool2d_backward_kernel, grid_for(total, kPoolBlock), kPoolBlock, 0, stream)(x, y, dy, dx, s);
+  check_launch("max_pool2d_backward_kernel");
+}
+
+void avg_pool2d_cuda(const float* x, float* y, const Pool2dShape& s, cudaStream_t stream) {
+  const int64_t total = s.n * s.c * s.p * s.q;
+  if (total == 0) return;
+  CUDL_LAUNCH(avg_pool2d_kernel, grid_for(total, kPoolBlock), kPoolBlock, 0, stream)(x, y, s);
+  check_launch("avg_pool2d_kernel");
+}
+
+void avg_pool2d_backward_cuda(const float* dy, float* dx, const Pool2dShape& s, cudaStream_t stream) {
+  const int64_t total = s.n * s.c * s.h * s.w;
+  if (total == 0) return;
+  CUDL_LAUNCH(avg_pool2d_backward_kernel, grid_for(total, kPoolBlock), kPoolBlock, 0, stream)(dy, dx, s);
+  check_launch("avg_pool2d_backward_kernel");
+}
+
+void global_avg_pool_cuda(const float* x, float* y, int64_t images, int64_t hw, cudaStream_t stream) {
+  if (images == 0) return;
+  CUDL_LAUNCH(global_avg_pool_kernel, grid_for((images + kPoolWarps - 1) / kPoolWarps, 1), kPoolBlock, 0, stream)
+  (x, y, images, hw);
+  check_launch("global_avg_pool_kernel");
+}
+
+void global_avg_pool_backward_cuda(const float* dy, float* dx, int64_t images, int64_t hw, cudaStream_t stream) {
+  const int64_t total = images * hw;
+  if (total == 0) return;
+  CUDL_LAUNCH(global_avg_pool_backward_kernel, grid_for(total, kPoolBlock), kPoolBlock, 0, stream)(dy, dx, images, hw);
+  check_launch("global_avg_pool_backward_kernel");
+}
+
+}  // namespace cudl::kernels

@@ -1,0 +1,30 @@
+// kernels/pool.cuh — host launchers of the pooling kernels: 2-D max/average pooling forward and
+// deterministic gather-form backward, global average pooling.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace cudl::kernels {
+
+/// Window geometry: x (n, c, h, w) -> y (n, c, p, q), kernel (kh, kw), stride (sh, sw), padding (ph, pw).
+struct Pool2dShape {
+  int64_t n, c, h, w, p, q;
+  int kh, kw, sh, sw, ph, pw;
+};
+
+/// y = window max (first maximum in row-major window order; NaN counts as the maximum);
+/// argmax (nullable) = flat index into h * w.
+void max_pool2d_cuda(const float* x, float* y, int32_t* argmax, const Pool2dShape& s, cudaStream_t stream);
+/// dx[i] = sum of dy over the windows whose argmax is i (one thread per input element, no atomics).
+void max_pool2d_backward_cuda(const float* x, const float* y, const float* dy, float* dx, const Pool2dShape& s,
+                              cudaStream_t stream);
+/// y = window sum / (kh * kw) (padding counts as zeros).
+void avg_pool2d_cuda(const float* x, float* y, const Pool2dShape& s, cudaStream_t stream);
+void avg_pool2d_backward_cuda(const float* dy, float* dx, const Pool2dShape& s, cudaStream_t stream);
+/// y (images) = mean of each image of hw values; backward spreads dy / hw.
+void global_avg_pool_cuda(const float* x, float* y, int64_t images, int64_t hw, cudaStream_t stream);
+void global_avg_pool_backward_cuda(const float* dy, float* dx, int64_t images, int64_t hw, cudaStream_t stream);
+
+}  // namespace cudl::kernels

@@ -1,0 +1,387 @@
+// tests/test_op_norm.cpp — batch norm and layer norm: CPU reference vs finite differences and
+// hand-computed running statistics, CUDA vs CPU for forward, backward and running-stat updates.
+#include <cmath>
+#include <functional>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "testing.hpp"
+
+using namespace cudl;
+using namespace cudl::testing;
+
+namespace {
+
+const Device kCpu = Device::cpu();
+
+struct BnOut {
+  Tensor y, mean, invstd, running_mean, running_var;
+};
+
+struct BnArgs {
+  double eps = 1e-5, momentum = 0.1;
+  bool affine = true, running = true, saved = true;
+};
+
+/// BatchNormTrain on `device`; returns host copies (running stats after the in-place update).
+BnOut bn_train(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& rm, const Tensor& rv,
+               Device device, const BnArgs& a = {}) {
+  const int64_t c = x.shape()[1];
+  Tensor dx = x.to(device), dg = a.affine ? gamma.to(device) : Tensor(), db = a.affine ? beta.to(device) : Tensor();
+  Tensor drm = a.running ? rm.to(device) : Tensor(), drv = a.running ? rv.to(device) : Tensor();
+  Tensor y = Tensor::full(x.shape(), -7.0, DType::f32, device);
+  Tensor mean = a.saved ? Tensor::full(Shape{c}, -7.0, DType::f32, device) : Tensor();
+  Tensor invstd = a.saved ? Tensor::full(Shape{c}, -7.0, DType::f32, device) : Tensor();
+  OpAttrs attrs;
+  attrs.f[0] = a.eps;
+  attrs.f[1] = a.momentum;
+  run_op(OpKind::BatchNormTrain, {tv(dx), tv(dg), tv(db), tv(drm), tv(drv)}, {tv(y), tv(mean), tv(invstd)}, attrs,
+         nullptr, "test/bn");
+  BnOut r;
+  r.y = y.to(kCpu);
+  if (a.saved) r.mean = mean.to(kCpu), r.invstd = invstd.to(kCpu);
+  if (a.running) r.running_mean = drm.to(kCpu), r.running_var = drv.to(kCpu);
+  return r;
+}
+
+struct GradOut {
+  Tensor dx, dgamma, dbeta;
+};
+
+GradOut bn_backward(const Tensor& x, const Tensor& gamma, const Tensor& mean, const Tensor& invstd, const Tensor& dy,
+                    Device device, bool with_gamma = true) {
+  const int64_t c = x.shape()[1];
+  Tensor g = with_gamma ? gamma.to(device) : Tensor();
+  Tensor dx = Tensor::full(x.shape(), -7.0, DType::f32, device);
+  Tensor dgamma = Tensor::full(Shape{c}, -7.0, DType::f32, device);
+  Tensor dbeta = Tensor::full(Shape{c}, -7.0, DType::f32, device);
+  OpAttrs attrs;
+  attrs.f[0] = 1e-5;
+  run_op(OpKind::BatchNormBackward,
+         {tv(x.to(device)), tv(g), tv(mean.to(device)), tv(invstd.to(device)), tv(dy.to(device))},
+         {tv(dx), tv(dgamma), tv(dbeta)}, attrs, nullptr, "test/bn");
+  return {dx.to(kCpu), dgamma.to(kCpu), dbeta.to(kCpu)};
+}
+
+Tensor bn_inference(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& rm, const Tensor& rv,
+                    Device device, double eps = 1e-5) {
+  Tensor y = Tensor::full(x.shape(), -7.0, DType::f32, device);
+  OpAttrs attrs;
+  attrs.f[0] = eps;
+  run_op(OpKind::BatchNormInference,
+         {tv(x.to(device)), tv(gamma.to(device)), tv(beta.to(device)), tv(rm.to(device)), tv(rv.to(device))}, {tv(y)},
+         attrs, nullptr, "test/bn");
+  return y.to(kCpu);
+}
+
+struct LnOut {
+  Tensor y, mean, rstd;
+};
+
+LnOut ln_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, Device device, double eps = 1e-5) {
+  const int64_t rows = x.numel() / x.shape()[-1];
+  Tensor y = Tensor::full(x.shape(), -7.0, DType::f32, device);
+  Tensor mean = Tensor::full(Shape{rows}, -7.0, DType::f32, device);
+  Tensor rstd = Tensor::full(Shape{rows}, -7.0, DType::f32, device);
+  Tensor g = gamma.defined() ? gamma.to(device) : Tensor(), b = beta.defined() ? beta.to(device) : Tensor();
+  OpAttrs attrs;
+  attrs.f[0] = eps;
+  run_op(OpKind::LayerNorm, {tv(x.to(device)), tv(g), tv(b)}, {tv(y), tv(mean), tv(rstd)}, attrs, nullptr, "test/ln");
+  return {y.to(kCpu), mean.to(kCpu), rstd.to(kCpu)};
+}
+
+GradOut ln_backward(const Tensor& x, const Tensor& gamma, const Tensor& mean, const Tensor& rstd, const Tensor& dy,
+                    Device device) {
+  const int64_t d = x.shape()[-1];
+  Tensor dx = Tensor::full(x.shape(), -7.0, DType::f32, device);
+  Tensor dgamma = Tensor::full(Shape{d}, -7.0, DType::f32, device);
+  Tensor dbeta = Tensor::full(Shape{d}, -7.0, DType::f32, device);
+  Tensor g = gamma.defined() ? gamma.to(device) : Tensor();
+  OpAttrs attrs;
+  attrs.f[0] = 1e-5;
+  run_op(OpKind::LayerNormBackward,
+         {tv(x.to(device)), tv(g), tv(mean.to(device)), tv(rstd.to(device)), tv(dy.to(device))},
+         {tv(dx), tv(dgamma), tv(dbeta)}, attrs, nullptr, "test/ln");
+  return {dx.to(kCpu), dgamma.to(kCpu), dbeta.to(kCpu)};
+}
+
+std::vector<double> weights(int64_t n, uint64_t seed) { return as_doubles(random_tensor(Shape{n}, seed, -1, 1)); }
+
+void expect_error(const std::function<void()>& fn, const std::vector<std::string>& parts) {
+  try {
+    fn();
+    ADD_FAILURE() << "no cudl::Error thrown";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    for (const auto& s : parts) EXPECT_NE(m.find(s), std::string::npos) << "'" << s << "' not in: " << m;
+  }
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- CPU reference -----------------
+
+TEST(BatchNormCpu, BackwardMatchesFiniteDifferencesOfTrainForward) {
+  for (Shape s : {Shape{5, 3}, Shape{2, 3, 3, 5}}) {
+    SCOPED_TRACE(s.str());
+    const int64_t c = s[1];
+    Tensor x = random_tensor(s, 1, -2, 2), gamma = random_tensor(Shape{c}, 2, 0.5, 1.5);
+    Tensor beta = random_tensor(Shape{c}, 3), rm = Tensor::zeros(Shape{c}), rv = Tensor::full(Shape{c}, 1.0);
+    const auto w = weights(x.numel(), 4);
+    BnArgs no_running;
+    no_running.running = false;
+    auto f_x = [&](const Tensor& xx) { return weighted_sum(bn_train(xx, gamma, beta, rm, rv, kCpu, no_running).y, w); };
+    auto f_g = [&](const Tensor& gg) { return weighted_sum(bn_train(x, gg, beta, rm, rv, kCpu, no_running).y, w); };
+    auto f_b = [&](const Tensor& bb) { return weighted_sum(bn_train(x, gamma, bb, rm, rv, kCpu, no_running).y, w); };
+    const BnOut fwd = bn_train(x, gamma, beta, rm, rv, kCpu, no_running);
+    Tensor dy = Tensor::from_vector(std::vector<float>(w.begin(), w.end()), s);
+    const GradOut g = bn_backward(x, gamma, fwd.mean, fwd.invstd, dy, kCpu);
+    EXPECT_TRUE(gradient_close(g.dx, numerical_gradient(f_x, x.clone()))) << "dx";
+    EXPECT_TRUE(gradient_close(g.dgamma, numerical_gradient(f_g, gamma.clone()))) << "dgamma";
+    EXPECT_TRUE(gradient_close(g.dbeta, numerical_gradient(f_b, beta.clone()))) << "dbeta";
+  }
+}
+
+TEST(BatchNormCpu, StatisticsAndRunningUpdateMatchHandComputedValues) {
+  // x (2, 2, 2): channel 0 holds {1, 2, 5, 6}, channel 1 holds {-1, -1, 3, 3}.
+  Tensor x = Tensor::from_vector<float>({1, 2, -1, -1, 5, 6, 3, 3}, Shape{2, 2, 2});
+  Tensor gamma = Tensor::from_vector<float>({2, 1}, Shape{2}), beta = Tensor::from_vector<float>({0.5f, -1}, Shape{2});
+  Tensor rm = Tensor::from_vector<float>({1, -2}, Shape{2}), rv = Tensor::from_vector<float>({4, 0.5f}, Shape{2});
+  BnArgs a;
+  a.momentum = 0.25;
+  a.eps = 1e-3;
+  const BnOut r = bn_train(x, gamma, beta, rm, rv, kCpu, a);
+  // channel 0: mean 3.5, biased var (6.25 + 2.25 + 2.25 + 6.25) / 4 = 4.25, unbiased 17 / 3.
+  // channel 1: mean 1, biased var 4, unbiased 16 / 3.
+  EXPECT_NEAR(r.mean.item(0), 3.5, 1e-6);
+  EXPECT_NEAR(r.mean.item(1), 1.0, 1e-6);
+  EXPECT_NEAR(r.invstd.item(0), 1 / std::sqrt(4.25 + 1e-3), 1e-6);
+  EXPECT_NEAR(r.invstd.item(1), 1 / std::sqrt(4.0 + 1e-3), 1e-6);
+  EXPECT_NEAR(r.running_mean.item(0), 0.75 * 1 + 0.25 * 3.5, 1e-6);
+  EXPECT_NEAR(r.running_mean.item(1), 0.75 * -2 + 0.25 * 1, 1e-6);
+  EXPECT_NEAR(r.running_var.item(0), 0.75 * 4 + 0.25 * 17.0 / 3, 1e-6);
+  EXPECT_NEAR(r.running_var.item(1), 0.75 * 0.5 + 0.25 * 16.0 / 3, 1e-6);
+  // y[n=1, c=0, s=1] = (6 - 3.5) / sqrt(4.25 + eps) * 2 + 0.5
+  EXPECT_NEAR(r.y.item(5), 2.5 / std::sqrt(4.25 + 1e-3) * 2 + 0.5, 1e-5);
+  // y[n=0, c=1, s=0] = (-1 - 1) / sqrt(4 + eps) * 1 - 1
+  EXPECT_NEAR(r.y.item(2), -2 / std::sqrt(4.0 + 1e-3) - 1, 1e-5);
+}
+
+TEST(BatchNormCpu, SingleValuePerChannelIsFinite) {
+  // N * H * W = 1: variance 0, y = beta; running_var takes the unbiased variance as 0 (documented).
+  Tensor x = random_tensor(Shape{1, 4, 1, 1}, 5);
+  Tensor gamma = random_tensor(Shape{4}, 6), beta = random_tensor(Shape{4}, 7);
+  Tensor rm = Tensor::full(Shape{4}, 0.5), rv = Tensor::full(Shape{4}, 2.0);
+  const BnOut r = bn_train(x, gamma, beta, rm, rv, kCpu);
+  EXPECT_TRUE(all_close(r.y, beta.reshape(Shape{1, 4, 1, 1}), 1e-6, 0));
+  for (int c = 0; c < 4; ++c) {
+    EXPECT_NEAR(r.running_mean.item(c), 0.9 * 0.5 + 0.1 * x.item(c), 1e-6);
+    EXPECT_NEAR(r.running_var.item(c), 0.9 * 2.0, 1e-6);
+    EXPECT_TRUE(std::isfinite(r.invstd.item(c)));
+  }
+}
+
+TEST(BatchNormCpu, InferenceUsesRunningStatistics) {
+  Tensor x = random_tensor(Shape{3, 2, 2, 3}, 8);
+  Tensor gamma = random_tensor(Shape{2}, 9), beta = random_tensor(Shape{2}, 10);
+  Tensor rm = random_tensor(Shape{2}, 11), rv = random_tensor(Shape{2}, 12, 0.5, 2);
+  const Tensor y = bn_inference(x, gamma, beta, rm, rv, kCpu, 1e-4);
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    const int64_t c = (i / 6) % 2;
+    const double e = (x.item(i) - rm.item(c)) / std::sqrt(rv.item(c) + 1e-4) * gamma.item(c) + beta.item(c);
+    EXPECT_NEAR(y.item(i), e, 1e-5) << i;
+  }
+}
+
+TEST(LayerNormCpu, BackwardMatchesFiniteDifferences) {
+  for (int64_t d : {1, 7, 33}) {
+    SCOPED_TRACE("d=" + std::to_string(d));
+    const Shape s{2, 3, d};
+    Tensor x = random_tensor(s, 20 + d, -2, 2), gamma = random_tensor(Shape{d}, 21, 0.5, 1.5);
+    Tensor beta = random_tensor(Shape{d}, 22);
+    const auto w = weights(x.numel(), 23);
+    const LnOut fwd = ln_forward(x, gamma, beta, kCpu);
+    Tensor dy = Tensor::from_vector(std::vector<float>(w.begin(), w.end()), s);
+    const GradOut g = ln_backward(x, gamma, fwd.mean, fwd.rstd, dy, kCpu);
+    EXPECT_TRUE(gradient_close(
+        g.dx, numerical_gradient([&](const Tensor& xx) { return weighted_sum(ln_forward(xx, gamma, beta, kCpu).y, w); },
+                                 x.clone())))
+        << "dx";
+    EXPECT_TRUE(gradient_close(
+        g.dgamma, numerical_gradient([&](const Tensor& gg) { return weighted_sum(ln_forward(x, gg, beta, kCpu).y, w); },
+                                     gamma.clone())))
+        << "dgamma";
+    EXPECT_TRUE(gradient_close(
+        g.dbeta, numerical_gradient([&](const Tensor& bb) { return weighted_sum(ln_forward(x, gamma, bb, kCpu).y, w); },
+                                    beta.clone())))
+        << "dbeta";
+    // Without gamma/beta: the plain normalisation and its gradient.
+    const LnOut plain = ln_forward(x, Tensor(), Tensor(), kCpu);
+    const GradOut gp = ln_backward(x, Tensor(), plain.mean, plain.rstd, dy, kCpu);
+    EXPECT_TRUE(gradient_close(
+        gp.dx,
+        numerical_gradient(
+            [&](const Tensor& xx) { return weighted_sum(ln_forward(xx, Tensor(), Tensor(), kCpu).y, w); }, x.clone())))
+        << "dx without gamma";
+  }
+}
+
+TEST(LayerNormCpu, RowStatisticsMatchDefinition) {
+  Tensor x = Tensor::from_vector<float>({1, 2, 3, 6, -1, -1, -1, -1}, Shape{2, 4});
+  const LnOut r = ln_forward(x, Tensor(), Tensor(), kCpu, 0.5);
+  EXPECT_NEAR(r.mean.item(0), 3.0, 1e-6);
+  EXPECT_NEAR(r.rstd.item(0), 1 / std::sqrt(3.5 + 0.5), 1e-6);  // biased var (4 + 1 + 0 + 9) / 4
+  EXPECT_NEAR(r.y.item(3), 3 / std::sqrt(4.0), 1e-6);
+  EXPECT_NEAR(r.mean.item(1), -1.0, 1e-6);
+  EXPECT_NEAR(r.y.item(5), 0.0, 1e-6);  // constant row: finite zeros
+}
+
+TEST(NormCpu, BadArgumentsNameOpAndShapes) {
+  Tensor x = random_tensor(Shape{4, 3, 2, 2}, 30);
+  Tensor c3 = Tensor::full(Shape{3}, 1.0), c4 = Tensor::full(Shape{4}, 1.0);
+  expect_error([&] { bn_train(x, c4, c3, c3, c3, kCpu); },
+               {"BatchNormTrain", "test/bn", "gamma", "(3,)", "(4,)", "(4, 3, 2, 2)"});
+  expect_error([&] { bn_inference(x, c3, c3, c3, c4, kCpu); }, {"BatchNormInference", "running_var", "(4,)"});
+  expect_error(
+      [&] {
+        Tensor v = random_tensor(Shape{5}, 1), y = Tensor::empty(Shape{5});
+        run_op(OpKind::BatchNormTrain, {tv(v), tv(c3), tv(c3), tv(c3), tv(c3)}, {tv(y), {}, {}});
+      },
+      {"BatchNormTrain", "(5,)"});
+  BnArgs bad_momentum;
+  bad_momentum.momentum = 1.5;
+  expect_error([&] { bn_train(x, c3, c3, c3, c3, kCpu, bad_momentum); }, {"BatchNormTrain", "momentum"});
+  expect_error([&] { ln_forward(x, c3, Tensor(), kCpu); }, {"LayerNorm", "test/ln", "gamma", "(3,)", "(2,)"});
+  Tensor xi = Tensor::zeros(Shape{4, 2}, DType::i32);
+  expect_error([&] { ln_forward(xi, Tensor(), Tensor(), kCpu); }, {"LayerNorm", "i32", "(4, 2)"});
+  expect_error(
+      [&] {
+        bn_backward(x, c3, c3, c3, random_tensor(Shape{4, 3, 2, 1}, 2), kCpu);
+      },
+      {"BatchNormBackward", "dy", "(4, 3, 2, 1)", "(4, 3, 2, 2)"});
+}
+
+// ---------------------------------------------------------------- CUDA vs CPU -------------------
+
+TEST(BatchNormCuda, TrainMatchesCpuIncludingRunningStats) {
+  CUDL_REQUIRE_CUDA();
+  for (Shape s : {Shape{37, 10}, Shape{3, 33}, Shape{1, 1000}, Shape{1, 1}, Shape{3, 5, 7, 5}, Shape{2, 1, 9, 11},
+                  Shape{8, 2, 16, 17}, Shape{1, 3, 1, 1}}) {
+    SCOPED_TRACE(s.str());
+    const int64_t c = s[1];
+    Tensor x = random_tensor(s, 40 + s.numel(), -3, 5), gamma = random_tensor(Shape{c}, 41, 0.5, 1.5);
+    Tensor beta = random_tensor(Shape{c}, 42), rm = random_tensor(Shape{c}, 43);
+    Tensor rv = random_tensor(Shape{c}, 44, 0.5, 2);
+    const BnOut g = bn_train(x, gamma, beta, rm, rv, Device::cuda());
+    const BnOut e = bn_train(x, gamma, beta, rm, rv, kCpu);
+    EXPECT_TRUE(all_close(g.y, e.y, 1e-5, 1e-4)) << "y";
+    EXPECT_TRUE(all_close(g.mean, e.mean, 1e-5, 1e-5)) << "saved_mean";
+    EXPECT_TRUE(all_close(g.invstd, e.invstd, 1e-5, 1e-4)) << "saved_invstd";
+    EXPECT_TRUE(all_close(g.running_mean, e.running_mean, 1e-6, 1e-5)) << "running_mean";
+    EXPECT_TRUE(all_close(g.running_var, e.running_var, 1e-6, 1e-5)) << "running_var";
+    // Without affine parameters, running stats or saved stats.
+    BnArgs bare;
+    bare.affine = bare.running = bare.saved = false;
+    EXPECT_TRUE(all_close(bn_train(x, gamma, beta, rm, rv, Device::cuda(), bare).y,
+                          bn_train(x, gamma, beta, rm, rv, kCpu, bare).y, 1e-5, 1e-4))
+        << "bare";
+  }
+}
+
+TEST(BatchNormCuda, BackwardAndInferenceMatchCpu) {
+  CUDL_REQUIRE_CUDA();
+  for (Shape s : {Shape{37, 10}, Shape{1, 1000}, Shape{3, 5, 7, 5}, Shape{8, 2, 16, 17}, Shape{1, 3, 1, 1}}) {
+    SCOPED_TRACE(s.str());
+    const int64_t c = s[1];
+    Tensor x = random_tensor(s, 50 + s.numel(), -3, 5), gamma = random_tensor(Shape{c}, 51, 0.5, 1.5);
+    Tensor beta = random_tensor(Shape{c}, 52), rm = random_tensor(Shape{c}, 53);
+    Tensor rv = random_tensor(Shape{c}, 54, 0.5, 2), dy = random_tensor(s, 55);
+    const BnOut fwd = bn_train(x, gamma, beta, rm, rv, kCpu);
+    for (bool with_gamma : {true, false}) {
+      const GradOut g = bn_backward(x, gamma, fwd.mean, fwd.invstd, dy, Device::cuda(), with_gamma);
+      const GradOut e = bn_backward(x, gamma, fwd.mean, fwd.invstd, dy, kCpu, with_gamma);
+      EXPECT_TRUE(all_close(g.dx, e.dx, 1e-4, 1e-4)) << "dx";
+      EXPECT_TRUE(all_close(g.dgamma, e.dgamma, 1e-4, 1e-4)) << "dgamma";
+      EXPECT_TRUE(all_close(g.dbeta, e.dbeta, 1e-4, 1e-4)) << "dbeta";
+    }
+    EXPECT_TRUE(all_close(bn_inference(x, gamma, beta, rm, rv, Device::cuda()),
+                          bn_inference(x, gamma, beta, rm, rv, kCpu), 1e-5, 1e-5))
+        << "inference";
+  }
+}
+
+TEST(BatchNormCuda, NanPropagatesWithinItsChannel) {
+  CUDL_REQUIRE_CUDA();
+  Tensor x = random_tensor(Shape{4, 3, 2, 2}, 56);
+  x.data_as<float>()[5] = std::numeric_limits<float>::quiet_NaN();  // channel 1
+  Tensor ones = Tensor::full(Shape{3}, 1.0), zeros = Tensor::zeros(Shape{3});
+  const BnOut g = bn_train(x, ones, zeros, zeros, ones, Device::cuda());
+  const BnOut e = bn_train(x, ones, zeros, zeros, ones, kCpu);
+  EXPECT_TRUE(all_close(g.y, e.y, 1e-5, 1e-4));
+  EXPECT_TRUE(std::isnan(g.y.item(4)));
+  EXPECT_FALSE(std::isnan(g.y.item(0)));
+}
+
+TEST(LayerNormCuda, ForwardAndBackwardMatchCpu) {
+  CUDL_REQUIRE_CUDA();
+  // Short rows (warp per row) and rows longer than a warp and than a block (block per row).
+  for (int64_t d : {1, 7, 33, 100, 1000, 2000})
+    for (int64_t rows : {1, 3, 37}) {
+      if (d * rows > 40000) continue;
+      SCOPED_TRACE("d=" + std::to_string(d) + " rows=" + std::to_string(rows));
+      Tensor x = random_tensor(Shape{rows, d}, 60 + d + rows, -2, 3), gamma = random_tensor(Shape{d}, 61, 0.5, 1.5);
+      Tensor beta = random_tensor(Shape{d}, 62), dy = random_tensor(Shape{rows, d}, 63);
+      const LnOut g = ln_forward(x, gamma, beta, Device::cuda());
+      const LnOut e = ln_forward(x, gamma, beta, kCpu);
+      EXPECT_TRUE(all_close(g.y, e.y, 1e-5, 1e-4)) << "y";
+      EXPECT_TRUE(all_close(g.mean, e.mean, 1e-5, 1e-5)) << "mean";
+      EXPECT_TRUE(all_close(g.rstd, e.rstd, 1e-5, 1e-4)) << "rstd";
+      for (bool affine : {true, false}) {
+        const Tensor gm = affine ? gamma : Tensor();
+        const GradOut gg = ln_backward(x, gm, e.mean, e.rstd, dy, Device::cuda());
+        const GradOut ee = ln_backward(x, gm, e.mean, e.rstd, dy, kCpu);
+        EXPECT_TRUE(all_close(gg.dx, ee.dx, 1e-4, 1e-4)) << "dx affine=" << affine;
+        EXPECT_TRUE(all_close(gg.dgamma, ee.dgamma, 1e-4, 1e-4)) << "dgamma";
+        EXPECT_TRUE(all_close(gg.dbeta, ee.dbeta, 1e-4, 1e-4)) << "dbeta";
+      }
+      const LnOut gp = ln_forward(x, Tensor(), Tensor(), Device::cuda());
+      EXPECT_TRUE(all_close(gp.y, ln_forward(x, Tensor(), Tensor(), kCpu).y, 1e-5, 1e-4)) << "no affine";
+    }
+}
+
+TEST(LayerNormCuda, HigherRankAndNan) {
+  CUDL_REQUIRE_CUDA();
+  Tensor x = random_tensor(Shape{2, 3, 5, 40}, 70);
+  x.data_as<float>()[45] = std::numeric_limits<float>::quiet_NaN();  // row 1
+  const LnOut g = ln_forward(x, Tensor(), Tensor(), Device::cuda());
+  const LnOut e = ln_forward(x, Tensor(), Tensor(), kCpu);
+  EXPECT_TRUE(all_close(g.y, e.y, 1e-5, 1e-4));
+  EXPECT_TRUE(std::isnan(g.y.item(41)));
+  EXPECT_FALSE(std::isnan(g.y.item(0)));
+}
+
+TEST(NormCuda, BadArgumentsNameOpAndShapes) {
+  CUDL_REQUIRE_CUDA();
+  Tensor x = random_tensor(Shape{4, 3, 2, 2}, 30);
+  Tensor c3 = Tensor::full(Shape{3}, 1.0), c4 = Tensor::full(Shape{4}, 1.0);
+  expect_error([&] { bn_train(x, c4, c3, c3, c3, Device::cuda()); }, {"BatchNormTrain", "gamma", "(3,)", "(4,)"});
+  expect_error([&] { ln_forward(x, c3, Tensor(), Device::cuda()); }, {"LayerNorm", "gamma", "(3,)", "(2,)"});
+}
+
+TEST(NormCuda, DeterministicRunToRun) {
+  CUDL_REQUIRE_CUDA();
+  Tensor x = random_tensor(Shape{8, 2, 16, 17}, 80), dy = random_tensor(Shape{8, 2, 16, 17}, 81);
+  Tensor g = Tensor::full(Shape{2}, 1.5);
+  const BnOut fwd = bn_train(x, g, g, g, g, kCpu);
+  const GradOut a = bn_backward(x, g, fwd.mean, fwd.invstd, dy, Device::cuda());
+  const GradOut b = bn_backward(x, g, fwd.mean, fwd.invstd, dy, Device::cuda());
+  EXPECT_TRUE(all_close(a.dx, b.dx, 0, 0));
+  EXPECT_TRUE(all_close(a.dgamma, b.dgamma, 0, 0));
+  Tensor lx = random_tensor(Shape{37, 2000}, 82), ldy = random_tensor(Shape{37, 2000}, 83);
+  const LnOut lf = ln_forward(lx, Tensor(), Tensor(), kCpu);
+  const GradOut la = ln_backward(lx, Tensor::full(Shape{2000}, 0.5), lf.mean, lf.rstd, ldy, Device::cuda());
+  const GradOut lb = ln_backward(lx, Tensor::full(Shape{2000}, 0.5), lf.mean, lf.rstd, ldy, Device::cuda());
+  EXPECT_TRUE(all_close(la.dgamma, lb.dgamma, 0, 0));
+  EXPECT_TRUE(all_close(la.dx, lb.dx, 0, 0));
+}
