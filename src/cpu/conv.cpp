@@ -1,8 +1,272 @@
-// cpu/conv.cpp — CPU reference implementations of the conv op family (the spec for these ops).
+// cpu/conv.cpp — CPU reference implementations of the conv op family (the spec for these ops):
+// im2col + CBLAS GEMM per image and group for forward and filter gradient, col2im for data gradient.
+#include "cpu/conv.hpp"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <vector>
+
 #include "backend/backend.hpp"
+#include "cudl/error.hpp"
 
 namespace cudl {
 
-void register_cpu_conv_ops(OpTable& t) {}
+// ---------------------------------------------------------------------------------------------
+// geometry and argument checks (shared with src/cuda/conv.cpp)
+// ---------------------------------------------------------------------------------------------
+
+namespace {
+
+const char* name_of(const OpCall& c) { return op_name(c.op); }
+
+int64_t out_size(int64_t in, int64_t pad, int64_t dil, int64_t k, int64_t stride) {
+  const int64_t span = in + 2 * pad - dil * (k - 1) - 1;  // last valid start position
+  if (span < 0) return 0;
+  return span / stride + 1;
+}
+
+void require_f32(const OpCall& c, const TensorView& v, const char* what) {
+  if (v.dtype != DType::f32)
+    CUDL_FAIL(name_of(c), " (", c.label, "): ", what, " must be f32, got ", v.dtype, " (shape ", v.shape, ")");
+}
+
+const TensorView& required_in(const OpCall& c, int k, const char* what) {
+  if (!c.has_in(k)) CUDL_FAIL(name_of(c), " (", c.label, "): input ", k, " (", what, ") is missing");
+  require_f32(c, c.in(k), what);
+  return c.in(k);
+}
+
+const TensorView& required_out(const OpCall& c, int k, const char* what) {
+  if (!c.has_out(k)) CUDL_FAIL(name_of(c), " (", c.label, "): output ", k, " (", what, ") is missing");
+  require_f32(c, c.out(k), what);
+  return c.out(k);
+}
+
+void require_shape(const OpCall& c, const TensorView& v, const Shape& expected, const char* what,
+                   const Conv2dGeometry& g) {
+  if (v.shape != expected)
+    CUDL_FAIL(name_of(c), " (", c.label, "): ", what, " has shape ", v.shape, ", expected ", expected, " for x ",
+              g.x_shape(), " and w ", g.w_shape());
+}
+
+}  // namespace
+
+Conv2dGeometry conv2d_geometry(const OpCall& c, const Shape& x, const Shape& w) {
+  const auto& a = c.attrs.i;
+  if (x.rank() != 4 || w.rank() != 4)
+    CUDL_FAIL(name_of(c), " (", c.label, "): x must be (N, C, H, W) and w (K, C/groups, R, S); got x ", x, " and w ",
+              w);
+  Conv2dGeometry g;
+  g.N = x[0], g.C = x[1], g.H = x[2], g.W = x[3];
+  g.K = w[0], g.R = w[2], g.S = w[3];
+  g.stride_h = a[0], g.stride_w = a[1], g.pad_h = a[2], g.pad_w = a[3], g.dil_h = a[4], g.dil_w = a[5];
+  g.groups = a[6];
+  g.relu = a[7] == static_cast<int64_t>(Epilogue::Relu);
+  if (a[7] != static_cast<int64_t>(Epilogue::None) && a[7] != static_cast<int64_t>(Epilogue::Relu))
+    CUDL_FAIL(name_of(c), " (", c.label, "): epilogue ", a[7], " not supported (None or Relu) for x ", x, ", w ", w);
+  if (g.stride_h < 1 || g.stride_w < 1 || g.dil_h < 1 || g.dil_w < 1 || g.pad_h < 0 || g.pad_w < 0)
+    CUDL_FAIL(name_of(c), " (", c.label, "): invalid stride (", g.stride_h, ", ", g.stride_w, "), padding (", g.pad_h,
+              ", ", g.pad_w, ") or dilation (", g.dil_h, ", ", g.dil_w, ") for x ", x, ", w ", w);
+  if (g.groups < 1) CUDL_FAIL(name_of(c), " (", c.label, "): groups must be >= 1, got ", g.groups, " for x ", x);
+  if (g.N < 1 || g.C < 1 || g.H < 1 || g.W < 1 || g.K < 1 || g.R < 1 || g.S < 1)
+    CUDL_FAIL(name_of(c), " (", c.label, "): empty dimension in x ", x, " or w ", w);
+  if (g.C % g.groups != 0)
+    CUDL_FAIL(name_of(c), " (", c.label, "): input channels ", g.C, " of x ", x, " not divisible by groups ", g.groups);
+  if (g.K % g.groups != 0)
+    CUDL_FAIL(name_of(c), " (", c.label, "): output channels ", g.K, " of w ", w, " not divisible by groups ",
+              g.groups);
+  if (w[1] != g.C / g.groups)
+    CUDL_FAIL(name_of(c), " (", c.label, "): weight shape mismatch: w ", w, " must have C/groups = ", g.C / g.groups,
+              " in dimension 1 for x ", x, " and groups ", g.groups);
+  g.P = out_size(g.H, g.pad_h, g.dil_h, g.R, g.stride_h);
+  g.Q = out_size(g.W, g.pad_w, g.dil_w, g.S, g.stride_w);
+  if (g.P <= 0 || g.Q <= 0)
+    CUDL_FAIL(name_of(c), " (", c.label, "): output size <= 0: x ", x, " with w ", w, ", padding (", g.pad_h, ", ",
+              g.pad_w, "), dilation (", g.dil_h, ", ", g.dil_w, ") gives no output position");
+  return g;
+}
+
+Conv2dGeometry check_conv2d_call(const OpCall& c) {
+  Conv2dGeometry g;
+  switch (c.op) {
+    case OpKind::Conv2d: {
+      const TensorView& x = required_in(c, 0, "x");
+      const TensorView& w = required_in(c, 1, "w");
+      g = conv2d_geometry(c, x.shape, w.shape);
+      if (c.has_in(2)) {
+        g.has_bias = true;
+        require_f32(c, c.in(2), "bias");
+        require_shape(c, c.in(2), Shape{g.K}, "bias", g);
+      }
+      require_shape(c, required_out(c, 0, "y"), g.y_shape(), "y", g);
+      break;
+    }
+    case OpKind::Conv2dBackwardData: {
+      const TensorView& dy = required_in(c, 0, "dy");
+      const TensorView& w = required_in(c, 1, "w");
+      const TensorView& dx = required_out(c, 0, "dx");
+      g = conv2d_geometry(c, dx.shape, w.shape);
+      g.relu = false;
+      require_shape(c, dy, g.y_shape(), "dy", g);
+      break;
+    }
+    case OpKind::Conv2dBackwardFilter: {
+      const TensorView& x = required_in(c, 0, "x");
+      const TensorView& dy = required_in(c, 1, "dy");
+      const TensorView& dw = required_out(c, 0, "dw");
+      g = conv2d_geometry(c, x.shape, dw.shape);
+      g.relu = false;
+      require_shape(c, dy, g.y_shape(), "dy", g);
+      break;
+    }
+    case OpKind::Conv2dBackwardBias: {
+      const TensorView& dy = required_in(c, 0, "dy");
+      const TensorView& db = required_out(c, 0, "db");
+      if (dy.shape.rank() != 4)
+        CUDL_FAIL(name_of(c), " (", c.label, "): dy must be (N, K, P, Q), got ", dy.shape, " (db ", db.shape, ")");
+      g.N = dy.shape[0], g.K = dy.shape[1], g.P = dy.shape[2], g.Q = dy.shape[3];
+      if (db.shape != Shape{g.K})
+        CUDL_FAIL(name_of(c), " (", c.label, "): db has shape ", db.shape, ", expected (", g.K, ",) for dy ", dy.shape);
+      break;
+    }
+    default:
+      CUDL_FAIL("check_conv2d_call: ", name_of(c), " is not a conv op");
+  }
+  return g;
+}
+
+// ---------------------------------------------------------------------------------------------
+// CPU reference
+// ---------------------------------------------------------------------------------------------
+
+namespace {
+
+/// col (Cg*R*S, P*Q) of image n, group gi: col[(c*R + r)*S + s][p*Q + q] = x[n, gi*Cg + c, ih, iw]
+/// with ih = p*stride_h - pad_h + r*dil_h (zero outside the image).
+void im2col(const Conv2dGeometry& g, const float* x, int64_t n, int64_t gi, float* col) {
+  const int64_t Cg = g.Cg(), PQ = g.P * g.Q;
+  for (int64_t c = 0; c < Cg; ++c) {
+    const float* xc = x + ((n * g.C + gi * Cg + c) * g.H) * g.W;
+    for (int64_t r = 0; r < g.R; ++r)
+      for (int64_t s = 0; s < g.S; ++s) {
+        float* row = col + ((c * g.R + r) * g.S + s) * PQ;
+        for (int64_t p = 0; p < g.P; ++p) {
+          const int64_t ih = p * g.stride_h - g.pad_h + r * g.dil_h;
+          for (int64_t q = 0; q < g.Q; ++q) {
+            const int64_t iw = q * g.stride_w - g.pad_w + s * g.dil_w;
+            row[p * g.Q + q] = (ih >= 0 && ih < g.H && iw >= 0 && iw < g.W) ? xc[ih * g.W + iw] : 0.f;
+          }
+        }
+      }
+  }
+}
+
+/// The adjoint of im2col: dx[n, gi*Cg + c, ih, iw] += every col entry that im2col read from it.
+void col2im_add(const Conv2dGeometry& g, const float* col, int64_t n, int64_t gi, float* dx) {
+  const int64_t Cg = g.Cg(), PQ = g.P * g.Q;
+  for (int64_t c = 0; c < Cg; ++c) {
+    float* dxc = dx + ((n * g.C + gi * Cg + c) * g.H) * g.W;
+    for (int64_t r = 0; r < g.R; ++r)
+      for (int64_t s = 0; s < g.S; ++s) {
+        const float* row = col + ((c * g.R + r) * g.S + s) * PQ;
+        for (int64_t p = 0; p < g.P; ++p) {
+          const int64_t ih = p * g.stride_h - g.pad_h + r * g.dil_h;
+          if (ih < 0 || ih >= g.H) continue;
+          for (int64_t q = 0; q < g.Q; ++q) {
+            const int64_t iw = q * g.stride_w - g.pad_w + s * g.dil_w;
+            if (iw >= 0 && iw < g.W) dxc[ih * g.W + iw] += row[p * g.Q + q];
+          }
+        }
+      }
+  }
+}
+
+void cpu_conv2d(const OpCall& c) {
+  const Conv2dGeometry g = check_conv2d_call(c);
+  const float* x = c.in(0).as<float>();
+  const float* w = c.in(1).as<float>();
+  const float* bias = g.has_bias ? c.in(2).as<float>() : nullptr;
+  float* y = c.out(0).as<float>();
+  const int64_t Cg = g.Cg(), Kg = g.Kg(), CRS = Cg * g.R * g.S, PQ = g.P * g.Q;
+  std::vector<float> col(static_cast<size_t>(CRS * PQ));
+  for (int64_t n = 0; n < g.N; ++n)
+    for (int64_t gi = 0; gi < g.groups; ++gi) {
+      im2col(g, x, n, gi, col.data());
+      // y[n, gi*Kg : (gi+1)*Kg] (Kg, PQ) = w_g (Kg, CRS) · col (CRS, PQ)
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(Kg), static_cast<int>(PQ),
+                  static_cast<int>(CRS), 1.f, w + gi * Kg * CRS, static_cast<int>(CRS), col.data(),
+                  static_cast<int>(PQ), 0.f, y + (n * g.K + gi * Kg) * PQ, static_cast<int>(PQ));
+    }
+  if (bias || g.relu)
+    for (int64_t n = 0; n < g.N; ++n)
+      for (int64_t k = 0; k < g.K; ++k) {
+        float* row = y + (n * g.K + k) * PQ;
+        const float b = bias ? bias[k] : 0.f;
+        for (int64_t i = 0; i < PQ; ++i) {
+          const float v = row[i] + b;
+          row[i] = g.relu ? (v > 0.f ? v : (v == v ? 0.f : v)) : v;  // relu(NaN) is NaN
+        }
+      }
+}
+
+void cpu_conv2d_backward_data(const OpCall& c) {
+  const Conv2dGeometry g = check_conv2d_call(c);
+  const float* dy = c.in(0).as<float>();
+  const float* w = c.in(1).as<float>();
+  float* dx = c.out(0).as<float>();
+  const int64_t Cg = g.Cg(), Kg = g.Kg(), CRS = Cg * g.R * g.S, PQ = g.P * g.Q;
+  std::fill(dx, dx + g.N * g.C * g.H * g.W, 0.f);
+  std::vector<float> col(static_cast<size_t>(CRS * PQ));
+  for (int64_t n = 0; n < g.N; ++n)
+    for (int64_t gi = 0; gi < g.groups; ++gi) {
+      // dcol (CRS, PQ) = w_gᵀ (CRS, Kg) · dy[n, group] (Kg, PQ)
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(CRS), static_cast<int>(PQ),
+                  static_cast<int>(Kg), 1.f, w + gi * Kg * CRS, static_cast<int>(CRS), dy + (n * g.K + gi * Kg) * PQ,
+                  static_cast<int>(PQ), 0.f, col.data(), static_cast<int>(PQ));
+      col2im_add(g, col.data(), n, gi, dx);
+    }
+}
+
+void cpu_conv2d_backward_filter(const OpCall& c) {
+  const Conv2dGeometry g = check_conv2d_call(c);
+  const float* x = c.in(0).as<float>();
+  const float* dy = c.in(1).as<float>();
+  float* dw = c.out(0).as<float>();
+  const int64_t Cg = g.Cg(), Kg = g.Kg(), CRS = Cg * g.R * g.S, PQ = g.P * g.Q;
+  std::vector<float> col(static_cast<size_t>(CRS * PQ));
+  for (int64_t n = 0; n < g.N; ++n)
+    for (int64_t gi = 0; gi < g.groups; ++gi) {
+      im2col(g, x, n, gi, col.data());
+      // dw_g (Kg, CRS) (+)= dy[n, group] (Kg, PQ) · colᵀ (PQ, CRS)
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(Kg), static_cast<int>(CRS),
+                  static_cast<int>(PQ), 1.f, dy + (n * g.K + gi * Kg) * PQ, static_cast<int>(PQ), col.data(),
+                  static_cast<int>(PQ), n == 0 ? 0.f : 1.f, dw + gi * Kg * CRS, static_cast<int>(CRS));
+    }
+}
+
+void cpu_conv2d_backward_bias(const OpCall& c) {
+  const Conv2dGeometry g = check_conv2d_call(c);
+  const float* dy = c.in(0).as<float>();
+  float* db = c.out(0).as<float>();
+  const int64_t PQ = g.P * g.Q;
+  for (int64_t k = 0; k < g.K; ++k) {
+    double s = 0;
+    for (int64_t n = 0; n < g.N; ++n) {
+      const float* row = dy + (n * g.K + k) * PQ;
+      for (int64_t i = 0; i < PQ; ++i) s += row[i];
+    }
+    db[k] = static_cast<float>(s);
+  }
+}
+
+}  // namespace
+
+void register_cpu_conv_ops(OpTable& t) {
+  t.add(OpKind::Conv2d, cpu_conv2d);
+  t.add(OpKind::Conv2dBackwardData, cpu_conv2d_backward_data);
+  t.add(OpKind::Conv2dBackwardFilter, cpu_conv2d_backward_filter);
+  t.add(OpKind::Conv2dBackwardBias, cpu_conv2d_backward_bias);
+}
 
 }  // namespace cudl

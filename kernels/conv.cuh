@@ -1,0 +1,37 @@
+// kernels/conv.cuh — launchers of the im2col convolution engine (the fallback when cuDNN has no
+// plan) and of the conv epilogue / bias-gradient kernels used by both conv engines.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace cudl::kernels {
+
+/// Geometry of one NCHW convolution as the kernels see it (plain data, passed by value).
+/// x (N, C, H, W), w (K, C/groups, R, S), y (N, K, P, Q).
+struct ConvKernelGeometry {
+  int64_t C, H, W;
+  int64_t R, S;
+  int64_t P, Q;
+  int64_t stride_h, stride_w, pad_h, pad_w, dil_h, dil_w;
+};
+
+/// col (n_images, C*R*S, P*Q) from x (n_images, C, H, W): col[n][(c*R + r)*S + s][p*Q + q] =
+/// x[n][c][p*stride_h - pad_h + r*dil_h][q*stride_w - pad_w + s*dil_w], zero outside the image.
+void conv2d_im2col_cuda(const float* x, float* col, const ConvKernelGeometry& g, int64_t n_images, cudaStream_t stream);
+
+/// dx (n_images, C, H, W) = the adjoint of im2col applied to col (overwrites dx). Each dx element
+/// gathers its own contributions in a fixed order: deterministic, no atomics.
+void conv2d_col2im_cuda(const float* col, float* dx, const ConvKernelGeometry& g, int64_t n_images,
+                        cudaStream_t stream);
+
+/// In place on y (N, K, HW): y = act(y + bias[k]); bias may be null; act is ReLU when relu != 0
+/// (ReLU keeps NaN), identity otherwise.
+void conv2d_bias_act_cuda(float* y, const float* bias, int64_t N, int64_t K, int64_t HW, int relu, cudaStream_t stream);
+
+/// db[k] = sum over n and hw of dy[n][k][hw] for dy (N, K, HW): one block per channel, a fixed
+/// reduction order (deterministic, no atomics).
+void conv2d_bias_grad_cuda(const float* dy, float* db, int64_t N, int64_t K, int64_t HW, cudaStream_t stream);
+
+}  // namespace cudl::kernels

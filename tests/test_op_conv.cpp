@@ -1,0 +1,489 @@
+// tests/test_op_conv.cpp — the conv op family: CPU reference vs naive loops and finite differences;
+// CUDA (cuDNN graph-API path, forced im2col engine, cuDNN-without-fusion and no-plan fallback) vs
+// CPU for forward (bias, ReLU epilogue) and every backward op; plan caching; invalid geometry.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "backend/backend.hpp"
+#include "testing.hpp"
+#if defined(CUDL_WITH_CUDA)
+#include "cuda/conv.hpp"
+#endif
+#if defined(CUDL_EMULATED)
+#include "emu/cudnn_emu.hpp"
+#include "emu/emu.hpp"
+#endif
+
+using namespace cudl;
+using namespace cudl::testing;
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// helpers
+
+struct Cfg {
+  Shape x;  // (N, C, H, W)
+  int64_t K, R, S;
+  int64_t sh = 1, sw = 1, ph = 0, pw = 0, dh = 1, dw = 1, groups = 1;
+  bool bias = false, relu = false;
+
+  int64_t N() const { return x[0]; }
+  int64_t C() const { return x[1]; }
+  int64_t P() const { return (x[2] + 2 * ph - dh * (R - 1) - 1) / sh + 1; }
+  int64_t Q() const { return (x[3] + 2 * pw - dw * (S - 1) - 1) / sw + 1; }
+  Shape w_shape() const { return Shape{K, C() / groups, R, S}; }
+  Shape y_shape() const { return Shape{N(), K, P(), Q()}; }
+  OpAttrs attrs() const {
+    OpAttrs a;
+    a.i = {sh, sw, ph, pw, dh, dw, groups, relu ? static_cast<int64_t>(Epilogue::Relu) : 0};
+    return a;
+  }
+  std::string str() const {
+    return "x " + x.str() + " K " + std::to_string(K) + " " + std::to_string(R) + "x" + std::to_string(S) + " stride " +
+           std::to_string(sh) + "," + std::to_string(sw) + " pad " + std::to_string(ph) + "," + std::to_string(pw) +
+           " dil " + std::to_string(dh) + "," + std::to_string(dw) + " groups " + std::to_string(groups) +
+           (bias ? " bias" : "") + (relu ? " relu" : "");
+  }
+};
+
+Tensor forward(const Cfg& c, const Tensor& x, const Tensor& w, const Tensor& b, const char* label = "test/conv") {
+  Tensor y = Tensor::empty(c.y_shape(), DType::f32, x.device());
+  run_op(OpKind::Conv2d, {tv(x), tv(w), tv(b)}, {tv(y)}, c.attrs(), nullptr, label);
+  return y;
+}
+Tensor backward_data(const Cfg& c, const Tensor& dy, const Tensor& w, const char* label = "test/conv") {
+  Tensor dx = Tensor::empty(c.x, DType::f32, dy.device());
+  run_op(OpKind::Conv2dBackwardData, {tv(dy), tv(w)}, {tv(dx)}, c.attrs(), nullptr, label);
+  return dx;
+}
+Tensor backward_filter(const Cfg& c, const Tensor& x, const Tensor& dy, const char* label = "test/conv") {
+  Tensor dw = Tensor::empty(c.w_shape(), DType::f32, x.device());
+  run_op(OpKind::Conv2dBackwardFilter, {tv(x), tv(dy)}, {tv(dw)}, c.attrs(), nullptr, label);
+  return dw;
+}
+Tensor backward_bias(const Cfg& c, const Tensor& dy) {
+  Tensor db = Tensor::empty(Shape{c.K}, DType::f32, dy.device());
+  run_op(OpKind::Conv2dBackwardBias, {tv(dy)}, {tv(db)}, c.attrs(), nullptr, "test/conv");
+  return db;
+}
+
+/// Direct (not im2col) forward in double, the test's own spec.
+std::vector<double> naive_forward(const Cfg& c, const Tensor& x, const Tensor& w, const Tensor& b) {
+  const auto xv = as_doubles(x), wv = as_doubles(w);
+  const auto bv = b.defined() ? as_doubles(b) : std::vector<double>(c.K, 0.0);
+  const int64_t N = c.N(), C = c.C(), H = c.x[2], W = c.x[3], P = c.P(), Q = c.Q(), Cg = C / c.groups,
+                Kg = c.K / c.groups;
+  std::vector<double> y(N * c.K * P * Q);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t k = 0; k < c.K; ++k)
+      for (int64_t p = 0; p < P; ++p)
+        for (int64_t q = 0; q < Q; ++q) {
+          double acc = bv[k];
+          for (int64_t ci = 0; ci < Cg; ++ci)
+            for (int64_t r = 0; r < c.R; ++r)
+              for (int64_t s = 0; s < c.S; ++s) {
+                const int64_t ih = p * c.sh - c.ph + r * c.dh, iw = q * c.sw - c.pw + s * c.dw;
+                if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+                acc += xv[((n * C + (k / Kg) * Cg + ci) * H + ih) * W + iw] * wv[((k * Cg + ci) * c.R + r) * c.S + s];
+              }
+          y[((n * c.K + k) * P + p) * Q + q] = c.relu ? std::max(acc, 0.0) : acc;
+        }
+  return y;
+}
+
+Tensor as_tensor(const std::vector<double>& v, const Shape& s) {
+  return Tensor::from_vector(std::vector<float>(v.begin(), v.end()), s);
+}
+
+std::vector<double> random_weights(int64_t n, uint64_t seed) { return as_doubles(random_tensor(Shape{n}, seed)); }
+
+/// Sets an environment variable for a scope.
+struct EnvGuard {
+  std::string name;
+  EnvGuard(const char* n, const char* value) : name(n) { setenv(n, value, 1); }
+  ~EnvGuard() { unsetenv(name.c_str()); }
+};
+
+/// Configurations that break naive kernels: 1x1, odd images, batch 1 and 3, groups, stride,
+/// dilation, non-square filters and strides, depthwise, rows longer than a block.
+std::vector<Cfg> odd_configs() {
+  std::vector<Cfg> v;
+  v.push_back({Shape{1, 3, 7, 5}, 5, 3, 3, 1, 1, 1, 1});           // 3x3 on 7x5, batch 1, C=3 K=5
+  v.push_back({Shape{3, 3, 7, 5}, 5, 1, 1});                       // 1x1, batch 3
+  v.push_back({Shape{3, 4, 9, 7}, 6, 3, 3, 2, 2, 1, 1, 1, 1, 2});  // stride 2, groups 2
+  v.push_back({Shape{2, 2, 8, 8}, 3, 3, 3, 1, 1, 2, 2, 2, 2});     // dilation 2
+  v.push_back({Shape{2, 6, 5, 5}, 6, 3, 3, 1, 1, 1, 1, 1, 1, 6});  // depthwise
+  v.push_back({Shape{1, 3, 6, 10}, 4, 2, 3, 2, 1, 0, 1});          // non-square filter and stride
+  v.push_back({Shape{2, 3, 20, 17}, 5, 3, 3, 1, 1, 1, 1});         // 340 outputs per channel
+  return v;
+}
+
+// ---------------------------------------------------------------------------------------------
+// CPU reference
+
+TEST(ConvCpu, ForwardMatchesDirectLoops) {
+  for (Cfg c : odd_configs())
+    for (int variant = 0; variant < 3; ++variant) {
+      c.bias = variant >= 1;
+      c.relu = variant == 2;
+      SCOPED_TRACE(c.str());
+      Tensor x = random_tensor(c.x, 1), w = random_tensor(c.w_shape(), 2);
+      Tensor b = c.bias ? random_tensor(Shape{c.K}, 3) : Tensor();
+      EXPECT_TRUE(all_close(forward(c, x, w, b), as_tensor(naive_forward(c, x, w, b), c.y_shape()), 1e-5, 1e-5));
+    }
+}
+
+TEST(ConvCpu, GradientsMatchFiniteDifferences) {
+  std::vector<Cfg> cfgs;
+  cfgs.push_back({Shape{2, 3, 5, 4}, 4, 3, 3, 1, 1, 1, 1});           // padding
+  cfgs.push_back({Shape{2, 4, 5, 6}, 4, 3, 3, 1, 1, 1, 0, 1, 1, 2});  // groups 2
+  cfgs.push_back({Shape{1, 2, 7, 6}, 3, 3, 2, 2, 2, 1, 1});           // stride 2, non-square filter
+  cfgs.push_back({Shape{1, 2, 7, 7}, 2, 3, 3, 1, 1, 2, 1, 2, 2});     // dilation 2
+  for (Cfg c : cfgs) {
+    c.bias = true;
+    SCOPED_TRACE(c.str());
+    Tensor x = random_tensor(c.x, 10), w = random_tensor(c.w_shape(), 11), b = random_tensor(Shape{c.K}, 12);
+    const std::vector<double> wts = random_weights(c.y_shape().numel(), 13);
+    Tensor dy = Tensor::from_vector(std::vector<float>(wts.begin(), wts.end()), c.y_shape());
+    // loss = sum(wts * conv(x, w, b)), so dloss/dy = wts
+    auto loss_x = [&](const Tensor& xx) { return weighted_sum(forward(c, xx, w, b), wts); };
+    auto loss_w = [&](const Tensor& ww) { return weighted_sum(forward(c, x, ww, b), wts); };
+    auto loss_b = [&](const Tensor& bb) { return weighted_sum(forward(c, x, w, bb), wts); };
+    EXPECT_TRUE(gradient_close(backward_data(c, dy, w), numerical_gradient(loss_x, x.clone()))) << "dx";
+    EXPECT_TRUE(gradient_close(backward_filter(c, x, dy), numerical_gradient(loss_w, w.clone()))) << "dw";
+    EXPECT_TRUE(gradient_close(backward_bias(c, dy), numerical_gradient(loss_b, b.clone()))) << "db";
+  }
+}
+
+TEST(ConvCpu, ReluEpilogueKeepsNaN) {
+  Cfg c{Shape{1, 1, 3, 3}, 1, 1, 1};
+  c.relu = true;
+  Tensor x = Tensor::from_vector<float>({-1, 2, NAN, 4, -5, 6, 7, -8, 9}, c.x);
+  Tensor w = Tensor::from_vector<float>({1}, c.w_shape());
+  Tensor y = forward(c, x, w, Tensor());
+  EXPECT_TRUE(all_close(y, Tensor::from_vector<float>({0, 2, NAN, 4, 0, 6, 7, 0, 9}, c.y_shape())));
+}
+
+/// Runs `fn`, expecting cudl::Error whose message names every string in `parts`.
+template <typename Fn>
+void expect_error(Fn fn, std::vector<std::string> parts) {
+  try {
+    fn();
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    for (const auto& p : parts) EXPECT_NE(m.find(p), std::string::npos) << "missing '" << p << "' in: " << m;
+  }
+}
+
+void invalid_geometry_errors(Device dev) {
+  auto t = [&](Shape s) { return Tensor::zeros(s, DType::f32, dev); };
+  Cfg c{Shape{2, 6, 5, 5}, 4, 3, 3};
+  {  // channels not divisible by groups
+    Cfg g = c;
+    g.groups = 4;
+    Tensor y = t(Shape{2, 4, 3, 3});
+    expect_error(
+        [&] {
+          run_op(OpKind::Conv2d, {tv(t(g.x)), tv(t(Shape{4, 1, 3, 3}))}, {tv(y)}, g.attrs(), nullptr, "net/conv1");
+        },
+        {"Conv2d", "net/conv1", "(2, 6, 5, 5)", "not divisible by groups 4"});
+  }
+  {  // weight shape mismatch (C/groups)
+    Tensor y = t(c.y_shape());
+    expect_error(
+        [&] {
+          run_op(OpKind::Conv2d, {tv(t(c.x)), tv(t(Shape{4, 5, 3, 3}))}, {tv(y)}, c.attrs(), nullptr, "net/conv2");
+        },
+        {"Conv2d", "net/conv2", "weight shape mismatch", "(4, 5, 3, 3)", "(2, 6, 5, 5)"});
+  }
+  {  // output size <= 0: a 7x7 filter on a 5x5 image without padding
+    Tensor y = t(Shape{2, 4, 1, 1});
+    expect_error(
+        [&] {
+          run_op(OpKind::Conv2d, {tv(t(c.x)), tv(t(Shape{4, 6, 7, 7}))}, {tv(y)}, c.attrs(), nullptr, "net/conv3");
+        },
+        {"Conv2d", "net/conv3", "output size <= 0", "(4, 6, 7, 7)"});
+  }
+  {  // wrong y shape
+    Tensor y = t(Shape{2, 4, 4, 3});
+    expect_error(
+        [&] {
+          run_op(OpKind::Conv2d, {tv(t(c.x)), tv(t(c.w_shape()))}, {tv(y)}, c.attrs(), nullptr, "net/conv4");
+        },
+        {"Conv2d", "net/conv4", "(2, 4, 4, 3)", "(2, 4, 3, 3)"});
+  }
+  {  // bias of the wrong length
+    Tensor y = t(c.y_shape());
+    expect_error(
+        [&] {
+          run_op(OpKind::Conv2d, {tv(t(c.x)), tv(t(c.w_shape())), tv(t(Shape{5}))}, {tv(y)}, c.attrs(), nullptr,
+                 "net/conv5");
+        },
+        {"Conv2d", "net/conv5", "bias", "(5,)"});
+  }
+  {  // invalid stride
+    Cfg g = c;
+    g.sh = 0;
+    Tensor y = t(c.y_shape());
+    expect_error(
+        [&] {
+          run_op(OpKind::Conv2d, {tv(t(c.x)), tv(t(c.w_shape()))}, {tv(y)}, g.attrs(), nullptr, "net/conv6");
+        },
+        {"Conv2d", "net/conv6", "stride"});
+  }
+  {  // backward data: dy does not match dx and w
+    Tensor dx = t(c.x);
+    expect_error(
+        [&] {
+          run_op(OpKind::Conv2dBackwardData, {tv(t(Shape{2, 4, 5, 5})), tv(t(c.w_shape()))}, {tv(dx)}, c.attrs(),
+                 nullptr, "net/conv7");
+        },
+        {"Conv2dBackwardData", "net/conv7", "dy", "(2, 4, 5, 5)", "(2, 4, 3, 3)"});
+  }
+  {  // backward filter: 3-D x
+    Tensor dw = t(c.w_shape());
+    expect_error(
+        [&] {
+          run_op(OpKind::Conv2dBackwardFilter, {tv(t(Shape{6, 5, 5})), tv(t(c.y_shape()))}, {tv(dw)}, c.attrs(),
+                 nullptr, "net/conv8");
+        },
+        {"Conv2dBackwardFilter", "net/conv8", "(6, 5, 5)"});
+  }
+  {  // backward bias: db length
+    Tensor db = t(Shape{3});
+    expect_error(
+        [&] { run_op(OpKind::Conv2dBackwardBias, {tv(t(c.y_shape()))}, {tv(db)}, c.attrs(), nullptr, "net/conv9"); },
+        {"Conv2dBackwardBias", "net/conv9", "(3,)", "(2, 4, 3, 3)"});
+  }
+  {  // wrong dtype
+    Tensor y = t(c.y_shape());
+    Tensor xi = Tensor::zeros(c.x, DType::i32, dev);
+    expect_error(
+        [&] {
+          run_op(OpKind::Conv2d, {tv(xi), tv(t(c.w_shape()))}, {tv(y)}, c.attrs(), nullptr, "net/conv10");
+        },
+        {"Conv2d", "net/conv10", "f32", "(2, 6, 5, 5)"});
+  }
+}
+
+TEST(ConvCpu, InvalidGeometryRaisesNamedErrors) { invalid_geometry_errors(Device::cpu()); }
+
+// ---------------------------------------------------------------------------------------------
+// CUDA vs CPU
+
+#if defined(CUDL_WITH_CUDA)
+
+TEST(ConvCuda, InvalidGeometryRaisesNamedErrors) {
+  CUDL_REQUIRE_CUDA();
+  invalid_geometry_errors(Device::cuda(0));
+}
+
+uint64_t cudnn_executions() {
+#if defined(CUDL_EMULATED)
+  return cudl_emu::cudnn_counters().executions;
+#else
+  return 0;
+#endif
+}
+
+/// Every op of one configuration on CUDA vs the CPU reference; NaN in x exercises propagation.
+void check_parity(Cfg c, bool with_nan) {
+  const Device gpu = Device::cuda(0);
+  Tensor x = random_tensor(c.x, 21), w = random_tensor(c.w_shape(), 22), b = random_tensor(Shape{c.K}, 23);
+  if (with_nan) {
+    std::vector<float> xv = x.to_vector<float>();
+    xv[xv.size() / 3] = NAN;
+    x = Tensor::from_vector(xv, c.x);
+  }
+  Tensor dy = random_tensor(c.y_shape(), 24);
+  Tensor xg = x.to(gpu), wg = w.to(gpu), bg = b.to(gpu), dyg = dy.to(gpu);
+  for (int variant = 0; variant < 4; ++variant) {  // plain, bias, bias + ReLU, ReLU
+    c.bias = variant == 1 || variant == 2;
+    c.relu = variant >= 2;
+    SCOPED_TRACE(c.str());
+    Tensor bb = c.bias ? b : Tensor(), bbg = c.bias ? bg : Tensor();
+    EXPECT_TRUE(all_close(forward(c, xg, wg, bbg).to(Device::cpu()), forward(c, x, w, bb), 1e-4, 1e-4)) << "forward";
+  }
+  c.bias = c.relu = false;
+  SCOPED_TRACE(c.str());
+  EXPECT_TRUE(all_close(backward_data(c, dyg, wg).to(Device::cpu()), backward_data(c, dy, w), 1e-4, 1e-4)) << "dx";
+  EXPECT_TRUE(all_close(backward_filter(c, xg, dyg).to(Device::cpu()), backward_filter(c, x, dy), 1e-4, 1e-4)) << "dw";
+  EXPECT_TRUE(all_close(backward_bias(c, dyg).to(Device::cpu()), backward_bias(c, dy), 1e-4, 1e-4)) << "db";
+}
+
+TEST(ConvCuda, CudnnPathMatchesCpu) {
+  CUDL_REQUIRE_CUDA();
+  const uint64_t before = cudnn_executions();
+  for (const Cfg& c : odd_configs()) check_parity(c, false);
+#if defined(CUDL_EMULATED)
+  // 4 forward variants + backward data + backward filter per configuration ran through cuDNN.
+  EXPECT_EQ(cudnn_executions() - before, odd_configs().size() * 6);
+#endif
+}
+
+TEST(ConvCuda, Im2colEngineMatchesCpu) {
+  CUDL_REQUIRE_CUDA();
+  EnvGuard env("CUDL_CONV_ENGINE", "im2col");
+  const uint64_t before = cudnn_executions();
+  for (const Cfg& c : odd_configs()) check_parity(c, false);
+  EXPECT_EQ(cudnn_executions(), before) << "CUDL_CONV_ENGINE=im2col must not call cuDNN";
+}
+
+TEST(ConvCuda, NaNPropagatesOnBothEngines) {
+  CUDL_REQUIRE_CUDA();
+  Cfg c{Shape{2, 3, 6, 5}, 4, 3, 3, 1, 1, 1, 1};
+  check_parity(c, true);
+  EnvGuard env("CUDL_CONV_ENGINE", "im2col");
+  check_parity(c, true);
+}
+
+TEST(ConvCuda, UnknownEngineNameIsAnError) {
+  CUDL_REQUIRE_CUDA();
+  EnvGuard env("CUDL_CONV_ENGINE", "winograd");
+  Cfg c{Shape{1, 1, 3, 3}, 1, 1, 1};
+  Tensor x = random_tensor(c.x, 1, -1, 1, Device::cuda(0)), w = random_tensor(c.w_shape(), 2, -1, 1, Device::cuda(0));
+  expect_error([&] { forward(c, x, w, Tensor()); }, {"CUDL_CONV_ENGINE=winograd"});
+}
+
+TEST(ConvCuda, PlansAreBuiltOncePerShape) {
+  CUDL_REQUIRE_CUDA();
+  conv_clear_plan_cache();
+  const Device gpu = Device::cuda(0);
+  Cfg c{Shape{2, 3, 9, 6}, 4, 3, 3, 1, 1, 1, 1};
+  Tensor x = random_tensor(c.x, 1, -1, 1, gpu), w = random_tensor(c.w_shape(), 2, -1, 1, gpu);
+  Tensor dy = random_tensor(c.y_shape(), 3, -1, 1, gpu);
+  EXPECT_EQ(conv_plans_built(), 0);
+  forward(c, x, w, Tensor());
+  EXPECT_EQ(conv_plans_built(), 1);
+  forward(c, x, w, Tensor());
+  forward(c, x, w, Tensor());
+  EXPECT_EQ(conv_plans_built(), 1) << "same shape: the cached plan runs";
+  backward_data(c, dy, w);
+  backward_data(c, dy, w);
+  EXPECT_EQ(conv_plans_built(), 2) << "another op: one more plan";
+  Cfg c2 = c;
+  c2.x = Shape{3, 3, 9, 6};
+  Tensor x2 = random_tensor(c2.x, 4, -1, 1, gpu);
+  forward(c2, x2, w, Tensor());
+  EXPECT_EQ(conv_plans_built(), 3) << "another batch size: one more plan";
+  c2.relu = true;
+  forward(c2, x2, w, Tensor());
+  forward(c2, x2, w, Tensor());
+  EXPECT_EQ(conv_plans_built(), 4) << "the fused ReLU graph is its own plan";
+}
+
+TEST(ConvCuda, BackwardIsDeterministic) {
+  CUDL_REQUIRE_CUDA();
+  const Device gpu = Device::cuda(0);
+  Cfg c{Shape{3, 4, 9, 7}, 6, 3, 3, 2, 1, 1, 1, 1, 1, 2};
+  Tensor x = random_tensor(c.x, 1, -1, 1, gpu), w = random_tensor(c.w_shape(), 2, -1, 1, gpu);
+  Tensor dy = random_tensor(c.y_shape(), 3, -1, 1, gpu);
+  for (const char* engine : {"cudnn", "im2col"}) {
+    EnvGuard env("CUDL_CONV_ENGINE", engine);
+    EXPECT_EQ(backward_filter(c, x, dy).to_vector<float>(), backward_filter(c, x, dy).to_vector<float>()) << engine;
+    EXPECT_EQ(backward_data(c, dy, w).to_vector<float>(), backward_data(c, dy, w).to_vector<float>()) << engine;
+    EXPECT_EQ(backward_bias(c, dy).to_vector<float>(), backward_bias(c, dy).to_vector<float>()) << engine;
+  }
+}
+
+#if defined(CUDL_EMULATED)
+
+/// Restores the emulated cuDNN's hooks.
+struct EmuCudnnGuard {
+  ~EmuCudnnGuard() {
+    cudl_emu::cudnn_set_no_engines(false);
+    cudl_emu::cudnn_set_fusion_supported(true);
+  }
+};
+
+TEST(ConvCuda, FusedBiasReluRunsInOneCudnnGraph) {
+  CUDL_REQUIRE_CUDA();
+  conv_clear_plan_cache();
+  const Device gpu = Device::cuda(0);
+  Cfg c{Shape{2, 3, 7, 5}, 5, 3, 3, 1, 1, 1, 1};
+  c.bias = c.relu = true;
+  Tensor x = random_tensor(c.x, 1), w = random_tensor(c.w_shape(), 2), b = random_tensor(Shape{c.K}, 3);
+  const uint64_t launches = cudl_emu::counters().kernel_launches;
+  Tensor y = forward(c, x.to(gpu), w.to(gpu), b.to(gpu)).to(Device::cpu());
+  EXPECT_TRUE(cudl_emu::cudnn_counters().last_fused);
+  EXPECT_EQ(cudl_emu::counters().kernel_launches, launches) << "no separate bias/ReLU kernel";
+  EXPECT_TRUE(all_close(y, forward(c, x, w, b), 1e-4, 1e-4));
+}
+
+TEST(ConvCuda, WithoutFusionCudnnConvThenEpilogueKernel) {
+  CUDL_REQUIRE_CUDA();
+  EmuCudnnGuard guard;
+  conv_clear_plan_cache();
+  cudl_emu::cudnn_set_fusion_supported(false);
+  const Device gpu = Device::cuda(0);
+  Cfg c{Shape{2, 3, 7, 6}, 5, 3, 3, 1, 1, 1, 1};
+  c.bias = c.relu = true;
+  Tensor x = random_tensor(c.x, 1), w = random_tensor(c.w_shape(), 2), b = random_tensor(Shape{c.K}, 3);
+  ::testing::internal::CaptureStderr();
+  const uint64_t execs = cudnn_executions();
+  Tensor y = forward(c, x.to(gpu), w.to(gpu), b.to(gpu), "net/fuse").to(Device::cpu());
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(cudnn_executions(), execs + 1) << "the convolution still ran in cuDNN";
+  EXPECT_FALSE(cudl_emu::cudnn_counters().last_fused);
+  EXPECT_NE(log.find("net/fuse"), std::string::npos) << log;
+  EXPECT_NE(log.find("no fused bias/ReLU plan"), std::string::npos) << log;
+  EXPECT_TRUE(all_close(y, forward(c, x, w, b), 1e-4, 1e-4));
+}
+
+TEST(ConvCuda, FallsBackToIm2colWhenCudnnHasNoPlanAndLogsOnce) {
+  CUDL_REQUIRE_CUDA();
+  EmuCudnnGuard guard;
+  conv_clear_plan_cache();
+  cudl_emu::cudnn_set_no_engines(true);
+  const Device gpu = Device::cuda(0);
+  Cfg c{Shape{3, 2, 7, 5}, 4, 3, 3, 2, 1, 1, 1, 1, 1, 2};
+  c.bias = true;
+  Tensor x = random_tensor(c.x, 1), w = random_tensor(c.w_shape(), 2), b = random_tensor(Shape{c.K}, 3);
+  Tensor dy = random_tensor(c.y_shape(), 4);
+  Tensor xg = x.to(gpu), wg = w.to(gpu), bg = b.to(gpu), dyg = dy.to(gpu);
+  const uint64_t execs = cudnn_executions();
+
+  ::testing::internal::CaptureStderr();
+  Tensor y = forward(c, xg, wg, bg, "net/conv1").to(Device::cpu());
+  Tensor dx = backward_data(c, dyg, wg, "net/conv1").to(Device::cpu());
+  Tensor dw = backward_filter(c, xg, dyg, "net/conv1").to(Device::cpu());
+  const std::string first = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(first.find("cudl: conv2d net/conv1 x (3, 2, 7, 5): cuDNN has no plan (heuristics returned no engine "
+                       "config); using the im2col engine"),
+            std::string::npos)
+      << first;
+  EXPECT_NE(first.find("conv2d backward-data net/conv1"), std::string::npos) << first;
+  EXPECT_NE(first.find("conv2d backward-filter net/conv1"), std::string::npos) << first;
+  EXPECT_EQ(cudnn_executions(), execs) << "nothing ran in cuDNN";
+  EXPECT_TRUE(all_close(y, forward(c, x, w, b), 1e-4, 1e-4));
+  EXPECT_TRUE(all_close(dx, backward_data(c, dy, w), 1e-4, 1e-4));
+  EXPECT_TRUE(all_close(dw, backward_filter(c, x, dy), 1e-4, 1e-4));
+
+  ::testing::internal::CaptureStderr();
+  forward(c, xg, wg, bg, "net/conv1");
+  backward_data(c, dyg, wg, "net/conv1");
+  const std::string second = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(second.find("cuDNN has no plan"), std::string::npos) << "logged once per shape, got: " << second;
+}
+
+TEST(ConvCuda, BackwardSkipsNondeterministicEngines) {
+  CUDL_REQUIRE_CUDA();
+  conv_clear_plan_cache();
+  const Device gpu = Device::cuda(0);
+  Cfg c{Shape{2, 3, 6, 6}, 4, 3, 3, 1, 1, 1, 1};
+  Tensor x = random_tensor(c.x, 1, -1, 1, gpu), dy = random_tensor(c.y_shape(), 2, -1, 1, gpu);
+  backward_filter(c, x, dy);
+  // The emulated heuristics list a NONDETERMINISTIC engine (global index 0) first.
+  EXPECT_EQ(cudl_emu::cudnn_counters().last_engine, 1);
+}
+
+#endif  // CUDL_EMULATED
+#endif  // CUDL_WITH_CUDA
+
+}  // namespace
