@@ -1,8 +1,242 @@
-// cpu/optim.cpp — CPU reference implementations of the optim op family (the spec for these ops).
+// cpu/optim.cpp — CPU reference of the optimizer op family (SGD, Adam/AdamW, RMSprop, Adagrad,
+// weight penalties, global-norm clipping): the spec. Element math in f32, step scalars in f64.
+#include "cpu/optim.hpp"
+
+#include <cmath>
+#include <vector>
+
 #include "backend/backend.hpp"
 
 namespace cudl {
+namespace {
 
-void register_cpu_optim_ops(OpTable& t) {}
+[[noreturn]] void fail_at(const OpCall& c, const std::string& msg) {
+  CUDL_FAIL(op_name(c.op), " (", c.label, "): ", msg);
+}
+
+/// The groups of a checked call as pointers to each group's first tensor.
+std::vector<const TensorView*> groups(const OpCall& c) {
+  const OptimGroups g = check_optim_call(c);
+  std::vector<const TensorView*> out;
+  for (int k = 0; k < g.n; ++k) out.push_back(&g.at(c, k, 0));
+  return out;
+}
+
+struct Hyper {
+  float lr;
+  double t;
+};
+
+/// lr and t from the (host) hyper tensor; t must be >= 1 (a device backend cannot check this).
+Hyper read_hyper(const OpCall& c) {
+  check_optim_call(c);  // hyper is valid before it is read
+  const float* v = c.inputs[0].as<float>();
+  if (!(v[1] >= 1)) fail_at(c, detail::concat("step t = hyper[1] must be >= 1 (1-based), got ", v[1]));
+  return Hyper{v[0], static_cast<double>(v[1])};
+}
+
+// groups (param, grad, [momentum_buf when momentum != 0]); torch.optim.SGD:
+//   g = grad + wd*p;  buf = (t == 1) ? g : momentum*buf + (1-dampening)*g;
+//   g = nesterov ? g + momentum*buf : buf;  p -= lr*g
+void sgd_step(const OpCall& c) {
+  const Hyper h = read_hyper(c);
+  const float momentum = static_cast<float>(c.attrs.f[0]), dampening = static_cast<float>(c.attrs.f[1]);
+  const float wd = static_cast<float>(c.attrs.f[2]);
+  const bool nesterov = c.attrs.i[0] != 0;
+  const int width = momentum != 0 ? 3 : 2;
+  const bool first = h.t == 1;
+  for (const TensorView* g : groups(c)) {
+    float* p = g[0].as<float>();
+    const float* grad = g[1].as<float>();
+    float* buf = width == 3 ? g[2].as<float>() : nullptr;
+    for (int64_t i = 0; i < g[0].numel(); ++i) {
+      float d = grad[i];
+      if (wd != 0) d = d + wd * p[i];
+      if (buf) {
+        const float b = first ? d : momentum * buf[i] + (1 - dampening) * d;
+        buf[i] = b;
+        d = nesterov ? d + momentum * b : b;
+      }
+      p[i] = p[i] - h.lr * d;
+    }
+  }
+}
+
+// groups (param, grad, m, v); torch.optim.Adam / AdamW (m and v start at zero):
+//   decoupled: p *= 1 - lr*wd, else g += wd*p;  m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g*g;
+//   p -= (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+void adam_step(const OpCall& c) {
+  const Hyper h = read_hyper(c);
+  const double b1 = c.attrs.f[0], b2 = c.attrs.f[1];
+  const float eps = static_cast<float>(c.attrs.f[2]), wd = static_cast<float>(c.attrs.f[3]);
+  const bool decoupled = c.attrs.i[0] != 0;
+  const float step_size = static_cast<float>(h.lr / (1.0 - std::pow(b1, h.t)));
+  const float bc2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(b2, h.t)));
+  const float decay = static_cast<float>(1.0 - static_cast<double>(h.lr) * c.attrs.f[3]);
+  const float fb1 = static_cast<float>(b1), fb2 = static_cast<float>(b2);
+  const float cb1 = static_cast<float>(1.0 - b1), cb2 = static_cast<float>(1.0 - b2);
+  for (const TensorView* g : groups(c)) {
+    float* p = g[0].as<float>();
+    const float* grad = g[1].as<float>();
+    float* m = g[2].as<float>();
+    float* v = g[3].as<float>();
+    for (int64_t i = 0; i < g[0].numel(); ++i) {
+      float d = grad[i];
+      float w = p[i];
+      if (decoupled)
+        w = w * decay;
+      else if (wd != 0)
+        d = d + wd * w;
+      const float mi = fb1 * m[i] + cb1 * d;
+      const float vi = fb2 * v[i] + cb2 * (d * d);
+      m[i] = mi;
+      v[i] = vi;
+      p[i] = w - step_size * (mi / (std::sqrt(vi) / bc2_sqrt + eps));
+    }
+  }
+}
+
+// groups (param, grad, sq_avg); torch.optim.RMSprop (centered=False, momentum=0):
+//   g += wd*p;  sq = alpha*sq + (1-alpha)*g*g;  p -= lr * g / (sqrt(sq) + eps)
+void rmsprop_step(const OpCall& c) {
+  const Hyper h = read_hyper(c);
+  const float alpha = static_cast<float>(c.attrs.f[0]), eps = static_cast<float>(c.attrs.f[1]);
+  const float wd = static_cast<float>(c.attrs.f[2]);
+  const float calpha = static_cast<float>(1.0 - c.attrs.f[0]);
+  for (const TensorView* g : groups(c)) {
+    float* p = g[0].as<float>();
+    const float* grad = g[1].as<float>();
+    float* sq = g[2].as<float>();
+    for (int64_t i = 0; i < g[0].numel(); ++i) {
+      float d = grad[i];
+      if (wd != 0) d = d + wd * p[i];
+      const float s = alpha * sq[i] + calpha * (d * d);
+      sq[i] = s;
+      p[i] = p[i] - h.lr * (d / (std::sqrt(s) + eps));
+    }
+  }
+}
+
+// groups (param, grad, sum); torch.optim.Adagrad (initial accumulator = the sum tensor's contents):
+//   g += wd*p;  clr = lr / (1 + (t-1)*lr_decay);  sum += g*g;  p -= clr * g / (sqrt(sum) + eps)
+void adagrad_step(const OpCall& c) {
+  const Hyper h = read_hyper(c);
+  const float eps = static_cast<float>(c.attrs.f[0]), wd = static_cast<float>(c.attrs.f[1]);
+  const float clr = static_cast<float>(h.lr / (1.0 + (h.t - 1.0) * c.attrs.f[2]));
+  for (const TensorView* g : groups(c)) {
+    float* p = g[0].as<float>();
+    const float* grad = g[1].as<float>();
+    float* sum = g[2].as<float>();
+    for (int64_t i = 0; i < g[0].numel(); ++i) {
+      float d = grad[i];
+      if (wd != 0) d = d + wd * p[i];
+      const float s = sum[i] + d * d;
+      sum[i] = s;
+      p[i] = p[i] - clr * (d / (std::sqrt(s) + eps));
+    }
+  }
+}
+
+// in: [hyper] (unused, may be undefined), groups (param, grad): grad += l1*sign(p) + l2*p
+void weight_penalty(const OpCall& c) {
+  const float l1 = static_cast<float>(c.attrs.f[0]), l2 = static_cast<float>(c.attrs.f[1]);
+  for (const TensorView* g : groups(c)) {
+    const float* p = g[0].as<float>();
+    float* grad = g[1].as<float>();
+    for (int64_t i = 0; i < g[0].numel(); ++i) {
+      const float s = static_cast<float>((p[i] > 0) - (p[i] < 0));
+      grad[i] = grad[i] + (l1 * s + l2 * p[i]);
+    }
+  }
+}
+
+// in: grads...   out: total_norm f32[1] = ||all grads||_2; grads *= min(1, max_norm / (norm + 1e-6)) (a NaN norm
+// propagates)
+void clip_grad_norm(const OpCall& c) {
+  const auto gs = groups(c);
+  const TensorView& out = c.out(0);
+  const double max_norm = c.attrs.f[0];
+  double sum = 0;
+  for (const TensorView* g : gs)
+    for (int64_t i = 0; i < g->numel(); ++i) sum += static_cast<double>(g->as<float>()[i]) * g->as<float>()[i];
+  const float norm = static_cast<float>(std::sqrt(sum));
+  out.as<float>()[0] = norm;
+  const double ratio = max_norm / (static_cast<double>(norm) + 1e-6);
+  const float coef = static_cast<float>(ratio > 1.0 ? 1.0 : ratio);  // NaN norm -> NaN grads, like torch
+  for (const TensorView* g : gs)
+    for (int64_t i = 0; i < g->numel(); ++i) g->as<float>()[i] *= coef;
+}
+
+}  // namespace
+
+OptimGroups check_optim_call(const OpCall& c) {
+  OptimGroups g;
+  switch (c.op) {
+    case OpKind::SgdStep:
+      g.depth = c.attrs.f[0] != 0 ? 3 : 2;
+      if (c.attrs.i[0] && (c.attrs.f[0] <= 0 || c.attrs.f[1] != 0))
+        fail_at(c, "Nesterov momentum requires momentum f[0] > 0 and dampening f[1] = 0");
+      break;
+    case OpKind::AdamStep:
+      g.depth = 4;
+      if (!(c.attrs.f[0] >= 0 && c.attrs.f[0] < 1 && c.attrs.f[1] >= 0 && c.attrs.f[1] < 1))
+        fail_at(c, detail::concat("betas (", c.attrs.f[0], ", ", c.attrs.f[1], ") not in [0, 1)"));
+      break;
+    case OpKind::RmspropStep:
+    case OpKind::AdagradStep:
+      g.depth = 3;
+      break;
+    case OpKind::WeightPenalty:
+      g.depth = 2;
+      break;
+    case OpKind::ClipGradNorm:
+      g.depth = 1;
+      break;
+    default:
+      fail_at(c, "not an optimizer op");
+  }
+  const bool stepper = c.op != OpKind::WeightPenalty && c.op != OpKind::ClipGradNorm;
+  g.first = c.op == OpKind::ClipGradNorm ? 0 : 1;
+  if (stepper) {
+    const TensorView& h = c.in(0);
+    if (!h.defined() || h.dtype != DType::f32 || h.numel() < 2)
+      fail_at(c, detail::concat("hyper (input 0) must be f32 with at least 2 elements [lr, t], got ",
+                                h.defined() ? dtype_name(h.dtype) : "undefined", " shape ", h.shape));
+  }
+  if (c.op == OpKind::ClipGradNorm) {
+    const TensorView& out = c.out(0);
+    if (!out.defined() || out.dtype != DType::f32 || out.numel() != 1)
+      fail_at(c, detail::concat("total_norm must be f32 with 1 element, got shape ", out.shape));
+    if (!(c.attrs.f[0] > 0)) fail_at(c, detail::concat("max_norm f[0]=", c.attrs.f[0], " must be > 0"));
+  }
+  const int n = c.n_inputs - g.first;
+  if (n < 0 || n % g.depth != 0)
+    fail_at(c, detail::concat("expects groups of ", g.depth, " tensors after ", g.first, " leading input(s), got ",
+                              c.n_inputs, " inputs"));
+  g.n = n / g.depth;
+  for (int k = 0; k < g.n; ++k) {
+    const TensorView& p = g.at(c, k, 0);
+    for (int j = 0; j < g.depth; ++j) {
+      const TensorView& t = g.at(c, k, j);
+      const int at = g.first + k * g.depth + j;
+      if (!t.defined()) fail_at(c, detail::concat("input ", at, " (group ", k, ") is undefined"));
+      if (t.dtype != DType::f32)
+        fail_at(c, detail::concat("input ", at, " must be f32, got ", t.dtype, " (shape ", t.shape, ")"));
+      if (t.shape != p.shape)
+        fail_at(c, detail::concat("group ", k, ": tensor ", j, " has shape ", t.shape, " but the parameter has shape ",
+                                  p.shape));
+    }
+  }
+  return g;
+}
+
+void register_cpu_optim_ops(OpTable& t) {
+  t.add(OpKind::SgdStep, sgd_step);
+  t.add(OpKind::AdamStep, adam_step);
+  t.add(OpKind::RmspropStep, rmsprop_step);
+  t.add(OpKind::AdagradStep, adagrad_step);
+  t.add(OpKind::WeightPenalty, weight_penalty);
+  t.add(OpKind::ClipGradNorm, clip_grad_norm);
+}
 
 }  // namespace cudl

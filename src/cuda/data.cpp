@@ -1,8 +1,128 @@
-// cuda/data.cpp — CUDA backend entries of the data op family: checks, then kernel launches.
+// cuda/data.cpp — CUDA backend entries of the data-movement op family: the CPU reference's checks
+// (cpu/data.hpp), then the kernels of kernels/data.cu.
+#include "cpu/data.hpp"
+
+#include <cstring>
+
 #include "backend/backend.hpp"
+#include "cuda/context.hpp"
+#include "kernels/data.cuh"
 
 namespace cudl {
+namespace {
 
-void register_cuda_data_ops(OpTable& t) {}
+cudaStream_t stream_of(const OpCall& c) { return cuda_context(c).stream(); }
+
+int cast_type(DType t) {
+  switch (t) {
+    case DType::f16:
+      return kernels::kCastF16;
+    case DType::bf16:
+      return kernels::kCastBf16;
+    case DType::i32:
+      return kernels::kCastI32;
+    default:
+      return kernels::kCastF32;
+  }
+}
+
+void cuda_fill(const OpCall& c) {
+  const FillProblem p = check_fill_call(c);
+  uint64_t bits = 0;
+  std::memcpy(&bits, p.bytes, static_cast<size_t>(p.elem_size));
+  kernels::fill_cuda(c.outputs[0].data, p.n, p.elem_size, bits, stream_of(c));
+}
+
+void cuda_copy(const OpCall& c) {
+  const int64_t bytes = check_copy_call(c);
+  if (c.outputs[0].data == c.inputs[0].data) return;
+  kernels::copy_bytes_cuda(c.outputs[0].data, c.inputs[0].data, bytes, stream_of(c));
+}
+
+void cuda_cast(const OpCall& c) {
+  check_cast_call(c);
+  const TensorView& x = c.inputs[0];
+  const TensorView& y = c.outputs[0];
+  if (x.dtype == y.dtype) {
+    if (x.data != y.data)
+      kernels::copy_bytes_cuda(y.data, x.data, x.numel() * static_cast<int64_t>(dtype_size(x.dtype)), stream_of(c));
+    return;
+  }
+  kernels::cast_cuda(x.data, cast_type(x.dtype), y.data, cast_type(y.dtype), x.numel(), stream_of(c));
+}
+
+void cuda_permute(const OpCall& c) {
+  const PermuteProblem p = check_permute_call(c);
+  kernels::permute_cuda(c.inputs[0].data, c.outputs[0].data, p.elem_size, p.rank, p.out_dims, p.in_strides, p.n,
+                        stream_of(c));
+}
+
+void cuda_concat(const OpCall& c) {
+  const ConcatProblem p = check_concat_call(c);
+  const int64_t es = p.elem_size, y_pitch = p.total * p.inner * es;
+  int64_t at = 0;
+  for (int k = 0; k < c.n_inputs; ++k) {
+    const int64_t row = p.lens[k] * p.inner * es;
+    kernels::copy_rows_cuda(static_cast<char*>(c.outputs[0].data) + at, y_pitch, c.inputs[k].data, row, p.outer, row,
+                            stream_of(c));
+    at += row;
+  }
+}
+
+void cuda_slice(const OpCall& c) {
+  const SliceProblem p = check_slice_call(c);
+  const int64_t es = p.elem_size, part = p.len * p.inner * es;
+  kernels::copy_rows_cuda(c.outputs[0].data, part, static_cast<const char*>(c.inputs[0].data) + p.start * p.inner * es,
+                          p.full * p.inner * es, p.outer, part, stream_of(c));
+}
+
+void cuda_slice_backward(const OpCall& c) {
+  const SliceProblem p = check_slice_call(c);
+  const int64_t es = p.elem_size;
+  kernels::slice_backward_cuda(c.inputs[0].data, c.outputs[0].data, p.outer, p.full * p.inner * es,
+                               p.start * p.inner * es, p.len * p.inner * es, stream_of(c));
+}
+
+void cuda_gather(const OpCall& c) {
+  const GatherProblem p = check_gather_call(c);
+  kernels::gather_rows_cuda(c.inputs[0].data, c.inputs[1].as<int32_t>(), c.outputs[0].data, p.rows, p.row * p.elem_size,
+                            p.m, stream_of(c));
+}
+
+void cuda_gather_backward(const OpCall& c) {
+  const GatherProblem p = check_gather_call(c);
+  CudaContext& ctx = cuda_context(c);
+  void* ws = ctx.workspace(kernels::gather_backward_workspace_bytes(p.rows, p.m));
+  kernels::gather_backward_cuda(c.inputs[0].as<float>(), c.inputs[1].as<int32_t>(), c.outputs[0].as<float>(), p.rows,
+                                p.row, p.m, ws, ctx.stream());
+}
+
+void cuda_one_hot(const OpCall& c) {
+  const OneHotProblem p = check_one_hot_call(c);
+  kernels::one_hot_cuda(c.inputs[0].as<int32_t>(), c.outputs[0].as<float>(), p.n, p.classes, stream_of(c));
+}
+
+void cuda_gather_images(const OpCall& c) {
+  const GatherProblem p = check_gather_call(c);
+  kernels::gather_images_cuda(c.inputs[0].as<uint8_t>(), c.inputs[1].as<int32_t>(), c.outputs[0].as<float>(), p.rows,
+                              p.row, p.m, static_cast<float>(c.attrs.f[0]), static_cast<float>(c.attrs.f[1]),
+                              stream_of(c));
+}
+
+}  // namespace
+
+void register_cuda_data_ops(OpTable& t) {
+  t.add(OpKind::Fill, cuda_fill);
+  t.add(OpKind::Copy, cuda_copy);
+  t.add(OpKind::Cast, cuda_cast);
+  t.add(OpKind::Permute, cuda_permute);
+  t.add(OpKind::Concat, cuda_concat);
+  t.add(OpKind::Slice, cuda_slice);
+  t.add(OpKind::SliceBackward, cuda_slice_backward);
+  t.add(OpKind::Gather, cuda_gather);
+  t.add(OpKind::GatherBackward, cuda_gather_backward);
+  t.add(OpKind::OneHot, cuda_one_hot);
+  t.add(OpKind::GatherImages, cuda_gather_images);
+}
 
 }  // namespace cudl

@@ -1,0 +1,535 @@
+// kernels/data.cu — data-movement kernels. Byte-level copies pick the widest unit (16, 4 or 1
+// bytes) every address and pitch allows; gather's backward is a counting sort plus an ordered
+// per-row sum, so it is deterministic without floating-point atomics.
+#include <algorithm>
+#include <cstring>
+#include <initializer_list>
+
+#include "backend/convert.hpp"
+#include "kernels/common.cuh"
+#include "kernels/data.cuh"
+
+namespace cudl::kernels {
+
+namespace {
+
+constexpr int kBlock = 256;
+
+inline uintptr_t addr(const void* p) { return reinterpret_cast<uintptr_t>(p); }
+
+/// The widest unit (16, 4, 2 or 1 bytes) dividing every value given.
+inline int unit_for(std::initializer_list<uint64_t> values) {
+  uint64_t all = 0;
+  for (uint64_t v : values) all |= v;
+  if ((all & 15u) == 0) return 16;
+  if ((all & 3u) == 0) return 4;
+  if ((all & 1u) == 0) return 2;
+  return 1;
+}
+
+}  // namespace
+
+// --- fill ------------------------------------------------------------------------------------------
+
+// y: n_vec 16-byte words of `pattern`, then `tail` elements of T at tail_at
+template <typename T>
+static __global__ void fill_kernel(uint4* __restrict__ y, int64_t n_vec, uint4 pattern, T* __restrict__ tail_at,
+                                   int64_t tail, T value) {
+  const int64_t stride = (int64_t)gridDim.x * blockDim.x;
+  const int64_t first = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  for (int64_t i = first; i < n_vec; i += stride) y[i] = pattern;
+  for (int64_t i = first; i < tail; i += stride) tail_at[i] = value;
+}
+
+template <typename T>
+static void launch_fill(void* y, int64_t n, uint64_t bits, cudaStream_t stream) {
+  T value;
+  memcpy(&value, &bits, sizeof(T));
+  uint4 pattern;
+  unsigned char* pb = reinterpret_cast<unsigned char*>(&pattern);
+  for (size_t k = 0; k < sizeof(uint4); ++k) pb[k] = reinterpret_cast<const unsigned char*>(&value)[k % sizeof(T)];
+  const bool vec = (addr(y) & 15u) == 0;
+  const int64_t per_vec = static_cast<int64_t>(sizeof(uint4) / sizeof(T));
+  const int64_t n_vec = vec ? n / per_vec : 0;
+  T* tail_at = static_cast<T*>(y) + n_vec * per_vec;
+  const int64_t tail = n - n_vec * per_vec;
+  CUDL_LAUNCH(fill_kernel<T>, grid_for(n_vec > tail ? n_vec : tail, kBlock), kBlock, 0, stream)
+  (static_cast<uint4*>(y), n_vec, pattern, tail_at, tail, value);
+  check_launch("fill_kernel");
+}
+
+void fill_cuda(void* y, int64_t n, int elem_size, uint64_t bits, cudaStream_t stream) {
+  if (n == 0) return;
+  switch (elem_size) {
+    case 1:
+      launch_fill<uint8_t>(y, n, bits, stream);
+      break;
+    case 2:
+      launch_fill<uint16_t>(y, n, bits, stream);
+      break;
+    case 4:
+      launch_fill<uint32_t>(y, n, bits, stream);
+      break;
+    default:
+      launch_fill<uint64_t>(y, n, bits, stream);
+      break;
+  }
+}
+
+// --- copy ------------------------------------------------------------------------------------------
+
+// bytes [0, head) and the tail byte by byte, the middle as units of T (dst + head and src + head aligned)
+template <typename T>
+static __global__ void copy_kernel(unsigned char* __restrict__ dst, const unsigned char* __restrict__ src,
+                                   int64_t bytes, int64_t head) {
+  const int64_t units = (bytes - head) / static_cast<int64_t>(sizeof(T));
+  const int64_t body_end = head + units * static_cast<int64_t>(sizeof(T));
+  const int64_t items = head + units + (bytes - body_end);
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < items; i += (int64_t)gridDim.x * blockDim.x) {
+    if (i < head) {
+      dst[i] = src[i];
+    } else if (i < head + units) {
+      const int64_t u = i - head;
+      reinterpret_cast<T*>(dst + head)[u] = reinterpret_cast<const T*>(src + head)[u];
+    } else {
+      const int64_t b = body_end + (i - head - units);
+      dst[b] = src[b];
+    }
+  }
+}
+
+void copy_bytes_cuda(void* dst, const void* src, int64_t bytes, cudaStream_t stream) {
+  if (bytes == 0) return;
+  auto* d = static_cast<unsigned char*>(dst);
+  const auto* s = static_cast<const unsigned char*>(src);
+  const unsigned grid_div = kBlock;
+  if ((addr(d) & 15u) == (addr(s) & 15u)) {
+    const int64_t head = std::min<int64_t>(bytes, (16 - (addr(d) & 15u)) & 15u);
+    CUDL_LAUNCH(copy_kernel<uint4>, grid_for(head + (bytes - head) / 16 + 16, grid_div), kBlock, 0, stream)
+    (d, s, bytes, head);
+  } else if ((addr(d) & 3u) == (addr(s) & 3u)) {
+    const int64_t head = std::min<int64_t>(bytes, (4 - (addr(d) & 3u)) & 3u);
+    CUDL_LAUNCH(copy_kernel<uint32_t>, grid_for(head + (bytes - head) / 4 + 4, grid_div), kBlock, 0, stream)
+    (d, s, bytes, head);
+  } else {
+    CUDL_LAUNCH(copy_kernel<uint8_t>, grid_for(bytes, grid_div), kBlock, 0, stream)(d, s, bytes, int64_t(0));
+  }
+  check_launch("copy_kernel");
+}
+
+// --- cast ------------------------------------------------------------------------------------------
+
+__device__ __forceinline__ void convert_to(float x, __half* y) { *y = __float2half_rn(x); }
+__device__ __forceinline__ void convert_to(float x, __nv_bfloat16* y) { *y = __float2bfloat16_rn(x); }
+__device__ __forceinline__ void convert_to(float x, int32_t* y) { *y = convert::f32_to_i32(x); }
+__device__ __forceinline__ void convert_to(__half x, float* y) { *y = __half2float(x); }
+__device__ __forceinline__ void convert_to(__nv_bfloat16 x, float* y) { *y = __bfloat162float(x); }
+__device__ __forceinline__ void convert_to(int32_t x, float* y) { *y = static_cast<float>(x); }
+
+template <typename From, typename To>
+static __global__ void cast_kernel(const From* __restrict__ x, To* __restrict__ y, int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+    convert_to(x[i], &y[i]);
+}
+
+template <typename From, typename To>
+static void launch_cast(const void* x, void* y, int64_t n, cudaStream_t stream) {
+  auto* const kernel = &cast_kernel<From, To>;
+  CUDL_LAUNCH(kernel, grid_for(n, kBlock), kBlock, 0, stream)(static_cast<const From*>(x), static_cast<To*>(y), n);
+  check_launch("cast_kernel");
+}
+
+void cast_cuda(const void* x, int x_type, void* y, int y_type, int64_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  if (x_type == kCastF32) {
+    if (y_type == kCastF16)
+      launch_cast<float, __half>(x, y, n, stream);
+    else if (y_type == kCastBf16)
+      launch_cast<float, __nv_bfloat16>(x, y, n, stream);
+    else
+      launch_cast<float, int32_t>(x, y, n, stream);
+  } else if (x_type == kCastF16) {
+    launch_cast<__half, float>(x, y, n, stream);
+  } else if (x_type == kCastBf16) {
+    launch_cast<__nv_bfloat16, float>(x, y, n, stream);
+  } else {
+    launch_cast<int32_t, float>(x, y, n, stream);
+  }
+}
+
+// --- permute ---------------------------------------------------------------------------------------
+
+struct PermuteArgs {
+  int rank;
+  int64_t out_dims[8];    // y's dims
+  int64_t in_strides[8];  // x's stride for each y dim
+};
+
+template <typename T>
+static __global__ void permute_kernel(const T* __restrict__ x, T* __restrict__ y, PermuteArgs a, int64_t n) {
+  for (int64_t o = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; o < n; o += (int64_t)gridDim.x * blockDim.x) {
+    int64_t rest = o, off = 0;
+    for (int k = a.rank - 1; k >= 0; --k) {
+      const int64_t c = rest % a.out_dims[k];
+      rest /= a.out_dims[k];
+      off += c * a.in_strides[k];
+    }
+    y[o] = x[off];
+  }
+}
+
+void permute_cuda(const void* x, void* y, int elem_size, int rank, const int64_t* out_dims, const int64_t* in_strides,
+                  int64_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  // Drop size-1 dims and merge y dims k, k+1 that are also adjacent in x (stride[k] = dim[k+1] * stride[k+1]).
+  PermuteArgs a{};
+  for (int k = 0; k < rank; ++k) {
+    if (out_dims[k] == 1) continue;
+    if (a.rank > 0 && a.in_strides[a.rank - 1] == out_dims[k] * in_strides[k]) {
+      a.out_dims[a.rank - 1] *= out_dims[k];
+      a.in_strides[a.rank - 1] = in_strides[k];
+    } else {
+      a.out_dims[a.rank] = out_dims[k];
+      a.in_strides[a.rank] = in_strides[k];
+      ++a.rank;
+    }
+  }
+  const unsigned grid = grid_for(n, kBlock);
+  switch (elem_size) {
+    case 1:
+      CUDL_LAUNCH(permute_kernel<uint8_t>, grid, kBlock, 0, stream)
+      (static_cast<const uint8_t*>(x), static_cast<uint8_t*>(y), a, n);
+      break;
+    case 2:
+      CUDL_LAUNCH(permute_kernel<uint16_t>, grid, kBlock, 0, stream)
+      (static_cast<const uint16_t*>(x), static_cast<uint16_t*>(y), a, n);
+      break;
+    case 4:
+      CUDL_LAUNCH(permute_kernel<uint32_t>, grid, kBlock, 0, stream)
+      (static_cast<const uint32_t*>(x), static_cast<uint32_t*>(y), a, n);
+      break;
+    default:
+      CUDL_LAUNCH(permute_kernel<uint64_t>, grid, kBlock, 0, stream)
+      (static_cast<const uint64_t*>(x), static_cast<uint64_t*>(y), a, n);
+      break;
+  }
+  check_launch("permute_kernel");
+}
+
+// --- pitched row copies (concat, slice) and slice backward -----------------------------------------
+
+// rows x units of T; pitches in units of T
+template <typename T>
+static __global__ void copy_rows_kernel(T* __restrict__ dst, int64_t dst_pitch, const T* __restrict__ src,
+                                        int64_t src_pitch, int64_t rows, int64_t units) {
+  const int64_t n = rows * units;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t r = i / units, u = i - r * units;
+    dst[r * dst_pitch + u] = src[r * src_pitch + u];
+  }
+}
+
+template <typename T>
+static void launch_copy_rows(void* dst, int64_t dst_pitch, const void* src, int64_t src_pitch, int64_t rows,
+                             int64_t row_bytes, cudaStream_t stream) {
+  const int64_t s = sizeof(T);
+  auto* const kernel = &copy_rows_kernel<T>;
+  CUDL_LAUNCH(kernel, grid_for(rows * (row_bytes / s), kBlock), kBlock, 0, stream)
+  (static_cast<T*>(dst), dst_pitch / s, static_cast<const T*>(src), src_pitch / s, rows, row_bytes / s);
+  check_launch("copy_rows_kernel");
+}
+
+void copy_rows_cuda(void* dst, int64_t dst_pitch, const void* src, int64_t src_pitch, int64_t rows, int64_t row_bytes,
+                    cudaStream_t stream) {
+  if (rows == 0 || row_bytes == 0) return;
+  switch (unit_for({addr(dst), addr(src), uint64_t(dst_pitch), uint64_t(src_pitch), uint64_t(row_bytes)})) {
+    case 16:
+      launch_copy_rows<uint4>(dst, dst_pitch, src, src_pitch, rows, row_bytes, stream);
+      break;
+    case 4:
+      launch_copy_rows<uint32_t>(dst, dst_pitch, src, src_pitch, rows, row_bytes, stream);
+      break;
+    case 2:
+      launch_copy_rows<uint16_t>(dst, dst_pitch, src, src_pitch, rows, row_bytes, stream);
+      break;
+    default:
+      launch_copy_rows<uint8_t>(dst, dst_pitch, src, src_pitch, rows, row_bytes, stream);
+      break;
+  }
+}
+
+__device__ __forceinline__ void set_zero(uint4& v) { v = make_uint4(0, 0, 0, 0); }
+template <typename T>
+__device__ __forceinline__ void set_zero(T& v) {
+  v = T(0);
+}
+
+// dx: (outer, full) units, dy: (outer, part) units placed at column start
+template <typename T>
+static __global__ void slice_backward_kernel(const T* __restrict__ dy, T* __restrict__ dx, int64_t outer, int64_t full,
+                                             int64_t start, int64_t part) {
+  const int64_t n = outer * full;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t r = i / full, u = i - r * full;
+    if (u >= start && u < start + part) {
+      dx[i] = dy[r * part + (u - start)];
+    } else {
+      T z;
+      set_zero(z);
+      dx[i] = z;
+    }
+  }
+}
+
+template <typename T>
+static void launch_slice_backward(const void* dy, void* dx, int64_t outer, int64_t full_bytes, int64_t start_bytes,
+                                  int64_t part_bytes, cudaStream_t stream) {
+  const int64_t s = sizeof(T);
+  auto* const kernel = &slice_backward_kernel<T>;
+  CUDL_LAUNCH(kernel, grid_for(outer * (full_bytes / s), kBlock), kBlock, 0, stream)
+  (static_cast<const T*>(dy), static_cast<T*>(dx), outer, full_bytes / s, start_bytes / s, part_bytes / s);
+  check_launch("slice_backward_kernel");
+}
+
+void slice_backward_cuda(const void* dy, void* dx, int64_t outer, int64_t full_bytes, int64_t start_bytes,
+                         int64_t part_bytes, cudaStream_t stream) {
+  if (outer == 0 || full_bytes == 0) return;
+  switch (unit_for({addr(dy), addr(dx), uint64_t(full_bytes), uint64_t(start_bytes), uint64_t(part_bytes)})) {
+    case 16:
+      launch_slice_backward<uint4>(dy, dx, outer, full_bytes, start_bytes, part_bytes, stream);
+      break;
+    case 4:
+      launch_slice_backward<uint32_t>(dy, dx, outer, full_bytes, start_bytes, part_bytes, stream);
+      break;
+    case 2:
+      launch_slice_backward<uint16_t>(dy, dx, outer, full_bytes, start_bytes, part_bytes, stream);
+      break;
+    default:
+      launch_slice_backward<uint8_t>(dy, dx, outer, full_bytes, start_bytes, part_bytes, stream);
+      break;
+  }
+}
+
+// --- gather ----------------------------------------------------------------------------------------
+
+__device__ __forceinline__ void set_ones(uint4& v) { v = make_uint4(~0u, ~0u, ~0u, ~0u); }
+template <typename T>
+__device__ __forceinline__ void set_ones(T& v) {
+  v = static_cast<T>(~T(0));
+}
+
+// y: (m, units) = table rows idx[m]; out-of-range rows are all-ones bytes
+template <typename T>
+static __global__ void gather_rows_kernel(const T* __restrict__ table, const int32_t* __restrict__ idx,
+                                          T* __restrict__ y, int64_t rows, int64_t units, int64_t m) {
+  const int64_t n = m * units;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t j = i / units, u = i - j * units;
+    const int64_t r = idx[j];
+    if (r >= 0 && r < rows) {
+      y[i] = table[r * units + u];
+    } else {
+      T bad;
+      set_ones(bad);
+      y[i] = bad;
+    }
+  }
+}
+
+template <typename T>
+static void launch_gather_rows(const void* table, const int32_t* idx, void* y, int64_t rows, int64_t row_bytes,
+                               int64_t m, cudaStream_t stream) {
+  const int64_t units = row_bytes / static_cast<int64_t>(sizeof(T));
+  auto* const kernel = &gather_rows_kernel<T>;
+  CUDL_LAUNCH(kernel, grid_for(m * units, kBlock), kBlock, 0, stream)
+  (static_cast<const T*>(table), idx, static_cast<T*>(y), rows, units, m);
+  check_launch("gather_rows_kernel");
+}
+
+void gather_rows_cuda(const void* table, const int32_t* idx, void* y, int64_t rows, int64_t row_bytes, int64_t m,
+                      cudaStream_t stream) {
+  if (m == 0 || row_bytes == 0) return;
+  switch (unit_for({addr(table), addr(y), uint64_t(row_bytes)})) {
+    case 16:
+      launch_gather_rows<uint4>(table, idx, y, rows, row_bytes, m, stream);
+      break;
+    case 4:
+      launch_gather_rows<uint32_t>(table, idx, y, rows, row_bytes, m, stream);
+      break;
+    case 2:
+      launch_gather_rows<uint16_t>(table, idx, y, rows, row_bytes, m, stream);
+      break;
+    default:
+      launch_gather_rows<uint8_t>(table, idx, y, rows, row_bytes, m, stream);
+      break;
+  }
+}
+
+// --- gather backward: counting sort of positions by row, then an ordered sum per row -----------------
+
+static __global__ void zero_ints_kernel(int32_t* __restrict__ p, int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+    p[i] = 0;
+}
+
+// counts[r] = number of positions m with idx[m] == r (integer atomics: the totals are exact)
+static __global__ void row_histogram_kernel(const int32_t* __restrict__ idx, int64_t m, int64_t rows,
+                                            int32_t* __restrict__ counts) {
+  for (int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; j < m; j += (int64_t)gridDim.x * blockDim.x) {
+    const int32_t r = idx[j];
+    if (r >= 0 && r < rows) atomicAdd(&counts[r], 1);
+  }
+}
+
+constexpr int kScanBlock = 1024;
+
+// One block: starts = exclusive scan of counts[0..n) written in place (n = rows + 1); cursor[r] = starts[r].
+static __global__ void __launch_bounds__(kScanBlock)
+    exclusive_scan_kernel(int32_t* __restrict__ counts, int32_t* __restrict__ cursor, int64_t n, int64_t rows) {
+  __shared__ int32_t sums[kScanBlock];
+  const int64_t per = (n + kScanBlock - 1) / kScanBlock;
+  const int64_t lo = threadIdx.x * per, hi = lo + per < n ? lo + per : n;
+  int32_t s = 0;
+  for (int64_t i = lo; i < hi; ++i) s += counts[i];
+  sums[threadIdx.x] = s;
+  __syncthreads();
+  // Hillis-Steele inclusive scan of the segment sums.
+  for (int width = 1; width < kScanBlock; width *= 2) {
+    const int t = static_cast<int>(threadIdx.x);
+    const int32_t add = t >= width ? sums[t - width] : 0;
+    __syncthreads();
+    sums[threadIdx.x] += add;
+    __syncthreads();
+  }
+  int32_t run = threadIdx.x > 0 ? sums[threadIdx.x - 1] : 0;
+  for (int64_t i = lo; i < hi; ++i) {
+    const int32_t c = counts[i];
+    counts[i] = run;
+    if (i < rows) cursor[i] = run;
+    run += c;
+  }
+}
+
+// order[starts[r] + k] = the positions m with idx[m] == r, in arbitrary order (sorted later)
+static __global__ void scatter_positions_kernel(const int32_t* __restrict__ idx, int64_t m, int64_t rows,
+                                                int32_t* __restrict__ cursor, int32_t* __restrict__ order) {
+  for (int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; j < m; j += (int64_t)gridDim.x * blockDim.x) {
+    const int32_t r = idx[j];
+    if (r >= 0 && r < rows) order[atomicAdd(&cursor[r], 1)] = static_cast<int32_t>(j);
+  }
+}
+
+constexpr int kRowBlock = 128;
+
+// One block per table row (grid-stride): thread 0 sorts the row's positions ascending, then the
+// threads sum dy rows over them in that order, one column each.
+static __global__ void __launch_bounds__(kRowBlock)
+    ordered_row_sum_kernel(const float* __restrict__ dy, const int32_t* __restrict__ starts,
+                           int32_t* __restrict__ order, float* __restrict__ dtable, int64_t rows, int64_t row) {
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const int32_t lo = starts[r], hi = starts[r + 1];
+    if (threadIdx.x == 0) {
+      for (int32_t i = lo + 1; i < hi; ++i) {  // insertion sort: segments are short in practice
+        const int32_t v = order[i];
+        int32_t j = i - 1;
+        while (j >= lo && order[j] > v) {
+          order[j + 1] = order[j];
+          --j;
+        }
+        order[j + 1] = v;
+      }
+    }
+    __syncthreads();
+    for (int64_t col = threadIdx.x; col < row; col += blockDim.x) {
+      float acc = 0.0f;
+      for (int32_t i = lo; i < hi; ++i) acc += dy[static_cast<int64_t>(order[i]) * row + col];
+      dtable[r * row + col] = acc;
+    }
+    __syncthreads();
+  }
+}
+
+size_t gather_backward_workspace_bytes(int64_t rows, int64_t m) {
+  return static_cast<size_t>(2 * rows + 1 + m) * sizeof(int32_t);
+}
+
+void gather_backward_cuda(const float* dy, const int32_t* idx, float* dtable, int64_t rows, int64_t row, int64_t m,
+                          void* workspace, cudaStream_t stream) {
+  if (rows == 0 || row == 0) return;
+  int32_t* counts = static_cast<int32_t*>(workspace);  // rows + 1, becomes starts
+  int32_t* cursor = counts + rows + 1;                 // rows
+  int32_t* order = cursor + rows;                      // m
+  CUDL_LAUNCH(zero_ints_kernel, grid_for(rows + 1, kBlock), kBlock, 0, stream)(counts, rows + 1);
+  check_launch("zero_ints_kernel");
+  if (m > 0) {
+    CUDL_LAUNCH(row_histogram_kernel, grid_for(m, kBlock), kBlock, 0, stream)(idx, m, rows, counts);
+    check_launch("row_histogram_kernel");
+  }
+  CUDL_LAUNCH(exclusive_scan_kernel, 1, kScanBlock, 0, stream)(counts, cursor, rows + 1, rows);
+  check_launch("exclusive_scan_kernel");
+  if (m > 0) {
+    CUDL_LAUNCH(scatter_positions_kernel, grid_for(m, kBlock), kBlock, 0, stream)(idx, m, rows, cursor, order);
+    check_launch("scatter_positions_kernel");
+  }
+  CUDL_LAUNCH(ordered_row_sum_kernel, grid_for(rows * kRowBlock, kRowBlock), kRowBlock, 0, stream)
+  (dy, counts, order, dtable, rows, row);
+  check_launch("ordered_row_sum_kernel");
+}
+
+// --- one-hot and image gather ------------------------------------------------------------------------
+
+static __global__ void one_hot_kernel(const int32_t* __restrict__ labels, float* __restrict__ y, int64_t n,
+                                      int64_t classes) {
+  const int64_t total = n * classes;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t row = i / classes, c = i - row * classes;
+    const int32_t l = labels[row];
+    y[i] = (l < 0 || l >= classes) ? __int_as_float(0x7fffffff) : (l == c ? 1.0f : 0.0f);
+  }
+}
+
+void one_hot_cuda(const int32_t* labels, float* y, int64_t n, int64_t classes, cudaStream_t stream) {
+  if (n == 0 || classes == 0) return;
+  CUDL_LAUNCH(one_hot_kernel, grid_for(n * classes, kBlock), kBlock, 0, stream)(labels, y, n, classes);
+  check_launch("one_hot_kernel");
+}
+
+__device__ __forceinline__ float normalise_pixel(uint8_t u, float mean, float stddev) {
+  return (static_cast<float>(u) / 255.0f - mean) / stddev;
+}
+
+// y: (b, row) f32; vec: 4 pixels per item (row % 4 == 0, images 4-aligned, y 16-aligned)
+static __global__ void gather_images_kernel(const uint8_t* __restrict__ images, const int32_t* __restrict__ idx,
+                                            float* __restrict__ y, int64_t rows, int64_t row, int64_t b, float mean,
+                                            float stddev, bool vec) {
+  const int64_t step = vec ? 4 : 1;
+  const int64_t per_row = row / step, total = b * per_row;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t j = i / per_row, k = (i - j * per_row) * step;
+    const int64_t r = idx[j];
+    const bool ok = r >= 0 && r < rows;
+    const float nan = __int_as_float(0x7fffffff);
+    if (vec) {
+      float4 o = make_float4(nan, nan, nan, nan);
+      if (ok) {
+        const uchar4 u = *reinterpret_cast<const uchar4*>(images + r * row + k);
+        o = make_float4(normalise_pixel(u.x, mean, stddev), normalise_pixel(u.y, mean, stddev),
+                        normalise_pixel(u.z, mean, stddev), normalise_pixel(u.w, mean, stddev));
+      }
+      *reinterpret_cast<float4*>(y + j * row + k) = o;
+    } else {
+      y[j * row + k] = ok ? normalise_pixel(images[r * row + k], mean, stddev) : nan;
+    }
+  }
+}
+
+void gather_images_cuda(const uint8_t* images, const int32_t* idx, float* y, int64_t rows, int64_t row, int64_t b,
+                        float mean, float stddev, cudaStream_t stream) {
+  if (b == 0 || row == 0) return;
+  const bool vec = row % 4 == 0 && (addr(images) & 3u) == 0 && (addr(y) & 15u) == 0;
+  CUDL_LAUNCH(gather_images_kernel, grid_for(b * row / (vec ? 4 : 1), kBlock), kBlock, 0, stream)
+  (images, idx, y, rows, row, b, mean, stddev, vec);
+  check_launch("gather_images_kernel");
+}
+
+}  // namespace cudl::kernels

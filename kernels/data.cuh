@@ -1,0 +1,50 @@
+// kernels/data.cuh — launchers of the data-movement kernels: fill, copy, cast, permute, strided
+// row copies (concat/slice), gather (+ deterministic backward), one-hot, u8 image batch gather.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace cudl::kernels {
+
+/// n elements of elem_size (1, 2, 4, 8) bytes, each set to the low elem_size bytes of `bits`.
+void fill_cuda(void* y, int64_t n, int elem_size, uint64_t bits, cudaStream_t stream);
+/// memmove-free byte copy (dst and src do not overlap), 16-byte vectors where co-aligned.
+void copy_bytes_cuda(void* dst, const void* src, int64_t bytes, cudaStream_t stream);
+
+/// Dtype codes for cast_cuda.
+enum CastType : int { kCastF32 = 0, kCastF16 = 1, kCastBf16 = 2, kCastI32 = 3 };
+/// y = x converted: f32 -> f16/bf16 round to nearest even, f32 -> i32 truncation (NaN 0, saturating),
+/// f16/bf16/i32 -> f32. One side must be f32.
+void cast_cuda(const void* x, int x_type, void* y, int y_type, int64_t n, cudaStream_t stream);
+
+/// y (out_dims, row-major) element c reads x at sum_k c[k] * in_strides[k]; rank <= 8.
+void permute_cuda(const void* x, void* y, int elem_size, int rank, const int64_t* out_dims, const int64_t* in_strides,
+                  int64_t n, cudaStream_t stream);
+
+/// rows x row_bytes copy between pitched buffers (concat pieces, slices).
+void copy_rows_cuda(void* dst, int64_t dst_pitch, const void* src, int64_t src_pitch, int64_t rows, int64_t row_bytes,
+                    cudaStream_t stream);
+/// dx row o (full_bytes) = zeros except bytes [start, start + part) = dy row o (part_bytes).
+void slice_backward_cuda(const void* dy, void* dx, int64_t outer, int64_t full_bytes, int64_t start_bytes,
+                         int64_t part_bytes, cudaStream_t stream);
+
+/// y row m = table row idx[m] (row_bytes each); an index outside [0, rows) writes 0xFF bytes (NaN for f32).
+void gather_rows_cuda(const void* table, const int32_t* idx, void* y, int64_t rows, int64_t row_bytes, int64_t m,
+                      cudaStream_t stream);
+/// Scratch bytes gather_backward_cuda needs.
+size_t gather_backward_workspace_bytes(int64_t rows, int64_t m);
+/// dtable row r = sum of dy rows m with idx[m] == r in increasing m (counting sort, no float atomics);
+/// indices outside [0, rows) are ignored.
+void gather_backward_cuda(const float* dy, const int32_t* idx, float* dtable, int64_t rows, int64_t row, int64_t m,
+                          void* workspace, cudaStream_t stream);
+
+/// y (n, classes) = one_hot(labels); a label outside [0, classes) gives a row of NaN.
+void one_hot_cuda(const int32_t* labels, float* y, int64_t n, int64_t classes, cudaStream_t stream);
+/// y row b = (images row idx[b] / 255 - mean) / stddev in f32; an index outside [0, rows) gives NaN.
+void gather_images_cuda(const uint8_t* images, const int32_t* idx, float* y, int64_t rows, int64_t row, int64_t b,
+                        float mean, float stddev, cudaStream_t stream);
+
+}  // namespace cudl::kernels

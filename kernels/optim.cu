@@ -1,0 +1,423 @@
+// kernels/optim.cu — fused multi-tensor optimizer steps (SGD, Adam/AdamW, RMSprop, Adagrad), weight
+// penalties and global-norm clipping. Like PyTorch's multi_tensor_apply: the tensor list travels by
+// value in the kernel arguments, blocks walk fixed-size chunks of all tensors; lr and t are read
+// from the device inside the kernel.
+#include "kernels/common.cuh"
+#include "kernels/optim.cuh"
+
+namespace cudl::kernels {
+
+namespace {
+
+constexpr int kBlock = 256;
+constexpr int64_t kChunk = 4096;     // elements per chunk (a multiple of 4: chunks keep float4 alignment)
+constexpr int kMaxBlocks = 132 * 8;  // grid cap per launch (grid-stride beyond)
+constexpr int kArgBytes = 3900;      // the list's share of the 4 KB kernel parameter space
+
+constexpr int max_tensors(int depth) { return (kArgBytes - 16) / (8 * depth + 16); }
+
+}  // namespace
+
+/// The tensors of one launch: group k has `depth` pointers ptr[d][k] of size[k] elements;
+/// chunk_start[k] is the first global chunk of group k (a prefix sum), chunk_start[n] the total.
+template <int D>
+struct TensorList {
+  static constexpr int kMax = max_tensors(D);
+  float* ptr[D][kMax];
+  int64_t size[kMax];
+  int64_t chunk_start[kMax + 1];
+  int n;
+};
+static_assert(sizeof(TensorList<1>) <= kArgBytes && sizeof(TensorList<2>) <= kArgBytes &&
+                  sizeof(TensorList<3>) <= kArgBytes && sizeof(TensorList<4>) <= kArgBytes,
+              "multi-tensor argument block exceeds its share of the kernel parameter space");
+
+/// The group holding global chunk c (binary search over the prefix sums; every group has a chunk).
+template <int D>
+__device__ __forceinline__ int group_of_chunk(const TensorList<D>& l, int64_t c) {
+  int lo = 0, hi = l.n - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (l.chunk_start[mid] <= c)
+      lo = mid;
+    else
+      hi = mid - 1;
+  }
+  return lo;
+}
+
+__device__ __forceinline__ bool is_aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+__device__ __forceinline__ float lane(const float4& v, int k) {
+  return k == 0 ? v.x : k == 1 ? v.y : k == 2 ? v.z : v.w;
+}
+__device__ __forceinline__ void set_lane(float4& v, int k, float x) {
+  if (k == 0)
+    v.x = x;
+  else if (k == 1)
+    v.y = x;
+  else if (k == 2)
+    v.z = x;
+  else
+    v.w = x;
+}
+
+// --- update rules (the math of cpu/optim.cpp, element by element) ------------------------------------
+
+/// torch.optim.SGD; D = 2 (no momentum) or 3 (with momentum buffer).
+struct SgdOp {
+  float momentum, dampening, wd;
+  bool nesterov;
+  struct Step {
+    float lr;
+    bool first;
+  };
+  static constexpr unsigned writes(int depth) { return depth == 3 ? 0b101u : 0b001u; }
+  __device__ Step prepare(const float* hyper) const { return Step{hyper[0], hyper[1] == 1.0f}; }
+  template <int D>
+  __device__ __forceinline__ void apply(const Step& s, float (&e)[D]) const {
+    float d = e[1];
+    if (wd != 0) d = d + wd * e[0];
+    if constexpr (D == 3) {
+      const float b = s.first ? d : momentum * e[2] + (1 - dampening) * d;
+      e[2] = b;
+      d = nesterov ? d + momentum * b : b;
+    }
+    e[0] = e[0] - s.lr * d;
+  }
+};
+
+/// torch.optim.Adam / AdamW; D = 4 (param, grad, m, v).
+struct AdamOp {
+  double beta1, beta2;
+  float eps, wd;
+  bool decoupled;
+  struct Step {
+    float step_size, bc2_sqrt, decay, b1, b2, cb1, cb2;
+  };
+  static constexpr unsigned writes(int) { return 0b1101u; }
+  __device__ Step prepare(const float* hyper) const {
+    const float lr = hyper[0];
+    const double t = hyper[1];
+    Step s;
+    s.step_size = static_cast<float>(lr / (1.0 - pow(beta1, t)));
+    s.bc2_sqrt = static_cast<float>(sqrt(1.0 - pow(beta2, t)));
+    s.decay = static_cast<float>(1.0 - static_cast<double>(lr) * static_cast<double>(wd));
+    s.b1 = static_cast<float>(beta1);
+    s.b2 = static_cast<float>(beta2);
+    s.cb1 = static_cast<float>(1.0 - beta1);
+    s.cb2 = static_cast<float>(1.0 - beta2);
+    return s;
+  }
+  template <int D>
+  __device__ __forceinline__ void apply(const Step& s, float (&e)[D]) const {
+    float d = e[1];
+    float w = e[0];
+    if (decoupled)
+      w = w * s.decay;
+    else if (wd != 0)
+      d = d + wd * w;
+    const float m = s.b1 * e[2] + s.cb1 * d;
+    const float v = s.b2 * e[3] + s.cb2 * (d * d);
+    e[2] = m;
+    e[3] = v;
+    e[0] = w - s.step_size * (m / (sqrtf(v) / s.bc2_sqrt + eps));
+  }
+};
+
+/// torch.optim.RMSprop (centered=False, momentum=0); D = 3 (param, grad, sq_avg).
+struct RmspropOp {
+  float alpha, calpha, eps, wd;
+  struct Step {
+    float lr;
+  };
+  static constexpr unsigned writes(int) { return 0b101u; }
+  __device__ Step prepare(const float* hyper) const { return Step{hyper[0]}; }
+  template <int D>
+  __device__ __forceinline__ void apply(const Step& s, float (&e)[D]) const {
+    float d = e[1];
+    if (wd != 0) d = d + wd * e[0];
+    const float sq = alpha * e[2] + calpha * (d * d);
+    e[2] = sq;
+    e[0] = e[0] - s.lr * (d / (sqrtf(sq) + eps));
+  }
+};
+
+/// torch.optim.Adagrad; D = 3 (param, grad, sum).
+struct AdagradOp {
+  float eps, wd;
+  double lr_decay;
+  struct Step {
+    float clr;
+  };
+  static constexpr unsigned writes(int) { return 0b101u; }
+  __device__ Step prepare(const float* hyper) const {
+    const double t = hyper[1];
+    return Step{static_cast<float>(static_cast<double>(hyper[0]) / (1.0 + (t - 1.0) * lr_decay))};
+  }
+  template <int D>
+  __device__ __forceinline__ void apply(const Step& s, float (&e)[D]) const {
+    float d = e[1];
+    if (wd != 0) d = d + wd * e[0];
+    const float sum = e[2] + d * d;
+    e[2] = sum;
+    e[0] = e[0] - s.clr * (d / (sqrtf(sum) + eps));
+  }
+};
+
+/// grad += l1 * sign(p) + l2 * p; D = 2.
+struct PenaltyOp {
+  float l1, l2;
+  struct Step {};
+  static constexpr unsigned writes(int) { return 0b10u; }
+  __device__ Step prepare(const float*) const { return Step{}; }
+  template <int D>
+  __device__ __forceinline__ void apply(const Step&, float (&e)[D]) const {
+    const float s = static_cast<float>((e[0] > 0) - (e[0] < 0));
+    e[1] = e[1] + (l1 * s + l2 * e[0]);
+  }
+};
+
+/// g *= coef, coef read from the device (the clipping coefficient); D = 1.
+struct ScaleOp {
+  struct Step {
+    float coef;
+  };
+  static constexpr unsigned writes(int) { return 0b1u; }
+  __device__ Step prepare(const float* coef) const { return Step{coef[0]}; }
+  template <int D>
+  __device__ __forceinline__ void apply(const Step& s, float (&e)[D]) const {
+    e[0] = e[0] * s.coef;
+  }
+};
+
+// --- the multi-tensor kernel -----------------------------------------------------------------------
+
+// aux: hyper {lr, t} (or the clipping coefficient) on the device
+template <int D, typename Op>
+static __global__ void __launch_bounds__(kBlock)
+    multi_tensor_kernel(TensorList<D> list, Op op, const float* __restrict__ aux) {
+  constexpr unsigned kWrites = Op::writes(D);
+  const typename Op::Step s = op.prepare(aux);
+  const int64_t chunks = list.chunk_start[list.n];
+  for (int64_t c = blockIdx.x; c < chunks; c += gridDim.x) {
+    const int k = group_of_chunk(list, c);
+    const int64_t start = (c - list.chunk_start[k]) * kChunk;
+    const int64_t len = list.size[k] - start < kChunk ? list.size[k] - start : kChunk;
+    float* p[D];
+    bool vec = true;
+    for (int d = 0; d < D; ++d) {
+      p[d] = list.ptr[d][k] + start;
+      vec = vec && is_aligned16(p[d]);
+    }
+    int64_t done = 0;
+    if (vec) {
+      const int64_t n4 = len / 4;
+      for (int64_t i = threadIdx.x; i < n4; i += blockDim.x) {
+        float4 v[D];
+        for (int d = 0; d < D; ++d) v[d] = reinterpret_cast<const float4*>(p[d])[i];
+        for (int j = 0; j < 4; ++j) {
+          float e[D];
+          for (int d = 0; d < D; ++d) e[d] = lane(v[d], j);
+          op.template apply<D>(s, e);
+          for (int d = 0; d < D; ++d) set_lane(v[d], j, e[d]);
+        }
+        for (int d = 0; d < D; ++d)
+          if (kWrites & (1u << d)) reinterpret_cast<float4*>(p[d])[i] = v[d];
+      }
+      done = n4 * 4;
+    }
+    for (int64_t i = done + threadIdx.x; i < len; i += blockDim.x) {
+      float e[D];
+      for (int d = 0; d < D; ++d) e[d] = p[d][i];
+      op.template apply<D>(s, e);
+      for (int d = 0; d < D; ++d)
+        if (kWrites & (1u << d)) p[d][i] = e[d];
+    }
+  }
+}
+
+namespace {
+
+/// Packs groups [first, end) with nonzero size into `list`, as many as fit; returns the next group.
+template <int D>
+int pack(TensorList<D>& list, float* const* ptrs, const int64_t* sizes, int n, int first) {
+  list.n = 0;
+  int64_t chunks = 0;
+  int k = first;
+  for (; k < n && list.n < TensorList<D>::kMax; ++k) {
+    if (sizes[k] == 0) continue;
+    for (int d = 0; d < D; ++d) list.ptr[d][list.n] = ptrs[static_cast<int64_t>(k) * D + d];
+    list.size[list.n] = sizes[k];
+    list.chunk_start[list.n] = chunks;
+    chunks += (sizes[k] + kChunk - 1) / kChunk;
+    ++list.n;
+  }
+  list.chunk_start[list.n] = chunks;
+  return k;
+}
+
+unsigned grid_for_chunks(int64_t chunks) {
+  return static_cast<unsigned>(chunks < kMaxBlocks ? (chunks < 1 ? 1 : chunks) : kMaxBlocks);
+}
+
+/// Launches `op` over every group, as few launches as the argument space allows.
+template <int D, typename Op>
+void multi_tensor_apply(const char* name, const Op& op, const float* aux, float* const* ptrs, const int64_t* sizes,
+                        int n, cudaStream_t stream) {
+  auto* const kernel = &multi_tensor_kernel<D, Op>;
+  int next = 0;
+  while (next < n) {
+    TensorList<D> list;
+    next = pack(list, ptrs, sizes, n, next);
+    if (list.n == 0) continue;
+    CUDL_LAUNCH(kernel, grid_for_chunks(list.chunk_start[list.n]), kBlock, 0, stream)(list, op, aux);
+    check_launch(name);
+  }
+}
+
+}  // namespace
+
+void sgd_step_cuda(const float* hyper, float* const* ptrs, const int64_t* sizes, int n, int depth, float momentum,
+                   float dampening, float weight_decay, bool nesterov, cudaStream_t stream) {
+  const SgdOp op{momentum, dampening, weight_decay, nesterov};
+  if (depth == 3)
+    multi_tensor_apply<3>("sgd_step_kernel", op, hyper, ptrs, sizes, n, stream);
+  else
+    multi_tensor_apply<2>("sgd_step_kernel", op, hyper, ptrs, sizes, n, stream);
+}
+
+void adam_step_cuda(const float* hyper, float* const* ptrs, const int64_t* sizes, int n, double beta1, double beta2,
+                    float eps, float weight_decay, bool decoupled, cudaStream_t stream) {
+  const AdamOp op{beta1, beta2, eps, weight_decay, decoupled};
+  multi_tensor_apply<4>("adam_step_kernel", op, hyper, ptrs, sizes, n, stream);
+}
+
+void rmsprop_step_cuda(const float* hyper, float* const* ptrs, const int64_t* sizes, int n, double alpha, float eps,
+                       float weight_decay, cudaStream_t stream) {
+  const RmspropOp op{static_cast<float>(alpha), static_cast<float>(1.0 - alpha), eps, weight_decay};
+  multi_tensor_apply<3>("rmsprop_step_kernel", op, hyper, ptrs, sizes, n, stream);
+}
+
+void adagrad_step_cuda(const float* hyper, float* const* ptrs, const int64_t* sizes, int n, float eps,
+                       float weight_decay, double lr_decay, cudaStream_t stream) {
+  const AdagradOp op{eps, weight_decay, lr_decay};
+  multi_tensor_apply<3>("adagrad_step_kernel", op, hyper, ptrs, sizes, n, stream);
+}
+
+void weight_penalty_cuda(float* const* ptrs, const int64_t* sizes, int n, float l1, float l2, cudaStream_t stream) {
+  multi_tensor_apply<2>("weight_penalty_kernel", PenaltyOp{l1, l2}, nullptr, ptrs, sizes, n, stream);
+}
+
+// --- global-norm clipping --------------------------------------------------------------------------
+
+/// Sum over the block of one value per thread, in a fixed order; the result is valid in thread 0.
+__device__ __forceinline__ float block_sum(float v) {
+  __shared__ float warp_sums[kBlock / kWarpSize];
+  v = warp_reduce_sum(v);
+  const int warp = threadIdx.x / kWarpSize, lane_id = threadIdx.x % kWarpSize;
+  if (lane_id == 0) warp_sums[warp] = v;
+  __syncthreads();
+  float total = 0;
+  if (warp == 0) {
+    total = lane_id < kBlock / kWarpSize ? warp_sums[lane_id] : 0.0f;
+    total = warp_reduce_sum(total);
+  }
+  __syncthreads();  // warp_sums may be reused by a later call
+  return total;
+}
+
+// Stage 1: block b writes the sum of squares of the chunks b, b + gridDim.x, ... to partial[b].
+static __global__ void __launch_bounds__(kBlock) sum_squares_kernel(TensorList<1> list, float* __restrict__ partial) {
+  const int64_t chunks = list.chunk_start[list.n];
+  float acc = 0;
+  for (int64_t c = blockIdx.x; c < chunks; c += gridDim.x) {
+    const int k = group_of_chunk(list, c);
+    const int64_t start = (c - list.chunk_start[k]) * kChunk;
+    const int64_t len = list.size[k] - start < kChunk ? list.size[k] - start : kChunk;
+    const float* p = list.ptr[0][k] + start;
+    int64_t done = 0;
+    if (is_aligned16(p)) {
+      const int64_t n4 = len / 4;
+      for (int64_t i = threadIdx.x; i < n4; i += blockDim.x) {
+        const float4 v = reinterpret_cast<const float4*>(p)[i];
+        acc += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+      }
+      done = n4 * 4;
+    }
+    for (int64_t i = done + threadIdx.x; i < len; i += blockDim.x) acc += p[i] * p[i];
+  }
+  const float total = block_sum(acc);
+  if (threadIdx.x == 0) partial[blockIdx.x] = total;
+}
+
+// Stage 2 (one block): norm = sqrt(sum of partials) in f64, fixed order; coef = min(1, max / (norm + 1e-6)).
+static __global__ void __launch_bounds__(kBlock)
+    clip_coef_kernel(const float* __restrict__ partial, int n_partial, double max_norm, float* __restrict__ total_norm,
+                     float* __restrict__ coef) {
+  __shared__ double sums[kBlock];
+  double acc = 0;
+  for (int i = threadIdx.x; i < n_partial; i += blockDim.x) acc += partial[i];
+  sums[threadIdx.x] = acc;
+  __syncthreads();
+  for (int width = kBlock / 2; width > 0; width /= 2) {
+    if (static_cast<int>(threadIdx.x) < width) sums[threadIdx.x] += sums[threadIdx.x + width];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    const float norm = static_cast<float>(sqrt(sums[0]));
+    const double ratio = max_norm / (static_cast<double>(norm) + 1e-6);
+    total_norm[0] = norm;
+    coef[0] = static_cast<float>(ratio > 1.0 ? 1.0 : ratio);  // a NaN norm gives a NaN coefficient
+  }
+}
+
+namespace {
+
+/// The stage-1 launches of a list: (groups packed, grid) per launch; calls f(list, grid) for each.
+template <typename F>
+void for_each_sum_launch(float* const* grads, const int64_t* sizes, int n, F f) {
+  int next = 0;
+  while (next < n) {
+    TensorList<1> list;
+    next = pack(list, grads, sizes, n, next);
+    if (list.n == 0) continue;
+    f(list, grid_for_chunks(list.chunk_start[list.n]));
+  }
+}
+
+}  // namespace
+
+size_t clip_grad_norm_workspace_bytes(const int64_t* sizes, int n) {
+  // Only sizes matter for the launch split; pointers are not read.
+  size_t partials = 0;
+  int next = 0;
+  while (next < n) {
+    int64_t chunks = 0;
+    int packed = 0;
+    for (; next < n && packed < TensorList<1>::kMax; ++next) {
+      if (sizes[next] == 0) continue;
+      chunks += (sizes[next] + kChunk - 1) / kChunk;
+      ++packed;
+    }
+    if (packed) partials += grid_for_chunks(chunks);
+  }
+  return (partials + 2) * sizeof(float);
+}
+
+void clip_grad_norm_cuda(float* const* grads, const int64_t* sizes, int n, double max_norm, float* total_norm,
+                         void* workspace, cudaStream_t stream) {
+  float* partial = static_cast<float*>(workspace);
+  int n_partial = 0;
+  for_each_sum_launch(grads, sizes, n, [&](const TensorList<1>& list, unsigned grid) {
+    CUDL_LAUNCH(sum_squares_kernel, grid, kBlock, 0, stream)(list, partial + n_partial);
+    check_launch("sum_squares_kernel");
+    n_partial += static_cast<int>(grid);
+  });
+  float* coef = partial + n_partial;
+  CUDL_LAUNCH(clip_coef_kernel, 1, kBlock, 0, stream)(partial, n_partial, max_norm, total_norm, coef);
+  check_launch("clip_coef_kernel");
+  multi_tensor_apply<1>("clip_scale_kernel", ScaleOp{}, coef, grads, sizes, n, stream);
+}
+
+}  // namespace cudl::kernels

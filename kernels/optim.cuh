@@ -1,0 +1,37 @@
+// kernels/optim.cuh — launchers of the fused multi-tensor optimizer kernels: one launch updates every
+// parameter of a list (split into several launches only when the list outgrows a launch's arguments).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace cudl::kernels {
+
+// Every launcher takes `n` groups of `depth` tensors as ptrs[k * depth + d] (group k, tensor d),
+// each group's tensors of sizes[k] f32 elements. hyper: device f32 {lr, t}, read by the kernels.
+
+/// torch.optim.SGD; depth 2 (param, grad) without momentum, 3 (param, grad, buf) with.
+void sgd_step_cuda(const float* hyper, float* const* ptrs, const int64_t* sizes, int n, int depth, float momentum,
+                   float dampening, float weight_decay, bool nesterov, cudaStream_t stream);
+/// torch.optim.Adam / AdamW; depth 4 (param, grad, m, v).
+void adam_step_cuda(const float* hyper, float* const* ptrs, const int64_t* sizes, int n, double beta1, double beta2,
+                    float eps, float weight_decay, bool decoupled, cudaStream_t stream);
+/// torch.optim.RMSprop (not centered, no momentum); depth 3 (param, grad, sq_avg).
+void rmsprop_step_cuda(const float* hyper, float* const* ptrs, const int64_t* sizes, int n, double alpha, float eps,
+                       float weight_decay, cudaStream_t stream);
+/// torch.optim.Adagrad; depth 3 (param, grad, sum).
+void adagrad_step_cuda(const float* hyper, float* const* ptrs, const int64_t* sizes, int n, float eps,
+                       float weight_decay, double lr_decay, cudaStream_t stream);
+/// grad += l1 * sign(param) + l2 * param; depth 2 (param, grad).
+void weight_penalty_cuda(float* const* ptrs, const int64_t* sizes, int n, float l1, float l2, cudaStream_t stream);
+
+/// Scratch bytes clip_grad_norm_cuda needs for this list.
+size_t clip_grad_norm_workspace_bytes(const int64_t* sizes, int n);
+/// total_norm[0] = ||grads||_2 (deterministic two-stage reduction), then every grad is scaled by
+/// min(1, max_norm / (norm + 1e-6)) read on the device; depth 1.
+void clip_grad_norm_cuda(float* const* grads, const int64_t* sizes, int n, double max_norm, float* total_norm,
+                         void* workspace, cudaStream_t stream);
+
+}  // namespace cudl::kernels

@@ -1,0 +1,67 @@
+// cpu/data.hpp — argument checks and layouts of the data-movement op family, shared by the CPU
+// reference and the CUDA backend so both accept and reject exactly the same calls.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "backend/op.hpp"
+
+namespace cudl {
+
+/// Fill: the bytes of one element of y holding f[0] (convert::element_bytes).
+struct FillProblem {
+  int64_t n = 0;
+  int elem_size = 0;
+  unsigned char bytes[8] = {};
+};
+FillProblem check_fill_call(const OpCall& call);
+
+/// Copy: x and y of one dtype and numel; returns the byte count.
+int64_t check_copy_call(const OpCall& call);
+
+/// Cast: x and y of one shape and a supported dtype pair (identity, f32 <-> f16/bf16/i32).
+void check_cast_call(const OpCall& call);
+
+/// Permute: y element with coordinates c (in y's dims) reads x at sum_k c[k] * in_strides[k].
+struct PermuteProblem {
+  int rank = 0;
+  int64_t out_dims[8] = {};
+  int64_t in_strides[8] = {};  // x's stride of dim perm[k]
+  int64_t n = 0;
+  int elem_size = 0;
+};
+PermuteProblem check_permute_call(const OpCall& call);
+
+/// Concat: y = (outer, sum lens * inner) rows; input k fills columns [sum lens[<k], ...) * inner.
+struct ConcatProblem {
+  int axis = 0;
+  int64_t outer = 1, inner = 1, total = 0;
+  std::vector<int64_t> lens;
+  int elem_size = 0;
+};
+ConcatProblem check_concat_call(const OpCall& call);
+
+/// Slice (x -> y) and SliceBackward (dy -> dx): the full tensor is (outer, full, inner), the
+/// slice (outer, len, inner) starting at `start` along the axis.
+struct SliceProblem {
+  int axis = 0;
+  int64_t outer = 1, inner = 1, start = 0, len = 0, full = 0;
+  int elem_size = 0;
+};
+SliceProblem check_slice_call(const OpCall& call);
+
+/// Gather / GatherBackward / GatherImages: table (rows, row...) and m indices.
+struct GatherProblem {
+  int64_t rows = 0, row = 1, m = 0;
+  int elem_size = 0;  // of the table
+};
+GatherProblem check_gather_call(const OpCall& call);
+
+/// OneHot: n labels, y (n, classes).
+struct OneHotProblem {
+  int64_t n = 0, classes = 0;
+};
+OneHotProblem check_one_hot_call(const OpCall& call);
+
+}  // namespace cudl

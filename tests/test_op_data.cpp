@@ -1,0 +1,667 @@
+// tests/test_op_data.cpp — data-movement ops: CPU reference against index formulas written here and
+// against finite differences (slice, concat, gather, permute); CUDA equal to CPU bit for bit.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <tuple>
+#include <vector>
+
+#include "testing.hpp"
+
+using namespace cudl;
+using namespace cudl::testing;
+
+namespace {
+
+void run_views(OpKind op, const std::vector<TensorView>& iv, const std::vector<TensorView>& ov, const OpAttrs& a = {}) {
+  const Device dev = !ov.empty() ? ov[0].device : iv[0].device;
+  OpCall c;
+  c.op = op;
+  c.inputs = iv.data();
+  c.n_inputs = static_cast<int>(iv.size());
+  c.outputs = ov.data();
+  c.n_outputs = static_cast<int>(ov.size());
+  c.attrs = a;
+  c.ctx = &default_context(dev);
+  c.label = "test/data";
+  op_table(dev.type()).get(op)(c);
+}
+
+void run(OpKind op, const std::vector<Tensor>& in, const std::vector<Tensor>& out, const OpAttrs& a = {}) {
+  std::vector<TensorView> iv, ov;
+  for (const auto& t : in) iv.push_back(tv(t));
+  for (const auto& t : out) ov.push_back(tv(t));
+  run_views(op, iv, ov, a);
+}
+
+std::string message_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "<no error>";
+}
+
+#define EXPECT_MESSAGE_HAS(msg, text) EXPECT_NE((msg).find(text), std::string::npos) << (msg)
+
+OpAttrs ints(std::initializer_list<int64_t> v) {
+  OpAttrs a;
+  int k = 0;
+  for (int64_t x : v) a.i[k++] = x;
+  return a;
+}
+
+std::vector<unsigned char> bytes_of(const Tensor& t) {
+  Tensor h = t.device().is_cpu() ? t : t.to(Device::cpu());
+  const auto* p = static_cast<const unsigned char*>(h.data());
+  return std::vector<unsigned char>(p, p + h.nbytes());
+}
+
+::testing::AssertionResult same_bytes(const Tensor& a, const Tensor& b) {
+  if (a.shape() != b.shape() || a.dtype() != b.dtype())
+    return ::testing::AssertionFailure() << a.shape() << " " << a.dtype() << " vs " << b.shape() << " " << b.dtype();
+  const auto x = bytes_of(a), y = bytes_of(b);
+  const size_t es = dtype_size(a.dtype());
+  for (size_t i = 0; i < x.size(); ++i)
+    if (x[i] != y[i])
+      return ::testing::AssertionFailure()
+             << "element " << i / es << " differs: " << a.to(Device::cpu()).item(int64_t(i / es)) << " vs "
+             << b.to(Device::cpu()).item(int64_t(i / es));
+  return ::testing::AssertionSuccess();
+}
+
+Tensor iota(const Shape& s, DType dt = DType::f32) {
+  Tensor t = Tensor::empty(s, dt);
+  for (int64_t i = 0; i < s.numel(); ++i) {
+    const double v = dt == DType::u8 ? double(i % 251) : double(i) * 0.5 - 3;
+    switch (dt) {
+      case DType::f32:
+        t.data_as<float>()[i] = float(v);
+        break;
+      case DType::i32:
+        t.data_as<int32_t>()[i] = int32_t(i * 3 - 7);
+        break;
+      case DType::u8:
+        t.data_as<uint8_t>()[i] = uint8_t(v);
+        break;
+      default: {  // 2-byte types: any bit pattern will do for layout ops
+        static_cast<uint16_t*>(t.data())[i] = uint16_t(i * 2654435761u >> 7);
+      }
+    }
+  }
+  return t;
+}
+
+std::vector<int64_t> unravel(int64_t i, const Shape& s) {
+  std::vector<int64_t> c(s.rank());
+  for (int k = s.rank() - 1; k >= 0; --k) {
+    c[k] = i % s.dims()[k];
+    i /= s.dims()[k];
+  }
+  return c;
+}
+int64_t ravel(const std::vector<int64_t>& c, const Shape& s) {
+  int64_t i = 0;
+  for (int k = 0; k < s.rank(); ++k) i = i * s.dims()[k] + c[k];
+  return i;
+}
+
+std::vector<double> weights(int64_t n) {
+  std::vector<double> w(static_cast<size_t>(n));
+  for (size_t i = 0; i < w.size(); ++i) w[i] = std::cos(0.7 * i) + 0.2;
+  return w;
+}
+Tensor weights_tensor(const Shape& s) {
+  auto w = weights(s.numel());
+  return Tensor::from_vector(std::vector<float>(w.begin(), w.end()), s);
+}
+
+const Device kGpu = Device::cuda();
+
+}  // namespace
+
+// --- Fill / Copy ---------------------------------------------------------------------------------
+
+TEST(DataCpu, FillEveryDtype) {
+  struct Case {
+    DType dt;
+    double v, want;
+  } cases[] = {{DType::f32, 1.25, 1.25}, {DType::f16, 0.1, 0.0999755859375}, {DType::bf16, -3.3, -3.296875},
+               {DType::i32, -7.9, -7},   {DType::i64, 1e12 + 0.5, 1e12},     {DType::u8, 300, 255}};
+  for (const Case& c : cases) {
+    Tensor t = Tensor::empty(Shape{13}, c.dt);
+    OpAttrs a;
+    a.f[0] = c.v;
+    run(OpKind::Fill, {}, {t}, a);
+    for (double x : as_doubles(t)) ASSERT_EQ(x, c.want) << dtype_name(c.dt);
+  }
+}
+
+TEST(DataCpu, CopyAnyShape) {
+  Tensor x = iota(Shape{3, 7}), y = Tensor::empty(Shape{21});
+  run(OpKind::Copy, {x}, {y});
+  EXPECT_TRUE(all_close(y, x.reshape(Shape{21}), 0, 0));
+  std::string msg = message_of([&] { run(OpKind::Copy, {x}, {Tensor::empty(Shape{4, 5})}); });
+  EXPECT_MESSAGE_HAS(msg, "Copy");
+  EXPECT_MESSAGE_HAS(msg, "(3, 7)");
+  EXPECT_MESSAGE_HAS(msg, "(4, 5)");
+}
+
+// --- Cast: expected values from the rounding rules --------------------------------------------------
+
+namespace {
+const float kInf = std::numeric_limits<float>::infinity();
+const float kNan = std::numeric_limits<float>::quiet_NaN();
+
+struct CastCase {
+  float in;
+  double want;
+};
+// f32 -> f16 (round to nearest, ties to even; 65520 is halfway between 65504 and 2^16 and goes up to Inf).
+const std::vector<CastCase> kToHalf = {
+    {1.0f, 1.0},
+    {1.0f + std::ldexp(1.0f, -11), 1.0},                            // tie -> even (1.0)
+    {1.0f + 3 * std::ldexp(1.0f, -11), 1.0 + std::ldexp(1.0, -9)},  // tie -> even (up)
+    {1.0f + std::ldexp(1.0f, -11) + std::ldexp(1.0f, -20), 1.0 + std::ldexp(1.0, -10)},
+    {-2.5f, -2.5},
+    {65504.0f, 65504.0},
+    {65519.0f, 65504.0},
+    {65520.0f, INFINITY},
+    {-65520.0f, -INFINITY},
+    {std::ldexp(1.0f, -24), std::ldexp(1.0, -24)},           // smallest subnormal
+    {std::ldexp(1.0f, -25), 0.0},                            // tie with 0 -> even (0)
+    {3 * std::ldexp(1.0f, -25), std::ldexp(1.0, -23)},       // tie -> even (2 * 2^-24)
+    {std::ldexp(1.0f, -14) * 0.75f, std::ldexp(0.75, -14)},  // subnormal exact
+    {kInf, INFINITY},
+    {-kInf, -INFINITY},
+    {kNan, NAN},
+    {1e-10f, 0.0},
+};
+// f32 -> bf16 (8-bit mantissa).
+const std::vector<CastCase> kToBf16 = {
+    {1.0f + std::ldexp(1.0f, -8), 1.0},
+    {1.0f + 3 * std::ldexp(1.0f, -8), 1.0 + std::ldexp(1.0, -6)},
+    {1.0f + std::ldexp(1.0f, -8) + std::ldexp(1.0f, -20), 1.0 + std::ldexp(1.0, -7)},
+    {std::numeric_limits<float>::max(), INFINITY},
+    {-3.0f, -3.0},
+    {kInf, INFINITY},
+    {kNan, NAN},
+    {std::ldexp(1.0f, -130), std::ldexp(1.0, -130)},  // f32 subnormal, exact in bf16
+};
+// f32 -> i32: truncation toward zero, NaN -> 0, saturation.
+const std::vector<CastCase> kToI32 = {
+    {2.7f, 2},
+    {-2.7f, -2},
+    {0.5f, 0},
+    {-0.0f, 0},
+    {kNan, 0},
+    {3e9f, 2147483647},
+    {-3e9f, -2147483648.0},
+    {kInf, 2147483647},
+    {-kInf, -2147483648.0},
+    {2147483520.0f, 2147483520.0},
+    {-2147483648.0f, -2147483648.0},
+};
+
+Tensor f32_of(const std::vector<CastCase>& cs) {
+  std::vector<float> v;
+  for (const auto& c : cs) v.push_back(c.in);
+  return Tensor::from_vector(v, Shape{int64_t(v.size())});
+}
+}  // namespace
+
+TEST(DataCpu, CastRoundingTiesNanInf) {
+  for (auto [dt, cases] :
+       {std::pair{DType::f16, kToHalf}, std::pair{DType::bf16, kToBf16}, std::pair{DType::i32, kToI32}}) {
+    Tensor x = f32_of(cases), y = Tensor::empty(x.shape(), dt);
+    run(OpKind::Cast, {x}, {y});
+    const auto got = as_doubles(y);
+    for (size_t i = 0; i < cases.size(); ++i) {
+      if (std::isnan(cases[i].want))
+        EXPECT_TRUE(std::isnan(got[i])) << dtype_name(dt) << " case " << i;
+      else
+        EXPECT_EQ(got[i], cases[i].want) << dtype_name(dt) << " case " << i << " input " << cases[i].in;
+    }
+    // back to f32 is exact for floats
+    if (dt != DType::i32) {
+      Tensor z = Tensor::empty(x.shape());
+      run(OpKind::Cast, {y}, {z});
+      EXPECT_TRUE(all_close(z, Tensor::from_vector(std::vector<float>(got.begin(), got.end()), x.shape()), 0, 0));
+    }
+  }
+  // -0 keeps its sign in f16
+  Tensor nz = Tensor::from_vector<float>({-0.0f}, Shape{1}), h = Tensor::empty(Shape{1}, DType::f16);
+  run(OpKind::Cast, {nz}, {h});
+  EXPECT_EQ(static_cast<const uint16_t*>(h.data())[0], 0x8000u);
+  // i32 -> f32 rounds to nearest even
+  Tensor i = Tensor::from_vector<int32_t>({16777217, 16777219, 2147483647, -5}, Shape{4}), f = Tensor::empty(Shape{4});
+  run(OpKind::Cast, {i}, {f});
+  EXPECT_EQ(f.to_vector<float>(), (std::vector<float>{16777216.0f, 16777220.0f, 2147483648.0f, -5.0f}));
+  std::string msg = message_of([&] { run(OpKind::Cast, {i}, {Tensor::empty(Shape{4}, DType::u8)}); });
+  EXPECT_MESSAGE_HAS(msg, "Cast");
+  EXPECT_MESSAGE_HAS(msg, "i32");
+  EXPECT_MESSAGE_HAS(msg, "u8");
+}
+
+// --- Permute ----------------------------------------------------------------------------------------
+
+namespace {
+Shape permuted(const Shape& s, const std::vector<int64_t>& perm) {
+  std::vector<int64_t> d;
+  for (int64_t p : perm) d.push_back(s.dims()[p]);
+  return Shape(d);
+}
+OpAttrs perm_attrs(const std::vector<int64_t>& perm) {
+  OpAttrs a;
+  for (size_t k = 0; k < perm.size(); ++k) a.i[k] = perm[k];
+  return a;
+}
+std::vector<std::vector<int64_t>> all_perms(int n) {
+  std::vector<int64_t> p(n);
+  for (int k = 0; k < n; ++k) p[k] = k;
+  std::vector<std::vector<int64_t>> out;
+  do out.push_back(p);
+  while (std::next_permutation(p.begin(), p.end()));
+  return out;
+}
+}  // namespace
+
+TEST(DataCpu, PermuteMatchesIndexFormula) {
+  for (const Shape& s : {Shape{3, 5, 7}, Shape{2, 3, 5, 4}}) {
+    for (const auto& perm : all_perms(s.rank())) {
+      Tensor x = iota(s), y = Tensor::empty(permuted(s, perm));
+      run(OpKind::Permute, {x}, {y}, perm_attrs(perm));
+      const auto xv = x.to_vector<float>(), yv = y.to_vector<float>();
+      for (int64_t o = 0; o < y.numel(); ++o) {
+        const auto yc = unravel(o, y.shape());
+        std::vector<int64_t> xc(s.rank());
+        for (int k = 0; k < s.rank(); ++k) xc[perm[k]] = yc[k];
+        ASSERT_EQ(yv[o], xv[ravel(xc, s)]) << "shape " << s << " element " << o;
+      }
+    }
+  }
+  std::string msg = message_of([&] {
+    run(OpKind::Permute, {Tensor::empty(Shape{2, 3, 4})}, {Tensor::empty(Shape{4, 3, 2})}, perm_attrs({2, 1, 1}));
+  });
+  EXPECT_MESSAGE_HAS(msg, "Permute");
+  EXPECT_MESSAGE_HAS(msg, "(2, 3, 4)");
+  msg = message_of([&] {
+    run(OpKind::Permute, {Tensor::empty(Shape{2, 3, 4})}, {Tensor::empty(Shape{4, 2, 3})}, perm_attrs({2, 1, 0}));
+  });
+  EXPECT_MESSAGE_HAS(msg, "(4, 2, 3)");
+}
+
+TEST(DataCpu, PermuteGradientIsInversePermute) {
+  const Shape s{2, 3, 4};
+  const std::vector<int64_t> perm = {1, 2, 0}, inv = {2, 0, 1};
+  const Shape ys = permuted(s, perm);
+  const auto w = weights(s.numel());
+  auto f = [&](const Tensor& x) {
+    Tensor y = Tensor::empty(ys);
+    run(OpKind::Permute, {x}, {y}, perm_attrs(perm));
+    return weighted_sum(y, w);
+  };
+  Tensor x = random_tensor(s, 1), dx = Tensor::empty(s);
+  run(OpKind::Permute, {weights_tensor(ys)}, {dx}, perm_attrs(inv));
+  EXPECT_TRUE(gradient_close(dx, numerical_gradient(f, x)));
+}
+
+// --- Concat / Slice ------------------------------------------------------------------------------
+
+TEST(DataCpu, ConcatEachAxisAndItsGradientBySlice) {
+  const Shape base{4, 5, 6};
+  for (int axis = 0; axis < 3; ++axis) {
+    std::vector<Tensor> xs;
+    std::vector<int64_t> starts;
+    int64_t total = 0;
+    for (int64_t len : {1, 2, 3}) {
+      std::vector<int64_t> d = base.dims();
+      d[axis] = len;
+      xs.push_back(random_tensor(Shape(d), 10 * axis + len));
+      starts.push_back(total);
+      total += len;
+    }
+    std::vector<int64_t> yd = base.dims();
+    yd[axis] = total;
+    const Shape ys(yd);
+    Tensor y = Tensor::empty(ys);
+    run(OpKind::Concat, xs, {y}, ints({axis}));
+    const auto yv = y.to_vector<float>();
+    for (size_t k = 0; k < xs.size(); ++k) {
+      const auto xv = xs[k].to_vector<float>();
+      for (int64_t i = 0; i < xs[k].numel(); ++i) {
+        auto c = unravel(i, xs[k].shape());
+        c[axis] += starts[k];
+        ASSERT_EQ(yv[ravel(c, ys)], xv[i]) << "axis " << axis << " input " << k << " element " << i;
+      }
+    }
+    // negative axis means the same
+    Tensor y2 = Tensor::empty(ys);
+    run(OpKind::Concat, xs, {y2}, ints({axis - 3}));
+    EXPECT_TRUE(all_close(y2, y, 0, 0));
+    // d concat / d x_k = Slice of dy at the input's position; check with finite differences
+    const auto w = weights(ys.numel());
+    for (size_t k = 0; k < xs.size(); ++k) {
+      auto f = [&](const Tensor& xk) {
+        std::vector<Tensor> in = xs;
+        in[k] = xk;
+        Tensor yy = Tensor::empty(ys);
+        run(OpKind::Concat, in, {yy}, ints({axis}));
+        return weighted_sum(yy, w);
+      };
+      Tensor dx = Tensor::empty(xs[k].shape());
+      run(OpKind::Slice, {weights_tensor(ys)}, {dx}, ints({axis, starts[k]}));
+      EXPECT_TRUE(gradient_close(dx, numerical_gradient(f, xs[k].clone()))) << "axis " << axis << " input " << k;
+    }
+  }
+  std::string msg = message_of([&] {
+    run(OpKind::Concat, {Tensor::empty(Shape{2, 3}), Tensor::empty(Shape{3, 3})}, {Tensor::empty(Shape{2, 6})},
+        ints({1}));
+  });
+  EXPECT_MESSAGE_HAS(msg, "Concat");
+  EXPECT_MESSAGE_HAS(msg, "(3, 3)");
+  EXPECT_MESSAGE_HAS(msg, "(2, 6)");
+}
+
+TEST(DataCpu, SliceAndSliceBackwardEachAxis) {
+  const Shape s{4, 5, 6};
+  for (int axis = 0; axis < 3; ++axis) {
+    std::vector<int64_t> d = s.dims();
+    d[axis] = 2;
+    const Shape ys(d);
+    Tensor x = random_tensor(s, 3 + axis), y = Tensor::empty(ys);
+    run(OpKind::Slice, {x}, {y}, ints({axis, 1}));
+    const auto xv = x.to_vector<float>(), yv = y.to_vector<float>();
+    for (int64_t i = 0; i < y.numel(); ++i) {
+      auto c = unravel(i, ys);
+      c[axis] += 1;
+      ASSERT_EQ(yv[i], xv[ravel(c, s)]);
+    }
+    const auto w = weights(ys.numel());
+    auto f = [&](const Tensor& xx) {
+      Tensor yy = Tensor::empty(ys);
+      run(OpKind::Slice, {xx}, {yy}, ints({axis, 1}));
+      return weighted_sum(yy, w);
+    };
+    Tensor dx = Tensor::full(s, 99.0);  // every element must be written
+    run(OpKind::SliceBackward, {weights_tensor(ys)}, {dx}, ints({axis, 1}));
+    EXPECT_TRUE(gradient_close(dx, numerical_gradient(f, x))) << "axis " << axis;
+  }
+  std::string msg = message_of([&] {
+    run(OpKind::Slice, {Tensor::empty(Shape{4, 5})}, {Tensor::empty(Shape{4, 3})}, ints({1, 3}));
+  });
+  EXPECT_MESSAGE_HAS(msg, "Slice");
+  EXPECT_MESSAGE_HAS(msg, "(4, 5)");
+  EXPECT_MESSAGE_HAS(msg, "(4, 3)");
+}
+
+// --- Gather / OneHot / GatherImages -----------------------------------------------------------------
+
+TEST(DataCpu, GatherRepeatedIndicesAndBackward) {
+  Tensor table = random_tensor(Shape{7, 5}, 2);
+  Tensor idx = Tensor::from_vector<int32_t>({3, 0, 3, 6, 3, 1}, Shape{2, 3});
+  Tensor y = Tensor::empty(Shape{2, 3, 5});
+  run(OpKind::Gather, {table, idx}, {y});
+  const auto tv_ = table.to_vector<float>(), yv = y.to_vector<float>();
+  const int32_t rows[] = {3, 0, 3, 6, 3, 1};
+  for (int m = 0; m < 6; ++m)
+    for (int k = 0; k < 5; ++k) ASSERT_EQ(yv[m * 5 + k], tv_[rows[m] * 5 + k]);
+  const auto w = weights(30);
+  auto f = [&](const Tensor& t) {
+    Tensor yy = Tensor::empty(Shape{2, 3, 5});
+    run(OpKind::Gather, {t, idx}, {yy});
+    return weighted_sum(yy, w);
+  };
+  Tensor dt = Tensor::full(Shape{7, 5}, 5.0);
+  run(OpKind::GatherBackward, {weights_tensor(Shape{2, 3, 5}), idx}, {dt});
+  EXPECT_TRUE(gradient_close(dt, numerical_gradient(f, table.clone())));
+  // row 3 is referenced three times, rows 2, 4, 5 never (zeros)
+  for (int k = 0; k < 5; ++k) {
+    EXPECT_NEAR(dt.item(3 * 5 + k), w[0 * 5 + k] + w[2 * 5 + k] + w[4 * 5 + k], 1e-6);
+    EXPECT_EQ(dt.item(2 * 5 + k), 0.0);
+  }
+  // i32 tables (labels) gather too
+  Tensor labels = Tensor::from_vector<int32_t>({10, 11, 12, 13}, Shape{4}), out = Tensor::empty(Shape{3}, DType::i32);
+  run(OpKind::Gather, {labels, Tensor::from_vector<int32_t>({3, 3, 0}, Shape{3})}, {out});
+  EXPECT_EQ(out.to_vector<int32_t>(), (std::vector<int32_t>{13, 13, 10}));
+
+  std::string msg = message_of([&] {
+    run(OpKind::Gather, {table, Tensor::from_vector<int32_t>({1, 7}, Shape{2})}, {Tensor::empty(Shape{2, 5})});
+  });
+  EXPECT_MESSAGE_HAS(msg, "Gather");
+  EXPECT_MESSAGE_HAS(msg, "index 7");
+  EXPECT_MESSAGE_HAS(msg, "(7, 5)");
+  msg = message_of([&] { run(OpKind::Gather, {table, idx}, {Tensor::empty(Shape{6, 4})}); });
+  EXPECT_MESSAGE_HAS(msg, "(6, 4)");
+  EXPECT_MESSAGE_HAS(msg, "(7, 5)");
+  msg = message_of([&] {
+    run(OpKind::GatherBackward, {Tensor::zeros(Shape{2, 5}), Tensor::from_vector<int32_t>({-1, 0}, Shape{2})},
+        {Tensor::empty(Shape{7, 5})});
+  });
+  EXPECT_MESSAGE_HAS(msg, "GatherBackward");
+  EXPECT_MESSAGE_HAS(msg, "index -1");
+}
+
+TEST(DataCpu, OneHotAndErrors) {
+  Tensor lab = Tensor::from_vector<int32_t>({2, 0, 3, 3, 1}, Shape{5}), y = Tensor::full(Shape{5, 4}, 7.0);
+  run(OpKind::OneHot, {lab}, {y});
+  std::vector<float> want(20, 0.0f);
+  const int l[] = {2, 0, 3, 3, 1};
+  for (int n = 0; n < 5; ++n) want[n * 4 + l[n]] = 1.0f;
+  EXPECT_EQ(y.to_vector<float>(), want);
+  std::string msg = message_of([&] {
+    run(OpKind::OneHot, {Tensor::from_vector<int32_t>({4}, Shape{1})}, {Tensor::empty(Shape{1, 4})});
+  });
+  EXPECT_MESSAGE_HAS(msg, "OneHot");
+  EXPECT_MESSAGE_HAS(msg, "label 4");
+}
+
+TEST(DataCpu, GatherImagesNormalises) {
+  const Shape s{6, 2, 3, 3};
+  std::vector<uint8_t> px(static_cast<size_t>(s.numel()));
+  for (size_t i = 0; i < px.size(); ++i) px[i] = uint8_t(i * 37 % 256);
+  Tensor img = Tensor::from_vector(px, s), idx = Tensor::from_vector<int32_t>({5, 0, 5, 2}, Shape{4});
+  Tensor y = Tensor::empty(Shape{4, 2, 3, 3});
+  OpAttrs a;
+  a.f[0] = 0.5;
+  a.f[1] = 0.25;
+  run(OpKind::GatherImages, {img, idx}, {y}, a);
+  const int rows[] = {5, 0, 5, 2};
+  const auto yv = y.to_vector<float>();
+  for (int b = 0; b < 4; ++b)
+    for (int k = 0; k < 18; ++k) ASSERT_NEAR(yv[b * 18 + k], (px[rows[b] * 18 + k] / 255.0 - 0.5) / 0.25, 1e-6);
+  std::string msg = message_of([&] {
+    run(OpKind::GatherImages, {img, Tensor::from_vector<int32_t>({6}, Shape{1})}, {Tensor::empty(Shape{1, 2, 3, 3})},
+        a);
+  });
+  EXPECT_MESSAGE_HAS(msg, "GatherImages");
+  EXPECT_MESSAGE_HAS(msg, "index 6");
+}
+
+// --- CUDA vs CPU -------------------------------------------------------------------------------------
+
+TEST(DataCuda, FillAndCopyAlignedAndMisaligned) {
+  CUDL_REQUIRE_CUDA();
+  for (DType dt : {DType::f32, DType::f16, DType::bf16, DType::i32, DType::i64, DType::u8}) {
+    for (int64_t n : {int64_t(1), int64_t(3), int64_t(4097)}) {
+      OpAttrs a;
+      a.f[0] = -1.5;
+      Tensor c = Tensor::zeros(Shape{n + 1}, dt), g = Tensor::zeros(Shape{n + 1}, dt, kGpu);
+      run(OpKind::Fill, {}, {c}, a);
+      run(OpKind::Fill, {}, {g}, a);
+      EXPECT_TRUE(same_bytes(g, c)) << dtype_name(dt) << " n=" << n;
+      // misaligned by one element, leaving element 0 alone
+      const size_t es = dtype_size(dt);
+      Tensor c2 = Tensor::zeros(Shape{n + 1}, dt), g2 = Tensor::zeros(Shape{n + 1}, dt, kGpu);
+      a.f[0] = 3;
+      auto shifted = [&](const Tensor& t) {
+        return TensorView{static_cast<char*>(t.data()) + es, Shape{n}, dt, t.device()};
+      };
+      run_views(OpKind::Fill, {}, {shifted(c2)}, a);
+      run_views(OpKind::Fill, {}, {shifted(g2)}, a);
+      EXPECT_TRUE(same_bytes(g2, c2)) << "misaligned " << dtype_name(dt) << " n=" << n;
+      EXPECT_EQ(g2.item(0), 0.0);
+      // copy: aligned source into misaligned destination and back
+      Tensor src = Tensor::zeros(Shape{n + 1}, dt);
+      std::vector<unsigned char> raw(src.nbytes());
+      for (size_t i = 0; i < raw.size(); ++i) raw[i] = static_cast<unsigned char>(i * 131 % 97);
+      std::memcpy(src.data(), raw.data(), raw.size());
+      Tensor srcg = src.to(kGpu), dst = Tensor::zeros(Shape{n + 1}, dt, kGpu);
+      run_views(OpKind::Copy, {TensorView{srcg.data(), Shape{n}, dt, kGpu}}, {shifted(dst)});
+      Tensor back = Tensor::zeros(Shape{n + 1}, dt, kGpu);
+      run_views(OpKind::Copy, {shifted(dst)}, {TensorView{back.data(), Shape{n}, dt, kGpu}});
+      const auto b = bytes_of(back);
+      EXPECT_EQ(std::vector<unsigned char>(b.begin(), b.begin() + n * es),
+                std::vector<unsigned char>(raw.begin(), raw.begin() + n * es))
+          << dtype_name(dt) << " n=" << n;
+    }
+  }
+}
+
+TEST(DataCuda, CastEqualsCpuBitwise) {
+  CUDL_REQUIRE_CUDA();
+  for (auto [dt, cases] :
+       {std::pair{DType::f16, kToHalf}, std::pair{DType::bf16, kToBf16}, std::pair{DType::i32, kToI32}}) {
+    Tensor x = f32_of(cases), y = Tensor::empty(x.shape(), dt), yg = Tensor::empty(x.shape(), dt, kGpu);
+    run(OpKind::Cast, {x}, {y});
+    run(OpKind::Cast, {x.to(kGpu)}, {yg});
+    EXPECT_TRUE(all_close(yg, y, 0, 0)) << dtype_name(dt);
+    Tensor z = Tensor::empty(x.shape()), zg = Tensor::empty(x.shape(), DType::f32, kGpu);
+    run(OpKind::Cast, {y}, {z});
+    run(OpKind::Cast, {yg}, {zg});
+    EXPECT_TRUE(all_close(zg, z, 0, 0)) << dtype_name(dt) << " back to f32";
+  }
+  // many random values across the whole range, odd size
+  Tensor x = random_tensor(Shape{4099}, 9, -70000, 70000);
+  for (DType dt : {DType::f16, DType::bf16, DType::i32}) {
+    Tensor y = Tensor::empty(x.shape(), dt), yg = Tensor::empty(x.shape(), dt, kGpu);
+    run(OpKind::Cast, {x}, {y});
+    run(OpKind::Cast, {x.to(kGpu)}, {yg});
+    EXPECT_TRUE(all_close(yg, y, 0, 0)) << dtype_name(dt);
+  }
+  Tensor small = random_tensor(Shape{1001}, 10, -1e-4f, 1e-4f);  // f16 subnormals
+  Tensor y = Tensor::empty(small.shape(), DType::f16), yg = Tensor::empty(small.shape(), DType::f16, kGpu);
+  run(OpKind::Cast, {small}, {y});
+  run(OpKind::Cast, {small.to(kGpu)}, {yg});
+  EXPECT_TRUE(all_close(yg, y, 0, 0));
+}
+
+TEST(DataCuda, PermuteEqualsCpu) {
+  CUDL_REQUIRE_CUDA();
+  struct Case {
+    Shape s;
+    DType dt;
+  } cases[] = {{Shape{3, 5, 7}, DType::f32},
+               {Shape{2, 3, 5, 4}, DType::f32},
+               {Shape{3, 5, 7}, DType::u8},
+               {Shape{2, 3, 5, 4}, DType::f16}};
+  for (const Case& c : cases)
+    for (const auto& perm : all_perms(c.s.rank())) {
+      Tensor x = iota(c.s, c.dt), y = Tensor::empty(permuted(c.s, perm), c.dt);
+      Tensor yg = Tensor::empty(y.shape(), c.dt, kGpu);
+      run(OpKind::Permute, {x}, {y}, perm_attrs(perm));
+      run(OpKind::Permute, {x.to(kGpu)}, {yg}, perm_attrs(perm));
+      ASSERT_TRUE(same_bytes(yg, y)) << "shape " << c.s << " " << dtype_name(c.dt);
+    }
+  // a transpose with sides that are not multiples of a tile, and a rank-6 permutation
+  for (auto [s, perm] : {std::pair{Shape{67, 129}, std::vector<int64_t>{1, 0}},
+                         std::pair{Shape{3, 33, 65}, std::vector<int64_t>{0, 2, 1}},
+                         std::pair{Shape{2, 1, 3, 2, 5, 3}, std::vector<int64_t>{5, 3, 1, 0, 4, 2}}}) {
+    Tensor x = iota(s), y = Tensor::empty(permuted(s, perm)), yg = Tensor::empty(y.shape(), DType::f32, kGpu);
+    run(OpKind::Permute, {x}, {y}, perm_attrs(perm));
+    run(OpKind::Permute, {x.to(kGpu)}, {yg}, perm_attrs(perm));
+    EXPECT_TRUE(same_bytes(yg, y)) << "shape " << s;
+  }
+}
+
+TEST(DataCuda, ConcatSliceEqualCpu) {
+  CUDL_REQUIRE_CUDA();
+  const Shape base{4, 5, 6};
+  for (DType dt : {DType::f32, DType::u8})
+    for (int axis = 0; axis < 3; ++axis) {
+      std::vector<Tensor> xs, xg;
+      int64_t total = 0;
+      for (int64_t len : {1, 3, 2}) {
+        std::vector<int64_t> d = base.dims();
+        d[axis] = len;
+        xs.push_back(iota(Shape(d), dt));
+        xg.push_back(xs.back().to(kGpu));
+        total += len;
+      }
+      std::vector<int64_t> yd = base.dims();
+      yd[axis] = total;
+      Tensor y = Tensor::empty(Shape(yd), dt), yg = Tensor::empty(Shape(yd), dt, kGpu);
+      run(OpKind::Concat, xs, {y}, ints({axis}));
+      run(OpKind::Concat, xg, {yg}, ints({axis}));
+      EXPECT_TRUE(same_bytes(yg, y)) << "concat axis " << axis;
+      std::vector<int64_t> sd = base.dims();
+      sd[axis] = 3;
+      Tensor s = Tensor::empty(Shape(sd), dt), sg = Tensor::empty(Shape(sd), dt, kGpu);
+      run(OpKind::Slice, {y}, {s}, ints({axis, 2}));
+      run(OpKind::Slice, {yg}, {sg}, ints({axis, 2}));
+      EXPECT_TRUE(same_bytes(sg, s)) << "slice axis " << axis;
+      Tensor dx = Tensor::full(Shape(yd), 1, dt), dxg = Tensor::full(Shape(yd), 1, dt, kGpu);
+      run(OpKind::SliceBackward, {s}, {dx}, ints({axis, 2}));
+      run(OpKind::SliceBackward, {sg}, {dxg}, ints({axis, 2}));
+      EXPECT_TRUE(same_bytes(dxg, dx)) << "slice backward axis " << axis;
+    }
+  // long rows
+  Tensor a = random_tensor(Shape{3, 2000}, 1), b = random_tensor(Shape{3, 2097}, 2);
+  Tensor y = Tensor::empty(Shape{3, 4097}), yg = Tensor::empty(Shape{3, 4097}, DType::f32, kGpu);
+  run(OpKind::Concat, {a, b}, {y}, ints({1}));
+  run(OpKind::Concat, {a.to(kGpu), b.to(kGpu)}, {yg}, ints({1}));
+  EXPECT_TRUE(same_bytes(yg, y));
+  std::string msg = message_of([&] {
+    run(OpKind::Concat, {a.to(kGpu), b.to(kGpu)}, {Tensor::empty(Shape{3, 4096}, DType::f32, kGpu)}, ints({1}));
+  });
+  EXPECT_MESSAGE_HAS(msg, "Concat");
+  EXPECT_MESSAGE_HAS(msg, "(3, 4096)");
+}
+
+TEST(DataCuda, GatherAndBackwardEqualCpuBitwise) {
+  CUDL_REQUIRE_CUDA();
+  for (auto [rows, width, m] :
+       {std::tuple{7, 5, 6}, std::tuple{50, 33, 1000}, std::tuple{3, 1, 4097}, std::tuple{1000, 3, 17}}) {
+    Tensor table = random_tensor(Shape{rows, width}, uint64_t(rows));
+    Tensor idx = random_labels(m, rows, uint64_t(m));
+    Tensor y = Tensor::empty(Shape{m, width}), yg = Tensor::empty(Shape{m, width}, DType::f32, kGpu);
+    run(OpKind::Gather, {table, idx}, {y});
+    run(OpKind::Gather, {table.to(kGpu), idx.to(kGpu)}, {yg});
+    EXPECT_TRUE(same_bytes(yg, y)) << "gather " << rows << "x" << width << " m=" << m;
+    Tensor dy = random_tensor(Shape{m, width}, 77);
+    Tensor dt = Tensor::empty(Shape{rows, width}), dtg = Tensor::full(Shape{rows, width}, NAN, DType::f32, kGpu);
+    run(OpKind::GatherBackward, {dy, idx}, {dt});
+    run(OpKind::GatherBackward, {dy.to(kGpu), idx.to(kGpu)}, {dtg});
+    EXPECT_TRUE(same_bytes(dtg, dt)) << "gather backward " << rows << "x" << width << " m=" << m;
+  }
+  // Out-of-range rows cannot throw on the device: they read as NaN (documented in op.hpp).
+  Tensor table = Tensor::full(Shape{3, 2}, 1.0, DType::f32, kGpu), yg = Tensor::empty(Shape{2, 2}, DType::f32, kGpu);
+  run(OpKind::Gather, {table, Tensor::from_vector<int32_t>({1, 3}, Shape{2}, kGpu)}, {yg});
+  const auto v = as_doubles(yg);
+  EXPECT_EQ(v[0], 1.0);
+  EXPECT_TRUE(std::isnan(v[2]) && std::isnan(v[3]));
+}
+
+TEST(DataCuda, OneHotAndGatherImagesEqualCpu) {
+  CUDL_REQUIRE_CUDA();
+  Tensor lab = random_labels(37, 10, 3);
+  Tensor y = Tensor::empty(Shape{37, 10}), yg = Tensor::full(Shape{37, 10}, 5.0, DType::f32, kGpu);
+  run(OpKind::OneHot, {lab}, {y});
+  run(OpKind::OneHot, {lab.to(kGpu)}, {yg});
+  EXPECT_TRUE(same_bytes(yg, y));
+  const Shape s{20, 1, 28, 28};
+  std::vector<uint8_t> px(static_cast<size_t>(s.numel()));
+  for (size_t i = 0; i < px.size(); ++i) px[i] = uint8_t((i * 2654435761u) >> 24);
+  Tensor img = Tensor::from_vector(px, s), idx = random_labels(9, 20, 4);
+  OpAttrs a;
+  a.f[0] = 0.1307;
+  a.f[1] = 0.3081;
+  Tensor x = Tensor::empty(Shape{9, 1, 28, 28}), xg = Tensor::empty(Shape{9, 1, 28, 28}, DType::f32, kGpu);
+  run(OpKind::GatherImages, {img, idx}, {x}, a);
+  run(OpKind::GatherImages, {img.to(kGpu), idx.to(kGpu)}, {xg}, a);
+  EXPECT_TRUE(same_bytes(xg, x));
+}

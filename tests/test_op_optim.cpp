@@ -1,0 +1,485 @@
+// tests/test_op_optim.cpp — optimizer steps against the published update rules (expected values
+// computed here in double), CUDA vs CPU on many odd-sized tensors in one call, schedules read from
+// the device (also through a captured CUDA graph), weight penalties and global-norm clipping.
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "testing.hpp"
+
+#if defined(CUDL_WITH_CUDA)
+#include <cuda_runtime.h>
+
+#include "cuda/context.hpp"
+#endif
+
+using namespace cudl;
+using namespace cudl::testing;
+
+namespace {
+
+void run(OpKind op, const std::vector<Tensor>& in, const std::vector<Tensor>& out, const OpAttrs& a, Device dev) {
+  std::vector<TensorView> iv, ov;
+  for (const auto& t : in) iv.push_back(tv(t));
+  for (const auto& t : out) ov.push_back(tv(t));
+  OpCall c;
+  c.op = op;
+  c.inputs = iv.data();
+  c.n_inputs = static_cast<int>(iv.size());
+  c.outputs = ov.data();
+  c.n_outputs = static_cast<int>(ov.size());
+  c.attrs = a;
+  c.ctx = &default_context(dev);
+  c.label = "test/optim";
+  op_table(dev.type()).get(op)(c);
+}
+
+std::string message_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "<no error>";
+}
+
+Tensor hyper(double lr, double t, Device d = Device::cpu()) {
+  return Tensor::from_vector<float>({static_cast<float>(lr), static_cast<float>(t)}, Shape{2}, d);
+}
+
+using Vec = std::vector<double>;
+const Vec kP0 = {0.5, -1.0, 2.0, 0.0, 3.0, -0.25, 1e-3};
+// Gradient of element i at step t (1-based): varied signs and magnitudes, one exact zero.
+double grad_at(int t, size_t i) {
+  static const double scale[] = {1.0, -0.5, 2.0};
+  return i == 3 && t == 2 ? 0.0 : 0.1 * double(i + 1) * scale[t - 1] + 0.05 * t;
+}
+const double kLr[] = {0.1, 0.05, 0.02};  // the schedule: lr changes between steps
+
+Tensor to_tensor(const Vec& v, Device d) {
+  return Tensor::from_vector(std::vector<float>(v.begin(), v.end()), Shape{int64_t(v.size())}, d);
+}
+
+// Runs 3 steps of `op` on one parameter with `n_state` state tensors (initialised to `state_init`),
+// writing lr and t into the hyper tensor before each step. Returns the final parameter.
+Vec run_three_steps(OpKind op, const OpAttrs& a, int n_state, double state_init, Device d) {
+  Tensor p = to_tensor(kP0, d);
+  std::vector<Tensor> state;
+  for (int k = 0; k < n_state; ++k)
+    state.push_back(Tensor::full(Shape{int64_t(kP0.size())}, state_init, DType::f32, d));
+  Tensor h = hyper(0, 1, d);
+  for (int t = 1; t <= 3; ++t) {
+    Vec g(kP0.size());
+    for (size_t i = 0; i < g.size(); ++i) g[i] = grad_at(t, i);
+    h.copy_from(hyper(kLr[t - 1], t));
+    std::vector<Tensor> in = {h, p, to_tensor(g, d)};
+    for (auto& s : state) in.push_back(s);
+    run(op, in, {}, a, d);
+  }
+  const auto v = as_doubles(p);
+  return Vec(v.begin(), v.end());
+}
+
+void expect_near_vec(const Vec& got, const Vec& want, double rtol, const char* what) {
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i)
+    EXPECT_NEAR(got[i], want[i], 1e-6 + rtol * std::fabs(want[i])) << what << " element " << i;
+}
+
+std::vector<Device> devices() {
+  std::vector<Device> d = {Device::cpu()};
+  if (cuda_available()) d.push_back(Device::cuda());
+  return d;
+}
+
+// --- the published rules, in double ------------------------------------------------------------
+
+Vec sgd_expected(double mom, double damp, double wd, bool nesterov) {
+  Vec p = kP0, buf(p.size(), 0.0);
+  for (int t = 1; t <= 3; ++t)
+    for (size_t i = 0; i < p.size(); ++i) {
+      double d = grad_at(t, i) + wd * p[i];
+      if (mom != 0) {
+        buf[i] = t == 1 ? d : mom * buf[i] + (1 - damp) * d;
+        d = nesterov ? d + mom * buf[i] : buf[i];
+      }
+      p[i] -= kLr[t - 1] * d;
+    }
+  return p;
+}
+
+Vec adam_expected(double b1, double b2, double eps, double wd, bool decoupled) {
+  Vec p = kP0, m(p.size(), 0.0), v(p.size(), 0.0);
+  for (int t = 1; t <= 3; ++t) {
+    const double lr = kLr[t - 1];
+    for (size_t i = 0; i < p.size(); ++i) {
+      double g = grad_at(t, i);
+      if (decoupled)
+        p[i] *= 1 - lr * wd;
+      else
+        g += wd * p[i];
+      m[i] = b1 * m[i] + (1 - b1) * g;
+      v[i] = b2 * v[i] + (1 - b2) * g * g;
+      const double mhat = m[i] / (1 - std::pow(b1, t)), vhat = v[i] / (1 - std::pow(b2, t));
+      p[i] -= lr * mhat / (std::sqrt(vhat) + eps);
+    }
+  }
+  return p;
+}
+
+Vec rmsprop_expected(double alpha, double eps, double wd) {
+  Vec p = kP0, sq(p.size(), 0.0);
+  for (int t = 1; t <= 3; ++t)
+    for (size_t i = 0; i < p.size(); ++i) {
+      const double g = grad_at(t, i) + wd * p[i];
+      sq[i] = alpha * sq[i] + (1 - alpha) * g * g;
+      p[i] -= kLr[t - 1] * g / (std::sqrt(sq[i]) + eps);
+    }
+  return p;
+}
+
+Vec adagrad_expected(double eps, double wd, double lr_decay, double init) {
+  Vec p = kP0, sum(p.size(), init);
+  for (int t = 1; t <= 3; ++t)
+    for (size_t i = 0; i < p.size(); ++i) {
+      const double g = grad_at(t, i) + wd * p[i];
+      const double clr = kLr[t - 1] / (1 + (t - 1) * lr_decay);
+      sum[i] += g * g;
+      p[i] -= clr * g / (std::sqrt(sum[i]) + eps);
+    }
+  return p;
+}
+
+}  // namespace
+
+// Literal values worked by hand: SGD momentum 0.9, lr 0.1, p = 1, g = 1 every step:
+// buf = 1, 1.9, 2.71 and p = 0.9, 0.71, 0.439. Adam with a constant g: m_hat = g, v_hat = g^2, so
+// each step moves p by lr * g / (|g| + eps): 1 -> 0.9 -> 0.8 -> 0.7.
+TEST(Optim, LiteralHandWorkedSteps) {
+  for (Device d : devices()) {
+    Tensor p = Tensor::full(Shape{1}, 1.0, DType::f32, d), g = Tensor::full(Shape{1}, 1.0, DType::f32, d);
+    Tensor buf = Tensor::full(Shape{1}, NAN, DType::f32, d);  // ignored at t = 1 (torch: buffer is None)
+    OpAttrs a;
+    a.f[0] = 0.9;
+    const double want[] = {0.9, 0.71, 0.439};
+    for (int t = 1; t <= 3; ++t) {
+      run(OpKind::SgdStep, {hyper(0.1, t, d), p, g, buf}, {}, a, d);
+      EXPECT_NEAR(p.item(0), want[t - 1], 1e-6) << d << " sgd t=" << t;
+    }
+    Tensor q = Tensor::full(Shape{1}, 1.0, DType::f32, d), g2 = Tensor::full(Shape{1}, 0.5, DType::f32, d);
+    Tensor m = Tensor::zeros(Shape{1}, DType::f32, d), v = Tensor::zeros(Shape{1}, DType::f32, d);
+    OpAttrs b;
+    b.f[0] = 0.9;
+    b.f[1] = 0.999;
+    b.f[2] = 1e-8;
+    for (int t = 1; t <= 3; ++t) {
+      run(OpKind::AdamStep, {hyper(0.1, t, d), q, g2, m, v}, {}, b, d);
+      EXPECT_NEAR(q.item(0), 1.0 - 0.1 * t, 1e-6) << d << " adam t=" << t;
+    }
+  }
+}
+
+TEST(Optim, SgdMatchesTorchRule) {
+  struct Case {
+    double mom, damp, wd;
+    bool nesterov;
+  } cases[] = {
+      {0, 0, 0, false}, {0, 0, 0.01, false}, {0.9, 0, 0, false}, {0.9, 0.1, 0.01, false}, {0.8, 0, 0.05, true}};
+  for (Device d : devices())
+    for (const Case& c : cases) {
+      OpAttrs a;
+      a.f[0] = c.mom;
+      a.f[1] = c.damp;
+      a.f[2] = c.wd;
+      a.i[0] = c.nesterov;
+      // The momentum buffer starts as NaN: the first step must overwrite it, not read it.
+      const Vec got = run_three_steps(OpKind::SgdStep, a, c.mom != 0 ? 1 : 0, NAN, d);
+      SCOPED_TRACE(::testing::Message() << d << " momentum " << c.mom << " dampening " << c.damp << " wd " << c.wd
+                                        << " nesterov " << c.nesterov);
+      expect_near_vec(got, sgd_expected(c.mom, c.damp, c.wd, c.nesterov), 1e-5, "sgd");
+    }
+}
+
+TEST(Optim, AdamAndAdamWMatchTorchRule) {
+  for (Device d : devices())
+    for (bool decoupled : {false, true})
+      for (double wd : {0.0, 0.1}) {
+        OpAttrs a;
+        a.f[0] = 0.9;
+        a.f[1] = 0.99;
+        a.f[2] = 1e-3;
+        a.f[3] = wd;
+        a.i[0] = decoupled;
+        const Vec got = run_three_steps(OpKind::AdamStep, a, 2, 0.0, d);
+        SCOPED_TRACE(::testing::Message() << d << " decoupled " << decoupled << " wd " << wd);
+        expect_near_vec(got, adam_expected(0.9, 0.99, 1e-3, wd, decoupled), 1e-5, "adam");
+      }
+}
+
+TEST(Optim, RmspropMatchesTorchRule) {
+  for (Device d : devices())
+    for (double wd : {0.0, 0.02}) {
+      OpAttrs a;
+      a.f[0] = 0.99;
+      a.f[1] = 1e-8;
+      a.f[2] = wd;
+      const Vec got = run_three_steps(OpKind::RmspropStep, a, 1, 0.0, d);
+      SCOPED_TRACE(::testing::Message() << d << " wd " << wd);
+      expect_near_vec(got, rmsprop_expected(0.99, 1e-8, wd), 1e-5, "rmsprop");
+    }
+}
+
+TEST(Optim, AdagradMatchesTorchRule) {
+  for (Device d : devices())
+    for (double wd : {0.0, 0.03})
+      for (double decay : {0.0, 0.5})
+        for (double init : {0.0, 0.1}) {
+          OpAttrs a;
+          a.f[0] = 1e-10;
+          a.f[1] = wd;
+          a.f[2] = decay;
+          const Vec got = run_three_steps(OpKind::AdagradStep, a, 1, init, d);
+          SCOPED_TRACE(::testing::Message() << d << " wd " << wd << " lr_decay " << decay << " init " << init);
+          expect_near_vec(got, adagrad_expected(1e-10, wd, decay, init), 1e-5, "adagrad");
+        }
+}
+
+TEST(Optim, WeightPenaltyAddsL1AndL2) {
+  for (Device d : devices()) {
+    const Vec p = {1.5, -2.0, 0.0, 0.25};
+    const Vec g = {0.1, 0.2, -0.3, 0.0};
+    Tensor pt = to_tensor(p, d), gt = to_tensor(g, d);
+    OpAttrs a;
+    a.f[0] = 0.01;
+    a.f[1] = 0.5;
+    run(OpKind::WeightPenalty, {Tensor(), pt, gt}, {}, a, d);
+    const Vec want = {0.1 + 0.01 + 0.75, 0.2 - 0.01 - 1.0, -0.3, 0.0 + 0.01 + 0.125};
+    expect_near_vec(as_doubles(gt), want, 1e-6, "penalty");
+    expect_near_vec(as_doubles(pt), p, 0, "param untouched");
+  }
+}
+
+TEST(Optim, ClipGradNormBelowAndAboveThreshold) {
+  for (Device d : devices()) {
+    std::vector<Vec> gs = {{3.0}, {0.0, 4.0, 0.0}, {-12.0, 0.0}};  // norm 13
+    for (double max_norm : {20.0, 6.5}) {
+      std::vector<Tensor> ts;
+      for (auto& g : gs) ts.push_back(to_tensor(g, d));
+      Tensor norm = Tensor::empty(Shape{1}, DType::f32, d);
+      OpAttrs a;
+      a.f[0] = max_norm;
+      run(OpKind::ClipGradNorm, ts, {norm}, a, d);
+      EXPECT_NEAR(norm.item(0), 13.0, 1e-5) << d;
+      const double coef = std::min(1.0, max_norm / (13.0 + 1e-6));
+      for (size_t k = 0; k < gs.size(); ++k) {
+        Vec want = gs[k];
+        for (auto& x : want) x *= coef;
+        expect_near_vec(as_doubles(ts[k]), want, 1e-6, "clipped grad");
+      }
+    }
+  }
+}
+
+TEST(Optim, BadArgumentsNameOpAndShapes) {
+  Tensor p = Tensor::zeros(Shape{3, 4}), g = Tensor::zeros(Shape{4, 3}), m = Tensor::zeros(Shape{3, 4});
+  std::string msg = message_of([&] { run(OpKind::AdamStep, {hyper(0.1, 1), p, g, m, m}, {}, {}, Device::cpu()); });
+  EXPECT_NE(msg.find("AdamStep"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("(3, 4)"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("(4, 3)"), std::string::npos) << msg;
+  msg = message_of([&] { run(OpKind::AdamStep, {hyper(0.1, 1), p, p, m}, {}, {}, Device::cpu()); });
+  EXPECT_NE(msg.find("groups of 4"), std::string::npos) << msg;
+  msg = message_of([&] { run(OpKind::SgdStep, {hyper(0.1, 0), p, p}, {}, {}, Device::cpu()); });
+  EXPECT_NE(msg.find("step t"), std::string::npos) << msg;
+  if (cuda_available()) {
+    const Device gpu = Device::cuda();
+    Tensor pg = Tensor::zeros(Shape{3, 4}, DType::f32, gpu), gg = Tensor::zeros(Shape{4, 3}, DType::f32, gpu);
+    msg = message_of([&] { run(OpKind::RmspropStep, {hyper(0.1, 1, gpu), pg, gg, pg}, {}, {}, gpu); });
+    EXPECT_NE(msg.find("RmspropStep"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("(4, 3)"), std::string::npos) << msg;
+  }
+}
+
+// --- CUDA vs CPU on many tensors --------------------------------------------------------------------
+
+namespace {
+
+// Runs `op` for 3 steps on CPU and CUDA over `sizes` parameters (one multi-tensor call per step) and
+// compares parameters and every state tensor.
+void compare_many(OpKind op, const OpAttrs& a, int n_state, const std::vector<int64_t>& sizes, double tol) {
+  const Device gpu = Device::cuda();
+  struct Side {
+    std::vector<Tensor> p, s;
+  } cpu, cuda;
+  for (size_t k = 0; k < sizes.size(); ++k) {
+    Tensor p = random_tensor(Shape{sizes[k]}, 100 + k);
+    cpu.p.push_back(p.clone());
+    cuda.p.push_back(p.to(gpu));
+    for (int j = 0; j < n_state; ++j) {
+      Tensor s = op == OpKind::SgdStep ? random_tensor(Shape{sizes[k]}, 900 + k) : Tensor::zeros(Shape{sizes[k]});
+      cpu.s.push_back(s.clone());
+      cuda.s.push_back(s.to(gpu));
+    }
+  }
+  Tensor hg = hyper(0, 1, gpu);
+  for (int t = 1; t <= 3; ++t) {
+    std::vector<Tensor> in_c = {hyper(kLr[t - 1], t)}, in_g = {hg};
+    hg.copy_from(hyper(kLr[t - 1], t));
+    for (size_t k = 0; k < sizes.size(); ++k) {
+      Tensor g = random_tensor(Shape{sizes[k]}, 5000 + 10 * k + t, -2, 2);
+      in_c.push_back(cpu.p[k]);
+      in_c.push_back(g);
+      in_g.push_back(cuda.p[k]);
+      in_g.push_back(g.to(gpu));
+      for (int j = 0; j < n_state; ++j) {
+        in_c.push_back(cpu.s[k * n_state + j]);
+        in_g.push_back(cuda.s[k * n_state + j]);
+      }
+    }
+    run(op, in_c, {}, a, Device::cpu());
+    run(op, in_g, {}, a, gpu);
+  }
+  for (size_t k = 0; k < sizes.size(); ++k) {
+    EXPECT_TRUE(all_close(cuda.p[k].to(Device::cpu()), cpu.p[k], tol, tol)) << op_name(op) << " param " << k;
+    for (int j = 0; j < n_state; ++j)
+      EXPECT_TRUE(all_close(cuda.s[k * n_state + j].to(Device::cpu()), cpu.s[k * n_state + j], tol, tol))
+          << op_name(op) << " state " << j << " of param " << k;
+  }
+}
+
+const std::vector<int64_t> kOddSizes = {1, 3, 1000, 4097, 5, 33, 2};
+
+// More tensors than one launch's argument block holds, so the launcher must split the list.
+std::vector<int64_t> many_small_sizes() {
+  std::vector<int64_t> s;
+  for (int k = 0; k < 300; ++k) s.push_back(1 + (k * 7) % 13);
+  return s;
+}
+
+}  // namespace
+
+TEST(OptimCuda, SgdEqualsCpu) {
+  CUDL_REQUIRE_CUDA();
+  OpAttrs a;
+  a.f[0] = 0.9;
+  a.f[1] = 0.1;
+  a.f[2] = 1e-2;
+  compare_many(OpKind::SgdStep, a, 1, kOddSizes, 2e-6);
+  a.f[1] = 0;
+  a.i[0] = 1;
+  compare_many(OpKind::SgdStep, a, 1, kOddSizes, 2e-6);
+  OpAttrs plain;
+  compare_many(OpKind::SgdStep, plain, 0, many_small_sizes(), 2e-6);
+}
+
+TEST(OptimCuda, AdamEqualsCpu) {
+  CUDL_REQUIRE_CUDA();
+  OpAttrs a;
+  a.f[0] = 0.9;
+  a.f[1] = 0.999;
+  a.f[2] = 1e-8;
+  a.f[3] = 0.01;
+  compare_many(OpKind::AdamStep, a, 2, kOddSizes, 2e-6);
+  a.i[0] = 1;
+  compare_many(OpKind::AdamStep, a, 2, kOddSizes, 2e-6);
+  compare_many(OpKind::AdamStep, a, 2, many_small_sizes(), 2e-6);
+}
+
+TEST(OptimCuda, RmspropAndAdagradEqualCpu) {
+  CUDL_REQUIRE_CUDA();
+  OpAttrs r;
+  r.f[0] = 0.99;
+  r.f[1] = 1e-8;
+  r.f[2] = 0.01;
+  compare_many(OpKind::RmspropStep, r, 1, kOddSizes, 2e-6);
+  OpAttrs g;
+  g.f[0] = 1e-10;
+  g.f[1] = 0.01;
+  g.f[2] = 0.1;
+  compare_many(OpKind::AdagradStep, g, 1, kOddSizes, 2e-6);
+  compare_many(OpKind::AdagradStep, g, 1, many_small_sizes(), 2e-6);
+}
+
+TEST(OptimCuda, WeightPenaltyEqualsCpu) {
+  CUDL_REQUIRE_CUDA();
+  OpAttrs a;
+  a.f[0] = 1e-3;
+  a.f[1] = 1e-2;
+  compare_many(OpKind::WeightPenalty, a, 0, kOddSizes, 1e-7);
+}
+
+TEST(OptimCuda, ClipGradNormEqualsCpu) {
+  CUDL_REQUIRE_CUDA();
+  const Device gpu = Device::cuda();
+  for (const auto& sizes : {kOddSizes, many_small_sizes()})
+    for (double max_norm : {1e6, 1.0}) {
+      std::vector<Tensor> c, g;
+      for (size_t k = 0; k < sizes.size(); ++k) {
+        c.push_back(random_tensor(Shape{sizes[k]}, 40 + k));
+        g.push_back(c.back().to(gpu));
+      }
+      Tensor nc = Tensor::empty(Shape{1}), ng = Tensor::empty(Shape{1}, DType::f32, gpu);
+      OpAttrs a;
+      a.f[0] = max_norm;
+      run(OpKind::ClipGradNorm, c, {nc}, a, Device::cpu());
+      run(OpKind::ClipGradNorm, g, {ng}, a, gpu);
+      EXPECT_TRUE(all_close(ng.to(Device::cpu()), nc, 0, 1e-5)) << "norm, max_norm " << max_norm;
+      for (size_t k = 0; k < sizes.size(); ++k)
+        ASSERT_TRUE(all_close(g[k].to(Device::cpu()), c[k], 1e-7, 1e-5)) << "grad " << k << ", max_norm " << max_norm;
+      if (max_norm == 1.0) {  // the clipped gradients have norm max_norm
+        double s = 0;
+        for (auto& t : g)
+          for (double x : as_doubles(t)) s += x * x;
+        EXPECT_NEAR(std::sqrt(s), 1.0, 1e-5);
+      }
+    }
+  // Deterministic: the same inputs give bitwise the same norm.
+  std::vector<Tensor> g1, g2;
+  for (int64_t k = 0; k < 5; ++k) {
+    g1.push_back(random_tensor(Shape{4097 + k}, 7 + k, -1, 1, gpu));
+    g2.push_back(random_tensor(Shape{4097 + k}, 7 + k, -1, 1, gpu));
+  }
+  Tensor n1 = Tensor::empty(Shape{1}, DType::f32, gpu), n2 = Tensor::empty(Shape{1}, DType::f32, gpu);
+  OpAttrs a;
+  a.f[0] = 1.0;
+  run(OpKind::ClipGradNorm, g1, {n1}, a, gpu);
+  run(OpKind::ClipGradNorm, g2, {n2}, a, gpu);
+  EXPECT_EQ(n1.item(0), n2.item(0));
+}
+
+#if defined(CUDL_WITH_CUDA)
+// A captured graph replays the step with the lr and t the hyper tensor holds at replay time.
+TEST(OptimCuda, CapturedGraphSeesScheduleChanges) {
+  CUDL_REQUIRE_CUDA();
+  const Device gpu = Device::cuda();
+  CudaContext& ctx = CudaContext::get(0);
+  Tensor p = to_tensor(kP0, gpu), m = Tensor::zeros(Shape{int64_t(kP0.size())}, DType::f32, gpu);
+  Tensor v = Tensor::zeros(Shape{int64_t(kP0.size())}, DType::f32, gpu);
+  Tensor g = Tensor::empty(Shape{int64_t(kP0.size())}, DType::f32, gpu);
+  Tensor h = hyper(0, 1, gpu);
+  ctx.synchronize();
+  OpAttrs a;
+  a.f[0] = 0.9;
+  a.f[1] = 0.99;
+  a.f[2] = 1e-3;
+  a.f[3] = 0.1;
+  a.i[0] = 1;
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  ASSERT_EQ(cudaStreamBeginCapture(ctx.stream(), cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  run(OpKind::AdamStep, {h, p, g, m, v}, {}, a, gpu);
+  ASSERT_EQ(cudaStreamEndCapture(ctx.stream(), &graph), cudaSuccess);
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  for (int t = 1; t <= 3; ++t) {
+    Vec gv(kP0.size());
+    for (size_t i = 0; i < gv.size(); ++i) gv[i] = grad_at(t, i);
+    g.copy_from(to_tensor(gv, Device::cpu()));
+    h.copy_from(hyper(kLr[t - 1], t));
+    ASSERT_EQ(cudaGraphLaunch(exec, ctx.stream()), cudaSuccess);
+  }
+  ctx.synchronize();
+  expect_near_vec(as_doubles(p), adam_expected(0.9, 0.99, 1e-3, 0.1, true), 1e-5, "graph adamw");
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+}
+#endif
