@@ -1,8 +1,127 @@
-// cuda/elementwise.cpp — CUDA backend entries of the elementwise op family: checks, then kernel launches.
-#include "backend/backend.hpp"
+// cuda/elementwise.cpp — CUDA backend entries of the elementwise op family: checks (shared with the CPU
+// reference), broadcast planning on the host, then kernel launches on the context's stream.
+#include "cpu/elementwise.hpp"
+
+#include "cuda/context.hpp"
+#include "kernels/elementwise.cuh"
 
 namespace cudl {
 
-void register_cuda_elementwise_ops(OpTable& t) {}
+namespace {
+
+static_assert(kernels::kMaxBroadcastDims == Shape::kMaxDims, "broadcast structs must hold every dimension");
+
+// True when the collapsed loop nest is a plain elementwise walk over all three tensors.
+bool is_elementwise(const BroadcastLayout& l) {
+  return l.rank == 0 || (l.rank == 1 && l.a_stride[0] == 1 && l.b_stride[0] == 1);
+}
+
+kernels::BroadcastStrides to_strides(const BroadcastLayout& l) {
+  kernels::BroadcastStrides s{};
+  s.rank = l.rank;
+  for (int d = 0; d < l.rank; ++d) {
+    s.dims[d] = l.dims[d];
+    s.a_stride[d] = l.a_stride[d];
+    s.b_stride[d] = l.b_stride[d];
+  }
+  return s;
+}
+
+// Splits c's loop nest into the dimensions `self` keeps (its own elements) and those it is
+// broadcast over (summed in its gradient).
+kernels::BroadcastGradPlan grad_plan(const BroadcastLayout& l, bool self_is_a) {
+  kernels::BroadcastGradPlan p{};
+  p.red_count = 1;
+  int64_t c_stride = 1;
+  // Innermost first, so each dimension knows its stride in c; then reverse each list.
+  int64_t ks[Shape::kMaxDims], kc[Shape::kMaxDims], ko[Shape::kMaxDims];
+  int64_t rs[Shape::kMaxDims], rc[Shape::kMaxDims], ro[Shape::kMaxDims];
+  int nk = 0, nr = 0;
+  for (int d = l.rank - 1; d >= 0; --d) {
+    const int64_t self_stride = self_is_a ? l.a_stride[d] : l.b_stride[d];
+    const int64_t other_stride = self_is_a ? l.b_stride[d] : l.a_stride[d];
+    if (self_stride != 0) {
+      ks[nk] = l.dims[d], kc[nk] = c_stride, ko[nk] = other_stride, ++nk;
+    } else {
+      rs[nr] = l.dims[d], rc[nr] = c_stride, ro[nr] = other_stride, ++nr;
+      p.red_count *= l.dims[d];
+    }
+    c_stride *= l.dims[d];
+  }
+  p.n_kept = nk;
+  p.n_red = nr;
+  for (int k = 0; k < nk; ++k)
+    p.kept_size[k] = ks[nk - 1 - k], p.kept_c[k] = kc[nk - 1 - k], p.kept_other[k] = ko[nk - 1 - k];
+  for (int k = 0; k < nr; ++k)
+    p.red_size[k] = rs[nr - 1 - k], p.red_c[k] = rc[nr - 1 - k], p.red_other[k] = ro[nr - 1 - k];
+  return p;
+}
+
+void cuda_unary(const OpCall& call) {
+  const UnaryProblem p = check_unary_call(call);
+  kernels::unary_cuda(static_cast<int>(p.op), p.alpha, call.inputs[0].as<float>(), call.outputs[0].as<float>(), p.n,
+                      cuda_context(call).stream());
+}
+
+void cuda_unary_backward(const OpCall& call) {
+  const UnaryProblem p = check_unary_call(call);
+  kernels::unary_backward_cuda(static_cast<int>(p.op), p.alpha, p.has_x ? call.inputs[0].as<float>() : nullptr,
+                               p.has_y ? call.inputs[1].as<float>() : nullptr, call.inputs[2].as<float>(),
+                               call.outputs[0].as<float>(), p.n, cuda_context(call).stream());
+}
+
+void cuda_binary(const OpCall& call) {
+  const BinaryProblem p = check_binary_call(call);
+  const BroadcastLayout l = broadcast_layout(p.a, p.b, p.c);
+  const kernels::BroadcastStrides s = to_strides(l);
+  kernels::binary_cuda(static_cast<int>(p.op), call.inputs[0].as<float>(), call.inputs[1].as<float>(),
+                       call.outputs[0].as<float>(), p.c.numel(), is_elementwise(l) ? nullptr : &s,
+                       cuda_context(call).stream());
+}
+
+void cuda_binary_backward(const OpCall& call) {
+  const BinaryProblem p = check_binary_call(call);
+  const BroadcastLayout l = broadcast_layout(p.a, p.b, p.c);
+  cudaStream_t stream = cuda_context(call).stream();
+  const float* a = call.inputs[0].as<float>();
+  const float* b = call.inputs[1].as<float>();
+  const float* dc = call.inputs[2].as<float>();
+  float* da = p.has_da ? call.outputs[0].as<float>() : nullptr;
+  float* db = p.has_db ? call.outputs[1].as<float>() : nullptr;
+  if (is_elementwise(l)) {
+    kernels::binary_backward_same_cuda(static_cast<int>(p.op), a, b, dc, da, db, p.c.numel(), stream);
+    return;
+  }
+  if (da)
+    kernels::binary_backward_reduce_cuda(static_cast<int>(p.op), true, a, b, dc, da, p.a.numel(), grad_plan(l, true),
+                                         stream);
+  if (db)
+    kernels::binary_backward_reduce_cuda(static_cast<int>(p.op), false, a, b, dc, db, p.b.numel(), grad_plan(l, false),
+                                         stream);
+}
+
+void cuda_binary_scalar(const OpCall& call) {
+  const BinaryScalarProblem p = check_binary_scalar_call(call);
+  kernels::binary_scalar_cuda(static_cast<int>(p.op), p.scalar, p.scalar_first, call.inputs[0].as<float>(),
+                              call.outputs[0].as<float>(), p.n, cuda_context(call).stream());
+}
+
+void cuda_binary_scalar_backward(const OpCall& call) {
+  const BinaryScalarProblem p = check_binary_scalar_call(call);
+  kernels::binary_scalar_backward_cuda(static_cast<int>(p.op), p.scalar, p.scalar_first, call.inputs[0].as<float>(),
+                                       call.inputs[1].as<float>(), call.outputs[0].as<float>(), p.n,
+                                       cuda_context(call).stream());
+}
+
+}  // namespace
+
+void register_cuda_elementwise_ops(OpTable& t) {
+  t.add(OpKind::Unary, cuda_unary);
+  t.add(OpKind::UnaryBackward, cuda_unary_backward);
+  t.add(OpKind::Binary, cuda_binary);
+  t.add(OpKind::BinaryBackward, cuda_binary_backward);
+  t.add(OpKind::BinaryScalar, cuda_binary_scalar);
+  t.add(OpKind::BinaryScalarBackward, cuda_binary_scalar_backward);
+}
 
 }  // namespace cudl

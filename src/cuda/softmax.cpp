@@ -1,8 +1,48 @@
-// cuda/softmax.cpp — CUDA backend entries of the softmax op family: checks, then kernel launches.
-#include "backend/backend.hpp"
+// cuda/softmax.cpp — CUDA backend entries of the softmax op family: checks (shared with the CPU reference),
+// then kernel launches on the context's stream.
+#include "cpu/softmax.hpp"
+
+#include <climits>
+
+#include "cpu/op_checks.hpp"
+#include "cuda/context.hpp"
+#include "kernels/softmax.cuh"
 
 namespace cudl {
 
-void register_cuda_softmax_ops(OpTable& t) {}
+namespace {
+
+SoftmaxProblem check_for_cuda(const OpCall& call) {
+  const SoftmaxProblem p = check_softmax_call(call);
+  if (p.cols > INT_MAX)
+    CUDL_FAIL(op_checks::who(call), ": rows of ", p.cols, " elements are not supported on CUDA (at most 2^31 - 1)");
+  return p;
+}
+
+void run_forward(const OpCall& call, bool log) {
+  const SoftmaxProblem p = check_for_cuda(call);
+  kernels::softmax_cuda(log, call.inputs[0].as<float>(), call.outputs[0].as<float>(), p.rows, p.cols,
+                        cuda_context(call).stream());
+}
+
+void run_backward(const OpCall& call, bool log) {
+  const SoftmaxProblem p = check_for_cuda(call);
+  kernels::softmax_backward_cuda(log, call.inputs[0].as<float>(), call.inputs[1].as<float>(),
+                                 call.outputs[0].as<float>(), p.rows, p.cols, cuda_context(call).stream());
+}
+
+void cuda_softmax(const OpCall& call) { run_forward(call, false); }
+void cuda_log_softmax(const OpCall& call) { run_forward(call, true); }
+void cuda_softmax_backward(const OpCall& call) { run_backward(call, false); }
+void cuda_log_softmax_backward(const OpCall& call) { run_backward(call, true); }
+
+}  // namespace
+
+void register_cuda_softmax_ops(OpTable& t) {
+  t.add(OpKind::Softmax, cuda_softmax);
+  t.add(OpKind::SoftmaxBackward, cuda_softmax_backward);
+  t.add(OpKind::LogSoftmax, cuda_log_softmax);
+  t.add(OpKind::LogSoftmaxBackward, cuda_log_softmax_backward);
+}
 
 }  // namespace cudl

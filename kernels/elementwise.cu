@@ -1,0 +1,692 @@
+// kernels/elementwise.cu — elementwise kernels: one templated grid-stride kernel per shape of work
+// (unary, unary gradient, same-shape binary, broadcast binary, broadcast gradient reduction), float4 paths.
+#include "kernels/common.cuh"
+// (common.cuh first)
+#include <cstdint>
+#include <type_traits>
+
+#include "backend/op.hpp"
+#include "kernels/elementwise.cuh"
+
+namespace cudl::kernels {
+
+namespace {
+
+constexpr int kBlock = 256;
+constexpr int64_t kVectorMin = 256;  // below this the scalar loop is as good
+
+bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+// ---------------------------------------------------------------------------------------------
+// Math (device functors). Semantics are documented in backend/op.hpp; the CPU reference in
+// src/cpu/elementwise.cpp is the spec.
+// ---------------------------------------------------------------------------------------------
+
+constexpr float kSqrt1_2 = 0.70710678118654752f;      // 1/sqrt(2)
+constexpr float kSqrt2OverPi = 0.79788456080286536f;  // sqrt(2/pi)
+constexpr float kInvSqrt2Pi = 0.39894228040143268f;   // 1/sqrt(2 pi)
+constexpr float kGeluCoef = 0.044715f;
+constexpr float kSoftplusThreshold = 20.f;
+
+__device__ __forceinline__ float sigmoid_f(float x) {
+  if (x >= 0.f) return 1.f / (1.f + expf(-x));
+  const float e = expf(x);
+  return e / (1.f + e);
+}
+
+struct Relu {
+  float alpha;
+  __device__ float operator()(float x) const { return (x > 0.f || x != x) ? x : 0.f; }
+};
+struct LeakyRelu {
+  float alpha;
+  __device__ float operator()(float x) const { return x > 0.f ? x : alpha * x; }
+};
+struct Elu {
+  float alpha;
+  __device__ float operator()(float x) const { return x > 0.f ? x : alpha * expm1f(x); }
+};
+struct GeluErf {
+  float alpha;
+  __device__ float operator()(float x) const { return 0.5f * x * (1.f + erff(x * kSqrt1_2)); }
+};
+struct GeluTanh {
+  float alpha;
+  __device__ float operator()(float x) const {
+    return 0.5f * x * (1.f + tanhf(kSqrt2OverPi * (x + kGeluCoef * x * x * x)));
+  }
+};
+struct Silu {
+  float alpha;
+  __device__ float operator()(float x) const { return x * sigmoid_f(x); }
+};
+struct Sigmoid {
+  float alpha;
+  __device__ float operator()(float x) const { return sigmoid_f(x); }
+};
+struct Tanh {
+  float alpha;
+  __device__ float operator()(float x) const { return tanhf(x); }
+};
+struct Softplus {
+  float alpha;
+  __device__ float operator()(float x) const { return x > kSoftplusThreshold ? x : log1pf(expf(x)); }
+};
+struct Exp {
+  float alpha;
+  __device__ float operator()(float x) const { return expf(x); }
+};
+struct Log {
+  float alpha;
+  __device__ float operator()(float x) const { return logf(x); }
+};
+struct Sqrt {
+  float alpha;
+  __device__ float operator()(float x) const { return sqrtf(x); }
+};
+struct Abs {
+  float alpha;
+  __device__ float operator()(float x) const { return fabsf(x); }
+};
+struct Neg {
+  float alpha;
+  __device__ float operator()(float x) const { return -x; }
+};
+struct Square {
+  float alpha;
+  __device__ float operator()(float x) const { return x * x; }
+};
+
+// Gradients: dx = f'(.) * dy, reading x and/or y as declared (checked against op.hpp below).
+template <bool X, bool Y>
+struct Needs {
+  static constexpr bool kNeedsX = X, kNeedsY = Y;
+};
+struct ReluGrad : Needs<false, true> {
+  float alpha;
+  __device__ float operator()(float, float y, float dy) const { return y <= 0.f ? 0.f : dy; }
+};
+struct LeakyReluGrad : Needs<true, false> {
+  float alpha;
+  __device__ float operator()(float x, float, float dy) const { return x > 0.f ? dy : dy * alpha; }
+};
+struct EluGrad : Needs<true, false> {
+  float alpha;
+  __device__ float operator()(float x, float, float dy) const { return x > 0.f ? dy : dy * alpha * expf(x); }
+};
+struct GeluErfGrad : Needs<true, false> {
+  float alpha;
+  __device__ float operator()(float x, float, float dy) const {
+    const float cdf = 0.5f * (1.f + erff(x * kSqrt1_2));
+    const float pdf = kInvSqrt2Pi * expf(-0.5f * x * x);
+    return dy * (cdf + x * pdf);
+  }
+};
+struct GeluTanhGrad : Needs<true, false> {
+  float alpha;
+  __device__ float operator()(float x, float, float dy) const {
+    const float t = tanhf(kSqrt2OverPi * (x + kGeluCoef * x * x * x));
+    const float dinner = kSqrt2OverPi * (1.f + 3.f * kGeluCoef * x * x);
+    return dy * (0.5f * (1.f + t) + 0.5f * x * (1.f - t * t) * dinner);
+  }
+};
+struct SiluGrad : Needs<true, false> {
+  float alpha;
+  __device__ float operator()(float x, float, float dy) const {
+    const float s = sigmoid_f(x);
+    return dy * s * (1.f + x * (1.f - s));
+  }
+};
+struct SigmoidGrad : Needs<false, true> {
+  float alpha;
+  __device__ float operator()(float, float y, float dy) const { return dy * y * (1.f - y); }
+};
+struct TanhGrad : Needs<false, true> {
+  float alpha;
+  __device__ float operator()(float, float y, float dy) const { return dy * (1.f - y * y); }
+};
+struct SoftplusGrad : Needs<true, false> {
+  float alpha;
+  __device__ float operator()(float x, float, float dy) const {
+    return x > kSoftplusThreshold ? dy : dy * sigmoid_f(x);
+  }
+};
+struct ExpGrad : Needs<false, true> {
+  float alpha;
+  __device__ float operator()(float, float y, float dy) const { return dy * y; }
+};
+struct LogGrad : Needs<true, false> {
+  float alpha;
+  __device__ float operator()(float x, float, float dy) const { return dy / x; }
+};
+struct SqrtGrad : Needs<false, true> {
+  float alpha;
+  __device__ float operator()(float, float y, float dy) const { return dy / (2.f * y); }
+};
+struct AbsGrad : Needs<true, false> {
+  float alpha;
+  __device__ float operator()(float x, float, float dy) const {
+    const float sign = x > 0.f ? 1.f : (x < 0.f ? -1.f : (x == 0.f ? 0.f : x));  // sign(NaN) = NaN
+    return dy * sign;
+  }
+};
+struct NegGrad : Needs<false, false> {
+  float alpha;
+  __device__ float operator()(float, float, float dy) const { return -dy; }
+};
+struct SquareGrad : Needs<true, false> {
+  float alpha;
+  __device__ float operator()(float x, float, float dy) const { return 2.f * x * dy; }
+};
+
+#define CUDL_CHECK_NEEDS(Op)                                                                                       \
+  static_assert(                                                                                                   \
+      Op##Grad::kNeedsX == unary_needs_input(UnaryOp::Op) && Op##Grad::kNeedsY == unary_needs_output(UnaryOp::Op), \
+      "UnaryBackward of " #Op ": the kernel reads other inputs than unary_needs_* declare")
+CUDL_CHECK_NEEDS(Relu);
+CUDL_CHECK_NEEDS(LeakyRelu);
+CUDL_CHECK_NEEDS(Elu);
+CUDL_CHECK_NEEDS(GeluErf);
+CUDL_CHECK_NEEDS(GeluTanh);
+CUDL_CHECK_NEEDS(Silu);
+CUDL_CHECK_NEEDS(Sigmoid);
+CUDL_CHECK_NEEDS(Tanh);
+CUDL_CHECK_NEEDS(Softplus);
+CUDL_CHECK_NEEDS(Exp);
+CUDL_CHECK_NEEDS(Log);
+CUDL_CHECK_NEEDS(Sqrt);
+CUDL_CHECK_NEEDS(Abs);
+CUDL_CHECK_NEEDS(Neg);
+CUDL_CHECK_NEEDS(Square);
+#undef CUDL_CHECK_NEEDS
+
+// Binary ops: value, and gradients with respect to a and b (PyTorch's tie rule for max/min).
+struct AddOp {
+  static constexpr bool kGradReadsValues = false;
+  static __device__ float apply(float a, float b) { return a + b; }
+  static __device__ float ga(float, float, float dc) { return dc; }
+  static __device__ float gb(float, float, float dc) { return dc; }
+};
+struct SubOp {
+  static constexpr bool kGradReadsValues = false;
+  static __device__ float apply(float a, float b) { return a - b; }
+  static __device__ float ga(float, float, float dc) { return dc; }
+  static __device__ float gb(float, float, float dc) { return -dc; }
+};
+struct MulOp {
+  static constexpr bool kGradReadsValues = true;
+  static __device__ float apply(float a, float b) { return a * b; }
+  static __device__ float ga(float, float b, float dc) { return dc * b; }
+  static __device__ float gb(float a, float, float dc) { return dc * a; }
+};
+struct DivOp {
+  static constexpr bool kGradReadsValues = true;
+  static __device__ float apply(float a, float b) { return a / b; }
+  static __device__ float ga(float, float b, float dc) { return dc / b; }
+  static __device__ float gb(float a, float b, float dc) { return -dc * a / (b * b); }
+};
+struct MaxOp {
+  static constexpr bool kGradReadsValues = true;
+  static __device__ float apply(float a, float b) { return (a > b || a != a) ? a : b; }  // NaN wins
+  static __device__ float ga(float a, float b, float dc) { return a == b ? 0.5f * dc : (a < b ? 0.f : dc); }
+  static __device__ float gb(float a, float b, float dc) { return a == b ? 0.5f * dc : (a > b ? 0.f : dc); }
+};
+struct MinOp {
+  static constexpr bool kGradReadsValues = true;
+  static __device__ float apply(float a, float b) { return (a < b || a != a) ? a : b; }
+  static __device__ float ga(float a, float b, float dc) { return a == b ? 0.5f * dc : (a > b ? 0.f : dc); }
+  static __device__ float gb(float a, float b, float dc) { return a == b ? 0.5f * dc : (a < b ? 0.f : dc); }
+};
+
+// Tensor-scalar forms as unary functors.
+template <typename B, bool kScalarFirst>
+struct ScalarOp {
+  float s;
+  __device__ float operator()(float x) const { return kScalarFirst ? B::apply(s, x) : B::apply(x, s); }
+};
+template <typename B, bool kScalarFirst>
+struct ScalarGrad : Needs<true, false> {
+  float s;
+  __device__ float operator()(float x, float, float dy) const {
+    return kScalarFirst ? B::gb(s, x, dy) : B::ga(x, s, dy);
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Kernels
+// ---------------------------------------------------------------------------------------------
+
+__device__ __forceinline__ int64_t global_thread() {
+  return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+}
+__device__ __forceinline__ int64_t grid_stride() { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
+
+template <typename F>
+__device__ __forceinline__ float4 map4(const F& f, float4 v) {
+  return make_float4(f(v.x), f(v.y), f(v.z), f(v.w));
+}
+
+// y = f(x); kVec: float4 body over n/4 groups, then the scalar tail.
+template <typename F, bool kVec>
+static __global__ void __launch_bounds__(kBlock)
+    unary_kernel(const float* __restrict__ x, float* __restrict__ y, int64_t n, F f) {
+  int64_t tail = 0;
+  if (kVec) {
+    const int64_t n4 = n >> 2;
+    const float4* x4 = reinterpret_cast<const float4*>(x);
+    float4* y4 = reinterpret_cast<float4*>(y);
+    for (int64_t i = global_thread(); i < n4; i += grid_stride()) y4[i] = map4(f, x4[i]);
+    tail = n4 << 2;
+  }
+  for (int64_t i = tail + global_thread(); i < n; i += grid_stride()) y[i] = f(x[i]);
+}
+
+// dx = g(x, y, dy), reading x / y only when the functor needs them (they may be null otherwise).
+template <typename G, bool kVec>
+static __global__ void __launch_bounds__(kBlock)
+    unary_backward_kernel(const float* __restrict__ x, const float* __restrict__ y, const float* __restrict__ dy,
+                          float* __restrict__ dx, int64_t n, G g) {
+  int64_t tail = 0;
+  if (kVec) {
+    const int64_t n4 = n >> 2;
+    for (int64_t i = global_thread(); i < n4; i += grid_stride()) {
+      const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
+      const float4 xv = G::kNeedsX ? reinterpret_cast<const float4*>(x)[i] : zero;
+      const float4 yv = G::kNeedsY ? reinterpret_cast<const float4*>(y)[i] : zero;
+      const float4 d = reinterpret_cast<const float4*>(dy)[i];
+      reinterpret_cast<float4*>(dx)[i] =
+          make_float4(g(xv.x, yv.x, d.x), g(xv.y, yv.y, d.y), g(xv.z, yv.z, d.z), g(xv.w, yv.w, d.w));
+    }
+    tail = n4 << 2;
+  }
+  for (int64_t i = tail + global_thread(); i < n; i += grid_stride())
+    dx[i] = g(G::kNeedsX ? x[i] : 0.f, G::kNeedsY ? y[i] : 0.f, dy[i]);
+}
+
+// c = a op b, all of n elements.
+template <typename B, bool kVec>
+static __global__ void __launch_bounds__(kBlock)
+    binary_same_kernel(const float* __restrict__ a, const float* __restrict__ b, float* __restrict__ c, int64_t n) {
+  int64_t tail = 0;
+  if (kVec) {
+    const int64_t n4 = n >> 2;
+    for (int64_t i = global_thread(); i < n4; i += grid_stride()) {
+      const float4 u = reinterpret_cast<const float4*>(a)[i], v = reinterpret_cast<const float4*>(b)[i];
+      reinterpret_cast<float4*>(c)[i] =
+          make_float4(B::apply(u.x, v.x), B::apply(u.y, v.y), B::apply(u.z, v.z), B::apply(u.w, v.w));
+    }
+    tail = n4 << 2;
+  }
+  for (int64_t i = tail + global_thread(); i < n; i += grid_stride()) c[i] = B::apply(a[i], b[i]);
+}
+
+// c = a op b with broadcasting: each element finds its operands through the loop-nest strides.
+// I is the index type (32-bit when every offset fits, to keep the divisions cheap).
+template <typename B, typename I>
+static __global__ void __launch_bounds__(kBlock)
+    binary_broadcast_kernel(const float* __restrict__ a, const float* __restrict__ b, float* __restrict__ c, int64_t n,
+                            BroadcastStrides s) {
+  for (int64_t i = global_thread(); i < n; i += grid_stride()) {
+    I rem = static_cast<I>(i), ia = 0, ib = 0;
+    for (int d = s.rank - 1; d >= 0; --d) {
+      const I size = static_cast<I>(s.dims[d]);
+      const I coord = rem % size;
+      rem /= size;
+      ia += coord * static_cast<I>(s.a_stride[d]);
+      ib += coord * static_cast<I>(s.b_stride[d]);
+    }
+    c[i] = B::apply(a[ia], b[ib]);
+  }
+}
+
+// da = ga(a, b, dc), db = gb(a, b, dc) elementwise (same shapes); either output may be null.
+template <typename B, bool kVec>
+static __global__ void __launch_bounds__(kBlock)
+    binary_backward_same_kernel(const float* __restrict__ a, const float* __restrict__ b, const float* __restrict__ dc,
+                                float* __restrict__ da, float* __restrict__ db, int64_t n) {
+  int64_t tail = 0;
+  if (kVec) {
+    const int64_t n4 = n >> 2;
+    for (int64_t i = global_thread(); i < n4; i += grid_stride()) {
+      const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
+      const float4 u = B::kGradReadsValues ? reinterpret_cast<const float4*>(a)[i] : zero;
+      const float4 v = B::kGradReadsValues ? reinterpret_cast<const float4*>(b)[i] : zero;
+      const float4 g = reinterpret_cast<const float4*>(dc)[i];
+      if (da)
+        reinterpret_cast<float4*>(da)[i] =
+            make_float4(B::ga(u.x, v.x, g.x), B::ga(u.y, v.y, g.y), B::ga(u.z, v.z, g.z), B::ga(u.w, v.w, g.w));
+      if (db)
+        reinterpret_cast<float4*>(db)[i] =
+            make_float4(B::gb(u.x, v.x, g.x), B::gb(u.y, v.y, g.y), B::gb(u.z, v.z, g.z), B::gb(u.w, v.w, g.w));
+    }
+    tail = n4 << 2;
+  }
+  for (int64_t i = tail + global_thread(); i < n; i += grid_stride()) {
+    const float u = B::kGradReadsValues ? a[i] : 0.f, v = B::kGradReadsValues ? b[i] : 0.f;
+    if (da) da[i] = B::ga(u, v, dc[i]);
+    if (db) db[i] = B::gb(u, v, dc[i]);
+  }
+}
+
+// Offsets into c and the other operand of kept-coordinates element j of self.
+struct GradBase {
+  int64_t c, other;
+};
+__device__ __forceinline__ GradBase grad_base(const BroadcastGradPlan& p, int64_t j) {
+  GradBase base{0, 0};
+  for (int d = p.n_kept - 1; d >= 0; --d) {
+    const int64_t coord = j % p.kept_size[d];
+    j /= p.kept_size[d];
+    base.c += coord * p.kept_c[d];
+    base.other += coord * p.kept_other[d];
+  }
+  return base;
+}
+
+// Gradient contribution of reduced-coordinates element r for the self element at `base`.
+template <typename B, bool kSelfIsA>
+__device__ __forceinline__ float grad_term(const BroadcastGradPlan& p, GradBase base, int64_t r, float self,
+                                           const float* __restrict__ other, const float* __restrict__ dc) {
+  int64_t c_off = base.c, o_off = base.other;
+  for (int d = p.n_red - 1; d >= 0; --d) {
+    const int64_t coord = r % p.red_size[d];
+    r /= p.red_size[d];
+    c_off += coord * p.red_c[d];
+    o_off += coord * p.red_other[d];
+  }
+  const float o = B::kGradReadsValues ? other[o_off] : 0.f;
+  return kSelfIsA ? B::ga(self, o, dc[c_off]) : B::gb(o, self, dc[c_off]);
+}
+
+// One thread per element of self, looping over its broadcast preimage in order (short preimages).
+template <typename B, bool kSelfIsA>
+static __global__ void __launch_bounds__(kBlock)
+    binary_grad_thread_kernel(const float* __restrict__ self_values, const float* __restrict__ other,
+                              const float* __restrict__ dc, float* __restrict__ out, int64_t n_out,
+                              BroadcastGradPlan p) {
+  for (int64_t j = global_thread(); j < n_out; j += grid_stride()) {
+    const GradBase base = grad_base(p, j);
+    const float self = B::kGradReadsValues ? self_values[j] : 0.f;
+    float acc = 0.f;
+    for (int64_t r = 0; r < p.red_count; ++r) acc += grad_term<B, kSelfIsA>(p, base, r, self, other, dc);
+    out[j] = acc;
+  }
+}
+
+// Fixed-order block sum: warp shuffles, then warp 0 over the warp partials. Every thread gets the sum.
+__device__ __forceinline__ float block_sum(float v, float* shared /* [kWarpSize + 1] */) {
+  const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
+  const int n_warps = (blockDim.x + kWarpSize - 1) / kWarpSize;
+  v = warp_reduce_sum(v);
+  if (lane == 0) shared[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    v = lane < n_warps ? shared[lane] : 0.f;
+    v = warp_reduce_sum(v);
+    if (lane == 0) shared[kWarpSize] = v;
+  }
+  __syncthreads();
+  v = shared[kWarpSize];
+  __syncthreads();  // shared may be reused by the caller
+  return v;
+}
+
+// One block per element of self (long preimages): threads stride over the preimage, then a
+// fixed-order block reduction — deterministic, no atomics.
+template <typename B, bool kSelfIsA>
+static __global__ void __launch_bounds__(kBlock)
+    binary_grad_block_kernel(const float* __restrict__ self_values, const float* __restrict__ other,
+                             const float* __restrict__ dc, float* __restrict__ out, int64_t n_out,
+                             BroadcastGradPlan p) {
+  __shared__ float shared[kWarpSize + 1];
+  for (int64_t j = blockIdx.x; j < n_out; j += gridDim.x) {
+    const GradBase base = grad_base(p, j);
+    const float self = B::kGradReadsValues ? self_values[j] : 0.f;
+    float acc = 0.f;
+    for (int64_t r = threadIdx.x; r < p.red_count; r += blockDim.x)
+      acc += grad_term<B, kSelfIsA>(p, base, r, self, other, dc);
+    acc = block_sum(acc, shared);
+    if (threadIdx.x == 0) out[j] = acc;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Launch helpers
+// ---------------------------------------------------------------------------------------------
+
+template <typename F>
+void launch_unary(const F& f, const float* x, float* y, int64_t n, cudaStream_t stream) {
+  if (n <= 0) return;
+  if (n >= kVectorMin && aligned16(x) && aligned16(y)) {
+    auto* unary_kernel_vec4 = unary_kernel<F, true>;
+    CUDL_LAUNCH(unary_kernel_vec4, grid_for((n + 3) / 4, kBlock), kBlock, 0, stream)(x, y, n, f);
+  } else {
+    auto* unary_kernel_scalar = unary_kernel<F, false>;
+    CUDL_LAUNCH(unary_kernel_scalar, grid_for(n, kBlock), kBlock, 0, stream)(x, y, n, f);
+  }
+  check_launch("unary_kernel");
+}
+
+template <typename G>
+void launch_unary_backward(const G& g, const float* x, const float* y, const float* dy, float* dx, int64_t n,
+                           cudaStream_t stream) {
+  if (n <= 0) return;
+  const bool vec = n >= kVectorMin && aligned16(dy) && aligned16(dx) && (!G::kNeedsX || aligned16(x)) &&
+                   (!G::kNeedsY || aligned16(y));
+  if (vec) {
+    auto* unary_backward_kernel_vec4 = unary_backward_kernel<G, true>;
+    CUDL_LAUNCH(unary_backward_kernel_vec4, grid_for((n + 3) / 4, kBlock), kBlock, 0, stream)(x, y, dy, dx, n, g);
+  } else {
+    auto* unary_backward_kernel_scalar = unary_backward_kernel<G, false>;
+    CUDL_LAUNCH(unary_backward_kernel_scalar, grid_for(n, kBlock), kBlock, 0, stream)(x, y, dy, dx, n, g);
+  }
+  check_launch("unary_backward_kernel");
+}
+
+// Calls fn(Op{}) with the functor type of binary op `op`.
+template <typename Fn>
+void with_binary_op(int op, Fn&& fn) {
+  switch (static_cast<BinaryOp>(op)) {
+    case BinaryOp::Add:
+      fn(AddOp{});
+      return;
+    case BinaryOp::Sub:
+      fn(SubOp{});
+      return;
+    case BinaryOp::Mul:
+      fn(MulOp{});
+      return;
+    case BinaryOp::Div:
+      fn(DivOp{});
+      return;
+    case BinaryOp::Maximum:
+      fn(MaxOp{});
+      return;
+    case BinaryOp::Minimum:
+      fn(MinOp{});
+      return;
+    case BinaryOp::Count:
+      break;
+  }
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Launchers
+// ---------------------------------------------------------------------------------------------
+
+void unary_cuda(int op, float alpha, const float* x, float* y, int64_t n, cudaStream_t stream) {
+  switch (static_cast<UnaryOp>(op)) {
+    case UnaryOp::Relu:
+      return launch_unary(Relu{alpha}, x, y, n, stream);
+    case UnaryOp::LeakyRelu:
+      return launch_unary(LeakyRelu{alpha}, x, y, n, stream);
+    case UnaryOp::Elu:
+      return launch_unary(Elu{alpha}, x, y, n, stream);
+    case UnaryOp::GeluErf:
+      return launch_unary(GeluErf{alpha}, x, y, n, stream);
+    case UnaryOp::GeluTanh:
+      return launch_unary(GeluTanh{alpha}, x, y, n, stream);
+    case UnaryOp::Silu:
+      return launch_unary(Silu{alpha}, x, y, n, stream);
+    case UnaryOp::Sigmoid:
+      return launch_unary(Sigmoid{alpha}, x, y, n, stream);
+    case UnaryOp::Tanh:
+      return launch_unary(Tanh{alpha}, x, y, n, stream);
+    case UnaryOp::Softplus:
+      return launch_unary(Softplus{alpha}, x, y, n, stream);
+    case UnaryOp::Exp:
+      return launch_unary(Exp{alpha}, x, y, n, stream);
+    case UnaryOp::Log:
+      return launch_unary(Log{alpha}, x, y, n, stream);
+    case UnaryOp::Sqrt:
+      return launch_unary(Sqrt{alpha}, x, y, n, stream);
+    case UnaryOp::Abs:
+      return launch_unary(Abs{alpha}, x, y, n, stream);
+    case UnaryOp::Neg:
+      return launch_unary(Neg{alpha}, x, y, n, stream);
+    case UnaryOp::Square:
+      return launch_unary(Square{alpha}, x, y, n, stream);
+    case UnaryOp::Count:
+      break;
+  }
+}
+
+void unary_backward_cuda(int op, float alpha, const float* x, const float* y, const float* dy, float* dx, int64_t n,
+                         cudaStream_t stream) {
+  switch (static_cast<UnaryOp>(op)) {
+    case UnaryOp::Relu:
+      return launch_unary_backward(ReluGrad{{}, alpha}, x, y, dy, dx, n, stream);
+    case UnaryOp::LeakyRelu:
+      return launch_unary_backward(LeakyReluGrad{{}, alpha}, x, y, dy, dx, n, stream);
+    case UnaryOp::Elu:
+      return launch_unary_backward(EluGrad{{}, alpha}, x, y, dy, dx, n, stream);
+    case UnaryOp::GeluErf:
+      return launch_unary_backward(GeluErfGrad{{}, alpha}, x, y, dy, dx, n, stream);
+    case UnaryOp::GeluTanh:
+      return launch_unary_backward(GeluTanhGrad{{}, alpha}, x, y, dy, dx, n, stream);
+    case UnaryOp::Silu:
+      return launch_unary_backward(SiluGrad{{}, alpha}, x, y, dy, dx, n, stream);
+    case UnaryOp::Sigmoid:
+      return launch_unary_backward(SigmoidGrad{{}, alpha}, x, y, dy, dx, n, stream);
+    case UnaryOp::Tanh:
+      return launch_unary_backward(TanhGrad{{}, alpha}, x, y, dy, dx, n, stream);
+    case UnaryOp::Softplus:
+      return launch_unary_backward(SoftplusGrad{{}, alpha}, x, y, dy, dx, n, stream);
+    case UnaryOp::Exp:
+      return launch_unary_backward(ExpGrad{{}, alpha}, x, y, dy, dx, n, stream);
+    case UnaryOp::Log:
+      return launch_unary_backward(LogGrad{{}, alpha}, x, y, dy, dx, n, stream);
+    case UnaryOp::Sqrt:
+      return launch_unary_backward(SqrtGrad{{}, alpha}, x, y, dy, dx, n, stream);
+    case UnaryOp::Abs:
+      return launch_unary_backward(AbsGrad{{}, alpha}, x, y, dy, dx, n, stream);
+    case UnaryOp::Neg:
+      return launch_unary_backward(NegGrad{{}, alpha}, x, y, dy, dx, n, stream);
+    case UnaryOp::Square:
+      return launch_unary_backward(SquareGrad{{}, alpha}, x, y, dy, dx, n, stream);
+    case UnaryOp::Count:
+      break;
+  }
+}
+
+void binary_cuda(int op, const float* a, const float* b, float* c, int64_t n, const BroadcastStrides* strides,
+                 cudaStream_t stream) {
+  if (n <= 0) return;
+  with_binary_op(op, [&](auto op_functor) {
+    using B = decltype(op_functor);
+    if (!strides) {
+      if (n >= kVectorMin && aligned16(a) && aligned16(b) && aligned16(c)) {
+        auto* binary_same_kernel_vec4 = binary_same_kernel<B, true>;
+        CUDL_LAUNCH(binary_same_kernel_vec4, grid_for((n + 3) / 4, kBlock), kBlock, 0, stream)(a, b, c, n);
+      } else {
+        auto* binary_same_kernel_scalar = binary_same_kernel<B, false>;
+        CUDL_LAUNCH(binary_same_kernel_scalar, grid_for(n, kBlock), kBlock, 0, stream)(a, b, c, n);
+      }
+      check_launch("binary_same_kernel");
+      return;
+    }
+    // 32-bit index arithmetic when every flat offset fits (the operands are no larger than c).
+    if (n < (int64_t{1} << 31)) {
+      auto* binary_broadcast_kernel_i32 = binary_broadcast_kernel<B, uint32_t>;
+      CUDL_LAUNCH(binary_broadcast_kernel_i32, grid_for(n, kBlock), kBlock, 0, stream)(a, b, c, n, *strides);
+    } else {
+      auto* binary_broadcast_kernel_i64 = binary_broadcast_kernel<B, int64_t>;
+      CUDL_LAUNCH(binary_broadcast_kernel_i64, grid_for(n, kBlock), kBlock, 0, stream)(a, b, c, n, *strides);
+    }
+    check_launch("binary_broadcast_kernel");
+  });
+}
+
+void binary_backward_same_cuda(int op, const float* a, const float* b, const float* dc, float* da, float* db, int64_t n,
+                               cudaStream_t stream) {
+  if (n <= 0 || (!da && !db)) return;
+  with_binary_op(op, [&](auto op_functor) {
+    using B = decltype(op_functor);
+    const bool vec = n >= kVectorMin && aligned16(a) && aligned16(b) && aligned16(dc) && aligned16(da) &&
+                     aligned16(db);  // null is aligned
+    if (vec) {
+      auto* binary_backward_same_kernel_vec4 = binary_backward_same_kernel<B, true>;
+      CUDL_LAUNCH(binary_backward_same_kernel_vec4, grid_for((n + 3) / 4, kBlock), kBlock, 0, stream)
+      (a, b, dc, da, db, n);
+    } else {
+      auto* binary_backward_same_kernel_scalar = binary_backward_same_kernel<B, false>;
+      CUDL_LAUNCH(binary_backward_same_kernel_scalar, grid_for(n, kBlock), kBlock, 0, stream)(a, b, dc, da, db, n);
+    }
+    check_launch("binary_backward_same_kernel");
+  });
+}
+
+void binary_backward_reduce_cuda(int op, bool self_is_a, const float* a, const float* b, const float* dc, float* out,
+                                 int64_t n_out, const BroadcastGradPlan& plan, cudaStream_t stream) {
+  if (n_out <= 0) return;
+  // A block per output when the preimages are long and there are few outputs to spread over threads.
+  const bool per_block = plan.red_count >= 1024 || (plan.red_count >= 64 && n_out < 1024);
+  const float* self = self_is_a ? a : b;
+  const float* other = self_is_a ? b : a;
+  with_binary_op(op, [&](auto op_functor) {
+    using B = decltype(op_functor);
+    auto launch = [&](auto self_is_a_tag) {
+      constexpr bool kSelfIsA = decltype(self_is_a_tag)::value;
+      if (per_block) {
+        auto* binary_grad_block_kernel_ = binary_grad_block_kernel<B, kSelfIsA>;
+        const unsigned grid = static_cast<unsigned>(n_out < 132 * 16 ? n_out : 132 * 16);
+        CUDL_LAUNCH(binary_grad_block_kernel_, grid, kBlock, 0, stream)(self, other, dc, out, n_out, plan);
+        check_launch("binary_grad_block_kernel");
+      } else {
+        auto* binary_grad_thread_kernel_ = binary_grad_thread_kernel<B, kSelfIsA>;
+        CUDL_LAUNCH(binary_grad_thread_kernel_, grid_for(n_out, kBlock), kBlock, 0, stream)
+        (self, other, dc, out, n_out, plan);
+        check_launch("binary_grad_thread_kernel");
+      }
+    };
+    if (self_is_a)
+      launch(std::true_type{});
+    else
+      launch(std::false_type{});
+  });
+}
+
+void binary_scalar_cuda(int op, float s, bool scalar_first, const float* x, float* y, int64_t n, cudaStream_t stream) {
+  with_binary_op(op, [&](auto op_functor) {
+    using B = decltype(op_functor);
+    if (scalar_first)
+      launch_unary(ScalarOp<B, true>{s}, x, y, n, stream);
+    else
+      launch_unary(ScalarOp<B, false>{s}, x, y, n, stream);
+  });
+}
+
+void binary_scalar_backward_cuda(int op, float s, bool scalar_first, const float* x, const float* dy, float* dx,
+                                 int64_t n, cudaStream_t stream) {
+  with_binary_op(op, [&](auto op_functor) {
+    using B = decltype(op_functor);
+    if (scalar_first)
+      launch_unary_backward(ScalarGrad<B, true>{{}, s}, x, nullptr, dy, dx, n, stream);
+    else
+      launch_unary_backward(ScalarGrad<B, false>{{}, s}, x, nullptr, dy, dx, n, stream);
+  });
+}
+
+}  // namespace cudl::kernels

@@ -1,0 +1,154 @@
+// tests/test_op_softmax.cpp — softmax / log-softmax along the last axis: CPU reference vs hand values and
+// finite differences, CUDA vs CPU for short (warp) and long (block) rows, -inf/+inf/NaN rows, errors.
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "testing.hpp"
+
+using namespace cudl;
+using namespace cudl::testing;
+
+namespace {
+
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+Tensor run_softmax(bool log, const Tensor& x) {
+  Tensor y = Tensor::full(x.shape(), 777.0, DType::f32, x.device());
+  run_op(log ? OpKind::LogSoftmax : OpKind::Softmax, {tv(x)}, {tv(y)});
+  return y;
+}
+
+Tensor run_softmax_backward(bool log, const Tensor& y, const Tensor& dy) {
+  Tensor dx = Tensor::full(y.shape(), 777.0, DType::f32, y.device());
+  run_op(log ? OpKind::LogSoftmaxBackward : OpKind::SoftmaxBackward, {tv(y), tv(dy)}, {tv(dx)});
+  return dx;
+}
+
+Tensor cuda(const Tensor& t) { return t.to(Device::cuda()); }
+Tensor host(const Tensor& t) { return t.to(Device::cpu()); }
+
+const char* name(bool log) { return log ? "log_softmax" : "softmax"; }
+
+}  // namespace
+
+TEST(Softmax, CpuForwardByHand) {
+  Tensor x = Tensor::from_vector<float>({0.f, static_cast<float>(std::log(3.0)), 1000.f, 1000.f}, Shape{2, 2});
+  auto y = run_softmax(false, x).to_vector<float>();
+  EXPECT_NEAR(y[0], 0.25, 1e-7);
+  EXPECT_NEAR(y[1], 0.75, 1e-7);
+  EXPECT_NEAR(y[2], 0.5, 1e-7);  // no overflow: the max is subtracted first
+  EXPECT_NEAR(y[3], 0.5, 1e-7);
+  auto ly = run_softmax(true, x).to_vector<float>();
+  EXPECT_NEAR(ly[0], std::log(0.25), 1e-6);
+  EXPECT_NEAR(ly[3], std::log(0.5), 1e-6);
+  // A row of one element is probability 1.
+  EXPECT_EQ(run_softmax(false, Tensor::full(Shape{3, 1}, -4.0)).to_vector<float>(), (std::vector<float>{1, 1, 1}));
+}
+
+TEST(Softmax, CpuGradientMatchesFiniteDifferences) {
+  for (bool log : {false, true}) {
+    for (const Shape& shape : {Shape{3, 10}, Shape{2, 1}, Shape{2, 33}, Shape{4}, Shape{2, 2, 5}}) {
+      SCOPED_TRACE(std::string(name(log)) + " " + shape.str());
+      Tensor x = random_tensor(shape, 3, -3, 3);
+      const auto w = as_doubles(random_tensor(shape, 4));
+      Tensor dy = Tensor::from_vector(std::vector<float>(w.begin(), w.end()), shape);
+      Tensor dx = run_softmax_backward(log, run_softmax(log, x), dy);
+      auto f = [&](const Tensor& xx) { return weighted_sum(run_softmax(log, xx), w); };
+      EXPECT_TRUE(gradient_close(dx, numerical_gradient(f, x)));
+    }
+  }
+}
+
+TEST(Softmax, CudaMatchesCpuForShortAndLongRows) {
+  CUDL_REQUIRE_CUDA();
+  const std::vector<Shape> shapes = {Shape{5, 1},    Shape{7, 10},   Shape{3, 33}, Shape{2, 3, 33},
+                                     Shape{4, 1000}, Shape{3, 3000}, Shape{1025},  Shape{2, 1024}};
+  for (bool log : {false, true}) {
+    for (const Shape& shape : shapes) {
+      SCOPED_TRACE(std::string(name(log)) + " " + shape.str());
+      Tensor x = random_tensor(shape, 10 + shape.numel(), -5, 5);
+      Tensor y = run_softmax(log, x);
+      EXPECT_TRUE(all_close(host(run_softmax(log, cuda(x))), y, 1e-6, 1e-5));
+      Tensor dy = random_tensor(shape, 20 + shape.numel());
+      Tensor dx = run_softmax_backward(log, y, dy);
+      EXPECT_TRUE(all_close(host(run_softmax_backward(log, cuda(y), cuda(dy))), dx, 1e-6, 1e-5));
+    }
+  }
+}
+
+TEST(Softmax, InfAndNanRowsBehaveLikeTorch) {
+  // Rows: all -inf (NaN), one +inf (NaN: inf - inf), a NaN (NaN), some -inf (probability 0), plain.
+  for (int64_t cols : {int64_t{8}, int64_t{3000}}) {
+    std::vector<float> v(static_cast<size_t>(5 * cols));
+    for (int64_t j = 0; j < cols; ++j) {
+      v[0 * cols + j] = -kInf;
+      v[1 * cols + j] = static_cast<float>(j % 5);
+      v[2 * cols + j] = static_cast<float>(j % 3);
+      v[3 * cols + j] = j % 2 ? -kInf : static_cast<float>(j % 7);
+      v[4 * cols + j] = static_cast<float>(j % 4) - 2;
+    }
+    v[1 * cols + cols / 2] = kInf;
+    v[2 * cols + cols - 1] = kNaN;
+    Tensor x = Tensor::from_vector(v, Shape{5, cols});
+    for (bool log : {false, true}) {
+      SCOPED_TRACE(std::string(name(log)) + " cols=" + std::to_string(cols));
+      Tensor y = run_softmax(log, x);
+      auto yv = y.to_vector<float>();
+      for (int r = 0; r < 3; ++r)
+        for (int64_t j = 0; j < cols; ++j) ASSERT_TRUE(std::isnan(yv[r * cols + j])) << "row " << r << " col " << j;
+      double total = 0;
+      for (int64_t j = 0; j < cols; ++j) {
+        const float p = log ? std::exp(yv[3 * cols + j]) : yv[3 * cols + j];
+        if (j % 2) EXPECT_EQ(p, 0.f) << j;
+        total += p;
+      }
+      EXPECT_NEAR(total, 1.0, 1e-5);
+      if (cuda_available()) EXPECT_TRUE(all_close(host(run_softmax(log, cuda(x))), y, 1e-6, 1e-5));
+    }
+  }
+}
+
+TEST(Softmax, WrongDeviceNamesTheOp) {
+  CUDL_REQUIRE_CUDA();
+  Tensor y = Tensor::zeros(Shape{3, 4}, DType::f32, Device::cuda());
+  Tensor dy = Tensor::zeros(Shape{3, 4});
+  try {
+    run_op(OpKind::SoftmaxBackward, {tv(y), tv(dy)}, {tv(y)});
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("SoftmaxBackward"), std::string::npos) << m;
+    EXPECT_NE(m.find("(3, 4)"), std::string::npos) << m;
+  }
+}
+
+TEST(Softmax, ErrorsNameOpAndShapes) {
+  std::vector<Device> devices = {Device::cpu()};
+  if (cuda_available()) devices.push_back(Device::cuda());
+  for (Device d : devices) {
+    SCOPED_TRACE(d.str());
+    Tensor x = Tensor::zeros(Shape{3, 4}, DType::f32, d);
+    Tensor bad = Tensor::zeros(Shape{4, 3}, DType::f32, d);
+    try {
+      run_op(OpKind::Softmax, {tv(x)}, {tv(bad)}, {}, nullptr, "head/softmax");
+      ADD_FAILURE() << "no error";
+    } catch (const Error& e) {
+      const std::string m = e.what();
+      EXPECT_NE(m.find("Softmax (head/softmax)"), std::string::npos) << m;
+      EXPECT_NE(m.find("(4, 3)"), std::string::npos) << m;
+      EXPECT_NE(m.find("(3, 4)"), std::string::npos) << m;
+    }
+    Tensor xi = Tensor::zeros(Shape{3, 4}, DType::i32, d);
+    try {
+      run_op(OpKind::LogSoftmaxBackward, {tv(x), tv(xi)}, {tv(x)});
+      ADD_FAILURE() << "no error";
+    } catch (const Error& e) {
+      const std::string m = e.what();
+      EXPECT_NE(m.find("LogSoftmaxBackward"), std::string::npos) << m;
+      EXPECT_NE(m.find("i32"), std::string::npos) << m;
+    }
+  }
+}
