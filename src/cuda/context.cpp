@@ -6,6 +6,7 @@
 #include <mutex>
 #include <vector>
 
+#include "core/nvtx.hpp"
 #include "cuda/check.hpp"
 #include "memory/allocator.hpp"
 
@@ -36,7 +37,12 @@ CudaContext::CudaContext(Device device) : ExecContext(device) {
 
 CudaContext::~CudaContext() {
   // Destructors only log.
-  if (workspace_) memory::cuda_deallocate(device().index(), workspace_, workspace_bytes_);
+  try {
+    if (workspace_) memory::cuda_deallocate(device().index(), workspace_, workspace_bytes_);
+    for (auto& [p, n] : retired_) memory::cuda_deallocate(device().index(), p, n);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "cudl: freeing the workspace of %s failed: %s\n", device().str().c_str(), e.what());
+  }
   if (cudnn_ && cudnnDestroy(cudnn_) != CUDNN_STATUS_SUCCESS) std::fprintf(stderr, "cudl: cudnnDestroy failed\n");
   if (cublaslt_ && cublasLtDestroy(cublaslt_) != CUBLAS_STATUS_SUCCESS)
     std::fprintf(stderr, "cudl: cublasLtDestroy failed\n");
@@ -67,7 +73,9 @@ cudnnHandle_t CudaContext::cudnn() {
 
 void* CudaContext::workspace(size_t bytes) {
   if (bytes > workspace_bytes_) {
-    if (workspace_) memory::cuda_deallocate(device().index(), workspace_, workspace_bytes_);
+    // A captured CUDA graph may hold the old buffer's address: keep it alive until the context
+    // goes away instead of freeing it.
+    if (workspace_) retired_.emplace_back(workspace_, workspace_bytes_);
     workspace_ = nullptr;
     workspace_bytes_ = 0;
     size_t rounded = (bytes + (1u << 20) - 1) & ~size_t((1u << 20) - 1);  // grow in MiB steps
@@ -77,7 +85,10 @@ void* CudaContext::workspace(size_t bytes) {
   return workspace_;
 }
 
-void CudaContext::synchronize() { CUDL_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+void CudaContext::synchronize() {
+  CUDL_NVTX_RANGE("cudl/stream_synchronize");
+  CUDL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
 
 CudaContext& CudaContext::get(int index) {
   static std::mutex mu;

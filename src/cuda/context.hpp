@@ -7,6 +7,9 @@
 #include <cuda_runtime.h>
 #include <cudnn.h>
 
+#include <utility>
+#include <vector>
+
 #include "backend/backend.hpp"
 
 namespace cudl {
@@ -41,6 +44,7 @@ class CudaContext : public ExecContext {
   cudnnHandle_t cudnn_ = nullptr;
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;
+  std::vector<std::pair<void*, size_t>> retired_;  // outgrown workspaces (graphs may still use them)
 };
 
 /// The CUDA context an op call runs in (throws naming the op when ctx is not a CUDA context).

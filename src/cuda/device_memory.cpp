@@ -1,22 +1,178 @@
-// cuda/device_memory.cpp — tensor storage on CUDA devices and blocking copies to and from them.
+// cuda/device_memory.cpp — tensor storage on CUDA devices: one caching pool per device over
+// cudaMalloc/cudaFree ordered on the context stream, the cudaMallocHost pinned pool, blocking copies.
 #include <cuda_runtime.h>
+
+#include <memory>
+#include <mutex>
+#include <vector>
 
 #include "cuda/check.hpp"
 #include "cuda/context.hpp"
+#include "cudl/memory.hpp"
 #include "memory/allocator.hpp"
+#include "memory/caching_allocator.hpp"
 
 namespace cudl::memory {
 
+namespace {
+
+/// Makes `device` current for its lifetime and restores the previous one.
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int device) {
+    if (cudaGetDevice(&previous_) != cudaSuccess) previous_ = -1;
+    if (previous_ != device)
+      CUDL_CUDA_CHECK(cudaSetDevice(device));
+    else
+      previous_ = -1;
+  }
+  ~DeviceGuard() {
+    if (previous_ >= 0) (void)cudaSetDevice(previous_);
+  }
+
+ private:
+  int previous_ = -1;
+};
+
+/// True when the CUDA runtime is being torn down at process exit: the driver releases everything
+/// then, so pool calls made from static destructors are skipped instead of failing.
+bool unloading(cudaError_t err) {
+  if (err != cudaErrorCudartUnloading) return false;
+  (void)cudaGetLastError();
+  return true;
+}
+
+/// cudaEvent-based events shared by the device and pinned raw allocators; `device` is the device
+/// the events are created on.
+class CudaEvents : public RawAllocator {
+ public:
+  explicit CudaEvents(int device) : device_(device) {}
+  EventHandle create_event() override {
+    DeviceGuard guard(device_);
+    cudaEvent_t e = nullptr;
+    CUDL_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    return e;
+  }
+  void record_event(EventHandle e, StreamHandle s) override {
+    cudaError_t err = cudaEventRecord(static_cast<cudaEvent_t>(e), static_cast<cudaStream_t>(s));
+    if (!unloading(err)) CUDL_CUDA_CHECK(err);
+  }
+  bool query_event(EventHandle e) override {
+    cudaError_t err = cudaEventQuery(static_cast<cudaEvent_t>(e));
+    if (err == cudaErrorNotReady) return false;
+    if (!unloading(err)) CUDL_CUDA_CHECK(err);
+    return true;
+  }
+  void synchronize_event(EventHandle e) override {
+    cudaError_t err = cudaEventSynchronize(static_cast<cudaEvent_t>(e));
+    if (!unloading(err)) CUDL_CUDA_CHECK(err);
+  }
+  void destroy_event(EventHandle e) override {
+    cudaError_t err = cudaEventDestroy(static_cast<cudaEvent_t>(e));
+    if (!unloading(err)) CUDL_CUDA_CHECK(err);
+  }
+
+ protected:
+  int device_;
+};
+
+class CudaDeviceRawAllocator : public CudaEvents {
+ public:
+  using CudaEvents::CudaEvents;
+  void* alloc(size_t bytes) override {
+    DeviceGuard guard(device_);
+    void* p = nullptr;
+    cudaError_t err = cudaMalloc(&p, bytes);
+    if (err == cudaErrorMemoryAllocation) {
+      (void)cudaGetLastError();  // not sticky: clear it so later checks do not see it
+      return nullptr;
+    }
+    if (err == cudaErrorStreamCaptureUnsupported || err == cudaErrorStreamCaptureInvalidated)
+      CUDL_FAIL("memory pool ", name(), ": needs a new ", format_bytes(bytes),
+                " segment (cudaMalloc) during CUDA graph ",
+                "capture, where it is not allowed: allocate what the captured work uses before capturing (",
+                cudaGetErrorName(err), ": ", cudaGetErrorString(err), ")");
+    CUDL_CUDA_CHECK(err);
+    return p;
+  }
+  void free(void* ptr) override {
+    DeviceGuard guard(device_);
+    cudaError_t err = cudaFree(ptr);
+    if (!unloading(err)) CUDL_CUDA_CHECK(err);
+  }
+  std::string name() const override { return "cuda:" + std::to_string(device_); }
+  const char* alloc_call() const override { return "cudaMalloc"; }
+  const char* free_call() const override { return "cudaFree"; }
+  std::string oom_title() const override { return "CUDA out of memory on " + name(); }
+  std::string memory_info() const override {
+    DeviceGuard guard(device_);
+    size_t free_bytes = 0, total_bytes = 0;
+    if (cudaMemGetInfo(&free_bytes, &total_bytes) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return {};
+    }
+    return "device " + name() + ": " + format_bytes(total_bytes) + " total, " + format_bytes(free_bytes) +
+           " free (all processes)";
+  }
+};
+
+class CudaPinnedRawAllocator : public CudaEvents {
+ public:
+  using CudaEvents::CudaEvents;
+  void* alloc(size_t bytes) override {
+    void* p = nullptr;
+    cudaError_t err = cudaMallocHost(&p, bytes);
+    if (err == cudaErrorMemoryAllocation) {
+      (void)cudaGetLastError();
+      return nullptr;
+    }
+    CUDL_CUDA_CHECK(err);
+    return p;
+  }
+  void free(void* ptr) override {
+    cudaError_t err = cudaFreeHost(ptr);
+    if (!unloading(err)) CUDL_CUDA_CHECK(err);
+  }
+  std::string name() const override { return "pinned host memory"; }
+  const char* alloc_call() const override { return "cudaMallocHost"; }
+  const char* free_call() const override { return "cudaFreeHost"; }
+  std::string oom_title() const override { return "out of pinned host memory"; }
+};
+
+}  // namespace
+
+CachingAllocator& cuda_pool(int device_index) {
+  static std::mutex mu;
+  // Never destroyed: tensors and contexts release memory during static destruction.
+  static auto* pools = new std::vector<std::unique_ptr<CachingAllocator>>();
+  std::lock_guard<std::mutex> lock(mu);
+  const int n = cuda_device_count();
+  if (device_index < 0 || device_index >= n)
+    CUDL_FAIL("CUDA device ", device_index, " is not available (", n, " device(s)",
+              n == 0 ? "; " + cuda_unavailable_reason() : std::string(), ")");
+  if (pools->size() < static_cast<size_t>(n)) pools->resize(n);
+  auto& pool = (*pools)[device_index];
+  if (!pool) pool = std::make_unique<CachingAllocator>(std::make_unique<CudaDeviceRawAllocator>(device_index));
+  return *pool;
+}
+
+std::unique_ptr<RawAllocator> make_cuda_pinned_raw_allocator() {
+  if (cuda_device_count() == 0) return nullptr;
+  return std::make_unique<CudaPinnedRawAllocator>(0);
+}
+
 void* cuda_allocate(int device_index, size_t nbytes) {
   CudaContext& ctx = CudaContext::get(device_index);
-  (void)ctx;
-  void* p = nullptr;
-  CUDL_CUDA_CHECK(cudaMalloc(&p, nbytes == 0 ? 256 : nbytes));
-  return p;
+  return cuda_pool(device_index).allocate(nbytes, ctx.stream());
 }
 
 void cuda_deallocate(int device_index, void* ptr, size_t nbytes) {
-  CUDL_CUDA_CHECK(cudaFree(ptr));
+  if (!ptr) return;
+  cuda_pool(device_index).free(ptr);
+}
+
+void cuda_record_stream(int device_index, void* ptr, void* stream) {
+  cuda_pool(device_index).record_stream(ptr, stream);
 }
 
 void cuda_copy_bytes(Device dst_device, void* dst, Device src_device, const void* src, size_t nbytes) {

@@ -3,10 +3,14 @@
 #pragma once
 
 #include <cstddef>
+#include <memory>
 
 #include "cudl/device.hpp"
 
 namespace cudl::memory {
+
+class CachingAllocator;
+struct RawAllocator;
 
 /// Allocates `nbytes` on `device` (64-byte aligned on the CPU, 256 on CUDA). Never returns null.
 void* allocate(Device device, size_t nbytes);
@@ -22,6 +26,16 @@ void* cuda_allocate(int device_index, size_t nbytes);
 void cuda_deallocate(int device_index, void* ptr, size_t nbytes);
 /// Blocking copy where at least one side is a CUDA device, on that device's context stream.
 void cuda_copy_bytes(Device dst_device, void* dst, Device src_device, const void* src, size_t nbytes);
+/// The caching pool of CUDA device `device_index` (created on first use; throws when absent).
+CachingAllocator& cuda_pool(int device_index);
+/// Notes that work queued on `stream` (a cudaStream_t) uses the block at `ptr` of that device's
+/// pool, so it is not reused before that work has completed (see CachingAllocator::record_stream).
+void cuda_record_stream(int device_index, void* ptr, void* stream);
+/// cudaMallocHost-backed raw allocator for the pinned pool (nullptr when no CUDA device exists).
+std::unique_ptr<RawAllocator> make_cuda_pinned_raw_allocator();
 #endif
+
+/// The pinned host pool (memory/pinned.hpp); plain aligned host memory when there is no CUDA device.
+CachingAllocator& pinned_pool();
 
 }  // namespace cudl::memory
