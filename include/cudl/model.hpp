@@ -92,6 +92,15 @@ struct CUDL_API FitOptions {
   uint64_t seed = 0;
   int verbose = 1;  // 0 silent, 1 progress bar / per-epoch lines
   int64_t log_every = 0;  // > 0: read the running loss every N steps for the progress bar
+  /// On-device augmentation of the training batches (never of validation or evaluate): each image
+  /// of x (N, C, H, W) is shifted by an integer uniform in [-augment_shift, augment_shift] pixels
+  /// along each axis and rotated about its centre by an angle uniform in [-augment_rotation,
+  /// augment_rotation) degrees (bilinear sampling; outside the image, a 0 pixel of u8 data, or 0
+  /// for f32 data). The randomness is Philox keyed by the model's RNG state (compile's seed and a
+  /// per-step offset), so the CPU and CUDA backends see the same images.
+  bool augment = false;
+  int augment_shift = 2;
+  double augment_rotation = 10.0;
 };
 
 struct CUDL_API EvalResult {

@@ -14,6 +14,8 @@ void register_cpu_softmax_ops(OpTable& t);
 void register_cpu_loss_ops(OpTable& t);
 void register_cpu_optim_ops(OpTable& t);
 void register_cpu_data_ops(OpTable& t);
+void register_cpu_util_ops(OpTable& t);
+void register_cpu_augment_ops(OpTable& t);
 
 void register_cpu_ops(OpTable& t) {
   register_cpu_elementwise_ops(t);
@@ -27,6 +29,8 @@ void register_cpu_ops(OpTable& t) {
   register_cpu_loss_ops(t);
   register_cpu_optim_ops(t);
   register_cpu_data_ops(t);
+  register_cpu_util_ops(t);
+  register_cpu_augment_ops(t);
 }
 
 }  // namespace cudl

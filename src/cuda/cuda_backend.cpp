@@ -14,6 +14,8 @@ void register_cuda_softmax_ops(OpTable& t);
 void register_cuda_loss_ops(OpTable& t);
 void register_cuda_optim_ops(OpTable& t);
 void register_cuda_data_ops(OpTable& t);
+void register_cuda_util_ops(OpTable& t);
+void register_cuda_augment_ops(OpTable& t);
 
 void register_cuda_ops(OpTable& t) {
   register_cuda_elementwise_ops(t);
@@ -27,6 +29,8 @@ void register_cuda_ops(OpTable& t) {
   register_cuda_loss_ops(t);
   register_cuda_optim_ops(t);
   register_cuda_data_ops(t);
+  register_cuda_util_ops(t);
+  register_cuda_augment_ops(t);
 }
 
 }  // namespace cudl

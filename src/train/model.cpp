@@ -394,10 +394,27 @@ struct Model::Impl {
     return c;
   }
 
-  Program train_program(int64_t B, const Tensor& dx, const Tensor& dy, const Tensor& perm, float mean, float stdv) {
+  // Random shift + rotation of the gathered training images (FitOptions::augment). Outside the
+  // image it fills with the normalised value of a 0 pixel (u8 data) or 0 (f32 data). The node reads
+  // the model's RNG state, so the training program advances its offset every step.
+  ValueId augment_node(detail::BuildContext& c, ValueId xb, const FitOptions& fo, float fill) {
+    const Shape s = c.g->value(xb).shape;
+    if (s.rank() != 4) CUDL_FAIL("model ", name, ": augment needs image batches (N, C, H, W), got ", s);
+    ValueId y = c.g->add_value("data.augmented_x", s, DType::f32, Role::Intermediate);
+    OpAttrs a;
+    a.i[0] = fo.augment_shift;
+    a.f[0] = fo.augment_rotation;
+    a.f[1] = fill;
+    c.g->add_node(OpKind::AugmentImages, a, {xb, c.rng_state()}, {y}, "augment", Phase::Forward);
+    return y;
+  }
+
+  Program train_program(int64_t B, const Tensor& dx, const Tensor& dy, const Tensor& perm, float mean, float stdv,
+                        const FitOptions* augment = nullptr) {
     graph::Graph g;
     detail::BuildContext c = context(g, B, true);
     auto [xb, yb] = data_nodes(c, dx, dy, perm, mean, stdv);
+    if (augment && augment->augment) xb = augment_node(c, xb, *augment, dx.dtype() == DType::u8 ? -mean / stdv : 0.f);
     ValueId out = forward(c, xb);
     const int forward_end = static_cast<int>(g.nodes().size());
     auto [loss, dpred] = loss_nodes(c, out, yb, true);
@@ -411,8 +428,13 @@ struct Model::Impl {
     optimizer_nodes(c);
     if (c.rng != kNone) {
       ValueId off = g.add_view(c.rng, Shape{1}, "rng", Phase::Optimizer, sizeof(int64_t), "rng.offset");
+      // Dropout element i draws from Philox block i/4 + offset: advance past every block this
+      // step used, so the next step's masks are fresh rather than shifted copies.
+      int64_t blocks = 1;
+      for (const graph::Node& n : g.nodes())
+        if (n.op == OpKind::Dropout) blocks = std::max(blocks, (g.value(n.inputs[0]).shape.numel() + 3) / 4);
       OpAttrs inc;
-      inc.i[0] = 1;
+      inc.i[0] = blocks;
       g.add_node(OpKind::Increment, inc, {}, {off}, "rng", Phase::Optimizer);
     }
     Program p;
@@ -616,9 +638,12 @@ History Model::fit(const Dataset& train_in, const FitOptions& fo) {
   Tensor dy = train.y.device() == dev ? train.y : train.y.to(dev);
   Tensor perm = Tensor::zeros(Shape{N}, DType::i32, dev);
   const int64_t B = std::min(fo.batch_size, N), full = N / B, rest = N % B;
-  Impl::Program main = m.train_program(B, dx, dy, perm, train.mean, train.std);
+  if (fo.augment && (fo.augment_shift < 0 || !(fo.augment_rotation >= 0 && fo.augment_rotation <= 180)))
+    CUDL_FAIL("model ", m.name, ": augment_shift must be >= 0 and augment_rotation in [0, 180] degrees, got ",
+              fo.augment_shift, " and ", fo.augment_rotation);
+  Impl::Program main = m.train_program(B, dx, dy, perm, train.mean, train.std, &fo);
   Impl::Program tail;
-  if (rest) tail = m.train_program(rest, dx, dy, perm, train.mean, train.std);
+  if (rest) tail = m.train_program(rest, dx, dy, perm, train.mean, train.std, &fo);
   m.profile.clear();
 
   History h;

@@ -1,0 +1,21 @@
+// cpu/augment.hpp — argument checks of the image augmentation family (AugmentImages), shared by the
+// CPU reference and the CUDA backend so both accept and reject the same calls.
+#pragma once
+
+#include <cstdint>
+
+#include "backend/op.hpp"
+
+namespace cudl {
+
+/// A validated AugmentImages call: x (B, C, H, W) f32, rng i64[2] -> y (B, C, H, W) f32.
+struct AugmentProblem {
+  int64_t B = 0, C = 0, H = 0, W = 0;
+  int64_t max_shift = 0;  // i[0], pixels
+  float max_radians = 0;  // f[0] converted from degrees
+  float fill = 0;         // f[1]
+  uint64_t stream = 0;    // i[1]
+};
+AugmentProblem check_augment_call(const OpCall& call);
+
+}  // namespace cudl
