@@ -102,7 +102,8 @@ void Executor::run_nodes() {
     call.ctx = ctx_;
     call.label = n.label.c_str();
     if (!options_.profile) {
-      table.get(n.op)(call);
+      const OpFn fn = table.get(n.op);
+      if (!options_.dry_run) fn(call);
       continue;
     }
     double ms = 0;
@@ -130,7 +131,7 @@ void Executor::run_nodes() {
 void Executor::run() {
   CUDL_NVTX_RANGE("cudl/step");
 #if defined(CUDL_WITH_CUDA)
-  if (device_.is_cuda() && options_.cuda_graphs && !options_.profile && runs_ >= 1) {
+  if (device_.is_cuda() && options_.cuda_graphs && !options_.profile && !options_.dry_run && runs_ >= 1) {
     if (!cuda_graph_) {
       cuda_graph_ = std::make_unique<CudaGraph>(device_.index());
       cuda_graph_->runner.begin_capture();

@@ -17,6 +17,7 @@ namespace cudl::graph {
 struct ExecutorOptions {
   bool cuda_graphs = true;  // capture and replay on CUDA (CUDL_CUDA_GRAPHS=0 turns it off)
   bool profile = false;     // per-node timing (CUDA events on GPU, steady clock on CPU)
+  bool dry_run = false;     // benchmarks: everything but the op call itself (dispatch cost; no capture)
   PlanOptions plan;
 };
 
