@@ -53,7 +53,7 @@ FitOptions fit(int epochs) {
   f.epochs = epochs;
   f.batch_size = 8;
   f.verbose = 0;
-  f.shuffle = false;  // exact resume across fit calls needs the same batches
+  f.shuffle = true;  // the epoch's shuffle comes from the epoch number stored in the checkpoint
   return f;
 }
 
@@ -96,6 +96,7 @@ TEST(Checkpoint, ResumeContinuesExactly) {
   auto resumed = make("ra");
   load_checkpoint(*resumed, p);
   EXPECT_EQ(resumed->step(), half->step());
+  EXPECT_EQ(resumed->epoch(), 1);
   resumed->fit(d, fit(1));
   auto sa = full->state_tensors(), sb = resumed->state_tensors();
   ASSERT_EQ(sa.size(), sb.size());

@@ -144,6 +144,9 @@ class CUDL_API Model {
   int64_t step() const;
   /// Sets the step counter shown in logs (the optimizer's own step lives in its state tensors).
   void set_step(int64_t step);
+  /// Epochs completed over every fit() call; each epoch's shuffle is derived from it.
+  int64_t epoch() const;
+  void set_epoch(int64_t epoch);
   int64_t parameter_count() const;
   std::vector<LayerPtr> layers() const;
 

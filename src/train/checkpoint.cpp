@@ -255,7 +255,8 @@ std::vector<std::pair<std::string, Tensor>> load_safetensors(const std::string& 
 
 void save_checkpoint(Model& model, const std::string& path) {
   std::map<std::string, std::string> meta{{"format", "cudl-checkpoint"}, {"version", "1"},
-                                          {"step", std::to_string(model.step())}};
+                                          {"step", std::to_string(model.step())},
+                                          {"epoch", std::to_string(model.epoch())}};
   save_safetensors(path, model.state_tensors(), meta);
 }
 
@@ -274,6 +275,7 @@ void load_checkpoint(Model& model, const std::string& path) {
   }
   for (auto& [name, t] : state) t.copy_from(by_name[name]);
   if (meta.count("step")) model.set_step(std::stoll(meta["step"]));
+  if (meta.count("epoch")) model.set_epoch(std::stoll(meta["epoch"]));
 }
 
 }  // namespace cudl

@@ -132,6 +132,7 @@ struct Model::Impl {
   std::map<std::string, Tensor> accumulators;        // "loss", "correct", "mae" (f32[1], on the device)
   Tensor cursor;  // i64[1] on the device: position in the epoch's permutation
   int64_t step = 0;
+  int64_t epochs_done = 0;  // over every fit() call: picks each epoch's shuffle
   double lr = 0;
   PlanReport report;
   bool profiling = false;
@@ -563,6 +564,7 @@ void Model::compile(const CompileOptions& options) {
                                        options.device);
   m.cursor = Tensor::zeros(Shape{1}, DType::i64, options.device);
   m.step = 0;
+  m.epochs_done = 0;
   // Build the training program once on placeholder data to create parameters and optimizer
   // state and to report the plan before step 1.
   const int64_t B = options.batch_size;
@@ -647,7 +649,6 @@ History Model::fit(const Dataset& train_in, const FitOptions& fo) {
   m.profile.clear();
 
   History h;
-  std::mt19937_64 rng(fo.seed ^ (m.opts.seed * 0x9E3779B97F4A7C15ull));
   std::vector<int32_t> order(N);
   for (auto& cb : fo.callbacks) cb->on_train_begin(*this);
   stop_ = false;
@@ -655,6 +656,10 @@ History Model::fit(const Dataset& train_in, const FitOptions& fo) {
     for (auto& cb : fo.callbacks) cb->on_epoch_begin(*this, epoch);
     const auto t0 = std::chrono::steady_clock::now();
     std::iota(order.begin(), order.end(), 0);
+    // Each epoch's order depends only on the seeds and the epoch number, so a run resumed from a
+    // checkpoint (which stores the epoch) sees the same batches as an uninterrupted one.
+    std::mt19937_64 rng(fo.seed ^ (m.opts.seed * 0x9E3779B97F4A7C15ull) ^
+                        (static_cast<uint64_t>(m.epochs_done) * 0xD1B54A32D192ED03ull));
     if (fo.shuffle) std::shuffle(order.begin(), order.end(), rng);
     perm.copy_from(Tensor::from_vector(order, Shape{N}));  // one upload per epoch
     m.cursor.fill(0);
@@ -697,6 +702,7 @@ History Model::fit(const Dataset& train_in, const FitOptions& fo) {
       std::printf("%s\n", tty ? "          " : "");
       std::fflush(stdout);
     }
+    ++m.epochs_done;
     for (auto& cb : fo.callbacks) cb->on_epoch_end(*this, epoch, logs);
   }
   if (m.profiling) {
@@ -823,6 +829,8 @@ void Model::set_learning_rate(double lr) {
 Device Model::device() const { return impl_->opts.device; }
 int64_t Model::step() const { return impl_->step; }
 void Model::set_step(int64_t step) { impl_->step = step; }
+int64_t Model::epoch() const { return impl_->epochs_done; }
+void Model::set_epoch(int64_t epoch) { impl_->epochs_done = epoch; }
 
 int64_t Model::parameter_count() const {
   int64_t n = 0;
