@@ -1,0 +1,307 @@
+// bench/step_counters.cpp — what ONE training step of the sample's mlp / cnn asks of the GPU, counted
+// under the emulator (tests/emu): launches, graphs, library calls, allocations, syncs, copies; and the
+// bytes each node reads and writes against the minimum a step must move.
+//
+// Usage: bench_step_counters [--model mlp|cnn|all] [--batch B (128)] [--warmup W (3)]
+// The counters come from Model::fit itself: a callback resets the emulator's counters after step W
+// and reads them after step W+1, so exactly one exec->run() of the real training program lies in
+// between (the emulator's lazy streams are drained with cudl_emu::flush_all on both sides; that is
+// not a host synchronisation of the program and is not counted as one). CUDL_CUDA_GRAPHS=0 measures
+// the step without graph capture. The byte table walks the same step built node for node by
+// bench/train_graph.hpp (its node count is checked against the compiled model's plan).
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <set>
+#include <string>
+
+#include "cudl/memory.hpp"
+#include "emu/emu.hpp"
+#include "train_graph.hpp"
+
+namespace {
+
+using cudl::OpKind;
+using cudl::graph::kNone;
+using cudl::graph::Role;
+using cudl::graph::ValueId;
+
+struct Args {
+  std::string model = "all";
+  int64_t batch = 128;
+  int warmup = 3;
+};
+
+// Resets the counters after step `at`, reads them after step `at + 1`.
+class CounterWindow : public cudl::Callback {
+ public:
+  explicit CounterWindow(int64_t at) : at_(at) {}
+  void on_batch_end(cudl::Model& m, int64_t step) override {
+    if (step == at_) {
+      (void)cudl_emu::flush_all();
+      cudl_emu::reset_counters();
+      pool_before_ = cudl::memory_stats(m.device());
+    } else if (step == at_ + 1) {
+      (void)cudl_emu::flush_all();
+      counters = cudl_emu::counters();
+      const cudl::MemoryStats after = cudl::memory_stats(m.device());
+      pool_allocs = after.num_allocs - pool_before_.num_allocs;
+      done = true;
+    }
+  }
+  cudl_emu::Counters counters;
+  uint64_t pool_allocs = 0;
+  bool done = false;
+
+ private:
+  int64_t at_;
+  cudl::MemoryStats pool_before_;
+};
+
+const char* verdict(bool ok) { return ok ? "met" : "NOT MET"; }
+
+std::string human(double b) {
+  char buf[64];
+  if (b >= 1 << 20)
+    std::snprintf(buf, sizeof buf, "%.2f MiB", b / (1 << 20));
+  else if (b >= 1 << 10)
+    std::snprintf(buf, sizeof buf, "%.1f KiB", b / (1 << 10));
+  else
+    std::snprintf(buf, sizeof buf, "%.0f B", b);
+  return buf;
+}
+
+// Bytes a node must touch, from its tensors' sizes. A gather reads only the gathered rows of its
+// table; in-place updates (optimizer groups, counters, accumulators, running statistics) are read
+// and written.
+struct NodeBytes {
+  double read = 0, written = 0;
+};
+
+NodeBytes node_bytes(const cudl::graph::Graph& g, const cudl::graph::Node& n) {
+  NodeBytes b;
+  auto nb = [&](ValueId v) { return v == kNone ? 0.0 : static_cast<double>(g.value(v).nbytes()); };
+  for (size_t k = 0; k < n.inputs.size(); ++k) {
+    const ValueId v = n.inputs[k];
+    if (v == kNone) continue;
+    double r = nb(v);
+    if ((n.op == OpKind::Gather || n.op == OpKind::GatherImages) && k == 0) {
+      const auto& s = g.value(v).shape;
+      const double row = r / static_cast<double>(std::max<int64_t>(s[0], 1));
+      r = row * static_cast<double>(g.value(n.inputs[1]).shape.numel());
+    }
+    if (n.op == OpKind::BatchIndices && k == 0) r = nb(n.outputs[0]);  // B entries of the permutation
+    // UnaryBackward reads x and y only when the op's derivative needs them (backend/op.hpp).
+    if (n.op == OpKind::UnaryBackward && k < 2) {
+      const auto u = static_cast<cudl::UnaryOp>(n.attrs.i[0]);
+      if ((k == 0 && !cudl::unary_needs_input(u)) || (k == 1 && !cudl::unary_needs_output(u))) r = 0;
+    }
+    // LinearBackward reads x only for dw and w only for dx (absent outputs are not computed).
+    if (n.op == OpKind::LinearBackward && k == 0 && (n.outputs.size() < 2 || n.outputs[1] == kNone)) r = 0;
+    if (n.op == OpKind::LinearBackward && k == 1 && (n.outputs.empty() || n.outputs[0] == kNone)) r = 0;
+    b.read += r;
+  }
+  for (ValueId v : n.outputs) b.written += nb(v);
+  switch (n.op) {
+    case OpKind::AdamStep:  // groups (param, grad, m, v) after hyper: param, m, v rewritten
+      for (size_t k = 1; k + 3 < n.inputs.size(); k += 4)
+        b.written += nb(n.inputs[k]) + nb(n.inputs[k + 2]) + nb(n.inputs[k + 3]);
+      break;
+    case OpKind::Increment:
+    case OpKind::Accumulate:
+      for (ValueId v : n.outputs) b.read += nb(v);
+      break;
+    case OpKind::BatchNormTrain:
+      if (n.inputs.size() > 4) b.written += nb(n.inputs[3]) + nb(n.inputs[4]);
+      break;
+    default:
+      break;
+  }
+  return b;
+}
+
+bool starts_with(const std::string& s, const char* p) { return s.rfind(p, 0) == 0; }
+
+void byte_table(cudl_bench::TrainStep& step, int model_kernels) {
+  const cudl::graph::Graph& g = step.exec->graph();
+  std::printf("\nbytes per node (from the node's tensor sizes), the step rebuilt by bench/train_graph.hpp:\n");
+  std::printf("  %-34s %-22s %12s %12s\n", "node", "op", "read", "written");
+  double rd = 0, wr = 0;
+  int kernels = 0;
+  for (const auto& n : g.nodes()) {
+    if (n.is_view()) continue;
+    ++kernels;
+    const NodeBytes b = node_bytes(g, n);
+    rd += b.read;
+    wr += b.written;
+    std::printf("  %-34s %-22s %12s %12s\n", n.label.c_str(), cudl::op_name(n.op), human(b.read).c_str(),
+                human(b.written).c_str());
+  }
+  std::printf("  %-34s %-22s %12s %12s   total %s\n", "total", "", human(rd).c_str(), human(wr).c_str(),
+              human(rd + wr).c_str());
+  if (kernels != model_kernels)
+    std::printf(
+        "  WARNING: this graph has %d nodes but the compiled model's plan has %d: bench/train_graph.hpp "
+        "no longer mirrors Model's training program\n",
+        kernels, model_kernels);
+  // The minimum: parameters, gradients and optimizer/BN state read once and written once;
+  // forward activations written once and read once; the batch's raw images and labels read once.
+  double params = 0, grads = 0, state = 0, acts = 0;
+  const auto& vals = g.values();
+  for (ValueId v = 0; v < static_cast<ValueId>(vals.size()); ++v) {
+    const auto& val = vals[v];
+    if (val.view_of != kNone) continue;
+    const double nbytes = static_cast<double>(val.nbytes());
+    if (val.role == Role::Param)
+      params += nbytes;
+    else if (val.role == Role::Grad)
+      grads += nbytes;
+    else if (val.role == Role::State && !starts_with(val.name, "data.") && !starts_with(val.name, "metric.") &&
+             val.name != "optim.hyper" && val.name != "rng")
+      state += nbytes;
+  }
+  std::set<ValueId> fwd_out;
+  for (const auto& n : g.nodes())
+    if (!n.is_view() && n.phase == cudl::graph::Phase::Forward)
+      for (ValueId v : n.outputs)
+        if (v != kNone && vals[v].role == Role::Intermediate) fwd_out.insert(v);
+  for (ValueId v : fwd_out) acts += static_cast<double>(vals[v].nbytes());
+  const double batch = static_cast<double>(step.c.batch);
+  const double raw = batch * 784 + batch * 4;  // u8 images + i32 labels of the batch
+  const double minimum = 2 * params + 2 * grads + 2 * state + 2 * acts + raw;
+  std::printf(
+      "minimum a step must move: parameters %s x2 + gradients %s x2 + optimizer/BN state %s x2 + forward "
+      "activations %s x2 + raw batch %s = %s\n",
+      human(params).c_str(), human(grads).c_str(), human(state).c_str(), human(acts).c_str(), human(raw).c_str(),
+      human(minimum).c_str());
+  std::printf("bytes moved / minimum: %s / %s = %.2fx\n", human(rd + wr).c_str(), human(minimum).c_str(),
+              (rd + wr) / minimum);
+}
+
+int run_model(const std::string& kind, const Args& a) {
+  const cudl::Device dev = cudl::Device::cuda(0);
+  const char* env = std::getenv("CUDL_CUDA_GRAPHS");
+  const bool graphs = !(env && std::strcmp(env, "0") == 0);
+  cudl::Sequential model = cudl_bench::build_mnist_model(kind);
+  cudl::CompileOptions opt;
+  opt.optimizer = cudl::optim::Adam(1e-3);
+  opt.loss.name = "sparse_categorical_crossentropy";
+  opt.metrics = {"accuracy"};
+  opt.device = dev;
+  opt.batch_size = a.batch;
+  opt.seed = 1;
+  model.compile(opt);
+  const int plan_kernels = model.plan_report().kernels_per_step;
+
+  const cudl::Dataset data = cudl_bench::synthetic_mnist(a.batch * (a.warmup + 2));
+  auto window = std::make_shared<CounterWindow>(a.warmup);
+  cudl::FitOptions fo;
+  fo.epochs = 1;
+  fo.batch_size = a.batch;
+  fo.verbose = 0;
+  fo.callbacks = {window};
+  model.fit(data, fo);
+  if (!window->done) {
+    std::fprintf(stderr, "bench_step_counters: the counter window did not close (steps %lld)\n",
+                 static_cast<long long>(model.step()));
+    return 1;
+  }
+  const cudl_emu::Counters& c = window->counters;
+  const uint64_t kernels = c.kernel_launches + c.library_calls;
+  const uint64_t hd_bytes = c.bytes_h2d + c.bytes_d2h;
+  std::printf(
+      "\n== %s: one training step (batch %lld) after %d warm-up steps, Model::fit on cuda:0 under the "
+      "emulator, CUDA graphs %s\n",
+      kind.c_str(), static_cast<long long>(a.batch), a.warmup, graphs ? "on" : "off (CUDL_CUDA_GRAPHS=0)");
+  std::printf("  %-44s %10llu\n", "graph nodes (plan's kernels per step)",
+              static_cast<unsigned long long>(plan_kernels));
+  std::printf("  %-44s %10llu\n", "kernel launches (grids run)", static_cast<unsigned long long>(c.kernel_launches));
+  std::printf("  %-44s %10llu\n", "library calls (cuBLAS/cuBLASLt/cuDNN)",
+              static_cast<unsigned long long>(c.library_calls));
+  std::printf("  %-44s %10llu   target <= 8 (mlp): %s\n", "kernels + library calls",
+              static_cast<unsigned long long>(kernels), kind == "mlp" ? verdict(kernels <= 8) : "n/a");
+  std::printf("  %-44s %10llu   target 1: %s\n", "graph launches", static_cast<unsigned long long>(c.graph_launches),
+              verdict(c.graph_launches == 1));
+  std::printf("  %-44s %10llu   target 0: %s\n", "device allocations (cudaMalloc/Async)",
+              static_cast<unsigned long long>(c.mallocs), verdict(c.mallocs == 0));
+  std::printf("  %-44s %10llu   target 0: %s\n", "pool allocations (cudl caching pool)",
+              static_cast<unsigned long long>(window->pool_allocs), verdict(window->pool_allocs == 0));
+  std::printf("  %-44s %10llu   target 0: %s\n", "pinned host allocations",
+              static_cast<unsigned long long>(c.host_mallocs), verdict(c.host_mallocs == 0));
+  std::printf("  %-44s %10llu   target 0: %s\n", "host synchronisations", static_cast<unsigned long long>(c.syncs),
+              verdict(c.syncs == 0));
+  std::printf("  %-44s %10llu   target 0: %s\n", "host<->device bytes", static_cast<unsigned long long>(hd_bytes),
+              verdict(hd_bytes == 0));
+  std::printf("  %-44s %10llu / %llu\n", "host->device / device->host copies",
+              static_cast<unsigned long long>(c.memcpy_h2d), static_cast<unsigned long long>(c.memcpy_d2h));
+  std::printf("  %-44s %10llu (%s)\n", "device->device copies (bytes)", static_cast<unsigned long long>(c.memcpy_d2d),
+              human(static_cast<double>(c.bytes_d2d)).c_str());
+  std::printf("  %-44s %10llu\n", "memsets", static_cast<unsigned long long>(c.memsets));
+  std::printf("  %-44s %10llu\n", "emulated GPU threads run", static_cast<unsigned long long>(c.threads));
+
+  // Cross-check with the mirrored graph on its own executor, then its byte table.
+  cudl::Sequential mirror_model = cudl_bench::build_mnist_model(kind);
+  cudl::graph::ExecutorOptions eo;
+  eo.cuda_graphs = graphs;
+  cudl_bench::TrainStep step(mirror_model, data, a.batch, dev, eo);
+  for (int i = 0; i < a.warmup; ++i) step.exec->run();
+  (void)cudl_emu::flush_all();
+  cudl_emu::reset_counters();
+  step.exec->run();
+  (void)cudl_emu::flush_all();
+  const cudl_emu::Counters m = cudl_emu::counters();
+  const bool same = m.kernel_launches == c.kernel_launches && m.library_calls == c.library_calls &&
+                    m.graph_launches == c.graph_launches && m.syncs == c.syncs && m.mallocs == c.mallocs;
+  std::printf(
+      "  mirrored graph on its own executor: %llu kernels, %llu library calls, %llu graph launches, %llu syncs, "
+      "%llu mallocs (%s Model::fit's step)\n",
+      static_cast<unsigned long long>(m.kernel_launches), static_cast<unsigned long long>(m.library_calls),
+      static_cast<unsigned long long>(m.graph_launches), static_cast<unsigned long long>(m.syncs),
+      static_cast<unsigned long long>(m.mallocs), same ? "same as" : "DIFFERS from");
+  byte_table(step, plan_kernels);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    const std::string k = argv[i];
+    if (i + 1 >= argc) {
+      std::fprintf(stderr, "usage: bench_step_counters [--model mlp|cnn|all] [--batch B] [--warmup W]\n");
+      return 2;
+    }
+    const std::string v = argv[++i];
+    if (k == "--model")
+      a.model = v;
+    else if (k == "--batch")
+      a.batch = std::atoll(v.c_str());
+    else if (k == "--warmup")
+      a.warmup = std::atoi(v.c_str());
+    else {
+      std::fprintf(stderr, "bench_step_counters: unknown option %s\n", k.c_str());
+      return 2;
+    }
+  }
+  if ((a.model != "mlp" && a.model != "cnn" && a.model != "all") || a.batch < 1 || a.warmup < 2) {
+    std::fprintf(stderr,
+                 "bench_step_counters: --model mlp|cnn|all, --batch >= 1, --warmup >= 2 (the first run is eager, "
+                 "the second captures)\n");
+    return 2;
+  }
+  try {
+    if (cudl::cuda_device_count() == 0) {
+      std::fprintf(stderr, "bench_step_counters: no CUDA device: %s\n", cudl::cuda_unavailable_reason().c_str());
+      return 1;
+    }
+    int rc = 0;
+    for (const char* kind : {"mlp", "cnn"})
+      if (a.model == "all" || a.model == kind) rc |= run_model(kind, a);
+    return rc;
+  } catch (const cudl::Error& e) {
+    std::fprintf(stderr, "bench_step_counters: %s\n", e.what());
+    return 1;
+  }
+}
