@@ -189,3 +189,55 @@ TEST(Model, BadInputGivesClearErrors) {
   o.loss.name = "hinge";
   EXPECT_THROW(m.compile(o), Error);
 }
+
+TEST(Model, EveryOptimizerLearns) {
+  Dataset d = blobs(96, 10);
+  for (OptimizerConfig o : {optim::SGD(0.1, 0.9, true, 1e-4), optim::Adam(0.02), optim::AdamW(0.02, 0.01),
+                            optim::RMSprop(0.01), optim::Adagrad(0.1)}) {
+    Sequential m = mlp("opt" + std::to_string(static_cast<int>(o.kind)));
+    CompileOptions c = options(Device::cpu());
+    c.optimizer = o;
+    m.compile(c);
+    History h = m.fit(d, fit_options(4));
+    EXPECT_LT(h.metrics["loss"].back(), 0.7 * h.metrics["loss"].front()) << "optimizer kind " << o.kind;
+    EXPECT_GT(h.metrics["accuracy"].back(), 0.85) << "optimizer kind " << o.kind;
+  }
+}
+
+TEST(Model, RegularizationAndClippingChangeTheUpdate) {
+  Dataset d = blobs(32, 11);
+  auto run = [&](float l2, double clip) {
+    auto d1 = layers::Dense(16, "relu", true, "rc_d1"), d2 = layers::Dense(3, "", true, "rc_d2");
+    d1->set_regularizer(0.f, l2);
+    Sequential m(Shape{8}, {d1, d2}, "rc");
+    CompileOptions c = options(Device::cpu());
+    c.optimizer = optim::SGD(0.1);
+    c.optimizer.clip_norm = clip;
+    m.compile(c);  // same names and seed: same initial weights in every run
+    m.fit(d, fit_options(1));
+    return weights(m);
+  };
+  const auto plain = run(0.f, 0), l2 = run(0.5f, 0), clipped = run(0.f, 1e-3);
+  EXPECT_NE(plain, l2);
+  EXPECT_NE(plain, clipped);
+  // With a tiny clip norm each step moves the weights by at most lr * 1e-3 in norm.
+  const auto init = [&] {
+    auto d1 = layers::Dense(16, "relu", true, "rc_d1"), d2 = layers::Dense(3, "", true, "rc_d2");
+    Sequential m(Shape{8}, {d1, d2}, "rc");
+    m.compile(options(Device::cpu()));
+    return weights(m);
+  }();
+  double moved = 0;
+  for (size_t i = 0; i < init.size(); ++i) moved += (clipped[i] - init[i]) * (clipped[i] - init[i]);
+  EXPECT_LE(std::sqrt(moved), 2 * 0.1 * 1e-3 * 1.0001 + 1e-6) << "two steps of at most lr * clip_norm";
+}
+
+TEST(Model, EnsembleAveragesPredictions) {
+  Dataset d = blobs(30, 12);
+  Sequential a = mlp("ens_a"), b = mlp("ens_b");
+  a.compile(options(Device::cpu()));
+  b.compile(options(Device::cpu()));
+  Tensor pa = a.predict(d.x), pb = b.predict(d.x), pe = ensemble_predict({&a, &b}, d.x);
+  auto va = pa.to_vector<float>(), vb = pb.to_vector<float>(), ve = pe.to_vector<float>();
+  for (size_t i = 0; i < ve.size(); ++i) EXPECT_NEAR(ve[i], 0.5f * (va[i] + vb[i]), 1e-6);
+}

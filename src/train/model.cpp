@@ -315,7 +315,9 @@ struct Model::Impl {
       OpAttrs a;
       a.f[0] = k.first;
       a.f[1] = k.second;
-      g.add_node(OpKind::WeightPenalty, a, groups, {}, "regularizer", Phase::Optimizer);
+      std::vector<ValueId> ins{kNone};  // the (unused) hyper slot, then (param, grad) groups
+      ins.insert(ins.end(), groups.begin(), groups.end());
+      g.add_node(OpKind::WeightPenalty, a, ins, {}, "regularizer", Phase::Optimizer);
     }
     if (o.clip_norm > 0) {
       std::vector<ValueId> grads;
