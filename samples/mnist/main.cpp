@@ -172,8 +172,8 @@ int main(int argc, char** argv) {
       train = cudl::load_mnist(a.data, true, a.limit, fashion);
       test = cudl::load_mnist(a.data, false, 0, fashion);
     } catch (const cudl::Error& e) {
-      std::fprintf(stderr, "cudl-mnist: %s\ncudl-mnist: fetch the data with: scripts/fetch-mnist.sh --dataset %s\n",
-                   e.what(), a.dataset.c_str());
+      std::fprintf(stderr, "cudl-mnist: %s (fetch the data with: scripts/fetch-mnist.sh --dataset %s)\n", e.what(),
+                   a.dataset.c_str());
       return 1;
     }
     cudl::Device device = pick_device(a.device);
