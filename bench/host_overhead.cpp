@@ -52,13 +52,15 @@ int main(int argc, char** argv) {
                 "dry-run us/step", "dry us/node");
     for (const char* kind : {"mlp", "cnn"}) {
       const int64_t batch = 1;
-      cudl::Sequential m_real = cudl_bench::build_mnist_model(kind), m_dry = cudl_bench::build_mnist_model(kind);
+      cudl::Sequential model = cudl_bench::build_mnist_model(kind);
+      cudl_bench::compile_like_sample(model, cpu, batch);
       cudl::graph::ExecutorOptions real_opt, dry_opt;
       dry_opt.dry_run = true;
-      cudl_bench::TrainStep real(m_real, data, batch, cpu, real_opt), dry(m_dry, data, batch, cpu, dry_opt);
+      auto real = cudl_bench::training_step(model, data, batch, real_opt);
+      auto dry = cudl_bench::training_step(model, data, batch, dry_opt);
       const int real_steps = std::string(kind) == "cnn" ? std::max(1, steps / 20) : std::max(1, steps / 4);
-      const Timing r = time_steps(*real.exec, real_steps);
-      const Timing d = time_steps(*dry.exec, steps);
+      const Timing r = time_steps(*real, real_steps);
+      const Timing d = time_steps(*dry, steps);
       std::printf("%-5s %6lld %5d %14.2f %12.3f %18.3f %14.4f\n", kind, static_cast<long long>(batch), r.nodes,
                   r.us_per_step, r.us_per_step / r.nodes, d.us_per_step, d.us_per_step / d.nodes);
     }

@@ -7,8 +7,8 @@
 // and reads them after step W+1, so exactly one exec->run() of the real training program lies in
 // between (the emulator's lazy streams are drained with cudl_emu::flush_all on both sides; that is
 // not a host synchronisation of the program and is not counted as one). CUDL_CUDA_GRAPHS=0 measures
-// the step without graph capture. The byte table walks the same step built node for node by
-// bench/train_graph.hpp (its node count is checked against the compiled model's plan).
+// the step without graph capture. The byte table walks the model's own training program
+// (cudl::detail::ModelInternals::training_step).
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -123,15 +123,13 @@ NodeBytes node_bytes(const cudl::graph::Graph& g, const cudl::graph::Node& n) {
 
 bool starts_with(const std::string& s, const char* p) { return s.rfind(p, 0) == 0; }
 
-void byte_table(cudl_bench::TrainStep& step, int model_kernels) {
-  const cudl::graph::Graph& g = step.exec->graph();
-  std::printf("\nbytes per node (from the node's tensor sizes), the step rebuilt by bench/train_graph.hpp:\n");
+void byte_table(const cudl::graph::Executor& exec, int64_t batch_rows) {
+  const cudl::graph::Graph& g = exec.graph();
+  std::printf("\nbytes per node (from the node's tensor sizes) of the model's training step:\n");
   std::printf("  %-34s %-22s %12s %12s\n", "node", "op", "read", "written");
   double rd = 0, wr = 0;
-  int kernels = 0;
   for (const auto& n : g.nodes()) {
     if (n.is_view()) continue;
-    ++kernels;
     const NodeBytes b = node_bytes(g, n);
     rd += b.read;
     wr += b.written;
@@ -140,11 +138,6 @@ void byte_table(cudl_bench::TrainStep& step, int model_kernels) {
   }
   std::printf("  %-34s %-22s %12s %12s   total %s\n", "total", "", human(rd).c_str(), human(wr).c_str(),
               human(rd + wr).c_str());
-  if (kernels != model_kernels)
-    std::printf(
-        "  WARNING: this graph has %d nodes but the compiled model's plan has %d: bench/train_graph.hpp "
-        "no longer mirrors Model's training program\n",
-        kernels, model_kernels);
   // The minimum: parameters, gradients and optimizer/BN state read once and written once;
   // forward activations written once and read once; the batch's raw images and labels read once.
   double params = 0, grads = 0, state = 0, acts = 0;
@@ -167,7 +160,7 @@ void byte_table(cudl_bench::TrainStep& step, int model_kernels) {
       for (ValueId v : n.outputs)
         if (v != kNone && vals[v].role == Role::Intermediate) fwd_out.insert(v);
   for (ValueId v : fwd_out) acts += static_cast<double>(vals[v].nbytes());
-  const double batch = static_cast<double>(step.c.batch);
+  const double batch = static_cast<double>(batch_rows);
   const double raw = batch * 784 + batch * 4;  // u8 images + i32 labels of the batch
   const double minimum = 2 * params + 2 * grads + 2 * state + 2 * acts + raw;
   std::printf(
@@ -240,26 +233,11 @@ int run_model(const std::string& kind, const Args& a) {
   std::printf("  %-44s %10llu\n", "memsets", static_cast<unsigned long long>(c.memsets));
   std::printf("  %-44s %10llu\n", "emulated GPU threads run", static_cast<unsigned long long>(c.threads));
 
-  // Cross-check with the mirrored graph on its own executor, then its byte table.
-  cudl::Sequential mirror_model = cudl_bench::build_mnist_model(kind);
+  // The byte table walks the same training program fit() ran (built again on its own executor).
   cudl::graph::ExecutorOptions eo;
   eo.cuda_graphs = graphs;
-  cudl_bench::TrainStep step(mirror_model, data, a.batch, dev, eo);
-  for (int i = 0; i < a.warmup; ++i) step.exec->run();
-  (void)cudl_emu::flush_all();
-  cudl_emu::reset_counters();
-  step.exec->run();
-  (void)cudl_emu::flush_all();
-  const cudl_emu::Counters m = cudl_emu::counters();
-  const bool same = m.kernel_launches == c.kernel_launches && m.library_calls == c.library_calls &&
-                    m.graph_launches == c.graph_launches && m.syncs == c.syncs && m.mallocs == c.mallocs;
-  std::printf(
-      "  mirrored graph on its own executor: %llu kernels, %llu library calls, %llu graph launches, %llu syncs, "
-      "%llu mallocs (%s Model::fit's step)\n",
-      static_cast<unsigned long long>(m.kernel_launches), static_cast<unsigned long long>(m.library_calls),
-      static_cast<unsigned long long>(m.graph_launches), static_cast<unsigned long long>(m.syncs),
-      static_cast<unsigned long long>(m.mallocs), same ? "same as" : "DIFFERS from");
-  byte_table(step, plan_kernels);
+  auto step = cudl_bench::training_step(model, data, a.batch, eo);
+  byte_table(*step, a.batch);
   return 0;
 }
 

@@ -70,6 +70,10 @@ struct CUDL_API History {
 
 class Model;
 
+namespace detail {
+struct ModelInternals;  // src/train/model_internals.hpp: the training program, for benchmarks
+}  // namespace detail
+
 /// Hooks called by fit. Set model.stop_training() to end after the current epoch.
 class CUDL_API Callback {
  public:
@@ -160,6 +164,7 @@ class CUDL_API Model {
   struct Impl;
 
  protected:
+  friend struct detail::ModelInternals;
   Model();
   std::unique_ptr<Impl> impl_;
   bool stop_ = false;

@@ -19,6 +19,7 @@
 #include "graph/autodiff.hpp"
 #include "graph/executor.hpp"
 #include "nn/build_context.hpp"
+#include "train/model_internals.hpp"
 
 namespace cudl {
 
@@ -413,7 +414,7 @@ struct Model::Impl {
   }
 
   Program train_program(int64_t B, const Tensor& dx, const Tensor& dy, const Tensor& perm, float mean, float stdv,
-                        const FitOptions* augment = nullptr) {
+                        const FitOptions* augment = nullptr, const graph::ExecutorOptions* options = nullptr) {
     graph::Graph g;
     detail::BuildContext c = context(g, B, true);
     auto [xb, yb] = data_nodes(c, dx, dy, perm, mean, stdv);
@@ -442,7 +443,7 @@ struct Model::Impl {
     }
     Program p;
     p.out = out;
-    p.exec = std::make_unique<graph::Executor>(std::move(g), opts.device, c.bound, exec_options());
+    p.exec = std::make_unique<graph::Executor>(std::move(g), opts.device, c.bound, options ? *options : exec_options());
     return p;
   }
 
@@ -885,6 +886,22 @@ std::string Model::profile_table() const {
        << 1000.0 * p.total_ms / std::max<int64_t>(p.calls, 1) << std::setw(8) << std::setprecision(1)
        << (total > 0 ? 100.0 * p.total_ms / total : 0.0) << "%\n";
   return os.str();
+}
+
+std::unique_ptr<graph::Executor> detail::ModelInternals::training_step(Model& model, const Dataset& data,
+                                                                       int64_t batch,
+                                                                       const graph::ExecutorOptions& options) {
+  Model::Impl& m = *model.impl_;
+  require_compiled(m, "training_step");
+  const Device dev = m.opts.device;
+  const int64_t n = data.size();
+  if (batch <= 0 || batch > n) CUDL_FAIL("model ", m.name, ": training_step batch ", batch, " for ", n, " rows");
+  m.check_targets(data.y, n);
+  std::vector<int32_t> order(n);
+  std::iota(order.begin(), order.end(), 0);
+  return m.train_program(batch, data.x.to(dev), data.y.to(dev), Tensor::from_vector(order, Shape{n}, dev), data.mean,
+                         data.std, nullptr, &options)
+      .exec;
 }
 
 Tensor ensemble_predict(std::vector<Model*> models, const Tensor& x, int64_t batch_size) {

@@ -1,0 +1,20 @@
+// train/model_internals.hpp — internal access to a compiled Model's programs, for benchmarks that
+// need the executor of the exact training step fit() runs (single steps, per-node bytes, dispatch).
+#pragma once
+
+#include <memory>
+
+#include "cudl/model.hpp"
+#include "graph/executor.hpp"
+
+namespace cudl::detail {
+
+struct ModelInternals {
+  /// The training program fit() builds for batches of `batch` rows of `data` (identity order,
+  /// no augmentation), on the model's device, with the given executor options. Each run() is
+  /// one training step that updates the model's parameters and optimizer state.
+  static std::unique_ptr<graph::Executor> training_step(Model& model, const Dataset& data, int64_t batch,
+                                                        const graph::ExecutorOptions& options);
+};
+
+}  // namespace cudl::detail
