@@ -67,5 +67,18 @@ inline void element_bytes(DType dtype, double v, unsigned char* out) {
   }
 }
 
+/// The value of one element of `dtype` stored at `in`, as a double (host only).
+inline double element_value(DType dtype, const unsigned char* in) {
+  switch (dtype) {
+    case DType::f32: { float f; std::memcpy(&f, in, 4); return f; }
+    case DType::f16: { uint16_t h; std::memcpy(&h, in, 2); return half_bits_to_float(h); }
+    case DType::bf16: { uint16_t h; std::memcpy(&h, in, 2); return bf16_bits_to_float(h); }
+    case DType::i32: { int32_t x; std::memcpy(&x, in, 4); return x; }
+    case DType::i64: { int64_t x; std::memcpy(&x, in, 8); return static_cast<double>(x); }
+    case DType::u8: return in[0];
+  }
+  return 0;
+}
+
 }  // namespace cudl::convert
 #endif

@@ -6,7 +6,7 @@
 #include <iomanip>
 #include <sstream>
 
-#include "core/half.hpp"
+#include "backend/convert.hpp"
 #include "memory/allocator.hpp"
 
 namespace cudl {
@@ -39,31 +39,6 @@ Tensor Tensor::full(const Shape& shape, double value, DType dtype, Device device
   return t;
 }
 
-namespace {
-// Writes `v` converted to `dtype` at dst (one element).
-void store_as(DType dtype, void* dst, double v) {
-  switch (dtype) {
-    case DType::f32: { float f = static_cast<float>(v); std::memcpy(dst, &f, 4); break; }
-    case DType::f16: { uint16_t h = float_to_half_bits(static_cast<float>(v)); std::memcpy(dst, &h, 2); break; }
-    case DType::bf16: { uint16_t h = float_to_bf16_bits(static_cast<float>(v)); std::memcpy(dst, &h, 2); break; }
-    case DType::i32: { int32_t x = static_cast<int32_t>(v); std::memcpy(dst, &x, 4); break; }
-    case DType::i64: { int64_t x = static_cast<int64_t>(v); std::memcpy(dst, &x, 8); break; }
-    case DType::u8: { uint8_t x = static_cast<uint8_t>(v); std::memcpy(dst, &x, 1); break; }
-  }
-}
-
-double load_as(DType dtype, const void* src) {
-  switch (dtype) {
-    case DType::f32: { float f; std::memcpy(&f, src, 4); return f; }
-    case DType::f16: { uint16_t h; std::memcpy(&h, src, 2); return half_bits_to_float(h); }
-    case DType::bf16: { uint16_t h; std::memcpy(&h, src, 2); return bf16_bits_to_float(h); }
-    case DType::i32: { int32_t x; std::memcpy(&x, src, 4); return x; }
-    case DType::i64: { int64_t x; std::memcpy(&x, src, 8); return static_cast<double>(x); }
-    case DType::u8: { uint8_t x; std::memcpy(&x, src, 1); return x; }
-  }
-  return 0;
-}
-}  // namespace
 
 template <typename T>
 Tensor Tensor::from_vector(const std::vector<T>& values, const Shape& shape, Device device) {
@@ -118,7 +93,7 @@ void Tensor::fill(double value) {
   const size_t es = dtype_size(dtype_);
   std::vector<unsigned char> host(nbytes());
   unsigned char one[8];
-  store_as(dtype_, one, value);
+  convert::element_bytes(dtype_, value, one);
   for (int64_t i = 0; i < numel(); ++i) std::memcpy(host.data() + i * es, one, es);
   memory::copy_bytes(device(), data(), Device::cpu(), host.data(), host.size());
 }
@@ -140,7 +115,7 @@ double Tensor::item(int64_t i) const {
   const size_t es = dtype_size(dtype_);
   unsigned char buf[8];
   memory::copy_bytes(Device::cpu(), buf, device(), static_cast<const char*>(data()) + i * es, es);
-  return load_as(dtype_, buf);
+  return convert::element_value(dtype_, buf);
 }
 
 void Tensor::check_dtype(DType expected, const char* what) const {
@@ -159,7 +134,7 @@ std::string Tensor::str(int max_per_dim) const {
   // Recursive printer with elision: "[a, b, ..., z]".
   auto print = [&](auto&& self, int dim, int64_t base) -> void {
     if (dim == shape_.rank()) {
-      os << load_as(dtype_, host.data() + base * es);
+      os << convert::element_value(dtype_, host.data() + base * es);
       return;
     }
     const int64_t n = shape_.dims()[dim];
