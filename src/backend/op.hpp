@@ -167,7 +167,7 @@ enum class OpKind : int {
   // (NaN for f32, -1 for i32), GatherImages and OneHot write NaN rows, GatherBackward ignores them.
   // GatherImages computes (float(u) / 255.f - f[0]) / f[1] in f32 (bitwise equal on CPU and CUDA).
   // --- graph utilities (kernels/util.cu, src/cpu/util.cpp): step counters and device-side metrics ---
-  Accumulate,      // in: x (any numeric dtype, n elements)   out: acc (f32, n) updated in place:
+  Accumulate,      // in: x (f32, i32, i64 or u8; n elements)   out: acc (f32, n) updated in place:
                    // acc += f[0] * x
   Increment,       // out: x (f32, i32 or i64) updated in place: x += f[0] (f32) or i[0] (integers)
   BatchIndices,    // in: perm i32 (N), cursor i64[1] (device)   out: idx i32 (B):
