@@ -13,17 +13,7 @@ using namespace cudl;
 
 namespace {
 
-Dataset data(int64_t n) {
-  std::mt19937_64 rng(5);
-  std::normal_distribution<float> noise(0.f, 0.7f);
-  std::vector<float> x(n * 4);
-  std::vector<int32_t> y(n);
-  for (int64_t i = 0; i < n; ++i) {
-    y[i] = static_cast<int32_t>(i % 2);
-    for (int k = 0; k < 4; ++k) x[i * 4 + k] = (k % 2 == y[i] ? 1.f : -1.f) + noise(rng);
-  }
-  return Dataset{Tensor::from_vector(x, Shape{n, 4}), Tensor::from_vector(y, Shape{n})};
-}
+Dataset data(int64_t n) { return cudl::testing::separable_blobs(n, 4, 2, 1.f, 0.7f, 5); }
 
 std::unique_ptr<Sequential> model(const std::string& tag) {
   auto m = std::make_unique<Sequential>(

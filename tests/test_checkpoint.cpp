@@ -10,20 +10,11 @@
 #include "testing.hpp"
 
 using namespace cudl;
+using cudl::testing::error_message;
 
 namespace {
 
-Dataset blobs(int64_t n) {
-  std::mt19937_64 rng(3);
-  std::normal_distribution<float> noise(0.f, 0.5f);
-  std::vector<float> x(n * 4);
-  std::vector<int32_t> y(n);
-  for (int64_t i = 0; i < n; ++i) {
-    y[i] = static_cast<int32_t>(i % 2);
-    for (int k = 0; k < 4; ++k) x[i * 4 + k] = (k % 2 == y[i] ? 1.f : -1.f) + noise(rng);
-  }
-  return Dataset{Tensor::from_vector(x, Shape{n, 4}), Tensor::from_vector(y, Shape{n})};
-}
+Dataset blobs(int64_t n) { return cudl::testing::separable_blobs(n, 4, 2, 1.f, 0.5f, 3); }
 
 std::unique_ptr<Sequential> make(const std::string& tag, int units = 8) {
   auto m = std::make_unique<Sequential>(
@@ -38,15 +29,6 @@ std::unique_ptr<Sequential> make(const std::string& tag, int units = 8) {
 }
 
 std::string tmp(const std::string& name) { return "/tmp/cudl-ckpt-" + std::to_string(::getpid()) + "-" + name; }
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 FitOptions fit(int epochs) {
   FitOptions f;
@@ -113,7 +95,7 @@ TEST(Checkpoint, MissingMisshapedTruncatedAndCorruptFilesAreNamed) {
   std::string p = tmp("bad.safetensors");
   auto wide = make("ce_w", 9);  // different layer names: tensors missing
   save_checkpoint(*wide, p);
-  std::string e = error_of([&] { load_checkpoint(*m, p); });
+  std::string e = error_message([&] { load_checkpoint(*m, p); });
   EXPECT_NE(e.find("ce1.kernel"), std::string::npos) << e;
   EXPECT_NE(e.find("missing"), std::string::npos) << e;
   // Same names, other shape.
@@ -123,7 +105,7 @@ TEST(Checkpoint, MissingMisshapedTruncatedAndCorruptFilesAreNamed) {
   o.batch_size = 8;
   shaped->compile(o);
   save_checkpoint(*shaped, p);
-  e = error_of([&] { load_checkpoint(*m, p); });
+  e = error_message([&] { load_checkpoint(*m, p); });
   EXPECT_NE(e.find("ce1.kernel"), std::string::npos) << e;
   EXPECT_NE(e.find("(9, 4)"), std::string::npos) << e;
   EXPECT_NE(e.find("(8, 4)"), std::string::npos) << e;
@@ -132,13 +114,13 @@ TEST(Checkpoint, MissingMisshapedTruncatedAndCorruptFilesAreNamed) {
   std::ifstream in(p, std::ios::binary);
   std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   std::ofstream(p, std::ios::binary | std::ios::trunc).write(all.data(), all.size() - 10);
-  e = error_of([&] { load_checkpoint(*m, p); });
+  e = error_message([&] { load_checkpoint(*m, p); });
   EXPECT_NE(e.find("truncated"), std::string::npos) << e;
   // Corrupt header.
   std::string bad = all;
   bad[9] = '#';
   std::ofstream(p, std::ios::binary | std::ios::trunc).write(bad.data(), bad.size());
-  e = error_of([&] { load_checkpoint(*m, p); });
+  e = error_message([&] { load_checkpoint(*m, p); });
   EXPECT_NE(e.find("corrupt"), std::string::npos) << e;
   EXPECT_NE(e.find(p), std::string::npos) << e;
   std::remove(p.c_str());

@@ -10,6 +10,7 @@
 #include "testing.hpp"
 
 using namespace cudl;
+using cudl::testing::error_message;
 
 namespace {
 
@@ -45,15 +46,6 @@ std::string write(const std::string& name, const std::vector<unsigned char>& b, 
   return p;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
 }  // namespace
 
 TEST(Idx, ReadsRawAndGzip) {
@@ -67,20 +59,20 @@ TEST(Idx, ReadsRawAndGzip) {
 
 TEST(Idx, TruncatedWrongMagicWrongTypeAndTooLongFilesNameTheFile) {
   std::string p = write("short", idx_bytes({4, 5}, 19));
-  std::string m = error_of([&] { read_idx(p); });
+  std::string m = error_message([&] { read_idx(p); });
   EXPECT_NE(m.find(p), std::string::npos) << m;
   EXPECT_NE(m.find("truncated"), std::string::npos) << m;
   EXPECT_NE(m.find("need 32 bytes"), std::string::npos) << m;  // 12-byte header + 20
   EXPECT_NE(m.find("found 31"), std::string::npos) << m;
   auto bad = idx_bytes({2});
   bad[0] = 0x12;
-  m = error_of([&] { read_idx(write("magic", bad)); });
+  m = error_message([&] { read_idx(write("magic", bad)); });
   EXPECT_NE(m.find("bad magic"), std::string::npos) << m;
-  m = error_of([&] { read_idx(write("type", idx_bytes({2}, -1, 0x0D))); });
+  m = error_message([&] { read_idx(write("type", idx_bytes({2}, -1, 0x0D))); });
   EXPECT_NE(m.find("0xd"), std::string::npos) << m;
-  m = error_of([&] { read_idx(write("long", idx_bytes({2}, 3))); });
+  m = error_message([&] { read_idx(write("long", idx_bytes({2}, 3))); });
   EXPECT_NE(m.find("too long"), std::string::npos) << m;
-  m = error_of([&] { read_idx(tmpdir() + "/missing"); });
+  m = error_message([&] { read_idx(tmpdir() + "/missing"); });
   EXPECT_NE(m.find("not found"), std::string::npos) << m;
   auto gz = idx_bytes({50});
   std::string zp = write("corrupt.gz", gz, true);
@@ -89,7 +81,7 @@ TEST(Idx, TruncatedWrongMagicWrongTypeAndTooLongFilesNameTheFile) {
     f.seekp(12);
     f.write("\xff\xff\xff\xff", 4);
   }
-  m = error_of([&] { read_idx(zp); });
+  m = error_message([&] { read_idx(zp); });
   EXPECT_NE(m.find(zp), std::string::npos) << m;
 }
 
@@ -100,10 +92,10 @@ TEST(Mnist, CountMismatchAndMissingFilesAreReported) {
   auto labels = idx_bytes({4});
   std::ofstream(dir + "/train-images-idx3-ubyte", std::ios::binary).write((const char*)imgs.data(), imgs.size());
   std::ofstream(dir + "/train-labels-idx1-ubyte", std::ios::binary).write((const char*)labels.data(), labels.size());
-  std::string m = error_of([&] { load_mnist(dir, true); });
+  std::string m = error_message([&] { load_mnist(dir, true); });
   EXPECT_NE(m.find("5 images"), std::string::npos) << m;
   EXPECT_NE(m.find("4 labels"), std::string::npos) << m;
-  m = error_of([&] { load_mnist(dir, false); });
+  m = error_message([&] { load_mnist(dir, false); });
   EXPECT_NE(m.find("fetch-mnist"), std::string::npos) << m;
   labels = idx_bytes({5});
   std::ofstream(dir + "/train-labels-idx1-ubyte", std::ios::binary).write((const char*)labels.data(), labels.size());

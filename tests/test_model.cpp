@@ -13,17 +13,7 @@ using cudl::testing::all_close;
 namespace {
 
 // Three Gaussian blobs in 8-D: linearly separable, so a small MLP reaches high accuracy fast.
-Dataset blobs(int64_t n, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> noise(0.f, 0.5f);
-  std::vector<float> x(n * 8);
-  std::vector<int32_t> y(n);
-  for (int64_t i = 0; i < n; ++i) {
-    y[i] = static_cast<int32_t>(i % 3);
-    for (int k = 0; k < 8; ++k) x[i * 8 + k] = (k % 3 == y[i] ? 2.f : -1.f) + noise(rng);
-  }
-  return Dataset{Tensor::from_vector(x, Shape{n, 8}), Tensor::from_vector(y, Shape{n})};
-}
+Dataset blobs(int64_t n, uint64_t seed) { return cudl::testing::separable_blobs(n, 8, 3, 2.f, 0.5f, seed); }
 
 Sequential mlp(const std::string& tag) {
   return Sequential(Shape{8}, {layers::Dense(16, "relu", true, tag + "_d1"), layers::Dense(3, "", true, tag + "_d2")},

@@ -16,6 +16,7 @@
 #endif
 
 using namespace cudl;
+using cudl::testing::error_message;
 using namespace cudl::testing;
 
 namespace {
@@ -41,15 +42,6 @@ Tensor augment_cpu(const Tensor& x, const OpAttrs& a, int64_t seed = 5, int64_t 
   Tensor y = Tensor::empty(x.shape());
   run(x, rng_state(seed, offset), y, a);
   return y;
-}
-
-std::string message_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
 }
 
 // Image b, channel c, pixel (r, col) of a (B, C, H, W) host vector.
@@ -252,7 +244,7 @@ TEST(AugmentCpu, BadArgumentsNameTheOpAndShapes) {
   Tensor x = random_tensor(Shape{2, 1, 4, 4}, 1), y = Tensor::empty(Shape{2, 1, 4, 4});
   Tensor rng = rng_state(1, 0);
   auto msg = [&](const Tensor& xx, const Tensor& rr, const Tensor& yy, const OpAttrs& a) {
-    return message_of([&] { run(xx, rr, yy, a); });
+    return error_message([&] { run(xx, rr, yy, a); });
   };
   const OpAttrs ok = augment_attrs(2, 10.0);
   std::string m = msg(random_tensor(Shape{2, 16}, 1), rng, Tensor::empty(Shape{2, 16}), ok);
@@ -323,7 +315,7 @@ TEST(AugmentCuda, BadArgumentsAreRejectedLikeOnCpu) {
   CUDL_REQUIRE_CUDA();
   const Device g = Device::cuda(0);
   Tensor x = Tensor::zeros(Shape{2, 1, 4, 4}, DType::f32, g);
-  std::string m = message_of([&] {
+  std::string m = error_message([&] {
     run(x, rng_state(1, 0, g), Tensor::zeros(Shape{2, 1, 4, 3}, DType::f32, g), augment_attrs(2, 10.0));
   });
   EXPECT_NE(m.find("AugmentImages"), std::string::npos) << m;
@@ -414,12 +406,12 @@ TEST(AugmentFit, AugmentsTrainingOnlyAndAdvancesTheRngEveryStep) {
   // Bad options are rejected clearly.
   FitOptions bad = tiny_fit(true);
   bad.augment_rotation = 270;
-  std::string m = message_of([&] { aug.fit(d, bad); });
+  std::string m = error_message([&] { aug.fit(d, bad); });
   EXPECT_NE(m.find("augment_rotation"), std::string::npos) << m;
   Sequential flat(Shape{64}, {layers::Dense(2, "", true, "augfit_flat_d")}, "augfit_flat");
   flat.compile(tiny_options(Device::cpu()));
   Dataset fd{random_tensor(Shape{16, 64}, 3), random_labels(16, 2, 3)};
-  m = message_of([&] { flat.fit(fd, tiny_fit(true)); });
+  m = error_message([&] { flat.fit(fd, tiny_fit(true)); });
   EXPECT_NE(m.find("(N, C, H, W)"), std::string::npos) << m;
 }
 

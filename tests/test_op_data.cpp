@@ -12,6 +12,7 @@
 #include "testing.hpp"
 
 using namespace cudl;
+using cudl::testing::error_message;
 using namespace cudl::testing;
 
 namespace {
@@ -35,15 +36,6 @@ void run(OpKind op, const std::vector<Tensor>& in, const std::vector<Tensor>& ou
   for (const auto& t : in) iv.push_back(tv(t));
   for (const auto& t : out) ov.push_back(tv(t));
   run_views(op, iv, ov, a);
-}
-
-std::string message_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
 }
 
 #define EXPECT_MESSAGE_HAS(msg, text) EXPECT_NE((msg).find(text), std::string::npos) << (msg)
@@ -145,7 +137,7 @@ TEST(DataCpu, CopyAnyShape) {
   Tensor x = iota(Shape{3, 7}), y = Tensor::empty(Shape{21});
   run(OpKind::Copy, {x}, {y});
   EXPECT_TRUE(all_close(y, x.reshape(Shape{21}), 0, 0));
-  std::string msg = message_of([&] { run(OpKind::Copy, {x}, {Tensor::empty(Shape{4, 5})}); });
+  std::string msg = error_message([&] { run(OpKind::Copy, {x}, {Tensor::empty(Shape{4, 5})}); });
   EXPECT_MESSAGE_HAS(msg, "Copy");
   EXPECT_MESSAGE_HAS(msg, "(3, 7)");
   EXPECT_MESSAGE_HAS(msg, "(4, 5)");
@@ -241,7 +233,7 @@ TEST(DataCpu, CastRoundingTiesNanInf) {
   Tensor i = Tensor::from_vector<int32_t>({16777217, 16777219, 2147483647, -5}, Shape{4}), f = Tensor::empty(Shape{4});
   run(OpKind::Cast, {i}, {f});
   EXPECT_EQ(f.to_vector<float>(), (std::vector<float>{16777216.0f, 16777220.0f, 2147483648.0f, -5.0f}));
-  std::string msg = message_of([&] { run(OpKind::Cast, {i}, {Tensor::empty(Shape{4}, DType::u8)}); });
+  std::string msg = error_message([&] { run(OpKind::Cast, {i}, {Tensor::empty(Shape{4}, DType::u8)}); });
   EXPECT_MESSAGE_HAS(msg, "Cast");
   EXPECT_MESSAGE_HAS(msg, "i32");
   EXPECT_MESSAGE_HAS(msg, "u8");
@@ -284,12 +276,12 @@ TEST(DataCpu, PermuteMatchesIndexFormula) {
       }
     }
   }
-  std::string msg = message_of([&] {
+  std::string msg = error_message([&] {
     run(OpKind::Permute, {Tensor::empty(Shape{2, 3, 4})}, {Tensor::empty(Shape{4, 3, 2})}, perm_attrs({2, 1, 1}));
   });
   EXPECT_MESSAGE_HAS(msg, "Permute");
   EXPECT_MESSAGE_HAS(msg, "(2, 3, 4)");
-  msg = message_of([&] {
+  msg = error_message([&] {
     run(OpKind::Permute, {Tensor::empty(Shape{2, 3, 4})}, {Tensor::empty(Shape{4, 2, 3})}, perm_attrs({2, 1, 0}));
   });
   EXPECT_MESSAGE_HAS(msg, "(4, 2, 3)");
@@ -358,7 +350,7 @@ TEST(DataCpu, ConcatEachAxisAndItsGradientBySlice) {
       EXPECT_TRUE(gradient_close(dx, numerical_gradient(f, xs[k].clone()))) << "axis " << axis << " input " << k;
     }
   }
-  std::string msg = message_of([&] {
+  std::string msg = error_message([&] {
     run(OpKind::Concat, {Tensor::empty(Shape{2, 3}), Tensor::empty(Shape{3, 3})}, {Tensor::empty(Shape{2, 6})},
         ints({1}));
   });
@@ -391,7 +383,7 @@ TEST(DataCpu, SliceAndSliceBackwardEachAxis) {
     run(OpKind::SliceBackward, {weights_tensor(ys)}, {dx}, ints({axis, 1}));
     EXPECT_TRUE(gradient_close(dx, numerical_gradient(f, x))) << "axis " << axis;
   }
-  std::string msg = message_of([&] {
+  std::string msg = error_message([&] {
     run(OpKind::Slice, {Tensor::empty(Shape{4, 5})}, {Tensor::empty(Shape{4, 3})}, ints({1, 3}));
   });
   EXPECT_MESSAGE_HAS(msg, "Slice");
@@ -429,16 +421,16 @@ TEST(DataCpu, GatherRepeatedIndicesAndBackward) {
   run(OpKind::Gather, {labels, Tensor::from_vector<int32_t>({3, 3, 0}, Shape{3})}, {out});
   EXPECT_EQ(out.to_vector<int32_t>(), (std::vector<int32_t>{13, 13, 10}));
 
-  std::string msg = message_of([&] {
+  std::string msg = error_message([&] {
     run(OpKind::Gather, {table, Tensor::from_vector<int32_t>({1, 7}, Shape{2})}, {Tensor::empty(Shape{2, 5})});
   });
   EXPECT_MESSAGE_HAS(msg, "Gather");
   EXPECT_MESSAGE_HAS(msg, "index 7");
   EXPECT_MESSAGE_HAS(msg, "(7, 5)");
-  msg = message_of([&] { run(OpKind::Gather, {table, idx}, {Tensor::empty(Shape{6, 4})}); });
+  msg = error_message([&] { run(OpKind::Gather, {table, idx}, {Tensor::empty(Shape{6, 4})}); });
   EXPECT_MESSAGE_HAS(msg, "(6, 4)");
   EXPECT_MESSAGE_HAS(msg, "(7, 5)");
-  msg = message_of([&] {
+  msg = error_message([&] {
     run(OpKind::GatherBackward, {Tensor::zeros(Shape{2, 5}), Tensor::from_vector<int32_t>({-1, 0}, Shape{2})},
         {Tensor::empty(Shape{7, 5})});
   });
@@ -453,7 +445,7 @@ TEST(DataCpu, OneHotAndErrors) {
   const int l[] = {2, 0, 3, 3, 1};
   for (int n = 0; n < 5; ++n) want[n * 4 + l[n]] = 1.0f;
   EXPECT_EQ(y.to_vector<float>(), want);
-  std::string msg = message_of([&] {
+  std::string msg = error_message([&] {
     run(OpKind::OneHot, {Tensor::from_vector<int32_t>({4}, Shape{1})}, {Tensor::empty(Shape{1, 4})});
   });
   EXPECT_MESSAGE_HAS(msg, "OneHot");
@@ -474,7 +466,7 @@ TEST(DataCpu, GatherImagesNormalises) {
   const auto yv = y.to_vector<float>();
   for (int b = 0; b < 4; ++b)
     for (int k = 0; k < 18; ++k) ASSERT_NEAR(yv[b * 18 + k], (px[rows[b] * 18 + k] / 255.0 - 0.5) / 0.25, 1e-6);
-  std::string msg = message_of([&] {
+  std::string msg = error_message([&] {
     run(OpKind::GatherImages, {img, Tensor::from_vector<int32_t>({6}, Shape{1})}, {Tensor::empty(Shape{1, 2, 3, 3})},
         a);
   });
@@ -615,7 +607,7 @@ TEST(DataCuda, ConcatSliceEqualCpu) {
   run(OpKind::Concat, {a, b}, {y}, ints({1}));
   run(OpKind::Concat, {a.to(kGpu), b.to(kGpu)}, {yg}, ints({1}));
   EXPECT_TRUE(same_bytes(yg, y));
-  std::string msg = message_of([&] {
+  std::string msg = error_message([&] {
     run(OpKind::Concat, {a.to(kGpu), b.to(kGpu)}, {Tensor::empty(Shape{3, 4096}, DType::f32, kGpu)}, ints({1}));
   });
   EXPECT_MESSAGE_HAS(msg, "Concat");

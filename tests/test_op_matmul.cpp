@@ -14,6 +14,7 @@
 #endif
 
 using namespace cudl;
+using cudl::testing::error_message;
 using namespace cudl::testing;
 
 namespace {
@@ -195,67 +196,58 @@ std::vector<Device> devices() {
   return d;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-
 TEST(MatmulErrors, NameOpLabelAndShapes) {
   for (Device d : devices()) {
     SCOPED_TRACE(d.str());
     Tensor x = Tensor::zeros({32, 784}, DType::f32, d), w = Tensor::zeros({128, 780}, DType::f32, d);
     Tensor y = Tensor::zeros({32, 128}, DType::f32, d);
-    std::string msg = error_of([&] { run_op(OpKind::Linear, {tv(x), tv(w)}, {tv(y)}, {}, nullptr, "dense1"); });
+    std::string msg = error_message([&] { run_op(OpKind::Linear, {tv(x), tv(w)}, {tv(y)}, {}, nullptr, "dense1"); });
     EXPECT_NE(msg.find("Linear (dense1): x (32, 784) and w (128, 780): inner dimensions differ"), std::string::npos)
         << msg;
 
     Tensor a = Tensor::zeros({2, 3, 4}, DType::f32, d), b = Tensor::zeros({3, 4, 5}, DType::f32, d);
     Tensor c = Tensor::zeros({2, 3, 5}, DType::f32, d);
-    msg = error_of([&] { run_op(OpKind::Matmul, {tv(a), tv(b)}, {tv(c)}, {}, nullptr, "mm"); });
+    msg = error_message([&] { run_op(OpKind::Matmul, {tv(a), tv(b)}, {tv(c)}, {}, nullptr, "mm"); });
     EXPECT_NE(msg.find("Matmul (mm): a (2, 3, 4) and b (3, 4, 5): batch dimensions differ"), std::string::npos) << msg;
 
     Tensor b2 = Tensor::zeros({5, 5}, DType::f32, d);
-    msg = error_of([&] { run_op(OpKind::Matmul, {tv(a), tv(b2)}, {tv(c)}, {}, nullptr, "mm"); });
+    msg = error_message([&] { run_op(OpKind::Matmul, {tv(a), tv(b2)}, {tv(c)}, {}, nullptr, "mm"); });
     EXPECT_NE(msg.find("Matmul (mm): a (2, 3, 4) and b (5, 5): inner dimensions differ (4 vs 5)"), std::string::npos)
         << msg;
 
     Tensor b3 = Tensor::zeros({4, 5}, DType::f32, d), c_bad = Tensor::zeros({2, 3, 6}, DType::f32, d);
-    msg = error_of([&] { run_op(OpKind::Matmul, {tv(a), tv(b3)}, {tv(c_bad)}, {}, nullptr, "mm"); });
+    msg = error_message([&] { run_op(OpKind::Matmul, {tv(a), tv(b3)}, {tv(c_bad)}, {}, nullptr, "mm"); });
     EXPECT_NE(msg.find("c has shape (2, 3, 6), expected (2, 3, 5)"), std::string::npos) << msg;
 
     Tensor ai = Tensor::zeros({3, 4}, DType::i32, d);
-    msg = error_of([&] { run_op(OpKind::Matmul, {tv(ai), tv(b3)}, {tv(c)}, {}, nullptr, "mm"); });
+    msg = error_message([&] { run_op(OpKind::Matmul, {tv(ai), tv(b3)}, {tv(c)}, {}, nullptr, "mm"); });
     EXPECT_NE(msg.find("a (3, 4) has dtype i32, expected f32"), std::string::npos) << msg;
 
     Tensor xs = Tensor::zeros({4, 3}, DType::f32, d), ws = Tensor::zeros({5, 3}, DType::f32, d);
     Tensor ys = Tensor::zeros({4, 5}, DType::f32, d), bad_bias = Tensor::zeros({4}, DType::f32, d);
-    msg = error_of([&] { run_op(OpKind::Linear, {tv(xs), tv(ws), tv(bad_bias)}, {tv(ys)}, {}, nullptr, "dense2"); });
+    msg = error_message([&] { run_op(OpKind::Linear, {tv(xs), tv(ws), tv(bad_bias)}, {tv(ys)}, {}, nullptr, "dense2"); });
     EXPECT_NE(msg.find("Linear (dense2): bias (4,) and w (5, 3)"), std::string::npos) << msg;
 
     OpAttrs relu;
     relu.i[0] = static_cast<int64_t>(Epilogue::Relu);
-    msg = error_of([&] { run_op(OpKind::Linear, {tv(xs), tv(ws)}, {tv(ys), tv(ys)}, relu, nullptr, "dense2"); });
+    msg = error_message([&] { run_op(OpKind::Linear, {tv(xs), tv(ws)}, {tv(ys), tv(ys)}, relu, nullptr, "dense2"); });
     EXPECT_NE(msg.find("only produced with the Gelu epilogue"), std::string::npos) << msg;
 
     OpAttrs bad_epi;
     bad_epi.i[0] = 7;
-    msg = error_of([&] { run_op(OpKind::Linear, {tv(xs), tv(ws)}, {tv(ys)}, bad_epi, nullptr, "dense2"); });
+    msg = error_message([&] { run_op(OpKind::Linear, {tv(xs), tv(ws)}, {tv(ys)}, bad_epi, nullptr, "dense2"); });
     EXPECT_NE(msg.find("epilogue attribute i[0] = 7"), std::string::npos) << msg;
 
     OpAttrs gelu;
     gelu.i[0] = static_cast<int64_t>(Epilogue::Gelu);
     Tensor dxs = Tensor::zeros({4, 3}, DType::f32, d);
-    msg = error_of([&] {
+    msg = error_message([&] {
       run_op(OpKind::LinearBackward, {tv(xs), tv(ws), tv(ys)}, {tv(dxs)}, gelu, nullptr, "dense2");
     });
     EXPECT_NE(msg.find("LinearBackward (dense2): the Gelu epilogue needs input 4 (pre)"), std::string::npos) << msg;
 
     Tensor dw_bad = Tensor::zeros({3, 5}, DType::f32, d);
-    msg = error_of([&] {
+    msg = error_message([&] {
       run_op(OpKind::LinearBackward, {tv(xs), tv(ws), tv(ys)}, {TensorView{}, tv(dw_bad)}, {}, nullptr, "dense2");
     });
     EXPECT_NE(msg.find("dw has shape (3, 5), expected (5, 3)"), std::string::npos) << msg;

@@ -15,6 +15,7 @@
 #endif
 
 using namespace cudl;
+using cudl::testing::error_message;
 using namespace cudl::testing;
 
 namespace {
@@ -33,15 +34,6 @@ void run(OpKind op, const std::vector<Tensor>& in, const std::vector<Tensor>& ou
   c.ctx = &default_context(dev);
   c.label = "test/optim";
   op_table(dev.type()).get(op)(c);
-}
-
-std::string message_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
 }
 
 Tensor hyper(double lr, double t, Device d = Device::cpu()) {
@@ -283,18 +275,18 @@ TEST(Optim, ClipGradNormBelowAndAboveThreshold) {
 
 TEST(Optim, BadArgumentsNameOpAndShapes) {
   Tensor p = Tensor::zeros(Shape{3, 4}), g = Tensor::zeros(Shape{4, 3}), m = Tensor::zeros(Shape{3, 4});
-  std::string msg = message_of([&] { run(OpKind::AdamStep, {hyper(0.1, 1), p, g, m, m}, {}, {}, Device::cpu()); });
+  std::string msg = error_message([&] { run(OpKind::AdamStep, {hyper(0.1, 1), p, g, m, m}, {}, {}, Device::cpu()); });
   EXPECT_NE(msg.find("AdamStep"), std::string::npos) << msg;
   EXPECT_NE(msg.find("(3, 4)"), std::string::npos) << msg;
   EXPECT_NE(msg.find("(4, 3)"), std::string::npos) << msg;
-  msg = message_of([&] { run(OpKind::AdamStep, {hyper(0.1, 1), p, p, m}, {}, {}, Device::cpu()); });
+  msg = error_message([&] { run(OpKind::AdamStep, {hyper(0.1, 1), p, p, m}, {}, {}, Device::cpu()); });
   EXPECT_NE(msg.find("groups of 4"), std::string::npos) << msg;
-  msg = message_of([&] { run(OpKind::SgdStep, {hyper(0.1, 0), p, p}, {}, {}, Device::cpu()); });
+  msg = error_message([&] { run(OpKind::SgdStep, {hyper(0.1, 0), p, p}, {}, {}, Device::cpu()); });
   EXPECT_NE(msg.find("step t"), std::string::npos) << msg;
   if (cuda_available()) {
     const Device gpu = Device::cuda();
     Tensor pg = Tensor::zeros(Shape{3, 4}, DType::f32, gpu), gg = Tensor::zeros(Shape{4, 3}, DType::f32, gpu);
-    msg = message_of([&] { run(OpKind::RmspropStep, {hyper(0.1, 1, gpu), pg, gg, pg}, {}, {}, gpu); });
+    msg = error_message([&] { run(OpKind::RmspropStep, {hyper(0.1, 1, gpu), pg, gg, pg}, {}, {}, gpu); });
     EXPECT_NE(msg.find("RmspropStep"), std::string::npos) << msg;
     EXPECT_NE(msg.find("(4, 3)"), std::string::npos) << msg;
   }

@@ -17,6 +17,7 @@
 #endif
 
 using namespace cudl;
+using cudl::testing::error_message;
 using namespace cudl::testing;
 
 namespace {
@@ -67,15 +68,6 @@ uint32_t layout_word(uint64_t seed, uint64_t offset, uint64_t stream, int64_t i)
       uint32_t(seed & 0xffffffffu), uint32_t(seed >> 32));
   const uint32_t words[4] = {w.x, w.y, w.z, w.w};
   return words[i % 4];
-}
-
-std::string message_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
 }
 
 }  // namespace
@@ -257,16 +249,16 @@ TEST(RandomCpu, NormalStatistics) {
 
 TEST(RandomCpu, BadArgumentsNameOpAndShapes) {
   Tensor x = Tensor::zeros(Shape{4, 5}), y = Tensor::empty(Shape{4, 6}), m = Tensor::empty(Shape{4, 5}, DType::u8);
-  std::string msg = message_of([&] { run(OpKind::Dropout, {x, rng_state(1, 0)}, {y, m}, dropout_attrs(0.5, 0)); });
+  std::string msg = error_message([&] { run(OpKind::Dropout, {x, rng_state(1, 0)}, {y, m}, dropout_attrs(0.5, 0)); });
   EXPECT_NE(msg.find("Dropout"), std::string::npos) << msg;
   EXPECT_NE(msg.find("(4, 5)"), std::string::npos) << msg;
   EXPECT_NE(msg.find("(4, 6)"), std::string::npos) << msg;
   Tensor y2 = Tensor::empty(Shape{4, 5});
-  msg = message_of([&] { run(OpKind::Dropout, {x, Tensor::zeros(Shape{2})}, {y2, m}, dropout_attrs(0.5, 0)); });
+  msg = error_message([&] { run(OpKind::Dropout, {x, Tensor::zeros(Shape{2})}, {y2, m}, dropout_attrs(0.5, 0)); });
   EXPECT_NE(msg.find("rng state"), std::string::npos) << msg;
-  msg = message_of([&] { run(OpKind::Dropout, {x, rng_state(1, 0)}, {y2, m}, dropout_attrs(1.5, 0)); });
+  msg = error_message([&] { run(OpKind::Dropout, {x, rng_state(1, 0)}, {y2, m}, dropout_attrs(1.5, 0)); });
   EXPECT_NE(msg.find("Dropout"), std::string::npos) << msg;
-  msg = message_of([&] { run(OpKind::DropoutBackward, {x, Tensor::zeros(Shape{5, 4}, DType::u8)}, {y2}, {}); });
+  msg = error_message([&] { run(OpKind::DropoutBackward, {x, Tensor::zeros(Shape{5, 4}, DType::u8)}, {y2}, {}); });
   EXPECT_NE(msg.find("DropoutBackward"), std::string::npos) << msg;
   EXPECT_NE(msg.find("(5, 4)"), std::string::npos) << msg;
 }
@@ -377,11 +369,11 @@ TEST(RandomCuda, BadArgumentsNameOpAndShapes) {
   const Device gpu = Device::cuda();
   Tensor x = Tensor::zeros(Shape{4, 5}, DType::f32, gpu), y = Tensor::empty(Shape{4, 6}, DType::f32, gpu);
   Tensor m = Tensor::empty(Shape{4, 5}, DType::u8, gpu);
-  std::string msg = message_of([&] { run(OpKind::Dropout, {x, rng_state(1, 0, gpu)}, {y, m}, dropout_attrs(0.5, 0)); });
+  std::string msg = error_message([&] { run(OpKind::Dropout, {x, rng_state(1, 0, gpu)}, {y, m}, dropout_attrs(0.5, 0)); });
   EXPECT_NE(msg.find("Dropout"), std::string::npos) << msg;
   EXPECT_NE(msg.find("(4, 6)"), std::string::npos) << msg;
   Tensor y2 = Tensor::empty(Shape{4, 5}, DType::f32, gpu);
-  msg = message_of([&] {
+  msg = error_message([&] {
     run(OpKind::Dropout, {x, Tensor::zeros(Shape{3}, DType::i64, gpu)}, {y2, m}, dropout_attrs(0.5, 0));
   });
   EXPECT_NE(msg.find("rng state"), std::string::npos) << msg;

@@ -117,4 +117,28 @@ inline ::testing::AssertionResult gradient_close(const Tensor& analytic, const s
 
 inline TensorView tv(const Tensor& t) { return TensorView::of(t); }
 
+/// The message of the cudl::Error that `f` throws, or "<no error>" when it throws none.
+inline std::string error_message(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "<no error>";
+}
+
+/// Gaussian blobs: row i has label i % classes; feature k is `hi` when k % classes equals the
+/// label, else -1, plus N(0, sigma) noise drawn row by row. Linearly separable for small sigma.
+inline Dataset separable_blobs(int64_t n, int features, int classes, float hi, float sigma, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> noise(0.f, sigma);
+  std::vector<float> x(static_cast<size_t>(n * features));
+  std::vector<int32_t> y(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    y[i] = static_cast<int32_t>(i % classes);
+    for (int k = 0; k < features; ++k) x[i * features + k] = (k % classes == y[i] ? hi : -1.f) + noise(rng);
+  }
+  return Dataset{Tensor::from_vector(x, Shape{n, features}), Tensor::from_vector(y, Shape{n})};
+}
+
 }  // namespace cudl::testing
