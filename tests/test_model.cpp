@@ -231,3 +231,16 @@ TEST(Model, EnsembleAveragesPredictions) {
   auto va = pa.to_vector<float>(), vb = pb.to_vector<float>(), ve = pe.to_vector<float>();
   for (size_t i = 0; i < ve.size(); ++i) EXPECT_NEAR(ve[i], 0.5f * (va[i] + vb[i]), 1e-6);
 }
+
+TEST(Model, ProfileTableListsTheStepsOps) {
+  for (Device d : {Device::cpu(), Device::cuda(0)}) {
+    if (d.is_cuda() && !cudl::testing::cuda_available()) continue;
+    Sequential m = mlp(d.is_cpu() ? "prof_c" : "prof_g");
+    m.compile(options(d));
+    m.set_profiling(true);
+    m.fit(blobs(32, 13), fit_options(1));
+    const std::string t = m.profile_table();
+    EXPECT_NE(t.find("LinearBackward"), std::string::npos) << d << "\n" << t;
+    EXPECT_NE(t.find("AdamStep"), std::string::npos) << d << "\n" << t;
+  }
+}

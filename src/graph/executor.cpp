@@ -12,6 +12,12 @@
 #include "cuda/graph_capture.hpp"
 #endif
 
+namespace cudl {
+#if !defined(CUDL_WITH_CUDA)
+class CudaEventTimer {};  // never created without CUDA; lets the member's deleter compile
+#endif
+}  // namespace cudl
+
 namespace cudl::graph {
 
 struct Executor::CudaGraph {
@@ -109,11 +115,10 @@ void Executor::run_nodes() {
     double ms = 0;
 #if defined(CUDL_WITH_CUDA)
     if (device_.is_cuda()) {
-      static thread_local std::unique_ptr<CudaEventTimer> timer;
-      if (!timer) timer = std::make_unique<CudaEventTimer>(device_.index());
-      timer->start();
+      if (!timer_) timer_ = std::make_unique<CudaEventTimer>(device_.index());  // this executor's device
+      timer_->start();
       table.get(n.op)(call);
-      ms = timer->stop_ms();
+      ms = timer_->stop_ms();
     } else
 #endif
     {

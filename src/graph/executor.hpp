@@ -12,6 +12,10 @@
 #include "graph/graph.hpp"
 #include "graph/planner.hpp"
 
+namespace cudl {
+class CudaEventTimer;  // cuda/graph_capture.hpp
+}  // namespace cudl
+
 namespace cudl::graph {
 
 struct ExecutorOptions {
@@ -73,6 +77,7 @@ class Executor {
   bool captured_ = false;
   struct CudaGraph;
   std::unique_ptr<CudaGraph> cuda_graph_;
+  std::unique_ptr<CudaEventTimer> timer_;  // per-node timing with profile on (CUDA)
   std::map<std::string, OpProfile> profile_;
 };
 

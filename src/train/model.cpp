@@ -485,10 +485,8 @@ struct Model::Impl {
     }
   }
 
-  void write_hyper() {
-    std::vector<float> h = hyper.to_vector<float>();
-    h[0] = static_cast<float>(lr);
-    hyper.copy_from(Tensor::from_vector(h, Shape{2}));
+  void write_hyper() {  // hyper[0] only: the step count in hyper[1] lives on the device
+    hyper.view_bytes(0, Shape{1}, DType::f32).copy_from(Tensor::from_vector(std::vector<float>{static_cast<float>(lr)}, Shape{1}));
   }
 };
 
