@@ -86,6 +86,14 @@ class CUDL_API Callback {
 };
 using CallbackPtr = std::shared_ptr<Callback>;
 
+/// Where fit and evaluate keep the rows of a dataset while they run.
+enum class DataPlacement {
+  Auto,    ///< Device when x and y take at most half of the device's memory (always on the CPU), else Stream
+  Device,  ///< uploaded once; every batch is gathered on the device (no host work per step)
+  Stream,  ///< each batch is gathered on the host into one of two pinned buffers and copied to the
+           ///< device on a copy stream while the previous step runs
+};
+
 struct CUDL_API FitOptions {
   int epochs = 1;
   int64_t batch_size = 32;
@@ -105,6 +113,8 @@ struct CUDL_API FitOptions {
   bool augment = false;
   int augment_shift = 2;
   double augment_rotation = 10.0;
+  /// Placement of the training rows (validation rows use Auto).
+  DataPlacement data_placement = DataPlacement::Auto;
 };
 
 struct CUDL_API EvalResult {
@@ -132,7 +142,7 @@ class CUDL_API Model {
 
   void compile(const CompileOptions& options);
   History fit(const Dataset& train, const FitOptions& options = {});
-  EvalResult evaluate(const Dataset& data, int64_t batch_size = 256);
+  EvalResult evaluate(const Dataset& data, int64_t batch_size = 256, DataPlacement placement = DataPlacement::Auto);
   /// Model outputs for x (N, ...) as a host tensor (N, ...).
   Tensor predict(const Tensor& x, int64_t batch_size = 256, float mean = 0.f, float std = 1.f);
   /// Layers, output shapes, parameter counts, planned memory.

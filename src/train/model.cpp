@@ -16,6 +16,7 @@
 
 #include "backend/backend.hpp"
 #include "cudl/error.hpp"
+#include "data/prefetch.hpp"
 #include "graph/autodiff.hpp"
 #include "graph/executor.hpp"
 #include "nn/build_context.hpp"
@@ -608,6 +609,56 @@ void require_compiled(const Model::Impl& m, const char* what) {
 bool stdout_is_tty() { return isatty(fileno(stdout)) != 0; }
 }  // namespace
 
+namespace {
+/// The rows the data nodes gather from. Device placement: the dataset on the device and the
+/// epoch's order as the permutation. Streaming: a prefetcher's two staging slots and the fixed
+/// permutation i -> i mod (2 * batch), so step s reads slot s % 2, where its rows were staged.
+struct DataSource {
+  Tensor x, y, perm;
+  std::unique_ptr<data::BatchPrefetcher> prefetch;
+  int64_t n = 0, batch = 0;
+
+  DataSource(const Dataset& d, int64_t B, Device dev, DataPlacement placement) : n(d.size()), batch(B) {
+    if (placement == DataPlacement::Auto) {
+      const size_t bytes = d.x.nbytes() + (d.y.defined() ? d.y.nbytes() : 0);
+      placement = dev.is_cuda() && bytes > cuda_device_info(dev.index()).total_memory / 2 ? DataPlacement::Stream
+                                                                                           : DataPlacement::Device;
+    }
+    if (placement == DataPlacement::Stream) {
+      prefetch = std::make_unique<data::BatchPrefetcher>(d.x, d.y, B, dev);
+      x = prefetch->x();
+      y = prefetch->y();
+      std::vector<int32_t> slots(static_cast<size_t>(n));
+      for (int64_t i = 0; i < n; ++i) slots[i] = static_cast<int32_t>(i % (2 * B));
+      perm = Tensor::from_vector(slots, Shape{n}, dev);
+      return;
+    }
+    x = d.x.device() == dev ? d.x : d.x.to(dev);
+    y = d.y.device() == dev ? d.y : d.y.to(dev);
+    perm = Tensor::zeros(Shape{n}, DType::i32, dev);
+  }
+  /// The epoch's order of rows (each batch takes the next `batch` of them).
+  void begin_epoch(const std::vector<int32_t>& order) {
+    order_ = &order;
+    if (!prefetch) perm.copy_from(Tensor::from_vector(order, Shape{n}));  // one upload per epoch
+    else stage(0);
+  }
+  /// Before step s runs: stages step s + 1 (overlapping step s) and orders step s after its copy.
+  void before_step(int64_t s) {
+    if (!prefetch) return;
+    if ((s + 1) * batch < n) stage(s + 1);
+    prefetch->begin_step(s);
+  }
+  void after_step(int64_t s) {
+    if (prefetch) prefetch->end_step(s);
+  }
+
+ private:
+  void stage(int64_t s) { prefetch->stage(s, order_->data() + s * batch, std::min(batch, n - s * batch)); }
+  const std::vector<int32_t>* order_ = nullptr;
+};
+}  // namespace
+
 History Model::fit(const Dataset& train_in, const FitOptions& fo) {
   Impl& m = *impl_;
   require_compiled(m, "fit");
@@ -636,17 +687,15 @@ History Model::fit(const Dataset& train_in, const FitOptions& fo) {
   }
   m.check_targets(train.y, N);
   const Device dev = m.opts.device;
-  // The dataset lives on the device for the whole fit; batches are gathered there.
-  Tensor dx = train.x.device() == dev ? train.x : train.x.to(dev);
-  Tensor dy = train.y.device() == dev ? train.y : train.y.to(dev);
-  Tensor perm = Tensor::zeros(Shape{N}, DType::i32, dev);
   const int64_t B = std::min(fo.batch_size, N), full = N / B, rest = N % B;
   if (fo.augment && (fo.augment_shift < 0 || !(fo.augment_rotation >= 0 && fo.augment_rotation <= 180)))
     CUDL_FAIL("model ", m.name, ": augment_shift must be >= 0 and augment_rotation in [0, 180] degrees, got ",
               fo.augment_shift, " and ", fo.augment_rotation);
-  Impl::Program main = m.train_program(B, dx, dy, perm, train.mean, train.std, &fo);
+  // The dataset lives on the device for the whole fit (batches are gathered there), or streams.
+  DataSource src(train, B, dev, fo.data_placement);
+  Impl::Program main = m.train_program(B, src.x, src.y, src.perm, train.mean, train.std, &fo);
   Impl::Program tail;
-  if (rest) tail = m.train_program(rest, dx, dy, perm, train.mean, train.std, &fo);
+  if (rest) tail = m.train_program(rest, src.x, src.y, src.perm, train.mean, train.std, &fo);
   m.profile.clear();
 
   History h;
@@ -662,14 +711,16 @@ History Model::fit(const Dataset& train_in, const FitOptions& fo) {
     std::mt19937_64 rng(fo.seed ^ (m.opts.seed * 0x9E3779B97F4A7C15ull) ^
                         (static_cast<uint64_t>(m.epochs_done) * 0xD1B54A32D192ED03ull));
     if (fo.shuffle) std::shuffle(order.begin(), order.end(), rng);
-    perm.copy_from(Tensor::from_vector(order, Shape{N}));  // one upload per epoch
+    src.begin_epoch(order);
     m.cursor.fill(0);
     for (auto& [k, t] : m.accumulators) t.fill(0);
     const int64_t steps = full + (rest ? 1 : 0);
     const bool tty = fo.verbose > 0 && stdout_is_tty();
     const int64_t log_every = fo.log_every > 0 ? fo.log_every : std::max<int64_t>(1, steps / 20);
     for (int64_t s = 0; s < steps; ++s) {
+      src.before_step(s);
       (s < full ? main : tail).exec->run();
+      src.after_step(s);
       ++m.step;
       for (auto& cb : fo.callbacks) cb->on_batch_end(*this, m.step);
       if (tty && ((s + 1) % log_every == 0 || s + 1 == steps)) {
@@ -714,7 +765,7 @@ History Model::fit(const Dataset& train_in, const FitOptions& fo) {
   return h;
 }
 
-EvalResult Model::evaluate(const Dataset& data, int64_t batch_size) {
+EvalResult Model::evaluate(const Dataset& data, int64_t batch_size, DataPlacement placement) {
   Impl& m = *impl_;
   require_compiled(m, "evaluate");
   const int64_t N = data.size();
@@ -722,13 +773,12 @@ EvalResult Model::evaluate(const Dataset& data, int64_t batch_size) {
   if (!data.y.defined() || data.y.shape()[0] != N)
     CUDL_FAIL("model ", m.name, ": x has ", N, " rows but y has ", data.y.defined() ? data.y.shape()[0] : 0);
   m.check_targets(data.y, N);
+  if (batch_size <= 0) CUDL_FAIL("model ", m.name, ": evaluate batch_size must be positive, got ", batch_size);
   const Device dev = m.opts.device;
-  Tensor dx = data.x.device() == dev ? data.x : data.x.to(dev);
-  Tensor dy = data.y.device() == dev ? data.y : data.y.to(dev);
   std::vector<int32_t> order(N);
   std::iota(order.begin(), order.end(), 0);
-  Tensor perm = Tensor::from_vector(order, Shape{N}, dev);
   const int64_t B = std::min(batch_size, N), full = N / B, rest = N % B;
+  DataSource src(data, B, dev, placement);
   // Evaluation has its own accumulators and cursor: swap them in, restore after.
   auto saved_acc = m.accumulators;
   Tensor saved_cursor = m.cursor;
@@ -736,11 +786,18 @@ EvalResult Model::evaluate(const Dataset& data, int64_t batch_size) {
   m.cursor = Tensor::zeros(Shape{1}, DType::i64, dev);
   EvalResult r;
   try {
-    Impl::Program main = m.eval_program(B, dx, dy, perm, data.mean, data.std);
-    for (int64_t s = 0; s < full; ++s) main.exec->run();
+    Impl::Program main = m.eval_program(B, src.x, src.y, src.perm, data.mean, data.std);
+    src.begin_epoch(order);
+    for (int64_t s = 0; s < full; ++s) {
+      src.before_step(s);
+      main.exec->run();
+      src.after_step(s);
+    }
     if (rest) {
-      Impl::Program tail = m.eval_program(rest, dx, dy, perm, data.mean, data.std);
+      Impl::Program tail = m.eval_program(rest, src.x, src.y, src.perm, data.mean, data.std);
+      src.before_step(full);
       tail.exec->run();
+      src.after_step(full);
     }
     r.metrics["loss"] = m.acc("loss").item(0) / N;
     if (m.wants("accuracy")) r.metrics["accuracy"] = m.acc("correct").item(0) / N;
