@@ -15,10 +15,11 @@
 namespace {
 
 struct Args {
-  std::string model = "mlp", optimizer = "adam", device = "auto", data, dataset = "mnist";
+  std::string model = "mlp", optimizer = "adam", device = "auto", data, dataset = "mnist", schedule = "cosine";
+  std::string placement = "auto";
   std::string save, resume, csv = "mnist-history.csv", plot = "mnist-history.png";
   int epochs = 5;
-  int64_t batch = 128, limit = 0;
+  int64_t batch = 32, limit = 0;
   double lr = 1e-3;
   uint64_t seed = 1;
   bool profile = false;
@@ -34,13 +35,17 @@ const char* kHelp =
     "usage: cudl-mnist [options]\n"
     "  --model mlp|cnn          784-128-10 MLP (default) or a small convnet\n"
     "  --epochs N               training epochs (default 5)\n"
-    "  --batch-size B           batch size (default 128)\n"
+    "  --batch-size B           batch size (default 32)\n"
     "  --lr X                   learning rate (default 1e-3)\n"
     "  --optimizer adam|sgd     optimizer (default adam; sgd uses momentum 0.9)\n"
+    "  --schedule cosine|constant  learning rate per epoch: cosine decay from --lr towards 0 over\n"
+    "                           the epochs (default), or --lr throughout\n"
     "  --device auto|cuda|cpu   auto: the GPU when one works, else the CPU backend (default auto)\n"
     "  --data DIR               data directory (default data/mnist or data/fashion)\n"
     "  --dataset mnist|fashion  MNIST (default) or Fashion-MNIST\n"
     "  --limit N                use only the first N training images\n"
+    "  --placement auto|device|stream  training images on the device (auto: when they fit in half\n"
+    "                           its memory) or streamed per batch through pinned double buffers\n"
     "  --augment                random shifts (up to 2 px) and rotations (up to 10 degrees) of the\n"
     "                           training images, on the training device (cnn: train ~10 epochs)\n"
     "  --seed S                 seed for initialisation, shuffling and dropout (default 1)\n"
@@ -84,6 +89,8 @@ Args parse(int argc, char** argv) {
       a.lr = std::strtod(v.c_str(), &end);
       if (v.empty() || *end || !(a.lr > 0)) usage_error("--lr needs a positive number, got '" + v + "'");
     } else if (k == "--optimizer") a.optimizer = v;
+    else if (k == "--schedule") a.schedule = v;
+    else if (k == "--placement") a.placement = v;
     else if (k == "--device") a.device = v;
     else if (k == "--data") a.data = v;
     else if (k == "--dataset") a.dataset = v;
@@ -95,6 +102,10 @@ Args parse(int argc, char** argv) {
   }
   if (a.model != "mlp" && a.model != "cnn") usage_error("--model must be mlp or cnn, got '" + a.model + "'");
   if (a.optimizer != "adam" && a.optimizer != "sgd") usage_error("--optimizer must be adam or sgd, got '" + a.optimizer + "'");
+  if (a.placement != "auto" && a.placement != "device" && a.placement != "stream")
+    usage_error("--placement must be auto, device or stream, got '" + a.placement + "'");
+  if (a.schedule != "cosine" && a.schedule != "constant")
+    usage_error("--schedule must be cosine or constant, got '" + a.schedule + "'");
   if (a.dataset != "mnist" && a.dataset != "fashion") usage_error("--dataset must be mnist or fashion, got '" + a.dataset + "'");
   if (a.device != "auto" && a.device != "cpu" && a.device.rfind("cuda", 0) != 0)
     usage_error("--device must be auto, cuda or cpu, got '" + a.device + "'");
@@ -197,6 +208,11 @@ int main(int argc, char** argv) {
     fit.batch_size = a.batch;
     fit.seed = a.seed;
     fit.augment = a.augment;
+    fit.data_placement = a.placement == "device"   ? cudl::DataPlacement::Device
+                         : a.placement == "stream" ? cudl::DataPlacement::Stream
+                                                   : cudl::DataPlacement::Auto;
+    if (a.schedule == "cosine")
+      fit.callbacks.push_back(std::make_shared<cudl::LearningRateScheduler>(cudl::schedules::cosine(a.lr, a.epochs)));
     fit.validation_split = train.size() >= 12000 ? 5000.0 / train.size() : 0.1;
     std::printf("training on %lld images (%lld held out for validation), testing on %lld\n",
                 static_cast<long long>(train.size() - static_cast<int64_t>(train.size() * fit.validation_split)),
