@@ -71,7 +71,7 @@ for model in $MODELS; do
   : >"$TMP/$model.cudl"
   : >"$TMP/$model.torch"
   for ((r = 1; r <= RUNS; r++)); do
-    out=$("$CUDL" --model "$model" --epochs 1 --batch-size 128 --schedule constant --device cpu --data "$DATA" \
+    out=$("$CUDL" --model "$model" --epochs 1 --batch-size 128 --lr 1e-3 --schedule constant --device cpu --data "$DATA" \
       --csv "$TMP/h.csv" --plot '')
     secs=$(awk -F, 'NR == 1 {for (i = 1; i <= NF; i++) if ($i == "epoch_seconds") c = i} NR == 2 {print $c}' "$TMP/h.csv")
     acc=$(sed -n 's/.*test accuracy \([0-9.]*\)%.*/\1/p' <<<"$out")

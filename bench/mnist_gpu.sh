@@ -71,7 +71,7 @@ rows=()
 for model in $MODELS; do
   target=$([[ $model == mlp ]] && echo 0.98 || echo 0.99)
   for graphs in 1 0; do
-    out=$(CUDL_CUDA_GRAPHS=$graphs "$CUDL" --model "$model" --epochs "$EPOCHS" --batch-size 128 --schedule constant --device cuda --data "$DATA" \
+    out=$(CUDL_CUDA_GRAPHS=$graphs "$CUDL" --model "$model" --epochs "$EPOCHS" --batch-size 128 --lr 1e-3 --schedule constant --device cuda --data "$DATA" \
       --csv "$TMP/h.csv" --plot '')
     acc=$(sed -n 's/.*test accuracy \([0-9.]*\)%.*/\1/p' <<<"$out")
     read -r steady first ttt reached val < <(cudl_stats "$TMP/h.csv" "$target")

@@ -12,7 +12,7 @@ What is mirrored from samples/mnist (main.cpp, models.hpp) and src/train/model.c
     (x/255 - 0.1307) / 0.3081 (cudl's GatherImages op); the last partial batch is trained too.
   * models: mlp = Flatten, Linear(784,128)+ReLU, Linear(128,10); cnn = samples/mnist/models.hpp
     build("cnn"): conv3x3 16 no bias, BN, ReLU, maxpool 2, conv3x3 32 no bias, BN, ReLU,
-    maxpool 2, dropout 0.25, flatten, Linear(1568,10). Dense weights Glorot-uniform, conv
+    maxpool 2, dropout 0.25, flatten, Linear(1568,128)+ReLU, Linear(128,10). Dense weights Glorot-uniform, conv
     weights He-uniform, biases zero (cudl's defaults). Keep in step with models.hpp.
   * softmax cross-entropy (mean), Adam(lr 1e-3, betas 0.9/0.999, eps 1e-8), batch 128.
   * epoch time: from the epoch's shuffle to the end of its last step (fit measures the same span:
@@ -67,7 +67,7 @@ def build(kind):
             nn.MaxPool2d(2, 2, 0),
             nn.Conv2d(16, 32, 3, 1, 1, bias=False), nn.BatchNorm2d(32, eps=1e-5, momentum=0.1), nn.ReLU(),
             nn.MaxPool2d(2, 2, 0),
-            nn.Dropout(0.25), nn.Flatten(), nn.Linear(32 * 7 * 7, 10))
+            nn.Dropout(0.25), nn.Flatten(), nn.Linear(32 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10))
     for m in model.modules():  # cudl's initialisers
         if isinstance(m, nn.Linear):
             nn.init.xavier_uniform_(m.weight)

@@ -20,7 +20,7 @@ struct Args {
   std::string save, resume, csv = "mnist-history.csv", plot = "mnist-history.png";
   int epochs = 5;
   int64_t batch = 32, limit = 0;
-  double lr = 1e-3;
+  double lr = 0;  // 0: the model's default (mlp 1e-3, cnn 2e-3)
   uint64_t seed = 1;
   bool profile = false;
   bool augment = false;
@@ -36,7 +36,7 @@ const char* kHelp =
     "  --model mlp|cnn          784-128-10 MLP (default) or a small convnet\n"
     "  --epochs N               training epochs (default 5)\n"
     "  --batch-size B           batch size (default 32)\n"
-    "  --lr X                   learning rate (default 1e-3)\n"
+    "  --lr X                   learning rate (default 1e-3 for mlp, 2e-3 for cnn)\n"
     "  --optimizer adam|sgd     optimizer (default adam; sgd uses momentum 0.9)\n"
     "  --schedule cosine|constant  learning rate per epoch: cosine decay from --lr towards 0 over\n"
     "                           the epochs (default), or --lr throughout\n"
@@ -110,6 +110,7 @@ Args parse(int argc, char** argv) {
   if (a.device != "auto" && a.device != "cpu" && a.device.rfind("cuda", 0) != 0)
     usage_error("--device must be auto, cuda or cpu, got '" + a.device + "'");
   if (a.data.empty()) a.data = "data/" + a.dataset;
+  if (a.lr == 0) a.lr = a.model == "cnn" ? 2e-3 : 1e-3;
   return a;
 }
 

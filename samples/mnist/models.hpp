@@ -9,7 +9,7 @@
 namespace mnist {
 
 /// "mlp": 784-128-10 (ReLU). "cnn": two conv3x3+BN+ReLU+maxpool blocks (16 and 32 channels),
-/// dropout 0.25, dense 10. Input (1, 28, 28); logits (10).
+/// dropout 0.25, dense 128 (ReLU), dense 10. Input (1, 28, 28); logits (10).
 inline cudl::Sequential build(const std::string& kind) {
   using namespace cudl::layers;
   if (kind == "mlp")
@@ -21,7 +21,7 @@ inline cudl::Sequential build(const std::string& kind) {
       {Conv2d(16, 3, 1, 1, "", false, 1, 1, "conv1"), BatchNorm(0.1f, 1e-5f, "bn1"), Activation("relu", 0.f, "relu1"),
        MaxPool2d(2, 2, 0, "pool1"), Conv2d(32, 3, 1, 1, "", false, 1, 1, "conv2"), BatchNorm(0.1f, 1e-5f, "bn2"),
        Activation("relu", 0.f, "relu2"), MaxPool2d(2, 2, 0, "pool2"), Dropout(0.25f, "dropout"), Flatten("flatten"),
-       Dense(10, "", true, "logits")},
+       Dense(128, "relu", true, "dense1"), Dense(10, "", true, "logits")},
       "cnn");
 }
 
