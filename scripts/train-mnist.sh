@@ -7,6 +7,14 @@ cd "$(dirname "$0")/.."
 build=${CUDL_BUILD_DIR:-build}
 
 scripts/setup.sh
+# gnuplot draws the sample's training curves (PNG); without it the sample says so and writes the CSV.
+if ! command -v gnuplot >/dev/null 2>&1; then
+  sudo_cmd=()
+  [[ $(id -u) -ne 0 ]] && sudo_cmd=(sudo)
+  install_gnuplot() { DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq gnuplot-nox >/dev/null 2>&1; }
+  install_gnuplot || { "${sudo_cmd[@]}" apt-get update -qq >/dev/null 2>&1 && install_gnuplot; } ||
+    echo "train-mnist: gnuplot-nox could not be installed; the plot will be skipped"
+fi
 [[ -x /usr/local/cuda/bin/nvcc ]] && export PATH=/usr/local/cuda/bin:$PATH
 dataset=mnist
 for ((i = 1; i <= $#; ++i)); do

@@ -162,8 +162,8 @@ void write_outputs(const Args& a, const cudl::History& h) {
       std::printf("plot: skipped (gnuplot not installed; apt-get install gnuplot-nox)\n");
       return;
     }
-    std::string cmd = "gnuplot -e \"set terminal png size 900,400; set output '" + a.plot +
-                      "'; set datafile separator ','; set key autotitle columnhead; set multiplot layout 1,2;"
+    std::string cmd = "gnuplot -e \"set terminal png noenhanced size 900,400; set output '" + a.plot +
+                      "'; set datafile separator ','; set key autotitle columnhead; set xlabel 'epoch'; set xtics 1; set multiplot layout 1,2;"
                       " set title 'loss'; plot for [c in 'loss val_loss'] '" + a.csv +
                       "' using 1:(column(c)) with linespoints title c;"
                       " set title 'accuracy'; plot for [c in 'accuracy val_accuracy'] '" + a.csv +
