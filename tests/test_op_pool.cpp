@@ -2,6 +2,7 @@
 // windows (ties, padding, NaN), CUDA vs CPU forward/backward on odd geometries, geometry errors.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <limits>
 #include <numeric>
@@ -192,6 +193,43 @@ TEST(PoolCpu, NanIsTheMaximum) {
   EXPECT_EQ(m.argmax.item(0), 5);
   EXPECT_FALSE(std::isnan(m.y.item(1)));
   EXPECT_TRUE(std::isnan(avg_pool(x, {2, 2, 2, 2, 0, 0}, kCpu).item(0)));
+}
+
+TEST(PoolCpu, EveryTwoByTwoWindowFollowsTheScanRule) {
+  // Every window over {NaN, -0, +0, 1, 2}: the unrolled 2x2 stride-2 path must pick what the
+  // scan of op.hpp picks (the first NaN, else the first maximum; -0 and +0 tie), forward and backward.
+  const float vals[5] = {std::numeric_limits<float>::quiet_NaN(), -0.f, 0.f, 1.f, 2.f};
+  const int64_t windows = 5 * 5 * 5 * 5;
+  std::vector<float> v(static_cast<size_t>(windows * 4));
+  std::vector<int32_t> expect(static_cast<size_t>(windows));
+  for (int64_t w = 0; w < windows; ++w) {
+    float* cell = &v[static_cast<size_t>(w * 4)];
+    for (int k = 0, code = static_cast<int>(w); k < 4; ++k, code /= 5) cell[k] = vals[code % 5];
+    int best = 0;
+    for (int k = 1; k < 4; ++k)
+      if (!std::isnan(cell[best]) && (cell[k] > cell[best] || std::isnan(cell[k]))) best = k;
+    expect[static_cast<size_t>(w)] = best;
+  }
+  Tensor x = Tensor::from_vector(v, Shape{1, windows, 2, 2});
+  const Window win{2, 2, 2, 2, 0, 0};
+  const MaxOut m = max_pool(x, win, kCpu);
+  EXPECT_EQ(m.argmax.to_vector<int32_t>(), expect);
+  const auto y = m.y.to_vector<float>();
+  std::vector<float> dyv(static_cast<size_t>(windows));
+  for (int64_t w = 0; w < windows; ++w) dyv[static_cast<size_t>(w)] = w % 3 == 0 ? -0.f : static_cast<float>(w + 1);
+  const auto dx =
+      max_pool_backward(x, m.y, Tensor::from_vector(dyv, Shape{1, windows, 1, 1}), win, kCpu).to_vector<float>();
+  for (int64_t w = 0; w < windows; ++w) {
+    const float want = v[static_cast<size_t>(w * 4 + expect[static_cast<size_t>(w)])];
+    const float got = y[static_cast<size_t>(w)];
+    ASSERT_TRUE(std::isnan(want) ? std::isnan(got) : std::memcmp(&want, &got, sizeof got) == 0) << "window " << w;
+    for (int k = 0; k < 4; ++k) {
+      // The reference sums one term in double from +0: the dy itself, with -0 turned into +0.
+      const float d = k == expect[static_cast<size_t>(w)] ? 0.f + dyv[static_cast<size_t>(w)] : 0.f;
+      const float g = dx[static_cast<size_t>(w * 4 + k)];
+      ASSERT_EQ(std::memcmp(&d, &g, sizeof g), 0) << "window " << w << " cell " << k << ": " << g << " vs " << d;
+    }
+  }
 }
 
 TEST(PoolCpu, GeometryErrorsNameOpAndShapes) {

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "backend/backend.hpp"
@@ -169,10 +170,11 @@ double sigmoid(double x) {
   return e / (1 + e);
 }
 
-double unary_ref(UnaryOp op, double x, double alpha) {
+// Inlined into the per-op loops below, where `op` is a constant: the switch folds away.
+[[gnu::always_inline]] inline double unary_ref(UnaryOp op, double x, double alpha) {
   switch (op) {
     case UnaryOp::Relu:
-      return (x > 0 || std::isnan(x)) ? x : 0.0;
+      return !(x <= 0) ? x : 0.0;  // NaN passes through (x > 0 || isnan(x), without a branch)
     case UnaryOp::LeakyRelu:
       return x > 0 ? x : alpha * x;
     case UnaryOp::Elu:
@@ -213,7 +215,7 @@ double sign(double x) {
 }
 
 // dx for one element; x and y are whatever the op needs (see unary_needs_input / _output).
-double unary_grad_ref(UnaryOp op, double x, double y, double dy, double alpha) {
+[[gnu::always_inline]] inline double unary_grad_ref(UnaryOp op, double x, double y, double dy, double alpha) {
   switch (op) {
     case UnaryOp::Relu:
       return y <= 0 ? 0.0 : dy;
@@ -351,11 +353,33 @@ void for_each_broadcast(const Shape& a, const Shape& b, const Shape& c, Fn fn) {
 // Op entries
 // ---------------------------------------------------------------------------------------------
 
+// Calls fn(std::integral_constant<UnaryOp, op>) for the runtime `op`, so that each op gets a loop
+// of its own with the math of unary_ref / unary_grad_ref inlined.
+template <typename Fn>
+void with_unary_op(UnaryOp op, Fn fn) {
+  using U = UnaryOp;
+  switch (op) {
+#define CUDL_UNARY_CASE(name) \
+  case U::name:               \
+    return fn(std::integral_constant<U, U::name>{});
+    CUDL_UNARY_CASE(Relu) CUDL_UNARY_CASE(LeakyRelu) CUDL_UNARY_CASE(Elu) CUDL_UNARY_CASE(GeluErf)
+    CUDL_UNARY_CASE(GeluTanh) CUDL_UNARY_CASE(Silu) CUDL_UNARY_CASE(Sigmoid) CUDL_UNARY_CASE(Tanh)
+    CUDL_UNARY_CASE(Softplus) CUDL_UNARY_CASE(Exp) CUDL_UNARY_CASE(Log) CUDL_UNARY_CASE(Sqrt) CUDL_UNARY_CASE(Abs)
+    CUDL_UNARY_CASE(Neg) CUDL_UNARY_CASE(Square)
+#undef CUDL_UNARY_CASE
+    case U::Count:
+      break;
+  }
+  CUDL_FAIL("invalid UnaryOp ", static_cast<int>(op));
+}
+
 void cpu_unary(const OpCall& call) {
   const UnaryProblem p = check_unary_call(call);
   const float* x = call.inputs[0].as<float>();
   float* y = call.outputs[0].as<float>();
-  for (int64_t i = 0; i < p.n; ++i) y[i] = static_cast<float>(unary_ref(p.op, x[i], p.alpha));
+  with_unary_op(p.op, [&](auto op) {
+    for (int64_t i = 0; i < p.n; ++i) y[i] = static_cast<float>(unary_ref(op, x[i], p.alpha));
+  });
 }
 
 void cpu_unary_backward(const OpCall& call) {
@@ -364,11 +388,13 @@ void cpu_unary_backward(const OpCall& call) {
   const float* y = p.has_y ? call.inputs[1].as<float>() : nullptr;
   const float* dy = call.inputs[2].as<float>();
   float* dx = call.outputs[0].as<float>();
-  const bool need_x = unary_needs_input(p.op), need_y = unary_needs_output(p.op);
-  for (int64_t i = 0; i < p.n; ++i) {
-    const double xv = need_x ? x[i] : 0.0, yv = need_y ? y[i] : 0.0;
-    dx[i] = static_cast<float>(unary_grad_ref(p.op, xv, yv, dy[i], p.alpha));
-  }
+  with_unary_op(p.op, [&](auto op) {
+    const bool need_x = unary_needs_input(op), need_y = unary_needs_output(op);
+    for (int64_t i = 0; i < p.n; ++i) {
+      const double xv = need_x ? x[i] : 0.0, yv = need_y ? y[i] : 0.0;
+      dx[i] = static_cast<float>(unary_grad_ref(op, xv, yv, dy[i], p.alpha));
+    }
+  });
 }
 
 void cpu_binary(const OpCall& call) {

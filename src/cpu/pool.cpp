@@ -2,6 +2,7 @@
 // 2-D max pooling (first maximum in window scan order wins), average pooling, global average.
 #include "cpu/pool.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -148,21 +149,68 @@ int64_t window_argmax(const float* img, const PoolGeometry& g, int64_t p, int64_
   return best;
 }
 
+/// One step of window_argmax's scan: cell k (value v) replaces the best so far when
+/// !isnan(best_v) && (v > best_v || isnan(v)), evaluated without branches (data-dependent
+/// branches here are mispredicted half the time).
+[[gnu::always_inline]] inline void scan_cell(int64_t k, float v, int64_t& best, float& best_v) {
+  const bool take = (best_v == best_v) & ((v > best_v) | (v != v));
+  best = take ? k : best;
+  best_v = take ? v : best_v;
+}
+
+/// window_argmax for a window without padding (every cell inside the image): the same rule
+/// without the bounds checks.
+inline int64_t window_argmax_inside(const float* img, const PoolGeometry& g, int64_t p, int64_t q) {
+  const int64_t top = p * g.sh * g.w + q * g.sw;
+  int64_t best = top;
+  float best_v = img[top];
+  for (int64_t i = 0; i < g.kh; ++i)
+    for (int64_t j = 0; j < g.kw; ++j) scan_cell(top + i * g.w + j, img[top + i * g.w + j], best, best_v);
+  return best;
+}
+
+/// Calls fn(img, p, q, k) for every window of every image with k its argmax in image `img`.
+template <typename Fn>
+void for_each_window_argmax(const float* x, const PoolGeometry& g, Fn fn) {
+  const bool inside = g.ph == 0 && g.pw == 0;
+  const bool two_by_two = inside && g.kh == 2 && g.kw == 2 && g.sh == 2 && g.sw == 2;
+  for (int64_t img = 0; img < g.n * g.c; ++img) {
+    const float* xi = x + img * g.h * g.w;
+    for (int64_t p = 0; p < g.p; ++p) {
+      if (two_by_two) {
+        // The common case, without a chain between cells: the scan's winner over (0,0) (0,1)
+        // (1,0) (1,1) is the first NaN if there is one, else the first cell equal to the maximum.
+        const float* r0 = xi + 2 * p * g.w;
+        const float* r1 = r0 + g.w;
+        for (int64_t q = 0; q < g.q; ++q) {
+          const float a = r0[2 * q], b = r0[2 * q + 1], c = r1[2 * q], d = r1[2 * q + 1];
+          const float m = std::max(std::max(a, b), std::max(c, d));
+          // Integer arithmetic on the comparisons, so that no data-dependent branch remains:
+          // k_max = a == m ? 0 : b == m ? 1 : c == m ? 2 : 3, k_nan likewise with "is NaN".
+          const int k_max = (a != m) * (1 + (b != m) * (1 + (c != m)));
+          const int k_nan = (a == a) * (1 + (b == b) * (1 + (c == c)));
+          const int any_nan = (a != a) | (b != b) | (c != c) | (d != d);
+          const int k = k_max + any_nan * (k_nan - k_max);
+          fn(img, p, q, 2 * p * g.w + 2 * q + (k >> 1) * g.w + (k & 1));
+        }
+        continue;
+      }
+      for (int64_t q = 0; q < g.q; ++q)  // never -1: padding is at most half the kernel
+        fn(img, p, q, inside ? window_argmax_inside(xi, g, p, q) : window_argmax(xi, g, p, q));
+    }
+  }
+}
+
 void max_pool2d(const OpCall& call) {
   const PoolGeometry g = check_pool_call(call);
   const float* x = call.in(0).as<float>();
   float* y = call.out(0).as<float>();
   int32_t* am = g.has_argmax ? call.out(1).as<int32_t>() : nullptr;
-  for (int64_t img = 0; img < g.n * g.c; ++img) {
-    const float* xi = x + img * g.h * g.w;
-    for (int64_t p = 0; p < g.p; ++p)
-      for (int64_t q = 0; q < g.q; ++q) {
-        const int64_t o = (img * g.p + p) * g.q + q;
-        const int64_t k = window_argmax(xi, g, p, q);  // never -1: padding is at most half the kernel
-        y[o] = xi[k];
-        if (am) am[o] = static_cast<int32_t>(k);
-      }
-  }
+  for_each_window_argmax(x, g, [&](int64_t img, int64_t p, int64_t q, int64_t k) {
+    const int64_t o = (img * g.p + p) * g.q + q;
+    y[o] = x[img * g.h * g.w + k];
+    if (am) am[o] = static_cast<int32_t>(k);
+  });
 }
 
 // Each window sends its dy to its argmax; contributions to one input cell are summed in window
@@ -172,13 +220,23 @@ void max_pool2d_backward(const OpCall& call) {
   const float* x = call.in(0).as<float>();
   const float* dy = call.in(2).as<float>();
   float* dx = call.out(0).as<float>();
-  std::vector<double> acc(static_cast<size_t>(g.h * g.w));
+  const int64_t hw = g.h * g.w;
+  if (g.sh >= g.kh && g.sw >= g.kw) {
+    // Windows do not overlap: each cell receives at most one dy, and 0.0 + dy (float) is what the
+    // double sum below gives for one term (-0 becomes +0 in both).
+    std::fill(dx, dx + g.n * g.c * hw, 0.f);
+    for_each_window_argmax(x, g, [&](int64_t img, int64_t p, int64_t q, int64_t k) {
+      dx[img * hw + k] = 0.f + dy[(img * g.p + p) * g.q + q];
+    });
+    return;
+  }
+  std::vector<double> acc(static_cast<size_t>(hw));
   for (int64_t img = 0; img < g.n * g.c; ++img) {
     std::fill(acc.begin(), acc.end(), 0.0);
-    const float* xi = x + img * g.h * g.w;
+    const float* xi = x + img * hw;
     for (int64_t p = 0; p < g.p; ++p)
       for (int64_t q = 0; q < g.q; ++q) acc[window_argmax(xi, g, p, q)] += dy[(img * g.p + p) * g.q + q];
-    for (int64_t k = 0; k < g.h * g.w; ++k) dx[img * g.h * g.w + k] = static_cast<float>(acc[k]);
+    for (int64_t k = 0; k < hw; ++k) dx[img * hw + k] = static_cast<float>(acc[k]);
   }
 }
 
