@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "backend/backend.hpp"
@@ -150,10 +152,12 @@ int64_t window_argmax(const float* img, const PoolGeometry& g, int64_t p, int64_
 }
 
 /// One step of window_argmax's scan: cell k (value v) replaces the best so far when
-/// !isnan(best_v) && (v > best_v || isnan(v)), evaluated without branches (data-dependent
-/// branches here are mispredicted half the time).
-[[gnu::always_inline]] inline void scan_cell(int64_t k, float v, int64_t& best, float& best_v) {
-  const bool take = (best_v == best_v) & ((v > best_v) | (v != v));
+/// !isnan(best_v) && (v > best_v || isnan(v)), written as selects that GCC if-converts
+/// (data-dependent branches here are mispredicted half the time) and vectorises in the 2x2 loops
+/// (with `&` and `|` on the bools instead, GCC 12 vectorises neither).
+template <typename Index>
+[[gnu::always_inline]] inline void scan_cell(Index k, float v, Index& best, float& best_v) {
+  const bool take = best_v == best_v && (v > best_v || v != v);
   best = take ? k : best;
   best_v = take ? v : best_v;
 }
@@ -169,35 +173,44 @@ inline int64_t window_argmax_inside(const float* img, const PoolGeometry& g, int
   return best;
 }
 
+/// Whether the window is the common 2x2, stride 2, no padding one, which has loops of its own.
+bool is_two_by_two(const PoolGeometry& g) {
+  return g.kh == 2 && g.kw == 2 && g.sh == 2 && g.sw == 2 && g.ph == 0 && g.pw == 0;
+}
+
+/// window_argmax_inside for a 2x2 window a b / c d: the same scan (scan_cell from a), unrolled, so
+/// that a loop over windows vectorises. Returns the winner's position 0..3 and its value in `v`.
+[[gnu::always_inline]] inline int argmax_2x2(float a, float b, float c, float d, float& v) {
+  int k = 0;  // int, not int64_t: the same lane width as the floats
+  v = a;
+  scan_cell(1, b, k, v);
+  scan_cell(2, c, k, v);
+  scan_cell(3, d, k, v);
+  return k;
+}
+
+/// Max pooling 2x2 / stride 2 of one pair of input rows r0, r1 (x row 2p and 2p + 1) into output
+/// row y (q windows); argmax (when kArgmax) is the flat index into the image, base = 2p * W.
+template <bool kArgmax>
+void max_pool_2x2_row(const float* r0, const float* r1, int64_t q_count, int64_t w, int64_t base, float* y,
+                      int32_t* am) {
+  for (int64_t q = 0; q < q_count; ++q) {
+    float v;
+    const int k = argmax_2x2(r0[2 * q], r0[2 * q + 1], r1[2 * q], r1[2 * q + 1], v);
+    y[q] = v;
+    if (kArgmax) am[q] = static_cast<int32_t>(base + 2 * q + (k >> 1) * w + (k & 1));
+  }
+}
+
 /// Calls fn(img, p, q, k) for every window of every image with k its argmax in image `img`.
 template <typename Fn>
 void for_each_window_argmax(const float* x, const PoolGeometry& g, Fn fn) {
   const bool inside = g.ph == 0 && g.pw == 0;
-  const bool two_by_two = inside && g.kh == 2 && g.kw == 2 && g.sh == 2 && g.sw == 2;
   for (int64_t img = 0; img < g.n * g.c; ++img) {
     const float* xi = x + img * g.h * g.w;
-    for (int64_t p = 0; p < g.p; ++p) {
-      if (two_by_two) {
-        // The common case, without a chain between cells: the scan's winner over (0,0) (0,1)
-        // (1,0) (1,1) is the first NaN if there is one, else the first cell equal to the maximum.
-        const float* r0 = xi + 2 * p * g.w;
-        const float* r1 = r0 + g.w;
-        for (int64_t q = 0; q < g.q; ++q) {
-          const float a = r0[2 * q], b = r0[2 * q + 1], c = r1[2 * q], d = r1[2 * q + 1];
-          const float m = std::max(std::max(a, b), std::max(c, d));
-          // Integer arithmetic on the comparisons, so that no data-dependent branch remains:
-          // k_max = a == m ? 0 : b == m ? 1 : c == m ? 2 : 3, k_nan likewise with "is NaN".
-          const int k_max = (a != m) * (1 + (b != m) * (1 + (c != m)));
-          const int k_nan = (a == a) * (1 + (b == b) * (1 + (c == c)));
-          const int any_nan = (a != a) | (b != b) | (c != c) | (d != d);
-          const int k = k_max + any_nan * (k_nan - k_max);
-          fn(img, p, q, 2 * p * g.w + 2 * q + (k >> 1) * g.w + (k & 1));
-        }
-        continue;
-      }
+    for (int64_t p = 0; p < g.p; ++p)
       for (int64_t q = 0; q < g.q; ++q)  // never -1: padding is at most half the kernel
         fn(img, p, q, inside ? window_argmax_inside(xi, g, p, q) : window_argmax(xi, g, p, q));
-    }
   }
 }
 
@@ -206,11 +219,56 @@ void max_pool2d(const OpCall& call) {
   const float* x = call.in(0).as<float>();
   float* y = call.out(0).as<float>();
   int32_t* am = g.has_argmax ? call.out(1).as<int32_t>() : nullptr;
+  if (is_two_by_two(g)) {
+    for (int64_t img = 0; img < g.n * g.c; ++img)
+      for (int64_t p = 0; p < g.p; ++p) {
+        const float* r0 = x + (img * g.h + 2 * p) * g.w;
+        const int64_t o = (img * g.p + p) * g.q;
+        if (am)
+          max_pool_2x2_row<true>(r0, r0 + g.w, g.q, g.w, 2 * p * g.w, y + o, am + o);
+        else
+          max_pool_2x2_row<false>(r0, r0 + g.w, g.q, g.w, 2 * p * g.w, y + o, nullptr);
+      }
+    return;
+  }
   for_each_window_argmax(x, g, [&](int64_t img, int64_t p, int64_t q, int64_t k) {
     const int64_t o = (img * g.p + p) * g.q + q;
     y[o] = x[img * g.h * g.w + k];
     if (am) am[o] = static_cast<int32_t>(k);
   });
+}
+
+/// `keep ? t : 0.f` on the bits: a select that GCC vectorises where a float ?: on a condition
+/// derived from a select chain stays a branch.
+[[gnu::always_inline]] inline float keep_if(bool keep, float t) {
+  uint32_t bits;
+  std::memcpy(&bits, &t, sizeof bits);
+  bits &= -static_cast<uint32_t>(keep);
+  std::memcpy(&t, &bits, sizeof t);
+  return t;
+}
+
+/// max_pool2d_backward for one 2x2 / stride 2 image: every cell of every window written (dy at
+/// the argmax, 0 elsewhere), then the odd last column and row that no window covers zeroed.
+void max_pool_2x2_backward_image(const float* xi, const float* dyi, const PoolGeometry& g, float* dxi) {
+  for (int64_t p = 0; p < g.p; ++p) {
+    const float* r0 = xi + 2 * p * g.w;
+    const float* r1 = r0 + g.w;
+    const float* d = dyi + p * g.q;
+    float* o0 = dxi + 2 * p * g.w;
+    float* o1 = o0 + g.w;
+    for (int64_t q = 0; q < g.q; ++q) {
+      float v;
+      const int k = argmax_2x2(r0[2 * q], r0[2 * q + 1], r1[2 * q], r1[2 * q + 1], v);
+      const float t = d[q] + 0.f;  // what the double sum below gives for one term (-0 becomes +0)
+      o0[2 * q] = keep_if(k == 0, t);
+      o0[2 * q + 1] = keep_if(k == 1, t);
+      o1[2 * q] = keep_if(k == 2, t);
+      o1[2 * q + 1] = keep_if(k == 3, t);
+    }
+    if (g.w % 2) o0[g.w - 1] = o1[g.w - 1] = 0.f;
+  }
+  if (g.h % 2) std::fill(dxi + (g.h - 1) * g.w, dxi + g.h * g.w, 0.f);
 }
 
 // Each window sends its dy to its argmax; contributions to one input cell are summed in window
@@ -221,6 +279,11 @@ void max_pool2d_backward(const OpCall& call) {
   const float* dy = call.in(2).as<float>();
   float* dx = call.out(0).as<float>();
   const int64_t hw = g.h * g.w;
+  if (is_two_by_two(g)) {
+    for (int64_t img = 0; img < g.n * g.c; ++img)
+      max_pool_2x2_backward_image(x + img * hw, dy + img * g.p * g.q, g, dx + img * hw);
+    return;
+  }
   if (g.sh >= g.kh && g.sw >= g.kw) {
     // Windows do not overlap: each cell receives at most one dy, and 0.0 + dy (float) is what the
     // double sum below gives for one term (-0 becomes +0 in both).
