@@ -274,6 +274,34 @@ void BM_BatchNormBackward(benchmark::State& st) {
 }
 BENCHMARK(BM_BatchNormBackward)->MeasureProcessCPUTime()->Unit(benchmark::kMicrosecond);
 
+// --- dropout (p = 0.5) on the cnn's flattened features (128, 32 * 7 * 7) -----------------------------
+struct DropoutCase {
+  Tensor x = rand_tensor(Shape{128, 1568}, 1), y = Tensor::empty(x.shape());
+  Tensor mask = Tensor::empty(x.shape(), DType::u8), rng = Tensor::from_vector<int64_t>({1234, 0}, Shape{2});
+  OpAttrs a = [] {
+    OpAttrs r;
+    r.f[0] = 0.5;
+    return r;
+  }();
+  void forward() { cudl::run_op(OpKind::Dropout, {V(x), V(rng)}, {V(y), V(mask)}, a); }
+};
+
+void BM_Dropout(benchmark::State& st) {
+  DropoutCase d;
+  for (auto _ : st) d.forward();
+  set_bytes(st, 9.0 * d.x.numel(), static_cast<double>(d.x.numel()));  // x read, y and mask written
+}
+BENCHMARK(BM_Dropout)->MeasureProcessCPUTime()->Unit(benchmark::kMicrosecond);
+
+void BM_DropoutBackward(benchmark::State& st) {
+  DropoutCase d;
+  d.forward();
+  Tensor dy = rand_tensor(d.x.shape(), 2), dx = Tensor::empty(d.x.shape());
+  for (auto _ : st) cudl::run_op(OpKind::DropoutBackward, {V(dy), V(d.mask)}, {V(dx)}, d.a);
+  set_bytes(st, 9.0 * d.x.numel(), static_cast<double>(d.x.numel()));  // dy and mask read, dx written
+}
+BENCHMARK(BM_DropoutBackward)->MeasureProcessCPUTime()->Unit(benchmark::kMicrosecond);
+
 // --- Adam step over the mlp's parameters (784*128 + 128 + 128*10 + 10 = 101,770) ------------------
 void BM_AdamStep(benchmark::State& st) {
   const std::vector<Shape> shapes{Shape{128, 784}, Shape{128}, Shape{10, 128}, Shape{10}};

@@ -4,11 +4,10 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdint>
-#include <cstring>
 #include <vector>
 
 #include "backend/backend.hpp"
+#include "cpu/select.hpp"
 #include "cudl/error.hpp"
 
 namespace cudl {
@@ -130,6 +129,8 @@ PoolGeometry check_pool_call(const OpCall& call) {
 
 namespace {
 
+using cpu_select::keep_if;
+
 /// Flat index (into H*W) of the window's maximum: the first in row-major scan order; a NaN counts
 /// as the maximum (the first NaN wins). Padding never wins. -1 when the window has no input cell.
 int64_t window_argmax(const float* img, const PoolGeometry& g, int64_t p, int64_t q) {
@@ -236,16 +237,6 @@ void max_pool2d(const OpCall& call) {
     y[o] = x[img * g.h * g.w + k];
     if (am) am[o] = static_cast<int32_t>(k);
   });
-}
-
-/// `keep ? t : 0.f` on the bits: a select that GCC vectorises where a float ?: on a condition
-/// derived from a select chain stays a branch.
-[[gnu::always_inline]] inline float keep_if(bool keep, float t) {
-  uint32_t bits;
-  std::memcpy(&bits, &t, sizeof bits);
-  bits &= -static_cast<uint32_t>(keep);
-  std::memcpy(&t, &bits, sizeof t);
-  return t;
 }
 
 /// max_pool2d_backward for one 2x2 / stride 2 image: every cell of every window written (dy at

@@ -2,11 +2,13 @@
 // Every value comes from backend/philox.hpp with the counter layout documented there and in op.hpp.
 #include "cpu/random.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
 #include "backend/backend.hpp"
 #include "backend/philox.hpp"
+#include "cpu/select.hpp"
 
 namespace cudl {
 namespace {
@@ -28,6 +30,10 @@ double dropout_scale(const OpCall& c, double p) {
   return p >= 1 ? 0.0 : 1.0 / (1.0 - p);
 }
 
+// Philox blocks generated per chunk into a buffer, so that each block is computed once (not once
+// per element) and the keep/scale loop vectorises.
+constexpr int64_t kDropoutChunkBlocks = 256;
+
 // in: x, rng i64[2] {seed, offset}   out: y, [mask u8]
 void dropout(const OpCall& c) {
   const DropoutProblem pr = check_dropout_call(c);
@@ -36,11 +42,18 @@ void dropout(const OpCall& c) {
   const float* xp = c.inputs[0].as<float>();
   float* yp = c.outputs[0].as<float>();
   uint8_t* mp = pr.has_mask ? c.outputs[1].as<uint8_t>() : nullptr;
-  for (int64_t i = 0; i < pr.n; ++i) {
-    const philox::U32x4 w = philox::block_words(seed, offset, pr.stream, static_cast<uint64_t>(i / 4));
-    const bool keep = philox::keep(philox::word(w, static_cast<int>(i % 4)), pr.threshold);
-    yp[i] = keep ? xp[i] * pr.scale : 0.0f;
-    if (mp) mp[i] = keep ? 1 : 0;
+  uint32_t words[4 * kDropoutChunkBlocks];
+  for (int64_t b0 = 0; 4 * b0 < pr.n; b0 += kDropoutChunkBlocks) {
+    const int64_t i0 = 4 * b0, len = std::min<int64_t>(4 * kDropoutChunkBlocks, pr.n - i0);
+    for (int64_t b = 0; 4 * b < len; ++b) {
+      const philox::U32x4 w = philox::block_words(seed, offset, pr.stream, static_cast<uint64_t>(b0 + b));
+      words[4 * b] = w.x, words[4 * b + 1] = w.y, words[4 * b + 2] = w.z, words[4 * b + 3] = w.w;
+    }
+    for (int64_t i = 0; i < len; ++i) {
+      const bool keep = philox::keep(words[i], pr.threshold);
+      yp[i0 + i] = cpu_select::keep_if(keep, xp[i0 + i] * pr.scale);
+      if (mp) mp[i0 + i] = keep ? 1 : 0;
+    }
   }
 }
 
@@ -50,7 +63,7 @@ void dropout_backward(const OpCall& c) {
   const float* g = c.inputs[0].as<float>();
   const uint8_t* m = c.inputs[1].as<uint8_t>();
   float* o = c.outputs[0].as<float>();
-  for (int64_t i = 0; i < pr.n; ++i) o[i] = m[i] ? g[i] * pr.scale : 0.0f;
+  for (int64_t i = 0; i < pr.n; ++i) o[i] = cpu_select::keep_if(m[i] != 0, g[i] * pr.scale);
 }
 
 // out: y ~ U[f0, f1): y = fma(f1 - f0, u, f0)
