@@ -131,6 +131,17 @@ namespace {
 
 using cpu_select::keep_if;
 
+/// One step of the window scan: cell k (value v) replaces the best so far when
+/// !isnan(best_v) && (v > best_v || isnan(v)), written as selects that GCC if-converts
+/// (data-dependent branches here are mispredicted half the time) and vectorises in the 2x2 loops
+/// (with `&` and `|` on the bools instead, GCC 12 vectorises neither).
+template <typename Index>
+[[gnu::always_inline]] inline void scan_cell(Index k, float v, Index& best, float& best_v) {
+  const bool take = best_v == best_v && (v > best_v || v != v);
+  best = take ? k : best;
+  best_v = take ? v : best_v;
+}
+
 /// Flat index (into H*W) of the window's maximum: the first in row-major scan order; a NaN counts
 /// as the maximum (the first NaN wins). Padding never wins. -1 when the window has no input cell.
 int64_t window_argmax(const float* img, const PoolGeometry& g, int64_t p, int64_t q) {
@@ -143,34 +154,14 @@ int64_t window_argmax(const float* img, const PoolGeometry& g, int64_t p, int64_
       const int64_t ww = q * g.sw - g.pw + j;
       if (ww < 0 || ww >= g.w) continue;
       const float v = img[hh * g.w + ww];
-      if (best < 0 || (!std::isnan(best_v) && (v > best_v || std::isnan(v)))) {
+      if (best < 0) {
         best = hh * g.w + ww;
         best_v = v;
+      } else {
+        scan_cell(hh * g.w + ww, v, best, best_v);
       }
     }
   }
-  return best;
-}
-
-/// One step of window_argmax's scan: cell k (value v) replaces the best so far when
-/// !isnan(best_v) && (v > best_v || isnan(v)), written as selects that GCC if-converts
-/// (data-dependent branches here are mispredicted half the time) and vectorises in the 2x2 loops
-/// (with `&` and `|` on the bools instead, GCC 12 vectorises neither).
-template <typename Index>
-[[gnu::always_inline]] inline void scan_cell(Index k, float v, Index& best, float& best_v) {
-  const bool take = best_v == best_v && (v > best_v || v != v);
-  best = take ? k : best;
-  best_v = take ? v : best_v;
-}
-
-/// window_argmax for a window without padding (every cell inside the image): the same rule
-/// without the bounds checks.
-inline int64_t window_argmax_inside(const float* img, const PoolGeometry& g, int64_t p, int64_t q) {
-  const int64_t top = p * g.sh * g.w + q * g.sw;
-  int64_t best = top;
-  float best_v = img[top];
-  for (int64_t i = 0; i < g.kh; ++i)
-    for (int64_t j = 0; j < g.kw; ++j) scan_cell(top + i * g.w + j, img[top + i * g.w + j], best, best_v);
   return best;
 }
 
@@ -179,7 +170,7 @@ bool is_two_by_two(const PoolGeometry& g) {
   return g.kh == 2 && g.kw == 2 && g.sh == 2 && g.sw == 2 && g.ph == 0 && g.pw == 0;
 }
 
-/// window_argmax_inside for a 2x2 window a b / c d: the same scan (scan_cell from a), unrolled, so
+/// window_argmax for a 2x2 window a b / c d: the same scan (scan_cell from a), unrolled, so
 /// that a loop over windows vectorises. Returns the winner's position 0..3 and its value in `v`.
 [[gnu::always_inline]] inline int argmax_2x2(float a, float b, float c, float d, float& v) {
   int k = 0;  // int, not int64_t: the same lane width as the floats
@@ -206,12 +197,11 @@ void max_pool_2x2_row(const float* r0, const float* r1, int64_t q_count, int64_t
 /// Calls fn(img, p, q, k) for every window of every image with k its argmax in image `img`.
 template <typename Fn>
 void for_each_window_argmax(const float* x, const PoolGeometry& g, Fn fn) {
-  const bool inside = g.ph == 0 && g.pw == 0;
   for (int64_t img = 0; img < g.n * g.c; ++img) {
     const float* xi = x + img * g.h * g.w;
     for (int64_t p = 0; p < g.p; ++p)
       for (int64_t q = 0; q < g.q; ++q)  // never -1: padding is at most half the kernel
-        fn(img, p, q, inside ? window_argmax_inside(xi, g, p, q) : window_argmax(xi, g, p, q));
+        fn(img, p, q, window_argmax(xi, g, p, q));
   }
 }
 

@@ -607,9 +607,7 @@ void require_compiled(const Model::Impl& m, const char* what) {
 }
 
 bool stdout_is_tty() { return isatty(fileno(stdout)) != 0; }
-}  // namespace
 
-namespace {
 /// The rows the data nodes gather from. Device placement: the dataset on the device and the
 /// epoch's order as the permutation. Streaming: a prefetcher's two staging slots and the fixed
 /// permutation i -> i mod (2 * batch), so step s reads slot s % 2, where its rows were staged.
@@ -643,13 +641,14 @@ struct DataSource {
     if (!prefetch) perm.copy_from(Tensor::from_vector(order, Shape{n}));  // one upload per epoch
     else stage(0);
   }
-  /// Before step s runs: stages step s + 1 (overlapping step s) and orders step s after its copy.
-  void before_step(int64_t s) {
-    if (!prefetch) return;
-    if ((s + 1) * batch < n) stage(s + 1);
-    prefetch->begin_step(s);
-  }
-  void after_step(int64_t s) {
+  /// Runs step s of the epoch: when streaming, stages step s + 1 first (its copy overlaps step s)
+  /// and orders step s after its own copy.
+  void run_step(int64_t s, graph::Executor& exec) {
+    if (prefetch) {
+      if ((s + 1) * batch < n) stage(s + 1);
+      prefetch->begin_step(s);
+    }
+    exec.run();
     if (prefetch) prefetch->end_step(s);
   }
 
@@ -718,9 +717,7 @@ History Model::fit(const Dataset& train_in, const FitOptions& fo) {
     const bool tty = fo.verbose > 0 && stdout_is_tty();
     const int64_t log_every = fo.log_every > 0 ? fo.log_every : std::max<int64_t>(1, steps / 20);
     for (int64_t s = 0; s < steps; ++s) {
-      src.before_step(s);
-      (s < full ? main : tail).exec->run();
-      src.after_step(s);
+      src.run_step(s, *(s < full ? main : tail).exec);
       ++m.step;
       for (auto& cb : fo.callbacks) cb->on_batch_end(*this, m.step);
       if (tty && ((s + 1) % log_every == 0 || s + 1 == steps)) {
@@ -788,16 +785,10 @@ EvalResult Model::evaluate(const Dataset& data, int64_t batch_size, DataPlacemen
   try {
     Impl::Program main = m.eval_program(B, src.x, src.y, src.perm, data.mean, data.std);
     src.begin_epoch(order);
-    for (int64_t s = 0; s < full; ++s) {
-      src.before_step(s);
-      main.exec->run();
-      src.after_step(s);
-    }
+    for (int64_t s = 0; s < full; ++s) src.run_step(s, *main.exec);
     if (rest) {
       Impl::Program tail = m.eval_program(rest, src.x, src.y, src.perm, data.mean, data.std);
-      src.before_step(full);
-      tail.exec->run();
-      src.after_step(full);
+      src.run_step(full, *tail.exec);
     }
     r.metrics["loss"] = m.acc("loss").item(0) / N;
     if (m.wants("accuracy")) r.metrics["accuracy"] = m.acc("correct").item(0) / N;
