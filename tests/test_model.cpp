@@ -304,6 +304,14 @@ TEST(Model, StreamedTrainingRowsGiveTheSameRunAsDeviceResidentOnesOnCuda) {
   EXPECT_EQ(r.resident.metrics["val_loss"], r.streamed.metrics["val_loss"]);
   EXPECT_EQ(r.w_resident, r.w_streamed);
   EXPECT_EQ(r.eval_resident, r.eval_streamed);
+  // And the streamed CUDA run matches the CPU reference (same names and seed: same initial weights).
+  PlacementRuns c = train_both_ways(Device::cpu(), "stream_g");
+  ASSERT_EQ(c.streamed.metrics["loss"].size(), r.streamed.metrics["loss"].size());
+  for (size_t e = 0; e < c.streamed.metrics["loss"].size(); ++e)
+    EXPECT_NEAR(r.streamed.metrics["loss"][e], c.streamed.metrics["loss"][e],
+                1e-4 * std::max(1.0, c.streamed.metrics["loss"][e]))
+        << "epoch " << e;
+  EXPECT_NEAR(r.eval_streamed, c.eval_streamed, 1e-4 * std::max(1.0, c.eval_streamed));
 }
 
 TEST(Model, PrefetcherRejectsBadRows) {
