@@ -37,4 +37,23 @@ __device__ __forceinline__ T warp_reduce_max(T v) {
   return v;
 }
 
+/// Single-pass grids: true in exactly one block, the last one to arrive, and that block then sees
+/// every write the other blocks made before they called it. Every thread of every block must call
+/// it (it holds barriers), once per launch. `counter` is 0 when the grid starts
+/// (CudaContext::block_counter) and 0 again when the last block has passed: atomicInc wraps it.
+/// The last block reads what the others wrote with __ldcg (L2), not through a possibly stale L1.
+__device__ __forceinline__ bool last_block(unsigned int* counter) {
+  __shared__ int is_last;
+  __threadfence();  // this block's writes reach device scope before its arrival is counted
+  __syncthreads();
+  if (threadIdx.x == 0 && threadIdx.y == 0 && threadIdx.z == 0) {
+    const unsigned int blocks = gridDim.x * gridDim.y * gridDim.z;
+    is_last = atomicInc(counter, blocks - 1) == blocks - 1;
+  }
+  __syncthreads();
+  const bool last = is_last != 0;
+  if (last) __threadfence();
+  return last;
+}
+
 }  // namespace cudl::kernels

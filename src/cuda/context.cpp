@@ -33,12 +33,15 @@ const char* cublas_status_string(cublasStatus_t s) {
 CudaContext::CudaContext(Device device) : ExecContext(device) {
   CUDL_CUDA_CHECK(cudaSetDevice(device.index()));
   CUDL_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  block_counter_ = static_cast<unsigned int*>(memory::cuda_allocate(device.index(), 256));
+  CUDL_CUDA_CHECK(cudaMemsetAsync(block_counter_, 0, 256, stream_));
 }
 
 CudaContext::~CudaContext() {
   // Destructors only log.
   try {
     if (workspace_) memory::cuda_deallocate(device().index(), workspace_, workspace_bytes_);
+    if (block_counter_) memory::cuda_deallocate(device().index(), block_counter_, 256);
     for (auto& [p, n] : retired_) memory::cuda_deallocate(device().index(), p, n);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "cudl: freeing the workspace of %s failed: %s\n", device().str().c_str(), e.what());

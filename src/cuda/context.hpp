@@ -31,6 +31,10 @@ class CudaContext : public ExecContext {
   /// in order, so one buffer is enough). Grows, never shrinks; carve several buffers from one call.
   void* workspace(size_t bytes);
   size_t workspace_size() const { return workspace_bytes_; }
+  /// A device word that is 0 whenever no kernel is running on stream(): single-pass kernels count
+  /// their finished blocks in it (kernels::last_block in kernels/common.cuh), and the last block
+  /// leaves it 0 again. Kernels on one stream run one after another, so one word serves them all.
+  unsigned int* block_counter() const { return block_counter_; }
   /// Blocks the host until all work queued on stream() is done.
   void synchronize();
 
@@ -44,6 +48,7 @@ class CudaContext : public ExecContext {
   cudnnHandle_t cudnn_ = nullptr;
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;
+  unsigned int* block_counter_ = nullptr;
   std::vector<std::pair<void*, size_t>> retired_;  // outgrown workspaces (graphs may still use them)
 };
 
