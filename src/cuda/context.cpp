@@ -33,15 +33,15 @@ const char* cublas_status_string(cublasStatus_t s) {
 CudaContext::CudaContext(Device device) : ExecContext(device) {
   CUDL_CUDA_CHECK(cudaSetDevice(device.index()));
   CUDL_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-  block_counter_ = static_cast<unsigned int*>(memory::cuda_allocate(device.index(), 256));
-  CUDL_CUDA_CHECK(cudaMemsetAsync(block_counter_, 0, 256, stream_));
+  // Its own allocation (not the caching pool, which itself asks for this context).
+  CUDL_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&block_counter_), sizeof(unsigned int)));
+  CUDL_CUDA_CHECK(cudaMemsetAsync(block_counter_, 0, sizeof(unsigned int), stream_));
 }
 
 CudaContext::~CudaContext() {
   // Destructors only log.
   try {
     if (workspace_) memory::cuda_deallocate(device().index(), workspace_, workspace_bytes_);
-    if (block_counter_) memory::cuda_deallocate(device().index(), block_counter_, 256);
     for (auto& [p, n] : retired_) memory::cuda_deallocate(device().index(), p, n);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "cudl: freeing the workspace of %s failed: %s\n", device().str().c_str(), e.what());
@@ -50,6 +50,7 @@ CudaContext::~CudaContext() {
   if (cublaslt_ && cublasLtDestroy(cublaslt_) != CUBLAS_STATUS_SUCCESS)
     std::fprintf(stderr, "cudl: cublasLtDestroy failed\n");
   if (cublas_ && cublasDestroy(cublas_) != CUBLAS_STATUS_SUCCESS) std::fprintf(stderr, "cudl: cublasDestroy failed\n");
+  if (block_counter_ && cudaFree(block_counter_) != cudaSuccess) std::fprintf(stderr, "cudl: cudaFree failed\n");
   if (stream_ && cudaStreamDestroy(stream_) != cudaSuccess) std::fprintf(stderr, "cudl: cudaStreamDestroy failed\n");
 }
 
