@@ -202,13 +202,18 @@ int main(int argc, char** argv) {
     });
     // cross-entropy with fused gradient and accuracy count over (rows, 10) logits
     const int64_t crow = b.smoke ? 301 : (int64_t{1} << 21);
-    DeviceBuffer logits(crow * 10 * 4), dlogits(crow * 10 * 4), labels(crow * 4), loss(4), correct(4);
+    DeviceBuffer logits(crow * 10 * 4), dlogits(crow * 10 * 4), labels(crow * 4), loss(4), correct(4), counter(4);
     BENCH_CUDA(cudaMemset(labels.p, 0, labels.bytes));
+    BENCH_CUDA(cudaMemset(counter.p, 0, counter.bytes));  // the block counter: 0 between launches
+    k::LossSink sink;
+    sink.loss = loss.as<float>();
+    sink.correct = correct.as<int32_t>();
+    sink.counter = static_cast<unsigned int*>(counter.p);
     DeviceBuffer ws(std::max<size_t>(cudl::kernels::loss_workspace_bytes(crow, true), 16));
     fill_pattern(logits);
     b.large("cross-entropy + grad + correct", shape_str({crow, 10}), 8.0 * crow * 10 + 4.0 * crow, [&] {
       k::cross_entropy_loss_cuda(logits.as<float>(), labels.as<int32_t>(), crow, 10, 0.f, true, nullptr,
-                                 loss.as<float>(), dlogits.as<float>(), correct.as<int32_t>(), ws.p, s);
+                                 dlogits.as<float>(), sink, ws.p, s);
     });
   }
 

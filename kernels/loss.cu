@@ -1,5 +1,7 @@
 // kernels/loss.cu — loss kernels: per-element losses with a fused gradient (float4 loads where
-// aligned), warp-per-row cross-entropy family, and a fixed-order final reduction (no float atomics).
+// aligned), warp-per-row cross-entropy family. One launch per loss: each block writes its partial
+// sums, and the last block to finish (kernels::last_block) adds them in a fixed order (no float
+// atomics), writes the loss and updates the metric accumulators.
 #include <math.h>
 
 #include "kernels/common.cuh"
@@ -133,15 +135,53 @@ __device__ __forceinline__ float grad_scale(const float* dloss, float grad_mul) 
   return (dloss ? *dloss : 1.f) * grad_mul;
 }
 
+/// The per-launch reduction target (device view of LossSink plus the per-block partials).
+struct Sink {
+  float* partials;  // one per block (workspace)
+  int* hits;        // one per block, or null (only CE counts correct rows)
+  LossSink out;
+  float divisor;
+  __device__ bool active() const { return out.loss || out.correct || out.loss_acc || out.correct_acc; }
+};
+
+/// Every thread of every block calls this after its share; `total` and `hits` are valid in thread 0.
+/// The last block sums all partials in a fixed order (threads stride over the blocks, then a fixed
+/// tree), so the result does not depend on which block is last.
+__device__ __forceinline__ void finish(const Sink& s, float total, int hits) {
+  __shared__ float scratch[kWarpsPerBlock];
+  __shared__ int scratch_i[kWarpsPerBlock];
+  if (!s.active()) return;  // uniform over the grid
+  if (threadIdx.x == 0) {
+    s.partials[blockIdx.x] = total;
+    if (s.hits) s.hits[blockIdx.x] = hits;
+  }
+  if (!last_block(s.out.counter)) return;
+  float acc = 0.f;
+  int h = 0;
+  for (unsigned i = threadIdx.x; i < gridDim.x; i += blockDim.x) {
+    acc += __ldcg(s.partials + i);
+    if (s.hits) h += __ldcg(s.hits + i);
+  }
+  acc = block_sum(acc, scratch);
+  h = block_sum_int(h, scratch_i);
+  if (threadIdx.x == 0) {
+    const float loss = acc / s.divisor;
+    if (s.out.loss) *s.out.loss = loss;
+    if (s.out.correct) *s.out.correct = h;
+    if (s.out.loss_acc) *s.out.loss_acc += s.out.acc_scale * loss;
+    if (s.out.correct_acc) *s.out.correct_acc += static_cast<float>(h);
+  }
+}
+
 // ---- kernels ----------------------------------------------------------------------------------
 
-/// Per-element loss: each thread sums its grid-stride share (float4 body when `vec`), writes the
-/// scaled gradient, and the block writes its partial sum to partials[blockIdx.x].
+/// Per-element loss: each thread sums its grid-stride share (float4 body when `vec`) and writes the
+/// scaled gradient; the blocks' sums meet in finish().
 template <typename Fn>
 __global__ void __launch_bounds__(kLossBlock)
     elementwise_loss_kernel(Fn fn, const float* __restrict__ pred, const float* __restrict__ target, int64_t n,
                             bool vec, const float* __restrict__ dloss, float grad_mul, float* __restrict__ dpred,
-                            float* __restrict__ partials) {
+                            Sink sink) {
   __shared__ float scratch[kWarpsPerBlock];
   const float scale = dpred ? grad_scale(dloss, grad_mul) : 0.f;
   const int64_t tid = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
@@ -171,10 +211,7 @@ __global__ void __launch_bounds__(kLossBlock)
     acc += fn.value(p, t);
     if (dpred) dpred[i] = fn.grad(p, t) * scale;
   }
-  if (partials) {
-    const float total = block_sum(acc, scratch);
-    if (threadIdx.x == 0) partials[blockIdx.x] = total;
-  }
+  if (sink.active()) finish(sink, block_sum(acc, scratch), 0);
 }
 
 /// One warp per row of logits: online max/sum-exp, sum of logits (smoothing), argmax; then the
@@ -182,7 +219,7 @@ __global__ void __launch_bounds__(kLossBlock)
 __global__ void __launch_bounds__(kLossBlock)
     cross_entropy_kernel(const float* __restrict__ logits, const int32_t* __restrict__ labels, int64_t rows,
                          int64_t cols, float smoothing, const float* __restrict__ dloss, float grad_mul,
-                         float* __restrict__ dpred, float* __restrict__ partials, int* __restrict__ correct_partials) {
+                         float* __restrict__ dpred, Sink sink) {
   __shared__ float scratch[kWarpsPerBlock];
   __shared__ int scratch_i[kWarpsPerBlock];
   const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
@@ -226,20 +263,18 @@ __global__ void __launch_bounds__(kLossBlock)
   }
   if (lane == 0) scratch[warp] = acc, scratch_i[warp] = hits;
   __syncthreads();
-  if (threadIdx.x == 0) {
-    float total = 0.f;
-    int total_hits = 0;
+  float total = 0.f;
+  int total_hits = 0;
+  if (threadIdx.x == 0)
     for (int w = 0; w < kWarpsPerBlock; ++w) total += scratch[w], total_hits += scratch_i[w];
-    partials[blockIdx.x] = total;
-    correct_partials[blockIdx.x] = total_hits;
-  }
+  finish(sink, total, total_hits);
 }
 
 /// One warp per row: loss_i = sum(t) lse - sum(t x); dpred = softmax sum(t) - t.
 __global__ void __launch_bounds__(kLossBlock)
     soft_cross_entropy_kernel(const float* __restrict__ logits, const float* __restrict__ target, int64_t rows,
                               int64_t cols, const float* __restrict__ dloss, float grad_mul, float* __restrict__ dpred,
-                              float* __restrict__ partials) {
+                              Sink sink) {
   __shared__ float scratch[kWarpsPerBlock];
   const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
   const float scale = dpred ? grad_scale(dloss, grad_mul) : 0.f;
@@ -268,18 +303,16 @@ __global__ void __launch_bounds__(kLossBlock)
   }
   if (lane == 0) scratch[warp] = acc;
   __syncthreads();
-  if (threadIdx.x == 0) {
-    float total = 0.f;
+  float total = 0.f;
+  if (threadIdx.x == 0)
     for (int w = 0; w < kWarpsPerBlock; ++w) total += scratch[w];
-    partials[blockIdx.x] = total;
-  }
+  finish(sink, total, 0);
 }
 
 /// One warp per row: loss_i = -x[y]; dpred row = -scale at y, 0 elsewhere.
 __global__ void __launch_bounds__(kLossBlock)
     nll_kernel(const float* __restrict__ logp, const int32_t* __restrict__ labels, int64_t rows, int64_t cols,
-               const float* __restrict__ dloss, float grad_mul, float* __restrict__ dpred,
-               float* __restrict__ partials) {
+               const float* __restrict__ dloss, float grad_mul, float* __restrict__ dpred, Sink sink) {
   __shared__ float scratch[kWarpsPerBlock];
   const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
   const float scale = dpred ? grad_scale(dloss, grad_mul) : 0.f;
@@ -296,31 +329,10 @@ __global__ void __launch_bounds__(kLossBlock)
   }
   if (lane == 0) scratch[warp] = acc;
   __syncthreads();
-  if (threadIdx.x == 0) {
-    float total = 0.f;
+  float total = 0.f;
+  if (threadIdx.x == 0)
     for (int w = 0; w < kWarpsPerBlock; ++w) total += scratch[w];
-    partials[blockIdx.x] = total;
-  }
-}
-
-/// Second pass, one block: sums the partials in a fixed order; loss = total / divisor.
-__global__ void __launch_bounds__(kLossBlock)
-    loss_finalize_kernel(const float* __restrict__ partials, const int* __restrict__ correct_partials, int count,
-                         float divisor, float* __restrict__ loss, int32_t* __restrict__ correct) {
-  __shared__ float scratch[kWarpsPerBlock];
-  __shared__ int scratch_i[kWarpsPerBlock];
-  float acc = 0.f;
-  int hits = 0;
-  for (int i = threadIdx.x; i < count; i += blockDim.x) {
-    acc += partials[i];
-    if (correct_partials) hits += correct_partials[i];
-  }
-  acc = block_sum(acc, scratch);
-  hits = block_sum_int(hits, scratch_i);
-  if (threadIdx.x == 0) {
-    if (loss) *loss = acc / divisor;
-    if (correct) *correct = hits;
-  }
+  finish(sink, total, 0);
 }
 
 unsigned row_blocks(int64_t rows) {
@@ -330,29 +342,16 @@ unsigned row_blocks(int64_t rows) {
 
 unsigned elementwise_blocks(int64_t n) { return grid_for((n + 3) / 4, kLossBlock, kMaxLossBlocks); }
 
-struct Partials {
-  float* sums;
-  int* hits;
-};
-
-Partials carve(void* workspace, unsigned blocks) {
+Sink make_sink(void* workspace, unsigned blocks, bool with_hits, const LossSink& out, float divisor) {
   float* sums = static_cast<float*>(workspace);
-  return {sums, reinterpret_cast<int*>(sums + blocks)};
-}
-
-void finalize(const Partials& p, unsigned blocks, bool with_hits, float divisor, float* loss, int32_t* correct,
-              cudaStream_t stream) {
-  if (!loss && !correct) return;
-  CUDL_LAUNCH(loss_finalize_kernel, 1, kLossBlock, 0, stream)
-  (p.sums, with_hits ? p.hits : nullptr, static_cast<int>(blocks), divisor, loss, correct);
-  check_launch("loss_finalize_kernel");
+  return Sink{sums, with_hits ? reinterpret_cast<int*>(sums + blocks) : nullptr, out, divisor};
 }
 
 template <typename Fn>
 void launch_elementwise(Fn fn, const float* pred, const float* target, int64_t n, bool vec, const float* dloss,
-                        float grad_mul, float* dpred, float* partials, unsigned blocks, cudaStream_t stream) {
+                        float grad_mul, float* dpred, const Sink& sink, unsigned blocks, cudaStream_t stream) {
   CUDL_LAUNCH(elementwise_loss_kernel<Fn>, blocks, kLossBlock, 0, stream)
-  (fn, pred, target, n, vec, dloss, grad_mul, dpred, partials);
+  (fn, pred, target, n, vec, dloss, grad_mul, dpred, sink);
   check_launch("elementwise_loss_kernel");
 }
 
@@ -366,64 +365,60 @@ size_t loss_workspace_bytes(int64_t items, bool per_row) {
 }
 
 void elementwise_loss_cuda(ElementwiseLoss kind, float param, const float* pred, const float* target, int64_t n,
-                           bool mean, const float* dloss, float* loss, float* dpred, void* workspace,
+                           bool mean, const float* dloss, float* dpred, const LossSink& out, void* workspace,
                            cudaStream_t stream) {
   const unsigned blocks = elementwise_blocks(n);
-  const Partials p = carve(workspace, blocks);
+  const Sink sink = make_sink(workspace, blocks, false, out, mean ? static_cast<float>(n) : 1.f);
   const bool vec = aligned16(pred) && aligned16(target) && (!dpred || aligned16(dpred));
   const float grad_mul = mean ? 1.f / static_cast<float>(n) : 1.f;
-  float* partials = loss ? p.sums : nullptr;
   switch (kind) {
     case ElementwiseLoss::Mse:
-      launch_elementwise(MseFn{}, pred, target, n, vec, dloss, grad_mul, dpred, partials, blocks, stream);
+      launch_elementwise(MseFn{}, pred, target, n, vec, dloss, grad_mul, dpred, sink, blocks, stream);
       break;
     case ElementwiseLoss::L1:
-      launch_elementwise(L1Fn{}, pred, target, n, vec, dloss, grad_mul, dpred, partials, blocks, stream);
+      launch_elementwise(L1Fn{}, pred, target, n, vec, dloss, grad_mul, dpred, sink, blocks, stream);
       break;
     case ElementwiseLoss::Huber:
-      launch_elementwise(HuberFn{param}, pred, target, n, vec, dloss, grad_mul, dpred, partials, blocks, stream);
+      launch_elementwise(HuberFn{param}, pred, target, n, vec, dloss, grad_mul, dpred, sink, blocks, stream);
       break;
     case ElementwiseLoss::Bce:
-      launch_elementwise(BceFn{}, pred, target, n, vec, dloss, grad_mul, dpred, partials, blocks, stream);
+      launch_elementwise(BceFn{}, pred, target, n, vec, dloss, grad_mul, dpred, sink, blocks, stream);
       break;
     case ElementwiseLoss::BceWithLogits:
-      launch_elementwise(BceWithLogitsFn{}, pred, target, n, vec, dloss, grad_mul, dpred, partials, blocks, stream);
+      launch_elementwise(BceWithLogitsFn{}, pred, target, n, vec, dloss, grad_mul, dpred, sink, blocks, stream);
       break;
   }
-  finalize(p, blocks, false, mean ? static_cast<float>(n) : 1.f, loss, nullptr, stream);
 }
 
 void cross_entropy_loss_cuda(const float* logits, const int32_t* labels, int64_t rows, int64_t cols, float smoothing,
-                             bool mean, const float* dloss, float* loss, float* dpred, int32_t* correct,
-                             void* workspace, cudaStream_t stream) {
+                             bool mean, const float* dloss, float* dpred, const LossSink& out, void* workspace,
+                             cudaStream_t stream) {
   const unsigned blocks = row_blocks(rows);
-  const Partials p = carve(workspace, blocks);
+  const Sink sink = make_sink(workspace, blocks, true, out, mean ? static_cast<float>(rows) : 1.f);
   const float grad_mul = mean ? 1.f / static_cast<float>(rows) : 1.f;
   CUDL_LAUNCH(cross_entropy_kernel, blocks, kLossBlock, 0, stream)
-  (logits, labels, rows, cols, smoothing, dloss, grad_mul, dpred, p.sums, p.hits);
+  (logits, labels, rows, cols, smoothing, dloss, grad_mul, dpred, sink);
   check_launch("cross_entropy_kernel");
-  finalize(p, blocks, true, mean ? static_cast<float>(rows) : 1.f, loss, correct, stream);
 }
 
 void soft_cross_entropy_loss_cuda(const float* logits, const float* target, int64_t rows, int64_t cols, bool mean,
-                                  const float* dloss, float* loss, float* dpred, void* workspace, cudaStream_t stream) {
+                                  const float* dloss, float* dpred, const LossSink& out, void* workspace,
+                                  cudaStream_t stream) {
   const unsigned blocks = row_blocks(rows);
-  const Partials p = carve(workspace, blocks);
+  const Sink sink = make_sink(workspace, blocks, false, out, mean ? static_cast<float>(rows) : 1.f);
   const float grad_mul = mean ? 1.f / static_cast<float>(rows) : 1.f;
   CUDL_LAUNCH(soft_cross_entropy_kernel, blocks, kLossBlock, 0, stream)
-  (logits, target, rows, cols, dloss, grad_mul, dpred, p.sums);
+  (logits, target, rows, cols, dloss, grad_mul, dpred, sink);
   check_launch("soft_cross_entropy_kernel");
-  finalize(p, blocks, false, mean ? static_cast<float>(rows) : 1.f, loss, nullptr, stream);
 }
 
 void nll_loss_cuda(const float* logp, const int32_t* labels, int64_t rows, int64_t cols, bool mean, const float* dloss,
-                   float* loss, float* dpred, void* workspace, cudaStream_t stream) {
+                   float* dpred, const LossSink& out, void* workspace, cudaStream_t stream) {
   const unsigned blocks = row_blocks(rows);
-  const Partials p = carve(workspace, blocks);
+  const Sink sink = make_sink(workspace, blocks, false, out, mean ? static_cast<float>(rows) : 1.f);
   const float grad_mul = mean ? 1.f / static_cast<float>(rows) : 1.f;
-  CUDL_LAUNCH(nll_kernel, blocks, kLossBlock, 0, stream)(logp, labels, rows, cols, dloss, grad_mul, dpred, p.sums);
+  CUDL_LAUNCH(nll_kernel, blocks, kLossBlock, 0, stream)(logp, labels, rows, cols, dloss, grad_mul, dpred, sink);
   check_launch("nll_kernel");
-  finalize(p, blocks, false, mean ? static_cast<float>(rows) : 1.f, loss, nullptr, stream);
 }
 
 }  // namespace cudl::kernels

@@ -1,5 +1,6 @@
 // tests/test_op_loss.cpp — loss ops: CPU reference vs finite differences and independent
-// formulations, CUDA vs CPU (values, gradients, dloss scaling, accuracy count), NaN, errors.
+// formulations, CUDA vs CPU (values, gradients, dloss scaling, accuracy count, metric
+// accumulators), NaN, errors.
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -17,7 +18,7 @@ namespace {
 const Device kCpu = Device::cpu();
 
 struct LossOut {
-  Tensor loss, dpred, correct;
+  Tensor loss, dpred, correct, loss_acc, correct_acc;
 };
 
 struct LossArgs {
@@ -28,7 +29,11 @@ struct LossArgs {
   bool correct = false;
   bool loss = true;
   int64_t misalign = 0;  // run on views shifted by this many floats (exercises unaligned paths)
+  bool acc = false;      // metric accumulators: loss_acc (and correct_acc for CE), starting at 2.5 / 7
+  double acc_scale = 0;  // f[1]
 };
+
+constexpr float kLossAcc0 = 2.5f, kCorrectAcc0 = 7.f;
 
 /// Runs a loss op on `device` (inputs copied there), returns host copies of the outputs.
 LossOut run_loss(OpKind op, const Tensor& pred, const Tensor& target, Device device, const LossArgs& a = {}) {
@@ -54,14 +59,19 @@ LossOut run_loss(OpKind op, const Tensor& pred, const Tensor& target, Device dev
   OpAttrs attrs;
   attrs.i[0] = static_cast<int64_t>(a.reduction);
   attrs.f[0] = a.param;
-  std::vector<TensorView> outs{tv(loss), a.dpred ? view(dpred, pred.shape(), DType::f32) : TensorView{}};
-  if (a.correct) outs.push_back(tv(correct));
-  if (outs.size() == 2) {
-    run_op(op, {view(p, pred.shape(), pred.dtype()), view(t, target.shape(), target.dtype()), tv(dl)},
-           {outs[0], outs[1]}, attrs, nullptr, "test/loss");
+  const bool ce = op == OpKind::CrossEntropyLoss;
+  Tensor loss_acc = a.acc ? Tensor::full(Shape{1}, kLossAcc0, DType::f32, device) : Tensor();
+  Tensor correct_acc = a.acc && ce ? Tensor::full(Shape{1}, kCorrectAcc0, DType::f32, device) : Tensor();
+  attrs.f[1] = a.acc_scale;
+  const TensorView dp = a.dpred ? view(dpred, pred.shape(), DType::f32) : TensorView{};
+  const TensorView pv = view(p, pred.shape(), pred.dtype()), tgt = view(t, target.shape(), target.dtype());
+  if (a.acc) {
+    run_op(op, {pv, tgt, tv(dl)}, {tv(loss), dp, tv(correct), tv(loss_acc), tv(correct_acc)}, attrs, nullptr,
+           "test/loss");
+  } else if (a.correct) {
+    run_op(op, {pv, tgt, tv(dl)}, {tv(loss), dp, tv(correct)}, attrs, nullptr, "test/loss");
   } else {
-    run_op(op, {view(p, pred.shape(), pred.dtype()), view(t, target.shape(), target.dtype()), tv(dl)},
-           {outs[0], outs[1], outs[2]}, attrs, nullptr, "test/loss");
+    run_op(op, {pv, tgt, tv(dl)}, {tv(loss), dp}, attrs, nullptr, "test/loss");
   }
   LossOut r;
   if (a.loss) r.loss = loss.to(kCpu);
@@ -71,6 +81,8 @@ LossOut run_loss(OpKind op, const Tensor& pred, const Tensor& target, Device dev
     std::memcpy(r.dpred.data(), h.data_as<float>() + off, pred.nbytes());
   }
   if (a.correct) r.correct = correct.to(kCpu);
+  if (a.acc) r.loss_acc = loss_acc.to(kCpu);
+  if (a.acc && ce) r.correct_acc = correct_acc.to(kCpu);
   return r;
 }
 
@@ -330,6 +342,46 @@ TEST(LossCpu, BadArgumentsNameOpAndShapes) {
       {"HuberLoss", "delta"});
 }
 
+TEST(LossCpu, AccumulatorsAddTheScaledLossAndTheCorrectCount) {
+  // loss_acc += f[1] * loss and correct_acc += correct, in f32 (what an Accumulate node computes).
+  Tensor x = random_tensor(Shape{9, 4}, 71, -3, 3);
+  Tensor y = random_labels(9, 4, 72);
+  LossArgs a;
+  a.correct = true;
+  a.acc = true;
+  a.acc_scale = 9;
+  LossOut r = run_loss(OpKind::CrossEntropyLoss, x, y, kCpu, a);
+  EXPECT_EQ(r.loss_acc.item(), static_cast<double>(kLossAcc0 + 9.f * static_cast<float>(r.loss.item())));
+  EXPECT_EQ(r.correct_acc.item(), static_cast<double>(kCorrectAcc0 + static_cast<float>(r.correct.item())));
+  // Without the loss output (only the accumulators), and for an elementwise loss with Sum.
+  a.loss = false;
+  a.dpred = false;
+  a.correct = false;
+  LossOut q = run_loss(OpKind::CrossEntropyLoss, x, y, kCpu, a);
+  EXPECT_EQ(q.loss_acc.item(), r.loss_acc.item());
+  EXPECT_EQ(q.correct_acc.item(), r.correct_acc.item());
+  auto [p, t] = elementwise_inputs(OpKind::L1Loss, 50, 73);
+  LossArgs e;
+  e.reduction = Reduction::Sum;
+  e.acc = true;
+  e.acc_scale = 0.25;
+  LossOut l = run_loss(OpKind::L1Loss, p, t, kCpu, e);
+  EXPECT_EQ(l.loss_acc.item(), static_cast<double>(kLossAcc0 + 0.25f * static_cast<float>(l.loss.item())));
+}
+
+TEST(LossCpu, AccumulatorErrorsNameTheOutput) {
+  Tensor x = random_tensor(Shape{4, 3}, 74);
+  Tensor y = random_labels(4, 3, 75);
+  Tensor loss = Tensor::zeros(Shape{1}), bad = Tensor::zeros(Shape{2}), acc = Tensor::zeros(Shape{1});
+  expect_error([&] { run_op(OpKind::CrossEntropyLoss, {tv(x), tv(y), {}}, {tv(loss), {}, {}, tv(bad)}, {}, nullptr, "t"); },
+               {"CrossEntropyLoss", "loss_acc", "(2,)"});
+  expect_error(
+      [&] { run_op(OpKind::CrossEntropyLoss, {tv(x), tv(y), {}}, {tv(loss), {}, {}, {}, tv(bad)}, {}, nullptr, "t"); },
+      {"CrossEntropyLoss", "correct_acc", "(2,)"});
+  expect_error([&] { run_op(OpKind::MseLoss, {tv(x), tv(x), {}}, {tv(loss), {}, {}, {}, tv(acc)}, {}, nullptr, "t"); },
+               {"MseLoss", "correct_acc"});
+}
+
 // ---------------------------------------------------------------- CUDA vs CPU -------------------
 
 namespace {
@@ -341,6 +393,8 @@ void expect_cuda_matches_cpu(OpKind op, const Tensor& pred, const Tensor& target
   if (a.loss) EXPECT_TRUE(all_close(g.loss, c.loss, atol, rtol)) << "loss";
   if (a.dpred) EXPECT_TRUE(all_close(g.dpred, c.dpred, atol, rtol)) << "dpred";
   if (a.correct) EXPECT_TRUE(all_close(g.correct, c.correct, 0, 0)) << "correct";
+  if (a.acc) EXPECT_TRUE(all_close(g.loss_acc, c.loss_acc, atol, rtol)) << "loss_acc";
+  if (a.acc && op == OpKind::CrossEntropyLoss) EXPECT_TRUE(all_close(g.correct_acc, c.correct_acc, 0, 0)) << "correct_acc";
 }
 
 }  // namespace
@@ -500,7 +554,7 @@ TEST(LossCuda, DeterministicRunToRun) {
 TEST(LossCuda, FusedLaunchesAndNoHostRoundTrip) {
   CUDL_REQUIRE_CUDA();
   // Inputs and outputs already on the device: the op must read dloss on the device (no copy to
-  // the host), fuse forward, gradient and accuracy into one kernel, then one final reduction.
+  // the host) and fuse forward, gradient, accuracy and the final reduction into one kernel.
   const Device gpu = Device::cuda();
   Tensor x = random_tensor(Shape{37, 33}, 99, -2, 2, gpu);
   Tensor y = random_labels(37, 33, 98, gpu);
@@ -514,7 +568,7 @@ TEST(LossCuda, FusedLaunchesAndNoHostRoundTrip) {
   run_op(OpKind::CrossEntropyLoss, {tv(x), tv(y), tv(dloss)}, {tv(loss), tv(dpred), tv(correct)}, attrs);
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   const auto c = cudl_emu::counters();
-  EXPECT_EQ(c.kernel_launches, 2u);
+  EXPECT_EQ(c.kernel_launches, 1u);
   EXPECT_EQ(c.memcpy_d2h + c.memcpy_h2d + c.memcpy_d2d, 0u);
   // And the values are those of the CPU reference.
   LossArgs a;
@@ -528,3 +582,44 @@ TEST(LossCuda, FusedLaunchesAndNoHostRoundTrip) {
   EXPECT_TRUE(all_close(correct.to(kCpu), e.correct, 0, 0));
 }
 #endif
+
+TEST(LossCuda, AccumulatorsMatchCpuOverManyBlocks) {
+  // Enough rows / elements for hundreds of blocks: the last block to finish sums every block's
+  // partials and updates the accumulators (under each emulator schedule a different block is last).
+  CUDL_REQUIRE_CUDA();
+  for (int64_t n : {1, 37, 3001}) {
+    SCOPED_TRACE("n=" + std::to_string(n));
+    Tensor x = random_tensor(Shape{n, 10}, 700 + n, -4, 4);
+    Tensor y = random_labels(n, 10, 800 + n);
+    LossArgs a;
+    a.correct = true;
+    a.acc = true;
+    a.acc_scale = static_cast<double>(n);
+    expect_cuda_matches_cpu(OpKind::CrossEntropyLoss, x, y, a, 1e-4, 1e-5);
+    a.loss = a.dpred = a.correct = false;  // accumulators only
+    expect_cuda_matches_cpu(OpKind::CrossEntropyLoss, x, y, a, 1e-4, 1e-5);
+    LossArgs b;
+    b.acc = true;
+    b.acc_scale = 0.5;
+    expect_cuda_matches_cpu(OpKind::SoftCrossEntropyLoss, x, probability_rows(n, 10, 900 + n), b, 1e-4, 1e-5);
+    expect_cuda_matches_cpu(OpKind::NllLoss, log_softmax_rows(x), y, b, 1e-4, 1e-5);
+    auto [p, t] = elementwise_inputs(OpKind::MseLoss, n * 10, 950 + n);
+    expect_cuda_matches_cpu(OpKind::MseLoss, p, t, b, 1e-4, 1e-5);
+  }
+}
+
+TEST(LossCuda, RepeatedLaunchesLeaveTheBlockCounterAtZero) {
+  // Each launch's last block returns the stream's block counter to 0; if it did not, the next
+  // launch would pick the wrong last block and skip or garble its reduction.
+  CUDL_REQUIRE_CUDA();
+  Tensor x = random_tensor(Shape{333, 7}, 61, -4, 4);
+  Tensor y = random_labels(333, 7, 62);
+  LossArgs a;
+  a.correct = true;
+  const LossOut c = run_loss(OpKind::CrossEntropyLoss, x, y, kCpu, a);
+  for (int rep = 0; rep < 3; ++rep) {
+    const LossOut g = run_loss(OpKind::CrossEntropyLoss, x, y, Device::cuda(), a);
+    EXPECT_NEAR(g.loss.item(), c.loss.item(), 1e-5) << "launch " << rep;
+    EXPECT_EQ(g.correct.item(), c.correct.item()) << "launch " << rep;
+  }
+}

@@ -26,9 +26,9 @@ LossProblem check_loss_call(const OpCall& call) {
   LossProblem p;
   if (call.n_inputs < 2 || call.n_inputs > 3)
     CUDL_FAIL(name, " (", call.label, "): expects inputs (pred, target, [dloss]), got ", call.n_inputs, " inputs");
-  if (call.n_outputs < 1 || call.n_outputs > 3)
-    CUDL_FAIL(name, " (", call.label, "): expects outputs (loss, [dpred], [correct]), got ", call.n_outputs,
-              " outputs");
+  if (call.n_outputs < 1 || call.n_outputs > 5)
+    CUDL_FAIL(name, " (", call.label, "): expects outputs (loss, [dpred], [correct], [loss_acc], [correct_acc]), got ",
+              call.n_outputs, " outputs");
   const TensorView& pred = call.in(0);
   const TensorView& target = call.in(1);
   if (!pred.defined() || !target.defined()) CUDL_FAIL(name, " (", call.label, "): pred and target are required");
@@ -90,8 +90,23 @@ LossProblem check_loss_call(const OpCall& call) {
     if (c.dtype != DType::i32 || c.numel() != 1)
       CUDL_FAIL(name, " (", call.label, "): correct must be i32 with one element, got ", c.dtype, " ", c.shape);
   }
-  if (!p.has_loss && !p.has_dpred && !p.has_correct)
-    CUDL_FAIL(name, " (", call.label, "): no output requested (loss, dpred and correct are all undefined)");
+  p.has_loss_acc = call.has_out(3);
+  if (p.has_loss_acc) {
+    const TensorView& a = call.out(3);
+    if (a.dtype != DType::f32 || a.numel() != 1)
+      CUDL_FAIL(name, " (", call.label, "): loss_acc must be f32 with one element, got ", a.dtype, " ", a.shape);
+    p.acc_scale = static_cast<float>(call.attrs.f[1]);
+  }
+  p.has_correct_acc = call.has_out(4);
+  if (p.has_correct_acc) {
+    if (call.op != OpKind::CrossEntropyLoss)
+      CUDL_FAIL(name, " (", call.label, "): only CrossEntropyLoss has a `correct_acc` output");
+    const TensorView& a = call.out(4);
+    if (a.dtype != DType::f32 || a.numel() != 1)
+      CUDL_FAIL(name, " (", call.label, "): correct_acc must be f32 with one element, got ", a.dtype, " ", a.shape);
+  }
+  if (!p.has_loss && !p.has_dpred && !p.has_correct && !p.has_loss_acc && !p.has_correct_acc)
+    CUDL_FAIL(name, " (", call.label, "): no output requested (loss, dpred, correct and the accumulators are all undefined)");
 
   const int64_t red = call.attrs.i[0];
   if (red != static_cast<int64_t>(Reduction::Mean) && red != static_cast<int64_t>(Reduction::Sum))
@@ -118,9 +133,11 @@ double grad_scale(const OpCall& call, const LossProblem& p) {
   return s;
 }
 
+/// Writes the loss and adds it to the loss accumulator (in f32, as an Accumulate node would).
 void write_loss(const OpCall& call, const LossProblem& p, double total) {
-  if (p.has_loss)
-    *call.out(0).as<float>() = static_cast<float>(p.mean ? total / static_cast<double>(p.divisor()) : total);
+  const float loss = static_cast<float>(p.mean ? total / static_cast<double>(p.divisor()) : total);
+  if (p.has_loss) *call.out(0).as<float>() = loss;
+  if (p.has_loss_acc) *call.out(3).as<float>() += p.acc_scale * loss;
 }
 
 // --- per-element losses: value(pred, target) and d value / d pred, in double -------------------
@@ -238,6 +255,7 @@ void cross_entropy_loss(const OpCall& call) {
   }
   write_loss(call, p, total);
   if (p.has_correct) *call.out(2).as<int32_t>() = correct;
+  if (p.has_correct_acc) *call.out(4).as<float>() += static_cast<float>(correct);
 }
 
 // loss_i = -sum_c t_c log_softmax(x)_c = sum(t) * lse - sum_c t_c x_c; dpred = softmax * sum(t) - t.

@@ -17,6 +17,8 @@ struct LossProblem {
   bool mean = true;  // Reduction::Mean: divide by `divisor()`
   double param = 0;  // Huber delta, or CrossEntropy label smoothing
   bool has_loss = false, has_dpred = false, has_dloss = false, has_correct = false;
+  bool has_loss_acc = false, has_correct_acc = false;  // metric accumulators (out 3, out 4)
+  float acc_scale = 1.f;                               // f[1]: loss_acc += acc_scale * loss
 
   int64_t divisor() const { return per_sample ? rows : n; }
 };

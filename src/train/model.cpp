@@ -256,38 +256,27 @@ struct Model::Impl {
     }
     ValueId target_v = target;
     if (!label_loss() && ps != ts) target_v = g.add_view(target, ps, "loss", Phase::Loss);
+    // The loss op adds to the metric accumulators itself (outputs 3 and 4), so metrics cost no
+    // extra launch: loss_acc += B * mean loss, correct_acc += rows whose argmax is the label.
     OpAttrs a;
     a.i[0] = static_cast<int64_t>(Reduction::Mean);
     a.f[0] = loss_op() == OpKind::HuberLoss ? opts.loss.huber_delta : opts.loss.label_smoothing;
+    a.f[1] = static_cast<double>(c.batch);
     ValueId loss = g.add_value("loss.value", Shape{1}, DType::f32, Role::Intermediate);
     ValueId dpred = with_grad ? g.add_value("loss.dpred", ps, DType::f32, Role::Intermediate) : kNone;
-    ValueId correct = kNone;
-    std::vector<ValueId> outs{loss, dpred};
+    std::vector<ValueId> outs{loss, dpred, kNone, bind_state(c, "metric.loss", acc("loss"))};
     if (wants("accuracy")) {
       if (loss_op() != OpKind::CrossEntropyLoss)
         CUDL_FAIL("model ", name, ": metric accuracy needs the sparse_categorical_crossentropy loss");
-      correct = g.add_value("loss.correct", Shape{1}, DType::i32, Role::Intermediate);
-      outs.push_back(correct);
+      outs.push_back(bind_state(c, "metric.correct", acc("correct")));
     }
     g.add_node(loss_op(), a, {pred, target_v, kNone}, outs, "loss", Phase::Loss);
-    OpAttrs scale;
-    scale.f[0] = static_cast<double>(c.batch);
-    g.add_node(OpKind::Accumulate, scale, {loss}, {bind_state(c, "metric.loss", acc("loss"))}, "metrics",
-               Phase::Metrics);
-    if (correct != kNone) {
-      OpAttrs one;
-      one.f[0] = 1.0;
-      g.add_node(OpKind::Accumulate, one, {correct}, {bind_state(c, "metric.correct", acc("correct"))}, "metrics",
-                 Phase::Metrics);
-    }
-    if (wants("mae")) {
-      ValueId mae = g.add_value("metric.mae_batch", Shape{1}, DType::f32, Role::Intermediate);
+    if (wants("mae")) {  // the batch's L1 sum, averaged over the elements of a sample, accumulated
       OpAttrs s;
       s.i[0] = static_cast<int64_t>(Reduction::Sum);
-      g.add_node(OpKind::L1Loss, s, {pred, target_v, kNone}, {mae, kNone}, "metrics", Phase::Metrics);
-      OpAttrs one;
-      one.f[0] = 1.0 / std::max<int64_t>(1, ps.numel() / std::max<int64_t>(c.batch, 1));
-      g.add_node(OpKind::Accumulate, one, {mae}, {bind_state(c, "metric.mae", acc("mae"))}, "metrics", Phase::Metrics);
+      s.f[1] = 1.0 / std::max<int64_t>(1, ps.numel() / std::max<int64_t>(c.batch, 1));
+      g.add_node(OpKind::L1Loss, s, {pred, target_v, kNone}, {kNone, kNone, kNone, bind_state(c, "metric.mae", acc("mae"))},
+                 "metrics", Phase::Metrics);
     }
     return {loss, dpred};
   }
