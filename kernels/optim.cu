@@ -193,12 +193,22 @@ struct ScaleOp {
 
 // --- the multi-tensor kernel -----------------------------------------------------------------------
 
-// aux: hyper {lr, t} (or the clipping coefficient) on the device
+// aux: hyper {lr, t} (or the clipping coefficient) on the device. With `counter`, the step
+// computes with t = hyper[1] + 1 and, when `t_out` is set (the last launch of a list), the last
+// block stores that t there after every block has read the old one.
 template <int D, typename Op>
 static __global__ void __launch_bounds__(kBlock)
-    multi_tensor_kernel(TensorList<D> list, Op op, const float* __restrict__ aux) {
+    multi_tensor_kernel(TensorList<D> list, Op op, const float* aux, unsigned int* counter,
+                        float* t_out) {
   constexpr unsigned kWrites = Op::writes(D);
-  const typename Op::Step s = op.prepare(aux);
+  float advanced[2] = {0.f, 0.f};
+  const float* h = aux;
+  if (counter) {
+    advanced[0] = aux[0];
+    advanced[1] = aux[1] + 1.f;  // as an Increment node would add it, in f32
+    h = advanced;
+  }
+  const typename Op::Step s = op.prepare(h);
   const int64_t chunks = list.chunk_start[list.n];
   for (int64_t c = blockIdx.x; c < chunks; c += gridDim.x) {
     const int k = group_of_chunk(list, c);
@@ -235,6 +245,7 @@ static __global__ void __launch_bounds__(kBlock)
         if (kWrites & (1u << d)) p[d][i] = e[d];
     }
   }
+  if (t_out && last_block(counter) && threadIdx.x == 0) *t_out = advanced[1];
 }
 
 namespace {
@@ -263,46 +274,58 @@ unsigned grid_for_chunks(int64_t chunks) {
 
 /// Launches `op` over every group, as few launches as the argument space allows.
 template <int D, typename Op>
-void multi_tensor_apply(const char* name, const Op& op, const float* aux, float* const* ptrs, const int64_t* sizes,
-                        int n, cudaStream_t stream) {
+void multi_tensor_apply(const char* name, const Op& op, float* aux, float* const* ptrs, const int64_t* sizes,
+                        int n, cudaStream_t stream, unsigned int* advance_t = nullptr) {
   auto* const kernel = &multi_tensor_kernel<D, Op>;
   int next = 0;
+  bool advanced = false;
   while (next < n) {
     TensorList<D> list;
     next = pack(list, ptrs, sizes, n, next);
     if (list.n == 0) continue;
-    CUDL_LAUNCH(kernel, grid_for_chunks(list.chunk_start[list.n]), kBlock, 0, stream)(list, op, aux);
+    bool last = true;  // does a later launch follow? (only nonzero groups launch)
+    for (int k = next; k < n; ++k) last = last && sizes[k] == 0;
+    float* t_out = advance_t && last ? aux + 1 : nullptr;
+    CUDL_LAUNCH(kernel, grid_for_chunks(list.chunk_start[list.n]), kBlock, 0, stream)(list, op, aux, advance_t, t_out);
+    check_launch(name);
+    advanced = advanced || t_out;
+  }
+  if (advance_t && !advanced) {  // every tensor is empty: t still advances
+    TensorList<D> list;
+    list.n = 0;
+    list.chunk_start[0] = 0;
+    CUDL_LAUNCH(kernel, 1, kBlock, 0, stream)(list, op, aux, advance_t, aux + 1);
     check_launch(name);
   }
 }
 
 }  // namespace
 
-void sgd_step_cuda(const float* hyper, float* const* ptrs, const int64_t* sizes, int n, int depth, float momentum,
-                   float dampening, float weight_decay, bool nesterov, cudaStream_t stream) {
+void sgd_step_cuda(float* hyper, float* const* ptrs, const int64_t* sizes, int n, int depth, float momentum,
+                   float dampening, float weight_decay, bool nesterov, cudaStream_t stream, unsigned int* advance_t) {
   const SgdOp op{momentum, dampening, weight_decay, nesterov};
   if (depth == 3)
-    multi_tensor_apply<3>("sgd_step_kernel", op, hyper, ptrs, sizes, n, stream);
+    multi_tensor_apply<3>("sgd_step_kernel", op, hyper, ptrs, sizes, n, stream, advance_t);
   else
-    multi_tensor_apply<2>("sgd_step_kernel", op, hyper, ptrs, sizes, n, stream);
+    multi_tensor_apply<2>("sgd_step_kernel", op, hyper, ptrs, sizes, n, stream, advance_t);
 }
 
-void adam_step_cuda(const float* hyper, float* const* ptrs, const int64_t* sizes, int n, double beta1, double beta2,
-                    float eps, float weight_decay, bool decoupled, cudaStream_t stream) {
+void adam_step_cuda(float* hyper, float* const* ptrs, const int64_t* sizes, int n, double beta1, double beta2,
+                    float eps, float weight_decay, bool decoupled, cudaStream_t stream, unsigned int* advance_t) {
   const AdamOp op{beta1, beta2, eps, weight_decay, decoupled};
-  multi_tensor_apply<4>("adam_step_kernel", op, hyper, ptrs, sizes, n, stream);
+  multi_tensor_apply<4>("adam_step_kernel", op, hyper, ptrs, sizes, n, stream, advance_t);
 }
 
-void rmsprop_step_cuda(const float* hyper, float* const* ptrs, const int64_t* sizes, int n, double alpha, float eps,
-                       float weight_decay, cudaStream_t stream) {
+void rmsprop_step_cuda(float* hyper, float* const* ptrs, const int64_t* sizes, int n, double alpha, float eps,
+                       float weight_decay, cudaStream_t stream, unsigned int* advance_t) {
   const RmspropOp op{static_cast<float>(alpha), static_cast<float>(1.0 - alpha), eps, weight_decay};
-  multi_tensor_apply<3>("rmsprop_step_kernel", op, hyper, ptrs, sizes, n, stream);
+  multi_tensor_apply<3>("rmsprop_step_kernel", op, hyper, ptrs, sizes, n, stream, advance_t);
 }
 
-void adagrad_step_cuda(const float* hyper, float* const* ptrs, const int64_t* sizes, int n, float eps,
-                       float weight_decay, double lr_decay, cudaStream_t stream) {
+void adagrad_step_cuda(float* hyper, float* const* ptrs, const int64_t* sizes, int n, float eps,
+                       float weight_decay, double lr_decay, cudaStream_t stream, unsigned int* advance_t) {
   const AdagradOp op{eps, weight_decay, lr_decay};
-  multi_tensor_apply<3>("adagrad_step_kernel", op, hyper, ptrs, sizes, n, stream);
+  multi_tensor_apply<3>("adagrad_step_kernel", op, hyper, ptrs, sizes, n, stream, advance_t);
 }
 
 void weight_penalty_cuda(float* const* ptrs, const int64_t* sizes, int n, float l1, float l2, cudaStream_t stream) {

@@ -11,19 +11,24 @@ namespace cudl::kernels {
 
 // Every launcher takes `n` groups of `depth` tensors as ptrs[k * depth + d] (group k, tensor d),
 // each group's tensors of sizes[k] f32 elements. hyper: device f32 {lr, t}, read by the kernels.
+// advance_t (nullable; CudaContext::block_counter): the step advances t itself, so no separate
+// Increment launch is needed: every block computes with t = hyper[1] + 1, and the last block of the
+// last launch stores that to hyper[1] once every block has read the old value.
 
 /// torch.optim.SGD; depth 2 (param, grad) without momentum, 3 (param, grad, buf) with.
-void sgd_step_cuda(const float* hyper, float* const* ptrs, const int64_t* sizes, int n, int depth, float momentum,
-                   float dampening, float weight_decay, bool nesterov, cudaStream_t stream);
+void sgd_step_cuda(float* hyper, float* const* ptrs, const int64_t* sizes, int n, int depth, float momentum,
+                   float dampening, float weight_decay, bool nesterov, cudaStream_t stream,
+                   unsigned int* advance_t = nullptr);
 /// torch.optim.Adam / AdamW; depth 4 (param, grad, m, v).
-void adam_step_cuda(const float* hyper, float* const* ptrs, const int64_t* sizes, int n, double beta1, double beta2,
-                    float eps, float weight_decay, bool decoupled, cudaStream_t stream);
+void adam_step_cuda(float* hyper, float* const* ptrs, const int64_t* sizes, int n, double beta1, double beta2,
+                    float eps, float weight_decay, bool decoupled, cudaStream_t stream,
+                    unsigned int* advance_t = nullptr);
 /// torch.optim.RMSprop (not centered, no momentum); depth 3 (param, grad, sq_avg).
-void rmsprop_step_cuda(const float* hyper, float* const* ptrs, const int64_t* sizes, int n, double alpha, float eps,
-                       float weight_decay, cudaStream_t stream);
+void rmsprop_step_cuda(float* hyper, float* const* ptrs, const int64_t* sizes, int n, double alpha, float eps,
+                       float weight_decay, cudaStream_t stream, unsigned int* advance_t = nullptr);
 /// torch.optim.Adagrad; depth 3 (param, grad, sum).
-void adagrad_step_cuda(const float* hyper, float* const* ptrs, const int64_t* sizes, int n, float eps,
-                       float weight_decay, double lr_decay, cudaStream_t stream);
+void adagrad_step_cuda(float* hyper, float* const* ptrs, const int64_t* sizes, int n, float eps,
+                       float weight_decay, double lr_decay, cudaStream_t stream, unsigned int* advance_t = nullptr);
 /// grad += l1 * sign(param) + l2 * param; depth 2 (param, grad).
 void weight_penalty_cuda(float* const* ptrs, const int64_t* sizes, int n, float l1, float l2, cudaStream_t stream);
 

@@ -209,6 +209,42 @@ TEST(Optim, AdamAndAdamWMatchTorchRule) {
       }
 }
 
+TEST(Optim, AdvancingTEqualsIncrementThenStep) {
+  // i[1] = 1 on the CPU reference: hyper[1] += 1, then exactly the step a separate Increment +
+  // step would give (bitwise), on both devices.
+  for (Device d : devices()) {
+    SCOPED_TRACE(::testing::Message() << d);
+    OpAttrs a;
+    a.f[0] = 0.9;
+    a.f[1] = 0.99;
+    a.f[2] = 1e-3;
+    Tensor p1 = to_tensor(kP0, d), p2 = to_tensor(kP0, d);
+    Tensor m1 = Tensor::zeros(Shape{7}, DType::f32, d), v1 = Tensor::zeros(Shape{7}, DType::f32, d);
+    Tensor m2 = m1.clone(), v2 = v1.clone();
+    Tensor h1 = hyper(0.1, 0, d), h2 = hyper(0.1, 0, d);
+    OpAttrs adv = a;
+    adv.i[1] = 1;
+    for (int t = 1; t <= 3; ++t) {
+      Vec g(kP0.size());
+      for (size_t i = 0; i < g.size(); ++i) g[i] = grad_at(t, i);
+      Tensor gt = to_tensor(g, d);
+      h1.copy_from(hyper(0.1, t, d));  // the separate Increment's result
+      run(OpKind::AdamStep, {h1, p1, gt, m1, v1}, {}, a, d);
+      run(OpKind::AdamStep, {h2, p2, gt, m2, v2}, {}, adv, d);
+      EXPECT_EQ(h2.to(Device::cpu()).to_vector<float>()[1], static_cast<float>(t));
+    }
+    EXPECT_TRUE(all_close(p2.to(Device::cpu()), p1.to(Device::cpu()), 0, 0));
+    EXPECT_TRUE(all_close(v2.to(Device::cpu()), v1.to(Device::cpu()), 0, 0));
+  }
+  // A t that would still be below 1 is refused, and hyper is left as it was.
+  Tensor h = hyper(0.1, -1), p = to_tensor(kP0, Device::cpu());
+  OpAttrs adv;
+  adv.i[1] = 1;
+  const std::string msg = error_message([&] { run(OpKind::SgdStep, {h, p, p.clone()}, {}, adv, Device::cpu()); });
+  EXPECT_NE(msg.find("hyper[1] + 1"), std::string::npos) << msg;
+  EXPECT_EQ(h.to_vector<float>()[1], -1.f);
+}
+
 TEST(Optim, RmspropMatchesTorchRule) {
   for (Device d : devices())
     for (double wd : {0.0, 0.02}) {
@@ -297,8 +333,10 @@ TEST(Optim, BadArgumentsNameOpAndShapes) {
 namespace {
 
 // Runs `op` for 3 steps on CPU and CUDA over `sizes` parameters (one multi-tensor call per step) and
-// compares parameters and every state tensor.
+// compares parameters and every state tensor. With a.i[1] set (the step advances t itself), hyper
+// holds t - 1 before each call and must hold t after it, on both backends.
 void compare_many(OpKind op, const OpAttrs& a, int n_state, const std::vector<int64_t>& sizes, double tol) {
+  const bool advance = a.i[1] != 0;
   const Device gpu = Device::cuda();
   struct Side {
     std::vector<Tensor> p, s;
@@ -313,10 +351,11 @@ void compare_many(OpKind op, const OpAttrs& a, int n_state, const std::vector<in
       cuda.s.push_back(s.to(gpu));
     }
   }
-  Tensor hg = hyper(0, 1, gpu);
+  Tensor hg = hyper(0, 1, gpu), hc = hyper(0, 1);
   for (int t = 1; t <= 3; ++t) {
-    std::vector<Tensor> in_c = {hyper(kLr[t - 1], t)}, in_g = {hg};
-    hg.copy_from(hyper(kLr[t - 1], t));
+    std::vector<Tensor> in_c = {hc}, in_g = {hg};
+    hc.copy_from(hyper(kLr[t - 1], advance ? t - 1 : t));
+    hg.copy_from(hc);
     for (size_t k = 0; k < sizes.size(); ++k) {
       Tensor g = random_tensor(Shape{sizes[k]}, 5000 + 10 * k + t, -2, 2);
       in_c.push_back(cpu.p[k]);
@@ -330,6 +369,9 @@ void compare_many(OpKind op, const OpAttrs& a, int n_state, const std::vector<in
     }
     run(op, in_c, {}, a, Device::cpu());
     run(op, in_g, {}, a, gpu);
+    EXPECT_EQ(hc.to_vector<float>()[1], static_cast<float>(t)) << op_name(op) << " CPU t after step " << t;
+    EXPECT_EQ(hg.to(Device::cpu()).to_vector<float>()[1], static_cast<float>(t))
+        << op_name(op) << " CUDA t after step " << t;
   }
   for (size_t k = 0; k < sizes.size(); ++k) {
     EXPECT_TRUE(all_close(cuda.p[k].to(Device::cpu()), cpu.p[k], tol, tol)) << op_name(op) << " param " << k;
@@ -390,6 +432,36 @@ TEST(OptimCuda, RmspropAndAdagradEqualCpu) {
   g.f[2] = 0.1;
   compare_many(OpKind::AdagradStep, g, 1, kOddSizes, 2e-6);
   compare_many(OpKind::AdagradStep, g, 1, many_small_sizes(), 2e-6);
+}
+
+// i[1]: the step advances t itself (one launch instead of Increment + step). Every block must use
+// the new t, and the last block of the last launch stores it, exactly once, also when the list takes
+// several launches (many_small_sizes) and when several blocks run per launch (4097 elements).
+TEST(OptimCuda, StepsThatAdvanceTEqualCpu) {
+  CUDL_REQUIRE_CUDA();
+  OpAttrs sgd;
+  sgd.f[0] = 0.9;
+  sgd.i[1] = 1;
+  compare_many(OpKind::SgdStep, sgd, 1, kOddSizes, 2e-6);
+  OpAttrs adam;
+  adam.f[0] = 0.9;
+  adam.f[1] = 0.999;
+  adam.f[2] = 1e-8;
+  adam.i[1] = 1;
+  compare_many(OpKind::AdamStep, adam, 2, kOddSizes, 2e-6);
+  compare_many(OpKind::AdamStep, adam, 2, many_small_sizes(), 2e-6);
+  std::vector<int64_t> big(3, 3 * 4096 + 5);  // 9 chunks per tensor: many blocks in one launch
+  compare_many(OpKind::AdamStep, adam, 2, big, 2e-6);
+  OpAttrs rms;
+  rms.f[0] = 0.99;
+  rms.f[1] = 1e-8;
+  rms.i[1] = 1;
+  compare_many(OpKind::RmspropStep, rms, 1, kOddSizes, 2e-6);
+  OpAttrs ada;
+  ada.f[0] = 1e-10;
+  ada.f[2] = 0.1;
+  ada.i[1] = 1;
+  compare_many(OpKind::AdagradStep, ada, 1, many_small_sizes(), 2e-6);
 }
 
 TEST(OptimCuda, WeightPenaltyEqualsCpu) {

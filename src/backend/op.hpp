@@ -118,7 +118,7 @@ enum class OpKind : int {
   // never counts as correct. The final reduction is deterministic (fixed-order partials, no float
   // atomics); on CUDA each loss is one kernel launch, whose last block does that reduction.
   // --- optimizers (kernels/optim.cu, src/cpu/optim.cpp): multi-tensor, in place ---
-  // in: hyper (f32 on the device: [0]=lr, [1]=step t, 1-based, already incremented), then per
+  // in: hyper (f32 on the device: [0]=lr, [1]=step t, 1-based, already incremented unless i[1]), then per
   // parameter a group of tensors; out: none (updates in place). See optim attrs below.
   SgdStep,         // groups: (param, grad, [momentum_buf]); f[0]=momentum f[1]=dampening
                    // f[2]=weight_decay i[0]=nesterov
@@ -140,7 +140,10 @@ enum class OpKind : int {
   // *lr_decay), sum += g^2, p -= clr*g/(sqrt(sum)+eps). Gradients are never modified by the steps.
   // WeightPenalty takes the hyper slot too (input 0, unused, may be undefined); sign(0) = 0.
   // ClipGradNorm has no hyper input: inputs are the gradients; f[0]=max_norm > 0; a NaN norm gives
-  // NaN gradients (like torch). On CUDA one launch covers every tensor of the list (more launches
+  // NaN gradients (like torch). Sgd/Adam/Rmsprop/AdagradStep with i[1] != 0 advance t themselves
+  // (hyper[1] += 1 in f32, then the update with the new t), so the training step needs no separate
+  // Increment; on CUDA the last block of the last launch stores it, after every block has read the
+  // old t. On CUDA one launch covers every tensor of the list (more launches
   // only when the list outgrows the kernel's 4 KB argument block), and lr and t are read from hyper
   // by the kernel, so a captured graph follows a changing schedule; the CPU additionally checks t >= 1.
   // --- data movement (kernels/data.cu, src/cpu/data.cpp) ---

@@ -27,12 +27,16 @@ struct Hyper {
   double t;
 };
 
-/// lr and t from the (host) hyper tensor; t must be >= 1 (a device backend cannot check this).
+/// lr and t from the (host) hyper tensor, after advancing t when i[1] != 0 (in f32, as an Increment
+/// node would); t must be >= 1 (a device backend cannot check this).
 Hyper read_hyper(const OpCall& c) {
   check_optim_call(c);  // hyper is valid before it is read
-  const float* v = c.inputs[0].as<float>();
-  if (!(v[1] >= 1)) fail_at(c, detail::concat("step t = hyper[1] must be >= 1 (1-based), got ", v[1]));
-  return Hyper{v[0], static_cast<double>(v[1])};
+  float* v = c.inputs[0].as<float>();
+  const float t = c.attrs.i[1] ? v[1] + 1.f : v[1];
+  if (!(t >= 1))
+    fail_at(c, detail::concat("step t = hyper[1]", c.attrs.i[1] ? " + 1" : "", " must be >= 1 (1-based), got ", t));
+  v[1] = t;
+  return Hyper{v[0], static_cast<double>(t)};
 }
 
 // groups (param, grad, [momentum_buf when momentum != 0]); torch.optim.SGD:

@@ -29,33 +29,37 @@ Flat flatten(const OpCall& c) {
   return f;
 }
 
-const float* hyper_of(const OpCall& c) { return c.inputs[0].as<float>(); }
+float* hyper_of(const OpCall& c) { return c.inputs[0].as<float>(); }
+
+/// i[1] != 0: the step advances hyper[1] itself (counted in the stream's block counter).
+unsigned int* advance_t(const OpCall& c) { return c.attrs.i[1] ? cuda_context(c).block_counter() : nullptr; }
 
 void cuda_sgd_step(const OpCall& c) {
   const Flat f = flatten(c);
   kernels::sgd_step_cuda(hyper_of(c), f.ptrs.data(), f.sizes.data(), f.g.n, f.g.depth, static_cast<float>(c.attrs.f[0]),
                          static_cast<float>(c.attrs.f[1]), static_cast<float>(c.attrs.f[2]), c.attrs.i[0] != 0,
-                         cuda_context(c).stream());
+                         cuda_context(c).stream(), advance_t(c));
 }
 
 void cuda_adam_step(const OpCall& c) {
   const Flat f = flatten(c);
   kernels::adam_step_cuda(hyper_of(c), f.ptrs.data(), f.sizes.data(), f.g.n, c.attrs.f[0], c.attrs.f[1],
                           static_cast<float>(c.attrs.f[2]), static_cast<float>(c.attrs.f[3]), c.attrs.i[0] != 0,
-                          cuda_context(c).stream());
+                          cuda_context(c).stream(), advance_t(c));
 }
 
 void cuda_rmsprop_step(const OpCall& c) {
   const Flat f = flatten(c);
   kernels::rmsprop_step_cuda(hyper_of(c), f.ptrs.data(), f.sizes.data(), f.g.n, c.attrs.f[0],
                              static_cast<float>(c.attrs.f[1]), static_cast<float>(c.attrs.f[2]),
-                             cuda_context(c).stream());
+                             cuda_context(c).stream(), advance_t(c));
 }
 
 void cuda_adagrad_step(const OpCall& c) {
   const Flat f = flatten(c);
   kernels::adagrad_step_cuda(hyper_of(c), f.ptrs.data(), f.sizes.data(), f.g.n, static_cast<float>(c.attrs.f[0]),
-                             static_cast<float>(c.attrs.f[1]), c.attrs.f[2], cuda_context(c).stream());
+                             static_cast<float>(c.attrs.f[1]), c.attrs.f[2], cuda_context(c).stream(),
+                             advance_t(c));
 }
 
 void cuda_weight_penalty(const OpCall& c) {

@@ -319,11 +319,8 @@ struct Model::Impl {
       g.add_node(OpKind::ClipGradNorm, a, grads, {norm}, "optimizer", Phase::Optimizer);
     }
     ValueId hv = bind_state(c, "optim.hyper", hyper);
-    ValueId t = g.add_view(hv, Shape{1}, "optimizer", Phase::Optimizer, sizeof(float), "optim.t");
-    OpAttrs inc;
-    inc.f[0] = 1.0;
-    g.add_node(OpKind::Increment, inc, {}, {t}, "optimizer", Phase::Optimizer);
     OpAttrs a;
+    a.i[1] = 1;  // the step advances t = hyper[1] itself: no separate Increment launch
     OpKind op = OpKind::AdamStep;
     int nslots = 0;
     switch (o.kind) {
