@@ -109,6 +109,45 @@ void linear_act_backward_cuda(const float* dy, const float* a, float* dpre, int6
   check_launch("linear_act_backward_kernel");
 }
 
+// --- relu bit-masks (fallbacks for the RELU_AUX / DRELU epilogues) ---------------------------------
+
+/// One thread per mask byte: 8 columns of one row.
+static __global__ void relu_mask_from_output_kernel(const float* __restrict__ y, uint8_t* __restrict__ mask,
+                                                    int64_t rows, int64_t cols, int64_t ld) {
+  const int64_t n = rows * ld;
+  for (int64_t b = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; b < n; b += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t r = b / ld, j0 = (b % ld) * 8;
+    unsigned bits = 0;
+    for (int k = 0; k < 8; ++k)
+      if (j0 + k < cols && y[r * cols + j0 + k] > 0.f) bits |= 1u << k;
+    mask[b] = static_cast<uint8_t>(bits);
+  }
+}
+
+static __global__ void relu_mask_apply_kernel(float* __restrict__ x, const uint8_t* __restrict__ mask, int64_t rows,
+                                              int64_t cols, int64_t ld) {
+  const int64_t n = rows * cols;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t r = i / cols, j = i % cols;
+    if (!((mask[r * ld + j / 8] >> (j % 8)) & 1u)) x[i] = 0.f;
+  }
+}
+
+void relu_mask_from_output_cuda(const float* y, uint8_t* mask, int64_t rows, int64_t cols, int64_t ld,
+                                cudaStream_t stream) {
+  if (rows == 0 || ld == 0) return;
+  const int block = 256;
+  CUDL_LAUNCH(relu_mask_from_output_kernel, grid_for(rows * ld, block), block, 0, stream)(y, mask, rows, cols, ld);
+  check_launch("relu_mask_from_output_kernel");
+}
+
+void relu_mask_apply_cuda(float* x, const uint8_t* mask, int64_t rows, int64_t cols, int64_t ld, cudaStream_t stream) {
+  if (rows == 0 || cols == 0) return;
+  const int block = 256;
+  CUDL_LAUNCH(relu_mask_apply_kernel, grid_for(rows * cols, block), block, 0, stream)(x, mask, rows, cols, ld);
+  check_launch("relu_mask_apply_kernel");
+}
+
 // --- bias gradient ------------------------------------------------------------------------------
 
 constexpr int kBgradCols = 32;  // columns per block (threadIdx.x): coalesced row reads

@@ -17,6 +17,13 @@ void linear_epilogue_cuda(const float* z, const float* bias, float* pre, float* 
 /// dpre = dy * act'(a) for n elements: ReLU reads a = y or pre (dpre = a > 0 ? dy : 0), GELU a = pre.
 void linear_act_backward_cuda(const float* dy, const float* a, float* dpre, int64_t n, int act, cudaStream_t stream);
 
+/// Relu bit-masks (rows of `ld` bytes; bit j % 8 of byte j / 8 for column j; padding bits 0), for
+/// when no cuBLASLt RELU_AUX / DRELU epilogue fits: the mask of y = relu(pre) (bit set where y > 0,
+/// i.e. pre > 0), and x[r, j] = 0 where the bit of (r, j) is clear.
+void relu_mask_from_output_cuda(const float* y, uint8_t* mask, int64_t rows, int64_t cols, int64_t ld,
+                                cudaStream_t stream);
+void relu_mask_apply_cuda(float* x, const uint8_t* mask, int64_t rows, int64_t cols, int64_t ld, cudaStream_t stream);
+
 /// db (cols) = sum over rows of dpre (rows, cols), in a fixed order (deterministic, no atomics).
 void bias_grad_cuda(const float* dpre, float* db, int64_t rows, int64_t cols, cudaStream_t stream);
 

@@ -112,6 +112,67 @@ TEST(Autodiff, MlpMatchesFiniteDifferences) {
   check_gradients(net);
 }
 
+// Dense(relu) -> Dense: the upper LinearBackward takes dx through the lower relu with its mask
+// (i[1], one DRELU_BGRAD GEMM on CUDA) and writes the lower bias gradient; the lower one then runs
+// without its epilogue. Gradients equal those of the same net with the relu as a separate layer.
+TEST(Autodiff, ReluBelowALinearIsFusedIntoItsBackward) {
+  auto d1 = layers::Dense(9, "relu"), d2 = layers::Dense(6, "relu"), d3 = layers::Dense(4);
+  Net fused({5}, 7, 4, [&](detail::BuildContext& c, ValueId x) {
+    return apply(c, d3, {apply(c, d2, {apply(c, d1, {x})})});
+  });
+  auto e1 = layers::Dense(9), e2 = layers::Dense(6), e3 = layers::Dense(4);
+  auto r1 = layers::Activation("relu"), r2 = layers::Activation("relu");
+  Net plain({5}, 7, 4, [&](detail::BuildContext& c, ValueId x) {
+    return apply(c, e3, {apply(c, r2, {apply(c, e2, {apply(c, r1, {apply(c, e1, {x})})})})});
+  });
+  ASSERT_EQ(fused.c.params.size(), plain.c.params.size());
+  for (size_t i = 0; i < fused.c.params.size(); ++i) {
+    Tensor dst = plain.c.params[i].tensor;
+    dst.copy_from(fused.c.params[i].tensor);
+  }
+  int through = 0, masks = 0;
+  for (const Node& n : fused.g.nodes()) {
+    if (n.op == OpKind::Linear && n.outputs.size() > 1 && n.outputs[1] != kNone) {
+      ++masks;
+      EXPECT_EQ(fused.g.value(n.outputs[1]).dtype, DType::u8) << n.label;
+    }
+    if (n.op != OpKind::LinearBackward) continue;
+    if (n.attrs.i[1]) {
+      ++through;
+      EXPECT_NE(n.outputs.at(3), kNone) << n.label << " writes the bias gradient of the layer below";
+    }
+    if (n.layer == d1->name() || n.layer == d2->name()) {
+      EXPECT_EQ(n.attrs.i[0], static_cast<int64_t>(Epilogue::None)) << n.label;
+      EXPECT_EQ(n.outputs.at(2), kNone) << n.label << ": its db came from the layer above";
+    }
+  }
+  EXPECT_EQ(through, 2);
+  EXPECT_EQ(masks, 2);
+  EXPECT_NEAR(fused.run_loss(), plain.run_loss(), 1e-6);
+  for (size_t i = 0; i < fused.c.params.size(); ++i) {
+    const auto& pf = fused.c.params[i];
+    EXPECT_TRUE(all_close(fused.exec->tensor(pf.grad), plain.exec->tensor(plain.c.params[i].grad), 1e-6, 1e-5))
+        << pf.layer->name() << "." << pf.name;
+  }
+}
+
+TEST(Autodiff, ReluOutputWithTwoConsumersIsNotFused) {
+  // h = relu(d1 x) feeds d2 and d3: its gradient is a sum, so no layer may take dx through the relu.
+  auto d1 = layers::Dense(5, "relu"), d2 = layers::Dense(5), d3 = layers::Dense(5), d4 = layers::Dense(3);
+  Net net({4}, 3, 3, [&](detail::BuildContext& c, ValueId x) {
+    ValueId h = apply(c, d1, {x});
+    ValueId a = apply(c, d2, {h}), b = apply(c, d3, {h});
+    ValueId s = c.g->add_value("sum", c.g->value(a).shape, DType::f32, Role::Intermediate);
+    OpAttrs add;
+    add.i[0] = static_cast<int64_t>(BinaryOp::Add);
+    c.g->add_node(OpKind::Binary, add, {a, b}, {s}, "sum", Phase::Forward);
+    return apply(c, d4, {s});
+  });
+  for (const Node& n : net.g.nodes())
+    if (n.op == OpKind::LinearBackward) EXPECT_EQ(n.attrs.i[1], 0) << n.label;
+  check_gradients(net);
+}
+
 TEST(Autodiff, CnnMatchesFiniteDifferences) {
   auto conv = layers::Conv2d(3, 3, 1, 1, "tanh"), pool = layers::AvgPool2d(2), bn = layers::BatchNorm();
   auto flat = layers::Flatten(), dense = layers::Dense(3);

@@ -8,9 +8,15 @@
 #include <string>
 #include <vector>
 
+#include "cpu/matmul.hpp"
 #include "testing.hpp"
 #if defined(CUDL_WITH_CUDA)
+#include <cublasLt.h>
+
 #include "cuda/matmul.hpp"
+#endif
+#if defined(CUDL_EMULATED)
+#include "emu/emu.hpp"
 #endif
 
 using namespace cudl;
@@ -75,6 +81,37 @@ Grads run_linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, co
 }
 
 const char* epi_name(Epilogue e) { return e == Epilogue::None ? "none" : e == Epilogue::Relu ? "relu" : "gelu"; }
+
+/// y = relu(x·wᵀ + b) and its relu bit-mask (rows of relu_mask_row_bytes(out) bytes).
+LinearOut run_linear_relu_mask(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor* mask) {
+  LinearOut o;
+  o.y = Tensor::full(Shape{x.shape()[0], w.shape()[0]}, kNaN, DType::f32, x.device());
+  *mask = Tensor::full(Shape{x.shape()[0], relu_mask_row_bytes(w.shape()[0])}, 0xA5, DType::u8, x.device());
+  OpAttrs at;
+  at.i[0] = static_cast<int64_t>(Epilogue::Relu);
+  run_op(OpKind::Linear, {tv(x), tv(w), tv(bias)}, {tv(o.y), tv(*mask)}, at, nullptr, "dense");
+  return o;
+}
+
+bool mask_bit(const Tensor& mask, int64_t r, int64_t j) {
+  const uint8_t* m = static_cast<const uint8_t*>(mask.data());
+  return (m[r * mask.shape()[1] + j / 8] >> (j % 8)) & 1u;
+}
+
+/// LinearBackward of the layer above with dx taken through the relu below (i[1]): dx and db below.
+Grads run_backward_through_relu(const Tensor& x, const Tensor& w, const Tensor& dy, const Tensor& mask,
+                                bool want_db_below) {
+  Grads g;
+  const Device d = dy.device();
+  g.dx = Tensor::full(x.shape(), kNaN, DType::f32, d);
+  g.dw = Tensor::full(w.shape(), kNaN, DType::f32, d);
+  if (want_db_below) g.db = Tensor::full(Shape{x.shape()[1]}, kNaN, DType::f32, d);
+  OpAttrs at;
+  at.i[1] = 1;
+  run_op(OpKind::LinearBackward, {tv(x), tv(w), tv(dy), {}, {}, tv(mask)}, {tv(g.dx), tv(g.dw), {}, tv(g.db)}, at,
+         nullptr, "dense");
+  return g;
+}
 
 // ---------------------------------------------------------------------------------------------
 // CPU reference
@@ -190,6 +227,39 @@ TEST(MatmulCpu, LinearFlattensLeadingDimensions) {
 // ---------------------------------------------------------------------------------------------
 // Argument errors (every device)
 
+TEST(MatmulCpu, ReluMaskMarksPositivePreActivations) {
+  // 130 outputs: two 128-bit row blocks, the second mostly padding (written 0 on the CPU).
+  Tensor x = random_tensor({5, 7}, 950, -2, 2), w = random_tensor({130, 7}, 951), b = random_tensor({130}, 952);
+  Tensor mask;
+  const LinearOut o = run_linear_relu_mask(x, w, b, &mask);
+  const LinearOut pre = run_linear(x, w, b, Epilogue::None, false);
+  ASSERT_EQ(mask.shape(), (Shape{5, 32}));
+  for (int64_t r = 0; r < 5; ++r) {
+    for (int64_t j = 0; j < 130; ++j) EXPECT_EQ(mask_bit(mask, r, j), pre.y.item(r * 130 + j) > 0) << r << "," << j;
+    for (int64_t j = 130; j < 256; ++j) EXPECT_FALSE(mask_bit(mask, r, j)) << "padding " << r << "," << j;
+  }
+  EXPECT_TRUE(all_close(o.y, run_linear(x, w, b, Epilogue::Relu, false).y, 0, 0)) << "y as without the mask";
+}
+
+TEST(MatmulCpu, BackwardThroughTheReluBelowEqualsTheUnfusedPair) {
+  // Layer above: (rows, in) -> out. dx through the relu below == relu'(y_below) ⊙ (dy·w), and
+  // db below == its bias gradient, exactly as the separate LinearBackward of the layer below.
+  const int64_t rows = 6, in = 9, out = 4;
+  Tensor x0 = random_tensor({rows, 3}, 960, -2, 2), w0 = random_tensor({in, 3}, 961), b0 = random_tensor({in}, 962);
+  Tensor mask;
+  const Tensor h = run_linear_relu_mask(x0, w0, b0, &mask).y;  // the layer below's output
+  Tensor w = random_tensor({out, in}, 963), dy = random_tensor({rows, out}, 964);
+  const Grads fused = run_backward_through_relu(h, w, dy, mask, true);
+  const Grads plain = run_linear_backward(h, w, dy, Tensor(), Tensor(), Epilogue::None, true, true, false);
+  const Grads below = run_linear_backward(x0, w0, plain.dx, h, Tensor(), Epilogue::Relu, false, false, true);
+  Tensor want_dx = plain.dx.clone();
+  for (int64_t i = 0; i < rows * in; ++i)
+    if (!(h.item(i) > 0)) want_dx.data_as<float>()[i] = 0.f;
+  EXPECT_TRUE(all_close(fused.dx, want_dx, 0, 0));
+  EXPECT_TRUE(all_close(fused.dw, plain.dw, 0, 0));
+  EXPECT_TRUE(all_close(fused.db, below.db, 0, 0));
+}
+
 std::vector<Device> devices() {
   std::vector<Device> d{Device::cpu()};
   if (cuda_available()) d.push_back(Device::cuda());
@@ -231,7 +301,30 @@ TEST(MatmulErrors, NameOpLabelAndShapes) {
     OpAttrs relu;
     relu.i[0] = static_cast<int64_t>(Epilogue::Relu);
     msg = error_message([&] { run_op(OpKind::Linear, {tv(xs), tv(ws)}, {tv(ys), tv(ys)}, relu, nullptr, "dense2"); });
-    EXPECT_NE(msg.find("only produced with the Gelu epilogue"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("Linear (dense2): relu mask (4, 5) has dtype f32, expected u8"), std::string::npos) << msg;
+    Tensor short_mask = Tensor::zeros({4, 8}, DType::u8, d);
+    msg = error_message(
+        [&] { run_op(OpKind::Linear, {tv(xs), tv(ws)}, {tv(ys), tv(short_mask)}, relu, nullptr, "dense2"); });
+    EXPECT_NE(msg.find("relu mask has shape (4, 8), expected (4, 16)"), std::string::npos) << msg;
+    msg = error_message([&] { run_op(OpKind::Linear, {tv(xs), tv(ws)}, {tv(ys), tv(ys)}, {}, nullptr, "dense2"); });
+    EXPECT_NE(msg.find("only produced with the Gelu (pre) or Relu (mask) epilogue"), std::string::npos) << msg;
+    OpAttrs through;
+    through.i[1] = 1;
+    Tensor dys = Tensor::zeros({4, 5}, DType::f32, d), dx4 = Tensor::zeros({4, 3}, DType::f32, d);
+    msg = error_message([&] {
+      run_op(OpKind::LinearBackward, {tv(xs), tv(ws), tv(dys)}, {tv(dx4)}, through, nullptr, "dense2");
+    });
+    EXPECT_NE(msg.find("needs input 5 (its relu mask)"), std::string::npos) << msg;
+    Tensor mask_in = Tensor::zeros({4, 16}, DType::u8, d), bad_db = Tensor::zeros({5}, DType::f32, d);
+    msg = error_message([&] {
+      run_op(OpKind::LinearBackward, {tv(xs), tv(ws), tv(dys), {}, {}, tv(mask_in)}, {tv(dx4), {}, {}, tv(bad_db)},
+             through, nullptr, "dense2");
+    });
+    EXPECT_NE(msg.find("db below has shape (5,), expected (3,)"), std::string::npos) << msg;
+    msg = error_message([&] {
+      run_op(OpKind::LinearBackward, {tv(xs), tv(ws), tv(dys), {}, {}, tv(mask_in)}, {tv(dx4)}, {}, nullptr, "dense2");
+    });
+    EXPECT_NE(msg.find("need i[1]"), std::string::npos) << msg;
 
     OpAttrs bad_epi;
     bad_epi.i[0] = 7;
@@ -396,6 +489,60 @@ TEST(MatmulCuda, EmptyBatchGivesZeroWeightGradients) {
     EXPECT_TRUE(all_close(gr.dw.to(Device::cpu()), Tensor::zeros({4, 3}), 0, 0));
     EXPECT_TRUE(all_close(gr.db.to(Device::cpu()), Tensor::zeros({4}), 0, 0));
   }
+}
+
+/// Compares the CUDA relu mask with the CPU's on the bits that count (pre-activations clear of 0,
+/// where the two GEMMs' rounding cannot flip the sign).
+void expect_masks_match(const Tensor& got, const Tensor& want, const Tensor& pre, int64_t rows, int64_t cols) {
+  int mismatches = 0;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < cols; ++j)
+      if (std::fabs(pre.item(r * cols + j)) > 1e-4 && mask_bit(got, r, j) != mask_bit(want, r, j)) ++mismatches;
+  EXPECT_EQ(mismatches, 0);
+}
+
+TEST(MatmulCuda, ReluMaskAndBackwardThroughItMatchCpu) {
+  // RELU_AUX(_BIAS) forward and DRELU(_BGRAD) backward, then the same with cuBLASLt refusing those
+  // epilogues (the plain GEMM + mask kernels fallback). Widths: 128 (no padding), 130, 300, 1.
+  CUDL_REQUIRE_CUDA();
+  const Device g = Device::cuda();
+  uint64_t seed = 970;
+  for (bool refused : {false, true}) {
+#if defined(CUDL_EMULATED)
+    for (uint32_t e : {CUBLASLT_EPILOGUE_RELU_AUX, CUBLASLT_EPILOGUE_RELU_AUX_BIAS, CUBLASLT_EPILOGUE_DRELU,
+                       CUBLASLT_EPILOGUE_DRELU_BGRAD})
+      cudl_emu::set_lt_epilogue_refused(e, refused);
+#else
+    if (refused) break;
+#endif
+    for (int64_t width : {int64_t{128}, int64_t{130}, int64_t{300}, int64_t{1}})
+      for (bool with_bias : {true, false}) {
+        SCOPED_TRACE(::testing::Message() << "width " << width << (with_bias ? " bias" : "") << (refused ? " unfused" : ""));
+        const int64_t rows = 19 + (refused ? 2 : 0) + (with_bias ? 1 : 0), k = 11, out = 7;  // fresh plans
+        Tensor x0 = random_tensor({rows, k}, seed++, -2, 2), w0 = random_tensor({width, k}, seed++);
+        Tensor b0 = with_bias ? random_tensor({width}, seed++) : Tensor();
+        Tensor mask_c, mask_g;
+        const LinearOut yc = run_linear_relu_mask(x0, w0, b0, &mask_c);
+        const LinearOut yg = run_linear_relu_mask(on(x0, g), on(w0, g), on(b0, g), &mask_g);
+        EXPECT_TRUE(all_close(yg.y.to(Device::cpu()), yc.y, kAtol, kRtol));
+        expect_masks_match(mask_g.to(Device::cpu()), mask_c, run_linear(x0, w0, b0, Epilogue::None, false).y, rows,
+                           width);
+        // Backward of a layer above (width -> out) through this relu, from the same (CPU) mask.
+        Tensor w = random_tensor({out, width}, seed++), dy = random_tensor({rows, out}, seed++);
+        for (bool want_db : {true, false}) {
+          const Grads ref = run_backward_through_relu(yc.y, w, dy, mask_c, want_db);
+          const Grads got = run_backward_through_relu(on(yc.y, g), on(w, g), on(dy, g), on(mask_c, g), want_db);
+          EXPECT_TRUE(all_close(got.dx.to(Device::cpu()), ref.dx, kAtol, kRtol)) << "dx";
+          EXPECT_TRUE(all_close(got.dw.to(Device::cpu()), ref.dw, kAtol, kRtol)) << "dw";
+          if (want_db) EXPECT_TRUE(all_close(got.db.to(Device::cpu()), ref.db, kAtol, kRtol)) << "db below";
+        }
+      }
+  }
+#if defined(CUDL_EMULATED)
+  for (uint32_t e : {CUBLASLT_EPILOGUE_RELU_AUX, CUBLASLT_EPILOGUE_RELU_AUX_BIAS, CUBLASLT_EPILOGUE_DRELU,
+                     CUBLASLT_EPILOGUE_DRELU_BGRAD})
+    cudl_emu::set_lt_epilogue_refused(e, false);
+#endif
 }
 
 #if defined(CUDL_WITH_CUDA)

@@ -37,13 +37,19 @@ enum class OpKind : int {
   // --- matmul / linear (kernels/matmul.cu, src/cuda/matmul.cpp via cuBLASLt, src/cpu/matmul.cpp) ---
   Matmul,          // in: a (..., M, K), b (..., K, N) or (K, N)   out: c (..., M, N)
                    // i[0]=trans_a, i[1]=trans_b (then a is (..., K, M), b is (..., N, K))
-  Linear,          // in: x (N, in), w (out, in), [bias (out)]   out: y (N, out), [pre (N, out) for Gelu]
+  Linear,          // in: x (N, in), w (out, in), [bias (out)]   out: y (N, out), [pre (N, out) for Gelu
+                   // | relu mask u8 (N, relu_mask_row_bytes(out)) for Relu]
                    // i[0]=Epilogue (None, Relu, Gelu): y = act(x·wᵀ + b); pre = x·wᵀ + b
                    // (pre only with Gelu). The activations are cuBLASLt's fused epilogues: Gelu is the
                    // tanh form 0.5v(1 + tanh(sqrt(2/pi)(v + 0.044715v^3))); Relu is max(v, 0) with
                    // NaN -> 0 (unlike the Unary relu). x may have leading dims (..., in), flattened.
-  LinearBackward,  // in: x, w, dy, [y for Relu], [pre for Gelu]   out: dx, dw, db (any may be undefined)
-                   // slots: in 3 = y, in 4 = pre (Relu accepts either); x needed only for dw, w for dx
+                   // The relu mask (cpu/matmul.hpp) has bit j%8 of byte j/8 of row r set where pre > 0.
+  LinearBackward,  // in: x, w, dy, [y for Relu], [pre for Gelu], [relu mask below]
+                   // out: dx, dw, db, [db below] (any may be undefined)
+                   // slots: in 3 = y, in 4 = pre (Relu accepts either); x needed only for dw, w for dx.
+                   // i[1]=1: x is the output of a Linear with Relu whose mask is in 5: dx is taken
+                   // through that relu (dx = mask ⊙ dpre·w, the lower layer's dpre) and out 3 gets its
+                   // bias gradient Σ_rows dx: on CUDA one GEMM with the DRELU_BGRAD epilogue
   // --- convolution (src/cuda/conv.cpp via cuDNN graph API + im2col fallback, src/cpu/conv.cpp) ---
   Conv2d,          // in: x (N, C, H, W), w (K, C/g, R, S), [bias (K)]   out: y (N, K, P, Q)
                    // i[0..1]=stride h,w  i[2..3]=pad h,w  i[4..5]=dilation h,w  i[6]=groups

@@ -110,19 +110,26 @@ LinearProblem check_linear_call(const OpCall& call) {
   }
   const Shape y_shape = with_last(x.shape, 1, {p.out});
   chk::shape(call, y, "y", y_shape, "x's leading dimensions, then w's out");
-  p.has_pre = call.has_out(1);
-  if (p.has_pre) {
-    if (p.epilogue != Epilogue::Gelu)
-      CUDL_FAIL(chk::who(call), ": output pre ", call.outputs[1].shape,
-                " is only produced with the Gelu epilogue (got ", epilogue_name(p.epilogue), ")");
-    chk::dtype(call, call.outputs[1], "pre", DType::f32);
-    chk::shape(call, call.outputs[1], "pre", y_shape, "same as y");
+  if (call.has_out(1)) {
+    if (p.epilogue == Epilogue::Relu) {
+      p.has_mask = true;
+      chk::dtype(call, call.outputs[1], "relu mask", DType::u8);
+      chk::shape(call, call.outputs[1], "relu mask", Shape{p.rows, relu_mask_row_bytes(p.out)},
+                 "(rows, relu_mask_row_bytes(out))");
+    } else if (p.epilogue == Epilogue::Gelu) {
+      p.has_pre = true;
+      chk::dtype(call, call.outputs[1], "pre", DType::f32);
+      chk::shape(call, call.outputs[1], "pre", y_shape, "same as y");
+    } else {
+      CUDL_FAIL(chk::who(call), ": output 1 ", call.outputs[1].shape,
+                " is only produced with the Gelu (pre) or Relu (mask) epilogue, got ", epilogue_name(p.epilogue));
+    }
   }
   return p;
 }
 
 LinearBackwardProblem check_linear_backward_call(const OpCall& call) {
-  chk::counts(call, 3, 5, 1, 3);
+  chk::counts(call, 3, 6, 1, 4);
   const TensorView& dy = chk::need_in(call, 2, "dy");
   chk::dtype(call, dy, "dy", DType::f32);
   if (dy.shape.rank() < 2) CUDL_FAIL(chk::who(call), ": dy ", dy.shape, " must be (N, out)");
@@ -184,6 +191,21 @@ LinearBackwardProblem check_linear_backward_call(const OpCall& call) {
     chk::dtype(call, call.outputs[2], "db", DType::f32);
     chk::shape(call, call.outputs[2], "db", Shape{p.out}, "(out)");
   }
+  p.dx_relu = call.attrs.i[1] != 0;
+  p.has_db_below = call.has_out(3);
+  if (p.dx_relu) {
+    if (!p.has_dx) CUDL_FAIL(chk::who(call), ": i[1] (dx through the relu below) needs output 0 (dx)");
+    if (!call.has_in(5)) CUDL_FAIL(chk::who(call), ": i[1] (dx through the relu below) needs input 5 (its relu mask)");
+    chk::dtype(call, call.inputs[5], "relu mask", DType::u8);
+    chk::shape(call, call.inputs[5], "relu mask", Shape{p.rows, relu_mask_row_bytes(p.in)},
+               "(rows, relu_mask_row_bytes(in))");
+    if (p.has_db_below) {
+      chk::dtype(call, call.outputs[3], "db below", DType::f32);
+      chk::shape(call, call.outputs[3], "db below", Shape{p.in}, "(in)");
+    }
+  } else if (call.has_in(5) || p.has_db_below) {
+    CUDL_FAIL(chk::who(call), ": input 5 (relu mask) and output 3 (db below) need i[1] (dx through the relu below)");
+  }
   return p;
 }
 
@@ -222,6 +244,9 @@ void linear_cpu(const OpCall& call) {
   const float* bias = p.has_bias ? call.inputs[2].as<float>() : nullptr;
   float* y = call.outputs[0].as<float>();
   float* pre = p.has_pre ? call.outputs[1].as<float>() : nullptr;
+  uint8_t* mask = p.has_mask ? call.outputs[1].as<uint8_t>() : nullptr;
+  const int64_t mask_ld = relu_mask_row_bytes(p.out);
+  if (mask) std::fill(mask, mask + p.rows * mask_ld, uint8_t{0});
   sgemm_rm(false, true, p.rows, p.out, p.in, x, w, y);  // y = x · wᵀ
   for (int64_t r = 0; r < p.rows; ++r)
     for (int64_t j = 0; j < p.out; ++j) {
@@ -234,6 +259,7 @@ void linear_cpu(const OpCall& call) {
           break;
         case Epilogue::Relu:
           y[i] = matmul_math::relu(v);
+          if (mask && v > 0.f) mask[r * mask_ld + j / 8] |= static_cast<uint8_t>(1u << (j % 8));
           break;
         case Epilogue::Gelu:
           y[i] = matmul_math::gelu_tanh(v);
@@ -257,8 +283,25 @@ void linear_backward_cpu(const OpCall& call) {
                                                  : matmul_math::gelu_tanh_grad(dy[i], act[i]);
     dpre = dpre_buf.data();
   }
-  if (p.has_dx)  // dx (rows, in) = dpre (rows, out) · w (out, in)
-    sgemm_rm(false, false, p.rows, p.in, p.out, dpre, call.inputs[1].as<float>(), call.outputs[0].as<float>());
+  if (p.has_dx) {  // dx (rows, in) = dpre (rows, out) · w (out, in)
+    float* dx = call.outputs[0].as<float>();
+    sgemm_rm(false, false, p.rows, p.in, p.out, dpre, call.inputs[1].as<float>(), dx);
+    if (p.dx_relu) {  // through the relu below: keep dx where its pre-activation was > 0
+      const uint8_t* mask = call.inputs[5].as<uint8_t>();
+      const int64_t ld = relu_mask_row_bytes(p.in);
+      for (int64_t r = 0; r < p.rows; ++r)
+        for (int64_t j = 0; j < p.in; ++j)
+          if (!((mask[r * ld + j / 8] >> (j % 8)) & 1u)) dx[r * p.in + j] = 0.f;
+      if (p.has_db_below) {
+        float* db = call.outputs[3].as<float>();
+        for (int64_t j = 0; j < p.in; ++j) {
+          double s = 0;
+          for (int64_t r = 0; r < p.rows; ++r) s += dx[r * p.in + j];
+          db[j] = static_cast<float>(s);
+        }
+      }
+    }
+  }
   if (p.has_dw)  // dw (out, in) = dpreᵀ · x (rows, in)
     sgemm_rm(true, false, p.out, p.in, p.rows, dpre, call.inputs[0].as<float>(), call.outputs[1].as<float>());
   if (p.has_db) {

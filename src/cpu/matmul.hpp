@@ -25,17 +25,28 @@ struct LinearProblem {
   int64_t rows = 0, in = 0, out = 0;
   Epilogue epilogue = Epilogue::None;
   bool has_bias = false, has_pre = false;
+  bool has_mask = false;  // Relu: out 1 is the relu bit-mask (relu_mask_row_bytes(out) per row)
 };
 LinearProblem check_linear_call(const OpCall& call);
 
-/// LinearBackward: dpre = dy ⊙ act'(·); dx = dpre·w, dw = dpreᵀ·x, db = Σ_rows dpre.
+/// Bytes per row of a Linear's relu bit-mask over `features` outputs: bit j % 8 of byte j / 8 is set
+/// where the pre-activation of feature j was > 0; rows are padded to 128 bits (cuBLASLt's
+/// RELU_AUX / DRELU epilogues want the mask's leading dimension a multiple of 128). Padding bits are
+/// unspecified (the CPU writes 0, cuBLASLt leaves them) and never read.
+constexpr int64_t relu_mask_row_bytes(int64_t features) { return (features + 127) / 128 * 16; }
+
+/// LinearBackward: dpre = dy ⊙ act'(·); dx = dpre·w, dw = dpreᵀ·x, db = Σ_rows dpre. With
+/// `dx_relu` (i[1]) dx is taken through the relu of the layer below, whose mask is input 5:
+/// dx = mask ⊙ (dpre·w), and out 3 (optional) is that layer's bias gradient Σ_rows dx.
 struct LinearBackwardProblem {
   int64_t rows = 0, in = 0, out = 0;
   Epilogue epilogue = Epilogue::None;
   int act_input = -1;  // input slot read for act': 3 (y) or 4 (pre); -1 for Epilogue::None
   bool has_dx = false, has_dw = false, has_db = false;
+  bool dx_relu = false, has_db_below = false;
 };
-/// in: x, w, dy, [y], [pre]; x is needed for dw, w for dx; Relu reads y (or pre), Gelu reads pre.
+/// in: x, w, dy, [y], [pre], [mask below]; x is needed for dw, w for dx; Relu reads y (or pre),
+/// Gelu reads pre.
 LinearBackwardProblem check_linear_backward_call(const OpCall& call);
 
 namespace matmul_math {

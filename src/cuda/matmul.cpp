@@ -51,8 +51,8 @@ struct GemmPtrs {
   const float* a = nullptr;
   const float* b = nullptr;
   float* d = nullptr;
-  const void* bias = nullptr;  // bias (forward) or bias gradient (BGRADB)
-  void* aux = nullptr;         // GELU pre-activation
+  const void* bias = nullptr;  // bias (forward) or bias gradient (BGRADB, DRELU_BGRAD)
+  void* aux = nullptr;         // GELU pre-activation or relu bit-mask
 };
 
 /// Row-major C (m, n) = op(A)·op(B) with A stored (m, k) [(k, m) when ta] and B stored (k, n) [(n, k)
@@ -79,10 +79,14 @@ uint32_t alignment_of(const void* p) {
 }
 
 bool epilogue_has_bias(uint32_t e) {
-  return e == CUBLASLT_EPILOGUE_BIAS || e == CUBLASLT_EPILOGUE_RELU_BIAS || e == CUBLASLT_EPILOGUE_GELU_BIAS ||
-         e == CUBLASLT_EPILOGUE_GELU_AUX_BIAS || e == CUBLASLT_EPILOGUE_BGRADB;
+  return e == CUBLASLT_EPILOGUE_BIAS || e == CUBLASLT_EPILOGUE_RELU_BIAS || e == CUBLASLT_EPILOGUE_RELU_AUX_BIAS ||
+         e == CUBLASLT_EPILOGUE_GELU_BIAS || e == CUBLASLT_EPILOGUE_GELU_AUX_BIAS || e == CUBLASLT_EPILOGUE_BGRADB ||
+         e == CUBLASLT_EPILOGUE_DRELU_BGRAD;
 }
-bool epilogue_has_aux(uint32_t e) { return e == CUBLASLT_EPILOGUE_GELU_AUX || e == CUBLASLT_EPILOGUE_GELU_AUX_BIAS; }
+bool epilogue_has_aux(uint32_t e) {
+  return e == CUBLASLT_EPILOGUE_GELU_AUX || e == CUBLASLT_EPILOGUE_GELU_AUX_BIAS || e == CUBLASLT_EPILOGUE_RELU_AUX ||
+         e == CUBLASLT_EPILOGUE_RELU_AUX_BIAS || e == CUBLASLT_EPILOGUE_DRELU || e == CUBLASLT_EPILOGUE_DRELU_BGRAD;
+}
 
 const char* epilogue_name(uint32_t e) {
   switch (e) {
@@ -104,6 +108,14 @@ const char* epilogue_name(uint32_t e) {
       return "GELU_AUX_BIAS";
     case CUBLASLT_EPILOGUE_BGRADB:
       return "BGRADB";
+    case CUBLASLT_EPILOGUE_RELU_AUX:
+      return "RELU_AUX";
+    case CUBLASLT_EPILOGUE_RELU_AUX_BIAS:
+      return "RELU_AUX_BIAS";
+    case CUBLASLT_EPILOGUE_DRELU:
+      return "DRELU";
+    case CUBLASLT_EPILOGUE_DRELU_BGRAD:
+      return "DRELU_BGRAD";
     default:
       return "?";
   }
@@ -355,6 +367,8 @@ void linear_cuda(const OpCall& call) {
   const float* bias = p.has_bias ? call.inputs[2].as<float>() : nullptr;
   float* y = call.outputs[0].as<float>();
   float* pre = p.has_pre ? call.outputs[1].as<float>() : nullptr;
+  uint8_t* mask = p.has_mask ? call.outputs[1].as<uint8_t>() : nullptr;
+  const int64_t mask_ld = relu_mask_row_bytes(p.out);
   const Scratch ws = scratch(ctx, 0);
   GemmSpec s = row_major(p.rows, p.out, p.in, false, true);  // y = x · wᵀ
   GemmPtrs ptrs{w, x, y, bias, nullptr};
@@ -366,7 +380,13 @@ void linear_cuda(const OpCall& call) {
       e = bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
       break;
     case Epilogue::Relu:
-      e = bias ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_RELU;
+      if (mask) {  // the bit-mask for a DRELU epilogue in the backward of the layer above
+        e = bias ? CUBLASLT_EPILOGUE_RELU_AUX_BIAS : CUBLASLT_EPILOGUE_RELU_AUX;
+        s.aux_ld = mask_ld * 8;  // in bits
+        ptrs.aux = mask;
+      } else {
+        e = bias ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_RELU;
+      }
       break;
     case Epilogue::Gelu:
       if (!pre) {
@@ -395,6 +415,7 @@ void linear_cuda(const OpCall& call) {
     lt_gemm(call, ctx, s, GemmPtrs{w, x, z}, ws);
   }
   kernels::linear_epilogue_cuda(z, bias, pre, y, p.rows, p.out, static_cast<int>(p.epilogue), ctx.stream());
+  if (mask) kernels::relu_mask_from_output_cuda(y, mask, p.rows, p.out, mask_ld, ctx.stream());
 }
 
 void linear_backward_cuda(const OpCall& call) {
@@ -407,6 +428,7 @@ void linear_backward_cuda(const OpCall& call) {
     if (p.has_dw) zero(ctx, call.outputs[1]);
     if (p.has_db) zero(ctx, call.outputs[2]);
     if (p.has_dx) zero(ctx, dx_v);
+    if (p.has_db_below) zero(ctx, call.outputs[3]);
     return;
   }
   const int64_t n = p.rows * p.out;
@@ -433,9 +455,25 @@ void linear_backward_cuda(const OpCall& call) {
   } else if (db) {
     kernels::bias_grad_cuda(dpre, db, p.rows, p.out, ctx.stream());
   }
-  if (p.has_dx && p.in > 0) {  // dx (rows, in) = dpre · w
+  if (p.has_dx && p.in > 0) {  // dx (rows, in) = dpre · w [⊙ the relu mask below, db below through BGRAD]
     GemmSpec s = row_major(p.rows, p.in, p.out, false, false);
-    lt_gemm(call, ctx, s, GemmPtrs{call.inputs[1].as<float>(), dpre, dx_v.as<float>()}, ws);
+    float* dx = dx_v.as<float>();
+    const float* w = call.inputs[1].as<float>();
+    if (p.dx_relu) {
+      uint8_t* mask = const_cast<uint8_t*>(call.inputs[5].as<uint8_t>());  // read only (DRELU's aux is an input)
+      const int64_t mask_ld = relu_mask_row_bytes(p.in);
+      float* db_below = p.has_db_below ? call.outputs[3].as<float>() : nullptr;
+      s.epilogue = db_below ? CUBLASLT_EPILOGUE_DRELU_BGRAD : CUBLASLT_EPILOGUE_DRELU;
+      s.aux_ld = mask_ld * 8;
+      if (lt_gemm(call, ctx, s, GemmPtrs{w, dpre, dx, db_below, mask}, ws)) return;
+      note_unfused(call, std::string("cuBLASLt has no algo for epilogue ") + epilogue_name(s.epilogue));
+      s = row_major(p.rows, p.in, p.out, false, false);
+      lt_gemm(call, ctx, s, GemmPtrs{w, dpre, dx}, ws);
+      kernels::relu_mask_apply_cuda(dx, mask, p.rows, p.in, mask_ld, ctx.stream());
+      if (db_below) kernels::bias_grad_cuda(dx, db_below, p.rows, p.in, ctx.stream());
+      return;
+    }
+    lt_gemm(call, ctx, s, GemmPtrs{w, dpre, dx}, ws);
   }
 }
 

@@ -3,6 +3,7 @@
 
 #include <functional>
 
+#include "cpu/matmul.hpp"
 #include "cudl/error.hpp"
 
 namespace cudl::graph {
@@ -24,6 +25,9 @@ class Sweep {
   Sweep(Graph& g, const BackwardSpec& spec) : g_(g), spec_(spec) {}
 
   void run() {
+    for (int i = 0; i < spec_.forward_end; ++i)
+      for (ValueId o : g_.nodes()[i].outputs)
+        if (o != kNone) producer_[o] = i;
     mark_needs_grad();
     count_contributions();
     for (const auto& [v, dv] : spec_.seeds) contribute(v, dv, "seed");
@@ -150,13 +154,32 @@ class Sweep {
         return;
       }
       case OpKind::Linear: {
-        ValueId dx = t(0), dw = t(1), db = t(2);
         const ValueId y = n.outputs[0];
-        const ValueId pre = n.outputs.size() > 1 ? n.outputs[1] : kNone;
-        const auto ep = static_cast<Epilogue>(n.attrs.i[0]);
-        g_.add_node(OpKind::LinearBackward, n.attrs,
-                    {in[0], in[1], dy, ep == Epilogue::Relu ? y : kNone, ep == Epilogue::Gelu ? pre : kNone},
-                    {dx, dw, db}, L, Phase::Backward);
+        const ValueId pre = n.outputs.size() > 1 && n.outputs[1] != kNone &&
+                                    g_.value(n.outputs[1]).dtype == DType::f32
+                                ? n.outputs[1]
+                                : kNone;
+        OpAttrs attrs = n.attrs;
+        ValueId dyv = dy;
+        auto ep = static_cast<Epilogue>(attrs.i[0]);
+        const bool db_done = relu_fused_.count(y) > 0;
+        if (db_done) {  // the layer above took dy through this layer's relu: dy is d pre, db is done
+          ep = Epilogue::None;
+          attrs.i[0] = static_cast<int64_t>(Epilogue::None);
+        }
+        ValueId dw = t(1), db = db_done ? kNone : t(2);
+        std::vector<ValueId> ins{in[0], in[1], dyv, ep == Epilogue::Relu ? y : kNone, ep == Epilogue::Gelu ? pre : kNone};
+        std::vector<ValueId> outs;
+        if (fuse_relu_below(n, attrs, ins, outs)) {
+          outs[1] = dw;
+          outs[2] = db;
+          g_.add_node(OpKind::LinearBackward, attrs, ins, outs, L, Phase::Backward);
+          done(1, dw);
+          done(2, db);
+          return;
+        }
+        ValueId dx = t(0);
+        g_.add_node(OpKind::LinearBackward, attrs, ins, {dx, dw, db}, L, Phase::Backward);
         done(0, dx);
         done(1, dw);
         done(2, db);
@@ -313,8 +336,44 @@ class Sweep {
     CUDL_FAIL(n.label, ": no gradient rule for op ", op_name(n.op));
   }
 
+  // Linear after Linear+Relu (x = relu(pre) of the layer below, used nowhere else): this layer's
+  // LinearBackward takes dx through that relu with its mask (i[1], in 5) and also writes the lower
+  // layer's bias gradient (out 3), so on CUDA one GEMM with the DRELU_BGRAD epilogue replaces the
+  // GEMM + relu' kernel + bias-gradient pass. The lower Linear gains the mask output. Returns false,
+  // changing nothing, when the pattern does not apply.
+  bool fuse_relu_below(const Node& n, OpAttrs& attrs, std::vector<ValueId>& ins, std::vector<ValueId>& outs) {
+    const ValueId x = n.inputs[0];
+    if (!wants(x) || remaining_.at(x) != 1 || grads_.count(x) || spec_.param_grads.count(x)) return false;
+    auto pf = producer_.find(x);
+    if (pf == producer_.end()) return false;
+    Node& below = g_.nodes()[pf->second];
+    if (below.op != OpKind::Linear || static_cast<Epilogue>(below.attrs.i[0]) != Epilogue::Relu ||
+        below.outputs[0] != x || (below.outputs.size() > 1 && below.outputs[1] != kNone))
+      return false;
+    const Value xv = g_.value(x);  // a copy: add_value below may move the values
+    if (xv.shape.rank() != 2) return false;
+    const std::string lower = below.layer;  // a copy: nodes may be appended below
+    const ValueId mask = g_.add_value(xv.name + ".relu_mask", Shape{xv.shape[0], relu_mask_row_bytes(xv.shape[1])},
+                                      DType::u8, Role::Intermediate);
+    below.outputs.resize(2, kNone);
+    below.outputs[1] = mask;
+    g_.value(mask).producer = pf->second;
+    const ValueId bias = below.inputs.size() > 2 ? below.inputs[2] : kNone;
+    const ValueId dbias = wants(bias) ? target_for(bias, lower) : kNone;
+    const ValueId dpre = g_.add_value("d" + xv.name + ".pre", xv.shape, DType::f32, Role::Intermediate);
+    attrs.i[1] = 1;
+    ins.push_back(mask);
+    outs = {dpre, kNone, kNone, dbias};
+    contribute(x, dpre, n.layer);
+    relu_fused_.insert(x);
+    if (dbias != kNone) contribute(bias, dbias, lower);
+    return true;
+  }
+
   Graph& g_;
   const BackwardSpec& spec_;
+  std::map<ValueId, int> producer_;  // forward node that writes each value
+  std::set<ValueId> relu_fused_;     // Linear+Relu outputs whose gradient arrives as d pre (db done)
   std::set<ValueId> needs_;
   std::map<ValueId, int> remaining_;
   std::map<ValueId, ValueId> grads_;

@@ -31,10 +31,13 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <mutex>
 #include <new>
+#include <set>
 #include <string>
 #include <vector>
 
+#include "emu/emu.hpp"
 #include "emu/runtime.hpp"
 #include "src/core/half.hpp"
 
@@ -852,6 +855,22 @@ const char* status_string(cublasStatus_t s) {
 
 }  // namespace
 
+namespace {
+std::mutex refused_mu;
+std::set<uint32_t>& refused_epilogues() {
+  static std::set<uint32_t> s;
+  return s;
+}
+}  // namespace
+
+void cudl_emu::set_lt_epilogue_refused(uint32_t epilogue, bool refuse) {
+  std::lock_guard<std::mutex> lock(refused_mu);
+  if (refuse)
+    refused_epilogues().insert(epilogue);
+  else
+    refused_epilogues().erase(epilogue);
+}
+
 extern "C" {
 
 // ================================ cuBLAS ========================================================
@@ -1189,6 +1208,10 @@ cublasStatus_t CUBLASWINAPI cublasLtMatmulAlgoGetHeuristic(
   cublasStatus_t st =
       check_config(desc_of(desc), layout_of(Adesc), layout_of(Bdesc), layout_of(Cdesc), layout_of(Ddesc), &p);
   if (st != CUBLAS_STATUS_SUCCESS) return st;
+  {
+    std::lock_guard<std::mutex> lock(refused_mu);
+    if (refused_epilogues().count(desc_of(desc)->epilogue)) return CUBLAS_STATUS_NOT_SUPPORTED;
+  }
   for (uint32_t a : {pref->align_a, pref->align_b, pref->align_c, pref->align_d})
     if (a == 0 || (a & (a - 1)) != 0) return CUBLAS_STATUS_INVALID_VALUE;
   cublasLtMatmulHeuristicResult_t& r = results[0];

@@ -15,6 +15,11 @@ struct Schedule {
 Schedule schedule();
 void set_schedule(Schedule s);
 
+/// Makes cublasLtMatmulAlgoGetHeuristic find no algo (CUBLAS_STATUS_NOT_SUPPORTED) for a
+/// cuBLASLt epilogue, as the real library does for some epilogue, type and layout combinations, so
+/// tests can run a caller's unfused fallback. `refuse` false allows it again.
+void set_lt_epilogue_refused(uint32_t epilogue, bool refuse);
+
 /// Detail of the last recorded error ("barrier divergence in kernel 'reduce_kernel': ...").
 std::string last_error_detail();
 /// Clears a sticky error so a test can go on after checking a planted bug (the real runtime
