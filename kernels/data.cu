@@ -532,4 +532,97 @@ void gather_images_cuda(const uint8_t* images, const int32_t* idx, float* y, int
   check_launch("gather_images_kernel");
 }
 
+// --- a training step's batch: perm lookup, x and y gathers and the cursor advance in one kernel --------
+
+template <typename T>
+__device__ __forceinline__ void copy_or_ones(char* dst, const char* src, bool ok) {
+  T v;
+  if (ok) {
+    v = *reinterpret_cast<const T*>(src);
+  } else {
+    set_ones(v);
+  }
+  *reinterpret_cast<T*>(dst) = v;
+}
+
+// One unit of `unit` bytes (16, 4, 2 or 1; the same for the whole grid) from src, or all-ones bytes.
+__device__ __forceinline__ void copy_unit(char* dst, const char* src, int unit, bool ok) {
+  switch (unit) {
+    case 16:
+      copy_or_ones<uint4>(dst, src, ok);
+      break;
+    case 4:
+      copy_or_ones<uint32_t>(dst, src, ok);
+      break;
+    case 2:
+      copy_or_ones<uint16_t>(dst, src, ok);
+      break;
+    default:
+      copy_or_ones<uint8_t>(dst, src, ok);
+      break;
+  }
+}
+
+// One grid-stride loop over the x items, then the y items, of the batch. An x item is x_unit
+// pixels (images: 4 -> one float4, or 1) or x_unit bytes (f32 copy); a y item is y_unit bytes.
+// x_per_row / y_per_row: items per row. Every block reads the cursor first; the last block to pass
+// last_block() (so after every block's read) writes cursor + b.
+static __global__ void gather_batch_kernel(GatherBatchArgs a, int x_unit, int64_t x_per_row, int y_unit,
+                                           int64_t y_per_row) {
+  const int64_t cursor = *a.cursor;
+  const int64_t start = (cursor % a.n + a.n) % a.n;
+  const int64_t x_items = a.b * x_per_row, total = x_items + a.b * y_per_row;
+  const int64_t x_row_bytes = a.x_row * static_cast<int64_t>(sizeof(float));
+  const float nan = __int_as_float(0x7fffffff);
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
+    const bool is_x = i < x_items;
+    const int64_t e = is_x ? i : i - x_items, per_row = is_x ? x_per_row : y_per_row;
+    const int64_t j = e / per_row, k = e - j * per_row;
+    const int64_t r = a.perm[(start + j) % a.n];
+    const bool ok = r >= 0 && r < a.rows;
+    const int64_t row = ok ? r : 0;  // addresses stay inside the table; `ok` decides what is written
+    if (!is_x) {
+      copy_unit(static_cast<char*>(a.yb) + j * a.y_row_bytes + k * y_unit,
+                static_cast<const char*>(a.y) + row * a.y_row_bytes + k * y_unit, y_unit, ok);
+    } else if (!a.images) {
+      copy_unit(reinterpret_cast<char*>(a.xb) + j * x_row_bytes + k * x_unit,
+                static_cast<const char*>(a.x) + row * x_row_bytes + k * x_unit, x_unit, ok);
+    } else {
+      const uint8_t* px = static_cast<const uint8_t*>(a.x) + row * a.x_row + k * x_unit;
+      float* out = a.xb + j * a.x_row + k * x_unit;
+      if (x_unit == 4) {
+        float4 o = make_float4(nan, nan, nan, nan);
+        if (ok) {
+          const uchar4 u = *reinterpret_cast<const uchar4*>(px);
+          o = make_float4(normalise_pixel(u.x, a.mean, a.stddev), normalise_pixel(u.y, a.mean, a.stddev),
+                          normalise_pixel(u.z, a.mean, a.stddev), normalise_pixel(u.w, a.mean, a.stddev));
+        }
+        *reinterpret_cast<float4*>(out) = o;
+      } else {
+        *out = ok ? normalise_pixel(*px, a.mean, a.stddev) : nan;
+      }
+    }
+  }
+  if (last_block(a.block_counter) && threadIdx.x == 0) *a.cursor = cursor + a.b;
+}
+
+void gather_batch_cuda(const GatherBatchArgs& a, cudaStream_t stream) {
+  if (a.b == 0) return;  // nothing to gather, and the cursor advances by 0
+  const int64_t x_row_bytes = a.x_row * static_cast<int64_t>(sizeof(float));
+  int x_unit;
+  int64_t x_per_row;
+  if (a.images) {
+    x_unit = a.x_row % 4 == 0 && (addr(a.x) & 3u) == 0 && (addr(a.xb) & 15u) == 0 ? 4 : 1;
+    x_per_row = a.x_row / x_unit;
+  } else {
+    x_unit = unit_for({addr(a.x), addr(a.xb), uint64_t(x_row_bytes)});
+    x_per_row = x_row_bytes / x_unit;
+  }
+  const int y_unit = unit_for({addr(a.y), addr(a.yb), uint64_t(a.y_row_bytes)});
+  const int64_t y_per_row = a.y_row_bytes / y_unit;
+  CUDL_LAUNCH(gather_batch_kernel, grid_for(a.b * (x_per_row + y_per_row), kBlock), kBlock, 0, stream)
+  (a, x_unit, x_per_row, y_unit, y_per_row);
+  check_launch("gather_batch_kernel");
+}
+
 }  // namespace cudl::kernels

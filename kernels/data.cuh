@@ -1,5 +1,5 @@
-// kernels/data.cuh — launchers of the data-movement kernels: fill, copy, cast, permute, strided
-// row copies (concat/slice), gather (+ deterministic backward), one-hot, u8 image batch gather.
+// kernels/data.cuh — launchers of the data-movement kernels: fill, copy, cast, permute, strided row copies
+// (concat/slice), gather (+ deterministic backward), one-hot, u8 image gather, a training step's batch gather.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -46,5 +46,25 @@ void one_hot_cuda(const int32_t* labels, float* y, int64_t n, int64_t classes, c
 /// y row b = (images row idx[b] / 255 - mean) / stddev in f32; an index outside [0, rows) gives NaN.
 void gather_images_cuda(const uint8_t* images, const int32_t* idx, float* y, int64_t rows, int64_t row, int64_t b,
                         float mean, float stddev, cudaStream_t stream);
+
+/// One training step's batch (GatherBatch). Row j of xb and yb is table row perm[(*cursor + j) mod n]:
+/// x rows are u8 pixels normalised into f32 like gather_images_cuda (`images`) or f32 copied, y rows
+/// are copied bytes. A perm entry outside [0, rows) gives a NaN x row and an all-ones y row. One
+/// kernel: every block reads *cursor, and the last block to finish (block_counter, a word that is 0
+/// between kernels) writes *cursor + b.
+struct GatherBatchArgs {
+  const int32_t* perm = nullptr;  // (n)
+  int64_t n = 0;
+  int64_t* cursor = nullptr;  // i64[1], read and advanced on the device
+  unsigned int* block_counter = nullptr;
+  const void* x = nullptr;  // (rows, x_row) u8 or f32
+  float* xb = nullptr;      // (b, x_row)
+  const void* y = nullptr;  // (rows, y_row_bytes) bytes
+  void* yb = nullptr;       // (b, y_row_bytes) bytes
+  int64_t rows = 0, b = 0, x_row = 0, y_row_bytes = 0;
+  bool images = false;
+  float mean = 0.f, stddev = 1.f;
+};
+void gather_batch_cuda(const GatherBatchArgs& args, cudaStream_t stream);
 
 }  // namespace cudl::kernels

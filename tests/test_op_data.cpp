@@ -10,6 +10,9 @@
 #include <vector>
 
 #include "testing.hpp"
+#if defined(CUDL_EMULATED)
+#include "emu/emu.hpp"
+#endif
 
 using namespace cudl;
 using cudl::testing::error_message;
@@ -474,6 +477,135 @@ TEST(DataCpu, GatherImagesNormalises) {
   EXPECT_MESSAGE_HAS(msg, "index 6");
 }
 
+// --- GatherBatch --------------------------------------------------------------------------------------
+
+namespace {
+
+// GatherBatch on the devices of its tensors; the cursor is updated in place.
+void gather_batch(const Tensor& perm, const Tensor& x, const Tensor& y, const Tensor& xb, const Tensor& yb,
+                  const Tensor& cursor, double mean = 0.5, double stdv = 0.25) {
+  OpAttrs a;
+  a.f[0] = mean;
+  a.f[1] = stdv;
+  run(OpKind::GatherBatch, {perm, x, y}, {xb, yb, cursor}, a);
+}
+
+// The same step as the four ops it replaces: BatchIndices, GatherImages or Gather (x), Gather (y),
+// Increment (cursor).
+void four_op_batch(const Tensor& perm, const Tensor& x, const Tensor& y, const Tensor& xb, const Tensor& yb,
+                   const Tensor& cursor, double mean = 0.5, double stdv = 0.25) {
+  Tensor idx = Tensor::empty(Shape{xb.shape()[0]}, DType::i32, perm.device());
+  run(OpKind::BatchIndices, {perm, cursor}, {idx});
+  OpAttrs a;
+  a.f[0] = mean;
+  a.f[1] = stdv;
+  run(x.dtype() == DType::u8 ? OpKind::GatherImages : OpKind::Gather, {x, idx}, {xb}, a);
+  run(OpKind::Gather, {y, idx}, {yb});
+  a.i[0] = xb.shape()[0];
+  run(OpKind::Increment, {}, {cursor}, a);
+}
+
+Tensor cursor_at(int64_t v, Device d = Device::cpu()) { return Tensor::from_vector<int64_t>({v}, Shape{1}, d); }
+
+Tensor batch_of(const Tensor& table, int64_t b, DType dt, Device d = Device::cpu()) {
+  std::vector<int64_t> dims = table.shape().dims();
+  dims[0] = b;
+  return Tensor::full(Shape(dims), 7.0, dt, d);
+}
+
+}  // namespace
+
+TEST(DataCpu, GatherBatchFollowsThePermutationAndAdvancesTheCursor) {
+  const Shape s{5, 1, 2, 3};
+  std::vector<uint8_t> px(static_cast<size_t>(s.numel()));
+  for (size_t i = 0; i < px.size(); ++i) px[i] = uint8_t(i * 37 % 256);
+  Tensor img = Tensor::from_vector(px, s), labels = Tensor::from_vector<int32_t>({10, 11, 12, 13, 14}, Shape{5});
+  Tensor perm = Tensor::from_vector<int32_t>({4, 0, 3, 1, 2}, Shape{5}), cursor = cursor_at(3);
+  Tensor xb = batch_of(img, 4, DType::f32), yb = batch_of(labels, 4, DType::i32);
+  // cursor 3, B 4: perm positions 3, 4, then wrapped 0, 1 -> rows 1, 2, 4, 0; then positions 2, 3, 4, 0.
+  for (const auto& rows : {std::vector<int32_t>{1, 2, 4, 0}, std::vector<int32_t>{3, 1, 2, 4}}) {
+    gather_batch(perm, img, labels, xb, yb, cursor);
+    const auto xv = xb.to_vector<float>();
+    for (int b = 0; b < 4; ++b)
+      for (int k = 0; k < 6; ++k)
+        ASSERT_EQ(xv[b * 6 + k], (float(px[rows[b] * 6 + k]) / 255.0f - 0.5f) / 0.25f) << b << " " << k;
+    std::vector<int32_t> want;
+    for (int32_t r : rows) want.push_back(10 + r);
+    EXPECT_EQ(yb.to_vector<int32_t>(), want);
+  }
+  EXPECT_EQ(cursor.to_vector<int64_t>(), (std::vector<int64_t>{11}));
+
+  // Bit for bit the four ops it replaces, for u8 images with i32 labels and f32 x with f32 targets,
+  // over steps that wrap around the permutation.
+  Tensor fx = random_tensor(Shape{9, 3, 2}, 5), fy = random_tensor(Shape{9, 2}, 6);
+  Tensor perm9 = Tensor::from_vector<int32_t>({8, 2, 5, 0, 7, 1, 4, 6, 3}, Shape{9});
+  Tensor img9 = Tensor::from_vector(std::vector<uint8_t>(px.begin(), px.begin() + 54), Shape{9, 6});
+  Tensor lab9 = random_labels(9, 10, 7);
+  for (auto [x, y] : {std::pair{img9, lab9}, std::pair{fx, fy}}) {
+    Tensor c1 = cursor_at(6), c2 = cursor_at(6);
+    for (int step = 0; step < 4; ++step) {
+      Tensor xb1 = batch_of(x, 4, DType::f32), yb1 = batch_of(y, 4, y.dtype());
+      Tensor xb2 = batch_of(x, 4, DType::f32), yb2 = batch_of(y, 4, y.dtype());
+      gather_batch(perm9, x, y, xb1, yb1, c1);
+      four_op_batch(perm9, x, y, xb2, yb2, c2);
+      EXPECT_TRUE(same_bytes(xb1, xb2)) << x.dtype() << " step " << step;
+      EXPECT_TRUE(same_bytes(yb1, yb2)) << y.dtype() << " step " << step;
+      EXPECT_EQ(c1.to_vector<int64_t>(), c2.to_vector<int64_t>());
+    }
+    EXPECT_EQ(c1.to_vector<int64_t>(), (std::vector<int64_t>{22}));
+  }
+}
+
+TEST(DataCpu, GatherBatchErrorsNameTheOpAndTheShapes) {
+  Tensor img = Tensor::zeros(Shape{5, 1, 2, 3}, DType::u8), labels = Tensor::zeros(Shape{5}, DType::i32);
+  Tensor xb = batch_of(img, 4, DType::f32), yb = batch_of(labels, 4, DType::i32), cursor = cursor_at(3);
+  // An out-of-range perm entry throws before anything is written: outputs and cursor stay.
+  Tensor bad = Tensor::from_vector<int32_t>({4, 0, 3, 1, 9}, Shape{5});
+  std::string msg = error_message([&] { gather_batch(bad, img, labels, xb, yb, cursor); });
+  EXPECT_MESSAGE_HAS(msg, "GatherBatch");
+  EXPECT_MESSAGE_HAS(msg, "index 9");
+  EXPECT_MESSAGE_HAS(msg, "(5, 1, 2, 3)");
+  EXPECT_EQ(cursor.to_vector<int64_t>(), (std::vector<int64_t>{3}));
+  EXPECT_EQ(xb.to_vector<float>(), std::vector<float>(24, 7.0f));
+  EXPECT_EQ(yb.to_vector<int32_t>(), std::vector<int32_t>(4, 7));
+  msg = error_message([&] { gather_batch(Tensor::from_vector<int32_t>({-1}, Shape{1}), img, labels, xb, yb, cursor); });
+  EXPECT_MESSAGE_HAS(msg, "index -1");
+
+  Tensor perm = Tensor::from_vector<int32_t>({4, 0, 3, 1, 2}, Shape{5});
+  auto expect_error = [&](const std::function<void()>& f, std::initializer_list<const char*> parts) {
+    const std::string m = error_message(f);
+    EXPECT_MESSAGE_HAS(m, "GatherBatch");
+    for (const char* p : parts) EXPECT_MESSAGE_HAS(m, p);
+  };
+  expect_error(
+      [&] {
+        gather_batch(perm, Tensor::zeros(Shape{5, 1, 2, 3}, DType::i32), labels, xb, yb, cursor);
+      },
+      {"x must be u8 or f32", "i32"});
+  expect_error([&] { gather_batch(perm, img, labels, xb, batch_of(labels, 4, DType::f32), cursor); },
+               {"y dtype i32", "yb dtype f32"});
+  expect_error([&] { gather_batch(perm, img, labels, batch_of(img, 4, DType::u8), yb, cursor); }, {"xb must be f32"});
+  expect_error(
+      [&] {
+        gather_batch(perm, img, labels, Tensor::empty(Shape{4, 1, 3, 2}), yb, cursor);
+      },
+      {"xb shape (4, 1, 3, 2)", "(5, 1, 2, 3)"});
+  expect_error([&] { gather_batch(perm, img, labels, xb, Tensor::empty(Shape{3}, DType::i32), cursor); },
+               {"yb shape (3,)", "4 rows"});
+  expect_error([&] { gather_batch(perm, img, Tensor::zeros(Shape{6}, DType::i32), xb, yb, cursor); },
+               {"(5, 1, 2, 3)", "(6,)", "same number of rows"});
+  expect_error([&] { gather_batch(Tensor::empty(Shape{0}, DType::i32), img, labels, xb, yb, cursor); },
+               {"perm must not be empty"});
+  expect_error([&] { gather_batch(Tensor::zeros(Shape{5}, DType::f32), img, labels, xb, yb, cursor); },
+               {"perm must be i32"});
+  expect_error([&] { gather_batch(perm, img, labels, xb, yb, Tensor::zeros(Shape{1}, DType::i32)); },
+               {"cursor must be i64"});
+  expect_error([&] { gather_batch(perm, img, labels, xb, yb, Tensor::zeros(Shape{2}, DType::i64)); },
+               {"cursor must have one element"});
+  expect_error([&] { gather_batch(perm, img, labels, xb, yb, cursor, 0.5, 0.0); }, {"std f[1] must be nonzero"});
+  EXPECT_EQ(cursor.to_vector<int64_t>(), (std::vector<int64_t>{3}));
+}
+
 // --- CUDA vs CPU -------------------------------------------------------------------------------------
 
 TEST(DataCuda, FillAndCopyAlignedAndMisaligned) {
@@ -656,4 +788,104 @@ TEST(DataCuda, OneHotAndGatherImagesEqualCpu) {
   run(OpKind::GatherImages, {img, idx}, {x}, a);
   run(OpKind::GatherImages, {img.to(kGpu), idx.to(kGpu)}, {xg}, a);
   EXPECT_TRUE(same_bytes(xg, x));
+}
+
+TEST(DataCuda, GatherBatchEqualsCpuBitwiseUnderEverySchedule) {
+  CUDL_REQUIRE_CUDA();
+  struct Case {
+    Shape x;     // table (R, ...)
+    DType x_dt;  // u8 images or f32
+    Shape y;
+    DType y_dt;
+    int64_t n, b, cursor;
+  };
+  // rows of 784 px (4 pixels per thread), 75 px (1 per thread), f32 rows of 132 B (4-byte units) and
+  // 32 B (16-byte units); y of 4, 12, 16 and 3 bytes; grids of 3 to 29 blocks, no batch a multiple
+  // of 256; cursors that wrap (cursor + b > n), perms longer than the table (the streamed layout).
+  const std::vector<Case> cases = {
+      {Shape{40, 1, 28, 28}, DType::u8, Shape{40}, DType::i32, 40, 37, 30},
+      {Shape{50, 3, 5, 5}, DType::u8, Shape{50, 3}, DType::f32, 100, 45, 96},
+      {Shape{64, 33}, DType::f32, Shape{64}, DType::i32, 64, 61, 5},
+      {Shape{30, 8}, DType::f32, Shape{30, 2}, DType::i64, 30, 301, 29},
+      {Shape{20, 1, 28, 28}, DType::u8, Shape{20, 3}, DType::u8, 60, 3, 58},
+  };
+#if defined(CUDL_EMULATED)
+  // The cursor is advanced by whichever block finishes last: blocks run in order, in reverse and
+  // shuffled, so advancing it in any fixed block (or the first to finish) fails under one of them.
+  struct Restore {
+    cudl_emu::Schedule saved = cudl_emu::schedule();
+    ~Restore() { cudl_emu::set_schedule(saved); }
+  } restore;
+  const std::vector<cudl_emu::Schedule> schedules = {
+      {cudl_emu::Schedule::Forward, 0}, {cudl_emu::Schedule::Reverse, 0}, {cudl_emu::Schedule::Shuffle, 11}};
+#else
+  const std::vector<int> schedules = {0};
+#endif
+  for (const auto& sched : schedules) {
+#if defined(CUDL_EMULATED)
+    cudl_emu::set_schedule(sched);
+    const int kind = static_cast<int>(sched.kind);
+#else
+    const int kind = sched;
+#endif
+    for (size_t ci = 0; ci < cases.size(); ++ci) {
+      const Case& k = cases[ci];
+      const int64_t rows = k.x[0];
+      Tensor x = k.x_dt == DType::u8 ? iota(k.x, DType::u8) : random_tensor(k.x, 11 + ci);
+      Tensor y = k.y_dt == DType::f32 ? random_tensor(k.y, 13 + ci) : Tensor::empty(k.y, k.y_dt);
+      if (k.y_dt != DType::f32) {
+        auto* p = static_cast<unsigned char*>(y.data());
+        for (size_t i = 0; i < y.nbytes(); ++i) p[i] = static_cast<unsigned char>(i * 2654435761u >> 13);
+      }
+      // perm entry i: a shuffled row, so consecutive positions are never consecutive rows
+      std::vector<int32_t> pv(static_cast<size_t>(k.n));
+      for (int64_t i = 0; i < k.n; ++i) pv[i] = static_cast<int32_t>((i % rows * 7 + 3) % rows);
+      Tensor perm = Tensor::from_vector(pv, Shape{k.n});
+      Tensor xg = x.to(kGpu), yg = y.to(kGpu), pg = perm.to(kGpu);
+      Tensor c = cursor_at(k.cursor), cg = cursor_at(k.cursor, kGpu);
+      for (int step = 0; step < 3; ++step) {
+        Tensor xb = batch_of(x, k.b, DType::f32), yb = batch_of(y, k.b, k.y_dt);
+        Tensor xbg = batch_of(x, k.b, DType::f32, kGpu), ybg = batch_of(y, k.b, k.y_dt, kGpu);
+        gather_batch(perm, x, y, xb, yb, c, 0.1307, 0.3081);
+        gather_batch(pg, xg, yg, xbg, ybg, cg, 0.1307, 0.3081);
+        EXPECT_TRUE(same_bytes(xbg, xb)) << "schedule " << kind << " case " << ci << " step " << step;
+        EXPECT_TRUE(same_bytes(ybg, yb)) << "schedule " << kind << " case " << ci << " step " << step;
+        ASSERT_EQ(cg.to(Device::cpu()).to_vector<int64_t>(), c.to_vector<int64_t>())
+            << "schedule " << kind << " case " << ci << " step " << step;
+      }
+      EXPECT_EQ(c.to_vector<int64_t>()[0], k.cursor + 3 * k.b);
+    }
+  }
+
+  // Out-of-range perm entries cannot throw on the device: NaN x rows, all-ones y rows, the other
+  // rows gathered, and the cursor still advances.
+  for (DType x_dt : {DType::u8, DType::f32}) {
+    const Shape s{6, 1, 28, 28};
+    Tensor x = x_dt == DType::u8 ? iota(s, DType::u8) : random_tensor(s, 3);
+    Tensor y = Tensor::from_vector<int32_t>({10, 11, 12, 13, 14, 15}, Shape{6});
+    Tensor perm = Tensor::from_vector<int32_t>({2, 6, 0, -1, 5}, Shape{5}, kGpu), cg = cursor_at(4, kGpu);
+    Tensor xbg = batch_of(x, 5, DType::f32, kGpu), ybg = batch_of(y, 5, DType::i32, kGpu);
+    gather_batch(perm, x.to(kGpu), y.to(kGpu), xbg, ybg, cg, 0.1307, 0.3081);
+    // positions 4, 0, 1, 2, 3 -> rows 5, 2, bad, 0, bad
+    EXPECT_EQ(ybg.to(Device::cpu()).to_vector<int32_t>(), (std::vector<int32_t>{15, 12, -1, 10, -1}));
+    EXPECT_EQ(cg.to(Device::cpu()).to_vector<int64_t>(), (std::vector<int64_t>{9}));
+    Tensor want = batch_of(x, 2, DType::f32), want_y = Tensor::empty(Shape{2}, DType::i32);
+    gather_batch(Tensor::from_vector<int32_t>({5, 2}, Shape{2}), x, y, want, want_y, cursor_at(0), 0.1307, 0.3081);
+    const auto got = as_doubles(xbg), w = as_doubles(want);
+    const int64_t row = 784;
+    for (int64_t k = 0; k < row; ++k) {
+      ASSERT_EQ(got[k], w[k]) << x_dt << " row 0 elem " << k;
+      ASSERT_EQ(got[row + k], w[row + k]) << x_dt << " row 1 elem " << k;
+      ASSERT_TRUE(std::isnan(got[2 * row + k]) && std::isnan(got[4 * row + k])) << x_dt << " elem " << k;
+    }
+  }
+  // The shared checks reject bad calls on the device too.
+  Tensor img = Tensor::zeros(Shape{5, 4}, DType::u8, kGpu);
+  const std::string msg = error_message([&] {
+    gather_batch(Tensor::zeros(Shape{5}, DType::i32, kGpu), img, Tensor::zeros(Shape{5}, DType::i32, kGpu),
+                 Tensor::empty(Shape{2, 4}, DType::f32, kGpu), Tensor::empty(Shape{2}, DType::f32, kGpu),
+                 cursor_at(0, kGpu));
+  });
+  EXPECT_MESSAGE_HAS(msg, "GatherBatch");
+  EXPECT_MESSAGE_HAS(msg, "yb dtype f32");
 }

@@ -22,8 +22,8 @@ const char* op_name(OpKind op) {
       "LogSoftmaxBackward", "MseLoss", "L1Loss", "HuberLoss", "BceLoss", "BceWithLogitsLoss",
       "CrossEntropyLoss", "SoftCrossEntropyLoss", "NllLoss", "SgdStep", "AdamStep", "RmspropStep",
       "AdagradStep", "WeightPenalty", "ClipGradNorm", "Fill", "Copy", "Cast", "Permute", "Concat", "Slice",
-      "SliceBackward", "Gather", "GatherBackward", "OneHot", "GatherImages", "Accumulate", "Increment", "BatchIndices",
-      "AugmentImages"};
+      "SliceBackward", "Gather", "GatherBackward", "OneHot", "GatherImages", "GatherBatch",
+      "Accumulate", "Increment", "BatchIndices", "AugmentImages"};
   static_assert(sizeof(kNames) / sizeof(kNames[0]) == kOpCount, "op_name table out of step with OpKind");
   int k = static_cast<int>(op);
   return k >= 0 && k < kOpCount ? kNames[k] : "invalid-op";

@@ -164,6 +164,10 @@ enum class OpKind : int {
   GatherBackward,  // in: dy (M, ...), idx  out: dtable (R, ...) (deterministic: sorted segments)
   OneHot,          // in: labels i32 (N)  out: y f32 (N, C)
   GatherImages,    // in: images u8 (R, ...), idx i32 (B)   out: y f32 (B, ...) = (u8/255 - f[0]) / f[1]
+  GatherBatch,     // in: perm i32 (N), x (R, ...) u8 or f32, y (R, ...)   out: xb f32 (B, ...), yb (B, ...),
+                   // cursor i64[1] (device) updated in place: a training step's whole data stage.
+                   // Row j of xb and yb is table row perm[(cursor + j) mod N]; then cursor += B.
+                   // u8 x: xb as GatherImages (f[0]=mean, f[1]=std); f32 x: copied. y: any dtype, yb alike
   // Data details (src/cpu/data.cpp is the spec): Fill, Copy, Permute, Concat, Slice, SliceBackward
   // and Gather move bytes of any dtype (inputs and outputs of one dtype). Fill converts f[0] like
   // backend/convert.hpp's element_bytes (floats round to nearest even; integers truncate and
@@ -178,6 +182,12 @@ enum class OpKind : int {
   // the index and the table shape; CUDA cannot throw from a kernel, so Gather writes all-ones bytes
   // (NaN for f32, -1 for i32), GatherImages and OneHot write NaN rows, GatherBackward ignores them.
   // GatherImages computes (float(u) / 255.f - f[0]) / f[1] in f32 (bitwise equal on CPU and CUDA).
+  // GatherBatch = BatchIndices + GatherImages or Gather (x) + Gather (y) + Increment (cursor) in one
+  // call: x and y have the same number of rows R, N > 0, the cursor is read as cursor mod N (never
+  // negative) and advanced by B after the gather. Out-of-range perm entries: the CPU throws as Gather
+  // does, before writing anything (the cursor stays); CUDA writes NaN x rows (as GatherImages for u8
+  // x, as Gather for f32 x) and all-ones y rows, and still advances the cursor. On CUDA it is one
+  // kernel: every block reads the cursor, and the last block to finish writes cursor + B.
   // --- graph utilities (kernels/util.cu, src/cpu/util.cpp): step counters and device-side metrics ---
   Accumulate,      // in: x (f32, i32, i64 or u8; n elements)   out: acc (f32, n) updated in place:
                    // acc += f[0] * x

@@ -1,5 +1,5 @@
 // cpu/data.cpp — CPU reference of the data-movement op family (fill, copy, cast, permute, concat,
-// slice, gather, one-hot, image batch gather): the spec. Layout-only ops work on any dtype.
+// slice, gather, one-hot, image and training batch gathers): the spec. Layout-only ops work on any dtype.
 #include "cpu/data.hpp"
 
 #include <algorithm>
@@ -204,6 +204,11 @@ void one_hot(const OpCall& c) {
   }
 }
 
+// dst[k] = (src[k] / 255 - mean) / stddev in f32 for k < n (GatherImages and GatherBatch)
+void normalise_pixels(const uint8_t* src, float* dst, int64_t n, float mean, float stddev) {
+  for (int64_t k = 0; k < n; ++k) dst[k] = (static_cast<float>(src[k]) / 255.0f - mean) / stddev;
+}
+
 // in: images u8 (R, ...), idx i32 (B)   out: y f32 (B, ...) = (u8 / 255 - f[0]) / f[1], in f32
 void gather_images(const OpCall& c) {
   const GatherProblem p = check_gather_call(c);
@@ -211,10 +216,34 @@ void gather_images(const OpCall& c) {
   const int32_t* idx = c.inputs[1].as<int32_t>();
   for (int64_t b = 0; b < p.m; ++b) {
     check_index(c, idx[b], p.rows, b, c.inputs[0].shape);
-    const uint8_t* src = c.inputs[0].as<uint8_t>() + idx[b] * p.row;
-    float* dst = c.outputs[0].as<float>() + b * p.row;
-    for (int64_t k = 0; k < p.row; ++k) dst[k] = (static_cast<float>(src[k]) / 255.0f - mean) / stddev;
+    normalise_pixels(c.inputs[0].as<uint8_t>() + idx[b] * p.row, c.outputs[0].as<float>() + b * p.row, p.row, mean,
+                     stddev);
   }
+}
+
+// in: perm i32 (N), x (R, ...) u8 or f32, y (R, ...)   out: xb f32 (B, ...), yb (B, ...), cursor i64[1]
+// in place: row j = table row perm[(cursor + j) mod N], then cursor += B. Every index is checked
+// before anything is written, so a failing call leaves the outputs and the cursor as they were.
+void gather_batch(const OpCall& c) {
+  const GatherBatchProblem p = check_gather_batch_call(c);
+  const int32_t* perm = c.inputs[0].as<int32_t>();
+  int64_t* cursor = c.outputs[2].as<int64_t>();
+  const int64_t start = (cursor[0] % p.n + p.n) % p.n;
+  auto row_of = [&](int64_t j) { return perm[(start + j) % p.n]; };
+  for (int64_t j = 0; j < p.b; ++j) check_index(c, row_of(j), p.rows, j, c.inputs[1].shape);
+  const auto* y = static_cast<const unsigned char*>(c.inputs[2].data);
+  auto* yb = static_cast<unsigned char*>(c.outputs[1].data);
+  const size_t x_bytes = static_cast<size_t>(p.x_row) * sizeof(float), y_bytes = static_cast<size_t>(p.y_row_bytes);
+  for (int64_t j = 0; j < p.b; ++j) {
+    const int64_t r = row_of(j);
+    float* xb = c.outputs[0].as<float>() + j * p.x_row;
+    if (p.images)
+      normalise_pixels(c.inputs[1].as<uint8_t>() + r * p.x_row, xb, p.x_row, p.mean, p.stddev);
+    else
+      std::memcpy(xb, c.inputs[1].as<float>() + r * p.x_row, x_bytes);
+    std::memcpy(yb + j * y_bytes, y + r * y_bytes, y_bytes);
+  }
+  cursor[0] += p.b;
 }
 
 }  // namespace
@@ -358,6 +387,51 @@ GatherProblem check_gather_call(const OpCall& c) {
   return p;
 }
 
+GatherBatchProblem check_gather_batch_call(const OpCall& c) {
+  const TensorView& perm = c.in(0);
+  const TensorView& x = c.in(1);
+  const TensorView& y = c.in(2);
+  const TensorView& xb = c.out(0);
+  const TensorView& yb = c.out(1);
+  const TensorView& cursor = c.out(2);
+  expect_dtype(c, perm, "perm", DType::i32);
+  expect_defined(c, x, "x");
+  expect_defined(c, y, "y");
+  expect_dtype(c, xb, "xb", DType::f32);
+  expect_defined(c, yb, "yb");
+  expect_dtype(c, cursor, "cursor", DType::i64);
+  if (perm.numel() == 0) fail_at(c, detail::concat("perm must not be empty (shape ", perm.shape, ")"));
+  if (cursor.numel() != 1) fail_at(c, detail::concat("cursor must have one element, got shape ", cursor.shape));
+  if (x.dtype != DType::u8 && x.dtype != DType::f32)
+    fail_at(c, detail::concat("x must be u8 or f32, got ", x.dtype, " (shape ", x.shape, ")"));
+  expect_same_dtype(c, y, "y", yb, "yb");
+  if (x.shape.rank() < 1 || y.shape.rank() < 1 || x.shape.dims()[0] != y.shape.dims()[0])
+    fail_at(c, detail::concat("x shape ", x.shape, " and y shape ", y.shape, " must have the same number of rows"));
+  if (xb.shape.rank() < 1) fail_at(c, detail::concat("xb must have rank >= 1, got shape ", xb.shape));
+  const int64_t b = xb.shape.dims()[0];
+  auto expect_rows_of = [&](const TensorView& out, const std::string& on, const TensorView& table,
+                            const std::string& tn) {
+    std::vector<int64_t> want = table.shape.dims();
+    want[0] = b;
+    if (out.shape != Shape(want))
+      fail_at(c, detail::concat(on, " shape ", out.shape, " must be ", tn, " shape ", table.shape, " with ", b,
+                                " rows (the batch size, from xb)"));
+  };
+  expect_rows_of(xb, "xb", x, "x");
+  expect_rows_of(yb, "yb", y, "y");
+  GatherBatchProblem p;
+  p.images = x.dtype == DType::u8;
+  if (p.images && !(c.attrs.f[1] != 0)) fail_at(c, detail::concat("std f[1] must be nonzero (x shape ", x.shape, ")"));
+  p.n = perm.numel();
+  p.rows = x.shape.dims()[0];
+  p.b = b;
+  p.x_row = prod(x.shape, 1, x.shape.rank());
+  p.y_row_bytes = prod(y.shape, 1, y.shape.rank()) * static_cast<int64_t>(dtype_size(y.dtype));
+  p.mean = static_cast<float>(c.attrs.f[0]);
+  p.stddev = static_cast<float>(c.attrs.f[1]);
+  return p;
+}
+
 OneHotProblem check_one_hot_call(const OpCall& c) {
   const TensorView& lab = c.in(0);
   const TensorView& y = c.out(0);
@@ -383,6 +457,7 @@ void register_cpu_data_ops(OpTable& t) {
   t.add(OpKind::GatherBackward, gather_backward);
   t.add(OpKind::OneHot, one_hot);
   t.add(OpKind::GatherImages, gather_images);
+  t.add(OpKind::GatherBatch, gather_batch);
 }
 
 }  // namespace cudl

@@ -58,6 +58,15 @@ struct GatherProblem {
 };
 GatherProblem check_gather_call(const OpCall& call);
 
+/// GatherBatch: perm (n), tables x and y of `rows` rows each, b batch rows. x rows are x_row
+/// elements (u8 normalised into f32 when `images`, else f32 copied); y rows are y_row_bytes bytes.
+struct GatherBatchProblem {
+  int64_t n = 0, rows = 0, b = 0, x_row = 1, y_row_bytes = 0;
+  bool images = false;
+  float mean = 0.f, stddev = 1.f;
+};
+GatherBatchProblem check_gather_batch_call(const OpCall& call);
+
 /// OneHot: n labels, y (n, classes).
 struct OneHotProblem {
   int64_t n = 0, classes = 0;

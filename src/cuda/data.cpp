@@ -109,6 +109,28 @@ void cuda_gather_images(const OpCall& c) {
                               stream_of(c));
 }
 
+void cuda_gather_batch(const OpCall& c) {
+  const GatherBatchProblem p = check_gather_batch_call(c);
+  CudaContext& ctx = cuda_context(c);
+  kernels::GatherBatchArgs a;
+  a.perm = c.inputs[0].as<int32_t>();
+  a.n = p.n;
+  a.cursor = c.outputs[2].as<int64_t>();
+  a.block_counter = ctx.block_counter();
+  a.x = c.inputs[1].data;
+  a.xb = c.outputs[0].as<float>();
+  a.y = c.inputs[2].data;
+  a.yb = c.outputs[1].data;
+  a.rows = p.rows;
+  a.b = p.b;
+  a.x_row = p.x_row;
+  a.y_row_bytes = p.y_row_bytes;
+  a.images = p.images;
+  a.mean = p.mean;
+  a.stddev = p.stddev;
+  kernels::gather_batch_cuda(a, ctx.stream());
+}
+
 }  // namespace
 
 void register_cuda_data_ops(OpTable& t) {
@@ -123,6 +145,7 @@ void register_cuda_data_ops(OpTable& t) {
   t.add(OpKind::GatherBackward, cuda_gather_backward);
   t.add(OpKind::OneHot, cuda_one_hot);
   t.add(OpKind::GatherImages, cuda_gather_images);
+  t.add(OpKind::GatherBatch, cuda_gather_batch);
 }
 
 }  // namespace cudl
