@@ -92,6 +92,10 @@ NodeBytes node_bytes(const cudl::graph::Graph& g, const cudl::graph::Node& n) {
       r = row * static_cast<double>(g.value(n.inputs[1]).shape.numel());
     }
     if (n.op == OpKind::BatchIndices && k == 0) r = nb(n.outputs[0]);  // B entries of the permutation
+    if (n.op == OpKind::GatherBatch) {  // B entries of the permutation, B rows of each table
+      const double batch = static_cast<double>(g.value(n.outputs[0]).shape[0]);
+      r = k == 0 ? batch * sizeof(int32_t) : r / static_cast<double>(std::max<int64_t>(g.value(v).shape[0], 1)) * batch;
+    }
     // UnaryBackward reads x and y only when the op's derivative needs them (backend/op.hpp).
     if (n.op == OpKind::UnaryBackward && k < 2) {
       const auto u = static_cast<cudl::UnaryOp>(n.attrs.i[0]);
@@ -111,6 +115,9 @@ NodeBytes node_bytes(const cudl::graph::Graph& g, const cudl::graph::Node& n) {
     case OpKind::Increment:
     case OpKind::Accumulate:
       for (ValueId v : n.outputs) b.read += nb(v);
+      break;
+    case OpKind::GatherBatch:  // the cursor (output 2) is read and advanced
+      b.read += nb(n.outputs[2]);
       break;
     case OpKind::BatchNormTrain:
       if (n.inputs.size() > 4) b.written += nb(n.inputs[3]) + nb(n.inputs[4]);

@@ -2,6 +2,7 @@
 // learning-rate changes under graph replay, and clear errors for bad input.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -312,6 +313,41 @@ TEST(Model, StreamedTrainingRowsGiveTheSameRunAsDeviceResidentOnesOnCuda) {
                 1e-4 * std::max(1.0, c.streamed.metrics["loss"][e]))
         << "epoch " << e;
   EXPECT_NEAR(r.eval_streamed, c.eval_streamed, 1e-4 * std::max(1.0, c.eval_streamed));
+}
+
+// u8 rows (normalised by the data stage with the dataset's mean and std), a batch that does not
+// divide the set, several epochs: CUDA, resident and streamed, follows the CPU reference.
+TEST(Model, U8ImagesTrainTheSameOnCpuAndCuda) {
+  CUDL_REQUIRE_CUDA();
+  Dataset f = blobs(70, 21), d;
+  std::vector<uint8_t> px(static_cast<size_t>(f.x.numel()));
+  const auto xv = f.x.to_vector<float>();
+  for (size_t i = 0; i < px.size(); ++i) px[i] = static_cast<uint8_t>(std::clamp((xv[i] + 3.f) * 40.f, 0.f, 255.f));
+  d.x = Tensor::from_vector(px, f.x.shape());
+  d.y = f.y;
+  d.mean = 0.45f;
+  d.std = 0.3f;
+  std::vector<double> loss[3];
+  double eval[3] = {};
+  const std::pair<Device, DataPlacement> runs[3] = {{Device::cpu(), DataPlacement::Device},
+                                                    {Device::cuda(0), DataPlacement::Device},
+                                                    {Device::cuda(0), DataPlacement::Stream}};
+  for (int k = 0; k < 3; ++k) {
+    Sequential m = mlp("u8");  // same names and seed: same initial weights
+    m.compile(options(runs[k].first));
+    FitOptions fo = fit_options(3);
+    fo.data_placement = runs[k].second;
+    loss[k] = m.fit(d, fo).metrics["loss"];
+    eval[k] = m.evaluate(d, 16, runs[k].second).metrics["loss"];
+  }
+  for (int k = 1; k < 3; ++k) {
+    ASSERT_EQ(loss[k].size(), loss[0].size());
+    for (size_t e = 0; e < loss[0].size(); ++e)
+      EXPECT_NEAR(loss[k][e], loss[0][e], 1e-4 * std::max(1.0, loss[0][e])) << "run " << k << " epoch " << e;
+    EXPECT_NEAR(eval[k], eval[0], 1e-4 * std::max(1.0, eval[0])) << "run " << k;
+  }
+  EXPECT_EQ(loss[1], loss[2]);  // resident and streamed CUDA runs gather the same rows
+  EXPECT_LT(loss[0].back(), loss[0].front());
 }
 
 TEST(Model, PrefetcherRejectsBadRows) {

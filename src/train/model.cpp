@@ -200,34 +200,26 @@ struct Model::Impl {
     return v;
   }
 
-  // Data nodes: idx = perm[cursor...], x = gather(data_x, idx), y = gather(data_y, idx), cursor += B.
+  // The data node: rows perm[cursor .. cursor + B) of data_x (normalised when u8) and data_y,
+  // then cursor += B, in one GatherBatch.
   std::pair<ValueId, ValueId> data_nodes(detail::BuildContext& c, const Tensor& dx, const Tensor& dy, const Tensor& perm,
                                          float mean, float stdv) {
     graph::Graph& g = *c.g;
     const int64_t B = c.batch;
+    if (dx.dtype() != DType::u8 && dx.dtype() != DType::f32)
+      CUDL_FAIL("model ", name, ": x must be f32 or u8, got ", dx.dtype());
     ValueId vx = bind_state(c, "data.x", dx, Role::Input), vy = bind_state(c, "data.y", dy, Role::Input);
     ValueId vp = bind_state(c, "data.perm", perm, Role::Input), vc = bind_state(c, "data.cursor", cursor);
-    ValueId idx = g.add_value("data.idx", Shape{B}, DType::i32, Role::Intermediate);
-    g.add_node(OpKind::BatchIndices, {}, {vp, vc}, {idx}, "data", Phase::Forward);
-    OpAttrs inc;
-    inc.i[0] = B;
-    g.add_node(OpKind::Increment, inc, {}, {vc}, "data", Phase::Forward);
     std::vector<int64_t> xd = dx.shape().dims();
     xd[0] = B;
     ValueId xb = g.add_value("data.batch_x", Shape(xd), DType::f32, Role::Intermediate);
-    if (dx.dtype() == DType::u8) {
-      OpAttrs a;
-      a.f[0] = mean;
-      a.f[1] = stdv;
-      g.add_node(OpKind::GatherImages, a, {vx, idx}, {xb}, "data", Phase::Forward);
-    } else {
-      if (dx.dtype() != DType::f32) CUDL_FAIL("model ", name, ": x must be f32 or u8, got ", dx.dtype());
-      g.add_node(OpKind::Gather, {}, {vx, idx}, {xb}, "data", Phase::Forward);
-    }
     std::vector<int64_t> yd = dy.shape().dims();
     yd[0] = B;
     ValueId yb = g.add_value("data.batch_y", Shape(yd), dy.dtype(), Role::Intermediate);
-    g.add_node(OpKind::Gather, {}, {vy, idx}, {yb}, "data", Phase::Forward);
+    OpAttrs a;
+    a.f[0] = mean;
+    a.f[1] = stdv;
+    g.add_node(OpKind::GatherBatch, a, {vp, vx, vy}, {xb, yb, vc}, "data", Phase::Forward);
     return {xb, yb};
   }
 
