@@ -1,14 +1,16 @@
 // tests/test_op_conv.cpp — the conv op family: CPU reference vs naive loops and finite differences;
-// CUDA (cuDNN graph-API path, forced im2col engine, cuDNN-without-fusion and no-plan fallback) vs
-// CPU for forward (bias, ReLU epilogue) and every backward op; plan caching; invalid geometry.
+// CPU results equal for every thread count; CUDA (cuDNN graph-API path, forced im2col engine,
+// cuDNN-without-fusion and no-plan fallback) vs CPU for every op; plan caching; invalid geometry.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
 #include "backend/backend.hpp"
+#include "cpu/parallel.hpp"
 #include "testing.hpp"
 #if defined(CUDL_WITH_CUDA)
 #include "cuda/conv.hpp"
@@ -167,6 +169,45 @@ TEST(ConvCpu, ReluEpilogueKeepsNaN) {
   Tensor w = Tensor::from_vector<float>({1}, c.w_shape());
   Tensor y = forward(c, x, w, Tensor());
   EXPECT_TRUE(all_close(y, Tensor::from_vector<float>({0, 2, NAN, 4, 0, 6, 7, 0, 9}, c.y_shape())));
+}
+
+/// Every element has the same bits (NaN included); names the first mismatch otherwise.
+::testing::AssertionResult bitwise_equal(const Tensor& a, const Tensor& b) {
+  if (a.shape() != b.shape()) return ::testing::AssertionFailure() << "shapes " << a.shape() << " vs " << b.shape();
+  const float* pa = a.data_as<float>();
+  const float* pb = b.data_as<float>();
+  for (int64_t i = 0; i < a.numel(); ++i)
+    if (std::memcmp(pa + i, pb + i, sizeof(float)) != 0)
+      return ::testing::AssertionFailure() << "element " << i << ": " << pa[i] << " vs " << pb[i];
+  return ::testing::AssertionSuccess();
+}
+
+TEST(ConvCpu, ThreadCountDoesNotChangeResults) {
+  // Batches of 1, primes, and over 16 (the filter gradient's image blocks hold several images).
+  std::vector<Cfg> cfgs;
+  cfgs.push_back({Shape{1, 3, 7, 5}, 5, 3, 3, 1, 1, 1, 1});            // batch 1
+  cfgs.push_back({Shape{7, 4, 9, 8}, 6, 3, 3, 1, 1, 1, 1});            // batch 7, padding
+  cfgs.push_back({Shape{5, 4, 9, 7}, 6, 3, 3, 2, 2, 1, 1, 1, 1, 2});   // batch 5, stride 2, groups 2
+  cfgs.push_back({Shape{37, 6, 6, 5}, 9, 3, 2, 1, 1, 1, 0, 1, 1, 3});  // batch 37, groups 3
+  cfgs.push_back({Shape{3, 6, 5, 5}, 6, 3, 3, 1, 1, 1, 1, 1, 1, 6});   // depthwise, batch 3
+  for (Cfg c : cfgs) {
+    c.bias = c.relu = true;
+    SCOPED_TRACE(c.str());
+    Tensor x = random_tensor(c.x, 21), w = random_tensor(c.w_shape(), 22), b = random_tensor(Shape{c.K}, 23);
+    Tensor dy = random_tensor(c.y_shape(), 24);
+    auto run_all = [&](int threads) {
+      ScopedCpuThreads scope(threads);
+      return std::vector<Tensor>{forward(c, x, w, b), backward_data(c, dy, w), backward_filter(c, x, dy),
+                                 backward_bias(c, dy)};
+    };
+    const char* names[] = {"y", "dx", "dw", "db"};
+    const std::vector<Tensor> one = run_all(1);
+    for (int threads : {2, 3, 4, 8, 3}) {  // 3 twice: run to run
+      const std::vector<Tensor> many = run_all(threads);
+      for (size_t i = 0; i < one.size(); ++i)
+        EXPECT_TRUE(bitwise_equal(many[i], one[i])) << names[i] << " with " << threads << " threads vs 1";
+    }
+  }
 }
 
 /// Runs `fn`, expecting cudl::Error whose message names every string in `parts`.
