@@ -268,6 +268,15 @@ void linear_cpu(const OpCall& call) {
     }
 }
 
+/// db[j] = Σ_r g[r, j] over a row-major (rows, cols) matrix, summed in double in row order.
+void column_sums(const float* g, int64_t rows, int64_t cols, float* db) {
+  for (int64_t j = 0; j < cols; ++j) {
+    double s = 0;
+    for (int64_t r = 0; r < rows; ++r) s += g[r * cols + j];
+    db[j] = static_cast<float>(s);
+  }
+}
+
 void linear_backward_cpu(const OpCall& call) {
   const LinearBackwardProblem p = check_linear_backward_call(call);
   const float* dy = call.inputs[2].as<float>();
@@ -292,26 +301,12 @@ void linear_backward_cpu(const OpCall& call) {
       for (int64_t r = 0; r < p.rows; ++r)
         for (int64_t j = 0; j < p.in; ++j)
           if (!((mask[r * ld + j / 8] >> (j % 8)) & 1u)) dx[r * p.in + j] = 0.f;
-      if (p.has_db_below) {
-        float* db = call.outputs[3].as<float>();
-        for (int64_t j = 0; j < p.in; ++j) {
-          double s = 0;
-          for (int64_t r = 0; r < p.rows; ++r) s += dx[r * p.in + j];
-          db[j] = static_cast<float>(s);
-        }
-      }
+      if (p.has_db_below) column_sums(dx, p.rows, p.in, call.outputs[3].as<float>());
     }
   }
   if (p.has_dw)  // dw (out, in) = dpreᵀ · x (rows, in)
     sgemm_rm(true, false, p.out, p.in, p.rows, dpre, call.inputs[0].as<float>(), call.outputs[1].as<float>());
-  if (p.has_db) {
-    float* db = call.outputs[2].as<float>();
-    for (int64_t j = 0; j < p.out; ++j) {
-      double s = 0;
-      for (int64_t r = 0; r < p.rows; ++r) s += dpre[r * p.out + j];
-      db[j] = static_cast<float>(s);
-    }
-  }
+  if (p.has_db) column_sums(dpre, p.rows, p.out, call.outputs[2].as<float>());
 }
 
 }  // namespace
