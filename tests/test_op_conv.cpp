@@ -171,16 +171,6 @@ TEST(ConvCpu, ReluEpilogueKeepsNaN) {
   EXPECT_TRUE(all_close(y, Tensor::from_vector<float>({0, 2, NAN, 4, 0, 6, 7, 0, 9}, c.y_shape())));
 }
 
-/// Every element has the same bits (NaN included); names the first mismatch otherwise.
-::testing::AssertionResult bitwise_equal(const Tensor& a, const Tensor& b) {
-  if (a.shape() != b.shape()) return ::testing::AssertionFailure() << "shapes " << a.shape() << " vs " << b.shape();
-  const float* pa = a.data_as<float>();
-  const float* pb = b.data_as<float>();
-  for (int64_t i = 0; i < a.numel(); ++i)
-    if (std::memcmp(pa + i, pb + i, sizeof(float)) != 0)
-      return ::testing::AssertionFailure() << "element " << i << ": " << pa[i] << " vs " << pb[i];
-  return ::testing::AssertionSuccess();
-}
 
 TEST(ConvCpu, ThreadCountDoesNotChangeResults) {
   // Batches of 1, primes, and over 16 (the filter gradient's image blocks hold several images).

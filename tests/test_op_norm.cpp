@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu/parallel.hpp"
 #include "testing.hpp"
 
 using namespace cudl;
@@ -166,6 +167,28 @@ TEST(BatchNormCpu, StatisticsAndRunningUpdateMatchHandComputedValues) {
   EXPECT_NEAR(r.y.item(5), 2.5 / std::sqrt(4.25 + 1e-3) * 2 + 0.5, 1e-5);
   // y[n=0, c=1, s=0] = (-1 - 1) / sqrt(4 + eps) * 1 - 1
   EXPECT_NEAR(r.y.item(2), -2 / std::sqrt(4.0 + 1e-3) - 1, 1e-5);
+}
+
+TEST(BatchNormCpu, ThreadCountDoesNotChangeResults) {
+  // Channels are split over threads; each channel's arithmetic is the same for any thread count.
+  for (const Shape& xs : {Shape{3, 5, 4, 3}, Shape{1, 1, 2, 2}, Shape{7, 16, 5, 5}}) {
+    SCOPED_TRACE(::testing::Message() << xs);
+    const int64_t c = xs[1];
+    Tensor x = random_tensor(xs, 31, -2, 2), g = random_tensor(Shape{c}, 32), b = random_tensor(Shape{c}, 33);
+    Tensor rm = random_tensor(Shape{c}, 34), rv = random_tensor(Shape{c}, 35, 0.5f, 2.f), dy = random_tensor(xs, 36);
+    auto run_all = [&](int threads) {
+      ScopedCpuThreads scope(threads);
+      const BnOut f = bn_train(x, g, b, rm, rv, kCpu);
+      const GradOut d = bn_backward(x, g, f.mean, f.invstd, dy, kCpu);
+      return std::vector<Tensor>{f.y, f.mean, f.invstd, f.running_mean, f.running_var, d.dx, d.dgamma, d.dbeta};
+    };
+    const std::vector<Tensor> one = run_all(1);
+    for (int threads : {2, 3, 8}) {
+      const std::vector<Tensor> many = run_all(threads);
+      for (size_t i = 0; i < one.size(); ++i)
+        EXPECT_TRUE(bitwise_equal(many[i], one[i])) << "output " << i << " with " << threads << " threads";
+    }
+  }
 }
 
 TEST(BatchNormCpu, SingleValuePerChannelIsFinite) {

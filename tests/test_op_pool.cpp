@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu/parallel.hpp"
 #include "testing.hpp"
 
 using namespace cudl;
@@ -152,6 +153,27 @@ TEST(PoolCpu, AvgAndGlobalPoolBackwardMatchFiniteDifferences) {
   EXPECT_TRUE(gradient_close(
       global_avg_backward(tensor_of(wt, Shape{2, 3}), s, kCpu),
       numerical_gradient([&](const Tensor& xx) { return weighted_sum(global_avg(xx, kCpu), wt); }, x.clone())));
+}
+
+TEST(PoolCpu, ThreadCountDoesNotChangeTwoByTwoMaxPool) {
+  // The 2x2 / stride 2 fast path splits the (image, channel) planes over threads.
+  const Window w{2, 2, 2, 2, 0, 0};
+  for (const Shape& xs : {Shape{3, 5, 7, 6}, Shape{1, 1, 2, 2}, Shape{4, 3, 9, 9}}) {
+    SCOPED_TRACE(::testing::Message() << xs);
+    Tensor x = distinct_tensor(xs, 41);
+    auto run_all = [&](int threads) {
+      ScopedCpuThreads scope(threads);
+      const MaxOut f = max_pool(x, w, kCpu);
+      Tensor dy = random_tensor(f.y.shape(), 42);
+      return std::vector<Tensor>{f.y, max_pool_backward(x, f.y, dy, w, kCpu)};
+    };
+    const std::vector<Tensor> one = run_all(1);
+    for (int threads : {2, 3, 8}) {
+      const std::vector<Tensor> many = run_all(threads);
+      EXPECT_TRUE(bitwise_equal(many[0], one[0])) << "y with " << threads << " threads";
+      EXPECT_TRUE(bitwise_equal(many[1], one[1])) << "dx with " << threads << " threads";
+    }
+  }
 }
 
 TEST(PoolCpu, HandComputedWindows) {

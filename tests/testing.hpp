@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <random>
 #include <sstream>
@@ -51,6 +52,18 @@ inline std::vector<double> as_doubles(const Tensor& t) {
   std::vector<double> out(static_cast<size_t>(h.numel()));
   for (int64_t i = 0; i < h.numel(); ++i) out[i] = h.item(i);
   return out;
+}
+
+/// Every f32 element has the same bits (NaN included); names the first mismatch otherwise.
+inline ::testing::AssertionResult bitwise_equal(const Tensor& a, const Tensor& b) {
+  if (a.shape() != b.shape()) return ::testing::AssertionFailure() << "shapes " << a.shape() << " vs " << b.shape();
+  const Tensor ha = a.to(Device::cpu()), hb = b.to(Device::cpu());
+  const float* pa = ha.data_as<float>();
+  const float* pb = hb.data_as<float>();
+  for (int64_t i = 0; i < a.numel(); ++i)
+    if (std::memcmp(pa + i, pb + i, sizeof(float)) != 0)
+      return ::testing::AssertionFailure() << "element " << i << ": " << pa[i] << " vs " << pb[i];
+  return ::testing::AssertionSuccess();
 }
 
 /// Passes when |a-e| <= atol + rtol*|e| for every element (NaN matches NaN, Inf matches the same

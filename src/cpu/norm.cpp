@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "backend/backend.hpp"
+#include "cpu/parallel.hpp"
 #include "cudl/error.hpp"
 
 namespace cudl {
@@ -189,42 +190,45 @@ void batch_norm_train(const OpCall& call) {
   const float* beta = p.has_beta ? call.in(2).as<float>() : nullptr;
   float* y = call.out(0).as<float>();
   const double m = static_cast<double>(p.per_channel());
-  for (int64_t c = 0; c < p.c; ++c) {
-    LaneSum sum;
-    for (int64_t n = 0; n < p.n; ++n) {
-      const float* xr = x + bn_row(p, n, c);
-      for_each_lane(p.spatial, [&](int j, int64_t s) { sum.lane[j] += xr[s]; });
+  // Channels are independent: split over threads, the same arithmetic for any thread count.
+  parallel_for(p.c, cpu_thread_count(), [&](int64_t c_begin, int64_t c_end, int) {
+    for (int64_t c = c_begin; c < c_end; ++c) {
+      LaneSum sum;
+      for (int64_t n = 0; n < p.n; ++n) {
+        const float* xr = x + bn_row(p, n, c);
+        for_each_lane(p.spatial, [&](int j, int64_t s) { sum.lane[j] += xr[s]; });
+      }
+      const double mean = sum.total() / m;
+      LaneSum sq_lanes;
+      for (int64_t n = 0; n < p.n; ++n) {
+        const float* xr = x + bn_row(p, n, c);
+        for_each_lane(p.spatial, [&](int j, int64_t s) {
+          const double d = xr[s] - mean;
+          sq_lanes.lane[j] += d * d;
+        });
+      }
+      const double sq = sq_lanes.total();
+      const double var = sq / m;
+      const double invstd = 1 / std::sqrt(var + p.eps);
+      const double g = gamma ? gamma[c] : 1.0, b = beta ? beta[c] : 0.0;
+      for (int64_t n = 0; n < p.n; ++n) {
+        const float* xr = x + bn_row(p, n, c);
+        float* yr = y + bn_row(p, n, c);
+        for (int64_t s = 0; s < p.spatial; ++s) yr[s] = static_cast<float>((xr[s] - mean) * invstd * g + b);
+      }
+      if (p.has_saved) {
+        call.out(1).as<float>()[c] = static_cast<float>(mean);
+        call.out(2).as<float>()[c] = static_cast<float>(invstd);
+      }
+      if (p.has_running) {
+        float* rm = call.in(3).as<float>();
+        float* rv = call.in(4).as<float>();
+        const double unbiased = m > 1 ? sq / (m - 1) : 0.0;
+        rm[c] = static_cast<float>((1 - p.momentum) * rm[c] + p.momentum * mean);
+        rv[c] = static_cast<float>((1 - p.momentum) * rv[c] + p.momentum * unbiased);
+      }
     }
-    const double mean = sum.total() / m;
-    LaneSum sq_lanes;
-    for (int64_t n = 0; n < p.n; ++n) {
-      const float* xr = x + bn_row(p, n, c);
-      for_each_lane(p.spatial, [&](int j, int64_t s) {
-        const double d = xr[s] - mean;
-        sq_lanes.lane[j] += d * d;
-      });
-    }
-    const double sq = sq_lanes.total();
-    const double var = sq / m;
-    const double invstd = 1 / std::sqrt(var + p.eps);
-    const double g = gamma ? gamma[c] : 1.0, b = beta ? beta[c] : 0.0;
-    for (int64_t n = 0; n < p.n; ++n) {
-      const float* xr = x + bn_row(p, n, c);
-      float* yr = y + bn_row(p, n, c);
-      for (int64_t s = 0; s < p.spatial; ++s) yr[s] = static_cast<float>((xr[s] - mean) * invstd * g + b);
-    }
-    if (p.has_saved) {
-      call.out(1).as<float>()[c] = static_cast<float>(mean);
-      call.out(2).as<float>()[c] = static_cast<float>(invstd);
-    }
-    if (p.has_running) {
-      float* rm = call.in(3).as<float>();
-      float* rv = call.in(4).as<float>();
-      const double unbiased = m > 1 ? sq / (m - 1) : 0.0;
-      rm[c] = static_cast<float>((1 - p.momentum) * rm[c] + p.momentum * mean);
-      rv[c] = static_cast<float>((1 - p.momentum) * rv[c] + p.momentum * unbiased);
-    }
-  }
+  });
 }
 
 void batch_norm_inference(const OpCall& call) {
@@ -257,36 +261,38 @@ void batch_norm_backward(const OpCall& call) {
   const float* invstd = call.in(3).as<float>();
   const float* dy = call.in(4).as<float>();
   const double m = static_cast<double>(p.per_channel());
-  for (int64_t c = 0; c < p.c; ++c) {
-    const double mu = mean[c], is = invstd[c];
-    LaneSum dy_lanes, dy_xhat_lanes;
-    for (int64_t n = 0; n < p.n; ++n) {
-      const float* xr = x + bn_row(p, n, c);
-      const float* dyr = dy + bn_row(p, n, c);
-      // Two loops over the row (still in L1 for the second): GCC 12 vectorises neither sum
-      // when both are in one loop.
-      for_each_lane(p.spatial, [&](int j, int64_t s) { dy_lanes.lane[j] += dyr[s]; });
-      for_each_lane(p.spatial, [&](int j, int64_t s) { dy_xhat_lanes.lane[j] += dyr[s] * ((xr[s] - mu) * is); });
-    }
-    const double sum_dy = dy_lanes.total(), sum_dy_xhat = dy_xhat_lanes.total();
-    if (p.has_dgamma) call.out(1).as<float>()[c] = static_cast<float>(sum_dy_xhat);
-    if (p.has_dbeta) call.out(2).as<float>()[c] = static_cast<float>(sum_dy);
-    if (p.has_dx) {
-      const double k = (gamma ? gamma[c] : 1.0) * is;
-      // Both means hoisted: xhat * (sum_dy_xhat / M) differs from (xhat * sum_dy_xhat) / M by an
-      // ulp of a double, invisible in the float result, and saves a division per element.
-      const double mean_dy = sum_dy / m, mean_dy_xhat = sum_dy_xhat / m;
+  parallel_for(p.c, cpu_thread_count(), [&](int64_t c_begin, int64_t c_end, int) {
+    for (int64_t c = c_begin; c < c_end; ++c) {
+      const double mu = mean[c], is = invstd[c];
+      LaneSum dy_lanes, dy_xhat_lanes;
       for (int64_t n = 0; n < p.n; ++n) {
         const float* xr = x + bn_row(p, n, c);
         const float* dyr = dy + bn_row(p, n, c);
-        float* dxr = call.out(0).as<float>() + bn_row(p, n, c);
-        for (int64_t s = 0; s < p.spatial; ++s) {
-          const double xhat = (xr[s] - mu) * is;
-          dxr[s] = static_cast<float>(k * (dyr[s] - mean_dy - xhat * mean_dy_xhat));
+        // Two loops over the row (still in L1 for the second): GCC 12 vectorises neither sum
+        // when both are in one loop.
+        for_each_lane(p.spatial, [&](int j, int64_t s) { dy_lanes.lane[j] += dyr[s]; });
+        for_each_lane(p.spatial, [&](int j, int64_t s) { dy_xhat_lanes.lane[j] += dyr[s] * ((xr[s] - mu) * is); });
+      }
+      const double sum_dy = dy_lanes.total(), sum_dy_xhat = dy_xhat_lanes.total();
+      if (p.has_dgamma) call.out(1).as<float>()[c] = static_cast<float>(sum_dy_xhat);
+      if (p.has_dbeta) call.out(2).as<float>()[c] = static_cast<float>(sum_dy);
+      if (p.has_dx) {
+        const double k = (gamma ? gamma[c] : 1.0) * is;
+        // Both means hoisted: xhat * (sum_dy_xhat / M) differs from (xhat * sum_dy_xhat) / M by an
+        // ulp of a double, invisible in the float result, and saves a division per element.
+        const double mean_dy = sum_dy / m, mean_dy_xhat = sum_dy_xhat / m;
+        for (int64_t n = 0; n < p.n; ++n) {
+          const float* xr = x + bn_row(p, n, c);
+          const float* dyr = dy + bn_row(p, n, c);
+          float* dxr = call.out(0).as<float>() + bn_row(p, n, c);
+          for (int64_t s = 0; s < p.spatial; ++s) {
+            const double xhat = (xr[s] - mu) * is;
+            dxr[s] = static_cast<float>(k * (dyr[s] - mean_dy - xhat * mean_dy_xhat));
+          }
         }
       }
     }
-  }
+  });
 }
 
 // Per row: mean, biased variance (two passes), rstd = 1 / sqrt(var + eps), y = xhat * gamma + beta.

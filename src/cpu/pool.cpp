@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "backend/backend.hpp"
+#include "cpu/parallel.hpp"
 #include "cpu/select.hpp"
 #include "cudl/error.hpp"
 
@@ -210,16 +211,18 @@ void max_pool2d(const OpCall& call) {
   const float* x = call.in(0).as<float>();
   float* y = call.out(0).as<float>();
   int32_t* am = g.has_argmax ? call.out(1).as<int32_t>() : nullptr;
-  if (is_two_by_two(g)) {
-    for (int64_t img = 0; img < g.n * g.c; ++img)
-      for (int64_t p = 0; p < g.p; ++p) {
-        const float* r0 = x + (img * g.h + 2 * p) * g.w;
-        const int64_t o = (img * g.p + p) * g.q;
-        if (am)
-          max_pool_2x2_row<true>(r0, r0 + g.w, g.q, g.w, 2 * p * g.w, y + o, am + o);
-        else
-          max_pool_2x2_row<false>(r0, r0 + g.w, g.q, g.w, 2 * p * g.w, y + o, nullptr);
-      }
+  if (is_two_by_two(g)) {  // planes (image, channel) are independent: split over threads
+    parallel_for(g.n * g.c, cpu_thread_count(), [&](int64_t first, int64_t last, int) {
+      for (int64_t img = first; img < last; ++img)
+        for (int64_t p = 0; p < g.p; ++p) {
+          const float* r0 = x + (img * g.h + 2 * p) * g.w;
+          const int64_t o = (img * g.p + p) * g.q;
+          if (am)
+            max_pool_2x2_row<true>(r0, r0 + g.w, g.q, g.w, 2 * p * g.w, y + o, am + o);
+          else
+            max_pool_2x2_row<false>(r0, r0 + g.w, g.q, g.w, 2 * p * g.w, y + o, nullptr);
+        }
+    });
     return;
   }
   for_each_window_argmax(x, g, [&](int64_t img, int64_t p, int64_t q, int64_t k) {
@@ -261,8 +264,10 @@ void max_pool2d_backward(const OpCall& call) {
   float* dx = call.out(0).as<float>();
   const int64_t hw = g.h * g.w;
   if (is_two_by_two(g)) {
-    for (int64_t img = 0; img < g.n * g.c; ++img)
-      max_pool_2x2_backward_image(x + img * hw, dy + img * g.p * g.q, g, dx + img * hw);
+    parallel_for(g.n * g.c, cpu_thread_count(), [&](int64_t first, int64_t last, int) {
+      for (int64_t img = first; img < last; ++img)
+        max_pool_2x2_backward_image(x + img * hw, dy + img * g.p * g.q, g, dx + img * hw);
+    });
     return;
   }
   if (g.sh >= g.kh && g.sw >= g.kw) {
