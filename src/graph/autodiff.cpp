@@ -155,32 +155,23 @@ class Sweep {
       }
       case OpKind::Linear: {
         const ValueId y = n.outputs[0];
-        const ValueId pre = n.outputs.size() > 1 && n.outputs[1] != kNone &&
-                                    g_.value(n.outputs[1]).dtype == DType::f32
-                                ? n.outputs[1]
-                                : kNone;
         OpAttrs attrs = n.attrs;
-        ValueId dyv = dy;
         auto ep = static_cast<Epilogue>(attrs.i[0]);
+        const ValueId pre = ep == Epilogue::Gelu && n.outputs.size() > 1 ? n.outputs[1] : kNone;
         const bool db_done = relu_fused_.count(y) > 0;
         if (db_done) {  // the layer above took dy through this layer's relu: dy is d pre, db is done
           ep = Epilogue::None;
           attrs.i[0] = static_cast<int64_t>(Epilogue::None);
         }
         ValueId dw = t(1), db = db_done ? kNone : t(2);
-        std::vector<ValueId> ins{in[0], in[1], dyv, ep == Epilogue::Relu ? y : kNone, ep == Epilogue::Gelu ? pre : kNone};
-        std::vector<ValueId> outs;
-        if (fuse_relu_below(n, attrs, ins, outs)) {
-          outs[1] = dw;
-          outs[2] = db;
-          g_.add_node(OpKind::LinearBackward, attrs, ins, outs, L, Phase::Backward);
-          done(1, dw);
-          done(2, db);
-          return;
-        }
-        ValueId dx = t(0);
-        g_.add_node(OpKind::LinearBackward, attrs, ins, {dx, dw, db}, L, Phase::Backward);
-        done(0, dx);
+        std::vector<ValueId> ins{in[0], in[1], dy, ep == Epilogue::Relu ? y : kNone, pre};
+        ValueId dx = kNone, db_below = kNone;
+        const bool fused = fuse_relu_below(n, attrs, ins, dx, db_below);
+        if (!fused) dx = t(0);
+        std::vector<ValueId> outs{dx, dw, db};
+        if (db_below != kNone) outs.push_back(db_below);
+        g_.add_node(OpKind::LinearBackward, attrs, ins, outs, L, Phase::Backward);
+        if (!fused) done(0, dx);
         done(1, dw);
         done(2, db);
         return;
@@ -339,9 +330,10 @@ class Sweep {
   // Linear after Linear+Relu (x = relu(pre) of the layer below, used nowhere else): this layer's
   // LinearBackward takes dx through that relu with its mask (i[1], in 5) and also writes the lower
   // layer's bias gradient (out 3), so on CUDA one GEMM with the DRELU_BGRAD epilogue replaces the
-  // GEMM + relu' kernel + bias-gradient pass. The lower Linear gains the mask output. Returns false,
-  // changing nothing, when the pattern does not apply.
-  bool fuse_relu_below(const Node& n, OpAttrs& attrs, std::vector<ValueId>& ins, std::vector<ValueId>& outs) {
+  // GEMM + relu' kernel + bias-gradient pass. The lower Linear gains the mask output; dx (the lower
+  // d pre, already contributed) and db_below are set. Returns false, changing nothing, when the
+  // pattern does not apply.
+  bool fuse_relu_below(const Node& n, OpAttrs& attrs, std::vector<ValueId>& ins, ValueId& dx, ValueId& db_below) {
     const ValueId x = n.inputs[0];
     if (!wants(x) || remaining_.at(x) != 1 || grads_.count(x) || spec_.param_grads.count(x)) return false;
     auto pf = producer_.find(x);
@@ -359,14 +351,13 @@ class Sweep {
     below.outputs[1] = mask;
     g_.value(mask).producer = pf->second;
     const ValueId bias = below.inputs.size() > 2 ? below.inputs[2] : kNone;
-    const ValueId dbias = wants(bias) ? target_for(bias, lower) : kNone;
-    const ValueId dpre = g_.add_value("d" + xv.name + ".pre", xv.shape, DType::f32, Role::Intermediate);
+    db_below = wants(bias) ? target_for(bias, lower) : kNone;
+    dx = g_.add_value("d" + xv.name + ".pre", xv.shape, DType::f32, Role::Intermediate);
     attrs.i[1] = 1;
     ins.push_back(mask);
-    outs = {dpre, kNone, kNone, dbias};
-    contribute(x, dpre, n.layer);
+    contribute(x, dx, n.layer);
     relu_fused_.insert(x);
-    if (dbias != kNone) contribute(bias, dbias, lower);
+    if (db_below != kNone) contribute(bias, db_below, lower);
     return true;
   }
 
