@@ -277,25 +277,25 @@ template <int D, typename Op>
 void multi_tensor_apply(const char* name, const Op& op, float* aux, float* const* ptrs, const int64_t* sizes,
                         int n, cudaStream_t stream, unsigned int* advance_t = nullptr) {
   auto* const kernel = &multi_tensor_kernel<D, Op>;
+  auto launch = [&](const TensorList<D>& list, float* t_out) {
+    CUDL_LAUNCH(kernel, grid_for_chunks(list.chunk_start[list.n]), kBlock, 0, stream)(list, op, aux, advance_t, t_out);
+    check_launch(name);
+  };
+  int last_group = -1;  // the last nonempty group: the launch that holds it stores t
+  for (int k = 0; k < n; ++k)
+    if (sizes[k] != 0) last_group = k;
   int next = 0;
-  bool advanced = false;
   while (next < n) {
     TensorList<D> list;
     next = pack(list, ptrs, sizes, n, next);
     if (list.n == 0) continue;
-    bool last = true;  // does a later launch follow? (only nonzero groups launch)
-    for (int k = next; k < n; ++k) last = last && sizes[k] == 0;
-    float* t_out = advance_t && last ? aux + 1 : nullptr;
-    CUDL_LAUNCH(kernel, grid_for_chunks(list.chunk_start[list.n]), kBlock, 0, stream)(list, op, aux, advance_t, t_out);
-    check_launch(name);
-    advanced = advanced || t_out;
+    launch(list, advance_t && next > last_group ? aux + 1 : nullptr);
   }
-  if (advance_t && !advanced) {  // every tensor is empty: t still advances
-    TensorList<D> list;
-    list.n = 0;
-    list.chunk_start[0] = 0;
-    CUDL_LAUNCH(kernel, 1, kBlock, 0, stream)(list, op, aux, advance_t, aux + 1);
-    check_launch(name);
+  if (advance_t && last_group < 0) {  // every tensor is empty: t still advances
+    TensorList<D> empty;
+    empty.n = 0;
+    empty.chunk_start[0] = 0;
+    launch(empty, aux + 1);
   }
 }
 
