@@ -545,6 +545,25 @@ TEST(MatmulCuda, ReluMaskAndBackwardThroughItMatchCpu) {
 #endif
 }
 
+TEST(MatmulCuda, ReluMaskPathsWithEmptyShapesMatchCpu) {
+  // in = 0 (no GEMM: y = relu(bias), mask from it), and rows = 0 (dw = 0, db below = 0).
+  CUDL_REQUIRE_CUDA();
+  const Device g = Device::cuda();
+  Tensor x0 = Tensor::zeros({5, 0}), w0 = Tensor::zeros({130, 0}), b0 = random_tensor({130}, 990);
+  Tensor mask_c, mask_g;
+  const LinearOut yc = run_linear_relu_mask(x0, w0, b0, &mask_c);
+  const LinearOut yg = run_linear_relu_mask(on(x0, g), on(w0, g), on(b0, g), &mask_g);
+  EXPECT_TRUE(all_close(yg.y.to(Device::cpu()), yc.y, 0, 0));
+  expect_masks_match(mask_g.to(Device::cpu()), mask_c, run_linear(x0, w0, b0, Epilogue::None, false).y, 5, 130);
+  Tensor h = Tensor::zeros({0, 130}), w = random_tensor({7, 130}, 991), dy = Tensor::zeros({0, 7});
+  Tensor mask = Tensor::zeros({0, relu_mask_row_bytes(130)}, DType::u8);
+  const Grads ref = run_backward_through_relu(h, w, dy, mask, true);
+  const Grads got = run_backward_through_relu(on(h, g), on(w, g), on(dy, g), on(mask, g), true);
+  EXPECT_TRUE(all_close(got.dw.to(Device::cpu()), ref.dw, 0, 0)) << "dw";
+  EXPECT_TRUE(all_close(got.db.to(Device::cpu()), ref.db, 0, 0)) << "db below";
+  EXPECT_TRUE(all_close(ref.db, Tensor::zeros({130}), 0, 0));
+}
+
 #if defined(CUDL_WITH_CUDA)
 TEST(MatmulCuda, PlansAreBuiltOncePerShape) {
   CUDL_REQUIRE_CUDA();

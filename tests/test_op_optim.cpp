@@ -464,6 +464,20 @@ TEST(OptimCuda, StepsThatAdvanceTEqualCpu) {
   compare_many(OpKind::AdagradStep, ada, 1, many_small_sizes(), 2e-6);
 }
 
+TEST(OptimCuda, StepThatAdvancesTOverOnlyEmptyTensorsStillAdvancesT) {
+  // No element to update: the launcher still runs one (empty) grid whose last block stores t.
+  CUDL_REQUIRE_CUDA();
+  OpAttrs adam;
+  adam.f[0] = 0.9;
+  adam.f[1] = 0.999;
+  adam.f[2] = 1e-8;
+  adam.i[1] = 1;
+  compare_many(OpKind::AdamStep, adam, 2, {0, 0}, 0);
+  OpAttrs sgd;
+  sgd.i[1] = 1;
+  compare_many(OpKind::SgdStep, sgd, 0, {0}, 0);
+}
+
 TEST(OptimCuda, WeightPenaltyEqualsCpu) {
   CUDL_REQUIRE_CUDA();
   OpAttrs a;
