@@ -10,8 +10,8 @@
 #   MODELS="mlp cnn" which models
 #   THREADS=n        threads for both (default: $OPENBLAS_NUM_THREADS, else nproc). cudl's CPU
 #                    backend is single-threaded except GEMM, which is OpenBLAS with
-#                    OPENBLAS_NUM_THREADS threads, and the convolutions, which split the batch
-#                    over as many threads; PyTorch gets torch.set_num_threads(n) and the
+#                    OPENBLAS_NUM_THREADS threads, and the convolutions, batch norm and 2x2 max
+#                    pooling, which split their work over as many threads; PyTorch gets torch.set_num_threads(n) and the
 #                    same OpenBLAS (Debian's torch uses the system BLAS) with the same variable.
 #   OMP_WAIT_POLICY  exported to PyTorch; default PASSIVE (see docs/performance.md: with the
 #                    default active spin-waiting PyTorch's OpenMP threads are 30-100x slower on a

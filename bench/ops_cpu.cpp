@@ -3,8 +3,8 @@
 //
 // Run: bench_ops_cpu [--benchmark_filter=Linear] [--benchmark_min_time=0.5]
 // Threads: Linear uses OpenBLAS's threads (OPENBLAS_NUM_THREADS, default nproc); the Conv2d ops
-// split the batch over as many threads, each with single-threaded GEMMs; every other CPU op is
-// single-threaded. Rates (items/s, bytes/s, GFLOP/s) are per second of the process's CPU time (all
+// split the batch over as many threads, each with single-threaded GEMMs; batch norm (channels) and
+// 2x2 max pooling (planes) split over as many threads too; every other CPU op is single-threaded. Rates (items/s, bytes/s, GFLOP/s) are per second of the process's CPU time (all
 // its threads), which a machine shared with other work disturbs far less than wall time; "Time" is
 // wall time, which is what threads shorten. Add --benchmark_min_time=1 for steadier figures.
 #include <benchmark/benchmark.h>
