@@ -186,10 +186,9 @@ int run_model(const std::string& kind, const Args& a) {
   cudl::Sequential model = cudl_bench::build_mnist_model(kind);
   cudl::CompileOptions opt;
   opt.optimizer = cudl::optim::Adam(1e-3);
-  opt.loss.name = "sparse_categorical_crossentropy";
+  opt.loss = "sparse_categorical_crossentropy";
   opt.metrics = {"accuracy"};
   opt.device = dev;
-  opt.batch_size = a.batch;
   opt.seed = 1;
   model.compile(opt);
   const int plan_kernels = model.plan_report().kernels_per_step;

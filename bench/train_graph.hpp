@@ -39,10 +39,9 @@ inline cudl::Dataset synthetic_mnist(int64_t n, uint32_t seed = 1) {
 inline void compile_like_sample(cudl::Model& model, cudl::Device dev, int64_t batch) {
   cudl::CompileOptions opt;
   opt.optimizer = cudl::optim::Adam(1e-3);
-  opt.loss.name = "sparse_categorical_crossentropy";
+  opt.loss = "sparse_categorical_crossentropy";
   opt.metrics = {"accuracy"};
   opt.device = dev;
-  opt.batch_size = batch;
   opt.seed = 1;
   model.compile(opt);
 }

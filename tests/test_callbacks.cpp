@@ -17,12 +17,11 @@ Dataset data(int64_t n) { return cudl::testing::separable_blobs(n, 4, 2, 1.f, 0.
 
 std::unique_ptr<Sequential> model(const std::string& tag) {
   auto m = std::make_unique<Sequential>(
-      Shape{4}, std::vector<LayerPtr>{layers::Dense(6, "tanh", true, tag + "1"), layers::Dense(2, "", true, tag + "2")},
+      Shape{4}, std::vector<LayerPtr>{layers::Dense(DenseOptions(6).activation("tanh").name(tag + "1")), layers::Dense(DenseOptions(2).name(tag + "2"))},
       tag);
   CompileOptions o;
   o.optimizer = optim::Adam(0.05);
   o.metrics = {"accuracy"};
-  o.batch_size = 8;
   m->compile(o);
   return m;
 }

@@ -18,11 +18,10 @@ Dataset blobs(int64_t n) { return cudl::testing::separable_blobs(n, 4, 2, 1.f, 0
 
 std::unique_ptr<Sequential> make(const std::string& tag, int units = 8) {
   auto m = std::make_unique<Sequential>(
-      Shape{4}, std::vector<LayerPtr>{layers::Dense(units, "relu", true, tag + "1"), layers::Dense(2, "", true, tag + "2")},
+      Shape{4}, std::vector<LayerPtr>{layers::Dense(DenseOptions(units).activation("relu").name(tag + "1")), layers::Dense(DenseOptions(2).name(tag + "2"))},
       tag);
   CompileOptions o;
   o.optimizer = optim::Adam(0.01);
-  o.batch_size = 8;
   o.seed = 4;
   m->compile(o);
   return m;
@@ -100,9 +99,8 @@ TEST(Checkpoint, MissingMisshapedTruncatedAndCorruptFilesAreNamed) {
   EXPECT_NE(e.find("missing"), std::string::npos) << e;
   // Same names, other shape.
   auto shaped = std::make_unique<Sequential>(
-      Shape{4}, std::vector<LayerPtr>{layers::Dense(9, "relu", true, "ce1"), layers::Dense(2, "", true, "ce2")}, "ce");
+      Shape{4}, std::vector<LayerPtr>{layers::Dense(DenseOptions(9).activation("relu").name("ce1")), layers::Dense(DenseOptions(2).name("ce2"))}, "ce");
   CompileOptions o;
-  o.batch_size = 8;
   shaped->compile(o);
   save_checkpoint(*shaped, p);
   e = error_message([&] { load_checkpoint(*m, p); });

@@ -68,9 +68,14 @@ struct Net {
   }
 };
 
+// Builds layer l on `in` as a model would (unnamed layers get a name unique within this test
+// program, as a model names its layers uniquely).
 ValueId apply(detail::BuildContext& c, const LayerPtr& l, std::vector<int> in) {
+  static int unnamed = 0;
+  if (!detail::LayerAccess::has_name(*l)) detail::LayerAccess::assign_name(*l, l->kind() + std::to_string(++unnamed));
   c.layer = l.get();
-  auto out = l->build(c, in);
+  c.layer_name = l->name();
+  auto out = detail::LayerAccess::builtin(*l).build(c, in);
   c.layer = nullptr;
   return out.at(0);
 }
@@ -174,7 +179,7 @@ TEST(Autodiff, ReluOutputWithTwoConsumersIsNotFused) {
 }
 
 TEST(Autodiff, CnnMatchesFiniteDifferences) {
-  auto conv = layers::Conv2d(3, 3, 1, 1, "tanh"), pool = layers::AvgPool2d(2), bn = layers::BatchNorm();
+  auto conv = layers::Conv2d(Conv2dOptions(3, 3).padding(1).activation("tanh")), pool = layers::AvgPool2d(2), bn = layers::BatchNorm();
   auto flat = layers::Flatten(), dense = layers::Dense(3);
   Net net({2, 6, 6}, 2, 3, [&](detail::BuildContext& c, ValueId x) {
     ValueId h = apply(c, conv, {x});
@@ -273,8 +278,8 @@ TEST(Planner, InPlaceReuseGivesTheSameAnswer) {
 TEST(Graph, ShapeErrorsNameTheLayerAndBothShapes) {
   auto x = Input(Shape{3, 8, 8});
   try {
-    (*layers::Dense(4, "", true, "head"))(x);
-    auto y = (*layers::Conv2d(4, 9, 1, 0, "", true, 1, 1, "big"))(x);
+    (*layers::Dense(DenseOptions(4).name("head")))(x);
+    auto y = (*layers::Conv2d(Conv2dOptions(4, 9).name("big")))(x);
     FAIL() << "no error";
   } catch (const Error& e) {
     std::string m = e.what();
@@ -331,10 +336,10 @@ TEST(Executor, ReplayedStepIsOneGraphLaunchWithNoAllocSyncOrUpload) {
 TEST(Executor, CudaMatchesCpuOnAWholeStep) {
   CUDL_REQUIRE_CUDA();
   for (int schedule_run = 0; schedule_run < 1; ++schedule_run) {
-    auto d1 = layers::Dense(9, "relu", true, "e1"), d2 = layers::Dense(3, "", true, "e2");
+    auto d1 = layers::Dense(DenseOptions(9).activation("relu").name("e1")), d2 = layers::Dense(DenseOptions(3).name("e2"));
     Net cpu({5}, 6, 3, [&](detail::BuildContext& c, ValueId x) { return apply(c, d2, {apply(c, d1, {x})}); });
     // Same layers, parameters copied to the device (the layers own CPU tensors now).
-    auto g1 = layers::Dense(9, "relu", true, "g1"), g2 = layers::Dense(3, "", true, "g2");
+    auto g1 = layers::Dense(DenseOptions(9).activation("relu").name("g1")), g2 = layers::Dense(DenseOptions(3).name("g2"));
     Net gpu({5}, 6, 3, [&](detail::BuildContext& c, ValueId x) { return apply(c, g2, {apply(c, g1, {x})}); },
             Device::cuda(0));
     for (size_t i = 0; i < cpu.c.params.size(); ++i) gpu.c.params[i].tensor.copy_from(cpu.c.params[i].tensor);

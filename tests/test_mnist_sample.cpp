@@ -57,10 +57,9 @@ Run train_one_epoch(const std::string& kind, Device device, const Dataset& train
   Sequential model = mnist::build(kind);
   CompileOptions opt;
   opt.optimizer = optim::Adam(1e-3);
-  opt.loss.name = "sparse_categorical_crossentropy";
+  opt.loss = "sparse_categorical_crossentropy";
   opt.metrics = {"accuracy"};
   opt.device = device;
-  opt.batch_size = batch;
   opt.seed = 1;
   model.compile(opt);
   FitOptions fit;

@@ -344,8 +344,8 @@ Dataset tiny_images(int64_t n) {
 
 Sequential tiny_model(const std::string& tag) {
   return Sequential(Shape{1, 8, 8},
-                    {layers::Flatten(tag + "_flat"), layers::Dense(8, "relu", true, tag + "_d1"),
-                     layers::Dense(2, "", true, tag + "_d2")},
+                    {layers::Flatten(tag + "_flat"), layers::Dense(DenseOptions(8).activation("relu").name(tag + "_d1")),
+                     layers::Dense(DenseOptions(2).name(tag + "_d2"))},
                     tag, DType::u8);
 }
 
@@ -354,7 +354,6 @@ CompileOptions tiny_options(Device d) {
   o.optimizer = optim::Adam(0.01);
   o.metrics = {"accuracy"};
   o.device = d;
-  o.batch_size = 8;
   o.seed = 4;
   return o;
 }
@@ -408,7 +407,7 @@ TEST(AugmentFit, AugmentsTrainingOnlyAndAdvancesTheRngEveryStep) {
   bad.augment_rotation = 270;
   std::string m = error_message([&] { aug.fit(d, bad); });
   EXPECT_NE(m.find("augment_rotation"), std::string::npos) << m;
-  Sequential flat(Shape{64}, {layers::Dense(2, "", true, "augfit_flat_d")}, "augfit_flat");
+  Sequential flat(Shape{64}, {layers::Dense(DenseOptions(2).name("augfit_flat_d"))}, "augfit_flat");
   flat.compile(tiny_options(Device::cpu()));
   Dataset fd{random_tensor(Shape{16, 64}, 3), random_labels(16, 2, 3)};
   m = error_message([&] { flat.fit(fd, tiny_fit(true)); });

@@ -23,7 +23,9 @@ struct CUDL_API Dataset {
   Dataset slice(int64_t begin, int64_t end) const;
 };
 
-struct CUDL_API OptimizerConfig {
+/// An optimizer and its hyper-parameters (torch.optim's rules). Build one with the optim::
+/// functions, or from a name: "sgd", "adam", "adamw", "rmsprop", "adagrad" (their defaults below).
+struct CUDL_API Optimizer {
   enum Kind { SGD, Adam, AdamW, RMSprop, Adagrad } kind = Adam;
   double lr = 1e-3;
   double momentum = 0, dampening = 0;  // SGD
@@ -33,33 +35,67 @@ struct CUDL_API OptimizerConfig {
   double eps = 1e-8;                   // Adam, AdamW, RMSprop, Adagrad (Adagrad uses 1e-10 in torch)
   double weight_decay = 0;             // L2 (SGD, Adam, RMSprop, Adagrad) or decoupled (AdamW)
   double clip_norm = 0;                // > 0: clip gradients by global norm
+
+  Optimizer() = default;
+  /// By name, with the defaults of the optim:: function of that name; throws for an unknown name.
+  Optimizer(const std::string& name);                            // NOLINT: implicit, so `opts.optimizer = "adam"` works
+  Optimizer(const char* name) : Optimizer(std::string(name)) {}  // NOLINT
+  const char* name() const;
 };
 
 namespace optim {
-CUDL_API OptimizerConfig SGD(double lr, double momentum = 0, bool nesterov = false, double weight_decay = 0);
-CUDL_API OptimizerConfig Adam(double lr = 1e-3, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8);
-CUDL_API OptimizerConfig AdamW(double lr = 1e-3, double weight_decay = 1e-2);
-CUDL_API OptimizerConfig RMSprop(double lr = 1e-2, double alpha = 0.99, double eps = 1e-8);
-CUDL_API OptimizerConfig Adagrad(double lr = 1e-2, double eps = 1e-10);
+CUDL_API Optimizer SGD(double lr = 1e-2, double momentum = 0, bool nesterov = false, double weight_decay = 0);
+CUDL_API Optimizer Adam(double lr = 1e-3, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8);
+CUDL_API Optimizer AdamW(double lr = 1e-3, double weight_decay = 1e-2);
+CUDL_API Optimizer RMSprop(double lr = 1e-2, double alpha = 0.99, double eps = 1e-8);
+CUDL_API Optimizer Adagrad(double lr = 1e-2, double eps = 1e-10);
 }  // namespace optim
 
-/// Loss names: "sparse_categorical_crossentropy" (logits + i32 labels), "categorical_crossentropy"
-/// (logits + one-hot/probabilities), "mse", "mae" (L1), "huber", "binary_crossentropy"
-/// (probabilities), "bce_with_logits", "nll" (log-probabilities + labels).
-struct CUDL_API LossConfig {
-  std::string name = "sparse_categorical_crossentropy";
-  double label_smoothing = 0;
-  double huber_delta = 1.0;
+/// A loss. Build one with the losses:: functions, or from a name (Keras's and a few short ones):
+/// "sparse_categorical_crossentropy" (logits + i32 labels), "categorical_crossentropy" (logits +
+/// one-hot/probabilities), "mse", "mae" (L1), "huber", "binary_crossentropy" (probabilities),
+/// "bce_with_logits", "nll" (log-probabilities + labels). An unknown name throws.
+struct CUDL_API Loss {
+  enum Kind {
+    SparseCategoricalCrossentropy,
+    CategoricalCrossentropy,
+    MeanSquaredError,
+    MeanAbsoluteError,
+    Huber,
+    BinaryCrossentropy,
+    BinaryCrossentropyWithLogits,
+    NegativeLogLikelihood
+  } kind = SparseCategoricalCrossentropy;
+  double label_smoothing = 0;  // sparse_categorical_crossentropy
+  double huber_delta = 1.0;    // huber
+
+  Loss() = default;
+  Loss(const std::string& name);                       // NOLINT: implicit, so `opts.loss = "mse"` works
+  Loss(const char* name) : Loss(std::string(name)) {}  // NOLINT
+  /// The canonical name ("sparse_categorical_crossentropy", "mse", ...).
+  const char* name() const;
+  /// True when the targets are i32 class labels (N,).
+  bool takes_labels() const { return kind == SparseCategoricalCrossentropy || kind == NegativeLogLikelihood; }
 };
 
+namespace losses {
+CUDL_API Loss SparseCategoricalCrossentropy(double label_smoothing = 0);  // logits + labels
+CUDL_API Loss CategoricalCrossentropy();                                  // logits + probabilities
+CUDL_API Loss MeanSquaredError();
+CUDL_API Loss MeanAbsoluteError();
+CUDL_API Loss Huber(double delta = 1.0);
+/// from_logits = false: predictions are probabilities (BCE); true: logits (BCE with logits).
+CUDL_API Loss BinaryCrossentropy(bool from_logits = false);
+CUDL_API Loss NegativeLogLikelihood();  // log-probabilities + labels
+}  // namespace losses
+
 struct CUDL_API CompileOptions {
-  OptimizerConfig optimizer;
-  LossConfig loss;
+  Optimizer optimizer;
+  Loss loss;
   std::vector<std::string> metrics;  // "accuracy", "mae"
   Device device = Device::cpu();
-  int64_t batch_size = 32;  // used to plan and report memory at compile time
   uint64_t seed = 0;        // parameter initialisation and dropout
-  bool cuda_graphs = true;  // capture the training step into a CUDA graph (CUDA only)
+  bool cuda_graphs = true;  // capture each step into a CUDA graph (CUDA only)
   bool verbose = false;     // print the plan report at compile
 };
 
@@ -102,7 +138,7 @@ struct CUDL_API FitOptions {
   double validation_split = 0;  // fraction of the training rows (taken from the end) held out
   std::vector<CallbackPtr> callbacks;
   uint64_t seed = 0;
-  int verbose = 1;  // 0 silent, 1 progress bar / per-epoch lines
+  int verbose = 1;        // 0 silent, 1 progress bar / per-epoch lines
   int64_t log_every = 0;  // > 0: read the running loss every N steps for the progress bar
   /// On-device augmentation of the training batches (never of validation or evaluate): each image
   /// of x (N, C, H, W) is shifted by an integer uniform in [-augment_shift, augment_shift] pixels
@@ -121,16 +157,22 @@ struct CUDL_API EvalResult {
   std::map<std::string, double> metrics;  // "loss", "accuracy", ...
 };
 
-/// Description of one compiled plan, reported before step 1.
+/// Metrics of one batch ("loss", "accuracy", ...), as train_on_batch and test_on_batch return them.
+using Logs = std::map<std::string, double>;
+
+/// Description of one training program's memory plan, reported before step 1.
 struct CUDL_API PlanReport {
   int64_t batch_size = 0;
-  size_t arena_bytes = 0;        // exact peak of the planned intermediate arena
-  size_t intermediate_bytes = 0; // what the intermediates would need without reuse
+  size_t arena_bytes = 0;         // exact peak of the planned intermediate arena
+  size_t intermediate_bytes = 0;  // what the intermediates would need without reuse
   size_t param_bytes = 0, grad_bytes = 0, state_bytes = 0, input_bytes = 0;
   int kernels_per_step = 0;
   std::string str() const;
 };
 
+/// A model owns the graph of layer applications it was built from (its Vars hold them): dropping
+/// the model (and the Vars and layers the caller kept) frees its layers, parameters and memory.
+/// Layer names are unique within a model; unnamed layers are named "<kind><n>" by the model.
 class CUDL_API Model {
  public:
   /// Functional model from inputs to outputs (one input and one output for fit/evaluate/predict).
@@ -140,14 +182,37 @@ class CUDL_API Model {
   Model(Model&&) noexcept;
   Model& operator=(Model&&) noexcept;
 
+  /// Creates the parameters (on first use of each layer) and optimizer state on the device and
+  /// plans the training step for the default batch of 32 (plan_report); nothing else is allocated.
+  /// Layers frozen now (set_trainable(false)) stay frozen in this model until the next compile.
   void compile(const CompileOptions& options);
   History fit(const Dataset& train, const FitOptions& options = {});
   EvalResult evaluate(const Dataset& data, int64_t batch_size = 256, DataPlacement placement = DataPlacement::Auto);
-  /// Model outputs for x (N, ...) as a host tensor (N, ...).
-  Tensor predict(const Tensor& x, int64_t batch_size = 256, float mean = 0.f, float std = 1.f);
+  /// Model outputs for the rows of `data` (u8 images normalised with data.mean and data.std) as a
+  /// host tensor (N, ...).
+  Tensor predict(const Dataset& data, int64_t batch_size = 256);
+  /// Model outputs for x (N, ...): f32, or u8 read as x / 255.
+  Tensor predict(const Tensor& x, int64_t batch_size = 256);
+
+  /// One training step on the batch (x, y) (host or device tensors; x f32 or u8 read as x / 255):
+  /// copies it into the step program's input buffers and runs forward, backward and the optimizer
+  /// (one CUDA-graph launch on a GPU). Returns the batch's loss and metrics, or nothing when
+  /// read_logs is false (no host synchronisation then; read them later with last_batch_logs()).
+  Logs train_on_batch(const Tensor& x, const Tensor& y, bool read_logs = true);
+  /// The loss and metrics of one batch, without training.
+  Logs test_on_batch(const Tensor& x, const Tensor& y);
+  /// Model outputs for one batch, as a host tensor.
+  Tensor predict_on_batch(const Tensor& x);
+  /// The logs of the last train_on_batch (synchronises with the device).
+  Logs last_batch_logs() const;
+
   /// Layers, output shapes, parameter counts, planned memory.
   std::string summary() const;
+  /// The plan of the last training program built (compile: batch 32; fit and train_on_batch: theirs).
   const PlanReport& plan_report() const;
+  /// The plan of the training step for batches of `batch` rows (builds the graph and plans it;
+  /// allocates nothing).
+  PlanReport plan(int64_t batch) const;
 
   /// Current learning rate (written to device memory; a replayed CUDA graph sees the change).
   double learning_rate() const;
@@ -162,7 +227,18 @@ class CUDL_API Model {
   int64_t epoch() const;
   void set_epoch(int64_t epoch);
   int64_t parameter_count() const;
+  /// The model's layers in application order (a layer applied twice appears once).
   std::vector<LayerPtr> layers() const;
+  /// The layer named `name`; throws listing the model's layer names when there is none.
+  LayerPtr layer(const std::string& name) const;
+  /// Sets trainable on every layer of the model (takes effect for models compiled afterwards).
+  void set_trainable(bool trainable);
+  const std::string& name() const;
+
+  /// Every layer's get_weights(), concatenated in layers() order.
+  std::vector<Tensor> get_weights() const;
+  /// The reverse of get_weights(); checks every count and shape before copying anything.
+  void set_weights(const std::vector<Tensor>& weights);
 
   /// Named tensors of the complete training state: parameters ("layer.param"), buffers,
   /// optimizer slots ("optim.layer.param.m"), counters. Used by checkpoints.
@@ -176,6 +252,7 @@ class CUDL_API Model {
  protected:
   friend struct detail::ModelInternals;
   Model();
+  Impl& impl() const;  // throws when the model was moved from
   std::unique_ptr<Impl> impl_;
   bool stop_ = false;
 };
@@ -187,7 +264,7 @@ class CUDL_API Sequential : public Model {
              DType input_dtype = DType::f32);
 };
 
-/// Averages the predictions of several compiled models (an ensemble).
-CUDL_API Tensor ensemble_predict(std::vector<Model*> models, const Tensor& x, int64_t batch_size = 256);
+/// Averages the predictions of several compiled models (an ensemble) on `data`.
+CUDL_API Tensor ensemble_predict(const std::vector<Model*>& models, const Dataset& data, int64_t batch_size = 256);
 
 }  // namespace cudl

@@ -8,30 +8,43 @@
 
 #include "cudl/tensor.hpp"
 
+/// Declares a builder-style option: `opts.stride(2)` sets it (and returns the options), `opts.stride()`
+/// reads it. `CUDL_ARG(int, stride) = 1;` gives the default.
+#define CUDL_ARG(T, name)                   \
+ public:                                    \
+  auto& name(const T& value) {              \
+    name##_ = value;                        \
+    return *this;                           \
+  }                                         \
+  const T& name() const { return name##_; } \
+                                            \
+ private:                                   \
+  T name##_
+
 namespace cudl {
 
 namespace detail {
-struct LayerGraph;   // the recorded layer applications of a functional model
-struct BuildContext; // what a layer sees while adding its nodes (internal)
+struct VarNode;      // one layer application (or an Input), holding its inputs (src/nn/var_node.hpp)
+struct LayerAccess;  // what models see of a layer beyond the public API (src/nn/layer_impl.hpp)
 }  // namespace detail
 
 class Layer;
 
-/// A symbolic tensor: an input or the output of a layer applied to other Vars.
+/// A symbolic tensor: an input or the output of a layer applied to other Vars. A Var holds the
+/// layer that produced it and that layer's input Vars (Keras functional semantics); nothing is
+/// recorded anywhere else, so a model built from Vars owns exactly what it reaches.
 class CUDL_API Var {
  public:
   Var() = default;
   const Shape& shape() const;  // per-sample shape
   DType dtype() const;
-  bool defined() const { return graph_ != nullptr; }
+  bool defined() const { return node_ != nullptr; }
 
  private:
   friend class Layer;
   friend class Model;
   friend CUDL_API Var Input(const Shape&, DType, const std::string&);
-  friend CUDL_API Var add(const Var&, const Var&);
-  std::shared_ptr<detail::LayerGraph> graph_;
-  int id_ = -1;
+  std::shared_ptr<const detail::VarNode> node_;
 };
 
 /// A model input with per-sample shape `shape` (f32 features, or i32 labels/indices).
@@ -40,59 +53,107 @@ CUDL_API Var Input(const Shape& shape, DType dtype = DType::f32, const std::stri
 CUDL_API Var add(const Var& a, const Var& b);
 
 /// How a layer's parameters start: zeros, ones, normal(0, 0.05), uniform(-0.05, 0.05),
-/// glorot_uniform, glorot_normal, he_uniform, he_normal. Drawn from Philox with the model's seed.
+/// glorot_uniform, glorot_normal, he_uniform, he_normal. Drawn from Philox; the stream is a function
+/// of the model's seed, the layer's position in the model and the parameter's name only.
 enum class Init { Zeros, Ones, Normal, Uniform, GlorotUniform, GlorotNormal, HeUniform, HeNormal };
 CUDL_API Init init_from_name(const std::string& name);
 
-/// Base of every layer. A layer is a function that adds nodes and parameters to a graph.
+/// Base of every layer. A layer object may be used in several models: they then share its
+/// parameters (created when the first model that uses it is compiled).
 class CUDL_API Layer : public std::enable_shared_from_this<Layer> {
  public:
-  Layer(std::string kind, std::string name);
   virtual ~Layer();
+  Layer(const Layer&) = delete;
+  Layer& operator=(const Layer&) = delete;
 
   /// Functional use: y = layer(x).
   Var operator()(const Var& x);
   Var operator()(const std::vector<Var>& xs);
 
-  const std::string& name() const { return name_; }
+  /// The name given at construction, or the one the first model using the layer gave it
+  /// ("dense1", "dense2", ... numbered per model and per kind); the kind until then.
+  const std::string& name() const { return name_.empty() ? kind_ : name_; }
   const std::string& kind() const { return kind_; }
   /// Per-sample output shape for these per-sample input shapes; throws naming the layer and shapes.
   virtual Shape output_shape(const std::vector<Shape>& inputs) const = 0;
-  /// Adds this layer's nodes (internal).
-  virtual std::vector<int> build(detail::BuildContext& ctx, const std::vector<int>& inputs) = 0;
 
-  /// Parameters by name ("kernel", "bias", "gamma", ...), valid after Model::compile.
+  /// Parameters by name ("kernel", "bias", "gamma", ...), created when a model using the layer is compiled.
   std::vector<std::pair<std::string, Tensor>>& params() { return params_; }
   const std::vector<std::pair<std::string, Tensor>>& params() const { return params_; }
   /// Non-trainable state (running statistics), saved in checkpoints.
   std::vector<std::pair<std::string, Tensor>>& buffers() { return buffers_; }
+  const std::vector<std::pair<std::string, Tensor>>& buffers() const { return buffers_; }
+  /// Host copies of the parameters then the buffers, in the order of params() and buffers() (Keras).
+  std::vector<Tensor> get_weights() const;
+  /// Copies `weights` (the order and shapes of get_weights()) into the layer's tensors; checks
+  /// every count and shape first, so a mismatch changes nothing.
+  void set_weights(const std::vector<Tensor>& weights);
+
   bool trainable() const { return trainable_; }
-  /// Frozen layers keep their parameters fixed (no gradient, no update).
+  /// Frozen layers keep their parameters fixed (no gradient, no update) in models compiled while
+  /// they are frozen; a model compiled earlier keeps the setting it was compiled with.
   void set_trainable(bool t) { trainable_ = t; }
   /// L1/L2 penalty on this layer's weights ("kernel"), added to their gradients.
-  void set_regularizer(float l1, float l2) { l1_ = l1; l2_ = l2; }
+  void set_regularizer(float l1, float l2) {
+    l1_ = l1;
+    l2_ = l2;
+  }
   float l1() const { return l1_; }
   float l2() const { return l2_; }
 
  protected:
+  Layer(std::string kind, std::string name);
+  /// "layer dense1 (dense)" or "layer (dense)" before a name is given: for error messages.
+  std::string who() const;
+
   std::string kind_, name_;
   std::vector<std::pair<std::string, Tensor>> params_;
   std::vector<std::pair<std::string, Tensor>> buffers_;
   bool trainable_ = true;
   float l1_ = 0, l2_ = 0;
+
+ private:
+  friend struct detail::LayerAccess;
+  bool auto_named_ = false;
 };
 
 using LayerPtr = std::shared_ptr<Layer>;
 
+/// Options of a Dense layer: `DenseOptions(128).activation("relu").name("fc1")`.
+struct CUDL_API DenseOptions {
+  explicit DenseOptions(int64_t units) : units_(units) {}
+  CUDL_ARG(int64_t, units);
+  /// "", relu or gelu_tanh (fused into the GEMM), or any activation name (a separate op).
+  CUDL_ARG(std::string, activation);
+  CUDL_ARG(bool, use_bias) = true;
+  CUDL_ARG(Init, kernel_initializer) = Init::GlorotUniform;
+  CUDL_ARG(std::string, name);
+};
+
+/// Options of a Conv2d layer: `Conv2dOptions(16, 3).padding(1).use_bias(false)`.
+struct CUDL_API Conv2dOptions {
+  Conv2dOptions(int64_t filters, int kernel_size) : filters_(filters), kernel_size_(kernel_size) {}
+  CUDL_ARG(int64_t, filters);
+  CUDL_ARG(int, kernel_size);
+  CUDL_ARG(int, stride) = 1;
+  CUDL_ARG(int, padding) = 0;
+  CUDL_ARG(int, dilation) = 1;
+  CUDL_ARG(int, groups) = 1;
+  /// "" or relu (fused), or any activation name (a separate op).
+  CUDL_ARG(std::string, activation);
+  CUDL_ARG(bool, use_bias) = true;
+  CUDL_ARG(Init, kernel_initializer) = Init::HeUniform;
+  CUDL_ARG(std::string, name);
+};
+
 namespace layers {
-/// Fully connected: y = act(x·Wᵀ + b); x (..., in) → (..., units). activation: "", relu, gelu,
-/// or any activation name (applied as a separate op when not fusable).
-CUDL_API LayerPtr Dense(int64_t units, const std::string& activation = "", bool use_bias = true,
-                        const std::string& name = "", Init init = Init::GlorotUniform);
-/// 2-D convolution over (C, H, W) samples; activation "" or "relu" (fused), others separate.
-CUDL_API LayerPtr Conv2d(int64_t filters, int kernel, int stride = 1, int padding = 0, const std::string& activation = "",
-                         bool use_bias = true, int dilation = 1, int groups = 1, const std::string& name = "",
-                         Init init = Init::HeUniform);
+/// Fully connected: y = act(x·Wᵀ + b); x (..., in) → (..., units).
+CUDL_API LayerPtr Dense(const DenseOptions& options);
+CUDL_API LayerPtr Dense(int64_t units, const std::string& activation = "");
+/// 2-D convolution over (C, H, W) samples.
+CUDL_API LayerPtr Conv2d(const Conv2dOptions& options);
+CUDL_API LayerPtr Conv2d(int64_t filters, int kernel_size, const std::string& activation = "");
+/// Pooling windows of kernel x kernel; stride 0 means the kernel size.
 CUDL_API LayerPtr MaxPool2d(int kernel, int stride = 0, int padding = 0, const std::string& name = "");
 CUDL_API LayerPtr AvgPool2d(int kernel, int stride = 0, int padding = 0, const std::string& name = "");
 CUDL_API LayerPtr GlobalAvgPool(const std::string& name = "");

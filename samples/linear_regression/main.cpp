@@ -19,13 +19,12 @@ int main(int argc, char** argv) {
     }
     cudl::Dataset data{cudl::Tensor::from_vector(x, cudl::Shape{n, 1}), cudl::Tensor::from_vector(y, cudl::Shape{n, 1})};
 
-    auto dense = cudl::layers::Dense(1, "", true, "line");
+    auto dense = cudl::layers::Dense(cudl::DenseOptions(1).name("line"));
     cudl::Sequential model(cudl::Shape{1}, {dense}, "linear_regression");
     cudl::CompileOptions opt;
     opt.optimizer = cudl::optim::SGD(0.1);
-    opt.loss.name = "mse";
+    opt.loss = "mse";
     opt.device = device;
-    opt.batch_size = 32;
     model.compile(opt);
     cudl::FitOptions fit;
     fit.epochs = 30;

@@ -192,10 +192,9 @@ int main(int argc, char** argv) {
     cudl::Sequential model = mnist::build(a.model);
     cudl::CompileOptions opt;
     opt.optimizer = a.optimizer == "adam" ? cudl::optim::Adam(a.lr) : cudl::optim::SGD(a.lr, 0.9);
-    opt.loss.name = "sparse_categorical_crossentropy";
+    opt.loss = "sparse_categorical_crossentropy";
     opt.metrics = {"accuracy"};
     opt.device = device;
-    opt.batch_size = a.batch;
     opt.seed = a.seed;
     model.compile(opt);
     std::printf("%s", model.summary().c_str());

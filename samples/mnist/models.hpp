@@ -12,16 +12,20 @@ namespace mnist {
 /// dropout 0.25, dense 128 (ReLU), dense 10. Input (1, 28, 28); logits (10).
 inline cudl::Sequential build(const std::string& kind) {
   using namespace cudl::layers;
+  using cudl::Conv2dOptions;
+  using cudl::DenseOptions;
   if (kind == "mlp")
     return cudl::Sequential(cudl::Shape{1, 28, 28},
-                            {Flatten("flatten"), Dense(128, "relu", true, "dense1"), Dense(10, "", true, "logits")},
+                            {Flatten("flatten"), Dense(DenseOptions(128).activation("relu").name("dense1")),
+                             Dense(DenseOptions(10).name("logits"))},
                             "mlp");
   return cudl::Sequential(
       cudl::Shape{1, 28, 28},
-      {Conv2d(16, 3, 1, 1, "", false, 1, 1, "conv1"), BatchNorm(0.1f, 1e-5f, "bn1"), Activation("relu", 0.f, "relu1"),
-       MaxPool2d(2, 2, 0, "pool1"), Conv2d(32, 3, 1, 1, "", false, 1, 1, "conv2"), BatchNorm(0.1f, 1e-5f, "bn2"),
+      {Conv2d(Conv2dOptions(16, 3).padding(1).use_bias(false).name("conv1")), BatchNorm(0.1f, 1e-5f, "bn1"),
+       Activation("relu", 0.f, "relu1"), MaxPool2d(2, 2, 0, "pool1"),
+       Conv2d(Conv2dOptions(32, 3).padding(1).use_bias(false).name("conv2")), BatchNorm(0.1f, 1e-5f, "bn2"),
        Activation("relu", 0.f, "relu2"), MaxPool2d(2, 2, 0, "pool2"), Dropout(0.25f, "dropout"), Flatten("flatten"),
-       Dense(128, "relu", true, "dense1"), Dense(10, "", true, "logits")},
+       Dense(DenseOptions(128).activation("relu").name("dense1")), Dense(DenseOptions(10).name("logits"))},
       "cnn");
 }
 

@@ -3,35 +3,24 @@
 #pragma once
 
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "cudl/nn.hpp"
 #include "graph/graph.hpp"
+#include "nn/layer_impl.hpp"
 
 namespace cudl::detail {
 
-struct LayerGraph {
-  struct Entry {
-    LayerPtr layer;            // null for an Input
-    std::vector<int> inputs;   // var ids
-    Shape shape;               // per sample
-    DType dtype = DType::f32;
-    std::string name;
-  };
-  std::vector<Entry> vars;
-};
-
-/// The process-wide record of layer applications (Vars index into it).
-std::shared_ptr<LayerGraph> layer_graph();
-
 struct ParamBinding {
   Layer* layer = nullptr;
-  std::string name;           // "kernel", "bias", ...
+  std::string layer_name;  // the layer's name in the model being built
+  std::string name;        // "kernel", "bias", ...
   graph::ValueId value = graph::kNone;
   graph::ValueId grad = graph::kNone;  // kNone when frozen
   Tensor tensor;
-  bool is_weight = false;     // subject to L1/L2 regularisation
+  bool is_weight = false;  // subject to L1/L2 regularisation
 };
 
 struct BuildContext {
@@ -41,6 +30,11 @@ struct BuildContext {
   Device device;
   uint64_t seed = 0;
   Layer* layer = nullptr;  // the layer being built
+  std::string layer_name;  // its name in the model (node labels, value and parameter names)
+  int layer_index = 0;     // its position in the model: with `seed`, it picks the initial weights
+  /// Layers whose parameters get no gradient in this model (frozen when the model was compiled);
+  /// null: each layer's current trainable().
+  const std::set<const Layer*>* frozen = nullptr;
   std::vector<ParamBinding> params;
   std::map<graph::ValueId, Tensor> bound;  // storage for params, buffers and states
   graph::ValueId rng = graph::kNone;       // i64[2] {seed, offset}, created on first dropout
@@ -54,7 +48,8 @@ struct BuildContext {
   /// Adds a forward node labelled with the current layer.
   void node(OpKind op, const OpAttrs& attrs, std::vector<graph::ValueId> in, std::vector<graph::ValueId> out);
   /// The parameter `name` of the current layer: created and initialised on first use (on the
-  /// model's device, from Philox), reused when the graph is rebuilt or the layer is applied again.
+  /// model's device, from Philox keyed by seed, layer_index and name), reused when the graph is
+  /// rebuilt, the layer is applied again, or another model that shares the layer is built.
   graph::ValueId param(const std::string& name, const Shape& shape, Init init, int64_t fan_in, int64_t fan_out,
                        bool is_weight);
   /// A non-trainable buffer of the current layer (running statistics), filled with `value` on creation.
@@ -65,5 +60,7 @@ struct BuildContext {
 
 /// Initialises `t` (f32, on its device) by `init` with Philox seeded by `seed`.
 void init_tensor(Tensor& t, Init init, int64_t fan_in, int64_t fan_out, uint64_t seed);
+/// The Philox seed of parameter `name` of the layer at `layer_index` in a model seeded with `seed`.
+uint64_t param_seed(uint64_t seed, int layer_index, const std::string& name);
 
 }  // namespace cudl::detail

@@ -1,7 +1,7 @@
-// nn/layers.cpp — Var, the layer-application record, and every built-in layer: each checks its
+// nn/layers.cpp — Var, the layer-application records, and every built-in layer: each checks its
 // input shapes (naming the layer and both shapes) and adds its nodes and parameters.
 #include <cmath>
-#include <mutex>
+#include <map>
 
 #include "backend/backend.hpp"
 #include "cudl/error.hpp"
@@ -10,21 +10,32 @@
 namespace cudl {
 namespace detail {
 
-std::shared_ptr<LayerGraph> layer_graph() {
-  static std::shared_ptr<LayerGraph> g = std::make_shared<LayerGraph>();
-  return g;
-}
-
 namespace {
-std::mutex& graph_mutex() {
-  static std::mutex m;
-  return m;
-}
 uint64_t mix(uint64_t h, const std::string& s) {
   for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;  // FNV-1a
   return h;
 }
 }  // namespace
+
+uint64_t param_seed(uint64_t seed, int layer_index, const std::string& name) {
+  uint64_t h = seed * 0x9E3779B97F4A7C15ull + 1469598103934665603ull;
+  h = (h ^ static_cast<uint64_t>(layer_index)) * 1099511628211ull;
+  return mix(h, name);
+}
+
+BuiltinLayer& LayerAccess::builtin(Layer& layer) {
+  auto* b = dynamic_cast<BuiltinLayer*>(&layer);
+  if (!b)
+    CUDL_FAIL("layer ", layer.name(), " (", layer.kind(), "): not a built-in cudl layer; models can only build those");
+  return *b;
+}
+
+bool LayerAccess::assign_name(Layer& layer, const std::string& name) {
+  if (!layer.name_.empty()) return false;
+  layer.name_ = name;
+  layer.auto_named_ = true;
+  return true;
+}
 
 Shape BuildContext::batched(const Shape& sample) const {
   std::vector<int64_t> d{batch};
@@ -33,13 +44,13 @@ Shape BuildContext::batched(const Shape& sample) const {
 }
 
 graph::ValueId BuildContext::value(const std::string& what, const Shape& shape, DType dtype) {
-  return g->add_value((layer ? layer->name() : std::string("model")) + "." + what, shape, dtype,
+  return g->add_value((layer ? layer_name : std::string("model")) + "." + what, shape, dtype,
                       graph::Role::Intermediate);
 }
 
 void BuildContext::node(OpKind op, const OpAttrs& attrs, std::vector<graph::ValueId> in,
                         std::vector<graph::ValueId> out) {
-  g->add_node(op, attrs, std::move(in), std::move(out), layer ? layer->name() : "model", graph::Phase::Forward);
+  g->add_node(op, attrs, std::move(in), std::move(out), layer ? layer_name : "model", graph::Phase::Forward);
 }
 
 graph::ValueId BuildContext::param(const std::string& name, const Shape& shape, Init init, int64_t fan_in,
@@ -52,19 +63,21 @@ graph::ValueId BuildContext::param(const std::string& name, const Shape& shape, 
   if (!t) {
     layer->params().emplace_back(name, Tensor::empty(shape, DType::f32, device));
     t = &layer->params().back().second;
-    init_tensor(*t, init, fan_in, fan_out, mix(mix(seed * 0x9E3779B97F4A7C15ull + 1469598103934665603ull, layer->name()), name));
+    init_tensor(*t, init, fan_in, fan_out, param_seed(seed, layer_index, name));
   } else if (t->shape() != shape || t->device() != device) {
-    CUDL_FAIL("layer ", layer->name(), ": parameter ", name, " is ", t->shape(), " on ", t->device(), ", expected ",
-              shape, " on ", device);
+    CUDL_FAIL("layer ", layer_name, ": parameter ", name, " is ", t->shape(), " on ", t->device(), ", expected ", shape,
+              " on ", device, t->device() != device ? " (a layer shared by two models lives on one device)" : "");
   }
   ParamBinding b;
   b.layer = layer;
+  b.layer_name = layer_name;
   b.name = name;
   b.tensor = *t;
   b.is_weight = is_weight;
-  b.value = g->add_value(layer->name() + "." + name, shape, DType::f32, graph::Role::Param);
+  b.value = g->add_value(layer_name + "." + name, shape, DType::f32, graph::Role::Param);
   bound[b.value] = *t;
-  if (layer->trainable()) b.grad = g->add_value("d" + layer->name() + "." + name, shape, DType::f32, graph::Role::Grad);
+  const bool trainable = frozen ? frozen->count(layer) == 0 : layer->trainable();
+  if (trainable) b.grad = g->add_value("d" + layer_name + "." + name, shape, DType::f32, graph::Role::Grad);
   params.push_back(b);
   return b.value;
 }
@@ -76,8 +89,11 @@ graph::ValueId BuildContext::buffer(const std::string& name, const Shape& shape,
   if (!t) {
     layer->buffers().emplace_back(name, Tensor::full(shape, value, DType::f32, device));
     t = &layer->buffers().back().second;
+  } else if (t->shape() != shape || t->device() != device) {
+    CUDL_FAIL("layer ", layer_name, ": buffer ", name, " is ", t->shape(), " on ", t->device(), ", expected ", shape,
+              " on ", device);
   }
-  graph::ValueId v = g->add_value(layer->name() + "." + name, shape, DType::f32, graph::Role::State);
+  graph::ValueId v = g->add_value(layer_name + "." + name, shape, DType::f32, graph::Role::State);
   bound[v] = *t;
   return v;
 }
@@ -99,14 +115,43 @@ void init_tensor(Tensor& t, Init init, int64_t fan_in, int64_t fan_out, uint64_t
   a.i[1] = 0;
   OpKind op = OpKind::RandomUniform;
   switch (init) {
-    case Init::Zeros: t.fill(0); return;
-    case Init::Ones: t.fill(1); return;
-    case Init::Normal: op = OpKind::RandomNormal; a.f[0] = 0; a.f[1] = 0.05; break;
-    case Init::Uniform: a.f[0] = -0.05; a.f[1] = 0.05; break;
-    case Init::GlorotUniform: { double l = std::sqrt(6.0 / (fi + fo)); a.f[0] = -l; a.f[1] = l; break; }
-    case Init::GlorotNormal: op = OpKind::RandomNormal; a.f[0] = 0; a.f[1] = std::sqrt(2.0 / (fi + fo)); break;
-    case Init::HeUniform: { double l = std::sqrt(6.0 / fi); a.f[0] = -l; a.f[1] = l; break; }
-    case Init::HeNormal: op = OpKind::RandomNormal; a.f[0] = 0; a.f[1] = std::sqrt(2.0 / fi); break;
+    case Init::Zeros:
+      t.fill(0);
+      return;
+    case Init::Ones:
+      t.fill(1);
+      return;
+    case Init::Normal:
+      op = OpKind::RandomNormal;
+      a.f[0] = 0;
+      a.f[1] = 0.05;
+      break;
+    case Init::Uniform:
+      a.f[0] = -0.05;
+      a.f[1] = 0.05;
+      break;
+    case Init::GlorotUniform: {
+      double l = std::sqrt(6.0 / (fi + fo));
+      a.f[0] = -l;
+      a.f[1] = l;
+      break;
+    }
+    case Init::GlorotNormal:
+      op = OpKind::RandomNormal;
+      a.f[0] = 0;
+      a.f[1] = std::sqrt(2.0 / (fi + fo));
+      break;
+    case Init::HeUniform: {
+      double l = std::sqrt(6.0 / fi);
+      a.f[0] = -l;
+      a.f[1] = l;
+      break;
+    }
+    case Init::HeNormal:
+      op = OpKind::RandomNormal;
+      a.f[0] = 0;
+      a.f[1] = std::sqrt(2.0 / fi);
+      break;
   }
   run_op(op, {}, {TensorView::of(t)}, a, nullptr, "init");
 }
@@ -114,6 +159,7 @@ void init_tensor(Tensor& t, Init init, int64_t fan_in, int64_t fan_out, uint64_t
 }  // namespace detail
 
 using detail::BuildContext;
+using detail::BuiltinLayer;
 using graph::kNone;
 using graph::ValueId;
 
@@ -130,66 +176,75 @@ Init init_from_name(const std::string& n) {
 }
 
 const Shape& Var::shape() const {
-  if (!graph_) CUDL_FAIL("Var::shape: undefined Var");
-  return graph_->vars.at(id_).shape;
+  if (!node_) CUDL_FAIL("Var::shape: undefined Var");
+  return node_->shape;
 }
 
 DType Var::dtype() const {
-  if (!graph_) CUDL_FAIL("Var::dtype: undefined Var");
-  return graph_->vars.at(id_).dtype;
+  if (!node_) CUDL_FAIL("Var::dtype: undefined Var");
+  return node_->dtype;
 }
 
 Var Input(const Shape& shape, DType dtype, const std::string& name) {
-  std::lock_guard<std::mutex> lock(detail::graph_mutex());
-  auto g = detail::layer_graph();
-  detail::LayerGraph::Entry e;
-  e.shape = shape;
-  e.dtype = dtype;
-  e.name = name;
-  g->vars.push_back(e);
+  auto n = std::make_shared<detail::VarNode>();
+  n->shape = shape;
+  n->dtype = dtype;
+  n->name = name;
   Var v;
-  v.graph_ = g;
-  v.id_ = static_cast<int>(g->vars.size() - 1);
+  v.node_ = std::move(n);
   return v;
 }
 
-namespace {
-int counter(const std::string& kind) {
-  static std::map<std::string, int> counts;
-  static std::mutex m;
-  std::lock_guard<std::mutex> lock(m);
-  return ++counts[kind];
-}
-std::string auto_name(const std::string& given, const std::string& kind) {
-  return given.empty() ? kind + std::to_string(counter(kind)) : given;
-}
-}  // namespace
-
-Layer::Layer(std::string kind, std::string name) : kind_(std::move(kind)), name_(auto_name(name, kind_)) {}
+Layer::Layer(std::string kind, std::string name) : kind_(std::move(kind)), name_(std::move(name)) {}
 Layer::~Layer() = default;
+
+std::string Layer::who() const { return "layer " + (name_.empty() ? "" : name_ + " ") + "(" + kind_ + ")"; }
 
 Var Layer::operator()(const Var& x) { return (*this)(std::vector<Var>{x}); }
 
 Var Layer::operator()(const std::vector<Var>& xs) {
   std::vector<Shape> shapes;
   for (const Var& x : xs) {
-    if (!x.defined()) CUDL_FAIL("layer ", name_, ": input is an undefined Var");
+    if (!x.defined()) CUDL_FAIL(who(), ": input is an undefined Var");
     shapes.push_back(x.shape());
   }
-  Shape out = output_shape(shapes);  // throws naming the layer and shapes
-  std::lock_guard<std::mutex> lock(detail::graph_mutex());
-  auto g = detail::layer_graph();
-  detail::LayerGraph::Entry e;
-  e.layer = shared_from_this();
-  for (const Var& x : xs) e.inputs.push_back(x.id_);
-  e.shape = out;
-  e.dtype = DType::f32;
-  e.name = name_;
-  g->vars.push_back(e);
+  auto n = std::make_shared<detail::VarNode>();
+  n->shape = output_shape(shapes);  // throws naming the layer and shapes
+  n->layer = shared_from_this();
+  for (const Var& x : xs) n->inputs.push_back(x.node_);
   Var v;
-  v.graph_ = g;
-  v.id_ = static_cast<int>(g->vars.size() - 1);
+  v.node_ = std::move(n);
   return v;
+}
+
+std::vector<Tensor> Layer::get_weights() const {
+  std::vector<Tensor> out;
+  for (const auto& [k, t] : params_) out.push_back(t.to(Device::cpu()));
+  for (const auto& [k, t] : buffers_) out.push_back(t.to(Device::cpu()));
+  return out;
+}
+
+void Layer::set_weights(const std::vector<Tensor>& w) {
+  const size_t n = params_.size() + buffers_.size();
+  if (n == 0 && !w.empty())
+    CUDL_FAIL(who(), ": set_weights before the layer's weights exist (compile a model that uses it first)");
+  if (w.size() != n)
+    CUDL_FAIL(who(), ": set_weights got ", w.size(), " tensors, the layer has ", n, " (", params_.size(),
+              " parameters, ", buffers_.size(), " buffers)");
+  auto target = [&](size_t i) -> const std::pair<std::string, Tensor>& {
+    return i < params_.size() ? params_[i] : buffers_[i - params_.size()];
+  };
+  for (size_t i = 0; i < n; ++i) {
+    const auto& [k, t] = target(i);
+    if (!w[i].defined() || w[i].shape() != t.shape() || w[i].dtype() != t.dtype())
+      CUDL_FAIL(who(), ": set_weights: ", k, " is ", t.shape(), " ", t.dtype(), ", got ",
+                w[i].defined() ? w[i].shape().str() : std::string("an undefined tensor"), " ",
+                w[i].defined() ? dtype_name(w[i].dtype()) : "");
+  }
+  for (size_t i = 0; i < n; ++i) {
+    Tensor dst = target(i).second;
+    dst.copy_from(w[i]);
+  }
 }
 
 namespace {
@@ -206,21 +261,28 @@ void expect_inputs(const Layer& l, const std::vector<Shape>& in, size_t n) {
 }
 
 bool unary_from_name(const std::string& n, UnaryOp& op) {
-  static const std::map<std::string, UnaryOp> m = {
-      {"relu", UnaryOp::Relu}, {"leaky_relu", UnaryOp::LeakyRelu}, {"elu", UnaryOp::Elu},
-      {"gelu", UnaryOp::GeluErf}, {"gelu_tanh", UnaryOp::GeluTanh}, {"silu", UnaryOp::Silu},
-      {"swish", UnaryOp::Silu}, {"sigmoid", UnaryOp::Sigmoid}, {"tanh", UnaryOp::Tanh},
-      {"softplus", UnaryOp::Softplus}, {"exp", UnaryOp::Exp}, {"square", UnaryOp::Square}};
+  static const std::map<std::string, UnaryOp> m = {{"relu", UnaryOp::Relu},
+                                                   {"leaky_relu", UnaryOp::LeakyRelu},
+                                                   {"elu", UnaryOp::Elu},
+                                                   {"gelu", UnaryOp::GeluErf},
+                                                   {"gelu_tanh", UnaryOp::GeluTanh},
+                                                   {"silu", UnaryOp::Silu},
+                                                   {"swish", UnaryOp::Silu},
+                                                   {"sigmoid", UnaryOp::Sigmoid},
+                                                   {"tanh", UnaryOp::Tanh},
+                                                   {"softplus", UnaryOp::Softplus},
+                                                   {"exp", UnaryOp::Exp},
+                                                   {"square", UnaryOp::Square}};
   auto it = m.find(n);
   if (it == m.end()) return false;
   op = it->second;
   return true;
 }
 
-void check_activation(const std::string& layer, const std::string& act) {
+void check_activation(const std::string& who, const std::string& act) {
   UnaryOp op;
   if (act.empty() || act == "linear" || act == "softmax" || act == "log_softmax" || unary_from_name(act, op)) return;
-  CUDL_FAIL("layer ", layer, ": unknown activation '", act, "'");
+  CUDL_FAIL(who, ": unknown activation '", act, "'");
 }
 
 // Applies a named activation to x as its own node (used where no fused epilogue exists).
@@ -241,16 +303,20 @@ ValueId apply_activation(BuildContext& c, ValueId x, const std::string& act, flo
   return y;
 }
 
-class DenseLayer : public Layer {
+class DenseLayer : public BuiltinLayer {
  public:
-  DenseLayer(int64_t units, std::string act, bool bias, const std::string& name, Init init)
-      : Layer("dense", name), units_(units), act_(std::move(act)), bias_(bias), init_(init) {
-    if (units <= 0) CUDL_FAIL("layer ", name_, ": units must be positive, got ", units);
-    check_activation(name_, act_);
+  explicit DenseLayer(const DenseOptions& o)
+      : BuiltinLayer("dense", o.name()),
+        units_(o.units()),
+        act_(o.activation()),
+        bias_(o.use_bias()),
+        init_(o.kernel_initializer()) {
+    if (units_ <= 0) CUDL_FAIL(who(), ": units must be positive, got ", units_);
+    check_activation(who(), act_);
   }
   Shape output_shape(const std::vector<Shape>& in) const override {
     expect_inputs(*this, in, 1);
-    if (in[0].rank() < 1) CUDL_FAIL("layer ", name_, " (dense): input ", in[0], " has no feature dimension");
+    if (in[0].rank() < 1) CUDL_FAIL(who(), ": input ", in[0], " has no feature dimension");
     std::vector<int64_t> d = in[0].dims();
     d.back() = units_;
     return Shape(d);
@@ -259,7 +325,7 @@ class DenseLayer : public Layer {
     const Shape xs = c.g->value(in[0]).shape;
     const int64_t features = xs[-1], rows = xs.numel() / std::max<int64_t>(features, 1);
     ValueId x = in[0];
-    if (xs.rank() != 2) x = c.g->add_view(x, Shape{rows, features}, name_, graph::Phase::Forward);
+    if (xs.rank() != 2) x = c.g->add_view(x, Shape{rows, features}, c.layer_name, graph::Phase::Forward);
     ValueId w = c.param("kernel", Shape{units_, features}, init_, features, units_, true);
     ValueId b = bias_ ? c.param("bias", Shape{units_}, Init::Zeros, features, units_, false) : kNone;
     Epilogue ep = Epilogue::None;
@@ -276,7 +342,7 @@ class DenseLayer : public Layer {
     y = apply_activation(c, y, rest, 0.01f);
     std::vector<int64_t> od = xs.dims();
     od.back() = units_;
-    if (xs.rank() != 2) y = c.g->add_view(y, Shape(od), name_, graph::Phase::Forward);
+    if (xs.rank() != 2) y = c.g->add_view(y, Shape(od), c.layer_name, graph::Phase::Forward);
     return {y};
   }
 
@@ -287,29 +353,38 @@ class DenseLayer : public Layer {
   Init init_;
 };
 
-int64_t conv_out(int64_t in, int k, int stride, int pad, int dil) { return (in + 2 * pad - dil * (k - 1) - 1) / stride + 1; }
+int64_t conv_out(int64_t in, int k, int stride, int pad, int dil) {
+  return (in + 2 * pad - dil * (k - 1) - 1) / stride + 1;
+}
 
-class Conv2dLayer : public Layer {
+class Conv2dLayer : public BuiltinLayer {
  public:
-  Conv2dLayer(int64_t filters, int kernel, int stride, int padding, std::string act, bool bias, int dilation, int groups,
-              const std::string& name, Init init)
-      : Layer("conv2d", name), k_(filters), r_(kernel), stride_(stride), pad_(padding), dil_(dilation),
-        groups_(groups), act_(std::move(act)), bias_(bias), init_(init) {
-    if (filters <= 0 || kernel <= 0 || stride <= 0 || padding < 0 || dilation <= 0 || groups <= 0)
-      CUDL_FAIL("layer ", name_, " (conv2d): invalid geometry: filters ", filters, ", kernel ", kernel, ", stride ",
-                stride, ", padding ", padding, ", dilation ", dilation, ", groups ", groups);
-    check_activation(name_, act_);
+  explicit Conv2dLayer(const Conv2dOptions& o)
+      : BuiltinLayer("conv2d", o.name()),
+        k_(o.filters()),
+        r_(o.kernel_size()),
+        stride_(o.stride()),
+        pad_(o.padding()),
+        dil_(o.dilation()),
+        groups_(o.groups()),
+        act_(o.activation()),
+        bias_(o.use_bias()),
+        init_(o.kernel_initializer()) {
+    if (k_ <= 0 || r_ <= 0 || stride_ <= 0 || pad_ < 0 || dil_ <= 0 || groups_ <= 0)
+      CUDL_FAIL(who(), ": invalid geometry: filters ", k_, ", kernel ", r_, ", stride ", stride_, ", padding ", pad_,
+                ", dilation ", dil_, ", groups ", groups_);
+    check_activation(who(), act_);
   }
   Shape output_shape(const std::vector<Shape>& in) const override {
     expect_inputs(*this, in, 1);
     const Shape& s = in[0];
-    if (s.rank() != 3) CUDL_FAIL("layer ", name_, " (conv2d): expects (C, H, W) samples, got ", s);
+    if (s.rank() != 3) CUDL_FAIL(who(), ": expects (C, H, W) samples, got ", s);
     if (s[0] % groups_ != 0 || k_ % groups_ != 0)
-      CUDL_FAIL("layer ", name_, " (conv2d): channels ", s[0], " and filters ", k_, " must be divisible by groups ", groups_);
+      CUDL_FAIL(who(), ": channels ", s[0], " and filters ", k_, " must be divisible by groups ", groups_);
     const int64_t p = conv_out(s[1], r_, stride_, pad_, dil_), q = conv_out(s[2], r_, stride_, pad_, dil_);
     if (p <= 0 || q <= 0)
-      CUDL_FAIL("layer ", name_, " (conv2d): input ", s, " is too small for a ", r_, "x", r_, " kernel (dilation ", dil_,
-                ", padding ", pad_, ")");
+      CUDL_FAIL(who(), ": input ", s, " is too small for a ", r_, "x", r_, " kernel (dilation ", dil_, ", padding ",
+                pad_, ")");
     return Shape{k_, p, q};
   }
   std::vector<int> build(BuildContext& c, const std::vector<int>& in) override {
@@ -337,20 +412,20 @@ class Conv2dLayer : public Layer {
   Init init_;
 };
 
-class PoolLayer : public Layer {
+class PoolLayer : public BuiltinLayer {
  public:
   PoolLayer(std::string kind, OpKind op, int kernel, int stride, int pad, const std::string& name)
-      : Layer(std::move(kind), name), op_(op), k_(kernel), s_(stride > 0 ? stride : kernel), p_(pad) {
+      : BuiltinLayer(std::move(kind), name), op_(op), k_(kernel), s_(stride > 0 ? stride : kernel), p_(pad) {
     if (op_ != OpKind::GlobalAvgPool && (kernel <= 0 || s_ <= 0 || pad < 0 || pad * 2 > kernel))
-      CUDL_FAIL("layer ", name_, " (", kind_, "): invalid geometry: kernel ", kernel, ", stride ", s_, ", padding ", pad);
+      CUDL_FAIL(who(), ": invalid geometry: kernel ", kernel, ", stride ", s_, ", padding ", pad);
   }
   Shape output_shape(const std::vector<Shape>& in) const override {
     expect_inputs(*this, in, 1);
     const Shape& s = in[0];
-    if (s.rank() != 3) CUDL_FAIL("layer ", name_, " (", kind_, "): expects (C, H, W) samples, got ", s);
+    if (s.rank() != 3) CUDL_FAIL(who(), ": expects (C, H, W) samples, got ", s);
     if (op_ == OpKind::GlobalAvgPool) return Shape{s[0]};
     const int64_t p = conv_out(s[1], k_, s_, p_, 1), q = conv_out(s[2], k_, s_, p_, 1);
-    if (p <= 0 || q <= 0) CUDL_FAIL("layer ", name_, " (", kind_, "): input ", s, " is smaller than the ", k_, "x", k_, " window");
+    if (p <= 0 || q <= 0) CUDL_FAIL(who(), ": input ", s, " is smaller than the ", k_, "x", k_, " window");
     return Shape{s[0], p, q};
   }
   std::vector<int> build(BuildContext& c, const std::vector<int>& in) override {
@@ -370,13 +445,13 @@ class PoolLayer : public Layer {
   int k_, s_, p_;
 };
 
-class BatchNormLayer : public Layer {
+class BatchNormLayer : public BuiltinLayer {
  public:
   BatchNormLayer(float momentum, float eps, const std::string& name)
-      : Layer("batch_norm", name), momentum_(momentum), eps_(eps) {}
+      : BuiltinLayer("batch_norm", name), momentum_(momentum), eps_(eps) {}
   Shape output_shape(const std::vector<Shape>& in) const override {
     expect_inputs(*this, in, 1);
-    if (in[0].rank() < 1) CUDL_FAIL("layer ", name_, " (batch_norm): input ", in[0], " has no channel dimension");
+    if (in[0].rank() < 1) CUDL_FAIL(who(), ": input ", in[0], " has no channel dimension");
     return in[0];
   }
   std::vector<int> build(BuildContext& c, const std::vector<int>& in) override {
@@ -402,12 +477,12 @@ class BatchNormLayer : public Layer {
   float momentum_, eps_;
 };
 
-class LayerNormLayer : public Layer {
+class LayerNormLayer : public BuiltinLayer {
  public:
-  LayerNormLayer(float eps, const std::string& name) : Layer("layer_norm", name), eps_(eps) {}
+  LayerNormLayer(float eps, const std::string& name) : BuiltinLayer("layer_norm", name), eps_(eps) {}
   Shape output_shape(const std::vector<Shape>& in) const override {
     expect_inputs(*this, in, 1);
-    if (in[0].rank() < 1) CUDL_FAIL("layer ", name_, " (layer_norm): input ", in[0], " has no feature dimension");
+    if (in[0].rank() < 1) CUDL_FAIL(who(), ": input ", in[0], " has no feature dimension");
     return in[0];
   }
   std::vector<int> build(BuildContext& c, const std::vector<int>& in) override {
@@ -426,10 +501,10 @@ class LayerNormLayer : public Layer {
   float eps_;
 };
 
-class DropoutLayer : public Layer {
+class DropoutLayer : public BuiltinLayer {
  public:
-  DropoutLayer(float rate, const std::string& name) : Layer("dropout", name), rate_(rate) {
-    if (!(rate >= 0.f && rate < 1.f)) CUDL_FAIL("layer ", name_, " (dropout): rate must be in [0, 1), got ", rate);
+  DropoutLayer(float rate, const std::string& name) : BuiltinLayer("dropout", name), rate_(rate) {
+    if (!(rate >= 0.f && rate < 1.f)) CUDL_FAIL(who(), ": rate must be in [0, 1), got ", rate);
   }
   Shape output_shape(const std::vector<Shape>& in) const override {
     expect_inputs(*this, in, 1);
@@ -450,32 +525,32 @@ class DropoutLayer : public Layer {
   float rate_;
 };
 
-class ReshapeLayer : public Layer {
+class ReshapeLayer : public BuiltinLayer {
  public:
   ReshapeLayer(std::string kind, Shape target, const std::string& name)
-      : Layer(std::move(kind), name), target_(std::move(target)) {}
+      : BuiltinLayer(std::move(kind), name), target_(std::move(target)) {}
   Shape output_shape(const std::vector<Shape>& in) const override {
     expect_inputs(*this, in, 1);
     if (kind_ == "flatten") return Shape{in[0].numel()};
     if (target_.numel() != in[0].numel())
-      CUDL_FAIL("layer ", name_, " (reshape): cannot reshape ", in[0], " to ", target_, " (element counts differ)");
+      CUDL_FAIL(who(), ": cannot reshape ", in[0], " to ", target_, " (element counts differ)");
     return target_;
   }
   std::vector<int> build(BuildContext& c, const std::vector<int>& in) override {
     const Shape xs = c.g->value(in[0]).shape;
     Shape os = output_shape({Shape(std::vector<int64_t>(xs.dims().begin() + 1, xs.dims().end()))});
-    return {c.g->add_view(in[0], c.batched(os), name_, graph::Phase::Forward, 0, name_ + ".out")};
+    return {c.g->add_view(in[0], c.batched(os), c.layer_name, graph::Phase::Forward, 0, c.layer_name + ".out")};
   }
 
  private:
   Shape target_;
 };
 
-class ActivationLayer : public Layer {
+class ActivationLayer : public BuiltinLayer {
  public:
   ActivationLayer(std::string act, float alpha, const std::string& name)
-      : Layer("activation", name.empty() ? "" : name), act_(std::move(act)), alpha_(alpha) {
-    check_activation(name_, act_);
+      : BuiltinLayer("activation", name), act_(std::move(act)), alpha_(alpha) {
+    check_activation(who(), act_);
   }
   Shape output_shape(const std::vector<Shape>& in) const override {
     expect_inputs(*this, in, 1);
@@ -490,12 +565,12 @@ class ActivationLayer : public Layer {
   float alpha_;
 };
 
-class AddLayer : public Layer {
+class AddLayer : public BuiltinLayer {
  public:
-  AddLayer() : Layer("add", "") {}
+  AddLayer() : BuiltinLayer("add", "") {}
   Shape output_shape(const std::vector<Shape>& in) const override {
     expect_inputs(*this, in, 2);
-    if (in[0] != in[1]) CUDL_FAIL("layer ", name_, " (add): shapes differ: ", in[0], " vs ", in[1]);
+    if (in[0] != in[1]) CUDL_FAIL(who(), ": shapes differ: ", in[0], " vs ", in[1]);
     return in[0];
   }
   std::vector<int> build(BuildContext& c, const std::vector<int>& in) override {
@@ -512,13 +587,13 @@ class AddLayer : public Layer {
 Var add(const Var& a, const Var& b) { return (*std::make_shared<AddLayer>())({a, b}); }
 
 namespace layers {
-LayerPtr Dense(int64_t units, const std::string& activation, bool use_bias, const std::string& name, Init init) {
-  return std::make_shared<DenseLayer>(units, activation, use_bias, name, init);
+LayerPtr Dense(const DenseOptions& options) { return std::make_shared<DenseLayer>(options); }
+LayerPtr Dense(int64_t units, const std::string& activation) {
+  return Dense(DenseOptions(units).activation(activation));
 }
-LayerPtr Conv2d(int64_t filters, int kernel, int stride, int padding, const std::string& activation, bool use_bias,
-                int dilation, int groups, const std::string& name, Init init) {
-  return std::make_shared<Conv2dLayer>(filters, kernel, stride, padding, activation, use_bias, dilation, groups, name,
-                                       init);
+LayerPtr Conv2d(const Conv2dOptions& options) { return std::make_shared<Conv2dLayer>(options); }
+LayerPtr Conv2d(int64_t filters, int kernel_size, const std::string& activation) {
+  return Conv2d(Conv2dOptions(filters, kernel_size).activation(activation));
 }
 LayerPtr MaxPool2d(int kernel, int stride, int padding, const std::string& name) {
   return std::make_shared<PoolLayer>("max_pool2d", OpKind::MaxPool2d, kernel, stride, padding, name);

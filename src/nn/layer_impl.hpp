@@ -1,0 +1,42 @@
+// nn/layer_impl.hpp — what models see of layers beyond the public API: the applications graph
+// (VarNode), the graph-building interface every built-in layer implements, and naming.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cudl/nn.hpp"
+
+namespace cudl::detail {
+
+struct BuildContext;
+
+/// One application of a layer to input Vars (or an Input when layer is null). Holding the node
+/// holds everything it was computed from; nothing else records it.
+struct VarNode {
+  LayerPtr layer;                                      // null for an Input
+  std::vector<std::shared_ptr<const VarNode>> inputs;  // the layer's input Vars
+  Shape shape;                                         // per sample
+  DType dtype = DType::f32;
+  std::string name;  // an Input's name
+};
+
+/// A layer that can add its nodes to a graph: every built-in layer. `build` receives the value ids
+/// of its inputs (batched) and returns those of its outputs.
+class BuiltinLayer : public Layer {
+ public:
+  using Layer::Layer;
+  virtual std::vector<int> build(BuildContext& ctx, const std::vector<int>& inputs) = 0;
+};
+
+struct LayerAccess {
+  /// The layer as a BuiltinLayer; throws naming it when it is not one.
+  static BuiltinLayer& builtin(Layer& layer);
+  /// Gives an unnamed layer `name`; returns false (and changes nothing) when it already has one.
+  static bool assign_name(Layer& layer, const std::string& name);
+  static bool auto_named(const Layer& layer) { return layer.auto_named_; }
+  static bool has_name(const Layer& layer) { return !layer.name_.empty(); }
+};
+
+}  // namespace cudl::detail

@@ -1,0 +1,110 @@
+// train/model_impl.hpp — Model::Impl: the model's layer graph and training state, and the program
+// builders shared by compile (programs.cpp), the fit loop (fit.cpp) and the per-batch calls.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "cudl/model.hpp"
+#include "graph/executor.hpp"
+#include "nn/build_context.hpp"
+
+namespace cudl {
+
+struct Model::Impl {
+  // -- the layer graph (model.cpp) ---------------------------------------------------------------
+  /// Every application reachable from the output, each after its inputs; the model holds them.
+  std::vector<std::shared_ptr<const detail::VarNode>> nodes;
+  const detail::VarNode* input = nullptr;
+  const detail::VarNode* output = nullptr;
+  std::vector<LayerPtr> layer_list;           // distinct layers, in application order
+  std::map<const Layer*, std::string> names;  // each layer's name in this model
+  std::map<const Layer*, int> positions;      // index in layer_list: seeds the initial weights
+  std::string name;
+
+  // -- training state (model.cpp: compile) -----------------------------------------------------
+  bool compiled = false;
+  CompileOptions opts;
+  std::set<const Layer*> frozen;                     // layers not trainable when compiled
+  Tensor hyper;                                      // f32[2] on the device: {lr, t}
+  Tensor rng;                                        // i64[2] on the device: {seed, offset}
+  Tensor cursor;                                     // i64[1] on the device: position in the epoch's permutation
+  std::map<std::string, std::vector<Tensor>> slots;  // optimizer state per "layer.param"
+  std::map<std::string, Tensor> accumulators;        // "loss", "correct", "mae" (f32[1], on the device)
+  int64_t step = 0;
+  int64_t epochs_done = 0;  // over every fit() call: picks each epoch's shuffle
+  double lr = 0;
+  PlanReport report;
+  bool profiling = false;
+  std::map<std::string, graph::OpProfile> profile;
+
+  /// A runnable program: the executor and the values the host feeds or reads.
+  struct Program {
+    std::unique_ptr<graph::Executor> exec;
+    graph::ValueId out = graph::kNone;
+    graph::ValueId x = graph::kNone, y = graph::kNone;  // fed inputs (per-batch programs)
+  };
+  /// Per-batch programs of train_on_batch, test_on_batch and predict (predict_on_batch), by batch
+  /// size; dropped by compile.
+  std::map<int64_t, Program> train_batch, test_batch, predict_batch;
+  int64_t last_batch_rows = 0;  // rows of the last train_on_batch (its logs divide by them)
+
+  /// Where a program's batches come from. Gather: rows of device tables x, y picked by perm at the
+  /// device cursor (fit and evaluate; tensors may be absent when only planning). Feed: x and y are
+  /// input buffers of (batch, ...) that the host fills before each run.
+  struct DataSpec {
+    bool gather = true;
+    Shape x, y;  // gather: the tables' shapes (R, ...); feed: ignored (the model's shapes)
+    DType x_dtype = DType::f32, y_dtype = DType::i32;
+    Tensor tx, ty, perm;  // gather: the tables (undefined when planning only)
+    float mean = 0.f, std = 1.f;
+    const FitOptions* augment = nullptr;  // training: FitOptions with augment on, or null
+  };
+  /// A graph under construction with its build context (the bound tensors).
+  struct Build {
+    graph::Graph g;
+    detail::BuildContext c;
+    graph::ValueId out = graph::kNone, x = graph::kNone, y = graph::kNone;
+  };
+
+  // -- graph building (programs.cpp) -------------------------------------------------------------
+  detail::BuildContext context(graph::Graph& g, int64_t batch, bool training);
+  graph::ValueId forward(detail::BuildContext& c, graph::ValueId x);
+  Shape batched_input(int64_t batch) const;
+  /// The target shape and dtype of a batch of `batch` rows for the compiled loss.
+  std::pair<Shape, DType> target_spec(int64_t batch) const;
+  /// Forward (+ loss, metrics; + backward and optimizer when training) for batches of `batch` rows.
+  /// Per-batch programs (feed) first zero the metric accumulators, so each run reports its batch.
+  std::unique_ptr<Build> build(int64_t batch, const DataSpec& data, bool training, bool with_loss);
+  Program make_program(std::unique_ptr<Build> b, const graph::ExecutorOptions& options);
+  Program train_program(int64_t batch, const DataSpec& data, const graph::ExecutorOptions* options = nullptr);
+  Program eval_program(int64_t batch, const DataSpec& data);
+  Program predict_program(int64_t batch);
+  /// The training step's plan for batches of `batch` rows, from the graph alone (nothing allocated).
+  PlanReport plan(int64_t batch);
+  graph::ExecutorOptions exec_options(const std::set<graph::ValueId>& keep = {}) const;
+
+  // -- losses, metrics and optimizers (optimizers.cpp) -------------------------------------------
+  void check_targets(const Tensor& y, int64_t rows) const;
+  /// Loss node (+ metric accumulation). Returns {loss, dpred}.
+  std::pair<graph::ValueId, graph::ValueId> loss_nodes(detail::BuildContext& c, graph::ValueId pred,
+                                                       graph::ValueId target, bool with_grad);
+  void optimizer_nodes(detail::BuildContext& c);
+  bool wants(const std::string& metric) const;
+  Tensor& acc(const std::string& key);
+  graph::ValueId bind_state(detail::BuildContext& c, const std::string& name, const Tensor& t,
+                            graph::Role role = graph::Role::State);
+  /// The metrics accumulated since they were last zeroed, divided by `rows`.
+  Logs read_metrics(double rows);
+
+  // -- misc --------------------------------------------------------------------------------------
+  void require_compiled(const char* what) const;
+  void collect_profile(const graph::Executor& e);
+  void write_hyper();  // hyper[0] only: the step count in hyper[1] lives on the device
+  const std::string& layer_name(const Layer* l) const { return names.at(l); }
+};
+
+}  // namespace cudl

@@ -1,0 +1,344 @@
+// train/optimizers.cpp — optimizers and losses as values (by name or by function), and the graph
+// nodes a model adds for them: the loss with its metric accumulators, penalties, clipping, the step.
+#include <algorithm>
+#include <cctype>
+
+#include "cudl/error.hpp"
+#include "train/model_impl.hpp"
+
+namespace cudl {
+
+using graph::kNone;
+using graph::Phase;
+using graph::Role;
+using graph::ValueId;
+
+// ---------------------------------------------------------------------------------------------
+// optimizers
+
+namespace optim {
+Optimizer SGD(double lr, double momentum, bool nesterov, double weight_decay) {
+  Optimizer c;
+  c.kind = Optimizer::SGD;
+  c.lr = lr;
+  c.momentum = momentum;
+  c.nesterov = nesterov;
+  c.weight_decay = weight_decay;
+  return c;
+}
+Optimizer Adam(double lr, double beta1, double beta2, double eps) {
+  Optimizer c;
+  c.kind = Optimizer::Adam;
+  c.lr = lr;
+  c.beta1 = beta1;
+  c.beta2 = beta2;
+  c.eps = eps;
+  return c;
+}
+Optimizer AdamW(double lr, double weight_decay) {
+  Optimizer c = Adam(lr);
+  c.kind = Optimizer::AdamW;
+  c.weight_decay = weight_decay;
+  return c;
+}
+Optimizer RMSprop(double lr, double alpha, double eps) {
+  Optimizer c;
+  c.kind = Optimizer::RMSprop;
+  c.lr = lr;
+  c.alpha = alpha;
+  c.eps = eps;
+  return c;
+}
+Optimizer Adagrad(double lr, double eps) {
+  Optimizer c;
+  c.kind = Optimizer::Adagrad;
+  c.lr = lr;
+  c.eps = eps;
+  return c;
+}
+}  // namespace optim
+
+namespace {
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+  return s;
+}
+}  // namespace
+
+Optimizer::Optimizer(const std::string& name) {
+  const std::string n = lower(name);
+  if (n == "sgd")
+    *this = optim::SGD();
+  else if (n == "adam")
+    *this = optim::Adam();
+  else if (n == "adamw")
+    *this = optim::AdamW();
+  else if (n == "rmsprop")
+    *this = optim::RMSprop();
+  else if (n == "adagrad")
+    *this = optim::Adagrad();
+  else
+    CUDL_FAIL("unknown optimizer '", name, "' (sgd, adam, adamw, rmsprop, adagrad)");
+}
+
+const char* Optimizer::name() const {
+  switch (kind) {
+    case SGD:
+      return "sgd";
+    case Adam:
+      return "adam";
+    case AdamW:
+      return "adamw";
+    case RMSprop:
+      return "rmsprop";
+    case Adagrad:
+      return "adagrad";
+  }
+  return "?";
+}
+
+// ---------------------------------------------------------------------------------------------
+// losses
+
+namespace {
+struct LossName {
+  const char* name;
+  Loss::Kind kind;
+};
+// The first name of each kind is its canonical one.
+constexpr LossName kLossNames[] = {
+    {"sparse_categorical_crossentropy", Loss::SparseCategoricalCrossentropy},
+    {"cross_entropy", Loss::SparseCategoricalCrossentropy},
+    {"categorical_crossentropy", Loss::CategoricalCrossentropy},
+    {"mse", Loss::MeanSquaredError},
+    {"mean_squared_error", Loss::MeanSquaredError},
+    {"mae", Loss::MeanAbsoluteError},
+    {"mean_absolute_error", Loss::MeanAbsoluteError},
+    {"l1", Loss::MeanAbsoluteError},
+    {"huber", Loss::Huber},
+    {"binary_crossentropy", Loss::BinaryCrossentropy},
+    {"bce", Loss::BinaryCrossentropy},
+    {"bce_with_logits", Loss::BinaryCrossentropyWithLogits},
+    {"nll", Loss::NegativeLogLikelihood},
+};
+
+OpKind loss_op(Loss::Kind k) {
+  switch (k) {
+    case Loss::SparseCategoricalCrossentropy:
+      return OpKind::CrossEntropyLoss;
+    case Loss::CategoricalCrossentropy:
+      return OpKind::SoftCrossEntropyLoss;
+    case Loss::MeanSquaredError:
+      return OpKind::MseLoss;
+    case Loss::MeanAbsoluteError:
+      return OpKind::L1Loss;
+    case Loss::Huber:
+      return OpKind::HuberLoss;
+    case Loss::BinaryCrossentropy:
+      return OpKind::BceLoss;
+    case Loss::BinaryCrossentropyWithLogits:
+      return OpKind::BceWithLogitsLoss;
+    case Loss::NegativeLogLikelihood:
+      return OpKind::NllLoss;
+  }
+  return OpKind::Count;
+}
+}  // namespace
+
+Loss::Loss(const std::string& name) {
+  const std::string n = lower(name);
+  for (const LossName& l : kLossNames)
+    if (n == l.name) {
+      kind = l.kind;
+      return;
+    }
+  std::string known;
+  for (const LossName& l : kLossNames) known += std::string(known.empty() ? "" : ", ") + l.name;
+  CUDL_FAIL("unknown loss '", name, "' (", known, ")");
+}
+
+const char* Loss::name() const {
+  for (const LossName& l : kLossNames)
+    if (l.kind == kind) return l.name;
+  return "?";
+}
+
+namespace losses {
+Loss SparseCategoricalCrossentropy(double label_smoothing) {
+  Loss l;
+  l.kind = Loss::SparseCategoricalCrossentropy;
+  l.label_smoothing = label_smoothing;
+  return l;
+}
+Loss CategoricalCrossentropy() { return Loss("categorical_crossentropy"); }
+Loss MeanSquaredError() { return Loss("mse"); }
+Loss MeanAbsoluteError() { return Loss("mae"); }
+Loss Huber(double delta) {
+  Loss l("huber");
+  l.huber_delta = delta;
+  return l;
+}
+Loss BinaryCrossentropy(bool from_logits) { return Loss(from_logits ? "bce_with_logits" : "binary_crossentropy"); }
+Loss NegativeLogLikelihood() { return Loss("nll"); }
+}  // namespace losses
+
+// ---------------------------------------------------------------------------------------------
+// graph nodes
+
+bool Model::Impl::wants(const std::string& metric) const {
+  return std::find(opts.metrics.begin(), opts.metrics.end(), metric) != opts.metrics.end();
+}
+
+Tensor& Model::Impl::acc(const std::string& key) {
+  auto it = accumulators.find(key);
+  if (it == accumulators.end()) it = accumulators.emplace(key, Tensor::zeros(Shape{1}, DType::f32, opts.device)).first;
+  return it->second;
+}
+
+ValueId Model::Impl::bind_state(detail::BuildContext& c, const std::string& nm, const Tensor& t, Role role) {
+  ValueId v = c.g->add_value(nm, t.shape(), t.dtype(), role);
+  c.bound[v] = t;
+  return v;
+}
+
+Logs Model::Impl::read_metrics(double rows) {
+  Logs logs;
+  logs["loss"] = acc("loss").item(0) / rows;
+  if (wants("accuracy")) logs["accuracy"] = acc("correct").item(0) / rows;
+  if (wants("mae")) logs["mae"] = acc("mae").item(0) / rows;
+  return logs;
+}
+
+void Model::Impl::check_targets(const Tensor& y, int64_t rows) const {
+  if (opts.loss.takes_labels()) {
+    if (y.dtype() != DType::i32 || y.shape().rank() != 1)
+      CUDL_FAIL("model ", name, ": loss ", opts.loss.name(), " needs i32 labels (N,), got y ", y.shape(), " ",
+                y.dtype());
+  } else if (y.dtype() != DType::f32) {
+    CUDL_FAIL("model ", name, ": loss ", opts.loss.name(), " needs f32 targets, got y ", y.shape(), " ", y.dtype());
+  }
+  if (y.shape().rank() == 0 || y.shape()[0] != rows)
+    CUDL_FAIL("model ", name, ": x has ", rows, " rows but y is ", y.shape());
+}
+
+std::pair<ValueId, ValueId> Model::Impl::loss_nodes(detail::BuildContext& c, ValueId pred, ValueId target,
+                                                    bool with_grad) {
+  graph::Graph& g = *c.g;
+  const Shape ps = g.value(pred).shape;
+  const Shape ts = g.value(target).shape;
+  const Loss& L = opts.loss;
+  const OpKind op = loss_op(L.kind);
+  if (L.takes_labels()) {
+    if (ps.rank() != 2 || ts.rank() != 1 || ts[0] != ps[0])
+      CUDL_FAIL("model ", name, ": loss ", L.name(), " needs logits (N, C) and labels (N,); got ", ps, " and ", ts);
+  } else if (ps.numel() != ts.numel()) {
+    CUDL_FAIL("model ", name, ": loss ", L.name(), ": prediction ", ps, " and target ", ts, " have different sizes");
+  }
+  ValueId target_v = target;
+  if (!L.takes_labels() && ps != ts) target_v = g.add_view(target, ps, "loss", Phase::Loss);
+  // The loss op adds to the metric accumulators itself (outputs 3 and 4), so metrics cost no
+  // extra launch: loss_acc += B * mean loss, correct_acc += rows whose argmax is the label.
+  OpAttrs a;
+  a.i[0] = static_cast<int64_t>(Reduction::Mean);
+  a.f[0] = op == OpKind::HuberLoss ? L.huber_delta : L.label_smoothing;
+  a.f[1] = static_cast<double>(c.batch);
+  ValueId loss = g.add_value("loss.value", Shape{1}, DType::f32, Role::Intermediate);
+  ValueId dpred = with_grad ? g.add_value("loss.dpred", ps, DType::f32, Role::Intermediate) : kNone;
+  std::vector<ValueId> outs{loss, dpred, kNone, bind_state(c, "metric.loss", acc("loss"))};
+  if (wants("accuracy")) {
+    if (op != OpKind::CrossEntropyLoss)
+      CUDL_FAIL("model ", name, ": metric accuracy needs the sparse_categorical_crossentropy loss");
+    outs.push_back(bind_state(c, "metric.correct", acc("correct")));
+  }
+  g.add_node(op, a, {pred, target_v, kNone}, outs, "loss", Phase::Loss);
+  if (wants("mae")) {  // the batch's L1 sum, averaged over the elements of a sample, accumulated
+    OpAttrs s;
+    s.i[0] = static_cast<int64_t>(Reduction::Sum);
+    s.f[1] = 1.0 / std::max<int64_t>(1, ps.numel() / std::max<int64_t>(c.batch, 1));
+    g.add_node(OpKind::L1Loss, s, {pred, target_v, kNone},
+               {kNone, kNone, kNone, bind_state(c, "metric.mae", acc("mae"))}, "metrics", Phase::Metrics);
+  }
+  return {loss, dpred};
+}
+
+void Model::Impl::optimizer_nodes(detail::BuildContext& c) {
+  graph::Graph& g = *c.g;
+  const Optimizer& o = opts.optimizer;
+  std::vector<const detail::ParamBinding*> train;
+  for (const auto& p : c.params)
+    if (p.grad != kNone) train.push_back(&p);
+  if (train.empty()) return;
+  // L1/L2 penalties per layer.
+  std::map<std::pair<float, float>, std::vector<ValueId>> penalties;
+  for (const auto* p : train)
+    if (p->is_weight && (p->layer->l1() != 0 || p->layer->l2() != 0)) {
+      auto& v = penalties[{p->layer->l1(), p->layer->l2()}];
+      v.push_back(p->value);
+      v.push_back(p->grad);
+    }
+  for (const auto& [k, groups] : penalties) {
+    OpAttrs a;
+    a.f[0] = k.first;
+    a.f[1] = k.second;
+    std::vector<ValueId> ins{kNone};  // the (unused) hyper slot, then (param, grad) groups
+    ins.insert(ins.end(), groups.begin(), groups.end());
+    g.add_node(OpKind::WeightPenalty, a, ins, {}, "regularizer", Phase::Optimizer);
+  }
+  if (o.clip_norm > 0) {
+    std::vector<ValueId> grads;
+    for (const auto* p : train) grads.push_back(p->grad);
+    ValueId norm = g.add_value("optim.grad_norm", Shape{1}, DType::f32, Role::Intermediate);
+    OpAttrs a;
+    a.f[0] = o.clip_norm;
+    g.add_node(OpKind::ClipGradNorm, a, grads, {norm}, "optimizer", Phase::Optimizer);
+  }
+  ValueId hv = bind_state(c, "optim.hyper", hyper);
+  OpAttrs a;
+  a.i[1] = 1;  // the step advances t = hyper[1] itself: no separate Increment launch
+  OpKind op = OpKind::AdamStep;
+  int nslots = 0;
+  switch (o.kind) {
+    case Optimizer::SGD:
+      op = OpKind::SgdStep;
+      a.f[0] = o.momentum;
+      a.f[1] = o.dampening;
+      a.f[2] = o.weight_decay;
+      a.i[0] = o.nesterov;
+      nslots = o.momentum != 0 ? 1 : 0;
+      break;
+    case Optimizer::Adam:
+    case Optimizer::AdamW:
+      a.f[0] = o.beta1;
+      a.f[1] = o.beta2;
+      a.f[2] = o.eps;
+      a.f[3] = o.weight_decay;
+      a.i[0] = o.kind == Optimizer::AdamW;
+      nslots = 2;
+      break;
+    case Optimizer::RMSprop:
+      op = OpKind::RmspropStep;
+      a.f[0] = o.alpha;
+      a.f[1] = o.eps;
+      a.f[2] = o.weight_decay;
+      nslots = 1;
+      break;
+    case Optimizer::Adagrad:
+      op = OpKind::AdagradStep;
+      a.f[0] = o.eps;
+      a.f[1] = o.weight_decay;
+      nslots = 1;
+      break;
+  }
+  std::vector<ValueId> ins{hv};
+  for (const auto* p : train) {
+    ins.push_back(p->value);
+    ins.push_back(p->grad);
+    const std::string key = p->layer_name + "." + p->name;
+    auto& s = slots[key];
+    while (static_cast<int>(s.size()) < nslots) s.push_back(Tensor::zeros(p->tensor.shape(), DType::f32, opts.device));
+    for (int k = 0; k < nslots; ++k) ins.push_back(bind_state(c, "optim." + key + "." + std::to_string(k), s[k]));
+  }
+  g.add_node(op, a, ins, {}, "optimizer", Phase::Optimizer);
+}
+
+}  // namespace cudl

@@ -1,0 +1,223 @@
+// train/programs.cpp — the graphs a model runs: the data stage, forward, loss and metrics,
+// backward and the optimizer step, built for one batch size, then planned or made executable.
+#include <algorithm>
+
+#include "cudl/error.hpp"
+#include "graph/autodiff.hpp"
+#include "graph/planner.hpp"
+#include "train/model_impl.hpp"
+
+namespace cudl {
+
+using graph::kNone;
+using graph::Phase;
+using graph::Role;
+using graph::ValueId;
+
+detail::BuildContext Model::Impl::context(graph::Graph& g, int64_t batch, bool training) {
+  detail::BuildContext c;
+  c.g = &g;
+  c.batch = batch;
+  c.training = training;
+  c.device = opts.device;
+  c.seed = opts.seed;
+  c.rng_tensor = rng;
+  c.frozen = &frozen;
+  return c;
+}
+
+ValueId Model::Impl::forward(detail::BuildContext& c, ValueId x) {
+  std::map<const detail::VarNode*, ValueId> vals;
+  for (const auto& n : nodes) {
+    if (!n->layer) {
+      vals[n.get()] = x;  // the model's only input (checked at construction)
+      continue;
+    }
+    std::vector<int> ins;
+    for (const auto& v : n->inputs) ins.push_back(vals.at(v.get()));
+    c.layer = n->layer.get();
+    c.layer_name = layer_name(c.layer);
+    c.layer_index = positions.at(c.layer);
+    std::vector<int> outs = detail::LayerAccess::builtin(*n->layer).build(c, ins);
+    c.layer = nullptr;
+    c.layer_name.clear();
+    vals[n.get()] = outs.at(0);
+  }
+  return vals.at(output);
+}
+
+Shape Model::Impl::batched_input(int64_t batch) const {
+  std::vector<int64_t> d{batch};
+  d.insert(d.end(), input->shape.dims().begin(), input->shape.dims().end());
+  return Shape(d);
+}
+
+std::pair<Shape, DType> Model::Impl::target_spec(int64_t batch) const {
+  if (opts.loss.takes_labels()) return {Shape{batch}, DType::i32};
+  std::vector<int64_t> d{batch};
+  d.insert(d.end(), output->shape.dims().begin(), output->shape.dims().end());
+  return {Shape(d), DType::f32};
+}
+
+namespace {
+
+// Random shift + rotation of the gathered training images (FitOptions::augment). Outside the
+// image it fills with the normalised value of a 0 pixel (u8 data) or 0 (f32 data). The node reads
+// the model's RNG state, so the training program advances its offset every step.
+ValueId augment_node(detail::BuildContext& c, const std::string& model, ValueId xb, const FitOptions& fo, float fill) {
+  const Shape s = c.g->value(xb).shape;
+  if (s.rank() != 4) CUDL_FAIL("model ", model, ": augment needs image batches (N, C, H, W), got ", s);
+  ValueId y = c.g->add_value("data.augmented_x", s, DType::f32, Role::Intermediate);
+  OpAttrs a;
+  a.i[0] = fo.augment_shift;
+  a.f[0] = fo.augment_rotation;
+  a.f[1] = fill;
+  c.g->add_node(OpKind::AugmentImages, a, {xb, c.rng_state()}, {y}, "augment", Phase::Forward);
+  return y;
+}
+
+/// Binds `t` to `v` when it is given (programs built only to be planned have no tensors).
+void bind(detail::BuildContext& c, ValueId v, const Tensor& t) {
+  if (t.defined()) c.bound[v] = t;
+}
+
+}  // namespace
+
+std::unique_ptr<Model::Impl::Build> Model::Impl::build(int64_t B, const DataSpec& d, bool training, bool with_loss) {
+  auto b = std::make_unique<Build>();
+  graph::Graph& g = b->g;
+  b->c = context(g, B, training);
+  detail::BuildContext& c = b->c;
+  ValueId xb = kNone, yb = kNone;
+  const auto [target_shape, target_dtype] = target_spec(B);
+  if (d.gather) {
+    // Rows perm[cursor .. cursor + B) of x (normalised when u8) and y, then cursor += B: one GatherBatch.
+    if (d.x_dtype != DType::u8 && d.x_dtype != DType::f32)
+      CUDL_FAIL("model ", name, ": x must be f32 or u8, got ", d.x_dtype);
+    ValueId vx = g.add_value("data.x", d.x, d.x_dtype, Role::Input);
+    ValueId vy = g.add_value("data.y", d.y, d.y_dtype, Role::Input);
+    ValueId vp = g.add_value("data.perm", d.perm.defined() ? d.perm.shape() : Shape{d.x[0]}, DType::i32, Role::Input);
+    bind(c, vx, d.tx);
+    bind(c, vy, d.ty);
+    bind(c, vp, d.perm);
+    ValueId vc = bind_state(c, "data.cursor", cursor);
+    std::vector<int64_t> xd = d.x.dims(), yd = d.y.dims();
+    xd[0] = yd[0] = B;
+    xb = g.add_value("data.batch_x", Shape(xd), DType::f32, Role::Intermediate);
+    yb = g.add_value("data.batch_y", Shape(yd), d.y_dtype, Role::Intermediate);
+    OpAttrs a;
+    a.f[0] = d.mean;
+    a.f[1] = d.std;
+    g.add_node(OpKind::GatherBatch, a, {vp, vx, vy}, {xb, yb, vc}, "data", Phase::Forward);
+    if (d.augment && d.augment->augment)
+      xb = augment_node(c, name, xb, *d.augment, d.x_dtype == DType::u8 ? -d.mean / d.std : 0.f);
+  } else {
+    xb = b->x = g.add_value("input", batched_input(B), DType::f32, Role::Input);
+    if (with_loss) yb = b->y = g.add_value("target", target_shape, target_dtype, Role::Input);
+    if (with_loss) {  // each run reports its own batch: zero the metric accumulators first
+      std::vector<std::string> keys{"loss"};
+      if (wants("accuracy")) keys.push_back("correct");
+      if (wants("mae")) keys.push_back("mae");
+      for (const std::string& k : keys)
+        g.add_node(OpKind::Fill, OpAttrs{}, {}, {bind_state(c, "metric." + k + ".zero", acc(k))}, "metrics",
+                   Phase::Forward);
+    }
+  }
+  ValueId out = forward(c, xb);
+  b->out = out;
+  if (!with_loss) return b;
+  const int forward_end = static_cast<int>(g.nodes().size());
+  auto [loss, dpred] = loss_nodes(c, out, yb, training);
+  (void)loss;
+  if (!training) return b;
+  graph::BackwardSpec spec;
+  spec.forward_end = forward_end;
+  spec.seeds[out] = dpred;
+  for (const auto& p : c.params)
+    if (p.grad != kNone) spec.param_grads[p.value] = p.grad;
+  graph::build_backward(g, spec);
+  optimizer_nodes(c);
+  if (c.rng != kNone) {
+    ValueId off = g.add_view(c.rng, Shape{1}, "rng", Phase::Optimizer, sizeof(int64_t), "rng.offset");
+    // Dropout element i draws from Philox block i/4 + offset: advance past every block this
+    // step used, so the next step's masks are fresh rather than shifted copies.
+    int64_t blocks = 1;
+    for (const graph::Node& n : g.nodes())
+      if (n.op == OpKind::Dropout) blocks = std::max(blocks, (g.value(n.inputs[0]).shape.numel() + 3) / 4);
+    OpAttrs inc;
+    inc.i[0] = blocks;
+    g.add_node(OpKind::Increment, inc, {}, {off}, "rng", Phase::Optimizer);
+  }
+  return b;
+}
+
+graph::ExecutorOptions Model::Impl::exec_options(const std::set<ValueId>& keep) const {
+  graph::ExecutorOptions eo;
+  eo.cuda_graphs = opts.cuda_graphs;
+  eo.profile = profiling;
+  eo.plan.keep_to_end = keep;
+  return eo;
+}
+
+Model::Impl::Program Model::Impl::make_program(std::unique_ptr<Build> b, const graph::ExecutorOptions& options) {
+  Program p;
+  p.out = b->out;
+  p.x = b->x;
+  p.y = b->y;
+  p.exec = std::make_unique<graph::Executor>(std::move(b->g), opts.device, b->c.bound, options);
+  return p;
+}
+
+Model::Impl::Program Model::Impl::train_program(int64_t B, const DataSpec& d, const graph::ExecutorOptions* options) {
+  return make_program(build(B, d, true, true), options ? *options : exec_options());
+}
+
+Model::Impl::Program Model::Impl::eval_program(int64_t B, const DataSpec& d) {
+  auto eo = exec_options();
+  if (d.gather) eo.cuda_graphs = false;  // evaluation runs a few steps per epoch; no capture needed
+  return make_program(build(B, d, false, true), eo);
+}
+
+Model::Impl::Program Model::Impl::predict_program(int64_t B) {
+  DataSpec feed;
+  feed.gather = false;
+  auto b = build(B, feed, false, false);
+  const ValueId out = b->out;
+  return make_program(std::move(b), exec_options({out}));
+}
+
+PlanReport Model::Impl::plan(int64_t B) {
+  if (B <= 0) CUDL_FAIL("model ", name, ": batch size must be positive, got ", B);
+  // The program fit runs: batches gathered from a table of B rows (its row count does not matter).
+  DataSpec d;
+  d.x = batched_input(B);
+  std::tie(d.y, d.y_dtype) = target_spec(B);
+  std::unique_ptr<Build> b = build(B, d, true, true);
+  graph::Plan plan = graph::plan_memory(b->g);
+  PlanReport r;
+  r.batch_size = B;
+  r.arena_bytes = plan.arena_bytes;
+  r.intermediate_bytes = plan.intermediate_bytes;
+  r.kernels_per_step = b->g.kernel_count();
+  const auto& values = b->g.values();
+  for (ValueId v = 0; v < static_cast<ValueId>(values.size()); ++v) {
+    const graph::Value& val = values[v];
+    if (val.view_of != kNone) continue;
+    switch (val.role) {
+      case Role::Param:
+        r.param_bytes += val.nbytes();
+        break;
+      case Role::Grad:
+        r.grad_bytes += val.nbytes();
+        break;
+      case Role::State:
+        r.state_bytes += val.nbytes();
+        break;
+      default:
+        break;
+    }
+  }
+  return r;
+}
+
+}  // namespace cudl

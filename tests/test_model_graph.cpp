@@ -1,0 +1,304 @@
+// tests/test_model_graph.cpp — a model owns its layer graph: dropping it frees its memory, models
+// build independently (also on two threads), layers shared between models share parameters,
+// freezing applies per compiled model, per-batch training, and weights in and out.
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "testing.hpp"
+#if defined(CUDL_EMULATED)
+#include "emu/emu.hpp"
+#endif
+
+using namespace cudl;
+using cudl::testing::error_message;
+
+namespace {
+
+Dataset blobs(int64_t n, uint64_t seed) { return cudl::testing::separable_blobs(n, 8, 3, 2.f, 0.5f, seed); }
+
+Sequential mlp() { return Sequential(Shape{8}, {layers::Dense(16, "relu"), layers::Dense(3)}, "mlp"); }
+
+CompileOptions options(Device d, uint64_t seed = 3) {
+  CompileOptions o;
+  o.optimizer = optim::Adam(0.02);
+  o.loss = losses::SparseCategoricalCrossentropy();
+  o.metrics = {"accuracy"};
+  o.device = d;
+  o.seed = seed;
+  return o;
+}
+
+FitOptions fit_options(int epochs, int64_t batch = 16) {
+  FitOptions f;
+  f.epochs = epochs;
+  f.batch_size = batch;
+  f.verbose = 0;
+  f.seed = 9;
+  return f;
+}
+
+std::vector<float> flat(const std::vector<Tensor>& ts) {
+  std::vector<float> out;
+  for (const Tensor& t : ts) {
+    auto v = t.to(Device::cpu()).to_vector<float>();
+    out.insert(out.end(), v.begin(), v.end());
+  }
+  return out;
+}
+
+std::vector<float> weights(const Model& m) { return flat(m.get_weights()); }
+
+/// Rows [begin, begin + n) of a dataset's x and y.
+std::pair<Tensor, Tensor> batch(const Dataset& d, int64_t begin, int64_t n) {
+  Dataset s = d.slice(begin, begin + n);
+  return {s.x, s.y};
+}
+
+}  // namespace
+
+TEST(ModelGraph, DroppedModelFreesItsLayersAndParametersOnCpu) {
+  std::weak_ptr<Layer> layer;
+  {
+    Sequential m = mlp();
+    m.compile(options(Device::cpu()));
+    m.fit(blobs(32, 1), fit_options(1));
+    layer = m.layers()[0];
+    EXPECT_FALSE(layer.expired());
+  }
+  EXPECT_TRUE(layer.expired()) << "nothing outside the model keeps its layers (and so their parameters)";
+}
+
+TEST(ModelGraph, DroppedModelFreesItsDeviceMemory) {
+  CUDL_REQUIRE_CUDA();
+  const Device dev = Device::cuda(0);
+  Dataset d = blobs(48, 2);
+  {  // a first model warms the pool and the libraries' workspaces
+    Sequential m = mlp();
+    m.compile(options(dev));
+    m.fit(d, fit_options(1));
+  }
+  const size_t before = memory_stats(dev).allocated_bytes;
+  std::weak_ptr<Layer> layer;
+  {
+    Sequential m = mlp();
+    m.compile(options(dev));
+    m.fit(d, fit_options(1));
+    layer = m.layers()[1];
+    EXPECT_GT(memory_stats(dev).allocated_bytes, before);
+  }
+  EXPECT_TRUE(layer.expired());
+  EXPECT_EQ(memory_stats(dev).allocated_bytes, before) << "every tensor of the dropped model went back to the pool";
+}
+
+TEST(ModelGraph, ModelsBuiltOnTwoThreadsAtOnceAreTheSameModel) {
+  Dataset d = blobs(64, 3);
+  auto train = [&] {
+    Sequential m = mlp();
+    m.compile(options(Device::cpu()));
+    m.fit(d, fit_options(2));
+    return weights(m);
+  };
+  const std::vector<float> reference = train();
+  std::vector<float> a, b;
+  std::thread ta([&] { a = train(); }), tb([&] { b = train(); });
+  ta.join();
+  tb.join();
+  EXPECT_EQ(a, reference);
+  EXPECT_EQ(b, reference);
+}
+
+TEST(ModelGraph, LayerNamesAreUniquePerModel) {
+  auto d = layers::Dense(DenseOptions(4).name("same")), e = layers::Dense(DenseOptions(4).name("same"));
+  Var x = Input(Shape{4});
+  const std::string msg = error_message([&] { Model m(x, (*e)((*d)(x))); });
+  EXPECT_NE(msg.find("two different layers are named 'same'"), std::string::npos) << msg;
+  // Auto names skip the names a model's named layers take.
+  auto named = layers::Dense(DenseOptions(4).name("dense1"));
+  Sequential s(Shape{4}, {layers::Dense(4), named, layers::Dense(2)});
+  std::vector<std::string> names;
+  for (const auto& l : s.layers()) names.push_back(l->name());
+  EXPECT_EQ(names, (std::vector<std::string>{"dense2", "dense1", "dense3"}));
+  EXPECT_EQ(s.layer("dense3"), s.layers()[2]);
+  EXPECT_NE(error_message([&] { s.layer("nope"); }).find("dense2, dense1, dense3"), std::string::npos);
+}
+
+// The GAN pattern: a discriminator compiled on its own, and a combined model G -> D compiled
+// with D frozen. Training the combined model moves G only; training D still moves D.
+TEST(ModelGraph, SharedLayersShareParametersAndFreezingAppliesPerCompiledModel) {
+  auto g1 = layers::Dense(8, "tanh"), g2 = layers::Dense(4);  // generator: 3 -> 4
+  auto d1 = layers::Dense(6, "relu"), d2 = layers::Dense(1);  // discriminator: 4 -> 1
+  Var dx = Input(Shape{4});
+  Model disc(dx, (*d2)((*d1)(dx)), "disc");
+  CompileOptions o = options(Device::cpu());
+  o.loss = losses::BinaryCrossentropy(/*from_logits=*/true);
+  o.metrics = {};
+  disc.compile(o);
+  disc.set_trainable(false);
+  Var z = Input(Shape{3});
+  Model gen(z, (*g2)((*g1)(z)), "gen");
+  Model combined(z, (*d2)((*d1)((*g2)((*g1)(z)))), "combined");
+  combined.compile(o);
+  gen.compile(o);  // compiled after: the generator layers exist already, nothing changes
+  EXPECT_EQ(d1->params()[0].second.data(), disc.layers()[0]->params()[0].second.data()) << "one tensor, shared";
+
+  Tensor zb = cudl::testing::random_tensor(Shape{5, 3}, 4), ones = Tensor::full(Shape{5, 1}, 1.0);
+  const auto disc_before = weights(disc), gen_before = weights(gen);
+  combined.train_on_batch(zb, ones);
+  EXPECT_EQ(weights(disc), disc_before) << "frozen in the combined model";
+  EXPECT_NE(weights(gen), gen_before) << "the generator trains through the frozen discriminator";
+
+  Tensor xb = cudl::testing::random_tensor(Shape{5, 4}, 5);
+  disc.train_on_batch(xb, ones);
+  EXPECT_NE(weights(disc), disc_before) << "disc was compiled while trainable: it still trains";
+}
+
+TEST(ModelGraph, TrainOnBatchTakesTheSameStepAsFit) {
+  for (Device dev : {Device::cpu(), Device::cuda(0)}) {
+    if (dev.is_cuda() && !cudl::testing::cuda_available()) {
+      GTEST_SKIP() << "CPU part passed; the CUDA part needs a CUDA device (" << cuda_unavailable_reason() << ")";
+    }
+    Dataset d = blobs(32, 6);
+    Sequential a = mlp(), b = mlp();
+    a.compile(options(dev));
+    b.compile(options(dev));
+    FitOptions f = fit_options(1, 16);
+    f.shuffle = false;
+    History h = a.fit(d, f);  // two steps: rows 0..15, then 16..31
+    auto [x0, y0] = batch(d, 0, 16);
+    auto [x1, y1] = batch(d, 16, 16);
+    Logs l0 = b.train_on_batch(x0, y0);
+    Logs l1 = b.train_on_batch(x1, y1);
+    EXPECT_EQ(weights(a), weights(b)) << dev;
+    EXPECT_NEAR((l0["loss"] + l1["loss"]) / 2, h.metrics["loss"][0], 1e-6) << dev;
+    EXPECT_NEAR((l0["accuracy"] + l1["accuracy"]) / 2, h.metrics["accuracy"][0], 1e-9) << dev;
+    EXPECT_EQ(b.step(), 2);
+    Logs t = b.test_on_batch(x0, y0);
+    EXPECT_NEAR(t["loss"], b.evaluate(d.slice(0, 16), 16).metrics["loss"], 1e-6) << dev;
+    EXPECT_EQ(b.last_batch_logs(), l1) << "test_on_batch keeps the last training batch's logs";
+    Tensor p = b.predict_on_batch(x0), q = b.predict(x0, 5);
+    EXPECT_EQ(p.to_vector<float>(), q.to_vector<float>()) << dev;
+  }
+}
+
+TEST(ModelGraph, TrainOnBatchIsOneGraphLaunchPerStepOnCuda) {
+  CUDL_REQUIRE_CUDA();
+#if defined(CUDL_EMULATED)
+  Sequential m = mlp();
+  m.compile(options(Device::cuda(0)));
+  Dataset d = blobs(16, 7);
+  for (int i = 0; i < 2; ++i) m.train_on_batch(d.x, d.y, false);  // warm-up, then capture
+  cudl_emu::reset_counters();
+  for (int i = 0; i < 3; ++i) m.train_on_batch(d.x, d.y, /*read_logs=*/false);
+  const auto c = cudl_emu::counters();
+  EXPECT_EQ(c.graph_launches, 3u);
+  EXPECT_EQ(c.mallocs, 0u);
+  EXPECT_EQ(c.memcpy_d2h, 0u) << "no logs asked for: nothing read back";
+  EXPECT_EQ(c.memcpy_h2d, 6u) << "x and y of each batch";
+  const Logs logs = m.last_batch_logs();
+  EXPECT_GT(logs.at("loss"), 0.0);
+#else
+  GTEST_SKIP() << "counts launches through the emulator's counters (an emulated build)";
+#endif
+}
+
+TEST(ModelGraph, WeightsRoundTripAndMismatchesNameTheLayerAndShapes) {
+  Sequential a = mlp(), b(Shape{8}, {layers::Dense(16, "relu"), layers::Dense(3)}, "other");
+  a.compile(options(Device::cpu(), 1));
+  b.compile(options(Device::cpu(), 2));
+  ASSERT_NE(weights(a), weights(b));
+  b.set_weights(a.get_weights());
+  EXPECT_EQ(weights(a), weights(b));
+  Dataset d = blobs(20, 8);
+  EXPECT_EQ(a.predict(d.x).to_vector<float>(), b.predict(d.x).to_vector<float>());
+
+  std::vector<Tensor> w = a.get_weights();
+  ASSERT_EQ(w.size(), 4u);  // kernel, bias per dense layer
+  w[2] = Tensor::zeros(Shape{3, 15});
+  const auto before = weights(b);
+  const std::string msg = error_message([&] { b.set_weights(w); });
+  EXPECT_NE(msg.find("dense2.kernel is (3, 16)"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("(3, 15)"), std::string::npos) << msg;
+  EXPECT_EQ(weights(b), before) << "a bad set_weights changes nothing";
+  EXPECT_NE(error_message([&] { b.set_weights({}); }).find("got 0 tensors, the model has 4"), std::string::npos);
+
+  auto layer = b.layers()[0];
+  std::vector<Tensor> lw = layer->get_weights();
+  lw[1] = Tensor::full(Shape{16}, 0.5);
+  layer->set_weights(lw);
+  EXPECT_EQ(layer->params()[1].second.to_vector<float>(), std::vector<float>(16, 0.5f));
+  EXPECT_NE(error_message([&] { layer->set_weights({lw[0]}); }).find("layer dense1 (dense)"), std::string::npos);
+}
+
+TEST(ModelGraph, ApiEdgesGiveClearErrors) {
+  Sequential m = mlp();
+  EXPECT_NE(error_message([&] { m.get_weights(); }).find("before compile"), std::string::npos);
+  m.compile(options(Device::cpu()));
+  Dataset d = blobs(10, 9);
+  EXPECT_NE(error_message([&] { m.predict(d.x, 0); }).find("batch_size must be positive"), std::string::npos);
+  EXPECT_NE(error_message([&] {
+              m.train_on_batch(Tensor::zeros(Shape{4, 7}), d.y);
+            }).find("(4, 7)"),
+            std::string::npos);
+  EXPECT_NE(error_message([&] { m.last_batch_logs(); }).find("before any train_on_batch"), std::string::npos);
+  Dataset wrong{Tensor::zeros(Shape{10, 5}), d.y};
+  EXPECT_NE(error_message([&] { m.evaluate(wrong); }).find("(10, 5)"), std::string::npos);
+  EXPECT_NE(error_message([&] { ensemble_predict({&m, nullptr}, d); }).find("model 1 is null"), std::string::npos);
+  Sequential moved = std::move(m);
+  EXPECT_NE(error_message([&] { (void)m.summary(); }).find("moved from"), std::string::npos);
+  EXPECT_NE(moved.summary().find("dense1"), std::string::npos);
+  EXPECT_NE(error_message([&] {
+              CompileOptions o;
+              o.loss = "hinge";
+            }).find("unknown loss 'hinge'"),
+            std::string::npos);
+  EXPECT_NE(error_message([&] {
+              CompileOptions o;
+              o.optimizer = "adamax";
+            }).find("unknown optimizer"),
+            std::string::npos);
+}
+
+TEST(ModelGraph, LossesAndOptimizersByNameOrObject) {
+  CompileOptions o;
+  o.loss = "mean_squared_error";
+  EXPECT_EQ(o.loss.kind, Loss::MeanSquaredError);
+  EXPECT_STREQ(o.loss.name(), "mse");
+  o.loss = losses::Huber(0.5);
+  EXPECT_EQ(o.loss.huber_delta, 0.5);
+  o.optimizer = "sgd";
+  EXPECT_EQ(o.optimizer.kind, Optimizer::SGD);
+  EXPECT_EQ(o.optimizer.lr, optim::SGD().lr);
+  Dataset d = blobs(64, 10);
+  Sequential m = mlp();
+  o = options(Device::cpu());
+  o.optimizer = "adam";
+  o.loss = "sparse_categorical_crossentropy";
+  m.compile(o);
+  History h = m.fit(d, fit_options(3));
+  EXPECT_LT(h.metrics["loss"].back(), h.metrics["loss"].front());
+}
+
+TEST(ModelGraph, CompilePlansWithoutAllocatingAProgram) {
+  CUDL_REQUIRE_CUDA();
+#if defined(CUDL_EMULATED)
+  Sequential m = mlp();
+  const MemoryStats s0 = memory_stats(Device::cuda(0));
+  cudl_emu::reset_counters();
+  m.compile(options(Device::cuda(0)));
+  const auto c = cudl_emu::counters();
+  const MemoryStats s1 = memory_stats(Device::cuda(0));
+  // What compile keeps, each in a 512-byte pool block: 4 parameters, 8 Adam slots, hyper, rng,
+  // cursor, and the loss and correct accumulators. No arena, gradients or data placeholders.
+  EXPECT_EQ(s1.allocated_bytes - s0.allocated_bytes, 17u * 512u);
+  EXPECT_EQ(c.graph_launches, 0u);
+  const PlanReport& r = m.plan_report();
+  EXPECT_EQ(r.batch_size, 32);
+  EXPECT_GT(r.arena_bytes, 0u);
+  EXPECT_EQ(r.param_bytes, (16 * 8 + 16 + 3 * 16 + 3) * 4u);
+  EXPECT_EQ(m.plan(64).batch_size, 64);
+  EXPECT_GT(m.plan(64).arena_bytes, r.arena_bytes);
+#else
+  GTEST_SKIP() << "reads the emulator's counters (an emulated build)";
+#endif
+}
