@@ -7,6 +7,7 @@
 #include <random>
 
 #include "cudl/callbacks.hpp"
+#include "cudl/checkpoint.hpp"
 #include "testing.hpp"
 
 using namespace cudl;
@@ -17,7 +18,9 @@ Dataset data(int64_t n) { return cudl::testing::separable_blobs(n, 4, 2, 1.f, 0.
 
 std::unique_ptr<Sequential> model(const std::string& tag) {
   auto m = std::make_unique<Sequential>(
-      Shape{4}, std::vector<LayerPtr>{layers::Dense(DenseOptions(6).activation("tanh").name(tag + "1")), layers::Dense(DenseOptions(2).name(tag + "2"))},
+      Shape{4},
+      std::vector<LayerPtr>{layers::Dense(DenseOptions(6).activation("tanh").name(tag + "1")),
+                            layers::Dense(DenseOptions(2).name(tag + "2"))},
       tag);
   CompileOptions o;
   o.optimizer = optim::Adam(0.05);
@@ -129,4 +132,38 @@ TEST(Callbacks, CsvLoggerWritesOneRowPerEpoch) {
   EXPECT_EQ(lines[0].rfind("epoch,accuracy,epoch_seconds,loss", 0), 0u) << lines[0];
   EXPECT_EQ(lines[3].rfind("3,", 0), 0u) << lines[3];
   std::remove(p.c_str());
+}
+
+// 2 + 2 epochs through a checkpoint equal 4 epochs in one fit, for every schedule: the scheduler
+// reads the model's global epoch, which the checkpoint stores.
+TEST(Schedules, ResumeThroughACheckpointContinuesEverySchedule) {
+  const std::vector<std::pair<std::string, Schedule>> all = {
+      {"step", schedules::step(0.05, 0.5, 1)},
+      {"exponential", schedules::exponential(0.05, 0.7)},
+      {"cosine", schedules::cosine(0.05, 4)},
+      {"warmup+cosine", schedules::warmup(0.05, 2, schedules::cosine(0.05, 2))}};
+  Dataset d = data(48);
+  const std::string path = "/tmp/cudl-sched-" + std::to_string(::getpid()) + ".safetensors";
+  for (const auto& [name, schedule] : all) {
+    auto straight = model("sr");
+    auto rec = std::make_shared<Recorder>();
+    FitOptions f = fit(4, {std::make_shared<LearningRateScheduler>(schedule), rec});
+    f.shuffle = true;
+    straight->fit(d, f);
+
+    auto first = model("sr");
+    auto rec2 = std::make_shared<Recorder>();
+    FitOptions g = fit(2, {std::make_shared<LearningRateScheduler>(schedule), rec2});
+    g.shuffle = true;
+    first->fit(d, g);
+    save_checkpoint(*first, path);
+    auto second = model("sr");
+    load_checkpoint(*second, path);
+    ASSERT_EQ(second->epoch(), 2);
+    second->fit(d, g);
+    EXPECT_EQ(weights(*second), weights(*straight)) << name;
+    EXPECT_EQ(second->learning_rate(), straight->learning_rate()) << name;
+    EXPECT_EQ(second->epoch(), 4);
+  }
+  std::remove(path.c_str());
 }

@@ -3,6 +3,7 @@
 // freezing applies per compiled model, per-batch training, and weights in and out.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <thread>
 
 #include "testing.hpp"
@@ -301,4 +302,24 @@ TEST(ModelGraph, CompilePlansWithoutAllocatingAProgram) {
 #else
   GTEST_SKIP() << "reads the emulator's counters (an emulated build)";
 #endif
+}
+
+TEST(ModelGraph, NonFiniteLossStopsFitNamingTheEpoch) {
+  Dataset d = blobs(32, 11);
+  std::vector<float> x = d.x.to_vector<float>();
+  x[5 * 8 + 3] = std::nanf("");  // one NaN feature in row 5
+  d.x = Tensor::from_vector(x, d.x.shape());
+  // tanh passes NaN on (the fused Dense+ReLU epilogue still maps NaN to 0).
+  auto tanh_mlp = [] { return Sequential(Shape{8}, {layers::Dense(16, "tanh"), layers::Dense(3)}); };
+  Sequential m = tanh_mlp();
+  m.compile(options(Device::cpu()));
+  const std::string msg = error_message([&] { m.fit(d, fit_options(2)); });
+  EXPECT_NE(msg.find("epoch 1: the training loss is nan"), std::string::npos) << msg;
+  Sequential n = tanh_mlp();
+  n.compile(options(Device::cpu()));
+  FitOptions f = fit_options(2);
+  f.terminate_on_nan = false;
+  History h = n.fit(d, f);
+  ASSERT_EQ(h.epochs(), 2);
+  EXPECT_TRUE(std::isnan(h.metrics["loss"][1]));
 }

@@ -110,7 +110,9 @@ namespace detail {
 struct ModelInternals;  // src/train/model_internals.hpp: the training program, for benchmarks
 }  // namespace detail
 
-/// Hooks called by fit. Set model.stop_training() to end after the current epoch.
+/// Hooks called by fit. Set model.stop_training() to end after the current epoch. `epoch` is the
+/// model's global epoch index (0-based, counting the epochs of every earlier fit and of a resumed
+/// checkpoint), so schedules and checkpoints continue across runs.
 class CUDL_API Callback {
  public:
   virtual ~Callback() = default;
@@ -139,6 +141,9 @@ struct CUDL_API FitOptions {
   std::vector<CallbackPtr> callbacks;
   uint64_t seed = 0;
   int verbose = 1;        // 0 silent, 1 progress bar / per-epoch lines
+  /// At each epoch's end the training loss (already on the device) is checked: a NaN or infinite
+  /// loss stops fit with an error naming the epoch. false: train on and report it in the logs.
+  bool terminate_on_nan = true;
   int64_t log_every = 0;  // > 0: read the running loss every N steps for the progress bar
   /// On-device augmentation of the training batches (never of validation or evaluate): each image
   /// of x (N, C, H, W) is shifted by an integer uniform in [-augment_shift, augment_shift] pixels

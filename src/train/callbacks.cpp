@@ -54,6 +54,8 @@ Schedule warmup(double lr, int warmup_epochs, Schedule after) {
 }
 }  // namespace schedules
 
+// `epoch` is the model's global epoch (fit passes m.epoch()), so a run resumed from a checkpoint
+// continues the schedule where the interrupted one was.
 void LearningRateScheduler::on_epoch_begin(Model& m, int epoch) { m.set_learning_rate(schedule_(epoch)); }
 
 ReduceLROnPlateau::ReduceLROnPlateau(std::string monitor, double factor, int patience, double min_lr, double min_delta,

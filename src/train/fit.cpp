@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <numeric>
 #include <random>
@@ -189,7 +190,11 @@ History Model::fit(const Dataset& train_in, const FitOptions& fo) {
   std::vector<int32_t> order(N);
   for (auto& cb : fo.callbacks) cb->on_train_begin(*this);
   stop_ = false;
-  for (int epoch = 0; epoch < fo.epochs && !stop_; ++epoch) {
+  // Callbacks and the progress line see the model's global epoch (counting every earlier fit and a
+  // resumed checkpoint's epochs), so schedules and checkpoints continue across runs.
+  const int64_t last_epoch = m.epochs_done + fo.epochs;
+  for (int local = 0; local < fo.epochs && !stop_; ++local) {
+    const int epoch = static_cast<int>(m.epochs_done);
     for (auto& cb : fo.callbacks) cb->on_epoch_begin(*this, epoch);
     const auto t0 = std::chrono::steady_clock::now();
     std::iota(order.begin(), order.end(), 0);
@@ -213,7 +218,7 @@ History Model::fit(const Dataset& train_in, const FitOptions& fo) {
         const double loss = m.acc("loss").item(0) / seen;
         const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         const double eta = el / (s + 1) * (steps - s - 1);
-        std::printf("\repoch %d/%d %5.1f%% loss %.4f  %.0f samples/s  ETA %.1fs   ", epoch + 1, fo.epochs,
+        std::printf("\repoch %d/%lld %5.1f%% loss %.4f  %.0f samples/s  ETA %.1fs   ", epoch + 1, (long long)last_epoch,
                     100.0 * (s + 1) / steps, loss, seen / std::max(el, 1e-9), eta);
         std::fflush(stdout);
       }
@@ -221,6 +226,10 @@ History Model::fit(const Dataset& train_in, const FitOptions& fo) {
     main.exec->synchronize();
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::map<std::string, double> logs = m.read_metrics(static_cast<double>(N));
+    if (fo.terminate_on_nan && !std::isfinite(logs["loss"]))
+      CUDL_FAIL("model ", m.name, ": epoch ", epoch + 1, ": the training loss is ", logs["loss"],
+                " (diverged: lower the learning rate, or check the data for NaN/Inf); set "
+                "FitOptions::terminate_on_nan = false to train on");
     if (valp) {
       EvalResult r = evaluate(*valp, std::max<int64_t>(B, 256));
       for (const auto& [k, v] : r.metrics) logs["val_" + k] = v;
@@ -230,7 +239,7 @@ History Model::fit(const Dataset& train_in, const FitOptions& fo) {
       if (k != "epoch_seconds") h.metrics[k].push_back(v);
     h.metrics["epoch_seconds"].push_back(secs);
     if (fo.verbose > 0) {
-      std::printf("%sepoch %d/%d - %.2fs", tty ? "\r" : "", epoch + 1, fo.epochs, secs);
+      std::printf("%sepoch %d/%lld - %.2fs", tty ? "\r" : "", epoch + 1, (long long)last_epoch, secs);
       for (const auto& [k, v] : logs)
         if (k != "epoch_seconds") std::printf(" - %s %.4f", k.c_str(), v);
       std::printf("%s\n", tty ? "          " : "");
