@@ -2,12 +2,16 @@
 // when one works, else on the CPU reference backend (and says why), and reports test accuracy.
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
+#include <cstring>
+#include <limits>
 #include <map>
 #include <string>
 
+#include "../common/sample_util.hpp"
 #include "cudl/checkpoint.hpp"
 #include "cudl/cudl.hpp"
 #include "models.hpp"
@@ -26,15 +30,15 @@ struct Args {
   bool augment = false;
 };
 
-[[noreturn]] void usage_error(const std::string& msg) {
-  std::fprintf(stderr, "cudl-mnist: %s (see --help)\n", msg.c_str());
-  std::exit(2);
-}
+constexpr const char* kProgram = "cudl-mnist";
+
+[[noreturn]] void usage_error(const std::string& msg) { sample::usage_error(kProgram, msg); }
 
 const char* kHelp =
     "usage: cudl-mnist [options]\n"
     "  --model mlp|cnn          784-128-10 MLP (default) or a small convnet\n"
-    "  --epochs N               training epochs (default 5)\n"
+    "  --epochs N               training epochs (default 5); with --resume, the total: training\n"
+    "                           continues from the checkpoint's epoch up to epoch N\n"
     "  --batch-size B           batch size (default 32)\n"
     "  --lr X                   learning rate (default 1e-3 for mlp, 2e-3 for cnn)\n"
     "  --optimizer adam|sgd     optimizer (default adam; sgd uses momentum 0.9)\n"
@@ -54,11 +58,8 @@ const char* kHelp =
     "  --csv FILE / --plot FILE history as CSV / PNG plot (gnuplot); '' disables\n"
     "  --profile                print a per-op timing table at the end\n";
 
-int64_t parse_int(const std::string& flag, const std::string& v, int64_t lo) {
-  char* end = nullptr;
-  long long x = std::strtoll(v.c_str(), &end, 10);
-  if (v.empty() || *end || x < lo) usage_error(flag + " needs an integer >= " + std::to_string(lo) + ", got '" + v + "'");
-  return x;
+int64_t parse_int(const std::string& flag, const std::string& v, int64_t lo, int64_t hi) {
+  return sample::parse_int(kProgram, flag, v, lo, hi);
 }
 
 Args parse(int argc, char** argv) {
@@ -79,34 +80,50 @@ Args parse(int argc, char** argv) {
     }
     if (i + 1 >= argc) usage_error("option " + k + " needs a value");
     std::string v = argv[++i];
-    if (k == "--model") a.model = v;
-    else if (k == "--epochs") a.epochs = static_cast<int>(parse_int(k, v, 0));
-    else if (k == "--batch-size") a.batch = parse_int(k, v, 1);
-    else if (k == "--limit") a.limit = parse_int(k, v, 1);
-    else if (k == "--seed") a.seed = static_cast<uint64_t>(parse_int(k, v, 0));
-    else if (k == "--lr") {
-      char* end = nullptr;
-      a.lr = std::strtod(v.c_str(), &end);
-      if (v.empty() || *end || !(a.lr > 0)) usage_error("--lr needs a positive number, got '" + v + "'");
-    } else if (k == "--optimizer") a.optimizer = v;
-    else if (k == "--schedule") a.schedule = v;
-    else if (k == "--placement") a.placement = v;
-    else if (k == "--device") a.device = v;
-    else if (k == "--data") a.data = v;
-    else if (k == "--dataset") a.dataset = v;
-    else if (k == "--save") a.save = v;
-    else if (k == "--resume") a.resume = v;
-    else if (k == "--csv") a.csv = v;
-    else if (k == "--plot") a.plot = v;
-    else usage_error("unknown option '" + k + "'");
+    if (k == "--model")
+      a.model = v;
+    else if (k == "--epochs")
+      a.epochs = static_cast<int>(parse_int(k, v, 0, 1000000));
+    else if (k == "--batch-size")
+      a.batch = parse_int(k, v, 1, 1 << 20);
+    else if (k == "--limit")
+      a.limit = parse_int(k, v, 1, 1LL << 31);
+    else if (k == "--seed")
+      a.seed = static_cast<uint64_t>(parse_int(k, v, 0, std::numeric_limits<int64_t>::max()));
+    else if (k == "--lr")
+      a.lr = sample::parse_positive(kProgram, k, v, 1e6);
+    else if (k == "--optimizer")
+      a.optimizer = v;
+    else if (k == "--schedule")
+      a.schedule = v;
+    else if (k == "--placement")
+      a.placement = v;
+    else if (k == "--device")
+      a.device = v;
+    else if (k == "--data")
+      a.data = v;
+    else if (k == "--dataset")
+      a.dataset = v;
+    else if (k == "--save")
+      a.save = v;
+    else if (k == "--resume")
+      a.resume = v;
+    else if (k == "--csv")
+      a.csv = v;
+    else if (k == "--plot")
+      a.plot = v;
+    else
+      usage_error("unknown option '" + k + "'");
   }
   if (a.model != "mlp" && a.model != "cnn") usage_error("--model must be mlp or cnn, got '" + a.model + "'");
-  if (a.optimizer != "adam" && a.optimizer != "sgd") usage_error("--optimizer must be adam or sgd, got '" + a.optimizer + "'");
+  if (a.optimizer != "adam" && a.optimizer != "sgd")
+    usage_error("--optimizer must be adam or sgd, got '" + a.optimizer + "'");
   if (a.placement != "auto" && a.placement != "device" && a.placement != "stream")
     usage_error("--placement must be auto, device or stream, got '" + a.placement + "'");
   if (a.schedule != "cosine" && a.schedule != "constant")
     usage_error("--schedule must be cosine or constant, got '" + a.schedule + "'");
-  if (a.dataset != "mnist" && a.dataset != "fashion") usage_error("--dataset must be mnist or fashion, got '" + a.dataset + "'");
+  if (a.dataset != "mnist" && a.dataset != "fashion")
+    usage_error("--dataset must be mnist or fashion, got '" + a.dataset + "'");
   if (a.device != "auto" && a.device != "cpu" && a.device.rfind("cuda", 0) != 0)
     usage_error("--device must be auto, cuda or cpu, got '" + a.device + "'");
   if (a.data.empty()) a.data = "data/" + a.dataset;
@@ -141,42 +158,23 @@ cudl::Device pick_device(const std::string& want) {
 }
 
 void write_outputs(const Args& a, const cudl::History& h) {
-  if (!a.csv.empty()) {
-    std::ofstream f(a.csv);
-    if (!f) {
-      std::fprintf(stderr, "cudl-mnist: cannot write %s\n", a.csv.c_str());
-      return;
-    }
-    f << "epoch";
-    for (const auto& [k, v] : h.metrics) f << "," << k;
-    f << "\n";
-    for (int e = 0; e < h.epochs(); ++e) {
-      f << e + 1;
-      for (const auto& [k, v] : h.metrics) f << "," << v[e];
-      f << "\n";
-    }
-    std::printf("history: %s\n", a.csv.c_str());
-  }
-  if (!a.plot.empty() && !a.csv.empty() && h.epochs() > 0) {
-    if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) {
-      std::printf("plot: skipped (gnuplot not installed; apt-get install gnuplot-nox)\n");
-      return;
-    }
-    std::string cmd = "gnuplot -e \"set terminal png noenhanced size 900,400; set output '" + a.plot +
-                      "'; set datafile separator ','; set key autotitle columnhead; set xlabel 'epoch'; set xtics 1; set multiplot layout 1,2;"
-                      " set title 'loss'; plot for [c in 'loss val_loss'] '" + a.csv +
-                      "' using 1:(column(c)) with linespoints title c;"
-                      " set title 'accuracy'; plot for [c in 'accuracy val_accuracy'] '" + a.csv +
-                      "' using 1:(column(c)) with linespoints title c; unset multiplot\" 2>/dev/null";
-    if (std::system(cmd.c_str()) == 0) std::printf("plot: %s\n", a.plot.c_str());
-    else std::printf("plot: gnuplot failed; see %s for the numbers\n", a.csv.c_str());
-  }
+  if (a.csv.empty()) return;
+  if (!sample::write_file_atomically(a.csv, sample::history_csv(h)))
+    throw cudl::Error(std::string("cannot write ") + a.csv + ": " + std::strerror(errno));
+  std::printf("history: %s\n", a.csv.c_str());
+  if (!a.plot.empty() && h.epochs() > 0)
+    std::printf("%s\n",
+                sample::plot_history(a.csv, a.plot, {{"loss", "val_loss"}, {"accuracy", "val_accuracy"}}).c_str());
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   Args a = parse(argc, argv);
+  // Output paths are checked before any data is read or any step runs.
+  sample::require_writable(kProgram, "--save", a.save);
+  sample::require_writable(kProgram, "--csv", a.csv);
+  if (!a.csv.empty()) sample::require_writable(kProgram, "--plot", a.plot);
   try {
     const bool fashion = a.dataset == "fashion";
     cudl::Dataset train, test;
@@ -200,11 +198,14 @@ int main(int argc, char** argv) {
     std::printf("%s", model.summary().c_str());
     if (!a.resume.empty()) {
       cudl::load_checkpoint(model, a.resume);
-      std::printf("resumed from %s at step %lld\n", a.resume.c_str(), static_cast<long long>(model.step()));
+      std::printf("resumed from %s at epoch %lld, step %lld\n", a.resume.c_str(), static_cast<long long>(model.epoch()),
+                  static_cast<long long>(model.step()));
     }
     model.set_profiling(a.profile);
     cudl::FitOptions fit;
-    fit.epochs = a.epochs;
+    // --epochs is the total: a resumed run trains the epochs the checkpoint had not reached, and the
+    // schedule (over all of them, read at the model's global epoch) continues where it stopped.
+    fit.epochs = static_cast<int>(std::max<int64_t>(0, a.epochs - model.epoch()));
     fit.batch_size = a.batch;
     fit.seed = a.seed;
     fit.augment = a.augment;

@@ -1,0 +1,147 @@
+// samples/common/sample_util.hpp — what every sample program shares: range-checked flag values,
+// output paths checked before training, the history as CSV (atomic, every write checked), and a
+// PNG plot drawn by gnuplot run with an argument vector (no shell, file names never parsed).
+#pragma once
+
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "cudl/model.hpp"
+
+namespace sample {
+
+/// Prints "<program>: <msg> (see --help)" and exits with status 2.
+[[noreturn]] inline void usage_error(const char* program, const std::string& msg) {
+  std::fprintf(stderr, "%s: %s (see --help)\n", program, msg.c_str());
+  std::exit(2);
+}
+
+/// A decimal integer in [lo, hi]; anything else (trailing text, overflow) is a usage error naming
+/// the flag, the value and the range.
+inline int64_t parse_int(const char* program, const std::string& flag, const std::string& v, int64_t lo, int64_t hi) {
+  errno = 0;
+  char* end = nullptr;
+  const long long x = std::strtoll(v.c_str(), &end, 10);
+  if (v.empty() || *end || errno == ERANGE || x < lo || x > hi)
+    usage_error(program, flag + " needs an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got '" +
+                             v + "'");
+  return x;
+}
+
+/// A finite number in (lo, hi] that is also finite as a float (what the device stores).
+inline double parse_positive(const char* program, const std::string& flag, const std::string& v, double hi) {
+  errno = 0;
+  char* end = nullptr;
+  const double x = std::strtod(v.c_str(), &end);
+  if (v.empty() || *end || errno == ERANGE || !(x > 0) || !(x <= hi) || !std::isfinite(static_cast<float>(x)))
+    usage_error(program, flag + " needs a positive number up to " + std::to_string(hi) + ", got '" + v + "'");
+  return x;
+}
+
+/// Exits with a clear message unless `path` can be written (its folder exists and is writable, and
+/// an existing file is writable). Called before training, so a bad path costs no training time.
+inline void require_writable(const char* program, const std::string& flag, const std::string& path) {
+  if (path.empty()) return;
+  const size_t slash = path.find_last_of('/');
+  const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+  if (access(dir.c_str(), W_OK) != 0 || (access(path.c_str(), F_OK) == 0 && access(path.c_str(), W_OK) != 0)) {
+    std::fprintf(stderr, "%s: %s %s: cannot write there (%s)\n", program, flag.c_str(), path.c_str(),
+                 std::strerror(errno));
+    std::exit(1);
+  }
+}
+
+/// Writes `text` to `path` through a temporary file and a rename; false (errno set) on any failure.
+inline bool write_file_atomically(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp." + std::to_string(getpid());
+  FILE* f = std::fopen(tmp.c_str(), "wb");
+  if (!f) return false;
+  const bool wrote = std::fwrite(text.data(), 1, text.size(), f) == text.size();
+  const bool closed = std::fclose(f) == 0;
+  if (!wrote || !closed || std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int e = errno;
+    std::remove(tmp.c_str());
+    errno = e;
+    return false;
+  }
+  return true;
+}
+
+/// The history as CSV: "epoch" then each metric in name order, one row per epoch.
+inline std::string history_csv(const cudl::History& h) {
+  std::string s = "epoch";
+  for (const auto& [k, v] : h.metrics) s += "," + k;
+  s += "\n";
+  char buf[64];
+  for (int e = 0; e < h.epochs(); ++e) {
+    s += std::to_string(e + 1);
+    for (const auto& [k, v] : h.metrics) {
+      std::snprintf(buf, sizeof buf, ",%.9g", e < static_cast<int>(v.size()) ? v[e] : std::nan(""));
+      s += buf;
+    }
+    s += "\n";
+  }
+  return s;
+}
+
+/// Runs argv[0] with `argv` (no shell) and its output discarded; true when it exits with 0.
+inline bool run_program(const std::vector<std::string>& argv) {
+  std::vector<char*> args;
+  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  const pid_t pid = fork();
+  if (pid < 0) return false;
+  if (pid == 0) {
+    const int null = open("/dev/null", O_WRONLY);
+    if (null >= 0) {
+      dup2(null, STDOUT_FILENO);
+      dup2(null, STDERR_FILENO);
+    }
+    execvp(args[0], args.data());
+    _exit(127);
+  }
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0)
+    if (errno != EINTR) return false;
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+/// Plots columns of a history CSV into a PNG: one panel per group of column names (e.g. {"loss",
+/// "val_loss"}), epochs on the x axis. The file names reach gnuplot as ARG1/ARG2 of `gnuplot -c`,
+/// never as script text. Returns a line to print ("plot: FILE" or why it was skipped).
+inline std::string plot_history(const std::string& csv, const std::string& png,
+                                const std::vector<std::vector<std::string>>& panels) {
+  if (!run_program({"gnuplot", "--version"}))
+    return "plot: skipped (gnuplot not installed; apt-get install gnuplot-nox)";
+  std::string script =
+      "set terminal png noenhanced size " + std::to_string(450 * std::max<size_t>(panels.size(), 1)) +
+      ",400\nset output ARG2\nset datafile separator ','\nset key autotitle columnhead\nset xlabel 'epoch'\n"
+      "set xtics 1\nset multiplot layout 1," +
+      std::to_string(panels.size()) + "\n";
+  for (const auto& cols : panels) {
+    std::string list;
+    for (const std::string& c : cols) list += (list.empty() ? "" : " ") + c;  // metric names: [a-z_] only
+    script += "set title '" + cols.front() + "'\nplot for [c in '" + list +
+              "'] ARG1 using 1:(column(c)) with linespoints title c\n";
+  }
+  script += "unset multiplot\n";
+  char tmpl[] = "/tmp/cudl-plot-XXXXXX";
+  const int fd = mkstemp(tmpl);
+  if (fd < 0) return std::string("plot: skipped (no temporary file: ") + std::strerror(errno) + ")";
+  const bool ok = write(fd, script.data(), script.size()) == static_cast<ssize_t>(script.size()) && close(fd) == 0;
+  const bool drawn = ok && run_program({"gnuplot", "-c", tmpl, csv, png});
+  unlink(tmpl);
+  return drawn ? "plot: " + png : "plot: gnuplot failed; see " + csv + " for the numbers";
+}
+
+}  // namespace sample

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# samples/mnist/cli_test.sh — cudl-mnist's command line against hostile input: numbers out of
+# range, unwritable output paths (reported before training), and file names that a shell would
+# run (they must reach gnuplot as plain names). Usage: cli_test.sh CUDL_MNIST DATA_DIR
+set -uo pipefail
+bin=$1 data=$2
+fail=0
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cd "$work" || exit 1
+
+expect() {  # expected exit code, text the output must contain, then the arguments
+  local code=$1 text=$2
+  shift 2
+  local out rc
+  out=$("$bin" "$@" 2>&1)
+  rc=$?
+  if [[ $rc -ne $code || $out != *"$text"* ]]; then
+    echo "FAIL: cudl-mnist $* -> exit $rc (want $code), output: $out (want: $text)"
+    fail=1
+  else
+    echo "ok: cudl-mnist $* -> exit $rc: $(grep -F -m1 -- "$text" <<<"$out")"
+  fi
+}
+
+expect 2 "--epochs needs an integer in [0, 1000000], got '4294967297'" --epochs 4294967297
+expect 2 "--batch-size needs an integer" --batch-size 99999999999999999999
+expect 2 "--seed needs an integer" --seed 3a8
+expect 2 "--lr needs a positive number" --lr 1e39
+expect 2 "--lr needs a positive number" --lr nan
+expect 1 "--save /nonexistent/dir/m.safetensors: cannot write there" --save /nonexistent/dir/m.safetensors
+expect 1 "--csv /nonexistent/h.csv: cannot write there" --csv /nonexistent/h.csv
+
+if [[ ! -f $data/train-images-idx3-ubyte && ! -f $data/train-images-idx3-ubyte.gz ]]; then
+  echo "skipped the training run: no MNIST in $data (scripts/fetch-mnist.sh)"
+  exit $((fail ? 1 : 77))
+fi
+# A short run whose output names hold shell syntax: nothing may run, the files must appear.
+expect 0 "test accuracy" --data "$data" --limit 256 --epochs 1 --device cpu \
+  --csv 'h$(touch pwned1).csv' --plot 'p`touch pwned2`;touch pwned3.png'
+[[ -e pwned1 || -e pwned2 || -e pwned3 ]] && { echo "FAIL: a file name was run as a command"; fail=1; }
+[[ -f 'h$(touch pwned1).csv' ]] || { echo "FAIL: the CSV with a shell-like name was not written"; fail=1; }
+if command -v gnuplot >/dev/null; then
+  [[ -f 'p`touch pwned2`;touch pwned3.png' ]] || { echo "FAIL: the plot with a shell-like name was not drawn"; fail=1; }
+else
+  echo "note: gnuplot not installed, the plot itself was not checked"
+fi
+exit $fail
