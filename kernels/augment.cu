@@ -39,9 +39,8 @@ void augment_images_cuda(const float* x, const int64_t* rng, float* y, int64_t B
   const int64_t per_image = C * H * W;
   if (B == 0 || per_image == 0) return;
   const dim3 grid(grid_for(per_image, kBlock, 64), static_cast<unsigned>(B < kMaxImageBlocks ? B : kMaxImageBlocks));
-  CUDL_LAUNCH(augment_images_kernel, grid, kBlock, 0, stream)
-  (x, rng, y, B, C, H, W, max_shift, max_radians, fill, stream_id);
-  check_launch("augment_images_kernel");
+  launch<augment_images_kernel>(grid, kBlock, 0, stream, x, rng, y, B, C, H, W, max_shift, max_radians, fill,
+                                stream_id);
 }
 
 }  // namespace cudl::kernels

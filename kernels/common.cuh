@@ -1,5 +1,5 @@
-// kernels/common.cuh — what every kernel file includes first: the launch macros, launch checks,
-// grid sizing and small device helpers shared by the op families.
+// kernels/common.cuh — what every kernel file includes first, the one home of what they share: the
+// checked launch that names its kernel, grid sizing from the device, alignment tests and block reductions.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -7,6 +7,11 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <type_traits>
+#include <utility>
 
 #include "kernels/launch.cuh"
 
@@ -14,27 +19,204 @@ namespace cudl::kernels {
 
 constexpr int kWarpSize = 32;
 
-/// Blocks for a grid-stride loop over n items: enough to fill the GPU, never more than needed.
-inline unsigned grid_for(int64_t n, int block, int max_blocks = 132 * 16) {
+// --- launching ----------------------------------------------------------------------------------
+
+namespace detail {
+/// The kernel's own name out of kernel_name<K>()'s __PRETTY_FUNCTION__ ("... [with auto K =
+/// ns::softmax_kernel<true, false>]" -> "softmax_kernel<true, false>"): namespaces dropped, template
+/// arguments kept. Defined in src/cuda/launch_check.cpp.
+std::string kernel_name_from_signature(const char* signature);
+}  // namespace detail
+
+/// The name of kernel K, as the compiler spells it, derived once per kernel.
+template <auto K>
+const char* kernel_name() {
+  static const std::string name = detail::kernel_name_from_signature(__PRETTY_FUNCTION__);
+  return name.c_str();
+}
+
+/// Throws cudl::Error naming the kernel when the last launch failed (defined in src/cuda).
+void check_launch(const char* kernel_name);
+
+/// Launches Kernel<<<grid, block, shared_bytes, stream>>>(args...) (on the emulator in the emulated
+/// build) and checks it: a failed launch throws cudl::Error naming the kernel, template arguments
+/// included. The arguments convert to the kernel's parameter types as in a <<<...>>> launch.
+template <auto Kernel, typename... Args>
+void launch(dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t stream, Args&&... args) {
+  const char* const name = kernel_name<Kernel>();
+  detail::raw_launch<Kernel>(name, grid, block, shared_bytes, stream, std::forward<Args>(args)...);
+  check_launch(name);
+}
+
+// --- grid sizing --------------------------------------------------------------------------------
+
+/// Streaming multiprocessors of the current device, read from the device once per device and
+/// process (cudaDevAttrMultiProcessorCount; defined in src/cuda/launch_check.cpp).
+int sm_count();
+
+constexpr int kBlocksPerSm = 16;  // resident blocks a grid-stride loop aims for per multiprocessor
+
+/// Blocks for a grid-stride loop over n items of `block` items each: ceil(n / block), at least 1,
+/// at most max_blocks. Use this form where the cap must not depend on the device (the grid size
+/// decides a reduction order, or sizes a workspace).
+inline unsigned grid_for(int64_t n, int block, int max_blocks) {
   int64_t b = (n + block - 1) / block;
   if (b < 1) b = 1;
   if (b > max_blocks) b = max_blocks;
   return static_cast<unsigned>(b);
 }
 
-/// Throws cudl::Error naming the kernel when the last launch failed (defined in src/cuda).
-void check_launch(const char* kernel_name);
+/// As above, capped at kBlocksPerSm blocks per multiprocessor of the current device: enough to
+/// fill the GPU, never more than needed. Only where the result does not depend on the grid size.
+inline unsigned grid_for(int64_t n, int block) { return grid_for(n, block, sm_count() * kBlocksPerSm); }
 
-template <typename T>
-__device__ __forceinline__ T warp_reduce_sum(T v) {
-  for (int offset = kWarpSize / 2; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+// --- alignment ----------------------------------------------------------------------------------
+
+/// True when p is a multiple of kBytes (a power of two); null counts as aligned.
+template <unsigned kBytes>
+__host__ __device__ __forceinline__ bool aligned_to(const void* p) {
+  static_assert((kBytes & (kBytes - 1)) == 0, "alignment must be a power of two");
+  return (reinterpret_cast<uintptr_t>(p) & (kBytes - 1)) == 0;
+}
+/// The float4 / uint4 access test.
+__host__ __device__ __forceinline__ bool aligned16(const void* p) { return aligned_to<16>(p); }
+
+// --- warp and block reductions ------------------------------------------------------------------
+
+/// Reduction operators: op(a, b) combines two partial results (a the running one), identity<T>()
+/// is the value that changes nothing (it pads warp 0 when the block has fewer than 32 warps).
+
+/// a + b; identity 0.
+struct SumOp {
+  template <typename T>
+  __host__ __device__ __forceinline__ T operator()(T a, T b) const {
+    return a + b;
+  }
+  template <typename T>
+  __host__ __device__ static constexpr T identity() {
+    return T(0);
+  }
+};
+
+/// Maximum that propagates NaN (b wins when it is larger or NaN); identity -inf (lowest for integers).
+struct MaxNanOp {
+  template <typename T>
+  __host__ __device__ __forceinline__ T operator()(T a, T b) const {
+    return (b > a || b != b) ? b : a;
+  }
+  template <typename T>
+  __host__ __device__ static constexpr T identity() {
+    return std::numeric_limits<T>::has_infinity ? -std::numeric_limits<T>::infinity()
+                                                : std::numeric_limits<T>::lowest();
+  }
+};
+
+enum class Shuffle { kXor, kDown };
+
+template <Shuffle kKind, typename W>
+__device__ __forceinline__ W shuffle_word(unsigned mask, W w, int offset) {
+  if constexpr (kKind == Shuffle::kXor)
+    return __shfl_xor_sync(mask, w, offset);
+  else
+    return __shfl_down_sync(mask, w, offset);
+}
+
+/// __shfl_xor_sync / __shfl_down_sync for any trivially copyable T: arithmetic types directly,
+/// others (small structs such as a value-index pair) one 32-bit word at a time.
+template <Shuffle kKind, typename T>
+__device__ __forceinline__ T shuffle(unsigned mask, T v, int offset) {
+  if constexpr (std::is_arithmetic<T>::value) {
+    return shuffle_word<kKind>(mask, v, offset);
+  } else {
+    static_assert(sizeof(T) % 4 == 0 && std::is_trivially_copyable<T>::value, "shuffle of an odd-sized type");
+    unsigned words[sizeof(T) / 4];
+    memcpy(words, &v, sizeof(T));
+    for (unsigned& w : words) w = shuffle_word<kKind>(mask, w, offset);
+    memcpy(&v, words, sizeof(T));
+    return v;
+  }
+}
+
+/// Butterfly over a full warp (v = op(v, lane ^ offset's v), offsets 16, 8, 4, 2, 1): every lane gets
+/// the result, and every lane combines in the same order, so all lanes hold bitwise the same value.
+template <typename Op, typename T>
+__device__ __forceinline__ T warp_reduce(T v, Op op = Op{}) {
+  for (int offset = kWarpSize / 2; offset > 0; offset >>= 1) v = op(v, shuffle<Shuffle::kXor>(0xffffffffu, v, offset));
   return v;
 }
 
 template <typename T>
-__device__ __forceinline__ T warp_reduce_max(T v) {
-  for (int offset = kWarpSize / 2; offset > 0; offset >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
+__device__ __forceinline__ T warp_reduce_sum(T v) {
+  return warp_reduce<SumOp>(v);
+}
+
+/// Tree over the first `lanes` (1..31) threads of a partial warp, which are the only ones that exist:
+/// lane l adds lane l + offset only while that lane exists. The result is valid in lane 0 only.
+template <typename Op, typename T>
+__device__ __forceinline__ T partial_warp_reduce(T v, int lanes, Op op = Op{}) {
+  const unsigned mask = (1u << lanes) - 1u;
+  const int lane = static_cast<int>(threadIdx.x % kWarpSize);
+  for (int offset = kWarpSize / 2; offset > 0; offset >>= 1) {
+    const T other = shuffle<Shuffle::kDown>(mask, v, offset);
+    if (lane + offset < lanes) v = op(v, other);
+  }
   return v;
+}
+
+/// How block_reduce combines the per-warp results.
+enum class WarpResults {
+  kTree,    // warp 0 butterflies them (identity beyond the last warp)
+  kSerial,  // each thread folds them in warp order from the identity: ((id op w0) op w1) op ...
+};
+
+/// Combines one value per warp over a 1-D block, in the fixed order `kOrder` says, and returns the
+/// result to every thread; lane 0's value stands for its warp (for values already reduced within
+/// each warp). Every thread of the block must call it (it holds barriers); it may be called again
+/// right away (it ends with a barrier).
+template <typename Op, WarpResults kOrder = WarpResults::kTree, typename T>
+__device__ __forceinline__ T block_combine_warps(T warp_value, Op op = Op{}) {
+  __shared__ T warp_results[kWarpSize + 1];  // one per warp, then the block's result
+  const int lane = static_cast<int>(threadIdx.x % kWarpSize), warp = static_cast<int>(threadIdx.x / kWarpSize);
+  const int n_warps = static_cast<int>((blockDim.x + kWarpSize - 1) / kWarpSize);
+  T v = warp_value;
+  if (lane == 0) warp_results[warp] = v;
+  __syncthreads();
+  if (kOrder == WarpResults::kTree) {
+    if (warp == 0) {
+      if (blockDim.x >= kWarpSize)
+        v = warp_reduce(lane < n_warps ? warp_results[lane] : Op::template identity<T>(), op);
+      else
+        v = warp_results[0];  // the block is one partial warp
+      if (lane == 0) warp_results[kWarpSize] = v;
+    }
+    __syncthreads();
+    v = warp_results[kWarpSize];
+  } else {
+    v = Op::template identity<T>();
+    for (int w = 0; w < n_warps; ++w) v = op(v, warp_results[w]);
+  }
+  __syncthreads();  // warp_results may be written again by the next call
+  return v;
+}
+
+/// Reduces one value per thread over a 1-D block in a fixed order and returns the result to every
+/// thread: a warp_reduce in each warp, then block_combine_warps. Any blockDim.x up to 1024 works:
+/// when it is not a multiple of 32 the last warp is partial and reduces with partial_warp_reduce
+/// (only its existing lanes take part). Every thread of the block must call it.
+template <typename Op, WarpResults kOrder = WarpResults::kTree, typename T>
+__device__ __forceinline__ T block_reduce(T v, Op op = Op{}) {
+  const int warp = static_cast<int>(threadIdx.x / kWarpSize);
+  const int tail = static_cast<int>(blockDim.x % kWarpSize);  // lanes of a partial last warp, 0 if none
+  if (tail != 0 && warp == static_cast<int>(blockDim.x / kWarpSize))
+    v = partial_warp_reduce(v, tail, op);
+  else
+    v = warp_reduce(v, op);
+  return block_combine_warps<Op, kOrder>(v, op);
+}
+
+template <WarpResults kOrder = WarpResults::kTree, typename T>
+__device__ __forceinline__ T block_reduce_sum(T v) {
+  return block_reduce<SumOp, kOrder>(v);
 }
 
 /// Single-pass grids: true in exactly one block, the last one to arrive, and that block then sees

@@ -107,12 +107,9 @@ static __global__ void conv2d_bias_act_vec4_kernel(float4* __restrict__ y, const
 }
 
 /// One block per channel k (grid-stride over channels): each thread sums a fixed strided subset of
-/// (n, hw), then warp shuffles and one shared-memory step combine the block's partial sums.
+/// (n, hw), then block_reduce_sum combines the block's partial sums.
 static __global__ void conv2d_bias_grad_kernel(const float* __restrict__ dy, float* __restrict__ db, int64_t N,
                                                int64_t K, int64_t HW) {
-  __shared__ float warp_sums[32];
-  const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
-  const int n_warps = (blockDim.x + kWarpSize - 1) / kWarpSize;
   const int64_t count = N * HW;
   for (int64_t k = blockIdx.x; k < K; k += gridDim.x) {
     float sum = 0.f;
@@ -120,15 +117,8 @@ static __global__ void conv2d_bias_grad_kernel(const float* __restrict__ dy, flo
       const int64_t n = j / HW, hw = j % HW;
       sum += dy[(n * K + k) * HW + hw];
     }
-    sum = warp_reduce_sum(sum);
-    if (lane == 0) warp_sums[warp] = sum;
-    __syncthreads();
-    if (warp == 0) {
-      float v = lane < n_warps ? warp_sums[lane] : 0.f;
-      v = warp_reduce_sum(v);
-      if (lane == 0) db[k] = v;
-    }
-    __syncthreads();  // warp_sums is reused by the next channel
+    sum = block_reduce_sum(sum);
+    if (threadIdx.x == 0) db[k] = sum;
   }
 }
 
@@ -141,8 +131,7 @@ void conv2d_im2col_cuda(const float* x, float* col, const ConvKernelGeometry& g,
   const int64_t total = n_images * g.C * g.R * g.S * g.P * g.Q;
   if (total == 0) return;
   const int block = 256;
-  CUDL_LAUNCH(conv2d_im2col_kernel, grid_for(total, block), block, 0, stream)(x, col, g, total);
-  check_launch("conv2d_im2col_kernel");
+  launch<conv2d_im2col_kernel>(grid_for(total, block), block, 0, stream, x, col, g, total);
 }
 
 void conv2d_col2im_cuda(const float* col, float* dx, const ConvKernelGeometry& g, int64_t n_images,
@@ -150,8 +139,7 @@ void conv2d_col2im_cuda(const float* col, float* dx, const ConvKernelGeometry& g
   const int64_t total = n_images * g.C * g.H * g.W;
   if (total == 0) return;
   const int block = 256;
-  CUDL_LAUNCH(conv2d_col2im_kernel, grid_for(total, block), block, 0, stream)(col, dx, g, total);
-  check_launch("conv2d_col2im_kernel");
+  launch<conv2d_col2im_kernel>(grid_for(total, block), block, 0, stream, col, dx, g, total);
 }
 
 void conv2d_bias_act_cuda(float* y, const float* bias, int64_t N, int64_t K, int64_t HW, int relu,
@@ -159,14 +147,12 @@ void conv2d_bias_act_cuda(float* y, const float* bias, int64_t N, int64_t K, int
   const int64_t total = N * K * HW;
   if (total == 0 || (!bias && !relu)) return;
   const int block = 256;
-  if (HW % 4 == 0 && reinterpret_cast<uintptr_t>(y) % 16 == 0) {
+  if (HW % 4 == 0 && aligned16(y)) {
     const int64_t total4 = total / 4;
-    CUDL_LAUNCH(conv2d_bias_act_vec4_kernel, grid_for(total4, block), block, 0, stream)
-    (reinterpret_cast<float4*>(y), bias, K, HW, relu, total4);
-    check_launch("conv2d_bias_act_vec4_kernel");
+    launch<conv2d_bias_act_vec4_kernel>(grid_for(total4, block), block, 0, stream, reinterpret_cast<float4*>(y), bias,
+                                        K, HW, relu, total4);
   } else {
-    CUDL_LAUNCH(conv2d_bias_act_kernel, grid_for(total, block), block, 0, stream)(y, bias, K, HW, relu, total);
-    check_launch("conv2d_bias_act_kernel");
+    launch<conv2d_bias_act_kernel>(grid_for(total, block), block, 0, stream, y, bias, K, HW, relu, total);
   }
 }
 
@@ -174,8 +160,7 @@ void conv2d_bias_grad_cuda(const float* dy, float* db, int64_t N, int64_t K, int
   if (K == 0) return;
   const int block = 256;
   const unsigned grid = static_cast<unsigned>(K < 65535 ? K : 65535);
-  CUDL_LAUNCH(conv2d_bias_grad_kernel, grid, block, 0, stream)(dy, db, N, K, HW);
-  check_launch("conv2d_bias_grad_kernel");
+  launch<conv2d_bias_grad_kernel>(grid, block, 0, stream, dy, db, N, K, HW);
 }
 
 }  // namespace cudl::kernels

@@ -48,14 +48,13 @@ static void launch_fill(void* y, int64_t n, uint64_t bits, cudaStream_t stream) 
   uint4 pattern;
   unsigned char* pb = reinterpret_cast<unsigned char*>(&pattern);
   for (size_t k = 0; k < sizeof(uint4); ++k) pb[k] = reinterpret_cast<const unsigned char*>(&value)[k % sizeof(T)];
-  const bool vec = (addr(y) & 15u) == 0;
+  const bool vec = aligned16(y);
   const int64_t per_vec = static_cast<int64_t>(sizeof(uint4) / sizeof(T));
   const int64_t n_vec = vec ? n / per_vec : 0;
   T* tail_at = static_cast<T*>(y) + n_vec * per_vec;
   const int64_t tail = n - n_vec * per_vec;
-  CUDL_LAUNCH(fill_kernel<T>, grid_for(n_vec > tail ? n_vec : tail, kBlock), kBlock, 0, stream)
-  (static_cast<uint4*>(y), n_vec, pattern, tail_at, tail, value);
-  check_launch("fill_kernel");
+  launch<fill_kernel<T>>(grid_for(n_vec > tail ? n_vec : tail, kBlock), kBlock, 0, stream, static_cast<uint4*>(y),
+                         n_vec, pattern, tail_at, tail, value);
 }
 
 void fill_cuda(void* y, int64_t n, int elem_size, uint64_t bits, cudaStream_t stream) {
@@ -105,16 +104,15 @@ void copy_bytes_cuda(void* dst, const void* src, int64_t bytes, cudaStream_t str
   const unsigned grid_div = kBlock;
   if ((addr(d) & 15u) == (addr(s) & 15u)) {
     const int64_t head = std::min<int64_t>(bytes, (16 - (addr(d) & 15u)) & 15u);
-    CUDL_LAUNCH(copy_kernel<uint4>, grid_for(head + (bytes - head) / 16 + 16, grid_div), kBlock, 0, stream)
-    (d, s, bytes, head);
+    launch<copy_kernel<uint4>>(grid_for(head + (bytes - head) / 16 + 16, grid_div), kBlock, 0, stream, d, s, bytes,
+                               head);
   } else if ((addr(d) & 3u) == (addr(s) & 3u)) {
     const int64_t head = std::min<int64_t>(bytes, (4 - (addr(d) & 3u)) & 3u);
-    CUDL_LAUNCH(copy_kernel<uint32_t>, grid_for(head + (bytes - head) / 4 + 4, grid_div), kBlock, 0, stream)
-    (d, s, bytes, head);
+    launch<copy_kernel<uint32_t>>(grid_for(head + (bytes - head) / 4 + 4, grid_div), kBlock, 0, stream, d, s, bytes,
+                                  head);
   } else {
-    CUDL_LAUNCH(copy_kernel<uint8_t>, grid_for(bytes, grid_div), kBlock, 0, stream)(d, s, bytes, int64_t(0));
+    launch<copy_kernel<uint8_t>>(grid_for(bytes, grid_div), kBlock, 0, stream, d, s, bytes, int64_t(0));
   }
-  check_launch("copy_kernel");
 }
 
 // --- cast ------------------------------------------------------------------------------------------
@@ -134,9 +132,8 @@ static __global__ void cast_kernel(const From* __restrict__ x, To* __restrict__ 
 
 template <typename From, typename To>
 static void launch_cast(const void* x, void* y, int64_t n, cudaStream_t stream) {
-  auto* const kernel = &cast_kernel<From, To>;
-  CUDL_LAUNCH(kernel, grid_for(n, kBlock), kBlock, 0, stream)(static_cast<const From*>(x), static_cast<To*>(y), n);
-  check_launch("cast_kernel");
+  launch<cast_kernel<From, To>>(grid_for(n, kBlock), kBlock, 0, stream, static_cast<const From*>(x),
+                                static_cast<To*>(y), n);
 }
 
 void cast_cuda(const void* x, int x_type, void* y, int y_type, int64_t n, cudaStream_t stream) {
@@ -197,23 +194,22 @@ void permute_cuda(const void* x, void* y, int elem_size, int rank, const int64_t
   const unsigned grid = grid_for(n, kBlock);
   switch (elem_size) {
     case 1:
-      CUDL_LAUNCH(permute_kernel<uint8_t>, grid, kBlock, 0, stream)
-      (static_cast<const uint8_t*>(x), static_cast<uint8_t*>(y), a, n);
+      launch<permute_kernel<uint8_t>>(grid, kBlock, 0, stream, static_cast<const uint8_t*>(x), static_cast<uint8_t*>(y),
+                                      a, n);
       break;
     case 2:
-      CUDL_LAUNCH(permute_kernel<uint16_t>, grid, kBlock, 0, stream)
-      (static_cast<const uint16_t*>(x), static_cast<uint16_t*>(y), a, n);
+      launch<permute_kernel<uint16_t>>(grid, kBlock, 0, stream, static_cast<const uint16_t*>(x),
+                                       static_cast<uint16_t*>(y), a, n);
       break;
     case 4:
-      CUDL_LAUNCH(permute_kernel<uint32_t>, grid, kBlock, 0, stream)
-      (static_cast<const uint32_t*>(x), static_cast<uint32_t*>(y), a, n);
+      launch<permute_kernel<uint32_t>>(grid, kBlock, 0, stream, static_cast<const uint32_t*>(x),
+                                       static_cast<uint32_t*>(y), a, n);
       break;
     default:
-      CUDL_LAUNCH(permute_kernel<uint64_t>, grid, kBlock, 0, stream)
-      (static_cast<const uint64_t*>(x), static_cast<uint64_t*>(y), a, n);
+      launch<permute_kernel<uint64_t>>(grid, kBlock, 0, stream, static_cast<const uint64_t*>(x),
+                                       static_cast<uint64_t*>(y), a, n);
       break;
   }
-  check_launch("permute_kernel");
 }
 
 // --- pitched row copies (concat, slice) and slice backward -----------------------------------------
@@ -233,10 +229,8 @@ template <typename T>
 static void launch_copy_rows(void* dst, int64_t dst_pitch, const void* src, int64_t src_pitch, int64_t rows,
                              int64_t row_bytes, cudaStream_t stream) {
   const int64_t s = sizeof(T);
-  auto* const kernel = &copy_rows_kernel<T>;
-  CUDL_LAUNCH(kernel, grid_for(rows * (row_bytes / s), kBlock), kBlock, 0, stream)
-  (static_cast<T*>(dst), dst_pitch / s, static_cast<const T*>(src), src_pitch / s, rows, row_bytes / s);
-  check_launch("copy_rows_kernel");
+  launch<copy_rows_kernel<T>>(grid_for(rows * (row_bytes / s), kBlock), kBlock, 0, stream, static_cast<T*>(dst),
+                              dst_pitch / s, static_cast<const T*>(src), src_pitch / s, rows, row_bytes / s);
 }
 
 void copy_rows_cuda(void* dst, int64_t dst_pitch, const void* src, int64_t src_pitch, int64_t rows, int64_t row_bytes,
@@ -285,10 +279,9 @@ template <typename T>
 static void launch_slice_backward(const void* dy, void* dx, int64_t outer, int64_t full_bytes, int64_t start_bytes,
                                   int64_t part_bytes, cudaStream_t stream) {
   const int64_t s = sizeof(T);
-  auto* const kernel = &slice_backward_kernel<T>;
-  CUDL_LAUNCH(kernel, grid_for(outer * (full_bytes / s), kBlock), kBlock, 0, stream)
-  (static_cast<const T*>(dy), static_cast<T*>(dx), outer, full_bytes / s, start_bytes / s, part_bytes / s);
-  check_launch("slice_backward_kernel");
+  launch<slice_backward_kernel<T>>(grid_for(outer * (full_bytes / s), kBlock), kBlock, 0, stream,
+                                   static_cast<const T*>(dy), static_cast<T*>(dx), outer, full_bytes / s,
+                                   start_bytes / s, part_bytes / s);
 }
 
 void slice_backward_cuda(const void* dy, void* dx, int64_t outer, int64_t full_bytes, int64_t start_bytes,
@@ -340,10 +333,8 @@ template <typename T>
 static void launch_gather_rows(const void* table, const int32_t* idx, void* y, int64_t rows, int64_t row_bytes,
                                int64_t m, cudaStream_t stream) {
   const int64_t units = row_bytes / static_cast<int64_t>(sizeof(T));
-  auto* const kernel = &gather_rows_kernel<T>;
-  CUDL_LAUNCH(kernel, grid_for(m * units, kBlock), kBlock, 0, stream)
-  (static_cast<const T*>(table), idx, static_cast<T*>(y), rows, units, m);
-  check_launch("gather_rows_kernel");
+  launch<gather_rows_kernel<T>>(grid_for(m * units, kBlock), kBlock, 0, stream, static_cast<const T*>(table), idx,
+                                static_cast<T*>(y), rows, units, m);
 }
 
 void gather_rows_cuda(const void* table, const int32_t* idx, void* y, int64_t rows, int64_t row_bytes, int64_t m,
@@ -459,21 +450,16 @@ void gather_backward_cuda(const float* dy, const int32_t* idx, float* dtable, in
   int32_t* counts = static_cast<int32_t*>(workspace);  // rows + 1, becomes starts
   int32_t* cursor = counts + rows + 1;                 // rows
   int32_t* order = cursor + rows;                      // m
-  CUDL_LAUNCH(zero_ints_kernel, grid_for(rows + 1, kBlock), kBlock, 0, stream)(counts, rows + 1);
-  check_launch("zero_ints_kernel");
+  launch<zero_ints_kernel>(grid_for(rows + 1, kBlock), kBlock, 0, stream, counts, rows + 1);
   if (m > 0) {
-    CUDL_LAUNCH(row_histogram_kernel, grid_for(m, kBlock), kBlock, 0, stream)(idx, m, rows, counts);
-    check_launch("row_histogram_kernel");
+    launch<row_histogram_kernel>(grid_for(m, kBlock), kBlock, 0, stream, idx, m, rows, counts);
   }
-  CUDL_LAUNCH(exclusive_scan_kernel, 1, kScanBlock, 0, stream)(counts, cursor, rows + 1, rows);
-  check_launch("exclusive_scan_kernel");
+  launch<exclusive_scan_kernel>(1, kScanBlock, 0, stream, counts, cursor, rows + 1, rows);
   if (m > 0) {
-    CUDL_LAUNCH(scatter_positions_kernel, grid_for(m, kBlock), kBlock, 0, stream)(idx, m, rows, cursor, order);
-    check_launch("scatter_positions_kernel");
+    launch<scatter_positions_kernel>(grid_for(m, kBlock), kBlock, 0, stream, idx, m, rows, cursor, order);
   }
-  CUDL_LAUNCH(ordered_row_sum_kernel, grid_for(rows * kRowBlock, kRowBlock), kRowBlock, 0, stream)
-  (dy, counts, order, dtable, rows, row);
-  check_launch("ordered_row_sum_kernel");
+  launch<ordered_row_sum_kernel>(grid_for(rows * kRowBlock, kRowBlock), kRowBlock, 0, stream, dy, counts, order, dtable,
+                                 rows, row);
 }
 
 // --- one-hot and image gather ------------------------------------------------------------------------
@@ -490,8 +476,7 @@ static __global__ void one_hot_kernel(const int32_t* __restrict__ labels, float*
 
 void one_hot_cuda(const int32_t* labels, float* y, int64_t n, int64_t classes, cudaStream_t stream) {
   if (n == 0 || classes == 0) return;
-  CUDL_LAUNCH(one_hot_kernel, grid_for(n * classes, kBlock), kBlock, 0, stream)(labels, y, n, classes);
-  check_launch("one_hot_kernel");
+  launch<one_hot_kernel>(grid_for(n * classes, kBlock), kBlock, 0, stream, labels, y, n, classes);
 }
 
 __device__ __forceinline__ float normalise_pixel(uint8_t u, float mean, float stddev) {
@@ -526,10 +511,9 @@ static __global__ void gather_images_kernel(const uint8_t* __restrict__ images, 
 void gather_images_cuda(const uint8_t* images, const int32_t* idx, float* y, int64_t rows, int64_t row, int64_t b,
                         float mean, float stddev, cudaStream_t stream) {
   if (b == 0 || row == 0) return;
-  const bool vec = row % 4 == 0 && (addr(images) & 3u) == 0 && (addr(y) & 15u) == 0;
-  CUDL_LAUNCH(gather_images_kernel, grid_for(b * row / (vec ? 4 : 1), kBlock), kBlock, 0, stream)
-  (images, idx, y, rows, row, b, mean, stddev, vec);
-  check_launch("gather_images_kernel");
+  const bool vec = row % 4 == 0 && aligned_to<4>(images) && aligned16(y);
+  launch<gather_images_kernel>(grid_for(b * row / (vec ? 4 : 1), kBlock), kBlock, 0, stream, images, idx, y, rows, row,
+                               b, mean, stddev, vec);
 }
 
 // --- a training step's batch: perm lookup, x and y gathers and the cursor advance in one kernel --------
@@ -612,7 +596,7 @@ void gather_batch_cuda(const GatherBatchArgs& a, cudaStream_t stream) {
   int x_unit;
   int64_t x_per_row;
   if (a.images) {
-    x_unit = a.x_row % 4 == 0 && (addr(a.x) & 3u) == 0 && (addr(a.xb) & 15u) == 0 ? 4 : 1;
+    x_unit = a.x_row % 4 == 0 && aligned_to<4>(a.x) && aligned16(a.xb) ? 4 : 1;
     x_per_row = a.x_row / x_unit;
   } else {
     x_unit = unit_for({addr(a.x), addr(a.xb), uint64_t(x_row_bytes)});
@@ -620,9 +604,8 @@ void gather_batch_cuda(const GatherBatchArgs& a, cudaStream_t stream) {
   }
   const int y_unit = unit_for({addr(a.y), addr(a.yb), uint64_t(a.y_row_bytes)});
   const int64_t y_per_row = a.y_row_bytes / y_unit;
-  CUDL_LAUNCH(gather_batch_kernel, grid_for(a.b * (x_per_row + y_per_row), kBlock), kBlock, 0, stream)
-  (a, x_unit, x_per_row, y_unit, y_per_row);
-  check_launch("gather_batch_kernel");
+  launch<gather_batch_kernel>(grid_for(a.b * (x_per_row + y_per_row), kBlock), kBlock, 0, stream, a, x_unit, x_per_row,
+                              y_unit, y_per_row);
 }
 
 }  // namespace cudl::kernels

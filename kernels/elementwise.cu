@@ -15,8 +15,6 @@ namespace {
 constexpr int kBlock = 256;
 constexpr int64_t kVectorMin = 256;  // below this the scalar loop is as good
 
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
-
 // ---------------------------------------------------------------------------------------------
 // Math (device functors). Semantics are documented in backend/op.hpp; the CPU reference in
 // src/cpu/elementwise.cpp is the spec.
@@ -413,24 +411,6 @@ static __global__ void __launch_bounds__(kBlock)
   }
 }
 
-// Fixed-order block sum: warp shuffles, then warp 0 over the warp partials. Every thread gets the sum.
-__device__ __forceinline__ float block_sum(float v, float* shared /* [kWarpSize + 1] */) {
-  const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
-  const int n_warps = (blockDim.x + kWarpSize - 1) / kWarpSize;
-  v = warp_reduce_sum(v);
-  if (lane == 0) shared[warp] = v;
-  __syncthreads();
-  if (warp == 0) {
-    v = lane < n_warps ? shared[lane] : 0.f;
-    v = warp_reduce_sum(v);
-    if (lane == 0) shared[kWarpSize] = v;
-  }
-  __syncthreads();
-  v = shared[kWarpSize];
-  __syncthreads();  // shared may be reused by the caller
-  return v;
-}
-
 // One block per element of self (long preimages): threads stride over the preimage, then a
 // fixed-order block reduction — deterministic, no atomics.
 template <typename B, bool kSelfIsA>
@@ -438,14 +418,13 @@ static __global__ void __launch_bounds__(kBlock)
     binary_grad_block_kernel(const float* __restrict__ self_values, const float* __restrict__ other,
                              const float* __restrict__ dc, float* __restrict__ out, int64_t n_out,
                              BroadcastGradPlan p) {
-  __shared__ float shared[kWarpSize + 1];
   for (int64_t j = blockIdx.x; j < n_out; j += gridDim.x) {
     const GradBase base = grad_base(p, j);
     const float self = B::kGradReadsValues ? self_values[j] : 0.f;
     float acc = 0.f;
     for (int64_t r = threadIdx.x; r < p.red_count; r += blockDim.x)
       acc += grad_term<B, kSelfIsA>(p, base, r, self, other, dc);
-    acc = block_sum(acc, shared);
+    acc = block_reduce_sum(acc);
     if (threadIdx.x == 0) out[j] = acc;
   }
 }
@@ -458,13 +437,10 @@ template <typename F>
 void launch_unary(const F& f, const float* x, float* y, int64_t n, cudaStream_t stream) {
   if (n <= 0) return;
   if (n >= kVectorMin && aligned16(x) && aligned16(y)) {
-    auto* unary_kernel_vec4 = unary_kernel<F, true>;
-    CUDL_LAUNCH(unary_kernel_vec4, grid_for((n + 3) / 4, kBlock), kBlock, 0, stream)(x, y, n, f);
+    launch<unary_kernel<F, true>>(grid_for((n + 3) / 4, kBlock), kBlock, 0, stream, x, y, n, f);
   } else {
-    auto* unary_kernel_scalar = unary_kernel<F, false>;
-    CUDL_LAUNCH(unary_kernel_scalar, grid_for(n, kBlock), kBlock, 0, stream)(x, y, n, f);
+    launch<unary_kernel<F, false>>(grid_for(n, kBlock), kBlock, 0, stream, x, y, n, f);
   }
-  check_launch("unary_kernel");
 }
 
 template <typename G>
@@ -474,13 +450,10 @@ void launch_unary_backward(const G& g, const float* x, const float* y, const flo
   const bool vec = n >= kVectorMin && aligned16(dy) && aligned16(dx) && (!G::kNeedsX || aligned16(x)) &&
                    (!G::kNeedsY || aligned16(y));
   if (vec) {
-    auto* unary_backward_kernel_vec4 = unary_backward_kernel<G, true>;
-    CUDL_LAUNCH(unary_backward_kernel_vec4, grid_for((n + 3) / 4, kBlock), kBlock, 0, stream)(x, y, dy, dx, n, g);
+    launch<unary_backward_kernel<G, true>>(grid_for((n + 3) / 4, kBlock), kBlock, 0, stream, x, y, dy, dx, n, g);
   } else {
-    auto* unary_backward_kernel_scalar = unary_backward_kernel<G, false>;
-    CUDL_LAUNCH(unary_backward_kernel_scalar, grid_for(n, kBlock), kBlock, 0, stream)(x, y, dy, dx, n, g);
+    launch<unary_backward_kernel<G, false>>(grid_for(n, kBlock), kBlock, 0, stream, x, y, dy, dx, n, g);
   }
-  check_launch("unary_backward_kernel");
 }
 
 // Calls fn(Op{}) with the functor type of binary op `op`.
@@ -598,24 +571,18 @@ void binary_cuda(int op, const float* a, const float* b, float* c, int64_t n, co
     using B = decltype(op_functor);
     if (!strides) {
       if (n >= kVectorMin && aligned16(a) && aligned16(b) && aligned16(c)) {
-        auto* binary_same_kernel_vec4 = binary_same_kernel<B, true>;
-        CUDL_LAUNCH(binary_same_kernel_vec4, grid_for((n + 3) / 4, kBlock), kBlock, 0, stream)(a, b, c, n);
+        launch<binary_same_kernel<B, true>>(grid_for((n + 3) / 4, kBlock), kBlock, 0, stream, a, b, c, n);
       } else {
-        auto* binary_same_kernel_scalar = binary_same_kernel<B, false>;
-        CUDL_LAUNCH(binary_same_kernel_scalar, grid_for(n, kBlock), kBlock, 0, stream)(a, b, c, n);
+        launch<binary_same_kernel<B, false>>(grid_for(n, kBlock), kBlock, 0, stream, a, b, c, n);
       }
-      check_launch("binary_same_kernel");
       return;
     }
     // 32-bit index arithmetic when every flat offset fits (the operands are no larger than c).
     if (n < (int64_t{1} << 31)) {
-      auto* binary_broadcast_kernel_i32 = binary_broadcast_kernel<B, uint32_t>;
-      CUDL_LAUNCH(binary_broadcast_kernel_i32, grid_for(n, kBlock), kBlock, 0, stream)(a, b, c, n, *strides);
+      launch<binary_broadcast_kernel<B, uint32_t>>(grid_for(n, kBlock), kBlock, 0, stream, a, b, c, n, *strides);
     } else {
-      auto* binary_broadcast_kernel_i64 = binary_broadcast_kernel<B, int64_t>;
-      CUDL_LAUNCH(binary_broadcast_kernel_i64, grid_for(n, kBlock), kBlock, 0, stream)(a, b, c, n, *strides);
+      launch<binary_broadcast_kernel<B, int64_t>>(grid_for(n, kBlock), kBlock, 0, stream, a, b, c, n, *strides);
     }
-    check_launch("binary_broadcast_kernel");
   });
 }
 
@@ -627,14 +594,11 @@ void binary_backward_same_cuda(int op, const float* a, const float* b, const flo
     const bool vec = n >= kVectorMin && aligned16(a) && aligned16(b) && aligned16(dc) && aligned16(da) &&
                      aligned16(db);  // null is aligned
     if (vec) {
-      auto* binary_backward_same_kernel_vec4 = binary_backward_same_kernel<B, true>;
-      CUDL_LAUNCH(binary_backward_same_kernel_vec4, grid_for((n + 3) / 4, kBlock), kBlock, 0, stream)
-      (a, b, dc, da, db, n);
+      launch<binary_backward_same_kernel<B, true>>(grid_for((n + 3) / 4, kBlock), kBlock, 0, stream, a, b, dc, da, db,
+                                                   n);
     } else {
-      auto* binary_backward_same_kernel_scalar = binary_backward_same_kernel<B, false>;
-      CUDL_LAUNCH(binary_backward_same_kernel_scalar, grid_for(n, kBlock), kBlock, 0, stream)(a, b, dc, da, db, n);
+      launch<binary_backward_same_kernel<B, false>>(grid_for(n, kBlock), kBlock, 0, stream, a, b, dc, da, db, n);
     }
-    check_launch("binary_backward_same_kernel");
   });
 }
 
@@ -647,24 +611,20 @@ void binary_backward_reduce_cuda(int op, bool self_is_a, const float* a, const f
   const float* other = self_is_a ? b : a;
   with_binary_op(op, [&](auto op_functor) {
     using B = decltype(op_functor);
-    auto launch = [&](auto self_is_a_tag) {
+    auto launch_grad = [&](auto self_is_a_tag) {
       constexpr bool kSelfIsA = decltype(self_is_a_tag)::value;
       if (per_block) {
-        auto* binary_grad_block_kernel_ = binary_grad_block_kernel<B, kSelfIsA>;
-        const unsigned grid = static_cast<unsigned>(n_out < 132 * 16 ? n_out : 132 * 16);
-        CUDL_LAUNCH(binary_grad_block_kernel_, grid, kBlock, 0, stream)(self, other, dc, out, n_out, plan);
-        check_launch("binary_grad_block_kernel");
+        launch<binary_grad_block_kernel<B, kSelfIsA>>(grid_for(n_out, 1), kBlock, 0, stream, self, other, dc, out,
+                                                      n_out, plan);
       } else {
-        auto* binary_grad_thread_kernel_ = binary_grad_thread_kernel<B, kSelfIsA>;
-        CUDL_LAUNCH(binary_grad_thread_kernel_, grid_for(n_out, kBlock), kBlock, 0, stream)
-        (self, other, dc, out, n_out, plan);
-        check_launch("binary_grad_thread_kernel");
+        launch<binary_grad_thread_kernel<B, kSelfIsA>>(grid_for(n_out, kBlock), kBlock, 0, stream, self, other, dc, out,
+                                                       n_out, plan);
       }
     };
     if (self_is_a)
-      launch(std::true_type{});
+      launch_grad(std::true_type{});
     else
-      launch(std::false_type{});
+      launch_grad(std::false_type{});
   });
 }
 

@@ -55,32 +55,6 @@ struct BceWithLogitsFn {  // max(x, 0) - x t + log1p(exp(-|x|)); gradient sigmoi
 
 __device__ __forceinline__ bool is_nan(float v) { return v != v; }
 
-/// Sum over the block in a fixed tree order; the result is valid in thread 0. `scratch` holds one
-/// float per warp. Every thread of the block must call it.
-__device__ __forceinline__ float block_sum(float v, float* scratch) {
-  const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
-  v = warp_reduce_sum(v);
-  if (lane == 0) scratch[warp] = v;
-  __syncthreads();
-  float total = 0.f;
-  if (threadIdx.x == 0)
-    for (int w = 0; w < static_cast<int>(blockDim.x) / kWarpSize; ++w) total += scratch[w];
-  __syncthreads();
-  return total;
-}
-
-__device__ __forceinline__ int block_sum_int(int v, int* scratch) {
-  const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
-  v = warp_reduce_sum(v);
-  if (lane == 0) scratch[warp] = v;
-  __syncthreads();
-  int total = 0;
-  if (threadIdx.x == 0)
-    for (int w = 0; w < static_cast<int>(blockDim.x) / kWarpSize; ++w) total += scratch[w];
-  __syncthreads();
-  return total;
-}
-
 /// Running (max, sum of exp(x - max)) of a stream of values. -Inf values add nothing; NaN makes
 /// the sum NaN; the max never becomes NaN.
 struct OnlineSoftmax {
@@ -148,8 +122,6 @@ struct Sink {
 /// The last block sums all partials in a fixed order (threads stride over the blocks, then a fixed
 /// tree), so the result does not depend on which block is last.
 __device__ __forceinline__ void finish(const Sink& s, float total, int hits) {
-  __shared__ float scratch[kWarpsPerBlock];
-  __shared__ int scratch_i[kWarpsPerBlock];
   if (!s.active()) return;  // uniform over the grid
   if (threadIdx.x == 0) {
     s.partials[blockIdx.x] = total;
@@ -162,8 +134,8 @@ __device__ __forceinline__ void finish(const Sink& s, float total, int hits) {
     acc += __ldcg(s.partials + i);
     if (s.hits) h += __ldcg(s.hits + i);
   }
-  acc = block_sum(acc, scratch);
-  h = block_sum_int(h, scratch_i);
+  acc = block_reduce_sum<WarpResults::kSerial>(acc);
+  h = block_reduce_sum<WarpResults::kSerial>(h);
   if (threadIdx.x == 0) {
     const float loss = acc / s.divisor;
     if (s.out.loss) *s.out.loss = loss;
@@ -182,7 +154,6 @@ __global__ void __launch_bounds__(kLossBlock)
     elementwise_loss_kernel(Fn fn, const float* __restrict__ pred, const float* __restrict__ target, int64_t n,
                             bool vec, const float* __restrict__ dloss, float grad_mul, float* __restrict__ dpred,
                             Sink sink) {
-  __shared__ float scratch[kWarpsPerBlock];
   const float scale = dpred ? grad_scale(dloss, grad_mul) : 0.f;
   const int64_t tid = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
@@ -211,7 +182,7 @@ __global__ void __launch_bounds__(kLossBlock)
     acc += fn.value(p, t);
     if (dpred) dpred[i] = fn.grad(p, t) * scale;
   }
-  if (sink.active()) finish(sink, block_sum(acc, scratch), 0);
+  if (sink.active()) finish(sink, block_reduce_sum<WarpResults::kSerial>(acc), 0);
 }
 
 /// One warp per row of logits: online max/sum-exp, sum of logits (smoothing), argmax; then the
@@ -220,8 +191,6 @@ __global__ void __launch_bounds__(kLossBlock)
     cross_entropy_kernel(const float* __restrict__ logits, const int32_t* __restrict__ labels, int64_t rows,
                          int64_t cols, float smoothing, const float* __restrict__ dloss, float grad_mul,
                          float* __restrict__ dpred, Sink sink) {
-  __shared__ float scratch[kWarpsPerBlock];
-  __shared__ int scratch_i[kWarpsPerBlock];
   const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
   const float scale = dpred ? grad_scale(dloss, grad_mul) : 0.f;
   const float inv_cols = 1.f / static_cast<float>(cols);
@@ -261,12 +230,8 @@ __global__ void __launch_bounds__(kLossBlock)
       }
     }
   }
-  if (lane == 0) scratch[warp] = acc, scratch_i[warp] = hits;
-  __syncthreads();
-  float total = 0.f;
-  int total_hits = 0;
-  if (threadIdx.x == 0)
-    for (int w = 0; w < kWarpsPerBlock; ++w) total += scratch[w], total_hits += scratch_i[w];
+  const float total = block_combine_warps<SumOp, WarpResults::kSerial>(acc);
+  const int total_hits = block_combine_warps<SumOp, WarpResults::kSerial>(hits);
   finish(sink, total, total_hits);
 }
 
@@ -275,7 +240,6 @@ __global__ void __launch_bounds__(kLossBlock)
     soft_cross_entropy_kernel(const float* __restrict__ logits, const float* __restrict__ target, int64_t rows,
                               int64_t cols, const float* __restrict__ dloss, float grad_mul, float* __restrict__ dpred,
                               Sink sink) {
-  __shared__ float scratch[kWarpsPerBlock];
   const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
   const float scale = dpred ? grad_scale(dloss, grad_mul) : 0.f;
   float acc = 0.f;
@@ -301,19 +265,13 @@ __global__ void __launch_bounds__(kLossBlock)
       for (int64_t j = lane; j < cols; j += kWarpSize) gr[j] = (expf(xr[j] - lse) * sum_t - tr[j]) * scale;
     }
   }
-  if (lane == 0) scratch[warp] = acc;
-  __syncthreads();
-  float total = 0.f;
-  if (threadIdx.x == 0)
-    for (int w = 0; w < kWarpsPerBlock; ++w) total += scratch[w];
-  finish(sink, total, 0);
+  finish(sink, block_combine_warps<SumOp, WarpResults::kSerial>(acc), 0);
 }
 
 /// One warp per row: loss_i = -x[y]; dpred row = -scale at y, 0 elsewhere.
 __global__ void __launch_bounds__(kLossBlock)
     nll_kernel(const float* __restrict__ logp, const int32_t* __restrict__ labels, int64_t rows, int64_t cols,
                const float* __restrict__ dloss, float grad_mul, float* __restrict__ dpred, Sink sink) {
-  __shared__ float scratch[kWarpsPerBlock];
   const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
   const float scale = dpred ? grad_scale(dloss, grad_mul) : 0.f;
   float acc = 0.f;
@@ -327,12 +285,7 @@ __global__ void __launch_bounds__(kLossBlock)
       for (int64_t j = lane; j < cols; j += kWarpSize) gr[j] = valid ? (j == y ? -scale : 0.f) : NAN;
     }
   }
-  if (lane == 0) scratch[warp] = acc;
-  __syncthreads();
-  float total = 0.f;
-  if (threadIdx.x == 0)
-    for (int w = 0; w < kWarpsPerBlock; ++w) total += scratch[w];
-  finish(sink, total, 0);
+  finish(sink, block_combine_warps<SumOp, WarpResults::kSerial>(acc), 0);
 }
 
 unsigned row_blocks(int64_t rows) {
@@ -350,12 +303,9 @@ Sink make_sink(void* workspace, unsigned blocks, bool with_hits, const LossSink&
 template <typename Fn>
 void launch_elementwise(Fn fn, const float* pred, const float* target, int64_t n, bool vec, const float* dloss,
                         float grad_mul, float* dpred, const Sink& sink, unsigned blocks, cudaStream_t stream) {
-  CUDL_LAUNCH(elementwise_loss_kernel<Fn>, blocks, kLossBlock, 0, stream)
-  (fn, pred, target, n, vec, dloss, grad_mul, dpred, sink);
-  check_launch("elementwise_loss_kernel");
+  launch<elementwise_loss_kernel<Fn>>(blocks, kLossBlock, 0, stream, fn, pred, target, n, vec, dloss, grad_mul, dpred,
+                                      sink);
 }
-
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 }  // namespace
 
@@ -396,9 +346,8 @@ void cross_entropy_loss_cuda(const float* logits, const int32_t* labels, int64_t
   const unsigned blocks = row_blocks(rows);
   const Sink sink = make_sink(workspace, blocks, true, out, mean ? static_cast<float>(rows) : 1.f);
   const float grad_mul = mean ? 1.f / static_cast<float>(rows) : 1.f;
-  CUDL_LAUNCH(cross_entropy_kernel, blocks, kLossBlock, 0, stream)
-  (logits, labels, rows, cols, smoothing, dloss, grad_mul, dpred, sink);
-  check_launch("cross_entropy_kernel");
+  launch<cross_entropy_kernel>(blocks, kLossBlock, 0, stream, logits, labels, rows, cols, smoothing, dloss, grad_mul,
+                               dpred, sink);
 }
 
 void soft_cross_entropy_loss_cuda(const float* logits, const float* target, int64_t rows, int64_t cols, bool mean,
@@ -407,9 +356,8 @@ void soft_cross_entropy_loss_cuda(const float* logits, const float* target, int6
   const unsigned blocks = row_blocks(rows);
   const Sink sink = make_sink(workspace, blocks, false, out, mean ? static_cast<float>(rows) : 1.f);
   const float grad_mul = mean ? 1.f / static_cast<float>(rows) : 1.f;
-  CUDL_LAUNCH(soft_cross_entropy_kernel, blocks, kLossBlock, 0, stream)
-  (logits, target, rows, cols, dloss, grad_mul, dpred, sink);
-  check_launch("soft_cross_entropy_kernel");
+  launch<soft_cross_entropy_kernel>(blocks, kLossBlock, 0, stream, logits, target, rows, cols, dloss, grad_mul, dpred,
+                                    sink);
 }
 
 void nll_loss_cuda(const float* logp, const int32_t* labels, int64_t rows, int64_t cols, bool mean, const float* dloss,
@@ -417,8 +365,7 @@ void nll_loss_cuda(const float* logp, const int32_t* labels, int64_t rows, int64
   const unsigned blocks = row_blocks(rows);
   const Sink sink = make_sink(workspace, blocks, false, out, mean ? static_cast<float>(rows) : 1.f);
   const float grad_mul = mean ? 1.f / static_cast<float>(rows) : 1.f;
-  CUDL_LAUNCH(nll_kernel, blocks, kLossBlock, 0, stream)(logp, labels, rows, cols, dloss, grad_mul, dpred, sink);
-  check_launch("nll_kernel");
+  launch<nll_kernel>(blocks, kLossBlock, 0, stream, logp, labels, rows, cols, dloss, grad_mul, dpred, sink);
 }
 
 }  // namespace cudl::kernels

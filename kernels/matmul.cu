@@ -21,8 +21,6 @@ __device__ __forceinline__ float apply_act_grad(float dy, float a) {
   return mm::gelu_tanh_grad(dy, a);
 }
 
-__device__ __forceinline__ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
-
 // --- Linear epilogue ----------------------------------------------------------------------------
 
 /// pre = z + bias[col], y = act(pre). Vector path: cols % 4 == 0 and every pointer 16-byte aligned,
@@ -58,23 +56,20 @@ void linear_epilogue_cuda(const float* z, const float* bias, float* pre, float* 
                           cudaStream_t stream) {
   const int64_t n = rows * cols;
   if (n == 0) return;
-  const bool vec = cols % 4 == 0 && (reinterpret_cast<uintptr_t>(z) & 15u) == 0 &&
-                   (reinterpret_cast<uintptr_t>(y) & 15u) == 0 && (reinterpret_cast<uintptr_t>(pre) & 15u) == 0 &&
-                   (reinterpret_cast<uintptr_t>(bias) & 15u) == 0;
+  const bool vec = cols % 4 == 0 && aligned16(z) && aligned16(y) && aligned16(pre) && aligned16(bias);
   const int block = 256;
   const unsigned grid = grid_for(vec ? n / 4 : n, block);
   switch (act) {
     case 0:
-      CUDL_LAUNCH(linear_epilogue_kernel<0>, grid, block, 0, stream)(z, bias, pre, y, rows, cols, vec);
+      launch<linear_epilogue_kernel<0>>(grid, block, 0, stream, z, bias, pre, y, rows, cols, vec);
       break;
     case 1:
-      CUDL_LAUNCH(linear_epilogue_kernel<1>, grid, block, 0, stream)(z, bias, pre, y, rows, cols, vec);
+      launch<linear_epilogue_kernel<1>>(grid, block, 0, stream, z, bias, pre, y, rows, cols, vec);
       break;
     default:
-      CUDL_LAUNCH(linear_epilogue_kernel<2>, grid, block, 0, stream)(z, bias, pre, y, rows, cols, vec);
+      launch<linear_epilogue_kernel<2>>(grid, block, 0, stream, z, bias, pre, y, rows, cols, vec);
       break;
   }
-  check_launch("linear_epilogue_kernel");
 }
 
 // --- act' -----------------------------------------------------------------------------------------
@@ -103,10 +98,9 @@ void linear_act_backward_cuda(const float* dy, const float* a, float* dpre, int6
   const int block = 256;
   const unsigned grid = grid_for((n + 3) / 4, block);
   if (act == 1)
-    CUDL_LAUNCH(linear_act_backward_kernel<1>, grid, block, 0, stream)(dy, a, dpre, n);
+    launch<linear_act_backward_kernel<1>>(grid, block, 0, stream, dy, a, dpre, n);
   else
-    CUDL_LAUNCH(linear_act_backward_kernel<2>, grid, block, 0, stream)(dy, a, dpre, n);
-  check_launch("linear_act_backward_kernel");
+    launch<linear_act_backward_kernel<2>>(grid, block, 0, stream, dy, a, dpre, n);
 }
 
 // --- relu bit-masks (fallbacks for the RELU_AUX / DRELU epilogues) ---------------------------------
@@ -137,15 +131,13 @@ void relu_mask_from_output_cuda(const float* y, uint8_t* mask, int64_t rows, int
                                 cudaStream_t stream) {
   if (rows == 0 || ld == 0) return;
   const int block = 256;
-  CUDL_LAUNCH(relu_mask_from_output_kernel, grid_for(rows * ld, block), block, 0, stream)(y, mask, rows, cols, ld);
-  check_launch("relu_mask_from_output_kernel");
+  launch<relu_mask_from_output_kernel>(grid_for(rows * ld, block), block, 0, stream, y, mask, rows, cols, ld);
 }
 
 void relu_mask_apply_cuda(float* x, const uint8_t* mask, int64_t rows, int64_t cols, int64_t ld, cudaStream_t stream) {
   if (rows == 0 || cols == 0) return;
   const int block = 256;
-  CUDL_LAUNCH(relu_mask_apply_kernel, grid_for(rows * cols, block), block, 0, stream)(x, mask, rows, cols, ld);
-  check_launch("relu_mask_apply_kernel");
+  launch<relu_mask_apply_kernel>(grid_for(rows * cols, block), block, 0, stream, x, mask, rows, cols, ld);
 }
 
 // --- bias gradient ------------------------------------------------------------------------------
@@ -174,8 +166,7 @@ static __global__ void bias_grad_kernel(const float* __restrict__ dpre, float* _
 void bias_grad_cuda(const float* dpre, float* db, int64_t rows, int64_t cols, cudaStream_t stream) {
   if (cols == 0) return;
   const unsigned grid = static_cast<unsigned>((cols + kBgradCols - 1) / kBgradCols);
-  CUDL_LAUNCH(bias_grad_kernel, grid, dim3(kBgradCols, kBgradRows), 0, stream)(dpre, db, rows, cols);
-  check_launch("bias_grad_kernel");
+  launch<bias_grad_kernel>(grid, dim3(kBgradCols, kBgradRows), 0, stream, dpre, db, rows, cols);
 }
 
 }  // namespace cudl::kernels

@@ -14,18 +14,6 @@ constexpr int kNormWarps = kNormBlock / kWarpSize;
 constexpr int64_t kLnWarpMaxD = 1024;       // layer norm rows up to this length: one warp per row
 constexpr int kColTile = 32, kColRows = 8;  // dgamma/dbeta: 32 columns x 8 row lanes per block
 
-/// Sum over the block, returned to every thread, in a fixed order (warp trees, then warps 0..n-1).
-/// `scratch` holds one float per warp; every thread of the block must call it.
-__device__ __forceinline__ float block_allreduce_sum(float v, float* scratch) {
-  v = warp_reduce_sum(v);
-  if (threadIdx.x % kWarpSize == 0) scratch[threadIdx.x / kWarpSize] = v;
-  __syncthreads();
-  float total = 0.f;
-  for (int w = 0; w < static_cast<int>(blockDim.x) / kWarpSize; ++w) total += scratch[w];
-  __syncthreads();  // scratch may be reused right after
-  return total;
-}
-
 /// Element k of channel c's values, k in [0, n * spatial): x[(k / spatial * C + c) * spatial + k % spatial].
 __device__ __forceinline__ int64_t channel_index(int64_t k, int64_t c, int64_t channels, int64_t spatial) {
   const int64_t n = k / spatial;
@@ -41,18 +29,17 @@ __global__ void __launch_bounds__(kNormBlock)
                             float* __restrict__ running_var, float* __restrict__ y, float* __restrict__ saved_mean,
                             float* __restrict__ saved_invstd, int64_t n, int64_t channels, int64_t spatial, float eps,
                             float momentum) {
-  __shared__ float scratch[kNormWarps];
   const int64_t c = blockIdx.x;
   const int64_t m = n * spatial;
   float acc = 0.f;
   for (int64_t k = threadIdx.x; k < m; k += blockDim.x) acc += x[channel_index(k, c, channels, spatial)];
-  const float mean = block_allreduce_sum(acc, scratch) / static_cast<float>(m);
+  const float mean = block_reduce_sum<WarpResults::kSerial>(acc) / static_cast<float>(m);
   acc = 0.f;
   for (int64_t k = threadIdx.x; k < m; k += blockDim.x) {
     const float d = x[channel_index(k, c, channels, spatial)] - mean;
     acc += d * d;
   }
-  const float sq = block_allreduce_sum(acc, scratch);
+  const float sq = block_reduce_sum<WarpResults::kSerial>(acc);
   const float invstd = 1.f / sqrtf(sq / static_cast<float>(m) + eps);
   const float g = gamma ? gamma[c] * invstd : invstd, b = beta ? beta[c] : 0.f;
   for (int64_t k = threadIdx.x; k < m; k += blockDim.x) {
@@ -89,7 +76,6 @@ __global__ void __launch_bounds__(kNormBlock)
                                const float* __restrict__ saved_mean, const float* __restrict__ saved_invstd,
                                const float* __restrict__ dy, float* __restrict__ dx, float* __restrict__ dgamma,
                                float* __restrict__ dbeta, int64_t n, int64_t channels, int64_t spatial) {
-  __shared__ float scratch[kNormWarps];
   const int64_t c = blockIdx.x;
   const int64_t m = n * spatial;
   const float mean = saved_mean[c], invstd = saved_invstd[c];
@@ -100,8 +86,8 @@ __global__ void __launch_bounds__(kNormBlock)
     acc_dy += d;
     acc_dyx += d * (x[i] - mean) * invstd;
   }
-  const float sum_dy = block_allreduce_sum(acc_dy, scratch);
-  const float sum_dyx = block_allreduce_sum(acc_dyx, scratch);
+  const float sum_dy = block_reduce_sum<WarpResults::kSerial>(acc_dy);
+  const float sum_dyx = block_reduce_sum<WarpResults::kSerial>(acc_dyx);
   if (threadIdx.x == 0) {
     if (dgamma) dgamma[c] = sum_dyx;
     if (dbeta) dbeta[c] = sum_dy;
@@ -231,8 +217,7 @@ struct WarpSum {
   __device__ float operator()(float v) const { return warp_reduce_sum(v); }
 };
 struct BlockSum {
-  float* scratch;
-  __device__ float operator()(float v) const { return block_allreduce_sum(v, scratch); }
+  __device__ float operator()(float v) const { return block_reduce_sum<WarpResults::kSerial>(v); }
 };
 
 /// One warp per row (rows of at most kLnWarpMaxD).
@@ -254,10 +239,9 @@ __global__ void __launch_bounds__(kNormBlock)
     layer_norm_block_kernel(const float* __restrict__ x, const float* __restrict__ gamma,
                             const float* __restrict__ beta, float* __restrict__ y, float* __restrict__ mean,
                             float* __restrict__ rstd, int64_t rows, int64_t d, float eps) {
-  __shared__ float scratch[kNormWarps];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     float mu, rs;
-    layer_norm_row(x + r * d, gamma, beta, y + r * d, d, eps, threadIdx.x, blockDim.x, BlockSum{scratch}, mu, rs);
+    layer_norm_row(x + r * d, gamma, beta, y + r * d, d, eps, threadIdx.x, blockDim.x, BlockSum{}, mu, rs);
     if (threadIdx.x == 0 && mean) mean[r] = mu, rstd[r] = rs;
   }
 }
@@ -298,10 +282,9 @@ __global__ void __launch_bounds__(kNormBlock)
     layer_norm_backward_block_kernel(const float* __restrict__ x, const float* __restrict__ gamma,
                                      const float* __restrict__ mean, const float* __restrict__ rstd,
                                      const float* __restrict__ dy, float* __restrict__ dx, int64_t rows, int64_t d) {
-  __shared__ float scratch[kNormWarps];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x)
     layer_norm_backward_row(x + r * d, gamma, dy + r * d, dx + r * d, mean[r], rstd[r], d, threadIdx.x, blockDim.x,
-                            BlockSum{scratch});
+                            BlockSum{});
 }
 
 /// dgamma[j] = sum_r dy xhat, dbeta[j] = sum_r dy: block (32, 8) owns 32 columns; row lane ty sums
@@ -333,8 +316,8 @@ __global__ void __launch_bounds__(kColTile* kColRows)
   }
 }
 
-unsigned warp_row_blocks(int64_t rows) { return grid_for((rows + kNormWarps - 1) / kNormWarps, 1, 132 * 16); }
-unsigned block_row_blocks(int64_t rows) { return grid_for(rows, 1, 132 * 16); }
+unsigned warp_row_blocks(int64_t rows) { return grid_for((rows + kNormWarps - 1) / kNormWarps, 1); }
+unsigned block_row_blocks(int64_t rows) { return grid_for(rows, 1); }
 
 }  // namespace
 
@@ -343,23 +326,20 @@ void batch_norm_train_cuda(const float* x, const float* gamma, const float* beta
                            int64_t spatial, float eps, float momentum, cudaStream_t stream) {
   if (spatial == 1) {  // (N, C): channel tiles, coalesced along rows
     const unsigned blocks = static_cast<unsigned>((c + kColTile - 1) / kColTile);
-    CUDL_LAUNCH(batch_norm_train_rows_kernel, blocks, dim3(kColTile, kColRows), 0, stream)
-    (x, gamma, beta, running_mean, running_var, y, saved_mean, saved_invstd, n, c, eps, momentum);
-    check_launch("batch_norm_train_rows_kernel");
+    launch<batch_norm_train_rows_kernel>(blocks, dim3(kColTile, kColRows), 0, stream, x, gamma, beta, running_mean,
+                                         running_var, y, saved_mean, saved_invstd, n, c, eps, momentum);
     return;
   }
-  CUDL_LAUNCH(batch_norm_train_kernel, static_cast<unsigned>(c), kNormBlock, 0, stream)
-  (x, gamma, beta, running_mean, running_var, y, saved_mean, saved_invstd, n, c, spatial, eps, momentum);
-  check_launch("batch_norm_train_kernel");
+  launch<batch_norm_train_kernel>(static_cast<unsigned>(c), kNormBlock, 0, stream, x, gamma, beta, running_mean,
+                                  running_var, y, saved_mean, saved_invstd, n, c, spatial, eps, momentum);
 }
 
 void batch_norm_inference_cuda(const float* x, const float* gamma, const float* beta, const float* running_mean,
                                const float* running_var, float* y, int64_t n, int64_t c, int64_t spatial, float eps,
                                cudaStream_t stream) {
   const int64_t total = n * c * spatial;
-  CUDL_LAUNCH(batch_norm_inference_kernel, grid_for(total, kNormBlock), kNormBlock, 0, stream)
-  (x, gamma, beta, running_mean, running_var, y, total, c, spatial, eps);
-  check_launch("batch_norm_inference_kernel");
+  launch<batch_norm_inference_kernel>(grid_for(total, kNormBlock), kNormBlock, 0, stream, x, gamma, beta, running_mean,
+                                      running_var, y, total, c, spatial, eps);
 }
 
 void batch_norm_backward_cuda(const float* x, const float* gamma, const float* saved_mean, const float* saved_invstd,
@@ -367,27 +347,23 @@ void batch_norm_backward_cuda(const float* x, const float* gamma, const float* s
                               int64_t spatial, cudaStream_t stream) {
   if (spatial == 1) {  // (N, C): channel tiles, coalesced along rows
     const unsigned blocks = static_cast<unsigned>((c + kColTile - 1) / kColTile);
-    CUDL_LAUNCH(batch_norm_backward_rows_kernel, blocks, dim3(kColTile, kColRows), 0, stream)
-    (x, gamma, saved_mean, saved_invstd, dy, dx, dgamma, dbeta, n, c);
-    check_launch("batch_norm_backward_rows_kernel");
+    launch<batch_norm_backward_rows_kernel>(blocks, dim3(kColTile, kColRows), 0, stream, x, gamma, saved_mean,
+                                            saved_invstd, dy, dx, dgamma, dbeta, n, c);
     return;
   }
-  CUDL_LAUNCH(batch_norm_backward_kernel, static_cast<unsigned>(c), kNormBlock, 0, stream)
-  (x, gamma, saved_mean, saved_invstd, dy, dx, dgamma, dbeta, n, c, spatial);
-  check_launch("batch_norm_backward_kernel");
+  launch<batch_norm_backward_kernel>(static_cast<unsigned>(c), kNormBlock, 0, stream, x, gamma, saved_mean,
+                                     saved_invstd, dy, dx, dgamma, dbeta, n, c, spatial);
 }
 
 void layer_norm_cuda(const float* x, const float* gamma, const float* beta, float* y, float* mean, float* rstd,
                      int64_t rows, int64_t d, float eps, cudaStream_t stream) {
   if (rows == 0) return;
   if (d <= kLnWarpMaxD) {
-    CUDL_LAUNCH(layer_norm_warp_kernel, warp_row_blocks(rows), kNormBlock, 0, stream)
-    (x, gamma, beta, y, mean, rstd, rows, d, eps);
-    check_launch("layer_norm_warp_kernel");
+    launch<layer_norm_warp_kernel>(warp_row_blocks(rows), kNormBlock, 0, stream, x, gamma, beta, y, mean, rstd, rows, d,
+                                   eps);
   } else {
-    CUDL_LAUNCH(layer_norm_block_kernel, block_row_blocks(rows), kNormBlock, 0, stream)
-    (x, gamma, beta, y, mean, rstd, rows, d, eps);
-    check_launch("layer_norm_block_kernel");
+    launch<layer_norm_block_kernel>(block_row_blocks(rows), kNormBlock, 0, stream, x, gamma, beta, y, mean, rstd, rows,
+                                    d, eps);
   }
 }
 
@@ -395,20 +371,17 @@ void layer_norm_backward_cuda(const float* x, const float* gamma, const float* m
                               float* dx, float* dgamma, float* dbeta, int64_t rows, int64_t d, cudaStream_t stream) {
   if (dx && rows > 0) {
     if (d <= kLnWarpMaxD) {
-      CUDL_LAUNCH(layer_norm_backward_warp_kernel, warp_row_blocks(rows), kNormBlock, 0, stream)
-      (x, gamma, mean, rstd, dy, dx, rows, d);
-      check_launch("layer_norm_backward_warp_kernel");
+      launch<layer_norm_backward_warp_kernel>(warp_row_blocks(rows), kNormBlock, 0, stream, x, gamma, mean, rstd, dy,
+                                              dx, rows, d);
     } else {
-      CUDL_LAUNCH(layer_norm_backward_block_kernel, block_row_blocks(rows), kNormBlock, 0, stream)
-      (x, gamma, mean, rstd, dy, dx, rows, d);
-      check_launch("layer_norm_backward_block_kernel");
+      launch<layer_norm_backward_block_kernel>(block_row_blocks(rows), kNormBlock, 0, stream, x, gamma, mean, rstd, dy,
+                                               dx, rows, d);
     }
   }
   if (dgamma || dbeta) {
     const unsigned blocks = static_cast<unsigned>((d + kColTile - 1) / kColTile);
-    CUDL_LAUNCH(layer_norm_param_grad_kernel, blocks, dim3(kColTile, kColRows), 0, stream)
-    (x, mean, rstd, dy, dgamma, dbeta, rows, d);
-    check_launch("layer_norm_param_grad_kernel");
+    launch<layer_norm_param_grad_kernel>(blocks, dim3(kColTile, kColRows), 0, stream, x, mean, rstd, dy, dgamma, dbeta,
+                                         rows, d);
   }
 }
 

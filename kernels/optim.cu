@@ -46,8 +46,6 @@ __device__ __forceinline__ int group_of_chunk(const TensorList<D>& l, int64_t c)
   return lo;
 }
 
-__device__ __forceinline__ bool is_aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
-
 __device__ __forceinline__ float lane(const float4& v, int k) {
   return k == 0 ? v.x : k == 1 ? v.y : k == 2 ? v.z : v.w;
 }
@@ -198,8 +196,7 @@ struct ScaleOp {
 // block stores that t there after every block has read the old one.
 template <int D, typename Op>
 static __global__ void __launch_bounds__(kBlock)
-    multi_tensor_kernel(TensorList<D> list, Op op, const float* aux, unsigned int* counter,
-                        float* t_out) {
+    multi_tensor_kernel(TensorList<D> list, Op op, const float* aux, unsigned int* counter, float* t_out) {
   constexpr unsigned kWrites = Op::writes(D);
   float advanced[2] = {0.f, 0.f};
   const float* h = aux;
@@ -218,7 +215,7 @@ static __global__ void __launch_bounds__(kBlock)
     bool vec = true;
     for (int d = 0; d < D; ++d) {
       p[d] = list.ptr[d][k] + start;
-      vec = vec && is_aligned16(p[d]);
+      vec = vec && aligned16(p[d]);
     }
     int64_t done = 0;
     if (vec) {
@@ -274,12 +271,11 @@ unsigned grid_for_chunks(int64_t chunks) {
 
 /// Launches `op` over every group, as few launches as the argument space allows.
 template <int D, typename Op>
-void multi_tensor_apply(const char* name, const Op& op, float* aux, float* const* ptrs, const int64_t* sizes,
-                        int n, cudaStream_t stream, unsigned int* advance_t = nullptr) {
-  auto* const kernel = &multi_tensor_kernel<D, Op>;
-  auto launch = [&](const TensorList<D>& list, float* t_out) {
-    CUDL_LAUNCH(kernel, grid_for_chunks(list.chunk_start[list.n]), kBlock, 0, stream)(list, op, aux, advance_t, t_out);
-    check_launch(name);
+void multi_tensor_apply(const Op& op, float* aux, float* const* ptrs, const int64_t* sizes, int n, cudaStream_t stream,
+                        unsigned int* advance_t = nullptr) {
+  auto launch_list = [&](const TensorList<D>& list, float* t_out) {
+    launch<multi_tensor_kernel<D, Op>>(grid_for_chunks(list.chunk_start[list.n]), kBlock, 0, stream, list, op, aux,
+                                       advance_t, t_out);
   };
   int last_group = -1;  // the last nonempty group: the launch that holds it stores t
   for (int k = 0; k < n; ++k)
@@ -289,13 +285,13 @@ void multi_tensor_apply(const char* name, const Op& op, float* aux, float* const
     TensorList<D> list;
     next = pack(list, ptrs, sizes, n, next);
     if (list.n == 0) continue;
-    launch(list, advance_t && next > last_group ? aux + 1 : nullptr);
+    launch_list(list, advance_t && next > last_group ? aux + 1 : nullptr);
   }
   if (advance_t && last_group < 0) {  // every tensor is empty: t still advances
     TensorList<D> empty;
     empty.n = 0;
     empty.chunk_start[0] = 0;
-    launch(empty, aux + 1);
+    launch_list(empty, aux + 1);
   }
 }
 
@@ -305,50 +301,34 @@ void sgd_step_cuda(float* hyper, float* const* ptrs, const int64_t* sizes, int n
                    float dampening, float weight_decay, bool nesterov, cudaStream_t stream, unsigned int* advance_t) {
   const SgdOp op{momentum, dampening, weight_decay, nesterov};
   if (depth == 3)
-    multi_tensor_apply<3>("sgd_step_kernel", op, hyper, ptrs, sizes, n, stream, advance_t);
+    multi_tensor_apply<3>(op, hyper, ptrs, sizes, n, stream, advance_t);
   else
-    multi_tensor_apply<2>("sgd_step_kernel", op, hyper, ptrs, sizes, n, stream, advance_t);
+    multi_tensor_apply<2>(op, hyper, ptrs, sizes, n, stream, advance_t);
 }
 
 void adam_step_cuda(float* hyper, float* const* ptrs, const int64_t* sizes, int n, double beta1, double beta2,
                     float eps, float weight_decay, bool decoupled, cudaStream_t stream, unsigned int* advance_t) {
   const AdamOp op{beta1, beta2, eps, weight_decay, decoupled};
-  multi_tensor_apply<4>("adam_step_kernel", op, hyper, ptrs, sizes, n, stream, advance_t);
+  multi_tensor_apply<4>(op, hyper, ptrs, sizes, n, stream, advance_t);
 }
 
 void rmsprop_step_cuda(float* hyper, float* const* ptrs, const int64_t* sizes, int n, double alpha, float eps,
                        float weight_decay, cudaStream_t stream, unsigned int* advance_t) {
   const RmspropOp op{static_cast<float>(alpha), static_cast<float>(1.0 - alpha), eps, weight_decay};
-  multi_tensor_apply<3>("rmsprop_step_kernel", op, hyper, ptrs, sizes, n, stream, advance_t);
+  multi_tensor_apply<3>(op, hyper, ptrs, sizes, n, stream, advance_t);
 }
 
-void adagrad_step_cuda(float* hyper, float* const* ptrs, const int64_t* sizes, int n, float eps,
-                       float weight_decay, double lr_decay, cudaStream_t stream, unsigned int* advance_t) {
+void adagrad_step_cuda(float* hyper, float* const* ptrs, const int64_t* sizes, int n, float eps, float weight_decay,
+                       double lr_decay, cudaStream_t stream, unsigned int* advance_t) {
   const AdagradOp op{eps, weight_decay, lr_decay};
-  multi_tensor_apply<3>("adagrad_step_kernel", op, hyper, ptrs, sizes, n, stream, advance_t);
+  multi_tensor_apply<3>(op, hyper, ptrs, sizes, n, stream, advance_t);
 }
 
 void weight_penalty_cuda(float* const* ptrs, const int64_t* sizes, int n, float l1, float l2, cudaStream_t stream) {
-  multi_tensor_apply<2>("weight_penalty_kernel", PenaltyOp{l1, l2}, nullptr, ptrs, sizes, n, stream);
+  multi_tensor_apply<2>(PenaltyOp{l1, l2}, nullptr, ptrs, sizes, n, stream);
 }
 
 // --- global-norm clipping --------------------------------------------------------------------------
-
-/// Sum over the block of one value per thread, in a fixed order; the result is valid in thread 0.
-__device__ __forceinline__ float block_sum(float v) {
-  __shared__ float warp_sums[kBlock / kWarpSize];
-  v = warp_reduce_sum(v);
-  const int warp = threadIdx.x / kWarpSize, lane_id = threadIdx.x % kWarpSize;
-  if (lane_id == 0) warp_sums[warp] = v;
-  __syncthreads();
-  float total = 0;
-  if (warp == 0) {
-    total = lane_id < kBlock / kWarpSize ? warp_sums[lane_id] : 0.0f;
-    total = warp_reduce_sum(total);
-  }
-  __syncthreads();  // warp_sums may be reused by a later call
-  return total;
-}
 
 // Stage 1: block b writes the sum of squares of the chunks b, b + gridDim.x, ... to partial[b].
 static __global__ void __launch_bounds__(kBlock) sum_squares_kernel(TensorList<1> list, float* __restrict__ partial) {
@@ -360,7 +340,7 @@ static __global__ void __launch_bounds__(kBlock) sum_squares_kernel(TensorList<1
     const int64_t len = list.size[k] - start < kChunk ? list.size[k] - start : kChunk;
     const float* p = list.ptr[0][k] + start;
     int64_t done = 0;
-    if (is_aligned16(p)) {
+    if (aligned16(p)) {
       const int64_t n4 = len / 4;
       for (int64_t i = threadIdx.x; i < n4; i += blockDim.x) {
         const float4 v = reinterpret_cast<const float4*>(p)[i];
@@ -370,7 +350,7 @@ static __global__ void __launch_bounds__(kBlock) sum_squares_kernel(TensorList<1
     }
     for (int64_t i = done + threadIdx.x; i < len; i += blockDim.x) acc += p[i] * p[i];
   }
-  const float total = block_sum(acc);
+  const float total = block_reduce_sum(acc);
   if (threadIdx.x == 0) partial[blockIdx.x] = total;
 }
 
@@ -433,14 +413,12 @@ void clip_grad_norm_cuda(float* const* grads, const int64_t* sizes, int n, doubl
   float* partial = static_cast<float*>(workspace);
   int n_partial = 0;
   for_each_sum_launch(grads, sizes, n, [&](const TensorList<1>& list, unsigned grid) {
-    CUDL_LAUNCH(sum_squares_kernel, grid, kBlock, 0, stream)(list, partial + n_partial);
-    check_launch("sum_squares_kernel");
+    launch<sum_squares_kernel>(grid, kBlock, 0, stream, list, partial + n_partial);
     n_partial += static_cast<int>(grid);
   });
   float* coef = partial + n_partial;
-  CUDL_LAUNCH(clip_coef_kernel, 1, kBlock, 0, stream)(partial, n_partial, max_norm, total_norm, coef);
-  check_launch("clip_coef_kernel");
-  multi_tensor_apply<1>("clip_scale_kernel", ScaleOp{}, coef, grads, sizes, n, stream);
+  launch<clip_coef_kernel>(1, kBlock, 0, stream, partial, n_partial, max_norm, total_norm, coef);
+  multi_tensor_apply<1>(ScaleOp{}, coef, grads, sizes, n, stream);
 }
 
 }  // namespace cudl::kernels

@@ -152,44 +152,38 @@ __global__ void __launch_bounds__(kPoolBlock)
 void max_pool2d_cuda(const float* x, float* y, int32_t* argmax, const Pool2dShape& s, cudaStream_t stream) {
   const int64_t total = s.n * s.c * s.p * s.q;
   if (total == 0) return;
-  CUDL_LAUNCH(max_pool2d_kernel, grid_for(total, kPoolBlock), kPoolBlock, 0, stream)(x, y, argmax, s);
-  check_launch("max_pool2d_kernel");
+  launch<max_pool2d_kernel>(grid_for(total, kPoolBlock), kPoolBlock, 0, stream, x, y, argmax, s);
 }
 
 void max_pool2d_backward_cuda(const float* x, const float* y, const float* dy, float* dx, const Pool2dShape& s,
                               cudaStream_t stream) {
   const int64_t total = s.n * s.c * s.h * s.w;
   if (total == 0) return;
-  CUDL_LAUNCH(max_pool2d_backward_kernel, grid_for(total, kPoolBlock), kPoolBlock, 0, stream)(x, y, dy, dx, s);
-  check_launch("max_pool2d_backward_kernel");
+  launch<max_pool2d_backward_kernel>(grid_for(total, kPoolBlock), kPoolBlock, 0, stream, x, y, dy, dx, s);
 }
 
 void avg_pool2d_cuda(const float* x, float* y, const Pool2dShape& s, cudaStream_t stream) {
   const int64_t total = s.n * s.c * s.p * s.q;
   if (total == 0) return;
-  CUDL_LAUNCH(avg_pool2d_kernel, grid_for(total, kPoolBlock), kPoolBlock, 0, stream)(x, y, s);
-  check_launch("avg_pool2d_kernel");
+  launch<avg_pool2d_kernel>(grid_for(total, kPoolBlock), kPoolBlock, 0, stream, x, y, s);
 }
 
 void avg_pool2d_backward_cuda(const float* dy, float* dx, const Pool2dShape& s, cudaStream_t stream) {
   const int64_t total = s.n * s.c * s.h * s.w;
   if (total == 0) return;
-  CUDL_LAUNCH(avg_pool2d_backward_kernel, grid_for(total, kPoolBlock), kPoolBlock, 0, stream)(dy, dx, s);
-  check_launch("avg_pool2d_backward_kernel");
+  launch<avg_pool2d_backward_kernel>(grid_for(total, kPoolBlock), kPoolBlock, 0, stream, dy, dx, s);
 }
 
 void global_avg_pool_cuda(const float* x, float* y, int64_t images, int64_t hw, cudaStream_t stream) {
   if (images == 0) return;
-  CUDL_LAUNCH(global_avg_pool_kernel, grid_for((images + kPoolWarps - 1) / kPoolWarps, 1), kPoolBlock, 0, stream)
-  (x, y, images, hw);
-  check_launch("global_avg_pool_kernel");
+  launch<global_avg_pool_kernel>(grid_for((images + kPoolWarps - 1) / kPoolWarps, 1), kPoolBlock, 0, stream, x, y,
+                                 images, hw);
 }
 
 void global_avg_pool_backward_cuda(const float* dy, float* dx, int64_t images, int64_t hw, cudaStream_t stream) {
   const int64_t total = images * hw;
   if (total == 0) return;
-  CUDL_LAUNCH(global_avg_pool_backward_kernel, grid_for(total, kPoolBlock), kPoolBlock, 0, stream)(dy, dx, images, hw);
-  check_launch("global_avg_pool_backward_kernel");
+  launch<global_avg_pool_backward_kernel>(grid_for(total, kPoolBlock), kPoolBlock, 0, stream, dy, dx, images, hw);
 }
 
 }  // namespace cudl::kernels

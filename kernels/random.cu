@@ -8,9 +8,6 @@ namespace cudl::kernels {
 
 namespace {
 constexpr int kBlock = 256;
-
-inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
-inline bool aligned4(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 3u) == 0; }
 }  // namespace
 
 // --- dropout ---------------------------------------------------------------------------------------
@@ -60,10 +57,9 @@ static __global__ void dropout_kernel(const float* __restrict__ x, const int64_t
 void dropout_cuda(const float* x, const int64_t* rng, float* y, uint8_t* mask, int64_t n, uint32_t threshold,
                   float scale, uint64_t stream_id, cudaStream_t stream) {
   if (n == 0) return;
-  const bool vec = aligned16(x) && aligned16(y) && (mask == nullptr || aligned4(mask));
-  CUDL_LAUNCH(dropout_kernel, grid_for((n + 3) / 4, kBlock), kBlock, 0, stream)
-  (x, rng, y, mask, n, threshold, scale, stream_id, vec);
-  check_launch("dropout_kernel");
+  const bool vec = aligned16(x) && aligned16(y) && (mask == nullptr || aligned_to<4>(mask));
+  launch<dropout_kernel>(grid_for((n + 3) / 4, kBlock), kBlock, 0, stream, x, rng, y, mask, n, threshold, scale,
+                         stream_id, vec);
 }
 
 // dy, mask, dx: (n)
@@ -92,9 +88,8 @@ static __global__ void dropout_backward_kernel(const float* __restrict__ dy, con
 void dropout_backward_cuda(const float* dy, const uint8_t* mask, float* dx, int64_t n, float scale,
                            cudaStream_t stream) {
   if (n == 0) return;
-  const bool vec = aligned16(dy) && aligned16(dx) && aligned4(mask);
-  CUDL_LAUNCH(dropout_backward_kernel, grid_for((n + 3) / 4, kBlock), kBlock, 0, stream)(dy, mask, dx, n, scale, vec);
-  check_launch("dropout_backward_kernel");
+  const bool vec = aligned16(dy) && aligned16(dx) && aligned_to<4>(mask);
+  launch<dropout_backward_kernel>(grid_for((n + 3) / 4, kBlock), kBlock, 0, stream, dy, mask, dx, n, scale, vec);
 }
 
 // --- uniform / normal ----------------------------------------------------------------------------
@@ -123,9 +118,8 @@ static __global__ void random_uniform_kernel(float* __restrict__ y, int64_t n, u
 void random_uniform_cuda(float* y, int64_t n, uint64_t seed, uint64_t offset, uint64_t stream_id, float lo, float range,
                          cudaStream_t stream) {
   if (n == 0) return;
-  CUDL_LAUNCH(random_uniform_kernel, grid_for((n + 3) / 4, kBlock), kBlock, 0, stream)
-  (y, n, seed, offset, stream_id, lo, range, aligned16(y));
-  check_launch("random_uniform_kernel");
+  launch<random_uniform_kernel>(grid_for((n + 3) / 4, kBlock), kBlock, 0, stream, y, n, seed, offset, stream_id, lo,
+                                range, aligned16(y));
 }
 
 static __global__ void random_normal_kernel(float* __restrict__ y, int64_t n, uint64_t seed, uint64_t offset,
@@ -145,9 +139,8 @@ static __global__ void random_normal_kernel(float* __restrict__ y, int64_t n, ui
 void random_normal_cuda(float* y, int64_t n, uint64_t seed, uint64_t offset, uint64_t stream_id, float mean,
                         float stddev, cudaStream_t stream) {
   if (n == 0) return;
-  CUDL_LAUNCH(random_normal_kernel, grid_for((n + 3) / 4, kBlock), kBlock, 0, stream)
-  (y, n, seed, offset, stream_id, mean, stddev, aligned16(y));
-  check_launch("random_normal_kernel");
+  launch<random_normal_kernel>(grid_for((n + 3) / 4, kBlock), kBlock, 0, stream, y, n, seed, offset, stream_id, mean,
+                               stddev, aligned16(y));
 }
 
 }  // namespace cudl::kernels

@@ -38,47 +38,14 @@ __device__ __forceinline__ bool beats(const ArgMax& a, const ArgMax& b) {
 }
 __device__ __forceinline__ ArgMax better(const ArgMax& a, const ArgMax& b) { return beats(b, a) ? b : a; }
 
-__device__ __forceinline__ ArgMax warp_argmax(ArgMax a) {
-  for (int offset = kWarpSize / 2; offset > 0; offset >>= 1) {
-    ArgMax o{__shfl_xor_sync(0xffffffffu, a.v, offset), __shfl_xor_sync(0xffffffffu, a.i, offset)};
-    a = better(a, o);
+/// better() as a reduction operator; identity: no candidate.
+struct ArgMaxOp {
+  __device__ __forceinline__ ArgMax operator()(const ArgMax& a, const ArgMax& b) const { return better(a, b); }
+  template <typename T>
+  __device__ static constexpr ArgMax identity() {
+    return ArgMax{0.f, -1};
   }
-  return a;
-}
-
-// Block-wide reductions in a fixed order (warp shuffles, then warp 0 over the warp results);
-// every thread receives the result. Shared arrays hold kWarpSize + 1 entries.
-__device__ __forceinline__ float block_sum(float v, float* sh) {
-  const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
-  const int n_warps = (blockDim.x + kWarpSize - 1) / kWarpSize;
-  v = warp_reduce_sum(v);
-  if (lane == 0) sh[warp] = v;
-  __syncthreads();
-  if (warp == 0) {
-    v = warp_reduce_sum(lane < n_warps ? sh[lane] : 0.f);
-    if (lane == 0) sh[kWarpSize] = v;
-  }
-  __syncthreads();
-  v = sh[kWarpSize];
-  __syncthreads();
-  return v;
-}
-
-__device__ __forceinline__ ArgMax block_argmax(ArgMax a, float* shv, int* shi) {
-  const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
-  const int n_warps = (blockDim.x + kWarpSize - 1) / kWarpSize;
-  a = warp_argmax(a);
-  if (lane == 0) shv[warp] = a.v, shi[warp] = a.i;
-  __syncthreads();
-  if (warp == 0) {
-    a = warp_argmax(lane < n_warps ? ArgMax{shv[lane], shi[lane]} : ArgMax{0.f, -1});
-    if (lane == 0) shv[kWarpSize] = a.v, shi[kWarpSize] = a.i;
-  }
-  __syncthreads();
-  a = ArgMax{shv[kWarpSize], shi[kWarpSize]};
-  __syncthreads();
-  return a;
-}
+};
 
 __device__ __forceinline__ void store_max(const ArgMax& a, int64_t out, float* y, int64_t* idx64, int32_t* idx32) {
   if (y) y[out] = a.v;
@@ -102,7 +69,7 @@ static __global__ void __launch_bounds__(kWarpBlock)
     if (kOp == kMax) {
       ArgMax a{0.f, -1};
       for (int r = lane; r < R; r += kWarpSize) a = better(a, ArgMax{xr[r], r});
-      a = warp_argmax(a);
+      a = warp_reduce<ArgMaxOp>(a);
       if (lane == 0) store_max(a, row, y, idx64, idx32);
     } else {
       float s = 0.f;
@@ -124,24 +91,22 @@ template <int kOp>
 static __global__ void __launch_bounds__(kRowBlock)
     reduce_rows_block_kernel(const float* __restrict__ x, float* __restrict__ y, int64_t* __restrict__ idx64,
                              int32_t* __restrict__ idx32, int64_t rows, int R, float divisor) {
-  __shared__ float shv[kWarpSize + 1];
-  __shared__ int shi[kWarpSize + 1];
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
     const float* xr = x + row * R;
     if (kOp == kMax) {
       ArgMax a{0.f, -1};
       for (int r = threadIdx.x; r < R; r += blockDim.x) a = better(a, ArgMax{xr[r], r});
-      a = block_argmax(a, shv, shi);
+      a = block_reduce<ArgMaxOp>(a);
       if (threadIdx.x == 0) store_max(a, row, y, idx64, idx32);
     } else {
       float s = 0.f;
       for (int r = threadIdx.x; r < R; r += blockDim.x) s += xr[r];
-      s = block_sum(s, shv);
+      s = block_reduce_sum(s);
       if (kOp == kVar) {
         const float mean = s / static_cast<float>(R);
         float ss = 0.f;
         for (int r = threadIdx.x; r < R; r += blockDim.x) ss += (xr[r] - mean) * (xr[r] - mean);
-        s = block_sum(ss, shv);
+        s = block_reduce_sum(ss);
       }
       if (threadIdx.x == 0) y[row] = s / divisor;
     }
@@ -209,20 +174,18 @@ template <int kOp>
 static __global__ void __launch_bounds__(kRowBlock)
     reduce_all_partial_kernel(const float* __restrict__ x, int64_t n, const float* __restrict__ mean,
                               float* __restrict__ part_v, int* __restrict__ part_i) {
-  __shared__ float shv[kWarpSize + 1];
-  __shared__ int shi[kWarpSize + 1];
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   const int64_t start = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (kOp == kMax) {
     ArgMax a{0.f, -1};
     for (int64_t k = start; k < n; k += stride) a = better(a, ArgMax{x[k], static_cast<int>(k)});
-    a = block_argmax(a, shv, shi);
+    a = block_reduce<ArgMaxOp>(a);
     if (threadIdx.x == 0) part_v[blockIdx.x] = a.v, part_i[blockIdx.x] = a.i;
   } else {
     const float m = mean ? *mean : 0.f;
     float s = 0.f;
     for (int64_t k = start; k < n; k += stride) s += mean ? (x[k] - m) * (x[k] - m) : x[k];
-    s = block_sum(s, shv);
+    s = block_reduce_sum(s);
     if (threadIdx.x == 0) part_v[blockIdx.x] = s;
   }
 }
@@ -233,17 +196,15 @@ template <int kOp>
 static __global__ void __launch_bounds__(kRowBlock)
     reduce_all_final_kernel(const float* __restrict__ part_v, const int* __restrict__ part_i, int parts, float divisor,
                             float* __restrict__ out, int64_t* __restrict__ idx64, int32_t* __restrict__ idx32) {
-  __shared__ float shv[kWarpSize + 1];
-  __shared__ int shi[kWarpSize + 1];
   if (kOp == kMax) {
     ArgMax a{0.f, -1};
     for (int k = threadIdx.x; k < parts; k += blockDim.x) a = better(a, ArgMax{part_v[k], part_i[k]});
-    a = block_argmax(a, shv, shi);
+    a = block_reduce<ArgMaxOp>(a);
     if (threadIdx.x == 0) store_max(a, 0, out, idx64, idx32);
   } else {
     float s = 0.f;
     for (int k = threadIdx.x; k < parts; k += blockDim.x) s += part_v[k];
-    s = block_sum(s, shv);
+    s = block_reduce_sum(s);
     if (threadIdx.x == 0) *out = s / divisor;
   }
 }
@@ -280,37 +241,26 @@ void launch_reduce(float divisor, const float* x, float* y, int64_t* idx64, int3
     float* part_v = static_cast<float*>(workspace);
     int* part_i = reinterpret_cast<int*>(part_v + kGridParts);
     float* mean = reinterpret_cast<float*>(part_i + kGridParts);
-    auto* reduce_all_partial = reduce_all_partial_kernel<kOp>;
-    auto* reduce_all_final = reduce_all_final_kernel<kOp>;
     if (kOp == kVar) {  // pass A: the mean
-      auto* reduce_all_partial_sum = reduce_all_partial_kernel<kSum>;
-      auto* reduce_all_final_sum = reduce_all_final_kernel<kSum>;
-      CUDL_LAUNCH(reduce_all_partial_sum, parts, kRowBlock, 0, stream)(x, R, nullptr, part_v, part_i);
-      check_launch("reduce_all_partial_kernel");
-      CUDL_LAUNCH(reduce_all_final_sum, 1, kRowBlock, 0, stream)
-      (part_v, part_i, parts, static_cast<float>(R), mean, nullptr, nullptr);
-      check_launch("reduce_all_final_kernel");
+      launch<reduce_all_partial_kernel<kSum>>(parts, kRowBlock, 0, stream, x, R, nullptr, part_v, part_i);
+      launch<reduce_all_final_kernel<kSum>>(1, kRowBlock, 0, stream, part_v, part_i, parts, static_cast<float>(R), mean,
+                                            nullptr, nullptr);
     }
-    CUDL_LAUNCH(reduce_all_partial, parts, kRowBlock, 0, stream)(x, R, kOp == kVar ? mean : nullptr, part_v, part_i);
-    check_launch("reduce_all_partial_kernel");
-    CUDL_LAUNCH(reduce_all_final, 1, kRowBlock, 0, stream)(part_v, part_i, parts, divisor, y, idx64, idx32);
-    check_launch("reduce_all_final_kernel");
+    launch<reduce_all_partial_kernel<kOp>>(parts, kRowBlock, 0, stream, x, R, kOp == kVar ? mean : nullptr, part_v,
+                                           part_i);
+    launch<reduce_all_final_kernel<kOp>>(1, kRowBlock, 0, stream, part_v, part_i, parts, divisor, y, idx64, idx32);
   } else if (inner == 1 && R <= kWarpRowsMax) {
-    auto* reduce_rows_warp = reduce_rows_warp_kernel<kOp>;
     const int rows_per_block = kWarpBlock / kWarpSize;
-    CUDL_LAUNCH(reduce_rows_warp, grid_for(outer, rows_per_block), kWarpBlock, 0, stream)
-    (x, y, idx64, idx32, outer, r32, divisor);
-    check_launch("reduce_rows_warp_kernel");
+    launch<reduce_rows_warp_kernel<kOp>>(grid_for(outer, rows_per_block), kWarpBlock, 0, stream, x, y, idx64, idx32,
+                                         outer, r32, divisor);
   } else if (inner == 1) {
-    auto* reduce_rows_block = reduce_rows_block_kernel<kOp>;
-    CUDL_LAUNCH(reduce_rows_block, grid_for(outer, 1), kRowBlock, 0, stream)(x, y, idx64, idx32, outer, r32, divisor);
-    check_launch("reduce_rows_block_kernel");
+    launch<reduce_rows_block_kernel<kOp>>(grid_for(outer, 1), kRowBlock, 0, stream, x, y, idx64, idx32, outer, r32,
+                                          divisor);
   } else {
-    auto* reduce_cols = reduce_cols_kernel<kOp>;
     const int64_t col_blocks = (inner + kColX - 1) / kColX;
     const dim3 grid(static_cast<unsigned>(col_blocks), static_cast<unsigned>(outer < 65535 ? outer : 65535));
-    CUDL_LAUNCH(reduce_cols, grid, dim3(kColX, kColY), 0, stream)(x, y, idx64, idx32, outer, r32, inner, divisor);
-    check_launch("reduce_cols_kernel");
+    launch<reduce_cols_kernel<kOp>>(grid, dim3(kColX, kColY), 0, stream, x, y, idx64, idx32, outer, r32, inner,
+                                    divisor);
   }
 }
 
@@ -347,26 +297,22 @@ void reduce_backward_cuda(int op, bool unbiased, const float* x, const float* me
   switch (static_cast<ReduceOp>(op)) {
     case ReduceOp::Sum:
     case ReduceOp::Mean: {
-      auto* reduce_backward_sum = reduce_backward_kernel<kSum>;
       const float divisor = static_cast<ReduceOp>(op) == ReduceOp::Mean ? static_cast<float>(R) : 1.f;
-      CUDL_LAUNCH(reduce_backward_sum, grid, kRowBlock, 0, stream)(x, mean, dy, idx, dx, n, R, inner, divisor);
+      launch<reduce_backward_kernel<kSum>>(grid, kRowBlock, 0, stream, x, mean, dy, idx, dx, n, R, inner, divisor);
       break;
     }
     case ReduceOp::Var: {
-      auto* reduce_backward_var = reduce_backward_kernel<kVar>;
-      CUDL_LAUNCH(reduce_backward_var, grid, kRowBlock, 0, stream)
-      (x, mean, dy, idx, dx, n, R, inner, static_cast<float>(R - (unbiased ? 1 : 0)));
+      launch<reduce_backward_kernel<kVar>>(grid, kRowBlock, 0, stream, x, mean, dy, idx, dx, n, R, inner,
+                                           static_cast<float>(R - (unbiased ? 1 : 0)));
       break;
     }
     case ReduceOp::Max: {
-      auto* reduce_backward_max = reduce_backward_kernel<kMax>;
-      CUDL_LAUNCH(reduce_backward_max, grid, kRowBlock, 0, stream)(x, mean, dy, idx, dx, n, R, inner, 1.f);
+      launch<reduce_backward_kernel<kMax>>(grid, kRowBlock, 0, stream, x, mean, dy, idx, dx, n, R, inner, 1.f);
       break;
     }
     case ReduceOp::Count:
       return;
   }
-  check_launch("reduce_backward_kernel");
 }
 
 }  // namespace cudl::kernels

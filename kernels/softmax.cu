@@ -15,34 +15,6 @@ constexpr int kWarpRowsMax = 1024;  // rows up to this length: one warp per row
 constexpr int kWarpBlock = 128;     // 4 rows per block in the warp kernels
 constexpr int kMaxRowBlock = 1024;
 
-// max that propagates NaN (the row's max is NaN when the row holds one, so every output is NaN).
-__device__ __forceinline__ float nan_max(float a, float b) { return (b > a || b != b) ? b : a; }
-
-__device__ __forceinline__ float warp_max_nan(float v) {
-  for (int offset = kWarpSize / 2; offset > 0; offset >>= 1) v = nan_max(v, __shfl_xor_sync(0xffffffffu, v, offset));
-  return v;
-}
-
-// Fixed-order block reduction (sum or NaN-propagating max); every thread gets the result.
-template <bool kMax>
-__device__ __forceinline__ float block_reduce(float v, float* sh /* [kWarpSize + 1] */) {
-  const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
-  const int n_warps = (blockDim.x + kWarpSize - 1) / kWarpSize;
-  v = kMax ? warp_max_nan(v) : warp_reduce_sum(v);
-  if (lane == 0) sh[warp] = v;
-  __syncthreads();
-  if (warp == 0) {
-    const float identity = kMax ? -INFINITY : 0.f;
-    v = lane < n_warps ? sh[lane] : identity;
-    v = kMax ? warp_max_nan(v) : warp_reduce_sum(v);
-    if (lane == 0) sh[kWarpSize] = v;
-  }
-  __syncthreads();
-  v = sh[kWarpSize];
-  __syncthreads();
-  return v;
-}
-
 // f(value) for row elements start, start + stride, ... (float4 groups when kVec: cols % 4 == 0
 // and the row is 16-byte aligned).
 template <bool kVec, typename F>
@@ -102,8 +74,8 @@ static __global__ void __launch_bounds__(kWarpBlock)
        row += static_cast<int64_t>(gridDim.x) * warps) {
     const float* xr = x + row * cols;
     float m = -INFINITY;
-    visit<kVec>(xr, cols, lane, kWarpSize, [&](float v) { m = nan_max(m, v); });
-    m = warp_max_nan(m);
+    visit<kVec>(xr, cols, lane, kWarpSize, [&](float v) { m = MaxNanOp{}(m, v); });
+    m = warp_reduce<MaxNanOp>(m);
     float s = 0.f;
     visit<kVec>(xr, cols, lane, kWarpSize, [&](float v) { s += expf(v - m); });
     s = warp_reduce_sum(s);
@@ -116,15 +88,14 @@ static __global__ void __launch_bounds__(kWarpBlock)
 template <bool kLog, bool kVec>
 static __global__ void __launch_bounds__(kMaxRowBlock)
     softmax_block_kernel(const float* __restrict__ x, float* __restrict__ y, int64_t rows, int cols) {
-  __shared__ float sh[kWarpSize + 1];
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
     const float* xr = x + row * cols;
     float m = -INFINITY;
-    visit<kVec>(xr, cols, threadIdx.x, blockDim.x, [&](float v) { m = nan_max(m, v); });
-    m = block_reduce<true>(m, sh);
+    visit<kVec>(xr, cols, threadIdx.x, blockDim.x, [&](float v) { m = MaxNanOp{}(m, v); });
+    m = block_reduce<MaxNanOp>(m);
     float s = 0.f;
     visit<kVec>(xr, cols, threadIdx.x, blockDim.x, [&](float v) { s += expf(v - m); });
-    s = block_reduce<false>(s, sh);
+    s = block_reduce_sum(s);
     const float log_s = logf(s);
     map_row<kVec>(xr, xr, y + row * cols, cols, threadIdx.x, blockDim.x,
                   [&](float v, float) { return softmax_value<kLog>(v, m, s, log_s); });
@@ -162,46 +133,37 @@ template <bool kLog, bool kVec>
 static __global__ void __launch_bounds__(kMaxRowBlock)
     softmax_backward_block_kernel(const float* __restrict__ y, const float* __restrict__ dy, float* __restrict__ dx,
                                   int64_t rows, int cols) {
-  __shared__ float sh[kWarpSize + 1];
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
     const float* yr = y + row * cols;
     const float* dyr = dy + row * cols;
     float s = 0.f;
     visit2<kVec>(yr, dyr, cols, threadIdx.x, blockDim.x, [&](float a, float b) { s += backward_term<kLog>(a, b); });
-    s = block_reduce<false>(s, sh);
+    s = block_reduce_sum(s);
     map_row<kVec>(yr, dyr, dx + row * cols, cols, threadIdx.x, blockDim.x,
                   [&](float a, float b) { return backward_value<kLog>(a, b, s); });
   }
 }
-
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
 int row_block(int64_t cols) { return cols <= 4096 ? 256 : (cols <= 16384 ? 512 : kMaxRowBlock); }
 
 template <bool kLog, bool kVec>
 void launch_forward(const float* x, float* y, int64_t rows, int cols, cudaStream_t stream) {
   if (cols <= kWarpRowsMax) {
-    auto* softmax_warp = softmax_warp_kernel<kLog, kVec>;
-    CUDL_LAUNCH(softmax_warp, grid_for(rows, kWarpBlock / kWarpSize), kWarpBlock, 0, stream)(x, y, rows, cols);
-    check_launch("softmax_warp_kernel");
+    launch<softmax_warp_kernel<kLog, kVec>>(grid_for(rows, kWarpBlock / kWarpSize), kWarpBlock, 0, stream, x, y, rows,
+                                            cols);
   } else {
-    auto* softmax_block = softmax_block_kernel<kLog, kVec>;
-    CUDL_LAUNCH(softmax_block, grid_for(rows, 1), row_block(cols), 0, stream)(x, y, rows, cols);
-    check_launch("softmax_block_kernel");
+    launch<softmax_block_kernel<kLog, kVec>>(grid_for(rows, 1), row_block(cols), 0, stream, x, y, rows, cols);
   }
 }
 
 template <bool kLog, bool kVec>
 void launch_backward(const float* y, const float* dy, float* dx, int64_t rows, int cols, cudaStream_t stream) {
   if (cols <= kWarpRowsMax) {
-    auto* softmax_backward_warp = softmax_backward_warp_kernel<kLog, kVec>;
-    CUDL_LAUNCH(softmax_backward_warp, grid_for(rows, kWarpBlock / kWarpSize), kWarpBlock, 0, stream)
-    (y, dy, dx, rows, cols);
-    check_launch("softmax_backward_warp_kernel");
+    launch<softmax_backward_warp_kernel<kLog, kVec>>(grid_for(rows, kWarpBlock / kWarpSize), kWarpBlock, 0, stream, y,
+                                                     dy, dx, rows, cols);
   } else {
-    auto* softmax_backward_block = softmax_backward_block_kernel<kLog, kVec>;
-    CUDL_LAUNCH(softmax_backward_block, grid_for(rows, 1), row_block(cols), 0, stream)(y, dy, dx, rows, cols);
-    check_launch("softmax_backward_block_kernel");
+    launch<softmax_backward_block_kernel<kLog, kVec>>(grid_for(rows, 1), row_block(cols), 0, stream, y, dy, dx, rows,
+                                                      cols);
   }
 }
 

@@ -28,8 +28,7 @@ void batch_indices_cuda(int32_t* idx, const int32_t* perm, const int64_t* cursor
                         cudaStream_t stream) {
   if (b == 0) return;
   const int block = 256;
-  CUDL_LAUNCH(batch_indices_kernel, grid_for(b, block), block, 0, stream)(idx, perm, cursor, n, b);
-  check_launch("batch_indices_kernel");
+  launch<batch_indices_kernel>(grid_for(b, block), block, 0, stream, idx, perm, cursor, n, b);
 }
 
 void accumulate_cuda(float* acc, const void* x, int x_dtype, float scale, int64_t n, cudaStream_t stream) {
@@ -37,12 +36,19 @@ void accumulate_cuda(float* acc, const void* x, int x_dtype, float scale, int64_
   const int block = 256;
   const unsigned grid = grid_for(n, block);
   switch (x_dtype) {
-    case 0: CUDL_LAUNCH(accumulate_kernel<float>, grid, block, 0, stream)(acc, static_cast<const float*>(x), scale, n); break;
-    case 1: CUDL_LAUNCH(accumulate_kernel<int32_t>, grid, block, 0, stream)(acc, static_cast<const int32_t*>(x), scale, n); break;
-    case 2: CUDL_LAUNCH(accumulate_kernel<int64_t>, grid, block, 0, stream)(acc, static_cast<const int64_t*>(x), scale, n); break;
-    default: CUDL_LAUNCH(accumulate_kernel<uint8_t>, grid, block, 0, stream)(acc, static_cast<const uint8_t*>(x), scale, n); break;
+    case 0:
+      launch<accumulate_kernel<float>>(grid, block, 0, stream, acc, static_cast<const float*>(x), scale, n);
+      break;
+    case 1:
+      launch<accumulate_kernel<int32_t>>(grid, block, 0, stream, acc, static_cast<const int32_t*>(x), scale, n);
+      break;
+    case 2:
+      launch<accumulate_kernel<int64_t>>(grid, block, 0, stream, acc, static_cast<const int64_t*>(x), scale, n);
+      break;
+    default:
+      launch<accumulate_kernel<uint8_t>>(grid, block, 0, stream, acc, static_cast<const uint8_t*>(x), scale, n);
+      break;
   }
-  check_launch("accumulate_kernel");
 }
 
 void increment_cuda(void* x, int dtype, double delta, int64_t n, cudaStream_t stream) {
@@ -50,11 +56,16 @@ void increment_cuda(void* x, int dtype, double delta, int64_t n, cudaStream_t st
   const int block = 256;
   const unsigned grid = grid_for(n, block);
   switch (dtype) {
-    case 0: CUDL_LAUNCH(increment_kernel<float>, grid, block, 0, stream)(static_cast<float*>(x), (float)delta, n); break;
-    case 1: CUDL_LAUNCH(increment_kernel<int32_t>, grid, block, 0, stream)(static_cast<int32_t*>(x), (int32_t)delta, n); break;
-    default: CUDL_LAUNCH(increment_kernel<int64_t>, grid, block, 0, stream)(static_cast<int64_t*>(x), (int64_t)delta, n); break;
+    case 0:
+      launch<increment_kernel<float>>(grid, block, 0, stream, static_cast<float*>(x), (float)delta, n);
+      break;
+    case 1:
+      launch<increment_kernel<int32_t>>(grid, block, 0, stream, static_cast<int32_t*>(x), (int32_t)delta, n);
+      break;
+    default:
+      launch<increment_kernel<int64_t>>(grid, block, 0, stream, static_cast<int64_t*>(x), (int64_t)delta, n);
+      break;
   }
-  check_launch("increment_kernel");
 }
 
 }  // namespace cudl::kernels
