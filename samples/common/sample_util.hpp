@@ -43,8 +43,11 @@ inline double parse_positive(const char* program, const std::string& flag, const
   errno = 0;
   char* end = nullptr;
   const double x = std::strtod(v.c_str(), &end);
-  if (v.empty() || *end || errno == ERANGE || !(x > 0) || !(x <= hi) || !std::isfinite(static_cast<float>(x)))
-    usage_error(program, flag + " needs a positive number up to " + std::to_string(hi) + ", got '" + v + "'");
+  if (v.empty() || *end || errno == ERANGE || !(x > 0) || !(x <= hi) || !std::isfinite(static_cast<float>(x))) {
+    char limit[32];
+    std::snprintf(limit, sizeof limit, "%g", hi);
+    usage_error(program, flag + " needs a positive number up to " + limit + ", got '" + v + "'");
+  }
   return x;
 }
 

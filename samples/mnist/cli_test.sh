@@ -3,7 +3,7 @@
 # range, unwritable output paths (reported before training), and file names that a shell would
 # run (they must reach gnuplot as plain names). Usage: cli_test.sh CUDL_MNIST DATA_DIR
 set -uo pipefail
-bin=$1 data=$2
+bin=$(realpath "$1") data=$(realpath -m "$2")
 fail=0
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
