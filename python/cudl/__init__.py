@@ -1,0 +1,21 @@
+"""cudl: a GPU-first deep-learning runtime (C++/CUDA) with a Keras-compatible front, cudl.keras.
+
+    import cudl as tf            # tf.keras.models.Sequential([...]) ...
+    from cudl.keras.layers import Dense
+"""
+
+from . import _cudl
+from ._cudl import Tensor, built_with_cuda, cuda_device_count, cuda_unavailable_reason, describe_devices
+
+__version__ = _cudl.__version__
+
+
+def from_numpy(array):
+    """A cudl.Tensor holding a copy of a numpy array (float32, int32, int64 or uint8)."""
+    return Tensor.from_numpy(array)
+
+
+from . import keras  # noqa: E402  (after the extension, which keras uses)
+
+__all__ = ["Tensor", "from_numpy", "keras", "built_with_cuda", "cuda_device_count", "cuda_unavailable_reason",
+           "describe_devices"]

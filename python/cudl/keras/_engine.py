@@ -1,0 +1,262 @@
+"""cudl.keras engine: symbolic tensors, the Layer base, and their lowering to the C++ graph.
+
+A Keras model is first a Python graph of KerasTensors (shapes as Keras reports them, channels last
+for images). compile() lowers it to cudl Vars and a cudl.Model: images that Keras holds as
+(H, W, C) are (C, H, W) in cudl, so an image model input is transposed once per fit/predict call
+on the host, and layers that would need a channels-last view elsewhere raise ValueError.
+"""
+
+import re
+
+from .. import _cudl
+
+_name_counters = {}
+
+
+def _unique_name(base):
+    n = _name_counters.get(base, 0)
+    _name_counters[base] = n + 1
+    return base if n == 0 else "%s_%d" % (base, n)
+
+
+def _snake(name):
+    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
+
+
+class KerasTensor:
+    """A symbolic tensor: a model input or the output of a layer applied to other KerasTensors."""
+
+    def __init__(self, sample_shape, layer, inputs, dtype="float32"):
+        self.sample_shape = tuple(int(d) for d in sample_shape)
+        self.layer = layer
+        self.inputs = list(inputs)
+        self.dtype = dtype
+
+    @property
+    def shape(self):
+        return (None,) + self.sample_shape
+
+    def __repr__(self):
+        return "<KerasTensor shape=%s from %s>" % (self.shape, self.layer.name)
+
+
+class Layer:
+    """Base of every cudl.keras layer. Subclasses give _out_shape (Keras shapes) and _lower (cudl)."""
+
+    _base_name = None
+
+    def __init__(self, name=None, input_shape=None, input_dim=None, batch_input_shape=None, trainable=True,
+                 dtype=None, **kwargs):
+        if kwargs:
+            raise TypeError("%s: unsupported argument(s): %s" % (type(self).__name__, ", ".join(sorted(kwargs))))
+        self.name = name or _unique_name(self._base_name or _snake(type(self).__name__))
+        if batch_input_shape is not None:
+            input_shape = tuple(batch_input_shape)[1:]
+        if input_dim is not None:
+            input_shape = (int(input_dim),)
+        if isinstance(input_shape, int):
+            input_shape = (input_shape,)
+        self._input_shape = tuple(input_shape) if input_shape is not None else None
+        self._trainable = bool(trainable)
+        self._cpp = None  # the C++ layer(s), created at first lowering; shared by every model using it
+        self._in_shapes = None
+
+    # -- symbolic use --------------------------------------------------------------------------
+    def __call__(self, inputs):
+        xs = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+        for x in xs:
+            if not isinstance(x, KerasTensor):
+                raise TypeError("%s: layers are applied to symbolic tensors (keras.Input or layer outputs), got %s"
+                                % (self.name, type(x).__name__))
+        shapes = [x.sample_shape for x in xs]
+        if self._in_shapes is not None and shapes != self._in_shapes:
+            raise ValueError("layer %s was built for inputs %s, applied to %s" % (self.name, self._in_shapes, shapes))
+        out = self._out_shape(shapes)
+        self._in_shapes = shapes
+        return KerasTensor(out, self, xs)
+
+    def _out_shape(self, shapes):
+        return shapes[0]
+
+    def _lower(self, ctx, xs, layouts):
+        """cudl Vars and layouts of the inputs -> (output Var, layout). layout 'cl': Keras (H, W, C) held
+        as cudl (C, H, W)."""
+        raise NotImplementedError
+
+    def _cpp_layers(self):
+        if self._cpp is None:
+            return []
+        return self._cpp if isinstance(self._cpp, list) else [self._cpp]
+
+    # -- weights -------------------------------------------------------------------------------
+    def _weight_layouts(self):
+        """Per weight: the numpy transpose from cudl's layout to Keras's, or None."""
+        return None
+
+    def get_weights(self):
+        if not self._cpp_layers():
+            if self._cpp is None and self._count_params_hint():
+                raise RuntimeError("layer %s: its weights exist once a model using it is compiled" % self.name)
+            return []
+        ws = [t.numpy() for t in self._cpp_layers()[0].get_weights()]
+        if not ws and self._count_params_hint():
+            raise RuntimeError("layer %s: its weights exist once a model using it is compiled" % self.name)
+        perms = self._weight_layouts()
+        if perms:
+            ws = [w.transpose(p) if p is not None else w for w, p in zip(ws, perms)]
+        return ws
+
+    def _to_cudl_weights(self, weights):
+        import numpy as np
+        perms = self._weight_layouts()
+        out = []
+        for i, w in enumerate(weights):
+            w = np.asarray(w, dtype=np.float32)
+            p = perms[i] if perms and i < len(perms) else None
+            if p is not None:
+                w = w.transpose(np.argsort(p))
+            out.append(np.ascontiguousarray(w))
+        return out
+
+    def set_weights(self, weights):
+        if not self._cpp_layers():
+            if not weights and not self._count_params_hint():
+                return
+            raise RuntimeError("layer %s: set_weights needs a compiled model that uses the layer" % self.name)
+        self._cpp_layers()[0].set_weights([_cudl.Tensor.from_numpy(w) for w in self._to_cudl_weights(weights)])
+
+    @property
+    def weights(self):
+        return self.get_weights()
+
+    @property
+    def trainable(self):
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value):
+        self._trainable = bool(value)
+        for c in self._cpp_layers():
+            c.trainable = self._trainable
+
+    def _count_params_hint(self):
+        return 0
+
+    def count_params(self):
+        if self._in_shapes is None:
+            raise ValueError("layer %s is not built yet: count_params needs its input shape" % self.name)
+        return self._count_params(self._in_shapes)
+
+    def _count_params(self, shapes):
+        return 0
+
+    @property
+    def input_shape(self):
+        return (None,) + tuple(self._in_shapes[0]) if self._in_shapes else None
+
+    @property
+    def output_shape(self):
+        return (None,) + tuple(self._out_shape(self._in_shapes)) if self._in_shapes else None
+
+    def _set_trainable_cpp(self):
+        for c in self._cpp_layers():
+            c.trainable = self._trainable
+
+    def __repr__(self):
+        return "<%s name=%s>" % (type(self).__name__, self.name)
+
+
+class InputLayer(Layer):
+    _base_name = "input"
+
+    def __init__(self, input_shape=None, dtype=None, name=None, shape=None, **kwargs):
+        super().__init__(name=name, input_shape=shape if shape is not None else input_shape, **kwargs)
+        if self._input_shape is None or any(d is None for d in self._input_shape):
+            raise ValueError("Input: the per-sample shape must be fully known, got %s" % (self._input_shape,))
+        self.output = KerasTensor(self._input_shape, self, [])
+        self._in_shapes = [self._input_shape]
+
+
+def Input(shape=None, batch_size=None, name=None, dtype=None, batch_shape=None, **kwargs):
+    """A symbolic model input with per-sample shape `shape` (Keras's keras.Input)."""
+    if batch_shape is not None:
+        shape = tuple(batch_shape)[1:]
+    if shape is None:
+        raise ValueError("Input: give shape=(...) (the per-sample shape)")
+    if isinstance(shape, int):
+        shape = (shape,)
+    return InputLayer(shape=tuple(shape), name=name, **kwargs).output
+
+
+class _LowerContext:
+    """Lowers a Keras graph to cudl Vars. final: the output KerasTensor; drop: the activation to leave
+    out of the cudl graph on the final layer ('softmax'/'sigmoid', applied in predict) or None."""
+
+    def __init__(self, final, drop):
+        self.final, self.drop = final, drop
+        self.vars = {}
+        self.input_layouts = {}
+
+    def lower(self, kt, layout_request=None):
+        key = id(kt)
+        if key in self.vars:
+            return self.vars[key]
+        if isinstance(kt.layer, InputLayer):
+            raise AssertionError("inputs are lowered by the model")
+        ins = [self.lower(x) for x in kt.inputs]
+        var, layout = kt.layer._lower(self, [v for v, _ in ins], [l for _, l in ins],
+                                      drop=self.drop if kt is self.final else None)
+        kt.layer._set_trainable_cpp()
+        self.vars[key] = (var, layout)
+        return var, layout
+
+
+def _consumers(outputs):
+    """Map id(KerasTensor) -> list of layers that consume it, within the graph reaching outputs."""
+    seen, cons = set(), {}
+    stack = list(outputs)
+    while stack:
+        kt = stack.pop()
+        if id(kt) in seen:
+            continue
+        seen.add(id(kt))
+        for x in kt.inputs:
+            cons.setdefault(id(x), []).append(kt.layer)
+            stack.append(x)
+    return cons
+
+
+def lower_graph(inputs, output, drop):
+    """(cudl input Vars, cudl output Var, input layouts, output layout) for a Keras graph."""
+    ctx = _LowerContext(output, drop)
+    cons = _consumers([output])
+    in_vars, in_layouts = [], []
+    for kt in inputs:
+        shape = kt.sample_shape
+        spatial = [l for l in cons.get(id(kt), []) if getattr(l, "_spatial", False)]
+        layout = None
+        if spatial and len(shape) == 3 and all(l._channels_last for l in spatial):
+            layout = "cl"
+            shape = (shape[2], shape[0], shape[1])
+        var = _cudl.Input(list(shape), "f32", kt.layer.name)
+        ctx.vars[id(kt)] = (var, layout)
+        in_vars.append(var)
+        in_layouts.append(layout)
+    out_var, out_layout = ctx.lower(output)
+    return in_vars, out_var, in_layouts, out_layout
+
+
+def walk_layers(output):
+    """Layers of the graph reaching `output`, inputs first (each once), without InputLayers."""
+    order, seen = [], set()
+
+    def visit(kt):
+        for x in kt.inputs:
+            visit(x)
+        if not isinstance(kt.layer, InputLayer) and id(kt.layer) not in seen:
+            seen.add(id(kt.layer))
+            order.append(kt.layer)
+
+    visit(output)
+    return order
+

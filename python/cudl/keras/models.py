@@ -1,0 +1,487 @@
+"""cudl.keras.models: Sequential and functional Model with Keras's compile/fit/evaluate/predict.
+
+The Keras graph is lowered to a cudl.Model when the model is compiled (or, for a Sequential without
+an input shape, at the first fit). numpy data passes to the runtime once per fit/evaluate/predict
+call. Inputs: float arrays become float32; uint8 arrays stay uint8 and cudl reads them as x / 255.
+"""
+
+import sys
+import time
+
+import numpy as np
+
+from .. import _cudl
+from . import callbacks as _callbacks
+from . import losses as _losses
+from . import metrics as _metrics
+from . import optimizers as _optimizers
+from ._engine import Input, InputLayer, KerasTensor, Layer, lower_graph, walk_layers
+
+_FIT_KWARGS_UNSUPPORTED = ("class_weight", "sample_weight", "steps_per_epoch", "validation_steps",
+                           "validation_batch_size", "validation_freq", "max_queue_size", "workers",
+                           "use_multiprocessing")
+
+
+def _softmax(z):
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+class Model:
+    """Functional model: Model(inputs=keras.Input(...), outputs=<layer calls>)."""
+
+    def __init__(self, inputs=None, outputs=None, name=None, **kwargs):
+        if kwargs:
+            raise TypeError("Model: unexpected argument(s) %s" % ", ".join(sorted(kwargs)))
+        self.name = name or "model"
+        self._cpp = None
+        self._compiled = None
+        self._inputs = self._outputs = None
+        self.stop_training = False
+        self.history = None
+        if inputs is None and outputs is None:
+            if type(self) is Model:
+                raise ValueError("Model: give inputs= and outputs= (subclassed models with call() are not "
+                                 "supported by cudl)")
+            return
+        ins = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+        outs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+        if len(ins) != 1 or len(outs) != 1:
+            raise ValueError("Model %s: cudl models take one input and one output, got %d and %d"
+                             % (self.name, len(ins), len(outs)))
+        for t in ins + outs:
+            if not isinstance(t, KerasTensor):
+                raise TypeError("Model %s: inputs and outputs must be symbolic tensors, got %s"
+                                % (self.name, type(t).__name__))
+        if not isinstance(ins[0].layer, InputLayer):
+            raise ValueError("Model %s: inputs must come from keras.Input" % self.name)
+        self._inputs, self._outputs = ins, outs
+
+    # -- structure -----------------------------------------------------------------------------
+    @property
+    def layers(self):
+        return walk_layers(self._outputs[0]) if self._outputs else []
+
+    @property
+    def inputs(self):
+        return self._inputs
+
+    @property
+    def outputs(self):
+        return self._outputs
+
+    @property
+    def input_shape(self):
+        return self._inputs[0].shape if self._inputs else None
+
+    @property
+    def output_shape(self):
+        return self._outputs[0].shape if self._outputs else None
+
+    def get_layer(self, name=None, index=None):
+        if index is not None:
+            return self.layers[index]
+        for l in self.layers:
+            if l.name == name:
+                return l
+        raise ValueError("Model %s: no layer named %r (layers: %s)" % (self.name, name,
+                                                                         ", ".join(l.name for l in self.layers)))
+
+    def count_params(self):
+        return sum(l.count_params() for l in self.layers)
+
+    def summary(self, print_fn=None):
+        print_fn = print_fn or print
+        if not self._built():
+            raise ValueError("Model %s: summary needs the input shape (give input_shape to the first layer, "
+                             "or call fit first)" % self.name)
+        rows = [("Layer (type)", "Output Shape", "Param #")]
+        for l in self.layers:
+            rows.append(("%s (%s)" % (l.name, type(l).__name__), str(l.output_shape), str(l.count_params())))
+        w = [max(len(r[i]) for r in rows) + 3 for i in range(3)]
+        line = "_" * sum(w)
+        print_fn('Model: "%s"' % self.name)
+        print_fn(line)
+        print_fn("".join(c.ljust(w[i]) for i, c in enumerate(rows[0])))
+        print_fn("=" * sum(w))
+        for r in rows[1:]:
+            print_fn("".join(c.ljust(w[i]) for i, c in enumerate(r)))
+        print_fn("=" * sum(w))
+        total = self.count_params()
+        non_trainable = sum(l.count_params() // 2 for l in self.layers if type(l).__name__ == "BatchNormalization")
+        non_trainable += sum(l.count_params() for l in self.layers if not l.trainable and
+                             type(l).__name__ != "BatchNormalization")
+        print_fn("Total params: {:,}".format(total))
+        print_fn("Trainable params: {:,}".format(total - non_trainable))
+        print_fn("Non-trainable params: {:,}".format(non_trainable))
+        print_fn(line)
+
+    def _built(self):
+        return self._outputs is not None
+
+    # -- compile -------------------------------------------------------------------------------
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None, weighted_metrics=None,
+                run_eagerly=None, steps_per_execution=None, jit_compile=None, device=None, seed=0, **kwargs):
+        """Keras's compile. device: 'cpu', 'cuda', 'cuda:1' (default: the first GPU when there is one)."""
+        if kwargs:
+            raise TypeError("compile: unexpected argument(s) %s" % ", ".join(sorted(kwargs)))
+        if loss is None:
+            raise ValueError("compile: give a loss (e.g. 'sparse_categorical_crossentropy')")
+        if loss_weights is not None or weighted_metrics is not None:
+            raise ValueError("compile: loss_weights and weighted_metrics are not supported by cudl")
+        opt = _optimizers.get(optimizer)
+        loss_obj = _losses.get(loss)
+        ms = [_metrics.get(m) for m in (metrics or [])]
+        if device is None:
+            device = "cuda" if _cudl.cuda_device_count() > 0 else "cpu"
+        self._compiled = dict(optimizer=opt, loss=loss_obj, metrics=ms, device=device, seed=int(seed))
+        self.optimizer, self.loss = opt, loss_obj
+        self._cpp = None
+        if self._built():
+            self._build_cpp()
+
+    def _build_cpp(self):
+        c = self._compiled
+        if c is None:
+            raise RuntimeError("Model %s: compile() the model first" % self.name)
+        loss = c["loss"]
+        out = self._outputs[0]
+        final_act = getattr(out.layer, "activation", None)
+        drop = None
+        if loss._prob_activation is not None:
+            if loss.from_logits:
+                if final_act == loss._prob_activation:
+                    raise ValueError("Model %s: loss %s with from_logits=True, but the model ends in %s "
+                                     "(probabilities)" % (self.name, loss.name, final_act))
+            elif final_act == loss._prob_activation:
+                drop = final_act  # trained on logits; predict applies it
+            else:
+                raise ValueError("Model %s: loss %s on probabilities needs the model to end in a %s activation "
+                                 "(it is fused into the loss); for logits use from_logits=True"
+                                 % (self.name, loss.name, loss._prob_activation))
+        cudl_loss = loss._to_cudl()
+        metric_names = [m[0] for m in c["metrics"]]
+        self._onehot_as_labels = False
+        if isinstance(loss, _losses.CategoricalCrossentropy) and "accuracy" in metric_names:
+            # cudl's accuracy reads integer labels: one-hot targets train as sparse labels (the same
+            # loss); fit and evaluate check that the targets are one-hot.
+            cudl_loss = _cudl.Loss("sparse_categorical_crossentropy")
+            self._onehot_as_labels = True
+        in_vars, out_var, in_layouts, out_layout = lower_graph(self._inputs, out, drop)
+        self._cpp = _cudl.Model(in_vars, [out_var], self.name)
+        self._in_layout, self._out_layout, self._drop = in_layouts[0], out_layout, drop
+        self._cudl_loss = cudl_loss
+        self._cpp.compile(c["optimizer"]._to_cudl(), cudl_loss, metric_names, c["device"], c["seed"])
+        c["optimizer"]._model = self._cpp
+        self._metric_names = [m[1] for m in c["metrics"]]
+        self._metric_keys = metric_names
+
+    def _require_cpp(self, what, x=None):
+        if self._cpp is None:
+            if self._compiled is None:
+                raise RuntimeError("Model %s: compile() the model before %s" % (self.name, what))
+            if not self._built():
+                self._build_from_data(x)
+            self._build_cpp()
+        return self._cpp
+
+    def _build_from_data(self, x):
+        raise ValueError("Model %s: the input shape is unknown" % self.name)
+
+    # -- data ----------------------------------------------------------------------------------
+    def _x(self, x, what):
+        if isinstance(x, (list, tuple)) and len(x) == 1:
+            x = x[0]
+        a = np.asarray(x)
+        if a.dtype != np.uint8 and a.dtype != np.float32:
+            if not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
+                raise ValueError("%s: x must be numeric, got dtype %s" % (what, a.dtype))
+            a = a.astype(np.float32)
+        want = self._inputs[0].sample_shape
+        if a.ndim == 0 or tuple(a.shape[1:]) != want:
+            raise ValueError("%s: x has shape %s, the model's input is %s" % (what, a.shape, (None,) + want))
+        if self._in_layout == "cl":
+            a = a.transpose(0, 3, 1, 2)
+        return np.ascontiguousarray(a)
+
+    def _y(self, y, n, what):
+        a = np.asarray(y)
+        if a.shape[:1] != (n,):
+            raise ValueError("%s: x has %d rows but y has shape %s" % (what, n, a.shape))
+        out_shape = self._outputs[0].sample_shape
+        if self._cudl_loss.takes_labels:
+            if self._onehot_as_labels:
+                if a.shape[1:] != out_shape:
+                    raise ValueError("%s: categorical_crossentropy targets must be one-hot %s, got %s"
+                                     % (what, (None,) + out_shape, a.shape))
+                if not (np.all((a == 0) | (a == 1)) and np.all(a.sum(axis=-1) == 1)):
+                    raise ValueError("%s: with metrics=['accuracy'], categorical_crossentropy targets must be "
+                                     "one-hot (cudl computes accuracy from labels); soft targets train without "
+                                     "the accuracy metric" % what)
+                return np.ascontiguousarray(a.argmax(axis=-1).astype(np.int32))
+            if a.ndim == 2 and a.shape[1] == 1:
+                a = a[:, 0]
+            if a.ndim != 1:
+                raise ValueError("%s: sparse_categorical_crossentropy takes integer labels of shape (%d,), got %s "
+                                 "(one-hot targets go with categorical_crossentropy)" % (what, n, a.shape))
+            if np.issubdtype(a.dtype, np.floating):
+                if not np.all(a == np.round(a)):
+                    raise ValueError("%s: labels must be integers" % what)
+            elif not np.issubdtype(a.dtype, np.integer):
+                raise ValueError("%s: labels must be integers, got dtype %s" % (what, a.dtype))
+            classes = out_shape[-1]
+            if a.size and (a.min() < 0 or a.max() >= classes):
+                raise ValueError("%s: labels must be in [0, %d) for an output of %d classes, got [%d, %d]"
+                                 % (what, classes, classes, a.min(), a.max()))
+            return np.ascontiguousarray(a.astype(np.int32))
+        a = a.astype(np.float32)
+        if a.ndim == 1 and out_shape == (1,):
+            a = a.reshape(-1, 1)
+        if tuple(a.shape[1:]) != out_shape:
+            raise ValueError("%s: y has shape %s, the model's output is %s" % (what, a.shape, (None,) + out_shape))
+        if self._out_layout == "cl":
+            a = a.transpose(0, 3, 1, 2)
+        return np.ascontiguousarray(a)
+
+    def _finish_output(self, p):
+        if self._out_layout == "cl":
+            p = p.transpose(0, 2, 3, 1)
+        if self._drop == "softmax":
+            p = _softmax(p)
+        elif self._drop == "sigmoid":
+            p = _sigmoid(p)
+        return np.ascontiguousarray(p, dtype=np.float32)
+
+    def _rename(self, logs):
+        """cudl's logs with the program's metric names, in Keras's order (loss, metrics, val_...)."""
+        out = {}
+        for pre in ("", "val_"):
+            for key, name in [("loss", "loss")] + list(zip(self._metric_keys, self._metric_names)):
+                if pre + key in logs:
+                    out[pre + name] = logs[pre + key]
+        return out
+
+    # -- training ------------------------------------------------------------------------------
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None, validation_split=0.0,
+            validation_data=None, shuffle=True, initial_epoch=0, seed=0, **kwargs):
+        for k in kwargs:
+            if k not in _FIT_KWARGS_UNSUPPORTED:
+                raise TypeError("fit: unexpected argument %r" % k)
+            if kwargs[k] is not None:
+                raise ValueError("fit: %s is not supported by cudl" % k)
+        if x is None or y is None:
+            raise ValueError("fit: give x and y as numpy arrays")
+        self._require_cpp("fit", x)
+        n = len(x)
+        xs = self._x(x, "fit")
+        ys = self._y(y, n, "fit")
+        val_x = val_y = None
+        if validation_data is not None:
+            if len(validation_data) != 2:
+                raise ValueError("fit: validation_data must be (x_val, y_val)")
+            val_x = self._x(validation_data[0], "validation_data")
+            val_y = self._y(validation_data[1], len(val_x), "validation_data")
+            validation_split = 0.0
+        if not 0 <= validation_split < 1:
+            raise ValueError("fit: validation_split must be in [0, 1), got %s" % validation_split)
+        if shuffle == "batch":
+            shuffle = True
+        verbose = 1 if verbose == "auto" else int(verbose)
+        batch_size = 32 if batch_size is None else int(batch_size)
+        if batch_size <= 0:
+            raise ValueError("fit: batch_size must be positive, got %d" % batch_size)
+        if initial_epoch:
+            self._cpp.epoch = int(initial_epoch)
+            epochs = int(epochs) - int(initial_epoch)
+        cbs = list(callbacks or [])
+        history = _callbacks.History()
+        n_train = n - int(n * validation_split)
+        steps = -(-n_train // batch_size)
+        params = {"verbose": verbose, "epochs": int(epochs) + int(initial_epoch), "steps": steps}
+        if verbose:
+            cbs = [_callbacks.ProgbarLogger(verbose)] + cbs
+        cbs = [history] + cbs
+        cpp_cbs = [cb._to_cudl(self, params) for cb in cbs]
+        self.stop_training = False
+        logs = self._cpp.fit(xs, ys, epochs=int(epochs), batch_size=batch_size, shuffle=bool(shuffle), val_x=val_x,
+                             val_y=val_y, validation_split=float(validation_split), callbacks=cpp_cbs,
+                             seed=int(seed), verbose=0)
+        del logs  # History gathered the same values, Keras-named
+        self.history = history
+        return history
+
+    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", return_dict=False, **kwargs):
+        if kwargs.get("sample_weight") is not None:
+            raise ValueError("evaluate: sample_weight is not supported by cudl")
+        self._require_cpp("evaluate", x)
+        xs = self._x(x, "evaluate")
+        ys = self._y(y, len(xs), "evaluate")
+        bs = 256 if batch_size is None else int(batch_size)
+        if bs <= 0:
+            raise ValueError("evaluate: batch_size must be positive, got %d" % bs)
+        t0 = time.time()
+        res = self._rename(self._cpp.evaluate(xs, ys, batch_size=bs))
+        verbose = 1 if verbose == "auto" else int(verbose)
+        if verbose:
+            steps = -(-len(xs) // bs)
+            print("%d/%d - %.0fs - %s" % (steps, steps, time.time() - t0, _callbacks._format_logs(res)))
+            sys.stdout.flush()
+        return self._results(res, return_dict)
+
+    def _results(self, res, return_dict):
+        if return_dict:
+            return res
+        if not self._metric_names:
+            return res["loss"]
+        return [res["loss"]] + [res[m] for m in self._metric_names]
+
+    def predict(self, x, batch_size=None, verbose="auto", **kwargs):
+        self._require_cpp("predict", x)
+        xs = self._x(x, "predict")
+        bs = 256 if batch_size is None else int(batch_size)
+        if bs <= 0:
+            raise ValueError("predict: batch_size must be positive, got %d" % bs)
+        return self._finish_output(self._cpp.predict(xs, batch_size=bs))
+
+    def __call__(self, x):
+        if isinstance(x, KerasTensor):
+            raise ValueError("Model %s: using a model as a layer is not supported by cudl" % self.name)
+        return self.predict(x, verbose=0)
+
+    def train_on_batch(self, x, y, return_dict=False, **kwargs):
+        self._require_cpp("train_on_batch", x)
+        xs = self._x(x, "train_on_batch")
+        return self._results(self._rename(self._cpp.train_on_batch(xs, self._y(y, len(xs), "train_on_batch"))),
+                             return_dict)
+
+    def test_on_batch(self, x, y, return_dict=False, **kwargs):
+        self._require_cpp("test_on_batch", x)
+        xs = self._x(x, "test_on_batch")
+        return self._results(self._rename(self._cpp.test_on_batch(xs, self._y(y, len(xs), "test_on_batch"))),
+                             return_dict)
+
+    def predict_on_batch(self, x):
+        self._require_cpp("predict_on_batch", x)
+        return self._finish_output(self._cpp.predict_on_batch(self._x(x, "predict_on_batch")))
+
+    # -- weights -------------------------------------------------------------------------------
+    def get_weights(self):
+        self._require_cpp("get_weights")
+        return [w for l in self.layers for w in l.get_weights()]
+
+    def set_weights(self, weights):
+        """Keras order (each layer's get_weights()); every count and shape is checked before anything is set."""
+        self._require_cpp("set_weights")
+        weights = list(weights)
+        per_layer, i = [], 0
+        for l in self.layers:
+            cur = l.get_weights()
+            chunk = weights[i:i + len(cur)]
+            if len(chunk) != len(cur):
+                raise ValueError("set_weights: model %s has %d weight arrays, got %d"
+                                 % (self.name, sum(len(m.get_weights()) for m in self.layers), len(weights)))
+            for c, w in zip(cur, chunk):
+                if tuple(np.shape(w)) != c.shape:
+                    raise ValueError("set_weights: layer %s expects a weight of shape %s, got %s"
+                                     % (l.name, c.shape, np.shape(w)))
+            per_layer.append((l, chunk))
+            i += len(cur)
+        if i != len(weights):
+            raise ValueError("set_weights: model %s has %d weight arrays, got %d" % (self.name, i, len(weights)))
+        for l, chunk in per_layer:
+            if chunk:
+                l.set_weights(chunk)
+
+    def save_weights(self, filepath, overwrite=True, **kwargs):
+        """Writes the weights (Keras order and layout) as safetensors, keyed 'NNNN/layer/index'."""
+        import os
+        if not overwrite and os.path.exists(filepath):
+            raise FileExistsError("save_weights: %s exists (overwrite=False)" % filepath)
+        self._require_cpp("save_weights")
+        named, k = [], 0
+        for l in self.layers:
+            for j, w in enumerate(l.get_weights()):
+                named.append(("%04d/%s/%d" % (k, l.name, j), np.ascontiguousarray(w, dtype=np.float32)))
+                k += 1
+        _cudl.save_safetensors(str(filepath), named, {"format": "cudl.keras weights", "model": self.name})
+
+    def load_weights(self, filepath, **kwargs):
+        """Reads save_weights' file into this model by position (layer names may differ)."""
+        self._require_cpp("load_weights")
+        named, meta = _cudl.load_safetensors(str(filepath))
+        if meta.get("format") != "cudl.keras weights":
+            raise ValueError("load_weights: %s was not written by save_weights (metadata %s)" % (filepath, meta))
+        named.sort(key=lambda nt: nt[0])
+        self.set_weights([t for _, t in named])
+
+
+class Sequential(Model):
+    """A stack of layers: Sequential([...]) or .add(layer). The input shape comes from the first layer's
+    input_shape / input_dim, a leading keras.Input / InputLayer, or the data of the first fit."""
+
+    def __init__(self, layers=None, name=None):
+        super().__init__(name=name or "sequential")
+        self._layers = []
+        self._input = None
+        for l in layers or []:
+            self.add(l)
+
+    def add(self, layer):
+        if isinstance(layer, KerasTensor) and isinstance(layer.layer, InputLayer):
+            layer = layer.layer
+        if isinstance(layer, InputLayer):
+            if self._layers or self._input is not None:
+                raise ValueError("Sequential %s: an Input must come first" % self.name)
+            self._input = layer.output
+            return
+        if not isinstance(layer, Layer):
+            raise TypeError("Sequential %s: add() takes a layer, got %s" % (self.name, type(layer).__name__))
+        if self._cpp is not None:
+            raise RuntimeError("Sequential %s: add layers before compile" % self.name)
+        if self._input is None and not self._layers and layer._input_shape is not None:
+            self._input = Input(shape=layer._input_shape)
+        self._layers.append(layer)
+        if self._input is not None:
+            self._connect()
+
+    def _connect(self):
+        t = self._input
+        for l in self._layers:
+            t = l(t)
+        self._inputs, self._outputs = [self._input], [t]
+
+    def pop(self):
+        if self._cpp is not None:
+            raise RuntimeError("Sequential %s: pop before compile" % self.name)
+        self._layers.pop()
+        if self._input is not None and self._layers:
+            self._connect()
+
+    @property
+    def layers(self):
+        return list(self._layers)
+
+    def _build_from_data(self, x):
+        if x is None:
+            raise ValueError("Sequential %s: the input shape is unknown; give input_shape to the first layer or "
+                             "fit first" % self.name)
+        shape = np.shape(x[0] if isinstance(x, (list, tuple)) and len(x) == 1 else x)[1:]
+        self._input = Input(shape=tuple(shape))
+        self._connect()
+
+
+def _no_save(self, filepath, *args, **kwargs):
+    raise NotImplementedError("Model.save: cudl.keras saves weights only; use save_weights / load_weights")
+
+
+Model.save = _no_save
+
+
+def load_model(filepath, **kwargs):
+    raise NotImplementedError("load_model: cudl.keras saves weights only (save_weights / load_weights); build the "
+                              "model in code and call load_weights")

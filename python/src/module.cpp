@@ -1,0 +1,426 @@
+// python/src/module.cpp — cudl._cudl: pybind11 bindings of the public C++ API (include/cudl/*.hpp)
+// that the pure-Python package (python/cudl/) builds its Keras-compatible front on.
+#include <pybind11/functional.h>
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstring>
+
+#include "cudl/cudl.hpp"
+
+namespace py = pybind11;
+using namespace cudl;
+
+namespace {
+
+// --- tensors <-> numpy (copies; a fit converts its data once) ----------------------------------
+
+DType dtype_of_array(const py::array& a) {
+  const char k = a.dtype().kind();
+  const auto size = a.dtype().itemsize();
+  if (k == 'f' && size == 4) return DType::f32;
+  if (k == 'i' && size == 4) return DType::i32;
+  if (k == 'i' && size == 8) return DType::i64;
+  if (k == 'u' && size == 1) return DType::u8;
+  throw py::value_error("cudl: unsupported numpy dtype " + std::string(py::str(a.dtype())) +
+                        " (float32, int32, int64 or uint8)");
+}
+
+Tensor tensor_from_numpy(const py::array& in) {
+  py::array a = py::array::ensure(in, py::array::c_style);
+  if (!a) throw py::value_error("cudl: cannot make a C-contiguous array of the input");
+  const DType dt = dtype_of_array(a);
+  std::vector<int64_t> dims(a.shape(), a.shape() + a.ndim());
+  Tensor t = Tensor::empty(Shape(dims), dt);
+  if (t.nbytes()) std::memcpy(t.data(), a.data(), t.nbytes());
+  return t;
+}
+
+py::dtype numpy_dtype(DType dt) {
+  switch (dt) {
+    case DType::f32: return py::dtype::of<float>();
+    case DType::i32: return py::dtype::of<int32_t>();
+    case DType::i64: return py::dtype::of<int64_t>();
+    case DType::u8: return py::dtype::of<uint8_t>();
+    case DType::f16: return py::dtype("float16");
+    case DType::bf16: break;
+  }
+  throw py::type_error(std::string("cudl: no numpy dtype for ") + dtype_name(dt));
+}
+
+py::array tensor_to_numpy(const Tensor& t) {
+  if (!t.defined()) throw py::value_error("cudl: the tensor is undefined");
+  Tensor host = t.device().is_cpu() ? t : t.to(Device::cpu());
+  std::vector<py::ssize_t> dims(host.shape().dims().begin(), host.shape().dims().end());
+  py::array out(numpy_dtype(host.dtype()), dims);
+  if (host.nbytes()) std::memcpy(out.mutable_data(), host.data(), host.nbytes());
+  return out;
+}
+
+Shape shape_of(const std::vector<int64_t>& dims) { return Shape(dims); }
+std::vector<int64_t> dims_of(const Shape& s) { return s.dims(); }
+
+// --- callbacks ---------------------------------------------------------------------------------
+
+/// Base of Python callbacks: fit calls the Python methods on_train_begin(), on_epoch_begin(epoch),
+/// on_epoch_end(epoch, logs), on_train_batch_end(batch) and on_train_end() when a subclass defines them.
+class PyCallback : public Callback {
+ public:
+  void on_train_begin(Model&) override { call("on_train_begin"); }
+  void on_epoch_begin(Model& m, int epoch) override {
+    epoch_first_step_ = m.step();
+    call("on_epoch_begin", epoch);
+  }
+  void on_epoch_end(Model&, int epoch, const std::map<std::string, double>& logs) override {
+    call("on_epoch_end", epoch, logs);
+  }
+  void on_batch_end(Model&, int64_t step) override { call("on_train_batch_end", step - epoch_first_step_ - 1); }
+  void on_train_end(Model&) override { call("on_train_end"); }
+
+ private:
+  template <typename... Args>
+  void call(const char* name, Args&&... args) {
+    py::gil_scoped_acquire gil;
+    py::function f = py::get_override(static_cast<const Callback*>(this), name);
+    if (f) f(std::forward<Args>(args)...);
+  }
+  int64_t epoch_first_step_ = 0;
+};
+
+/// Checks for Ctrl-C (and any other pending signal handler) between batches: a raised
+/// KeyboardInterrupt unwinds fit as an exception and reaches Python as itself.
+class SignalCheck : public Callback {
+ public:
+  void on_batch_end(Model&, int64_t) override { check(); }
+  void on_epoch_end(Model&, int, const std::map<std::string, double>&) override { check(); }
+
+ private:
+  static void check() {
+    py::gil_scoped_acquire gil;
+    if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+  }
+};
+
+Dataset make_dataset(const py::array& x, const py::object& y, float mean, float std) {
+  Dataset d;
+  d.x = tensor_from_numpy(x);
+  if (!y.is_none()) d.y = tensor_from_numpy(y.cast<py::array>());
+  d.mean = mean;
+  d.std = std;
+  return d;
+}
+
+/// ValueError for cudl errors about arguments and shapes, RuntimeError for the rest. The rule, on
+/// cudl's message: it names a shape or an argument value ("shape", "got", "expected", "must",
+/// "unknown", "invalid", "mismatch", "empty") -> ValueError.
+bool is_argument_error(const std::string& what) {
+  static const char* const kWords[] = {"shape", " got ", "expected", "must ", "unknown", "invalid", "mismatch",
+                                       "empty"};
+  for (const char* w : kWords)
+    if (what.find(w) != std::string::npos) return true;
+  return false;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_cudl, m) {
+  m.doc() = "cudl C++ runtime bindings (use the cudl and cudl.keras packages)";
+
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const Error& e) {
+      const std::string what = e.what();
+      if (is_argument_error(what))
+        PyErr_SetString(PyExc_ValueError, what.c_str());
+      else
+        PyErr_SetString(PyExc_RuntimeError, what.c_str());
+    }
+  });
+  m.def("_is_argument_error", &is_argument_error, "The rule that maps a cudl error message to ValueError");
+
+  m.attr("__version__") = std::to_string(CUDL_VERSION_MAJOR) + "." + std::to_string(CUDL_VERSION_MINOR) + "." +
+                          std::to_string(CUDL_VERSION_PATCH);
+  m.def("built_with_cuda", &built_with_cuda);
+  m.def("cuda_device_count", &cuda_device_count);
+  m.def("cuda_unavailable_reason", &cuda_unavailable_reason);
+  m.def("describe_devices", &describe_devices);
+
+  // Tensor: a host or device array; numpy() and from_numpy() copy.
+  py::class_<Tensor>(m, "Tensor")
+      .def_static("from_numpy", &tensor_from_numpy, py::arg("array"))
+      .def("numpy", &tensor_to_numpy)
+      .def_property_readonly("shape", [](const Tensor& t) { return dims_of(t.shape()); })
+      .def_property_readonly("dtype", [](const Tensor& t) { return std::string(dtype_name(t.dtype())); })
+      .def_property_readonly("device", [](const Tensor& t) { return t.device().str(); })
+      .def("to", [](const Tensor& t, const std::string& dev) { return t.to(Device::parse(dev)); })
+      .def("__repr__", [](const Tensor& t) { return t.str(); });
+
+  // Symbolic graph.
+  py::class_<Var>(m, "Var")
+      .def_property_readonly("shape", [](const Var& v) { return dims_of(v.shape()); })
+      .def_property_readonly("dtype", [](const Var& v) { return std::string(dtype_name(v.dtype())); });
+  m.def(
+      "Input",
+      [](const std::vector<int64_t>& shape, const std::string& dtype, const std::string& name) {
+        return Input(shape_of(shape), dtype_from_name(dtype), name);
+      },
+      py::arg("shape"), py::arg("dtype") = "f32", py::arg("name") = "input");
+  m.def("add", &add);
+
+  py::enum_<Init>(m, "Init")
+      .value("Zeros", Init::Zeros)
+      .value("Ones", Init::Ones)
+      .value("Normal", Init::Normal)
+      .value("Uniform", Init::Uniform)
+      .value("GlorotUniform", Init::GlorotUniform)
+      .value("GlorotNormal", Init::GlorotNormal)
+      .value("HeUniform", Init::HeUniform)
+      .value("HeNormal", Init::HeNormal);
+  m.def("init_from_name", &init_from_name);
+
+  py::class_<Layer, LayerPtr>(m, "Layer")
+      .def("__call__", [](Layer& l, const Var& x) { return l(x); })
+      .def("__call__", [](Layer& l, const std::vector<Var>& xs) { return l(xs); })
+      .def_property_readonly("name", &Layer::name)
+      .def_property_readonly("kind", &Layer::kind)
+      .def("output_shape",
+           [](const Layer& l, const std::vector<std::vector<int64_t>>& in) {
+             std::vector<Shape> s;
+             for (const auto& d : in) s.push_back(shape_of(d));
+             return dims_of(l.output_shape(s));
+           })
+      .def("get_weights", &Layer::get_weights)
+      .def("set_weights", &Layer::set_weights)
+      .def("param_names",
+           [](const Layer& l) {
+             std::vector<std::string> n;
+             for (const auto& p : l.params()) n.push_back(p.first);
+             for (const auto& b : l.buffers()) n.push_back(b.first);
+             return n;
+           })
+      .def_property("trainable", &Layer::trainable, &Layer::set_trainable)
+      .def("set_regularizer", &Layer::set_regularizer);
+
+  m.def(
+      "dense",
+      [](int64_t units, const std::string& act, bool use_bias, Init init, const std::string& name) {
+        return layers::Dense(
+            DenseOptions(units).activation(act).use_bias(use_bias).kernel_initializer(init).name(name));
+      },
+      py::arg("units"), py::arg("activation") = "", py::arg("use_bias") = true,
+      py::arg("kernel_initializer") = Init::GlorotUniform, py::arg("name") = "");
+  m.def(
+      "conv2d",
+      [](int64_t filters, int kernel, int stride, int padding, int dilation, int groups, const std::string& act,
+         bool use_bias, Init init, const std::string& name) {
+        return layers::Conv2d(Conv2dOptions(filters, kernel)
+                                  .stride(stride)
+                                  .padding(padding)
+                                  .dilation(dilation)
+                                  .groups(groups)
+                                  .activation(act)
+                                  .use_bias(use_bias)
+                                  .kernel_initializer(init)
+                                  .name(name));
+      },
+      py::arg("filters"), py::arg("kernel_size"), py::arg("stride") = 1, py::arg("padding") = 0,
+      py::arg("dilation") = 1, py::arg("groups") = 1, py::arg("activation") = "", py::arg("use_bias") = true,
+      py::arg("kernel_initializer") = Init::HeUniform, py::arg("name") = "");
+  m.def("max_pool2d", &layers::MaxPool2d, py::arg("kernel"), py::arg("stride") = 0, py::arg("padding") = 0,
+        py::arg("name") = "");
+  m.def("avg_pool2d", &layers::AvgPool2d, py::arg("kernel"), py::arg("stride") = 0, py::arg("padding") = 0,
+        py::arg("name") = "");
+  m.def("global_avg_pool", &layers::GlobalAvgPool, py::arg("name") = "");
+  m.def("batch_norm", &layers::BatchNorm, py::arg("momentum") = 0.1f, py::arg("eps") = 1e-5f, py::arg("name") = "");
+  m.def("layer_norm", &layers::LayerNorm, py::arg("eps") = 1e-5f, py::arg("name") = "");
+  m.def("dropout", &layers::Dropout, py::arg("rate"), py::arg("name") = "");
+  m.def("flatten", &layers::Flatten, py::arg("name") = "");
+  m.def(
+      "reshape", [](const std::vector<int64_t>& s, const std::string& name) { return layers::Reshape(shape_of(s), name); },
+      py::arg("shape"), py::arg("name") = "");
+  m.def("activation", &layers::Activation, py::arg("name"), py::arg("alpha") = 0.01f, py::arg("layer_name") = "");
+
+  // Optimizer and loss values.
+  py::class_<Optimizer>(m, "Optimizer")
+      .def(py::init<const std::string&>(), py::arg("name"))
+      .def_property_readonly("name", [](const Optimizer& o) { return std::string(o.name()); })
+      .def_readwrite("lr", &Optimizer::lr)
+      .def_readwrite("momentum", &Optimizer::momentum)
+      .def_readwrite("nesterov", &Optimizer::nesterov)
+      .def_readwrite("beta1", &Optimizer::beta1)
+      .def_readwrite("beta2", &Optimizer::beta2)
+      .def_readwrite("alpha", &Optimizer::alpha)
+      .def_readwrite("eps", &Optimizer::eps)
+      .def_readwrite("weight_decay", &Optimizer::weight_decay)
+      .def_readwrite("clip_norm", &Optimizer::clip_norm);
+  py::class_<Loss>(m, "Loss")
+      .def(py::init<const std::string&>(), py::arg("name"))
+      .def_property_readonly("name", [](const Loss& l) { return std::string(l.name()); })
+      .def_property_readonly("takes_labels", &Loss::takes_labels)
+      .def_readwrite("label_smoothing", &Loss::label_smoothing)
+      .def_readwrite("huber_delta", &Loss::huber_delta);
+
+  // Callbacks: the C++ ones, and the base Python callbacks derive from.
+  py::class_<Callback, PyCallback, CallbackPtr>(m, "Callback").def(py::init<>());
+  py::class_<SignalCheck, Callback, std::shared_ptr<SignalCheck>>(m, "SignalCheck").def(py::init<>());
+  py::enum_<Mode>(m, "Mode").value("auto", Mode::Auto).value("min", Mode::Min).value("max", Mode::Max);
+  py::class_<EarlyStopping, Callback, std::shared_ptr<EarlyStopping>>(m, "EarlyStopping")
+      .def(py::init<std::string, int, double, bool, Mode>(), py::arg("monitor"), py::arg("patience"),
+           py::arg("min_delta"), py::arg("restore_best_weights"), py::arg("mode"))
+      .def_property_readonly("stopped_epoch", &EarlyStopping::stopped_epoch)
+      .def_property_readonly("best_epoch", &EarlyStopping::best_epoch);
+  py::class_<ModelCheckpoint, Callback, std::shared_ptr<ModelCheckpoint>>(m, "ModelCheckpoint")
+      .def(py::init<std::string, std::string, bool, int, Mode>(), py::arg("path"), py::arg("monitor"),
+           py::arg("save_best_only"), py::arg("every_n_epochs"), py::arg("mode"))
+      .def_property_readonly("saves", &ModelCheckpoint::saves);
+  py::class_<CSVLogger, Callback, std::shared_ptr<CSVLogger>>(m, "CSVLogger")
+      .def(py::init<std::string>(), py::arg("path"));
+  py::class_<LearningRateScheduler, Callback, std::shared_ptr<LearningRateScheduler>>(m, "LearningRateScheduler")
+      .def(py::init<Schedule>(), py::arg("schedule"));
+  py::class_<ReduceLROnPlateau, Callback, std::shared_ptr<ReduceLROnPlateau>>(m, "ReduceLROnPlateau")
+      .def(py::init<std::string, double, int, double, double, Mode>(), py::arg("monitor"), py::arg("factor"),
+           py::arg("patience"), py::arg("min_lr"), py::arg("min_delta"), py::arg("mode"));
+
+  // Model: built from Vars; numpy arrays are converted into one Dataset per call.
+  py::class_<Model>(m, "Model")
+      .def(py::init<const std::vector<Var>&, const std::vector<Var>&, const std::string&>(), py::arg("inputs"),
+           py::arg("outputs"), py::arg("name") = "model")
+      .def(
+          "compile",
+          [](Model& self, const Optimizer& opt, const Loss& loss, const std::vector<std::string>& metrics,
+             const std::string& device, uint64_t seed) {
+            CompileOptions o;
+            o.optimizer = opt;
+            o.loss = loss;
+            o.metrics = metrics;
+            o.device = Device::parse(device);
+            o.seed = seed;
+            self.compile(o);
+          },
+          py::arg("optimizer"), py::arg("loss"), py::arg("metrics"), py::arg("device") = "cpu", py::arg("seed") = 0)
+      .def(
+          "fit",
+          [](Model& self, const py::array& x, const py::array& y, float mean, float std, int epochs,
+             int64_t batch_size, bool shuffle, const py::object& val_x, const py::object& val_y,
+             double validation_split, const std::vector<CallbackPtr>& callbacks, uint64_t seed, int verbose) {
+            Dataset train = make_dataset(x, y, mean, std);
+            Dataset val;
+            FitOptions fo;
+            if (!val_x.is_none()) {
+              val = make_dataset(val_x.cast<py::array>(), val_y, mean, std);
+              fo.validation_data = &val;
+            }
+            fo.epochs = epochs;
+            fo.batch_size = batch_size;
+            fo.shuffle = shuffle;
+            fo.validation_split = validation_split;
+            fo.callbacks = callbacks;
+            fo.callbacks.insert(fo.callbacks.begin(), std::make_shared<SignalCheck>());
+            fo.seed = seed;
+            fo.verbose = verbose;
+            History h;
+            {
+              py::gil_scoped_release nogil;
+              h = self.fit(train, fo);
+            }
+            return h.metrics;
+          },
+          py::arg("x"), py::arg("y"), py::arg("mean") = 0.f, py::arg("std") = 1.f, py::arg("epochs") = 1,
+          py::arg("batch_size") = 32, py::arg("shuffle") = true, py::arg("val_x") = py::none(),
+          py::arg("val_y") = py::none(), py::arg("validation_split") = 0.0,
+          py::arg("callbacks") = std::vector<CallbackPtr>{}, py::arg("seed") = 0, py::arg("verbose") = 0)
+      .def(
+          "evaluate",
+          [](Model& self, const py::array& x, const py::array& y, float mean, float std, int64_t batch_size) {
+            Dataset d = make_dataset(x, y, mean, std);
+            py::gil_scoped_release nogil;
+            return self.evaluate(d, batch_size).metrics;
+          },
+          py::arg("x"), py::arg("y"), py::arg("mean") = 0.f, py::arg("std") = 1.f, py::arg("batch_size") = 256)
+      .def(
+          "predict",
+          [](Model& self, const py::array& x, float mean, float std, int64_t batch_size) {
+            Dataset d = make_dataset(x, py::none(), mean, std);
+            Tensor out;
+            {
+              py::gil_scoped_release nogil;
+              out = self.predict(d, batch_size);
+            }
+            return tensor_to_numpy(out);
+          },
+          py::arg("x"), py::arg("mean") = 0.f, py::arg("std") = 1.f, py::arg("batch_size") = 256)
+      .def(
+          "train_on_batch",
+          [](Model& self, const py::array& x, const py::array& y) {
+            return self.train_on_batch(tensor_from_numpy(x), tensor_from_numpy(y));
+          },
+          py::arg("x"), py::arg("y"))
+      .def(
+          "test_on_batch",
+          [](Model& self, const py::array& x, const py::array& y) {
+            return self.test_on_batch(tensor_from_numpy(x), tensor_from_numpy(y));
+          },
+          py::arg("x"), py::arg("y"))
+      .def(
+          "predict_on_batch",
+          [](Model& self, const py::array& x) { return tensor_to_numpy(self.predict_on_batch(tensor_from_numpy(x))); },
+          py::arg("x"))
+      .def("summary", &Model::summary)
+      .def_property("learning_rate", &Model::learning_rate, &Model::set_learning_rate)
+      .def("stop_training", &Model::stop_training)
+      .def_property_readonly("stop_requested", &Model::stop_requested)
+      .def_property("epoch", &Model::epoch, &Model::set_epoch)
+      .def_property_readonly("step", &Model::step)
+      .def_property_readonly("device", [](const Model& m) { return m.device().str(); })
+      .def("parameter_count", &Model::parameter_count)
+      .def("layers", &Model::layers)
+      .def_property_readonly("name", &Model::name)
+      .def("get_weights",
+           [](const Model& m) {
+             std::vector<py::array> out;
+             for (const Tensor& t : m.get_weights()) out.push_back(tensor_to_numpy(t));
+             return out;
+           })
+      .def("set_weights",
+           [](Model& m, const std::vector<py::array>& ws) {
+             std::vector<Tensor> ts;
+             for (const auto& a : ws) ts.push_back(tensor_from_numpy(a));
+             m.set_weights(ts);
+           })
+      .def("save_checkpoint", [](Model& m, const std::string& path) { save_checkpoint(m, path); })
+      .def("load_checkpoint", [](Model& m, const std::string& path) { load_checkpoint(m, path); })
+      .def("state_names", [](Model& m) {
+        std::vector<std::string> n;
+        for (const auto& p : m.state_tensors()) n.push_back(p.first);
+        return n;
+      });
+
+  m.def(
+      "save_safetensors",
+      [](const std::string& path, const std::vector<std::pair<std::string, py::array>>& named,
+         const std::map<std::string, std::string>& meta) {
+        std::vector<std::pair<std::string, Tensor>> ts;
+        for (const auto& [n, a] : named) ts.emplace_back(n, tensor_from_numpy(a));
+        save_safetensors(path, ts, meta);
+      },
+      py::arg("path"), py::arg("tensors"), py::arg("metadata") = std::map<std::string, std::string>{});
+  m.def(
+      "load_safetensors",
+      [](const std::string& path) {
+        std::map<std::string, std::string> meta;
+        std::vector<std::pair<std::string, py::array>> out;
+        for (const auto& [n, t] : load_safetensors(path, &meta)) out.emplace_back(n, tensor_to_numpy(t));
+        return py::make_tuple(out, meta);
+      },
+      py::arg("path"));
+
+  m.def(
+      "load_mnist",
+      [](const std::string& dir, bool train, int64_t limit, bool fashion) {
+        Dataset d = load_mnist(dir, train, limit, fashion);
+        return py::make_tuple(tensor_to_numpy(d.x), tensor_to_numpy(d.y));
+      },
+      py::arg("dir"), py::arg("train"), py::arg("limit") = 0, py::arg("fashion") = false);
+}
