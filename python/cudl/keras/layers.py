@@ -60,9 +60,9 @@ def _image_layout(layer, layout, shape):
         raise ValueError("%s expects images of rank 3 per sample (H, W, C) or (C, H, W), got shape %s"
                          % (layer.name, (None,) + tuple(shape)))
     if layer._channels_last and layout != "cl":
-        raise ValueError("%s: channels_last images must come straight from the model input or another "
-                         "channels_last image layer; this input is not one (use data_format='channels_first' "
-                         "for images produced by Reshape)" % layer.name)
+        raise ValueError("%s: channels_last images must come from the model input, a Reshape to (H, W, 1) or "
+                         "another channels_last image layer; this input is none of them (cudl holds images as "
+                         "(C, H, W); data_format='channels_first' takes them so)" % layer.name)
     if not layer._channels_last and layout == "cl":
         raise ValueError("%s: channels_first layer applied to a channels_last image" % layer.name)
 
@@ -404,9 +404,13 @@ class Reshape(Layer):
     def _lower(self, ctx, xs, layouts, drop=None):
         _no_image(self, layouts[0])
         out = self._out_shape(self._in_shapes)
+        layout = None
+        if len(out) == 3 and out[2] == 1:
+            # (H, W, 1) has the memory order of cudl's (1, H, W): a channels_last image as it is.
+            out, layout = (1, out[0], out[1]), "cl"
         if self._cpp is None:
             self._cpp = _cudl.reshape(list(out), self.name)
-        return self._cpp(xs[0]), None
+        return self._cpp(xs[0]), layout
 
 
 class Add(Layer):

@@ -1,0 +1,250 @@
+"""cudl.keras API: import styles, layers and shapes, training semantics, weights, callbacks."""
+import io
+import contextlib
+
+import numpy as np
+import pytest
+
+import cudl
+import cudl as tf
+from cudl import keras
+from cudl.keras import callbacks, layers, optimizers
+from cudl.keras.layers import Dense, Flatten
+from cudl.keras.models import Model, Sequential
+from cudl.keras.utils import np_utils, to_categorical
+
+
+def mlp(classes=3, features=8, act="softmax"):
+    return Sequential([Dense(16, activation="relu", input_shape=(features,)), Dense(classes, activation=act)])
+
+
+def test_import_styles():
+    assert tf.keras.models.Sequential is Sequential
+    assert tf.keras.layers.Dense is Dense and keras.layers.Dense is Dense
+    assert np_utils.to_categorical is to_categorical
+    assert tf.keras.Input is keras.layers.Input
+    assert cudl.__version__.count(".") == 2
+
+
+def test_to_categorical():
+    y = to_categorical([0, 2, 1], 4)
+    np.testing.assert_array_equal(y, np.array([[1, 0, 0, 0], [0, 0, 1, 0], [0, 1, 0, 0]], dtype=np.float32))
+    assert to_categorical(np.array([[1], [0]])).shape == (2, 2)
+    with pytest.raises(ValueError):
+        to_categorical([0, 5], 3)
+
+
+def test_tensor_numpy_round_trip():
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    t = cudl.from_numpy(a)
+    assert t.shape == [3, 4] and t.dtype == "f32"
+    np.testing.assert_array_equal(t.numpy(), a)
+    np.testing.assert_array_equal(cudl.from_numpy(a.T).numpy(), a.T)  # non-contiguous input is copied
+
+
+def test_fit_evaluate_predict(blobs):
+    x, y = blobs
+    model = mlp()
+    model.compile(optimizer=optimizers.Adam(learning_rate=0.01), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    h = model.fit(x, y, epochs=5, verbose=0, validation_split=0.2)
+    assert list(h.history) == ["loss", "accuracy", "val_loss", "val_accuracy"]
+    assert len(h.history["loss"]) == 5 and h.history["loss"][-1] < h.history["loss"][0]
+    loss, acc = model.evaluate(x, y, verbose=0)
+    assert acc > 0.9
+    p = model.predict(x)
+    assert p.shape == (600, 3) and p.dtype == np.float32
+    np.testing.assert_allclose(p.sum(axis=1), 1, rtol=1e-5)  # the dropped softmax is applied in predict
+    assert (p.argmax(1) == y).mean() == pytest.approx(acc, abs=1e-6)
+
+
+def test_evaluate_without_metrics_is_a_float(blobs):
+    x, y = blobs
+    model = mlp()
+    model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy())
+    model.fit(x, y, epochs=1, verbose=0)
+    assert isinstance(model.evaluate(x, y, verbose=0), float)
+
+
+def test_one_hot_targets_with_categorical_crossentropy(blobs):
+    x, y = blobs
+    model = mlp()
+    model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["acc"])
+    h = model.fit(x, to_categorical(y), epochs=3, batch_size=50, verbose=0,
+                  validation_data=(x[:100], to_categorical(y[:100], 3)))
+    assert "acc" in h.history and "val_acc" in h.history
+    soft = np.full((600, 3), 1 / 3)
+    with pytest.raises(ValueError, match="one-hot"):
+        model.fit(x, soft, epochs=1, verbose=0)
+
+
+def test_logits_loss_and_regression():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(256, 4))
+    y = x @ np.array([1.0, -2.0, 0.5, 3.0]) + 1
+    model = Sequential([Dense(1, input_dim=4)])
+    model.compile(optimizer=optimizers.SGD(learning_rate=0.05), loss="mse", metrics=["mae"])
+    model.fit(x, y, epochs=30, batch_size=16, verbose=0)
+    assert model.evaluate(x, y, verbose=0)[0] < 1e-3
+    kernel, bias = model.get_weights()
+    np.testing.assert_allclose(kernel[:, 0], [1.0, -2.0, 0.5, 3.0], atol=0.02)
+    np.testing.assert_allclose(bias, [1.0], atol=0.02)
+
+
+def test_uint8_and_float64_inputs():
+    rng = np.random.default_rng(2)
+    x8 = rng.integers(0, 256, size=(64, 6, 6), dtype=np.uint8)
+    y = (x8.reshape(64, -1).mean(1) > 127).astype(np.int64)
+    model = Sequential([Flatten(input_shape=(6, 6)), Dense(2, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(x8, y, epochs=1, verbose=0)
+    # uint8 is read as x / 255: the same predictions as float input scaled by hand
+    np.testing.assert_allclose(model.predict(x8), model.predict(x8 / 255.0), rtol=1e-5, atol=1e-6)
+
+
+def test_functional_model_with_residual(blobs):
+    x, y = blobs
+    inp = keras.Input(shape=(8,))
+    h = Dense(8, activation="relu")(inp)
+    h = layers.Add()([h, inp])
+    h = layers.LayerNormalization()(h)
+    h = layers.Dropout(0.1)(h)
+    out = Dense(3, activation="softmax")(h)
+    model = Model(inputs=inp, outputs=out)
+    model.compile(optimizer=optimizers.Adam(0.01), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, epochs=10, verbose=0)
+    assert model.evaluate(x, y, verbose=0)[1] > 0.9
+
+
+def test_cnn_channels_last():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(96, 8, 8, 2)).astype(np.float32)
+    y = (x[..., 0].mean(axis=(1, 2)) > x[..., 1].mean(axis=(1, 2))).astype(np.int32)  # compares the channels
+    model = Sequential([
+        layers.Conv2D(4, (3, 3), padding="same", activation="relu", input_shape=(8, 8, 2)),
+        layers.BatchNormalization(),
+        layers.MaxPooling2D((2, 2)),
+        layers.Conv2D(4, 3, activation="relu"),
+        layers.GlobalAveragePooling2D(),
+        Dense(2, activation="softmax"),
+    ])
+    assert model.output_shape == (None, 2)
+    assert model.layers[2].output_shape == (None, 4, 4, 4)
+    model.compile(optimizer=optimizers.Adam(0.01), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, epochs=8, batch_size=16, verbose=0)
+    assert model.evaluate(x, y, verbose=0)[1] > 0.8
+    w = model.layers[0].get_weights()
+    assert [a.shape for a in w] == [(3, 3, 2, 4), (4,)]  # Keras layout (kh, kw, in, out)
+    assert [a.shape for a in model.layers[1].get_weights()] == [(4,)] * 4
+
+
+def test_summary_prints(capsys):
+    model = mlp()
+    model.summary()
+    out = capsys.readouterr().out
+    assert "dense" in out and "Total params: 195" in out  # 8*16+16 + 16*3+3
+
+
+def test_weights_round_trip(blobs, tmp_path):
+    x, y = blobs
+    a, b = mlp(), mlp()
+    for m in (a, b):
+        m.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    a.fit(x, y, epochs=2, verbose=0)
+    assert [w.shape for w in a.get_weights()] == [(8, 16), (16,), (16, 3), (3,)]
+    b.set_weights(a.get_weights())
+    np.testing.assert_array_equal(a.predict(x), b.predict(x))
+    c = mlp()
+    c.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    a.save_weights(tmp_path / "w.safetensors")
+    c.load_weights(tmp_path / "w.safetensors")
+    np.testing.assert_array_equal(a.predict(x), c.predict(x))
+    with pytest.raises(ValueError, match="shape"):
+        b.set_weights([w.T for w in a.get_weights()])
+
+
+def test_python_callback_and_stop_training(blobs):
+    x, y = blobs
+    seen = []
+
+    class Recorder(callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append((epoch, sorted(logs)))
+            if epoch == 2:
+                self.model.stop_training = True
+
+        def on_batch_end(self, batch, logs=None):
+            seen.append(("batch", batch))
+
+    model = mlp()
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    h = model.fit(x, y, epochs=10, batch_size=300, verbose=0, callbacks=[Recorder()])
+    assert len(h.history["loss"]) == 3
+    assert seen[:3] == [("batch", 0), ("batch", 1), (0, ["accuracy", "loss"])]
+
+
+def test_native_callbacks(blobs, tmp_path):
+    x, y = blobs
+    model = mlp()
+    model.compile(optimizer=optimizers.SGD(learning_rate=0.1), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    csv = tmp_path / "log.csv"
+    rates = []
+    model.fit(x, y, epochs=3, verbose=0, validation_split=0.25, callbacks=[
+        callbacks.LearningRateScheduler(lambda epoch, lr: 0.1 / (epoch + 1)),
+        callbacks.LambdaCallback(on_epoch_end=lambda e, logs: rates.append(model.optimizer.learning_rate)),
+        callbacks.CSVLogger(str(csv)),
+        callbacks.ModelCheckpoint(str(tmp_path / "w-{epoch:02d}.safetensors")),
+        callbacks.ReduceLROnPlateau(monitor="val_loss", patience=5),
+    ])
+    np.testing.assert_allclose(rates, [0.1, 0.05, 0.1 / 3], rtol=1e-6)
+    assert len(csv.read_text().strip().splitlines()) == 4  # header + 3 epochs
+    assert sorted(p.name for p in tmp_path.glob("w-*")) == ["w-01.safetensors", "w-02.safetensors",
+                                                            "w-03.safetensors"]
+    es = callbacks.EarlyStopping(monitor="loss", patience=0, min_delta=10.0)
+    h = model.fit(x, y, epochs=10, verbose=0, callbacks=[es])
+    assert len(h.history["loss"]) == 2 and es.stopped_epoch > 0
+
+
+def test_verbose_lines(blobs, capsys):
+    x, y = blobs
+    model = mlp()
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, epochs=2, batch_size=100, verbose=2)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "Epoch 1/2" and lines[1].startswith("6/6 - ") and "loss: " in lines[1]
+    model.fit(x, y, epochs=1, verbose=0)
+    assert capsys.readouterr().out == ""
+
+
+def test_train_test_predict_on_batch(blobs):
+    x, y = blobs
+    model = mlp()
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    first = model.train_on_batch(x[:32], y[:32])
+    for _ in range(20):
+        last = model.train_on_batch(x[:32], y[:32])
+    assert last[0] < first[0]
+    assert len(model.test_on_batch(x[:32], y[:32])) == 2
+    np.testing.assert_allclose(model.predict_on_batch(x[:32]), model.predict(x[:32]), rtol=1e-5, atol=1e-6)
+
+
+def test_sequential_shape_from_data(blobs):
+    x, y = blobs
+    model = Sequential()
+    model.add(Dense(4, activation="relu"))
+    model.add(Dense(3, activation="softmax"))
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=1, verbose=0)
+    assert model.input_shape == (None, 8)
+
+
+def test_regularizer_shrinks_weights(blobs):
+    x, y = blobs
+    norms = []
+    for reg in (None, keras.regularizers.l2(0.1)):
+        model = Sequential([Dense(3, activation="softmax", input_shape=(8,), kernel_regularizer=reg)])
+        model.compile(optimizer=optimizers.SGD(0.1), loss="sparse_categorical_crossentropy", seed=1)
+        model.fit(x, y, epochs=10, verbose=0, shuffle=False)
+        norms.append(np.linalg.norm(model.get_weights()[0]))
+    assert norms[1] < 0.8 * norms[0]
