@@ -58,6 +58,121 @@ py::array tensor_to_numpy(const Tensor& t) {
   return out;
 }
 
+// --- DLPack (the stable v0.8 ABI, declared here: Debian ships no dlpack.h) ---------------------
+
+struct DLDevice {
+  int32_t device_type;  // kDLCPU = 1, kDLCUDA = 2, kDLCUDAHost = 3
+  int32_t device_id;
+};
+struct DLDataType {
+  uint8_t code;  // kDLInt = 0, kDLUInt = 1, kDLFloat = 2, kDLBfloat = 4
+  uint8_t bits;
+  uint16_t lanes;
+};
+struct DLTensor {
+  void* data;
+  DLDevice device;
+  int32_t ndim;
+  DLDataType dtype;
+  int64_t* shape;
+  int64_t* strides;  // null: compact row-major
+  uint64_t byte_offset;
+};
+struct DLManagedTensor {
+  DLTensor dl_tensor;
+  void* manager_ctx;
+  void (*deleter)(DLManagedTensor*);
+};
+
+DLDataType dl_dtype(DType dt) {
+  switch (dt) {
+    case DType::f32: return {2, 32, 1};
+    case DType::f16: return {2, 16, 1};
+    case DType::bf16: return {4, 16, 1};
+    case DType::i32: return {0, 32, 1};
+    case DType::i64: return {0, 64, 1};
+    case DType::u8: return {1, 8, 1};
+  }
+  throw py::type_error("cudl: no DLPack type for this dtype");
+}
+
+DType dtype_of_dl(DLDataType t) {
+  for (DType d : {DType::f32, DType::f16, DType::bf16, DType::i32, DType::i64, DType::u8}) {
+    const DLDataType e = dl_dtype(d);
+    if (e.code == t.code && e.bits == t.bits && t.lanes == 1) return d;
+  }
+  throw py::value_error("cudl.from_dlpack: unsupported DLPack dtype (code " + std::to_string(t.code) + ", " +
+                        std::to_string(t.bits) + " bits, " + std::to_string(t.lanes) +
+                        " lanes); cudl has float32/16, bfloat16, int32/64, uint8");
+}
+
+/// What an exported capsule keeps alive: the tensor (its storage) and the shape array.
+struct DLExport {
+  Tensor tensor;
+  std::vector<int64_t> shape;
+  DLManagedTensor managed;
+};
+
+/// A DLPack capsule viewing t's memory (no copy); the capsule shares t's storage until the consumer
+/// (or, unconsumed, the capsule) calls the deleter.
+py::capsule to_dlpack(const Tensor& t) {
+  if (!t.defined()) throw py::value_error("cudl: __dlpack__ of an undefined tensor");
+  auto* ex = new DLExport{t, t.shape().dims(), {}};
+  DLTensor& d = ex->managed.dl_tensor;
+  d.data = t.data();
+  d.device = t.device().is_cuda() ? DLDevice{2, t.device().index()} : DLDevice{1, 0};
+  d.ndim = static_cast<int32_t>(ex->shape.size());
+  d.dtype = dl_dtype(t.dtype());
+  d.shape = ex->shape.data();
+  d.strides = nullptr;
+  d.byte_offset = 0;
+  ex->managed.manager_ctx = ex;
+  ex->managed.deleter = [](DLManagedTensor* m) { delete static_cast<DLExport*>(m->manager_ctx); };
+  return py::capsule(&ex->managed, "dltensor", [](PyObject* cap) {
+    // Unconsumed capsules still own the tensor; consumers rename theirs to "used_dltensor".
+    if (PyCapsule_IsValid(cap, "dltensor")) {
+      auto* m = static_cast<DLManagedTensor*>(PyCapsule_GetPointer(cap, "dltensor"));
+      if (m && m->deleter) m->deleter(m);
+    }
+  });
+}
+
+/// A cudl tensor with a copy of a DLPack producer's data (an object with __dlpack__, or a capsule).
+/// CPU memory only: cudl tensors own their storage, so the data is copied, once.
+Tensor from_dlpack(const py::object& obj) {
+  py::object cap = obj;
+  if (py::hasattr(obj, "__dlpack__")) cap = obj.attr("__dlpack__")();
+  if (!PyCapsule_IsValid(cap.ptr(), "dltensor"))
+    throw py::type_error("cudl.from_dlpack: expected an object with __dlpack__ or an unused DLPack capsule");
+  auto* m = static_cast<DLManagedTensor*>(PyCapsule_GetPointer(cap.ptr(), "dltensor"));
+  const DLTensor& d = m->dl_tensor;
+  struct Release {  // the producer's memory is released whatever happens below
+    DLManagedTensor* m;
+    ~Release() {
+      if (m->deleter) m->deleter(m);
+    }
+  } release{m};
+  PyCapsule_SetName(cap.ptr(), "used_dltensor");
+  if (d.device.device_type != 1 && d.device.device_type != 3)
+    throw py::value_error("cudl.from_dlpack: the tensor is on DLPack device type " +
+                          std::to_string(d.device.device_type) + "; cudl imports CPU tensors (copy it to the CPU)");
+  const DType dt = dtype_of_dl(d.dtype);
+  std::vector<int64_t> dims(d.shape, d.shape + d.ndim);
+  Shape shape(dims);
+  if (d.strides) {
+    int64_t expect = 1;
+    for (int i = d.ndim - 1; i >= 0; --i) {
+      if (dims[i] != 1 && d.strides[i] != expect)
+        throw py::value_error("cudl.from_dlpack: the tensor is not contiguous (shape " + shape.str() +
+                              "); make it contiguous first");
+      expect *= dims[i];
+    }
+  }
+  Tensor t = Tensor::empty(shape, dt);
+  if (t.nbytes()) std::memcpy(t.data(), static_cast<const char*>(d.data) + d.byte_offset, t.nbytes());
+  return t;
+}
+
 Shape shape_of(const std::vector<int64_t>& dims) { return Shape(dims); }
 std::vector<int64_t> dims_of(const Shape& s) { return s.dims(); }
 
@@ -155,7 +270,15 @@ PYBIND11_MODULE(_cudl, m) {
       .def_property_readonly("dtype", [](const Tensor& t) { return std::string(dtype_name(t.dtype())); })
       .def_property_readonly("device", [](const Tensor& t) { return t.device().str(); })
       .def("to", [](const Tensor& t, const std::string& dev) { return t.to(Device::parse(dev)); })
-      .def("__repr__", [](const Tensor& t) { return t.str(); });
+      .def("__repr__", [](const Tensor& t) { return t.str(); })
+      .def(
+          "__dlpack__", [](const Tensor& t, const py::object& /*stream*/) { return to_dlpack(t); },
+          py::arg("stream") = py::none(), "A DLPack capsule viewing this tensor's memory (no copy)")
+      .def("__dlpack_device__", [](const Tensor& t) {
+        return t.device().is_cuda() ? py::make_tuple(2, t.device().index()) : py::make_tuple(1, 0);
+      });
+  m.def("from_dlpack", &from_dlpack, py::arg("tensor"),
+        "A cudl tensor with a copy of a CPU DLPack tensor (torch, numpy, ...)");
 
   // Symbolic graph.
   py::class_<Var>(m, "Var")
