@@ -277,8 +277,8 @@ class Model:
         if x is None or y is None:
             raise ValueError("fit: give x and y as numpy arrays")
         self._require_cpp("fit", x)
-        n = len(x)
         xs = self._x(x, "fit")
+        n = len(xs)
         ys = self._y(y, n, "fit")
         val_x = val_y = None
         if validation_data is not None:
