@@ -64,6 +64,12 @@ def test_probability_loss_needs_the_activation():
     m.compile(optimizer="adam", loss=cudl.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
 
 
+def test_accuracy_needs_a_categorical_loss():
+    m = Sequential([Dense(1, activation="sigmoid", input_shape=(4,))])
+    with pytest.raises(ValueError, match="accuracy"):
+        m.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+
+
 def test_order_of_calls():
     m = Sequential([Dense(3, input_shape=(8,))])
     with pytest.raises(RuntimeError, match="compile"):

@@ -166,6 +166,9 @@ class Model:
                                  % (self.name, loss.name, loss._prob_activation))
         cudl_loss = loss._to_cudl()
         metric_names = [m[0] for m in c["metrics"]]
+        if "accuracy" in metric_names and loss._prob_activation != "softmax":
+            raise ValueError("Model %s: cudl computes the accuracy metric for (sparse_)categorical_crossentropy "
+                             "only, not for loss %s" % (self.name, loss.name))
         self._onehot_as_labels = False
         if isinstance(loss, _losses.CategoricalCrossentropy) and "accuracy" in metric_names:
             # cudl's accuracy reads integer labels: one-hot targets train as sparse labels (the same
