@@ -248,3 +248,32 @@ def test_regularizer_shrinks_weights(blobs):
         model.fit(x, y, epochs=10, verbose=0, shuffle=False)
         norms.append(np.linalg.norm(model.get_weights()[0]))
     assert norms[1] < 0.8 * norms[0]
+
+
+def test_save_and_load_model(blobs, tmp_path):
+    x, y = blobs
+    inp = keras.Input(shape=(8,))
+    h = Dense(8, activation="relu", kernel_regularizer=keras.regularizers.l2(1e-3),
+              kernel_initializer=keras.initializers.HeNormal())(inp)
+    h = layers.Add()([h, inp])
+    h = layers.BatchNormalization()(h)
+    out = Dense(3, activation="softmax")(h)
+    fm = Model(inp, out, name="residual")
+    sm = Sequential([layers.Reshape((4, 2, 1), input_shape=(8,)), layers.Conv2D(2, 3, padding="same"),
+                     Flatten(), Dense(3, activation="softmax")])
+    for model in (fm, sm):
+        model.compile(optimizer=optimizers.Adam(0.02), loss="sparse_categorical_crossentropy", metrics=["acc"])
+        model.fit(x, y, epochs=2, verbose=0)
+        model.optimizer.learning_rate = 0.005
+        path = tmp_path / (model.name + ".safetensors")
+        model.save(path)
+        loaded = keras.models.load_model(path)
+        assert type(loaded) is type(model) and loaded.name == model.name
+        assert [l.name for l in loaded.layers] == [l.name for l in model.layers]
+        np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+        assert loaded.optimizer.learning_rate == pytest.approx(0.005)
+        assert loaded.evaluate(x, y, return_dict=True, verbose=0).keys() == {"loss", "acc"}
+        loaded.fit(x, y, epochs=1, verbose=0)  # trains on
+    with pytest.raises(ValueError, match="Model.save"):
+        sm.save_weights(tmp_path / "w.safetensors")
+        keras.models.load_model(tmp_path / "w.safetensors")

@@ -9,6 +9,7 @@ on the host, and layers that would need a channels-last view elsewhere raise Val
 import re
 
 from .. import _cudl
+from ._config import Recorded
 
 _name_counters = {}
 
@@ -40,7 +41,7 @@ class KerasTensor:
         return "<KerasTensor shape=%s from %s>" % (self.shape, self.layer.name)
 
 
-class Layer:
+class Layer(Recorded):
     """Base of every cudl.keras layer. Subclasses give _out_shape (Keras shapes) and _lower (cudl)."""
 
     _base_name = None

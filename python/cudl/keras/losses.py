@@ -5,9 +5,10 @@ matching activation (softmax / sigmoid): cudl drops that activation from the tra
 computes the loss on logits (numerically stable), and predict() applies it."""
 
 from .. import _cudl
+from ._config import Recorded
 
 
-class Loss:
+class Loss(Recorded):
     _cudl_name = None
     _prob_activation = None  # the activation the loss expects on probabilities
 

@@ -11,6 +11,7 @@ import time
 import numpy as np
 
 from .. import _cudl
+from . import _config
 from . import callbacks as _callbacks
 from . import losses as _losses
 from . import metrics as _metrics
@@ -400,7 +401,7 @@ class Model:
             if chunk:
                 l.set_weights(chunk)
 
-    def save_weights(self, filepath, overwrite=True, **kwargs):
+    def save_weights(self, filepath, overwrite=True, _format="cudl.keras weights", _metadata=None, **kwargs):
         """Writes the weights (Keras order and layout) as safetensors, keyed 'NNNN/layer/index'."""
         import os
         if not overwrite and os.path.exists(filepath):
@@ -411,13 +412,15 @@ class Model:
             for j, w in enumerate(l.get_weights()):
                 named.append(("%04d/%s/%d" % (k, l.name, j), np.ascontiguousarray(w, dtype=np.float32)))
                 k += 1
-        _cudl.save_safetensors(str(filepath), named, {"format": "cudl.keras weights", "model": self.name})
+        meta = {"format": _format, "model": self.name}
+        meta.update(_metadata or {})
+        _cudl.save_safetensors(str(filepath), named, meta)
 
     def load_weights(self, filepath, **kwargs):
         """Reads save_weights' file into this model by position (layer names may differ)."""
         self._require_cpp("load_weights")
         named, meta = _cudl.load_safetensors(str(filepath))
-        if meta.get("format") != "cudl.keras weights":
+        if meta.get("format") not in ("cudl.keras weights", "cudl.keras model"):
             raise ValueError("load_weights: %s was not written by save_weights (metadata %s)" % (filepath, meta))
         named.sort(key=lambda nt: nt[0])
         self.set_weights([t for _, t in named])
@@ -478,13 +481,104 @@ class Sequential(Model):
         self._connect()
 
 
-def _no_save(self, filepath, *args, **kwargs):
-    raise NotImplementedError("Model.save: cudl.keras saves weights only; use save_weights / load_weights")
+def _layer_config(layer):
+    cfg = _config.config_of(layer, "layer %s" % layer.name)
+    cfg["kwargs"]["name"] = layer.name
+    if not layer.trainable:
+        cfg["kwargs"]["trainable"] = False
+    return cfg
 
 
-Model.save = _no_save
+def _architecture(model):
+    if isinstance(model, Sequential):
+        return {"class": "Sequential", "name": model.name, "input_shape": list(model._inputs[0].sample_shape),
+                "input_name": model._inputs[0].layer.name, "layers": [_layer_config(l) for l in model._layers]}
+    layers = model.layers
+    layer_ids = {id(l): i for i, l in enumerate(layers)}
+    tensors, index = [], {}
+
+    def visit(kt):
+        if id(kt) not in index:
+            ins = [visit(x) for x in kt.inputs]
+            if isinstance(kt.layer, InputLayer):
+                rec = {"input": list(kt.sample_shape), "name": kt.layer.name}
+            else:
+                rec = {"layer": layer_ids[id(kt.layer)], "inputs": ins}
+            index[id(kt)] = len(tensors)
+            tensors.append(rec)
+        return index[id(kt)]
+
+    out = visit(model._outputs[0])
+    if id(model._inputs[0]) not in index:
+        raise ValueError("save: the output of model %s does not depend on its input" % model.name)
+    return {"class": "Model", "name": model.name, "layers": [_layer_config(l) for l in layers], "tensors": tensors,
+            "input": index[id(model._inputs[0])], "output": out}
 
 
-def load_model(filepath, **kwargs):
-    raise NotImplementedError("load_model: cudl.keras saves weights only (save_weights / load_weights); build the "
-                              "model in code and call load_weights")
+def _rebuild(arch):
+    from . import layers as _layers
+    built = [_config.build(c, _layers, "layer") for c in arch["layers"]]
+    if arch["class"] == "Sequential":
+        model = Sequential(name=arch["name"])
+        model.add(InputLayer(shape=tuple(arch["input_shape"]), name=arch["input_name"]))
+        for l in built:
+            model.add(l)
+        return model
+    ts = []
+    for rec in arch["tensors"]:
+        if "input" in rec:
+            ts.append(Input(shape=tuple(rec["input"]), name=rec["name"]))
+        else:
+            ins = [ts[i] for i in rec["inputs"]]
+            ts.append(built[rec["layer"]](ins if len(ins) > 1 else ins[0]))
+    return Model(inputs=ts[arch["input"]], outputs=ts[arch["output"]], name=arch["name"])
+
+
+def _compile_config(model):
+    c = model._compiled
+    opt = c["optimizer"]
+    args, kwargs = getattr(opt, "_init_args", ((), {}))
+    args, kwargs = list(args), dict(kwargs)
+    kwargs.pop("lr", None)
+    if args:
+        args[0] = opt.learning_rate  # the current rate, as Keras saves it
+    else:
+        kwargs["learning_rate"] = opt.learning_rate
+    opt_cfg = {"class": type(opt).__name__, "args": _config.to_json(args, "the optimizer"),
+               "kwargs": _config.to_json(kwargs, "the optimizer")}
+    return {"optimizer": opt_cfg, "loss": _config.config_of(c["loss"], "the loss"),
+            "metrics": [m[1] for m in c["metrics"]], "seed": c["seed"]}
+
+
+def _save(self, filepath, overwrite=True, save_format=None, **kwargs):
+    """The architecture (JSON), compile settings and weights in one safetensors file; load_model reads
+    it. The optimizer's slots are not saved (a loaded model's optimizer starts afresh)."""
+    import json
+    self._require_cpp("save")
+    meta = {"model_config": json.dumps(_architecture(self)), "compile_config": json.dumps(_compile_config(self))}
+    self.save_weights(filepath, overwrite=overwrite, _format="cudl.keras model", _metadata=meta)
+
+
+Model.save = _save
+
+
+def load_model(filepath, custom_objects=None, compile=True, **kwargs):
+    """A model written by Model.save, compiled as it was (cudl creates weights at compile, so
+    compile=False compiles too) and with its weights."""
+    import json
+    if custom_objects:
+        raise ValueError("load_model: custom_objects are not supported by cudl")
+    _, meta = _cudl.load_safetensors(str(filepath))
+    if meta.get("format") != "cudl.keras model":
+        raise ValueError("load_model: %s was not written by Model.save (metadata format %r)"
+                         % (filepath, meta.get("format")))
+    model = _rebuild(json.loads(meta["model_config"]))
+    cc = json.loads(meta["compile_config"])
+    model.compile(optimizer=_config.build(cc["optimizer"], _optimizers, "optimizer"),
+                  loss=_config.build(cc["loss"], _losses, "loss"), metrics=cc["metrics"], seed=cc["seed"])
+    model.load_weights(filepath)
+    return model
+
+
+def save_model(model, filepath, overwrite=True, **kwargs):
+    model.save(filepath, overwrite=overwrite, **kwargs)

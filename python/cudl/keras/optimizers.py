@@ -2,9 +2,10 @@
 Once a model is compiled with one, optimizer.learning_rate reads and sets the model's rate."""
 
 from .. import _cudl
+from ._config import Recorded
 
 
-class Optimizer:
+class Optimizer(Recorded):
     _kind = None
 
     def __init__(self, learning_rate=0.001, clipnorm=None, weight_decay=None, name=None, lr=None, **kwargs):
