@@ -3,7 +3,7 @@
 
 #include "backend/backend.hpp"
 #include "backend/convert.hpp"
-#include "cpu/util.hpp"
+#include "ops/util.hpp"
 
 namespace cudl {
 namespace {

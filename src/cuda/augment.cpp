@@ -1,6 +1,6 @@
 // cuda/augment.cpp — CUDA backend entry of the image augmentation family: the CPU reference's
 // checks (cpu/augment.hpp), then the kernel of kernels/augment.cu.
-#include "cpu/augment.hpp"
+#include "ops/augment.hpp"
 
 #include "backend/backend.hpp"
 #include "cuda/context.hpp"

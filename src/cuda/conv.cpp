@@ -24,7 +24,7 @@
 #include <vector>
 
 #include "backend/backend.hpp"
-#include "cpu/conv.hpp"
+#include "ops/conv.hpp"
 #include "cuda/check.hpp"
 #include "cuda/context.hpp"
 #include "kernels/conv.cuh"

@@ -1,6 +1,6 @@
 // cuda/data.cpp — CUDA backend entries of the data-movement op family: the CPU reference's checks
 // (cpu/data.hpp), then the kernels of kernels/data.cu.
-#include "cpu/data.hpp"
+#include "ops/data.hpp"
 
 #include <cstring>
 

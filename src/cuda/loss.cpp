@@ -1,6 +1,6 @@
 // cuda/loss.cpp — CUDA backend entries of the loss op family: the same checks as the CPU
 // reference (cpu/loss.hpp), then kernel launches on the context's stream (kernels/loss.cuh).
-#include "cpu/loss.hpp"
+#include "ops/loss.hpp"
 
 #include "backend/backend.hpp"
 #include "cuda/context.hpp"

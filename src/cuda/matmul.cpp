@@ -21,8 +21,8 @@
 #include <unordered_map>
 
 #include "backend/backend.hpp"
-#include "cpu/matmul.hpp"
-#include "cpu/op_checks.hpp"
+#include "ops/matmul.hpp"
+#include "ops/common.hpp"
 #include "cuda/check.hpp"
 #include "cuda/context.hpp"
 #include "kernels/matmul.cuh"

@@ -1,6 +1,6 @@
 // cuda/norm.cpp — CUDA backend entries of the norm op family: the same checks as the CPU
 // reference (cpu/norm.hpp), then kernel launches on the context's stream (kernels/norm.cuh).
-#include "cpu/norm.hpp"
+#include "ops/norm.hpp"
 
 #include "backend/backend.hpp"
 #include "cuda/context.hpp"

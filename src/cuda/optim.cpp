@@ -1,6 +1,6 @@
 // cuda/optim.cpp — CUDA backend entries of the optimizer op family: the CPU reference's checks
 // (cpu/optim.hpp), then one fused multi-tensor launch per call (kernels/optim.cu).
-#include "cpu/optim.hpp"
+#include "ops/optim.hpp"
 
 #include <vector>
 

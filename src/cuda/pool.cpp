@@ -1,6 +1,6 @@
 // cuda/pool.cpp — CUDA backend entries of the pool op family: the same checks as the CPU
 // reference (cpu/pool.hpp), then kernel launches on the context's stream (kernels/pool.cuh).
-#include "cpu/pool.hpp"
+#include "ops/pool.hpp"
 
 #include "backend/backend.hpp"
 #include "cuda/context.hpp"

@@ -1,6 +1,6 @@
 // cuda/random.cpp — CUDA backend entries of the random op family: the CPU reference's checks
 // (cpu/random.hpp), then the Philox kernels of kernels/random.cu.
-#include "cpu/random.hpp"
+#include "ops/random.hpp"
 
 #include "backend/backend.hpp"
 #include "cuda/context.hpp"

@@ -1,10 +1,10 @@
 // cuda/reduce.cpp — CUDA backend entries of the reduce op family: checks (shared with the CPU reference),
 // workspace carving, then kernel launches on the context's stream.
-#include "cpu/reduce.hpp"
+#include "ops/reduce.hpp"
 
 #include <climits>
 
-#include "cpu/op_checks.hpp"
+#include "ops/common.hpp"
 #include "cuda/context.hpp"
 #include "kernels/reduce.cuh"
 

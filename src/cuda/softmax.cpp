@@ -1,10 +1,10 @@
 // cuda/softmax.cpp — CUDA backend entries of the softmax op family: checks (shared with the CPU reference),
 // then kernel launches on the context's stream.
-#include "cpu/softmax.hpp"
+#include "ops/softmax.hpp"
 
 #include <climits>
 
-#include "cpu/op_checks.hpp"
+#include "ops/common.hpp"
 #include "cuda/context.hpp"
 #include "kernels/softmax.cuh"
 

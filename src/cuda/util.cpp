@@ -1,6 +1,6 @@
 // cuda/util.cpp — CUDA backend entries of the graph utility ops: Accumulate, Increment, BatchIndices.
 #include "backend/backend.hpp"
-#include "cpu/util.hpp"
+#include "ops/util.hpp"
 #include "cuda/context.hpp"
 #include "kernels/util.cuh"
 

@@ -3,7 +3,7 @@
 
 #include <functional>
 
-#include "cpu/matmul.hpp"
+#include "ops/matmul.hpp"
 #include "cudl/error.hpp"
 
 namespace cudl::graph {

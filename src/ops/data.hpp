@@ -73,4 +73,10 @@ struct OneHotProblem {
 };
 OneHotProblem check_one_hot_call(const OpCall& call);
 
+/// Gather family, CPU: throws naming the op, the index, its position and the table shape unless
+/// 0 <= r < rows (CUDA cannot throw from a kernel; see the data section above).
+void check_gather_index(const OpCall& call, int32_t r, int64_t rows, int64_t at, const Shape& table_shape);
+/// OneHot, CPU: throws naming the label, its position and the class count unless 0 <= label < classes.
+void check_one_hot_label(const OpCall& call, int32_t label, int64_t at, int64_t classes, const Shape& y_shape);
+
 }  // namespace cudl
