@@ -32,23 +32,23 @@ void sgemm_rm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float* a,
 }
 
 void matmul_cpu(const OpCall& call) {
-  const MatmulProblem p = check_matmul_call(call);
-  const float* a = call.inputs[0].as<float>();
-  const float* b = call.inputs[1].as<float>();
-  float* c = call.outputs[0].as<float>();
+  const ops::MatmulArgs p = ops::check_matmul_call(call);
+  const float* a = p.a.as<float>();
+  const float* b = p.b.as<float>();
+  float* c = p.c.as<float>();
   for (int64_t bi = 0; bi < p.batch; ++bi)
     sgemm_rm(p.trans_a, p.trans_b, p.m, p.n, p.k, a + bi * p.m * p.k, b + (p.broadcast_b ? 0 : bi * p.k * p.n),
              c + bi * p.m * p.n);
 }
 
 void linear_cpu(const OpCall& call) {
-  const LinearProblem p = check_linear_call(call);
-  const float* x = call.inputs[0].as<float>();
-  const float* w = call.inputs[1].as<float>();
-  const float* bias = p.has_bias ? call.inputs[2].as<float>() : nullptr;
-  float* y = call.outputs[0].as<float>();
-  float* pre = p.has_pre ? call.outputs[1].as<float>() : nullptr;
-  uint8_t* mask = p.has_mask ? call.outputs[1].as<uint8_t>() : nullptr;
+  const ops::LinearArgs p = ops::check_linear_call(call);
+  const float* x = p.x.as<float>();
+  const float* w = p.w.as<float>();
+  const float* bias = p.bias.as<float>();
+  float* y = p.y.as<float>();
+  float* pre = p.pre.as<float>();
+  uint8_t* mask = p.mask.as<uint8_t>();
   const int64_t mask_ld = relu_mask_row_bytes(p.out);
   if (mask) std::fill(mask, mask + p.rows * mask_ld, uint8_t{0});
   sgemm_rm(false, true, p.rows, p.out, p.in, x, w, y);  // y = x · wᵀ
@@ -82,14 +82,14 @@ void column_sums(const float* g, int64_t rows, int64_t cols, float* db) {
 }
 
 void linear_backward_cpu(const OpCall& call) {
-  const LinearBackwardProblem p = check_linear_backward_call(call);
-  const float* dy = call.inputs[2].as<float>();
+  const ops::LinearBackwardArgs p = ops::check_linear_backward_call(call);
+  const float* dy = p.dy.as<float>();
   const int64_t n = p.rows * p.out;
   // dpre = dy ⊙ act'(·)
   std::vector<float> dpre_buf;
   const float* dpre = dy;
   if (p.epilogue != Epilogue::None) {
-    const float* act = call.inputs[p.act_input].as<float>();
+    const float* act = p.act.as<float>();
     dpre_buf.resize(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i)
       dpre_buf[i] = p.epilogue == Epilogue::Relu ? matmul_math::relu_grad(dy[i], act[i])
@@ -97,20 +97,20 @@ void linear_backward_cpu(const OpCall& call) {
     dpre = dpre_buf.data();
   }
   if (p.has_dx) {  // dx (rows, in) = dpre (rows, out) · w (out, in)
-    float* dx = call.outputs[0].as<float>();
-    sgemm_rm(false, false, p.rows, p.in, p.out, dpre, call.inputs[1].as<float>(), dx);
+    float* dx = p.dx.as<float>();
+    sgemm_rm(false, false, p.rows, p.in, p.out, dpre, p.w.as<float>(), dx);
     if (p.dx_relu) {  // through the relu below: keep dx where its pre-activation was > 0
-      const uint8_t* mask = call.inputs[5].as<uint8_t>();
+      const uint8_t* mask = p.mask.as<uint8_t>();
       const int64_t ld = relu_mask_row_bytes(p.in);
       for (int64_t r = 0; r < p.rows; ++r)
         for (int64_t j = 0; j < p.in; ++j)
           if (!((mask[r * ld + j / 8] >> (j % 8)) & 1u)) dx[r * p.in + j] = 0.f;
-      if (p.has_db_below) column_sums(dx, p.rows, p.in, call.outputs[3].as<float>());
+      if (p.has_db_below) column_sums(dx, p.rows, p.in, p.db_below.as<float>());
     }
   }
   if (p.has_dw)  // dw (out, in) = dpreᵀ · x (rows, in)
-    sgemm_rm(true, false, p.out, p.in, p.rows, dpre, call.inputs[0].as<float>(), call.outputs[1].as<float>());
-  if (p.has_db) column_sums(dpre, p.rows, p.out, call.outputs[2].as<float>());
+    sgemm_rm(true, false, p.out, p.in, p.rows, dpre, p.x.as<float>(), p.dw.as<float>());
+  if (p.has_db) column_sums(dpre, p.rows, p.out, p.db.as<float>());
 }
 
 }  // namespace

@@ -1,10 +1,16 @@
-// cpu/augment.hpp — argument checks of the image augmentation family (AugmentImages), shared by the
+// ops/augment.hpp — argument checks of the image augmentation family (AugmentImages), shared by the
 // CPU reference and the CUDA backend so both accept and reject the same calls.
 #pragma once
 
 #include <cstdint>
 
 #include "backend/op.hpp"
+
+// --- image augmentation (kernels/augment.cu, src/cpu/augment.cpp; math in backend/augment.hpp) ---
+// AugmentImages   in: x (B, C, H, W), rng i64[2] {seed, offset} (device)   out: y (B, C, H, W), not x:
+//                   each image shifted by an integer (tx, ty) uniform in [-i[0], i[0]]^2 and rotated about
+//                   its centre by an angle uniform in [-f[0], f[0]) degrees, bilinear, f[1] outside;
+//                   per-image Philox words keyed by (seed, offset, image, stream id i[1]). No backward.
 
 namespace cudl {
 

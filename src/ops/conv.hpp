@@ -1,4 +1,4 @@
-// cpu/conv.hpp — 2-D convolution geometry shared by the CPU reference and the CUDA backend:
+// ops/conv.hpp — 2-D convolution geometry shared by the CPU reference and the CUDA backend:
 // attribute decoding, output-size arithmetic and the argument checks every conv op runs first.
 #pragma once
 
@@ -6,7 +6,35 @@
 
 #include "backend/op.hpp"
 
+// --- convolution (src/cuda/conv.cpp via cuDNN graph API + im2col fallback, src/cpu/conv.cpp) ---
+// Conv2d          in: x (N, C, H, W), w (K, C/g, R, S), [bias (K)]   out: y (N, K, P, Q)
+//                   i[0..1]=stride h,w  i[2..3]=pad h,w  i[4..5]=dilation h,w  i[6]=groups
+//                   i[7]=Epilogue (None, Relu)
+// Conv2dBackwardData    in: dy, w       out: dx (shape of x);  attrs as Conv2d (epilogue ignored)
+// Conv2dBackwardFilter  in: x, dy       out: dw;  attrs as Conv2d
+// Conv2dBackwardBias    in: dy          out: db (K)
+
 namespace cudl {
+namespace ops {
+
+/// Conv2d, Conv2dBackwardData, Conv2dBackwardFilter: i[0..1] = stride h, w; i[2..3] = padding h, w;
+/// i[4..5] = dilation h, w; i[6] = groups; i[7] = epilogue (Conv2d only; the backward ops ignore it).
+/// e.g. ops::Conv2dAttrs{2, 2, 1, 1, 1, 1, 1, Epilogue::Relu}.to_op_attrs().
+struct Conv2dAttrs {
+  int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0, dil_h = 1, dil_w = 1, groups = 1;
+  Epilogue epilogue = Epilogue::None;
+
+  OpAttrs to_op_attrs() const {
+    OpAttrs a;
+    a.i = {stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups, static_cast<int64_t>(epilogue)};
+    return a;
+  }
+  static Conv2dAttrs from(const OpAttrs& a) {
+    return {a.i[0], a.i[1], a.i[2], a.i[3], a.i[4], a.i[5], a.i[6], static_cast<Epilogue>(a.i[7])};
+  }
+};
+
+}  // namespace ops
 
 /// Sizes of one NCHW convolution: x (N, C, H, W), w (K, C/groups, R, S), y (N, K, P, Q).
 struct Conv2dGeometry {

@@ -1,13 +1,116 @@
-// cpu/data.hpp — argument checks and layouts of the data-movement op family, shared by the CPU
+// ops/data.hpp — argument checks and layouts of the data-movement op family, shared by the CPU
 // reference and the CUDA backend so both accept and reject exactly the same calls.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <vector>
 
 #include "backend/op.hpp"
 
+// --- data movement (kernels/data.cu, src/cpu/data.cpp) ---
+// Fill            out: y = f[0]
+// Copy            in: x              out: y (same numel, any shape)
+// Cast            in: x              out: y (dtype of y), f32 <-> f16/bf16/i32
+// Permute         in: x              out: y; i[0..rank-1]=perm (y dim k = x dim perm[k])
+// Concat          in: x0, x1, ...    out: y; i[0]=axis
+// Slice           in: x              out: y; i[0]=axis i[1]=start (length from y)
+// SliceBackward   in: dy             out: dx (zeros outside the slice); i[0]=axis i[1]=start
+// Gather          in: table (R, ...), idx i32 (M)   out: y (M, ...)
+// GatherBackward  in: dy (M, ...), idx  out: dtable (R, ...) (deterministic: sorted segments)
+// OneHot          in: labels i32 (N)  out: y f32 (N, C)
+// GatherImages    in: images u8 (R, ...), idx i32 (B)   out: y f32 (B, ...) = (u8/255 - f[0]) / f[1]
+// GatherBatch     in: perm i32 (N), x (R, ...) u8 or f32, y (R, ...)   out: xb f32 (B, ...), yb (B, ...),
+//                   cursor i64[1] (device) updated in place: a training step's whole data stage.
+//                   Row j of xb and yb is table row perm[(cursor + j) mod N]; then cursor += B.
+//                   u8 x: xb as GatherImages (f[0]=mean, f[1]=std); f32 x: copied. y: any dtype, yb alike
+// Data details (src/cpu/data.cpp is the spec): Fill, Copy, Permute, Concat, Slice, SliceBackward
+// and Gather move bytes of any dtype (inputs and outputs of one dtype). Fill converts f[0] like
+// backend/convert.hpp's element_bytes (floats round to nearest even; integers truncate and
+// saturate, NaN -> 0). Copy: x and y must not partially overlap. Cast rounds f32 -> f16/bf16 to
+// nearest even (NaN stays NaN, overflow gives Inf), f32 -> i32 truncates toward zero with NaN -> 0
+// and saturation (convert::f32_to_i32), i32 -> f32 rounds to nearest even; same dtype copies.
+// Concat/Slice: negative axis counts from the back; Slice needs 0 <= start, start+len <= dim.
+// Gather/GatherBackward/GatherImages: idx may have any shape; y is idx.shape followed by the
+// table's dims after the first. GatherBackward (f32) sums the dy rows of each table row in
+// increasing position order starting from 0 (bitwise equal on CPU and CUDA). OneHot: labels of any
+// shape, y = labels.shape + (C,). Out-of-range indices or labels: the CPU throws naming the op,
+// the index and the table shape; CUDA cannot throw from a kernel, so Gather writes all-ones bytes
+// (NaN for f32, -1 for i32), GatherImages and OneHot write NaN rows, GatherBackward ignores them.
+// GatherImages computes (float(u) / 255.f - f[0]) / f[1] in f32 (bitwise equal on CPU and CUDA).
+// GatherBatch = BatchIndices + GatherImages or Gather (x) + Gather (y) + Increment (cursor) in one
+// call: x and y have the same number of rows R, N > 0, the cursor is read as cursor mod N (never
+// negative) and advanced by B after the gather. Out-of-range perm entries: the CPU throws as Gather
+// does, before writing anything (the cursor stays); CUDA writes NaN x rows (as GatherImages for u8
+// x, as Gather for f32 x) and all-ones y rows, and still advances the cursor. On CUDA it is one
+// kernel: every block reads the cursor, and the last block to finish writes cursor + B.
+
 namespace cudl {
+namespace ops {
+
+/// Fill: f[0] = value (converted to y's dtype).
+struct FillAttrs {
+  double value = 0;
+
+  OpAttrs to_op_attrs() const {
+    OpAttrs a;
+    a.f[0] = value;
+    return a;
+  }
+  static FillAttrs from(const OpAttrs& a) { return {a.f[0]}; }
+};
+
+/// Permute: i[0..rank-1] = perm (y dim k = x dim perm[k]); slots past the rank are unused.
+struct PermuteAttrs {
+  std::array<int64_t, 8> perm{};
+
+  OpAttrs to_op_attrs() const {
+    OpAttrs a;
+    a.i = perm;
+    return a;
+  }
+  static PermuteAttrs from(const OpAttrs& a) { return {a.i}; }
+};
+
+/// Concat: i[0] = axis (negative counts from the back).
+struct ConcatAttrs {
+  int64_t axis = 0;
+
+  OpAttrs to_op_attrs() const {
+    OpAttrs a;
+    a.i[0] = axis;
+    return a;
+  }
+  static ConcatAttrs from(const OpAttrs& a) { return {a.i[0]}; }
+};
+
+/// Slice / SliceBackward: i[0] = axis, i[1] = start (the length is the slice's size along the axis).
+struct SliceAttrs {
+  int64_t axis = 0, start = 0;
+
+  OpAttrs to_op_attrs() const {
+    OpAttrs a;
+    a.i[0] = axis;
+    a.i[1] = start;
+    return a;
+  }
+  static SliceAttrs from(const OpAttrs& a) { return {a.i[0], a.i[1]}; }
+};
+
+/// GatherImages / GatherBatch: f[0] = mean, f[1] = std of the u8 -> f32 normalisation (u8/255 - mean) / std.
+struct NormalizeAttrs {
+  double mean = 0, std = 1;
+
+  OpAttrs to_op_attrs() const {
+    OpAttrs a;
+    a.f[0] = mean;
+    a.f[1] = std;
+    return a;
+  }
+  static NormalizeAttrs from(const OpAttrs& a) { return {a.f[0], a.f[1]}; }
+};
+
+}  // namespace ops
 
 /// Fill: the bytes of one element of y holding f[0] (convert::element_bytes).
 struct FillProblem {

@@ -1,10 +1,31 @@
-// cpu/loss.hpp — argument checking of the loss op family, shared by the CPU reference and the CUDA
+// ops/loss.hpp — argument checking of the loss op family, shared by the CPU reference and the CUDA
 // backend so both accept and reject exactly the same calls, with the same messages.
 #pragma once
 
 #include <cstdint>
 
 #include "backend/op.hpp"
+
+// --- losses (kernels/loss.cu, src/cpu/loss.cpp) ---
+// in: pred, target, [dloss (f32[1])]; out: loss (f32[1]), [dpred], [correct (i32[1]) for CE],
+// [loss_acc (f32[1])], [correct_acc (f32[1]) for CE]
+// i[0]=Reduction (Mean, Sum); dpred = d loss / d pred, times dloss when given. Mean divides by
+// the number of elements (per-sample losses: by the number of rows). The accumulators are metric
+// sums updated in place, in f32 as Accumulate would: loss_acc += f[1] * loss, correct_acc += correct.
+// MseLoss, L1Loss
+// HuberLoss       f[0]=delta
+// BceLoss         pred: probabilities in (0,1); log clamped at -100 like PyTorch
+// BceWithLogitsLoss
+// CrossEntropyLoss      pred: logits (N, C); target: labels i32 (N); f[0]=label smoothing
+// SoftCrossEntropyLoss  pred: logits (N, C); target: probabilities or one-hot f32 (N, C)
+// NllLoss         pred: log-probabilities (N, C); target: labels i32 (N)
+// Loss details (src/cpu/loss.cpp is the spec): loss may be undefined when another output is
+// given. Huber: f[0]=delta > 0. CE smoothing e: target (1-e) one_hot + e/C (as PyTorch); CE's
+// correct counts rows whose argmax (first max, NaN counts as max) equals the label. NaN in pred
+// gives a NaN loss. Labels outside [0, C): the CPU throws naming the op and the label; CUDA cannot
+// throw from a kernel, so that row's loss term and its dpred row are NaN (the loss is NaN) and it
+// never counts as correct. The final reduction is deterministic (fixed-order partials, no float
+// atomics); on CUDA each loss is one kernel launch, whose last block does that reduction.
 
 namespace cudl {
 

@@ -10,6 +10,7 @@
 #include "cudl/error.hpp"
 
 namespace cudl {
+namespace ops {
 
 namespace chk = op_checks;
 
@@ -26,8 +27,8 @@ Shape with_last(const Shape& s, int drop, std::initializer_list<int64_t> tail) {
   return Shape(d);
 }
 
-int epilogue_attr(const OpCall& call) {
-  const int64_t e = call.attrs.i[0];
+int epilogue_attr(const OpCall& call, Epilogue epilogue) {
+  const int64_t e = static_cast<int64_t>(epilogue);
   if (e < 0 || e > static_cast<int64_t>(Epilogue::Gelu))
     CUDL_FAIL(chk::who(call), ": epilogue attribute i[0] = ", e, " is not None (0), Relu (1) or Gelu (2)");
   return static_cast<int>(e);
@@ -50,8 +51,8 @@ const char* epilogue_name(Epilogue e) {
 // ---------------------------------------------------------------------------------------------
 // Checks (shared with src/cuda/matmul.cpp)
 
-MatmulProblem check_matmul_call(const OpCall& call) {
-  chk::counts(call, 2, 2, 1, 1);
+MatmulArgs check_matmul_call(const OpCall& call) {
+  chk::arity(call);
   const TensorView& a = chk::need_in(call, 0, "a");
   const TensorView& b = chk::need_in(call, 1, "b");
   const TensorView& c = chk::need_out(call, 0, "c");
@@ -60,9 +61,11 @@ MatmulProblem check_matmul_call(const OpCall& call) {
   chk::dtype(call, c, "c", DType::f32);
   if (a.shape.rank() < 2 || b.shape.rank() < 2)
     CUDL_FAIL(chk::who(call), ": a ", a.shape, " and b ", b.shape, ": both need at least two dimensions");
-  MatmulProblem p;
-  p.trans_a = call.attrs.i[0] != 0;
-  p.trans_b = call.attrs.i[1] != 0;
+  MatmulArgs p;
+  const MatmulAttrs attrs = MatmulAttrs::from(call.attrs);
+  p.a = a, p.b = b, p.c = c;
+  p.trans_a = attrs.trans_a;
+  p.trans_b = attrs.trans_b;
   p.m = p.trans_a ? a.shape[-1] : a.shape[-2];
   p.k = p.trans_a ? a.shape[-2] : a.shape[-1];
   const int64_t kb = p.trans_b ? b.shape[-1] : b.shape[-2];
@@ -80,13 +83,14 @@ MatmulProblem check_matmul_call(const OpCall& call) {
   return p;
 }
 
-LinearProblem check_linear_call(const OpCall& call) {
-  chk::counts(call, 2, 3, 1, 2);
+LinearArgs check_linear_call(const OpCall& call) {
+  chk::arity(call);
   const TensorView& x = chk::need_in(call, 0, "x");
   const TensorView& w = chk::need_in(call, 1, "w");
   const TensorView& y = chk::need_out(call, 0, "y");
-  LinearProblem p;
-  p.epilogue = static_cast<Epilogue>(epilogue_attr(call));
+  LinearArgs p;
+  p.epilogue = static_cast<Epilogue>(epilogue_attr(call, LinearAttrs::from(call.attrs).epilogue));
+  p.x = x, p.w = w, p.y = y;
   chk::dtype(call, x, "x", DType::f32);
   chk::dtype(call, w, "w", DType::f32);
   chk::dtype(call, y, "y", DType::f32);
@@ -101,6 +105,7 @@ LinearProblem check_linear_call(const OpCall& call) {
   p.has_bias = call.has_in(2);
   if (p.has_bias) {
     const TensorView& b = call.inputs[2];
+    p.bias = b;
     chk::dtype(call, b, "bias", DType::f32);
     if (b.shape != Shape{p.out})
       CUDL_FAIL(chk::who(call), ": bias ", b.shape, " and w ", w.shape, ": bias must be (out) = (", p.out, ")");
@@ -110,11 +115,13 @@ LinearProblem check_linear_call(const OpCall& call) {
   if (call.has_out(1)) {
     if (p.epilogue == Epilogue::Relu) {
       p.has_mask = true;
+      p.mask = call.outputs[1];
       chk::dtype(call, call.outputs[1], "relu mask", DType::u8);
       chk::shape(call, call.outputs[1], "relu mask", Shape{p.rows, relu_mask_row_bytes(p.out)},
                  "(rows, relu_mask_row_bytes(out))");
     } else if (p.epilogue == Epilogue::Gelu) {
       p.has_pre = true;
+      p.pre = call.outputs[1];
       chk::dtype(call, call.outputs[1], "pre", DType::f32);
       chk::shape(call, call.outputs[1], "pre", y_shape, "same as y");
     } else {
@@ -125,13 +132,15 @@ LinearProblem check_linear_call(const OpCall& call) {
   return p;
 }
 
-LinearBackwardProblem check_linear_backward_call(const OpCall& call) {
-  chk::counts(call, 3, 6, 1, 4);
+LinearBackwardArgs check_linear_backward_call(const OpCall& call) {
+  chk::arity(call);
   const TensorView& dy = chk::need_in(call, 2, "dy");
   chk::dtype(call, dy, "dy", DType::f32);
   if (dy.shape.rank() < 2) CUDL_FAIL(chk::who(call), ": dy ", dy.shape, " must be (N, out)");
-  LinearBackwardProblem p;
-  p.epilogue = static_cast<Epilogue>(epilogue_attr(call));
+  LinearBackwardArgs p;
+  const LinearBackwardAttrs attrs = LinearBackwardAttrs::from(call.attrs);
+  p.epilogue = static_cast<Epilogue>(epilogue_attr(call, attrs.epilogue));
+  p.dy = dy;
   p.out = dy.shape[-1];
   p.rows = prefix(dy.shape, 1).numel();
   p.has_dx = call.has_out(0);
@@ -143,6 +152,7 @@ LinearBackwardProblem check_linear_backward_call(const OpCall& call) {
   p.in = -1;
   if (has_w) {
     const TensorView& w = call.inputs[1];
+    p.w = w;
     chk::dtype(call, w, "w", DType::f32);
     if (w.shape.rank() != 2 || w.shape[0] != p.out)
       CUDL_FAIL(chk::who(call), ": w ", w.shape, " and dy ", dy.shape, ": w must be (out, in) with out = ", p.out);
@@ -150,6 +160,7 @@ LinearBackwardProblem check_linear_backward_call(const OpCall& call) {
   }
   if (has_x) {
     const TensorView& x = call.inputs[0];
+    p.x = x;
     chk::dtype(call, x, "x", DType::f32);
     if (x.shape.rank() != dy.shape.rank() || prefix(x.shape, 1) != prefix(dy.shape, 1))
       CUDL_FAIL(chk::who(call), ": x ", x.shape, " and dy ", dy.shape, ": leading dimensions differ");
@@ -172,10 +183,14 @@ LinearBackwardProblem check_linear_backward_call(const OpCall& call) {
   }
   if (p.act_input >= 0) {
     const TensorView& a = call.inputs[p.act_input];
+    p.act = a;
     const char* name = p.act_input == 3 ? "y" : "pre";
     chk::dtype(call, a, name, DType::f32);
     chk::shape(call, a, name, dy.shape, "same as dy");
   }
+  if (p.has_dx) p.dx = call.outputs[0];
+  if (p.has_dw) p.dw = call.outputs[1];
+  if (p.has_db) p.db = call.outputs[2];
   if (p.has_dx) {
     chk::dtype(call, call.outputs[0], "dx", DType::f32);
     chk::shape(call, call.outputs[0], "dx", with_last(dy.shape, 1, {p.in}), "x's shape");
@@ -188,8 +203,10 @@ LinearBackwardProblem check_linear_backward_call(const OpCall& call) {
     chk::dtype(call, call.outputs[2], "db", DType::f32);
     chk::shape(call, call.outputs[2], "db", Shape{p.out}, "(out)");
   }
-  p.dx_relu = call.attrs.i[1] != 0;
+  p.dx_relu = attrs.dx_relu;
   p.has_db_below = call.has_out(3);
+  if (p.has_db_below) p.db_below = call.outputs[3];
+  if (call.has_in(5)) p.mask = call.inputs[5];
   if (p.dx_relu) {
     if (!p.has_dx) CUDL_FAIL(chk::who(call), ": i[1] (dx through the relu below) needs output 0 (dx)");
     if (!call.has_in(5)) CUDL_FAIL(chk::who(call), ": i[1] (dx through the relu below) needs input 5 (its relu mask)");
@@ -208,4 +225,5 @@ LinearBackwardProblem check_linear_backward_call(const OpCall& call) {
 
 // ---------------------------------------------------------------------------------------------
 
+}  // namespace ops
 }  // namespace cudl

@@ -1,10 +1,24 @@
-// cpu/norm.hpp — argument checking of the normalisation op family (batch norm, layer norm), shared
+// ops/norm.hpp — argument checking of the normalisation op family (batch norm, layer norm), shared
 // by the CPU reference and the CUDA backend so both accept and reject the same calls.
 #pragma once
 
 #include <cstdint>
 
 #include "backend/op.hpp"
+
+// --- normalisation (kernels/norm.cu, src/cpu/norm.cpp) ---
+// BatchNormTrain  in: x (N,C,...), gamma (C), beta (C), running_mean (C), running_var (C)
+//                   out: y, saved_mean (C), saved_invstd (C); running stats updated in place:
+//                   r = (1-f[1])*r + f[1]*batch (running_var uses the unbiased variance); f[0]=eps
+//                   gamma/beta may be undefined (1/0); running stats may be undefined (not updated);
+//                   saved_* may be undefined. With N*spatial == 1 the variance is 0 (y = beta) and
+//                   the unbiased variance is taken as 0, so running_var stays finite.
+// BatchNormInference    in: x, gamma, beta, running_mean, running_var   out: y; f[0]=eps
+// BatchNormBackward     in: x, gamma, saved_mean, saved_invstd, dy   out: dx, dgamma, dbeta
+// LayerNorm       in: x (..., D), [gamma (D)], [beta (D)]   out: y, mean (rows), rstd (rows); f[0]=eps
+// LayerNormBackward     in: x, gamma, mean, rstd, dy   out: dx, dgamma, dbeta
+//                   norms: biased variance, invstd/rstd = 1/sqrt(var + eps); gamma and each output of
+//                   the backward ops may be undefined; mean/rstd may be undefined in LayerNorm
 
 namespace cudl {
 

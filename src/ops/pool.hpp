@@ -1,10 +1,21 @@
-// cpu/pool.hpp — geometry and argument checking of the pooling op family, shared by the CPU
+// ops/pool.hpp — geometry and argument checking of the pooling op family, shared by the CPU
 // reference and the CUDA backend so both accept and reject the same calls.
 #pragma once
 
 #include <cstdint>
 
 #include "backend/op.hpp"
+
+// --- pooling (kernels/pool.cu, src/cpu/pool.cpp) ---
+// MaxPool2d       in: x (N,C,H,W)    out: y (N,C,P,Q), [argmax i32 (N,C,P,Q), flat index into H*W]
+//                   i[0..1]=kernel h,w  i[2..3]=stride h,w  i[4..5]=pad h,w
+// MaxPool2dBackward     in: x, y, dy   out: dx; attrs as MaxPool2d (ties: first max in window order)
+// AvgPool2d       as MaxPool2d; padding counts as zeros in the average (count_include_pad)
+// AvgPool2dBackward     in: dy         out: dx (shape given by dx)
+// GlobalAvgPool   in: x (N,C,H,W)    out: y (N,C)
+// GlobalAvgPoolBackward in: dy (N,C)   out: dx (N,C,H,W)
+//                   pooling: padding at most half the kernel; max pooling's NaN counts as the maximum
+//                   (first NaN wins); backward ops gather per input element (no atomics)
 
 namespace cudl {
 

@@ -1,10 +1,19 @@
-// cpu/reduce.hpp — reduction geometry and argument checks of the reduce op family (Reduce,
+// ops/reduce.hpp — reduction geometry and argument checks of the reduce op family (Reduce,
 // ReduceBackward, Argmax), shared by the CPU reference and the CUDA backend.
 #pragma once
 
 #include <cstdint>
 
 #include "backend/op.hpp"
+
+// --- reductions (kernels/reduce.cu, src/cpu/reduce.cpp) ---
+// Reduce          in: x              out: y, [indices i64 for Max]; i[0]=ReduceOp, i[1]=axis
+//                   (negative counts from the back; kReduceAllAxes = every axis), i[2]=keepdim,
+//                   i[3]=unbiased (Var)
+// ReduceBackward  in: x, y, dy, [indices]  out: dx; same attrs. x is read only for Var, y never
+//                   (either may be undefined otherwise), indices are required for Max
+// Argmax          in: x              out: indices (i32); i[1]=axis, i[2]=keepdim. Max and Argmax:
+//                   first occurrence wins, NaN counts as the maximum (like torch)
 
 namespace cudl {
 

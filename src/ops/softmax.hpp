@@ -1,10 +1,16 @@
-// cpu/softmax.hpp — argument checks of the softmax op family (Softmax, LogSoftmax and their
+// ops/softmax.hpp — argument checks of the softmax op family (Softmax, LogSoftmax and their
 // backward), shared by the CPU reference and the CUDA backend.
 #pragma once
 
 #include <cstdint>
 
 #include "backend/op.hpp"
+
+// --- softmax (kernels/softmax.cu, src/cpu/softmax.cpp), along the last axis ---
+// Softmax         in: x (..., C)     out: y
+// SoftmaxBackward in: y, dy          out: dx
+// LogSoftmax      in: x              out: y
+// LogSoftmaxBackward    in: y, dy     out: dx
 
 namespace cudl {
 

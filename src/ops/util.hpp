@@ -1,9 +1,16 @@
-// cpu/util.hpp — argument checks of the graph utility ops, shared by the CPU reference and the
+// ops/util.hpp — argument checks of the graph utility ops, shared by the CPU reference and the
 // CUDA backend so both reject the same calls with the same messages.
 #pragma once
 
 #include "backend/backend.hpp"
 #include "cudl/error.hpp"
+
+// --- graph utilities (kernels/util.cu, src/cpu/util.cpp): step counters and device-side metrics ---
+// Accumulate      in: x (f32, i32, i64 or u8; n elements)   out: acc (f32, n) updated in place:
+//                   acc += f[0] * x
+// Increment       out: x (f32, i32 or i64) updated in place: x += f[0] (f32) or i[0] (integers)
+// BatchIndices    in: perm i32 (N), cursor i64[1] (device)   out: idx i32 (B):
+//                   idx[j] = perm[(cursor + j) % N]; the cursor is advanced by a separate Increment
 
 namespace cudl {
 
