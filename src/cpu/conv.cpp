@@ -21,7 +21,7 @@ namespace {
 
 /// col (Cg*R*S, P*Q) of image n, group gi: col[(c*R + r)*S + s][p*Q + q] = x[n, gi*Cg + c, ih, iw]
 /// with ih = p*stride_h - pad_h + r*dil_h (zero outside the image).
-void im2col(const Conv2dGeometry& g, const float* x, int64_t n, int64_t gi, float* col) {
+void im2col(const ops::Conv2dGeometry& g, const float* x, int64_t n, int64_t gi, float* col) {
   const int64_t Cg = g.Cg(), PQ = g.P * g.Q;
   for (int64_t c = 0; c < Cg; ++c) {
     const float* xc = x + ((n * g.C + gi * Cg + c) * g.H) * g.W;
@@ -40,7 +40,7 @@ void im2col(const Conv2dGeometry& g, const float* x, int64_t n, int64_t gi, floa
 }
 
 /// The adjoint of im2col: dx[n, gi*Cg + c, ih, iw] += every col entry that im2col read from it.
-void col2im_add(const Conv2dGeometry& g, const float* col, int64_t n, int64_t gi, float* dx) {
+void col2im_add(const ops::Conv2dGeometry& g, const float* col, int64_t n, int64_t gi, float* dx) {
   const int64_t Cg = g.Cg(), PQ = g.P * g.Q;
   for (int64_t c = 0; c < Cg; ++c) {
     float* dxc = dx + ((n * g.C + gi * Cg + c) * g.H) * g.W;
@@ -66,14 +66,14 @@ void col2im_add(const Conv2dGeometry& g, const float* col, int64_t n, int64_t gi
 // blocks (filter_blocks: a function of the shape only) whose partial sums are added in block
 // order, so it too is bitwise equal for every thread count.
 
-int conv_chunks(const Conv2dGeometry& g) { return static_cast<int>(std::min<int64_t>(cpu_thread_count(), g.N)); }
+int conv_chunks(const ops::Conv2dGeometry& g) { return static_cast<int>(std::min<int64_t>(cpu_thread_count(), g.N)); }
 
 void cpu_conv2d(const OpCall& c) {
-  const Conv2dGeometry g = check_conv2d_call(c);
-  const float* x = c.in(0).as<float>();
-  const float* w = c.in(1).as<float>();
-  const float* bias = g.has_bias ? c.in(2).as<float>() : nullptr;
-  float* y = c.out(0).as<float>();
+  const ops::Conv2dArgs g = ops::check_conv2d_call(c);
+  const float* x = g.x.as<float>();
+  const float* w = g.w.as<float>();
+  const float* bias = g.bias.as<float>();
+  float* y = g.y.as<float>();
   const int64_t Cg = g.Cg(), Kg = g.Kg(), CRS = Cg * g.R * g.S, PQ = g.P * g.Q;
   SingleThreadedBlas blas;
   parallel_for(g.N, conv_chunks(g), [&](int64_t n0, int64_t n1, int) {
@@ -100,10 +100,10 @@ void cpu_conv2d(const OpCall& c) {
 }
 
 void cpu_conv2d_backward_data(const OpCall& c) {
-  const Conv2dGeometry g = check_conv2d_call(c);
-  const float* dy = c.in(0).as<float>();
-  const float* w = c.in(1).as<float>();
-  float* dx = c.out(0).as<float>();
+  const ops::Conv2dArgs g = ops::check_conv2d_call(c);
+  const float* dy = g.dy.as<float>();
+  const float* w = g.w.as<float>();
+  float* dx = g.dx.as<float>();
   const int64_t Cg = g.Cg(), Kg = g.Kg(), CRS = Cg * g.R * g.S, PQ = g.P * g.Q, CHW = g.C * g.H * g.W;
   SingleThreadedBlas blas;
   parallel_for(g.N, conv_chunks(g), [&](int64_t n0, int64_t n1, int) {
@@ -123,17 +123,17 @@ void cpu_conv2d_backward_data(const OpCall& c) {
 /// Image blocks of the filter gradient: at most 16, at least one image each, and their partial
 /// dw buffers (blocks - 1 of them beside dw itself) within 64 MiB. A function of the shape
 /// only, never of the thread count, so that the sum's order is too.
-int64_t filter_blocks(const Conv2dGeometry& g) {
+int64_t filter_blocks(const ops::Conv2dGeometry& g) {
   constexpr int64_t kMaxBlocks = 16, kMaxPartialFloats = int64_t{16} << 20;
   const int64_t dw_floats = g.K * g.Cg() * g.R * g.S;
   return std::max<int64_t>(1, std::min({g.N, kMaxBlocks, 1 + kMaxPartialFloats / dw_floats}));
 }
 
 void cpu_conv2d_backward_filter(const OpCall& c) {
-  const Conv2dGeometry g = check_conv2d_call(c);
-  const float* x = c.in(0).as<float>();
-  const float* dy = c.in(1).as<float>();
-  float* dw = c.out(0).as<float>();
+  const ops::Conv2dArgs g = ops::check_conv2d_call(c);
+  const float* x = g.x.as<float>();
+  const float* dy = g.dy.as<float>();
+  float* dw = g.dw.as<float>();
   const int64_t Cg = g.Cg(), Kg = g.Kg(), CRS = Cg * g.R * g.S, PQ = g.P * g.Q, KCRS = g.K * CRS;
   const int64_t blocks = filter_blocks(g);
   // Block 0 sums into dw, block b > 0 into partial[b - 1]; then dw += partial[0], partial[1], ...
@@ -163,9 +163,9 @@ void cpu_conv2d_backward_filter(const OpCall& c) {
 }
 
 void cpu_conv2d_backward_bias(const OpCall& c) {
-  const Conv2dGeometry g = check_conv2d_call(c);
-  const float* dy = c.in(0).as<float>();
-  float* db = c.out(0).as<float>();
+  const ops::Conv2dArgs g = ops::check_conv2d_call(c);
+  const float* dy = g.dy.as<float>();
+  float* db = g.db.as<float>();
   const int64_t PQ = g.P * g.Q;
   // Channels, not images, are split: each db[k] is summed in one order whatever the thread count.
   parallel_for(g.K, cpu_thread_count(), [&](int64_t k0, int64_t k1, int) {

@@ -3,8 +3,9 @@
 #include "ops/augment.hpp"
 
 #include <cmath>
+
 #include "backend/augment.hpp"
-#include "backend/backend.hpp"
+#include "cudl/error.hpp"
 #include "ops/common.hpp"
 
 namespace cudl {

@@ -4,11 +4,12 @@
 
 #include <algorithm>
 #include <vector>
-#include "backend/backend.hpp"
-#include "cpu/parallel.hpp"
+
 #include "cudl/error.hpp"
+#include "ops/common.hpp"
 
 namespace cudl {
+namespace ops {
 
 // ---------------------------------------------------------------------------------------------
 // geometry and argument checks (shared with src/cuda/conv.cpp)
@@ -51,18 +52,20 @@ void require_shape(const OpCall& c, const TensorView& v, const Shape& expected, 
 }  // namespace
 
 Conv2dGeometry conv2d_geometry(const OpCall& c, const Shape& x, const Shape& w) {
-  const auto& a = c.attrs.i;
+  const Conv2dAttrs a = Conv2dAttrs::from(c.attrs);
+  const int64_t epilogue = static_cast<int64_t>(a.epilogue);
   if (x.rank() != 4 || w.rank() != 4)
     CUDL_FAIL(name_of(c), " (", c.label, "): x must be (N, C, H, W) and w (K, C/groups, R, S); got x ", x, " and w ",
               w);
   Conv2dGeometry g;
   g.N = x[0], g.C = x[1], g.H = x[2], g.W = x[3];
   g.K = w[0], g.R = w[2], g.S = w[3];
-  g.stride_h = a[0], g.stride_w = a[1], g.pad_h = a[2], g.pad_w = a[3], g.dil_h = a[4], g.dil_w = a[5];
-  g.groups = a[6];
-  g.relu = a[7] == static_cast<int64_t>(Epilogue::Relu);
-  if (a[7] != static_cast<int64_t>(Epilogue::None) && a[7] != static_cast<int64_t>(Epilogue::Relu))
-    CUDL_FAIL(name_of(c), " (", c.label, "): epilogue ", a[7], " not supported (None or Relu) for x ", x, ", w ", w);
+  g.stride_h = a.stride_h, g.stride_w = a.stride_w, g.pad_h = a.pad_h, g.pad_w = a.pad_w;
+  g.dil_h = a.dil_h, g.dil_w = a.dil_w;
+  g.groups = a.groups;
+  g.relu = a.epilogue == Epilogue::Relu;
+  if (a.epilogue != Epilogue::None && a.epilogue != Epilogue::Relu)
+    CUDL_FAIL(name_of(c), " (", c.label, "): epilogue ", epilogue, " not supported (None or Relu) for x ", x, ", w ", w);
   if (g.stride_h < 1 || g.stride_w < 1 || g.dil_h < 1 || g.dil_w < 1 || g.pad_h < 0 || g.pad_w < 0)
     CUDL_FAIL(name_of(c), " (", c.label, "): invalid stride (", g.stride_h, ", ", g.stride_w, "), padding (", g.pad_h,
               ", ", g.pad_w, ") or dilation (", g.dil_h, ", ", g.dil_w, ") for x ", x, ", w ", w);
@@ -85,26 +88,31 @@ Conv2dGeometry conv2d_geometry(const OpCall& c, const Shape& x, const Shape& w) 
   return g;
 }
 
-Conv2dGeometry check_conv2d_call(const OpCall& c) {
-  Conv2dGeometry g;
+Conv2dArgs check_conv2d_call(const OpCall& c) {
+  Conv2dArgs g;
+  op_checks::arity(c);
   switch (c.op) {
     case OpKind::Conv2d: {
       const TensorView& x = required_in(c, 0, "x");
       const TensorView& w = required_in(c, 1, "w");
-      g = conv2d_geometry(c, x.shape, w.shape);
+      static_cast<Conv2dGeometry&>(g) = conv2d_geometry(c, x.shape, w.shape);
+      g.x = x, g.w = w;
       if (c.has_in(2)) {
         g.has_bias = true;
+        g.bias = c.in(2);
         require_f32(c, c.in(2), "bias");
         require_shape(c, c.in(2), Shape{g.K}, "bias", g);
       }
-      require_shape(c, required_out(c, 0, "y"), g.y_shape(), "y", g);
+      g.y = required_out(c, 0, "y");
+      require_shape(c, g.y, g.y_shape(), "y", g);
       break;
     }
     case OpKind::Conv2dBackwardData: {
       const TensorView& dy = required_in(c, 0, "dy");
       const TensorView& w = required_in(c, 1, "w");
       const TensorView& dx = required_out(c, 0, "dx");
-      g = conv2d_geometry(c, dx.shape, w.shape);
+      static_cast<Conv2dGeometry&>(g) = conv2d_geometry(c, dx.shape, w.shape);
+      g.dy = dy, g.w = w, g.dx = dx;
       g.relu = false;
       require_shape(c, dy, g.y_shape(), "dy", g);
       break;
@@ -113,7 +121,8 @@ Conv2dGeometry check_conv2d_call(const OpCall& c) {
       const TensorView& x = required_in(c, 0, "x");
       const TensorView& dy = required_in(c, 1, "dy");
       const TensorView& dw = required_out(c, 0, "dw");
-      g = conv2d_geometry(c, x.shape, dw.shape);
+      static_cast<Conv2dGeometry&>(g) = conv2d_geometry(c, x.shape, dw.shape);
+      g.x = x, g.dy = dy, g.dw = dw;
       g.relu = false;
       require_shape(c, dy, g.y_shape(), "dy", g);
       break;
@@ -121,6 +130,7 @@ Conv2dGeometry check_conv2d_call(const OpCall& c) {
     case OpKind::Conv2dBackwardBias: {
       const TensorView& dy = required_in(c, 0, "dy");
       const TensorView& db = required_out(c, 0, "db");
+      g.dy = dy, g.db = db;
       if (dy.shape.rank() != 4)
         CUDL_FAIL(name_of(c), " (", c.label, "): dy must be (N, K, P, Q), got ", dy.shape, " (db ", db.shape, ")");
       g.N = dy.shape[0], g.K = dy.shape[1], g.P = dy.shape[2], g.Q = dy.shape[3];
@@ -134,4 +144,5 @@ Conv2dGeometry check_conv2d_call(const OpCall& c) {
   return g;
 }
 
+}  // namespace ops
 }  // namespace cudl

@@ -34,8 +34,6 @@ struct Conv2dAttrs {
   }
 };
 
-}  // namespace ops
-
 /// Sizes of one NCHW convolution: x (N, C, H, W), w (K, C/groups, R, S), y (N, K, P, Q).
 struct Conv2dGeometry {
   int64_t N = 0, C = 0, H = 0, W = 0;  // input
@@ -43,7 +41,7 @@ struct Conv2dGeometry {
   int64_t P = 0, Q = 0;                // output
   int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0, dil_h = 1, dil_w = 1, groups = 1;
   bool has_bias = false;
-  bool relu = false;  // Conv2d only: i[7] == Epilogue::Relu
+  bool relu = false;  // Conv2d only: epilogue == Epilogue::Relu
 
   int64_t Cg() const { return C / groups; }  // input channels per group
   int64_t Kg() const { return K / groups; }  // output channels per group
@@ -57,9 +55,18 @@ struct Conv2dGeometry {
 /// (non-4-D tensors, channels not divisible by groups, weight shape mismatch, output size <= 0).
 Conv2dGeometry conv2d_geometry(const OpCall& call, const Shape& x, const Shape& w);
 
+/// A validated conv call: its geometry and its tensors by name (those the op does not take are
+/// undefined). Conv2d: x, w, [bias] -> y. Conv2dBackwardData: dy, w -> dx. Conv2dBackwardFilter:
+/// x, dy -> dw. Conv2dBackwardBias: dy -> db.
+struct Conv2dArgs : Conv2dGeometry {
+  TensorView x, w, bias, y;  // (N, C, H, W), (K, C/groups, R, S), (K), (N, K, P, Q)
+  TensorView dy, dx, dw, db;
+};
+
 /// Validates a whole Conv2d / Conv2dBackwardData / Conv2dBackwardFilter / Conv2dBackwardBias call
 /// (tensor counts, presence, f32 dtype, every shape) and returns its geometry. For
 /// Conv2dBackwardBias only N, K, P, Q are filled in.
-Conv2dGeometry check_conv2d_call(const OpCall& call);
+Conv2dArgs check_conv2d_call(const OpCall& call);
 
+}  // namespace ops
 }  // namespace cudl

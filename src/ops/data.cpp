@@ -7,8 +7,9 @@
 #include <cstring>
 #include <string>
 #include <vector>
-#include "backend/backend.hpp"
+
 #include "backend/convert.hpp"
+#include "cudl/error.hpp"
 #include "ops/common.hpp"
 
 namespace cudl {

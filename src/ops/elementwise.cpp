@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "cudl/error.hpp"
 #include "ops/common.hpp"
 
 namespace cudl {

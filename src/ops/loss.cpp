@@ -5,8 +5,9 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include "backend/backend.hpp"
+
 #include "cudl/error.hpp"
+#include "ops/common.hpp"
 
 namespace cudl {
 

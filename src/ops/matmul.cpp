@@ -5,9 +5,9 @@
 #include <algorithm>
 #include <cstring>
 #include <vector>
-#include "backend/backend.hpp"
-#include "ops/common.hpp"
+
 #include "cudl/error.hpp"
+#include "ops/common.hpp"
 
 namespace cudl {
 namespace ops {

@@ -4,9 +4,9 @@
 
 #include <cmath>
 #include <vector>
-#include "backend/backend.hpp"
-#include "cpu/parallel.hpp"
+
 #include "cudl/error.hpp"
+#include "ops/common.hpp"
 
 namespace cudl {
 

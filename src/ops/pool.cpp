@@ -5,9 +5,9 @@
 #include <algorithm>
 #include <cmath>
 #include <vector>
-#include "backend/backend.hpp"
-#include "cpu/parallel.hpp"
+
 #include "cudl/error.hpp"
+#include "ops/common.hpp"
 
 namespace cudl {
 

@@ -5,8 +5,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include "backend/backend.hpp"
+
 #include "backend/philox.hpp"
+#include "cudl/error.hpp"
+#include "ops/common.hpp"
 
 namespace cudl {
 

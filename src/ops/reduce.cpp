@@ -5,7 +5,8 @@
 #include <cmath>
 #include <limits>
 #include <vector>
-#include "backend/backend.hpp"
+
+#include "cudl/error.hpp"
 #include "ops/common.hpp"
 
 namespace cudl {

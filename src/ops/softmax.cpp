@@ -4,7 +4,8 @@
 
 #include <cmath>
 #include <limits>
-#include "backend/backend.hpp"
+
+#include "cudl/error.hpp"
 #include "ops/common.hpp"
 
 namespace cudl {
