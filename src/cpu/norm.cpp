@@ -14,7 +14,7 @@ namespace cudl {
 namespace {
 
 // x (N, C, S): channel c of sample n is the contiguous row x + (n * C + c) * S.
-inline int64_t bn_row(const BatchNormProblem& p, int64_t n, int64_t c) { return (n * p.c + c) * p.spatial; }
+inline int64_t bn_row(const ops::BatchNormArgs& p, int64_t n, int64_t c) { return (n * p.c + c) * p.spatial; }
 
 // Per-channel sums are taken in double in kLanes partial sums: element s of every row goes to
 // lane s % kLanes, and the lanes are added pairwise at the end. The order is fixed (it depends
@@ -42,11 +42,11 @@ template <typename Fn>
 // r = (1 - momentum) r + momentum * batch, running_var with the unbiased variance var * M / (M - 1)
 // (M = N * spatial; when M == 1 the unbiased variance is taken as 0, keeping running_var finite).
 void batch_norm_train(const OpCall& call) {
-  const BatchNormProblem p = check_batch_norm_call(call);
-  const float* x = call.in(0).as<float>();
-  const float* gamma = p.has_gamma ? call.in(1).as<float>() : nullptr;
-  const float* beta = p.has_beta ? call.in(2).as<float>() : nullptr;
-  float* y = call.out(0).as<float>();
+  const ops::BatchNormArgs p = ops::check_batch_norm_call(call);
+  const float* x = p.x.as<float>();
+  const float* gamma = p.gamma.as<float>();
+  const float* beta = p.beta.as<float>();
+  float* y = p.y.as<float>();
   const double m = static_cast<double>(p.per_channel());
   // Channels are independent: split over threads, the same arithmetic for any thread count.
   parallel_for(p.c, cpu_thread_count(), [&](int64_t c_begin, int64_t c_end, int) {
@@ -75,12 +75,12 @@ void batch_norm_train(const OpCall& call) {
         for (int64_t s = 0; s < p.spatial; ++s) yr[s] = static_cast<float>((xr[s] - mean) * invstd * g + b);
       }
       if (p.has_saved) {
-        call.out(1).as<float>()[c] = static_cast<float>(mean);
-        call.out(2).as<float>()[c] = static_cast<float>(invstd);
+        p.saved_mean.as<float>()[c] = static_cast<float>(mean);
+        p.saved_invstd.as<float>()[c] = static_cast<float>(invstd);
       }
       if (p.has_running) {
-        float* rm = call.in(3).as<float>();
-        float* rv = call.in(4).as<float>();
+        float* rm = p.running_mean.as<float>();
+        float* rv = p.running_var.as<float>();
         const double unbiased = m > 1 ? sq / (m - 1) : 0.0;
         rm[c] = static_cast<float>((1 - p.momentum) * rm[c] + p.momentum * mean);
         rv[c] = static_cast<float>((1 - p.momentum) * rv[c] + p.momentum * unbiased);
@@ -90,13 +90,13 @@ void batch_norm_train(const OpCall& call) {
 }
 
 void batch_norm_inference(const OpCall& call) {
-  const BatchNormProblem p = check_batch_norm_call(call);
-  const float* x = call.in(0).as<float>();
-  const float* gamma = p.has_gamma ? call.in(1).as<float>() : nullptr;
-  const float* beta = p.has_beta ? call.in(2).as<float>() : nullptr;
-  const float* rm = call.in(3).as<float>();
-  const float* rv = call.in(4).as<float>();
-  float* y = call.out(0).as<float>();
+  const ops::BatchNormArgs p = ops::check_batch_norm_call(call);
+  const float* x = p.x.as<float>();
+  const float* gamma = p.gamma.as<float>();
+  const float* beta = p.beta.as<float>();
+  const float* rm = p.running_mean.as<float>();
+  const float* rv = p.running_var.as<float>();
+  float* y = p.y.as<float>();
   for (int64_t c = 0; c < p.c; ++c) {
     const double invstd = 1 / std::sqrt(static_cast<double>(rv[c]) + p.eps);
     const double g = gamma ? gamma[c] : 1.0, b = beta ? beta[c] : 0.0;
@@ -112,12 +112,12 @@ void batch_norm_inference(const OpCall& call) {
 // xhat = (x - mean) invstd; dbeta = sum dy; dgamma = sum dy xhat;
 // dx = gamma invstd (dy - dbeta / M - xhat dgamma / M).
 void batch_norm_backward(const OpCall& call) {
-  const BatchNormProblem p = check_batch_norm_call(call);
-  const float* x = call.in(0).as<float>();
-  const float* gamma = p.has_gamma ? call.in(1).as<float>() : nullptr;
-  const float* mean = call.in(2).as<float>();
-  const float* invstd = call.in(3).as<float>();
-  const float* dy = call.in(4).as<float>();
+  const ops::BatchNormArgs p = ops::check_batch_norm_call(call);
+  const float* x = p.x.as<float>();
+  const float* gamma = p.gamma.as<float>();
+  const float* mean = p.saved_mean.as<float>();
+  const float* invstd = p.saved_invstd.as<float>();
+  const float* dy = p.dy.as<float>();
   const double m = static_cast<double>(p.per_channel());
   parallel_for(p.c, cpu_thread_count(), [&](int64_t c_begin, int64_t c_end, int) {
     for (int64_t c = c_begin; c < c_end; ++c) {
@@ -132,8 +132,8 @@ void batch_norm_backward(const OpCall& call) {
         for_each_lane(p.spatial, [&](int j, int64_t s) { dy_xhat_lanes.lane[j] += dyr[s] * ((xr[s] - mu) * is); });
       }
       const double sum_dy = dy_lanes.total(), sum_dy_xhat = dy_xhat_lanes.total();
-      if (p.has_dgamma) call.out(1).as<float>()[c] = static_cast<float>(sum_dy_xhat);
-      if (p.has_dbeta) call.out(2).as<float>()[c] = static_cast<float>(sum_dy);
+      if (p.has_dgamma) p.dgamma.as<float>()[c] = static_cast<float>(sum_dy_xhat);
+      if (p.has_dbeta) p.dbeta.as<float>()[c] = static_cast<float>(sum_dy);
       if (p.has_dx) {
         const double k = (gamma ? gamma[c] : 1.0) * is;
         // Both means hoisted: xhat * (sum_dy_xhat / M) differs from (xhat * sum_dy_xhat) / M by an
@@ -142,7 +142,7 @@ void batch_norm_backward(const OpCall& call) {
         for (int64_t n = 0; n < p.n; ++n) {
           const float* xr = x + bn_row(p, n, c);
           const float* dyr = dy + bn_row(p, n, c);
-          float* dxr = call.out(0).as<float>() + bn_row(p, n, c);
+          float* dxr = p.dx.as<float>() + bn_row(p, n, c);
           for (int64_t s = 0; s < p.spatial; ++s) {
             const double xhat = (xr[s] - mu) * is;
             dxr[s] = static_cast<float>(k * (dyr[s] - mean_dy - xhat * mean_dy_xhat));
@@ -155,11 +155,11 @@ void batch_norm_backward(const OpCall& call) {
 
 // Per row: mean, biased variance (two passes), rstd = 1 / sqrt(var + eps), y = xhat * gamma + beta.
 void layer_norm(const OpCall& call) {
-  const LayerNormProblem p = check_layer_norm_call(call);
-  const float* x = call.in(0).as<float>();
-  const float* gamma = p.has_gamma ? call.in(1).as<float>() : nullptr;
-  const float* beta = p.has_beta ? call.in(2).as<float>() : nullptr;
-  float* y = call.out(0).as<float>();
+  const ops::LayerNormArgs p = ops::check_layer_norm_call(call);
+  const float* x = p.x.as<float>();
+  const float* gamma = p.gamma.as<float>();
+  const float* beta = p.beta.as<float>();
+  float* y = p.y.as<float>();
   for (int64_t r = 0; r < p.rows; ++r) {
     const float* xr = x + r * p.d;
     double sum = 0;
@@ -171,8 +171,8 @@ void layer_norm(const OpCall& call) {
     for (int64_t j = 0; j < p.d; ++j)
       y[r * p.d + j] = static_cast<float>((xr[j] - mean) * rstd * (gamma ? gamma[j] : 1.0) + (beta ? beta[j] : 0.0));
     if (p.has_stats) {
-      call.out(1).as<float>()[r] = static_cast<float>(mean);
-      call.out(2).as<float>()[r] = static_cast<float>(rstd);
+      p.mean.as<float>()[r] = static_cast<float>(mean);
+      p.rstd.as<float>()[r] = static_cast<float>(rstd);
     }
   }
 }
@@ -180,12 +180,12 @@ void layer_norm(const OpCall& call) {
 // g = dy * gamma; dx = rstd (g - mean_j(g) - xhat mean_j(g xhat)); dgamma = sum_rows dy xhat;
 // dbeta = sum_rows dy.
 void layer_norm_backward(const OpCall& call) {
-  const LayerNormProblem p = check_layer_norm_call(call);
-  const float* x = call.in(0).as<float>();
-  const float* gamma = p.has_gamma ? call.in(1).as<float>() : nullptr;
-  const float* mean = call.in(2).as<float>();
-  const float* rstd = call.in(3).as<float>();
-  const float* dy = call.in(4).as<float>();
+  const ops::LayerNormArgs p = ops::check_layer_norm_call(call);
+  const float* x = p.x.as<float>();
+  const float* gamma = p.gamma.as<float>();
+  const float* mean = p.mean.as<float>();
+  const float* rstd = p.rstd.as<float>();
+  const float* dy = p.dy.as<float>();
   std::vector<double> dgamma(static_cast<size_t>(p.d), 0.0), dbeta(static_cast<size_t>(p.d), 0.0);
   for (int64_t r = 0; r < p.rows; ++r) {
     const int64_t o = r * p.d;
@@ -201,7 +201,7 @@ void layer_norm_backward(const OpCall& call) {
     mean_g /= static_cast<double>(p.d);
     mean_gx /= static_cast<double>(p.d);
     if (p.has_dx) {
-      float* dx = call.out(0).as<float>();
+      float* dx = p.dx.as<float>();
       for (int64_t j = 0; j < p.d; ++j) {
         const double xhat = (x[o + j] - static_cast<double>(mean[r])) * rstd[r];
         const double g = dy[o + j] * (gamma ? gamma[j] : 1.0);
@@ -210,8 +210,8 @@ void layer_norm_backward(const OpCall& call) {
     }
   }
   for (int64_t j = 0; j < p.d; ++j) {
-    if (p.has_dgamma) call.out(1).as<float>()[j] = static_cast<float>(dgamma[j]);
-    if (p.has_dbeta) call.out(2).as<float>()[j] = static_cast<float>(dbeta[j]);
+    if (p.has_dgamma) p.dgamma.as<float>()[j] = static_cast<float>(dgamma[j]);
+    if (p.has_dbeta) p.dbeta.as<float>()[j] = static_cast<float>(dbeta[j]);
   }
 }
 

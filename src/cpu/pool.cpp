@@ -30,7 +30,7 @@ template <typename Index>
 
 /// Flat index (into H*W) of the window's maximum: the first in row-major scan order; a NaN counts
 /// as the maximum (the first NaN wins). Padding never wins. -1 when the window has no input cell.
-int64_t window_argmax(const float* img, const PoolGeometry& g, int64_t p, int64_t q) {
+int64_t window_argmax(const float* img, const ops::PoolGeometry& g, int64_t p, int64_t q) {
   int64_t best = -1;
   float best_v = 0;
   for (int64_t i = 0; i < g.kh; ++i) {
@@ -52,7 +52,7 @@ int64_t window_argmax(const float* img, const PoolGeometry& g, int64_t p, int64_
 }
 
 /// Whether the window is the common 2x2, stride 2, no padding one, which has loops of its own.
-bool is_two_by_two(const PoolGeometry& g) {
+bool is_two_by_two(const ops::PoolGeometry& g) {
   return g.kh == 2 && g.kw == 2 && g.sh == 2 && g.sw == 2 && g.ph == 0 && g.pw == 0;
 }
 
@@ -82,7 +82,7 @@ void max_pool_2x2_row(const float* r0, const float* r1, int64_t q_count, int64_t
 
 /// Calls fn(img, p, q, k) for every window of every image with k its argmax in image `img`.
 template <typename Fn>
-void for_each_window_argmax(const float* x, const PoolGeometry& g, Fn fn) {
+void for_each_window_argmax(const float* x, const ops::PoolGeometry& g, Fn fn) {
   for (int64_t img = 0; img < g.n * g.c; ++img) {
     const float* xi = x + img * g.h * g.w;
     for (int64_t p = 0; p < g.p; ++p)
@@ -92,10 +92,10 @@ void for_each_window_argmax(const float* x, const PoolGeometry& g, Fn fn) {
 }
 
 void max_pool2d(const OpCall& call) {
-  const PoolGeometry g = check_pool_call(call);
-  const float* x = call.in(0).as<float>();
-  float* y = call.out(0).as<float>();
-  int32_t* am = g.has_argmax ? call.out(1).as<int32_t>() : nullptr;
+  const ops::PoolArgs g = ops::check_pool_call(call);
+  const float* x = g.x.as<float>();
+  float* y = g.y.as<float>();
+  int32_t* am = g.argmax.as<int32_t>();
   if (is_two_by_two(g)) {  // planes (image, channel) are independent: split over threads
     parallel_for(g.n * g.c, cpu_thread_count(), [&](int64_t first, int64_t last, int) {
       for (int64_t img = first; img < last; ++img)
@@ -119,7 +119,7 @@ void max_pool2d(const OpCall& call) {
 
 /// max_pool2d_backward for one 2x2 / stride 2 image: every cell of every window written (dy at
 /// the argmax, 0 elsewhere), then the odd last column and row that no window covers zeroed.
-void max_pool_2x2_backward_image(const float* xi, const float* dyi, const PoolGeometry& g, float* dxi) {
+void max_pool_2x2_backward_image(const float* xi, const float* dyi, const ops::PoolGeometry& g, float* dxi) {
   for (int64_t p = 0; p < g.p; ++p) {
     const float* r0 = xi + 2 * p * g.w;
     const float* r1 = r0 + g.w;
@@ -143,10 +143,10 @@ void max_pool_2x2_backward_image(const float* xi, const float* dyi, const PoolGe
 // Each window sends its dy to its argmax; contributions to one input cell are summed in window
 // (row-major) order.
 void max_pool2d_backward(const OpCall& call) {
-  const PoolGeometry g = check_pool_call(call);
-  const float* x = call.in(0).as<float>();
-  const float* dy = call.in(2).as<float>();
-  float* dx = call.out(0).as<float>();
+  const ops::PoolArgs g = ops::check_pool_call(call);
+  const float* x = g.x.as<float>();
+  const float* dy = g.dy.as<float>();
+  float* dx = g.dx.as<float>();
   const int64_t hw = g.h * g.w;
   if (is_two_by_two(g)) {
     parallel_for(g.n * g.c, cpu_thread_count(), [&](int64_t first, int64_t last, int) {
@@ -176,9 +176,9 @@ void max_pool2d_backward(const OpCall& call) {
 
 // Padding counts as zeros: every window divides by kh * kw.
 void avg_pool2d(const OpCall& call) {
-  const PoolGeometry g = check_pool_call(call);
-  const float* x = call.in(0).as<float>();
-  float* y = call.out(0).as<float>();
+  const ops::PoolArgs g = ops::check_pool_call(call);
+  const float* x = g.x.as<float>();
+  float* y = g.y.as<float>();
   const double area = static_cast<double>(g.kh * g.kw);
   for (int64_t img = 0; img < g.n * g.c; ++img) {
     const float* xi = x + img * g.h * g.w;
@@ -196,9 +196,9 @@ void avg_pool2d(const OpCall& call) {
 }
 
 void avg_pool2d_backward(const OpCall& call) {
-  const PoolGeometry g = check_pool_call(call);
-  const float* dy = call.in(0).as<float>();
-  float* dx = call.out(0).as<float>();
+  const ops::PoolArgs g = ops::check_pool_call(call);
+  const float* dy = g.dy.as<float>();
+  float* dx = g.dx.as<float>();
   const double area = static_cast<double>(g.kh * g.kw);
   std::vector<double> acc(static_cast<size_t>(g.h * g.w));
   for (int64_t img = 0; img < g.n * g.c; ++img) {
@@ -217,9 +217,9 @@ void avg_pool2d_backward(const OpCall& call) {
 }
 
 void global_avg_pool(const OpCall& call) {
-  const PoolGeometry g = check_pool_call(call);
-  const float* x = call.in(0).as<float>();
-  float* y = call.out(0).as<float>();
+  const ops::PoolArgs g = ops::check_pool_call(call);
+  const float* x = g.x.as<float>();
+  float* y = g.y.as<float>();
   const int64_t hw = g.h * g.w;
   for (int64_t img = 0; img < g.n * g.c; ++img) {
     double s = 0;
@@ -229,9 +229,9 @@ void global_avg_pool(const OpCall& call) {
 }
 
 void global_avg_pool_backward(const OpCall& call) {
-  const PoolGeometry g = check_pool_call(call);
-  const float* dy = call.in(0).as<float>();
-  float* dx = call.out(0).as<float>();
+  const ops::PoolArgs g = ops::check_pool_call(call);
+  const float* dy = g.dy.as<float>();
+  float* dx = g.dx.as<float>();
   const int64_t hw = g.h * g.w;
   for (int64_t img = 0; img < g.n * g.c; ++img)
     for (int64_t k = 0; k < hw; ++k) dx[img * hw + k] = static_cast<float>(dy[img] / static_cast<double>(hw));

@@ -70,6 +70,12 @@ inline const TensorView& need_out(const OpCall& call, int k, const char* name) {
   return call.outputs[k];
 }
 
+/// Input k, or an undefined view when it was not given.
+inline TensorView opt_in(const OpCall& call, int k) { return call.has_in(k) ? call.inputs[k] : TensorView{}; }
+
+/// Output k, or an undefined view when it was not given.
+inline TensorView opt_out(const OpCall& call, int k) { return call.has_out(k) ? call.outputs[k] : TensorView{}; }
+
 inline void dtype(const OpCall& call, const TensorView& v, const char* name, DType expected) {
   if (v.dtype != expected)
     CUDL_FAIL(who(call), ": ", name, " ", v.shape, " has dtype ", v.dtype, ", expected ", expected);

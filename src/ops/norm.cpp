@@ -9,6 +9,7 @@
 #include "ops/common.hpp"
 
 namespace cudl {
+namespace ops {
 
 namespace {
 
@@ -35,18 +36,50 @@ void expect_counts(const OpCall& call, int min_in, int max_in, int min_out, int 
               call.n_outputs, " outputs");
 }
 
-double checked_eps(const OpCall& call) {
-  const double eps = call.attrs.f[0];
+double checked_eps(const OpCall& call, double eps) {
   if (!(eps >= 0) || std::isinf(eps))
     CUDL_FAIL(op_name(call.op), " (", call.label, "): eps f[0] must be finite and >= 0, got ", eps);
   return eps;
 }
 
+using op_checks::opt_in;
+using op_checks::opt_out;
+
+BatchNormArgs with_views(const OpCall& call, BatchNormArgs p) {
+  p.x = call.in(0);
+  p.gamma = opt_in(call, 1);
+  if (call.op == OpKind::BatchNormBackward) {
+    p.saved_mean = call.in(2), p.saved_invstd = call.in(3), p.dy = call.in(4);
+    p.dx = opt_out(call, 0), p.dgamma = opt_out(call, 1), p.dbeta = opt_out(call, 2);
+    return p;
+  }
+  p.beta = opt_in(call, 2);
+  if (p.has_running || call.op == OpKind::BatchNormInference) p.running_mean = call.in(3), p.running_var = call.in(4);
+  p.y = call.out(0);
+  if (p.has_saved) p.saved_mean = call.out(1), p.saved_invstd = call.out(2);
+  return p;
+}
+
+LayerNormArgs with_views(const OpCall& call, LayerNormArgs p) {
+  p.x = call.in(0);
+  p.gamma = opt_in(call, 1);
+  if (call.op == OpKind::LayerNormBackward) {
+    p.mean = call.in(2), p.rstd = call.in(3), p.dy = call.in(4);
+    p.dx = opt_out(call, 0), p.dgamma = opt_out(call, 1), p.dbeta = opt_out(call, 2);
+    return p;
+  }
+  p.beta = opt_in(call, 2);
+  p.y = call.out(0);
+  if (p.has_stats) p.mean = call.out(1), p.rstd = call.out(2);
+  return p;
+}
+
 }  // namespace
 
-BatchNormProblem check_batch_norm_call(const OpCall& call) {
+BatchNormArgs check_batch_norm_call(const OpCall& call) {
   const char* name = op_name(call.op);
-  BatchNormProblem p;
+  BatchNormArgs p;
+  const BatchNormAttrs attrs = BatchNormAttrs::from(call.attrs);
   if (call.op == OpKind::BatchNormTrain)
     expect_counts(call, 5, 5, 1, 3, "(x, gamma, beta, running_mean, running_var) -> (y, [saved_mean, saved_invstd])");
   else if (call.op == OpKind::BatchNormInference)
@@ -62,7 +95,7 @@ BatchNormProblem check_batch_norm_call(const OpCall& call) {
   p.c = x.shape[1];
   for (int k = 2; k < x.shape.rank(); ++k) p.spatial *= x.shape[k];
   if (p.per_channel() < 1 || p.c < 1) CUDL_FAIL(name, " (", call.label, "): x ", x.shape, " has no values per channel");
-  p.eps = checked_eps(call);
+  p.eps = checked_eps(call, attrs.eps);
   const Shape cs{p.c};
 
   if (call.op == OpKind::BatchNormBackward) {
@@ -79,7 +112,7 @@ BatchNormProblem check_batch_norm_call(const OpCall& call) {
     if (p.has_dbeta) expect_f32(call, call.out(2), "dbeta", cs, x.shape);
     if (!p.has_dx && !p.has_dgamma && !p.has_dbeta)
       CUDL_FAIL(name, " (", call.label, "): no output requested (dx, dgamma and dbeta are all undefined)");
-    return p;
+    return with_views(call, p);
   }
 
   p.has_gamma = call.has_in(1);
@@ -93,7 +126,7 @@ BatchNormProblem check_batch_norm_call(const OpCall& call) {
   }
   expect_f32(call, call.out(0), "y", x.shape, x.shape);
   if (call.op == OpKind::BatchNormTrain) {
-    p.momentum = call.attrs.f[1];
+    p.momentum = attrs.momentum;
     if (!(p.momentum >= 0 && p.momentum <= 1))
       CUDL_FAIL(name, " (", call.label, "): momentum f[1] must be in [0, 1], got ", p.momentum);
     p.has_saved = call.has_out(1) || call.has_out(2);
@@ -102,12 +135,13 @@ BatchNormProblem check_batch_norm_call(const OpCall& call) {
       expect_f32(call, call.out(2), "saved_invstd", cs, x.shape);
     }
   }
-  return p;
+  return with_views(call, p);
 }
 
-LayerNormProblem check_layer_norm_call(const OpCall& call) {
+LayerNormArgs check_layer_norm_call(const OpCall& call) {
   const char* name = op_name(call.op);
-  LayerNormProblem p;
+  LayerNormArgs p;
+  const LayerNormAttrs attrs = LayerNormAttrs::from(call.attrs);
   if (call.op == OpKind::LayerNorm)
     expect_counts(call, 1, 3, 1, 3, "(x, [gamma], [beta]) -> (y, [mean], [rstd])");
   else
@@ -120,7 +154,7 @@ LayerNormProblem check_layer_norm_call(const OpCall& call) {
     CUDL_FAIL(name, " (", call.label, "): x must be (..., D) with D >= 1, got shape ", x.shape);
   p.d = x.shape[-1];
   p.rows = x.numel() / p.d;
-  p.eps = checked_eps(call);
+  p.eps = checked_eps(call, attrs.eps);
   const Shape ds{p.d};
   p.has_gamma = call.has_in(1);
   if (p.has_gamma) expect_f32(call, call.in(1), "gamma", ds, x.shape);
@@ -135,7 +169,7 @@ LayerNormProblem check_layer_norm_call(const OpCall& call) {
       expect_f32_numel(call, call.out(1), "mean", p.rows, x.shape);
       expect_f32_numel(call, call.out(2), "rstd", p.rows, x.shape);
     }
-    return p;
+    return with_views(call, p);
   }
   if (!call.has_in(2) || !call.has_in(3)) CUDL_FAIL(name, " (", call.label, "): mean and rstd are required");
   expect_f32_numel(call, call.in(2), "mean", p.rows, x.shape);
@@ -149,7 +183,8 @@ LayerNormProblem check_layer_norm_call(const OpCall& call) {
   if (p.has_dbeta) expect_f32(call, call.out(2), "dbeta", ds, x.shape);
   if (!p.has_dx && !p.has_dgamma && !p.has_dbeta)
     CUDL_FAIL(name, " (", call.label, "): no output requested (dx, dgamma and dbeta are all undefined)");
-  return p;
+  return with_views(call, p);
 }
 
+}  // namespace ops
 }  // namespace cudl

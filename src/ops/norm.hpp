@@ -1,5 +1,5 @@
-// ops/norm.hpp — argument checking of the normalisation op family (batch norm, layer norm), shared
-// by the CPU reference and the CUDA backend so both accept and reject the same calls.
+// ops/norm.hpp — the normalisation op family's contract (batch norm, layer norm): typed attributes,
+// named arguments and the checks the CPU reference and the CUDA backend run first.
 #pragma once
 
 #include <cstdint>
@@ -21,9 +21,39 @@
 //                   the backward ops may be undefined; mean/rstd may be undefined in LayerNorm
 
 namespace cudl {
+namespace ops {
+
+/// BatchNormTrain / BatchNormInference / BatchNormBackward: f[0] = eps, f[1] = momentum (Train only).
+struct BatchNormAttrs {
+  double eps = 1e-5, momentum = 0.1;
+
+  OpAttrs to_op_attrs() const {
+    OpAttrs a;
+    a.f[0] = eps;
+    a.f[1] = momentum;
+    return a;
+  }
+  static BatchNormAttrs from(const OpAttrs& a) { return {a.f[0], a.f[1]}; }
+};
+
+/// LayerNorm / LayerNormBackward: f[0] = eps.
+struct LayerNormAttrs {
+  double eps = 1e-5;
+
+  OpAttrs to_op_attrs() const {
+    OpAttrs a;
+    a.f[0] = eps;
+    return a;
+  }
+  static LayerNormAttrs from(const OpAttrs& a) { return {a.f[0]}; }
+};
 
 /// Batch norm over x (N, C, *spatial): statistics per channel over N and the spatial dims.
-struct BatchNormProblem {
+struct BatchNormArgs {
+  TensorView x, gamma, beta;              // gamma / beta may be undefined (1 / 0)
+  TensorView running_mean, running_var;   // Train: undefined when not updated
+  TensorView y, saved_mean, saved_invstd; // Backward: saved_mean / saved_invstd are inputs 2, 3
+  TensorView dy, dx, dgamma, dbeta;       // Backward; outputs may be undefined
   int64_t n = 0, c = 0, spatial = 1;  // x is (n, c, spatial...) with `spatial` = product of dims 2..
   double eps = 0, momentum = 0;
   bool has_gamma = false, has_beta = false, has_running = false;
@@ -33,7 +63,10 @@ struct BatchNormProblem {
 };
 
 /// Layer norm over the last dim D of x (..., D): rows = numel / D.
-struct LayerNormProblem {
+struct LayerNormArgs {
+  TensorView x, gamma, beta;   // gamma / beta may be undefined
+  TensorView y, mean, rstd;    // LayerNorm: mean / rstd outputs (both or neither); Backward: inputs 2, 3
+  TensorView dy, dx, dgamma, dbeta;
   int64_t rows = 0, d = 0;
   double eps = 0;
   bool has_gamma = false, has_beta = false, has_stats = false;  // LayerNorm: mean/rstd outputs
@@ -42,8 +75,9 @@ struct LayerNormProblem {
 
 /// Validate BatchNormTrain / BatchNormInference / BatchNormBackward calls; throw cudl::Error naming
 /// the op, the call's label and the shapes.
-BatchNormProblem check_batch_norm_call(const OpCall& call);
+BatchNormArgs check_batch_norm_call(const OpCall& call);
 /// Validate LayerNorm / LayerNormBackward calls.
-LayerNormProblem check_layer_norm_call(const OpCall& call);
+LayerNormArgs check_layer_norm_call(const OpCall& call);
 
+}  // namespace ops
 }  // namespace cudl

@@ -10,6 +10,7 @@
 #include "ops/common.hpp"
 
 namespace cudl {
+namespace ops {
 
 namespace {
 
@@ -43,10 +44,10 @@ void take_nchw(const OpCall& call, const TensorView& v, const char* what, PoolGe
   g.w = v.shape[3];
 }
 
-/// Window attributes i[0..5] and the output size; errors name the op, the input shape and the geometry.
+/// Window attributes (Pool2dAttrs) and the output size; errors name the op, the input shape and the geometry.
 void take_window(const OpCall& call, const Shape& x_shape, PoolGeometry& g) {
-  const auto& a = call.attrs.i;
-  g.kh = a[0], g.kw = a[1], g.sh = a[2], g.sw = a[3], g.ph = a[4], g.pw = a[5];
+  const Pool2dAttrs a = Pool2dAttrs::from(call.attrs);
+  g.kh = a.kernel_h, g.kw = a.kernel_w, g.sh = a.stride_h, g.sw = a.stride_w, g.ph = a.pad_h, g.pw = a.pad_w;
   auto geometry = [&] {
     return detail::concat("kernel (", g.kh, ", ", g.kw, "), stride (", g.sh, ", ", g.sw, "), padding (", g.ph, ", ",
                           g.pw, ")");
@@ -65,8 +66,8 @@ void take_window(const OpCall& call, const Shape& x_shape, PoolGeometry& g) {
 
 }  // namespace
 
-PoolGeometry check_pool_call(const OpCall& call) {
-  PoolGeometry g;
+PoolArgs check_pool_call(const OpCall& call) {
+  PoolArgs g;
   switch (call.op) {
     case OpKind::MaxPool2d: {
       expect_counts(call, 1, 1, 1, 2, "(x) -> (y, [argmax])");
@@ -123,7 +124,23 @@ PoolGeometry check_pool_call(const OpCall& call) {
                 call.op == OpKind::GlobalAvgPool ? call.in(0).shape : call.out(0).shape);
     g.kh = g.h, g.kw = g.w, g.p = g.q = 1;
   }
+  switch (call.op) {
+    case OpKind::MaxPool2d:
+      g.x = call.in(0), g.y = call.out(0);
+      if (g.has_argmax) g.argmax = call.out(1);
+      break;
+    case OpKind::MaxPool2dBackward:
+      g.x = call.in(0), g.y = call.in(1), g.dy = call.in(2), g.dx = call.out(0);
+      break;
+    case OpKind::AvgPool2d:
+    case OpKind::GlobalAvgPool:
+      g.x = call.in(0), g.y = call.out(0);
+      break;
+    default:  // AvgPool2dBackward, GlobalAvgPoolBackward
+      g.dy = call.in(0), g.dx = call.out(0);
+  }
   return g;
 }
 
+}  // namespace ops
 }  // namespace cudl

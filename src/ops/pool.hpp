@@ -1,5 +1,5 @@
-// ops/pool.hpp — geometry and argument checking of the pooling op family, shared by the CPU
-// reference and the CUDA backend so both accept and reject the same calls.
+// ops/pool.hpp — the pooling op family's contract: typed attributes, geometry, named arguments and
+// the checks the CPU reference and the CUDA backend run first.
 #pragma once
 
 #include <cstdint>
@@ -18,6 +18,20 @@
 //                   (first NaN wins); backward ops gather per input element (no atomics)
 
 namespace cudl {
+namespace ops {
+
+/// MaxPool2d, MaxPool2dBackward, AvgPool2d, AvgPool2dBackward: i[0..1] = kernel h, w;
+/// i[2..3] = stride h, w; i[4..5] = padding h, w. (GlobalAvgPool and its backward take none.)
+struct Pool2dAttrs {
+  int64_t kernel_h = 1, kernel_w = 1, stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;
+
+  OpAttrs to_op_attrs() const {
+    OpAttrs a;
+    a.i[0] = kernel_h, a.i[1] = kernel_w, a.i[2] = stride_h, a.i[3] = stride_w, a.i[4] = pad_h, a.i[5] = pad_w;
+    return a;
+  }
+  static Pool2dAttrs from(const OpAttrs& a) { return {a.i[0], a.i[1], a.i[2], a.i[3], a.i[4], a.i[5]}; }
+};
 
 /// x (n, c, h, w) pooled by kernel (kh, kw), stride (sh, sw), zero/implicit padding (ph, pw) into
 /// y (n, c, p, q) with p = (h + 2 ph - kh) / sh + 1, q = (w + 2 pw - kw) / sw + 1.
@@ -30,6 +44,14 @@ struct PoolGeometry {
 
 /// Validates every pooling op (MaxPool2d, MaxPool2dBackward, AvgPool2d, AvgPool2dBackward,
 /// GlobalAvgPool, GlobalAvgPoolBackward); throws cudl::Error naming the op, label and shapes.
-PoolGeometry check_pool_call(const OpCall& call);
+/// A validated pooling call: its geometry and its tensors by name (undefined where the op has none).
+/// MaxPool2d: x -> y, [argmax]. MaxPool2dBackward: x, y, dy -> dx. AvgPool2d, GlobalAvgPool: x -> y.
+/// AvgPool2dBackward, GlobalAvgPoolBackward: dy -> dx.
+struct PoolArgs : PoolGeometry {
+  TensorView x, y, argmax;
+  TensorView dy, dx;
+};
+PoolArgs check_pool_call(const OpCall& call);
 
+}  // namespace ops
 }  // namespace cudl
