@@ -22,10 +22,10 @@ bool max_beats(float v, int64_t i, float bv, int64_t bi) {
 }
 
 void cpu_reduce(const OpCall& call) {
-  const ReduceProblem p = check_reduce_call(call);
-  const float* x = call.inputs[0].as<float>();
-  float* y = call.outputs[0].as<float>();
-  int64_t* idx = p.has_indices ? call.outputs[1].as<int64_t>() : nullptr;
+  const ops::ReduceArgs p = ops::check_reduce_call(call);
+  const float* x = p.x.as<float>();
+  float* y = p.y.as<float>();
+  int64_t* idx = p.indices.as<int64_t>();
   for (int64_t o = 0; o < p.outer; ++o) {
     for (int64_t i = 0; i < p.inner; ++i) {
       auto at = [&](int64_t r) { return x[(o * p.R + r) * p.inner + i]; };
@@ -64,11 +64,11 @@ void cpu_reduce(const OpCall& call) {
 }
 
 void cpu_reduce_backward(const OpCall& call) {
-  const ReduceProblem p = check_reduce_call(call);
-  const float* x = p.op == ReduceOp::Var ? call.inputs[0].as<float>() : nullptr;
-  const float* dy = call.inputs[2].as<float>();
-  const int64_t* idx = p.op == ReduceOp::Max ? call.inputs[3].as<int64_t>() : nullptr;
-  float* dx = call.outputs[0].as<float>();
+  const ops::ReduceArgs p = ops::check_reduce_call(call);
+  const float* x = p.x.as<float>();
+  const float* dy = p.dy.as<float>();
+  const int64_t* idx = p.indices.as<int64_t>();
+  float* dx = p.dx.as<float>();
   for (int64_t o = 0; o < p.outer; ++o) {
     for (int64_t i = 0; i < p.inner; ++i) {
       const int64_t out = o * p.inner + i;
@@ -103,9 +103,9 @@ void cpu_reduce_backward(const OpCall& call) {
 }
 
 void cpu_argmax(const OpCall& call) {
-  const ReduceProblem p = check_reduce_call(call);
-  const float* x = call.inputs[0].as<float>();
-  int32_t* idx = call.outputs[0].as<int32_t>();
+  const ops::ReduceArgs p = ops::check_reduce_call(call);
+  const float* x = p.x.as<float>();
+  int32_t* idx = p.indices.as<int32_t>();
   for (int64_t o = 0; o < p.outer; ++o) {
     for (int64_t i = 0; i < p.inner; ++i) {
       auto at = [&](int64_t r) { return x[(o * p.R + r) * p.inner + i]; };

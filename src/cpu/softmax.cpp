@@ -25,9 +25,9 @@ double row_max(const float* x, int64_t n) {
 // Softmax / log-softmax of each row: y = exp(x - max) / sum, or (x - max) - log(sum). A row of
 // -inf gives NaN (-inf - -inf), a row holding +inf gives NaN (its sum is NaN), like torch.
 void softmax_rows(const OpCall& call, bool log) {
-  const SoftmaxProblem p = check_softmax_call(call);
-  const float* x = call.inputs[0].as<float>();
-  float* y = call.outputs[0].as<float>();
+  const ops::SoftmaxArgs p = ops::check_softmax_call(call);
+  const float* x = p.x.as<float>();
+  float* y = p.y.as<float>();
   for (int64_t r = 0; r < p.rows; ++r) {
     const float* xr = x + r * p.cols;
     float* yr = y + r * p.cols;
@@ -44,10 +44,10 @@ void cpu_log_softmax(const OpCall& call) { softmax_rows(call, true); }
 
 // softmax: dx = y * (dy - sum(dy * y)); log-softmax: dx = dy - exp(y) * sum(dy).
 void softmax_backward_rows(const OpCall& call, bool log) {
-  const SoftmaxProblem p = check_softmax_call(call);
-  const float* y = call.inputs[0].as<float>();
-  const float* dy = call.inputs[1].as<float>();
-  float* dx = call.outputs[0].as<float>();
+  const ops::SoftmaxArgs p = ops::check_softmax_call(call);
+  const float* y = p.y.as<float>();
+  const float* dy = p.dy.as<float>();
+  float* dx = p.dx.as<float>();
   for (int64_t r = 0; r < p.rows; ++r) {
     const float* yr = y + r * p.cols;
     const float* dyr = dy + r * p.cols;

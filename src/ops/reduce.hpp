@@ -1,5 +1,5 @@
-// ops/reduce.hpp — reduction geometry and argument checks of the reduce op family (Reduce,
-// ReduceBackward, Argmax), shared by the CPU reference and the CUDA backend.
+// ops/reduce.hpp — the reduce op family's contract (Reduce, ReduceBackward, Argmax): typed attributes,
+// reduction geometry, named arguments and the checks both backends run first.
 #pragma once
 
 #include <cstdint>
@@ -16,23 +16,59 @@
 //                   first occurrence wins, NaN counts as the maximum (like torch)
 
 namespace cudl {
+namespace ops {
+
+/// Reduce / ReduceBackward: i[0] = op, i[1] = axis (kReduceAllAxes: every axis), i[2] = keepdim,
+/// i[3] = unbiased (Var).
+struct ReduceAttrs {
+  ReduceOp op = ReduceOp::Sum;
+  int64_t axis = kReduceAllAxes;
+  bool keepdim = false, unbiased = false;
+
+  OpAttrs to_op_attrs() const {
+    OpAttrs a;
+    a.i[0] = static_cast<int64_t>(op);
+    a.i[1] = axis;
+    a.i[2] = keepdim ? 1 : 0;
+    a.i[3] = unbiased ? 1 : 0;
+    return a;
+  }
+  static ReduceAttrs from(const OpAttrs& a) { return {static_cast<ReduceOp>(a.i[0]), a.i[1], a.i[2] != 0, a.i[3] != 0}; }
+};
+
+/// Argmax: i[1] = axis, i[2] = keepdim (the slots Reduce uses for them).
+struct ArgmaxAttrs {
+  int64_t axis = kReduceAllAxes;
+  bool keepdim = false;
+
+  OpAttrs to_op_attrs() const {
+    OpAttrs a;
+    a.i[1] = axis;
+    a.i[2] = keepdim ? 1 : 0;
+    return a;
+  }
+  static ArgmaxAttrs from(const OpAttrs& a) { return {a.i[1], a.i[2] != 0}; }
+};
 
 /// A reduction seen as x (outer, R, inner) -> y (outer, inner): element (o, r, i) of x is
 /// x[(o * R + r) * inner + i]. "All axes" is outer = inner = 1, R = numel.
-struct ReduceProblem {
+struct ReduceArgs {
+  TensorView x, y, indices;  // Reduce: x -> y, [indices]; Argmax: x -> indices
+  TensorView dy, dx;         // ReduceBackward: x (Var), dy, [indices] (Max) -> dx
   ReduceOp op = ReduceOp::Sum;
   int64_t outer = 1, R = 1, inner = 1;
   bool all_axes = false;
   bool keepdim = false;
   bool unbiased = false;     // Var: divide by R - 1
   bool has_indices = false;  // Reduce(Max): indices output given
-  Shape x, y;                // y: the reduced shape (x with the axis removed, or set to 1 when keepdim)
+  Shape x_shape, y_shape;    // y_shape: the reduced shape (x with the axis removed, or set to 1 when keepdim)
 
   int64_t out_numel() const { return outer * inner; }
 };
 
-/// Reduce, ReduceBackward and Argmax: decodes i[0..3], checks dtypes and shapes (y, indices, dy,
+/// Reduce, ReduceBackward and Argmax: decodes the attributes, checks dtypes and shapes (y, indices, dy,
 /// dx) and throws naming the op, label and shapes. For all axes without keepdim y may be () or (1,).
-ReduceProblem check_reduce_call(const OpCall& call);
+ReduceArgs check_reduce_call(const OpCall& call);
 
+}  // namespace ops
 }  // namespace cudl

@@ -9,12 +9,13 @@
 #include "ops/common.hpp"
 
 namespace cudl {
+namespace ops {
 
 namespace chk = op_checks;
 
-SoftmaxProblem check_softmax_call(const OpCall& call) {
+SoftmaxArgs check_softmax_call(const OpCall& call) {
   const bool backward = call.op == OpKind::SoftmaxBackward || call.op == OpKind::LogSoftmaxBackward;
-  chk::counts(call, backward ? 2 : 1, backward ? 2 : 1, 1, 1);
+  chk::arity(call);
   const TensorView& first = chk::need_in(call, 0, backward ? "y" : "x");
   const char* first_name = backward ? "y" : "x";
   chk::dtype(call, first, first_name, DType::f32);
@@ -28,10 +29,15 @@ SoftmaxProblem check_softmax_call(const OpCall& call) {
   const TensorView& out = chk::need_out(call, 0, backward ? "dx" : "y");
   chk::dtype(call, out, backward ? "dx" : "y", DType::f32);
   chk::shape(call, out, backward ? "dx" : "y", first.shape, same);
-  SoftmaxProblem p;
+  SoftmaxArgs p;
+  if (backward)
+    p.y = first, p.dy = call.inputs[1], p.dx = out;
+  else
+    p.x = first, p.y = out;
   p.cols = first.shape[-1];
   p.rows = p.cols == 0 ? 0 : first.shape.numel() / p.cols;
   return p;
 }
 
+}  // namespace ops
 }  // namespace cudl
