@@ -14,17 +14,17 @@ namespace cudl {
 namespace {
 
 /// d loss / d pred times dloss, divided by the count under Mean.
-double grad_scale(const OpCall& call, const LossProblem& p) {
-  double s = p.has_dloss ? static_cast<double>(*call.in(2).as<float>()) : 1.0;
+double grad_scale(const OpCall& call, const ops::LossArgs& p) {
+  double s = p.has_dloss ? static_cast<double>(*p.dloss.as<float>()) : 1.0;
   if (p.mean) s /= static_cast<double>(p.divisor());
   return s;
 }
 
 /// Writes the loss and adds it to the loss accumulator (in f32, as an Accumulate node would).
-void write_loss(const OpCall& call, const LossProblem& p, double total) {
+void write_loss(const OpCall& call, const ops::LossArgs& p, double total) {
   const float loss = static_cast<float>(p.mean ? total / static_cast<double>(p.divisor()) : total);
-  if (p.has_loss) *call.out(0).as<float>() = loss;
-  if (p.has_loss_acc) *call.out(3).as<float>() += p.acc_scale * loss;
+  if (p.has_loss) *p.loss.as<float>() = loss;
+  if (p.has_loss_acc) *p.loss_acc.as<float>() += p.acc_scale * loss;
 }
 
 // --- per-element losses: value(pred, target) and d value / d pred, in double -------------------
@@ -64,10 +64,10 @@ struct BceWithLogits {  // max(x, 0) - x t + log(1 + exp(-|x|)); gradient sigmoi
 
 template <typename F>
 void elementwise_loss(const OpCall& call, F f) {
-  const LossProblem p = check_loss_call(call);
-  const float* x = call.in(0).as<float>();
-  const float* t = call.in(1).as<float>();
-  float* dx = p.has_dpred ? call.out(1).as<float>() : nullptr;
+  const ops::LossArgs p = ops::check_loss_call(call);
+  const float* x = p.pred.as<float>();
+  const float* t = p.target.as<float>();
+  float* dx = p.dpred.as<float>();
   const double scale = grad_scale(call, p);
   double total = 0;
   for (int64_t i = 0; i < p.n; ++i) {
@@ -79,7 +79,7 @@ void elementwise_loss(const OpCall& call, F f) {
 
 void mse_loss(const OpCall& call) { elementwise_loss(call, Mse{}); }
 void l1_loss(const OpCall& call) { elementwise_loss(call, L1{}); }
-void huber_loss(const OpCall& call) { elementwise_loss(call, Huber{call.attrs.f[0]}); }
+void huber_loss(const OpCall& call) { elementwise_loss(call, Huber{ops::LossAttrs::from(call.attrs).param}); }
 void bce_loss(const OpCall& call) { elementwise_loss(call, Bce{}); }
 void bce_with_logits_loss(const OpCall& call) { elementwise_loss(call, BceWithLogits{}); }
 
@@ -104,20 +104,20 @@ int64_t row_argmax(const float* x, int64_t c) {
   return best;
 }
 
-int32_t checked_label(const OpCall& call, const LossProblem& p, int64_t row) {
-  const int32_t y = call.in(1).as<int32_t>()[row];
+int32_t checked_label(const OpCall& call, const ops::LossArgs& p, int64_t row) {
+  const int32_t y = p.target.as<int32_t>()[row];
   if (y < 0 || y >= p.cols)
     CUDL_FAIL(op_name(call.op), " (", call.label, "): label ", y, " of row ", row, " is out of range [0, ", p.cols,
-              ") for pred ", call.in(0).shape);
+              ") for pred ", p.pred.shape);
   return y;
 }
 
 // loss_i = (1-e) * (lse - x_y) + e * (lse - mean_c x_c)   (PyTorch's label smoothing: the target is
 // (1-e) one_hot(y) + e/C); dpred = softmax - (1-e) one_hot(y) - e/C.
 void cross_entropy_loss(const OpCall& call) {
-  const LossProblem p = check_loss_call(call);
-  const float* x = call.in(0).as<float>();
-  float* dx = p.has_dpred ? call.out(1).as<float>() : nullptr;
+  const ops::LossArgs p = ops::check_loss_call(call);
+  const float* x = p.pred.as<float>();
+  float* dx = p.dpred.as<float>();
   const double eps = p.param, scale = grad_scale(call, p);
   const int64_t c = p.cols;
   double total = 0;
@@ -141,16 +141,16 @@ void cross_entropy_loss(const OpCall& call) {
     }
   }
   write_loss(call, p, total);
-  if (p.has_correct) *call.out(2).as<int32_t>() = correct;
-  if (p.has_correct_acc) *call.out(4).as<float>() += static_cast<float>(correct);
+  if (p.has_correct) *p.correct.as<int32_t>() = correct;
+  if (p.has_correct_acc) *p.correct_acc.as<float>() += static_cast<float>(correct);
 }
 
 // loss_i = -sum_c t_c log_softmax(x)_c = sum(t) * lse - sum_c t_c x_c; dpred = softmax * sum(t) - t.
 void soft_cross_entropy_loss(const OpCall& call) {
-  const LossProblem p = check_loss_call(call);
-  const float* x = call.in(0).as<float>();
-  const float* t = call.in(1).as<float>();
-  float* dx = p.has_dpred ? call.out(1).as<float>() : nullptr;
+  const ops::LossArgs p = ops::check_loss_call(call);
+  const float* x = p.pred.as<float>();
+  const float* t = p.target.as<float>();
+  float* dx = p.dpred.as<float>();
   const double scale = grad_scale(call, p);
   const int64_t c = p.cols;
   double total = 0;
@@ -173,9 +173,9 @@ void soft_cross_entropy_loss(const OpCall& call) {
 
 // loss_i = -pred[i, y_i]; dpred = -one_hot(y).
 void nll_loss(const OpCall& call) {
-  const LossProblem p = check_loss_call(call);
-  const float* x = call.in(0).as<float>();
-  float* dx = p.has_dpred ? call.out(1).as<float>() : nullptr;
+  const ops::LossArgs p = ops::check_loss_call(call);
+  const float* x = p.pred.as<float>();
+  float* dx = p.dpred.as<float>();
   const double scale = grad_scale(call, p);
   const int64_t c = p.cols;
   double total = 0;

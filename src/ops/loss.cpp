@@ -10,6 +10,7 @@
 #include "ops/common.hpp"
 
 namespace cudl {
+namespace ops {
 
 namespace {
 
@@ -21,9 +22,10 @@ bool has_int_labels(OpKind op) { return op == OpKind::CrossEntropyLoss || op == 
 
 }  // namespace
 
-LossProblem check_loss_call(const OpCall& call) {
+LossArgs check_loss_call(const OpCall& call) {
   const char* name = op_name(call.op);
-  LossProblem p;
+  LossArgs p;
+  const LossAttrs attrs = LossAttrs::from(call.attrs);
   if (call.n_inputs < 2 || call.n_inputs > 3)
     CUDL_FAIL(name, " (", call.label, "): expects inputs (pred, target, [dloss]), got ", call.n_inputs, " inputs");
   if (call.n_outputs < 1 || call.n_outputs > 5)
@@ -95,7 +97,7 @@ LossProblem check_loss_call(const OpCall& call) {
     const TensorView& a = call.out(3);
     if (a.dtype != DType::f32 || a.numel() != 1)
       CUDL_FAIL(name, " (", call.label, "): loss_acc must be f32 with one element, got ", a.dtype, " ", a.shape);
-    p.acc_scale = static_cast<float>(call.attrs.f[1]);
+    p.acc_scale = static_cast<float>(attrs.acc_scale);
   }
   p.has_correct_acc = call.has_out(4);
   if (p.has_correct_acc) {
@@ -108,20 +110,24 @@ LossProblem check_loss_call(const OpCall& call) {
   if (!p.has_loss && !p.has_dpred && !p.has_correct && !p.has_loss_acc && !p.has_correct_acc)
     CUDL_FAIL(name, " (", call.label, "): no output requested (loss, dpred, correct and the accumulators are all undefined)");
 
-  const int64_t red = call.attrs.i[0];
+  const int64_t red = static_cast<int64_t>(attrs.reduction);
   if (red != static_cast<int64_t>(Reduction::Mean) && red != static_cast<int64_t>(Reduction::Sum))
     CUDL_FAIL(name, " (", call.label, "): reduction i[0] must be 0 (Mean) or 1 (Sum), got ", red);
   p.mean = red == static_cast<int64_t>(Reduction::Mean);
 
   if (call.op == OpKind::HuberLoss) {
-    p.param = call.attrs.f[0];
+    p.param = attrs.param;
     if (!(p.param > 0)) CUDL_FAIL(name, " (", call.label, "): delta f[0] must be > 0, got ", p.param);
   } else if (call.op == OpKind::CrossEntropyLoss) {
-    p.param = call.attrs.f[0];
+    p.param = attrs.param;
     if (!(p.param >= 0 && p.param <= 1))
       CUDL_FAIL(name, " (", call.label, "): label smoothing f[0] must be in [0, 1], got ", p.param);
   }
+  p.pred = pred, p.target = target, p.dloss = op_checks::opt_in(call, 2);
+  p.loss = op_checks::opt_out(call, 0), p.dpred = op_checks::opt_out(call, 1), p.correct = op_checks::opt_out(call, 2);
+  p.loss_acc = op_checks::opt_out(call, 3), p.correct_acc = op_checks::opt_out(call, 4);
   return p;
 }
 
+}  // namespace ops
 }  // namespace cudl

@@ -1,5 +1,5 @@
-// ops/loss.hpp — argument checking of the loss op family, shared by the CPU reference and the CUDA
-// backend so both accept and reject exactly the same calls, with the same messages.
+// ops/loss.hpp — the loss op family's contract: typed attributes, named arguments and the checks the
+// CPU reference and the CUDA backend run first, so both reject the same calls with the same messages.
 #pragma once
 
 #include <cstdint>
@@ -28,9 +28,29 @@
 // atomics); on CUDA each loss is one kernel launch, whose last block does that reduction.
 
 namespace cudl {
+namespace ops {
 
-/// What a validated loss call computes (see the loss section of backend/op.hpp).
-struct LossProblem {
+/// Every loss: i[0] = reduction, f[0] = param (HuberLoss: delta > 0; CrossEntropyLoss: label
+/// smoothing in [0, 1]; unused otherwise), f[1] = acc_scale (loss_acc += acc_scale * loss).
+struct LossAttrs {
+  Reduction reduction = Reduction::Mean;
+  double param = 0;
+  double acc_scale = 1;
+
+  OpAttrs to_op_attrs() const {
+    OpAttrs a;
+    a.i[0] = static_cast<int64_t>(reduction);
+    a.f[0] = param;
+    a.f[1] = acc_scale;
+    return a;
+  }
+  static LossAttrs from(const OpAttrs& a) { return {static_cast<Reduction>(a.i[0]), a.f[0], a.f[1]}; }
+};
+
+/// What a validated loss call computes (see the loss section above).
+struct LossArgs {
+  TensorView pred, target, dloss;                // dloss may be undefined
+  TensorView loss, dpred, correct, loss_acc, correct_acc;  // any may be undefined (not all)
   int64_t n = 0;     // elements of pred
   int64_t rows = 0;  // N of (N, C) for the per-sample losses (CrossEntropy, SoftCrossEntropy, Nll)
   int64_t cols = 0;  // C of (N, C) for the per-sample losses
@@ -39,13 +59,14 @@ struct LossProblem {
   double param = 0;  // Huber delta, or CrossEntropy label smoothing
   bool has_loss = false, has_dpred = false, has_dloss = false, has_correct = false;
   bool has_loss_acc = false, has_correct_acc = false;  // metric accumulators (out 3, out 4)
-  float acc_scale = 1.f;                               // f[1]: loss_acc += acc_scale * loss
+  float acc_scale = 1.f;                               // loss_acc += acc_scale * loss
 
   int64_t divisor() const { return per_sample ? rows : n; }
 };
 
 /// Checks inputs, outputs, dtypes, shapes and attributes of a loss call; throws cudl::Error naming
 /// the op, the call's label and the shapes involved.
-LossProblem check_loss_call(const OpCall& call);
+LossArgs check_loss_call(const OpCall& call);
 
+}  // namespace ops
 }  // namespace cudl
