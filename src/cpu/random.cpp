@@ -19,12 +19,12 @@ constexpr int64_t kDropoutChunkBlocks = 256;
 
 // in: x, rng i64[2] {seed, offset}   out: y, [mask u8]
 void dropout(const OpCall& c) {
-  const DropoutProblem pr = check_dropout_call(c);
-  const int64_t* rng = c.inputs[1].as<int64_t>();
+  const ops::DropoutArgs pr = ops::check_dropout_call(c);
+  const int64_t* rng = pr.rng.as<int64_t>();
   const uint64_t seed = static_cast<uint64_t>(rng[0]), offset = static_cast<uint64_t>(rng[1]);
-  const float* xp = c.inputs[0].as<float>();
-  float* yp = c.outputs[0].as<float>();
-  uint8_t* mp = pr.has_mask ? c.outputs[1].as<uint8_t>() : nullptr;
+  const float* xp = pr.x.as<float>();
+  float* yp = pr.y.as<float>();
+  uint8_t* mp = pr.mask.as<uint8_t>();
   uint32_t words[4 * kDropoutChunkBlocks];
   for (int64_t b0 = 0; 4 * b0 < pr.n; b0 += kDropoutChunkBlocks) {
     const int64_t i0 = 4 * b0, len = std::min<int64_t>(4 * kDropoutChunkBlocks, pr.n - i0);
@@ -42,17 +42,17 @@ void dropout(const OpCall& c) {
 
 // in: dy, mask   out: dx = mask ? dy / (1-p) : 0
 void dropout_backward(const OpCall& c) {
-  const DropoutBackwardProblem pr = check_dropout_backward_call(c);
-  const float* g = c.inputs[0].as<float>();
-  const uint8_t* m = c.inputs[1].as<uint8_t>();
-  float* o = c.outputs[0].as<float>();
+  const ops::DropoutBackwardArgs pr = ops::check_dropout_backward_call(c);
+  const float* g = pr.dy.as<float>();
+  const uint8_t* m = pr.mask.as<uint8_t>();
+  float* o = pr.dx.as<float>();
   for (int64_t i = 0; i < pr.n; ++i) o[i] = cpu_select::keep_if(m[i] != 0, g[i] * pr.scale);
 }
 
 // out: y ~ U[f0, f1): y = fma(f1 - f0, u, f0)
 void random_uniform(const OpCall& c) {
-  const RandomFillProblem pr = check_random_fill_call(c);
-  float* yp = c.outputs[0].as<float>();
+  const ops::RandomFillArgs pr = ops::check_random_fill_call(c);
+  float* yp = pr.y.as<float>();
   for (int64_t i = 0; i < pr.n; ++i) {
     const philox::U32x4 w = philox::block_words(pr.seed, pr.offset, pr.stream, static_cast<uint64_t>(i / 4));
     yp[i] = std::fma(pr.b, philox::uniform01(philox::word(w, static_cast<int>(i % 4))), pr.a);
@@ -61,8 +61,8 @@ void random_uniform(const OpCall& c) {
 
 // out: y ~ N(f0, f1^2): y = fma(f1, z, f0), z from Box-Muller on word pairs (0,1) and (2,3) of a block.
 void random_normal(const OpCall& c) {
-  const RandomFillProblem pr = check_random_fill_call(c);
-  float* yp = c.outputs[0].as<float>();
+  const ops::RandomFillArgs pr = ops::check_random_fill_call(c);
+  float* yp = pr.y.as<float>();
   for (int64_t b = 0; b * 4 < pr.n; ++b) {
     const philox::U32x4 w = philox::block_words(pr.seed, pr.offset, pr.stream, static_cast<uint64_t>(b));
     float z[4];

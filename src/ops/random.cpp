@@ -11,6 +11,7 @@
 #include "ops/common.hpp"
 
 namespace cudl {
+namespace ops {
 
 namespace {
 
@@ -32,7 +33,8 @@ double dropout_scale(const OpCall& c, double p) {
 }
 }  // namespace
 
-DropoutProblem check_dropout_call(const OpCall& c) {
+DropoutArgs check_dropout_call(const OpCall& c) {
+  const DropoutAttrs attrs = DropoutAttrs::from(c.attrs);
   const TensorView& x = c.in(0);
   const TensorView& rng = c.in(1);
   const TensorView& y = c.out(0);
@@ -42,20 +44,22 @@ DropoutProblem check_dropout_call(const OpCall& c) {
   if (rng.numel() != 2)
     CUDL_FAIL(op_name(c.op), " (", c.label, "): rng state must have 2 elements {seed, offset}, got shape ", rng.shape);
   expect_same_shape(c, x, "x", y, "y");
-  DropoutProblem pr;
+  DropoutArgs pr;
+  pr.x = x, pr.rng = rng, pr.y = y;
   pr.n = x.numel();
   pr.has_mask = c.has_out(1);
   if (pr.has_mask) {
+    pr.mask = c.outputs[1];
     expect(c, c.outputs[1], "mask", DType::u8);
     expect_same_shape(c, x, "x", c.outputs[1], "mask");
   }
-  pr.scale = static_cast<float>(dropout_scale(c, c.attrs.f[0]));
-  pr.threshold = philox::keep_threshold(c.attrs.f[0]);
-  pr.stream = static_cast<uint64_t>(c.attrs.i[0]);
+  pr.scale = static_cast<float>(dropout_scale(c, attrs.p));
+  pr.threshold = philox::keep_threshold(attrs.p);
+  pr.stream = static_cast<uint64_t>(attrs.stream);
   return pr;
 }
 
-DropoutBackwardProblem check_dropout_backward_call(const OpCall& c) {
+DropoutBackwardArgs check_dropout_backward_call(const OpCall& c) {
   const TensorView& dy = c.in(0);
   const TensorView& mask = c.in(1);
   const TensorView& dx = c.out(0);
@@ -64,31 +68,38 @@ DropoutBackwardProblem check_dropout_backward_call(const OpCall& c) {
   expect(c, dx, "dx", DType::f32);
   expect_same_shape(c, dy, "dy", mask, "mask");
   expect_same_shape(c, dy, "dy", dx, "dx");
-  return DropoutBackwardProblem{dy.numel(), static_cast<float>(dropout_scale(c, c.attrs.f[0]))};
+  DropoutBackwardArgs pr;
+  pr.dy = dy, pr.mask = mask, pr.dx = dx;
+  pr.n = dy.numel();
+  pr.scale = static_cast<float>(dropout_scale(c, DropoutAttrs::from(c.attrs).p));
+  return pr;
 }
 
-RandomFillProblem check_random_fill_call(const OpCall& c) {
+RandomFillArgs check_random_fill_call(const OpCall& c) {
   const TensorView& y = c.out(0);
   expect(c, y, "y", DType::f32);
-  RandomFillProblem pr;
+  RandomFillArgs pr;
+  pr.y = y;
   pr.n = y.numel();
-  pr.seed = static_cast<uint64_t>(c.attrs.i[0]);
-  pr.offset = static_cast<uint64_t>(c.attrs.i[1]);
-  pr.stream = static_cast<uint64_t>(c.attrs.i[2]);
   if (c.op == OpKind::RandomUniform) {
-    if (!(c.attrs.f[1] >= c.attrs.f[0]))
-      CUDL_FAIL(op_name(c.op), " (", c.label, "): empty range [", c.attrs.f[0], ", ", c.attrs.f[1], ") for y shape ",
-                y.shape);
-    pr.a = static_cast<float>(c.attrs.f[0]);
-    pr.b = static_cast<float>(c.attrs.f[1] - c.attrs.f[0]);
+    const RandomUniformAttrs a = RandomUniformAttrs::from(c.attrs);
+    pr.seed = static_cast<uint64_t>(a.seed), pr.offset = static_cast<uint64_t>(a.offset);
+    pr.stream = static_cast<uint64_t>(a.stream);
+    if (!(a.hi >= a.lo))
+      CUDL_FAIL(op_name(c.op), " (", c.label, "): empty range [", a.lo, ", ", a.hi, ") for y shape ", y.shape);
+    pr.a = static_cast<float>(a.lo);
+    pr.b = static_cast<float>(a.hi - a.lo);
   } else {
-    if (!(c.attrs.f[1] >= 0))
-      CUDL_FAIL(op_name(c.op), " (", c.label, "): negative standard deviation ", c.attrs.f[1], " for y shape ",
-                y.shape);
-    pr.a = static_cast<float>(c.attrs.f[0]);
-    pr.b = static_cast<float>(c.attrs.f[1]);
+    const RandomNormalAttrs a = RandomNormalAttrs::from(c.attrs);
+    pr.seed = static_cast<uint64_t>(a.seed), pr.offset = static_cast<uint64_t>(a.offset);
+    pr.stream = static_cast<uint64_t>(a.stream);
+    if (!(a.std >= 0))
+      CUDL_FAIL(op_name(c.op), " (", c.label, "): negative standard deviation ", a.std, " for y shape ", y.shape);
+    pr.a = static_cast<float>(a.mean);
+    pr.b = static_cast<float>(a.std);
   }
   return pr;
 }
 
+}  // namespace ops
 }  // namespace cudl

@@ -1,5 +1,5 @@
-// ops/random.hpp — argument checks of the random op family, shared by the CPU reference and the
-// CUDA backend so both accept and reject exactly the same calls and derive the same constants.
+// ops/random.hpp — the random op family's contract: typed attributes, named arguments and the checks
+// the CPU reference and the CUDA backend run first, so both derive the same constants.
 #pragma once
 
 #include <cstdint>
@@ -26,30 +26,78 @@
 // equal on CPU and CUDA; RandomNormal to a few ulp (logf/sinf/cosf differ between platforms).
 
 namespace cudl {
+namespace ops {
+
+/// Dropout / DropoutBackward: f[0] = p (drop probability), i[0] = stream id (Dropout; distinguishes
+/// dropout layers).
+struct DropoutAttrs {
+  double p = 0;
+  int64_t stream = 0;
+
+  OpAttrs to_op_attrs() const {
+    OpAttrs a;
+    a.f[0] = p;
+    a.i[0] = stream;
+    return a;
+  }
+  static DropoutAttrs from(const OpAttrs& a) { return {a.f[0], a.i[0]}; }
+};
+
+/// RandomUniform: f[0] = lo, f[1] = hi; i[0] = seed, i[1] = offset, i[2] = stream id.
+struct RandomUniformAttrs {
+  double lo = 0, hi = 1;
+  int64_t seed = 0, offset = 0, stream = 0;
+
+  OpAttrs to_op_attrs() const {
+    OpAttrs a;
+    a.f[0] = lo, a.f[1] = hi;
+    a.i[0] = seed, a.i[1] = offset, a.i[2] = stream;
+    return a;
+  }
+  static RandomUniformAttrs from(const OpAttrs& a) { return {a.f[0], a.f[1], a.i[0], a.i[1], a.i[2]}; }
+};
+
+/// RandomNormal: f[0] = mean, f[1] = std; i[0] = seed, i[1] = offset, i[2] = stream id.
+struct RandomNormalAttrs {
+  double mean = 0, std = 1;
+  int64_t seed = 0, offset = 0, stream = 0;
+
+  OpAttrs to_op_attrs() const {
+    OpAttrs a;
+    a.f[0] = mean, a.f[1] = std;
+    a.i[0] = seed, a.i[1] = offset, a.i[2] = stream;
+    return a;
+  }
+  static RandomNormalAttrs from(const OpAttrs& a) { return {a.f[0], a.f[1], a.i[0], a.i[1], a.i[2]}; }
+};
 
 /// A validated Dropout call: x, rng (i64[2]) -> y, [mask u8], all of one shape.
-struct DropoutProblem {
+struct DropoutArgs {
+  TensorView x, rng, y, mask;  // mask may be undefined
   int64_t n = 0;
   bool has_mask = false;
   uint32_t threshold = 0;  // philox::keep_threshold(p)
   float scale = 1;         // 1 / (1 - p), 0 when p == 1
-  uint64_t stream = 0;     // i[0]
+  uint64_t stream = 0;
 };
-DropoutProblem check_dropout_call(const OpCall& call);
+DropoutArgs check_dropout_call(const OpCall& call);
 
 /// A validated DropoutBackward call: dy, mask -> dx.
-struct DropoutBackwardProblem {
+struct DropoutBackwardArgs {
+  TensorView dy, mask, dx;
   int64_t n = 0;
   float scale = 1;
 };
-DropoutBackwardProblem check_dropout_backward_call(const OpCall& call);
+DropoutBackwardArgs check_dropout_backward_call(const OpCall& call);
 
 /// A validated RandomUniform (a = lo, b = hi - lo) or RandomNormal (a = mean, b = std) call.
-struct RandomFillProblem {
+struct RandomFillArgs {
+  TensorView y;
   int64_t n = 0;
   uint64_t seed = 0, offset = 0, stream = 0;
   float a = 0, b = 0;
 };
-RandomFillProblem check_random_fill_call(const OpCall& call);
+RandomFillArgs check_random_fill_call(const OpCall& call);
 
+}  // namespace ops
 }  // namespace cudl
