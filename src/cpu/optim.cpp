@@ -15,9 +15,9 @@ using op_checks::fail_at;
 
 /// The groups of a checked call as pointers to each group's first tensor.
 std::vector<const TensorView*> groups(const OpCall& c) {
-  const OptimGroups g = check_optim_call(c);
+  const ops::OptimArgs g = ops::check_optim_call(c);
   std::vector<const TensorView*> out;
-  for (int k = 0; k < g.n; ++k) out.push_back(&g.at(c, k, 0));
+  for (int k = 0; k < g.n; ++k) out.push_back(&g.at(k, 0));
   return out;
 }
 
@@ -26,14 +26,14 @@ struct Hyper {
   double t;
 };
 
-/// lr and t from the (host) hyper tensor, after advancing t when i[1] != 0 (in f32, as an Increment
-/// node would); t must be >= 1 (a device backend cannot check this).
+/// lr and t from the (host) hyper tensor, after advancing t when the step's advance_t is set (in
+/// f32, as an Increment node would); t must be >= 1 (a device backend cannot check this).
 Hyper read_hyper(const OpCall& c) {
-  check_optim_call(c);  // hyper is valid before it is read
-  float* v = c.inputs[0].as<float>();
-  const float t = c.attrs.i[1] ? v[1] + 1.f : v[1];
+  const ops::OptimArgs args = ops::check_optim_call(c);  // hyper is valid before it is read
+  float* v = args.hyper.as<float>();
+  const float t = args.advance_t ? v[1] + 1.f : v[1];
   if (!(t >= 1))
-    fail_at(c, detail::concat("step t = hyper[1]", c.attrs.i[1] ? " + 1" : "", " must be >= 1 (1-based), got ", t));
+    fail_at(c, detail::concat("step t = hyper[1]", args.advance_t ? " + 1" : "", " must be >= 1 (1-based), got ", t));
   v[1] = t;
   return Hyper{v[0], static_cast<double>(t)};
 }
@@ -43,9 +43,10 @@ Hyper read_hyper(const OpCall& c) {
 //   g = nesterov ? g + momentum*buf : buf;  p -= lr*g
 void sgd_step(const OpCall& c) {
   const Hyper h = read_hyper(c);
-  const float momentum = static_cast<float>(c.attrs.f[0]), dampening = static_cast<float>(c.attrs.f[1]);
-  const float wd = static_cast<float>(c.attrs.f[2]);
-  const bool nesterov = c.attrs.i[0] != 0;
+  const ops::SgdAttrs a = ops::SgdAttrs::from(c.attrs);
+  const float momentum = static_cast<float>(a.momentum), dampening = static_cast<float>(a.dampening);
+  const float wd = static_cast<float>(a.weight_decay);
+  const bool nesterov = a.nesterov;
   const int width = momentum != 0 ? 3 : 2;
   const bool first = h.t == 1;
   for (const TensorView* g : groups(c)) {
@@ -70,12 +71,13 @@ void sgd_step(const OpCall& c) {
 //   p -= (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
 void adam_step(const OpCall& c) {
   const Hyper h = read_hyper(c);
-  const double b1 = c.attrs.f[0], b2 = c.attrs.f[1];
-  const float eps = static_cast<float>(c.attrs.f[2]), wd = static_cast<float>(c.attrs.f[3]);
-  const bool decoupled = c.attrs.i[0] != 0;
+  const ops::AdamAttrs a = ops::AdamAttrs::from(c.attrs);
+  const double b1 = a.beta1, b2 = a.beta2;
+  const float eps = static_cast<float>(a.eps), wd = static_cast<float>(a.weight_decay);
+  const bool decoupled = a.decoupled;
   const float step_size = static_cast<float>(h.lr / (1.0 - std::pow(b1, h.t)));
   const float bc2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(b2, h.t)));
-  const float decay = static_cast<float>(1.0 - static_cast<double>(h.lr) * c.attrs.f[3]);
+  const float decay = static_cast<float>(1.0 - static_cast<double>(h.lr) * a.weight_decay);
   const float fb1 = static_cast<float>(b1), fb2 = static_cast<float>(b2);
   const float cb1 = static_cast<float>(1.0 - b1), cb2 = static_cast<float>(1.0 - b2);
   for (const TensorView* g : groups(c)) {
@@ -103,9 +105,10 @@ void adam_step(const OpCall& c) {
 //   g += wd*p;  sq = alpha*sq + (1-alpha)*g*g;  p -= lr * g / (sqrt(sq) + eps)
 void rmsprop_step(const OpCall& c) {
   const Hyper h = read_hyper(c);
-  const float alpha = static_cast<float>(c.attrs.f[0]), eps = static_cast<float>(c.attrs.f[1]);
-  const float wd = static_cast<float>(c.attrs.f[2]);
-  const float calpha = static_cast<float>(1.0 - c.attrs.f[0]);
+  const ops::RmspropAttrs a = ops::RmspropAttrs::from(c.attrs);
+  const float alpha = static_cast<float>(a.alpha), eps = static_cast<float>(a.eps);
+  const float wd = static_cast<float>(a.weight_decay);
+  const float calpha = static_cast<float>(1.0 - a.alpha);
   for (const TensorView* g : groups(c)) {
     float* p = g[0].as<float>();
     const float* grad = g[1].as<float>();
@@ -124,8 +127,9 @@ void rmsprop_step(const OpCall& c) {
 //   g += wd*p;  clr = lr / (1 + (t-1)*lr_decay);  sum += g*g;  p -= clr * g / (sqrt(sum) + eps)
 void adagrad_step(const OpCall& c) {
   const Hyper h = read_hyper(c);
-  const float eps = static_cast<float>(c.attrs.f[0]), wd = static_cast<float>(c.attrs.f[1]);
-  const float clr = static_cast<float>(h.lr / (1.0 + (h.t - 1.0) * c.attrs.f[2]));
+  const ops::AdagradAttrs a = ops::AdagradAttrs::from(c.attrs);
+  const float eps = static_cast<float>(a.eps), wd = static_cast<float>(a.weight_decay);
+  const float clr = static_cast<float>(h.lr / (1.0 + (h.t - 1.0) * a.lr_decay));
   for (const TensorView* g : groups(c)) {
     float* p = g[0].as<float>();
     const float* grad = g[1].as<float>();
@@ -142,7 +146,8 @@ void adagrad_step(const OpCall& c) {
 
 // in: [hyper] (unused, may be undefined), groups (param, grad): grad += l1*sign(p) + l2*p
 void weight_penalty(const OpCall& c) {
-  const float l1 = static_cast<float>(c.attrs.f[0]), l2 = static_cast<float>(c.attrs.f[1]);
+  const ops::WeightPenaltyAttrs a = ops::WeightPenaltyAttrs::from(c.attrs);
+  const float l1 = static_cast<float>(a.l1), l2 = static_cast<float>(a.l2);
   for (const TensorView* g : groups(c)) {
     const float* p = g[0].as<float>();
     float* grad = g[1].as<float>();
@@ -158,7 +163,7 @@ void weight_penalty(const OpCall& c) {
 void clip_grad_norm(const OpCall& c) {
   const auto gs = groups(c);
   const TensorView& out = c.out(0);
-  const double max_norm = c.attrs.f[0];
+  const double max_norm = ops::ClipGradNormAttrs::from(c.attrs).max_norm;
   double sum = 0;
   for (const TensorView* g : gs)
     for (int64_t i = 0; i < g->numel(); ++i) sum += static_cast<double>(g->as<float>()[i]) * g->as<float>()[i];

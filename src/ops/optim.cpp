@@ -9,25 +9,36 @@
 #include "ops/common.hpp"
 
 namespace cudl {
+namespace ops {
 
 using op_checks::fail_at;
 
-OptimGroups check_optim_call(const OpCall& c) {
-  OptimGroups g;
+OptimArgs check_optim_call(const OpCall& c) {
+  OptimArgs g;
   switch (c.op) {
-    case OpKind::SgdStep:
-      g.depth = c.attrs.f[0] != 0 ? 3 : 2;
-      if (c.attrs.i[0] && (c.attrs.f[0] <= 0 || c.attrs.f[1] != 0))
+    case OpKind::SgdStep: {
+      const SgdAttrs a = SgdAttrs::from(c.attrs);
+      g.depth = a.momentum != 0 ? 3 : 2;
+      g.advance_t = a.advance_t;
+      if (a.nesterov && (a.momentum <= 0 || a.dampening != 0))
         fail_at(c, "Nesterov momentum requires momentum f[0] > 0 and dampening f[1] = 0");
       break;
-    case OpKind::AdamStep:
+    }
+    case OpKind::AdamStep: {
+      const AdamAttrs a = AdamAttrs::from(c.attrs);
       g.depth = 4;
-      if (!(c.attrs.f[0] >= 0 && c.attrs.f[0] < 1 && c.attrs.f[1] >= 0 && c.attrs.f[1] < 1))
-        fail_at(c, detail::concat("betas (", c.attrs.f[0], ", ", c.attrs.f[1], ") not in [0, 1)"));
+      g.advance_t = a.advance_t;
+      if (!(a.beta1 >= 0 && a.beta1 < 1 && a.beta2 >= 0 && a.beta2 < 1))
+        fail_at(c, detail::concat("betas (", a.beta1, ", ", a.beta2, ") not in [0, 1)"));
       break;
+    }
     case OpKind::RmspropStep:
+      g.depth = 3;
+      g.advance_t = RmspropAttrs::from(c.attrs).advance_t;
+      break;
     case OpKind::AdagradStep:
       g.depth = 3;
+      g.advance_t = AdagradAttrs::from(c.attrs).advance_t;
       break;
     case OpKind::WeightPenalty:
       g.depth = 2;
@@ -45,22 +56,26 @@ OptimGroups check_optim_call(const OpCall& c) {
     if (!h.defined() || h.dtype != DType::f32 || h.numel() < 2)
       fail_at(c, detail::concat("hyper (input 0) must be f32 with at least 2 elements [lr, t], got ",
                                 h.defined() ? dtype_name(h.dtype) : "undefined", " shape ", h.shape));
+    g.hyper = h;
   }
   if (c.op == OpKind::ClipGradNorm) {
     const TensorView& out = c.out(0);
     if (!out.defined() || out.dtype != DType::f32 || out.numel() != 1)
       fail_at(c, detail::concat("total_norm must be f32 with 1 element, got shape ", out.shape));
-    if (!(c.attrs.f[0] > 0)) fail_at(c, detail::concat("max_norm f[0]=", c.attrs.f[0], " must be > 0"));
+    const double max_norm = ClipGradNormAttrs::from(c.attrs).max_norm;
+    if (!(max_norm > 0)) fail_at(c, detail::concat("max_norm f[0]=", max_norm, " must be > 0"));
+    g.total_norm = out;
   }
   const int n = c.n_inputs - g.first;
   if (n < 0 || n % g.depth != 0)
     fail_at(c, detail::concat("expects groups of ", g.depth, " tensors after ", g.first, " leading input(s), got ",
                               c.n_inputs, " inputs"));
   g.n = n / g.depth;
+  g.tensors = c.inputs;
   for (int k = 0; k < g.n; ++k) {
-    const TensorView& p = g.at(c, k, 0);
+    const TensorView& p = g.at(k, 0);
     for (int j = 0; j < g.depth; ++j) {
-      const TensorView& t = g.at(c, k, j);
+      const TensorView& t = g.at(k, j);
       const int at = g.first + k * g.depth + j;
       if (!t.defined()) fail_at(c, detail::concat("input ", at, " (group ", k, ") is undefined"));
       if (t.dtype != DType::f32)
@@ -73,4 +88,5 @@ OptimGroups check_optim_call(const OpCall& c) {
   return g;
 }
 
+}  // namespace ops
 }  // namespace cudl

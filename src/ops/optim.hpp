@@ -1,5 +1,5 @@
-// ops/optim.hpp — argument checks of the optimizer op family, shared by the CPU reference and the
-// CUDA backend so both accept and reject exactly the same calls.
+// ops/optim.hpp — the optimizer op family's contract: typed attributes, the multi-tensor argument
+// view and the checks the CPU reference and the CUDA backend run first.
 #pragma once
 
 #include "backend/op.hpp"
@@ -35,16 +35,105 @@
 // by the kernel, so a captured graph follows a changing schedule; the CPU additionally checks t >= 1.
 
 namespace cudl {
+namespace ops {
+
+/// SgdStep: f[0] = momentum, f[1] = dampening, f[2] = weight_decay, i[0] = nesterov, i[1] = advance_t.
+/// e.g. ops::SgdAttrs{0.9, 0, 5e-4, true, true}.to_op_attrs().
+struct SgdAttrs {
+  double momentum = 0, dampening = 0, weight_decay = 0;
+  bool nesterov = false, advance_t = false;
+
+  OpAttrs to_op_attrs() const {
+    OpAttrs a;
+    a.f[0] = momentum, a.f[1] = dampening, a.f[2] = weight_decay;
+    a.i[0] = nesterov ? 1 : 0, a.i[1] = advance_t ? 1 : 0;
+    return a;
+  }
+  static SgdAttrs from(const OpAttrs& a) { return {a.f[0], a.f[1], a.f[2], a.i[0] != 0, a.i[1] != 0}; }
+};
+
+/// AdamStep: f[0] = beta1, f[1] = beta2, f[2] = eps, f[3] = weight_decay, i[0] = decoupled (AdamW),
+/// i[1] = advance_t.
+struct AdamAttrs {
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0;
+  bool decoupled = false, advance_t = false;
+
+  OpAttrs to_op_attrs() const {
+    OpAttrs a;
+    a.f[0] = beta1, a.f[1] = beta2, a.f[2] = eps, a.f[3] = weight_decay;
+    a.i[0] = decoupled ? 1 : 0, a.i[1] = advance_t ? 1 : 0;
+    return a;
+  }
+  static AdamAttrs from(const OpAttrs& a) { return {a.f[0], a.f[1], a.f[2], a.f[3], a.i[0] != 0, a.i[1] != 0}; }
+};
+
+/// RmspropStep: f[0] = alpha, f[1] = eps, f[2] = weight_decay, i[1] = advance_t.
+struct RmspropAttrs {
+  double alpha = 0.99, eps = 1e-8, weight_decay = 0;
+  bool advance_t = false;
+
+  OpAttrs to_op_attrs() const {
+    OpAttrs a;
+    a.f[0] = alpha, a.f[1] = eps, a.f[2] = weight_decay;
+    a.i[1] = advance_t ? 1 : 0;
+    return a;
+  }
+  static RmspropAttrs from(const OpAttrs& a) { return {a.f[0], a.f[1], a.f[2], a.i[1] != 0}; }
+};
+
+/// AdagradStep: f[0] = eps, f[1] = weight_decay, f[2] = lr_decay, i[1] = advance_t.
+struct AdagradAttrs {
+  double eps = 1e-10, weight_decay = 0, lr_decay = 0;
+  bool advance_t = false;
+
+  OpAttrs to_op_attrs() const {
+    OpAttrs a;
+    a.f[0] = eps, a.f[1] = weight_decay, a.f[2] = lr_decay;
+    a.i[1] = advance_t ? 1 : 0;
+    return a;
+  }
+  static AdagradAttrs from(const OpAttrs& a) { return {a.f[0], a.f[1], a.f[2], a.i[1] != 0}; }
+};
+
+/// WeightPenalty: f[0] = l1, f[1] = l2 (grad += l1 * sign(param) + l2 * param).
+struct WeightPenaltyAttrs {
+  double l1 = 0, l2 = 0;
+
+  OpAttrs to_op_attrs() const {
+    OpAttrs a;
+    a.f[0] = l1, a.f[1] = l2;
+    return a;
+  }
+  static WeightPenaltyAttrs from(const OpAttrs& a) { return {a.f[0], a.f[1]}; }
+};
+
+/// ClipGradNorm: f[0] = max_norm > 0.
+struct ClipGradNormAttrs {
+  double max_norm = 1;
+
+  OpAttrs to_op_attrs() const {
+    OpAttrs a;
+    a.f[0] = max_norm;
+    return a;
+  }
+  static ClipGradNormAttrs from(const OpAttrs& a) { return {a.f[0]}; }
+};
 
 /// A validated multi-tensor call: `n` groups of `depth` f32 tensors starting at input `first`;
 /// the tensors of a group share the parameter's shape. Optimizer steps also have a valid hyper
 /// tensor (input 0: f32, >= 2 elements); ClipGradNorm a total_norm output (f32[1]).
-struct OptimGroups {
+struct OptimArgs {
+  TensorView hyper;       // Sgd/Adam/Rmsprop/AdagradStep: [lr, t]; undefined for ClipGradNorm
+  TensorView total_norm;  // ClipGradNorm's output
+  const TensorView* tensors = nullptr;  // the call's inputs
   int first = 0;
   int depth = 0;
   int n = 0;
-  const TensorView& at(const OpCall& c, int group, int d) const { return c.inputs[first + group * depth + d]; }
+  bool advance_t = false;  // the step advances hyper[1] itself (the steps' advance_t attribute)
+  /// Tensor d of group `group` (0 = the parameter, for ClipGradNorm the gradient).
+  const TensorView& at(int group, int d) const { return tensors[first + group * depth + d]; }
 };
-OptimGroups check_optim_call(const OpCall& call);
+OptimArgs check_optim_call(const OpCall& call);
 
+}  // namespace ops
 }  // namespace cudl
