@@ -16,23 +16,23 @@ namespace cudl {
 namespace {
 // out: y = f[0] converted to y's dtype (convert::element_bytes)
 void fill(const OpCall& c) {
-  const FillProblem p = check_fill_call(c);
-  auto* y = static_cast<unsigned char*>(c.outputs[0].data);
+  const ops::FillArgs p = ops::check_fill_call(c);
+  auto* y = static_cast<unsigned char*>(p.y.data);
   for (int64_t i = 0; i < p.n; ++i) std::memcpy(y + i * p.elem_size, p.bytes, p.elem_size);
 }
 
 // in: x   out: y (same dtype and numel, any shape)
 void copy(const OpCall& c) {
-  const int64_t bytes = check_copy_call(c);
-  std::memmove(c.outputs[0].data, c.inputs[0].data, static_cast<size_t>(bytes));
+  const ops::CopyArgs p = ops::check_copy_call(c);
+  std::memmove(p.y.data, p.x.data, static_cast<size_t>(p.bytes));
 }
 
 // in: x   out: y: f32 <-> f16/bf16 (round to nearest even), f32 -> i32 (convert::f32_to_i32),
 // i32 -> f32 (round to nearest even), identity
 void cast(const OpCall& c) {
-  check_cast_call(c);
-  const TensorView& x = c.inputs[0];
-  const TensorView& y = c.outputs[0];
+  const ops::CastArgs p = ops::check_cast_call(c);
+  const TensorView& x = p.x;
+  const TensorView& y = p.y;
   const int64_t n = x.numel();
   if (x.dtype == y.dtype) {
     std::memmove(y.data, x.data, static_cast<size_t>(n) * dtype_size(x.dtype));
@@ -57,9 +57,9 @@ void cast(const OpCall& c) {
 
 // in: x   out: y; y dim k = x dim perm[k]
 void permute(const OpCall& c) {
-  const PermuteProblem p = check_permute_call(c);
-  const auto* src = static_cast<const unsigned char*>(c.inputs[0].data);
-  auto* dst = static_cast<unsigned char*>(c.outputs[0].data);
+  const ops::PermuteArgs p = ops::check_permute_call(c);
+  const auto* src = static_cast<const unsigned char*>(p.x.data);
+  auto* dst = static_cast<unsigned char*>(p.y.data);
   std::vector<int64_t> idx(p.rank, 0);  // coordinates in y
   for (int64_t o = 0; o < p.n; ++o) {
     int64_t off = 0;
@@ -74,13 +74,13 @@ void permute(const OpCall& c) {
 
 // in: x0, x1, ...   out: y; i[0] = axis
 void concat(const OpCall& c) {
-  const ConcatProblem p = check_concat_call(c);
-  auto* y = static_cast<unsigned char*>(c.outputs[0].data);
+  const ops::ConcatArgs p = ops::check_concat_call(c);
+  auto* y = static_cast<unsigned char*>(p.y.data);
   const int64_t y_row = p.total * p.inner * p.elem_size;
   int64_t at = 0;
   for (int k = 0; k < c.n_inputs; ++k) {
     const int64_t x_row = p.lens[k] * p.inner * p.elem_size;
-    const auto* x = static_cast<const unsigned char*>(c.inputs[k].data);
+    const auto* x = static_cast<const unsigned char*>(p.xs[k].data);
     for (int64_t o = 0; o < p.outer; ++o) std::memcpy(y + o * y_row + at, x + o * x_row, static_cast<size_t>(x_row));
     at += x_row;
   }
@@ -88,34 +88,34 @@ void concat(const OpCall& c) {
 
 // in: x   out: y = x[..., start:start+len, ...] along i[0]; i[1] = start
 void slice(const OpCall& c) {
-  const SliceProblem p = check_slice_call(c);
+  const ops::SliceArgs p = ops::check_slice_call(c);
   const int64_t part = p.len * p.inner * p.elem_size, full = p.full * p.inner * p.elem_size;
   const int64_t at = p.start * p.inner * p.elem_size;
-  const auto* x = static_cast<const unsigned char*>(c.inputs[0].data);
-  auto* y = static_cast<unsigned char*>(c.outputs[0].data);
+  const auto* x = static_cast<const unsigned char*>(p.x.data);
+  auto* y = static_cast<unsigned char*>(p.y.data);
   for (int64_t o = 0; o < p.outer; ++o) std::memcpy(y + o * part, x + o * full + at, static_cast<size_t>(part));
 }
 
 // in: dy   out: dx (zeros outside the slice)
 void slice_backward(const OpCall& c) {
-  const SliceProblem p = check_slice_call(c);
+  const ops::SliceArgs p = ops::check_slice_call(c);
   const int64_t part = p.len * p.inner * p.elem_size, full = p.full * p.inner * p.elem_size;
   const int64_t at = p.start * p.inner * p.elem_size;
-  const auto* dy = static_cast<const unsigned char*>(c.inputs[0].data);
-  auto* dx = static_cast<unsigned char*>(c.outputs[0].data);
+  const auto* dy = static_cast<const unsigned char*>(p.dy.data);
+  auto* dx = static_cast<unsigned char*>(p.dx.data);
   std::memset(dx, 0, static_cast<size_t>(p.outer * full));
   for (int64_t o = 0; o < p.outer; ++o) std::memcpy(dx + o * full + at, dy + o * part, static_cast<size_t>(part));
 }
 
 // in: table (R, ...), idx i32 (any shape)   out: y (idx..., ...) = table[idx]
 void gather(const OpCall& c) {
-  const GatherProblem p = check_gather_call(c);
-  const TensorView& table = c.inputs[0];
-  const int32_t* idx = c.inputs[1].as<int32_t>();
+  const ops::GatherArgs p = ops::check_gather_call(c);
+  const TensorView& table = p.table;
+  const int32_t* idx = p.idx.as<int32_t>();
   const size_t bytes = static_cast<size_t>(p.row) * p.elem_size;
   for (int64_t m = 0; m < p.m; ++m) {
-    check_gather_index(c, idx[m], p.rows, m, table.shape);
-    std::memcpy(static_cast<unsigned char*>(c.outputs[0].data) + m * bytes,
+    ops::check_gather_index(c, idx[m], p.rows, m, table.shape);
+    std::memcpy(static_cast<unsigned char*>(p.y.data) + m * bytes,
                 static_cast<const unsigned char*>(table.data) + idx[m] * bytes, bytes);
   }
 }
@@ -123,25 +123,25 @@ void gather(const OpCall& c) {
 // in: dy (idx..., ...), idx   out: dtable (R, ...): row r = the sum of the dy rows m with idx[m] == r,
 // added in increasing m starting from 0 (this order is the spec; CUDA sums each row in the same order).
 void gather_backward(const OpCall& c) {
-  const GatherProblem p = check_gather_call(c);
-  const float* dy = c.inputs[0].as<float>();
-  const int32_t* idx = c.inputs[1].as<int32_t>();
-  float* out = c.outputs[0].as<float>();
+  const ops::GatherArgs p = ops::check_gather_call(c);
+  const float* dy = p.dy.as<float>();
+  const int32_t* idx = p.idx.as<int32_t>();
+  float* out = p.dtable.as<float>();
   std::fill(out, out + p.rows * p.row, 0.0f);
   for (int64_t m = 0; m < p.m; ++m) {
-    check_gather_index(c, idx[m], p.rows, m, c.outputs[0].shape);
+    ops::check_gather_index(c, idx[m], p.rows, m, p.dtable.shape);
     for (int64_t k = 0; k < p.row; ++k) out[idx[m] * p.row + k] += dy[m * p.row + k];
   }
 }
 
 // in: labels i32 (...)   out: y f32 (..., C)
 void one_hot(const OpCall& c) {
-  const OneHotProblem p = check_one_hot_call(c);
-  const int32_t* lab = c.inputs[0].as<int32_t>();
-  float* y = c.outputs[0].as<float>();
+  const ops::OneHotArgs p = ops::check_one_hot_call(c);
+  const int32_t* lab = p.labels.as<int32_t>();
+  float* y = p.y.as<float>();
   std::fill(y, y + p.n * p.classes, 0.0f);
   for (int64_t n = 0; n < p.n; ++n) {
-    check_one_hot_label(c, lab[n], n, p.classes, c.outputs[0].shape);
+    ops::check_one_hot_label(c, lab[n], n, p.classes, p.y.shape);
     y[n * p.classes + lab[n]] = 1.0f;
   }
 }
@@ -153,12 +153,12 @@ void normalise_pixels(const uint8_t* src, float* dst, int64_t n, float mean, flo
 
 // in: images u8 (R, ...), idx i32 (B)   out: y f32 (B, ...) = (u8 / 255 - f[0]) / f[1], in f32
 void gather_images(const OpCall& c) {
-  const GatherProblem p = check_gather_call(c);
-  const float mean = static_cast<float>(c.attrs.f[0]), stddev = static_cast<float>(c.attrs.f[1]);
-  const int32_t* idx = c.inputs[1].as<int32_t>();
+  const ops::GatherArgs p = ops::check_gather_call(c);
+  const float mean = p.mean, stddev = p.stddev;
+  const int32_t* idx = p.idx.as<int32_t>();
   for (int64_t b = 0; b < p.m; ++b) {
-    check_gather_index(c, idx[b], p.rows, b, c.inputs[0].shape);
-    normalise_pixels(c.inputs[0].as<uint8_t>() + idx[b] * p.row, c.outputs[0].as<float>() + b * p.row, p.row, mean,
+    ops::check_gather_index(c, idx[b], p.rows, b, p.table.shape);
+    normalise_pixels(p.table.as<uint8_t>() + idx[b] * p.row, p.y.as<float>() + b * p.row, p.row, mean,
                      stddev);
   }
 }
@@ -167,22 +167,22 @@ void gather_images(const OpCall& c) {
 // in place: row j = table row perm[(cursor + j) mod N], then cursor += B. Every index is checked
 // before anything is written, so a failing call leaves the outputs and the cursor as they were.
 void gather_batch(const OpCall& c) {
-  const GatherBatchProblem p = check_gather_batch_call(c);
-  const int32_t* perm = c.inputs[0].as<int32_t>();
-  int64_t* cursor = c.outputs[2].as<int64_t>();
+  const ops::GatherBatchArgs p = ops::check_gather_batch_call(c);
+  const int32_t* perm = p.perm.as<int32_t>();
+  int64_t* cursor = p.cursor.as<int64_t>();
   const int64_t start = (cursor[0] % p.n + p.n) % p.n;
   auto row_of = [&](int64_t j) { return perm[(start + j) % p.n]; };
-  for (int64_t j = 0; j < p.b; ++j) check_gather_index(c, row_of(j), p.rows, j, c.inputs[1].shape);
-  const auto* y = static_cast<const unsigned char*>(c.inputs[2].data);
-  auto* yb = static_cast<unsigned char*>(c.outputs[1].data);
+  for (int64_t j = 0; j < p.b; ++j) ops::check_gather_index(c, row_of(j), p.rows, j, p.x.shape);
+  const auto* y = static_cast<const unsigned char*>(p.y.data);
+  auto* yb = static_cast<unsigned char*>(p.yb.data);
   const size_t x_bytes = static_cast<size_t>(p.x_row) * sizeof(float), y_bytes = static_cast<size_t>(p.y_row_bytes);
   for (int64_t j = 0; j < p.b; ++j) {
     const int64_t r = row_of(j);
-    float* xb = c.outputs[0].as<float>() + j * p.x_row;
+    float* xb = p.xb.as<float>() + j * p.x_row;
     if (p.images)
-      normalise_pixels(c.inputs[1].as<uint8_t>() + r * p.x_row, xb, p.x_row, p.mean, p.stddev);
+      normalise_pixels(p.x.as<uint8_t>() + r * p.x_row, xb, p.x_row, p.mean, p.stddev);
     else
-      std::memcpy(xb, c.inputs[1].as<float>() + r * p.x_row, x_bytes);
+      std::memcpy(xb, p.x.as<float>() + r * p.x_row, x_bytes);
     std::memcpy(yb + j * y_bytes, y + r * y_bytes, y_bytes);
   }
   cursor[0] += p.b;

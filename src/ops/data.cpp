@@ -13,6 +13,7 @@
 #include "ops/common.hpp"
 
 namespace cudl {
+namespace ops {
 
 namespace {
 
@@ -80,17 +81,18 @@ void check_one_hot_label(const OpCall& c, int32_t label, int64_t at, int64_t cla
 
 // --- checks (shared with src/cuda/data.cpp) -----------------------------------------------------------
 
-FillProblem check_fill_call(const OpCall& c) {
+FillArgs check_fill_call(const OpCall& c) {
   const TensorView& y = c.out(0);
   expect_defined(c, y, "y");
-  FillProblem p;
+  FillArgs p;
+  p.y = y;
   p.n = y.numel();
   p.elem_size = static_cast<int>(dtype_size(y.dtype));
-  convert::element_bytes(y.dtype, c.attrs.f[0], p.bytes);
+  convert::element_bytes(y.dtype, FillAttrs::from(c.attrs).value, p.bytes);
   return p;
 }
 
-int64_t check_copy_call(const OpCall& c) {
+CopyArgs check_copy_call(const OpCall& c) {
   const TensorView& x = c.in(0);
   const TensorView& y = c.out(0);
   expect_defined(c, x, "x");
@@ -98,10 +100,10 @@ int64_t check_copy_call(const OpCall& c) {
   expect_same_dtype(c, x, "x", y, "y");
   if (x.numel() != y.numel())
     fail_at(c, detail::concat("x shape ", x.shape, " and y shape ", y.shape, " have different element counts"));
-  return x.numel() * static_cast<int64_t>(dtype_size(x.dtype));
+  return CopyArgs{x, y, x.numel() * static_cast<int64_t>(dtype_size(x.dtype))};
 }
 
-void check_cast_call(const OpCall& c) {
+CastArgs check_cast_call(const OpCall& c) {
   const TensorView& x = c.in(0);
   const TensorView& y = c.out(0);
   expect_defined(c, x, "x");
@@ -113,22 +115,25 @@ void check_cast_call(const OpCall& c) {
   if (!ok)
     fail_at(c, detail::concat("unsupported cast ", x.dtype, " -> ", y.dtype, " (shape ", x.shape,
                               "); supported: f32 <-> f16, bf16, i32"));
+  return CastArgs{x, y};
 }
 
-PermuteProblem check_permute_call(const OpCall& c) {
+PermuteArgs check_permute_call(const OpCall& c) {
   const TensorView& x = c.in(0);
   const TensorView& y = c.out(0);
   expect_defined(c, x, "x");
   expect_defined(c, y, "y");
   expect_same_dtype(c, x, "x", y, "y");
-  PermuteProblem p;
+  PermuteArgs p;
+  const PermuteAttrs attrs = PermuteAttrs::from(c.attrs);
+  p.x = x, p.y = y;
   p.rank = x.shape.rank();
   if (y.shape.rank() != p.rank)
     fail_at(c, detail::concat("x shape ", x.shape, " and y shape ", y.shape, " differ in rank"));
   const auto xs = x.shape.strides();
   std::vector<bool> seen(p.rank, false);
   for (int k = 0; k < p.rank; ++k) {
-    const int64_t q = c.attrs.i[k];
+    const int64_t q = attrs.perm[k];
     if (q < 0 || q >= p.rank || seen[q])
       fail_at(c, detail::concat("i[0..", p.rank - 1, "] is not a permutation of the dims of x shape ", x.shape));
     seen[q] = true;
@@ -142,12 +147,13 @@ PermuteProblem check_permute_call(const OpCall& c) {
   return p;
 }
 
-ConcatProblem check_concat_call(const OpCall& c) {
+ConcatArgs check_concat_call(const OpCall& c) {
   const TensorView& y = c.out(0);
   expect_defined(c, y, "y");
   if (c.n_inputs < 1) fail_at(c, detail::concat("needs at least one input (y shape ", y.shape, ")"));
-  ConcatProblem p;
-  p.axis = normalise_axis(c, c.attrs.i[0], y.shape);
+  ConcatArgs p;
+  p.xs = c.inputs, p.n_xs = c.n_inputs, p.y = y;
+  p.axis = normalise_axis(c, ConcatAttrs::from(c.attrs).axis, y.shape);
   for (int k = 0; k < c.n_inputs; ++k) {
     const TensorView& x = c.inputs[k];
     const std::string name = detail::concat("input ", k);
@@ -165,7 +171,7 @@ ConcatProblem check_concat_call(const OpCall& c) {
   return p;
 }
 
-SliceProblem check_slice_call(const OpCall& c) {
+SliceArgs check_slice_call(const OpCall& c) {
   const bool forward = c.op == OpKind::Slice;
   const TensorView& full = forward ? c.in(0) : c.out(0);
   const TensorView& part = forward ? c.out(0) : c.in(0);
@@ -173,12 +179,17 @@ SliceProblem check_slice_call(const OpCall& c) {
   expect_defined(c, full, fn);
   expect_defined(c, part, pn);
   expect_same_dtype(c, full, fn, part, pn);
-  SliceProblem p;
-  p.axis = normalise_axis(c, c.attrs.i[0], full.shape);
+  SliceArgs p;
+  const SliceAttrs attrs = SliceAttrs::from(c.attrs);
+  if (forward)
+    p.x = full, p.y = part;
+  else
+    p.dy = part, p.dx = full;
+  p.axis = normalise_axis(c, attrs.axis, full.shape);
   expect_same_except(c, part, pn, full, fn, p.axis);
   p.outer = prod(full.shape, 0, p.axis);
   p.inner = prod(full.shape, p.axis + 1, full.shape.rank());
-  p.start = c.attrs.i[1];
+  p.start = attrs.start;
   p.len = part.shape.dims()[p.axis];
   p.full = full.shape.dims()[p.axis];
   if (p.start < 0 || p.start + p.len > p.full)
@@ -188,7 +199,7 @@ SliceProblem check_slice_call(const OpCall& c) {
   return p;
 }
 
-GatherProblem check_gather_call(const OpCall& c) {
+GatherArgs check_gather_call(const OpCall& c) {
   const bool backward = c.op == OpKind::GatherBackward;
   const TensorView& table = backward ? c.out(0) : c.in(0);
   const TensorView& idx = c.in(1);
@@ -206,10 +217,22 @@ GatherProblem check_gather_call(const OpCall& c) {
   if (c.op == OpKind::GatherImages) {
     expect_dtype(c, table, tn, DType::u8);
     expect_dtype(c, rows, rn, DType::f32);
-    if (!(c.attrs.f[1] != 0)) fail_at(c, detail::concat("std f[1] must be nonzero (images shape ", table.shape, ")"));
+    if (!(NormalizeAttrs::from(c.attrs).std != 0))
+      fail_at(c, detail::concat("std f[1] must be nonzero (images shape ", table.shape, ")"));
   }
   expect_gather_shape(c, table, tn, idx, rows, rn);
-  GatherProblem p;
+  GatherArgs p;
+  p.idx = idx;
+  if (backward) {
+    p.dy = rows, p.dtable = table;
+  } else {
+    p.table = table, p.y = rows;
+  }
+  if (c.op == OpKind::GatherImages) {
+    const NormalizeAttrs norm = NormalizeAttrs::from(c.attrs);
+    p.mean = static_cast<float>(norm.mean);
+    p.stddev = static_cast<float>(norm.std);
+  }
   p.rows = table.shape.dims()[0];
   p.row = prod(table.shape, 1, table.shape.rank());
   p.m = idx.numel();
@@ -217,7 +240,7 @@ GatherProblem check_gather_call(const OpCall& c) {
   return p;
 }
 
-GatherBatchProblem check_gather_batch_call(const OpCall& c) {
+GatherBatchArgs check_gather_batch_call(const OpCall& c) {
   const TensorView& perm = c.in(0);
   const TensorView& x = c.in(1);
   const TensorView& y = c.in(2);
@@ -249,20 +272,22 @@ GatherBatchProblem check_gather_batch_call(const OpCall& c) {
   };
   expect_rows_of(xb, "xb", x, "x");
   expect_rows_of(yb, "yb", y, "y");
-  GatherBatchProblem p;
+  GatherBatchArgs p;
+  const NormalizeAttrs norm = NormalizeAttrs::from(c.attrs);
+  p.perm = perm, p.x = x, p.y = y, p.xb = xb, p.yb = yb, p.cursor = cursor;
   p.images = x.dtype == DType::u8;
-  if (p.images && !(c.attrs.f[1] != 0)) fail_at(c, detail::concat("std f[1] must be nonzero (x shape ", x.shape, ")"));
+  if (p.images && !(norm.std != 0)) fail_at(c, detail::concat("std f[1] must be nonzero (x shape ", x.shape, ")"));
   p.n = perm.numel();
   p.rows = x.shape.dims()[0];
   p.b = b;
   p.x_row = prod(x.shape, 1, x.shape.rank());
   p.y_row_bytes = prod(y.shape, 1, y.shape.rank()) * static_cast<int64_t>(dtype_size(y.dtype));
-  p.mean = static_cast<float>(c.attrs.f[0]);
-  p.stddev = static_cast<float>(c.attrs.f[1]);
+  p.mean = static_cast<float>(norm.mean);
+  p.stddev = static_cast<float>(norm.std);
   return p;
 }
 
-OneHotProblem check_one_hot_call(const OpCall& c) {
+OneHotArgs check_one_hot_call(const OpCall& c) {
   const TensorView& lab = c.in(0);
   const TensorView& y = c.out(0);
   expect_dtype(c, lab, "labels", DType::i32);
@@ -272,7 +297,12 @@ OneHotProblem check_one_hot_call(const OpCall& c) {
   want.push_back(classes);
   if (y.shape != Shape(want) || classes < 1)
     fail_at(c, detail::concat("y shape ", y.shape, " must be labels shape ", lab.shape, " followed by C >= 1"));
-  return OneHotProblem{lab.numel(), classes};
+  OneHotArgs p;
+  p.labels = lab, p.y = y;
+  p.n = lab.numel();
+  p.classes = classes;
+  return p;
 }
 
+}  // namespace ops
 }  // namespace cudl
