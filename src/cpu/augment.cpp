@@ -13,11 +13,11 @@ namespace {
 
 // in: x (B, C, H, W), rng {seed, offset}   out: y (B, C, H, W)
 void augment_images(const OpCall& c) {
-  const AugmentProblem pr = check_augment_call(c);
-  const int64_t* rng = c.inputs[1].as<int64_t>();
+  const ops::AugmentArgs pr = ops::check_augment_call(c);
+  const int64_t* rng = pr.rng.as<int64_t>();
   const uint64_t seed = static_cast<uint64_t>(rng[0]), offset = static_cast<uint64_t>(rng[1]);
-  const float* x = c.inputs[0].as<float>();
-  float* y = c.outputs[0].as<float>();
+  const float* x = pr.x.as<float>();
+  float* y = pr.y.as<float>();
   const int64_t plane = pr.H * pr.W;
   for (int64_t b = 0; b < pr.B; ++b) {
     const augment::Transform t =

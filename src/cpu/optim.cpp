@@ -162,7 +162,7 @@ void weight_penalty(const OpCall& c) {
 // propagates)
 void clip_grad_norm(const OpCall& c) {
   const auto gs = groups(c);
-  const TensorView& out = c.out(0);
+  const TensorView out = ops::check_optim_call(c).total_norm;
   const double max_norm = ops::ClipGradNormAttrs::from(c.attrs).max_norm;
   double sum = 0;
   for (const TensorView* g : gs)

@@ -13,15 +13,32 @@
 //                   per-image Philox words keyed by (seed, offset, image, stream id i[1]). No backward.
 
 namespace cudl {
+namespace ops {
+
+/// AugmentImages: i[0] = max_shift (pixels), f[0] = max_degrees, f[1] = fill, i[1] = stream id.
+struct AugmentAttrs {
+  int64_t max_shift = 0;
+  double max_degrees = 0, fill = 0;
+  int64_t stream = 0;
+
+  OpAttrs to_op_attrs() const {
+    OpAttrs a;
+    a.i[0] = max_shift, a.f[0] = max_degrees, a.f[1] = fill, a.i[1] = stream;
+    return a;
+  }
+  static AugmentAttrs from(const OpAttrs& a) { return {a.i[0], a.f[0], a.f[1], a.i[1]}; }
+};
 
 /// A validated AugmentImages call: x (B, C, H, W) f32, rng i64[2] -> y (B, C, H, W) f32.
-struct AugmentProblem {
+struct AugmentArgs {
+  TensorView x, rng, y;
   int64_t B = 0, C = 0, H = 0, W = 0;
-  int64_t max_shift = 0;  // i[0], pixels
-  float max_radians = 0;  // f[0] converted from degrees
-  float fill = 0;         // f[1]
-  uint64_t stream = 0;    // i[1]
+  int64_t max_shift = 0;  // pixels
+  float max_radians = 0;  // max_degrees converted
+  float fill = 0;
+  uint64_t stream = 0;
 };
-AugmentProblem check_augment_call(const OpCall& call);
+AugmentArgs check_augment_call(const OpCall& call);
 
+}  // namespace ops
 }  // namespace cudl
