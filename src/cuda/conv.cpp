@@ -187,7 +187,8 @@ struct Graph {
   std::vector<int64_t> uids;  // non-virtual tensors, in variant-pack order
 };
 
-Desc make_conv_op(OpKind op, const ops::Conv2dGeometry& g, const Desc& conv, const Desc& x, const Desc& w, const Desc& y) {
+Desc make_conv_op(OpKind op, const ops::Conv2dGeometry& g, const Desc& conv, const Desc& x, const Desc& w,
+                  const Desc& y) {
   const float alpha = 1.f, beta = 0.f;
   switch (op) {
     case OpKind::Conv2d: {
@@ -473,9 +474,10 @@ int to_int(const OpCall& call, int64_t v, const ops::Conv2dGeometry& g) {
 }
 
 /// Column-major C = op(A)·op(B) for `batch` matrices at the given element strides.
-void gemm(CudaContext& ctx, const OpCall& call, const ops::Conv2dGeometry& g, cublasOperation_t ta, cublasOperation_t tb,
-          int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, int64_t stride_a, const float* b, int64_t ldb,
-          int64_t stride_b, float beta, float* c, int64_t ldc, int64_t stride_c, int64_t batch) {
+void gemm(CudaContext& ctx, const OpCall& call, const ops::Conv2dGeometry& g, cublasOperation_t ta,
+          cublasOperation_t tb, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, int64_t stride_a,
+          const float* b, int64_t ldb, int64_t stride_b, float beta, float* c, int64_t ldc, int64_t stride_c,
+          int64_t batch) {
   const float alpha = 1.f;
   CUDL_CUBLAS_CHECK(cublasSgemmStridedBatched(
       ctx.cublas(), ta, tb, to_int(call, m, g), to_int(call, n, g), to_int(call, k, g), &alpha, a, to_int(call, lda, g),

@@ -93,11 +93,11 @@ void cuda_binary_backward(const OpCall& call) {
     return;
   }
   if (da)
-    kernels::binary_backward_reduce_cuda(static_cast<int>(p.op), true, a, b, dc, da, p.a_shape.numel(), grad_plan(l, true),
-                                         stream);
+    kernels::binary_backward_reduce_cuda(static_cast<int>(p.op), true, a, b, dc, da, p.a_shape.numel(),
+                                         grad_plan(l, true), stream);
   if (db)
-    kernels::binary_backward_reduce_cuda(static_cast<int>(p.op), false, a, b, dc, db, p.b_shape.numel(), grad_plan(l, false),
-                                         stream);
+    kernels::binary_backward_reduce_cuda(static_cast<int>(p.op), false, a, b, dc, db, p.b_shape.numel(),
+                                         grad_plan(l, false), stream);
 }
 
 void cuda_binary_scalar(const OpCall& call) {

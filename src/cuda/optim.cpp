@@ -30,7 +30,9 @@ Flat flatten(const OpCall& c) {
 }
 
 /// advance_t: the step advances hyper[1] itself (counted in the stream's block counter).
-unsigned int* advance_t(const OpCall& c, const Flat& f) { return f.g.advance_t ? cuda_context(c).block_counter() : nullptr; }
+unsigned int* advance_t(const OpCall& c, const Flat& f) {
+  return f.g.advance_t ? cuda_context(c).block_counter() : nullptr;
+}
 
 void cuda_sgd_step(const OpCall& c) {
   const Flat f = flatten(c);

@@ -99,9 +99,9 @@ class Sweep {
       grads_[v] = dv;
     } else {
       const bool last = remaining_[v] == 0;
-      ValueId sum = last && pg != spec_.param_grads.end()
-                        ? pg->second
-                        : g_.add_value("d" + g_.value(v).name, g_.value(v).shape, g_.value(v).dtype, Role::Intermediate);
+      ValueId sum = last && pg != spec_.param_grads.end() ? pg->second
+                                                          : g_.add_value("d" + g_.value(v).name, g_.value(v).shape,
+                                                                         g_.value(v).dtype, Role::Intermediate);
       g_.add_node(OpKind::Binary, ops::BinaryAttrs{BinaryOp::Add}.to_op_attrs(), {it->second, dv}, {sum}, layer,
                   Phase::Backward);
       it->second = sum;

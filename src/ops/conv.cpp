@@ -65,7 +65,8 @@ Conv2dGeometry conv2d_geometry(const OpCall& c, const Shape& x, const Shape& w) 
   g.groups = a.groups;
   g.relu = a.epilogue == Epilogue::Relu;
   if (a.epilogue != Epilogue::None && a.epilogue != Epilogue::Relu)
-    CUDL_FAIL(name_of(c), " (", c.label, "): epilogue ", epilogue, " not supported (None or Relu) for x ", x, ", w ", w);
+    CUDL_FAIL(name_of(c), " (", c.label, "): epilogue ", epilogue, " not supported (None or Relu) for x ", x, ", w ",
+              w);
   if (g.stride_h < 1 || g.stride_w < 1 || g.dil_h < 1 || g.dil_w < 1 || g.pad_h < 0 || g.pad_w < 0)
     CUDL_FAIL(name_of(c), " (", c.label, "): invalid stride (", g.stride_h, ", ", g.stride_w, "), padding (", g.pad_h,
               ", ", g.pad_w, ") or dilation (", g.dil_h, ", ", g.dil_w, ") for x ", x, ", w ", w);

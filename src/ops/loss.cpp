@@ -108,7 +108,8 @@ LossArgs check_loss_call(const OpCall& call) {
       CUDL_FAIL(name, " (", call.label, "): correct_acc must be f32 with one element, got ", a.dtype, " ", a.shape);
   }
   if (!p.has_loss && !p.has_dpred && !p.has_correct && !p.has_loss_acc && !p.has_correct_acc)
-    CUDL_FAIL(name, " (", call.label, "): no output requested (loss, dpred, correct and the accumulators are all undefined)");
+    CUDL_FAIL(name, " (", call.label,
+              "): no output requested (loss, dpred, correct and the accumulators are all undefined)");
 
   const int64_t red = static_cast<int64_t>(attrs.reduction);
   if (red != static_cast<int64_t>(Reduction::Mean) && red != static_cast<int64_t>(Reduction::Sum))

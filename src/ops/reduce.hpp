@@ -33,7 +33,9 @@ struct ReduceAttrs {
     a.i[3] = unbiased ? 1 : 0;
     return a;
   }
-  static ReduceAttrs from(const OpAttrs& a) { return {static_cast<ReduceOp>(a.i[0]), a.i[1], a.i[2] != 0, a.i[3] != 0}; }
+  static ReduceAttrs from(const OpAttrs& a) {
+    return {static_cast<ReduceOp>(a.i[0]), a.i[1], a.i[2] != 0, a.i[3] != 0};
+  }
 };
 
 /// Argmax: i[1] = axis, i[2] = keepdim (the slots Reduce uses for them).
