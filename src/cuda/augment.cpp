@@ -1,5 +1,5 @@
-// cuda/augment.cpp — CUDA backend entry of the image augmentation family: the CPU reference's
-// checks (ops/augment.hpp), then the kernel of kernels/augment.cu.
+// cuda/augment.cpp — CUDA backend entry of the image augmentation family: the checks of
+// ops/augment.hpp, then the kernel of kernels/augment.cu.
 #include "ops/augment.hpp"
 
 #include "backend/backend.hpp"

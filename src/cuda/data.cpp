@@ -1,5 +1,5 @@
-// cuda/data.cpp — CUDA backend entries of the data-movement op family: the CPU reference's checks
-// (cpu/data.hpp), then the kernels of kernels/data.cu.
+// cuda/data.cpp — CUDA backend entries of the data-movement op family: the checks of
+// ops/data.hpp, then the kernels of kernels/data.cu.
 #include "ops/data.hpp"
 
 #include <cstring>

@@ -1,5 +1,4 @@
-// cuda/elementwise.cpp — CUDA backend entries of the elementwise op family: checks (shared with the CPU
-// reference), broadcast planning on the host, then kernel launches on the context's stream.
+// cuda/elementwise.cpp — CUDA backend entries of the elementwise op family: checks (ops/elementwise.hpp), broadcast planning on the host, then kernel launches on the context's stream.
 #include "ops/elementwise.hpp"
 
 #include "cuda/context.hpp"

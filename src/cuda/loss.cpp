@@ -1,5 +1,5 @@
-// cuda/loss.cpp — CUDA backend entries of the loss op family: the same checks as the CPU
-// reference (cpu/loss.hpp), then kernel launches on the context's stream (kernels/loss.cuh).
+// cuda/loss.cpp — CUDA backend entries of the loss op family: the checks of
+// ops/loss.hpp, then kernel launches on the context's stream (kernels/loss.cuh).
 #include "ops/loss.hpp"
 
 #include "backend/backend.hpp"

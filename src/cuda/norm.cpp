@@ -1,5 +1,5 @@
-// cuda/norm.cpp — CUDA backend entries of the norm op family: the same checks as the CPU
-// reference (cpu/norm.hpp), then kernel launches on the context's stream (kernels/norm.cuh).
+// cuda/norm.cpp — CUDA backend entries of the norm op family: the checks of
+// ops/norm.hpp, then kernel launches on the context's stream (kernels/norm.cuh).
 #include "ops/norm.hpp"
 
 #include "backend/backend.hpp"

@@ -1,5 +1,5 @@
-// cuda/optim.cpp — CUDA backend entries of the optimizer op family: the CPU reference's checks
-// (ops/optim.hpp), then one fused multi-tensor launch per call (kernels/optim.cu).
+// cuda/optim.cpp — CUDA backend entries of the optimizer op family: the checks of
+// ops/optim.hpp, then one fused multi-tensor launch per call (kernels/optim.cu).
 #include "ops/optim.hpp"
 
 #include <vector>

@@ -1,5 +1,5 @@
-// cuda/pool.cpp — CUDA backend entries of the pool op family: the same checks as the CPU
-// reference (cpu/pool.hpp), then kernel launches on the context's stream (kernels/pool.cuh).
+// cuda/pool.cpp — CUDA backend entries of the pool op family: the checks of
+// ops/pool.hpp, then kernel launches on the context's stream (kernels/pool.cuh).
 #include "ops/pool.hpp"
 
 #include "backend/backend.hpp"

@@ -1,5 +1,5 @@
-// cuda/random.cpp — CUDA backend entries of the random op family: the CPU reference's checks
-// (cpu/random.hpp), then the Philox kernels of kernels/random.cu.
+// cuda/random.cpp — CUDA backend entries of the random op family: the checks of
+// ops/random.hpp, then the Philox kernels of kernels/random.cu.
 #include "ops/random.hpp"
 
 #include "backend/backend.hpp"

@@ -1,4 +1,4 @@
-// cuda/reduce.cpp — CUDA backend entries of the reduce op family: checks (shared with the CPU reference),
+// cuda/reduce.cpp — CUDA backend entries of the reduce op family: checks (src/ops),
 // workspace carving, then kernel launches on the context's stream.
 #include "ops/reduce.hpp"
 

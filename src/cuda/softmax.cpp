@@ -1,4 +1,4 @@
-// cuda/softmax.cpp — CUDA backend entries of the softmax op family: checks (shared with the CPU reference),
+// cuda/softmax.cpp — CUDA backend entries of the softmax op family: checks (src/ops),
 // then kernel launches on the context's stream.
 #include "ops/softmax.hpp"
 

@@ -1,5 +1,5 @@
-// ops/augment.hpp — argument checks of the image augmentation family (AugmentImages), shared by the
-// CPU reference and the CUDA backend so both accept and reject the same calls.
+// ops/augment.hpp — the image augmentation family's contract (AugmentImages): typed attributes,
+// named arguments and the check the CPU reference and the CUDA backend run first.
 #pragma once
 
 #include <cstdint>

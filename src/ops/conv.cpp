@@ -12,7 +12,7 @@ namespace cudl {
 namespace ops {
 
 // ---------------------------------------------------------------------------------------------
-// geometry and argument checks (shared with src/cuda/conv.cpp)
+// geometry and argument checks
 // ---------------------------------------------------------------------------------------------
 
 namespace {

@@ -1,5 +1,5 @@
-// ops/conv.hpp — 2-D convolution geometry shared by the CPU reference and the CUDA backend:
-// attribute decoding, output-size arithmetic and the argument checks every conv op runs first.
+// ops/conv.hpp — the 2-D convolution family's contract: typed attributes, geometry (output-size
+// arithmetic), named arguments and the checks the CPU reference and the CUDA backend run first.
 #pragma once
 
 #include <cstdint>

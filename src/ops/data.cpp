@@ -79,7 +79,7 @@ void check_one_hot_label(const OpCall& c, int32_t label, int64_t at, int64_t cla
                               " classes (y shape ", y_shape, ")"));
 }
 
-// --- checks (shared with src/cuda/data.cpp) -----------------------------------------------------------
+// --- checks ---------------------------------------------------------------------------------------------
 
 FillArgs check_fill_call(const OpCall& c) {
   const TensorView& y = c.out(0);

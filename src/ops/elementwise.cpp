@@ -163,7 +163,4 @@ BroadcastLayout broadcast_layout(const Shape& a, const Shape& b, const Shape& c)
   return l;
 }
 
-// ---------------------------------------------------------------------------------------------
-// Reference math
-
 }  // namespace cudl

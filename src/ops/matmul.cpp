@@ -49,7 +49,7 @@ const char* epilogue_name(Epilogue e) {
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
-// Checks (shared with src/cuda/matmul.cpp)
+// Checks
 
 MatmulArgs check_matmul_call(const OpCall& call) {
   chk::arity(call);
@@ -222,8 +222,6 @@ LinearBackwardArgs check_linear_backward_call(const OpCall& call) {
   }
   return p;
 }
-
-// ---------------------------------------------------------------------------------------------
 
 }  // namespace ops
 }  // namespace cudl

@@ -1,5 +1,5 @@
-// ops/matmul.hpp — argument checks of the matmul op family (Matmul, Linear, LinearBackward) shared by
-// the CPU reference and the CUDA backend, and the epilogue math shared by the reference and the kernels.
+// ops/matmul.hpp — the matmul op family's contract (Matmul, Linear, LinearBackward): typed attributes,
+// named arguments and checks, and the epilogue math shared by the CPU reference and the kernels.
 #pragma once
 
 #include <cmath>
