@@ -1,6 +1,6 @@
 // kernels/matmul.cu — the matmul family's small kernels around the cuBLASLt GEMMs: the Linear epilogue
 // (bias + ReLU/GELU) where no cuBLASLt epilogue fits, act' in front of the backward GEMMs, the bias gradient.
-#include "cpu/matmul.hpp"
+#include "ops/matmul.hpp"
 #include "kernels/common.cuh"
 #include "kernels/matmul.cuh"
 

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "cpu/matmul.hpp"
+#include "ops/matmul.hpp"
 #include "testing.hpp"
 #if defined(CUDL_WITH_CUDA)
 #include <cublasLt.h>

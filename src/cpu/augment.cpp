@@ -1,25 +1,23 @@
 // cpu/augment.cpp — CPU reference of the image augmentation family (AugmentImages): the spec.
 // Per-image transforms come from backend/augment.hpp, keyed by (seed, offset, image, stream).
-#include "cpu/augment.hpp"
+#include "ops/augment.hpp"
 
 #include <cmath>
 
 #include "backend/augment.hpp"
 #include "backend/backend.hpp"
-#include "cpu/op_checks.hpp"
+#include "ops/common.hpp"
 
 namespace cudl {
 namespace {
 
-constexpr double kPi = 3.14159265358979323846;
-
 // in: x (B, C, H, W), rng {seed, offset}   out: y (B, C, H, W)
 void augment_images(const OpCall& c) {
-  const AugmentProblem pr = check_augment_call(c);
-  const int64_t* rng = c.inputs[1].as<int64_t>();
+  const ops::AugmentArgs pr = ops::check_augment_call(c);
+  const int64_t* rng = pr.rng.as<int64_t>();
   const uint64_t seed = static_cast<uint64_t>(rng[0]), offset = static_cast<uint64_t>(rng[1]);
-  const float* x = c.inputs[0].as<float>();
-  float* y = c.outputs[0].as<float>();
+  const float* x = pr.x.as<float>();
+  float* y = pr.y.as<float>();
   const int64_t plane = pr.H * pr.W;
   for (int64_t b = 0; b < pr.B; ++b) {
     const augment::Transform t =
@@ -35,41 +33,6 @@ void augment_images(const OpCall& c) {
 }
 
 }  // namespace
-
-AugmentProblem check_augment_call(const OpCall& c) {
-  using namespace op_checks;
-  counts(c, 2, 2, 1, 1);
-  const TensorView& x = need_in(c, 0, "x");
-  const TensorView& rng = need_in(c, 1, "rng state");
-  const TensorView& y = need_out(c, 0, "y");
-  dtype(c, x, "x", DType::f32);
-  dtype(c, y, "y", DType::f32);
-  dtype(c, rng, "rng state", DType::i64);
-  if (rng.numel() != 2) CUDL_FAIL(who(c), ": rng state must have 2 elements {seed, offset}, got shape ", rng.shape);
-  if (x.shape.rank() != 4) CUDL_FAIL(who(c), ": x must be images (B, C, H, W), got shape ", x.shape);
-  shape(c, y, "y", x.shape, "same as x");
-  if (x.data == y.data) CUDL_FAIL(who(c), ": y must not alias x (shape ", x.shape, ")");
-  const int64_t max_shift = c.attrs.i[0];
-  if (max_shift < 0 || max_shift > (int64_t{1} << 20))
-    CUDL_FAIL(who(c), ": max shift i[0]=", max_shift, " must be in [0, 2^20] pixels (x shape ", x.shape, ")");
-  const int64_t stream = c.attrs.i[1];
-  if (stream < 0 || stream > 0x7fffffff)
-    CUDL_FAIL(who(c), ": stream id i[1]=", stream, " must be in [0, 2^31) (x shape ", x.shape, ")");
-  const double degrees = c.attrs.f[0];
-  if (!(degrees >= 0 && degrees <= 180))
-    CUDL_FAIL(who(c), ": max rotation f[0]=", degrees, " degrees must be in [0, 180] (x shape ", x.shape, ")");
-  if (x.shape[0] > 0xffffffffll) CUDL_FAIL(who(c), ": at most 2^32 images per call, got x shape ", x.shape);
-  AugmentProblem pr;
-  pr.B = x.shape[0];
-  pr.C = x.shape[1];
-  pr.H = x.shape[2];
-  pr.W = x.shape[3];
-  pr.max_shift = max_shift;
-  pr.max_radians = static_cast<float>(degrees * kPi / 180.0);
-  pr.fill = static_cast<float>(c.attrs.f[1]);
-  pr.stream = static_cast<uint64_t>(stream);
-  return pr;
-}
 
 void register_cpu_augment_ops(OpTable& t) { t.add(OpKind::AugmentImages, augment_images); }
 

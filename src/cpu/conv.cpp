@@ -1,6 +1,6 @@
 // cpu/conv.cpp — CPU reference of the conv op family (the spec for these ops): im2col + CBLAS GEMM
 // per image and group (col2im for the data gradient), the batch split over threads (cpu/parallel.hpp).
-#include "cpu/conv.hpp"
+#include "ops/conv.hpp"
 
 #include <cblas.h>
 
@@ -14,130 +14,6 @@
 namespace cudl {
 
 // ---------------------------------------------------------------------------------------------
-// geometry and argument checks (shared with src/cuda/conv.cpp)
-// ---------------------------------------------------------------------------------------------
-
-namespace {
-
-const char* name_of(const OpCall& c) { return op_name(c.op); }
-
-int64_t out_size(int64_t in, int64_t pad, int64_t dil, int64_t k, int64_t stride) {
-  const int64_t span = in + 2 * pad - dil * (k - 1) - 1;  // last valid start position
-  if (span < 0) return 0;
-  return span / stride + 1;
-}
-
-void require_f32(const OpCall& c, const TensorView& v, const char* what) {
-  if (v.dtype != DType::f32)
-    CUDL_FAIL(name_of(c), " (", c.label, "): ", what, " must be f32, got ", v.dtype, " (shape ", v.shape, ")");
-}
-
-const TensorView& required_in(const OpCall& c, int k, const char* what) {
-  if (!c.has_in(k)) CUDL_FAIL(name_of(c), " (", c.label, "): input ", k, " (", what, ") is missing");
-  require_f32(c, c.in(k), what);
-  return c.in(k);
-}
-
-const TensorView& required_out(const OpCall& c, int k, const char* what) {
-  if (!c.has_out(k)) CUDL_FAIL(name_of(c), " (", c.label, "): output ", k, " (", what, ") is missing");
-  require_f32(c, c.out(k), what);
-  return c.out(k);
-}
-
-void require_shape(const OpCall& c, const TensorView& v, const Shape& expected, const char* what,
-                   const Conv2dGeometry& g) {
-  if (v.shape != expected)
-    CUDL_FAIL(name_of(c), " (", c.label, "): ", what, " has shape ", v.shape, ", expected ", expected, " for x ",
-              g.x_shape(), " and w ", g.w_shape());
-}
-
-}  // namespace
-
-Conv2dGeometry conv2d_geometry(const OpCall& c, const Shape& x, const Shape& w) {
-  const auto& a = c.attrs.i;
-  if (x.rank() != 4 || w.rank() != 4)
-    CUDL_FAIL(name_of(c), " (", c.label, "): x must be (N, C, H, W) and w (K, C/groups, R, S); got x ", x, " and w ",
-              w);
-  Conv2dGeometry g;
-  g.N = x[0], g.C = x[1], g.H = x[2], g.W = x[3];
-  g.K = w[0], g.R = w[2], g.S = w[3];
-  g.stride_h = a[0], g.stride_w = a[1], g.pad_h = a[2], g.pad_w = a[3], g.dil_h = a[4], g.dil_w = a[5];
-  g.groups = a[6];
-  g.relu = a[7] == static_cast<int64_t>(Epilogue::Relu);
-  if (a[7] != static_cast<int64_t>(Epilogue::None) && a[7] != static_cast<int64_t>(Epilogue::Relu))
-    CUDL_FAIL(name_of(c), " (", c.label, "): epilogue ", a[7], " not supported (None or Relu) for x ", x, ", w ", w);
-  if (g.stride_h < 1 || g.stride_w < 1 || g.dil_h < 1 || g.dil_w < 1 || g.pad_h < 0 || g.pad_w < 0)
-    CUDL_FAIL(name_of(c), " (", c.label, "): invalid stride (", g.stride_h, ", ", g.stride_w, "), padding (", g.pad_h,
-              ", ", g.pad_w, ") or dilation (", g.dil_h, ", ", g.dil_w, ") for x ", x, ", w ", w);
-  if (g.groups < 1) CUDL_FAIL(name_of(c), " (", c.label, "): groups must be >= 1, got ", g.groups, " for x ", x);
-  if (g.N < 1 || g.C < 1 || g.H < 1 || g.W < 1 || g.K < 1 || g.R < 1 || g.S < 1)
-    CUDL_FAIL(name_of(c), " (", c.label, "): empty dimension in x ", x, " or w ", w);
-  if (g.C % g.groups != 0)
-    CUDL_FAIL(name_of(c), " (", c.label, "): input channels ", g.C, " of x ", x, " not divisible by groups ", g.groups);
-  if (g.K % g.groups != 0)
-    CUDL_FAIL(name_of(c), " (", c.label, "): output channels ", g.K, " of w ", w, " not divisible by groups ",
-              g.groups);
-  if (w[1] != g.C / g.groups)
-    CUDL_FAIL(name_of(c), " (", c.label, "): weight shape mismatch: w ", w, " must have C/groups = ", g.C / g.groups,
-              " in dimension 1 for x ", x, " and groups ", g.groups);
-  g.P = out_size(g.H, g.pad_h, g.dil_h, g.R, g.stride_h);
-  g.Q = out_size(g.W, g.pad_w, g.dil_w, g.S, g.stride_w);
-  if (g.P <= 0 || g.Q <= 0)
-    CUDL_FAIL(name_of(c), " (", c.label, "): output size <= 0: x ", x, " with w ", w, ", padding (", g.pad_h, ", ",
-              g.pad_w, "), dilation (", g.dil_h, ", ", g.dil_w, ") gives no output position");
-  return g;
-}
-
-Conv2dGeometry check_conv2d_call(const OpCall& c) {
-  Conv2dGeometry g;
-  switch (c.op) {
-    case OpKind::Conv2d: {
-      const TensorView& x = required_in(c, 0, "x");
-      const TensorView& w = required_in(c, 1, "w");
-      g = conv2d_geometry(c, x.shape, w.shape);
-      if (c.has_in(2)) {
-        g.has_bias = true;
-        require_f32(c, c.in(2), "bias");
-        require_shape(c, c.in(2), Shape{g.K}, "bias", g);
-      }
-      require_shape(c, required_out(c, 0, "y"), g.y_shape(), "y", g);
-      break;
-    }
-    case OpKind::Conv2dBackwardData: {
-      const TensorView& dy = required_in(c, 0, "dy");
-      const TensorView& w = required_in(c, 1, "w");
-      const TensorView& dx = required_out(c, 0, "dx");
-      g = conv2d_geometry(c, dx.shape, w.shape);
-      g.relu = false;
-      require_shape(c, dy, g.y_shape(), "dy", g);
-      break;
-    }
-    case OpKind::Conv2dBackwardFilter: {
-      const TensorView& x = required_in(c, 0, "x");
-      const TensorView& dy = required_in(c, 1, "dy");
-      const TensorView& dw = required_out(c, 0, "dw");
-      g = conv2d_geometry(c, x.shape, dw.shape);
-      g.relu = false;
-      require_shape(c, dy, g.y_shape(), "dy", g);
-      break;
-    }
-    case OpKind::Conv2dBackwardBias: {
-      const TensorView& dy = required_in(c, 0, "dy");
-      const TensorView& db = required_out(c, 0, "db");
-      if (dy.shape.rank() != 4)
-        CUDL_FAIL(name_of(c), " (", c.label, "): dy must be (N, K, P, Q), got ", dy.shape, " (db ", db.shape, ")");
-      g.N = dy.shape[0], g.K = dy.shape[1], g.P = dy.shape[2], g.Q = dy.shape[3];
-      if (db.shape != Shape{g.K})
-        CUDL_FAIL(name_of(c), " (", c.label, "): db has shape ", db.shape, ", expected (", g.K, ",) for dy ", dy.shape);
-      break;
-    }
-    default:
-      CUDL_FAIL("check_conv2d_call: ", name_of(c), " is not a conv op");
-  }
-  return g;
-}
-
-// ---------------------------------------------------------------------------------------------
 // CPU reference
 // ---------------------------------------------------------------------------------------------
 
@@ -145,7 +21,7 @@ namespace {
 
 /// col (Cg*R*S, P*Q) of image n, group gi: col[(c*R + r)*S + s][p*Q + q] = x[n, gi*Cg + c, ih, iw]
 /// with ih = p*stride_h - pad_h + r*dil_h (zero outside the image).
-void im2col(const Conv2dGeometry& g, const float* x, int64_t n, int64_t gi, float* col) {
+void im2col(const ops::Conv2dGeometry& g, const float* x, int64_t n, int64_t gi, float* col) {
   const int64_t Cg = g.Cg(), PQ = g.P * g.Q;
   for (int64_t c = 0; c < Cg; ++c) {
     const float* xc = x + ((n * g.C + gi * Cg + c) * g.H) * g.W;
@@ -164,7 +40,7 @@ void im2col(const Conv2dGeometry& g, const float* x, int64_t n, int64_t gi, floa
 }
 
 /// The adjoint of im2col: dx[n, gi*Cg + c, ih, iw] += every col entry that im2col read from it.
-void col2im_add(const Conv2dGeometry& g, const float* col, int64_t n, int64_t gi, float* dx) {
+void col2im_add(const ops::Conv2dGeometry& g, const float* col, int64_t n, int64_t gi, float* dx) {
   const int64_t Cg = g.Cg(), PQ = g.P * g.Q;
   for (int64_t c = 0; c < Cg; ++c) {
     float* dxc = dx + ((n * g.C + gi * Cg + c) * g.H) * g.W;
@@ -190,14 +66,14 @@ void col2im_add(const Conv2dGeometry& g, const float* col, int64_t n, int64_t gi
 // blocks (filter_blocks: a function of the shape only) whose partial sums are added in block
 // order, so it too is bitwise equal for every thread count.
 
-int conv_chunks(const Conv2dGeometry& g) { return static_cast<int>(std::min<int64_t>(cpu_thread_count(), g.N)); }
+int conv_chunks(const ops::Conv2dGeometry& g) { return static_cast<int>(std::min<int64_t>(cpu_thread_count(), g.N)); }
 
 void cpu_conv2d(const OpCall& c) {
-  const Conv2dGeometry g = check_conv2d_call(c);
-  const float* x = c.in(0).as<float>();
-  const float* w = c.in(1).as<float>();
-  const float* bias = g.has_bias ? c.in(2).as<float>() : nullptr;
-  float* y = c.out(0).as<float>();
+  const ops::Conv2dArgs g = ops::check_conv2d_call(c);
+  const float* x = g.x.as<float>();
+  const float* w = g.w.as<float>();
+  const float* bias = g.bias.as<float>();
+  float* y = g.y.as<float>();
   const int64_t Cg = g.Cg(), Kg = g.Kg(), CRS = Cg * g.R * g.S, PQ = g.P * g.Q;
   SingleThreadedBlas blas;
   parallel_for(g.N, conv_chunks(g), [&](int64_t n0, int64_t n1, int) {
@@ -224,10 +100,10 @@ void cpu_conv2d(const OpCall& c) {
 }
 
 void cpu_conv2d_backward_data(const OpCall& c) {
-  const Conv2dGeometry g = check_conv2d_call(c);
-  const float* dy = c.in(0).as<float>();
-  const float* w = c.in(1).as<float>();
-  float* dx = c.out(0).as<float>();
+  const ops::Conv2dArgs g = ops::check_conv2d_call(c);
+  const float* dy = g.dy.as<float>();
+  const float* w = g.w.as<float>();
+  float* dx = g.dx.as<float>();
   const int64_t Cg = g.Cg(), Kg = g.Kg(), CRS = Cg * g.R * g.S, PQ = g.P * g.Q, CHW = g.C * g.H * g.W;
   SingleThreadedBlas blas;
   parallel_for(g.N, conv_chunks(g), [&](int64_t n0, int64_t n1, int) {
@@ -247,17 +123,17 @@ void cpu_conv2d_backward_data(const OpCall& c) {
 /// Image blocks of the filter gradient: at most 16, at least one image each, and their partial
 /// dw buffers (blocks - 1 of them beside dw itself) within 64 MiB. A function of the shape
 /// only, never of the thread count, so that the sum's order is too.
-int64_t filter_blocks(const Conv2dGeometry& g) {
+int64_t filter_blocks(const ops::Conv2dGeometry& g) {
   constexpr int64_t kMaxBlocks = 16, kMaxPartialFloats = int64_t{16} << 20;
   const int64_t dw_floats = g.K * g.Cg() * g.R * g.S;
   return std::max<int64_t>(1, std::min({g.N, kMaxBlocks, 1 + kMaxPartialFloats / dw_floats}));
 }
 
 void cpu_conv2d_backward_filter(const OpCall& c) {
-  const Conv2dGeometry g = check_conv2d_call(c);
-  const float* x = c.in(0).as<float>();
-  const float* dy = c.in(1).as<float>();
-  float* dw = c.out(0).as<float>();
+  const ops::Conv2dArgs g = ops::check_conv2d_call(c);
+  const float* x = g.x.as<float>();
+  const float* dy = g.dy.as<float>();
+  float* dw = g.dw.as<float>();
   const int64_t Cg = g.Cg(), Kg = g.Kg(), CRS = Cg * g.R * g.S, PQ = g.P * g.Q, KCRS = g.K * CRS;
   const int64_t blocks = filter_blocks(g);
   // Block 0 sums into dw, block b > 0 into partial[b - 1]; then dw += partial[0], partial[1], ...
@@ -287,9 +163,9 @@ void cpu_conv2d_backward_filter(const OpCall& c) {
 }
 
 void cpu_conv2d_backward_bias(const OpCall& c) {
-  const Conv2dGeometry g = check_conv2d_call(c);
-  const float* dy = c.in(0).as<float>();
-  float* db = c.out(0).as<float>();
+  const ops::Conv2dArgs g = ops::check_conv2d_call(c);
+  const float* dy = g.dy.as<float>();
+  float* db = g.db.as<float>();
   const int64_t PQ = g.P * g.Q;
   // Channels, not images, are split: each db[k] is summed in one order whatever the thread count.
   parallel_for(g.K, cpu_thread_count(), [&](int64_t k0, int64_t k1, int) {

@@ -1,6 +1,6 @@
 // cpu/elementwise.cpp — CPU reference implementations of the elementwise op family (the spec for these ops):
 // unary activations and their gradients, broadcasting binary ops, tensor-scalar ops. Math in double.
-#include "cpu/elementwise.hpp"
+#include "ops/elementwise.hpp"
 
 #include <cmath>
 #include <limits>
@@ -8,150 +8,9 @@
 #include <vector>
 
 #include "backend/backend.hpp"
-#include "cpu/op_checks.hpp"
+#include "ops/common.hpp"
 
 namespace cudl {
-
-namespace chk = op_checks;
-
-// ---------------------------------------------------------------------------------------------
-// Checks (shared with src/cuda/elementwise.cpp)
-// ---------------------------------------------------------------------------------------------
-
-UnaryProblem check_unary_call(const OpCall& call) {
-  UnaryProblem p;
-  const int64_t k = call.attrs.i[0];
-  if (k < 0 || k >= static_cast<int64_t>(UnaryOp::Count)) CUDL_FAIL(chk::who(call), ": invalid UnaryOp ", k);
-  p.op = static_cast<UnaryOp>(k);
-  p.alpha = static_cast<float>(call.attrs.f[0]);
-  if (call.op == OpKind::Unary) {
-    chk::counts(call, 1, 1, 1, 1);
-    const TensorView& x = chk::need_in(call, 0, "x");
-    const TensorView& y = chk::need_out(call, 0, "y");
-    chk::dtype(call, x, "x", DType::f32);
-    chk::dtype(call, y, "y", DType::f32);
-    chk::shape(call, y, "y", x.shape, "same as x");
-    p.n = x.numel();
-    p.has_x = true;
-    return p;
-  }
-  chk::counts(call, 3, 3, 1, 1);
-  const TensorView& dy = chk::need_in(call, 2, "dy");
-  const TensorView& dx = chk::need_out(call, 0, "dx");
-  chk::dtype(call, dy, "dy", DType::f32);
-  chk::dtype(call, dx, "dx", DType::f32);
-  chk::shape(call, dx, "dx", dy.shape, "same as dy");
-  if (unary_needs_input(p.op)) chk::need_in(call, 0, "x");
-  if (unary_needs_output(p.op)) chk::need_in(call, 1, "y");
-  p.has_x = call.has_in(0);
-  p.has_y = call.has_in(1);
-  if (p.has_x) {
-    chk::dtype(call, call.inputs[0], "x", DType::f32);
-    chk::shape(call, call.inputs[0], "x", dy.shape, "same as dy");
-  }
-  if (p.has_y) {
-    chk::dtype(call, call.inputs[1], "y", DType::f32);
-    chk::shape(call, call.inputs[1], "y", dy.shape, "same as dy");
-  }
-  p.n = dy.numel();
-  return p;
-}
-
-BinaryProblem check_binary_call(const OpCall& call) {
-  BinaryProblem p;
-  const int64_t k = call.attrs.i[0];
-  if (k < 0 || k >= static_cast<int64_t>(BinaryOp::Count)) CUDL_FAIL(chk::who(call), ": invalid BinaryOp ", k);
-  p.op = static_cast<BinaryOp>(k);
-  const bool backward = call.op == OpKind::BinaryBackward;
-  if (backward)
-    chk::counts(call, 3, 3, 2, 2);
-  else
-    chk::counts(call, 2, 2, 1, 1);
-  const TensorView& a = chk::need_in(call, 0, "a");
-  const TensorView& b = chk::need_in(call, 1, "b");
-  chk::dtype(call, a, "a", DType::f32);
-  chk::dtype(call, b, "b", DType::f32);
-  p.a = a.shape;
-  p.b = b.shape;
-  p.c = broadcast_shapes(a.shape, b.shape, chk::who(call).c_str());
-  const std::string why = "broadcast of a " + a.shape.str() + " and b " + b.shape.str();
-  if (!backward) {
-    const TensorView& c = chk::need_out(call, 0, "c");
-    chk::dtype(call, c, "c", DType::f32);
-    chk::shape(call, c, "c", p.c, why);
-    return p;
-  }
-  const TensorView& dc = chk::need_in(call, 2, "dc");
-  chk::dtype(call, dc, "dc", DType::f32);
-  chk::shape(call, dc, "dc", p.c, why);
-  p.has_da = call.has_out(0);
-  p.has_db = call.has_out(1);
-  if (p.has_da) {
-    chk::dtype(call, call.outputs[0], "da", DType::f32);
-    chk::shape(call, call.outputs[0], "da", p.a, "same as a");
-  }
-  if (p.has_db) {
-    chk::dtype(call, call.outputs[1], "db", DType::f32);
-    chk::shape(call, call.outputs[1], "db", p.b, "same as b");
-  }
-  return p;
-}
-
-BinaryScalarProblem check_binary_scalar_call(const OpCall& call) {
-  BinaryScalarProblem p;
-  const int64_t k = call.attrs.i[0];
-  if (k < 0 || k >= static_cast<int64_t>(BinaryOp::Count)) CUDL_FAIL(chk::who(call), ": invalid BinaryOp ", k);
-  if (call.attrs.i[1] != 0 && call.attrs.i[1] != 1)
-    CUDL_FAIL(chk::who(call), ": i[1] (scalar first) must be 0 or 1, got ", call.attrs.i[1]);
-  p.op = static_cast<BinaryOp>(k);
-  p.scalar = static_cast<float>(call.attrs.f[0]);
-  p.scalar_first = call.attrs.i[1] == 1;
-  const bool backward = call.op == OpKind::BinaryScalarBackward;
-  chk::counts(call, backward ? 2 : 1, backward ? 2 : 1, 1, 1);
-  const TensorView& x = chk::need_in(call, 0, "x");
-  chk::dtype(call, x, "x", DType::f32);
-  if (backward) {
-    const TensorView& dy = chk::need_in(call, 1, "dy");
-    chk::dtype(call, dy, "dy", DType::f32);
-    chk::shape(call, dy, "dy", x.shape, "same as x");
-  }
-  const TensorView& out = chk::need_out(call, 0, backward ? "dx" : "y");
-  chk::dtype(call, out, backward ? "dx" : "y", DType::f32);
-  chk::shape(call, out, backward ? "dx" : "y", x.shape, "same as x");
-  p.n = x.numel();
-  return p;
-}
-
-BroadcastLayout broadcast_layout(const Shape& a, const Shape& b, const Shape& c) {
-  const int r = c.rank();
-  const std::vector<int64_t> as = a.strides(), bs = b.strides();
-  BroadcastLayout l;
-  // Walk c's dimensions from the innermost outwards, building the merged loop nest reversed.
-  std::array<int64_t, Shape::kMaxDims> dims{}, sa{}, sb{};
-  int n = 0;
-  for (int i = r - 1; i >= 0; --i) {
-    const int64_t size = c.dims()[i];
-    if (size == 1) continue;
-    const int ia = a.rank() - r + i, ib = b.rank() - r + i;
-    const int64_t stride_a = (ia >= 0 && a.dims()[ia] != 1) ? as[ia] : 0;
-    const int64_t stride_b = (ib >= 0 && b.dims()[ib] != 1) ? bs[ib] : 0;
-    if (n > 0 && stride_a == sa[n - 1] * dims[n - 1] && stride_b == sb[n - 1] * dims[n - 1]) {
-      dims[n - 1] *= size;  // contiguous continuation for both operands: merge
-      continue;
-    }
-    dims[n] = size;
-    sa[n] = stride_a;
-    sb[n] = stride_b;
-    ++n;
-  }
-  l.rank = n;
-  for (int k = 0; k < n; ++k) {
-    l.dims[k] = dims[n - 1 - k];
-    l.a_stride[k] = sa[n - 1 - k];
-    l.b_stride[k] = sb[n - 1 - k];
-  }
-  return l;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Reference math
@@ -374,20 +233,20 @@ void with_unary_op(UnaryOp op, Fn fn) {
 }
 
 void cpu_unary(const OpCall& call) {
-  const UnaryProblem p = check_unary_call(call);
-  const float* x = call.inputs[0].as<float>();
-  float* y = call.outputs[0].as<float>();
+  const ops::UnaryArgs p = ops::check_unary_call(call);
+  const float* x = p.x.as<float>();
+  float* y = p.y.as<float>();
   with_unary_op(p.op, [&](auto op) {
     for (int64_t i = 0; i < p.n; ++i) y[i] = static_cast<float>(unary_ref(op, x[i], p.alpha));
   });
 }
 
 void cpu_unary_backward(const OpCall& call) {
-  const UnaryProblem p = check_unary_call(call);
-  const float* x = p.has_x ? call.inputs[0].as<float>() : nullptr;
-  const float* y = p.has_y ? call.inputs[1].as<float>() : nullptr;
-  const float* dy = call.inputs[2].as<float>();
-  float* dx = call.outputs[0].as<float>();
+  const ops::UnaryArgs p = ops::check_unary_call(call);
+  const float* x = p.x.as<float>();
+  const float* y = p.y.as<float>();
+  const float* dy = p.dy.as<float>();
+  float* dx = p.dx.as<float>();
   with_unary_op(p.op, [&](auto op) {
     const bool need_x = unary_needs_input(op), need_y = unary_needs_output(op);
     for (int64_t i = 0; i < p.n; ++i) {
@@ -398,44 +257,44 @@ void cpu_unary_backward(const OpCall& call) {
 }
 
 void cpu_binary(const OpCall& call) {
-  const BinaryProblem p = check_binary_call(call);
-  const float* a = call.inputs[0].as<float>();
-  const float* b = call.inputs[1].as<float>();
-  float* c = call.outputs[0].as<float>();
-  for_each_broadcast(p.a, p.b, p.c, [&](int64_t ic, int64_t ia, int64_t ib) {
+  const ops::BinaryArgs p = ops::check_binary_call(call);
+  const float* a = p.a.as<float>();
+  const float* b = p.b.as<float>();
+  float* c = p.c.as<float>();
+  for_each_broadcast(p.a_shape, p.b_shape, p.c_shape, [&](int64_t ic, int64_t ia, int64_t ib) {
     c[ic] = static_cast<float>(binary_ref(p.op, a[ia], b[ib]));
   });
 }
 
 void cpu_binary_backward(const OpCall& call) {
-  const BinaryProblem p = check_binary_call(call);
-  const float* a = call.inputs[0].as<float>();
-  const float* b = call.inputs[1].as<float>();
-  const float* dc = call.inputs[2].as<float>();
-  std::vector<double> da(p.has_da ? p.a.numel() : 0, 0.0), db(p.has_db ? p.b.numel() : 0, 0.0);
-  for_each_broadcast(p.a, p.b, p.c, [&](int64_t ic, int64_t ia, int64_t ib) {
+  const ops::BinaryArgs p = ops::check_binary_call(call);
+  const float* a = p.a.as<float>();
+  const float* b = p.b.as<float>();
+  const float* dc = p.dc.as<float>();
+  std::vector<double> da(p.has_da ? p.a_shape.numel() : 0, 0.0), db(p.has_db ? p.b_shape.numel() : 0, 0.0);
+  for_each_broadcast(p.a_shape, p.b_shape, p.c_shape, [&](int64_t ic, int64_t ia, int64_t ib) {
     if (p.has_da) da[ia] += binary_grad_a(p.op, a[ia], b[ib], dc[ic]);
     if (p.has_db) db[ib] += binary_grad_b(p.op, a[ia], b[ib], dc[ic]);
   });
   if (p.has_da)
-    for (size_t i = 0; i < da.size(); ++i) call.outputs[0].as<float>()[i] = static_cast<float>(da[i]);
+    for (size_t i = 0; i < da.size(); ++i) p.da.as<float>()[i] = static_cast<float>(da[i]);
   if (p.has_db)
-    for (size_t i = 0; i < db.size(); ++i) call.outputs[1].as<float>()[i] = static_cast<float>(db[i]);
+    for (size_t i = 0; i < db.size(); ++i) p.db.as<float>()[i] = static_cast<float>(db[i]);
 }
 
 void cpu_binary_scalar(const OpCall& call) {
-  const BinaryScalarProblem p = check_binary_scalar_call(call);
-  const float* x = call.inputs[0].as<float>();
-  float* y = call.outputs[0].as<float>();
+  const ops::BinaryScalarArgs p = ops::check_binary_scalar_call(call);
+  const float* x = p.x.as<float>();
+  float* y = p.y.as<float>();
   for (int64_t i = 0; i < p.n; ++i)
     y[i] = static_cast<float>(p.scalar_first ? binary_ref(p.op, p.scalar, x[i]) : binary_ref(p.op, x[i], p.scalar));
 }
 
 void cpu_binary_scalar_backward(const OpCall& call) {
-  const BinaryScalarProblem p = check_binary_scalar_call(call);
-  const float* x = call.inputs[0].as<float>();
-  const float* dy = call.inputs[1].as<float>();
-  float* dx = call.outputs[0].as<float>();
+  const ops::BinaryScalarArgs p = ops::check_binary_scalar_call(call);
+  const float* x = p.x.as<float>();
+  const float* dy = p.dy.as<float>();
+  float* dx = p.dx.as<float>();
   for (int64_t i = 0; i < p.n; ++i)
     dx[i] = static_cast<float>(p.scalar_first ? binary_grad_b(p.op, p.scalar, x[i], dy[i])
                                               : binary_grad_a(p.op, x[i], p.scalar, dy[i]));

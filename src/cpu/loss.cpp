@@ -1,6 +1,6 @@
 // cpu/loss.cpp — CPU reference implementations of the loss op family (the spec for these ops):
 // per-element and per-sample losses in double, Mean/Sum reduction, fused gradient and accuracy.
-#include "cpu/loss.hpp"
+#include "ops/loss.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -13,131 +13,18 @@ namespace cudl {
 
 namespace {
 
-bool is_per_sample(OpKind op) {
-  return op == OpKind::CrossEntropyLoss || op == OpKind::SoftCrossEntropyLoss || op == OpKind::NllLoss;
-}
-
-bool has_int_labels(OpKind op) { return op == OpKind::CrossEntropyLoss || op == OpKind::NllLoss; }
-
-}  // namespace
-
-LossProblem check_loss_call(const OpCall& call) {
-  const char* name = op_name(call.op);
-  LossProblem p;
-  if (call.n_inputs < 2 || call.n_inputs > 3)
-    CUDL_FAIL(name, " (", call.label, "): expects inputs (pred, target, [dloss]), got ", call.n_inputs, " inputs");
-  if (call.n_outputs < 1 || call.n_outputs > 5)
-    CUDL_FAIL(name, " (", call.label, "): expects outputs (loss, [dpred], [correct], [loss_acc], [correct_acc]), got ",
-              call.n_outputs, " outputs");
-  const TensorView& pred = call.in(0);
-  const TensorView& target = call.in(1);
-  if (!pred.defined() || !target.defined()) CUDL_FAIL(name, " (", call.label, "): pred and target are required");
-  if (pred.dtype != DType::f32)
-    CUDL_FAIL(name, " (", call.label, "): pred must be f32, got ", pred.dtype, " (shape ", pred.shape, ")");
-  p.n = pred.numel();
-  p.per_sample = is_per_sample(call.op);
-  if (p.per_sample) {
-    if (pred.shape.rank() != 2) CUDL_FAIL(name, " (", call.label, "): pred must be (N, C), got shape ", pred.shape);
-    p.rows = pred.shape[0];
-    p.cols = pred.shape[1];
-    if (p.cols < 1) CUDL_FAIL(name, " (", call.label, "): pred ", pred.shape, " has no classes");
-    if (has_int_labels(call.op)) {
-      if (target.dtype != DType::i32)
-        CUDL_FAIL(name, " (", call.label, "): target labels must be i32, got ", target.dtype, " (target shape ",
-                  target.shape, ", pred shape ", pred.shape, ")");
-      if (target.shape != Shape{p.rows})
-        CUDL_FAIL(name, " (", call.label, "): target labels must have shape (N,) = (", p.rows, ",) for pred ",
-                  pred.shape, ", got ", target.shape);
-    } else {
-      if (target.dtype != DType::f32)
-        CUDL_FAIL(name, " (", call.label, "): target must be f32, got ", target.dtype, " (shape ", target.shape, ")");
-      if (target.shape != pred.shape)
-        CUDL_FAIL(name, " (", call.label, "): target shape ", target.shape, " differs from pred shape ", pred.shape);
-    }
-  } else {
-    p.rows = p.n;
-    p.cols = 1;
-    if (target.dtype != DType::f32)
-      CUDL_FAIL(name, " (", call.label, "): target must be f32, got ", target.dtype, " (shape ", target.shape, ")");
-    if (target.shape != pred.shape)
-      CUDL_FAIL(name, " (", call.label, "): target shape ", target.shape, " differs from pred shape ", pred.shape);
-  }
-
-  p.has_dloss = call.has_in(2);
-  if (p.has_dloss) {
-    const TensorView& d = call.in(2);
-    if (d.dtype != DType::f32 || d.numel() != 1)
-      CUDL_FAIL(name, " (", call.label, "): dloss must be f32 with one element, got ", d.dtype, " ", d.shape);
-  }
-  p.has_loss = call.has_out(0);
-  if (p.has_loss) {
-    const TensorView& l = call.out(0);
-    if (l.dtype != DType::f32 || l.numel() != 1)
-      CUDL_FAIL(name, " (", call.label, "): loss must be f32 with one element, got ", l.dtype, " ", l.shape);
-  }
-  p.has_dpred = call.has_out(1);
-  if (p.has_dpred) {
-    const TensorView& g = call.out(1);
-    if (g.dtype != DType::f32 || g.shape != pred.shape)
-      CUDL_FAIL(name, " (", call.label, "): dpred must be f32 of pred's shape ", pred.shape, ", got ", g.dtype, " ",
-                g.shape);
-  }
-  p.has_correct = call.has_out(2);
-  if (p.has_correct) {
-    if (call.op != OpKind::CrossEntropyLoss)
-      CUDL_FAIL(name, " (", call.label, "): only CrossEntropyLoss has a `correct` output");
-    const TensorView& c = call.out(2);
-    if (c.dtype != DType::i32 || c.numel() != 1)
-      CUDL_FAIL(name, " (", call.label, "): correct must be i32 with one element, got ", c.dtype, " ", c.shape);
-  }
-  p.has_loss_acc = call.has_out(3);
-  if (p.has_loss_acc) {
-    const TensorView& a = call.out(3);
-    if (a.dtype != DType::f32 || a.numel() != 1)
-      CUDL_FAIL(name, " (", call.label, "): loss_acc must be f32 with one element, got ", a.dtype, " ", a.shape);
-    p.acc_scale = static_cast<float>(call.attrs.f[1]);
-  }
-  p.has_correct_acc = call.has_out(4);
-  if (p.has_correct_acc) {
-    if (call.op != OpKind::CrossEntropyLoss)
-      CUDL_FAIL(name, " (", call.label, "): only CrossEntropyLoss has a `correct_acc` output");
-    const TensorView& a = call.out(4);
-    if (a.dtype != DType::f32 || a.numel() != 1)
-      CUDL_FAIL(name, " (", call.label, "): correct_acc must be f32 with one element, got ", a.dtype, " ", a.shape);
-  }
-  if (!p.has_loss && !p.has_dpred && !p.has_correct && !p.has_loss_acc && !p.has_correct_acc)
-    CUDL_FAIL(name, " (", call.label, "): no output requested (loss, dpred, correct and the accumulators are all undefined)");
-
-  const int64_t red = call.attrs.i[0];
-  if (red != static_cast<int64_t>(Reduction::Mean) && red != static_cast<int64_t>(Reduction::Sum))
-    CUDL_FAIL(name, " (", call.label, "): reduction i[0] must be 0 (Mean) or 1 (Sum), got ", red);
-  p.mean = red == static_cast<int64_t>(Reduction::Mean);
-
-  if (call.op == OpKind::HuberLoss) {
-    p.param = call.attrs.f[0];
-    if (!(p.param > 0)) CUDL_FAIL(name, " (", call.label, "): delta f[0] must be > 0, got ", p.param);
-  } else if (call.op == OpKind::CrossEntropyLoss) {
-    p.param = call.attrs.f[0];
-    if (!(p.param >= 0 && p.param <= 1))
-      CUDL_FAIL(name, " (", call.label, "): label smoothing f[0] must be in [0, 1], got ", p.param);
-  }
-  return p;
-}
-
-namespace {
-
 /// d loss / d pred times dloss, divided by the count under Mean.
-double grad_scale(const OpCall& call, const LossProblem& p) {
-  double s = p.has_dloss ? static_cast<double>(*call.in(2).as<float>()) : 1.0;
+double grad_scale(const OpCall& call, const ops::LossArgs& p) {
+  double s = p.has_dloss ? static_cast<double>(*p.dloss.as<float>()) : 1.0;
   if (p.mean) s /= static_cast<double>(p.divisor());
   return s;
 }
 
 /// Writes the loss and adds it to the loss accumulator (in f32, as an Accumulate node would).
-void write_loss(const OpCall& call, const LossProblem& p, double total) {
+void write_loss(const OpCall& call, const ops::LossArgs& p, double total) {
   const float loss = static_cast<float>(p.mean ? total / static_cast<double>(p.divisor()) : total);
-  if (p.has_loss) *call.out(0).as<float>() = loss;
-  if (p.has_loss_acc) *call.out(3).as<float>() += p.acc_scale * loss;
+  if (p.has_loss) *p.loss.as<float>() = loss;
+  if (p.has_loss_acc) *p.loss_acc.as<float>() += p.acc_scale * loss;
 }
 
 // --- per-element losses: value(pred, target) and d value / d pred, in double -------------------
@@ -177,10 +64,10 @@ struct BceWithLogits {  // max(x, 0) - x t + log(1 + exp(-|x|)); gradient sigmoi
 
 template <typename F>
 void elementwise_loss(const OpCall& call, F f) {
-  const LossProblem p = check_loss_call(call);
-  const float* x = call.in(0).as<float>();
-  const float* t = call.in(1).as<float>();
-  float* dx = p.has_dpred ? call.out(1).as<float>() : nullptr;
+  const ops::LossArgs p = ops::check_loss_call(call);
+  const float* x = p.pred.as<float>();
+  const float* t = p.target.as<float>();
+  float* dx = p.dpred.as<float>();
   const double scale = grad_scale(call, p);
   double total = 0;
   for (int64_t i = 0; i < p.n; ++i) {
@@ -192,7 +79,7 @@ void elementwise_loss(const OpCall& call, F f) {
 
 void mse_loss(const OpCall& call) { elementwise_loss(call, Mse{}); }
 void l1_loss(const OpCall& call) { elementwise_loss(call, L1{}); }
-void huber_loss(const OpCall& call) { elementwise_loss(call, Huber{call.attrs.f[0]}); }
+void huber_loss(const OpCall& call) { elementwise_loss(call, Huber{ops::LossAttrs::from(call.attrs).param}); }
 void bce_loss(const OpCall& call) { elementwise_loss(call, Bce{}); }
 void bce_with_logits_loss(const OpCall& call) { elementwise_loss(call, BceWithLogits{}); }
 
@@ -217,20 +104,20 @@ int64_t row_argmax(const float* x, int64_t c) {
   return best;
 }
 
-int32_t checked_label(const OpCall& call, const LossProblem& p, int64_t row) {
-  const int32_t y = call.in(1).as<int32_t>()[row];
+int32_t checked_label(const OpCall& call, const ops::LossArgs& p, int64_t row) {
+  const int32_t y = p.target.as<int32_t>()[row];
   if (y < 0 || y >= p.cols)
     CUDL_FAIL(op_name(call.op), " (", call.label, "): label ", y, " of row ", row, " is out of range [0, ", p.cols,
-              ") for pred ", call.in(0).shape);
+              ") for pred ", p.pred.shape);
   return y;
 }
 
 // loss_i = (1-e) * (lse - x_y) + e * (lse - mean_c x_c)   (PyTorch's label smoothing: the target is
 // (1-e) one_hot(y) + e/C); dpred = softmax - (1-e) one_hot(y) - e/C.
 void cross_entropy_loss(const OpCall& call) {
-  const LossProblem p = check_loss_call(call);
-  const float* x = call.in(0).as<float>();
-  float* dx = p.has_dpred ? call.out(1).as<float>() : nullptr;
+  const ops::LossArgs p = ops::check_loss_call(call);
+  const float* x = p.pred.as<float>();
+  float* dx = p.dpred.as<float>();
   const double eps = p.param, scale = grad_scale(call, p);
   const int64_t c = p.cols;
   double total = 0;
@@ -254,16 +141,16 @@ void cross_entropy_loss(const OpCall& call) {
     }
   }
   write_loss(call, p, total);
-  if (p.has_correct) *call.out(2).as<int32_t>() = correct;
-  if (p.has_correct_acc) *call.out(4).as<float>() += static_cast<float>(correct);
+  if (p.has_correct) *p.correct.as<int32_t>() = correct;
+  if (p.has_correct_acc) *p.correct_acc.as<float>() += static_cast<float>(correct);
 }
 
 // loss_i = -sum_c t_c log_softmax(x)_c = sum(t) * lse - sum_c t_c x_c; dpred = softmax * sum(t) - t.
 void soft_cross_entropy_loss(const OpCall& call) {
-  const LossProblem p = check_loss_call(call);
-  const float* x = call.in(0).as<float>();
-  const float* t = call.in(1).as<float>();
-  float* dx = p.has_dpred ? call.out(1).as<float>() : nullptr;
+  const ops::LossArgs p = ops::check_loss_call(call);
+  const float* x = p.pred.as<float>();
+  const float* t = p.target.as<float>();
+  float* dx = p.dpred.as<float>();
   const double scale = grad_scale(call, p);
   const int64_t c = p.cols;
   double total = 0;
@@ -286,9 +173,9 @@ void soft_cross_entropy_loss(const OpCall& call) {
 
 // loss_i = -pred[i, y_i]; dpred = -one_hot(y).
 void nll_loss(const OpCall& call) {
-  const LossProblem p = check_loss_call(call);
-  const float* x = call.in(0).as<float>();
-  float* dx = p.has_dpred ? call.out(1).as<float>() : nullptr;
+  const ops::LossArgs p = ops::check_loss_call(call);
+  const float* x = p.pred.as<float>();
+  float* dx = p.dpred.as<float>();
   const double scale = grad_scale(call, p);
   const int64_t c = p.cols;
   double total = 0;

@@ -1,6 +1,6 @@
 // cpu/matmul.cpp — CPU reference of the matmul family (the spec for these ops): Matmul (batched,
 // transposes, broadcast b), Linear (x·wᵀ + b, ReLU / tanh-GELU) and LinearBackward; GEMMs via CBLAS.
-#include "cpu/matmul.hpp"
+#include "ops/matmul.hpp"
 
 #include <cblas.h>
 
@@ -9,205 +9,10 @@
 #include <vector>
 
 #include "backend/backend.hpp"
-#include "cpu/op_checks.hpp"
+#include "ops/common.hpp"
 #include "cudl/error.hpp"
 
 namespace cudl {
-
-namespace chk = op_checks;
-
-namespace {
-
-Shape prefix(const Shape& s, int drop) {  // s without its last `drop` dimensions
-  std::vector<int64_t> d(s.dims().begin(), s.dims().end() - drop);
-  return Shape(d);
-}
-
-Shape with_last(const Shape& s, int drop, std::initializer_list<int64_t> tail) {
-  std::vector<int64_t> d(s.dims().begin(), s.dims().end() - drop);
-  d.insert(d.end(), tail);
-  return Shape(d);
-}
-
-int epilogue_attr(const OpCall& call) {
-  const int64_t e = call.attrs.i[0];
-  if (e < 0 || e > static_cast<int64_t>(Epilogue::Gelu))
-    CUDL_FAIL(chk::who(call), ": epilogue attribute i[0] = ", e, " is not None (0), Relu (1) or Gelu (2)");
-  return static_cast<int>(e);
-}
-
-const char* epilogue_name(Epilogue e) {
-  switch (e) {
-    case Epilogue::None:
-      return "None";
-    case Epilogue::Relu:
-      return "Relu";
-    case Epilogue::Gelu:
-      return "Gelu";
-  }
-  return "?";
-}
-
-}  // namespace
-
-// ---------------------------------------------------------------------------------------------
-// Checks (shared with src/cuda/matmul.cpp)
-
-MatmulProblem check_matmul_call(const OpCall& call) {
-  chk::counts(call, 2, 2, 1, 1);
-  const TensorView& a = chk::need_in(call, 0, "a");
-  const TensorView& b = chk::need_in(call, 1, "b");
-  const TensorView& c = chk::need_out(call, 0, "c");
-  chk::dtype(call, a, "a", DType::f32);
-  chk::dtype(call, b, "b", DType::f32);
-  chk::dtype(call, c, "c", DType::f32);
-  if (a.shape.rank() < 2 || b.shape.rank() < 2)
-    CUDL_FAIL(chk::who(call), ": a ", a.shape, " and b ", b.shape, ": both need at least two dimensions");
-  MatmulProblem p;
-  p.trans_a = call.attrs.i[0] != 0;
-  p.trans_b = call.attrs.i[1] != 0;
-  p.m = p.trans_a ? a.shape[-1] : a.shape[-2];
-  p.k = p.trans_a ? a.shape[-2] : a.shape[-1];
-  const int64_t kb = p.trans_b ? b.shape[-1] : b.shape[-2];
-  p.n = p.trans_b ? b.shape[-2] : b.shape[-1];
-  if (kb != p.k)
-    CUDL_FAIL(chk::who(call), ": a ", a.shape, (p.trans_a ? " (transposed)" : ""), " and b ", b.shape,
-              (p.trans_b ? " (transposed)" : ""), ": inner dimensions differ (", p.k, " vs ", kb, ")");
-  const Shape batch = prefix(a.shape, 2);
-  p.broadcast_b = b.shape.rank() == 2;
-  if (!p.broadcast_b && prefix(b.shape, 2) != batch)
-    CUDL_FAIL(chk::who(call), ": a ", a.shape, " and b ", b.shape,
-              ": batch dimensions differ (b must have a's batch dimensions or be 2-D)");
-  p.batch = batch.numel();
-  chk::shape(call, c, "c", with_last(a.shape, 2, {p.m, p.n}), "a's batch dimensions, then M and N");
-  return p;
-}
-
-LinearProblem check_linear_call(const OpCall& call) {
-  chk::counts(call, 2, 3, 1, 2);
-  const TensorView& x = chk::need_in(call, 0, "x");
-  const TensorView& w = chk::need_in(call, 1, "w");
-  const TensorView& y = chk::need_out(call, 0, "y");
-  LinearProblem p;
-  p.epilogue = static_cast<Epilogue>(epilogue_attr(call));
-  chk::dtype(call, x, "x", DType::f32);
-  chk::dtype(call, w, "w", DType::f32);
-  chk::dtype(call, y, "y", DType::f32);
-  if (x.shape.rank() < 2 || w.shape.rank() != 2)
-    CUDL_FAIL(chk::who(call), ": x ", x.shape, " and w ", w.shape, ": x must be (N, in) and w (out, in)");
-  if (x.shape[-1] != w.shape[1])
-    CUDL_FAIL(chk::who(call), ": x ", x.shape, " and w ", w.shape, ": inner dimensions differ (", x.shape[-1], " vs ",
-              w.shape[1], ")");
-  p.in = w.shape[1];
-  p.out = w.shape[0];
-  p.rows = prefix(x.shape, 1).numel();
-  p.has_bias = call.has_in(2);
-  if (p.has_bias) {
-    const TensorView& b = call.inputs[2];
-    chk::dtype(call, b, "bias", DType::f32);
-    if (b.shape != Shape{p.out})
-      CUDL_FAIL(chk::who(call), ": bias ", b.shape, " and w ", w.shape, ": bias must be (out) = (", p.out, ")");
-  }
-  const Shape y_shape = with_last(x.shape, 1, {p.out});
-  chk::shape(call, y, "y", y_shape, "x's leading dimensions, then w's out");
-  if (call.has_out(1)) {
-    if (p.epilogue == Epilogue::Relu) {
-      p.has_mask = true;
-      chk::dtype(call, call.outputs[1], "relu mask", DType::u8);
-      chk::shape(call, call.outputs[1], "relu mask", Shape{p.rows, relu_mask_row_bytes(p.out)},
-                 "(rows, relu_mask_row_bytes(out))");
-    } else if (p.epilogue == Epilogue::Gelu) {
-      p.has_pre = true;
-      chk::dtype(call, call.outputs[1], "pre", DType::f32);
-      chk::shape(call, call.outputs[1], "pre", y_shape, "same as y");
-    } else {
-      CUDL_FAIL(chk::who(call), ": output 1 ", call.outputs[1].shape,
-                " is only produced with the Gelu (pre) or Relu (mask) epilogue, got ", epilogue_name(p.epilogue));
-    }
-  }
-  return p;
-}
-
-LinearBackwardProblem check_linear_backward_call(const OpCall& call) {
-  chk::counts(call, 3, 6, 1, 4);
-  const TensorView& dy = chk::need_in(call, 2, "dy");
-  chk::dtype(call, dy, "dy", DType::f32);
-  if (dy.shape.rank() < 2) CUDL_FAIL(chk::who(call), ": dy ", dy.shape, " must be (N, out)");
-  LinearBackwardProblem p;
-  p.epilogue = static_cast<Epilogue>(epilogue_attr(call));
-  p.out = dy.shape[-1];
-  p.rows = prefix(dy.shape, 1).numel();
-  p.has_dx = call.has_out(0);
-  p.has_dw = call.has_out(1);
-  p.has_db = call.has_out(2);
-  const bool has_x = call.has_in(0), has_w = call.has_in(1);
-  if (p.has_dw && !has_x) CUDL_FAIL(chk::who(call), ": dw needs input 0 (x), which was not given");
-  if (p.has_dx && !has_w) CUDL_FAIL(chk::who(call), ": dx needs input 1 (w), which was not given");
-  p.in = -1;
-  if (has_w) {
-    const TensorView& w = call.inputs[1];
-    chk::dtype(call, w, "w", DType::f32);
-    if (w.shape.rank() != 2 || w.shape[0] != p.out)
-      CUDL_FAIL(chk::who(call), ": w ", w.shape, " and dy ", dy.shape, ": w must be (out, in) with out = ", p.out);
-    p.in = w.shape[1];
-  }
-  if (has_x) {
-    const TensorView& x = call.inputs[0];
-    chk::dtype(call, x, "x", DType::f32);
-    if (x.shape.rank() != dy.shape.rank() || prefix(x.shape, 1) != prefix(dy.shape, 1))
-      CUDL_FAIL(chk::who(call), ": x ", x.shape, " and dy ", dy.shape, ": leading dimensions differ");
-    if (p.in >= 0 && x.shape[-1] != p.in)
-      CUDL_FAIL(chk::who(call), ": x ", x.shape, " and w ", call.inputs[1].shape, ": inner dimensions differ (",
-                x.shape[-1], " vs ", p.in, ")");
-    p.in = x.shape[-1];
-  }
-  if (p.in < 0) p.in = 0;  // neither x nor w: only db can be asked for
-  if (p.epilogue == Epilogue::Relu) {
-    if (call.has_in(3))
-      p.act_input = 3;
-    else if (call.has_in(4))
-      p.act_input = 4;
-    else
-      CUDL_FAIL(chk::who(call), ": the Relu epilogue needs input 3 (y) or 4 (pre), neither was given");
-  } else if (p.epilogue == Epilogue::Gelu) {
-    if (!call.has_in(4)) CUDL_FAIL(chk::who(call), ": the Gelu epilogue needs input 4 (pre), which was not given");
-    p.act_input = 4;
-  }
-  if (p.act_input >= 0) {
-    const TensorView& a = call.inputs[p.act_input];
-    const char* name = p.act_input == 3 ? "y" : "pre";
-    chk::dtype(call, a, name, DType::f32);
-    chk::shape(call, a, name, dy.shape, "same as dy");
-  }
-  if (p.has_dx) {
-    chk::dtype(call, call.outputs[0], "dx", DType::f32);
-    chk::shape(call, call.outputs[0], "dx", with_last(dy.shape, 1, {p.in}), "x's shape");
-  }
-  if (p.has_dw) {
-    chk::dtype(call, call.outputs[1], "dw", DType::f32);
-    chk::shape(call, call.outputs[1], "dw", Shape{p.out, p.in}, "w's shape (out, in)");
-  }
-  if (p.has_db) {
-    chk::dtype(call, call.outputs[2], "db", DType::f32);
-    chk::shape(call, call.outputs[2], "db", Shape{p.out}, "(out)");
-  }
-  p.dx_relu = call.attrs.i[1] != 0;
-  p.has_db_below = call.has_out(3);
-  if (p.dx_relu) {
-    if (!p.has_dx) CUDL_FAIL(chk::who(call), ": i[1] (dx through the relu below) needs output 0 (dx)");
-    if (!call.has_in(5)) CUDL_FAIL(chk::who(call), ": i[1] (dx through the relu below) needs input 5 (its relu mask)");
-    chk::dtype(call, call.inputs[5], "relu mask", DType::u8);
-    chk::shape(call, call.inputs[5], "relu mask", Shape{p.rows, relu_mask_row_bytes(p.in)},
-               "(rows, relu_mask_row_bytes(in))");
-    if (p.has_db_below) {
-      chk::dtype(call, call.outputs[3], "db below", DType::f32);
-      chk::shape(call, call.outputs[3], "db below", Shape{p.in}, "(in)");
-    }
-  } else if (call.has_in(5) || p.has_db_below) {
-    CUDL_FAIL(chk::who(call), ": input 5 (relu mask) and output 3 (db below) need i[1] (dx through the relu below)");
-  }
-  return p;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Reference implementations
@@ -228,23 +33,23 @@ void sgemm_rm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float* a,
 }
 
 void matmul_cpu(const OpCall& call) {
-  const MatmulProblem p = check_matmul_call(call);
-  const float* a = call.inputs[0].as<float>();
-  const float* b = call.inputs[1].as<float>();
-  float* c = call.outputs[0].as<float>();
+  const ops::MatmulArgs p = ops::check_matmul_call(call);
+  const float* a = p.a.as<float>();
+  const float* b = p.b.as<float>();
+  float* c = p.c.as<float>();
   for (int64_t bi = 0; bi < p.batch; ++bi)
     sgemm_rm(p.trans_a, p.trans_b, p.m, p.n, p.k, a + bi * p.m * p.k, b + (p.broadcast_b ? 0 : bi * p.k * p.n),
              c + bi * p.m * p.n);
 }
 
 void linear_cpu(const OpCall& call) {
-  const LinearProblem p = check_linear_call(call);
-  const float* x = call.inputs[0].as<float>();
-  const float* w = call.inputs[1].as<float>();
-  const float* bias = p.has_bias ? call.inputs[2].as<float>() : nullptr;
-  float* y = call.outputs[0].as<float>();
-  float* pre = p.has_pre ? call.outputs[1].as<float>() : nullptr;
-  uint8_t* mask = p.has_mask ? call.outputs[1].as<uint8_t>() : nullptr;
+  const ops::LinearArgs p = ops::check_linear_call(call);
+  const float* x = p.x.as<float>();
+  const float* w = p.w.as<float>();
+  const float* bias = p.bias.as<float>();
+  float* y = p.y.as<float>();
+  float* pre = p.pre.as<float>();
+  uint8_t* mask = p.mask.as<uint8_t>();
   const int64_t mask_ld = relu_mask_row_bytes(p.out);
   if (mask) std::fill(mask, mask + p.rows * mask_ld, uint8_t{0});
   sgemm_rm(false, true, p.rows, p.out, p.in, x, w, y);  // y = x · wᵀ
@@ -278,14 +83,14 @@ void column_sums(const float* g, int64_t rows, int64_t cols, float* db) {
 }
 
 void linear_backward_cpu(const OpCall& call) {
-  const LinearBackwardProblem p = check_linear_backward_call(call);
-  const float* dy = call.inputs[2].as<float>();
+  const ops::LinearBackwardArgs p = ops::check_linear_backward_call(call);
+  const float* dy = p.dy.as<float>();
   const int64_t n = p.rows * p.out;
   // dpre = dy ⊙ act'(·)
   std::vector<float> dpre_buf;
   const float* dpre = dy;
   if (p.epilogue != Epilogue::None) {
-    const float* act = call.inputs[p.act_input].as<float>();
+    const float* act = p.act.as<float>();
     dpre_buf.resize(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i)
       dpre_buf[i] = p.epilogue == Epilogue::Relu ? matmul_math::relu_grad(dy[i], act[i])
@@ -293,20 +98,20 @@ void linear_backward_cpu(const OpCall& call) {
     dpre = dpre_buf.data();
   }
   if (p.has_dx) {  // dx (rows, in) = dpre (rows, out) · w (out, in)
-    float* dx = call.outputs[0].as<float>();
-    sgemm_rm(false, false, p.rows, p.in, p.out, dpre, call.inputs[1].as<float>(), dx);
+    float* dx = p.dx.as<float>();
+    sgemm_rm(false, false, p.rows, p.in, p.out, dpre, p.w.as<float>(), dx);
     if (p.dx_relu) {  // through the relu below: keep dx where its pre-activation was > 0
-      const uint8_t* mask = call.inputs[5].as<uint8_t>();
+      const uint8_t* mask = p.mask.as<uint8_t>();
       const int64_t ld = relu_mask_row_bytes(p.in);
       for (int64_t r = 0; r < p.rows; ++r)
         for (int64_t j = 0; j < p.in; ++j)
           if (!((mask[r * ld + j / 8] >> (j % 8)) & 1u)) dx[r * p.in + j] = 0.f;
-      if (p.has_db_below) column_sums(dx, p.rows, p.in, call.outputs[3].as<float>());
+      if (p.has_db_below) column_sums(dx, p.rows, p.in, p.db_below.as<float>());
     }
   }
   if (p.has_dw)  // dw (out, in) = dpreᵀ · x (rows, in)
-    sgemm_rm(true, false, p.out, p.in, p.rows, dpre, call.inputs[0].as<float>(), call.outputs[1].as<float>());
-  if (p.has_db) column_sums(dpre, p.rows, p.out, call.outputs[2].as<float>());
+    sgemm_rm(true, false, p.out, p.in, p.rows, dpre, p.x.as<float>(), p.dw.as<float>());
+  if (p.has_db) column_sums(dpre, p.rows, p.out, p.db.as<float>());
 }
 
 }  // namespace

@@ -1,6 +1,6 @@
 // cpu/norm.cpp — CPU reference implementations of the norm op family (the spec for these ops):
 // batch norm (train with batch statistics and running averages, inference, backward), layer norm.
-#include "cpu/norm.hpp"
+#include "ops/norm.hpp"
 
 #include <cmath>
 #include <vector>
@@ -13,150 +13,8 @@ namespace cudl {
 
 namespace {
 
-/// Throws unless `v` is a defined f32 tensor of exactly `shape`.
-void expect_f32(const OpCall& call, const TensorView& v, const char* what, const Shape& shape, const Shape& x_shape) {
-  if (!v.defined()) CUDL_FAIL(op_name(call.op), " (", call.label, "): ", what, " is required");
-  if (v.dtype != DType::f32)
-    CUDL_FAIL(op_name(call.op), " (", call.label, "): ", what, " must be f32, got ", v.dtype, " (shape ", v.shape, ")");
-  if (v.shape != shape)
-    CUDL_FAIL(op_name(call.op), " (", call.label, "): ", what, " must have shape ", shape, " for x ", x_shape, ", got ",
-              v.shape);
-}
-
-/// Like expect_f32 but only checks the element count (row statistics may be (rows,) or x's leading dims).
-void expect_f32_numel(const OpCall& call, const TensorView& v, const char* what, int64_t numel, const Shape& x_shape) {
-  if (v.dtype != DType::f32 || v.numel() != numel)
-    CUDL_FAIL(op_name(call.op), " (", call.label, "): ", what, " must be f32 with ", numel, " elements for x ", x_shape,
-              ", got ", v.dtype, " ", v.shape);
-}
-
-void expect_counts(const OpCall& call, int min_in, int max_in, int min_out, int max_out, const char* signature) {
-  if (call.n_inputs < min_in || call.n_inputs > max_in || call.n_outputs < min_out || call.n_outputs > max_out)
-    CUDL_FAIL(op_name(call.op), " (", call.label, "): expects ", signature, ", got ", call.n_inputs, " inputs and ",
-              call.n_outputs, " outputs");
-}
-
-double checked_eps(const OpCall& call) {
-  const double eps = call.attrs.f[0];
-  if (!(eps >= 0) || std::isinf(eps))
-    CUDL_FAIL(op_name(call.op), " (", call.label, "): eps f[0] must be finite and >= 0, got ", eps);
-  return eps;
-}
-
-}  // namespace
-
-BatchNormProblem check_batch_norm_call(const OpCall& call) {
-  const char* name = op_name(call.op);
-  BatchNormProblem p;
-  if (call.op == OpKind::BatchNormTrain)
-    expect_counts(call, 5, 5, 1, 3, "(x, gamma, beta, running_mean, running_var) -> (y, [saved_mean, saved_invstd])");
-  else if (call.op == OpKind::BatchNormInference)
-    expect_counts(call, 5, 5, 1, 1, "(x, gamma, beta, running_mean, running_var) -> (y)");
-  else
-    expect_counts(call, 5, 5, 3, 3, "(x, gamma, saved_mean, saved_invstd, dy) -> (dx, dgamma, dbeta)");
-  const TensorView& x = call.in(0);
-  if (!x.defined()) CUDL_FAIL(name, " (", call.label, "): x is required");
-  if (x.dtype != DType::f32)
-    CUDL_FAIL(name, " (", call.label, "): x must be f32, got ", x.dtype, " (shape ", x.shape, ")");
-  if (x.shape.rank() < 2) CUDL_FAIL(name, " (", call.label, "): x must be (N, C, ...), got shape ", x.shape);
-  p.n = x.shape[0];
-  p.c = x.shape[1];
-  for (int k = 2; k < x.shape.rank(); ++k) p.spatial *= x.shape[k];
-  if (p.per_channel() < 1 || p.c < 1) CUDL_FAIL(name, " (", call.label, "): x ", x.shape, " has no values per channel");
-  p.eps = checked_eps(call);
-  const Shape cs{p.c};
-
-  if (call.op == OpKind::BatchNormBackward) {
-    p.has_gamma = call.has_in(1);
-    if (p.has_gamma) expect_f32(call, call.in(1), "gamma", cs, x.shape);
-    expect_f32(call, call.in(2), "saved_mean", cs, x.shape);
-    expect_f32(call, call.in(3), "saved_invstd", cs, x.shape);
-    expect_f32(call, call.in(4), "dy", x.shape, x.shape);
-    p.has_dx = call.has_out(0);
-    p.has_dgamma = call.has_out(1);
-    p.has_dbeta = call.has_out(2);
-    if (p.has_dx) expect_f32(call, call.out(0), "dx", x.shape, x.shape);
-    if (p.has_dgamma) expect_f32(call, call.out(1), "dgamma", cs, x.shape);
-    if (p.has_dbeta) expect_f32(call, call.out(2), "dbeta", cs, x.shape);
-    if (!p.has_dx && !p.has_dgamma && !p.has_dbeta)
-      CUDL_FAIL(name, " (", call.label, "): no output requested (dx, dgamma and dbeta are all undefined)");
-    return p;
-  }
-
-  p.has_gamma = call.has_in(1);
-  p.has_beta = call.has_in(2);
-  if (p.has_gamma) expect_f32(call, call.in(1), "gamma", cs, x.shape);
-  if (p.has_beta) expect_f32(call, call.in(2), "beta", cs, x.shape);
-  p.has_running = call.has_in(3) || call.has_in(4);
-  if (p.has_running || call.op == OpKind::BatchNormInference) {
-    expect_f32(call, call.in(3), "running_mean", cs, x.shape);
-    expect_f32(call, call.in(4), "running_var", cs, x.shape);
-  }
-  expect_f32(call, call.out(0), "y", x.shape, x.shape);
-  if (call.op == OpKind::BatchNormTrain) {
-    p.momentum = call.attrs.f[1];
-    if (!(p.momentum >= 0 && p.momentum <= 1))
-      CUDL_FAIL(name, " (", call.label, "): momentum f[1] must be in [0, 1], got ", p.momentum);
-    p.has_saved = call.has_out(1) || call.has_out(2);
-    if (p.has_saved) {  // both or neither
-      expect_f32(call, call.out(1), "saved_mean", cs, x.shape);
-      expect_f32(call, call.out(2), "saved_invstd", cs, x.shape);
-    }
-  }
-  return p;
-}
-
-LayerNormProblem check_layer_norm_call(const OpCall& call) {
-  const char* name = op_name(call.op);
-  LayerNormProblem p;
-  if (call.op == OpKind::LayerNorm)
-    expect_counts(call, 1, 3, 1, 3, "(x, [gamma], [beta]) -> (y, [mean], [rstd])");
-  else
-    expect_counts(call, 5, 5, 1, 3, "(x, [gamma], mean, rstd, dy) -> (dx, [dgamma], [dbeta])");
-  const TensorView& x = call.in(0);
-  if (!x.defined()) CUDL_FAIL(name, " (", call.label, "): x is required");
-  if (x.dtype != DType::f32)
-    CUDL_FAIL(name, " (", call.label, "): x must be f32, got ", x.dtype, " (shape ", x.shape, ")");
-  if (x.shape.rank() < 1 || x.shape[-1] < 1)
-    CUDL_FAIL(name, " (", call.label, "): x must be (..., D) with D >= 1, got shape ", x.shape);
-  p.d = x.shape[-1];
-  p.rows = x.numel() / p.d;
-  p.eps = checked_eps(call);
-  const Shape ds{p.d};
-  p.has_gamma = call.has_in(1);
-  if (p.has_gamma) expect_f32(call, call.in(1), "gamma", ds, x.shape);
-  if (call.op == OpKind::LayerNorm) {
-    p.has_beta = call.has_in(2);
-    if (p.has_beta) expect_f32(call, call.in(2), "beta", ds, x.shape);
-    expect_f32(call, call.out(0), "y", x.shape, x.shape);
-    p.has_stats = call.has_out(1) || call.has_out(2);
-    if (p.has_stats) {
-      if (!call.has_out(1) || !call.has_out(2))
-        CUDL_FAIL(name, " (", call.label, "): mean and rstd must be given together");
-      expect_f32_numel(call, call.out(1), "mean", p.rows, x.shape);
-      expect_f32_numel(call, call.out(2), "rstd", p.rows, x.shape);
-    }
-    return p;
-  }
-  if (!call.has_in(2) || !call.has_in(3)) CUDL_FAIL(name, " (", call.label, "): mean and rstd are required");
-  expect_f32_numel(call, call.in(2), "mean", p.rows, x.shape);
-  expect_f32_numel(call, call.in(3), "rstd", p.rows, x.shape);
-  expect_f32(call, call.in(4), "dy", x.shape, x.shape);
-  p.has_dx = call.has_out(0);
-  p.has_dgamma = call.has_out(1);
-  p.has_dbeta = call.has_out(2);
-  if (p.has_dx) expect_f32(call, call.out(0), "dx", x.shape, x.shape);
-  if (p.has_dgamma) expect_f32(call, call.out(1), "dgamma", ds, x.shape);
-  if (p.has_dbeta) expect_f32(call, call.out(2), "dbeta", ds, x.shape);
-  if (!p.has_dx && !p.has_dgamma && !p.has_dbeta)
-    CUDL_FAIL(name, " (", call.label, "): no output requested (dx, dgamma and dbeta are all undefined)");
-  return p;
-}
-
-namespace {
-
 // x (N, C, S): channel c of sample n is the contiguous row x + (n * C + c) * S.
-inline int64_t bn_row(const BatchNormProblem& p, int64_t n, int64_t c) { return (n * p.c + c) * p.spatial; }
+inline int64_t bn_row(const ops::BatchNormArgs& p, int64_t n, int64_t c) { return (n * p.c + c) * p.spatial; }
 
 // Per-channel sums are taken in double in kLanes partial sums: element s of every row goes to
 // lane s % kLanes, and the lanes are added pairwise at the end. The order is fixed (it depends
@@ -184,11 +42,11 @@ template <typename Fn>
 // r = (1 - momentum) r + momentum * batch, running_var with the unbiased variance var * M / (M - 1)
 // (M = N * spatial; when M == 1 the unbiased variance is taken as 0, keeping running_var finite).
 void batch_norm_train(const OpCall& call) {
-  const BatchNormProblem p = check_batch_norm_call(call);
-  const float* x = call.in(0).as<float>();
-  const float* gamma = p.has_gamma ? call.in(1).as<float>() : nullptr;
-  const float* beta = p.has_beta ? call.in(2).as<float>() : nullptr;
-  float* y = call.out(0).as<float>();
+  const ops::BatchNormArgs p = ops::check_batch_norm_call(call);
+  const float* x = p.x.as<float>();
+  const float* gamma = p.gamma.as<float>();
+  const float* beta = p.beta.as<float>();
+  float* y = p.y.as<float>();
   const double m = static_cast<double>(p.per_channel());
   // Channels are independent: split over threads, the same arithmetic for any thread count.
   parallel_for(p.c, cpu_thread_count(), [&](int64_t c_begin, int64_t c_end, int) {
@@ -217,12 +75,12 @@ void batch_norm_train(const OpCall& call) {
         for (int64_t s = 0; s < p.spatial; ++s) yr[s] = static_cast<float>((xr[s] - mean) * invstd * g + b);
       }
       if (p.has_saved) {
-        call.out(1).as<float>()[c] = static_cast<float>(mean);
-        call.out(2).as<float>()[c] = static_cast<float>(invstd);
+        p.saved_mean.as<float>()[c] = static_cast<float>(mean);
+        p.saved_invstd.as<float>()[c] = static_cast<float>(invstd);
       }
       if (p.has_running) {
-        float* rm = call.in(3).as<float>();
-        float* rv = call.in(4).as<float>();
+        float* rm = p.running_mean.as<float>();
+        float* rv = p.running_var.as<float>();
         const double unbiased = m > 1 ? sq / (m - 1) : 0.0;
         rm[c] = static_cast<float>((1 - p.momentum) * rm[c] + p.momentum * mean);
         rv[c] = static_cast<float>((1 - p.momentum) * rv[c] + p.momentum * unbiased);
@@ -232,13 +90,13 @@ void batch_norm_train(const OpCall& call) {
 }
 
 void batch_norm_inference(const OpCall& call) {
-  const BatchNormProblem p = check_batch_norm_call(call);
-  const float* x = call.in(0).as<float>();
-  const float* gamma = p.has_gamma ? call.in(1).as<float>() : nullptr;
-  const float* beta = p.has_beta ? call.in(2).as<float>() : nullptr;
-  const float* rm = call.in(3).as<float>();
-  const float* rv = call.in(4).as<float>();
-  float* y = call.out(0).as<float>();
+  const ops::BatchNormArgs p = ops::check_batch_norm_call(call);
+  const float* x = p.x.as<float>();
+  const float* gamma = p.gamma.as<float>();
+  const float* beta = p.beta.as<float>();
+  const float* rm = p.running_mean.as<float>();
+  const float* rv = p.running_var.as<float>();
+  float* y = p.y.as<float>();
   for (int64_t c = 0; c < p.c; ++c) {
     const double invstd = 1 / std::sqrt(static_cast<double>(rv[c]) + p.eps);
     const double g = gamma ? gamma[c] : 1.0, b = beta ? beta[c] : 0.0;
@@ -254,12 +112,12 @@ void batch_norm_inference(const OpCall& call) {
 // xhat = (x - mean) invstd; dbeta = sum dy; dgamma = sum dy xhat;
 // dx = gamma invstd (dy - dbeta / M - xhat dgamma / M).
 void batch_norm_backward(const OpCall& call) {
-  const BatchNormProblem p = check_batch_norm_call(call);
-  const float* x = call.in(0).as<float>();
-  const float* gamma = p.has_gamma ? call.in(1).as<float>() : nullptr;
-  const float* mean = call.in(2).as<float>();
-  const float* invstd = call.in(3).as<float>();
-  const float* dy = call.in(4).as<float>();
+  const ops::BatchNormArgs p = ops::check_batch_norm_call(call);
+  const float* x = p.x.as<float>();
+  const float* gamma = p.gamma.as<float>();
+  const float* mean = p.saved_mean.as<float>();
+  const float* invstd = p.saved_invstd.as<float>();
+  const float* dy = p.dy.as<float>();
   const double m = static_cast<double>(p.per_channel());
   parallel_for(p.c, cpu_thread_count(), [&](int64_t c_begin, int64_t c_end, int) {
     for (int64_t c = c_begin; c < c_end; ++c) {
@@ -274,8 +132,8 @@ void batch_norm_backward(const OpCall& call) {
         for_each_lane(p.spatial, [&](int j, int64_t s) { dy_xhat_lanes.lane[j] += dyr[s] * ((xr[s] - mu) * is); });
       }
       const double sum_dy = dy_lanes.total(), sum_dy_xhat = dy_xhat_lanes.total();
-      if (p.has_dgamma) call.out(1).as<float>()[c] = static_cast<float>(sum_dy_xhat);
-      if (p.has_dbeta) call.out(2).as<float>()[c] = static_cast<float>(sum_dy);
+      if (p.has_dgamma) p.dgamma.as<float>()[c] = static_cast<float>(sum_dy_xhat);
+      if (p.has_dbeta) p.dbeta.as<float>()[c] = static_cast<float>(sum_dy);
       if (p.has_dx) {
         const double k = (gamma ? gamma[c] : 1.0) * is;
         // Both means hoisted: xhat * (sum_dy_xhat / M) differs from (xhat * sum_dy_xhat) / M by an
@@ -284,7 +142,7 @@ void batch_norm_backward(const OpCall& call) {
         for (int64_t n = 0; n < p.n; ++n) {
           const float* xr = x + bn_row(p, n, c);
           const float* dyr = dy + bn_row(p, n, c);
-          float* dxr = call.out(0).as<float>() + bn_row(p, n, c);
+          float* dxr = p.dx.as<float>() + bn_row(p, n, c);
           for (int64_t s = 0; s < p.spatial; ++s) {
             const double xhat = (xr[s] - mu) * is;
             dxr[s] = static_cast<float>(k * (dyr[s] - mean_dy - xhat * mean_dy_xhat));
@@ -297,11 +155,11 @@ void batch_norm_backward(const OpCall& call) {
 
 // Per row: mean, biased variance (two passes), rstd = 1 / sqrt(var + eps), y = xhat * gamma + beta.
 void layer_norm(const OpCall& call) {
-  const LayerNormProblem p = check_layer_norm_call(call);
-  const float* x = call.in(0).as<float>();
-  const float* gamma = p.has_gamma ? call.in(1).as<float>() : nullptr;
-  const float* beta = p.has_beta ? call.in(2).as<float>() : nullptr;
-  float* y = call.out(0).as<float>();
+  const ops::LayerNormArgs p = ops::check_layer_norm_call(call);
+  const float* x = p.x.as<float>();
+  const float* gamma = p.gamma.as<float>();
+  const float* beta = p.beta.as<float>();
+  float* y = p.y.as<float>();
   for (int64_t r = 0; r < p.rows; ++r) {
     const float* xr = x + r * p.d;
     double sum = 0;
@@ -313,8 +171,8 @@ void layer_norm(const OpCall& call) {
     for (int64_t j = 0; j < p.d; ++j)
       y[r * p.d + j] = static_cast<float>((xr[j] - mean) * rstd * (gamma ? gamma[j] : 1.0) + (beta ? beta[j] : 0.0));
     if (p.has_stats) {
-      call.out(1).as<float>()[r] = static_cast<float>(mean);
-      call.out(2).as<float>()[r] = static_cast<float>(rstd);
+      p.mean.as<float>()[r] = static_cast<float>(mean);
+      p.rstd.as<float>()[r] = static_cast<float>(rstd);
     }
   }
 }
@@ -322,12 +180,12 @@ void layer_norm(const OpCall& call) {
 // g = dy * gamma; dx = rstd (g - mean_j(g) - xhat mean_j(g xhat)); dgamma = sum_rows dy xhat;
 // dbeta = sum_rows dy.
 void layer_norm_backward(const OpCall& call) {
-  const LayerNormProblem p = check_layer_norm_call(call);
-  const float* x = call.in(0).as<float>();
-  const float* gamma = p.has_gamma ? call.in(1).as<float>() : nullptr;
-  const float* mean = call.in(2).as<float>();
-  const float* rstd = call.in(3).as<float>();
-  const float* dy = call.in(4).as<float>();
+  const ops::LayerNormArgs p = ops::check_layer_norm_call(call);
+  const float* x = p.x.as<float>();
+  const float* gamma = p.gamma.as<float>();
+  const float* mean = p.mean.as<float>();
+  const float* rstd = p.rstd.as<float>();
+  const float* dy = p.dy.as<float>();
   std::vector<double> dgamma(static_cast<size_t>(p.d), 0.0), dbeta(static_cast<size_t>(p.d), 0.0);
   for (int64_t r = 0; r < p.rows; ++r) {
     const int64_t o = r * p.d;
@@ -343,7 +201,7 @@ void layer_norm_backward(const OpCall& call) {
     mean_g /= static_cast<double>(p.d);
     mean_gx /= static_cast<double>(p.d);
     if (p.has_dx) {
-      float* dx = call.out(0).as<float>();
+      float* dx = p.dx.as<float>();
       for (int64_t j = 0; j < p.d; ++j) {
         const double xhat = (x[o + j] - static_cast<double>(mean[r])) * rstd[r];
         const double g = dy[o + j] * (gamma ? gamma[j] : 1.0);
@@ -352,8 +210,8 @@ void layer_norm_backward(const OpCall& call) {
     }
   }
   for (int64_t j = 0; j < p.d; ++j) {
-    if (p.has_dgamma) call.out(1).as<float>()[j] = static_cast<float>(dgamma[j]);
-    if (p.has_dbeta) call.out(2).as<float>()[j] = static_cast<float>(dbeta[j]);
+    if (p.has_dgamma) p.dgamma.as<float>()[j] = static_cast<float>(dgamma[j]);
+    if (p.has_dbeta) p.dbeta.as<float>()[j] = static_cast<float>(dbeta[j]);
   }
 }
 

@@ -1,24 +1,23 @@
 // cpu/optim.cpp — CPU reference of the optimizer op family (SGD, Adam/AdamW, RMSprop, Adagrad,
 // weight penalties, global-norm clipping): the spec. Element math in f32, step scalars in f64.
-#include "cpu/optim.hpp"
+#include "ops/optim.hpp"
 
 #include <cmath>
 #include <vector>
 
 #include "backend/backend.hpp"
+#include "ops/common.hpp"
 
 namespace cudl {
 namespace {
 
-[[noreturn]] void fail_at(const OpCall& c, const std::string& msg) {
-  CUDL_FAIL(op_name(c.op), " (", c.label, "): ", msg);
-}
+using op_checks::fail_at;
 
 /// The groups of a checked call as pointers to each group's first tensor.
 std::vector<const TensorView*> groups(const OpCall& c) {
-  const OptimGroups g = check_optim_call(c);
+  const ops::OptimArgs g = ops::check_optim_call(c);
   std::vector<const TensorView*> out;
-  for (int k = 0; k < g.n; ++k) out.push_back(&g.at(c, k, 0));
+  for (int k = 0; k < g.n; ++k) out.push_back(&g.at(k, 0));
   return out;
 }
 
@@ -27,14 +26,14 @@ struct Hyper {
   double t;
 };
 
-/// lr and t from the (host) hyper tensor, after advancing t when i[1] != 0 (in f32, as an Increment
-/// node would); t must be >= 1 (a device backend cannot check this).
+/// lr and t from the (host) hyper tensor, after advancing t when the step's advance_t is set (in
+/// f32, as an Increment node would); t must be >= 1 (a device backend cannot check this).
 Hyper read_hyper(const OpCall& c) {
-  check_optim_call(c);  // hyper is valid before it is read
-  float* v = c.inputs[0].as<float>();
-  const float t = c.attrs.i[1] ? v[1] + 1.f : v[1];
+  const ops::OptimArgs args = ops::check_optim_call(c);  // hyper is valid before it is read
+  float* v = args.hyper.as<float>();
+  const float t = args.advance_t ? v[1] + 1.f : v[1];
   if (!(t >= 1))
-    fail_at(c, detail::concat("step t = hyper[1]", c.attrs.i[1] ? " + 1" : "", " must be >= 1 (1-based), got ", t));
+    fail_at(c, detail::concat("step t = hyper[1]", args.advance_t ? " + 1" : "", " must be >= 1 (1-based), got ", t));
   v[1] = t;
   return Hyper{v[0], static_cast<double>(t)};
 }
@@ -44,9 +43,10 @@ Hyper read_hyper(const OpCall& c) {
 //   g = nesterov ? g + momentum*buf : buf;  p -= lr*g
 void sgd_step(const OpCall& c) {
   const Hyper h = read_hyper(c);
-  const float momentum = static_cast<float>(c.attrs.f[0]), dampening = static_cast<float>(c.attrs.f[1]);
-  const float wd = static_cast<float>(c.attrs.f[2]);
-  const bool nesterov = c.attrs.i[0] != 0;
+  const ops::SgdAttrs a = ops::SgdAttrs::from(c.attrs);
+  const float momentum = static_cast<float>(a.momentum), dampening = static_cast<float>(a.dampening);
+  const float wd = static_cast<float>(a.weight_decay);
+  const bool nesterov = a.nesterov;
   const int width = momentum != 0 ? 3 : 2;
   const bool first = h.t == 1;
   for (const TensorView* g : groups(c)) {
@@ -71,12 +71,13 @@ void sgd_step(const OpCall& c) {
 //   p -= (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
 void adam_step(const OpCall& c) {
   const Hyper h = read_hyper(c);
-  const double b1 = c.attrs.f[0], b2 = c.attrs.f[1];
-  const float eps = static_cast<float>(c.attrs.f[2]), wd = static_cast<float>(c.attrs.f[3]);
-  const bool decoupled = c.attrs.i[0] != 0;
+  const ops::AdamAttrs a = ops::AdamAttrs::from(c.attrs);
+  const double b1 = a.beta1, b2 = a.beta2;
+  const float eps = static_cast<float>(a.eps), wd = static_cast<float>(a.weight_decay);
+  const bool decoupled = a.decoupled;
   const float step_size = static_cast<float>(h.lr / (1.0 - std::pow(b1, h.t)));
   const float bc2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(b2, h.t)));
-  const float decay = static_cast<float>(1.0 - static_cast<double>(h.lr) * c.attrs.f[3]);
+  const float decay = static_cast<float>(1.0 - static_cast<double>(h.lr) * a.weight_decay);
   const float fb1 = static_cast<float>(b1), fb2 = static_cast<float>(b2);
   const float cb1 = static_cast<float>(1.0 - b1), cb2 = static_cast<float>(1.0 - b2);
   for (const TensorView* g : groups(c)) {
@@ -104,9 +105,10 @@ void adam_step(const OpCall& c) {
 //   g += wd*p;  sq = alpha*sq + (1-alpha)*g*g;  p -= lr * g / (sqrt(sq) + eps)
 void rmsprop_step(const OpCall& c) {
   const Hyper h = read_hyper(c);
-  const float alpha = static_cast<float>(c.attrs.f[0]), eps = static_cast<float>(c.attrs.f[1]);
-  const float wd = static_cast<float>(c.attrs.f[2]);
-  const float calpha = static_cast<float>(1.0 - c.attrs.f[0]);
+  const ops::RmspropAttrs a = ops::RmspropAttrs::from(c.attrs);
+  const float alpha = static_cast<float>(a.alpha), eps = static_cast<float>(a.eps);
+  const float wd = static_cast<float>(a.weight_decay);
+  const float calpha = static_cast<float>(1.0 - a.alpha);
   for (const TensorView* g : groups(c)) {
     float* p = g[0].as<float>();
     const float* grad = g[1].as<float>();
@@ -125,8 +127,9 @@ void rmsprop_step(const OpCall& c) {
 //   g += wd*p;  clr = lr / (1 + (t-1)*lr_decay);  sum += g*g;  p -= clr * g / (sqrt(sum) + eps)
 void adagrad_step(const OpCall& c) {
   const Hyper h = read_hyper(c);
-  const float eps = static_cast<float>(c.attrs.f[0]), wd = static_cast<float>(c.attrs.f[1]);
-  const float clr = static_cast<float>(h.lr / (1.0 + (h.t - 1.0) * c.attrs.f[2]));
+  const ops::AdagradAttrs a = ops::AdagradAttrs::from(c.attrs);
+  const float eps = static_cast<float>(a.eps), wd = static_cast<float>(a.weight_decay);
+  const float clr = static_cast<float>(h.lr / (1.0 + (h.t - 1.0) * a.lr_decay));
   for (const TensorView* g : groups(c)) {
     float* p = g[0].as<float>();
     const float* grad = g[1].as<float>();
@@ -143,7 +146,8 @@ void adagrad_step(const OpCall& c) {
 
 // in: [hyper] (unused, may be undefined), groups (param, grad): grad += l1*sign(p) + l2*p
 void weight_penalty(const OpCall& c) {
-  const float l1 = static_cast<float>(c.attrs.f[0]), l2 = static_cast<float>(c.attrs.f[1]);
+  const ops::WeightPenaltyAttrs a = ops::WeightPenaltyAttrs::from(c.attrs);
+  const float l1 = static_cast<float>(a.l1), l2 = static_cast<float>(a.l2);
   for (const TensorView* g : groups(c)) {
     const float* p = g[0].as<float>();
     float* grad = g[1].as<float>();
@@ -158,8 +162,8 @@ void weight_penalty(const OpCall& c) {
 // propagates)
 void clip_grad_norm(const OpCall& c) {
   const auto gs = groups(c);
-  const TensorView& out = c.out(0);
-  const double max_norm = c.attrs.f[0];
+  const TensorView out = ops::check_optim_call(c).total_norm;
+  const double max_norm = ops::ClipGradNormAttrs::from(c.attrs).max_norm;
   double sum = 0;
   for (const TensorView* g : gs)
     for (int64_t i = 0; i < g->numel(); ++i) sum += static_cast<double>(g->as<float>()[i]) * g->as<float>()[i];
@@ -172,67 +176,6 @@ void clip_grad_norm(const OpCall& c) {
 }
 
 }  // namespace
-
-OptimGroups check_optim_call(const OpCall& c) {
-  OptimGroups g;
-  switch (c.op) {
-    case OpKind::SgdStep:
-      g.depth = c.attrs.f[0] != 0 ? 3 : 2;
-      if (c.attrs.i[0] && (c.attrs.f[0] <= 0 || c.attrs.f[1] != 0))
-        fail_at(c, "Nesterov momentum requires momentum f[0] > 0 and dampening f[1] = 0");
-      break;
-    case OpKind::AdamStep:
-      g.depth = 4;
-      if (!(c.attrs.f[0] >= 0 && c.attrs.f[0] < 1 && c.attrs.f[1] >= 0 && c.attrs.f[1] < 1))
-        fail_at(c, detail::concat("betas (", c.attrs.f[0], ", ", c.attrs.f[1], ") not in [0, 1)"));
-      break;
-    case OpKind::RmspropStep:
-    case OpKind::AdagradStep:
-      g.depth = 3;
-      break;
-    case OpKind::WeightPenalty:
-      g.depth = 2;
-      break;
-    case OpKind::ClipGradNorm:
-      g.depth = 1;
-      break;
-    default:
-      fail_at(c, "not an optimizer op");
-  }
-  const bool stepper = c.op != OpKind::WeightPenalty && c.op != OpKind::ClipGradNorm;
-  g.first = c.op == OpKind::ClipGradNorm ? 0 : 1;
-  if (stepper) {
-    const TensorView& h = c.in(0);
-    if (!h.defined() || h.dtype != DType::f32 || h.numel() < 2)
-      fail_at(c, detail::concat("hyper (input 0) must be f32 with at least 2 elements [lr, t], got ",
-                                h.defined() ? dtype_name(h.dtype) : "undefined", " shape ", h.shape));
-  }
-  if (c.op == OpKind::ClipGradNorm) {
-    const TensorView& out = c.out(0);
-    if (!out.defined() || out.dtype != DType::f32 || out.numel() != 1)
-      fail_at(c, detail::concat("total_norm must be f32 with 1 element, got shape ", out.shape));
-    if (!(c.attrs.f[0] > 0)) fail_at(c, detail::concat("max_norm f[0]=", c.attrs.f[0], " must be > 0"));
-  }
-  const int n = c.n_inputs - g.first;
-  if (n < 0 || n % g.depth != 0)
-    fail_at(c, detail::concat("expects groups of ", g.depth, " tensors after ", g.first, " leading input(s), got ",
-                              c.n_inputs, " inputs"));
-  g.n = n / g.depth;
-  for (int k = 0; k < g.n; ++k) {
-    const TensorView& p = g.at(c, k, 0);
-    for (int j = 0; j < g.depth; ++j) {
-      const TensorView& t = g.at(c, k, j);
-      const int at = g.first + k * g.depth + j;
-      if (!t.defined()) fail_at(c, detail::concat("input ", at, " (group ", k, ") is undefined"));
-      if (t.dtype != DType::f32)
-        fail_at(c, detail::concat("input ", at, " must be f32, got ", t.dtype, " (shape ", t.shape, ")"));
-      if (t.shape != p.shape)
-        fail_at(c, detail::concat("group ", k, ": tensor ", j, " has shape ", t.shape, " but the parameter has shape ",
-                                  p.shape));
-    }
-  }
-  return g;
-}
 
 void register_cpu_optim_ops(OpTable& t) {
   t.add(OpKind::SgdStep, sgd_step);

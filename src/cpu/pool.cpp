@@ -1,6 +1,6 @@
 // cpu/pool.cpp — CPU reference implementations of the pool op family (the spec for these ops):
 // 2-D max pooling (first maximum in window scan order wins), average pooling, global average.
-#include "cpu/pool.hpp"
+#include "ops/pool.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -12,121 +12,6 @@
 #include "cudl/error.hpp"
 
 namespace cudl {
-
-namespace {
-
-void expect_counts(const OpCall& call, int min_in, int max_in, int min_out, int max_out, const char* signature) {
-  if (call.n_inputs < min_in || call.n_inputs > max_in || call.n_outputs < min_out || call.n_outputs > max_out)
-    CUDL_FAIL(op_name(call.op), " (", call.label, "): expects ", signature, ", got ", call.n_inputs, " inputs and ",
-              call.n_outputs, " outputs");
-}
-
-void expect_tensor(const OpCall& call, const TensorView& v, const char* what, DType dtype, const Shape& shape,
-                   const Shape& x_shape) {
-  if (!v.defined()) CUDL_FAIL(op_name(call.op), " (", call.label, "): ", what, " is required");
-  if (v.dtype != dtype)
-    CUDL_FAIL(op_name(call.op), " (", call.label, "): ", what, " must be ", dtype, ", got ", v.dtype, " (shape ",
-              v.shape, ")");
-  if (v.shape != shape)
-    CUDL_FAIL(op_name(call.op), " (", call.label, "): ", what, " must have shape ", shape, " for input ", x_shape,
-              ", got ", v.shape);
-}
-
-/// Reads (N, C, H, W) from a rank-4 tensor, naming the op when it is not.
-void take_nchw(const OpCall& call, const TensorView& v, const char* what, PoolGeometry& g) {
-  if (!v.defined()) CUDL_FAIL(op_name(call.op), " (", call.label, "): ", what, " is required");
-  if (v.dtype != DType::f32)
-    CUDL_FAIL(op_name(call.op), " (", call.label, "): ", what, " must be f32, got ", v.dtype, " (shape ", v.shape, ")");
-  if (v.shape.rank() != 4)
-    CUDL_FAIL(op_name(call.op), " (", call.label, "): ", what, " must be (N, C, H, W), got shape ", v.shape);
-  g.n = v.shape[0];
-  g.c = v.shape[1];
-  g.h = v.shape[2];
-  g.w = v.shape[3];
-}
-
-/// Window attributes i[0..5] and the output size; errors name the op, the input shape and the geometry.
-void take_window(const OpCall& call, const Shape& x_shape, PoolGeometry& g) {
-  const auto& a = call.attrs.i;
-  g.kh = a[0], g.kw = a[1], g.sh = a[2], g.sw = a[3], g.ph = a[4], g.pw = a[5];
-  auto geometry = [&] {
-    return detail::concat("kernel (", g.kh, ", ", g.kw, "), stride (", g.sh, ", ", g.sw, "), padding (", g.ph, ", ",
-                          g.pw, ")");
-  };
-  if (g.kh < 1 || g.kw < 1 || g.sh < 1 || g.sw < 1 || g.ph < 0 || g.pw < 0)
-    CUDL_FAIL(op_name(call.op), " (", call.label, "): invalid ", geometry(), " for input ", x_shape);
-  if (2 * g.ph > g.kh || 2 * g.pw > g.kw)
-    CUDL_FAIL(op_name(call.op), " (", call.label, "): padding must be at most half the kernel: ", geometry(),
-              " for input ", x_shape);
-  if (g.h + 2 * g.ph < g.kh || g.w + 2 * g.pw < g.kw)
-    CUDL_FAIL(op_name(call.op), " (", call.label, "): ", geometry(), " does not fit input ", x_shape,
-              " (output would be empty)");
-  g.p = (g.h + 2 * g.ph - g.kh) / g.sh + 1;
-  g.q = (g.w + 2 * g.pw - g.kw) / g.sw + 1;
-}
-
-}  // namespace
-
-PoolGeometry check_pool_call(const OpCall& call) {
-  PoolGeometry g;
-  switch (call.op) {
-    case OpKind::MaxPool2d: {
-      expect_counts(call, 1, 1, 1, 2, "(x) -> (y, [argmax])");
-      take_nchw(call, call.in(0), "x", g);
-      take_window(call, call.in(0).shape, g);
-      const Shape ys{g.n, g.c, g.p, g.q};
-      expect_tensor(call, call.out(0), "y", DType::f32, ys, call.in(0).shape);
-      g.has_argmax = call.has_out(1);
-      if (g.has_argmax) expect_tensor(call, call.out(1), "argmax", DType::i32, ys, call.in(0).shape);
-      break;
-    }
-    case OpKind::MaxPool2dBackward: {
-      expect_counts(call, 3, 3, 1, 1, "(x, y, dy) -> (dx)");
-      take_nchw(call, call.in(0), "x", g);
-      take_window(call, call.in(0).shape, g);
-      const Shape ys{g.n, g.c, g.p, g.q};
-      expect_tensor(call, call.in(1), "y", DType::f32, ys, call.in(0).shape);
-      expect_tensor(call, call.in(2), "dy", DType::f32, ys, call.in(0).shape);
-      expect_tensor(call, call.out(0), "dx", DType::f32, call.in(0).shape, call.in(0).shape);
-      break;
-    }
-    case OpKind::AvgPool2d: {
-      expect_counts(call, 1, 1, 1, 1, "(x) -> (y)");
-      take_nchw(call, call.in(0), "x", g);
-      take_window(call, call.in(0).shape, g);
-      expect_tensor(call, call.out(0), "y", DType::f32, Shape{g.n, g.c, g.p, g.q}, call.in(0).shape);
-      break;
-    }
-    case OpKind::AvgPool2dBackward: {
-      expect_counts(call, 1, 1, 1, 1, "(dy) -> (dx)");
-      take_nchw(call, call.out(0), "dx", g);
-      take_window(call, call.out(0).shape, g);
-      expect_tensor(call, call.in(0), "dy", DType::f32, Shape{g.n, g.c, g.p, g.q}, call.out(0).shape);
-      break;
-    }
-    case OpKind::GlobalAvgPool: {
-      expect_counts(call, 1, 1, 1, 1, "(x) -> (y)");
-      take_nchw(call, call.in(0), "x", g);
-      expect_tensor(call, call.out(0), "y", DType::f32, Shape{g.n, g.c}, call.in(0).shape);
-      break;
-    }
-    case OpKind::GlobalAvgPoolBackward: {
-      expect_counts(call, 1, 1, 1, 1, "(dy) -> (dx)");
-      take_nchw(call, call.out(0), "dx", g);
-      expect_tensor(call, call.in(0), "dy", DType::f32, Shape{g.n, g.c}, call.out(0).shape);
-      break;
-    }
-    default:
-      CUDL_FAIL(op_name(call.op), " (", call.label, "): not a pooling op");
-  }
-  if (call.op == OpKind::GlobalAvgPool || call.op == OpKind::GlobalAvgPoolBackward) {
-    if (g.h * g.w < 1)
-      CUDL_FAIL(op_name(call.op), " (", call.label, "): cannot average an empty image of shape ",
-                call.op == OpKind::GlobalAvgPool ? call.in(0).shape : call.out(0).shape);
-    g.kh = g.h, g.kw = g.w, g.p = g.q = 1;
-  }
-  return g;
-}
 
 namespace {
 
@@ -145,7 +30,7 @@ template <typename Index>
 
 /// Flat index (into H*W) of the window's maximum: the first in row-major scan order; a NaN counts
 /// as the maximum (the first NaN wins). Padding never wins. -1 when the window has no input cell.
-int64_t window_argmax(const float* img, const PoolGeometry& g, int64_t p, int64_t q) {
+int64_t window_argmax(const float* img, const ops::PoolGeometry& g, int64_t p, int64_t q) {
   int64_t best = -1;
   float best_v = 0;
   for (int64_t i = 0; i < g.kh; ++i) {
@@ -167,7 +52,7 @@ int64_t window_argmax(const float* img, const PoolGeometry& g, int64_t p, int64_
 }
 
 /// Whether the window is the common 2x2, stride 2, no padding one, which has loops of its own.
-bool is_two_by_two(const PoolGeometry& g) {
+bool is_two_by_two(const ops::PoolGeometry& g) {
   return g.kh == 2 && g.kw == 2 && g.sh == 2 && g.sw == 2 && g.ph == 0 && g.pw == 0;
 }
 
@@ -197,7 +82,7 @@ void max_pool_2x2_row(const float* r0, const float* r1, int64_t q_count, int64_t
 
 /// Calls fn(img, p, q, k) for every window of every image with k its argmax in image `img`.
 template <typename Fn>
-void for_each_window_argmax(const float* x, const PoolGeometry& g, Fn fn) {
+void for_each_window_argmax(const float* x, const ops::PoolGeometry& g, Fn fn) {
   for (int64_t img = 0; img < g.n * g.c; ++img) {
     const float* xi = x + img * g.h * g.w;
     for (int64_t p = 0; p < g.p; ++p)
@@ -207,10 +92,10 @@ void for_each_window_argmax(const float* x, const PoolGeometry& g, Fn fn) {
 }
 
 void max_pool2d(const OpCall& call) {
-  const PoolGeometry g = check_pool_call(call);
-  const float* x = call.in(0).as<float>();
-  float* y = call.out(0).as<float>();
-  int32_t* am = g.has_argmax ? call.out(1).as<int32_t>() : nullptr;
+  const ops::PoolArgs g = ops::check_pool_call(call);
+  const float* x = g.x.as<float>();
+  float* y = g.y.as<float>();
+  int32_t* am = g.argmax.as<int32_t>();
   if (is_two_by_two(g)) {  // planes (image, channel) are independent: split over threads
     parallel_for(g.n * g.c, cpu_thread_count(), [&](int64_t first, int64_t last, int) {
       for (int64_t img = first; img < last; ++img)
@@ -234,7 +119,7 @@ void max_pool2d(const OpCall& call) {
 
 /// max_pool2d_backward for one 2x2 / stride 2 image: every cell of every window written (dy at
 /// the argmax, 0 elsewhere), then the odd last column and row that no window covers zeroed.
-void max_pool_2x2_backward_image(const float* xi, const float* dyi, const PoolGeometry& g, float* dxi) {
+void max_pool_2x2_backward_image(const float* xi, const float* dyi, const ops::PoolGeometry& g, float* dxi) {
   for (int64_t p = 0; p < g.p; ++p) {
     const float* r0 = xi + 2 * p * g.w;
     const float* r1 = r0 + g.w;
@@ -258,10 +143,10 @@ void max_pool_2x2_backward_image(const float* xi, const float* dyi, const PoolGe
 // Each window sends its dy to its argmax; contributions to one input cell are summed in window
 // (row-major) order.
 void max_pool2d_backward(const OpCall& call) {
-  const PoolGeometry g = check_pool_call(call);
-  const float* x = call.in(0).as<float>();
-  const float* dy = call.in(2).as<float>();
-  float* dx = call.out(0).as<float>();
+  const ops::PoolArgs g = ops::check_pool_call(call);
+  const float* x = g.x.as<float>();
+  const float* dy = g.dy.as<float>();
+  float* dx = g.dx.as<float>();
   const int64_t hw = g.h * g.w;
   if (is_two_by_two(g)) {
     parallel_for(g.n * g.c, cpu_thread_count(), [&](int64_t first, int64_t last, int) {
@@ -291,9 +176,9 @@ void max_pool2d_backward(const OpCall& call) {
 
 // Padding counts as zeros: every window divides by kh * kw.
 void avg_pool2d(const OpCall& call) {
-  const PoolGeometry g = check_pool_call(call);
-  const float* x = call.in(0).as<float>();
-  float* y = call.out(0).as<float>();
+  const ops::PoolArgs g = ops::check_pool_call(call);
+  const float* x = g.x.as<float>();
+  float* y = g.y.as<float>();
   const double area = static_cast<double>(g.kh * g.kw);
   for (int64_t img = 0; img < g.n * g.c; ++img) {
     const float* xi = x + img * g.h * g.w;
@@ -311,9 +196,9 @@ void avg_pool2d(const OpCall& call) {
 }
 
 void avg_pool2d_backward(const OpCall& call) {
-  const PoolGeometry g = check_pool_call(call);
-  const float* dy = call.in(0).as<float>();
-  float* dx = call.out(0).as<float>();
+  const ops::PoolArgs g = ops::check_pool_call(call);
+  const float* dy = g.dy.as<float>();
+  float* dx = g.dx.as<float>();
   const double area = static_cast<double>(g.kh * g.kw);
   std::vector<double> acc(static_cast<size_t>(g.h * g.w));
   for (int64_t img = 0; img < g.n * g.c; ++img) {
@@ -332,9 +217,9 @@ void avg_pool2d_backward(const OpCall& call) {
 }
 
 void global_avg_pool(const OpCall& call) {
-  const PoolGeometry g = check_pool_call(call);
-  const float* x = call.in(0).as<float>();
-  float* y = call.out(0).as<float>();
+  const ops::PoolArgs g = ops::check_pool_call(call);
+  const float* x = g.x.as<float>();
+  float* y = g.y.as<float>();
   const int64_t hw = g.h * g.w;
   for (int64_t img = 0; img < g.n * g.c; ++img) {
     double s = 0;
@@ -344,9 +229,9 @@ void global_avg_pool(const OpCall& call) {
 }
 
 void global_avg_pool_backward(const OpCall& call) {
-  const PoolGeometry g = check_pool_call(call);
-  const float* dy = call.in(0).as<float>();
-  float* dx = call.out(0).as<float>();
+  const ops::PoolArgs g = ops::check_pool_call(call);
+  const float* dy = g.dy.as<float>();
+  float* dx = g.dx.as<float>();
   const int64_t hw = g.h * g.w;
   for (int64_t img = 0; img < g.n * g.c; ++img)
     for (int64_t k = 0; k < hw; ++k) dx[img * hw + k] = static_cast<float>(dy[img] / static_cast<double>(hw));

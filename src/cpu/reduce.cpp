@@ -1,114 +1,15 @@
 // cpu/reduce.cpp — CPU reference implementations of the reduce op family (the spec for these ops):
 // sum, mean, max (+ first-occurrence indices, NaN wins), variance; their gradients; argmax.
-#include "cpu/reduce.hpp"
+#include "ops/reduce.hpp"
 
 #include <cmath>
 #include <limits>
 #include <vector>
 
 #include "backend/backend.hpp"
-#include "cpu/op_checks.hpp"
+#include "ops/common.hpp"
 
 namespace cudl {
-
-namespace chk = op_checks;
-
-ReduceProblem check_reduce_call(const OpCall& call) {
-  ReduceProblem p;
-  const bool argmax = call.op == OpKind::Argmax;
-  const bool backward = call.op == OpKind::ReduceBackward;
-  if (argmax) {
-    p.op = ReduceOp::Max;
-  } else {
-    const int64_t k = call.attrs.i[0];
-    if (k < 0 || k >= static_cast<int64_t>(ReduceOp::Count)) CUDL_FAIL(chk::who(call), ": invalid ReduceOp ", k);
-    p.op = static_cast<ReduceOp>(k);
-  }
-  p.keepdim = call.attrs.i[2] != 0;
-  p.unbiased = call.attrs.i[3] != 0;
-  if (backward)
-    chk::counts(call, 3, 4, 1, 1);
-  else if (argmax)
-    chk::counts(call, 1, 1, 1, 1);
-  else
-    chk::counts(call, 1, 1, 1, 2);
-
-  // The shape of x: x itself, or dx for the backward (x may be omitted there unless Var needs it).
-  const TensorView& xv = backward ? chk::need_out(call, 0, "dx") : chk::need_in(call, 0, "x");
-  const char* x_name = backward ? "dx" : "x";
-  chk::dtype(call, xv, x_name, DType::f32);
-  p.x = xv.shape;
-
-  const int64_t axis_attr = call.attrs.i[1];
-  const int rank = p.x.rank();
-  std::vector<int64_t> ydims;
-  if (axis_attr == kReduceAllAxes) {
-    p.all_axes = true;
-    p.outer = 1;
-    p.inner = 1;
-    p.R = p.x.numel();
-    if (p.keepdim) ydims.assign(rank, 1);
-  } else {
-    if (axis_attr < -rank || axis_attr >= rank)
-      CUDL_FAIL(chk::who(call), ": axis ", axis_attr, " out of range for ", x_name, " ", p.x);
-    const int axis = static_cast<int>(axis_attr < 0 ? axis_attr + rank : axis_attr);
-    p.outer = 1;
-    p.inner = 1;
-    for (int d = 0; d < axis; ++d) p.outer *= p.x.dims()[d];
-    for (int d = axis + 1; d < rank; ++d) p.inner *= p.x.dims()[d];
-    p.R = p.x.dims()[axis];
-    for (int d = 0; d < rank; ++d) {
-      if (d != axis)
-        ydims.push_back(p.x.dims()[d]);
-      else if (p.keepdim)
-        ydims.push_back(1);
-    }
-  }
-  p.y = Shape(ydims);
-  if (p.op == ReduceOp::Max && p.R == 0 && p.out_numel() > 0)
-    CUDL_FAIL(chk::who(call), ": max/argmax over an empty dimension of ", x_name, " ", p.x);
-
-  // y-shaped tensors: the all-axes scalar may also be given as (1,).
-  auto check_y_shape = [&](const TensorView& v, const char* name) {
-    const bool scalar_ok = p.all_axes && !p.keepdim && v.shape == Shape{1};
-    if (!scalar_ok) chk::shape(call, v, name, p.y, std::string("reduction of ") + x_name + " " + p.x.str());
-  };
-
-  if (argmax) {
-    const TensorView& idx = chk::need_out(call, 0, "indices");
-    chk::dtype(call, idx, "indices", DType::i32);
-    check_y_shape(idx, "indices");
-    p.has_indices = true;
-    return p;
-  }
-  if (!backward) {
-    const TensorView& y = chk::need_out(call, 0, "y");
-    chk::dtype(call, y, "y", DType::f32);
-    check_y_shape(y, "y");
-    p.has_indices = call.has_out(1);
-    if (p.has_indices) {
-      if (p.op != ReduceOp::Max) CUDL_FAIL(chk::who(call), ": indices output is only produced by ReduceOp::Max");
-      chk::dtype(call, call.outputs[1], "indices", DType::i64);
-      check_y_shape(call.outputs[1], "indices");
-    }
-    return p;
-  }
-  const TensorView& dy = chk::need_in(call, 2, "dy");
-  chk::dtype(call, dy, "dy", DType::f32);
-  check_y_shape(dy, "dy");
-  if (p.op == ReduceOp::Var) {
-    const TensorView& x = chk::need_in(call, 0, "x");
-    chk::dtype(call, x, "x", DType::f32);
-    chk::shape(call, x, "x", p.x, "same as dx");
-  }
-  if (p.op == ReduceOp::Max) {
-    const TensorView& idx = chk::need_in(call, 3, "indices");
-    chk::dtype(call, idx, "indices", DType::i64);
-    check_y_shape(idx, "indices");
-    p.has_indices = true;
-  }
-  return p;
-}
 
 namespace {
 
@@ -121,10 +22,10 @@ bool max_beats(float v, int64_t i, float bv, int64_t bi) {
 }
 
 void cpu_reduce(const OpCall& call) {
-  const ReduceProblem p = check_reduce_call(call);
-  const float* x = call.inputs[0].as<float>();
-  float* y = call.outputs[0].as<float>();
-  int64_t* idx = p.has_indices ? call.outputs[1].as<int64_t>() : nullptr;
+  const ops::ReduceArgs p = ops::check_reduce_call(call);
+  const float* x = p.x.as<float>();
+  float* y = p.y.as<float>();
+  int64_t* idx = p.indices.as<int64_t>();
   for (int64_t o = 0; o < p.outer; ++o) {
     for (int64_t i = 0; i < p.inner; ++i) {
       auto at = [&](int64_t r) { return x[(o * p.R + r) * p.inner + i]; };
@@ -163,11 +64,11 @@ void cpu_reduce(const OpCall& call) {
 }
 
 void cpu_reduce_backward(const OpCall& call) {
-  const ReduceProblem p = check_reduce_call(call);
-  const float* x = p.op == ReduceOp::Var ? call.inputs[0].as<float>() : nullptr;
-  const float* dy = call.inputs[2].as<float>();
-  const int64_t* idx = p.op == ReduceOp::Max ? call.inputs[3].as<int64_t>() : nullptr;
-  float* dx = call.outputs[0].as<float>();
+  const ops::ReduceArgs p = ops::check_reduce_call(call);
+  const float* x = p.x.as<float>();
+  const float* dy = p.dy.as<float>();
+  const int64_t* idx = p.indices.as<int64_t>();
+  float* dx = p.dx.as<float>();
   for (int64_t o = 0; o < p.outer; ++o) {
     for (int64_t i = 0; i < p.inner; ++i) {
       const int64_t out = o * p.inner + i;
@@ -202,9 +103,9 @@ void cpu_reduce_backward(const OpCall& call) {
 }
 
 void cpu_argmax(const OpCall& call) {
-  const ReduceProblem p = check_reduce_call(call);
-  const float* x = call.inputs[0].as<float>();
-  int32_t* idx = call.outputs[0].as<int32_t>();
+  const ops::ReduceArgs p = ops::check_reduce_call(call);
+  const float* x = p.x.as<float>();
+  int32_t* idx = p.indices.as<int32_t>();
   for (int64_t o = 0; o < p.outer; ++o) {
     for (int64_t i = 0; i < p.inner; ++i) {
       auto at = [&](int64_t r) { return x[(o * p.R + r) * p.inner + i]; };

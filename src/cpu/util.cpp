@@ -3,16 +3,16 @@
 
 #include "backend/backend.hpp"
 #include "backend/convert.hpp"
-#include "cpu/util.hpp"
+#include "ops/util.hpp"
 
 namespace cudl {
 namespace {
 
 void cpu_accumulate(const OpCall& c) {
-  check_accumulate_call(c);
-  const TensorView& x = c.in(0);
-  const TensorView& acc = c.out(0);
-  const float scale = static_cast<float>(c.attrs.f[0]);
+  const ops::AccumulateArgs p = ops::check_accumulate_call(c);
+  const TensorView& x = p.x;
+  const TensorView& acc = p.acc;
+  const float scale = p.scale;
   float* a = acc.as<float>();
   const auto* bytes = static_cast<const unsigned char*>(x.data);
   const size_t es = dtype_size(x.dtype);
@@ -21,17 +21,17 @@ void cpu_accumulate(const OpCall& c) {
 }
 
 void cpu_increment(const OpCall& c) {
-  check_increment_call(c);
-  const TensorView& x = c.out(0);
+  const ops::IncrementArgs p = ops::check_increment_call(c);
+  const TensorView& x = p.x;
   switch (x.dtype) {
     case DType::f32:
-      for (int64_t i = 0; i < x.numel(); ++i) x.as<float>()[i] += static_cast<float>(c.attrs.f[0]);
+      for (int64_t i = 0; i < x.numel(); ++i) x.as<float>()[i] += static_cast<float>(p.attrs.step);
       break;
     case DType::i32:
-      for (int64_t i = 0; i < x.numel(); ++i) x.as<int32_t>()[i] += static_cast<int32_t>(c.attrs.i[0]);
+      for (int64_t i = 0; i < x.numel(); ++i) x.as<int32_t>()[i] += static_cast<int32_t>(p.attrs.int_step);
       break;
     case DType::i64:
-      for (int64_t i = 0; i < x.numel(); ++i) x.as<int64_t>()[i] += c.attrs.i[0];
+      for (int64_t i = 0; i < x.numel(); ++i) x.as<int64_t>()[i] += p.attrs.int_step;
       break;
     default:
       break;
@@ -39,10 +39,10 @@ void cpu_increment(const OpCall& c) {
 }
 
 void cpu_batch_indices(const OpCall& c) {
-  check_batch_indices_call(c);
-  const TensorView& perm = c.in(0);
-  const TensorView& cursor = c.in(1);
-  const TensorView& idx = c.out(0);
+  const ops::BatchIndicesArgs p = ops::check_batch_indices_call(c);
+  const TensorView& perm = p.perm;
+  const TensorView& cursor = p.cursor;
+  const TensorView& idx = p.idx;
   const int64_t n = perm.numel(), start = cursor.as<int64_t>()[0];
   for (int64_t j = 0; j < idx.numel(); ++j) idx.as<int32_t>()[j] = perm.as<int32_t>()[(start + j) % n];
 }

@@ -24,7 +24,7 @@
 #include <vector>
 
 #include "backend/backend.hpp"
-#include "cpu/conv.hpp"
+#include "ops/conv.hpp"
 #include "cuda/check.hpp"
 #include "cuda/context.hpp"
 #include "kernels/conv.cuh"
@@ -145,7 +145,7 @@ Desc make_nchw(int64_t uid, int64_t n, int64_t c, int64_t h, int64_t w, int64_t 
   return make_tensor(uid, {n, c, h, w}, {c * h * w, h * w, w, 1}, alignment, is_virtual);
 }
 
-Desc make_conv_desc(const Conv2dGeometry& g) {
+Desc make_conv_desc(const ops::Conv2dGeometry& g) {
   Desc c(CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR);
   int64_t spatial = 2;
   cudnnDataType_t comp = CUDNN_DATA_FLOAT;
@@ -187,7 +187,8 @@ struct Graph {
   std::vector<int64_t> uids;  // non-virtual tensors, in variant-pack order
 };
 
-Desc make_conv_op(OpKind op, const Conv2dGeometry& g, const Desc& conv, const Desc& x, const Desc& w, const Desc& y) {
+Desc make_conv_op(OpKind op, const ops::Conv2dGeometry& g, const Desc& conv, const Desc& x, const Desc& w,
+                  const Desc& y) {
   const float alpha = 1.f, beta = 0.f;
   switch (op) {
     case OpKind::Conv2d: {
@@ -232,7 +233,7 @@ Desc make_conv_op(OpKind op, const Conv2dGeometry& g, const Desc& conv, const De
 
 /// Builds the graph's operations: the conv op alone, or (forward, fused) conv -> [+bias] -> [ReLU]
 /// through virtual intermediate tensors. x/dx is uid 1, w/dw 2, y/dy 3, bias 4.
-Graph build_graph(OpKind op, const Conv2dGeometry& g, bool fused, int64_t alignment) {
+Graph build_graph(OpKind op, const ops::Conv2dGeometry& g, bool fused, int64_t alignment) {
   Graph gr;
   Desc x = make_nchw(kUidX, g.N, g.C, g.H, g.W, alignment);
   Desc w = make_nchw(kUidW, g.K, g.Cg(), g.R, g.S, alignment);
@@ -302,7 +303,7 @@ std::string rejection(cudnnBackendDescriptor_t cfg, bool allow_tf32) {
 
 /// Heuristics (INSTANT mode) for the graph, then the first acceptable engine config that
 /// finalizes into a plan. Throws Unsupported with the reason when there is none.
-std::unique_ptr<CudnnPlan> build_plan(cudnnHandle_t handle, OpKind op, const Conv2dGeometry& g, bool fused,
+std::unique_ptr<CudnnPlan> build_plan(cudnnHandle_t handle, OpKind op, const ops::Conv2dGeometry& g, bool fused,
                                       int64_t alignment) {
   auto p = std::make_unique<CudnnPlan>();
   p->graph_ops = build_graph(op, g, fused, alignment);
@@ -395,7 +396,7 @@ int64_t alignment_of(std::initializer_list<const void*> ptrs) {
 }
 
 /// The cached entry for (op, geometry, alignment, handle), building (and logging) it on first use.
-const CacheEntry& plan_for(cudnnHandle_t handle, const OpCall& call, const Conv2dGeometry& g, int64_t alignment) {
+const CacheEntry& plan_for(cudnnHandle_t handle, const OpCall& call, const ops::Conv2dGeometry& g, int64_t alignment) {
   const bool wants_fusion = call.op == OpKind::Conv2d && (g.has_bias || g.relu);
   std::vector<int64_t> key = {static_cast<int64_t>(call.op), g.N, g.C, g.H, g.W, g.K, g.R, g.S, g.groups};
   for (int64_t v : {g.stride_h, g.stride_w, g.pad_h, g.pad_w, g.dil_h, g.dil_w, alignment}) key.push_back(v);
@@ -461,11 +462,11 @@ void execute(CudaContext& ctx, const CudnnPlan& plan, std::initializer_list<std:
 
 constexpr int64_t kIm2colWorkspaceLimit = int64_t(256) << 20;  // bytes of column buffer per chunk of images
 
-kernels::ConvKernelGeometry kernel_geometry(const Conv2dGeometry& g) {
+kernels::ConvKernelGeometry kernel_geometry(const ops::Conv2dGeometry& g) {
   return {g.C, g.H, g.W, g.R, g.S, g.P, g.Q, g.stride_h, g.stride_w, g.pad_h, g.pad_w, g.dil_h, g.dil_w};
 }
 
-int to_int(const OpCall& call, int64_t v, const Conv2dGeometry& g) {
+int to_int(const OpCall& call, int64_t v, const ops::Conv2dGeometry& g) {
   if (v > INT_MAX)
     CUDL_FAIL(op_name(call.op), " (", call.label, "): GEMM dimension ", v, " exceeds int for x ", g.x_shape(), ", w ",
               g.w_shape());
@@ -473,9 +474,10 @@ int to_int(const OpCall& call, int64_t v, const Conv2dGeometry& g) {
 }
 
 /// Column-major C = op(A)·op(B) for `batch` matrices at the given element strides.
-void gemm(CudaContext& ctx, const OpCall& call, const Conv2dGeometry& g, cublasOperation_t ta, cublasOperation_t tb,
-          int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, int64_t stride_a, const float* b, int64_t ldb,
-          int64_t stride_b, float beta, float* c, int64_t ldc, int64_t stride_c, int64_t batch) {
+void gemm(CudaContext& ctx, const OpCall& call, const ops::Conv2dGeometry& g, cublasOperation_t ta,
+          cublasOperation_t tb, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, int64_t stride_a,
+          const float* b, int64_t ldb, int64_t stride_b, float beta, float* c, int64_t ldc, int64_t stride_c,
+          int64_t batch) {
   const float alpha = 1.f;
   CUDL_CUBLAS_CHECK(cublasSgemmStridedBatched(
       ctx.cublas(), ta, tb, to_int(call, m, g), to_int(call, n, g), to_int(call, k, g), &alpha, a, to_int(call, lda, g),
@@ -483,13 +485,13 @@ void gemm(CudaContext& ctx, const OpCall& call, const Conv2dGeometry& g, cublasO
 }
 
 /// Images per chunk and the column buffer (chunk, C*R*S, P*Q) from the context's workspace.
-std::pair<int64_t, float*> column_buffer(CudaContext& ctx, const Conv2dGeometry& g) {
+std::pair<int64_t, float*> column_buffer(CudaContext& ctx, const ops::Conv2dGeometry& g) {
   const int64_t per_image = g.C * g.R * g.S * g.P * g.Q * static_cast<int64_t>(sizeof(float));
   const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(g.N, kIm2colWorkspaceLimit / per_image));
   return {chunk, static_cast<float*>(ctx.workspace(static_cast<size_t>(chunk * per_image)))};
 }
 
-void im2col_forward(CudaContext& ctx, const OpCall& call, const Conv2dGeometry& g, const float* x, const float* w,
+void im2col_forward(CudaContext& ctx, const OpCall& call, const ops::Conv2dGeometry& g, const float* x, const float* w,
                     const float* bias, float* y) {
   const auto kg = kernel_geometry(g);
   const int64_t PQ = g.P * g.Q, CRS = g.Cg() * g.R * g.S, Kg = g.Kg(), col_image = g.C * g.R * g.S * PQ;
@@ -510,7 +512,7 @@ void im2col_forward(CudaContext& ctx, const OpCall& call, const Conv2dGeometry& 
   if (bias || g.relu) kernels::conv2d_bias_act_cuda(y, bias, g.N, g.K, PQ, g.relu ? 1 : 0, ctx.stream());
 }
 
-void im2col_backward_data(CudaContext& ctx, const OpCall& call, const Conv2dGeometry& g, const float* dy,
+void im2col_backward_data(CudaContext& ctx, const OpCall& call, const ops::Conv2dGeometry& g, const float* dy,
                           const float* w, float* dx) {
   const auto kg = kernel_geometry(g);
   const int64_t PQ = g.P * g.Q, CRS = g.Cg() * g.R * g.S, Kg = g.Kg(), col_image = g.C * g.R * g.S * PQ;
@@ -530,7 +532,7 @@ void im2col_backward_data(CudaContext& ctx, const OpCall& call, const Conv2dGeom
   }
 }
 
-void im2col_backward_filter(CudaContext& ctx, const OpCall& call, const Conv2dGeometry& g, const float* x,
+void im2col_backward_filter(CudaContext& ctx, const OpCall& call, const ops::Conv2dGeometry& g, const float* x,
                             const float* dy, float* dw) {
   const auto kg = kernel_geometry(g);
   const int64_t PQ = g.P * g.Q, CRS = g.Cg() * g.R * g.S, Kg = g.Kg(), col_image = g.C * g.R * g.S * PQ;
@@ -551,12 +553,12 @@ void im2col_backward_filter(CudaContext& ctx, const OpCall& call, const Conv2dGe
 // ---------------------------------------------------------------------------------------------
 
 void cuda_conv2d(const OpCall& call) {
-  const Conv2dGeometry g = check_conv2d_call(call);
+  const ops::Conv2dArgs g = ops::check_conv2d_call(call);
   CudaContext& ctx = cuda_context(call);
-  const float* x = call.in(0).as<float>();
-  const float* w = call.in(1).as<float>();
-  const float* bias = g.has_bias ? call.in(2).as<float>() : nullptr;
-  float* y = call.out(0).as<float>();
+  const float* x = g.x.as<float>();
+  const float* w = g.w.as<float>();
+  const float* bias = g.bias.as<float>();
+  float* y = g.y.as<float>();
   if (!im2col_forced()) {
     const CacheEntry& e = plan_for(ctx.cudnn(), call, g, alignment_of({x, w, bias, y}));
     if (e.plan) {
@@ -574,11 +576,11 @@ void cuda_conv2d(const OpCall& call) {
 }
 
 void cuda_conv2d_backward_data(const OpCall& call) {
-  const Conv2dGeometry g = check_conv2d_call(call);
+  const ops::Conv2dArgs g = ops::check_conv2d_call(call);
   CudaContext& ctx = cuda_context(call);
-  const float* dy = call.in(0).as<float>();
-  const float* w = call.in(1).as<float>();
-  float* dx = call.out(0).as<float>();
+  const float* dy = g.dy.as<float>();
+  const float* w = g.w.as<float>();
+  float* dx = g.dx.as<float>();
   if (!im2col_forced()) {
     const CacheEntry& e = plan_for(ctx.cudnn(), call, g, alignment_of({dy, w, dx}));
     if (e.plan) {
@@ -590,11 +592,11 @@ void cuda_conv2d_backward_data(const OpCall& call) {
 }
 
 void cuda_conv2d_backward_filter(const OpCall& call) {
-  const Conv2dGeometry g = check_conv2d_call(call);
+  const ops::Conv2dArgs g = ops::check_conv2d_call(call);
   CudaContext& ctx = cuda_context(call);
-  const float* x = call.in(0).as<float>();
-  const float* dy = call.in(1).as<float>();
-  float* dw = call.out(0).as<float>();
+  const float* x = g.x.as<float>();
+  const float* dy = g.dy.as<float>();
+  float* dw = g.dw.as<float>();
   if (!im2col_forced()) {
     const CacheEntry& e = plan_for(ctx.cudnn(), call, g, alignment_of({x, dy, dw}));
     if (e.plan) {
@@ -606,9 +608,9 @@ void cuda_conv2d_backward_filter(const OpCall& call) {
 }
 
 void cuda_conv2d_backward_bias(const OpCall& call) {
-  const Conv2dGeometry g = check_conv2d_call(call);
+  const ops::Conv2dArgs g = ops::check_conv2d_call(call);
   CudaContext& ctx = cuda_context(call);
-  kernels::conv2d_bias_grad_cuda(call.in(0).as<float>(), call.out(0).as<float>(), g.N, g.K, g.P * g.Q, ctx.stream());
+  kernels::conv2d_bias_grad_cuda(g.dy.as<float>(), g.db.as<float>(), g.N, g.K, g.P * g.Q, ctx.stream());
 }
 
 }  // namespace

@@ -1,6 +1,6 @@
-// cuda/data.cpp — CUDA backend entries of the data-movement op family: the CPU reference's checks
-// (cpu/data.hpp), then the kernels of kernels/data.cu.
-#include "cpu/data.hpp"
+// cuda/data.cpp — CUDA backend entries of the data-movement op family: the checks of
+// ops/data.hpp, then the kernels of kernels/data.cu.
+#include "ops/data.hpp"
 
 #include <cstring>
 
@@ -27,22 +27,22 @@ int cast_type(DType t) {
 }
 
 void cuda_fill(const OpCall& c) {
-  const FillProblem p = check_fill_call(c);
+  const ops::FillArgs p = ops::check_fill_call(c);
   uint64_t bits = 0;
   std::memcpy(&bits, p.bytes, static_cast<size_t>(p.elem_size));
-  kernels::fill_cuda(c.outputs[0].data, p.n, p.elem_size, bits, stream_of(c));
+  kernels::fill_cuda(p.y.data, p.n, p.elem_size, bits, stream_of(c));
 }
 
 void cuda_copy(const OpCall& c) {
-  const int64_t bytes = check_copy_call(c);
-  if (c.outputs[0].data == c.inputs[0].data) return;
-  kernels::copy_bytes_cuda(c.outputs[0].data, c.inputs[0].data, bytes, stream_of(c));
+  const ops::CopyArgs p = ops::check_copy_call(c);
+  if (p.y.data == p.x.data) return;
+  kernels::copy_bytes_cuda(p.y.data, p.x.data, p.bytes, stream_of(c));
 }
 
 void cuda_cast(const OpCall& c) {
-  check_cast_call(c);
-  const TensorView& x = c.inputs[0];
-  const TensorView& y = c.outputs[0];
+  const ops::CastArgs p = ops::check_cast_call(c);
+  const TensorView& x = p.x;
+  const TensorView& y = p.y;
   if (x.dtype == y.dtype) {
     if (x.data != y.data)
       kernels::copy_bytes_cuda(y.data, x.data, x.numel() * static_cast<int64_t>(dtype_size(x.dtype)), stream_of(c));
@@ -52,75 +52,75 @@ void cuda_cast(const OpCall& c) {
 }
 
 void cuda_permute(const OpCall& c) {
-  const PermuteProblem p = check_permute_call(c);
-  kernels::permute_cuda(c.inputs[0].data, c.outputs[0].data, p.elem_size, p.rank, p.out_dims, p.in_strides, p.n,
+  const ops::PermuteArgs p = ops::check_permute_call(c);
+  kernels::permute_cuda(p.x.data, p.y.data, p.elem_size, p.rank, p.out_dims, p.in_strides, p.n,
                         stream_of(c));
 }
 
 void cuda_concat(const OpCall& c) {
-  const ConcatProblem p = check_concat_call(c);
+  const ops::ConcatArgs p = ops::check_concat_call(c);
   const int64_t es = p.elem_size, y_pitch = p.total * p.inner * es;
   int64_t at = 0;
-  for (int k = 0; k < c.n_inputs; ++k) {
+  for (int k = 0; k < p.n_xs; ++k) {
     const int64_t row = p.lens[k] * p.inner * es;
-    kernels::copy_rows_cuda(static_cast<char*>(c.outputs[0].data) + at, y_pitch, c.inputs[k].data, row, p.outer, row,
+    kernels::copy_rows_cuda(static_cast<char*>(p.y.data) + at, y_pitch, p.xs[k].data, row, p.outer, row,
                             stream_of(c));
     at += row;
   }
 }
 
 void cuda_slice(const OpCall& c) {
-  const SliceProblem p = check_slice_call(c);
+  const ops::SliceArgs p = ops::check_slice_call(c);
   const int64_t es = p.elem_size, part = p.len * p.inner * es;
-  kernels::copy_rows_cuda(c.outputs[0].data, part, static_cast<const char*>(c.inputs[0].data) + p.start * p.inner * es,
+  kernels::copy_rows_cuda(p.y.data, part, static_cast<const char*>(p.x.data) + p.start * p.inner * es,
                           p.full * p.inner * es, p.outer, part, stream_of(c));
 }
 
 void cuda_slice_backward(const OpCall& c) {
-  const SliceProblem p = check_slice_call(c);
+  const ops::SliceArgs p = ops::check_slice_call(c);
   const int64_t es = p.elem_size;
-  kernels::slice_backward_cuda(c.inputs[0].data, c.outputs[0].data, p.outer, p.full * p.inner * es,
+  kernels::slice_backward_cuda(p.dy.data, p.dx.data, p.outer, p.full * p.inner * es,
                                p.start * p.inner * es, p.len * p.inner * es, stream_of(c));
 }
 
 void cuda_gather(const OpCall& c) {
-  const GatherProblem p = check_gather_call(c);
-  kernels::gather_rows_cuda(c.inputs[0].data, c.inputs[1].as<int32_t>(), c.outputs[0].data, p.rows, p.row * p.elem_size,
+  const ops::GatherArgs p = ops::check_gather_call(c);
+  kernels::gather_rows_cuda(p.table.data, p.idx.as<int32_t>(), p.y.data, p.rows, p.row * p.elem_size,
                             p.m, stream_of(c));
 }
 
 void cuda_gather_backward(const OpCall& c) {
-  const GatherProblem p = check_gather_call(c);
+  const ops::GatherArgs p = ops::check_gather_call(c);
   CudaContext& ctx = cuda_context(c);
   void* ws = ctx.workspace(kernels::gather_backward_workspace_bytes(p.rows, p.m));
-  kernels::gather_backward_cuda(c.inputs[0].as<float>(), c.inputs[1].as<int32_t>(), c.outputs[0].as<float>(), p.rows,
+  kernels::gather_backward_cuda(p.dy.as<float>(), p.idx.as<int32_t>(), p.dtable.as<float>(), p.rows,
                                 p.row, p.m, ws, ctx.stream());
 }
 
 void cuda_one_hot(const OpCall& c) {
-  const OneHotProblem p = check_one_hot_call(c);
-  kernels::one_hot_cuda(c.inputs[0].as<int32_t>(), c.outputs[0].as<float>(), p.n, p.classes, stream_of(c));
+  const ops::OneHotArgs p = ops::check_one_hot_call(c);
+  kernels::one_hot_cuda(p.labels.as<int32_t>(), p.y.as<float>(), p.n, p.classes, stream_of(c));
 }
 
 void cuda_gather_images(const OpCall& c) {
-  const GatherProblem p = check_gather_call(c);
-  kernels::gather_images_cuda(c.inputs[0].as<uint8_t>(), c.inputs[1].as<int32_t>(), c.outputs[0].as<float>(), p.rows,
-                              p.row, p.m, static_cast<float>(c.attrs.f[0]), static_cast<float>(c.attrs.f[1]),
+  const ops::GatherArgs p = ops::check_gather_call(c);
+  kernels::gather_images_cuda(p.table.as<uint8_t>(), p.idx.as<int32_t>(), p.y.as<float>(), p.rows,
+                              p.row, p.m, p.mean, p.stddev,
                               stream_of(c));
 }
 
 void cuda_gather_batch(const OpCall& c) {
-  const GatherBatchProblem p = check_gather_batch_call(c);
+  const ops::GatherBatchArgs p = ops::check_gather_batch_call(c);
   CudaContext& ctx = cuda_context(c);
   kernels::GatherBatchArgs a;
-  a.perm = c.inputs[0].as<int32_t>();
+  a.perm = p.perm.as<int32_t>();
   a.n = p.n;
-  a.cursor = c.outputs[2].as<int64_t>();
+  a.cursor = p.cursor.as<int64_t>();
   a.block_counter = ctx.block_counter();
-  a.x = c.inputs[1].data;
-  a.xb = c.outputs[0].as<float>();
-  a.y = c.inputs[2].data;
-  a.yb = c.outputs[1].data;
+  a.x = p.x.data;
+  a.xb = p.xb.as<float>();
+  a.y = p.y.data;
+  a.yb = p.yb.data;
   a.rows = p.rows;
   a.b = p.b;
   a.x_row = p.x_row;

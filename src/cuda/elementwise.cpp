@@ -1,6 +1,5 @@
-// cuda/elementwise.cpp — CUDA backend entries of the elementwise op family: checks (shared with the CPU
-// reference), broadcast planning on the host, then kernel launches on the context's stream.
-#include "cpu/elementwise.hpp"
+// cuda/elementwise.cpp — CUDA backend entries of the elementwise op family: checks (ops/elementwise.hpp), broadcast planning on the host, then kernel launches on the context's stream.
+#include "ops/elementwise.hpp"
 
 #include "cuda/context.hpp"
 #include "kernels/elementwise.cuh"
@@ -58,58 +57,58 @@ kernels::BroadcastGradPlan grad_plan(const BroadcastLayout& l, bool self_is_a) {
 }
 
 void cuda_unary(const OpCall& call) {
-  const UnaryProblem p = check_unary_call(call);
-  kernels::unary_cuda(static_cast<int>(p.op), p.alpha, call.inputs[0].as<float>(), call.outputs[0].as<float>(), p.n,
+  const ops::UnaryArgs p = ops::check_unary_call(call);
+  kernels::unary_cuda(static_cast<int>(p.op), p.alpha, p.x.as<float>(), p.y.as<float>(), p.n,
                       cuda_context(call).stream());
 }
 
 void cuda_unary_backward(const OpCall& call) {
-  const UnaryProblem p = check_unary_call(call);
-  kernels::unary_backward_cuda(static_cast<int>(p.op), p.alpha, p.has_x ? call.inputs[0].as<float>() : nullptr,
-                               p.has_y ? call.inputs[1].as<float>() : nullptr, call.inputs[2].as<float>(),
-                               call.outputs[0].as<float>(), p.n, cuda_context(call).stream());
+  const ops::UnaryArgs p = ops::check_unary_call(call);
+  kernels::unary_backward_cuda(static_cast<int>(p.op), p.alpha, p.x.as<float>(),
+                               p.y.as<float>(), p.dy.as<float>(),
+                               p.dx.as<float>(), p.n, cuda_context(call).stream());
 }
 
 void cuda_binary(const OpCall& call) {
-  const BinaryProblem p = check_binary_call(call);
-  const BroadcastLayout l = broadcast_layout(p.a, p.b, p.c);
+  const ops::BinaryArgs p = ops::check_binary_call(call);
+  const BroadcastLayout l = broadcast_layout(p.a_shape, p.b_shape, p.c_shape);
   const kernels::BroadcastStrides s = to_strides(l);
-  kernels::binary_cuda(static_cast<int>(p.op), call.inputs[0].as<float>(), call.inputs[1].as<float>(),
-                       call.outputs[0].as<float>(), p.c.numel(), is_elementwise(l) ? nullptr : &s,
+  kernels::binary_cuda(static_cast<int>(p.op), p.a.as<float>(), p.b.as<float>(),
+                       p.c.as<float>(), p.c_shape.numel(), is_elementwise(l) ? nullptr : &s,
                        cuda_context(call).stream());
 }
 
 void cuda_binary_backward(const OpCall& call) {
-  const BinaryProblem p = check_binary_call(call);
-  const BroadcastLayout l = broadcast_layout(p.a, p.b, p.c);
+  const ops::BinaryArgs p = ops::check_binary_call(call);
+  const BroadcastLayout l = broadcast_layout(p.a_shape, p.b_shape, p.c_shape);
   cudaStream_t stream = cuda_context(call).stream();
-  const float* a = call.inputs[0].as<float>();
-  const float* b = call.inputs[1].as<float>();
-  const float* dc = call.inputs[2].as<float>();
-  float* da = p.has_da ? call.outputs[0].as<float>() : nullptr;
-  float* db = p.has_db ? call.outputs[1].as<float>() : nullptr;
+  const float* a = p.a.as<float>();
+  const float* b = p.b.as<float>();
+  const float* dc = p.dc.as<float>();
+  float* da = p.da.as<float>();
+  float* db = p.db.as<float>();
   if (is_elementwise(l)) {
-    kernels::binary_backward_same_cuda(static_cast<int>(p.op), a, b, dc, da, db, p.c.numel(), stream);
+    kernels::binary_backward_same_cuda(static_cast<int>(p.op), a, b, dc, da, db, p.c_shape.numel(), stream);
     return;
   }
   if (da)
-    kernels::binary_backward_reduce_cuda(static_cast<int>(p.op), true, a, b, dc, da, p.a.numel(), grad_plan(l, true),
-                                         stream);
+    kernels::binary_backward_reduce_cuda(static_cast<int>(p.op), true, a, b, dc, da, p.a_shape.numel(),
+                                         grad_plan(l, true), stream);
   if (db)
-    kernels::binary_backward_reduce_cuda(static_cast<int>(p.op), false, a, b, dc, db, p.b.numel(), grad_plan(l, false),
-                                         stream);
+    kernels::binary_backward_reduce_cuda(static_cast<int>(p.op), false, a, b, dc, db, p.b_shape.numel(),
+                                         grad_plan(l, false), stream);
 }
 
 void cuda_binary_scalar(const OpCall& call) {
-  const BinaryScalarProblem p = check_binary_scalar_call(call);
-  kernels::binary_scalar_cuda(static_cast<int>(p.op), p.scalar, p.scalar_first, call.inputs[0].as<float>(),
-                              call.outputs[0].as<float>(), p.n, cuda_context(call).stream());
+  const ops::BinaryScalarArgs p = ops::check_binary_scalar_call(call);
+  kernels::binary_scalar_cuda(static_cast<int>(p.op), p.scalar, p.scalar_first, p.x.as<float>(),
+                              p.y.as<float>(), p.n, cuda_context(call).stream());
 }
 
 void cuda_binary_scalar_backward(const OpCall& call) {
-  const BinaryScalarProblem p = check_binary_scalar_call(call);
-  kernels::binary_scalar_backward_cuda(static_cast<int>(p.op), p.scalar, p.scalar_first, call.inputs[0].as<float>(),
-                                       call.inputs[1].as<float>(), call.outputs[0].as<float>(), p.n,
+  const ops::BinaryScalarArgs p = ops::check_binary_scalar_call(call);
+  kernels::binary_scalar_backward_cuda(static_cast<int>(p.op), p.scalar, p.scalar_first, p.x.as<float>(),
+                                       p.dy.as<float>(), p.dx.as<float>(), p.n,
                                        cuda_context(call).stream());
 }
 

@@ -21,8 +21,8 @@
 #include <unordered_map>
 
 #include "backend/backend.hpp"
-#include "cpu/matmul.hpp"
-#include "cpu/op_checks.hpp"
+#include "ops/matmul.hpp"
+#include "ops/common.hpp"
 #include "cuda/check.hpp"
 #include "cuda/context.hpp"
 #include "kernels/matmul.cuh"
@@ -338,13 +338,13 @@ void zero(CudaContext& ctx, const TensorView& v) {
 // Ops
 
 void matmul_cuda(const OpCall& call) {
-  const MatmulProblem p = check_matmul_call(call);
+  const ops::MatmulArgs p = ops::check_matmul_call(call);
   CudaContext& ctx = cuda_context(call);
-  const TensorView& c = call.outputs[0];
+  const TensorView& c = p.c;
   if (p.batch == 0 || p.m == 0 || p.n == 0) return;
   if (p.k == 0) return zero(ctx, c);
-  const float* a = call.inputs[0].as<float>();
-  const float* b = call.inputs[1].as<float>();
+  const float* a = p.a.as<float>();
+  const float* b = p.b.as<float>();
   GemmSpec s;
   if (p.broadcast_b && !p.trans_a) {
     s = row_major(p.batch * p.m, p.n, p.k, false, p.trans_b);  // the batch folds into M
@@ -359,15 +359,15 @@ void matmul_cuda(const OpCall& call) {
 }
 
 void linear_cuda(const OpCall& call) {
-  const LinearProblem p = check_linear_call(call);
+  const ops::LinearArgs p = ops::check_linear_call(call);
   CudaContext& ctx = cuda_context(call);
   if (p.rows == 0 || p.out == 0) return;
-  const float* x = call.inputs[0].as<float>();
-  const float* w = call.inputs[1].as<float>();
-  const float* bias = p.has_bias ? call.inputs[2].as<float>() : nullptr;
-  float* y = call.outputs[0].as<float>();
-  float* pre = p.has_pre ? call.outputs[1].as<float>() : nullptr;
-  uint8_t* mask = p.has_mask ? call.outputs[1].as<uint8_t>() : nullptr;
+  const float* x = p.x.as<float>();
+  const float* w = p.w.as<float>();
+  const float* bias = p.bias.as<float>();
+  float* y = p.y.as<float>();
+  float* pre = p.pre.as<float>();
+  uint8_t* mask = p.mask.as<uint8_t>();
   const int64_t mask_ld = relu_mask_row_bytes(p.out);
   const Scratch ws = scratch(ctx, 0);
   GemmSpec s = row_major(p.rows, p.out, p.in, false, true);  // y = x · wᵀ
@@ -409,7 +409,7 @@ void linear_cuda(const OpCall& call) {
   // Unfused: z = x · wᵀ into pre (or y), then pre = z + b, y = act(pre) in one kernel.
   float* z = pre ? pre : y;
   if (p.in == 0) {
-    zero(ctx, p.has_pre ? call.outputs[1] : call.outputs[0]);
+    zero(ctx, p.has_pre ? p.pre : p.y);
   } else {
     s = row_major(p.rows, p.out, p.in, false, true);
     lt_gemm(call, ctx, s, GemmPtrs{w, x, z}, ws);
@@ -419,29 +419,29 @@ void linear_cuda(const OpCall& call) {
 }
 
 void linear_backward_cuda(const OpCall& call) {
-  const LinearBackwardProblem p = check_linear_backward_call(call);
+  const ops::LinearBackwardArgs p = ops::check_linear_backward_call(call);
   CudaContext& ctx = cuda_context(call);
-  const TensorView& dx_v = call.outputs[0];
-  float* dw = p.has_dw ? call.outputs[1].as<float>() : nullptr;
-  float* db = p.has_db ? call.outputs[2].as<float>() : nullptr;
+  const TensorView& dx_v = p.dx;
+  float* dw = p.dw.as<float>();
+  float* db = p.db.as<float>();
   if (p.rows == 0 || p.out == 0) {  // empty sums
-    if (p.has_dw) zero(ctx, call.outputs[1]);
-    if (p.has_db) zero(ctx, call.outputs[2]);
+    if (p.has_dw) zero(ctx, p.dw);
+    if (p.has_db) zero(ctx, p.db);
     if (p.has_dx) zero(ctx, dx_v);
-    if (p.has_db_below) zero(ctx, call.outputs[3]);
+    if (p.has_db_below) zero(ctx, p.db_below);
     return;
   }
   const int64_t n = p.rows * p.out;
-  const float* dy = call.inputs[2].as<float>();
+  const float* dy = p.dy.as<float>();
   const Scratch ws = scratch(ctx, p.epilogue == Epilogue::None ? 0 : static_cast<size_t>(n));
   const float* dpre = dy;
   if (p.epilogue != Epilogue::None) {
-    kernels::linear_act_backward_cuda(dy, call.inputs[p.act_input].as<float>(), ws.dpre, n,
+    kernels::linear_act_backward_cuda(dy, p.act.as<float>(), ws.dpre, n,
                                       static_cast<int>(p.epilogue), ctx.stream());
     dpre = ws.dpre;
   }
   if (p.has_dw && p.in > 0) {  // dw (out, in) = dpreᵀ · x, db through BGRADB
-    const float* x = call.inputs[0].as<float>();
+    const float* x = p.x.as<float>();
     GemmSpec s = row_major(p.out, p.in, p.rows, true, false);
     bool fused_db = false;
     if (db) {
@@ -458,11 +458,11 @@ void linear_backward_cuda(const OpCall& call) {
   if (p.has_dx && p.in > 0) {  // dx (rows, in) = dpre · w [⊙ the relu mask below, db below through BGRAD]
     GemmSpec s = row_major(p.rows, p.in, p.out, false, false);
     float* dx = dx_v.as<float>();
-    const float* w = call.inputs[1].as<float>();
+    const float* w = p.w.as<float>();
     if (p.dx_relu) {
-      uint8_t* mask = const_cast<uint8_t*>(call.inputs[5].as<uint8_t>());  // read only (DRELU's aux is an input)
+      uint8_t* mask = const_cast<uint8_t*>(p.mask.as<uint8_t>());  // read only (DRELU's aux is an input)
       const int64_t mask_ld = relu_mask_row_bytes(p.in);
-      float* db_below = p.has_db_below ? call.outputs[3].as<float>() : nullptr;
+      float* db_below = p.db_below.as<float>();
       s.epilogue = db_below ? CUBLASLT_EPILOGUE_DRELU_BGRAD : CUBLASLT_EPILOGUE_DRELU;
       s.aux_ld = mask_ld * 8;
       if (lt_gemm(call, ctx, s, GemmPtrs{w, dpre, dx, db_below, mask}, ws)) return;

@@ -1,6 +1,6 @@
-// cuda/optim.cpp — CUDA backend entries of the optimizer op family: the CPU reference's checks
-// (cpu/optim.hpp), then one fused multi-tensor launch per call (kernels/optim.cu).
-#include "cpu/optim.hpp"
+// cuda/optim.cpp — CUDA backend entries of the optimizer op family: the checks of
+// ops/optim.hpp, then one fused multi-tensor launch per call (kernels/optim.cu).
+#include "ops/optim.hpp"
 
 #include <vector>
 
@@ -13,66 +13,73 @@ namespace {
 
 /// The groups of a checked call flattened for the launchers: ptrs[k * depth + d], sizes[k].
 struct Flat {
-  OptimGroups g;
+  ops::OptimArgs g;
   std::vector<float*> ptrs;
   std::vector<int64_t> sizes;
 };
 
 Flat flatten(const OpCall& c) {
   Flat f;
-  f.g = check_optim_call(c);
+  f.g = ops::check_optim_call(c);
   f.ptrs.reserve(static_cast<size_t>(f.g.n) * f.g.depth);
   for (int k = 0; k < f.g.n; ++k) {
-    for (int d = 0; d < f.g.depth; ++d) f.ptrs.push_back(f.g.at(c, k, d).as<float>());
-    f.sizes.push_back(f.g.at(c, k, 0).numel());
+    for (int d = 0; d < f.g.depth; ++d) f.ptrs.push_back(f.g.at(k, d).as<float>());
+    f.sizes.push_back(f.g.at(k, 0).numel());
   }
   return f;
 }
 
-float* hyper_of(const OpCall& c) { return c.inputs[0].as<float>(); }
-
-/// i[1] != 0: the step advances hyper[1] itself (counted in the stream's block counter).
-unsigned int* advance_t(const OpCall& c) { return c.attrs.i[1] ? cuda_context(c).block_counter() : nullptr; }
+/// advance_t: the step advances hyper[1] itself (counted in the stream's block counter).
+unsigned int* advance_t(const OpCall& c, const Flat& f) {
+  return f.g.advance_t ? cuda_context(c).block_counter() : nullptr;
+}
 
 void cuda_sgd_step(const OpCall& c) {
   const Flat f = flatten(c);
-  kernels::sgd_step_cuda(hyper_of(c), f.ptrs.data(), f.sizes.data(), f.g.n, f.g.depth, static_cast<float>(c.attrs.f[0]),
-                         static_cast<float>(c.attrs.f[1]), static_cast<float>(c.attrs.f[2]), c.attrs.i[0] != 0,
-                         cuda_context(c).stream(), advance_t(c));
+  const ops::SgdAttrs a = ops::SgdAttrs::from(c.attrs);
+  kernels::sgd_step_cuda(f.g.hyper.as<float>(), f.ptrs.data(), f.sizes.data(), f.g.n, f.g.depth,
+                         static_cast<float>(a.momentum), static_cast<float>(a.dampening),
+                         static_cast<float>(a.weight_decay), a.nesterov,
+                         cuda_context(c).stream(), advance_t(c, f));
 }
 
 void cuda_adam_step(const OpCall& c) {
   const Flat f = flatten(c);
-  kernels::adam_step_cuda(hyper_of(c), f.ptrs.data(), f.sizes.data(), f.g.n, c.attrs.f[0], c.attrs.f[1],
-                          static_cast<float>(c.attrs.f[2]), static_cast<float>(c.attrs.f[3]), c.attrs.i[0] != 0,
-                          cuda_context(c).stream(), advance_t(c));
+  const ops::AdamAttrs a = ops::AdamAttrs::from(c.attrs);
+  kernels::adam_step_cuda(f.g.hyper.as<float>(), f.ptrs.data(), f.sizes.data(), f.g.n, a.beta1, a.beta2,
+                          static_cast<float>(a.eps), static_cast<float>(a.weight_decay), a.decoupled,
+                          cuda_context(c).stream(), advance_t(c, f));
 }
 
 void cuda_rmsprop_step(const OpCall& c) {
   const Flat f = flatten(c);
-  kernels::rmsprop_step_cuda(hyper_of(c), f.ptrs.data(), f.sizes.data(), f.g.n, c.attrs.f[0],
-                             static_cast<float>(c.attrs.f[1]), static_cast<float>(c.attrs.f[2]),
-                             cuda_context(c).stream(), advance_t(c));
+  const ops::RmspropAttrs a = ops::RmspropAttrs::from(c.attrs);
+  kernels::rmsprop_step_cuda(f.g.hyper.as<float>(), f.ptrs.data(), f.sizes.data(), f.g.n, a.alpha,
+                             static_cast<float>(a.eps), static_cast<float>(a.weight_decay),
+                             cuda_context(c).stream(), advance_t(c, f));
 }
 
 void cuda_adagrad_step(const OpCall& c) {
   const Flat f = flatten(c);
-  kernels::adagrad_step_cuda(hyper_of(c), f.ptrs.data(), f.sizes.data(), f.g.n, static_cast<float>(c.attrs.f[0]),
-                             static_cast<float>(c.attrs.f[1]), c.attrs.f[2], cuda_context(c).stream(),
-                             advance_t(c));
+  const ops::AdagradAttrs a = ops::AdagradAttrs::from(c.attrs);
+  kernels::adagrad_step_cuda(f.g.hyper.as<float>(), f.ptrs.data(), f.sizes.data(), f.g.n, static_cast<float>(a.eps),
+                             static_cast<float>(a.weight_decay), a.lr_decay, cuda_context(c).stream(),
+                             advance_t(c, f));
 }
 
 void cuda_weight_penalty(const OpCall& c) {
   const Flat f = flatten(c);
-  kernels::weight_penalty_cuda(f.ptrs.data(), f.sizes.data(), f.g.n, static_cast<float>(c.attrs.f[0]),
-                               static_cast<float>(c.attrs.f[1]), cuda_context(c).stream());
+  const ops::WeightPenaltyAttrs a = ops::WeightPenaltyAttrs::from(c.attrs);
+  kernels::weight_penalty_cuda(f.ptrs.data(), f.sizes.data(), f.g.n, static_cast<float>(a.l1), static_cast<float>(a.l2),
+                               cuda_context(c).stream());
 }
 
 void cuda_clip_grad_norm(const OpCall& c) {
   const Flat f = flatten(c);
   CudaContext& ctx = cuda_context(c);
   void* ws = ctx.workspace(kernels::clip_grad_norm_workspace_bytes(f.sizes.data(), f.g.n));
-  kernels::clip_grad_norm_cuda(f.ptrs.data(), f.sizes.data(), f.g.n, c.attrs.f[0], c.outputs[0].as<float>(), ws,
+  kernels::clip_grad_norm_cuda(f.ptrs.data(), f.sizes.data(), f.g.n, ops::ClipGradNormAttrs::from(c.attrs).max_norm,
+                               f.g.total_norm.as<float>(), ws,
                                ctx.stream());
 }
 

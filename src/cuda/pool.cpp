@@ -1,6 +1,6 @@
-// cuda/pool.cpp — CUDA backend entries of the pool op family: the same checks as the CPU
-// reference (cpu/pool.hpp), then kernel launches on the context's stream (kernels/pool.cuh).
-#include "cpu/pool.hpp"
+// cuda/pool.cpp — CUDA backend entries of the pool op family: the checks of
+// ops/pool.hpp, then kernel launches on the context's stream (kernels/pool.cuh).
+#include "ops/pool.hpp"
 
 #include "backend/backend.hpp"
 #include "cuda/context.hpp"
@@ -10,7 +10,7 @@ namespace cudl {
 
 namespace {
 
-kernels::Pool2dShape shape_of(const PoolGeometry& g) {
+kernels::Pool2dShape shape_of(const ops::PoolGeometry& g) {
   return {g.n,
           g.c,
           g.h,
@@ -26,38 +26,38 @@ kernels::Pool2dShape shape_of(const PoolGeometry& g) {
 }
 
 void max_pool2d(const OpCall& call) {
-  const PoolGeometry g = check_pool_call(call);
-  kernels::max_pool2d_cuda(call.in(0).as<float>(), call.out(0).as<float>(),
-                           g.has_argmax ? call.out(1).as<int32_t>() : nullptr, shape_of(g),
+  const ops::PoolArgs g = ops::check_pool_call(call);
+  kernels::max_pool2d_cuda(g.x.as<float>(), g.y.as<float>(),
+                           g.argmax.as<int32_t>(), shape_of(g),
                            cuda_context(call).stream());
 }
 
 void max_pool2d_backward(const OpCall& call) {
-  const PoolGeometry g = check_pool_call(call);
-  kernels::max_pool2d_backward_cuda(call.in(0).as<float>(), call.in(1).as<float>(), call.in(2).as<float>(),
-                                    call.out(0).as<float>(), shape_of(g), cuda_context(call).stream());
+  const ops::PoolArgs g = ops::check_pool_call(call);
+  kernels::max_pool2d_backward_cuda(g.x.as<float>(), g.y.as<float>(), g.dy.as<float>(),
+                                    g.dx.as<float>(), shape_of(g), cuda_context(call).stream());
 }
 
 void avg_pool2d(const OpCall& call) {
-  const PoolGeometry g = check_pool_call(call);
-  kernels::avg_pool2d_cuda(call.in(0).as<float>(), call.out(0).as<float>(), shape_of(g), cuda_context(call).stream());
+  const ops::PoolArgs g = ops::check_pool_call(call);
+  kernels::avg_pool2d_cuda(g.x.as<float>(), g.y.as<float>(), shape_of(g), cuda_context(call).stream());
 }
 
 void avg_pool2d_backward(const OpCall& call) {
-  const PoolGeometry g = check_pool_call(call);
-  kernels::avg_pool2d_backward_cuda(call.in(0).as<float>(), call.out(0).as<float>(), shape_of(g),
+  const ops::PoolArgs g = ops::check_pool_call(call);
+  kernels::avg_pool2d_backward_cuda(g.dy.as<float>(), g.dx.as<float>(), shape_of(g),
                                     cuda_context(call).stream());
 }
 
 void global_avg_pool(const OpCall& call) {
-  const PoolGeometry g = check_pool_call(call);
-  kernels::global_avg_pool_cuda(call.in(0).as<float>(), call.out(0).as<float>(), g.n * g.c, g.h * g.w,
+  const ops::PoolArgs g = ops::check_pool_call(call);
+  kernels::global_avg_pool_cuda(g.x.as<float>(), g.y.as<float>(), g.n * g.c, g.h * g.w,
                                 cuda_context(call).stream());
 }
 
 void global_avg_pool_backward(const OpCall& call) {
-  const PoolGeometry g = check_pool_call(call);
-  kernels::global_avg_pool_backward_cuda(call.in(0).as<float>(), call.out(0).as<float>(), g.n * g.c, g.h * g.w,
+  const ops::PoolArgs g = ops::check_pool_call(call);
+  kernels::global_avg_pool_backward_cuda(g.dy.as<float>(), g.dx.as<float>(), g.n * g.c, g.h * g.w,
                                          cuda_context(call).stream());
 }
 

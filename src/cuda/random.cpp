@@ -1,6 +1,6 @@
-// cuda/random.cpp — CUDA backend entries of the random op family: the CPU reference's checks
-// (cpu/random.hpp), then the Philox kernels of kernels/random.cu.
-#include "cpu/random.hpp"
+// cuda/random.cpp — CUDA backend entries of the random op family: the checks of
+// ops/random.hpp, then the Philox kernels of kernels/random.cu.
+#include "ops/random.hpp"
 
 #include "backend/backend.hpp"
 #include "cuda/context.hpp"
@@ -10,27 +10,27 @@ namespace cudl {
 namespace {
 
 void cuda_dropout(const OpCall& c) {
-  const DropoutProblem pr = check_dropout_call(c);
-  kernels::dropout_cuda(c.inputs[0].as<float>(), c.inputs[1].as<int64_t>(), c.outputs[0].as<float>(),
-                        pr.has_mask ? c.outputs[1].as<uint8_t>() : nullptr, pr.n, pr.threshold, pr.scale, pr.stream,
+  const ops::DropoutArgs pr = ops::check_dropout_call(c);
+  kernels::dropout_cuda(pr.x.as<float>(), pr.rng.as<int64_t>(), pr.y.as<float>(),
+                        pr.mask.as<uint8_t>(), pr.n, pr.threshold, pr.scale, pr.stream,
                         cuda_context(c).stream());
 }
 
 void cuda_dropout_backward(const OpCall& c) {
-  const DropoutBackwardProblem pr = check_dropout_backward_call(c);
-  kernels::dropout_backward_cuda(c.inputs[0].as<float>(), c.inputs[1].as<uint8_t>(), c.outputs[0].as<float>(), pr.n,
+  const ops::DropoutBackwardArgs pr = ops::check_dropout_backward_call(c);
+  kernels::dropout_backward_cuda(pr.dy.as<float>(), pr.mask.as<uint8_t>(), pr.dx.as<float>(), pr.n,
                                  pr.scale, cuda_context(c).stream());
 }
 
 void cuda_random_uniform(const OpCall& c) {
-  const RandomFillProblem pr = check_random_fill_call(c);
-  kernels::random_uniform_cuda(c.outputs[0].as<float>(), pr.n, pr.seed, pr.offset, pr.stream, pr.a, pr.b,
+  const ops::RandomFillArgs pr = ops::check_random_fill_call(c);
+  kernels::random_uniform_cuda(pr.y.as<float>(), pr.n, pr.seed, pr.offset, pr.stream, pr.a, pr.b,
                                cuda_context(c).stream());
 }
 
 void cuda_random_normal(const OpCall& c) {
-  const RandomFillProblem pr = check_random_fill_call(c);
-  kernels::random_normal_cuda(c.outputs[0].as<float>(), pr.n, pr.seed, pr.offset, pr.stream, pr.a, pr.b,
+  const ops::RandomFillArgs pr = ops::check_random_fill_call(c);
+  kernels::random_normal_cuda(pr.y.as<float>(), pr.n, pr.seed, pr.offset, pr.stream, pr.a, pr.b,
                               cuda_context(c).stream());
 }
 

@@ -1,10 +1,10 @@
-// cuda/reduce.cpp — CUDA backend entries of the reduce op family: checks (shared with the CPU reference),
+// cuda/reduce.cpp — CUDA backend entries of the reduce op family: checks (src/ops),
 // workspace carving, then kernel launches on the context's stream.
-#include "cpu/reduce.hpp"
+#include "ops/reduce.hpp"
 
 #include <climits>
 
-#include "cpu/op_checks.hpp"
+#include "ops/common.hpp"
 #include "cuda/context.hpp"
 #include "kernels/reduce.cuh"
 
@@ -14,28 +14,28 @@ namespace {
 
 size_t align256(size_t bytes) { return (bytes + 255) / 256 * 256; }
 
-ReduceProblem check_for_cuda(const OpCall& call) {
-  const ReduceProblem p = check_reduce_call(call);
+ops::ReduceArgs check_for_cuda(const OpCall& call) {
+  const ops::ReduceArgs p = ops::check_reduce_call(call);
   if (p.R > INT_MAX)
-    CUDL_FAIL(op_checks::who(call), ": reducing ", p.R, " elements along one axis of ", p.x,
+    CUDL_FAIL(op_checks::who(call), ": reducing ", p.R, " elements along one axis of ", p.x_shape,
               " is not supported on CUDA (at most 2^31 - 1)");
   return p;
 }
 
 void cuda_reduce(const OpCall& call) {
-  const ReduceProblem p = check_for_cuda(call);
+  const ops::ReduceArgs p = check_for_cuda(call);
   CudaContext& ctx = cuda_context(call);
   const size_t ws = kernels::reduce_workspace_bytes(p.outer, p.R, p.inner);
-  kernels::reduce_cuda(static_cast<int>(p.op), p.unbiased, call.inputs[0].as<float>(), call.outputs[0].as<float>(),
-                       p.has_indices ? call.outputs[1].as<int64_t>() : nullptr, nullptr, p.outer, p.R, p.inner,
+  kernels::reduce_cuda(static_cast<int>(p.op), p.unbiased, p.x.as<float>(), p.y.as<float>(),
+                       p.indices.as<int64_t>(), nullptr, p.outer, p.R, p.inner,
                        ws ? ctx.workspace(ws) : nullptr, ctx.stream());
 }
 
 void cuda_reduce_backward(const OpCall& call) {
-  const ReduceProblem p = check_for_cuda(call);
+  const ops::ReduceArgs p = check_for_cuda(call);
   CudaContext& ctx = cuda_context(call);
-  const float* x = p.op == ReduceOp::Var ? call.inputs[0].as<float>() : nullptr;
-  const int64_t* idx = p.op == ReduceOp::Max ? call.inputs[3].as<int64_t>() : nullptr;
+  const float* x = p.x.as<float>();
+  const int64_t* idx = p.indices.as<int64_t>();
   float* mean = nullptr;
   if (p.op == ReduceOp::Var) {
     // The per-output means first (into the workspace), then the elementwise gradient.
@@ -46,16 +46,16 @@ void cuda_reduce_backward(const OpCall& call) {
     kernels::reduce_cuda(static_cast<int>(ReduceOp::Mean), false, x, mean, nullptr, nullptr, p.outer, p.R, p.inner,
                          ws ? base + mean_bytes : nullptr, ctx.stream());
   }
-  kernels::reduce_backward_cuda(static_cast<int>(p.op), p.unbiased, x, mean, call.inputs[2].as<float>(), idx,
-                                call.outputs[0].as<float>(), p.outer, p.R, p.inner, ctx.stream());
+  kernels::reduce_backward_cuda(static_cast<int>(p.op), p.unbiased, x, mean, p.dy.as<float>(), idx,
+                                p.dx.as<float>(), p.outer, p.R, p.inner, ctx.stream());
 }
 
 void cuda_argmax(const OpCall& call) {
-  const ReduceProblem p = check_for_cuda(call);
+  const ops::ReduceArgs p = check_for_cuda(call);
   CudaContext& ctx = cuda_context(call);
   const size_t ws = kernels::reduce_workspace_bytes(p.outer, p.R, p.inner);
-  kernels::reduce_cuda(static_cast<int>(ReduceOp::Max), false, call.inputs[0].as<float>(), nullptr, nullptr,
-                       call.outputs[0].as<int32_t>(), p.outer, p.R, p.inner, ws ? ctx.workspace(ws) : nullptr,
+  kernels::reduce_cuda(static_cast<int>(ReduceOp::Max), false, p.x.as<float>(), nullptr, nullptr,
+                       p.indices.as<int32_t>(), p.outer, p.R, p.inner, ws ? ctx.workspace(ws) : nullptr,
                        ctx.stream());
 }
 

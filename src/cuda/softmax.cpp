@@ -1,10 +1,10 @@
-// cuda/softmax.cpp — CUDA backend entries of the softmax op family: checks (shared with the CPU reference),
+// cuda/softmax.cpp — CUDA backend entries of the softmax op family: checks (src/ops),
 // then kernel launches on the context's stream.
-#include "cpu/softmax.hpp"
+#include "ops/softmax.hpp"
 
 #include <climits>
 
-#include "cpu/op_checks.hpp"
+#include "ops/common.hpp"
 #include "cuda/context.hpp"
 #include "kernels/softmax.cuh"
 
@@ -12,23 +12,23 @@ namespace cudl {
 
 namespace {
 
-SoftmaxProblem check_for_cuda(const OpCall& call) {
-  const SoftmaxProblem p = check_softmax_call(call);
+ops::SoftmaxArgs check_for_cuda(const OpCall& call) {
+  const ops::SoftmaxArgs p = ops::check_softmax_call(call);
   if (p.cols > INT_MAX)
     CUDL_FAIL(op_checks::who(call), ": rows of ", p.cols, " elements are not supported on CUDA (at most 2^31 - 1)");
   return p;
 }
 
 void run_forward(const OpCall& call, bool log) {
-  const SoftmaxProblem p = check_for_cuda(call);
-  kernels::softmax_cuda(log, call.inputs[0].as<float>(), call.outputs[0].as<float>(), p.rows, p.cols,
+  const ops::SoftmaxArgs p = check_for_cuda(call);
+  kernels::softmax_cuda(log, p.x.as<float>(), p.y.as<float>(), p.rows, p.cols,
                         cuda_context(call).stream());
 }
 
 void run_backward(const OpCall& call, bool log) {
-  const SoftmaxProblem p = check_for_cuda(call);
-  kernels::softmax_backward_cuda(log, call.inputs[0].as<float>(), call.inputs[1].as<float>(),
-                                 call.outputs[0].as<float>(), p.rows, p.cols, cuda_context(call).stream());
+  const ops::SoftmaxArgs p = check_for_cuda(call);
+  kernels::softmax_backward_cuda(log, p.y.as<float>(), p.dy.as<float>(),
+                                 p.dx.as<float>(), p.rows, p.cols, cuda_context(call).stream());
 }
 
 void cuda_softmax(const OpCall& call) { run_forward(call, false); }

@@ -1,6 +1,6 @@
 // cuda/util.cpp — CUDA backend entries of the graph utility ops: Accumulate, Increment, BatchIndices.
 #include "backend/backend.hpp"
-#include "cpu/util.hpp"
+#include "ops/util.hpp"
 #include "cuda/context.hpp"
 #include "kernels/util.cuh"
 
@@ -18,26 +18,25 @@ int code_of(DType t) {
 }
 
 void cuda_accumulate(const OpCall& c) {
-  check_accumulate_call(c);
-  const TensorView& x = c.in(0);
-  const TensorView& acc = c.out(0);
-  kernels::accumulate_cuda(acc.as<float>(), x.data, code_of(x.dtype), static_cast<float>(c.attrs.f[0]),
+  const ops::AccumulateArgs p = ops::check_accumulate_call(c);
+  const TensorView& x = p.x;
+  kernels::accumulate_cuda(p.acc.as<float>(), x.data, code_of(x.dtype), p.scale,
                            x.numel(), cuda_context(c).stream());
 }
 
 void cuda_increment(const OpCall& c) {
-  check_increment_call(c);
-  const TensorView& x = c.out(0);
+  const ops::IncrementArgs p = ops::check_increment_call(c);
+  const TensorView& x = p.x;
   const int code = code_of(x.dtype);
-  kernels::increment_cuda(x.data, code, code == 0 ? c.attrs.f[0] : static_cast<double>(c.attrs.i[0]), x.numel(),
+  kernels::increment_cuda(x.data, code, code == 0 ? p.attrs.step : static_cast<double>(p.attrs.int_step), x.numel(),
                           cuda_context(c).stream());
 }
 
 void cuda_batch_indices(const OpCall& c) {
-  check_batch_indices_call(c);
-  const TensorView& perm = c.in(0);
-  const TensorView& cursor = c.in(1);
-  const TensorView& idx = c.out(0);
+  const ops::BatchIndicesArgs p = ops::check_batch_indices_call(c);
+  const TensorView& perm = p.perm;
+  const TensorView& cursor = p.cursor;
+  const TensorView& idx = p.idx;
   kernels::batch_indices_cuda(idx.as<int32_t>(), perm.as<int32_t>(), cursor.as<int64_t>(), perm.numel(), idx.numel(),
                               cuda_context(c).stream());
 }

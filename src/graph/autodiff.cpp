@@ -3,7 +3,10 @@
 
 #include <functional>
 
-#include "cpu/matmul.hpp"
+#include "ops/conv.hpp"
+#include "ops/data.hpp"
+#include "ops/elementwise.hpp"
+#include "ops/matmul.hpp"
 #include "cudl/error.hpp"
 
 namespace cudl::graph {
@@ -96,12 +99,11 @@ class Sweep {
       grads_[v] = dv;
     } else {
       const bool last = remaining_[v] == 0;
-      ValueId sum = last && pg != spec_.param_grads.end()
-                        ? pg->second
-                        : g_.add_value("d" + g_.value(v).name, g_.value(v).shape, g_.value(v).dtype, Role::Intermediate);
-      OpAttrs a;
-      a.i[0] = static_cast<int64_t>(BinaryOp::Add);
-      g_.add_node(OpKind::Binary, a, {it->second, dv}, {sum}, layer, Phase::Backward);
+      ValueId sum = last && pg != spec_.param_grads.end() ? pg->second
+                                                          : g_.add_value("d" + g_.value(v).name, g_.value(v).shape,
+                                                                         g_.value(v).dtype, Role::Intermediate);
+      g_.add_node(OpKind::Binary, ops::BinaryAttrs{BinaryOp::Add}.to_op_attrs(), {it->second, dv}, {sum}, layer,
+                  Phase::Backward);
       it->second = sum;
     }
     if (remaining_[v] == 0 && pg != spec_.param_grads.end()) {
@@ -155,14 +157,13 @@ class Sweep {
       }
       case OpKind::Linear: {
         const ValueId y = n.outputs[0];
-        OpAttrs attrs = n.attrs;
-        auto ep = static_cast<Epilogue>(attrs.i[0]);
-        const ValueId pre = ep == Epilogue::Gelu && n.outputs.size() > 1 ? n.outputs[1] : kNone;
+        ops::LinearBackwardAttrs attrs{ops::LinearAttrs::from(n.attrs).epilogue, false};
+        const Epilogue forward_ep = attrs.epilogue;
+        const ValueId pre = forward_ep == Epilogue::Gelu && n.outputs.size() > 1 ? n.outputs[1] : kNone;
         const bool db_done = relu_fused_.count(y) > 0;
-        if (db_done) {  // the layer above took dy through this layer's relu: dy is d pre, db is done
-          ep = Epilogue::None;
-          attrs.i[0] = static_cast<int64_t>(Epilogue::None);
-        }
+        if (db_done) attrs.epilogue = Epilogue::None;  // the layer above took dy through this layer's relu:
+                                                       // dy is d pre, db is done
+        const Epilogue ep = attrs.epilogue;
         ValueId dw = t(1), db = db_done ? kNone : t(2);
         std::vector<ValueId> ins{in[0], in[1], dy, ep == Epilogue::Relu ? y : kNone, pre};
         ValueId dx = kNone, db_below = kNone;
@@ -170,38 +171,40 @@ class Sweep {
         if (!fused) dx = t(0);
         std::vector<ValueId> outs{dx, dw, db};
         if (db_below != kNone) outs.push_back(db_below);
-        g_.add_node(OpKind::LinearBackward, attrs, ins, outs, L, Phase::Backward);
+        g_.add_node(OpKind::LinearBackward, attrs.to_op_attrs(), ins, outs, L, Phase::Backward);
         if (!fused) done(0, dx);
         done(1, dw);
         done(2, db);
         return;
       }
       case OpKind::Matmul: {
-        const bool ta = n.attrs.i[0], tb = n.attrs.i[1];
+        const ops::MatmulAttrs fwd = ops::MatmulAttrs::from(n.attrs);
+        const bool ta = fwd.trans_a, tb = fwd.trans_b;
         if (g_.value(in[0]).shape.rank() != g_.value(in[1]).shape.rank())
           CUDL_FAIL(n.label, ": gradient of a matmul with a broadcast operand is not supported");
         ValueId da = t(0), db = t(1);
-        OpAttrs a;
+        auto matmul = [&](ops::MatmulAttrs a, ValueId lhs, ValueId rhs, ValueId out) {
+          g_.add_node(OpKind::Matmul, a.to_op_attrs(), {lhs, rhs}, {out}, L, Phase::Backward);
+        };
         if (da != kNone) {  // C = op(A) op(B): dA = dC op(B)^T, or op(B) dC^T when A is transposed
-          if (!ta) { a.i[0] = 0; a.i[1] = !tb; g_.add_node(OpKind::Matmul, a, {dy, in[1]}, {da}, L, Phase::Backward); }
-          else { a.i[0] = tb; a.i[1] = 1; g_.add_node(OpKind::Matmul, a, {in[1], dy}, {da}, L, Phase::Backward); }
+          if (!ta) matmul({false, !tb}, dy, in[1], da);
+          else matmul({tb, true}, in[1], dy, da);
           done(0, da);
         }
         if (db != kNone) {  // dB = op(A)^T dC, or dC^T op(A) when B is transposed
-          if (!tb) { a.i[0] = !ta; a.i[1] = 0; g_.add_node(OpKind::Matmul, a, {in[0], dy}, {db}, L, Phase::Backward); }
-          else { a.i[0] = 1; a.i[1] = ta; g_.add_node(OpKind::Matmul, a, {dy, in[0]}, {db}, L, Phase::Backward); }
+          if (!tb) matmul({!ta, false}, in[0], dy, db);
+          else matmul({true, ta}, dy, in[0], db);
           done(1, db);
         }
         return;
       }
       case OpKind::Conv2d: {
         ValueId dz = dy;
-        if (static_cast<Epilogue>(n.attrs.i[7]) == Epilogue::Relu) {
+        if (ops::Conv2dAttrs::from(n.attrs).epilogue == Epilogue::Relu) {
           dz = g_.add_value("d" + g_.value(n.outputs[0]).name + ".pre", g_.value(dy).shape, DType::f32,
                             Role::Intermediate);
-          OpAttrs a;
-          a.i[0] = static_cast<int64_t>(UnaryOp::Relu);
-          g_.add_node(OpKind::UnaryBackward, a, {kNone, n.outputs[0], dy}, {dz}, L, Phase::Backward);
+          g_.add_node(OpKind::UnaryBackward, ops::UnaryAttrs{UnaryOp::Relu, 0}.to_op_attrs(), {kNone, n.outputs[0], dy},
+                      {dz}, L, Phase::Backward);
         }
         ValueId dx = t(0), dw = t(1), db = t(2);
         if (dx != kNone) g_.add_node(OpKind::Conv2dBackwardData, n.attrs, {dz, in[1]}, {dx}, L, Phase::Backward);
@@ -274,10 +277,11 @@ class Sweep {
       case OpKind::Permute: {
         ValueId dx = t(0);
         if (dx == kNone) return;
-        OpAttrs a;
+        const ops::PermuteAttrs fwd = ops::PermuteAttrs::from(n.attrs);
+        ops::PermuteAttrs inv;
         const int r = g_.value(in[0]).shape.rank();
-        for (int k = 0; k < r; ++k) a.i[n.attrs.i[k]] = k;  // inverse permutation
-        g_.add_node(OpKind::Permute, a, {dy}, {dx}, L, Phase::Backward);
+        for (int k = 0; k < r; ++k) inv.perm[fwd.perm[k]] = k;  // inverse permutation
+        g_.add_node(OpKind::Permute, inv.to_op_attrs(), {dy}, {dx}, L, Phase::Backward);
         done(0, dx);
         return;
       }
@@ -289,15 +293,12 @@ class Sweep {
         return;
       }
       case OpKind::Concat: {
-        const int axis = static_cast<int>(n.attrs.i[0]);
+        const int axis = static_cast<int>(ops::ConcatAttrs::from(n.attrs).axis);
         int64_t start = 0;
         for (size_t k = 0; k < in.size(); ++k) {
           ValueId dk = t(k);
           if (dk != kNone) {
-            OpAttrs a;
-            a.i[0] = axis;
-            a.i[1] = start;
-            g_.add_node(OpKind::Slice, a, {dy}, {dk}, L, Phase::Backward);
+            g_.add_node(OpKind::Slice, ops::SliceAttrs{axis, start}.to_op_attrs(), {dy}, {dk}, L, Phase::Backward);
             done(k, dk);
           }
           const Shape& s = g_.value(in[k]).shape;
@@ -328,18 +329,19 @@ class Sweep {
   }
 
   // Linear after Linear+Relu (x = relu(pre) of the layer below, used nowhere else): this layer's
-  // LinearBackward takes dx through that relu with its mask (i[1], in 5) and also writes the lower
+  // LinearBackward takes dx through that relu with its mask (dx_relu, in 5) and also writes the lower
   // layer's bias gradient (out 3), so on CUDA one GEMM with the DRELU_BGRAD epilogue replaces the
   // GEMM + relu' kernel + bias-gradient pass. The lower Linear gains the mask output; dx (the lower
   // d pre, already contributed) and db_below are set. Returns false, changing nothing, when the
   // pattern does not apply.
-  bool fuse_relu_below(const Node& n, OpAttrs& attrs, std::vector<ValueId>& ins, ValueId& dx, ValueId& db_below) {
+  bool fuse_relu_below(const Node& n, ops::LinearBackwardAttrs& attrs, std::vector<ValueId>& ins, ValueId& dx,
+                       ValueId& db_below) {
     const ValueId x = n.inputs[0];
     if (!wants(x) || remaining_.at(x) != 1 || grads_.count(x) || spec_.param_grads.count(x)) return false;
     auto pf = producer_.find(x);
     if (pf == producer_.end()) return false;
     Node& below = g_.nodes()[pf->second];
-    if (below.op != OpKind::Linear || static_cast<Epilogue>(below.attrs.i[0]) != Epilogue::Relu ||
+    if (below.op != OpKind::Linear || ops::LinearAttrs::from(below.attrs).epilogue != Epilogue::Relu ||
         below.outputs[0] != x || (below.outputs.size() > 1 && below.outputs[1] != kNone))
       return false;
     const Value xv = g_.value(x);  // a copy: add_value below may move the values
@@ -353,7 +355,7 @@ class Sweep {
     const ValueId bias = below.inputs.size() > 2 ? below.inputs[2] : kNone;
     db_below = wants(bias) ? target_for(bias, lower) : kNone;
     dx = g_.add_value("d" + xv.name + ".pre", xv.shape, DType::f32, Role::Intermediate);
-    attrs.i[1] = 1;
+    attrs.dx_relu = true;
     ins.push_back(mask);
     contribute(x, dx, n.layer);
     relu_fused_.insert(x);

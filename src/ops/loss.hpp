@@ -1,0 +1,72 @@
+// ops/loss.hpp — the loss op family's contract: typed attributes, named arguments and the checks the
+// CPU reference and the CUDA backend run first, so both reject the same calls with the same messages.
+#pragma once
+
+#include <cstdint>
+
+#include "backend/op.hpp"
+
+// --- losses (kernels/loss.cu, src/cpu/loss.cpp) ---
+// in: pred, target, [dloss (f32[1])]; out: loss (f32[1]), [dpred], [correct (i32[1]) for CE],
+// [loss_acc (f32[1])], [correct_acc (f32[1]) for CE]
+// i[0]=Reduction (Mean, Sum); dpred = d loss / d pred, times dloss when given. Mean divides by
+// the number of elements (per-sample losses: by the number of rows). The accumulators are metric
+// sums updated in place, in f32 as Accumulate would: loss_acc += f[1] * loss, correct_acc += correct.
+// MseLoss, L1Loss
+// HuberLoss       f[0]=delta
+// BceLoss         pred: probabilities in (0,1); log clamped at -100 like PyTorch
+// BceWithLogitsLoss
+// CrossEntropyLoss      pred: logits (N, C); target: labels i32 (N); f[0]=label smoothing
+// SoftCrossEntropyLoss  pred: logits (N, C); target: probabilities or one-hot f32 (N, C)
+// NllLoss         pred: log-probabilities (N, C); target: labels i32 (N)
+// Loss details (src/cpu/loss.cpp is the spec): loss may be undefined when another output is
+// given. Huber: f[0]=delta > 0. CE smoothing e: target (1-e) one_hot + e/C (as PyTorch); CE's
+// correct counts rows whose argmax (first max, NaN counts as max) equals the label. NaN in pred
+// gives a NaN loss. Labels outside [0, C): the CPU throws naming the op and the label; CUDA cannot
+// throw from a kernel, so that row's loss term and its dpred row are NaN (the loss is NaN) and it
+// never counts as correct. The final reduction is deterministic (fixed-order partials, no float
+// atomics); on CUDA each loss is one kernel launch, whose last block does that reduction.
+
+namespace cudl {
+namespace ops {
+
+/// Every loss: i[0] = reduction, f[0] = param (HuberLoss: delta > 0; CrossEntropyLoss: label
+/// smoothing in [0, 1]; unused otherwise), f[1] = acc_scale (loss_acc += acc_scale * loss).
+struct LossAttrs {
+  Reduction reduction = Reduction::Mean;
+  double param = 0;
+  double acc_scale = 1;
+
+  OpAttrs to_op_attrs() const {
+    OpAttrs a;
+    a.i[0] = static_cast<int64_t>(reduction);
+    a.f[0] = param;
+    a.f[1] = acc_scale;
+    return a;
+  }
+  static LossAttrs from(const OpAttrs& a) { return {static_cast<Reduction>(a.i[0]), a.f[0], a.f[1]}; }
+};
+
+/// What a validated loss call computes (see the loss section above).
+struct LossArgs {
+  TensorView pred, target, dloss;                // dloss may be undefined
+  TensorView loss, dpred, correct, loss_acc, correct_acc;  // any may be undefined (not all)
+  int64_t n = 0;     // elements of pred
+  int64_t rows = 0;  // N of (N, C) for the per-sample losses (CrossEntropy, SoftCrossEntropy, Nll)
+  int64_t cols = 0;  // C of (N, C) for the per-sample losses
+  bool per_sample = false;
+  bool mean = true;  // Reduction::Mean: divide by `divisor()`
+  double param = 0;  // Huber delta, or CrossEntropy label smoothing
+  bool has_loss = false, has_dpred = false, has_dloss = false, has_correct = false;
+  bool has_loss_acc = false, has_correct_acc = false;  // metric accumulators (out 3, out 4)
+  float acc_scale = 1.f;                               // loss_acc += acc_scale * loss
+
+  int64_t divisor() const { return per_sample ? rows : n; }
+};
+
+/// Checks inputs, outputs, dtypes, shapes and attributes of a loss call; throws cudl::Error naming
+/// the op, the call's label and the shapes involved.
+LossArgs check_loss_call(const OpCall& call);
+
+}  // namespace ops
+}  // namespace cudl

@@ -1,0 +1,190 @@
+// ops/norm.cpp — argument checks of the norm op family: the contract the CPU reference (src/cpu) and
+// the CUDA backend (src/cuda) both run first, so both accept and reject exactly the same calls.
+#include "ops/norm.hpp"
+
+#include <cmath>
+#include <vector>
+
+#include "cudl/error.hpp"
+#include "ops/common.hpp"
+
+namespace cudl {
+namespace ops {
+
+namespace {
+
+/// Throws unless `v` is a defined f32 tensor of exactly `shape`.
+void expect_f32(const OpCall& call, const TensorView& v, const char* what, const Shape& shape, const Shape& x_shape) {
+  if (!v.defined()) CUDL_FAIL(op_name(call.op), " (", call.label, "): ", what, " is required");
+  if (v.dtype != DType::f32)
+    CUDL_FAIL(op_name(call.op), " (", call.label, "): ", what, " must be f32, got ", v.dtype, " (shape ", v.shape, ")");
+  if (v.shape != shape)
+    CUDL_FAIL(op_name(call.op), " (", call.label, "): ", what, " must have shape ", shape, " for x ", x_shape, ", got ",
+              v.shape);
+}
+
+/// Like expect_f32 but only checks the element count (row statistics may be (rows,) or x's leading dims).
+void expect_f32_numel(const OpCall& call, const TensorView& v, const char* what, int64_t numel, const Shape& x_shape) {
+  if (v.dtype != DType::f32 || v.numel() != numel)
+    CUDL_FAIL(op_name(call.op), " (", call.label, "): ", what, " must be f32 with ", numel, " elements for x ", x_shape,
+              ", got ", v.dtype, " ", v.shape);
+}
+
+void expect_counts(const OpCall& call, int min_in, int max_in, int min_out, int max_out, const char* signature) {
+  if (call.n_inputs < min_in || call.n_inputs > max_in || call.n_outputs < min_out || call.n_outputs > max_out)
+    CUDL_FAIL(op_name(call.op), " (", call.label, "): expects ", signature, ", got ", call.n_inputs, " inputs and ",
+              call.n_outputs, " outputs");
+}
+
+double checked_eps(const OpCall& call, double eps) {
+  if (!(eps >= 0) || std::isinf(eps))
+    CUDL_FAIL(op_name(call.op), " (", call.label, "): eps f[0] must be finite and >= 0, got ", eps);
+  return eps;
+}
+
+using op_checks::opt_in;
+using op_checks::opt_out;
+
+BatchNormArgs with_views(const OpCall& call, BatchNormArgs p) {
+  p.x = call.in(0);
+  p.gamma = opt_in(call, 1);
+  if (call.op == OpKind::BatchNormBackward) {
+    p.saved_mean = call.in(2), p.saved_invstd = call.in(3), p.dy = call.in(4);
+    p.dx = opt_out(call, 0), p.dgamma = opt_out(call, 1), p.dbeta = opt_out(call, 2);
+    return p;
+  }
+  p.beta = opt_in(call, 2);
+  if (p.has_running || call.op == OpKind::BatchNormInference) p.running_mean = call.in(3), p.running_var = call.in(4);
+  p.y = call.out(0);
+  if (p.has_saved) p.saved_mean = call.out(1), p.saved_invstd = call.out(2);
+  return p;
+}
+
+LayerNormArgs with_views(const OpCall& call, LayerNormArgs p) {
+  p.x = call.in(0);
+  p.gamma = opt_in(call, 1);
+  if (call.op == OpKind::LayerNormBackward) {
+    p.mean = call.in(2), p.rstd = call.in(3), p.dy = call.in(4);
+    p.dx = opt_out(call, 0), p.dgamma = opt_out(call, 1), p.dbeta = opt_out(call, 2);
+    return p;
+  }
+  p.beta = opt_in(call, 2);
+  p.y = call.out(0);
+  if (p.has_stats) p.mean = call.out(1), p.rstd = call.out(2);
+  return p;
+}
+
+}  // namespace
+
+BatchNormArgs check_batch_norm_call(const OpCall& call) {
+  const char* name = op_name(call.op);
+  BatchNormArgs p;
+  const BatchNormAttrs attrs = BatchNormAttrs::from(call.attrs);
+  if (call.op == OpKind::BatchNormTrain)
+    expect_counts(call, 5, 5, 1, 3, "(x, gamma, beta, running_mean, running_var) -> (y, [saved_mean, saved_invstd])");
+  else if (call.op == OpKind::BatchNormInference)
+    expect_counts(call, 5, 5, 1, 1, "(x, gamma, beta, running_mean, running_var) -> (y)");
+  else
+    expect_counts(call, 5, 5, 3, 3, "(x, gamma, saved_mean, saved_invstd, dy) -> (dx, dgamma, dbeta)");
+  const TensorView& x = call.in(0);
+  if (!x.defined()) CUDL_FAIL(name, " (", call.label, "): x is required");
+  if (x.dtype != DType::f32)
+    CUDL_FAIL(name, " (", call.label, "): x must be f32, got ", x.dtype, " (shape ", x.shape, ")");
+  if (x.shape.rank() < 2) CUDL_FAIL(name, " (", call.label, "): x must be (N, C, ...), got shape ", x.shape);
+  p.n = x.shape[0];
+  p.c = x.shape[1];
+  for (int k = 2; k < x.shape.rank(); ++k) p.spatial *= x.shape[k];
+  if (p.per_channel() < 1 || p.c < 1) CUDL_FAIL(name, " (", call.label, "): x ", x.shape, " has no values per channel");
+  p.eps = checked_eps(call, attrs.eps);
+  const Shape cs{p.c};
+
+  if (call.op == OpKind::BatchNormBackward) {
+    p.has_gamma = call.has_in(1);
+    if (p.has_gamma) expect_f32(call, call.in(1), "gamma", cs, x.shape);
+    expect_f32(call, call.in(2), "saved_mean", cs, x.shape);
+    expect_f32(call, call.in(3), "saved_invstd", cs, x.shape);
+    expect_f32(call, call.in(4), "dy", x.shape, x.shape);
+    p.has_dx = call.has_out(0);
+    p.has_dgamma = call.has_out(1);
+    p.has_dbeta = call.has_out(2);
+    if (p.has_dx) expect_f32(call, call.out(0), "dx", x.shape, x.shape);
+    if (p.has_dgamma) expect_f32(call, call.out(1), "dgamma", cs, x.shape);
+    if (p.has_dbeta) expect_f32(call, call.out(2), "dbeta", cs, x.shape);
+    if (!p.has_dx && !p.has_dgamma && !p.has_dbeta)
+      CUDL_FAIL(name, " (", call.label, "): no output requested (dx, dgamma and dbeta are all undefined)");
+    return with_views(call, p);
+  }
+
+  p.has_gamma = call.has_in(1);
+  p.has_beta = call.has_in(2);
+  if (p.has_gamma) expect_f32(call, call.in(1), "gamma", cs, x.shape);
+  if (p.has_beta) expect_f32(call, call.in(2), "beta", cs, x.shape);
+  p.has_running = call.has_in(3) || call.has_in(4);
+  if (p.has_running || call.op == OpKind::BatchNormInference) {
+    expect_f32(call, call.in(3), "running_mean", cs, x.shape);
+    expect_f32(call, call.in(4), "running_var", cs, x.shape);
+  }
+  expect_f32(call, call.out(0), "y", x.shape, x.shape);
+  if (call.op == OpKind::BatchNormTrain) {
+    p.momentum = attrs.momentum;
+    if (!(p.momentum >= 0 && p.momentum <= 1))
+      CUDL_FAIL(name, " (", call.label, "): momentum f[1] must be in [0, 1], got ", p.momentum);
+    p.has_saved = call.has_out(1) || call.has_out(2);
+    if (p.has_saved) {  // both or neither
+      expect_f32(call, call.out(1), "saved_mean", cs, x.shape);
+      expect_f32(call, call.out(2), "saved_invstd", cs, x.shape);
+    }
+  }
+  return with_views(call, p);
+}
+
+LayerNormArgs check_layer_norm_call(const OpCall& call) {
+  const char* name = op_name(call.op);
+  LayerNormArgs p;
+  const LayerNormAttrs attrs = LayerNormAttrs::from(call.attrs);
+  if (call.op == OpKind::LayerNorm)
+    expect_counts(call, 1, 3, 1, 3, "(x, [gamma], [beta]) -> (y, [mean], [rstd])");
+  else
+    expect_counts(call, 5, 5, 1, 3, "(x, [gamma], mean, rstd, dy) -> (dx, [dgamma], [dbeta])");
+  const TensorView& x = call.in(0);
+  if (!x.defined()) CUDL_FAIL(name, " (", call.label, "): x is required");
+  if (x.dtype != DType::f32)
+    CUDL_FAIL(name, " (", call.label, "): x must be f32, got ", x.dtype, " (shape ", x.shape, ")");
+  if (x.shape.rank() < 1 || x.shape[-1] < 1)
+    CUDL_FAIL(name, " (", call.label, "): x must be (..., D) with D >= 1, got shape ", x.shape);
+  p.d = x.shape[-1];
+  p.rows = x.numel() / p.d;
+  p.eps = checked_eps(call, attrs.eps);
+  const Shape ds{p.d};
+  p.has_gamma = call.has_in(1);
+  if (p.has_gamma) expect_f32(call, call.in(1), "gamma", ds, x.shape);
+  if (call.op == OpKind::LayerNorm) {
+    p.has_beta = call.has_in(2);
+    if (p.has_beta) expect_f32(call, call.in(2), "beta", ds, x.shape);
+    expect_f32(call, call.out(0), "y", x.shape, x.shape);
+    p.has_stats = call.has_out(1) || call.has_out(2);
+    if (p.has_stats) {
+      if (!call.has_out(1) || !call.has_out(2))
+        CUDL_FAIL(name, " (", call.label, "): mean and rstd must be given together");
+      expect_f32_numel(call, call.out(1), "mean", p.rows, x.shape);
+      expect_f32_numel(call, call.out(2), "rstd", p.rows, x.shape);
+    }
+    return with_views(call, p);
+  }
+  if (!call.has_in(2) || !call.has_in(3)) CUDL_FAIL(name, " (", call.label, "): mean and rstd are required");
+  expect_f32_numel(call, call.in(2), "mean", p.rows, x.shape);
+  expect_f32_numel(call, call.in(3), "rstd", p.rows, x.shape);
+  expect_f32(call, call.in(4), "dy", x.shape, x.shape);
+  p.has_dx = call.has_out(0);
+  p.has_dgamma = call.has_out(1);
+  p.has_dbeta = call.has_out(2);
+  if (p.has_dx) expect_f32(call, call.out(0), "dx", x.shape, x.shape);
+  if (p.has_dgamma) expect_f32(call, call.out(1), "dgamma", ds, x.shape);
+  if (p.has_dbeta) expect_f32(call, call.out(2), "dbeta", ds, x.shape);
+  if (!p.has_dx && !p.has_dgamma && !p.has_dbeta)
+    CUDL_FAIL(name, " (", call.label, "): no output requested (dx, dgamma and dbeta are all undefined)");
+  return with_views(call, p);
+}
+
+}  // namespace ops
+}  // namespace cudl

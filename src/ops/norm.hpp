@@ -1,0 +1,83 @@
+// ops/norm.hpp — the normalisation op family's contract (batch norm, layer norm): typed attributes,
+// named arguments and the checks the CPU reference and the CUDA backend run first.
+#pragma once
+
+#include <cstdint>
+
+#include "backend/op.hpp"
+
+// --- normalisation (kernels/norm.cu, src/cpu/norm.cpp) ---
+// BatchNormTrain  in: x (N,C,...), gamma (C), beta (C), running_mean (C), running_var (C)
+//                   out: y, saved_mean (C), saved_invstd (C); running stats updated in place:
+//                   r = (1-f[1])*r + f[1]*batch (running_var uses the unbiased variance); f[0]=eps
+//                   gamma/beta may be undefined (1/0); running stats may be undefined (not updated);
+//                   saved_* may be undefined. With N*spatial == 1 the variance is 0 (y = beta) and
+//                   the unbiased variance is taken as 0, so running_var stays finite.
+// BatchNormInference    in: x, gamma, beta, running_mean, running_var   out: y; f[0]=eps
+// BatchNormBackward     in: x, gamma, saved_mean, saved_invstd, dy   out: dx, dgamma, dbeta
+// LayerNorm       in: x (..., D), [gamma (D)], [beta (D)]   out: y, mean (rows), rstd (rows); f[0]=eps
+// LayerNormBackward     in: x, gamma, mean, rstd, dy   out: dx, dgamma, dbeta
+//                   norms: biased variance, invstd/rstd = 1/sqrt(var + eps); gamma and each output of
+//                   the backward ops may be undefined; mean/rstd may be undefined in LayerNorm
+
+namespace cudl {
+namespace ops {
+
+/// BatchNormTrain / BatchNormInference / BatchNormBackward: f[0] = eps, f[1] = momentum (Train only).
+struct BatchNormAttrs {
+  double eps = 1e-5, momentum = 0.1;
+
+  OpAttrs to_op_attrs() const {
+    OpAttrs a;
+    a.f[0] = eps;
+    a.f[1] = momentum;
+    return a;
+  }
+  static BatchNormAttrs from(const OpAttrs& a) { return {a.f[0], a.f[1]}; }
+};
+
+/// LayerNorm / LayerNormBackward: f[0] = eps.
+struct LayerNormAttrs {
+  double eps = 1e-5;
+
+  OpAttrs to_op_attrs() const {
+    OpAttrs a;
+    a.f[0] = eps;
+    return a;
+  }
+  static LayerNormAttrs from(const OpAttrs& a) { return {a.f[0]}; }
+};
+
+/// Batch norm over x (N, C, *spatial): statistics per channel over N and the spatial dims.
+struct BatchNormArgs {
+  TensorView x, gamma, beta;              // gamma / beta may be undefined (1 / 0)
+  TensorView running_mean, running_var;   // Train: undefined when not updated
+  TensorView y, saved_mean, saved_invstd; // Backward: saved_mean / saved_invstd are inputs 2, 3
+  TensorView dy, dx, dgamma, dbeta;       // Backward; outputs may be undefined
+  int64_t n = 0, c = 0, spatial = 1;  // x is (n, c, spatial...) with `spatial` = product of dims 2..
+  double eps = 0, momentum = 0;
+  bool has_gamma = false, has_beta = false, has_running = false;
+  bool has_saved = false;                                      // BatchNormTrain: saved_mean/saved_invstd outputs
+  bool has_dx = false, has_dgamma = false, has_dbeta = false;  // BatchNormBackward outputs
+  int64_t per_channel() const { return n * spatial; }          // values averaged per channel (M)
+};
+
+/// Layer norm over the last dim D of x (..., D): rows = numel / D.
+struct LayerNormArgs {
+  TensorView x, gamma, beta;   // gamma / beta may be undefined
+  TensorView y, mean, rstd;    // LayerNorm: mean / rstd outputs (both or neither); Backward: inputs 2, 3
+  TensorView dy, dx, dgamma, dbeta;
+  int64_t rows = 0, d = 0;
+  double eps = 0;
+  bool has_gamma = false, has_beta = false, has_stats = false;  // LayerNorm: mean/rstd outputs
+  bool has_dx = false, has_dgamma = false, has_dbeta = false;   // LayerNormBackward outputs
+};
+
+/// Validate BatchNormTrain / BatchNormInference / BatchNormBackward calls; throw cudl::Error naming
+/// the op, the call's label and the shapes.
+BatchNormArgs check_batch_norm_call(const OpCall& call);
+/// Validate LayerNorm / LayerNormBackward calls.
+LayerNormArgs check_layer_norm_call(const OpCall& call);
+
+}  // namespace ops
+}  // namespace cudl

@@ -1,0 +1,92 @@
+// ops/optim.cpp — argument checks of the optim op family: the contract the CPU reference (src/cpu) and
+// the CUDA backend (src/cuda) both run first, so both accept and reject exactly the same calls.
+#include "ops/optim.hpp"
+
+#include <cmath>
+#include <vector>
+
+#include "cudl/error.hpp"
+#include "ops/common.hpp"
+
+namespace cudl {
+namespace ops {
+
+using op_checks::fail_at;
+
+OptimArgs check_optim_call(const OpCall& c) {
+  OptimArgs g;
+  switch (c.op) {
+    case OpKind::SgdStep: {
+      const SgdAttrs a = SgdAttrs::from(c.attrs);
+      g.depth = a.momentum != 0 ? 3 : 2;
+      g.advance_t = a.advance_t;
+      if (a.nesterov && (a.momentum <= 0 || a.dampening != 0))
+        fail_at(c, "Nesterov momentum requires momentum f[0] > 0 and dampening f[1] = 0");
+      break;
+    }
+    case OpKind::AdamStep: {
+      const AdamAttrs a = AdamAttrs::from(c.attrs);
+      g.depth = 4;
+      g.advance_t = a.advance_t;
+      if (!(a.beta1 >= 0 && a.beta1 < 1 && a.beta2 >= 0 && a.beta2 < 1))
+        fail_at(c, detail::concat("betas (", a.beta1, ", ", a.beta2, ") not in [0, 1)"));
+      break;
+    }
+    case OpKind::RmspropStep:
+      g.depth = 3;
+      g.advance_t = RmspropAttrs::from(c.attrs).advance_t;
+      break;
+    case OpKind::AdagradStep:
+      g.depth = 3;
+      g.advance_t = AdagradAttrs::from(c.attrs).advance_t;
+      break;
+    case OpKind::WeightPenalty:
+      g.depth = 2;
+      break;
+    case OpKind::ClipGradNorm:
+      g.depth = 1;
+      break;
+    default:
+      fail_at(c, "not an optimizer op");
+  }
+  const bool stepper = c.op != OpKind::WeightPenalty && c.op != OpKind::ClipGradNorm;
+  g.first = c.op == OpKind::ClipGradNorm ? 0 : 1;
+  if (stepper) {
+    const TensorView& h = c.in(0);
+    if (!h.defined() || h.dtype != DType::f32 || h.numel() < 2)
+      fail_at(c, detail::concat("hyper (input 0) must be f32 with at least 2 elements [lr, t], got ",
+                                h.defined() ? dtype_name(h.dtype) : "undefined", " shape ", h.shape));
+    g.hyper = h;
+  }
+  if (c.op == OpKind::ClipGradNorm) {
+    const TensorView& out = c.out(0);
+    if (!out.defined() || out.dtype != DType::f32 || out.numel() != 1)
+      fail_at(c, detail::concat("total_norm must be f32 with 1 element, got shape ", out.shape));
+    const double max_norm = ClipGradNormAttrs::from(c.attrs).max_norm;
+    if (!(max_norm > 0)) fail_at(c, detail::concat("max_norm f[0]=", max_norm, " must be > 0"));
+    g.total_norm = out;
+  }
+  const int n = c.n_inputs - g.first;
+  if (n < 0 || n % g.depth != 0)
+    fail_at(c, detail::concat("expects groups of ", g.depth, " tensors after ", g.first, " leading input(s), got ",
+                              c.n_inputs, " inputs"));
+  g.n = n / g.depth;
+  g.tensors = c.inputs;
+  for (int k = 0; k < g.n; ++k) {
+    const TensorView& p = g.at(k, 0);
+    for (int j = 0; j < g.depth; ++j) {
+      const TensorView& t = g.at(k, j);
+      const int at = g.first + k * g.depth + j;
+      if (!t.defined()) fail_at(c, detail::concat("input ", at, " (group ", k, ") is undefined"));
+      if (t.dtype != DType::f32)
+        fail_at(c, detail::concat("input ", at, " must be f32, got ", t.dtype, " (shape ", t.shape, ")"));
+      if (t.shape != p.shape)
+        fail_at(c, detail::concat("group ", k, ": tensor ", j, " has shape ", t.shape, " but the parameter has shape ",
+                                  p.shape));
+    }
+  }
+  return g;
+}
+
+}  // namespace ops
+}  // namespace cudl
