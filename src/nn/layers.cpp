@@ -6,6 +6,12 @@
 #include "backend/backend.hpp"
 #include "cudl/error.hpp"
 #include "nn/build_context.hpp"
+#include "ops/conv.hpp"
+#include "ops/elementwise.hpp"
+#include "ops/matmul.hpp"
+#include "ops/norm.hpp"
+#include "ops/pool.hpp"
+#include "ops/random.hpp"
 
 namespace cudl {
 namespace detail {
@@ -110,10 +116,15 @@ graph::ValueId BuildContext::rng_state() {
 void init_tensor(Tensor& t, Init init, int64_t fan_in, int64_t fan_out, uint64_t seed) {
   const double fi = static_cast<double>(std::max<int64_t>(fan_in, 1));
   const double fo = static_cast<double>(std::max<int64_t>(fan_out, 1));
-  OpAttrs a;
-  a.i[0] = static_cast<int64_t>(seed & 0x7fffffffffffffffull);
-  a.i[1] = 0;
-  OpKind op = OpKind::RandomUniform;
+  const int64_t s = static_cast<int64_t>(seed & 0x7fffffffffffffffull);
+  auto uniform = [&](double limit) {
+    run_op(OpKind::RandomUniform, {}, {TensorView::of(t)}, ops::RandomUniformAttrs{-limit, limit, s}.to_op_attrs(),
+           nullptr, "init");
+  };
+  auto normal = [&](double stddev) {
+    run_op(OpKind::RandomNormal, {}, {TensorView::of(t)}, ops::RandomNormalAttrs{0, stddev, s}.to_op_attrs(), nullptr,
+           "init");
+  };
   switch (init) {
     case Init::Zeros:
       t.fill(0);
@@ -122,38 +133,24 @@ void init_tensor(Tensor& t, Init init, int64_t fan_in, int64_t fan_out, uint64_t
       t.fill(1);
       return;
     case Init::Normal:
-      op = OpKind::RandomNormal;
-      a.f[0] = 0;
-      a.f[1] = 0.05;
-      break;
+      normal(0.05);
+      return;
     case Init::Uniform:
-      a.f[0] = -0.05;
-      a.f[1] = 0.05;
-      break;
-    case Init::GlorotUniform: {
-      double l = std::sqrt(6.0 / (fi + fo));
-      a.f[0] = -l;
-      a.f[1] = l;
-      break;
-    }
+      uniform(0.05);
+      return;
+    case Init::GlorotUniform:
+      uniform(std::sqrt(6.0 / (fi + fo)));
+      return;
     case Init::GlorotNormal:
-      op = OpKind::RandomNormal;
-      a.f[0] = 0;
-      a.f[1] = std::sqrt(2.0 / (fi + fo));
-      break;
-    case Init::HeUniform: {
-      double l = std::sqrt(6.0 / fi);
-      a.f[0] = -l;
-      a.f[1] = l;
-      break;
-    }
+      normal(std::sqrt(2.0 / (fi + fo)));
+      return;
+    case Init::HeUniform:
+      uniform(std::sqrt(6.0 / fi));
+      return;
     case Init::HeNormal:
-      op = OpKind::RandomNormal;
-      a.f[0] = 0;
-      a.f[1] = std::sqrt(2.0 / fi);
-      break;
+      normal(std::sqrt(2.0 / fi));
+      return;
   }
-  run_op(op, {}, {TensorView::of(t)}, a, nullptr, "init");
 }
 
 }  // namespace detail
@@ -290,16 +287,13 @@ ValueId apply_activation(BuildContext& c, ValueId x, const std::string& act, flo
   if (act.empty() || act == "linear") return x;
   const Shape s = c.g->value(x).shape;
   ValueId y = c.value(act, s);
-  OpAttrs a;
   if (act == "softmax" || act == "log_softmax") {
-    c.node(act == "softmax" ? OpKind::Softmax : OpKind::LogSoftmax, a, {x}, {y});
+    c.node(act == "softmax" ? OpKind::Softmax : OpKind::LogSoftmax, OpAttrs{}, {x}, {y});
     return y;
   }
   UnaryOp op;
   if (!unary_from_name(act, op)) CUDL_FAIL("unknown activation '", act, "'");
-  a.i[0] = static_cast<int64_t>(op);
-  a.f[0] = alpha;
-  c.node(OpKind::Unary, a, {x}, {y});
+  c.node(OpKind::Unary, ops::UnaryAttrs{op, alpha}.to_op_attrs(), {x}, {y});
   return y;
 }
 
@@ -334,8 +328,7 @@ class DenseLayer : public BuiltinLayer {
     if (act_ == "gelu_tanh") ep = Epilogue::Gelu, rest = "";
     ValueId y = c.value(ep == Epilogue::None ? "linear" : "linear_" + act_, Shape{rows, units_});
     ValueId pre = ep == Epilogue::Gelu ? c.value("pre", Shape{rows, units_}) : kNone;
-    OpAttrs a;
-    a.i[0] = static_cast<int64_t>(ep);
+    const OpAttrs a = ops::LinearAttrs{ep}.to_op_attrs();
     std::vector<ValueId> outs{y};
     if (pre != kNone) outs.push_back(pre);
     c.node(OpKind::Linear, a, {x, w, b}, outs);
@@ -393,12 +386,9 @@ class Conv2dLayer : public BuiltinLayer {
     const int64_t cg = xs[1] / groups_;
     ValueId w = c.param("kernel", Shape{k_, cg, r_, r_}, init_, cg * r_ * r_, k_ * r_ * r_ / groups_, true);
     ValueId b = bias_ ? c.param("bias", Shape{k_}, Init::Zeros, cg * r_ * r_, k_, false) : kNone;
-    OpAttrs a;
-    a.i[0] = a.i[1] = stride_;
-    a.i[2] = a.i[3] = pad_;
-    a.i[4] = a.i[5] = dil_;
-    a.i[6] = groups_;
-    a.i[7] = static_cast<int64_t>(act_ == "relu" ? Epilogue::Relu : Epilogue::None);
+    const OpAttrs a = ops::Conv2dAttrs{stride_, stride_, pad_,    pad_,
+                                       dil_,    dil_,    groups_, act_ == "relu" ? Epilogue::Relu : Epilogue::None}
+                          .to_op_attrs();
     ValueId y = c.value(act_ == "relu" ? "conv_relu" : "conv", c.batched(os));
     c.node(OpKind::Conv2d, a, {in[0], w, b}, {y});
     return {act_ == "relu" ? y : apply_activation(c, y, act_, 0.01f)};
@@ -431,10 +421,7 @@ class PoolLayer : public BuiltinLayer {
   std::vector<int> build(BuildContext& c, const std::vector<int>& in) override {
     const Shape xs = c.g->value(in[0]).shape;
     const Shape os = output_shape({Shape{xs[1], xs[2], xs[3]}});
-    OpAttrs a;
-    a.i[0] = a.i[1] = k_;
-    a.i[2] = a.i[3] = s_;
-    a.i[4] = a.i[5] = p_;
+    const OpAttrs a = ops::Pool2dAttrs{k_, k_, s_, s_, p_, p_}.to_op_attrs();
     ValueId y = c.value(kind_, c.batched(os));
     c.node(op_, a, {in[0]}, {y});
     return {y};
@@ -460,9 +447,7 @@ class BatchNormLayer : public BuiltinLayer {
     ValueId gamma = c.param("gamma", Shape{ch}, Init::Ones, ch, ch, false);
     ValueId beta = c.param("beta", Shape{ch}, Init::Zeros, ch, ch, false);
     ValueId rm = c.buffer("running_mean", Shape{ch}, 0.0), rv = c.buffer("running_var", Shape{ch}, 1.0);
-    OpAttrs a;
-    a.f[0] = eps_;
-    a.f[1] = momentum_;
+    const OpAttrs a = ops::BatchNormAttrs{eps_, momentum_}.to_op_attrs();
     ValueId y = c.value("bn", xs);
     if (c.training) {
       ValueId mean = c.value("saved_mean", Shape{ch}), invstd = c.value("saved_invstd", Shape{ch});
@@ -490,8 +475,7 @@ class LayerNormLayer : public BuiltinLayer {
     const int64_t d = xs[-1], rows = xs.numel() / d;
     ValueId gamma = c.param("gamma", Shape{d}, Init::Ones, d, d, false);
     ValueId beta = c.param("beta", Shape{d}, Init::Zeros, d, d, false);
-    OpAttrs a;
-    a.f[0] = eps_;
+    const OpAttrs a = ops::LayerNormAttrs{eps_}.to_op_attrs();
     ValueId y = c.value("ln", xs), mean = c.value("mean", Shape{rows}), rstd = c.value("rstd", Shape{rows});
     c.node(OpKind::LayerNorm, a, {in[0], gamma, beta}, {y, mean, rstd});
     return {y};
@@ -514,9 +498,7 @@ class DropoutLayer : public BuiltinLayer {
     const Shape xs = c.g->value(in[0]).shape;
     if (!c.training || rate_ == 0.f) return {in[0]};  // identity at inference
     ValueId y = c.value("dropout", xs), mask = c.value("mask", xs, DType::u8);
-    OpAttrs a;
-    a.f[0] = rate_;
-    a.i[0] = c.dropout_streams++;
+    const OpAttrs a = ops::DropoutAttrs{rate_, c.dropout_streams++}.to_op_attrs();
     c.node(OpKind::Dropout, a, {in[0], c.rng_state()}, {y, mask});
     return {y};
   }
@@ -575,8 +557,7 @@ class AddLayer : public BuiltinLayer {
   }
   std::vector<int> build(BuildContext& c, const std::vector<int>& in) override {
     ValueId y = c.value("sum", c.g->value(in[0]).shape);
-    OpAttrs a;
-    a.i[0] = static_cast<int64_t>(BinaryOp::Add);
+    const OpAttrs a = ops::BinaryAttrs{BinaryOp::Add}.to_op_attrs();
     c.node(OpKind::Binary, a, {in[0], in[1]}, {y});
     return {y};
   }

@@ -4,6 +4,8 @@
 #include <cctype>
 
 #include "cudl/error.hpp"
+#include "ops/loss.hpp"
+#include "ops/optim.hpp"
 #include "train/model_impl.hpp"
 
 namespace cudl {
@@ -238,10 +240,9 @@ std::pair<ValueId, ValueId> Model::Impl::loss_nodes(detail::BuildContext& c, Val
   if (!L.takes_labels() && ps != ts) target_v = g.add_view(target, ps, "loss", Phase::Loss);
   // The loss op adds to the metric accumulators itself (outputs 3 and 4), so metrics cost no
   // extra launch: loss_acc += B * mean loss, correct_acc += rows whose argmax is the label.
-  OpAttrs a;
-  a.i[0] = static_cast<int64_t>(Reduction::Mean);
-  a.f[0] = op == OpKind::HuberLoss ? L.huber_delta : L.label_smoothing;
-  a.f[1] = static_cast<double>(c.batch);
+  const OpAttrs a =
+      ops::LossAttrs{Reduction::Mean, op == OpKind::HuberLoss ? L.huber_delta : L.label_smoothing, double(c.batch)}
+          .to_op_attrs();
   ValueId loss = g.add_value("loss.value", Shape{1}, DType::f32, Role::Intermediate);
   ValueId dpred = with_grad ? g.add_value("loss.dpred", ps, DType::f32, Role::Intermediate) : kNone;
   std::vector<ValueId> outs{loss, dpred, kNone, bind_state(c, "metric.loss", acc("loss"))};
@@ -252,9 +253,9 @@ std::pair<ValueId, ValueId> Model::Impl::loss_nodes(detail::BuildContext& c, Val
   }
   g.add_node(op, a, {pred, target_v, kNone}, outs, "loss", Phase::Loss);
   if (wants("mae")) {  // the batch's L1 sum, averaged over the elements of a sample, accumulated
-    OpAttrs s;
-    s.i[0] = static_cast<int64_t>(Reduction::Sum);
-    s.f[1] = 1.0 / std::max<int64_t>(1, ps.numel() / std::max<int64_t>(c.batch, 1));
+    const OpAttrs s =
+        ops::LossAttrs{Reduction::Sum, 0, 1.0 / std::max<int64_t>(1, ps.numel() / std::max<int64_t>(c.batch, 1))}
+            .to_op_attrs();
     g.add_node(OpKind::L1Loss, s, {pred, target_v, kNone},
                {kNone, kNone, kNone, bind_state(c, "metric.mae", acc("mae"))}, "metrics", Phase::Metrics);
   }
@@ -277,9 +278,7 @@ void Model::Impl::optimizer_nodes(detail::BuildContext& c) {
       v.push_back(p->grad);
     }
   for (const auto& [k, groups] : penalties) {
-    OpAttrs a;
-    a.f[0] = k.first;
-    a.f[1] = k.second;
+    const OpAttrs a = ops::WeightPenaltyAttrs{k.first, k.second}.to_op_attrs();
     std::vector<ValueId> ins{kNone};  // the (unused) hyper slot, then (param, grad) groups
     ins.insert(ins.end(), groups.begin(), groups.end());
     g.add_node(OpKind::WeightPenalty, a, ins, {}, "regularizer", Phase::Optimizer);
@@ -288,44 +287,33 @@ void Model::Impl::optimizer_nodes(detail::BuildContext& c) {
     std::vector<ValueId> grads;
     for (const auto* p : train) grads.push_back(p->grad);
     ValueId norm = g.add_value("optim.grad_norm", Shape{1}, DType::f32, Role::Intermediate);
-    OpAttrs a;
-    a.f[0] = o.clip_norm;
+    const OpAttrs a = ops::ClipGradNormAttrs{o.clip_norm}.to_op_attrs();
     g.add_node(OpKind::ClipGradNorm, a, grads, {norm}, "optimizer", Phase::Optimizer);
   }
   ValueId hv = bind_state(c, "optim.hyper", hyper);
+  // Every step advances t = hyper[1] itself (advance_t): no separate Increment launch.
   OpAttrs a;
-  a.i[1] = 1;  // the step advances t = hyper[1] itself: no separate Increment launch
   OpKind op = OpKind::AdamStep;
   int nslots = 0;
   switch (o.kind) {
     case Optimizer::SGD:
       op = OpKind::SgdStep;
-      a.f[0] = o.momentum;
-      a.f[1] = o.dampening;
-      a.f[2] = o.weight_decay;
-      a.i[0] = o.nesterov;
+      a = ops::SgdAttrs{o.momentum, o.dampening, o.weight_decay, o.nesterov, true}.to_op_attrs();
       nslots = o.momentum != 0 ? 1 : 0;
       break;
     case Optimizer::Adam:
     case Optimizer::AdamW:
-      a.f[0] = o.beta1;
-      a.f[1] = o.beta2;
-      a.f[2] = o.eps;
-      a.f[3] = o.weight_decay;
-      a.i[0] = o.kind == Optimizer::AdamW;
+      a = ops::AdamAttrs{o.beta1, o.beta2, o.eps, o.weight_decay, o.kind == Optimizer::AdamW, true}.to_op_attrs();
       nslots = 2;
       break;
     case Optimizer::RMSprop:
       op = OpKind::RmspropStep;
-      a.f[0] = o.alpha;
-      a.f[1] = o.eps;
-      a.f[2] = o.weight_decay;
+      a = ops::RmspropAttrs{o.alpha, o.eps, o.weight_decay, true}.to_op_attrs();
       nslots = 1;
       break;
     case Optimizer::Adagrad:
       op = OpKind::AdagradStep;
-      a.f[0] = o.eps;
-      a.f[1] = o.weight_decay;
+      a = ops::AdagradAttrs{o.eps, o.weight_decay, 0, true}.to_op_attrs();
       nslots = 1;
       break;
   }

@@ -5,6 +5,9 @@
 #include "cudl/error.hpp"
 #include "graph/autodiff.hpp"
 #include "graph/planner.hpp"
+#include "ops/augment.hpp"
+#include "ops/data.hpp"
+#include "ops/util.hpp"
 #include "train/model_impl.hpp"
 
 namespace cudl {
@@ -68,10 +71,7 @@ ValueId augment_node(detail::BuildContext& c, const std::string& model, ValueId 
   const Shape s = c.g->value(xb).shape;
   if (s.rank() != 4) CUDL_FAIL("model ", model, ": augment needs image batches (N, C, H, W), got ", s);
   ValueId y = c.g->add_value("data.augmented_x", s, DType::f32, Role::Intermediate);
-  OpAttrs a;
-  a.i[0] = fo.augment_shift;
-  a.f[0] = fo.augment_rotation;
-  a.f[1] = fill;
+  const OpAttrs a = ops::AugmentAttrs{fo.augment_shift, fo.augment_rotation, fill}.to_op_attrs();
   c.g->add_node(OpKind::AugmentImages, a, {xb, c.rng_state()}, {y}, "augment", Phase::Forward);
   return y;
 }
@@ -105,9 +105,7 @@ std::unique_ptr<Model::Impl::Build> Model::Impl::build(int64_t B, const DataSpec
     xd[0] = yd[0] = B;
     xb = g.add_value("data.batch_x", Shape(xd), DType::f32, Role::Intermediate);
     yb = g.add_value("data.batch_y", Shape(yd), d.y_dtype, Role::Intermediate);
-    OpAttrs a;
-    a.f[0] = d.mean;
-    a.f[1] = d.std;
+    const OpAttrs a = ops::NormalizeAttrs{d.mean, d.std}.to_op_attrs();
     g.add_node(OpKind::GatherBatch, a, {vp, vx, vy}, {xb, yb, vc}, "data", Phase::Forward);
     if (d.augment && d.augment->augment)
       xb = augment_node(c, name, xb, *d.augment, d.x_dtype == DType::u8 ? -d.mean / d.std : 0.f);
@@ -119,8 +117,8 @@ std::unique_ptr<Model::Impl::Build> Model::Impl::build(int64_t B, const DataSpec
       if (wants("accuracy")) keys.push_back("correct");
       if (wants("mae")) keys.push_back("mae");
       for (const std::string& k : keys)
-        g.add_node(OpKind::Fill, OpAttrs{}, {}, {bind_state(c, "metric." + k + ".zero", acc(k))}, "metrics",
-                   Phase::Forward);
+        g.add_node(OpKind::Fill, ops::FillAttrs{0}.to_op_attrs(), {}, {bind_state(c, "metric." + k + ".zero", acc(k))},
+                   "metrics", Phase::Forward);
     }
   }
   ValueId out = forward(c, xb);
@@ -144,8 +142,7 @@ std::unique_ptr<Model::Impl::Build> Model::Impl::build(int64_t B, const DataSpec
     int64_t blocks = 1;
     for (const graph::Node& n : g.nodes())
       if (n.op == OpKind::Dropout) blocks = std::max(blocks, (g.value(n.inputs[0]).shape.numel() + 3) / 4);
-    OpAttrs inc;
-    inc.i[0] = blocks;
+    const OpAttrs inc = ops::IncrementAttrs{0, blocks}.to_op_attrs();
     g.add_node(OpKind::Increment, inc, {}, {off}, "rng", Phase::Optimizer);
   }
   return b;
