@@ -8,7 +8,10 @@
 // between (the emulator's lazy streams are drained with cudl_emu::flush_all on both sides; that is
 // not a host synchronisation of the program and is not counted as one). CUDL_CUDA_GRAPHS=0 measures
 // the step without graph capture. The byte table walks the model's own training program
-// (cudl::detail::ModelInternals::training_step).
+// (cudl::detail::ModelInternals::training_step). The roofline estimate turns the same walk into a
+// step time for an H100 SXM and an A100 (assumptions printed beside it): an estimate, not a measurement.
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -128,6 +131,102 @@ NodeBytes node_bytes(const cudl::graph::Graph& g, const cudl::graph::Node& n) {
   return b;
 }
 
+// Floating-point operations of a node: 2 per multiply-add of the GEMMs and convolutions (the
+// backward ops count only the outputs they compute), one per output element elsewhere.
+double node_flops(const cudl::graph::Graph& g, const cudl::graph::Node& n) {
+  auto numel = [&](ValueId v) { return v == kNone ? 0.0 : static_cast<double>(g.value(v).shape.numel()); };
+  auto present = [&](size_t k) { return k < n.outputs.size() && n.outputs[k] != kNone; };
+  switch (n.op) {
+    case OpKind::Linear: {  // x (N, in), w (out, in): y = x·wᵀ
+      const double in = static_cast<double>(g.value(n.inputs[1]).shape[1]);
+      return 2 * numel(n.outputs[0]) * in;
+    }
+    case OpKind::LinearBackward: {  // in: x, w, dy; dx = dy·w, dw = dyᵀ·x, db = Σ dy
+      const auto& ws = g.value(n.inputs[1]).shape;
+      const double mac = numel(n.inputs[2]) * static_cast<double>(ws[1]);  // N * out * in
+      return (present(0) ? 2 * mac : 0) + (present(1) ? 2 * mac : 0) + (present(2) ? numel(n.inputs[2]) : 0);
+    }
+    case OpKind::Matmul: {  // c (..., M, N) = a (..., M, K) · b
+      const auto& as = g.value(n.inputs[0]).shape;
+      const int r = as.rank();
+      const double k = static_cast<double>(n.attrs.i[0] ? as[r - 2] : as[r - 1]);
+      return 2 * numel(n.outputs[0]) * k;
+    }
+    case OpKind::Conv2d:                // y (N, K, P, Q), w (K, C/g, R, S)
+    case OpKind::Conv2dBackwardData:    // dy (N, K, P, Q), w
+    case OpKind::Conv2dBackwardFilter: {  // x, dy (N, K, P, Q); out dw (K, C/g, R, S)
+      const ValueId w = n.op == OpKind::Conv2dBackwardFilter ? n.outputs[0] : n.inputs[1];
+      const ValueId y = n.op == OpKind::Conv2d ? n.outputs[0] : n.inputs[n.op == OpKind::Conv2dBackwardData ? 0 : 1];
+      const auto& ws = g.value(w).shape;
+      return 2 * numel(y) * static_cast<double>(ws[1] * ws[2] * ws[3]);
+    }
+    default: {
+      double out = 0;
+      for (ValueId v : n.outputs) out += numel(v);
+      return out;
+    }
+  }
+}
+
+// The GPUs of the estimate. Peaks from NVIDIA's data sheets (dense, no sparsity): H100 SXM5 80 GB
+// ("NVIDIA H100 Tensor Core GPU" datasheet: 3.35 TB/s HBM3, FP32 67 TFLOPS, BF16/FP16 Tensor Core
+// 989 TFLOPS); A100 SXM 80 GB ("NVIDIA A100 Tensor Core GPU" datasheet: 2,039 GB/s HBM2e, FP32 19.5
+// TFLOPS, BF16/FP16 Tensor Core 312 TFLOPS). fp32 GEMMs and convolutions run without TF32 (cudl's
+// default), so their peak is the FP32 (non-tensor) one; f16/bf16 ones use the tensor-core peak.
+struct GpuPeaks {
+  const char* name;
+  double bandwidth;   // bytes/s
+  double fp32_flops;  // FLOP/s, CUDA cores
+  double tensor_16;   // FLOP/s, f16/bf16 tensor cores (dense)
+};
+constexpr GpuPeaks kGpus[] = {{"H100 SXM", 3.35e12, 67e12, 989e12}, {"A100 SXM", 2.0e12, 19.5e12, 312e12}};
+// Cost of each kernel or library call inside a replayed CUDA graph: dependent nodes start one after
+// another, and a small grid's launch, ramp-up and drain are not hidden. An assumed figure, in the
+// range NVIDIA's CUDA Graphs posts give for back-to-back short kernels (~1-3 us); not measured here.
+constexpr double kNodeLaunchSeconds = 2.0e-6;
+constexpr int64_t kEpochRows = 60000;  // MNIST training set
+
+void roofline(const cudl::graph::Executor& exec, int64_t batch_rows, uint64_t launches) {
+  const cudl::graph::Graph& g = exec.graph();
+  std::printf("\nroofline step-time estimate (estimate, not measured on a GPU):\n");
+  std::printf("  per node max(bytes / HBM bandwidth, flops / peak for the node's precision), summed, plus %.1f us per\n"
+              "  kernel or library call of the step (%llu, counted above) for launch inside a CUDA graph\n",
+              kNodeLaunchSeconds * 1e6, static_cast<unsigned long long>(launches));
+  std::printf("  assumptions: every byte of the node table moves through HBM once at full bandwidth (no cache\n"
+              "  reuse, no occupancy or tail effects); fp32 GEMM/conv at the FP32 CUDA-core peak (TF32 off),\n"
+              "  f16/bf16 at the dense tensor-core peak; other nodes at 1 flop per output element.\n");
+  for (const GpuPeaks& gpu : kGpus) {
+    double mem_s = 0, flop_s = 0, node_s = 0, total_flops = 0, total_bytes = 0;
+    int mem_bound = 0, compute_bound = 0;
+    for (const auto& n : g.nodes()) {
+      if (n.is_view()) continue;
+      const NodeBytes b = node_bytes(g, n);
+      const double bytes = b.read + b.written, flops = node_flops(g, n);
+      const ValueId first = n.inputs.empty() ? kNone : n.inputs[0];
+      const bool half = first != kNone && g.value(first).dtype != cudl::DType::f32 &&
+                        (n.op == OpKind::Linear || n.op == OpKind::LinearBackward || n.op == OpKind::Matmul ||
+                         n.op == OpKind::Conv2d || n.op == OpKind::Conv2dBackwardData ||
+                         n.op == OpKind::Conv2dBackwardFilter);
+      const double t_mem = bytes / gpu.bandwidth, t_flop = flops / (half ? gpu.tensor_16 : gpu.fp32_flops);
+      mem_s += t_mem;
+      flop_s += t_flop;
+      node_s += std::max(t_mem, t_flop);
+      (t_mem >= t_flop ? mem_bound : compute_bound)++;
+      total_flops += flops;
+      total_bytes += bytes;
+    }
+    const double launch_s = static_cast<double>(launches) * kNodeLaunchSeconds;
+    const double step_s = node_s + launch_s;
+    const int64_t steps = (kEpochRows + batch_rows - 1) / batch_rows;
+    std::printf("  %-9s %5.2f TB/s %5.1f TFLOP/s fp32: %.3g GFLOP, %s per step; nodes %.1f us (%d memory-bound, "
+                "%d compute-bound; all-memory %.1f us, all-compute %.1f us) + launches %.1f us = step %.1f us; "
+                "epoch of %lld rows (%lld steps) %.1f ms\n",
+                gpu.name, gpu.bandwidth / 1e12, gpu.fp32_flops / 1e12, total_flops / 1e9, human(total_bytes).c_str(),
+                node_s * 1e6, mem_bound, compute_bound, mem_s * 1e6, flop_s * 1e6, launch_s * 1e6, step_s * 1e6,
+                static_cast<long long>(kEpochRows), static_cast<long long>(steps), step_s * 1e3 * static_cast<double>(steps));
+  }
+}
+
 bool starts_with(const std::string& s, const char* p) { return s.rfind(p, 0) == 0; }
 
 void byte_table(const cudl::graph::Executor& exec, int64_t batch_rows) {
@@ -244,6 +343,7 @@ int run_model(const std::string& kind, const Args& a) {
   eo.cuda_graphs = graphs;
   auto step = cudl_bench::training_step(model, data, a.batch, eo);
   byte_table(*step, a.batch);
+  roofline(*step, a.batch, kernels);
   return 0;
 }
 

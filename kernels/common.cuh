@@ -111,12 +111,14 @@ struct MaxNanOp {
   }
 };
 
-enum class Shuffle { kXor, kDown };
+enum class Shuffle { kXor, kDown, kIdx };  // kIdx: `offset` is the source lane
 
 template <Shuffle kKind, typename W>
 __device__ __forceinline__ W shuffle_word(unsigned mask, W w, int offset) {
   if constexpr (kKind == Shuffle::kXor)
     return __shfl_xor_sync(mask, w, offset);
+  else if constexpr (kKind == Shuffle::kIdx)
+    return __shfl_sync(mask, w, offset);
   else
     return __shfl_down_sync(mask, w, offset);
 }
@@ -151,14 +153,17 @@ __device__ __forceinline__ T warp_reduce_sum(T v) {
 }
 
 /// Tree over the first `lanes` (1..31) threads of a partial warp, which are the only ones that exist:
-/// lane l adds lane l + offset only while that lane exists. The result is valid in lane 0 only.
+/// lane l adds lane l + offset only while that lane exists. The result is valid in lane 0 only. A
+/// lane whose partner does not exist reads its own value (and drops it): a shuffle must not name a
+/// lane outside its mask, whose value the GPU leaves undefined.
 template <typename Op, typename T>
 __device__ __forceinline__ T partial_warp_reduce(T v, int lanes, Op op = Op{}) {
   const unsigned mask = (1u << lanes) - 1u;
   const int lane = static_cast<int>(threadIdx.x % kWarpSize);
   for (int offset = kWarpSize / 2; offset > 0; offset >>= 1) {
-    const T other = shuffle<Shuffle::kDown>(mask, v, offset);
-    if (lane + offset < lanes) v = op(v, other);
+    const bool has_partner = lane + offset < lanes;
+    const T other = shuffle<Shuffle::kIdx>(mask, v, has_partner ? lane + offset : lane);
+    if (has_partner) v = op(v, other);
   }
   return v;
 }

@@ -10,7 +10,10 @@
 //   are checked when the work runs: memory outside every device allocation is recorded as the sticky
 //   cudaErrorIllegalAddress, a pointer less aligned than the one the algo was chosen for as the sticky
 //   cudaErrorMisalignedAddress, both naming the call, as a faulting kernel would be on a GPU.
-// - Products accumulate in double; inputs and outputs may be f32, f64, f16 or bf16.
+// - Products accumulate in double (CUDL_EMU_ACCUMULATE=fp32: in float, as the hardware does; see
+//   emu/runtime.hpp); inputs and outputs may be f32, f64, f16 or bf16.
+// - CUDL_EMU_REFUSE_ENGINES=<seed>/<p> makes the heuristic find no algorithm for a fraction p of the
+//   problems (emu/runtime.hpp), so callers' unfused fallbacks run.
 // - cuBLASLt epilogues: the bias vector has m elements (rows of D), broadcast along the columns, added
 //   before the activation. RELU is max(x, 0) and turns NaN into 0, as the real library does. GELU is
 //   the tanh approximation 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3))). RELU_AUX writes a bit-mask
@@ -29,6 +32,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <mutex>
@@ -54,6 +58,48 @@ struct cublasContext {
 struct cublasLtContext {
   uint32_t magic;
 };
+
+namespace cudl_emu {
+
+namespace {
+struct RefuseMode {
+  uint64_t seed = 0;
+  double probability = 0;
+};
+RefuseMode parse_refuse_mode() {
+  RefuseMode m;
+  const char* env = std::getenv("CUDL_EMU_REFUSE_ENGINES");
+  if (!env || !*env) return m;
+  char* end = nullptr;
+  m.seed = std::strtoull(env, &end, 10);
+  if (end == env || *end != '/' || !(m.probability = std::strtod(end + 1, &end), *end == '\0') ||
+      !(m.probability >= 0 && m.probability <= 1)) {
+    std::fprintf(stderr, "cudl-emu: CUDL_EMU_REFUSE_ENGINES='%s' is not <seed>/<probability in [0, 1]>\n", env);
+    std::abort();
+  }
+  return m;
+}
+bool parse_accumulate_fp32() {
+  const char* env = std::getenv("CUDL_EMU_ACCUMULATE");
+  if (!env || !*env || std::strcmp(env, "fp64") == 0) return false;
+  if (std::strcmp(env, "fp32") == 0) return true;
+  std::fprintf(stderr, "cudl-emu: CUDL_EMU_ACCUMULATE='%s' is neither fp32 nor fp64\n", env);
+  std::abort();
+}
+}  // namespace
+
+bool refuse_engine(uint64_t problem_key) {
+  static const RefuseMode mode = parse_refuse_mode();
+  if (mode.probability <= 0) return false;
+  const uint64_t h = hash_mix(hash_mix(1469598103934665603ull, mode.seed), problem_key);
+  return (double)(h >> 11) * 0x1.0p-53 < mode.probability;
+}
+bool accumulate_fp32() {
+  static const bool fp32 = parse_accumulate_fp32();
+  return fp32;
+}
+
+}  // namespace cudl_emu
 
 namespace {
 
@@ -327,6 +373,7 @@ void execute(const Problem& p) {
 
   std::vector<double> a(static_cast<size_t>(m * k)), bt(static_cast<size_t>(n * k));
   std::vector<double> rowsum;
+  const bool acc_f32 = cudl_emu::accumulate_fp32() && p.a.type != CUDA_R_64F && p.b.type != CUDA_R_64F;
   for (int64_t bi = 0; bi < p.batch; ++bi) {
     const int64_t oa = bi * p.a.stride, ob = bi * p.b.stride, oc = bi * p.c.stride, od = bi * p.d.stride;
     // op(A) packed as m rows of k; op(B) packed as n columns of k.
@@ -346,7 +393,13 @@ void execute(const Problem& p) {
         if (read_ab) {
           const double* ai = &a[i * k];
           const double* bj = &bt[j * k];
-          for (int64_t kk = 0; kk < k; ++kk) acc += ai[kk] * bj[kk];
+          if (acc_f32) {
+            float f = 0;  // the operands are f32/f16/bf16 values: exact in float
+            for (int64_t kk = 0; kk < k; ++kk) f = std::fmaf((float)ai[kk], (float)bj[kk], f);
+            acc = f;
+          } else {
+            for (int64_t kk = 0; kk < k; ++kk) acc += ai[kk] * bj[kk];
+          }
         }
         double v = alpha * acc;
         if (read_c) v += beta * load(p.c.type, p.c.ptr, oc + i + j * p.c.ld);
@@ -1211,6 +1264,15 @@ cublasStatus_t CUBLASWINAPI cublasLtMatmulAlgoGetHeuristic(
   {
     std::lock_guard<std::mutex> lock(refused_mu);
     if (refused_epilogues().count(desc_of(desc)->epilogue)) return CUBLAS_STATUS_NOT_SUPPORTED;
+  }
+  // Refusal test mode: fused epilogues only. A caller's fallback for them is a plain GEMM plus its
+  // own kernels; a plain GEMM has no fallback, and the real library always has an algo for one.
+  if (desc_of(desc)->epilogue != CUBLASLT_EPILOGUE_DEFAULT) {
+    uint64_t key = 0x6c74;  // "lt"
+    for (int64_t v : {p.m, p.n, p.k, p.batch, (int64_t)p.ta, (int64_t)p.tb, (int64_t)desc_of(desc)->epilogue,
+                      (int64_t)p.a.type, (int64_t)p.d.type})
+      key = cudl_emu::hash_mix(key, (uint64_t)v);
+    if (cudl_emu::refuse_engine(key)) return CUBLAS_STATUS_NOT_SUPPORTED;
   }
   for (uint32_t a : {pref->align_a, pref->align_b, pref->align_c, pref->align_d})
     if (a == 0 || (a & (a - 1)) != 0) return CUBLAS_STATUS_INVALID_VALUE;

@@ -7,7 +7,7 @@
 // depend on descriptors the caller has destroyed. Supported graphs: one convolution (forward,
 // backward-data, backward-filter), and a forward convolution followed by a chain of pointwise
 // ADD (broadcast bias) / RELU_FWD through virtual tensors. Execution enqueues naive loops with
-// double accumulation on the handle's stream.
+// double accumulation on the handle's stream (float with CUDL_EMU_ACCUMULATE=fp32, emu/runtime.hpp).
 #include <cudnn.h>
 
 #include <algorithm>
@@ -153,6 +153,23 @@ std::vector<std::shared_ptr<const EngineInfo>> engines_for(const std::shared_ptr
     }
     default:
       break;
+  }
+  // CUDL_EMU_REFUSE_ENGINES (emu/runtime.hpp): for some problems no engine is note-free, so the
+  // caller's fallback (another engine with a note, or its own implementation) runs.
+  uint64_t key = cudl_emu::hash_mix(0x646e6e, (uint64_t)g->pattern);
+  for (const TensorInfo* t : {&conv.x, &conv.w, &conv.y})
+    for (int64_t d : t->dims) key = cudl_emu::hash_mix(key, (uint64_t)d);
+  for (const std::vector<int64_t>* v : {&conv.conv.stride, &conv.conv.pre, &conv.conv.post, &conv.conv.dil})
+    for (int64_t x : *v) key = cudl_emu::hash_mix(key, (uint64_t)x);
+  key = cudl_emu::hash_mix(key, (uint64_t)conv.groups);
+  if (cudl_emu::refuse_engine(key)) {
+    std::vector<std::shared_ptr<const EngineInfo>> noted;
+    for (const auto& e : out) {
+      auto n = std::make_shared<EngineInfo>(*e);
+      if (n->notes.empty()) n->notes.push_back(CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC);
+      noted.push_back(std::move(n));
+    }
+    out = std::move(noted);
   }
   return out;
 }
@@ -837,6 +854,21 @@ struct View {
 };
 
 /// out = alpha * acc + beta * out (beta ignored for virtual outputs, which have no prior value).
+/// A convolution's sum of products: double, or float with fused multiply-adds in loop order
+/// (CUDL_EMU_ACCUMULATE=fp32, as the hardware's FP32 accumulators).
+struct Accumulator {
+  bool f32 = cudl_emu::accumulate_fp32();
+  double d = 0;
+  float f = 0;
+  void add(double a, double b) {
+    if (f32)
+      f = std::fmaf((float)a, (float)b, f);
+    else
+      d += a * b;
+  }
+  double value() const { return f32 ? (double)f : d; }
+};
+
 void store(const View& out, const OpInfo& op, int64_t a, int64_t b, int64_t c, int64_t d, double acc) {
   double v = op.alpha * acc;
   if (op.beta != 0 && out.f) v += op.beta * out.get(a, b, c, d);
@@ -862,7 +894,7 @@ void run_conv(const OpInfo& op, const View& x, const View& w, const View& y) {
           const int64_t g = k / Kg;
           for (int64_t p = 0; p < P; ++p)
             for (int64_t q = 0; q < Q; ++q) {
-              double acc = 0;
+              Accumulator acc;
               for (int64_t c = 0; c < Cg; ++c)
                 for (int64_t r = 0; r < R; ++r) {
                   const int64_t ih = p * sh - ph + r * dh;
@@ -870,10 +902,10 @@ void run_conv(const OpInfo& op, const View& x, const View& w, const View& y) {
                   for (int64_t s = 0; s < S; ++s) {
                     const int64_t iw = q * sw - pw + s * dw;
                     if (iw < 0 || iw >= Wi) continue;
-                    acc += x.get(n, g * Cg + c, ih, iw) * w.get(k, c, fr(r), fs(s));
+                    acc.add(x.get(n, g * Cg + c, ih, iw), w.get(k, c, fr(r), fs(s)));
                   }
                 }
-              store(y, op, n, k, p, q, acc);
+              store(y, op, n, k, p, q, acc.value());
             }
         }
       break;
@@ -883,7 +915,7 @@ void run_conv(const OpInfo& op, const View& x, const View& w, const View& y) {
           const int64_t g = ci / Cg, c = ci % Cg;
           for (int64_t h = 0; h < H; ++h)
             for (int64_t wi = 0; wi < Wi; ++wi) {
-              double acc = 0;
+              Accumulator acc;
               for (int64_t kk = 0; kk < Kg; ++kk) {
                 const int64_t k = g * Kg + kk;
                 for (int64_t r = 0; r < R; ++r) {
@@ -892,11 +924,11 @@ void run_conv(const OpInfo& op, const View& x, const View& w, const View& y) {
                   for (int64_t s = 0; s < S; ++s) {
                     const int64_t ww = wi + pw - s * dw;
                     if (ww < 0 || ww % sw != 0 || ww / sw >= Q) continue;
-                    acc += y.get(n, k, hh / sh, ww / sw) * w.get(k, c, fr(r), fs(s));
+                    acc.add(y.get(n, k, hh / sh, ww / sw), w.get(k, c, fr(r), fs(s)));
                   }
                 }
               }
-              store(x, op, n, ci, h, wi, acc);
+              store(x, op, n, ci, h, wi, acc.value());
             }
         }
       break;
@@ -906,7 +938,7 @@ void run_conv(const OpInfo& op, const View& x, const View& w, const View& y) {
         for (int64_t c = 0; c < Cg; ++c)
           for (int64_t r = 0; r < R; ++r)
             for (int64_t s = 0; s < S; ++s) {
-              double acc = 0;
+              Accumulator acc;
               for (int64_t n = 0; n < N; ++n)
                 for (int64_t p = 0; p < P; ++p) {
                   const int64_t ih = p * sh - ph + r * dh;
@@ -914,10 +946,10 @@ void run_conv(const OpInfo& op, const View& x, const View& w, const View& y) {
                   for (int64_t q = 0; q < Q; ++q) {
                     const int64_t iw = q * sw - pw + s * dw;
                     if (iw < 0 || iw >= Wi) continue;
-                    acc += y.get(n, k, p, q) * x.get(n, g * Cg + c, ih, iw);
+                    acc.add(y.get(n, k, p, q), x.get(n, g * Cg + c, ih, iw));
                   }
                 }
-              store(w, op, k, c, fr(r), fs(s), acc);
+              store(w, op, k, c, fr(r), fs(s), acc.value());
             }
       }
       break;

@@ -708,7 +708,8 @@ int block_sync(int kind, int predicate, const char* file, int line) {
 
 namespace {
 
-uint64_t shfl_source(WarpOp op, const EmuThread* t, unsigned participating, const Executor& ex) {
+// The lane a shuffle of thread t reads (its own lane when the source is out of its segment).
+int shfl_source_lane(WarpOp op, const EmuThread* t) {
   const int lane = (int)t->lane;
   const int segmask = 32 - t->width;
   const int clamp = op == WarpOp::ShflUp ? 0 : 0x1f;
@@ -736,13 +737,33 @@ uint64_t shfl_source(WarpOp op, const EmuThread* t, unsigned participating, cons
       break;
   }
   if (!ok) j = lane;
-  if (j < 0 || j > 31 || !(participating >> j & 1)) return ~0ull;  // inactive source: undefined -> poison
+  return j;
+}
+
+uint64_t shfl_source(WarpOp op, const EmuThread* t, unsigned participating, const Executor& ex) {
+  const int j = shfl_source_lane(op, t);
+  if (j < 0 || j > 31 || !(participating >> j & 1)) return ~0ull;  // checked in complete(); kept as poison
   return ex.threads[t->warp * 32 + j].value;
 }
 
 void complete(Executor& ex, Warp& w, const Collective& c, unsigned warp) {
   const unsigned arrived = c.arrived;
   EmuThread* base = &ex.threads[warp * 32];
+  if (c.op == WarpOp::ShflIdx || c.op == WarpOp::ShflUp || c.op == WarpOp::ShflDown || c.op == WarpOp::ShflXor)
+    for (int l = 0; l < 32; ++l) {
+      if (!(arrived >> l & 1)) continue;
+      const int src = shfl_source_lane(c.op, &base[l]);
+      if (src == l || (arrived >> src & 1)) continue;
+      // The GPU returns an undefined value; a lane reading a thread outside the mask is a bug.
+      const bool exists = w.existing >> src & 1;
+      ex.fail_throw(cudaErrorLaunchFailure,
+                    format("invalid warp intrinsic in %s: %s calls %s (%s:%d) with mask 0x%08x and reads lane %d, "
+                           "which %s",
+                           ex.where().c_str(), Executor::tid(&base[l]).c_str(), op_name(c.op), short_file(c.file),
+                           c.line, c.mask, src,
+                           exists ? "is not in the mask (has not arrived)"
+                                  : format("does not exist (the block has %u threads)", ex.n).c_str()));
+    }
   uint64_t common = 0;
   switch (c.op) {
     case WarpOp::Ballot:
@@ -863,6 +884,12 @@ uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int param, in
                   format("invalid warp intrinsic in %s: %s calls %s (%s:%d) with width %d "
                          "(must be a power of two up to 32)",
                          ex.where().c_str(), Executor::tid(th).c_str(), op_name(op), short_file(file), line, width));
+  if (mask & ~w.existing)
+    ex.fail_throw(cudaErrorLaunchFailure,
+                  format("invalid warp intrinsic in %s: %s calls %s (%s:%d) with mask 0x%08x naming lane(s) 0x%08x "
+                         "that do not exist (the block has %u threads; this warp has lanes 0x%08x)",
+                         ex.where().c_str(), Executor::tid(th).c_str(), op_name(op), short_file(file), line, mask,
+                         mask & ~w.existing, ex.n, w.existing));
   const unsigned named = mask & w.existing;
   if (named & w.exited)
     ex.fail_throw(cudaErrorLaunchFailure,
@@ -926,6 +953,30 @@ void trap(const char* file, int line) {
                                                Executor::tid(th).c_str(), short_file(file), line));
 }
 
+// The max threads per block a kernel was declared with (__launch_bounds__, see kernel.hpp): the
+// number of single-byte NOPs at its entry, after an optional endbr64; 0 when it has none.
+unsigned declared_launch_bound(const void* kernel) {
+  const unsigned char* b = static_cast<const unsigned char*>(kernel);
+  if (!b) return 0;
+  if (b[0] == 0xf3 && b[1] == 0x0f && b[2] == 0x1e && b[3] == 0xfa) b += 4;
+  unsigned n = 0;
+  while (n <= (unsigned)kMaxThreadsPerBlock && b[n] == 0x90) ++n;
+  return n;
+}
+
+bool check_param_bytes(const char* name, size_t param_bytes) {
+  // CUDA 12.1+ passes up to 32764 bytes of kernel parameters on Volta and newer (the emulated
+  // device is sm_90); older toolkits 4096. nvcc rejects a larger block at compile time.
+  const size_t limit = CUDART_VERSION >= 12010 ? 32764 : 4096;
+  if (param_bytes <= limit) return true;
+  record_error(cudaErrorInvalidValue,
+               format("cudl-emu: kernel '%s' has a %zu-byte parameter block, over the %zu-byte limit for kernel "
+                      "parameters (nvcc: \"Formal parameter space overflowed\")",
+                      name, param_bytes, limit),
+               false);
+  return false;
+}
+
 bool check_launch_config(const void* kernel, const char* name, dim3 grid, dim3 block, size_t shared_bytes) {
   const uint64_t threads = (uint64_t)block.x * block.y * block.z;
   std::string why;
@@ -943,6 +994,15 @@ bool check_launch_config(const void* kernel, const char* name, dim3 grid, dim3 b
     record_error(cudaErrorInvalidConfiguration,
                  format("cudl-emu: invalid launch configuration of kernel '%s': grid (%u,%u,%u) block (%u,%u,%u): %s",
                         name, grid.x, grid.y, grid.z, block.x, block.y, block.z, why.c_str()),
+                 false);
+    return false;
+  }
+  if (const unsigned bound = declared_launch_bound(kernel); bound && threads > bound) {
+    // The compiler sized the kernel's registers for `bound` threads: "too many resources requested".
+    record_error(cudaErrorLaunchOutOfResources,
+                 format("cudl-emu: too many resources requested for launch of kernel '%s': block (%u,%u,%u) has "
+                        "%" PRIu64 " threads but the kernel is declared __launch_bounds__(%u)",
+                        name, block.x, block.y, block.z, threads, bound),
                  false);
     return false;
   }
@@ -1073,6 +1133,72 @@ extern "C" void __assert_fail(const char* expr, const char* file, unsigned line,
   std::abort();
 }
 
+// --- misaligned accesses ------------------------------------------------------------------------
+// Emulated kernels are compiled with -fsanitize=alignment (tests/emu/CMakeLists.txt, emucc): every
+// load and store through a pointer is checked against its type's alignment (16 for float4, uint4,
+// int4, double2; 8 for float2; 4 for float, uchar4; ...). The GPU requires the same natural
+// alignment, so inside a kernel a misaligned access records a sticky cudaErrorMisalignedAddress
+// ("misaligned address") naming the kernel, thread, type and source line, and abandons the grid. No
+// sanitizer runtime is linked: these handlers are the only ones. Outside a kernel it is host UB.
+namespace {
+struct UbsanLocation {
+  const char* file;
+  uint32_t line, column;
+};
+struct UbsanType {
+  uint16_t kind, info;
+  char name[1];
+};
+struct UbsanMismatch {
+  UbsanLocation loc;
+  const UbsanType* type;
+  unsigned char log_alignment;
+  unsigned char check_kind;
+};
+const char* ubsan_access(unsigned char kind) {
+  static const char* const names[] = {"load of",       "store to",          "reference binding to",
+                                      "member access within", "member call on", "constructor call on",
+                                      "downcast of",   "downcast of",       "upcast of",
+                                      "cast to virtual base of", "_Nonnull binding to", "dynamic operation on"};
+  return kind < sizeof names / sizeof names[0] ? names[kind] : "access to";
+}
+[[noreturn]] void misaligned(const UbsanMismatch* d, uintptr_t ptr) {
+  using namespace cudl_emu::detail;
+  const size_t align = size_t(1) << d->log_alignment;
+  const std::string what = format("%s misaligned address 0x%" PRIxPTR " for type %s, which requires %zu-byte alignment (%s:%u)",
+                                  ubsan_access(d->check_kind), ptr, d->type ? d->type->name : "?", align,
+                                  short_file(d->loc.file), d->loc.line);
+  ThreadCoords* tc = t_thread;
+  if (tc && t_exec && t_exec->g) {
+    Executor& ex = *t_exec;
+    EmuThread* th = static_cast<EmuThread*>(tc);
+    ex.fail(cudaErrorMisalignedAddress,
+            format("misaligned address in %s %s: %s", ex.where().c_str(), Executor::tid(th).c_str(), what.c_str()));
+    t_thread = nullptr;
+    th->state = TState::Exited;
+    ++ex.exited;
+    ex.warps[th->warp].exited |= 1u << th->lane;
+    jump_fcontext(ex.sched, (void*)kDead);  // as a device assert: the runner's stack is recycled
+    std::abort();
+  }
+  std::fprintf(stderr, "cudl-emu: host code: %s\n", what.c_str());
+  std::abort();
+}
+}  // namespace
+
+extern "C" void __ubsan_handle_type_mismatch_v1(void* data, uintptr_t ptr) {
+  using cudl_emu::detail::short_file;
+  const auto* d = static_cast<const UbsanMismatch*>(data);
+  if (ptr == 0) {  // only -fsanitize=null reports these; keep the GPU's answer: an illegal address
+    std::fprintf(stderr, "cudl-emu: null pointer access at %s:%u\n", short_file(d->loc.file), d->loc.line);
+    std::abort();
+  }
+  misaligned(d, ptr);
+}
+extern "C" void __ubsan_handle_type_mismatch_v1_abort(void* data, uintptr_t ptr) {
+  __ubsan_handle_type_mismatch_v1(data, ptr);
+}
+
 // --- CUDA runtime functions about kernels ------------------------------------------------------
 extern "C" {
 
@@ -1113,7 +1239,8 @@ cudaError_t cudaFuncGetAttributes(struct cudaFuncAttributes* attr, const void* f
     return cudaErrorInvalidValue;
   }
   std::memset(attr, 0, sizeof *attr);
-  attr->maxThreadsPerBlock = kMaxThreadsPerBlock;
+  const unsigned bound = cudl_emu::detail::declared_launch_bound(func);
+  attr->maxThreadsPerBlock = bound ? (int)bound : kMaxThreadsPerBlock;
   attr->numRegs = 32;
   attr->ptxVersion = 90;
   attr->binaryVersion = 90;

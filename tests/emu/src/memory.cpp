@@ -408,8 +408,10 @@ cudaError_t memcpy_async(const char* api, void* dst, const void* src, size_t cou
   if (cudaError_t e = plan_copy(api, dst, src, count, kind, &plan)) return e;
   const detail::CopyDir dir = plan.dir;
   std::function<void()> body;
-  if (plan.src == PtrKind::PageableHost) {
+  if (plan.src == PtrKind::PageableHost && !is_capturing(stream)) {
     // Pageable source: the runtime stages it before returning, so later host writes don't show.
+    // Captured, it is not staged: CUDA accepts the copy into the graph, whose node reads the host
+    // buffer each time the graph runs (docs/emulator.md), so the buffer must outlive the graph.
     auto staged =
         std::make_shared<std::vector<char>>(static_cast<const char*>(src), static_cast<const char*>(src) + count);
     body = [dst, staged, count, dir] {

@@ -1,8 +1,11 @@
 // tests/emu/tests/test_emu_kernel_bugs.cpp — planted kernel bugs the executor must catch: a missing
-// __syncthreads (wrong answer under some schedule), barrier/warp divergence, bad launch configurations.
+// __syncthreads (wrong answer under some schedule), barrier/warp divergence, bad launch configurations,
+// and what a GPU refuses: misaligned vector accesses, launches over __launch_bounds__, warp masks
+// naming absent lanes, oversized parameter blocks; and captured pageable copies read at replay.
 #undef NDEBUG  // the device-assert test needs assert()
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cassert>
 #include <cstdint>
 #include <string>
@@ -142,6 +145,62 @@ __device__ int deep_recursion(int n) {
 }
 __global__ void deep_recursion_kernel(int* out, int depth) { out[threadIdx.x] = deep_recursion(depth); }
 
+// --- what a GPU refuses: misaligned vectors, launch bounds, partial-warp masks, parameter size -----
+
+// Reads one float4 at `base + offset` floats: misaligned unless offset % 4 == 0.
+__global__ void float4_load_kernel(const float* base, int offset, float* out) {
+  const float4 v = reinterpret_cast<const float4*>(base + offset)[threadIdx.x];
+  out[threadIdx.x] = v.x + v.y + v.z + v.w;
+}
+__global__ void float2_store_kernel(float* base, int offset) {
+  reinterpret_cast<float2*>(base + offset)[threadIdx.x] = make_float2(1.0f, 2.0f);
+}
+__global__ void uint4_copy_kernel(const char* src, char* dst, int offset) {
+  reinterpret_cast<uint4*>(dst)[threadIdx.x] = reinterpret_cast<const uint4*>(src + offset)[threadIdx.x];
+}
+__global__ void double2_load_kernel(const double* base, int offset, double* out) {
+  const double2 v = *reinterpret_cast<const double2*>(base + offset);
+  out[threadIdx.x] = v.x + v.y;
+}
+
+__global__ void __launch_bounds__(128) bounded_kernel(int* out) { out[threadIdx.x] = 1; }
+template <int kThreads>
+__global__ void __launch_bounds__(kThreads, 2) bounded_template_kernel(int* out) {
+  out[threadIdx.x] = kThreads;
+}
+
+// A full-warp shuffle in a 48-thread block: the second warp has only lanes 0..15.
+__global__ void partial_warp_shuffle_kernel(float* out) {
+  float v = (float)threadIdx.x;
+  v += __shfl_down_sync(0xffffffffu, v, 1);
+  out[threadIdx.x] = v;
+}
+__global__ void partial_warp_ballot_kernel(unsigned* out) { out[threadIdx.x] = __ballot_sync(0xffffffffu, 1); }
+__global__ void partial_warp_reduce_kernel(unsigned* out) {
+  out[threadIdx.x] = __reduce_add_sync(0xffffffffu, 1u);
+}
+// The correct form for a partial warp: the mask names only the lanes that exist.
+__global__ void partial_warp_masked_kernel(unsigned* out) {
+  const unsigned lanes = blockDim.x - (threadIdx.x & ~31u) >= 32 ? 32 : blockDim.x - (threadIdx.x & ~31u);
+  const unsigned mask = lanes == 32 ? 0xffffffffu : (1u << lanes) - 1;
+  out[threadIdx.x] = __reduce_add_sync(mask, 1u);
+}
+// Lanes 0..15 shuffle among themselves, but lanes 8..15 read lanes 16..23, outside the mask.
+__global__ void shuffle_outside_mask_kernel(float* out) {
+  float v = (float)threadIdx.x;
+  if (threadIdx.x < 16) v = __shfl_down_sync(0x0000ffffu, v, 8);
+  out[threadIdx.x] = v;
+}
+
+struct Params {
+  unsigned char bytes[4100];
+};
+struct HugeParams {
+  unsigned char bytes[32768];
+};
+__global__ void large_params_kernel(Params p, int* out) { out[threadIdx.x] = p.bytes[threadIdx.x]; }
+__global__ void huge_params_kernel(HugeParams p, int* out) { out[threadIdx.x] = p.bytes[threadIdx.x]; }
+
 // --- helpers -----------------------------------------------------------------------------------
 
 std::vector<cudl_emu::Schedule> all_schedules() {
@@ -190,6 +249,13 @@ class EmuKernelBugs : public ::testing::Test {
     std::vector<int> h(n);
     EXPECT_EQ(cudaMemcpy(h.data(), buf_, n * sizeof(int), cudaMemcpyDeviceToHost), cudaSuccess);
     return h;
+  }
+
+  float* fbuf() { return reinterpret_cast<float*>(buf_); }
+  // The launch and the grid succeeded.
+  static void expect_ok(cudaStream_t s) {
+    EXPECT_EQ(cudaGetLastError(), cudaSuccess) << cudl_emu::last_error_detail();
+    EXPECT_EQ(cudaStreamSynchronize(s), cudaSuccess) << cudl_emu::last_error_detail();
   }
 
   cudaStream_t stream_ = nullptr;
@@ -438,6 +504,141 @@ TEST_F(EmuKernelBugs, TooMuchDynamicSharedMemory) {
   cudaGetLastError();
   CUDL_LAUNCH(dynamic_fill_kernel, 1, 256, 228 * 1024, stream_)(buf_, n);
   EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidValue);
+}
+
+// --- misaligned vector accesses -----------------------------------------------------------------
+
+TEST_F(EmuKernelBugs, AlignedFloat4LoadRuns) {
+  CUDL_LAUNCH(float4_load_kernel, 1, 32, 0, stream_)(fbuf(), 4, fbuf() + 2048);
+  expect_ok(stream_);
+}
+
+TEST_F(EmuKernelBugs, MisalignedFloat4Load) {
+  CUDL_LAUNCH(float4_load_kernel, 1, 32, 0, stream_)(fbuf(), 1, fbuf() + 2048);
+  expect_kernel_error(cudaErrorMisalignedAddress, "float4_load_kernel",
+                      "misaligned address in kernel 'float4_load_kernel'");
+  CUDL_LAUNCH(float4_load_kernel, 1, 32, 0, stream_)(fbuf(), 2, fbuf() + 2048);
+  expect_kernel_error(cudaErrorMisalignedAddress, "float4_load_kernel", "float4', which requires 16-byte alignment");
+}
+
+TEST_F(EmuKernelBugs, MisalignedFloat2Store) {
+  CUDL_LAUNCH(float2_store_kernel, 1, 32, 0, stream_)(fbuf(), 2);  // 8-byte aligned: fine
+  expect_ok(stream_);
+  CUDL_LAUNCH(float2_store_kernel, 1, 32, 0, stream_)(fbuf(), 1);
+  expect_kernel_error(cudaErrorMisalignedAddress, "float2_store_kernel", "store to misaligned address");
+}
+
+TEST_F(EmuKernelBugs, MisalignedUint4Copy) {
+  char* bytes = reinterpret_cast<char*>(buf_);
+  CUDL_LAUNCH(uint4_copy_kernel, 1, 16, 0, stream_)(bytes, bytes + 8192, 16);
+  expect_ok(stream_);
+  CUDL_LAUNCH(uint4_copy_kernel, 1, 16, 0, stream_)(bytes, bytes + 8192, 8);  // 8-byte aligned, not 16
+  expect_kernel_error(cudaErrorMisalignedAddress, "uint4_copy_kernel", "requires 16-byte alignment");
+}
+
+TEST_F(EmuKernelBugs, MisalignedDouble2Load) {
+  const double* d = reinterpret_cast<const double*>(buf_);
+  CUDL_LAUNCH(double2_load_kernel, 1, 1, 0, stream_)(d, 1, reinterpret_cast<double*>(fbuf() + 2048));
+  expect_kernel_error(cudaErrorMisalignedAddress, "double2_load_kernel", "misaligned address");
+}
+
+// --- __launch_bounds__ --------------------------------------------------------------------------
+
+TEST_F(EmuKernelBugs, LaunchOverLaunchBoundsFails) {
+  int* out = buf_;
+  CUDL_LAUNCH(bounded_kernel, 1, 128, 0, stream_)(out);
+  expect_ok(stream_);
+  CUDL_LAUNCH(bounded_kernel, 1, 256, 0, stream_)(out);
+  EXPECT_EQ(cudaGetLastError(), cudaErrorLaunchOutOfResources);
+  const std::string detail = cudl_emu::last_error_detail();
+  EXPECT_NE(detail.find("'bounded_kernel'"), std::string::npos) << detail;
+  EXPECT_NE(detail.find("__launch_bounds__(128)"), std::string::npos) << detail;
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);  // a launch error, not sticky
+  cudaFuncAttributes attr;
+  ASSERT_EQ(cudaFuncGetAttributes(&attr, bounded_kernel), cudaSuccess);
+  EXPECT_EQ(attr.maxThreadsPerBlock, 128);
+  // Template-dependent bounds with a min-blocks argument.
+  CUDL_LAUNCH(bounded_template_kernel<64>, 1, 64, 0, stream_)(out);
+  expect_ok(stream_);
+  CUDL_LAUNCH(bounded_template_kernel<64>, dim3(1), dim3(16, 8), 0, stream_)(out);
+  EXPECT_EQ(cudaGetLastError(), cudaErrorLaunchOutOfResources);
+}
+
+TEST_F(EmuKernelBugs, KernelWithoutLaunchBoundsTakes1024Threads) {
+  int* out = buf_;
+  CUDL_LAUNCH(partial_warp_masked_kernel, 1, 1024, 0, stream_)(reinterpret_cast<unsigned*>(out));
+  expect_ok(stream_);
+}
+
+// --- warp intrinsics in partial warps -----------------------------------------------------------
+
+TEST_F(EmuKernelBugs, FullMaskShuffleInPartialWarp) {
+  CUDL_LAUNCH(partial_warp_shuffle_kernel, 1, 48, 0, stream_)(fbuf());
+  expect_kernel_error(cudaErrorLaunchFailure, "partial_warp_shuffle_kernel", "do not exist");
+}
+
+TEST_F(EmuKernelBugs, FullMaskBallotAndReduceInPartialWarp) {
+  unsigned* out = reinterpret_cast<unsigned*>(buf_);
+  CUDL_LAUNCH(partial_warp_ballot_kernel, 1, 40, 0, stream_)(out);
+  expect_kernel_error(cudaErrorLaunchFailure, "partial_warp_ballot_kernel", "__ballot_sync");
+  CUDL_LAUNCH(partial_warp_reduce_kernel, 1, 20, 0, stream_)(out);
+  expect_kernel_error(cudaErrorLaunchFailure, "partial_warp_reduce_kernel", "do not exist");
+}
+
+TEST_F(EmuKernelBugs, MaskOfExistingLanesInPartialWarpRuns) {
+  unsigned* out = reinterpret_cast<unsigned*>(buf_);
+  CUDL_LAUNCH(partial_warp_masked_kernel, 1, 40, 0, stream_)(out);
+  expect_ok(stream_);
+  std::vector<unsigned> h(40);
+  ASSERT_EQ(cudaMemcpy(h.data(), out, 40 * sizeof(unsigned), cudaMemcpyDeviceToHost), cudaSuccess);
+  for (int i = 0; i < 40; ++i) EXPECT_EQ(h[i], i < 32 ? 32u : 8u) << i;
+}
+
+TEST_F(EmuKernelBugs, ShuffleReadingALaneOutsideTheMask) {
+  CUDL_LAUNCH(shuffle_outside_mask_kernel, 1, 32, 0, stream_)(fbuf());
+  expect_kernel_error(cudaErrorLaunchFailure, "shuffle_outside_mask_kernel", "not in the mask");
+}
+
+// --- kernel parameter blocks --------------------------------------------------------------------
+
+TEST_F(EmuKernelBugs, ParameterBlockLimit) {
+  int* out = buf_;
+  Params p{};
+  p.bytes[3] = 7;
+  // 4100 + 8 bytes: over the pre-12.1 limit, within CUDA 12.1+'s 32764 bytes on Volta and newer.
+  CUDL_LAUNCH(large_params_kernel, 1, 4, 0, stream_)(p, out);
+  expect_ok(stream_);
+  static HugeParams huge{};
+  CUDL_LAUNCH(huge_params_kernel, 1, 4, 0, stream_)(huge, out);
+  EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidValue);
+  const std::string detail = cudl_emu::last_error_detail();
+  EXPECT_NE(detail.find("'huge_params_kernel'"), std::string::npos) << detail;
+  EXPECT_NE(detail.find("32776-byte parameter block"), std::string::npos) << detail;
+  EXPECT_NE(detail.find("32764"), std::string::npos) << detail;
+}
+
+// --- pageable copies in stream capture ----------------------------------------------------------
+
+// CUDA does not refuse a captured cudaMemcpyAsync from pageable memory: the graph's copy node reads
+// the host pointer when the graph runs (docs/emulator.md). The emulator must not stage it at capture.
+TEST_F(EmuKernelBugs, CapturedPageableCopyReadsTheHostBufferAtReplay) {
+  std::vector<float> host(64, 1.0f);
+  ASSERT_EQ(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeGlobal), cudaSuccess);
+  ASSERT_EQ(cudaMemcpyAsync(fbuf(), host.data(), 64 * sizeof(float), cudaMemcpyHostToDevice, stream_), cudaSuccess);
+  cudaGraph_t graph;
+  ASSERT_EQ(cudaStreamEndCapture(stream_, &graph), cudaSuccess);
+  cudaGraphExec_t exec;
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  for (float v : {2.0f, 3.0f}) {
+    std::fill(host.begin(), host.end(), v);
+    ASSERT_EQ(cudaGraphLaunch(exec, stream_), cudaSuccess);
+    ASSERT_EQ(cudaStreamSynchronize(stream_), cudaSuccess);
+    std::vector<float> got(64);
+    ASSERT_EQ(cudaMemcpy(got.data(), fbuf(), 64 * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
+    EXPECT_EQ(got, host) << "replay copied the capture-time contents, not the buffer's current ones";
+  }
+  EXPECT_EQ(cudaGraphExecDestroy(exec), cudaSuccess);
+  EXPECT_EQ(cudaGraphDestroy(graph), cudaSuccess);
 }
 
 }  // namespace

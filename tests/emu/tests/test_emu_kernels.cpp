@@ -176,15 +176,18 @@ __global__ void votes_kernel(const int* __restrict__ in, unsigned* __restrict__ 
   (void)lane;
 }
 
-// Partial warps (block size not a multiple of 32): subsets synchronise with their own masks.
+// Partial warps (block size not a multiple of 32): subsets synchronise with their own masks, which
+// name only the lanes that exist, and shuffles read only lanes in the mask (as on the GPU).
 __global__ void partial_warp_kernel(int* __restrict__ out) {
   const unsigned t = threadIdx.x, lane = t % 32;
-  const unsigned mask = __ballot_sync(0xffffffffu, 1);  // the lanes present in this warp
+  const unsigned present = min(32u, blockDim.x - (t - lane));  // lanes of this warp
+  const unsigned mask = present == 32 ? 0xffffffffu : (1u << present) - 1;
+  if (__ballot_sync(mask, 1) != mask) __trap();
   int v = (int)t;
-  // Reduce within the present lanes with shuffles restricted to them.
-  for (int o = 16; o > 0; o >>= 1) {
-    const int other = __shfl_down_sync(mask, v, o);
-    if (lane + o < 32 && (mask >> (lane + o) & 1)) v += other;
+  // Reduce within the present lanes; a lane whose partner is absent reads itself and discards it.
+  for (unsigned o = 16; o > 0; o >>= 1) {
+    const int other = __shfl_sync(mask, v, lane + o < present ? lane + o : lane);
+    if (lane + o < present) v += other;
   }
   __syncwarp(mask);
   if (lane == 0) out[t / 32] = v;

@@ -26,9 +26,12 @@
 // a thread_local: every OS thread runs one block at a time, so a thread_local is per block.
 #undef __shared__
 #define __shared__ static thread_local
-#ifndef __launch_bounds__
-#define __launch_bounds__(...)
-#endif
+// __launch_bounds__(N[, min_blocks[, max_cluster]]) leaves exactly N single-byte NOPs at the kernel's
+// entry (GCC's patchable_function_entry), which the launcher counts: a launch with more than N
+// threads per block fails as on the GPU (cudaErrorLaunchOutOfResources). The NOPs cost a few
+// cycles per emulated thread; a kernel without launch bounds has none.
+#undef __launch_bounds__
+#define __launch_bounds__(...) __attribute__((patchable_function_entry(::cudl_emu::detail::launch_bound(__VA_ARGS__), 0)))
 #ifndef __CUDL_EMU_SITE
 #define __CUDL_EMU_SITE const char *__cudl_file = __builtin_FILE(), int __cudl_line = __builtin_LINE()
 #endif
@@ -54,6 +57,9 @@ struct BlockCoords {
 inline thread_local ThreadCoords* t_thread = nullptr;
 /// The block currently running on this OS thread.
 inline thread_local BlockCoords* t_block = nullptr;
+
+/// The first argument of __launch_bounds__ (max threads per block).
+constexpr unsigned launch_bound(unsigned max_threads, unsigned = 0, unsigned = 0) { return max_threads; }
 
 /// Aborts the calling emulated thread when it is not inside a kernel (device-only call on host).
 [[noreturn]] void not_in_kernel(const char* what);
@@ -105,6 +111,17 @@ void run_grid(const GridLaunch& g);
 /// Validates a launch configuration as the runtime does; records a non-sticky error and returns
 /// false when it is invalid.
 bool check_launch_config(const void* kernel, const char* name, dim3 grid, dim3 block, size_t shared_bytes);
+/// Validates the size of a kernel's parameter block (laid out as the CUDA ABI does: each parameter
+/// at its own alignment); records a non-sticky error and returns false over the limit.
+bool check_param_bytes(const char* name, size_t param_bytes);
+
+/// Bytes of the parameter block of a kernel taking P... (each at its alignment, in order).
+template <typename... P>
+constexpr size_t param_block_bytes() {
+  size_t offset = 0;
+  ((offset = (offset + alignof(P) - 1) / alignof(P) * alignof(P) + sizeof(P)), ...);
+  return offset;
+}
 
 template <typename T>
 inline uint64_t to_bits(const T& v) {
@@ -140,6 +157,7 @@ class Launcher {
   template <typename... A>
   void operator()(A&&... args) const {
     static_assert(sizeof...(A) == sizeof...(P), "CUDL_LAUNCH: wrong number of kernel arguments");
+    if (!check_param_bytes(name_, param_block_bytes<std::decay_t<P>...>())) return;
     if (!check_launch_config(reinterpret_cast<const void*>(kernel_), name_, grid_, block_, shared_)) return;
     KernelCall<P...> call{kernel_, std::tuple<std::decay_t<P>...>(std::forward<A>(args)...)};
     GridLaunch g{name_, grid_, block_, shared_, &KernelCall<P...>::run, nullptr};

@@ -74,6 +74,23 @@ void reset_counters();
 /// Counting hooks for the executor and libraries.
 void count_kernel(uint64_t threads, uint64_t barrier_crossings);
 
+/// Test modes of the emulated libraries (defined in src/cublas.cpp), read from the environment once:
+/// - CUDL_EMU_REFUSE_ENGINES=<seed>/<probability> (e.g. 7/0.5): cublasLtMatmulAlgoGetHeuristic finds
+///   no algorithm (CUBLAS_STATUS_NOT_SUPPORTED) for a fused epilogue and every engine cuDNN's heuristics list carries a
+///   numerical note (no note-free engine) for a problem with that probability, decided by a hash of
+///   the seed and the problem, so one problem always gets the same answer and every caller's
+///   fallback path runs somewhere. Unset or probability 0: never.
+/// - CUDL_EMU_ACCUMULATE=fp32: GEMM (cuBLAS, cuBLASLt) and convolution (cuDNN) products of f32/f16/
+///   bf16 data accumulate in float with fused multiply-adds in order over k, as the hardware's FP32
+///   accumulators do; default (or =fp64) in double. f64 data always accumulates in double.
+bool refuse_engine(uint64_t problem_key);
+bool accumulate_fp32();
+/// Mixes v into a hash h (FNV-1a over the bytes of v): for problem keys.
+inline uint64_t hash_mix(uint64_t h, uint64_t v) {
+  for (int i = 0; i < 8; ++i) h = (h ^ ((v >> (8 * i)) & 0xff)) * 1099511628211ull;
+  return h;
+}
+
 /// For fault reports (defined by the kernel executor, src/exec.cpp; safe to call from a signal
 /// handler on the faulting thread): the position of the emulated GPU thread running on this host
 /// thread, "block (x,y,z) thread (x,y,z)", or "" outside kernels; and a description of `addr`
