@@ -12,13 +12,13 @@
 #include <string>
 #include <vector>
 
-#if defined(CUDL_WITH_CUDA)
+#if defined(CUDL_EMULATED)
 #include "cudl/error.hpp"
 #include "emu/emu.hpp"
 #include "kernels/common.cuh"
 #endif
 
-#if defined(CUDL_WITH_CUDA)
+#if defined(CUDL_EMULATED)
 
 namespace cudl::kernels::test_common {
 
@@ -253,7 +253,8 @@ TEST_F(KernelCommon, GridSizingReadsTheMultiprocessorCount) {
 #else
 
 TEST(KernelCommon, NeedsTheCudaBuild) {
-  GTEST_SKIP() << "kernels/common.cuh runs only in a build with the CUDA backend (CUDL_WITH_CUDA=OFF here)";
+  GTEST_SKIP() << "kernels/common.cuh runs here only on the CUDA emulator, which a build without the CUDA "
+                  "backend does not have";
 }
 
 #endif

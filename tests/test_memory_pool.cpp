@@ -18,9 +18,6 @@
 #include "memory/pinned.hpp"
 #include "testing.hpp"
 
-#if defined(CUDL_WITH_CUDA)
-#include <cuda_runtime.h>
-#endif
 #if defined(CUDL_EMULATED)
 #include "emu/emu.hpp"
 #endif
@@ -674,20 +671,20 @@ TEST(CudaPool, EmptyCacheAndOutOfMemory) {
   EXPECT_EQ(ok.to_vector<float>(), std::vector<float>(5, 2.f));
 }
 
-#if defined(CUDL_WITH_CUDA)
 TEST(CudaPool, RecordStreamWithRealEvents) {
   CUDL_REQUIRE_CUDA();
   if (!memory_stats(Device::cuda(0)).caching) GTEST_SKIP() << "CUDL_ALLOCATOR=passthrough";
-  cudaStream_t side = nullptr;
-  ASSERT_EQ(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking), cudaSuccess);
+  ExecContext& ctx = default_context(Device::cuda(0));
+  std::unique_ptr<CopyStream> side = ctx.make_copy_stream();
+  std::unique_ptr<DeviceEvent> side_done = ctx.make_event();
   void* p = cuda_allocate(0, 4096);
-  cuda_record_stream(0, p, side);
+  side->record_use(p);
   cuda_deallocate(0, p, 4096);
-  ASSERT_EQ(cudaStreamSynchronize(side), cudaSuccess);
+  side->record(*side_done);
+  side_done->synchronize();
   void* q = cuda_allocate(0, 4096);  // the event on `side` has completed: the block is free again
   EXPECT_EQ(q, p);
   cuda_deallocate(0, q, 4096);
-  EXPECT_EQ(cudaStreamDestroy(side), cudaSuccess);
 }
 
 TEST(CudaPool, DeviceBufferRoundTrip) {
@@ -707,11 +704,9 @@ TEST(CudaPool, PinnedBuffersArePageLocked) {
   PinnedBuffer b(4096);
 #if defined(CUDL_EMULATED)
   EXPECT_EQ(cudl_emu::pointer_kind(b.data()), cudl_emu::PtrKind::PinnedHost);
-#else
-  cudaPointerAttributes attr{};
-  ASSERT_EQ(cudaPointerGetAttributes(&attr, b.data()), cudaSuccess);
-  EXPECT_EQ(attr.type, cudaMemoryTypeHost);
 #endif
+  EXPECT_TRUE(cuda_is_pinned_host(b.data()));
+  std::vector<char> pageable(4096);
+  EXPECT_FALSE(cuda_is_pinned_host(pageable.data()));
   EXPECT_NE(pinned_memory_stats().num_raw_allocs, 0u);
 }
-#endif

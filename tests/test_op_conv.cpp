@@ -11,10 +11,8 @@
 
 #include "backend/backend.hpp"
 #include "cpu/parallel.hpp"
-#include "testing.hpp"
-#if defined(CUDL_WITH_CUDA)
 #include "cuda/conv.hpp"
-#endif
+#include "testing.hpp"
 #if defined(CUDL_EMULATED)
 #include "emu/cudnn_emu.hpp"
 #include "emu/emu.hpp"
@@ -308,8 +306,6 @@ TEST(ConvCpu, InvalidGeometryRaisesNamedErrors) { invalid_geometry_errors(Device
 // ---------------------------------------------------------------------------------------------
 // CUDA vs CPU
 
-#if defined(CUDL_WITH_CUDA)
-
 TEST(ConvCuda, InvalidGeometryRaisesNamedErrors) {
   CUDL_REQUIRE_CUDA();
   invalid_geometry_errors(Device::cuda(0));
@@ -515,6 +511,5 @@ TEST(ConvCuda, BackwardSkipsNondeterministicEngines) {
 }
 
 #endif  // CUDL_EMULATED
-#endif  // CUDL_WITH_CUDA
 
 }  // namespace

@@ -8,14 +8,12 @@
 #include <string>
 #include <vector>
 
+#include "cuda/matmul.hpp"
 #include "ops/matmul.hpp"
 #include "testing.hpp"
-#if defined(CUDL_WITH_CUDA)
+#if defined(CUDL_EMULATED)
 #include <cublasLt.h>
 
-#include "cuda/matmul.hpp"
-#endif
-#if defined(CUDL_EMULATED)
 #include "emu/emu.hpp"
 #endif
 
@@ -564,7 +562,6 @@ TEST(MatmulCuda, ReluMaskPathsWithEmptyShapesMatchCpu) {
   EXPECT_TRUE(all_close(ref.db, Tensor::zeros({130}), 0, 0));
 }
 
-#if defined(CUDL_WITH_CUDA)
 TEST(MatmulCuda, PlansAreBuiltOncePerShape) {
   CUDL_REQUIRE_CUDA();
   const Device g = Device::cuda();
@@ -577,6 +574,5 @@ TEST(MatmulCuda, PlansAreBuiltOncePerShape) {
   EXPECT_EQ(after.built, before.built);
   EXPECT_EQ(after.reused, before.reused + 3);
 }
-#endif
 
 }  // namespace

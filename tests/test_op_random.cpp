@@ -10,11 +10,6 @@
 #if defined(CUDL_EMULATED)
 #include "emu/emu.hpp"
 #endif
-#if defined(CUDL_WITH_CUDA)
-#include <cuda_runtime.h>
-
-#include "cuda/context.hpp"
-#endif
 
 using namespace cudl;
 using cudl::testing::error_message;
@@ -317,35 +312,28 @@ TEST(RandomCuda, DropoutReadsRngStateFromDeviceEachCall) {
   }
 }
 
-#if defined(CUDL_WITH_CUDA)
 // A captured graph replays dropout with the rng state the device tensor holds at replay time.
 TEST(RandomCuda, CapturedGraphSeesRngStateChanges) {
   CUDL_REQUIRE_CUDA();
   const Device gpu = Device::cuda();
-  CudaContext& ctx = CudaContext::get(0);
+  ExecContext& ctx = default_context(gpu);
+  if (!ctx.supports_capture()) GTEST_SKIP() << "the context of " << gpu << " cannot capture";
   const int64_t n = 999;
   Tensor x = random_tensor(Shape{n}, 12);
   Tensor xg = x.to(gpu), state = rng_state(5, 0, gpu);
   Tensor yg = Tensor::empty(Shape{n}, DType::f32, gpu), mg = Tensor::empty(Shape{n}, DType::u8, gpu);
   ctx.synchronize();
-  cudaGraph_t graph = nullptr;
-  cudaGraphExec_t exec = nullptr;
-  ASSERT_EQ(cudaStreamBeginCapture(ctx.stream(), cudaStreamCaptureModeThreadLocal), cudaSuccess);
-  run(OpKind::Dropout, {xg, state}, {yg, mg}, dropout_attrs(0.25, 4));
-  ASSERT_EQ(cudaStreamEndCapture(ctx.stream(), &graph), cudaSuccess);
-  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  std::unique_ptr<CapturedGraph> graph =
+      cudl::testing::capture(ctx, [&] { run(OpKind::Dropout, {xg, state}, {yg, mg}, dropout_attrs(0.25, 4)); });
   for (int64_t offset : {int64_t(0), int64_t(250), int64_t(500)}) {
     state.copy_from(rng_state(5, offset));
-    ASSERT_EQ(cudaGraphLaunch(exec, ctx.stream()), cudaSuccess);
+    graph->launch();
     Tensor y = Tensor::empty(Shape{n}), m = Tensor::empty(Shape{n}, DType::u8);
     run(OpKind::Dropout, {x, rng_state(5, offset)}, {y, m}, dropout_attrs(0.25, 4));
     EXPECT_TRUE(all_close(mg, m, 0, 0)) << "offset " << offset;
     EXPECT_TRUE(all_close(yg, y, 0, 0)) << "offset " << offset;
   }
-  cudaGraphExecDestroy(exec);
-  cudaGraphDestroy(graph);
 }
-#endif
 
 TEST(RandomCuda, UniformAndNormalEqualCpu) {
   CUDL_REQUIRE_CUDA();

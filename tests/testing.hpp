@@ -28,6 +28,18 @@ inline bool cuda_available() { return cuda_device_count() > 0; }
       GTEST_SKIP() << "needs a CUDA device (" << ::cudl::cuda_unavailable_reason() << ")";  \
   } while (0)
 
+/// Records the work `queue_work` puts on `ctx` into a replayable graph; ends the capture when it throws.
+inline std::unique_ptr<CapturedGraph> capture(ExecContext& ctx, const std::function<void()>& queue_work) {
+  ctx.begin_capture();
+  try {
+    queue_work();
+  } catch (...) {
+    ctx.abort_capture();
+    throw;
+  }
+  return ctx.end_capture();
+}
+
 /// Uniform random f32 tensor on `device` (values generated on the host with a fixed seed).
 inline Tensor random_tensor(const Shape& shape, uint64_t seed, float lo = -1.f, float hi = 1.f,
                             Device device = Device::cpu()) {

@@ -1,13 +1,12 @@
-// backend/backend.cpp — op table, dispatch, and the per-device default contexts.
+// backend/backend.cpp — op table, dispatch, the per-device default contexts, and the CPU context
+// (synchronous: its timer is the steady clock, its events are always complete, it cannot capture).
 #include "backend/backend.hpp"
 
+#include <chrono>
+#include <cstring>
 #include <memory>
-#include <mutex>
 
 #include "cudl/error.hpp"
-#if defined(CUDL_WITH_CUDA)
-#include "cuda/context.hpp"
-#endif
 
 namespace cudl {
 
@@ -52,6 +51,58 @@ OpFn OpTable::get(OpKind op) const {
   return fns_[static_cast<int>(op)];
 }
 
+namespace {
+
+class SteadyClockTimer : public OpTimer {
+ public:
+  void start() override { t0_ = std::chrono::steady_clock::now(); }
+  double stop_ms() override {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0_).count();
+  }
+
+ private:
+  std::chrono::steady_clock::time_point t0_ = std::chrono::steady_clock::now();
+};
+
+/// Work on the CPU is done when the call that queues it returns, so an event is always complete.
+class CompleteEvent : public DeviceEvent {
+ public:
+  void synchronize() override {}
+};
+
+/// Copies on the CPU are plain memcpy, done before copy_to_device returns.
+class SyncCopyStream : public CopyStream {
+ public:
+  void copy_to_device(void* dst, const void* src, size_t bytes) override {
+    if (bytes) std::memcpy(dst, src, bytes);
+  }
+  void record(DeviceEvent&) override {}
+  void wait(const DeviceEvent&) override {}
+  void record_use(void*) override {}
+};
+
+class CpuContext : public ExecContext {
+ public:
+  CpuContext() : ExecContext(Device::cpu()) {}
+  void synchronize() override {}
+  std::unique_ptr<OpTimer> make_timer() override { return std::make_unique<SteadyClockTimer>(); }
+  bool supports_capture() const override { return false; }
+  void begin_capture() override {
+    CUDL_FAIL("begin_capture on cpu: the CPU backend cannot capture work into a replayable graph "
+              "(supports_capture() is false)");
+  }
+  std::unique_ptr<CapturedGraph> end_capture() override {
+    CUDL_FAIL("end_capture on cpu: the CPU backend cannot capture work into a replayable graph");
+  }
+  void abort_capture() noexcept override {}
+  std::unique_ptr<DeviceEvent> make_event() override { return std::make_unique<CompleteEvent>(); }
+  void record(DeviceEvent&) override {}
+  void wait(const DeviceEvent&) override {}
+  std::unique_ptr<CopyStream> make_copy_stream() override { return std::make_unique<SyncCopyStream>(); }
+};
+
+}  // namespace
+
 const OpTable& op_table(DeviceType type) {
   if (type == DeviceType::CPU) {
     static const OpTable cpu = [] {
@@ -61,28 +112,20 @@ const OpTable& op_table(DeviceType type) {
     }();
     return cpu;
   }
-#if defined(CUDL_WITH_CUDA)
   static const OpTable cuda = [] {
     OpTable t("cuda");
-    register_cuda_ops(t);
+    register_cuda_ops(t);  // throws in a build without CUDA (backend/cuda_absent.cpp)
     return t;
   }();
   return cuda;
-#else
-  CUDL_FAIL("the CUDA backend is not available: cudl was built without CUDA");
-#endif
 }
 
 ExecContext& default_context(Device device) {
   if (device.is_cpu()) {
-    static ExecContext cpu(Device::cpu());
+    static CpuContext cpu;
     return cpu;
   }
-#if defined(CUDL_WITH_CUDA)
-  return CudaContext::get(device.index());
-#else
-  CUDL_FAIL("no context for ", device, ": cudl was built without CUDA");
-#endif
+  return cuda_default_context(device.index());
 }
 
 void run_op(OpKind op, std::initializer_list<TensorView> inputs, std::initializer_list<TensorView> outputs,

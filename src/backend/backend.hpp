@@ -1,8 +1,12 @@
-// backend/backend.hpp — the op table every backend fills, and the per-call execution context.
-// Registration is explicit (one function per backend), rejects duplicates, and never falls back.
+// backend/backend.hpp — the op table every backend fills, and the execution context: what an op call
+// and the layers above (executor, prefetcher) need from a device queue, so none of them is compiled
+// differently with or without CUDA. Registration is explicit (one function per backend), rejects
+// duplicates, and never falls back.
 #pragma once
 
 #include <array>
+#include <cstddef>
+#include <memory>
 #include <string>
 
 #include "backend/op.hpp"
@@ -27,12 +31,87 @@ class OpTable {
   std::array<OpFn, kOpCount> fns_{};
 };
 
-/// Everything an op needs besides its tensors: the device and, on CUDA, stream and handles.
+/// Times work queued on a context (the executor's per-op profile).
+class OpTimer {
+ public:
+  virtual ~OpTimer() = default;
+  /// Marks the start in the context's queue.
+  virtual void start() = 0;
+  /// Marks the end, waits for it on the host, and returns the milliseconds since start().
+  virtual double stop_ms() = 0;
+};
+
+/// Work captured from a context's queue (ExecContext::begin_capture/end_capture), replayable with
+/// the addresses and kernel arguments it was captured with.
+class CapturedGraph {
+ public:
+  virtual ~CapturedGraph() = default;
+  /// Queues one replay on the context it was captured from.
+  virtual void launch() = 0;
+};
+
+/// A marker in a queue of device work; the host or another queue can wait until the work queued
+/// before it is done. Made by ExecContext::make_event, placed by ExecContext/CopyStream::record.
+class DeviceEvent {
+ public:
+  virtual ~DeviceEvent() = default;
+  /// Blocks the host until the work before the last record() is done (returns at once if never recorded).
+  virtual void synchronize() = 0;
+};
+
+/// A second queue on a context's device for host-to-device copies that overlap the context's own
+/// work (the batch prefetcher). Its work is ordered against the context's only through events.
+class CopyStream {
+ public:
+  virtual ~CopyStream() = default;
+  /// Queues a copy of `bytes` from host memory `src` to device memory `dst`. `src` must stay
+  /// untouched until an event recorded after the copy has completed; pinned memory
+  /// (memory::PinnedBuffer) makes the copy truly asynchronous.
+  virtual void copy_to_device(void* dst, const void* src, size_t bytes) = 0;
+  /// Places `event` after the work queued so far on this stream.
+  virtual void record(DeviceEvent& event) = 0;
+  /// Later work on this stream starts after the work before `event`'s last record().
+  virtual void wait(const DeviceEvent& event) = 0;
+  /// Work queued on this stream uses the device pool block at `device_ptr`: the pool does not hand
+  /// it out again before that work is done, even once it is freed (CachingAllocator::record_stream).
+  virtual void record_use(void* device_ptr) = 0;
+};
+
+/// Everything an op needs besides its tensors: the device and, on CUDA, stream and handles; plus
+/// the few device-queue services the layers above the op table use, so that none of them needs to
+/// know which backend it runs on. The CPU context runs everything synchronously on the calling
+/// thread; the CUDA context (src/cuda/context.hpp) queues on its stream.
 class ExecContext {
  public:
   explicit ExecContext(Device device) : device_(device) {}
   virtual ~ExecContext() = default;
+  ExecContext(const ExecContext&) = delete;
+  ExecContext& operator=(const ExecContext&) = delete;
   Device device() const { return device_; }
+
+  /// Blocks the host until all work queued on this context is done (CPU: nothing is ever queued).
+  virtual void synchronize() = 0;
+  /// A timer for one op at a time (CUDA: events on the stream; CPU: the steady clock).
+  virtual std::unique_ptr<OpTimer> make_timer() = 0;
+
+  /// Whether begin_capture/end_capture work here (CUDA: stream capture into a CUDA graph; CPU: no).
+  virtual bool supports_capture() const = 0;
+  /// From here on, work queued on this context by this thread is recorded, not run. Throws when
+  /// capture is unsupported.
+  virtual void begin_capture() = 0;
+  /// Stops recording and returns the recorded work, ready to launch.
+  virtual std::unique_ptr<CapturedGraph> end_capture() = 0;
+  /// Stops a capture that failed midway and drops what was recorded; never throws.
+  virtual void abort_capture() noexcept = 0;
+
+  /// A new event (CPU: always complete).
+  virtual std::unique_ptr<DeviceEvent> make_event() = 0;
+  /// Places `event` after the work queued so far on this context.
+  virtual void record(DeviceEvent& event) = 0;
+  /// Later work on this context starts after the work before `event`'s last record().
+  virtual void wait(const DeviceEvent& event) = 0;
+  /// A new copy stream on this context's device (CPU: copies synchronously).
+  virtual std::unique_ptr<CopyStream> make_copy_stream() = 0;
 
  private:
   Device device_;
@@ -51,5 +130,12 @@ void run_op(OpKind op, std::initializer_list<TensorView> inputs, std::initialize
 /// Registration, one function per backend (src/cpu/cpu_backend.cpp, src/cuda/cuda_backend.cpp).
 void register_cpu_ops(OpTable& table);
 void register_cuda_ops(OpTable& table);
+/// The default context of CUDA device `index` (src/cuda/context.cpp; throws when the device is absent).
+ExecContext& cuda_default_context(int index);
+
+// The CUDA backend's entry points (register_cuda_ops, cuda_default_context, the device queries of
+// cudl/device.hpp, the CUDA memory functions of memory/allocator.hpp, NVTX) are defined in src/cuda
+// when cudl is built with CUDA, and by src/backend/cuda_absent.cpp otherwise, where each one says
+// that cudl was built without CUDA. CMake compiles exactly one of the two.
 
 }  // namespace cudl

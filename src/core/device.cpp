@@ -1,14 +1,10 @@
-// core/device.cpp — Device parsing and CUDA device queries that fail softly without a GPU.
+// core/device.cpp — Device parsing and the device list; the CUDA device queries live in
+// cuda/device_query.cpp (backend/cuda_absent.cpp in a build without CUDA).
 #include "cudl/device.hpp"
 
 #include <cstdlib>
-#include <mutex>
 
 #include "cudl/error.hpp"
-
-#if defined(CUDL_WITH_CUDA)
-#include <cuda_runtime.h>
-#endif
 
 namespace cudl {
 
@@ -25,64 +21,6 @@ Device Device::parse(const std::string& s) {
 }
 
 std::string Device::str() const { return is_cpu() ? "cpu" : "cuda:" + std::to_string(index_); }
-
-bool built_with_cuda() {
-#if defined(CUDL_WITH_CUDA)
-  return true;
-#else
-  return false;
-#endif
-}
-
-namespace {
-struct CudaProbe {
-  int count = 0;
-  std::string reason;
-};
-
-const CudaProbe& probe() {
-  static CudaProbe p = [] {
-    CudaProbe r;
-#if defined(CUDL_WITH_CUDA)
-    int n = 0;
-    cudaError_t err = cudaGetDeviceCount(&n);
-    if (err != cudaSuccess) {
-      (void)cudaGetLastError();  // clear, so later calls do not see it
-      r.reason = std::string("no CUDA device: ") + cudaGetErrorString(err);
-    } else if (n == 0) {
-      r.reason = "no CUDA device: the runtime reports 0 devices";
-    }
-    r.count = err == cudaSuccess ? n : 0;
-#else
-    r.reason = "no CUDA device: cudl was built without the CUDA backend";
-#endif
-    return r;
-  }();
-  return p;
-}
-}  // namespace
-
-int cuda_device_count() { return probe().count; }
-std::string cuda_unavailable_reason() { return probe().reason; }
-
-DeviceInfo cuda_device_info(int index) {
-  if (index < 0 || index >= cuda_device_count())
-    CUDL_FAIL("CUDA device ", index, " does not exist (", cuda_device_count(), " device(s)",
-              cuda_device_count() == 0 ? "; " + cuda_unavailable_reason() : std::string(), ")");
-  DeviceInfo info;
-#if defined(CUDL_WITH_CUDA)
-  cudaDeviceProp prop{};
-  cudaError_t err = cudaGetDeviceProperties(&prop, index);
-  if (err != cudaSuccess) CUDL_FAIL("cudaGetDeviceProperties(", index, "): ", cudaGetErrorString(err));
-  info.index = index;
-  info.name = prop.name;
-  info.cc_major = prop.major;
-  info.cc_minor = prop.minor;
-  info.total_memory = prop.totalGlobalMem;
-  info.multiprocessors = prop.multiProcessorCount;
-#endif
-  return info;
-}
 
 std::vector<std::string> describe_devices() {
   std::vector<std::string> out{"cpu: CPU reference backend"};

@@ -1,44 +1,25 @@
 // core/nvtx.hpp — CUDL_NVTX_RANGE("name"): a scoped NVTX range in the "cudl" domain, shown by
-// Nsight Systems. Always compiled in with CUDA (NVTX3 is header-only, a no-op without a tool attached).
+// Nsight Systems. The push/pop live in cuda/nvtx.cpp (NVTX3, header-only, a no-op without a tool
+// attached); in a build without CUDA, backend/cuda_absent.cpp defines them as no-ops.
 #pragma once
 
 #include <string>
 
-#if defined(CUDL_WITH_CUDA)
-#include <nvtx3/nvToolsExt.h>
-#endif
-
 namespace cudl::detail {
 
-#if defined(CUDL_WITH_CUDA)
-inline nvtxDomainHandle_t nvtx_domain() {
-  static nvtxDomainHandle_t domain = nvtxDomainCreateA("cudl");
-  return domain;
-}
+/// Pushes / pops a range in the "cudl" NVTX domain of the calling thread.
+void nvtx_push(const char* name);
+void nvtx_pop();
 
 /// Pushes a range on construction, pops it on destruction.
 class NvtxRange {
  public:
-  explicit NvtxRange(const char* name) {
-    nvtxEventAttributes_t attr{};
-    attr.version = NVTX_VERSION;
-    attr.size = NVTX_EVENT_ATTRIB_STRUCT_SIZE;
-    attr.messageType = NVTX_MESSAGE_TYPE_ASCII;
-    attr.message.ascii = name;
-    nvtxDomainRangePushEx(nvtx_domain(), &attr);
-  }
+  explicit NvtxRange(const char* name) { nvtx_push(name); }
   explicit NvtxRange(const std::string& name) : NvtxRange(name.c_str()) {}
-  ~NvtxRange() { nvtxDomainRangePop(nvtx_domain()); }
+  ~NvtxRange() { nvtx_pop(); }
   NvtxRange(const NvtxRange&) = delete;
   NvtxRange& operator=(const NvtxRange&) = delete;
 };
-#else
-class NvtxRange {
- public:
-  explicit NvtxRange(const char*) {}
-  explicit NvtxRange(const std::string&) {}
-};
-#endif
 
 }  // namespace cudl::detail
 

@@ -108,6 +108,8 @@ CudaContext& CudaContext::get(int index) {
   return *contexts[index];
 }
 
+ExecContext& cuda_default_context(int index) { return CudaContext::get(index); }
+
 CudaContext& cuda_context(const OpCall& call) {
   auto* c = dynamic_cast<CudaContext*>(call.ctx);
   if (!c) CUDL_FAIL(op_name(call.op), " (", call.label, "): CUDA op called without a CUDA context");

@@ -7,6 +7,7 @@
 #include <cuda_runtime.h>
 #include <cudnn.h>
 
+#include <memory>
 #include <utility>
 #include <vector>
 
@@ -36,7 +37,22 @@ class CudaContext : public ExecContext {
   /// leaves it 0 again. Kernels on one stream run one after another, so one word serves them all.
   unsigned int* block_counter() const { return block_counter_; }
   /// Blocks the host until all work queued on stream() is done.
-  void synchronize();
+  void synchronize() override;
+
+  // ExecContext services on stream() (cuda/graph_capture.cpp, cuda/copy_stream.cpp).
+  /// Event pairs recorded on stream() around the timed op.
+  std::unique_ptr<OpTimer> make_timer() override;
+  /// Stream capture (thread-local mode) into a CUDA graph, instantiated by end_capture().
+  bool supports_capture() const override { return true; }
+  void begin_capture() override;
+  std::unique_ptr<CapturedGraph> end_capture() override;
+  void abort_capture() noexcept override;
+  /// cudaEvents without timing; record/wait act on stream().
+  std::unique_ptr<DeviceEvent> make_event() override;
+  void record(DeviceEvent& event) override;
+  void wait(const DeviceEvent& event) override;
+  /// A non-blocking stream of this device for asynchronous host-to-device copies.
+  std::unique_ptr<CopyStream> make_copy_stream() override;
 
   /// The default context of CUDA device `index` (created on first use; throws when absent).
   static CudaContext& get(int index);

@@ -161,6 +161,15 @@ std::unique_ptr<RawAllocator> make_cuda_pinned_raw_allocator() {
   return std::make_unique<CudaPinnedRawAllocator>(0);
 }
 
+bool cuda_is_pinned_host(const void* ptr) {
+  cudaPointerAttributes attr{};
+  if (cudaPointerGetAttributes(&attr, ptr) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  return attr.type == cudaMemoryTypeHost;
+}
+
 void* cuda_allocate(int device_index, size_t nbytes) {
   CudaContext& ctx = CudaContext::get(device_index);
   return cuda_pool(device_index).allocate(nbytes, ctx.stream());

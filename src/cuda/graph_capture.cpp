@@ -8,60 +8,58 @@
 
 namespace cudl {
 
-struct CudaGraphRunner::Impl {
-  CudaContext* ctx = nullptr;
-  cudaGraph_t graph = nullptr;
-  cudaGraphExec_t exec = nullptr;
-};
-
-CudaGraphRunner::CudaGraphRunner(int device_index) : impl_(std::make_unique<Impl>()) {
-  impl_->ctx = &CudaContext::get(device_index);
+CudaStepGraph::~CudaStepGraph() {
+  if (exec_ && cudaGraphExecDestroy(exec_) != cudaSuccess) std::fprintf(stderr, "cudl: cudaGraphExecDestroy failed\n");
+  if (graph_ && cudaGraphDestroy(graph_) != cudaSuccess) std::fprintf(stderr, "cudl: cudaGraphDestroy failed\n");
 }
 
-CudaGraphRunner::~CudaGraphRunner() {
-  if (impl_->exec && cudaGraphExecDestroy(impl_->exec) != cudaSuccess)
-    std::fprintf(stderr, "cudl: cudaGraphExecDestroy failed\n");
-  if (impl_->graph && cudaGraphDestroy(impl_->graph) != cudaSuccess)
-    std::fprintf(stderr, "cudl: cudaGraphDestroy failed\n");
-}
+void CudaStepGraph::launch() { CUDL_CUDA_CHECK(cudaGraphLaunch(exec_, ctx_.stream())); }
 
-void CudaGraphRunner::begin_capture() {
-  CUDL_CUDA_CHECK(cudaStreamBeginCapture(impl_->ctx->stream(), cudaStreamCaptureModeThreadLocal));
-}
-
-void CudaGraphRunner::end_capture() {
-  CUDL_CUDA_CHECK(cudaStreamEndCapture(impl_->ctx->stream(), &impl_->graph));
-  CUDL_CUDA_CHECK(cudaGraphInstantiate(&impl_->exec, impl_->graph, 0));
-}
-
-void CudaGraphRunner::launch() { CUDL_CUDA_CHECK(cudaGraphLaunch(impl_->exec, impl_->ctx->stream())); }
-
-bool CudaGraphRunner::ready() const { return impl_->exec != nullptr; }
-
-struct CudaEventTimer::Impl {
-  CudaContext* ctx = nullptr;
-  cudaEvent_t start = nullptr, stop = nullptr;
-};
-
-CudaEventTimer::CudaEventTimer(int device_index) : impl_(std::make_unique<Impl>()) {
-  impl_->ctx = &CudaContext::get(device_index);
-  CUDL_CUDA_CHECK(cudaEventCreate(&impl_->start));
-  CUDL_CUDA_CHECK(cudaEventCreate(&impl_->stop));
+CudaEventTimer::CudaEventTimer(CudaContext& ctx) : ctx_(ctx) {
+  CUDL_CUDA_CHECK(cudaSetDevice(ctx.device().index()));
+  CUDL_CUDA_CHECK(cudaEventCreate(&start_));
+  if (cudaError_t err = cudaEventCreate(&stop_); err != cudaSuccess) {
+    cudaEventDestroy(start_);
+    CUDL_CUDA_CHECK(err);
+  }
 }
 
 CudaEventTimer::~CudaEventTimer() {
-  if (impl_->start) cudaEventDestroy(impl_->start);
-  if (impl_->stop) cudaEventDestroy(impl_->stop);
+  if (start_) cudaEventDestroy(start_);
+  if (stop_) cudaEventDestroy(stop_);
 }
 
-void CudaEventTimer::start() { CUDL_CUDA_CHECK(cudaEventRecord(impl_->start, impl_->ctx->stream())); }
+void CudaEventTimer::start() { CUDL_CUDA_CHECK(cudaEventRecord(start_, ctx_.stream())); }
 
 double CudaEventTimer::stop_ms() {
-  CUDL_CUDA_CHECK(cudaEventRecord(impl_->stop, impl_->ctx->stream()));
-  CUDL_CUDA_CHECK(cudaEventSynchronize(impl_->stop));
+  CUDL_CUDA_CHECK(cudaEventRecord(stop_, ctx_.stream()));
+  CUDL_CUDA_CHECK(cudaEventSynchronize(stop_));
   float ms = 0;
-  CUDL_CUDA_CHECK(cudaEventElapsedTime(&ms, impl_->start, impl_->stop));
+  CUDL_CUDA_CHECK(cudaEventElapsedTime(&ms, start_, stop_));
   return ms;
+}
+
+std::unique_ptr<OpTimer> CudaContext::make_timer() { return std::make_unique<CudaEventTimer>(*this); }
+
+void CudaContext::begin_capture() {
+  CUDL_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+}
+
+std::unique_ptr<CapturedGraph> CudaContext::end_capture() {
+  cudaGraph_t graph = nullptr;
+  CUDL_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+  cudaGraphExec_t exec = nullptr;
+  if (cudaError_t err = cudaGraphInstantiate(&exec, graph, 0); err != cudaSuccess) {
+    cudaGraphDestroy(graph);
+    CUDL_CUDA_CHECK(err);
+  }
+  return std::make_unique<CudaStepGraph>(*this, graph, exec);
+}
+
+void CudaContext::abort_capture() noexcept {
+  cudaGraph_t graph = nullptr;
+  (void)cudaStreamEndCapture(stream_, &graph);
+  if (graph) cudaGraphDestroy(graph);
 }
 
 }  // namespace cudl

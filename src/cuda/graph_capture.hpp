@@ -1,43 +1,44 @@
-// cuda/graph_capture.hpp — stream capture into a CUDA graph and replay, plus event timing, for the
-// executor (kept here so src/graph stays free of CUDA headers).
+// cuda/graph_capture.hpp — the CUDA context's capture and timing services (ExecContext hooks):
+// stream capture into an instantiated CUDA graph, and per-op timing with events on the stream.
 #pragma once
 
-#include <memory>
+#include <cuda_runtime.h>
+
+#include "backend/backend.hpp"
 
 namespace cudl {
 
-class CudaGraphRunner {
- public:
-  explicit CudaGraphRunner(int device_index);
-  ~CudaGraphRunner();
-  CudaGraphRunner(const CudaGraphRunner&) = delete;
-  CudaGraphRunner& operator=(const CudaGraphRunner&) = delete;
+class CudaContext;
 
-  /// Starts recording the device's context stream (thread-local capture mode).
-  void begin_capture();
-  /// Stops recording and instantiates the graph.
-  void end_capture();
-  /// Launches the instantiated graph on the context stream.
-  void launch();
-  bool ready() const;
+/// A captured and instantiated CUDA graph, replayed on the stream it was captured from.
+class CudaStepGraph : public CapturedGraph {
+ public:
+  /// Takes ownership of `graph` and `exec`.
+  CudaStepGraph(CudaContext& ctx, cudaGraph_t graph, cudaGraphExec_t exec) : ctx_(ctx), graph_(graph), exec_(exec) {}
+  ~CudaStepGraph() override;
+  CudaStepGraph(const CudaStepGraph&) = delete;
+  CudaStepGraph& operator=(const CudaStepGraph&) = delete;
+  void launch() override;
 
  private:
-  struct Impl;
-  std::unique_ptr<Impl> impl_;
+  CudaContext& ctx_;
+  cudaGraph_t graph_ = nullptr;
+  cudaGraphExec_t exec_ = nullptr;
 };
 
-/// Times work on a CUDA context stream with events (for the per-op profile).
-class CudaEventTimer {
+/// Times work on a CUDA context stream with a pair of events.
+class CudaEventTimer : public OpTimer {
  public:
-  explicit CudaEventTimer(int device_index);
-  ~CudaEventTimer();
-  void start();
-  /// Records the stop event, waits for it and returns the elapsed milliseconds.
-  double stop_ms();
+  explicit CudaEventTimer(CudaContext& ctx);
+  ~CudaEventTimer() override;
+  CudaEventTimer(const CudaEventTimer&) = delete;
+  CudaEventTimer& operator=(const CudaEventTimer&) = delete;
+  void start() override;
+  double stop_ms() override;
 
  private:
-  struct Impl;
-  std::unique_ptr<Impl> impl_;
+  CudaContext& ctx_;
+  cudaEvent_t start_ = nullptr, stop_ = nullptr;
 };
 
 }  // namespace cudl

@@ -1,36 +1,24 @@
 // data/prefetch.cpp — BatchPrefetcher: host gather into pinned double buffers, asynchronous copies
-// on a copy stream ordered against the compute stream with events (plain copies on the CPU).
+// on the context's copy stream ordered against its compute stream with events (ExecContext hooks);
+// on the CPU the gather writes the slot directly.
 #include "data/prefetch.hpp"
 
 #include <cstring>
 #include <vector>
 
+#include "backend/backend.hpp"
 #include "cudl/error.hpp"
-#if defined(CUDL_WITH_CUDA)
-#include "cuda/check.hpp"
-#include "cuda/context.hpp"
-#endif
 
 namespace cudl::data {
 
-struct BatchPrefetcher::Cuda {
-#if defined(CUDL_WITH_CUDA)
-  int device = 0;
-  cudaStream_t compute = nullptr, copy = nullptr;
-  cudaEvent_t copied[2] = {nullptr, nullptr};    // slot's copy done (copy stream)
-  cudaEvent_t consumed[2] = {nullptr, nullptr};  // slot's last reader done (compute stream)
+/// The device side: a copy stream next to the context's compute stream, and per slot an event
+/// for "its copy is done" (recorded on the copy stream) and "its last reader is done" (recorded
+/// on the compute stream).
+struct BatchPrefetcher::Async {
+  ExecContext* compute = nullptr;
+  std::unique_ptr<CopyStream> copy;  // destroyed last: it waits for its queued copies
+  std::unique_ptr<DeviceEvent> copied[2], consumed[2];
   bool copy_pending[2] = {false, false}, consume_pending[2] = {false, false};
-  ~Cuda() {
-    for (int k = 0; k < 2; ++k) {
-      if (copied[k]) cudaEventDestroy(copied[k]);
-      if (consumed[k]) cudaEventDestroy(consumed[k]);
-    }
-    if (copy) {
-      cudaStreamSynchronize(copy);  // pinned buffers and staging tensors outlive queued copies
-      cudaStreamDestroy(copy);
-    }
-  }
-#endif
 };
 
 namespace {
@@ -60,23 +48,16 @@ BatchPrefetcher::BatchPrefetcher(const Tensor& x, const Tensor& y, int64_t batch
   stage_x_ = staging(host_x_, 2 * batch, device);
   stage_y_ = staging(host_y_, 2 * batch, device);
   if (device.is_cpu()) return;
-#if defined(CUDL_WITH_CUDA)
-  cuda_ = std::make_unique<Cuda>();
-  cuda_->device = device.index();
-  CudaContext& ctx = CudaContext::get(device.index());
-  cuda_->compute = ctx.stream();
-  ctx.synchronize();  // the staging tensors' zero fill (compute stream) is done before any copy
-  CUDL_CUDA_CHECK(cudaSetDevice(device.index()));
-  CUDL_CUDA_CHECK(cudaStreamCreateWithFlags(&cuda_->copy, cudaStreamNonBlocking));
+  async_ = std::make_unique<Async>();
+  async_->compute = &default_context(device);
+  async_->compute->synchronize();  // the staging tensors' zero fill (compute stream) is done before any copy
+  async_->copy = async_->compute->make_copy_stream();
   for (int k = 0; k < 2; ++k) {
-    CUDL_CUDA_CHECK(cudaEventCreateWithFlags(&cuda_->copied[k], cudaEventDisableTiming));
-    CUDL_CUDA_CHECK(cudaEventCreateWithFlags(&cuda_->consumed[k], cudaEventDisableTiming));
+    async_->copied[k] = async_->compute->make_event();
+    async_->consumed[k] = async_->compute->make_event();
     pinned_x_[k] = memory::PinnedBuffer(static_cast<size_t>(batch) * row_x_);
     pinned_y_[k] = memory::PinnedBuffer(static_cast<size_t>(batch) * row_y_);
   }
-#else
-  CUDL_FAIL("BatchPrefetcher: cannot stage to ", device, ": cudl was built without the CUDA backend");
-#endif
 }
 
 BatchPrefetcher::~BatchPrefetcher() = default;
@@ -98,46 +79,34 @@ void BatchPrefetcher::stage(int64_t step, const int32_t* rows, int64_t n) {
     }
   };
   bytes_staged_ += static_cast<uint64_t>(n) * (row_x_ + row_y_);
-  if (!cuda_) {
+  if (!async_) {
     gather(static_cast<unsigned char*>(stage_x_.data()) + off_x, static_cast<unsigned char*>(stage_y_.data()) + off_y);
     return;
   }
-#if defined(CUDL_WITH_CUDA)
-  Cuda& c = *cuda_;
+  Async& c = *async_;
   // The pinned slot is rewritten only after its previous copy has read it.
-  if (c.copy_pending[slot]) CUDL_CUDA_CHECK(cudaEventSynchronize(c.copied[slot]));
+  if (c.copy_pending[slot]) c.copied[slot]->synchronize();
   gather(pinned_x_[slot].data_as<unsigned char>(), pinned_y_[slot].data_as<unsigned char>());
   // The device slot is overwritten only after the step that last read it.
-  if (c.consume_pending[slot]) CUDL_CUDA_CHECK(cudaStreamWaitEvent(c.copy, c.consumed[slot], 0));
-  CUDL_CUDA_CHECK(cudaMemcpyAsync(static_cast<unsigned char*>(stage_x_.data()) + off_x, pinned_x_[slot].data(),
-                                  n * row_x_, cudaMemcpyHostToDevice, c.copy));
-  CUDL_CUDA_CHECK(cudaMemcpyAsync(static_cast<unsigned char*>(stage_y_.data()) + off_y, pinned_y_[slot].data(),
-                                  n * row_y_, cudaMemcpyHostToDevice, c.copy));
-  CUDL_CUDA_CHECK(cudaEventRecord(c.copied[slot], c.copy));
+  if (c.consume_pending[slot]) c.copy->wait(*c.consumed[slot]);
+  c.copy->copy_to_device(static_cast<unsigned char*>(stage_x_.data()) + off_x, pinned_x_[slot].data(), n * row_x_);
+  c.copy->copy_to_device(static_cast<unsigned char*>(stage_y_.data()) + off_y, pinned_y_[slot].data(), n * row_y_);
+  c.copy->record(*c.copied[slot]);
   c.copy_pending[slot] = true;
-#endif
 }
 
 void BatchPrefetcher::begin_step(int64_t step) {
-#if defined(CUDL_WITH_CUDA)
-  if (!cuda_) return;
+  if (!async_) return;
   const int slot = static_cast<int>(step % 2);
-  if (!cuda_->copy_pending[slot]) CUDL_FAIL("BatchPrefetcher::begin_step(", step, "): the batch was not staged");
-  CUDL_CUDA_CHECK(cudaStreamWaitEvent(cuda_->compute, cuda_->copied[slot], 0));
-#else
-  (void)step;
-#endif
+  if (!async_->copy_pending[slot]) CUDL_FAIL("BatchPrefetcher::begin_step(", step, "): the batch was not staged");
+  async_->compute->wait(*async_->copied[slot]);
 }
 
 void BatchPrefetcher::end_step(int64_t step) {
-#if defined(CUDL_WITH_CUDA)
-  if (!cuda_) return;
+  if (!async_) return;
   const int slot = static_cast<int>(step % 2);
-  CUDL_CUDA_CHECK(cudaEventRecord(cuda_->consumed[slot], cuda_->compute));
-  cuda_->consume_pending[slot] = true;
-#else
-  (void)step;
-#endif
+  async_->compute->record(*async_->consumed[slot]);
+  async_->consume_pending[slot] = true;
 }
 
 }  // namespace cudl::data

@@ -15,9 +15,10 @@ namespace cudl::data {
 /// i-th position of the epoch reads exactly the rows staged for its step, at fixed addresses
 /// (a captured CUDA graph replays correctly).
 ///
-/// On CUDA, per step: stage() waits on the host until the slot's pinned buffer is free (its copy
-/// two steps ago has completed), gathers the rows into it, and queues the copy on the copy stream
-/// behind the compute stream's last use of the slot; begin_step() makes the compute stream wait
+/// On CUDA, per step (through the device context's copy stream and events, backend/backend.hpp):
+/// stage() waits on the host until the slot's pinned buffer is free (its copy two steps ago has
+/// completed), gathers the rows into it, and queues the copy on the copy stream behind the
+/// compute stream's last use of the slot; begin_step() makes the compute stream wait
 /// for the slot's copy; end_step() records the compute stream's use of the slot. Staging step
 /// s + 1 before running step s overlaps the host gather and the copy with step s's kernels.
 /// On the CPU, stage() gathers straight into the slot and the other two are no-ops.
@@ -42,12 +43,12 @@ class BatchPrefetcher {
   uint64_t bytes_staged() const { return bytes_staged_; }
 
  private:
-  struct Cuda;
+  struct Async;
   Tensor host_x_, host_y_, stage_x_, stage_y_;
   int64_t batch_ = 0;
   size_t row_x_ = 0, row_y_ = 0;  // bytes per row
   memory::PinnedBuffer pinned_x_[2], pinned_y_[2];
-  std::unique_ptr<Cuda> cuda_;
+  std::unique_ptr<Async> async_;  // devices other than the CPU
   uint64_t bytes_staged_ = 0;
 };
 

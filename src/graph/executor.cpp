@@ -1,31 +1,14 @@
-// graph/executor.cpp — storage binding, the node loop, CUDA graph capture/replay, per-op profile.
+// graph/executor.cpp — storage binding, the node loop, whole-step capture/replay and per-op timing
+// through the ExecContext (a CUDA graph and CUDA events on CUDA), per-op profile.
 #include "graph/executor.hpp"
 
-#include <chrono>
 #include <cstdlib>
 #include <cstring>
 
 #include "core/nvtx.hpp"
 #include "cudl/error.hpp"
-#if defined(CUDL_WITH_CUDA)
-#include "cuda/context.hpp"
-#include "cuda/graph_capture.hpp"
-#endif
-
-namespace cudl {
-#if !defined(CUDL_WITH_CUDA)
-class CudaEventTimer {};  // never created without CUDA; lets the member's deleter compile
-#endif
-}  // namespace cudl
 
 namespace cudl::graph {
-
-struct Executor::CudaGraph {
-#if defined(CUDL_WITH_CUDA)
-  explicit CudaGraph(int device) : runner(device) {}
-  CudaGraphRunner runner;
-#endif
-};
 
 Executor::Executor(Graph graph, Device device, const std::map<ValueId, Tensor>& bound, const ExecutorOptions& options)
     : graph_(std::move(graph)), device_(device), options_(options) {
@@ -112,20 +95,10 @@ void Executor::run_nodes() {
       if (!options_.dry_run) fn(call);
       continue;
     }
-    double ms = 0;
-#if defined(CUDL_WITH_CUDA)
-    if (device_.is_cuda()) {
-      if (!timer_) timer_ = std::make_unique<CudaEventTimer>(device_.index());  // this executor's device
-      timer_->start();
-      table.get(n.op)(call);
-      ms = timer_->stop_ms();
-    } else
-#endif
-    {
-      const auto t0 = std::chrono::steady_clock::now();
-      table.get(n.op)(call);
-      ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    }
+    if (!timer_) timer_ = ctx_->make_timer();  // CUDA events on this executor's stream; CPU: steady clock
+    timer_->start();
+    table.get(n.op)(call);
+    const double ms = timer_->stop_ms();
     OpProfile& p = profile_[op_name(n.op)];
     p.op = op_name(n.op);
     p.calls++;
@@ -135,37 +108,27 @@ void Executor::run_nodes() {
 
 void Executor::run() {
   CUDL_NVTX_RANGE("cudl/step");
-#if defined(CUDL_WITH_CUDA)
-  if (device_.is_cuda() && options_.cuda_graphs && !options_.profile && !options_.dry_run && runs_ >= 1) {
-    if (!cuda_graph_) {
-      cuda_graph_ = std::make_unique<CudaGraph>(device_.index());
-      cuda_graph_->runner.begin_capture();
+  if (ctx_->supports_capture() && options_.cuda_graphs && !options_.profile && !options_.dry_run && runs_ >= 1) {
+    if (!step_graph_) {
+      ctx_->begin_capture();
       try {
         run_nodes();
       } catch (...) {
-        cudaGraph_t g = nullptr;
-        (void)cudaStreamEndCapture(static_cast<CudaContext*>(ctx_)->stream(), &g);
-        if (g) cudaGraphDestroy(g);
-        cuda_graph_.reset();
+        ctx_->abort_capture();
         throw;
       }
-      cuda_graph_->runner.end_capture();
+      step_graph_ = ctx_->end_capture();
       captured_ = true;
     }
-    cuda_graph_->runner.launch();
+    step_graph_->launch();
     ++runs_;
     return;
   }
-#endif
   run_nodes();
   ++runs_;
 }
 
-void Executor::synchronize() {
-#if defined(CUDL_WITH_CUDA)
-  if (device_.is_cuda()) static_cast<CudaContext*>(ctx_)->synchronize();
-#endif
-}
+void Executor::synchronize() { ctx_->synchronize(); }
 
 Tensor Executor::tensor(ValueId v) const {
   if (v < 0 || v >= static_cast<ValueId>(storage_.size())) CUDL_FAIL("executor: invalid value id ", v);

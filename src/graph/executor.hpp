@@ -12,10 +12,6 @@
 #include "graph/graph.hpp"
 #include "graph/planner.hpp"
 
-namespace cudl {
-class CudaEventTimer;  // cuda/graph_capture.hpp
-}  // namespace cudl
-
 namespace cudl::graph {
 
 struct ExecutorOptions {
@@ -75,9 +71,8 @@ class Executor {
   ExecContext* ctx_ = nullptr;
   int runs_ = 0;
   bool captured_ = false;
-  struct CudaGraph;
-  std::unique_ptr<CudaGraph> cuda_graph_;
-  std::unique_ptr<CudaEventTimer> timer_;  // per-node timing with profile on (CUDA)
+  std::unique_ptr<CapturedGraph> step_graph_;  // the captured step (contexts that support capture)
+  std::unique_ptr<OpTimer> timer_;             // per-node timing with profile on
   std::map<std::string, OpProfile> profile_;
 };
 

@@ -15,11 +15,8 @@ void* allocate(Device device, size_t nbytes) {
     if (!p) CUDL_FAIL("out of host memory allocating ", nbytes, " bytes");
     return p;
   }
-#if defined(CUDL_WITH_CUDA)
+  if (!built_with_cuda()) CUDL_FAIL("cannot allocate on ", device, ": cudl was built without the CUDA backend");
   return cuda_allocate(device.index(), nbytes);
-#else
-  CUDL_FAIL("cannot allocate on ", device, ": cudl was built without the CUDA backend");
-#endif
 }
 
 void deallocate(Device device, void* ptr, size_t nbytes) {
@@ -28,9 +25,7 @@ void deallocate(Device device, void* ptr, size_t nbytes) {
     std::free(ptr);
     return;
   }
-#if defined(CUDL_WITH_CUDA)
   cuda_deallocate(device.index(), ptr, nbytes);
-#endif
 }
 
 void copy_bytes(Device dst_device, void* dst, Device src_device, const void* src, size_t nbytes) {
@@ -39,11 +34,9 @@ void copy_bytes(Device dst_device, void* dst, Device src_device, const void* src
     std::memcpy(dst, src, nbytes);
     return;
   }
-#if defined(CUDL_WITH_CUDA)
+  if (!built_with_cuda())
+    CUDL_FAIL("cannot copy between ", src_device, " and ", dst_device, ": cudl was built without CUDA");
   cuda_copy_bytes(dst_device, dst, src_device, src, nbytes);
-#else
-  CUDL_FAIL("cannot copy between ", src_device, " and ", dst_device, ": cudl was built without CUDA");
-#endif
 }
 
 }  // namespace cudl::memory

@@ -20,8 +20,9 @@ void deallocate(Device device, void* ptr, size_t nbytes);
 /// Copies `nbytes` between any two devices; returns when the copy is complete.
 void copy_bytes(Device dst_device, void* dst, Device src_device, const void* src, size_t nbytes);
 
-#if defined(CUDL_WITH_CUDA)
-/// CUDA side, in src/cuda: pool allocation ordered on the device's context stream.
+// The CUDA side, in cuda/device_memory.cpp (in a build without CUDA, backend/cuda_absent.cpp
+// defines each to throw "built without CUDA", and make_cuda_pinned_raw_allocator to return null).
+/// Pool allocation ordered on the device's context stream.
 void* cuda_allocate(int device_index, size_t nbytes);
 void cuda_deallocate(int device_index, void* ptr, size_t nbytes);
 /// Blocking copy where at least one side is a CUDA device, on that device's context stream.
@@ -33,7 +34,8 @@ CachingAllocator& cuda_pool(int device_index);
 void cuda_record_stream(int device_index, void* ptr, void* stream);
 /// cudaMallocHost-backed raw allocator for the pinned pool (nullptr when no CUDA device exists).
 std::unique_ptr<RawAllocator> make_cuda_pinned_raw_allocator();
-#endif
+/// True when `ptr` is page-locked host memory the CUDA runtime knows (cudaMallocHost).
+bool cuda_is_pinned_host(const void* ptr);
 
 /// The pinned host pool (memory/pinned.hpp); plain aligned host memory when there is no CUDA device.
 CachingAllocator& pinned_pool();

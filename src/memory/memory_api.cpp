@@ -11,11 +11,8 @@ namespace cudl {
 
 namespace {
 memory::CachingAllocator& pool_of(Device device, const char* what) {
-#if defined(CUDL_WITH_CUDA)
+  if (!built_with_cuda()) CUDL_FAIL(what, "(", device, "): cudl was built without the CUDA backend");
   return memory::cuda_pool(device.index());
-#else
-  CUDL_FAIL(what, "(", device, "): cudl was built without the CUDA backend");
-#endif
 }
 }  // namespace
 

@@ -32,10 +32,7 @@ class HostRawAllocator : public RawAllocator {
 CachingAllocator& pinned_pool() {
   // Never destroyed: buffers may be released during static destruction.
   static CachingAllocator* pool = [] {
-    std::unique_ptr<RawAllocator> raw;
-#if defined(CUDL_WITH_CUDA)
-    raw = make_cuda_pinned_raw_allocator();
-#endif
+    std::unique_ptr<RawAllocator> raw = make_cuda_pinned_raw_allocator();
     if (!raw) raw = std::make_unique<HostRawAllocator>();
     return new CachingAllocator(std::move(raw));
   }();
