@@ -16,6 +16,21 @@ TEST(Shape, NumelStridesAndPrinting) {
   EXPECT_THROW(s[3], Error);
 }
 
+TEST(Shape, NumelThatOverflowsIsAnErrorNamingTheDims) {
+  // 2^32 * 2^32 = 2^64 wraps to 0 in int64 arithmetic (undefined behaviour): an error instead.
+  const int64_t big = int64_t(1) << 32;
+  std::string m = cudl::testing::error_message([&] { Shape{3, big, big}.numel(); });
+  EXPECT_NE(m.find("(3, 4294967296, 4294967296)"), std::string::npos) << m;
+  EXPECT_NE(m.find("overflow"), std::string::npos) << m;
+  m = cudl::testing::error_message([&] { Shape{int64_t(1) << 31, int64_t(1) << 31, 2}.numel(); });  // 2^63
+  EXPECT_NE(m.find("overflow"), std::string::npos) << m;
+  // The largest products that fit still work, and a zero dimension makes zero however big the rest.
+  EXPECT_EQ((Shape{int64_t(1) << 31, int64_t(1) << 31}.numel()), int64_t(1) << 62);
+  EXPECT_EQ((Shape{INT64_MAX, 1}.numel()), INT64_MAX);
+  EXPECT_EQ((Shape{int64_t(1) << 62, int64_t(1) << 62, 0}.numel()), 0);
+  EXPECT_EQ(Shape{}.numel(), 1);
+}
+
 TEST(Shape, BroadcastNamesBothShapes) {
   EXPECT_EQ(broadcast_shapes(Shape{4, 1, 3}, Shape{5, 1}), (Shape{4, 5, 3}));
   try {

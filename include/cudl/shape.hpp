@@ -23,6 +23,7 @@ class CUDL_API Shape {
   /// Dimension i; negative i counts from the back (-1 is the last). Throws when out of range.
   int64_t operator[](int i) const;
   int64_t& at(int i);
+  /// Number of elements; throws cudl::Error naming the shape when it does not fit in int64_t.
   int64_t numel() const;
   const std::vector<int64_t>& dims() const { return dims_; }
   /// Row-major strides in elements.

@@ -68,7 +68,13 @@ int64_t& Shape::at(int i) {
 
 int64_t Shape::numel() const {
   int64_t n = 1;
-  for (int64_t d : dims_) n *= d;
+  bool overflow = false;
+  for (int64_t d : dims_) {
+    if (d == 0) return 0;  // zero elements however large the other dimensions are
+    overflow |= __builtin_mul_overflow(n, d, &n);
+  }
+  if (overflow)
+    CUDL_FAIL("shape ", str(), ": the element count overflows 64-bit integers (more than 2^63 - 1 elements)");
   return n;
 }
 
