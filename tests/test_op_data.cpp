@@ -539,7 +539,9 @@ TEST(DataCpu, GatherBatchFollowsThePermutationAndAdvancesTheCursor) {
   // over steps that wrap around the permutation.
   Tensor fx = random_tensor(Shape{9, 3, 2}, 5), fy = random_tensor(Shape{9, 2}, 6);
   Tensor perm9 = Tensor::from_vector<int32_t>({8, 2, 5, 0, 7, 1, 4, 6, 3}, Shape{9});
-  Tensor img9 = Tensor::from_vector(std::vector<uint8_t>(px.begin(), px.begin() + 54), Shape{9, 6});
+  std::vector<uint8_t> px9(54);  // its own bytes: px holds only 30
+  for (size_t i = 0; i < px9.size(); ++i) px9[i] = uint8_t(i * 37 % 256);
+  Tensor img9 = Tensor::from_vector(px9, Shape{9, 6});
   Tensor lab9 = random_labels(9, 10, 7);
   for (auto [x, y] : {std::pair{img9, lab9}, std::pair{fx, fy}}) {
     Tensor c1 = cursor_at(6), c2 = cursor_at(6);
