@@ -264,7 +264,7 @@ struct IdxTarget : Target {
     // content, bombs included); sometimes: edit the compressed bytes themselves.
     Bytes plain = gunzip(seed);
     if (m.coin(32)) {  // a bomb: inflates far past what the header promises
-      plain.append(static_cast<size_t>(m.below(1u << 20)), '\0');
+      plain.append(static_cast<size_t>(m.below(256u << 10)), '\0');  // 16 times zlib's output buffer
       return gzip(plain, 1);
     }
     if (m.coin(3)) {
@@ -280,7 +280,7 @@ struct IdxTarget : Target {
   bool run(const std::string& path) override {
     cudl::Tensor t = cudl::read_idx(path);
     // An accepted file is exactly its header's promise: u8 data of the header's dimensions, the
-    // file's bytes after the header (checked against the file itself when it is not compressed).
+    // file's bytes after the header (checked against the file itself when it is not gzip).
     if (t.dtype() != cudl::DType::u8) throw WrongResult("read_idx returned a non-u8 tensor");
     const std::vector<uint8_t> v = t.to_vector<uint8_t>();
     unsigned __int128 product = 1;  // the dimensions' product without wrapping (each < 2^32, rank <= 8)
@@ -288,8 +288,9 @@ struct IdxTarget : Target {
     if (product != v.size())
       throw WrongResult("read_idx returned " + std::to_string(v.size()) + " bytes for the dimensions " +
                              t.shape().str());
-    if (!gz) {
-      const Bytes f = read_file(path);
+    const Bytes f = read_file(path);
+    const bool gzip_file = f.size() >= 2 && f[0] == '\x1f' && f[1] == '\x8b';
+    if (!gzip_file) {
       const size_t header = 4 + 4 * static_cast<size_t>(t.shape().rank());
       if (f.size() < 4 || static_cast<unsigned char>(f[3]) != t.shape().rank() || f.size() != header + v.size() ||
           std::memcmp(f.data() + header, v.data(), v.size()) != 0)
