@@ -282,10 +282,9 @@ TEST(Checkpoint, OptimizerStateThatDoesNotMatchTheCompiledOptimizerIsAnError) {
   auto adam = make("co");  // Adam: two slots per parameter
   adam->fit(d, fit(1));
   auto sgd = std::make_unique<Sequential>(
-      Shape{4}, std::vector<LayerPtr>{layers::Dense(8, "relu", true, "co1"), layers::Dense(2, "", true, "co2")}, "co");
+      Shape{4}, std::vector<LayerPtr>{layers::Dense(DenseOptions(8).activation("relu").name("co1")), layers::Dense(DenseOptions(2).name("co2"))}, "co");
   CompileOptions o;
   o.optimizer = optim::SGD(0.1);  // no momentum: no slots
-  o.batch_size = 8;
   sgd->compile(o);
   std::string p = tmp("optim.safetensors");
   save_checkpoint(*adam, p);
@@ -303,12 +302,11 @@ TEST(Checkpoint, OptimizerStateThatDoesNotMatchTheCompiledOptimizerIsAnError) {
   // A tensor the model does not have at all is an error too, not silently skipped.
   auto three = std::make_unique<Sequential>(
       Shape{4},
-      std::vector<LayerPtr>{layers::Dense(8, "relu", true, "co1"), layers::Dense(2, "", true, "co2"),
-                            layers::Dense(2, "", true, "co3")},
+      std::vector<LayerPtr>{layers::Dense(DenseOptions(8).activation("relu").name("co1")), layers::Dense(DenseOptions(2).name("co2")),
+                            layers::Dense(DenseOptions(2).name("co3"))},
       "co");
   CompileOptions o3;
   o3.optimizer = optim::SGD(0.1);
-  o3.batch_size = 8;
   three->compile(o3);
   save_checkpoint(*three, p);
   e = error_message([&] { load_checkpoint(*sgd, p); });

@@ -304,11 +304,10 @@ struct IdxTarget : Target {
 std::unique_ptr<cudl::Sequential> fuzz_model() {
   auto m = std::make_unique<cudl::Sequential>(
       cudl::Shape{4},
-      std::vector<cudl::LayerPtr>{cudl::layers::Dense(3, "relu", true, "fz1"), cudl::layers::Dense(2, "", true, "fz2")},
+      std::vector<cudl::LayerPtr>{cudl::layers::Dense(cudl::DenseOptions(3).activation("relu").name("fz1")), cudl::layers::Dense(cudl::DenseOptions(2).name("fz2"))},
       "fz");
   cudl::CompileOptions o;
   o.optimizer = cudl::optim::Adam(0.01);
-  o.batch_size = 4;
   o.seed = 7;
   m->compile(o);
   return m;
