@@ -2,7 +2,8 @@
 # scripts/sanitize.sh — the CPU backend under sanitizers, each in its own build directory:
 # AddressSanitizer + UndefinedBehaviorSanitizer (+ LeakSanitizer) over the whole test suite and the
 # fuzz targets, and ThreadSanitizer over the tests of threaded code (the CPU thread pool and the
-# ops that use it, the memory pools, the model's training loop).
+# ops that use it, the memory pools, the training loop, models built on several threads). The
+# Python package is left out (the interpreter would need the sanitizer runtime preloaded).
 # Usage: scripts/sanitize.sh [asan|tsan|all]   (default: all)
 # Env: CUDL_SANITIZE_JOBS (default: nproc), CUDL_FUZZ_RUNS (inputs per fuzz target, default 100000),
 #      CUDL_SANITIZE_BUILD_PREFIX (default: build-; the directories are <prefix>asan, <prefix>tsan).
@@ -16,12 +17,12 @@ prefix=${CUDL_SANITIZE_BUILD_PREFIX:-build-}
 scripts/setup.sh
 
 # The threaded code and the tests that drive it (ctest names).
-tsan_tests=(test_cpu_parallel test_memory_pool test_op_conv test_op_norm test_op_pool test_model)
+tsan_tests=(test_cpu_parallel test_memory_pool test_op_conv test_op_norm test_op_pool test_model test_model_graph)
 
 # configure <dir> <flags>: a CPU-only build (no nvcc, no emulator) with the sanitizer flags.
 configure() {
   local dir=$1 flags=$2
-  cmake -S . -B "$dir" -DCUDL_WITH_CUDA=OFF -DCUDL_BUILD_BENCH=OFF -DCUDL_BUILD_SAMPLES=OFF \
+  cmake -S . -B "$dir" -DCUDL_WITH_CUDA=OFF -DCUDL_BUILD_BENCH=OFF -DCUDL_BUILD_SAMPLES=OFF -DCUDL_PYTHON=OFF \
     -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCUDL_FUZZ_RUNS="${CUDL_FUZZ_RUNS:-100000}" \
     -DCMAKE_CXX_FLAGS="$flags" -DCMAKE_EXE_LINKER_FLAGS="$flags" -DCMAKE_SHARED_LINKER_FLAGS="$flags" >/dev/null
 }
