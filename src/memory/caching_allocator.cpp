@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
+#include <unordered_set>
 
 #include "core/nvtx.hpp"
 #include "cudl/error.hpp"
@@ -51,6 +52,25 @@ CachingAllocator::~CachingAllocator() {
     release_free_segments();
     for (EventHandle e : event_cache_) raw_->destroy_event(e);
     event_cache_.clear();
+    // Segments with a block still handed out stay with the driver (the holder may still use the
+    // memory), but their records go: every block of such a segment, then the segment.
+    std::unordered_set<Segment*> held;
+    for (const auto& [ptr, block] : active_) held.insert(block->segment);
+    for (Segment* seg : held) {
+      Block* b = nullptr;
+      for (const auto& [ptr, block] : active_)
+        if (block->segment == seg) b = block;
+      while (b->prev) b = b->prev;
+      while (b) {
+        Block* next = b->next;
+        delete b;
+        b = next;
+      }
+      delete seg;
+    }
+    active_.clear();
+    small_free_.clear();
+    large_free_.clear();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "cudl: error releasing the memory pool: %s\n", e.what());
   }
