@@ -7,25 +7,13 @@
 #include <memory>
 
 #include "cudl/error.hpp"
+#include "ops/common.hpp"
 
 namespace cudl {
 
 const char* op_name(OpKind op) {
-  static const char* const kNames[] = {
-      "Unary", "UnaryBackward", "Binary", "BinaryBackward", "BinaryScalar", "BinaryScalarBackward",
-      "Reduce", "ReduceBackward", "Argmax", "Matmul", "Linear", "LinearBackward", "Conv2d",
-      "Conv2dBackwardData", "Conv2dBackwardFilter", "Conv2dBackwardBias", "MaxPool2d", "MaxPool2dBackward",
-      "AvgPool2d", "AvgPool2dBackward", "GlobalAvgPool", "GlobalAvgPoolBackward", "BatchNormTrain",
-      "BatchNormInference", "BatchNormBackward", "LayerNorm", "LayerNormBackward", "Dropout",
-      "DropoutBackward", "RandomUniform", "RandomNormal", "Softmax", "SoftmaxBackward", "LogSoftmax",
-      "LogSoftmaxBackward", "MseLoss", "L1Loss", "HuberLoss", "BceLoss", "BceWithLogitsLoss",
-      "CrossEntropyLoss", "SoftCrossEntropyLoss", "NllLoss", "SgdStep", "AdamStep", "RmspropStep",
-      "AdagradStep", "WeightPenalty", "ClipGradNorm", "Fill", "Copy", "Cast", "Permute", "Concat", "Slice",
-      "SliceBackward", "Gather", "GatherBackward", "OneHot", "GatherImages", "GatherBatch",
-      "Accumulate", "Increment", "BatchIndices", "AugmentImages"};
-  static_assert(sizeof(kNames) / sizeof(kNames[0]) == kOpCount, "op_name table out of step with OpKind");
-  int k = static_cast<int>(op);
-  return k >= 0 && k < kOpCount ? kNames[k] : "invalid-op";
+  const int k = static_cast<int>(op);
+  return k >= 0 && k < kOpCount ? ops::kOpNames[k] : "invalid-op";  // generated from ops/op_list.inc
 }
 
 const TensorView& OpCall::in(int k) const {
