@@ -233,7 +233,8 @@ TEST(Unary, NanAndInfPropagate) {
   // relu's gradient passes dy where the output is NaN (PyTorch's threshold_backward).
   Tensor y_relu = run_unary(UnaryOp::Relu, x, 0);
   EXPECT_EQ(run_unary_backward(UnaryOp::Relu, x, y_relu, dy, 0).to_vector<float>()[0], dy.to_vector<float>()[0]);
-  if (!cuda_available()) return;
+  if (!cuda_available())
+    GTEST_SKIP() << "CPU part checked; the CUDA part needs a CUDA device (" << cuda_unavailable_reason() << ")";
   for (const UnaryCase& c : unary_cases()) {
     SCOPED_TRACE(c.name);
     Tensor y = run_unary(c.op, x, c.alpha);
@@ -246,7 +247,8 @@ TEST(Unary, NanAndInfPropagate) {
 TEST(Unary, EmptyTensorIsANoOp) {
   Tensor x = Tensor::empty(Shape{0, 3});
   EXPECT_EQ(run_unary(UnaryOp::Exp, x, 0).numel(), 0);
-  if (!cuda_available()) return;
+  if (!cuda_available())
+    GTEST_SKIP() << "CPU part checked; the CUDA part needs a CUDA device (" << cuda_unavailable_reason() << ")";
   EXPECT_EQ(run_unary(UnaryOp::Exp, cuda(x), 0).numel(), 0);
   Tensor dy = cuda(Tensor::empty(Shape{0, 3}));
   EXPECT_EQ(run_unary_backward(UnaryOp::Exp, Tensor(), run_unary(UnaryOp::Exp, dy, 0), dy, 0).numel(), 0);

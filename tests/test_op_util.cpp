@@ -83,7 +83,8 @@ TEST(UtilCuda, MatchesCpu) {
 
 TEST(Util, BadArgumentsNameTheOp) {
   for (Device d : {Device::cpu(), Device::cuda(0)}) {
-    if (d.is_cuda() && !cudl::testing::cuda_available()) continue;
+    if (d.is_cuda() && !cudl::testing::cuda_available())
+      GTEST_SKIP() << "CPU part checked; the CUDA part needs a CUDA device (" << cuda_unavailable_reason() << ")";
     Tensor acc = Tensor::zeros(Shape{3}, DType::f32, d);
     EXPECT_THROW(accumulate(Tensor::zeros(Shape{4}, DType::f32, d), acc, 1), Error);
     EXPECT_THROW(accumulate(Tensor::zeros(Shape{3}, DType::f16, d), acc, 1), Error);
