@@ -323,3 +323,22 @@ TEST(ModelGraph, NonFiniteLossStopsFitNamingTheEpoch) {
   ASSERT_EQ(h.epochs(), 2);
   EXPECT_TRUE(std::isnan(h.metrics["loss"][1]));
 }
+
+TEST(ModelGraph, DebugModeNamesTheFirstNodeThatWritesNaN) {
+  Dataset d = blobs(32, 12);
+  Sequential m(Shape{8}, {layers::Dense(16, "tanh"), layers::Dense(3)});
+  m.compile(options(Device::cpu()));
+  m.layers()[1]->params()[1].second.fill(std::nan(""));  // dense2's bias
+  FitOptions f = fit_options(1);
+  f.debug_nonfinite = true;
+  const std::string msg = error_message([&] { m.fit(d, f); });
+  EXPECT_NE(msg.find("node dense2/Linear wrote nan"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("its input(s) dense2.bias already held NaN/Inf"), std::string::npos) << msg;
+  // Finite weights so large that the first GEMM overflows: that node produced the Inf itself.
+  Sequential n(Shape{8}, {layers::Dense(16, "tanh"), layers::Dense(3)});
+  n.compile(options(Device::cpu()));
+  n.layers()[0]->params()[0].second.fill(1e38);
+  const std::string inf = error_message([&] { n.fit(d, f); });
+  EXPECT_NE(inf.find("node dense1/Linear wrote"), std::string::npos) << inf;
+  EXPECT_NE(inf.find("from finite inputs (the first node to produce one)"), std::string::npos) << inf;
+}

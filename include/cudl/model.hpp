@@ -144,6 +144,10 @@ struct CUDL_API FitOptions {
   /// At each epoch's end the training loss (already on the device) is checked: a NaN or infinite
   /// loss stops fit with an error naming the epoch. false: train on and report it in the logs.
   bool terminate_on_nan = true;
+  /// Debugging a NaN: run every step eagerly and check each node's f32 outputs on the host after
+  /// it runs; the first node that writes NaN or Inf stops fit with an error naming it and saying
+  /// whether its inputs were already non-finite. Slow (a host copy per node output).
+  bool debug_nonfinite = false;
   int64_t log_every = 0;  // > 0: read the running loss every N steps for the progress bar
   /// On-device augmentation of the training batches (never of validation or evaluate): each image
   /// of x (N, C, H, W) is shifted by an integer uniform in [-augment_shift, augment_shift] pixels

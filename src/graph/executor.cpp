@@ -2,6 +2,7 @@
 // through the ExecContext (a CUDA graph and CUDA events on CUDA), per-op profile.
 #include "graph/executor.hpp"
 
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 
@@ -93,6 +94,7 @@ void Executor::run_nodes() {
     if (!options_.profile) {
       const OpFn fn = table.get(n.op);
       if (!options_.dry_run) fn(call);
+      if (options_.check_finite) check_finite(n);
       continue;
     }
     if (!timer_) timer_ = ctx_->make_timer();  // CUDA events on this executor's stream; CPU: steady clock
@@ -108,7 +110,8 @@ void Executor::run_nodes() {
 
 void Executor::run() {
   CUDL_NVTX_RANGE("cudl/step");
-  if (ctx_->supports_capture() && options_.cuda_graphs && !options_.profile && !options_.dry_run && runs_ >= 1) {
+  if (ctx_->supports_capture() && options_.cuda_graphs && !options_.profile && !options_.dry_run &&
+      !options_.check_finite && runs_ >= 1) {
     if (!step_graph_) {
       ctx_->begin_capture();
       try {
@@ -126,6 +129,39 @@ void Executor::run() {
   }
   run_nodes();
   ++runs_;
+}
+
+namespace {
+/// Index of the first NaN or Inf of an f32 tensor (copied to the host), or -1.
+int64_t first_non_finite(const Tensor& t, float* value) {
+  if (!t.defined() || t.dtype() != DType::f32 || t.numel() == 0) return -1;
+  const std::vector<float> v = t.to(Device::cpu()).to_vector<float>();
+  for (size_t i = 0; i < v.size(); ++i)
+    if (!std::isfinite(v[i])) {
+      *value = v[i];
+      return static_cast<int64_t>(i);
+    }
+  return -1;
+}
+}  // namespace
+
+void Executor::check_finite(const Node& n) const {
+  for (size_t k = 0; k < n.outputs.size(); ++k) {
+    if (n.outputs[k] == kNone) continue;
+    float bad = 0;
+    const int64_t at = first_non_finite(storage_[n.outputs[k]], &bad);
+    if (at < 0) continue;
+    std::string inputs;
+    for (ValueId v : n.inputs) {
+      float x = 0;
+      if (v != kNone && first_non_finite(storage_[v], &x) >= 0)
+        inputs += (inputs.empty() ? "" : ", ") + graph_.value(v).name;
+    }
+    const Value& out = graph_.value(n.outputs[k]);
+    CUDL_FAIL("non-finite value: node ", n.label, " wrote ", bad, " at element ", at, " of ", out.name, " ", out.shape,
+              inputs.empty() ? std::string(" from finite inputs (the first node to produce one)")
+                             : " (its input(s) " + inputs + " already held NaN/Inf)");
+  }
 }
 
 void Executor::synchronize() { ctx_->synchronize(); }

@@ -18,6 +18,9 @@ struct ExecutorOptions {
   bool cuda_graphs = true;  // capture and replay on CUDA (CUDL_CUDA_GRAPHS=0 turns it off)
   bool profile = false;     // per-node timing (CUDA events on GPU, steady clock on CPU)
   bool dry_run = false;     // benchmarks: everything but the op call itself (dispatch cost; no capture)
+  /// Debugging: after each node, copy its f32 outputs to the host and stop with an error naming the
+  /// first node that wrote NaN or Inf (eager: no capture; one host synchronisation per output).
+  bool check_finite = false;
   PlanOptions plan;
 };
 
@@ -55,6 +58,7 @@ class Executor {
 
  private:
   void run_nodes();
+  void check_finite(const Node& n) const;
   void build_calls();
 
   Graph graph_;

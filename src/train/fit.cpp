@@ -180,10 +180,15 @@ History Model::fit(const Dataset& train_in, const FitOptions& fo) {
   DataSource src(train, B, dev, fo.data_placement);
   Impl::DataSpec spec = src.spec(train);
   spec.augment = &fo;
-  Impl::Program main = m.train_program(B, spec);
+  graph::ExecutorOptions eo = m.exec_options();
+  if (fo.debug_nonfinite) {
+    eo.check_finite = true;
+    eo.cuda_graphs = false;
+  }
+  Impl::Program main = m.train_program(B, spec, &eo);
   m.report = m.plan(B);
   Impl::Program tail;
-  if (rest) tail = m.train_program(rest, spec);
+  if (rest) tail = m.train_program(rest, spec, &eo);
   m.profile.clear();
 
   History h;
