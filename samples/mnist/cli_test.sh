@@ -35,6 +35,17 @@ if [[ ! -f $data/train-images-idx3-ubyte && ! -f $data/train-images-idx3-ubyte.g
   echo "skipped the training run: no MNIST in $data (scripts/fetch-mnist.sh)"
   exit $((fail ? 1 : 77))
 fi
+# A test set of another image size is reported before training.
+mkdir odd
+for f in train-images-idx3-ubyte train-labels-idx1-ubyte; do
+  for g in "$data/$f" "$data/$f.gz"; do [[ -f $g ]] && ln -s "$g" "odd/$(basename "$g")"; done
+done
+python3 -c "
+import struct
+open('odd/t10k-images-idx3-ubyte', 'wb').write(struct.pack('>IIII', 0x803, 10, 14, 14) + bytes(10 * 14 * 14))
+open('odd/t10k-labels-idx1-ubyte', 'wb').write(struct.pack('>II', 0x801, 10) + bytes(10))"
+expect 1 "the test images are (10, 1, 14, 14) u8 but the training images are" --data odd --device cpu
+
 # A short run whose output names hold shell syntax: nothing may run, the files must appear.
 expect 0 "test accuracy" --data "$data" --limit 256 --epochs 1 --device cpu \
   --csv 'h$(touch pwned1).csv' --plot 'p`touch pwned2`;touch pwned3.png'

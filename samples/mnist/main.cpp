@@ -186,6 +186,14 @@ int main(int argc, char** argv) {
                    a.dataset.c_str());
       return 1;
     }
+    // A test set that the trained model could not read is found now, not after training.
+    auto sample_shape = [](const cudl::Tensor& x) {
+      return cudl::Shape(std::vector<int64_t>(x.shape().dims().begin() + 1, x.shape().dims().end()));
+    };
+    if (sample_shape(test.x) != sample_shape(train.x) || test.x.dtype() != train.x.dtype())
+      throw cudl::Error("the test images are " + test.x.shape().str() + " " + cudl::dtype_name(test.x.dtype()) +
+                        " but the training images are " + train.x.shape().str() + " " +
+                        cudl::dtype_name(train.x.dtype()) + " (" + a.data + ")");
     cudl::Device device = pick_device(a.device);
     cudl::Sequential model = mnist::build(a.model);
     cudl::CompileOptions opt;
