@@ -102,6 +102,8 @@ struct Model::Impl {
 
   // -- misc --------------------------------------------------------------------------------------
   void require_compiled(const char* what) const;
+  /// Throws unless x is (N, <the model's input shape>); names both shapes and `what` (fit.cpp).
+  void check_input(const Tensor& x, const char* what) const;
   void collect_profile(const graph::Executor& e);
   void write_hyper();  // hyper[0] only: the step count in hyper[1] lives on the device
   const std::string& layer_name(const Layer* l) const { return names.at(l); }

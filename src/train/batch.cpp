@@ -1,0 +1,158 @@
+// train/batch.cpp — a compiled model on data the host hands over: predict, the per-batch calls
+// (train_on_batch, test_on_batch, predict_on_batch) on cached programs, and ensembles.
+#include "cudl/error.hpp"
+#include "train/model_impl.hpp"
+
+namespace cudl {
+
+namespace {
+
+/// x as f32: u8 images become (u / 255 - mean) / std on the host.
+Tensor as_f32(const Model::Impl& m, const Tensor& x, float mean, float stdv, const char* what) {
+  if (x.dtype() == DType::f32) return x;
+  if (x.dtype() != DType::u8) CUDL_FAIL("model ", m.name, ": ", what, ": x must be f32 or u8, got ", x.dtype());
+  std::vector<uint8_t> raw = x.to(Device::cpu()).to_vector<uint8_t>();
+  std::vector<float> f(raw.size());
+  for (size_t i = 0; i < raw.size(); ++i) f[i] = (raw[i] / 255.f - mean) / stdv;
+  return Tensor::from_vector(f, x.shape());
+}
+
+/// A per-batch call's (x, y) after checking them (compiled model, x's shape, rows, targets); x as f32.
+Tensor checked_batch(Model::Impl& m, const Tensor& x, const Tensor& y, const char* what) {
+  m.require_compiled(what);
+  m.check_input(x, what);
+  if (x.shape()[0] == 0) CUDL_FAIL("model ", m.name, ": ", what, " on an empty batch");
+  if (!y.defined()) CUDL_FAIL("model ", m.name, ": ", what, ": y is undefined");
+  m.check_targets(y, x.shape()[0]);
+  return as_f32(m, x, 0.f, 1.f, what);
+}
+
+/// Copies a batch into a per-batch program's input buffers (y may be given as any shape of its numel).
+void feed(Model::Impl::Program& p, const Tensor& x, const Tensor& y) {
+  p.exec->tensor(p.x).copy_from(x);
+  Tensor dst = p.exec->tensor(p.y);
+  if (y.numel() != dst.numel())
+    CUDL_FAIL("model: the batch's targets are ", y.shape(), ", the model needs ", dst.shape());
+  dst.copy_from(y.reshape(dst.shape()));
+}
+
+/// The cached per-batch program of `rows` rows, built by `make` on first use.
+template <typename Make>
+Model::Impl::Program& batch_program(std::map<int64_t, Model::Impl::Program>& cache, int64_t rows, Make make) {
+  auto it = cache.find(rows);
+  if (it == cache.end()) it = cache.emplace(rows, make()).first;
+  return it->second;
+}
+
+}  // namespace
+
+Tensor Model::predict(const Dataset& data, int64_t batch_size) {
+  Impl& m = impl();
+  m.require_compiled("predict");
+  m.check_input(data.x, "predict");
+  if (batch_size <= 0) CUDL_FAIL("model ", m.name, ": predict batch_size must be positive, got ", batch_size);
+  const int64_t N = data.x.shape()[0];
+  std::vector<int64_t> od{N};
+  od.insert(od.end(), m.output->shape.dims().begin(), m.output->shape.dims().end());
+  Tensor out = Tensor::empty(Shape(od), DType::f32, Device::cpu());
+  if (N == 0) return out;
+  const Tensor xf = as_f32(m, data.x, data.mean, data.std, "predict");
+  const int64_t B = std::min(batch_size, N);
+  const size_t in_row = xf.nbytes() / N, out_row = out.nbytes() / N;
+  for (int64_t s = 0; s < N; s += B) {
+    const int64_t b = std::min(B, N - s);
+    Impl::Program& p = batch_program(m.predict_batch, b, [&] { return m.predict_program(b); });
+    Tensor dst = p.exec->tensor(p.x);
+    dst.copy_from(xf.view_bytes(s * in_row, dst.shape(), DType::f32));
+    p.exec->run();
+    Tensor res = p.exec->tensor(p.out);
+    out.view_bytes(s * out_row, res.shape(), DType::f32).copy_from(res);
+  }
+  return out;
+}
+
+Tensor Model::predict(const Tensor& x, int64_t batch_size) {
+  Dataset d;
+  d.x = x;
+  return predict(d, batch_size);
+}
+
+Logs Model::train_on_batch(const Tensor& x, const Tensor& y, bool read_logs) {
+  Impl& m = impl();
+  const Tensor xf = checked_batch(m, x, y, "train_on_batch");
+  const int64_t rows = xf.shape()[0];
+  Impl::Program& p = batch_program(m.train_batch, rows, [&] {
+    Impl::DataSpec feed;
+    feed.gather = false;
+    m.report = m.plan(rows);
+    return m.train_program(rows, feed);
+  });
+  feed(p, xf, y);
+  p.exec->run();
+  ++m.step;
+  m.last_batch_rows = rows;
+  return read_logs ? m.read_metrics(static_cast<double>(rows)) : Logs{};
+}
+
+Logs Model::last_batch_logs() const {
+  Impl& m = impl();
+  if (m.last_batch_rows == 0) CUDL_FAIL("model ", m.name, ": last_batch_logs before any train_on_batch");
+  return m.read_metrics(static_cast<double>(m.last_batch_rows));
+}
+
+Logs Model::test_on_batch(const Tensor& x, const Tensor& y) {
+  Impl& m = impl();
+  const Tensor xf = checked_batch(m, x, y, "test_on_batch");
+  const int64_t rows = xf.shape()[0];
+  // Its own accumulators, so the logs of the last train_on_batch stay readable.
+  auto saved = m.accumulators;
+  m.accumulators.clear();
+  Logs logs;
+  try {
+    Impl::Program& p = batch_program(m.test_batch, rows, [&] {
+      Impl::DataSpec feed;
+      feed.gather = false;
+      return m.eval_program(rows, feed);
+    });
+    feed(p, xf, y);
+    p.exec->run();
+    logs = m.read_metrics(static_cast<double>(rows));
+  } catch (...) {
+    m.accumulators = saved;
+    throw;
+  }
+  m.accumulators = saved;
+  return logs;
+}
+
+Tensor Model::predict_on_batch(const Tensor& x) {
+  Impl& m = impl();
+  m.require_compiled("predict_on_batch");
+  m.check_input(x, "predict_on_batch");
+  if (x.shape()[0] == 0) CUDL_FAIL("model ", m.name, ": predict_on_batch on an empty batch");
+  return predict(x, x.shape()[0]);
+}
+
+Tensor ensemble_predict(const std::vector<Model*>& models, const Dataset& data, int64_t batch_size) {
+  if (models.empty()) CUDL_FAIL("ensemble_predict: no models");
+  for (size_t i = 0; i < models.size(); ++i)
+    if (!models[i]) CUDL_FAIL("ensemble_predict: model ", i, " is null");
+  Tensor sum;
+  for (Model* m : models) {
+    Tensor p = m->predict(data, batch_size);
+    if (!sum.defined()) {
+      sum = p;
+      continue;
+    }
+    if (p.shape() != sum.shape())
+      CUDL_FAIL("ensemble_predict: models disagree on the output shape: ", sum.shape(), " vs ", p.shape());
+    float* s = sum.data_as<float>();
+    const float* q = p.data_as<float>();
+    for (int64_t i = 0; i < p.numel(); ++i) s[i] += q[i];
+  }
+  float* s = sum.data_as<float>();
+  for (int64_t i = 0; i < sum.numel(); ++i) s[i] /= static_cast<float>(models.size());
+  return sum;
+}
+
+}  // namespace cudl
