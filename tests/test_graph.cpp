@@ -111,9 +111,8 @@ void check_gradients(Net& net, double eps = 1e-3, double atol = 2e-3, double rto
 
 TEST(Autodiff, MlpMatchesFiniteDifferences) {
   auto d1 = layers::Dense(7, "tanh"), d2 = layers::Dense(5, "gelu_tanh"), d3 = layers::Dense(4);
-  Net net({6}, 3, 4, [&](detail::BuildContext& c, ValueId x) {
-    return apply(c, d3, {apply(c, d2, {apply(c, d1, {x})})});
-  });
+  Net net({6}, 3, 4,
+          [&](detail::BuildContext& c, ValueId x) { return apply(c, d3, {apply(c, d2, {apply(c, d1, {x})})}); });
   check_gradients(net);
 }
 
@@ -122,9 +121,8 @@ TEST(Autodiff, MlpMatchesFiniteDifferences) {
 // without its epilogue. Gradients equal those of the same net with the relu as a separate layer.
 TEST(Autodiff, ReluBelowALinearIsFusedIntoItsBackward) {
   auto d1 = layers::Dense(9, "relu"), d2 = layers::Dense(6, "relu"), d3 = layers::Dense(4);
-  Net fused({5}, 7, 4, [&](detail::BuildContext& c, ValueId x) {
-    return apply(c, d3, {apply(c, d2, {apply(c, d1, {x})})});
-  });
+  Net fused({5}, 7, 4,
+            [&](detail::BuildContext& c, ValueId x) { return apply(c, d3, {apply(c, d2, {apply(c, d1, {x})})}); });
   auto e1 = layers::Dense(9), e2 = layers::Dense(6), e3 = layers::Dense(4);
   auto r1 = layers::Activation("relu"), r2 = layers::Activation("relu");
   Net plain({5}, 7, 4, [&](detail::BuildContext& c, ValueId x) {
@@ -179,7 +177,8 @@ TEST(Autodiff, ReluOutputWithTwoConsumersIsNotFused) {
 }
 
 TEST(Autodiff, CnnMatchesFiniteDifferences) {
-  auto conv = layers::Conv2d(Conv2dOptions(3, 3).padding(1).activation("tanh")), pool = layers::AvgPool2d(2), bn = layers::BatchNorm();
+  auto conv = layers::Conv2d(Conv2dOptions(3, 3).padding(1).activation("tanh")), pool = layers::AvgPool2d(2),
+       bn = layers::BatchNorm();
   auto flat = layers::Flatten(), dense = layers::Dense(3);
   Net net({2, 6, 6}, 2, 3, [&](detail::BuildContext& c, ValueId x) {
     ValueId h = apply(c, conv, {x});
@@ -207,7 +206,8 @@ TEST(Autodiff, ResidualFanOutAccumulates) {
 
 TEST(Autodiff, SharedLayerAccumulatesIntoOneGradient) {
   auto d = layers::Dense(4, "tanh"), head = layers::Dense(2);
-  Net net({4}, 2, 2, [&](detail::BuildContext& c, ValueId x) { return apply(c, head, {apply(c, d, {apply(c, d, {x})})}); });
+  Net net({4}, 2, 2,
+          [&](detail::BuildContext& c, ValueId x) { return apply(c, head, {apply(c, d, {apply(c, d, {x})})}); });
   int grads = 0;
   for (const auto& p : net.c.params) grads += p.grad != kNone && p.layer == d.get();
   EXPECT_EQ(grads, 2);  // kernel and bias, each bound once although the layer is applied twice
@@ -235,8 +235,8 @@ TEST(Planner, ArenaReusesMemoryAndNoLiveValuesOverlap) {
   });
   const Plan& plan = net.exec->plan();
   // Training keeps the forward activations for the backward pass, so reuse is partial.
-  EXPECT_LT(plan.arena_bytes, plan.intermediate_bytes) << "arena " << plan.arena_bytes << " of "
-                                                       << plan.intermediate_bytes;
+  EXPECT_LT(plan.arena_bytes, plan.intermediate_bytes)
+      << "arena " << plan.arena_bytes << " of " << plan.intermediate_bytes;
   EXPECT_EQ(verify_plan(net.exec->graph(), plan), "");
   // The independent check must catch a broken plan: put two simultaneously live values together.
   Plan broken = plan;
@@ -303,8 +303,9 @@ TEST(Graph, ShapeErrorsNameTheLayerAndBothShapes) {
 TEST(Executor, ReplayedStepIsOneGraphLaunchWithNoAllocSyncOrUpload) {
   CUDL_REQUIRE_CUDA();
   auto d1 = layers::Dense(16, "relu"), d2 = layers::Dense(4);
-  Net net({8}, 4, 4, [&](detail::BuildContext& c, ValueId x) { return apply(c, d2, {apply(c, d1, {x})}); },
-          Device::cuda(0));
+  Net net(
+      {8}, 4, 4, [&](detail::BuildContext& c, ValueId x) { return apply(c, d2, {apply(c, d1, {x})}); },
+      Device::cuda(0));
   // What one eager step launches (kernels; cuBLASLt calls are library work, not kernels).
   ExecutorOptions eager_opts;
   eager_opts.cuda_graphs = false;
@@ -333,15 +334,52 @@ TEST(Executor, ReplayedStepIsOneGraphLaunchWithNoAllocSyncOrUpload) {
       << "every kernel of the step ran from the graph";
 }
 
+// A step whose CUDA graph cannot be instantiated runs eagerly, then and from then on, with the
+// same results as an executor that never captures.
+TEST(Executor, FailedCaptureFallsBackToEagerSteps) {
+  CUDL_REQUIRE_CUDA();
+#if defined(CUDL_EMULATED)
+  auto d1 = layers::Dense(16, "relu"), d2 = layers::Dense(4);
+  Net net(
+      {8}, 4, 4, [&](detail::BuildContext& c, ValueId x) { return apply(c, d2, {apply(c, d1, {x})}); },
+      Device::cuda(0));
+  ExecutorOptions eager_opts;
+  eager_opts.cuda_graphs = false;
+  eager_opts.plan.keep_to_end = {net.loss};
+  Executor eager(net.g, Device::cuda(0), net.c.bound, eager_opts);
+  ExecutorOptions graph_opts;
+  graph_opts.plan.keep_to_end = {net.loss};
+  Executor graphed(net.g, Device::cuda(0), net.c.bound, graph_opts);
+  cudl_emu::fail_next_graph_instantiates(1);
+  for (int i = 0; i < 4; ++i) {
+    eager.run();
+    const float want = static_cast<float>(eager.tensor(net.loss).item(0));
+    graphed.run();  // run 2 tries to capture, fails, runs eagerly; later runs never capture
+    EXPECT_EQ(static_cast<float>(graphed.tensor(net.loss).item(0)), want) << "run " << i;
+  }
+  EXPECT_FALSE(graphed.replaying());
+  cudl_emu::reset_counters();
+  graphed.run();
+  graphed.synchronize();
+  EXPECT_EQ(cudl_emu::counters().graph_launches, 0u);
+  EXPECT_GT(cudl_emu::counters().kernel_launches, 0u);
+#else
+  GTEST_SKIP() << "injects the failure through the emulator (an emulated build)";
+#endif
+}
+
 TEST(Executor, CudaMatchesCpuOnAWholeStep) {
   CUDL_REQUIRE_CUDA();
   for (int schedule_run = 0; schedule_run < 1; ++schedule_run) {
-    auto d1 = layers::Dense(DenseOptions(9).activation("relu").name("e1")), d2 = layers::Dense(DenseOptions(3).name("e2"));
+    auto d1 = layers::Dense(DenseOptions(9).activation("relu").name("e1")),
+         d2 = layers::Dense(DenseOptions(3).name("e2"));
     Net cpu({5}, 6, 3, [&](detail::BuildContext& c, ValueId x) { return apply(c, d2, {apply(c, d1, {x})}); });
     // Same layers, parameters copied to the device (the layers own CPU tensors now).
-    auto g1 = layers::Dense(DenseOptions(9).activation("relu").name("g1")), g2 = layers::Dense(DenseOptions(3).name("g2"));
-    Net gpu({5}, 6, 3, [&](detail::BuildContext& c, ValueId x) { return apply(c, g2, {apply(c, g1, {x})}); },
-            Device::cuda(0));
+    auto g1 = layers::Dense(DenseOptions(9).activation("relu").name("g1")),
+         g2 = layers::Dense(DenseOptions(3).name("g2"));
+    Net gpu(
+        {5}, 6, 3, [&](detail::BuildContext& c, ValueId x) { return apply(c, g2, {apply(c, g1, {x})}); },
+        Device::cuda(0));
     for (size_t i = 0; i < cpu.c.params.size(); ++i) gpu.c.params[i].tensor.copy_from(cpu.c.params[i].tensor);
     const double lc = cpu.run_loss(), lg = gpu.run_loss();
     EXPECT_NEAR(lc, lg, 1e-5 * std::max(1.0, std::fabs(lc)));

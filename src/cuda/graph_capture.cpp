@@ -47,9 +47,14 @@ void CudaContext::begin_capture() {
 
 std::unique_ptr<CapturedGraph> CudaContext::end_capture() {
   cudaGraph_t graph = nullptr;
-  CUDL_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+  if (cudaError_t err = cudaStreamEndCapture(stream_, &graph); err != cudaSuccess) {
+    (void)cudaGetLastError();  // consumed here: the caller falls back, and later launch checks stay clean
+    if (graph) cudaGraphDestroy(graph);
+    CUDL_CUDA_CHECK(err);
+  }
   cudaGraphExec_t exec = nullptr;
   if (cudaError_t err = cudaGraphInstantiate(&exec, graph, 0); err != cudaSuccess) {
+    (void)cudaGetLastError();
     cudaGraphDestroy(graph);
     CUDL_CUDA_CHECK(err);
   }

@@ -3,6 +3,7 @@
 #include "graph/executor.hpp"
 
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -111,7 +112,7 @@ void Executor::run_nodes() {
 void Executor::run() {
   CUDL_NVTX_RANGE("cudl/step");
   if (ctx_->supports_capture() && options_.cuda_graphs && !options_.profile && !options_.dry_run &&
-      !options_.check_finite && runs_ >= 1) {
+      !options_.check_finite && !capture_failed_ && runs_ >= 1) {
     if (!step_graph_) {
       ctx_->begin_capture();
       try {
@@ -120,7 +121,17 @@ void Executor::run() {
         ctx_->abort_capture();
         throw;
       }
-      step_graph_ = ctx_->end_capture();
+      try {
+        step_graph_ = ctx_->end_capture();
+      } catch (const Error& e) {
+        // The captured nodes were recorded, not run: run this step eagerly, and every later one.
+        std::fprintf(stderr, "cudl: executor: the step could not become a CUDA graph (%s); running it eagerly\n",
+                     e.what());
+        capture_failed_ = true;
+        run_nodes();
+        ++runs_;
+        return;
+      }
       captured_ = true;
     }
     step_graph_->launch();

@@ -75,6 +75,7 @@ class Executor {
   ExecContext* ctx_ = nullptr;
   int runs_ = 0;
   bool captured_ = false;
+  bool capture_failed_ = false;  // capture or instantiation failed once: every step runs eagerly
   std::unique_ptr<CapturedGraph> step_graph_;  // the captured step (contexts that support capture)
   std::unique_ptr<OpTimer> timer_;             // per-node timing with profile on
   std::map<std::string, OpProfile> profile_;

@@ -391,6 +391,19 @@ Counters counters() {
   return r;
 }
 
+namespace {
+std::atomic<int> g_failing_instantiates{0};
+}  // namespace
+
+void fail_next_graph_instantiates(int n) { g_failing_instantiates.store(n); }
+
+bool take_failing_instantiate() {
+  int n = g_failing_instantiates.load();
+  while (n > 0 && !g_failing_instantiates.compare_exchange_weak(n, n - 1)) {
+  }
+  return n > 0;
+}
+
 void reset_counters() {
   AtomicCounters& c = ctr();
   for (std::atomic<uint64_t>* a :
@@ -1114,6 +1127,8 @@ cudaError_t cudaGraphInstantiateWithFlags(cudaGraphExec_t* pGraphExec, cudaGraph
   if (!pGraphExec) return fail(cudaErrorInvalidValue, "cudaGraphInstantiate: pGraphExec is null");
   if (!emu::st().graphs.count(g))
     return fail(cudaErrorInvalidValue, "cudaGraphInstantiate: invalid graph " + emu::hex(graph));
+  if (emu::take_failing_instantiate())
+    return fail(cudaErrorNotSupported, "cudaGraphInstantiate: failure injected by fail_next_graph_instantiates");
   auto* x = new emu::GraphExec;
   x->nodes = std::make_shared<const std::vector<emu::Node>>(g->data->nodes);  // later graph edits don't leak in
   emu::st().execs.insert(x);

@@ -62,15 +62,18 @@ struct Counters {
   uint64_t memcpy_h2d = 0, memcpy_d2h = 0, memcpy_d2d = 0, memcpy_h2h = 0;
   uint64_t bytes_h2d = 0, bytes_d2h = 0, bytes_d2d = 0;
   uint64_t memsets = 0;
-  uint64_t mallocs = 0, frees = 0;              // device (sync and async)
-  uint64_t host_mallocs = 0, host_frees = 0;    // pinned host
-  uint64_t syncs = 0;  // host blocking points: device/stream/event sync, blocking copies, cudaFree(Host)
-  uint64_t threads = 0;          // emulated GPU threads run
-  uint64_t barriers = 0;         // block-wide barrier crossings (per block)
-  uint64_t library_calls = 0;    // emulated cuBLAS/cuBLASLt/cuDNN calls executed (WorkKind::Library)
+  uint64_t mallocs = 0, frees = 0;            // device (sync and async)
+  uint64_t host_mallocs = 0, host_frees = 0;  // pinned host
+  uint64_t syncs = 0;          // host blocking points: device/stream/event sync, blocking copies, cudaFree(Host)
+  uint64_t threads = 0;        // emulated GPU threads run
+  uint64_t barriers = 0;       // block-wide barrier crossings (per block)
+  uint64_t library_calls = 0;  // emulated cuBLAS/cuBLASLt/cuDNN calls executed (WorkKind::Library)
 };
 Counters counters();
 void reset_counters();
+/// Fault injection: the next `n` cudaGraphInstantiate calls fail with cudaErrorNotSupported (as a
+/// driver that cannot instantiate a captured graph would), so callers' fallbacks can be tested.
+void fail_next_graph_instantiates(int n);
 /// Counting hooks for the executor and libraries.
 void count_kernel(uint64_t threads, uint64_t barrier_crossings);
 
