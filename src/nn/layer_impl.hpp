@@ -30,7 +30,12 @@ class BuiltinLayer : public Layer {
   virtual std::vector<int> build(BuildContext& ctx, const std::vector<int>& inputs) = 0;
 };
 
+/// Throws "<who>: set_weights: <what> is <shape> <dtype>, got ..." unless w has t's shape and dtype.
+void check_weight(const std::string& who, const std::string& what, const Tensor& t, const Tensor& w);
+
 struct LayerAccess {
+  /// The layer's parameters then its buffers: the order of get_weights / set_weights.
+  static std::vector<std::pair<std::string, Tensor>> weights(const Layer& layer);
   /// The layer as a BuiltinLayer; throws naming it when it is not one.
   static BuiltinLayer& builtin(Layer& layer);
   /// Gives an unnamed layer `name`; returns false (and changes nothing) when it already has one.

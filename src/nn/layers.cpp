@@ -29,6 +29,18 @@ uint64_t param_seed(uint64_t seed, int layer_index, const std::string& name) {
   return mix(h, name);
 }
 
+void check_weight(const std::string& who, const std::string& what, const Tensor& t, const Tensor& w) {
+  if (!w.defined() || w.shape() != t.shape() || w.dtype() != t.dtype())
+    CUDL_FAIL(who, ": set_weights: ", what, " is ", t.shape(), " ", t.dtype(), ", got ",
+              w.defined() ? w.shape().str() + " " + dtype_name(w.dtype()) : std::string("an undefined tensor"));
+}
+
+std::vector<std::pair<std::string, Tensor>> LayerAccess::weights(const Layer& layer) {
+  std::vector<std::pair<std::string, Tensor>> all = layer.params_;
+  all.insert(all.end(), layer.buffers_.begin(), layer.buffers_.end());
+  return all;
+}
+
 BuiltinLayer& LayerAccess::builtin(Layer& layer) {
   auto* b = dynamic_cast<BuiltinLayer*>(&layer);
   if (!b)
@@ -216,30 +228,20 @@ Var Layer::operator()(const std::vector<Var>& xs) {
 
 std::vector<Tensor> Layer::get_weights() const {
   std::vector<Tensor> out;
-  for (const auto& [k, t] : params_) out.push_back(t.to(Device::cpu()));
-  for (const auto& [k, t] : buffers_) out.push_back(t.to(Device::cpu()));
+  for (const auto& [k, t] : detail::LayerAccess::weights(*this)) out.push_back(t.to(Device::cpu()));
   return out;
 }
 
 void Layer::set_weights(const std::vector<Tensor>& w) {
-  const size_t n = params_.size() + buffers_.size();
-  if (n == 0 && !w.empty())
+  const auto all = detail::LayerAccess::weights(*this);
+  if (all.empty() && !w.empty())
     CUDL_FAIL(who(), ": set_weights before the layer's weights exist (compile a model that uses it first)");
-  if (w.size() != n)
-    CUDL_FAIL(who(), ": set_weights got ", w.size(), " tensors, the layer has ", n, " (", params_.size(),
+  if (w.size() != all.size())
+    CUDL_FAIL(who(), ": set_weights got ", w.size(), " tensors, the layer has ", all.size(), " (", params_.size(),
               " parameters, ", buffers_.size(), " buffers)");
-  auto target = [&](size_t i) -> const std::pair<std::string, Tensor>& {
-    return i < params_.size() ? params_[i] : buffers_[i - params_.size()];
-  };
-  for (size_t i = 0; i < n; ++i) {
-    const auto& [k, t] = target(i);
-    if (!w[i].defined() || w[i].shape() != t.shape() || w[i].dtype() != t.dtype())
-      CUDL_FAIL(who(), ": set_weights: ", k, " is ", t.shape(), " ", t.dtype(), ", got ",
-                w[i].defined() ? w[i].shape().str() : std::string("an undefined tensor"), " ",
-                w[i].defined() ? dtype_name(w[i].dtype()) : "");
-  }
-  for (size_t i = 0; i < n; ++i) {
-    Tensor dst = target(i).second;
+  for (size_t i = 0; i < all.size(); ++i) detail::check_weight(who(), all[i].first, all[i].second, w[i]);
+  for (size_t i = 0; i < all.size(); ++i) {
+    Tensor dst = all[i].second;
     dst.copy_from(w[i]);
   }
 }
