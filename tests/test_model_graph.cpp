@@ -342,3 +342,13 @@ TEST(ModelGraph, DebugModeNamesTheFirstNodeThatWritesNaN) {
   EXPECT_NE(inf.find("node dense1/Linear wrote"), std::string::npos) << inf;
   EXPECT_NE(inf.find("from finite inputs (the first node to produce one)"), std::string::npos) << inf;
 }
+
+TEST(ModelGraph, LearningRatesMustBeFiniteAsFloats) {
+  Sequential m = mlp();
+  CompileOptions o = options(Device::cpu());
+  o.optimizer = optim::Adam(1e39);  // finite as a double, infinite as the f32 on the device
+  EXPECT_NE(error_message([&] { m.compile(o); }).find("invalid learning rate 1e+39"), std::string::npos);
+  m.compile(options(Device::cpu()));
+  EXPECT_NE(error_message([&] { m.set_learning_rate(1e39); }).find("finite as a float"), std::string::npos);
+  EXPECT_NE(error_message([&] { m.set_learning_rate(-1); }).find("invalid learning rate -1"), std::string::npos);
+}

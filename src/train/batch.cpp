@@ -28,11 +28,11 @@ Tensor checked_batch(Model::Impl& m, const Tensor& x, const Tensor& y, const cha
 }
 
 /// Copies a batch into a per-batch program's input buffers (y may be given as any shape of its numel).
-void feed(Model::Impl::Program& p, const Tensor& x, const Tensor& y) {
-  p.exec->tensor(p.x).copy_from(x);
+void feed(const Model::Impl& m, Model::Impl::Program& p, const Tensor& x, const Tensor& y) {
   Tensor dst = p.exec->tensor(p.y);
   if (y.numel() != dst.numel())
-    CUDL_FAIL("model: the batch's targets are ", y.shape(), ", the model needs ", dst.shape());
+    CUDL_FAIL("model ", m.name, ": the batch's targets are ", y.shape(), " but its loss needs ", dst.shape());
+  p.exec->tensor(p.x).copy_from(x);
   dst.copy_from(y.reshape(dst.shape()));
 }
 
@@ -84,10 +84,11 @@ Logs Model::train_on_batch(const Tensor& x, const Tensor& y, bool read_logs) {
   Impl::Program& p = batch_program(m.train_batch, rows, [&] {
     Impl::DataSpec feed;
     feed.gather = false;
-    m.report = m.plan(rows);
-    return m.train_program(rows, feed);
+    Impl::Program p = m.train_program(rows, feed);
+    m.report = Impl::report_of(p.exec->graph(), p.exec->plan(), rows);
+    return p;
   });
-  feed(p, xf, y);
+  feed(m, p, xf, y);
   p.exec->run();
   ++m.step;
   m.last_batch_rows = rows;
@@ -114,7 +115,7 @@ Logs Model::test_on_batch(const Tensor& x, const Tensor& y) {
       feed.gather = false;
       return m.eval_program(rows, feed);
     });
-    feed(p, xf, y);
+    feed(m, p, xf, y);
     p.exec->run();
     logs = m.read_metrics(static_cast<double>(rows));
   } catch (...) {

@@ -134,8 +134,7 @@ void Model::compile(const CompileOptions& options) {
   for (const auto& metric : options.metrics)
     if (metric != "accuracy" && metric != "mae" && metric != "loss")
       CUDL_FAIL("model ", m.name, ": unknown metric '", metric, "' (accuracy, mae)");
-  if (!(options.optimizer.lr >= 0) || !std::isfinite(options.optimizer.lr))
-    CUDL_FAIL("model ", m.name, ": invalid learning rate ", options.optimizer.lr);
+  m.check_learning_rate(options.optimizer.lr);
   // Parameters follow the model to its device (and so to every model sharing the layer).
   for (const LayerPtr& l : m.layer_list) {
     for (auto& [n, t] : l->params())
@@ -174,6 +173,12 @@ PlanReport Model::plan(int64_t batch) const {
   return m.plan(batch);
 }
 
+void Model::Impl::check_learning_rate(double lr) const {
+  // The rate lives on the device as f32: 1e39 is finite as a double but not there.
+  if (!(lr >= 0) || !std::isfinite(static_cast<float>(lr)))
+    CUDL_FAIL("model ", name, ": invalid learning rate ", lr, " (must be >= 0 and finite as a float)");
+}
+
 void Model::Impl::require_compiled(const char* what) const {
   if (!compiled) CUDL_FAIL("model ", name, ": ", what, " before compile()");
 }
@@ -186,7 +191,7 @@ double Model::learning_rate() const { return impl().lr; }
 void Model::set_learning_rate(double lr) {
   Impl& m = impl();
   m.require_compiled("set_learning_rate");
-  if (!(lr >= 0) || !std::isfinite(lr)) CUDL_FAIL("model ", m.name, ": invalid learning rate ", lr);
+  m.check_learning_rate(lr);
   m.lr = lr;
   m.write_hyper();
 }
@@ -239,29 +244,19 @@ void Model::set_weights(const std::vector<Tensor>& weights) {
   Impl& m = impl();
   m.require_compiled("set_weights");
   size_t total = 0;
-  for (const LayerPtr& l : m.layer_list) total += l->params().size() + l->buffers().size();
+  for (const LayerPtr& l : m.layer_list) total += detail::LayerAccess::weights(*l).size();
   if (weights.size() != total)
     CUDL_FAIL("model ", m.name, ": set_weights got ", weights.size(), " tensors, the model has ", total);
-  // Check every layer's part before copying any, so a mismatch changes nothing.
-  for (int pass = 0; pass < 2; ++pass) {
-    size_t at = 0;
-    for (const LayerPtr& l : m.layer_list) {
-      const size_t n = l->params().size() + l->buffers().size();
-      std::vector<Tensor> part(weights.begin() + at, weights.begin() + at + n);
-      at += n;
-      if (pass == 1) {
-        l->set_weights(part);
-        continue;
-      }
-      size_t i = 0;
-      for (const auto* group : {&l->params(), &l->buffers()})
-        for (const auto& [k, t] : *group) {
-          const Tensor& w = part[i++];
-          if (!w.defined() || w.shape() != t.shape() || w.dtype() != t.dtype())
-            CUDL_FAIL("model ", m.name, ": set_weights: ", m.layer_name(l.get()), ".", k, " is ", t.shape(), " ",
-                      t.dtype(), ", got ", w.defined() ? w.shape().str() : std::string("an undefined tensor"));
-        }
-    }
+  // Every layer's part is checked before any is copied, so a mismatch changes nothing.
+  size_t at = 0;
+  for (const LayerPtr& l : m.layer_list)
+    for (const auto& [k, t] : detail::LayerAccess::weights(*l))
+      detail::check_weight("model " + m.name, m.layer_name(l.get()) + "." + k, t, weights[at++]);
+  at = 0;
+  for (const LayerPtr& l : m.layer_list) {
+    const size_t n = detail::LayerAccess::weights(*l).size();
+    l->set_weights(std::vector<Tensor>(weights.begin() + at, weights.begin() + at + n));
+    at += n;
   }
 }
 

@@ -85,6 +85,8 @@ struct Model::Impl {
   Program predict_program(int64_t batch);
   /// The training step's plan for batches of `batch` rows, from the graph alone (nothing allocated).
   PlanReport plan(int64_t batch);
+  /// The report of a planned training graph (what plan() and the programs fit builds tell).
+  static PlanReport report_of(const graph::Graph& g, const graph::Plan& plan, int64_t batch);
   graph::ExecutorOptions exec_options(const std::set<graph::ValueId>& keep = {}) const;
 
   // -- losses, metrics and optimizers (optimizers.cpp) -------------------------------------------
@@ -102,6 +104,8 @@ struct Model::Impl {
 
   // -- misc --------------------------------------------------------------------------------------
   void require_compiled(const char* what) const;
+  /// Throws unless lr is >= 0 and finite as the f32 the device keeps.
+  void check_learning_rate(double lr) const;
   /// Throws unless x is (N, <the model's input shape>); names both shapes and `what` (fit.cpp).
   void check_input(const Tensor& x, const char* what) const;
   void collect_profile(const graph::Executor& e);

@@ -190,15 +190,17 @@ PlanReport Model::Impl::plan(int64_t B) {
   d.x = batched_input(B);
   std::tie(d.y, d.y_dtype) = target_spec(B);
   std::unique_ptr<Build> b = build(B, d, true, true);
-  graph::Plan plan = graph::plan_memory(b->g);
+  return report_of(b->g, graph::plan_memory(b->g), B);
+}
+
+PlanReport Model::Impl::report_of(const graph::Graph& g, const graph::Plan& plan, int64_t B) {
   PlanReport r;
   r.batch_size = B;
   r.arena_bytes = plan.arena_bytes;
   r.intermediate_bytes = plan.intermediate_bytes;
-  r.kernels_per_step = b->g.kernel_count();
-  const auto& values = b->g.values();
-  for (ValueId v = 0; v < static_cast<ValueId>(values.size()); ++v) {
-    const graph::Value& val = values[v];
+  r.kernels_per_step = g.kernel_count();
+  const auto& values = g.values();
+  for (const graph::Value& val : values) {
     if (val.view_of != kNone) continue;
     switch (val.role) {
       case Role::Param:
