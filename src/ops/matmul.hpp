@@ -16,7 +16,7 @@
 //                   i[0]=Epilogue (None, Relu, Gelu): y = act(x·wᵀ + b); pre = x·wᵀ + b
 //                   (pre only with Gelu). The activations are cuBLASLt's fused epilogues: Gelu is the
 //                   tanh form 0.5v(1 + tanh(sqrt(2/pi)(v + 0.044715v^3))); Relu is max(v, 0) with
-//                   NaN -> 0 (unlike the Unary relu). x may have leading dims (..., in), flattened.
+//                   NaN -> 0 (unlike the Unary relu; fit finds NaN weights this hides, see docs/models.md). x may have leading dims (..., in), flattened.
 //                   The relu mask (relu_mask_row_bytes below) has bit j%8 of byte j/8 of row r set where pre > 0.
 // LinearBackward  in: x, w, dy, [y for Relu], [pre for Gelu], [relu mask below]
 //                   out: dx, dw, db, [db below] (any may be undefined)

@@ -96,6 +96,44 @@ void Model::Impl::check_input(const Tensor& x, const char* what) const {
     CUDL_FAIL("model ", name, ": ", what, ": x is ", x.shape(), " but the model takes ", Shape(want));
 }
 
+namespace {
+
+/// The first non-finite element of an f32 tensor (its flat index), or -1. Other dtypes: -1.
+int64_t first_nonfinite(const Tensor& t) {
+  if (!t.defined() || t.dtype() != DType::f32) return -1;
+  const std::vector<float> v = t.to_vector<float>();
+  for (size_t i = 0; i < v.size(); ++i)
+    if (!std::isfinite(v[i])) return static_cast<int64_t>(i);
+  return -1;
+}
+
+}  // namespace
+
+void Model::Impl::check_finite_data(const Dataset& d, const char* what) const {
+  for (const auto& [t, which] : {std::pair<const Tensor*, const char*>{&d.x, "x"}, {&d.y, "y"}}) {
+    const int64_t i = first_nonfinite(*t);
+    if (i < 0) continue;
+    const int64_t row = t->shape()[0] > 0 ? t->numel() / t->shape()[0] : 1;
+    CUDL_FAIL("model ", name, ": ", what, ": ", which, " ", t->shape(), " holds ", t->to_vector<float>()[i],
+              " at sample ", i / row, ", element ", i % row,
+              " (one non-finite input poisons the weights); set FitOptions::terminate_on_nan = false to train on");
+  }
+}
+
+void Model::Impl::check_finite_weights(int epoch) const {
+  // A NaN can hide from the loss: a fused Dense+ReLU maps NaN to 0, so NaN weights below it can
+  // still give finite logits. The parameters are read once per epoch (no per-step cost).
+  for (const LayerPtr& l : layer_list)
+    for (const auto& [pname, t] : l->params()) {
+      const int64_t i = first_nonfinite(t);
+      if (i < 0) continue;
+      CUDL_FAIL("model ", name, ": epoch ", epoch + 1, ": layer ", layer_name(l.get()), "'s ", pname, " ",
+                t.shape(), " holds ", t.to_vector<float>()[i], " at element ", i,
+                " (diverged: lower the learning rate, or check the data for NaN/Inf); set "
+                "FitOptions::terminate_on_nan = false to train on");
+    }
+}
+
 void Model::Impl::collect_profile(const graph::Executor& e) {
   for (const auto& op : e.profile()) {
     auto& p = profile[op.op];
@@ -132,6 +170,10 @@ History Model::fit(const Dataset& train_in, const FitOptions& fo) {
     m.check_input(valp->x, "validation data");
     if (!valp->y.defined()) CUDL_FAIL("model ", m.name, ": validation data: y is undefined");
     m.check_targets(valp->y, valp->size());
+  }
+  if (fo.terminate_on_nan) {
+    m.check_finite_data(train, "fit");
+    if (valp) m.check_finite_data(*valp, "validation data");
   }
   const Device dev = m.opts.device;
   const int64_t B = std::min(fo.batch_size, N), full = N / B, rest = N % B;
@@ -197,6 +239,7 @@ History Model::fit(const Dataset& train_in, const FitOptions& fo) {
       CUDL_FAIL("model ", m.name, ": epoch ", epoch + 1, ": the training loss is ", logs["loss"],
                 " (diverged: lower the learning rate, or check the data for NaN/Inf); set "
                 "FitOptions::terminate_on_nan = false to train on");
+    if (fo.terminate_on_nan) m.check_finite_weights(epoch);
     if (valp) {
       EvalResult r = evaluate(*valp, std::max<int64_t>(B, 256));
       for (const auto& [k, v] : r.metrics) logs["val_" + k] = v;

@@ -108,6 +108,10 @@ struct Model::Impl {
   void check_learning_rate(double lr) const;
   /// Throws unless x is (N, <the model's input shape>); names both shapes and `what` (fit.cpp).
   void check_input(const Tensor& x, const char* what) const;
+  /// terminate_on_nan (fit.cpp): throws naming the tensor, sample and element when an f32 x or y
+  /// of `d` holds NaN/Inf; and, at an epoch's end, naming the layer and parameter holding one.
+  void check_finite_data(const Dataset& d, const char* what) const;
+  void check_finite_weights(int epoch) const;
   void collect_profile(const graph::Executor& e);
   void write_hyper();  // hyper[0] only: the step count in hyper[1] lives on the device
   const std::string& layer_name(const Layer* l) const { return names.at(l); }
