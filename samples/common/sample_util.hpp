@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -20,10 +21,30 @@
 
 namespace sample {
 
-/// Prints "<program>: <msg> (see --help)" and exits with status 2.
+/// A usage error, thrown instead of exiting while `usage_errors_throw()` is set (the command-line
+/// fuzz target parses millions of argument vectors in one process).
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+/// --help, thrown instead of printing the help and exiting while `usage_errors_throw()` is set.
+struct HelpRequested {};
+inline bool& usage_errors_throw() {
+  static bool on = false;
+  return on;
+}
+
+/// Prints "<program>: <msg> (see --help)" and exits with status 2 (or throws UsageError).
 [[noreturn]] inline void usage_error(const char* program, const std::string& msg) {
+  if (usage_errors_throw()) throw UsageError(std::string(program) + ": " + msg);
   std::fprintf(stderr, "%s: %s (see --help)\n", program, msg.c_str());
   std::exit(2);
+}
+
+/// Prints the help text and exits with status 0 (or throws HelpRequested).
+[[noreturn]] inline void help_exit(const char* text) {
+  if (usage_errors_throw()) throw HelpRequested{};
+  std::printf("%s", text);
+  std::exit(0);
 }
 
 /// A decimal integer in [lo, hi]; anything else (trailing text, overflow) is a usage error naming

@@ -14,122 +14,10 @@
 #include "../common/sample_util.hpp"
 #include "cudl/checkpoint.hpp"
 #include "cudl/cudl.hpp"
+#include "args.hpp"
 #include "models.hpp"
 
 namespace {
-
-struct Args {
-  std::string model = "mlp", optimizer = "adam", device = "auto", data, dataset = "mnist", schedule = "cosine";
-  std::string placement = "auto";
-  std::string save, resume, csv = "mnist-history.csv", plot = "mnist-history.png";
-  int epochs = 5;
-  int64_t batch = 32, limit = 0;
-  double lr = 0;  // 0: the model's default (mlp 1e-3, cnn 2e-3)
-  uint64_t seed = 1;
-  bool profile = false;
-  bool augment = false;
-};
-
-constexpr const char* kProgram = "cudl-mnist";
-
-[[noreturn]] void usage_error(const std::string& msg) { sample::usage_error(kProgram, msg); }
-
-const char* kHelp =
-    "usage: cudl-mnist [options]\n"
-    "  --model mlp|cnn          784-128-10 MLP (default) or a small convnet\n"
-    "  --epochs N               training epochs (default 5); with --resume, the total: training\n"
-    "                           continues from the checkpoint's epoch up to epoch N\n"
-    "  --batch-size B           batch size (default 32)\n"
-    "  --lr X                   learning rate (default 1e-3 for mlp, 2e-3 for cnn)\n"
-    "  --optimizer adam|sgd     optimizer (default adam; sgd uses momentum 0.9)\n"
-    "  --schedule cosine|constant  learning rate per epoch: cosine decay from --lr towards 0 over\n"
-    "                           the epochs (default), or --lr throughout\n"
-    "  --device auto|cuda|cpu   auto: the GPU when one works, else the CPU backend (default auto)\n"
-    "  --data DIR               data directory (default data/mnist or data/fashion)\n"
-    "  --dataset mnist|fashion  MNIST (default) or Fashion-MNIST\n"
-    "  --limit N                use only the first N training images\n"
-    "  --placement auto|device|stream  training images on the device (auto: when they fit in half\n"
-    "                           its memory) or streamed per batch through pinned double buffers\n"
-    "  --augment                random shifts (up to 2 px) and rotations (up to 10 degrees) of the\n"
-    "                           training images, on the training device (cnn: train ~10 epochs)\n"
-    "  --seed S                 seed for initialisation, shuffling and dropout (default 1)\n"
-    "  --save FILE              write a checkpoint after training\n"
-    "  --resume FILE            load a checkpoint before training\n"
-    "  --csv FILE / --plot FILE history as CSV / PNG plot (gnuplot); '' disables\n"
-    "  --profile                print a per-op timing table at the end\n";
-
-int64_t parse_int(const std::string& flag, const std::string& v, int64_t lo, int64_t hi) {
-  return sample::parse_int(kProgram, flag, v, lo, hi);
-}
-
-Args parse(int argc, char** argv) {
-  Args a;
-  for (int i = 1; i < argc; ++i) {
-    std::string k = argv[i];
-    if (k == "--help" || k == "-h") {
-      std::printf("%s", kHelp);
-      std::exit(0);
-    }
-    if (k == "--profile") {
-      a.profile = true;
-      continue;
-    }
-    if (k == "--augment") {
-      a.augment = true;
-      continue;
-    }
-    if (i + 1 >= argc) usage_error("option " + k + " needs a value");
-    std::string v = argv[++i];
-    if (k == "--model")
-      a.model = v;
-    else if (k == "--epochs")
-      a.epochs = static_cast<int>(parse_int(k, v, 0, 1000000));
-    else if (k == "--batch-size")
-      a.batch = parse_int(k, v, 1, 1 << 20);
-    else if (k == "--limit")
-      a.limit = parse_int(k, v, 1, 1LL << 31);
-    else if (k == "--seed")
-      a.seed = static_cast<uint64_t>(parse_int(k, v, 0, std::numeric_limits<int64_t>::max()));
-    else if (k == "--lr")
-      a.lr = sample::parse_positive(kProgram, k, v, 1e6);
-    else if (k == "--optimizer")
-      a.optimizer = v;
-    else if (k == "--schedule")
-      a.schedule = v;
-    else if (k == "--placement")
-      a.placement = v;
-    else if (k == "--device")
-      a.device = v;
-    else if (k == "--data")
-      a.data = v;
-    else if (k == "--dataset")
-      a.dataset = v;
-    else if (k == "--save")
-      a.save = v;
-    else if (k == "--resume")
-      a.resume = v;
-    else if (k == "--csv")
-      a.csv = v;
-    else if (k == "--plot")
-      a.plot = v;
-    else
-      usage_error("unknown option '" + k + "'");
-  }
-  if (a.model != "mlp" && a.model != "cnn") usage_error("--model must be mlp or cnn, got '" + a.model + "'");
-  if (a.optimizer != "adam" && a.optimizer != "sgd")
-    usage_error("--optimizer must be adam or sgd, got '" + a.optimizer + "'");
-  if (a.placement != "auto" && a.placement != "device" && a.placement != "stream")
-    usage_error("--placement must be auto, device or stream, got '" + a.placement + "'");
-  if (a.schedule != "cosine" && a.schedule != "constant")
-    usage_error("--schedule must be cosine or constant, got '" + a.schedule + "'");
-  if (a.dataset != "mnist" && a.dataset != "fashion")
-    usage_error("--dataset must be mnist or fashion, got '" + a.dataset + "'");
-  if (a.device != "auto" && a.device != "cpu" && a.device.rfind("cuda", 0) != 0)
-    usage_error("--device must be auto, cuda or cpu, got '" + a.device + "'");
-  if (a.data.empty()) a.data = "data/" + a.dataset;
-  if (a.lr == 0) a.lr = a.model == "cnn" ? 2e-3 : 1e-3;
-  return a;
-}
 
 cudl::Device pick_device(const std::string& want) {
   if (want == "cpu") {
@@ -149,7 +37,7 @@ cudl::Device pick_device(const std::string& want) {
   }
   cudl::Device d = cudl::Device::parse(want);
   if (d.index() >= n) {
-    std::fprintf(stderr, "cudl-mnist: --device %s: %s\n", want.c_str(),
+    std::fprintf(stderr, "%s: --device %s: %s\n", mnist::kProgram, want.c_str(),
                  n == 0 ? cudl::cuda_unavailable_reason().c_str() : "no such CUDA device");
     std::exit(1);
   }
@@ -157,7 +45,7 @@ cudl::Device pick_device(const std::string& want) {
   return d;
 }
 
-void write_outputs(const Args& a, const cudl::History& h) {
+void write_outputs(const mnist::Args& a, const cudl::History& h) {
   if (a.csv.empty()) return;
   if (!sample::write_file_atomically(a.csv, sample::history_csv(h)))
     throw cudl::Error(std::string("cannot write ") + a.csv + ": " + std::strerror(errno));
@@ -170,11 +58,11 @@ void write_outputs(const Args& a, const cudl::History& h) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  Args a = parse(argc, argv);
+  const mnist::Args a = mnist::parse(argc, argv);
   // Output paths are checked before any data is read or any step runs.
-  sample::require_writable(kProgram, "--save", a.save);
-  sample::require_writable(kProgram, "--csv", a.csv);
-  if (!a.csv.empty()) sample::require_writable(kProgram, "--plot", a.plot);
+  sample::require_writable(mnist::kProgram, "--save", a.save);
+  sample::require_writable(mnist::kProgram, "--csv", a.csv);
+  if (!a.csv.empty()) sample::require_writable(mnist::kProgram, "--plot", a.plot);
   try {
     const bool fashion = a.dataset == "fashion";
     cudl::Dataset train, test;

@@ -1,8 +1,10 @@
 // tests/fuzz/fuzz_readers.cpp — deterministic mutation fuzzer for the file readers: the IDX reader
-// (raw and gzip) and the checkpoint reader. Seeded PRNG, saved corpus, bounded run; fails on any
-// exception other than cudl::Error, a checkpoint load that fails yet changes the model, or a hang.
+// (raw and gzip) and the checkpoint reader, and for cudl-mnist's command-line parser (target cli:
+// each input is an argument vector, NUL-separated). Seeded PRNG, saved corpus, bounded run; fails on
+// any exception other than cudl::Error (or a usage error), a checkpoint load that fails yet changes
+// the model, an accepted command line outside the flags' ranges, or a hang.
 //
-//   cudl_fuzz <idx|idx_gz|checkpoint> <corpus-dir> [--runs N] [--seed S] [--timeout S] [--findings DIR]
+//   cudl_fuzz <idx|idx_gz|checkpoint|cli> <corpus-dir> [--runs N] [--seed S] [--timeout S] [--findings DIR]
 //   cudl_fuzz <idx|idx_gz|checkpoint> --replay FILE...      (one input each, reports the outcome)
 //   cudl_fuzz --make-corpus <corpus-root>                   (writes the seed corpus)
 // A crash is reported by the sanitizer or the signal handler with the iteration and the input's
@@ -26,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "../../samples/mnist/args.hpp"
 #include "cudl/checkpoint.hpp"
 #include "cudl/cudl.hpp"
 
@@ -301,6 +304,101 @@ struct IdxTarget : Target {
   }
 };
 
+
+// --- cudl-mnist's command line --------------------------------------------------------------------
+// An input is the arguments after the program name, separated by NUL bytes. The parser runs with
+// usage errors thrown (not exiting); a usage error must name what was wrong (an argument of the
+// input, or '' for an empty one), and an accepted command line must hold only in-range values.
+struct CliTarget : Target {
+  static std::vector<std::string> split(const Bytes& b) {
+    std::vector<std::string> out;
+    size_t start = 0;
+    for (size_t i = 0; i <= b.size(); ++i)
+      if (i == b.size() || b[i] == '\0') {
+        if (i > start || i < b.size()) out.push_back(b.substr(start, i - start));
+        start = i + 1;
+      }
+    return out;
+  }
+  static Bytes join(const std::vector<std::string>& args) {
+    Bytes b;
+    for (size_t i = 0; i < args.size(); ++i) b += (i ? Bytes(1, '\0') : Bytes()) + args[i];
+    return b;
+  }
+  Bytes mutate(Mutator& m, const Bytes& seed) override {
+    static const char* flags[] = {"--model", "--epochs", "--batch-size", "--lr", "--optimizer", "--schedule",
+                                  "--device", "--data", "--dataset", "--limit", "--placement", "--augment",
+                                  "--seed", "--save", "--resume", "--csv", "--plot", "--profile", "--help", "-h",
+                                  "--", "-", "--epochs=3", "--Model"};
+    static const char* values[] = {"0", "1", "-1", "-0", "4294967297", "2147483648", "1048577", "1000001",
+                                   "9223372036854775807", "9223372036854775808", "99999999999999999999", "1e39",
+                                   "1e-400", "nan", "inf", "-inf", "0x10", " 5", "5 ", "", "3a8", "1e6", "1e-3",
+                                   "cnn", "mlp", "cuda", "cuda:7", "cuda:-1", "cuda:99999999999", "cpu", "auto",
+                                   "fashion", "stream", "sgd", "constant", "%s%n", "\xff\xfe"};
+    if (m.coin(8)) {  // raw byte edits (may split or join arguments)
+      Bytes b = seed;
+      for (int k = 1 + static_cast<int>(m.below(3)); k > 0; --k) m.bytes(b);
+      return b;
+    }
+    std::vector<std::string> a = split(seed);
+    for (int k = 1 + static_cast<int>(m.below(3)); k > 0; --k) {
+      const size_t at = static_cast<size_t>(m.below(a.size() + 1));
+      switch (m.below(5)) {
+        case 0:  // a value replaced
+          if (at < a.size()) a[at] = values[m.below(sizeof(values) / sizeof(values[0]))];
+          break;
+        case 1:  // a flag inserted
+          a.insert(a.begin() + static_cast<long>(at), flags[m.below(sizeof(flags) / sizeof(flags[0]))]);
+          break;
+        case 2:  // a flag and a value inserted
+          a.insert(a.begin() + static_cast<long>(at), values[m.below(sizeof(values) / sizeof(values[0]))]);
+          a.insert(a.begin() + static_cast<long>(at), flags[m.below(sizeof(flags) / sizeof(flags[0]))]);
+          break;
+        case 3:  // an argument dropped
+          if (at < a.size()) a.erase(a.begin() + static_cast<long>(at));
+          break;
+        default:  // an argument's bytes edited
+          if (at < a.size()) m.bytes(a[at]);
+          break;
+      }
+    }
+    return join(a);
+  }
+  bool run(const std::string& path) override {
+    const std::vector<std::string> args = split(read_file(path));
+    std::vector<const char*> argv{mnist::kProgram};
+    for (const auto& s : args) argv.push_back(s.c_str());
+    sample::usage_errors_throw() = true;
+    mnist::Args a;
+    try {
+      a = mnist::parse(static_cast<int>(argv.size()), argv.data());
+    } catch (const sample::HelpRequested&) {
+      return true;
+    } catch (const sample::UsageError& e) {
+      const std::string msg = e.what();
+      const bool prefixed = msg.rfind(std::string(mnist::kProgram) + ": ", 0) == 0;
+      bool names = msg.find("''") != std::string::npos;
+      for (const auto& s : args) names = names || (!s.empty() && msg.find(s) != std::string::npos);
+      names = names && prefixed;
+      if (!names) throw WrongResult("the usage error names no argument of the input: " + msg);
+      throw cudl::Error("arguments in " + path + ": " + msg.substr(std::strlen(mnist::kProgram) + 2));
+    }
+    auto in = [](const std::string& v, std::initializer_list<const char*> ok) {
+      for (const char* o : ok)
+        if (v == o) return true;
+      return false;
+    };
+    if (a.epochs < 0 || a.epochs > 1000000 || a.batch < 1 || a.batch > (1 << 20) || a.limit < 0 ||
+        a.limit > (1LL << 31) || !(a.lr > 0) || !(a.lr <= 1e6) || !std::isfinite(static_cast<float>(a.lr)) ||
+        !in(a.model, {"mlp", "cnn"}) || !in(a.optimizer, {"adam", "sgd"}) ||
+        !in(a.placement, {"auto", "device", "stream"}) || !in(a.schedule, {"cosine", "constant"}) ||
+        !in(a.dataset, {"mnist", "fashion"}) || a.data.empty() ||
+        !(in(a.device, {"auto", "cpu"}) || a.device.rfind("cuda", 0) == 0))
+      throw WrongResult("accepted a command line outside the flags' ranges");
+    return true;
+  }
+};
+
 std::unique_ptr<cudl::Sequential> fuzz_model() {
   auto m = std::make_unique<cudl::Sequential>(
       cudl::Shape{4},
@@ -393,6 +491,15 @@ void make_corpus(const fs::path& root) {
   fs::create_directories(root / "idx");
   fs::create_directories(root / "idx_gz");
   fs::create_directories(root / "checkpoint");
+  fs::create_directories(root / "cli");
+  const std::vector<std::pair<std::string, std::vector<std::string>>> cli{
+      {"cnn-epochs", {"--model", "cnn", "--epochs", "3", "--batch-size", "64"}},
+      {"lr-seed", {"--lr", "1e-3", "--seed", "7", "--schedule", "constant", "--optimizer", "sgd"}},
+      {"outputs", {"--device", "cpu", "--csv", "", "--plot", "x.png", "--save", "m.safetensors"}},
+      {"flags", {"--augment", "--profile", "--dataset", "fashion", "--limit", "100", "--placement", "stream"}},
+      {"empty", {}},
+  };
+  for (const auto& [name, args] : cli) write_file(root / "cli" / (name + ".args"), CliTarget::join(args));
   const std::vector<std::pair<std::string, Bytes>> idx{
       {"labels-10", idx_file({10}, 1)},
       {"images-2x4x4", idx_file({2, 4, 4}, 2)},
@@ -447,7 +554,8 @@ std::unique_ptr<Target> make_target(const Options& o) {
     if (!o.corpus.empty() && fs::exists(o.corpus / "model.safetensors")) ref = o.corpus / "model.safetensors";
     return std::make_unique<CheckpointTarget>(ref);
   }
-  throw std::runtime_error("unknown target '" + o.target + "' (idx, idx_gz, checkpoint)");
+  if (o.target == "cli") return std::make_unique<CliTarget>();
+  throw std::runtime_error("unknown target '" + o.target + "' (idx, idx_gz, checkpoint, cli)");
 }
 
 // Runs one input; returns "" when the reader answered cleanly, else what went wrong.
@@ -573,7 +681,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (args.size() < 2) {
-      std::cerr << "usage: cudl_fuzz <idx|idx_gz|checkpoint> <corpus-dir> [--runs N] [--seed S] [--timeout S] "
+      std::cerr << "usage: cudl_fuzz <idx|idx_gz|checkpoint|cli> <corpus-dir> [--runs N] [--seed S] [--timeout S] "
                    "[--findings DIR]\n       cudl_fuzz <target> [--corpus DIR] --replay FILE...\n"
                    "       cudl_fuzz --make-corpus <corpus-root>\n";
       return 2;
