@@ -16,6 +16,13 @@ TEST(Shape, NumelStridesAndPrinting) {
   EXPECT_THROW(s[3], Error);
 }
 
+TEST(Tensor, EmptyWhoseByteCountOverflowsIsAnError) {
+  // 2^62 f32 elements fit in int64 but their 2^64 bytes do not (they wrapped to 0 before).
+  const std::string m =
+      cudl::testing::error_message([] { Tensor::empty(Shape{int64_t(1) << 31, int64_t(1) << 31}, DType::f32); });
+  EXPECT_NE(m.find("Tensor::empty: (2147483648, 2147483648) of f32 overflows 2^63 bytes"), std::string::npos) << m;
+}
+
 TEST(Shape, NumelThatOverflowsIsAnErrorNamingTheDims) {
   // 2^32 * 2^32 = 2^64 wraps to 0 in int64 arithmetic (undefined behaviour): an error instead.
   const int64_t big = int64_t(1) << 32;

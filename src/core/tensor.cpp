@@ -1,4 +1,6 @@
 // core/tensor.cpp — Tensor construction, copies between devices, fill, printing.
+#include <limits>
+
 #include "cudl/tensor.hpp"
 
 #include <cmath>
@@ -27,7 +29,11 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
   Tensor t;
   t.shape_ = shape;
   t.dtype_ = dtype;
-  t.storage_ = std::make_shared<Storage>(device, static_cast<size_t>(shape.numel()) * dtype_size(dtype));
+  const int64_t n = shape.numel();  // checked: fits in int64
+  const int64_t es = static_cast<int64_t>(dtype_size(dtype));
+  if (n > std::numeric_limits<int64_t>::max() / es)
+    CUDL_FAIL("Tensor::empty: ", shape, " of ", dtype_name(dtype), " overflows 2^63 bytes");
+  t.storage_ = std::make_shared<Storage>(device, static_cast<size_t>(n * es));
   return t;
 }
 
