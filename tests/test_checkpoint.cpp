@@ -314,6 +314,32 @@ TEST(Checkpoint, OptimizerStateThatDoesNotMatchTheCompiledOptimizerIsAnError) {
   std::remove(p.c_str());
 }
 
+TEST(Checkpoint, OptimizersWithTheSameSlotsAreToldApartByName) {
+  // SGD with momentum, RMSprop and Adagrad each keep one slot per parameter: same tensors.
+  Dataset d = blobs(32);
+  auto build = [](const Optimizer& opt) {
+    auto m = std::make_unique<Sequential>(
+        Shape{4}, std::vector<LayerPtr>{layers::Dense(DenseOptions(8).activation("relu").name("os1")), layers::Dense(DenseOptions(2).name("os2"))}, "os");
+    CompileOptions o;
+    o.optimizer = opt;
+    m->compile(o);
+    return m;
+  };
+  auto rms = build(optim::RMSprop(0.01));
+  rms->fit(d, fit(1));
+  auto sgd = build(optim::SGD(0.1, 0.9));
+  std::string p = tmp("same-slots.safetensors");
+  save_checkpoint(*rms, p);
+  const auto before = state_bytes(*sgd);
+  const std::string e = error_message([&] { load_checkpoint(*sgd, p); });
+  EXPECT_NE(e.find("optimizer state of 'rmsprop' but the model is compiled with 'sgd'"), std::string::npos) << e;
+  EXPECT_TRUE(state_bytes(*sgd) == before);
+  auto rms2 = build(optim::RMSprop(0.01));
+  load_checkpoint(*rms2, p);  // the same optimizer loads
+  EXPECT_TRUE(state_bytes(*rms2) == state_bytes(*rms));
+  std::remove(p.c_str());
+}
+
 TEST(Safetensors, HostileHeadersGiveErrorsNamingTheFile) {
   std::string p = tmp("hostile.safetensors");
   const std::string data(8, '\0');

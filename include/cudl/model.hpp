@@ -229,6 +229,8 @@ class CUDL_API Model {
   void stop_training() { stop_ = true; }
   bool stop_requested() const { return stop_; }
   Device device() const;
+  /// The optimizer of the last compile (throws when the model is not compiled).
+  const Optimizer& optimizer() const;
   int64_t step() const;
   /// Sets the step counter shown in logs (the optimizer's own step lives in its state tensors).
   void set_step(int64_t step);

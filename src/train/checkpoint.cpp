@@ -38,11 +38,14 @@ std::string name_list(const std::vector<std::string>& names) {
 }  // namespace
 
 void save_checkpoint(Model& model, const std::string& path) {
+  const auto state = model.state_tensors();  // throws before compile
   std::map<std::string, std::string> meta{{"format", "cudl-checkpoint"},
                                           {"version", "1"},
                                           {"step", std::to_string(model.step())},
                                           {"epoch", std::to_string(model.epoch())}};
-  save_safetensors(path, model.state_tensors(), meta);
+  // SGD with momentum, RMSprop and Adagrad keep the same slots: the name tells them apart.
+  meta["optimizer"] = model.optimizer().name();
+  save_safetensors(path, state, meta);
 }
 
 void load_checkpoint(Model& model, const std::string& path) {
@@ -90,6 +93,11 @@ void load_checkpoint(Model& model, const std::string& path) {
         extra_optim.empty() ? ""
                             : "the file has " + name_list(extra_optim) + ", which the model's optimizer does not use",
         " (saved with another optimizer?)");
+  // Same slots, another optimizer (SGD with momentum, RMSprop and Adagrad keep one slot each).
+  it = meta.find("optimizer");  // absent in checkpoints written before it was recorded
+  if (it != meta.end() && it->second != model.optimizer().name())
+    CUDL_FAIL("checkpoint ", path, ": optimizer state of '", shown(it->second), "' but the model is compiled with '",
+              model.optimizer().name(), "'");
 
   for (auto& [name, t] : state) t.copy_from(by_name.at(name));
   model.set_step(step);

@@ -202,6 +202,10 @@ void Model::Impl::write_hyper() {
 }
 
 Device Model::device() const { return impl().opts.device; }
+const Optimizer& Model::optimizer() const {
+  impl().require_compiled("optimizer");
+  return impl().opts.optimizer;
+}
 int64_t Model::step() const { return impl().step; }
 void Model::set_step(int64_t step) { impl().step = step; }
 int64_t Model::epoch() const { return impl().epochs_done; }
