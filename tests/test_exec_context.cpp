@@ -82,3 +82,68 @@ TEST(ExecContextCuda, TimerAndForeignEvents) {
 }
 
 }  // namespace
+
+#if defined(CUDL_EMULATED)
+#include "emu/emu.hpp"
+
+// Copies between device buffers, uploads from pageable memory and fills are stream-ordered: no
+// host synchronisation, no host buffer for a fill. Reading back still waits (the host needs it).
+TEST(StreamOrderedCopies, DeviceCopiesUploadsAndFillsDoNotSynchronise) {
+  CUDL_REQUIRE_CUDA();
+  const Device dev = Device::cuda(0);
+  Tensor a = Tensor::empty(Shape{1000}, DType::f32, dev), b = Tensor::empty(Shape{1000}, DType::f32, dev);
+  Tensor c = Tensor::empty(Shape{3, 5}, DType::i64, dev);
+  std::vector<float> host(1000);
+  for (size_t i = 0; i < host.size(); ++i) host[i] = static_cast<float>(i) * 0.5f;
+  Tensor h = Tensor::from_vector(host, Shape{1000});
+  (void)a.to_vector<float>();  // the allocations' queued work is done
+  cudl_emu::reset_counters();
+  a.copy_from(h);  // pageable host -> device: staged before the call returns
+  h.fill(-1.0);    // so a later host write does not show in a
+  b.copy_from(a);  // device -> device
+  a.fill(2.5);
+  c.fill(-7);
+  EXPECT_EQ(cudl_emu::counters().syncs, 0u);
+  EXPECT_EQ(b.to_vector<float>(), host);  // waits: everything queued has run now
+  const auto k = cudl_emu::counters();
+  EXPECT_GE(k.syncs, 1u) << "reading back waits";
+  EXPECT_EQ(k.memcpy_h2d, 1u) << "the upload only; fills run a kernel, not a host buffer copy";
+  EXPECT_EQ(k.memcpy_d2d, 1u);
+  EXPECT_EQ(k.memcpy_d2h, 1u);
+  EXPECT_EQ(a.to_vector<float>(), std::vector<float>(1000, 2.5f));
+  EXPECT_EQ(c.to_vector<int64_t>(), std::vector<int64_t>(15, -7));
+  Tensor half = Tensor::empty(Shape{7}, DType::f16, dev), bytes = Tensor::empty(Shape{9}, DType::u8, dev);
+  half.fill(1.0);
+  bytes.fill(300);  // saturates like element_bytes
+  for (int64_t i = 0; i < 7; ++i) EXPECT_EQ(half.item(i), 1.0);
+  EXPECT_EQ(bytes.to_vector<uint8_t>(), std::vector<uint8_t>(9, 255));
+}
+#endif
+
+#if defined(CUDL_EMULATED)
+#include <cublas_v2.h>
+
+#include "cuda/context.hpp"
+
+// The context's cuBLAS handle carries a workspace of its own, so a GEMM captured into a CUDA
+// graph (the im2col convolution fallback's) allocates nothing: without it cuBLAS would put a
+// cudaMallocAsync into every captured graph.
+TEST(CublasWorkspace, AGemmCapturedOnTheContextStreamAllocatesNothing) {
+  CUDL_REQUIRE_CUDA();
+  CudaContext& ctx = CudaContext::get(0);
+  cublasHandle_t h = ctx.cublas();
+  Tensor a = Tensor::full(Shape{8, 8}, 1.0, DType::f32, Device::cuda(0));
+  Tensor c = Tensor::zeros(Shape{8, 8}, DType::f32, Device::cuda(0));
+  const float one = 1.f, zero = 0.f;
+  (void)c.to_vector<float>();
+  cudl_emu::reset_counters();
+  auto graph = cudl::testing::capture(ctx, [&] {
+    ASSERT_EQ(cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, 8, 8, 8, &one, static_cast<const float*>(a.data()), 8,
+                          static_cast<const float*>(a.data()), 8, &zero, static_cast<float*>(c.data()), 8),
+              CUBLAS_STATUS_SUCCESS);
+  });
+  EXPECT_EQ(cudl_emu::counters().mallocs, 0u) << "cuBLAS allocated a workspace inside the capture";
+  graph->launch();
+  EXPECT_EQ(c.to_vector<float>(), std::vector<float>(64, 8.f));
+}
+#endif

@@ -96,12 +96,9 @@ void Tensor::copy_from(const Tensor& src) {
 
 void Tensor::fill(double value) {
   if (!defined()) CUDL_FAIL("Tensor::fill: tensor is undefined");
-  const size_t es = dtype_size(dtype_);
-  std::vector<unsigned char> host(nbytes());
   unsigned char one[8];
   convert::element_bytes(dtype_, value, one);
-  for (int64_t i = 0; i < numel(); ++i) std::memcpy(host.data() + i * es, one, es);
-  memory::copy_bytes(device(), data(), Device::cpu(), host.data(), host.size());
+  memory::fill_bytes(device(), data(), one, dtype_size(dtype_), static_cast<size_t>(numel()));
 }
 
 template <typename T>

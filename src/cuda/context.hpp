@@ -60,6 +60,8 @@ class CudaContext : public ExecContext {
  private:
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
+  void* cublas_workspace_ = nullptr;  // set on cublas_ with cublasSetWorkspace
+  size_t cublas_workspace_bytes_ = 0;
   cublasLtHandle_t cublaslt_ = nullptr;
   cudnnHandle_t cudnn_ = nullptr;
   void* workspace_ = nullptr;

@@ -1,7 +1,8 @@
 // cuda/device_memory.cpp — tensor storage on CUDA devices: one caching pool per device over
-// cudaMalloc/cudaFree ordered on the context stream, the cudaMallocHost pinned pool, blocking copies.
+// cudaMalloc/cudaFree ordered on the context stream, the cudaMallocHost pinned pool, stream-ordered copies and fills.
 #include <cuda_runtime.h>
 
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -9,6 +10,7 @@
 #include "cuda/check.hpp"
 #include "cuda/context.hpp"
 #include "cudl/memory.hpp"
+#include "kernels/data.cuh"
 #include "memory/allocator.hpp"
 #include "memory/caching_allocator.hpp"
 
@@ -185,10 +187,30 @@ void cuda_record_stream(int device_index, void* ptr, void* stream) {
 }
 
 void cuda_copy_bytes(Device dst_device, void* dst, Device src_device, const void* src, size_t nbytes) {
+  if (dst_device.is_cuda() && src_device.is_cuda() && dst_device.index() != src_device.index()) {
+    // Across devices: after the source device's queued work, complete before returning.
+    CudaContext::get(src_device.index()).synchronize();
+    CudaContext& dst_ctx = CudaContext::get(dst_device.index());
+    CUDL_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDefault, dst_ctx.stream()));
+    dst_ctx.synchronize();
+    return;
+  }
   const Device dev = dst_device.is_cuda() ? dst_device : src_device;
   CudaContext& ctx = CudaContext::get(dev.index());
   CUDL_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDefault, ctx.stream()));
-  ctx.synchronize();
+  // Device to device: stream-ordered, nothing to wait for. Host to device from pageable memory:
+  // the runtime stages the source before cudaMemcpyAsync returns, so the caller may reuse it at
+  // once. A pinned source is read by the DMA later, and a host destination is read by the caller:
+  // those wait for the copy.
+  if (dst_device.is_cpu() || (src_device.is_cpu() && cuda_is_pinned_host(src))) ctx.synchronize();
+}
+
+void cuda_fill_bytes(int device_index, void* dst, const void* element, size_t element_bytes, size_t count) {
+  if (count == 0) return;
+  uint64_t bits = 0;
+  std::memcpy(&bits, element, element_bytes);
+  kernels::fill_cuda(dst, static_cast<int64_t>(count), static_cast<int>(element_bytes), bits,
+                     CudaContext::get(device_index).stream());
 }
 
 }  // namespace cudl::memory

@@ -39,4 +39,16 @@ void copy_bytes(Device dst_device, void* dst, Device src_device, const void* src
   cuda_copy_bytes(dst_device, dst, src_device, src, nbytes);
 }
 
+void fill_bytes(Device device, void* dst, const void* element, size_t element_bytes, size_t count) {
+  if (element_bytes != 1 && element_bytes != 2 && element_bytes != 4 && element_bytes != 8)
+    CUDL_FAIL("fill_bytes: elements of ", element_bytes, " bytes (1, 2, 4 or 8)");
+  if (count == 0) return;
+  if (device.is_cpu()) {
+    for (size_t i = 0; i < count; ++i) std::memcpy(static_cast<char*>(dst) + i * element_bytes, element, element_bytes);
+    return;
+  }
+  if (!built_with_cuda()) CUDL_FAIL("cannot fill memory on ", device, ": cudl was built without CUDA");
+  cuda_fill_bytes(device.index(), dst, element, element_bytes, count);
+}
+
 }  // namespace cudl::memory

@@ -37,12 +37,14 @@
 #include <cstring>
 #include <mutex>
 #include <new>
+#include <atomic>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "emu/emu.hpp"
 #include "emu/runtime.hpp"
+#include "internal.hpp"
 #include "src/core/half.hpp"
 
 // The handle types are incomplete in the headers; the emulation defines them.
@@ -53,6 +55,7 @@ struct cublasContext {
   size_t workspace_bytes;
   cublasPointerMode_t pointer_mode;
   cublasMath_t math_mode;
+  bool default_workspace;  // cuBLAS's own workspace (no cublasSetWorkspace) was allocated
 };
 
 struct cublasLtContext {
@@ -324,6 +327,13 @@ bool check_align(const Problem& p, const char* what, const void* ptr, uint32_t a
 double read_scalar(cudaDataType t, const void* p) { return load(t, p, 0); }
 
 /// Runs a validated problem (on the stream, when it is flushed).
+std::atomic<bool> g_mask_msb_first{false};
+/// The bit of its byte that a relu mask element lands in: LSB first, or MSB first in the test mode.
+int mask_bit(int64_t aux_index) {
+  const int b = static_cast<int>(aux_index % 8);
+  return g_mask_msb_first.load() ? 7 - b : b;
+}
+
 void execute(const Problem& p) {
   cudl_emu::WorkScope scope(p.name);
   const bool empty_product = p.m == 0 || p.n == 0 || p.batch == 0;
@@ -408,7 +418,7 @@ void execute(const Problem& p) {
         if (p.epi.aux_out) {
           if (p.epi.relu) {
             uint8_t* byte = static_cast<uint8_t*>(p.aux) + aux_index / 8;
-            const uint8_t bit = static_cast<uint8_t>(1u << (aux_index % 8));
+            const uint8_t bit = static_cast<uint8_t>(1u << mask_bit(aux_index));
             *byte = v > 0 ? static_cast<uint8_t>(*byte | bit) : static_cast<uint8_t>(*byte & ~bit);
           } else {
             store(p.aux_type, p.aux, aux_index, v);
@@ -418,7 +428,7 @@ void execute(const Problem& p) {
         if (p.epi.gelu) v = gelu_tanh(v);
         if (p.epi.drelu) {
           const uint8_t byte = static_cast<const uint8_t*>(p.aux)[aux_index / 8];
-          if (!((byte >> (aux_index % 8)) & 1u)) v = 0;
+          if (!((byte >> mask_bit(aux_index)) & 1u)) v = 0;
         }
         if (p.epi.dgelu) v *= gelu_tanh_grad(load(p.aux_type, p.aux, aux_index));
         store(p.d.type, const_cast<void*>(p.d.ptr), od + i + j * p.d.ld, v);
@@ -478,6 +488,17 @@ cublasStatus_t blas_gemm(const char* name, cublasHandle_t handle, cublasOperatio
   p.c = Mat{C, ctype, m, n, ldc, stride_c, 1};
   p.d = p.c;
   p.scale_type = scale_type;
+  if (!h->workspace) {
+    // No workspace set with cublasSetWorkspace: cuBLAS allocates its own, once per handle, and
+    // inside a stream capture with cudaMallocAsync (CUDA 12.2+), i.e. an allocation in every
+    // captured graph (before 12.2: a new workspace per capture). Counted as device allocations.
+    if (cudl_emu::is_capturing(h->stream)) {
+      cudl_emu::detail::count_malloc(true);
+    } else if (!h->default_workspace) {
+      cudl_emu::detail::count_malloc(true);
+      h->default_workspace = true;
+    }
+  }
   if (h->pointer_mode == CUBLAS_POINTER_MODE_DEVICE) {
     p.device_scalars = true;
     p.alpha_ptr = alpha;
@@ -916,6 +937,8 @@ std::set<uint32_t>& refused_epilogues() {
 }
 }  // namespace
 
+void cudl_emu::set_lt_relu_mask_msb_first(bool on) { g_mask_msb_first = on; }
+
 void cudl_emu::set_lt_epilogue_refused(uint32_t epilogue, bool refuse) {
   std::lock_guard<std::mutex> lock(refused_mu);
   if (refuse)
@@ -931,7 +954,7 @@ extern "C" {
 cublasStatus_t CUBLASWINAPI cublasCreate_v2(cublasHandle_t* handle) {
   if (!handle) return CUBLAS_STATUS_INVALID_VALUE;
   auto* h = new (std::nothrow)
-      cublasContext{kCublasMagic, nullptr, nullptr, 0, CUBLAS_POINTER_MODE_HOST, CUBLAS_DEFAULT_MATH};
+      cublasContext{kCublasMagic, nullptr, nullptr, 0, CUBLAS_POINTER_MODE_HOST, CUBLAS_DEFAULT_MATH, false};
   if (!h) return CUBLAS_STATUS_ALLOC_FAILED;
   *handle = h;
   return CUBLAS_STATUS_SUCCESS;

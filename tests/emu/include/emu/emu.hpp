@@ -19,6 +19,9 @@ void set_schedule(Schedule s);
 /// cuBLASLt epilogue, as the real library does for some epilogue, type and layout combinations, so
 /// tests can run a caller's unfused fallback. `refuse` false allows it again.
 void set_lt_epilogue_refused(uint32_t epilogue, bool refuse);
+/// Test mode: the emulated RELU_AUX / DRELU epilogues put mask element i in bit 7 - i % 8 of its
+/// byte (MSB first) instead of bit i % 8, as a library with another undocumented bit order would.
+void set_lt_relu_mask_msb_first(bool on);
 
 /// Detail of the last recorded error ("barrier divergence in kernel 'reduce_kernel': ...").
 std::string last_error_detail();
