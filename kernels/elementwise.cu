@@ -264,10 +264,14 @@ __device__ __forceinline__ float4 map4(const F& f, float4 v) {
   return make_float4(f(v.x), f(v.y), f(v.z), f(v.w));
 }
 
+// The kernels of ops the planner may run in place (Unary, UnaryBackward, Binary, BinaryScalar[Backward]:
+// the output shares its buffer with an input, src/graph/planner.cpp in_place_input) take no
+// __restrict__ pointers: each thread reads element i before writing it, which aliasing allows.
+
 // y = f(x); kVec: float4 body over n/4 groups, then the scalar tail.
 template <typename F, bool kVec>
 static __global__ void __launch_bounds__(kBlock)
-    unary_kernel(const float* __restrict__ x, float* __restrict__ y, int64_t n, F f) {
+    unary_kernel(const float* x, float* y, int64_t n, F f) {
   int64_t tail = 0;
   if (kVec) {
     const int64_t n4 = n >> 2;
@@ -282,8 +286,8 @@ static __global__ void __launch_bounds__(kBlock)
 // dx = g(x, y, dy), reading x / y only when the functor needs them (they may be null otherwise).
 template <typename G, bool kVec>
 static __global__ void __launch_bounds__(kBlock)
-    unary_backward_kernel(const float* __restrict__ x, const float* __restrict__ y, const float* __restrict__ dy,
-                          float* __restrict__ dx, int64_t n, G g) {
+    unary_backward_kernel(const float* x, const float* y, const float* dy,
+                          float* dx, int64_t n, G g) {
   int64_t tail = 0;
   if (kVec) {
     const int64_t n4 = n >> 2;
@@ -304,7 +308,7 @@ static __global__ void __launch_bounds__(kBlock)
 // c = a op b, all of n elements.
 template <typename B, bool kVec>
 static __global__ void __launch_bounds__(kBlock)
-    binary_same_kernel(const float* __restrict__ a, const float* __restrict__ b, float* __restrict__ c, int64_t n) {
+    binary_same_kernel(const float* a, const float* b, float* c, int64_t n) {
   int64_t tail = 0;
   if (kVec) {
     const int64_t n4 = n >> 2;
@@ -322,7 +326,7 @@ static __global__ void __launch_bounds__(kBlock)
 // I is the index type (32-bit when every offset fits, to keep the divisions cheap).
 template <typename B, typename I>
 static __global__ void __launch_bounds__(kBlock)
-    binary_broadcast_kernel(const float* __restrict__ a, const float* __restrict__ b, float* __restrict__ c, int64_t n,
+    binary_broadcast_kernel(const float* a, const float* b, float* c, int64_t n,
                             BroadcastStrides s) {
   for (int64_t i = global_thread(); i < n; i += grid_stride()) {
     I rem = static_cast<I>(i), ia = 0, ib = 0;

@@ -63,8 +63,9 @@ void dropout_cuda(const float* x, const int64_t* rng, float* y, uint8_t* mask, i
 }
 
 // dy, mask, dx: (n)
-static __global__ void dropout_backward_kernel(const float* __restrict__ dy, const uint8_t* __restrict__ mask,
-                                               float* __restrict__ dx, int64_t n, float scale, bool vec) {
+// dx may be dy (the planner runs DropoutBackward in place): no __restrict__.
+static __global__ void dropout_backward_kernel(const float* dy, const uint8_t* mask,
+                                               float* dx, int64_t n, float scale, bool vec) {
   const int64_t stride = (int64_t)gridDim.x * blockDim.x;
   const int64_t first = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   int64_t tail = 0;
