@@ -543,6 +543,41 @@ TEST(MatmulCuda, ReluMaskAndBackwardThroughItMatchCpu) {
 #endif
 }
 
+#if defined(CUDL_EMULATED)
+TEST(MatmulCuda, AnotherLibraryMaskBitOrderIsNeverMixedWithCudls) {
+  // A cuBLASLt whose relu mask puts bits MSB first, with only one of the two mask epilogues
+  // available: a mask written by RELU_AUX and read by cudl's kernel (or written by the kernel and
+  // read by DRELU) would zero the wrong gradients. The per-device layout check keeps both on
+  // cudl's kernels instead, and the results match the CPU.
+  CUDL_REQUIRE_CUDA();
+  const Device g = Device::cuda();
+  const std::vector<uint32_t> forward{CUBLASLT_EPILOGUE_RELU_AUX, CUBLASLT_EPILOGUE_RELU_AUX_BIAS};
+  const std::vector<uint32_t> backward{CUBLASLT_EPILOGUE_DRELU, CUBLASLT_EPILOGUE_DRELU_BGRAD};
+  cudl_emu::set_lt_relu_mask_msb_first(true);
+  uint64_t seed = 1200;
+  for (const auto* refused : {&backward, &forward}) {
+    SCOPED_TRACE(refused == &backward ? "DRELU refused" : "RELU_AUX refused");
+    for (uint32_t e : *refused) cudl_emu::set_lt_epilogue_refused(e, true);
+    cuda_matmul_forget_mask_layout();
+    const int64_t rows = 13, k = 9, width = 130, out = 5;
+    Tensor x0 = random_tensor({rows, k}, seed++, -2, 2), w0 = random_tensor({width, k}, seed++),
+           b0 = random_tensor({width}, seed++);
+    Tensor mask_c, mask_g;
+    const LinearOut yc = run_linear_relu_mask(x0, w0, b0, &mask_c);
+    const LinearOut yg = run_linear_relu_mask(on(x0, g), on(w0, g), on(b0, g), &mask_g);
+    expect_masks_match(mask_g.to(Device::cpu()), mask_c, run_linear(x0, w0, b0, Epilogue::None, false).y, rows, width);
+    Tensor w = random_tensor({out, width}, seed++), dy = random_tensor({rows, out}, seed++);
+    const Grads ref = run_backward_through_relu(yc.y, w, dy, mask_c, true);
+    const Grads got = run_backward_through_relu(yg.y, on(w, g), on(dy, g), mask_g, true);  // the CUDA mask
+    EXPECT_TRUE(all_close(got.dx.to(Device::cpu()), ref.dx, kAtol, kRtol)) << "dx";
+    EXPECT_TRUE(all_close(got.db.to(Device::cpu()), ref.db, kAtol, kRtol)) << "db below";
+    for (uint32_t e : *refused) cudl_emu::set_lt_epilogue_refused(e, false);
+  }
+  cudl_emu::set_lt_relu_mask_msb_first(false);
+  cuda_matmul_forget_mask_layout();
+}
+#endif
+
 TEST(MatmulCuda, ReluMaskPathsWithEmptyShapesMatchCpu) {
   // in = 0 (no GEMM: y = relu(bias), mask from it), and rows = 0 (dw = 0, db below = 0).
   CUDL_REQUIRE_CUDA();

@@ -19,6 +19,7 @@
 #include <set>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "backend/backend.hpp"
 #include "ops/matmul.hpp"
@@ -358,6 +359,92 @@ void matmul_cuda(const OpCall& call) {
   lt_gemm(call, ctx, s, GemmPtrs{b, a, c.as<float>()}, scratch(ctx, 0));
 }
 
+// The relu bit-mask is cudl's layout (ops/matmul.hpp: bit j % 8 of byte j / 8 of row r); cuBLASLt
+// documents its RELU_AUX/DRELU aux only as a column-major bit-mask, not the bit order in a byte. A
+// mask written by one side and read by the other (RELU_AUX forward, cudl's kernel backward, or the
+// reverse, when only one epilogue has an algo) must agree, so once per device a small GEMM checks
+// that RELU_AUX writes cudl's layout and that DRELU reads it; an epilogue that does not is not
+// used (its cudl-kernel path runs instead). Inside a stream capture nothing can be read back: the
+// check waits for an eager call and the mask epilogues are not used until then.
+struct MaskLayout {
+  bool known = false;
+  bool aux_writes_ours = false;   // RELU_AUX(_BIAS) may write masks cudl's kernels read
+  bool drelu_reads_ours = false;  // DRELU(_BGRAD) may read masks cudl's kernels wrote
+};
+
+std::mutex& mask_layout_mu() {
+  static std::mutex* mu = new std::mutex;
+  return *mu;
+}
+std::unordered_map<int, MaskLayout>& mask_layouts() {
+  static auto* m = new std::unordered_map<int, MaskLayout>;
+  return *m;
+}
+
+MaskLayout check_mask_layout(const OpCall& call, CudaContext& ctx) {
+  constexpr int64_t rows = 4, width = 128, k = 8, ld = relu_mask_row_bytes(width);  // 16 bytes
+  const Device dev = ctx.device();
+  std::vector<float> xh(rows * k), wh(width * k), w2h(k * width), dyh(rows * k);
+  for (int64_t i = 0; i < rows * k; ++i) xh[i] = 0.37f * static_cast<float>((i * 7) % 11) - 1.7f;
+  for (int64_t i = 0; i < width * k; ++i) wh[i] = 0.29f * static_cast<float>((i * 5) % 13) - 1.6f;
+  for (int64_t i = 0; i < k * width; ++i) w2h[i] = 0.31f * static_cast<float>((i * 3) % 7) + 0.11f;
+  for (int64_t i = 0; i < rows * k; ++i) dyh[i] = 0.23f * static_cast<float>(i % 5) + 0.13f;
+  Tensor x = Tensor::from_vector(xh, Shape{rows, k}, dev), w = Tensor::from_vector(wh, Shape{width, k}, dev);
+  Tensor w2 = Tensor::from_vector(w2h, Shape{k, width}, dev), dy = Tensor::from_vector(dyh, Shape{rows, k}, dev);
+  Tensor y = Tensor::zeros(Shape{rows, width}, DType::f32, dev);
+  Tensor lt_mask = Tensor::zeros(Shape{rows, ld}, DType::u8, dev), our_mask = Tensor::zeros(Shape{rows, ld}, DType::u8, dev);
+  Tensor dx_fused = Tensor::zeros(Shape{rows, width}, DType::f32, dev), dx_plain = Tensor::zeros(Shape{rows, width}, DType::f32, dev);
+  const Scratch ws = scratch(ctx, 0);
+  MaskLayout r;
+  r.known = true;
+  // Forward: y = relu(x · wᵀ) with RELU_AUX, against cudl's kernel's mask of the same y.
+  GemmSpec f = row_major(rows, width, k, false, true);
+  f.epilogue = CUBLASLT_EPILOGUE_RELU_AUX;
+  f.aux_ld = ld * 8;
+  if (lt_gemm(call, ctx, f, GemmPtrs{w.data_as<float>(), x.data_as<float>(), y.data_as<float>(), nullptr, lt_mask.data()}, ws)) {
+    kernels::relu_mask_from_output_cuda(y.data_as<float>(), our_mask.data_as<uint8_t>(), rows, width, ld, ctx.stream());
+    r.aux_writes_ours = lt_mask.to_vector<uint8_t>() == our_mask.to_vector<uint8_t>();
+  } else {
+    kernels::relu_mask_from_output_cuda(y.data_as<float>(), our_mask.data_as<uint8_t>(), rows, width, ld, ctx.stream());
+  }
+  // Backward: dx = dy · w2 ⊙ mask with DRELU reading cudl's mask, against the GEMM + cudl's kernel.
+  // The GEMM values are all nonzero, so where the two zero out must agree exactly.
+  GemmSpec b = row_major(rows, width, k, false, false);
+  b.epilogue = CUBLASLT_EPILOGUE_DRELU;
+  b.aux_ld = ld * 8;
+  if (lt_gemm(call, ctx, b, GemmPtrs{w2.data_as<float>(), dy.data_as<float>(), dx_fused.data_as<float>(), nullptr, our_mask.data()}, ws)) {
+    GemmSpec plain = row_major(rows, width, k, false, false);
+    lt_gemm(call, ctx, plain, GemmPtrs{w2.data_as<float>(), dy.data_as<float>(), dx_plain.data_as<float>()}, ws);
+    kernels::relu_mask_apply_cuda(dx_plain.data_as<float>(), our_mask.data_as<uint8_t>(), rows, width, ld, ctx.stream());
+    const std::vector<float> a = dx_fused.to_vector<float>(), c = dx_plain.to_vector<float>();
+    r.drelu_reads_ours = true;
+    for (size_t i = 0; i < a.size(); ++i) r.drelu_reads_ours = r.drelu_reads_ours && ((a[i] == 0.f) == (c[i] == 0.f));
+  }
+  if (!r.aux_writes_ours || !r.drelu_reads_ours) {
+    std::fprintf(stderr, "cudl: cuBLASLt relu mask on %s: RELU_AUX %s, DRELU %s; those epilogues run as cudl's kernels\n",
+                 dev.str().c_str(), r.aux_writes_ours ? "writes cudl's layout" : "not used (no algo or another layout)",
+                 r.drelu_reads_ours ? "reads cudl's layout" : "not used (no algo or another layout)");
+  }
+  return r;
+}
+
+/// The device's relu mask layout check (run on the first eager call; see MaskLayout).
+MaskLayout mask_layout(const OpCall& call, CudaContext& ctx) {
+  const int d = ctx.device().index();
+  {
+    std::lock_guard<std::mutex> lock(mask_layout_mu());
+    auto it = mask_layouts().find(d);
+    if (it != mask_layouts().end()) return it->second;
+  }
+  cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
+  CUDL_CUDA_CHECK(cudaStreamIsCapturing(ctx.stream(), &st));
+  if (st != cudaStreamCaptureStatusNone) return MaskLayout{};  // unknown: the mask epilogues wait
+  const MaskLayout r = check_mask_layout(call, ctx);
+  std::lock_guard<std::mutex> lock(mask_layout_mu());
+  mask_layouts()[d] = r;
+  return r;
+}
+
 void linear_cuda(const OpCall& call) {
   const ops::LinearArgs p = ops::check_linear_call(call);
   CudaContext& ctx = cuda_context(call);
@@ -369,6 +456,7 @@ void linear_cuda(const OpCall& call) {
   float* pre = p.pre.as<float>();
   uint8_t* mask = p.mask.as<uint8_t>();
   const int64_t mask_ld = relu_mask_row_bytes(p.out);
+  const MaskLayout layout = mask && p.epilogue == Epilogue::Relu ? mask_layout(call, ctx) : MaskLayout{};
   const Scratch ws = scratch(ctx, 0);
   GemmSpec s = row_major(p.rows, p.out, p.in, false, true);  // y = x · wᵀ
   GemmPtrs ptrs{w, x, y, bias, nullptr};
@@ -380,7 +468,10 @@ void linear_cuda(const OpCall& call) {
       e = bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
       break;
     case Epilogue::Relu:
-      if (mask) {  // the bit-mask for a DRELU epilogue in the backward of the layer above
+      if (mask && !layout.aux_writes_ours) {
+        why = layout.known ? "cuBLASLt's RELU_AUX mask is not cudl's layout (checked once per device)"
+                           : "the relu mask layout is checked on the first call outside a stream capture";
+      } else if (mask) {  // the bit-mask for a DRELU epilogue in the backward of the layer above
         e = bias ? CUBLASLT_EPILOGUE_RELU_AUX_BIAS : CUBLASLT_EPILOGUE_RELU_AUX;
         s.aux_ld = mask_ld * 8;  // in bits
         ptrs.aux = mask;
@@ -433,6 +524,7 @@ void linear_backward_cuda(const OpCall& call) {
   }
   const int64_t n = p.rows * p.out;
   const float* dy = p.dy.as<float>();
+  const MaskLayout layout = p.has_dx && p.in > 0 && p.dx_relu ? mask_layout(call, ctx) : MaskLayout{};
   const Scratch ws = scratch(ctx, p.epilogue == Epilogue::None ? 0 : static_cast<size_t>(n));
   const float* dpre = dy;
   if (p.epilogue != Epilogue::None) {
@@ -465,8 +557,13 @@ void linear_backward_cuda(const OpCall& call) {
       float* db_below = p.db_below.as<float>();
       s.epilogue = db_below ? CUBLASLT_EPILOGUE_DRELU_BGRAD : CUBLASLT_EPILOGUE_DRELU;
       s.aux_ld = mask_ld * 8;
-      if (lt_gemm(call, ctx, s, GemmPtrs{w, dpre, dx, db_below, mask}, ws)) return;
-      note_unfused(call, std::string("cuBLASLt has no algo for epilogue ") + epilogue_name(s.epilogue));
+      if (!layout.drelu_reads_ours)
+        note_unfused(call, layout.known ? "cuBLASLt's DRELU does not read cudl's relu mask layout (checked once per device)"
+                                        : "the relu mask layout is checked on the first call outside a stream capture");
+      else if (lt_gemm(call, ctx, s, GemmPtrs{w, dpre, dx, db_below, mask}, ws))
+        return;
+      else
+        note_unfused(call, std::string("cuBLASLt has no algo for epilogue ") + epilogue_name(s.epilogue));
       s = row_major(p.rows, p.in, p.out, false, false);
       lt_gemm(call, ctx, s, GemmPtrs{w, dpre, dx}, ws);
       kernels::relu_mask_apply_cuda(dx, mask, p.rows, p.in, mask_ld, ctx.stream());
@@ -478,6 +575,11 @@ void linear_backward_cuda(const OpCall& call) {
 }
 
 }  // namespace
+
+void cuda_matmul_forget_mask_layout() {
+  std::lock_guard<std::mutex> lock(mask_layout_mu());
+  mask_layouts().clear();
+}
 
 MatmulPlanStats cuda_matmul_plan_stats() {
   PlanCache& cache = plan_cache();

@@ -12,5 +12,8 @@ struct MatmulPlanStats {
   size_t unfused = 0;  // GEMMs run without the fused epilogue because cuBLASLt had no algo for it
 };
 MatmulPlanStats cuda_matmul_plan_stats();
+/// Forgets the per-device check of cuBLASLt's relu mask layout (matmul.cpp, MaskLayout): the next
+/// Linear with a relu mask runs it again. For tests that change the (emulated) library.
+void cuda_matmul_forget_mask_layout();
 
 }  // namespace cudl
