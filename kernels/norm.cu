@@ -1,6 +1,9 @@
-// kernels/norm.cu — batch norm (block per channel for (N, C, spatial), 32-channel tiles for (N, C))
+// kernels/norm.cu — batch norm ((N, C, spatial): each channel split across blocks, fixed-order
+// partial sums; (N, C): 32-channel tiles)
 // and layer norm (warp per row up to kLnWarpMaxD, block per row beyond). Fixed-order sums, no atomics.
 #include <math.h>
+
+#include <algorithm>
 
 #include "kernels/common.cuh"
 #include "kernels/norm.cuh"
@@ -13,6 +16,9 @@ constexpr int kNormBlock = 256;  // threads per block, a multiple of 32
 constexpr int kNormWarps = kNormBlock / kWarpSize;
 constexpr int64_t kLnWarpMaxD = 1024;       // layer norm rows up to this length: one warp per row
 constexpr int kColTile = 32, kColRows = 8;  // dgamma/dbeta: 32 columns x 8 row lanes per block
+// Batch norm over (N, C, spatial): blocks in all that the channel split aims for (a fixed number, so
+// the reduction order is the same on every device), and the fewest values a block gets.
+constexpr int64_t kBnTargetBlocks = 512, kBnMinPerBlock = 4096;
 
 /// Element k of channel c's values, k in [0, n * spatial): x[(k / spatial * C + c) * spatial + k % spatial].
 __device__ __forceinline__ int64_t channel_index(int64_t k, int64_t c, int64_t channels, int64_t spatial) {
@@ -21,32 +27,61 @@ __device__ __forceinline__ int64_t channel_index(int64_t k, int64_t c, int64_t c
 }
 
 // ---- batch norm ------------------------------------------------------------------------------
+// (N, C, spatial): each channel's m = N * spatial values are cut into `splits` chunks of one block
+// each (block b: channel b / splits, chunk b % splits; splits from batch_norm_splits, a function
+// of the shape alone). With one chunk a single kernel does everything; with more, per-chunk partial
+// sums go to a workspace and every block adds its channel's partials in chunk order. Either way
+// the sums have a fixed order that does not depend on the device. Few channels no longer mean few
+// blocks (one block per channel gave 16-64 blocks on a GPU with 132 multiprocessors).
 
-/// One block per channel: mean, then centred sum of squares (two passes for accuracy), then y.
-__global__ void __launch_bounds__(kNormBlock)
-    batch_norm_train_kernel(const float* __restrict__ x, const float* __restrict__ gamma,
-                            const float* __restrict__ beta, float* __restrict__ running_mean,
-                            float* __restrict__ running_var, float* __restrict__ y, float* __restrict__ saved_mean,
-                            float* __restrict__ saved_invstd, int64_t n, int64_t channels, int64_t spatial, float eps,
-                            float momentum) {
-  const int64_t c = blockIdx.x;
-  const int64_t m = n * spatial;
+/// The chunk [begin, end) of the m values that chunk s of `splits` covers.
+__device__ __forceinline__ void bn_chunk(int64_t m, int64_t splits, int64_t s, int64_t* begin, int64_t* end) {
+  const int64_t per = (m + splits - 1) / splits;
+  *begin = s * per;
+  *end = min(m, *begin + per);
+}
+
+/// Sum of part[c * splits + 0 .. splits - 1], in chunk order.
+__device__ __forceinline__ float bn_total(const float* part, int64_t c, int64_t splits) {
+  float t = 0.f;
+  for (int64_t s = 0; s < splits; ++s) t += part[c * splits + s];
+  return t;
+}
+
+/// The block's sum of channel c's x over [begin, end), returned to every thread.
+__device__ __forceinline__ float bn_chunk_sum(const float* x, int64_t c, int64_t channels, int64_t spatial,
+                                              int64_t begin, int64_t end) {
   float acc = 0.f;
-  for (int64_t k = threadIdx.x; k < m; k += blockDim.x) acc += x[channel_index(k, c, channels, spatial)];
-  const float mean = block_reduce_sum<WarpResults::kSerial>(acc) / static_cast<float>(m);
-  acc = 0.f;
-  for (int64_t k = threadIdx.x; k < m; k += blockDim.x) {
+  for (int64_t k = begin + threadIdx.x; k < end; k += blockDim.x) acc += x[channel_index(k, c, channels, spatial)];
+  return block_reduce_sum<WarpResults::kSerial>(acc);
+}
+
+/// The block's sum of (x - mean)^2 over [begin, end), returned to every thread.
+__device__ __forceinline__ float bn_chunk_sq(const float* x, float mean, int64_t c, int64_t channels, int64_t spatial,
+                                             int64_t begin, int64_t end) {
+  float acc = 0.f;
+  for (int64_t k = begin + threadIdx.x; k < end; k += blockDim.x) {
     const float d = x[channel_index(k, c, channels, spatial)] - mean;
     acc += d * d;
   }
-  const float sq = block_reduce_sum<WarpResults::kSerial>(acc);
+  return block_reduce_sum<WarpResults::kSerial>(acc);
+}
+
+/// y over [begin, end) from the channel's sum and centred sum of squares; thread 0 of the channel's
+/// first chunk (`first`) writes the saved and running statistics.
+__device__ __forceinline__ void bn_chunk_apply(const float* x, const float* gamma, const float* beta,
+                                               float* running_mean, float* running_var, float* y, float* saved_mean,
+                                               float* saved_invstd, float sum, float sq, int64_t m, int64_t c,
+                                               int64_t channels, int64_t spatial, int64_t begin, int64_t end,
+                                               bool first, float eps, float momentum) {
+  const float mean = sum / static_cast<float>(m);
   const float invstd = 1.f / sqrtf(sq / static_cast<float>(m) + eps);
   const float g = gamma ? gamma[c] * invstd : invstd, b = beta ? beta[c] : 0.f;
-  for (int64_t k = threadIdx.x; k < m; k += blockDim.x) {
+  for (int64_t k = begin + threadIdx.x; k < end; k += blockDim.x) {
     const int64_t i = channel_index(k, c, channels, spatial);
     y[i] = (x[i] - mean) * g + b;
   }
-  if (threadIdx.x == 0) {
+  if (threadIdx.x == 0 && first) {
     if (saved_mean) saved_mean[c] = mean;
     if (saved_invstd) saved_invstd[c] = invstd;
     if (running_mean) {
@@ -55,6 +90,93 @@ __global__ void __launch_bounds__(kNormBlock)
       running_var[c] = (1.f - momentum) * running_var[c] + momentum * unbiased;
     }
   }
+}
+
+/// The block's sums of dy and dy * xhat over [begin, end), returned to every thread.
+__device__ __forceinline__ void bn_chunk_backward_sums(const float* x, const float* dy, float mean, float invstd,
+                                                       int64_t c, int64_t channels, int64_t spatial, int64_t begin,
+                                                       int64_t end, float* sum_dy, float* sum_dyx) {
+  float acc_dy = 0.f, acc_dyx = 0.f;
+  for (int64_t k = begin + threadIdx.x; k < end; k += blockDim.x) {
+    const int64_t i = channel_index(k, c, channels, spatial);
+    const float d = dy[i];
+    acc_dy += d;
+    acc_dyx += d * (x[i] - mean) * invstd;
+  }
+  *sum_dy = block_reduce_sum<WarpResults::kSerial>(acc_dy);
+  *sum_dyx = block_reduce_sum<WarpResults::kSerial>(acc_dyx);
+}
+
+/// dx over [begin, end) = g invstd (dy - sum_dy/M - xhat sum_dyx/M); thread 0 of the channel's
+/// first chunk writes dgamma and dbeta.
+__device__ __forceinline__ void bn_chunk_backward_apply(const float* x, const float* gamma, const float* dy, float* dx,
+                                                        float* dgamma, float* dbeta, float mean, float invstd,
+                                                        float sum_dy, float sum_dyx, int64_t m, int64_t c,
+                                                        int64_t channels, int64_t spatial, int64_t begin, int64_t end,
+                                                        bool first) {
+  if (threadIdx.x == 0 && first) {
+    if (dgamma) dgamma[c] = sum_dyx;
+    if (dbeta) dbeta[c] = sum_dy;
+  }
+  if (!dx) return;
+  const float k_scale = (gamma ? gamma[c] : 1.f) * invstd;
+  const float mean_dy = sum_dy / static_cast<float>(m), mean_dyx = sum_dyx / static_cast<float>(m);
+  for (int64_t k = begin + threadIdx.x; k < end; k += blockDim.x) {
+    const int64_t i = channel_index(k, c, channels, spatial);
+    const float xhat = (x[i] - mean) * invstd;
+    dx[i] = k_scale * (dy[i] - mean_dy - xhat * mean_dyx);
+  }
+}
+
+/// One chunk per channel: mean, then centred sum of squares (two passes for accuracy), then y.
+__global__ void __launch_bounds__(kNormBlock)
+    batch_norm_train_kernel(const float* __restrict__ x, const float* __restrict__ gamma,
+                            const float* __restrict__ beta, float* __restrict__ running_mean,
+                            float* __restrict__ running_var, float* __restrict__ y, float* __restrict__ saved_mean,
+                            float* __restrict__ saved_invstd, int64_t n, int64_t channels, int64_t spatial, float eps,
+                            float momentum) {
+  const int64_t c = blockIdx.x, m = n * spatial;
+  const float sum = bn_chunk_sum(x, c, channels, spatial, 0, m);
+  const float sq = bn_chunk_sq(x, sum / static_cast<float>(m), c, channels, spatial, 0, m);
+  bn_chunk_apply(x, gamma, beta, running_mean, running_var, y, saved_mean, saved_invstd, sum, sq, m, c, channels,
+                 spatial, 0, m, true, eps, momentum);
+}
+
+/// Split pass 1: part_sum[b] = the chunk's sum of x.
+__global__ void __launch_bounds__(kNormBlock)
+    bn_split_sum_kernel(const float* __restrict__ x, float* __restrict__ part_sum, int64_t n, int64_t channels,
+                        int64_t spatial, int64_t splits) {
+  const int64_t c = blockIdx.x / splits;
+  int64_t begin, end;
+  bn_chunk(n * spatial, splits, blockIdx.x % splits, &begin, &end);
+  const float sum = bn_chunk_sum(x, c, channels, spatial, begin, end);
+  if (threadIdx.x == 0) part_sum[blockIdx.x] = sum;
+}
+
+/// Split pass 2: part_sq[b] = the chunk's sum of (x - mean)^2, the mean from every chunk's part_sum.
+__global__ void __launch_bounds__(kNormBlock)
+    bn_split_sq_kernel(const float* __restrict__ x, const float* __restrict__ part_sum, float* __restrict__ part_sq,
+                       int64_t n, int64_t channels, int64_t spatial, int64_t splits) {
+  const int64_t c = blockIdx.x / splits, m = n * spatial;
+  int64_t begin, end;
+  bn_chunk(m, splits, blockIdx.x % splits, &begin, &end);
+  const float sq = bn_chunk_sq(x, bn_total(part_sum, c, splits) / static_cast<float>(m), c, channels, spatial, begin, end);
+  if (threadIdx.x == 0) part_sq[blockIdx.x] = sq;
+}
+
+/// Split pass 3: y for the chunk (and the statistics, from the channel's first chunk).
+__global__ void __launch_bounds__(kNormBlock)
+    bn_split_apply_kernel(const float* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
+                          const float* __restrict__ part_sum, const float* __restrict__ part_sq,
+                          float* __restrict__ running_mean, float* __restrict__ running_var, float* __restrict__ y,
+                          float* __restrict__ saved_mean, float* __restrict__ saved_invstd, int64_t n,
+                          int64_t channels, int64_t spatial, int64_t splits, float eps, float momentum) {
+  const int64_t c = blockIdx.x / splits, m = n * spatial;
+  int64_t begin, end;
+  bn_chunk(m, splits, blockIdx.x % splits, &begin, &end);
+  bn_chunk_apply(x, gamma, beta, running_mean, running_var, y, saved_mean, saved_invstd, bn_total(part_sum, c, splits),
+                 bn_total(part_sq, c, splits), m, c, channels, spatial, begin, end, blockIdx.x % splits == 0, eps,
+                 momentum);
 }
 
 __global__ void batch_norm_inference_kernel(const float* __restrict__ x, const float* __restrict__ gamma,
@@ -70,36 +192,50 @@ __global__ void batch_norm_inference_kernel(const float* __restrict__ x, const f
   }
 }
 
-/// One block per channel: sum(dy), sum(dy * xhat), then dx = g invstd (dy - sum_dy/M - xhat sum_dy_xhat/M).
+/// One chunk per channel: sum(dy), sum(dy * xhat), then dx, dgamma, dbeta.
 __global__ void __launch_bounds__(kNormBlock)
     batch_norm_backward_kernel(const float* __restrict__ x, const float* __restrict__ gamma,
                                const float* __restrict__ saved_mean, const float* __restrict__ saved_invstd,
                                const float* __restrict__ dy, float* __restrict__ dx, float* __restrict__ dgamma,
                                float* __restrict__ dbeta, int64_t n, int64_t channels, int64_t spatial) {
-  const int64_t c = blockIdx.x;
-  const int64_t m = n * spatial;
+  const int64_t c = blockIdx.x, m = n * spatial;
   const float mean = saved_mean[c], invstd = saved_invstd[c];
-  float acc_dy = 0.f, acc_dyx = 0.f;
-  for (int64_t k = threadIdx.x; k < m; k += blockDim.x) {
-    const int64_t i = channel_index(k, c, channels, spatial);
-    const float d = dy[i];
-    acc_dy += d;
-    acc_dyx += d * (x[i] - mean) * invstd;
-  }
-  const float sum_dy = block_reduce_sum<WarpResults::kSerial>(acc_dy);
-  const float sum_dyx = block_reduce_sum<WarpResults::kSerial>(acc_dyx);
+  float sum_dy, sum_dyx;
+  bn_chunk_backward_sums(x, dy, mean, invstd, c, channels, spatial, 0, m, &sum_dy, &sum_dyx);
+  bn_chunk_backward_apply(x, gamma, dy, dx, dgamma, dbeta, mean, invstd, sum_dy, sum_dyx, m, c, channels, spatial, 0, m,
+                          true);
+}
+
+/// Split backward pass 1: the chunk's sums of dy and dy * xhat.
+__global__ void __launch_bounds__(kNormBlock)
+    bn_split_backward_sum_kernel(const float* __restrict__ x, const float* __restrict__ saved_mean,
+                                 const float* __restrict__ saved_invstd, const float* __restrict__ dy,
+                                 float* __restrict__ part_dy, float* __restrict__ part_dyx, int64_t n,
+                                 int64_t channels, int64_t spatial, int64_t splits) {
+  const int64_t c = blockIdx.x / splits;
+  int64_t begin, end;
+  bn_chunk(n * spatial, splits, blockIdx.x % splits, &begin, &end);
+  float sum_dy, sum_dyx;
+  bn_chunk_backward_sums(x, dy, saved_mean[c], saved_invstd[c], c, channels, spatial, begin, end, &sum_dy, &sum_dyx);
   if (threadIdx.x == 0) {
-    if (dgamma) dgamma[c] = sum_dyx;
-    if (dbeta) dbeta[c] = sum_dy;
+    part_dy[blockIdx.x] = sum_dy;
+    part_dyx[blockIdx.x] = sum_dyx;
   }
-  if (!dx) return;
-  const float k_scale = (gamma ? gamma[c] : 1.f) * invstd;
-  const float mean_dy = sum_dy / static_cast<float>(m), mean_dyx = sum_dyx / static_cast<float>(m);
-  for (int64_t k = threadIdx.x; k < m; k += blockDim.x) {
-    const int64_t i = channel_index(k, c, channels, spatial);
-    const float xhat = (x[i] - mean) * invstd;
-    dx[i] = k_scale * (dy[i] - mean_dy - xhat * mean_dyx);
-  }
+}
+
+/// Split backward pass 2: dx for the chunk (dgamma and dbeta from the channel's first chunk).
+__global__ void __launch_bounds__(kNormBlock)
+    bn_split_backward_apply_kernel(const float* __restrict__ x, const float* __restrict__ gamma,
+                                   const float* __restrict__ saved_mean, const float* __restrict__ saved_invstd,
+                                   const float* __restrict__ dy, const float* __restrict__ part_dy,
+                                   const float* __restrict__ part_dyx, float* __restrict__ dx,
+                                   float* __restrict__ dgamma, float* __restrict__ dbeta, int64_t n, int64_t channels,
+                                   int64_t spatial, int64_t splits) {
+  const int64_t c = blockIdx.x / splits, m = n * spatial;
+  int64_t begin, end;
+  bn_chunk(m, splits, blockIdx.x % splits, &begin, &end);
+  bn_chunk_backward_apply(x, gamma, dy, dx, dgamma, dbeta, saved_mean[c], saved_invstd[c], bn_total(part_dy, c, splits),
+                          bn_total(part_dyx, c, splits), m, c, channels, spatial, begin, end, blockIdx.x % splits == 0);
 }
 
 /// Sum of `v` over the 8 row lanes of each column of a (32, 8) block, returned to every thread of
@@ -321,13 +457,34 @@ unsigned block_row_blocks(int64_t rows) { return grid_for(rows, 1); }
 
 }  // namespace
 
+int64_t batch_norm_splits(int64_t n, int64_t c, int64_t spatial) {
+  if (spatial == 1 || c <= 0) return 1;
+  const int64_t want = (kBnTargetBlocks + c - 1) / c, most = n * spatial / kBnMinPerBlock;
+  return std::max<int64_t>(1, std::min(want, most));
+}
+
+size_t batch_norm_workspace_bytes(int64_t n, int64_t c, int64_t spatial) {
+  const int64_t splits = batch_norm_splits(n, c, spatial);
+  return splits > 1 ? static_cast<size_t>(2 * c * splits) * sizeof(float) : 0;
+}
+
 void batch_norm_train_cuda(const float* x, const float* gamma, const float* beta, float* running_mean,
                            float* running_var, float* y, float* saved_mean, float* saved_invstd, int64_t n, int64_t c,
-                           int64_t spatial, float eps, float momentum, cudaStream_t stream) {
+                           int64_t spatial, float eps, float momentum, float* workspace, cudaStream_t stream) {
   if (spatial == 1) {  // (N, C): channel tiles, coalesced along rows
     const unsigned blocks = static_cast<unsigned>((c + kColTile - 1) / kColTile);
     launch<batch_norm_train_rows_kernel>(blocks, dim3(kColTile, kColRows), 0, stream, x, gamma, beta, running_mean,
                                          running_var, y, saved_mean, saved_invstd, n, c, eps, momentum);
+    return;
+  }
+  const int64_t splits = batch_norm_splits(n, c, spatial);
+  if (splits > 1) {
+    const unsigned blocks = static_cast<unsigned>(c * splits);
+    float *part_sum = workspace, *part_sq = workspace + c * splits;
+    launch<bn_split_sum_kernel>(blocks, kNormBlock, 0, stream, x, part_sum, n, c, spatial, splits);
+    launch<bn_split_sq_kernel>(blocks, kNormBlock, 0, stream, x, part_sum, part_sq, n, c, spatial, splits);
+    launch<bn_split_apply_kernel>(blocks, kNormBlock, 0, stream, x, gamma, beta, part_sum, part_sq, running_mean,
+                                  running_var, y, saved_mean, saved_invstd, n, c, spatial, splits, eps, momentum);
     return;
   }
   launch<batch_norm_train_kernel>(static_cast<unsigned>(c), kNormBlock, 0, stream, x, gamma, beta, running_mean,
@@ -344,11 +501,21 @@ void batch_norm_inference_cuda(const float* x, const float* gamma, const float* 
 
 void batch_norm_backward_cuda(const float* x, const float* gamma, const float* saved_mean, const float* saved_invstd,
                               const float* dy, float* dx, float* dgamma, float* dbeta, int64_t n, int64_t c,
-                              int64_t spatial, cudaStream_t stream) {
+                              int64_t spatial, float* workspace, cudaStream_t stream) {
   if (spatial == 1) {  // (N, C): channel tiles, coalesced along rows
     const unsigned blocks = static_cast<unsigned>((c + kColTile - 1) / kColTile);
     launch<batch_norm_backward_rows_kernel>(blocks, dim3(kColTile, kColRows), 0, stream, x, gamma, saved_mean,
                                             saved_invstd, dy, dx, dgamma, dbeta, n, c);
+    return;
+  }
+  const int64_t splits = batch_norm_splits(n, c, spatial);
+  if (splits > 1) {
+    const unsigned blocks = static_cast<unsigned>(c * splits);
+    float *part_dy = workspace, *part_dyx = workspace + c * splits;
+    launch<bn_split_backward_sum_kernel>(blocks, kNormBlock, 0, stream, x, saved_mean, saved_invstd, dy, part_dy,
+                                         part_dyx, n, c, spatial, splits);
+    launch<bn_split_backward_apply_kernel>(blocks, kNormBlock, 0, stream, x, gamma, saved_mean, saved_invstd, dy,
+                                           part_dy, part_dyx, dx, dgamma, dbeta, n, c, spatial, splits);
     return;
   }
   launch<batch_norm_backward_kernel>(static_cast<unsigned>(c), kNormBlock, 0, stream, x, gamma, saved_mean,

@@ -1,5 +1,5 @@
-// kernels/norm.cuh — host launchers of the normalisation kernels: batch norm (one block per
-// channel) and layer norm (one warp per short row, one block per long row); all deterministic.
+// kernels/norm.cuh — host launchers of the normalisation kernels: batch norm (each channel split
+// across blocks) and layer norm (one warp per short row, one block per long row); all deterministic.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -8,12 +8,19 @@
 
 namespace cudl::kernels {
 
+/// Blocks each channel of an (n, c, spatial) batch norm is split across (1: one block per channel,
+/// and always 1 for spatial == 1); depends only on the shape.
+int64_t batch_norm_splits(int64_t n, int64_t c, int64_t spatial);
+/// Workspace bytes batch_norm_train_cuda / batch_norm_backward_cuda need for this shape (0: none).
+size_t batch_norm_workspace_bytes(int64_t n, int64_t c, int64_t spatial);
+
 /// x (n, c, spatial): batch statistics per channel, y = xhat * gamma + beta, saved mean/invstd,
 /// running stats updated in place (unbiased running variance; 0 when n * spatial == 1).
-/// gamma, beta, running_*, saved_* are nullable.
+/// gamma, beta, running_*, saved_* are nullable. workspace: batch_norm_workspace_bytes (may be
+/// null when that is 0).
 void batch_norm_train_cuda(const float* x, const float* gamma, const float* beta, float* running_mean,
                            float* running_var, float* y, float* saved_mean, float* saved_invstd, int64_t n, int64_t c,
-                           int64_t spatial, float eps, float momentum, cudaStream_t stream);
+                           int64_t spatial, float eps, float momentum, float* workspace, cudaStream_t stream);
 
 /// y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta (gamma, beta nullable).
 void batch_norm_inference_cuda(const float* x, const float* gamma, const float* beta, const float* running_mean,
@@ -23,7 +30,7 @@ void batch_norm_inference_cuda(const float* x, const float* gamma, const float* 
 /// dx, dgamma, dbeta (each nullable) of batch norm with batch statistics; gamma nullable (= 1).
 void batch_norm_backward_cuda(const float* x, const float* gamma, const float* saved_mean, const float* saved_invstd,
                               const float* dy, float* dx, float* dgamma, float* dbeta, int64_t n, int64_t c,
-                              int64_t spatial, cudaStream_t stream);
+                              int64_t spatial, float* workspace, cudaStream_t stream);
 
 /// x (rows, d): y = (x - mean) * rstd * gamma + beta; mean/rstd (rows) nullable, gamma/beta nullable.
 void layer_norm_cuda(const float* x, const float* gamma, const float* beta, float* y, float* mean, float* rstd,

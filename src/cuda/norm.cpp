@@ -11,6 +11,12 @@ namespace cudl {
 namespace {
 
 
+/// The partial sums of a batch norm split across blocks, in the context's workspace.
+float* bn_workspace(CudaContext& ctx, const ops::BatchNormArgs& p) {
+  const size_t bytes = kernels::batch_norm_workspace_bytes(p.n, p.c, p.spatial);
+  return bytes ? static_cast<float*>(ctx.workspace(bytes)) : nullptr;
+}
+
 void batch_norm_train(const OpCall& call) {
   const ops::BatchNormArgs p = ops::check_batch_norm_call(call);
   CudaContext& ctx = cuda_context(call);
@@ -19,7 +25,8 @@ void batch_norm_train(const OpCall& call) {
                                  p.running_var.as<float>(), p.y.as<float>(),
                                  p.saved_mean.as<float>(),
                                  p.saved_invstd.as<float>(), p.n, p.c, p.spatial,
-                                 static_cast<float>(p.eps), static_cast<float>(p.momentum), ctx.stream());
+                                 static_cast<float>(p.eps), static_cast<float>(p.momentum), bn_workspace(ctx, p),
+                                 ctx.stream());
 }
 
 void batch_norm_inference(const OpCall& call) {
@@ -35,7 +42,8 @@ void batch_norm_backward(const OpCall& call) {
   CudaContext& ctx = cuda_context(call);
   kernels::batch_norm_backward_cuda(p.x.as<float>(), p.gamma.as<float>(), p.saved_mean.as<float>(),
                                     p.saved_invstd.as<float>(), p.dy.as<float>(), p.dx.as<float>(),
-                                    p.dgamma.as<float>(), p.dbeta.as<float>(), p.n, p.c, p.spatial, ctx.stream());
+                                    p.dgamma.as<float>(), p.dbeta.as<float>(), p.n, p.c, p.spatial,
+                                    bn_workspace(ctx, p), ctx.stream());
 }
 
 void layer_norm(const OpCall& call) {
