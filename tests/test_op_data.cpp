@@ -581,9 +581,14 @@ TEST(DataCpu, GatherBatchErrorsNameTheOpAndTheShapes) {
   };
   expect_error(
       [&] {
+        gather_batch(perm, Tensor::zeros(Shape{5, 1, 2, 3}, DType::f16), labels, xb, yb, cursor);
+      },
+      {"x must be u8, f32 or i32", "f16"});
+  expect_error(
+      [&] {
         gather_batch(perm, Tensor::zeros(Shape{5, 1, 2, 3}, DType::i32), labels, xb, yb, cursor);
       },
-      {"x must be u8 or f32", "i32"});
+      {"xb must be i32, got f32"});
   expect_error([&] { gather_batch(perm, img, labels, xb, batch_of(labels, 4, DType::f32), cursor); },
                {"y dtype i32", "yb dtype f32"});
   expect_error([&] { gather_batch(perm, img, labels, batch_of(img, 4, DType::u8), yb, cursor); }, {"xb must be f32"});
@@ -796,7 +801,7 @@ TEST(DataCuda, GatherBatchEqualsCpuBitwiseUnderEverySchedule) {
   CUDL_REQUIRE_CUDA();
   struct Case {
     Shape x;     // table (R, ...)
-    DType x_dt;  // u8 images or f32
+    DType x_dt;  // u8 images, f32 or i32 (token) rows
     Shape y;
     DType y_dt;
     int64_t n, b, cursor;
@@ -810,6 +815,7 @@ TEST(DataCuda, GatherBatchEqualsCpuBitwiseUnderEverySchedule) {
       {Shape{64, 33}, DType::f32, Shape{64}, DType::i32, 64, 61, 5},
       {Shape{30, 8}, DType::f32, Shape{30, 2}, DType::i64, 30, 301, 29},
       {Shape{20, 1, 28, 28}, DType::u8, Shape{20, 3}, DType::u8, 60, 3, 58},
+      {Shape{33, 7}, DType::i32, Shape{33, 7}, DType::i32, 33, 31, 12},  // token rows and targets
   };
 #if defined(CUDL_EMULATED)
   // The cursor is advanced by whichever block finishes last: blocks run in order, in reverse and
@@ -834,6 +840,8 @@ TEST(DataCuda, GatherBatchEqualsCpuBitwiseUnderEverySchedule) {
       const Case& k = cases[ci];
       const int64_t rows = k.x[0];
       Tensor x = k.x_dt == DType::u8 ? iota(k.x, DType::u8) : random_tensor(k.x, 11 + ci);
+      if (k.x_dt == DType::i32) x = iota(k.x, DType::i32);
+      const DType xb_dt = k.x_dt == DType::u8 ? DType::f32 : k.x_dt;
       Tensor y = k.y_dt == DType::f32 ? random_tensor(k.y, 13 + ci) : Tensor::empty(k.y, k.y_dt);
       if (k.y_dt != DType::f32) {
         auto* p = static_cast<unsigned char*>(y.data());
@@ -846,8 +854,8 @@ TEST(DataCuda, GatherBatchEqualsCpuBitwiseUnderEverySchedule) {
       Tensor xg = x.to(kGpu), yg = y.to(kGpu), pg = perm.to(kGpu);
       Tensor c = cursor_at(k.cursor), cg = cursor_at(k.cursor, kGpu);
       for (int step = 0; step < 3; ++step) {
-        Tensor xb = batch_of(x, k.b, DType::f32), yb = batch_of(y, k.b, k.y_dt);
-        Tensor xbg = batch_of(x, k.b, DType::f32, kGpu), ybg = batch_of(y, k.b, k.y_dt, kGpu);
+        Tensor xb = batch_of(x, k.b, xb_dt), yb = batch_of(y, k.b, k.y_dt);
+        Tensor xbg = batch_of(x, k.b, xb_dt, kGpu), ybg = batch_of(y, k.b, k.y_dt, kGpu);
         gather_batch(perm, x, y, xb, yb, c, 0.1307, 0.3081);
         gather_batch(pg, xg, yg, xbg, ybg, cg, 0.1307, 0.3081);
         EXPECT_TRUE(same_bytes(xbg, xb)) << "schedule " << kind << " case " << ci << " step " << step;

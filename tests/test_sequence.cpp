@@ -1,0 +1,166 @@
+// tests/test_sequence.cpp — sequence layers through the Model API: Embedding and
+// PositionalEmbedding on i32 token inputs (fit, evaluate, predict, the per-batch calls), their
+// gradients against finite differences, and the CPU and emulated CUDA backends side by side.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "testing.hpp"
+
+using namespace cudl;
+using cudl::testing::all_close;
+using cudl::testing::error_message;
+
+namespace {
+
+constexpr int64_t kVocab = 10, kTime = 6, kDim = 8;
+
+// Token rows (n, kTime) in [0, kVocab); the label is (first token + last token) % 3.
+Dataset token_rows(int64_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int32_t> tok(0, kVocab - 1);
+  std::vector<int32_t> x(static_cast<size_t>(n * kTime)), y(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t t = 0; t < kTime; ++t) x[i * kTime + t] = tok(rng);
+    y[i] = (x[i * kTime] + x[i * kTime + kTime - 1]) % 3;
+  }
+  return Dataset{Tensor::from_vector(x, Shape{n, kTime}), Tensor::from_vector(y, Shape{n})};
+}
+
+// Embedding -> PositionalEmbedding (max_len kTime + 2: its table is sliced) -> Flatten -> Dense.
+Sequential token_model(const std::string& tag) {
+  return Sequential(Shape{kTime},
+                    {layers::Embedding(kVocab, kDim), layers::PositionalEmbedding(kTime + 2, kDim), layers::Flatten(),
+                     layers::Dense(3)},
+                    tag, DType::i32);
+}
+
+CompileOptions options(Device d, Optimizer o = optim::Adam(0.02)) {
+  return cudl::testing::classifier_options(d, o, 5);
+}
+
+FitOptions fit_options(int epochs) { return cudl::testing::quiet_fit(epochs, 16, 3); }
+
+std::vector<float> host(const Tensor& t) { return t.to(Device::cpu()).to_vector<float>(); }
+
+}  // namespace
+
+TEST(Embedding, LooksUpTheRowsOfItsTable) {
+  Sequential m(Shape{3}, {layers::Embedding(7, 5, "emb")}, "lookup", DType::i32);
+  CompileOptions o = options(Device::cpu());
+  o.loss = "mse";
+  o.metrics = {};
+  m.compile(o);
+  const std::vector<float> table = host(m.layer("emb")->params().at(0).second);
+  ASSERT_EQ(table.size(), 35u);
+  for (float v : table) EXPECT_TRUE(v >= -0.05f && v <= 0.05f) << v;  // uniform(-0.05, 0.05)
+  const std::vector<int32_t> idx{6, 0, 3, 3, 1, 6};
+  Tensor y = m.predict_on_batch(Tensor::from_vector(idx, Shape{2, 3}));
+  ASSERT_EQ(y.shape(), (Shape{2, 3, 5}));
+  const std::vector<float> got = host(y);
+  for (size_t p = 0; p < idx.size(); ++p)
+    for (int k = 0; k < 5; ++k) EXPECT_EQ(got[p * 5 + k], table[idx[p] * 5 + k]) << p << "," << k;
+}
+
+TEST(Embedding, PositionalEmbeddingAddsTheFirstTimeRowsOfItsTable) {
+  auto x = Input(Shape{3, 2}, DType::f32, "x");
+  auto pe = layers::PositionalEmbedding(5, 2, "pe");
+  Model m(x, (*pe)(x), "pos");
+  CompileOptions o = options(Device::cpu());
+  o.loss = "mse";
+  o.metrics = {};
+  m.compile(o);
+  const std::vector<float> table = host(pe->params().at(0).second);
+  const std::vector<float> xv{1, 2, 3, 4, 5, 6, -1, -2, -3, -4, -5, -6};
+  const std::vector<float> got = host(m.predict_on_batch(Tensor::from_vector(xv, Shape{2, 3, 2})));
+  for (int b = 0; b < 2; ++b)
+    for (int i = 0; i < 6; ++i) EXPECT_EQ(got[b * 6 + i], xv[b * 6 + i] + table[i]) << b << "," << i;
+}
+
+// One SGD step moves each weight by -lr * dL/dw: compare that with central differences of the
+// batch's loss (test_on_batch) for a few weights of both tables.
+TEST(Embedding, GradientsMatchFiniteDifferences) {
+  Dataset d = token_rows(8, 11);
+  const double lr = 1.0;
+  Sequential m = token_model("fd");
+  m.compile(options(Device::cpu(), optim::SGD(lr)));
+  for (const std::string name : {"embedding1", "positional_embedding1"}) {
+    Tensor w = m.layer(name)->params().at(0).second;  // shares the layer's storage
+    const std::vector<float> w0 = host(w);
+    const std::vector<Tensor> saved = m.get_weights();
+    auto loss_at = [&](size_t i, float delta) {
+      std::vector<float> v = w0;
+      v[i] += delta;
+      w.copy_from(Tensor::from_vector(v, w.shape()));
+      const double l = m.test_on_batch(d.x, d.y).at("loss");
+      w.copy_from(Tensor::from_vector(w0, w.shape()));
+      return l;
+    };
+    std::vector<size_t> probe{0, 5, w0.size() / 2, w0.size() - 1};
+    std::vector<double> numeric;
+    const float h = 1e-2f;
+    for (size_t i : probe) numeric.push_back((loss_at(i, h) - loss_at(i, -h)) / (2.0 * h));
+    m.train_on_batch(d.x, d.y);
+    const std::vector<float> w1 = host(w);
+    for (size_t k = 0; k < probe.size(); ++k) {
+      const double analytic = (w0[probe[k]] - w1[probe[k]]) / lr;
+      EXPECT_NEAR(analytic, numeric[k], 2e-3 + 2e-2 * std::fabs(numeric[k])) << name << " weight " << probe[k];
+    }
+    m.set_weights(saved);
+  }
+}
+
+TEST(Embedding, TokenModelLearnsOnCpu) {
+  Dataset d = token_rows(192, 1);
+  Sequential m = token_model("learn");
+  m.compile(options(Device::cpu()));
+  History h = m.fit(d, fit_options(12));
+  EXPECT_LT(h.metrics["loss"].back(), h.metrics["loss"].front());
+  EvalResult r = m.evaluate(d, 64);
+  EXPECT_GT(r.metrics["accuracy"], 0.6) << "chance is 1/3";
+  Tensor p = m.predict(d.x, 50);
+  EXPECT_EQ(p.shape(), (Shape{192, 3}));
+}
+
+TEST(Embedding, CpuAndCudaTrainTheSame) {
+  CUDL_REQUIRE_CUDA();
+  auto compiled = [](const std::string& tag, Device dev) {
+    Sequential m = token_model(tag);
+    m.compile(options(dev));
+    return m;
+  };
+  Sequential c = compiled("par_c", Device::cpu()), g = compiled("par_g", Device::cuda(0));
+  const Dataset d = token_rows(48, 2);
+  EXPECT_TRUE(cudl::testing::losses_close(c.fit(d, fit_options(3)), g.fit(d, fit_options(3))));
+  const std::vector<Tensor> wc = c.get_weights(), wg = g.get_weights();
+  ASSERT_EQ(wc.size(), wg.size());
+  for (size_t i = 0; i < wc.size(); ++i) EXPECT_TRUE(all_close(wg[i], wc[i], 1e-4, 1e-3)) << "weight " << i;
+  // The per-batch calls on both backends.
+  Dataset b = token_rows(5, 4);
+  const Logs lc = c.train_on_batch(b.x, b.y), lg = g.train_on_batch(b.x, b.y);
+  EXPECT_NEAR(lc.at("loss"), lg.at("loss"), 1e-4);
+  EXPECT_TRUE(all_close(g.predict_on_batch(b.x), c.predict_on_batch(b.x), 1e-4, 1e-3));
+  EXPECT_NEAR(c.evaluate(d).metrics["loss"], g.evaluate(d).metrics["loss"], 1e-4);
+}
+
+TEST(Embedding, BadInputsGiveClearErrors) {
+  // f32 input into an Embedding.
+  Sequential f(Shape{4}, {layers::Embedding(5, 3)}, "f32in");
+  EXPECT_NE(error_message([&] { f.compile(options(Device::cpu())); }).find("indices must be i32"), std::string::npos);
+  // f32 rows into a model that takes i32 tokens, and the reverse.
+  Sequential m = token_model("bad");
+  m.compile(options(Device::cpu()));
+  Dataset d = token_rows(4, 1);
+  Tensor xf = Tensor::zeros(Shape{4, kTime}, DType::f32);
+  EXPECT_NE(error_message([&] { m.train_on_batch(xf, d.y); }).find("takes i32 indices"), std::string::npos);
+  EXPECT_NE(error_message([&] { m.fit(Dataset{xf, d.y}, fit_options(1)); }).find("i32"), std::string::npos);
+  // A token past the vocabulary: the CPU names it.
+  std::vector<int32_t> v(4 * kTime, 1);
+  v[7] = kVocab;
+  EXPECT_NE(error_message([&] { m.predict(Tensor::from_vector(v, Shape{4, kTime})); }).find(std::to_string(kVocab)),
+            std::string::npos);
+  // A sequence longer than the positional table.
+  auto x = Input(Shape{9, 2}, DType::f32, "x");
+  EXPECT_NE(error_message([&] { (*layers::PositionalEmbedding(8, 2))(x); }).find("max_len 8"), std::string::npos);
+}
