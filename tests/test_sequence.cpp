@@ -144,6 +144,68 @@ TEST(Embedding, CpuAndCudaTrainTheSame) {
   EXPECT_NEAR(c.evaluate(d).metrics["loss"], g.evaluate(d).metrics["loss"], 1e-4);
 }
 
+namespace {
+
+// Token rows (n, kTime) whose tails are padding (token 0, random lengths 2..kTime); the label of a
+// real token is (token + 1) % kVocab shifted to [1, kVocab), of a padding position 0 (ignored).
+Dataset padded_rows(int64_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int32_t> tok(1, kVocab - 1), len(2, kTime);
+  std::vector<int32_t> x(static_cast<size_t>(n * kTime), 0), y(x.size(), 0);
+  for (int64_t i = 0; i < n; ++i) {
+    const int32_t l = len(rng);
+    for (int32_t t = 0; t < l; ++t) {
+      x[i * kTime + t] = tok(rng);
+      y[i * kTime + t] = x[i * kTime + t] % (kVocab - 1) + 1;
+    }
+  }
+  return Dataset{Tensor::from_vector(x, Shape{n, kTime}), Tensor::from_vector(y, Shape{n, kTime})};
+}
+
+// Per-position logits (kTime, kVocab) with padding (class 0) ignored by the loss.
+Sequential tagger(const std::string& tag, Device dev) {
+  Sequential m(Shape{kTime}, {layers::Embedding(kVocab, kDim), layers::PositionalEmbedding(kTime, kDim),
+                              layers::Dense(16, "relu"), layers::Dense(kVocab)},
+               tag, DType::i32);
+  m.compile(cudl::testing::classifier_options(dev, optim::Adam(0.03), 7, losses::SparseCategoricalCrossentropy(0, 0)));
+  return m;
+}
+
+}  // namespace
+
+TEST(SequenceLoss, TaggerLearnsAndIgnoresPadding) {
+  Dataset d = padded_rows(128, 5);
+  Sequential m = tagger("tag", Device::cpu());
+  History h = m.fit(d, fit_options(15));
+  EXPECT_LT(h.metrics["loss"].back(), 0.5 * h.metrics["loss"].front());
+  EXPECT_GT(h.metrics["accuracy"].back(), 0.9) << "accuracy over the real tokens only";
+  // Padded positions labelled with a real class (1) instead of the ignored 0 count, and the model
+  // never learnt them: the loss rises.
+  const double before = m.evaluate(d).metrics["loss"];
+  Tensor y2 = d.y.clone();
+  int32_t* l = y2.data_as<int32_t>();
+  for (int64_t i = 0; i < y2.numel(); ++i)
+    if (l[i] == 0) l[i] = 1;
+  EXPECT_GT(m.evaluate(Dataset{d.x, y2}).metrics["loss"], before + 0.1);
+  // Labels of the wrong shape name both.
+  EXPECT_NE(error_message([&] { m.train_on_batch(d.x, Tensor::zeros(Shape{128}, DType::i32)); }).find("(128, 6)"),
+            std::string::npos);
+}
+
+TEST(SequenceLoss, CpuAndCudaTrainTheSame) {
+  CUDL_REQUIRE_CUDA();
+  Sequential c = tagger("seq_c", Device::cpu()), g = tagger("seq_g", Device::cuda(0));
+  const Dataset d = padded_rows(40, 6);
+  EXPECT_TRUE(cudl::testing::losses_close(c.fit(d, fit_options(3)), g.fit(d, fit_options(3))));
+  const Dataset b = padded_rows(6, 8);
+  const Logs lc = c.train_on_batch(b.x, b.y), lg = g.train_on_batch(b.x, b.y);
+  EXPECT_NEAR(lc.at("loss"), lg.at("loss"), 1e-4);
+  EXPECT_EQ(lc.at("accuracy"), lg.at("accuracy"));
+  const EvalResult ec = c.evaluate(d), eg = g.evaluate(d);
+  EXPECT_NEAR(ec.metrics.at("loss"), eg.metrics.at("loss"), 1e-4);
+  EXPECT_EQ(ec.metrics.at("accuracy"), eg.metrics.at("accuracy"));
+}
+
 TEST(Embedding, BadInputsGiveClearErrors) {
   // f32 input into an Embedding.
   Sequential f(Shape{4}, {layers::Embedding(5, 3)}, "f32in");

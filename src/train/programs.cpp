@@ -56,7 +56,11 @@ Shape Model::Impl::batched_input(int64_t batch) const {
 }
 
 std::pair<Shape, DType> Model::Impl::target_spec(int64_t batch) const {
-  if (opts.loss.takes_labels()) return {Shape{batch}, DType::i32};
+  if (opts.loss.takes_labels()) {  // one label per row of logits: the output's dims but the last
+    std::vector<int64_t> d{batch};
+    if (output->shape.rank() > 0) d.insert(d.end(), output->shape.dims().begin(), output->shape.dims().end() - 1);
+    return {Shape(d), DType::i32};
+  }
   std::vector<int64_t> d{batch};
   d.insert(d.end(), output->shape.dims().begin(), output->shape.dims().end());
   return {Shape(d), DType::f32};
