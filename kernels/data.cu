@@ -175,6 +175,83 @@ static __global__ void permute_kernel(const T* __restrict__ x, T* __restrict__ y
   }
 }
 
+constexpr int kTile = 32, kTileRows = 8;  // transpose tiles of 32 x 32 elements, 32 x 8 threads
+
+/// A permutation that moves x's innermost dim: y dim `p` (size rows) has x stride 1, y's last dim
+/// (size cols) has x stride col_stride; the other dims are batch dims. y is contiguous.
+struct TransposeArgs {
+  int rank, p;
+  int64_t out_dims[8], in_strides[8], out_strides[8];
+  int64_t rows, cols, col_stride, row_out_stride, batches, row_tiles, col_tiles;
+};
+
+/// Each block moves 32 x 32 tiles (grid-stride over batch x row tiles x col tiles): it reads a
+/// tile along x's contiguous dim (coalesced), then writes it transposed along y's contiguous last
+/// dim (coalesced); the shared tile is padded by one column so neither pass has bank conflicts.
+template <typename T>
+static __global__ void __launch_bounds__(kTile * kTileRows)
+    permute_tiled_kernel(const T* __restrict__ x, T* __restrict__ y, TransposeArgs a) {
+  __shared__ T tile[kTile][kTile + 1];
+  const int tx = threadIdx.x % kTile, ty = threadIdx.x / kTile;
+  const int64_t tiles = a.batches * a.row_tiles * a.col_tiles;
+  for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
+    const int64_t ct = t % a.col_tiles, rt = (t / a.col_tiles) % a.row_tiles;
+    int64_t b = t / (a.col_tiles * a.row_tiles), x_base = 0, y_base = 0;
+    for (int k = a.rank - 2; k >= 0; --k) {  // the batch dims: every y dim but p and the last
+      if (k == a.p) continue;
+      const int64_t c = b % a.out_dims[k];
+      b /= a.out_dims[k];
+      x_base += c * a.in_strides[k];
+      y_base += c * a.out_strides[k];
+    }
+    const int64_t r0 = rt * kTile, c0 = ct * kTile;
+    // load: tile[j][i] = x(row r0 + i, col c0 + j); consecutive threads read consecutive rows (stride 1 in x)
+    for (int j = ty; j < kTile; j += kTileRows) {
+      const int64_t r = r0 + tx, c = c0 + j;
+      if (r < a.rows && c < a.cols) tile[j][tx] = x[x_base + r + c * a.col_stride];
+    }
+    __syncthreads();
+    // store: y(row r0 + i, col c0 + j) = tile[j][i]; consecutive threads write consecutive cols
+    for (int i = ty; i < kTile; i += kTileRows) {
+      const int64_t r = r0 + i, c = c0 + tx;
+      if (r < a.rows && c < a.cols) y[y_base + r * a.row_out_stride + c] = tile[tx][i];
+    }
+    __syncthreads();  // the tile is reused by the block's next tile
+  }
+}
+
+template <typename T>
+static void launch_permute(const void* x, void* y, const PermuteArgs& a, int64_t n, cudaStream_t stream) {
+  int p = -1;  // the y dim that is x's contiguous one
+  for (int k = 0; k < a.rank; ++k)
+    if (a.in_strides[k] == 1) p = k;
+  if (p < 0 || p == a.rank - 1) {  // x's contiguous dim stays last: rows copied, both sides coalesced
+    launch<permute_kernel<T>>(grid_for(n, kBlock), kBlock, 0, stream, static_cast<const T*>(x), static_cast<T*>(y),
+                              a, n);
+    return;
+  }
+  TransposeArgs t{};
+  t.rank = a.rank;
+  t.p = p;
+  int64_t stride = 1;
+  for (int k = a.rank - 1; k >= 0; --k) {
+    t.out_dims[k] = a.out_dims[k];
+    t.in_strides[k] = a.in_strides[k];
+    t.out_strides[k] = stride;
+    stride *= a.out_dims[k];
+  }
+  t.rows = a.out_dims[p];
+  t.cols = a.out_dims[a.rank - 1];
+  t.col_stride = a.in_strides[a.rank - 1];
+  t.row_out_stride = t.out_strides[p];
+  t.batches = n / (t.rows * t.cols);
+  t.row_tiles = (t.rows + kTile - 1) / kTile;
+  t.col_tiles = (t.cols + kTile - 1) / kTile;
+  const int64_t tiles = t.batches * t.row_tiles * t.col_tiles;
+  const unsigned grid = static_cast<unsigned>(tiles < 65535 ? tiles : 65535);
+  launch<permute_tiled_kernel<T>>(grid, kTile * kTileRows, 0, stream, static_cast<const T*>(x), static_cast<T*>(y), t);
+}
+
 void permute_cuda(const void* x, void* y, int elem_size, int rank, const int64_t* out_dims, const int64_t* in_strides,
                   int64_t n, cudaStream_t stream) {
   if (n == 0) return;
@@ -191,23 +268,18 @@ void permute_cuda(const void* x, void* y, int elem_size, int rank, const int64_t
       ++a.rank;
     }
   }
-  const unsigned grid = grid_for(n, kBlock);
   switch (elem_size) {
     case 1:
-      launch<permute_kernel<uint8_t>>(grid, kBlock, 0, stream, static_cast<const uint8_t*>(x), static_cast<uint8_t*>(y),
-                                      a, n);
+      launch_permute<uint8_t>(x, y, a, n, stream);
       break;
     case 2:
-      launch<permute_kernel<uint16_t>>(grid, kBlock, 0, stream, static_cast<const uint16_t*>(x),
-                                       static_cast<uint16_t*>(y), a, n);
+      launch_permute<uint16_t>(x, y, a, n, stream);
       break;
     case 4:
-      launch<permute_kernel<uint32_t>>(grid, kBlock, 0, stream, static_cast<const uint32_t*>(x),
-                                       static_cast<uint32_t*>(y), a, n);
+      launch_permute<uint32_t>(x, y, a, n, stream);
       break;
     default:
-      launch<permute_kernel<uint64_t>>(grid, kBlock, 0, stream, static_cast<const uint64_t*>(x),
-                                       static_cast<uint64_t*>(y), a, n);
+      launch_permute<uint64_t>(x, y, a, n, stream);
       break;
   }
 }

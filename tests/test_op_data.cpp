@@ -83,6 +83,9 @@ Tensor iota(const Shape& s, DType dt = DType::f32) {
       case DType::u8:
         t.data_as<uint8_t>()[i] = uint8_t(v);
         break;
+      case DType::i64:
+        t.data_as<int64_t>()[i] = int64_t(i) * 1000003 - 5;
+        break;
       default: {  // 2-byte types: any bit pattern will do for layout ops
         static_cast<uint16_t*>(t.data())[i] = uint16_t(i * 2654435761u >> 7);
       }
@@ -698,15 +701,23 @@ TEST(DataCuda, PermuteEqualsCpu) {
       run(OpKind::Permute, {x.to(kGpu)}, {yg}, perm_attrs(perm));
       ASSERT_TRUE(same_bytes(yg, y)) << "shape " << c.s << " " << dtype_name(c.dt);
     }
-  // a transpose with sides that are not multiples of a tile, and a rank-6 permutation
+  // Transposes (x's contiguous dim moves: tiled) with sides that are not multiples of a tile, the
+  // attention head moves (B,T,H,D) -> (B,H,T,D) (rows copied) and (B,H,T,D) -> (B,H,D,T) (tiled)
+  // with odd head sizes and T = 1,024, and a rank-6 permutation; 1-, 2-, 4- and 8-byte elements.
   for (auto [s, perm] : {std::pair{Shape{67, 129}, std::vector<int64_t>{1, 0}},
                          std::pair{Shape{3, 33, 65}, std::vector<int64_t>{0, 2, 1}},
-                         std::pair{Shape{2, 1, 3, 2, 5, 3}, std::vector<int64_t>{5, 3, 1, 0, 4, 2}}}) {
-    Tensor x = iota(s), y = Tensor::empty(permuted(s, perm)), yg = Tensor::empty(y.shape(), DType::f32, kGpu);
-    run(OpKind::Permute, {x}, {y}, perm_attrs(perm));
-    run(OpKind::Permute, {x.to(kGpu)}, {yg}, perm_attrs(perm));
-    EXPECT_TRUE(same_bytes(yg, y)) << "shape " << s;
-  }
+                         std::pair{Shape{2, 17, 3, 5}, std::vector<int64_t>{0, 2, 1, 3}},
+                         std::pair{Shape{2, 3, 17, 5}, std::vector<int64_t>{0, 1, 3, 2}},
+                         std::pair{Shape{1, 2, 1024, 7}, std::vector<int64_t>{0, 1, 3, 2}},
+                         std::pair{Shape{2, 1024, 2, 3}, std::vector<int64_t>{0, 2, 1, 3}},
+                         std::pair{Shape{40, 3, 70}, std::vector<int64_t>{2, 1, 0}},
+                         std::pair{Shape{2, 1, 3, 2, 5, 3}, std::vector<int64_t>{5, 3, 1, 0, 4, 2}}})
+    for (DType dt : {DType::f32, DType::u8, DType::f16, DType::i64}) {
+      Tensor x = iota(s, dt), y = Tensor::empty(permuted(s, perm), dt), yg = Tensor::empty(y.shape(), dt, kGpu);
+      run(OpKind::Permute, {x}, {y}, perm_attrs(perm));
+      run(OpKind::Permute, {x.to(kGpu)}, {yg}, perm_attrs(perm));
+      EXPECT_TRUE(same_bytes(yg, y)) << "shape " << s << " " << dtype_name(dt);
+    }
 }
 
 TEST(DataCuda, ConcatSliceEqualCpu) {

@@ -78,14 +78,13 @@ TEST(Embedding, PositionalEmbeddingAddsTheFirstTimeRowsOfItsTable) {
     for (int i = 0; i < 6; ++i) EXPECT_EQ(got[b * 6 + i], xv[b * 6 + i] + table[i]) << b << "," << i;
 }
 
-// One SGD step moves each weight by -lr * dL/dw: compare that with central differences of the
-// batch's loss (test_on_batch) for a few weights of both tables.
-TEST(Embedding, GradientsMatchFiniteDifferences) {
-  Dataset d = token_rows(8, 11);
+namespace {
+
+// One SGD step (lr 1) moves each weight by -dL/dw: compare that with central differences of the
+// batch's loss (test_on_batch) for a few weights of the first parameter of each named layer.
+void expect_sgd_step_matches_fd(Model& m, const Dataset& d, const std::vector<std::string>& layer_names) {
   const double lr = 1.0;
-  Sequential m = token_model("fd");
-  m.compile(options(Device::cpu(), optim::SGD(lr)));
-  for (const std::string name : {"embedding1", "positional_embedding1"}) {
+  for (const std::string& name : layer_names) {
     Tensor w = m.layer(name)->params().at(0).second;  // shares the layer's storage
     const std::vector<float> w0 = host(w);
     const std::vector<Tensor> saved = m.get_weights();
@@ -97,7 +96,8 @@ TEST(Embedding, GradientsMatchFiniteDifferences) {
       w.copy_from(Tensor::from_vector(w0, w.shape()));
       return l;
     };
-    std::vector<size_t> probe{0, 5, w0.size() / 2, w0.size() - 1};
+    std::vector<size_t> probe{0, w0.size() / 2, w0.size() - 1};
+    if (w0.size() > 5) probe.push_back(5);
     std::vector<double> numeric;
     const float h = 1e-2f;
     for (size_t i : probe) numeric.push_back((loss_at(i, h) - loss_at(i, -h)) / (2.0 * h));
@@ -109,6 +109,14 @@ TEST(Embedding, GradientsMatchFiniteDifferences) {
     }
     m.set_weights(saved);
   }
+}
+
+}  // namespace
+
+TEST(Embedding, GradientsMatchFiniteDifferences) {
+  Sequential m = token_model("fd");
+  m.compile(options(Device::cpu(), optim::SGD(1.0)));
+  expect_sgd_step_matches_fd(m, token_rows(8, 11), {"embedding1", "positional_embedding1"});
 }
 
 TEST(Embedding, TokenModelLearnsOnCpu) {
@@ -225,4 +233,67 @@ TEST(Embedding, BadInputsGiveClearErrors) {
   // A sequence longer than the positional table.
   auto x = Input(Shape{9, 2}, DType::f32, "x");
   EXPECT_NE(error_message([&] { (*layers::PositionalEmbedding(8, 2))(x); }).find("max_len 8"), std::string::npos);
+}
+
+// ---------------------------------------------------------------- Concatenate, Slice, split ------
+
+namespace {
+
+// x (3, 4) -> split along time into (1, 4) and (2, 4), rejoined in the other order; and split
+// along features into (3, 1) and (3, 3), each through a Dense, rejoined along features.
+Model join_model(const std::string& tag) {
+  Var x = Input(Shape{3, 4}, DType::f32, "x");
+  std::vector<Var> t = split(x, {1, 2}, 1);
+  Var swapped = (*layers::Concatenate(1))({t[1], t[0]});
+  std::vector<Var> f = split(swapped, {1, 3});
+  Var a = (*layers::Dense(2))(f[0]), b = (*layers::Dense(5))(f[1]);
+  Var y = (*layers::Concatenate())({a, b, f[0]});
+  return Model(x, (*layers::Dense(3))((*layers::Flatten())(y)), tag);
+}
+
+}  // namespace
+
+TEST(Concatenate, SplitAndConcatenateMoveTheRightRows) {
+  Var x = Input(Shape{3, 4}, DType::f32, "x");
+  std::vector<Var> t = split(x, {1, 2}, -2);
+  ASSERT_EQ(t.size(), 2u);
+  EXPECT_EQ(t[0].shape(), (Shape{1, 4}));
+  EXPECT_EQ(t[1].shape(), (Shape{2, 4}));
+  Model m(x, (*layers::Concatenate(1))({t[1], t[0]}), "rot");
+  CompileOptions o = options(Device::cpu());
+  o.loss = "mse";
+  o.metrics = {};
+  m.compile(o);
+  std::vector<float> xv(24);
+  for (size_t i = 0; i < xv.size(); ++i) xv[i] = static_cast<float>(i);
+  const std::vector<float> got = host(m.predict_on_batch(Tensor::from_vector(xv, Shape{2, 3, 4})));
+  for (int b = 0; b < 2; ++b)
+    for (int r = 0; r < 3; ++r)
+      for (int k = 0; k < 4; ++k) EXPECT_EQ(got[b * 12 + r * 4 + k], xv[b * 12 + ((r + 1) % 3) * 4 + k]);
+}
+
+TEST(Concatenate, GradientsMatchFiniteDifferences) {
+  Model m = join_model("join_fd");
+  m.compile(options(Device::cpu(), optim::SGD(1.0)));
+  const Dataset d = cudl::testing::separable_blobs(6, 12, 3, 1.f, 0.5f, 4);
+  expect_sgd_step_matches_fd(m, Dataset{d.x.reshape(Shape{6, 3, 4}), d.y}, {"dense1", "dense2", "dense3"});
+}
+
+TEST(Concatenate, CpuAndCudaTrainTheSame) {
+  CUDL_REQUIRE_CUDA();
+  Model c = join_model("join_c"), g = join_model("join_g");
+  c.compile(options(Device::cpu()));
+  g.compile(options(Device::cuda(0)));
+  const Dataset b = cudl::testing::separable_blobs(40, 12, 3, 1.f, 0.5f, 5);
+  const Dataset d{b.x.reshape(Shape{40, 3, 4}), b.y};
+  EXPECT_TRUE(cudl::testing::losses_close(c.fit(d, fit_options(3)), g.fit(d, fit_options(3))));
+  EXPECT_TRUE(all_close(g.predict(d.x), c.predict(d.x), 1e-4, 1e-3));
+}
+
+TEST(Concatenate, BadAxesAndShapesGiveClearErrors) {
+  Var x = Input(Shape{3, 4}), z = Input(Shape{2, 5});
+  EXPECT_NE(error_message([&] { (*layers::Concatenate())({x, z}); }).find("(2, 5)"), std::string::npos);
+  EXPECT_NE(error_message([&] { (*layers::Concatenate(0))({x, x}); }).find("batch axis"), std::string::npos);
+  EXPECT_NE(error_message([&] { (*layers::Slice(2, 3, 2))(x); }).find("[3, 5)"), std::string::npos);
+  EXPECT_NE(error_message([&] { split(x, {1, 1}, 1); }).find("add up to 2"), std::string::npos);
 }

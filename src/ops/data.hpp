@@ -12,7 +12,8 @@
 // Fill            out: y = f[0]
 // Copy            in: x              out: y (same numel, any shape)
 // Cast            in: x              out: y (dtype of y), f32 <-> f16/bf16/i32
-// Permute         in: x              out: y; i[0..rank-1]=perm (y dim k = x dim perm[k])
+// Permute         in: x              out: y; i[0..rank-1]=perm (y dim k = x dim perm[k]); on CUDA a
+//                   32 x 32 shared-memory tiled transpose when x's contiguous dim does not stay last
 // Concat          in: x0, x1, ...    out: y; i[0]=axis
 // Slice           in: x              out: y; i[0]=axis i[1]=start (length from y)
 // SliceBackward   in: dy             out: dx (zeros outside the slice); i[0]=axis i[1]=start
