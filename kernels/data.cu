@@ -1,11 +1,18 @@
 // kernels/data.cu — data-movement kernels. Byte-level copies pick the widest unit (16, 4 or 1
-// bytes) every address and pitch allows; gather's backward is a counting sort plus an ordered
-// per-row sum, so it is deterministic without floating-point atomics.
+// bytes) every address and pitch allows; gather's backward is a CUB radix sort of (row, position)
+// pairs plus an ordered per-row sum, so it is deterministic without floating-point atomics.
+#if defined(__CUDACC__)
+#include <cub/device/device_radix_sort.cuh>
+#else
+#include "emu/cub.hpp"  // the emulated subset, from CUB's documented semantics
+#endif
+
 #include <algorithm>
 #include <cstring>
 #include <initializer_list>
 
 #include "backend/convert.hpp"
+#include "cudl/error.hpp"
 #include "kernels/common.cuh"
 #include "kernels/data.cuh"
 
@@ -428,110 +435,114 @@ void gather_rows_cuda(const void* table, const int32_t* idx, void* y, int64_t ro
   }
 }
 
-// --- gather backward: counting sort of positions by row, then an ordered sum per row -----------------
+// --- gather backward: radix sort of (row, position) pairs, then an ordered sum per row -----------
+
+// keys[j] = idx[j], or `rows` (a bucket past every row, summed by nobody) when out of range;
+// positions[j] = j, so the stable sort leaves each row's positions in increasing order.
+static __global__ void sort_keys_kernel(const int32_t* __restrict__ idx, int64_t m, int64_t rows,
+                                        uint32_t* __restrict__ keys, int32_t* __restrict__ positions) {
+  for (int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; j < m; j += (int64_t)gridDim.x * blockDim.x) {
+    const int32_t r = idx[j];
+    keys[j] = r >= 0 && r < rows ? static_cast<uint32_t>(r) : static_cast<uint32_t>(rows);
+    positions[j] = static_cast<int32_t>(j);
+  }
+}
+
+// starts[r] = first sorted position whose key is >= r, for r in [0, rows]: each r is written once,
+// by the element where the keys step past it (or, past the last key, as m).
+static __global__ void run_starts_kernel(const uint32_t* __restrict__ keys, int64_t m, int64_t rows,
+                                         int32_t* __restrict__ starts) {
+  for (int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; j < m; j += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t k = keys[j], prev = j == 0 ? -1 : static_cast<int64_t>(keys[j - 1]);
+    for (int64_t r = prev + 1; r <= k && r <= rows; ++r) starts[r] = static_cast<int32_t>(j);
+    if (j == m - 1)
+      for (int64_t r = k + 1; r <= rows; ++r) starts[r] = static_cast<int32_t>(m);
+  }
+}
 
 static __global__ void zero_ints_kernel(int32_t* __restrict__ p, int64_t n) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
     p[i] = 0;
 }
 
-// counts[r] = number of positions m with idx[m] == r (integer atomics: the totals are exact)
-static __global__ void row_histogram_kernel(const int32_t* __restrict__ idx, int64_t m, int64_t rows,
-                                            int32_t* __restrict__ counts) {
-  for (int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; j < m; j += (int64_t)gridDim.x * blockDim.x) {
-    const int32_t r = idx[j];
-    if (r >= 0 && r < rows) atomicAdd(&counts[r], 1);
-  }
-}
-
-constexpr int kScanBlock = 1024;
-
-// One block: starts = exclusive scan of counts[0..n) written in place (n = rows + 1); cursor[r] = starts[r].
-static __global__ void __launch_bounds__(kScanBlock)
-    exclusive_scan_kernel(int32_t* __restrict__ counts, int32_t* __restrict__ cursor, int64_t n, int64_t rows) {
-  __shared__ int32_t sums[kScanBlock];
-  const int64_t per = (n + kScanBlock - 1) / kScanBlock;
-  const int64_t lo = threadIdx.x * per, hi = lo + per < n ? lo + per : n;
-  int32_t s = 0;
-  for (int64_t i = lo; i < hi; ++i) s += counts[i];
-  sums[threadIdx.x] = s;
-  __syncthreads();
-  // Hillis-Steele inclusive scan of the segment sums.
-  for (int width = 1; width < kScanBlock; width *= 2) {
-    const int t = static_cast<int>(threadIdx.x);
-    const int32_t add = t >= width ? sums[t - width] : 0;
-    __syncthreads();
-    sums[threadIdx.x] += add;
-    __syncthreads();
-  }
-  int32_t run = threadIdx.x > 0 ? sums[threadIdx.x - 1] : 0;
-  for (int64_t i = lo; i < hi; ++i) {
-    const int32_t c = counts[i];
-    counts[i] = run;
-    if (i < rows) cursor[i] = run;
-    run += c;
-  }
-}
-
-// order[starts[r] + k] = the positions m with idx[m] == r, in arbitrary order (sorted later)
-static __global__ void scatter_positions_kernel(const int32_t* __restrict__ idx, int64_t m, int64_t rows,
-                                                int32_t* __restrict__ cursor, int32_t* __restrict__ order) {
-  for (int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; j < m; j += (int64_t)gridDim.x * blockDim.x) {
-    const int32_t r = idx[j];
-    if (r >= 0 && r < rows) order[atomicAdd(&cursor[r], 1)] = static_cast<int32_t>(j);
-  }
-}
-
 constexpr int kRowBlock = 128;
 
-// One block per table row (grid-stride): thread 0 sorts the row's positions ascending, then the
-// threads sum dy rows over them in that order, one column each.
+// One block per table row (grid-stride), one column per thread: the dy rows of the row's
+// positions, summed in increasing position order from 0.
 static __global__ void __launch_bounds__(kRowBlock)
     ordered_row_sum_kernel(const float* __restrict__ dy, const int32_t* __restrict__ starts,
-                           int32_t* __restrict__ order, float* __restrict__ dtable, int64_t rows, int64_t row) {
+                           const int32_t* __restrict__ order, float* __restrict__ dtable, int64_t rows, int64_t row) {
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const int32_t lo = starts[r], hi = starts[r + 1];
-    if (threadIdx.x == 0) {
-      for (int32_t i = lo + 1; i < hi; ++i) {  // insertion sort: segments are short in practice
-        const int32_t v = order[i];
-        int32_t j = i - 1;
-        while (j >= lo && order[j] > v) {
-          order[j + 1] = order[j];
-          --j;
-        }
-        order[j + 1] = v;
-      }
-    }
-    __syncthreads();
     for (int64_t col = threadIdx.x; col < row; col += blockDim.x) {
       float acc = 0.0f;
       for (int32_t i = lo; i < hi; ++i) acc += dy[static_cast<int64_t>(order[i]) * row + col];
       dtable[r * row + col] = acc;
     }
-    __syncthreads();
   }
 }
 
-size_t gather_backward_workspace_bytes(int64_t rows, int64_t m) {
-  return static_cast<size_t>(2 * rows + 1 + m) * sizeof(int32_t);
+/// Throws naming the call when a CUB call returns an error.
+static void check_cub(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) CUDL_FAIL("CUDA error: ", what, ": ", cudaGetErrorName(e), ": ", cudaGetErrorString(e));
 }
+
+/// Bits that hold every key in [0, rows] (the sort looks at no others).
+static int key_bits(int64_t rows) {
+  int bits = 1;
+  while (bits < 32 && (int64_t{1} << bits) <= rows) ++bits;
+  return bits;
+}
+
+static size_t round256(size_t b) { return (b + 255) / 256 * 256; }
+
+/// The workspace: keys and positions in and out (m each), starts (rows + 1), CUB's temporary storage.
+struct GatherBackwardLayout {
+  size_t keys_in, pos_in, keys_out, pos_out, starts, temp, temp_bytes, total;
+};
+
+static GatherBackwardLayout gather_backward_layout(int64_t rows, int64_t m) {
+  GatherBackwardLayout l{};
+  const size_t items = round256(static_cast<size_t>(m) * 4);
+  l.keys_in = 0;
+  l.pos_in = l.keys_in + items;
+  l.keys_out = l.pos_in + items;
+  l.pos_out = l.keys_out + items;
+  l.starts = l.pos_out + items;
+  l.temp = l.starts + round256(static_cast<size_t>(rows + 1) * 4);
+  if (m > 0) {  // the size query: no work is done
+    check_cub(cub::DeviceRadixSort::SortPairs(nullptr, l.temp_bytes, static_cast<const uint32_t*>(nullptr),
+                                              static_cast<uint32_t*>(nullptr), static_cast<const int32_t*>(nullptr),
+                                              static_cast<int32_t*>(nullptr), m, 0, key_bits(rows)),
+              "cub::DeviceRadixSort::SortPairs (size query)");
+  }
+  l.total = l.temp + round256(l.temp_bytes);
+  return l;
+}
+
+size_t gather_backward_workspace_bytes(int64_t rows, int64_t m) { return gather_backward_layout(rows, m).total; }
 
 void gather_backward_cuda(const float* dy, const int32_t* idx, float* dtable, int64_t rows, int64_t row, int64_t m,
                           void* workspace, cudaStream_t stream) {
   if (rows == 0 || row == 0) return;
-  int32_t* counts = static_cast<int32_t*>(workspace);  // rows + 1, becomes starts
-  int32_t* cursor = counts + rows + 1;                 // rows
-  int32_t* order = cursor + rows;                      // m
-  launch<zero_ints_kernel>(grid_for(rows + 1, kBlock), kBlock, 0, stream, counts, rows + 1);
+  GatherBackwardLayout l = gather_backward_layout(rows, m);
+  char* ws = static_cast<char*>(workspace);
+  auto* keys_in = reinterpret_cast<uint32_t*>(ws + l.keys_in);
+  auto* keys_out = reinterpret_cast<uint32_t*>(ws + l.keys_out);
+  auto* pos_in = reinterpret_cast<int32_t*>(ws + l.pos_in);
+  auto* pos_out = reinterpret_cast<int32_t*>(ws + l.pos_out);
+  auto* starts = reinterpret_cast<int32_t*>(ws + l.starts);
   if (m > 0) {
-    launch<row_histogram_kernel>(grid_for(m, kBlock), kBlock, 0, stream, idx, m, rows, counts);
+    launch<sort_keys_kernel>(grid_for(m, kBlock), kBlock, 0, stream, idx, m, rows, keys_in, pos_in);
+    check_cub(cub::DeviceRadixSort::SortPairs(static_cast<void*>(ws + l.temp), l.temp_bytes, keys_in, keys_out, pos_in,
+                                              pos_out, m, 0, key_bits(rows), stream),
+              "cub::DeviceRadixSort::SortPairs");
+    launch<run_starts_kernel>(grid_for(m, kBlock), kBlock, 0, stream, keys_out, m, rows, starts);
+  } else {
+    launch<zero_ints_kernel>(grid_for(rows + 1, kBlock), kBlock, 0, stream, starts, rows + 1);
   }
-  launch<exclusive_scan_kernel>(1, kScanBlock, 0, stream, counts, cursor, rows + 1, rows);
-  if (m > 0) {
-    launch<scatter_positions_kernel>(grid_for(m, kBlock), kBlock, 0, stream, idx, m, rows, cursor, order);
-  }
-  launch<ordered_row_sum_kernel>(grid_for(rows * kRowBlock, kRowBlock), kRowBlock, 0, stream, dy, counts, order, dtable,
-                                 rows, row);
+  launch<ordered_row_sum_kernel>(grid_for(rows * kRowBlock, kRowBlock), kRowBlock, 0, stream, dy, starts, pos_out,
+                                 dtable, rows, row);
 }
 
 // --- one-hot and image gather ------------------------------------------------------------------------

@@ -39,8 +39,10 @@ void gather_rows_cuda(const void* table, const int32_t* idx, void* y, int64_t ro
                       cudaStream_t stream);
 /// Scratch bytes gather_backward_cuda needs.
 size_t gather_backward_workspace_bytes(int64_t rows, int64_t m);
-/// dtable row r = sum of dy rows m with idx[m] == r in increasing m (counting sort, no float atomics);
-/// indices outside [0, rows) are ignored.
+/// dtable row r = sum of dy rows m with idx[m] == r in increasing m, no float atomics: the
+/// (row, position) pairs are sorted by cub::DeviceRadixSort::SortPairs (stable, over the key bits
+/// rows needs) in the workspace, then each row's run is summed in order. Indices outside [0, rows)
+/// are ignored. Launches: 3 kernels + the sort (m > 0), 2 kernels (m == 0).
 void gather_backward_cuda(const float* dy, const int32_t* idx, float* dtable, int64_t rows, int64_t row, int64_t m,
                           void* workspace, cudaStream_t stream);
 

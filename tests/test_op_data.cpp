@@ -780,6 +780,26 @@ TEST(DataCuda, GatherAndBackwardEqualCpuBitwise) {
     run(OpKind::GatherBackward, {dy.to(kGpu), idx.to(kGpu)}, {dtg});
     EXPECT_TRUE(same_bytes(dtg, dt)) << "gather backward " << rows << "x" << width << " m=" << m;
   }
+  // GatherBackward on the device ignores indices outside [0, rows) (the CPU throws): the same bits
+  // as the CPU over the in-range positions alone, in their order. Also a table of 70,000 rows (17
+  // key bits for the radix sort) and no positions at all (zeros).
+  for (auto [rows, width, m] : {std::tuple{9, 4, 300}, std::tuple{70000, 2, 5000}, std::tuple{5, 3, 0}}) {
+    Tensor idx = random_labels(m, rows, uint64_t(m) + 5), dy = random_tensor(Shape{m, width}, 78);
+    std::vector<int32_t> iv = idx.to_vector<int32_t>(), kept_idx;
+    std::vector<float> dv = dy.to_vector<float>(), kept_dy;
+    for (int64_t j = 0; j < m; ++j) {
+      if (j % 7 == 3) iv[j] = j % 2 ? -1 - int32_t(j) : rows + int32_t(j);  // out of range
+      if (iv[j] < 0 || iv[j] >= rows) continue;
+      kept_idx.push_back(iv[j]);
+      kept_dy.insert(kept_dy.end(), dv.begin() + j * width, dv.begin() + (j + 1) * width);
+    }
+    const int64_t k = static_cast<int64_t>(kept_idx.size());
+    Tensor dt = Tensor::empty(Shape{rows, width}), dtg = Tensor::full(Shape{rows, width}, NAN, DType::f32, kGpu);
+    run(OpKind::GatherBackward, {Tensor::from_vector(kept_dy, Shape{k, width}), Tensor::from_vector(kept_idx, Shape{k})},
+        {dt});
+    run(OpKind::GatherBackward, {dy.to(kGpu), Tensor::from_vector(iv, Shape{m}, kGpu)}, {dtg});
+    EXPECT_TRUE(same_bytes(dtg, dt)) << "gather backward with ignored indices, " << rows << " rows, m=" << m;
+  }
   // Out-of-range rows cannot throw on the device: they read as NaN (documented in op.hpp).
   Tensor table = Tensor::full(Shape{3, 2}, 1.0, DType::f32, kGpu), yg = Tensor::empty(Shape{2, 2}, DType::f32, kGpu);
   run(OpKind::Gather, {table, Tensor::from_vector<int32_t>({1, 3}, Shape{2}, kGpu)}, {yg});

@@ -18,7 +18,8 @@
 // Slice           in: x              out: y; i[0]=axis i[1]=start (length from y)
 // SliceBackward   in: dy             out: dx (zeros outside the slice); i[0]=axis i[1]=start
 // Gather          in: table (R, ...), idx i32 (M)   out: y (M, ...)
-// GatherBackward  in: dy (M, ...), idx  out: dtable (R, ...) (deterministic: sorted segments)
+// GatherBackward  in: dy (M, ...), idx  out: dtable (R, ...) (deterministic: on CUDA a CUB radix
+//                   sort of (row, position) pairs, then each row's run summed in position order)
 // OneHot          in: labels i32 (N)  out: y f32 (N, C)
 // GatherImages    in: images u8 (R, ...), idx i32 (B)   out: y f32 (B, ...) = (u8/255 - f[0]) / f[1]
 // GatherBatch     in: perm i32 (N), x (R, ...) u8 or f32, y (R, ...)   out: xb f32 (B, ...), yb (B, ...),
