@@ -212,7 +212,7 @@ int main(int argc, char** argv) {
     DeviceBuffer ws(std::max<size_t>(cudl::kernels::loss_workspace_bytes(crow, true), 16));
     fill_pattern(logits);
     b.large("cross-entropy + grad + correct", shape_str({crow, 10}), 8.0 * crow * 10 + 4.0 * crow, [&] {
-      k::cross_entropy_loss_cuda(logits.as<float>(), labels.as<int32_t>(), crow, 10, 0.f, true, nullptr,
+      k::cross_entropy_loss_cuda(logits.as<float>(), labels.as<int32_t>(), crow, 10, 0.f, nullptr, true, nullptr,
                                  dlogits.as<float>(), sink, ws.p, s);
     });
   }

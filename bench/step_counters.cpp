@@ -2,7 +2,8 @@
 // under the emulator (tests/emu): launches, graphs, library calls, allocations, syncs, copies; and the
 // bytes each node reads and writes against the minimum a step must move.
 //
-// Usage: bench_step_counters [--model mlp|cnn|all] [--batch B (128)] [--warmup W (3)]
+// Usage: bench_step_counters [--model mlp|cnn|embed|all] [--batch B (128)] [--warmup W (3)]
+// (embed: a token classifier whose step runs Gather / GatherBackward; bench/train_graph.hpp)
 // The counters come from Model::fit itself: a callback resets the emulator's counters after step W
 // and reads them after step W+1, so exactly one exec->run() of the real training program lies in
 // between (the emulator's lazy streams are drained with cudl_emu::flush_all on both sides; that is
@@ -282,7 +283,7 @@ int run_model(const std::string& kind, const Args& a) {
   const cudl::Device dev = cudl::Device::cuda(0);
   const char* env = std::getenv("CUDL_CUDA_GRAPHS");
   const bool graphs = !(env && std::strcmp(env, "0") == 0);
-  cudl::Sequential model = cudl_bench::build_mnist_model(kind);
+  cudl::Sequential model = kind == "embed" ? cudl_bench::build_token_model() : cudl_bench::build_mnist_model(kind);
   cudl::CompileOptions opt;
   opt.optimizer = cudl::optim::Adam(1e-3);
   opt.loss = "sparse_categorical_crossentropy";
@@ -292,7 +293,8 @@ int run_model(const std::string& kind, const Args& a) {
   model.compile(opt);
   const int plan_kernels = model.plan_report().kernels_per_step;
 
-  const cudl::Dataset data = cudl_bench::synthetic_mnist(a.batch * (a.warmup + 2));
+  const int64_t rows = a.batch * (a.warmup + 2);
+  const cudl::Dataset data = kind == "embed" ? cudl_bench::synthetic_tokens(rows) : cudl_bench::synthetic_mnist(rows);
   auto window = std::make_shared<CounterWindow>(a.warmup);
   cudl::FitOptions fo;
   fo.epochs = 1;
@@ -354,7 +356,7 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string k = argv[i];
     if (i + 1 >= argc) {
-      std::fprintf(stderr, "usage: bench_step_counters [--model mlp|cnn|all] [--batch B] [--warmup W]\n");
+      std::fprintf(stderr, "usage: bench_step_counters [--model mlp|cnn|embed|all] [--batch B] [--warmup W]\n");
       return 2;
     }
     const std::string v = argv[++i];
@@ -369,9 +371,10 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  if ((a.model != "mlp" && a.model != "cnn" && a.model != "all") || a.batch < 1 || a.warmup < 2) {
+  if ((a.model != "mlp" && a.model != "cnn" && a.model != "embed" && a.model != "all") || a.batch < 1 ||
+      a.warmup < 2) {
     std::fprintf(stderr,
-                 "bench_step_counters: --model mlp|cnn|all, --batch >= 1, --warmup >= 2 (the first run is eager, "
+                 "bench_step_counters: --model mlp|cnn|embed|all, --batch >= 1, --warmup >= 2 (the first run is eager, "
                  "the second captures)\n");
     return 2;
   }
@@ -381,7 +384,7 @@ int main(int argc, char** argv) {
       return 1;
     }
     int rc = 0;
-    for (const char* kind : {"mlp", "cnn"})
+    for (const char* kind : {"mlp", "cnn", "embed"})
       if (a.model == "all" || a.model == kind) rc |= run_model(kind, a);
     return rc;
   } catch (const cudl::Error& e) {

@@ -35,6 +35,27 @@ inline cudl::Dataset synthetic_mnist(int64_t n, uint32_t seed = 1) {
   return d;
 }
 
+/// A token classifier whose step runs Gather and GatherBackward: i32 rows of 16 tokens from a
+/// vocabulary of 1,000 -> Embedding(1000, 64) -> PositionalEmbedding(16, 64) -> Flatten -> Dense(10).
+inline cudl::Sequential build_token_model() {
+  namespace L = cudl::layers;
+  return cudl::Sequential(cudl::Shape{16},
+                          {L::Embedding(1000, 64), L::PositionalEmbedding(16, 64), L::Flatten(), L::Dense(10)},
+                          "embed", cudl::DType::i32);
+}
+
+/// Synthetic token rows for build_token_model: x i32 (n, 16) in [0, 1000), labels i32 (n,).
+inline cudl::Dataset synthetic_tokens(int64_t n, uint32_t seed = 1) {
+  std::mt19937 g(seed);
+  std::vector<int32_t> x(static_cast<size_t>(n) * 16), y(n);
+  for (auto& v : x) v = static_cast<int32_t>(g() % 1000);
+  for (auto& v : y) v = static_cast<int32_t>(g() % 10);
+  cudl::Dataset d;
+  d.x = cudl::Tensor::from_vector(x, cudl::Shape{n, 16});
+  d.y = cudl::Tensor::from_vector(y, cudl::Shape{n});
+  return d;
+}
+
 /// Compiles `model` as cudl-mnist does (Adam 1e-3, sparse softmax cross-entropy, accuracy).
 inline void compile_like_sample(cudl::Model& model, cudl::Device dev, int64_t batch) {
   cudl::CompileOptions opt;

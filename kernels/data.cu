@@ -1,11 +1,18 @@
 // kernels/data.cu — data-movement kernels. Byte-level copies pick the widest unit (16, 4 or 1
-// bytes) every address and pitch allows; gather's backward is a counting sort plus an ordered
-// per-row sum, so it is deterministic without floating-point atomics.
+// bytes) every address and pitch allows; gather's backward is a CUB radix sort of (row, position)
+// pairs plus an ordered per-row sum, so it is deterministic without floating-point atomics.
+#if defined(__CUDACC__)
+#include <cub/device/device_radix_sort.cuh>
+#else
+#include "emu/cub.hpp"  // the emulated subset, from CUB's documented semantics
+#endif
+
 #include <algorithm>
 #include <cstring>
 #include <initializer_list>
 
 #include "backend/convert.hpp"
+#include "cudl/error.hpp"
 #include "kernels/common.cuh"
 #include "kernels/data.cuh"
 
@@ -175,6 +182,83 @@ static __global__ void permute_kernel(const T* __restrict__ x, T* __restrict__ y
   }
 }
 
+constexpr int kTile = 32, kTileRows = 8;  // transpose tiles of 32 x 32 elements, 32 x 8 threads
+
+/// A permutation that moves x's innermost dim: y dim `p` (size rows) has x stride 1, y's last dim
+/// (size cols) has x stride col_stride; the other dims are batch dims. y is contiguous.
+struct TransposeArgs {
+  int rank, p;
+  int64_t out_dims[8], in_strides[8], out_strides[8];
+  int64_t rows, cols, col_stride, row_out_stride, batches, row_tiles, col_tiles;
+};
+
+/// Each block moves 32 x 32 tiles (grid-stride over batch x row tiles x col tiles): it reads a
+/// tile along x's contiguous dim (coalesced), then writes it transposed along y's contiguous last
+/// dim (coalesced); the shared tile is padded by one column so neither pass has bank conflicts.
+template <typename T>
+static __global__ void __launch_bounds__(kTile * kTileRows)
+    permute_tiled_kernel(const T* __restrict__ x, T* __restrict__ y, TransposeArgs a) {
+  __shared__ T tile[kTile][kTile + 1];
+  const int tx = threadIdx.x % kTile, ty = threadIdx.x / kTile;
+  const int64_t tiles = a.batches * a.row_tiles * a.col_tiles;
+  for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
+    const int64_t ct = t % a.col_tiles, rt = (t / a.col_tiles) % a.row_tiles;
+    int64_t b = t / (a.col_tiles * a.row_tiles), x_base = 0, y_base = 0;
+    for (int k = a.rank - 2; k >= 0; --k) {  // the batch dims: every y dim but p and the last
+      if (k == a.p) continue;
+      const int64_t c = b % a.out_dims[k];
+      b /= a.out_dims[k];
+      x_base += c * a.in_strides[k];
+      y_base += c * a.out_strides[k];
+    }
+    const int64_t r0 = rt * kTile, c0 = ct * kTile;
+    // load: tile[j][i] = x(row r0 + i, col c0 + j); consecutive threads read consecutive rows (stride 1 in x)
+    for (int j = ty; j < kTile; j += kTileRows) {
+      const int64_t r = r0 + tx, c = c0 + j;
+      if (r < a.rows && c < a.cols) tile[j][tx] = x[x_base + r + c * a.col_stride];
+    }
+    __syncthreads();
+    // store: y(row r0 + i, col c0 + j) = tile[j][i]; consecutive threads write consecutive cols
+    for (int i = ty; i < kTile; i += kTileRows) {
+      const int64_t r = r0 + i, c = c0 + tx;
+      if (r < a.rows && c < a.cols) y[y_base + r * a.row_out_stride + c] = tile[tx][i];
+    }
+    __syncthreads();  // the tile is reused by the block's next tile
+  }
+}
+
+template <typename T>
+static void launch_permute(const void* x, void* y, const PermuteArgs& a, int64_t n, cudaStream_t stream) {
+  int p = -1;  // the y dim that is x's contiguous one
+  for (int k = 0; k < a.rank; ++k)
+    if (a.in_strides[k] == 1) p = k;
+  if (p < 0 || p == a.rank - 1) {  // x's contiguous dim stays last: rows copied, both sides coalesced
+    launch<permute_kernel<T>>(grid_for(n, kBlock), kBlock, 0, stream, static_cast<const T*>(x), static_cast<T*>(y),
+                              a, n);
+    return;
+  }
+  TransposeArgs t{};
+  t.rank = a.rank;
+  t.p = p;
+  int64_t stride = 1;
+  for (int k = a.rank - 1; k >= 0; --k) {
+    t.out_dims[k] = a.out_dims[k];
+    t.in_strides[k] = a.in_strides[k];
+    t.out_strides[k] = stride;
+    stride *= a.out_dims[k];
+  }
+  t.rows = a.out_dims[p];
+  t.cols = a.out_dims[a.rank - 1];
+  t.col_stride = a.in_strides[a.rank - 1];
+  t.row_out_stride = t.out_strides[p];
+  t.batches = n / (t.rows * t.cols);
+  t.row_tiles = (t.rows + kTile - 1) / kTile;
+  t.col_tiles = (t.cols + kTile - 1) / kTile;
+  const int64_t tiles = t.batches * t.row_tiles * t.col_tiles;
+  const unsigned grid = static_cast<unsigned>(tiles < 65535 ? tiles : 65535);
+  launch<permute_tiled_kernel<T>>(grid, kTile * kTileRows, 0, stream, static_cast<const T*>(x), static_cast<T*>(y), t);
+}
+
 void permute_cuda(const void* x, void* y, int elem_size, int rank, const int64_t* out_dims, const int64_t* in_strides,
                   int64_t n, cudaStream_t stream) {
   if (n == 0) return;
@@ -191,23 +275,18 @@ void permute_cuda(const void* x, void* y, int elem_size, int rank, const int64_t
       ++a.rank;
     }
   }
-  const unsigned grid = grid_for(n, kBlock);
   switch (elem_size) {
     case 1:
-      launch<permute_kernel<uint8_t>>(grid, kBlock, 0, stream, static_cast<const uint8_t*>(x), static_cast<uint8_t*>(y),
-                                      a, n);
+      launch_permute<uint8_t>(x, y, a, n, stream);
       break;
     case 2:
-      launch<permute_kernel<uint16_t>>(grid, kBlock, 0, stream, static_cast<const uint16_t*>(x),
-                                       static_cast<uint16_t*>(y), a, n);
+      launch_permute<uint16_t>(x, y, a, n, stream);
       break;
     case 4:
-      launch<permute_kernel<uint32_t>>(grid, kBlock, 0, stream, static_cast<const uint32_t*>(x),
-                                       static_cast<uint32_t*>(y), a, n);
+      launch_permute<uint32_t>(x, y, a, n, stream);
       break;
     default:
-      launch<permute_kernel<uint64_t>>(grid, kBlock, 0, stream, static_cast<const uint64_t*>(x),
-                                       static_cast<uint64_t*>(y), a, n);
+      launch_permute<uint64_t>(x, y, a, n, stream);
       break;
   }
 }
@@ -356,110 +435,114 @@ void gather_rows_cuda(const void* table, const int32_t* idx, void* y, int64_t ro
   }
 }
 
-// --- gather backward: counting sort of positions by row, then an ordered sum per row -----------------
+// --- gather backward: radix sort of (row, position) pairs, then an ordered sum per row -----------
+
+// keys[j] = idx[j], or `rows` (a bucket past every row, summed by nobody) when out of range;
+// positions[j] = j, so the stable sort leaves each row's positions in increasing order.
+static __global__ void sort_keys_kernel(const int32_t* __restrict__ idx, int64_t m, int64_t rows,
+                                        uint32_t* __restrict__ keys, int32_t* __restrict__ positions) {
+  for (int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; j < m; j += (int64_t)gridDim.x * blockDim.x) {
+    const int32_t r = idx[j];
+    keys[j] = r >= 0 && r < rows ? static_cast<uint32_t>(r) : static_cast<uint32_t>(rows);
+    positions[j] = static_cast<int32_t>(j);
+  }
+}
+
+// starts[r] = first sorted position whose key is >= r, for r in [0, rows]: each r is written once,
+// by the element where the keys step past it (or, past the last key, as m).
+static __global__ void run_starts_kernel(const uint32_t* __restrict__ keys, int64_t m, int64_t rows,
+                                         int32_t* __restrict__ starts) {
+  for (int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; j < m; j += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t k = keys[j], prev = j == 0 ? -1 : static_cast<int64_t>(keys[j - 1]);
+    for (int64_t r = prev + 1; r <= k && r <= rows; ++r) starts[r] = static_cast<int32_t>(j);
+    if (j == m - 1)
+      for (int64_t r = k + 1; r <= rows; ++r) starts[r] = static_cast<int32_t>(m);
+  }
+}
 
 static __global__ void zero_ints_kernel(int32_t* __restrict__ p, int64_t n) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
     p[i] = 0;
 }
 
-// counts[r] = number of positions m with idx[m] == r (integer atomics: the totals are exact)
-static __global__ void row_histogram_kernel(const int32_t* __restrict__ idx, int64_t m, int64_t rows,
-                                            int32_t* __restrict__ counts) {
-  for (int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; j < m; j += (int64_t)gridDim.x * blockDim.x) {
-    const int32_t r = idx[j];
-    if (r >= 0 && r < rows) atomicAdd(&counts[r], 1);
-  }
-}
-
-constexpr int kScanBlock = 1024;
-
-// One block: starts = exclusive scan of counts[0..n) written in place (n = rows + 1); cursor[r] = starts[r].
-static __global__ void __launch_bounds__(kScanBlock)
-    exclusive_scan_kernel(int32_t* __restrict__ counts, int32_t* __restrict__ cursor, int64_t n, int64_t rows) {
-  __shared__ int32_t sums[kScanBlock];
-  const int64_t per = (n + kScanBlock - 1) / kScanBlock;
-  const int64_t lo = threadIdx.x * per, hi = lo + per < n ? lo + per : n;
-  int32_t s = 0;
-  for (int64_t i = lo; i < hi; ++i) s += counts[i];
-  sums[threadIdx.x] = s;
-  __syncthreads();
-  // Hillis-Steele inclusive scan of the segment sums.
-  for (int width = 1; width < kScanBlock; width *= 2) {
-    const int t = static_cast<int>(threadIdx.x);
-    const int32_t add = t >= width ? sums[t - width] : 0;
-    __syncthreads();
-    sums[threadIdx.x] += add;
-    __syncthreads();
-  }
-  int32_t run = threadIdx.x > 0 ? sums[threadIdx.x - 1] : 0;
-  for (int64_t i = lo; i < hi; ++i) {
-    const int32_t c = counts[i];
-    counts[i] = run;
-    if (i < rows) cursor[i] = run;
-    run += c;
-  }
-}
-
-// order[starts[r] + k] = the positions m with idx[m] == r, in arbitrary order (sorted later)
-static __global__ void scatter_positions_kernel(const int32_t* __restrict__ idx, int64_t m, int64_t rows,
-                                                int32_t* __restrict__ cursor, int32_t* __restrict__ order) {
-  for (int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; j < m; j += (int64_t)gridDim.x * blockDim.x) {
-    const int32_t r = idx[j];
-    if (r >= 0 && r < rows) order[atomicAdd(&cursor[r], 1)] = static_cast<int32_t>(j);
-  }
-}
-
 constexpr int kRowBlock = 128;
 
-// One block per table row (grid-stride): thread 0 sorts the row's positions ascending, then the
-// threads sum dy rows over them in that order, one column each.
+// One block per table row (grid-stride), one column per thread: the dy rows of the row's
+// positions, summed in increasing position order from 0.
 static __global__ void __launch_bounds__(kRowBlock)
     ordered_row_sum_kernel(const float* __restrict__ dy, const int32_t* __restrict__ starts,
-                           int32_t* __restrict__ order, float* __restrict__ dtable, int64_t rows, int64_t row) {
+                           const int32_t* __restrict__ order, float* __restrict__ dtable, int64_t rows, int64_t row) {
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const int32_t lo = starts[r], hi = starts[r + 1];
-    if (threadIdx.x == 0) {
-      for (int32_t i = lo + 1; i < hi; ++i) {  // insertion sort: segments are short in practice
-        const int32_t v = order[i];
-        int32_t j = i - 1;
-        while (j >= lo && order[j] > v) {
-          order[j + 1] = order[j];
-          --j;
-        }
-        order[j + 1] = v;
-      }
-    }
-    __syncthreads();
     for (int64_t col = threadIdx.x; col < row; col += blockDim.x) {
       float acc = 0.0f;
       for (int32_t i = lo; i < hi; ++i) acc += dy[static_cast<int64_t>(order[i]) * row + col];
       dtable[r * row + col] = acc;
     }
-    __syncthreads();
   }
 }
 
-size_t gather_backward_workspace_bytes(int64_t rows, int64_t m) {
-  return static_cast<size_t>(2 * rows + 1 + m) * sizeof(int32_t);
+/// Throws naming the call when a CUB call returns an error.
+static void check_cub(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) CUDL_FAIL("CUDA error: ", what, ": ", cudaGetErrorName(e), ": ", cudaGetErrorString(e));
 }
+
+/// Bits that hold every key in [0, rows] (the sort looks at no others).
+static int key_bits(int64_t rows) {
+  int bits = 1;
+  while (bits < 32 && (int64_t{1} << bits) <= rows) ++bits;
+  return bits;
+}
+
+static size_t round256(size_t b) { return (b + 255) / 256 * 256; }
+
+/// The workspace: keys and positions in and out (m each), starts (rows + 1), CUB's temporary storage.
+struct GatherBackwardLayout {
+  size_t keys_in, pos_in, keys_out, pos_out, starts, temp, temp_bytes, total;
+};
+
+static GatherBackwardLayout gather_backward_layout(int64_t rows, int64_t m) {
+  GatherBackwardLayout l{};
+  const size_t items = round256(static_cast<size_t>(m) * 4);
+  l.keys_in = 0;
+  l.pos_in = l.keys_in + items;
+  l.keys_out = l.pos_in + items;
+  l.pos_out = l.keys_out + items;
+  l.starts = l.pos_out + items;
+  l.temp = l.starts + round256(static_cast<size_t>(rows + 1) * 4);
+  if (m > 0) {  // the size query: no work is done
+    check_cub(cub::DeviceRadixSort::SortPairs(nullptr, l.temp_bytes, static_cast<const uint32_t*>(nullptr),
+                                              static_cast<uint32_t*>(nullptr), static_cast<const int32_t*>(nullptr),
+                                              static_cast<int32_t*>(nullptr), m, 0, key_bits(rows)),
+              "cub::DeviceRadixSort::SortPairs (size query)");
+  }
+  l.total = l.temp + round256(l.temp_bytes);
+  return l;
+}
+
+size_t gather_backward_workspace_bytes(int64_t rows, int64_t m) { return gather_backward_layout(rows, m).total; }
 
 void gather_backward_cuda(const float* dy, const int32_t* idx, float* dtable, int64_t rows, int64_t row, int64_t m,
                           void* workspace, cudaStream_t stream) {
   if (rows == 0 || row == 0) return;
-  int32_t* counts = static_cast<int32_t*>(workspace);  // rows + 1, becomes starts
-  int32_t* cursor = counts + rows + 1;                 // rows
-  int32_t* order = cursor + rows;                      // m
-  launch<zero_ints_kernel>(grid_for(rows + 1, kBlock), kBlock, 0, stream, counts, rows + 1);
+  GatherBackwardLayout l = gather_backward_layout(rows, m);
+  char* ws = static_cast<char*>(workspace);
+  auto* keys_in = reinterpret_cast<uint32_t*>(ws + l.keys_in);
+  auto* keys_out = reinterpret_cast<uint32_t*>(ws + l.keys_out);
+  auto* pos_in = reinterpret_cast<int32_t*>(ws + l.pos_in);
+  auto* pos_out = reinterpret_cast<int32_t*>(ws + l.pos_out);
+  auto* starts = reinterpret_cast<int32_t*>(ws + l.starts);
   if (m > 0) {
-    launch<row_histogram_kernel>(grid_for(m, kBlock), kBlock, 0, stream, idx, m, rows, counts);
+    launch<sort_keys_kernel>(grid_for(m, kBlock), kBlock, 0, stream, idx, m, rows, keys_in, pos_in);
+    check_cub(cub::DeviceRadixSort::SortPairs(static_cast<void*>(ws + l.temp), l.temp_bytes, keys_in, keys_out, pos_in,
+                                              pos_out, m, 0, key_bits(rows), stream),
+              "cub::DeviceRadixSort::SortPairs");
+    launch<run_starts_kernel>(grid_for(m, kBlock), kBlock, 0, stream, keys_out, m, rows, starts);
+  } else {
+    launch<zero_ints_kernel>(grid_for(rows + 1, kBlock), kBlock, 0, stream, starts, rows + 1);
   }
-  launch<exclusive_scan_kernel>(1, kScanBlock, 0, stream, counts, cursor, rows + 1, rows);
-  if (m > 0) {
-    launch<scatter_positions_kernel>(grid_for(m, kBlock), kBlock, 0, stream, idx, m, rows, cursor, order);
-  }
-  launch<ordered_row_sum_kernel>(grid_for(rows * kRowBlock, kRowBlock), kRowBlock, 0, stream, dy, counts, order, dtable,
-                                 rows, row);
+  launch<ordered_row_sum_kernel>(grid_for(rows * kRowBlock, kRowBlock), kRowBlock, 0, stream, dy, starts, pos_out,
+                                 dtable, rows, row);
 }
 
 // --- one-hot and image gather ------------------------------------------------------------------------

@@ -20,7 +20,10 @@ enum CastType : int { kCastF32 = 0, kCastF16 = 1, kCastBf16 = 2, kCastI32 = 3 };
 /// f16/bf16/i32 -> f32. One side must be f32.
 void cast_cuda(const void* x, int x_type, void* y, int y_type, int64_t n, cudaStream_t stream);
 
-/// y (out_dims, row-major) element c reads x at sum_k c[k] * in_strides[k]; rank <= 8.
+/// y (out_dims, row-major) element c reads x at sum_k c[k] * in_strides[k]; rank <= 8. When x's
+/// contiguous dim is not y's last (a transpose: (B,H,T,D) -> (B,H,D,T)), 32 x 32 shared-memory
+/// tiles keep both the reads and the writes coalesced; otherwise each thread copies one element
+/// and consecutive threads touch consecutive elements on both sides ((B,T,H,D) -> (B,H,T,D)).
 void permute_cuda(const void* x, void* y, int elem_size, int rank, const int64_t* out_dims, const int64_t* in_strides,
                   int64_t n, cudaStream_t stream);
 
@@ -36,8 +39,10 @@ void gather_rows_cuda(const void* table, const int32_t* idx, void* y, int64_t ro
                       cudaStream_t stream);
 /// Scratch bytes gather_backward_cuda needs.
 size_t gather_backward_workspace_bytes(int64_t rows, int64_t m);
-/// dtable row r = sum of dy rows m with idx[m] == r in increasing m (counting sort, no float atomics);
-/// indices outside [0, rows) are ignored.
+/// dtable row r = sum of dy rows m with idx[m] == r in increasing m, no float atomics: the
+/// (row, position) pairs are sorted by cub::DeviceRadixSort::SortPairs (stable, over the key bits
+/// rows needs) in the workspace, then each row's run is summed in order. Indices outside [0, rows)
+/// are ignored. Launches: 3 kernels + the sort (m > 0), 2 kernels (m == 0).
 void gather_backward_cuda(const float* dy, const int32_t* idx, float* dtable, int64_t rows, int64_t row, int64_t m,
                           void* workspace, cudaStream_t stream);
 

@@ -115,6 +115,9 @@ struct Sink {
   int* hits;        // one per block, or null (only CE counts correct rows)
   LossSink out;
   float divisor;
+  float rows;              // CE: rows counted by correct_acc when no row is ignored
+  const int* kept;         // CE with an ignore index: the rows kept (device), or null
+  bool mean;               // with `kept`: the loss is divided by *kept
   __device__ bool active() const { return out.loss || out.correct || out.loss_acc || out.correct_acc; }
 };
 
@@ -137,11 +140,14 @@ __device__ __forceinline__ void finish(const Sink& s, float total, int hits) {
   acc = block_reduce_sum<WarpResults::kSerial>(acc);
   h = block_reduce_sum<WarpResults::kSerial>(h);
   if (threadIdx.x == 0) {
-    const float loss = acc / s.divisor;
+    const float counted = s.kept ? static_cast<float>(*s.kept) : s.rows;  // CE's rows not ignored
+    float loss = acc / s.divisor;
+    if (s.kept && s.mean) loss = counted > 0.f ? acc / counted : 0.f;  // a Mean over no rows is 0
     if (s.out.loss) *s.out.loss = loss;
     if (s.out.correct) *s.out.correct = h;
     if (s.out.loss_acc) *s.out.loss_acc += s.out.acc_scale * loss;
-    if (s.out.correct_acc) *s.out.correct_acc += static_cast<float>(h);
+    if (s.out.correct_acc && counted > 0.f)
+      *s.out.correct_acc += (s.out.acc_scale * static_cast<float>(h)) / counted;
   }
 }
 
@@ -185,13 +191,27 @@ __global__ void __launch_bounds__(kLossBlock)
   if (sink.active()) finish(sink, block_reduce_sum<WarpResults::kSerial>(acc), 0);
 }
 
+/// One block: *kept = the number of labels not equal to `ignore_index` (CE with an ignore index).
+__global__ void __launch_bounds__(kLossBlock)
+    count_kept_kernel(const int32_t* __restrict__ labels, int64_t rows, int32_t ignore_index, int* __restrict__ kept) {
+  int n = 0;
+  for (int64_t r = threadIdx.x; r < rows; r += blockDim.x) n += labels[r] != ignore_index;
+  n = block_reduce_sum<WarpResults::kSerial>(n);
+  if (threadIdx.x == 0) *kept = n;
+}
+
 /// One warp per row of logits: online max/sum-exp, sum of logits (smoothing), argmax; then the
-/// gradient row in a second pass over the (cached) row.
+/// gradient row in a second pass over the (cached) row. With `ignore`, rows labelled ignore_index
+/// add nothing and get a zero gradient row, and Mean divides by *sink.kept.
 __global__ void __launch_bounds__(kLossBlock)
     cross_entropy_kernel(const float* __restrict__ logits, const int32_t* __restrict__ labels, int64_t rows,
-                         int64_t cols, float smoothing, const float* __restrict__ dloss, float grad_mul,
-                         float* __restrict__ dpred, Sink sink) {
+                         int64_t cols, float smoothing, bool ignore, int32_t ignore_index,
+                         const float* __restrict__ dloss, float grad_mul, float* __restrict__ dpred, Sink sink) {
   const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
+  if (ignore && sink.mean) {  // 1 / rows kept, 0 when every row is ignored (no row has a gradient)
+    const int kept = *sink.kept;
+    grad_mul = kept > 0 ? 1.f / static_cast<float>(kept) : 0.f;
+  }
   const float scale = dpred ? grad_scale(dloss, grad_mul) : 0.f;
   const float inv_cols = 1.f / static_cast<float>(cols);
   float acc = 0.f;  // this warp's rows (lane-uniform)
@@ -200,6 +220,11 @@ __global__ void __launch_bounds__(kLossBlock)
        r += static_cast<int64_t>(gridDim.x) * kWarpsPerBlock) {
     const float* xr = logits + r * cols;
     const int32_t y = labels[r];
+    if (ignore && y == ignore_index) {  // warp-uniform
+      if (dpred)
+        for (int64_t j = lane; j < cols; j += kWarpSize) dpred[r * cols + j] = 0.f;
+      continue;
+    }
     const bool valid = y >= 0 && y < cols;
     OnlineSoftmax sm;
     float sum_x = 0.f, best_v = 0.f;
@@ -297,7 +322,7 @@ unsigned elementwise_blocks(int64_t n) { return grid_for((n + 3) / 4, kLossBlock
 
 Sink make_sink(void* workspace, unsigned blocks, bool with_hits, const LossSink& out, float divisor) {
   float* sums = static_cast<float*>(workspace);
-  return Sink{sums, with_hits ? reinterpret_cast<int*>(sums + blocks) : nullptr, out, divisor};
+  return Sink{sums, with_hits ? reinterpret_cast<int*>(sums + blocks) : nullptr, out, divisor, divisor, nullptr, false};
 }
 
 template <typename Fn>
@@ -311,7 +336,7 @@ void launch_elementwise(Fn fn, const float* pred, const float* target, int64_t n
 
 size_t loss_workspace_bytes(int64_t items, bool per_row) {
   const unsigned blocks = per_row ? row_blocks(items) : elementwise_blocks(items);
-  return static_cast<size_t>(blocks) * (sizeof(float) + sizeof(int));
+  return static_cast<size_t>(blocks) * (sizeof(float) + sizeof(int)) + sizeof(int);  // + CE's kept count
 }
 
 void elementwise_loss_cuda(ElementwiseLoss kind, float param, const float* pred, const float* target, int64_t n,
@@ -341,13 +366,20 @@ void elementwise_loss_cuda(ElementwiseLoss kind, float param, const float* pred,
 }
 
 void cross_entropy_loss_cuda(const float* logits, const int32_t* labels, int64_t rows, int64_t cols, float smoothing,
-                             bool mean, const float* dloss, float* dpred, const LossSink& out, void* workspace,
-                             cudaStream_t stream) {
+                             const int32_t* ignore_index, bool mean, const float* dloss, float* dpred,
+                             const LossSink& out, void* workspace, cudaStream_t stream) {
   const unsigned blocks = row_blocks(rows);
-  const Sink sink = make_sink(workspace, blocks, true, out, mean ? static_cast<float>(rows) : 1.f);
+  Sink sink = make_sink(workspace, blocks, true, out, mean ? static_cast<float>(rows) : 1.f);
+  sink.rows = static_cast<float>(rows);
+  sink.mean = mean;
   const float grad_mul = mean ? 1.f / static_cast<float>(rows) : 1.f;
-  launch<cross_entropy_kernel>(blocks, kLossBlock, 0, stream, logits, labels, rows, cols, smoothing, dloss, grad_mul,
-                               dpred, sink);
+  if (ignore_index) {  // the kept count sits after the partials and hits
+    int* kept = reinterpret_cast<int*>(static_cast<char*>(workspace) + static_cast<size_t>(blocks) * 2 * sizeof(int));
+    sink.kept = kept;
+    launch<count_kept_kernel>(1, kLossBlock, 0, stream, labels, rows, *ignore_index, kept);
+  }
+  launch<cross_entropy_kernel>(blocks, kLossBlock, 0, stream, logits, labels, rows, cols, smoothing,
+                               ignore_index != nullptr, ignore_index ? *ignore_index : 0, dloss, grad_mul, dpred, sink);
 }
 
 void soft_cross_entropy_loss_cuda(const float* logits, const float* target, int64_t rows, int64_t cols, bool mean,

@@ -17,7 +17,7 @@ size_t loss_workspace_bytes(int64_t items, bool per_row);
 
 /// Where a launch puts its reduction; every pointer is nullable. loss = the reduced loss,
 /// correct = CE's count of rows whose argmax is the label, and the running metric accumulators
-/// loss_acc += acc_scale * loss and correct_acc += correct (f32, updated in place). `counter` is
+/// loss_acc += acc_scale * loss and correct_acc += (acc_scale * correct) / rows counted (f32, in place). `counter` is
 /// the stream's block counter (CudaContext::block_counter); it is required whenever any output is.
 struct LossSink {
   float* loss = nullptr;
@@ -37,10 +37,12 @@ void elementwise_loss_cuda(ElementwiseLoss kind, float param, const float* pred,
 
 /// Logits (rows, cols), labels i32 (rows); one warp per row: log-softmax + NLL with label
 /// smoothing, gradient and argmax == label count. A label outside [0, cols) makes its row's loss
-/// and gradient NaN and never counts as correct.
+/// and gradient NaN and never counts as correct. `ignore_index` (host pointer, nullable): rows with
+/// that label add nothing and get zero gradient rows; Mean divides by the rows kept, counted first
+/// by a one-block kernel (two launches then). correct_acc += (acc_scale * correct) / rows counted.
 void cross_entropy_loss_cuda(const float* logits, const int32_t* labels, int64_t rows, int64_t cols, float smoothing,
-                             bool mean, const float* dloss, float* dpred, const LossSink& out, void* workspace,
-                             cudaStream_t stream);
+                             const int32_t* ignore_index, bool mean, const float* dloss, float* dpred,
+                             const LossSink& out, void* workspace, cudaStream_t stream);
 
 /// Logits (rows, cols), probability or one-hot targets (rows, cols).
 void soft_cross_entropy_loss_cuda(const float* logits, const float* target, int64_t rows, int64_t cols, bool mean,

@@ -21,23 +21,10 @@ Dataset blobs(int64_t n, uint64_t seed) { return cudl::testing::separable_blobs(
 Sequential mlp() { return Sequential(Shape{8}, {layers::Dense(16, "relu"), layers::Dense(3)}, "mlp"); }
 
 CompileOptions options(Device d, uint64_t seed = 3) {
-  CompileOptions o;
-  o.optimizer = optim::Adam(0.02);
-  o.loss = losses::SparseCategoricalCrossentropy();
-  o.metrics = {"accuracy"};
-  o.device = d;
-  o.seed = seed;
-  return o;
+  return cudl::testing::classifier_options(d, optim::Adam(0.02), seed);
 }
 
-FitOptions fit_options(int epochs, int64_t batch = 16) {
-  FitOptions f;
-  f.epochs = epochs;
-  f.batch_size = batch;
-  f.verbose = 0;
-  f.seed = 9;
-  return f;
-}
+FitOptions fit_options(int epochs, int64_t batch = 16) { return cudl::testing::quiet_fit(epochs, batch, 9); }
 
 std::vector<float> flat(const std::vector<Tensor>& ts) {
   std::vector<float> out;
@@ -177,6 +164,7 @@ TEST(ModelGraph, TrainOnBatchTakesTheSameStepAsFit) {
     Logs t = b.test_on_batch(x0, y0);
     EXPECT_NEAR(t["loss"], b.evaluate(d.slice(0, 16), 16).metrics["loss"], 1e-6) << dev;
     EXPECT_EQ(b.last_batch_logs(), l1) << "test_on_batch keeps the last training batch's logs";
+    EXPECT_EQ(b.test_on_batch(x0, y0), t) << "a second call on its cached program reports its batch too";
     Tensor p = b.predict_on_batch(x0), q = b.predict(x0, 5);
     EXPECT_EQ(p.to_vector<float>(), q.to_vector<float>()) << dev;
   }

@@ -83,6 +83,9 @@ Tensor iota(const Shape& s, DType dt = DType::f32) {
       case DType::u8:
         t.data_as<uint8_t>()[i] = uint8_t(v);
         break;
+      case DType::i64:
+        t.data_as<int64_t>()[i] = int64_t(i) * 1000003 - 5;
+        break;
       default: {  // 2-byte types: any bit pattern will do for layout ops
         static_cast<uint16_t*>(t.data())[i] = uint16_t(i * 2654435761u >> 7);
       }
@@ -581,9 +584,14 @@ TEST(DataCpu, GatherBatchErrorsNameTheOpAndTheShapes) {
   };
   expect_error(
       [&] {
+        gather_batch(perm, Tensor::zeros(Shape{5, 1, 2, 3}, DType::f16), labels, xb, yb, cursor);
+      },
+      {"x must be u8, f32 or i32", "f16"});
+  expect_error(
+      [&] {
         gather_batch(perm, Tensor::zeros(Shape{5, 1, 2, 3}, DType::i32), labels, xb, yb, cursor);
       },
-      {"x must be u8 or f32", "i32"});
+      {"xb must be i32, got f32"});
   expect_error([&] { gather_batch(perm, img, labels, xb, batch_of(labels, 4, DType::f32), cursor); },
                {"y dtype i32", "yb dtype f32"});
   expect_error([&] { gather_batch(perm, img, labels, batch_of(img, 4, DType::u8), yb, cursor); }, {"xb must be f32"});
@@ -693,15 +701,23 @@ TEST(DataCuda, PermuteEqualsCpu) {
       run(OpKind::Permute, {x.to(kGpu)}, {yg}, perm_attrs(perm));
       ASSERT_TRUE(same_bytes(yg, y)) << "shape " << c.s << " " << dtype_name(c.dt);
     }
-  // a transpose with sides that are not multiples of a tile, and a rank-6 permutation
+  // Transposes (x's contiguous dim moves: tiled) with sides that are not multiples of a tile, the
+  // attention head moves (B,T,H,D) -> (B,H,T,D) (rows copied) and (B,H,T,D) -> (B,H,D,T) (tiled)
+  // with odd head sizes and T = 1,024, and a rank-6 permutation; 1-, 2-, 4- and 8-byte elements.
   for (auto [s, perm] : {std::pair{Shape{67, 129}, std::vector<int64_t>{1, 0}},
                          std::pair{Shape{3, 33, 65}, std::vector<int64_t>{0, 2, 1}},
-                         std::pair{Shape{2, 1, 3, 2, 5, 3}, std::vector<int64_t>{5, 3, 1, 0, 4, 2}}}) {
-    Tensor x = iota(s), y = Tensor::empty(permuted(s, perm)), yg = Tensor::empty(y.shape(), DType::f32, kGpu);
-    run(OpKind::Permute, {x}, {y}, perm_attrs(perm));
-    run(OpKind::Permute, {x.to(kGpu)}, {yg}, perm_attrs(perm));
-    EXPECT_TRUE(same_bytes(yg, y)) << "shape " << s;
-  }
+                         std::pair{Shape{2, 17, 3, 5}, std::vector<int64_t>{0, 2, 1, 3}},
+                         std::pair{Shape{2, 3, 17, 5}, std::vector<int64_t>{0, 1, 3, 2}},
+                         std::pair{Shape{1, 2, 1024, 7}, std::vector<int64_t>{0, 1, 3, 2}},
+                         std::pair{Shape{2, 1024, 2, 3}, std::vector<int64_t>{0, 2, 1, 3}},
+                         std::pair{Shape{40, 3, 70}, std::vector<int64_t>{2, 1, 0}},
+                         std::pair{Shape{2, 1, 3, 2, 5, 3}, std::vector<int64_t>{5, 3, 1, 0, 4, 2}}})
+    for (DType dt : {DType::f32, DType::u8, DType::f16, DType::i64}) {
+      Tensor x = iota(s, dt), y = Tensor::empty(permuted(s, perm), dt), yg = Tensor::empty(y.shape(), dt, kGpu);
+      run(OpKind::Permute, {x}, {y}, perm_attrs(perm));
+      run(OpKind::Permute, {x.to(kGpu)}, {yg}, perm_attrs(perm));
+      EXPECT_TRUE(same_bytes(yg, y)) << "shape " << s << " " << dtype_name(dt);
+    }
 }
 
 TEST(DataCuda, ConcatSliceEqualCpu) {
@@ -764,6 +780,26 @@ TEST(DataCuda, GatherAndBackwardEqualCpuBitwise) {
     run(OpKind::GatherBackward, {dy.to(kGpu), idx.to(kGpu)}, {dtg});
     EXPECT_TRUE(same_bytes(dtg, dt)) << "gather backward " << rows << "x" << width << " m=" << m;
   }
+  // GatherBackward on the device ignores indices outside [0, rows) (the CPU throws): the same bits
+  // as the CPU over the in-range positions alone, in their order. Also a table of 70,000 rows (17
+  // key bits for the radix sort) and no positions at all (zeros).
+  for (auto [rows, width, m] : {std::tuple{9, 4, 300}, std::tuple{70000, 2, 5000}, std::tuple{5, 3, 0}}) {
+    Tensor idx = random_labels(m, rows, uint64_t(m) + 5), dy = random_tensor(Shape{m, width}, 78);
+    std::vector<int32_t> iv = idx.to_vector<int32_t>(), kept_idx;
+    std::vector<float> dv = dy.to_vector<float>(), kept_dy;
+    for (int64_t j = 0; j < m; ++j) {
+      if (j % 7 == 3) iv[j] = j % 2 ? -1 - int32_t(j) : rows + int32_t(j);  // out of range
+      if (iv[j] < 0 || iv[j] >= rows) continue;
+      kept_idx.push_back(iv[j]);
+      kept_dy.insert(kept_dy.end(), dv.begin() + j * width, dv.begin() + (j + 1) * width);
+    }
+    const int64_t k = static_cast<int64_t>(kept_idx.size());
+    Tensor dt = Tensor::empty(Shape{rows, width}), dtg = Tensor::full(Shape{rows, width}, NAN, DType::f32, kGpu);
+    run(OpKind::GatherBackward, {Tensor::from_vector(kept_dy, Shape{k, width}), Tensor::from_vector(kept_idx, Shape{k})},
+        {dt});
+    run(OpKind::GatherBackward, {dy.to(kGpu), Tensor::from_vector(iv, Shape{m}, kGpu)}, {dtg});
+    EXPECT_TRUE(same_bytes(dtg, dt)) << "gather backward with ignored indices, " << rows << " rows, m=" << m;
+  }
   // Out-of-range rows cannot throw on the device: they read as NaN (documented in op.hpp).
   Tensor table = Tensor::full(Shape{3, 2}, 1.0, DType::f32, kGpu), yg = Tensor::empty(Shape{2, 2}, DType::f32, kGpu);
   run(OpKind::Gather, {table, Tensor::from_vector<int32_t>({1, 3}, Shape{2}, kGpu)}, {yg});
@@ -796,7 +832,7 @@ TEST(DataCuda, GatherBatchEqualsCpuBitwiseUnderEverySchedule) {
   CUDL_REQUIRE_CUDA();
   struct Case {
     Shape x;     // table (R, ...)
-    DType x_dt;  // u8 images or f32
+    DType x_dt;  // u8 images, f32 or i32 (token) rows
     Shape y;
     DType y_dt;
     int64_t n, b, cursor;
@@ -810,6 +846,7 @@ TEST(DataCuda, GatherBatchEqualsCpuBitwiseUnderEverySchedule) {
       {Shape{64, 33}, DType::f32, Shape{64}, DType::i32, 64, 61, 5},
       {Shape{30, 8}, DType::f32, Shape{30, 2}, DType::i64, 30, 301, 29},
       {Shape{20, 1, 28, 28}, DType::u8, Shape{20, 3}, DType::u8, 60, 3, 58},
+      {Shape{33, 7}, DType::i32, Shape{33, 7}, DType::i32, 33, 31, 12},  // token rows and targets
   };
 #if defined(CUDL_EMULATED)
   // The cursor is advanced by whichever block finishes last: blocks run in order, in reverse and
@@ -834,6 +871,8 @@ TEST(DataCuda, GatherBatchEqualsCpuBitwiseUnderEverySchedule) {
       const Case& k = cases[ci];
       const int64_t rows = k.x[0];
       Tensor x = k.x_dt == DType::u8 ? iota(k.x, DType::u8) : random_tensor(k.x, 11 + ci);
+      if (k.x_dt == DType::i32) x = iota(k.x, DType::i32);
+      const DType xb_dt = k.x_dt == DType::u8 ? DType::f32 : k.x_dt;
       Tensor y = k.y_dt == DType::f32 ? random_tensor(k.y, 13 + ci) : Tensor::empty(k.y, k.y_dt);
       if (k.y_dt != DType::f32) {
         auto* p = static_cast<unsigned char*>(y.data());
@@ -846,8 +885,8 @@ TEST(DataCuda, GatherBatchEqualsCpuBitwiseUnderEverySchedule) {
       Tensor xg = x.to(kGpu), yg = y.to(kGpu), pg = perm.to(kGpu);
       Tensor c = cursor_at(k.cursor), cg = cursor_at(k.cursor, kGpu);
       for (int step = 0; step < 3; ++step) {
-        Tensor xb = batch_of(x, k.b, DType::f32), yb = batch_of(y, k.b, k.y_dt);
-        Tensor xbg = batch_of(x, k.b, DType::f32, kGpu), ybg = batch_of(y, k.b, k.y_dt, kGpu);
+        Tensor xb = batch_of(x, k.b, xb_dt), yb = batch_of(y, k.b, k.y_dt);
+        Tensor xbg = batch_of(x, k.b, xb_dt, kGpu), ybg = batch_of(y, k.b, k.y_dt, kGpu);
         gather_batch(perm, x, y, xb, yb, c, 0.1307, 0.3081);
         gather_batch(pg, xg, yg, xbg, ybg, cg, 0.1307, 0.3081);
         EXPECT_TRUE(same_bytes(xbg, xb)) << "schedule " << kind << " case " << ci << " step " << step;

@@ -31,6 +31,8 @@ struct LossArgs {
   int64_t misalign = 0;  // run on views shifted by this many floats (exercises unaligned paths)
   bool acc = false;      // metric accumulators: loss_acc (and correct_acc for CE), starting at 2.5 / 7
   double acc_scale = 0;  // f[1]
+  bool ignore = false;   // CrossEntropyLoss: i[1] = 1, ignore index i[2] = ignore_index
+  int32_t ignore_index = -100;
 };
 
 constexpr float kLossAcc0 = 2.5f, kCorrectAcc0 = 7.f;
@@ -63,6 +65,8 @@ LossOut run_loss(OpKind op, const Tensor& pred, const Tensor& target, Device dev
   Tensor loss_acc = a.acc ? Tensor::full(Shape{1}, kLossAcc0, DType::f32, device) : Tensor();
   Tensor correct_acc = a.acc && ce ? Tensor::full(Shape{1}, kCorrectAcc0, DType::f32, device) : Tensor();
   attrs.f[1] = a.acc_scale;
+  attrs.i[1] = a.ignore ? 1 : 0;
+  attrs.i[2] = a.ignore_index;
   const TensorView dp = a.dpred ? view(dpred, pred.shape(), DType::f32) : TensorView{};
   const TensorView pv = view(p, pred.shape(), pred.dtype()), tgt = view(t, target.shape(), target.dtype());
   if (a.acc) {
@@ -343,7 +347,8 @@ TEST(LossCpu, BadArgumentsNameOpAndShapes) {
 }
 
 TEST(LossCpu, AccumulatorsAddTheScaledLossAndTheCorrectCount) {
-  // loss_acc += f[1] * loss and correct_acc += correct, in f32 (what an Accumulate node computes).
+  // loss_acc += f[1] * loss and correct_acc += (f[1] * correct) / rows, in f32: with f[1] = rows,
+  // the correct count itself.
   Tensor x = random_tensor(Shape{9, 4}, 71, -3, 3);
   Tensor y = random_labels(9, 4, 72);
   LossArgs a;
@@ -367,6 +372,105 @@ TEST(LossCpu, AccumulatorsAddTheScaledLossAndTheCorrectCount) {
   e.acc_scale = 0.25;
   LossOut l = run_loss(OpKind::L1Loss, p, t, kCpu, e);
   EXPECT_EQ(l.loss_acc.item(), static_cast<double>(kLossAcc0 + 0.25f * static_cast<float>(l.loss.item())));
+}
+
+namespace {
+
+/// Sequence logits (b, t, c) and labels (b, t) in which every third position (and the first) is
+/// labelled `ignore` (-100 here, out of [0, c), so it must not be range-checked).
+std::pair<Tensor, Tensor> sequence_inputs(int64_t b, int64_t t, int64_t c, uint64_t seed, int32_t ignore = -100) {
+  Tensor x = random_tensor(Shape{b, t, c}, seed, -4, 4);
+  Tensor y = random_labels(b * t, static_cast<int>(c), seed + 1);
+  int32_t* l = y.data_as<int32_t>();
+  for (int64_t i = 0; i < b * t; i += 3) l[i] = ignore;
+  return {x, y.reshape(Shape{b, t})};
+}
+
+LossArgs ignoring(int32_t index, Reduction red = Reduction::Mean) {
+  LossArgs a;
+  a.reduction = red;
+  a.ignore = a.correct = a.acc = true;  // every output, counts scaled by 4
+  a.ignore_index = index;
+  a.acc_scale = 4;
+  return a;
+}
+
+}  // namespace
+
+TEST(LossCpu, SequenceCrossEntropyIsTheMeanOverTheKeptPositions) {
+  // (2, 5, 7) logits, positions 0, 3, 6, 9 ignored: the loss, gradient and counts equal those of
+  // plain CE on the 6 kept rows, and the ignored rows' gradient is zero.
+  auto [x, y] = sequence_inputs(2, 5, 7, 31);
+  const int32_t* l = y.data_as<int32_t>();
+  std::vector<float> kx;
+  std::vector<int32_t> ky;
+  for (int64_t r = 0; r < 10; ++r)
+    if (l[r] != -100) {
+      kx.insert(kx.end(), x.data_as<float>() + r * 7, x.data_as<float>() + (r + 1) * 7);
+      ky.push_back(l[r]);
+    }
+  const int64_t kept = static_cast<int64_t>(ky.size());
+  ASSERT_EQ(kept, 6);
+  for (double smoothing : {0.0, 0.2}) {
+    LossArgs a = ignoring(-100);
+    a.param = smoothing;
+    LossArgs plain = a;
+    plain.ignore = false;
+    plain.acc_scale = static_cast<double>(kept);
+    const LossOut s = run_loss(OpKind::CrossEntropyLoss, x, y, kCpu, a);
+    const LossOut p = run_loss(OpKind::CrossEntropyLoss, Tensor::from_vector(kx, Shape{kept, 7}),
+                               Tensor::from_vector(ky, Shape{kept}), kCpu, plain);
+    EXPECT_EQ(s.loss.item(), p.loss.item());
+    EXPECT_EQ(s.correct.item(), p.correct.item());
+    EXPECT_EQ(s.loss_acc.item(), static_cast<double>(kLossAcc0 + 4.f * static_cast<float>(s.loss.item())));
+    EXPECT_EQ(s.correct_acc.item(),
+              static_cast<double>(kCorrectAcc0 + (4.f * static_cast<float>(s.correct.item())) / 6.f));
+    const float* g = s.dpred.data_as<float>();
+    int64_t k = 0;
+    for (int64_t r = 0; r < 10; ++r)
+      for (int64_t j = 0; j < 7; ++j) {
+        const float want = l[r] == -100 ? 0.f : p.dpred.data_as<float>()[k * 7 + j];
+        EXPECT_EQ(g[r * 7 + j], want) << "row " << r << " class " << j;
+        if (j == 6 && l[r] != -100) ++k;
+      }
+  }
+}
+
+TEST(LossCpu, SequenceCrossEntropyGradientMatchesFiniteDifferences) {
+  for (Reduction red : kReductions)
+    for (int32_t ignore : {-100, 2}) {  // an index outside the classes, and a class index
+      auto [x, y] = sequence_inputs(3, 4, 6, 41, ignore);
+      LossArgs a = ignoring(ignore, red);
+      a.param = 0.1;
+      Tensor dloss = Tensor::from_vector<float>({-0.5f}, Shape{1});
+      a.dloss = red == Reduction::Sum ? &dloss : nullptr;
+      expect_gradient_matches_fd(OpKind::CrossEntropyLoss, x, y, a);
+    }
+}
+
+TEST(LossCpu, SequenceCrossEntropyWithEveryPositionIgnoredIsZero) {
+  Tensor x = random_tensor(Shape{2, 3, 4}, 51, -2, 2);
+  Tensor y = Tensor::full(Shape{2, 3}, 1.0, DType::i32);
+  const LossOut r = run_loss(OpKind::CrossEntropyLoss, x, y, kCpu, ignoring(1));
+  EXPECT_EQ(r.loss.item(), 0.0);
+  EXPECT_EQ(r.correct.item(), 0.0);
+  EXPECT_EQ(r.dpred.to_vector<float>(), std::vector<float>(24, 0.f));
+  EXPECT_EQ(r.loss_acc.item(), kLossAcc0);
+  EXPECT_EQ(r.correct_acc.item(), kCorrectAcc0);
+}
+
+TEST(LossCpu, SequenceCrossEntropyErrorsNameTheShapes) {
+  Tensor x = random_tensor(Shape{2, 3, 4}, 52);
+  expect_error([&] { run_loss(OpKind::CrossEntropyLoss, x, random_labels(6, 4, 53), kCpu); },
+               {"CrossEntropyLoss", "(2, 3)", "(2, 3, 4)", "(6,)"});
+  LossArgs a;
+  a.ignore = true;
+  auto [p, t] = elementwise_inputs(OpKind::MseLoss, 5, 54);
+  expect_error([&] { run_loss(OpKind::MseLoss, p, t, kCpu, a); }, {"MseLoss", "ignore index"});
+  // A label out of range that is not the ignore index still throws.
+  Tensor y = Tensor::full(Shape{2, 3}, 1.0, DType::i32);
+  y.data_as<int32_t>()[4] = 9;
+  expect_error([&] { run_loss(OpKind::CrossEntropyLoss, x, y, kCpu, ignoring(-100)); }, {"label 9", "row 4"});
 }
 
 TEST(LossCpu, AccumulatorErrorsNameTheOutput) {
@@ -606,6 +710,32 @@ TEST(LossCuda, AccumulatorsMatchCpuOverManyBlocks) {
     auto [p, t] = elementwise_inputs(OpKind::MseLoss, n * 10, 950 + n);
     expect_cuda_matches_cpu(OpKind::MseLoss, p, t, b, 1e-4, 1e-5);
   }
+}
+
+TEST(LossCuda, SequenceCrossEntropyMatchesCpu) {
+  // Rows from 1 to 3,000+ (hundreds of blocks: the kept count must reach every block), classes
+  // under and over a warp, both reductions, dloss, and every position ignored.
+  CUDL_REQUIRE_CUDA();
+  Tensor dloss = Tensor::from_vector<float>({0.625f}, Shape{1});
+  struct Case {
+    int64_t b, t, c;
+  };
+  for (const Case& k : {Case{1, 1, 5}, Case{2, 5, 7}, Case{3, 17, 33}, Case{4, 1024, 10}})
+    for (Reduction red : kReductions)
+      for (int32_t ignore : {-100, 3}) {
+        SCOPED_TRACE("b=" + std::to_string(k.b) + " t=" + std::to_string(k.t) + " c=" + std::to_string(k.c) +
+                     " ignore=" + std::to_string(ignore));
+        auto [x, y] = sequence_inputs(k.b, k.t, k.c, 600 + k.t, ignore);
+        LossArgs a = ignoring(ignore, red);
+        a.param = red == Reduction::Sum ? 0.1 : 0.0;
+        a.dloss = red == Reduction::Sum ? &dloss : nullptr;
+        expect_cuda_matches_cpu(OpKind::CrossEntropyLoss, x, y, a, 1e-5, 1e-4);
+        a.loss = a.dpred = a.correct = false;  // accumulators only
+        expect_cuda_matches_cpu(OpKind::CrossEntropyLoss, x, y, a, 1e-5, 1e-4);
+      }
+  Tensor x = random_tensor(Shape{2, 40, 4}, 77, -2, 2);
+  Tensor y = Tensor::full(Shape{2, 40}, 1.0, DType::i32);
+  expect_cuda_matches_cpu(OpKind::CrossEntropyLoss, x, y, ignoring(1), 0, 0);  // all ignored: zeros
 }
 
 TEST(LossCuda, RepeatedLaunchesLeaveTheBlockCounterAtZero) {

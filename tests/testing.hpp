@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -150,6 +151,40 @@ inline std::string error_message(const std::function<void()>& f) {
     return e.what();
   }
   return "<no error>";
+}
+
+/// The per-epoch losses of two runs agree within `rtol` * max(1, loss) (CPU vs CUDA runs).
+inline ::testing::AssertionResult losses_close(const History& a, const History& b, double rtol = 1e-4) {
+  const std::vector<double>& la = a.metrics.at("loss");
+  const std::vector<double>& lb = b.metrics.at("loss");
+  if (la.size() != lb.size())
+    return ::testing::AssertionFailure() << la.size() << " vs " << lb.size() << " epochs";
+  for (size_t e = 0; e < la.size(); ++e)
+    if (!(std::fabs(la[e] - lb[e]) <= rtol * std::max(1.0, std::fabs(la[e]))))
+      return ::testing::AssertionFailure() << "epoch " << e << ": loss " << la[e] << " vs " << lb[e];
+  return ::testing::AssertionSuccess();
+}
+
+/// Silent fit options: `epochs` of batches of `batch` rows, shuffled by `seed`.
+inline FitOptions quiet_fit(int epochs, int64_t batch, uint64_t seed) {
+  FitOptions f;
+  f.epochs = epochs;
+  f.batch_size = batch;
+  f.verbose = 0;
+  f.seed = seed;
+  return f;
+}
+
+/// Compile options: `optimizer` and `loss` with the accuracy metric, on `device`, seeded by `seed`.
+inline CompileOptions classifier_options(Device device, Optimizer optimizer, uint64_t seed,
+                                         Loss loss = "sparse_categorical_crossentropy") {
+  CompileOptions o;
+  o.optimizer = optimizer;
+  o.loss = loss;
+  o.metrics = {"accuracy"};
+  o.device = device;
+  o.seed = seed;
+  return o;
 }
 
 /// Gaussian blobs: row i has label i % classes; feature k is `hi` when k % classes equals the

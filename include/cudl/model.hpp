@@ -5,6 +5,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -55,6 +56,8 @@ CUDL_API Optimizer Adagrad(double lr = 1e-2, double eps = 1e-10);
 /// "sparse_categorical_crossentropy" (logits + i32 labels), "categorical_crossentropy" (logits +
 /// one-hot/probabilities), "mse", "mae" (L1), "huber", "binary_crossentropy" (probabilities),
 /// "bce_with_logits", "nll" (log-probabilities + labels). An unknown name throws.
+/// The label losses take outputs (..., C) with labels (...): a model whose output is a sequence of
+/// logits (T, V) per sample trains on i32 label rows (N, T), the loss averaged over the positions.
 struct CUDL_API Loss {
   enum Kind {
     SparseCategoricalCrossentropy,
@@ -67,6 +70,9 @@ struct CUDL_API Loss {
     NegativeLogLikelihood
   } kind = SparseCategoricalCrossentropy;
   double label_smoothing = 0;  // sparse_categorical_crossentropy
+  /// sparse_categorical_crossentropy (Keras's ignore_class): positions labelled with it add no loss
+  /// and no gradient; the loss is the mean over the other positions, and accuracy counts only them.
+  std::optional<int32_t> ignore_class;
   double huber_delta = 1.0;    // huber
 
   Loss() = default;
@@ -74,12 +80,14 @@ struct CUDL_API Loss {
   Loss(const char* name) : Loss(std::string(name)) {}  // NOLINT
   /// The canonical name ("sparse_categorical_crossentropy", "mse", ...).
   const char* name() const;
-  /// True when the targets are i32 class labels (N,).
+  /// True when the targets are i32 class labels ((N,), or (N, ...) for outputs (..., C)).
   bool takes_labels() const { return kind == SparseCategoricalCrossentropy || kind == NegativeLogLikelihood; }
 };
 
 namespace losses {
 CUDL_API Loss SparseCategoricalCrossentropy(double label_smoothing = 0);  // logits + labels
+/// Logits + labels, positions labelled `ignore_class` ignored (padding of sequences).
+CUDL_API Loss SparseCategoricalCrossentropy(double label_smoothing, int32_t ignore_class);
 CUDL_API Loss CategoricalCrossentropy();                                  // logits + probabilities
 CUDL_API Loss MeanSquaredError();
 CUDL_API Loss MeanAbsoluteError();

@@ -167,4 +167,26 @@ CUDL_API LayerPtr Reshape(const Shape& shape, const std::string& name = "");
 CUDL_API LayerPtr Activation(const std::string& name, float alpha = 0.01f, const std::string& layer_name = "");
 }  // namespace layers
 
+// --- sequence layers (src/nn/sequence.cpp) ---
+namespace layers {
+/// Embedding: i32 indices (..., ) in [0, vocab) -> their rows of a learned (vocab, dim) table,
+/// (...) -> (..., dim) (Keras Embedding; initialised uniform(-0.05, 0.05)). The gradient is a
+/// deterministic scatter-add (GatherBackward): the same bits on every run and on CPU and CUDA.
+/// An index outside [0, vocab) throws on the CPU and gives NaN rows on CUDA.
+CUDL_API LayerPtr Embedding(int64_t vocab, int64_t dim, const std::string& name = "");
+/// Learned positional embedding: x (time, dim) per sample -> x + table[:time], with a learned
+/// (max_len, dim) table (time <= max_len; initialised uniform(-0.05, 0.05)), broadcast over the batch.
+CUDL_API LayerPtr PositionalEmbedding(int64_t max_len, int64_t dim, const std::string& name = "");
+/// Joins its inputs along `axis` (Keras: an axis of the batched tensor, negative from the back;
+/// not the batch axis 0); every other dim must agree.
+CUDL_API LayerPtr Concatenate(int axis = -1, const std::string& name = "");
+/// The part [start, start + length) of its input along `axis` (an axis of the batched tensor as in
+/// Concatenate).
+CUDL_API LayerPtr Slice(int axis, int64_t start, int64_t length, const std::string& name = "");
+}  // namespace layers
+
+/// Splits x along `axis` (of the batched tensor, as layers::Concatenate) into consecutive parts of
+/// the given sizes, which must add up to that dim: one layers::Slice per part.
+CUDL_API std::vector<Var> split(const Var& x, const std::vector<int64_t>& sizes, int axis = -1);
+
 }  // namespace cudl

@@ -178,11 +178,10 @@ void gather_batch(const OpCall& c) {
   const size_t x_bytes = static_cast<size_t>(p.x_row) * sizeof(float), y_bytes = static_cast<size_t>(p.y_row_bytes);
   for (int64_t j = 0; j < p.b; ++j) {
     const int64_t r = row_of(j);
-    float* xb = p.xb.as<float>() + j * p.x_row;
     if (p.images)
-      normalise_pixels(p.x.as<uint8_t>() + r * p.x_row, xb, p.x_row, p.mean, p.stddev);
-    else
-      std::memcpy(xb, p.x.as<float>() + r * p.x_row, x_bytes);
+      normalise_pixels(p.x.as<uint8_t>() + r * p.x_row, p.xb.as<float>() + j * p.x_row, p.x_row, p.mean, p.stddev);
+    else  // f32 or i32 rows: copied
+      std::memcpy(p.xb.as<unsigned char>() + j * x_bytes, p.x.as<unsigned char>() + r * x_bytes, x_bytes);
     std::memcpy(yb + j * y_bytes, y + r * y_bytes, y_bytes);
   }
   cursor[0] += p.b;

@@ -13,16 +13,20 @@ namespace cudl {
 
 namespace {
 
-/// d loss / d pred times dloss, divided by the count under Mean.
-double grad_scale(const OpCall& call, const ops::LossArgs& p) {
+/// d loss / d pred times dloss, divided by the count under Mean (`divisor`, p.divisor() by
+/// default; 0 when CE ignores every row: then no row has a gradient).
+double grad_scale(const OpCall& call, const ops::LossArgs& p, int64_t divisor = -1) {
+  if (divisor < 0) divisor = p.divisor();
   double s = p.has_dloss ? static_cast<double>(*p.dloss.as<float>()) : 1.0;
-  if (p.mean) s /= static_cast<double>(p.divisor());
+  if (p.mean) s = divisor > 0 ? s / static_cast<double>(divisor) : 0.0;
   return s;
 }
 
 /// Writes the loss and adds it to the loss accumulator (in f32, as an Accumulate node would).
-void write_loss(const OpCall& call, const ops::LossArgs& p, double total) {
-  const float loss = static_cast<float>(p.mean ? total / static_cast<double>(p.divisor()) : total);
+/// `divisor` as in grad_scale; a Mean over no rows is 0.
+void write_loss(const OpCall& call, const ops::LossArgs& p, double total, int64_t divisor = -1) {
+  if (divisor < 0) divisor = p.divisor();
+  const float loss = static_cast<float>(p.mean ? (divisor > 0 ? total / static_cast<double>(divisor) : 0.0) : total);
   if (p.has_loss) *p.loss.as<float>() = loss;
   if (p.has_loss_acc) *p.loss_acc.as<float>() += p.acc_scale * loss;
 }
@@ -113,17 +117,25 @@ int32_t checked_label(const OpCall& call, const ops::LossArgs& p, int64_t row) {
 }
 
 // loss_i = (1-e) * (lse - x_y) + e * (lse - mean_c x_c)   (PyTorch's label smoothing: the target is
-// (1-e) one_hot(y) + e/C); dpred = softmax - (1-e) one_hot(y) - e/C.
+// (1-e) one_hot(y) + e/C); dpred = softmax - (1-e) one_hot(y) - e/C. Ignored rows: 0 and a zero row.
 void cross_entropy_loss(const OpCall& call) {
   const ops::LossArgs p = ops::check_loss_call(call);
   const float* x = p.pred.as<float>();
+  const int32_t* labels = p.target.as<int32_t>();
   float* dx = p.dpred.as<float>();
-  const double eps = p.param, scale = grad_scale(call, p);
+  auto ignored = [&](int64_t r) { return p.has_ignore && labels[r] == p.ignore_index; };
+  int64_t kept = 0;
+  for (int64_t r = 0; r < p.rows; ++r) kept += ignored(r) ? 0 : 1;
+  const double eps = p.param, scale = grad_scale(call, p, kept);
   const int64_t c = p.cols;
   double total = 0;
   int32_t correct = 0;
   for (int64_t r = 0; r < p.rows; ++r) {
     const float* xr = x + r * c;
+    if (ignored(r)) {
+      if (dx) std::fill(dx + r * c, dx + (r + 1) * c, 0.f);
+      continue;
+    }
     const int32_t y = checked_label(call, p, r);
     const double lse = log_sum_exp(xr, c);
     double sum_x = 0;
@@ -140,9 +152,11 @@ void cross_entropy_loss(const OpCall& call) {
       }
     }
   }
-  write_loss(call, p, total);
+  write_loss(call, p, total, kept);
   if (p.has_correct) *p.correct.as<int32_t>() = correct;
-  if (p.has_correct_acc) *p.correct_acc.as<float>() += static_cast<float>(correct);
+  // (acc_scale * correct) / kept in f32, as the CUDA kernel computes it.
+  if (p.has_correct_acc && kept > 0)
+    *p.correct_acc.as<float>() += (p.acc_scale * static_cast<float>(correct)) / static_cast<float>(kept);
 }
 
 // loss_i = -sum_c t_c log_softmax(x)_c = sum(t) * lse - sum_c t_c x_c; dpred = softmax * sum(t) - t.

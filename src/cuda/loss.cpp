@@ -43,7 +43,8 @@ void cross_entropy_loss(const OpCall& call) {
   const LossPointers io = pointers(call, p, ctx);
   void* ws = ctx.workspace(kernels::loss_workspace_bytes(p.rows, true));
   kernels::cross_entropy_loss_cuda(p.pred.as<float>(), p.target.as<int32_t>(), p.rows, p.cols,
-                                   static_cast<float>(p.param), p.mean, io.dloss, io.dpred, io.sink, ws, ctx.stream());
+                                   static_cast<float>(p.param), p.has_ignore ? &p.ignore_index : nullptr, p.mean,
+                                   io.dloss, io.dpred, io.sink, ws, ctx.stream());
 }
 
 void soft_cross_entropy_loss(const OpCall& call) {

@@ -250,13 +250,14 @@ GatherBatchArgs check_gather_batch_call(const OpCall& c) {
   expect_dtype(c, perm, "perm", DType::i32);
   expect_defined(c, x, "x");
   expect_defined(c, y, "y");
-  expect_dtype(c, xb, "xb", DType::f32);
+  expect_defined(c, xb, "xb");
   expect_defined(c, yb, "yb");
   expect_dtype(c, cursor, "cursor", DType::i64);
   if (perm.numel() == 0) fail_at(c, detail::concat("perm must not be empty (shape ", perm.shape, ")"));
   if (cursor.numel() != 1) fail_at(c, detail::concat("cursor must have one element, got shape ", cursor.shape));
-  if (x.dtype != DType::u8 && x.dtype != DType::f32)
-    fail_at(c, detail::concat("x must be u8 or f32, got ", x.dtype, " (shape ", x.shape, ")"));
+  if (x.dtype != DType::u8 && x.dtype != DType::f32 && x.dtype != DType::i32)
+    fail_at(c, detail::concat("x must be u8, f32 or i32, got ", x.dtype, " (shape ", x.shape, ")"));
+  expect_dtype(c, xb, "xb", x.dtype == DType::u8 ? DType::f32 : x.dtype);
   expect_same_dtype(c, y, "y", yb, "yb");
   if (x.shape.rank() < 1 || y.shape.rank() < 1 || x.shape.dims()[0] != y.shape.dims()[0])
     fail_at(c, detail::concat("x shape ", x.shape, " and y shape ", y.shape, " must have the same number of rows"));

@@ -12,18 +12,21 @@
 // Fill            out: y = f[0]
 // Copy            in: x              out: y (same numel, any shape)
 // Cast            in: x              out: y (dtype of y), f32 <-> f16/bf16/i32
-// Permute         in: x              out: y; i[0..rank-1]=perm (y dim k = x dim perm[k])
+// Permute         in: x              out: y; i[0..rank-1]=perm (y dim k = x dim perm[k]); on CUDA a
+//                   32 x 32 shared-memory tiled transpose when x's contiguous dim does not stay last
 // Concat          in: x0, x1, ...    out: y; i[0]=axis
 // Slice           in: x              out: y; i[0]=axis i[1]=start (length from y)
 // SliceBackward   in: dy             out: dx (zeros outside the slice); i[0]=axis i[1]=start
 // Gather          in: table (R, ...), idx i32 (M)   out: y (M, ...)
-// GatherBackward  in: dy (M, ...), idx  out: dtable (R, ...) (deterministic: sorted segments)
+// GatherBackward  in: dy (M, ...), idx  out: dtable (R, ...) (deterministic: on CUDA a CUB radix
+//                   sort of (row, position) pairs, then each row's run summed in position order)
 // OneHot          in: labels i32 (N)  out: y f32 (N, C)
 // GatherImages    in: images u8 (R, ...), idx i32 (B)   out: y f32 (B, ...) = (u8/255 - f[0]) / f[1]
 // GatherBatch     in: perm i32 (N), x (R, ...) u8 or f32, y (R, ...)   out: xb f32 (B, ...), yb (B, ...),
 //                   cursor i64[1] (device) updated in place: a training step's whole data stage.
 //                   Row j of xb and yb is table row perm[(cursor + j) mod N]; then cursor += B.
-//                   u8 x: xb as GatherImages (f[0]=mean, f[1]=std); f32 x: copied. y: any dtype, yb alike
+//                   u8 x: xb f32 as GatherImages (f[0]=mean, f[1]=std); f32 or i32 x: copied (xb of x's
+//                   dtype). y: any dtype, yb alike
 // Data details (src/cpu/data.cpp is the spec): Fill, Copy, Permute, Concat, Slice, SliceBackward
 // and Gather move bytes of any dtype (inputs and outputs of one dtype). Fill converts f[0] like
 // backend/convert.hpp's element_bytes (floats round to nearest even; integers truncate and
@@ -42,7 +45,7 @@
 // call: x and y have the same number of rows R, N > 0, the cursor is read as cursor mod N (never
 // negative) and advanced by B after the gather. Out-of-range perm entries: the CPU throws as Gather
 // does, before writing anything (the cursor stays); CUDA writes NaN x rows (as GatherImages for u8
-// x, as Gather for f32 x) and all-ones y rows, and still advances the cursor. On CUDA it is one
+// x, as Gather for f32 and i32 x: all-ones bytes) and all-ones y rows, and still advances the cursor. On CUDA it is one
 // kernel: every block reads the cursor, and the last block to finish writes cursor + B.
 
 namespace cudl {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "cudl/error.hpp"
 #include "ops/common.hpp"
@@ -39,17 +40,19 @@ LossArgs check_loss_call(const OpCall& call) {
   p.n = pred.numel();
   p.per_sample = is_per_sample(call.op);
   if (p.per_sample) {
-    if (pred.shape.rank() != 2) CUDL_FAIL(name, " (", call.label, "): pred must be (N, C), got shape ", pred.shape);
-    p.rows = pred.shape[0];
-    p.cols = pred.shape[1];
+    if (pred.shape.rank() < 2)
+      CUDL_FAIL(name, " (", call.label, "): pred must be (N, C) or (N, ..., C), got shape ", pred.shape);
+    p.cols = pred.shape[-1];
     if (p.cols < 1) CUDL_FAIL(name, " (", call.label, "): pred ", pred.shape, " has no classes");
+    p.rows = p.n / p.cols;
     if (has_int_labels(call.op)) {
       if (target.dtype != DType::i32)
         CUDL_FAIL(name, " (", call.label, "): target labels must be i32, got ", target.dtype, " (target shape ",
                   target.shape, ", pred shape ", pred.shape, ")");
-      if (target.shape != Shape{p.rows})
-        CUDL_FAIL(name, " (", call.label, "): target labels must have shape (N,) = (", p.rows, ",) for pred ",
-                  pred.shape, ", got ", target.shape);
+      const std::vector<int64_t> lead(pred.shape.dims().begin(), pred.shape.dims().end() - 1);
+      if (target.shape != Shape(lead))
+        CUDL_FAIL(name, " (", call.label, "): target labels must have pred's shape without its class dim, ",
+                  Shape(lead), " for pred ", pred.shape, ", got ", target.shape);
     } else {
       if (target.dtype != DType::f32)
         CUDL_FAIL(name, " (", call.label, "): target must be f32, got ", target.dtype, " (shape ", target.shape, ")");
@@ -97,8 +100,8 @@ LossArgs check_loss_call(const OpCall& call) {
     const TensorView& a = call.out(3);
     if (a.dtype != DType::f32 || a.numel() != 1)
       CUDL_FAIL(name, " (", call.label, "): loss_acc must be f32 with one element, got ", a.dtype, " ", a.shape);
-    p.acc_scale = static_cast<float>(attrs.acc_scale);
   }
+  p.acc_scale = static_cast<float>(attrs.acc_scale);
   p.has_correct_acc = call.has_out(4);
   if (p.has_correct_acc) {
     if (call.op != OpKind::CrossEntropyLoss)
@@ -123,7 +126,11 @@ LossArgs check_loss_call(const OpCall& call) {
     p.param = attrs.param;
     if (!(p.param >= 0 && p.param <= 1))
       CUDL_FAIL(name, " (", call.label, "): label smoothing f[0] must be in [0, 1], got ", p.param);
+    p.has_ignore = attrs.has_ignore;
+    p.ignore_index = attrs.ignore_index;
   }
+  if (attrs.has_ignore && call.op != OpKind::CrossEntropyLoss)
+    CUDL_FAIL(name, " (", call.label, "): only CrossEntropyLoss takes an ignore index (i[1] = 1)");
   p.pred = pred, p.target = target, p.dloss = op_checks::opt_in(call, 2);
   p.loss = op_checks::opt_out(call, 0), p.dpred = op_checks::opt_out(call, 1), p.correct = op_checks::opt_out(call, 2);
   p.loss_acc = op_checks::opt_out(call, 3), p.correct_acc = op_checks::opt_out(call, 4);

@@ -7,9 +7,10 @@ namespace cudl {
 
 namespace {
 
-/// x as f32: u8 images become (u / 255 - mean) / std on the host.
-Tensor as_f32(const Model::Impl& m, const Tensor& x, float mean, float stdv, const char* what) {
-  if (x.dtype() == DType::f32) return x;
+/// x as the model's input takes it: u8 images become (u / 255 - mean) / std in f32 on the host;
+/// f32 features and i32 indices pass as they are (check_input has matched them to the model).
+Tensor as_input(const Model::Impl& m, const Tensor& x, float mean, float stdv, const char* what) {
+  if (x.dtype() == DType::f32 || x.dtype() == DType::i32) return x;
   if (x.dtype() != DType::u8) CUDL_FAIL("model ", m.name, ": ", what, ": x must be f32 or u8, got ", x.dtype());
   std::vector<uint8_t> raw = x.to(Device::cpu()).to_vector<uint8_t>();
   std::vector<float> f(raw.size());
@@ -17,14 +18,15 @@ Tensor as_f32(const Model::Impl& m, const Tensor& x, float mean, float stdv, con
   return Tensor::from_vector(f, x.shape());
 }
 
-/// A per-batch call's (x, y) after checking them (compiled model, x's shape, rows, targets); x as f32.
+/// A per-batch call's (x, y) after checking them (compiled model, x's shape, rows, targets); x as
+/// the model's input takes it.
 Tensor checked_batch(Model::Impl& m, const Tensor& x, const Tensor& y, const char* what) {
   m.require_compiled(what);
   m.check_input(x, what);
   if (x.shape()[0] == 0) CUDL_FAIL("model ", m.name, ": ", what, " on an empty batch");
   if (!y.defined()) CUDL_FAIL("model ", m.name, ": ", what, ": y is undefined");
   m.check_targets(y, x.shape()[0]);
-  return as_f32(m, x, 0.f, 1.f, what);
+  return as_input(m, x, 0.f, 1.f, what);
 }
 
 /// Copies a batch into a per-batch program's input buffers (y may be given as any shape of its numel).
@@ -56,14 +58,14 @@ Tensor Model::predict(const Dataset& data, int64_t batch_size) {
   od.insert(od.end(), m.output->shape.dims().begin(), m.output->shape.dims().end());
   Tensor out = Tensor::empty(Shape(od), DType::f32, Device::cpu());
   if (N == 0) return out;
-  const Tensor xf = as_f32(m, data.x, data.mean, data.std, "predict");
+  const Tensor xf = as_input(m, data.x, data.mean, data.std, "predict");
   const int64_t B = std::min(batch_size, N);
   const size_t in_row = xf.nbytes() / N, out_row = out.nbytes() / N;
   for (int64_t s = 0; s < N; s += B) {
     const int64_t b = std::min(B, N - s);
     Impl::Program& p = batch_program(m.predict_batch, b, [&] { return m.predict_program(b); });
     Tensor dst = p.exec->tensor(p.x);
-    dst.copy_from(xf.view_bytes(s * in_row, dst.shape(), DType::f32));
+    dst.copy_from(xf.view_bytes(s * in_row, dst.shape(), xf.dtype()));
     p.exec->run();
     Tensor res = p.exec->tensor(p.out);
     out.view_bytes(s * out_row, res.shape(), DType::f32).copy_from(res);
@@ -105,9 +107,10 @@ Logs Model::test_on_batch(const Tensor& x, const Tensor& y) {
   Impl& m = impl();
   const Tensor xf = checked_batch(m, x, y, "test_on_batch");
   const int64_t rows = xf.shape()[0];
-  // Its own accumulators, so the logs of the last train_on_batch stay readable.
+  // Its own accumulators, so the logs of the last train_on_batch stay readable; they persist
+  // across calls because the cached programs of earlier calls write them.
   auto saved = m.accumulators;
-  m.accumulators.clear();
+  m.accumulators = m.test_accumulators;
   Logs logs;
   try {
     Impl::Program& p = batch_program(m.test_batch, rows, [&] {
@@ -119,9 +122,11 @@ Logs Model::test_on_batch(const Tensor& x, const Tensor& y) {
     p.exec->run();
     logs = m.read_metrics(static_cast<double>(rows));
   } catch (...) {
+    m.test_accumulators = m.accumulators;
     m.accumulators = saved;
     throw;
   }
+  m.test_accumulators = m.accumulators;
   m.accumulators = saved;
   return logs;
 }

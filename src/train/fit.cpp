@@ -94,6 +94,10 @@ void Model::Impl::check_input(const Tensor& x, const char* what) const {
   want.insert(want.end(), in.dims().begin(), in.dims().end());
   if (x.shape() != Shape(want))
     CUDL_FAIL("model ", name, ": ", what, ": x is ", x.shape(), " but the model takes ", Shape(want));
+  const bool ok = input->dtype == DType::i32 ? x.dtype() == DType::i32 : x.dtype() == DType::f32 || x.dtype() == DType::u8;
+  if (!ok)
+    CUDL_FAIL("model ", name, ": ", what, ": x is ", x.dtype(), " but the model takes ",
+              input->dtype == DType::i32 ? "i32 indices" : "f32 or u8 images");
 }
 
 namespace {

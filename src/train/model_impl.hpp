@@ -34,6 +34,7 @@ struct Model::Impl {
   Tensor cursor;                                     // i64[1] on the device: position in the epoch's permutation
   std::map<std::string, std::vector<Tensor>> slots;  // optimizer state per "layer.param"
   std::map<std::string, Tensor> accumulators;        // "loss", "correct", "mae" (f32[1], on the device)
+  std::map<std::string, Tensor> test_accumulators;   // test_on_batch's own: its cached programs write them
   int64_t step = 0;
   int64_t epochs_done = 0;  // over every fit() call: picks each epoch's shuffle
   double lr = 0;

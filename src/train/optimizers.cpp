@@ -172,6 +172,11 @@ Loss SparseCategoricalCrossentropy(double label_smoothing) {
   l.label_smoothing = label_smoothing;
   return l;
 }
+Loss SparseCategoricalCrossentropy(double label_smoothing, int32_t ignore_class) {
+  Loss l = SparseCategoricalCrossentropy(label_smoothing);
+  l.ignore_class = ignore_class;
+  return l;
+}
 Loss CategoricalCrossentropy() { return Loss("categorical_crossentropy"); }
 Loss MeanSquaredError() { return Loss("mse"); }
 Loss MeanAbsoluteError() { return Loss("mae"); }
@@ -213,9 +218,10 @@ Logs Model::Impl::read_metrics(double rows) {
 
 void Model::Impl::check_targets(const Tensor& y, int64_t rows) const {
   if (opts.loss.takes_labels()) {
-    if (y.dtype() != DType::i32 || y.shape().rank() != 1)
-      CUDL_FAIL("model ", name, ": loss ", opts.loss.name(), " needs i32 labels (N,), got y ", y.shape(), " ",
-                y.dtype());
+    const Shape want = target_spec(y.shape().rank() > 0 ? y.shape()[0] : 0).first;
+    if (y.dtype() != DType::i32 || y.shape() != want)
+      CUDL_FAIL("model ", name, ": loss ", opts.loss.name(), " needs i32 labels ", want, " for outputs ",
+                output->shape, " per sample, got y ", y.shape(), " ", y.dtype());
   } else if (y.dtype() != DType::f32) {
     CUDL_FAIL("model ", name, ": loss ", opts.loss.name(), " needs f32 targets, got y ", y.shape(), " ", y.dtype());
   }
@@ -230,9 +236,13 @@ std::pair<ValueId, ValueId> Model::Impl::loss_nodes(detail::BuildContext& c, Val
   const Shape ts = g.value(target).shape;
   const Loss& L = opts.loss;
   const OpKind op = loss_op(L.kind);
+  if (L.ignore_class && op != OpKind::CrossEntropyLoss)
+    CUDL_FAIL("model ", name, ": loss ", L.name(), " takes no ignore_class (only sparse_categorical_crossentropy)");
   if (L.takes_labels()) {
-    if (ps.rank() != 2 || ts.rank() != 1 || ts[0] != ps[0])
-      CUDL_FAIL("model ", name, ": loss ", L.name(), " needs logits (N, C) and labels (N,); got ", ps, " and ", ts);
+    const std::vector<int64_t> lead(ps.dims().begin(), ps.dims().end() - (ps.rank() > 0 ? 1 : 0));
+    if (ps.rank() < 2 || ts != Shape(lead))
+      CUDL_FAIL("model ", name, ": loss ", L.name(), " needs logits (N, ..., C) and labels (N, ...); got ", ps,
+                " and ", ts);
   } else if (ps.numel() != ts.numel()) {
     CUDL_FAIL("model ", name, ": loss ", L.name(), ": prediction ", ps, " and target ", ts, " have different sizes");
   }
@@ -240,9 +250,12 @@ std::pair<ValueId, ValueId> Model::Impl::loss_nodes(detail::BuildContext& c, Val
   if (!L.takes_labels() && ps != ts) target_v = g.add_view(target, ps, "loss", Phase::Loss);
   // The loss op adds to the metric accumulators itself (outputs 3 and 4), so metrics cost no
   // extra launch: loss_acc += B * mean loss, correct_acc += rows whose argmax is the label.
-  const OpAttrs a =
-      ops::LossAttrs{Reduction::Mean, op == OpKind::HuberLoss ? L.huber_delta : L.label_smoothing, double(c.batch)}
-          .to_op_attrs();
+  ops::LossAttrs la{Reduction::Mean, op == OpKind::HuberLoss ? L.huber_delta : L.label_smoothing, double(c.batch)};
+  if (op == OpKind::CrossEntropyLoss && L.ignore_class) {
+    la.has_ignore = true;
+    la.ignore_index = *L.ignore_class;
+  }
+  const OpAttrs a = la.to_op_attrs();
   ValueId loss = g.add_value("loss.value", Shape{1}, DType::f32, Role::Intermediate);
   ValueId dpred = with_grad ? g.add_value("loss.dpred", ps, DType::f32, Role::Intermediate) : kNone;
   std::vector<ValueId> outs{loss, dpred, kNone, bind_state(c, "metric.loss", acc("loss"))};

@@ -56,7 +56,11 @@ Shape Model::Impl::batched_input(int64_t batch) const {
 }
 
 std::pair<Shape, DType> Model::Impl::target_spec(int64_t batch) const {
-  if (opts.loss.takes_labels()) return {Shape{batch}, DType::i32};
+  if (opts.loss.takes_labels()) {  // one label per row of logits: the output's dims but the last
+    std::vector<int64_t> d{batch};
+    if (output->shape.rank() > 0) d.insert(d.end(), output->shape.dims().begin(), output->shape.dims().end() - 1);
+    return {Shape(d), DType::i32};
+  }
   std::vector<int64_t> d{batch};
   d.insert(d.end(), output->shape.dims().begin(), output->shape.dims().end());
   return {Shape(d), DType::f32};
@@ -92,8 +96,11 @@ std::unique_ptr<Model::Impl::Build> Model::Impl::build(int64_t B, const DataSpec
   const auto [target_shape, target_dtype] = target_spec(B);
   if (d.gather) {
     // Rows perm[cursor .. cursor + B) of x (normalised when u8) and y, then cursor += B: one GatherBatch.
-    if (d.x_dtype != DType::u8 && d.x_dtype != DType::f32)
-      CUDL_FAIL("model ", name, ": x must be f32 or u8, got ", d.x_dtype);
+    // u8 images are normalised into f32 batches; f32 and i32 rows are copied as they are.
+    const bool x_ok = input->dtype == DType::i32 ? d.x_dtype == DType::i32
+                                                 : d.x_dtype == DType::u8 || d.x_dtype == DType::f32;
+    if (!x_ok)
+      CUDL_FAIL("model ", name, ": x must be ", input->dtype == DType::i32 ? "i32" : "f32 or u8", ", got ", d.x_dtype);
     ValueId vx = g.add_value("data.x", d.x, d.x_dtype, Role::Input);
     ValueId vy = g.add_value("data.y", d.y, d.y_dtype, Role::Input);
     ValueId vp = g.add_value("data.perm", d.perm.defined() ? d.perm.shape() : Shape{d.x[0]}, DType::i32, Role::Input);
@@ -103,14 +110,14 @@ std::unique_ptr<Model::Impl::Build> Model::Impl::build(int64_t B, const DataSpec
     ValueId vc = bind_state(c, "data.cursor", cursor);
     std::vector<int64_t> xd = d.x.dims(), yd = d.y.dims();
     xd[0] = yd[0] = B;
-    xb = g.add_value("data.batch_x", Shape(xd), DType::f32, Role::Intermediate);
+    xb = g.add_value("data.batch_x", Shape(xd), d.x_dtype == DType::u8 ? DType::f32 : d.x_dtype, Role::Intermediate);
     yb = g.add_value("data.batch_y", Shape(yd), d.y_dtype, Role::Intermediate);
     const OpAttrs a = ops::NormalizeAttrs{d.mean, d.std}.to_op_attrs();
     g.add_node(OpKind::GatherBatch, a, {vp, vx, vy}, {xb, yb, vc}, "data", Phase::Forward);
     if (d.augment && d.augment->augment)
       xb = augment_node(c, name, xb, *d.augment, d.x_dtype == DType::u8 ? -d.mean / d.std : 0.f);
   } else {
-    xb = b->x = g.add_value("input", batched_input(B), DType::f32, Role::Input);
+    xb = b->x = g.add_value("input", batched_input(B), input->dtype, Role::Input);
     if (with_loss) yb = b->y = g.add_value("target", target_shape, target_dtype, Role::Input);
     if (with_loss) {  // each run reports its own batch: zero the metric accumulators first
       std::vector<std::string> keys{"loss"};
@@ -188,6 +195,7 @@ PlanReport Model::Impl::plan(int64_t B) {
   // The program fit runs: batches gathered from a table of B rows (its row count does not matter).
   DataSpec d;
   d.x = batched_input(B);
+  d.x_dtype = input->dtype;
   std::tie(d.y, d.y_dtype) = target_spec(B);
   std::unique_ptr<Build> b = build(B, d, true, true);
   return report_of(b->g, graph::plan_memory(b->g), B);
