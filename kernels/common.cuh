@@ -28,11 +28,12 @@ namespace detail {
 std::string kernel_name_from_signature(const char* signature);
 }  // namespace detail
 
-/// The name of kernel K, as the compiler spells it, derived once per kernel.
+/// The name of kernel K, as the compiler spells it, derived once per kernel. Never freed: work
+/// queued under this name may still run while the process exits.
 template <auto K>
 const char* kernel_name() {
-  static const std::string name = detail::kernel_name_from_signature(__PRETTY_FUNCTION__);
-  return name.c_str();
+  static const std::string* name = new std::string(detail::kernel_name_from_signature(__PRETTY_FUNCTION__));
+  return name->c_str();
 }
 
 /// Throws cudl::Error naming the kernel when the last launch failed (defined in src/cuda).

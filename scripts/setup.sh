@@ -4,7 +4,7 @@
 # cudl builds its CPU reference backend only.
 set -euo pipefail
 
-packages=(cmake g++ make pkg-config ccache libgtest-dev libgmock-dev libbenchmark-dev libboost-context-dev
+packages=(cmake g++ make pkg-config ccache valgrind libgtest-dev libgmock-dev libbenchmark-dev libboost-context-dev
           libopenblas-dev zlib1g-dev gnuplot-nox python3-dev pybind11-dev python3-numpy python3-pytest)
 missing=()
 for p in "${packages[@]}"; do

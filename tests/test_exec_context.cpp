@@ -147,3 +147,12 @@ TEST(CublasWorkspace, AGemmCapturedOnTheContextStreamAllocatesNothing) {
   EXPECT_EQ(c.to_vector<float>(), std::vector<float>(64, 8.f));
 }
 #endif
+
+// Work still queued when the process exits (a fill nobody waited for) runs before the library's
+// pools, contexts and kernel names go away: exiting must not touch freed memory. The failure
+// shows at exit, as this test executable's crash.
+TEST(Teardown, WorkQueuedAtExitRunsBeforeTheLibraryGoesAway) {
+  CUDL_REQUIRE_CUDA();
+  Tensor t = Tensor::empty(Shape{1 << 16}, DType::f32, Device::cuda(0));
+  t.fill(1.0);  // queued; nothing waits for it
+}

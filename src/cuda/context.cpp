@@ -2,6 +2,7 @@
 #include "cuda/context.hpp"
 
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -103,9 +104,31 @@ void CudaContext::synchronize() {
   CUDL_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
-CudaContext& CudaContext::get(int index) {
+namespace {
+std::mutex& contexts_mu() {
   static std::mutex mu;
-  static std::vector<std::unique_ptr<CudaContext>> contexts;
+  return mu;
+}
+std::vector<std::unique_ptr<CudaContext>>& contexts() {
+  static std::vector<std::unique_ptr<CudaContext>> c;
+  return c;
+}
+// At exit, before the contexts (constructed before this was registered, so destroyed after it)
+// and whatever else is torn down, every context's queued work runs to completion: a fill or copy
+// nobody waited for must not run against memory or names already gone.
+void synchronize_contexts_at_exit() {
+  std::lock_guard<std::mutex> lock(contexts_mu());
+  for (auto& c : contexts())
+    if (c && cudaStreamSynchronize(c->stream()) != cudaSuccess)
+      std::fprintf(stderr, "cudl: synchronising %s at exit failed\n", c->device().str().c_str());
+}
+}  // namespace
+
+CudaContext& CudaContext::get(int index) {
+  static std::mutex& mu = contexts_mu();
+  static std::vector<std::unique_ptr<CudaContext>>& contexts = ::cudl::contexts();
+  static const bool registered = std::atexit(synchronize_contexts_at_exit) == 0;
+  (void)registered;
   std::lock_guard<std::mutex> lock(mu);
   int n = cuda_device_count();
   if (index < 0 || index >= n)
