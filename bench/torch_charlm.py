@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """bench/torch_charlm.py — cudl-charlm's model, data, batches and schedule in PyTorch (1.13).
 
-The same word list, cleaning, seeded split and training windows as samples/charlm/words.hpp (the
+The same word list, cleaning, seeded split and training windows as samples/charlm/charlm.hpp (the
 splitmix64 generator and Fisher-Yates shuffle are reimplemented here bit for bit, so both programs
 see the same batches in the same order); the same model (token + learned positional embedding,
 pre-LayerNorm blocks of causal multi-head attention and a 4x tanh-GELU MLP, final LayerNorm, linear
@@ -9,8 +9,8 @@ head), the same initialisation scheme (glorot-uniform kernels, zero biases, unif
 embeddings, LayerNorm 1/0), AdamW with weight decay 0.01 on every parameter and the same per-step
 cosine schedule. Only the initial values differ (cudl draws them from Philox).
 
-Prints "test loss X.XXXX nats/char", the training time and the median step time.
-Usage: bench/torch_charlm.py [--steps 3000] [--seed 1] [--threads N] [--data FILE]
+Prints the training time (mean and median per step) and "test loss X.XXXX nats/char".
+Usage: bench/torch_charlm.py [--steps 3000] [--seed 1] [--threads N] [--data FILE] [--device cpu|cuda]
 """
 import argparse
 import math
@@ -134,27 +134,29 @@ def main():
     ap.add_argument("--weight-decay", type=float, default=0.01)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (PyTorch eager on the GPU)")
     a = ap.parse_args()
     if a.threads > 0:
         torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
 
     train_words, test_words = split(load_words(a.data))
-    train = torch.tensor(stream(train_words), dtype=torch.long)
+    dev = torch.device(a.device)
+    train = torch.tensor(stream(train_words), dtype=torch.long, device=dev)
     test = stream(test_words)
     print(f"words: {len(train_words)} train, {len(test_words)} test; tokens: {len(train)} train, {len(test)} test")
     T = a.context
-    model = CharLM(T, a.dim, a.heads, a.blocks)
+    model = CharLM(T, a.dim, a.heads, a.blocks).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=a.weight_decay)
     rng = SplitMix64(a.seed)
     span = len(train) - T
-    offsets = torch.arange(T + 1)
+    offsets = torch.arange(T + 1, device=dev)
     step_times = []
     t0 = time.perf_counter()
     running = 0.0
     for step in range(a.steps):
         ts = time.perf_counter()
-        starts = torch.tensor([rng.next() % span for _ in range(a.batch_size)])
+        starts = torch.tensor([rng.next() % span for _ in range(a.batch_size)], device=dev)
         rows = train[starts[:, None] + offsets]
         x, y = rows[:, :T], rows[:, 1:]
         for g in opt.param_groups:
@@ -163,7 +165,7 @@ def main():
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        running += loss.item()
+        running += loss.item()  # (a device sync per step on CUDA, as cudl-charlm reads each loss)
         step_times.append(time.perf_counter() - ts)
         if (step + 1) % 500 == 0:
             print(f"step {step + 1}: loss {running / 500:.4f}", flush=True)
@@ -172,14 +174,14 @@ def main():
 
     model.eval()
     n_win = (len(test) - 1) // T
-    rows = torch.tensor([test[k * T : k * T + T + 1] for k in range(n_win)], dtype=torch.long)
+    rows = torch.tensor([test[k * T : k * T + T + 1] for k in range(n_win)], dtype=torch.long, device=dev)
     with torch.no_grad():
         total = 0.0
         for i in range(0, n_win, 256):
             r = rows[i : i + 256]
             total += F.cross_entropy(model(r[:, :T]).reshape(-1, VOCAB), r[:, 1:].reshape(-1), reduction="sum").item()
-    print(f"training: {train_s:.1f} s, median step {1000 * statistics.median(step_times):.2f} ms "
-          f"({torch.get_num_threads()} threads)")
+    print(f"training: {train_s:.1f} s ({1000 * train_s / a.steps:.2f} ms/step), median step "
+          f"{1000 * statistics.median(step_times):.2f} ms ({torch.get_num_threads()} threads)")
     print(f"test loss {total / (n_win * T):.4f} nats/char")
 
 
