@@ -44,16 +44,21 @@ __device__ __forceinline__ Rng read_rng(const AttentionProblem& p) {
   return {static_cast<uint64_t>(p.rng[0]), static_cast<uint64_t>(p.rng[1])};
 }
 
-/// Copies rows [row0, row0 + n_rows) of head h of x (B, T, H*width) into tile (n_rows, width);
-/// rows past T are zero.
+/// Copies rows [row0, row0 + n_rows) of head h of x (B, T, H*width) into tile (n_rows, width) whose
+/// rows are `ld` floats apart (ld >= width); rows past T are zero.
 __device__ __forceinline__ void load_tile(float* tile, const float* __restrict__ x, int b, int h, int row0, int n_rows,
-                                          int T, int heads, int width) {
+                                          int T, int heads, int width, int ld) {
   const int64_t stride = static_cast<int64_t>(heads) * width;
   for (int e = threadIdx.x; e < n_rows * width; e += blockDim.x) {
     const int r = e / width, c = e % width, t = row0 + r;
-    tile[e] = t < T ? x[(static_cast<int64_t>(b) * T + t) * stride + static_cast<int64_t>(h) * width + c] : 0.f;
+    tile[r * ld + c] =
+        t < T ? x[(static_cast<int64_t>(b) * T + t) * stride + static_cast<int64_t>(h) * width + c] : 0.f;
   }
 }
+
+/// Row stride of the key and value tiles: odd, so that the 16 threads reading one element of 16
+/// different keys (the score loops) hit 16 different shared-memory banks.
+__host__ __device__ __forceinline__ int padded(int width) { return width | 1; }
 
 /// The reverse of load_tile: rows of the tile that exist in x (row0 + r < T) go to head h of x.
 __device__ __forceinline__ void store_tile(float* __restrict__ x, const float* tile, int b, int h, int row0,
@@ -79,26 +84,27 @@ static __global__ void __launch_bounds__(kThreads)
   CUDL_DYNAMIC_SHARED(float, smem);
   const int b = blockIdx.z, h = blockIdx.y, i0 = blockIdx.x * kRows, D = p.d, Dv = p.dv, tid = threadIdx.x;
   float* sq = smem;                 // (kRows, D)
-  float* sk = sq + kRows * D;       // (kCols, D)
-  float* sv = sk + kCols * D;       // (kCols, Dv)
-  float* ss = sv + kCols * Dv;      // (kRows, kCols): scores, then weights
+  const int ldk = padded(D), ldv = padded(Dv);
+  float* sk = sq + kRows * D;       // (kCols, D), rows ldk apart
+  float* sv = sk + kCols * ldk;     // (kCols, Dv), rows ldv apart
+  float* ss = sv + kCols * ldv;     // (kRows, kCols): scores, then weights
   float* acc = ss + kRows * kCols;  // (kRows, Dv): Σ_j w_ij v_j, rescaled as the max moves
   float* row_m = acc + kRows * Dv;  // (kRows) running max
   float* row_l = row_m + kRows;     // (kRows) running Σ exp(s - max)
   float* row_a = row_l + kRows;     // (kRows) this tile's rescale factor
   const Rng rng = read_rng(p);
-  load_tile(sq, p.q, b, h, i0, kRows, p.tq, p.heads, D);
+  load_tile(sq, p.q, b, h, i0, kRows, p.tq, p.heads, D, D);
   for (int e = tid; e < kRows * Dv; e += kThreads) acc[e] = 0.f;
   if (tid < kRows) row_m[tid] = -INFINITY, row_l[tid] = 0.f;
   const int j_end = p.causal ? min(p.tk, i0 + kRows) : p.tk;  // later keys are masked for every row
   for (int j0 = 0; j0 < j_end; j0 += kCols) {
     __syncthreads();  // the previous tile's readers are done
-    load_tile(sk, p.k, b, h, j0, kCols, p.tk, p.heads, D);
-    load_tile(sv, p.v, b, h, j0, kCols, p.tk, p.heads, Dv);
+    load_tile(sk, p.k, b, h, j0, kCols, p.tk, p.heads, D, padded(D));
+    load_tile(sv, p.v, b, h, j0, kCols, p.tk, p.heads, Dv, padded(Dv));
     __syncthreads();
     for (int e = tid; e < kRows * kCols; e += kThreads) {
       const int r = e / kCols, c = e % kCols;
-      ss[e] = allowed(p, b, i0 + r, j0 + c) ? p.scale * dot(sq + r * D, sk + c * D, D) : -INFINITY;
+      ss[e] = allowed(p, b, i0 + r, j0 + c) ? p.scale * dot(sq + r * D, sk + c * ldk, D) : -INFINITY;
     }
     __syncthreads();
     if (tid < kRows) {  // online softmax of row tid over this tile
@@ -122,7 +128,7 @@ static __global__ void __launch_bounds__(kThreads)
     for (int e = tid; e < kRows * Dv; e += kThreads) {
       const int r = e / Dv, c = e % Dv;
       float a = acc[e] * row_a[r];
-      for (int j = 0; j < kCols; ++j) a = fmaf(ss[r * kCols + j], sv[j * Dv + c], a);
+      for (int j = 0; j < kCols; ++j) a = fmaf(ss[r * kCols + j], sv[j * ldv + c], a);
       acc[e] = a;
     }
   }
@@ -156,16 +162,17 @@ static __global__ void __launch_bounds__(kThreads)
   float* sq = smem;                    // (kRows, D)
   float* sdo = sq + kRows * D;         // (kRows, Dv)
   float* so = sdo + kRows * Dv;        // (kRows, Dv)
-  float* sk = so + kRows * Dv;         // (kCols, D)
-  float* sv = sk + kCols * D;          // (kCols, Dv)
-  float* sds = sv + kCols * Dv;        // (kRows, kCols): scale * ds
+  const int ldk = padded(D), ldv = padded(Dv);
+  float* sk = so + kRows * Dv;         // (kCols, D), rows ldk apart
+  float* sv = sk + kCols * ldk;        // (kCols, Dv), rows ldv apart
+  float* sds = sv + kCols * ldv;       // (kRows, kCols): scale * ds
   float* acc = sds + kRows * kCols;    // (kRows, D)
   float* row_lse = acc + kRows * D;    // (kRows)
   float* row_delta = row_lse + kRows;  // (kRows)
   const Rng rng = read_rng(p);
-  load_tile(sq, p.q, b, h, i0, kRows, p.tq, p.heads, D);
-  load_tile(sdo, d_o, b, h, i0, kRows, p.tq, p.heads, Dv);
-  load_tile(so, o, b, h, i0, kRows, p.tq, p.heads, Dv);
+  load_tile(sq, p.q, b, h, i0, kRows, p.tq, p.heads, D, D);
+  load_tile(sdo, d_o, b, h, i0, kRows, p.tq, p.heads, Dv, Dv);
+  load_tile(so, o, b, h, i0, kRows, p.tq, p.heads, Dv, Dv);
   for (int e = tid; e < kRows * D; e += kThreads) acc[e] = 0.f;
   __syncthreads();
   const int64_t row_base = (static_cast<int64_t>(b) * p.heads + h) * p.tq;
@@ -179,15 +186,15 @@ static __global__ void __launch_bounds__(kThreads)
   const int j_end = p.causal ? min(p.tk, i0 + kRows) : p.tk;
   for (int j0 = 0; j0 < j_end; j0 += kCols) {
     __syncthreads();
-    load_tile(sk, p.k, b, h, j0, kCols, p.tk, p.heads, D);
-    load_tile(sv, p.v, b, h, j0, kCols, p.tk, p.heads, Dv);
+    load_tile(sk, p.k, b, h, j0, kCols, p.tk, p.heads, D, padded(D));
+    load_tile(sv, p.v, b, h, j0, kCols, p.tk, p.heads, Dv, padded(Dv));
     __syncthreads();
     for (int e = tid; e < kRows * kCols; e += kThreads) {
       const int r = e / kCols, c = e % kCols, i = i0 + r, j = j0 + c;
-      const float w = weight(p, b, i, j, sq + r * D, sk + c * D, row_lse[r]);
+      const float w = weight(p, b, i, j, sq + r * D, sk + c * ldk, row_lse[r]);
       float ds = 0.f;
       if (w != 0.f) {
-        const float dp = dot(sdo + r * Dv, sv + c * Dv, Dv) * drop_factor(p, rng.seed, rng.offset, b, h, i, j);
+        const float dp = dot(sdo + r * Dv, sv + c * ldv, Dv) * drop_factor(p, rng.seed, rng.offset, b, h, i, j);
         ds = p.scale * w * (dp - row_delta[r]);
       }
       sds[e] = ds;
@@ -196,7 +203,7 @@ static __global__ void __launch_bounds__(kThreads)
     for (int e = tid; e < kRows * D; e += kThreads) {
       const int r = e / D, c = e % D;
       float a = acc[e];
-      for (int j = 0; j < kCols; ++j) a = fmaf(sds[r * kCols + j], sk[j * D + c], a);
+      for (int j = 0; j < kCols; ++j) a = fmaf(sds[r * kCols + j], sk[j * ldk + c], a);
       acc[e] = a;
     }
   }
@@ -210,9 +217,10 @@ static __global__ void __launch_bounds__(kThreads)
                                    const float* __restrict__ delta, float* __restrict__ dk, float* __restrict__ dv) {
   CUDL_DYNAMIC_SHARED(float, smem);
   const int b = blockIdx.z, h = blockIdx.y, j0 = blockIdx.x * kCols, D = p.d, Dv = p.dv, tid = threadIdx.x;
-  float* sk = smem;                    // (kCols, D)
-  float* sv = sk + kCols * D;          // (kCols, Dv)
-  float* sq = sv + kCols * Dv;         // (kRows, D)
+  const int ldk = padded(D), ldv = padded(Dv);
+  float* sk = smem;                    // (kCols, D), rows ldk apart
+  float* sv = sk + kCols * ldk;        // (kCols, Dv), rows ldv apart
+  float* sq = sv + kCols * ldv;        // (kRows, D)
   float* sdo = sq + kRows * D;         // (kRows, Dv)
   float* sw = sdo + kRows * Dv;        // (kRows, kCols): dropped-out weights
   float* sds = sw + kRows * kCols;     // (kRows, kCols): scale * ds
@@ -221,16 +229,16 @@ static __global__ void __launch_bounds__(kThreads)
   float* row_lse = acc_v + kCols * Dv; // (kRows)
   float* row_delta = row_lse + kRows;  // (kRows)
   const Rng rng = read_rng(p);
-  load_tile(sk, p.k, b, h, j0, kCols, p.tk, p.heads, D);
-  load_tile(sv, p.v, b, h, j0, kCols, p.tk, p.heads, Dv);
+  load_tile(sk, p.k, b, h, j0, kCols, p.tk, p.heads, D, padded(D));
+  load_tile(sv, p.v, b, h, j0, kCols, p.tk, p.heads, Dv, padded(Dv));
   for (int e = tid; e < kCols * D; e += kThreads) acc_k[e] = 0.f;
   for (int e = tid; e < kCols * Dv; e += kThreads) acc_v[e] = 0.f;
   const int64_t row_base = (static_cast<int64_t>(b) * p.heads + h) * p.tq;
   const int i_begin = p.causal ? j0 / kRows * kRows : 0;  // earlier queries see none of these keys
   for (int i0 = i_begin; i0 < p.tq; i0 += kRows) {
     __syncthreads();
-    load_tile(sq, p.q, b, h, i0, kRows, p.tq, p.heads, D);
-    load_tile(sdo, d_o, b, h, i0, kRows, p.tq, p.heads, Dv);
+    load_tile(sq, p.q, b, h, i0, kRows, p.tq, p.heads, D, D);
+    load_tile(sdo, d_o, b, h, i0, kRows, p.tq, p.heads, Dv, Dv);
     if (tid < kRows) {
       const int i = i0 + tid;
       row_lse[tid] = i < p.tq ? lse[row_base + i] : -INFINITY;
@@ -239,12 +247,12 @@ static __global__ void __launch_bounds__(kThreads)
     __syncthreads();
     for (int e = tid; e < kRows * kCols; e += kThreads) {
       const int r = e / kCols, c = e % kCols, i = i0 + r, j = j0 + c;
-      const float w = weight(p, b, i, j, sq + r * D, sk + c * D, row_lse[r]);
+      const float w = weight(p, b, i, j, sq + r * D, sk + c * ldk, row_lse[r]);
       float wd = 0.f, ds = 0.f;
       if (w != 0.f) {
         const float drop = drop_factor(p, rng.seed, rng.offset, b, h, i, j);
         wd = w * drop;
-        ds = p.scale * w * (dot(sdo + r * Dv, sv + c * Dv, Dv) * drop - row_delta[r]);
+        ds = p.scale * w * (dot(sdo + r * Dv, sv + c * ldv, Dv) * drop - row_delta[r]);
       }
       sw[e] = wd;
       sds[e] = ds;
@@ -350,7 +358,8 @@ dim3 tile_grid(const AttentionProblem& p, int rows, int tile) {
 
 void attention_forward_cuda(const AttentionProblem& p, float* o, float* lse, cudaStream_t stream) {
   if (p.batch == 0 || p.tq == 0) return;
-  const size_t floats = kRows * p.d + kCols * p.d + kCols * p.dv + kRows * kCols + kRows * p.dv + 3 * kRows;
+  const size_t floats =
+      kRows * p.d + kCols * padded(p.d) + kCols * padded(p.dv) + kRows * kCols + kRows * p.dv + 3 * kRows;
   launch_tiles<attention_forward_kernel>(tile_grid(p, p.tq, kRows), floats * sizeof(float), stream, p, o, lse);
 }
 
@@ -359,13 +368,15 @@ void attention_backward_cuda(const AttentionProblem& p, const float* o, const fl
   if (p.batch == 0) return;
   if (p.tq > 0) {
     const size_t floats =
-        kRows * p.d + 2 * kRows * p.dv + kCols * p.d + kCols * p.dv + kRows * kCols + kRows * p.d + 2 * kRows;
+        kRows * p.d + 2 * kRows * p.dv + kCols * padded(p.d) + kCols * padded(p.dv) + kRows * kCols + kRows * p.d +
+        2 * kRows;
     launch_tiles<attention_backward_dq_kernel>(tile_grid(p, p.tq, kRows), floats * sizeof(float), stream, p, o, lse,
                                                d_o, delta, dq);
   }
   if (p.tk > 0 && (dk != nullptr || dv != nullptr)) {
     const size_t floats =
-        2 * kCols * p.d + 2 * kCols * p.dv + kRows * p.d + kRows * p.dv + 2 * kRows * kCols + 2 * kRows;
+        kCols * (padded(p.d) + padded(p.dv)) + kCols * (p.d + p.dv) + kRows * p.d + kRows * p.dv + 2 * kRows * kCols +
+        2 * kRows;
     launch_tiles<attention_backward_dkdv_kernel>(tile_grid(p, p.tk, kCols), floats * sizeof(float), stream, p, lse,
                                                  d_o, delta, dk, dv);
   }
