@@ -2,8 +2,9 @@
 // under the emulator (tests/emu): launches, graphs, library calls, allocations, syncs, copies; and the
 // bytes each node reads and writes against the minimum a step must move.
 //
-// Usage: bench_step_counters [--model mlp|cnn|embed|all] [--batch B (128)] [--warmup W (3)]
-// (embed: a token classifier whose step runs Gather / GatherBackward; bench/train_graph.hpp)
+// Usage: bench_step_counters [--model mlp|cnn|embed|charlm|all] [--batch B (128; charlm 64)] [--warmup W (3)]
+// (embed: a token classifier whose step runs Gather / GatherBackward; bench/train_graph.hpp;
+// charlm: cudl-charlm's Transformer, samples/charlm/charlm.hpp)
 // The counters come from Model::fit itself: a callback resets the emulator's counters after step W
 // and reads them after step W+1, so exactly one exec->run() of the real training program lies in
 // between (the emulator's lazy streams are drained with cudl_emu::flush_all on both sides; that is
@@ -22,6 +23,7 @@
 
 #include "cudl/memory.hpp"
 #include "emu/emu.hpp"
+#include "samples/charlm/charlm.hpp"
 #include "train_graph.hpp"
 
 namespace {
@@ -33,7 +35,7 @@ using cudl::graph::ValueId;
 
 struct Args {
   std::string model = "all";
-  int64_t batch = 128;
+  int64_t batch = 0;  // 0: 128, or 64 for charlm (the samples' batches)
   int warmup = 3;
 };
 
@@ -230,7 +232,7 @@ void roofline(const cudl::graph::Executor& exec, int64_t batch_rows, uint64_t la
 
 bool starts_with(const std::string& s, const char* p) { return s.rfind(p, 0) == 0; }
 
-void byte_table(const cudl::graph::Executor& exec, int64_t batch_rows) {
+void byte_table(const cudl::graph::Executor& exec, int64_t batch_rows, double raw_row_bytes) {
   const cudl::graph::Graph& g = exec.graph();
   std::printf("\nbytes per node (from the node's tensor sizes) of the model's training step:\n");
   std::printf("  %-34s %-22s %12s %12s\n", "node", "op", "read", "written");
@@ -268,7 +270,7 @@ void byte_table(const cudl::graph::Executor& exec, int64_t batch_rows) {
         if (v != kNone && vals[v].role == Role::Intermediate) fwd_out.insert(v);
   for (ValueId v : fwd_out) acts += static_cast<double>(vals[v].nbytes());
   const double batch = static_cast<double>(batch_rows);
-  const double raw = batch * 784 + batch * 4;  // u8 images + i32 labels of the batch
+  const double raw = batch * raw_row_bytes;  // the batch's rows of x and y as stored
   const double minimum = 2 * params + 2 * grads + 2 * state + 2 * acts + raw;
   std::printf(
       "minimum a step must move: parameters %s x2 + gradients %s x2 + optimizer/BN state %s x2 + forward "
@@ -279,10 +281,26 @@ void byte_table(const cudl::graph::Executor& exec, int64_t batch_rows) {
               (rd + wr) / minimum);
 }
 
-int run_model(const std::string& kind, const Args& a) {
-  const cudl::Device dev = cudl::Device::cuda(0);
-  const char* env = std::getenv("CUDL_CUDA_GRAPHS");
-  const bool graphs = !(env && std::strcmp(env, "0") == 0);
+/// The model a sample trains, compiled as the sample compiles it, and data of its shape.
+struct Subject {
+  cudl::Model model;
+  cudl::Dataset data;
+};
+
+Subject subject(const std::string& kind, const cudl::Device dev, int64_t rows) {
+  if (kind == "charlm") {  // cudl-charlm: AdamW 3e-3 (wd 0.01), windows of a stream of random tokens
+    cudl::Model model = charlm::build(charlm::Config{});
+    cudl::CompileOptions opt;
+    opt.optimizer = cudl::optim::AdamW(3e-3, 0.01);
+    opt.loss = "sparse_categorical_crossentropy";
+    opt.device = dev;
+    opt.seed = 1;
+    model.compile(opt);
+    std::vector<int32_t> stream(static_cast<size_t>(rows * 16 + 1));
+    charlm::SplitMix64 rng(1);
+    for (int32_t& t : stream) t = static_cast<int32_t>(rng.next() % charlm::kVocab);
+    return {std::move(model), charlm::windows(stream, 16)};
+  }
   cudl::Sequential model = kind == "embed" ? cudl_bench::build_token_model() : cudl_bench::build_mnist_model(kind);
   cudl::CompileOptions opt;
   opt.optimizer = cudl::optim::Adam(1e-3);
@@ -291,10 +309,20 @@ int run_model(const std::string& kind, const Args& a) {
   opt.device = dev;
   opt.seed = 1;
   model.compile(opt);
+  return {std::move(model), kind == "embed" ? cudl_bench::synthetic_tokens(rows) : cudl_bench::synthetic_mnist(rows)};
+}
+
+int run_model(const std::string& kind, const Args& args) {
+  Args a = args;
+  if (a.batch == 0) a.batch = kind == "charlm" ? 64 : 128;
+  const cudl::Device dev = cudl::Device::cuda(0);
+  const char* env = std::getenv("CUDL_CUDA_GRAPHS");
+  const bool graphs = !(env && std::strcmp(env, "0") == 0);
+  Subject sub = subject(kind, dev, a.batch * (a.warmup + 2));
+  cudl::Model& model = sub.model;
+  const cudl::Dataset& data = sub.data;
   const int plan_kernels = model.plan_report().kernels_per_step;
 
-  const int64_t rows = a.batch * (a.warmup + 2);
-  const cudl::Dataset data = kind == "embed" ? cudl_bench::synthetic_tokens(rows) : cudl_bench::synthetic_mnist(rows);
   auto window = std::make_shared<CounterWindow>(a.warmup);
   cudl::FitOptions fo;
   fo.epochs = 1;
@@ -344,7 +372,10 @@ int run_model(const std::string& kind, const Args& a) {
   cudl::graph::ExecutorOptions eo;
   eo.cuda_graphs = graphs;
   auto step = cudl_bench::training_step(model, data, a.batch, eo);
-  byte_table(*step, a.batch);
+  const double row_bytes = static_cast<double>(data.x.numel() * cudl::dtype_size(data.x.dtype()) +
+                                              data.y.numel() * cudl::dtype_size(data.y.dtype())) /
+                           static_cast<double>(data.size());
+  byte_table(*step, a.batch, row_bytes);
   roofline(*step, a.batch, kernels);
   return 0;
 }
@@ -356,7 +387,7 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string k = argv[i];
     if (i + 1 >= argc) {
-      std::fprintf(stderr, "usage: bench_step_counters [--model mlp|cnn|embed|all] [--batch B] [--warmup W]\n");
+      std::fprintf(stderr, "usage: bench_step_counters [--model mlp|cnn|embed|charlm|all] [--batch B] [--warmup W]\n");
       return 2;
     }
     const std::string v = argv[++i];
@@ -371,10 +402,10 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  if ((a.model != "mlp" && a.model != "cnn" && a.model != "embed" && a.model != "all") || a.batch < 1 ||
-      a.warmup < 2) {
+  if ((a.model != "mlp" && a.model != "cnn" && a.model != "embed" && a.model != "charlm" && a.model != "all") ||
+      a.batch < 0 || a.warmup < 2) {
     std::fprintf(stderr,
-                 "bench_step_counters: --model mlp|cnn|embed|all, --batch >= 1, --warmup >= 2 (the first run is eager, "
+                 "bench_step_counters: --model mlp|cnn|embed|charlm|all, --batch >= 1, --warmup >= 2 (the first run is eager, "
                  "the second captures)\n");
     return 2;
   }
@@ -384,7 +415,7 @@ int main(int argc, char** argv) {
       return 1;
     }
     int rc = 0;
-    for (const char* kind : {"mlp", "cnn", "embed"})
+    for (const char* kind : {"mlp", "cnn", "embed", "charlm"})
       if (a.model == "all" || a.model == kind) rc |= run_model(kind, a);
     return rc;
   } catch (const cudl::Error& e) {

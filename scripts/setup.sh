@@ -5,7 +5,8 @@
 set -euo pipefail
 
 packages=(cmake g++ make pkg-config ccache valgrind libgtest-dev libgmock-dev libbenchmark-dev libboost-context-dev
-          libopenblas-dev zlib1g-dev gnuplot-nox python3-dev pybind11-dev python3-numpy python3-pytest)
+          libopenblas-dev zlib1g-dev gnuplot-nox python3-dev pybind11-dev python3-numpy python3-pytest
+          wamerican)  # wamerican: the word list cudl-charlm trains on
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -189,4 +189,36 @@ CUDL_API LayerPtr Slice(int axis, int64_t start, int64_t length, const std::stri
 /// the given sizes, which must add up to that dim: one layers::Slice per part.
 CUDL_API std::vector<Var> split(const Var& x, const std::vector<int64_t>& sizes, int axis = -1);
 
+/// Options of a MultiHeadAttention layer (Keras semantics): `MultiHeadAttentionOptions(4, 16).causal(true)`.
+/// Inputs: query (Tq, Eq), then optionally value (Tk, Ev) and key (Tk, Ek) (self-attention with one
+/// input; key defaults to value), then, with key_mask(true), a (Tk) f32 mask: keys where it is 0 are
+/// padding and get no weight (a query with no key left gets 0). Output (Tq, output_dim).
+struct CUDL_API MultiHeadAttentionOptions {
+  MultiHeadAttentionOptions(int64_t heads, int64_t key_dim) : heads_(heads), key_dim_(key_dim) {}
+  CUDL_ARG(int64_t, heads);
+  CUDL_ARG(int64_t, key_dim);
+  /// Per-head size of the values; 0: key_dim.
+  CUDL_ARG(int64_t, value_dim) = 0;
+  /// Features of the output projection; 0: the query's feature size (Keras).
+  CUDL_ARG(int64_t, output_dim) = 0;
+  /// Dropout on the attention weights while training.
+  CUDL_ARG(float, dropout) = 0.f;
+  CUDL_ARG(bool, use_bias) = true;
+  /// Query i attends to keys j <= i only (Keras's use_causal_mask).
+  CUDL_ARG(bool, causal) = false;
+  /// The last input is a (Tk) key-padding mask.
+  CUDL_ARG(bool, key_mask) = false;
+  /// CUDA engine: "auto" (fused kernel when heads are at most 128 wide), "fused" or "unfused".
+  CUDL_ARG(std::string, engine) = "auto";
+  /// Kernels of the four projections (glorot_uniform over each (out, in) matrix); biases start at 0.
+  CUDL_ARG(Init, kernel_initializer) = Init::GlorotUniform;
+  CUDL_ARG(std::string, name);
+};
+
+namespace layers {
+/// Multi-head scaled dot-product attention with query/key/value and output projections.
+CUDL_API LayerPtr MultiHeadAttention(const MultiHeadAttentionOptions& options);
+CUDL_API LayerPtr MultiHeadAttention(int64_t heads, int64_t key_dim, bool causal = false);
+}  // namespace layers
+
 }  // namespace cudl

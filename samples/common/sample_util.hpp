@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "cudl/device.hpp"
 #include "cudl/model.hpp"
 
 namespace sample {
@@ -101,14 +102,43 @@ inline bool write_file_atomically(const std::string& path, const std::string& te
   return true;
 }
 
-/// The history as CSV: "epoch" then each metric in name order, one row per epoch.
-inline std::string history_csv(const cudl::History& h) {
-  std::string s = "epoch";
+/// The device named by --device (auto|cpu|cuda[:N]), saying on stdout which one runs and why; a
+/// CUDA device that is absent ends the program with a message naming the reason.
+inline cudl::Device pick_device(const char* program, const std::string& want) {
+  if (want == "cpu") {
+    std::printf("device: cpu (CPU reference backend, as requested)\n");
+    return cudl::Device::cpu();
+  }
+  const int n = cudl::cuda_device_count();
+  if (want == "auto") {
+    if (n > 0) {
+      cudl::DeviceInfo d = cudl::cuda_device_info(0);
+      std::printf("device: cuda:0 (%s, compute capability %d.%d)\n", d.name.c_str(), d.cc_major, d.cc_minor);
+      return cudl::Device::cuda(0);
+    }
+    std::printf("device: cpu — training on the CPU reference backend because %s\n",
+                cudl::cuda_unavailable_reason().c_str());
+    return cudl::Device::cpu();
+  }
+  cudl::Device d = cudl::Device::parse(want);
+  if (d.index() >= n) {
+    std::fprintf(stderr, "%s: --device %s: %s\n", program, want.c_str(),
+                 n == 0 ? cudl::cuda_unavailable_reason().c_str() : "no such CUDA device");
+    std::exit(1);
+  }
+  std::printf("device: %s (%s)\n", d.str().c_str(), cudl::cuda_device_info(d.index()).name.c_str());
+  return d;
+}
+
+/// The history as CSV: `x_name` ("epoch") then each metric in name order, one row per entry; row r
+/// is labelled (r + 1) * x_every.
+inline std::string history_csv(const cudl::History& h, const std::string& x_name = "epoch", int64_t x_every = 1) {
+  std::string s = x_name;
   for (const auto& [k, v] : h.metrics) s += "," + k;
   s += "\n";
   char buf[64];
   for (int e = 0; e < h.epochs(); ++e) {
-    s += std::to_string(e + 1);
+    s += std::to_string((e + 1) * x_every);
     for (const auto& [k, v] : h.metrics) {
       std::snprintf(buf, sizeof buf, ",%.9g", e < static_cast<int>(v.size()) ? v[e] : std::nan(""));
       s += buf;
@@ -142,15 +172,17 @@ inline bool run_program(const std::vector<std::string>& argv) {
 
 /// Plots columns of a history CSV into a PNG: one panel per group of column names (e.g. {"loss",
 /// "val_loss"}), epochs on the x axis. The file names reach gnuplot as ARG1/ARG2 of `gnuplot -c`,
-/// never as script text. Returns a line to print ("plot: FILE" or why it was skipped).
+/// never as script text. Returns a line to print ("plot: FILE" or why it was skipped). `x_label`
+/// names the first column ("epoch": one tick per epoch).
 inline std::string plot_history(const std::string& csv, const std::string& png,
-                                const std::vector<std::vector<std::string>>& panels) {
+                                const std::vector<std::vector<std::string>>& panels,
+                                const std::string& x_label = "epoch") {
   if (!run_program({"gnuplot", "--version"}))
     return "plot: skipped (gnuplot not installed; apt-get install gnuplot-nox)";
   std::string script =
       "set terminal png noenhanced size " + std::to_string(450 * std::max<size_t>(panels.size(), 1)) +
-      ",400\nset output ARG2\nset datafile separator ','\nset key autotitle columnhead\nset xlabel 'epoch'\n"
-      "set xtics 1\nset multiplot layout 1," +
+      ",400\nset output ARG2\nset datafile separator ','\nset key autotitle columnhead\nset xlabel '" + x_label +
+      "'\n" + (x_label == "epoch" ? "set xtics 1\n" : "") + "set multiplot layout 1," +
       std::to_string(panels.size()) + "\n";
   for (const auto& cols : panels) {
     std::string list;

@@ -19,32 +19,6 @@
 
 namespace {
 
-cudl::Device pick_device(const std::string& want) {
-  if (want == "cpu") {
-    std::printf("device: cpu (CPU reference backend, as requested)\n");
-    return cudl::Device::cpu();
-  }
-  const int n = cudl::cuda_device_count();
-  if (want == "auto") {
-    if (n > 0) {
-      cudl::DeviceInfo d = cudl::cuda_device_info(0);
-      std::printf("device: cuda:0 (%s, compute capability %d.%d)\n", d.name.c_str(), d.cc_major, d.cc_minor);
-      return cudl::Device::cuda(0);
-    }
-    std::printf("device: cpu — training on the CPU reference backend because %s\n",
-                cudl::cuda_unavailable_reason().c_str());
-    return cudl::Device::cpu();
-  }
-  cudl::Device d = cudl::Device::parse(want);
-  if (d.index() >= n) {
-    std::fprintf(stderr, "%s: --device %s: %s\n", mnist::kProgram, want.c_str(),
-                 n == 0 ? cudl::cuda_unavailable_reason().c_str() : "no such CUDA device");
-    std::exit(1);
-  }
-  std::printf("device: %s (%s)\n", d.str().c_str(), cudl::cuda_device_info(d.index()).name.c_str());
-  return d;
-}
-
 void write_outputs(const mnist::Args& a, const cudl::History& h) {
   if (a.csv.empty()) return;
   if (!sample::write_file_atomically(a.csv, sample::history_csv(h)))
@@ -82,7 +56,7 @@ int main(int argc, char** argv) {
       throw cudl::Error("the test images are " + test.x.shape().str() + " " + cudl::dtype_name(test.x.dtype()) +
                         " but the training images are " + train.x.shape().str() + " " +
                         cudl::dtype_name(train.x.dtype()) + " (" + a.data + ")");
-    cudl::Device device = pick_device(a.device);
+    cudl::Device device = sample::pick_device(mnist::kProgram, a.device);
     cudl::Sequential model = mnist::build(a.model);
     cudl::CompileOptions opt;
     opt.optimizer = a.optimizer == "adam" ? cudl::optim::Adam(a.lr) : cudl::optim::SGD(a.lr, 0.9);

@@ -67,6 +67,10 @@ CUDL_HD float uniform01_open0(uint32_t x) { return static_cast<float>((x >> 8) +
 /// Dropout keep test: keep iff the top 24 bits are >= threshold = ceil(p * 2^24) (see keep_threshold).
 /// p = 0 keeps everything (threshold 0), p = 1 drops everything (threshold 2^24).
 CUDL_HD bool keep(uint32_t x, uint32_t threshold) { return (x >> 8) >= threshold; }
+/// The dropout keep test of element n of a tensor (the Dropout op's rule, one element at a time).
+CUDL_HD bool keep_element(uint64_t seed, uint64_t offset, uint64_t stream, uint32_t threshold, uint64_t n) {
+  return keep(word(block_words(seed, offset, stream, n / 4), static_cast<int>(n % 4)), threshold);
+}
 inline uint32_t keep_threshold(double p) {
   if (!(p > 0)) return 0;
   if (p >= 1) return 1u << 24;

@@ -11,6 +11,7 @@ void register_cpu_pool_ops(OpTable& t);
 void register_cpu_norm_ops(OpTable& t);
 void register_cpu_random_ops(OpTable& t);
 void register_cpu_softmax_ops(OpTable& t);
+void register_cpu_attention_ops(OpTable& t);
 void register_cpu_loss_ops(OpTable& t);
 void register_cpu_optim_ops(OpTable& t);
 void register_cpu_data_ops(OpTable& t);
@@ -26,6 +27,7 @@ void register_cpu_ops(OpTable& t) {
   register_cpu_norm_ops(t);
   register_cpu_random_ops(t);
   register_cpu_softmax_ops(t);
+  register_cpu_attention_ops(t);
   register_cpu_loss_ops(t);
   register_cpu_optim_ops(t);
   register_cpu_data_ops(t);

@@ -11,6 +11,7 @@ void register_cuda_pool_ops(OpTable& t);
 void register_cuda_norm_ops(OpTable& t);
 void register_cuda_random_ops(OpTable& t);
 void register_cuda_softmax_ops(OpTable& t);
+void register_cuda_attention_ops(OpTable& t);
 void register_cuda_loss_ops(OpTable& t);
 void register_cuda_optim_ops(OpTable& t);
 void register_cuda_data_ops(OpTable& t);
@@ -26,6 +27,7 @@ void register_cuda_ops(OpTable& t) {
   register_cuda_norm_ops(t);
   register_cuda_random_ops(t);
   register_cuda_softmax_ops(t);
+  register_cuda_attention_ops(t);
   register_cuda_loss_ops(t);
   register_cuda_optim_ops(t);
   register_cuda_data_ops(t);

@@ -576,6 +576,19 @@ void linear_backward_cuda(const OpCall& call) {
 
 }  // namespace
 
+size_t cuda_gemm_workspace_bytes() { return kLtWorkspace; }
+
+void cuda_strided_gemm(const OpCall& call, CudaContext& ctx, const StridedGemm& g, void* lt_workspace) {
+  if (g.batch == 0 || g.m == 0 || g.n == 0) return;
+  if (g.k == 0) CUDL_FAIL(chk::who(call), ": strided GEMM with k = 0 (m ", g.m, ", n ", g.n, ")");
+  // Row-major C = op(A)·op(B) is column-major Cᵀ = op(B)ᵀ·op(A)ᵀ: cuBLASLt's A is our B.
+  GemmSpec s = row_major(g.m, g.n, g.k, g.ta, g.tb);
+  s.lda = g.ldb, s.ldb = g.lda, s.ldd = g.ldc;
+  s.batch = g.batch;
+  s.stride_a = g.stride_b, s.stride_b = g.stride_a, s.stride_d = g.stride_c;
+  lt_gemm(call, ctx, s, GemmPtrs{g.b, g.a, g.c}, Scratch{nullptr, lt_workspace, kLtWorkspace});
+}
+
 void cuda_matmul_forget_mask_layout() {
   std::lock_guard<std::mutex> lock(mask_layout_mu());
   mask_layouts().clear();

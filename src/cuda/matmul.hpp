@@ -3,8 +3,13 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+
+#include "backend/op.hpp"
 
 namespace cudl {
+
+class CudaContext;
 
 struct MatmulPlanStats {
   size_t built = 0;    // plans created (one heuristic query each)
@@ -15,5 +20,27 @@ MatmulPlanStats cuda_matmul_plan_stats();
 /// Forgets the per-device check of cuBLASLt's relu mask layout (matmul.cpp, MaskLayout): the next
 /// Linear with a relu mask runs it again. For tests that change the (emulated) library.
 void cuda_matmul_forget_mask_layout();
+
+}  // namespace cudl
+
+namespace cudl {
+
+/// A row-major strided-batched GEMM for other CUDA op families: for i < batch,
+/// C_i (m, n) = op(A_i) (m, k) · op(B_i) (k, n), where X_i starts at x + i * stride_x and rows of X
+/// are ld_x elements apart (A_i is stored (k, m) when ta, B_i (n, k) when tb).
+struct StridedGemm {
+  int64_t m = 0, n = 0, k = 0, batch = 1;
+  bool ta = false, tb = false;
+  const float* a = nullptr;
+  int64_t lda = 0, stride_a = 0;
+  const float* b = nullptr;
+  int64_t ldb = 0, stride_b = 0;
+  float* c = nullptr;
+  int64_t ldc = 0, stride_c = 0;
+};
+/// Bytes of cuBLASLt workspace cuda_strided_gemm needs (carve them from the context's workspace).
+size_t cuda_gemm_workspace_bytes();
+/// Queues the GEMM through cuBLASLt (plans cached like the matmul family's); errors name `call`.
+void cuda_strided_gemm(const OpCall& call, CudaContext& ctx, const StridedGemm& g, void* lt_workspace);
 
 }  // namespace cudl

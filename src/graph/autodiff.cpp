@@ -251,6 +251,17 @@ class Sweep {
         done(0, dx);
         return;
       }
+      case OpKind::Attention: {  // in: q, k, v, [key_mask], [rng]; out: o, lse
+        ValueId dq = t(0), dk = t(1), dv = t(2);
+        if (dq == kNone && dk == kNone && dv == kNone) return;
+        g_.add_node(OpKind::AttentionBackward, n.attrs,
+                    {in[0], in[1], in[2], n.outputs[0], n.outputs[1], dy, in_or_none(3), in_or_none(4)},
+                    {dq, dk, dv}, L, Phase::Backward);
+        done(0, dq);
+        done(1, dk);
+        done(2, dv);
+        return;
+      }
       case OpKind::Softmax: case OpKind::LogSoftmax: {
         ValueId dx = t(0);
         if (dx == kNone) return;
@@ -381,7 +392,7 @@ bool has_grad_rule(OpKind op) {
     case OpKind::Conv2d: case OpKind::MaxPool2d: case OpKind::AvgPool2d: case OpKind::GlobalAvgPool:
     case OpKind::BatchNormTrain: case OpKind::LayerNorm: case OpKind::Dropout: case OpKind::Softmax:
     case OpKind::LogSoftmax: case OpKind::Reduce: case OpKind::Copy: case OpKind::Permute: case OpKind::Slice:
-    case OpKind::Concat: case OpKind::Gather:
+    case OpKind::Concat: case OpKind::Gather: case OpKind::Attention:
       return true;
     default:
       return is_loss(op);

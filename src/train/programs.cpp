@@ -149,6 +149,8 @@ std::unique_ptr<Model::Impl::Build> Model::Impl::build(int64_t B, const DataSpec
     int64_t blocks = 1;
     for (const graph::Node& n : g.nodes())
       if (n.op == OpKind::Dropout) blocks = std::max(blocks, (g.value(n.inputs[0]).shape.numel() + 3) / 4);
+      else if (n.op == OpKind::Attention && n.inputs.size() > 4 && n.inputs[4] != kNone)  // (B, H, Tq, Tk) weights
+        blocks = std::max(blocks, (g.value(n.outputs[1]).shape.numel() * g.value(n.inputs[1]).shape[1] + 3) / 4);
     const OpAttrs inc = ops::IncrementAttrs{0, blocks}.to_op_attrs();
     g.add_node(OpKind::Increment, inc, {}, {off}, "rng", Phase::Optimizer);
   }

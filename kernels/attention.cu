@@ -1,0 +1,399 @@
+// kernels/attention.cu — scaled dot-product attention over interleaved heads (ops/attention.hpp):
+// fused kernels (query/key tiles in shared memory, online softmax, backward recomputing the weights
+// from the saved log-sum-exp) and the masked softmax of the unfused cuBLASLt path.
+#include "kernels/common.cuh"
+// (common.cuh first)
+#include <cmath>
+#include <cstdint>
+
+#include "backend/philox.hpp"
+#include "kernels/attention.cuh"
+
+namespace cudl::kernels {
+
+namespace {
+
+constexpr int kRows = 16;     // query rows per tile
+constexpr int kCols = 16;     // keys per tile
+constexpr int kThreads = 128;
+constexpr int kRowBlock = 128;  // unfused softmax: one block per row
+constexpr size_t kDefaultShared = 48 * 1024;
+
+// --- the math both paths share -----------------------------------------------------------------
+
+/// Whether query i may attend to key j of batch b (in range, causal, key mask).
+__device__ __forceinline__ bool allowed(const AttentionProblem& p, int b, int i, int j) {
+  if (i >= p.tq || j >= p.tk) return false;
+  if (p.causal && j > i) return false;
+  return p.key_mask == nullptr || p.key_mask[static_cast<int64_t>(b) * p.tk + j] != 0.f;
+}
+
+/// keep_ij / (1-p) of weight (b, h, i, j): the Dropout op's rule on the virtual (B, H, Tq, Tk) tensor.
+__device__ __forceinline__ float drop_factor(const AttentionProblem& p, uint64_t seed, uint64_t offset, int b, int h,
+                                             int i, int j) {
+  if (!p.dropout) return 1.f;
+  const uint64_t n = ((static_cast<uint64_t>(b) * p.heads + h) * p.tq + i) * p.tk + j;
+  return philox::keep_element(seed, offset, p.stream, p.threshold, n) ? p.keep_scale : 0.f;
+}
+
+struct Rng {
+  uint64_t seed = 0, offset = 0;
+};
+__device__ __forceinline__ Rng read_rng(const AttentionProblem& p) {
+  if (!p.dropout) return {};
+  return {static_cast<uint64_t>(p.rng[0]), static_cast<uint64_t>(p.rng[1])};
+}
+
+/// Copies rows [row0, row0 + n_rows) of head h of x (B, T, H*width) into tile (n_rows, width) whose
+/// rows are `ld` floats apart (ld >= width); rows past T are zero.
+__device__ __forceinline__ void load_tile(float* tile, const float* __restrict__ x, int b, int h, int row0, int n_rows,
+                                          int T, int heads, int width, int ld) {
+  const int64_t stride = static_cast<int64_t>(heads) * width;
+  for (int e = threadIdx.x; e < n_rows * width; e += blockDim.x) {
+    const int r = e / width, c = e % width, t = row0 + r;
+    tile[r * ld + c] =
+        t < T ? x[(static_cast<int64_t>(b) * T + t) * stride + static_cast<int64_t>(h) * width + c] : 0.f;
+  }
+}
+
+/// Row stride of the key and value tiles: odd, so that the 16 threads reading one element of 16
+/// different keys (the score loops) hit 16 different shared-memory banks.
+__host__ __device__ __forceinline__ int padded(int width) { return width | 1; }
+
+/// The reverse of load_tile: rows of the tile that exist in x (row0 + r < T) go to head h of x.
+__device__ __forceinline__ void store_tile(float* __restrict__ x, const float* tile, int b, int h, int row0,
+                                           int n_rows, int T, int heads, int width) {
+  const int64_t stride = static_cast<int64_t>(heads) * width;
+  for (int e = threadIdx.x; e < n_rows * width; e += blockDim.x) {
+    const int r = e / width, c = e % width, t = row0 + r;
+    if (t < T) x[(static_cast<int64_t>(b) * T + t) * stride + static_cast<int64_t>(h) * width + c] = tile[e];
+  }
+}
+
+/// dot of row a (length n, stride 1) and row b.
+__device__ __forceinline__ float dot(const float* a, const float* b, int n) {
+  float s = 0.f;
+  for (int c = 0; c < n; ++c) s = fmaf(a[c], b[c], s);
+  return s;
+}
+
+// --- fused forward ------------------------------------------------------------------------------
+
+static __global__ void __launch_bounds__(kThreads)
+    attention_forward_kernel(AttentionProblem p, float* __restrict__ o, float* __restrict__ lse) {
+  CUDL_DYNAMIC_SHARED(float, smem);
+  const int b = blockIdx.z, h = blockIdx.y, i0 = blockIdx.x * kRows, D = p.d, Dv = p.dv, tid = threadIdx.x;
+  float* sq = smem;                 // (kRows, D)
+  const int ldk = padded(D), ldv = padded(Dv);
+  float* sk = sq + kRows * D;       // (kCols, D), rows ldk apart
+  float* sv = sk + kCols * ldk;     // (kCols, Dv), rows ldv apart
+  float* ss = sv + kCols * ldv;     // (kRows, kCols): scores, then weights
+  float* acc = ss + kRows * kCols;  // (kRows, Dv): Σ_j w_ij v_j, rescaled as the max moves
+  float* row_m = acc + kRows * Dv;  // (kRows) running max
+  float* row_l = row_m + kRows;     // (kRows) running Σ exp(s - max)
+  float* row_a = row_l + kRows;     // (kRows) this tile's rescale factor
+  const Rng rng = read_rng(p);
+  load_tile(sq, p.q, b, h, i0, kRows, p.tq, p.heads, D, D);
+  for (int e = tid; e < kRows * Dv; e += kThreads) acc[e] = 0.f;
+  if (tid < kRows) row_m[tid] = -INFINITY, row_l[tid] = 0.f;
+  const int j_end = p.causal ? min(p.tk, i0 + kRows) : p.tk;  // later keys are masked for every row
+  for (int j0 = 0; j0 < j_end; j0 += kCols) {
+    __syncthreads();  // the previous tile's readers are done
+    load_tile(sk, p.k, b, h, j0, kCols, p.tk, p.heads, D, padded(D));
+    load_tile(sv, p.v, b, h, j0, kCols, p.tk, p.heads, Dv, padded(Dv));
+    __syncthreads();
+    for (int e = tid; e < kRows * kCols; e += kThreads) {
+      const int r = e / kCols, c = e % kCols;
+      ss[e] = allowed(p, b, i0 + r, j0 + c) ? p.scale * dot(sq + r * D, sk + c * ldk, D) : -INFINITY;
+    }
+    __syncthreads();
+    if (tid < kRows) {  // online softmax of row tid over this tile
+      float* s = ss + tid * kCols;
+      const float m_old = row_m[tid];
+      float m = m_old;
+      for (int c = 0; c < kCols; ++c) m = fmaxf(m, s[c]);
+      const float alpha = m == -INFINITY ? 1.f : expf(m_old - m);
+      float sum = 0.f;
+      for (int c = 0; c < kCols; ++c) {
+        float w = s[c] == -INFINITY ? 0.f : expf(s[c] - m);
+        sum += w;
+        if (w != 0.f) w *= drop_factor(p, rng.seed, rng.offset, b, h, i0 + tid, j0 + c);
+        s[c] = w;
+      }
+      row_l[tid] = row_l[tid] * alpha + sum;
+      row_m[tid] = m;
+      row_a[tid] = alpha;
+    }
+    __syncthreads();
+    for (int e = tid; e < kRows * Dv; e += kThreads) {
+      const int r = e / Dv, c = e % Dv;
+      float a = acc[e] * row_a[r];
+      for (int j = 0; j < kCols; ++j) a = fmaf(ss[r * kCols + j], sv[j * ldv + c], a);
+      acc[e] = a;
+    }
+  }
+  __syncthreads();
+  for (int e = tid; e < kRows * Dv; e += kThreads) {
+    const float l = row_l[e / Dv];
+    acc[e] = l > 0.f ? acc[e] / l : 0.f;
+  }
+  store_tile(o, acc, b, h, i0, kRows, p.tq, p.heads, Dv);  // each thread stores what it normalised
+  if (tid < kRows && i0 + tid < p.tq) {
+    const float l = row_l[tid];
+    lse[(static_cast<int64_t>(b) * p.heads + h) * p.tq + i0 + tid] = l > 0.f ? row_m[tid] + logf(l) : -INFINITY;
+  }
+}
+
+// --- fused backward -----------------------------------------------------------------------------
+
+/// Weight p_ij = exp(s_ij - lse_i) of an allowed pair, else 0 (also for rows with no allowed key).
+__device__ __forceinline__ float weight(const AttentionProblem& p, int b, int i, int j, const float* qi,
+                                        const float* kj, float lse_i) {
+  if (!allowed(p, b, i, j) || lse_i == -INFINITY) return 0.f;
+  return expf(p.scale * dot(qi, kj, p.d) - lse_i);
+}
+
+/// dq per query tile; also writes Δ_i = do_i·o_i to delta for the dk/dv kernel.
+static __global__ void __launch_bounds__(kThreads)
+    attention_backward_dq_kernel(AttentionProblem p, const float* __restrict__ o, const float* __restrict__ lse,
+                                 const float* __restrict__ d_o, float* __restrict__ delta, float* __restrict__ dq) {
+  CUDL_DYNAMIC_SHARED(float, smem);
+  const int b = blockIdx.z, h = blockIdx.y, i0 = blockIdx.x * kRows, D = p.d, Dv = p.dv, tid = threadIdx.x;
+  float* sq = smem;                    // (kRows, D)
+  float* sdo = sq + kRows * D;         // (kRows, Dv)
+  float* so = sdo + kRows * Dv;        // (kRows, Dv)
+  const int ldk = padded(D), ldv = padded(Dv);
+  float* sk = so + kRows * Dv;         // (kCols, D), rows ldk apart
+  float* sv = sk + kCols * ldk;        // (kCols, Dv), rows ldv apart
+  float* sds = sv + kCols * ldv;       // (kRows, kCols): scale * ds
+  float* acc = sds + kRows * kCols;    // (kRows, D)
+  float* row_lse = acc + kRows * D;    // (kRows)
+  float* row_delta = row_lse + kRows;  // (kRows)
+  const Rng rng = read_rng(p);
+  load_tile(sq, p.q, b, h, i0, kRows, p.tq, p.heads, D, D);
+  load_tile(sdo, d_o, b, h, i0, kRows, p.tq, p.heads, Dv, Dv);
+  load_tile(so, o, b, h, i0, kRows, p.tq, p.heads, Dv, Dv);
+  for (int e = tid; e < kRows * D; e += kThreads) acc[e] = 0.f;
+  __syncthreads();
+  const int64_t row_base = (static_cast<int64_t>(b) * p.heads + h) * p.tq;
+  if (tid < kRows) {
+    const int i = i0 + tid;
+    row_lse[tid] = i < p.tq ? lse[row_base + i] : -INFINITY;
+    const float dl = dot(sdo + tid * Dv, so + tid * Dv, Dv);
+    row_delta[tid] = dl;
+    if (i < p.tq) delta[row_base + i] = dl;
+  }
+  const int j_end = p.causal ? min(p.tk, i0 + kRows) : p.tk;
+  for (int j0 = 0; j0 < j_end; j0 += kCols) {
+    __syncthreads();
+    load_tile(sk, p.k, b, h, j0, kCols, p.tk, p.heads, D, padded(D));
+    load_tile(sv, p.v, b, h, j0, kCols, p.tk, p.heads, Dv, padded(Dv));
+    __syncthreads();
+    for (int e = tid; e < kRows * kCols; e += kThreads) {
+      const int r = e / kCols, c = e % kCols, i = i0 + r, j = j0 + c;
+      const float w = weight(p, b, i, j, sq + r * D, sk + c * ldk, row_lse[r]);
+      float ds = 0.f;
+      if (w != 0.f) {
+        const float dp = dot(sdo + r * Dv, sv + c * ldv, Dv) * drop_factor(p, rng.seed, rng.offset, b, h, i, j);
+        ds = p.scale * w * (dp - row_delta[r]);
+      }
+      sds[e] = ds;
+    }
+    __syncthreads();
+    for (int e = tid; e < kRows * D; e += kThreads) {
+      const int r = e / D, c = e % D;
+      float a = acc[e];
+      for (int j = 0; j < kCols; ++j) a = fmaf(sds[r * kCols + j], sk[j * ldk + c], a);
+      acc[e] = a;
+    }
+  }
+  __syncthreads();
+  if (dq != nullptr) store_tile(dq, acc, b, h, i0, kRows, p.tq, p.heads, D);
+}
+
+/// dk and dv per key tile, looping over the query tiles that can see it.
+static __global__ void __launch_bounds__(kThreads)
+    attention_backward_dkdv_kernel(AttentionProblem p, const float* __restrict__ lse, const float* __restrict__ d_o,
+                                   const float* __restrict__ delta, float* __restrict__ dk, float* __restrict__ dv) {
+  CUDL_DYNAMIC_SHARED(float, smem);
+  const int b = blockIdx.z, h = blockIdx.y, j0 = blockIdx.x * kCols, D = p.d, Dv = p.dv, tid = threadIdx.x;
+  const int ldk = padded(D), ldv = padded(Dv);
+  float* sk = smem;                    // (kCols, D), rows ldk apart
+  float* sv = sk + kCols * ldk;        // (kCols, Dv), rows ldv apart
+  float* sq = sv + kCols * ldv;        // (kRows, D)
+  float* sdo = sq + kRows * D;         // (kRows, Dv)
+  float* sw = sdo + kRows * Dv;        // (kRows, kCols): dropped-out weights
+  float* sds = sw + kRows * kCols;     // (kRows, kCols): scale * ds
+  float* acc_k = sds + kRows * kCols;  // (kCols, D)
+  float* acc_v = acc_k + kCols * D;    // (kCols, Dv)
+  float* row_lse = acc_v + kCols * Dv; // (kRows)
+  float* row_delta = row_lse + kRows;  // (kRows)
+  const Rng rng = read_rng(p);
+  load_tile(sk, p.k, b, h, j0, kCols, p.tk, p.heads, D, padded(D));
+  load_tile(sv, p.v, b, h, j0, kCols, p.tk, p.heads, Dv, padded(Dv));
+  for (int e = tid; e < kCols * D; e += kThreads) acc_k[e] = 0.f;
+  for (int e = tid; e < kCols * Dv; e += kThreads) acc_v[e] = 0.f;
+  const int64_t row_base = (static_cast<int64_t>(b) * p.heads + h) * p.tq;
+  const int i_begin = p.causal ? j0 / kRows * kRows : 0;  // earlier queries see none of these keys
+  for (int i0 = i_begin; i0 < p.tq; i0 += kRows) {
+    __syncthreads();
+    load_tile(sq, p.q, b, h, i0, kRows, p.tq, p.heads, D, D);
+    load_tile(sdo, d_o, b, h, i0, kRows, p.tq, p.heads, Dv, Dv);
+    if (tid < kRows) {
+      const int i = i0 + tid;
+      row_lse[tid] = i < p.tq ? lse[row_base + i] : -INFINITY;
+      row_delta[tid] = i < p.tq ? delta[row_base + i] : 0.f;
+    }
+    __syncthreads();
+    for (int e = tid; e < kRows * kCols; e += kThreads) {
+      const int r = e / kCols, c = e % kCols, i = i0 + r, j = j0 + c;
+      const float w = weight(p, b, i, j, sq + r * D, sk + c * ldk, row_lse[r]);
+      float wd = 0.f, ds = 0.f;
+      if (w != 0.f) {
+        const float drop = drop_factor(p, rng.seed, rng.offset, b, h, i, j);
+        wd = w * drop;
+        ds = p.scale * w * (dot(sdo + r * Dv, sv + c * ldv, Dv) * drop - row_delta[r]);
+      }
+      sw[e] = wd;
+      sds[e] = ds;
+    }
+    __syncthreads();
+    for (int e = tid; e < kCols * Dv; e += kThreads) {
+      const int j = e / Dv, c = e % Dv;
+      float a = acc_v[e];
+      for (int r = 0; r < kRows; ++r) a = fmaf(sw[r * kCols + j], sdo[r * Dv + c], a);
+      acc_v[e] = a;
+    }
+    for (int e = tid; e < kCols * D; e += kThreads) {
+      const int j = e / D, c = e % D;
+      float a = acc_k[e];
+      for (int r = 0; r < kRows; ++r) a = fmaf(sds[r * kCols + j], sq[r * D + c], a);
+      acc_k[e] = a;
+    }
+  }
+  __syncthreads();
+  if (dk != nullptr) store_tile(dk, acc_k, b, h, j0, kCols, p.tk, p.heads, D);
+  if (dv != nullptr) store_tile(dv, acc_v, b, h, j0, kCols, p.tk, p.heads, Dv);
+}
+
+// --- unfused path: masked softmax rows between the GEMMs ------------------------------------------
+
+/// Row r of s (B*H*Tq rows of Tk) as (b, h, i).
+struct RowIndex {
+  int b, h, i;
+};
+__device__ __forceinline__ RowIndex row_index(const AttentionProblem& p, int64_t r) {
+  const int i = static_cast<int>(r % p.tq);
+  const int64_t bh = r / p.tq;
+  return {static_cast<int>(bh / p.heads), static_cast<int>(bh % p.heads), i};
+}
+
+static __global__ void __launch_bounds__(kRowBlock)
+    attention_softmax_kernel(AttentionProblem p, float* __restrict__ s, float* __restrict__ lse) {
+  const int64_t r = blockIdx.x;
+  const RowIndex ri = row_index(p, r);
+  const Rng rng = read_rng(p);
+  float* row = s + r * p.tk;
+  float m = -INFINITY;
+  for (int j = threadIdx.x; j < p.tk; j += blockDim.x) {
+    const float v = allowed(p, ri.b, ri.i, j) ? p.scale * row[j] : -INFINITY;
+    row[j] = v;
+    m = fmaxf(m, v);
+  }
+  m = block_reduce<MaxNanOp>(m);
+  float l = 0.f;
+  for (int j = threadIdx.x; j < p.tk; j += blockDim.x)
+    if (row[j] != -INFINITY) l += expf(row[j] - m);
+  l = block_reduce_sum(l);
+  const float row_lse = l > 0.f ? m + logf(l) : -INFINITY;
+  for (int j = threadIdx.x; j < p.tk; j += blockDim.x) {
+    const float w = row[j] == -INFINITY ? 0.f : expf(row[j] - row_lse);
+    row[j] = w == 0.f ? 0.f : w * drop_factor(p, rng.seed, rng.offset, ri.b, ri.h, ri.i, j);
+  }
+  if (threadIdx.x == 0) lse[r] = row_lse;
+}
+
+static __global__ void __launch_bounds__(kRowBlock)
+    attention_softmax_backward_kernel(AttentionProblem p, float* __restrict__ s, float* __restrict__ dp,
+                                      const float* __restrict__ lse) {
+  const int64_t r = blockIdx.x;
+  const RowIndex ri = row_index(p, r);
+  const Rng rng = read_rng(p);
+  float* srow = s + r * p.tk;
+  float* dprow = dp + r * p.tk;
+  const float row_lse = lse[r];
+  float delta = 0.f;  // Σ_j w_ij drop_ij dp_ij = do_i·o_i
+  for (int j = threadIdx.x; j < p.tk; j += blockDim.x) {
+    float w = 0.f;
+    if (allowed(p, ri.b, ri.i, j) && row_lse != -INFINITY) w = expf(p.scale * srow[j] - row_lse);
+    srow[j] = w;
+    if (w != 0.f) delta += w * drop_factor(p, rng.seed, rng.offset, ri.b, ri.h, ri.i, j) * dprow[j];
+  }
+  delta = block_reduce_sum(delta);
+  for (int j = threadIdx.x; j < p.tk; j += blockDim.x) {
+    const float w = srow[j];
+    const float drop = w == 0.f ? 0.f : drop_factor(p, rng.seed, rng.offset, ri.b, ri.h, ri.i, j);
+    dprow[j] = w == 0.f ? 0.f : p.scale * w * (dprow[j] * drop - delta);
+    srow[j] = w * drop;
+  }
+}
+
+/// Launches a fused kernel with `shared` dynamic bytes, raising the kernel's limit past 48 KB when needed.
+template <auto Kernel, typename... Args>
+void launch_tiles(dim3 grid, size_t shared, cudaStream_t stream, Args&&... args) {
+  if (shared > kDefaultShared) {
+    const cudaError_t st = cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                static_cast<int>(shared));
+    if (st != cudaSuccess) check_launch(kernel_name<Kernel>());
+  }
+  launch<Kernel>(grid, dim3(kThreads), shared, stream, std::forward<Args>(args)...);
+}
+
+dim3 tile_grid(const AttentionProblem& p, int rows, int tile) {
+  return dim3(static_cast<unsigned>((rows + tile - 1) / tile), static_cast<unsigned>(p.heads),
+              static_cast<unsigned>(p.batch));
+}
+
+}  // namespace
+
+void attention_forward_cuda(const AttentionProblem& p, float* o, float* lse, cudaStream_t stream) {
+  if (p.batch == 0 || p.tq == 0) return;
+  const size_t floats =
+      kRows * p.d + kCols * padded(p.d) + kCols * padded(p.dv) + kRows * kCols + kRows * p.dv + 3 * kRows;
+  launch_tiles<attention_forward_kernel>(tile_grid(p, p.tq, kRows), floats * sizeof(float), stream, p, o, lse);
+}
+
+void attention_backward_cuda(const AttentionProblem& p, const float* o, const float* lse, const float* d_o,
+                             float* delta, float* dq, float* dk, float* dv, cudaStream_t stream) {
+  if (p.batch == 0) return;
+  if (p.tq > 0) {
+    const size_t floats =
+        kRows * p.d + 2 * kRows * p.dv + kCols * padded(p.d) + kCols * padded(p.dv) + kRows * kCols + kRows * p.d +
+        2 * kRows;
+    launch_tiles<attention_backward_dq_kernel>(tile_grid(p, p.tq, kRows), floats * sizeof(float), stream, p, o, lse,
+                                               d_o, delta, dq);
+  }
+  if (p.tk > 0 && (dk != nullptr || dv != nullptr)) {
+    const size_t floats =
+        kCols * (padded(p.d) + padded(p.dv)) + kCols * (p.d + p.dv) + kRows * p.d + kRows * p.dv + 2 * kRows * kCols +
+        2 * kRows;
+    launch_tiles<attention_backward_dkdv_kernel>(tile_grid(p, p.tk, kCols), floats * sizeof(float), stream, p, lse,
+                                                 d_o, delta, dk, dv);
+  }
+}
+
+void attention_softmax_cuda(const AttentionProblem& p, float* s, float* lse, cudaStream_t stream) {
+  const int64_t rows = static_cast<int64_t>(p.batch) * p.heads * p.tq;
+  if (rows == 0) return;
+  launch<attention_softmax_kernel>(dim3(static_cast<unsigned>(rows)), dim3(kRowBlock), 0, stream, p, s, lse);
+}
+
+void attention_softmax_backward_cuda(const AttentionProblem& p, float* s, float* dp, const float* lse,
+                                     cudaStream_t stream) {
+  const int64_t rows = static_cast<int64_t>(p.batch) * p.heads * p.tq;
+  if (rows == 0) return;
+  launch<attention_softmax_backward_kernel>(dim3(static_cast<unsigned>(rows)), dim3(kRowBlock), 0, stream, p, s, dp,
+                                            lse);
+}
+
+}  // namespace cudl::kernels
