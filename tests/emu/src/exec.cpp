@@ -568,10 +568,14 @@ struct Executor : BlockCoords {
   }
 };
 
+// Never destroyed: the main thread's thread_locals are destroyed before static destructors and
+// atexit handlers run, and work still queued at exit (a program that never waited for its last
+// kernels) is flushed from those (cudaFree in a destructor, the library's exit handler), as a real
+// driver completes it. One executor per host thread that ran a kernel.
 Executor& executor() {
-  static thread_local Executor ex;
-  if (!t_exec) t_exec = &ex;
-  return ex;
+  static thread_local Executor* ex = new Executor;
+  if (!t_exec) t_exec = ex;
+  return *ex;
 }
 
 // The runner fiber: starts not-yet-started threads of the current round until the next entry
