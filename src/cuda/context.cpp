@@ -113,21 +113,25 @@ std::vector<std::unique_ptr<CudaContext>>& contexts() {
   static std::vector<std::unique_ptr<CudaContext>> c;
   return c;
 }
-// At exit, before the contexts (constructed before this was registered, so destroyed after it)
-// and whatever else is torn down, every context's queued work runs to completion: a fill or copy
-// nobody waited for must not run against memory or names already gone.
-void synchronize_contexts_at_exit() {
+// At exit, before the contexts' static storage is destroyed and before the CUDA runtime's own exit
+// handler (registered at the runtime's first call, earlier, so it runs later): every context's
+// queued work runs to completion (a fill or copy nobody waited for must not run against memory or
+// names already gone), then the contexts are destroyed in device order: their library handles,
+// workspaces and streams go while the runtime is still there, whatever the order of the other
+// static destructors. The plan caches (matmul, conv) hold only host descriptors and stay.
+void teardown_contexts_at_exit() {
   std::lock_guard<std::mutex> lock(contexts_mu());
   for (auto& c : contexts())
     if (c && cudaStreamSynchronize(c->stream()) != cudaSuccess)
       std::fprintf(stderr, "cudl: synchronising %s at exit failed\n", c->device().str().c_str());
+  for (auto& c : contexts()) c.reset();
 }
 }  // namespace
 
 CudaContext& CudaContext::get(int index) {
   static std::mutex& mu = contexts_mu();
   static std::vector<std::unique_ptr<CudaContext>>& contexts = ::cudl::contexts();
-  static const bool registered = std::atexit(synchronize_contexts_at_exit) == 0;
+  static const bool registered = std::atexit(teardown_contexts_at_exit) == 0;
   (void)registered;
   std::lock_guard<std::mutex> lock(mu);
   int n = cuda_device_count();
