@@ -123,8 +123,13 @@ void random_uniform_cuda(float* y, int64_t n, uint64_t seed, uint64_t offset, ui
                                 range, aligned16(y));
 }
 
-static __global__ void random_normal_kernel(float* __restrict__ y, int64_t n, uint64_t seed, uint64_t offset,
-                                            uint64_t stream_id, float mean, float stddev, bool vec) {
+static __global__ void random_normal_kernel(float* __restrict__ y, const int64_t* __restrict__ rng, int64_t n,
+                                            uint64_t seed, uint64_t offset, uint64_t stream_id, float mean,
+                                            float stddev, bool vec) {
+  if (rng) {
+    seed = static_cast<uint64_t>(rng[0]);
+    offset += static_cast<uint64_t>(rng[1]);
+  }
   const int64_t blocks = (n + 3) / 4;
   for (int64_t b = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; b < blocks; b += (int64_t)gridDim.x * blockDim.x) {
     const philox::U32x4 w = philox::block_words(seed, offset, stream_id, static_cast<uint64_t>(b));
@@ -137,11 +142,11 @@ static __global__ void random_normal_kernel(float* __restrict__ y, int64_t n, ui
   }
 }
 
-void random_normal_cuda(float* y, int64_t n, uint64_t seed, uint64_t offset, uint64_t stream_id, float mean,
-                        float stddev, cudaStream_t stream) {
+void random_normal_cuda(float* y, const int64_t* rng, int64_t n, uint64_t seed, uint64_t offset, uint64_t stream_id,
+                        float mean, float stddev, cudaStream_t stream) {
   if (n == 0) return;
-  launch<random_normal_kernel>(grid_for((n + 3) / 4, kBlock), kBlock, 0, stream, y, n, seed, offset, stream_id, mean,
-                               stddev, aligned16(y));
+  launch<random_normal_kernel>(grid_for((n + 3) / 4, kBlock), kBlock, 0, stream, y, rng, n, seed, offset, stream_id,
+                               mean, stddev, aligned16(y));
 }
 
 }  // namespace cudl::kernels

@@ -18,8 +18,10 @@ void dropout_backward_cuda(const float* dy, const uint8_t* mask, float* dx, int6
 /// y = fma(range, uniform01(word), lo)
 void random_uniform_cuda(float* y, int64_t n, uint64_t seed, uint64_t offset, uint64_t stream_id, float lo, float range,
                          cudaStream_t stream);
-/// y = fma(stddev, z, mean), z by Box-Muller on word pairs (0, 1) and (2, 3) of each block
-void random_normal_cuda(float* y, int64_t n, uint64_t seed, uint64_t offset, uint64_t stream_id, float mean,
-                        float stddev, cudaStream_t stream);
+/// y = fma(stddev, z, mean), z by Box-Muller on word pairs (0, 1) and (2, 3) of each block. rng
+/// (nullable): device i64[2] {seed, offset}, read by the kernel; then seed = rng[0] and the offset is
+/// rng[1] + offset.
+void random_normal_cuda(float* y, const int64_t* rng, int64_t n, uint64_t seed, uint64_t offset, uint64_t stream_id,
+                        float mean, float stddev, cudaStream_t stream);
 
 }  // namespace cudl::kernels

@@ -1,6 +1,7 @@
 // tests/test_op_conv.cpp — the conv op family: CPU reference vs naive loops and finite differences;
 // CPU results equal for every thread count; CUDA (cuDNN graph-API path, forced im2col engine,
-// cuDNN-without-fusion and no-plan fallback) vs CPU for every op; plan caching; invalid geometry.
+// cuDNN-without-fusion and no-plan fallback) vs CPU for every op; plan caching; invalid geometry;
+// Conv2dTranspose (direct loops, its gradient rule by finite differences, CUDA on both engines).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -12,6 +13,7 @@
 #include "backend/backend.hpp"
 #include "cpu/parallel.hpp"
 #include "cuda/conv.hpp"
+#include "ops/conv.hpp"
 #include "testing.hpp"
 #if defined(CUDL_EMULATED)
 #include "emu/cudnn_emu.hpp"
@@ -418,6 +420,169 @@ TEST(ConvCuda, BackwardIsDeterministic) {
     EXPECT_EQ(backward_bias(c, dy).to_vector<float>(), backward_bias(c, dy).to_vector<float>()) << engine;
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Conv2dTranspose: the data gradient of the Conv2d whose geometry Cfg describes (Cfg::x is the
+// transposed convolution's output, Cfg::y_shape() its input), plus a bias per output channel.
+
+/// The Cfg of a transposed convolution of `in` (N, C_in, H, W) to `filters` channels.
+Cfg transpose_cfg(const Shape& in, int64_t filters, int64_t R, int64_t S, int64_t sh, int64_t sw, int64_t ph,
+                  int64_t pw, int64_t dh, int64_t dw, int64_t groups, int64_t oph, int64_t opw) {
+  const int64_t H = ops::conv_transpose_out(in[2], R, sh, ph, dh, oph);
+  const int64_t W = ops::conv_transpose_out(in[3], S, sw, pw, dw, opw);
+  Cfg c{Shape{in[0], filters, H, W}, in[1], R, S, sh, sw, ph, pw, dh, dw, groups};
+  EXPECT_EQ(c.y_shape(), in) << c.str();
+  return c;
+}
+
+std::vector<Cfg> transpose_configs() {
+  std::vector<Cfg> v;
+  v.push_back(transpose_cfg(Shape{2, 3, 4, 4}, 2, 4, 4, 2, 2, 1, 1, 1, 1, 1, 0, 0));  // DCGAN's 4x4 s2 p1: 4 -> 8
+  v.push_back(transpose_cfg(Shape{1, 4, 3, 5}, 5, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1));  // output padding 1
+  v.push_back(transpose_cfg(Shape{3, 4, 5, 4}, 6, 3, 3, 1, 1, 0, 0, 1, 1, 2, 0, 0));  // groups 2, batch 3
+  v.push_back(transpose_cfg(Shape{2, 2, 4, 5}, 3, 3, 3, 1, 1, 1, 1, 2, 2, 1, 0, 0));  // dilation 2
+  v.push_back(transpose_cfg(Shape{1, 3, 5, 3}, 4, 2, 3, 3, 2, 0, 1, 1, 1, 1, 2, 1));  // non-square, stride 3, op 2
+  v.push_back(transpose_cfg(Shape{3, 5, 7, 6}, 3, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 0));  // 1x1
+  return v;
+}
+
+Tensor transpose_forward(const Cfg& c, const Tensor& x, const Tensor& w, const Tensor& b,
+                         const char* label = "test/conv_t") {
+  Tensor y = Tensor::empty(c.x, DType::f32, x.device());
+  run_op(OpKind::Conv2dTranspose, {tv(x), tv(w), tv(b)}, {tv(y)}, c.attrs(), nullptr, label);
+  return y;
+}
+
+/// Direct transposed convolution in double: every input pixel scatters w times itself.
+std::vector<double> naive_transpose(const Cfg& c, const Tensor& x, const Tensor& w, const Tensor& b) {
+  const auto xv = as_doubles(x), wv = as_doubles(w);
+  const int64_t N = c.N(), Co = c.C(), H = c.x[2], W = c.x[3], Ci = c.K, P = c.P(), Q = c.Q();
+  const int64_t Cig = Ci / c.groups, Cog = Co / c.groups;
+  std::vector<double> y(N * Co * H * W, 0.0);
+  if (b.defined()) {
+    const auto bv = as_doubles(b);
+    for (int64_t i = 0; i < N * Co * H * W; ++i) y[i] = bv[(i / (H * W)) % Co];
+  }
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t ci = 0; ci < Ci; ++ci)
+      for (int64_t p = 0; p < P; ++p)
+        for (int64_t q = 0; q < Q; ++q)
+          for (int64_t col = 0; col < Cog; ++col)
+            for (int64_t r = 0; r < c.R; ++r)
+              for (int64_t s = 0; s < c.S; ++s) {
+                const int64_t oh = p * c.sh - c.ph + r * c.dh, ow = q * c.sw - c.pw + s * c.dw;
+                if (oh < 0 || oh >= H || ow < 0 || ow >= W) continue;
+                const int64_t co = (ci / Cig) * Cog + col;
+                y[((n * Co + co) * H + oh) * W + ow] +=
+                    xv[((n * Ci + ci) * P + p) * Q + q] * wv[((ci * Cog + col) * c.R + r) * c.S + s];
+              }
+  return y;
+}
+
+TEST(ConvTransposeCpu, ForwardMatchesDirectLoops) {
+  for (Cfg c : transpose_configs())
+    for (bool bias : {false, true}) {
+      SCOPED_TRACE(c.str() + (bias ? " bias" : ""));
+      Tensor x = random_tensor(c.y_shape(), 1), w = random_tensor(c.w_shape(), 2);
+      Tensor b = bias ? random_tensor(Shape{c.C()}, 3) : Tensor();
+      EXPECT_TRUE(all_close(transpose_forward(c, x, w, b), as_tensor(naive_transpose(c, x, w, b), c.x), 1e-5, 1e-5));
+    }
+}
+
+// The gradient rule (graph/autodiff.cpp): dx = Conv2d(dy, w), dw = Conv2dBackwardFilter(dy, x),
+// db = Conv2dBackwardBias(dy), all with the transposed convolution's own attributes.
+TEST(ConvTransposeCpu, GradientRuleMatchesFiniteDifferences) {
+  for (const Cfg& c : transpose_configs()) {
+    SCOPED_TRACE(c.str());
+    Tensor x = random_tensor(c.y_shape(), 10), w = random_tensor(c.w_shape(), 11), b = random_tensor(Shape{c.C()}, 12);
+    const std::vector<double> wts = random_weights(c.x.numel(), 13);
+    Tensor dy = Tensor::from_vector(std::vector<float>(wts.begin(), wts.end()), c.x);
+    auto loss_x = [&](const Tensor& xx) { return weighted_sum(transpose_forward(c, xx, w, b), wts); };
+    auto loss_w = [&](const Tensor& ww) { return weighted_sum(transpose_forward(c, x, ww, b), wts); };
+    auto loss_b = [&](const Tensor& bb) { return weighted_sum(transpose_forward(c, x, w, bb), wts); };
+    EXPECT_TRUE(gradient_close(forward(c, dy, w, Tensor()), numerical_gradient(loss_x, x.clone()))) << "dx";
+    Tensor dw = Tensor::empty(c.w_shape(), DType::f32, Device::cpu());
+    run_op(OpKind::Conv2dBackwardFilter, {tv(dy), tv(x)}, {tv(dw)}, c.attrs(), nullptr, "test/conv_t");
+    EXPECT_TRUE(gradient_close(dw, numerical_gradient(loss_w, w.clone()))) << "dw";
+    Tensor db = Tensor::empty(Shape{c.C()}, DType::f32, Device::cpu());
+    run_op(OpKind::Conv2dBackwardBias, {tv(dy)}, {tv(db)}, c.attrs(), nullptr, "test/conv_t");
+    EXPECT_TRUE(gradient_close(db, numerical_gradient(loss_b, b.clone()))) << "db";
+  }
+}
+
+void transpose_invalid_calls(Device d) {
+  Cfg c = transpose_cfg(Shape{2, 3, 4, 4}, 2, 4, 4, 2, 2, 1, 1, 1, 1, 1, 0, 0);
+  Tensor x = random_tensor(c.y_shape(), 1, -1, 1, d), w = random_tensor(c.w_shape(), 2, -1, 1, d);
+  Tensor y = Tensor::empty(c.x, DType::f32, d);
+  auto msg = [&](const Tensor& xx, const Tensor& ww, const Tensor& bb, const Tensor& yy, const OpAttrs& a) {
+    return error_message(
+        [&] { run_op(OpKind::Conv2dTranspose, {tv(xx), tv(ww), tv(bb)}, {tv(yy)}, a, nullptr, "gen/up1"); });
+  };
+  // y (2, 2, 10, 10) would need output padding 2 >= stride 2
+  Tensor too_big = Tensor::empty(Shape{2, 2, 10, 10}, DType::f32, d);
+  std::string m = msg(x, w, Tensor(), too_big, c.attrs());
+  EXPECT_NE(m.find("Conv2dTranspose (gen/up1): x has shape (2, 3, 4, 4) but y (2, 2, 10, 10)"), std::string::npos) << m;
+  EXPECT_NE(m.find("output padding must be in [0, stride)"), std::string::npos) << m;
+  m = msg(x, w, Tensor::empty(Shape{3}, DType::f32, d), y, c.attrs());
+  EXPECT_NE(m.find("bias has shape (3,), expected (2,)"), std::string::npos) << m;
+  Cfg relu = c;
+  relu.relu = true;
+  m = msg(x, w, Tensor(), y, relu.attrs());
+  EXPECT_NE(m.find("epilogue must be None"), std::string::npos) << m;
+  m = msg(x, random_tensor(Shape{3, 3, 4, 4}, 3, -1, 1, d), Tensor(), y, c.attrs());
+  EXPECT_NE(m.find("weight shape mismatch"), std::string::npos) << m;
+}
+
+TEST(ConvTransposeCpu, InvalidCallsRaiseNamedErrors) { transpose_invalid_calls(Device::cpu()); }
+
+TEST(ConvTransposeCuda, InvalidCallsRaiseNamedErrors) {
+  CUDL_REQUIRE_CUDA();
+  transpose_invalid_calls(Device::cuda(0));
+}
+
+/// Forward (with and without bias) on CUDA vs the CPU reference, NaN propagation included.
+void check_transpose_parity(const Cfg& c, bool with_nan) {
+  const Device gpu = Device::cuda(0);
+  Tensor x = random_tensor(c.y_shape(), 31), w = random_tensor(c.w_shape(), 32), b = random_tensor(Shape{c.C()}, 33);
+  if (with_nan) {
+    std::vector<float> xv = x.to_vector<float>();
+    xv[xv.size() / 3] = NAN;
+    x = Tensor::from_vector(xv, c.y_shape());
+  }
+  for (bool bias : {false, true}) {
+    SCOPED_TRACE(c.str() + (bias ? " bias" : ""));
+    Tensor bb = bias ? b : Tensor(), bbg = bias ? b.to(gpu) : Tensor();
+    EXPECT_TRUE(all_close(transpose_forward(c, x.to(gpu), w.to(gpu), bbg).to(Device::cpu()),
+                          transpose_forward(c, x, w, bb), 1e-4, 1e-4));
+  }
+}
+
+TEST(ConvTransposeCuda, MatchesCpuOnBothEngines) {
+  CUDL_REQUIRE_CUDA();
+  for (const Cfg& c : transpose_configs()) check_transpose_parity(c, false);
+  check_transpose_parity(transpose_configs()[0], true);
+  EnvGuard env("CUDL_CONV_ENGINE", "im2col");
+  const uint64_t before = cudnn_executions();
+  for (const Cfg& c : transpose_configs()) check_transpose_parity(c, false);
+  check_transpose_parity(transpose_configs()[1], true);
+  EXPECT_EQ(cudnn_executions(), before) << "CUDL_CONV_ENGINE=im2col must not call cuDNN";
+}
+
+#if defined(CUDL_EMULATED)
+TEST(ConvTransposeCuda, RunsAsOneCudnnBackwardDataPlan) {
+  CUDL_REQUIRE_CUDA();
+  conv_clear_plan_cache();
+  const Device gpu = Device::cuda(0);
+  const Cfg c = transpose_configs()[0];
+  Tensor x = random_tensor(c.y_shape(), 1, -1, 1, gpu), w = random_tensor(c.w_shape(), 2, -1, 1, gpu);
+  Tensor dy = random_tensor(c.y_shape(), 3, -1, 1, gpu);
+  const uint64_t execs = cudnn_executions();
+  transpose_forward(c, x, w, Tensor());
+  EXPECT_EQ(cudnn_executions(), execs + 1);
+  backward_data(c, dy, w);  // the same problem as Conv2dBackwardData: the same cached plan
+  EXPECT_EQ(conv_plans_built(), 1);
+}
+#endif  // CUDL_EMULATED
 
 #if defined(CUDL_EMULATED)
 

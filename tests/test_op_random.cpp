@@ -258,6 +258,24 @@ TEST(RandomCpu, BadArgumentsNameOpAndShapes) {
   EXPECT_NE(msg.find("(5, 4)"), std::string::npos) << msg;
 }
 
+// RandomNormal fed by the device RNG state {seed, offset} draws what the attribute form draws with
+// that seed and offset (plus its own offset attribute); a bad state is named.
+TEST(RandomCpu, NormalFromRngStateEqualsTheAttributeForm) {
+  const int64_t n = 1003;
+  for (int64_t offset : {int64_t(0), int64_t(251)}) {
+    Tensor a = Tensor::empty(Shape{n}), b = Tensor::empty(Shape{n});
+    run(OpKind::RandomNormal, {rng_state(99, offset)}, {a}, random_attrs(0.5, 2, /*seed, unused*/ 7, 3, 9));
+    run(OpKind::RandomNormal, {}, {b}, random_attrs(0.5, 2, 99, offset + 3, 9));
+    EXPECT_TRUE(all_close(a, b, 0, 0)) << "offset " << offset;
+  }
+  Tensor y = Tensor::empty(Shape{4, 5});
+  std::string msg = error_message(
+      [&] { run(OpKind::RandomNormal, {Tensor::zeros(Shape{3}, DType::i64)}, {y}, random_attrs(0, 1, 0, 0, 0)); });
+  EXPECT_NE(msg.find("RandomNormal"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("rng must be i64 (2,)"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("(4, 5)"), std::string::npos) << msg;
+}
+
 // --- CUDA vs CPU ---------------------------------------------------------------------------------
 
 TEST(RandomCuda, DropoutMaskEqualsCpu) {
@@ -349,6 +367,30 @@ TEST(RandomCuda, UniformAndNormalEqualCpu) {
     run(OpKind::RandomNormal, {}, {zg}, na);
     // logf/cosf/sinf may differ by an ulp or two between the host and the GPU.
     EXPECT_TRUE(all_close(zg, z, 2e-6, 2e-6)) << "normal n=" << n;
+  }
+}
+
+// The noise of a captured step: each replay reads the state the device holds then.
+TEST(RandomCuda, CapturedNormalFromRngStateEqualsCpu) {
+  CUDL_REQUIRE_CUDA();
+  const Device gpu = Device::cuda();
+  ExecContext& ctx = default_context(gpu);
+  if (!ctx.supports_capture()) GTEST_SKIP() << "the context of " << gpu << " cannot capture";
+  const int64_t n = 1001;
+  const OpAttrs a = random_attrs(0, 1, 0, 0, int64_t{1} << 40);
+  Tensor state = rng_state(3, 0, gpu), zg = Tensor::empty(Shape{n}, DType::f32, gpu);
+  ctx.synchronize();
+  std::unique_ptr<CapturedGraph> graph =
+      cudl::testing::capture(ctx, [&] { run(OpKind::RandomNormal, {state}, {zg}, a); });
+  std::vector<float> previous;
+  for (int64_t offset : {int64_t(0), int64_t(251), int64_t(502)}) {
+    state.copy_from(rng_state(3, offset));
+    graph->launch();
+    Tensor z = Tensor::empty(Shape{n});
+    run(OpKind::RandomNormal, {rng_state(3, offset)}, {z}, a);
+    EXPECT_TRUE(all_close(zg, z, 2e-6, 2e-6)) << "offset " << offset;
+    EXPECT_NE(zg.to_vector<float>(), previous);
+    previous = zg.to_vector<float>();
   }
 }
 

@@ -99,11 +99,9 @@ void cpu_conv2d(const OpCall& c) {
   });
 }
 
-void cpu_conv2d_backward_data(const OpCall& c) {
-  const ops::Conv2dArgs g = ops::check_conv2d_call(c);
-  const float* dy = g.dy.as<float>();
-  const float* w = g.w.as<float>();
-  float* dx = g.dx.as<float>();
+/// dx = the data gradient of the convolution g for dy (Conv2dBackwardData and Conv2dTranspose);
+/// bias (C, may be null) is then added to every dx[n, c] plane.
+void backward_data(const ops::Conv2dGeometry& g, const float* dy, const float* w, const float* bias, float* dx) {
   const int64_t Cg = g.Cg(), Kg = g.Kg(), CRS = Cg * g.R * g.S, PQ = g.P * g.Q, CHW = g.C * g.H * g.W;
   SingleThreadedBlas blas;
   parallel_for(g.N, conv_chunks(g), [&](int64_t n0, int64_t n1, int) {
@@ -117,7 +115,24 @@ void cpu_conv2d_backward_data(const OpCall& c) {
                     static_cast<int>(PQ), 0.f, col.data(), static_cast<int>(PQ));
         col2im_add(g, col.data(), n, gi, dx);
       }
+    if (bias)
+      for (int64_t n = n0; n < n1; ++n)
+        for (int64_t ch = 0; ch < g.C; ++ch) {
+          float* plane = dx + (n * g.C + ch) * g.H * g.W;
+          for (int64_t i = 0; i < g.H * g.W; ++i) plane[i] += bias[ch];
+        }
   });
+}
+
+void cpu_conv2d_backward_data(const OpCall& c) {
+  const ops::Conv2dArgs g = ops::check_conv2d_call(c);
+  backward_data(g, g.dy.as<float>(), g.w.as<float>(), nullptr, g.dx.as<float>());
+}
+
+// The transposed convolution is the data gradient of the convolution whose geometry its check returns.
+void cpu_conv2d_transpose(const OpCall& c) {
+  const ops::Conv2dArgs g = ops::check_conv2d_call(c);
+  backward_data(g, g.dy.as<float>(), g.w.as<float>(), g.bias.as<float>(), g.dx.as<float>());
 }
 
 /// Image blocks of the filter gradient: at most 16, at least one image each, and their partial
@@ -187,6 +202,7 @@ void register_cpu_conv_ops(OpTable& t) {
   t.add(OpKind::Conv2dBackwardData, cpu_conv2d_backward_data);
   t.add(OpKind::Conv2dBackwardFilter, cpu_conv2d_backward_filter);
   t.add(OpKind::Conv2dBackwardBias, cpu_conv2d_backward_bias);
+  t.add(OpKind::Conv2dTranspose, cpu_conv2d_transpose);
 }
 
 }  // namespace cudl

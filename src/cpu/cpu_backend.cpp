@@ -8,6 +8,7 @@ void register_cpu_reduce_ops(OpTable& t);
 void register_cpu_matmul_ops(OpTable& t);
 void register_cpu_conv_ops(OpTable& t);
 void register_cpu_pool_ops(OpTable& t);
+void register_cpu_upsample_ops(OpTable& t);
 void register_cpu_norm_ops(OpTable& t);
 void register_cpu_random_ops(OpTable& t);
 void register_cpu_softmax_ops(OpTable& t);
@@ -24,6 +25,7 @@ void register_cpu_ops(OpTable& t) {
   register_cpu_matmul_ops(t);
   register_cpu_conv_ops(t);
   register_cpu_pool_ops(t);
+  register_cpu_upsample_ops(t);
   register_cpu_norm_ops(t);
   register_cpu_random_ops(t);
   register_cpu_softmax_ops(t);

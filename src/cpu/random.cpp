@@ -59,12 +59,15 @@ void random_uniform(const OpCall& c) {
   }
 }
 
-// out: y ~ N(f0, f1^2): y = fma(f1, z, f0), z from Box-Muller on word pairs (0,1) and (2,3) of a block.
+// in: [rng {seed, offset}]  out: y ~ N(f0, f1^2): y = fma(f1, z, f0), z from Box-Muller on word pairs (0,1) and (2,3) of a block.
 void random_normal(const OpCall& c) {
   const ops::RandomFillArgs pr = ops::check_random_fill_call(c);
   float* yp = pr.y.as<float>();
+  const int64_t* rng = pr.rng.as<int64_t>();
+  const uint64_t seed = rng ? static_cast<uint64_t>(rng[0]) : pr.seed;
+  const uint64_t offset = rng ? static_cast<uint64_t>(rng[1]) + pr.offset : pr.offset;
   for (int64_t b = 0; b * 4 < pr.n; ++b) {
-    const philox::U32x4 w = philox::block_words(pr.seed, pr.offset, pr.stream, static_cast<uint64_t>(b));
+    const philox::U32x4 w = philox::block_words(seed, offset, pr.stream, static_cast<uint64_t>(b));
     float z[4];
     philox::box_muller(w.x, w.y, &z[0], &z[1]);
     philox::box_muller(w.z, w.w, &z[2], &z[3]);

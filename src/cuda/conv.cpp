@@ -396,9 +396,11 @@ int64_t alignment_of(std::initializer_list<const void*> ptrs) {
 }
 
 /// The cached entry for (op, geometry, alignment, handle), building (and logging) it on first use.
-const CacheEntry& plan_for(cudnnHandle_t handle, const OpCall& call, const ops::Conv2dGeometry& g, int64_t alignment) {
-  const bool wants_fusion = call.op == OpKind::Conv2d && (g.has_bias || g.relu);
-  std::vector<int64_t> key = {static_cast<int64_t>(call.op), g.N, g.C, g.H, g.W, g.K, g.R, g.S, g.groups};
+/// `op` is the cuDNN operation (Conv2dTranspose runs as Conv2dBackwardData).
+const CacheEntry& plan_for(cudnnHandle_t handle, const OpCall& call, OpKind op, const ops::Conv2dGeometry& g,
+                           int64_t alignment) {
+  const bool wants_fusion = op == OpKind::Conv2d && (g.has_bias || g.relu);
+  std::vector<int64_t> key = {static_cast<int64_t>(op), g.N, g.C, g.H, g.W, g.K, g.R, g.S, g.groups};
   for (int64_t v : {g.stride_h, g.stride_w, g.pad_h, g.pad_w, g.dil_h, g.dil_w, alignment}) key.push_back(v);
   key.push_back(wants_fusion && g.has_bias);
   key.push_back(wants_fusion && g.relu);
@@ -411,7 +413,7 @@ const CacheEntry& plan_for(cudnnHandle_t handle, const OpCall& call, const ops::
   std::string fused_reason;
   if (wants_fusion) {
     try {
-      entry.plan = build_plan(handle, call.op, g, true, alignment);
+      entry.plan = build_plan(handle, op, g, true, alignment);
       entry.fused = true;
     } catch (const Unsupported& u) {
       fused_reason = u.reason;
@@ -421,14 +423,14 @@ const CacheEntry& plan_for(cudnnHandle_t handle, const OpCall& call, const ops::
   }
   if (!entry.plan) {
     try {
-      entry.plan = build_plan(handle, call.op, g, false, alignment);
+      entry.plan = build_plan(handle, op, g, false, alignment);
       if (wants_fusion)
         std::fprintf(stderr,
                      "cudl: %s %s x %s: cuDNN has no fused bias/ReLU plan (%s); bias/ReLU run as a separate kernel\n",
-                     engine_op_name(call.op), call.label, g.x_shape().str().c_str(), fused_reason.c_str());
+                     engine_op_name(op), call.label, g.x_shape().str().c_str(), fused_reason.c_str());
     } catch (const Unsupported& u) {
       std::fprintf(stderr, "cudl: %s %s x %s: cuDNN has no plan (%s); using the im2col engine\n",
-                   engine_op_name(call.op), call.label, g.x_shape().str().c_str(), u.reason.c_str());
+                   engine_op_name(op), call.label, g.x_shape().str().c_str(), u.reason.c_str());
     }
   }
   return g_cache.emplace(std::move(key), std::move(entry)).first->second;
@@ -560,7 +562,7 @@ void cuda_conv2d(const OpCall& call) {
   const float* bias = g.bias.as<float>();
   float* y = g.y.as<float>();
   if (!im2col_forced()) {
-    const CacheEntry& e = plan_for(ctx.cudnn(), call, g, alignment_of({x, w, bias, y}));
+    const CacheEntry& e = plan_for(ctx.cudnn(), call, call.op, g, alignment_of({x, w, bias, y}));
     if (e.plan) {
       execute(ctx, *e.plan,
               {{kUidX, const_cast<float*>(x)},
@@ -575,20 +577,33 @@ void cuda_conv2d(const OpCall& call) {
   im2col_forward(ctx, call, g, x, w, bias, y);
 }
 
-void cuda_conv2d_backward_data(const OpCall& call) {
-  const ops::Conv2dArgs g = ops::check_conv2d_call(call);
-  CudaContext& ctx = cuda_context(call);
-  const float* dy = g.dy.as<float>();
-  const float* w = g.w.as<float>();
-  float* dx = g.dx.as<float>();
+/// dx = the data gradient of the convolution g for dy: a cuDNN backward-data plan, else the im2col
+/// engine (Conv2dBackwardData, and Conv2dTranspose before its bias).
+void backward_data(CudaContext& ctx, const OpCall& call, const ops::Conv2dGeometry& g, const float* dy,
+                   const float* w, float* dx) {
   if (!im2col_forced()) {
-    const CacheEntry& e = plan_for(ctx.cudnn(), call, g, alignment_of({dy, w, dx}));
+    const CacheEntry& e = plan_for(ctx.cudnn(), call, OpKind::Conv2dBackwardData, g, alignment_of({dy, w, dx}));
     if (e.plan) {
       execute(ctx, *e.plan, {{kUidX, dx}, {kUidW, const_cast<float*>(w)}, {kUidY, const_cast<float*>(dy)}});
       return;
     }
   }
   im2col_backward_data(ctx, call, g, dy, w, dx);
+}
+
+void cuda_conv2d_backward_data(const OpCall& call) {
+  const ops::Conv2dArgs g = ops::check_conv2d_call(call);
+  backward_data(cuda_context(call), call, g, g.dy.as<float>(), g.w.as<float>(), g.dx.as<float>());
+}
+
+// The transposed convolution is the data gradient of the convolution whose geometry its check
+// returns (cuDNN's backward-data operation), then its bias per output channel.
+void cuda_conv2d_transpose(const OpCall& call) {
+  const ops::Conv2dArgs g = ops::check_conv2d_call(call);
+  CudaContext& ctx = cuda_context(call);
+  float* y = g.dx.as<float>();
+  backward_data(ctx, call, g, g.dy.as<float>(), g.w.as<float>(), y);
+  if (g.has_bias) kernels::conv2d_bias_act_cuda(y, g.bias.as<float>(), g.N, g.C, g.H * g.W, 0, ctx.stream());
 }
 
 void cuda_conv2d_backward_filter(const OpCall& call) {
@@ -598,7 +613,7 @@ void cuda_conv2d_backward_filter(const OpCall& call) {
   const float* dy = g.dy.as<float>();
   float* dw = g.dw.as<float>();
   if (!im2col_forced()) {
-    const CacheEntry& e = plan_for(ctx.cudnn(), call, g, alignment_of({x, dy, dw}));
+    const CacheEntry& e = plan_for(ctx.cudnn(), call, call.op, g, alignment_of({x, dy, dw}));
     if (e.plan) {
       execute(ctx, *e.plan, {{kUidX, const_cast<float*>(x)}, {kUidW, dw}, {kUidY, const_cast<float*>(dy)}});
       return;
@@ -628,6 +643,7 @@ void register_cuda_conv_ops(OpTable& t) {
   t.add(OpKind::Conv2dBackwardData, cuda_conv2d_backward_data);
   t.add(OpKind::Conv2dBackwardFilter, cuda_conv2d_backward_filter);
   t.add(OpKind::Conv2dBackwardBias, cuda_conv2d_backward_bias);
+  t.add(OpKind::Conv2dTranspose, cuda_conv2d_transpose);
 }
 
 }  // namespace cudl

@@ -8,6 +8,7 @@ void register_cuda_reduce_ops(OpTable& t);
 void register_cuda_matmul_ops(OpTable& t);
 void register_cuda_conv_ops(OpTable& t);
 void register_cuda_pool_ops(OpTable& t);
+void register_cuda_upsample_ops(OpTable& t);
 void register_cuda_norm_ops(OpTable& t);
 void register_cuda_random_ops(OpTable& t);
 void register_cuda_softmax_ops(OpTable& t);
@@ -24,6 +25,7 @@ void register_cuda_ops(OpTable& t) {
   register_cuda_matmul_ops(t);
   register_cuda_conv_ops(t);
   register_cuda_pool_ops(t);
+  register_cuda_upsample_ops(t);
   register_cuda_norm_ops(t);
   register_cuda_random_ops(t);
   register_cuda_softmax_ops(t);

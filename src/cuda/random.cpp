@@ -30,8 +30,8 @@ void cuda_random_uniform(const OpCall& c) {
 
 void cuda_random_normal(const OpCall& c) {
   const ops::RandomFillArgs pr = ops::check_random_fill_call(c);
-  kernels::random_normal_cuda(pr.y.as<float>(), pr.n, pr.seed, pr.offset, pr.stream, pr.a, pr.b,
-                              cuda_context(c).stream());
+  kernels::random_normal_cuda(pr.y.as<float>(), pr.rng.as<int64_t>(), pr.n, pr.seed, pr.offset, pr.stream, pr.a,
+                              pr.b, cuda_context(c).stream());
 }
 
 }  // namespace

@@ -215,6 +215,25 @@ class Sweep {
         done(2, db);
         return;
       }
+      case OpKind::Conv2dTranspose: {
+        // y = the data gradient of the convolution conv (x's geometry from y's): dx = conv(dy),
+        // dw = that convolution's filter gradient for input dy and output gradient x.
+        ValueId dx = t(0), dw = t(1), db = t(2);
+        if (dx != kNone) g_.add_node(OpKind::Conv2d, n.attrs, {dy, in[1]}, {dx}, L, Phase::Backward);
+        if (dw != kNone) g_.add_node(OpKind::Conv2dBackwardFilter, n.attrs, {dy, in[0]}, {dw}, L, Phase::Backward);
+        if (db != kNone) g_.add_node(OpKind::Conv2dBackwardBias, n.attrs, {dy}, {db}, L, Phase::Backward);
+        done(0, dx);
+        done(1, dw);
+        done(2, db);
+        return;
+      }
+      case OpKind::Upsample2d: {
+        ValueId dx = t(0);
+        if (dx == kNone) return;
+        g_.add_node(OpKind::Upsample2dBackward, n.attrs, {dy}, {dx}, L, Phase::Backward);
+        done(0, dx);
+        return;
+      }
       case OpKind::MaxPool2d: case OpKind::AvgPool2d: case OpKind::GlobalAvgPool: {
         ValueId dx = t(0);
         if (dx == kNone) return;
@@ -389,7 +408,7 @@ class Sweep {
 bool has_grad_rule(OpKind op) {
   switch (op) {
     case OpKind::Unary: case OpKind::Binary: case OpKind::BinaryScalar: case OpKind::Linear: case OpKind::Matmul:
-    case OpKind::Conv2d: case OpKind::MaxPool2d: case OpKind::AvgPool2d: case OpKind::GlobalAvgPool:
+    case OpKind::Conv2d: case OpKind::Conv2dTranspose: case OpKind::Upsample2d: case OpKind::MaxPool2d: case OpKind::AvgPool2d: case OpKind::GlobalAvgPool:
     case OpKind::BatchNormTrain: case OpKind::LayerNorm: case OpKind::Dropout: case OpKind::Softmax:
     case OpKind::LogSoftmax: case OpKind::Reduce: case OpKind::Copy: case OpKind::Permute: case OpKind::Slice:
     case OpKind::Concat: case OpKind::Gather: case OpKind::Attention:

@@ -128,6 +128,28 @@ Conv2dArgs check_conv2d_call(const OpCall& c) {
       require_shape(c, dy, g.y_shape(), "dy", g);
       break;
     }
+    case OpKind::Conv2dTranspose: {
+      const TensorView& x = required_in(c, 0, "x");
+      const TensorView& w = required_in(c, 1, "w");
+      const TensorView& y = required_out(c, 0, "y");
+      if (Conv2dAttrs::from(c.attrs).epilogue != Epilogue::None)
+        CUDL_FAIL(name_of(c), " (", c.label, "): epilogue must be None, got ",
+                  static_cast<int64_t>(Conv2dAttrs::from(c.attrs).epilogue), " for x ", x.shape, ", w ", w.shape);
+      static_cast<Conv2dGeometry&>(g) = conv2d_geometry(c, y.shape, w.shape);
+      g.dy = x, g.w = w, g.dx = y;
+      if (x.shape != g.y_shape())
+        CUDL_FAIL(name_of(c), " (", c.label, "): x has shape ", x.shape, " but y ", y.shape, " with w ", w.shape,
+                  " needs x ", g.y_shape(), " (output padding must be in [0, stride))");
+      if (c.has_in(2)) {
+        g.has_bias = true;
+        g.bias = c.in(2);
+        require_f32(c, c.in(2), "bias");
+        if (g.bias.shape != Shape{g.C})
+          CUDL_FAIL(name_of(c), " (", c.label, "): bias has shape ", g.bias.shape, ", expected (", g.C, ",) for y ",
+                    y.shape);
+      }
+      break;
+    }
     case OpKind::Conv2dBackwardBias: {
       const TensorView& dy = required_in(c, 0, "dy");
       const TensorView& db = required_out(c, 0, "db");

@@ -13,6 +13,10 @@
 // Conv2dBackwardData    in: dy, w       out: dx (shape of x);  attrs as Conv2d (epilogue ignored)
 // Conv2dBackwardFilter  in: x, dy       out: dw;  attrs as Conv2d
 // Conv2dBackwardBias    in: dy          out: db (K)
+// Conv2dTranspose in: x (N, Cin, Hin, Win), w (Cin, Cout/g, R, S), [bias (Cout)]   out: y (N, Cout, Hout, Wout)
+//                   the data gradient of the Conv2d that maps y's shape to x's (same attrs; epilogue
+//                   must be None), plus bias. Hout = (Hin-1)*stride - 2*pad + dil*(R-1) + 1 + output
+//                   padding, output padding in [0, stride) (given by y's shape; every such y is valid).
 
 namespace cudl {
 namespace ops {
@@ -57,16 +61,25 @@ Conv2dGeometry conv2d_geometry(const OpCall& call, const Shape& x, const Shape& 
 
 /// A validated conv call: its geometry and its tensors by name (those the op does not take are
 /// undefined). Conv2d: x, w, [bias] -> y. Conv2dBackwardData: dy, w -> dx. Conv2dBackwardFilter:
-/// x, dy -> dw. Conv2dBackwardBias: dy -> db.
+/// x, dy -> dw. Conv2dBackwardBias: dy -> db. Conv2dTranspose: the geometry is that of the
+/// convolution it is the data gradient of, so its input fills `dy` (N, K, P, Q), its output `dx`
+/// (N, C, H, W) and its bias (C) `bias`.
 struct Conv2dArgs : Conv2dGeometry {
-  TensorView x, w, bias, y;  // (N, C, H, W), (K, C/groups, R, S), (K), (N, K, P, Q)
+  TensorView x, w, bias, y;  // (N, C, H, W), (K, C/groups, R, S), (K) (Conv2dTranspose: (C)), (N, K, P, Q)
   TensorView dy, dx, dw, db;
 };
 
-/// Validates a whole Conv2d / Conv2dBackwardData / Conv2dBackwardFilter / Conv2dBackwardBias call
+/// Validates a whole Conv2d / Conv2dBackwardData / Conv2dBackwardFilter / Conv2dBackwardBias / Conv2dTranspose call
 /// (tensor counts, presence, f32 dtype, every shape) and returns its geometry. For
 /// Conv2dBackwardBias only N, K, P, Q are filled in.
 Conv2dArgs check_conv2d_call(const OpCall& call);
+
+/// Output size of a transposed convolution along one axis: (in - 1)*stride - 2*pad + dil*(k - 1) + 1
+/// + output_padding (the input size of the convolution it transposes).
+inline int64_t conv_transpose_out(int64_t in, int64_t k, int64_t stride, int64_t pad, int64_t dil,
+                                  int64_t output_padding) {
+  return (in - 1) * stride - 2 * pad + dil * (k - 1) + 1 + output_padding;
+}
 
 }  // namespace ops
 }  // namespace cudl

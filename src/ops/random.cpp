@@ -91,6 +91,14 @@ RandomFillArgs check_random_fill_call(const OpCall& c) {
     pr.b = static_cast<float>(a.hi - a.lo);
   } else {
     const RandomNormalAttrs a = RandomNormalAttrs::from(c.attrs);
+    op_checks::arity(c);
+    if (c.has_in(0)) {
+      pr.rng = c.in(0);
+      expect(c, pr.rng, "rng", DType::i64);
+      if (pr.rng.shape != Shape{2})
+        CUDL_FAIL(op_name(c.op), " (", c.label, "): rng must be i64 (2,) {seed, offset}, got ", pr.rng.shape,
+                  " for y shape ", y.shape);
+    }
     pr.seed = static_cast<uint64_t>(a.seed), pr.offset = static_cast<uint64_t>(a.offset);
     pr.stream = static_cast<uint64_t>(a.stream);
     if (!(a.std >= 0))

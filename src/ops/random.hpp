@@ -11,7 +11,10 @@
 //                   f[0]=p (drop probability), i[0]=stream id (distinguishes dropout layers)
 // DropoutBackward in: dy, mask       out: dx = dy * mask / (1-p); f[0]=p
 // RandomUniform   out: y ~ U[f[0], f[1]);  i[0]=seed (low 63 bits), i[1]=offset
-// RandomNormal    out: y ~ N(f[0], f[1]^2); i[0]=seed, i[1]=offset
+// RandomNormal    in: [rng (i64[2] on the device: {seed, offset})]   out: y ~ N(f[0], f[1]^2)
+//                   i[0]=seed, i[1]=offset; with rng, the seed is rng[0] and the offset rng[1] + i[1],
+//                   read on the device when the op runs (a captured step draws fresh noise each
+//                   replay once the owner advances rng[1]; i[0] is then unused)
 // Random details (src/cpu/random.cpp is the spec, backend/philox.hpp the generator): element i
 // uses word i%4 of philox4x32_10(counter {lo32(b), hi32(b), lo32(s), hi32(s)}, key {lo32(seed),
 // hi32(seed)}) with b = i/4 + offset and s = stream id (Dropout: i[0]; RandomUniform/Normal: i[2]).
@@ -90,9 +93,11 @@ struct DropoutBackwardArgs {
 };
 DropoutBackwardArgs check_dropout_backward_call(const OpCall& call);
 
-/// A validated RandomUniform (a = lo, b = hi - lo) or RandomNormal (a = mean, b = std) call.
+/// A validated RandomUniform (a = lo, b = hi - lo) or RandomNormal (a = mean, b = std) call. With
+/// `rng` defined, the seed and the offset (added to `offset`) are read from it where the op runs.
 struct RandomFillArgs {
   TensorView y;
+  TensorView rng;  // RandomNormal's optional device state {seed, offset}; undefined when absent
   int64_t n = 0;
   uint64_t seed = 0, offset = 0, stream = 0;
   float a = 0, b = 0;
