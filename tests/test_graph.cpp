@@ -189,6 +189,27 @@ TEST(Autodiff, CnnMatchesFiniteDifferences) {
   check_gradients(net, 1e-3, 3e-3, 6e-2);
 }
 
+// The generative layers' rules: Conv2dTranspose (dx, dw, db; output padding, groups, dilation)
+// and Upsample2d (nearest and bilinear) between parameter layers, so every rule's dx is checked too.
+TEST(Autodiff, GenerativeLayersMatchFiniteDifferences) {
+  auto conv = layers::Conv2d(Conv2dOptions(4, 3).padding(1).activation("tanh"));
+  auto up1 = layers::Conv2dTranspose(Conv2dTransposeOptions(4, 3).stride(2).padding(1).output_padding(1)
+                                         .activation("tanh"));
+  auto near = layers::UpSampling2d(2, "nearest"), bil = layers::UpSampling2d(3, "bilinear");
+  auto up2 = layers::Conv2dTranspose(Conv2dTransposeOptions(2, 2).dilation(2).groups(2).activation("tanh"));
+  auto pool = layers::AvgPool2d(4), flat = layers::Flatten(), dense = layers::Dense(3);
+  Net net({2, 3, 3}, 2, 3, [&](detail::BuildContext& c, ValueId x) {
+    ValueId h = apply(c, conv, {x});  // (4, 3, 3)
+    h = apply(c, up1, {h});           // (4, 6, 6)
+    h = apply(c, near, {h});          // (4, 12, 12)
+    h = apply(c, up2, {h});           // (2, 14, 14)
+    h = apply(c, pool, {h});          // (2, 3, 3)
+    h = apply(c, bil, {h});           // (2, 9, 9)
+    return apply(c, dense, {apply(c, flat, {h})});
+  });
+  check_gradients(net, 1e-3, 3e-3, 6e-2);
+}
+
 TEST(Autodiff, ResidualFanOutAccumulates) {
   // x -> d1 -> h; out = d3(h + tanh(d2(h))): h feeds two consumers, so its gradient is summed.
   auto d1 = layers::Dense(5, "tanh"), d2 = layers::Dense(5), act = layers::Activation("tanh"), d3 = layers::Dense(3);

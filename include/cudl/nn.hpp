@@ -221,4 +221,43 @@ CUDL_API LayerPtr MultiHeadAttention(const MultiHeadAttentionOptions& options);
 CUDL_API LayerPtr MultiHeadAttention(int64_t heads, int64_t key_dim, bool causal = false);
 }  // namespace layers
 
+// --- generative models (src/nn/generative.cpp) ---
+
+/// Options of a Conv2dTranspose layer: `Conv2dTransposeOptions(64, 4).stride(2).padding(1)`.
+/// Output size per axis: (in - 1)*stride - 2*padding + dilation*(kernel - 1) + 1 + output_padding,
+/// output_padding in [0, stride). Kernel (C_in, filters/groups, k, k), as PyTorch's.
+struct CUDL_API Conv2dTransposeOptions {
+  Conv2dTransposeOptions(int64_t filters, int kernel_size) : filters_(filters), kernel_size_(kernel_size) {}
+  CUDL_ARG(int64_t, filters);
+  CUDL_ARG(int, kernel_size);
+  CUDL_ARG(int, stride) = 1;
+  CUDL_ARG(int, padding) = 0;
+  CUDL_ARG(int, output_padding) = 0;
+  CUDL_ARG(int, dilation) = 1;
+  CUDL_ARG(int, groups) = 1;
+  /// "" or any activation name (a separate op).
+  CUDL_ARG(std::string, activation);
+  CUDL_ARG(bool, use_bias) = true;
+  CUDL_ARG(Init, kernel_initializer) = Init::GlorotUniform;
+  CUDL_ARG(std::string, name);
+};
+
+namespace layers {
+/// Transposed 2-D convolution over (C, H, W) samples: the data gradient of a Conv2d (cuDNN's
+/// backward-data operation on CUDA, with the im2col/col2im engine as fallback).
+CUDL_API LayerPtr Conv2dTranspose(const Conv2dTransposeOptions& options);
+CUDL_API LayerPtr Conv2dTranspose(int64_t filters, int kernel_size, int stride = 1, int padding = 0,
+                                  int output_padding = 0, const std::string& activation = "");
+/// Repeats (nearest) or interpolates (bilinear, half-pixel centres as Keras and PyTorch) (C, H, W)
+/// samples to (C, H*size, W*size).
+CUDL_API LayerPtr UpSampling2d(int size = 2, const std::string& interpolation = "nearest",
+                               const std::string& name = "");
+/// A noise source: outputs (batch, ...shape) samples of N(mean, stddev^2) drawn on the device from
+/// the model's RNG state (Philox: the same values on CPU and CUDA), fresh at every run of every
+/// program of the model (training, evaluation, prediction): the step advances the state, so a
+/// captured step needs no host copy for its noise. Only its input's batch size is used (e.g. a
+/// (1)-feature placeholder input).
+CUDL_API LayerPtr RandomNormal(const Shape& shape, float mean = 0.f, float stddev = 1.f, const std::string& name = "");
+}  // namespace layers
+
 }  // namespace cudl

@@ -44,4 +44,11 @@ struct LayerAccess {
   static bool has_name(const Layer& layer) { return !layer.name_.empty(); }
 };
 
+/// Throws naming the layer and the shapes unless it got n inputs (src/nn/layers.cpp).
+void expect_inputs(const Layer& l, const std::vector<Shape>& in, size_t n);
+/// Throws "<who>: unknown activation" unless act is "", linear or an activation name.
+void check_activation(const std::string& who, const std::string& act);
+/// Applies a named activation to x as its own node; returns x for "" and linear.
+int apply_activation(BuildContext& c, int x, const std::string& act, float alpha);
+
 }  // namespace cudl::detail

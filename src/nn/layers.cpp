@@ -169,6 +169,9 @@ void init_tensor(Tensor& t, Init init, int64_t fan_in, int64_t fan_out, uint64_t
 
 using detail::BuildContext;
 using detail::BuiltinLayer;
+using detail::apply_activation;
+using detail::check_activation;
+using detail::expect_inputs;
 using graph::kNone;
 using graph::ValueId;
 
@@ -254,10 +257,14 @@ std::string shapes_str(const std::vector<Shape>& s) {
   return r;
 }
 
-void expect_inputs(const Layer& l, const std::vector<Shape>& in, size_t n) {
+}  // namespace
+
+void detail::expect_inputs(const Layer& l, const std::vector<Shape>& in, size_t n) {
   if (in.size() != n)
     CUDL_FAIL("layer ", l.name(), " (", l.kind(), "): expects ", n, " input(s), got ", in.size(), ": ", shapes_str(in));
 }
+
+namespace {
 
 bool unary_from_name(const std::string& n, UnaryOp& op) {
   static const std::map<std::string, UnaryOp> m = {{"relu", UnaryOp::Relu},
@@ -278,14 +285,16 @@ bool unary_from_name(const std::string& n, UnaryOp& op) {
   return true;
 }
 
-void check_activation(const std::string& who, const std::string& act) {
+}  // namespace
+
+void detail::check_activation(const std::string& who, const std::string& act) {
   UnaryOp op;
   if (act.empty() || act == "linear" || act == "softmax" || act == "log_softmax" || unary_from_name(act, op)) return;
   CUDL_FAIL(who, ": unknown activation '", act, "'");
 }
 
 // Applies a named activation to x as its own node (used where no fused epilogue exists).
-ValueId apply_activation(BuildContext& c, ValueId x, const std::string& act, float alpha) {
+ValueId detail::apply_activation(BuildContext& c, ValueId x, const std::string& act, float alpha) {
   if (act.empty() || act == "linear") return x;
   const Shape s = c.g->value(x).shape;
   ValueId y = c.value(act, s);
@@ -298,6 +307,8 @@ ValueId apply_activation(BuildContext& c, ValueId x, const std::string& act, flo
   c.node(OpKind::Unary, ops::UnaryAttrs{op, alpha}.to_op_attrs(), {x}, {y});
   return y;
 }
+
+namespace {
 
 class DenseLayer : public BuiltinLayer {
  public:

@@ -80,6 +80,23 @@ ValueId augment_node(detail::BuildContext& c, const std::string& model, ValueId 
   return y;
 }
 
+/// Advances the model's RNG offset past every Philox block this program's random nodes used, so
+/// the next run (of any program of the model) draws fresh values rather than shifted copies.
+void advance_rng(detail::BuildContext& c, Phase phase) {
+  if (c.rng == kNone) return;
+  graph::Graph& g = *c.g;
+  int64_t blocks = 1;
+  for (const graph::Node& n : g.nodes()) {
+    if (n.op == OpKind::Dropout) blocks = std::max(blocks, (g.value(n.inputs[0]).shape.numel() + 3) / 4);
+    if (n.op == OpKind::Attention && n.inputs.size() > 4 && n.inputs[4] != kNone)  // (B, H, Tq, Tk) weights
+      blocks = std::max(blocks, (g.value(n.outputs[1]).shape.numel() * g.value(n.inputs[1]).shape[1] + 3) / 4);
+    if (n.op == OpKind::RandomNormal && !n.inputs.empty() && n.inputs[0] == c.rng)
+      blocks = std::max(blocks, (g.value(n.outputs[0]).shape.numel() + 3) / 4);
+  }
+  ValueId off = g.add_view(c.rng, Shape{1}, "rng", phase, sizeof(int64_t), "rng.offset");
+  g.add_node(OpKind::Increment, ops::IncrementAttrs{0, blocks}.to_op_attrs(), {}, {off}, "rng", phase);
+}
+
 /// Binds `t` to `v` when it is given (programs built only to be planned have no tensors).
 void bind(detail::BuildContext& c, ValueId v, const Tensor& t) {
   if (t.defined()) c.bound[v] = t;
@@ -130,11 +147,17 @@ std::unique_ptr<Model::Impl::Build> Model::Impl::build(int64_t B, const DataSpec
   }
   ValueId out = forward(c, xb);
   b->out = out;
-  if (!with_loss) return b;
+  if (!with_loss) {
+    advance_rng(c, Phase::Forward);  // noise layers draw afresh at every prediction
+    return b;
+  }
   const int forward_end = static_cast<int>(g.nodes().size());
   auto [loss, dpred] = loss_nodes(c, out, yb, training);
   (void)loss;
-  if (!training) return b;
+  if (!training) {
+    advance_rng(c, Phase::Forward);
+    return b;
+  }
   graph::BackwardSpec spec;
   spec.forward_end = forward_end;
   spec.seeds[out] = dpred;
@@ -142,18 +165,7 @@ std::unique_ptr<Model::Impl::Build> Model::Impl::build(int64_t B, const DataSpec
     if (p.grad != kNone) spec.param_grads[p.value] = p.grad;
   graph::build_backward(g, spec);
   optimizer_nodes(c);
-  if (c.rng != kNone) {
-    ValueId off = g.add_view(c.rng, Shape{1}, "rng", Phase::Optimizer, sizeof(int64_t), "rng.offset");
-    // Dropout element i draws from Philox block i/4 + offset: advance past every block this
-    // step used, so the next step's masks are fresh rather than shifted copies.
-    int64_t blocks = 1;
-    for (const graph::Node& n : g.nodes())
-      if (n.op == OpKind::Dropout) blocks = std::max(blocks, (g.value(n.inputs[0]).shape.numel() + 3) / 4);
-      else if (n.op == OpKind::Attention && n.inputs.size() > 4 && n.inputs[4] != kNone)  // (B, H, Tq, Tk) weights
-        blocks = std::max(blocks, (g.value(n.outputs[1]).shape.numel() * g.value(n.inputs[1]).shape[1] + 3) / 4);
-    const OpAttrs inc = ops::IncrementAttrs{0, blocks}.to_op_attrs();
-    g.add_node(OpKind::Increment, inc, {}, {off}, "rng", Phase::Optimizer);
-  }
+  advance_rng(c, Phase::Optimizer);
   return b;
 }
 
