@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -46,6 +47,27 @@ inline bool& usage_errors_throw() {
   if (usage_errors_throw()) throw HelpRequested{};
   std::printf("%s", text);
   std::exit(0);
+}
+
+/// Walks the command line: --help/-h prints `help` and exits 0 (help_exit); a flag in `switches`
+/// calls on_flag(flag, ""); any other flag takes the next argument as its value (a usage error when
+/// there is none) and calls on_flag(flag, value), which rejects the flags it does not know.
+inline void for_each_flag(const char* program, int argc, char** argv, const char* help,
+                          const std::vector<std::string>& switches,
+                          const std::function<void(const std::string&, const std::string&)>& on_flag) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string k = argv[i];
+    if (k == "--help" || k == "-h") help_exit(help);
+    bool is_switch = false;
+    for (const std::string& sw : switches) is_switch |= k == sw;
+    if (is_switch) {
+      on_flag(k, "");
+      continue;
+    }
+    if (k.size() < 2 || k[0] != '-') usage_error(program, "unexpected argument '" + k + "' (options start with --)");
+    if (i + 1 >= argc) usage_error(program, "option " + k + " needs a value");
+    on_flag(k, argv[++i]);
+  }
 }
 
 /// A decimal integer in [lo, hi]; anything else (trailing text, overflow) is a usage error naming
@@ -198,6 +220,34 @@ inline std::string plot_history(const std::string& csv, const std::string& png,
   const bool drawn = ok && run_program({"gnuplot", "-c", tmpl, csv, png});
   unlink(tmpl);
   return drawn ? "plot: " + png : "plot: gnuplot failed; see " + csv + " for the numbers";
+}
+
+/// The device --device names: cpu, cuda[:N], or auto (the GPU when one works, else the CPU
+/// backend, saying why). Prints the choice; exits with 1 when the CUDA device asked for is absent.
+inline cudl::Device pick_device(const char* program, const std::string& want) {
+  if (want == "cpu") {
+    std::printf("device: cpu (CPU reference backend, as requested)\n");
+    return cudl::Device::cpu();
+  }
+  const int n = cudl::cuda_device_count();
+  if (want == "auto") {
+    if (n > 0) {
+      cudl::DeviceInfo d = cudl::cuda_device_info(0);
+      std::printf("device: cuda:0 (%s, compute capability %d.%d)\n", d.name.c_str(), d.cc_major, d.cc_minor);
+      return cudl::Device::cuda(0);
+    }
+    std::printf("device: cpu — training on the CPU reference backend because %s\n",
+                cudl::cuda_unavailable_reason().c_str());
+    return cudl::Device::cpu();
+  }
+  cudl::Device d = cudl::Device::parse(want);
+  if (d.index() >= n) {
+    std::fprintf(stderr, "%s: --device %s: %s\n", program, want.c_str(),
+                 n == 0 ? cudl::cuda_unavailable_reason().c_str() : "no such CUDA device");
+    std::exit(1);
+  }
+  std::printf("device: %s (%s)\n", d.str().c_str(), cudl::cuda_device_info(d.index()).name.c_str());
+  return d;
 }
 
 }  // namespace sample

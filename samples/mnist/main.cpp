@@ -58,13 +58,8 @@ int main(int argc, char** argv) {
                         cudl::dtype_name(train.x.dtype()) + " (" + a.data + ")");
     cudl::Device device = sample::pick_device(mnist::kProgram, a.device);
     cudl::Sequential model = mnist::build(a.model);
-    cudl::CompileOptions opt;
-    opt.optimizer = a.optimizer == "adam" ? cudl::optim::Adam(a.lr) : cudl::optim::SGD(a.lr, 0.9);
-    opt.loss = "sparse_categorical_crossentropy";
-    opt.metrics = {"accuracy"};
-    opt.device = device;
-    opt.seed = a.seed;
-    model.compile(opt);
+    mnist::compile(model, a.optimizer == "adam" ? cudl::optim::Adam(a.lr) : cudl::optim::SGD(a.lr, 0.9), device,
+                   a.seed);
     std::printf("%s", model.summary().c_str());
     if (!a.resume.empty()) {
       cudl::load_checkpoint(model, a.resume);
