@@ -2,9 +2,12 @@
 // under the emulator (tests/emu): launches, graphs, library calls, allocations, syncs, copies; and the
 // bytes each node reads and writes against the minimum a step must move.
 //
-// Usage: bench_step_counters [--model mlp|cnn|embed|charlm|all] [--batch B (128; charlm 64)] [--warmup W (3)]
+// Usage: bench_step_counters [--model mlp|cnn|embed|charlm|dcgan|all] [--batch B (128; charlm, dcgan 64)]
+//        [--warmup W (3)]
 // (embed: a token classifier whose step runs Gather / GatherBackward; bench/train_graph.hpp;
 // charlm: cudl-charlm's Transformer, samples/charlm/charlm.hpp)
+// dcgan: one GAN iteration of cudl-dcgan's models (samples/dcgan/models.hpp, width 64, latent 100):
+// D on a real and a generated batch, then G, each a train_on_batch on device-resident inputs.
 // The counters come from Model::fit itself: a callback resets the emulator's counters after step W
 // and reads them after step W+1, so exactly one exec->run() of the real training program lies in
 // between (the emulator's lazy streams are drained with cudl_emu::flush_all on both sides; that is
@@ -21,6 +24,7 @@
 #include <set>
 #include <string>
 
+#include "../samples/dcgan/models.hpp"
 #include "cudl/memory.hpp"
 #include "emu/emu.hpp"
 #include "samples/charlm/charlm.hpp"
@@ -380,6 +384,54 @@ int run_model(const std::string& kind, const Args& args) {
   return 0;
 }
 
+// One GAN iteration: the counters of each of its three train_on_batch calls after `warmup`
+// iterations (the second run of each program captures it; later runs replay).
+int run_dcgan(const Args& a) {
+  const cudl::Device dev = cudl::Device::cuda(0);
+  const int64_t B = a.batch > 0 ? a.batch : 64;
+  dcgan::Gan gan(dcgan::Sizes{}, 2e-4, dev, 1);
+  const cudl::Tensor x = cudl::Tensor::zeros(cudl::Shape{B, 1, 28, 28}, cudl::DType::f32, dev);
+  std::vector<float> dy(static_cast<size_t>(2 * B), 0.f);
+  for (int64_t r = 0; r < B; ++r) dy[2 * r] = 0.9f;
+  const cudl::Tensor d_targets = cudl::Tensor::from_vector(dy, cudl::Shape{B, 2}).to(dev);
+  const cudl::Tensor zeros = cudl::Tensor::zeros(cudl::Shape{B, 1}, cudl::DType::f32, dev);
+  const cudl::Tensor ones = cudl::Tensor::full(cudl::Shape{B, 1}, 1.0, cudl::DType::f32, dev);
+  struct Step {
+    const char* name;
+    cudl::Model* model;
+    const cudl::Tensor *x, *y;
+  };
+  const Step steps[] = {{"D on real + generated (G frozen)", gan.disc.get(), &x, &d_targets},
+                        {"G through D (D frozen)", gan.combined.get(), &zeros, &ones}};
+  for (int i = 0; i < a.warmup; ++i)
+    for (const Step& s : steps) s.model->train_on_batch(*s.x, *s.y, false);
+  std::printf("\n== dcgan: one GAN iteration (batch %lld, width 64) after %d warm-up iterations, train_on_batch on "
+              "cuda:0 under the emulator\n",
+              static_cast<long long>(B), a.warmup);
+  std::printf("  %-34s %8s %8s %8s %8s %8s %8s %8s %12s\n", "step", "graphs", "kernels", "library", "mallocs", "syncs",
+              "h2d", "d2h", "d2d (bytes)");
+  for (const Step& s : steps) {
+    (void)cudl_emu::flush_all();
+    cudl_emu::reset_counters();
+    s.model->train_on_batch(*s.x, *s.y, false);
+    (void)cudl_emu::flush_all();
+    const cudl_emu::Counters c = cudl_emu::counters();
+    std::printf("  %-34s %8llu %8llu %8llu %8llu %8llu %8llu %8llu %4llu (%s)\n", s.name,
+                static_cast<unsigned long long>(c.graph_launches), static_cast<unsigned long long>(c.kernel_launches),
+                static_cast<unsigned long long>(c.library_calls), static_cast<unsigned long long>(c.mallocs),
+                static_cast<unsigned long long>(c.syncs), static_cast<unsigned long long>(c.memcpy_h2d),
+                static_cast<unsigned long long>(c.memcpy_d2h), static_cast<unsigned long long>(c.memcpy_d2d),
+                human(static_cast<double>(c.bytes_d2d)).c_str());
+  }
+  (void)cudl_emu::flush_all();
+  cudl_emu::reset_counters();
+  (void)gan.combined->last_batch_logs();
+  std::printf("  reading the G loss afterwards: %llu device->host copies, %llu synchronisations\n",
+              static_cast<unsigned long long>(cudl_emu::counters().memcpy_d2h),
+              static_cast<unsigned long long>(cudl_emu::counters().syncs));
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -387,7 +439,7 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string k = argv[i];
     if (i + 1 >= argc) {
-      std::fprintf(stderr, "usage: bench_step_counters [--model mlp|cnn|embed|charlm|all] [--batch B] [--warmup W]\n");
+      std::fprintf(stderr, "usage: bench_step_counters [--model mlp|cnn|embed|charlm|dcgan|all] [--batch B] [--warmup W]\n");
       return 2;
     }
     const std::string v = argv[++i];
@@ -402,10 +454,11 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  if ((a.model != "mlp" && a.model != "cnn" && a.model != "embed" && a.model != "charlm" && a.model != "all") ||
+  if ((a.model != "mlp" && a.model != "cnn" && a.model != "embed" && a.model != "charlm" && a.model != "dcgan" &&
+       a.model != "all") ||
       a.batch < 0 || a.warmup < 2) {
     std::fprintf(stderr,
-                 "bench_step_counters: --model mlp|cnn|embed|charlm|all, --batch >= 1, --warmup >= 2 (the first run is eager, "
+                 "bench_step_counters: --model mlp|cnn|embed|charlm|dcgan|all, --batch >= 1, --warmup >= 2 (the first run is eager, "
                  "the second captures)\n");
     return 2;
   }
@@ -417,6 +470,7 @@ int main(int argc, char** argv) {
     int rc = 0;
     for (const char* kind : {"mlp", "cnn", "embed", "charlm"})
       if (a.model == "all" || a.model == kind) rc |= run_model(kind, a);
+    if (a.model == "dcgan") rc |= run_dcgan(a);  // not in "all": its emulated convolutions take minutes
     return rc;
   } catch (const cudl::Error& e) {
     std::fprintf(stderr, "bench_step_counters: %s\n", e.what());
