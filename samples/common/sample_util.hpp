@@ -222,32 +222,4 @@ inline std::string plot_history(const std::string& csv, const std::string& png,
   return drawn ? "plot: " + png : "plot: gnuplot failed; see " + csv + " for the numbers";
 }
 
-/// The device --device names: cpu, cuda[:N], or auto (the GPU when one works, else the CPU
-/// backend, saying why). Prints the choice; exits with 1 when the CUDA device asked for is absent.
-inline cudl::Device pick_device(const char* program, const std::string& want) {
-  if (want == "cpu") {
-    std::printf("device: cpu (CPU reference backend, as requested)\n");
-    return cudl::Device::cpu();
-  }
-  const int n = cudl::cuda_device_count();
-  if (want == "auto") {
-    if (n > 0) {
-      cudl::DeviceInfo d = cudl::cuda_device_info(0);
-      std::printf("device: cuda:0 (%s, compute capability %d.%d)\n", d.name.c_str(), d.cc_major, d.cc_minor);
-      return cudl::Device::cuda(0);
-    }
-    std::printf("device: cpu — training on the CPU reference backend because %s\n",
-                cudl::cuda_unavailable_reason().c_str());
-    return cudl::Device::cpu();
-  }
-  cudl::Device d = cudl::Device::parse(want);
-  if (d.index() >= n) {
-    std::fprintf(stderr, "%s: --device %s: %s\n", program, want.c_str(),
-                 n == 0 ? cudl::cuda_unavailable_reason().c_str() : "no such CUDA device");
-    std::exit(1);
-  }
-  std::printf("device: %s (%s)\n", d.str().c_str(), cudl::cuda_device_info(d.index()).name.c_str());
-  return d;
-}
-
 }  // namespace sample

@@ -60,7 +60,8 @@ const char* kHelp =
     "                           the two training models' complete state\n"
     "  --resume PREFIX          load those two checkpoints before training\n"
     "  --grids DIR              where dcgan-epoch-N.png go (default .; '' disables)\n"
-    "  --csv FILE / --plot FILE per-epoch mean losses as CSV / PNG plot (gnuplot); '' disables\n"
+    "  --csv FILE / --plot FILE per-epoch mean D and G losses (and their sum) as CSV / PNG plot\n"
+    "                           (gnuplot); '' disables\n"
     "  --log-every N            read the losses every N steps for the progress line (default 50)\n"
     "  --score                  rate 10,000 generated digits with a cudl MNIST classifier (the cnn\n"
     "                           of cudl-mnist): Inception Score exp(E[KL(p(y|x) || p(y))]) and the\n"
@@ -317,6 +318,7 @@ int main(int argc, char** argv) {
       for (cudl::Model* model : training_models(gan)) model->set_epoch(epoch + 1);
       history.metrics["d_loss"].push_back(m.d / m.n);
       history.metrics["g_loss"].push_back(m.g / m.n);
+      history.metrics["loss"].push_back((m.d + m.g) / m.n);  // their sum: History counts epochs by "loss"
       if (!a.grids.empty()) {
         const std::string path = a.grids + "/dcgan-epoch-" + std::to_string(epoch + 1) + ".png";
         write_grid(path, to_u8(gan.gen->predict(grid_z, 64)));
