@@ -241,3 +241,127 @@ TEST(RecurrentCuda, RunsInsideACapturedGraph) {
   ctx.synchronize();
   EXPECT_TRUE(all_close(h.to(kCpu), ref.h, 1e-5, 1e-4));
 }
+
+// ---------------------------------------------------------------- layers ------------------------
+
+namespace {
+
+LayerPtr make_layer(RecurrentCell cell, int64_t units, bool sequences) {
+  if (cell == RecurrentCell::Lstm) return layers::LSTM(units, sequences);
+  if (cell == RecurrentCell::Gru) return layers::GRU(units, sequences);
+  return layers::SimpleRNN(units, sequences);
+}
+
+// (time 6, features 3) sequences; the label is which third of the time axis holds the largest
+// feature-0 value: the network has to carry state across steps.
+Dataset sequences(int64_t n, uint64_t seed) {
+  Tensor x = random_tensor(Shape{n, 6, 3}, seed);
+  std::vector<int32_t> y(static_cast<size_t>(n));
+  const float* xv = x.data_as<float>();
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t best = 0;
+    for (int64_t t = 1; t < 6; ++t)
+      if (xv[(i * 6 + t) * 3] > xv[(i * 6 + best) * 3]) best = t;
+    y[i] = static_cast<int32_t>(best / 2);
+  }
+  return Dataset{x, Tensor::from_vector(y, Shape{n})};
+}
+
+Sequential recurrent_model(RecurrentCell cell, bool sequences) {
+  std::vector<LayerPtr> ls{make_layer(cell, 7, sequences)};
+  if (sequences) ls.push_back(layers::Flatten());
+  ls.push_back(layers::Dense(3));
+  return Sequential(Shape{6, 3}, ls, std::string("rnn_") + name(cell));
+}
+
+CompileOptions compile_on(Device d) {
+  CompileOptions o;
+  o.optimizer = optim::Adam(0.01);
+  o.loss = "sparse_categorical_crossentropy";
+  o.metrics = {"accuracy"};
+  o.device = d;
+  o.seed = 5;
+  return o;
+}
+
+std::vector<float> all_weights(Model& m) {
+  std::vector<float> w;
+  for (auto& l : m.layers())
+    for (auto& [k, t] : l->params()) {
+      auto v = t.to(kCpu).to_vector<float>();
+      w.insert(w.end(), v.begin(), v.end());
+    }
+  return w;
+}
+
+}  // namespace
+
+TEST(RecurrentLayers, OutputShapesAndErrors) {
+  Var x = Input(Shape{6, 3});
+  EXPECT_EQ((*layers::LSTM(5))(x).shape(), Shape({5}));
+  EXPECT_EQ((*layers::GRU(5, true))(x).shape(), Shape({6, 5}));
+  EXPECT_EQ((*layers::SimpleRNN(RecurrentOptions(2).return_sequences(true)))(x).shape(), Shape({6, 2}));
+  expect_error([&] { (*layers::LSTM(4))(Input(Shape{6})); }, {"lstm", "(time, features)", "(6,)"});
+  expect_error([] { layers::GRU(0); }, {"gru", "units must be positive"});
+}
+
+TEST(RecurrentLayers, KerasInitialisers) {
+  for (RecurrentCell cell : {RecurrentCell::Simple, RecurrentCell::Lstm, RecurrentCell::Gru}) {
+    SCOPED_TRACE(name(cell));
+    Sequential m = recurrent_model(cell, false);
+    m.compile(compile_on(kCpu));
+    const auto& ps = m.layers()[0]->params();
+    const int64_t H = 7, GH = recurrent_gates(cell) * H;
+    ASSERT_EQ(ps.size(), cell == RecurrentCell::Gru ? 4u : 3u);
+    EXPECT_EQ(ps[0].first, "kernel");
+    EXPECT_EQ(ps[0].second.shape(), Shape({GH, 3}));
+    EXPECT_EQ(ps[1].first, "recurrent_kernel");
+    // Orthogonal (GH, H), GH >= H: orthonormal columns.
+    const Tensor u = ps[1].second.to(kCpu);
+    for (int64_t a = 0; a < H; ++a)
+      for (int64_t b = 0; b < H; ++b) {
+        double dot = 0;
+        for (int64_t r = 0; r < GH; ++r) dot += u.item(r * H + a) * u.item(r * H + b);
+        EXPECT_NEAR(dot, a == b ? 1.0 : 0.0, 1e-5) << a << "," << b;
+      }
+    const Tensor bias = ps[2].second.to(kCpu);
+    for (int64_t j = 0; j < GH; ++j)
+      EXPECT_EQ(bias.item(j), cell == RecurrentCell::Lstm && j >= H && j < 2 * H ? 1.0 : 0.0) << j;
+  }
+}
+
+TEST(RecurrentLayers, SameInitialWeightsOnCpuAndCuda) {
+  CUDL_REQUIRE_CUDA();
+  for (RecurrentCell cell : {RecurrentCell::Lstm, RecurrentCell::Gru}) {
+    Sequential c = recurrent_model(cell, false), g = recurrent_model(cell, false);
+    c.compile(compile_on(kCpu));
+    g.compile(compile_on(Device::cuda(0)));
+    EXPECT_EQ(all_weights(c), all_weights(g)) << name(cell);
+  }
+}
+
+TEST(RecurrentLayers, TrainingLearnsAndCpuAndCudaAgree) {
+  const Dataset d = sequences(96, 3);
+  FitOptions f;
+  f.epochs = 3;
+  f.batch_size = 32;
+  f.verbose = 0;
+  f.seed = 4;
+  for (RecurrentCell cell : {RecurrentCell::Simple, RecurrentCell::Lstm, RecurrentCell::Gru})
+    for (bool seq : {false, true}) {
+      SCOPED_TRACE(std::string(name(cell)) + (seq ? " return_sequences" : ""));
+      Sequential c = recurrent_model(cell, seq);
+      c.compile(compile_on(kCpu));
+      const History hc = c.fit(d, f);
+      EXPECT_LT(hc.metrics.at("loss").back(), hc.metrics.at("loss").front()) << "the loss goes down";
+      if (!cuda_available()) continue;
+      Sequential g = recurrent_model(cell, seq);
+      g.compile(compile_on(Device::cuda(0)));
+      const History hg = g.fit(d, f);
+      for (size_t e = 0; e < hc.metrics.at("loss").size(); ++e)
+        EXPECT_NEAR(hg.metrics.at("loss")[e], hc.metrics.at("loss")[e], 1e-4) << "epoch " << e;
+      const auto wc = all_weights(c), wg = all_weights(g);
+      EXPECT_TRUE(all_close(Tensor::from_vector(wg, Shape{(int64_t)wg.size()}),
+                            Tensor::from_vector(wc, Shape{(int64_t)wc.size()}), 1e-4, 1e-3));
+    }
+}
