@@ -117,13 +117,11 @@ void recurrent_sequence_backward_cpu(const OpCall& call) {
                   static_cast<int>(H));
     }
   }
-  if (p.dbias.defined()) {  // dbias_r = Σ_rows drec, in double, rows in order
-    float* db = p.dbias.as<float>();
-    for (int64_t j = 0; j < GH; ++j) {
-      double s = 0;
-      for (int64_t r = 0; r < T * B; ++r) s += drec[r * GH + j];
-      db[j] = static_cast<float>(s);
-    }
+  if (p.dbias.defined()) {  // dbias_r = Σ_rows drec, in double, rows in order (read in memory order)
+    std::vector<double> sum(static_cast<size_t>(GH), 0.0);
+    for (int64_t r = 0; r < T * B; ++r)
+      for (int64_t j = 0; j < GH; ++j) sum[j] += drec[r * GH + j];
+    std::copy(sum.begin(), sum.end(), p.dbias.as<float>());
   }
 }
 

