@@ -1,8 +1,12 @@
 // tests/test_op_recurrent.cpp — the recurrent family (RecurrentSequence and its BPTT backward,
 // simple / lstm / gru cells): CPU reference vs finite differences, CUDA vs CPU on odd sizes and a
-// 1,024-step sequence, contract errors, and the layers (shapes, Keras initialisers, CPU vs CUDA).
+// 1,024-step sequence, contract errors, and the layers (shapes, Keras initialisers, CPU vs CUDA,
+// forward values against PyTorch 1.13's LSTM and GRU from tests/gen/recurrent_torch_reference.txt).
 #include <cmath>
+#include <fstream>
 #include <functional>
+#include <map>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -363,5 +367,56 @@ TEST(RecurrentLayers, TrainingLearnsAndCpuAndCudaAgree) {
       const auto wc = all_weights(c), wg = all_weights(g);
       EXPECT_TRUE(all_close(Tensor::from_vector(wg, Shape{(int64_t)wg.size()}),
                             Tensor::from_vector(wc, Shape{(int64_t)wc.size()}), 1e-4, 1e-3));
+    }
+}
+
+// ---------------------------------------------------------------- PyTorch reference -------------
+
+namespace {
+
+/// The tensors of tests/gen/recurrent_torch_reference.txt (written by the script beside it).
+std::map<std::string, Tensor> torch_reference() {
+  std::ifstream in(std::string(CUDL_SOURCE_DIR) + "/tests/gen/recurrent_torch_reference.txt");
+  std::map<std::string, Tensor> out;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    std::istringstream ls(line);
+    std::string name, tok;
+    std::vector<int64_t> dims;
+    ls >> name;
+    while (ls >> tok && tok != ":") dims.push_back(std::stoll(tok));
+    std::vector<float> v;
+    for (float f; ls >> f;) v.push_back(f);
+    out[name] = Tensor::from_vector(v, Shape(dims));
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST(RecurrentLayers, ForwardMatchesPyTorch) {
+  const auto ref = torch_reference();
+  ASSERT_TRUE(ref.count("x") && ref.count("lstm.out") && ref.count("gru.out"))
+      << "tests/gen/recurrent_torch_reference.txt missing or incomplete";
+  const Tensor& x = ref.at("x");  // (B, T, F)
+  std::vector<Device> devices{kCpu};
+  if (cuda_available()) devices.push_back(Device::cuda(0));
+  for (const char* cell : {"lstm", "gru"})
+    for (Device d : devices) {
+      SCOPED_TRACE(std::string(cell) + " on " + d.str());
+      const std::string c = cell;
+      const Tensor& out = ref.at(c + ".out");
+      LayerPtr layer = c == "lstm" ? layers::LSTM(out.shape()[2], true) : layers::GRU(out.shape()[2], true);
+      Var in = Input(Shape{x.shape()[1], x.shape()[2]});
+      Model m(in, (*layer)(in), "torch_" + c);
+      CompileOptions o = compile_on(d);
+      o.loss = "mse";
+      o.metrics = {};
+      m.compile(o);
+      std::vector<Tensor> w{ref.at(c + ".kernel"), ref.at(c + ".recurrent_kernel"), ref.at(c + ".bias")};
+      if (c == "gru") w.push_back(ref.at("gru.recurrent_bias"));
+      layer->set_weights(w);
+      EXPECT_TRUE(all_close(m.predict(x, x.shape()[0]).to(kCpu), out, 2e-6, 1e-5));
     }
 }
