@@ -17,10 +17,6 @@
 #include "args.hpp"
 #include "models.hpp"
 
-namespace {
-
-}  // namespace
-
 int main(int argc, char** argv) {
   const mnist::Args a = mnist::parse(argc, argv);
   // Output paths are checked before any data is read or any step runs.
