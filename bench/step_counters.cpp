@@ -1,11 +1,13 @@
-// bench/step_counters.cpp — what ONE training step of the sample's mlp / cnn asks of the GPU, counted
+// bench/step_counters.cpp — what ONE training step of cudl-mnist's mlp / cnn, a token model or cudl-seq-mnist's
+// lstm asks of the GPU, counted
 // under the emulator (tests/emu): launches, graphs, library calls, allocations, syncs, copies; and the
 // bytes each node reads and writes against the minimum a step must move.
 //
-// Usage: bench_step_counters [--model mlp|cnn|embed|charlm|dcgan|all] [--batch B (128; charlm, dcgan 64)]
-//        [--warmup W (3)]
+// Usage: bench_step_counters [--model mlp|cnn|embed|charlm|seq_lstm|seq_gru|dcgan|all]
+//        [--batch B (128; charlm, dcgan 64)] [--warmup W (3)]
 // (embed: a token classifier whose step runs Gather / GatherBackward; bench/train_graph.hpp;
-// charlm: cudl-charlm's Transformer, samples/charlm/charlm.hpp)
+// charlm: cudl-charlm's Transformer, samples/charlm/charlm.hpp; seq_lstm / seq_gru: cudl-seq-mnist's
+// model; all: every model but seq_gru and dcgan)
 // dcgan: one GAN iteration of cudl-dcgan's models (samples/dcgan/models.hpp, width 64, latent 100):
 // D on a real and a generated batch, then G, each a train_on_batch on device-resident inputs.
 // The counters come from Model::fit itself: a callback resets the emulator's counters after step W
@@ -166,6 +168,14 @@ double node_flops(const cudl::graph::Graph& g, const cudl::graph::Node& n) {
       const ValueId y = n.op == OpKind::Conv2d ? n.outputs[0] : n.inputs[n.op == OpKind::Conv2dBackwardData ? 0 : 1];
       const auto& ws = g.value(w).shape;
       return 2 * numel(y) * static_cast<double>(ws[1] * ws[2] * ws[3]);
+    }
+    case OpKind::RecurrentSequence:            // per step after the first: rec (B, GH) = h·uᵀ, u (GH, H)
+    case OpKind::RecurrentSequenceBackward: {  // per step after the first: drec·u, and du over all steps
+      const auto& us = g.value(n.inputs[n.op == OpKind::RecurrentSequence ? 1 : 0]).shape;
+      const auto& hs = g.value(n.op == OpKind::RecurrentSequence ? n.outputs[0] : n.inputs[1]).shape;  // (T, B, H)
+      const double mac = static_cast<double>(hs[0] - 1) * static_cast<double>(hs[1]) * us.numel();
+      const double gemms = n.op == OpKind::RecurrentSequence ? 1 : (present(1) ? 2 : 1);
+      return 2 * mac * gemms + numel(n.outputs[0]);  // + the cell math, one per output
     }
     default: {
       double out = 0;
@@ -439,7 +449,8 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string k = argv[i];
     if (i + 1 >= argc) {
-      std::fprintf(stderr, "usage: bench_step_counters [--model mlp|cnn|embed|charlm|dcgan|all] [--batch B] [--warmup W]\n");
+      std::fprintf(stderr, "usage: bench_step_counters [--model mlp|cnn|embed|charlm|seq_lstm|seq_gru|dcgan|all] "
+                           "[--batch B] [--warmup W]\n");
       return 2;
     }
     const std::string v = argv[++i];
@@ -454,11 +465,11 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  if ((a.model != "mlp" && a.model != "cnn" && a.model != "embed" && a.model != "charlm" && a.model != "dcgan" &&
-       a.model != "all") ||
-      a.batch < 0 || a.warmup < 2) {
+  const std::set<std::string> models{"mlp", "cnn", "embed", "charlm", "seq_lstm", "seq_gru", "dcgan", "all"};
+  if (!models.count(a.model) || a.batch < 0 || a.warmup < 2) {
     std::fprintf(stderr,
-                 "bench_step_counters: --model mlp|cnn|embed|charlm|dcgan|all, --batch >= 1, --warmup >= 2 (the first run is eager, "
+                 "bench_step_counters: --model mlp|cnn|embed|charlm|seq_lstm|seq_gru|dcgan|all, --batch >= 1, "
+                 "--warmup >= 2 (the first run is eager, "
                  "the second captures)\n");
     return 2;
   }
@@ -468,8 +479,8 @@ int main(int argc, char** argv) {
       return 1;
     }
     int rc = 0;
-    for (const char* kind : {"mlp", "cnn", "embed", "charlm"})
-      if (a.model == "all" || a.model == kind) rc |= run_model(kind, a);
+    for (const char* kind : {"mlp", "cnn", "embed", "charlm", "seq_lstm", "seq_gru"})
+      if (a.model == kind || (a.model == "all" && std::strcmp(kind, "seq_gru") != 0)) rc |= run_model(kind, a);
     if (a.model == "dcgan") rc |= run_dcgan(a);  // not in "all": its emulated convolutions take minutes
     return rc;
   } catch (const cudl::Error& e) {

@@ -96,9 +96,8 @@ def evaluate(model, x, y, batch=1000):
     return correct / len(x)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", choices=["mlp", "cnn"], default="mlp")
+def add_common_args(ap):
+    """The options every MNIST benchmark shares (torch_seq_mnist.py uses them too)."""
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -107,8 +106,12 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--threads", type=int, default=0,
                     help="intra-op threads (default: $OPENBLAS_NUM_THREADS, else nproc — what cudl's OpenBLAS uses)")
-    a = ap.parse_args()
 
+
+def train(make_model, a):
+    """Seeds, loads and splits the data as cudl's fit does, trains make_model() with Adam for
+    a.epochs, printing a line per epoch. Returns (threads, train images, epoch seconds, full-batch
+    step milliseconds, test accuracy)."""
     threads = a.threads or int(os.environ.get("OPENBLAS_NUM_THREADS", "0") or 0) or os.cpu_count()
     torch.set_num_threads(threads)
     torch.manual_seed(a.seed)
@@ -117,21 +120,22 @@ def main():
     x_all, y_all = load(a.data, True, a.limit)
     x_test, y_test = load(a.data, False)
     n = len(x_all)
-    split = 5000.0 / n if n >= 12000 else 0.1  # cudl-mnist's validation_split
+    split = 5000.0 / n if n >= 12000 else 0.1  # the samples' validation_split
     nv = int(n * split)
     x_train, y_train = x_all[:n - nv], y_all[:n - nv]
     N = len(x_train)
 
-    model = build(a.model)
+    model = make_model()
     opt = torch.optim.Adam(model.parameters(), lr=a.lr, betas=(0.9, 0.999), eps=1e-8)
     B = min(a.batch_size, N)
-    times = []
+    times, step_ms = [], []
     for epoch in range(a.epochs):
         t0 = time.perf_counter()
         perm = torch.randperm(N, generator=gen)
         loss_sum = torch.zeros(())
         correct = torch.zeros((), dtype=torch.int64)
         for s in range(0, N, B):
+            ts = time.perf_counter()
             idx = perm[s:s + B]
             xb, yb = batch_of(x_train, idx), y_train[idx]
             out = model(xb)
@@ -142,11 +146,21 @@ def main():
             with torch.no_grad():
                 loss_sum += loss.detach() * len(idx)
                 correct += (out.argmax(1) == yb).sum()
+            if len(idx) == B:
+                step_ms.append(1000 * (time.perf_counter() - ts))
         secs = time.perf_counter() - t0
         times.append(secs)
         print(f"epoch {epoch + 1}/{a.epochs} - {secs:.2f}s - loss {float(loss_sum) / N:.4f} - "
               f"accuracy {int(correct) / N:.4f}", flush=True)
-    acc = evaluate(model, x_test, y_test)
+    return threads, N, times, step_ms, evaluate(model, x_test, y_test)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", choices=["mlp", "cnn"], default="mlp")
+    add_common_args(ap)
+    a = ap.parse_args()
+    threads, N, times, _, acc = train(lambda: build(a.model), a)
     print(f"RESULT framework=torch model={a.model} threads={threads} torch={torch.__version__} epochs={a.epochs} "
           f"train_images={N} epoch_seconds={times[-1]:.4f} test_accuracy={acc:.4f}", flush=True)
 

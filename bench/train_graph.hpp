@@ -14,11 +14,15 @@
 #include "graph/executor.hpp"
 #include "train/model_internals.hpp"
 #include "samples/mnist/models.hpp"
+#include "samples/seq_mnist/models.hpp"
 
 namespace cudl_bench {
 
-/// The models of cudl-mnist, from the sample's own header (the same one its test trains).
-inline cudl::Sequential build_mnist_model(const std::string& kind) { return mnist::build(kind); }
+/// The models of cudl-mnist ("mlp", "cnn") and cudl-seq-mnist ("seq_lstm", "seq_gru", "seq_rnn"),
+/// from the samples' own headers (the ones their tests train).
+inline cudl::Sequential build_mnist_model(const std::string& kind) {
+  return kind.rfind("seq_", 0) == 0 ? seq_mnist::build(kind.substr(4)) : mnist::build(kind);
+}
 
 /// Synthetic MNIST-shaped data: u8 images (n, 1, 28, 28) and i32 labels (n,), on the host.
 inline cudl::Dataset synthetic_mnist(int64_t n, uint32_t seed = 1) {

@@ -1,6 +1,7 @@
-// tests/test_mnist_sample.cpp — a short cudl-mnist run on real MNIST (the first training images,
-// one epoch, the sample's own mlp and cnn): the CPU and the (emulated) CUDA backend give the same
-// losses, and the models learn (test accuracy far above chance). Skips when data/mnist is absent.
+// tests/test_mnist_sample.cpp — short cudl-mnist and cudl-seq-mnist runs on real MNIST (the first
+// training images, one epoch, the samples' own mlp, cnn, lstm and gru): the CPU and the (emulated)
+// CUDA backend give the same losses, and the models learn (test accuracy far above chance). Skips
+// when data/mnist is absent.
 #include <sys/stat.h>
 
 #include <cstdlib>
@@ -8,6 +9,7 @@
 #include <vector>
 
 #include "../samples/mnist/models.hpp"
+#include "../samples/seq_mnist/models.hpp"
 #include "testing.hpp"
 
 using namespace cudl;
@@ -52,9 +54,14 @@ struct Run {
   double test_loss = 0, test_accuracy = 0;  // on the test subset
 };
 
-// What cudl-mnist does (Adam 1e-3, sparse categorical cross-entropy, seed 1), on a subset.
+// "mlp", "cnn" (cudl-mnist) or "seq_lstm", "seq_gru" (cudl-seq-mnist).
+Sequential build_model(const std::string& kind) {
+  return kind.rfind("seq_", 0) == 0 ? seq_mnist::build(kind.substr(4)) : mnist::build(kind);
+}
+
+// What the samples do (Adam 1e-3, sparse categorical cross-entropy, seed 1), on a subset.
 Run train_one_epoch(const std::string& kind, Device device, const Dataset& train, const Dataset& test, int64_t batch) {
-  Sequential model = mnist::build(kind);
+  Sequential model = build_model(kind);
   CompileOptions opt;
   opt.optimizer = optim::Adam(1e-3);
   opt.loss = "sparse_categorical_crossentropy";
@@ -84,7 +91,8 @@ void expect_same_run(const Run& cpu, const Run& cuda) {
   EXPECT_NEAR(cuda.test_accuracy, cpu.test_accuracy, 0.005) << "test accuracy";
 }
 
-void check_sample(const std::string& kind, int64_t n_train, int64_t batch, double min_accuracy) {
+void check_sample(const std::string& kind, int64_t n_train, int64_t batch, double min_accuracy,
+                  double max_test_loss = 1.0) {
   const std::string dir = mnist_dir();
   Dataset train = load_mnist(dir, true, n_train), test = load_mnist(dir, false, 1000);
   ASSERT_EQ(train.size(), n_train);
@@ -94,7 +102,7 @@ void check_sample(const std::string& kind, int64_t n_train, int64_t batch, doubl
               cpu.accuracy, cpu.test_loss, cpu.test_accuracy);
   // Learns: chance is 10%.
   EXPECT_GT(cpu.test_accuracy, min_accuracy);
-  EXPECT_LT(cpu.test_loss, 1.0);
+  EXPECT_LT(cpu.test_loss, max_test_loss);
   if (!cudl::testing::cuda_available()) {
     GTEST_SKIP() << "CPU run checked; no CUDA device for the comparison (" << cuda_unavailable_reason() << ")";
   }
@@ -114,6 +122,16 @@ TEST(MnistSample, MlpLearnsTheSameOnCpuAndCuda) {
 TEST(MnistSample, CnnLearnsTheSameOnCpuAndCuda) {
   REQUIRE_MNIST();
   check_sample("cnn", 2000, 32, 0.80);
+}
+
+TEST(SeqMnistSample, LstmLearnsTheSameOnCpuAndCuda) {
+  REQUIRE_MNIST();
+  check_sample("seq_lstm", 1000, 25, 0.30, 2.0);  // 40 steps: chance is 10%, loss ln 10 = 2.30
+}
+
+TEST(SeqMnistSample, GruLearnsTheSameOnCpuAndCuda) {
+  REQUIRE_MNIST();
+  check_sample("seq_gru", 1000, 25, 0.30, 2.0);
 }
 
 TEST(MnistSample, MissingDataGivesAClearError) {

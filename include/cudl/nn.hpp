@@ -53,9 +53,12 @@ CUDL_API Var Input(const Shape& shape, DType dtype = DType::f32, const std::stri
 CUDL_API Var add(const Var& a, const Var& b);
 
 /// How a layer's parameters start: zeros, ones, normal(0, 0.05), uniform(-0.05, 0.05),
-/// glorot_uniform, glorot_normal, he_uniform, he_normal. Drawn from Philox; the stream is a function
-/// of the model's seed, the layer's position in the model and the parameter's name only.
-enum class Init { Zeros, Ones, Normal, Uniform, GlorotUniform, GlorotNormal, HeUniform, HeNormal };
+/// glorot_uniform, glorot_normal, he_uniform, he_normal, orthogonal (Keras's: the (rows, cols) matrix,
+/// rows = the first dim, with orthonormal columns when rows >= cols, else orthonormal rows; QR of a
+/// normal matrix drawn and factorised on the host, so every device gets the same bits). Drawn from
+/// Philox; the stream is a function of the model's seed, the layer's position in the model and the
+/// parameter's name only.
+enum class Init { Zeros, Ones, Normal, Uniform, GlorotUniform, GlorotNormal, HeUniform, HeNormal, Orthogonal };
 CUDL_API Init init_from_name(const std::string& name);
 
 /// Base of every layer. A layer object may be used in several models: they then share its
@@ -215,10 +218,32 @@ struct CUDL_API MultiHeadAttentionOptions {
   CUDL_ARG(std::string, name);
 };
 
+/// Options of the recurrent layers: `RecurrentOptions(128).return_sequences(true)`. Input (T, F)
+/// samples, i.e. (batch, time, features); zero initial state; tanh / sigmoid (Keras's defaults).
+/// Parameters: kernel (G*H, F) glorot_uniform, recurrent_kernel (G*H, H) orthogonal, bias (G*H)
+/// zeros (the LSTM's forget-gate quarter ones), and for a GRU recurrent_bias (G*H) zeros; G*H rows in
+/// Keras's gate order (LSTM i, f, c, o; GRU z, r, h), each matrix the transpose of Keras's.
+struct CUDL_API RecurrentOptions {
+  explicit RecurrentOptions(int64_t units) : units_(units) {}
+  CUDL_ARG(int64_t, units);
+  /// Output every step's state (T, units) instead of the last one (units).
+  CUDL_ARG(bool, return_sequences) = false;
+  CUDL_ARG(std::string, name);
+};
+
 namespace layers {
 /// Multi-head scaled dot-product attention with query/key/value and output projections.
 CUDL_API LayerPtr MultiHeadAttention(const MultiHeadAttentionOptions& options);
 CUDL_API LayerPtr MultiHeadAttention(int64_t heads, int64_t key_dim, bool causal = false);
+/// h_t = tanh(x_t·W + h_{t-1}·U + b).
+CUDL_API LayerPtr SimpleRNN(const RecurrentOptions& options);
+CUDL_API LayerPtr SimpleRNN(int64_t units, bool return_sequences = false);
+/// Keras's LSTM (gates i, f, c, o; unit forget bias).
+CUDL_API LayerPtr LSTM(const RecurrentOptions& options);
+CUDL_API LayerPtr LSTM(int64_t units, bool return_sequences = false);
+/// Keras's GRU with reset_after = true (gates z, r, h; input and recurrent biases).
+CUDL_API LayerPtr GRU(const RecurrentOptions& options);
+CUDL_API LayerPtr GRU(int64_t units, bool return_sequences = false);
 }  // namespace layers
 
 // --- generative models (src/nn/generative.cpp) ---

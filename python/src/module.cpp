@@ -300,7 +300,8 @@ PYBIND11_MODULE(_cudl, m) {
       .value("GlorotUniform", Init::GlorotUniform)
       .value("GlorotNormal", Init::GlorotNormal)
       .value("HeUniform", Init::HeUniform)
-      .value("HeNormal", Init::HeNormal);
+      .value("HeNormal", Init::HeNormal)
+      .value("Orthogonal", Init::Orthogonal);
   m.def("init_from_name", &init_from_name);
 
   py::class_<Layer, LayerPtr>(m, "Layer")

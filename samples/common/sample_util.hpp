@@ -18,7 +18,9 @@
 #include <string>
 #include <vector>
 
+#include "cudl/checkpoint.hpp"
 #include "cudl/device.hpp"
+#include "cudl/error.hpp"
 #include "cudl/model.hpp"
 
 namespace sample {
@@ -220,6 +222,35 @@ inline std::string plot_history(const std::string& csv, const std::string& png,
   const bool drawn = ok && run_program({"gnuplot", "-c", tmpl, csv, png});
   unlink(tmpl);
   return drawn ? "plot: " + png : "plot: gnuplot failed; see " + csv + " for the numbers";
+}
+
+/// Writes the history CSV (when `csv` is not empty) and its loss / accuracy plot (when `png` is not
+/// empty), printing where; a CSV that cannot be written throws cudl::Error.
+inline void write_history(const std::string& csv, const std::string& png, const cudl::History& h) {
+  if (csv.empty()) return;
+  if (!write_file_atomically(csv, history_csv(h)))
+    throw cudl::Error(std::string("cannot write ") + csv + ": " + std::strerror(errno));
+  std::printf("history: %s\n", csv.c_str());
+  if (!png.empty() && h.epochs() > 0)
+    std::printf("%s\n", plot_history(csv, png, {{"loss", "val_loss"}, {"accuracy", "val_accuracy"}}).c_str());
+}
+
+/// Compiles a classifier of integer labels (sparse categorical cross-entropy, accuracy) with
+/// `optimizer` on `device`, prints its summary, and loads the checkpoint `resume` when one is given.
+inline void compile_classifier(cudl::Model& model, const cudl::Optimizer& optimizer, cudl::Device device,
+                               uint64_t seed, const std::string& resume, bool print_summary = true) {
+  cudl::CompileOptions opt;
+  opt.optimizer = optimizer;
+  opt.loss = "sparse_categorical_crossentropy";
+  opt.metrics = {"accuracy"};
+  opt.device = device;
+  opt.seed = seed;
+  model.compile(opt);
+  if (print_summary) std::printf("%s", model.summary().c_str());
+  if (resume.empty()) return;
+  cudl::load_checkpoint(model, resume);
+  std::printf("resumed from %s at epoch %lld, step %lld\n", resume.c_str(), static_cast<long long>(model.epoch()),
+              static_cast<long long>(model.step()));
 }
 
 }  // namespace sample

@@ -204,7 +204,7 @@ Score rate(cudl::Model& classifier, const cudl::Tensor& images, float mean, floa
 cudl::Sequential classifier(const Args& a, cudl::Device device, const cudl::Dataset& train,
                             const cudl::Dataset& test) {
   cudl::Sequential m = mnist::build("cnn");
-  mnist::compile(m, cudl::optim::Adam(2e-3), device, 1);
+  sample::compile_classifier(m, cudl::optim::Adam(2e-3), device, 1, "", /*print_summary=*/false);
   if (access(a.classifier.c_str(), F_OK) == 0) {
     cudl::load_checkpoint(m, a.classifier);
     std::printf("classifier: %s (loaded)\n", a.classifier.c_str());

@@ -17,20 +17,6 @@
 #include "args.hpp"
 #include "models.hpp"
 
-namespace {
-
-void write_outputs(const mnist::Args& a, const cudl::History& h) {
-  if (a.csv.empty()) return;
-  if (!sample::write_file_atomically(a.csv, sample::history_csv(h)))
-    throw cudl::Error(std::string("cannot write ") + a.csv + ": " + std::strerror(errno));
-  std::printf("history: %s\n", a.csv.c_str());
-  if (!a.plot.empty() && h.epochs() > 0)
-    std::printf("%s\n",
-                sample::plot_history(a.csv, a.plot, {{"loss", "val_loss"}, {"accuracy", "val_accuracy"}}).c_str());
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
   const mnist::Args a = mnist::parse(argc, argv);
   // Output paths are checked before any data is read or any step runs.
@@ -58,14 +44,8 @@ int main(int argc, char** argv) {
                         cudl::dtype_name(train.x.dtype()) + " (" + a.data + ")");
     cudl::Device device = sample::pick_device(mnist::kProgram, a.device);
     cudl::Sequential model = mnist::build(a.model);
-    mnist::compile(model, a.optimizer == "adam" ? cudl::optim::Adam(a.lr) : cudl::optim::SGD(a.lr, 0.9), device,
-                   a.seed);
-    std::printf("%s", model.summary().c_str());
-    if (!a.resume.empty()) {
-      cudl::load_checkpoint(model, a.resume);
-      std::printf("resumed from %s at epoch %lld, step %lld\n", a.resume.c_str(), static_cast<long long>(model.epoch()),
-                  static_cast<long long>(model.step()));
-    }
+    sample::compile_classifier(model, a.optimizer == "adam" ? cudl::optim::Adam(a.lr) : cudl::optim::SGD(a.lr, 0.9),
+                               device, a.seed, a.resume);
     model.set_profiling(a.profile);
     cudl::FitOptions fit;
     // --epochs is the total: a resumed run trains the epochs the checkpoint had not reached, and the
@@ -86,7 +66,7 @@ int main(int argc, char** argv) {
     cudl::History h = model.fit(train, fit);
     cudl::EvalResult r = model.evaluate(test, 1000);
     std::printf("test loss %.4f, test accuracy %.2f%%\n", r.metrics["loss"], 100.0 * r.metrics["accuracy"]);
-    write_outputs(a, h);
+    sample::write_history(a.csv, a.plot, h);
     if (!a.save.empty()) {
       cudl::save_checkpoint(model, a.save);
       std::printf("checkpoint: %s\n", a.save.c_str());

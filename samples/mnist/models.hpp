@@ -29,15 +29,4 @@ inline cudl::Sequential build(const std::string& kind) {
       "cnn");
 }
 
-/// Compiles as cudl-mnist does: softmax cross-entropy on the logits and integer labels, accuracy.
-inline void compile(cudl::Model& model, const cudl::Optimizer& optimizer, cudl::Device device, uint64_t seed) {
-  cudl::CompileOptions o;
-  o.optimizer = optimizer;
-  o.loss = "sparse_categorical_crossentropy";
-  o.metrics = {"accuracy"};
-  o.device = device;
-  o.seed = seed;
-  model.compile(o);
-}
-
 }  // namespace mnist

@@ -18,6 +18,7 @@ void register_cpu_optim_ops(OpTable& t);
 void register_cpu_data_ops(OpTable& t);
 void register_cpu_util_ops(OpTable& t);
 void register_cpu_augment_ops(OpTable& t);
+void register_cpu_recurrent_ops(OpTable& t);
 
 void register_cpu_ops(OpTable& t) {
   register_cpu_elementwise_ops(t);
@@ -35,6 +36,7 @@ void register_cpu_ops(OpTable& t) {
   register_cpu_data_ops(t);
   register_cpu_util_ops(t);
   register_cpu_augment_ops(t);
+  register_cpu_recurrent_ops(t);
 }
 
 }  // namespace cudl

@@ -73,13 +73,13 @@ void linear_cpu(const OpCall& call) {
     }
 }
 
-/// db[j] = Σ_r g[r, j] over a row-major (rows, cols) matrix, summed in double in row order.
+/// db[j] = Σ_r g[r, j] over a row-major (rows, cols) matrix, summed in double in row order (rows
+/// outer, so the matrix is read in memory order: long matrices like a sequence's T*B rows).
 void column_sums(const float* g, int64_t rows, int64_t cols, float* db) {
-  for (int64_t j = 0; j < cols; ++j) {
-    double s = 0;
-    for (int64_t r = 0; r < rows; ++r) s += g[r * cols + j];
-    db[j] = static_cast<float>(s);
-  }
+  std::vector<double> s(static_cast<size_t>(cols), 0.0);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < cols; ++j) s[j] += g[r * cols + j];
+  for (int64_t j = 0; j < cols; ++j) db[j] = static_cast<float>(s[j]);
 }
 
 void linear_backward_cpu(const OpCall& call) {

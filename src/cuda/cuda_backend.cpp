@@ -18,6 +18,7 @@ void register_cuda_optim_ops(OpTable& t);
 void register_cuda_data_ops(OpTable& t);
 void register_cuda_util_ops(OpTable& t);
 void register_cuda_augment_ops(OpTable& t);
+void register_cuda_recurrent_ops(OpTable& t);
 
 void register_cuda_ops(OpTable& t) {
   register_cuda_elementwise_ops(t);
@@ -35,6 +36,7 @@ void register_cuda_ops(OpTable& t) {
   register_cuda_data_ops(t);
   register_cuda_util_ops(t);
   register_cuda_augment_ops(t);
+  register_cuda_recurrent_ops(t);
 }
 
 }  // namespace cudl

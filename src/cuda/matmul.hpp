@@ -21,10 +21,6 @@ MatmulPlanStats cuda_matmul_plan_stats();
 /// Linear with a relu mask runs it again. For tests that change the (emulated) library.
 void cuda_matmul_forget_mask_layout();
 
-}  // namespace cudl
-
-namespace cudl {
-
 /// A row-major strided-batched GEMM for other CUDA op families: for i < batch,
 /// C_i (m, n) = op(A_i) (m, k) · op(B_i) (k, n), where X_i starts at x + i * stride_x and rows of X
 /// are ld_x elements apart (A_i is stored (k, m) when ta, B_i (n, k) when tb).

@@ -7,6 +7,7 @@
 #include "ops/data.hpp"
 #include "ops/elementwise.hpp"
 #include "ops/matmul.hpp"
+#include "ops/recurrent.hpp"
 #include "cudl/error.hpp"
 
 namespace cudl::graph {
@@ -263,6 +264,22 @@ class Sweep {
         done(2, dbeta);
         return;
       }
+      case OpKind::RecurrentSequence: {  // backpropagation through time: one op
+        ValueId dxp = t(0), du = t(1), dbias = t(2);
+        if (dxp == kNone && du == kNone && dbias == kNone) return;
+        const ValueId daux = dout.size() > 2 ? dout[2] : kNone;
+        if (dy == kNone)
+          CUDL_FAIL("autodiff (", L, "): RecurrentSequence's state output aux has a gradient but h has none");
+        if (dxp == kNone)  // the op always writes dxp: give it a temporary
+          dxp = g_.add_value("d" + g_.value(in[0]).name, g_.value(in[0]).shape, DType::f32, Role::Intermediate);
+        const auto opt_out = [&](size_t k) { return k < n.outputs.size() ? n.outputs[k] : kNone; };
+        g_.add_node(OpKind::RecurrentSequenceBackward, n.attrs, {in[1], n.outputs[0], opt_out(1), opt_out(2), dy, daux},
+                    {dxp, du, dbias}, L, Phase::Backward);
+        if (wants(in[0])) done(0, dxp);
+        done(1, du);
+        done(2, dbias);
+        return;
+      }
       case OpKind::Dropout: {
         ValueId dx = t(0);
         if (dx == kNone) return;
@@ -411,7 +428,7 @@ bool has_grad_rule(OpKind op) {
     case OpKind::Conv2d: case OpKind::Conv2dTranspose: case OpKind::Upsample2d: case OpKind::MaxPool2d: case OpKind::AvgPool2d: case OpKind::GlobalAvgPool:
     case OpKind::BatchNormTrain: case OpKind::LayerNorm: case OpKind::Dropout: case OpKind::Softmax:
     case OpKind::LogSoftmax: case OpKind::Reduce: case OpKind::Copy: case OpKind::Permute: case OpKind::Slice:
-    case OpKind::Concat: case OpKind::Gather: case OpKind::Attention:
+    case OpKind::Concat: case OpKind::Gather: case OpKind::Attention: case OpKind::RecurrentSequence:
       return true;
     default:
       return is_loss(op);

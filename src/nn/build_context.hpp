@@ -60,6 +60,9 @@ struct BuildContext {
 
 /// Initialises `t` (f32, on its device) by `init` with Philox seeded by `seed`.
 void init_tensor(Tensor& t, Init init, int64_t fan_in, int64_t fan_out, uint64_t seed);
+/// Keras's orthogonal matrix of `shape` (rows = the first dim) from normal draws seeded by `seed`,
+/// factorised on the host (f32, on the CPU).
+Tensor orthogonal_matrix(const Shape& shape, int64_t seed);
 /// The Philox seed of parameter `name` of the layer at `layer_index` in a model seeded with `seed`.
 uint64_t param_seed(uint64_t seed, int layer_index, const std::string& name);
 

@@ -125,6 +125,36 @@ graph::ValueId BuildContext::rng_state() {
   return rng;
 }
 
+Tensor orthogonal_matrix(const Shape& shape, int64_t seed) {
+  if (shape.rank() < 2) CUDL_FAIL("orthogonal initialiser: needs a matrix, got shape ", shape);
+  const int64_t rows = shape[0], cols = shape.numel() / std::max<int64_t>(rows, 1);
+  // Keras: QR of a normal (max, min) matrix; q's columns (sign-fixed so that diag(r) > 0) are the
+  // result, transposed when rows < cols. Modified Gram-Schmidt in double gives exactly that q.
+  const int64_t tall = std::max(rows, cols), narrow = std::min(rows, cols);
+  Tensor a = Tensor::empty(Shape{tall, narrow}, DType::f32, Device::cpu());
+  run_op(OpKind::RandomNormal, {}, {TensorView::of(a)}, ops::RandomNormalAttrs{0, 1, seed}.to_op_attrs(), nullptr,
+         "init");
+  const float* av = a.data_as<float>();
+  std::vector<double> q(av, av + tall * narrow);  // (tall, narrow), column k = q[i * narrow + k]
+  for (int64_t k = 0; k < narrow; ++k) {
+    for (int64_t prev = 0; prev < k; ++prev) {
+      double dot = 0;
+      for (int64_t i = 0; i < tall; ++i) dot += q[i * narrow + prev] * q[i * narrow + k];
+      for (int64_t i = 0; i < tall; ++i) q[i * narrow + k] -= dot * q[i * narrow + prev];
+    }
+    double norm = 0;
+    for (int64_t i = 0; i < tall; ++i) norm += q[i * narrow + k] * q[i * narrow + k];
+    norm = std::sqrt(norm);
+    if (!(norm > 0)) CUDL_FAIL("orthogonal initialiser: a rank-deficient draw for shape ", shape);
+    for (int64_t i = 0; i < tall; ++i) q[i * narrow + k] /= norm;
+  }
+  std::vector<float> out(static_cast<size_t>(rows * cols));
+  for (int64_t i = 0; i < tall; ++i)
+    for (int64_t k = 0; k < narrow; ++k)
+      (rows >= cols ? out[i * cols + k] : out[k * cols + i]) = static_cast<float>(q[i * narrow + k]);
+  return Tensor::from_vector(out, shape, Device::cpu());
+}
+
 void init_tensor(Tensor& t, Init init, int64_t fan_in, int64_t fan_out, uint64_t seed) {
   const double fi = static_cast<double>(std::max<int64_t>(fan_in, 1));
   const double fo = static_cast<double>(std::max<int64_t>(fan_out, 1));
@@ -162,6 +192,9 @@ void init_tensor(Tensor& t, Init init, int64_t fan_in, int64_t fan_out, uint64_t
     case Init::HeNormal:
       normal(std::sqrt(2.0 / fi));
       return;
+    case Init::Orthogonal:
+      t.copy_from(orthogonal_matrix(t.shape(), s));
+      return;
   }
 }
 
@@ -184,6 +217,7 @@ Init init_from_name(const std::string& n) {
   if (n == "glorot_normal" || n == "xavier_normal") return Init::GlorotNormal;
   if (n == "he_uniform" || n == "kaiming_uniform") return Init::HeUniform;
   if (n == "he_normal" || n == "kaiming_normal") return Init::HeNormal;
+  if (n == "orthogonal") return Init::Orthogonal;
   CUDL_FAIL("unknown initialiser '", n, "'");
 }
 

@@ -5,7 +5,7 @@ from .. import _cudl
 _NAMES = {
     "zeros": "zeros", "ones": "ones", "normal": "normal", "random_normal": "normal", "uniform": "uniform",
     "random_uniform": "uniform", "glorot_uniform": "glorot_uniform", "glorot_normal": "glorot_normal",
-    "he_uniform": "he_uniform", "he_normal": "he_normal",
+    "he_uniform": "he_uniform", "he_normal": "he_normal", "orthogonal": "orthogonal",
 }
 
 
@@ -26,6 +26,7 @@ Zeros, Ones = _cls("Zeros", "zeros"), _cls("Ones", "ones")
 RandomNormal, RandomUniform = _cls("RandomNormal", "normal"), _cls("RandomUniform", "uniform")
 GlorotUniform, GlorotNormal = _cls("GlorotUniform", "glorot_uniform"), _cls("GlorotNormal", "glorot_normal")
 HeUniform, HeNormal = _cls("HeUniform", "he_uniform"), _cls("HeNormal", "he_normal")
+Orthogonal = _cls("Orthogonal", "orthogonal")
 
 
 def get(identifier):
