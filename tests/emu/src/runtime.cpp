@@ -336,6 +336,32 @@ cudaError_t enqueue(cudaStream_t stream, WorkKind kind, const char* what, std::f
   return cudaSuccess;
 }
 
+cudaError_t enqueue_on(int device, cudaStream_t stream, WorkKind kind, const char* what, std::function<void()> fn,
+                       uint64_t* seq) {
+  std::lock_guard<std::recursive_mutex> lock(st().mu);
+  const int saved = t_device;
+  t_device = device;
+  *seq = st().next_seq;  // push() assigns exactly this
+  const cudaError_t e = enqueue(stream, kind, what, std::move(fn));
+  t_device = saved;
+  return e;
+}
+
+void run_upto(int device, cudaStream_t stream, uint64_t seq) {
+  std::lock_guard<std::recursive_mutex> lock(st().mu);
+  const int saved = t_device;
+  t_device = device;
+  Stream* s = nullptr;
+  if (stream == nullptr || stream == cudaStreamLegacy || stream == cudaStreamPerThread) {
+    s = resolve(stream);
+  } else {
+    auto it = st().streams.find(reinterpret_cast<Stream*>(stream));  // destroyed streams still drain
+    if (it != st().streams.end()) s = it->second.get();
+  }
+  t_device = saved;
+  if (s) flush_upto(*s, seq);
+}
+
 cudaError_t flush(cudaStream_t stream) {
   std::lock_guard<std::recursive_mutex> lock(st().mu);
   Stream* s = resolve(stream);

@@ -35,6 +35,14 @@ int pointer_device(const void* p);
 /// access enabled from `device` to `owner` (cudaDeviceEnablePeerAccess).
 bool can_access(int device, int owner);
 
+/// enqueue() as if `device` were current (what a library that sets its own device does, NCCL),
+/// setting *seq to the item's place in its stream's order.
+cudaError_t enqueue_on(int device, cudaStream_t stream, WorkKind kind, const char* what, std::function<void()> fn,
+                       uint64_t* seq);
+/// Runs the work of `stream` of `device` (stream 0: that device's default stream) up to and
+/// including the item numbered `seq`.
+void run_upto(int device, cudaStream_t stream, uint64_t seq);
+
 /// Runs everything queued on `stream` (and what it waits on); used by library emulations that
 /// must observe results, and by the runtime's synchronising calls.
 cudaError_t flush(cudaStream_t stream);
