@@ -32,15 +32,7 @@ CompileOptions options(Device d, uint64_t seed = 3) {
 
 FitOptions fit_options(int epochs) { return cudl::testing::quiet_fit(epochs, 16, 9); }
 
-std::vector<float> weights(Model& m) {
-  std::vector<float> w;
-  for (auto& l : m.layers())
-    for (auto& [k, t] : l->params()) {
-      auto v = t.to(Device::cpu()).to_vector<float>();
-      w.insert(w.end(), v.begin(), v.end());
-    }
-  return w;
-}
+std::vector<float> weights(Model& m) { return cudl::testing::flat_weights(m); }
 
 }  // namespace
 

@@ -201,4 +201,15 @@ inline Dataset separable_blobs(int64_t n, int features, int classes, float hi, f
   return Dataset{Tensor::from_vector(x, Shape{n, features}), Tensor::from_vector(y, Shape{n})};
 }
 
+/// Every parameter of every layer of `m`, in layers() order, copied to the host as one vector.
+inline std::vector<float> flat_weights(Model& m) {
+  std::vector<float> w;
+  for (auto& l : m.layers())
+    for (auto& [k, t] : l->params()) {
+      auto v = t.to(Device::cpu()).to_vector<float>();
+      w.insert(w.end(), v.begin(), v.end());
+    }
+  return w;
+}
+
 }  // namespace cudl::testing

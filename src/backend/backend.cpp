@@ -145,6 +145,7 @@ void run_op(OpKind op, std::initializer_list<TensorView> inputs, std::initialize
   call.attrs = attrs;
   call.ctx = ctx;
   call.label = label;
+  ContextScope scope(*ctx);
   op_table(ctx->device().type()).get(op)(call);
 }
 

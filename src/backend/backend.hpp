@@ -113,8 +113,28 @@ class ExecContext {
   /// A new copy stream on this context's device (CPU: copies synchronously).
   virtual std::unique_ptr<CopyStream> make_copy_stream() = 0;
 
+  /// Makes this context's device current (CUDA: cudaSetDevice) and returns what leave() needs to
+  /// restore the previous one (CPU: nothing to do). Used through ContextScope.
+  virtual int enter() { return -1; }
+  virtual void leave(int previous) noexcept { (void)previous; }
+
  private:
   Device device_;
+};
+
+/// Runs a block with `ctx`'s device current and restores the previous device at its end, so work
+/// queued from it lands on the context's device whatever the caller made current. The op
+/// dispatch (run_op) and the executor's entry points hold one.
+class ContextScope {
+ public:
+  explicit ContextScope(ExecContext& ctx) : ctx_(ctx), previous_(ctx.enter()) {}
+  ~ContextScope() { ctx_.leave(previous_); }
+  ContextScope(const ContextScope&) = delete;
+  ContextScope& operator=(const ContextScope&) = delete;
+
+ private:
+  ExecContext& ctx_;
+  int previous_;
 };
 
 /// The table of the backend for a device type (built on first use by register_*_ops).

@@ -31,8 +31,21 @@ const char* cublas_status_string(cublasStatus_t s) {
 }
 }  // namespace detail
 
+int DeviceGuard::enter(int device) {
+  int previous = -1;
+  CUDL_CUDA_CHECK(cudaGetDevice(&previous));
+  if (previous == device) return -1;
+  CUDL_CUDA_CHECK(cudaSetDevice(device));
+  return previous;
+}
+
+void DeviceGuard::leave(int previous) noexcept {
+  if (previous >= 0 && cudaSetDevice(previous) != cudaSuccess)
+    std::fprintf(stderr, "cudl: restoring CUDA device %d failed\n", previous);
+}
+
 CudaContext::CudaContext(Device device) : ExecContext(device) {
-  CUDL_CUDA_CHECK(cudaSetDevice(device.index()));
+  DeviceGuard guard(device.index());
   CUDL_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   // Its own allocation (not the caching pool, which itself asks for this context).
   CUDL_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&block_counter_), sizeof(unsigned int)));
@@ -42,7 +55,9 @@ CudaContext::CudaContext(Device device) : ExecContext(device) {
 
 CudaContext::~CudaContext() {
   // Destructors only log.
+  int previous = -1;
   try {
+    previous = DeviceGuard::enter(device().index());
     if (workspace_) memory::cuda_deallocate(device().index(), workspace_, workspace_bytes_);
     if (cublas_workspace_) memory::cuda_deallocate(device().index(), cublas_workspace_, cublas_workspace_bytes_);
     for (auto& [p, n] : retired_) memory::cuda_deallocate(device().index(), p, n);
@@ -55,10 +70,12 @@ CudaContext::~CudaContext() {
   if (cublas_ && cublasDestroy(cublas_) != CUBLAS_STATUS_SUCCESS) std::fprintf(stderr, "cudl: cublasDestroy failed\n");
   if (block_counter_ && cudaFree(block_counter_) != cudaSuccess) std::fprintf(stderr, "cudl: cudaFree failed\n");
   if (stream_ && cudaStreamDestroy(stream_) != cudaSuccess) std::fprintf(stderr, "cudl: cudaStreamDestroy failed\n");
+  DeviceGuard::leave(previous);
 }
 
 cublasHandle_t CudaContext::cublas() {
   if (!cublas_) {
+    DeviceGuard guard(device().index());  // a handle belongs to the device current at creation
     CUDL_CUBLAS_CHECK(cublasCreate(&cublas_));
     CUDL_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
     // A workspace of our own: without one cuBLAS allocates its own, and inside a stream capture
@@ -73,12 +90,16 @@ cublasHandle_t CudaContext::cublas() {
 }
 
 cublasLtHandle_t CudaContext::cublaslt() {
-  if (!cublaslt_) CUDL_CUBLAS_CHECK(cublasLtCreate(&cublaslt_));
+  if (!cublaslt_) {
+    DeviceGuard guard(device().index());
+    CUDL_CUBLAS_CHECK(cublasLtCreate(&cublaslt_));
+  }
   return cublaslt_;
 }
 
 cudnnHandle_t CudaContext::cudnn() {
   if (!cudnn_) {
+    DeviceGuard guard(device().index());
     CUDL_CUDNN_CHECK(cudnnCreate(&cudnn_));
     CUDL_CUDNN_CHECK(cudnnSetStream(cudnn_, stream_));
   }

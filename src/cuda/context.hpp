@@ -15,6 +15,22 @@
 
 namespace cudl {
 
+/// Makes CUDA device `device` current for its lifetime and restores the previous one.
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int device) : previous_(enter(device)) {}
+  ~DeviceGuard() { leave(previous_); }
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+  /// Makes `device` current; returns the device to restore, or -1 when it already was current.
+  static int enter(int device);
+  /// Restores `previous` (no-op for -1); never throws.
+  static void leave(int previous) noexcept;
+
+ private:
+  int previous_;
+};
+
 class CudaContext : public ExecContext {
  public:
   /// Makes `device` current and creates a non-blocking stream on it.
@@ -53,6 +69,9 @@ class CudaContext : public ExecContext {
   void wait(const DeviceEvent& event) override;
   /// A non-blocking stream of this device for asynchronous host-to-device copies.
   std::unique_ptr<CopyStream> make_copy_stream() override;
+  /// Make device() current / restore the previous device (ContextScope).
+  int enter() override { return DeviceGuard::enter(device().index()); }
+  void leave(int previous) noexcept override { DeviceGuard::leave(previous); }
 
   /// The default context of CUDA device `index` (created on first use; throws when absent).
   static CudaContext& get(int index);

@@ -13,7 +13,7 @@ namespace {
 class CudaEvent : public DeviceEvent {
  public:
   explicit CudaEvent(int device) {
-    CUDL_CUDA_CHECK(cudaSetDevice(device));
+    DeviceGuard guard(device);  // an event belongs to the device current at creation
     CUDL_CUDA_CHECK(cudaEventCreateWithFlags(&event_, cudaEventDisableTiming));
   }
   ~CudaEvent() override {
@@ -38,7 +38,7 @@ const CudaEvent& cuda_event(const DeviceEvent& event, const char* what) {
 class CudaCopyStream : public CopyStream {
  public:
   explicit CudaCopyStream(int device) : device_(device) {
-    CUDL_CUDA_CHECK(cudaSetDevice(device));
+    DeviceGuard guard(device);
     CUDL_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   }
   ~CudaCopyStream() override {

@@ -18,24 +18,6 @@ namespace cudl::memory {
 
 namespace {
 
-/// Makes `device` current for its lifetime and restores the previous one.
-class DeviceGuard {
- public:
-  explicit DeviceGuard(int device) {
-    if (cudaGetDevice(&previous_) != cudaSuccess) previous_ = -1;
-    if (previous_ != device)
-      CUDL_CUDA_CHECK(cudaSetDevice(device));
-    else
-      previous_ = -1;
-  }
-  ~DeviceGuard() {
-    if (previous_ >= 0) (void)cudaSetDevice(previous_);
-  }
-
- private:
-  int previous_ = -1;
-};
-
 /// True when the CUDA runtime is being torn down at process exit: the driver releases everything
 /// then, so pool calls made from static destructors are skipped instead of failing.
 bool unloading(cudaError_t err) {
@@ -118,9 +100,42 @@ class CudaDeviceRawAllocator : public CudaEvents {
   }
 };
 
+/// Pinned host memory serves every device, so its events cannot belong to one: CUDA refuses to
+/// record an event on a stream of another device. Each event handle is a slot that holds a
+/// cudaEvent_t of the device of the stream it was last recorded on, created there on demand.
 class CudaPinnedRawAllocator : public CudaEvents {
  public:
-  using CudaEvents::CudaEvents;
+  CudaPinnedRawAllocator() : CudaEvents(-1) {}
+  EventHandle create_event() override { return new PinnedEvent; }
+  void record_event(EventHandle e, StreamHandle s) override {
+    auto* pe = static_cast<PinnedEvent*>(e);
+    auto stream = static_cast<cudaStream_t>(s);
+    int device = 0;
+    cudaError_t err = cudaStreamGetDevice(stream, &device);
+    if (unloading(err)) return;
+    CUDL_CUDA_CHECK(err);
+    if (pe->device != device) {  // destroying an event with a pending record is legal in CUDA
+      if (pe->event) CudaEvents::destroy_event(pe->event);
+      pe->event = nullptr;
+      pe->device = -1;
+      DeviceGuard guard(device);
+      CUDL_CUDA_CHECK(cudaEventCreateWithFlags(&pe->event, cudaEventDisableTiming));
+      pe->device = device;
+    }
+    CudaEvents::record_event(pe->event, s);
+  }
+  bool query_event(EventHandle e) override {
+    auto* pe = static_cast<PinnedEvent*>(e);
+    return !pe->event || CudaEvents::query_event(pe->event);
+  }
+  void synchronize_event(EventHandle e) override {
+    auto* pe = static_cast<PinnedEvent*>(e);
+    if (pe->event) CudaEvents::synchronize_event(pe->event);
+  }
+  void destroy_event(EventHandle e) override {
+    std::unique_ptr<PinnedEvent> pe(static_cast<PinnedEvent*>(e));
+    if (pe->event) CudaEvents::destroy_event(pe->event);
+  }
   void* alloc(size_t bytes) override {
     void* p = nullptr;
     cudaError_t err = cudaMallocHost(&p, bytes);
@@ -139,6 +154,12 @@ class CudaPinnedRawAllocator : public CudaEvents {
   const char* alloc_call() const override { return "cudaMallocHost"; }
   const char* free_call() const override { return "cudaFreeHost"; }
   std::string oom_title() const override { return "out of pinned host memory"; }
+
+ private:
+  struct PinnedEvent {
+    cudaEvent_t event = nullptr;
+    int device = -1;  // device of `event`
+  };
 };
 
 }  // namespace
@@ -160,7 +181,7 @@ CachingAllocator& cuda_pool(int device_index) {
 
 std::unique_ptr<RawAllocator> make_cuda_pinned_raw_allocator() {
   if (cuda_device_count() == 0) return nullptr;
-  return std::make_unique<CudaPinnedRawAllocator>(0);
+  return std::make_unique<CudaPinnedRawAllocator>();
 }
 
 bool cuda_is_pinned_host(const void* ptr) {
@@ -174,6 +195,7 @@ bool cuda_is_pinned_host(const void* ptr) {
 
 void* cuda_allocate(int device_index, size_t nbytes) {
   CudaContext& ctx = CudaContext::get(device_index);
+  ContextScope scope(ctx);
   return cuda_pool(device_index).allocate(nbytes, ctx.stream());
 }
 
@@ -191,12 +213,14 @@ void cuda_copy_bytes(Device dst_device, void* dst, Device src_device, const void
     // Across devices: after the source device's queued work, complete before returning.
     CudaContext::get(src_device.index()).synchronize();
     CudaContext& dst_ctx = CudaContext::get(dst_device.index());
+    ContextScope scope(dst_ctx);
     CUDL_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDefault, dst_ctx.stream()));
     dst_ctx.synchronize();
     return;
   }
   const Device dev = dst_device.is_cuda() ? dst_device : src_device;
   CudaContext& ctx = CudaContext::get(dev.index());
+  ContextScope scope(ctx);
   CUDL_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDefault, ctx.stream()));
   // Device to device: stream-ordered, nothing to wait for. Host to device from pageable memory:
   // the runtime stages the source before cudaMemcpyAsync returns, so the caller may reuse it at
@@ -209,8 +233,9 @@ void cuda_fill_bytes(int device_index, void* dst, const void* element, size_t el
   if (count == 0) return;
   uint64_t bits = 0;
   std::memcpy(&bits, element, element_bytes);
-  kernels::fill_cuda(dst, static_cast<int64_t>(count), static_cast<int>(element_bytes), bits,
-                     CudaContext::get(device_index).stream());
+  CudaContext& ctx = CudaContext::get(device_index);
+  ContextScope scope(ctx);
+  kernels::fill_cuda(dst, static_cast<int64_t>(count), static_cast<int>(element_bytes), bits, ctx.stream());
 }
 
 }  // namespace cudl::memory

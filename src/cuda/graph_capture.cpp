@@ -13,10 +13,13 @@ CudaStepGraph::~CudaStepGraph() {
   if (graph_ && cudaGraphDestroy(graph_) != cudaSuccess) std::fprintf(stderr, "cudl: cudaGraphDestroy failed\n");
 }
 
-void CudaStepGraph::launch() { CUDL_CUDA_CHECK(cudaGraphLaunch(exec_, ctx_.stream())); }
+void CudaStepGraph::launch() {
+  ContextScope scope(ctx_);
+  CUDL_CUDA_CHECK(cudaGraphLaunch(exec_, ctx_.stream()));
+}
 
 CudaEventTimer::CudaEventTimer(CudaContext& ctx) : ctx_(ctx) {
-  CUDL_CUDA_CHECK(cudaSetDevice(ctx.device().index()));
+  DeviceGuard guard(ctx.device().index());
   CUDL_CUDA_CHECK(cudaEventCreate(&start_));
   if (cudaError_t err = cudaEventCreate(&stop_); err != cudaSuccess) {
     cudaEventDestroy(start_);

@@ -39,6 +39,7 @@ size_t page_size() {
 
 struct Alloc {
   uint64_t id = 0;
+  int device = 0;        // the device current at allocation
   char* user = nullptr;  // what cudaMalloc returned
   size_t size = 0;       // requested bytes
   size_t rounded = 0;    // size rounded up to kAlign; user + rounded touches the trailing guard page
@@ -68,7 +69,7 @@ struct Mem {
   size_t quarantine_bytes = 0;
   std::map<uintptr_t, HostRange> host;  // pinned allocations and registered ranges
   uint64_t next_id = 1;
-  size_t live_bytes = 0;
+  size_t live_bytes[kMaxDevices] = {};  // per device
 };
 Mem& mem() {
   static Mem* m = new Mem;  // never destroyed: the fault handler may run during exit
@@ -100,6 +101,7 @@ std::string alloc_name(const Alloc& a) {
   char buf[160];
   std::snprintf(buf, sizeof buf, "%sdevice allocation #%" PRIu64 " (%p, %zu bytes, from %s)", a.freed ? "freed " : "",
                 a.id, static_cast<void*>(a.user), a.size, a.api);
+  if (device_count() > 1) return std::string(buf) + " on device " + std::to_string(a.device);
   return buf;
 }
 
@@ -274,6 +276,7 @@ Alloc* allocate_device(size_t size, const char* api) {
   a->map_size = map_size;
   a->user = map + pg + data_pages * pg - rounded;
   a->api = api;
+  a->device = current_device();
   std::memset(a->user, kFill, size);
   fill_slack(*a);
   Mem& m = mem();
@@ -281,7 +284,7 @@ Alloc* allocate_device(size_t size, const char* api) {
   a->id = m.next_id++;
   m.by_map[reinterpret_cast<uintptr_t>(map)] = a;
   add_live(a);
-  m.live_bytes += size;
+  m.live_bytes[a->device] += size;
   return a;
 }
 
@@ -292,7 +295,7 @@ void retire(Alloc* a, const char* by) {
   a->free_pending = false;
   remove_live(a);
   std::snprintf(a->freed_by, sizeof a->freed_by, "%s", by);
-  m.live_bytes -= a->size;
+  m.live_bytes[a->device] -= a->size;
   madvise(a->data(), a->data_size(), MADV_DONTNEED);
   mprotect(a->data(), a->data_size(), PROT_NONE);
   if (a->graph_owned) return;  // its address stays reserved for the graph's next replay
@@ -317,7 +320,7 @@ void revive(Alloc* a) {
     a->freed = false;
     a->freed_by[0] = 0;
     add_live(a);
-    m.live_bytes += a->size;
+    m.live_bytes[a->device] += a->size;
   }
   std::memset(a->user, kFill, a->size);
   fill_slack(*a);
@@ -519,7 +522,34 @@ cudaError_t free_device(void* p, const char* api) {
 
 size_t live_device_bytes() {
   std::lock_guard<std::mutex> lock(mem().mu);
-  return mem().live_bytes;
+  return mem().live_bytes[current_device()];
+}
+
+}  // namespace detail
+
+int pointer_device(const void* p) {
+  Mem& m = mem();
+  std::lock_guard<std::mutex> lock(m.mu);
+  const Alloc* a = find_alloc(reinterpret_cast<uintptr_t>(p));
+  return a && !a->freed ? a->device : -1;
+}
+
+namespace detail {
+
+bool check_pointer_args(const char* name, int device, const void* const* ptrs, size_t n) {
+  if (device_count() == 1) return true;
+  for (size_t i = 0; i < n; ++i) {
+    if (!ptrs[i]) continue;
+    const int owner = pointer_device(ptrs[i]);
+    if (owner < 0 || can_access(device, owner)) continue;
+    record_error(cudaErrorIllegalAddress,
+                 "kernel '" + std::string(name) + "' runs on device " + std::to_string(device) + " but argument " +
+                     std::to_string(i) + " is " + describe_pointer(ptrs[i]) + " on device " + std::to_string(owner) +
+                     ", without peer access from device " + std::to_string(device) + " (cudaDeviceEnablePeerAccess)",
+                 true);
+    return false;
+  }
+  return true;
 }
 
 }  // namespace detail
@@ -618,13 +648,14 @@ cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* attributes, const vo
   EMU_STICKY();
   if (!attributes) return fail(cudaErrorInvalidValue, "cudaPointerGetAttributes: attributes is null");
   std::memset(attributes, 0, sizeof *attributes);
-  attributes->device = 0;
+  attributes->device = emu::current_device();
   emu::Mem& m = emu::mem();
   std::lock_guard<std::mutex> lock(m.mu);
   const uintptr_t u = reinterpret_cast<uintptr_t>(ptr);
   emu::Alloc* a = emu::find_alloc(u);
   if (a && !a->freed) {
     attributes->type = cudaMemoryTypeDevice;
+    attributes->device = a->device;
     attributes->devicePointer = const_cast<void*>(ptr);
   } else if (emu::find_host(u, nullptr)) {
     attributes->type = cudaMemoryTypeHost;
@@ -725,6 +756,40 @@ cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, cudaMemcpyKind 
 
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, cudaMemcpyKind kind, cudaStream_t stream) {
   return emu::memcpy_async("cudaMemcpyAsync", dst, src, count, kind, stream);
+}
+
+namespace {
+// cudaMemcpyPeer(Async): both pointers device memory of the named devices.
+cudaError_t check_peer_copy(const char* api, void* dst, int dstDevice, const void* src, int srcDevice, size_t count) {
+  int n = 0;
+  (void)cudaGetDeviceCount(&n);
+  for (int d : {dstDevice, srcDevice})
+    if (d < 0 || d >= n)
+      return fail(cudaErrorInvalidDevice, std::string(api) + ": device " + std::to_string(d) + " (the emulator has " +
+                                              std::to_string(n) + " device(s))");
+  if (count == 0) return cudaSuccess;
+  if (cudaError_t e = emu::check_device_range(api, dst, count)) return e;
+  if (cudaError_t e = emu::check_device_range(api, src, count)) return e;
+  const int dd = emu::pointer_device(dst), sd = emu::pointer_device(src);
+  if (dd != dstDevice || sd != srcDevice)
+    return fail(cudaErrorInvalidValue, std::string(api) + ": dst is on device " + std::to_string(dd) + " (said " +
+                                           std::to_string(dstDevice) + "), src on device " + std::to_string(sd) +
+                                           " (said " + std::to_string(srcDevice) + ")");
+  return cudaSuccess;
+}
+}  // namespace
+
+cudaError_t cudaMemcpyPeer(void* dst, int dstDevice, const void* src, int srcDevice, size_t count) {
+  EMU_STICKY();
+  if (cudaError_t e = check_peer_copy("cudaMemcpyPeer", dst, dstDevice, src, srcDevice, count)) return e;
+  return emu::memcpy_sync("cudaMemcpyPeer", dst, src, count, cudaMemcpyDeviceToDevice);
+}
+
+cudaError_t cudaMemcpyPeerAsync(void* dst, int dstDevice, const void* src, int srcDevice, size_t count,
+                                cudaStream_t stream) {
+  EMU_STICKY();
+  if (cudaError_t e = check_peer_copy("cudaMemcpyPeerAsync", dst, dstDevice, src, srcDevice, count)) return e;
+  return emu::memcpy_async("cudaMemcpyPeerAsync", dst, src, count, cudaMemcpyDeviceToDevice, stream);
 }
 
 cudaError_t cudaMemcpy2DAsync(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t height,

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <exception>
@@ -70,6 +71,7 @@ AtomicCounters& ctr() {
 }
 
 thread_local const char* t_current_work = nullptr;
+thread_local int t_device = 0;  // cudaSetDevice is per host thread
 std::atomic<const char*> g_running_work{nullptr};  // the item the executor runs (any thread)
 
 // ---- streams, events, graphs ---------------------------------------------------------------------
@@ -112,7 +114,9 @@ struct Item {
 
 struct Stream {
   unsigned flags = 0;
+  int device = 0;  // the device whose context owns the stream (current at creation)
   bool legacy = false;
+  bool per_thread = false;  // cudaStreamPerThread of its device
   bool destroyed = false;
   std::string name;
   std::deque<Item> queue;
@@ -123,6 +127,7 @@ struct Stream {
 
 struct Event {
   unsigned flags = 0;
+  int device = 0;  // current device at creation
   std::shared_ptr<Stream> stream;  // stream of the latest record
   uint64_t record_seq = 0;         // 0: never recorded
   uint64_t completed_seq = 0;
@@ -133,8 +138,8 @@ struct Event {
 
 struct State {
   std::recursive_mutex mu;
-  std::shared_ptr<Stream> legacy = std::make_shared<Stream>();
-  std::shared_ptr<Stream> per_thread = std::make_shared<Stream>();
+  // The default streams, one legacy and one per-thread stream per device.
+  std::vector<std::shared_ptr<Stream>> legacy, per_thread;
   std::map<Stream*, std::shared_ptr<Stream>> streams;  // user streams (destroyed ones until drained)
   std::map<Event*, std::shared_ptr<Event>> events;
   std::set<Graph*> graphs;
@@ -143,11 +148,19 @@ struct State {
   uint64_t next_seq = 1;
   unsigned long long next_capture_id = 1;
   uint64_t next_stream_id = 1;
-  int device = 0;
+  std::set<std::pair<int, int>> peer_access;  // (device, peer) pairs enabled
   State() {
-    legacy->legacy = true;
-    legacy->name = "legacy default stream";
-    per_thread->name = "per-thread default stream";
+    for (int d = 0; d < device_count(); ++d) {
+      const std::string on = device_count() > 1 ? " of device " + std::to_string(d) : std::string();
+      legacy.push_back(std::make_shared<Stream>());
+      legacy.back()->legacy = true;
+      legacy.back()->device = d;
+      legacy.back()->name = "legacy default stream" + on;
+      per_thread.push_back(std::make_shared<Stream>());
+      per_thread.back()->per_thread = true;
+      per_thread.back()->device = d;
+      per_thread.back()->name = "per-thread default stream" + on;
+    }
   }
 };
 State& st() {
@@ -166,10 +179,12 @@ std::string hex(const void* p) {
   return buf;
 }
 
+std::string device_name(int d) { return "device " + std::to_string(d); }
+
 Stream* resolve(cudaStream_t h) {
   State& s = st();
-  if (h == nullptr || h == cudaStreamLegacy) return s.legacy.get();
-  if (h == cudaStreamPerThread) return s.per_thread.get();
+  if (h == nullptr || h == cudaStreamLegacy) return s.legacy[current_device()].get();
+  if (h == cudaStreamPerThread) return s.per_thread[current_device()].get();
   auto it = s.streams.find(reinterpret_cast<Stream*>(h));
   if (it == s.streams.end() || it->second->destroyed) return nullptr;
   return it->second.get();
@@ -177,8 +192,8 @@ Stream* resolve(cudaStream_t h) {
 
 std::shared_ptr<Stream> shared_of(Stream* p) {
   State& s = st();
-  if (p == s.legacy.get()) return s.legacy;
-  if (p == s.per_thread.get()) return s.per_thread;
+  if (p->legacy) return s.legacy[p->device];
+  if (p->per_thread) return s.per_thread[p->device];
   return s.streams.at(p);
 }
 
@@ -189,7 +204,9 @@ Event* resolve_event(cudaEvent_t h) {
 
 std::vector<Stream*> all_streams() {
   State& s = st();
-  std::vector<Stream*> v{s.legacy.get(), s.per_thread.get()};
+  std::vector<Stream*> v;
+  for (auto& d : s.legacy) v.push_back(d.get());
+  for (auto& d : s.per_thread) v.push_back(d.get());
   for (auto& kv : s.streams) v.push_back(kv.first);
   return v;
 }
@@ -219,9 +236,9 @@ void run_front(Stream& s) {
   const uint64_t seq = s.queue.front().seq;
   if (s.legacy) {
     for (Stream* t : all_streams())
-      if (t != &s && t->blocking()) flush_upto(*t, seq);
+      if (t != &s && t->device == s.device && t->blocking()) flush_upto(*t, seq);
   } else if (s.blocking()) {
-    flush_upto(*st().legacy, seq);
+    flush_upto(*st().legacy[s.device], seq);
   }
   if (s.queue.empty() || s.queue.front().seq != seq) return;
   Item it = std::move(s.queue.front());
@@ -309,8 +326,40 @@ cudaError_t enqueue(cudaStream_t stream, WorkKind kind, const char* what, std::f
   if (cudaError_t e = sticky_error()) return e;
   Stream* s = resolve(stream);
   if (cudaError_t e = check_stream_for_work(s, stream, what ? what : "work")) return e;
+  // CUDA: "A kernel launch will fail if it is issued to a stream that is not associated to the
+  // current device" (copies, memsets, events and host functions may be issued from any device).
+  if ((kind == WorkKind::Kernel || kind == WorkKind::Library) && s->device != t_device)
+    return detail::fail(cudaErrorInvalidResourceHandle,
+                        std::string(what ? what : "work") + ": launched while device " + std::to_string(t_device) +
+                            " is current on " + s->name + ", a stream of device " + std::to_string(s->device));
   push(*s, kind, what ? what : "work", std::make_shared<std::function<void()>>(std::move(fn)));
   return cudaSuccess;
+}
+
+cudaError_t enqueue_on(int device, cudaStream_t stream, WorkKind kind, const char* what, std::function<void()> fn,
+                       uint64_t* seq) {
+  std::lock_guard<std::recursive_mutex> lock(st().mu);
+  const int saved = t_device;
+  t_device = device;
+  *seq = st().next_seq;  // push() assigns exactly this
+  const cudaError_t e = enqueue(stream, kind, what, std::move(fn));
+  t_device = saved;
+  return e;
+}
+
+void run_upto(int device, cudaStream_t stream, uint64_t seq) {
+  std::lock_guard<std::recursive_mutex> lock(st().mu);
+  const int saved = t_device;
+  t_device = device;
+  Stream* s = nullptr;
+  if (stream == nullptr || stream == cudaStreamLegacy || stream == cudaStreamPerThread) {
+    s = resolve(stream);
+  } else {
+    auto it = st().streams.find(reinterpret_cast<Stream*>(stream));  // destroyed streams still drain
+    if (it != st().streams.end()) s = it->second.get();
+  }
+  t_device = saved;
+  if (s) flush_upto(*s, seq);
 }
 
 cudaError_t flush(cudaStream_t stream) {
@@ -340,6 +389,30 @@ bool is_capturing(cudaStream_t stream) {
   std::lock_guard<std::recursive_mutex> lock(st().mu);
   Stream* s = resolve(stream);
   return s && s->capture != nullptr;
+}
+
+int device_count() {
+  static const int n = [] {
+    const char* env = std::getenv("CUDL_EMU_DEVICES");
+    if (!env || !*env) return 1;
+    char* end = nullptr;
+    const long v = std::strtol(env, &end, 10);
+    if (*end != 0 || v < 1 || v > kMaxDevices) {
+      std::fprintf(stderr, "cudl emulator: CUDL_EMU_DEVICES='%s' is not a device count from 1 to %d\n", env,
+                   kMaxDevices);
+      std::abort();
+    }
+    return static_cast<int>(v);
+  }();
+  return n;
+}
+
+int current_device() { return t_device; }
+
+bool can_access(int device, int owner) {
+  if (device == owner) return true;
+  std::lock_guard<std::recursive_mutex> lock(st().mu);
+  return st().peer_access.count({device, owner}) != 0;
 }
 
 const char* current_work() { return t_current_work; }
@@ -581,9 +654,9 @@ cudaDeviceProp make_props() {
 }
 
 cudaError_t check_device(int device, const char* api) {
-  if (device != 0)
-    return fail(cudaErrorInvalidDevice,
-                std::string(api) + ": device " + std::to_string(device) + " (the emulator has one device, 0)");
+  if (device < 0 || device >= emu::device_count())
+    return fail(cudaErrorInvalidDevice, std::string(api) + ": device " + std::to_string(device) + " (the emulator has " +
+                                            std::to_string(emu::device_count()) + " device(s); CUDL_EMU_DEVICES sets it)");
   return cudaSuccess;
 }
 
@@ -634,7 +707,7 @@ const char* cudaGetErrorString(cudaError_t error) {
 
 cudaError_t cudaGetDeviceCount(int* count) {
   if (!count) return fail(cudaErrorInvalidValue, "cudaGetDeviceCount: count is null");
-  *count = 1;
+  *count = emu::device_count();
   return cudaSuccess;
 }
 
@@ -642,6 +715,12 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
   if (!prop) return fail(cudaErrorInvalidValue, "cudaGetDeviceProperties: prop is null");
   if (cudaError_t e = check_device(device, "cudaGetDeviceProperties")) return e;
   *prop = make_props();
+  prop->pciDeviceID = device;
+  prop->pciBusID = device;
+  if (emu::device_count() > 1) {
+    const std::string name = std::string(prop->name) + " #" + std::to_string(device);
+    std::snprintf(prop->name, sizeof prop->name, "%s", name.c_str());
+  }
   return cudaSuccess;
 }
 
@@ -746,12 +825,48 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) 
 
 cudaError_t cudaSetDevice(int device) {
   EMU_STICKY();
-  return check_device(device, "cudaSetDevice");
+  if (cudaError_t e = check_device(device, "cudaSetDevice")) return e;
+  emu::t_device = device;
+  return cudaSuccess;
 }
 
 cudaError_t cudaGetDevice(int* device) {
   if (!device) return fail(cudaErrorInvalidValue, "cudaGetDevice: device is null");
-  *device = 0;
+  *device = emu::t_device;
+  return cudaSuccess;
+}
+
+cudaError_t cudaDeviceCanAccessPeer(int* canAccessPeer, int device, int peerDevice) {
+  if (!canAccessPeer) return fail(cudaErrorInvalidValue, "cudaDeviceCanAccessPeer: canAccessPeer is null");
+  if (cudaError_t e = check_device(device, "cudaDeviceCanAccessPeer")) return e;
+  if (cudaError_t e = check_device(peerDevice, "cudaDeviceCanAccessPeer")) return e;
+  *canAccessPeer = device != peerDevice ? 1 : 0;  // every pair of emulated devices is NVLink-connected
+  return cudaSuccess;
+}
+
+cudaError_t cudaDeviceEnablePeerAccess(int peerDevice, unsigned int flags) {
+  EMU_STICKY();
+  if (cudaError_t e = check_device(peerDevice, "cudaDeviceEnablePeerAccess")) return e;
+  if (flags != 0) return fail(cudaErrorInvalidValue, "cudaDeviceEnablePeerAccess: flags must be 0");
+  if (peerDevice == emu::t_device)
+    return fail(cudaErrorInvalidDevice, "cudaDeviceEnablePeerAccess: device " + std::to_string(peerDevice) +
+                                            " is the current device");
+  LockGuard lock(emu::st().mu);
+  if (!emu::st().peer_access.insert({emu::t_device, peerDevice}).second)
+    return fail(cudaErrorPeerAccessAlreadyEnabled, "cudaDeviceEnablePeerAccess: device " +
+                                                       std::to_string(emu::t_device) + " already accesses device " +
+                                                       std::to_string(peerDevice));
+  return cudaSuccess;
+}
+
+cudaError_t cudaDeviceDisablePeerAccess(int peerDevice) {
+  EMU_STICKY();
+  if (cudaError_t e = check_device(peerDevice, "cudaDeviceDisablePeerAccess")) return e;
+  LockGuard lock(emu::st().mu);
+  if (emu::st().peer_access.erase({emu::t_device, peerDevice}) == 0)
+    return fail(cudaErrorPeerAccessNotEnabled, "cudaDeviceDisablePeerAccess: device " +
+                                                   std::to_string(emu::t_device) + " has no peer access to device " +
+                                                   std::to_string(peerDevice));
   return cudaSuccess;
 }
 
@@ -805,7 +920,9 @@ cudaError_t cudaStreamCreateWithPriority(cudaStream_t* pStream, unsigned int fla
   LockGuard lock(emu::st().mu);
   auto s = std::make_shared<emu::Stream>();
   s->flags = flags;
+  s->device = emu::t_device;
   s->name = "stream #" + std::to_string(emu::st().next_stream_id++);
+  if (emu::device_count() > 1) s->name += " of device " + std::to_string(s->device);
   emu::st().streams[s.get()] = s;
   *pStream = reinterpret_cast<cudaStream_t>(s.get());
   return cudaSuccess;
@@ -821,7 +938,7 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream) {
   EMU_STICKY();
   LockGuard lock(emu::st().mu);
   emu::Stream* s = emu::resolve(stream);
-  if (!s || s->legacy || s == emu::st().per_thread.get())
+  if (!s || s->legacy || s->per_thread)
     return fail(cudaErrorInvalidResourceHandle, "cudaStreamDestroy: invalid stream handle " + emu::hex(stream));
   if (s->capture) {
     std::shared_ptr<emu::Capture> c = s->capture;
@@ -846,6 +963,15 @@ cudaError_t cudaStreamGetFlags(cudaStream_t stream, unsigned int* flags) {
   if (!s) return fail(cudaErrorInvalidResourceHandle, "cudaStreamGetFlags: invalid stream");
   if (!flags) return fail(cudaErrorInvalidValue, "cudaStreamGetFlags: flags is null");
   *flags = s->flags;
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamGetDevice(cudaStream_t stream, int* device) {
+  LockGuard lock(emu::st().mu);
+  emu::Stream* s = emu::resolve(stream);
+  if (!s) return fail(cudaErrorInvalidResourceHandle, "cudaStreamGetDevice: invalid stream");
+  if (!device) return fail(cudaErrorInvalidValue, "cudaStreamGetDevice: device is null");
+  *device = s->device;
   return cudaSuccess;
 }
 
@@ -903,6 +1029,7 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int flags) {
   LockGuard lock(emu::st().mu);
   auto ev = std::make_shared<emu::Event>();
   ev->flags = flags;
+  ev->device = emu::t_device;
   emu::st().events[ev.get()] = ev;
   *event = reinterpret_cast<cudaEvent_t>(ev.get());
   return cudaSuccess;
@@ -927,6 +1054,12 @@ cudaError_t cudaEventRecordWithFlags(cudaEvent_t event, cudaStream_t stream, uns
   if (!ev) return fail(cudaErrorInvalidResourceHandle, "cudaEventRecord: invalid event handle " + emu::hex(event));
   emu::Stream* s = emu::resolve(stream);
   if (cudaError_t e = emu::check_stream_for_work(s, stream, "cudaEventRecord")) return e;
+  // CUDA: "cudaEventRecord() will fail if the input event and input stream are associated to
+  // different devices".
+  if (ev->device != s->device)
+    return fail(cudaErrorInvalidResourceHandle, "cudaEventRecord: the event belongs to device " +
+                                                    std::to_string(ev->device) + ", " + s->name + " to device " +
+                                                    std::to_string(s->device));
   if (s->capture) {  // a capture-internal dependency: no node, other streams may join via a wait
     ev->capture = s->capture;
     return cudaSuccess;
@@ -986,6 +1119,9 @@ cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) 
   emu::Event* b = emu::resolve_event(end);
   if (!ms) return fail(cudaErrorInvalidValue, "cudaEventElapsedTime: ms is null");
   if (!a || !b) return fail(cudaErrorInvalidResourceHandle, "cudaEventElapsedTime: invalid event handle");
+  if (a->device != b->device)
+    return fail(cudaErrorInvalidResourceHandle, "cudaEventElapsedTime: the events belong to devices " +
+                                                    std::to_string(a->device) + " and " + std::to_string(b->device));
   if ((a->flags | b->flags) & cudaEventDisableTiming)
     return fail(cudaErrorInvalidResourceHandle,
                 "cudaEventElapsedTime: an event was created with cudaEventDisableTiming");

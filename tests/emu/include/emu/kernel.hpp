@@ -16,6 +16,7 @@
 #include <limits>
 #include <tuple>
 #include <type_traits>
+#include <type_traits>
 #include <utility>
 
 #include "emu/runtime.hpp"
@@ -115,6 +116,20 @@ bool check_launch_config(const void* kernel, const char* name, dim3 grid, dim3 b
 /// at its own alignment); records a non-sticky error and returns false over the limit.
 bool check_param_bytes(const char* name, size_t param_bytes);
 
+/// Before a grid runs on `device`: every pointer argument that points into device memory must
+/// be memory that device can access (its own, or a peer's with peer access enabled); otherwise
+/// records the sticky cudaErrorIllegalAddress naming the kernel, the argument and both devices
+/// (what the GPU's MMU reports) and returns false. `ptrs[i]` is null for non-pointer arguments.
+bool check_pointer_args(const char* name, int device, const void* const* ptrs, size_t n);
+
+template <typename T>
+const void* pointer_arg(const T& v) {
+  if constexpr (std::is_pointer<T>::value)
+    return static_cast<const void*>(v);
+  else
+    return nullptr;
+}
+
 /// Bytes of the parameter block of a kernel taking P... (each at its alignment, in order).
 template <typename... P>
 constexpr size_t param_block_bytes() {
@@ -161,7 +176,12 @@ class Launcher {
     if (!check_launch_config(reinterpret_cast<const void*>(kernel_), name_, grid_, block_, shared_)) return;
     KernelCall<P...> call{kernel_, std::tuple<std::decay_t<P>...>(std::forward<A>(args)...)};
     GridLaunch g{name_, grid_, block_, shared_, &KernelCall<P...>::run, nullptr};
-    enqueue(stream_, WorkKind::Kernel, name_, [call = std::move(call), g]() mutable {
+    const int device = current_device();  // enqueue refuses a stream of another device
+    enqueue(stream_, WorkKind::Kernel, name_, [call = std::move(call), g, device]() mutable {
+      const void* ptrs[sizeof...(P) + 1] = {nullptr};
+      size_t i = 0;
+      std::apply([&](const auto&... a) { ((ptrs[i++] = pointer_arg(a)), ...); }, call.args);
+      if (!check_pointer_args(g.name, device, ptrs, sizeof...(P))) return;
       g.args = &call;
       run_grid(g);
     });

@@ -23,6 +23,26 @@ enum class WorkKind { Kernel, Copy, Memset, Event, Host, Library };
 /// return at enqueue time (e.g. a sticky error).
 cudaError_t enqueue(cudaStream_t stream, WorkKind kind, const char* what, std::function<void()> fn);
 
+constexpr int kMaxDevices = 16;
+/// Emulated devices: CUDL_EMU_DEVICES=N (default 1, at most 16), read once. Each has its own
+/// allocations, default streams, properties and current-device state per host thread.
+int device_count();
+/// The calling host thread's current device (cudaSetDevice; 0 on a thread that never set one).
+int current_device();
+/// Device of the live device allocation containing p, or -1 when p is not device memory.
+int pointer_device(const void* p);
+/// True when kernels running on `device` may touch memory of `owner`: the same device, or peer
+/// access enabled from `device` to `owner` (cudaDeviceEnablePeerAccess).
+bool can_access(int device, int owner);
+
+/// enqueue() as if `device` were current (what a library that sets its own device does, NCCL),
+/// setting *seq to the item's place in its stream's order.
+cudaError_t enqueue_on(int device, cudaStream_t stream, WorkKind kind, const char* what, std::function<void()> fn,
+                       uint64_t* seq);
+/// Runs the work of `stream` of `device` (stream 0: that device's default stream) up to and
+/// including the item numbered `seq`.
+void run_upto(int device, cudaStream_t stream, uint64_t seq);
+
 /// Runs everything queued on `stream` (and what it waits on); used by library emulations that
 /// must observe results, and by the runtime's synchronising calls.
 cudaError_t flush(cudaStream_t stream);
