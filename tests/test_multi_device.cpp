@@ -4,15 +4,19 @@
 // device is left as it was. Under the emulator a launch on a stream of another device fails
 // (cudaErrorInvalidResourceHandle) and a kernel touching another device's memory faults, as on a
 // real multi-GPU machine.
-#include <cuda_runtime.h>
 #include <gtest/gtest.h>
+
+#if CUDL_WITH_CUDA
+#include <cuda_runtime.h>
 
 #include <vector>
 
 #include "cuda/context.hpp"
 #include "memory/pinned.hpp"
 #include "testing.hpp"
+#endif
 
+#if CUDL_WITH_CUDA
 using namespace cudl;
 using cudl::testing::tv;
 
@@ -168,3 +172,9 @@ TEST_F(MultiDevice, PinnedPoolServesBothDevices) {
 }
 
 }  // namespace
+#else
+TEST(MultiDevice, NeedsTheCudaBackend) {
+  GTEST_SKIP() << "cudl was built without CUDA (CUDL_WITH_CUDA=OFF): no devices to run on";
+}
+#endif
+

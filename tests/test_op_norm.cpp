@@ -7,7 +7,9 @@
 #include <vector>
 
 #include "cpu/parallel.hpp"
+#if CUDL_WITH_CUDA
 #include "kernels/norm.cuh"
+#endif
 #if defined(CUDL_EMULATED)
 #include "emu/emu.hpp"
 #endif
@@ -339,6 +341,7 @@ TEST(BatchNormCuda, BackwardAndInferenceMatchCpu) {
   }
 }
 
+#if CUDL_WITH_CUDA
 TEST(BatchNormCuda, FewChannelsAreSplitAcrossBlocksAndMatchCpu) {
   // 4 channels of 64 x 1024 values: one block per channel would be 4 blocks; the split gives 16
   // blocks per channel (3 kernels forward, 2 backward), with fixed-order partial sums.
@@ -373,6 +376,7 @@ TEST(BatchNormCuda, FewChannelsAreSplitAcrossBlocksAndMatchCpu) {
   // Same bits run to run (the split depends only on the shape).
   EXPECT_TRUE(bitwise_equal(bn_train(x, gamma, beta, rm, rv, Device::cuda()).y, g.y));
 }
+#endif
 
 TEST(BatchNormCuda, NanPropagatesWithinItsChannel) {
   CUDL_REQUIRE_CUDA();
