@@ -27,7 +27,7 @@ class EmbeddingLayer : public BuiltinLayer {
     return Shape(d);
   }
   std::vector<int> build(BuildContext& c, const std::vector<int>& in) override {
-    const graph::Value& idx = c.g->value(in[0]);
+    const graph::Value idx = c.g->value(in[0]);  // a copy: param() below adds values to the graph
     if (idx.dtype != DType::i32)
       CUDL_FAIL(who(), ": indices must be i32, got ", idx.dtype, " ", idx.shape,
                 " (declare the model input as Input(shape, DType::i32))");
@@ -131,7 +131,7 @@ class SliceLayer : public BuiltinLayer {
     return Shape(d);
   }
   std::vector<int> build(BuildContext& c, const std::vector<int>& in) override {
-    const graph::Value& x = c.g->value(in[0]);
+    const graph::Value x = c.g->value(in[0]);  // a copy: c.value() adds to the graph
     const Shape sample(std::vector<int64_t>(x.shape.dims().begin() + 1, x.shape.dims().end()));
     const int a = sample_axis(who(), axis_, sample.rank());
     ValueId y = c.value("slice", c.batched(output_shape({sample})), x.dtype);
