@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "cudl/checkpoint.hpp"
+#include "cudl/data.hpp"
 #include "cudl/device.hpp"
 #include "cudl/error.hpp"
 #include "cudl/model.hpp"
@@ -237,6 +238,21 @@ inline void write_history(const std::string& csv, const std::string& png, const 
 
 /// Compiles a classifier of integer labels (sparse categorical cross-entropy, accuracy) with
 /// `optimizer` on `device`, prints its summary, and loads the checkpoint `resume` when one is given.
+/// The MNIST (or Fashion-MNIST) training set (its first `limit` images; 0: all) and test set from
+/// `dir`. On a read error prints "<program>: <error> (fetch the data with: ...)" and returns false.
+inline bool load_mnist_sets(const char* program, const std::string& dir, int64_t limit, bool fashion,
+                            cudl::Dataset* train, cudl::Dataset* test) {
+  try {
+    *train = cudl::load_mnist(dir, true, limit, fashion);
+    *test = cudl::load_mnist(dir, false, 0, fashion);
+    return true;
+  } catch (const cudl::Error& e) {
+    std::fprintf(stderr, "%s: %s (fetch the data with: scripts/fetch-mnist.sh%s)\n", program, e.what(),
+                 fashion ? " --dataset fashion" : "");
+    return false;
+  }
+}
+
 inline void compile_classifier(cudl::Model& model, const cudl::Optimizer& optimizer, cudl::Device device,
                                uint64_t seed, const std::string& resume, bool print_summary = true) {
   cudl::CompileOptions opt;

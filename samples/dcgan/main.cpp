@@ -259,13 +259,7 @@ int main(int argc, char** argv) {
   if (a.score) sample::require_writable(kProgram, "--classifier", a.classifier);
   try {
     cudl::Dataset train, test;
-    try {
-      train = cudl::load_mnist(a.data, true, a.limit);
-      test = cudl::load_mnist(a.data, false);
-    } catch (const cudl::Error& e) {
-      std::fprintf(stderr, "cudl-dcgan: %s (fetch the data with: scripts/fetch-mnist.sh)\n", e.what());
-      return 1;
-    }
+    if (!sample::load_mnist_sets(kProgram, a.data, a.limit, false, &train, &test)) return 1;
     const int64_t n = train.size(), B = a.batch, steps = n / B;
     if (steps < 1)
       usage_error("--batch-size " + std::to_string(B) + " is larger than the " + std::to_string(n) + " training images");

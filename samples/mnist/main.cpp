@@ -26,14 +26,7 @@ int main(int argc, char** argv) {
   try {
     const bool fashion = a.dataset == "fashion";
     cudl::Dataset train, test;
-    try {
-      train = cudl::load_mnist(a.data, true, a.limit, fashion);
-      test = cudl::load_mnist(a.data, false, 0, fashion);
-    } catch (const cudl::Error& e) {
-      std::fprintf(stderr, "cudl-mnist: %s (fetch the data with: scripts/fetch-mnist.sh --dataset %s)\n", e.what(),
-                   a.dataset.c_str());
-      return 1;
-    }
+    if (!sample::load_mnist_sets(mnist::kProgram, a.data, a.limit, fashion, &train, &test)) return 1;
     // A test set that the trained model could not read is found now, not after training.
     auto sample_shape = [](const cudl::Tensor& x) {
       return cudl::Shape(std::vector<int64_t>(x.shape().dims().begin() + 1, x.shape().dims().end()));

@@ -101,13 +101,7 @@ int main(int argc, char** argv) {
   if (!a.csv.empty()) sample::require_writable(kProgram, "--plot", a.plot);
   try {
     cudl::Dataset train, test;
-    try {
-      train = cudl::load_mnist(a.data, true, a.limit);
-      test = cudl::load_mnist(a.data, false);
-    } catch (const cudl::Error& e) {
-      std::fprintf(stderr, "%s: %s (fetch the data with: scripts/fetch-mnist.sh)\n", kProgram, e.what());
-      return 1;
-    }
+    if (!sample::load_mnist_sets(kProgram, a.data, a.limit, false, &train, &test)) return 1;
     const cudl::Device device = sample::pick_device(kProgram, a.device);
     cudl::Sequential model = seq_mnist::build(a.cell, a.units);
     sample::compile_classifier(model, cudl::optim::Adam(a.lr), device, a.seed, a.resume);
