@@ -188,15 +188,19 @@ double node_flops(const cudl::graph::Graph& g, const cudl::graph::Node& n) {
 // The GPUs of the estimate. Peaks from NVIDIA's data sheets (dense, no sparsity): H100 SXM5 80 GB
 // ("NVIDIA H100 Tensor Core GPU" datasheet: 3.35 TB/s HBM3, FP32 67 TFLOPS, BF16/FP16 Tensor Core
 // 989 TFLOPS); A100 SXM 80 GB ("NVIDIA A100 Tensor Core GPU" datasheet: 2,039 GB/s HBM2e, FP32 19.5
-// TFLOPS, BF16/FP16 Tensor Core 312 TFLOPS). fp32 GEMMs and convolutions run without TF32 (cudl's
-// default), so their peak is the FP32 (non-tensor) one; f16/bf16 ones use the tensor-core peak.
+// TFLOPS, BF16/FP16 Tensor Core 312 TFLOPS); TF32 Tensor Core: H100 SXM 494.7, A100 156 TFLOPS dense
+// (the datasheets' 989 / 312 are with sparsity). fp32 GEMMs and convolutions run without TF32 by
+// default (CompileOptions::precision f32), so their peak is the FP32 (non-tensor) one; a second line
+// gives the estimate with precision tf32. f16/bf16 ones use the tensor-core peak.
 struct GpuPeaks {
   const char* name;
   double bandwidth;   // bytes/s
   double fp32_flops;  // FLOP/s, CUDA cores
+  double tf32_flops;  // FLOP/s, TF32 tensor cores (dense)
   double tensor_16;   // FLOP/s, f16/bf16 tensor cores (dense)
 };
-constexpr GpuPeaks kGpus[] = {{"H100 SXM", 3.35e12, 67e12, 989e12}, {"A100 SXM", 2.0e12, 19.5e12, 312e12}};
+constexpr GpuPeaks kGpus[] = {{"H100 SXM", 3.35e12, 67e12, 494.7e12, 989e12},
+                              {"A100 SXM", 2.0e12, 19.5e12, 156e12, 312e12}};
 // Cost of each kernel or library call inside a replayed CUDA graph: dependent nodes start one after
 // another, and a small grid's launch, ramp-up and drain are not hidden. An assumed figure, in the
 // range NVIDIA's CUDA Graphs posts give for back-to-back short kernels (~1-3 us); not measured here.
@@ -212,36 +216,46 @@ void roofline(const cudl::graph::Executor& exec, int64_t batch_rows, uint64_t la
   std::printf("  assumptions: every byte of the node table moves through HBM once at full bandwidth (no cache\n"
               "  reuse, no occupancy or tail effects); fp32 GEMM/conv at the FP32 CUDA-core peak (TF32 off),\n"
               "  f16/bf16 at the dense tensor-core peak; other nodes at 1 flop per output element.\n");
-  for (const GpuPeaks& gpu : kGpus) {
-    double mem_s = 0, flop_s = 0, node_s = 0, total_flops = 0, total_bytes = 0;
-    int mem_bound = 0, compute_bound = 0;
-    for (const auto& n : g.nodes()) {
-      if (n.is_view()) continue;
-      const NodeBytes b = node_bytes(g, n);
-      const double bytes = b.read + b.written, flops = node_flops(g, n);
-      const ValueId first = n.inputs.empty() ? kNone : n.inputs[0];
-      const bool half = first != kNone && g.value(first).dtype != cudl::DType::f32 &&
-                        (n.op == OpKind::Linear || n.op == OpKind::LinearBackward || n.op == OpKind::Matmul ||
-                         n.op == OpKind::Conv2d || n.op == OpKind::Conv2dBackwardData ||
-                         n.op == OpKind::Conv2dBackwardFilter);
-      const double t_mem = bytes / gpu.bandwidth, t_flop = flops / (half ? gpu.tensor_16 : gpu.fp32_flops);
-      mem_s += t_mem;
-      flop_s += t_flop;
-      node_s += std::max(t_mem, t_flop);
-      (t_mem >= t_flop ? mem_bound : compute_bound)++;
-      total_flops += flops;
-      total_bytes += bytes;
+  for (const GpuPeaks& gpu : kGpus)
+    for (const bool tf32 : {false, true}) {
+      double mem_s = 0, flop_s = 0, node_s = 0, total_flops = 0, total_bytes = 0;
+      int mem_bound = 0, compute_bound = 0;
+      for (const auto& n : g.nodes()) {
+        if (n.is_view()) continue;
+        const NodeBytes b = node_bytes(g, n);
+        const double bytes = b.read + b.written, flops = node_flops(g, n);
+        const ValueId first = n.inputs.empty() ? kNone : n.inputs[0];
+        const bool gemm = n.op == OpKind::Linear || n.op == OpKind::LinearBackward || n.op == OpKind::Matmul ||
+                          n.op == OpKind::Conv2d || n.op == OpKind::Conv2dBackwardData ||
+                          n.op == OpKind::Conv2dBackwardFilter || n.op == OpKind::RecurrentSequence ||
+                          n.op == OpKind::RecurrentSequenceBackward;
+        const bool half = gemm && first != kNone && g.value(first).dtype != cudl::DType::f32;
+        const double peak = half ? gpu.tensor_16 : gemm && tf32 ? gpu.tf32_flops : gpu.fp32_flops;
+        const double t_mem = bytes / gpu.bandwidth, t_flop = flops / peak;
+        mem_s += t_mem;
+        flop_s += t_flop;
+        node_s += std::max(t_mem, t_flop);
+        (t_mem >= t_flop ? mem_bound : compute_bound)++;
+        total_flops += flops;
+        total_bytes += bytes;
+      }
+      const double launch_s = static_cast<double>(launches) * kNodeLaunchSeconds;
+      const double step_s = node_s + launch_s;
+      const int64_t steps = (kEpochRows + batch_rows - 1) / batch_rows;
+      if (tf32) {
+        std::printf("  %-9s with precision tf32 (GEMM/conv at %.1f TFLOP/s): nodes %.1f us (%d memory-bound, %d "
+                    "compute-bound) + launches %.1f us = step %.1f us; epoch %.1f ms\n",
+                    gpu.name, gpu.tf32_flops / 1e12, node_s * 1e6, mem_bound, compute_bound, launch_s * 1e6,
+                    step_s * 1e6, step_s * 1e3 * static_cast<double>(steps));
+        continue;
+      }
+      std::printf("  %-9s %5.2f TB/s %5.1f TFLOP/s fp32: %.3g GFLOP, %s per step; nodes %.1f us (%d memory-bound, "
+                  "%d compute-bound; all-memory %.1f us, all-compute %.1f us) + launches %.1f us = step %.1f us; "
+                  "epoch of %lld rows (%lld steps) %.1f ms\n",
+                  gpu.name, gpu.bandwidth / 1e12, gpu.fp32_flops / 1e12, total_flops / 1e9, human(total_bytes).c_str(),
+                  node_s * 1e6, mem_bound, compute_bound, mem_s * 1e6, flop_s * 1e6, launch_s * 1e6, step_s * 1e6,
+                  static_cast<long long>(kEpochRows), static_cast<long long>(steps), step_s * 1e3 * static_cast<double>(steps));
     }
-    const double launch_s = static_cast<double>(launches) * kNodeLaunchSeconds;
-    const double step_s = node_s + launch_s;
-    const int64_t steps = (kEpochRows + batch_rows - 1) / batch_rows;
-    std::printf("  %-9s %5.2f TB/s %5.1f TFLOP/s fp32: %.3g GFLOP, %s per step; nodes %.1f us (%d memory-bound, "
-                "%d compute-bound; all-memory %.1f us, all-compute %.1f us) + launches %.1f us = step %.1f us; "
-                "epoch of %lld rows (%lld steps) %.1f ms\n",
-                gpu.name, gpu.bandwidth / 1e12, gpu.fp32_flops / 1e12, total_flops / 1e9, human(total_bytes).c_str(),
-                node_s * 1e6, mem_bound, compute_bound, mem_s * 1e6, flop_s * 1e6, launch_s * 1e6, step_s * 1e6,
-                static_cast<long long>(kEpochRows), static_cast<long long>(steps), step_s * 1e3 * static_cast<double>(steps));
-  }
 }
 
 bool starts_with(const std::string& s, const char* p) { return s.rfind(p, 0) == 0; }

@@ -135,6 +135,45 @@ TEST(Model, CpuAndCudaGiveTheSameLosses) {
                         Tensor::from_vector(weights(c), Shape{(int64_t)weights(c).size()}), 1e-4, 1e-3));
 }
 
+TEST(Model, PrecisionIsACompileOptionReportedInThePlan) {
+  EXPECT_EQ(parse_precision("tf32"), Precision::tf32);
+  EXPECT_EQ(parse_precision("fp32"), Precision::f32);
+  EXPECT_NE(cudl::testing::error_message([] { parse_precision("bf17"); }).find("precision 'bf17' is not one of"),
+            std::string::npos);
+  {
+    cudl::testing::EnvGuard env("CUDL_ALLOW_TF32", "1");
+    EXPECT_EQ(CompileOptions{}.precision, Precision::tf32);
+  }
+  EXPECT_EQ(CompileOptions{}.precision, Precision::f32) << "off by default";
+  // On the CPU backend tf32 changes nothing, and the report says so.
+  Dataset d = blobs(48, 7);
+  Sequential a = mlp("prec_a"), b = mlp("prec_b");
+  CompileOptions o = options(Device::cpu());
+  a.compile(o);
+  o.precision = Precision::tf32;
+  b.compile(o);
+  EXPECT_NE(a.plan_report().str().find("precision f32"), std::string::npos) << a.plan_report().str();
+  EXPECT_NE(b.plan_report().str().find("precision tf32 (no effect on the cpu backend"), std::string::npos)
+      << b.plan_report().str();
+  EXPECT_EQ(a.fit(d, fit_options(1)).metrics["loss"], b.fit(d, fit_options(1)).metrics["loss"]);
+}
+
+TEST(Model, Tf32TrainsCloseToFp32OnCudaButNotBitwise) {
+  CUDL_REQUIRE_CUDA();
+  Dataset d = blobs(48, 7);
+  Sequential f = mlp("tf_f"), t = mlp("tf_t");
+  CompileOptions o = options(Device::cuda(0));
+  f.compile(o);
+  o.precision = Precision::tf32;
+  t.compile(o);
+  EXPECT_NE(t.plan_report().str().find("precision tf32 (TF32 tensor cores for GEMMs and convolutions)"),
+            std::string::npos)
+      << t.plan_report().str();
+  const History hf = f.fit(d, fit_options(3)), ht = t.fit(d, fit_options(3));
+  EXPECT_TRUE(cudl::testing::losses_close(hf, ht, 2e-2));
+  EXPECT_NE(weights(f), weights(t)) << "TF32 GEMMs must round their inputs";
+}
+
 TEST(Model, CudaLearningRateChangeTakesEffectUnderGraphReplay) {
   CUDL_REQUIRE_CUDA();
   Sequential m = mlp("lrg");

@@ -104,13 +104,6 @@ Tensor as_tensor(const std::vector<double>& v, const Shape& s) {
 
 std::vector<double> random_weights(int64_t n, uint64_t seed) { return as_doubles(random_tensor(Shape{n}, seed)); }
 
-/// Sets an environment variable for a scope.
-struct EnvGuard {
-  std::string name;
-  EnvGuard(const char* n, const char* value) : name(n) { setenv(n, value, 1); }
-  ~EnvGuard() { unsetenv(name.c_str()); }
-};
-
 /// Configurations that break naive kernels: 1x1, odd images, batch 1 and 3, groups, stride,
 /// dilation, non-square filters and strides, depthwise, rows longer than a block.
 std::vector<Cfg> odd_configs() {
@@ -664,6 +657,24 @@ TEST(ConvCuda, FallsBackToIm2colWhenCudnnHasNoPlanAndLogsOnce) {
   EXPECT_EQ(second.find("cuDNN has no plan"), std::string::npos) << "logged once per shape, got: " << second;
 }
 
+TEST(ConvCuda, Tf32ChoosesTheTensorCoreEngineOnlyWhenAllowed) {
+  CUDL_REQUIRE_CUDA();
+#if defined(CUDL_EMULATED)
+  conv_clear_plan_cache();
+  const Cfg c{Shape{2, 3, 7, 6}, 4, 3, 3, 1, 1, 1, 1};
+  Tensor x = random_tensor(c.x, 41, -1, 1, Device::cuda(0)), dy = random_tensor(c.y_shape(), 43, -1, 1, Device::cuda(0));
+  // The emulated heuristics rank the tensor-core engine (global index 2 for backward-filter, after a
+  // nondeterministic and a note-free one) first: its notes keep it out by default.
+  backward_filter(c, x, dy);
+  EXPECT_EQ(cudl_emu::cudnn_counters().last_engine, 1);
+  EnvGuard env("CUDL_ALLOW_TF32", "1");
+  backward_filter(c, x, dy);
+  EXPECT_EQ(cudl_emu::cudnn_counters().last_engine, 2);
+#else
+  GTEST_SKIP() << "which engine ran is known only to the emulated cuDNN";
+#endif
+}
+
 TEST(ConvCuda, BackwardSkipsNondeterministicEngines) {
   CUDL_REQUIRE_CUDA();
   conv_clear_plan_cache();
@@ -676,5 +687,48 @@ TEST(ConvCuda, BackwardSkipsNondeterministicEngines) {
 }
 
 #endif  // CUDL_EMULATED
+
+/// TF32 results against the CPU reference on TF32-rounded operands: the emulator rounds as
+/// cvt.rna.tf32.f32 does (tests/emu), so they agree to fp32 rounding; a real GPU's kernels may convert
+/// differently (not documented), so on a device the bound is the TF32 error itself.
+#if defined(CUDL_EMULATED)
+constexpr double kTf32Tol = 1e-5;
+#else
+constexpr double kTf32Tol = 3e-3;
+#endif
+
+/// Forward, backward-data and backward-filter of one configuration on CUDA with TF32 allowed
+/// (CUDL_ALLOW_TF32=1) against the CPU reference on TF32-rounded operands, and off by default.
+void check_tf32(const Cfg& c) {
+  const Device gpu = Device::cuda(0);
+  Tensor x = random_tensor(c.x, 41), w = random_tensor(c.w_shape(), 42), dy = random_tensor(c.y_shape(), 43);
+  Tensor xg = x.to(gpu), wg = w.to(gpu), dyg = dy.to(gpu);
+  const Tensor rx = tf32_rounded(x), rw = tf32_rounded(w), rdy = tf32_rounded(dy);
+  const Tensor fwd32 = forward(c, rx, rw, Tensor()), dx32 = backward_data(c, rdy, rw), dw32 = backward_filter(c, rx, rdy);
+  const Tensor fwd = forward(c, x, w, Tensor()), dx = backward_data(c, dy, w), dw = backward_filter(c, x, dy);
+  ASSERT_GT(max_abs_diff(fwd, fwd32), 1e-4) << "the data must tell TF32 from fp32";
+  EXPECT_TRUE(all_close(forward(c, xg, wg, Tensor()).to(Device::cpu()), fwd, 1e-5, 1e-5)) << "default: fp32";
+  EXPECT_TRUE(all_close(backward_filter(c, xg, dyg).to(Device::cpu()), dw, 1e-5, 1e-5)) << "default: fp32";
+  EnvGuard env("CUDL_ALLOW_TF32", "1");
+  EXPECT_TRUE(all_close(forward(c, xg, wg, Tensor()).to(Device::cpu()), fwd32, kTf32Tol, kTf32Tol)) << "forward";
+  EXPECT_TRUE(all_close(backward_data(c, dyg, wg).to(Device::cpu()), dx32, kTf32Tol, kTf32Tol)) << "dx";
+  EXPECT_TRUE(all_close(backward_filter(c, xg, dyg).to(Device::cpu()), dw32, kTf32Tol, kTf32Tol)) << "dw";
+  EXPECT_GT(max_abs_diff(backward_data(c, dyg, wg), dx), 1e-4) << "dx in fp32";
+}
+
+TEST(ConvCuda, Tf32OnRequestOnBothEngines) {
+  CUDL_REQUIRE_CUDA();
+  conv_clear_plan_cache();
+  const Cfg c{Shape{2, 3, 7, 6}, 4, 3, 3, 1, 1, 1, 1};
+  {
+    SCOPED_TRACE("cudnn");
+    check_tf32(c);
+  }
+  SCOPED_TRACE("im2col");
+  EnvGuard engine("CUDL_CONV_ENGINE", "im2col");
+  const uint64_t before = cudnn_executions();
+  check_tf32(c);
+  EXPECT_EQ(cudnn_executions(), before);
+}
 
 }  // namespace

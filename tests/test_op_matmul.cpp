@@ -597,6 +597,103 @@ TEST(MatmulCuda, ReluMaskPathsWithEmptyShapesMatchCpu) {
   EXPECT_TRUE(all_close(ref.db, Tensor::zeros({130}), 0, 0));
 }
 
+// TF32 results against the CPU reference on TF32-rounded operands: exact to fp32 rounding under the
+// emulator (it converts as cvt.rna.tf32.f32); a real GPU's conversion is not documented, so on a
+// device the bound is the TF32 error itself.
+#if defined(CUDL_EMULATED)
+constexpr double kTf32Tol = 1e-5;
+#else
+constexpr double kTf32Tol = 3e-3;
+#endif
+
+// TF32: off unless asked (run_op reads CUDL_ALLOW_TF32 on each call; models use
+// CompileOptions::precision). Inputs are 1 + j·2^-14 and -(1 + j·2^-13): exact in f32, not in TF32,
+// so TF32 products differ from fp32 ones by ~1e-3 relative, far outside the 1e-5 tolerance.
+Tensor off_grid(const Shape& s, int sign, int step) {
+  std::vector<float> v(static_cast<size_t>(s.numel()));
+  for (size_t j = 0; j < v.size(); ++j) v[j] = sign * (1.f + static_cast<float>((j * 7) % 61 + 1) * std::ldexp(1.f, -step));
+  return Tensor::from_vector(v, s);
+}
+
+TEST(MatmulCuda, Tf32OnlyWhenAskedAndRoundsEveryInput) {
+  CUDL_REQUIRE_CUDA();
+  const Device g = Device::cuda();
+  for (int ta = 0; ta < 2; ++ta)
+    for (int tb = 0; tb < 2; ++tb) {
+      SCOPED_TRACE(::testing::Message() << "ta " << ta << " tb " << tb);
+      Tensor a = off_grid(ta ? Shape{12, 5} : Shape{5, 12}, 1, 14), b = off_grid(tb ? Shape{3, 12} : Shape{12, 3}, -1, 13);
+      const Tensor f32 = run_matmul(a, b, ta, tb), tf32 = run_matmul(tf32_rounded(a), tf32_rounded(b), ta, tb);
+      ASSERT_GT(max_abs_diff(f32, tf32), 1e-3);
+      EXPECT_TRUE(all_close(run_matmul(on(a, g), on(b, g), ta, tb).to(Device::cpu()), f32, 1e-5, 1e-5)) << "default";
+      {
+        EnvGuard env("CUDL_ALLOW_TF32", "0");
+        EXPECT_TRUE(all_close(run_matmul(on(a, g), on(b, g), ta, tb).to(Device::cpu()), f32, 1e-5, 1e-5)) << "=0";
+      }
+      EnvGuard env("CUDL_ALLOW_TF32", "1");
+      EXPECT_TRUE(all_close(run_matmul(on(a, g), on(b, g), ta, tb).to(Device::cpu()), tf32, kTf32Tol, kTf32Tol)) << "=1";
+    }
+  EnvGuard env("CUDL_ALLOW_TF32", "yes");
+  Tensor a = random_tensor({2, 2}, 1, -1, 1, g);
+  EXPECT_NE(error_message([&] { run_matmul(a, a, false, false); }).find("CUDL_ALLOW_TF32=yes is not 0 or 1"),
+            std::string::npos);
+}
+
+TEST(MatmulCuda, Tf32LinearForwardAndBackwardWithFusedEpilogues) {
+  CUDL_REQUIRE_CUDA();
+  const Device g = Device::cuda();
+  Tensor x = off_grid({6, 16}, 1, 14), w = off_grid({8, 16}, 1, 13), bias = random_tensor({8}, 31);
+  Tensor dy = off_grid({6, 8}, 1, 12);
+  for (Epilogue e : {Epilogue::None, Epilogue::Gelu}) {
+    SCOPED_TRACE(static_cast<int>(e));
+    // The reference: the CPU ops on TF32-rounded GEMM operands (dy is rounded too: the backward
+    // GEMMs read dpre = dy ⊙ act', which is dy itself for no activation).
+    const bool pre = e == Epilogue::Gelu;
+    const LinearOut want = run_linear(tf32_rounded(x), tf32_rounded(w), bias, e, pre);
+    EnvGuard env("CUDL_ALLOW_TF32", "1");
+    const LinearOut got = run_linear(on(x, g), on(w, g), on(bias, g), e, pre);
+    EXPECT_TRUE(all_close(got.y.to(Device::cpu()), want.y, kTf32Tol, kTf32Tol));
+    EXPECT_GT(max_abs_diff(got.y, run_linear(x, w, bias, e, pre).y), 1e-3) << "not fp32";
+    if (e == Epilogue::None) {
+      const Grads gg = run_linear_backward(on(x, g), on(w, g), on(dy, g), got.y, got.pre, e);
+      const Grads wg = run_linear_backward(tf32_rounded(x), tf32_rounded(w), tf32_rounded(dy), want.y, want.pre, e);
+      EXPECT_TRUE(all_close(gg.dx.to(Device::cpu()), wg.dx, kTf32Tol, kTf32Tol)) << "dx";
+      EXPECT_TRUE(all_close(gg.dw.to(Device::cpu()), wg.dw, kTf32Tol, kTf32Tol)) << "dw";
+    }
+  }
+}
+
+TEST(MatmulCuda, PlainGemmWithoutLtAlgoRunsThroughTheLegacyApi) {
+  CUDL_REQUIRE_CUDA();
+#if defined(CUDL_EMULATED)
+  const Device g = Device::cuda();
+  cudl_emu::set_lt_epilogue_refused(CUBLASLT_EPILOGUE_DEFAULT, true);
+  struct Restore {
+    ~Restore() { cudl_emu::set_lt_epilogue_refused(CUBLASLT_EPILOGUE_DEFAULT, false); }
+  } restore;
+  for (int ta = 0; ta < 2; ++ta)
+    for (int tb = 0; tb < 2; ++tb) {
+      SCOPED_TRACE(::testing::Message() << "ta " << ta << " tb " << tb);
+      // Shapes no other test uses: cached plans keep their algo.
+      Tensor a = off_grid(ta ? Shape{2, 13, 11} : Shape{2, 11, 13}, 1, 14);
+      Tensor b = off_grid(tb ? Shape{2, 7, 13} : Shape{2, 13, 7}, -1, 13);
+      const MatmulPlanStats before = cuda_matmul_plan_stats();
+      ::testing::internal::CaptureStderr();
+      Tensor got = run_matmul(on(a, g), on(b, g), ta, tb);
+      const std::string log = ::testing::internal::GetCapturedStderr();
+      EXPECT_EQ(cuda_matmul_plan_stats().legacy, before.legacy + 1);
+      if (ta == 0 && tb == 0)  // logged once per shape
+        EXPECT_NE(log.find("running it through cublasGemmStridedBatchedEx"), std::string::npos) << log;
+      EXPECT_TRUE(all_close(got.to(Device::cpu()), run_matmul(a, b, ta, tb), 1e-5, 1e-5));
+      EnvGuard env("CUDL_ALLOW_TF32", "1");
+      Tensor got32 = run_matmul(on(a, g), on(b, g), ta, tb);
+      EXPECT_TRUE(
+          all_close(got32.to(Device::cpu()), run_matmul(tf32_rounded(a), tf32_rounded(b), ta, tb), kTf32Tol, kTf32Tol));
+    }
+#else
+  GTEST_SKIP() << "refusing cuBLASLt algos needs the emulated library";
+#endif
+}
+
 TEST(MatmulCuda, PlansAreBuiltOncePerShape) {
   CUDL_REQUIRE_CUDA();
   const Device g = Device::cuda();

@@ -107,6 +107,36 @@ inline ::testing::AssertionResult all_close(const Tensor& actual, const Tensor& 
                                        << ", rtol " << rtol << ", worst |diff| " << worst << "):" << os.str();
 }
 
+/// Largest |a - b| over the elements of two same-shaped tensors (NaN pairs are skipped).
+inline double max_abs_diff(const Tensor& a, const Tensor& b) {
+  const auto x = as_doubles(a), y = as_doubles(b);
+  double worst = 0;
+  for (size_t i = 0; i < x.size() && i < y.size(); ++i)
+    if (!std::isnan(x[i] - y[i])) worst = std::max(worst, std::fabs(x[i] - y[i]));
+  return worst;
+}
+
+/// An f32 CPU tensor with every element rounded to TF32 as the tensor cores read it: 11 significant
+/// bits, ties away from zero (computed with frexp/round, independently of the emulator's bit trick).
+inline Tensor tf32_rounded(const Tensor& t) {
+  std::vector<float> v = t.to(Device::cpu()).to_vector<float>();
+  for (float& x : v) {
+    if (!std::isfinite(x) || x == 0) continue;
+    int e = 0;
+    const float m = std::frexp(x, &e);  // |m| in [0.5, 1)
+    x = std::ldexp(std::round(m * 2048.f), e - 11);
+  }
+  return Tensor::from_vector(v, t.shape());
+}
+
+/// Sets an environment variable for a scope (the previous value is not kept: the variables the tests
+/// use are unset in their runs).
+struct EnvGuard {
+  std::string name;
+  EnvGuard(const char* n, const char* value) : name(n) { setenv(n, value, 1); }
+  ~EnvGuard() { unsetenv(name.c_str()); }
+};
+
 /// Central finite-difference gradient of a scalar function of one f32 CPU tensor, in double.
 /// `f` must not keep references to x; x is perturbed in place and restored.
 inline std::vector<double> numerical_gradient(const std::function<double(const Tensor&)>& f, Tensor x,

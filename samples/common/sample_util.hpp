@@ -253,9 +253,17 @@ inline bool load_mnist_sets(const char* program, const std::string& dir, int64_t
   }
 }
 
+/// A --precision value: "" (the default), f32 or tf32; anything else is a usage error.
+inline void check_precision(const char* program, const std::string& v) {
+  if (!v.empty() && v != "f32" && v != "tf32") usage_error(program, "--precision must be f32 or tf32, got '" + v + "'");
+}
+
+/// `precision`: "f32", "tf32" or "" (cudl::default_precision()).
 inline void compile_classifier(cudl::Model& model, const cudl::Optimizer& optimizer, cudl::Device device,
-                               uint64_t seed, const std::string& resume, bool print_summary = true) {
+                               uint64_t seed, const std::string& resume, bool print_summary = true,
+                               const std::string& precision = "") {
   cudl::CompileOptions opt;
+  if (!precision.empty()) opt.precision = cudl::parse_precision(precision);
   opt.optimizer = optimizer;
   opt.loss = "sparse_categorical_crossentropy";
   opt.metrics = {"accuracy"};

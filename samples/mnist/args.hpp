@@ -14,6 +14,7 @@ namespace mnist {
 struct Args {
   std::string model = "mlp", optimizer = "adam", device = "auto", data, dataset = "mnist", schedule = "cosine";
   std::string placement = "auto";
+  std::string precision;  // "": cudl::default_precision() (f32 unless CUDL_ALLOW_TF32=1)
   std::string save, resume, csv = "mnist-history.csv", plot = "mnist-history.png";
   int epochs = 5;
   int64_t batch = 32, limit = 0;
@@ -45,6 +46,8 @@ inline const char* const kHelp =
     "                           its memory) or streamed per batch through pinned double buffers\n"
     "  --augment                random shifts (up to 2 px) and rotations (up to 10 degrees) of the\n"
     "                           training images, on the training device (cnn: train ~10 epochs)\n"
+    "  --precision f32|tf32     f32 GEMMs/convolutions on a GPU in fp32 or on TF32 tensor cores\n"
+    "                           (default f32, or tf32 when CUDL_ALLOW_TF32=1; no effect on the CPU)\n"
     "  --seed S                 seed for initialisation, shuffling and dropout (default 1)\n"
     "  --save FILE              write a checkpoint after training\n"
     "  --resume FILE            load a checkpoint before training\n"
@@ -89,6 +92,8 @@ inline Args parse(int argc, const char* const* argv) {
       a.schedule = v;
     else if (k == "--placement")
       a.placement = v;
+    else if (k == "--precision")
+      a.precision = v;
     else if (k == "--device")
       a.device = v;
     else if (k == "--data")
@@ -113,6 +118,7 @@ inline Args parse(int argc, const char* const* argv) {
     usage_error("--placement must be auto, device or stream, got '" + a.placement + "'");
   if (a.schedule != "cosine" && a.schedule != "constant")
     usage_error("--schedule must be cosine or constant, got '" + a.schedule + "'");
+  sample::check_precision(kProgram, a.precision);
   if (a.dataset != "mnist" && a.dataset != "fashion")
     usage_error("--dataset must be mnist or fashion, got '" + a.dataset + "'");
   if (a.device != "auto" && a.device != "cpu" && a.device.rfind("cuda", 0) != 0)

@@ -28,6 +28,7 @@ expect 2 "--batch-size needs an integer" --batch-size 99999999999999999999
 expect 2 "--seed needs an integer" --seed 3a8
 expect 2 "--lr needs a positive number" --lr 1e39
 expect 2 "--lr needs a positive number" --lr nan
+expect 2 "--precision must be f32 or tf32, got 'bf16'" --precision bf16
 expect 1 "--save /nonexistent/dir/m.safetensors: cannot write there" --save /nonexistent/dir/m.safetensors
 expect 1 "--csv /nonexistent/h.csv: cannot write there" --csv /nonexistent/h.csv
 
@@ -47,6 +48,9 @@ open('odd/t10k-labels-idx1-ubyte', 'wb').write(struct.pack('>II', 0x801, 10) + b
 expect 1 "the test images are (10, 1, 14, 14) u8 but the training images are" --data odd --device cpu
 
 # A short run whose output names hold shell syntax: nothing may run, the files must appear.
+# --precision tf32 is reported in the plan, and changes nothing on the CPU backend.
+expect 0 "precision tf32 (no effect on the cpu backend" --data "$data" --limit 64 --epochs 1 --device cpu \
+  --precision tf32 --csv '' --plot ''
 expect 0 "test accuracy" --data "$data" --limit 256 --epochs 1 --device cpu \
   --csv 'h$(touch pwned1).csv' --plot 'p`touch pwned2`;touch pwned3.png'
 [[ -e pwned1 || -e pwned2 || -e pwned3 ]] && { echo "FAIL: a file name was run as a command"; fail=1; }

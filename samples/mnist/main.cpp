@@ -38,7 +38,7 @@ int main(int argc, char** argv) {
     cudl::Device device = sample::pick_device(mnist::kProgram, a.device);
     cudl::Sequential model = mnist::build(a.model);
     sample::compile_classifier(model, a.optimizer == "adam" ? cudl::optim::Adam(a.lr) : cudl::optim::SGD(a.lr, 0.9),
-                               device, a.seed, a.resume);
+                               device, a.seed, a.resume, true, a.precision);
     model.set_profiling(a.profile);
     cudl::FitOptions fit;
     // --epochs is the total: a resumed run trains the epochs the checkpoint had not reached, and the

@@ -18,6 +18,7 @@ namespace {
 struct Args {
   std::string cell = "lstm", device = "auto", data = "data/mnist", schedule = "constant";
   std::string save, resume, csv = "seq-mnist-history.csv", plot = "seq-mnist-history.png";
+  std::string precision;  // "": cudl::default_precision()
   int epochs = 5;
   int64_t batch = 128, limit = 0, units = 128;
   double lr = 1e-3;
@@ -38,6 +39,8 @@ const char* kHelp =
     "  --device auto|cuda|cpu   auto: the GPU when one works, else the CPU backend (default auto)\n"
     "  --data DIR               MNIST directory (default data/mnist; scripts/fetch-mnist.sh)\n"
     "  --limit N                use only the first N training images\n"
+    "  --precision f32|tf32     GPU GEMMs in fp32 or on TF32 tensor cores (default f32, or tf32\n"
+    "                           when CUDL_ALLOW_TF32=1; no effect on the CPU)\n"
     "  --seed S                 seed for initialisation and shuffling (default 1)\n"
     "  --save FILE              write a checkpoint after training\n"
     "  --resume FILE            load a checkpoint before training\n"
@@ -63,6 +66,7 @@ Args parse(int argc, char** argv) {
       {"--lr", [&a](const std::string& v) { a.lr = sample::parse_positive(kProgram, "--lr", v, 1e6); }},
       {"--schedule", text(a.schedule)},
       {"--device", text(a.device)},
+      {"--precision", text(a.precision)},
       {"--data", text(a.data)},
       {"--save", text(a.save)},
       {"--resume", text(a.resume)},
@@ -83,6 +87,7 @@ Args parse(int argc, char** argv) {
   }
   a.epochs = static_cast<int>(epochs);
   a.seed = static_cast<uint64_t>(seed);
+  sample::check_precision(kProgram, a.precision);
   if (a.cell != "lstm" && a.cell != "gru" && a.cell != "rnn")
     sample::usage_error(kProgram, "--cell must be lstm, gru or rnn, got '" + a.cell + "'");
   if (a.schedule != "cosine" && a.schedule != "constant")
@@ -104,7 +109,7 @@ int main(int argc, char** argv) {
     if (!sample::load_mnist_sets(kProgram, a.data, a.limit, false, &train, &test)) return 1;
     const cudl::Device device = sample::pick_device(kProgram, a.device);
     cudl::Sequential model = seq_mnist::build(a.cell, a.units);
-    sample::compile_classifier(model, cudl::optim::Adam(a.lr), device, a.seed, a.resume);
+    sample::compile_classifier(model, cudl::optim::Adam(a.lr), device, a.seed, a.resume, true, a.precision);
     model.set_profiling(a.profile);
     cudl::FitOptions fit;
     fit.epochs = static_cast<int>(std::max<int64_t>(0, a.epochs - model.epoch()));

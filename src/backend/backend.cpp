@@ -3,6 +3,7 @@
 #include "backend/backend.hpp"
 
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 
@@ -14,6 +15,15 @@ namespace cudl {
 const char* op_name(OpKind op) {
   const int k = static_cast<int>(op);
   return k >= 0 && k < kOpCount ? ops::kOpNames[k] : "invalid-op";  // generated from ops/op_list.inc
+}
+
+const char* math_mode_name(MathMode m) { return m == MathMode::TF32 ? "tf32" : "f32"; }
+
+MathMode default_math_mode() {
+  const char* e = std::getenv("CUDL_ALLOW_TF32");
+  if (!e || !*e || std::strcmp(e, "0") == 0) return MathMode::F32;
+  if (std::strcmp(e, "1") == 0) return MathMode::TF32;
+  CUDL_FAIL("CUDL_ALLOW_TF32=", e, " is not 0 or 1");
 }
 
 const TensorView& OpCall::in(int k) const {
@@ -145,6 +155,7 @@ void run_op(OpKind op, std::initializer_list<TensorView> inputs, std::initialize
   call.attrs = attrs;
   call.ctx = ctx;
   call.label = label;
+  call.math = default_math_mode();
   ContextScope scope(*ctx);
   op_table(ctx->device().type()).get(op)(call);
 }

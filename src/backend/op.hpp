@@ -78,6 +78,17 @@ struct TensorView {
   }
 };
 
+/// How f32 GEMMs and convolutions may compute on the CUDA backend. F32: fp32 products (CUDA cores).
+/// TF32: tensor cores read each f32 input rounded to TF32 (10 mantissa bits; products and sums stay
+/// fp32), as cuBLAS's CUBLAS_COMPUTE_32F_FAST_TF32 and cuDNN's TENSOR_CORE engines do. Read by the
+/// cuBLAS(Lt) and cuDNN calls of Matmul, Linear(Backward), the conv family, RecurrentSequence(Backward)
+/// and the unfused attention; cudl's own kernels and the CPU reference always compute in fp32.
+enum class MathMode : uint8_t { F32, TF32 };
+const char* math_mode_name(MathMode m);
+/// The process default: TF32 when the environment has CUDL_ALLOW_TF32=1, F32 when it is unset, empty
+/// or 0; any other value is an error naming it.
+MathMode default_math_mode();
+
 class ExecContext;  // backend/backend.hpp
 
 /// One call of an op: what the backend function receives.
@@ -90,6 +101,7 @@ struct OpCall {
   OpAttrs attrs;
   ExecContext* ctx = nullptr;
   const char* label = "";  // "layer/op" for errors and profiling
+  MathMode math = MathMode::F32;
 
   const TensorView& in(int k) const;   // throws naming the op when k is out of range
   const TensorView& out(int k) const;

@@ -7,7 +7,9 @@
 //   backward: cuDNN backward-data / backward-filter plan  ->  im2col (col2im) + cuBLAS GEMM
 //   bias gradient: always the deterministic per-channel reduction kernel.
 // Engines whose numerical notes say NONDETERMINISTIC are never used; neither are engines that
-// down-convert fp32 to TF32 (notes TENSOR_CORE / DOWN_CONVERT_INPUTS) unless CUDL_ALLOW_TF32=1.
+// down-convert fp32 to TF32 (notes TENSOR_CORE / DOWN_CONVERT_INPUTS) unless the call's MathMode is
+// TF32 (CompileOptions::precision = tf32, or CUDL_ALLOW_TF32=1), which also makes the im2col GEMMs
+// use CUBLAS_COMPUTE_32F_FAST_TF32. The math mode is part of the plan key.
 #include "cuda/conv.hpp"
 
 #include <algorithm>
@@ -47,11 +49,6 @@ bool im2col_forced() {
     return true;
   }
   CUDL_FAIL("CUDL_CONV_ENGINE=", e, " is not an engine (use auto, cudnn or im2col)");
-}
-
-bool tf32_allowed() {
-  const char* e = std::getenv("CUDL_ALLOW_TF32");
-  return e && std::strcmp(e, "1") == 0;
 }
 
 const char* engine_op_name(OpKind op) {
@@ -304,7 +301,7 @@ std::string rejection(cudnnBackendDescriptor_t cfg, bool allow_tf32) {
 /// Heuristics (INSTANT mode) for the graph, then the first acceptable engine config that
 /// finalizes into a plan. Throws Unsupported with the reason when there is none.
 std::unique_ptr<CudnnPlan> build_plan(cudnnHandle_t handle, OpKind op, const ops::Conv2dGeometry& g, bool fused,
-                                      int64_t alignment) {
+                                      int64_t alignment, bool allow_tf32) {
   auto p = std::make_unique<CudnnPlan>();
   p->graph_ops = build_graph(op, g, fused, alignment);
   std::vector<cudnnBackendDescriptor_t> ops;
@@ -316,7 +313,6 @@ std::unique_ptr<CudnnPlan> build_plan(cudnnHandle_t handle, OpKind op, const ops
 
   // INSTANT heuristics first; FALLBACK mode lists the generic engines, which matter when every
   // INSTANT choice is filtered out (TF32 or nondeterministic).
-  const bool allow_tf32 = tf32_allowed();
   std::string reasons;
   int64_t total = 0;
   for (cudnnBackendHeurMode_t mode : {CUDNN_HEUR_MODE_INSTANT, CUDNN_HEUR_MODE_FALLBACK}) {
@@ -405,6 +401,8 @@ const CacheEntry& plan_for(cudnnHandle_t handle, const OpCall& call, OpKind op, 
   key.push_back(wants_fusion && g.has_bias);
   key.push_back(wants_fusion && g.relu);
   key.push_back(static_cast<int64_t>(reinterpret_cast<uintptr_t>(handle)));
+  const bool tf32 = call.math == MathMode::TF32;
+  key.push_back(tf32);
   std::lock_guard<std::mutex> lock(g_cache_mutex);
   auto it = g_cache.find(key);
   if (it != g_cache.end()) return it->second;
@@ -413,7 +411,7 @@ const CacheEntry& plan_for(cudnnHandle_t handle, const OpCall& call, OpKind op, 
   std::string fused_reason;
   if (wants_fusion) {
     try {
-      entry.plan = build_plan(handle, op, g, true, alignment);
+      entry.plan = build_plan(handle, op, g, true, alignment, tf32);
       entry.fused = true;
     } catch (const Unsupported& u) {
       fused_reason = u.reason;
@@ -423,7 +421,7 @@ const CacheEntry& plan_for(cudnnHandle_t handle, const OpCall& call, OpKind op, 
   }
   if (!entry.plan) {
     try {
-      entry.plan = build_plan(handle, op, g, false, alignment);
+      entry.plan = build_plan(handle, op, g, false, alignment, tf32);
       if (wants_fusion)
         std::fprintf(stderr,
                      "cudl: %s %s x %s: cuDNN has no fused bias/ReLU plan (%s); bias/ReLU run as a separate kernel\n",
@@ -459,7 +457,7 @@ void execute(CudaContext& ctx, const CudnnPlan& plan, std::initializer_list<std:
 }
 
 // ---------------------------------------------------------------------------------------------
-// the im2col engine: im2col / col2im kernels + cuBLAS strided-batched SGEMM
+// the im2col engine: im2col / col2im kernels + cuBLAS strided-batched GEMM (fp32 or TF32 compute)
 // ---------------------------------------------------------------------------------------------
 
 constexpr int64_t kIm2colWorkspaceLimit = int64_t(256) << 20;  // bytes of column buffer per chunk of images
@@ -481,9 +479,12 @@ void gemm(CudaContext& ctx, const OpCall& call, const ops::Conv2dGeometry& g, cu
           const float* b, int64_t ldb, int64_t stride_b, float beta, float* c, int64_t ldc, int64_t stride_c,
           int64_t batch) {
   const float alpha = 1.f;
-  CUDL_CUBLAS_CHECK(cublasSgemmStridedBatched(
-      ctx.cublas(), ta, tb, to_int(call, m, g), to_int(call, n, g), to_int(call, k, g), &alpha, a, to_int(call, lda, g),
-      stride_a, b, to_int(call, ldb, g), stride_b, &beta, c, to_int(call, ldc, g), stride_c, to_int(call, batch, g)));
+  const cublasComputeType_t compute =
+      call.math == MathMode::TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  CUDL_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
+      ctx.cublas(), ta, tb, to_int(call, m, g), to_int(call, n, g), to_int(call, k, g), &alpha, a, CUDA_R_32F,
+      to_int(call, lda, g), stride_a, b, CUDA_R_32F, to_int(call, ldb, g), stride_b, &beta, c, CUDA_R_32F,
+      to_int(call, ldc, g), stride_c, to_int(call, batch, g), compute, CUBLAS_GEMM_DEFAULT));
 }
 
 /// Images per chunk and the column buffer (chunk, C*R*S, P*Q) from the context's workspace.

@@ -8,10 +8,13 @@
 // output, and no GEMM of this op produces dy), dw = dpreᵀ·x carries db = Σ_rows dpre in its BGRADB
 // epilogue, dx = dpre·w is a plain GEMM. When cuBLASLt has no algo for a fused epilogue (or the GELU
 // aux leading dimension cannot be a multiple of 8), the GEMM runs plain and the matmul kernels finish
-// the job; that choice is logged once per shape.
+// the job; when it has none for a plain GEMM, cublasGemmStridedBatchedEx runs it. Both choices are
+// logged once per shape. Compute: CUBLAS_COMPUTE_32F, or CUBLAS_COMPUTE_32F_FAST_TF32 when the call's
+// MathMode is TF32 (CompileOptions::precision, CUDL_ALLOW_TF32=1); part of the plan key.
 #include "cuda/matmul.hpp"
 
 #include <array>
+#include <climits>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -46,6 +49,7 @@ struct GemmSpec {
   int64_t stride_a = 0, stride_b = 0, stride_d = 0;
   uint32_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
   int64_t aux_ld = 0;
+  bool tf32 = false;  // CUBLAS_COMPUTE_32F_FAST_TF32 (set from the call's MathMode by lt_gemm)
 };
 
 struct GemmPtrs {
@@ -146,7 +150,7 @@ struct GemmPlan {
   }
 };
 
-using PlanKey = std::array<int64_t, 20>;
+using PlanKey = std::array<int64_t, 21>;
 
 struct PlanKeyHash {
   size_t operator()(const PlanKey& k) const {
@@ -181,7 +185,8 @@ PlanKey plan_key(int device, const GemmSpec& s, const GemmPtrs& p) {
           alignment_of(p.b),
           alignment_of(p.d),
           alignment_of(p.bias),
-          alignment_of(p.aux)};
+          alignment_of(p.aux),
+          s.tf32};
 }
 
 struct PlanCache {
@@ -194,6 +199,10 @@ struct PlanCache {
 PlanCache& plan_cache() {
   static PlanCache* cache = new PlanCache;  // lives for the process (no destruction-order hazards)
   return *cache;
+}
+
+cublasComputeType_t compute_type(const GemmSpec& s) {
+  return s.tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
 }
 
 [[noreturn]] void lt_fail(const OpCall& call, const char* what, cublasStatus_t st, const GemmSpec& s) {
@@ -220,7 +229,7 @@ void set_pointers(const OpCall& call, const GemmSpec& s, GemmPlan& plan, const G
 
 std::unique_ptr<GemmPlan> build_plan(const OpCall& call, CudaContext& ctx, const GemmSpec& s, const GemmPtrs& p) {
   auto plan = std::make_unique<GemmPlan>();
-  CUDL_LT(call, "cublasLtMatmulDescCreate", cublasLtMatmulDescCreate(&plan->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), s);
+  CUDL_LT(call, "cublasLtMatmulDescCreate", cublasLtMatmulDescCreate(&plan->desc, compute_type(s), CUDA_R_32F), s);
   const int32_t opa = s.ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = s.tb ? CUBLAS_OP_T : CUBLAS_OP_N;
   set_desc(call, s, plan->desc, CUBLASLT_MATMUL_DESC_TRANSA, opa);
   set_desc(call, s, plan->desc, CUBLASLT_MATMUL_DESC_TRANSB, opb);
@@ -290,10 +299,37 @@ Scratch scratch(CudaContext& ctx, size_t dpre_elems) {
   return Scratch{dpre_elems ? reinterpret_cast<float*>(base) : nullptr, base + dpre_bytes, kLtWorkspace};
 }
 
+int to_int(const OpCall& call, int64_t v, const GemmSpec& s) {
+  if (v > INT_MAX) lt_fail(call, "cublasGemmStridedBatchedEx (int dimension)", CUBLAS_STATUS_NOT_SUPPORTED, s);
+  return static_cast<int>(v);
+}
+
+/// A plain GEMM for which cuBLASLt's heuristic returned no algo: the same problem through the legacy
+/// API (cublasGemmStridedBatchedEx, same compute type, the context's handle and workspace), logged once
+/// per shape. The caller holds the plan cache's lock.
+void legacy_gemm(const OpCall& call, CudaContext& ctx, const GemmSpec& s, const GemmPtrs& p, cublasStatus_t lt_status,
+                 PlanCache& cache) {
+  const std::string msg = std::string(op_name(call.op)) + ": cuBLASLt has no algo for m " + std::to_string(s.m) +
+                          ", n " + std::to_string(s.n) + ", k " + std::to_string(s.k) + ", batch " +
+                          std::to_string(s.batch) + " (" + detail::cublas_status_string(lt_status) + ")";
+  if (cache.logged.insert(msg).second)
+    std::fprintf(stderr, "cudl: %s (%s); running it through cublasGemmStridedBatchedEx\n", msg.c_str(), call.label);
+  const float alpha = 1.f, beta = 0.f;
+  const cublasStatus_t st = cublasGemmStridedBatchedEx(
+      ctx.cublas(), s.ta ? CUBLAS_OP_T : CUBLAS_OP_N, s.tb ? CUBLAS_OP_T : CUBLAS_OP_N, to_int(call, s.m, s),
+      to_int(call, s.n, s), to_int(call, s.k, s), &alpha, p.a, CUDA_R_32F, to_int(call, s.lda, s), s.stride_a, p.b,
+      CUDA_R_32F, to_int(call, s.ldb, s), s.stride_b, &beta, p.d, CUDA_R_32F, to_int(call, s.ldd, s), s.stride_d,
+      to_int(call, s.batch, s), compute_type(s), CUBLAS_GEMM_DEFAULT);
+  if (st != CUBLAS_STATUS_SUCCESS) lt_fail(call, "cublasGemmStridedBatchedEx", st, s);
+}
+
 /// Queues D = op(A)·op(B) with the spec's epilogue. Returns false, queueing nothing, when cuBLASLt has
-/// no algo for a fused epilogue (the caller runs the unfused path); fails for a plain GEMM.
-bool lt_gemm(const OpCall& call, CudaContext& ctx, const GemmSpec& s, const GemmPtrs& p, const Scratch& ws) {
-  if (s.m == 0 || s.n == 0 || s.batch == 0) return true;
+/// no algo for a fused epilogue (the caller runs the unfused path); a plain GEMM without an algo runs
+/// through the legacy API (legacy_gemm). The call's MathMode picks fp32 or TF32 compute.
+bool lt_gemm(const OpCall& call, CudaContext& ctx, const GemmSpec& spec, const GemmPtrs& p, const Scratch& ws) {
+  if (spec.m == 0 || spec.n == 0 || spec.batch == 0) return true;
+  GemmSpec s = spec;
+  s.tf32 = call.math == MathMode::TF32;
   PlanCache& cache = plan_cache();
   std::lock_guard<std::mutex> lock(cache.mu);  // plans are shared: attributes are set per call
   const PlanKey key = plan_key(ctx.device().index(), s, p);
@@ -307,7 +343,11 @@ bool lt_gemm(const OpCall& call, CudaContext& ctx, const GemmSpec& s, const Gemm
   }
   GemmPlan& plan = *it->second;
   if (!plan.supported) {
-    if (s.epilogue == CUBLASLT_EPILOGUE_DEFAULT) lt_fail(call, "cublasLtMatmulAlgoGetHeuristic", plan.status, s);
+    if (s.epilogue == CUBLASLT_EPILOGUE_DEFAULT) {
+      cache.stats.legacy++;
+      legacy_gemm(call, ctx, s, p, plan.status, cache);
+      return true;
+    }
     cache.stats.unfused++;
     return false;
   }

@@ -15,6 +15,7 @@ struct MatmulPlanStats {
   size_t built = 0;    // plans created (one heuristic query each)
   size_t reused = 0;   // GEMMs that found their plan in the cache
   size_t unfused = 0;  // GEMMs run without the fused epilogue because cuBLASLt had no algo for it
+  size_t legacy = 0;   // plain GEMMs cuBLASLt had no algo for, run by cublasGemmStridedBatchedEx
 };
 MatmulPlanStats cuda_matmul_plan_stats();
 /// Forgets the per-device check of cuBLASLt's relu mask layout (matmul.cpp, MaskLayout): the next

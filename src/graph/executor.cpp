@@ -92,6 +92,7 @@ void Executor::run_nodes() {
     call.attrs = n.attrs;
     call.ctx = ctx_;
     call.label = n.label.c_str();
+    call.math = options_.math;
     if (!options_.profile) {
       const OpFn fn = table.get(n.op);
       if (!options_.dry_run) fn(call);

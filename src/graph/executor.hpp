@@ -21,6 +21,7 @@ struct ExecutorOptions {
   /// Debugging: after each node, copy its f32 outputs to the host and stop with an error naming the
   /// first node that wrote NaN or Inf (eager: no capture; one host synchronisation per output).
   bool check_finite = false;
+  MathMode math = MathMode::F32;  // f32 GEMMs and convolutions on CUDA: fp32 or TF32 tensor cores
   PlanOptions plan;
 };
 

@@ -87,7 +87,7 @@ Logs Model::train_on_batch(const Tensor& x, const Tensor& y, bool read_logs) {
     Impl::DataSpec feed;
     feed.gather = false;
     Impl::Program p = m.train_program(rows, feed);
-    m.report = Impl::report_of(p.exec->graph(), p.exec->plan(), rows);
+    m.report = m.report_of(p.exec->graph(), p.exec->plan(), rows);
     return p;
   });
   feed(m, p, xf, y);

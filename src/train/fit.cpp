@@ -194,7 +194,7 @@ History Model::fit(const Dataset& train_in, const FitOptions& fo) {
     eo.cuda_graphs = false;
   }
   Impl::Program main = m.train_program(B, spec, &eo);
-  m.report = Impl::report_of(main.exec->graph(), main.exec->plan(), B);
+  m.report = m.report_of(main.exec->graph(), main.exec->plan(), B);
   Impl::Program tail;
   if (rest) tail = m.train_program(rest, spec, &eo);
   m.profile.clear();

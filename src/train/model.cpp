@@ -126,6 +126,16 @@ Sequential::Sequential(const Shape& input_shape, const std::vector<LayerPtr>& la
 // ---------------------------------------------------------------------------------------------
 // compile
 
+Precision default_precision() { return default_math_mode() == MathMode::TF32 ? Precision::tf32 : Precision::f32; }
+
+const char* precision_name(Precision p) { return p == Precision::tf32 ? "tf32" : "f32"; }
+
+Precision parse_precision(const std::string& name) {
+  if (name == "f32" || name == "fp32" || name == "float32") return Precision::f32;
+  if (name == "tf32") return Precision::tf32;
+  CUDL_FAIL("precision '", name, "' is not one of f32, tf32");
+}
+
 void Model::compile(const CompileOptions& options) {
   Impl& m = impl();
   if (options.device.is_cuda() && options.device.index() >= cuda_device_count())

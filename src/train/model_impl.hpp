@@ -87,7 +87,7 @@ struct Model::Impl {
   /// The training step's plan for batches of `batch` rows, from the graph alone (nothing allocated).
   PlanReport plan(int64_t batch);
   /// The report of a planned training graph (what plan() and the programs fit builds tell).
-  static PlanReport report_of(const graph::Graph& g, const graph::Plan& plan, int64_t batch);
+  PlanReport report_of(const graph::Graph& g, const graph::Plan& plan, int64_t batch) const;
   graph::ExecutorOptions exec_options(const std::set<graph::ValueId>& keep = {}) const;
 
   // -- losses, metrics and optimizers (optimizers.cpp) -------------------------------------------

@@ -172,6 +172,7 @@ std::unique_ptr<Model::Impl::Build> Model::Impl::build(int64_t B, const DataSpec
 graph::ExecutorOptions Model::Impl::exec_options(const std::set<ValueId>& keep) const {
   graph::ExecutorOptions eo;
   eo.cuda_graphs = opts.cuda_graphs;
+  eo.math = opts.precision == Precision::tf32 ? MathMode::TF32 : MathMode::F32;
   eo.profile = profiling;
   eo.plan.keep_to_end = keep;
   return eo;
@@ -215,9 +216,11 @@ PlanReport Model::Impl::plan(int64_t B) {
   return report_of(b->g, graph::plan_memory(b->g), B);
 }
 
-PlanReport Model::Impl::report_of(const graph::Graph& g, const graph::Plan& plan, int64_t B) {
+PlanReport Model::Impl::report_of(const graph::Graph& g, const graph::Plan& plan, int64_t B) const {
   PlanReport r;
   r.batch_size = B;
+  r.precision = opts.precision;
+  r.device = opts.device;
   r.arena_bytes = plan.arena_bytes;
   r.intermediate_bytes = plan.intermediate_bytes;
   r.kernels_per_step = g.kernel_count();

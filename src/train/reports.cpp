@@ -15,7 +15,10 @@ std::string PlanReport::str() const {
   os << "plan (batch " << batch_size << "): arena peak " << format_bytes(arena_bytes) << " (" << arena_bytes
      << " bytes; " << format_bytes(intermediate_bytes) << " without reuse), parameters " << format_bytes(param_bytes)
      << ", gradients " << format_bytes(grad_bytes) << ", optimizer and other state " << format_bytes(state_bytes)
-     << ", kernels per training step " << kernels_per_step;
+     << ", kernels per training step " << kernels_per_step << ", precision " << precision_name(precision);
+  if (precision == Precision::tf32)
+    os << (device.is_cpu() ? " (no effect on the cpu backend: it computes in fp32)"
+                           : " (TF32 tensor cores for GEMMs and convolutions)");
   return os.str();
 }
 

@@ -11,9 +11,11 @@
 //   cudaErrorIllegalAddress, a pointer less aligned than the one the algo was chosen for as the sticky
 //   cudaErrorMisalignedAddress, both naming the call, as a faulting kernel would be on a GPU.
 // - Products accumulate in double (CUDL_EMU_ACCUMULATE=fp32: in float, as the hardware does; see
-//   emu/runtime.hpp); inputs and outputs may be f32, f64, f16 or bf16.
+//   emu/runtime.hpp); inputs and outputs may be f32, f64, f16 or bf16. TF32 (compute type
+//   CUBLAS_COMPUTE_32F_FAST_TF32, or CUBLAS_TF32_TENSOR_OP_MATH with CUBLAS_COMPUTE_32F) rounds f32 A
+//   and B to TF32 before the products (cudl_emu::round_tf32).
 // - CUDL_EMU_REFUSE_ENGINES=<seed>/<p> makes the heuristic find no algorithm for a fraction p of the
-//   problems (emu/runtime.hpp), so callers' unfused fallbacks run.
+//   problems (emu/runtime.hpp), so callers' fallbacks run (unfused epilogues, the legacy API).
 // - cuBLASLt epilogues: the bias vector has m elements (rows of D), broadcast along the columns, added
 //   before the activation. RELU is max(x, 0) and turns NaN into 0, as the real library does. GELU is
 //   the tanh approximation 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3))). RELU_AUX writes a bit-mask
@@ -280,6 +282,8 @@ struct Problem {
   // Workspace the algo uses (scribbled).
   void* workspace = nullptr;
   size_t workspace_used = 0;
+  // f32 A and B are read as TF32 (cudl_emu::round_tf32) by the tensor cores.
+  bool tf32 = false;
 };
 
 constexpr double kGeluC = 0.7978845608028654;  // sqrt(2/pi)
@@ -394,6 +398,10 @@ void execute(const Problem& p) {
       for (int64_t j = 0; j < n; ++j)
         for (int64_t kk = 0; kk < k; ++kk)
           bt[j * k + kk] = load(p.b.type, p.b.ptr, ob + (p.tb ? j + kk * p.b.ld : kk + j * p.b.ld));
+      if (p.tf32) {
+        for (double& v : a) v = cudl_emu::round_tf32(static_cast<float>(v));
+        for (double& v : bt) v = cudl_emu::round_tf32(static_cast<float>(v));
+      }
     }
     void* bias_b = p.bias ? static_cast<char*>(p.bias) + bi * p.bias_stride * type_size(p.bias_type) : nullptr;
     if (p.epi.bgrad_rows) rowsum.assign(static_cast<size_t>(m), 0.0);
@@ -468,7 +476,8 @@ cublasStatus_t blas_gemm(const char* name, cublasHandle_t handle, cublasOperatio
                          int64_t m, int64_t n, int64_t k, const void* alpha, const void* A, cudaDataType atype,
                          int64_t lda, long long stride_a, const void* B, cudaDataType btype, int64_t ldb,
                          long long stride_b, const void* beta, void* C, cudaDataType ctype, int64_t ldc,
-                         long long stride_c, int64_t batch, cudaDataType scale_type) {
+                         long long stride_c, int64_t batch, cudaDataType scale_type,
+                         cublasComputeType_t compute) {
   cublasContext* h = live(handle);
   if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
   if (m < 0 || n < 0 || k < 0 || batch < 0 || !valid_op(transa) || !valid_op(transb))
@@ -488,6 +497,11 @@ cublasStatus_t blas_gemm(const char* name, cublasHandle_t handle, cublasOperatio
   p.c = Mat{C, ctype, m, n, ldc, stride_c, 1};
   p.d = p.c;
   p.scale_type = scale_type;
+  // TF32 tensor cores: asked for by the compute type, or by the handle's math mode for f32 data
+  // computed in CUBLAS_COMPUTE_32F (the legacy Sgemm family and GemmEx), as the cuBLAS docs state.
+  p.tf32 = atype == CUDA_R_32F &&
+           (compute == CUBLAS_COMPUTE_32F_FAST_TF32 ||
+            (compute == CUBLAS_COMPUTE_32F && (static_cast<int>(h->math_mode) & 0xf) == CUBLAS_TF32_TENSOR_OP_MATH));
   if (!h->workspace) {
     // No workspace set with cublasSetWorkspace: cuBLAS allocates its own, once per handle, and
     // inside a stream capture with cudaMallocAsync (CUDA 12.2+), i.e. an allocation in every
@@ -849,6 +863,7 @@ cublasStatus_t check_config(const DescData* op, const LayoutData* la, const Layo
     if (batch > 1 && op->aux_stride % multiple != 0) return CUBLAS_STATUS_INVALID_VALUE;
   }
   p->m = m, p->n = n, p->k = k, p->batch = batch, p->ta = ta, p->tb = tb;
+  p->tf32 = la->type == CUDA_R_32F && op->compute_type == CUBLAS_COMPUTE_32F_FAST_TF32;
   p->a = Mat{nullptr,
              static_cast<cudaDataType>(la->type),
              static_cast<int64_t>(la->rows),
@@ -1034,7 +1049,7 @@ cublasStatus_t CUBLASWINAPI cublasSgemm_v2(cublasHandle_t handle, cublasOperatio
                                            int m, int n, int k, const float* alpha, const float* A, int lda,
                                            const float* B, int ldb, const float* beta, float* C, int ldc) {
   return blas_gemm("cublasSgemm", handle, transa, transb, m, n, k, alpha, A, CUDA_R_32F, lda, 0, B, CUDA_R_32F, ldb, 0,
-                   beta, C, CUDA_R_32F, ldc, 0, 1, CUDA_R_32F);
+                   beta, C, CUDA_R_32F, ldc, 0, 1, CUDA_R_32F, CUBLAS_COMPUTE_32F);
 }
 
 cublasStatus_t CUBLASWINAPI cublasSgemmStridedBatched(cublasHandle_t handle, cublasOperation_t transa,
@@ -1043,7 +1058,8 @@ cublasStatus_t CUBLASWINAPI cublasSgemmStridedBatched(cublasHandle_t handle, cub
                                                       int ldb, long long int strideB, const float* beta, float* C,
                                                       int ldc, long long int strideC, int batchCount) {
   return blas_gemm("cublasSgemmStridedBatched", handle, transa, transb, m, n, k, alpha, A, CUDA_R_32F, lda, strideA, B,
-                   CUDA_R_32F, ldb, strideB, beta, C, CUDA_R_32F, ldc, strideC, batchCount, CUDA_R_32F);
+                   CUDA_R_32F, ldb, strideB, beta, C, CUDA_R_32F, ldc, strideC, batchCount, CUDA_R_32F,
+                   CUBLAS_COMPUTE_32F);
 }
 
 cublasStatus_t CUBLASWINAPI cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb,
@@ -1056,7 +1072,7 @@ cublasStatus_t CUBLASWINAPI cublasGemmEx(cublasHandle_t handle, cublasOperation_
   if (!valid_gemm_algo(algo)) return CUBLAS_STATUS_INVALID_VALUE;
   if (!gemm_ex_types(computeType, Atype, Btype, Ctype, &scale)) return CUBLAS_STATUS_NOT_SUPPORTED;
   return blas_gemm("cublasGemmEx", handle, transa, transb, m, n, k, alpha, A, Atype, lda, 0, B, Btype, ldb, 0, beta, C,
-                   Ctype, ldc, 0, 1, scale);
+                   Ctype, ldc, 0, 1, scale, computeType);
 }
 
 cublasStatus_t CUBLASWINAPI cublasGemmStridedBatchedEx(
@@ -1069,7 +1085,7 @@ cublasStatus_t CUBLASWINAPI cublasGemmStridedBatchedEx(
   if (!valid_gemm_algo(algo)) return CUBLAS_STATUS_INVALID_VALUE;
   if (!gemm_ex_types(computeType, Atype, Btype, Ctype, &scale)) return CUBLAS_STATUS_NOT_SUPPORTED;
   return blas_gemm("cublasGemmStridedBatchedEx", handle, transa, transb, m, n, k, alpha, A, Atype, lda, strideA, B,
-                   Btype, ldb, strideB, beta, C, Ctype, ldc, strideC, batchCount, scale);
+                   Btype, ldb, strideB, beta, C, Ctype, ldc, strideC, batchCount, scale, computeType);
 }
 
 // ================================ cuBLASLt ======================================================
@@ -1288,12 +1304,12 @@ cublasStatus_t CUBLASWINAPI cublasLtMatmulAlgoGetHeuristic(
     std::lock_guard<std::mutex> lock(refused_mu);
     if (refused_epilogues().count(desc_of(desc)->epilogue)) return CUBLAS_STATUS_NOT_SUPPORTED;
   }
-  // Refusal test mode: fused epilogues only. A caller's fallback for them is a plain GEMM plus its
-  // own kernels; a plain GEMM has no fallback, and the real library always has an algo for one.
-  if (desc_of(desc)->epilogue != CUBLASLT_EPILOGUE_DEFAULT) {
+  // Refusal test mode: any problem, fused epilogue or plain. A caller's fallback for a fused epilogue
+  // is a plain GEMM plus its own kernels; for a plain GEMM, the legacy cuBLAS API.
+  {
     uint64_t key = 0x6c74;  // "lt"
     for (int64_t v : {p.m, p.n, p.k, p.batch, (int64_t)p.ta, (int64_t)p.tb, (int64_t)desc_of(desc)->epilogue,
-                      (int64_t)p.a.type, (int64_t)p.d.type})
+                      (int64_t)p.a.type, (int64_t)p.d.type, (int64_t)p.tf32})
       key = cudl_emu::hash_mix(key, (uint64_t)v);
     if (cudl_emu::refuse_engine(key)) return CUBLAS_STATUS_NOT_SUPPORTED;
   }

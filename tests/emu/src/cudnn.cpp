@@ -154,6 +154,11 @@ std::vector<std::shared_ptr<const EngineInfo>> engines_for(const std::shared_ptr
     default:
       break;
   }
+  // Like cuDNN on sm80+, a tensor-core engine that reads the fp32 operands as TF32 (notes TENSOR_CORE
+  // and DOWN_CONVERT_INPUTS): last by global index, first in the heuristics' ranking (heuristic_order).
+  if (!out.empty())
+    make(static_cast<int64_t>(out.size()), {CUDNN_NUMERICAL_NOTE_TENSOR_CORE, CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS},
+         256);
   // CUDL_EMU_REFUSE_ENGINES (emu/runtime.hpp): for some problems no engine is note-free, so the
   // caller's fallback (another engine with a note, or its own implementation) runs.
   uint64_t key = cudl_emu::hash_mix(0x646e6e, (uint64_t)g->pattern);
@@ -166,12 +171,25 @@ std::vector<std::shared_ptr<const EngineInfo>> engines_for(const std::shared_ptr
     std::vector<std::shared_ptr<const EngineInfo>> noted;
     for (const auto& e : out) {
       auto n = std::make_shared<EngineInfo>(*e);
-      if (n->notes.empty()) n->notes.push_back(CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC);
+      if (std::find(n->notes.begin(), n->notes.end(), CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC) == n->notes.end())
+        n->notes.push_back(CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC);
       noted.push_back(std::move(n));
     }
     out = std::move(noted);
   }
   return out;
+}
+
+bool has_note(const EngineInfo& e, cudnnBackendNumericalNote_t note) {
+  return std::find(e.notes.begin(), e.notes.end(), note) != e.notes.end();
+}
+
+/// The heuristics' ranking: tensor-core engines first (as cuDNN ranks them for fp32 convolutions on
+/// sm80+), then the others in global-index order.
+std::vector<std::shared_ptr<const EngineInfo>> heuristic_order(std::vector<std::shared_ptr<const EngineInfo>> v) {
+  std::stable_partition(v.begin(), v.end(),
+                        [](const auto& e) { return has_note(*e, CUDNN_NUMERICAL_NOTE_TENSOR_CORE); });
+  return v;
 }
 
 struct VariantPackInfo {
@@ -766,7 +784,7 @@ cudnnStatus_t finalize_heuristics(Desc& d) {
   Desc* g;
   cudnnStatus_t s = referenced(d, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, &g);
   if (s != CUDNN_STATUS_SUCCESS) return s;
-  d.results = engines_for(g->graph);
+  d.results = heuristic_order(engines_for(g->graph));
   return CUDNN_STATUS_SUCCESS;
 }
 
@@ -857,10 +875,15 @@ struct View {
 /// A convolution's sum of products: double, or float with fused multiply-adds in loop order
 /// (CUDL_EMU_ACCUMULATE=fp32, as the hardware's FP32 accumulators).
 struct Accumulator {
+  bool tf32 = false;  // a DOWN_CONVERT_INPUTS engine: operands read as TF32 (cudl_emu::round_tf32)
   bool f32 = cudl_emu::accumulate_fp32();
   double d = 0;
   float f = 0;
   void add(double a, double b) {
+    if (tf32) {
+      a = cudl_emu::round_tf32(static_cast<float>(a));
+      b = cudl_emu::round_tf32(static_cast<float>(b));
+    }
     if (f32)
       f = std::fmaf((float)a, (float)b, f);
     else
@@ -875,7 +898,7 @@ void store(const View& out, const OpInfo& op, int64_t a, int64_t b, int64_t c, i
   out.set(a, b, c, d, v);
 }
 
-void run_conv(const OpInfo& op, const View& x, const View& w, const View& y) {
+void run_conv(const OpInfo& op, const View& x, const View& w, const View& y, bool tf32) {
   const auto& X = op.x.dims;
   const auto& Wd = op.w.dims;
   const auto& Y = op.y.dims;
@@ -895,6 +918,7 @@ void run_conv(const OpInfo& op, const View& x, const View& w, const View& y) {
           for (int64_t p = 0; p < P; ++p)
             for (int64_t q = 0; q < Q; ++q) {
               Accumulator acc;
+              acc.tf32 = tf32;
               for (int64_t c = 0; c < Cg; ++c)
                 for (int64_t r = 0; r < R; ++r) {
                   const int64_t ih = p * sh - ph + r * dh;
@@ -916,6 +940,7 @@ void run_conv(const OpInfo& op, const View& x, const View& w, const View& y) {
           for (int64_t h = 0; h < H; ++h)
             for (int64_t wi = 0; wi < Wi; ++wi) {
               Accumulator acc;
+              acc.tf32 = tf32;
               for (int64_t kk = 0; kk < Kg; ++kk) {
                 const int64_t k = g * Kg + kk;
                 for (int64_t r = 0; r < R; ++r) {
@@ -939,6 +964,7 @@ void run_conv(const OpInfo& op, const View& x, const View& w, const View& y) {
           for (int64_t r = 0; r < R; ++r)
             for (int64_t s = 0; s < S; ++s) {
               Accumulator acc;
+              acc.tf32 = tf32;
               for (int64_t n = 0; n < N; ++n)
                 for (int64_t p = 0; p < P; ++p) {
                   const int64_t ih = p * sh - ph + r * dh;
@@ -982,7 +1008,8 @@ void run_pointwise(const OpInfo& op, const View& x, const View* b, const View& y
 }
 
 /// Runs a finalized graph with the variant pack's pointers (called on the stream).
-void run_graph(const GraphInfo& g, const std::map<int64_t, void*>& ptrs, void* workspace, int64_t workspace_bytes) {
+void run_graph(const GraphInfo& g, const std::map<int64_t, void*>& ptrs, void* workspace, int64_t workspace_bytes,
+               bool tf32) {
   std::map<int64_t, View> views;
   for (const auto& [uid, t] : g.tensors) {
     View v;
@@ -1000,7 +1027,7 @@ void run_graph(const GraphInfo& g, const std::map<int64_t, void*>& ptrs, void* w
     if (op.type == OpType::Pointwise)
       run_pointwise(op, views.at(op.x.uid), op.has_b ? &views.at(op.b.uid) : nullptr, views.at(op.y.uid));
     else
-      run_conv(op, views.at(op.x.uid), views.at(op.w.uid), views.at(op.y.uid));
+      run_conv(op, views.at(op.x.uid), views.at(op.w.uid), views.at(op.y.uid), tf32);
   }
 }
 
@@ -1447,12 +1474,13 @@ cudnnStatus_t cudnnBackendExecute(cudnnHandle_t handle, cudnnBackendDescriptor_t
                   "cudnnBackendExecute: tensor " + std::to_string(uid) + " does not lie inside one device allocation");
   }
   const int64_t ws = engine->workspace;
+  const bool tf32 = has_note(*engine, CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS);
   void* workspace = pack->pack.workspace;
   if (ws > 0 && (!workspace || !is_device_range(workspace, static_cast<size_t>(ws))))
     return fail(CUDNN_STATUS_BAD_PARAM,
                 "cudnnBackendExecute: the plan needs " + std::to_string(ws) + " bytes of device workspace");
   cudaError_t err = enqueue(handle->stream, WorkKind::Library, "cudnnBackendExecute",
-                            [graph, ptrs, workspace, ws] { run_graph(*graph, ptrs, workspace, ws); });
+                            [graph, ptrs, workspace, ws, tf32] { run_graph(*graph, ptrs, workspace, ws, tf32); });
   if (err != cudaSuccess)
     return fail(CUDNN_STATUS_EXECUTION_FAILED, std::string("cudnnBackendExecute: ") + cudaGetErrorString(err));
   g_counters.executions++;

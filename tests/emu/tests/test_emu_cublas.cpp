@@ -207,12 +207,65 @@ TEST_F(Cublas, GemmStridedBatchedExF32) {
   const float alpha = 1, beta = 0;
   ASSERT_EQ(cublasGemmStridedBatchedEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &alpha, dA.ptr, CUDA_R_32F, k, k * m,
                                        dB.ptr, CUDA_R_32F, k, k * n, &beta, dC.ptr, CUDA_R_32F, m, m * n, batch,
-                                       CUBLAS_COMPUTE_32F_FAST_TF32, CUBLAS_GEMM_DEFAULT),
+                                       CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
             CUBLAS_STATUS_SUCCESS);
   auto got = dC.host();
   for (int b = 0; b < batch; ++b)
     EXPECT_TRUE(near_all(got, m, b * m * n,
-                         ref_gemm(true, false, m, n, k, 1, A, k, b * k * m, B, k, b * k * n, 0, {}, m, 0), m, n));
+                         ref_gemm(true, false, m, n, k, 1, A, k, b * k * m, B, k, b * k * n, 0, {}, m, 0), m, n, 1e-6));
+}
+
+TEST(Tf32, RoundingIsToNearestTiesAwayWith10MantissaBits) {
+  // Against frexp/round: 11 significant bits, halfway cases away from zero.
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> u(-3.f, 3.f);
+  auto by_frexp = [](float x) {
+    int e = 0;
+    const float m = std::frexp(x, &e);
+    return std::ldexp(std::round(m * 2048.f), e - 11);
+  };
+  for (int i = 0; i < 100000; ++i) {
+    const float x = u(rng);
+    ASSERT_EQ(cudl_emu::round_tf32(x), by_frexp(x)) << x;
+  }
+  EXPECT_EQ(cudl_emu::round_tf32(1.f + std::ldexp(1.f, -11)), 1.f + std::ldexp(1.f, -10)) << "tie: away from zero";
+  EXPECT_EQ(cudl_emu::round_tf32(-1.f - std::ldexp(1.f, -11)), -1.f - std::ldexp(1.f, -10));
+  EXPECT_EQ(cudl_emu::round_tf32(1.f + std::ldexp(1.f, -12)), 1.f);
+  EXPECT_TRUE(std::isnan(cudl_emu::round_tf32(NAN)));
+  EXPECT_EQ(cudl_emu::round_tf32(INFINITY), INFINITY);
+}
+
+TEST_F(Cublas, Tf32ComputeTypeAndMathModeRoundTheInputs) {
+  // Inputs 1 + j·2^-13: exact in f32, off the TF32 grid, so TF32 and fp32 products differ by ~1e-3.
+  const int m = 3, n = 2, k = 8;
+  std::vector<float> A(m * k), B(k * n);
+  for (size_t i = 0; i < A.size(); ++i) A[i] = 1.f + static_cast<float>(i + 1) * std::ldexp(1.f, -13);
+  for (size_t i = 0; i < B.size(); ++i) B[i] = -1.f - static_cast<float>(2 * i + 1) * std::ldexp(1.f, -13);
+  std::vector<float> Ar(A), Br(B);
+  for (float& v : Ar) v = cudl_emu::round_tf32(v);
+  for (float& v : Br) v = cudl_emu::round_tf32(v);
+  const auto exact = ref_gemm(false, false, m, n, k, 1, A, m, 0, B, k, 0, 0, {}, m, 0);
+  const auto tf32 = ref_gemm(false, false, m, n, k, 1, Ar, m, 0, Br, k, 0, 0, {}, m, 0);
+  ASSERT_FALSE(near_all(std::vector<float>(exact.begin(), exact.end()), m, 0, tf32, m, n, 1e-6));
+  DevBuf<float> dA(A), dB(B), dC(m * n);
+  const float alpha = 1, beta = 0;
+  auto gemm_ex = [&](cublasComputeType_t compute) {
+    EXPECT_EQ(cublasGemmEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, m, n, k, &alpha, dA.ptr, CUDA_R_32F, m, dB.ptr, CUDA_R_32F,
+                           k, &beta, dC.ptr, CUDA_R_32F, m, compute, CUBLAS_GEMM_DEFAULT),
+              CUBLAS_STATUS_SUCCESS);
+    return dC.host();
+  };
+  EXPECT_TRUE(near_all(gemm_ex(CUBLAS_COMPUTE_32F), m, 0, exact, m, n, 1e-6)) << "32F";
+  EXPECT_TRUE(near_all(gemm_ex(CUBLAS_COMPUTE_32F_PEDANTIC), m, 0, exact, m, n, 1e-6)) << "32F_PEDANTIC";
+  EXPECT_TRUE(near_all(gemm_ex(CUBLAS_COMPUTE_32F_FAST_TF32), m, 0, tf32, m, n, 1e-6)) << "FAST_TF32";
+  // The handle's TF32 math mode: CUBLAS_COMPUTE_32F and the Sgemm family use TF32; PEDANTIC does not.
+  ASSERT_EQ(cublasSetMathMode(handle, CUBLAS_TF32_TENSOR_OP_MATH), CUBLAS_STATUS_SUCCESS);
+  EXPECT_TRUE(near_all(gemm_ex(CUBLAS_COMPUTE_32F), m, 0, tf32, m, n, 1e-6)) << "32F in TF32 math mode";
+  EXPECT_TRUE(near_all(gemm_ex(CUBLAS_COMPUTE_32F_PEDANTIC), m, 0, exact, m, n, 1e-6)) << "PEDANTIC";
+  ASSERT_EQ(cublasSgemm(handle, CUBLAS_OP_N, CUBLAS_OP_N, m, n, k, &alpha, dA.ptr, m, dB.ptr, k, &beta, dC.ptr, m),
+            CUBLAS_STATUS_SUCCESS);
+  EXPECT_TRUE(near_all(dC.host(), m, 0, tf32, m, n, 1e-6)) << "Sgemm in TF32 math mode";
+  ASSERT_EQ(cublasSetMathMode(handle, CUBLAS_DEFAULT_MATH), CUBLAS_STATUS_SUCCESS);
 }
 
 TEST_F(Cublas, DevicePointerModeReadsScalarsWhenRun) {

@@ -151,8 +151,10 @@ struct Pipeline {
   Be plan{CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR};
   int64_t workspace = 0;
   int64_t n_configs = 0;
+  bool allow_tf32 = false;  // else engines noted TENSOR_CORE / DOWN_CONVERT_INPUTS are skipped
 
-  /// Returns the status of the first failing step (heuristics with no result: NOT_SUPPORTED).
+  /// The first acceptable engine in the heuristics' order: never NONDETERMINISTIC, and not a TF32
+  /// one unless allow_tf32. Returns the status of the first failing step (none: NOT_SUPPORTED).
   cudnnStatus_t build(const std::vector<cudnnBackendDescriptor_t>& ops) {
     cudnnStatus_t s;
     if ((s = graph.set(CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, (int64_t)ops.size(), ops.data())))
@@ -187,6 +189,9 @@ struct Pipeline {
                                         CUDNN_NUMERICAL_NOTE_TYPE_COUNT, &n, notes)))
         return s;
       if (std::find(notes, notes + n, CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC) != notes + n) continue;
+      if (!allow_tf32 && (std::find(notes, notes + n, CUDNN_NUMERICAL_NOTE_TENSOR_CORE) != notes + n ||
+                          std::find(notes, notes + n, CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS) != notes + n))
+        continue;
       if ((s = plan.set(CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle)) ||
           (s = plan.set_desc(CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, cfgs[i])) || (s = plan.finalize()))
         return s;
@@ -473,13 +478,14 @@ TEST_F(EmuCudnn, GraphHeuristicsAndEngineNotes) {
     heur.set(CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode);
     EXPECT_EQ(heur.finalize(), CUDNN_STATUS_BAD_PARAM_NOT_FINALIZED);
   }
-  {  // backward-filter: two engines, the first nondeterministic; the pipeline skips it
+  {  // backward-filter: a TF32 tensor-core engine ranked first (index 2), then a nondeterministic one
+     // (0) and a note-free one (1); without TF32 the pipeline takes 1
     Be op(op_type(Kind::BwdFilter));
     ASSERT_EQ(conv_op(op, Kind::BwdFilter, x, w, y, conv), CUDNN_STATUS_SUCCESS);
     Pipeline p;
     p.handle = handle;
     ASSERT_EQ(p.build({op.d}), CUDNN_STATUS_SUCCESS);
-    EXPECT_EQ(p.n_configs, 2);
+    EXPECT_EQ(p.n_configs, 3);
     int64_t n = 0, index = -1;
     Be cfg(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR), engine(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
     ASSERT_EQ(cudnnBackendGetAttribute(p.plan.d, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR,
@@ -595,6 +601,40 @@ TEST_F(EmuCudnn, ForwardBackwardDataBackwardFilterMatchNaiveLoops) {
       if (k == Kind::BwdData) EXPECT_TRUE(close(x.host(), ref_backward_data(g, yv, wv))) << "backward data";
       if (k == Kind::BwdFilter) EXPECT_TRUE(close(w.host(), ref_backward_filter(g, xv, yv))) << "backward filter";
     }
+  }
+}
+
+TEST_F(EmuCudnn, TensorCoreEngineReadsTheOperandsAsTf32) {
+  const Geo g = cases().front().g;
+  const auto xv = random_vec(g.N * g.C * g.H * g.W, 11), wv = random_vec(g.K * g.Cg() * g.R * g.S, 12),
+             yv = random_vec(g.N * g.K * g.P() * g.Q(), 13);
+  auto rounded = [](std::vector<float> v) {
+    for (float& x : v) x = cudl_emu::round_tf32(x);
+    return v;
+  };
+  const auto xr = rounded(xv), wr = rounded(wv), yr = rounded(yv);
+  Be conv = conv_desc(g);
+  Be xt = tensor(1, {g.N, g.C, g.H, g.W}), wt = tensor(2, {g.K, g.Cg(), g.R, g.S}), yt = tensor(3, {g.N, g.K, g.P(), g.Q()});
+  for (Kind k : {Kind::Fwd, Kind::BwdData, Kind::BwdFilter}) {
+    Be op(op_type(k));
+    ASSERT_EQ(conv_op(op, k, xt, wt, yt, conv), CUDNN_STATUS_SUCCESS);
+    Pipeline p;
+    p.handle = handle;
+    p.allow_tf32 = true;  // takes the first-ranked engine: the tensor-core one
+    ASSERT_EQ(p.build({op.d}), CUDNN_STATUS_SUCCESS);
+    DevBuf x(xv), w(wv), y(yv);
+    DevBuf ws(std::vector<float>(std::max<int64_t>(1, p.workspace / 4)));
+    ASSERT_EQ(p.execute({1, 2, 3}, {x.ptr, w.ptr, y.ptr}, ws.ptr), CUDNN_STATUS_SUCCESS);
+    ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+    EXPECT_EQ(cudl_emu::cudnn_counters().last_engine, k == Kind::Fwd ? 1 : 2);
+    std::vector<float> got;
+    std::vector<double> want, exact;
+    if (k == Kind::Fwd) got = y.host(), want = ref_forward(g, xr, wr), exact = ref_forward(g, xv, wv);
+    if (k == Kind::BwdData) got = x.host(), want = ref_backward_data(g, yr, wr), exact = ref_backward_data(g, yv, wv);
+    if (k == Kind::BwdFilter)
+      got = w.host(), want = ref_backward_filter(g, xr, yr), exact = ref_backward_filter(g, xv, yv);
+    EXPECT_TRUE(close(got, want, 1e-6)) << static_cast<int>(k);
+    EXPECT_FALSE(close(got, exact, 1e-6)) << static_cast<int>(k) << ": fp32 products";
   }
 }
 

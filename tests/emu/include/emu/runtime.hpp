@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <string>
 
@@ -99,7 +100,7 @@ void count_kernel(uint64_t threads, uint64_t barrier_crossings);
 
 /// Test modes of the emulated libraries (defined in src/cublas.cpp), read from the environment once:
 /// - CUDL_EMU_REFUSE_ENGINES=<seed>/<probability> (e.g. 7/0.5): cublasLtMatmulAlgoGetHeuristic finds
-///   no algorithm (CUBLAS_STATUS_NOT_SUPPORTED) for a fused epilogue and every engine cuDNN's heuristics list carries a
+///   no algorithm (CUBLAS_STATUS_NOT_SUPPORTED), fused epilogue or plain, and every engine cuDNN's heuristics list carries a
 ///   numerical note (no note-free engine) for a problem with that probability, decided by a hash of
 ///   the seed and the problem, so one problem always gets the same answer and every caller's
 ///   fallback path runs somewhere. Unset or probability 0: never.
@@ -108,6 +109,18 @@ void count_kernel(uint64_t threads, uint64_t barrier_crossings);
 ///   accumulators do; default (or =fp64) in double. f64 data always accumulates in double.
 bool refuse_engine(uint64_t problem_key);
 bool accumulate_fp32();
+/// An f32 value as a tensor core reads it in TF32 mode (cuBLAS CUBLAS_COMPUTE_32F_FAST_TF32 or
+/// CUBLAS_TF32_TENSOR_OP_MATH, cuDNN engines noted TENSOR_CORE + DOWN_CONVERT_INPUTS): 10 explicit
+/// mantissa bits, rounded to nearest with ties away from zero (PTX cvt.rna.tf32.f32); Inf and NaN
+/// pass unchanged. The product of two TF32 values is exact in f32, so accumulation is unchanged.
+inline float round_tf32(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof u);
+  if ((u & 0x7f800000u) == 0x7f800000u) return x;
+  u = (u + 0x1000u) & 0xffffe000u;
+  std::memcpy(&x, &u, sizeof u);
+  return x;
+}
 /// Mixes v into a hash h (FNV-1a over the bytes of v): for problem keys.
 inline uint64_t hash_mix(uint64_t h, uint64_t v) {
   for (int i = 0; i < 8; ++i) h = (h ^ ((v >> (8 * i)) & 0xff)) * 1099511628211ull;
