@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# bench/mnist_gpu.sh — MNIST on one GPU: cudl (whole-step CUDA graphs on and off) against PyTorch
-# eager, PyTorch with a captured CUDA graph and torch.compile(mode="reduce-overhead"), data resident
-# on the GPU for all; then the kernel bandwidth program. Needs a CUDA GPU and PyTorch with CUDA.
+# bench/mnist_gpu.sh — MNIST on one GPU: cudl (whole-step CUDA graphs on and off, and graphs with
+# TF32 GEMMs/convolutions, --precision tf32) against PyTorch eager, PyTorch with a captured CUDA
+# graph and torch.compile(mode="reduce-overhead"), data resident on the GPU for all; then the kernel
+# bandwidth program. Needs a CUDA GPU and PyTorch with CUDA.
 #
 # Usage: bench/mnist_gpu.sh
 # Environment:
@@ -70,12 +71,14 @@ cudl_stats() {  # csv target
 rows=()
 for model in $MODELS; do
   target=$([[ $model == mlp ]] && echo 0.98 || echo 0.99)
-  for graphs in 1 0; do
+  for run in graphs no-graphs graphs-tf32; do
+    graphs=$([[ $run == no-graphs ]] && echo 0 || echo 1)
+    precision=$([[ $run == graphs-tf32 ]] && echo tf32 || echo f32)
     out=$(CUDL_CUDA_GRAPHS=$graphs "$CUDL" --model "$model" --epochs "$EPOCHS" --batch-size 128 --lr 1e-3 --schedule constant --device cuda --data "$DATA" \
-      --csv "$TMP/h.csv" --plot '')
+      --precision "$precision" --csv "$TMP/h.csv" --plot '')
     acc=$(sed -n 's/.*test accuracy \([0-9.]*\)%.*/\1/p' <<<"$out")
     read -r steady first ttt reached val < <(cudl_stats "$TMP/h.csv" "$target")
-    name=$([[ $graphs == 1 ]] && echo "cudl graphs" || echo "cudl no-graphs")
+    name="cudl $run"
     rows+=("$model|$name|$steady|$first|$ttt|$reached|$(awk -v a="$acc" 'BEGIN {printf "%.4f", a / 100}')")
     echo "$model $name: epoch ${steady}s (first ${first}s), to $target: ${ttt}s (epoch $reached), test $acc%"
   done
