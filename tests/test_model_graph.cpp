@@ -355,6 +355,25 @@ TEST(ModelGraph, NaNWeightsHiddenByAFusedReluStopFitNamingTheLayer) {
   }
 }
 
+TEST(ModelGraph, NaNWeightsTheLossDoesNotSeeStopFitNamingTheLayer) {
+  // An embedding row of a token the data never holds: the loss stays finite, the end-of-epoch
+  // parameter check names the layer.
+  const int64_t n = 32, T = 4, vocab = 10;
+  std::vector<int32_t> tokens(static_cast<size_t>(n * T)), labels(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n * T; ++i) tokens[i] = static_cast<int32_t>(i % 5);  // tokens 0..4 only
+  for (int64_t i = 0; i < n; ++i) labels[i] = static_cast<int32_t>(i % 3);
+  Dataset d{Tensor::from_vector(tokens, Shape{n, T}), Tensor::from_vector(labels, Shape{n})};
+  Var x = Input(Shape{T}, DType::i32);
+  Var h = (*layers::Embedding(vocab, 4, "embed"))(x);
+  h = (*layers::Flatten())(h);
+  Model m(x, (*layers::Dense(3))(h));
+  m.compile(options(Device::cpu()));
+  m.layers()[0]->params()[0].second.data_as<float>()[9 * 4 + 2] = std::nanf("");  // token 9: never seen
+  const std::string msg = error_message([&] { m.fit(d, fit_options(1)); });
+  EXPECT_NE(msg.find("epoch 1: layer embed's"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("holds nan at element 38"), std::string::npos) << msg;
+}
+
 TEST(ModelGraph, DebugModeNamesTheFirstNodeThatWritesNaN) {
   Dataset d = blobs(32, 12);
   Sequential m(Shape{8}, {layers::Dense(16, "tanh"), layers::Dense(3)});
