@@ -174,6 +174,31 @@ TEST(Model, Tf32TrainsCloseToFp32OnCudaButNotBitwise) {
   EXPECT_NE(weights(f), weights(t)) << "TF32 GEMMs must round their inputs";
 }
 
+TEST(Model, LayerPrecisionOverridesTheModelsOnCuda) {
+  CUDL_REQUIRE_CUDA();
+  Dataset d = blobs(48, 7);
+  auto trained = [&](const std::string& tag, Precision model, std::vector<std::optional<Precision>> per_layer) {
+    Sequential m = mlp(tag);
+    for (size_t i = 0; i < per_layer.size(); ++i) m.layers()[i]->set_precision(per_layer[i]);
+    CompileOptions o = options(Device::cuda(0));
+    o.precision = model;
+    m.compile(o);
+    m.fit(d, fit_options(2));
+    return std::make_pair(weights(m), m.plan_report().str());
+  };
+  const auto f32 = trained("lp_f", Precision::f32, {});
+  const auto tf32 = trained("lp_t", Precision::tf32, {});
+  const auto all_f32 = trained("lp_o", Precision::tf32, {Precision::f32, Precision::f32});
+  const auto mixed = trained("lp_m", Precision::tf32, {std::nullopt, Precision::f32});
+  EXPECT_EQ(all_f32.first, f32.first) << "every layer overridden to f32: the f32 run, bitwise";
+  EXPECT_NE(tf32.first, f32.first);
+  EXPECT_NE(mixed.first, f32.first) << "dense1 still on TF32";
+  EXPECT_NE(mixed.first, tf32.first) << "dense2 in f32";
+  EXPECT_NE(mixed.second.find("precision tf32 (TF32 tensor cores for GEMMs and convolutions); dense2 in f32"),
+            std::string::npos)
+      << mixed.second;
+}
+
 TEST(Model, CudaLearningRateChangeTakesEffectUnderGraphReplay) {
   CUDL_REQUIRE_CUDA();
   Sequential m = mlp("lrg");

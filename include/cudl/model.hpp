@@ -97,21 +97,6 @@ CUDL_API Loss BinaryCrossentropy(bool from_logits = false);
 CUDL_API Loss NegativeLogLikelihood();  // log-probabilities + labels
 }  // namespace losses
 
-/// Arithmetic of a model's f32 GEMMs and convolutions on a CUDA device (Dense, matmul, the conv
-/// family, the recurrent layers' GEMMs and the unfused attention's GEMMs; cudl's own kernels always
-/// compute in fp32).
-/// - f32: fp32 products and sums.
-/// - tf32: the tensor cores read each input rounded to TF32 (10 mantissa bits, about 5e-4 relative
-///   error per input) and accumulate in fp32, at several times the fp32 peak (H100: 495 vs 67
-///   TFLOP/s dense). Off by default.
-/// The CPU backend computes in fp32 whatever the setting. default_precision() is f32 unless the
-/// environment has CUDL_ALLOW_TF32=1 (0 or unset: f32; anything else is an error naming it).
-enum class Precision { f32, tf32 };
-CUDL_API Precision default_precision();
-CUDL_API const char* precision_name(Precision p);
-/// "f32" (or "fp32", "float32") and "tf32"; anything else throws naming the value.
-CUDL_API Precision parse_precision(const std::string& name);
-
 struct CUDL_API CompileOptions {
   Optimizer optimizer;
   Loss loss;
@@ -201,6 +186,7 @@ struct CUDL_API PlanReport {
   size_t param_bytes = 0, grad_bytes = 0, state_bytes = 0, input_bytes = 0;
   int kernels_per_step = 0;
   Precision precision = Precision::f32;  // the compile option; on the CPU backend it changes nothing
+  std::map<std::string, Precision> layer_precision;  // layers compiled with Layer::set_precision
   Device device = Device::cpu();
   std::string str() const;
 };

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -61,6 +62,21 @@ CUDL_API Var add(const Var& a, const Var& b);
 enum class Init { Zeros, Ones, Normal, Uniform, GlorotUniform, GlorotNormal, HeUniform, HeNormal, Orthogonal };
 CUDL_API Init init_from_name(const std::string& name);
 
+/// Arithmetic of a model's f32 GEMMs and convolutions on a CUDA device (Dense, matmul, the conv
+/// family, the recurrent layers' GEMMs and the unfused attention's GEMMs; cudl's own kernels always
+/// compute in fp32).
+/// - f32: fp32 products and sums.
+/// - tf32: the tensor cores read each input rounded to TF32 (10 mantissa bits, about 5e-4 relative
+///   error per input) and accumulate in fp32, at several times the fp32 peak (H100: 495 vs 67
+///   TFLOP/s dense). Off by default.
+/// The CPU backend computes in fp32 whatever the setting. default_precision() is f32 unless the
+/// environment has CUDL_ALLOW_TF32=1 (0 or unset: f32; anything else is an error naming it).
+enum class Precision { f32, tf32 };
+CUDL_API Precision default_precision();
+CUDL_API const char* precision_name(Precision p);
+/// "f32" (or "fp32", "float32") and "tf32"; anything else throws naming the value.
+CUDL_API Precision parse_precision(const std::string& name);
+
 /// Base of every layer. A layer object may be used in several models: they then share its
 /// parameters (created when the first model that uses it is compiled).
 class CUDL_API Layer : public std::enable_shared_from_this<Layer> {
@@ -103,6 +119,11 @@ class CUDL_API Layer : public std::enable_shared_from_this<Layer> {
   }
   float l1() const { return l1_; }
   float l2() const { return l2_; }
+  /// This layer's GEMMs/convolutions (forward and backward) in `p` whatever the model's
+  /// CompileOptions::precision, in models compiled afterwards: e.g. a classifier kept in f32 while
+  /// the rest runs on TF32 tensor cores. std::nullopt: the model's precision (the default).
+  void set_precision(std::optional<Precision> p) { precision_ = p; }
+  std::optional<Precision> precision() const { return precision_; }
 
  protected:
   Layer(std::string kind, std::string name);
@@ -114,6 +135,7 @@ class CUDL_API Layer : public std::enable_shared_from_this<Layer> {
   std::vector<std::pair<std::string, Tensor>> buffers_;
   bool trainable_ = true;
   float l1_ = 0, l2_ = 0;
+  std::optional<Precision> precision_;
 
  private:
   friend struct detail::LayerAccess;

@@ -65,6 +65,8 @@ void Executor::build_calls() {
       CUDL_FAIL("layer ", n.layer, ": backend ", table.name(), " does not support op ", op_name(n.op));
     Call c;
     c.node = i;
+    const auto lm = options_.layer_math.find(n.layer);
+    c.math = lm == options_.layer_math.end() ? options_.math : lm->second;
     auto view_of = [&](ValueId v) {
       if (v == kNone) return TensorView{};
       const Tensor& t = storage_[v];
@@ -92,7 +94,7 @@ void Executor::run_nodes() {
     call.attrs = n.attrs;
     call.ctx = ctx_;
     call.label = n.label.c_str();
-    call.math = options_.math;
+    call.math = c.math;
     if (!options_.profile) {
       const OpFn fn = table.get(n.op);
       if (!options_.dry_run) fn(call);

@@ -22,6 +22,7 @@ struct ExecutorOptions {
   /// first node that wrote NaN or Inf (eager: no capture; one host synchronisation per output).
   bool check_finite = false;
   MathMode math = MathMode::F32;  // f32 GEMMs and convolutions on CUDA: fp32 or TF32 tensor cores
+  std::map<std::string, MathMode> layer_math;  // per-layer overrides of `math` (by node layer name)
   PlanOptions plan;
 };
 
@@ -71,6 +72,7 @@ class Executor {
   struct Call {
     std::vector<TensorView> in, out;
     int node;
+    MathMode math = MathMode::F32;
   };
   std::vector<Call> calls_;
   ExecContext* ctx_ = nullptr;

@@ -159,6 +159,9 @@ void Model::compile(const CompileOptions& options) {
   m.test_batch.clear();
   m.predict_batch.clear();
   m.frozen.clear();
+  m.layer_precision.clear();
+  for (const LayerPtr& l : m.layer_list)
+    if (l->precision()) m.layer_precision[m.layer_name(l.get())] = *l->precision();
   for (const LayerPtr& l : m.layer_list)
     if (!l->trainable()) m.frozen.insert(l.get());
   m.lr = options.optimizer.lr;

@@ -29,6 +29,7 @@ struct Model::Impl {
   bool compiled = false;
   CompileOptions opts;
   std::set<const Layer*> frozen;                     // layers not trainable when compiled
+  std::map<std::string, Precision> layer_precision;  // Layer::precision() overrides when compiled, by name
   Tensor hyper;                                      // f32[2] on the device: {lr, t}
   Tensor rng;                                        // i64[2] on the device: {seed, offset}
   Tensor cursor;                                     // i64[1] on the device: position in the epoch's permutation

@@ -172,7 +172,9 @@ std::unique_ptr<Model::Impl::Build> Model::Impl::build(int64_t B, const DataSpec
 graph::ExecutorOptions Model::Impl::exec_options(const std::set<ValueId>& keep) const {
   graph::ExecutorOptions eo;
   eo.cuda_graphs = opts.cuda_graphs;
-  eo.math = opts.precision == Precision::tf32 ? MathMode::TF32 : MathMode::F32;
+  auto math = [](Precision p) { return p == Precision::tf32 ? MathMode::TF32 : MathMode::F32; };
+  eo.math = math(opts.precision);
+  for (const auto& [layer, p] : layer_precision) eo.layer_math[layer] = math(p);
   eo.profile = profiling;
   eo.plan.keep_to_end = keep;
   return eo;
@@ -220,6 +222,7 @@ PlanReport Model::Impl::report_of(const graph::Graph& g, const graph::Plan& plan
   PlanReport r;
   r.batch_size = B;
   r.precision = opts.precision;
+  r.layer_precision = layer_precision;
   r.device = opts.device;
   r.arena_bytes = plan.arena_bytes;
   r.intermediate_bytes = plan.intermediate_bytes;

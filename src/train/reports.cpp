@@ -19,6 +19,7 @@ std::string PlanReport::str() const {
   if (precision == Precision::tf32)
     os << (device.is_cpu() ? " (no effect on the cpu backend: it computes in fp32)"
                            : " (TF32 tensor cores for GEMMs and convolutions)");
+  for (const auto& [layer, p] : layer_precision) os << "; " << layer << " in " << precision_name(p);
   return os.str();
 }
 
