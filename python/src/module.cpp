@@ -435,6 +435,7 @@ PYBIND11_MODULE(_cudl, m) {
       .def_readwrite("beta2", &Optimizer::beta2)
       .def_readwrite("alpha", &Optimizer::alpha)
       .def_readwrite("eps", &Optimizer::eps)
+      .def_readwrite("keras_epsilon", &Optimizer::keras_epsilon)
       .def_readwrite("weight_decay", &Optimizer::weight_decay)
       .def_readwrite("clip_norm", &Optimizer::clip_norm);
   py::class_<Loss>(m, "Loss")
