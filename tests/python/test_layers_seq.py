@@ -352,6 +352,11 @@ def test_concatenate_slice_values():
         layers.Concatenate(axis=0)([inp, inp])
     with pytest.raises(ValueError, match="outside input"):
         layers.Slice(1, 2, 2)(inp)
+    parts = layers.split(inp, [1, 3])
+    assert [p.shape for p in parts] == [(None, 3, 1), (None, 3, 3)]
+    np.testing.assert_array_equal(predict_model(inp, parts[1]).predict(x), x[..., 1:])
+    with pytest.raises(ValueError, match="add up to 4"):
+        layers.split(inp, [1, 2])
 
 
 def test_concatenate_channels_last_images():

@@ -18,7 +18,7 @@ from ._engine import Input, InputLayer, KerasTensor, Layer
 __all__ = ["Layer", "Input", "InputLayer", "Dense", "Conv2D", "Convolution2D", "MaxPooling2D", "MaxPool2D",
            "AveragePooling2D", "AvgPool2D", "GlobalAveragePooling2D", "GlobalAvgPool2D", "BatchNormalization",
            "LayerNormalization", "Dropout", "Flatten", "Reshape", "Activation", "Add", "add", "LeakyReLU", "ELU",
-           "ReLU", "Softmax", "Embedding", "PositionalEmbedding", "Concatenate", "concatenate", "Slice", "SimpleRNN",
+           "ReLU", "Softmax", "Embedding", "PositionalEmbedding", "Concatenate", "concatenate", "Slice", "split", "SimpleRNN",
            "LSTM", "GRU", "MultiHeadAttention", "Conv2DTranspose", "Convolution2DTranspose", "UpSampling2D",
            "RandomNormal"]
 
@@ -674,6 +674,24 @@ class Slice(Layer):
             self._cpp = _cudl.slice(_sample_axis(self.axis, len(self._in_shapes[0]), self) + 1, self.start,
                                     self.length, self.name)
         return self._cpp(xs[0]), None
+
+
+def split(x, sizes, axis=-1):
+    """cudl's split: x cut along `axis` into consecutive parts of the given sizes (one Slice each)."""
+    if not isinstance(x, KerasTensor):
+        raise TypeError("split: x must be a symbolic tensor, got %s" % type(x).__name__)
+    rank = len(x.sample_shape)
+    b = int(axis) + rank + 1 if int(axis) < 0 else int(axis)
+    if not 1 <= b <= rank:
+        raise ValueError("split: axis %s is not a sample axis of %s" % (axis, x.shape))
+    if any(int(n) <= 0 for n in sizes) or sum(int(n) for n in sizes) != x.sample_shape[b - 1]:
+        raise ValueError("split: sizes %s must be positive and add up to %d, the size of %s along axis %s"
+                         % (list(sizes), x.sample_shape[b - 1], x.shape, axis))
+    parts, start = [], 0
+    for n in sizes:
+        parts.append(Slice(axis, start, int(n))(x))
+        start += int(n)
+    return parts
 
 
 class _RNN(Layer):
