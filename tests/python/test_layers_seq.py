@@ -173,7 +173,6 @@ def test_recurrent_errors():
     with pytest.raises(ValueError, match=r"\(time, features\) samples"):
         layers.LSTM(4)(keras.Input((8,)))
     gru = layers.GRU(3)
-    predict_model(keras.Input((2, 2)), gru(keras.Input((2, 2)))) if False else None
     inp = keras.Input((2, 2))
     predict_model(inp, gru(inp))
     k, rk, b = gru.get_weights()
@@ -225,7 +224,8 @@ def test_mha_cross_attention_shapes_and_training():
     mha = layers.MultiHeadAttention(num_heads=2, key_dim=4, value_dim=3, output_shape=5)
     out = mha(query, inp)
     assert out.shape == (None, 2, 5)
-    assert [w.shape for w in (predict_model(inp, out), mha)[1].get_weights()] == [
+    predict_model(inp, out)
+    assert [w.shape for w in mha.get_weights()] == [
         (4, 2, 4), (2, 4), (4, 2, 4), (2, 4), (4, 2, 3), (2, 3), (2, 3, 5), (5,)]
     # Train: classify by which of the six positions holds the largest first feature.
     x = rng(6).normal(size=(256, 6, 4)).astype(np.float32)
@@ -390,6 +390,31 @@ def test_random_normal_noise_source():
     assert z.shape == (40, 50, 20)
     assert abs(z.mean() - 2.0) < 0.02 and abs(z.std() - 0.5) < 0.02
     assert not np.array_equal(z, model.predict(np.zeros((40, 1), np.float32)))  # fresh at every call
+
+
+def test_models_with_the_other_new_layers_train():
+    # Tokens: Embedding, PositionalEmbedding, split + Concatenate, ELU, Softmax.
+    x, y = token_task(seed=3)
+    inp = keras.Input((6,), dtype="int32")
+    h = layers.PositionalEmbedding(6)(layers.Embedding(12, 4)(inp))
+    a, b = layers.split(h, [2, 2])
+    h = layers.Flatten()(layers.Concatenate()([b, a]))
+    h = layers.ELU()(layers.Dense(16)(h))
+    out = layers.Softmax()(layers.Dense(3)(h))
+    model = keras.Model(inp, out)
+    model.compile(optimizer=keras.optimizers.Adam(0.02), loss="sparse_categorical_crossentropy")
+    losses = fit_losses(model, x, y)
+    assert losses[-1] < 0.5 * losses[0], losses
+    # Images: UpSampling2D, LeakyReLU, ReLU on channels-last input; label = the brighter half.
+    imgs = rng(4).uniform(size=(256, 4, 4, 1)).astype(np.float32)
+    labels = (imgs[:, :2].sum(axis=(1, 2, 3)) > imgs[:, 2:].sum(axis=(1, 2, 3))).astype(np.int32)
+    model = keras.Sequential([
+        layers.UpSampling2D(input_shape=(4, 4, 1), interpolation="bilinear"), layers.Conv2D(4, 3, padding="same"),
+        layers.LeakyReLU(0.1), layers.MaxPooling2D(), layers.Flatten(), layers.Dense(8), layers.ReLU(),
+        layers.Dense(2, activation="softmax")])
+    model.compile(optimizer=keras.optimizers.Adam(0.02), loss="sparse_categorical_crossentropy")
+    losses = fit_losses(model, imgs, labels, epochs=10)
+    assert losses[-1] < 0.6 * losses[0], losses
 
 
 # --- activation layers --------------------------------------------------------------------------
