@@ -188,7 +188,7 @@ int main(int argc, char** argv) {
     float* ptrs[4] = {p.as<float>(), g.as<float>(), m.as<float>(), v.as<float>()};
     int64_t sizes[1] = {np};
     b.large("adam step, 1 tensor", shape_str({np}), 28.0 * np,
-            [&] { k::adam_step_cuda(hyper.as<float>(), ptrs, sizes, 1, 0.9, 0.999, 1e-8f, 0.f, false, s); });
+            [&] { k::adam_step_cuda(hyper.as<float>(), ptrs, sizes, 1, 0.9, 0.999, 1e-8, 0.f, false, false, s); });
     const int parts = 64;
     std::vector<float*> many;
     std::vector<int64_t> msizes;
@@ -198,7 +198,7 @@ int main(int argc, char** argv) {
       msizes.push_back(each);
     }
     b.large("adam step, 64 tensors", "64x" + shape_str({each}), 28.0 * each * parts, [&] {
-      k::adam_step_cuda(hyper.as<float>(), many.data(), msizes.data(), parts, 0.9, 0.999, 1e-8f, 0.f, false, s);
+      k::adam_step_cuda(hyper.as<float>(), many.data(), msizes.data(), parts, 0.9, 0.999, 1e-8, 0.f, false, false, s);
     });
     // cross-entropy with fused gradient and accuracy count over (rows, 10) logits
     const int64_t crow = b.smoke ? 301 : (int64_t{1} << 21);
@@ -232,7 +232,7 @@ int main(int argc, char** argv) {
     float* ptrs[4] = {x.as<float>(), y.as<float>(), z.as<float>(), z.as<float>() + 16384};
     int64_t sizes[1] = {16384};
     b.small("adam step, 1 tensor", shape_str({16384}),
-            [&] { k::adam_step_cuda(hyper.as<float>(), ptrs, sizes, 1, 0.9, 0.999, 1e-8f, 0.f, false, s); });
+            [&] { k::adam_step_cuda(hyper.as<float>(), ptrs, sizes, 1, 0.9, 0.999, 1e-8, 0.f, false, false, s); });
   }
   BENCH_CUDA(cudaStreamSynchronize(s));
   cudaEventDestroy(b.start);

@@ -85,13 +85,14 @@ struct SgdOp {
   }
 };
 
-/// torch.optim.Adam / AdamW; D = 4 (param, grad, m, v).
+/// torch.optim.Adam / AdamW; D = 4 (param, grad, m, v). epsilon_hat: Keras's rule (eps added before
+/// the bias correction, i.e. eps / sqrt(1 - b2^t) in torch's formula).
 struct AdamOp {
-  double beta1, beta2;
-  float eps, wd;
-  bool decoupled;
+  double beta1, beta2, eps;
+  float wd;
+  bool decoupled, epsilon_hat;
   struct Step {
-    float step_size, bc2_sqrt, decay, b1, b2, cb1, cb2;
+    float step_size, bc2_sqrt, eps, decay, b1, b2, cb1, cb2;
   };
   static constexpr unsigned writes(int) { return 0b1101u; }
   __device__ Step prepare(const float* hyper) const {
@@ -99,7 +100,9 @@ struct AdamOp {
     const double t = hyper[1];
     Step s;
     s.step_size = static_cast<float>(lr / (1.0 - pow(beta1, t)));
-    s.bc2_sqrt = static_cast<float>(sqrt(1.0 - pow(beta2, t)));
+    const double bc2 = sqrt(1.0 - pow(beta2, t));
+    s.bc2_sqrt = static_cast<float>(bc2);
+    s.eps = static_cast<float>(epsilon_hat ? eps / bc2 : eps);
     s.decay = static_cast<float>(1.0 - static_cast<double>(lr) * static_cast<double>(wd));
     s.b1 = static_cast<float>(beta1);
     s.b2 = static_cast<float>(beta2);
@@ -119,13 +122,14 @@ struct AdamOp {
     const float v = s.b2 * e[3] + s.cb2 * (d * d);
     e[2] = m;
     e[3] = v;
-    e[0] = w - s.step_size * (m / (sqrtf(v) / s.bc2_sqrt + eps));
+    e[0] = w - s.step_size * (m / (sqrtf(v) / s.bc2_sqrt + s.eps));
   }
 };
 
 /// torch.optim.RMSprop (centered=False, momentum=0); D = 3 (param, grad, sq_avg).
 struct RmspropOp {
   float alpha, calpha, eps, wd;
+  bool eps_in_sqrt;  // Keras's rule: lr*g/sqrt(sq + eps)
   struct Step {
     float lr;
   };
@@ -137,7 +141,7 @@ struct RmspropOp {
     if (wd != 0) d = d + wd * e[0];
     const float sq = alpha * e[2] + calpha * (d * d);
     e[2] = sq;
-    e[0] = e[0] - s.lr * (d / (sqrtf(sq) + eps));
+    e[0] = e[0] - s.lr * (d / (eps_in_sqrt ? sqrtf(sq + eps) : sqrtf(sq) + eps));
   }
 };
 
@@ -307,14 +311,15 @@ void sgd_step_cuda(float* hyper, float* const* ptrs, const int64_t* sizes, int n
 }
 
 void adam_step_cuda(float* hyper, float* const* ptrs, const int64_t* sizes, int n, double beta1, double beta2,
-                    float eps, float weight_decay, bool decoupled, cudaStream_t stream, unsigned int* advance_t) {
-  const AdamOp op{beta1, beta2, eps, weight_decay, decoupled};
+                    double eps, float weight_decay, bool decoupled, bool epsilon_hat, cudaStream_t stream,
+                    unsigned int* advance_t) {
+  const AdamOp op{beta1, beta2, eps, weight_decay, decoupled, epsilon_hat};
   multi_tensor_apply<4>(op, hyper, ptrs, sizes, n, stream, advance_t);
 }
 
 void rmsprop_step_cuda(float* hyper, float* const* ptrs, const int64_t* sizes, int n, double alpha, float eps,
-                       float weight_decay, cudaStream_t stream, unsigned int* advance_t) {
-  const RmspropOp op{static_cast<float>(alpha), static_cast<float>(1.0 - alpha), eps, weight_decay};
+                       float weight_decay, bool eps_in_sqrt, cudaStream_t stream, unsigned int* advance_t) {
+  const RmspropOp op{static_cast<float>(alpha), static_cast<float>(1.0 - alpha), eps, weight_decay, eps_in_sqrt};
   multi_tensor_apply<3>(op, hyper, ptrs, sizes, n, stream, advance_t);
 }
 

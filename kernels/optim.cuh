@@ -19,13 +19,14 @@ namespace cudl::kernels {
 void sgd_step_cuda(float* hyper, float* const* ptrs, const int64_t* sizes, int n, int depth, float momentum,
                    float dampening, float weight_decay, bool nesterov, cudaStream_t stream,
                    unsigned int* advance_t = nullptr);
-/// torch.optim.Adam / AdamW; depth 4 (param, grad, m, v).
+/// torch.optim.Adam / AdamW, or with epsilon_hat Keras's Adam; depth 4 (param, grad, m, v).
 void adam_step_cuda(float* hyper, float* const* ptrs, const int64_t* sizes, int n, double beta1, double beta2,
-                    float eps, float weight_decay, bool decoupled, cudaStream_t stream,
+                    double eps, float weight_decay, bool decoupled, bool epsilon_hat, cudaStream_t stream,
                     unsigned int* advance_t = nullptr);
-/// torch.optim.RMSprop (not centered, no momentum); depth 3 (param, grad, sq_avg).
+/// torch.optim.RMSprop (not centered, no momentum), or with eps_in_sqrt Keras's; depth 3 (param, grad,
+/// sq_avg).
 void rmsprop_step_cuda(float* hyper, float* const* ptrs, const int64_t* sizes, int n, double alpha, float eps,
-                       float weight_decay, cudaStream_t stream, unsigned int* advance_t = nullptr);
+                       float weight_decay, bool eps_in_sqrt, cudaStream_t stream, unsigned int* advance_t = nullptr);
 /// torch.optim.Adagrad; depth 3 (param, grad, sum).
 void adagrad_step_cuda(float* hyper, float* const* ptrs, const int64_t* sizes, int n, float eps,
                        float weight_decay, double lr_decay, cudaStream_t stream, unsigned int* advance_t = nullptr);

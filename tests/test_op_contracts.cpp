@@ -66,13 +66,14 @@ TEST(OpContracts, TypedAttributesFillTheDocumentedSlots) {
   EXPECT_EQ(back.groups, 4);
   EXPECT_EQ(back.epilogue, Epilogue::Relu);
 
-  const OpAttrs adam = ops::AdamAttrs{0.8, 0.95, 1e-6, 0.01, true, true}.to_op_attrs();
+  const OpAttrs adam = ops::AdamAttrs{0.8, 0.95, 1e-6, 0.01, true, true, true}.to_op_attrs();
   EXPECT_EQ(adam.f, (std::array<double, 4>{0.8, 0.95, 1e-6, 0.01}));
   EXPECT_EQ(adam.i[0], 1);  // decoupled
   EXPECT_EQ(adam.i[1], 1);  // advance_t
+  EXPECT_EQ(adam.i[2], 1);  // epsilon_hat
   const ops::AdamAttrs a = ops::AdamAttrs::from(adam);
   EXPECT_EQ(a.beta2, 0.95);
-  EXPECT_TRUE(a.decoupled && a.advance_t);
+  EXPECT_TRUE(a.decoupled && a.advance_t && a.epsilon_hat);
 
   const OpAttrs lb = ops::LinearBackwardAttrs{Epilogue::Gelu, true}.to_op_attrs();
   EXPECT_EQ(lb.i[0], static_cast<int64_t>(Epilogue::Gelu));

@@ -6,6 +6,7 @@
 #include <functional>
 #include <vector>
 
+#include "ops/optim.hpp"
 #include "testing.hpp"
 
 
@@ -96,7 +97,8 @@ Vec sgd_expected(double mom, double damp, double wd, bool nesterov) {
   return p;
 }
 
-Vec adam_expected(double b1, double b2, double eps, double wd, bool decoupled) {
+/// torch's Adam, or with epsilon_hat Keras's: lr*sqrt(1-b2^t)/(1-b1^t) * m / (sqrt(v) + eps).
+Vec adam_expected(double b1, double b2, double eps, double wd, bool decoupled, bool epsilon_hat = false) {
   Vec p = kP0, m(p.size(), 0.0), v(p.size(), 0.0);
   for (int t = 1; t <= 3; ++t) {
     const double lr = kLr[t - 1];
@@ -109,19 +111,23 @@ Vec adam_expected(double b1, double b2, double eps, double wd, bool decoupled) {
       m[i] = b1 * m[i] + (1 - b1) * g;
       v[i] = b2 * v[i] + (1 - b2) * g * g;
       const double mhat = m[i] / (1 - std::pow(b1, t)), vhat = v[i] / (1 - std::pow(b2, t));
-      p[i] -= lr * mhat / (std::sqrt(vhat) + eps);
+      if (epsilon_hat)
+        p[i] -= lr * std::sqrt(1 - std::pow(b2, t)) / (1 - std::pow(b1, t)) * m[i] / (std::sqrt(v[i]) + eps);
+      else
+        p[i] -= lr * mhat / (std::sqrt(vhat) + eps);
     }
   }
   return p;
 }
 
-Vec rmsprop_expected(double alpha, double eps, double wd) {
+/// torch's RMSprop, or with eps_in_sqrt Keras's: lr*g/sqrt(sq + eps).
+Vec rmsprop_expected(double alpha, double eps, double wd, bool eps_in_sqrt = false) {
   Vec p = kP0, sq(p.size(), 0.0);
   for (int t = 1; t <= 3; ++t)
     for (size_t i = 0; i < p.size(); ++i) {
       const double g = grad_at(t, i) + wd * p[i];
       sq[i] = alpha * sq[i] + (1 - alpha) * g * g;
-      p[i] -= kLr[t - 1] * g / (std::sqrt(sq[i]) + eps);
+      p[i] -= kLr[t - 1] * g / (eps_in_sqrt ? std::sqrt(sq[i] + eps) : std::sqrt(sq[i]) + eps);
     }
   return p;
 }
@@ -204,6 +210,20 @@ TEST(Optim, AdamAndAdamWMatchTorchRule) {
       }
 }
 
+TEST(Optim, AdamEpsilonHatMatchesKerasRule) {
+  // A large eps (TensorFlow suggests 1.0 or 0.1 for some models) separates the two rules: Keras's
+  // adds it before the bias correction, where it weighs sqrt(1 - b2^t) times less early on.
+  for (Device d : devices())
+    for (bool decoupled : {false, true}) {
+      OpAttrs a = ops::AdamAttrs{0.9, 0.99, 0.5, decoupled ? 0.1 : 0.0, decoupled, false, true}.to_op_attrs();
+      const Vec got = run_three_steps(OpKind::AdamStep, a, 2, 0.0, d);
+      SCOPED_TRACE(::testing::Message() << d << " decoupled " << decoupled);
+      expect_near_vec(got, adam_expected(0.9, 0.99, 0.5, decoupled ? 0.1 : 0.0, decoupled, true), 1e-5, "adam eps-hat");
+      const Vec torch_rule = adam_expected(0.9, 0.99, 0.5, decoupled ? 0.1 : 0.0, decoupled, false);
+      EXPECT_GT(std::abs(got[1] - torch_rule[1]), 1e-3) << "the two rules must differ for this eps";
+    }
+}
+
 TEST(Optim, AdvancingTEqualsIncrementThenStep) {
   // i[1] = 1 on the CPU reference: hyper[1] += 1, then exactly the step a separate Increment +
   // step would give (bitwise), on both devices.
@@ -251,6 +271,16 @@ TEST(Optim, RmspropMatchesTorchRule) {
       SCOPED_TRACE(::testing::Message() << d << " wd " << wd);
       expect_near_vec(got, rmsprop_expected(0.99, 1e-8, wd), 1e-5, "rmsprop");
     }
+}
+
+TEST(Optim, RmspropEpsInSqrtMatchesKerasRule) {
+  for (Device d : devices()) {
+    const OpAttrs a = ops::RmspropAttrs{0.9, 0.05, 0.02, false, true}.to_op_attrs();
+    const Vec got = run_three_steps(OpKind::RmspropStep, a, 1, 0.0, d);
+    SCOPED_TRACE(::testing::Message() << d);
+    expect_near_vec(got, rmsprop_expected(0.9, 0.05, 0.02, true), 1e-5, "rmsprop eps in sqrt");
+    EXPECT_GT(std::abs(got[1] - rmsprop_expected(0.9, 0.05, 0.02, false)[1]), 1e-3) << "the rules must differ";
+  }
 }
 
 TEST(Optim, AdagradMatchesTorchRule) {
@@ -412,6 +442,9 @@ TEST(OptimCuda, AdamEqualsCpu) {
   a.i[0] = 1;
   compare_many(OpKind::AdamStep, a, 2, kOddSizes, 2e-6);
   compare_many(OpKind::AdamStep, a, 2, many_small_sizes(), 2e-6);
+  a.i[2] = 1;  // epsilon_hat (Keras's rule), with an eps large enough to matter
+  a.f[2] = 0.1;
+  compare_many(OpKind::AdamStep, a, 2, kOddSizes, 2e-6);
 }
 
 TEST(OptimCuda, RmspropAndAdagradEqualCpu) {
@@ -420,6 +453,8 @@ TEST(OptimCuda, RmspropAndAdagradEqualCpu) {
   r.f[0] = 0.99;
   r.f[1] = 1e-8;
   r.f[2] = 0.01;
+  compare_many(OpKind::RmspropStep, r, 1, kOddSizes, 2e-6);
+  r.i[2] = 1;  // eps_in_sqrt (Keras's rule)
   compare_many(OpKind::RmspropStep, r, 1, kOddSizes, 2e-6);
   OpAttrs g;
   g.f[0] = 1e-10;

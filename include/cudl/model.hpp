@@ -34,6 +34,10 @@ struct CUDL_API Optimizer {
   double beta1 = 0.9, beta2 = 0.999;   // Adam, AdamW
   double alpha = 0.99;                 // RMSprop smoothing
   double eps = 1e-8;                   // Adam, AdamW, RMSprop, Adagrad (Adagrad uses 1e-10 in torch)
+  /// Keras's (and TensorFlow's) place for eps instead of torch's: Adam/AdamW add it to sqrt(v)
+  /// before the bias correction (the paper's epsilon-hat: p -= lr*sqrt(1-b2^t)/(1-b1^t) *
+  /// m/(sqrt(v)+eps)); RMSprop adds it under the square root (p -= lr*g/sqrt(sq+eps)).
+  bool keras_epsilon = false;
   double weight_decay = 0;             // L2 (SGD, Adam, RMSprop, Adagrad) or decoupled (AdamW)
   double clip_norm = 0;                // > 0: clip gradients by global norm
 

@@ -226,6 +226,15 @@ Dataset make_dataset(const py::array& x, const py::object& y, float mean, float 
   return d;
 }
 
+/// The options Conv2d and Conv2dTranspose share, set on either's options object.
+template <typename Options>
+Options conv_options(Options o, int stride, int padding, int dilation, int groups, const std::string& act,
+                     bool use_bias, Init init, const std::string& name) {
+  o.stride(stride).padding(padding).dilation(dilation).groups(groups).activation(act).use_bias(use_bias);
+  o.kernel_initializer(init).name(name);
+  return o;
+}
+
 /// ValueError for cudl errors about arguments and shapes, RuntimeError for the rest. The rule, on
 /// cudl's message: it names a shape or an argument value ("shape", "got", "expected", "must",
 /// "unknown", "invalid", "mismatch", "empty") -> ValueError.
@@ -339,15 +348,8 @@ PYBIND11_MODULE(_cudl, m) {
       "conv2d",
       [](int64_t filters, int kernel, int stride, int padding, int dilation, int groups, const std::string& act,
          bool use_bias, Init init, const std::string& name) {
-        return layers::Conv2d(Conv2dOptions(filters, kernel)
-                                  .stride(stride)
-                                  .padding(padding)
-                                  .dilation(dilation)
-                                  .groups(groups)
-                                  .activation(act)
-                                  .use_bias(use_bias)
-                                  .kernel_initializer(init)
-                                  .name(name));
+        return layers::Conv2d(
+            conv_options(Conv2dOptions(filters, kernel), stride, padding, dilation, groups, act, use_bias, init, name));
       },
       py::arg("filters"), py::arg("kernel_size"), py::arg("stride") = 1, py::arg("padding") = 0,
       py::arg("dilation") = 1, py::arg("groups") = 1, py::arg("activation") = "", py::arg("use_bias") = true,
@@ -366,6 +368,62 @@ PYBIND11_MODULE(_cudl, m) {
       py::arg("shape"), py::arg("name") = "");
   m.def("activation", &layers::Activation, py::arg("name"), py::arg("alpha") = 0.01f, py::arg("layer_name") = "");
 
+  // Sequence layers (include/cudl/nn.hpp, src/nn/sequence.cpp, recurrent.cpp, attention.cpp).
+  m.def("embedding", &layers::Embedding, py::arg("vocab"), py::arg("dim"), py::arg("name") = "");
+  m.def("positional_embedding", &layers::PositionalEmbedding, py::arg("max_len"), py::arg("dim"),
+        py::arg("name") = "");
+  m.def("concatenate", &layers::Concatenate, py::arg("axis") = -1, py::arg("name") = "");
+  m.def("slice", &layers::Slice, py::arg("axis"), py::arg("start"), py::arg("length"), py::arg("name") = "");
+  m.def("split", &split, py::arg("x"), py::arg("sizes"), py::arg("axis") = -1);
+  m.def(
+      "recurrent",
+      [](const std::string& cell, int64_t units, bool return_sequences, const std::string& name) {
+        const RecurrentOptions o = RecurrentOptions(units).return_sequences(return_sequences).name(name);
+        if (cell == "simple") return layers::SimpleRNN(o);
+        if (cell == "lstm") return layers::LSTM(o);
+        if (cell == "gru") return layers::GRU(o);
+        throw py::value_error("cudl.recurrent: cell must be simple, lstm or gru, got '" + cell + "'");
+      },
+      py::arg("cell"), py::arg("units"), py::arg("return_sequences") = false, py::arg("name") = "");
+  m.def(
+      "multi_head_attention",
+      [](int64_t heads, int64_t key_dim, int64_t value_dim, int64_t output_dim, float dropout, bool use_bias,
+         bool causal, bool key_mask, Init init, const std::string& name) {
+        return layers::MultiHeadAttention(MultiHeadAttentionOptions(heads, key_dim)
+                                              .value_dim(value_dim)
+                                              .output_dim(output_dim)
+                                              .dropout(dropout)
+                                              .use_bias(use_bias)
+                                              .causal(causal)
+                                              .key_mask(key_mask)
+                                              .kernel_initializer(init)
+                                              .name(name));
+      },
+      py::arg("heads"), py::arg("key_dim"), py::arg("value_dim") = 0, py::arg("output_dim") = 0,
+      py::arg("dropout") = 0.f, py::arg("use_bias") = true, py::arg("causal") = false, py::arg("key_mask") = false,
+      py::arg("kernel_initializer") = Init::GlorotUniform, py::arg("name") = "");
+
+  // Generative layers (src/nn/generative.cpp).
+  m.def(
+      "conv2d_transpose",
+      [](int64_t filters, int kernel, int stride, int padding, int output_padding, int dilation, int groups,
+         const std::string& act, bool use_bias, Init init, const std::string& name) {
+        return layers::Conv2dTranspose(conv_options(Conv2dTransposeOptions(filters, kernel), stride, padding, dilation,
+                                                    groups, act, use_bias, init, name)
+                                           .output_padding(output_padding));
+      },
+      py::arg("filters"), py::arg("kernel_size"), py::arg("stride") = 1, py::arg("padding") = 0,
+      py::arg("output_padding") = 0, py::arg("dilation") = 1, py::arg("groups") = 1, py::arg("activation") = "",
+      py::arg("use_bias") = true, py::arg("kernel_initializer") = Init::GlorotUniform, py::arg("name") = "");
+  m.def("upsampling2d", &layers::UpSampling2d, py::arg("size") = 2, py::arg("interpolation") = "nearest",
+        py::arg("name") = "");
+  m.def(
+      "random_normal",
+      [](const std::vector<int64_t>& shape, float mean, float stddev, const std::string& name) {
+        return layers::RandomNormal(shape_of(shape), mean, stddev, name);
+      },
+      py::arg("shape"), py::arg("mean") = 0.f, py::arg("stddev") = 1.f, py::arg("name") = "");
+
   // Optimizer and loss values.
   py::class_<Optimizer>(m, "Optimizer")
       .def(py::init<const std::string&>(), py::arg("name"))
@@ -377,6 +435,7 @@ PYBIND11_MODULE(_cudl, m) {
       .def_readwrite("beta2", &Optimizer::beta2)
       .def_readwrite("alpha", &Optimizer::alpha)
       .def_readwrite("eps", &Optimizer::eps)
+      .def_readwrite("keras_epsilon", &Optimizer::keras_epsilon)
       .def_readwrite("weight_decay", &Optimizer::weight_decay)
       .def_readwrite("clip_norm", &Optimizer::clip_norm);
   py::class_<Loss>(m, "Loss")
@@ -384,6 +443,7 @@ PYBIND11_MODULE(_cudl, m) {
       .def_property_readonly("name", [](const Loss& l) { return std::string(l.name()); })
       .def_property_readonly("takes_labels", &Loss::takes_labels)
       .def_readwrite("label_smoothing", &Loss::label_smoothing)
+      .def_readwrite("ignore_class", &Loss::ignore_class)
       .def_readwrite("huber_delta", &Loss::huber_delta);
 
   // Callbacks: the C++ ones, and the base Python callbacks derive from.

@@ -69,14 +69,18 @@ void sgd_step(const OpCall& c) {
 // groups (param, grad, m, v); torch.optim.Adam / AdamW (m and v start at zero):
 //   decoupled: p *= 1 - lr*wd, else g += wd*p;  m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g*g;
 //   p -= (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+// With epsilon_hat (Keras's and TensorFlow's Adam), eps is added to sqrt(v) before the bias
+// correction: the same formula with eps / sqrt(1 - b2^t) for eps.
 void adam_step(const OpCall& c) {
   const Hyper h = read_hyper(c);
   const ops::AdamAttrs a = ops::AdamAttrs::from(c.attrs);
   const double b1 = a.beta1, b2 = a.beta2;
-  const float eps = static_cast<float>(a.eps), wd = static_cast<float>(a.weight_decay);
+  const float wd = static_cast<float>(a.weight_decay);
   const bool decoupled = a.decoupled;
   const float step_size = static_cast<float>(h.lr / (1.0 - std::pow(b1, h.t)));
-  const float bc2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(b2, h.t)));
+  const double bc2 = std::sqrt(1.0 - std::pow(b2, h.t));
+  const float bc2_sqrt = static_cast<float>(bc2);
+  const float eps = static_cast<float>(a.epsilon_hat ? a.eps / bc2 : a.eps);
   const float decay = static_cast<float>(1.0 - static_cast<double>(h.lr) * a.weight_decay);
   const float fb1 = static_cast<float>(b1), fb2 = static_cast<float>(b2);
   const float cb1 = static_cast<float>(1.0 - b1), cb2 = static_cast<float>(1.0 - b2);
@@ -103,6 +107,7 @@ void adam_step(const OpCall& c) {
 
 // groups (param, grad, sq_avg); torch.optim.RMSprop (centered=False, momentum=0):
 //   g += wd*p;  sq = alpha*sq + (1-alpha)*g*g;  p -= lr * g / (sqrt(sq) + eps)
+// or with eps_in_sqrt (Keras's and TensorFlow's RMSprop) p -= lr * g / sqrt(sq + eps).
 void rmsprop_step(const OpCall& c) {
   const Hyper h = read_hyper(c);
   const ops::RmspropAttrs a = ops::RmspropAttrs::from(c.attrs);
@@ -118,7 +123,7 @@ void rmsprop_step(const OpCall& c) {
       if (wd != 0) d = d + wd * p[i];
       const float s = alpha * sq[i] + calpha * (d * d);
       sq[i] = s;
-      p[i] = p[i] - h.lr * (d / (std::sqrt(s) + eps));
+      p[i] = p[i] - h.lr * (d / (a.eps_in_sqrt ? std::sqrt(s + eps) : std::sqrt(s) + eps));
     }
   }
 }

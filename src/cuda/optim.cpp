@@ -46,16 +46,16 @@ void cuda_sgd_step(const OpCall& c) {
 void cuda_adam_step(const OpCall& c) {
   const Flat f = flatten(c);
   const ops::AdamAttrs a = ops::AdamAttrs::from(c.attrs);
-  kernels::adam_step_cuda(f.g.hyper.as<float>(), f.ptrs.data(), f.sizes.data(), f.g.n, a.beta1, a.beta2,
-                          static_cast<float>(a.eps), static_cast<float>(a.weight_decay), a.decoupled,
-                          cuda_context(c).stream(), advance_t(c, f));
+  kernels::adam_step_cuda(f.g.hyper.as<float>(), f.ptrs.data(), f.sizes.data(), f.g.n, a.beta1, a.beta2, a.eps,
+                          static_cast<float>(a.weight_decay), a.decoupled, a.epsilon_hat, cuda_context(c).stream(),
+                          advance_t(c, f));
 }
 
 void cuda_rmsprop_step(const OpCall& c) {
   const Flat f = flatten(c);
   const ops::RmspropAttrs a = ops::RmspropAttrs::from(c.attrs);
   kernels::rmsprop_step_cuda(f.g.hyper.as<float>(), f.ptrs.data(), f.sizes.data(), f.g.n, a.alpha,
-                             static_cast<float>(a.eps), static_cast<float>(a.weight_decay),
+                             static_cast<float>(a.eps), static_cast<float>(a.weight_decay), a.eps_in_sqrt,
                              cuda_context(c).stream(), advance_t(c, f));
 }
 

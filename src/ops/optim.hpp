@@ -22,8 +22,9 @@
 // (torch: buffer None), so it need not be initialised; nesterov needs momentum > 0, dampening 0.
 // Adam/RMSprop/Adagrad state starts as the caller initialised it (zeros, or Adagrad's initial
 // accumulator value). AdamStep: decoupled -> p *= 1 - lr*wd, else g += wd*p; m, v updated;
-// p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps). RmspropStep (not centered, no momentum):
-// sq = a*sq + (1-a)*g^2, p -= lr*g/(sqrt(sq)+eps). AdagradStep: f[2]=lr_decay, clr = lr/(1+(t-1)
+// p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps), or with i[2] (epsilon_hat, Keras/TF's rule)
+// p -= lr*sqrt(1-b2^t)/(1-b1^t) * m / (sqrt(v) + eps), i.e. eps/sqrt(1-b2^t) in the first form. RmspropStep (not centered, no momentum):
+// sq = a*sq + (1-a)*g^2, p -= lr*g/(sqrt(sq)+eps), or with i[2] (Keras's rule) lr*g/sqrt(sq+eps). AdagradStep: f[2]=lr_decay, clr = lr/(1+(t-1)
 // *lr_decay), sum += g^2, p -= clr*g/(sqrt(sum)+eps). Gradients are never modified by the steps.
 // WeightPenalty takes the hyper slot too (input 0, unused, may be undefined); sign(0) = 0.
 // ClipGradNorm has no hyper input: inputs are the gradients; f[0]=max_norm > 0; a NaN norm gives
@@ -53,32 +54,35 @@ struct SgdAttrs {
 };
 
 /// AdamStep: f[0] = beta1, f[1] = beta2, f[2] = eps, f[3] = weight_decay, i[0] = decoupled (AdamW),
-/// i[1] = advance_t.
+/// i[1] = advance_t, i[2] = epsilon_hat (Keras's rule: eps is added before the bias correction).
 struct AdamAttrs {
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0;
-  bool decoupled = false, advance_t = false;
+  bool decoupled = false, advance_t = false, epsilon_hat = false;
 
   OpAttrs to_op_attrs() const {
     OpAttrs a;
     a.f[0] = beta1, a.f[1] = beta2, a.f[2] = eps, a.f[3] = weight_decay;
-    a.i[0] = decoupled ? 1 : 0, a.i[1] = advance_t ? 1 : 0;
+    a.i[0] = decoupled ? 1 : 0, a.i[1] = advance_t ? 1 : 0, a.i[2] = epsilon_hat ? 1 : 0;
     return a;
   }
-  static AdamAttrs from(const OpAttrs& a) { return {a.f[0], a.f[1], a.f[2], a.f[3], a.i[0] != 0, a.i[1] != 0}; }
+  static AdamAttrs from(const OpAttrs& a) {
+    return {a.f[0], a.f[1], a.f[2], a.f[3], a.i[0] != 0, a.i[1] != 0, a.i[2] != 0};
+  }
 };
 
-/// RmspropStep: f[0] = alpha, f[1] = eps, f[2] = weight_decay, i[1] = advance_t.
+/// RmspropStep: f[0] = alpha, f[1] = eps, f[2] = weight_decay, i[1] = advance_t, i[2] = eps_in_sqrt
+/// (Keras's rule: p -= lr*g/sqrt(sq + eps)).
 struct RmspropAttrs {
   double alpha = 0.99, eps = 1e-8, weight_decay = 0;
-  bool advance_t = false;
+  bool advance_t = false, eps_in_sqrt = false;
 
   OpAttrs to_op_attrs() const {
     OpAttrs a;
     a.f[0] = alpha, a.f[1] = eps, a.f[2] = weight_decay;
-    a.i[1] = advance_t ? 1 : 0;
+    a.i[1] = advance_t ? 1 : 0, a.i[2] = eps_in_sqrt ? 1 : 0;
     return a;
   }
-  static RmspropAttrs from(const OpAttrs& a) { return {a.f[0], a.f[1], a.f[2], a.i[1] != 0}; }
+  static RmspropAttrs from(const OpAttrs& a) { return {a.f[0], a.f[1], a.f[2], a.i[1] != 0, a.i[2] != 0}; }
 };
 
 /// AdagradStep: f[0] = eps, f[1] = weight_decay, f[2] = lr_decay, i[1] = advance_t.

@@ -316,12 +316,13 @@ void Model::Impl::optimizer_nodes(detail::BuildContext& c) {
       break;
     case Optimizer::Adam:
     case Optimizer::AdamW:
-      a = ops::AdamAttrs{o.beta1, o.beta2, o.eps, o.weight_decay, o.kind == Optimizer::AdamW, true}.to_op_attrs();
+      a = ops::AdamAttrs{o.beta1, o.beta2, o.eps, o.weight_decay, o.kind == Optimizer::AdamW, true, o.keras_epsilon}
+              .to_op_attrs();
       nslots = 2;
       break;
     case Optimizer::RMSprop:
       op = OpKind::RmspropStep;
-      a = ops::RmspropAttrs{o.alpha, o.eps, o.weight_decay, true}.to_op_attrs();
+      a = ops::RmspropAttrs{o.alpha, o.eps, o.weight_decay, true, o.keras_epsilon}.to_op_attrs();
       nslots = 1;
       break;
     case Optimizer::Adagrad:

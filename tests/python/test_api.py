@@ -277,3 +277,44 @@ def test_save_and_load_model(blobs, tmp_path):
     with pytest.raises(ValueError, match="Model.save"):
         sm.save_weights(tmp_path / "w.safetensors")
         keras.models.load_model(tmp_path / "w.safetensors")
+
+
+def keras_optimizer_reference(x, y, kernel, bias, steps, rule, lr, eps):
+    """Keras's Adam (betas 0.9/0.999) or RMSprop (rho 0.9) on Dense + mean squared error, in float64:
+    Adam p -= lr*sqrt(1-b2^t)/(1-b1^t) * m/(sqrt(v)+eps); RMSprop p -= lr*g/sqrt(sq+eps)."""
+    params = [kernel.astype(np.float64), bias.astype(np.float64)]
+    m = [np.zeros_like(p) for p in params]
+    v = [np.zeros_like(p) for p in params]
+    b1, b2 = 0.9, 0.999
+    for t in range(1, steps + 1):
+        err = 2 * (x @ params[0] + params[1] - y) / y.size
+        grads = [x.T @ err, err.sum(0)]
+        for p, g, mi, vi in zip(params, grads, m, v):
+            if rule == "adam":
+                mi[...] = b1 * mi + (1 - b1) * g
+                vi[...] = b2 * vi + (1 - b2) * g * g
+                p -= lr * np.sqrt(1 - b2 ** t) / (1 - b1 ** t) * mi / (np.sqrt(vi) + eps)
+            else:
+                vi[...] = 0.9 * vi + 0.1 * g * g
+                p -= lr * g / np.sqrt(vi + eps)
+    return params
+
+
+@pytest.mark.parametrize("rule,epsilon", [("adam", 1e-7), ("adam", 0.5), ("rmsprop", 1e-7), ("rmsprop", 0.05)])
+def test_optimizers_follow_keras_update_rules(rule, epsilon):
+    # Keras places epsilon differently from torch (Adam: before the bias correction; RMSprop: under
+    # the square root); with a large epsilon (TensorFlow suggests 1.0 or 0.1 for some models) or a
+    # small mean square the two give visibly different weights.
+    r = np.random.default_rng(3)
+    x = r.normal(size=(16, 3)).astype(np.float32)
+    y = r.normal(size=(16, 2)).astype(np.float32)
+    model = Sequential([Dense(2, input_shape=(3,))])
+    opt = optimizers.Adam(learning_rate=0.1, epsilon=epsilon) if rule == "adam" else optimizers.RMSprop(
+        learning_rate=0.01, epsilon=epsilon)
+    model.compile(optimizer=opt, loss="mse")
+    kernel, bias = model.get_weights()
+    for _ in range(3):
+        model.train_on_batch(x, y)
+    want = keras_optimizer_reference(x, y, kernel, bias, 3, rule, 0.1 if rule == "adam" else 0.01, epsilon)
+    for got, w in zip(model.get_weights(), want):
+        np.testing.assert_allclose(got, w, rtol=1e-4, atol=1e-6)

@@ -55,3 +55,9 @@ def test_sample_tf_keras(root, mnist_slice):
 def test_sample_keras_mlp(root, mnist_slice):
     acc, out = run_sample(root, "mnist_keras_mlp.py", "--limit", "6000", "--epochs", "2")
     assert "Baseline Error:" in out and acc > 0.85
+
+
+def test_sample_lstm(root, mnist_slice):
+    acc, out = run_sample(root, "mnist_lstm_keras.py", "--limit", "1200", "--epochs", "2")
+    assert "Epoch 2/2" in out and "lstm (LSTM)" in out
+    assert acc > 0.25, out  # 10 classes: chance is 0.1; two short epochs reach about 0.4

@@ -79,6 +79,10 @@ class Layer(Recorded):
     def _out_shape(self, shapes):
         return shapes[0]
 
+    def _call_config(self):
+        """Keyword arguments of the layer's call that Model.save must keep (JSON values)."""
+        return {}
+
     def _lower(self, ctx, xs, layouts):
         """cudl Vars and layouts of the inputs -> (output Var, layout). layout 'cl': Keras (H, W, C) held
         as cudl (C, H, W)."""
@@ -102,12 +106,17 @@ class Layer(Recorded):
         ws = [t.numpy() for t in self._cpp_layers()[0].get_weights()]
         if not ws and self._count_params_hint():
             raise RuntimeError("layer %s: its weights exist once a model using it is compiled" % self.name)
+        return self._keras_weights(ws)
+
+    def _keras_weights(self, ws):
+        """cudl's weight arrays -> Keras's (layouts from _weight_layouts; layers with other shapes override)."""
         perms = self._weight_layouts()
         if perms:
             ws = [w.transpose(p) if p is not None else w for w, p in zip(ws, perms)]
         return ws
 
     def _to_cudl_weights(self, weights):
+        """Keras's weight arrays -> cudl's: the inverse of _keras_weights."""
         import numpy as np
         perms = self._weight_layouts()
         out = []
@@ -174,7 +183,9 @@ class InputLayer(Layer):
         super().__init__(name=name, input_shape=shape if shape is not None else input_shape, **kwargs)
         if self._input_shape is None or any(d is None for d in self._input_shape):
             raise ValueError("Input: the per-sample shape must be fully known, got %s" % (self._input_shape,))
-        self.output = KerasTensor(self._input_shape, self, [])
+        import numpy as np
+        self.dtype = np.dtype(dtype).name if dtype is not None else "float32"
+        self.output = KerasTensor(self._input_shape, self, [], self.dtype)
         self._in_shapes = [self._input_shape]
 
 
@@ -186,7 +197,7 @@ def Input(shape=None, batch_size=None, name=None, dtype=None, batch_shape=None, 
         raise ValueError("Input: give shape=(...) (the per-sample shape)")
     if isinstance(shape, int):
         shape = (shape,)
-    return InputLayer(shape=tuple(shape), name=name, **kwargs).output
+    return InputLayer(shape=tuple(shape), name=name, dtype=dtype, **kwargs).output
 
 
 class _LowerContext:
@@ -234,17 +245,40 @@ def lower_graph(inputs, output, drop):
     in_vars, in_layouts = [], []
     for kt in inputs:
         shape = kt.sample_shape
-        spatial = [l for l in cons.get(id(kt), []) if getattr(l, "_spatial", False)]
+        users = cons.get(id(kt), [])
+        spatial = [l for l in users if getattr(l, "_spatial", False)]
         layout = None
         if spatial and len(shape) == 3 and all(l._channels_last for l in spatial):
             layout = "cl"
             shape = (shape[2], shape[0], shape[1])
-        var = _cudl.Input(list(shape), "f32", kt.layer.name)
+        var = _cudl.Input(list(shape), input_dtype(kt, users), kt.layer.name)
         ctx.vars[id(kt)] = (var, layout)
         in_vars.append(var)
         in_layouts.append(layout)
     out_var, out_layout = ctx.lower(output)
     return in_vars, out_var, in_layouts, out_layout
+
+
+def input_dtype(kt, users):
+    """cudl's dtype of a model input: "i32" (token indices) when it feeds Embedding layers or was
+    declared integer (keras.Input(dtype="int32")), else "f32". Integer inputs feed Embeddings only."""
+    integer = str(kt.dtype).startswith(("int", "uint")) and kt.dtype != "uint8"
+    takes_indices = [getattr(l, "_takes_indices", False) for l in users]
+    if any(takes_indices) or integer:
+        if not all(takes_indices):
+            others = [l.name for l, t in zip(users, takes_indices) if not t]
+            raise ValueError("input %s holds integer indices (it feeds an Embedding or has dtype %s); it also feeds "
+                             "%s, which take floats: cudl gives an integer input to Embedding layers only"
+                             % (kt.layer.name, kt.dtype, ", ".join(others)))
+        return "i32"
+    return "f32"
+
+
+def index_limit(inp, output):
+    """The smallest input_dim of the Embedding layers that read model input `inp` (indices must lie
+    in [0, limit)), or None."""
+    dims = [l.input_dim for l in _consumers([output]).get(id(inp), []) if getattr(l, "_takes_indices", False)]
+    return min(dims) if dims else None
 
 
 def walk_layers(output):

@@ -7,7 +7,16 @@ _NAMES = {
 }
 # Activations cudl's Dense/Conv2d do not fuse: the Keras layer adds them as a separate cudl layer,
 # so a final softmax/sigmoid can be left out of the graph when the loss takes logits.
-SEPARATE = ("softmax", "sigmoid", "log_softmax")
+SEPARATE = ("softmax", "sigmoid", "log_softmax", "elu", "leaky_relu")
+# Keras's parameters of the activations that have one (cudl's layers default to alpha 0.01).
+ALPHA = {"elu": 1.0, "leaky_relu": 0.2}
+
+
+def layer(name, layer_name, alpha=None):
+    """The cudl activation layer for a cudl activation name, with Keras's parameter unless given."""
+    from .. import _cudl
+    a = ALPHA.get(name, 0.01) if alpha is None else float(alpha)
+    return _cudl.activation(name, alpha=a, layer_name=layer_name)
 
 
 def name_of(activation):

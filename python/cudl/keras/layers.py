@@ -7,6 +7,8 @@ symmetric zero padding for the layer's input size; otherwise ValueError.
 
 import math
 
+import numpy as np
+
 from .. import _cudl
 from . import activations as _activations
 from . import initializers as _initializers
@@ -15,7 +17,10 @@ from ._engine import Input, InputLayer, KerasTensor, Layer
 
 __all__ = ["Layer", "Input", "InputLayer", "Dense", "Conv2D", "Convolution2D", "MaxPooling2D", "MaxPool2D",
            "AveragePooling2D", "AvgPool2D", "GlobalAveragePooling2D", "GlobalAvgPool2D", "BatchNormalization",
-           "LayerNormalization", "Dropout", "Flatten", "Reshape", "Activation", "Add", "add"]
+           "LayerNormalization", "Dropout", "Flatten", "Reshape", "Activation", "Add", "add", "LeakyReLU", "ELU",
+           "ReLU", "Softmax", "Embedding", "PositionalEmbedding", "Concatenate", "concatenate", "Slice", "split", "SimpleRNN",
+           "LSTM", "GRU", "MultiHeadAttention", "Conv2DTranspose", "Convolution2DTranspose", "UpSampling2D",
+           "RandomNormal"]
 
 
 def _pair(v, what, layer):
@@ -115,7 +120,7 @@ class Dense(Layer):
                                 self.kernel_initializer, self.name)
             if self.kernel_regularizer is not None:
                 dense.set_regularizer(*self.kernel_regularizer._cudl_factors())
-            self._cpp = [dense] + ([_cudl.activation(self.activation, layer_name=self.name + "_" + self.activation)]
+            self._cpp = [dense] + ([_activations.layer(self.activation, self.name + "_" + self.activation)]
                                    if split else [])
         y = self._cpp[0](xs[0])
         if len(self._cpp) > 1 and drop != self.activation:
@@ -132,7 +137,7 @@ class Activation(Layer):
         if self.activation in ("softmax", "log_softmax"):
             _no_image(self, layouts[0])
         if self._cpp is None:
-            self._cpp = _cudl.activation(self.activation or "linear", layer_name=self.name) if self.activation else []
+            self._cpp = _activations.layer(self.activation, self.name) if self.activation else []
         if not self.activation or drop == self.activation:
             return xs[0], layouts[0]
         return self._cpp(xs[0]), layouts[0]
@@ -207,7 +212,7 @@ class _Conv(Layer):
                                 self.kernel_initializer, self.name)
             if self.kernel_regularizer is not None:
                 conv.set_regularizer(*self.kernel_regularizer._cudl_factors())
-            self._cpp = [conv] + ([_cudl.activation(self.activation, layer_name=self.name + "_" + self.activation)]
+            self._cpp = [conv] + ([_activations.layer(self.activation, self.name + "_" + self.activation)]
                                   if split else [])
         y = self._cpp[0](xs[0])
         if len(self._cpp) > 1 and drop != self.activation:
@@ -430,9 +435,636 @@ def add(inputs, **kwargs):
     return Add(**kwargs)(inputs)
 
 
+KerasTensor = KerasTensor
+
+
+# --- activation layers --------------------------------------------------------------------------
+
+class _ActivationLayer(Layer):
+    """An activation layer with Keras's parameter (LeakyReLU, ELU, ReLU, Softmax)."""
+
+    _act = None
+
+    def _alpha(self):
+        return None
+
+    def _lower(self, ctx, xs, layouts, drop=None):
+        if self._act in ("softmax", "log_softmax"):
+            _no_image(self, layouts[0])
+        if self._cpp is None:
+            self._cpp = _activations.layer(self._act, self.name, self._alpha())
+        if drop == self._act:
+            return xs[0], layouts[0]
+        return self._cpp(xs[0]), layouts[0]
+
+    @property
+    def activation(self):
+        return self._act
+
+
+class LeakyReLU(_ActivationLayer):
+    """max(x, alpha * x); tf.keras's alpha (default 0.3), or Keras 3's negative_slope."""
+
+    _act = "leaky_relu"
+
+    def __init__(self, alpha=None, negative_slope=None, **kwargs):
+        super().__init__(**kwargs)
+        if alpha is not None and negative_slope is not None:
+            raise ValueError("LeakyReLU %s: give alpha or negative_slope, not both" % self.name)
+        v = alpha if alpha is not None else negative_slope if negative_slope is not None else 0.3
+        if float(v) < 0:
+            raise ValueError("LeakyReLU %s: alpha must be >= 0, got %s" % (self.name, v))
+        self.alpha = float(v)
+
+    def _alpha(self):
+        return self.alpha
+
+
+class ELU(_ActivationLayer):
+    _act = "elu"
+
+    def __init__(self, alpha=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.alpha = float(alpha)
+
+    def _alpha(self):
+        return self.alpha
+
+
+class ReLU(_ActivationLayer):
+    """max(x, 0), or with negative_slope a leaky ReLU; max_value and threshold are not supported."""
+
+    def __init__(self, max_value=None, negative_slope=0.0, threshold=0.0, **kwargs):
+        super().__init__(**kwargs)
+        if max_value is not None or float(threshold) != 0:
+            raise ValueError("ReLU %s: max_value and threshold are not supported by cudl (got %s, %s)"
+                             % (self.name, max_value, threshold))
+        self.negative_slope = float(negative_slope)
+        self._act = "leaky_relu" if self.negative_slope else "relu"
+
+    def _alpha(self):
+        return self.negative_slope
+
+
+class Softmax(_ActivationLayer):
+    _act = "softmax"
+
+    def __init__(self, axis=-1, **kwargs):
+        super().__init__(**kwargs)
+        if axis not in (-1, [-1], (-1,)):
+            raise ValueError("Softmax %s: cudl takes the softmax over the last axis only, got axis=%s"
+                             % (self.name, axis))
+
+
+# --- sequence layers ----------------------------------------------------------------------------
+
+def _no_args(layer, **given):
+    """ValueError naming the first argument whose value cudl does not support (given: name -> (value, ok))."""
+    for what, (value, ok) in given.items():
+        if not ok:
+            raise ValueError("%s %s: %s=%r is not supported by cudl" % (type(layer).__name__, layer.name, what, value))
+
+
+def _sample_axis(axis, rank, layer):
+    """A Keras axis of the batched tensor (rank + 1 dims, negative from the back) as a sample axis in
+    [0, rank); the batch axis is refused."""
+    a = int(axis)
+    b = a + rank + 1 if a < 0 else a
+    if not 1 <= b <= rank:
+        raise ValueError("%s: axis %d is not a sample axis of a batched tensor of rank %d (the batch axis 0 "
+                         "cannot be used)" % (layer.name, a, rank + 1))
+    return b - 1
+
+
+class Embedding(Layer):
+    """Integer indices (..., ) in [0, input_dim) -> their rows of a learned (input_dim, output_dim)
+    table, initialised uniform(-0.05, 0.05) (Keras's 'uniform'). The model input it reads becomes
+    an int32 input: fit/evaluate/predict take integer arrays (indices outside the range raise
+    ValueError)."""
+
+    _takes_indices = True
+
+    def __init__(self, input_dim, output_dim, embeddings_initializer="uniform", embeddings_regularizer=None,
+                 activity_regularizer=None, embeddings_constraint=None, mask_zero=False, input_length=None,
+                 sparse=False, **kwargs):
+        if input_length is not None and "input_shape" not in kwargs:
+            kwargs["input_shape"] = tuple(input_length) if isinstance(input_length, (list, tuple)) else (
+                int(input_length),)
+        super().__init__(**kwargs)
+        if int(input_dim) <= 0 or int(output_dim) <= 0:
+            raise ValueError("Embedding %s: input_dim and output_dim must be positive, got %s and %s"
+                             % (self.name, input_dim, output_dim))
+        self.input_dim, self.output_dim = int(input_dim), int(output_dim)
+        _no_args(self, embeddings_initializer=(embeddings_initializer,
+                                               _initializers.get(embeddings_initializer) == _cudl.Init.Uniform),
+                 embeddings_regularizer=(embeddings_regularizer, embeddings_regularizer is None),
+                 activity_regularizer=(activity_regularizer, activity_regularizer is None),
+                 embeddings_constraint=(embeddings_constraint, embeddings_constraint is None),
+                 mask_zero=(mask_zero, not mask_zero), sparse=(sparse, not sparse))
+        self.input_length = input_length
+
+    def _out_shape(self, shapes):
+        return tuple(shapes[0]) + (self.output_dim,)
+
+    def _count_params(self, shapes):
+        return self.input_dim * self.output_dim
+
+    def _count_params_hint(self):
+        return 1
+
+    def _lower(self, ctx, xs, layouts, drop=None):
+        if xs[0].dtype != "i32":
+            raise ValueError("%s: Embedding reads a model input of integer indices directly; its input here is "
+                             "the %s output of another layer" % (self.name, xs[0].dtype))
+        if self._cpp is None:
+            self._cpp = _cudl.embedding(self.input_dim, self.output_dim, self.name)
+        return self._cpp(xs[0]), None
+
+
+class PositionalEmbedding(Layer):
+    """cudl's learned positional embedding: x (time, dim) -> x + table[:time] with a learned
+    (sequence_length, dim) table (uniform(-0.05, 0.05)); time <= sequence_length."""
+
+    def __init__(self, sequence_length, **kwargs):
+        super().__init__(**kwargs)
+        if int(sequence_length) <= 0:
+            raise ValueError("PositionalEmbedding %s: sequence_length must be positive, got %s"
+                             % (self.name, sequence_length))
+        self.sequence_length = int(sequence_length)
+
+    def _out_shape(self, shapes):
+        s = shapes[0]
+        if len(s) != 2 or s[0] > self.sequence_length:
+            raise ValueError("PositionalEmbedding %s: expects (time, dim) samples with time <= sequence_length "
+                             "%d, got %s" % (self.name, self.sequence_length, (None,) + tuple(s)))
+        return s
+
+    def _count_params(self, shapes):
+        return self.sequence_length * shapes[0][1]
+
+    def _count_params_hint(self):
+        return 1
+
+    def _lower(self, ctx, xs, layouts, drop=None):
+        _no_image(self, layouts[0])
+        if self._cpp is None:
+            self._cpp = _cudl.positional_embedding(self.sequence_length, self._in_shapes[0][1], self.name)
+        return self._cpp(xs[0]), None
+
+
+class Concatenate(Layer):
+    """Joins its inputs along `axis` (of the batched tensor; -1: the last); every other dim must agree.
+    Channels-last images join along Keras's axes (channels with axis=-1)."""
+
+    def __init__(self, axis=-1, **kwargs):
+        super().__init__(**kwargs)
+        self.axis = int(axis)
+
+    def _out_shape(self, shapes):
+        if len(shapes) < 2:
+            raise ValueError("%s: Concatenate takes a list of at least 2 inputs, got %d" % (self.name, len(shapes)))
+        rank = len(shapes[0])
+        if any(len(s) != rank for s in shapes):
+            raise ValueError("%s: inputs of different ranks: %s" % (self.name, [(None,) + tuple(s) for s in shapes]))
+        a = _sample_axis(self.axis, rank, self)
+        for s in shapes[1:]:
+            if tuple(s[:a]) + tuple(s[a + 1:]) != tuple(shapes[0][:a]) + tuple(shapes[0][a + 1:]):
+                raise ValueError("%s: input %s does not match %s outside axis %d"
+                                 % (self.name, (None,) + tuple(s), (None,) + tuple(shapes[0]), self.axis))
+        out = list(shapes[0])
+        out[a] = sum(s[a] for s in shapes)
+        return tuple(out)
+
+    def _lower(self, ctx, xs, layouts, drop=None):
+        if len(set(layouts)) != 1:
+            raise ValueError("%s: inputs have different image layouts" % self.name)
+        rank = len(self._in_shapes[0])
+        a = _sample_axis(self.axis, rank, self)
+        if layouts[0] == "cl":
+            a = {0: 1, 1: 2, 2: 0}[a]  # Keras (H, W, C) axis -> cudl (C, H, W) axis
+        if self._cpp is None:
+            self._cpp = _cudl.concatenate(a + 1, self.name)
+        return self._cpp(list(xs)), layouts[0]
+
+
+def concatenate(inputs, axis=-1, **kwargs):
+    return Concatenate(axis=axis, **kwargs)(inputs)
+
+
+class Slice(Layer):
+    """cudl's slice: the part [start, start + length) of the input along `axis` (of the batched
+    tensor, as in Concatenate)."""
+
+    def __init__(self, axis, start, length, **kwargs):
+        super().__init__(**kwargs)
+        self.axis, self.start, self.length = int(axis), int(start), int(length)
+
+    def _out_shape(self, shapes):
+        a = _sample_axis(self.axis, len(shapes[0]), self)
+        if self.start < 0 or self.length <= 0 or self.start + self.length > shapes[0][a]:
+            raise ValueError("%s: [%d, %d) along axis %d is outside input %s"
+                             % (self.name, self.start, self.start + self.length, self.axis, (None,) + tuple(shapes[0])))
+        out = list(shapes[0])
+        out[a] = self.length
+        return tuple(out)
+
+    def _lower(self, ctx, xs, layouts, drop=None):
+        _no_image(self, layouts[0])
+        if self._cpp is None:
+            self._cpp = _cudl.slice(_sample_axis(self.axis, len(self._in_shapes[0]), self) + 1, self.start,
+                                    self.length, self.name)
+        return self._cpp(xs[0]), None
+
+
+def split(x, sizes, axis=-1):
+    """cudl's split: x cut along `axis` into consecutive parts of the given sizes (one Slice each)."""
+    if not isinstance(x, KerasTensor):
+        raise TypeError("split: x must be a symbolic tensor, got %s" % type(x).__name__)
+    rank = len(x.sample_shape)
+    b = int(axis) + rank + 1 if int(axis) < 0 else int(axis)
+    if not 1 <= b <= rank:
+        raise ValueError("split: axis %s is not a sample axis of %s" % (axis, x.shape))
+    if any(int(n) <= 0 for n in sizes) or sum(int(n) for n in sizes) != x.sample_shape[b - 1]:
+        raise ValueError("split: sizes %s must be positive and add up to %d, the size of %s along axis %s"
+                         % (list(sizes), x.sample_shape[b - 1], x.shape, axis))
+    parts, start = [], 0
+    for n in sizes:
+        parts.append(Slice(axis, start, int(n))(x))
+        start += int(n)
+    return parts
+
+
+class _RNN(Layer):
+    """Keras's recurrent layers over (time, features) samples: zero initial state, tanh / sigmoid,
+    kernel glorot_uniform, recurrent_kernel orthogonal, bias zeros. Weights in Keras's layout and gate
+    order: kernel (features, G*units), recurrent_kernel (units, G*units), bias (G*units)."""
+
+    _cell, _gates = None, 1
+
+    def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", use_bias=True,
+                 kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal", bias_initializer="zeros",
+                 unit_forget_bias=True, kernel_regularizer=None, recurrent_regularizer=None, bias_regularizer=None,
+                 activity_regularizer=None, kernel_constraint=None, recurrent_constraint=None, bias_constraint=None,
+                 dropout=0.0, recurrent_dropout=0.0, return_sequences=False, return_state=False, go_backwards=False,
+                 stateful=False, unroll=False, reset_after=True, time_major=False, **kwargs):
+        super().__init__(**kwargs)
+        if int(units) <= 0:
+            raise ValueError("%s %s: units must be positive, got %s" % (type(self).__name__, self.name, units))
+        self.units = int(units)
+        self.return_sequences = bool(return_sequences)
+        init = _initializers.get
+        _no_args(self, activation=(activation, _activations.name_of(activation) == "tanh"),
+                 recurrent_activation=(recurrent_activation,
+                                       self._cell == "simple" or _activations.name_of(recurrent_activation) == "sigmoid"),
+                 use_bias=(use_bias, bool(use_bias)),
+                 kernel_initializer=(kernel_initializer, init(kernel_initializer) == _cudl.Init.GlorotUniform),
+                 recurrent_initializer=(recurrent_initializer, init(recurrent_initializer) == _cudl.Init.Orthogonal),
+                 bias_initializer=(bias_initializer, init(bias_initializer) == _cudl.Init.Zeros),
+                 unit_forget_bias=(unit_forget_bias, bool(unit_forget_bias)),
+                 kernel_regularizer=(kernel_regularizer, kernel_regularizer is None),
+                 recurrent_regularizer=(recurrent_regularizer, recurrent_regularizer is None),
+                 bias_regularizer=(bias_regularizer, bias_regularizer is None),
+                 activity_regularizer=(activity_regularizer, activity_regularizer is None),
+                 kernel_constraint=(kernel_constraint, kernel_constraint is None),
+                 recurrent_constraint=(recurrent_constraint, recurrent_constraint is None),
+                 bias_constraint=(bias_constraint, bias_constraint is None),
+                 dropout=(dropout, not dropout), recurrent_dropout=(recurrent_dropout, not recurrent_dropout),
+                 return_state=(return_state, not return_state), go_backwards=(go_backwards, not go_backwards),
+                 stateful=(stateful, not stateful), reset_after=(reset_after, self._cell != "gru" or reset_after),
+                 time_major=(time_major, not time_major))
+        self.unroll = bool(unroll)  # a scheduling hint in Keras; cudl's recurrence is one op either way
+
+    def _out_shape(self, shapes):
+        s = shapes[0]
+        if len(s) != 2:
+            raise ValueError("%s %s expects (time, features) samples, i.e. inputs (batch, time, features), got %s"
+                             % (type(self).__name__, self.name, (None,) + tuple(s)))
+        return (s[0], self.units) if self.return_sequences else (self.units,)
+
+    def _count_params(self, shapes):
+        f, h, g = shapes[0][1], self.units, self._gates
+        return g * h * (f + h + (2 if self._cell == "gru" else 1))
+
+    def _count_params_hint(self):
+        return 1
+
+    def _weight_layouts(self):
+        return [(1, 0), (1, 0), None]  # cudl (G*H, F), (G*H, H) -> Keras (F, G*H), (H, G*H)
+
+    def _lower(self, ctx, xs, layouts, drop=None):
+        _no_image(self, layouts[0])
+        if self._cpp is None:
+            self._cpp = _cudl.recurrent(self._cell, self.units, self.return_sequences, self.name)
+        return self._cpp(xs[0]), None
+
+
+class SimpleRNN(_RNN):
+    """h_t = tanh(x_t W + h_{t-1} U + b)."""
+
+    _cell, _gates = "simple", 1
+
+
+class LSTM(_RNN):
+    """Keras's LSTM: gates i, f, c, o; the forget gate's bias starts at 1 (unit_forget_bias)."""
+
+    _cell, _gates = "lstm", 4
+
+
+class GRU(_RNN):
+    """Keras's GRU with reset_after=True (its default): gates z, r, h; bias (2, 3*units), the input
+    bias then the recurrent bias."""
+
+    _cell, _gates = "gru", 3
+
+    def _keras_weights(self, ws):
+        k, rk, b, rb = ws
+        return [k.T, rk.T, np.stack([b, rb])]
+
+    def _to_cudl_weights(self, weights):
+        k, rk, b = (np.asarray(w, dtype=np.float32) for w in weights)
+        if b.shape != (2, 3 * self.units):
+            raise ValueError("GRU %s: bias must be (2, %d) (input and recurrent biases), got %s"
+                             % (self.name, 3 * self.units, b.shape))
+        return [np.ascontiguousarray(a) for a in (k.T, rk.T, b[0], b[1])]
+
+
+class MultiHeadAttention(Layer):
+    """Keras's MultiHeadAttention over (time, features) samples, called as mha(query, value) or
+    mha(query, value, key) (self-attention: mha(x, x)); use_causal_mask=True lets position i attend
+    to positions <= i. Weights in Keras's layout: query/key/value kernels (features, heads, dim) and
+    biases (heads, dim), the output kernel (heads, value_dim, output) and bias (output). Not
+    supported: attention_mask (use cudl's C++ key mask), return_attention_scores, attention_axes."""
+
+    def __init__(self, num_heads, key_dim, value_dim=None, dropout=0.0, use_bias=True, output_shape=None,
+                 attention_axes=None, kernel_initializer="glorot_uniform", bias_initializer="zeros",
+                 kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None, kernel_constraint=None,
+                 bias_constraint=None, **kwargs):
+        super().__init__(**kwargs)
+        if int(num_heads) <= 0 or int(key_dim) <= 0:
+            raise ValueError("MultiHeadAttention %s: num_heads and key_dim must be positive, got %s and %s"
+                             % (self.name, num_heads, key_dim))
+        self.num_heads, self.key_dim = int(num_heads), int(key_dim)
+        self.value_dim = int(value_dim) if value_dim else self.key_dim
+        if not 0 <= float(dropout) < 1:
+            raise ValueError("MultiHeadAttention %s: dropout must be in [0, 1), got %s" % (self.name, dropout))
+        self.dropout = float(dropout)
+        self.use_bias = bool(use_bias)
+        if isinstance(output_shape, (list, tuple)):
+            if len(output_shape) != 1:
+                raise ValueError("MultiHeadAttention %s: output_shape must be one size (the features), got %s"
+                                 % (self.name, output_shape))
+            output_shape = output_shape[0]
+        self.output_dim = int(output_shape) if output_shape else None
+        self.kernel_initializer = _initializers.get(kernel_initializer)
+        _no_args(self, attention_axes=(attention_axes, attention_axes in (None, -2, (-2,), [-2], 1, (1,), [1])),
+                 bias_initializer=(bias_initializer, _initializers.get(bias_initializer) == _cudl.Init.Zeros),
+                 kernel_regularizer=(kernel_regularizer, kernel_regularizer is None),
+                 bias_regularizer=(bias_regularizer, bias_regularizer is None),
+                 activity_regularizer=(activity_regularizer, activity_regularizer is None),
+                 kernel_constraint=(kernel_constraint, kernel_constraint is None),
+                 bias_constraint=(bias_constraint, bias_constraint is None))
+        self._causal = None
+
+    def __call__(self, query, value=None, key=None, attention_mask=None, return_attention_scores=False,
+                 training=None, use_causal_mask=False):
+        if isinstance(query, (list, tuple)):  # a list of inputs, as other layers take them
+            if value is not None or not 1 <= len(query) <= 3:
+                raise ValueError("MultiHeadAttention %s: call it as mha(query, value[, key])" % self.name)
+            ins = list(query)
+            query, value, key = ins[0], ins[1] if len(ins) > 1 else ins[0], ins[2] if len(ins) > 2 else None
+        _no_args(self, attention_mask=(attention_mask, attention_mask is None),
+                 return_attention_scores=(return_attention_scores, not return_attention_scores))
+        if value is None:
+            raise ValueError("MultiHeadAttention %s: give the value tensor: mha(query, value) (mha(x, x) for "
+                             "self-attention)" % self.name)
+        if self._causal is not None and self._causal != bool(use_causal_mask):
+            raise ValueError("MultiHeadAttention %s: cudl fixes use_causal_mask per layer; this layer was called "
+                             "with %s before" % (self.name, self._causal))
+        self._causal = bool(use_causal_mask)
+        ins = [query, value] if key is None or key is value else [query, value, key]
+        if len(ins) == 2 and ins[0] is ins[1]:
+            ins = [query]  # self-attention: one input, the projections read it three times
+        return super().__call__(ins)
+
+    def _call_config(self):
+        return {"use_causal_mask": True} if self._causal else {}
+
+    def _roles(self, shapes):
+        q = shapes[0]
+        v = shapes[1] if len(shapes) > 1 else q
+        k = shapes[2] if len(shapes) > 2 else v
+        return q, k, v
+
+    def _out_shape(self, shapes):
+        for s in shapes:
+            if len(s) != 2:
+                raise ValueError("MultiHeadAttention %s: query, value and key must be (time, features) samples, got "
+                                 "%s" % (self.name, [(None,) + tuple(x) for x in shapes]))
+        q, k, v = self._roles(shapes)
+        if k[0] != v[0]:
+            raise ValueError("MultiHeadAttention %s: key %s and value %s must have the same length"
+                             % (self.name, (None,) + tuple(k), (None,) + tuple(v)))
+        return (q[0], self.output_dim or q[1])
+
+    def _sizes(self):
+        q, k, v = self._roles(self._in_shapes)
+        return q[1], k[1], v[1], self.output_dim or q[1]
+
+    def _count_params(self, shapes):
+        q, k, v = self._roles(shapes)
+        h, d, dv, out = self.num_heads, self.key_dim, self.value_dim, self.output_dim or q[1]
+        b = 1 if self.use_bias else 0
+        return (q[1] + b) * h * d + (k[1] + b) * h * d + (v[1] + b) * h * dv + (h * dv + b) * out
+
+    def _count_params_hint(self):
+        return 1
+
+    def _keras_shapes(self):
+        """Keras's weight shapes in cudl's order (query, key, value, output; kernel then bias)."""
+        eq, ek, ev, out = self._sizes()
+        h, d, dv = self.num_heads, self.key_dim, self.value_dim
+        shapes = []
+        for e, dim in ((eq, d), (ek, d), (ev, dv)):
+            shapes += [(e, h, dim)] + ([(h, dim)] if self.use_bias else [])
+        return shapes + [(h, dv, out)] + ([(out,)] if self.use_bias else [])
+
+    def _keras_weights(self, ws):
+        # cudl kernels are (out, in): Keras's are their transposes, split by head.
+        return [(w.T if w.ndim == 2 else w).reshape(s) for w, s in zip(ws, self._keras_shapes())]
+
+    def _to_cudl_weights(self, weights):
+        shapes = self._keras_shapes()
+        if len(weights) != len(shapes):
+            raise ValueError("MultiHeadAttention %s: expected %d weights, got %d" % (self.name, len(shapes), len(weights)))
+        out = []
+        for i, (w, s) in enumerate(zip(weights, shapes)):
+            w = np.asarray(w, dtype=np.float32)
+            if w.shape != s:
+                raise ValueError("MultiHeadAttention %s: expected a weight of shape %s, got %s" % (self.name, s, w.shape))
+            if len(s) == 3:  # projections (features, heads, dim) -> (heads*dim, features); output -> (out, heads*dim)
+                w = w.reshape(-1, s[2]).T if i == len(shapes) - 1 - int(self.use_bias) else w.reshape(s[0], -1).T
+            out.append(np.ascontiguousarray(w.reshape(-1) if len(s) < 3 else w))
+        return out
+
+    def _lower(self, ctx, xs, layouts, drop=None):
+        for l in layouts:
+            _no_image(self, l)
+        if self._cpp is None:
+            self._cpp = _cudl.multi_head_attention(self.num_heads, self.key_dim, self.value_dim, self.output_dim or 0,
+                                                   self.dropout, self.use_bias, bool(self._causal), False,
+                                                   self.kernel_initializer, self.name)
+        return self._cpp(list(xs) if len(xs) > 1 else xs[0]), None
+
+
+# --- generative layers ----------------------------------------------------------------------------
+
+class Conv2DTranspose(_Conv):
+    """Transposed 2-D convolution with Keras's output sizes: padding='valid' gives
+    (in - 1) * strides + kernel_size (in * strides when kernel_size < strides), 'same' in * strides;
+    with output_padding, (in - 1) * strides + kernel_size - 2 * pad + output_padding (pad 0 for
+    'valid', kernel_size // 2 for 'same'), cropped where TensorFlow crops. Kernel in Keras's layout
+    (kh, kw, filters, in)."""
+
+    def __init__(self, filters, kernel_size, strides=(1, 1), padding="valid", output_padding=None, data_format=None,
+                 dilation_rate=(1, 1), activation=None, use_bias=True, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", kernel_regularizer=None, **kwargs):
+        super().__init__(filters, kernel_size, strides=strides, padding=padding, data_format=data_format,
+                         dilation_rate=dilation_rate, activation=activation, use_bias=use_bias,
+                         kernel_initializer=kernel_initializer, bias_initializer=bias_initializer,
+                         kernel_regularizer=kernel_regularizer, **kwargs)
+        if self.filters <= 0:
+            raise ValueError("Conv2DTranspose %s: filters must be positive, got %s" % (self.name, filters))
+        self.output_padding = None if output_padding is None else _pair(output_padding, "output_padding", self.name)
+        if self.output_padding is not None and self.output_padding >= max(self.strides, self.dilation_rate):
+            raise ValueError("Conv2DTranspose %s: output_padding %d must be smaller than strides %d (or the dilation)"
+                             % (self.name, self.output_padding, self.strides))
+
+    def _geometry(self, size):
+        """(output size, cudl padding, cudl output_padding, rows to crop at the end) along one axis of
+        `size` for Keras's (TensorFlow's) rules: cudl crops `padding` at both ends and adds
+        output_padding at the end; where TensorFlow crops one more at the end than at the start (an
+        odd 'same' padding), a slice removes it."""
+        k, s = self.dilation_rate * (self.kernel_size - 1) + 1, self.strides
+        full = (size - 1) * s + k
+        if self.output_padding is None:
+            out = size * s if self.padding == "same" else size * s + max(k - s, 0)
+        else:
+            pad = self.kernel_size // 2 if self.padding == "same" else 0
+            out = (size - 1) * s + k - 2 * pad + self.output_padding
+        if out <= 0:
+            raise ValueError("Conv2DTranspose %s: kernel %d, strides %d, padding=%r on size %d gives no output"
+                             % (self.name, self.kernel_size, s, self.padding, size))
+        # TensorFlow's crop at the start: 0 for 'valid', half (rounded down) of the 'same' padding.
+        before = 0 if self.padding == "valid" else max(full - out, 0) // 2
+        extra = out - (full - 2 * before)
+        if extra >= max(s, self.dilation_rate):
+            raise ValueError("Conv2DTranspose %s: output size %d on input size %d needs output_padding %d, at least "
+                             "the stride %d" % (self.name, out, size, extra, s))
+        return out, before, max(extra, 0), max(-extra, 0)
+
+    def _out_shape(self, shapes):
+        h, w, c = self._hwc(shapes[0])
+        oh, ow = self._geometry(h)[0], self._geometry(w)[0]
+        return (oh, ow, self.filters) if self._channels_last else (self.filters, oh, ow)
+
+    def _count_params(self, shapes):
+        c = self._hwc(shapes[0])[2]
+        return self.kernel_size ** 2 * c * self.filters + (self.filters if self.use_bias else 0)
+
+    def _count_params_hint(self):
+        return 1
+
+    def _weight_layouts(self):
+        return [(2, 3, 1, 0), None]  # cudl (in, filters, kh, kw) -> Keras (kh, kw, filters, in)
+
+    def _lower(self, ctx, xs, layouts, drop=None):
+        _image_layout(self, layouts[0], self._in_shapes[0])
+        if self._cpp is None:
+            h, w, _ = self._hwc(self._in_shapes[0])
+            oh, ph, oph, crop_h = self._geometry(h)
+            ow, pw, opw, crop_w = self._geometry(w)
+            if (ph, oph) != (pw, opw):
+                raise ValueError("%s: input %s needs padding %d and output_padding %d on rows but %d and %d on "
+                                 "columns; cudl's are the same on both" % (self.name, (None,) + tuple(
+                                     self._in_shapes[0]), ph, oph, pw, opw))
+            conv = _cudl.conv2d_transpose(self.filters, self.kernel_size, self.strides, ph, oph, self.dilation_rate,
+                                          1, "", self.use_bias, self.kernel_initializer, self.name)
+            if self.kernel_regularizer is not None:
+                conv.set_regularizer(*self.kernel_regularizer._cudl_factors())
+            chain = [conv]
+            if crop_h:
+                chain.append(_cudl.slice(2, 0, oh, self.name + "_crop_rows"))
+            if crop_w:
+                chain.append(_cudl.slice(3, 0, ow, self.name + "_crop_cols"))
+            self._act_layer = (_activations.layer(self.activation, self.name + "_" + self.activation)
+                               if self.activation else None)
+            self._cpp = chain + ([self._act_layer] if self._act_layer is not None else [])
+        y = xs[0]
+        for layer in self._cpp:
+            if layer is self._act_layer and drop == self.activation:
+                break
+            y = layer(y)
+        return y, layouts[0]
+
+
+Convolution2DTranspose = Conv2DTranspose
+
+
+class UpSampling2D(Layer):
+    """Repeats (interpolation='nearest') or interpolates ('bilinear', half-pixel centres) images by
+    an integer factor, the same on both axes."""
+
+    _spatial = True
+
+    def __init__(self, size=(2, 2), data_format=None, interpolation="nearest", **kwargs):
+        super().__init__(**kwargs)
+        self.size = _pair(size, "size", self.name)
+        if self.size <= 0:
+            raise ValueError("UpSampling2D %s: size must be positive, got %s" % (self.name, size))
+        if interpolation not in ("nearest", "bilinear"):
+            raise ValueError("UpSampling2D %s: interpolation must be 'nearest' or 'bilinear', got %r"
+                             % (self.name, interpolation))
+        self.interpolation = interpolation
+        self._channels_last = _check_format(data_format, self.name)
+
+    _hwc = _Conv._hwc
+
+    def _out_shape(self, shapes):
+        h, w, c = self._hwc(shapes[0])
+        return (h * self.size, w * self.size, c) if self._channels_last else (c, h * self.size, w * self.size)
+
+    def _lower(self, ctx, xs, layouts, drop=None):
+        _image_layout(self, layouts[0], self._in_shapes[0])
+        if self._cpp is None:
+            self._cpp = _cudl.upsampling2d(self.size, self.interpolation, self.name)
+        return self._cpp(xs[0]), layouts[0]
+
+
+class RandomNormal(Layer):
+    """cudl's noise source: (batch,) + shape samples of N(mean, stddev^2), fresh at every call of
+    fit/evaluate/predict; only its input's batch size is used (e.g. a (1,)-feature placeholder)."""
+
+    def __init__(self, shape, mean=0.0, stddev=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.shape = (int(shape),) if isinstance(shape, int) else tuple(int(d) for d in shape)
+        if not self.shape or any(d <= 0 for d in self.shape) or float(stddev) < 0:
+            raise ValueError("RandomNormal %s: shape must be positive sizes and stddev >= 0, got %s and %s"
+                             % (self.name, shape, stddev))
+        self.mean, self.stddev = float(mean), float(stddev)
+
+    def _out_shape(self, shapes):
+        return self.shape
+
+    def _lower(self, ctx, xs, layouts, drop=None):
+        if self._cpp is None:
+            self._cpp = _cudl.random_normal(list(self.shape), self.mean, self.stddev, self.name)
+        return self._cpp(xs[0]), None
+
+
 # Spatial flags for layers that are not image layers.
-for _cls in (Dense, Activation, BatchNormalization, LayerNormalization, Dropout, Flatten, Reshape, Add, InputLayer):
+for _cls in (Dense, Activation, BatchNormalization, LayerNormalization, Dropout, Flatten, Reshape, Add, InputLayer,
+             _ActivationLayer, Embedding, PositionalEmbedding, Concatenate, Slice, _RNN, MultiHeadAttention,
+             RandomNormal):
     _cls._spatial = False
     _cls._channels_last = False
 del _cls
-KerasTensor = KerasTensor

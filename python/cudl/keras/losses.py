@@ -26,7 +26,19 @@ def _snake(name):
 
 
 class SparseCategoricalCrossentropy(Loss):
+    """Integer labels (N,) for outputs (N, C), or one per position, (N, T) for (N, T, C); positions
+    labelled ignore_class add no loss and no accuracy (padding)."""
+
     _cudl_name, _prob_activation = "sparse_categorical_crossentropy", "softmax"
+
+    def __init__(self, from_logits=False, ignore_class=None, **kwargs):
+        super().__init__(from_logits=from_logits, **kwargs)
+        self.ignore_class = None if ignore_class is None else int(ignore_class)
+
+    def _to_cudl(self):
+        l = super()._to_cudl()
+        l.ignore_class = self.ignore_class
+        return l
 
 
 class CategoricalCrossentropy(Loss):

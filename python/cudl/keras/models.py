@@ -16,7 +16,7 @@ from . import callbacks as _callbacks
 from . import losses as _losses
 from . import metrics as _metrics
 from . import optimizers as _optimizers
-from ._engine import Input, InputLayer, KerasTensor, Layer, lower_graph, walk_layers
+from ._engine import Input, InputLayer, KerasTensor, Layer, index_limit, lower_graph, walk_layers
 
 _FIT_KWARGS_UNSUPPORTED = ("class_weight", "sample_weight", "steps_per_epoch", "validation_steps",
                            "validation_batch_size", "validation_freq", "max_queue_size", "workers",
@@ -179,6 +179,8 @@ class Model:
         in_vars, out_var, in_layouts, out_layout = lower_graph(self._inputs, out, drop)
         self._cpp = _cudl.Model(in_vars, [out_var], self.name)
         self._in_layout, self._out_layout, self._drop = in_layouts[0], out_layout, drop
+        self._in_dtype = in_vars[0].dtype
+        self._index_limit = index_limit(self._inputs[0], out)
         self._cudl_loss = cudl_loss
         self._cpp.compile(c["optimizer"]._to_cudl(), cudl_loss, metric_names, c["device"], c["seed"])
         c["optimizer"]._model = self._cpp
@@ -202,6 +204,8 @@ class Model:
         if isinstance(x, (list, tuple)) and len(x) == 1:
             x = x[0]
         a = np.asarray(x)
+        if self._in_dtype == "i32":
+            return self._indices(a, what)
         if a.dtype != np.uint8 and a.dtype != np.float32:
             if not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
                 raise ValueError("%s: x must be numeric, got dtype %s" % (what, a.dtype))
@@ -212,6 +216,25 @@ class Model:
         if self._in_layout == "cl":
             a = a.transpose(0, 3, 1, 2)
         return np.ascontiguousarray(a)
+
+    def _indices(self, a, what):
+        """Token indices for an input that feeds Embedding layers: int32, each in [0, input_dim)."""
+        want = self._inputs[0].sample_shape
+        if a.ndim == 0 or tuple(a.shape[1:]) != want:
+            raise ValueError("%s: x has shape %s, the model's input is %s (integer indices)"
+                             % (what, a.shape, (None,) + want))
+        if np.issubdtype(a.dtype, np.floating):
+            if not np.all(a == np.round(a)):
+                raise ValueError("%s: x feeds an Embedding and must hold integer indices, got non-integer values"
+                                 % what)
+        elif not (np.issubdtype(a.dtype, np.integer) or a.dtype == np.bool_):
+            raise ValueError("%s: x feeds an Embedding and must hold integer indices, got dtype %s" % (what, a.dtype))
+        lim = self._index_limit
+        if a.size and lim is not None and (a.min() < 0 or a.max() >= lim):
+            bad = a.min() if a.min() < 0 else a.max()
+            raise ValueError("%s: x holds index %d, outside [0, %d) of the Embedding's input_dim %d"
+                             % (what, bad, lim, lim))
+        return np.ascontiguousarray(a.astype(np.int32))
 
     def _y(self, y, n, what):
         a = np.asarray(y)
@@ -228,20 +251,24 @@ class Model:
                                      "one-hot (cudl computes accuracy from labels); soft targets train without "
                                      "the accuracy metric" % what)
                 return np.ascontiguousarray(a.argmax(axis=-1).astype(np.int32))
-            if a.ndim == 2 and a.shape[1] == 1:
-                a = a[:, 0]
-            if a.ndim != 1:
-                raise ValueError("%s: sparse_categorical_crossentropy takes integer labels of shape (%d,), got %s "
-                                 "(one-hot targets go with categorical_crossentropy)" % (what, n, a.shape))
+            lead = (n,) + out_shape[:-1]  # one label per position: (N,) or (N, T, ...)
+            if a.shape == lead + (1,):
+                a = a.reshape(lead)
+            if a.shape != lead:
+                raise ValueError("%s: sparse_categorical_crossentropy takes integer labels of shape %s for outputs "
+                                 "%s, got %s (one-hot targets go with categorical_crossentropy)"
+                                 % (what, lead, (None,) + out_shape, a.shape))
             if np.issubdtype(a.dtype, np.floating):
                 if not np.all(a == np.round(a)):
                     raise ValueError("%s: labels must be integers" % what)
             elif not np.issubdtype(a.dtype, np.integer):
                 raise ValueError("%s: labels must be integers, got dtype %s" % (what, a.dtype))
             classes = out_shape[-1]
-            if a.size and (a.min() < 0 or a.max() >= classes):
+            ignore = getattr(self._compiled["loss"], "ignore_class", None)
+            kept = a if ignore is None else a[a != ignore]
+            if kept.size and (kept.min() < 0 or kept.max() >= classes):
                 raise ValueError("%s: labels must be in [0, %d) for an output of %d classes, got [%d, %d]"
-                                 % (what, classes, classes, a.min(), a.max()))
+                                 % (what, classes, classes, kept.min(), kept.max()))
             return np.ascontiguousarray(a.astype(np.int32))
         a = a.astype(np.float32)
         if a.ndim == 1 and out_shape == (1,):
@@ -486,6 +513,9 @@ def _layer_config(layer):
     cfg["kwargs"]["name"] = layer.name
     if not layer.trainable:
         cfg["kwargs"]["trainable"] = False
+    call = layer._call_config()
+    if call:
+        cfg["call"] = call
     return cfg
 
 
@@ -501,7 +531,7 @@ def _architecture(model):
         if id(kt) not in index:
             ins = [visit(x) for x in kt.inputs]
             if isinstance(kt.layer, InputLayer):
-                rec = {"input": list(kt.sample_shape), "name": kt.layer.name}
+                rec = {"input": list(kt.sample_shape), "name": kt.layer.name, "dtype": kt.dtype}
             else:
                 rec = {"layer": layer_ids[id(kt.layer)], "inputs": ins}
             index[id(kt)] = len(tensors)
@@ -527,10 +557,11 @@ def _rebuild(arch):
     ts = []
     for rec in arch["tensors"]:
         if "input" in rec:
-            ts.append(Input(shape=tuple(rec["input"]), name=rec["name"]))
+            ts.append(Input(shape=tuple(rec["input"]), name=rec["name"], dtype=rec.get("dtype")))
         else:
             ins = [ts[i] for i in rec["inputs"]]
-            ts.append(built[rec["layer"]](ins if len(ins) > 1 else ins[0]))
+            call = arch["layers"][rec["layer"]].get("call", {})
+            ts.append(built[rec["layer"]](ins, **call))
     return Model(inputs=ts[arch["input"]], outputs=ts[arch["output"]], name=arch["name"])
 
 

@@ -70,6 +70,7 @@ class Adam(Optimizer):
 
     def _fill(self, o):
         o.beta1, o.beta2, o.eps = self.beta_1, self.beta_2, self.epsilon
+        o.keras_epsilon = True  # Keras adds epsilon before the bias correction (torch after it)
 
 
 class AdamW(Adam):
@@ -90,6 +91,7 @@ class RMSprop(Optimizer):
 
     def _fill(self, o):
         o.alpha, o.eps = self.rho, self.epsilon
+        o.keras_epsilon = True  # Keras adds epsilon under the square root (torch after it)
 
 
 class Adagrad(Optimizer):
