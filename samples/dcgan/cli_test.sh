@@ -37,7 +37,7 @@ if [[ ! -f $data/train-images-idx3-ubyte && ! -f $data/train-images-idx3-ubyte.g
   echo "skipped the training runs: no MNIST in $data (scripts/fetch-mnist.sh)"
   exit $((fail ? 1 : 77))
 fi
-expect 2 "--batch-size 64 is larger than the 10 training images" --data "$data" --limit 10 --device cpu
+expect 2 "--batch-size 32 is larger than the 10 training images" --data "$data" --limit 10 --device cpu
 
 # Two tiny epochs: 96 images, batches of 32 (3 steps), width 4, 8 noise dims; 300 digits scored.
 tiny=(--data "$data" --device cpu --limit 96 --batch-size 32 --width 4 --latent 8 --log-every 2)

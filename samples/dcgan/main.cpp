@@ -31,7 +31,7 @@ struct Args {
   std::string csv = "dcgan-losses.csv", plot = "dcgan-losses.png", grids = ".";
   std::string classifier = "dcgan-classifier.safetensors";
   int epochs = 5;
-  int64_t batch = 64, limit = 0, log_every = 50;
+  int64_t batch = 32, limit = 0, log_every = 50;
   int64_t latent = 100, width = 32;
   int64_t score_samples = 10000;
   double lr = 2e-4, smooth = 0.9;
@@ -46,7 +46,7 @@ constexpr const char* kProgram = "cudl-dcgan";
 const char* kHelp =
     "usage: cudl-dcgan [options]\n"
     "  --epochs N               training epochs (default 5); with --resume, the total\n"
-    "  --batch-size B           batch size (default 64)\n"
+    "  --batch-size B           batch size (default 32; the DCGAN paper's is 128)\n"
     "  --lr X                   Adam learning rate, beta1 0.5 (default 2e-4)\n"
     "  --width W                channels: D convs W and 2W, G dense 7*7*2W and conv-transpose W\n"
     "                           (default 32; the DCGAN paper's MNIST size is 64)\n"
