@@ -192,6 +192,18 @@ __global__ void batch_norm_inference_kernel(const float* __restrict__ x, const f
   }
 }
 
+/// dx = dy * gamma / sqrt(running_var + eps), the factor computed as the inference kernel computes it.
+__global__ void batch_norm_inference_backward_kernel(const float* __restrict__ dy, const float* __restrict__ gamma,
+                                                     const float* __restrict__ running_var, float* __restrict__ dx,
+                                                     int64_t total, int64_t channels, int64_t spatial, float eps) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t c = (i / spatial) % channels;
+    const float invstd = 1.f / sqrtf(running_var[c] + eps);
+    dx[i] = dy[i] * (gamma ? gamma[c] * invstd : invstd);
+  }
+}
+
 /// One chunk per channel: sum(dy), sum(dy * xhat), then dx, dgamma, dbeta.
 __global__ void __launch_bounds__(kNormBlock)
     batch_norm_backward_kernel(const float* __restrict__ x, const float* __restrict__ gamma,
@@ -497,6 +509,13 @@ void batch_norm_inference_cuda(const float* x, const float* gamma, const float* 
   const int64_t total = n * c * spatial;
   launch<batch_norm_inference_kernel>(grid_for(total, kNormBlock), kNormBlock, 0, stream, x, gamma, beta, running_mean,
                                       running_var, y, total, c, spatial, eps);
+}
+
+void batch_norm_inference_backward_cuda(const float* dy, const float* gamma, const float* running_var, float* dx,
+                                        int64_t n, int64_t c, int64_t spatial, float eps, cudaStream_t stream) {
+  const int64_t total = n * c * spatial;
+  launch<batch_norm_inference_backward_kernel>(grid_for(total, kNormBlock), kNormBlock, 0, stream, dy, gamma,
+                                               running_var, dx, total, c, spatial, eps);
 }
 
 void batch_norm_backward_cuda(const float* x, const float* gamma, const float* saved_mean, const float* saved_invstd,

@@ -27,6 +27,11 @@ void batch_norm_inference_cuda(const float* x, const float* gamma, const float* 
                                const float* running_var, float* y, int64_t n, int64_t c, int64_t spatial, float eps,
                                cudaStream_t stream);
 
+/// dx = dy * gamma / sqrt(running_var + eps): the data gradient of batch_norm_inference_cuda (gamma
+/// nullable: 1).
+void batch_norm_inference_backward_cuda(const float* dy, const float* gamma, const float* running_var, float* dx,
+                                        int64_t n, int64_t c, int64_t spatial, float eps, cudaStream_t stream);
+
 /// dx, dgamma, dbeta (each nullable) of batch norm with batch statistics; gamma nullable (= 1).
 void batch_norm_backward_cuda(const float* x, const float* gamma, const float* saved_mean, const float* saved_invstd,
                               const float* dy, float* dx, float* dgamma, float* dbeta, int64_t n, int64_t c,

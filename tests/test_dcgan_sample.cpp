@@ -1,7 +1,8 @@
 // tests/test_dcgan_sample.cpp — a few iterations of cudl-dcgan's models (samples/dcgan/models.hpp,
 // small sizes, synthetic images): the CPU and the (emulated) CUDA backend take the same steps, the
-// noise layer draws fresh noise each run, freezing keeps G fixed in D's step and D in G's, and on
-// CUDA each step of the iteration is one graph launch with no host copy or synchronisation.
+// noise layer draws fresh noise each run, freezing keeps G fixed in D's step (weights and
+// batch-norm running statistics) and D in G's, and on CUDA each step of the iteration is one graph
+// launch with no host copy or synchronisation.
 #include <gtest/gtest.h>
 
 #include <vector>
@@ -19,17 +20,20 @@ namespace {
 constexpr int64_t kBatch = 6;
 const dcgan::Sizes kSizes{8, 4};  // latent 8, width 4
 
-/// Every trainable parameter of the layers, in order, on the host (not the batch norms' running
-/// statistics: a frozen layer in a training step still updates those, as in PyTorch).
-std::vector<float> weights(const std::vector<LayerPtr>& layers) {
+/// Every trainable parameter of the layers, in order, on the host; with `buffers`, the batch norms'
+/// running statistics instead (a frozen BatchNorm runs in inference mode, as in Keras, so a step
+/// leaves them unchanged).
+std::vector<float> weights(const std::vector<LayerPtr>& layers, bool buffers = false) {
   std::vector<float> out;
   for (const auto& l : layers)
-    for (const auto& [name, t] : l->params()) {
+    for (const auto& [name, t] : buffers ? l->buffers() : l->params()) {
       const std::vector<float> v = t.to(Device::cpu()).to_vector<float>();
       out.insert(out.end(), v.begin(), v.end());
     }
   return out;
 }
+
+std::vector<float> running_stats(const std::vector<LayerPtr>& layers) { return weights(layers, true); }
 
 /// D's targets: (0.9, 0) per row (real, generated).
 Tensor d_targets(Device dev) {
@@ -61,6 +65,9 @@ TEST(DcganSample, FreezingAndFreshNoiseOnCpu) {
   dcgan::Gan gan(kSizes, 2e-4, Device::cpu(), 1);
   const Tensor zeros = Tensor::zeros(Shape{kBatch, 1});
   const auto g0 = weights(gan.g), d0 = weights(gan.d);
+  const auto g_stats0 = running_stats(gan.g);
+  ASSERT_FALSE(g_stats0.empty());
+  EXPECT_TRUE(running_stats(gan.d).empty()) << "D has no batch norm (a frozen one would run on running statistics)";
   const Tensor x = cudl::testing::random_tensor(Shape{kBatch, 1, 28, 28}, 5, -1.f, 1.f);
   const double first = gan.combined->test_on_batch(zeros, zeros).at("loss");
   const double second = gan.combined->test_on_batch(zeros, zeros).at("loss");
@@ -68,10 +75,12 @@ TEST(DcganSample, FreezingAndFreshNoiseOnCpu) {
   gan.disc->train_on_batch(x, d_targets(Device::cpu()));
   const auto g1 = weights(gan.g), d1 = weights(gan.d);
   EXPECT_EQ(g1, g0) << "G is frozen in D's step";
+  EXPECT_EQ(running_stats(gan.g), g_stats0) << "G's frozen batch norms keep their running statistics";
   EXPECT_NE(d1, d0);
   gan.combined->train_on_batch(zeros, Tensor::full(Shape{kBatch, 1}, 1.0));
   EXPECT_EQ(weights(gan.d), d1) << "D is frozen in G's step";
-  EXPECT_NE(weights(gan.g), g1);
+  EXPECT_NE(weights(gan.g), g1) << "G trains through D's frozen layers";
+  EXPECT_NE(running_stats(gan.g), g_stats0) << "G's batch norms train in G's step";
   const Tensor images = gan.gen->predict(Tensor::zeros(Shape{3, kSizes.latent}), 3);
   EXPECT_EQ(images.shape(), (Shape{3, 1, 28, 28}));
   for (float v : images.to_vector<float>()) ASSERT_TRUE(v >= -1.f && v <= 1.f) << v;

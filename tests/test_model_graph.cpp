@@ -141,6 +141,48 @@ TEST(ModelGraph, SharedLayersShareParametersAndFreezingAppliesPerCompiledModel) 
   EXPECT_NE(weights(disc), disc_before) << "disc was compiled while trainable: it still trains";
 }
 
+// Keras's trainable=False BatchNorm: in a training step it normalises with its running statistics
+// and leaves them, gamma and beta unchanged, while the gradient still reaches the layers below it.
+TEST(ModelGraph, FrozenBatchNormRunsInInferenceModeAndPassesGradientsBelow) {
+  for (Device dev : {Device::cpu(), Device::cuda(0)}) {
+    if (dev.is_cuda() && !cudl::testing::cuda_available()) {
+      GTEST_SKIP() << "CPU part passed; the CUDA part needs a CUDA device (" << cuda_unavailable_reason() << ")";
+    }
+    SCOPED_TRACE(dev.str());
+    auto pre = layers::Dense(DenseOptions(6).name("pre")), head = layers::Dense(DenseOptions(3).name("head"));
+    auto bn = layers::BatchNorm(0.1f, 1e-5f, "bn");
+    Var x = Input(Shape{8});
+    Model m(x, (*head)((*bn)((*pre)(x))), "frozen_bn");
+    bn->set_trainable(false);
+    m.compile(options(dev));
+    const Dataset d = blobs(16, 2);
+    const auto [xb, yb] = batch(d, 0, 16);
+    m.test_on_batch(xb, yb);  // builds the layers' state
+    // Running statistics far from any batch's (mean 0.5, variance 4), so the two modes differ.
+    for (auto& [name, t] : bn->buffers())
+      t.copy_from(Tensor::full(Shape{6}, name == "running_mean" ? 0.5 : 4.0, DType::f32, dev));
+    const std::vector<float> stats_before = flat({bn->buffers()[0].second, bn->buffers()[1].second});
+    const std::vector<float> bn_before = flat({bn->params()[0].second, bn->params()[1].second});
+    const auto pre_before = flat({pre->params()[0].second});
+    const double inference_loss = m.test_on_batch(xb, yb).at("loss");
+    const double step_loss = m.train_on_batch(xb, yb).at("loss");
+    EXPECT_NEAR(step_loss, inference_loss, 1e-5 * std::fabs(inference_loss))
+        << "the training forward uses the running statistics, as evaluation does";
+    EXPECT_EQ(flat({bn->buffers()[0].second, bn->buffers()[1].second}), stats_before) << "running stats unchanged";
+    EXPECT_EQ(flat({bn->params()[0].second, bn->params()[1].second}), bn_before) << "gamma and beta frozen";
+    const auto pre_after = flat({pre->params()[0].second});
+    EXPECT_NE(pre_after, pre_before) << "the gradient reaches the layer below the frozen BatchNorm";
+    for (float v : pre_after) ASSERT_TRUE(std::isfinite(v));
+
+    // The same model trainable: batch statistics (another loss) and moving running statistics.
+    bn->set_trainable(true);
+    m.compile(options(dev));
+    const double evaluated = m.test_on_batch(xb, yb).at("loss");
+    EXPECT_GT(std::fabs(m.train_on_batch(xb, yb).at("loss") - evaluated), 1e-3);
+    EXPECT_NE(flat({bn->buffers()[0].second, bn->buffers()[1].second}), stats_before);
+  }
+}
+
 TEST(ModelGraph, TrainOnBatchTakesTheSameStepAsFit) {
   for (Device dev : {Device::cpu(), Device::cuda(0)}) {
     if (dev.is_cuda() && !cudl::testing::cuda_available()) {

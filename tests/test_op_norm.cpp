@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "cpu/parallel.hpp"
+#include "ops/norm.hpp"
 #if CUDL_WITH_CUDA
 #include "kernels/norm.cuh"
 #endif
@@ -80,6 +81,16 @@ Tensor bn_inference(const Tensor& x, const Tensor& gamma, const Tensor& beta, co
          {tv(x.to(device)), tv(gamma.to(device)), tv(beta.to(device)), tv(rm.to(device)), tv(rv.to(device))}, {tv(y)},
          attrs, nullptr, "test/bn");
   return y.to(kCpu);
+}
+
+/// BatchNormInferenceBackward on `device`: dx of BatchNormInference (gamma may be undefined).
+Tensor bn_inference_backward(const Tensor& dy, const Tensor& gamma, const Tensor& rv, Device device,
+                             double eps = 1e-5) {
+  Tensor dx = Tensor::full(dy.shape(), -7.0, DType::f32, device);
+  Tensor g = gamma.defined() ? gamma.to(device) : Tensor();
+  run_op(OpKind::BatchNormInferenceBackward, {tv(dy.to(device)), tv(g), tv(rv.to(device))}, {tv(dx)},
+         ops::BatchNormAttrs{eps, 0.1}.to_op_attrs(), nullptr, "test/bn");
+  return dx.to(kCpu);
 }
 
 struct LnOut {
@@ -223,6 +234,30 @@ TEST(BatchNormCpu, InferenceUsesRunningStatistics) {
   }
 }
 
+TEST(BatchNormCpu, InferenceBackwardMatchesFiniteDifferences) {
+  // The gradient of a frozen BatchNorm: dx only, through the running statistics.
+  for (Shape s : {Shape{3, 2, 2, 3}, Shape{5, 7}, Shape{1, 3, 1, 1}, Shape{2, 1, 3, 5}}) {
+    SCOPED_TRACE(s.str());
+    const int64_t c = s[1];
+    Tensor x = random_tensor(s, 80 + s.numel(), -2, 2), gamma = random_tensor(Shape{c}, 81, -1.5, 1.5);
+    Tensor beta = random_tensor(Shape{c}, 82), rm = random_tensor(Shape{c}, 83);
+    Tensor rv = random_tensor(Shape{c}, 84, 0.05, 2);
+    const auto w = weights(x.numel(), 85);
+    const Tensor dy = Tensor::from_vector(std::vector<float>(w.begin(), w.end()), s);
+    EXPECT_TRUE(gradient_close(
+        bn_inference_backward(dy, gamma, rv, kCpu, 1e-3),
+        numerical_gradient(
+            [&](const Tensor& xx) { return weighted_sum(bn_inference(xx, gamma, beta, rm, rv, kCpu, 1e-3), w); },
+            x.clone())))
+        << "dx";
+    // Without gamma: dx = dy / sqrt(running_var + eps).
+    const Tensor plain = bn_inference_backward(dy, Tensor(), rv, kCpu, 1e-3);
+    const int64_t spatial = x.numel() / (s[0] * c);
+    for (int64_t i = 0; i < x.numel(); ++i)
+      EXPECT_NEAR(plain.item(i), dy.item(i) / std::sqrt(rv.item((i / spatial) % c) + 1e-3), 1e-6) << i;
+  }
+}
+
 TEST(LayerNormCpu, BackwardMatchesFiniteDifferences) {
   for (int64_t d : {1, 7, 33}) {
     SCOPED_TRACE("d=" + std::to_string(d));
@@ -289,6 +324,11 @@ TEST(NormCpu, BadArgumentsNameOpAndShapes) {
         bn_backward(x, c3, c3, c3, random_tensor(Shape{4, 3, 2, 1}, 2), kCpu);
       },
       {"BatchNormBackward", "dy", "(4, 3, 2, 1)", "(4, 3, 2, 2)"});
+  expect_error([&] { bn_inference_backward(x, c3, c4, kCpu); },
+               {"BatchNormInferenceBackward", "test/bn", "running_var", "(3,)", "(4,)", "(4, 3, 2, 2)"});
+  expect_error([&] { bn_inference_backward(x, c4, c3, kCpu); }, {"BatchNormInferenceBackward", "gamma", "(4,)"});
+  expect_error([&] { bn_inference_backward(random_tensor(Shape{5}, 3), c3, c3, kCpu); },
+               {"BatchNormInferenceBackward", "dy", "(N, C, ...)", "(5,)"});
 }
 
 // ---------------------------------------------------------------- CUDA vs CPU -------------------
@@ -320,8 +360,8 @@ TEST(BatchNormCuda, TrainMatchesCpuIncludingRunningStats) {
 
 TEST(BatchNormCuda, BackwardAndInferenceMatchCpu) {
   CUDL_REQUIRE_CUDA();
-  for (Shape s : {Shape{37, 10}, Shape{1, 1000}, Shape{3, 5, 7, 5}, Shape{8, 2, 16, 17}, Shape{1, 3, 1, 1},
-                  Shape{64, 4, 32, 32}}) {
+  for (Shape s : {Shape{37, 10}, Shape{1, 1000}, Shape{1, 1}, Shape{3, 5, 7, 5}, Shape{8, 2, 16, 17},
+                  Shape{1, 3, 1, 1}, Shape{64, 4, 32, 32}}) {
     SCOPED_TRACE(s.str());
     const int64_t c = s[1];
     Tensor x = random_tensor(s, 50 + s.numel(), -3, 5), gamma = random_tensor(Shape{c}, 51, 0.5, 1.5);
@@ -334,11 +374,32 @@ TEST(BatchNormCuda, BackwardAndInferenceMatchCpu) {
       EXPECT_TRUE(all_close(g.dx, e.dx, 1e-4, 1e-4)) << "dx";
       EXPECT_TRUE(all_close(g.dgamma, e.dgamma, 1e-4, 1e-4)) << "dgamma";
       EXPECT_TRUE(all_close(g.dbeta, e.dbeta, 1e-4, 1e-4)) << "dbeta";
+      // The frozen layer's gradient (BatchNormInferenceBackward), more elements than one
+      // grid-stride pass of the launch for the largest shape.
+      const Tensor gm = with_gamma ? gamma : Tensor();
+      EXPECT_TRUE(all_close(bn_inference_backward(dy, gm, rv, Device::cuda(), 1e-4),
+                            bn_inference_backward(dy, gm, rv, kCpu, 1e-4), 1e-6, 1e-5))
+          << "inference backward, with_gamma=" << with_gamma;
     }
     EXPECT_TRUE(all_close(bn_inference(x, gamma, beta, rm, rv, Device::cuda()),
                           bn_inference(x, gamma, beta, rm, rv, kCpu), 1e-5, 1e-5))
         << "inference";
   }
+}
+
+TEST(BatchNormCuda, InferenceBackwardNanStaysInItsElementOrChannel) {
+  CUDL_REQUIRE_CUDA();
+  // NaN in dy stays in its element; a NaN running_var poisons its channel only.
+  Tensor dy = random_tensor(Shape{2, 3, 2, 2}, 94);
+  dy.data_as<float>()[5] = std::numeric_limits<float>::quiet_NaN();  // sample 0, channel 1
+  Tensor rv = Tensor::full(Shape{3}, 1.0);
+  rv.data_as<float>()[2] = std::numeric_limits<float>::quiet_NaN();
+  const Tensor g = bn_inference_backward(dy, Tensor(), rv, Device::cuda());
+  EXPECT_TRUE(all_close(g, bn_inference_backward(dy, Tensor(), rv, kCpu), 1e-6, 1e-5));
+  EXPECT_TRUE(std::isnan(g.item(5)));
+  EXPECT_FALSE(std::isnan(g.item(4)));
+  EXPECT_TRUE(std::isnan(g.item(8)) && std::isnan(g.item(20)));  // channel 2 of both samples
+  EXPECT_FALSE(std::isnan(g.item(12)));
 }
 
 #if CUDL_WITH_CUDA

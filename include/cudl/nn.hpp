@@ -182,6 +182,10 @@ CUDL_API LayerPtr Conv2d(int64_t filters, int kernel_size, const std::string& ac
 CUDL_API LayerPtr MaxPool2d(int kernel, int stride = 0, int padding = 0, const std::string& name = "");
 CUDL_API LayerPtr AvgPool2d(int kernel, int stride = 0, int padding = 0, const std::string& name = "");
 CUDL_API LayerPtr GlobalAvgPool(const std::string& name = "");
+/// Batch normalisation over the channel dim 1: batch statistics while training (running averages
+/// updated with `momentum`), running statistics for evaluation and prediction. Frozen
+/// (set_trainable(false) before compile, as Keras's trainable=False) it runs in inference mode in
+/// training too: running statistics, not updated, and gradients still pass to the layers below.
 CUDL_API LayerPtr BatchNorm(float momentum = 0.1f, float eps = 1e-5f, const std::string& name = "");
 CUDL_API LayerPtr LayerNorm(float eps = 1e-5f, const std::string& name = "");
 CUDL_API LayerPtr Dropout(float rate, const std::string& name = "");

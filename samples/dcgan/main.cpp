@@ -31,22 +31,22 @@ struct Args {
   std::string csv = "dcgan-losses.csv", plot = "dcgan-losses.png", grids = ".";
   std::string classifier = "dcgan-classifier.safetensors";
   int epochs = 5;
-  int64_t batch = 64, limit = 0, log_every = 50;
+  int64_t batch = 32, limit = 0, log_every = 50;
   int64_t latent = 100, width = 32;
+  int64_t score_samples = 10000;
   double lr = 2e-4, smooth = 0.9;
   uint64_t seed = 1;
   bool score = false;
 };
 
 constexpr const char* kProgram = "cudl-dcgan";
-constexpr int64_t kScoreSamples = 10000;
 
 [[noreturn]] void usage_error(const std::string& msg) { sample::usage_error(kProgram, msg); }
 
 const char* kHelp =
     "usage: cudl-dcgan [options]\n"
     "  --epochs N               training epochs (default 5); with --resume, the total\n"
-    "  --batch-size B           batch size (default 64)\n"
+    "  --batch-size B           batch size (default 32; the DCGAN paper's is 128)\n"
     "  --lr X                   Adam learning rate, beta1 0.5 (default 2e-4)\n"
     "  --width W                channels: D convs W and 2W, G dense 7*7*2W and conv-transpose W\n"
     "                           (default 32; the DCGAN paper's MNIST size is 64)\n"
@@ -63,9 +63,11 @@ const char* kHelp =
     "  --csv FILE / --plot FILE per-epoch mean D and G losses (and their sum) as CSV / PNG plot\n"
     "                           (gnuplot); '' disables\n"
     "  --log-every N            read the losses every N steps for the progress line (default 50)\n"
-    "  --score                  rate 10,000 generated digits with a cudl MNIST classifier (the cnn\n"
+    "  --score                  rate generated digits with a cudl MNIST classifier (the cnn\n"
     "                           of cudl-mnist): Inception Score exp(E[KL(p(y|x) || p(y))]) and the\n"
     "                           classes that get at least 5% of the digits\n"
+    "  --score-samples N        digits --score rates (default 10000), and the first N real test\n"
+    "                           images for the ceiling\n"
     "  --classifier FILE        the classifier's checkpoint: loaded when it exists, else trained\n"
     "                           (4 epochs) and saved there (default dcgan-classifier.safetensors)\n";
 
@@ -110,6 +112,8 @@ Args parse(int argc, char** argv) {
       a.csv = v;
     else if (k == "--plot")
       a.plot = v;
+    else if (k == "--score-samples")
+      a.score_samples = parse_int(k, v, 1, 1000000);
     else if (k == "--classifier")
       a.classifier = v;
     else
@@ -337,12 +341,13 @@ int main(int argc, char** argv) {
     if (a.score) {
       const auto t0 = std::chrono::steady_clock::now();
       cudl::Sequential clf = classifier(a, device, train, test);
-      const Score real = rate(clf, test.x, test.mean, test.std);
+      const int64_t n_real = std::min<int64_t>(a.score_samples, test.size());
+      const Score real = rate(clf, n_real < test.size() ? test.slice(0, n_real).x : test.x, test.mean, test.std);
       std::printf("real MNIST test images (the ceiling): score %.2f (classes covered %d/10)\n", real.inception,
                   real.covered);
       const std::vector<uint8_t> digits =
-          to_u8(gan.gen->predict(host_noise(kScoreSamples, a.latent, a.seed + 12345), 500));
-      const cudl::Tensor gen_x = cudl::Tensor::from_vector(digits, cudl::Shape{kScoreSamples, 1, 28, 28});
+          to_u8(gan.gen->predict(host_noise(a.score_samples, a.latent, a.seed + 12345), 500));
+      const cudl::Tensor gen_x = cudl::Tensor::from_vector(digits, cudl::Shape{a.score_samples, 1, 28, 28});
       const Score s = rate(clf, gen_x, test.mean, test.std);
       std::printf("scoring: %.0f s\n", seconds_since(t0));
       std::printf("mnist score %.2f (classes covered %d/10)\n", s.inception, s.covered);

@@ -31,14 +31,16 @@ inline std::vector<cudl::LayerPtr> generator_layers(const Sizes& s) {
           Conv2dTranspose(cudl::Conv2dTransposeOptions(1, 4).stride(2).padding(1).activation("tanh").name("g_up2"))};
 }
 
-/// D: Conv(w, 4, 2, pad 1) -> LeakyReLU(0.2) -> Conv(2w, 4, 2, pad 1) -> BN -> LeakyReLU(0.2) ->
-/// Flatten -> Dense(1): (1, 28, 28) -> one logit (real vs generated).
+/// D: Conv(w, 4, 2, pad 1) -> LeakyReLU(0.2) -> Conv(2w, 4, 2, pad 1) -> LeakyReLU(0.2) ->
+/// Flatten -> Dense(1): (1, 28, 28) -> one logit (real vs generated). No batch norm: D is frozen
+/// in the G step, and a frozen BatchNorm runs in inference mode (Keras), on running statistics
+/// that mix real and generated batches; G then learns to fool that D while the D that trains
+/// (batch statistics) rejects every generated image (docs/models.md).
 inline std::vector<cudl::LayerPtr> discriminator_layers(const Sizes& s) {
   using namespace cudl::layers;
   return {Conv2d(cudl::Conv2dOptions(s.width, 4).stride(2).padding(1).name("d_conv1")),
           Activation("leaky_relu", 0.2f, "d_lrelu1"),
-          Conv2d(cudl::Conv2dOptions(2 * s.width, 4).stride(2).padding(1).use_bias(false).name("d_conv2")),
-          BatchNorm(0.1f, 1e-5f, "d_bn"),
+          Conv2d(cudl::Conv2dOptions(2 * s.width, 4).stride(2).padding(1).name("d_conv2")),
           Activation("leaky_relu", 0.2f, "d_lrelu2"),
           Flatten("d_flatten"),
           Dense(cudl::DenseOptions(1).name("d_logit"))};

@@ -3,25 +3,7 @@
 # range, unwritable output paths (reported before training), and file names that a shell would
 # run (they must reach gnuplot as plain names). Usage: cli_test.sh CUDL_MNIST DATA_DIR
 set -uo pipefail
-bin=$(realpath "$1") data=$(realpath -m "$2")
-fail=0
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work" || exit 1
-
-expect() {  # expected exit code, text the output must contain, then the arguments
-  local code=$1 text=$2
-  shift 2
-  local out rc
-  out=$("$bin" "$@" 2>&1)
-  rc=$?
-  if [[ $rc -ne $code || $out != *"$text"* ]]; then
-    echo "FAIL: cudl-mnist $* -> exit $rc (want $code), output: $out (want: $text)"
-    fail=1
-  else
-    echo "ok: cudl-mnist $* -> exit $rc: $(grep -F -m1 -- "$text" <<<"$out")"
-  fi
-}
+source "$(dirname "$(realpath "$0")")/../common/cli_test_lib.sh" "$@"  # bin, data, fail, expect; cd "$work"
 
 expect 2 "--epochs needs an integer in [0, 1000000], got '4294967297'" --epochs 4294967297
 expect 2 "--batch-size needs an integer" --batch-size 99999999999999999999

@@ -109,6 +109,24 @@ void batch_norm_inference(const OpCall& call) {
   }
 }
 
+// The data gradient of batch_norm_inference (a frozen BatchNorm): dx = dy gamma / sqrt(running_var + eps),
+// the per-channel factor in double as in the forward.
+void batch_norm_inference_backward(const OpCall& call) {
+  const ops::BatchNormArgs p = ops::check_batch_norm_call(call);
+  const float* gamma = p.gamma.as<float>();
+  const float* rv = p.running_var.as<float>();
+  const float* dy = p.dy.as<float>();
+  float* dx = p.dx.as<float>();
+  for (int64_t c = 0; c < p.c; ++c) {
+    const double scale = (gamma ? gamma[c] : 1.0) / std::sqrt(static_cast<double>(rv[c]) + p.eps);
+    for (int64_t n = 0; n < p.n; ++n) {
+      const float* dyr = dy + bn_row(p, n, c);
+      float* dxr = dx + bn_row(p, n, c);
+      for (int64_t s = 0; s < p.spatial; ++s) dxr[s] = static_cast<float>(dyr[s] * scale);
+    }
+  }
+}
+
 // xhat = (x - mean) invstd; dbeta = sum dy; dgamma = sum dy xhat;
 // dx = gamma invstd (dy - dbeta / M - xhat dgamma / M).
 void batch_norm_backward(const OpCall& call) {
@@ -221,6 +239,7 @@ void register_cpu_norm_ops(OpTable& t) {
   t.add(OpKind::BatchNormTrain, batch_norm_train);
   t.add(OpKind::BatchNormInference, batch_norm_inference);
   t.add(OpKind::BatchNormBackward, batch_norm_backward);
+  t.add(OpKind::BatchNormInferenceBackward, batch_norm_inference_backward);
   t.add(OpKind::LayerNorm, layer_norm);
   t.add(OpKind::LayerNormBackward, layer_norm_backward);
 }

@@ -46,6 +46,14 @@ void batch_norm_backward(const OpCall& call) {
                                     bn_workspace(ctx, p), ctx.stream());
 }
 
+void batch_norm_inference_backward(const OpCall& call) {
+  const ops::BatchNormArgs p = ops::check_batch_norm_call(call);
+  CudaContext& ctx = cuda_context(call);
+  kernels::batch_norm_inference_backward_cuda(p.dy.as<float>(), p.gamma.as<float>(), p.running_var.as<float>(),
+                                              p.dx.as<float>(), p.n, p.c, p.spatial, static_cast<float>(p.eps),
+                                              ctx.stream());
+}
+
 void layer_norm(const OpCall& call) {
   const ops::LayerNormArgs p = ops::check_layer_norm_call(call);
   CudaContext& ctx = cuda_context(call);
@@ -69,6 +77,7 @@ void register_cuda_norm_ops(OpTable& t) {
   t.add(OpKind::BatchNormTrain, batch_norm_train);
   t.add(OpKind::BatchNormInference, batch_norm_inference);
   t.add(OpKind::BatchNormBackward, batch_norm_backward);
+  t.add(OpKind::BatchNormInferenceBackward, batch_norm_inference_backward);
   t.add(OpKind::LayerNorm, layer_norm);
   t.add(OpKind::LayerNormBackward, layer_norm_backward);
 }

@@ -255,6 +255,17 @@ class Sweep {
         done(2, dbeta);
         return;
       }
+      case OpKind::BatchNormInference: {  // a frozen BatchNorm: running statistics are constants
+        for (size_t k = 1; k < in.size(); ++k)
+          if (wants(in[k]))
+            CUDL_FAIL("autodiff (", L, "): BatchNormInference gives no gradient for its input ", k, " (",
+                      g_.value(in[k]).name, "); a BatchNorm in inference mode in a training graph must be frozen");
+        ValueId dx = t(0);
+        if (dx == kNone) return;
+        g_.add_node(OpKind::BatchNormInferenceBackward, n.attrs, {dy, in[1], in[4]}, {dx}, L, Phase::Backward);
+        done(0, dx);
+        return;
+      }
       case OpKind::LayerNorm: {
         ValueId dx = t(0), dg = t(1), dbeta = t(2);
         g_.add_node(OpKind::LayerNormBackward, n.attrs, {in[0], in_or_none(1), n.outputs[1], n.outputs[2], dy},
@@ -426,9 +437,10 @@ bool has_grad_rule(OpKind op) {
   switch (op) {
     case OpKind::Unary: case OpKind::Binary: case OpKind::BinaryScalar: case OpKind::Linear: case OpKind::Matmul:
     case OpKind::Conv2d: case OpKind::Conv2dTranspose: case OpKind::Upsample2d: case OpKind::MaxPool2d: case OpKind::AvgPool2d: case OpKind::GlobalAvgPool:
-    case OpKind::BatchNormTrain: case OpKind::LayerNorm: case OpKind::Dropout: case OpKind::Softmax:
-    case OpKind::LogSoftmax: case OpKind::Reduce: case OpKind::Copy: case OpKind::Permute: case OpKind::Slice:
-    case OpKind::Concat: case OpKind::Gather: case OpKind::Attention: case OpKind::RecurrentSequence:
+    case OpKind::BatchNormTrain: case OpKind::BatchNormInference: case OpKind::LayerNorm: case OpKind::Dropout:
+    case OpKind::Softmax: case OpKind::LogSoftmax: case OpKind::Reduce: case OpKind::Copy: case OpKind::Permute:
+    case OpKind::Slice: case OpKind::Concat: case OpKind::Gather: case OpKind::Attention:
+    case OpKind::RecurrentSequence:
       return true;
     default:
       return is_loss(op);

@@ -41,6 +41,8 @@ struct BuildContext {
   Tensor rng_tensor;
   int dropout_streams = 0;
 
+  /// Whether the layer being built gets no parameter gradients in this model (frozen).
+  bool layer_frozen() const;
   /// Full shape of a per-sample shape: (batch, ...).
   Shape batched(const Shape& sample) const;
   /// A new intermediate value named "<layer>.<what>".

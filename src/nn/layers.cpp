@@ -94,11 +94,12 @@ graph::ValueId BuildContext::param(const std::string& name, const Shape& shape, 
   b.is_weight = is_weight;
   b.value = g->add_value(layer_name + "." + name, shape, DType::f32, graph::Role::Param);
   bound[b.value] = *t;
-  const bool trainable = frozen ? frozen->count(layer) == 0 : layer->trainable();
-  if (trainable) b.grad = g->add_value("d" + layer_name + "." + name, shape, DType::f32, graph::Role::Grad);
+  if (!layer_frozen()) b.grad = g->add_value("d" + layer_name + "." + name, shape, DType::f32, graph::Role::Grad);
   params.push_back(b);
   return b.value;
 }
+
+bool BuildContext::layer_frozen() const { return frozen ? frozen->count(layer) > 0 : !layer->trainable(); }
 
 graph::ValueId BuildContext::buffer(const std::string& name, const Shape& shape, double value) {
   Tensor* t = nullptr;
@@ -496,7 +497,9 @@ class BatchNormLayer : public BuiltinLayer {
     ValueId rm = c.buffer("running_mean", Shape{ch}, 0.0), rv = c.buffer("running_var", Shape{ch}, 1.0);
     const OpAttrs a = ops::BatchNormAttrs{eps_, momentum_}.to_op_attrs();
     ValueId y = c.value("bn", xs);
-    if (c.training) {
+    // Keras: a frozen BatchNorm runs in inference mode even while the model trains (running
+    // statistics, left unchanged; gradients still reach the layers below).
+    if (c.training && !c.layer_frozen()) {
       ValueId mean = c.value("saved_mean", Shape{ch}), invstd = c.value("saved_invstd", Shape{ch});
       c.node(OpKind::BatchNormTrain, a, {in[0], gamma, beta, rm, rv}, {y, mean, invstd});
     } else {

@@ -45,6 +45,21 @@ double checked_eps(const OpCall& call, double eps) {
 using op_checks::opt_in;
 using op_checks::opt_out;
 
+/// Checks that `v` (the op's `what`) is a defined f32 (N, C, ...) tensor with values in every
+/// channel, and sets p.n, p.c and p.spatial from it.
+void channel_layout(const OpCall& call, const TensorView& v, const char* what, BatchNormArgs& p) {
+  const char* name = op_name(call.op);
+  if (!v.defined()) CUDL_FAIL(name, " (", call.label, "): ", what, " is required");
+  if (v.dtype != DType::f32)
+    CUDL_FAIL(name, " (", call.label, "): ", what, " must be f32, got ", v.dtype, " (shape ", v.shape, ")");
+  if (v.shape.rank() < 2) CUDL_FAIL(name, " (", call.label, "): ", what, " must be (N, C, ...), got shape ", v.shape);
+  p.n = v.shape[0];
+  p.c = v.shape[1];
+  for (int k = 2; k < v.shape.rank(); ++k) p.spatial *= v.shape[k];
+  if (p.per_channel() < 1 || p.c < 1)
+    CUDL_FAIL(name, " (", call.label, "): ", what, " ", v.shape, " has no values per channel");
+}
+
 BatchNormArgs with_views(const OpCall& call, BatchNormArgs p) {
   p.x = call.in(0);
   p.gamma = opt_in(call, 1);
@@ -76,7 +91,32 @@ LayerNormArgs with_views(const OpCall& call, LayerNormArgs p) {
 
 }  // namespace
 
+namespace {
+
+/// BatchNormInferenceBackward: dy (N, C, ...), gamma (C) or undefined, running_var (C) -> dx.
+BatchNormArgs check_batch_norm_inference_backward(const OpCall& call) {
+  expect_counts(call, 3, 3, 1, 1, "(dy, gamma, running_var) -> (dx)");
+  BatchNormArgs p;
+  const TensorView& dy = call.in(0);
+  channel_layout(call, dy, "dy", p);
+  p.eps = checked_eps(call, BatchNormAttrs::from(call.attrs).eps);
+  const Shape cs{p.c};
+  p.has_gamma = call.has_in(1);
+  if (p.has_gamma) expect_f32(call, call.in(1), "gamma", cs, dy.shape);
+  expect_f32(call, call.in(2), "running_var", cs, dy.shape);
+  expect_f32(call, call.out(0), "dx", dy.shape, dy.shape);
+  p.dy = dy;
+  p.gamma = opt_in(call, 1);
+  p.running_var = call.in(2);
+  p.dx = call.out(0);
+  p.has_dx = true;
+  return p;
+}
+
+}  // namespace
+
 BatchNormArgs check_batch_norm_call(const OpCall& call) {
+  if (call.op == OpKind::BatchNormInferenceBackward) return check_batch_norm_inference_backward(call);
   const char* name = op_name(call.op);
   BatchNormArgs p;
   const BatchNormAttrs attrs = BatchNormAttrs::from(call.attrs);
@@ -87,14 +127,7 @@ BatchNormArgs check_batch_norm_call(const OpCall& call) {
   else
     expect_counts(call, 5, 5, 3, 3, "(x, gamma, saved_mean, saved_invstd, dy) -> (dx, dgamma, dbeta)");
   const TensorView& x = call.in(0);
-  if (!x.defined()) CUDL_FAIL(name, " (", call.label, "): x is required");
-  if (x.dtype != DType::f32)
-    CUDL_FAIL(name, " (", call.label, "): x must be f32, got ", x.dtype, " (shape ", x.shape, ")");
-  if (x.shape.rank() < 2) CUDL_FAIL(name, " (", call.label, "): x must be (N, C, ...), got shape ", x.shape);
-  p.n = x.shape[0];
-  p.c = x.shape[1];
-  for (int k = 2; k < x.shape.rank(); ++k) p.spatial *= x.shape[k];
-  if (p.per_channel() < 1 || p.c < 1) CUDL_FAIL(name, " (", call.label, "): x ", x.shape, " has no values per channel");
+  channel_layout(call, x, "x", p);
   p.eps = checked_eps(call, attrs.eps);
   const Shape cs{p.c};
 

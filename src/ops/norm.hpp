@@ -15,6 +15,11 @@
 //                   the unbiased variance is taken as 0, so running_var stays finite.
 // BatchNormInference    in: x, gamma, beta, running_mean, running_var   out: y; f[0]=eps
 // BatchNormBackward     in: x, gamma, saved_mean, saved_invstd, dy   out: dx, dgamma, dbeta
+// BatchNormInferenceBackward  in: dy (N,C,...), gamma (C), running_var (C)   out: dx; f[0]=eps
+//                   the data gradient of BatchNormInference: dx = dy * gamma / sqrt(running_var + eps)
+//                   (gamma may be undefined: 1). A frozen BatchNorm layer (Keras trainable=False) runs
+//                   BatchNormInference in a training graph; gradients reach the layers below through
+//                   this op, and the frozen layer's parameters and running statistics get none.
 // LayerNorm       in: x (..., D), [gamma (D)], [beta (D)]   out: y, mean (rows), rstd (rows); f[0]=eps
 // LayerNormBackward     in: x, gamma, mean, rstd, dy   out: dx, dgamma, dbeta
 //                   norms: biased variance, invstd/rstd = 1/sqrt(var + eps); gamma and each output of
@@ -23,7 +28,8 @@
 namespace cudl {
 namespace ops {
 
-/// BatchNormTrain / BatchNormInference / BatchNormBackward: f[0] = eps, f[1] = momentum (Train only).
+/// BatchNormTrain / BatchNormInference / BatchNormBackward / BatchNormInferenceBackward: f[0] = eps,
+/// f[1] = momentum (Train only).
 struct BatchNormAttrs {
   double eps = 1e-5, momentum = 0.1;
 
@@ -54,6 +60,7 @@ struct BatchNormArgs {
   TensorView running_mean, running_var;   // Train: undefined when not updated
   TensorView y, saved_mean, saved_invstd; // Backward: saved_mean / saved_invstd are inputs 2, 3
   TensorView dy, dx, dgamma, dbeta;       // Backward; outputs may be undefined
+                                          // InferenceBackward: dy, gamma, running_var in; dx out
   int64_t n = 0, c = 0, spatial = 1;  // x is (n, c, spatial...) with `spatial` = product of dims 2..
   double eps = 0, momentum = 0;
   bool has_gamma = false, has_beta = false, has_running = false;
@@ -73,8 +80,8 @@ struct LayerNormArgs {
   bool has_dx = false, has_dgamma = false, has_dbeta = false;   // LayerNormBackward outputs
 };
 
-/// Validate BatchNormTrain / BatchNormInference / BatchNormBackward calls; throw cudl::Error naming
-/// the op, the call's label and the shapes.
+/// Validate BatchNormTrain / BatchNormInference / BatchNormBackward / BatchNormInferenceBackward
+/// calls; throw cudl::Error naming the op, the call's label and the shapes.
 BatchNormArgs check_batch_norm_call(const OpCall& call);
 /// Validate LayerNorm / LayerNormBackward calls.
 LayerNormArgs check_layer_norm_call(const OpCall& call);
