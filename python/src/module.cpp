@@ -226,6 +226,51 @@ Dataset make_dataset(const py::array& x, const py::object& y, float mean, float 
   return d;
 }
 
+/// The model's training state beyond its weights: optimizer slots and hyper-parameters ("optim.*",
+/// holding the step count Adam's bias correction reads) and the RNG state ("rng").
+bool is_training_state(const std::string& name) { return name.rfind("optim.", 0) == 0 || name == "rng"; }
+
+std::vector<std::pair<std::string, py::array>> training_state(Model& m) {
+  std::vector<std::pair<std::string, py::array>> out;
+  for (const auto& [name, t] : m.state_tensors())
+    if (is_training_state(name)) out.emplace_back(name, tensor_to_numpy(t));
+  return out;
+}
+
+/// Restores what training_state returned (read back from `source`): every tensor is checked against
+/// the compiled model (names, shapes, dtypes, the optimizer's name) before anything is copied.
+void load_training_state(Model& m, const std::vector<std::pair<std::string, py::array>>& named,
+                         const std::string& optimizer, int64_t step, int64_t epoch, const std::string& source) {
+  if (optimizer != m.optimizer().name())
+    throw py::value_error(source + ": optimizer state of '" + optimizer + "' but the model is compiled with '" +
+                          m.optimizer().name() + "'");
+  if (step < 0 || epoch < 0)
+    throw py::value_error(source + ": step " + std::to_string(step) + " and epoch " + std::to_string(epoch) +
+                          " must be non-negative");
+  std::map<std::string, Tensor> given;
+  for (const auto& [name, a] : named) given.emplace(name, tensor_from_numpy(a));
+  std::vector<std::pair<Tensor, Tensor>> copies;  // (model's tensor, saved tensor)
+  for (auto& [name, t] : m.state_tensors()) {
+    if (!is_training_state(name)) continue;
+    auto it = given.find(name);
+    if (it == given.end())
+      throw py::value_error(source + ": optimizer state " + name + " of optimizer '" + optimizer +
+                            "' is missing from the file");
+    if (it->second.shape() != t.shape() || it->second.dtype() != t.dtype())
+      throw py::value_error(source + ": optimizer state " + name + " has shape " + it->second.shape().str() + " " +
+                            dtype_name(it->second.dtype()) + " but the model expects " + t.shape().str() + " " +
+                            dtype_name(t.dtype()));
+    copies.emplace_back(t, it->second);
+    given.erase(it);
+  }
+  if (!given.empty())
+    throw py::value_error(source + ": the file has optimizer state " + given.begin()->first +
+                          " that the compiled model does not use (another architecture?)");
+  for (auto& [dst, src] : copies) dst.copy_from(src);
+  m.set_step(step);
+  m.set_epoch(epoch);
+}
+
 /// The options Conv2d and Conv2dTranspose share, set on either's options object.
 template <typename Options>
 Options conv_options(Options o, int stride, int padding, int dilation, int groups, const std::string& act,
@@ -575,6 +620,11 @@ PYBIND11_MODULE(_cudl, m) {
            })
       .def("save_checkpoint", [](Model& m, const std::string& path) { save_checkpoint(m, path); })
       .def("load_checkpoint", [](Model& m, const std::string& path) { load_checkpoint(m, path); })
+      .def("training_state", &training_state,
+           "The optimizer slots and hyper-parameters and the RNG state, as (name, numpy array) pairs")
+      .def("load_training_state", &load_training_state, py::arg("tensors"), py::arg("optimizer"), py::arg("step"),
+           py::arg("epoch"), py::arg("source"))
+      .def_property_readonly("optimizer_name", [](const Model& m) { return std::string(m.optimizer().name()); })
       .def("state_names", [](Model& m) {
         std::vector<std::string> n;
         for (const auto& p : m.state_tensors()) n.push_back(p.first);

@@ -273,10 +273,66 @@ def test_save_and_load_model(blobs, tmp_path):
         np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
         assert loaded.optimizer.learning_rate == pytest.approx(0.005)
         assert loaded.evaluate(x, y, return_dict=True, verbose=0).keys() == {"loss", "acc"}
-        loaded.fit(x, y, epochs=1, verbose=0)  # trains on
+        loaded.fit(x, y, epochs=1, verbose=0)  # trains on (test_load_model_continues_training_exactly)
     with pytest.raises(ValueError, match="Model.save"):
         sm.save_weights(tmp_path / "w.safetensors")
         keras.models.load_model(tmp_path / "w.safetensors")
+
+
+@pytest.mark.parametrize("opt", ["adam", "rmsprop"])
+def test_load_model_continues_training_exactly(blobs, tmp_path, opt):
+    """Saved after 2 epochs, loaded and trained 1 more == 3 epochs uninterrupted: the optimizer's
+    moments and step count, the RNG state (dropout) and the epoch (shuffle order) come back."""
+    x, y = blobs
+
+    def build():
+        m = Sequential([Dense(16, activation="relu", input_shape=(8,)), layers.Dropout(0.2),
+                        Dense(3, activation="softmax")])
+        m.compile(optimizer=optimizers.Adam(0.01) if opt == "adam" else optimizers.RMSprop(0.01),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"], seed=3)
+        return m
+
+    whole = build()
+    whole.fit(x, y, epochs=3, batch_size=16, verbose=0)
+    part = build()
+    part.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    path = tmp_path / "m.safetensors"
+    part.save(path)
+    loaded = keras.models.load_model(path)
+    steps = part._cpp.step
+    assert loaded._cpp.step == steps > 0 and loaded._cpp.epoch == 2
+    loaded.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    for w_loaded, w_whole in zip(loaded.get_weights(), whole.get_weights()):
+        np.testing.assert_allclose(w_loaded, w_whole, rtol=0, atol=1e-6)
+    # Without the optimizer state (fresh moments) the third epoch differs: the check above can fail.
+    fresh = build()
+    fresh.load_weights(path)
+    fresh._cpp.epoch = 2
+    fresh.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    assert max(np.abs(a - b).max() for a, b in zip(fresh.get_weights(), whole.get_weights())) > 1e-4
+
+
+def test_load_model_rejects_mismatched_optimizer_state(blobs, tmp_path):
+    x, y = blobs
+    m = mlp()
+    m.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    m.fit(x, y, epochs=1, verbose=0)
+    path = str(tmp_path / "m.safetensors")
+    m.save(path)
+    named, meta = cudl._cudl.load_safetensors(path)
+    slots = [(n, a) for n, a in named if n.startswith("optim.") and n != "optim.hyper"]
+    assert slots, "Adam keeps slots"
+    cases = {
+        "missing": ([nt for nt in named if nt[0] != slots[0][0]], meta, "is missing"),
+        "shape": ([(n, a[:1] if n == slots[0][0] else a) for n, a in named], meta, "has shape"),
+        "optimizer": (named, dict(meta, optimizer="sgd"), "compiled with 'adam'"),
+        "step": (named, dict(meta, step="-1"), "metadata step"),
+    }
+    for what, (tensors, md, message) in cases.items():
+        bad = str(tmp_path / (what + ".safetensors"))
+        cudl._cudl.save_safetensors(bad, tensors, md)
+        with pytest.raises(ValueError, match=message):
+            keras.models.load_model(bad)
 
 
 def keras_optimizer_reference(x, y, kernel, bias, steps, rule, lr, eps):
