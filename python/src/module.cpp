@@ -179,7 +179,9 @@ std::vector<int64_t> dims_of(const Shape& s) { return s.dims(); }
 // --- callbacks ---------------------------------------------------------------------------------
 
 /// Base of Python callbacks: fit calls the Python methods on_train_begin(), on_epoch_begin(epoch),
-/// on_epoch_end(epoch, logs), on_train_batch_end(batch) and on_train_end() when a subclass defines them.
+/// on_epoch_end(epoch, logs), on_train_batch_end(batch) and on_train_end() when a subclass defines them
+/// (on_train_batch_end reads the batch logs through Model.batch_logs only when the Keras callback it
+/// adapts wants them: each read synchronises with the device).
 class PyCallback : public Callback {
  public:
   void on_train_begin(Model&) override { call("on_train_begin"); }
@@ -598,6 +600,8 @@ PYBIND11_MODULE(_cudl, m) {
           py::arg("x"))
       .def("summary", &Model::summary)
       .def_property("learning_rate", &Model::learning_rate, &Model::set_learning_rate)
+      .def("batch_logs", &Model::batch_logs,
+           "Running means of the epoch's loss and metrics so far (inside fit; one device read per call)")
       .def("stop_training", &Model::stop_training)
       .def_property_readonly("stop_requested", &Model::stop_requested)
       .def_property("epoch", &Model::epoch, &Model::set_epoch)

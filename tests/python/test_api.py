@@ -183,6 +183,46 @@ def test_python_callback_and_stop_training(blobs):
     assert seen[:3] == [("batch", 0), ("batch", 1), (0, ["accuracy", "loss"])]
 
 
+def test_batch_hooks_get_keras_batch_logs(blobs):
+    """on_train_batch_end / on_batch_end get the epoch's running means (Keras's batch logs): the last
+    batch's logs are the epoch's logs, and the first batch's are that batch's loss and accuracy."""
+    x, y = blobs
+    batches, epochs = [], []
+
+    class Recorder(callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            batches.append((batch, dict(logs)))
+
+        def on_epoch_end(self, epoch, logs=None):
+            epochs.append(dict(logs))
+
+    model = mlp()
+    model.compile(optimizer=optimizers.SGD(0.05), loss="sparse_categorical_crossentropy", metrics=["acc"])
+    w0 = model.get_weights()
+    model.fit(x, y, epochs=2, batch_size=128, shuffle=False, verbose=0, callbacks=[Recorder()])
+    assert [b for b, _ in batches] == [0, 1, 2, 3, 4] * 2  # 600 rows: 4 full batches and one of 88
+    assert all(logs.keys() == {"loss", "acc"} for _, logs in batches)
+    for e in range(2):
+        last = batches[5 * e + 4][1]
+        assert last["loss"] == pytest.approx(epochs[e]["loss"], rel=1e-6)
+        assert last["acc"] == pytest.approx(epochs[e]["acc"], rel=1e-6)
+    # The first batch: the loss and accuracy of rows 0..127 under the initial weights.
+    h = np.maximum(x[:128] @ w0[0] + w0[1], 0)
+    z = h @ w0[2] + w0[3]
+    z = z - z.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    assert batches[0][1]["loss"] == pytest.approx(-logp[np.arange(128), y[:128]].mean(), rel=1e-4)
+    assert batches[0][1]["acc"] == pytest.approx((z.argmax(axis=1) == y[:128]).mean(), abs=1e-6)
+    # LambdaCallback's on_batch_end gets them too; a callback without batch hooks costs no read.
+    seen = []
+    model.fit(x, y, epochs=1, batch_size=300, verbose=0,
+              callbacks=[callbacks.LambdaCallback(on_batch_end=lambda b, logs: seen.append(sorted(logs)))])
+    assert seen == [["acc", "loss"]] * 2
+    assert not callbacks.Callback()._wants_batches()
+    with pytest.raises(RuntimeError, match="no batch"):
+        model._cpp.batch_logs()
+
+
 def test_native_callbacks(blobs, tmp_path):
     x, y = blobs
     model = mlp()
