@@ -137,8 +137,10 @@ py::capsule to_dlpack(const Tensor& t) {
   });
 }
 
-/// A cudl tensor with a copy of a DLPack producer's data (an object with __dlpack__, or a capsule).
-/// CPU memory only: cudl tensors own their storage, so the data is copied, once.
+/// A cudl tensor with a copy of a DLPack producer's data (an object with __dlpack__, or a capsule), on
+/// the producer's device: CPU (and pinned host) memory to a CPU tensor, CUDA memory to a tensor on
+/// the same CUDA device (tensor_copy_of waits for the device's queued work first). cudl tensors own
+/// their storage, so the data is copied, once.
 Tensor from_dlpack(const py::object& obj) {
   py::object cap = obj;
   if (py::hasattr(obj, "__dlpack__")) cap = obj.attr("__dlpack__")();
@@ -153,9 +155,19 @@ Tensor from_dlpack(const py::object& obj) {
     }
   } release{m};
   PyCapsule_SetName(cap.ptr(), "used_dltensor");
-  if (d.device.device_type != 1 && d.device.device_type != 3)
-    throw py::value_error("cudl.from_dlpack: the tensor is on DLPack device type " +
-                          std::to_string(d.device.device_type) + "; cudl imports CPU tensors (copy it to the CPU)");
+  const int32_t type = d.device.device_type;
+  if (type != 1 && type != 2 && type != 3)
+    throw py::value_error("cudl.from_dlpack: the tensor is on DLPack device type " + std::to_string(type) +
+                          "; cudl imports CPU (1), CUDA (2) and CUDA host (3) tensors");
+  Device device = Device::cpu();
+  if (type == 2) {
+    const int count = cuda_device_count();
+    if (d.device.device_id < 0 || d.device.device_id >= count)
+      throw py::value_error("cudl.from_dlpack: the tensor is on CUDA device " + std::to_string(d.device.device_id) +
+                            " but cudl sees " + std::to_string(count) + " CUDA device(s)" +
+                            (count == 0 ? " (" + cuda_unavailable_reason() + ")" : std::string()));
+    device = Device::cuda(d.device.device_id);
+  }
   const DType dt = dtype_of_dl(d.dtype);
   std::vector<int64_t> dims(d.shape, d.shape + d.ndim);
   Shape shape(dims);
@@ -168,9 +180,7 @@ Tensor from_dlpack(const py::object& obj) {
       expect *= dims[i];
     }
   }
-  Tensor t = Tensor::empty(shape, dt);
-  if (t.nbytes()) std::memcpy(t.data(), static_cast<const char*>(d.data) + d.byte_offset, t.nbytes());
-  return t;
+  return tensor_copy_of(static_cast<const char*>(d.data) + d.byte_offset, shape, dt, device);
 }
 
 Shape shape_of(const std::vector<int64_t>& dims) { return Shape(dims); }
@@ -334,7 +344,7 @@ PYBIND11_MODULE(_cudl, m) {
         return t.device().is_cuda() ? py::make_tuple(2, t.device().index()) : py::make_tuple(1, 0);
       });
   m.def("from_dlpack", &from_dlpack, py::arg("tensor"),
-        "A cudl tensor with a copy of a CPU DLPack tensor (torch, numpy, ...)");
+        "A cudl tensor with a copy of a DLPack tensor (torch, numpy, ...) on the producer's device (CPU or CUDA)");
 
   // Symbolic graph.
   py::class_<Var>(m, "Var")
