@@ -98,8 +98,16 @@ def test_uint8_and_float64_inputs():
     model = Sequential([Flatten(input_shape=(6, 6)), Dense(2, activation="softmax")])
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     model.fit(x8, y, epochs=1, verbose=0)
-    # uint8 is read as x / 255: the same predictions as float input scaled by hand
-    np.testing.assert_allclose(model.predict(x8), model.predict(x8 / 255.0), rtol=1e-5, atol=1e-6)
+    # As in Keras, uint8 is read as its raw values (0..255), exactly like the same values in float32
+    # or float64, not scaled by 1/255.
+    p8 = model.predict(x8)
+    np.testing.assert_array_equal(p8, model.predict(x8.astype(np.float32)))
+    np.testing.assert_array_equal(p8, model.predict(x8.astype(np.float64)))
+    assert np.abs(p8 - model.predict(x8 / 255.0)).max() > 1e-3
+    kernel, bias = model.layers[1].get_weights()
+    z = x8.reshape(64, -1).astype(np.float64) @ kernel + bias
+    want = np.exp(z - z.max(1, keepdims=True))
+    np.testing.assert_allclose(p8, want / want.sum(1, keepdims=True), rtol=1e-4, atol=1e-6)
 
 
 def test_functional_model_with_residual(blobs):

@@ -2,7 +2,8 @@
 
 The Keras graph is lowered to a cudl.Model when the model is compiled (or, for a Sequential without
 an input shape, at the first fit). numpy data passes to the runtime once per fit/evaluate/predict
-call. Inputs: float arrays become float32; uint8 arrays stay uint8 and cudl reads them as x / 255.
+call. Inputs: every numeric array becomes float32 with its values as they are, as in Keras (uint8
+images are 0..255: programs scale them, x / 255, themselves).
 """
 
 import sys
@@ -206,7 +207,9 @@ class Model:
         a = np.asarray(x)
         if self._in_dtype == "i32":
             return self._indices(a, what)
-        if a.dtype != np.uint8 and a.dtype != np.float32:
+        if a.dtype != np.float32:
+            # uint8 too: Keras reads images as their raw values (0..255), not x / 255 as cudl's
+            # C++ Dataset does for u8 images.
             if not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
                 raise ValueError("%s: x must be numeric, got dtype %s" % (what, a.dtype))
             a = a.astype(np.float32)
