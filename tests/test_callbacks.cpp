@@ -167,3 +167,28 @@ TEST(Schedules, ResumeThroughACheckpointContinuesEverySchedule) {
   }
   std::remove(path.c_str());
 }
+
+// Model::batch_logs inside on_batch_end: the running means over the epoch so far; the last batch's
+// equal the epoch's logs; outside fit it throws.
+TEST(Callbacks, BatchLogsAreTheEpochsRunningMeans) {
+  auto m = model("bl");
+  struct BatchLogs : Callback {
+    std::vector<Logs> batches, epochs;
+    void on_batch_end(Model& mm, int64_t) override { batches.push_back(mm.batch_logs()); }
+    void on_epoch_end(Model&, int, const std::map<std::string, double>& logs) override { epochs.push_back(logs); }
+  };
+  auto cb = std::make_shared<BatchLogs>();
+  m->fit(data(30), fit(2, {cb}));  // batches of 8: 4 per epoch, the last of 6 rows
+  ASSERT_EQ(cb->batches.size(), 8u);
+  ASSERT_EQ(cb->epochs.size(), 2u);
+  for (int e = 0; e < 2; ++e) {
+    const Logs& last = cb->batches[4 * e + 3];
+    ASSERT_EQ(last.size(), 2u);  // loss, accuracy
+    EXPECT_NEAR(last.at("loss"), cb->epochs[e].at("loss"), 1e-6 * std::abs(cb->epochs[e].at("loss")));
+    EXPECT_NEAR(last.at("accuracy"), cb->epochs[e].at("accuracy"), 1e-9);
+    // After one batch of 8 the accuracy is a multiple of 1/8.
+    const double first = cb->batches[4 * e].at("accuracy") * 8;
+    EXPECT_NEAR(first, std::round(first), 1e-6);
+  }
+  EXPECT_THROW(m->batch_logs(), Error);
+}

@@ -8,6 +8,7 @@
 #include "cudl/dtype.hpp"
 #include "cudl/error.hpp"
 #include "cudl/export.hpp"
+#include "cudl/interop.hpp"
 #include "cudl/model.hpp"
 #include "cudl/nn.hpp"
 #include "cudl/memory.hpp"

@@ -244,6 +244,11 @@ class CUDL_API Model {
   void set_learning_rate(double lr);
   void stop_training() { stop_ = true; }
   bool stop_requested() const { return stop_; }
+  /// Inside fit (from Callback::on_batch_end): the running means of the loss and metrics over the rows
+  /// of the current epoch trained so far, as Keras passes to on_train_batch_end. Each call reads the
+  /// device accumulators (a synchronisation); nothing reads them per batch unless a callback asks.
+  /// Throws when no batch of the current epoch has run.
+  Logs batch_logs();
   Device device() const;
   /// The optimizer of the last compile (throws when the model is not compiled).
   const Optimizer& optimizer() const;

@@ -5,8 +5,8 @@
 
 cudl.Tensor: numpy() and cudl.from_numpy() copy; DLPack both ways: a Tensor's __dlpack__ views its
 memory (torch.utils.dlpack.from_dlpack(t), np.from_dlpack(t): no copy, host or CUDA memory) and
-cudl.from_dlpack(x) copies a CPU tensor (torch, numpy) into a new cudl Tensor (cudl tensors own
-their storage).
+cudl.from_dlpack(x) copies a CPU or CUDA tensor (torch, numpy) into a new cudl Tensor on the same
+device (cudl tensors own their storage).
 """
 
 from . import _cudl

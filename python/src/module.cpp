@@ -137,8 +137,10 @@ py::capsule to_dlpack(const Tensor& t) {
   });
 }
 
-/// A cudl tensor with a copy of a DLPack producer's data (an object with __dlpack__, or a capsule).
-/// CPU memory only: cudl tensors own their storage, so the data is copied, once.
+/// A cudl tensor with a copy of a DLPack producer's data (an object with __dlpack__, or a capsule), on
+/// the producer's device: CPU (and pinned host) memory to a CPU tensor, CUDA memory to a tensor on
+/// the same CUDA device (tensor_copy_of waits for the device's queued work first). cudl tensors own
+/// their storage, so the data is copied, once.
 Tensor from_dlpack(const py::object& obj) {
   py::object cap = obj;
   if (py::hasattr(obj, "__dlpack__")) cap = obj.attr("__dlpack__")();
@@ -153,9 +155,19 @@ Tensor from_dlpack(const py::object& obj) {
     }
   } release{m};
   PyCapsule_SetName(cap.ptr(), "used_dltensor");
-  if (d.device.device_type != 1 && d.device.device_type != 3)
-    throw py::value_error("cudl.from_dlpack: the tensor is on DLPack device type " +
-                          std::to_string(d.device.device_type) + "; cudl imports CPU tensors (copy it to the CPU)");
+  const int32_t type = d.device.device_type;
+  if (type != 1 && type != 2 && type != 3)
+    throw py::value_error("cudl.from_dlpack: the tensor is on DLPack device type " + std::to_string(type) +
+                          "; cudl imports CPU (1), CUDA (2) and CUDA host (3) tensors");
+  Device device = Device::cpu();
+  if (type == 2) {
+    const int count = cuda_device_count();
+    if (d.device.device_id < 0 || d.device.device_id >= count)
+      throw py::value_error("cudl.from_dlpack: the tensor is on CUDA device " + std::to_string(d.device.device_id) +
+                            " but cudl sees " + std::to_string(count) + " CUDA device(s)" +
+                            (count == 0 ? " (" + cuda_unavailable_reason() + ")" : std::string()));
+    device = Device::cuda(d.device.device_id);
+  }
   const DType dt = dtype_of_dl(d.dtype);
   std::vector<int64_t> dims(d.shape, d.shape + d.ndim);
   Shape shape(dims);
@@ -168,9 +180,7 @@ Tensor from_dlpack(const py::object& obj) {
       expect *= dims[i];
     }
   }
-  Tensor t = Tensor::empty(shape, dt);
-  if (t.nbytes()) std::memcpy(t.data(), static_cast<const char*>(d.data) + d.byte_offset, t.nbytes());
-  return t;
+  return tensor_copy_of(static_cast<const char*>(d.data) + d.byte_offset, shape, dt, device);
 }
 
 Shape shape_of(const std::vector<int64_t>& dims) { return Shape(dims); }
@@ -179,7 +189,9 @@ std::vector<int64_t> dims_of(const Shape& s) { return s.dims(); }
 // --- callbacks ---------------------------------------------------------------------------------
 
 /// Base of Python callbacks: fit calls the Python methods on_train_begin(), on_epoch_begin(epoch),
-/// on_epoch_end(epoch, logs), on_train_batch_end(batch) and on_train_end() when a subclass defines them.
+/// on_epoch_end(epoch, logs), on_train_batch_end(batch) and on_train_end() when a subclass defines them
+/// (on_train_batch_end reads the batch logs through Model.batch_logs only when the Keras callback it
+/// adapts wants them: each read synchronises with the device).
 class PyCallback : public Callback {
  public:
   void on_train_begin(Model&) override { call("on_train_begin"); }
@@ -224,6 +236,51 @@ Dataset make_dataset(const py::array& x, const py::object& y, float mean, float 
   d.mean = mean;
   d.std = std;
   return d;
+}
+
+/// The model's training state beyond its weights: optimizer slots and hyper-parameters ("optim.*",
+/// holding the step count Adam's bias correction reads) and the RNG state ("rng").
+bool is_training_state(const std::string& name) { return name.rfind("optim.", 0) == 0 || name == "rng"; }
+
+std::vector<std::pair<std::string, py::array>> training_state(Model& m) {
+  std::vector<std::pair<std::string, py::array>> out;
+  for (const auto& [name, t] : m.state_tensors())
+    if (is_training_state(name)) out.emplace_back(name, tensor_to_numpy(t));
+  return out;
+}
+
+/// Restores what training_state returned (read back from `source`): every tensor is checked against
+/// the compiled model (names, shapes, dtypes, the optimizer's name) before anything is copied.
+void load_training_state(Model& m, const std::vector<std::pair<std::string, py::array>>& named,
+                         const std::string& optimizer, int64_t step, int64_t epoch, const std::string& source) {
+  if (optimizer != m.optimizer().name())
+    throw py::value_error(source + ": optimizer state of '" + optimizer + "' but the model is compiled with '" +
+                          m.optimizer().name() + "'");
+  if (step < 0 || epoch < 0)
+    throw py::value_error(source + ": step " + std::to_string(step) + " and epoch " + std::to_string(epoch) +
+                          " must be non-negative");
+  std::map<std::string, Tensor> given;
+  for (const auto& [name, a] : named) given.emplace(name, tensor_from_numpy(a));
+  std::vector<std::pair<Tensor, Tensor>> copies;  // (model's tensor, saved tensor)
+  for (auto& [name, t] : m.state_tensors()) {
+    if (!is_training_state(name)) continue;
+    auto it = given.find(name);
+    if (it == given.end())
+      throw py::value_error(source + ": optimizer state " + name + " of optimizer '" + optimizer +
+                            "' is missing from the file");
+    if (it->second.shape() != t.shape() || it->second.dtype() != t.dtype())
+      throw py::value_error(source + ": optimizer state " + name + " has shape " + it->second.shape().str() + " " +
+                            dtype_name(it->second.dtype()) + " but the model expects " + t.shape().str() + " " +
+                            dtype_name(t.dtype()));
+    copies.emplace_back(t, it->second);
+    given.erase(it);
+  }
+  if (!given.empty())
+    throw py::value_error(source + ": the file has optimizer state " + given.begin()->first +
+                          " that the compiled model does not use (another architecture?)");
+  for (auto& [dst, src] : copies) dst.copy_from(src);
+  m.set_step(step);
+  m.set_epoch(epoch);
 }
 
 /// The options Conv2d and Conv2dTranspose share, set on either's options object.
@@ -287,7 +344,7 @@ PYBIND11_MODULE(_cudl, m) {
         return t.device().is_cuda() ? py::make_tuple(2, t.device().index()) : py::make_tuple(1, 0);
       });
   m.def("from_dlpack", &from_dlpack, py::arg("tensor"),
-        "A cudl tensor with a copy of a CPU DLPack tensor (torch, numpy, ...)");
+        "A cudl tensor with a copy of a DLPack tensor (torch, numpy, ...) on the producer's device (CPU or CUDA)");
 
   // Symbolic graph.
   py::class_<Var>(m, "Var")
@@ -553,6 +610,8 @@ PYBIND11_MODULE(_cudl, m) {
           py::arg("x"))
       .def("summary", &Model::summary)
       .def_property("learning_rate", &Model::learning_rate, &Model::set_learning_rate)
+      .def("batch_logs", &Model::batch_logs,
+           "Running means of the epoch's loss and metrics so far (inside fit; one device read per call)")
       .def("stop_training", &Model::stop_training)
       .def_property_readonly("stop_requested", &Model::stop_requested)
       .def_property("epoch", &Model::epoch, &Model::set_epoch)
@@ -575,6 +634,11 @@ PYBIND11_MODULE(_cudl, m) {
            })
       .def("save_checkpoint", [](Model& m, const std::string& path) { save_checkpoint(m, path); })
       .def("load_checkpoint", [](Model& m, const std::string& path) { load_checkpoint(m, path); })
+      .def("training_state", &training_state,
+           "The optimizer slots and hyper-parameters and the RNG state, as (name, numpy array) pairs")
+      .def("load_training_state", &load_training_state, py::arg("tensors"), py::arg("optimizer"), py::arg("step"),
+           py::arg("epoch"), py::arg("source"))
+      .def_property_readonly("optimizer_name", [](const Model& m) { return std::string(m.optimizer().name()); })
       .def("state_names", [](Model& m) {
         std::vector<std::string> n;
         for (const auto& p : m.state_tensors()) n.push_back(p.first);

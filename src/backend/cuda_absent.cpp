@@ -44,6 +44,9 @@ void cuda_deallocate(int device_index, void*, size_t nbytes) {
 void cuda_copy_bytes(Device dst_device, void*, Device src_device, const void*, size_t) {
   CUDL_FAIL("cannot copy between ", src_device, " and ", dst_device, ": ", kReason);
 }
+void cuda_copy_foreign(int device_index, void*, const void*, size_t) {
+  CUDL_FAIL("cannot copy memory of cuda:", device_index, ": ", kReason);
+}
 void cuda_fill_bytes(int device_index, void*, const void*, size_t, size_t count) {
   CUDL_FAIL("cannot fill ", count, " elements on cuda:", device_index, ": ", kReason);
 }

@@ -2,6 +2,7 @@
 #include <limits>
 
 #include "cudl/tensor.hpp"
+#include "cudl/interop.hpp"
 
 #include <cmath>
 #include <cstring>
@@ -92,6 +93,17 @@ void Tensor::copy_from(const Tensor& src) {
   check_same_shape(*this, src, "Tensor::copy_from");
   src.check_dtype(dtype_, "Tensor::copy_from");
   memory::copy_bytes(device(), data(), src.device(), src.data(), nbytes());
+}
+
+Tensor tensor_copy_of(const void* data, const Shape& shape, DType dtype, Device device) {
+  Tensor t = Tensor::empty(shape, dtype, device);
+  if (t.nbytes() == 0) return t;
+  if (!data) CUDL_FAIL("tensor_copy_of: null data for a ", shape, " ", dtype, " tensor on ", device);
+  if (device.is_cpu())
+    std::memcpy(t.data(), data, t.nbytes());
+  else
+    memory::cuda_copy_foreign(device.index(), t.data(), data, t.nbytes());
+  return t;
 }
 
 void Tensor::fill(double value) {

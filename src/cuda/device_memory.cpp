@@ -229,6 +229,15 @@ void cuda_copy_bytes(Device dst_device, void* dst, Device src_device, const void
   if (dst_device.is_cpu() || (src_device.is_cpu() && cuda_is_pinned_host(src))) ctx.synchronize();
 }
 
+void cuda_copy_foreign(int device_index, void* dst, const void* src, size_t nbytes) {
+  if (nbytes == 0) return;
+  CudaContext& ctx = CudaContext::get(device_index);
+  ContextScope scope(ctx);
+  CUDL_CUDA_CHECK(cudaDeviceSynchronize());
+  CUDL_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToDevice, ctx.stream()));
+  ctx.synchronize();
+}
+
 void cuda_fill_bytes(int device_index, void* dst, const void* element, size_t element_bytes, size_t count) {
   if (count == 0) return;
   uint64_t bits = 0;

@@ -32,6 +32,10 @@ void* cuda_allocate(int device_index, size_t nbytes);
 void cuda_deallocate(int device_index, void* ptr, size_t nbytes);
 /// copy_bytes where at least one side is a CUDA device, on that device's context stream.
 void cuda_copy_bytes(Device dst_device, void* dst, Device src_device, const void* src, size_t nbytes);
+/// Copies nbytes of memory cudl does not own on CUDA device `device_index` into dst (on the same
+/// device): waits for the whole device first (the owner's queued work on any stream) and for the
+/// copy after (the owner may free its memory on return).
+void cuda_copy_foreign(int device_index, void* dst, const void* src, size_t nbytes);
 /// fill_bytes on CUDA device `device_index`.
 void cuda_fill_bytes(int device_index, void* dst, const void* element, size_t element_bytes, size_t count);
 /// The caching pool of CUDA device `device_index` (created on first use; throws when absent).

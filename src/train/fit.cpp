@@ -219,12 +219,14 @@ History Model::fit(const Dataset& train_in, const FitOptions& fo) {
     src.begin_epoch(order);
     m.cursor.fill(0);
     for (auto& [k, t] : m.accumulators) t.fill(0);
+    m.epoch_rows = 0;
     const int64_t steps = full + (rest ? 1 : 0);
     const bool tty = fo.verbose > 0 && stdout_is_tty();
     const int64_t log_every = fo.log_every > 0 ? fo.log_every : std::max<int64_t>(1, steps / 20);
     for (int64_t s = 0; s < steps; ++s) {
       src.run_step(s, *(s < full ? main : tail).exec);
       ++m.step;
+      m.epoch_rows = std::min<int64_t>((s + 1) * B, N);
       for (auto& cb : fo.callbacks) cb->on_batch_end(*this, m.step);
       if (tty && ((s + 1) % log_every == 0 || s + 1 == steps)) {
         const double seen = static_cast<double>(std::min<int64_t>((s + 1) * B, N));
@@ -266,6 +268,7 @@ History Model::fit(const Dataset& train_in, const FitOptions& fo) {
     m.collect_profile(*main.exec);
     if (tail.exec) m.collect_profile(*tail.exec);
   }
+  m.epoch_rows = 0;  // batch_logs is for fit's batch hooks
   for (auto& cb : fo.callbacks) cb->on_train_end(*this);
   return h;
 }

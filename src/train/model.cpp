@@ -221,6 +221,12 @@ const Optimizer& Model::optimizer() const {
 }
 int64_t Model::step() const { return impl().step; }
 void Model::set_step(int64_t step) { impl().step = step; }
+Logs Model::batch_logs() {
+  Impl& m = impl();
+  if (m.epoch_rows == 0)
+    CUDL_FAIL("model ", m.name, ": batch_logs is for Callback::on_batch_end inside fit; no batch of an epoch has run");
+  return m.read_metrics(static_cast<double>(m.epoch_rows));
+}
 int64_t Model::epoch() const { return impl().epochs_done; }
 void Model::set_epoch(int64_t epoch) { impl().epochs_done = epoch; }
 const std::string& Model::name() const { return impl().name; }

@@ -37,6 +37,7 @@ struct Model::Impl {
   std::map<std::string, Tensor> accumulators;        // "loss", "correct", "mae" (f32[1], on the device)
   std::map<std::string, Tensor> test_accumulators;   // test_on_batch's own: its cached programs write them
   int64_t step = 0;
+  int64_t epoch_rows = 0;   // rows of the current epoch trained so far (fit; for batch_logs)
   int64_t epochs_done = 0;  // over every fit() call: picks each epoch's shuffle
   double lr = 0;
   PlanReport report;

@@ -98,8 +98,16 @@ def test_uint8_and_float64_inputs():
     model = Sequential([Flatten(input_shape=(6, 6)), Dense(2, activation="softmax")])
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     model.fit(x8, y, epochs=1, verbose=0)
-    # uint8 is read as x / 255: the same predictions as float input scaled by hand
-    np.testing.assert_allclose(model.predict(x8), model.predict(x8 / 255.0), rtol=1e-5, atol=1e-6)
+    # As in Keras, uint8 is read as its raw values (0..255), exactly like the same values in float32
+    # or float64, not scaled by 1/255.
+    p8 = model.predict(x8)
+    np.testing.assert_array_equal(p8, model.predict(x8.astype(np.float32)))
+    np.testing.assert_array_equal(p8, model.predict(x8.astype(np.float64)))
+    assert np.abs(p8 - model.predict(x8 / 255.0)).max() > 1e-3
+    kernel, bias = model.layers[1].get_weights()
+    z = x8.reshape(64, -1).astype(np.float64) @ kernel + bias
+    want = np.exp(z - z.max(1, keepdims=True))
+    np.testing.assert_allclose(p8, want / want.sum(1, keepdims=True), rtol=1e-4, atol=1e-6)
 
 
 def test_functional_model_with_residual(blobs):
@@ -181,6 +189,46 @@ def test_python_callback_and_stop_training(blobs):
     h = model.fit(x, y, epochs=10, batch_size=300, verbose=0, callbacks=[Recorder()])
     assert len(h.history["loss"]) == 3
     assert seen[:3] == [("batch", 0), ("batch", 1), (0, ["accuracy", "loss"])]
+
+
+def test_batch_hooks_get_keras_batch_logs(blobs):
+    """on_train_batch_end / on_batch_end get the epoch's running means (Keras's batch logs): the last
+    batch's logs are the epoch's logs, and the first batch's are that batch's loss and accuracy."""
+    x, y = blobs
+    batches, epochs = [], []
+
+    class Recorder(callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            batches.append((batch, dict(logs)))
+
+        def on_epoch_end(self, epoch, logs=None):
+            epochs.append(dict(logs))
+
+    model = mlp()
+    model.compile(optimizer=optimizers.SGD(0.05), loss="sparse_categorical_crossentropy", metrics=["acc"])
+    w0 = model.get_weights()
+    model.fit(x, y, epochs=2, batch_size=128, shuffle=False, verbose=0, callbacks=[Recorder()])
+    assert [b for b, _ in batches] == [0, 1, 2, 3, 4] * 2  # 600 rows: 4 full batches and one of 88
+    assert all(logs.keys() == {"loss", "acc"} for _, logs in batches)
+    for e in range(2):
+        last = batches[5 * e + 4][1]
+        assert last["loss"] == pytest.approx(epochs[e]["loss"], rel=1e-6)
+        assert last["acc"] == pytest.approx(epochs[e]["acc"], rel=1e-6)
+    # The first batch: the loss and accuracy of rows 0..127 under the initial weights.
+    h = np.maximum(x[:128] @ w0[0] + w0[1], 0)
+    z = h @ w0[2] + w0[3]
+    z = z - z.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    assert batches[0][1]["loss"] == pytest.approx(-logp[np.arange(128), y[:128]].mean(), rel=1e-4)
+    assert batches[0][1]["acc"] == pytest.approx((z.argmax(axis=1) == y[:128]).mean(), abs=1e-6)
+    # LambdaCallback's on_batch_end gets them too; a callback without batch hooks costs no read.
+    seen = []
+    model.fit(x, y, epochs=1, batch_size=300, verbose=0,
+              callbacks=[callbacks.LambdaCallback(on_batch_end=lambda b, logs: seen.append(sorted(logs)))])
+    assert seen == [["acc", "loss"]] * 2
+    assert not callbacks.Callback()._wants_batches()
+    with pytest.raises(RuntimeError, match="no batch"):
+        model._cpp.batch_logs()
 
 
 def test_native_callbacks(blobs, tmp_path):
@@ -273,10 +321,66 @@ def test_save_and_load_model(blobs, tmp_path):
         np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
         assert loaded.optimizer.learning_rate == pytest.approx(0.005)
         assert loaded.evaluate(x, y, return_dict=True, verbose=0).keys() == {"loss", "acc"}
-        loaded.fit(x, y, epochs=1, verbose=0)  # trains on
+        loaded.fit(x, y, epochs=1, verbose=0)  # trains on (test_load_model_continues_training_exactly)
     with pytest.raises(ValueError, match="Model.save"):
         sm.save_weights(tmp_path / "w.safetensors")
         keras.models.load_model(tmp_path / "w.safetensors")
+
+
+@pytest.mark.parametrize("opt", ["adam", "rmsprop"])
+def test_load_model_continues_training_exactly(blobs, tmp_path, opt):
+    """Saved after 2 epochs, loaded and trained 1 more == 3 epochs uninterrupted: the optimizer's
+    moments and step count, the RNG state (dropout) and the epoch (shuffle order) come back."""
+    x, y = blobs
+
+    def build():
+        m = Sequential([Dense(16, activation="relu", input_shape=(8,)), layers.Dropout(0.2),
+                        Dense(3, activation="softmax")])
+        m.compile(optimizer=optimizers.Adam(0.01) if opt == "adam" else optimizers.RMSprop(0.01),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"], seed=3)
+        return m
+
+    whole = build()
+    whole.fit(x, y, epochs=3, batch_size=16, verbose=0)
+    part = build()
+    part.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    path = tmp_path / "m.safetensors"
+    part.save(path)
+    loaded = keras.models.load_model(path)
+    steps = part._cpp.step
+    assert loaded._cpp.step == steps > 0 and loaded._cpp.epoch == 2
+    loaded.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    for w_loaded, w_whole in zip(loaded.get_weights(), whole.get_weights()):
+        np.testing.assert_allclose(w_loaded, w_whole, rtol=0, atol=1e-6)
+    # Without the optimizer state (fresh moments) the third epoch differs: the check above can fail.
+    fresh = build()
+    fresh.load_weights(path)
+    fresh._cpp.epoch = 2
+    fresh.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    assert max(np.abs(a - b).max() for a, b in zip(fresh.get_weights(), whole.get_weights())) > 1e-4
+
+
+def test_load_model_rejects_mismatched_optimizer_state(blobs, tmp_path):
+    x, y = blobs
+    m = mlp()
+    m.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    m.fit(x, y, epochs=1, verbose=0)
+    path = str(tmp_path / "m.safetensors")
+    m.save(path)
+    named, meta = cudl._cudl.load_safetensors(path)
+    slots = [(n, a) for n, a in named if n.startswith("optim.") and n != "optim.hyper"]
+    assert slots, "Adam keeps slots"
+    cases = {
+        "missing": ([nt for nt in named if nt[0] != slots[0][0]], meta, "is missing"),
+        "shape": ([(n, a[:1] if n == slots[0][0] else a) for n, a in named], meta, "has shape"),
+        "optimizer": (named, dict(meta, optimizer="sgd"), "compiled with 'adam'"),
+        "step": (named, dict(meta, step="-1"), "metadata step"),
+    }
+    for what, (tensors, md, message) in cases.items():
+        bad = str(tmp_path / (what + ".safetensors"))
+        cudl._cudl.save_safetensors(bad, tensors, md)
+        with pytest.raises(ValueError, match=message):
+            keras.models.load_model(bad)
 
 
 def keras_optimizer_reference(x, y, kernel, bias, steps, rule, lr, eps):

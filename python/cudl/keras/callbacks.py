@@ -2,8 +2,10 @@
 CSVLogger run as cudl's C++ callbacks; Callback subclasses (and History, ProgbarLogger,
 ModelCheckpoint, LambdaCallback) are Python, called from fit between batches and epochs.
 
-Per-batch hooks (on_train_batch_end / on_batch_end) get the batch index and empty logs: cudl keeps
-the running loss on the device and reads it once per epoch."""
+Per-batch hooks (on_train_batch_end / on_batch_end) get the batch index and Keras's batch logs: the
+running means of the loss and metrics over the epoch so far. cudl keeps them on the device, so
+each batch's logs cost one device read (a synchronisation that stalls the pipeline of queued
+steps); fit reads them only for callbacks that override a batch hook."""
 
 import inspect
 import math
@@ -20,7 +22,10 @@ def _format_logs(logs):
 
 class Callback:
     """Base class of Python callbacks: override on_epoch_end(epoch, logs) etc.; self.model is the
-    Keras model (set model.stop_training = True to stop after the epoch)."""
+    Keras model (set model.stop_training = True to stop after the epoch). Overriding
+    on_train_batch_end / on_batch_end costs a device read per batch for its logs."""
+
+    _reads_batch_logs = True  # batch hooks get logs (one device read per batch)
 
     def __init__(self):
         self.model = None
@@ -91,7 +96,8 @@ class _Adapter(_cudl.Callback):
 
 class _BatchAdapter(_Adapter):
     def on_train_batch_end(self, batch):
-        self.cb.on_train_batch_end(batch, {})
+        logs = self.model._rename(self.model._cpp.batch_logs()) if self.cb._reads_batch_logs else {}
+        self.cb.on_train_batch_end(batch, logs)
         if self.model.stop_training:
             self.model._cpp.stop_training()
 
@@ -115,6 +121,8 @@ class ProgbarLogger(Callback):
     def __init__(self, verbose=1):
         super().__init__()
         self.verbose = verbose
+
+    _reads_batch_logs = False  # the bar shows progress only: no device read per batch
 
     def _wants_batches(self):
         return self.verbose == 1 and sys.stdout.isatty()

@@ -2,7 +2,8 @@
 
 The Keras graph is lowered to a cudl.Model when the model is compiled (or, for a Sequential without
 an input shape, at the first fit). numpy data passes to the runtime once per fit/evaluate/predict
-call. Inputs: float arrays become float32; uint8 arrays stay uint8 and cudl reads them as x / 255.
+call. Inputs: every numeric array becomes float32 with its values as they are, as in Keras (uint8
+images are 0..255: programs scale them, x / 255, themselves).
 """
 
 import sys
@@ -206,7 +207,9 @@ class Model:
         a = np.asarray(x)
         if self._in_dtype == "i32":
             return self._indices(a, what)
-        if a.dtype != np.uint8 and a.dtype != np.float32:
+        if a.dtype != np.float32:
+            # uint8 too: Keras reads images as their raw values (0..255), not x / 255 as cudl's
+            # C++ Dataset does for u8 images.
             if not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
                 raise ValueError("%s: x must be numeric, got dtype %s" % (what, a.dtype))
             a = a.astype(np.float32)
@@ -428,7 +431,8 @@ class Model:
             if chunk:
                 l.set_weights(chunk)
 
-    def save_weights(self, filepath, overwrite=True, _format="cudl.keras weights", _metadata=None, **kwargs):
+    def save_weights(self, filepath, overwrite=True, _format="cudl.keras weights", _metadata=None, _extra=(),
+                     **kwargs):
         """Writes the weights (Keras order and layout) as safetensors, keyed 'NNNN/layer/index'."""
         import os
         if not overwrite and os.path.exists(filepath):
@@ -439,6 +443,7 @@ class Model:
             for j, w in enumerate(l.get_weights()):
                 named.append(("%04d/%s/%d" % (k, l.name, j), np.ascontiguousarray(w, dtype=np.float32)))
                 k += 1
+        named.extend(_extra)
         meta = {"format": _format, "model": self.name}
         meta.update(_metadata or {})
         _cudl.save_safetensors(str(filepath), named, meta)
@@ -449,7 +454,7 @@ class Model:
         named, meta = _cudl.load_safetensors(str(filepath))
         if meta.get("format") not in ("cudl.keras weights", "cudl.keras model"):
             raise ValueError("load_weights: %s was not written by save_weights (metadata %s)" % (filepath, meta))
-        named.sort(key=lambda nt: nt[0])
+        named = sorted((nt for nt in named if not _is_training_state(nt[0])), key=lambda nt: nt[0])
         self.set_weights([t for _, t in named])
 
 
@@ -581,13 +586,22 @@ def _compile_config(model):
             "metrics": [m[1] for m in c["metrics"]], "seed": c["seed"]}
 
 
+def _is_training_state(name):
+    """Model.save's optimizer slots and hyper-parameters ('optim.*') and RNG state ('rng'), stored beside
+    the weights ('NNNN/layer/index')."""
+    return name.startswith("optim.") or name == "rng"
+
+
 def _save(self, filepath, overwrite=True, save_format=None, **kwargs):
-    """The architecture (JSON), compile settings and weights in one safetensors file; load_model reads
-    it. The optimizer's slots are not saved (a loaded model's optimizer starts afresh)."""
+    """The architecture (JSON), compile settings, weights and training state in one safetensors file:
+    the optimizer's slots (Adam's moments), its step count and learning rate, the RNG state and the
+    epoch count, so a model loaded by load_model trains on exactly as the saved one would have."""
     import json
     self._require_cpp("save")
-    meta = {"model_config": json.dumps(_architecture(self)), "compile_config": json.dumps(_compile_config(self))}
-    self.save_weights(filepath, overwrite=overwrite, _format="cudl.keras model", _metadata=meta)
+    meta = {"model_config": json.dumps(_architecture(self)), "compile_config": json.dumps(_compile_config(self)),
+            "optimizer": self._cpp.optimizer_name, "step": str(self._cpp.step), "epoch": str(self._cpp.epoch)}
+    self.save_weights(filepath, overwrite=overwrite, _format="cudl.keras model", _metadata=meta,
+                      _extra=self._cpp.training_state())
 
 
 Model.save = _save
@@ -595,19 +609,27 @@ Model.save = _save
 
 def load_model(filepath, custom_objects=None, compile=True, **kwargs):
     """A model written by Model.save, compiled as it was (cudl creates weights at compile, so
-    compile=False compiles too) and with its weights."""
+    compile=False compiles too), with its weights and its training state: the optimizer's slots,
+    step count and learning rate, the RNG state and the epoch count (fit continues where it stopped)."""
     import json
     if custom_objects:
         raise ValueError("load_model: custom_objects are not supported by cudl")
-    _, meta = _cudl.load_safetensors(str(filepath))
+    named, meta = _cudl.load_safetensors(str(filepath))
     if meta.get("format") != "cudl.keras model":
         raise ValueError("load_model: %s was not written by Model.save (metadata format %r)"
                          % (filepath, meta.get("format")))
+    for key in ("step", "epoch"):
+        if not meta.get(key, "").isdigit():
+            raise ValueError("load_model: %s: metadata %s is %r, expected a non-negative integer (a file written "
+                             "before Model.save kept the optimizer state: rebuild the model and use load_weights)"
+                             % (filepath, key, meta.get(key)))
     model = _rebuild(json.loads(meta["model_config"]))
     cc = json.loads(meta["compile_config"])
     model.compile(optimizer=_config.build(cc["optimizer"], _optimizers, "optimizer"),
                   loss=_config.build(cc["loss"], _losses, "loss"), metrics=cc["metrics"], seed=cc["seed"])
     model.load_weights(filepath)
+    model._cpp.load_training_state([nt for nt in named if _is_training_state(nt[0])], meta.get("optimizer", ""),
+                                   int(meta["step"]), int(meta["epoch"]), "load_model: %s" % filepath)
     return model
 
 
