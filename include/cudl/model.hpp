@@ -14,6 +14,10 @@
 
 namespace cudl {
 
+namespace distributed {
+class Communicator;  // cudl/distributed.hpp
+}
+
 /// Training data held on the host: x (N, ...) f32 or u8 images, y (N,) i32 labels or (N, ...) f32
 /// targets. u8 images are normalised as (x/255 - mean) / std when batches are gathered.
 struct CUDL_API Dataset {
@@ -106,6 +110,13 @@ struct CUDL_API CompileOptions {
   bool cuda_graphs = true;  // capture each step into a CUDA graph (CUDA only)
   bool verbose = false;     // print the plan report at compile
   Precision precision = default_precision();  // f32 GEMMs/convolutions on CUDA: fp32 or TF32
+  /// Data-parallel training (cudl/distributed.hpp, docs/distributed.md): this rank's communicator.
+  /// `device` must be its device. compile broadcasts the parameters and buffers from rank 0; every
+  /// training step averages the gradients across the ranks before the optimizer (inside the step,
+  /// so a captured step stays one graph launch); fit trains each rank on its shard of every epoch
+  /// (FitOptions::batch_size is the global batch) and reports metrics over all ranks; checkpoints
+  /// are written by rank 0 only. The model keeps the communicator alive.
+  std::shared_ptr<distributed::Communicator> communicator;
 };
 
 struct CUDL_API History {
@@ -241,6 +252,8 @@ class CUDL_API Model {
   void stop_training() { stop_ = true; }
   bool stop_requested() const { return stop_; }
   Device device() const;
+  /// The communicator of the last compile (data-parallel training), or null.
+  const std::shared_ptr<distributed::Communicator>& communicator() const;
   /// The optimizer of the last compile (throws when the model is not compiled).
   const Optimizer& optimizer() const;
   int64_t step() const;

@@ -116,6 +116,11 @@ struct Model::Impl {
   void check_finite_weights(int epoch) const;
   void collect_profile(const graph::Executor& e);
   void write_hyper();  // hyper[0] only: the step count in hyper[1] lives on the device
+  // -- data-parallel training (opts.communicator set) --------------------------------------------
+  int world_size() const;
+  int world_rank() const;
+  void broadcast_state();       // compile: parameters and buffers from rank 0
+  void all_reduce_metrics();    // fit: sums the accumulators over the ranks (at an epoch's end)
   const std::string& layer_name(const Layer* l) const { return names.at(l); }
 };
 

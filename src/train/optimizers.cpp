@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <cctype>
 
+#include "cudl/distributed.hpp"
 #include "cudl/error.hpp"
+#include "ops/collective.hpp"
 #include "ops/loss.hpp"
 #include "ops/optim.hpp"
 #include "train/model_impl.hpp"
@@ -282,6 +284,14 @@ void Model::Impl::optimizer_nodes(detail::BuildContext& c) {
   for (const auto& p : c.params)
     if (p.grad != kNone) train.push_back(&p);
   if (train.empty()) return;
+  if (opts.communicator) {
+    // Data-parallel: average every gradient over the ranks before anything reads it (penalties,
+    // clipping, the step), inside the step's program so a captured step stays one graph launch.
+    std::vector<ValueId> grads;
+    for (const auto* p : train) grads.push_back(p->grad);
+    const OpAttrs a = ops::AllReduceAttrs{&opts.communicator->backend(), true}.to_op_attrs();
+    g.add_node(OpKind::AllReduce, a, grads, {}, "data_parallel", Phase::Optimizer);
+  }
   // L1/L2 penalties per layer.
   std::map<std::pair<float, float>, std::vector<ValueId>> penalties;
   for (const auto* p : train)
