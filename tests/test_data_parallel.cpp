@@ -15,7 +15,9 @@
 
 #include "cudl/checkpoint.hpp"
 #include "cudl/distributed.hpp"
+#include "graph/executor.hpp"
 #include "testing.hpp"
+#include "train/model_internals.hpp"
 
 #if defined(CUDL_EMULATED)
 #include "emu/emu.hpp"
@@ -128,6 +130,42 @@ TEST_F(DataParallel, TwoAndFourRanksEndWithTheWeightsOfOneDevice) {
       EXPECT_EQ(again[0].weights, runs[0].weights) << "2 ranks, run to run";
       EXPECT_EQ(again[1].weights, runs[1].weights) << "2 ranks, run to run";
     }
+  }
+}
+
+// Small buckets: the gradients go in several all-reduces, the first started while the backward
+// pass still runs; the result is still one device's.
+TEST_F(DataParallel, BucketsStartDuringTheBackwardPassAndGiveTheSameWeights) {
+  const Trained one = train_one_device();
+  std::vector<Trained> runs(2);
+  std::vector<int> first_bucket(2, -1), last_backward(2, -1), buckets(2, 0);
+  distributed::World(2).run([&](const std::shared_ptr<distributed::Communicator>& comm) {
+    comm->set_bucket_bytes(256);  // the MLP's 780 gradient bytes: logits (204), dense1 kernel, dense1 bias
+    Sequential m = mlp();
+    CompileOptions o = options(comm->device());
+    o.communicator = comm;
+    m.compile(o);
+    const int r = comm->rank();
+    auto exec = detail::ModelInternals::training_step(m, blobs(), kGlobalBatch / 2, graph::ExecutorOptions{});
+    const auto& nodes = exec->graph().nodes();
+    for (int i = 0; i < static_cast<int>(nodes.size()); ++i) {
+      if (nodes[i].op == OpKind::AllReduce && nodes[i].attrs.i[2] == 1) {
+        if (first_bucket[r] < 0) first_bucket[r] = i;
+        ++buckets[r];
+      } else if (nodes[i].phase == graph::Phase::Backward && !nodes[i].is_view()) {
+        last_backward[r] = i;
+      }
+    }
+    runs[r].history = m.fit(blobs(), cudl::testing::quiet_fit(2, kGlobalBatch, 3));
+    runs[r].weights = cudl::testing::flat_weights(m);
+  });
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(buckets[r], 3) << "rank " << r;
+    EXPECT_GE(first_bucket[r], 0) << "rank " << r;
+    EXPECT_LT(first_bucket[r], last_backward[r])
+        << "rank " << r << ": the first bucket starts before the backward pass ends";
+    EXPECT_EQ(runs[r].weights, runs[0].weights);
+    expect_close(runs[r].weights, one.weights, 1e-5, "3 buckets, rank " + std::to_string(r));
   }
 }
 

@@ -3,6 +3,7 @@
 // A model compiled with CompileOptions::communicator trains data-parallel: see docs/distributed.md.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -35,6 +36,11 @@ class CUDL_API Communicator {
   void broadcast(Tensor& t, int root = 0);
   /// Sums (average: the mean) the f32 tensor t across the ranks, in place.
   void all_reduce(Tensor& t, bool average = false);
+  /// The most gradient bytes one all-reduce of a training step carries (default 25 MiB, as PyTorch
+  /// DDP). Each bucket starts as soon as the backward pass has finished its gradients, overlapping
+  /// the rest; smaller buckets start earlier but cost more calls. Read when a model is compiled.
+  void set_bucket_bytes(size_t bytes);
+  size_t bucket_bytes() const;
 
   /// The backend's communicator (what a compiled model's step records its collectives with).
   DeviceCommunicator& backend() const { return *comm_; }

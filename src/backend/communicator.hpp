@@ -21,6 +21,11 @@ class DeviceCommunicator {
   /// Sums (average: the mean) each f32 tensor across the ranks in place, on ctx's queue. Runs of
   /// tensors adjacent in memory go to the library as one call each, up to bucket_bytes.
   virtual void all_reduce(const std::vector<TensorView>& xs, bool average, ExecContext& ctx) = 0;
+  /// all_reduce on the communicator's own queue of ctx's device, after the work ctx has queued so
+  /// far: it overlaps what ctx queues next. The xs must not be touched before finish(ctx).
+  virtual void start_all_reduce(const std::vector<TensorView>& xs, bool average, ExecContext& ctx) = 0;
+  /// Work ctx queues from now on waits for every started all-reduce.
+  virtual void finish(ExecContext& ctx) = 0;
   /// Copies root's x to every rank's x, on ctx's queue.
   virtual void broadcast(const TensorView& x, int root, ExecContext& ctx) = 0;
   size_t bucket_bytes = size_t(25) << 20;

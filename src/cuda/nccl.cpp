@@ -31,7 +31,11 @@ class NcclCommunicator final : public DeviceCommunicator {
     CUDL_NCCL_CHECK(nullptr, ncclCommInitRank(&comm_, size, uid, rank));
   }
   ~NcclCommunicator() override {
+    DeviceGuard guard(device_);
     if (comm_) (void)ncclCommDestroy(comm_);
+    if (forked_) (void)cudaEventDestroy(forked_);
+    if (reduced_) (void)cudaEventDestroy(reduced_);
+    if (comm_stream_) (void)cudaStreamDestroy(comm_stream_);
   }
   int rank() const override { return rank_; }
   int size() const override { return size_; }
@@ -40,6 +44,39 @@ class NcclCommunicator final : public DeviceCommunicator {
   void all_reduce(const std::vector<TensorView>& xs, bool average, ExecContext& ctx) override {
     cudaStream_t s = stream_of(ctx, "all_reduce");
     ContextScope scope(ctx);
+    issue(xs, average, s);
+  }
+
+  void start_all_reduce(const std::vector<TensorView>& xs, bool average, ExecContext& ctx) override {
+    cudaStream_t s = stream_of(ctx, "start_all_reduce");
+    ContextScope scope(ctx);
+    if (!comm_stream_) {  // first use (the eager first step): nothing is being captured yet
+      CUDL_CUDA_CHECK(cudaStreamCreateWithFlags(&comm_stream_, cudaStreamNonBlocking));
+      CUDL_CUDA_CHECK(cudaEventCreateWithFlags(&forked_, cudaEventDisableTiming));
+      CUDL_CUDA_CHECK(cudaEventCreateWithFlags(&reduced_, cudaEventDisableTiming));
+    }
+    // Fork: the bucket's gradients are final once the work queued so far on s is done.
+    CUDL_CUDA_CHECK(cudaEventRecord(forked_, s));
+    CUDL_CUDA_CHECK(cudaStreamWaitEvent(comm_stream_, forked_, 0));
+    issue(xs, average, comm_stream_);
+    CUDL_CUDA_CHECK(cudaEventRecord(reduced_, comm_stream_));
+    started_ = true;
+  }
+
+  void broadcast(const TensorView& x, int root, ExecContext& ctx) override {
+    cudaStream_t s = stream_of(ctx, "broadcast");
+    ContextScope scope(ctx);
+    CUDL_NCCL_CHECK(comm_, ncclBroadcast(x.data, x.data, x.numel() * dtype_size(x.dtype), ncclUint8, root, comm_, s));
+  }
+
+  void finish(ExecContext& ctx) override {
+    cudaStream_t s = stream_of(ctx, "finish");
+    ContextScope scope(ctx);
+    if (started_) CUDL_CUDA_CHECK(cudaStreamWaitEvent(s, reduced_, 0));  // join: every bucket so far
+  }
+
+ private:
+  void issue(const std::vector<TensorView>& xs, bool average, cudaStream_t s) {
     CUDL_NCCL_CHECK(comm_, ncclGroupStart());
     // Buckets: runs of tensors that follow each other in memory, up to bucket_bytes each.
     size_t k = 0;
@@ -58,13 +95,6 @@ class NcclCommunicator final : public DeviceCommunicator {
     CUDL_NCCL_CHECK(comm_, ncclGroupEnd());
   }
 
-  void broadcast(const TensorView& x, int root, ExecContext& ctx) override {
-    cudaStream_t s = stream_of(ctx, "broadcast");
-    ContextScope scope(ctx);
-    CUDL_NCCL_CHECK(comm_, ncclBroadcast(x.data, x.data, x.numel() * dtype_size(x.dtype), ncclUint8, root, comm_, s));
-  }
-
- private:
   cudaStream_t stream_of(ExecContext& ctx, const char* what) const {
     auto* c = dynamic_cast<CudaContext*>(&ctx);
     if (!c || ctx.device() != Device::cuda(device_))
@@ -74,11 +104,24 @@ class NcclCommunicator final : public DeviceCommunicator {
 
   ncclComm_t comm_ = nullptr;
   int size_, rank_, device_;
+  cudaStream_t comm_stream_ = nullptr;  // the buckets started during the backward pass
+  cudaEvent_t forked_ = nullptr, reduced_ = nullptr;
+  bool started_ = false;
 };
 
 void cuda_all_reduce(const OpCall& c) {
   const ops::AllReduceArgs a = ops::check_all_reduce_call(c);
-  a.attrs.comm->all_reduce(a.xs, a.attrs.average, cuda_context(c));
+  switch (a.attrs.stage) {
+    case ops::AllReduceStage::kWhole:
+      a.attrs.comm->all_reduce(a.xs, a.attrs.average, cuda_context(c));
+      break;
+    case ops::AllReduceStage::kStart:
+      a.attrs.comm->start_all_reduce(a.xs, a.attrs.average, cuda_context(c));
+      break;
+    case ops::AllReduceStage::kFinish:
+      a.attrs.comm->finish(cuda_context(c));
+      break;
+  }
 }
 
 }  // namespace

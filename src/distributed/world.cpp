@@ -43,6 +43,12 @@ void Communicator::all_reduce(Tensor& t, bool average) {
   ctx.synchronize();
 }
 
+void Communicator::set_bucket_bytes(size_t bytes) {
+  if (bytes == 0) CUDL_FAIL("set_bucket_bytes on rank ", rank(), ": a bucket must hold at least one byte");
+  comm_->bucket_bytes = bytes;
+}
+size_t Communicator::bucket_bytes() const { return comm_->bucket_bytes; }
+
 World::World(int size) {
   if (size < 1) CUDL_FAIL("World: size must be >= 1, got ", size);
   for (int r = 0; r < size; ++r) devices_.push_back(r);

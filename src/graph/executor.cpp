@@ -20,21 +20,21 @@ Executor::Executor(Graph graph, Device device, const std::map<ValueId, Tensor>& 
   const auto& values = graph_.values();
   storage_.resize(values.size());
   arena_ = Tensor::empty(Shape{static_cast<int64_t>(std::max<size_t>(plan_.arena_bytes, 1))}, DType::u8, device_);
-  // The gradients an AllReduce reads, when the graph owns them, share one slab in the node's input
-  // order (each at a 16-byte boundary): adjacent gradients are one bucket for the communicator.
+  // The gradients AllReduce nodes read, when the graph owns them, share one slab in the nodes'
+  // order and each node's input order (each at a 16-byte boundary): the gradients of one node are
+  // adjacent, one bucket for the communicator.
   std::map<ValueId, size_t> slab_offset;
+  size_t slab_bytes = 0;
   for (const Node& n : graph_.nodes()) {
     if (n.op != OpKind::AllReduce) continue;
-    size_t bytes = 0;
     for (ValueId v : n.inputs) {
       const Value& val = values[v];
       if (val.view_of != kNone || val.role != Role::Grad || bound.count(v) || slab_offset.count(v)) continue;
-      slab_offset[v] = bytes;
-      bytes = (bytes + val.nbytes() + 15) / 16 * 16;
+      slab_offset[v] = slab_bytes;
+      slab_bytes = (slab_bytes + val.nbytes() + 15) / 16 * 16;
     }
-    if (bytes > 0) grad_slab_ = Tensor::zeros(Shape{static_cast<int64_t>(bytes)}, DType::u8, device_);
-    break;
   }
+  if (slab_bytes > 0) grad_slab_ = Tensor::zeros(Shape{static_cast<int64_t>(slab_bytes)}, DType::u8, device_);
   // Roots first, then views (which need their root's tensor).
   for (ValueId v = 0; v < static_cast<ValueId>(values.size()); ++v) {
     const Value& val = values[v];

@@ -97,6 +97,9 @@ struct Model::Impl {
   std::pair<graph::ValueId, graph::ValueId> loss_nodes(detail::BuildContext& c, graph::ValueId pred,
                                                        graph::ValueId target, bool with_grad);
   void optimizer_nodes(detail::BuildContext& c);
+  /// Data-parallel: the gradient buckets' all-reduce nodes (started during backward, finished
+  /// before the optimizer).
+  void gradient_all_reduce_nodes(detail::BuildContext& c);
   bool wants(const std::string& metric) const;
   Tensor& acc(const std::string& key);
   graph::ValueId bind_state(detail::BuildContext& c, const std::string& name, const Tensor& t,
