@@ -246,6 +246,23 @@ TEST(Autodiff, FrozenLayerGetsNoGradient) {
   check_gradients(net);
 }
 
+TEST(Graph, InsertedNodesMoveLaterNodesAndTheirProducersUp) {
+  Graph g;
+  const ValueId a = g.add_value("a", Shape{4}, DType::f32, Role::Intermediate);
+  const ValueId b = g.add_value("b", Shape{4}, DType::f32, Role::Intermediate);
+  g.add_node(OpKind::Fill, {}, {}, {a}, "l", Phase::Forward);
+  g.add_node(OpKind::Fill, {}, {}, {b}, "l", Phase::Forward);
+  EXPECT_EQ(g.insert_node(1, OpKind::Increment, {}, {a}, "mid", Phase::Forward), 1);
+  ASSERT_EQ(g.nodes().size(), 3u);
+  EXPECT_EQ(g.nodes()[1].label, "mid/Increment");
+  EXPECT_EQ(g.nodes()[2].outputs, std::vector<ValueId>{b});
+  EXPECT_EQ(g.value(a).producer, 0);
+  EXPECT_EQ(g.value(b).producer, 2) << "b's producer moved up with it";
+  EXPECT_NE(cudl::testing::error_message([&] { g.insert_node(5, OpKind::Increment, {}, {a}, "x", Phase::Forward); })
+                .find("cannot insert Increment at node 5 of 3"),
+            std::string::npos);
+}
+
 TEST(Planner, ArenaReusesMemoryAndNoLiveValuesOverlap) {
   std::vector<LayerPtr> ls;
   for (int i = 0; i < 16; ++i) ls.push_back(layers::Dense(64, "tanh"));

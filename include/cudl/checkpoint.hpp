@@ -28,7 +28,9 @@ CUDL_API std::vector<std::pair<std::string, Tensor>> load_safetensors(
     const std::string& path, std::map<std::string, std::string>* metadata = nullptr);
 
 /// Saves the model's complete training state: parameters, buffers, optimizer slots and step
-/// counters, RNG state, and the step in the metadata.
+/// counters, RNG state, and the step in the metadata. A data-parallel model (compiled with a
+/// communicator) writes only on rank 0: every rank holds the same state, and any world size
+/// (or a single device) can load the file.
 CUDL_API void save_checkpoint(Model& model, const std::string& path);
 /// Restores a checkpoint written by save_checkpoint into a compiled model of the same
 /// architecture and optimizer. Throws cudl::Error naming the file and what is wrong for a

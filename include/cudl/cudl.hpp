@@ -5,6 +5,7 @@
 #include "cudl/checkpoint.hpp"
 #include "cudl/data.hpp"
 #include "cudl/device.hpp"
+#include "cudl/distributed.hpp"
 #include "cudl/dtype.hpp"
 #include "cudl/error.hpp"
 #include "cudl/export.hpp"

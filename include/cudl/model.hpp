@@ -14,6 +14,10 @@
 
 namespace cudl {
 
+namespace distributed {
+class Communicator;  // cudl/distributed.hpp
+}
+
 /// Training data held on the host: x (N, ...) f32 or u8 images, y (N,) i32 labels or (N, ...) f32
 /// targets. u8 images are normalised as (x/255 - mean) / std when batches are gathered.
 struct CUDL_API Dataset {
@@ -110,6 +114,13 @@ struct CUDL_API CompileOptions {
   bool cuda_graphs = true;  // capture each step into a CUDA graph (CUDA only)
   bool verbose = false;     // print the plan report at compile
   Precision precision = default_precision();  // f32 GEMMs/convolutions on CUDA: fp32 or TF32
+  /// Data-parallel training (cudl/distributed.hpp, docs/distributed.md): this rank's communicator.
+  /// `device` must be its device. compile broadcasts the parameters and buffers from rank 0; every
+  /// training step averages the gradients across the ranks before the optimizer (inside the step,
+  /// so a captured step stays one graph launch); fit trains each rank on its shard of every epoch
+  /// (FitOptions::batch_size is the global batch) and reports metrics over all ranks; checkpoints
+  /// are written by rank 0 only. The model keeps the communicator alive.
+  std::shared_ptr<distributed::Communicator> communicator;
 };
 
 struct CUDL_API History {
@@ -250,6 +261,8 @@ class CUDL_API Model {
   /// Throws when no batch of the current epoch has run.
   Logs batch_logs();
   Device device() const;
+  /// The communicator of the last compile (data-parallel training), or null.
+  const std::shared_ptr<distributed::Communicator>& communicator() const;
   /// The optimizer of the last compile (throws when the model is not compiled).
   const Optimizer& optimizer() const;
   int64_t step() const;

@@ -261,7 +261,8 @@ inline void check_precision(const char* program, const std::string& v) {
 /// `precision`: "f32", "tf32" or "" (cudl::default_precision()).
 inline void compile_classifier(cudl::Model& model, const cudl::Optimizer& optimizer, cudl::Device device,
                                uint64_t seed, const std::string& resume, bool print_summary = true,
-                               const std::string& precision = "") {
+                               const std::string& precision = "",
+                               const std::shared_ptr<cudl::distributed::Communicator>& communicator = nullptr) {
   cudl::CompileOptions opt;
   if (!precision.empty()) opt.precision = cudl::parse_precision(precision);
   opt.optimizer = optimizer;
@@ -269,6 +270,7 @@ inline void compile_classifier(cudl::Model& model, const cudl::Optimizer& optimi
   opt.metrics = {"accuracy"};
   opt.device = device;
   opt.seed = seed;
+  opt.communicator = communicator;  // data-parallel: this rank's (the device must be its)
   model.compile(opt);
   if (print_summary) std::printf("%s", model.summary().c_str());
   if (resume.empty()) return;

@@ -17,6 +17,7 @@ struct Args {
   std::string precision;  // "": cudl::default_precision() (f32 unless CUDL_ALLOW_TF32=1)
   std::string save, resume, csv = "mnist-history.csv", plot = "mnist-history.png";
   int epochs = 5;
+  int devices = 1;  // > 1: data-parallel over CUDA devices 0 .. devices-1 (ranks as threads)
   int64_t batch = 32, limit = 0;
   double lr = 0;  // 0: the model's default (mlp 1e-3, cnn 2e-3)
   uint64_t seed = 1;
@@ -39,6 +40,8 @@ inline const char* const kHelp =
     "  --schedule cosine|constant  learning rate per epoch: cosine decay from --lr towards 0 over\n"
     "                           the epochs (default), or --lr throughout\n"
     "  --device auto|cuda|cpu   auto: the GPU when one works, else the CPU backend (default auto)\n"
+    "  --devices N              data-parallel training on CUDA devices 0..N-1 (default 1); the\n"
+    "                           batch size is the global batch (a multiple of N)\n"
     "  --data DIR               data directory (default data/mnist or data/fashion)\n"
     "  --dataset mnist|fashion  MNIST (default) or Fashion-MNIST\n"
     "  --limit N                use only the first N training images\n"
@@ -96,6 +99,8 @@ inline Args parse(int argc, const char* const* argv) {
       a.precision = v;
     else if (k == "--device")
       a.device = v;
+    else if (k == "--devices")
+      a.devices = static_cast<int>(parse_int(k, v, 1, 64));
     else if (k == "--data")
       a.data = v;
     else if (k == "--dataset")
@@ -123,6 +128,11 @@ inline Args parse(int argc, const char* const* argv) {
     usage_error("--dataset must be mnist or fashion, got '" + a.dataset + "'");
   if (a.device != "auto" && a.device != "cpu" && a.device.rfind("cuda", 0) != 0)
     usage_error("--device must be auto, cuda or cpu, got '" + a.device + "'");
+  if (a.devices > 1 && a.device == "cpu")
+    usage_error("--devices " + std::to_string(a.devices) + " needs CUDA devices, not --device cpu");
+  if (a.devices > 1 && a.batch % a.devices != 0)
+    usage_error("--batch-size " + std::to_string(a.batch) + " must be a multiple of --devices " +
+                std::to_string(a.devices));
   if (a.data.empty()) a.data = "data/" + a.dataset;
   if (a.lr == 0) a.lr = a.model == "cnn" ? 2e-3 : 1e-3;
   return a;

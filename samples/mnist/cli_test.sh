@@ -13,6 +13,9 @@ expect 2 "--lr needs a positive number" --lr nan
 expect 2 "--precision must be f32 or tf32, got 'bf16'" --precision bf16
 expect 1 "--save /nonexistent/dir/m.safetensors: cannot write there" --save /nonexistent/dir/m.safetensors
 expect 1 "--csv /nonexistent/h.csv: cannot write there" --csv /nonexistent/h.csv
+expect 2 "--batch-size 30 must be a multiple of --devices 4" --devices 4 --batch-size 30
+expect 2 "--devices 2 needs CUDA devices, not --device cpu" --devices 2 --device cpu
+expect 2 "--devices needs an integer in [1, 64], got '0'" --devices 0
 
 if [[ ! -f $data/train-images-idx3-ubyte && ! -f $data/train-images-idx3-ubyte.gz ]]; then
   echo "skipped the training run: no MNIST in $data (scripts/fetch-mnist.sh)"
@@ -28,6 +31,9 @@ import struct
 open('odd/t10k-images-idx3-ubyte', 'wb').write(struct.pack('>IIII', 0x803, 10, 14, 14) + bytes(10 * 14 * 14))
 open('odd/t10k-labels-idx1-ubyte', 'wb').write(struct.pack('>II', 0x801, 10) + bytes(10))"
 expect 1 "the test images are (10, 1, 14, 14) u8 but the training images are" --data odd --device cpu
+
+# More ranks than devices (64: no machine here has that many) is an error naming both counts.
+expect 1 "64 ranks need 64 CUDA devices, this machine has" --data "$data" --limit 256 --devices 64 --batch-size 64
 
 # A short run whose output names hold shell syntax: nothing may run, the files must appear.
 # --precision tf32 is reported in the plan, and changes nothing on the CPU backend.

@@ -12,9 +12,9 @@
 #include <string>
 
 #include "../common/sample_util.hpp"
+#include "args.hpp"
 #include "cudl/checkpoint.hpp"
 #include "cudl/cudl.hpp"
-#include "args.hpp"
 #include "models.hpp"
 
 int main(int argc, char** argv) {
@@ -35,36 +35,50 @@ int main(int argc, char** argv) {
       throw cudl::Error("the test images are " + test.x.shape().str() + " " + cudl::dtype_name(test.x.dtype()) +
                         " but the training images are " + train.x.shape().str() + " " +
                         cudl::dtype_name(train.x.dtype()) + " (" + a.data + ")");
-    cudl::Device device = sample::pick_device(mnist::kProgram, a.device);
-    cudl::Sequential model = mnist::build(a.model);
-    sample::compile_classifier(model, a.optimizer == "adam" ? cudl::optim::Adam(a.lr) : cudl::optim::SGD(a.lr, 0.9),
-                               device, a.seed, a.resume, true, a.precision);
-    model.set_profiling(a.profile);
-    cudl::FitOptions fit;
-    // --epochs is the total: a resumed run trains the epochs the checkpoint had not reached, and the
-    // schedule (over all of them, read at the model's global epoch) continues where it stopped.
-    fit.epochs = static_cast<int>(std::max<int64_t>(0, a.epochs - model.epoch()));
-    fit.batch_size = a.batch;
-    fit.seed = a.seed;
-    fit.augment = a.augment;
-    fit.data_placement = a.placement == "device"   ? cudl::DataPlacement::Device
-                         : a.placement == "stream" ? cudl::DataPlacement::Stream
-                                                   : cudl::DataPlacement::Auto;
-    if (a.schedule == "cosine")
-      fit.callbacks.push_back(std::make_shared<cudl::LearningRateScheduler>(cudl::schedules::cosine(a.lr, a.epochs)));
-    fit.validation_split = train.size() >= 12000 ? 5000.0 / train.size() : 0.1;
-    std::printf("training on %lld images (%lld held out for validation), testing on %lld\n",
-                static_cast<long long>(train.size() - static_cast<int64_t>(train.size() * fit.validation_split)),
-                static_cast<long long>(train.size() * fit.validation_split), static_cast<long long>(test.size()));
-    cudl::History h = model.fit(train, fit);
-    cudl::EvalResult r = model.evaluate(test, 1000);
-    std::printf("test loss %.4f, test accuracy %.2f%%\n", r.metrics["loss"], 100.0 * r.metrics["accuracy"]);
-    sample::write_history(a.csv, a.plot, h);
-    if (!a.save.empty()) {
-      cudl::save_checkpoint(model, a.save);
-      std::printf("checkpoint: %s\n", a.save.c_str());
+    // One rank (comm null: the single device) or rank comm->rank() of a data-parallel run; only
+    // rank 0 prints and writes files (save_checkpoint itself writes on rank 0 only).
+    auto train_rank = [&](const std::shared_ptr<cudl::distributed::Communicator>& comm) {
+      const bool lead = !comm || comm->rank() == 0;
+      cudl::Device device = comm ? comm->device() : sample::pick_device(mnist::kProgram, a.device);
+      cudl::Sequential model = mnist::build(a.model);
+      sample::compile_classifier(model, a.optimizer == "adam" ? cudl::optim::Adam(a.lr) : cudl::optim::SGD(a.lr, 0.9),
+                                 device, a.seed, a.resume, lead, a.precision, comm);
+      model.set_profiling(a.profile);
+      cudl::FitOptions fit;
+      // --epochs is the total: a resumed run trains the epochs the checkpoint had not reached, and the
+      // schedule (over all of them, read at the model's global epoch) continues where it stopped.
+      fit.epochs = static_cast<int>(std::max<int64_t>(0, a.epochs - model.epoch()));
+      fit.batch_size = a.batch;
+      fit.seed = a.seed;
+      fit.augment = a.augment;
+      fit.data_placement = a.placement == "device"   ? cudl::DataPlacement::Device
+                           : a.placement == "stream" ? cudl::DataPlacement::Stream
+                                                     : cudl::DataPlacement::Auto;
+      if (a.schedule == "cosine")
+        fit.callbacks.push_back(std::make_shared<cudl::LearningRateScheduler>(cudl::schedules::cosine(a.lr, a.epochs)));
+      fit.validation_split = train.size() >= 12000 ? 5000.0 / train.size() : 0.1;
+      if (lead)
+        std::printf("training on %lld images (%lld held out for validation), testing on %lld\n",
+                    static_cast<long long>(train.size() - static_cast<int64_t>(train.size() * fit.validation_split)),
+                    static_cast<long long>(train.size() * fit.validation_split), static_cast<long long>(test.size()));
+      cudl::History h = model.fit(train, fit);
+      cudl::EvalResult r = model.evaluate(test, 1000);
+      if (lead) std::printf("test loss %.4f, test accuracy %.2f%%\n", r.metrics["loss"], 100.0 * r.metrics["accuracy"]);
+      if (lead) sample::write_history(a.csv, a.plot, h);
+      if (!a.save.empty()) {
+        cudl::save_checkpoint(model, a.save);
+        if (lead) std::printf("checkpoint: %s\n", a.save.c_str());
+      }
+      if (a.profile && lead)
+        std::printf("\nper-op profile (%s):\n%s", device.str().c_str(), model.profile_table().c_str());
+    };
+    if (a.devices > 1) {
+      std::printf("data-parallel on %d CUDA devices (ranks as threads), global batch %lld\n", a.devices,
+                  static_cast<long long>(a.batch));
+      cudl::distributed::World(a.devices).run(train_rank);
+    } else {
+      train_rank(nullptr);
     }
-    if (a.profile) std::printf("\nper-op profile (%s):\n%s", device.str().c_str(), model.profile_table().c_str());
     return 0;
   } catch (const cudl::Error& e) {
     std::fprintf(stderr, "cudl-mnist: %s\n", e.what());

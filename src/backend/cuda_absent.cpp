@@ -4,6 +4,7 @@
 #include <string>
 
 #include "backend/backend.hpp"
+#include "backend/communicator.hpp"
 #include "core/nvtx.hpp"
 #include "cuda/conv.hpp"
 #include "cuda/matmul.hpp"
@@ -29,6 +30,11 @@ DeviceInfo cuda_device_info(int index) {
 void register_cuda_ops(OpTable&) { CUDL_FAIL("the CUDA backend is not available: ", kReason); }
 
 ExecContext& cuda_default_context(int index) { CUDL_FAIL("no context for cuda:", index, ": ", kReason); }
+
+CommunicatorId cuda_communicator_id() { CUDL_FAIL("no NCCL communicator: ", kReason); }
+std::unique_ptr<DeviceCommunicator> make_cuda_communicator(const CommunicatorId&, int, int rank, int device) {
+  CUDL_FAIL("no NCCL communicator for rank ", rank, " on cuda:", device, ": ", kReason);
+}
 
 MatmulPlanStats cuda_matmul_plan_stats() { CUDL_FAIL("cuda_matmul_plan_stats: ", kReason); }
 int64_t conv_plans_built() { CUDL_FAIL("conv_plans_built: ", kReason); }

@@ -19,6 +19,7 @@ void register_cuda_data_ops(OpTable& t);
 void register_cuda_util_ops(OpTable& t);
 void register_cuda_augment_ops(OpTable& t);
 void register_cuda_recurrent_ops(OpTable& t);
+void register_cuda_collective_ops(OpTable& t);
 
 void register_cuda_ops(OpTable& t) {
   register_cuda_elementwise_ops(t);
@@ -37,6 +38,7 @@ void register_cuda_ops(OpTable& t) {
   register_cuda_util_ops(t);
   register_cuda_augment_ops(t);
   register_cuda_recurrent_ops(t);
+  register_cuda_collective_ops(t);
 }
 
 }  // namespace cudl

@@ -20,6 +20,21 @@ Executor::Executor(Graph graph, Device device, const std::map<ValueId, Tensor>& 
   const auto& values = graph_.values();
   storage_.resize(values.size());
   arena_ = Tensor::empty(Shape{static_cast<int64_t>(std::max<size_t>(plan_.arena_bytes, 1))}, DType::u8, device_);
+  // The gradients AllReduce nodes read, when the graph owns them, share one slab in the nodes'
+  // order and each node's input order (each at a 16-byte boundary): the gradients of one node are
+  // adjacent, one bucket for the communicator.
+  std::map<ValueId, size_t> slab_offset;
+  size_t slab_bytes = 0;
+  for (const Node& n : graph_.nodes()) {
+    if (n.op != OpKind::AllReduce) continue;
+    for (ValueId v : n.inputs) {
+      const Value& val = values[v];
+      if (val.view_of != kNone || val.role != Role::Grad || bound.count(v) || slab_offset.count(v)) continue;
+      slab_offset[v] = slab_bytes;
+      slab_bytes = (slab_bytes + val.nbytes() + 15) / 16 * 16;
+    }
+  }
+  if (slab_bytes > 0) grad_slab_ = Tensor::zeros(Shape{static_cast<int64_t>(slab_bytes)}, DType::u8, device_);
   // Roots first, then views (which need their root's tensor).
   for (ValueId v = 0; v < static_cast<ValueId>(values.size()); ++v) {
     const Value& val = values[v];
@@ -35,6 +50,8 @@ Executor::Executor(Graph graph, Device device, const std::map<ValueId, Tensor>& 
         CUDL_FAIL("executor: tensor bound to ", val.name, " is ", t.shape(), " ", t.dtype(), " on ", t.device(),
                   "; the graph needs ", val.shape, " ", val.dtype, " on ", device_);
       storage_[v] = t.reshape(val.shape);
+    } else if (auto at = slab_offset.find(v); at != slab_offset.end()) {
+      storage_[v] = grad_slab_.view_bytes(at->second, val.shape, val.dtype);
     } else {
       storage_[v] = Tensor::zeros(val.shape, val.dtype, device_);
     }

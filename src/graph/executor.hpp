@@ -68,6 +68,7 @@ class Executor {
   ExecutorOptions options_;
   Plan plan_;
   Tensor arena_;
+  Tensor grad_slab_;  // the gradients of an AllReduce node, adjacent (u8; empty without one)
   std::vector<Tensor> storage_;  // per value: its tensor (persistent) or arena view
   struct Call {
     std::vector<TensorView> in, out;

@@ -1,6 +1,8 @@
 // graph/graph.cpp — Graph construction and bookkeeping.
 #include "graph/graph.hpp"
 
+#include <algorithm>
+
 #include "cudl/error.hpp"
 
 namespace cudl::graph {
@@ -75,6 +77,17 @@ int Graph::add_node(OpKind op, const OpAttrs& attrs, std::vector<ValueId> inputs
   }
   nodes_.push_back(std::move(n));
   return id;
+}
+
+int Graph::insert_node(int pos, OpKind op, const OpAttrs& attrs, std::vector<ValueId> inputs, const std::string& layer,
+                       Phase phase) {
+  if (pos < 0 || pos > static_cast<int>(nodes_.size()))
+    CUDL_FAIL("graph: cannot insert ", op_name(op), " at node ", pos, " of ", nodes_.size());
+  const int id = add_node(op, attrs, std::move(inputs), {}, layer, phase);
+  for (Value& v : values_)
+    if (v.producer >= pos) ++v.producer;
+  std::rotate(nodes_.begin() + pos, nodes_.begin() + id, nodes_.end());
+  return pos;
 }
 
 Value& Graph::value(ValueId id) {

@@ -60,6 +60,10 @@ class Graph {
   /// Appends a node; outputs must already exist and have no producer.
   int add_node(OpKind op, const OpAttrs& attrs, std::vector<ValueId> inputs, std::vector<ValueId> outputs,
                const std::string& layer, Phase phase);
+  /// add_node, but placed at index `pos` of the node list (later nodes move up by one); for nodes
+  /// without outputs that must run between existing ones (data-parallel gradient buckets).
+  int insert_node(int pos, OpKind op, const OpAttrs& attrs, std::vector<ValueId> inputs, const std::string& layer,
+                  Phase phase);
 
   Value& value(ValueId id);
   const Value& value(ValueId id) const;

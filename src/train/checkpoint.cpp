@@ -1,6 +1,7 @@
 // train/checkpoint.cpp — model checkpoints on top of safetensors (src/data/safetensors.cpp): the
 // model's whole training state, restored only after the whole checkpoint has been checked.
 #include "cudl/checkpoint.hpp"
+#include "cudl/distributed.hpp"
 
 #include <limits>
 #include <map>
@@ -38,6 +39,8 @@ std::string name_list(const std::vector<std::string>& names) {
 }  // namespace
 
 void save_checkpoint(Model& model, const std::string& path) {
+  // Data-parallel: every rank holds the same state; rank 0 writes it, the others write nothing.
+  if (model.communicator() && model.communicator()->rank() != 0) return;
   const auto state = model.state_tensors();  // throws before compile
   std::map<std::string, std::string> meta{{"format", "cudl-checkpoint"},
                                           {"version", "1"},

@@ -9,6 +9,7 @@
 #include <numeric>
 #include <random>
 
+#include "cudl/distributed.hpp"
 #include "cudl/error.hpp"
 #include "data/prefetch.hpp"
 #include "train/model_impl.hpp"
@@ -26,9 +27,10 @@ bool stdout_is_tty() { return isatty(fileno(stdout)) != 0; }
 struct DataSource {
   Tensor x, y, perm;
   std::unique_ptr<data::BatchPrefetcher> prefetch;
-  int64_t n = 0, batch = 0;
+  int64_t n = 0, batch = 0;  // n: rows of an epoch's order (the dataset's, or this rank's shard)
 
-  DataSource(const Dataset& d, int64_t B, Device dev, DataPlacement placement) : n(d.size()), batch(B) {
+  DataSource(const Dataset& d, int64_t B, Device dev, DataPlacement placement, int64_t order_rows = -1)
+      : n(order_rows >= 0 ? order_rows : d.size()), batch(B) {
     if (placement == DataPlacement::Auto) {
       const size_t bytes = d.x.nbytes() + (d.y.defined() ? d.y.nbytes() : 0);
       placement = dev.is_cuda() && bytes > cuda_device_info(dev.index()).total_memory / 2 ? DataPlacement::Stream
@@ -147,6 +149,13 @@ void Model::Impl::collect_profile(const graph::Executor& e) {
   }
 }
 
+int Model::Impl::world_size() const { return opts.communicator ? opts.communicator->size() : 1; }
+int Model::Impl::world_rank() const { return opts.communicator ? opts.communicator->rank() : 0; }
+
+void Model::Impl::all_reduce_metrics() {
+  for (auto& [k, t] : accumulators) opts.communicator->all_reduce(t, /*average=*/false);  // same keys, same order
+}
+
 History Model::fit(const Dataset& train_in, const FitOptions& fo) {
   Impl& m = impl();
   m.require_compiled("fit");
@@ -180,12 +189,20 @@ History Model::fit(const Dataset& train_in, const FitOptions& fo) {
     if (valp) m.check_finite_data(*valp, "validation data");
   }
   const Device dev = m.opts.device;
-  const int64_t B = std::min(fo.batch_size, N), full = N / B, rest = N % B;
+  // Data-parallel: batch_size is the global batch; each rank trains on its slice of every global
+  // batch (distributed::shard) and the incomplete last global batch is dropped.
+  const int W = m.world_size();
+  const int64_t global_batch = std::min(fo.batch_size, N);
+  if (global_batch % W != 0)
+    CUDL_FAIL("model ", m.name, ": the global batch ", global_batch, " (batch_size ", fo.batch_size, ", ", N,
+              " rows) must be a multiple of the ", W, " ranks");
+  const int64_t B = global_batch / W, full = N / global_batch, rest = W > 1 ? 0 : N % B;
+  const int verbose = m.world_rank() == 0 ? fo.verbose : 0;  // one progress line, rank 0's
   if (fo.augment && (fo.augment_shift < 0 || !(fo.augment_rotation >= 0 && fo.augment_rotation <= 180)))
     CUDL_FAIL("model ", m.name, ": augment_shift must be >= 0 and augment_rotation in [0, 180] degrees, got ",
               fo.augment_shift, " and ", fo.augment_rotation);
   // The dataset lives on the device for the whole fit (batches are gathered there), or streams.
-  DataSource src(train, B, dev, fo.data_placement);
+  DataSource src(train, B, dev, fo.data_placement, W > 1 ? full * B : N);
   Impl::DataSpec spec = src.spec(train);
   spec.augment = &fo;
   graph::ExecutorOptions eo = m.exec_options();
@@ -216,12 +233,14 @@ History Model::fit(const Dataset& train_in, const FitOptions& fo) {
     std::mt19937_64 rng(fo.seed ^ (m.opts.seed * 0x9E3779B97F4A7C15ull) ^
                         (static_cast<uint64_t>(m.epochs_done) * 0xD1B54A32D192ED03ull));
     if (fo.shuffle) std::shuffle(order.begin(), order.end(), rng);
-    src.begin_epoch(order);
+    std::vector<int32_t> rank_rows;
+    if (W > 1) rank_rows = distributed::shard(order, global_batch, m.world_rank(), W);
+    src.begin_epoch(W > 1 ? rank_rows : order);
     m.cursor.fill(0);
     for (auto& [k, t] : m.accumulators) t.fill(0);
     m.epoch_rows = 0;
     const int64_t steps = full + (rest ? 1 : 0);
-    const bool tty = fo.verbose > 0 && stdout_is_tty();
+    const bool tty = verbose > 0 && stdout_is_tty();
     const int64_t log_every = fo.log_every > 0 ? fo.log_every : std::max<int64_t>(1, steps / 20);
     for (int64_t s = 0; s < steps; ++s) {
       src.run_step(s, *(s < full ? main : tail).exec);
@@ -240,7 +259,8 @@ History Model::fit(const Dataset& train_in, const FitOptions& fo) {
     }
     main.exec->synchronize();
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::map<std::string, double> logs = m.read_metrics(static_cast<double>(N));
+    if (W > 1) m.all_reduce_metrics();  // every rank reports the metrics of the whole epoch
+    std::map<std::string, double> logs = m.read_metrics(static_cast<double>(W > 1 ? full * global_batch : N));
     if (fo.terminate_on_nan && !std::isfinite(logs["loss"]))
       CUDL_FAIL("model ", m.name, ": epoch ", epoch + 1, ": the training loss is ", logs["loss"],
                 " (diverged: lower the learning rate, or check the data for NaN/Inf); set "
@@ -254,7 +274,7 @@ History Model::fit(const Dataset& train_in, const FitOptions& fo) {
     for (const auto& [k, v] : logs)
       if (k != "epoch_seconds") h.metrics[k].push_back(v);
     h.metrics["epoch_seconds"].push_back(secs);
-    if (fo.verbose > 0) {
+    if (verbose > 0) {
       std::printf("%sepoch %d/%lld - %.2fs", tty ? "\r" : "", epoch + 1, (long long)last_epoch, secs);
       for (const auto& [k, v] : logs)
         if (k != "epoch_seconds") std::printf(" - %s %.4f", k.c_str(), v);

@@ -7,6 +7,7 @@
 #include <set>
 
 #include "backend/backend.hpp"
+#include "cudl/distributed.hpp"
 #include "cudl/error.hpp"
 #include "train/model_impl.hpp"
 
@@ -145,6 +146,9 @@ void Model::compile(const CompileOptions& options) {
     if (metric != "accuracy" && metric != "mae" && metric != "loss")
       CUDL_FAIL("model ", m.name, ": unknown metric '", metric, "' (accuracy, mae)");
   m.check_learning_rate(options.optimizer.lr);
+  if (options.communicator && options.device != options.communicator->device())
+    CUDL_FAIL("model ", m.name, ": compiled for ", options.device, " but the communicator of rank ",
+              options.communicator->rank(), " is on ", options.communicator->device());
   // Parameters follow the model to its device (and so to every model sharing the layer).
   for (const LayerPtr& l : m.layer_list) {
     for (auto& [n, t] : l->params())
@@ -174,8 +178,18 @@ void Model::compile(const CompileOptions& options) {
   // Building the training graph creates the parameters (first use of each layer) and the optimizer
   // state; planning it reports the memory of a step before step 1. Nothing else is allocated.
   m.report = m.plan(32);
+  if (options.communicator) m.broadcast_state();
   m.compiled = true;
   if (options.verbose) std::printf("%s\n", m.report.str().c_str());
+}
+
+void Model::Impl::broadcast_state() {
+  // Every rank walks the same layers and names in the same order: one broadcast each.
+  distributed::Communicator& comm = *opts.communicator;
+  for (const LayerPtr& l : layer_list) {
+    for (auto& [n, t] : l->params()) comm.broadcast(t, 0);
+    for (auto& [n, t] : l->buffers()) comm.broadcast(t, 0);
+  }
 }
 
 const PlanReport& Model::plan_report() const { return impl().report; }
@@ -215,6 +229,8 @@ void Model::Impl::write_hyper() {
 }
 
 Device Model::device() const { return impl().opts.device; }
+
+const std::shared_ptr<distributed::Communicator>& Model::communicator() const { return impl().opts.communicator; }
 const Optimizer& Model::optimizer() const {
   impl().require_compiled("optimizer");
   return impl().opts.optimizer;

@@ -98,6 +98,9 @@ struct Model::Impl {
   std::pair<graph::ValueId, graph::ValueId> loss_nodes(detail::BuildContext& c, graph::ValueId pred,
                                                        graph::ValueId target, bool with_grad);
   void optimizer_nodes(detail::BuildContext& c);
+  /// Data-parallel: the gradient buckets' all-reduce nodes (started during backward, finished
+  /// before the optimizer).
+  void gradient_all_reduce_nodes(detail::BuildContext& c);
   bool wants(const std::string& metric) const;
   Tensor& acc(const std::string& key);
   graph::ValueId bind_state(detail::BuildContext& c, const std::string& name, const Tensor& t,
@@ -117,6 +120,11 @@ struct Model::Impl {
   void check_finite_weights(int epoch) const;
   void collect_profile(const graph::Executor& e);
   void write_hyper();  // hyper[0] only: the step count in hyper[1] lives on the device
+  // -- data-parallel training (opts.communicator set) --------------------------------------------
+  int world_size() const;
+  int world_rank() const;
+  void broadcast_state();       // compile: parameters and buffers from rank 0
+  void all_reduce_metrics();    // fit: sums the accumulators over the ranks (at an epoch's end)
   const std::string& layer_name(const Layer* l) const { return names.at(l); }
 };
 

@@ -3,7 +3,10 @@
 #include <algorithm>
 #include <cctype>
 
+#include "backend/communicator.hpp"
+#include "cudl/distributed.hpp"
 #include "cudl/error.hpp"
+#include "ops/collective.hpp"
 #include "ops/loss.hpp"
 #include "ops/optim.hpp"
 #include "train/model_impl.hpp"
@@ -273,6 +276,52 @@ std::pair<ValueId, ValueId> Model::Impl::loss_nodes(detail::BuildContext& c, Val
                {kNone, kNone, kNone, bind_state(c, "metric.mae", acc("mae"))}, "metrics", Phase::Metrics);
   }
   return {loss, dpred};
+}
+
+void Model::Impl::gradient_all_reduce_nodes(detail::BuildContext& c) {
+  // Data-parallel: every gradient is averaged over the ranks before anything reads it (penalties,
+  // clipping, the step), inside the step's program, so a captured step stays one graph launch.
+  // Gradients are grouped, in the order the backward pass finishes them, into buckets of up to
+  // bucket_bytes; each bucket starts on the communicator's queue right after the last node that
+  // writes one of its gradients, overlapping the rest of the backward pass, and one finish node
+  // before the optimizer waits for them all.
+  graph::Graph& g = *c.g;
+  DeviceCommunicator& comm = opts.communicator->backend();
+  std::vector<ValueId> grads;
+  for (const auto& p : c.params)
+    if (p.grad != kNone) grads.push_back(p.grad);
+  if (grads.empty()) return;
+  std::map<ValueId, int> last_write;  // gradient -> index of the last node writing it (or a view of it)
+  for (ValueId v : grads) last_write[v] = -1;
+  const auto& nodes = g.nodes();
+  for (int i = 0; i < static_cast<int>(nodes.size()); ++i)
+    for (ValueId o : nodes[i].outputs)
+      if (o != kNone)
+        if (auto it = last_write.find(g.storage_root(o)); it != last_write.end()) it->second = i;
+  std::stable_sort(grads.begin(), grads.end(), [&](ValueId a, ValueId b) { return last_write[a] < last_write[b]; });
+  std::vector<std::pair<int, std::vector<ValueId>>> buckets;  // (insert after node, gradients)
+  size_t bytes = 0;
+  for (ValueId v : grads) {
+    const size_t n = g.value(v).nbytes();
+    if (buckets.empty() || bytes + n > comm.bucket_bytes) {
+      buckets.push_back({-1, {}});
+      bytes = 0;
+    }
+    buckets.back().first = std::max(buckets.back().first, last_write[v]);
+    buckets.back().second.push_back(v);
+    bytes += n;
+  }
+  // The executor puts a bucket's gradients one after another at 16-byte boundaries: those whose
+  // size is a multiple of 16 bytes go first, so they (and the first odd-sized one) stay adjacent
+  // and the bucket is one call.
+  for (auto& [pos, vs] : buckets)
+    std::stable_partition(vs.begin(), vs.end(), [&](ValueId v) { return g.value(v).nbytes() % 16 == 0; });
+  const OpAttrs start = ops::AllReduceAttrs{&comm, true, ops::AllReduceStage::kStart}.to_op_attrs();
+  const OpAttrs finish = ops::AllReduceAttrs{&comm, true, ops::AllReduceStage::kFinish}.to_op_attrs();
+  for (size_t b = 0; b < buckets.size(); ++b)  // each earlier insertion moved this bucket's place up by one
+    g.insert_node(buckets[b].first + 1 + static_cast<int>(b), OpKind::AllReduce, start, buckets[b].second,
+                  "data_parallel/bucket" + std::to_string(b), Phase::Backward);
+  g.add_node(OpKind::AllReduce, finish, grads, {}, "data_parallel", Phase::Optimizer);
 }
 
 void Model::Impl::optimizer_nodes(detail::BuildContext& c) {

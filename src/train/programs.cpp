@@ -164,6 +164,7 @@ std::unique_ptr<Model::Impl::Build> Model::Impl::build(int64_t B, const DataSpec
   for (const auto& p : c.params)
     if (p.grad != kNone) spec.param_grads[p.value] = p.grad;
   graph::build_backward(g, spec);
+  if (opts.communicator) gradient_all_reduce_nodes(c);
   optimizer_nodes(c);
   advance_rng(c, Phase::Optimizer);
   return b;

@@ -48,7 +48,7 @@ void count_malloc(bool device);
 void count_free(bool device);
 void count_sync();
 void count_kernel_launch();
-void count_graph_launch();
+void count_graph_launch(int device);
 void count_library_call();
 
 /// Describes pointer p for error details: "device allocation #3 (0x..., 400 bytes)",

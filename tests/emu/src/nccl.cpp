@@ -26,6 +26,7 @@
 #include <mutex>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "emu/runtime.hpp"
@@ -33,18 +34,19 @@
 
 namespace {
 
-enum class Kind { AllReduce, Broadcast };
+enum class Kind { AllReduce, Broadcast, AllGather, ReduceScatter };
 
 struct Call {
   Kind kind = Kind::AllReduce;
   const void* send = nullptr;
   void* recv = nullptr;
-  size_t count = 0;
+  size_t count = 0;  // AllGather: per rank sent; ReduceScatter: per rank received
   ncclDataType_t type = ncclFloat32;
   ncclRedOp_t op = ncclSum;
   int root = 0;
   cudaStream_t stream = nullptr;
   int device = 0;
+  bool replay = false;  // a replay of a collective captured into a CUDA graph
 };
 
 const char* type_name(ncclDataType_t t) {
@@ -79,25 +81,49 @@ size_t type_size(ncclDataType_t t) {
   }
 }
 
+const char* kind_name(Kind k) {
+  switch (k) {
+    case Kind::AllReduce: return "ncclAllReduce";
+    case Kind::Broadcast: return "ncclBroadcast";
+    case Kind::AllGather: return "ncclAllGather";
+    case Kind::ReduceScatter: return "ncclReduceScatter";
+  }
+  return "?";
+}
+
+bool reduces(Kind k) { return k == Kind::AllReduce || k == Kind::ReduceScatter; }
+
 std::string describe(const Call& c) {
-  std::string s = c.kind == Kind::AllReduce ? "ncclAllReduce(" : "ncclBroadcast(";
-  s += "count " + std::to_string(c.count) + ", " + type_name(c.type);
-  if (c.kind == Kind::AllReduce) s += c.op == ncclSum ? ", sum" : c.op == ncclAvg ? ", avg" : ", op " + std::to_string(c.op);
+  std::string s = std::string(kind_name(c.kind)) + "(";
+  s += c.kind == Kind::AllGather ? "sendcount " : c.kind == Kind::ReduceScatter ? "recvcount " : "count ";
+  s += std::to_string(c.count) + ", " + type_name(c.type);
+  if (reduces(c.kind)) s += c.op == ncclSum ? ", sum" : c.op == ncclAvg ? ", avg" : ", op " + std::to_string(c.op);
   if (c.kind == Kind::Broadcast) s += ", root " + std::to_string(c.root);
   return s + ")";
 }
 
 bool same(const Call& a, const Call& b) {
-  return a.kind == b.kind && a.count == b.count && a.type == b.type &&
-         (a.kind != Kind::AllReduce || a.op == b.op) && (a.kind != Kind::Broadcast || a.root == b.root);
+  return a.kind == b.kind && a.count == b.count && a.type == b.type && (!reduces(a.kind) || a.op == b.op) &&
+         (a.kind != Kind::Broadcast || a.root == b.root);
+}
+
+// Bytes a rank sends and receives.
+size_t send_bytes(const Call& c, int nranks) {
+  const size_t b = c.count * type_size(c.type);
+  return c.kind == Kind::ReduceScatter ? b * nranks : b;
+}
+size_t recv_bytes(const Call& c, int nranks) {
+  const size_t b = c.count * type_size(c.type);
+  return c.kind == Kind::AllGather ? b * nranks : b;
 }
 
 struct Round {
+  uint64_t key = 0;
   std::vector<Call> calls;
-  std::vector<char> arrived, reached;
+  std::vector<char> arrived, queued, reached;
   std::vector<uint64_t> seq;
   int n_arrived = 0;
-  bool enqueued = false;
+  bool enqueued = false;  // every rank's item is on its stream
   bool done = false;
   std::string error;
   std::vector<std::vector<char>> data;
@@ -109,7 +135,7 @@ struct Clique {
   std::condition_variable cv;
   std::vector<char> joined;
   int n_joined = 0;
-  std::map<uint64_t, Round> rounds;
+  std::map<uint64_t, std::shared_ptr<Round>> rounds;  // until done
 };
 
 std::mutex g_mu;
@@ -122,7 +148,7 @@ thread_local std::string t_last_error;
 thread_local int t_group = 0;
 struct PendingRound {
   std::shared_ptr<Clique> clique;
-  uint64_t key;
+  std::shared_ptr<Round> round;
   int rank;
 };
 thread_local std::vector<PendingRound> t_pending_rounds;
@@ -176,19 +202,27 @@ void reduce_into(std::vector<char>& out, const std::vector<std::vector<char>>& d
   }
 }
 
-// The stream item of rank `rank` for round `key` (runs with the runtime's lock held).
-void run_collective(const std::shared_ptr<Clique>& cl, uint64_t key, int rank) {
+// The stream item of rank `rank` for round `r` (runs with the runtime's lock held).
+void run_collective(const std::shared_ptr<Clique>& cl, const std::shared_ptr<Round>& rp, int rank) {
   std::unique_lock<std::mutex> lk(cl->mu);
-  Round& r = cl->rounds.at(key);
+  Round& r = *rp;
   if (!r.error.empty() || r.done || r.reached[rank]) return;
+  if (!r.enqueued) {  // a replayed graph ran before another rank launched its part: it cannot wait here
+    r.error = describe(r.calls[rank]) + " #" + std::to_string(r.key) + ": rank " + std::to_string(rank) +
+              "'s part ran before rank(s) " + missing(r.queued) + " launched theirs (launch each rank's graph " +
+              "from its own host thread, or all of them inside ncclGroupStart/End, before synchronising)";
+    cl->cv.notify_all();
+    return;
+  }
   r.reached[rank] = 1;
   const Call& c = r.calls[rank];
-  const size_t bytes = c.count * type_size(c.type);
-  if (c.kind == Kind::AllReduce || rank == c.root) {
+  const int n = cl->nranks;
+  cudl_emu::count_collective(c.device, send_bytes(c, n));
+  if (c.kind != Kind::Broadcast || rank == c.root) {
     const char* src = static_cast<const char*>(c.send);
-    r.data[rank].assign(src, src + bytes);
+    r.data[rank].assign(src, src + send_bytes(c, n));
   }
-  for (int j = 0; j < cl->nranks; ++j) {
+  for (int j = 0; j < n; ++j) {
     if (r.reached[j]) continue;
     const Call cj = r.calls[j];
     const uint64_t sj = r.seq[j];
@@ -197,59 +231,161 @@ void run_collective(const std::shared_ptr<Clique>& cl, uint64_t key, int rank) {
     lk.lock();
   }
   if (r.done) return;
-  for (int j = 0; j < cl->nranks; ++j)
+  for (int j = 0; j < n; ++j)
     if (!r.reached[j]) return;  // a stream could not get there (a sticky error stopped it)
   std::vector<char> result;
   if (c.kind == Kind::Broadcast) {
     result = r.data[c.root];
+  } else if (c.kind == Kind::AllGather) {
+    for (int j = 0; j < n; ++j) result.insert(result.end(), r.data[j].begin(), r.data[j].end());
   } else {
-    std::vector<std::vector<char>> data = r.data;
     const bool avg = c.op == ncclAvg;
+    const size_t total = c.kind == Kind::ReduceScatter ? c.count * n : c.count;
     switch (c.type) {
-      case ncclFloat32: reduce_into<float>(result, data, c.count, avg); break;
-      case ncclFloat64: reduce_into<double>(result, data, c.count, avg); break;
-      case ncclInt32: reduce_into<int32_t>(result, data, c.count, avg); break;
-      case ncclInt64: reduce_into<int64_t>(result, data, c.count, avg); break;
+      case ncclFloat32: reduce_into<float>(result, r.data, total, avg); break;
+      case ncclFloat64: reduce_into<double>(result, r.data, total, avg); break;
+      case ncclInt32: reduce_into<int32_t>(result, r.data, total, avg); break;
+      case ncclInt64: reduce_into<int64_t>(result, r.data, total, avg); break;
       default: break;  // refused when called
     }
   }
-  for (int j = 0; j < cl->nranks; ++j) std::memcpy(r.calls[j].recv, result.data(), bytes);
+  const size_t rb = recv_bytes(c, n);
+  for (int j = 0; j < n; ++j) {
+    const size_t offset = c.kind == Kind::ReduceScatter ? rb * j : 0;  // rank j's chunk
+    std::memcpy(r.calls[j].recv, result.data() + offset, rb);
+  }
   r.done = true;
   r.data.clear();
+  cl->rounds.erase(r.key);
 }
 
-// Waits until round `key` is queued on every rank's stream (or failed).
-ncclResult_t wait_round(ncclComm_t comm, const std::shared_ptr<Clique>& cl, uint64_t key, int rank) {
+// Waits until round `r` is queued on every rank's stream (or failed). Empty when it is.
+std::string wait_round(const std::shared_ptr<Clique>& cl, const std::shared_ptr<Round>& rp, int rank,
+                       ncclResult_t* code) {
   std::unique_lock<std::mutex> lk(cl->mu);
-  Round& r = cl->rounds.at(key);
+  Round& r = *rp;
   const auto deadline = std::chrono::steady_clock::now() + timeout();
   while (!r.enqueued && r.error.empty()) {
     if (cl->cv.wait_until(lk, deadline) == std::cv_status::timeout && !r.enqueued && r.error.empty()) {
-      r.error = describe(r.calls[rank]) + " #" + std::to_string(key) + ": rank(s) " + missing(r.arrived) + " of " +
-                std::to_string(cl->nranks) + " did not call it within " + std::to_string(timeout().count()) +
-                " ms (CUDL_EMU_NCCL_TIMEOUT_MS); rank " + std::to_string(rank) + " waited";
+      r.error = describe(r.calls[rank]) + " #" + std::to_string(r.key) + ": rank(s) " + missing(r.arrived) + " of " +
+                std::to_string(cl->nranks) + " did not " + (r.calls[rank].replay ? "launch" : "call") +
+                " it within " + std::to_string(timeout().count()) + " ms (CUDL_EMU_NCCL_TIMEOUT_MS); rank " +
+                std::to_string(rank) + " waited";
       cl->cv.notify_all();
-      return fail(comm, ncclSystemError, r.error);
+      *code = ncclSystemError;
+      return r.error;
     }
   }
-  if (!r.error.empty()) return fail(comm, ncclInvalidUsage, r.error);
-  return ncclSuccess;
+  *code = r.error.empty() ? ncclSuccess : ncclInvalidUsage;
+  return r.error;
+}
+
+ncclResult_t wait_round(ncclComm_t comm, const std::shared_ptr<Clique>& cl, const std::shared_ptr<Round>& rp,
+                        int rank) {
+  ncclResult_t code = ncclSuccess;
+  std::string e = wait_round(cl, rp, rank, &code);
+  return e.empty() ? ncclSuccess : fail(comm, code, e);
+}
+
+// Rank `rank` arrives at its next collective `c`. A replay (`c.replay`) has already queued its item
+// (`seq`); an eager call's item is queued once every rank has arrived, by the last one. Returns the
+// round, or null with `*error` set.
+std::shared_ptr<Round> arrive(ncclComm_t comm, const Call& c, uint64_t seq, const char* api, ncclResult_t* code,
+                              std::string* error) {
+  std::shared_ptr<Clique> cl = comm->clique;
+  const int n = cl->nranks;
+  const uint64_t key = comm->next++;
+  std::shared_ptr<Round> rp;
+  bool enqueue_all = false;
+  {
+    std::lock_guard<std::mutex> lk(cl->mu);
+    auto& slot = cl->rounds[key];
+    if (!slot) {
+      slot = std::make_shared<Round>();
+      slot->key = key;
+      slot->calls.resize(n);
+      slot->arrived.assign(n, 0);
+      slot->queued.assign(n, 0);
+      slot->reached.assign(n, 0);
+      slot->seq.assign(n, 0);
+      slot->data.resize(n);
+    }
+    rp = slot;
+    Round& r = *rp;
+    if (!r.error.empty()) {
+      *code = ncclInvalidUsage;
+      *error = r.error;
+      return nullptr;
+    }
+    for (int j = 0; j < n; ++j)
+      if (r.arrived[j] && !same(r.calls[j], c)) {
+        r.error = "collective #" + std::to_string(key) + " differs across ranks: rank " + std::to_string(j) +
+                  " called " + describe(r.calls[j]) + ", rank " + std::to_string(comm->rank) + " called " +
+                  describe(c);
+        cl->cv.notify_all();
+        *code = ncclInvalidUsage;
+        *error = r.error;
+        return nullptr;
+      }
+    r.calls[comm->rank] = c;
+    r.arrived[comm->rank] = 1;
+    if (c.replay) {
+      r.queued[comm->rank] = 1;
+      r.seq[comm->rank] = seq;
+    }
+    enqueue_all = ++r.n_arrived == n;
+  }
+  if (enqueue_all) {
+    // The eager ranks' items go on their streams under the runtime's lock, so none runs before all are queued.
+    std::lock_guard<std::recursive_mutex> runtime_lock(cudl_emu::detail::api_mutex());
+    std::vector<Call> calls;
+    std::vector<char> queued;
+    {
+      std::lock_guard<std::mutex> lk(cl->mu);
+      calls = rp->calls;
+      queued = rp->queued;
+    }
+    std::vector<uint64_t> seqs(n, 0);
+    for (int j = 0; j < n; ++j) {
+      if (queued[j]) continue;
+      cudaError_t e = cudl_emu::enqueue_on(calls[j].device, calls[j].stream, cudl_emu::WorkKind::Library, api,
+                                           [cl, rp, j] { run_collective(cl, rp, j); }, &seqs[j]);
+      if (e != cudaSuccess) {
+        std::lock_guard<std::mutex> lk(cl->mu);
+        rp->error = std::string(api) + ": queueing rank " + std::to_string(j) + "'s part failed: " + cudaGetErrorString(e);
+        cl->cv.notify_all();
+        *code = ncclUnhandledCudaError;
+        *error = rp->error;
+        return nullptr;
+      }
+    }
+    std::lock_guard<std::mutex> lk(cl->mu);
+    for (int j = 0; j < n; ++j)
+      if (!queued[j]) {
+        rp->seq[j] = seqs[j];
+        rp->queued[j] = 1;
+      }
+    rp->enqueued = true;
+    cl->cv.notify_all();
+  }
+  return rp;
 }
 
 ncclResult_t submit(ncclComm_t comm, Call c, const char* api) {
   if (!comm) return fail(nullptr, ncclInvalidArgument, std::string(api) + ": comm is null");
   const size_t esize = type_size(c.type);
   if (esize == 0) return fail(comm, ncclInvalidArgument, std::string(api) + ": datatype " + std::to_string(c.type));
-  if (c.kind == Kind::AllReduce) {
+  if (reduces(c.kind)) {
     const bool fp = c.type == ncclFloat32 || c.type == ncclFloat64;
     const bool integer = c.type == ncclInt32 || c.type == ncclInt64;
     if (!(c.op == ncclSum && (fp || integer)) && !(c.op == ncclAvg && fp))
       return fail(comm, ncclInvalidArgument, std::string(api) + ": " + describe(c) + " is not emulated (sum of " +
                                                  "float32/float64/int32/int64, avg of float32/float64)");
   }
-  if (c.kind == Kind::Broadcast && (c.root < 0 || c.root >= comm->clique->nranks))
+  const int n = comm->clique->nranks;
+  if (c.kind == Kind::Broadcast && (c.root < 0 || c.root >= n))
     return fail(comm, ncclInvalidArgument, std::string(api) + ": root " + std::to_string(c.root) + " of " +
-                                               std::to_string(comm->clique->nranks) + " ranks");
+                                               std::to_string(n) + " ranks");
   int sd = comm->device;
   if (c.stream && cudaStreamGetDevice(c.stream, &sd) != cudaSuccess) {
     (void)cudaGetLastError();
@@ -259,11 +395,10 @@ ncclResult_t submit(ncclComm_t comm, Call c, const char* api) {
     return fail(comm, ncclInvalidArgument, std::string(api) + ": rank " + std::to_string(comm->rank) +
                                                "'s communicator is on device " + std::to_string(comm->device) +
                                                ", the stream on device " + std::to_string(sd));
-  if (cudl_emu::is_capturing(c.stream))
-    return fail(comm, ncclInvalidUsage, std::string(api) + ": collectives in a CUDA graph capture are not emulated yet");
-  const size_t bytes = c.count * esize;
-  const bool sends = c.kind == Kind::AllReduce || c.root == comm->rank;
-  for (auto [p, role] : {std::pair<const void*, const char*>{sends ? c.send : nullptr, "sendbuff"}, {c.recv, "recvbuff"}}) {
+  const bool sends = c.kind != Kind::Broadcast || c.root == comm->rank;
+  for (auto [p, bytes, role] : {std::tuple<const void*, size_t, const char*>{sends ? c.send : nullptr,
+                                                                             send_bytes(c, n), "sendbuff"},
+                                {c.recv, recv_bytes(c, n), "recvbuff"}}) {
     if (!p || bytes == 0) continue;
     if (!cudl_emu::is_device_range(p, bytes) || cudl_emu::pointer_device(p) != comm->device)
       return fail(comm, ncclInvalidArgument, std::string(api) + ": " + role + " of rank " +
@@ -272,64 +407,56 @@ ncclResult_t submit(ncclComm_t comm, Call c, const char* api) {
                                                  std::to_string(comm->device));
   }
   c.device = comm->device;
-  std::shared_ptr<Clique> cl = comm->clique;
-  const int n = cl->nranks;
-  const uint64_t key = comm->next++;
-  bool enqueue_all = false;
-  {
-    std::lock_guard<std::mutex> lk(cl->mu);
-    Round& r = cl->rounds[key];
-    if (r.calls.empty()) {
-      r.calls.resize(n);
-      r.arrived.assign(n, 0);
-      r.reached.assign(n, 0);
-      r.seq.assign(n, 0);
-      r.data.resize(n);
-    }
-    if (!r.error.empty()) return fail(comm, ncclInvalidUsage, r.error);
-    for (int j = 0; j < n; ++j)
-      if (r.arrived[j] && !same(r.calls[j], c)) {
-        r.error = "collective #" + std::to_string(key) + " differs across ranks: rank " + std::to_string(j) +
-                  " called " + describe(r.calls[j]) + ", rank " + std::to_string(comm->rank) + " called " +
-                  describe(c);
-        cl->cv.notify_all();
-        return fail(comm, ncclInvalidUsage, r.error);
+  if (cudl_emu::is_capturing(c.stream)) {
+    // Captured: each launch of the graph is a new collective of this communicator, in launch order.
+    cudl_emu::PerLaunch make = [comm, c, api](cudaStream_t stream, int device, uint64_t seq) {
+      Call call = c;
+      call.stream = stream;
+      call.device = device;
+      call.replay = true;
+      ncclResult_t code = ncclSuccess;
+      std::string error;
+      std::shared_ptr<Round> rp = arrive(comm, call, seq, api, &code, &error);
+      cudl_emu::LaunchedWork w;
+      if (!rp) {
+        comm->last_error = error;
+        w.run = [] {};
+        w.wait = [error] { return error; };
+        return w;
       }
-    r.calls[comm->rank] = c;
-    r.arrived[comm->rank] = 1;
-    enqueue_all = ++r.n_arrived == n;
-  }
-  if (enqueue_all) {
-    // Every rank's item goes on its stream under the runtime's lock, so none runs before all are queued.
-    std::lock_guard<std::recursive_mutex> runtime_lock(cudl_emu::detail::api_mutex());
-    std::vector<uint64_t> seqs(n);
-    std::vector<Call> calls;
-    {
-      std::lock_guard<std::mutex> lk(cl->mu);
-      calls = cl->rounds.at(key).calls;
-    }
-    for (int j = 0; j < n; ++j) {
-      cudaError_t e = cudl_emu::enqueue_on(calls[j].device, calls[j].stream, cudl_emu::WorkKind::Library, api,
-                                           [cl, key, j] { run_collective(cl, key, j); }, &seqs[j]);
-      if (e != cudaSuccess) {
+      std::shared_ptr<Clique> cl = comm->clique;
+      const int rank = comm->rank;
+      w.run = [cl, rp, rank] { run_collective(cl, rp, rank); };
+      w.ready = [cl, rp] {  // every rank has launched its part, or the round failed
         std::lock_guard<std::mutex> lk(cl->mu);
-        Round& r = cl->rounds.at(key);
-        r.error = std::string(api) + ": queueing rank " + std::to_string(j) + "'s part failed: " + cudaGetErrorString(e);
-        cl->cv.notify_all();
-        return fail(comm, ncclUnhandledCudaError, r.error);
-      }
-    }
-    std::lock_guard<std::mutex> lk(cl->mu);
-    Round& r = cl->rounds.at(key);
-    r.seq = seqs;
-    r.enqueued = true;
-    cl->cv.notify_all();
-  }
-  if (t_group > 0) {
-    t_pending_rounds.push_back({cl, key, comm->rank});
+        return rp->enqueued || !rp->error.empty();
+      };
+      w.wait = [comm, cl, rp, rank]() -> std::string {
+        if (t_group > 0) {  // one thread launching several ranks' graphs: waited for at ncclGroupEnd
+          t_pending_rounds.push_back({cl, rp, rank});
+          return {};
+        }
+        ncclResult_t code = ncclSuccess;
+        std::string e = wait_round(cl, rp, rank, &code);
+        if (!e.empty()) comm->last_error = e;
+        return e;
+      };
+      return w;
+    };
+    if (cudaError_t e = cudl_emu::capture_per_launch(c.stream, cudl_emu::WorkKind::Library, api, std::move(make)))
+      return fail(comm, ncclUnhandledCudaError, std::string(api) + ": recording into the capture failed: " +
+                                                    cudaGetErrorString(e));
     return ncclSuccess;
   }
-  return wait_round(comm, cl, key, comm->rank);
+  ncclResult_t code = ncclSuccess;
+  std::string error;
+  std::shared_ptr<Round> rp = arrive(comm, c, 0, api, &code, &error);
+  if (!rp) return fail(comm, code, error);
+  if (t_group > 0) {
+    t_pending_rounds.push_back({comm->clique, rp, comm->rank});
+    return ncclSuccess;
+  }
+  return wait_round(comm, comm->clique, rp, comm->rank);
 }
 
 ncclResult_t wait_joined(const std::shared_ptr<Clique>& cl) {
@@ -488,6 +615,18 @@ ncclResult_t ncclBroadcast(const void* sendbuff, void* recvbuff, size_t count, n
                 "ncclBroadcast");
 }
 
+ncclResult_t ncclAllGather(const void* sendbuff, void* recvbuff, size_t sendcount, ncclDataType_t datatype,
+                           ncclComm_t comm, cudaStream_t stream) {
+  return submit(comm, Call{Kind::AllGather, sendbuff, recvbuff, sendcount, datatype, ncclSum, 0, stream, 0},
+                "ncclAllGather");
+}
+
+ncclResult_t ncclReduceScatter(const void* sendbuff, void* recvbuff, size_t recvcount, ncclDataType_t datatype,
+                               ncclRedOp_t op, ncclComm_t comm, cudaStream_t stream) {
+  return submit(comm, Call{Kind::ReduceScatter, sendbuff, recvbuff, recvcount, datatype, op, 0, stream, 0},
+                "ncclReduceScatter");
+}
+
 ncclResult_t ncclGroupStart() {
   ++t_group;
   return ncclSuccess;
@@ -504,7 +643,7 @@ ncclResult_t ncclGroupEnd() {
   for (auto& cl : inits)
     if (ncclResult_t r = wait_joined(cl); r && !result) result = r;
   for (auto& p : rounds)
-    if (ncclResult_t r = wait_round(nullptr, p.clique, p.key, p.rank); r && !result) result = r;
+    if (ncclResult_t r = wait_round(nullptr, p.clique, p.round, p.rank); r && !result) result = r;
   return result;
 }
 

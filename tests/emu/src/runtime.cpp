@@ -64,10 +64,16 @@ struct AtomicCounters {
   std::atomic<uint64_t> bytes_h2d{0}, bytes_d2h{0}, bytes_d2d{0};
   std::atomic<uint64_t> memsets{0}, mallocs{0}, frees{0}, host_mallocs{0}, host_frees{0};
   std::atomic<uint64_t> syncs{0}, threads{0}, barriers{0}, library_calls{0};
+  std::atomic<uint64_t> collectives{0}, collective_bytes{0};
 };
 AtomicCounters& ctr() {
   static AtomicCounters* c = new AtomicCounters;
   return *c;
+}
+// Per device: what counters(device) reports (see runtime.hpp for which counts are attributed).
+AtomicCounters& ctr(int device) {
+  static AtomicCounters* c = new AtomicCounters[kMaxDevices];
+  return c[device];
 }
 
 thread_local const char* t_current_work = nullptr;
@@ -82,6 +88,7 @@ struct Node {  // one recorded unit of a captured graph
   WorkKind kind;
   std::string what;
   WorkFn fn;
+  std::shared_ptr<PerLaunch> per_launch;  // set instead of fn: a new instance per launch
 };
 struct GraphData {
   std::vector<Node> nodes;
@@ -110,6 +117,7 @@ struct Item {
   WorkKind kind;
   std::string what;
   WorkFn fn;
+  std::function<bool()> ready;  // when set and false, the item waits (a collective whose other ranks have not come)
 };
 
 struct Stream {
@@ -232,7 +240,9 @@ void flush_upto(Stream& s, uint64_t seq);
 
 // Runs the front item of `s` after what it implicitly depends on: the legacy stream waits for
 // earlier work of every blocking stream, and blocking streams wait for earlier legacy work.
-void run_front(Stream& s) {
+// Returns false (running nothing) when the front item is not ready: the stream waits there.
+bool run_front(Stream& s) {
+  if (s.queue.front().ready && !s.queue.front().ready()) return false;
   const uint64_t seq = s.queue.front().seq;
   if (s.legacy) {
     for (Stream* t : all_streams())
@@ -240,18 +250,21 @@ void run_front(Stream& s) {
   } else if (s.blocking()) {
     flush_upto(*st().legacy[s.device], seq);
   }
-  if (s.queue.empty() || s.queue.front().seq != seq) return;
+  if (s.queue.empty() || s.queue.front().seq != seq) return true;
   Item it = std::move(s.queue.front());
   s.queue.pop_front();
   run_item(it);
+  return true;
 }
 
 void flush_upto(Stream& s, uint64_t seq) {
-  while (!s.queue.empty() && s.queue.front().seq <= seq) run_front(s);
+  while (!s.queue.empty() && s.queue.front().seq <= seq)
+    if (!run_front(s)) return;
 }
 
 void flush_stream(Stream& s) {
-  while (!s.queue.empty()) run_front(s);
+  while (!s.queue.empty())
+    if (!run_front(s)) return;
 }
 
 void drop_drained_destroyed() {
@@ -377,8 +390,9 @@ cudaError_t flush_all() {
     again = false;
     for (Stream* s : all_streams())
       if (!s->queue.empty()) {
+        const size_t before = s->queue.size();
         flush_stream(*s);
-        again = true;
+        again = again || s->queue.size() != before;  // a stream waiting at a collective stays
       }
   }
   drop_drained_destroyed();
@@ -389,6 +403,18 @@ bool is_capturing(cudaStream_t stream) {
   std::lock_guard<std::recursive_mutex> lock(st().mu);
   Stream* s = resolve(stream);
   return s && s->capture != nullptr;
+}
+
+cudaError_t capture_per_launch(cudaStream_t stream, WorkKind kind, const char* what, PerLaunch make) {
+  std::lock_guard<std::recursive_mutex> lock(st().mu);
+  if (cudaError_t e = sticky_error()) return e;
+  Stream* s = resolve(stream);
+  if (cudaError_t e = check_stream_for_work(s, stream, what ? what : "work")) return e;
+  if (!s->capture)
+    return detail::fail(cudaErrorIllegalState, std::string(what ? what : "work") + ": " + s->name + " is not capturing");
+  s->capture->graph->data->nodes.push_back(
+      Node{kind, what ? what : "work", nullptr, std::make_shared<PerLaunch>(std::move(make))});
+  return cudaSuccess;
 }
 
 int device_count() {
@@ -440,8 +466,8 @@ cudaError_t sticky_error() {
   return e.sticky;
 }
 
-Counters counters() {
-  AtomicCounters& c = ctr();
+namespace {
+Counters snapshot(const AtomicCounters& c) {
   Counters r;
   r.kernel_launches = c.kernel_launches;
   r.graph_launches = c.graph_launches;
@@ -461,7 +487,20 @@ Counters counters() {
   r.threads = c.threads;
   r.barriers = c.barriers;
   r.library_calls = c.library_calls;
+  r.collectives = c.collectives;
+  r.collective_bytes = c.collective_bytes;
   return r;
+}
+}  // namespace
+
+Counters counters() { return snapshot(ctr()); }
+Counters counters(int device) { return snapshot(ctr(device)); }
+
+void count_collective(int device, uint64_t bytes) {
+  for (AtomicCounters* c : {&ctr(), &ctr(device)}) {
+    c->collectives++;
+    c->collective_bytes += bytes;
+  }
 }
 
 namespace {
@@ -478,12 +517,16 @@ bool take_failing_instantiate() {
 }
 
 void reset_counters() {
-  AtomicCounters& c = ctr();
-  for (std::atomic<uint64_t>* a :
-       {&c.kernel_launches, &c.graph_launches, &c.memcpy_h2d, &c.memcpy_d2h, &c.memcpy_d2d, &c.memcpy_h2h, &c.bytes_h2d,
-        &c.bytes_d2h, &c.bytes_d2d, &c.memsets, &c.mallocs, &c.frees, &c.host_mallocs, &c.host_frees, &c.syncs,
-        &c.threads, &c.barriers, &c.library_calls})
-    a->store(0);
+  std::vector<AtomicCounters*> all{&ctr()};
+  for (int d = 0; d < kMaxDevices; ++d) all.push_back(&ctr(d));
+  for (AtomicCounters* cp : all) {
+    AtomicCounters& c = *cp;
+    for (std::atomic<uint64_t>* a :
+         {&c.kernel_launches, &c.graph_launches, &c.memcpy_h2d, &c.memcpy_d2h, &c.memcpy_d2d, &c.memcpy_h2h,
+          &c.bytes_h2d, &c.bytes_d2h, &c.bytes_d2d, &c.memsets, &c.mallocs, &c.frees, &c.host_mallocs, &c.host_frees,
+          &c.syncs, &c.threads, &c.barriers, &c.library_calls, &c.collectives, &c.collective_bytes})
+      a->store(0);
+  }
 }
 
 void count_kernel(uint64_t threads, uint64_t barrier_crossings) {
@@ -541,8 +584,9 @@ cudaError_t flush_blocking() {
     again = false;
     for (Stream* s : all_streams())
       if ((s->legacy || s->blocking()) && !s->queue.empty()) {
+        const size_t before = s->queue.size();
         flush_stream(*s);
-        again = true;
+        again = again || s->queue.size() != before;
       }
   }
   drop_drained_destroyed();
@@ -570,11 +614,21 @@ void count_copy(CopyDir dir, size_t bytes) {
   }
 }
 void count_memset() { ctr().memsets++; }
-void count_malloc(bool device) { (device ? ctr().mallocs : ctr().host_mallocs)++; }
-void count_free(bool device) { (device ? ctr().frees : ctr().host_frees)++; }
-void count_sync() { ctr().syncs++; }
+void count_malloc(bool device) {
+  for (AtomicCounters* c : {&ctr(), &ctr(t_device)}) (device ? c->mallocs : c->host_mallocs)++;
+}
+void count_free(bool device) {
+  for (AtomicCounters* c : {&ctr(), &ctr(t_device)}) (device ? c->frees : c->host_frees)++;
+}
+void count_sync() {
+  ctr().syncs++;
+  ctr(t_device).syncs++;
+}
 void count_kernel_launch() { ctr().kernel_launches++; }
-void count_graph_launch() { ctr().graph_launches++; }
+void count_graph_launch(int device) {
+  ctr().graph_launches++;
+  ctr(device).graph_launches++;
+}
 void count_library_call() { ctr().library_calls++; }
 
 }  // namespace detail
@@ -1278,14 +1332,36 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t* pGraphExec, cudaGraph_t graph,
 
 cudaError_t cudaGraphLaunch(cudaGraphExec_t graphExec, cudaStream_t stream) {
   EMU_STICKY();
-  LockGuard lock(emu::st().mu);
-  auto* x = reinterpret_cast<emu::GraphExec*>(graphExec);
-  if (!emu::st().execs.count(x))
-    return fail(cudaErrorInvalidResourceHandle, "cudaGraphLaunch: invalid graph exec " + emu::hex(graphExec));
-  emu::Stream* s = emu::resolve(stream);
-  if (cudaError_t e = emu::check_stream_for_work(s, stream, "cudaGraphLaunch")) return e;
-  emu::detail::count_graph_launch();
-  for (const emu::Node& n : *x->nodes) emu::push(*s, n.kind, n.what, n.fn);
+  std::vector<std::function<std::string()>> waits;
+  {
+    LockGuard lock(emu::st().mu);
+    auto* x = reinterpret_cast<emu::GraphExec*>(graphExec);
+    if (!emu::st().execs.count(x))
+      return fail(cudaErrorInvalidResourceHandle, "cudaGraphLaunch: invalid graph exec " + emu::hex(graphExec));
+    emu::Stream* s = emu::resolve(stream);
+    if (cudaError_t e = emu::check_stream_for_work(s, stream, "cudaGraphLaunch")) return e;
+    emu::detail::count_graph_launch(s->device);
+    for (const emu::Node& n : *x->nodes) {
+      if (s->capture) {  // launched into a capture: the nodes become the outer graph's
+        s->capture->graph->data->nodes.push_back(n);
+        continue;
+      }
+      if (!n.per_launch) {
+        emu::push(*s, n.kind, n.what, n.fn);
+        continue;
+      }
+      const uint64_t seq = emu::st().next_seq;  // what push() assigns next
+      emu::LaunchedWork w = (*n.per_launch)(stream, s->device, seq);
+      emu::push(*s, n.kind, n.what, std::make_shared<std::function<void()>>(std::move(w.run)));
+      s->queue.back().ready = std::move(w.ready);
+      if (w.wait) waits.push_back(std::move(w.wait));
+    }
+  }
+  // Outside the lock: the other ranks' host threads must be able to launch their part meanwhile.
+  std::string error;
+  for (auto& w : waits)
+    if (std::string e = w(); !e.empty() && error.empty()) error = e;
+  if (!error.empty()) return fail(cudaErrorLaunchFailure, "cudaGraphLaunch: " + error);
   return cudaSuccess;
 }
 

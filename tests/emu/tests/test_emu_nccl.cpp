@@ -1,6 +1,7 @@
 // tests/emu/tests/test_emu_nccl.cpp — the emulated NCCL subset on two emulated devices (ctest sets
 // CUDL_EMU_DEVICES=2): ranks as threads and as communicators of one thread in a group, AllReduce
-// (sum, avg) and Broadcast in stream order, and the errors that replace hangs.
+// (sum, avg), Broadcast, AllGather and ReduceScatter in stream order, collectives captured into CUDA
+// graphs and replayed, and the errors that replace hangs (planted mismatches, a rank that never comes).
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 #include <nccl.h>
@@ -177,6 +178,232 @@ TEST_F(Nccl, ARankThatNeverCallsIsATimeoutNamingIt) {
   ASSERT_CUDA(cudaSetDevice(0));
   ASSERT_CUDA(cudaFree(x));
   for (auto c : comms) ASSERT_NCCL(ncclCommDestroy(c));
+}
+
+
+// Runs body(rank, comm) on one host thread per rank, each with its device current.
+template <typename Body>
+void ranks_as_threads(int n, Body body) {
+  ncclUniqueId id;
+  ASSERT_NCCL(ncclGetUniqueId(&id));
+  auto rank_main = [&](int rank) {
+    ASSERT_CUDA(cudaSetDevice(rank));
+    ncclComm_t comm = nullptr;
+    ASSERT_NCCL(ncclCommInitRank(&comm, n, id, rank));
+    body(rank, comm);
+    ASSERT_NCCL(ncclCommDestroy(comm));
+  };
+  std::vector<std::thread> threads;
+  for (int r = 1; r < n; ++r) threads.emplace_back(rank_main, r);
+  rank_main(0);
+  for (auto& t : threads) t.join();
+  (void)cudaSetDevice(0);
+}
+
+cudaStream_t nonblocking_stream() {
+  cudaStream_t s = nullptr;
+  EXPECT_EQ(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
+  return s;
+}
+
+float* zeros(size_t n) {
+  float* p = nullptr;
+  EXPECT_EQ(cudaMalloc(&p, n * sizeof(float)), cudaSuccess);
+  EXPECT_EQ(cudaMemset(p, 0, n * sizeof(float)), cudaSuccess);
+  return p;
+}
+
+// What `record` queues on s, captured (thread-local mode) and instantiated; the graph itself is dropped.
+template <typename Record>
+cudaGraphExec_t capture(cudaStream_t s, Record record) {
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  EXPECT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  record();
+  EXPECT_EQ(cudaStreamEndCapture(s, &graph), cudaSuccess);
+  EXPECT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  EXPECT_EQ(cudaGraphDestroy(graph), cudaSuccess);
+  return exec;
+}
+
+TEST_F(Nccl, AllGatherAndReduceScatterInRankOrder) {
+  std::vector<std::vector<float>> gathered(2), scattered(2), scattered_avg(2);
+  ranks_as_threads(2, [&](int rank, ncclComm_t comm) {
+    std::vector<float> h(2 * kN);
+    for (int i = 0; i < 2 * kN; ++i) h[i] = float(i + 1000 * rank);
+    float* x = upload(h);
+    float* all = zeros(2 * kN);
+    float* part = zeros(kN);
+    cudaStream_t s = nonblocking_stream();
+    CUDL_LAUNCH(scale, 2, kN, 0, s)(x, 2 * kN, 2.f);  // queued before: seen by both collectives
+    ASSERT_NCCL(ncclAllGather(x, all, kN, ncclFloat32, comm, s));  // the first kN of each rank
+    ASSERT_NCCL(ncclReduceScatter(x, part, kN, ncclFloat32, ncclSum, comm, s));
+    ASSERT_CUDA(cudaStreamSynchronize(s));
+    std::vector<float> g(2 * kN);
+    ASSERT_CUDA(cudaMemcpy(g.data(), all, g.size() * sizeof(float), cudaMemcpyDeviceToHost));
+    gathered[rank] = g;
+    scattered[rank] = read(part);
+    ASSERT_NCCL(ncclReduceScatter(x, part, kN, ncclFloat32, ncclAvg, comm, s));
+    ASSERT_CUDA(cudaStreamSynchronize(s));
+    scattered_avg[rank] = read(part);
+    // A receive buffer too small for the gathered data is refused up front.
+    EXPECT_EQ(ncclAllGather(x, part, kN, ncclFloat32, comm, s), ncclInvalidArgument);
+    EXPECT_NE(std::string(ncclGetLastError(comm)).find("recvbuff of rank"), std::string::npos) << ncclGetLastError(comm);
+    ASSERT_CUDA(cudaStreamDestroy(s));
+    for (float* p : {x, all, part}) ASSERT_CUDA(cudaFree(p));
+  });
+  for (int rank = 0; rank < 2; ++rank) {
+    ASSERT_EQ(gathered[rank].size(), size_t(2 * kN));
+    ASSERT_EQ(scattered[rank].size(), size_t(kN));
+    for (int i = 0; i < kN; ++i) {
+      EXPECT_EQ(gathered[rank][i], 2.f * i) << "rank " << rank << " element " << i;
+      EXPECT_EQ(gathered[rank][kN + i], 2.f * (i + 1000)) << "rank " << rank << " element " << kN + i;
+      const int k = rank * kN + i;  // rank r receives chunk r of the sum
+      EXPECT_EQ(scattered[rank][i], 2.f * k + 2.f * (k + 1000)) << "rank " << rank << " element " << i;
+      EXPECT_EQ(scattered_avg[rank][i], (2.f * k + 2.f * (k + 1000)) / 2) << "rank " << rank << " element " << i;
+    }
+  }
+}
+
+TEST_F(Nccl, CollectivesInAGraphRunOnEveryReplay) {
+  constexpr int kReplays = 3;
+  std::vector<std::vector<float>> result(2);
+  cudl_emu::reset_counters();
+  ranks_as_threads(2, [&](int rank, ncclComm_t comm) {
+    float* x = upload(std::vector<float>(kN, float(rank + 1)));
+    float* y = zeros(2 * kN);
+    cudaStream_t s = nonblocking_stream();
+    cudaGraphExec_t exec = capture(s, [&] {
+      CUDL_LAUNCH(scale, 1, kN, 0, s)(x, kN, 2.f);
+      ASSERT_NCCL(ncclAllReduce(x, x, kN, ncclFloat32, ncclSum, comm, s));  // recorded, nothing runs
+      ASSERT_NCCL(ncclAllGather(x, y, kN, ncclFloat32, comm, s));
+    });
+    ASSERT_CUDA(cudaStreamSynchronize(s));
+    EXPECT_EQ(read(x), std::vector<float>(kN, float(rank + 1))) << "capturing must not run the collective";
+    for (int i = 0; i < kReplays; ++i) ASSERT_CUDA(cudaGraphLaunch(exec, s));
+    ASSERT_CUDA(cudaStreamSynchronize(s));
+    result[rank] = read(y);
+    ASSERT_CUDA(cudaGraphExecDestroy(exec));
+    ASSERT_CUDA(cudaStreamDestroy(s));
+    ASSERT_CUDA(cudaFree(x));
+    ASSERT_CUDA(cudaFree(y));
+  });
+  // x: 1 and 2 -> each replay doubles then sums: (2 + 4) = 6, then (12 + 12) = 24, then 96.
+  for (int rank = 0; rank < 2; ++rank) EXPECT_EQ(result[rank], std::vector<float>(kN, 96.f)) << "rank " << rank;
+  for (int d = 0; d < 2; ++d) {  // per device: each replay is one launch and two collectives
+    const cudl_emu::Counters c = cudl_emu::counters(d);
+    EXPECT_EQ(c.graph_launches, uint64_t(kReplays)) << "device " << d;
+    EXPECT_EQ(c.collectives, uint64_t(2 * kReplays)) << "device " << d;
+    EXPECT_EQ(c.collective_bytes, uint64_t(2 * kReplays * kN * sizeof(float))) << "device " << d;
+  }
+}
+
+TEST_F(Nccl, ReplaysFromOneThreadInsideAGroup) {
+  ncclComm_t comms[2];
+  ASSERT_NCCL(ncclCommInitAll(comms, 2, nullptr));
+  float* x[2];
+  cudaStream_t s[2];
+  cudaGraphExec_t e[2];
+  for (int d = 0; d < 2; ++d) {
+    ASSERT_CUDA(cudaSetDevice(d));
+    x[d] = upload(std::vector<float>(kN, float(d + 1)));
+    s[d] = nonblocking_stream();
+    e[d] = capture(s[d], [&] { ASSERT_NCCL(ncclReduceScatter(x[d], x[d], kN / 2, ncclFloat32, ncclSum, comms[d], s[d])); });
+  }
+  ASSERT_NCCL(ncclGroupStart());
+  for (int d = 0; d < 2; ++d) {
+    ASSERT_CUDA(cudaSetDevice(d));
+    ASSERT_CUDA(cudaGraphLaunch(e[d], s[d]));
+  }
+  ASSERT_NCCL(ncclGroupEnd());
+  for (int d = 0; d < 2; ++d) {
+    ASSERT_CUDA(cudaSetDevice(d));
+    ASSERT_CUDA(cudaStreamSynchronize(s[d]));
+    std::vector<float> h = read(x[d]);
+    for (int i = 0; i < kN / 2; ++i) EXPECT_EQ(h[i], 3.f) << "device " << d << " element " << i;
+    ASSERT_CUDA(cudaGraphExecDestroy(e[d]));
+    ASSERT_CUDA(cudaStreamDestroy(s[d]));
+    ASSERT_CUDA(cudaFree(x[d]));
+    ASSERT_NCCL(ncclCommDestroy(comms[d]));
+  }
+  (void)cudaSetDevice(0);
+}
+
+// Planted bug: the ranks call the same two collectives in a different order.
+TEST_F(Nccl, CollectivesInADifferentOrderAcrossRanksAreAnError) {
+  std::vector<std::string> errors(2);
+  ranks_as_threads(2, [&](int rank, ncclComm_t comm) {
+    float* x = upload(std::vector<float>(kN, 1.f));
+    ncclResult_t r = rank == 0 ? ncclAllReduce(x, x, kN, ncclFloat32, ncclSum, comm, nullptr)
+                               : ncclBroadcast(x, x, kN, ncclFloat32, 0, comm, nullptr);
+    EXPECT_EQ(r, ncclInvalidUsage) << "rank " << rank;
+    errors[rank] = ncclGetLastError(comm);
+    ASSERT_CUDA(cudaDeviceSynchronize());
+    ASSERT_CUDA(cudaFree(x));
+  });
+  for (const std::string& msg : errors) {
+    EXPECT_NE(msg.find("collective #0 differs across ranks"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("ncclAllReduce(count 100, float32, sum)"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("ncclBroadcast(count 100, float32, root 0)"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("rank 0"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("rank 1"), std::string::npos) << msg;
+  }
+}
+
+// Planted bug: rank 1's captured graph gathers a different count; the replay fails on both ranks.
+TEST_F(Nccl, AMismatchedCollectiveInAGraphFailsTheLaunchNamingTheRanks) {
+  std::vector<cudaError_t> launch(2);
+  std::vector<std::string> msg(2);
+  ranks_as_threads(2, [&](int rank, ncclComm_t comm) {
+    float* x = upload(std::vector<float>(kN, 1.f));
+    float* y = zeros(2 * kN);
+    cudaStream_t s = nonblocking_stream();
+    cudaGraphExec_t exec =
+        capture(s, [&] { ASSERT_NCCL(ncclAllGather(x, y, rank == 0 ? kN : kN - 1, ncclFloat32, comm, s)); });
+    launch[rank] = cudaGraphLaunch(exec, s);
+    msg[rank] = cudaGetErrorString(launch[rank]);
+    ASSERT_CUDA(cudaStreamSynchronize(s));
+    ASSERT_CUDA(cudaGraphExecDestroy(exec));
+    ASSERT_CUDA(cudaStreamDestroy(s));
+    ASSERT_CUDA(cudaFree(x));
+    ASSERT_CUDA(cudaFree(y));
+  });
+  for (int rank = 0; rank < 2; ++rank) {
+    EXPECT_EQ(launch[rank], cudaErrorLaunchFailure) << "rank " << rank;
+    EXPECT_NE(msg[rank].find("differs across ranks"), std::string::npos) << msg[rank];
+    EXPECT_NE(msg[rank].find("ncclAllGather(sendcount 100, float32)"), std::string::npos) << msg[rank];
+    EXPECT_NE(msg[rank].find("ncclAllGather(sendcount 99, float32)"), std::string::npos) << msg[rank];
+  }
+}
+
+// Planted bug: only rank 0 replays its graph; its launch times out naming rank 1, never hangs.
+TEST_F(Nccl, AReplayThatOtherRanksNeverLaunchTimesOut) {
+  std::string msg;
+  cudaError_t launch = cudaSuccess;
+  double seconds = 0;
+  ranks_as_threads(2, [&](int rank, ncclComm_t comm) {
+    float* x = upload(std::vector<float>(kN, 1.f));
+    cudaStream_t s = nonblocking_stream();
+    cudaGraphExec_t exec = capture(s, [&] { ASSERT_NCCL(ncclAllReduce(x, x, kN, ncclFloat32, ncclAvg, comm, s)); });
+    if (rank == 0) {
+      setenv("CUDL_EMU_NCCL_TIMEOUT_MS", "200", 1);
+      const auto t0 = std::chrono::steady_clock::now();
+      launch = cudaGraphLaunch(exec, s);
+      seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      unsetenv("CUDL_EMU_NCCL_TIMEOUT_MS");
+      msg = cudaGetErrorString(launch);
+      ASSERT_CUDA(cudaStreamSynchronize(s));
+      EXPECT_EQ(read(x), std::vector<float>(kN, 1.f)) << "nothing ran";
+    }
+    ASSERT_CUDA(cudaGraphExecDestroy(exec));
+    ASSERT_CUDA(cudaStreamDestroy(s));
+    ASSERT_CUDA(cudaFree(x));
+  });
+  EXPECT_EQ(launch, cudaErrorLaunchFailure);
+  EXPECT_GE(seconds, 0.19);
+  EXPECT_LT(seconds, 10.0);
+  EXPECT_NE(msg.find("rank(s) 1 of 2 did not launch it within 200 ms"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("ncclAllReduce(count 100, float32, avg)"), std::string::npos) << msg;
 }
 
 }  // namespace

@@ -53,6 +53,24 @@ cudaError_t flush_all();
 /// True while `stream` is capturing into a graph.
 bool is_capturing(cudaStream_t stream);
 
+/// Work of which every replay of a graph is a new instance (an NCCL collective captured into a
+/// graph: each launch is a new collective of its communicator). While `stream` is capturing,
+/// capture_per_launch records a node. Each cudaGraphLaunch of a graph holding it calls `make`
+/// with the runtime's lock held, giving the launch's stream handle, its device and the sequence
+/// number the item gets in that stream; `make` returns the item's work and a `wait` that the
+/// launch calls once it has released the lock (it may block, e.g. until the other ranks have
+/// launched their part). A non-empty string from `wait` fails the launch with
+/// cudaErrorLaunchFailure and that message. `ready` (optional) says when the item may run: until
+/// then its stream waits at it (flushes by other threads stop there), as a GPU's NCCL kernel waits
+/// for its peers. Returns cudaErrorIllegalState when `stream` is not capturing.
+struct LaunchedWork {
+  std::function<void()> run;
+  std::function<std::string()> wait;
+  std::function<bool()> ready;
+};
+using PerLaunch = std::function<LaunchedWork(cudaStream_t stream, int device, uint64_t seq)>;
+cudaError_t capture_per_launch(cudaStream_t stream, WorkKind kind, const char* what, PerLaunch make);
+
 /// Name of the kernel (or library call) currently executing on this host thread, or nullptr.
 /// Fault reports (guard pages, use after free) name it.
 const char* current_work();
@@ -89,8 +107,16 @@ struct Counters {
   uint64_t threads = 0;        // emulated GPU threads run
   uint64_t barriers = 0;       // block-wide barrier crossings (per block)
   uint64_t library_calls = 0;  // emulated cuBLAS/cuBLASLt/cuDNN calls executed (WorkKind::Library)
+  uint64_t collectives = 0;       // emulated NCCL collectives executed, each rank's part counted
+  uint64_t collective_bytes = 0;  // bytes each executed part sent (all-reduce: count x type size)
 };
 Counters counters();
+/// The counts attributed to one device: graph launches (the stream's device), device and pinned
+/// allocations and frees and host synchronisations (the calling thread's current device), and
+/// collectives (the communicator's device). The other fields are 0.
+Counters counters(int device);
+/// Counting hook of the emulated NCCL: one executed part of a collective on `device`.
+void count_collective(int device, uint64_t bytes);
 void reset_counters();
 /// Fault injection: the next `n` cudaGraphInstantiate calls fail with cudaErrorNotSupported (as a
 /// driver that cannot instantiate a captured graph would), so callers' fallbacks can be tested.

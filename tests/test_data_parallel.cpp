@@ -1,0 +1,317 @@
+// tests/test_data_parallel.cpp — data-parallel training with ranks as threads on emulated devices
+// (ctest runs it with CUDL_EMU_DEVICES=4): the sharded sampler, parameters broadcast from rank 0,
+// the same weights as one device for the same global batch and seed (N = 2 and 4), bitwise the
+// same run to run, metrics over all ranks, rank-0-only checkpoints, and each rank's step counters
+// (one graph launch, no allocation, no host synchronisation, all-reduce bytes == gradient bytes).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <mutex>
+#include <set>
+#include <vector>
+
+#include "cudl/checkpoint.hpp"
+#include "cudl/distributed.hpp"
+#include "graph/executor.hpp"
+#include "testing.hpp"
+#include "train/model_internals.hpp"
+
+#if defined(CUDL_EMULATED)
+#include "emu/emu.hpp"
+#endif
+
+using namespace cudl;
+
+namespace {
+
+TEST(Shard, RanksGetDisjointSlicesOfEveryGlobalBatch) {
+  std::vector<int32_t> order(50);
+  for (int i = 0; i < 50; ++i) order[i] = (i * 7) % 50;  // some permutation
+  std::set<int32_t> seen;
+  for (int r = 0; r < 4; ++r) {
+    const std::vector<int32_t> rows = distributed::shard(order, 12, r, 4);
+    ASSERT_EQ(rows.size(), 4u * 3u) << "4 full global batches of 12 (2 rows dropped), 3 rows each";
+    for (int s = 0; s < 4; ++s)
+      for (int j = 0; j < 3; ++j) EXPECT_EQ(rows[s * 3 + j], order[s * 12 + r * 3 + j]) << "rank " << r;
+    for (int32_t v : rows) EXPECT_TRUE(seen.insert(v).second) << "row " << v << " given twice";
+  }
+  EXPECT_EQ(seen.size(), 48u);
+  EXPECT_NE(cudl::testing::error_message([&] { distributed::shard(order, 10, 0, 4); }).find("multiple of the 4 ranks"),
+            std::string::npos);
+}
+
+class DataParallel : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    CUDL_REQUIRE_CUDA();
+    if (cuda_device_count() < 4)
+      GTEST_SKIP() << "needs 4 CUDA devices (ctest sets CUDL_EMU_DEVICES=4); this run has " << cuda_device_count();
+  }
+};
+
+constexpr int64_t kRows = 96, kGlobalBatch = 16;  // 6 steps per epoch
+
+Dataset blobs() { return cudl::testing::separable_blobs(kRows, 8, 3, 2.f, 0.5f, 7); }
+
+Sequential mlp() { return Sequential(Shape{8}, {layers::Dense(16, "relu"), layers::Dense(3)}, "dp"); }
+
+CompileOptions options(Device device, uint64_t seed = 5) {
+  return cudl::testing::classifier_options(device, optim::SGD(0.1, 0.9), seed);
+}
+
+struct Trained {
+  std::vector<float> weights;
+  History history;
+};
+
+Trained train_one_device() {
+  Sequential m = mlp();
+  m.compile(options(Device::cuda(0)));
+  Trained r;
+  r.history = m.fit(blobs(), cudl::testing::quiet_fit(2, kGlobalBatch, 3));
+  r.weights = cudl::testing::flat_weights(m);
+  return r;
+}
+
+// Trains on `n` ranks; returns each rank's weights and history. `seed_of_rank` gives rank r its
+// own initialisation seed (the broadcast from rank 0 must make them all rank 0's).
+std::vector<Trained> train_ranks(int n, bool seed_of_rank = false) {
+  std::vector<Trained> runs(n);
+  distributed::World(n).run([&](const std::shared_ptr<distributed::Communicator>& comm) {
+    Sequential m = mlp();
+    CompileOptions o = options(comm->device(), seed_of_rank ? 100 + comm->rank() : 5);
+    o.communicator = comm;
+    m.compile(o);
+    Trained& r = runs[comm->rank()];
+    r.history = m.fit(blobs(), cudl::testing::quiet_fit(2, kGlobalBatch, 3));
+    r.weights = cudl::testing::flat_weights(m);
+  });
+  return runs;
+}
+
+void expect_close(const std::vector<float>& got, const std::vector<float>& want, double rtol, const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  int bad = 0;
+  double worst = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    const double scale = std::max(1.0, std::fabs(static_cast<double>(want[i])));
+    const double diff = std::fabs(static_cast<double>(got[i]) - want[i]);
+    worst = std::max(worst, diff / scale);
+    if (diff > rtol * scale && bad++ < 5)
+      ADD_FAILURE() << what << ": weight " << i << " is " << got[i] << ", one device has " << want[i];
+  }
+  EXPECT_EQ(bad, 0) << what;
+  std::printf("%s: largest difference from one device %.3g (relative, floor 1)\n", what.c_str(), worst);
+}
+
+TEST_F(DataParallel, TwoAndFourRanksEndWithTheWeightsOfOneDevice) {
+  const Trained one = train_one_device();
+  ASSERT_LT(one.history.metrics.at("loss").back(), one.history.metrics.at("loss").front()) << "it learns";
+  for (int n : {2, 4}) {
+    const std::vector<Trained> runs = train_ranks(n);
+    for (int r = 0; r < n; ++r) {
+      const std::string what = std::to_string(n) + " ranks, rank " + std::to_string(r);
+      EXPECT_EQ(runs[r].weights, runs[0].weights) << what << ": every rank ends with the same bits";
+      expect_close(runs[r].weights, one.weights, 1e-5, what);
+      // Metrics over every rank's rows: the epoch's loss and accuracy of the one-device run.
+      for (const char* k : {"loss", "accuracy"}) {
+        const auto& got = runs[r].history.metrics.at(k);
+        const auto& want = one.history.metrics.at(k);
+        ASSERT_EQ(got.size(), want.size()) << what << " " << k;
+        for (size_t e = 0; e < want.size(); ++e)
+          EXPECT_NEAR(got[e], want[e], 1e-5 * std::max(1.0, std::fabs(want[e]))) << what << " " << k << " epoch " << e;
+      }
+    }
+    if (n == 2) {  // the reduction order is fixed: the same bits run to run
+      const std::vector<Trained> again = train_ranks(n);
+      EXPECT_EQ(again[0].weights, runs[0].weights) << "2 ranks, run to run";
+      EXPECT_EQ(again[1].weights, runs[1].weights) << "2 ranks, run to run";
+    }
+  }
+}
+
+// Small buckets: the gradients go in several all-reduces, the first started while the backward
+// pass still runs; the result is still one device's.
+TEST_F(DataParallel, BucketsStartDuringTheBackwardPassAndGiveTheSameWeights) {
+  const Trained one = train_one_device();
+  std::vector<Trained> runs(2);
+  std::vector<int> first_bucket(2, -1), last_backward(2, -1), buckets(2, 0);
+  distributed::World(2).run([&](const std::shared_ptr<distributed::Communicator>& comm) {
+    comm->set_bucket_bytes(256);  // the MLP's 780 gradient bytes: logits (204), dense1 kernel, dense1 bias
+    Sequential m = mlp();
+    CompileOptions o = options(comm->device());
+    o.communicator = comm;
+    m.compile(o);
+    const int r = comm->rank();
+    auto exec = detail::ModelInternals::training_step(m, blobs(), kGlobalBatch / 2, graph::ExecutorOptions{});
+    const auto& nodes = exec->graph().nodes();
+    for (int i = 0; i < static_cast<int>(nodes.size()); ++i) {
+      if (nodes[i].op == OpKind::AllReduce && nodes[i].attrs.i[2] == 1) {
+        if (first_bucket[r] < 0) first_bucket[r] = i;
+        ++buckets[r];
+      } else if (nodes[i].phase == graph::Phase::Backward && !nodes[i].is_view()) {
+        last_backward[r] = i;
+      }
+    }
+    runs[r].history = m.fit(blobs(), cudl::testing::quiet_fit(2, kGlobalBatch, 3));
+    runs[r].weights = cudl::testing::flat_weights(m);
+  });
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(buckets[r], 3) << "rank " << r;
+    EXPECT_GE(first_bucket[r], 0) << "rank " << r;
+    EXPECT_LT(first_bucket[r], last_backward[r])
+        << "rank " << r << ": the first bucket starts before the backward pass ends";
+    EXPECT_EQ(runs[r].weights, runs[0].weights);
+    expect_close(runs[r].weights, one.weights, 1e-5, "3 buckets, rank " + std::to_string(r));
+  }
+}
+
+TEST_F(DataParallel, ParametersAreBroadcastFromRankZeroAtCompile) {
+  std::vector<std::vector<float>> before(2), after(2);
+  distributed::World(2).run([&](const std::shared_ptr<distributed::Communicator>& comm) {
+    const int r = comm->rank();
+    Sequential solo = mlp();  // what rank r's seed alone gives
+    solo.compile(options(comm->device(), 100 + r));
+    before[r] = cudl::testing::flat_weights(solo);
+    Sequential m = mlp();
+    CompileOptions o = options(comm->device(), 100 + r);
+    o.communicator = comm;
+    m.compile(o);
+    after[r] = cudl::testing::flat_weights(m);
+  });
+  ASSERT_NE(before[0], before[1]) << "planted: the ranks initialise differently";
+  EXPECT_EQ(after[0], before[0]);
+  EXPECT_EQ(after[1], before[0]) << "rank 1 starts from rank 0's parameters";
+  // And training from different seeds still ends in lockstep.
+  const std::vector<Trained> runs = train_ranks(2, /*seed_of_rank=*/true);
+  EXPECT_EQ(runs[1].weights, runs[0].weights);
+}
+
+#if defined(CUDL_EMULATED)
+// Per rank: counters of the rank's device between the ends of steps `at` and `at + 1`.
+class StepWindow : public Callback {
+ public:
+  StepWindow(int64_t at, int device) : at_(at), device_(device) {}
+  void on_batch_end(Model&, int64_t step) override {
+    if (step != at_ && step != at_ + 1) return;
+    (void)cudl_emu::flush_all();  // the step's queued work (and its collectives) have run
+    (step == at_ ? before : after) = cudl_emu::counters(device_);
+  }
+  cudl_emu::Counters before, after;
+
+ private:
+  int64_t at_;
+  int device_;
+};
+#endif
+
+TEST_F(DataParallel, EachRankStepIsOneGraphLaunchWithoutAllocationsOrSyncs) {
+#if defined(CUDL_EMULATED)
+  for (int n : {2, 4}) {
+    std::vector<cudl_emu::Counters> step(n);
+    std::vector<size_t> grad_bytes(n);
+    distributed::World(n).run([&](const std::shared_ptr<distributed::Communicator>& comm) {
+      Sequential m = mlp();
+      CompileOptions o = options(comm->device());
+      o.communicator = comm;
+      m.compile(o);
+      auto window = std::make_shared<StepWindow>(3, comm->device().index());  // steps 1-2: eager, capture
+      FitOptions f = cudl::testing::quiet_fit(1, kGlobalBatch, 3);
+      f.callbacks = {window};
+      m.fit(blobs(), f);
+      const int r = comm->rank();
+      grad_bytes[r] = m.plan_report().grad_bytes;
+      cudl_emu::Counters& c = step[r];
+      c.graph_launches = window->after.graph_launches - window->before.graph_launches;
+      c.mallocs = window->after.mallocs - window->before.mallocs;
+      c.host_mallocs = window->after.host_mallocs - window->before.host_mallocs;
+      c.syncs = window->after.syncs - window->before.syncs;
+      c.collectives = window->after.collectives - window->before.collectives;
+      c.collective_bytes = window->after.collective_bytes - window->before.collective_bytes;
+    });
+    const size_t params = (8 * 16 + 16 + 16 * 3 + 3) * sizeof(float);
+    for (int r = 0; r < n; ++r) {
+      const std::string what = std::to_string(n) + " ranks, rank " + std::to_string(r);
+      EXPECT_EQ(grad_bytes[r], params) << what;
+      EXPECT_EQ(step[r].graph_launches, 1u) << what;
+      EXPECT_EQ(step[r].mallocs, 0u) << what;
+      EXPECT_EQ(step[r].host_mallocs, 0u) << what;
+      EXPECT_EQ(step[r].syncs, 0u) << what;
+      EXPECT_EQ(step[r].collective_bytes, params) << what << ": all-reduce bytes per step == gradient bytes";
+      EXPECT_EQ(step[r].collectives, 1u) << what << ": the 4 gradients are adjacent, one bucket";
+    }
+  }
+#else
+  GTEST_SKIP() << "reads the emulator's per-device counters (an emulated build)";
+#endif
+}
+
+TEST_F(DataParallel, CheckpointsAreWrittenByRankZeroAndLoadOnOneDevice) {
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() / "cudl_dp_checkpoint";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  std::vector<float> trained;
+  distributed::World(2).run([&](const std::shared_ptr<distributed::Communicator>& comm) {
+    Sequential m = mlp();
+    CompileOptions o = options(comm->device());
+    o.communicator = comm;
+    m.compile(o);
+    m.fit(blobs(), cudl::testing::quiet_fit(1, kGlobalBatch, 3));
+    save_checkpoint(m, (dir / ("rank" + std::to_string(comm->rank()) + ".safetensors")).string());
+    save_checkpoint(m, (dir / "shared.safetensors").string());
+    if (comm->rank() == 0) trained = cudl::testing::flat_weights(m);
+  });
+  EXPECT_TRUE(std::filesystem::exists(dir / "rank0.safetensors"));
+  EXPECT_FALSE(std::filesystem::exists(dir / "rank1.safetensors")) << "only rank 0 writes";
+  Sequential single = mlp();
+  single.compile(options(Device::cuda(0), 99));
+  load_checkpoint(single, (dir / "shared.safetensors").string());
+  EXPECT_EQ(cudl::testing::flat_weights(single), trained);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_F(DataParallel, MistakesAreErrorsNamingTheRankAndValues) {
+  const std::string wrong_device = cudl::testing::error_message([&] {
+    distributed::World(2).run([&](const std::shared_ptr<distributed::Communicator>& comm) {
+      Sequential m = mlp();
+      CompileOptions o = options(Device::cuda(3));  // not the communicator's device
+      o.communicator = comm;
+      m.compile(o);
+    });
+  });
+  EXPECT_NE(wrong_device.find("rank 0 of 2"), std::string::npos) << wrong_device;
+  EXPECT_NE(wrong_device.find("compiled for cuda:3 but the communicator of rank 0 is on cuda:0"), std::string::npos)
+      << wrong_device;
+  const std::string batch = cudl::testing::error_message([&] {
+    distributed::World(4).run([&](const std::shared_ptr<distributed::Communicator>& comm) {
+      Sequential m = mlp();
+      CompileOptions o = options(comm->device());
+      o.communicator = comm;
+      m.compile(o);
+      m.fit(blobs(), cudl::testing::quiet_fit(1, 10, 3));
+    });
+  });
+  EXPECT_NE(batch.find("the global batch 10 (batch_size 10, 96 rows) must be a multiple of the 4 ranks"),
+            std::string::npos)
+      << batch;
+  // Planted bug: rank 1 builds another model. Its parameters do not match rank 0's at the first
+  // broadcast: an error on both ranks naming both calls, not a hang.
+  const std::string other_model = cudl::testing::error_message([&] {
+    distributed::World(2).run([&](const std::shared_ptr<distributed::Communicator>& comm) {
+      Sequential m(Shape{8}, {layers::Dense(comm->rank() == 0 ? 16 : 17, "relu"), layers::Dense(3)}, "dp");
+      CompileOptions o = options(comm->device());
+      o.communicator = comm;
+      m.compile(o);
+    });
+  });
+  EXPECT_NE(other_model.find("differs across ranks"), std::string::npos) << other_model;
+  EXPECT_NE(other_model.find("ncclBroadcast(count 512, uint8, root 0)"), std::string::npos) << other_model;
+  EXPECT_NE(other_model.find("ncclBroadcast(count 544, uint8, root 0)"), std::string::npos) << other_model;
+  EXPECT_NE(cudl::testing::error_message([] { distributed::World(5); }).find("5 ranks need 5 CUDA devices"),
+            std::string::npos);
+}
+
+}  // namespace
