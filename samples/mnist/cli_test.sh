@@ -35,10 +35,11 @@ expect 1 "the test images are (10, 1, 14, 14) u8 but the training images are" --
 # More ranks than devices (64: no machine here has that many) is an error naming both counts.
 expect 1 "64 ranks need 64 CUDA devices, this machine has" --data "$data" --limit 256 --devices 64 --batch-size 64
 
-# A short run whose output names hold shell syntax: nothing may run, the files must appear.
 # --precision tf32 is reported in the plan, and changes nothing on the CPU backend.
 expect 0 "precision tf32 (no effect on the cpu backend" --data "$data" --limit 64 --epochs 1 --device cpu \
   --precision tf32 --csv '' --plot ''
+
+# A short run whose output names hold shell syntax: nothing may run, the files must appear.
 expect 0 "test accuracy" --data "$data" --limit 256 --epochs 1 --device cpu \
   --csv 'h$(touch pwned1).csv' --plot 'p`touch pwned2`;touch pwned3.png'
 [[ -e pwned1 || -e pwned2 || -e pwned3 ]] && { echo "FAIL: a file name was run as a command"; fail=1; }
