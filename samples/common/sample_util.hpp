@@ -253,9 +253,14 @@ inline bool load_mnist_sets(const char* program, const std::string& dir, int64_t
   }
 }
 
-/// A --precision value: "" (the default), f32 or tf32; anything else is a usage error.
+/// A --precision value: "" (the default) or a name cudl::parse_precision takes; else a usage error.
 inline void check_precision(const char* program, const std::string& v) {
-  if (!v.empty() && v != "f32" && v != "tf32") usage_error(program, "--precision must be f32 or tf32, got '" + v + "'");
+  if (v.empty()) return;
+  try {
+    cudl::parse_precision(v);
+  } catch (const cudl::Error&) {
+    usage_error(program, "--precision must be f32 or tf32, got '" + v + "'");
+  }
 }
 
 /// `precision`: "f32", "tf32" or "" (cudl::default_precision()).

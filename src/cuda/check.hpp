@@ -7,10 +7,15 @@
 #include <cuda_runtime.h>
 #include <cudnn.h>
 
+#include "backend/op.hpp"
 #include "cudl/error.hpp"
 
 namespace cudl::detail {
 const char* cublas_status_string(cublasStatus_t s);
+/// The cuBLAS(Lt) compute type of an f32 GEMM in a call's math mode: fp32, or TF32 tensor cores.
+inline cublasComputeType_t cublas_compute_type(MathMode m) {
+  return m == MathMode::TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+}
 }
 
 #define CUDL_CUDA_CHECK(expr)                                                                 \

@@ -479,12 +479,10 @@ void gemm(CudaContext& ctx, const OpCall& call, const ops::Conv2dGeometry& g, cu
           const float* b, int64_t ldb, int64_t stride_b, float beta, float* c, int64_t ldc, int64_t stride_c,
           int64_t batch) {
   const float alpha = 1.f;
-  const cublasComputeType_t compute =
-      call.math == MathMode::TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
   CUDL_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
       ctx.cublas(), ta, tb, to_int(call, m, g), to_int(call, n, g), to_int(call, k, g), &alpha, a, CUDA_R_32F,
       to_int(call, lda, g), stride_a, b, CUDA_R_32F, to_int(call, ldb, g), stride_b, &beta, c, CUDA_R_32F,
-      to_int(call, ldc, g), stride_c, to_int(call, batch, g), compute, CUBLAS_GEMM_DEFAULT));
+      to_int(call, ldc, g), stride_c, to_int(call, batch, g), detail::cublas_compute_type(call.math), CUBLAS_GEMM_DEFAULT));
 }
 
 /// Images per chunk and the column buffer (chunk, C*R*S, P*Q) from the context's workspace.

@@ -202,7 +202,7 @@ PlanCache& plan_cache() {
 }
 
 cublasComputeType_t compute_type(const GemmSpec& s) {
-  return s.tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  return detail::cublas_compute_type(s.tf32 ? MathMode::TF32 : MathMode::F32);
 }
 
 [[noreturn]] void lt_fail(const OpCall& call, const char* what, cublasStatus_t st, const GemmSpec& s) {
