@@ -62,20 +62,28 @@ CUDL_API Var add(const Var& a, const Var& b);
 enum class Init { Zeros, Ones, Normal, Uniform, GlorotUniform, GlorotNormal, HeUniform, HeNormal, Orthogonal };
 CUDL_API Init init_from_name(const std::string& name);
 
-/// Arithmetic of a model's f32 GEMMs and convolutions on a CUDA device (Dense, matmul, the conv
-/// family, the recurrent layers' GEMMs and the unfused attention's GEMMs; cudl's own kernels always
-/// compute in fp32).
-/// - f32: fp32 products and sums.
-/// - tf32: the tensor cores read each input rounded to TF32 (10 mantissa bits, about 5e-4 relative
-///   error per input) and accumulate in fp32, at several times the fp32 peak (H100: 495 vs 67
-///   TFLOP/s dense). Off by default.
-/// The CPU backend computes in fp32 whatever the setting. default_precision() is f32 unless the
-/// environment has CUDL_ALLOW_TF32=1 (0 or unset: f32; anything else is an error naming it).
-enum class Precision { f32, tf32 };
+/// How a model stores and computes (CompileOptions::precision; docs/performance.md "Mixed precision").
+/// - f32: fp32 storage, fp32 products and sums.
+/// - tf32: fp32 storage; on a CUDA device the GEMMs and convolutions (Dense, matmul, the conv
+///   family, the recurrent layers' GEMMs, the unfused attention's GEMMs) read each input rounded to
+///   TF32 (10 mantissa bits, about 5e-4 relative error per input) and accumulate in fp32, at several
+///   times the fp32 peak (H100: 495 vs 67 TFLOP/s dense). cudl's own kernels compute in fp32.
+/// - bf16 / f16: mixed precision. Activations, their gradients and the GEMM inputs of the ops that
+///   support it (ops/precision.hpp lists them) are stored in 16 bits; every op computes in fp32
+///   (each load widens, each store rounds to nearest even). Parameters, their gradients, optimizer
+///   state, losses, softmax and normalisation statistics stay fp32; weights are converted to the
+///   16-bit type once per step for the GEMMs. f16 adds dynamic loss scaling on the device.
+///   The CPU backend emulates the 16-bit storage exactly, so it trains in every mode.
+/// default_precision() is f32 unless the environment has CUDL_ALLOW_TF32=1 (0 or unset: f32;
+/// anything else is an error naming it).
+enum class Precision { f32, tf32, bf16, f16 };
 CUDL_API Precision default_precision();
 CUDL_API const char* precision_name(Precision p);
-/// "f32" (or "fp32", "float32") and "tf32"; anything else throws naming the value.
+/// "f32" (or "fp32", "float32"), "tf32", "bf16" (or "bfloat16"), "f16" (or "fp16", "float16");
+/// anything else throws naming the value.
 CUDL_API Precision parse_precision(const std::string& name);
+/// The storage type of activations in precision `p`: f32 for f32 and tf32.
+CUDL_API DType precision_storage(Precision p);
 
 /// Base of every layer. A layer object may be used in several models: they then share its
 /// parameters (created when the first model that uses it is compiled).

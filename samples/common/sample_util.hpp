@@ -259,11 +259,11 @@ inline void check_precision(const char* program, const std::string& v) {
   try {
     cudl::parse_precision(v);
   } catch (const cudl::Error&) {
-    usage_error(program, "--precision must be f32 or tf32, got '" + v + "'");
+    usage_error(program, "--precision must be f32, tf32, bf16 or f16, got '" + v + "'");
   }
 }
 
-/// `precision`: "f32", "tf32" or "" (cudl::default_precision()).
+/// `precision`: "f32", "tf32", "bf16", "f16" or "" (cudl::default_precision()).
 inline void compile_classifier(cudl::Model& model, const cudl::Optimizer& optimizer, cudl::Device device,
                                uint64_t seed, const std::string& resume, bool print_summary = true,
                                const std::string& precision = "",

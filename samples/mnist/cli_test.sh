@@ -10,7 +10,7 @@ expect 2 "--batch-size needs an integer" --batch-size 99999999999999999999
 expect 2 "--seed needs an integer" --seed 3a8
 expect 2 "--lr needs a positive number" --lr 1e39
 expect 2 "--lr needs a positive number" --lr nan
-expect 2 "--precision must be f32 or tf32, got 'bf16'" --precision bf16
+expect 2 "--precision must be f32, tf32, bf16 or f16, got 'f8'" --precision f8
 expect 1 "--save /nonexistent/dir/m.safetensors: cannot write there" --save /nonexistent/dir/m.safetensors
 expect 1 "--csv /nonexistent/h.csv: cannot write there" --csv /nonexistent/h.csv
 expect 2 "--batch-size 30 must be a multiple of --devices 4" --devices 4 --batch-size 30

@@ -157,7 +157,7 @@ void run_op(OpKind op, std::initializer_list<TensorView> inputs, std::initialize
   call.label = label;
   call.math = default_math_mode();
   ContextScope scope(*ctx);
-  op_table(ctx->device().type()).get(op)(call);
+  op_table(ctx->device().type()).run(call);
 }
 
 }  // namespace cudl

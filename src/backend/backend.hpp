@@ -14,6 +14,9 @@
 namespace cudl {
 
 using OpFn = void (*)(const OpCall& call);
+/// A backend-wide wrapper around every op function: gets the function and the call, and runs it
+/// (the CPU backend widens 16-bit storage there: src/cpu/precision.cpp).
+using OpAdapter = void (*)(OpFn fn, const OpCall& call);
 
 /// One function per OpKind for one device type.
 class OpTable {
@@ -24,11 +27,19 @@ class OpTable {
   bool supports(OpKind op) const { return fns_[static_cast<int>(op)] != nullptr; }
   /// The function for `op`; throws "backend <name> does not support op <op>" when absent.
   OpFn get(OpKind op) const;
+  /// Runs `call` with its op's function, through the adapter when one is set.
+  void run(const OpCall& call) const {
+    const OpFn fn = get(call.op);
+    if (adapter_) adapter_(fn, call);
+    else fn(call);
+  }
+  void set_adapter(OpAdapter a) { adapter_ = a; }
   const std::string& name() const { return name_; }
 
  private:
   std::string name_;
   std::array<OpFn, kOpCount> fns_{};
+  OpAdapter adapter_ = nullptr;
 };
 
 /// Times work queued on a context (the executor's per-op profile).

@@ -19,6 +19,7 @@ void register_cpu_data_ops(OpTable& t);
 void register_cpu_util_ops(OpTable& t);
 void register_cpu_augment_ops(OpTable& t);
 void register_cpu_recurrent_ops(OpTable& t);
+void set_cpu_storage_adapter(OpTable& t);
 
 void register_cpu_ops(OpTable& t) {
   register_cpu_elementwise_ops(t);
@@ -37,6 +38,7 @@ void register_cpu_ops(OpTable& t) {
   register_cpu_util_ops(t);
   register_cpu_augment_ops(t);
   register_cpu_recurrent_ops(t);
+  set_cpu_storage_adapter(t);  // bf16/f16 storage: widened to f32 around the f32 functions
 }
 
 }  // namespace cudl

@@ -332,6 +332,15 @@ class Sweep {
         done(0, dx);
         return;
       }
+      case OpKind::Cast: {  // precision boundaries: the gradient converts back (floats only)
+        ValueId dx = t(0);
+        if (dx == kNone) return;
+        if (!dtype_is_float(g_.value(in[0]).dtype) || !dtype_is_float(g_.value(dy).dtype))
+          CUDL_FAIL("layer ", L, ": no gradient through a Cast from ", g_.value(in[0]).dtype, " to ", g_.value(dy).dtype);
+        g_.add_node(OpKind::Cast, {}, {dy}, {dx}, L, Phase::Backward);
+        done(0, dx);
+        return;
+      }
       case OpKind::Permute: {
         ValueId dx = t(0);
         if (dx == kNone) return;
@@ -412,7 +421,7 @@ class Sweep {
     g_.value(mask).producer = pf->second;
     const ValueId bias = below.inputs.size() > 2 ? below.inputs[2] : kNone;
     db_below = wants(bias) ? target_for(bias, lower) : kNone;
-    dx = g_.add_value("d" + xv.name + ".pre", xv.shape, DType::f32, Role::Intermediate);
+    dx = g_.add_value("d" + xv.name + ".pre", xv.shape, xv.dtype, Role::Intermediate);
     attrs.dx_relu = true;
     ins.push_back(mask);
     contribute(x, dx, n.layer);
@@ -438,8 +447,8 @@ bool has_grad_rule(OpKind op) {
     case OpKind::Unary: case OpKind::Binary: case OpKind::BinaryScalar: case OpKind::Linear: case OpKind::Matmul:
     case OpKind::Conv2d: case OpKind::Conv2dTranspose: case OpKind::Upsample2d: case OpKind::MaxPool2d: case OpKind::AvgPool2d: case OpKind::GlobalAvgPool:
     case OpKind::BatchNormTrain: case OpKind::BatchNormInference: case OpKind::LayerNorm: case OpKind::Dropout:
-    case OpKind::Softmax: case OpKind::LogSoftmax: case OpKind::Reduce: case OpKind::Copy: case OpKind::Permute:
-    case OpKind::Slice: case OpKind::Concat: case OpKind::Gather: case OpKind::Attention:
+    case OpKind::Softmax: case OpKind::LogSoftmax: case OpKind::Reduce: case OpKind::Copy: case OpKind::Cast:
+    case OpKind::Permute: case OpKind::Slice: case OpKind::Concat: case OpKind::Gather: case OpKind::Attention:
     case OpKind::RecurrentSequence:
       return true;
     default:

@@ -113,14 +113,13 @@ void Executor::run_nodes() {
     call.label = n.label.c_str();
     call.math = c.math;
     if (!options_.profile) {
-      const OpFn fn = table.get(n.op);
-      if (!options_.dry_run) fn(call);
+      if (!options_.dry_run) table.run(call);
       if (options_.check_finite) check_finite(n);
       continue;
     }
     if (!timer_) timer_ = ctx_->make_timer();  // CUDA events on this executor's stream; CPU: steady clock
     timer_->start();
-    table.get(n.op)(call);
+    table.run(call);
     const double ms = timer_->stop_ms();
     OpProfile& p = profile_[op_name(n.op)];
     p.op = op_name(n.op);

@@ -37,6 +37,11 @@ struct BuildContext {
   const std::set<const Layer*>* frozen = nullptr;
   std::vector<ParamBinding> params;
   std::map<graph::ValueId, Tensor> bound;  // storage for params, buffers and states
+  /// Storage type of activations (CompileOptions::precision: f32, or bf16/f16) and the layers that
+  /// override it (Layer::set_precision, by name); see node().
+  DType storage = DType::f32;
+  const std::map<std::string, Precision>* layer_precision = nullptr;
+  std::map<std::pair<graph::ValueId, DType>, graph::ValueId> casts;  // converted copies made so far
   graph::ValueId rng = graph::kNone;       // i64[2] {seed, offset}, created on first dropout
   Tensor rng_tensor;
   int dropout_streams = 0;
@@ -47,7 +52,10 @@ struct BuildContext {
   Shape batched(const Shape& sample) const;
   /// A new intermediate value named "<layer>.<what>".
   graph::ValueId value(const std::string& what, const Shape& shape, DType dtype = DType::f32);
-  /// Adds a forward node labelled with the current layer.
+  /// Adds a forward node labelled with the current layer. With 16-bit storage, an op listed in
+  /// ops::storage_slots() gets its storage-slot float inputs in the layer's storage type and its
+  /// intermediate outputs there made 16-bit; any other float input that is not f32 (or not in the
+  /// storage type) is first converted by a Cast node (one per value and type, reused).
   void node(OpKind op, const OpAttrs& attrs, std::vector<graph::ValueId> in, std::vector<graph::ValueId> out);
   /// The parameter `name` of the current layer: created and initialised on first use (on the
   /// model's device, from Philox keyed by seed, layer_index and name), reused when the graph is
@@ -56,6 +64,10 @@ struct BuildContext {
                        bool is_weight);
   /// A non-trainable buffer of the current layer (running statistics), filled with `value` on creation.
   graph::ValueId buffer(const std::string& name, const Shape& shape, double value);
+  /// The storage type of the layer being built (its set_precision override, else `storage`).
+  DType layer_storage() const;
+  /// `v` converted to `dtype` by a Cast node in the current layer (v itself when it has that type).
+  graph::ValueId cast(graph::ValueId v, DType dtype);
   /// The dropout RNG state value.
   graph::ValueId rng_state();
 };

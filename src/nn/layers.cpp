@@ -11,6 +11,7 @@
 #include "ops/matmul.hpp"
 #include "ops/norm.hpp"
 #include "ops/pool.hpp"
+#include "ops/precision.hpp"
 #include "ops/random.hpp"
 
 namespace cudl {
@@ -66,8 +67,45 @@ graph::ValueId BuildContext::value(const std::string& what, const Shape& shape, 
                       graph::Role::Intermediate);
 }
 
+DType BuildContext::layer_storage() const {
+  if (layer && layer_precision) {
+    auto it = layer_precision->find(layer_name);
+    if (it != layer_precision->end()) return precision_storage(it->second);
+  }
+  return storage;
+}
+
+graph::ValueId BuildContext::cast(graph::ValueId v, DType dtype) {
+  if (g->value(v).dtype == dtype) return v;
+  auto key = std::make_pair(v, dtype);
+  auto it = casts.find(key);
+  if (it != casts.end()) return it->second;
+  const graph::Value& val = g->value(v);
+  const graph::ValueId y = g->add_value(val.name + "." + dtype_name(dtype), val.shape, dtype, graph::Role::Intermediate);
+  g->add_node(OpKind::Cast, {}, {v}, {y}, layer ? layer_name : "model", graph::Phase::Forward);
+  casts[key] = y;
+  return y;
+}
+
 void BuildContext::node(OpKind op, const OpAttrs& attrs, std::vector<graph::ValueId> in,
                         std::vector<graph::ValueId> out) {
+  const ops::StorageSlots slots = ops::storage_slots(op);
+  DType st = slots.any() ? layer_storage() : DType::f32;
+  // Outputs the layer made elsewhere (state, parameters, views) keep their type: the node then runs in f32.
+  for (size_t k = 0; k < out.size() && st != DType::f32; ++k) {
+    if (out[k] == graph::kNone || !(slots.out >> k & 1u)) continue;
+    const graph::Value& v = g->value(out[k]);
+    if (dtype_is_float(v.dtype) && (v.role != graph::Role::Intermediate || v.view_of != graph::kNone)) st = DType::f32;
+  }
+  for (size_t k = 0; k < in.size(); ++k) {
+    if (in[k] == graph::kNone || !dtype_is_float(g->value(in[k]).dtype)) continue;
+    in[k] = cast(in[k], slots.in >> k & 1u ? st : DType::f32);
+  }
+  for (size_t k = 0; k < out.size(); ++k) {
+    if (out[k] == graph::kNone || !(slots.out >> k & 1u)) continue;
+    graph::Value& v = g->value(out[k]);
+    if (dtype_is_float(v.dtype)) v.dtype = st;
+  }
   g->add_node(op, attrs, std::move(in), std::move(out), layer ? layer_name : "model", graph::Phase::Forward);
 }
 

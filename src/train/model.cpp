@@ -129,12 +129,25 @@ Sequential::Sequential(const Shape& input_shape, const std::vector<LayerPtr>& la
 
 Precision default_precision() { return default_math_mode() == MathMode::TF32 ? Precision::tf32 : Precision::f32; }
 
-const char* precision_name(Precision p) { return p == Precision::tf32 ? "tf32" : "f32"; }
+const char* precision_name(Precision p) {
+  switch (p) {
+    case Precision::tf32: return "tf32";
+    case Precision::bf16: return "bf16";
+    case Precision::f16: return "f16";
+    default: return "f32";
+  }
+}
 
 Precision parse_precision(const std::string& name) {
   if (name == "f32" || name == "fp32" || name == "float32") return Precision::f32;
   if (name == "tf32") return Precision::tf32;
-  CUDL_FAIL("precision '", name, "' is not one of f32, tf32");
+  if (name == "bf16" || name == "bfloat16") return Precision::bf16;
+  if (name == "f16" || name == "fp16" || name == "float16") return Precision::f16;
+  CUDL_FAIL("precision '", name, "' is not one of f32, tf32, bf16, f16");
+}
+
+DType precision_storage(Precision p) {
+  return p == Precision::bf16 ? DType::bf16 : p == Precision::f16 ? DType::f16 : DType::f32;
 }
 
 void Model::compile(const CompileOptions& options) {

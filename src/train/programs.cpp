@@ -26,6 +26,8 @@ detail::BuildContext Model::Impl::context(graph::Graph& g, int64_t batch, bool t
   c.seed = opts.seed;
   c.rng_tensor = rng;
   c.frozen = &frozen;
+  c.storage = precision_storage(opts.precision);
+  c.layer_precision = &layer_precision;
   return c;
 }
 
@@ -146,6 +148,10 @@ std::unique_ptr<Model::Impl::Build> Model::Impl::build(int64_t B, const DataSpec
     }
   }
   ValueId out = forward(c, xb);
+  if (g.value(out).dtype != DType::f32 && dtype_is_float(g.value(out).dtype)) {
+    c.layer = nullptr;  // the model's output is f32 in every precision (losses, metrics and predict read it)
+    out = c.cast(out, DType::f32);
+  }
   b->out = out;
   if (!with_loss) {
     advance_rng(c, Phase::Forward);  // noise layers draw afresh at every prediction
@@ -173,6 +179,7 @@ std::unique_ptr<Model::Impl::Build> Model::Impl::build(int64_t B, const DataSpec
 graph::ExecutorOptions Model::Impl::exec_options(const std::set<ValueId>& keep) const {
   graph::ExecutorOptions eo;
   eo.cuda_graphs = opts.cuda_graphs;
+  // bf16/f16: the 16-bit GEMMs compute in fp32 whatever the mode; the ops kept in f32 run in fp32.
   auto math = [](Precision p) { return p == Precision::tf32 ? MathMode::TF32 : MathMode::F32; };
   eo.math = math(opts.precision);
   for (const auto& [layer, p] : layer_precision) eo.layer_math[layer] = math(p);

@@ -19,6 +19,9 @@ std::string PlanReport::str() const {
   if (precision == Precision::tf32)
     os << (device.is_cpu() ? " (no effect on the cpu backend: it computes in fp32)"
                            : " (TF32 tensor cores for GEMMs and convolutions)");
+  if (precision == Precision::bf16 || precision == Precision::f16)
+    os << " (" << precision_name(precision) << " activations and GEMM inputs, fp32 math, weights and optimizer state"
+       << (precision == Precision::f16 ? ", dynamic loss scaling" : "") << ")";
   for (const auto& [layer, p] : layer_precision) os << "; " << layer << " in " << precision_name(p);
   return os.str();
 }

@@ -1,0 +1,73 @@
+// ops/precision.cpp — the storage-slot table of ops/precision.hpp and its check.
+#include "ops/precision.hpp"
+
+#include "ops/common.hpp"
+
+namespace cudl {
+namespace ops {
+
+namespace {
+constexpr uint32_t bits(std::initializer_list<int> slots) {
+  uint32_t b = 0;
+  for (int s : slots) b |= 1u << s;
+  return b;
+}
+}  // namespace
+
+StorageSlots storage_slots(OpKind op) {
+  switch (op) {
+    // An op belongs here once its CUDA implementation reads and writes 16-bit storage natively
+    // (kernels templated over the storage type, cuBLASLt with 16-bit A/B/C/D); the CPU reference
+    // supports every entry through src/cpu/precision.cpp.
+    case OpKind::Unary: return {bits({0}), bits({0})};
+    case OpKind::UnaryBackward: return {bits({0, 1, 2}), bits({0})};
+    case OpKind::Binary: return {bits({0, 1}), bits({0})};
+    case OpKind::BinaryBackward: return {bits({0, 1, 2}), bits({0, 1})};
+    case OpKind::BinaryScalar: return {bits({0}), bits({0})};
+    case OpKind::BinaryScalarBackward: return {bits({0, 1}), bits({0})};
+    case OpKind::Dropout: return {bits({0}), bits({0})};
+    case OpKind::DropoutBackward: return {bits({0}), bits({0})};
+    case OpKind::Matmul: return {bits({0, 1}), bits({0})};
+    case OpKind::Linear: return {bits({0, 1, 2}), bits({0, 1})};
+    case OpKind::LinearBackward: return {bits({0, 1, 2, 3, 4}), bits({0, 1, 2, 3})};
+    default:
+      return {};
+  }
+}
+
+DType check_storage(const OpCall& call) {
+  const StorageSlots s = storage_slots(call.op);
+  DType st = DType::f32;
+  int st_slot = -1;
+  bool st_in = true;
+  auto visit = [&](const TensorView* views, int n, uint32_t mask, bool is_in) {
+    for (int k = 0; k < n; ++k) {
+      const TensorView& v = views[k];
+      if (!v.defined() || !dtype_is_float(v.dtype)) continue;
+      const char* dir = is_in ? "input" : "output";
+      if (!(mask >> k & 1u)) {
+        if (v.dtype != DType::f32)
+          CUDL_FAIL(op_checks::who(call), ": ", dir, " ", k, " ", v.shape, " has dtype ", v.dtype,
+                    ", expected f32 (this slot is kept in f32 in every precision)");
+        continue;
+      }
+      if (st_slot < 0) {
+        st = v.dtype;
+        st_slot = k;
+        st_in = is_in;
+        if (st != DType::f32 && !is_16bit_float(st))
+          CUDL_FAIL(op_checks::who(call), ": ", dir, " ", k, " ", v.shape, " has dtype ", v.dtype,
+                    ", expected f32, bf16 or f16");
+      } else if (v.dtype != st) {
+        CUDL_FAIL(op_checks::who(call), ": ", dir, " ", k, " ", v.shape, " has dtype ", v.dtype, " but ",
+                  st_in ? "input " : "output ", st_slot, " has ", st, " (one storage type per call)");
+      }
+    }
+  };
+  visit(call.inputs, call.n_inputs, s.in, true);
+  visit(call.outputs, call.n_outputs, s.out, false);
+  return st;
+}
+
+}  // namespace ops
+}  // namespace cudl
