@@ -631,9 +631,18 @@ __device__ __forceinline__ void copy_unit(char* dst, const char* src, int unit, 
 }
 
 // One grid-stride loop over the x items, then the y items, of the batch. An x item is x_unit
-// pixels (images: 4 -> one float4, or 1) or x_unit bytes (f32 copy); a y item is y_unit bytes.
-// x_per_row / y_per_row: items per row. Every block reads the cursor first; the last block to pass
-// last_block() (so after every block's read) writes cursor + b.
+// pixels (images: 4 -> one float4 or four 16-bit values, or 1) or x_unit bytes (f32 copy); a y item
+// is y_unit bytes. x_per_row / y_per_row: items per row. Every block reads the cursor first; the last
+// block to pass last_block() (so after every block's read) writes cursor + b. XB: the type of xb
+// (float, or __nv_bfloat16 / __half for images: each pixel normalised in fp32, rounded once).
+__device__ __forceinline__ void store_pixels(float* out, float4 o) { *reinterpret_cast<float4*>(out) = o; }
+__device__ __forceinline__ void convert_to(float x, float* y) { *y = x; }
+template <typename T>
+__device__ __forceinline__ void store_pixels(T* out, float4 o) {
+  convert_to(o.x, out), convert_to(o.y, out + 1), convert_to(o.z, out + 2), convert_to(o.w, out + 3);
+}
+
+template <typename XB>
 static __global__ void gather_batch_kernel(GatherBatchArgs a, int x_unit, int64_t x_per_row, int y_unit,
                                            int64_t y_per_row) {
   const int64_t cursor = *a.cursor;
@@ -652,11 +661,11 @@ static __global__ void gather_batch_kernel(GatherBatchArgs a, int x_unit, int64_
       copy_unit(static_cast<char*>(a.yb) + j * a.y_row_bytes + k * y_unit,
                 static_cast<const char*>(a.y) + row * a.y_row_bytes + k * y_unit, y_unit, ok);
     } else if (!a.images) {
-      copy_unit(reinterpret_cast<char*>(a.xb) + j * x_row_bytes + k * x_unit,
+      copy_unit(static_cast<char*>(a.xb) + j * x_row_bytes + k * x_unit,
                 static_cast<const char*>(a.x) + row * x_row_bytes + k * x_unit, x_unit, ok);
     } else {
       const uint8_t* px = static_cast<const uint8_t*>(a.x) + row * a.x_row + k * x_unit;
-      float* out = a.xb + j * a.x_row + k * x_unit;
+      XB* out = static_cast<XB*>(a.xb) + j * a.x_row + k * x_unit;
       if (x_unit == 4) {
         float4 o = make_float4(nan, nan, nan, nan);
         if (ok) {
@@ -664,9 +673,9 @@ static __global__ void gather_batch_kernel(GatherBatchArgs a, int x_unit, int64_
           o = make_float4(normalise_pixel(u.x, a.mean, a.stddev), normalise_pixel(u.y, a.mean, a.stddev),
                           normalise_pixel(u.z, a.mean, a.stddev), normalise_pixel(u.w, a.mean, a.stddev));
         }
-        *reinterpret_cast<float4*>(out) = o;
+        store_pixels(out, o);
       } else {
-        *out = ok ? normalise_pixel(*px, a.mean, a.stddev) : nan;
+        convert_to(ok ? normalise_pixel(*px, a.mean, a.stddev) : nan, out);
       }
     }
   }
@@ -679,7 +688,8 @@ void gather_batch_cuda(const GatherBatchArgs& a, cudaStream_t stream) {
   int x_unit;
   int64_t x_per_row;
   if (a.images) {
-    x_unit = a.x_row % 4 == 0 && aligned_to<4>(a.x) && aligned16(a.xb) ? 4 : 1;
+    const bool wide = a.xb_dtype == DType::f32;
+    x_unit = a.x_row % 4 == 0 && aligned_to<4>(a.x) && (wide ? aligned16(a.xb) : aligned_to<8>(a.xb)) ? 4 : 1;
     x_per_row = a.x_row / x_unit;
   } else {
     x_unit = unit_for({addr(a.x), addr(a.xb), uint64_t(x_row_bytes)});
@@ -687,8 +697,13 @@ void gather_batch_cuda(const GatherBatchArgs& a, cudaStream_t stream) {
   }
   const int y_unit = unit_for({addr(a.y), addr(a.yb), uint64_t(a.y_row_bytes)});
   const int64_t y_per_row = a.y_row_bytes / y_unit;
-  launch<gather_batch_kernel>(grid_for(a.b * (x_per_row + y_per_row), kBlock), kBlock, 0, stream, a, x_unit, x_per_row,
-                              y_unit, y_per_row);
+  const dim3 grid = grid_for(a.b * (x_per_row + y_per_row), kBlock);
+  if (a.images && a.xb_dtype == DType::bf16)
+    launch<gather_batch_kernel<__nv_bfloat16>>(grid, kBlock, 0, stream, a, x_unit, x_per_row, y_unit, y_per_row);
+  else if (a.images && a.xb_dtype == DType::f16)
+    launch<gather_batch_kernel<__half>>(grid, kBlock, 0, stream, a, x_unit, x_per_row, y_unit, y_per_row);
+  else
+    launch<gather_batch_kernel<float>>(grid, kBlock, 0, stream, a, x_unit, x_per_row, y_unit, y_per_row);
 }
 
 }  // namespace cudl::kernels

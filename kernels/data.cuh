@@ -63,7 +63,8 @@ struct GatherBatchArgs {
   int64_t* cursor = nullptr;  // i64[1], read and advanced on the device
   unsigned int* block_counter = nullptr;
   const void* x = nullptr;  // (rows, x_row) u8 or f32
-  float* xb = nullptr;      // (b, x_row)
+  void* xb = nullptr;       // (b, x_row): f32, or for images (u8 x) also bf16 / f16 (xb_dtype)
+  DType xb_dtype = DType::f32;
   const void* y = nullptr;  // (rows, y_row_bytes) bytes
   void* yb = nullptr;       // (b, y_row_bytes) bytes
   int64_t rows = 0, b = 0, x_row = 0, y_row_bytes = 0;

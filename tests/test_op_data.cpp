@@ -31,7 +31,7 @@ void run_views(OpKind op, const std::vector<TensorView>& iv, const std::vector<T
   c.attrs = a;
   c.ctx = &default_context(dev);
   c.label = "test/data";
-  op_table(dev.type()).get(op)(c);
+  op_table(dev.type()).run(c);
 }
 
 void run(OpKind op, const std::vector<Tensor>& in, const std::vector<Tensor>& out, const OpAttrs& a = {}) {
@@ -586,7 +586,12 @@ TEST(DataCpu, GatherBatchErrorsNameTheOpAndTheShapes) {
       [&] {
         gather_batch(perm, Tensor::zeros(Shape{5, 1, 2, 3}, DType::f16), labels, xb, yb, cursor);
       },
-      {"x must be u8, f32 or i32", "f16"});
+      {"input 1 (5, 1, 2, 3) has dtype f16, expected f32"});
+  expect_error(
+      [&] {
+        gather_batch(perm, Tensor::zeros(Shape{5, 1, 2, 3}, DType::i64), labels, xb, yb, cursor);
+      },
+      {"x must be u8, f32 or i32", "i64"});
   expect_error(
       [&] {
         gather_batch(perm, Tensor::zeros(Shape{5, 1, 2, 3}, DType::i32), labels, xb, yb, cursor);
@@ -594,7 +599,11 @@ TEST(DataCpu, GatherBatchErrorsNameTheOpAndTheShapes) {
       {"xb must be i32, got f32"});
   expect_error([&] { gather_batch(perm, img, labels, xb, batch_of(labels, 4, DType::f32), cursor); },
                {"y dtype i32", "yb dtype f32"});
-  expect_error([&] { gather_batch(perm, img, labels, batch_of(img, 4, DType::u8), yb, cursor); }, {"xb must be f32"});
+  expect_error([&] { gather_batch(perm, img, labels, batch_of(img, 4, DType::u8), yb, cursor); },
+               {"has dtype u8, expected f32, bf16 or f16 (x is u8)"});
+  // A 16-bit batch is made from u8 images only.
+  expect_error([&] { gather_batch(perm, random_tensor(Shape{5, 6}, 3), labels, batch_of(img, 4, DType::bf16), yb, cursor); },
+               {"a 16-bit xb is made from u8 images only"});
   expect_error(
       [&] {
         gather_batch(perm, img, labels, Tensor::empty(Shape{4, 1, 3, 2}), yb, cursor);
@@ -872,7 +881,10 @@ TEST(DataCuda, GatherBatchEqualsCpuBitwiseUnderEverySchedule) {
       const int64_t rows = k.x[0];
       Tensor x = k.x_dt == DType::u8 ? iota(k.x, DType::u8) : random_tensor(k.x, 11 + ci);
       if (k.x_dt == DType::i32) x = iota(k.x, DType::i32);
-      const DType xb_dt = k.x_dt == DType::u8 ? DType::f32 : k.x_dt;
+      // u8 images: into f32, and (16-bit storage) into bf16 and f16, each pixel rounded once.
+      const std::vector<DType> xb_dts =
+          k.x_dt == DType::u8 ? std::vector<DType>{DType::f32, DType::bf16, DType::f16} : std::vector<DType>{k.x_dt};
+      for (const DType xb_dt : xb_dts) {
       Tensor y = k.y_dt == DType::f32 ? random_tensor(k.y, 13 + ci) : Tensor::empty(k.y, k.y_dt);
       if (k.y_dt != DType::f32) {
         auto* p = static_cast<unsigned char*>(y.data());
@@ -889,12 +901,14 @@ TEST(DataCuda, GatherBatchEqualsCpuBitwiseUnderEverySchedule) {
         Tensor xbg = batch_of(x, k.b, xb_dt, kGpu), ybg = batch_of(y, k.b, k.y_dt, kGpu);
         gather_batch(perm, x, y, xb, yb, c, 0.1307, 0.3081);
         gather_batch(pg, xg, yg, xbg, ybg, cg, 0.1307, 0.3081);
-        EXPECT_TRUE(same_bytes(xbg, xb)) << "schedule " << kind << " case " << ci << " step " << step;
+        EXPECT_TRUE(same_bytes(xbg, xb)) << "schedule " << kind << " case " << ci << " step " << step << " xb "
+                                         << xb_dt;
         EXPECT_TRUE(same_bytes(ybg, yb)) << "schedule " << kind << " case " << ci << " step " << step;
         ASSERT_EQ(cg.to(Device::cpu()).to_vector<int64_t>(), c.to_vector<int64_t>())
             << "schedule " << kind << " case " << ci << " step " << step;
       }
       EXPECT_EQ(c.to_vector<int64_t>()[0], k.cursor + 3 * k.b);
+      }
     }
   }
 

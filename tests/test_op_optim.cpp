@@ -29,7 +29,7 @@ void run(OpKind op, const std::vector<Tensor>& in, const std::vector<Tensor>& ou
   c.attrs = a;
   c.ctx = &default_context(dev);
   c.label = "test/optim";
-  op_table(dev.type()).get(op)(c);
+  op_table(dev.type()).run(c);
 }
 
 Tensor hyper(double lr, double t, Device d = Device::cpu()) {

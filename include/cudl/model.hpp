@@ -199,6 +199,9 @@ struct CUDL_API PlanReport {
   size_t arena_bytes = 0;         // exact peak of the planned intermediate arena
   size_t intermediate_bytes = 0;  // what the intermediates would need without reuse
   size_t param_bytes = 0, grad_bytes = 0, state_bytes = 0, input_bytes = 0;
+  /// Of intermediate_bytes: the activations and their gradients (what the batch flows through), and
+  /// the 16-bit copies of weights and their gradients that bf16/f16 make once per step.
+  size_t activation_bytes = 0, weight_copy_bytes = 0;
   int kernels_per_step = 0;
   Precision precision = Precision::f32;  // the compile option; on the CPU backend it changes nothing
   std::map<std::string, Precision> layer_precision;  // layers compiled with Layer::set_precision

@@ -19,6 +19,7 @@ constexpr const char* kProgram = "cudl-charlm";
 struct Args {
   std::string device = "auto", data = "/usr/share/dict/american-english";
   std::string csv = "charlm-history.csv", plot = "charlm-history.png";
+  std::string precision;  // "": cudl::default_precision()
   int64_t steps = 3000, batch = 64, log_every = 100, samples = 20, limit = 0;
   double lr = 3e-3, weight_decay = 0.01;
   uint64_t seed = 1;
@@ -43,6 +44,8 @@ const char* kHelp =
     "  --data FILE              word list, one word per line (default /usr/share/dict/american-english)\n"
     "  --limit N                use only N words (after the shuffle; for quick runs)\n"
     "  --seed S                 seed for initialisation, training windows and sampling (default 1)\n"
+    "  --precision f32|tf32|bf16|f16  fp32, TF32 tensor-core GEMMs on a GPU, or mixed precision with\n"
+    "                           16-bit activations (default f32, or tf32 when CUDL_ALLOW_TF32=1)\n"
     "  --log-every N            steps per progress line and history row (default 100)\n"
     "  --samples N              words to sample at the end (default 20)\n"
     "  --csv FILE / --plot FILE history as CSV / PNG plot (gnuplot); '' disables\n";
@@ -69,12 +72,14 @@ Args parse(int argc, char** argv) {
     else if (k == "--data") a.data = v;
     else if (k == "--limit") a.limit = sample::parse_int(kProgram, k, v, 20, int64_t{1} << 40);
     else if (k == "--seed") a.seed = static_cast<uint64_t>(sample::parse_int(kProgram, k, v, 0, INT64_MAX));
+    else if (k == "--precision") a.precision = v;
     else if (k == "--log-every") a.log_every = sample::parse_int(kProgram, k, v, 1, 100000000);
     else if (k == "--samples") a.samples = sample::parse_int(kProgram, k, v, 0, 10000);
     else if (k == "--csv") a.csv = v;
     else if (k == "--plot") a.plot = v;
     else sample::usage_error(kProgram, "unknown option '" + k + "'");
   }
+  sample::check_precision(kProgram, a.precision);
   if (a.model.dim % a.model.heads != 0)
     sample::usage_error(kProgram, "--heads " + std::to_string(a.model.heads) + " must divide --dim " +
                                       std::to_string(a.model.dim));
@@ -162,6 +167,7 @@ int main(int argc, char** argv) {
     opt.loss = "sparse_categorical_crossentropy";
     opt.device = device;
     opt.seed = a.seed;
+    if (!a.precision.empty()) opt.precision = cudl::parse_precision(a.precision);
     model.compile(opt);
     std::printf("%s", model.summary().c_str());
 

@@ -118,7 +118,8 @@ void cuda_gather_batch(const OpCall& c) {
   a.cursor = p.cursor.as<int64_t>();
   a.block_counter = ctx.block_counter();
   a.x = p.x.data;
-  a.xb = p.xb.as<float>();
+  a.xb = p.xb.data;
+  a.xb_dtype = p.xb.dtype;
   a.y = p.y.data;
   a.yb = p.yb.data;
   a.rows = p.rows;

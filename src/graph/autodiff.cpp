@@ -81,6 +81,11 @@ class Sweep {
     for (const auto& [v, dv] : spec_.seeds) remaining_[v]++;
   }
 
+  ValueId pg_grad(ValueId v) const {
+    auto pg = spec_.param_grads.find(v);
+    return pg == spec_.param_grads.end() ? kNone : pg->second;
+  }
+
   bool wants(ValueId v) const { return v != kNone && needs_.count(v) && remaining_.count(v) && remaining_.at(v) > 0; }
 
   // Destination for the next gradient contribution to v: the final Grad value when this is the
@@ -88,8 +93,10 @@ class Sweep {
   ValueId target_for(ValueId v, const std::string& layer) {
     auto pg = spec_.param_grads.find(v);
     if (pg != spec_.param_grads.end() && remaining_[v] == 1 && !grads_.count(v)) return pg->second;
-    const Value& val = g_.value(v);
-    return g_.add_value("d" + val.name, val.shape, val.dtype, Role::Intermediate);
+    const Value val = g_.value(v);  // a copy: add_value may move the values
+    const ValueId d = g_.add_value("d" + val.name, val.shape, val.dtype, Role::Intermediate);
+    g_.value(d).weight_copy = val.weight_copy;
+    return d;
   }
 
   void contribute(ValueId v, ValueId dv, const std::string& layer) {
@@ -103,6 +110,7 @@ class Sweep {
       ValueId sum = last && pg != spec_.param_grads.end() ? pg->second
                                                           : g_.add_value("d" + g_.value(v).name, g_.value(v).shape,
                                                                          g_.value(v).dtype, Role::Intermediate);
+      if (sum != pg_grad(v)) g_.value(sum).weight_copy = g_.value(v).weight_copy;
       g_.add_node(OpKind::Binary, ops::BinaryAttrs{BinaryOp::Add}.to_op_attrs(), {it->second, dv}, {sum}, layer,
                   Phase::Backward);
       it->second = sum;

@@ -31,6 +31,7 @@ struct Value {
   ValueId view_of = kNone;  // a reshape view: same bytes as view_of (+ view_offset bytes)
   size_t view_offset = 0;
   int producer = -1;        // node that writes it (-1: external or view)
+  bool weight_copy = false; // a 16-bit copy of a parameter, or the gradient of one (bf16/f16)
 
   size_t nbytes() const { return static_cast<size_t>(shape.numel()) * dtype_size(dtype); }
 };

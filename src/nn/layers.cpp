@@ -81,7 +81,9 @@ graph::ValueId BuildContext::cast(graph::ValueId v, DType dtype) {
   auto it = casts.find(key);
   if (it != casts.end()) return it->second;
   const graph::Value& val = g->value(v);
+  const bool weight = val.role == graph::Role::Param;
   const graph::ValueId y = g->add_value(val.name + "." + dtype_name(dtype), val.shape, dtype, graph::Role::Intermediate);
+  g->value(y).weight_copy = weight;
   g->add_node(OpKind::Cast, {}, {v}, {y}, layer ? layer_name : "model", graph::Phase::Forward);
   casts[key] = y;
   return y;

@@ -1,6 +1,7 @@
 // ops/data.cpp — argument checks of the data op family: the contract the CPU reference (src/cpu) and
 // the CUDA backend (src/cuda) both run first, so both accept and reject exactly the same calls.
 #include "ops/data.hpp"
+#include "ops/precision.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -247,6 +248,7 @@ GatherBatchArgs check_gather_batch_call(const OpCall& c) {
   const TensorView& xb = c.out(0);
   const TensorView& yb = c.out(1);
   const TensorView& cursor = c.out(2);
+  if (x.defined() && xb.defined()) ops::check_storage(c);  // a 16-bit xb: u8 x only (ops/precision.cpp)
   expect_dtype(c, perm, "perm", DType::i32);
   expect_defined(c, x, "x");
   expect_defined(c, y, "y");
@@ -257,7 +259,9 @@ GatherBatchArgs check_gather_batch_call(const OpCall& c) {
   if (cursor.numel() != 1) fail_at(c, detail::concat("cursor must have one element, got shape ", cursor.shape));
   if (x.dtype != DType::u8 && x.dtype != DType::f32 && x.dtype != DType::i32)
     fail_at(c, detail::concat("x must be u8, f32 or i32, got ", x.dtype, " (shape ", x.shape, ")"));
-  expect_dtype(c, xb, "xb", x.dtype == DType::u8 ? DType::f32 : x.dtype);
+  if (x.dtype != DType::u8) expect_dtype(c, xb, "xb", x.dtype);
+  else if (!dtype_is_float(xb.dtype))  // images: normalised in fp32, stored in xb's float type
+    fail_at(c, detail::concat("xb ", xb.shape, " has dtype ", xb.dtype, ", expected f32, bf16 or f16 (x is u8)"));
   expect_same_dtype(c, y, "y", yb, "yb");
   if (x.shape.rank() < 1 || y.shape.rank() < 1 || x.shape.dims()[0] != y.shape.dims()[0])
     fail_at(c, detail::concat("x shape ", x.shape, " and y shape ", y.shape, " must have the same number of rows"));

@@ -22,11 +22,12 @@
 //                   sort of (row, position) pairs, then each row's run summed in position order)
 // OneHot          in: labels i32 (N)  out: y f32 (N, C)
 // GatherImages    in: images u8 (R, ...), idx i32 (B)   out: y f32 (B, ...) = (u8/255 - f[0]) / f[1]
-// GatherBatch     in: perm i32 (N), x (R, ...) u8 or f32, y (R, ...)   out: xb f32 (B, ...), yb (B, ...),
+// GatherBatch     in: perm i32 (N), x (R, ...) u8 or f32, y (R, ...)   out: xb (B, ...), yb (B, ...),
 //                   cursor i64[1] (device) updated in place: a training step's whole data stage.
 //                   Row j of xb and yb is table row perm[(cursor + j) mod N]; then cursor += B.
-//                   u8 x: xb f32 as GatherImages (f[0]=mean, f[1]=std); f32 or i32 x: copied (xb of x's
-//                   dtype). y: any dtype, yb alike
+//                   u8 x: xb f32 as GatherImages (f[0]=mean, f[1]=std), or bf16 / f16 (each pixel
+//                   normalised in fp32 and rounded once; 16-bit storage, ops/precision.hpp); f32 or i32
+//                   x: copied (xb of x's dtype). y: any dtype, yb alike
 // Data details (src/cpu/data.cpp is the spec): Fill, Copy, Permute, Concat, Slice, SliceBackward
 // and Gather move bytes of any dtype (inputs and outputs of one dtype). Fill converts f[0] like
 // backend/convert.hpp's element_bytes (floats round to nearest even; integers truncate and

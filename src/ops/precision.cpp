@@ -30,6 +30,7 @@ StorageSlots storage_slots(OpKind op) {
     case OpKind::Matmul: return {bits({0, 1}), bits({0})};
     case OpKind::Linear: return {bits({0, 1, 2}), bits({0, 1})};
     case OpKind::LinearBackward: return {bits({0, 1, 2, 3, 4}), bits({0, 1, 2, 3})};
+    case OpKind::GatherBatch: return {0, bits({0})};  // xb, when x is u8 images
     default:
       return {};
   }
@@ -66,6 +67,9 @@ DType check_storage(const OpCall& call) {
   };
   visit(call.inputs, call.n_inputs, s.in, true);
   visit(call.outputs, call.n_outputs, s.out, false);
+  if (call.op == OpKind::GatherBatch && st != DType::f32 && call.has_in(1) && call.inputs[1].dtype != DType::u8)
+    CUDL_FAIL(op_checks::who(call), ": xb has dtype ", st, " but x has ", call.inputs[1].dtype,
+              " (a 16-bit xb is made from u8 images only)");
   return st;
 }
 

@@ -129,11 +129,15 @@ std::unique_ptr<Model::Impl::Build> Model::Impl::build(int64_t B, const DataSpec
     ValueId vc = bind_state(c, "data.cursor", cursor);
     std::vector<int64_t> xd = d.x.dims(), yd = d.y.dims();
     xd[0] = yd[0] = B;
-    xb = g.add_value("data.batch_x", Shape(xd), d.x_dtype == DType::u8 ? DType::f32 : d.x_dtype, Role::Intermediate);
+    // bf16/f16: u8 images are normalised straight into the storage type (not when augmenting, which
+    // reads f32, or when a layer overrides the precision, which may want the f32 values).
+    const bool augment = d.augment && d.augment->augment;
+    const DType images = !augment && layer_precision.empty() ? c.storage : DType::f32;
+    xb = g.add_value("data.batch_x", Shape(xd), d.x_dtype == DType::u8 ? images : d.x_dtype, Role::Intermediate);
     yb = g.add_value("data.batch_y", Shape(yd), d.y_dtype, Role::Intermediate);
     const OpAttrs a = ops::NormalizeAttrs{d.mean, d.std}.to_op_attrs();
     g.add_node(OpKind::GatherBatch, a, {vp, vx, vy}, {xb, yb, vc}, "data", Phase::Forward);
-    if (d.augment && d.augment->augment)
+    if (augment)
       xb = augment_node(c, name, xb, *d.augment, d.x_dtype == DType::u8 ? -d.mean / d.std : 0.f);
   } else {
     xb = b->x = g.add_value("input", batched_input(B), input->dtype, Role::Input);
@@ -247,6 +251,9 @@ PlanReport Model::Impl::report_of(const graph::Graph& g, const graph::Plan& plan
         break;
       case Role::State:
         r.state_bytes += val.nbytes();
+        break;
+      case Role::Intermediate:
+        (val.weight_copy ? r.weight_copy_bytes : r.activation_bytes) += val.nbytes();
         break;
       default:
         break;

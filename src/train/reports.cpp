@@ -15,7 +15,9 @@ std::string PlanReport::str() const {
   os << "plan (batch " << batch_size << "): arena peak " << format_bytes(arena_bytes) << " (" << arena_bytes
      << " bytes; " << format_bytes(intermediate_bytes) << " without reuse), parameters " << format_bytes(param_bytes)
      << ", gradients " << format_bytes(grad_bytes) << ", optimizer and other state " << format_bytes(state_bytes)
-     << ", kernels per training step " << kernels_per_step << ", precision " << precision_name(precision);
+     << ", kernels per training step " << kernels_per_step << ", activations " << format_bytes(activation_bytes);
+  if (weight_copy_bytes) os << " (+ " << format_bytes(weight_copy_bytes) << " of 16-bit weight copies)";
+  os << ", precision " << precision_name(precision);
   if (precision == Precision::tf32)
     os << (device.is_cpu() ? " (no effect on the cpu backend: it computes in fp32)"
                            : " (TF32 tensor cores for GEMMs and convolutions)");

@@ -1,0 +1,218 @@
+// tests/test_precision.cpp — mixed precision (CompileOptions::precision bf16 / f16): the CPU
+// reference of 16-bit storage (widen, fp32 math, round to nearest even on every store), the one
+// storage type per call, the graph the model builder makes (Cast nodes, f32 parameters and
+// output), and bf16/f16 training on the CPU and the emulated CUDA backend.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+
+#include "backend/backend.hpp"
+#include "core/half.hpp"
+#include "ops/elementwise.hpp"
+#include "ops/precision.hpp"
+#include "testing.hpp"
+
+using namespace cudl;
+
+namespace {
+
+uint16_t to_bits(float f, DType t) { return t == DType::bf16 ? float_to_bf16_bits(f) : float_to_half_bits(f); }
+float from_bits(uint16_t h, DType t) { return t == DType::bf16 ? bf16_bits_to_float(h) : half_bits_to_float(h); }
+
+// A 16-bit tensor holding `v` rounded to nearest even.
+Tensor tensor16(const std::vector<float>& v, DType t, Device d = Device::cpu()) {
+  Tensor h = Tensor::empty(Shape{static_cast<int64_t>(v.size())}, t);
+  auto* p = static_cast<uint16_t*>(h.data());
+  for (size_t i = 0; i < v.size(); ++i) p[i] = to_bits(v[i], t);
+  return d.is_cpu() ? h : h.to(d);
+}
+
+std::vector<uint16_t> bits_of(const Tensor& t) {
+  Tensor h = t.to(Device::cpu());
+  const auto* p = static_cast<const uint16_t*>(h.data());
+  return std::vector<uint16_t>(p, p + h.numel());
+}
+
+Dataset blobs(int64_t n, uint64_t seed) { return cudl::testing::separable_blobs(n, 8, 3, 2.f, 0.5f, seed); }
+
+Sequential mlp(const std::string& tag) {
+  return Sequential(Shape{8}, {layers::Dense(16, "relu"), layers::Dense(16, "tanh"), layers::Dense(3)}, tag);
+}
+
+CompileOptions options(Device d, Precision p) {
+  CompileOptions o = cudl::testing::classifier_options(d, optim::Adam(0.02), 3);
+  o.precision = p;
+  return o;
+}
+
+}  // namespace
+
+TEST(Precision, NamesAndStorageTypes) {
+  EXPECT_EQ(parse_precision("bf16"), Precision::bf16);
+  EXPECT_EQ(parse_precision("bfloat16"), Precision::bf16);
+  EXPECT_EQ(parse_precision("f16"), Precision::f16);
+  EXPECT_EQ(parse_precision("fp16"), Precision::f16);
+  EXPECT_STREQ(precision_name(Precision::bf16), "bf16");
+  EXPECT_STREQ(precision_name(Precision::f16), "f16");
+  EXPECT_EQ(precision_storage(Precision::bf16), DType::bf16);
+  EXPECT_EQ(precision_storage(Precision::f16), DType::f16);
+  EXPECT_EQ(precision_storage(Precision::tf32), DType::f32);
+  EXPECT_NE(cudl::testing::error_message([] { parse_precision("f8"); }).find("'f8' is not one of f32, tf32, bf16, f16"),
+            std::string::npos);
+}
+
+// The CPU reference of a listed op on 16-bit storage: widen, the f32 function, round to nearest even.
+// 1 + 3·2^-9 is exactly between two bf16 values' neighbourhood: truncation and RNE differ on it.
+TEST(Precision, CpuWidensComputesInFp32AndRoundsToNearestEven) {
+  for (DType t : {DType::bf16, DType::f16}) {
+    const float ulp = t == DType::bf16 ? 0x1p-7f : 0x1p-10f;  // spacing of the type just above 1
+    std::vector<float> a{1.f, 1.f, -3.f, 1000.f, 0.1f}, b{0.75f * ulp, 0.25f * ulp, 0.3f, 0.37f, 0.2f};
+    Tensor ta = tensor16(a, t), tb = tensor16(b, t), tc = Tensor::empty(Shape{5}, t);
+    run_op(OpKind::Binary, {TensorView::of(ta), TensorView::of(tb)}, {TensorView::of(tc)},
+           ops::BinaryAttrs{BinaryOp::Add}.to_op_attrs());
+    const auto c = bits_of(tc);
+    for (size_t i = 0; i < a.size(); ++i) {
+      const float wa = from_bits(to_bits(a[i], t), t), wb = from_bits(to_bits(b[i], t), t);
+      EXPECT_EQ(c[i], to_bits(wa + wb, t)) << dtype_name(t) << " element " << i;
+    }
+    // 1 + 0.75 ulp rounds up to 1 + ulp (truncation would give 1); 1 + 0.25 ulp rounds down to 1.
+    EXPECT_EQ(from_bits(c[0], t), 1.f + ulp) << dtype_name(t);
+    EXPECT_EQ(from_bits(c[1], t), 1.f) << dtype_name(t);
+  }
+}
+
+TEST(Precision, OneStorageTypePerCallAndUnlistedOpsStayF32) {
+  Tensor a = tensor16({1, 2}, DType::bf16), b = Tensor::full(Shape{2}, 1.0), c = Tensor::empty(Shape{2}, DType::bf16);
+  const std::string mixed = cudl::testing::error_message([&] {
+    run_op(OpKind::Binary, {TensorView::of(a), TensorView::of(b)}, {TensorView::of(c)},
+           ops::BinaryAttrs{BinaryOp::Add}.to_op_attrs(), nullptr, "layer/add");
+  });
+  EXPECT_NE(mixed.find("Binary (layer/add): input 1 (2,) has dtype f32 but input 0 has bf16"), std::string::npos)
+      << mixed;
+  Tensor h = tensor16({1, 2}, DType::f16);
+  const std::string cross = cudl::testing::error_message([&] {
+    run_op(OpKind::Binary, {TensorView::of(a), TensorView::of(h)}, {TensorView::of(c)},
+           ops::BinaryAttrs{BinaryOp::Add}.to_op_attrs());
+  });
+  EXPECT_NE(cross.find("has dtype f16 but input 0 has bf16"), std::string::npos) << cross;
+  // Softmax is not listed: 16-bit storage is rejected there, on the CPU as on CUDA.
+  Tensor x = Tensor::empty(Shape{1, 2}, DType::bf16), y = Tensor::empty(Shape{1, 2}, DType::bf16);
+  std::memset(x.data(), 0, 4);
+  const std::string sm = cudl::testing::error_message(
+      [&] { run_op(OpKind::Softmax, {TensorView::of(x)}, {TensorView::of(y)}); });
+  EXPECT_NE(sm.find("bf16"), std::string::npos) << sm;
+  EXPECT_FALSE(ops::storage_slots(OpKind::Softmax).any());
+  EXPECT_TRUE(ops::storage_slots(OpKind::Linear).any());
+}
+
+// The graph of a bf16 model: parameters, gradients and optimizer state f32; activations 16-bit;
+// one Cast per weight and per bias, one for the input and one for the output; the plan says so.
+TEST(Precision, Bf16ModelKeepsFp32MastersAndConvertsAtTheBoundaries) {
+  Sequential f = mlp("mp_f"), b = mlp("mp_b");
+  f.compile(options(Device::cpu(), Precision::f32));
+  b.compile(options(Device::cpu(), Precision::bf16));
+  const PlanReport pf = f.plan_report(), pb = b.plan_report();
+  EXPECT_NE(pb.str().find("precision bf16 (bf16 activations and GEMM inputs, fp32 math, weights and optimizer "
+                          "state)"),
+            std::string::npos)
+      << pb.str();
+  EXPECT_EQ(pb.param_bytes, pf.param_bytes);
+  EXPECT_EQ(pb.grad_bytes, pf.grad_bytes);
+  EXPECT_EQ(pb.state_bytes, pf.state_bytes);
+  for (const auto& [name, t] : b.state_tensors())
+    if (dtype_is_float(t.dtype())) EXPECT_EQ(t.dtype(), DType::f32) << name;
+  std::printf("activations: f32 %zu bytes, bf16 %zu bytes (%.1f%%) + %zu bytes of weight copies\n",
+              pf.activation_bytes, pb.activation_bytes, 100.0 * pb.activation_bytes / pf.activation_bytes,
+              pb.weight_copy_bytes);
+  // Forward: x, 3 weights, 3 biases, output: 8 Casts; backward: 3 weights, 3 biases, dlogits: 7.
+  EXPECT_EQ(pb.kernels_per_step, pf.kernels_per_step + 15) << pb.str() << "\n" << pf.str();
+  Tensor y = b.predict(blobs(4, 3).x);
+  EXPECT_EQ(y.dtype(), DType::f32);
+}
+
+// bf16 / f16 training on the CPU reference: learns like f32, but not bitwise (storage is rounded);
+// a bf16 model whose every layer is overridden to f32 is the f32 model, bitwise.
+TEST(Precision, Bf16AndF16TrainCloseToFp32OnCpu) {
+  Dataset train = blobs(150, 1), test = blobs(90, 2);
+  auto run = [&](const std::string& tag, Precision p, bool override_all) {
+    Sequential m = mlp(tag);
+    if (override_all)
+      for (auto& l : m.layers()) l->set_precision(Precision::f32);
+    m.compile(options(Device::cpu(), p));
+    History h = m.fit(train, cudl::testing::quiet_fit(4, 16, 9));
+    const double acc = m.evaluate(test).metrics.at("accuracy");
+    return std::make_tuple(cudl::testing::flat_weights(m), h.metrics["loss"], acc);
+  };
+  const auto [wf, lf, af] = run("ct_f", Precision::f32, false);
+  const auto [wb, lb, ab] = run("ct_b", Precision::bf16, false);
+  const auto [wh, lh, ah] = run("ct_h", Precision::f16, false);
+  const auto [wo, lo, ao] = run("ct_o", Precision::bf16, true);
+  EXPECT_EQ(wo, wf) << "every layer in f32: the f32 run";
+  EXPECT_NE(wb, wf) << "bf16 storage must round";
+  EXPECT_NE(wh, wf) << "f16 storage must round";
+  EXPECT_NE(wb, wh);
+  EXPECT_GE(ab, 0.95) << "bf16 learns";
+  EXPECT_GE(ah, 0.95) << "f16 learns";
+  EXPECT_NEAR(ab, af, 0.04);
+  EXPECT_NEAR(ah, af, 0.04);
+  ASSERT_EQ(lb.size(), lf.size());
+  EXPECT_LT(lb.back(), lb.front());
+  EXPECT_LT(lh.back(), lh.front());
+}
+
+// Layer-level override inside a bf16 model: the overridden layer computes in f32 (its GEMM gets f32
+// inputs through Casts), so the report lists it and the run differs from an all-bf16 one.
+TEST(Precision, LayerOverrideInABf16Model) {
+  Sequential m = mlp("lo_m"), a = mlp("lo_a");
+  m.layers().back()->set_precision(Precision::f32);
+  m.compile(options(Device::cpu(), Precision::bf16));
+  a.compile(options(Device::cpu(), Precision::bf16));
+  EXPECT_NE(m.plan_report().str().find("; dense3 in f32"), std::string::npos) << m.plan_report().str();
+  Dataset d = blobs(48, 7);
+  m.fit(d, cudl::testing::quiet_fit(1, 16, 9));
+  a.fit(d, cudl::testing::quiet_fit(1, 16, 9));
+  EXPECT_NE(cudl::testing::flat_weights(m), cudl::testing::flat_weights(a));
+}
+
+namespace {
+
+// u8 "images" (n, 1, 28, 28) whose class is which third of the image is bright; i32 labels.
+Dataset u8_images(int64_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<uint8_t> x(static_cast<size_t>(n * 784));
+  std::vector<int32_t> y(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    y[i] = static_cast<int32_t>(rng() % 3);
+    for (int64_t p = 0; p < 784; ++p) {
+      const bool lit = (p / 28) / 10 == y[i];
+      x[i * 784 + p] = static_cast<uint8_t>(lit ? 150 + rng() % 100 : rng() % 60);
+    }
+  }
+  Dataset d{Tensor::from_vector(x, Shape{n, 1, 28, 28}), Tensor::from_vector(y, Shape{n})};
+  d.mean = 0.2f, d.std = 0.3f;
+  return d;
+}
+
+}  // namespace
+
+// The activation bytes of a training step (the report after fit describes the program that ran):
+// u8 images are normalised straight into bf16, so every activation and its gradient is half as
+// large; what stays f32 is the logits the loss reads and their gradient.
+TEST(Precision, Bf16HalvesTheActivationBytesOfAnMlpStep) {
+  const Dataset d = u8_images(256, 5);
+  auto report = [&](Precision p) {
+    Sequential m(Shape{1, 28, 28}, {layers::Flatten(), layers::Dense(128, "relu"), layers::Dense(10)}, "act");
+    m.compile(options(Device::cpu(), p));
+    m.fit(d, cudl::testing::quiet_fit(1, 128, 9));
+    return m.plan_report();
+  };
+  const PlanReport f = report(Precision::f32), b = report(Precision::bf16);
+  const double ratio = static_cast<double>(b.activation_bytes) / static_cast<double>(f.activation_bytes);
+  std::printf("MLP 784-128-10, batch 128: activations f32 %zu bytes, bf16 %zu bytes (%.1f%%), weight copies %zu bytes\n",
+              f.activation_bytes, b.activation_bytes, 100 * ratio, b.weight_copy_bytes);
+  EXPECT_LE(ratio, 0.55) << b.str();
+  EXPECT_EQ(f.weight_copy_bytes, 0u);
+  EXPECT_EQ(b.weight_copy_bytes, 2 * (784 * 128 + 128 + 128 * 10 + 10) * 2u) << "weights and their gradients, 2 bytes each";
+}
