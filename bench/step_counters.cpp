@@ -4,7 +4,7 @@
 // bytes each node reads and writes against the minimum a step must move.
 //
 // Usage: bench_step_counters [--model mlp|cnn|embed|charlm|seq_lstm|seq_gru|dcgan|all]
-//        [--batch B (128; charlm, dcgan 64)] [--warmup W (3)]
+//        [--batch B (128; charlm, dcgan 64)] [--warmup W (3)] [--precision f32|tf32|bf16|f16 (f32)]
 // (embed: a token classifier whose step runs Gather / GatherBackward; bench/train_graph.hpp;
 // charlm: cudl-charlm's Transformer, samples/charlm/charlm.hpp; seq_lstm / seq_gru: cudl-seq-mnist's
 // model; all: every model but seq_gru and dcgan)
@@ -43,6 +43,7 @@ struct Args {
   std::string model = "all";
   int64_t batch = 0;  // 0: 128, or 64 for charlm (the samples' batches)
   int warmup = 3;
+  cudl::Precision precision = cudl::Precision::f32;  // CompileOptions::precision of every model but dcgan
 };
 
 // Resets the counters after step `at`, reads them after step `at + 1`.
@@ -315,7 +316,7 @@ struct Subject {
   cudl::Dataset data;
 };
 
-Subject subject(const std::string& kind, const cudl::Device dev, int64_t rows) {
+Subject subject(const std::string& kind, const cudl::Device dev, int64_t rows, cudl::Precision precision) {
   if (kind == "charlm") {  // cudl-charlm: AdamW 3e-3 (wd 0.01), windows of a stream of random tokens
     cudl::Model model = charlm::build(charlm::Config{});
     cudl::CompileOptions opt;
@@ -323,6 +324,7 @@ Subject subject(const std::string& kind, const cudl::Device dev, int64_t rows) {
     opt.loss = "sparse_categorical_crossentropy";
     opt.device = dev;
     opt.seed = 1;
+    opt.precision = precision;
     model.compile(opt);
     std::vector<int32_t> stream(static_cast<size_t>(rows * 16 + 1));
     charlm::SplitMix64 rng(1);
@@ -336,6 +338,7 @@ Subject subject(const std::string& kind, const cudl::Device dev, int64_t rows) {
   opt.metrics = {"accuracy"};
   opt.device = dev;
   opt.seed = 1;
+  opt.precision = precision;
   model.compile(opt);
   return {std::move(model), kind == "embed" ? cudl_bench::synthetic_tokens(rows) : cudl_bench::synthetic_mnist(rows)};
 }
@@ -346,7 +349,7 @@ int run_model(const std::string& kind, const Args& args) {
   const cudl::Device dev = cudl::Device::cuda(0);
   const char* env = std::getenv("CUDL_CUDA_GRAPHS");
   const bool graphs = !(env && std::strcmp(env, "0") == 0);
-  Subject sub = subject(kind, dev, a.batch * (a.warmup + 2));
+  Subject sub = subject(kind, dev, a.batch * (a.warmup + 2), a.precision);
   cudl::Model& model = sub.model;
   const cudl::Dataset& data = sub.data;
   const int plan_kernels = model.plan_report().kernels_per_step;
@@ -464,7 +467,7 @@ int main(int argc, char** argv) {
     const std::string k = argv[i];
     if (i + 1 >= argc) {
       std::fprintf(stderr, "usage: bench_step_counters [--model mlp|cnn|embed|charlm|seq_lstm|seq_gru|dcgan|all] "
-                           "[--batch B] [--warmup W]\n");
+                           "[--batch B] [--warmup W] [--precision f32|tf32|bf16|f16]\n");
       return 2;
     }
     const std::string v = argv[++i];
@@ -474,6 +477,8 @@ int main(int argc, char** argv) {
       a.batch = std::atoll(v.c_str());
     else if (k == "--warmup")
       a.warmup = std::atoi(v.c_str());
+    else if (k == "--precision")
+      a.precision = cudl::parse_precision(v);
     else {
       std::fprintf(stderr, "bench_step_counters: unknown option %s\n", k.c_str());
       return 2;

@@ -531,16 +531,18 @@ PYBIND11_MODULE(_cudl, m) {
       .def(
           "compile",
           [](Model& self, const Optimizer& opt, const Loss& loss, const std::vector<std::string>& metrics,
-             const std::string& device, uint64_t seed) {
+             const std::string& device, uint64_t seed, const std::string& precision) {
             CompileOptions o;
             o.optimizer = opt;
             o.loss = loss;
             o.metrics = metrics;
             o.device = Device::parse(device);
             o.seed = seed;
+            if (!precision.empty()) o.precision = parse_precision(precision);
             self.compile(o);
           },
-          py::arg("optimizer"), py::arg("loss"), py::arg("metrics"), py::arg("device") = "cpu", py::arg("seed") = 0)
+          py::arg("optimizer"), py::arg("loss"), py::arg("metrics"), py::arg("device") = "cpu", py::arg("seed") = 0,
+          py::arg("precision") = "")
       .def(
           "fit",
           [](Model& self, const py::array& x, const py::array& y, float mean, float std, int epochs,

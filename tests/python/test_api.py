@@ -422,3 +422,31 @@ def test_optimizers_follow_keras_update_rules(rule, epsilon):
     want = keras_optimizer_reference(x, y, kernel, bias, 3, rule, 0.1 if rule == "adam" else 0.01, epsilon)
     for got, w in zip(model.get_weights(), want):
         np.testing.assert_allclose(got, w, rtol=1e-4, atol=1e-6)
+
+
+def test_mixed_precision_policy_compiles_in_bf16():
+    from cudl.keras import mixed_precision
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(96, 8)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32) + (x[:, 1] > 0).astype(np.int32)
+
+    def trained(policy):
+        mixed_precision.set_global_policy(policy)
+        try:
+            m = mlp()
+            m.compile(optimizer=optimizers.Adam(0.02), loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                      device="cpu", seed=3)
+        finally:
+            mixed_precision.set_global_policy("float32")
+        h = m.fit(x, y, epochs=8, batch_size=16, verbose=0)
+        return m, h.history["accuracy"][-1]
+
+    f, acc_f = trained("float32")
+    b, acc_b = trained("mixed_bfloat16")
+    assert "precision bf16" in b._cpp.summary() and "precision f32" in f._cpp.summary()
+    assert mixed_precision.global_policy().name == "float32"
+    assert mixed_precision.Policy("mixed_float16").compute_dtype == "float16"
+    assert acc_b > 0.85 and abs(acc_b - acc_f) < 0.1
+    assert not all(np.array_equal(a, c) for a, c in zip(f.get_weights(), b.get_weights())), "bf16 storage rounds"
+    with pytest.raises(ValueError, match="is not one of"):
+        mixed_precision.set_global_policy("mixed_float8")

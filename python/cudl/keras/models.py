@@ -16,6 +16,7 @@ from . import _config
 from . import callbacks as _callbacks
 from . import losses as _losses
 from . import metrics as _metrics
+from . import mixed_precision as _mixed_precision
 from . import optimizers as _optimizers
 from ._engine import Input, InputLayer, KerasTensor, Layer, index_limit, lower_graph, walk_layers
 
@@ -183,7 +184,8 @@ class Model:
         self._in_dtype = in_vars[0].dtype
         self._index_limit = index_limit(self._inputs[0], out)
         self._cudl_loss = cudl_loss
-        self._cpp.compile(c["optimizer"]._to_cudl(), cudl_loss, metric_names, c["device"], c["seed"])
+        self._cpp.compile(c["optimizer"]._to_cudl(), cudl_loss, metric_names, c["device"], c["seed"],
+                          _mixed_precision._compile_precision())
         c["optimizer"]._model = self._cpp
         self._metric_names = [m[1] for m in c["metrics"]]
         self._metric_keys = metric_names
