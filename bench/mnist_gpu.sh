@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # bench/mnist_gpu.sh — MNIST on one GPU: cudl (whole-step CUDA graphs on and off, and graphs with
-# TF32 GEMMs/convolutions, --precision tf32) against PyTorch eager, PyTorch with a captured CUDA
-# graph and torch.compile(mode="reduce-overhead"), data resident on the GPU for all; then the kernel
-# bandwidth program. Needs a CUDA GPU and PyTorch with CUDA.
+# TF32 GEMMs/convolutions, --precision tf32, and mixed precision, --precision bf16 / f16) against
+# PyTorch eager, PyTorch with a captured CUDA graph and torch.compile(mode="reduce-overhead"), and
+# PyTorch's autocast (bf16 eager and captured, f16 eager with a GradScaler), data resident on the GPU
+# for all; then the kernel bandwidth program. Needs a CUDA GPU and PyTorch with CUDA.
 #
 # Usage: bench/mnist_gpu.sh
 # Environment:
@@ -71,9 +72,9 @@ cudl_stats() {  # csv target
 rows=()
 for model in $MODELS; do
   target=$([[ $model == mlp ]] && echo 0.98 || echo 0.99)
-  for run in graphs no-graphs graphs-tf32; do
+  for run in graphs no-graphs graphs-tf32 graphs-bf16 graphs-f16; do
     graphs=$([[ $run == no-graphs ]] && echo 0 || echo 1)
-    precision=$([[ $run == graphs-tf32 ]] && echo tf32 || echo f32)
+    precision=$(case $run in graphs-tf32) echo tf32 ;; graphs-bf16) echo bf16 ;; graphs-f16) echo f16 ;; *) echo f32 ;; esac)
     out=$(CUDL_CUDA_GRAPHS=$graphs "$CUDL" --model "$model" --epochs "$EPOCHS" --batch-size 128 --lr 1e-3 --schedule constant --device cuda --data "$DATA" \
       --precision "$precision" --csv "$TMP/h.csv" --plot '')
     acc=$(sed -n 's/.*test accuracy \([0-9.]*\)%.*/\1/p' <<<"$out")
@@ -83,9 +84,11 @@ for model in $MODELS; do
     echo "$model $name: epoch ${steady}s (first ${first}s), to $target: ${ttt}s (epoch $reached), test $acc%"
   done
   if ((have_torch)); then
-    for mode in eager graph compile; do
-      line=$("$PYTHON" "$ROOT/bench/torch_mnist_gpu.py" --model "$model" --mode "$mode" --epochs "$EPOCHS" \
-        --data "$DATA" --target "$target" | grep '^RESULT') || { echo "torch $mode failed" >&2; continue; }
+    for mode in eager graph compile eager:bf16 graph:bf16 eager:f16; do
+      amp=none
+      [[ $mode == *:* ]] && amp=${mode#*:}
+      line=$("$PYTHON" "$ROOT/bench/torch_mnist_gpu.py" --model "$model" --mode "${mode%%:*}" --amp "$amp" \
+        --epochs "$EPOCHS" --data "$DATA" --target "$target" | grep '^RESULT') || { echo "torch $mode failed" >&2; continue; }
       get() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$line"; }
       rows+=("$model|torch $mode|$(get epoch_seconds)|$(get first_epoch_seconds)|$(get time_to_target)|$(get reached_epoch)|$(get test_accuracy)")
       echo "$model torch $mode: $line"

@@ -59,7 +59,12 @@ def main():
     ap.add_argument("--data", default="data/mnist")
     ap.add_argument("--target", type=float, default=0)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--amp", choices=["none", "bf16", "f16"], default="none",
+                    help="torch.autocast around forward and loss (f16 with a GradScaler; not with --mode graph)")
     a = ap.parse_args()
+    if a.amp == "f16" and a.mode == "graph":
+        sys.exit("torch_mnist_gpu: --amp f16 needs a GradScaler, whose host-side skip logic a captured graph "
+                 "cannot replay; use --amp bf16 with --mode graph")
     if not torch.cuda.is_available():
         sys.exit("torch_mnist_gpu: no CUDA device: torch.cuda.is_available() is False "
                  f"(torch {torch.__version__}, built with CUDA {torch.version.cuda})")
@@ -92,13 +97,22 @@ def main():
     cursor = torch.zeros((), dtype=torch.int64, device=dev)
     ar = torch.arange(B, device=dev)
 
+    amp_dtype = {"bf16": torch.bfloat16, "f16": torch.float16}.get(a.amp)
+    scaler = torch.cuda.amp.GradScaler() if a.amp == "f16" else None
+
     def step_from(idx):
         xb = (x_train[idx].float() / 255.0 - MEAN) / STD
         yb = y_train[idx]
-        out = fwd(xb)
-        loss = F.cross_entropy(out, yb)
-        loss.backward()
-        opt.step()
+        with torch.autocast("cuda", dtype=amp_dtype, enabled=amp_dtype is not None):
+            out = fwd(xb)
+            loss = F.cross_entropy(out, yb)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            opt.step()
         with torch.no_grad():
             loss_sum.add_(loss.detach() * idx.numel())
             correct.add_((out.argmax(1) == yb).sum())
@@ -164,7 +178,7 @@ def main():
     test = accuracy(model, x_test, y_test)
     steady = statistics.median(times[1:]) if len(times) > 1 else times[0]
     ttt = f"{sum(times[:reached]):.4f}" if reached else "not_reached"
-    print(f"RESULT framework=torch mode={a.mode} model={a.model} torch={torch.__version__} "
+    print(f"RESULT framework=torch mode={a.mode} amp={a.amp} model={a.model} torch={torch.__version__} "
           f"gpu={torch.cuda.get_device_name().replace(' ', '_')} epochs={a.epochs} epoch_seconds={steady:.5f} "
           f"first_epoch_seconds={times[0]:.4f} time_to_target={ttt} target={target} "
           f"reached_epoch={reached or 'none'} val_accuracy={val:.4f} test_accuracy={test:.4f}", flush=True)
