@@ -148,8 +148,9 @@ int main(int argc, char** argv) {
     const std::string sn = shape_str({n});
     b.large("unary relu", sn, 8.0 * n, [&] { k::unary_cuda(relu, 0.f, x.as<float>(), z.as<float>(), n, s); });
     b.large("unary gelu(tanh)", sn, 8.0 * n, [&] { k::unary_cuda(gelu, 0.f, x.as<float>(), z.as<float>(), n, s); });
-    b.large("unary relu backward", sn, 12.0 * n,
-            [&] { k::unary_backward_cuda(relu, 0.f, nullptr, x.as<float>(), y.as<float>(), z.as<float>(), n, s); });
+    b.large("unary relu backward", sn, 12.0 * n, [&] {
+      k::unary_backward_cuda<float>(relu, 0.f, nullptr, x.as<float>(), y.as<float>(), z.as<float>(), n, s);
+    });
     b.large("binary add", sn, 12.0 * n,
             [&] { k::binary_cuda(add, x.as<float>(), y.as<float>(), z.as<float>(), n, nullptr, s); });
     k::BroadcastStrides bs{};
@@ -165,6 +166,14 @@ int main(int argc, char** argv) {
     b.large("binary mul backward (da, db)", sn, 20.0 * n, [&] {
       k::binary_backward_same_cuda(mul, x.as<float>(), y.as<float>(), z.as<float>(), w.as<float>(), u.as<float>(), n,
                                    s);
+    });
+    // bf16 storage (fp32 math): half the bytes per element, 16-byte accesses of 8 values.
+    using bf16 = __nv_bfloat16;
+    b.large("unary gelu(tanh) bf16", sn, 4.0 * n, [&] { k::unary_cuda(gelu, 0.f, x.as<bf16>(), z.as<bf16>(), n, s); });
+    b.large("binary add bf16", sn, 6.0 * n,
+            [&] { k::binary_cuda(add, x.as<bf16>(), y.as<bf16>(), z.as<bf16>(), n, nullptr, s); });
+    b.large("binary mul backward (da, db) bf16", sn, 10.0 * n, [&] {
+      k::binary_backward_same_cuda(mul, x.as<bf16>(), y.as<bf16>(), z.as<bf16>(), w.as<bf16>(), u.as<bf16>(), n, s);
     });
     b.large("softmax", shape_str({rows, cols}), 8.0 * rows * cols,
             [&] { k::softmax_cuda(false, x.as<float>(), z.as<float>(), rows, cols, s); });

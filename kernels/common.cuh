@@ -82,6 +82,53 @@ __host__ __device__ __forceinline__ bool aligned_to(const void* p) {
 /// The float4 / uint4 access test.
 __host__ __device__ __forceinline__ bool aligned16(const void* p) { return aligned_to<16>(p); }
 
+// --- storage types ------------------------------------------------------------------------------
+// Kernels templated over the storage type T (float, __nv_bfloat16, __half; ops/precision.hpp) load
+// T -> float, compute in fp32 exactly as for f32, and store float -> T rounded to nearest even.
+
+__device__ __forceinline__ float to_float(float x) { return x; }
+__device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
+
+/// x rounded to T, to nearest even (exact for float).
+template <typename T>
+__device__ __forceinline__ T from_float(float x);
+template <>
+__device__ __forceinline__ float from_float<float>(float x) {
+  return x;
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
+  return __float2bfloat16_rn(x);
+}
+template <>
+__device__ __forceinline__ __half from_float<__half>(float x) {
+  return __float2half_rn(x);
+}
+
+/// Elements of T in one 16-byte access: 4 floats, 8 bf16 / f16 values.
+template <typename T>
+constexpr int kVec16 = static_cast<int>(16 / sizeof(T));
+
+/// Loads the i-th 16-byte group of p (p 16-byte aligned) with one 16-byte access, widened to float.
+template <typename T>
+__device__ __forceinline__ void load16(const T* p, int64_t i, float (&out)[kVec16<T>]) {
+  const uint4 raw = reinterpret_cast<const uint4*>(p)[i];
+  T v[kVec16<T>];
+  memcpy(static_cast<void*>(v), &raw, sizeof(raw));  // T has no user-visible members to assign
+  for (int k = 0; k < kVec16<T>; ++k) out[k] = to_float(v[k]);
+}
+
+/// Stores `in`, each value rounded to T, as the i-th 16-byte group of p (16-byte aligned), one access.
+template <typename T>
+__device__ __forceinline__ void store16(T* p, int64_t i, const float (&in)[kVec16<T>]) {
+  T v[kVec16<T>];
+  for (int k = 0; k < kVec16<T>; ++k) v[k] = from_float<T>(in[k]);
+  uint4 raw;
+  memcpy(&raw, v, sizeof(raw));
+  reinterpret_cast<uint4*>(p)[i] = raw;
+}
+
 // --- warp and block reductions ------------------------------------------------------------------
 
 /// Reduction operators: op(a, b) combines two partial results (a the running one), identity<T>()

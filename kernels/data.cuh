@@ -7,6 +7,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "cudl/dtype.hpp"  // GatherBatchArgs::xb_dtype (nvcc's device pass sees no other include of it)
+
 namespace cudl::kernels {
 
 /// n elements of elem_size (1, 2, 4, 8) bytes, each set to the low elem_size bytes of `bits`.

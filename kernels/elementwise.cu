@@ -1,5 +1,6 @@
 // kernels/elementwise.cu — elementwise kernels: one templated grid-stride kernel per shape of work
-// (unary, unary gradient, same-shape binary, broadcast binary, broadcast gradient reduction), float4 paths.
+// (unary, unary gradient, same-shape binary, broadcast binary, broadcast gradient reduction) and
+// storage type (f32, bf16, f16; fp32 math), 16-byte vector paths.
 #include "kernels/common.cuh"
 // (common.cuh first)
 #include <cstdint>
@@ -251,7 +252,9 @@ struct ScalarGrad : Needs<true, false> {
 };
 
 // ---------------------------------------------------------------------------------------------
-// Kernels
+// Kernels, templated over the storage type T (float, __nv_bfloat16, __half): every load widens to
+// float, the functors compute in fp32 exactly as for f32, every store rounds to T once (to nearest
+// even). The vector paths move 16 bytes per access: 4 floats or 8 16-bit values (kVec16<T>).
 // ---------------------------------------------------------------------------------------------
 
 __device__ __forceinline__ int64_t global_thread() {
@@ -259,75 +262,75 @@ __device__ __forceinline__ int64_t global_thread() {
 }
 __device__ __forceinline__ int64_t grid_stride() { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
 
-template <typename F>
-__device__ __forceinline__ float4 map4(const F& f, float4 v) {
-  return make_float4(f(v.x), f(v.y), f(v.z), f(v.w));
-}
-
 // The kernels of ops the planner may run in place (Unary, UnaryBackward, Binary, BinaryScalar[Backward]:
 // the output shares its buffer with an input, src/graph/planner.cpp in_place_input) take no
 // __restrict__ pointers: each thread reads element i before writing it, which aliasing allows.
 
-// y = f(x); kVec: float4 body over n/4 groups, then the scalar tail.
-template <typename F, bool kVec>
-static __global__ void __launch_bounds__(kBlock)
-    unary_kernel(const float* x, float* y, int64_t n, F f) {
+// y = f(x); kVec: 16-byte body over n / kVec16<T> groups, then the scalar tail.
+template <typename T, typename F, bool kVec>
+static __global__ void __launch_bounds__(kBlock) unary_kernel(const T* x, T* y, int64_t n, F f) {
+  constexpr int kN = kVec16<T>;
   int64_t tail = 0;
   if (kVec) {
-    const int64_t n4 = n >> 2;
-    const float4* x4 = reinterpret_cast<const float4*>(x);
-    float4* y4 = reinterpret_cast<float4*>(y);
-    for (int64_t i = global_thread(); i < n4; i += grid_stride()) y4[i] = map4(f, x4[i]);
-    tail = n4 << 2;
+    const int64_t groups = n / kN;
+    for (int64_t i = global_thread(); i < groups; i += grid_stride()) {
+      float v[kN];
+      load16(x, i, v);
+      for (int k = 0; k < kN; ++k) v[k] = f(v[k]);
+      store16(y, i, v);
+    }
+    tail = groups * kN;
   }
-  for (int64_t i = tail + global_thread(); i < n; i += grid_stride()) y[i] = f(x[i]);
+  for (int64_t i = tail + global_thread(); i < n; i += grid_stride()) y[i] = from_float<T>(f(to_float(x[i])));
 }
 
 // dx = g(x, y, dy), reading x / y only when the functor needs them (they may be null otherwise).
-template <typename G, bool kVec>
+template <typename T, typename G, bool kVec>
 static __global__ void __launch_bounds__(kBlock)
-    unary_backward_kernel(const float* x, const float* y, const float* dy,
-                          float* dx, int64_t n, G g) {
+    unary_backward_kernel(const T* x, const T* y, const T* dy, T* dx, int64_t n, G g) {
+  constexpr int kN = kVec16<T>;
   int64_t tail = 0;
   if (kVec) {
-    const int64_t n4 = n >> 2;
-    for (int64_t i = global_thread(); i < n4; i += grid_stride()) {
-      const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
-      const float4 xv = G::kNeedsX ? reinterpret_cast<const float4*>(x)[i] : zero;
-      const float4 yv = G::kNeedsY ? reinterpret_cast<const float4*>(y)[i] : zero;
-      const float4 d = reinterpret_cast<const float4*>(dy)[i];
-      reinterpret_cast<float4*>(dx)[i] =
-          make_float4(g(xv.x, yv.x, d.x), g(xv.y, yv.y, d.y), g(xv.z, yv.z, d.z), g(xv.w, yv.w, d.w));
+    const int64_t groups = n / kN;
+    for (int64_t i = global_thread(); i < groups; i += grid_stride()) {
+      float xv[kN] = {}, yv[kN] = {}, d[kN];
+      if (G::kNeedsX) load16(x, i, xv);
+      if (G::kNeedsY) load16(y, i, yv);
+      load16(dy, i, d);
+      for (int k = 0; k < kN; ++k) d[k] = g(xv[k], yv[k], d[k]);
+      store16(dx, i, d);
     }
-    tail = n4 << 2;
+    tail = groups * kN;
   }
   for (int64_t i = tail + global_thread(); i < n; i += grid_stride())
-    dx[i] = g(G::kNeedsX ? x[i] : 0.f, G::kNeedsY ? y[i] : 0.f, dy[i]);
+    dx[i] = from_float<T>(g(G::kNeedsX ? to_float(x[i]) : 0.f, G::kNeedsY ? to_float(y[i]) : 0.f, to_float(dy[i])));
 }
 
 // c = a op b, all of n elements.
-template <typename B, bool kVec>
-static __global__ void __launch_bounds__(kBlock)
-    binary_same_kernel(const float* a, const float* b, float* c, int64_t n) {
+template <typename T, typename B, bool kVec>
+static __global__ void __launch_bounds__(kBlock) binary_same_kernel(const T* a, const T* b, T* c, int64_t n) {
+  constexpr int kN = kVec16<T>;
   int64_t tail = 0;
   if (kVec) {
-    const int64_t n4 = n >> 2;
-    for (int64_t i = global_thread(); i < n4; i += grid_stride()) {
-      const float4 u = reinterpret_cast<const float4*>(a)[i], v = reinterpret_cast<const float4*>(b)[i];
-      reinterpret_cast<float4*>(c)[i] =
-          make_float4(B::apply(u.x, v.x), B::apply(u.y, v.y), B::apply(u.z, v.z), B::apply(u.w, v.w));
+    const int64_t groups = n / kN;
+    for (int64_t i = global_thread(); i < groups; i += grid_stride()) {
+      float u[kN], v[kN];
+      load16(a, i, u);
+      load16(b, i, v);
+      for (int k = 0; k < kN; ++k) u[k] = B::apply(u[k], v[k]);
+      store16(c, i, u);
     }
-    tail = n4 << 2;
+    tail = groups * kN;
   }
-  for (int64_t i = tail + global_thread(); i < n; i += grid_stride()) c[i] = B::apply(a[i], b[i]);
+  for (int64_t i = tail + global_thread(); i < n; i += grid_stride())
+    c[i] = from_float<T>(B::apply(to_float(a[i]), to_float(b[i])));
 }
 
 // c = a op b with broadcasting: each element finds its operands through the loop-nest strides.
 // I is the index type (32-bit when every offset fits, to keep the divisions cheap).
-template <typename B, typename I>
+template <typename T, typename B, typename I>
 static __global__ void __launch_bounds__(kBlock)
-    binary_broadcast_kernel(const float* a, const float* b, float* c, int64_t n,
-                            BroadcastStrides s) {
+    binary_broadcast_kernel(const T* a, const T* b, T* c, int64_t n, BroadcastStrides s) {
   for (int64_t i = global_thread(); i < n; i += grid_stride()) {
     I rem = static_cast<I>(i), ia = 0, ib = 0;
     for (int d = s.rank - 1; d >= 0; --d) {
@@ -337,36 +340,42 @@ static __global__ void __launch_bounds__(kBlock)
       ia += coord * static_cast<I>(s.a_stride[d]);
       ib += coord * static_cast<I>(s.b_stride[d]);
     }
-    c[i] = B::apply(a[ia], b[ib]);
+    c[i] = from_float<T>(B::apply(to_float(a[ia]), to_float(b[ib])));
   }
 }
 
 // da = ga(a, b, dc), db = gb(a, b, dc) elementwise (same shapes); either output may be null.
-template <typename B, bool kVec>
+template <typename T, typename B, bool kVec>
 static __global__ void __launch_bounds__(kBlock)
-    binary_backward_same_kernel(const float* __restrict__ a, const float* __restrict__ b, const float* __restrict__ dc,
-                                float* __restrict__ da, float* __restrict__ db, int64_t n) {
+    binary_backward_same_kernel(const T* __restrict__ a, const T* __restrict__ b, const T* __restrict__ dc,
+                                T* __restrict__ da, T* __restrict__ db, int64_t n) {
+  constexpr int kN = kVec16<T>;
   int64_t tail = 0;
   if (kVec) {
-    const int64_t n4 = n >> 2;
-    for (int64_t i = global_thread(); i < n4; i += grid_stride()) {
-      const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
-      const float4 u = B::kGradReadsValues ? reinterpret_cast<const float4*>(a)[i] : zero;
-      const float4 v = B::kGradReadsValues ? reinterpret_cast<const float4*>(b)[i] : zero;
-      const float4 g = reinterpret_cast<const float4*>(dc)[i];
-      if (da)
-        reinterpret_cast<float4*>(da)[i] =
-            make_float4(B::ga(u.x, v.x, g.x), B::ga(u.y, v.y, g.y), B::ga(u.z, v.z, g.z), B::ga(u.w, v.w, g.w));
-      if (db)
-        reinterpret_cast<float4*>(db)[i] =
-            make_float4(B::gb(u.x, v.x, g.x), B::gb(u.y, v.y, g.y), B::gb(u.z, v.z, g.z), B::gb(u.w, v.w, g.w));
+    const int64_t groups = n / kN;
+    for (int64_t i = global_thread(); i < groups; i += grid_stride()) {
+      float u[kN] = {}, v[kN] = {}, g[kN], out[kN];
+      if (B::kGradReadsValues) {
+        load16(a, i, u);
+        load16(b, i, v);
+      }
+      load16(dc, i, g);
+      if (da) {
+        for (int k = 0; k < kN; ++k) out[k] = B::ga(u[k], v[k], g[k]);
+        store16(da, i, out);
+      }
+      if (db) {
+        for (int k = 0; k < kN; ++k) out[k] = B::gb(u[k], v[k], g[k]);
+        store16(db, i, out);
+      }
     }
-    tail = n4 << 2;
+    tail = groups * kN;
   }
   for (int64_t i = tail + global_thread(); i < n; i += grid_stride()) {
-    const float u = B::kGradReadsValues ? a[i] : 0.f, v = B::kGradReadsValues ? b[i] : 0.f;
-    if (da) da[i] = B::ga(u, v, dc[i]);
-    if (db) db[i] = B::gb(u, v, dc[i]);
+    const float u = B::kGradReadsValues ? to_float(a[i]) : 0.f, v = B::kGradReadsValues ? to_float(b[i]) : 0.f;
+    const float g = to_float(dc[i]);
+    if (da) da[i] = from_float<T>(B::ga(u, v, g));
+    if (db) db[i] = from_float<T>(B::gb(u, v, g));
   }
 }
 
@@ -385,10 +394,10 @@ __device__ __forceinline__ GradBase grad_base(const BroadcastGradPlan& p, int64_
   return base;
 }
 
-// Gradient contribution of reduced-coordinates element r for the self element at `base`.
-template <typename B, bool kSelfIsA>
+// Gradient contribution (fp32) of reduced-coordinates element r for the self element at `base`.
+template <typename T, typename B, bool kSelfIsA>
 __device__ __forceinline__ float grad_term(const BroadcastGradPlan& p, GradBase base, int64_t r, float self,
-                                           const float* __restrict__ other, const float* __restrict__ dc) {
+                                           const T* __restrict__ other, const T* __restrict__ dc) {
   int64_t c_off = base.c, o_off = base.other;
   for (int d = p.n_red - 1; d >= 0; --d) {
     const int64_t coord = r % p.red_size[d];
@@ -396,40 +405,40 @@ __device__ __forceinline__ float grad_term(const BroadcastGradPlan& p, GradBase 
     c_off += coord * p.red_c[d];
     o_off += coord * p.red_other[d];
   }
-  const float o = B::kGradReadsValues ? other[o_off] : 0.f;
-  return kSelfIsA ? B::ga(self, o, dc[c_off]) : B::gb(o, self, dc[c_off]);
+  const float o = B::kGradReadsValues ? to_float(other[o_off]) : 0.f;
+  const float g = to_float(dc[c_off]);
+  return kSelfIsA ? B::ga(self, o, g) : B::gb(o, self, g);
 }
 
 // One thread per element of self, looping over its broadcast preimage in order (short preimages).
-template <typename B, bool kSelfIsA>
+// The sum is fp32 and rounds to T once, at the store.
+template <typename T, typename B, bool kSelfIsA>
 static __global__ void __launch_bounds__(kBlock)
-    binary_grad_thread_kernel(const float* __restrict__ self_values, const float* __restrict__ other,
-                              const float* __restrict__ dc, float* __restrict__ out, int64_t n_out,
-                              BroadcastGradPlan p) {
+    binary_grad_thread_kernel(const T* __restrict__ self_values, const T* __restrict__ other, const T* __restrict__ dc,
+                              T* __restrict__ out, int64_t n_out, BroadcastGradPlan p) {
   for (int64_t j = global_thread(); j < n_out; j += grid_stride()) {
     const GradBase base = grad_base(p, j);
-    const float self = B::kGradReadsValues ? self_values[j] : 0.f;
+    const float self = B::kGradReadsValues ? to_float(self_values[j]) : 0.f;
     float acc = 0.f;
-    for (int64_t r = 0; r < p.red_count; ++r) acc += grad_term<B, kSelfIsA>(p, base, r, self, other, dc);
-    out[j] = acc;
+    for (int64_t r = 0; r < p.red_count; ++r) acc += grad_term<T, B, kSelfIsA>(p, base, r, self, other, dc);
+    out[j] = from_float<T>(acc);
   }
 }
 
 // One block per element of self (long preimages): threads stride over the preimage, then a
-// fixed-order block reduction — deterministic, no atomics.
-template <typename B, bool kSelfIsA>
+// fixed-order block reduction — deterministic, no atomics. fp32 throughout, one rounding at the store.
+template <typename T, typename B, bool kSelfIsA>
 static __global__ void __launch_bounds__(kBlock)
-    binary_grad_block_kernel(const float* __restrict__ self_values, const float* __restrict__ other,
-                             const float* __restrict__ dc, float* __restrict__ out, int64_t n_out,
-                             BroadcastGradPlan p) {
+    binary_grad_block_kernel(const T* __restrict__ self_values, const T* __restrict__ other, const T* __restrict__ dc,
+                             T* __restrict__ out, int64_t n_out, BroadcastGradPlan p) {
   for (int64_t j = blockIdx.x; j < n_out; j += gridDim.x) {
     const GradBase base = grad_base(p, j);
-    const float self = B::kGradReadsValues ? self_values[j] : 0.f;
+    const float self = B::kGradReadsValues ? to_float(self_values[j]) : 0.f;
     float acc = 0.f;
     for (int64_t r = threadIdx.x; r < p.red_count; r += blockDim.x)
-      acc += grad_term<B, kSelfIsA>(p, base, r, self, other, dc);
+      acc += grad_term<T, B, kSelfIsA>(p, base, r, self, other, dc);
     acc = block_reduce_sum(acc);
-    if (threadIdx.x == 0) out[j] = acc;
+    if (threadIdx.x == 0) out[j] = from_float<T>(acc);
   }
 }
 
@@ -437,26 +446,31 @@ static __global__ void __launch_bounds__(kBlock)
 // Launch helpers
 // ---------------------------------------------------------------------------------------------
 
-template <typename F>
-void launch_unary(const F& f, const float* x, float* y, int64_t n, cudaStream_t stream) {
+/// Blocks for the vector path: one thread per 16-byte group (and the tail).
+template <typename T>
+unsigned vector_grid(int64_t n) {
+  return grid_for((n + kVec16<T> - 1) / kVec16<T>, kBlock);
+}
+
+template <typename T, typename F>
+void launch_unary(const F& f, const T* x, T* y, int64_t n, cudaStream_t stream) {
   if (n <= 0) return;
   if (n >= kVectorMin && aligned16(x) && aligned16(y)) {
-    launch<unary_kernel<F, true>>(grid_for((n + 3) / 4, kBlock), kBlock, 0, stream, x, y, n, f);
+    launch<unary_kernel<T, F, true>>(vector_grid<T>(n), kBlock, 0, stream, x, y, n, f);
   } else {
-    launch<unary_kernel<F, false>>(grid_for(n, kBlock), kBlock, 0, stream, x, y, n, f);
+    launch<unary_kernel<T, F, false>>(grid_for(n, kBlock), kBlock, 0, stream, x, y, n, f);
   }
 }
 
-template <typename G>
-void launch_unary_backward(const G& g, const float* x, const float* y, const float* dy, float* dx, int64_t n,
-                           cudaStream_t stream) {
+template <typename T, typename G>
+void launch_unary_backward(const G& g, const T* x, const T* y, const T* dy, T* dx, int64_t n, cudaStream_t stream) {
   if (n <= 0) return;
   const bool vec = n >= kVectorMin && aligned16(dy) && aligned16(dx) && (!G::kNeedsX || aligned16(x)) &&
                    (!G::kNeedsY || aligned16(y));
   if (vec) {
-    launch<unary_backward_kernel<G, true>>(grid_for((n + 3) / 4, kBlock), kBlock, 0, stream, x, y, dy, dx, n, g);
+    launch<unary_backward_kernel<T, G, true>>(vector_grid<T>(n), kBlock, 0, stream, x, y, dy, dx, n, g);
   } else {
-    launch<unary_backward_kernel<G, false>>(grid_for(n, kBlock), kBlock, 0, stream, x, y, dy, dx, n, g);
+    launch<unary_backward_kernel<T, G, false>>(grid_for(n, kBlock), kBlock, 0, stream, x, y, dy, dx, n, g);
   }
 }
 
@@ -493,7 +507,8 @@ void with_binary_op(int op, Fn&& fn) {
 // Launchers
 // ---------------------------------------------------------------------------------------------
 
-void unary_cuda(int op, float alpha, const float* x, float* y, int64_t n, cudaStream_t stream) {
+template <typename T>
+void unary_cuda(int op, float alpha, const T* x, T* y, int64_t n, cudaStream_t stream) {
   switch (static_cast<UnaryOp>(op)) {
     case UnaryOp::Relu:
       return launch_unary(Relu{alpha}, x, y, n, stream);
@@ -530,7 +545,8 @@ void unary_cuda(int op, float alpha, const float* x, float* y, int64_t n, cudaSt
   }
 }
 
-void unary_backward_cuda(int op, float alpha, const float* x, const float* y, const float* dy, float* dx, int64_t n,
+template <typename T>
+void unary_backward_cuda(int op, float alpha, const T* x, const T* y, const T* dy, T* dx, int64_t n,
                          cudaStream_t stream) {
   switch (static_cast<UnaryOp>(op)) {
     case UnaryOp::Relu:
@@ -568,29 +584,31 @@ void unary_backward_cuda(int op, float alpha, const float* x, const float* y, co
   }
 }
 
-void binary_cuda(int op, const float* a, const float* b, float* c, int64_t n, const BroadcastStrides* strides,
+template <typename T>
+void binary_cuda(int op, const T* a, const T* b, T* c, int64_t n, const BroadcastStrides* strides,
                  cudaStream_t stream) {
   if (n <= 0) return;
   with_binary_op(op, [&](auto op_functor) {
     using B = decltype(op_functor);
     if (!strides) {
       if (n >= kVectorMin && aligned16(a) && aligned16(b) && aligned16(c)) {
-        launch<binary_same_kernel<B, true>>(grid_for((n + 3) / 4, kBlock), kBlock, 0, stream, a, b, c, n);
+        launch<binary_same_kernel<T, B, true>>(vector_grid<T>(n), kBlock, 0, stream, a, b, c, n);
       } else {
-        launch<binary_same_kernel<B, false>>(grid_for(n, kBlock), kBlock, 0, stream, a, b, c, n);
+        launch<binary_same_kernel<T, B, false>>(grid_for(n, kBlock), kBlock, 0, stream, a, b, c, n);
       }
       return;
     }
     // 32-bit index arithmetic when every flat offset fits (the operands are no larger than c).
     if (n < (int64_t{1} << 31)) {
-      launch<binary_broadcast_kernel<B, uint32_t>>(grid_for(n, kBlock), kBlock, 0, stream, a, b, c, n, *strides);
+      launch<binary_broadcast_kernel<T, B, uint32_t>>(grid_for(n, kBlock), kBlock, 0, stream, a, b, c, n, *strides);
     } else {
-      launch<binary_broadcast_kernel<B, int64_t>>(grid_for(n, kBlock), kBlock, 0, stream, a, b, c, n, *strides);
+      launch<binary_broadcast_kernel<T, B, int64_t>>(grid_for(n, kBlock), kBlock, 0, stream, a, b, c, n, *strides);
     }
   });
 }
 
-void binary_backward_same_cuda(int op, const float* a, const float* b, const float* dc, float* da, float* db, int64_t n,
+template <typename T>
+void binary_backward_same_cuda(int op, const T* a, const T* b, const T* dc, T* da, T* db, int64_t n,
                                cudaStream_t stream) {
   if (n <= 0 || (!da && !db)) return;
   with_binary_op(op, [&](auto op_functor) {
@@ -598,31 +616,31 @@ void binary_backward_same_cuda(int op, const float* a, const float* b, const flo
     const bool vec = n >= kVectorMin && aligned16(a) && aligned16(b) && aligned16(dc) && aligned16(da) &&
                      aligned16(db);  // null is aligned
     if (vec) {
-      launch<binary_backward_same_kernel<B, true>>(grid_for((n + 3) / 4, kBlock), kBlock, 0, stream, a, b, dc, da, db,
-                                                   n);
+      launch<binary_backward_same_kernel<T, B, true>>(vector_grid<T>(n), kBlock, 0, stream, a, b, dc, da, db, n);
     } else {
-      launch<binary_backward_same_kernel<B, false>>(grid_for(n, kBlock), kBlock, 0, stream, a, b, dc, da, db, n);
+      launch<binary_backward_same_kernel<T, B, false>>(grid_for(n, kBlock), kBlock, 0, stream, a, b, dc, da, db, n);
     }
   });
 }
 
-void binary_backward_reduce_cuda(int op, bool self_is_a, const float* a, const float* b, const float* dc, float* out,
-                                 int64_t n_out, const BroadcastGradPlan& plan, cudaStream_t stream) {
+template <typename T>
+void binary_backward_reduce_cuda(int op, bool self_is_a, const T* a, const T* b, const T* dc, T* out, int64_t n_out,
+                                 const BroadcastGradPlan& plan, cudaStream_t stream) {
   if (n_out <= 0) return;
   // A block per output when the preimages are long and there are few outputs to spread over threads.
   const bool per_block = plan.red_count >= 1024 || (plan.red_count >= 64 && n_out < 1024);
-  const float* self = self_is_a ? a : b;
-  const float* other = self_is_a ? b : a;
+  const T* self = self_is_a ? a : b;
+  const T* other = self_is_a ? b : a;
   with_binary_op(op, [&](auto op_functor) {
     using B = decltype(op_functor);
     auto launch_grad = [&](auto self_is_a_tag) {
       constexpr bool kSelfIsA = decltype(self_is_a_tag)::value;
       if (per_block) {
-        launch<binary_grad_block_kernel<B, kSelfIsA>>(grid_for(n_out, 1), kBlock, 0, stream, self, other, dc, out,
-                                                      n_out, plan);
+        launch<binary_grad_block_kernel<T, B, kSelfIsA>>(grid_for(n_out, 1), kBlock, 0, stream, self, other, dc, out,
+                                                         n_out, plan);
       } else {
-        launch<binary_grad_thread_kernel<B, kSelfIsA>>(grid_for(n_out, kBlock), kBlock, 0, stream, self, other, dc, out,
-                                                       n_out, plan);
+        launch<binary_grad_thread_kernel<T, B, kSelfIsA>>(grid_for(n_out, kBlock), kBlock, 0, stream, self, other, dc,
+                                                          out, n_out, plan);
       }
     };
     if (self_is_a)
@@ -632,7 +650,8 @@ void binary_backward_reduce_cuda(int op, bool self_is_a, const float* a, const f
   });
 }
 
-void binary_scalar_cuda(int op, float s, bool scalar_first, const float* x, float* y, int64_t n, cudaStream_t stream) {
+template <typename T>
+void binary_scalar_cuda(int op, float s, bool scalar_first, const T* x, T* y, int64_t n, cudaStream_t stream) {
   with_binary_op(op, [&](auto op_functor) {
     using B = decltype(op_functor);
     if (scalar_first)
@@ -642,15 +661,31 @@ void binary_scalar_cuda(int op, float s, bool scalar_first, const float* x, floa
   });
 }
 
-void binary_scalar_backward_cuda(int op, float s, bool scalar_first, const float* x, const float* dy, float* dx,
-                                 int64_t n, cudaStream_t stream) {
+template <typename T>
+void binary_scalar_backward_cuda(int op, float s, bool scalar_first, const T* x, const T* dy, T* dx, int64_t n,
+                                 cudaStream_t stream) {
   with_binary_op(op, [&](auto op_functor) {
     using B = decltype(op_functor);
     if (scalar_first)
-      launch_unary_backward(ScalarGrad<B, true>{{}, s}, x, nullptr, dy, dx, n, stream);
+      launch_unary_backward(ScalarGrad<B, true>{{}, s}, x, static_cast<const T*>(nullptr), dy, dx, n, stream);
     else
-      launch_unary_backward(ScalarGrad<B, false>{{}, s}, x, nullptr, dy, dx, n, stream);
+      launch_unary_backward(ScalarGrad<B, false>{{}, s}, x, static_cast<const T*>(nullptr), dy, dx, n, stream);
   });
 }
+
+// The storage types the launchers exist for (kernels/elementwise.cuh).
+#define CUDL_ELEMENTWISE_INSTANTIATE(T)                                                                         \
+  template void unary_cuda<T>(int, float, const T*, T*, int64_t, cudaStream_t);                                 \
+  template void unary_backward_cuda<T>(int, float, const T*, const T*, const T*, T*, int64_t, cudaStream_t);    \
+  template void binary_cuda<T>(int, const T*, const T*, T*, int64_t, const BroadcastStrides*, cudaStream_t);    \
+  template void binary_backward_same_cuda<T>(int, const T*, const T*, const T*, T*, T*, int64_t, cudaStream_t); \
+  template void binary_backward_reduce_cuda<T>(int, bool, const T*, const T*, const T*, T*, int64_t,            \
+                                               const BroadcastGradPlan&, cudaStream_t);                         \
+  template void binary_scalar_cuda<T>(int, float, bool, const T*, T*, int64_t, cudaStream_t);                   \
+  template void binary_scalar_backward_cuda<T>(int, float, bool, const T*, const T*, T*, int64_t, cudaStream_t);
+CUDL_ELEMENTWISE_INSTANTIATE(float)
+CUDL_ELEMENTWISE_INSTANTIATE(__nv_bfloat16)
+CUDL_ELEMENTWISE_INSTANTIATE(__half)
+#undef CUDL_ELEMENTWISE_INSTANTIATE
 
 }  // namespace cudl::kernels

@@ -1,7 +1,9 @@
 // kernels/elementwise.cuh — host launchers of the elementwise kernels (unary activations, broadcasting
-// binary ops, tensor-scalar ops, and their gradients). f32, contiguous; ops are UnaryOp/BinaryOp values.
+// binary ops, tensor-scalar ops, and their gradients). Contiguous; ops are UnaryOp/BinaryOp values.
 #pragma once
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -30,24 +32,35 @@ struct BroadcastGradPlan {
   int64_t red_count;  // product of red_size
 };
 
-void unary_cuda(int op, float alpha, const float* x, float* y, int64_t n, cudaStream_t stream);
+// Every launcher exists for the storage types T = float, __nv_bfloat16 and __half (instantiated in
+// elementwise.cu): the kernels widen each load to float, compute in fp32 as for f32, and round each
+// store to T (nearest even); broadcast-gradient sums are fp32 and round once. A call makes the same
+// launches whatever T is.
+
+template <typename T>
+void unary_cuda(int op, float alpha, const T* x, T* y, int64_t n, cudaStream_t stream);
 /// x or y may be null when the op's derivative does not read it.
-void unary_backward_cuda(int op, float alpha, const float* x, const float* y, const float* dy, float* dx, int64_t n,
+template <typename T>
+void unary_backward_cuda(int op, float alpha, const T* x, const T* y, const T* dy, T* dx, int64_t n,
                          cudaStream_t stream);
 
 /// Same shapes when `strides` is null; otherwise the broadcast loop nest of c (n elements).
-void binary_cuda(int op, const float* a, const float* b, float* c, int64_t n, const BroadcastStrides* strides,
-                 cudaStream_t stream);
+template <typename T>
+void binary_cuda(int op, const T* a, const T* b, T* c, int64_t n, const BroadcastStrides* strides, cudaStream_t stream);
 /// Same shapes (n elements each): da and/or db (either may be null), elementwise.
-void binary_backward_same_cuda(int op, const float* a, const float* b, const float* dc, float* da, float* db, int64_t n,
+template <typename T>
+void binary_backward_same_cuda(int op, const T* a, const T* b, const T* dc, T* da, T* db, int64_t n,
                                cudaStream_t stream);
 /// One broadcast gradient: out (n_out elements, the shape of a when self_is_a, else of b).
-void binary_backward_reduce_cuda(int op, bool self_is_a, const float* a, const float* b, const float* dc, float* out,
-                                 int64_t n_out, const BroadcastGradPlan& plan, cudaStream_t stream);
+template <typename T>
+void binary_backward_reduce_cuda(int op, bool self_is_a, const T* a, const T* b, const T* dc, T* out, int64_t n_out,
+                                 const BroadcastGradPlan& plan, cudaStream_t stream);
 
 /// y = x op s, or s op x when scalar_first.
-void binary_scalar_cuda(int op, float s, bool scalar_first, const float* x, float* y, int64_t n, cudaStream_t stream);
-void binary_scalar_backward_cuda(int op, float s, bool scalar_first, const float* x, const float* dy, float* dx,
-                                 int64_t n, cudaStream_t stream);
+template <typename T>
+void binary_scalar_cuda(int op, float s, bool scalar_first, const T* x, T* y, int64_t n, cudaStream_t stream);
+template <typename T>
+void binary_scalar_backward_cuda(int op, float s, bool scalar_first, const T* x, const T* dy, T* dx, int64_t n,
+                                 cudaStream_t stream);
 
 }  // namespace cudl::kernels

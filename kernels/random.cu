@@ -1,5 +1,6 @@
-// kernels/random.cu — dropout (forward/backward), uniform and normal fills. One thread per Philox
-// block of 4 elements (float4 loads/stores when aligned), grid-stride over blocks.
+// kernels/random.cu — dropout (forward/backward; f32, bf16 or f16 storage), uniform and normal fills
+// (f32). One thread per 16 bytes of data (1 or 2 Philox blocks of 4 elements; 16-byte loads/stores when
+// aligned), grid-stride.
 #include "backend/philox.hpp"
 #include "kernels/common.cuh"
 #include "kernels/random.cuh"
@@ -25,73 +26,103 @@ struct DropoutBlock {
   }
 };
 
-// x, y, mask: (n); rng: {seed, offset} on the device
-static __global__ void dropout_kernel(const float* __restrict__ x, const int64_t* __restrict__ rng,
-                                      float* __restrict__ y, uint8_t* __restrict__ mask, int64_t n, uint32_t threshold,
-                                      float scale, uint64_t stream_id, bool vec) {
+/// kN bytes of the u8 mask as one access (4 for f32 groups, 8 for 16-bit ones).
+template <int kN>
+using MaskWord = std::conditional_t<kN == 4, uint32_t, uint64_t>;
+
+// x, y, mask: (n); rng: {seed, offset} on the device. T: float, __nv_bfloat16 or __half. One thread
+// per group of kVec16<T> elements (1 or 2 Philox blocks): one 16-byte load and store of x / y and one
+// mask word when `vec`; y = keep ? x * scale (fp32) : 0, rounded to T.
+template <typename T>
+static __global__ void dropout_kernel(const T* __restrict__ x, const int64_t* __restrict__ rng, T* __restrict__ y,
+                                      uint8_t* __restrict__ mask, int64_t n, uint32_t threshold, float scale,
+                                      uint64_t stream_id, bool vec) {
+  constexpr int kN = kVec16<T>, kBlocksPerGroup = kN / 4;
   const uint64_t seed = static_cast<uint64_t>(rng[0]), offset = static_cast<uint64_t>(rng[1]);
-  const int64_t blocks = (n + 3) / 4;
-  for (int64_t b = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; b < blocks; b += (int64_t)gridDim.x * blockDim.x) {
-    const DropoutBlock d(seed, offset, stream_id, static_cast<uint64_t>(b), threshold);
-    const int64_t i0 = b * 4;
-    if (vec && i0 + 4 <= n) {
-      const float4 v = reinterpret_cast<const float4*>(x)[b];
-      float4 o;
-      o.x = d.keep[0] ? v.x * scale : 0.0f;
-      o.y = d.keep[1] ? v.y * scale : 0.0f;
-      o.z = d.keep[2] ? v.z * scale : 0.0f;
-      o.w = d.keep[3] ? v.w * scale : 0.0f;
-      reinterpret_cast<float4*>(y)[b] = o;
-      if (mask)
-        reinterpret_cast<uchar4*>(mask)[b] =
-            make_uchar4(d.keep[0] ? 1 : 0, d.keep[1] ? 1 : 0, d.keep[2] ? 1 : 0, d.keep[3] ? 1 : 0);
+  const int64_t groups = (n + kN - 1) / kN;
+  for (int64_t g = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; g < groups; g += (int64_t)gridDim.x * blockDim.x) {
+    bool keep[kN];
+    for (int j = 0; j < kBlocksPerGroup; ++j) {
+      const DropoutBlock d(seed, offset, stream_id, static_cast<uint64_t>(g * kBlocksPerGroup + j), threshold);
+      for (int k = 0; k < 4; ++k) keep[4 * j + k] = d.keep[k];
+    }
+    const int64_t i0 = g * kN;
+    if (vec && i0 + kN <= n) {
+      float v[kN];
+      load16(x, g, v);
+      uint8_t m[kN];
+      for (int k = 0; k < kN; ++k) {
+        v[k] = keep[k] ? v[k] * scale : 0.0f;
+        m[k] = keep[k] ? 1 : 0;
+      }
+      store16(y, g, v);
+      if (mask) {
+        MaskWord<kN> w;
+        memcpy(&w, m, kN);
+        reinterpret_cast<MaskWord<kN>*>(mask)[g] = w;
+      }
     } else {
-      for (int k = 0; k < 4 && i0 + k < n; ++k) {
-        y[i0 + k] = d.keep[k] ? x[i0 + k] * scale : 0.0f;
-        if (mask) mask[i0 + k] = d.keep[k] ? 1 : 0;
+      for (int k = 0; k < kN && i0 + k < n; ++k) {
+        y[i0 + k] = from_float<T>(keep[k] ? to_float(x[i0 + k]) * scale : 0.0f);
+        if (mask) mask[i0 + k] = keep[k] ? 1 : 0;
       }
     }
   }
 }
 
-void dropout_cuda(const float* x, const int64_t* rng, float* y, uint8_t* mask, int64_t n, uint32_t threshold,
-                  float scale, uint64_t stream_id, cudaStream_t stream) {
+template <typename T>
+void dropout_cuda(const T* x, const int64_t* rng, T* y, uint8_t* mask, int64_t n, uint32_t threshold, float scale,
+                  uint64_t stream_id, cudaStream_t stream) {
   if (n == 0) return;
-  const bool vec = aligned16(x) && aligned16(y) && (mask == nullptr || aligned_to<4>(mask));
-  launch<dropout_kernel>(grid_for((n + 3) / 4, kBlock), kBlock, 0, stream, x, rng, y, mask, n, threshold, scale,
-                         stream_id, vec);
+  constexpr int kN = kVec16<T>;
+  const bool vec = aligned16(x) && aligned16(y) && (mask == nullptr || aligned_to<kN>(mask));
+  launch<dropout_kernel<T>>(grid_for((n + kN - 1) / kN, kBlock), kBlock, 0, stream, x, rng, y, mask, n, threshold,
+                            scale, stream_id, vec);
 }
 
-// dy, mask, dx: (n)
+// dy, mask, dx: (n); dx = mask ? dy * scale (fp32) : 0, rounded to T.
 // dx may be dy (the planner runs DropoutBackward in place): no __restrict__.
-static __global__ void dropout_backward_kernel(const float* dy, const uint8_t* mask,
-                                               float* dx, int64_t n, float scale, bool vec) {
+template <typename T>
+static __global__ void dropout_backward_kernel(const T* dy, const uint8_t* mask, T* dx, int64_t n, float scale,
+                                               bool vec) {
+  constexpr int kN = kVec16<T>;
   const int64_t stride = (int64_t)gridDim.x * blockDim.x;
   const int64_t first = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   int64_t tail = 0;
   if (vec) {
-    const int64_t n4 = n / 4;
-    for (int64_t b = first; b < n4; b += stride) {
-      const float4 g = reinterpret_cast<const float4*>(dy)[b];
-      const uchar4 m = reinterpret_cast<const uchar4*>(mask)[b];
-      float4 o;
-      o.x = m.x ? g.x * scale : 0.0f;
-      o.y = m.y ? g.y * scale : 0.0f;
-      o.z = m.z ? g.z * scale : 0.0f;
-      o.w = m.w ? g.w * scale : 0.0f;
-      reinterpret_cast<float4*>(dx)[b] = o;
+    const int64_t groups = n / kN;
+    for (int64_t g = first; g < groups; g += stride) {
+      float v[kN];
+      load16(dy, g, v);
+      const MaskWord<kN> w = reinterpret_cast<const MaskWord<kN>*>(mask)[g];
+      uint8_t m[kN];
+      memcpy(m, &w, kN);
+      for (int k = 0; k < kN; ++k) v[k] = m[k] ? v[k] * scale : 0.0f;
+      store16(dx, g, v);
     }
-    tail = n4 * 4;
+    tail = groups * kN;
   }
-  for (int64_t i = tail + first; i < n; i += stride) dx[i] = mask[i] ? dy[i] * scale : 0.0f;
+  for (int64_t i = tail + first; i < n; i += stride) dx[i] = from_float<T>(mask[i] ? to_float(dy[i]) * scale : 0.0f);
 }
 
-void dropout_backward_cuda(const float* dy, const uint8_t* mask, float* dx, int64_t n, float scale,
-                           cudaStream_t stream) {
+template <typename T>
+void dropout_backward_cuda(const T* dy, const uint8_t* mask, T* dx, int64_t n, float scale, cudaStream_t stream) {
   if (n == 0) return;
-  const bool vec = aligned16(dy) && aligned16(dx) && aligned_to<4>(mask);
-  launch<dropout_backward_kernel>(grid_for((n + 3) / 4, kBlock), kBlock, 0, stream, dy, mask, dx, n, scale, vec);
+  constexpr int kN = kVec16<T>;
+  const bool vec = aligned16(dy) && aligned16(dx) && aligned_to<kN>(mask);
+  launch<dropout_backward_kernel<T>>(grid_for((n + kN - 1) / kN, kBlock), kBlock, 0, stream, dy, mask, dx, n, scale,
+                                     vec);
 }
+
+// The storage types of the dropout launchers (kernels/random.cuh).
+#define CUDL_DROPOUT_INSTANTIATE(T)                                                                         \
+  template void dropout_cuda<T>(const T*, const int64_t*, T*, uint8_t*, int64_t, uint32_t, float, uint64_t, \
+                                cudaStream_t);                                                              \
+  template void dropout_backward_cuda<T>(const T*, const uint8_t*, T*, int64_t, float, cudaStream_t);
+CUDL_DROPOUT_INSTANTIATE(float)
+CUDL_DROPOUT_INSTANTIATE(__nv_bfloat16)
+CUDL_DROPOUT_INSTANTIATE(__half)
+#undef CUDL_DROPOUT_INSTANTIATE
 
 // --- uniform / normal ----------------------------------------------------------------------------
 

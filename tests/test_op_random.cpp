@@ -1,7 +1,10 @@
 // tests/test_op_random.cpp — Philox-4x32-10 against the Random123 known answers; dropout, uniform and
-// normal: CPU reference semantics and statistics, CUDA equal to CPU for the same seed/offset/stream.
+// normal: CPU reference semantics and statistics, CUDA equal to CPU for the same seed/offset/stream;
+// dropout on bf16 / f16 storage.
 #include <cmath>
 #include <cstdint>
+#include <sstream>
+#include <string>
 #include <vector>
 
 #include "backend/philox.hpp"
@@ -407,4 +410,148 @@ TEST(RandomCuda, BadArgumentsNameOpAndShapes) {
     run(OpKind::Dropout, {x, Tensor::zeros(Shape{3}, DType::i64, gpu)}, {y2, m}, dropout_attrs(0.5, 0));
   });
   EXPECT_NE(msg.find("rng state"), std::string::npos) << msg;
+}
+
+// --- 16-bit storage (bf16, f16) ------------------------------------------------------------------
+// Dropout and DropoutBackward on bf16 / f16: the same mask as f32, y = keep ? x * scale : 0 with the
+// product in fp32 rounded once to nearest even. Bitwise equal on CPU and CUDA, as for f32.
+
+namespace {
+
+std::string trace(DType dt, int64_t n, double p) {
+  std::ostringstream os;
+  os << dt << " n=" << n << " p=" << p;
+  return os.str();
+}
+
+}  // namespace
+
+TEST(RandomCuda, Dropout16BitEqualsCpu) {
+  CUDL_REQUIRE_CUDA();
+  const Device gpu = Device::cuda();
+  // 8 and 4099: 8-wide vectors (two Philox blocks per thread) with and without a tail.
+  for (DType dt : k16BitTypes) {
+    for (int64_t n : {int64_t(1), int64_t(3), int64_t(4), int64_t(8), int64_t(33), int64_t(4099)}) {
+      for (double p : {0.0, 0.3, 1.0}) {
+        SCOPED_TRACE(trace(dt, n, p));
+        Tensor x = to_16bit(random_tensor(Shape{n}, uint64_t(n), -2, 2), dt);
+        const OpAttrs a = dropout_attrs(p, 3);
+        Tensor y = Tensor::empty(Shape{n}, dt), m = Tensor::empty(Shape{n}, DType::u8);
+        run(OpKind::Dropout, {x, rng_state(-12345, 1000)}, {y, m}, a);
+        Tensor yg = Tensor::empty(Shape{n}, dt, gpu), mg = Tensor::empty(Shape{n}, DType::u8, gpu);
+        run(OpKind::Dropout, {x.to(gpu), rng_state(-12345, 1000, gpu)}, {yg, mg}, a);
+        EXPECT_TRUE(all_close(mg, m, 0, 0));
+        EXPECT_TRUE(equal_16bit(yg, y));
+        // The mask does not depend on the storage type.
+        Tensor y32 = Tensor::empty(Shape{n}), m32 = Tensor::empty(Shape{n}, DType::u8);
+        run(OpKind::Dropout, {random_tensor(Shape{n}, 1), rng_state(-12345, 1000)}, {y32, m32}, a);
+        EXPECT_EQ(mg.to_vector<uint8_t>(), m32.to_vector<uint8_t>());
+        // backward
+        Tensor dy = to_16bit(random_tensor(Shape{n}, 7, -2, 2), dt), dx = Tensor::empty(Shape{n}, dt);
+        run(OpKind::DropoutBackward, {dy, m}, {dx}, a);
+        Tensor dxg = Tensor::empty(Shape{n}, dt, gpu);
+        run(OpKind::DropoutBackward, {dy.to(gpu), mg}, {dxg}, a);
+        EXPECT_TRUE(equal_16bit(dxg, dx));
+      }
+    }
+  }
+}
+
+// y = x * scale in fp32, rounded once to nearest even: with p = 0.3 (scale 1/0.7) most products are
+// inexact, and truncating them would change many values.
+TEST(RandomCuda, Dropout16BitRoundsToNearestEven) {
+  CUDL_REQUIRE_CUDA();
+  const Device gpu = Device::cuda();
+  const int64_t n = 4099;
+  const double p = 0.3;
+  const float scale = static_cast<float>(1.0 / (1.0 - p));
+  for (DType dt : k16BitTypes) {
+    SCOPED_TRACE(dt == DType::bf16 ? "bf16" : "f16");
+    Tensor x = to_16bit(random_tensor(Shape{n}, 21, 0.25f, 2.f), dt);
+    Tensor yg = Tensor::empty(Shape{n}, dt, gpu), mg = Tensor::empty(Shape{n}, DType::u8, gpu);
+    run(OpKind::Dropout, {x.to(gpu), rng_state(5, 9, gpu)}, {yg, mg}, dropout_attrs(p, 1));
+    const std::vector<uint16_t> xb = bits_16(x), got = bits_16(yg);
+    const std::vector<uint8_t> keep = mg.to_vector<uint8_t>();
+    std::vector<uint16_t> want(n);
+    int kept = 0, truncation_differs = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const float r = widen_16(xb[i], dt) * scale;
+      want[i] = keep[i] ? round_16(r, dt) : 0;
+      kept += keep[i];
+      truncation_differs += keep[i] && truncate_16(r, dt) != want[i];  // r in [0.25, 3): normal in f16
+    }
+    EXPECT_GT(kept, n / 2);
+    EXPECT_GT(truncation_differs, kept / 4) << "inputs too weak to show truncation";
+    EXPECT_EQ(got, want);
+    // backward: dx = mask ? dy * scale : 0, rounded the same way
+    Tensor dxg = Tensor::empty(Shape{n}, dt, gpu);
+    run(OpKind::DropoutBackward, {x.to(gpu), mg}, {dxg}, dropout_attrs(p, 1));
+    EXPECT_EQ(bits_16(dxg), want);
+  }
+}
+
+// A mask 4 bytes past an 8-byte boundary cannot take the 16-bit kernels' 8-byte mask accesses: the
+// scalar path gives the same result.
+TEST(RandomCuda, Dropout16BitWithAnUnalignedMask) {
+  CUDL_REQUIRE_CUDA();
+  const Device gpu = Device::cuda();
+  const int64_t n = 1003;
+  for (DType dt : k16BitTypes) {
+    Tensor x = to_16bit(random_tensor(Shape{n}, 31), dt);
+    Tensor y = Tensor::empty(Shape{n}, dt), m = Tensor::empty(Shape{n}, DType::u8);
+    run(OpKind::Dropout, {x, rng_state(8, 0)}, {y, m}, dropout_attrs(0.5, 2));
+    Tensor mask_buf = Tensor::zeros(Shape{n + 8}, DType::u8, gpu);
+    Tensor mg = mask_buf.view_bytes(4, Shape{n}, DType::u8);
+    Tensor yg = Tensor::empty(Shape{n}, dt, gpu);
+    run(OpKind::Dropout, {x.to(gpu), rng_state(8, 0, gpu)}, {yg, mg}, dropout_attrs(0.5, 2));
+    EXPECT_TRUE(all_close(mg, m, 0, 0));
+    EXPECT_TRUE(equal_16bit(yg, y));
+    Tensor dxg = Tensor::empty(Shape{n}, dt, gpu), dx = Tensor::empty(Shape{n}, dt);
+    run(OpKind::DropoutBackward, {y.to(gpu), mg}, {dxg}, dropout_attrs(0.5, 2));
+    run(OpKind::DropoutBackward, {y, m}, {dx}, dropout_attrs(0.5, 2));
+    EXPECT_TRUE(equal_16bit(dxg, dx));
+  }
+}
+
+#if defined(CUDL_EMULATED)
+// One launch each for Dropout and DropoutBackward, whatever the storage type.
+TEST(RandomCuda, Dropout16BitSameLaunchesAsF32) {
+  CUDL_REQUIRE_CUDA();
+  const Device gpu = Device::cuda();
+  ExecContext& ctx = default_context(gpu);
+  const int64_t n = 4099;
+  for (DType dt : {DType::f32, DType::bf16, DType::f16}) {
+    Tensor x = Tensor::zeros(Shape{n}, dt, gpu), y = Tensor::empty(Shape{n}, dt, gpu);
+    Tensor m = Tensor::empty(Shape{n}, DType::u8, gpu), state = rng_state(1, 0, gpu);
+    ctx.synchronize();
+    uint64_t before = cudl_emu::counters().kernel_launches;
+    run(OpKind::Dropout, {x, state}, {y, m}, dropout_attrs(0.5, 0));
+    ctx.synchronize();
+    EXPECT_EQ(cudl_emu::counters().kernel_launches - before, 1u) << "Dropout " << dt;
+    before = cudl_emu::counters().kernel_launches;
+    run(OpKind::DropoutBackward, {y, m}, {x}, dropout_attrs(0.5, 0));
+    ctx.synchronize();
+    EXPECT_EQ(cudl_emu::counters().kernel_launches - before, 1u) << "DropoutBackward " << dt;
+  }
+}
+#endif
+
+// One storage type per call: both dtypes are named.
+TEST(DropoutErrors, MixedStorageTypesNameBoth) {
+  for (Device d : test_devices()) {
+    SCOPED_TRACE(d.str());
+    Tensor xb = Tensor::zeros(Shape{6}, DType::bf16, d), yf = Tensor::empty(Shape{6}, DType::f32, d);
+    Tensor m = Tensor::empty(Shape{6}, DType::u8, d);
+    std::string msg = error_message([&] {
+      run(OpKind::Dropout, {xb, rng_state(1, 0, d)}, {yf, m}, dropout_attrs(0.5, 0));
+    });
+    EXPECT_NE(msg.find("Dropout"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("bf16"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("f32"), std::string::npos) << msg;
+    Tensor dyh = Tensor::zeros(Shape{6}, DType::f16, d), dxb = Tensor::empty(Shape{6}, DType::bf16, d);
+    msg = error_message([&] { run(OpKind::DropoutBackward, {dyh, m}, {dxb}, dropout_attrs(0.5, 0)); });
+    EXPECT_NE(msg.find("DropoutBackward"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("f16"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("bf16"), std::string::npos) << msg;
+  }
 }

@@ -1,5 +1,6 @@
 // tests/testing.hpp — shared test helpers: random tensors, tolerance comparison that prints the
-// first mismatching indices, central finite differences, and the "CUDA available?" skip.
+// first mismatching indices (and its bf16/f16 form in ulps), central finite differences, and the
+// "CUDA available?" skip.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -7,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <random>
@@ -15,12 +17,20 @@
 #include <vector>
 
 #include "backend/backend.hpp"
+#include "core/half.hpp"
 #include "cudl/cudl.hpp"
 
 namespace cudl::testing {
 
 /// True when a CUDA device is usable: always under the emulator, on a real GPU when one exists.
 inline bool cuda_available() { return cuda_device_count() > 0; }
+
+/// The CPU, and the CUDA device when one is usable: where a check runs on every backend.
+inline std::vector<Device> test_devices() {
+  std::vector<Device> devices = {Device::cpu()};
+  if (cuda_available()) devices.push_back(Device::cuda());
+  return devices;
+}
 
 /// Skips the current test, saying why, when no CUDA device is usable.
 #define CUDL_REQUIRE_CUDA()                                                                 \
@@ -105,6 +115,92 @@ inline ::testing::AssertionResult all_close(const Tensor& actual, const Tensor& 
   if (bad == 0) return ::testing::AssertionSuccess();
   return ::testing::AssertionFailure() << bad << " of " << a.size() << " elements differ (atol " << atol
                                        << ", rtol " << rtol << ", worst |diff| " << worst << "):" << os.str();
+}
+
+/// The 16-bit storage types of the mixed-precision op tests.
+inline constexpr DType k16BitTypes[] = {DType::bf16, DType::f16};
+
+/// v rounded to bf16 / f16 bits, to nearest even (core/half.hpp: the CPU reference's rounding).
+inline uint16_t round_16(float v, DType dtype) {
+  return dtype == DType::bf16 ? float_to_bf16_bits(v) : float_to_half_bits(v);
+}
+/// The value of bf16 / f16 bits (exact).
+inline float widen_16(uint16_t h, DType dtype) {
+  return dtype == DType::bf16 ? bf16_bits_to_float(h) : half_bits_to_float(h);
+}
+/// v rounded toward zero to bf16 / f16 bits (what a store that drops the low bits gives); v finite
+/// and, for f16, in its normal range.
+inline uint16_t truncate_16(float v, DType dtype) {
+  const uint32_t u = float_to_bits(v);
+  if (dtype == DType::bf16) return static_cast<uint16_t>(u >> 16);
+  const uint32_t sign = (u >> 16) & 0x8000u, exp = ((u >> 23) & 0xffu) - 127 + 15, mant = (u >> 13) & 0x3ffu;
+  return static_cast<uint16_t>(sign | exp << 10 | mant);
+}
+
+/// An f32 tensor's values rounded to bf16 / f16 (nearest even), as a CPU tensor of that dtype: the
+/// 16-bit inputs of the mixed-precision op tests.
+inline Tensor to_16bit(const Tensor& t, DType dtype) {
+  const std::vector<float> v = t.to(Device::cpu()).to_vector<float>();
+  Tensor out = Tensor::empty(t.shape(), dtype);
+  uint16_t* h = static_cast<uint16_t*>(out.data());
+  for (size_t i = 0; i < v.size(); ++i) h[i] = round_16(v[i], dtype);
+  return out;
+}
+
+/// The bits of a bf16 / f16 tensor's elements (copied to the host).
+inline std::vector<uint16_t> bits_16(const Tensor& t) {
+  const Tensor h = t.to(Device::cpu());
+  const uint16_t* p = static_cast<const uint16_t*>(h.data());
+  return std::vector<uint16_t>(p, p + h.numel());
+}
+
+/// Distance in units in the last place between two 16-bit floats of one format (bf16 or f16 bits):
+/// consecutive representable values are 1 apart, +0 and -0 are 0 apart, opposite signs add up.
+inline int ulp_distance_16(uint16_t a, uint16_t b) {
+  auto key = [](uint16_t h) { return (h & 0x8000u) ? 0x8000 - static_cast<int>(h & 0x7fffu) : 0x8000 + h; };
+  return std::abs(key(a) - key(b));
+}
+
+/// True when a bf16 / f16 bit pattern is a NaN (exponent all ones, mantissa non-zero).
+inline bool is_nan_16(uint16_t h, DType dtype) {
+  return dtype == DType::bf16 ? (h & 0x7fffu) > 0x7f80u : (h & 0x7fffu) > 0x7c00u;
+}
+
+/// Two bf16 / f16 tensors of one dtype and shape agree: each element has the same bits, or both are
+/// NaN (NaN payloads differ between the host's and the device's conversions), or, with max_ulps > 0,
+/// the values are at most max_ulps apart (ulp_distance_16; never across Inf and NaN). Lists the first
+/// mismatches otherwise.
+inline ::testing::AssertionResult equal_16bit(const Tensor& actual, const Tensor& expected, int max_ulps = 0,
+                                              int show = 8) {
+  if (actual.shape() != expected.shape())
+    return ::testing::AssertionFailure() << "shape " << actual.shape() << " vs expected " << expected.shape();
+  if (actual.dtype() != expected.dtype() || (expected.dtype() != DType::bf16 && expected.dtype() != DType::f16))
+    return ::testing::AssertionFailure() << "dtype " << actual.dtype() << " vs expected " << expected.dtype()
+                                         << " (both must be bf16 or both f16)";
+  const DType dt = expected.dtype();
+  const std::vector<uint16_t> a = bits_16(actual), e = bits_16(expected);
+  const auto av = as_doubles(actual), ev = as_doubles(expected);
+  std::ostringstream os;
+  int bad = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const bool an = is_nan_16(a[i], dt), en = is_nan_16(e[i], dt);
+    bool ok;
+    if (an || en)
+      ok = an && en;
+    else if (std::isinf(av[i]) || std::isinf(ev[i]))
+      ok = a[i] == e[i];
+    else
+      ok = ulp_distance_16(a[i], e[i]) <= max_ulps;
+    if (!ok) {
+      if (bad < show)
+        os << "\n  [" << i << "] got " << av[i] << " (0x" << std::hex << a[i] << "), expected " << ev[i] << " (0x"
+           << e[i] << std::dec << "), " << ulp_distance_16(a[i], e[i]) << " ulp";
+      ++bad;
+    }
+  }
+  if (bad == 0) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << bad << " of " << a.size() << " " << dt << " elements differ by more than "
+                                       << max_ulps << " ulp:" << os.str();
 }
 
 /// Largest |a - b| over the elements of two same-shaped tensors (NaN pairs are skipped).

@@ -1,7 +1,9 @@
-// cuda/elementwise.cpp — CUDA backend entries of the elementwise op family: checks (ops/elementwise.hpp), broadcast planning on the host, then kernel launches on the context's stream.
+// cuda/elementwise.cpp — CUDA backend entries of the elementwise op family: checks (ops/elementwise.hpp), broadcast
+// planning on the host, then kernel launches on the context's stream for the call's storage type.
 #include "ops/elementwise.hpp"
 
 #include "cuda/context.hpp"
+#include "cuda/storage_type.hpp"
 #include "kernels/elementwise.cuh"
 
 namespace cudl {
@@ -56,60 +58,76 @@ kernels::BroadcastGradPlan grad_plan(const BroadcastLayout& l, bool self_is_a) {
   return p;
 }
 
+// The kernels' element type T follows the call's storage type (f32, bf16 or f16; ops/precision.hpp).
+
 void cuda_unary(const OpCall& call) {
   const ops::UnaryArgs p = ops::check_unary_call(call);
-  kernels::unary_cuda(static_cast<int>(p.op), p.alpha, p.x.as<float>(), p.y.as<float>(), p.n,
-                      cuda_context(call).stream());
+  with_storage_type(p.storage, "Unary", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    kernels::unary_cuda<T>(static_cast<int>(p.op), p.alpha, p.x.as<T>(), p.y.as<T>(), p.n, cuda_context(call).stream());
+  });
 }
 
 void cuda_unary_backward(const OpCall& call) {
   const ops::UnaryArgs p = ops::check_unary_call(call);
-  kernels::unary_backward_cuda(static_cast<int>(p.op), p.alpha, p.x.as<float>(),
-                               p.y.as<float>(), p.dy.as<float>(),
-                               p.dx.as<float>(), p.n, cuda_context(call).stream());
+  with_storage_type(p.storage, "UnaryBackward", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    kernels::unary_backward_cuda<T>(static_cast<int>(p.op), p.alpha, p.x.as<T>(), p.y.as<T>(), p.dy.as<T>(),
+                                    p.dx.as<T>(), p.n, cuda_context(call).stream());
+  });
 }
 
 void cuda_binary(const OpCall& call) {
   const ops::BinaryArgs p = ops::check_binary_call(call);
   const BroadcastLayout l = broadcast_layout(p.a_shape, p.b_shape, p.c_shape);
   const kernels::BroadcastStrides s = to_strides(l);
-  kernels::binary_cuda(static_cast<int>(p.op), p.a.as<float>(), p.b.as<float>(),
-                       p.c.as<float>(), p.c_shape.numel(), is_elementwise(l) ? nullptr : &s,
-                       cuda_context(call).stream());
+  with_storage_type(p.storage, "Binary", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    kernels::binary_cuda<T>(static_cast<int>(p.op), p.a.as<T>(), p.b.as<T>(), p.c.as<T>(), p.c_shape.numel(),
+                            is_elementwise(l) ? nullptr : &s, cuda_context(call).stream());
+  });
 }
 
 void cuda_binary_backward(const OpCall& call) {
   const ops::BinaryArgs p = ops::check_binary_call(call);
   const BroadcastLayout l = broadcast_layout(p.a_shape, p.b_shape, p.c_shape);
   cudaStream_t stream = cuda_context(call).stream();
-  const float* a = p.a.as<float>();
-  const float* b = p.b.as<float>();
-  const float* dc = p.dc.as<float>();
-  float* da = p.da.as<float>();
-  float* db = p.db.as<float>();
-  if (is_elementwise(l)) {
-    kernels::binary_backward_same_cuda(static_cast<int>(p.op), a, b, dc, da, db, p.c_shape.numel(), stream);
-    return;
-  }
-  if (da)
-    kernels::binary_backward_reduce_cuda(static_cast<int>(p.op), true, a, b, dc, da, p.a_shape.numel(),
-                                         grad_plan(l, true), stream);
-  if (db)
-    kernels::binary_backward_reduce_cuda(static_cast<int>(p.op), false, a, b, dc, db, p.b_shape.numel(),
-                                         grad_plan(l, false), stream);
+  with_storage_type(p.storage, "BinaryBackward", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* a = p.a.as<T>();
+    const T* b = p.b.as<T>();
+    const T* dc = p.dc.as<T>();
+    T* da = p.da.as<T>();
+    T* db = p.db.as<T>();
+    if (is_elementwise(l)) {
+      kernels::binary_backward_same_cuda<T>(static_cast<int>(p.op), a, b, dc, da, db, p.c_shape.numel(), stream);
+      return;
+    }
+    if (da)
+      kernels::binary_backward_reduce_cuda<T>(static_cast<int>(p.op), true, a, b, dc, da, p.a_shape.numel(),
+                                              grad_plan(l, true), stream);
+    if (db)
+      kernels::binary_backward_reduce_cuda<T>(static_cast<int>(p.op), false, a, b, dc, db, p.b_shape.numel(),
+                                              grad_plan(l, false), stream);
+  });
 }
 
 void cuda_binary_scalar(const OpCall& call) {
   const ops::BinaryScalarArgs p = ops::check_binary_scalar_call(call);
-  kernels::binary_scalar_cuda(static_cast<int>(p.op), p.scalar, p.scalar_first, p.x.as<float>(),
-                              p.y.as<float>(), p.n, cuda_context(call).stream());
+  with_storage_type(p.storage, "BinaryScalar", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    kernels::binary_scalar_cuda<T>(static_cast<int>(p.op), p.scalar, p.scalar_first, p.x.as<T>(), p.y.as<T>(), p.n,
+                                   cuda_context(call).stream());
+  });
 }
 
 void cuda_binary_scalar_backward(const OpCall& call) {
   const ops::BinaryScalarArgs p = ops::check_binary_scalar_call(call);
-  kernels::binary_scalar_backward_cuda(static_cast<int>(p.op), p.scalar, p.scalar_first, p.x.as<float>(),
-                                       p.dy.as<float>(), p.dx.as<float>(), p.n,
-                                       cuda_context(call).stream());
+  with_storage_type(p.storage, "BinaryScalarBackward", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    kernels::binary_scalar_backward_cuda<T>(static_cast<int>(p.op), p.scalar, p.scalar_first, p.x.as<T>(), p.dy.as<T>(),
+                                            p.dx.as<T>(), p.n, cuda_context(call).stream());
+  });
 }
 
 }  // namespace

@@ -1,9 +1,10 @@
 // cuda/random.cpp — CUDA backend entries of the random op family: the checks of
-// ops/random.hpp, then the Philox kernels of kernels/random.cu.
+// ops/random.hpp, then the Philox kernels of kernels/random.cu (dropout for the call's storage type).
 #include "ops/random.hpp"
 
 #include "backend/backend.hpp"
 #include "cuda/context.hpp"
+#include "cuda/storage_type.hpp"
 #include "kernels/random.cuh"
 
 namespace cudl {
@@ -11,15 +12,20 @@ namespace {
 
 void cuda_dropout(const OpCall& c) {
   const ops::DropoutArgs pr = ops::check_dropout_call(c);
-  kernels::dropout_cuda(pr.x.as<float>(), pr.rng.as<int64_t>(), pr.y.as<float>(),
-                        pr.mask.as<uint8_t>(), pr.n, pr.threshold, pr.scale, pr.stream,
-                        cuda_context(c).stream());
+  with_storage_type(pr.storage, "Dropout", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    kernels::dropout_cuda<T>(pr.x.as<T>(), pr.rng.as<int64_t>(), pr.y.as<T>(), pr.mask.as<uint8_t>(), pr.n,
+                             pr.threshold, pr.scale, pr.stream, cuda_context(c).stream());
+  });
 }
 
 void cuda_dropout_backward(const OpCall& c) {
   const ops::DropoutBackwardArgs pr = ops::check_dropout_backward_call(c);
-  kernels::dropout_backward_cuda(pr.dy.as<float>(), pr.mask.as<uint8_t>(), pr.dx.as<float>(), pr.n,
-                                 pr.scale, cuda_context(c).stream());
+  with_storage_type(pr.storage, "DropoutBackward", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    kernels::dropout_backward_cuda<T>(pr.dy.as<T>(), pr.mask.as<uint8_t>(), pr.dx.as<T>(), pr.n, pr.scale,
+                                      cuda_context(c).stream());
+  });
 }
 
 void cuda_random_uniform(const OpCall& c) {

@@ -7,6 +7,7 @@
 
 #include "cudl/error.hpp"
 #include "ops/common.hpp"
+#include "ops/precision.hpp"
 
 namespace cudl {
 namespace ops {
@@ -21,11 +22,13 @@ UnaryArgs check_unary_call(const OpCall& call) {
   p.op = attrs.op;
   p.alpha = static_cast<float>(attrs.alpha);
   chk::arity(call);
+  const DType st = ops::check_storage(call);
+  p.storage = st;
   if (call.op == OpKind::Unary) {
     const TensorView& x = chk::need_in(call, 0, "x");
     const TensorView& y = chk::need_out(call, 0, "y");
-    chk::dtype(call, x, "x", DType::f32);
-    chk::dtype(call, y, "y", DType::f32);
+    chk::dtype(call, x, "x", st);
+    chk::dtype(call, y, "y", st);
     chk::shape(call, y, "y", x.shape, "same as x");
     p.x = x;
     p.y = y;
@@ -37,8 +40,8 @@ UnaryArgs check_unary_call(const OpCall& call) {
   const TensorView& dx = chk::need_out(call, 0, "dx");
   p.dy = dy;
   p.dx = dx;
-  chk::dtype(call, dy, "dy", DType::f32);
-  chk::dtype(call, dx, "dx", DType::f32);
+  chk::dtype(call, dy, "dy", st);
+  chk::dtype(call, dx, "dx", st);
   chk::shape(call, dx, "dx", dy.shape, "same as dy");
   if (unary_needs_input(p.op)) chk::need_in(call, 0, "x");
   if (unary_needs_output(p.op)) chk::need_in(call, 1, "y");
@@ -46,12 +49,12 @@ UnaryArgs check_unary_call(const OpCall& call) {
   p.has_y = call.has_in(1);
   if (p.has_x) {
     p.x = call.inputs[0];
-    chk::dtype(call, p.x, "x", DType::f32);
+    chk::dtype(call, p.x, "x", st);
     chk::shape(call, p.x, "x", dy.shape, "same as dy");
   }
   if (p.has_y) {
     p.y = call.inputs[1];
-    chk::dtype(call, p.y, "y", DType::f32);
+    chk::dtype(call, p.y, "y", st);
     chk::shape(call, p.y, "y", dy.shape, "same as dy");
   }
   p.n = dy.numel();
@@ -65,10 +68,12 @@ BinaryArgs check_binary_call(const OpCall& call) {
   p.op = static_cast<BinaryOp>(k);
   const bool backward = call.op == OpKind::BinaryBackward;
   chk::arity(call);
+  const DType st = ops::check_storage(call);
+  p.storage = st;
   const TensorView& a = chk::need_in(call, 0, "a");
   const TensorView& b = chk::need_in(call, 1, "b");
-  chk::dtype(call, a, "a", DType::f32);
-  chk::dtype(call, b, "b", DType::f32);
+  chk::dtype(call, a, "a", st);
+  chk::dtype(call, b, "b", st);
   p.a = a;
   p.b = b;
   p.a_shape = a.shape;
@@ -77,25 +82,25 @@ BinaryArgs check_binary_call(const OpCall& call) {
   const std::string why = "broadcast of a " + a.shape.str() + " and b " + b.shape.str();
   if (!backward) {
     const TensorView& c = chk::need_out(call, 0, "c");
-    chk::dtype(call, c, "c", DType::f32);
+    chk::dtype(call, c, "c", st);
     chk::shape(call, c, "c", p.c_shape, why);
     p.c = c;
     return p;
   }
   const TensorView& dc = chk::need_in(call, 2, "dc");
-  chk::dtype(call, dc, "dc", DType::f32);
+  chk::dtype(call, dc, "dc", st);
   chk::shape(call, dc, "dc", p.c_shape, why);
   p.dc = dc;
   p.has_da = call.has_out(0);
   p.has_db = call.has_out(1);
   if (p.has_da) {
     p.da = call.outputs[0];
-    chk::dtype(call, p.da, "da", DType::f32);
+    chk::dtype(call, p.da, "da", st);
     chk::shape(call, p.da, "da", p.a_shape, "same as a");
   }
   if (p.has_db) {
     p.db = call.outputs[1];
-    chk::dtype(call, p.db, "db", DType::f32);
+    chk::dtype(call, p.db, "db", st);
     chk::shape(call, p.db, "db", p.b_shape, "same as b");
   }
   return p;
@@ -113,17 +118,19 @@ BinaryScalarArgs check_binary_scalar_call(const OpCall& call) {
   p.scalar_first = attrs.scalar_first;
   const bool backward = call.op == OpKind::BinaryScalarBackward;
   chk::arity(call);
+  const DType st = ops::check_storage(call);
+  p.storage = st;
   const TensorView& x = chk::need_in(call, 0, "x");
-  chk::dtype(call, x, "x", DType::f32);
+  chk::dtype(call, x, "x", st);
   p.x = x;
   if (backward) {
     const TensorView& dy = chk::need_in(call, 1, "dy");
-    chk::dtype(call, dy, "dy", DType::f32);
+    chk::dtype(call, dy, "dy", st);
     chk::shape(call, dy, "dy", x.shape, "same as x");
     p.dy = dy;
   }
   const TensorView& out = chk::need_out(call, 0, backward ? "dx" : "y");
-  chk::dtype(call, out, backward ? "dx" : "y", DType::f32);
+  chk::dtype(call, out, backward ? "dx" : "y", st);
   chk::shape(call, out, backward ? "dx" : "y", x.shape, "same as x");
   (backward ? p.dx : p.y) = out;
   p.n = x.numel();

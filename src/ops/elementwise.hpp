@@ -16,6 +16,8 @@
 // BinaryScalar    in: x              out: y = x op f[0] (i[1]==0) or f[0] op x (i[1]==1); i[0]=BinaryOp
 // BinaryScalarBackward  in: x, dy    out: dx; attrs as BinaryScalar
 // The unary and binary functions' semantics are documented with UnaryOp / BinaryOp in backend/op.hpp.
+// Storage: every float tensor of a call is f32, or every one bf16, or every one f16 (ops/precision.hpp);
+// math is fp32 whatever the storage, each store rounds to nearest even.
 
 namespace cudl {
 namespace ops {
@@ -71,8 +73,9 @@ struct UnaryArgs {
   float alpha = 0;
   int64_t n = 0;
   bool has_x = false, has_y = false;  // backward: the inputs given (the op's needs are checked)
+  DType storage = DType::f32;         // of every tensor: f32, bf16 or f16
 };
-/// All f32 of one shape.
+/// One shape, one storage type.
 UnaryArgs check_unary_call(const OpCall& call);
 
 /// A validated Binary / BinaryBackward call.
@@ -82,6 +85,7 @@ struct BinaryArgs {
   BinaryOp op = BinaryOp::Add;
   Shape a_shape, b_shape, c_shape;      // c_shape = broadcast_shapes(a, b)
   bool has_da = false, has_db = false;  // backward only
+  DType storage = DType::f32;           // of every tensor: f32, bf16 or f16
 };
 BinaryArgs check_binary_call(const OpCall& call);
 
@@ -93,6 +97,7 @@ struct BinaryScalarArgs {
   float scalar = 0;
   bool scalar_first = false;  // y = scalar op x
   int64_t n = 0;
+  DType storage = DType::f32;  // of every tensor: f32, bf16 or f16
 };
 BinaryScalarArgs check_binary_scalar_call(const OpCall& call);
 

@@ -9,6 +9,7 @@
 #include "backend/philox.hpp"
 #include "cudl/error.hpp"
 #include "ops/common.hpp"
+#include "ops/precision.hpp"
 
 namespace cudl {
 namespace ops {
@@ -38,8 +39,9 @@ DropoutArgs check_dropout_call(const OpCall& c) {
   const TensorView& x = c.in(0);
   const TensorView& rng = c.in(1);
   const TensorView& y = c.out(0);
-  expect(c, x, "x", DType::f32);
-  expect(c, y, "y", DType::f32);
+  const DType st = check_storage(c);
+  expect(c, x, "x", st);
+  expect(c, y, "y", st);
   expect(c, rng, "rng state", DType::i64);
   if (rng.numel() != 2)
     CUDL_FAIL(op_name(c.op), " (", c.label, "): rng state must have 2 elements {seed, offset}, got shape ", rng.shape);
@@ -47,6 +49,7 @@ DropoutArgs check_dropout_call(const OpCall& c) {
   DropoutArgs pr;
   pr.x = x, pr.rng = rng, pr.y = y;
   pr.n = x.numel();
+  pr.storage = st;
   pr.has_mask = c.has_out(1);
   if (pr.has_mask) {
     pr.mask = c.outputs[1];
@@ -63,14 +66,16 @@ DropoutBackwardArgs check_dropout_backward_call(const OpCall& c) {
   const TensorView& dy = c.in(0);
   const TensorView& mask = c.in(1);
   const TensorView& dx = c.out(0);
-  expect(c, dy, "dy", DType::f32);
+  const DType st = check_storage(c);
+  expect(c, dy, "dy", st);
   expect(c, mask, "mask", DType::u8);
-  expect(c, dx, "dx", DType::f32);
+  expect(c, dx, "dx", st);
   expect_same_shape(c, dy, "dy", mask, "mask");
   expect_same_shape(c, dy, "dy", dx, "dx");
   DropoutBackwardArgs pr;
   pr.dy = dy, pr.mask = mask, pr.dx = dx;
   pr.n = dy.numel();
+  pr.storage = st;
   pr.scale = static_cast<float>(dropout_scale(c, DropoutAttrs::from(c.attrs).p));
   return pr;
 }

@@ -27,6 +27,9 @@
 // RandomNormal pairs words (0,1) and (2,3) of a block by Box-Muller (u1 from the first word in
 // (0, 1], angle from the second) and y = fma(f1, z, f0). Dropout and RandomUniform are bitwise
 // equal on CPU and CUDA; RandomNormal to a few ulp (logf/sinf/cosf differ between platforms).
+// Dropout's x and y, and DropoutBackward's dy and dx, are f32, bf16 or f16 (one type per call,
+// ops/precision.hpp): the scaling is fp32, the store rounds to nearest even; the mask is the same
+// whatever the storage.
 
 namespace cudl {
 namespace ops {
@@ -82,6 +85,7 @@ struct DropoutArgs {
   uint32_t threshold = 0;  // philox::keep_threshold(p)
   float scale = 1;         // 1 / (1 - p), 0 when p == 1
   uint64_t stream = 0;
+  DType storage = DType::f32;  // of x and y: f32, bf16 or f16
 };
 DropoutArgs check_dropout_call(const OpCall& call);
 
@@ -90,6 +94,7 @@ struct DropoutBackwardArgs {
   TensorView dy, mask, dx;
   int64_t n = 0;
   float scale = 1;
+  DType storage = DType::f32;  // of dy and dx: f32, bf16 or f16
 };
 DropoutBackwardArgs check_dropout_backward_call(const OpCall& call);
 
