@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "kernels/launch.cuh"
+#include "kernels/storage.cuh"
 
 namespace cudl::kernels {
 
@@ -81,6 +82,34 @@ __host__ __device__ __forceinline__ bool aligned_to(const void* p) {
 }
 /// The float4 / uint4 access test.
 __host__ __device__ __forceinline__ bool aligned16(const void* p) { return aligned_to<16>(p); }
+
+// --- storage types -------------------------------------------------------------------------------
+
+/// Kernels generic over the storage type T (float, __nv_bfloat16, __half) compute in fp32: every
+/// load widens (exact), every store rounds to nearest even, once.
+__device__ __forceinline__ float to_float(float v) { return v; }
+__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
+
+template <typename T>
+__device__ __forceinline__ T from_float(float v) {
+  if constexpr (std::is_same<T, __nv_bfloat16>::value)
+    return __float2bfloat16_rn(v);
+  else if constexpr (std::is_same<T, __half>::value)
+    return __float2half_rn(v);
+  else
+    return v;
+}
+
+/// Calls f(T{}) with T the C++ type of storage code s (host side, to pick a kernel instantiation).
+template <typename F>
+void with_storage(Storage s, F&& f) {
+  switch (s) {
+    case Storage::kBf16: return f(__nv_bfloat16{});
+    case Storage::kF16: return f(__half{});
+    default: return f(float{});
+  }
+}
 
 // --- warp and block reductions ------------------------------------------------------------------
 

@@ -31,6 +31,10 @@ StorageSlots storage_slots(OpKind op) {
     case OpKind::Linear: return {bits({0, 1, 2}), bits({0, 1})};
     case OpKind::LinearBackward: return {bits({0, 1, 2, 3, 4}), bits({0, 1, 2, 3})};
     case OpKind::GatherBatch: return {0, bits({0})};  // xb, when x is u8 images
+    case OpKind::Conv2d: return {bits({0, 1, 2}), bits({0})};            // x, w, [bias] -> y
+    case OpKind::Conv2dBackwardData: return {bits({0, 1}), bits({0})};    // dy, w -> dx
+    case OpKind::Conv2dBackwardFilter: return {bits({0, 1}), bits({0})};  // x, dy -> dw
+    case OpKind::Conv2dBackwardBias: return {bits({0}), bits({0})};       // dy -> db
     default:
       return {};
   }
