@@ -105,9 +105,12 @@ __device__ __forceinline__ T from_float(float v) {
 template <typename F>
 void with_storage(Storage s, F&& f) {
   switch (s) {
-    case Storage::kBf16: return f(__nv_bfloat16{});
-    case Storage::kF16: return f(__half{});
-    default: return f(float{});
+    case Storage::kBf16:
+      return f(__nv_bfloat16{});
+    case Storage::kF16:
+      return f(__half{});
+    default:
+      return f(float{});
   }
 }
 

@@ -12,8 +12,8 @@ namespace cudl::kernels {
 
 /// The input element im2col reads for column entry (n, c, r, s, p, q), or 0 in the padding.
 template <typename T>
-__device__ __forceinline__ T im2col_value(const T* __restrict__ x, const ConvKernelGeometry& g, int64_t n,
-                                              int64_t c, int64_t r, int64_t s, int64_t p, int64_t q) {
+__device__ __forceinline__ T im2col_value(const T* __restrict__ x, const ConvKernelGeometry& g, int64_t n, int64_t c,
+                                          int64_t r, int64_t s, int64_t p, int64_t q) {
   const int64_t ih = p * g.stride_h - g.pad_h + r * g.dil_h;
   const int64_t iw = q * g.stride_w - g.pad_w + s * g.dil_w;
   if (ih < 0 || ih >= g.H || iw < 0 || iw >= g.W) return from_float<T>(0.f);

@@ -52,10 +52,11 @@ __device__ __forceinline__ float bn_total(const float* part, int64_t c, int64_t 
 
 /// The block's sum of channel c's x over [begin, end), returned to every thread.
 template <typename T>
-__device__ __forceinline__ float bn_chunk_sum(const T* x, int64_t c, int64_t channels, int64_t spatial,
-                                              int64_t begin, int64_t end) {
+__device__ __forceinline__ float bn_chunk_sum(const T* x, int64_t c, int64_t channels, int64_t spatial, int64_t begin,
+                                              int64_t end) {
   float acc = 0.f;
-  for (int64_t k = begin + threadIdx.x; k < end; k += blockDim.x) acc += to_float(x[channel_index(k, c, channels, spatial)]);
+  for (int64_t k = begin + threadIdx.x; k < end; k += blockDim.x)
+    acc += to_float(x[channel_index(k, c, channels, spatial)]);
   return block_reduce_sum<WarpResults::kSerial>(acc);
 }
 
@@ -74,11 +75,11 @@ __device__ __forceinline__ float bn_chunk_sq(const T* x, float mean, int64_t c, 
 /// y over [begin, end) from the channel's sum and centred sum of squares; thread 0 of the channel's
 /// first chunk (`first`) writes the saved and running statistics.
 template <typename T>
-__device__ __forceinline__ void bn_chunk_apply(const T* x, const float* gamma, const float* beta,
-                                               float* running_mean, float* running_var, T* y, float* saved_mean,
-                                               float* saved_invstd, float sum, float sq, int64_t m, int64_t c,
-                                               int64_t channels, int64_t spatial, int64_t begin, int64_t end,
-                                               bool first, float eps, float momentum) {
+__device__ __forceinline__ void bn_chunk_apply(const T* x, const float* gamma, const float* beta, float* running_mean,
+                                               float* running_var, T* y, float* saved_mean, float* saved_invstd,
+                                               float sum, float sq, int64_t m, int64_t c, int64_t channels,
+                                               int64_t spatial, int64_t begin, int64_t end, bool first, float eps,
+                                               float momentum) {
   const float mean = sum / static_cast<float>(m);
   const float invstd = 1.f / sqrtf(sq / static_cast<float>(m) + eps);
   const float g = gamma ? gamma[c] * invstd : invstd, b = beta ? beta[c] : 0.f;
@@ -99,9 +100,9 @@ __device__ __forceinline__ void bn_chunk_apply(const T* x, const float* gamma, c
 
 /// The block's sums of dy and dy * xhat over [begin, end), returned to every thread.
 template <typename T>
-__device__ __forceinline__ void bn_chunk_backward_sums(const T* x, const T* dy, float mean, float invstd,
-                                                       int64_t c, int64_t channels, int64_t spatial, int64_t begin,
-                                                       int64_t end, float* sum_dy, float* sum_dyx) {
+__device__ __forceinline__ void bn_chunk_backward_sums(const T* x, const T* dy, float mean, float invstd, int64_t c,
+                                                       int64_t channels, int64_t spatial, int64_t begin, int64_t end,
+                                                       float* sum_dy, float* sum_dyx) {
   float acc_dy = 0.f, acc_dyx = 0.f;
   for (int64_t k = begin + threadIdx.x; k < end; k += blockDim.x) {
     const int64_t i = channel_index(k, c, channels, spatial);
@@ -138,11 +139,10 @@ __device__ __forceinline__ void bn_chunk_backward_apply(const T* x, const float*
 /// One chunk per channel: mean, then centred sum of squares (two passes for accuracy), then y.
 template <typename T>
 __global__ void __launch_bounds__(kNormBlock)
-    batch_norm_train_kernel(const T* __restrict__ x, const float* __restrict__ gamma,
-                            const float* __restrict__ beta, float* __restrict__ running_mean,
-                            float* __restrict__ running_var, T* __restrict__ y, float* __restrict__ saved_mean,
-                            float* __restrict__ saved_invstd, int64_t n, int64_t channels, int64_t spatial, float eps,
-                            float momentum) {
+    batch_norm_train_kernel(const T* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
+                            float* __restrict__ running_mean, float* __restrict__ running_var, T* __restrict__ y,
+                            float* __restrict__ saved_mean, float* __restrict__ saved_invstd, int64_t n,
+                            int64_t channels, int64_t spatial, float eps, float momentum) {
   const int64_t c = blockIdx.x, m = n * spatial;
   const float sum = bn_chunk_sum(x, c, channels, spatial, 0, m);
   const float sq = bn_chunk_sq(x, sum / static_cast<float>(m), c, channels, spatial, 0, m);
@@ -180,8 +180,8 @@ __global__ void __launch_bounds__(kNormBlock)
     bn_split_apply_kernel(const T* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
                           const float* __restrict__ part_sum, const float* __restrict__ part_sq,
                           float* __restrict__ running_mean, float* __restrict__ running_var, T* __restrict__ y,
-                          float* __restrict__ saved_mean, float* __restrict__ saved_invstd, int64_t n,
-                          int64_t channels, int64_t spatial, int64_t splits, float eps, float momentum) {
+                          float* __restrict__ saved_mean, float* __restrict__ saved_invstd, int64_t n, int64_t channels,
+                          int64_t spatial, int64_t splits, float eps, float momentum) {
   const int64_t c = blockIdx.x / splits, m = n * spatial;
   int64_t begin, end;
   bn_chunk(m, splits, blockIdx.x % splits, &begin, &end);
@@ -237,8 +237,8 @@ template <typename T>
 __global__ void __launch_bounds__(kNormBlock)
     bn_split_backward_sum_kernel(const T* __restrict__ x, const float* __restrict__ saved_mean,
                                  const float* __restrict__ saved_invstd, const T* __restrict__ dy,
-                                 float* __restrict__ part_dy, float* __restrict__ part_dyx, int64_t n,
-                                 int64_t channels, int64_t spatial, int64_t splits) {
+                                 float* __restrict__ part_dy, float* __restrict__ part_dyx, int64_t n, int64_t channels,
+                                 int64_t spatial, int64_t splits) {
   const int64_t c = blockIdx.x / splits;
   int64_t begin, end;
   bn_chunk(n * spatial, splits, blockIdx.x % splits, &begin, &end);
@@ -256,9 +256,9 @@ __global__ void __launch_bounds__(kNormBlock)
     bn_split_backward_apply_kernel(const T* __restrict__ x, const float* __restrict__ gamma,
                                    const float* __restrict__ saved_mean, const float* __restrict__ saved_invstd,
                                    const T* __restrict__ dy, const float* __restrict__ part_dy,
-                                   const float* __restrict__ part_dyx, T* __restrict__ dx,
-                                   float* __restrict__ dgamma, float* __restrict__ dbeta, int64_t n, int64_t channels,
-                                   int64_t spatial, int64_t splits) {
+                                   const float* __restrict__ part_dyx, T* __restrict__ dx, float* __restrict__ dgamma,
+                                   float* __restrict__ dbeta, int64_t n, int64_t channels, int64_t spatial,
+                                   int64_t splits) {
   const int64_t c = blockIdx.x / splits, m = n * spatial;
   int64_t begin, end;
   bn_chunk(m, splits, blockIdx.x % splits, &begin, &end);
@@ -501,7 +501,8 @@ size_t batch_norm_workspace_bytes(int64_t n, int64_t c, int64_t spatial) {
 
 void batch_norm_train_cuda(const void* x, const float* gamma, const float* beta, float* running_mean,
                            float* running_var, void* y, float* saved_mean, float* saved_invstd, Storage type, int64_t n,
-                           int64_t c, int64_t spatial, float eps, float momentum, float* workspace, cudaStream_t stream) {
+                           int64_t c, int64_t spatial, float eps, float momentum, float* workspace,
+                           cudaStream_t stream) {
   with_storage(type, [&](auto tag) {
     using T = decltype(tag);
     const T* xt = static_cast<const T*>(x);
@@ -569,10 +570,10 @@ void batch_norm_backward_cuda(const void* x, const float* gamma, const float* sa
     if (splits > 1) {
       const unsigned blocks = static_cast<unsigned>(c * splits);
       float *part_dy = workspace, *part_dyx = workspace + c * splits;
-      launch<bn_split_backward_sum_kernel<T>>(blocks, kNormBlock, 0, stream, xt, saved_mean, saved_invstd, dyt,
-                                              part_dy, part_dyx, n, c, spatial, splits);
-      launch<bn_split_backward_apply_kernel<T>>(blocks, kNormBlock, 0, stream, xt, gamma, saved_mean, saved_invstd,
-                                                dyt, part_dy, part_dyx, dxt, dgamma, dbeta, n, c, spatial, splits);
+      launch<bn_split_backward_sum_kernel<T>>(blocks, kNormBlock, 0, stream, xt, saved_mean, saved_invstd, dyt, part_dy,
+                                              part_dyx, n, c, spatial, splits);
+      launch<bn_split_backward_apply_kernel<T>>(blocks, kNormBlock, 0, stream, xt, gamma, saved_mean, saved_invstd, dyt,
+                                                part_dy, part_dyx, dxt, dgamma, dbeta, n, c, spatial, splits);
       return;
     }
     launch<batch_norm_backward_kernel<T>>(static_cast<unsigned>(c), kNormBlock, 0, stream, xt, gamma, saved_mean,

@@ -22,7 +22,8 @@ size_t batch_norm_workspace_bytes(int64_t n, int64_t c, int64_t spatial);
 /// null when that is 0). x and y are of storage `type`; every other tensor is f32, and so is the math.
 void batch_norm_train_cuda(const void* x, const float* gamma, const float* beta, float* running_mean,
                            float* running_var, void* y, float* saved_mean, float* saved_invstd, Storage type, int64_t n,
-                           int64_t c, int64_t spatial, float eps, float momentum, float* workspace, cudaStream_t stream);
+                           int64_t c, int64_t spatial, float eps, float momentum, float* workspace,
+                           cudaStream_t stream);
 
 /// y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta (gamma, beta nullable); x, y of
 /// storage `type`.

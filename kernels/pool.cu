@@ -154,8 +154,7 @@ __global__ void __launch_bounds__(kPoolBlock)
 
 }  // namespace
 
-void max_pool2d_cuda(const void* x, void* y, int32_t* argmax, Storage type, const Pool2dShape& s,
-                     cudaStream_t stream) {
+void max_pool2d_cuda(const void* x, void* y, int32_t* argmax, Storage type, const Pool2dShape& s, cudaStream_t stream) {
   const int64_t total = s.n * s.c * s.p * s.q;
   if (total == 0) return;
   with_storage(type, [&](auto tag) {

@@ -18,8 +18,7 @@ struct Pool2dShape {
 
 /// y = window max (first maximum in row-major window order; NaN counts as the maximum);
 /// argmax (nullable) = flat index into h * w. x and y of storage `type` (the max is exact in any).
-void max_pool2d_cuda(const void* x, void* y, int32_t* argmax, Storage type, const Pool2dShape& s,
-                     cudaStream_t stream);
+void max_pool2d_cuda(const void* x, void* y, int32_t* argmax, Storage type, const Pool2dShape& s, cudaStream_t stream);
 /// dx[i] = sum of dy over the windows whose argmax is i (one thread per input element, no atomics);
 /// x, y, dy, dx of storage `type`, the sum in fp32 rounded once.
 void max_pool2d_backward_cuda(const void* x, const void* y, const void* dy, void* dx, Storage type,

@@ -12,10 +12,14 @@ enum class Storage : int { kF32 = 0, kBf16 = 1, kF16 = 2 };
 
 inline Storage storage_of(DType t) {
   switch (t) {
-    case DType::f32: return Storage::kF32;
-    case DType::bf16: return Storage::kBf16;
-    case DType::f16: return Storage::kF16;
-    default: CUDL_FAIL("storage_of: ", t, " is not a float storage type (f32, bf16 or f16)");
+    case DType::f32:
+      return Storage::kF32;
+    case DType::bf16:
+      return Storage::kBf16;
+    case DType::f16:
+      return Storage::kF16;
+    default:
+      CUDL_FAIL("storage_of: ", t, " is not a float storage type (f32, bf16 or f16)");
   }
 }
 

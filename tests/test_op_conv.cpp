@@ -810,7 +810,8 @@ TEST(Conv16Cuda, NaNPropagates) {
   std::vector<float> xv = random_tensor(c.x, 1).to_vector<float>();
   xv[7] = NAN;
   Tensor x = to_storage(Tensor::from_vector(xv, c.x), DType::bf16);
-  Tensor w = to_storage(random_tensor(c.w_shape(), 2), DType::bf16), b = to_storage(random_tensor(Shape{c.K}, 3), DType::bf16);
+  Tensor w = to_storage(random_tensor(c.w_shape(), 2), DType::bf16),
+         b = to_storage(random_tensor(Shape{c.K}, 3), DType::bf16);
   for (const char* engine : {"cudnn", "im2col"}) {
     EnvGuard env("CUDL_CONV_ENGINE", engine);
     EXPECT_TRUE(storage_sum_close(forward(c, x.to(gpu), w.to(gpu), b.to(gpu)).to(Device::cpu()), forward(c, x, w, b),
@@ -900,8 +901,11 @@ TEST(Conv16Cuda, MixedStorageTypesAreRejected) {
     // Conv2dTranspose is not listed for 16-bit storage.
     Tensor y = Tensor::empty(c.x, DType::bf16, d), xt = to_storage(random_tensor(c.y_shape(), 3), DType::bf16).to(d);
     Tensor wt = to_storage(random_tensor(Shape{c.K, c.C(), c.R, c.S}, 4), DType::bf16).to(d);
-    expect_error([&] { run_op(OpKind::Conv2dTranspose, {tv(xt), tv(wt)}, {tv(y)}, c.attrs(), nullptr, "t"); },
-                 {"Conv2dTranspose", "bf16"});
+    expect_error(
+        [&] {
+          run_op(OpKind::Conv2dTranspose, {tv(xt), tv(wt)}, {tv(y)}, c.attrs(), nullptr, "t");
+        },
+        {"Conv2dTranspose", "bf16"});
   }
 }
 

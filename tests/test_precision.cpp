@@ -139,10 +139,10 @@ TEST(Precision, Bf16ConvnetRunsConvBatchNormAndPoolingIn16Bits) {
   auto cnn = [](const std::string& tag) {
     // The blobs' 8 features as 8 channels of 1x1 images (the 1x1 conv is a dense layer, the pool a
     // 1x1 window: the model learns like an MLP, and every op of the block runs).
-    return Sequential(Shape{8, 1, 1},
-                      {layers::Conv2d(16, 1, "relu"), layers::BatchNorm(), layers::MaxPool2d(1), layers::Flatten(),
-                       layers::Dense(3)},
-                      tag);
+    return Sequential(
+        Shape{8, 1, 1},
+        {layers::Conv2d(16, 1, "relu"), layers::BatchNorm(), layers::MaxPool2d(1), layers::Flatten(), layers::Dense(3)},
+        tag);
   };
   auto images = [](const Dataset& d) { return Dataset{d.x.reshape(Shape{d.x.shape()[0], 8, 1, 1}), d.y}; };
   Sequential f = cnn("cnn_f"), b = cnn("cnn_b");

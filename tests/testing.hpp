@@ -203,9 +203,7 @@ inline Tensor abs_of(const Tensor& t) {
 }
 
 /// The storage type's epsilon, the distance from 1 to the next value: 2^-7 (bf16), 2^-10 (f16), 2^-23.
-inline double storage_eps(DType t) {
-  return t == DType::bf16 ? 0x1p-7 : t == DType::f16 ? 0x1p-10 : 0x1p-23;
-}
+inline double storage_eps(DType t) { return t == DType::bf16 ? 0x1p-7 : t == DType::f16 ? 0x1p-10 : 0x1p-23; }
 
 /// 16-bit results of a sum (conv, bias gradient, ...) against the CPU reference in the same type:
 /// each element within `eps_units` 16-bit epsilons of the sum of |terms| that produced it (abs_sum,
@@ -238,9 +236,9 @@ inline ::testing::AssertionResult storage_sum_close(const Tensor& actual, const 
   }
   const double frac = a.empty() ? 1.0 : static_cast<double>(exact) / static_cast<double>(a.size());
   if (bad == 0 && frac >= min_exact) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << expected.dtype() << ": " << bad << " of " << a.size()
-                                       << " elements beyond " << eps_units << " eps x sum|terms|, " << exact
-                                       << " bitwise equal (at least " << min_exact * 100 << "% required):" << os.str();
+  return ::testing::AssertionFailure() << expected.dtype() << ": " << bad << " of " << a.size() << " elements beyond "
+                                       << eps_units << " eps x sum|terms|, " << exact << " bitwise equal (at least "
+                                       << min_exact * 100 << "% required):" << os.str();
 }
 
 /// The message of the cudl::Error that `f` throws, or "<no error>" when it throws none.

@@ -30,11 +30,11 @@
 #include <vector>
 
 #include "backend/backend.hpp"
-#include "ops/conv.hpp"
 #include "cuda/check.hpp"
 #include "cuda/context.hpp"
 #include "kernels/conv.cuh"
 #include "kernels/data.cuh"
+#include "ops/conv.hpp"
 
 namespace cudl {
 namespace {
@@ -128,9 +128,12 @@ constexpr int64_t kUidX = 1, kUidW = 2, kUidY = 3, kUidBias = 4, kUidConvOut = 5
 /// The cuDNN data type of a storage type (f32, bf16, f16).
 cudnnDataType_t cudnn_dtype(DType t) {
   switch (t) {
-    case DType::bf16: return CUDNN_DATA_BFLOAT16;
-    case DType::f16: return CUDNN_DATA_HALF;
-    default: return CUDNN_DATA_FLOAT;
+    case DType::bf16:
+      return CUDNN_DATA_BFLOAT16;
+    case DType::f16:
+      return CUDNN_DATA_HALF;
+    default:
+      return CUDNN_DATA_FLOAT;
   }
 }
 
@@ -506,9 +509,12 @@ int to_int(const OpCall& call, int64_t v, const ops::Conv2dGeometry& g) {
 
 cudaDataType cuda_dtype(DType t) {
   switch (t) {
-    case DType::bf16: return CUDA_R_16BF;
-    case DType::f16: return CUDA_R_16F;
-    default: return CUDA_R_32F;
+    case DType::bf16:
+      return CUDA_R_16BF;
+    case DType::f16:
+      return CUDA_R_16F;
+    default:
+      return CUDA_R_32F;
   }
 }
 
@@ -530,10 +536,10 @@ void gemm(CudaContext& ctx, const OpCall& call, const ops::Conv2dGeometry& g, cu
   const cublasComputeType_t compute =
       a.type == DType::f32 ? detail::cublas_compute_type(call.math) : CUBLAS_COMPUTE_32F;
   CUDL_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
-      ctx.cublas(), ta, tb, to_int(call, m, g), to_int(call, n, g), to_int(call, k, g), &alpha, a.p,
-      cuda_dtype(a.type), to_int(call, a.ld, g), a.stride, b.p, cuda_dtype(b.type), to_int(call, b.ld, g), b.stride,
-      &beta, const_cast<void*>(c.p), cuda_dtype(c.type), to_int(call, c.ld, g), c.stride, to_int(call, batch, g),
-      compute, CUBLAS_GEMM_DEFAULT));
+      ctx.cublas(), ta, tb, to_int(call, m, g), to_int(call, n, g), to_int(call, k, g), &alpha, a.p, cuda_dtype(a.type),
+      to_int(call, a.ld, g), a.stride, b.p, cuda_dtype(b.type), to_int(call, b.ld, g), b.stride, &beta,
+      const_cast<void*>(c.p), cuda_dtype(c.type), to_int(call, c.ld, g), c.stride, to_int(call, batch, g), compute,
+      CUBLAS_GEMM_DEFAULT));
 }
 
 /// The im2col engine's scratch, carved from the context's workspace: a column buffer (chunk,
@@ -573,7 +579,8 @@ void im2col_forward(CudaContext& ctx, const OpCall& call, const ops::Conv2dGeome
   for (int64_t n0 = 0; n0 < g.N; n0 += sc.chunk) {
     const int64_t nc = std::min(sc.chunk, g.N - n0);
     kernels::conv2d_im2col_cuda(byte_ptr(x) + n0 * g.C * g.H * g.W * es, sc.col, ks, kg, nc, ctx.stream());
-    const Operand out = f32_sums ? Operand{sc.per_image, DType::f32, PQ, 0} : Operand{byte_ptr(y) + n0 * g.K * PQ * es, st, PQ, 0};
+    const Operand out =
+        f32_sums ? Operand{sc.per_image, DType::f32, PQ, 0} : Operand{byte_ptr(y) + n0 * g.K * PQ * es, st, PQ, 0};
     const int64_t out_es = static_cast<int64_t>(dtype_size(out.type));
     if (g.groups == 1) {
       // y[n] (K, PQ) = w (K, CRS) · col[n] (CRS, PQ), batched over the chunk's images
@@ -581,8 +588,9 @@ void im2col_forward(CudaContext& ctx, const OpCall& call, const ops::Conv2dGeome
            {out.p, out.type, PQ, g.K * PQ}, nc);
     } else {
       for (int64_t i = 0; i < nc; ++i)  // batched over groups
-        gemm(ctx, call, g, CUBLAS_OP_N, CUBLAS_OP_N, PQ, Kg, CRS, {byte_ptr(sc.col) + i * col_image * es, st, PQ, CRS * PQ},
-             {w, st, CRS, Kg * CRS}, 0.f, {byte_ptr(out.p) + i * g.K * PQ * out_es, out.type, PQ, Kg * PQ}, g.groups);
+        gemm(ctx, call, g, CUBLAS_OP_N, CUBLAS_OP_N, PQ, Kg, CRS,
+             {byte_ptr(sc.col) + i * col_image * es, st, PQ, CRS * PQ}, {w, st, CRS, Kg * CRS}, 0.f,
+             {byte_ptr(out.p) + i * g.K * PQ * out_es, out.type, PQ, Kg * PQ}, g.groups);
     }
     if (f32_sums)
       kernels::conv2d_bias_act_cuda(sc.per_image, true, byte_ptr(y) + n0 * g.K * PQ * es, ks, bias, nc, g.K, PQ,
@@ -608,8 +616,9 @@ void im2col_backward_data(CudaContext& ctx, const OpCall& call, const ops::Conv2
            {w, st, CRS, 0}, 0.f, {col, DType::f32, PQ, col_image}, nc);
     } else {
       for (int64_t i = 0; i < nc; ++i)
-        gemm(ctx, call, g, CUBLAS_OP_N, CUBLAS_OP_T, PQ, CRS, Kg, {byte_ptr(dy) + (n0 + i) * g.K * PQ * es, st, PQ, Kg * PQ},
-             {w, st, CRS, Kg * CRS}, 0.f, {col + i * col_image, DType::f32, PQ, CRS * PQ}, g.groups);
+        gemm(ctx, call, g, CUBLAS_OP_N, CUBLAS_OP_T, PQ, CRS, Kg,
+             {byte_ptr(dy) + (n0 + i) * g.K * PQ * es, st, PQ, Kg * PQ}, {w, st, CRS, Kg * CRS}, 0.f,
+             {col + i * col_image, DType::f32, PQ, CRS * PQ}, g.groups);
     }
     kernels::conv2d_col2im_cuda(col, byte_ptr(dx) + n0 * g.C * g.H * g.W * es, kernels::storage_of(st), kg, nc,
                                 ctx.stream());
@@ -618,8 +627,8 @@ void im2col_backward_data(CudaContext& ctx, const OpCall& call, const ops::Conv2
 
 /// dw = Σ_n dy[n] · im2col(x[n])ᵀ, accumulated in fp32 (in dw itself for f32 storage, else in a
 /// scratch buffer rounded to dw once at the end).
-void im2col_backward_filter(CudaContext& ctx, const OpCall& call, const ops::Conv2dGeometry& g, DType st,
-                            const void* x, const void* dy, void* dw) {
+void im2col_backward_filter(CudaContext& ctx, const OpCall& call, const ops::Conv2dGeometry& g, DType st, const void* x,
+                            const void* dy, void* dw) {
   const auto kg = kernel_geometry(g);
   const int64_t es = static_cast<int64_t>(dtype_size(st));
   const int64_t PQ = g.P * g.Q, CRS = g.Cg() * g.R * g.S, Kg = g.Kg(), col_image = g.C * g.R * g.S * PQ;
@@ -633,7 +642,8 @@ void im2col_backward_filter(CudaContext& ctx, const OpCall& call, const ops::Con
     // dw_g (Kg, CRS) (+)= dy[n, group] (Kg, PQ) · col[n, group]ᵀ (PQ, CRS), one image after the
     // other (a fixed summation order), batched over groups.
     for (int64_t i = 0; i < nc; ++i)
-      gemm(ctx, call, g, CUBLAS_OP_T, CUBLAS_OP_N, CRS, Kg, PQ, {byte_ptr(sc.col) + i * col_image * es, st, PQ, CRS * PQ},
+      gemm(ctx, call, g, CUBLAS_OP_T, CUBLAS_OP_N, CRS, Kg, PQ,
+           {byte_ptr(sc.col) + i * col_image * es, st, PQ, CRS * PQ},
            {byte_ptr(dy) + (n0 + i) * g.K * PQ * es, st, PQ, Kg * PQ}, n0 + i == 0 ? 0.f : 1.f,
            {acc, DType::f32, CRS, Kg * CRS}, g.groups);
   }
@@ -670,8 +680,7 @@ void cuda_conv2d(const OpCall& call) {
 void backward_data(CudaContext& ctx, const OpCall& call, const ops::Conv2dGeometry& g, DType st, void* dy, void* w,
                    void* dx) {
   if (!im2col_forced()) {
-    const CacheEntry& e =
-        plan_for(ctx.cudnn(), call, OpKind::Conv2dBackwardData, g, alignment_of(st, {dy, w, dx}), st);
+    const CacheEntry& e = plan_for(ctx.cudnn(), call, OpKind::Conv2dBackwardData, g, alignment_of(st, {dy, w, dx}), st);
     if (e.plan) {
       execute(ctx, *e.plan, {{kUidX, dx}, {kUidW, w}, {kUidY, dy}});
       return;

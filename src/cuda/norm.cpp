@@ -20,11 +20,10 @@ float* bn_workspace(CudaContext& ctx, const ops::BatchNormArgs& p) {
 void batch_norm_train(const OpCall& call) {
   const ops::BatchNormArgs p = ops::check_batch_norm_call(call);
   CudaContext& ctx = cuda_context(call);
-  kernels::batch_norm_train_cuda(p.x.data, p.gamma.as<float>(), p.beta.as<float>(), p.running_mean.as<float>(),
-                                 p.running_var.as<float>(), p.y.data, p.saved_mean.as<float>(),
-                                 p.saved_invstd.as<float>(), kernels::storage_of(p.storage), p.n, p.c, p.spatial,
-                                 static_cast<float>(p.eps), static_cast<float>(p.momentum), bn_workspace(ctx, p),
-                                 ctx.stream());
+  kernels::batch_norm_train_cuda(
+      p.x.data, p.gamma.as<float>(), p.beta.as<float>(), p.running_mean.as<float>(), p.running_var.as<float>(),
+      p.y.data, p.saved_mean.as<float>(), p.saved_invstd.as<float>(), kernels::storage_of(p.storage), p.n, p.c,
+      p.spatial, static_cast<float>(p.eps), static_cast<float>(p.momentum), bn_workspace(ctx, p), ctx.stream());
 }
 
 void batch_norm_inference(const OpCall& call) {
@@ -38,10 +37,10 @@ void batch_norm_inference(const OpCall& call) {
 void batch_norm_backward(const OpCall& call) {
   const ops::BatchNormArgs p = ops::check_batch_norm_call(call);
   CudaContext& ctx = cuda_context(call);
-  kernels::batch_norm_backward_cuda(p.x.data, p.gamma.as<float>(), p.saved_mean.as<float>(),
-                                    p.saved_invstd.as<float>(), p.dy.data, p.dx.data, p.dgamma.as<float>(),
-                                    p.dbeta.as<float>(), kernels::storage_of(p.storage), p.n, p.c, p.spatial,
-                                    bn_workspace(ctx, p), ctx.stream());
+  kernels::batch_norm_backward_cuda(p.x.data, p.gamma.as<float>(), p.saved_mean.as<float>(), p.saved_invstd.as<float>(),
+                                    p.dy.data, p.dx.data, p.dgamma.as<float>(), p.dbeta.as<float>(),
+                                    kernels::storage_of(p.storage), p.n, p.c, p.spatial, bn_workspace(ctx, p),
+                                    ctx.stream());
 }
 
 void batch_norm_inference_backward(const OpCall& call) {

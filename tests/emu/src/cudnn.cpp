@@ -590,11 +590,16 @@ bool is_storage_type(cudnnDataType_t t) {
 
 std::string dtype_text(cudnnDataType_t t) {
   switch (t) {
-    case CUDNN_DATA_FLOAT: return "FLOAT";
-    case CUDNN_DATA_HALF: return "HALF";
-    case CUDNN_DATA_BFLOAT16: return "BFLOAT16";
-    case CUDNN_DATA_DOUBLE: return "DOUBLE";
-    default: return "data type " + std::to_string(static_cast<int>(t));
+    case CUDNN_DATA_FLOAT:
+      return "FLOAT";
+    case CUDNN_DATA_HALF:
+      return "HALF";
+    case CUDNN_DATA_BFLOAT16:
+      return "BFLOAT16";
+    case CUDNN_DATA_DOUBLE:
+      return "DOUBLE";
+    default:
+      return "data type " + std::to_string(static_cast<int>(t));
   }
 }
 
@@ -672,8 +677,9 @@ cudnnStatus_t finalize_conv_op(Desc& d, OpType type) {
                                                           dtype_text(X.dtype) + ", w " + dtype_text(W.dtype) + ", y " +
                                                           dtype_text(Y.dtype) + (Y.is_virtual ? " (virtual)" : ""));
   if (op->conv.comp != CUDNN_DATA_FLOAT)
-    return fail(CUDNN_STATUS_NOT_SUPPORTED_DATA_TYPE,
-                std::string(what) + ": compute type " + dtype_text(op->conv.comp) + ": the emulator computes fp32 only");
+    return fail(
+        CUDNN_STATUS_NOT_SUPPORTED_DATA_TYPE,
+        std::string(what) + ": compute type " + dtype_text(op->conv.comp) + ": the emulator computes fp32 only");
   d.op = op;
   return CUDNN_STATUS_SUCCESS;
 }
@@ -902,9 +908,12 @@ struct View {
     const int64_t o = off(a, b, c, d);
     if (!f) return (*v)[static_cast<size_t>(o)];
     switch (t.dtype) {
-      case CUDNN_DATA_HALF: return cudl::half_bits_to_float(static_cast<const uint16_t*>(f)[o]);
-      case CUDNN_DATA_BFLOAT16: return cudl::bf16_bits_to_float(static_cast<const uint16_t*>(f)[o]);
-      default: return static_cast<const float*>(f)[o];
+      case CUDNN_DATA_HALF:
+        return cudl::half_bits_to_float(static_cast<const uint16_t*>(f)[o]);
+      case CUDNN_DATA_BFLOAT16:
+        return cudl::bf16_bits_to_float(static_cast<const uint16_t*>(f)[o]);
+      default:
+        return static_cast<const float*>(f)[o];
     }
   }
   void set(int64_t a, int64_t b, int64_t c, int64_t d, double x) const {
@@ -915,9 +924,14 @@ struct View {
     }
     const float x32 = static_cast<float>(x);  // the fp32 result, then one rounding to the storage type
     switch (t.dtype) {
-      case CUDNN_DATA_HALF: static_cast<uint16_t*>(f)[o] = cudl::float_to_half_bits(x32); break;
-      case CUDNN_DATA_BFLOAT16: static_cast<uint16_t*>(f)[o] = cudl::float_to_bf16_bits(x32); break;
-      default: static_cast<float*>(f)[o] = x32;
+      case CUDNN_DATA_HALF:
+        static_cast<uint16_t*>(f)[o] = cudl::float_to_half_bits(x32);
+        break;
+      case CUDNN_DATA_BFLOAT16:
+        static_cast<uint16_t*>(f)[o] = cudl::float_to_bf16_bits(x32);
+        break;
+      default:
+        static_cast<float*>(f)[o] = x32;
     }
   }
   /// Broadcast read: dimensions of size 1 are repeated.

@@ -769,7 +769,8 @@ TEST_F(EmuCudnn, SixteenBitConvolutionsSumInFp32AndRoundOnce) {
                  wv = rounded16(dt, random_vec(g.K * g.Cg() * g.R * g.S, 12)),
                  yv = rounded16(dt, random_vec(g.N * g.K * g.P() * g.Q(), 13));
       Be conv = conv_desc(g);
-      Be xt = tensor(1, {g.N, g.C, g.H, g.W}, false, true, dt), wt = tensor(2, {g.K, g.Cg(), g.R, g.S}, false, true, dt),
+      Be xt = tensor(1, {g.N, g.C, g.H, g.W}, false, true, dt),
+         wt = tensor(2, {g.K, g.Cg(), g.R, g.S}, false, true, dt),
          yt = tensor(3, {g.N, g.K, g.P(), g.Q()}, false, true, dt);
       for (Kind k : {Kind::Fwd, Kind::BwdData, Kind::BwdFilter}) {
         Be op(op_type(k));
