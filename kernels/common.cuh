@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "kernels/launch.cuh"
+#include "kernels/storage.cuh"
 
 namespace cudl::kernels {
 
@@ -127,6 +128,19 @@ __device__ __forceinline__ void store16(T* p, int64_t i, const float (&in)[kVec1
   uint4 raw;
   memcpy(&raw, v, sizeof(raw));
   reinterpret_cast<uint4*>(p)[i] = raw;
+}
+
+/// Calls f(T{}) with T the C++ type of storage code s (host side, to pick a kernel instantiation).
+template <typename F>
+void with_storage(Storage s, F&& f) {
+  switch (s) {
+    case Storage::kBf16:
+      return f(__nv_bfloat16{});
+    case Storage::kF16:
+      return f(__half{});
+    default:
+      return f(float{});
+  }
 }
 
 // --- warp and block reductions ------------------------------------------------------------------

@@ -6,6 +6,8 @@
 
 #include <cstdint>
 
+#include "kernels/storage.cuh"
+
 namespace cudl::kernels {
 
 /// Geometry of one NCHW convolution as the kernels see it (plain data, passed by value).
@@ -17,21 +19,27 @@ struct ConvKernelGeometry {
   int64_t stride_h, stride_w, pad_h, pad_w, dil_h, dil_w;
 };
 
-/// col (n_images, C*R*S, P*Q) from x (n_images, C, H, W): col[n][(c*R + r)*S + s][p*Q + q] =
-/// x[n][c][p*stride_h - pad_h + r*dil_h][q*stride_w - pad_w + s*dil_w], zero outside the image.
-void conv2d_im2col_cuda(const float* x, float* col, const ConvKernelGeometry& g, int64_t n_images, cudaStream_t stream);
-
-/// dx (n_images, C, H, W) = the adjoint of im2col applied to col (overwrites dx). Each dx element
-/// gathers its own contributions in a fixed order: deterministic, no atomics.
-void conv2d_col2im_cuda(const float* col, float* dx, const ConvKernelGeometry& g, int64_t n_images,
+/// col (n_images, C*R*S, P*Q) from x (n_images, C, H, W), both of storage `type`:
+/// col[n][(c*R + r)*S + s][p*Q + q] = x[n][c][p*stride_h - pad_h + r*dil_h][q*stride_w - pad_w + s*dil_w],
+/// zero outside the image (an exact copy in every storage type).
+void conv2d_im2col_cuda(const void* x, void* col, Storage type, const ConvKernelGeometry& g, int64_t n_images,
                         cudaStream_t stream);
 
-/// In place on y (N, K, HW): y = act(y + bias[k]); bias may be null; act is ReLU when relu != 0
-/// (ReLU keeps NaN), identity otherwise.
-void conv2d_bias_act_cuda(float* y, const float* bias, int64_t N, int64_t K, int64_t HW, int relu, cudaStream_t stream);
+/// dx (n_images, C, H, W) of storage `type` = the adjoint of im2col applied to the f32 col
+/// (overwrites dx). Each dx element gathers its own contributions in a fixed order in fp32 and is
+/// rounded once: deterministic, no atomics.
+void conv2d_col2im_cuda(const float* col, void* dx, Storage type, const ConvKernelGeometry& g, int64_t n_images,
+                        cudaStream_t stream);
 
-/// db[k] = sum over n and hw of dy[n][k][hw] for dy (N, K, HW): one block per channel, a fixed
-/// reduction order (deterministic, no atomics).
-void conv2d_bias_grad_cuda(const float* dy, float* db, int64_t N, int64_t K, int64_t HW, cudaStream_t stream);
+/// y (N, K, HW) = act(in + bias[k]) with y and bias of storage `type`, `in` f32 (in_f32) or of
+/// `type`; in may be y (in place). bias may be null; act is ReLU when relu != 0 (ReLU keeps NaN),
+/// identity otherwise. fp32 math, one rounding at the store.
+void conv2d_bias_act_cuda(const void* in, bool in_f32, void* y, Storage type, const void* bias, int64_t N, int64_t K,
+                          int64_t HW, int relu, cudaStream_t stream);
+
+/// db[k] = sum over n and hw of dy[n][k][hw] for dy (N, K, HW), both of storage `type`: one block
+/// per channel, an fp32 sum in a fixed reduction order (deterministic, no atomics), rounded once.
+void conv2d_bias_grad_cuda(const void* dy, void* db, Storage type, int64_t N, int64_t K, int64_t HW,
+                           cudaStream_t stream);
 
 }  // namespace cudl::kernels

@@ -1,6 +1,8 @@
 // kernels/norm.cu — batch norm ((N, C, spatial): each channel split across blocks, fixed-order
 // partial sums; (N, C): 32-channel tiles)
 // and layer norm (warp per row up to kLnWarpMaxD, block per row beyond). Fixed-order sums, no atomics.
+// Batch norm's x, y, dy, dx are of the storage type (f32, bf16, f16): fp32 math and statistics,
+// gamma/beta/running/saved statistics and dgamma/dbeta f32, one rounding per stored element.
 #include <math.h>
 
 #include <algorithm>
@@ -49,19 +51,22 @@ __device__ __forceinline__ float bn_total(const float* part, int64_t c, int64_t 
 }
 
 /// The block's sum of channel c's x over [begin, end), returned to every thread.
-__device__ __forceinline__ float bn_chunk_sum(const float* x, int64_t c, int64_t channels, int64_t spatial,
-                                              int64_t begin, int64_t end) {
+template <typename T>
+__device__ __forceinline__ float bn_chunk_sum(const T* x, int64_t c, int64_t channels, int64_t spatial, int64_t begin,
+                                              int64_t end) {
   float acc = 0.f;
-  for (int64_t k = begin + threadIdx.x; k < end; k += blockDim.x) acc += x[channel_index(k, c, channels, spatial)];
+  for (int64_t k = begin + threadIdx.x; k < end; k += blockDim.x)
+    acc += to_float(x[channel_index(k, c, channels, spatial)]);
   return block_reduce_sum<WarpResults::kSerial>(acc);
 }
 
 /// The block's sum of (x - mean)^2 over [begin, end), returned to every thread.
-__device__ __forceinline__ float bn_chunk_sq(const float* x, float mean, int64_t c, int64_t channels, int64_t spatial,
+template <typename T>
+__device__ __forceinline__ float bn_chunk_sq(const T* x, float mean, int64_t c, int64_t channels, int64_t spatial,
                                              int64_t begin, int64_t end) {
   float acc = 0.f;
   for (int64_t k = begin + threadIdx.x; k < end; k += blockDim.x) {
-    const float d = x[channel_index(k, c, channels, spatial)] - mean;
+    const float d = to_float(x[channel_index(k, c, channels, spatial)]) - mean;
     acc += d * d;
   }
   return block_reduce_sum<WarpResults::kSerial>(acc);
@@ -69,17 +74,18 @@ __device__ __forceinline__ float bn_chunk_sq(const float* x, float mean, int64_t
 
 /// y over [begin, end) from the channel's sum and centred sum of squares; thread 0 of the channel's
 /// first chunk (`first`) writes the saved and running statistics.
-__device__ __forceinline__ void bn_chunk_apply(const float* x, const float* gamma, const float* beta,
-                                               float* running_mean, float* running_var, float* y, float* saved_mean,
-                                               float* saved_invstd, float sum, float sq, int64_t m, int64_t c,
-                                               int64_t channels, int64_t spatial, int64_t begin, int64_t end,
-                                               bool first, float eps, float momentum) {
+template <typename T>
+__device__ __forceinline__ void bn_chunk_apply(const T* x, const float* gamma, const float* beta, float* running_mean,
+                                               float* running_var, T* y, float* saved_mean, float* saved_invstd,
+                                               float sum, float sq, int64_t m, int64_t c, int64_t channels,
+                                               int64_t spatial, int64_t begin, int64_t end, bool first, float eps,
+                                               float momentum) {
   const float mean = sum / static_cast<float>(m);
   const float invstd = 1.f / sqrtf(sq / static_cast<float>(m) + eps);
   const float g = gamma ? gamma[c] * invstd : invstd, b = beta ? beta[c] : 0.f;
   for (int64_t k = begin + threadIdx.x; k < end; k += blockDim.x) {
     const int64_t i = channel_index(k, c, channels, spatial);
-    y[i] = (x[i] - mean) * g + b;
+    y[i] = from_float<T>((to_float(x[i]) - mean) * g + b);
   }
   if (threadIdx.x == 0 && first) {
     if (saved_mean) saved_mean[c] = mean;
@@ -93,15 +99,16 @@ __device__ __forceinline__ void bn_chunk_apply(const float* x, const float* gamm
 }
 
 /// The block's sums of dy and dy * xhat over [begin, end), returned to every thread.
-__device__ __forceinline__ void bn_chunk_backward_sums(const float* x, const float* dy, float mean, float invstd,
-                                                       int64_t c, int64_t channels, int64_t spatial, int64_t begin,
-                                                       int64_t end, float* sum_dy, float* sum_dyx) {
+template <typename T>
+__device__ __forceinline__ void bn_chunk_backward_sums(const T* x, const T* dy, float mean, float invstd, int64_t c,
+                                                       int64_t channels, int64_t spatial, int64_t begin, int64_t end,
+                                                       float* sum_dy, float* sum_dyx) {
   float acc_dy = 0.f, acc_dyx = 0.f;
   for (int64_t k = begin + threadIdx.x; k < end; k += blockDim.x) {
     const int64_t i = channel_index(k, c, channels, spatial);
-    const float d = dy[i];
+    const float d = to_float(dy[i]);
     acc_dy += d;
-    acc_dyx += d * (x[i] - mean) * invstd;
+    acc_dyx += d * (to_float(x[i]) - mean) * invstd;
   }
   *sum_dy = block_reduce_sum<WarpResults::kSerial>(acc_dy);
   *sum_dyx = block_reduce_sum<WarpResults::kSerial>(acc_dyx);
@@ -109,7 +116,8 @@ __device__ __forceinline__ void bn_chunk_backward_sums(const float* x, const flo
 
 /// dx over [begin, end) = g invstd (dy - sum_dy/M - xhat sum_dyx/M); thread 0 of the channel's
 /// first chunk writes dgamma and dbeta.
-__device__ __forceinline__ void bn_chunk_backward_apply(const float* x, const float* gamma, const float* dy, float* dx,
+template <typename T>
+__device__ __forceinline__ void bn_chunk_backward_apply(const T* x, const float* gamma, const T* dy, T* dx,
                                                         float* dgamma, float* dbeta, float mean, float invstd,
                                                         float sum_dy, float sum_dyx, int64_t m, int64_t c,
                                                         int64_t channels, int64_t spatial, int64_t begin, int64_t end,
@@ -123,18 +131,18 @@ __device__ __forceinline__ void bn_chunk_backward_apply(const float* x, const fl
   const float mean_dy = sum_dy / static_cast<float>(m), mean_dyx = sum_dyx / static_cast<float>(m);
   for (int64_t k = begin + threadIdx.x; k < end; k += blockDim.x) {
     const int64_t i = channel_index(k, c, channels, spatial);
-    const float xhat = (x[i] - mean) * invstd;
-    dx[i] = k_scale * (dy[i] - mean_dy - xhat * mean_dyx);
+    const float xhat = (to_float(x[i]) - mean) * invstd;
+    dx[i] = from_float<T>(k_scale * (to_float(dy[i]) - mean_dy - xhat * mean_dyx));
   }
 }
 
 /// One chunk per channel: mean, then centred sum of squares (two passes for accuracy), then y.
+template <typename T>
 __global__ void __launch_bounds__(kNormBlock)
-    batch_norm_train_kernel(const float* __restrict__ x, const float* __restrict__ gamma,
-                            const float* __restrict__ beta, float* __restrict__ running_mean,
-                            float* __restrict__ running_var, float* __restrict__ y, float* __restrict__ saved_mean,
-                            float* __restrict__ saved_invstd, int64_t n, int64_t channels, int64_t spatial, float eps,
-                            float momentum) {
+    batch_norm_train_kernel(const T* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
+                            float* __restrict__ running_mean, float* __restrict__ running_var, T* __restrict__ y,
+                            float* __restrict__ saved_mean, float* __restrict__ saved_invstd, int64_t n,
+                            int64_t channels, int64_t spatial, float eps, float momentum) {
   const int64_t c = blockIdx.x, m = n * spatial;
   const float sum = bn_chunk_sum(x, c, channels, spatial, 0, m);
   const float sq = bn_chunk_sq(x, sum / static_cast<float>(m), c, channels, spatial, 0, m);
@@ -143,8 +151,9 @@ __global__ void __launch_bounds__(kNormBlock)
 }
 
 /// Split pass 1: part_sum[b] = the chunk's sum of x.
+template <typename T>
 __global__ void __launch_bounds__(kNormBlock)
-    bn_split_sum_kernel(const float* __restrict__ x, float* __restrict__ part_sum, int64_t n, int64_t channels,
+    bn_split_sum_kernel(const T* __restrict__ x, float* __restrict__ part_sum, int64_t n, int64_t channels,
                         int64_t spatial, int64_t splits) {
   const int64_t c = blockIdx.x / splits;
   int64_t begin, end;
@@ -154,8 +163,9 @@ __global__ void __launch_bounds__(kNormBlock)
 }
 
 /// Split pass 2: part_sq[b] = the chunk's sum of (x - mean)^2, the mean from every chunk's part_sum.
+template <typename T>
 __global__ void __launch_bounds__(kNormBlock)
-    bn_split_sq_kernel(const float* __restrict__ x, const float* __restrict__ part_sum, float* __restrict__ part_sq,
+    bn_split_sq_kernel(const T* __restrict__ x, const float* __restrict__ part_sum, float* __restrict__ part_sq,
                        int64_t n, int64_t channels, int64_t spatial, int64_t splits) {
   const int64_t c = blockIdx.x / splits, m = n * spatial;
   int64_t begin, end;
@@ -165,12 +175,13 @@ __global__ void __launch_bounds__(kNormBlock)
 }
 
 /// Split pass 3: y for the chunk (and the statistics, from the channel's first chunk).
+template <typename T>
 __global__ void __launch_bounds__(kNormBlock)
-    bn_split_apply_kernel(const float* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
+    bn_split_apply_kernel(const T* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
                           const float* __restrict__ part_sum, const float* __restrict__ part_sq,
-                          float* __restrict__ running_mean, float* __restrict__ running_var, float* __restrict__ y,
-                          float* __restrict__ saved_mean, float* __restrict__ saved_invstd, int64_t n,
-                          int64_t channels, int64_t spatial, int64_t splits, float eps, float momentum) {
+                          float* __restrict__ running_mean, float* __restrict__ running_var, T* __restrict__ y,
+                          float* __restrict__ saved_mean, float* __restrict__ saved_invstd, int64_t n, int64_t channels,
+                          int64_t spatial, int64_t splits, float eps, float momentum) {
   const int64_t c = blockIdx.x / splits, m = n * spatial;
   int64_t begin, end;
   bn_chunk(m, splits, blockIdx.x % splits, &begin, &end);
@@ -179,36 +190,39 @@ __global__ void __launch_bounds__(kNormBlock)
                  momentum);
 }
 
-__global__ void batch_norm_inference_kernel(const float* __restrict__ x, const float* __restrict__ gamma,
+template <typename T>
+__global__ void batch_norm_inference_kernel(const T* __restrict__ x, const float* __restrict__ gamma,
                                             const float* __restrict__ beta, const float* __restrict__ running_mean,
-                                            const float* __restrict__ running_var, float* __restrict__ y, int64_t total,
+                                            const float* __restrict__ running_var, T* __restrict__ y, int64_t total,
                                             int64_t channels, int64_t spatial, float eps) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t c = (i / spatial) % channels;
     const float invstd = 1.f / sqrtf(running_var[c] + eps);
     const float g = gamma ? gamma[c] * invstd : invstd;
-    y[i] = (x[i] - running_mean[c]) * g + (beta ? beta[c] : 0.f);
+    y[i] = from_float<T>((to_float(x[i]) - running_mean[c]) * g + (beta ? beta[c] : 0.f));
   }
 }
 
 /// dx = dy * gamma / sqrt(running_var + eps), the factor computed as the inference kernel computes it.
-__global__ void batch_norm_inference_backward_kernel(const float* __restrict__ dy, const float* __restrict__ gamma,
-                                                     const float* __restrict__ running_var, float* __restrict__ dx,
+template <typename T>
+__global__ void batch_norm_inference_backward_kernel(const T* __restrict__ dy, const float* __restrict__ gamma,
+                                                     const float* __restrict__ running_var, T* __restrict__ dx,
                                                      int64_t total, int64_t channels, int64_t spatial, float eps) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t c = (i / spatial) % channels;
     const float invstd = 1.f / sqrtf(running_var[c] + eps);
-    dx[i] = dy[i] * (gamma ? gamma[c] * invstd : invstd);
+    dx[i] = from_float<T>(to_float(dy[i]) * (gamma ? gamma[c] * invstd : invstd));
   }
 }
 
 /// One chunk per channel: sum(dy), sum(dy * xhat), then dx, dgamma, dbeta.
+template <typename T>
 __global__ void __launch_bounds__(kNormBlock)
-    batch_norm_backward_kernel(const float* __restrict__ x, const float* __restrict__ gamma,
+    batch_norm_backward_kernel(const T* __restrict__ x, const float* __restrict__ gamma,
                                const float* __restrict__ saved_mean, const float* __restrict__ saved_invstd,
-                               const float* __restrict__ dy, float* __restrict__ dx, float* __restrict__ dgamma,
+                               const T* __restrict__ dy, T* __restrict__ dx, float* __restrict__ dgamma,
                                float* __restrict__ dbeta, int64_t n, int64_t channels, int64_t spatial) {
   const int64_t c = blockIdx.x, m = n * spatial;
   const float mean = saved_mean[c], invstd = saved_invstd[c];
@@ -219,11 +233,12 @@ __global__ void __launch_bounds__(kNormBlock)
 }
 
 /// Split backward pass 1: the chunk's sums of dy and dy * xhat.
+template <typename T>
 __global__ void __launch_bounds__(kNormBlock)
-    bn_split_backward_sum_kernel(const float* __restrict__ x, const float* __restrict__ saved_mean,
-                                 const float* __restrict__ saved_invstd, const float* __restrict__ dy,
-                                 float* __restrict__ part_dy, float* __restrict__ part_dyx, int64_t n,
-                                 int64_t channels, int64_t spatial, int64_t splits) {
+    bn_split_backward_sum_kernel(const T* __restrict__ x, const float* __restrict__ saved_mean,
+                                 const float* __restrict__ saved_invstd, const T* __restrict__ dy,
+                                 float* __restrict__ part_dy, float* __restrict__ part_dyx, int64_t n, int64_t channels,
+                                 int64_t spatial, int64_t splits) {
   const int64_t c = blockIdx.x / splits;
   int64_t begin, end;
   bn_chunk(n * spatial, splits, blockIdx.x % splits, &begin, &end);
@@ -236,13 +251,14 @@ __global__ void __launch_bounds__(kNormBlock)
 }
 
 /// Split backward pass 2: dx for the chunk (dgamma and dbeta from the channel's first chunk).
+template <typename T>
 __global__ void __launch_bounds__(kNormBlock)
-    bn_split_backward_apply_kernel(const float* __restrict__ x, const float* __restrict__ gamma,
+    bn_split_backward_apply_kernel(const T* __restrict__ x, const float* __restrict__ gamma,
                                    const float* __restrict__ saved_mean, const float* __restrict__ saved_invstd,
-                                   const float* __restrict__ dy, const float* __restrict__ part_dy,
-                                   const float* __restrict__ part_dyx, float* __restrict__ dx,
-                                   float* __restrict__ dgamma, float* __restrict__ dbeta, int64_t n, int64_t channels,
-                                   int64_t spatial, int64_t splits) {
+                                   const T* __restrict__ dy, const float* __restrict__ part_dy,
+                                   const float* __restrict__ part_dyx, T* __restrict__ dx, float* __restrict__ dgamma,
+                                   float* __restrict__ dbeta, int64_t n, int64_t channels, int64_t spatial,
+                                   int64_t splits) {
   const int64_t c = blockIdx.x / splits, m = n * spatial;
   int64_t begin, end;
   bn_chunk(m, splits, blockIdx.x % splits, &begin, &end);
@@ -266,10 +282,11 @@ __device__ __forceinline__ float column_allreduce_sum(float v, float (*part)[kCo
 
 /// x (N, C) (spatial == 1): a (32, 8) block owns 32 channels, so each row segment is read
 /// coalesced; same passes as batch_norm_train_kernel.
+template <typename T>
 __global__ void __launch_bounds__(kColTile* kColRows)
-    batch_norm_train_rows_kernel(const float* __restrict__ x, const float* __restrict__ gamma,
+    batch_norm_train_rows_kernel(const T* __restrict__ x, const float* __restrict__ gamma,
                                  const float* __restrict__ beta, float* __restrict__ running_mean,
-                                 float* __restrict__ running_var, float* __restrict__ y, float* __restrict__ saved_mean,
+                                 float* __restrict__ running_var, T* __restrict__ y, float* __restrict__ saved_mean,
                                  float* __restrict__ saved_invstd, int64_t n, int64_t channels, float eps,
                                  float momentum) {
   __shared__ float part[kColRows][kColTile + 1];
@@ -278,19 +295,20 @@ __global__ void __launch_bounds__(kColTile* kColRows)
   const bool live = c < channels;
   float acc = 0.f;
   if (live)
-    for (int64_t r = threadIdx.y; r < n; r += kColRows) acc += x[r * channels + c];
+    for (int64_t r = threadIdx.y; r < n; r += kColRows) acc += to_float(x[r * channels + c]);
   const float mean = column_allreduce_sum(acc, part, total) / static_cast<float>(n);
   acc = 0.f;
   if (live)
     for (int64_t r = threadIdx.y; r < n; r += kColRows) {
-      const float d = x[r * channels + c] - mean;
+      const float d = to_float(x[r * channels + c]) - mean;
       acc += d * d;
     }
   const float sq = column_allreduce_sum(acc, part, total);
   if (!live) return;  // no barrier follows
   const float invstd = 1.f / sqrtf(sq / static_cast<float>(n) + eps);
   const float g = gamma ? gamma[c] * invstd : invstd, b = beta ? beta[c] : 0.f;
-  for (int64_t r = threadIdx.y; r < n; r += kColRows) y[r * channels + c] = (x[r * channels + c] - mean) * g + b;
+  for (int64_t r = threadIdx.y; r < n; r += kColRows)
+    y[r * channels + c] = from_float<T>((to_float(x[r * channels + c]) - mean) * g + b);
   if (threadIdx.y == 0) {
     if (saved_mean) saved_mean[c] = mean;
     if (saved_invstd) saved_invstd[c] = invstd;
@@ -303,10 +321,11 @@ __global__ void __launch_bounds__(kColTile* kColRows)
 }
 
 /// Backward for x (N, C), tiled like batch_norm_train_rows_kernel.
+template <typename T>
 __global__ void __launch_bounds__(kColTile* kColRows)
-    batch_norm_backward_rows_kernel(const float* __restrict__ x, const float* __restrict__ gamma,
+    batch_norm_backward_rows_kernel(const T* __restrict__ x, const float* __restrict__ gamma,
                                     const float* __restrict__ saved_mean, const float* __restrict__ saved_invstd,
-                                    const float* __restrict__ dy, float* __restrict__ dx, float* __restrict__ dgamma,
+                                    const T* __restrict__ dy, T* __restrict__ dx, float* __restrict__ dgamma,
                                     float* __restrict__ dbeta, int64_t n, int64_t channels) {
   __shared__ float part[kColRows][kColTile + 1];
   __shared__ float total[kColTile];
@@ -316,9 +335,9 @@ __global__ void __launch_bounds__(kColTile* kColRows)
   float acc_dy = 0.f, acc_dyx = 0.f;
   if (live)
     for (int64_t r = threadIdx.y; r < n; r += kColRows) {
-      const float d = dy[r * channels + c];
+      const float d = to_float(dy[r * channels + c]);
       acc_dy += d;
-      acc_dyx += d * (x[r * channels + c] - mean) * invstd;
+      acc_dyx += d * (to_float(x[r * channels + c]) - mean) * invstd;
     }
   const float sum_dy = column_allreduce_sum(acc_dy, part, total);
   const float sum_dyx = column_allreduce_sum(acc_dyx, part, total);
@@ -332,7 +351,7 @@ __global__ void __launch_bounds__(kColTile* kColRows)
   const float mean_dy = sum_dy / static_cast<float>(n), mean_dyx = sum_dyx / static_cast<float>(n);
   for (int64_t r = threadIdx.y; r < n; r += kColRows) {
     const int64_t i = r * channels + c;
-    dx[i] = k_scale * (dy[i] - mean_dy - (x[i] - mean) * invstd * mean_dyx);
+    dx[i] = from_float<T>(k_scale * (to_float(dy[i]) - mean_dy - (to_float(x[i]) - mean) * invstd * mean_dyx));
   }
 }
 
@@ -480,65 +499,86 @@ size_t batch_norm_workspace_bytes(int64_t n, int64_t c, int64_t spatial) {
   return splits > 1 ? static_cast<size_t>(2 * c * splits) * sizeof(float) : 0;
 }
 
-void batch_norm_train_cuda(const float* x, const float* gamma, const float* beta, float* running_mean,
-                           float* running_var, float* y, float* saved_mean, float* saved_invstd, int64_t n, int64_t c,
-                           int64_t spatial, float eps, float momentum, float* workspace, cudaStream_t stream) {
-  if (spatial == 1) {  // (N, C): channel tiles, coalesced along rows
-    const unsigned blocks = static_cast<unsigned>((c + kColTile - 1) / kColTile);
-    launch<batch_norm_train_rows_kernel>(blocks, dim3(kColTile, kColRows), 0, stream, x, gamma, beta, running_mean,
-                                         running_var, y, saved_mean, saved_invstd, n, c, eps, momentum);
-    return;
-  }
-  const int64_t splits = batch_norm_splits(n, c, spatial);
-  if (splits > 1) {
-    const unsigned blocks = static_cast<unsigned>(c * splits);
-    float *part_sum = workspace, *part_sq = workspace + c * splits;
-    launch<bn_split_sum_kernel>(blocks, kNormBlock, 0, stream, x, part_sum, n, c, spatial, splits);
-    launch<bn_split_sq_kernel>(blocks, kNormBlock, 0, stream, x, part_sum, part_sq, n, c, spatial, splits);
-    launch<bn_split_apply_kernel>(blocks, kNormBlock, 0, stream, x, gamma, beta, part_sum, part_sq, running_mean,
-                                  running_var, y, saved_mean, saved_invstd, n, c, spatial, splits, eps, momentum);
-    return;
-  }
-  launch<batch_norm_train_kernel>(static_cast<unsigned>(c), kNormBlock, 0, stream, x, gamma, beta, running_mean,
-                                  running_var, y, saved_mean, saved_invstd, n, c, spatial, eps, momentum);
+void batch_norm_train_cuda(const void* x, const float* gamma, const float* beta, float* running_mean,
+                           float* running_var, void* y, float* saved_mean, float* saved_invstd, Storage type, int64_t n,
+                           int64_t c, int64_t spatial, float eps, float momentum, float* workspace,
+                           cudaStream_t stream) {
+  with_storage(type, [&](auto tag) {
+    using T = decltype(tag);
+    const T* xt = static_cast<const T*>(x);
+    T* yt = static_cast<T*>(y);
+    if (spatial == 1) {  // (N, C): channel tiles, coalesced along rows
+      const unsigned blocks = static_cast<unsigned>((c + kColTile - 1) / kColTile);
+      launch<batch_norm_train_rows_kernel<T>>(blocks, dim3(kColTile, kColRows), 0, stream, xt, gamma, beta,
+                                              running_mean, running_var, yt, saved_mean, saved_invstd, n, c, eps,
+                                              momentum);
+      return;
+    }
+    const int64_t splits = batch_norm_splits(n, c, spatial);
+    if (splits > 1) {
+      const unsigned blocks = static_cast<unsigned>(c * splits);
+      float *part_sum = workspace, *part_sq = workspace + c * splits;
+      launch<bn_split_sum_kernel<T>>(blocks, kNormBlock, 0, stream, xt, part_sum, n, c, spatial, splits);
+      launch<bn_split_sq_kernel<T>>(blocks, kNormBlock, 0, stream, xt, part_sum, part_sq, n, c, spatial, splits);
+      launch<bn_split_apply_kernel<T>>(blocks, kNormBlock, 0, stream, xt, gamma, beta, part_sum, part_sq, running_mean,
+                                       running_var, yt, saved_mean, saved_invstd, n, c, spatial, splits, eps, momentum);
+      return;
+    }
+    launch<batch_norm_train_kernel<T>>(static_cast<unsigned>(c), kNormBlock, 0, stream, xt, gamma, beta, running_mean,
+                                       running_var, yt, saved_mean, saved_invstd, n, c, spatial, eps, momentum);
+  });
 }
 
-void batch_norm_inference_cuda(const float* x, const float* gamma, const float* beta, const float* running_mean,
-                               const float* running_var, float* y, int64_t n, int64_t c, int64_t spatial, float eps,
-                               cudaStream_t stream) {
+void batch_norm_inference_cuda(const void* x, const float* gamma, const float* beta, const float* running_mean,
+                               const float* running_var, void* y, Storage type, int64_t n, int64_t c, int64_t spatial,
+                               float eps, cudaStream_t stream) {
   const int64_t total = n * c * spatial;
-  launch<batch_norm_inference_kernel>(grid_for(total, kNormBlock), kNormBlock, 0, stream, x, gamma, beta, running_mean,
-                                      running_var, y, total, c, spatial, eps);
+  with_storage(type, [&](auto tag) {
+    using T = decltype(tag);
+    launch<batch_norm_inference_kernel<T>>(grid_for(total, kNormBlock), kNormBlock, 0, stream, static_cast<const T*>(x),
+                                           gamma, beta, running_mean, running_var, static_cast<T*>(y), total, c,
+                                           spatial, eps);
+  });
 }
 
-void batch_norm_inference_backward_cuda(const float* dy, const float* gamma, const float* running_var, float* dx,
-                                        int64_t n, int64_t c, int64_t spatial, float eps, cudaStream_t stream) {
+void batch_norm_inference_backward_cuda(const void* dy, const float* gamma, const float* running_var, void* dx,
+                                        Storage type, int64_t n, int64_t c, int64_t spatial, float eps,
+                                        cudaStream_t stream) {
   const int64_t total = n * c * spatial;
-  launch<batch_norm_inference_backward_kernel>(grid_for(total, kNormBlock), kNormBlock, 0, stream, dy, gamma,
-                                               running_var, dx, total, c, spatial, eps);
+  with_storage(type, [&](auto tag) {
+    using T = decltype(tag);
+    launch<batch_norm_inference_backward_kernel<T>>(grid_for(total, kNormBlock), kNormBlock, 0, stream,
+                                                    static_cast<const T*>(dy), gamma, running_var, static_cast<T*>(dx),
+                                                    total, c, spatial, eps);
+  });
 }
 
-void batch_norm_backward_cuda(const float* x, const float* gamma, const float* saved_mean, const float* saved_invstd,
-                              const float* dy, float* dx, float* dgamma, float* dbeta, int64_t n, int64_t c,
+void batch_norm_backward_cuda(const void* x, const float* gamma, const float* saved_mean, const float* saved_invstd,
+                              const void* dy, void* dx, float* dgamma, float* dbeta, Storage type, int64_t n, int64_t c,
                               int64_t spatial, float* workspace, cudaStream_t stream) {
-  if (spatial == 1) {  // (N, C): channel tiles, coalesced along rows
-    const unsigned blocks = static_cast<unsigned>((c + kColTile - 1) / kColTile);
-    launch<batch_norm_backward_rows_kernel>(blocks, dim3(kColTile, kColRows), 0, stream, x, gamma, saved_mean,
-                                            saved_invstd, dy, dx, dgamma, dbeta, n, c);
-    return;
-  }
-  const int64_t splits = batch_norm_splits(n, c, spatial);
-  if (splits > 1) {
-    const unsigned blocks = static_cast<unsigned>(c * splits);
-    float *part_dy = workspace, *part_dyx = workspace + c * splits;
-    launch<bn_split_backward_sum_kernel>(blocks, kNormBlock, 0, stream, x, saved_mean, saved_invstd, dy, part_dy,
-                                         part_dyx, n, c, spatial, splits);
-    launch<bn_split_backward_apply_kernel>(blocks, kNormBlock, 0, stream, x, gamma, saved_mean, saved_invstd, dy,
-                                           part_dy, part_dyx, dx, dgamma, dbeta, n, c, spatial, splits);
-    return;
-  }
-  launch<batch_norm_backward_kernel>(static_cast<unsigned>(c), kNormBlock, 0, stream, x, gamma, saved_mean,
-                                     saved_invstd, dy, dx, dgamma, dbeta, n, c, spatial);
+  with_storage(type, [&](auto tag) {
+    using T = decltype(tag);
+    const T *xt = static_cast<const T*>(x), *dyt = static_cast<const T*>(dy);
+    T* dxt = static_cast<T*>(dx);
+    if (spatial == 1) {  // (N, C): channel tiles, coalesced along rows
+      const unsigned blocks = static_cast<unsigned>((c + kColTile - 1) / kColTile);
+      launch<batch_norm_backward_rows_kernel<T>>(blocks, dim3(kColTile, kColRows), 0, stream, xt, gamma, saved_mean,
+                                                 saved_invstd, dyt, dxt, dgamma, dbeta, n, c);
+      return;
+    }
+    const int64_t splits = batch_norm_splits(n, c, spatial);
+    if (splits > 1) {
+      const unsigned blocks = static_cast<unsigned>(c * splits);
+      float *part_dy = workspace, *part_dyx = workspace + c * splits;
+      launch<bn_split_backward_sum_kernel<T>>(blocks, kNormBlock, 0, stream, xt, saved_mean, saved_invstd, dyt, part_dy,
+                                              part_dyx, n, c, spatial, splits);
+      launch<bn_split_backward_apply_kernel<T>>(blocks, kNormBlock, 0, stream, xt, gamma, saved_mean, saved_invstd, dyt,
+                                                part_dy, part_dyx, dxt, dgamma, dbeta, n, c, spatial, splits);
+      return;
+    }
+    launch<batch_norm_backward_kernel<T>>(static_cast<unsigned>(c), kNormBlock, 0, stream, xt, gamma, saved_mean,
+                                          saved_invstd, dyt, dxt, dgamma, dbeta, n, c, spatial);
+  });
 }
 
 void layer_norm_cuda(const float* x, const float* gamma, const float* beta, float* y, float* mean, float* rstd,

@@ -6,6 +6,8 @@
 
 #include <cstdint>
 
+#include "kernels/storage.cuh"
+
 namespace cudl::kernels {
 
 /// Blocks each channel of an (n, c, spatial) batch norm is split across (1: one block per channel,
@@ -17,24 +19,28 @@ size_t batch_norm_workspace_bytes(int64_t n, int64_t c, int64_t spatial);
 /// x (n, c, spatial): batch statistics per channel, y = xhat * gamma + beta, saved mean/invstd,
 /// running stats updated in place (unbiased running variance; 0 when n * spatial == 1).
 /// gamma, beta, running_*, saved_* are nullable. workspace: batch_norm_workspace_bytes (may be
-/// null when that is 0).
-void batch_norm_train_cuda(const float* x, const float* gamma, const float* beta, float* running_mean,
-                           float* running_var, float* y, float* saved_mean, float* saved_invstd, int64_t n, int64_t c,
-                           int64_t spatial, float eps, float momentum, float* workspace, cudaStream_t stream);
+/// null when that is 0). x and y are of storage `type`; every other tensor is f32, and so is the math.
+void batch_norm_train_cuda(const void* x, const float* gamma, const float* beta, float* running_mean,
+                           float* running_var, void* y, float* saved_mean, float* saved_invstd, Storage type, int64_t n,
+                           int64_t c, int64_t spatial, float eps, float momentum, float* workspace,
+                           cudaStream_t stream);
 
-/// y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta (gamma, beta nullable).
-void batch_norm_inference_cuda(const float* x, const float* gamma, const float* beta, const float* running_mean,
-                               const float* running_var, float* y, int64_t n, int64_t c, int64_t spatial, float eps,
-                               cudaStream_t stream);
+/// y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta (gamma, beta nullable); x, y of
+/// storage `type`.
+void batch_norm_inference_cuda(const void* x, const float* gamma, const float* beta, const float* running_mean,
+                               const float* running_var, void* y, Storage type, int64_t n, int64_t c, int64_t spatial,
+                               float eps, cudaStream_t stream);
 
 /// dx = dy * gamma / sqrt(running_var + eps): the data gradient of batch_norm_inference_cuda (gamma
-/// nullable: 1).
-void batch_norm_inference_backward_cuda(const float* dy, const float* gamma, const float* running_var, float* dx,
-                                        int64_t n, int64_t c, int64_t spatial, float eps, cudaStream_t stream);
+/// nullable: 1); dy, dx of storage `type`.
+void batch_norm_inference_backward_cuda(const void* dy, const float* gamma, const float* running_var, void* dx,
+                                        Storage type, int64_t n, int64_t c, int64_t spatial, float eps,
+                                        cudaStream_t stream);
 
-/// dx, dgamma, dbeta (each nullable) of batch norm with batch statistics; gamma nullable (= 1).
-void batch_norm_backward_cuda(const float* x, const float* gamma, const float* saved_mean, const float* saved_invstd,
-                              const float* dy, float* dx, float* dgamma, float* dbeta, int64_t n, int64_t c,
+/// dx, dgamma, dbeta (each nullable) of batch norm with batch statistics; gamma nullable (= 1);
+/// x, dy, dx of storage `type`, the rest f32.
+void batch_norm_backward_cuda(const void* x, const float* gamma, const float* saved_mean, const float* saved_invstd,
+                              const void* dy, void* dx, float* dgamma, float* dbeta, Storage type, int64_t n, int64_t c,
                               int64_t spatial, float* workspace, cudaStream_t stream);
 
 /// x (rows, d): y = (x - mean) * rstd * gamma + beta; mean/rstd (rows) nullable, gamma/beta nullable.

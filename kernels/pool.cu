@@ -1,5 +1,7 @@
 // kernels/pool.cu — pooling kernels: one thread per output (forward), one thread per input
 // element gathering its windows (backward; deterministic, no atomics), warp per image (global).
+// Max pooling is generic over the storage type (f32, bf16, f16): values compare widened, the
+// backward sums in fp32 and rounds once.
 #include "kernels/common.cuh"
 #include "kernels/pool.cuh"
 
@@ -14,7 +16,8 @@ __device__ __forceinline__ bool is_nan(float v) { return v != v; }
 
 /// Flat index (into h * w) of the maximum of window (p, q) of one image; first in row-major
 /// window order wins ties, NaN counts as the maximum (first NaN wins). Mirrors src/cpu/pool.cpp.
-__device__ __forceinline__ int window_argmax(const float* __restrict__ img, const Pool2dShape& s, int64_t p, int64_t q,
+template <typename T>
+__device__ __forceinline__ int window_argmax(const T* __restrict__ img, const Pool2dShape& s, int64_t p, int64_t q,
                                              float& best_v) {
   int best = -1;
   best_v = 0.f;
@@ -25,7 +28,7 @@ __device__ __forceinline__ int window_argmax(const float* __restrict__ img, cons
     for (int j = 0; j < s.kw; ++j) {
       const int64_t ww = w0 + j;
       if (ww < 0 || ww >= s.w) continue;
-      const float v = img[hh * s.w + ww];
+      const float v = to_float(img[hh * s.w + ww]);
       if (best < 0 || (!is_nan(best_v) && (v > best_v || is_nan(v)))) {
         best = static_cast<int>(hh * s.w + ww);
         best_v = v;
@@ -44,30 +47,32 @@ __device__ __forceinline__ void covering_windows(int64_t i, int k, int stride, i
   if (last > out - 1) last = out - 1;
 }
 
+template <typename T>
 __global__ void __launch_bounds__(kPoolBlock)
-    max_pool2d_kernel(const float* __restrict__ x, float* __restrict__ y, int32_t* __restrict__ argmax, Pool2dShape s) {
+    max_pool2d_kernel(const T* __restrict__ x, T* __restrict__ y, int32_t* __restrict__ argmax, Pool2dShape s) {
   const int64_t total = s.n * s.c * s.p * s.q;
   for (int64_t o = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; o < total;
        o += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t q = o % s.q, p = (o / s.q) % s.p, img = o / (s.p * s.q);
     float v;
     const int k = window_argmax(x + img * s.h * s.w, s, p, q, v);
-    y[o] = v;
+    y[o] = from_float<T>(v);  // exact: v is one of x's values
     if (argmax) argmax[o] = k;
   }
 }
 
 /// Each input cell visits the windows covering it in (p, q) order; a window contributes when the
 /// cell holds the window's max value and is its argmax (recomputed only in that case).
+template <typename T>
 __global__ void __launch_bounds__(kPoolBlock)
-    max_pool2d_backward_kernel(const float* __restrict__ x, const float* __restrict__ y, const float* __restrict__ dy,
-                               float* __restrict__ dx, Pool2dShape s) {
+    max_pool2d_backward_kernel(const T* __restrict__ x, const T* __restrict__ y, const T* __restrict__ dy,
+                               T* __restrict__ dx, Pool2dShape s) {
   const int64_t total = s.n * s.c * s.h * s.w;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t col = i % s.w, row = (i / s.w) % s.h, img = i / (s.h * s.w);
-    const float* xi = x + img * s.h * s.w;
-    const float v = x[i];
+    const T* xi = x + img * s.h * s.w;
+    const float v = to_float(x[i]);
     const int self = static_cast<int>(row * s.w + col);
     int64_t p0, p1, q0, q1;
     covering_windows(row, s.kh, s.sh, s.ph, s.p, p0, p1);
@@ -76,12 +81,12 @@ __global__ void __launch_bounds__(kPoolBlock)
     for (int64_t p = p0; p <= p1; ++p)
       for (int64_t q = q0; q <= q1; ++q) {
         const int64_t o = (img * s.p + p) * s.q + q;
-        const float m = y[o];
+        const float m = to_float(y[o]);
         if (!(m == v || (is_nan(m) && is_nan(v)))) continue;
         float unused;
-        if (window_argmax(xi, s, p, q, unused) == self) acc += dy[o];
+        if (window_argmax(xi, s, p, q, unused) == self) acc += to_float(dy[o]);
       }
-    dx[i] = acc;
+    dx[i] = from_float<T>(acc);
   }
 }
 
@@ -149,17 +154,25 @@ __global__ void __launch_bounds__(kPoolBlock)
 
 }  // namespace
 
-void max_pool2d_cuda(const float* x, float* y, int32_t* argmax, const Pool2dShape& s, cudaStream_t stream) {
+void max_pool2d_cuda(const void* x, void* y, int32_t* argmax, Storage type, const Pool2dShape& s, cudaStream_t stream) {
   const int64_t total = s.n * s.c * s.p * s.q;
   if (total == 0) return;
-  launch<max_pool2d_kernel>(grid_for(total, kPoolBlock), kPoolBlock, 0, stream, x, y, argmax, s);
+  with_storage(type, [&](auto tag) {
+    using T = decltype(tag);
+    launch<max_pool2d_kernel<T>>(grid_for(total, kPoolBlock), kPoolBlock, 0, stream, static_cast<const T*>(x),
+                                 static_cast<T*>(y), argmax, s);
+  });
 }
 
-void max_pool2d_backward_cuda(const float* x, const float* y, const float* dy, float* dx, const Pool2dShape& s,
-                              cudaStream_t stream) {
+void max_pool2d_backward_cuda(const void* x, const void* y, const void* dy, void* dx, Storage type,
+                              const Pool2dShape& s, cudaStream_t stream) {
   const int64_t total = s.n * s.c * s.h * s.w;
   if (total == 0) return;
-  launch<max_pool2d_backward_kernel>(grid_for(total, kPoolBlock), kPoolBlock, 0, stream, x, y, dy, dx, s);
+  with_storage(type, [&](auto tag) {
+    using T = decltype(tag);
+    launch<max_pool2d_backward_kernel<T>>(grid_for(total, kPoolBlock), kPoolBlock, 0, stream, static_cast<const T*>(x),
+                                          static_cast<const T*>(y), static_cast<const T*>(dy), static_cast<T*>(dx), s);
+  });
 }
 
 void avg_pool2d_cuda(const float* x, float* y, const Pool2dShape& s, cudaStream_t stream) {

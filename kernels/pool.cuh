@@ -6,6 +6,8 @@
 
 #include <cstdint>
 
+#include "kernels/storage.cuh"
+
 namespace cudl::kernels {
 
 /// Window geometry: x (n, c, h, w) -> y (n, c, p, q), kernel (kh, kw), stride (sh, sw), padding (ph, pw).
@@ -15,11 +17,12 @@ struct Pool2dShape {
 };
 
 /// y = window max (first maximum in row-major window order; NaN counts as the maximum);
-/// argmax (nullable) = flat index into h * w.
-void max_pool2d_cuda(const float* x, float* y, int32_t* argmax, const Pool2dShape& s, cudaStream_t stream);
-/// dx[i] = sum of dy over the windows whose argmax is i (one thread per input element, no atomics).
-void max_pool2d_backward_cuda(const float* x, const float* y, const float* dy, float* dx, const Pool2dShape& s,
-                              cudaStream_t stream);
+/// argmax (nullable) = flat index into h * w. x and y of storage `type` (the max is exact in any).
+void max_pool2d_cuda(const void* x, void* y, int32_t* argmax, Storage type, const Pool2dShape& s, cudaStream_t stream);
+/// dx[i] = sum of dy over the windows whose argmax is i (one thread per input element, no atomics);
+/// x, y, dy, dx of storage `type`, the sum in fp32 rounded once.
+void max_pool2d_backward_cuda(const void* x, const void* y, const void* dy, void* dx, Storage type,
+                              const Pool2dShape& s, cudaStream_t stream);
 /// y = window sum / (kh * kw) (padding counts as zeros).
 void avg_pool2d_cuda(const float* x, float* y, const Pool2dShape& s, cudaStream_t stream);
 void avg_pool2d_backward_cuda(const float* dy, float* dx, const Pool2dShape& s, cudaStream_t stream);

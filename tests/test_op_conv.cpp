@@ -1,7 +1,8 @@
 // tests/test_op_conv.cpp — the conv op family: CPU reference vs naive loops and finite differences;
 // CPU results equal for every thread count; CUDA (cuDNN graph-API path, forced im2col engine,
 // cuDNN-without-fusion and no-plan fallback) vs CPU for every op; plan caching; invalid geometry;
-// Conv2dTranspose (direct loops, its gradient rule by finite differences, CUDA on both engines).
+// Conv2dTranspose (direct loops, its gradient rule by finite differences, CUDA on both engines);
+// bf16/f16 storage: CUDA (cuDNN, im2col, no fused plan) vs the CPU reference, the plan key's dtype.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -54,22 +55,22 @@ struct Cfg {
 };
 
 Tensor forward(const Cfg& c, const Tensor& x, const Tensor& w, const Tensor& b, const char* label = "test/conv") {
-  Tensor y = Tensor::empty(c.y_shape(), DType::f32, x.device());
+  Tensor y = Tensor::empty(c.y_shape(), x.dtype(), x.device());
   run_op(OpKind::Conv2d, {tv(x), tv(w), tv(b)}, {tv(y)}, c.attrs(), nullptr, label);
   return y;
 }
 Tensor backward_data(const Cfg& c, const Tensor& dy, const Tensor& w, const char* label = "test/conv") {
-  Tensor dx = Tensor::empty(c.x, DType::f32, dy.device());
+  Tensor dx = Tensor::empty(c.x, dy.dtype(), dy.device());
   run_op(OpKind::Conv2dBackwardData, {tv(dy), tv(w)}, {tv(dx)}, c.attrs(), nullptr, label);
   return dx;
 }
 Tensor backward_filter(const Cfg& c, const Tensor& x, const Tensor& dy, const char* label = "test/conv") {
-  Tensor dw = Tensor::empty(c.w_shape(), DType::f32, x.device());
+  Tensor dw = Tensor::empty(c.w_shape(), x.dtype(), x.device());
   run_op(OpKind::Conv2dBackwardFilter, {tv(x), tv(dy)}, {tv(dw)}, c.attrs(), nullptr, label);
   return dw;
 }
 Tensor backward_bias(const Cfg& c, const Tensor& dy) {
-  Tensor db = Tensor::empty(Shape{c.K}, DType::f32, dy.device());
+  Tensor db = Tensor::empty(Shape{c.K}, dy.dtype(), dy.device());
   run_op(OpKind::Conv2dBackwardBias, {tv(dy)}, {tv(db)}, c.attrs(), nullptr, "test/conv");
   return db;
 }
@@ -587,6 +588,15 @@ struct EmuCudnnGuard {
   }
 };
 
+/// For one test: an empty plan cache and an emulated cuDNN without fused graphs (hooks restored after).
+struct WithoutFusion {
+  EmuCudnnGuard guard;
+  WithoutFusion() {
+    conv_clear_plan_cache();
+    cudl_emu::cudnn_set_fusion_supported(false);
+  }
+};
+
 TEST(ConvCuda, FusedBiasReluRunsInOneCudnnGraph) {
   CUDL_REQUIRE_CUDA();
   conv_clear_plan_cache();
@@ -603,9 +613,7 @@ TEST(ConvCuda, FusedBiasReluRunsInOneCudnnGraph) {
 
 TEST(ConvCuda, WithoutFusionCudnnConvThenEpilogueKernel) {
   CUDL_REQUIRE_CUDA();
-  EmuCudnnGuard guard;
-  conv_clear_plan_cache();
-  cudl_emu::cudnn_set_fusion_supported(false);
+  WithoutFusion no_fusion;
   const Device gpu = Device::cuda(0);
   Cfg c{Shape{2, 3, 7, 6}, 5, 3, 3, 1, 1, 1, 1};
   c.bias = c.relu = true;
@@ -732,3 +740,194 @@ TEST(ConvCuda, Tf32OnRequestOnBothEngines) {
 }
 
 }  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// 16-bit storage (bf16, f16): fp32 sums, one rounding per output, on both engines. Tolerance: one
+// 16-bit epsilon times the sum of |terms| of each output (the op run on |inputs|), and at least 95%
+// of the elements bitwise equal to the CPU reference (storage_sum_close).
+
+namespace {
+
+/// Every conv op of one configuration in `st` on CUDA vs the CPU reference in `st`.
+void check_parity_16(Cfg c, DType st) {
+  const Device gpu = Device::cuda(0);
+  SCOPED_TRACE(dtype_name(st));
+  // Uniform inputs rounded to the storage type: every product and sum needs rounding.
+  Tensor x = to_storage(random_tensor(c.x, 31), st), w = to_storage(random_tensor(c.w_shape(), 32), st);
+  Tensor b = to_storage(random_tensor(Shape{c.K}, 33), st), dy = to_storage(random_tensor(c.y_shape(), 34), st);
+  Tensor xg = x.to(gpu), wg = w.to(gpu), bg = b.to(gpu), dyg = dy.to(gpu);
+  const Tensor ax = abs_of(x), aw = abs_of(w), ab = abs_of(b), ady = abs_of(dy);
+  for (int variant = 0; variant < 4; ++variant) {  // plain, bias, bias + ReLU, ReLU
+    c.bias = variant == 1 || variant == 2;
+    c.relu = variant >= 2;
+    SCOPED_TRACE(c.str());
+    Tensor bb = c.bias ? b : Tensor(), bbg = c.bias ? bg : Tensor(), abb = c.bias ? ab : Tensor();
+    Tensor y = forward(c, xg, wg, bbg).to(Device::cpu());
+    ASSERT_EQ(y.dtype(), st);
+    EXPECT_TRUE(storage_sum_close(y, forward(c, x, w, bb), forward(c, ax, aw, abb))) << "forward";
+  }
+  c.bias = c.relu = false;
+  SCOPED_TRACE(c.str());
+  EXPECT_TRUE(storage_sum_close(backward_data(c, dyg, wg).to(Device::cpu()), backward_data(c, dy, w),
+                                backward_data(c, ady, aw)))
+      << "dx";
+  EXPECT_TRUE(storage_sum_close(backward_filter(c, xg, dyg).to(Device::cpu()), backward_filter(c, x, dy),
+                                backward_filter(c, ax, ady)))
+      << "dw";
+  EXPECT_TRUE(storage_sum_close(backward_bias(c, dyg).to(Device::cpu()), backward_bias(c, dy), backward_bias(c, ady)))
+      << "db";
+}
+
+}  // namespace
+
+TEST(Conv16Cuda, CudnnPathMatchesCpu) {
+  CUDL_REQUIRE_CUDA();
+  for (DType st : {DType::bf16, DType::f16}) {
+    const uint64_t before = cudnn_executions();
+    for (const Cfg& c : odd_configs()) check_parity_16(c, st);
+#if defined(CUDL_EMULATED)
+    // 4 forward variants (bias fused into the graph) + backward data + backward filter per configuration.
+    EXPECT_EQ(cudnn_executions() - before, odd_configs().size() * 6) << dtype_name(st);
+#endif
+  }
+}
+
+TEST(Conv16Cuda, Im2colEngineMatchesCpu) {
+  CUDL_REQUIRE_CUDA();
+  EnvGuard env("CUDL_CONV_ENGINE", "im2col");
+  for (DType st : {DType::bf16, DType::f16}) {
+    const uint64_t before = cudnn_executions();
+    for (const Cfg& c : odd_configs()) check_parity_16(c, st);
+    EXPECT_EQ(cudnn_executions(), before) << "CUDL_CONV_ENGINE=im2col must not call cuDNN";
+  }
+}
+
+TEST(Conv16Cuda, NaNPropagates) {
+  CUDL_REQUIRE_CUDA();
+  const Device gpu = Device::cuda(0);
+  Cfg c{Shape{2, 3, 6, 5}, 4, 3, 3, 1, 1, 1, 1};
+  c.bias = c.relu = true;
+  std::vector<float> xv = random_tensor(c.x, 1).to_vector<float>();
+  xv[7] = NAN;
+  Tensor x = to_storage(Tensor::from_vector(xv, c.x), DType::bf16);
+  Tensor w = to_storage(random_tensor(c.w_shape(), 2), DType::bf16),
+         b = to_storage(random_tensor(Shape{c.K}, 3), DType::bf16);
+  for (const char* engine : {"cudnn", "im2col"}) {
+    EnvGuard env("CUDL_CONV_ENGINE", engine);
+    EXPECT_TRUE(storage_sum_close(forward(c, x.to(gpu), w.to(gpu), b.to(gpu)).to(Device::cpu()), forward(c, x, w, b),
+                                  forward(c, abs_of(x), abs_of(w), abs_of(b))))
+        << engine;
+  }
+}
+
+#if defined(CUDL_EMULATED)
+TEST(Conv16Cuda, WithoutFusedPlanABiasRunsOnTheIm2colEngine) {
+  CUDL_REQUIRE_CUDA();
+  WithoutFusion no_fusion;
+  const Device gpu = Device::cuda(0);
+  Cfg c{Shape{2, 3, 7, 6}, 5, 3, 3, 1, 1, 1, 1};
+  const DType st = DType::bf16;
+  Tensor x = to_storage(random_tensor(c.x, 1), st), w = to_storage(random_tensor(c.w_shape(), 2), st);
+  Tensor b = to_storage(random_tensor(Shape{c.K}, 3), st);
+  for (bool relu : {false, true}) {
+    c.bias = true, c.relu = relu;
+    SCOPED_TRACE(c.str());
+    ::testing::internal::CaptureStderr();
+    const uint64_t execs = cudnn_executions();
+    Tensor y = forward(c, x.to(gpu), w.to(gpu), b.to(gpu), "net/conv16").to(Device::cpu());
+    const std::string log = ::testing::internal::GetCapturedStderr();
+    // cuDNN's conv rounded to bf16 and then a bias kernel would round twice.
+    EXPECT_EQ(cudnn_executions(), execs) << "no unfused cuDNN conv for a 16-bit conv with bias";
+    EXPECT_NE(log.find("net/conv16"), std::string::npos) << log;
+    EXPECT_NE(log.find("using the im2col engine"), std::string::npos) << log;
+    EXPECT_TRUE(storage_sum_close(y, forward(c, x, w, b), forward(c, abs_of(x), abs_of(w), abs_of(b))));
+  }
+  // ReLU alone commutes with the rounding: cuDNN's conv, then the ReLU kernel on bf16.
+  c.bias = false, c.relu = true;
+  const uint64_t execs = cudnn_executions();
+  ::testing::internal::CaptureStderr();
+  Tensor y = forward(c, x.to(gpu), w.to(gpu), Tensor()).to(Device::cpu());
+  ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(cudnn_executions(), execs + 1);
+  EXPECT_TRUE(storage_sum_close(y, forward(c, x, w, Tensor()), forward(c, abs_of(x), abs_of(w), Tensor())));
+}
+
+TEST(Conv16Cuda, TensorCoreEngineRunsFor16BitStorage) {
+  CUDL_REQUIRE_CUDA();
+  conv_clear_plan_cache();
+  const Device gpu = Device::cuda(0);
+  Cfg c{Shape{2, 3, 7, 5}, 4, 3, 3, 1, 1, 1, 1};
+  Tensor x = random_tensor(c.x, 1), w = random_tensor(c.w_shape(), 2);
+  forward(c, x.to(gpu), w.to(gpu), Tensor());
+  const int64_t f32_engine = cudl_emu::cudnn_counters().last_engine;
+  forward(c, to_storage(x, DType::bf16).to(gpu), to_storage(w, DType::bf16).to(gpu), Tensor());
+  const int64_t bf16_engine = cudl_emu::cudnn_counters().last_engine;
+  // The emulated forward offers engine 0 (plain) and 1 (tensor cores: TF32 for f32, exact for 16-bit).
+  EXPECT_EQ(f32_engine, 0) << "f32 without TF32 skips the tensor-core engine";
+  EXPECT_EQ(bf16_engine, 1) << "16-bit operands take the tensor-core engine (no down-conversion)";
+}
+#endif
+
+TEST(Conv16Cuda, PlanKeyDistinguishesStorageTypes) {
+  CUDL_REQUIRE_CUDA();
+  // One shape and op pair in three storage types: three plans per op, each reused.
+  const Cfg c{Shape{2, 3, 9, 6}, 4, 3, 3, 1, 1, 1, 1};
+  const Tensor x = random_tensor(c.x, 1), w = random_tensor(c.w_shape(), 2), dy = random_tensor(c.y_shape(), 3);
+  conv_clear_plan_cache();
+  int64_t expected = 0;
+  for (DType st : {DType::f32, DType::bf16, DType::f16}) {
+    const Device gpu = Device::cuda(0);
+    Tensor xs = to_storage(x, st).to(gpu), ws = to_storage(w, st).to(gpu), dys = to_storage(dy, st).to(gpu);
+    for (int rep = 0; rep < 2; ++rep) {
+      Tensor y = forward(c, xs, ws, Tensor());
+      Tensor dw = backward_filter(c, xs, dys);
+      EXPECT_EQ(y.dtype(), st);
+      EXPECT_EQ(dw.dtype(), st);
+    }
+    expected += 2;
+    EXPECT_EQ(conv_plans_built(), expected) << dtype_name(st) << ": one plan per op and storage type, reused";
+  }
+}
+
+TEST(Conv16Cuda, MixedStorageTypesAreRejected) {
+  CUDL_REQUIRE_CUDA();
+  for (Device d : {Device::cpu(), Device::cuda(0)}) {
+    Cfg c{Shape{1, 2, 4, 4}, 3, 3, 3};
+    Tensor x = to_storage(random_tensor(c.x, 1), DType::bf16).to(d);
+    Tensor w16 = to_storage(random_tensor(c.w_shape(), 2), DType::f16).to(d);
+    Tensor w32 = random_tensor(c.w_shape(), 2).to(d);
+    expect_error([&] { forward(c, x, w16, Tensor()); }, {"Conv2d", "f16", "bf16", "one storage type per call"});
+    expect_error([&] { forward(c, x, w32, Tensor()); }, {"Conv2d", "f32", "bf16"});
+    // Conv2dTranspose is not listed for 16-bit storage.
+    Tensor y = Tensor::empty(c.x, DType::bf16, d), xt = to_storage(random_tensor(c.y_shape(), 3), DType::bf16).to(d);
+    Tensor wt = to_storage(random_tensor(Shape{c.K, c.C(), c.R, c.S}, 4), DType::bf16).to(d);
+    expect_error(
+        [&] {
+          run_op(OpKind::Conv2dTranspose, {tv(xt), tv(wt)}, {tv(y)}, c.attrs(), nullptr, "t");
+        },
+        {"Conv2dTranspose", "bf16"});
+  }
+}
+
+/// The comparison itself: a result truncated to 16 bits instead of rounded to nearest even, as a
+/// kernel that skipped the rounding would store, fails it.
+TEST(Conv16Cuda, ComparisonCatchesTruncation) {
+  Cfg c{Shape{2, 3, 7, 5}, 4, 3, 3, 1, 1, 1, 1};
+  for (DType st : {DType::bf16, DType::f16}) {
+    Tensor x = to_storage(random_tensor(c.x, 1), st), w = to_storage(random_tensor(c.w_shape(), 2), st);
+    const Tensor wide = forward(c, widened(x), widened(w), Tensor());  // the fp32 sums
+    std::vector<float> v = wide.to_vector<float>();
+    for (float& f : v) {  // drop the bits below the 16-bit mantissa (toward zero)
+      const int drop = st == DType::bf16 ? 16 : 13;
+      uint32_t u;
+      std::memcpy(&u, &f, 4);
+      u &= ~((1u << drop) - 1u);
+      std::memcpy(&f, &u, 4);
+    }
+    const Tensor truncated = to_storage(Tensor::from_vector(v, wide.shape()), st);
+    const Tensor reference = forward(c, x, w, Tensor());
+    EXPECT_TRUE(storage_sum_close(reference, reference, forward(c, abs_of(x), abs_of(w), Tensor())));
+    EXPECT_FALSE(storage_sum_close(truncated, reference, forward(c, abs_of(x), abs_of(w), Tensor())))
+        << dtype_name(st) << ": truncation must not pass";
+  }
+}

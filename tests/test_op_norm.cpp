@@ -38,7 +38,7 @@ BnOut bn_train(const Tensor& x, const Tensor& gamma, const Tensor& beta, const T
   const int64_t c = x.shape()[1];
   Tensor dx = x.to(device), dg = a.affine ? gamma.to(device) : Tensor(), db = a.affine ? beta.to(device) : Tensor();
   Tensor drm = a.running ? rm.to(device) : Tensor(), drv = a.running ? rv.to(device) : Tensor();
-  Tensor y = Tensor::full(x.shape(), -7.0, DType::f32, device);
+  Tensor y = Tensor::full(x.shape(), -7.0, x.dtype(), device);
   Tensor mean = a.saved ? Tensor::full(Shape{c}, -7.0, DType::f32, device) : Tensor();
   Tensor invstd = a.saved ? Tensor::full(Shape{c}, -7.0, DType::f32, device) : Tensor();
   OpAttrs attrs;
@@ -61,7 +61,7 @@ GradOut bn_backward(const Tensor& x, const Tensor& gamma, const Tensor& mean, co
                     Device device, bool with_gamma = true) {
   const int64_t c = x.shape()[1];
   Tensor g = with_gamma ? gamma.to(device) : Tensor();
-  Tensor dx = Tensor::full(x.shape(), -7.0, DType::f32, device);
+  Tensor dx = Tensor::full(x.shape(), -7.0, dy.dtype(), device);
   Tensor dgamma = Tensor::full(Shape{c}, -7.0, DType::f32, device);
   Tensor dbeta = Tensor::full(Shape{c}, -7.0, DType::f32, device);
   OpAttrs attrs;
@@ -74,7 +74,7 @@ GradOut bn_backward(const Tensor& x, const Tensor& gamma, const Tensor& mean, co
 
 Tensor bn_inference(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& rm, const Tensor& rv,
                     Device device, double eps = 1e-5) {
-  Tensor y = Tensor::full(x.shape(), -7.0, DType::f32, device);
+  Tensor y = Tensor::full(x.shape(), -7.0, x.dtype(), device);
   OpAttrs attrs;
   attrs.f[0] = eps;
   run_op(OpKind::BatchNormInference,
@@ -86,7 +86,7 @@ Tensor bn_inference(const Tensor& x, const Tensor& gamma, const Tensor& beta, co
 /// BatchNormInferenceBackward on `device`: dx of BatchNormInference (gamma may be undefined).
 Tensor bn_inference_backward(const Tensor& dy, const Tensor& gamma, const Tensor& rv, Device device,
                              double eps = 1e-5) {
-  Tensor dx = Tensor::full(dy.shape(), -7.0, DType::f32, device);
+  Tensor dx = Tensor::full(dy.shape(), -7.0, dy.dtype(), device);
   Tensor g = gamma.defined() ? gamma.to(device) : Tensor();
   run_op(OpKind::BatchNormInferenceBackward, {tv(dy.to(device)), tv(g), tv(rv.to(device))}, {tv(dx)},
          ops::BatchNormAttrs{eps, 0.1}.to_op_attrs(), nullptr, "test/bn");
@@ -438,6 +438,104 @@ TEST(BatchNormCuda, FewChannelsAreSplitAcrossBlocksAndMatchCpu) {
   EXPECT_TRUE(bitwise_equal(bn_train(x, gamma, beta, rm, rv, Device::cuda()).y, g.y));
 }
 #endif
+
+// --- 16-bit storage: x, y, dy, dx in bf16/f16, every per-channel tensor f32 ----------------------
+
+/// Per element of x (N, C, spatial...), the sum of |terms| that batch norm's y and dx are made of,
+/// the tolerance unit of storage_sum_close: y = (x - mean) invstd gamma + beta, with the mean an
+/// average of the channel's M values; dx = gamma invstd (dy - mean(dy) - xhat mean(dy xhat)).
+struct BnTermSums {
+  Tensor y, dx;
+};
+BnTermSums bn_term_sums(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& mean,
+                        const Tensor& invstd, const Tensor& dy) {
+  const int64_t n = x.shape()[0], c = x.shape()[1], sp = x.numel() / (n * c), m = n * sp;
+  const auto xv = as_doubles(x), dyv = as_doubles(dy), gv = as_doubles(gamma), bv = as_doubles(beta),
+             mv = as_doubles(mean), iv = as_doubles(invstd);
+  std::vector<double> abs_x(c, 0), abs_dy(c, 0), abs_dyx(c, 0);
+  auto idx = [&](int64_t i, int64_t ch, int64_t k) { return (i * c + ch) * sp + k; };
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t ch = 0; ch < c; ++ch)
+      for (int64_t k = 0; k < sp; ++k) {
+        const int64_t j = idx(i, ch, k);
+        abs_x[ch] += std::fabs(xv[j]) / m;
+        abs_dy[ch] += std::fabs(dyv[j]) / m;
+        abs_dyx[ch] += std::fabs(dyv[j] * (xv[j] - mv[ch]) * iv[ch]) / m;
+      }
+  std::vector<float> sy(xv.size()), sdx(xv.size());
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t ch = 0; ch < c; ++ch)
+      for (int64_t k = 0; k < sp; ++k) {
+        const int64_t j = idx(i, ch, k);
+        const double scale = std::fabs(gv[ch]) * iv[ch], xhat = std::fabs((xv[j] - mv[ch]) * iv[ch]);
+        sy[j] = static_cast<float>((std::fabs(xv[j]) + abs_x[ch]) * scale + std::fabs(bv[ch]));
+        sdx[j] = static_cast<float>(scale * (std::fabs(dyv[j]) + abs_dy[ch] + xhat * abs_dyx[ch]));
+      }
+  return {Tensor::from_vector(sy, x.shape()), Tensor::from_vector(sdx, x.shape())};
+}
+
+// y and dx within one 16-bit epsilon of their sums of |terms| and at least 95% bitwise equal to the
+// CPU reference (storage_sum_close); the f32 statistics and parameter gradients as in f32.
+TEST(BatchNormCuda, SixteenBitStorageMatchesCpu) {
+  CUDL_REQUIRE_CUDA();
+  for (DType st : {DType::bf16, DType::f16})
+    for (Shape s : {Shape{37, 10}, Shape{3, 5, 7, 5}, Shape{8, 2, 16, 17}, Shape{16, 4, 32, 32}}) {
+      SCOPED_TRACE(std::string(dtype_name(st)) + " " + s.str());
+      const int64_t c = s[1];
+      Tensor x = to_storage(random_tensor(s, 60 + s.numel(), -3, 5), st), gamma = random_tensor(Shape{c}, 61, 0.5, 1.5);
+      Tensor beta = random_tensor(Shape{c}, 62), rm = random_tensor(Shape{c}, 63);
+      Tensor rv = random_tensor(Shape{c}, 64, 0.5, 2), dy = to_storage(random_tensor(s, 65), st);
+      const BnOut g = bn_train(x, gamma, beta, rm, rv, Device::cuda());
+      const BnOut e = bn_train(x, gamma, beta, rm, rv, kCpu);
+      ASSERT_EQ(g.y.dtype(), st);
+      ASSERT_EQ(g.mean.dtype(), DType::f32);
+      const BnTermSums sums = bn_term_sums(x, gamma, beta, e.mean, e.invstd, dy);
+      EXPECT_TRUE(storage_sum_close(g.y, e.y, sums.y)) << "y";
+      EXPECT_TRUE(all_close(g.mean, e.mean, 1e-5, 1e-5)) << "saved_mean";
+      EXPECT_TRUE(all_close(g.invstd, e.invstd, 1e-5, 1e-4)) << "saved_invstd";
+      EXPECT_TRUE(all_close(g.running_mean, e.running_mean, 1e-6, 1e-5)) << "running_mean";
+      EXPECT_TRUE(all_close(g.running_var, e.running_var, 1e-6, 1e-5)) << "running_var";
+
+      const GradOut gb = bn_backward(x, gamma, e.mean, e.invstd, dy, Device::cuda());
+      const GradOut eb = bn_backward(x, gamma, e.mean, e.invstd, dy, kCpu);
+      ASSERT_EQ(gb.dx.dtype(), st);
+      EXPECT_TRUE(storage_sum_close(gb.dx, eb.dx, sums.dx)) << "dx";
+      EXPECT_TRUE(all_close(gb.dgamma, eb.dgamma, 1e-4, 1e-4)) << "dgamma";
+      EXPECT_TRUE(all_close(gb.dbeta, eb.dbeta, 1e-4, 1e-4)) << "dbeta";
+
+      // Inference and its data gradient: the same sums with the running mean and 1/sqrt(running_var + eps).
+      const std::vector<float> rvv = rv.to_vector<float>();
+      std::vector<float> inv(rvv.size());
+      for (size_t k = 0; k < rvv.size(); ++k) inv[k] = 1.f / std::sqrt(rvv[k] + 1e-5f);
+      const BnTermSums rs = bn_term_sums(x, gamma, beta, rm, Tensor::from_vector(inv, Shape{c}), dy);
+      EXPECT_TRUE(storage_sum_close(bn_inference(x, gamma, beta, rm, rv, Device::cuda()),
+                                    bn_inference(x, gamma, beta, rm, rv, kCpu), rs.y))
+          << "inference";
+      EXPECT_TRUE(storage_sum_close(bn_inference_backward(dy, gamma, rv, Device::cuda()),
+                                    bn_inference_backward(dy, gamma, rv, kCpu), rs.dx))
+          << "inference backward";
+    }
+}
+
+TEST(BatchNormCuda, SixteenBitPerChannelTensorsStayF32) {
+  CUDL_REQUIRE_CUDA();
+  const Shape s{2, 3, 4, 4};
+  Tensor x = to_storage(random_tensor(s, 1), DType::bf16);
+  Tensor g16 = to_storage(random_tensor(Shape{3}, 2), DType::bf16), g32 = random_tensor(Shape{3}, 2);
+  Tensor b = random_tensor(Shape{3}, 3), rm = random_tensor(Shape{3}, 4), rv = random_tensor(Shape{3}, 5, 0.5, 2);
+  for (Device d : {kCpu, Device::cuda()}) {
+    expect_error([&] { bn_train(x, g16, b, rm, rv, d); }, {"BatchNormTrain", "input 1", "bf16", "f32"});
+    expect_error([&] { bn_inference(x, g32, b, to_storage(rm, DType::bf16), rv, d); },
+                 {"BatchNormInference", "input 3", "bf16"});
+    Tensor y = Tensor::empty(s, DType::f16, d);  // y in another storage type than x
+    expect_error(
+        [&] {
+          run_op(OpKind::BatchNormInference, {tv(x.to(d)), tv(g32.to(d)), tv(b.to(d)), tv(rm.to(d)), tv(rv.to(d))},
+                 {tv(y)}, ops::BatchNormAttrs{}.to_op_attrs(), nullptr, "test/bn");
+        },
+        {"BatchNormInference", "f16", "bf16", "one storage type per call"});
+  }
+}
 
 TEST(BatchNormCuda, NanPropagatesWithinItsChannel) {
   CUDL_REQUIRE_CUDA();

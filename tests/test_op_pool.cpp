@@ -57,14 +57,14 @@ struct MaxOut {
 
 MaxOut max_pool(const Tensor& x, const Window& w, Device device, bool with_argmax = true) {
   const Shape ys = out_shape(x.shape(), w);
-  Tensor y = Tensor::full(ys, -7.0, DType::f32, device);
+  Tensor y = Tensor::full(ys, -7.0, x.dtype(), device);
   Tensor am = with_argmax ? Tensor::full(ys, -7.0, DType::i32, device) : Tensor();
   run_op(OpKind::MaxPool2d, {tv(x.to(device))}, {tv(y), tv(am)}, attrs_of(w), nullptr, "test/pool");
   return {y.to(kCpu), with_argmax ? am.to(kCpu) : Tensor()};
 }
 
 Tensor max_pool_backward(const Tensor& x, const Tensor& y, const Tensor& dy, const Window& w, Device device) {
-  Tensor dx = Tensor::full(x.shape(), -7.0, DType::f32, device);
+  Tensor dx = Tensor::full(x.shape(), -7.0, x.dtype(), device);
   run_op(OpKind::MaxPool2dBackward, {tv(x.to(device)), tv(y.to(device)), tv(dy.to(device))}, {tv(dx)}, attrs_of(w),
          nullptr, "test/pool");
   return dx.to(kCpu);
@@ -332,6 +332,48 @@ TEST(PoolCuda, MaxPoolTiesAndNanMatchCpu) {
     EXPECT_TRUE(
         all_close(max_pool_backward(x, e.y, dy, w, Device::cuda()), max_pool_backward(x, e.y, dy, w, kCpu), 1e-6, 1e-5))
         << "dx";
+  }
+}
+
+// 16-bit storage: the maximum is one of the inputs, so y and argmax match the CPU bitwise; dx sums
+// dy over windows in fp32 and rounds once: within one 16-bit epsilon of the sum of |dy| terms, and
+// at least 95% bitwise equal (storage_sum_close).
+TEST(PoolCuda, MaxPool16BitMatchesCpu) {
+  CUDL_REQUIRE_CUDA();
+  for (DType st : {DType::bf16, DType::f16})
+    for (Shape s : {Shape{2, 3, 7, 5}, Shape{3, 2, 9, 13}, Shape{1, 33, 4, 4}})
+      for (const Window& w : kWindows) {
+        if (s[2] + 2 * w.ph < w.kh || s[3] + 2 * w.pw < w.kw) continue;
+        SCOPED_TRACE(std::string(dtype_name(st)) + " " + s.str() + " " + w.str());
+        // Rounding to 16 bits makes ties (equal maxima) common: the first-maximum rule is exercised.
+        std::vector<float> v = random_tensor(s, 20 + s.numel()).to_vector<float>();
+        v[v.size() / 2] = std::numeric_limits<float>::quiet_NaN();
+        Tensor x = to_storage(Tensor::from_vector(v, s), st);
+        const MaxOut g = max_pool(x, w, Device::cuda());
+        const MaxOut e = max_pool(x, w, kCpu);
+        ASSERT_EQ(g.y.dtype(), st);
+        EXPECT_TRUE(all_close(g.y, e.y, 0, 0)) << "y";
+        EXPECT_TRUE(all_close(g.argmax, e.argmax, 0, 0)) << "argmax";
+        Tensor dy = to_storage(random_tensor(e.y.shape(), 21), st);
+        EXPECT_TRUE(storage_sum_close(max_pool_backward(x, e.y, dy, w, Device::cuda()),
+                                      max_pool_backward(x, e.y, dy, w, kCpu),
+                                      max_pool_backward(widened(x), widened(e.y), abs_of(dy), w, kCpu)))
+            << "dx";
+      }
+}
+
+TEST(PoolCuda, MaxPoolRejectsMixedStorageTypes) {
+  CUDL_REQUIRE_CUDA();
+  const Window w{2, 2, 2, 2, 0, 0};
+  Tensor x = to_storage(random_tensor(Shape{1, 2, 4, 4}, 1), DType::bf16);
+  for (Device d : {kCpu, Device::cuda()}) {
+    Tensor y = Tensor::empty(Shape{1, 2, 2, 2}, DType::f16, d);
+    expect_error([&] { run_op(OpKind::MaxPool2d, {tv(x.to(d))}, {tv(y)}, attrs_of(w), nullptr, "test/pool"); },
+                 {"MaxPool2d", "bf16", "f16"});
+    Tensor ax = to_storage(random_tensor(Shape{1, 2, 4, 4}, 1), DType::bf16).to(d);
+    Tensor ay = Tensor::empty(Shape{1, 2, 2, 2}, DType::bf16, d);
+    expect_error([&] { run_op(OpKind::AvgPool2d, {tv(ax)}, {tv(ay)}, attrs_of(w), nullptr, "test/pool"); },
+                 {"AvgPool2d", "bf16"});
   }
 }
 

@@ -132,6 +132,36 @@ TEST(Precision, Bf16ModelKeepsFp32MastersAndConvertsAtTheBoundaries) {
   EXPECT_EQ(y.dtype(), DType::f32);
 }
 
+// A small convnet in bf16: Conv2d (ReLU fused), BatchNorm and MaxPool2d are listed for 16-bit
+// storage, so the only Casts are the MLP test's kind: the input, each conv/dense weight and bias, the
+// output, and their gradients (BatchNorm's gamma and beta stay f32 and need none). It learns.
+TEST(Precision, Bf16ConvnetRunsConvBatchNormAndPoolingIn16Bits) {
+  auto cnn = [](const std::string& tag) {
+    // The blobs' 8 features as 8 channels of 1x1 images (the 1x1 conv is a dense layer, the pool a
+    // 1x1 window: the model learns like an MLP, and every op of the block runs).
+    return Sequential(
+        Shape{8, 1, 1},
+        {layers::Conv2d(16, 1, "relu"), layers::BatchNorm(), layers::MaxPool2d(1), layers::Flatten(), layers::Dense(3)},
+        tag);
+  };
+  auto images = [](const Dataset& d) { return Dataset{d.x.reshape(Shape{d.x.shape()[0], 8, 1, 1}), d.y}; };
+  Sequential f = cnn("cnn_f"), b = cnn("cnn_b");
+  f.compile(options(Device::cpu(), Precision::f32));
+  b.compile(options(Device::cpu(), Precision::bf16));
+  const PlanReport pf = f.plan_report(), pb = b.plan_report();
+  // Forward: x, conv w and b, dense w and b, output: 6 Casts; backward: 4 parameter gradients, dlogits: 5.
+  EXPECT_EQ(pb.kernels_per_step, pf.kernels_per_step + 11) << pb.str() << "\n" << pf.str();
+  for (const auto& [name, t] : b.state_tensors())
+    if (dtype_is_float(t.dtype())) EXPECT_EQ(t.dtype(), DType::f32) << name;
+  const Dataset train = images(blobs(150, 1)), test = images(blobs(90, 2));
+  f.fit(train, cudl::testing::quiet_fit(8, 16, 9));
+  b.fit(train, cudl::testing::quiet_fit(8, 16, 9));
+  const double af = f.evaluate(test).metrics.at("accuracy"), ab = b.evaluate(test).metrics.at("accuracy");
+  std::printf("convnet accuracy: f32 %.3f, bf16 %.3f\n", af, ab);
+  EXPECT_GE(ab, 0.9) << "bf16 learns";
+  EXPECT_NEAR(ab, af, 0.05);
+}
+
 // bf16 / f16 training on the CPU reference: learns like f32, but not bitwise (storage is rounded);
 // a bf16 model whose every layer is overridden to f32 is the f32 model, bitwise.
 TEST(Precision, Bf16AndF16TrainCloseToFp32OnCpu) {

@@ -269,6 +269,73 @@ inline ::testing::AssertionResult gradient_close(const Tensor& analytic, const s
 
 inline TensorView tv(const Tensor& t) { return TensorView::of(t); }
 
+// --- 16-bit storage (bf16/f16) ------------------------------------------------------------------
+
+/// A CPU f32 tensor rounded to `storage` (bf16 or f16) to nearest even; f32 returns a copy.
+inline Tensor to_storage(const Tensor& t, DType storage) {
+  const Tensor h = t.to(Device::cpu());
+  if (storage == DType::f32) return h.clone();
+  Tensor out = Tensor::empty(h.shape(), storage);
+  const float* in = h.data_as<float>();
+  uint16_t* bits = static_cast<uint16_t*>(out.data());  // bf16 and f16 are 16-bit words
+  for (int64_t i = 0; i < h.numel(); ++i)
+    bits[i] = storage == DType::bf16 ? float_to_bf16_bits(in[i]) : float_to_half_bits(in[i]);
+  return out;
+}
+
+/// Any float tensor widened to a CPU f32 tensor (exact).
+inline Tensor widened(const Tensor& t) {
+  const auto v = as_doubles(t);
+  return Tensor::from_vector(std::vector<float>(v.begin(), v.end()), t.shape());
+}
+
+/// |t| elementwise as a CPU f32 tensor (t of any float type).
+inline Tensor abs_of(const Tensor& t) {
+  auto v = as_doubles(t);
+  std::vector<float> a(v.size());
+  for (size_t i = 0; i < v.size(); ++i) a[i] = static_cast<float>(std::fabs(v[i]));
+  return Tensor::from_vector(a, t.shape());
+}
+
+/// The storage type's epsilon, the distance from 1 to the next value: 2^-7 (bf16), 2^-10 (f16), 2^-23.
+inline double storage_eps(DType t) { return t == DType::bf16 ? 0x1p-7 : t == DType::f16 ? 0x1p-10 : 0x1p-23; }
+
+/// 16-bit results of a sum (conv, bias gradient, ...) against the CPU reference in the same type:
+/// each element within `eps_units` 16-bit epsilons of the sum of |terms| that produced it (abs_sum,
+/// f32: the op run on |inputs|), NaN matching NaN; and at least `min_exact` of the elements bitwise
+/// equal. Both backends sum in fp32 (or wider) and round once, so they differ only where the sum lies
+/// within its fp32 error of a rounding boundary; a path that summed in 16-bit math, or truncated
+/// instead of rounding to nearest even, differs in far more elements.
+inline ::testing::AssertionResult storage_sum_close(const Tensor& actual, const Tensor& expected, const Tensor& abs_sum,
+                                                    double eps_units = 1.0, double min_exact = 0.95, int show = 8) {
+  if (actual.shape() != expected.shape() || actual.shape() != abs_sum.shape())
+    return ::testing::AssertionFailure() << "shapes " << actual.shape() << ", expected " << expected.shape()
+                                         << ", abs_sum " << abs_sum.shape();
+  if (actual.dtype() != expected.dtype())
+    return ::testing::AssertionFailure() << "dtype " << actual.dtype() << " vs expected " << expected.dtype();
+  const double eps = storage_eps(expected.dtype());
+  const auto a = as_doubles(actual), e = as_doubles(expected), s = as_doubles(abs_sum);
+  std::ostringstream os;
+  int64_t bad = 0, exact = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const bool nan = std::isnan(a[i]) || std::isnan(e[i]);
+    if ((nan && std::isnan(a[i]) && std::isnan(e[i])) || a[i] == e[i]) {
+      ++exact;
+      continue;
+    }
+    const double tol = eps_units * eps * s[i];
+    if (nan || !(std::fabs(a[i] - e[i]) <= tol)) {
+      if (bad < show) os << "\n  [" << i << "] got " << a[i] << ", expected " << e[i] << " (tolerance " << tol << ")";
+      ++bad;
+    }
+  }
+  const double frac = a.empty() ? 1.0 : static_cast<double>(exact) / static_cast<double>(a.size());
+  if (bad == 0 && frac >= min_exact) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << expected.dtype() << ": " << bad << " of " << a.size() << " elements beyond "
+                                       << eps_units << " eps x sum|terms|, " << exact << " bitwise equal (at least "
+                                       << min_exact * 100 << "% required):" << os.str();
+}
+
 /// The message of the cudl::Error that `f` throws, or "<no error>" when it throws none.
 inline std::string error_message(const std::function<void()>& f) {
   try {

@@ -10,6 +10,10 @@
 // down-convert fp32 to TF32 (notes TENSOR_CORE / DOWN_CONVERT_INPUTS) unless the call's MathMode is
 // TF32 (CompileOptions::precision = tf32, or CUDL_ALLOW_TF32=1), which also makes the im2col GEMMs
 // use CUBLAS_COMPUTE_32F_FAST_TF32. The math mode is part of the plan key.
+// 16-bit storage (bf16/f16; not Conv2dTranspose): the cuDNN graphs declare BFLOAT16/HALF tensors
+// with an fp32 compute type, tensor-core engines allowed; the im2col engine runs 16-bit GEMM
+// operands with fp32 compute. Either way fp32 sums are rounded once per output element, as the CPU
+// reference does. The storage type is part of the plan key.
 #include "cuda/conv.hpp"
 
 #include <algorithm>
@@ -26,10 +30,11 @@
 #include <vector>
 
 #include "backend/backend.hpp"
-#include "ops/conv.hpp"
 #include "cuda/check.hpp"
 #include "cuda/context.hpp"
 #include "kernels/conv.cuh"
+#include "kernels/data.cuh"
+#include "ops/conv.hpp"
 
 namespace cudl {
 namespace {
@@ -120,10 +125,21 @@ class Desc {
 // Tensor unique ids inside one graph.
 constexpr int64_t kUidX = 1, kUidW = 2, kUidY = 3, kUidBias = 4, kUidConvOut = 5, kUidBiasOut = 6;
 
+/// The cuDNN data type of a storage type (f32, bf16, f16).
+cudnnDataType_t cudnn_dtype(DType t) {
+  switch (t) {
+    case DType::bf16:
+      return CUDNN_DATA_BFLOAT16;
+    case DType::f16:
+      return CUDNN_DATA_HALF;
+    default:
+      return CUDNN_DATA_FLOAT;
+  }
+}
+
 Desc make_tensor(int64_t uid, const std::vector<int64_t>& dims, const std::vector<int64_t>& strides, int64_t alignment,
-                 bool is_virtual) {
+                 bool is_virtual, cudnnDataType_t dtype) {
   Desc t(CUDNN_BACKEND_TENSOR_DESCRIPTOR);
-  cudnnDataType_t dtype = CUDNN_DATA_FLOAT;
   t.set(CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &dtype, "TENSOR_DATA_TYPE");
   t.set(CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, static_cast<int64_t>(dims.size()), dims.data(),
         "TENSOR_DIMENSIONS");
@@ -137,9 +153,11 @@ Desc make_tensor(int64_t uid, const std::vector<int64_t>& dims, const std::vecto
   return t;
 }
 
-/// A packed NCHW tensor.
-Desc make_nchw(int64_t uid, int64_t n, int64_t c, int64_t h, int64_t w, int64_t alignment, bool is_virtual = false) {
-  return make_tensor(uid, {n, c, h, w}, {c * h * w, h * w, w, 1}, alignment, is_virtual);
+/// A packed NCHW tensor of `dtype`; virtual tensors (the intermediates of a fused graph) are fp32.
+Desc make_nchw(int64_t uid, int64_t n, int64_t c, int64_t h, int64_t w, int64_t alignment, cudnnDataType_t dtype,
+               bool is_virtual = false) {
+  return make_tensor(uid, {n, c, h, w}, {c * h * w, h * w, w, 1}, alignment, is_virtual,
+                     is_virtual ? CUDNN_DATA_FLOAT : dtype);
 }
 
 Desc make_conv_desc(const ops::Conv2dGeometry& g) {
@@ -229,31 +247,34 @@ Desc make_conv_op(OpKind op, const ops::Conv2dGeometry& g, const Desc& conv, con
 }
 
 /// Builds the graph's operations: the conv op alone, or (forward, fused) conv -> [+bias] -> [ReLU]
-/// through virtual intermediate tensors. x/dx is uid 1, w/dw 2, y/dy 3, bias 4.
-Graph build_graph(OpKind op, const ops::Conv2dGeometry& g, bool fused, int64_t alignment) {
+/// through virtual intermediate tensors. x/dx is uid 1, w/dw 2, y/dy 3, bias 4. The tensors in
+/// memory have the call's storage type `dtype` (float, bfloat16, half: NCHW, which cuDNN's engines
+/// accept for every type, though its 16-bit tensor-core kernels prefer NHWC); the compute type and the
+/// fused graph's virtual intermediates are fp32, so a 16-bit output is rounded once.
+Graph build_graph(OpKind op, const ops::Conv2dGeometry& g, bool fused, int64_t alignment, cudnnDataType_t dtype) {
   Graph gr;
-  Desc x = make_nchw(kUidX, g.N, g.C, g.H, g.W, alignment);
-  Desc w = make_nchw(kUidW, g.K, g.Cg(), g.R, g.S, alignment);
+  Desc x = make_nchw(kUidX, g.N, g.C, g.H, g.W, alignment, dtype);
+  Desc w = make_nchw(kUidW, g.K, g.Cg(), g.R, g.S, alignment, dtype);
   Desc conv = make_conv_desc(g);
   const bool bias = fused && g.has_bias, relu = fused && g.relu;
   // The conv writes y directly unless an epilogue follows, then a virtual tensor.
-  Desc conv_out = make_nchw(bias || relu ? kUidConvOut : kUidY, g.N, g.K, g.P, g.Q, alignment, bias || relu);
+  Desc conv_out = make_nchw(bias || relu ? kUidConvOut : kUidY, g.N, g.K, g.P, g.Q, alignment, dtype, bias || relu);
   gr.ops.push_back(make_conv_op(op, g, conv, x, w, conv_out));
   gr.uids = {kUidX, kUidW, kUidY};
   if (bias) {
-    Desc b = make_tensor(kUidBias, {1, g.K, 1, 1}, {g.K, 1, 1, 1}, alignment, false);  // broadcast over N, P, Q
-    Desc add_out = make_nchw(relu ? kUidBiasOut : kUidY, g.N, g.K, g.P, g.Q, alignment, relu);
+    Desc b = make_tensor(kUidBias, {1, g.K, 1, 1}, {g.K, 1, 1, 1}, alignment, false, dtype);  // broadcast over N, P, Q
+    Desc add_out = make_nchw(relu ? kUidBiasOut : kUidY, g.N, g.K, g.P, g.Q, alignment, dtype, relu);
     gr.ops.push_back(make_pointwise_op(CUDNN_POINTWISE_ADD, conv_out, &b, add_out, gr.keep));
     gr.uids.push_back(kUidBias);
     gr.keep.push_back(std::move(b));
     if (relu) {
-      Desc y = make_nchw(kUidY, g.N, g.K, g.P, g.Q, alignment);
+      Desc y = make_nchw(kUidY, g.N, g.K, g.P, g.Q, alignment, dtype);
       gr.ops.push_back(make_pointwise_op(CUDNN_POINTWISE_RELU_FWD, add_out, nullptr, y, gr.keep));
       gr.keep.push_back(std::move(y));
     }
     gr.keep.push_back(std::move(add_out));
   } else if (relu) {
-    Desc y = make_nchw(kUidY, g.N, g.K, g.P, g.Q, alignment);
+    Desc y = make_nchw(kUidY, g.N, g.K, g.P, g.Q, alignment, dtype);
     gr.ops.push_back(make_pointwise_op(CUDNN_POINTWISE_RELU_FWD, conv_out, nullptr, y, gr.keep));
     gr.keep.push_back(std::move(y));
   }
@@ -278,8 +299,10 @@ struct CudnnPlan {
 
 std::atomic<int64_t> g_plans_built{0};
 
-/// Why an engine config is not acceptable (empty when it is).
-std::string rejection(cudnnBackendDescriptor_t cfg, bool allow_tf32) {
+/// Why an engine config is not acceptable (empty when it is). Tensor-core engines are what 16-bit
+/// storage wants (16-bit products are exact in fp32 accumulators); for fp32 tensors they read TF32,
+/// allowed only in the TF32 math mode. DOWN_CONVERT_INPUTS means reading below the storage precision.
+std::string rejection(cudnnBackendDescriptor_t cfg, bool allow_tf32, bool storage16) {
   Desc engine(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
   cudnnBackendDescriptor_t e = engine.get();
   int64_t n = 0;
@@ -291,9 +314,9 @@ std::string rejection(cudnnBackendDescriptor_t cfg, bool allow_tf32) {
   n = std::min<int64_t>(n, CUDNN_NUMERICAL_NOTE_TYPE_COUNT);
   for (int64_t i = 0; i < n; ++i) {
     if (notes[i] == CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC) return "nondeterministic";
-    if (!allow_tf32 &&
-        (notes[i] == CUDNN_NUMERICAL_NOTE_TENSOR_CORE || notes[i] == CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS))
-      return "tf32 tensor cores";
+    if (!allow_tf32 && notes[i] == CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS)
+      return storage16 ? "down-converts its inputs" : "tf32 tensor cores";
+    if (!allow_tf32 && !storage16 && notes[i] == CUDNN_NUMERICAL_NOTE_TENSOR_CORE) return "tf32 tensor cores";
   }
   return {};
 }
@@ -301,9 +324,9 @@ std::string rejection(cudnnBackendDescriptor_t cfg, bool allow_tf32) {
 /// Heuristics (INSTANT mode) for the graph, then the first acceptable engine config that
 /// finalizes into a plan. Throws Unsupported with the reason when there is none.
 std::unique_ptr<CudnnPlan> build_plan(cudnnHandle_t handle, OpKind op, const ops::Conv2dGeometry& g, bool fused,
-                                      int64_t alignment, bool allow_tf32) {
+                                      int64_t alignment, bool allow_tf32, DType storage) {
   auto p = std::make_unique<CudnnPlan>();
-  p->graph_ops = build_graph(op, g, fused, alignment);
+  p->graph_ops = build_graph(op, g, fused, alignment, cudnn_dtype(storage));
   std::vector<cudnnBackendDescriptor_t> ops;
   for (const Desc& d : p->graph_ops.ops) ops.push_back(d.get());
   p->graph.set(CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, static_cast<int64_t>(ops.size()),
@@ -343,7 +366,7 @@ std::unique_ptr<CudnnPlan> build_plan(cudnnHandle_t handle, OpKind op, const ops
     got = std::min(got, count);
     total += got;
     for (int64_t i = 0; i < got; ++i) {
-      std::string why = rejection(raw[i], allow_tf32);
+      std::string why = rejection(raw[i], allow_tf32, storage != DType::f32);
       if (why.empty()) {
         Desc plan(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
         plan.set(CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle, "EXECUTION_PLAN_HANDLE");
@@ -381,20 +404,23 @@ std::mutex g_cache_mutex;
 // down, so the cached plans are not handed back to it from a static destructor.
 auto& g_cache = *new std::map<std::vector<int64_t>, CacheEntry>;
 
-/// Largest power of two <= 16 dividing every pointer: part of the plan key, so a plan declared
-/// for 16-byte alignment never sees a 4-byte-aligned view.
-int64_t alignment_of(std::initializer_list<const void*> ptrs) {
+/// Largest power of two <= 16 dividing every pointer (at least the element size): part of the
+/// plan key, so a plan declared for 16-byte alignment never sees a 4-byte-aligned view.
+int64_t alignment_of(DType storage, std::initializer_list<const void*> ptrs) {
+  const int64_t element = static_cast<int64_t>(dtype_size(storage));
   int64_t a = 16;
   for (const void* p : ptrs)
     if (p)
-      while (a > 4 && reinterpret_cast<uintptr_t>(p) % static_cast<uintptr_t>(a) != 0) a /= 2;
+      while (a > element && reinterpret_cast<uintptr_t>(p) % static_cast<uintptr_t>(a) != 0) a /= 2;
   return a;
 }
 
-/// The cached entry for (op, geometry, alignment, handle), building (and logging) it on first use.
-/// `op` is the cuDNN operation (Conv2dTranspose runs as Conv2dBackwardData).
+/// The cached entry for (op, geometry, alignment, storage type, handle, math mode), building (and
+/// logging) it on first use. `op` is the cuDNN operation (Conv2dTranspose runs as
+/// Conv2dBackwardData). A 16-bit forward with a bias takes only the fused plan: the conv rounded to
+/// 16 bits, then a bias kernel, would round twice (the im2col engine adds the bias to fp32 sums).
 const CacheEntry& plan_for(cudnnHandle_t handle, const OpCall& call, OpKind op, const ops::Conv2dGeometry& g,
-                           int64_t alignment) {
+                           int64_t alignment, DType storage) {
   const bool wants_fusion = op == OpKind::Conv2d && (g.has_bias || g.relu);
   std::vector<int64_t> key = {static_cast<int64_t>(op), g.N, g.C, g.H, g.W, g.K, g.R, g.S, g.groups};
   for (int64_t v : {g.stride_h, g.stride_w, g.pad_h, g.pad_w, g.dil_h, g.dil_w, alignment}) key.push_back(v);
@@ -403,6 +429,7 @@ const CacheEntry& plan_for(cudnnHandle_t handle, const OpCall& call, OpKind op, 
   key.push_back(static_cast<int64_t>(reinterpret_cast<uintptr_t>(handle)));
   const bool tf32 = call.math == MathMode::TF32;
   key.push_back(tf32);
+  key.push_back(static_cast<int64_t>(storage));
   std::lock_guard<std::mutex> lock(g_cache_mutex);
   auto it = g_cache.find(key);
   if (it != g_cache.end()) return it->second;
@@ -411,7 +438,7 @@ const CacheEntry& plan_for(cudnnHandle_t handle, const OpCall& call, OpKind op, 
   std::string fused_reason;
   if (wants_fusion) {
     try {
-      entry.plan = build_plan(handle, op, g, true, alignment, tf32);
+      entry.plan = build_plan(handle, op, g, true, alignment, tf32, storage);
       entry.fused = true;
     } catch (const Unsupported& u) {
       fused_reason = u.reason;
@@ -419,9 +446,15 @@ const CacheEntry& plan_for(cudnnHandle_t handle, const OpCall& call, OpKind op, 
       fused_reason = e.what();
     }
   }
-  if (!entry.plan) {
+  if (!entry.plan && wants_fusion && g.has_bias && storage != DType::f32) {
+    std::fprintf(stderr,
+                 "cudl: %s %s x %s (%s): cuDNN has no fused bias plan (%s); using the im2col engine, which adds the "
+                 "bias before the one rounding to %s\n",
+                 engine_op_name(op), call.label, g.x_shape().str().c_str(), dtype_name(storage), fused_reason.c_str(),
+                 dtype_name(storage));
+  } else if (!entry.plan) {
     try {
-      entry.plan = build_plan(handle, op, g, false, alignment, tf32);
+      entry.plan = build_plan(handle, op, g, false, alignment, tf32, storage);
       if (wants_fusion)
         std::fprintf(stderr,
                      "cudl: %s %s x %s: cuDNN has no fused bias/ReLU plan (%s); bias/ReLU run as a separate kernel\n",
@@ -457,7 +490,8 @@ void execute(CudaContext& ctx, const CudnnPlan& plan, std::initializer_list<std:
 }
 
 // ---------------------------------------------------------------------------------------------
-// the im2col engine: im2col / col2im kernels + cuBLAS strided-batched GEMM (fp32 or TF32 compute)
+// the im2col engine: im2col / col2im kernels + cuBLAS strided-batched GEMM (fp32 or TF32 compute;
+// 16-bit storage: 16-bit A/B with fp32 compute, and every sum that is rounded later kept in fp32)
 // ---------------------------------------------------------------------------------------------
 
 constexpr int64_t kIm2colWorkspaceLimit = int64_t(256) << 20;  // bytes of column buffer per chunk of images
@@ -473,80 +507,149 @@ int to_int(const OpCall& call, int64_t v, const ops::Conv2dGeometry& g) {
   return static_cast<int>(v);
 }
 
-/// Column-major C = op(A)·op(B) for `batch` matrices at the given element strides.
+cudaDataType cuda_dtype(DType t) {
+  switch (t) {
+    case DType::bf16:
+      return CUDA_R_16BF;
+    case DType::f16:
+      return CUDA_R_16F;
+    default:
+      return CUDA_R_32F;
+  }
+}
+
+char* byte_ptr(const void* p) { return static_cast<char*>(const_cast<void*>(p)); }
+
+/// One operand of a GEMM: data of `type`, `ld` and `stride` in elements.
+struct Operand {
+  const void* p;
+  DType type;
+  int64_t ld, stride;
+};
+
+/// Column-major C = op(A)·op(B) for `batch` matrices at the given element strides. A and B have one
+/// type; C has theirs or f32. Compute: fp32 (TF32 in the TF32 math mode for f32 operands).
 void gemm(CudaContext& ctx, const OpCall& call, const ops::Conv2dGeometry& g, cublasOperation_t ta,
-          cublasOperation_t tb, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, int64_t stride_a,
-          const float* b, int64_t ldb, int64_t stride_b, float beta, float* c, int64_t ldc, int64_t stride_c,
+          cublasOperation_t tb, int64_t m, int64_t n, int64_t k, Operand a, Operand b, float beta, Operand c,
           int64_t batch) {
   const float alpha = 1.f;
+  const cublasComputeType_t compute =
+      a.type == DType::f32 ? detail::cublas_compute_type(call.math) : CUBLAS_COMPUTE_32F;
   CUDL_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
-      ctx.cublas(), ta, tb, to_int(call, m, g), to_int(call, n, g), to_int(call, k, g), &alpha, a, CUDA_R_32F,
-      to_int(call, lda, g), stride_a, b, CUDA_R_32F, to_int(call, ldb, g), stride_b, &beta, c, CUDA_R_32F,
-      to_int(call, ldc, g), stride_c, to_int(call, batch, g), detail::cublas_compute_type(call.math), CUBLAS_GEMM_DEFAULT));
+      ctx.cublas(), ta, tb, to_int(call, m, g), to_int(call, n, g), to_int(call, k, g), &alpha, a.p, cuda_dtype(a.type),
+      to_int(call, a.ld, g), a.stride, b.p, cuda_dtype(b.type), to_int(call, b.ld, g), b.stride, &beta,
+      const_cast<void*>(c.p), cuda_dtype(c.type), to_int(call, c.ld, g), c.stride, to_int(call, batch, g), compute,
+      CUBLAS_GEMM_DEFAULT));
 }
 
-/// Images per chunk and the column buffer (chunk, C*R*S, P*Q) from the context's workspace.
-std::pair<int64_t, float*> column_buffer(CudaContext& ctx, const ops::Conv2dGeometry& g) {
-  const int64_t per_image = g.C * g.R * g.S * g.P * g.Q * static_cast<int64_t>(sizeof(float));
-  const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(g.N, kIm2colWorkspaceLimit / per_image));
-  return {chunk, static_cast<float*>(ctx.workspace(static_cast<size_t>(chunk * per_image)))};
+/// The im2col engine's scratch, carved from the context's workspace: a column buffer (chunk,
+/// C*R*S, P*Q) of `col_type`, `per_image_f32` floats per image of the chunk, `fixed_f32` more floats.
+struct Scratch {
+  int64_t chunk = 0;
+  void* col = nullptr;
+  float* per_image = nullptr;
+  float* fixed = nullptr;
+};
+
+Scratch scratch(CudaContext& ctx, const ops::Conv2dGeometry& g, DType col_type, int64_t per_image_f32,
+                int64_t fixed_f32) {
+  auto round_up = [](int64_t b) { return (b + 255) / 256 * 256; };
+  const int64_t col_image = g.C * g.R * g.S * g.P * g.Q * static_cast<int64_t>(dtype_size(col_type));
+  const int64_t per_image = col_image + per_image_f32 * 4;
+  Scratch s;
+  s.chunk = std::max<int64_t>(1, std::min<int64_t>(g.N, kIm2colWorkspaceLimit / per_image));
+  const int64_t col_bytes = round_up(s.chunk * col_image), extra_bytes = round_up(s.chunk * per_image_f32 * 4);
+  char* base = static_cast<char*>(ctx.workspace(static_cast<size_t>(col_bytes + extra_bytes + fixed_f32 * 4)));
+  s.col = base;
+  s.per_image = reinterpret_cast<float*>(base + col_bytes);
+  s.fixed = reinterpret_cast<float*>(base + col_bytes + extra_bytes);
+  return s;
 }
 
-void im2col_forward(CudaContext& ctx, const OpCall& call, const ops::Conv2dGeometry& g, const float* x, const float* w,
-                    const float* bias, float* y) {
+/// y (N, K, PQ) = act(w · im2col(x) + bias). 16-bit storage with a bias: the GEMM writes fp32 sums
+/// and the epilogue rounds once; otherwise the GEMM writes y (ReLU commutes with rounding).
+void im2col_forward(CudaContext& ctx, const OpCall& call, const ops::Conv2dGeometry& g, DType st, const void* x,
+                    const void* w, const void* bias, void* y) {
   const auto kg = kernel_geometry(g);
+  const kernels::Storage ks = kernels::storage_of(st);
+  const int64_t es = static_cast<int64_t>(dtype_size(st));
   const int64_t PQ = g.P * g.Q, CRS = g.Cg() * g.R * g.S, Kg = g.Kg(), col_image = g.C * g.R * g.S * PQ;
-  auto [chunk, col] = column_buffer(ctx, g);
-  for (int64_t n0 = 0; n0 < g.N; n0 += chunk) {
-    const int64_t nc = std::min(chunk, g.N - n0);
-    kernels::conv2d_im2col_cuda(x + n0 * g.C * g.H * g.W, col, kg, nc, ctx.stream());
+  const bool f32_sums = st != DType::f32 && bias;
+  const Scratch sc = scratch(ctx, g, st, f32_sums ? g.K * PQ : 0, 0);
+  for (int64_t n0 = 0; n0 < g.N; n0 += sc.chunk) {
+    const int64_t nc = std::min(sc.chunk, g.N - n0);
+    kernels::conv2d_im2col_cuda(byte_ptr(x) + n0 * g.C * g.H * g.W * es, sc.col, ks, kg, nc, ctx.stream());
+    const Operand out =
+        f32_sums ? Operand{sc.per_image, DType::f32, PQ, 0} : Operand{byte_ptr(y) + n0 * g.K * PQ * es, st, PQ, 0};
+    const int64_t out_es = static_cast<int64_t>(dtype_size(out.type));
     if (g.groups == 1) {
       // y[n] (K, PQ) = w (K, CRS) · col[n] (CRS, PQ), batched over the chunk's images
-      gemm(ctx, call, g, CUBLAS_OP_N, CUBLAS_OP_N, PQ, g.K, CRS, col, PQ, col_image, w, CRS, 0, 0.f, y + n0 * g.K * PQ,
-           PQ, g.K * PQ, nc);
+      gemm(ctx, call, g, CUBLAS_OP_N, CUBLAS_OP_N, PQ, g.K, CRS, {sc.col, st, PQ, col_image}, {w, st, CRS, 0}, 0.f,
+           {out.p, out.type, PQ, g.K * PQ}, nc);
     } else {
       for (int64_t i = 0; i < nc; ++i)  // batched over groups
-        gemm(ctx, call, g, CUBLAS_OP_N, CUBLAS_OP_N, PQ, Kg, CRS, col + i * col_image, PQ, CRS * PQ, w, CRS, Kg * CRS,
-             0.f, y + (n0 + i) * g.K * PQ, PQ, Kg * PQ, g.groups);
+        gemm(ctx, call, g, CUBLAS_OP_N, CUBLAS_OP_N, PQ, Kg, CRS,
+             {byte_ptr(sc.col) + i * col_image * es, st, PQ, CRS * PQ}, {w, st, CRS, Kg * CRS}, 0.f,
+             {byte_ptr(out.p) + i * g.K * PQ * out_es, out.type, PQ, Kg * PQ}, g.groups);
     }
+    if (f32_sums)
+      kernels::conv2d_bias_act_cuda(sc.per_image, true, byte_ptr(y) + n0 * g.K * PQ * es, ks, bias, nc, g.K, PQ,
+                                    g.relu ? 1 : 0, ctx.stream());
   }
-  if (bias || g.relu) kernels::conv2d_bias_act_cuda(y, bias, g.N, g.K, PQ, g.relu ? 1 : 0, ctx.stream());
+  if (!f32_sums && (bias || g.relu))
+    kernels::conv2d_bias_act_cuda(y, st == DType::f32, y, ks, bias, g.N, g.K, PQ, g.relu ? 1 : 0, ctx.stream());
 }
 
-void im2col_backward_data(CudaContext& ctx, const OpCall& call, const ops::Conv2dGeometry& g, const float* dy,
-                          const float* w, float* dx) {
+/// dx = col2im(wᵀ · dy): the column gradient in fp32, summed per dx element and rounded once.
+void im2col_backward_data(CudaContext& ctx, const OpCall& call, const ops::Conv2dGeometry& g, DType st, const void* dy,
+                          const void* w, void* dx) {
   const auto kg = kernel_geometry(g);
+  const int64_t es = static_cast<int64_t>(dtype_size(st));
   const int64_t PQ = g.P * g.Q, CRS = g.Cg() * g.R * g.S, Kg = g.Kg(), col_image = g.C * g.R * g.S * PQ;
-  auto [chunk, col] = column_buffer(ctx, g);
-  for (int64_t n0 = 0; n0 < g.N; n0 += chunk) {
-    const int64_t nc = std::min(chunk, g.N - n0);
+  const Scratch sc = scratch(ctx, g, DType::f32, 0, 0);
+  float* col = static_cast<float*>(sc.col);
+  for (int64_t n0 = 0; n0 < g.N; n0 += sc.chunk) {
+    const int64_t nc = std::min(sc.chunk, g.N - n0);
     if (g.groups == 1) {
       // dcol[n] (CRS, PQ) = wᵀ (CRS, K) · dy[n] (K, PQ)
-      gemm(ctx, call, g, CUBLAS_OP_N, CUBLAS_OP_T, PQ, CRS, g.K, dy + n0 * g.K * PQ, PQ, g.K * PQ, w, CRS, 0, 0.f, col,
-           PQ, col_image, nc);
+      gemm(ctx, call, g, CUBLAS_OP_N, CUBLAS_OP_T, PQ, CRS, g.K, {byte_ptr(dy) + n0 * g.K * PQ * es, st, PQ, g.K * PQ},
+           {w, st, CRS, 0}, 0.f, {col, DType::f32, PQ, col_image}, nc);
     } else {
       for (int64_t i = 0; i < nc; ++i)
-        gemm(ctx, call, g, CUBLAS_OP_N, CUBLAS_OP_T, PQ, CRS, Kg, dy + (n0 + i) * g.K * PQ, PQ, Kg * PQ, w, CRS,
-             Kg * CRS, 0.f, col + i * col_image, PQ, CRS * PQ, g.groups);
+        gemm(ctx, call, g, CUBLAS_OP_N, CUBLAS_OP_T, PQ, CRS, Kg,
+             {byte_ptr(dy) + (n0 + i) * g.K * PQ * es, st, PQ, Kg * PQ}, {w, st, CRS, Kg * CRS}, 0.f,
+             {col + i * col_image, DType::f32, PQ, CRS * PQ}, g.groups);
     }
-    kernels::conv2d_col2im_cuda(col, dx + n0 * g.C * g.H * g.W, kg, nc, ctx.stream());
+    kernels::conv2d_col2im_cuda(col, byte_ptr(dx) + n0 * g.C * g.H * g.W * es, kernels::storage_of(st), kg, nc,
+                                ctx.stream());
   }
 }
 
-void im2col_backward_filter(CudaContext& ctx, const OpCall& call, const ops::Conv2dGeometry& g, const float* x,
-                            const float* dy, float* dw) {
+/// dw = Σ_n dy[n] · im2col(x[n])ᵀ, accumulated in fp32 (in dw itself for f32 storage, else in a
+/// scratch buffer rounded to dw once at the end).
+void im2col_backward_filter(CudaContext& ctx, const OpCall& call, const ops::Conv2dGeometry& g, DType st, const void* x,
+                            const void* dy, void* dw) {
   const auto kg = kernel_geometry(g);
+  const int64_t es = static_cast<int64_t>(dtype_size(st));
   const int64_t PQ = g.P * g.Q, CRS = g.Cg() * g.R * g.S, Kg = g.Kg(), col_image = g.C * g.R * g.S * PQ;
-  auto [chunk, col] = column_buffer(ctx, g);
-  for (int64_t n0 = 0; n0 < g.N; n0 += chunk) {
-    const int64_t nc = std::min(chunk, g.N - n0);
-    kernels::conv2d_im2col_cuda(x + n0 * g.C * g.H * g.W, col, kg, nc, ctx.stream());
+  const int64_t dw_numel = g.K * CRS;
+  const Scratch sc = scratch(ctx, g, st, 0, st == DType::f32 ? 0 : dw_numel);
+  float* acc = st == DType::f32 ? static_cast<float*>(dw) : sc.fixed;
+  for (int64_t n0 = 0; n0 < g.N; n0 += sc.chunk) {
+    const int64_t nc = std::min(sc.chunk, g.N - n0);
+    kernels::conv2d_im2col_cuda(byte_ptr(x) + n0 * g.C * g.H * g.W * es, sc.col, kernels::storage_of(st), kg, nc,
+                                ctx.stream());
     // dw_g (Kg, CRS) (+)= dy[n, group] (Kg, PQ) · col[n, group]ᵀ (PQ, CRS), one image after the
     // other (a fixed summation order), batched over groups.
     for (int64_t i = 0; i < nc; ++i)
-      gemm(ctx, call, g, CUBLAS_OP_T, CUBLAS_OP_N, CRS, Kg, PQ, col + i * col_image, PQ, CRS * PQ,
-           dy + (n0 + i) * g.K * PQ, PQ, Kg * PQ, n0 + i == 0 ? 0.f : 1.f, dw, CRS, Kg * CRS, g.groups);
+      gemm(ctx, call, g, CUBLAS_OP_T, CUBLAS_OP_N, CRS, Kg, PQ,
+           {byte_ptr(sc.col) + i * col_image * es, st, PQ, CRS * PQ},
+           {byte_ptr(dy) + (n0 + i) * g.K * PQ * es, st, PQ, Kg * PQ}, n0 + i == 0 ? 0.f : 1.f,
+           {acc, DType::f32, CRS, Kg * CRS}, g.groups);
   }
+  if (st != DType::f32)
+    kernels::cast_cuda(acc, kernels::kCastF32, dw, st == DType::bf16 ? kernels::kCastBf16 : kernels::kCastF16, dw_numel,
+                       ctx.stream());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -556,75 +659,73 @@ void im2col_backward_filter(CudaContext& ctx, const OpCall& call, const ops::Con
 void cuda_conv2d(const OpCall& call) {
   const ops::Conv2dArgs g = ops::check_conv2d_call(call);
   CudaContext& ctx = cuda_context(call);
-  const float* x = g.x.as<float>();
-  const float* w = g.w.as<float>();
-  const float* bias = g.bias.as<float>();
-  float* y = g.y.as<float>();
+  const DType st = g.storage;
+  void *x = g.x.data, *w = g.w.data, *bias = g.bias.data, *y = g.y.data;
   if (!im2col_forced()) {
-    const CacheEntry& e = plan_for(ctx.cudnn(), call, call.op, g, alignment_of({x, w, bias, y}));
+    const CacheEntry& e = plan_for(ctx.cudnn(), call, call.op, g, alignment_of(st, {x, w, bias, y}), st);
     if (e.plan) {
-      execute(ctx, *e.plan,
-              {{kUidX, const_cast<float*>(x)},
-               {kUidW, const_cast<float*>(w)},
-               {kUidY, y},
-               {kUidBias, const_cast<float*>(bias)}});
+      execute(ctx, *e.plan, {{kUidX, x}, {kUidW, w}, {kUidY, y}, {kUidBias, bias}});
+      // Unfused: f32, or 16-bit without a bias (ReLU of a rounded value is the rounded ReLU).
       if (!e.fused && (bias || g.relu))
-        kernels::conv2d_bias_act_cuda(y, bias, g.N, g.K, g.P * g.Q, g.relu ? 1 : 0, ctx.stream());
+        kernels::conv2d_bias_act_cuda(y, st == DType::f32, y, kernels::storage_of(st), bias, g.N, g.K, g.P * g.Q,
+                                      g.relu ? 1 : 0, ctx.stream());
       return;
     }
   }
-  im2col_forward(ctx, call, g, x, w, bias, y);
+  im2col_forward(ctx, call, g, st, x, w, bias, y);
 }
 
 /// dx = the data gradient of the convolution g for dy: a cuDNN backward-data plan, else the im2col
 /// engine (Conv2dBackwardData, and Conv2dTranspose before its bias).
-void backward_data(CudaContext& ctx, const OpCall& call, const ops::Conv2dGeometry& g, const float* dy,
-                   const float* w, float* dx) {
+void backward_data(CudaContext& ctx, const OpCall& call, const ops::Conv2dGeometry& g, DType st, void* dy, void* w,
+                   void* dx) {
   if (!im2col_forced()) {
-    const CacheEntry& e = plan_for(ctx.cudnn(), call, OpKind::Conv2dBackwardData, g, alignment_of({dy, w, dx}));
+    const CacheEntry& e = plan_for(ctx.cudnn(), call, OpKind::Conv2dBackwardData, g, alignment_of(st, {dy, w, dx}), st);
     if (e.plan) {
-      execute(ctx, *e.plan, {{kUidX, dx}, {kUidW, const_cast<float*>(w)}, {kUidY, const_cast<float*>(dy)}});
+      execute(ctx, *e.plan, {{kUidX, dx}, {kUidW, w}, {kUidY, dy}});
       return;
     }
   }
-  im2col_backward_data(ctx, call, g, dy, w, dx);
+  im2col_backward_data(ctx, call, g, st, dy, w, dx);
 }
 
 void cuda_conv2d_backward_data(const OpCall& call) {
   const ops::Conv2dArgs g = ops::check_conv2d_call(call);
-  backward_data(cuda_context(call), call, g, g.dy.as<float>(), g.w.as<float>(), g.dx.as<float>());
+  backward_data(cuda_context(call), call, g, g.storage, g.dy.data, g.w.data, g.dx.data);
 }
 
-// The transposed convolution is the data gradient of the convolution whose geometry its check
-// returns (cuDNN's backward-data operation), then its bias per output channel.
+// The transposed convolution (f32 only) is the data gradient of the convolution whose geometry its
+// check returns (cuDNN's backward-data operation), then its bias per output channel.
 void cuda_conv2d_transpose(const OpCall& call) {
   const ops::Conv2dArgs g = ops::check_conv2d_call(call);
   CudaContext& ctx = cuda_context(call);
-  float* y = g.dx.as<float>();
-  backward_data(ctx, call, g, g.dy.as<float>(), g.w.as<float>(), y);
-  if (g.has_bias) kernels::conv2d_bias_act_cuda(y, g.bias.as<float>(), g.N, g.C, g.H * g.W, 0, ctx.stream());
+  void* y = g.dx.data;
+  backward_data(ctx, call, g, DType::f32, g.dy.data, g.w.data, y);
+  if (g.has_bias)
+    kernels::conv2d_bias_act_cuda(y, true, y, kernels::Storage::kF32, g.bias.data, g.N, g.C, g.H * g.W, 0,
+                                  ctx.stream());
 }
 
 void cuda_conv2d_backward_filter(const OpCall& call) {
   const ops::Conv2dArgs g = ops::check_conv2d_call(call);
   CudaContext& ctx = cuda_context(call);
-  const float* x = g.x.as<float>();
-  const float* dy = g.dy.as<float>();
-  float* dw = g.dw.as<float>();
+  const DType st = g.storage;
+  void *x = g.x.data, *dy = g.dy.data, *dw = g.dw.data;
   if (!im2col_forced()) {
-    const CacheEntry& e = plan_for(ctx.cudnn(), call, call.op, g, alignment_of({x, dy, dw}));
+    const CacheEntry& e = plan_for(ctx.cudnn(), call, call.op, g, alignment_of(st, {x, dy, dw}), st);
     if (e.plan) {
-      execute(ctx, *e.plan, {{kUidX, const_cast<float*>(x)}, {kUidW, dw}, {kUidY, const_cast<float*>(dy)}});
+      execute(ctx, *e.plan, {{kUidX, x}, {kUidW, dw}, {kUidY, dy}});
       return;
     }
   }
-  im2col_backward_filter(ctx, call, g, x, dy, dw);
+  im2col_backward_filter(ctx, call, g, st, x, dy, dw);
 }
 
 void cuda_conv2d_backward_bias(const OpCall& call) {
   const ops::Conv2dArgs g = ops::check_conv2d_call(call);
   CudaContext& ctx = cuda_context(call);
-  kernels::conv2d_bias_grad_cuda(g.dy.as<float>(), g.db.as<float>(), g.N, g.K, g.P * g.Q, ctx.stream());
+  kernels::conv2d_bias_grad_cuda(g.dy.data, g.db.data, kernels::storage_of(g.storage), g.N, g.K, g.P * g.Q,
+                                 ctx.stream());
 }
 
 }  // namespace

@@ -20,38 +20,35 @@ float* bn_workspace(CudaContext& ctx, const ops::BatchNormArgs& p) {
 void batch_norm_train(const OpCall& call) {
   const ops::BatchNormArgs p = ops::check_batch_norm_call(call);
   CudaContext& ctx = cuda_context(call);
-  kernels::batch_norm_train_cuda(p.x.as<float>(), p.gamma.as<float>(), p.beta.as<float>(),
-                                 p.running_mean.as<float>(),
-                                 p.running_var.as<float>(), p.y.as<float>(),
-                                 p.saved_mean.as<float>(),
-                                 p.saved_invstd.as<float>(), p.n, p.c, p.spatial,
-                                 static_cast<float>(p.eps), static_cast<float>(p.momentum), bn_workspace(ctx, p),
-                                 ctx.stream());
+  kernels::batch_norm_train_cuda(
+      p.x.data, p.gamma.as<float>(), p.beta.as<float>(), p.running_mean.as<float>(), p.running_var.as<float>(),
+      p.y.data, p.saved_mean.as<float>(), p.saved_invstd.as<float>(), kernels::storage_of(p.storage), p.n, p.c,
+      p.spatial, static_cast<float>(p.eps), static_cast<float>(p.momentum), bn_workspace(ctx, p), ctx.stream());
 }
 
 void batch_norm_inference(const OpCall& call) {
   const ops::BatchNormArgs p = ops::check_batch_norm_call(call);
   CudaContext& ctx = cuda_context(call);
-  kernels::batch_norm_inference_cuda(p.x.as<float>(), p.gamma.as<float>(), p.beta.as<float>(),
-                                     p.running_mean.as<float>(), p.running_var.as<float>(), p.y.as<float>(), p.n, p.c,
+  kernels::batch_norm_inference_cuda(p.x.data, p.gamma.as<float>(), p.beta.as<float>(), p.running_mean.as<float>(),
+                                     p.running_var.as<float>(), p.y.data, kernels::storage_of(p.storage), p.n, p.c,
                                      p.spatial, static_cast<float>(p.eps), ctx.stream());
 }
 
 void batch_norm_backward(const OpCall& call) {
   const ops::BatchNormArgs p = ops::check_batch_norm_call(call);
   CudaContext& ctx = cuda_context(call);
-  kernels::batch_norm_backward_cuda(p.x.as<float>(), p.gamma.as<float>(), p.saved_mean.as<float>(),
-                                    p.saved_invstd.as<float>(), p.dy.as<float>(), p.dx.as<float>(),
-                                    p.dgamma.as<float>(), p.dbeta.as<float>(), p.n, p.c, p.spatial,
-                                    bn_workspace(ctx, p), ctx.stream());
+  kernels::batch_norm_backward_cuda(p.x.data, p.gamma.as<float>(), p.saved_mean.as<float>(), p.saved_invstd.as<float>(),
+                                    p.dy.data, p.dx.data, p.dgamma.as<float>(), p.dbeta.as<float>(),
+                                    kernels::storage_of(p.storage), p.n, p.c, p.spatial, bn_workspace(ctx, p),
+                                    ctx.stream());
 }
 
 void batch_norm_inference_backward(const OpCall& call) {
   const ops::BatchNormArgs p = ops::check_batch_norm_call(call);
   CudaContext& ctx = cuda_context(call);
-  kernels::batch_norm_inference_backward_cuda(p.dy.as<float>(), p.gamma.as<float>(), p.running_var.as<float>(),
-                                              p.dx.as<float>(), p.n, p.c, p.spatial, static_cast<float>(p.eps),
-                                              ctx.stream());
+  kernels::batch_norm_inference_backward_cuda(p.dy.data, p.gamma.as<float>(), p.running_var.as<float>(), p.dx.data,
+                                              kernels::storage_of(p.storage), p.n, p.c, p.spatial,
+                                              static_cast<float>(p.eps), ctx.stream());
 }
 
 void layer_norm(const OpCall& call) {

@@ -27,15 +27,14 @@ kernels::Pool2dShape shape_of(const ops::PoolGeometry& g) {
 
 void max_pool2d(const OpCall& call) {
   const ops::PoolArgs g = ops::check_pool_call(call);
-  kernels::max_pool2d_cuda(g.x.as<float>(), g.y.as<float>(),
-                           g.argmax.as<int32_t>(), shape_of(g),
+  kernels::max_pool2d_cuda(g.x.data, g.y.data, g.argmax.as<int32_t>(), kernels::storage_of(g.storage), shape_of(g),
                            cuda_context(call).stream());
 }
 
 void max_pool2d_backward(const OpCall& call) {
   const ops::PoolArgs g = ops::check_pool_call(call);
-  kernels::max_pool2d_backward_cuda(g.x.as<float>(), g.y.as<float>(), g.dy.as<float>(),
-                                    g.dx.as<float>(), shape_of(g), cuda_context(call).stream());
+  kernels::max_pool2d_backward_cuda(g.x.data, g.y.data, g.dy.data, g.dx.data, kernels::storage_of(g.storage),
+                                    shape_of(g), cuda_context(call).stream());
 }
 
 void avg_pool2d(const OpCall& call) {

@@ -210,7 +210,8 @@ class Sweep {
       case OpKind::Conv2d: {
         ValueId dz = dy;
         if (ops::Conv2dAttrs::from(n.attrs).epilogue == Epilogue::Relu) {
-          dz = g_.add_value("d" + g_.value(n.outputs[0]).name + ".pre", g_.value(dy).shape, DType::f32,
+          // d(conv output) before the ReLU, in the gradient's type (the storage type in bf16/f16 mode)
+          dz = g_.add_value("d" + g_.value(n.outputs[0]).name + ".pre", g_.value(dy).shape, g_.value(dy).dtype,
                             Role::Intermediate);
           g_.add_node(OpKind::UnaryBackward, ops::UnaryAttrs{UnaryOp::Relu, 0}.to_op_attrs(), {kNone, n.outputs[0], dy},
                       {dz}, L, Phase::Backward);

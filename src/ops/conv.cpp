@@ -7,6 +7,7 @@
 
 #include "cudl/error.hpp"
 #include "ops/common.hpp"
+#include "ops/precision.hpp"
 
 namespace cudl {
 namespace ops {
@@ -25,20 +26,22 @@ int64_t out_size(int64_t in, int64_t pad, int64_t dil, int64_t k, int64_t stride
   return span / stride + 1;
 }
 
-void require_f32(const OpCall& c, const TensorView& v, const char* what) {
-  if (v.dtype != DType::f32)
-    CUDL_FAIL(name_of(c), " (", c.label, "): ", what, " must be f32, got ", v.dtype, " (shape ", v.shape, ")");
+/// Every tensor of a conv call has the call's storage type `st` (f32 unless the op is listed in
+/// ops::storage_slots and its tensors are bf16 or f16).
+void require_dtype(const OpCall& c, const TensorView& v, const char* what, DType st) {
+  if (v.dtype != st)
+    CUDL_FAIL(name_of(c), " (", c.label, "): ", what, " must be ", st, ", got ", v.dtype, " (shape ", v.shape, ")");
 }
 
-const TensorView& required_in(const OpCall& c, int k, const char* what) {
+const TensorView& required_in(const OpCall& c, int k, const char* what, DType st) {
   if (!c.has_in(k)) CUDL_FAIL(name_of(c), " (", c.label, "): input ", k, " (", what, ") is missing");
-  require_f32(c, c.in(k), what);
+  require_dtype(c, c.in(k), what, st);
   return c.in(k);
 }
 
-const TensorView& required_out(const OpCall& c, int k, const char* what) {
+const TensorView& required_out(const OpCall& c, int k, const char* what, DType st) {
   if (!c.has_out(k)) CUDL_FAIL(name_of(c), " (", c.label, "): output ", k, " (", what, ") is missing");
-  require_f32(c, c.out(k), what);
+  require_dtype(c, c.out(k), what, st);
   return c.out(k);
 }
 
@@ -92,26 +95,29 @@ Conv2dGeometry conv2d_geometry(const OpCall& c, const Shape& x, const Shape& w) 
 Conv2dArgs check_conv2d_call(const OpCall& c) {
   Conv2dArgs g;
   op_checks::arity(c);
+  // The storage type: f32 for Conv2dTranspose (not in the table), else that of the call's tensors.
+  const DType st = storage_slots(c.op).any() ? check_storage(c) : DType::f32;
+  g.storage = st;
   switch (c.op) {
     case OpKind::Conv2d: {
-      const TensorView& x = required_in(c, 0, "x");
-      const TensorView& w = required_in(c, 1, "w");
+      const TensorView& x = required_in(c, 0, "x", st);
+      const TensorView& w = required_in(c, 1, "w", st);
       static_cast<Conv2dGeometry&>(g) = conv2d_geometry(c, x.shape, w.shape);
       g.x = x, g.w = w;
       if (c.has_in(2)) {
         g.has_bias = true;
         g.bias = c.in(2);
-        require_f32(c, c.in(2), "bias");
+        require_dtype(c, c.in(2), "bias", st);
         require_shape(c, c.in(2), Shape{g.K}, "bias", g);
       }
-      g.y = required_out(c, 0, "y");
+      g.y = required_out(c, 0, "y", st);
       require_shape(c, g.y, g.y_shape(), "y", g);
       break;
     }
     case OpKind::Conv2dBackwardData: {
-      const TensorView& dy = required_in(c, 0, "dy");
-      const TensorView& w = required_in(c, 1, "w");
-      const TensorView& dx = required_out(c, 0, "dx");
+      const TensorView& dy = required_in(c, 0, "dy", st);
+      const TensorView& w = required_in(c, 1, "w", st);
+      const TensorView& dx = required_out(c, 0, "dx", st);
       static_cast<Conv2dGeometry&>(g) = conv2d_geometry(c, dx.shape, w.shape);
       g.dy = dy, g.w = w, g.dx = dx;
       g.relu = false;
@@ -119,9 +125,9 @@ Conv2dArgs check_conv2d_call(const OpCall& c) {
       break;
     }
     case OpKind::Conv2dBackwardFilter: {
-      const TensorView& x = required_in(c, 0, "x");
-      const TensorView& dy = required_in(c, 1, "dy");
-      const TensorView& dw = required_out(c, 0, "dw");
+      const TensorView& x = required_in(c, 0, "x", st);
+      const TensorView& dy = required_in(c, 1, "dy", st);
+      const TensorView& dw = required_out(c, 0, "dw", st);
       static_cast<Conv2dGeometry&>(g) = conv2d_geometry(c, x.shape, dw.shape);
       g.x = x, g.dy = dy, g.dw = dw;
       g.relu = false;
@@ -129,9 +135,9 @@ Conv2dArgs check_conv2d_call(const OpCall& c) {
       break;
     }
     case OpKind::Conv2dTranspose: {
-      const TensorView& x = required_in(c, 0, "x");
-      const TensorView& w = required_in(c, 1, "w");
-      const TensorView& y = required_out(c, 0, "y");
+      const TensorView& x = required_in(c, 0, "x", st);
+      const TensorView& w = required_in(c, 1, "w", st);
+      const TensorView& y = required_out(c, 0, "y", st);
       if (Conv2dAttrs::from(c.attrs).epilogue != Epilogue::None)
         CUDL_FAIL(name_of(c), " (", c.label, "): epilogue must be None, got ",
                   static_cast<int64_t>(Conv2dAttrs::from(c.attrs).epilogue), " for x ", x.shape, ", w ", w.shape);
@@ -143,7 +149,7 @@ Conv2dArgs check_conv2d_call(const OpCall& c) {
       if (c.has_in(2)) {
         g.has_bias = true;
         g.bias = c.in(2);
-        require_f32(c, c.in(2), "bias");
+        require_dtype(c, c.in(2), "bias", st);
         if (g.bias.shape != Shape{g.C})
           CUDL_FAIL(name_of(c), " (", c.label, "): bias has shape ", g.bias.shape, ", expected (", g.C, ",) for y ",
                     y.shape);
@@ -151,8 +157,8 @@ Conv2dArgs check_conv2d_call(const OpCall& c) {
       break;
     }
     case OpKind::Conv2dBackwardBias: {
-      const TensorView& dy = required_in(c, 0, "dy");
-      const TensorView& db = required_out(c, 0, "db");
+      const TensorView& dy = required_in(c, 0, "dy", st);
+      const TensorView& db = required_out(c, 0, "db", st);
       g.dy = dy, g.db = db;
       if (dy.shape.rank() != 4)
         CUDL_FAIL(name_of(c), " (", c.label, "): dy must be (N, K, P, Q), got ", dy.shape, " (db ", db.shape, ")");

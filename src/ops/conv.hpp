@@ -65,12 +65,15 @@ Conv2dGeometry conv2d_geometry(const OpCall& call, const Shape& x, const Shape& 
 /// convolution it is the data gradient of, so its input fills `dy` (N, K, P, Q), its output `dx`
 /// (N, C, H, W) and its bias (C) `bias`.
 struct Conv2dArgs : Conv2dGeometry {
+  DType storage =
+      DType::f32;            // every float tensor's dtype: f32, or bf16/f16 (ops/precision.hpp) except Conv2dTranspose
   TensorView x, w, bias, y;  // (N, C, H, W), (K, C/groups, R, S), (K) (Conv2dTranspose: (C)), (N, K, P, Q)
   TensorView dy, dx, dw, db;
 };
 
 /// Validates a whole Conv2d / Conv2dBackwardData / Conv2dBackwardFilter / Conv2dBackwardBias / Conv2dTranspose call
-/// (tensor counts, presence, f32 dtype, every shape) and returns its geometry. For
+/// (tensor counts, presence, dtypes: one storage type per call, f32 for Conv2dTranspose, every
+/// shape) and returns its geometry. For
 /// Conv2dBackwardBias only N, K, P, Q are filled in.
 Conv2dArgs check_conv2d_call(const OpCall& call);
 

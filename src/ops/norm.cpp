@@ -7,17 +7,20 @@
 
 #include "cudl/error.hpp"
 #include "ops/common.hpp"
+#include "ops/precision.hpp"
 
 namespace cudl {
 namespace ops {
 
 namespace {
 
-/// Throws unless `v` is a defined f32 tensor of exactly `shape`.
-void expect_f32(const OpCall& call, const TensorView& v, const char* what, const Shape& shape, const Shape& x_shape) {
+/// Throws unless `v` is a defined tensor of dtype `dt` (f32 unless given) and exactly `shape`.
+void expect_f32(const OpCall& call, const TensorView& v, const char* what, const Shape& shape, const Shape& x_shape,
+                DType dt = DType::f32) {
   if (!v.defined()) CUDL_FAIL(op_name(call.op), " (", call.label, "): ", what, " is required");
-  if (v.dtype != DType::f32)
-    CUDL_FAIL(op_name(call.op), " (", call.label, "): ", what, " must be f32, got ", v.dtype, " (shape ", v.shape, ")");
+  if (v.dtype != dt)
+    CUDL_FAIL(op_name(call.op), " (", call.label, "): ", what, " must be ", dt, ", got ", v.dtype, " (shape ", v.shape,
+              ")");
   if (v.shape != shape)
     CUDL_FAIL(op_name(call.op), " (", call.label, "): ", what, " must have shape ", shape, " for x ", x_shape, ", got ",
               v.shape);
@@ -45,13 +48,15 @@ double checked_eps(const OpCall& call, double eps) {
 using op_checks::opt_in;
 using op_checks::opt_out;
 
-/// Checks that `v` (the op's `what`) is a defined f32 (N, C, ...) tensor with values in every
-/// channel, and sets p.n, p.c and p.spatial from it.
+/// Checks that `v` (the op's `what`) is a defined (N, C, ...) tensor of the call's storage type
+/// (ops/precision.hpp: x, y, dy, dx follow it; the per-channel tensors stay f32) with values in
+/// every channel, and sets p.storage, p.n, p.c and p.spatial from it.
 void channel_layout(const OpCall& call, const TensorView& v, const char* what, BatchNormArgs& p) {
   const char* name = op_name(call.op);
+  p.storage = check_storage(call);
   if (!v.defined()) CUDL_FAIL(name, " (", call.label, "): ", what, " is required");
-  if (v.dtype != DType::f32)
-    CUDL_FAIL(name, " (", call.label, "): ", what, " must be f32, got ", v.dtype, " (shape ", v.shape, ")");
+  if (v.dtype != p.storage)
+    CUDL_FAIL(name, " (", call.label, "): ", what, " must be ", p.storage, ", got ", v.dtype, " (shape ", v.shape, ")");
   if (v.shape.rank() < 2) CUDL_FAIL(name, " (", call.label, "): ", what, " must be (N, C, ...), got shape ", v.shape);
   p.n = v.shape[0];
   p.c = v.shape[1];
@@ -104,7 +109,7 @@ BatchNormArgs check_batch_norm_inference_backward(const OpCall& call) {
   p.has_gamma = call.has_in(1);
   if (p.has_gamma) expect_f32(call, call.in(1), "gamma", cs, dy.shape);
   expect_f32(call, call.in(2), "running_var", cs, dy.shape);
-  expect_f32(call, call.out(0), "dx", dy.shape, dy.shape);
+  expect_f32(call, call.out(0), "dx", dy.shape, dy.shape, p.storage);
   p.dy = dy;
   p.gamma = opt_in(call, 1);
   p.running_var = call.in(2);
@@ -136,11 +141,11 @@ BatchNormArgs check_batch_norm_call(const OpCall& call) {
     if (p.has_gamma) expect_f32(call, call.in(1), "gamma", cs, x.shape);
     expect_f32(call, call.in(2), "saved_mean", cs, x.shape);
     expect_f32(call, call.in(3), "saved_invstd", cs, x.shape);
-    expect_f32(call, call.in(4), "dy", x.shape, x.shape);
+    expect_f32(call, call.in(4), "dy", x.shape, x.shape, p.storage);
     p.has_dx = call.has_out(0);
     p.has_dgamma = call.has_out(1);
     p.has_dbeta = call.has_out(2);
-    if (p.has_dx) expect_f32(call, call.out(0), "dx", x.shape, x.shape);
+    if (p.has_dx) expect_f32(call, call.out(0), "dx", x.shape, x.shape, p.storage);
     if (p.has_dgamma) expect_f32(call, call.out(1), "dgamma", cs, x.shape);
     if (p.has_dbeta) expect_f32(call, call.out(2), "dbeta", cs, x.shape);
     if (!p.has_dx && !p.has_dgamma && !p.has_dbeta)
@@ -157,7 +162,7 @@ BatchNormArgs check_batch_norm_call(const OpCall& call) {
     expect_f32(call, call.in(3), "running_mean", cs, x.shape);
     expect_f32(call, call.in(4), "running_var", cs, x.shape);
   }
-  expect_f32(call, call.out(0), "y", x.shape, x.shape);
+  expect_f32(call, call.out(0), "y", x.shape, x.shape, p.storage);
   if (call.op == OpKind::BatchNormTrain) {
     p.momentum = attrs.momentum;
     if (!(p.momentum >= 0 && p.momentum <= 1))

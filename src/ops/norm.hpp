@@ -56,6 +56,7 @@ struct LayerNormAttrs {
 
 /// Batch norm over x (N, C, *spatial): statistics per channel over N and the spatial dims.
 struct BatchNormArgs {
+  DType storage = DType::f32;             // x, y, dy, dx: f32, bf16 or f16 (ops/precision.hpp); the rest f32
   TensorView x, gamma, beta;              // gamma / beta may be undefined (1 / 0)
   TensorView running_mean, running_var;   // Train: undefined when not updated
   TensorView y, saved_mean, saved_invstd; // Backward: saved_mean / saved_invstd are inputs 2, 3

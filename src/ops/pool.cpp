@@ -8,6 +8,7 @@
 
 #include "cudl/error.hpp"
 #include "ops/common.hpp"
+#include "ops/precision.hpp"
 
 namespace cudl {
 namespace ops {
@@ -31,11 +32,12 @@ void expect_tensor(const OpCall& call, const TensorView& v, const char* what, DT
               ", got ", v.shape);
 }
 
-/// Reads (N, C, H, W) from a rank-4 tensor, naming the op when it is not.
-void take_nchw(const OpCall& call, const TensorView& v, const char* what, PoolGeometry& g) {
+/// Reads (N, C, H, W) from a rank-4 tensor of dtype `st`, naming the op when it is not.
+void take_nchw(const OpCall& call, const TensorView& v, const char* what, PoolGeometry& g, DType st = DType::f32) {
   if (!v.defined()) CUDL_FAIL(op_name(call.op), " (", call.label, "): ", what, " is required");
-  if (v.dtype != DType::f32)
-    CUDL_FAIL(op_name(call.op), " (", call.label, "): ", what, " must be f32, got ", v.dtype, " (shape ", v.shape, ")");
+  if (v.dtype != st)
+    CUDL_FAIL(op_name(call.op), " (", call.label, "): ", what, " must be ", st, ", got ", v.dtype, " (shape ", v.shape,
+              ")");
   if (v.shape.rank() != 4)
     CUDL_FAIL(op_name(call.op), " (", call.label, "): ", what, " must be (N, C, H, W), got shape ", v.shape);
   g.n = v.shape[0];
@@ -71,22 +73,24 @@ PoolArgs check_pool_call(const OpCall& call) {
   switch (call.op) {
     case OpKind::MaxPool2d: {
       expect_counts(call, 1, 1, 1, 2, "(x) -> (y, [argmax])");
-      take_nchw(call, call.in(0), "x", g);
+      const DType st = g.storage = check_storage(call);
+      take_nchw(call, call.in(0), "x", g, st);
       take_window(call, call.in(0).shape, g);
       const Shape ys{g.n, g.c, g.p, g.q};
-      expect_tensor(call, call.out(0), "y", DType::f32, ys, call.in(0).shape);
+      expect_tensor(call, call.out(0), "y", st, ys, call.in(0).shape);
       g.has_argmax = call.has_out(1);
       if (g.has_argmax) expect_tensor(call, call.out(1), "argmax", DType::i32, ys, call.in(0).shape);
       break;
     }
     case OpKind::MaxPool2dBackward: {
       expect_counts(call, 3, 3, 1, 1, "(x, y, dy) -> (dx)");
-      take_nchw(call, call.in(0), "x", g);
+      const DType st = g.storage = check_storage(call);
+      take_nchw(call, call.in(0), "x", g, st);
       take_window(call, call.in(0).shape, g);
       const Shape ys{g.n, g.c, g.p, g.q};
-      expect_tensor(call, call.in(1), "y", DType::f32, ys, call.in(0).shape);
-      expect_tensor(call, call.in(2), "dy", DType::f32, ys, call.in(0).shape);
-      expect_tensor(call, call.out(0), "dx", DType::f32, call.in(0).shape, call.in(0).shape);
+      expect_tensor(call, call.in(1), "y", st, ys, call.in(0).shape);
+      expect_tensor(call, call.in(2), "dy", st, ys, call.in(0).shape);
+      expect_tensor(call, call.out(0), "dx", st, call.in(0).shape, call.in(0).shape);
       break;
     }
     case OpKind::AvgPool2d: {

@@ -31,6 +31,18 @@ StorageSlots storage_slots(OpKind op) {
     case OpKind::Linear: return {bits({0, 1, 2}), bits({0, 1})};
     case OpKind::LinearBackward: return {bits({0, 1, 2, 3, 4}), bits({0, 1, 2, 3})};
     case OpKind::GatherBatch: return {0, bits({0})};  // xb, when x is u8 images
+    case OpKind::Conv2d: return {bits({0, 1, 2}), bits({0})};            // x, w, [bias] -> y
+    case OpKind::Conv2dBackwardData: return {bits({0, 1}), bits({0})};    // dy, w -> dx
+    case OpKind::Conv2dBackwardFilter: return {bits({0, 1}), bits({0})};  // x, dy -> dw
+    case OpKind::Conv2dBackwardBias: return {bits({0}), bits({0})};       // dy -> db
+    case OpKind::MaxPool2d: return {bits({0}), bits({0})};                // x -> y, [argmax i32]
+    case OpKind::MaxPool2dBackward: return {bits({0, 1, 2}), bits({0})};  // x, y, dy -> dx
+    // Batch norm: x, y, dy, dx follow the storage type; gamma, beta, running and saved statistics,
+    // dgamma and dbeta stay f32.
+    case OpKind::BatchNormTrain: return {bits({0}), bits({0})};            // x -> y
+    case OpKind::BatchNormInference: return {bits({0}), bits({0})};        // x -> y
+    case OpKind::BatchNormBackward: return {bits({0, 4}), bits({0})};      // x, dy -> dx
+    case OpKind::BatchNormInferenceBackward: return {bits({0}), bits({0})};  // dy -> dx
     default:
       return {};
   }

@@ -6,8 +6,10 @@
 // immutable description (tensor, convolution, operation, graph, engine, plan) so later calls never
 // depend on descriptors the caller has destroyed. Supported graphs: one convolution (forward,
 // backward-data, backward-filter), and a forward convolution followed by a chain of pointwise
-// ADD (broadcast bias) / RELU_FWD through virtual tensors. Execution enqueues naive loops with
-// double accumulation on the handle's stream (float with CUDL_EMU_ACCUMULATE=fp32, emu/runtime.hpp).
+// ADD (broadcast bias) / RELU_FWD through virtual tensors. Tensors in memory are FLOAT, BFLOAT16 or
+// HALF (one type per convolution, fp32 compute type; virtual tensors FLOAT or that type). Execution
+// enqueues naive loops on the handle's stream on widened inputs with double accumulation (float with
+// CUDL_EMU_ACCUMULATE=fp32, emu/runtime.hpp), rounding a 16-bit output once, to nearest even, at the store.
 #include <cudnn.h>
 
 #include <algorithm>
@@ -24,6 +26,7 @@
 
 #include "emu/cudnn_emu.hpp"
 #include "emu/runtime.hpp"
+#include "src/core/half.hpp"
 
 struct cudnnContext {
   cudaStream_t stream = nullptr;
@@ -154,11 +157,17 @@ std::vector<std::shared_ptr<const EngineInfo>> engines_for(const std::shared_ptr
     default:
       break;
   }
-  // Like cuDNN on sm80+, a tensor-core engine that reads the fp32 operands as TF32 (notes TENSOR_CORE
-  // and DOWN_CONVERT_INPUTS): last by global index, first in the heuristics' ranking (heuristic_order).
-  if (!out.empty())
-    make(static_cast<int64_t>(out.size()), {CUDNN_NUMERICAL_NOTE_TENSOR_CORE, CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS},
-         256);
+  // Like cuDNN on sm80+, a tensor-core engine: last by global index, first in the heuristics'
+  // ranking (heuristic_order). It reads fp32 operands as TF32 (notes TENSOR_CORE and
+  // DOWN_CONVERT_INPUTS); BFLOAT16/HALF operands it multiplies exactly into fp32 sums (TENSOR_CORE only).
+  // It takes NCHW tensors as the others do (real cuDNN's 16-bit tensor-core kernels prefer NHWC).
+  if (!out.empty()) {
+    if (conv.x.dtype == CUDNN_DATA_FLOAT)
+      make(static_cast<int64_t>(out.size()),
+           {CUDNN_NUMERICAL_NOTE_TENSOR_CORE, CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS}, 256);
+    else
+      make(static_cast<int64_t>(out.size()), {CUDNN_NUMERICAL_NOTE_TENSOR_CORE}, 256);
+  }
   // CUDL_EMU_REFUSE_ENGINES (emu/runtime.hpp): for some problems no engine is note-free, so the
   // caller's fallback (another engine with a note, or its own implementation) runs.
   uint64_t key = cudl_emu::hash_mix(0x646e6e, (uint64_t)g->pattern);
@@ -167,6 +176,7 @@ std::vector<std::shared_ptr<const EngineInfo>> engines_for(const std::shared_ptr
   for (const std::vector<int64_t>* v : {&conv.conv.stride, &conv.conv.pre, &conv.conv.post, &conv.conv.dil})
     for (int64_t x : *v) key = cudl_emu::hash_mix(key, (uint64_t)x);
   key = cudl_emu::hash_mix(key, (uint64_t)conv.groups);
+  key = cudl_emu::hash_mix(key, (uint64_t)conv.x.dtype);
   if (cudl_emu::refuse_engine(key)) {
     std::vector<std::shared_ptr<const EngineInfo>> noted;
     for (const auto& e : out) {
@@ -574,6 +584,27 @@ cudnnStatus_t finalize_pointwise(Desc& d) {
   return CUDNN_STATUS_SUCCESS;
 }
 
+bool is_storage_type(cudnnDataType_t t) {
+  return t == CUDNN_DATA_FLOAT || t == CUDNN_DATA_HALF || t == CUDNN_DATA_BFLOAT16;
+}
+
+std::string dtype_text(cudnnDataType_t t) {
+  switch (t) {
+    case CUDNN_DATA_FLOAT:
+      return "FLOAT";
+    case CUDNN_DATA_HALF:
+      return "HALF";
+    case CUDNN_DATA_BFLOAT16:
+      return "BFLOAT16";
+    case CUDNN_DATA_DOUBLE:
+      return "DOUBLE";
+    default:
+      return "data type " + std::to_string(static_cast<int>(t));
+  }
+}
+
+size_t dtype_bytes(cudnnDataType_t t) { return t == CUDNN_DATA_HALF || t == CUDNN_DATA_BFLOAT16 ? 2 : 4; }
+
 /// Output size of one spatial dimension (0 when the filter does not fit).
 int64_t conv_out(int64_t in, int64_t pre, int64_t post, int64_t k, int64_t dil, int64_t stride) {
   const int64_t span = in + pre + post - dil * (k - 1) - 1;
@@ -635,9 +666,20 @@ cudnnStatus_t finalize_conv_op(Desc& d, OpType type) {
                                               " is " + std::to_string(Y.dims[2 + i]) + ", the convolution gives " +
                                               std::to_string(o));
   }
-  if (X.dtype != CUDNN_DATA_FLOAT || W.dtype != CUDNN_DATA_FLOAT || Y.dtype != CUDNN_DATA_FLOAT ||
-      op->conv.comp != CUDNN_DATA_FLOAT)
-    return fail(CUDNN_STATUS_NOT_SUPPORTED_DATA_TYPE, std::string(what) + ": the emulator computes fp32 only");
+  // cuDNN's convolution type configurations: x, w and y of one type (FLOAT, or HALF/BFLOAT16 with a
+  // FLOAT compute type: "pseudo" half/bfloat16); a virtual y (the input of a fused pointwise chain)
+  // may be FLOAT. A HALF compute type ("true half") is real but not emulated.
+  if (!is_storage_type(X.dtype))
+    return fail(CUDNN_STATUS_NOT_SUPPORTED_DATA_TYPE,
+                std::string(what) + ": x has data type " + dtype_text(X.dtype) + " (FLOAT, HALF or BFLOAT16)");
+  if (W.dtype != X.dtype || (Y.dtype != X.dtype && !(Y.is_virtual && Y.dtype == CUDNN_DATA_FLOAT)))
+    return fail(CUDNN_STATUS_NOT_SUPPORTED_DATA_TYPE, std::string(what) + ": mixed tensor types: x " +
+                                                          dtype_text(X.dtype) + ", w " + dtype_text(W.dtype) + ", y " +
+                                                          dtype_text(Y.dtype) + (Y.is_virtual ? " (virtual)" : ""));
+  if (op->conv.comp != CUDNN_DATA_FLOAT)
+    return fail(
+        CUDNN_STATUS_NOT_SUPPORTED_DATA_TYPE,
+        std::string(what) + ": compute type " + dtype_text(op->conv.comp) + ": the emulator computes fp32 only");
   d.op = op;
   return CUDNN_STATUS_SUCCESS;
 }
@@ -668,6 +710,13 @@ cudnnStatus_t finalize_pointwise_op(Desc& d) {
   op->beta = real(d, CUDNN_ATTR_OPERATION_POINTWISE_ALPHA2, 1.0);
   if (op->x.dims != op->y.dims)
     return fail(CUDNN_STATUS_BAD_PARAM_SHAPE_MISMATCH, "pointwise operation: x and y dimensions differ");
+  for (const TensorInfo* t : {&op->x, &op->y, op->has_b ? &op->b : &op->x})
+    if (!is_storage_type(t->dtype))
+      return fail(CUDNN_STATUS_NOT_SUPPORTED_DATA_TYPE,
+                  "pointwise operation: data type " + dtype_text(t->dtype) + " is not emulated");
+  if (op->pw.prec != CUDNN_DATA_FLOAT)
+    return fail(CUDNN_STATUS_NOT_SUPPORTED_DATA_TYPE,
+                "pointwise operation: math precision " + dtype_text(op->pw.prec) + ": the emulator computes fp32 only");
   if (op->has_b) {
     if (op->b.dims.size() != op->y.dims.size())
       return fail(CUDNN_STATUS_BAD_PARAM_SHAPE_MISMATCH, "pointwise operation: b has another rank than y");
@@ -846,24 +895,44 @@ cudnnStatus_t finalize_variant_pack(Desc& d) {
 // execution: naive loops, double accumulation, on host views of emulated device memory
 // ---------------------------------------------------------------------------------------------
 
-/// A 4-D tensor: device memory (float) or a virtual tensor's host buffer (double).
+/// A 4-D tensor: device memory (FLOAT, HALF or BFLOAT16: reads widen, writes round to nearest even)
+/// or a virtual tensor's host buffer (double).
 struct View {
   TensorInfo t;
-  float* f = nullptr;
+  void* f = nullptr;
   std::shared_ptr<std::vector<double>> v;
   int64_t off(int64_t a, int64_t b, int64_t c, int64_t d) const {
     return a * t.strides[0] + b * t.strides[1] + c * t.strides[2] + d * t.strides[3];
   }
   double get(int64_t a, int64_t b, int64_t c, int64_t d) const {
     const int64_t o = off(a, b, c, d);
-    return f ? static_cast<double>(f[o]) : (*v)[static_cast<size_t>(o)];
+    if (!f) return (*v)[static_cast<size_t>(o)];
+    switch (t.dtype) {
+      case CUDNN_DATA_HALF:
+        return cudl::half_bits_to_float(static_cast<const uint16_t*>(f)[o]);
+      case CUDNN_DATA_BFLOAT16:
+        return cudl::bf16_bits_to_float(static_cast<const uint16_t*>(f)[o]);
+      default:
+        return static_cast<const float*>(f)[o];
+    }
   }
   void set(int64_t a, int64_t b, int64_t c, int64_t d, double x) const {
     const int64_t o = off(a, b, c, d);
-    if (f)
-      f[o] = static_cast<float>(x);
-    else
+    if (!f) {
       (*v)[static_cast<size_t>(o)] = x;
+      return;
+    }
+    const float x32 = static_cast<float>(x);  // the fp32 result, then one rounding to the storage type
+    switch (t.dtype) {
+      case CUDNN_DATA_HALF:
+        static_cast<uint16_t*>(f)[o] = cudl::float_to_half_bits(x32);
+        break;
+      case CUDNN_DATA_BFLOAT16:
+        static_cast<uint16_t*>(f)[o] = cudl::float_to_bf16_bits(x32);
+        break;
+      default:
+        static_cast<float*>(f)[o] = x32;
+    }
   }
   /// Broadcast read: dimensions of size 1 are repeated.
   double get_bcast(int64_t a, int64_t b, int64_t c, int64_t d) const {
@@ -1017,7 +1086,7 @@ void run_graph(const GraphInfo& g, const std::map<int64_t, void*>& ptrs, void* w
     if (t.is_virtual)
       v.v = std::make_shared<std::vector<double>>(static_cast<size_t>(t.extent()), 0.0);
     else
-      v.f = static_cast<float*>(ptrs.at(uid));
+      v.f = ptrs.at(uid);
     views.emplace(uid, v);
   }
   // The engine uses its workspace: scribble over it, so a caller that aliases it with live data
@@ -1469,7 +1538,7 @@ cudnnStatus_t cudnnBackendExecute(cudnnHandle_t handle, cudnnBackendDescriptor_t
       return fail(CUDNN_STATUS_BAD_PARAM_MISALIGNED_POINTER, "cudnnBackendExecute: tensor " + std::to_string(uid) +
                                                                  " is not aligned to " + std::to_string(t.alignment) +
                                                                  " bytes");
-    if (!is_device_range(it->second, static_cast<size_t>(t.extent()) * sizeof(float)))
+    if (!is_device_range(it->second, static_cast<size_t>(t.extent()) * dtype_bytes(t.dtype)))
       return fail(CUDNN_STATUS_BAD_PARAM,
                   "cudnnBackendExecute: tensor " + std::to_string(uid) + " does not lie inside one device allocation");
   }

@@ -1,6 +1,7 @@
 // tests/emu/tests/test_emu_cudnn.cpp — the emulated cuDNN graph API: descriptor validation errors,
 // heuristics and engine notes, execution errors, and conv forward / backward-data / backward-filter
-// (and the fused conv + bias + ReLU graph) against naive loops written here.
+// (and the fused conv + bias + ReLU graph) against naive loops written here; BFLOAT16/HALF
+// convolutions rounded once, and the type configurations cuDNN refuses.
 #include <cuda_runtime.h>
 #include <cudnn.h>
 #include <gtest/gtest.h>
@@ -9,11 +10,13 @@
 #include <cmath>
 #include <cstdint>
 #include <random>
+#include <string>
 #include <utility>
 #include <vector>
 
 #include "emu/cudnn_emu.hpp"
 #include "emu/emu.hpp"
+#include "src/core/half.hpp"
 
 namespace {
 
@@ -64,12 +67,12 @@ struct Be {
 };
 
 /// A packed tensor descriptor, finalized unless told otherwise.
-Be tensor(int64_t uid, std::vector<int64_t> dims, bool is_virtual = false, bool finalize = true) {
+Be tensor(int64_t uid, std::vector<int64_t> dims, bool is_virtual = false, bool finalize = true,
+          cudnnDataType_t dt = CUDNN_DATA_FLOAT) {
   Be t(CUDNN_BACKEND_TENSOR_DESCRIPTOR);
   std::vector<int64_t> strides(dims.size(), 1);
   for (int i = static_cast<int>(dims.size()) - 2; i >= 0; --i) strides[i] = strides[i + 1] * dims[i + 1];
-  cudnnDataType_t dt = CUDNN_DATA_FLOAT;
-  int64_t align = 4;
+  int64_t align = dt == CUDNN_DATA_FLOAT ? 4 : 2;
   EXPECT_EQ(t.set(CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &dt), CUDNN_STATUS_SUCCESS);
   EXPECT_EQ(t.set(CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, (int64_t)dims.size(), dims.data()),
             CUDNN_STATUS_SUCCESS);
@@ -93,10 +96,9 @@ struct Geo {
   int64_t Cg() const { return C / groups; }
 };
 
-Be conv_desc(const Geo& g) {
+Be conv_desc(const Geo& g, cudnnDataType_t comp = CUDNN_DATA_FLOAT) {
   Be c(CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR);
   int64_t sd = 2;
-  cudnnDataType_t comp = CUDNN_DATA_FLOAT;
   int64_t pre[2] = {g.ph, g.pw}, post[2] = {g.qh, g.qw}, st[2] = {g.sh, g.sw}, dil[2] = {g.dh, g.dw};
   EXPECT_EQ(c.set(CUDNN_ATTR_CONVOLUTION_SPATIAL_DIMS, CUDNN_TYPE_INT64, 1, &sd), CUDNN_STATUS_SUCCESS);
   EXPECT_EQ(c.set(CUDNN_ATTR_CONVOLUTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &comp), CUDNN_STATUS_SUCCESS);
@@ -299,6 +301,12 @@ class EmuCudnn : public ::testing::Test {
     cudl_emu::cudnn_set_fusion_supported(true);
     cudaStreamDestroy(stream);
     cudnnDestroy(handle);
+  }
+  /// Sets up `op` (a conv operation of kind k) and plans it on the first acceptable engine.
+  void plan_conv(Be& op, Pipeline& p, Kind k, const Be& x, const Be& w, const Be& y, const Be& conv) {
+    ASSERT_EQ(conv_op(op, k, x, w, y, conv), CUDNN_STATUS_SUCCESS);
+    p.handle = handle;
+    ASSERT_EQ(p.build({op.d}), CUDNN_STATUS_SUCCESS);
   }
   cudnnHandle_t handle = nullptr;
   cudaStream_t stream = nullptr;
@@ -587,10 +595,8 @@ TEST_F(EmuCudnn, ForwardBackwardDataBackwardFilterMatchNaiveLoops) {
        yt = tensor(3, {g.N, g.K, g.P(), g.Q()});
     for (Kind k : {Kind::Fwd, Kind::BwdData, Kind::BwdFilter}) {
       Be op(op_type(k));
-      ASSERT_EQ(conv_op(op, k, xt, wt, yt, conv), CUDNN_STATUS_SUCCESS);
       Pipeline p;
-      p.handle = handle;
-      ASSERT_EQ(p.build({op.d}), CUDNN_STATUS_SUCCESS);
+      ASSERT_NO_FATAL_FAILURE(plan_conv(op, p, k, xt, wt, yt, conv));
       DevBuf x(k == Kind::BwdData ? std::vector<float>(xv.size(), NAN) : xv);
       DevBuf w(k == Kind::BwdFilter ? std::vector<float>(wv.size(), NAN) : wv);
       DevBuf y(k == Kind::Fwd ? std::vector<float>(yv.size(), NAN) : yv);
@@ -715,3 +721,129 @@ TEST_F(EmuCudnn, FusedConvBiasReluGraph) {
 }
 
 }  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// 16-bit tensors
+
+namespace {
+
+uint16_t to_bits(cudnnDataType_t dt, float f) {
+  return dt == CUDNN_DATA_BFLOAT16 ? cudl::float_to_bf16_bits(f) : cudl::float_to_half_bits(f);
+}
+float from_bits(cudnnDataType_t dt, uint16_t h) {
+  return dt == CUDNN_DATA_BFLOAT16 ? cudl::bf16_bits_to_float(h) : cudl::half_bits_to_float(h);
+}
+
+/// A device buffer of 16-bit values.
+struct DevBuf16 {
+  uint16_t* ptr = nullptr;
+  std::vector<uint16_t> bits;
+  DevBuf16(cudnnDataType_t dt, const std::vector<float>& host) : bits(host.size()) {
+    for (size_t i = 0; i < host.size(); ++i) bits[i] = to_bits(dt, host[i]);
+    EXPECT_EQ(cudaMalloc(reinterpret_cast<void**>(&ptr), bits.size() * 2), cudaSuccess);
+    EXPECT_EQ(cudaMemcpy(ptr, bits.data(), bits.size() * 2, cudaMemcpyHostToDevice), cudaSuccess);
+  }
+  ~DevBuf16() { cudaFree(ptr); }
+  DevBuf16(const DevBuf16&) = delete;
+  std::vector<uint16_t> host() const {
+    std::vector<uint16_t> h(bits.size());
+    EXPECT_EQ(cudaMemcpy(h.data(), ptr, h.size() * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+    return h;
+  }
+};
+
+/// v rounded to the 16-bit type (what a 16-bit tensor holds), as floats.
+std::vector<float> rounded16(cudnnDataType_t dt, std::vector<float> v) {
+  for (float& x : v) x = from_bits(dt, to_bits(dt, x));
+  return v;
+}
+
+}  // namespace
+
+TEST_F(EmuCudnn, SixteenBitConvolutionsSumInFp32AndRoundOnce) {
+  for (cudnnDataType_t dt : {CUDNN_DATA_BFLOAT16, CUDNN_DATA_HALF}) {
+    for (const Case& cs : cases()) {
+      SCOPED_TRACE(std::string(cs.name) + (dt == CUDNN_DATA_HALF ? " HALF" : " BFLOAT16"));
+      const Geo& g = cs.g;
+      const auto xv = rounded16(dt, random_vec(g.N * g.C * g.H * g.W, 11)),
+                 wv = rounded16(dt, random_vec(g.K * g.Cg() * g.R * g.S, 12)),
+                 yv = rounded16(dt, random_vec(g.N * g.K * g.P() * g.Q(), 13));
+      Be conv = conv_desc(g);
+      Be xt = tensor(1, {g.N, g.C, g.H, g.W}, false, true, dt),
+         wt = tensor(2, {g.K, g.Cg(), g.R, g.S}, false, true, dt),
+         yt = tensor(3, {g.N, g.K, g.P(), g.Q()}, false, true, dt);
+      for (Kind k : {Kind::Fwd, Kind::BwdData, Kind::BwdFilter}) {
+        Be op(op_type(k));
+        Pipeline p;
+        ASSERT_NO_FATAL_FAILURE(plan_conv(op, p, k, xt, wt, yt, conv));
+        DevBuf16 x(dt, xv), w(dt, wv), y(dt, yv);
+        DevBuf ws(std::vector<float>(std::max<int64_t>(1, p.workspace / 4)));
+        ASSERT_EQ(p.execute({1, 2, 3}, {x.ptr, w.ptr, y.ptr}, ws.ptr), CUDNN_STATUS_SUCCESS);
+        ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+        std::vector<uint16_t> got;
+        std::vector<double> want;
+        if (k == Kind::Fwd) got = y.host(), want = ref_forward(g, xv, wv);
+        if (k == Kind::BwdData) got = x.host(), want = ref_backward_data(g, yv, wv);
+        if (k == Kind::BwdFilter) got = w.host(), want = ref_backward_filter(g, xv, yv);
+        // The exact sum (double here, double in the emulator) rounded to fp32, then once to 16 bits.
+        ASSERT_EQ(got.size(), want.size());
+        int64_t differ = 0;
+        for (size_t i = 0; i < got.size(); ++i) differ += got[i] != to_bits(dt, static_cast<float>(want[i]));
+        EXPECT_EQ(differ, 0) << static_cast<int>(k) << ": elements not rounded once from the fp32 sum";
+      }
+    }
+  }
+}
+
+TEST_F(EmuCudnn, SixteenBitGraphsTakeTheTensorCoreEngineWithoutDownConversion) {
+  const Geo g = cases().front().g;
+  Be conv = conv_desc(g);
+  const cudnnDataType_t dt = CUDNN_DATA_BFLOAT16;
+  Be xt = tensor(1, {g.N, g.C, g.H, g.W}, false, true, dt), wt = tensor(2, {g.K, g.Cg(), g.R, g.S}, false, true, dt),
+     yt = tensor(3, {g.N, g.K, g.P(), g.Q()}, false, true, dt);
+  Be op(op_type(Kind::Fwd));
+  ASSERT_EQ(conv_op(op, Kind::Fwd, xt, wt, yt, conv), CUDNN_STATUS_SUCCESS);
+  Pipeline p;
+  p.handle = handle;
+  p.allow_tf32 = true;  // the first-ranked engine: tensor cores
+  ASSERT_EQ(p.build({op.d}), CUDNN_STATUS_SUCCESS);
+  Be engine(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
+  int64_t n = 0;
+  ASSERT_EQ(cudnnBackendGetAttribute(p.cfgs.front().d, CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
+                                     &n, &engine.d),
+            CUDNN_STATUS_SUCCESS);
+  cudnnBackendNumericalNote_t notes[CUDNN_NUMERICAL_NOTE_TYPE_COUNT];
+  ASSERT_EQ(cudnnBackendGetAttribute(engine.d, CUDNN_ATTR_ENGINE_NUMERICAL_NOTE, CUDNN_TYPE_NUMERICAL_NOTE,
+                                     CUDNN_NUMERICAL_NOTE_TYPE_COUNT, &n, notes),
+            CUDNN_STATUS_SUCCESS);
+  EXPECT_NE(std::find(notes, notes + n, CUDNN_NUMERICAL_NOTE_TENSOR_CORE), notes + n);
+  EXPECT_EQ(std::find(notes, notes + n, CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS), notes + n);
+}
+
+TEST_F(EmuCudnn, MixedTensorTypesAndHalfComputeAreRefused) {
+  const Geo g{1, 2, 5, 5, 3, 3, 3};
+  Be conv = conv_desc(g);
+  const std::vector<int64_t> xd{g.N, g.C, g.H, g.W}, wd{g.K, g.Cg(), g.R, g.S}, yd{g.N, g.K, g.P(), g.Q()};
+  const cudnnDataType_t bf = CUDNN_DATA_BFLOAT16, hf = CUDNN_DATA_HALF, f = CUDNN_DATA_FLOAT;
+  struct Mix {
+    cudnnDataType_t x, w, y;
+  };
+  for (Kind k : {Kind::Fwd, Kind::BwdData, Kind::BwdFilter})
+    for (Mix m : {Mix{bf, f, bf}, Mix{f, bf, bf}, Mix{bf, bf, f}, Mix{hf, hf, bf}, Mix{bf, hf, hf}}) {
+      Be x = tensor(1, xd, false, true, m.x), w = tensor(2, wd, false, true, m.w), y = tensor(3, yd, false, true, m.y);
+      Be op(op_type(k));
+      EXPECT_EQ(conv_op(op, k, x, w, y, conv), CUDNN_STATUS_NOT_SUPPORTED_DATA_TYPE)
+          << static_cast<int>(k) << ": " << m.x << " " << m.w << " " << m.y;
+    }
+  {  // a virtual FLOAT y (a fused graph's intermediate) is fine with 16-bit x and w
+    Be x = tensor(1, xd, false, true, bf), w = tensor(2, wd, false, true, bf), y = tensor(5, yd, true, true, f);
+    Be op(op_type(Kind::Fwd));
+    EXPECT_EQ(conv_op(op, Kind::Fwd, x, w, y, conv), CUDNN_STATUS_SUCCESS);
+  }
+  {  // a HALF compute type ("true half") is not emulated
+    Be conv_h = conv_desc(g, hf);
+    Be x = tensor(1, xd, false, true, hf), w = tensor(2, wd, false, true, hf), y = tensor(3, yd, false, true, hf);
+    Be op(op_type(Kind::Fwd));
+    EXPECT_EQ(conv_op(op, Kind::Fwd, x, w, y, conv_h), CUDNN_STATUS_NOT_SUPPORTED_DATA_TYPE);
+  }
+}
