@@ -7,7 +7,10 @@
 #include <random>
 
 #include "data/prefetch.hpp"
+#include "graph/executor.hpp"
+#include "ops/optim.hpp"
 #include "testing.hpp"
+#include "train/model_internals.hpp"
 #if defined(CUDL_EMULATED)
 #include "emu/emu.hpp"
 #endif
@@ -510,6 +513,56 @@ TEST(LossScale, OptionsAreCheckedAndOnlyF16ScalesTheLoss) {
   one.layers()[0]->set_precision(Precision::f16);
   one.compile(options(Device::cpu()));
   EXPECT_EQ(one.loss_scale(), 65536.0) << "torch's initial scale 2^16";
+}
+
+// The f16 step's graph: the loss gradient is seeded from amp.scale (a view, no copy), AmpUnscale is
+// the first optimizer node and reads every parameter gradient, clipping follows it, and the step
+// skips on hyper[2]. An f32 model has none of it.
+TEST(LossScale, UnscaleOpensTheOptimizerPhaseAndTheStepSkipsOnItsFlag) {
+  for (Precision p : {Precision::f16, Precision::f32}) {
+    SCOPED_TRACE(precision_name(p));
+    Sequential m = mlp(std::string("ls_graph_") + precision_name(p));
+    CompileOptions o = options(Device::cpu());
+    o.precision = p;
+    o.optimizer.clip_norm = 1.0;
+    m.compile(o);
+    auto exec = detail::ModelInternals::training_step(m, blobs(32, 3), 16, graph::ExecutorOptions{});
+    const graph::Graph& g = exec->graph();
+    int unscale = -1, clip = -1, step = -1, first_optimizer = -1;
+    for (int i = 0; i < static_cast<int>(g.nodes().size()); ++i) {
+      const graph::Node& n = g.nodes()[i];
+      if (n.phase == graph::Phase::Optimizer && !n.is_view() && first_optimizer < 0) first_optimizer = i;
+      if (n.op == OpKind::AmpUnscale) unscale = i;
+      if (n.op == OpKind::ClipGradNorm) clip = i;
+      if (n.op == OpKind::AdamStep) step = i;
+      if (n.op == OpKind::CrossEntropyLoss && n.phase == graph::Phase::Loss) {
+        const graph::ValueId seed = n.inputs.at(2);
+        if (p == Precision::f32) {
+          EXPECT_EQ(seed, graph::kNone);
+        } else {
+          ASSERT_NE(seed, graph::kNone);
+          const graph::Value& v = g.value(seed);
+          EXPECT_EQ(v.view_offset, 0u);
+          ASSERT_NE(v.view_of, graph::kNone);
+          EXPECT_EQ(g.value(v.view_of).name, "amp.scale");
+        }
+      }
+    }
+    ASSERT_GE(step, 0);
+    ASSERT_GE(clip, 0);
+    if (p == Precision::f32) {
+      EXPECT_EQ(unscale, -1);
+      EXPECT_EQ(g.nodes()[step].attrs.i[ops::kSkipOnFlagSlot], 0);
+      continue;
+    }
+    EXPECT_EQ(unscale, first_optimizer) << "the gradients are unscaled before anything reads them";
+    EXPECT_LT(unscale, clip);
+    EXPECT_EQ(g.nodes()[step].attrs.i[ops::kSkipOnFlagSlot], 1);
+    const graph::Node& u = g.nodes()[unscale];
+    EXPECT_EQ(u.inputs.size(), 2u + 4u) << "state, hyper, then the 4 parameter gradients";
+    EXPECT_EQ(u.inputs[1], g.nodes()[step].inputs[0]) << "the flag it writes is the hyper the step reads";
+    EXPECT_EQ(ops::AmpUnscaleAttrs::from(u.attrs).interval, 2000);
+  }
 }
 
 // The scaler's machinery inside a captured CUDA step, independent of the 16-bit kernels: an f16
