@@ -30,8 +30,8 @@ struct Model::Impl {
   CompileOptions opts;
   std::set<const Layer*> frozen;                     // layers not trainable when compiled
   std::map<std::string, Precision> layer_precision;  // Layer::precision() overrides when compiled, by name
-  Tensor hyper;  // f32[2] on the device: {lr, t}; f32[3] {lr, t, skip flag} with loss scaling
-  Tensor amp;    // loss scaling only (f16): f32[4] on the device {scale, clean, skipped, overflowed}
+  Tensor hyper;                                      // f32[2] on the device: {lr, t} (+ skip flag: loss scaling)
+  Tensor amp;                                        // f16 loss scaling: f32[4] {scale, clean, skipped, overflowed}
   Tensor rng;                                        // i64[2] on the device: {seed, offset}
   Tensor cursor;                                     // i64[1] on the device: position in the epoch's permutation
   std::map<std::string, std::vector<Tensor>> slots;  // optimizer state per "layer.param"
