@@ -197,11 +197,15 @@ struct ScaleOp {
 
 // aux: hyper {lr, t} (or the clipping coefficient) on the device. With `counter`, the step
 // computes with t = hyper[1] + 1 and, when `t_out` is set (the last launch of a list), the last
-// block stores that t there after every block has read the old one.
+// block stores that t there after every block has read the old one. With `skip` (hyper + 2, the
+// skip_on_flag steps), every block reads the flag first and, when it is nonzero, returns at once:
+// nothing is written and no block counts itself, so the counter stays 0 and t does not advance.
 template <int D, typename Op>
 static __global__ void __launch_bounds__(kBlock)
-    multi_tensor_kernel(TensorList<D> list, Op op, const float* aux, unsigned int* counter, float* t_out) {
+    multi_tensor_kernel(TensorList<D> list, Op op, const float* aux, unsigned int* counter, float* t_out,
+                        const float* skip) {
   constexpr unsigned kWrites = Op::writes(D);
+  if (skip && *skip != 0.f) return;  // the same value in every block: uniform across the grid
   float advanced[2] = {0.f, 0.f};
   const float* h = aux;
   if (counter) {
@@ -274,12 +278,14 @@ unsigned grid_for_chunks(int64_t chunks) {
 }
 
 /// Launches `op` over every group, as few launches as the argument space allows.
+/// skip_on_flag: every launch reads aux[2] (hyper's skip flag) and does nothing when it is nonzero.
 template <int D, typename Op>
 void multi_tensor_apply(const Op& op, float* aux, float* const* ptrs, const int64_t* sizes, int n, cudaStream_t stream,
-                        unsigned int* advance_t = nullptr) {
+                        unsigned int* advance_t = nullptr, bool skip_on_flag = false) {
+  const float* skip = skip_on_flag ? aux + 2 : nullptr;
   auto launch_list = [&](const TensorList<D>& list, float* t_out) {
     launch<multi_tensor_kernel<D, Op>>(grid_for_chunks(list.chunk_start[list.n]), kBlock, 0, stream, list, op, aux,
-                                       advance_t, t_out);
+                                       advance_t, t_out, skip);
   };
   int last_group = -1;  // the last nonempty group: the launch that holds it stores t
   for (int k = 0; k < n; ++k)
@@ -302,35 +308,121 @@ void multi_tensor_apply(const Op& op, float* aux, float* const* ptrs, const int6
 }  // namespace
 
 void sgd_step_cuda(float* hyper, float* const* ptrs, const int64_t* sizes, int n, int depth, float momentum,
-                   float dampening, float weight_decay, bool nesterov, cudaStream_t stream, unsigned int* advance_t) {
+                   float dampening, float weight_decay, bool nesterov, cudaStream_t stream, unsigned int* advance_t,
+                   bool skip_on_flag) {
   const SgdOp op{momentum, dampening, weight_decay, nesterov};
   if (depth == 3)
-    multi_tensor_apply<3>(op, hyper, ptrs, sizes, n, stream, advance_t);
+    multi_tensor_apply<3>(op, hyper, ptrs, sizes, n, stream, advance_t, skip_on_flag);
   else
-    multi_tensor_apply<2>(op, hyper, ptrs, sizes, n, stream, advance_t);
+    multi_tensor_apply<2>(op, hyper, ptrs, sizes, n, stream, advance_t, skip_on_flag);
 }
 
 void adam_step_cuda(float* hyper, float* const* ptrs, const int64_t* sizes, int n, double beta1, double beta2,
                     double eps, float weight_decay, bool decoupled, bool epsilon_hat, cudaStream_t stream,
-                    unsigned int* advance_t) {
+                    unsigned int* advance_t, bool skip_on_flag) {
   const AdamOp op{beta1, beta2, eps, weight_decay, decoupled, epsilon_hat};
-  multi_tensor_apply<4>(op, hyper, ptrs, sizes, n, stream, advance_t);
+  multi_tensor_apply<4>(op, hyper, ptrs, sizes, n, stream, advance_t, skip_on_flag);
 }
 
 void rmsprop_step_cuda(float* hyper, float* const* ptrs, const int64_t* sizes, int n, double alpha, float eps,
-                       float weight_decay, bool eps_in_sqrt, cudaStream_t stream, unsigned int* advance_t) {
+                       float weight_decay, bool eps_in_sqrt, cudaStream_t stream, unsigned int* advance_t,
+                       bool skip_on_flag) {
   const RmspropOp op{static_cast<float>(alpha), static_cast<float>(1.0 - alpha), eps, weight_decay, eps_in_sqrt};
-  multi_tensor_apply<3>(op, hyper, ptrs, sizes, n, stream, advance_t);
+  multi_tensor_apply<3>(op, hyper, ptrs, sizes, n, stream, advance_t, skip_on_flag);
 }
 
 void adagrad_step_cuda(float* hyper, float* const* ptrs, const int64_t* sizes, int n, float eps, float weight_decay,
-                       double lr_decay, cudaStream_t stream, unsigned int* advance_t) {
+                       double lr_decay, cudaStream_t stream, unsigned int* advance_t, bool skip_on_flag) {
   const AdagradOp op{eps, weight_decay, lr_decay};
-  multi_tensor_apply<3>(op, hyper, ptrs, sizes, n, stream, advance_t);
+  multi_tensor_apply<3>(op, hyper, ptrs, sizes, n, stream, advance_t, skip_on_flag);
 }
 
 void weight_penalty_cuda(float* const* ptrs, const int64_t* sizes, int n, float l1, float l2, cudaStream_t stream) {
   multi_tensor_apply<2>(PenaltyOp{l1, l2}, nullptr, ptrs, sizes, n, stream);
+}
+
+// --- dynamic loss scaling (AmpUnscale) ---------------------------------------------------------------
+
+__device__ __forceinline__ bool non_finite(float v) {
+  return (__float_as_uint(v) & 0x7f800000u) == 0x7f800000u;  // exponent all ones: Inf or NaN (fast-math safe)
+}
+
+// Every block multiplies its chunks by inv = f32(1 / f64(state[0])) and, when it met a non-finite
+// value, sets *found (0 at the start of the list's first launch). With `update` (the list's last
+// launch), the last block to arrive reads *found, writes state and hyper[2] and sets *found back to
+// 0; every block read state[0] before it counted itself, so the scale it used is the old one.
+static __global__ void __launch_bounds__(kBlock)
+    amp_unscale_kernel(TensorList<1> list, float* __restrict__ state, float* __restrict__ hyper, double growth,
+                       double backoff, int64_t interval, unsigned int* counter, unsigned int* found, bool update) {
+  const float inv = static_cast<float>(1.0 / static_cast<double>(state[0]));
+  int any = 0;
+  const int64_t chunks = list.chunk_start[list.n];
+  for (int64_t c = blockIdx.x; c < chunks; c += gridDim.x) {
+    const int k = group_of_chunk(list, c);
+    const int64_t start = (c - list.chunk_start[k]) * kChunk;
+    const int64_t len = list.size[k] - start < kChunk ? list.size[k] - start : kChunk;
+    float* p = list.ptr[0][k] + start;
+    int64_t done = 0;
+    if (aligned16(p)) {
+      const int64_t n4 = len / 4;
+      for (int64_t i = threadIdx.x; i < n4; i += blockDim.x) {
+        float4 v = reinterpret_cast<const float4*>(p)[i];
+        any |= non_finite(v.x) | non_finite(v.y) | non_finite(v.z) | non_finite(v.w);
+        v.x *= inv, v.y *= inv, v.z *= inv, v.w *= inv;
+        reinterpret_cast<float4*>(p)[i] = v;
+      }
+      done = n4 * 4;
+    }
+    for (int64_t i = done + threadIdx.x; i < len; i += blockDim.x) {
+      any |= non_finite(p[i]);
+      p[i] = p[i] * inv;
+    }
+  }
+  if (__syncthreads_or(any) && threadIdx.x == 0) atomicOr(found, 1u);
+  if (!update || !last_block(counter) || threadIdx.x != 0) return;
+  const bool overflow = atomicExch(found, 0u) != 0;  // read and reset for the next list
+  const float scale = state[0];
+  if (overflow) {
+    state[0] = static_cast<float>(static_cast<double>(scale) * backoff);
+    state[1] = 0.f;
+    state[2] = state[2] + 1.f;
+  } else {
+    const float clean = state[1] + 1.f;
+    if (clean >= static_cast<float>(interval)) {
+      const float grown = static_cast<float>(static_cast<double>(scale) * growth);
+      if (!non_finite(grown)) state[0] = grown;
+      state[1] = 0.f;
+    } else {
+      state[1] = clean;
+    }
+  }
+  state[3] = overflow ? 1.f : 0.f;
+  hyper[2] = overflow ? 1.f : 0.f;
+}
+
+void amp_unscale_cuda(float* state, float* hyper, float* const* grads, const int64_t* sizes, int n, double growth,
+                      double backoff, int64_t interval, unsigned int* counter, unsigned int* found,
+                      cudaStream_t stream) {
+  int last_group = -1;  // the launch holding the last nonempty gradient updates the state
+  for (int k = 0; k < n; ++k)
+    if (sizes[k] != 0) last_group = k;
+  auto launch_list = [&](const TensorList<1>& list, bool update) {
+    launch<amp_unscale_kernel>(grid_for_chunks(list.chunk_start[list.n]), kBlock, 0, stream, list, state, hyper,
+                               growth, backoff, interval, counter, found, update);
+  };
+  int next = 0;
+  while (next < n) {
+    TensorList<1> list;
+    next = pack(list, grads, sizes, n, next);
+    if (list.n == 0) continue;
+    launch_list(list, next > last_group);
+  }
+  if (last_group < 0) {  // no gradient element at all: the step is clean
+    TensorList<1> empty;
+    empty.n = 0;
+    empty.chunk_start[0] = 0;
+    launch_list(empty, true);
+  }
 }
 
 // --- global-norm clipping --------------------------------------------------------------------------

@@ -7,6 +7,7 @@
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <random>
 
@@ -20,13 +21,16 @@ namespace {
 
 Dataset blobs(int64_t n) { return cudl::testing::separable_blobs(n, 4, 2, 1.f, 0.5f, 3); }
 
-std::unique_ptr<Sequential> make(const std::string& tag, int units = 8) {
+/// `adjust` (optional) changes the compile options first.
+std::unique_ptr<Sequential> make(const std::string& tag, int units = 8,
+                                 const std::function<void(CompileOptions&)>& adjust = nullptr) {
   auto m = std::make_unique<Sequential>(
       Shape{4}, std::vector<LayerPtr>{layers::Dense(DenseOptions(units).activation("relu").name(tag + "1")), layers::Dense(DenseOptions(2).name(tag + "2"))},
       tag);
   CompileOptions o;
   o.optimizer = optim::Adam(0.01);
   o.seed = 4;
+  if (adjust) adjust(o);
   m->compile(o);
   return m;
 }
@@ -409,4 +413,39 @@ TEST(Checkpoint, AFailedWriteKeepsTheOldFileAndLeavesNoTemporary) {
   for (const auto& entry : std::filesystem::directory_iterator(dir))
     EXPECT_EQ(entry.path().filename().string().rfind(base + ".tmp", 0), std::string::npos) << entry.path();
   std::remove(p.c_str());
+}
+
+// The loss scaler's state ("amp.scale", f16 training) resumes exactly, and checkpoints cross
+// precisions: an f32 checkpoint starts an f16 model's scaler afresh, an f16 one loads into f32.
+TEST(Checkpoint, LossScaleResumesAndCrossesPrecisions) {
+  Dataset d = blobs(64);
+  auto build = [](const std::string& tag, Precision p) {
+    return make(tag, 8, [&](CompileOptions& o) {
+      o.precision = p;
+      o.loss_scale.initial_scale = std::ldexp(1.0, 30);  // overflows f16 at first: some steps skip
+    });
+  };
+  auto f16 = build("ls", Precision::f16);
+  f16->fit(d, fit(1));
+  ASSERT_GT(f16->skipped_steps(), 0);
+  std::string p16 = tmp("ls16.safetensors"), p32 = tmp("ls32.safetensors");
+  save_checkpoint(*f16, p16);
+  auto back = build("ls", Precision::f16);
+  load_checkpoint(*back, p16);
+  EXPECT_EQ(back->loss_scale(), f16->loss_scale());
+  EXPECT_EQ(back->skipped_steps(), f16->skipped_steps());
+  auto f32 = build("ls", Precision::f32);
+  load_checkpoint(*f32, p16);  // the scaler's state is ignored, the rest loads
+  EXPECT_EQ(cudl::testing::flat_weights(*f32), cudl::testing::flat_weights(*f16));
+  EXPECT_EQ(f32->loss_scale(), 1.0);
+  f32->fit(d, fit(1));
+  save_checkpoint(*f32, p32);
+  load_checkpoint(*back, p32);  // no amp.scale in the file: the scaler starts at its initial state
+  EXPECT_EQ(back->loss_scale(), std::ldexp(1.0, 30));
+  EXPECT_EQ(back->skipped_steps(), 0);
+  EXPECT_EQ(cudl::testing::flat_weights(*back), cudl::testing::flat_weights(*f32));
+  back->fit(d, fit(1));
+  EXPECT_GT(back->skipped_steps(), 0) << "the fresh scale overflows again, as at compile";
+  std::remove(p16.c_str());
+  std::remove(p32.c_str());
 }

@@ -7,7 +7,10 @@
 #include <random>
 
 #include "data/prefetch.hpp"
+#include "graph/executor.hpp"
+#include "ops/optim.hpp"
 #include "testing.hpp"
+#include "train/model_internals.hpp"
 #if defined(CUDL_EMULATED)
 #include "emu/emu.hpp"
 #endif
@@ -425,4 +428,227 @@ TEST(Model, PrefetcherRejectsBadRows) {
             std::string::npos);
   EXPECT_NE(cudl::testing::error_message([&] { p.stage(0, rows, 3); }).find("3 rows for a batch of 2"),
             std::string::npos);
+}
+
+// --- dynamic loss scaling (f16) ----------------------------------------------------------------------
+
+namespace {
+
+// An f16 model whose first loss scale (2^24) makes the 16-bit loss gradient overflow: dpred is up to
+// 1/16 per element, times 2^24 is far above f16's 65504.
+CompileOptions f16_options(Device d) {
+  CompileOptions o = options(d);
+  o.precision = Precision::f16;
+  o.loss_scale.initial_scale = std::ldexp(1.0, 24);
+  return o;
+}
+
+struct ScaledRun {
+  int64_t skipped = 0;
+  double scale = 0;
+  std::vector<double> losses;  // per epoch
+};
+
+// Steps one batch at a time until the scale stops overflowing, checking each step: a skipped step
+// leaves every weight as it was and halves the scale; then trains 4 epochs with fit.
+ScaledRun train_scaled(Device dev, const std::string& tag) {
+  Sequential m = mlp(tag);
+  m.compile(f16_options(dev));
+  EXPECT_EQ(m.loss_scale(), std::ldexp(1.0, 24));
+  EXPECT_EQ(m.skipped_steps(), 0);
+  Dataset d = blobs(96, 11);
+  auto [x, y] = std::make_pair(d.slice(0, 16).x, d.slice(0, 16).y);
+  int64_t skipped = 0;
+  for (int step = 0; step < 40; ++step) {
+    const std::vector<float> before = weights(m);
+    m.train_on_batch(x, y, false);
+    const int64_t now = m.skipped_steps();
+    EXPECT_EQ(m.loss_scale(), std::ldexp(1.0, 24 - static_cast<int>(now))) << dev << " step " << step;
+    if (now == skipped) {
+      EXPECT_NE(weights(m), before) << dev << " step " << step << " was not skipped and must train";
+      break;
+    }
+    EXPECT_EQ(now, skipped + 1) << dev << " step " << step;
+    EXPECT_EQ(weights(m), before) << dev << " skipped step " << step << " changed a weight";
+    skipped = now;
+  }
+  ScaledRun r;
+  const History h = m.fit(d, fit_options(4));
+  r.losses = h.metrics.at("loss");
+  r.skipped = m.skipped_steps();
+  r.scale = m.loss_scale();
+  return r;
+}
+
+}  // namespace
+
+TEST(LossScale, F16SkipsOverflowingStepsHalvingTheScaleThenTrainsOnCpu) {
+  const ScaledRun r = train_scaled(Device::cpu(), "ls_cpu");
+  EXPECT_GT(r.skipped, 0) << "2^24 must overflow f16 at first";
+  EXPECT_LT(r.skipped, 16);
+  EXPECT_EQ(r.scale, std::ldexp(1.0, 24 - static_cast<int>(r.skipped))) << "halved once per skip, never grown";
+  ASSERT_EQ(r.losses.size(), 4u);
+  EXPECT_LT(r.losses.back(), 0.5 * r.losses.front()) << "trains once the scale fits";
+  for (double l : r.losses) EXPECT_TRUE(std::isfinite(l));
+}
+
+TEST(LossScale, OptionsAreCheckedAndOnlyF16ScalesTheLoss) {
+  Sequential m = mlp("ls_opts");
+  CompileOptions o = options(Device::cpu());
+  m.compile(o);
+  EXPECT_EQ(m.loss_scale(), 1.0) << "f32 does not scale its loss";
+  EXPECT_EQ(m.skipped_steps(), 0);
+  for (const auto& [names, bad] : std::vector<std::pair<std::string, LossScaleOptions>>{
+           {"initial_scale 0", {0, 2, 0.5, 10}},
+           {"initial_scale 1e+39", {1e39, 2, 0.5, 10}},
+           {"growth_factor 0.5", {1, 0.5, 0.5, 10}},
+           {"backoff_factor 2", {1, 2, 2, 10}},
+           {"growth_interval 0", {1, 2, 0.5, 0}}}) {
+    o.loss_scale = bad;
+    const std::string msg = cudl::testing::error_message([&] { m.compile(o); });
+    EXPECT_NE(msg.find("loss_scale." + names), std::string::npos) << msg;
+  }
+  // One f16 layer in an f32 model: its gradients are 16-bit too, so the model scales its loss.
+  Sequential one = mlp("ls_layer");
+  one.layers()[0]->set_precision(Precision::f16);
+  one.compile(options(Device::cpu()));
+  EXPECT_EQ(one.loss_scale(), 65536.0) << "torch's initial scale 2^16";
+}
+
+// The f16 step's graph: the loss gradient is seeded from amp.scale (a view, no copy), AmpUnscale is
+// the first optimizer node and reads every parameter gradient, clipping follows it, and the step
+// skips on hyper[2]. An f32 model has none of it.
+TEST(LossScale, UnscaleOpensTheOptimizerPhaseAndTheStepSkipsOnItsFlag) {
+  for (Precision p : {Precision::f16, Precision::f32}) {
+    SCOPED_TRACE(precision_name(p));
+    Sequential m = mlp(std::string("ls_graph_") + precision_name(p));
+    CompileOptions o = options(Device::cpu());
+    o.precision = p;
+    o.optimizer.clip_norm = 1.0;
+    m.compile(o);
+    auto exec = detail::ModelInternals::training_step(m, blobs(32, 3), 16, graph::ExecutorOptions{});
+    const graph::Graph& g = exec->graph();
+    int unscale = -1, clip = -1, step = -1, first_optimizer = -1;
+    for (int i = 0; i < static_cast<int>(g.nodes().size()); ++i) {
+      const graph::Node& n = g.nodes()[i];
+      if (n.phase == graph::Phase::Optimizer && !n.is_view() && first_optimizer < 0) first_optimizer = i;
+      if (n.op == OpKind::AmpUnscale) unscale = i;
+      if (n.op == OpKind::ClipGradNorm) clip = i;
+      if (n.op == OpKind::AdamStep) step = i;
+      if (n.op == OpKind::CrossEntropyLoss && n.phase == graph::Phase::Loss) {
+        const graph::ValueId seed = n.inputs.at(2);
+        if (p == Precision::f32) {
+          EXPECT_EQ(seed, graph::kNone);
+        } else {
+          ASSERT_NE(seed, graph::kNone);
+          const graph::Value& v = g.value(seed);
+          EXPECT_EQ(v.view_offset, 0u);
+          ASSERT_NE(v.view_of, graph::kNone);
+          EXPECT_EQ(g.value(v.view_of).name, "amp.scale");
+        }
+      }
+    }
+    ASSERT_GE(step, 0);
+    ASSERT_GE(clip, 0);
+    if (p == Precision::f32) {
+      EXPECT_EQ(unscale, -1);
+      EXPECT_EQ(g.nodes()[step].attrs.i[ops::kSkipOnFlagSlot], 0);
+      continue;
+    }
+    EXPECT_EQ(unscale, first_optimizer) << "the gradients are unscaled before anything reads them";
+    EXPECT_LT(unscale, clip);
+    EXPECT_EQ(g.nodes()[step].attrs.i[ops::kSkipOnFlagSlot], 1);
+    const graph::Node& u = g.nodes()[unscale];
+    EXPECT_EQ(u.inputs.size(), 2u + 4u) << "state, hyper, then the 4 parameter gradients";
+    EXPECT_EQ(u.inputs[1], g.nodes()[step].inputs[0]) << "the flag it writes is the hyper the step reads";
+    EXPECT_EQ(ops::AmpUnscaleAttrs::from(u.attrs).interval, 2000);
+  }
+}
+
+// The scaler's machinery inside a captured CUDA step, independent of the 16-bit kernels: an f16
+// model whose layers are all kept in f32 still scales its loss, and an initial scale near f32's
+// maximum overflows the f32 gradients of the first steps.
+TEST(LossScale, ScalerRunsInsideTheCapturedStepOnCudaAsOnCpu) {
+  CUDL_REQUIRE_CUDA();
+  auto make = [](Device dev) {
+    auto m = std::make_unique<Sequential>(mlp("ls_f32"));
+    for (const LayerPtr& l : m->layers()) l->set_precision(Precision::f32);
+    CompileOptions o = options(dev);
+    o.precision = Precision::f16;
+    o.loss_scale.initial_scale = std::ldexp(1.0, 127);
+    m->compile(o);
+    return m;
+  };
+  auto cpu = make(Device::cpu()), cuda = make(Device::cuda(0));
+  Dataset d = blobs(16, 7);
+  std::vector<float> x = d.x.to_vector<float>();
+  for (float& v : x) v *= 64;  // large activations: h^T dpred overflows f32 for the first scales
+  d.x = Tensor::from_vector(x, d.x.shape());
+  int64_t skipped = 0;
+  for (int step = 0; step < 12; ++step) {
+    const std::vector<float> before = weights(*cuda);
+    cpu->train_on_batch(d.x, d.y, false);
+#if defined(CUDL_EMULATED)
+    cudl_emu::reset_counters();  // reading the weights above waited for the previous step
+#endif
+    cuda->train_on_batch(d.x, d.y, /*read_logs=*/false);
+#if defined(CUDL_EMULATED)
+    if (step >= 1) {  // captured at its second run, replayed after
+      EXPECT_EQ(cudl_emu::counters().syncs, 0u) << "step " << step << ": no host synchronisation";
+      EXPECT_EQ(cudl_emu::counters().graph_launches, 1u) << "step " << step << ": one graph launch";
+    }
+#endif
+    const int64_t now = cuda->skipped_steps();
+    EXPECT_EQ(now, cpu->skipped_steps()) << "step " << step;
+    EXPECT_EQ(cuda->loss_scale(), cpu->loss_scale()) << "step " << step;
+    EXPECT_EQ(cuda->loss_scale(), std::ldexp(1.0, 127 - static_cast<int>(now))) << "step " << step;
+    if (now > skipped) EXPECT_EQ(weights(*cuda), before) << "skipped step " << step << " changed a weight";
+    else EXPECT_NE(weights(*cuda), before) << "step " << step << " was clean and must train";
+    skipped = now;
+  }
+  EXPECT_GT(skipped, 1) << "a scale of 2^127 must overflow f32 gradients at first";
+  EXPECT_LT(skipped, 12) << "and then train";
+  EXPECT_TRUE(all_close(Tensor::from_vector(weights(*cuda), Shape{int64_t(weights(*cuda).size())}),
+                        Tensor::from_vector(weights(*cpu), Shape{int64_t(weights(*cpu).size())}), 1e-5, 1e-4));
+}
+
+TEST(LossScale, F16OnEmulatedCudaMatchesCpuWithNoSyncAndOneGraphLaunchPerStep) {
+  CUDL_REQUIRE_CUDA();
+#if defined(CUDL_EMULATED)
+  {  // An f16 step needs the 16-bit CUDA kernels of every op the model lists in ops/precision.hpp.
+    Sequential probe = mlp("ls_probe");
+    probe.compile(f16_options(Device::cuda(0)));
+    Dataset d = blobs(16, 7);
+    try {
+      probe.train_on_batch(d.x, d.y, false);
+    } catch (const Error& e) {
+      const std::string msg = e.what();
+      if (msg.find("f16") != std::string::npos && msg.find("expected f32") != std::string::npos)
+        GTEST_SKIP() << "an op of this model has no 16-bit CUDA path on this branch yet: " << msg;
+      throw;
+    }
+  }
+  const ScaledRun cpu = train_scaled(Device::cpu(), "ls_c"), cuda = train_scaled(Device::cuda(0), "ls_g");
+  EXPECT_EQ(cuda.skipped, cpu.skipped) << "the same steps overflow";
+  EXPECT_EQ(cuda.scale, cpu.scale);
+  EXPECT_TRUE(cudl::testing::losses_close(History{{{"loss", cuda.losses}}}, History{{{"loss", cpu.losses}}}, 2e-2));
+  // The scale lives on the device: a captured step reads and updates it without the host.
+  Sequential m = mlp("ls_count"), twin = mlp("ls_count");
+  m.compile(f16_options(Device::cuda(0)));
+  twin.compile(f16_options(Device::cpu()));
+  Dataset d = blobs(16, 7);
+  for (int i = 0; i < 2; ++i) m.train_on_batch(d.x, d.y, false);  // warm-up, then capture
+  (void)m.last_batch_logs();
+  cudl_emu::reset_counters();
+  for (int i = 0; i < 3; ++i) m.train_on_batch(d.x, d.y, /*read_logs=*/false);
+  EXPECT_EQ(cudl_emu::counters().syncs, 0u) << "no host synchronisation per step";
+  (void)m.last_batch_logs();
+  EXPECT_EQ(cudl_emu::counters().graph_launches, 3u) << "one graph launch per step";
+  for (int i = 0; i < 5; ++i) twin.train_on_batch(d.x, d.y, false);
+  EXPECT_GT(m.skipped_steps(), 0);
+  EXPECT_EQ(m.skipped_steps(), twin.skipped_steps()) << "the replayed graph skipped as the CPU did";
+  EXPECT_EQ(m.loss_scale(), twin.loss_scale());
+#else
+  GTEST_SKIP() << "counts synchronisations through the emulator's counters (an emulated build)";
+#endif
 }

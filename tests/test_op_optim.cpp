@@ -1,6 +1,7 @@
 // tests/test_op_optim.cpp — optimizer steps against the published update rules (expected values
 // computed here in double), CUDA vs CPU on many odd-sized tensors in one call, schedules read from
-// the device (also through a captured CUDA graph), weight penalties and global-norm clipping.
+// the device (also through a captured CUDA graph), weight penalties, global-norm clipping, dynamic loss
+// scaling (AmpUnscale) and the steps that skip on its flag.
 #include <cmath>
 #include <cstdint>
 #include <functional>
@@ -8,6 +9,9 @@
 
 #include "ops/optim.hpp"
 #include "testing.hpp"
+#if defined(CUDL_EMULATED)
+#include "emu/emu.hpp"
+#endif
 
 
 using namespace cudl;
@@ -582,4 +586,283 @@ TEST(OptimCuda, CapturedGraphSeesScheduleChanges) {
   }
   ctx.synchronize();
   expect_near_vec(as_doubles(p), adam_expected(0.9, 0.99, 1e-3, 0.1, true), 1e-5, "graph adamw");
+}
+
+// --- dynamic loss scaling (AmpUnscale) and the steps that skip on its flag --------------------------
+
+namespace {
+
+Tensor amp_state(double scale, double clean, double skipped, double overflowed, Device d = Device::cpu()) {
+  return Tensor::from_vector<float>({float(scale), float(clean), float(skipped), float(overflowed)}, Shape{4}, d);
+}
+
+Tensor hyper3(double lr, double t, double flag, Device d = Device::cpu()) {
+  return Tensor::from_vector<float>({float(lr), float(t), float(flag)}, Shape{3}, d);
+}
+
+std::vector<float> host(const Tensor& t) { return t.to(Device::cpu()).to_vector<float>(); }
+
+/// One AmpUnscale call over `grads` with the given state and hyper.
+void unscale(Tensor& state, Tensor& h, const std::vector<Tensor>& grads, const ops::AmpUnscaleAttrs& a, Device d) {
+  std::vector<Tensor> in = {state, h};
+  in.insert(in.end(), grads.begin(), grads.end());
+  run(OpKind::AmpUnscale, in, {}, a.to_op_attrs(), d);
+}
+
+}  // namespace
+
+TEST(AmpUnscale, FiniteGradientsAreUnscaledAndCountAsClean) {
+  for (Device d : devices()) {
+    SCOPED_TRACE(::testing::Message() << d);
+    Tensor state = amp_state(1024, 5, 2, 1, d), h = hyper3(0.1, 7, 1, d);
+    std::vector<Tensor> g = {to_tensor({2048, -1024, 0.5}, d), to_tensor({3, 0, -7e-3, 1e30, 65504}, d)};
+    unscale(state, h, g, {}, d);
+    expect_near_vec(as_doubles(g[0]), {2, -1, 0.5 / 1024}, 0, "grad 0");
+    expect_near_vec(as_doubles(g[1]), {3.0 / 1024, 0, float(-7e-3) / 1024.0, float(1e30) / 1024.0, 65504.0 / 1024}, 1e-7,
+                    "grad 1");
+    EXPECT_EQ(host(state), (std::vector<float>{1024, 6, 2, 0})) << "clean + 1, the scale unchanged, last step clean";
+    EXPECT_EQ(host(h), (std::vector<float>{0.1f, 7, 0})) << "skip flag cleared, lr and t untouched";
+  }
+}
+
+TEST(AmpUnscale, InfOrNanAnywhereBacksOffAndSetsTheSkipFlag) {
+  for (Device d : devices())
+    for (float bad : {INFINITY, -INFINITY, NAN}) {
+      SCOPED_TRACE(::testing::Message() << d << " " << bad);
+      Tensor state = amp_state(65536, 17, 2, 0, d), h = hyper3(0.1, 7, 0, d);
+      std::vector<Tensor> g = {to_tensor({4, 8}, d), to_tensor({1, 2, bad, 3}, d), to_tensor({-16}, d)};
+      unscale(state, h, g, {}, d);
+      EXPECT_EQ(host(state), (std::vector<float>{32768, 0, 3, 1})) << "scale * 0.5, clean reset, one more skip";
+      EXPECT_EQ(host(h), (std::vector<float>{0.1f, 7, 1}));
+      // Every gradient is still multiplied by 1 / the old scale (torch unscales before it checks).
+      expect_near_vec(as_doubles(g[0]), {4.0 / 65536, 8.0 / 65536}, 0, "grad 0");
+      expect_near_vec(as_doubles(g[2]), {-16.0 / 65536}, 0, "grad 2");
+      const std::vector<float> g1 = host(g[1]);
+      EXPECT_EQ(g1[0], 1.f / 65536);
+      EXPECT_EQ(std::isnan(g1[2]), std::isnan(bad));
+      if (!std::isnan(bad)) EXPECT_EQ(g1[2], bad);
+    }
+}
+
+TEST(AmpUnscale, GrowsAfterIntervalCleanStepsAndNeverToInfinity) {
+  for (Device d : devices()) {
+    SCOPED_TRACE(::testing::Message() << d);
+    const ops::AmpUnscaleAttrs a{2.0, 0.5, 3};
+    Tensor state = amp_state(8, 0, 0, 0, d), h = hyper3(0.1, 1, 0, d);
+    Tensor g = to_tensor({1, 2}, d);
+    const float want_scale[] = {8, 8, 16, 16, 16, 32, 16, 16};
+    const float want_clean[] = {1, 2, 0, 1, 2, 0, 0, 1};
+    for (int step = 0; step < 8; ++step) {
+      const bool overflow = step == 6;
+      g.copy_from(to_tensor({overflow ? INFINITY : 1.0, 2}, Device::cpu()));
+      unscale(state, h, {g}, a, d);
+      const std::vector<float> s = host(state);
+      EXPECT_EQ(s[0], want_scale[step]) << "step " << step;
+      EXPECT_EQ(s[1], want_clean[step]) << "step " << step;
+      EXPECT_EQ(s[2], overflow || step > 6 ? 1.f : 0.f) << "step " << step;
+      EXPECT_EQ(s[3], overflow ? 1.f : 0.f) << "step " << step;
+      EXPECT_EQ(host(h)[2], overflow ? 1.f : 0.f) << "step " << step;
+    }
+    // A grown scale that would overflow f32 is not taken (torch): the scale stays, clean restarts.
+    Tensor top = amp_state(std::ldexp(1.0, 127), 2, 0, 0, d);
+    unscale(top, h, {to_tensor({1}, d)}, a, d);
+    EXPECT_EQ(host(top), (std::vector<float>{std::ldexp(1.f, 127), 0, 0, 0}));
+    // The torch defaults: growth 2, backoff 0.5, interval 2000.
+    const ops::AmpUnscaleAttrs def = ops::AmpUnscaleAttrs::from(ops::AmpUnscaleAttrs{}.to_op_attrs());
+    EXPECT_EQ(def.growth, 2.0);
+    EXPECT_EQ(def.backoff, 0.5);
+    EXPECT_EQ(def.interval, 2000);
+    Tensor at_interval = amp_state(4, 1999, 0, 0, d);
+    unscale(at_interval, h, {to_tensor({1}, d)}, def, d);
+    EXPECT_EQ(host(at_interval), (std::vector<float>{8, 0, 0, 0}));
+  }
+}
+
+TEST(AmpUnscale, BadArgumentsNameTheOpAndTheSlot) {
+  Tensor g = to_tensor({1, 2}, Device::cpu());
+  Tensor s3 = Tensor::zeros(Shape{3}), s4 = amp_state(1, 0, 0, 0), h2 = hyper(0.1, 1), h3 = hyper3(0.1, 1, 0);
+  std::string msg = error_message(
+      [&] { run(OpKind::AmpUnscale, {s3, h3, g}, {}, ops::AmpUnscaleAttrs{}.to_op_attrs(), Device::cpu()); });
+  EXPECT_NE(msg.find("AmpUnscale"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("state (input 0)"), std::string::npos) << msg;
+  msg = error_message(
+      [&] { run(OpKind::AmpUnscale, {s4, h2, g}, {}, ops::AmpUnscaleAttrs{}.to_op_attrs(), Device::cpu()); });
+  EXPECT_NE(msg.find("hyper (input 1)"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("skip flag"), std::string::npos) << msg;
+  msg = error_message(
+      [&] { run(OpKind::AmpUnscale, {s4, h3, g}, {}, ops::AmpUnscaleAttrs{2, 1.5, 10}.to_op_attrs(), Device::cpu()); });
+  EXPECT_NE(msg.find("backoff factor f[1]=1.5"), std::string::npos) << msg;
+  msg = error_message(
+      [&] { run(OpKind::AmpUnscale, {s4, h3, g}, {}, ops::AmpUnscaleAttrs{2, 0.5, 0}.to_op_attrs(), Device::cpu()); });
+  EXPECT_NE(msg.find("growth interval i[0]=0"), std::string::npos) << msg;
+  // A step that skips on the flag needs hyper[2].
+  ops::SgdAttrs sgd;
+  sgd.skip_on_flag = true;
+  msg = error_message([&] { run(OpKind::SgdStep, {h2, g, g.clone()}, {}, sgd.to_op_attrs(), Device::cpu()); });
+  EXPECT_NE(msg.find("skip_on_flag i[3]"), std::string::npos) << msg;
+}
+
+namespace {
+
+/// Every step op with skip_on_flag and advance_t, with its state count.
+struct SkipCase {
+  OpKind op;
+  OpAttrs attrs;
+  int n_state;
+};
+std::vector<SkipCase> skip_cases() {
+  ops::SgdAttrs sgd{0.9, 0, 0.01, false, true};
+  ops::AdamAttrs adam;
+  adam.advance_t = true;
+  ops::RmspropAttrs rms;
+  rms.advance_t = true;
+  ops::AdagradAttrs ada;
+  ada.advance_t = true;
+  sgd.skip_on_flag = adam.skip_on_flag = rms.skip_on_flag = ada.skip_on_flag = true;
+  return {{OpKind::SgdStep, sgd.to_op_attrs(), 1},
+          {OpKind::AdamStep, adam.to_op_attrs(), 2},
+          {OpKind::RmspropStep, rms.to_op_attrs(), 1},
+          {OpKind::AdagradStep, ada.to_op_attrs(), 1}};
+}
+
+}  // namespace
+
+// skip_on_flag: hyper[2] != 0 leaves parameters, state and t as they were; hyper[2] == 0 is exactly
+// the step without the attribute (bitwise), on both backends; one flag read on the device decides.
+TEST(Optim, StepsSkipOnTheFlagAndOtherwiseStepAsUsual) {
+  for (Device d : devices())
+    for (const SkipCase& c : skip_cases()) {
+      SCOPED_TRACE(::testing::Message() << d << " " << op_name(c.op));
+      OpAttrs plain = c.attrs;
+      plain.i[ops::kSkipOnFlagSlot] = 0;
+      Tensor p = to_tensor(kP0, d), ref = to_tensor(kP0, d);
+      std::vector<Tensor> s, s_ref;
+      for (int k = 0; k < c.n_state; ++k) {
+        s.push_back(Tensor::full(Shape{int64_t(kP0.size())}, 0.25, DType::f32, d));
+        s_ref.push_back(s.back().clone());
+      }
+      Tensor h = hyper3(0.1, 0, 0, d), h_ref = hyper(0.1, 0, d);
+      for (int step = 0; step < 4; ++step) {
+        const bool skip = step == 1 || step == 2;
+        Vec gv(kP0.size());
+        for (size_t i = 0; i < gv.size(); ++i) gv[i] = grad_at(1 + step % 3, i);
+        Tensor g = to_tensor(gv, d);
+        h.copy_from(hyper3(0.1, host(h)[1], skip ? 1 : 0));
+        const std::vector<float> p_before = host(p);
+        std::vector<Tensor> in = {h, p, g};
+        in.insert(in.end(), s.begin(), s.end());
+        run(c.op, in, {}, c.attrs, d);
+        if (skip) {
+          EXPECT_EQ(host(p), p_before) << "step " << step << " must leave the parameter";
+          for (int k = 0; k < c.n_state; ++k) EXPECT_EQ(host(s[k]), host(s_ref[k])) << "state " << k;
+          EXPECT_EQ(host(h)[1], host(h_ref)[1]) << "t does not advance";
+          continue;
+        }
+        std::vector<Tensor> in_ref = {h_ref, ref, g};
+        in_ref.insert(in_ref.end(), s_ref.begin(), s_ref.end());
+        run(c.op, in_ref, {}, plain, d);
+        EXPECT_EQ(host(p), host(ref)) << "step " << step;
+        EXPECT_NE(host(p), p_before) << "step " << step << " must move the parameter";
+        for (int k = 0; k < c.n_state; ++k) EXPECT_EQ(host(s[k]), host(s_ref[k])) << "state " << k;
+        EXPECT_EQ(host(h)[1], host(h_ref)[1]);
+      }
+      EXPECT_EQ(host(h)[1], 2.f) << "two steps taken";
+    }
+}
+
+// The same calls on CUDA and the CPU give bitwise the same gradients, state and flag: many odd-sized
+// tensors, a list that needs several launches (the flag of an early launch must reach the last),
+// tensors of several chunks (many blocks), an overflow in the middle of a later block.
+TEST(AmpUnscaleCuda, EqualsCpuAndIsOneLaunch) {
+  CUDL_REQUIRE_CUDA();
+  const Device gpu = Device::cuda();
+  const std::vector<int64_t> big(3, 3 * 4096 + 5);
+  struct Bad {
+    size_t tensor;
+    int64_t at;
+    float value;
+  };
+  for (const auto& sizes : {kOddSizes, many_small_sizes(), big, std::vector<int64_t>{0, 0}})
+    for (const std::vector<Bad>& bad :
+         {std::vector<Bad>{}, {{0, 0, INFINITY}}, {{sizes.size() - 1, sizes.back() - 1, NAN}},
+          {{sizes.size() / 2, sizes[sizes.size() / 2] / 2, -INFINITY}}}) {
+      if (!bad.empty() && sizes[bad[0].tensor] == 0) continue;
+      SCOPED_TRACE(::testing::Message() << sizes.size() << " tensors, " << bad.size() << " bad value(s)");
+      std::vector<Tensor> c, g;
+      for (size_t k = 0; k < sizes.size(); ++k) {
+        Tensor t = random_tensor(Shape{sizes[k]}, 70 + k, -3e4, 3e4);
+        if (!bad.empty() && bad[0].tensor == k) {
+          std::vector<float> v = t.to_vector<float>();
+          v[size_t(bad[0].at)] = bad[0].value;
+          t = Tensor::from_vector(v, t.shape());
+        }
+        c.push_back(t);
+        g.push_back(t.to(gpu));
+      }
+      const ops::AmpUnscaleAttrs a{2.0, 0.5, 2};
+      Tensor sc = amp_state(3 * 65536.0, 1, 4, 0), sg = sc.to(gpu);
+      Tensor hc = hyper3(0.01, 9, 0), hg = hc.to(gpu);
+      for (int step = 0; step < 2; ++step) {  // the second call sees the first one's state
+        unscale(sc, hc, c, a, Device::cpu());
+#if defined(CUDL_EMULATED)
+        default_context(gpu).synchronize();
+        cudl_emu::reset_counters();
+#endif
+        unscale(sg, hg, g, a, gpu);
+#if defined(CUDL_EMULATED)
+        default_context(gpu).synchronize();
+        const size_t launches_needed = sizes.size() > 200 ? 2 : 1;
+        EXPECT_EQ(cudl_emu::counters().kernel_launches, launches_needed) << "step " << step;
+#endif
+        EXPECT_EQ(host(sg), host(sc)) << "step " << step;
+        EXPECT_EQ(host(hg), host(hc)) << "step " << step;
+        for (size_t k = 0; k < sizes.size(); ++k)
+          ASSERT_TRUE(all_close(g[k].to(Device::cpu()), c[k], 0, 0)) << "grad " << k << " step " << step;
+      }
+      const std::vector<float> s = host(sc);
+      if (bad.empty())
+        EXPECT_EQ(s, (std::vector<float>{6 * 65536.0, 1, 4, 0})) << "two clean steps at interval 2: grown once";
+      else
+        EXPECT_EQ(s, (std::vector<float>{0.75 * 65536.0, 0, 6, 1})) << "two overflows: halved twice";
+    }
+}
+
+// The skip flag is read on the device at replay: a captured AmpUnscale + step graph skips or steps
+// as the gradients of each replay say, without the host looking at anything.
+TEST(AmpUnscaleCuda, CapturedUnscaleAndStepFollowTheDeviceFlag) {
+  CUDL_REQUIRE_CUDA();
+  const Device gpu = Device::cuda();
+  ExecContext& ctx = default_context(gpu);
+  if (!ctx.supports_capture()) GTEST_SKIP() << "the context of " << gpu << " cannot capture";
+  const int64_t n = 4096 * 2 + 3;
+  Tensor p = random_tensor(Shape{n}, 3, -1, 1, gpu), m = Tensor::zeros(Shape{n}, DType::f32, gpu);
+  Tensor v = Tensor::zeros(Shape{n}, DType::f32, gpu), g = Tensor::zeros(Shape{n}, DType::f32, gpu);
+  Tensor state = amp_state(1024, 0, 0, 0, gpu), h = hyper3(0.01, 0, 0, gpu);
+  Tensor pc = p.to(Device::cpu()), mc = Tensor::zeros(Shape{n}), vc = Tensor::zeros(Shape{n});
+  Tensor sc = amp_state(1024, 0, 0, 0), hc = hyper3(0.01, 0, 0);
+  ops::AdamAttrs adam;
+  adam.advance_t = adam.skip_on_flag = true;
+  ctx.synchronize();
+  std::unique_ptr<CapturedGraph> graph = cudl::testing::capture(ctx, [&] {
+    unscale(state, h, {g}, {}, gpu);
+    run(OpKind::AdamStep, {h, p, g, m, v}, {}, adam.to_op_attrs(), gpu);
+  });
+  for (int step = 0; step < 4; ++step) {
+    Tensor gs = random_tensor(Shape{n}, 40 + step, -500, 500);
+    if (step == 1) {
+      std::vector<float> x = gs.to_vector<float>();
+      x[4096 + 7] = INFINITY;
+      gs = Tensor::from_vector(x, gs.shape());
+    }
+    g.copy_from(gs);
+    graph->launch();
+    unscale(sc, hc, {gs}, {}, Device::cpu());
+    run(OpKind::AdamStep, {hc, pc, gs, mc, vc}, {}, adam.to_op_attrs(), Device::cpu());
+  }
+  ctx.synchronize();
+  EXPECT_EQ(host(state), (std::vector<float>{512, 2, 1, 0}));
+  EXPECT_EQ(host(h)[1], 3.f) << "three steps taken, one skipped";
+  EXPECT_EQ(host(state), host(sc));
+  EXPECT_TRUE(all_close(p.to(Device::cpu()), pc, 2e-6, 2e-6));
+  EXPECT_TRUE(all_close(v.to(Device::cpu()), vc, 2e-6, 2e-6));
 }

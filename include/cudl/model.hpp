@@ -105,6 +105,18 @@ CUDL_API Loss BinaryCrossentropy(bool from_logits = false);
 CUDL_API Loss NegativeLogLikelihood();  // log-probabilities + labels
 }  // namespace losses
 
+/// Dynamic loss scaling of f16 training (torch.cuda.amp.GradScaler's rules and defaults), all on the
+/// device: the loss gradient is multiplied by the scale; before the optimizer the parameter
+/// gradients are divided by it, and a step whose gradients hold Inf or NaN is skipped (parameters,
+/// optimizer state and its step count untouched) and halves the scale; after growth_interval clean
+/// steps in a row the scale doubles.
+struct CUDL_API LossScaleOptions {
+  double initial_scale = 65536.0;  // 2^16
+  double growth_factor = 2.0;      // >= 1
+  double backoff_factor = 0.5;     // in (0, 1]
+  int64_t growth_interval = 2000;  // >= 1
+};
+
 struct CUDL_API CompileOptions {
   Optimizer optimizer;
   Loss loss;
@@ -114,6 +126,8 @@ struct CUDL_API CompileOptions {
   bool cuda_graphs = true;  // capture each step into a CUDA graph (CUDA only)
   bool verbose = false;     // print the plan report at compile
   Precision precision = default_precision();  // f32 GEMMs/convolutions on CUDA: fp32 or TF32
+  /// Used when the model trains in f16 (precision f16, or a layer set to f16): see LossScaleOptions.
+  LossScaleOptions loss_scale;
   /// Data-parallel training (cudl/distributed.hpp, docs/distributed.md): this rank's communicator.
   /// `device` must be its device. compile broadcasts the parameters and buffers from rank 0; every
   /// training step averages the gradients across the ranks before the optimizer (inside the step,
@@ -255,6 +269,13 @@ class CUDL_API Model {
 
   /// Current learning rate (written to device memory; a replayed CUDA graph sees the change).
   double learning_rate() const;
+  /// f16 training: the current dynamic loss scale (CompileOptions::loss_scale), read from the
+  /// device (a host synchronisation: read it after an epoch, not per step); 1 when the model does
+  /// not scale its loss (no f16 layer).
+  double loss_scale() const;
+  /// f16 training: the optimizer steps skipped because the gradients overflowed, since compile (or
+  /// as restored from a checkpoint); read from the device like loss_scale(); 0 without f16.
+  int64_t skipped_steps() const;
   void set_learning_rate(double lr);
   void stop_training() { stop_ = true; }
   bool stop_requested() const { return stop_; }
@@ -289,7 +310,9 @@ class CUDL_API Model {
   void set_weights(const std::vector<Tensor>& weights);
 
   /// Named tensors of the complete training state: parameters ("layer.param"), buffers,
-  /// optimizer slots ("optim.layer.param.m"), counters. Used by checkpoints.
+  /// optimizer slots ("optim.layer.param.m"), counters ("optim.hyper": lr and the step t, "rng"),
+  /// and in f16 the loss scaler's state ("amp.scale": scale, clean steps, skipped steps, last
+  /// step overflowed). Used by checkpoints.
   std::vector<std::pair<std::string, Tensor>> state_tensors();
   /// Per-op timing table of the last fit/evaluate with profiling on (set_profiling(true)).
   void set_profiling(bool on);

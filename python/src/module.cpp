@@ -612,6 +612,10 @@ PYBIND11_MODULE(_cudl, m) {
           py::arg("x"))
       .def("summary", &Model::summary)
       .def_property("learning_rate", &Model::learning_rate, &Model::set_learning_rate)
+      .def_property_readonly("loss_scale", &Model::loss_scale,
+                             "f16: the current dynamic loss scale (a device read; 1 when the loss is not scaled)")
+      .def_property_readonly("skipped_steps", &Model::skipped_steps,
+                             "f16: optimizer steps skipped because the gradients overflowed (a device read)")
       .def("batch_logs", &Model::batch_logs,
            "Running means of the epoch's loss and metrics so far (inside fit; one device read per call)")
       .def("stop_training", &Model::stop_training)

@@ -39,6 +39,10 @@ expect 1 "64 ranks need 64 CUDA devices, this machine has" --data "$data" --limi
 expect 0 "precision tf32 (no effect on the cpu backend" --data "$data" --limit 64 --epochs 1 --device cpu \
   --precision tf32 --csv '' --plot ''
 
+# --precision f16 trains with dynamic loss scaling and reports the scaler once, after training.
+expect 0 "loss scale 65536, skipped steps 0" --data "$data" --limit 256 --epochs 1 --device cpu \
+  --precision f16 --csv '' --plot ''
+
 # A short run whose output names hold shell syntax: nothing may run, the files must appear.
 expect 0 "test accuracy" --data "$data" --limit 256 --epochs 1 --device cpu \
   --csv 'h$(touch pwned1).csv' --plot 'p`touch pwned2`;touch pwned3.png'

@@ -62,6 +62,9 @@ int main(int argc, char** argv) {
                     static_cast<long long>(train.size() - static_cast<int64_t>(train.size() * fit.validation_split)),
                     static_cast<long long>(train.size() * fit.validation_split), static_cast<long long>(test.size()));
       cudl::History h = model.fit(train, fit);
+      if (lead && model.plan_report().precision == cudl::Precision::f16)  // read once, after training
+        std::printf("loss scale %g, skipped steps %lld\n", model.loss_scale(),
+                    static_cast<long long>(model.skipped_steps()));
       cudl::EvalResult r = model.evaluate(test, 1000);
       if (lead) std::printf("test loss %.4f, test accuracy %.2f%%\n", r.metrics["loss"], 100.0 * r.metrics["accuracy"]);
       if (lead) sample::write_history(a.csv, a.plot, h);

@@ -1,5 +1,5 @@
-// cpu/optim.cpp — CPU reference of the optimizer op family (SGD, Adam/AdamW, RMSprop, Adagrad,
-// weight penalties, global-norm clipping): the spec. Element math in f32, step scalars in f64.
+// cpu/optim.cpp — CPU reference of the optimizer op family (SGD, Adam/AdamW, RMSprop, Adagrad, weight
+// penalties, global-norm clipping, dynamic loss scaling): the spec. Element math in f32, step scalars in f64.
 #include "ops/optim.hpp"
 
 #include <cmath>
@@ -24,6 +24,7 @@ std::vector<const TensorView*> groups(const OpCall& c) {
 struct Hyper {
   float lr;
   double t;
+  bool skip;  // skip_on_flag and hyper[2] != 0: the step changes nothing, t included
 };
 
 /// lr and t from the (host) hyper tensor, after advancing t when the step's advance_t is set (in
@@ -31,11 +32,12 @@ struct Hyper {
 Hyper read_hyper(const OpCall& c) {
   const ops::OptimArgs args = ops::check_optim_call(c);  // hyper is valid before it is read
   float* v = args.hyper.as<float>();
+  if (args.skip_on_flag && v[2] != 0) return Hyper{v[0], static_cast<double>(v[1]), true};
   const float t = args.advance_t ? v[1] + 1.f : v[1];
   if (!(t >= 1))
     fail_at(c, detail::concat("step t = hyper[1]", args.advance_t ? " + 1" : "", " must be >= 1 (1-based), got ", t));
   v[1] = t;
-  return Hyper{v[0], static_cast<double>(t)};
+  return Hyper{v[0], static_cast<double>(t), false};
 }
 
 // groups (param, grad, [momentum_buf when momentum != 0]); torch.optim.SGD:
@@ -43,6 +45,7 @@ Hyper read_hyper(const OpCall& c) {
 //   g = nesterov ? g + momentum*buf : buf;  p -= lr*g
 void sgd_step(const OpCall& c) {
   const Hyper h = read_hyper(c);
+  if (h.skip) return;
   const ops::SgdAttrs a = ops::SgdAttrs::from(c.attrs);
   const float momentum = static_cast<float>(a.momentum), dampening = static_cast<float>(a.dampening);
   const float wd = static_cast<float>(a.weight_decay);
@@ -73,6 +76,7 @@ void sgd_step(const OpCall& c) {
 // correction: the same formula with eps / sqrt(1 - b2^t) for eps.
 void adam_step(const OpCall& c) {
   const Hyper h = read_hyper(c);
+  if (h.skip) return;
   const ops::AdamAttrs a = ops::AdamAttrs::from(c.attrs);
   const double b1 = a.beta1, b2 = a.beta2;
   const float wd = static_cast<float>(a.weight_decay);
@@ -110,6 +114,7 @@ void adam_step(const OpCall& c) {
 // or with eps_in_sqrt (Keras's and TensorFlow's RMSprop) p -= lr * g / sqrt(sq + eps).
 void rmsprop_step(const OpCall& c) {
   const Hyper h = read_hyper(c);
+  if (h.skip) return;
   const ops::RmspropAttrs a = ops::RmspropAttrs::from(c.attrs);
   const float alpha = static_cast<float>(a.alpha), eps = static_cast<float>(a.eps);
   const float wd = static_cast<float>(a.weight_decay);
@@ -132,6 +137,7 @@ void rmsprop_step(const OpCall& c) {
 //   g += wd*p;  clr = lr / (1 + (t-1)*lr_decay);  sum += g*g;  p -= clr * g / (sqrt(sum) + eps)
 void adagrad_step(const OpCall& c) {
   const Hyper h = read_hyper(c);
+  if (h.skip) return;
   const ops::AdagradAttrs a = ops::AdagradAttrs::from(c.attrs);
   const float eps = static_cast<float>(a.eps), wd = static_cast<float>(a.weight_decay);
   const float clr = static_cast<float>(h.lr / (1.0 + (h.t - 1.0) * a.lr_decay));
@@ -180,6 +186,42 @@ void clip_grad_norm(const OpCall& c) {
     for (int64_t i = 0; i < g->numel(); ++i) g->as<float>()[i] *= coef;
 }
 
+// in: state [scale, clean, skipped, overflowed], hyper [lr, t, skip flag], grads...; torch's GradScaler:
+//   found = any grad non-finite; grads *= f32(1 / f64(scale));
+//   found: scale *= backoff, clean = 0, skipped += 1;  else: clean += 1, at the interval scale *= growth
+//   (when finite) and clean = 0;  state[3] = hyper[2] = found
+void amp_unscale(const OpCall& c) {
+  const ops::OptimArgs args = ops::check_optim_call(c);
+  const ops::AmpUnscaleAttrs a = ops::AmpUnscaleAttrs::from(c.attrs);
+  float* state = args.amp_state.as<float>();
+  const float scale = state[0];
+  const float inv = static_cast<float>(1.0 / static_cast<double>(scale));
+  bool found = false;
+  for (const TensorView* g : groups(c)) {
+    float* grad = g[0].as<float>();
+    for (int64_t i = 0; i < g[0].numel(); ++i) {
+      found = found || !std::isfinite(grad[i]);
+      grad[i] = grad[i] * inv;
+    }
+  }
+  if (found) {
+    state[0] = static_cast<float>(static_cast<double>(scale) * a.backoff);
+    state[1] = 0;
+    state[2] = state[2] + 1.f;
+  } else {
+    const float clean = state[1] + 1.f;
+    if (clean >= static_cast<float>(a.interval)) {
+      const float grown = static_cast<float>(static_cast<double>(scale) * a.growth);
+      if (std::isfinite(grown)) state[0] = grown;
+      state[1] = 0;
+    } else {
+      state[1] = clean;
+    }
+  }
+  state[3] = found ? 1.f : 0.f;
+  args.hyper.as<float>()[2] = found ? 1.f : 0.f;
+}
+
 }  // namespace
 
 void register_cpu_optim_ops(OpTable& t) {
@@ -189,6 +231,7 @@ void register_cpu_optim_ops(OpTable& t) {
   t.add(OpKind::AdagradStep, adagrad_step);
   t.add(OpKind::WeightPenalty, weight_penalty);
   t.add(OpKind::ClipGradNorm, clip_grad_norm);
+  t.add(OpKind::AmpUnscale, amp_unscale);
 }
 
 }  // namespace cudl

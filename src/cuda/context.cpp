@@ -48,8 +48,9 @@ CudaContext::CudaContext(Device device) : ExecContext(device) {
   DeviceGuard guard(device.index());
   CUDL_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   // Its own allocation (not the caching pool, which itself asks for this context).
-  CUDL_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&block_counter_), sizeof(unsigned int)));
-  CUDL_CUDA_CHECK(cudaMemsetAsync(block_counter_, 0, sizeof(unsigned int), stream_));
+  // Two words: the block counter, then the grid flag (grid_flag()).
+  CUDL_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&block_counter_), 2 * sizeof(unsigned int)));
+  CUDL_CUDA_CHECK(cudaMemsetAsync(block_counter_, 0, 2 * sizeof(unsigned int), stream_));
   CUDL_CUDA_CHECK(cudaStreamSynchronize(stream_));  // done here, not inside a later caller's work
 }
 

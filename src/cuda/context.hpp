@@ -52,6 +52,10 @@ class CudaContext : public ExecContext {
   /// their finished blocks in it (kernels::last_block in kernels/common.cuh), and the last block
   /// leaves it 0 again. Kernels on one stream run one after another, so one word serves them all.
   unsigned int* block_counter() const { return block_counter_; }
+  /// A second such word: the blocks of a grid (or of the launches of one multi-tensor list) raise
+  /// it to report what they found, and the list's last block reads it and sets it back to 0
+  /// (kernels::amp_unscale_cuda's non-finite flag).
+  unsigned int* grid_flag() const { return block_counter_ + 1; }
   /// Blocks the host until all work queued on stream() is done.
   void synchronize() override;
 
@@ -85,7 +89,7 @@ class CudaContext : public ExecContext {
   cudnnHandle_t cudnn_ = nullptr;
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;
-  unsigned int* block_counter_ = nullptr;
+  unsigned int* block_counter_ = nullptr;  // [0] block_counter(), [1] grid_flag()
   std::vector<std::pair<void*, size_t>> retired_;  // outgrown workspaces (graphs may still use them)
 };
 

@@ -40,7 +40,7 @@ void cuda_sgd_step(const OpCall& c) {
   kernels::sgd_step_cuda(f.g.hyper.as<float>(), f.ptrs.data(), f.sizes.data(), f.g.n, f.g.depth,
                          static_cast<float>(a.momentum), static_cast<float>(a.dampening),
                          static_cast<float>(a.weight_decay), a.nesterov,
-                         cuda_context(c).stream(), advance_t(c, f));
+                         cuda_context(c).stream(), advance_t(c, f), a.skip_on_flag);
 }
 
 void cuda_adam_step(const OpCall& c) {
@@ -48,7 +48,7 @@ void cuda_adam_step(const OpCall& c) {
   const ops::AdamAttrs a = ops::AdamAttrs::from(c.attrs);
   kernels::adam_step_cuda(f.g.hyper.as<float>(), f.ptrs.data(), f.sizes.data(), f.g.n, a.beta1, a.beta2, a.eps,
                           static_cast<float>(a.weight_decay), a.decoupled, a.epsilon_hat, cuda_context(c).stream(),
-                          advance_t(c, f));
+                          advance_t(c, f), a.skip_on_flag);
 }
 
 void cuda_rmsprop_step(const OpCall& c) {
@@ -56,7 +56,7 @@ void cuda_rmsprop_step(const OpCall& c) {
   const ops::RmspropAttrs a = ops::RmspropAttrs::from(c.attrs);
   kernels::rmsprop_step_cuda(f.g.hyper.as<float>(), f.ptrs.data(), f.sizes.data(), f.g.n, a.alpha,
                              static_cast<float>(a.eps), static_cast<float>(a.weight_decay), a.eps_in_sqrt,
-                             cuda_context(c).stream(), advance_t(c, f));
+                             cuda_context(c).stream(), advance_t(c, f), a.skip_on_flag);
 }
 
 void cuda_adagrad_step(const OpCall& c) {
@@ -64,7 +64,7 @@ void cuda_adagrad_step(const OpCall& c) {
   const ops::AdagradAttrs a = ops::AdagradAttrs::from(c.attrs);
   kernels::adagrad_step_cuda(f.g.hyper.as<float>(), f.ptrs.data(), f.sizes.data(), f.g.n, static_cast<float>(a.eps),
                              static_cast<float>(a.weight_decay), a.lr_decay, cuda_context(c).stream(),
-                             advance_t(c, f));
+                             advance_t(c, f), a.skip_on_flag);
 }
 
 void cuda_weight_penalty(const OpCall& c) {
@@ -83,6 +83,14 @@ void cuda_clip_grad_norm(const OpCall& c) {
                                ctx.stream());
 }
 
+void cuda_amp_unscale(const OpCall& c) {
+  const Flat f = flatten(c);
+  const ops::AmpUnscaleAttrs a = ops::AmpUnscaleAttrs::from(c.attrs);
+  CudaContext& ctx = cuda_context(c);
+  kernels::amp_unscale_cuda(f.g.amp_state.as<float>(), f.g.hyper.as<float>(), f.ptrs.data(), f.sizes.data(), f.g.n,
+                            a.growth, a.backoff, a.interval, ctx.block_counter(), ctx.grid_flag(), ctx.stream());
+}
+
 }  // namespace
 
 void register_cuda_optim_ops(OpTable& t) {
@@ -92,6 +100,7 @@ void register_cuda_optim_ops(OpTable& t) {
   t.add(OpKind::AdagradStep, cuda_adagrad_step);
   t.add(OpKind::WeightPenalty, cuda_weight_penalty);
   t.add(OpKind::ClipGradNorm, cuda_clip_grad_norm);
+  t.add(OpKind::AmpUnscale, cuda_amp_unscale);
 }
 
 }  // namespace cudl

@@ -13,33 +13,49 @@ namespace ops {
 
 using op_checks::fail_at;
 
+namespace {
+/// What every step's attributes tell the argument view: its group depth, advance_t, skip_on_flag.
+template <typename StepAttrs>
+void take_step(OptimArgs& g, const StepAttrs& a, int depth) {
+  g.depth = depth;
+  g.advance_t = a.advance_t;
+  g.skip_on_flag = a.skip_on_flag;
+}
+}  // namespace
+
 OptimArgs check_optim_call(const OpCall& c) {
   OptimArgs g;
   switch (c.op) {
     case OpKind::SgdStep: {
       const SgdAttrs a = SgdAttrs::from(c.attrs);
-      g.depth = a.momentum != 0 ? 3 : 2;
-      g.advance_t = a.advance_t;
+      take_step(g, a, a.momentum != 0 ? 3 : 2);
       if (a.nesterov && (a.momentum <= 0 || a.dampening != 0))
         fail_at(c, "Nesterov momentum requires momentum f[0] > 0 and dampening f[1] = 0");
       break;
     }
     case OpKind::AdamStep: {
       const AdamAttrs a = AdamAttrs::from(c.attrs);
-      g.depth = 4;
-      g.advance_t = a.advance_t;
+      take_step(g, a, 4);
       if (!(a.beta1 >= 0 && a.beta1 < 1 && a.beta2 >= 0 && a.beta2 < 1))
         fail_at(c, detail::concat("betas (", a.beta1, ", ", a.beta2, ") not in [0, 1)"));
       break;
     }
     case OpKind::RmspropStep:
-      g.depth = 3;
-      g.advance_t = RmspropAttrs::from(c.attrs).advance_t;
+      take_step(g, RmspropAttrs::from(c.attrs), 3);
       break;
     case OpKind::AdagradStep:
-      g.depth = 3;
-      g.advance_t = AdagradAttrs::from(c.attrs).advance_t;
+      take_step(g, AdagradAttrs::from(c.attrs), 3);
       break;
+    case OpKind::AmpUnscale: {
+      const AmpUnscaleAttrs a = AmpUnscaleAttrs::from(c.attrs);
+      g.depth = 1;
+      if (!(a.growth >= 1 && std::isfinite(a.growth)))
+        fail_at(c, detail::concat("growth factor f[0]=", a.growth, " must be finite and >= 1"));
+      if (!(a.backoff > 0 && a.backoff <= 1))
+        fail_at(c, detail::concat("backoff factor f[1]=", a.backoff, " must be in (0, 1]"));
+      if (a.interval < 1) fail_at(c, detail::concat("growth interval i[0]=", a.interval, " must be >= 1"));
+      break;
+    }
     case OpKind::WeightPenalty:
       g.depth = 2;
       break;
@@ -49,13 +65,26 @@ OptimArgs check_optim_call(const OpCall& c) {
     default:
       fail_at(c, "not an optimizer op");
   }
-  const bool stepper = c.op != OpKind::WeightPenalty && c.op != OpKind::ClipGradNorm;
-  g.first = c.op == OpKind::ClipGradNorm ? 0 : 1;
-  if (stepper) {
-    const TensorView& h = c.in(0);
-    if (!h.defined() || h.dtype != DType::f32 || h.numel() < 2)
-      fail_at(c, detail::concat("hyper (input 0) must be f32 with at least 2 elements [lr, t], got ",
-                                h.defined() ? dtype_name(h.dtype) : "undefined", " shape ", h.shape));
+  const bool amp = c.op == OpKind::AmpUnscale;
+  const bool stepper = c.op != OpKind::WeightPenalty && c.op != OpKind::ClipGradNorm && !amp;
+  g.first = c.op == OpKind::ClipGradNorm ? 0 : amp ? 2 : 1;
+  if (amp) {
+    const TensorView& s = c.in(0);
+    if (!s.defined() || s.dtype != DType::f32 || s.numel() != kAmpStateSize)
+      fail_at(c, detail::concat("state (input 0) must be f32 with ", kAmpStateSize,
+                                " elements [scale, clean steps, skipped steps, overflowed], got ",
+                                s.defined() ? dtype_name(s.dtype) : "undefined", " shape ", s.shape));
+    g.amp_state = s;
+  }
+  if (stepper || amp) {
+    const int at = amp ? 1 : 0;
+    const bool flag = amp || g.skip_on_flag;
+    const TensorView& h = c.in(at);
+    if (!h.defined() || h.dtype != DType::f32 || h.numel() < (flag ? 3 : 2))
+      fail_at(c, detail::concat("hyper (input ", at, ") must be f32 with at least ",
+                                flag ? "3 elements [lr, t, skip flag]" : "2 elements [lr, t]", ", got ",
+                                h.defined() ? dtype_name(h.dtype) : "undefined", " shape ", h.shape,
+                                g.skip_on_flag ? " (skip_on_flag i[3] is set)" : ""));
     g.hyper = h;
   }
   if (c.op == OpKind::ClipGradNorm) {

@@ -104,7 +104,8 @@ void EarlyStopping::on_epoch_end(Model& m, int epoch, const std::map<std::string
     if (restore_) {  // weights and buffers only; optimizer state and counters go on
       best_weights_.clear();
       for (auto& [name, t] : m.state_tensors())
-        if (name.rfind("optim.", 0) != 0 && name != "rng") best_weights_.emplace_back(name, t.clone());
+        if (name.rfind("optim.", 0) != 0 && name.rfind("amp.", 0) != 0 && name != "rng")
+          best_weights_.emplace_back(name, t.clone());
     }
     return;
   }

@@ -9,6 +9,7 @@
 
 #include "cudl/error.hpp"
 #include "data/safetensors.hpp"
+#include "train/model_internals.hpp"
 
 namespace cudl {
 namespace {
@@ -68,9 +69,17 @@ void load_checkpoint(Model& model, const std::string& path) {
   auto state = model.state_tensors();
   std::set<std::string> wanted;
   std::vector<std::string> missing_optim, extra_optim, extra;
+  // The loss scaler's state ("amp." names, f16 training) crosses precisions: a checkpoint without it
+  // starts the scaler afresh, one with it resumes in a model without loss scaling by ignoring it.
+  auto is_amp = [](const std::string& name) { return name.rfind("amp.", 0) == 0; };
+  bool reset_amp = false;
   for (const auto& [name, t] : state) {
     wanted.insert(name);
     auto f = by_name.find(name);
+    if (f == by_name.end() && is_amp(name)) {
+      reset_amp = true;
+      continue;
+    }
     if (f == by_name.end()) {
       if (name.rfind("optim.", 0) == 0) {
         missing_optim.push_back(name);
@@ -83,7 +92,7 @@ void load_checkpoint(Model& model, const std::string& path) {
                 " but the model has ", t.shape(), " ", t.dtype());
   }
   for (const auto& [name, t] : loaded)
-    if (!wanted.count(name)) (name.rfind("optim.", 0) == 0 ? extra_optim : extra).push_back(name);
+    if (!wanted.count(name) && !is_amp(name)) (name.rfind("optim.", 0) == 0 ? extra_optim : extra).push_back(name);
   if (!extra.empty())
     CUDL_FAIL("checkpoint ", path, ": the model has no tensor ", name_list(extra), " (", extra.size(),
               " tensor(s) of another architecture)");
@@ -102,7 +111,9 @@ void load_checkpoint(Model& model, const std::string& path) {
     CUDL_FAIL("checkpoint ", path, ": optimizer state of '", shown(it->second), "' but the model is compiled with '",
               model.optimizer().name(), "'");
 
-  for (auto& [name, t] : state) t.copy_from(by_name.at(name));
+  for (auto& [name, t] : state)
+    if (by_name.count(name)) t.copy_from(by_name.at(name));
+  if (reset_amp) detail::ModelInternals::reset_loss_scale(model);
   model.set_step(step);
   model.set_epoch(epoch);
 }

@@ -9,7 +9,9 @@
 #include "backend/backend.hpp"
 #include "cudl/distributed.hpp"
 #include "cudl/error.hpp"
+#include "ops/optim.hpp"
 #include "train/model_impl.hpp"
+#include "train/model_internals.hpp"
 
 namespace cudl {
 
@@ -159,6 +161,15 @@ void Model::compile(const CompileOptions& options) {
     if (metric != "accuracy" && metric != "mae" && metric != "loss")
       CUDL_FAIL("model ", m.name, ": unknown metric '", metric, "' (accuracy, mae)");
   m.check_learning_rate(options.optimizer.lr);
+  const LossScaleOptions& ls = options.loss_scale;
+  if (!(ls.initial_scale > 0) || !std::isfinite(static_cast<float>(ls.initial_scale)))
+    CUDL_FAIL("model ", m.name, ": loss_scale.initial_scale ", ls.initial_scale, " must be > 0 and finite as a float");
+  if (!(ls.growth_factor >= 1) || !std::isfinite(ls.growth_factor))
+    CUDL_FAIL("model ", m.name, ": loss_scale.growth_factor ", ls.growth_factor, " must be finite and >= 1");
+  if (!(ls.backoff_factor > 0 && ls.backoff_factor <= 1))
+    CUDL_FAIL("model ", m.name, ": loss_scale.backoff_factor ", ls.backoff_factor, " must be in (0, 1]");
+  if (ls.growth_interval < 1)
+    CUDL_FAIL("model ", m.name, ": loss_scale.growth_interval ", ls.growth_interval, " must be >= 1");
   if (options.communicator && options.device != options.communicator->device())
     CUDL_FAIL("model ", m.name, ": compiled for ", options.device, " but the communicator of rank ",
               options.communicator->rank(), " is on ", options.communicator->device());
@@ -182,7 +193,11 @@ void Model::compile(const CompileOptions& options) {
   for (const LayerPtr& l : m.layer_list)
     if (!l->trainable()) m.frozen.insert(l.get());
   m.lr = options.optimizer.lr;
-  m.hyper = Tensor::from_vector<float>({static_cast<float>(m.lr), 0.f}, Shape{2}, options.device);
+  // With loss scaling hyper has a third element, the skip flag AmpUnscale writes and the step reads.
+  std::vector<float> h{static_cast<float>(m.lr), 0.f};
+  if (m.scales_loss()) h.push_back(0.f);
+  m.hyper = Tensor::from_vector<float>(h, Shape{static_cast<int64_t>(h.size())}, options.device);
+  m.amp = m.scales_loss() ? m.initial_amp_state().to(options.device) : Tensor();
   m.rng = Tensor::from_vector<int64_t>({static_cast<int64_t>(options.seed & 0x7fffffffffffffffull), 0}, Shape{2},
                                        options.device);
   m.cursor = Tensor::zeros(Shape{1}, DType::i64, options.device);
@@ -213,6 +228,23 @@ PlanReport Model::plan(int64_t batch) const {
   return m.plan(batch);
 }
 
+bool Model::Impl::scales_loss() const {
+  if (opts.precision == Precision::f16) return true;
+  for (const auto& [layer, p] : layer_precision)
+    if (p == Precision::f16) return true;
+  return false;
+}
+
+Tensor Model::Impl::initial_amp_state() const {
+  return Tensor::from_vector<float>({static_cast<float>(opts.loss_scale.initial_scale), 0.f, 0.f, 0.f},
+                                    Shape{ops::kAmpStateSize});
+}
+
+void detail::ModelInternals::reset_loss_scale(Model& model) {
+  Model::Impl& m = model.impl();
+  if (m.amp.defined()) m.amp.copy_from(m.initial_amp_state());
+}
+
 void Model::Impl::check_learning_rate(double lr) const {
   // The rate lives on the device as f32: 1e39 is finite as a double but not there.
   if (!(lr >= 0) || !std::isfinite(static_cast<float>(lr)))
@@ -227,6 +259,18 @@ void Model::Impl::require_compiled(const char* what) const {
 // accessors
 
 double Model::learning_rate() const { return impl().lr; }
+
+double Model::loss_scale() const {
+  const Impl& m = impl();
+  m.require_compiled("loss_scale");
+  return m.amp.defined() ? m.amp.item(0) : 1.0;
+}
+
+int64_t Model::skipped_steps() const {
+  const Impl& m = impl();
+  m.require_compiled("skipped_steps");
+  return m.amp.defined() ? static_cast<int64_t>(m.amp.item(2)) : 0;
+}
 
 void Model::set_learning_rate(double lr) {
   Impl& m = impl();
@@ -323,8 +367,11 @@ std::vector<std::pair<std::string, Tensor>> Model::state_tensors() {
   }
   for (auto& [k, v] : m.slots)
     for (size_t i = 0; i < v.size(); ++i) out.emplace_back("optim." + k + "." + std::to_string(i), v[i]);
-  out.emplace_back("optim.hyper", m.hyper);
+  // lr and t only: the skip flag of f16 training is rewritten every step, so checkpoints of every
+  // precision hold the same f32[2].
+  out.emplace_back("optim.hyper", m.hyper.view_bytes(0, Shape{2}, DType::f32));
   out.emplace_back("rng", m.rng);
+  if (m.amp.defined()) out.emplace_back("amp.scale", m.amp);
   return out;
 }
 

@@ -30,7 +30,8 @@ struct Model::Impl {
   CompileOptions opts;
   std::set<const Layer*> frozen;                     // layers not trainable when compiled
   std::map<std::string, Precision> layer_precision;  // Layer::precision() overrides when compiled, by name
-  Tensor hyper;                                      // f32[2] on the device: {lr, t}
+  Tensor hyper;                                      // f32[2] on the device: {lr, t} (+ skip flag: loss scaling)
+  Tensor amp;                                        // f16 loss scaling: f32[4] {scale, clean, skipped, overflowed}
   Tensor rng;                                        // i64[2] on the device: {seed, offset}
   Tensor cursor;                                     // i64[1] on the device: position in the epoch's permutation
   std::map<std::string, std::vector<Tensor>> slots;  // optimizer state per "layer.param"
@@ -95,9 +96,16 @@ struct Model::Impl {
   // -- losses, metrics and optimizers (optimizers.cpp) -------------------------------------------
   void check_targets(const Tensor& y, int64_t rows) const;
   /// Loss node (+ metric accumulation). Returns {loss, dpred}.
+  /// `dloss` (f32[1], or kNone): the loss gradient's seed (the loss scale).
   std::pair<graph::ValueId, graph::ValueId> loss_nodes(detail::BuildContext& c, graph::ValueId pred,
-                                                       graph::ValueId target, bool with_grad);
-  void optimizer_nodes(detail::BuildContext& c);
+                                                       graph::ValueId target, bool with_grad,
+                                                       graph::ValueId dloss = graph::kNone);
+  /// `amp` (the bound loss-scaler state, or kNone): unscale first, and the step skips on overflow.
+  void optimizer_nodes(detail::BuildContext& c, graph::ValueId amp = graph::kNone);
+  /// True when the compiled model trains with dynamic loss scaling (any f16 layer).
+  bool scales_loss() const;
+  /// The loss scaler's state at compile: {initial scale, 0, 0, 0} (a host tensor).
+  Tensor initial_amp_state() const;
   /// Data-parallel: the gradient buckets' all-reduce nodes (started during backward, finished
   /// before the optimizer).
   void gradient_all_reduce_nodes(detail::BuildContext& c);

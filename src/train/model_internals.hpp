@@ -1,5 +1,6 @@
 // train/model_internals.hpp — internal access to a compiled Model's programs, for benchmarks that
-// need the executor of the exact training step fit() runs (single steps, per-node bytes, dispatch).
+// need the executor of the exact training step fit() runs (single steps, per-node bytes, dispatch),
+// and to the state checkpoints restore.
 #pragma once
 
 #include <memory>
@@ -15,6 +16,8 @@ struct ModelInternals {
   /// one training step that updates the model's parameters and optimizer state.
   static std::unique_ptr<graph::Executor> training_step(Model& model, const Dataset& data, int64_t batch,
                                                         const graph::ExecutorOptions& options);
+  /// Puts the loss scaler (f16) back to its state at compile; nothing without loss scaling.
+  static void reset_loss_scale(Model& model);
 };
 
 }  // namespace cudl::detail

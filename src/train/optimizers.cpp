@@ -233,7 +233,7 @@ void Model::Impl::check_targets(const Tensor& y, int64_t rows) const {
 }
 
 std::pair<ValueId, ValueId> Model::Impl::loss_nodes(detail::BuildContext& c, ValueId pred, ValueId target,
-                                                    bool with_grad) {
+                                                    bool with_grad, ValueId dloss) {
   graph::Graph& g = *c.g;
   const Shape ps = g.value(pred).shape;
   const Shape ts = g.value(target).shape;
@@ -267,7 +267,7 @@ std::pair<ValueId, ValueId> Model::Impl::loss_nodes(detail::BuildContext& c, Val
       CUDL_FAIL("model ", name, ": metric accuracy needs the sparse_categorical_crossentropy loss");
     outs.push_back(bind_state(c, "metric.correct", acc("correct")));
   }
-  g.add_node(op, a, {pred, target_v, kNone}, outs, "loss", Phase::Loss);
+  g.add_node(op, a, {pred, target_v, with_grad ? dloss : kNone}, outs, "loss", Phase::Loss);
   if (wants("mae")) {  // the batch's L1 sum, averaged over the elements of a sample, accumulated
     const OpAttrs s =
         ops::LossAttrs{Reduction::Sum, 0, 1.0 / std::max<int64_t>(1, ps.numel() / std::max<int64_t>(c.batch, 1))}
@@ -324,13 +324,24 @@ void Model::Impl::gradient_all_reduce_nodes(detail::BuildContext& c) {
   g.add_node(OpKind::AllReduce, finish, grads, {}, "data_parallel", Phase::Optimizer);
 }
 
-void Model::Impl::optimizer_nodes(detail::BuildContext& c) {
+void Model::Impl::optimizer_nodes(detail::BuildContext& c, ValueId amp_state) {
   graph::Graph& g = *c.g;
   const Optimizer& o = opts.optimizer;
   std::vector<const detail::ParamBinding*> train;
   for (const auto& p : c.params)
     if (p.grad != kNone) train.push_back(&p);
   if (train.empty()) return;
+  ValueId hv = bind_state(c, "optim.hyper", hyper);
+  // Loss scaling (f16): the gradients were computed from loss * scale; one AmpUnscale divides them
+  // by it before anything reads them, records an overflow in hyper[2], and the step skips on it.
+  if (amp_state != kNone) {
+    const LossScaleOptions& ls = opts.loss_scale;
+    std::vector<ValueId> ins{amp_state, hv};
+    for (const auto* p : train) ins.push_back(p->grad);
+    const OpAttrs a =
+        ops::AmpUnscaleAttrs{ls.growth_factor, ls.backoff_factor, ls.growth_interval}.to_op_attrs();
+    g.add_node(OpKind::AmpUnscale, a, ins, {}, "loss_scale", Phase::Optimizer);
+  }
   // L1/L2 penalties per layer.
   std::map<std::pair<float, float>, std::vector<ValueId>> penalties;
   for (const auto* p : train)
@@ -352,7 +363,6 @@ void Model::Impl::optimizer_nodes(detail::BuildContext& c) {
     const OpAttrs a = ops::ClipGradNormAttrs{o.clip_norm}.to_op_attrs();
     g.add_node(OpKind::ClipGradNorm, a, grads, {norm}, "optimizer", Phase::Optimizer);
   }
-  ValueId hv = bind_state(c, "optim.hyper", hyper);
   // Every step advances t = hyper[1] itself (advance_t): no separate Increment launch.
   OpAttrs a;
   OpKind op = OpKind::AdamStep;
@@ -380,6 +390,7 @@ void Model::Impl::optimizer_nodes(detail::BuildContext& c) {
       nslots = 1;
       break;
   }
+  if (amp_state != kNone) a.i[ops::kSkipOnFlagSlot] = 1;  // skip_on_flag, in every step's attributes
   std::vector<ValueId> ins{hv};
   for (const auto* p : train) {
     ins.push_back(p->value);

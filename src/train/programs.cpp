@@ -162,7 +162,13 @@ std::unique_ptr<Model::Impl::Build> Model::Impl::build(int64_t B, const DataSpec
     return b;
   }
   const int forward_end = static_cast<int>(g.nodes().size());
-  auto [loss, dpred] = loss_nodes(c, out, yb, training);
+  // f16 training: the loss gradient starts at the loss scale, read on the device (amp.scale[0]).
+  ValueId amp_v = kNone, dloss = kNone;
+  if (training && amp.defined()) {
+    amp_v = bind_state(c, "amp.scale", amp);
+    dloss = g.add_view(amp_v, Shape{1}, "loss", Phase::Loss, 0, "amp.scale.value");
+  }
+  auto [loss, dpred] = loss_nodes(c, out, yb, training, dloss);
   (void)loss;
   if (!training) {
     advance_rng(c, Phase::Forward);
@@ -175,7 +181,7 @@ std::unique_ptr<Model::Impl::Build> Model::Impl::build(int64_t B, const DataSpec
     if (p.grad != kNone) spec.param_grads[p.value] = p.grad;
   graph::build_backward(g, spec);
   if (opts.communicator) gradient_all_reduce_nodes(c);
-  optimizer_nodes(c);
+  optimizer_nodes(c, amp_v);
   advance_rng(c, Phase::Optimizer);
   return b;
 }

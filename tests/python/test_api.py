@@ -450,3 +450,23 @@ def test_mixed_precision_policy_compiles_in_bf16():
     assert not all(np.array_equal(a, c) for a, c in zip(f.get_weights(), b.get_weights())), "bf16 storage rounds"
     with pytest.raises(ValueError, match="is not one of"):
         mixed_precision.set_global_policy("mixed_float8")
+
+
+def test_mixed_float16_scales_the_loss_on_the_device():
+    from cudl.keras import mixed_precision
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(64, 8)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+    mixed_precision.set_global_policy("mixed_float16")
+    try:
+        m = mlp(classes=2)
+        m.compile(optimizer=optimizers.Adam(0.02), loss="sparse_categorical_crossentropy", device="cpu", seed=3)
+    finally:
+        mixed_precision.set_global_policy("float32")
+    assert m._cpp.loss_scale == 65536.0 and m._cpp.skipped_steps == 0  # torch's initial scale 2^16
+    h = m.fit(x, y, epochs=3, batch_size=16, verbose=0)
+    assert h.history["loss"][-1] < h.history["loss"][0]
+    assert m._cpp.loss_scale == 65536.0 / 2 ** m._cpp.skipped_steps  # halved per skipped step, never grown yet
+    f = mlp(classes=2)
+    f.compile(optimizer="adam", loss="sparse_categorical_crossentropy", device="cpu")
+    assert f._cpp.loss_scale == 1.0 and f._cpp.skipped_steps == 0
