@@ -37,6 +37,7 @@
 #include <tuple>
 #include <vector>
 
+#include "src/distributed/socket_io.hpp"  // the framing the library's TCP store uses too
 #include "emu/runtime.hpp"
 #include "internal.hpp"
 
@@ -470,28 +471,9 @@ Call from_wire(const WireCall& w) {
   return c;
 }
 
-bool write_all(int fd, const void* p, size_t n) {
-  const char* b = static_cast<const char*>(p);
-  while (n > 0) {
-    ssize_t k = ::send(fd, b, n, MSG_NOSIGNAL);
-    if (k < 0 && errno == EINTR) continue;
-    if (k <= 0) return false;
-    b += k;
-    n -= static_cast<size_t>(k);
-  }
-  return true;
-}
-bool read_all(int fd, void* p, size_t n) {
-  char* b = static_cast<char*>(p);
-  while (n > 0) {
-    ssize_t k = ::recv(fd, b, n, 0);
-    if (k < 0 && errno == EINTR) continue;
-    if (k <= 0) return false;
-    b += k;
-    n -= static_cast<size_t>(k);
-  }
-  return true;
-}
+using cudl::net::read_all;
+using cudl::net::write_all;
+
 bool send_msg(int fd, MsgType type, int rank, uint64_t key, const void* data = nullptr, size_t len = 0) {
   MsgHeader h{type, rank, key, len};
   return write_all(fd, &h, sizeof h) && (len == 0 || write_all(fd, data, len));
