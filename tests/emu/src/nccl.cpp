@@ -772,8 +772,11 @@ struct ProcLink {
   std::string hub;  // "process <pid> (@cudl-emu-nccl...)"
   std::mutex mu, write_mu;
   std::condition_variable cv;
+  // One collective of this rank, until both its host side (the call or launch) and its stream
+  // item are done; the hub's messages for it arrive in order (GO before RUN and RESULT).
   struct Slot {
     bool go = false, has_result = false, queued = false;
+    bool host_done = false, item_done = false;
     ncclResult_t code = ncclSuccess;
     std::string error;
     std::vector<char> result;
@@ -783,6 +786,18 @@ struct ProcLink {
   };
   std::map<uint64_t, Slot> slots;
   std::vector<uint64_t> runs;
+
+  // (mu held) A slot that is gone has finished both sides.
+  bool finished(uint64_t key) const {
+    auto it = slots.find(key);
+    return it == slots.end() || it->second.item_done;
+  }
+  void mark_done(uint64_t key, bool host) {  // (mu held)
+    auto it = slots.find(key);
+    if (it == slots.end()) return;
+    (host ? it->second.host_done : it->second.item_done) = true;
+    if (it->second.host_done && it->second.item_done) slots.erase(it);
+  }
   bool closed = false, stopping = false;
   std::thread reader, runner;
 
@@ -796,6 +811,11 @@ struct ProcLink {
     std::vector<char> p;
     while (read_msg(fd, &h, &p)) {
       std::lock_guard<std::mutex> lk(mu);
+      if (h.type == kRun) {  // not slots[]: a part that already ran has no slot any more
+        runs.push_back(h.key);
+        cv.notify_all();
+        continue;
+      }
       Slot& s = slots[h.key];
       if (h.type == kGo) {
         s.go = true;
@@ -808,8 +828,6 @@ struct ProcLink {
         std::memcpy(&code, p.data(), sizeof code);
         s.code = static_cast<ncclResult_t>(code);
         s.error.assign(p.data() + sizeof code, p.size() - sizeof code);
-      } else if (h.type == kRun) {
-        runs.push_back(h.key);
       }
       cv.notify_all();
     }
@@ -825,12 +843,13 @@ struct ProcLink {
       if (stopping) return;
       const uint64_t key = runs.front();
       runs.erase(runs.begin());
-      // An eager call queues its part after GO: wait until it has.
-      cv.wait(lk, [&] { return stopping || closed || slots[key].queued || !slots[key].error.empty(); });
+      // An eager call queues its part after GO: wait until it has (or the part already ran).
+      cv.wait(lk, [&] {
+        return stopping || closed || finished(key) || slots.at(key).queued || !slots.at(key).error.empty();
+      });
       if (stopping) return;
-      auto it = slots.find(key);
-      if (it == slots.end() || !it->second.queued) continue;
-      const Slot s = it->second;
+      if (finished(key) || !slots.at(key).queued) continue;
+      const Slot s = slots.at(key);
       lk.unlock();
       cudl_emu::run_upto(s.device, s.stream, s.seq);
       lk.lock();
@@ -948,7 +967,10 @@ ncclResult_t connect_link(ncclComm& comm, const ncclUniqueId& id, long pid, unsi
 // The stream item of a collective of ranks as processes (runs with the runtime's lock held).
 void proc_item(const std::shared_ptr<ProcLink>& link, const Call& c, uint64_t key) {
   std::unique_lock<std::mutex> lk(link->mu);
-  if (!link->slots[key].error.empty()) return;  // the call (or launch) has failed already
+  if (!link->slots[key].error.empty()) {  // the call (or launch) has failed already
+    link->mark_done(key, false);
+    return;
+  }
   lk.unlock();
   const int n = link->nranks;
   cudl_emu::count_collective(c.device, send_bytes(c, n));
@@ -958,12 +980,14 @@ void proc_item(const std::shared_ptr<ProcLink>& link, const Call& c, uint64_t ke
   ncclResult_t code = ncclSuccess;
   std::string e = link->wait(lk, key, &code, [](const ProcLink::Slot& s) { return s.has_result; });
   if (!e.empty()) {
+    link->mark_done(key, false);
     lk.unlock();
     cudl_emu::record_error(cudaErrorLaunchFailure, e, true);
     return;
   }
   const std::vector<char> result = std::move(link->slots[key].result);
-  link->slots.erase(key);
+  link->mark_done(key, false);
+  link->cv.notify_all();
   lk.unlock();
   std::memcpy(c.recv, result.data(), std::min(result.size(), recv_bytes(c, n)));
 }
@@ -992,13 +1016,15 @@ ncclResult_t proc_submit(ncclComm_t comm, const Call& c, const char* api) {
       work.run = [link, call, key] { proc_item(link, call, key); };
       work.ready = [link, key] {
         std::lock_guard<std::mutex> lk(link->mu);
-        const ProcLink::Slot& s = link->slots[key];
+        if (link->finished(key)) return true;
+        const ProcLink::Slot& s = link->slots.at(key);
         return s.go || !s.error.empty() || link->closed;
       };
       work.wait = [comm, link, key]() -> std::string {
         std::unique_lock<std::mutex> lk(link->mu);
         ncclResult_t code = ncclSuccess;
         std::string e = link->wait(lk, key, &code, [](const ProcLink::Slot& s) { return s.go; });
+        link->mark_done(key, true);
         if (!e.empty()) comm->last_error = e;
         return e;
       };
@@ -1013,6 +1039,7 @@ ncclResult_t proc_submit(ncclComm_t comm, const Call& c, const char* api) {
     std::unique_lock<std::mutex> lk(link->mu);
     ncclResult_t code = ncclSuccess;
     std::string e = link->wait(lk, key, &code, [](const ProcLink::Slot& s) { return s.go; });
+    link->slots[key].host_done = true;
     if (!e.empty()) return fail(comm, code, e);
   }
   uint64_t seq = 0;
