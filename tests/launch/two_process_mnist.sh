@@ -2,7 +2,8 @@
 # tests/launch/two_process_mnist.sh — cudl-mnist (on emulated devices) as one process, as two ranks
 # (threads, --devices 2) and as two ranks as processes under scripts/cudlrun, twice: the processes'
 # final checkpoints must be bit for bit equal run to run, equal to the threads' and within 1e-5
-# relative of the one-process run's; only rank 0 prints; a rank that fails stops the job.
+# relative of the one-process run's (four processes too); only rank 0 prints; a rank that fails
+# stops the job.
 # Usage: two_process_mnist.sh CUDL_MNIST_EMU CUDLRUN DATA_DIR (exit 77: no MNIST data)
 set -uo pipefail
 bin=$1 cudlrun=$2 data=$3
@@ -38,6 +39,8 @@ run threads env CUDL_EMU_DEVICES=2 "$bin" "${args[@]}" --devices 2 --save thread
 for i in 1 2; do
   run procs$i env CUDL_EMU_DEVICES=2 "$cudlrun" -n 2 "$bin" "${args[@]}" --save procs$i.safetensors
 done
+# And four processes (16 rows each per step).
+run procs4 env CUDL_EMU_DEVICES=4 "$cudlrun" -n 4 "$bin" "${args[@]}" --save procs4.safetensors
 ((fail)) && exit 1
 
 cat procs1.log
@@ -55,6 +58,8 @@ cmp procs1.safetensors procs2.safetensors || { echo "FAIL: two-process runs diff
 cmp threads.safetensors procs1.safetensors || { echo "FAIL: processes and threads end with different weights"; fail=1; }
 echo "one process vs two processes:"
 python3 "$here/compare_checkpoints.py" one.safetensors procs1.safetensors 1e-5 || fail=1
+echo "one process vs four processes:"
+python3 "$here/compare_checkpoints.py" one.safetensors procs4.safetensors 1e-5 || fail=1
 
 # A rank that fails stops the job: rank 1 alone gets a --batch-size that 2 ranks cannot split.
 t0=$(now)
@@ -75,6 +80,6 @@ out=$(CUDL_EMU_DEVICES=2 RANK=0 WORLD_SIZE=2 LOCAL_RANK=0 MASTER_ADDR=127.0.0.1 
   --devices 2 2>&1)
 grep -q "cannot be combined with a launcher's RANK/WORLD_SIZE" <<<"$out" || { echo "FAIL: --devices under a launcher: $out"; fail=1; }
 
-printf 'wall time (emulated devices on the CPU, not a GPU): one process %.1f s, two threads %.1f s, two processes %.1f s and %.1f s\n' \
-  "$(cat one.s)" "$(cat threads.s)" "$(cat procs1.s)" "$(cat procs2.s)"
+printf 'wall time (emulated devices on the CPU, not a GPU): one process %.1f s, two threads %.1f s, two processes %.1f s and %.1f s, four processes %.1f s\n' \
+  "$(cat one.s)" "$(cat threads.s)" "$(cat procs1.s)" "$(cat procs2.s)" "$(cat procs4.s)"
 exit $fail
