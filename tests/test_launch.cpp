@@ -177,8 +177,7 @@ TEST(Launch, TwoRanksJoinThroughTheStoreAndReduce) {
       << e;
   lonely.local_rank = 7;
   const std::string d = cudl::testing::error_message([&] { distributed::init(lonely, 0.3); });
-  EXPECT_NE(d.find("rank 1 of 2: LOCAL_RANK=7 names cuda:7, but this process sees 2 CUDA device(s)"),
-            std::string::npos)
+  EXPECT_NE(d.find("rank 1 of 2: LOCAL_RANK=7 names cuda:7, but this process sees 2 CUDA device(s)"), std::string::npos)
       << d;
 }
 

@@ -26,11 +26,11 @@ class Communicator;
 /// Where this process stands in a job launched as processes, as torchrun, scripts/cudlrun or a
 /// cluster's launcher describe it in the environment (docs/distributed.md).
 struct LaunchEnv {
-  int rank = 0;            // RANK: this process's rank, 0 .. world_size-1
-  int world_size = 1;      // WORLD_SIZE: the number of processes (ranks) of the job
-  int local_rank = 0;      // LOCAL_RANK: its rank on this machine; it trains on cuda:LOCAL_RANK
+  int rank = 0;             // RANK: this process's rank, 0 .. world_size-1
+  int world_size = 1;       // WORLD_SIZE: the number of processes (ranks) of the job
+  int local_rank = 0;       // LOCAL_RANK: its rank on this machine; it trains on cuda:LOCAL_RANK
   std::string master_addr;  // MASTER_ADDR: the host of rank 0, which serves the TCP store
-  int master_port = 0;     // MASTER_PORT: the store's TCP port there
+  int master_port = 0;      // MASTER_PORT: the store's TCP port there
 };
 
 /// True when the environment says this process is one rank of a launched job (RANK or

@@ -77,13 +77,15 @@ int main(int argc, char** argv) {
     };
     if (cudl::distributed::launched()) {  // one rank of a job started by cudlrun, torchrun, srun, mpirun
       if (a.devices > 1)
-        mnist::usage_error("--devices " + std::to_string(a.devices) +
-                           " (ranks as threads) cannot be combined with a launcher's RANK/WORLD_SIZE (ranks as processes)");
-      if (a.device == "cpu") mnist::usage_error("ranks as processes (RANK/WORLD_SIZE set) need CUDA devices, not --device cpu");
+        mnist::usage_error(
+            "--devices " + std::to_string(a.devices) +
+            " (ranks as threads) cannot be combined with a launcher's RANK/WORLD_SIZE (ranks as processes)");
+      if (a.device == "cpu")
+        mnist::usage_error("ranks as processes (RANK/WORLD_SIZE set) need CUDA devices, not --device cpu");
       const cudl::distributed::LaunchEnv env = cudl::distributed::launch_env();
       if (a.batch % env.world_size != 0)
-        mnist::usage_error("--batch-size " + std::to_string(a.batch) + " must be a multiple of WORLD_SIZE=" +
-                           std::to_string(env.world_size));
+        mnist::usage_error("--batch-size " + std::to_string(a.batch) +
+                           " must be a multiple of WORLD_SIZE=" + std::to_string(env.world_size));
       std::shared_ptr<cudl::distributed::Communicator> comm = cudl::distributed::init(env);
       if (comm->rank() == 0)
         std::printf("data-parallel over %d processes (ranks as processes, rank 0 on %s), global batch %lld\n",

@@ -31,7 +31,8 @@ inline bool read_all(int fd, void* p, size_t n, const std::chrono::steady_clock:
   char* b = static_cast<char*>(p);
   while (n > 0) {
     if (deadline) {
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*deadline - std::chrono::steady_clock::now());
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(*deadline - std::chrono::steady_clock::now());
       pollfd pf{fd, POLLIN, 0};
       const int r = ::poll(&pf, 1, static_cast<int>(std::max<long long>(left.count(), 0)));
       if (r < 0 && errno == EINTR) continue;

@@ -196,9 +196,10 @@ std::string TcpStore::get(const std::string& key, std::chrono::milliseconds time
   std::string value;
   bool timed_out = false;
   if (!read_string(fd_, &value, &deadline, &timed_out))
-    CUDL_FAIL(who_, ": ", where(), timed_out ? " did not have '" + key + "' within " + seconds(timeout) +
-                                                   " (rank 0 sets it: is it still starting, or stuck?)"
-                                             : " closed the connection while '" + key + "' was awaited (did rank 0 exit?)");
+    CUDL_FAIL(who_, ": ", where(),
+              timed_out ? " did not have '" + key + "' within " + seconds(timeout) +
+                              " (rank 0 sets it: is it still starting, or stuck?)"
+                        : " closed the connection while '" + key + "' was awaited (did rank 0 exit?)");
   return value;
 }
 

@@ -40,7 +40,7 @@ class TcpStore {
   bool server_ = false;
   std::string host_, who_;
   int port_ = 0;
-  int fd_ = -1;           // server: the listening socket; client: the connection
+  int fd_ = -1;             // server: the listening socket; client: the connection
   int wake_[2] = {-1, -1};  // server: a pipe that stops the accept loop
   std::mutex mu_;
   std::condition_variable cv_;

@@ -21,9 +21,9 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
-#include <cstddef>
 #include <chrono>
 #include <condition_variable>
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -37,9 +37,9 @@
 #include <tuple>
 #include <vector>
 
-#include "src/distributed/socket_io.hpp"  // the framing the library's TCP store uses too
 #include "emu/runtime.hpp"
 #include "internal.hpp"
+#include "src/distributed/socket_io.hpp"  // the framing the library's TCP store uses too
 
 namespace {
 
@@ -158,10 +158,10 @@ struct Clique {
   std::map<uint64_t, std::shared_ptr<Round>> rounds;  // until done
   // Ranks as processes (some rank joined through this process's socket): the hub's state.
   bool processes = false;
-  std::vector<int> fds;        // the hub's end of each rank's connection (-1: not connected)
-  std::vector<char> gone;      // the rank's connection closed
-  std::vector<long> pids;      // the process of each rank
-  std::string join_error;      // the ranks joined, but not as the transport allows
+  std::vector<int> fds;    // the hub's end of each rank's connection (-1: not connected)
+  std::vector<char> gone;  // the rank's connection closed
+  std::vector<long> pids;  // the process of each rank
+  std::string join_error;  // the ranks joined, but not as the transport allows
   std::map<uint64_t, ProcRound> prounds;
   bool watchdog = false;
 };
@@ -214,8 +214,8 @@ struct ProcLink;
 }
 
 struct ncclComm {
-  std::shared_ptr<Clique> clique;     // ranks as threads (and the hub's process)
-  std::shared_ptr<ProcLink> proc;     // ranks as processes: this rank's connection to the hub
+  std::shared_ptr<Clique> clique;  // ranks as threads (and the hub's process)
+  std::shared_ptr<ProcLink> proc;  // ranks as processes: this rank's connection to the hub
   int nranks = 0;
   int rank = 0;
   int device = 0;
@@ -424,8 +424,8 @@ std::shared_ptr<Round> arrive(ncclComm_t comm, const Call& c, uint64_t seq, cons
 // Records a collective's node into the capture on c.stream: every launch of the graph calls make.
 ncclResult_t record_per_launch(ncclComm_t comm, const Call& c, const char* api, cudl_emu::PerLaunch make) {
   if (cudaError_t e = cudl_emu::capture_per_launch(c.stream, cudl_emu::WorkKind::Library, api, std::move(make)))
-    return fail(comm, ncclUnhandledCudaError, std::string(api) + ": recording into the capture failed: " +
-                                                  cudaGetErrorString(e));
+    return fail(comm, ncclUnhandledCudaError,
+                std::string(api) + ": recording into the capture failed: " + cudaGetErrorString(e));
   return ncclSuccess;
 }
 
@@ -457,8 +457,12 @@ struct WireCall {  // what ARRIVE carries
 };
 
 WireCall to_wire(const Call& c) {
-  return WireCall{static_cast<int32_t>(c.kind), static_cast<int32_t>(c.type), static_cast<int32_t>(c.op), c.root,
-                  c.count, c.replay ? 1 : 0};
+  return WireCall{static_cast<int32_t>(c.kind),
+                  static_cast<int32_t>(c.type),
+                  static_cast<int32_t>(c.op),
+                  c.root,
+                  c.count,
+                  c.replay ? 1 : 0};
 }
 Call from_wire(const WireCall& w) {
   Call c;
@@ -538,8 +542,8 @@ ProcRound& hub_round(Clique& cl, uint64_t key) {
 }
 
 std::string gone_message(Clique& cl, int j, const Call& c, uint64_t key) {
-  return describe(c) + " #" + std::to_string(key) + ": rank " + std::to_string(j) + " of " +
-         std::to_string(cl.nranks) + " (process " + std::to_string(cl.pids[j]) +
+  return describe(c) + " #" + std::to_string(key) + ": rank " + std::to_string(j) + " of " + std::to_string(cl.nranks) +
+         " (process " + std::to_string(cl.pids[j]) +
          ") closed its connection before doing its part (it exited or failed)";
 }
 
@@ -930,7 +934,8 @@ std::string proc_connect(ProcLink& link, const ncclUniqueId& id, long pid, unsig
   }
   if (!attach) {
     pollfd pf{link.fd, POLLIN, 0};
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     MsgHeader h{};
     std::vector<char> p;
     if (::poll(&pf, 1, static_cast<int>(std::max<long long>(left.count(), 0))) != 1) {
@@ -1043,13 +1048,13 @@ ncclResult_t proc_submit(ncclComm_t comm, const Call& c, const char* api) {
     if (!e.empty()) return fail(comm, code, e);
   }
   uint64_t seq = 0;
-  cudaError_t e = cudl_emu::enqueue_on(c.device, c.stream, cudl_emu::WorkKind::Library, api,
-                                       [link, c, key] { proc_item(link, c, key); }, &seq);
+  cudaError_t e = cudl_emu::enqueue_on(
+      c.device, c.stream, cudl_emu::WorkKind::Library, api, [link, c, key] { proc_item(link, c, key); }, &seq);
   std::lock_guard<std::mutex> lk(link->mu);
   ProcLink::Slot& s = link->slots[key];
   if (e != cudaSuccess) {
-    s.error = std::string(api) + ": queueing rank " + std::to_string(comm->rank) + "'s part failed: " +
-              cudaGetErrorString(e);
+    s.error =
+        std::string(api) + ": queueing rank " + std::to_string(comm->rank) + "'s part failed: " + cudaGetErrorString(e);
     link->cv.notify_all();
     return fail(comm, ncclUnhandledCudaError, s.error);
   }
@@ -1205,11 +1210,13 @@ ncclResult_t ncclCommInitRank(ncclComm_t* comm, int nranks, ncclUniqueId id, int
   auto c = std::make_unique<ncclComm>();
   c->rank = rank;
   c->nranks = nranks;
-  if (cudaGetDevice(&c->device) != cudaSuccess) return fail(nullptr, ncclUnhandledCudaError, "ncclCommInitRank: cudaGetDevice");
+  if (cudaGetDevice(&c->device) != cudaSuccess)
+    return fail(nullptr, ncclUnhandledCudaError, "ncclCommInitRank: cudaGetDevice");
   if (pid != static_cast<long>(getpid())) {  // a rank of another process than the id's: ranks as processes
     if (t_group > 0)
-      return fail(nullptr, ncclInvalidUsage, "ncclCommInitRank: rank " + std::to_string(rank) +
-                                                 " joins another process's communicator inside a group (not emulated)");
+      return fail(nullptr, ncclInvalidUsage,
+                  "ncclCommInitRank: rank " + std::to_string(rank) +
+                      " joins another process's communicator inside a group (not emulated)");
     if (ncclResult_t r = connect_link(*c, id, pid, salt, false)) return r;
     *comm = c.release();
     return ncclSuccess;
