@@ -19,14 +19,15 @@ fail=0
 # 640 images: 576 train (9 global batches of 64, none incomplete, so one device trains on exactly
 # the rows the two ranks share) and 64 held out.
 args=(--data "$data" --limit 640 --epochs 1 --batch-size 64 --csv '' --plot '')
-now() { date +%s.%N; }
+now() { date +%s%3N; }  # milliseconds
+secs() { printf '%d.%02d' $(($1 / 1000)) $(($1 % 1000 / 10)); }
 run() {  # name, then the command; keeps its output in name.log, its wall time in name.s
   local name=$1 t0
   shift
   t0=$(now)
   "$@" >"$name.log" 2>&1
   local rc=$?
-  echo "$(now) - $t0" | bc >"$name.s"
+  secs $(($(now) - t0)) >"$name.s"
   if ((rc != 0)); then
     echo "FAIL: $name exited with $rc:"
     tail -20 "$name.log"
@@ -66,7 +67,7 @@ t0=$(now)
 CUDL_EMU_DEVICES=2 "$cudlrun" -n 2 bash -c '[[ $RANK == 1 ]] && exec "$0" "$@" --batch-size 63; exec "$0" "$@"' \
   "$bin" "${args[@]}" >fails.log 2>&1
 rc=$?
-took=$(echo "$(now) - $t0" | bc)
+took=$(secs $(($(now) - t0)))
 grep -q 'must be a multiple of WORLD_SIZE=2' fails.log || { echo "FAIL: rank 1's usage error was not shown"; cat fails.log; fail=1; }
 grep -q 'cudlrun: rank 1 (pid [0-9]*) exited with status 2; stopping the other ranks' fails.log ||
   { echo "FAIL: cudlrun did not name the failed rank"; cat fails.log; fail=1; }
