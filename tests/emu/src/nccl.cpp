@@ -1,6 +1,7 @@
-// tests/emu/src/nccl.cpp — an emulated NCCL subset for the emulated devices of one process: ranks
-// are host threads (ncclCommInitRank) or communicators driven from one thread inside a group
-// (ncclCommInitAll + ncclGroupStart/End). ncclGetUniqueId, ncclCommInitRank/InitAll, ncclAllReduce
+// tests/emu/src/nccl.cpp — an emulated NCCL subset on emulated devices: ranks are host threads of
+// one process (ncclCommInitRank), communicators driven from one thread inside a group
+// (ncclCommInitAll + ncclGroupStart/End), or processes of one machine, one rank each (the
+// transport over local sockets below "Ranks as processes"). ncclGetUniqueId, ncclCommInitRank/InitAll, ncclAllReduce
 // (sum, avg), ncclBroadcast, group calls, and the checks that turn a hang into an error: ranks that
 // call different collectives (or different counts, types, ops, roots) in the same position fail
 // with ncclInvalidUsage naming both calls, and a rank that never comes fails the others with
