@@ -1,5 +1,6 @@
 // cudl/distributed.hpp — data-parallel training across GPUs: a World of ranks (host threads of this
-// process, one CUDA device each), each rank's Communicator (NCCL), and the sharded sampler fit uses.
+// process, one CUDA device each) or ranks as processes (init_from_env, as torchrun and
+// scripts/cudlrun launch them), each rank's Communicator (NCCL), and the sharded sampler fit uses.
 // A model compiled with CompileOptions::communicator trains data-parallel: see docs/distributed.md.
 #pragma once
 
@@ -7,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "cudl/device.hpp"
@@ -18,6 +20,33 @@ class DeviceCommunicator;  // the backend's side (src/backend/communicator.hpp)
 }
 
 namespace cudl::distributed {
+
+class Communicator;
+
+/// Where this process stands in a job launched as processes, as torchrun, scripts/cudlrun or a
+/// cluster's launcher describe it in the environment (docs/distributed.md).
+struct LaunchEnv {
+  int rank = 0;             // RANK: this process's rank, 0 .. world_size-1
+  int world_size = 1;       // WORLD_SIZE: the number of processes (ranks) of the job
+  int local_rank = 0;       // LOCAL_RANK: its rank on this machine; it trains on cuda:LOCAL_RANK
+  std::string master_addr;  // MASTER_ADDR: the host of rank 0, which serves the TCP store
+  int master_port = 0;      // MASTER_PORT: the store's TCP port there
+};
+
+/// True when the environment says this process is one rank of a launched job (RANK or
+/// WORLD_SIZE is set).
+CUDL_API bool launched();
+/// Reads RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT; a missing or malformed one is
+/// an error naming the variable and its value.
+CUDL_API LaunchEnv launch_env();
+/// Joins the job as rank env.rank on cuda:env.local_rank: rank 0 serves a TCP store on
+/// master_port and publishes the NCCL unique id there (ncclGetUniqueId), the other ranks fetch it
+/// from master_addr:master_port, then every rank creates its communicator (ncclCommInitRank;
+/// returns once all ranks have joined). A rank that cannot reach the store within
+/// timeout_seconds fails with an error naming MASTER_ADDR:MASTER_PORT and the rank.
+CUDL_API std::shared_ptr<Communicator> init(const LaunchEnv& env, double timeout_seconds = 300);
+/// init(launch_env(), timeout_seconds): what a program started by cudlrun or torchrun calls.
+CUDL_API std::shared_ptr<Communicator> init_from_env(double timeout_seconds = 300);
 
 /// One rank's view of a data-parallel job: its rank, the number of ranks and its device, and
 /// collectives on tensors of that device (each queued on the device's default stream and waited
@@ -47,6 +76,7 @@ class CUDL_API Communicator {
 
  private:
   friend class World;
+  friend std::shared_ptr<Communicator> init(const LaunchEnv& env, double timeout_seconds);
   explicit Communicator(std::unique_ptr<DeviceCommunicator> comm);
   std::unique_ptr<DeviceCommunicator> comm_;
 };

@@ -1,19 +1,27 @@
 // tests/emu/tests/test_emu_nccl.cpp — the emulated NCCL subset on two emulated devices (ctest sets
 // CUDL_EMU_DEVICES=2): ranks as threads and as communicators of one thread in a group, AllReduce
 // (sum, avg), Broadcast, AllGather and ReduceScatter in stream order, collectives captured into CUDA
-// graphs and replayed, and the errors that replace hangs (planted mismatches, a rank that never comes).
+// graphs and replayed, and the errors that replace hangs (planted mismatches, a rank that never comes);
+// then ranks as processes (the test starts itself again as rank 1): every collective eager and
+// replayed, a mismatched count naming both ranks, a rank that never calls, a rank that exits.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 #include <nccl.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "emu/emu.hpp"
 #include "kernels/launch.cuh"
+
+extern char** environ;
 
 namespace {
 
@@ -39,6 +47,12 @@ class Nccl : public ::testing::Test {
 std::vector<float> read(const float* p) {
   std::vector<float> h(kN);
   EXPECT_EQ(cudaMemcpy(h.data(), p, kN * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
+  return h;
+}
+
+std::vector<float> read_n(const float* p, size_t n) {
+  std::vector<float> h(n);
+  EXPECT_EQ(cudaMemcpy(h.data(), p, n * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
   return h;
 }
 
@@ -405,5 +419,170 @@ TEST_F(Nccl, AReplayThatOtherRanksNeverLaunchTimesOut) {
   EXPECT_NE(msg.find("rank(s) 1 of 2 did not launch it within 200 ms"), std::string::npos) << msg;
   EXPECT_NE(msg.find("ncclAllReduce(count 100, float32, avg)"), std::string::npos) << msg;
 }
+
+// ---- Ranks as processes: this test is rank 0 and starts the program again as rank 1 (the id in
+// the environment, hex), each process on its own emulated device 0; both run the same scenario.
+
+std::string hex(const ncclUniqueId& id) {
+  std::string s;
+  char b[3];
+  for (char c : id.internal) {
+    std::snprintf(b, sizeof b, "%02x", static_cast<unsigned char>(c));
+    s += b;
+  }
+  return s;
+}
+ncclUniqueId unhex(const std::string& s) {
+  ncclUniqueId id{};
+  for (size_t i = 0; i < sizeof id.internal && 2 * i + 1 < s.size(); ++i)
+    id.internal[i] = static_cast<char>(std::stoi(s.substr(2 * i, 2), nullptr, 16));
+  return id;
+}
+
+// The scenarios, run by both ranks.
+void collectives(int rank, ncclComm_t comm) {
+  cudaStream_t s = nullptr;
+  ASSERT_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  std::vector<float> h(kN);
+  for (int i = 0; i < kN; ++i) h[i] = float(i + 1000 * rank);
+  float* x = upload(h);
+  float* y = upload(std::vector<float>(2 * kN, 0.f));
+  // Queued before the collective on the same stream: the reduction must see it.
+  CUDL_LAUNCH(scale, 1, kN, 0, s)(x, kN, 2.f);
+  ASSERT_NCCL(ncclAllReduce(x, y, kN, ncclFloat32, ncclSum, comm, s));
+  ASSERT_CUDA(cudaStreamSynchronize(s));
+  std::vector<float> sum = read(y);
+  for (int i = 0; i < kN; ++i) EXPECT_EQ(sum[i], 2.f * i + 2.f * (i + 1000)) << "rank " << rank << " i " << i;
+  ASSERT_NCCL(ncclAllReduce(x, x, kN, ncclFloat32, ncclAvg, comm, s));  // in place
+  ASSERT_NCCL(ncclBroadcast(x, y, kN, ncclFloat32, 1, comm, s));        // root 1
+  ASSERT_CUDA(cudaStreamSynchronize(s));
+  for (int i = 0; i < kN; ++i) EXPECT_EQ(read(x)[i], sum[i] / 2) << "avg, rank " << rank;
+  EXPECT_EQ(read(y), read(x)) << "broadcast from rank 1 of its (averaged) x";
+  // AllGather: rank r's part at r * kN; ReduceScatter: rank r gets chunk r of the sum.
+  float* g = upload(std::vector<float>(kN, float(rank + 1)));
+  float* all = upload(std::vector<float>(2 * kN, 0.f));
+  ASSERT_NCCL(ncclAllGather(g, all, kN, ncclFloat32, comm, s));
+  float* part = upload(std::vector<float>(kN, 0.f));
+  ASSERT_NCCL(ncclReduceScatter(all, part, kN, ncclFloat32, ncclSum, comm, s));
+  ASSERT_CUDA(cudaStreamSynchronize(s));
+  std::vector<float> a = read_n(all, 2 * kN);
+  for (int i = 0; i < 2 * kN; ++i) EXPECT_EQ(a[i], i < kN ? 1.f : 2.f) << "allgather, rank " << rank;
+  EXPECT_EQ(read(part), std::vector<float>(kN, 2.f * (rank + 1))) << "reducescatter, rank " << rank;
+  // Captured into a graph: every replay is a new collective (a few of them, no host sync between).
+  float* z = upload(std::vector<float>(kN, float(rank + 1)));
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  ASSERT_CUDA(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+  CUDL_LAUNCH(scale, 1, kN, 0, s)(z, kN, 2.f);
+  ASSERT_NCCL(ncclAllReduce(z, z, kN, ncclFloat32, ncclSum, comm, s));
+  ASSERT_CUDA(cudaStreamEndCapture(s, &graph));
+  ASSERT_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+  for (int i = 0; i < 3; ++i) ASSERT_CUDA(cudaGraphLaunch(exec, s));
+  ASSERT_CUDA(cudaStreamSynchronize(s));
+  // 1 and 2 -> (2 + 4) = 6 -> 24 -> 96
+  EXPECT_EQ(read(z), std::vector<float>(kN, 96.f)) << "rank " << rank;
+  ASSERT_CUDA(cudaGraphExecDestroy(exec));
+  ASSERT_CUDA(cudaGraphDestroy(graph));
+  for (float* p : {x, y, g, all, part, z}) ASSERT_CUDA(cudaFree(p));
+  ASSERT_CUDA(cudaStreamDestroy(s));
+}
+
+void mismatch(int rank, ncclComm_t comm) {
+  float* x = upload(std::vector<float>(kN, 1.f));
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(ncclAllReduce(x, x, kN - rank, ncclFloat32, ncclSum, comm, nullptr), ncclInvalidUsage) << "rank " << rank;
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_LT(s, 5.0) << "an error, not a wait for the timeout";
+  const std::string msg = ncclGetLastError(comm);
+  EXPECT_NE(msg.find("collective #0 differs across ranks"), std::string::npos) << msg;
+  const size_t r0 = msg.find("rank 0 called ncclAllReduce(count 100, float32, sum)");
+  const size_t r1 = msg.find("rank 1 called ncclAllReduce(count 99, float32, sum)");
+  EXPECT_NE(r0, std::string::npos) << msg;
+  EXPECT_NE(r1, std::string::npos) << msg;
+  ASSERT_CUDA(cudaDeviceSynchronize());
+  EXPECT_EQ(read(x), std::vector<float>(kN, 1.f)) << "nothing ran";
+  ASSERT_CUDA(cudaFree(x));
+}
+
+void never_calls(int rank, ncclComm_t comm) {
+  if (rank == 1) {  // joined, but never calls the collective
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    return;
+  }
+  float* x = upload(std::vector<float>(kN, 1.f));
+  // Set after joining (a second process may take longer than this to start): the hub, here, times it.
+  setenv("CUDL_EMU_NCCL_TIMEOUT_MS", "300", 1);
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(ncclBroadcast(x, x, kN, ncclFloat32, 0, comm, nullptr), ncclSystemError);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  unsetenv("CUDL_EMU_NCCL_TIMEOUT_MS");
+  EXPECT_GE(s, 0.29);
+  EXPECT_LT(s, 5.0);
+  const std::string msg = ncclGetLastError(comm);
+  EXPECT_NE(msg.find("ncclBroadcast(count 100, float32, root 0) #0: rank(s) 1 of 2 did not call it within 300 ms"),
+            std::string::npos)
+      << msg;
+  ASSERT_CUDA(cudaFree(x));
+}
+
+void exits(int rank, ncclComm_t comm) {
+  if (rank == 1) std::_Exit(0);  // as a rank that crashed: its connection closes
+  float* x = upload(std::vector<float>(kN, 1.f));
+  EXPECT_EQ(ncclAllReduce(x, x, kN, ncclFloat32, ncclSum, comm, nullptr), ncclSystemError);
+  const std::string msg = ncclGetLastError(comm);
+  EXPECT_NE(msg.find("rank 1 of 2 (process "), std::string::npos) << msg;
+  EXPECT_NE(msg.find("closed its connection before doing its part"), std::string::npos) << msg;
+  ASSERT_CUDA(cudaFree(x));
+}
+
+void run_scenario(const std::string& name, int rank, const ncclUniqueId& id) {
+  ASSERT_CUDA(cudaSetDevice(0));
+  ncclComm_t comm = nullptr;
+  ASSERT_NCCL(ncclCommInitRank(&comm, 2, id, rank));
+  int r = -1, count = 0;
+  ASSERT_NCCL(ncclCommUserRank(comm, &r));
+  ASSERT_NCCL(ncclCommCount(comm, &count));
+  EXPECT_EQ(r, rank);
+  EXPECT_EQ(count, 2);
+  if (name == "collectives") collectives(rank, comm);
+  if (name == "mismatch") mismatch(rank, comm);
+  if (name == "never_calls") never_calls(rank, comm);
+  if (name == "exits") exits(rank, comm);
+  ASSERT_NCCL(ncclCommDestroy(comm));
+}
+
+// Rank 0 here, rank 1 in a second process running this program's Rank1 test.
+void two_processes(const std::string& name, bool rank1_must_pass = true) {
+  ncclUniqueId id;
+  ASSERT_NCCL(ncclGetUniqueId(&id));
+  const std::string self = "/proc/self/exe";
+  std::vector<std::string> env_strings = {"CUDL_TEST_NCCL_ID=" + hex(id), "CUDL_TEST_NCCL_SCENARIO=" + name};
+  for (char** e = environ; *e; ++e) env_strings.emplace_back(*e);
+  std::vector<char*> envp;
+  for (auto& e : env_strings) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  std::string filter = "--gtest_filter=NcclProcesses.Rank1";
+  char* argv[] = {const_cast<char*>(self.c_str()), filter.data(), nullptr};
+  pid_t pid = 0;
+  ASSERT_EQ(posix_spawn(&pid, self.c_str(), nullptr, nullptr, argv, envp.data()), 0);
+  run_scenario(name, 0, id);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  if (rank1_must_pass) EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "rank 1's process failed";
+}
+
+TEST(NcclProcesses, Rank1) {
+  const char* id = std::getenv("CUDL_TEST_NCCL_ID");
+  if (!id) GTEST_SKIP() << "rank 1 of the two-process tests: started by them (CUDL_TEST_NCCL_ID unset)";
+  run_scenario(std::getenv("CUDL_TEST_NCCL_SCENARIO"), 1, unhex(id));
+}
+
+TEST(NcclProcesses, EveryCollectiveEagerAndReplayed) { two_processes("collectives"); }
+
+TEST(NcclProcesses, AMismatchedCountIsAnErrorNamingBothRanks) { two_processes("mismatch"); }
+
+TEST(NcclProcesses, ARankThatNeverCallsIsATimeoutNamingIt) { two_processes("never_calls"); }
+
+TEST(NcclProcesses, ARankWhoseProcessExitsFailsTheOthers) { two_processes("exits"); }
 
 }  // namespace
