@@ -1123,6 +1123,43 @@ TEST(Matmul16, Tf32MathModeDoesNotApplyTo16BitInputs) {
   }
 }
 
+#if defined(CUDL_EMULATED)
+TEST(Linear16, MaskLayoutIsCheckedPerStorageTypeAndAForeignOneFallsBack) {
+  // The MSB-first cuBLASLt of MatmulCuda.AnotherLibraryMaskBitOrderIsNeverMixedWithCudls, in 16
+  // bits: the layout check runs with the storage type's GEMMs, finds the foreign bit order, and the
+  // mask paths run on cudl's kernels (the backward on fp32 scratch, rounded once) and match the CPU.
+  CUDL_REQUIRE_CUDA();
+  const Device g = Device::cuda();
+  cudl_emu::set_lt_relu_mask_msb_first(true);
+  cuda_matmul_forget_mask_layout();
+  uint64_t seed = 3100;
+  for (DType dt : k16) {
+    SCOPED_TRACE(name16(dt));
+    const int64_t rows = 13, k = 9, width = 130, out = 5;
+    Tensor x0 = cast_to(random_tensor({rows, k}, seed++, -2, 2), dt),
+           w0 = cast_to(random_tensor({width, k}, seed++), dt);
+    Tensor b0 = cast_to(random_tensor({width}, seed++), dt);
+    Tensor mask_c, mask_g;
+    ::testing::internal::CaptureStderr();
+    const LinearOut yc = run_linear_relu_mask(x0, w0, b0, &mask_c);
+    const LinearOut yg = run_linear_relu_mask(on(x0, g), on(w0, g), on(b0, g), &mask_g);
+    const std::string log = ::testing::internal::GetCapturedStderr();
+    EXPECT_NE(log.find(std::string("(") + name16(dt) + "): RELU_AUX not used"), std::string::npos) << log;
+    expect_masks_match(mask_g.to(Device::cpu()), mask_c, run_linear(x0, w0, b0, Epilogue::None, false).y, rows, width);
+    Tensor w = cast_to(random_tensor({out, width}, seed++), dt), dy = cast_to(random_tensor({rows, out}, seed++), dt);
+    const Grads ref = run_backward_through_relu(yc.y, w, dy, mask_c, true);
+    const Grads got = run_backward_through_relu(yg.y, on(w, g), on(dy, g), mask_g, true);  // the CUDA mask
+    const Tensor s_dx = run_matmul(abs_f32(dy), abs_f32(w), false, false);
+    EXPECT_TRUE(close16(got.dx, ref.dx, s_dx, dt, kC16, out)) << "dx";
+    EXPECT_TRUE(close16(got.db, ref.db, run_matmul(Tensor::full({1, rows}, 1.0), s_dx, false, false).reshape({width}),
+                        dt, kC16, out * rows))
+        << "db below";
+  }
+  cudl_emu::set_lt_relu_mask_msb_first(false);
+  cuda_matmul_forget_mask_layout();
+}
+#endif
+
 TEST(Matmul16, MixedStorageTypesAreRejectedOnEveryDevice) {
   for (Device d : devices()) {
     SCOPED_TRACE(d.str());

@@ -723,10 +723,21 @@ void linear_backward_t(const OpCall& call, const ops::LinearBackwardArgs& p) {
   const T* dy = p.dy.as<T>();
   const bool through_relu = p.has_dx && p.in > 0 && p.dx_relu;
   const MaskLayout layout = through_relu ? mask_layout<T>(call, ctx) : MaskLayout{};
-  // 16-bit dx through the relu below: an unfused DRELU path needs the GEMM's fp32 result (dx is
-  // masked, summed for db below and rounded from it). Reserved whenever the path may run.
-  const size_t f32_elems = kWide && through_relu ? static_cast<size_t>(p.rows * p.in) : 0;
-  const Scratch ws = scratch(ctx, p.epilogue == Epilogue::None ? 0 : static_cast<size_t>(n) * sizeof(T), f32_elems);
+  const size_t dpre_bytes = p.epilogue == Epilogue::None ? 0 : static_cast<size_t>(n) * sizeof(T);
+  Scratch ws = scratch(ctx, dpre_bytes);
+  // 16-bit dx through the relu below without DRELU: the GEMM's fp32 result is masked, summed for db
+  // below and rounded from it, in scratch asked for only then. The probe sees dpre at the start of
+  // the workspace (a pool block: 256-byte aligned on a GPU wherever the workspace moves), so its plan
+  // is the one that runs; the unfused path checks that it got the scratch.
+  if (kWide && through_relu) {
+    GemmSpec drelu = typed<T>(row_major(p.rows, p.in, p.out, false, false));
+    drelu.epilogue = p.db_below.defined() ? CUBLASLT_EPILOGUE_DRELU_BGRAD : CUBLASLT_EPILOGUE_DRELU;
+    drelu.aux_ld = relu_mask_row_bytes(p.in) * 8;
+    const void* probe_dpre = p.epilogue == Epilogue::None ? static_cast<const void*>(dy) : ws.dpre;
+    if (!layout.drelu_reads_ours ||
+        !lt_runs(call, ctx, drelu, GemmPtrs{p.w.data, probe_dpre, p.dx.data, p.db_below.data, p.mask.data}))
+      ws = scratch(ctx, dpre_bytes, static_cast<size_t>(p.rows * p.in));
+  }
   const T* dpre = dy;
   if (p.epilogue != Epilogue::None) {
     T* d = static_cast<T*>(ws.dpre);
@@ -770,6 +781,7 @@ void linear_backward_t(const OpCall& call, const ops::LinearBackwardArgs& p) {
         note_unfused(call, std::string("cuBLASLt has no algo for epilogue ") + epilogue_name(s.epilogue));
       s = typed<T>(row_major(p.rows, p.in, p.out, false, false));
       if constexpr (kWide) {  // fp32 dx: masked and summed before its one rounding
+        if (!ws.f32) lt_fail(call, "fp32 scratch for the unfused DRELU", CUBLAS_STATUS_INTERNAL_ERROR, s);
         s.d_type = CUDA_R_32F;
         lt_gemm(call, ctx, s, GemmPtrs{w, dpre, ws.f32}, ws);
         kernels::relu_mask_apply_cuda<float>(ws.f32, mask, p.rows, p.in, mask_ld, ctx.stream());
