@@ -9,22 +9,6 @@ namespace cudl::kernels {
 
 namespace mm = cudl::matmul_math;
 
-namespace {
-// Storage <-> fp32 for this file's kernels: exact widening, round to nearest even on the store.
-__device__ __forceinline__ float widen(float v) { return v; }
-__device__ __forceinline__ float widen(__nv_bfloat16 v) { return __bfloat162float(v); }
-__device__ __forceinline__ float widen(__half v) { return __half2float(v); }
-template <typename T>
-__device__ __forceinline__ T narrow(float v) {
-  if constexpr (std::is_same<T, __nv_bfloat16>::value)
-    return __float2bfloat16_rn(v);
-  else if constexpr (std::is_same<T, __half>::value)
-    return __float2half_rn(v);
-  else
-    return v;
-}
-}  // namespace
-
 template <int Act>
 __device__ __forceinline__ float apply_act(float v) {
   if (Act == 1) return mm::relu(v);
@@ -65,10 +49,10 @@ static __global__ void linear_epilogue_kernel(const float* z, const T* __restric
     }
   }
   for (int64_t i = first; i < n; i += stride) {
-    const float v = z[i] + (bias ? widen(bias[i % cols]) : 0.f);
+    const float v = z[i] + (bias ? to_float(bias[i % cols]) : 0.f);
     if (pre_f32) pre_f32[i] = v;
-    if (pre) pre[i] = narrow<T>(v);
-    y[i] = narrow<T>(apply_act<Act>(v));
+    if (pre) pre[i] = from_float<T>(v);
+    y[i] = from_float<T>(apply_act<Act>(v));
   }
 }
 
@@ -115,7 +99,7 @@ static __global__ void linear_act_backward_kernel(const T* __restrict__ dy, cons
     }
   }
   for (int64_t i = body + first; i < n; i += stride)
-    dpre[i] = narrow<T>(apply_act_grad<Act>(widen(dy[i]), widen(a[i])));
+    dpre[i] = from_float<T>(apply_act_grad<Act>(to_float(dy[i]), to_float(a[i])));
 }
 
 template <typename T>
@@ -140,7 +124,7 @@ static __global__ void relu_mask_from_output_kernel(const T* __restrict__ y, uin
     const int64_t r = b / ld, j0 = (b % ld) * 8;
     unsigned bits = 0;
     for (int k = 0; k < 8; ++k)
-      if (j0 + k < cols && widen(y[r * cols + j0 + k]) > 0.f) bits |= 1u << k;
+      if (j0 + k < cols && to_float(y[r * cols + j0 + k]) > 0.f) bits |= 1u << k;
     mask[b] = static_cast<uint8_t>(bits);
   }
 }
@@ -151,7 +135,7 @@ static __global__ void relu_mask_apply_kernel(T* __restrict__ x, const uint8_t* 
   const int64_t n = rows * cols;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
     const int64_t r = i / cols, j = i % cols;
-    if (!((mask[r * ld + j / 8] >> (j % 8)) & 1u)) x[i] = narrow<T>(0.f);
+    if (!((mask[r * ld + j / 8] >> (j % 8)) & 1u)) x[i] = from_float<T>(0.f);
   }
 }
 
@@ -183,13 +167,13 @@ static __global__ void bias_grad_kernel(const In* __restrict__ dpre, Out* __rest
   const int64_t c = blockIdx.x * (int64_t)kBgradCols + threadIdx.x;
   float s = 0.f;
   if (c < cols)
-    for (int64_t r = threadIdx.y; r < rows; r += kBgradRows) s += widen(dpre[r * cols + c]);
+    for (int64_t r = threadIdx.y; r < rows; r += kBgradRows) s += to_float(dpre[r * cols + c]);
   partial[threadIdx.y][threadIdx.x] = s;
   __syncthreads();
   if (threadIdx.y == 0 && c < cols) {
     float t = 0.f;
     for (int k = 0; k < kBgradRows; ++k) t += partial[k][threadIdx.x];
-    db[c] = narrow<Out>(t);
+    db[c] = from_float<Out>(t);
   }
 }
 
