@@ -643,7 +643,8 @@ double ulp16(cudaDataType t, double x) {
 
 TEST_F(CublasLt, SixteenBitEpiloguesAccumulateInFp32AndRoundOnce) {
   // Forward GELU_AUX_BIAS (y and its pre-activation aux in the 16-bit type, a 16-bit bias), then
-  // the backward epilogues BGRADB and DRELU_BGRAD with 16-bit bias gradients. k = 96 products.
+  // the backward epilogues BGRADB, DRELU_BGRAD and DGELU_BGRAD (16-bit aux) with 16-bit bias
+  // gradients. k = 96 products.
   const int64_t m = 16, n = 5, k = 96;
   const double fp32_sum = k * std::ldexp(1.0, -24);  // fp32 accumulation error per unit of sum |products|
   for (cudaDataType t : {CUDA_R_16BF, CUDA_R_16F}) {
@@ -721,6 +722,32 @@ TEST_F(CublasLt, SixteenBitEpiloguesAccumulateInFp32AndRoundOnce) {
           rslack[i] += dslack[i + j * m] + 1e-6 * std::fabs(v);
         }
       EXPECT_TRUE(rounded_once(t, from16(t, read(dD)), d, dslack)) << "D through the mask";
+      EXPECT_TRUE(rounded_once(t, from16(t, read(db)), rows, rslack)) << "bias gradient of the unrounded D";
+    }
+    {  // DGELU_BGRAD: D = (A·B) ⊙ gelu'(aux), aux the 16-bit pre-activation; bias gradient of the unrounded D
+      std::vector<float> pre16f(m * n);
+      for (int64_t i = 0; i < m * n; ++i) pre16f[i] = static_cast<float>(pre[i]);
+      const Host16 aux = to16(t, pre16f);
+      DevBuf<uint16_t> dAux(aux.bits);
+      LtCase lc(false, false, m, n, k, m, k, m, 1, 0, 0, 0, t, t);
+      lc.set(CUBLASLT_MATMUL_DESC_EPILOGUE, static_cast<uint32_t>(CUBLASLT_EPILOGUE_DGELU_BGRAD));
+      lc.set(CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, static_cast<int32_t>(t));
+      DevBuf<uint16_t> db(m, 0xFFFF), dD(m * n);
+      lc.set(CUBLASLT_MATMUL_DESC_BIAS_POINTER, static_cast<void*>(db.ptr));
+      lc.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, static_cast<void*>(dAux.ptr));
+      lc.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, m);
+      ASSERT_EQ(lc.run(dA.ptr, dB.ptr, nullptr, dD.ptr, 1, 0, ws.ptr, ws.n, stream), CUBLAS_STATUS_SUCCESS);
+      std::vector<double> d(m * n), dslack(m * n), rows(m, 0.0), rslack(m, 0.0);
+      for (int64_t j = 0; j < n; ++j)
+        for (int64_t i = 0; i < m; ++i) {
+          const double g = gelu_grad_ref(aux.vals[i + j * m]);  // the derivative at the stored aux
+          const double v = (pre[i + j * m] - bias.vals[i]) * g;
+          d[i + j * m] = v;
+          dslack[i + j * m] = 1.2 * fp32_sum * sum_abs[i + j * m] + 1e-6 * std::fabs(v);
+          rows[i] += v;
+          rslack[i] += dslack[i + j * m] + 1e-6 * std::fabs(v);
+        }
+      EXPECT_TRUE(rounded_once(t, from16(t, read(dD)), d, dslack)) << "D times gelu'(aux)";
       EXPECT_TRUE(rounded_once(t, from16(t, read(db)), rows, rslack)) << "bias gradient of the unrounded D";
     }
   }
