@@ -2,14 +2,13 @@
 // gets bf16/f16 tensors runs its f32 function on widened copies, and what it wrote is rounded back
 // to nearest even. This is the definition of every op in bf16/f16 ("fp32 math, 16-bit storage, round
 // on every store") that the CUDA kernels are compared with.
-#include "ops/precision.hpp"
-
 #include <algorithm>
 #include <cstring>
 #include <vector>
 
 #include "backend/backend.hpp"
 #include "core/half.hpp"
+#include "ops/precision.hpp"
 
 namespace cudl {
 namespace {
