@@ -5,9 +5,11 @@
 #include <cmath>
 #include <functional>
 #include <limits>
+#include <sstream>
 #include <string>
 #include <vector>
 
+#include "core/half.hpp"
 #include "cuda/matmul.hpp"
 #include "ops/matmul.hpp"
 #include "testing.hpp"
@@ -35,7 +37,7 @@ Shape matmul_out(const Shape& a, const Shape& b, bool ta, bool tb) {
 }
 
 Tensor run_matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
-  Tensor c = Tensor::full(matmul_out(a.shape(), b.shape(), ta, tb), kNaN, DType::f32, a.device());
+  Tensor c = Tensor::full(matmul_out(a.shape(), b.shape(), ta, tb), kNaN, a.dtype(), a.device());
   OpAttrs at;
   at.i[0] = ta;
   at.i[1] = tb;
@@ -51,8 +53,8 @@ LinearOut run_linear(const Tensor& x, const Tensor& w, const Tensor& bias, Epilo
   std::vector<int64_t> yd(x.shape().dims().begin(), x.shape().dims().end() - 1);
   yd.push_back(w.shape()[0]);
   LinearOut o;
-  o.y = Tensor::full(Shape(yd), kNaN, DType::f32, x.device());
-  if (want_pre) o.pre = Tensor::full(Shape(yd), kNaN, DType::f32, x.device());
+  o.y = Tensor::full(Shape(yd), kNaN, x.dtype(), x.device());
+  if (want_pre) o.pre = Tensor::full(Shape(yd), kNaN, x.dtype(), x.device());
   OpAttrs at;
   at.i[0] = static_cast<int64_t>(e);
   run_op(OpKind::Linear, {tv(x), tv(w), tv(bias)}, {tv(o.y), tv(o.pre)}, at, nullptr, "dense");
@@ -68,9 +70,9 @@ Grads run_linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, co
                           Epilogue e, bool want_dx = true, bool want_dw = true, bool want_db = true) {
   Grads g;
   const Device d = dy.device();
-  if (want_dx) g.dx = Tensor::full(x.shape(), kNaN, DType::f32, d);
-  if (want_dw) g.dw = Tensor::full(w.shape(), kNaN, DType::f32, d);
-  if (want_db) g.db = Tensor::full(Shape{w.shape()[0]}, kNaN, DType::f32, d);
+  if (want_dx) g.dx = Tensor::full(x.shape(), kNaN, dy.dtype(), d);
+  if (want_dw) g.dw = Tensor::full(w.shape(), kNaN, dy.dtype(), d);
+  if (want_db) g.db = Tensor::full(Shape{w.shape()[0]}, kNaN, dy.dtype(), d);
   OpAttrs at;
   at.i[0] = static_cast<int64_t>(e);
   run_op(OpKind::LinearBackward, {tv(x), tv(w), tv(dy), tv(y), tv(pre)}, {tv(g.dx), tv(g.dw), tv(g.db)}, at, nullptr,
@@ -83,7 +85,7 @@ const char* epi_name(Epilogue e) { return e == Epilogue::None ? "none" : e == Ep
 /// y = relu(x·wᵀ + b) and its relu bit-mask (rows of relu_mask_row_bytes(out) bytes).
 LinearOut run_linear_relu_mask(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor* mask) {
   LinearOut o;
-  o.y = Tensor::full(Shape{x.shape()[0], w.shape()[0]}, kNaN, DType::f32, x.device());
+  o.y = Tensor::full(Shape{x.shape()[0], w.shape()[0]}, kNaN, x.dtype(), x.device());
   *mask = Tensor::full(Shape{x.shape()[0], relu_mask_row_bytes(w.shape()[0])}, 0xA5, DType::u8, x.device());
   OpAttrs at;
   at.i[0] = static_cast<int64_t>(Epilogue::Relu);
@@ -101,9 +103,9 @@ Grads run_backward_through_relu(const Tensor& x, const Tensor& w, const Tensor& 
                                 bool want_db_below) {
   Grads g;
   const Device d = dy.device();
-  g.dx = Tensor::full(x.shape(), kNaN, DType::f32, d);
-  g.dw = Tensor::full(w.shape(), kNaN, DType::f32, d);
-  if (want_db_below) g.db = Tensor::full(Shape{x.shape()[1]}, kNaN, DType::f32, d);
+  g.dx = Tensor::full(x.shape(), kNaN, dy.dtype(), d);
+  g.dw = Tensor::full(w.shape(), kNaN, dy.dtype(), d);
+  if (want_db_below) g.db = Tensor::full(Shape{x.shape()[1]}, kNaN, dy.dtype(), d);
   OpAttrs at;
   at.i[1] = 1;
   run_op(OpKind::LinearBackward, {tv(x), tv(w), tv(dy), {}, {}, tv(mask)}, {tv(g.dx), tv(g.dw), {}, tv(g.db)}, at,
@@ -662,14 +664,26 @@ TEST(MatmulCuda, Tf32LinearForwardAndBackwardWithFusedEpilogues) {
   }
 }
 
+/// While alive, the emulated cuBLASLt finds no algo for these epilogues (a no-op on a real library,
+/// which cannot be told to refuse: tests that need the refusal skip there).
+struct RefusedEpilogues {
+  std::vector<uint32_t> list;
+  explicit RefusedEpilogues(std::vector<uint32_t> epilogues) : list(std::move(epilogues)) { set(true); }
+  ~RefusedEpilogues() { set(false); }
+  void set(bool refuse) const {
+#if defined(CUDL_EMULATED)
+    for (uint32_t e : list) cudl_emu::set_lt_epilogue_refused(e, refuse);
+#else
+    (void)refuse;
+#endif
+  }
+};
+
 TEST(MatmulCuda, PlainGemmWithoutLtAlgoRunsThroughTheLegacyApi) {
   CUDL_REQUIRE_CUDA();
 #if defined(CUDL_EMULATED)
   const Device g = Device::cuda();
-  cudl_emu::set_lt_epilogue_refused(CUBLASLT_EPILOGUE_DEFAULT, true);
-  struct Restore {
-    ~Restore() { cudl_emu::set_lt_epilogue_refused(CUBLASLT_EPILOGUE_DEFAULT, false); }
-  } restore;
+  RefusedEpilogues refuse({CUBLASLT_EPILOGUE_DEFAULT});
   for (int ta = 0; ta < 2; ++ta)
     for (int tb = 0; tb < 2; ++tb) {
       SCOPED_TRACE(::testing::Message() << "ta " << ta << " tb " << tb);
@@ -705,6 +719,460 @@ TEST(MatmulCuda, PlansAreBuiltOncePerShape) {
   const MatmulPlanStats after = cuda_matmul_plan_stats();
   EXPECT_EQ(after.built, before.built);
   EXPECT_EQ(after.reused, before.reused + 3);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 16-bit storage (bf16, f16): CUDA (cuBLASLt with 16-bit A/B/C/D, fp32 compute) vs the CPU reference
+// (the f32 op on widened values, outputs rounded once to nearest even).
+//
+// Tolerance: both sides accumulate the same products in fp32 and round each output once, so before
+// rounding they differ only by summation order (under k·2^-23·S, S = Σ|products| of the element,
+// |bias| included); one rounding each then adds at most one unit of the 16-bit type at the result
+// (eps·|result| <= eps·S). So |cuda - cpu| <= 1.25·(eps + k·2^-23)·S, with eps = 2^-7 (bf16) or
+// 2^-10 (f16) and the 1.25 covering GELU's slope (< 1.13). The one extra rounding on the CUDA side:
+// GELU's dpre is stored in the 16-bit type as the operand of the backward GEMMs, which adds eps/2
+// of the dpre products: 1.75·eps·S for LinearBackward with GELU. A GEMM accumulating in 16 bits is
+// off by ~k·eps/2·S and fails (Matmul16, AccumulatesInFp32 shows the margin).
+
+double eps16(DType t) { return t == DType::bf16 ? std::ldexp(1.0, -7) : std::ldexp(1.0, -10); }
+const char* name16(DType t) { return t == DType::bf16 ? "bf16" : "f16"; }
+float round16(DType t, float v) {
+  return t == DType::bf16 ? bf16_bits_to_float(float_to_bf16_bits(v)) : half_bits_to_float(float_to_half_bits(v));
+}
+
+/// `t` (f32, any device) cast to dtype (round to nearest even) on the CPU.
+Tensor cast_to(const Tensor& t, DType dt) {
+  if (!t.defined()) return Tensor();
+  Tensor h = t.to(Device::cpu());
+  if (dt == h.dtype()) return h;
+  Tensor out = Tensor::empty(h.shape(), dt);
+  run_op(OpKind::Cast, {tv(h)}, {tv(out)}, {}, nullptr, "cast");
+  return out;
+}
+
+/// |t| widened to f32 on the CPU (for the Σ|products| bounds).
+Tensor abs_f32(const Tensor& t) {
+  if (!t.defined()) return Tensor();
+  const auto v = as_doubles(t);
+  std::vector<float> a(v.size());
+  for (size_t i = 0; i < v.size(); ++i) a[i] = static_cast<float>(std::fabs(v[i]));
+  return Tensor::from_vector(a, t.shape());
+}
+
+/// |got - want| <= c·(eps + k·2^-23)·S elementwise (NaN matches NaN); lists the first mismatches.
+::testing::AssertionResult close16(const Tensor& got, const Tensor& want, const Tensor& S, DType dt, double c,
+                                   int64_t k) {
+  if (got.dtype() != dt || want.dtype() != dt)
+    return ::testing::AssertionFailure() << "dtypes " << got.dtype() << " and " << want.dtype() << ", expected " << dt;
+  if (got.shape() != want.shape() || S.numel() != want.numel())
+    return ::testing::AssertionFailure() << "shapes " << got.shape() << " vs " << want.shape();
+  const auto g = as_doubles(got), w = as_doubles(want), s = as_doubles(S);
+  const double unit = c * (eps16(dt) + static_cast<double>(k) * std::ldexp(1.0, -23));
+  std::ostringstream os;
+  int bad = 0;
+  for (size_t i = 0; i < g.size(); ++i) {
+    const bool ok = std::isnan(w[i]) ? std::isnan(g[i]) : std::fabs(g[i] - w[i]) <= unit * s[i];
+    if (!ok && bad++ < 6) os << "\n  [" << i << "] got " << g[i] << ", want " << w[i] << ", bound " << unit * s[i];
+  }
+  if (bad == 0) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << bad << " of " << g.size() << " elements outside " << c << "·(eps + k·2^-23)·S"
+                                       << os.str();
+}
+
+constexpr double kC16 = 1.25;      // single-rounding outputs
+constexpr double kC16Gelu = 1.75;  // LinearBackward with GELU: dpre rounded too
+
+/// Every fused epilogue the matmul ops use; refused (RefusedEpilogues), the unfused paths run (plain
+/// GEMM with fp32 D + the matmul kernels).
+#if defined(CUDL_EMULATED)
+std::vector<uint32_t> fused_epilogues(bool refused) {
+  if (!refused) return {};
+  return {CUBLASLT_EPILOGUE_BIAS,      CUBLASLT_EPILOGUE_RELU,          CUBLASLT_EPILOGUE_RELU_BIAS,
+          CUBLASLT_EPILOGUE_RELU_AUX,  CUBLASLT_EPILOGUE_RELU_AUX_BIAS, CUBLASLT_EPILOGUE_GELU,
+          CUBLASLT_EPILOGUE_GELU_BIAS, CUBLASLT_EPILOGUE_GELU_AUX,      CUBLASLT_EPILOGUE_GELU_AUX_BIAS,
+          CUBLASLT_EPILOGUE_BGRADB,    CUBLASLT_EPILOGUE_DRELU,         CUBLASLT_EPILOGUE_DRELU_BGRAD};
+}
+const std::vector<bool> kFusedAndRefused = {false, true};
+#else
+std::vector<uint32_t> fused_epilogues(bool) { return {}; }
+const std::vector<bool> kFusedAndRefused = {false};  // a real cuBLASLt cannot be told to refuse
+#endif
+
+const DType k16[] = {DType::bf16, DType::f16};
+
+TEST(Matmul16, MatchesCpuForTransposesOddSizesAndBatches) {
+  CUDL_REQUIRE_CUDA();
+  const Device g = Device::cuda();
+  uint64_t seed = 2000;
+  for (DType dt : k16)
+    for (auto [M, K, N] : std::vector<std::array<int64_t, 3>>{{1, 1, 1}, {17, 33, 3}, {5, 64, 130}, {33, 7, 16}})
+      for (int ta = 0; ta < 2; ++ta)
+        for (int tb = 0; tb < 2; ++tb) {
+          SCOPED_TRACE(::testing::Message()
+                       << name16(dt) << " M " << M << " K " << K << " N " << N << " ta " << ta << " tb " << tb);
+          Tensor a = cast_to(random_tensor(ta ? Shape{K, M} : Shape{M, K}, seed++), dt);
+          Tensor b = cast_to(random_tensor(tb ? Shape{N, K} : Shape{K, N}, seed++), dt);
+          const Tensor want = run_matmul(a, b, ta, tb);
+          ASSERT_EQ(want.dtype(), dt);
+          const Tensor got = run_matmul(on(a, g), on(b, g), ta, tb);
+          EXPECT_TRUE(close16(got, want, run_matmul(abs_f32(a), abs_f32(b), ta, tb), dt, kC16, K));
+        }
+  for (DType dt : k16)
+    for (int ta = 0; ta < 2; ++ta)
+      for (int tb = 0; tb < 2; ++tb)
+        for (bool bcast : {false, true}) {
+          SCOPED_TRACE(::testing::Message()
+                       << name16(dt) << " batched ta " << ta << " tb " << tb << " broadcast " << bcast);
+          const int64_t M = 7, K = 9, N = 5;
+          Tensor a = cast_to(random_tensor(ta ? Shape{2, 3, K, M} : Shape{2, 3, M, K}, seed++), dt);
+          Shape bs = tb ? Shape{N, K} : Shape{K, N};
+          if (!bcast) bs = tb ? Shape{2, 3, N, K} : Shape{2, 3, K, N};
+          Tensor b = cast_to(random_tensor(bs, seed++), dt);
+          const Tensor got = run_matmul(on(a, g), on(b, g), ta, tb);
+          EXPECT_TRUE(close16(got, run_matmul(a, b, ta, tb), run_matmul(abs_f32(a), abs_f32(b), ta, tb), dt, kC16, K));
+        }
+}
+
+TEST(Matmul16, AccumulatesInFp32) {
+  // 2048 positive products: an fp32 accumulator is exact to ~2^-13 relative, a 16-bit one loses up
+  // to half a unit of the running sum per addition (bf16 stalls once the sum reaches 2^8 units of
+  // the addend). The exact result (double) must be within the tolerance, and the test checks that
+  // the same products summed in the 16-bit type are not: this test fails if a GEMM accumulated in
+  // 16 bits.
+  CUDL_REQUIRE_CUDA();
+  const Device g = Device::cuda();
+  const int64_t M = 4, K = 2048, N = 3;
+  for (DType dt : k16) {
+    SCOPED_TRACE(name16(dt));
+    Tensor a = cast_to(random_tensor({M, K}, 2100, 0.5f, 1.f), dt),
+           b = cast_to(random_tensor({K, N}, 2101, 0.5f, 1.f), dt);
+    const Tensor got = run_matmul(on(a, g), on(b, g), false, false);
+    const Tensor S = run_matmul(abs_f32(a), abs_f32(b), false, false);
+    const auto av = as_doubles(a), bv = as_doubles(b), gv = as_doubles(got), sv = as_doubles(S);
+    const double bound = kC16 * (eps16(dt) + K * std::ldexp(1.0, -23));
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) {
+        double exact = 0;
+        float acc16 = 0.f;  // the same products summed in the 16-bit type
+        for (int64_t k = 0; k < K; ++k) {
+          exact += av[i * K + k] * bv[k * N + j];
+          acc16 = round16(dt, acc16 + static_cast<float>(av[i * K + k] * bv[k * N + j]));
+        }
+        const double s = sv[i * N + j];
+        EXPECT_LE(std::fabs(gv[i * N + j] - exact), bound * s) << "(" << i << ", " << j << ")";
+        EXPECT_GT(std::fabs(acc16 - exact), bound * s) << "16-bit accumulation would pass: the test could not fail";
+      }
+    EXPECT_TRUE(close16(got, run_matmul(a, b, false, false), S, dt, kC16, K)) << "vs the CPU reference";
+  }
+}
+
+TEST(Linear16, ForwardMatchesCpuForEveryEpilogue) {
+  CUDL_REQUIRE_CUDA();
+  const Device g = Device::cuda();
+  uint64_t seed = 2200;
+  for (bool refused : kFusedAndRefused) {
+    RefusedEpilogues refuse(fused_epilogues(refused));
+    for (DType dt : k16)
+      for (const LinearCase& lc : linear_cases())
+        for (Epilogue e : {Epilogue::None, Epilogue::Relu, Epilogue::Gelu})
+          for (bool with_bias : {true, false})
+            for (bool want_aux : {false, true}) {  // Gelu: pre; Relu: the bit-mask
+              if (want_aux && e == Epilogue::None) continue;
+              const int64_t n = lc.n + (refused ? 2 : 0);  // fresh plans: cached ones keep their algo
+              SCOPED_TRACE(::testing::Message()
+                           << name16(dt) << " n " << n << " in " << lc.in << " out " << lc.out << " " << epi_name(e)
+                           << (with_bias ? " bias" : "") << (want_aux ? " aux" : "") << (refused ? " unfused" : ""));
+              Tensor x = cast_to(random_tensor({n, lc.in}, seed++, -2, 2), dt);
+              Tensor w = cast_to(random_tensor({lc.out, lc.in}, seed++), dt);
+              Tensor b = with_bias ? cast_to(random_tensor({lc.out}, seed++), dt) : Tensor();
+              const Tensor S = run_linear(abs_f32(x), abs_f32(w), abs_f32(b), Epilogue::None, false).y;
+              if (e == Epilogue::Relu && want_aux) {
+                Tensor mask_c, mask_g;
+                const LinearOut want = run_linear_relu_mask(x, w, b, &mask_c);
+                const LinearOut got = run_linear_relu_mask(on(x, g), on(w, g), on(b, g), &mask_g);
+                EXPECT_TRUE(close16(got.y, want.y, S, dt, kC16, lc.in));
+                expect_masks_match(mask_g.to(Device::cpu()), mask_c, run_linear(x, w, b, Epilogue::None, false).y, n,
+                                   lc.out);
+                continue;
+              }
+              const bool pre = want_aux && e == Epilogue::Gelu;
+              const LinearOut want = run_linear(x, w, b, e, pre);
+              const LinearOut got = run_linear(on(x, g), on(w, g), on(b, g), e, pre);
+              EXPECT_TRUE(close16(got.y, want.y, S, dt, kC16, lc.in)) << "y";
+              if (pre) EXPECT_TRUE(close16(got.pre, want.pre, S, dt, kC16, lc.in)) << "pre";
+            }
+  }
+}
+
+TEST(Linear16, BackwardMatchesCpuForEveryEpilogueAndOutputSubset) {
+  CUDL_REQUIRE_CUDA();
+  const Device g = Device::cuda();
+  uint64_t seed = 2400;
+  for (bool refused : kFusedAndRefused) {
+    RefusedEpilogues refuse(fused_epilogues(refused));
+    for (DType dt : k16)
+      for (const LinearCase& lc : linear_cases())
+        for (Epilogue e : {Epilogue::None, Epilogue::Relu, Epilogue::Gelu}) {
+          const int64_t n = lc.n + (refused ? 2 : 0);  // fresh plans: cached ones keep their algo
+          SCOPED_TRACE(::testing::Message() << name16(dt) << " n " << n << " in " << lc.in << " out " << lc.out << " "
+                                            << epi_name(e) << (refused ? " unfused" : ""));
+          Tensor x = cast_to(random_tensor({n, lc.in}, seed++, -2, 2), dt);
+          Tensor w = cast_to(random_tensor({lc.out, lc.in}, seed++), dt);
+          Tensor b = cast_to(random_tensor({lc.out}, seed++), dt), dy = cast_to(random_tensor({n, lc.out}, seed++), dt);
+          const LinearOut fw = run_linear(x, w, b, e, e == Epilogue::Gelu);
+          const Tensor act_y = e == Epilogue::Relu ? fw.y : Tensor();
+          const Tensor act_pre = e == Epilogue::Gelu ? fw.pre : Tensor();
+          // S from |dy|: dx ~ |dy|·|w|, dw ~ |dy|ᵀ·|x|, db ~ Σ_rows |dy|.
+          Tensor ady = abs_f32(dy);
+          const Tensor s_dx = run_matmul(ady, abs_f32(w), false, false),
+                       s_dw = run_matmul(ady, abs_f32(x), true, false);
+          const Tensor s_db = run_matmul(Tensor::full({1, n}, 1.0), ady, false, false).reshape({lc.out});
+          // S from |dy| bounds Σ|dpre products| for ReLU (|dpre| <= |dy|); GELU's |dpre| is up to 1.13·|dy|.
+          const double c = e == Epilogue::Gelu ? kC16Gelu * 1.13 : kC16;
+          const bool wants[4][3] = {
+              {true, true, true}, {false, false, true}, {true, false, false}, {false, true, false}};
+          for (const auto& want : wants) {
+            SCOPED_TRACE(::testing::Message() << "dx " << want[0] << " dw " << want[1] << " db " << want[2]);
+            const Grads ref = run_linear_backward(x, w, dy, act_y, act_pre, e, want[0], want[1], want[2]);
+            const Grads got = run_linear_backward(on(x, g), on(w, g), on(dy, g), on(act_y, g), on(act_pre, g), e,
+                                                  want[0], want[1], want[2]);
+            if (want[0]) EXPECT_TRUE(close16(got.dx, ref.dx, s_dx, dt, c, lc.out)) << "dx";
+            if (want[1]) EXPECT_TRUE(close16(got.dw, ref.dw, s_dw, dt, c, n)) << "dw";
+            if (want[2]) EXPECT_TRUE(close16(got.db, ref.db, s_db, dt, c, n)) << "db";
+          }
+        }
+  }
+}
+
+TEST(Linear16, BackwardThroughTheReluBelowMatchesCpu) {
+  // Linear + Relu with the bit-mask (RELU_AUX), then the layer above's LinearBackward with dx taken
+  // through it (i[1] = 1, mask in input 5, db below in output 3): DRELU(_BGRAD), or the unfused fp32
+  // dx masked, summed and rounded once.
+  CUDL_REQUIRE_CUDA();
+  const Device g = Device::cuda();
+  uint64_t seed = 2600;
+  for (bool refused : kFusedAndRefused) {
+    RefusedEpilogues refuse(fused_epilogues(refused));
+    for (DType dt : k16)
+      for (int64_t width : {int64_t{128}, int64_t{130}, int64_t{1}})
+        for (bool want_db : {true, false}) {
+          SCOPED_TRACE(::testing::Message() << name16(dt) << " width " << width << (want_db ? " db below" : "")
+                                            << (refused ? " unfused" : ""));
+          const int64_t rows = 19 + (refused ? 2 : 0), k = 11, out = 7;  // fresh plans when refused
+          Tensor x0 = cast_to(random_tensor({rows, k}, seed++, -2, 2), dt),
+                 w0 = cast_to(random_tensor({width, k}, seed++), dt);
+          Tensor b0 = cast_to(random_tensor({width}, seed++), dt);
+          Tensor mask_c, mask_g;
+          const LinearOut yc = run_linear_relu_mask(x0, w0, b0, &mask_c);
+          const LinearOut yg = run_linear_relu_mask(on(x0, g), on(w0, g), on(b0, g), &mask_g);
+          EXPECT_TRUE(close16(yg.y, yc.y, run_linear(abs_f32(x0), abs_f32(w0), abs_f32(b0), Epilogue::None, false).y,
+                              dt, kC16, k));
+          expect_masks_match(mask_g.to(Device::cpu()), mask_c, run_linear(x0, w0, b0, Epilogue::None, false).y, rows,
+                             width);
+          Tensor w = cast_to(random_tensor({out, width}, seed++), dt),
+                 dy = cast_to(random_tensor({rows, out}, seed++), dt);
+          const Grads ref = run_backward_through_relu(yc.y, w, dy, mask_c, want_db);
+          const Grads got = run_backward_through_relu(on(yc.y, g), on(w, g), on(dy, g), on(mask_c, g), want_db);
+          const Tensor s_dx = run_matmul(abs_f32(dy), abs_f32(w), false, false);
+          EXPECT_TRUE(close16(got.dx, ref.dx, s_dx, dt, kC16, out)) << "dx";
+          EXPECT_TRUE(close16(got.dw, ref.dw, run_matmul(abs_f32(dy), abs_f32(yc.y), true, false), dt, kC16, rows))
+              << "dw";
+          if (want_db) {  // Σ_rows of the unrounded dx: bounded by Σ_rows s_dx
+            const Tensor s_db = run_matmul(Tensor::full({1, rows}, 1.0), s_dx, false, false).reshape({width});
+            EXPECT_TRUE(close16(got.db, ref.db, s_db, dt, kC16, out * rows)) << "db below";
+          }
+        }
+  }
+}
+
+/// Every element of two 16-bit tensors has the same value (NaN matches NaN); names the first mismatches.
+::testing::AssertionResult same16(const Tensor& got, const Tensor& want) {
+  if (got.dtype() != want.dtype() || got.shape() != want.shape())
+    return ::testing::AssertionFailure() << got.dtype() << " " << got.shape() << " vs " << want.dtype() << " "
+                                         << want.shape();
+  const auto g = as_doubles(got), w = as_doubles(want);
+  std::ostringstream os;
+  int bad = 0;
+  for (size_t i = 0; i < g.size(); ++i)
+    if (!(g[i] == w[i] || (std::isnan(g[i]) && std::isnan(w[i]))) && bad++ < 6)
+      os << "\n  [" << i << "] got " << g[i] << ", want " << w[i];
+  if (bad == 0) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << bad << " of " << g.size() << " elements differ" << os.str();
+}
+
+TEST(Linear16, OneProductPerOutputRoundsExactlyAsTheCpu) {
+  // With one product per output (k = 1) the fp32 values before the store are the same on both sides
+  // (a product of two 16-bit values is exact in fp32, one fp32 bias add), so the 16-bit results must
+  // be bitwise the CPU's: this fails if a path rounds to nearest other than once, from fp32, to even
+  // (truncation, an intermediate rounded to 16 bits, the bias added in 16-bit math).
+  CUDL_REQUIRE_CUDA();
+  const Device g = Device::cuda();
+  uint64_t seed = 2800;
+  for (bool refused : kFusedAndRefused) {
+    RefusedEpilogues refuse(fused_epilogues(refused));
+    for (DType dt : k16) {
+      SCOPED_TRACE(::testing::Message() << name16(dt) << (refused ? " unfused" : ""));
+      const int64_t rows = 37 + (refused ? 2 : 0), out = 24;  // fresh plans when refused
+      Tensor a = cast_to(random_tensor({rows, 1}, seed++, -3, 3), dt),
+             b = cast_to(random_tensor({1, out}, seed++, -3, 3), dt);
+      EXPECT_TRUE(same16(run_matmul(on(a, g), on(b, g), false, false), run_matmul(a, b, false, false))) << "Matmul";
+      Tensor w = cast_to(random_tensor({out, 1}, seed++, -3, 3), dt), bias = cast_to(random_tensor({out}, seed++), dt);
+      for (Epilogue e : {Epilogue::None, Epilogue::Relu, Epilogue::Gelu}) {
+        SCOPED_TRACE(epi_name(e));
+        const bool pre = e == Epilogue::Gelu;  // GELU itself may differ by an fp32 ulp: compare pre
+        const LinearOut want = run_linear(a, w, bias, e, pre),
+                        got = run_linear(on(a, g), on(w, g), on(bias, g), e, pre);
+        EXPECT_TRUE(same16(pre ? got.pre : got.y, pre ? want.pre : want.y));
+      }
+      Tensor mask_c, mask_g;
+      EXPECT_TRUE(same16(run_linear_relu_mask(on(a, g), on(w, g), on(bias, g), &mask_g).y,
+                         run_linear_relu_mask(a, w, bias, &mask_c).y))
+          << "relu with mask";
+      // Backward with one product per output: dx (out = 1), dw and db (rows = 1).
+      Tensor x1 = cast_to(random_tensor({1, out}, seed++, -3, 3), dt),
+             w1 = cast_to(random_tensor({1, out}, seed++, -3, 3), dt);
+      Tensor dy1 = cast_to(random_tensor({1, 1}, seed++, -3, 3), dt),
+             y1 = run_linear(x1, w1, Tensor(), Epilogue::Relu, false).y;
+      for (Epilogue e : {Epilogue::None, Epilogue::Relu}) {
+        SCOPED_TRACE(::testing::Message() << "backward " << epi_name(e));
+        const Tensor act = e == Epilogue::Relu ? y1 : Tensor();
+        const Grads want = run_linear_backward(x1, w1, dy1, act, Tensor(), e);
+        const Grads got = run_linear_backward(on(x1, g), on(w1, g), on(dy1, g), on(act, g), Tensor(), e);
+        EXPECT_TRUE(same16(got.dx, want.dx)) << "dx";
+        EXPECT_TRUE(same16(got.dw, want.dw)) << "dw";
+        EXPECT_TRUE(same16(got.db, want.db)) << "db";
+      }
+    }
+  }
+}
+
+TEST(Matmul16, PlainGemmWithoutLtAlgoRunsThroughTheLegacyApiIn16Bits) {
+  // cublasGemmStridedBatchedEx with 16-bit A/B/C (CUBLAS_COMPUTE_32F): Matmul, and the unfused
+  // Linear's plain GEMM with 16-bit A/B and fp32 C.
+  CUDL_REQUIRE_CUDA();
+#if defined(CUDL_EMULATED)
+  const Device g = Device::cuda();
+  std::vector<uint32_t> all = fused_epilogues(true);
+  all.push_back(CUBLASLT_EPILOGUE_DEFAULT);
+  RefusedEpilogues refuse(all);
+  uint64_t seed = 2900;
+  for (DType dt : k16) {
+    SCOPED_TRACE(name16(dt));
+    Tensor a = cast_to(random_tensor({2, 11, 13}, seed++), dt), b = cast_to(random_tensor({2, 13, 7}, seed++), dt);
+    const MatmulPlanStats before = cuda_matmul_plan_stats();
+    const Tensor got = run_matmul(on(a, g), on(b, g), false, false);
+    EXPECT_EQ(cuda_matmul_plan_stats().legacy, before.legacy + 1);
+    EXPECT_TRUE(
+        close16(got, run_matmul(a, b, false, false), run_matmul(abs_f32(a), abs_f32(b), false, false), dt, kC16, 13));
+    Tensor x = cast_to(random_tensor({9, 13}, seed++), dt), w = cast_to(random_tensor({6, 13}, seed++), dt);
+    Tensor bias = cast_to(random_tensor({6}, seed++), dt);
+    const LinearOut want = run_linear(x, w, bias, Epilogue::Gelu, true);
+    const LinearOut lg = run_linear(on(x, g), on(w, g), on(bias, g), Epilogue::Gelu, true);
+    const Tensor S = run_linear(abs_f32(x), abs_f32(w), abs_f32(bias), Epilogue::None, false).y;
+    EXPECT_TRUE(close16(lg.y, want.y, S, dt, kC16, 13)) << "y";
+    EXPECT_TRUE(close16(lg.pre, want.pre, S, dt, kC16, 13)) << "pre";
+  }
+#else
+  GTEST_SKIP() << "refusing cuBLASLt algos needs the emulated library";
+#endif
+}
+
+TEST(Linear16, EmptyShapesMatchCpu) {
+  // in = 0: y = act(bias) and the mask from it, with no GEMM; rows = 0: dw, db and db below are 0.
+  CUDL_REQUIRE_CUDA();
+  const Device g = Device::cuda();
+  for (DType dt : k16) {
+    SCOPED_TRACE(name16(dt));
+    Tensor x0 = Tensor::zeros({5, 0}, dt), w0 = Tensor::zeros({130, 0}, dt),
+           b0 = cast_to(random_tensor({130}, 2950), dt);
+    Tensor mask_c, mask_g;
+    const LinearOut yc = run_linear_relu_mask(x0, w0, b0, &mask_c);
+    const LinearOut yg = run_linear_relu_mask(on(x0, g), on(w0, g), on(b0, g), &mask_g);
+    EXPECT_TRUE(same16(yg.y, yc.y));
+    expect_masks_match(mask_g.to(Device::cpu()), mask_c, run_linear(x0, w0, b0, Epilogue::None, false).y, 5, 130);
+    for (Epilogue e : {Epilogue::None, Epilogue::Gelu}) {
+      const LinearOut want = run_linear(x0, w0, b0, e, e == Epilogue::Gelu);
+      const LinearOut got = run_linear(on(x0, g), on(w0, g), on(b0, g), e, e == Epilogue::Gelu);
+      EXPECT_TRUE(same16(got.y, want.y)) << epi_name(e);
+    }
+    Tensor h = Tensor::zeros({0, 130}, dt), w = cast_to(random_tensor({7, 130}, 2951), dt),
+           dy = Tensor::zeros({0, 7}, dt);
+    Tensor mask = Tensor::zeros({0, relu_mask_row_bytes(130)}, DType::u8);
+    const Grads ref = run_backward_through_relu(h, w, dy, mask, true);
+    const Grads got = run_backward_through_relu(on(h, g), on(w, g), on(dy, g), on(mask, g), true);
+    EXPECT_TRUE(same16(got.dw, ref.dw)) << "dw";
+    EXPECT_TRUE(same16(got.db, ref.db)) << "db below";
+    EXPECT_TRUE(same16(ref.db, cast_to(Tensor::zeros({130}), dt)));
+  }
+}
+
+TEST(Matmul16, Tf32MathModeDoesNotApplyTo16BitInputs) {
+  // CUBLAS_COMPUTE_32F_FAST_TF32 takes f32 A/B only (the emulated library refuses it for 16-bit
+  // types, as cuBLAS's type table does): with TF32 asked for, 16-bit GEMMs still run in COMPUTE_32F.
+  CUDL_REQUIRE_CUDA();
+  const Device g = Device::cuda();
+  EnvGuard env("CUDL_ALLOW_TF32", "1");
+  for (DType dt : k16) {
+    SCOPED_TRACE(name16(dt));
+    Tensor a = cast_to(random_tensor({6, 12}, 3000), dt), b = cast_to(random_tensor({12, 5}, 3001), dt);
+    EXPECT_TRUE(close16(run_matmul(on(a, g), on(b, g), false, false), run_matmul(a, b, false, false),
+                        run_matmul(abs_f32(a), abs_f32(b), false, false), dt, kC16, 12));
+    Tensor bias = cast_to(random_tensor({5}, 3002), dt), w = cast_to(random_tensor({5, 12}, 3003), dt);
+    const LinearOut got = run_linear(on(a, g), on(w, g), on(bias, g), Epilogue::Relu, false);
+    EXPECT_TRUE(close16(got.y, run_linear(a, w, bias, Epilogue::Relu, false).y,
+                        run_linear(abs_f32(a), abs_f32(w), abs_f32(bias), Epilogue::None, false).y, dt, kC16, 12));
+  }
+}
+
+#if defined(CUDL_EMULATED)
+TEST(Linear16, MaskLayoutIsCheckedPerStorageTypeAndAForeignOneFallsBack) {
+  // The MSB-first cuBLASLt of MatmulCuda.AnotherLibraryMaskBitOrderIsNeverMixedWithCudls, in 16
+  // bits: the layout check runs with the storage type's GEMMs, finds the foreign bit order, and the
+  // mask paths run on cudl's kernels (the backward on fp32 scratch, rounded once) and match the CPU.
+  CUDL_REQUIRE_CUDA();
+  const Device g = Device::cuda();
+  cudl_emu::set_lt_relu_mask_msb_first(true);
+  cuda_matmul_forget_mask_layout();
+  uint64_t seed = 3100;
+  for (DType dt : k16) {
+    SCOPED_TRACE(name16(dt));
+    const int64_t rows = 13, k = 9, width = 130, out = 5;
+    Tensor x0 = cast_to(random_tensor({rows, k}, seed++, -2, 2), dt),
+           w0 = cast_to(random_tensor({width, k}, seed++), dt);
+    Tensor b0 = cast_to(random_tensor({width}, seed++), dt);
+    Tensor mask_c, mask_g;
+    ::testing::internal::CaptureStderr();
+    const LinearOut yc = run_linear_relu_mask(x0, w0, b0, &mask_c);
+    const LinearOut yg = run_linear_relu_mask(on(x0, g), on(w0, g), on(b0, g), &mask_g);
+    const std::string log = ::testing::internal::GetCapturedStderr();
+    EXPECT_NE(log.find(std::string("(") + name16(dt) + "): RELU_AUX not used"), std::string::npos) << log;
+    expect_masks_match(mask_g.to(Device::cpu()), mask_c, run_linear(x0, w0, b0, Epilogue::None, false).y, rows, width);
+    Tensor w = cast_to(random_tensor({out, width}, seed++), dt), dy = cast_to(random_tensor({rows, out}, seed++), dt);
+    const Grads ref = run_backward_through_relu(yc.y, w, dy, mask_c, true);
+    const Grads got = run_backward_through_relu(yg.y, on(w, g), on(dy, g), mask_g, true);  // the CUDA mask
+    const Tensor s_dx = run_matmul(abs_f32(dy), abs_f32(w), false, false);
+    EXPECT_TRUE(close16(got.dx, ref.dx, s_dx, dt, kC16, out)) << "dx";
+    EXPECT_TRUE(close16(got.db, ref.db, run_matmul(Tensor::full({1, rows}, 1.0), s_dx, false, false).reshape({width}),
+                        dt, kC16, out * rows))
+        << "db below";
+  }
+  cudl_emu::set_lt_relu_mask_msb_first(false);
+  cuda_matmul_forget_mask_layout();
+}
+#endif
+
+TEST(Matmul16, MixedStorageTypesAreRejectedOnEveryDevice) {
+  for (Device d : devices()) {
+    SCOPED_TRACE(d.str());
+    Tensor a = Tensor::zeros({3, 4}, DType::bf16, d), b = Tensor::zeros({4, 5}, DType::f16, d);
+    Tensor c = Tensor::zeros({3, 5}, DType::bf16, d);
+    std::string msg = error_message([&] { run_op(OpKind::Matmul, {tv(a), tv(b)}, {tv(c)}, {}, nullptr, "mm"); });
+    EXPECT_NE(msg.find("Matmul (mm): input 1 (4, 5) has dtype f16 but input 0 has bf16"), std::string::npos) << msg;
+    Tensor x = Tensor::zeros({2, 4}, DType::f16, d), w = Tensor::zeros({5, 4}, DType::f16, d);
+    Tensor bias = Tensor::zeros({5}, DType::f32, d), y = Tensor::zeros({2, 5}, DType::f16, d);
+    msg = error_message([&] { run_op(OpKind::Linear, {tv(x), tv(w), tv(bias)}, {tv(y)}, {}, nullptr, "dense"); });
+    EXPECT_NE(msg.find("Linear (dense): input 2 (5,) has dtype f32 but input 0 has f16"), std::string::npos) << msg;
+  }
 }
 
 }  // namespace

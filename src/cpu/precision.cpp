@@ -2,6 +2,7 @@
 // gets bf16/f16 tensors runs its f32 function on widened copies, and what it wrote is rounded back
 // to nearest even. This is the definition of every op in bf16/f16 ("fp32 math, 16-bit storage, round
 // on every store") that the CUDA kernels are compared with.
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -41,7 +42,7 @@ void storage_adapter(OpFn fn, const OpCall& call) {
   buf.reserve(in.size() + out.size());
   auto wide = [&](TensorView& v) {
     if (!v.defined() || !ops::is_16bit_float(v.dtype)) return;
-    buf.emplace_back(static_cast<size_t>(v.numel()));
+    buf.emplace_back(std::max<size_t>(1, static_cast<size_t>(v.numel())));  // an empty tensor stays defined
     widen(v, buf.back().data());
     v.data = buf.back().data();
     v.dtype = DType::f32;

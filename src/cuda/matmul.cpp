@@ -10,26 +10,41 @@
 // aux leading dimension cannot be a multiple of 8), the GEMM runs plain and the matmul kernels finish
 // the job; when it has none for a plain GEMM, cublasGemmStridedBatchedEx runs it. Both choices are
 // logged once per shape. Compute: CUBLAS_COMPUTE_32F, or CUBLAS_COMPUTE_32F_FAST_TF32 when the call's
-// MathMode is TF32 (CompileOptions::precision, CUDL_ALLOW_TF32=1); part of the plan key.
+// MathMode is TF32 (CompileOptions::precision, CUDL_ALLOW_TF32=1) and the storage is f32; part of the
+// plan key.
+//
+// 16-bit storage (bf16 / f16, ops/precision.hpp): A, B, C and D in CUDA_R_16BF / CUDA_R_16F with
+// CUBLAS_COMPUTE_32F and fp32 scale (cuBLASLt's table for these types), the bias, the bias gradients
+// and GELU's pre-activation aux in the storage type (CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE set to it:
+// cuBLASLt's bias type is D's for these types). So every product accumulates in fp32 and each output
+// is rounded once, as the CPU reference does. Where a fused epilogue is not used, the GEMM writes fp32
+// (16-bit A/B, fp32 D) into scratch and the matmul kernels add the bias, apply the activation, mask,
+// sum and round once. The one extra rounding: GELU's dpre = dy ⊙ gelu'(pre) is stored in the storage
+// type, because it is the operand of the backward GEMMs (A and B share one type); ReLU's dpre is exact.
 #include "cuda/matmul.hpp"
 
 #include <array>
 #include <climits>
 #include <cstdio>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <set>
 #include <string>
+#include <type_traits>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "backend/backend.hpp"
-#include "ops/matmul.hpp"
-#include "ops/common.hpp"
+#include "core/half.hpp"
 #include "cuda/check.hpp"
 #include "cuda/context.hpp"
+#include "kernels/data.cuh"
 #include "kernels/matmul.cuh"
+#include "ops/common.hpp"
+#include "ops/matmul.hpp"
 
 namespace cudl {
 
@@ -49,13 +64,15 @@ struct GemmSpec {
   int64_t stride_a = 0, stride_b = 0, stride_d = 0;
   uint32_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
   int64_t aux_ld = 0;
-  bool tf32 = false;  // CUBLAS_COMPUTE_32F_FAST_TF32 (set from the call's MathMode by lt_gemm)
+  cudaDataType_t ab_type = CUDA_R_32F;  // A and B
+  cudaDataType_t d_type = CUDA_R_32F;   // C, D, the bias / bias gradient and GELU's aux
+  bool tf32 = false;  // CUBLAS_COMPUTE_32F_FAST_TF32 (set from the call's MathMode by lt_gemm; f32 only)
 };
 
 struct GemmPtrs {
-  const float* a = nullptr;
-  const float* b = nullptr;
-  float* d = nullptr;
+  const void* a = nullptr;
+  const void* b = nullptr;
+  void* d = nullptr;
   const void* bias = nullptr;  // bias (forward) or bias gradient (BGRADB, DRELU_BGRAD)
   void* aux = nullptr;         // GELU pre-activation or relu bit-mask
 };
@@ -75,11 +92,40 @@ GemmSpec row_major(int64_t m, int64_t n, int64_t k, bool ta, bool tb) {
   return s;
 }
 
+/// The storage type's cuBLAS data type.
+template <typename T>
+constexpr cudaDataType_t cuda_type() {
+  if constexpr (std::is_same<T, __nv_bfloat16>::value)
+    return CUDA_R_16BF;
+  else if constexpr (std::is_same<T, __half>::value)
+    return CUDA_R_16F;
+  else
+    return CUDA_R_32F;
+}
+
+/// The storage type's DType.
+template <typename T>
+constexpr DType dtype_of_storage() {
+  if constexpr (std::is_same<T, __nv_bfloat16>::value)
+    return DType::bf16;
+  else if constexpr (std::is_same<T, __half>::value)
+    return DType::f16;
+  else
+    return DType::f32;
+}
+
+/// The storage-typed problem: A, B and D of type T.
+template <typename T>
+GemmSpec typed(GemmSpec s) {
+  s.ab_type = s.d_type = cuda_type<T>();
+  return s;
+}
+
 uint32_t alignment_of(const void* p) {
   const uintptr_t u = reinterpret_cast<uintptr_t>(p);
   if (u == 0) return 256;
   uint32_t a = 256;
-  while (a > 4 && u % a != 0) a >>= 1;
+  while (a > 1 && u % a != 0) a >>= 1;  // 16-bit elements may sit at 2-byte boundaries
   return a;
 }
 
@@ -150,7 +196,7 @@ struct GemmPlan {
   }
 };
 
-using PlanKey = std::array<int64_t, 21>;
+using PlanKey = std::array<int64_t, 23>;
 
 struct PlanKeyHash {
   size_t operator()(const PlanKey& k) const {
@@ -163,8 +209,9 @@ struct PlanKeyHash {
   }
 };
 
-/// The shape, epilogue and pointer alignments a plan depends on (cuBLASLt's heuristic picks kernels
-/// for the alignment it is told, so the alignment of A, B, D, bias and aux is part of the key).
+/// The shape, data types, epilogue and pointer alignments a plan depends on (cuBLASLt's heuristic
+/// picks kernels for the alignment it is told, so the alignment of A, B, D, bias and aux is part of
+/// the key).
 PlanKey plan_key(int device, const GemmSpec& s, const GemmPtrs& p) {
   return {device,
           s.m,
@@ -186,6 +233,8 @@ PlanKey plan_key(int device, const GemmSpec& s, const GemmPtrs& p) {
           alignment_of(p.d),
           alignment_of(p.bias),
           alignment_of(p.aux),
+          s.ab_type,
+          s.d_type,
           s.tf32};
 }
 
@@ -205,9 +254,14 @@ cublasComputeType_t compute_type(const GemmSpec& s) {
   return detail::cublas_compute_type(s.tf32 ? MathMode::TF32 : MathMode::F32);
 }
 
+const char* type_name(cudaDataType_t t) {
+  return t == CUDA_R_16BF ? "bf16" : t == CUDA_R_16F ? "f16" : t == CUDA_R_32F ? "f32" : "?";
+}
+
 [[noreturn]] void lt_fail(const OpCall& call, const char* what, cublasStatus_t st, const GemmSpec& s) {
   CUDL_FAIL(chk::who(call), ": ", what, " failed: ", detail::cublas_status_string(st), " (cuBLASLt m ", s.m, ", n ",
-            s.n, ", k ", s.k, ", batch ", s.batch, ", epilogue ", epilogue_name(s.epilogue), ")");
+            s.n, ", k ", s.k, ", batch ", s.batch, ", epilogue ", epilogue_name(s.epilogue), ", A/B ",
+            type_name(s.ab_type), ", D ", type_name(s.d_type), ")");
 }
 
 #define CUDL_LT(call, what, expr, spec)                                     \
@@ -235,12 +289,16 @@ std::unique_ptr<GemmPlan> build_plan(const OpCall& call, CudaContext& ctx, const
   set_desc(call, s, plan->desc, CUBLASLT_MATMUL_DESC_TRANSB, opb);
   set_desc(call, s, plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, s.epilogue);
   if (epilogue_has_aux(s.epilogue)) set_desc(call, s, plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, s.aux_ld);
+  if (epilogue_has_bias(s.epilogue)) {  // bias and bias gradients in D's type, said explicitly
+    const int32_t bias_type = s.d_type;
+    set_desc(call, s, plan->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, bias_type);
+  }
   set_pointers(call, s, *plan, p);  // the heuristic reads their alignment
   CUDL_LT(call, "cublasLtMatrixLayoutCreate",
-          cublasLtMatrixLayoutCreate(&plan->a, CUDA_R_32F, s.ta ? s.k : s.m, s.ta ? s.m : s.k, s.lda), s);
+          cublasLtMatrixLayoutCreate(&plan->a, s.ab_type, s.ta ? s.k : s.m, s.ta ? s.m : s.k, s.lda), s);
   CUDL_LT(call, "cublasLtMatrixLayoutCreate",
-          cublasLtMatrixLayoutCreate(&plan->b, CUDA_R_32F, s.tb ? s.n : s.k, s.tb ? s.k : s.n, s.ldb), s);
-  CUDL_LT(call, "cublasLtMatrixLayoutCreate", cublasLtMatrixLayoutCreate(&plan->d, CUDA_R_32F, s.m, s.n, s.ldd), s);
+          cublasLtMatrixLayoutCreate(&plan->b, s.ab_type, s.tb ? s.n : s.k, s.tb ? s.k : s.n, s.ldb), s);
+  CUDL_LT(call, "cublasLtMatrixLayoutCreate", cublasLtMatrixLayoutCreate(&plan->d, s.d_type, s.m, s.n, s.ldd), s);
   if (s.batch > 1) {
     const int32_t count = static_cast<int32_t>(s.batch);
     const int64_t strides[3] = {s.stride_a, s.stride_b, s.stride_d};
@@ -286,17 +344,22 @@ std::unique_ptr<GemmPlan> build_plan(const OpCall& call, CudaContext& ctx, const
   return plan;
 }
 
-/// Scratch of one op call: [dpre (optional) | cuBLASLt workspace], carved from one context workspace.
+/// Scratch of one op call: [dpre (optional) | fp32 GEMM result (optional) | cuBLASLt workspace],
+/// carved from one context workspace.
 struct Scratch {
-  float* dpre = nullptr;
+  void* dpre = nullptr;  // in the storage type
+  float* f32 = nullptr;  // an unfused 16-bit GEMM's fp32 result
   void* lt = nullptr;
   size_t lt_bytes = 0;
 };
 
-Scratch scratch(CudaContext& ctx, size_t dpre_elems) {
-  const size_t dpre_bytes = (dpre_elems * sizeof(float) + 255) / 256 * 256;
-  char* base = static_cast<char*>(ctx.workspace(dpre_bytes + kLtWorkspace));
-  return Scratch{dpre_elems ? reinterpret_cast<float*>(base) : nullptr, base + dpre_bytes, kLtWorkspace};
+size_t round256(size_t bytes) { return (bytes + 255) / 256 * 256; }
+
+Scratch scratch(CudaContext& ctx, size_t dpre_bytes, size_t f32_elems = 0) {
+  const size_t a = round256(dpre_bytes), b = round256(f32_elems * sizeof(float));
+  char* base = static_cast<char*>(ctx.workspace(a + b + kLtWorkspace));
+  return Scratch{dpre_bytes ? base : nullptr, f32_elems ? reinterpret_cast<float*>(base + a) : nullptr, base + a + b,
+                 kLtWorkspace};
 }
 
 int to_int(const OpCall& call, int64_t v, const GemmSpec& s) {
@@ -317,31 +380,52 @@ void legacy_gemm(const OpCall& call, CudaContext& ctx, const GemmSpec& s, const 
   const float alpha = 1.f, beta = 0.f;
   const cublasStatus_t st = cublasGemmStridedBatchedEx(
       ctx.cublas(), s.ta ? CUBLAS_OP_T : CUBLAS_OP_N, s.tb ? CUBLAS_OP_T : CUBLAS_OP_N, to_int(call, s.m, s),
-      to_int(call, s.n, s), to_int(call, s.k, s), &alpha, p.a, CUDA_R_32F, to_int(call, s.lda, s), s.stride_a, p.b,
-      CUDA_R_32F, to_int(call, s.ldb, s), s.stride_b, &beta, p.d, CUDA_R_32F, to_int(call, s.ldd, s), s.stride_d,
+      to_int(call, s.n, s), to_int(call, s.k, s), &alpha, p.a, s.ab_type, to_int(call, s.lda, s), s.stride_a, p.b,
+      s.ab_type, to_int(call, s.ldb, s), s.stride_b, &beta, p.d, s.d_type, to_int(call, s.ldd, s), s.stride_d,
       to_int(call, s.batch, s), compute_type(s), CUBLAS_GEMM_DEFAULT);
   if (st != CUBLAS_STATUS_SUCCESS) lt_fail(call, "cublasGemmStridedBatchedEx", st, s);
 }
 
-/// Queues D = op(A)·op(B) with the spec's epilogue. Returns false, queueing nothing, when cuBLASLt has
-/// no algo for a fused epilogue (the caller runs the unfused path); a plain GEMM without an algo runs
-/// through the legacy API (legacy_gemm). The call's MathMode picks fp32 or TF32 compute.
-bool lt_gemm(const OpCall& call, CudaContext& ctx, const GemmSpec& spec, const GemmPtrs& p, const Scratch& ws) {
-  if (spec.m == 0 || spec.n == 0 || spec.batch == 0) return true;
-  GemmSpec s = spec;
-  s.tf32 = call.math == MathMode::TF32;
-  PlanCache& cache = plan_cache();
-  std::lock_guard<std::mutex> lock(cache.mu);  // plans are shared: attributes are set per call
+/// The spec with the call's MathMode: fp32 or TF32 compute for f32 data (TF32 does not apply to
+/// 16-bit inputs: they always compute in CUBLAS_COMPUTE_32F).
+GemmSpec with_math(const OpCall& call, GemmSpec s) {
+  s.tf32 = call.math == MathMode::TF32 && s.ab_type == CUDA_R_32F;
+  return s;
+}
+
+/// The cached plan of `s` (built on first use); the caller holds the cache's lock.
+GemmPlan& find_plan(const OpCall& call, CudaContext& ctx, const GemmSpec& s, const GemmPtrs& p, PlanCache& cache,
+                    bool count_reuse) {
   const PlanKey key = plan_key(ctx.device().index(), s, p);
   auto it = cache.plans.find(key);
   if (it == cache.plans.end()) {
     if (cache.plans.size() >= kMaxPlans) cache.plans.clear();  // shapes churn: start over
     it = cache.plans.emplace(key, build_plan(call, ctx, s, p)).first;
     cache.stats.built++;
-  } else {
+  } else if (count_reuse) {
     cache.stats.reused++;
   }
-  GemmPlan& plan = *it->second;
+  return *it->second;
+}
+
+/// Whether lt_gemm would run `spec` (an algo, or a plain GEMM for the legacy API), without queueing
+/// it: an unfused 16-bit path needs fp32 scratch, sized before the call.
+bool lt_runs(const OpCall& call, CudaContext& ctx, const GemmSpec& spec, const GemmPtrs& p) {
+  if (spec.m == 0 || spec.n == 0 || spec.batch == 0 || spec.epilogue == CUBLASLT_EPILOGUE_DEFAULT) return true;
+  PlanCache& cache = plan_cache();
+  std::lock_guard<std::mutex> lock(cache.mu);
+  return find_plan(call, ctx, with_math(call, spec), p, cache, false).supported;
+}
+
+/// Queues D = op(A)·op(B) with the spec's epilogue. Returns false, queueing nothing, when cuBLASLt has
+/// no algo for a fused epilogue (the caller runs the unfused path); a plain GEMM without an algo runs
+/// through the legacy API (legacy_gemm).
+bool lt_gemm(const OpCall& call, CudaContext& ctx, const GemmSpec& spec, const GemmPtrs& p, const Scratch& ws) {
+  if (spec.m == 0 || spec.n == 0 || spec.batch == 0) return true;
+  const GemmSpec s = with_math(call, spec);
+  PlanCache& cache = plan_cache();
+  std::lock_guard<std::mutex> lock(cache.mu);  // plans are shared: attributes are set per call
+  GemmPlan& plan = find_plan(call, ctx, s, p, cache, true);
   if (!plan.supported) {
     if (s.epilogue == CUBLASLT_EPILOGUE_DEFAULT) {
       cache.stats.legacy++;
@@ -372,20 +456,33 @@ void note_unfused(const OpCall& call, const std::string& why) {
 
 void zero(CudaContext& ctx, const TensorView& v) {
   if (v.defined() && v.numel() > 0)
-    CUDL_CUDA_CHECK(cudaMemsetAsync(v.data, 0, static_cast<size_t>(v.numel()) * sizeof(float), ctx.stream()));
+    CUDL_CUDA_CHECK(cudaMemsetAsync(v.data, 0, static_cast<size_t>(v.numel()) * dtype_size(v.dtype), ctx.stream()));
+}
+
+/// Calls f(T{}) with T the C++ type of the storage dtype (float, __nv_bfloat16, __half).
+template <typename F>
+void with_storage(const OpCall& call, DType t, F&& f) {
+  switch (t) {
+    case DType::f32:
+      return f(float{});
+    case DType::bf16:
+      return f(__nv_bfloat16{});
+    case DType::f16:
+      return f(__half{});
+    default:
+      CUDL_FAIL(chk::who(call), ": storage type ", t, " is not f32, bf16 or f16");
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Ops
 
-void matmul_cuda(const OpCall& call) {
-  const ops::MatmulArgs p = ops::check_matmul_call(call);
+template <typename T>
+void matmul_t(const OpCall& call, const ops::MatmulArgs& p) {
   CudaContext& ctx = cuda_context(call);
   const TensorView& c = p.c;
   if (p.batch == 0 || p.m == 0 || p.n == 0) return;
   if (p.k == 0) return zero(ctx, c);
-  const float* a = p.a.as<float>();
-  const float* b = p.b.as<float>();
   GemmSpec s;
   if (p.broadcast_b && !p.trans_a) {
     s = row_major(p.batch * p.m, p.n, p.k, false, p.trans_b);  // the batch folds into M
@@ -396,16 +493,21 @@ void matmul_cuda(const OpCall& call) {
     s.stride_b = p.m * p.k;
     s.stride_d = p.m * p.n;
   }
-  lt_gemm(call, ctx, s, GemmPtrs{b, a, c.as<float>()}, scratch(ctx, 0));
+  lt_gemm(call, ctx, typed<T>(s), GemmPtrs{p.b.as<T>(), p.a.as<T>(), c.as<T>()}, scratch(ctx, 0));
+}
+
+void matmul_cuda(const OpCall& call) {
+  const ops::MatmulArgs p = ops::check_matmul_call(call);
+  with_storage(call, p.dtype, [&](auto tag) { matmul_t<decltype(tag)>(call, p); });
 }
 
 // The relu bit-mask is cudl's layout (ops/matmul.hpp: bit j % 8 of byte j / 8 of row r); cuBLASLt
 // documents its RELU_AUX/DRELU aux only as a column-major bit-mask, not the bit order in a byte. A
 // mask written by one side and read by the other (RELU_AUX forward, cudl's kernel backward, or the
-// reverse, when only one epilogue has an algo) must agree, so once per device a small GEMM checks
-// that RELU_AUX writes cudl's layout and that DRELU reads it; an epilogue that does not is not
-// used (its cudl-kernel path runs instead). Inside a stream capture nothing can be read back: the
-// check waits for an eager call and the mask epilogues are not used until then.
+// reverse, when only one epilogue has an algo) must agree, so once per device and storage type a
+// small GEMM checks that RELU_AUX writes cudl's layout and that DRELU reads it; an epilogue that does
+// not is not used (its cudl-kernel path runs instead). Inside a stream capture nothing can be read
+// back: the check waits for an eager call and the mask epilogues are not used until then.
 struct MaskLayout {
   bool known = false;
   bool aux_writes_ours = false;   // RELU_AUX(_BIAS) may write masks cudl's kernels read
@@ -416,89 +518,126 @@ std::mutex& mask_layout_mu() {
   static std::mutex* mu = new std::mutex;
   return *mu;
 }
-std::unordered_map<int, MaskLayout>& mask_layouts() {
-  static auto* m = new std::unordered_map<int, MaskLayout>;
+std::map<std::pair<int, DType>, MaskLayout>& mask_layouts() {  // by (device, storage type)
+  static auto* m = new std::map<std::pair<int, DType>, MaskLayout>;
   return *m;
 }
 
+/// A device tensor of storage type T holding `v` rounded to T.
+template <typename T>
+Tensor storage_tensor(const std::vector<float>& v, const Shape& shape, Device dev) {
+  if constexpr (std::is_same<T, float>::value) {
+    return Tensor::from_vector(v, shape, dev);
+  } else {
+    const DType dt = std::is_same<T, __nv_bfloat16>::value ? DType::bf16 : DType::f16;
+    Tensor h = Tensor::empty(shape, dt);
+    uint16_t* bits = static_cast<uint16_t*>(h.data());
+    for (size_t i = 0; i < v.size(); ++i)
+      bits[i] = dt == DType::bf16 ? float_to_bf16_bits(v[i]) : float_to_half_bits(v[i]);
+    return h.to(dev);
+  }
+}
+
+/// The storage elements of a device tensor, as raw bits (zero tests and equality only).
+std::vector<uint8_t> raw_bytes(const Tensor& t) {
+  const Tensor h = t.to(Device::cpu());
+  const uint8_t* b = static_cast<const uint8_t*>(h.data());
+  return std::vector<uint8_t>(b, b + h.nbytes());
+}
+
+template <typename T>
 MaskLayout check_mask_layout(const OpCall& call, CudaContext& ctx) {
   constexpr int64_t rows = 4, width = 128, k = 8, ld = relu_mask_row_bytes(width);  // 16 bytes
   const Device dev = ctx.device();
+  const DType dt = dtype_of_storage<T>();
   std::vector<float> xh(rows * k), wh(width * k), w2h(k * width), dyh(rows * k);
   for (int64_t i = 0; i < rows * k; ++i) xh[i] = 0.37f * static_cast<float>((i * 7) % 11) - 1.7f;
   for (int64_t i = 0; i < width * k; ++i) wh[i] = 0.29f * static_cast<float>((i * 5) % 13) - 1.6f;
   for (int64_t i = 0; i < k * width; ++i) w2h[i] = 0.31f * static_cast<float>((i * 3) % 7) + 0.11f;
   for (int64_t i = 0; i < rows * k; ++i) dyh[i] = 0.23f * static_cast<float>(i % 5) + 0.13f;
-  Tensor x = Tensor::from_vector(xh, Shape{rows, k}, dev), w = Tensor::from_vector(wh, Shape{width, k}, dev);
-  Tensor w2 = Tensor::from_vector(w2h, Shape{k, width}, dev), dy = Tensor::from_vector(dyh, Shape{rows, k}, dev);
-  Tensor y = Tensor::zeros(Shape{rows, width}, DType::f32, dev);
+  Tensor x = storage_tensor<T>(xh, Shape{rows, k}, dev), w = storage_tensor<T>(wh, Shape{width, k}, dev);
+  Tensor w2 = storage_tensor<T>(w2h, Shape{k, width}, dev), dy = storage_tensor<T>(dyh, Shape{rows, k}, dev);
+  Tensor y = Tensor::zeros(Shape{rows, width}, dt, dev);
   Tensor lt_mask = Tensor::zeros(Shape{rows, ld}, DType::u8, dev), our_mask = Tensor::zeros(Shape{rows, ld}, DType::u8, dev);
-  Tensor dx_fused = Tensor::zeros(Shape{rows, width}, DType::f32, dev), dx_plain = Tensor::zeros(Shape{rows, width}, DType::f32, dev);
+  Tensor dx_fused = Tensor::zeros(Shape{rows, width}, dt, dev), dx_plain = Tensor::zeros(Shape{rows, width}, dt, dev);
   const Scratch ws = scratch(ctx, 0);
+  T* yp = static_cast<T*>(y.data());
+  uint8_t* our = our_mask.data_as<uint8_t>();
   MaskLayout r;
   r.known = true;
   // Forward: y = relu(x · wᵀ) with RELU_AUX, against cudl's kernel's mask of the same y.
-  GemmSpec f = row_major(rows, width, k, false, true);
+  GemmSpec f = typed<T>(row_major(rows, width, k, false, true));
   f.epilogue = CUBLASLT_EPILOGUE_RELU_AUX;
   f.aux_ld = ld * 8;
-  if (lt_gemm(call, ctx, f, GemmPtrs{w.data_as<float>(), x.data_as<float>(), y.data_as<float>(), nullptr, lt_mask.data()}, ws)) {
-    kernels::relu_mask_from_output_cuda(y.data_as<float>(), our_mask.data_as<uint8_t>(), rows, width, ld, ctx.stream());
+  if (lt_gemm(call, ctx, f, GemmPtrs{w.data(), x.data(), yp, nullptr, lt_mask.data()}, ws)) {
+    kernels::relu_mask_from_output_cuda(static_cast<const T*>(yp), our, rows, width, ld, ctx.stream());
     r.aux_writes_ours = lt_mask.to_vector<uint8_t>() == our_mask.to_vector<uint8_t>();
   } else {
-    kernels::relu_mask_from_output_cuda(y.data_as<float>(), our_mask.data_as<uint8_t>(), rows, width, ld, ctx.stream());
+    kernels::relu_mask_from_output_cuda(static_cast<const T*>(yp), our, rows, width, ld, ctx.stream());
   }
   // Backward: dx = dy · w2 ⊙ mask with DRELU reading cudl's mask, against the GEMM + cudl's kernel.
   // The GEMM values are all nonzero, so where the two zero out must agree exactly.
-  GemmSpec b = row_major(rows, width, k, false, false);
+  GemmSpec b = typed<T>(row_major(rows, width, k, false, false));
   b.epilogue = CUBLASLT_EPILOGUE_DRELU;
   b.aux_ld = ld * 8;
-  if (lt_gemm(call, ctx, b, GemmPtrs{w2.data_as<float>(), dy.data_as<float>(), dx_fused.data_as<float>(), nullptr, our_mask.data()}, ws)) {
-    GemmSpec plain = row_major(rows, width, k, false, false);
-    lt_gemm(call, ctx, plain, GemmPtrs{w2.data_as<float>(), dy.data_as<float>(), dx_plain.data_as<float>()}, ws);
-    kernels::relu_mask_apply_cuda(dx_plain.data_as<float>(), our_mask.data_as<uint8_t>(), rows, width, ld, ctx.stream());
-    const std::vector<float> a = dx_fused.to_vector<float>(), c = dx_plain.to_vector<float>();
+  if (lt_gemm(call, ctx, b, GemmPtrs{w2.data(), dy.data(), dx_fused.data(), nullptr, our_mask.data()}, ws)) {
+    GemmSpec plain = typed<T>(row_major(rows, width, k, false, false));
+    lt_gemm(call, ctx, plain, GemmPtrs{w2.data(), dy.data(), dx_plain.data()}, ws);
+    kernels::relu_mask_apply_cuda(static_cast<T*>(dx_plain.data()), static_cast<const uint8_t*>(our), rows, width, ld,
+                                  ctx.stream());
+    const std::vector<uint8_t> a = raw_bytes(dx_fused), c = raw_bytes(dx_plain);
+    const size_t es = sizeof(T);
+    auto is_zero = [&](const std::vector<uint8_t>& v, size_t i) {  // +0 or -0 in any storage type
+      for (size_t k2 = 0; k2 < es; ++k2)
+        if ((v[i * es + k2] & (k2 + 1 == es ? 0x7F : 0xFF)) != 0) return false;
+      return true;
+    };
     r.drelu_reads_ours = true;
-    for (size_t i = 0; i < a.size(); ++i) r.drelu_reads_ours = r.drelu_reads_ours && ((a[i] == 0.f) == (c[i] == 0.f));
+    for (size_t i = 0; i < a.size() / es; ++i)
+      r.drelu_reads_ours = r.drelu_reads_ours && (is_zero(a, i) == is_zero(c, i));
   }
   if (!r.aux_writes_ours || !r.drelu_reads_ours) {
-    std::fprintf(stderr, "cudl: cuBLASLt relu mask on %s: RELU_AUX %s, DRELU %s; those epilogues run as cudl's kernels\n",
-                 dev.str().c_str(), r.aux_writes_ours ? "writes cudl's layout" : "not used (no algo or another layout)",
+    std::fprintf(stderr,
+                 "cudl: cuBLASLt relu mask on %s (%s): RELU_AUX %s, DRELU %s; those epilogues run as cudl's kernels\n",
+                 dev.str().c_str(), dtype_name(dt),
+                 r.aux_writes_ours ? "writes cudl's layout" : "not used (no algo or another layout)",
                  r.drelu_reads_ours ? "reads cudl's layout" : "not used (no algo or another layout)");
   }
   return r;
 }
 
-/// The device's relu mask layout check (run on the first eager call; see MaskLayout).
+/// The device's relu mask layout check for storage type T (run on the first eager call; see MaskLayout).
+template <typename T>
 MaskLayout mask_layout(const OpCall& call, CudaContext& ctx) {
-  const int d = ctx.device().index();
+  const std::pair<int, DType> key{ctx.device().index(), dtype_of_storage<T>()};
   {
     std::lock_guard<std::mutex> lock(mask_layout_mu());
-    auto it = mask_layouts().find(d);
+    auto it = mask_layouts().find(key);
     if (it != mask_layouts().end()) return it->second;
   }
   cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
   CUDL_CUDA_CHECK(cudaStreamIsCapturing(ctx.stream(), &st));
   if (st != cudaStreamCaptureStatusNone) return MaskLayout{};  // unknown: the mask epilogues wait
-  const MaskLayout r = check_mask_layout(call, ctx);
+  const MaskLayout r = check_mask_layout<T>(call, ctx);
   std::lock_guard<std::mutex> lock(mask_layout_mu());
-  mask_layouts()[d] = r;
+  mask_layouts()[key] = r;
   return r;
 }
 
-void linear_cuda(const OpCall& call) {
-  const ops::LinearArgs p = ops::check_linear_call(call);
+template <typename T>
+void linear_t(const OpCall& call, const ops::LinearArgs& p) {
+  constexpr bool kWide = !std::is_same<T, float>::value;  // 16-bit storage
   CudaContext& ctx = cuda_context(call);
   if (p.rows == 0 || p.out == 0) return;
-  const float* x = p.x.as<float>();
-  const float* w = p.w.as<float>();
-  const float* bias = p.bias.as<float>();
-  float* y = p.y.as<float>();
-  float* pre = p.pre.as<float>();
+  const T* x = p.x.as<T>();
+  const T* w = p.w.as<T>();
+  const T* bias = p.bias.as<T>();
+  T* y = p.y.as<T>();
+  T* pre = p.pre.as<T>();
   uint8_t* mask = p.mask.as<uint8_t>();
   const int64_t mask_ld = relu_mask_row_bytes(p.out);
-  const MaskLayout layout = mask && p.epilogue == Epilogue::Relu ? mask_layout(call, ctx) : MaskLayout{};
-  const Scratch ws = scratch(ctx, 0);
-  GemmSpec s = row_major(p.rows, p.out, p.in, false, true);  // y = x · wᵀ
+  const MaskLayout layout = mask && p.epilogue == Epilogue::Relu ? mask_layout<T>(call, ctx) : MaskLayout{};
+  GemmSpec s = typed<T>(row_major(p.rows, p.out, p.in, false, true));  // y = x · wᵀ
   GemmPtrs ptrs{w, x, y, bias, nullptr};
   // The fused epilogue, if one fits.
   uint32_t e = 0;
@@ -509,7 +648,7 @@ void linear_cuda(const OpCall& call) {
       break;
     case Epilogue::Relu:
       if (mask && !layout.aux_writes_ours) {
-        why = layout.known ? "cuBLASLt's RELU_AUX mask is not cudl's layout (checked once per device)"
+        why = layout.known ? "cuBLASLt's RELU_AUX mask is not cudl's layout (checked once per device and storage type)"
                            : "the relu mask layout is checked on the first call outside a stream capture";
       } else if (mask) {  // the bit-mask for a DRELU epilogue in the backward of the layer above
         e = bias ? CUBLASLT_EPILOGUE_RELU_AUX_BIAS : CUBLASLT_EPILOGUE_RELU_AUX;
@@ -531,30 +670,48 @@ void linear_cuda(const OpCall& call) {
       }
       break;
   }
-  if (p.in > 0 && why.empty()) {
-    s.epilogue = e;
+  const bool try_fused = p.in > 0 && why.empty();
+  s.epilogue = e;
+  // 16-bit: an unfused path needs the GEMM's fp32 result (rounded once, by the epilogue kernel).
+  const bool need_f32 = kWide && !(try_fused && lt_runs(call, ctx, s, ptrs));
+  const Scratch ws = scratch(ctx, 0, need_f32 ? static_cast<size_t>(p.rows * p.out) : 0);
+  if (try_fused) {
     if (lt_gemm(call, ctx, s, ptrs, ws)) return;
     why = std::string("cuBLASLt has no algo for epilogue ") + epilogue_name(e);
   }
   if (!why.empty()) note_unfused(call, why);
-  // Unfused: z = x · wᵀ into pre (or y), then pre = z + b, y = act(pre) in one kernel.
-  float* z = pre ? pre : y;
+  // Unfused: z = x · wᵀ (f32: into pre or y; 16-bit: into fp32 scratch), then pre = z + b, y = act(pre)
+  // in one kernel, and the mask from pre (> 0 exactly where y > 0).
+  float* z = kWide ? ws.f32 : reinterpret_cast<float*>(pre ? pre : y);
   if (p.in == 0) {
-    zero(ctx, p.has_pre ? p.pre : p.y);
+    CUDL_CUDA_CHECK(cudaMemsetAsync(z, 0, static_cast<size_t>(p.rows * p.out) * sizeof(float), ctx.stream()));
   } else {
-    s = row_major(p.rows, p.out, p.in, false, true);
-    lt_gemm(call, ctx, s, GemmPtrs{w, x, z}, ws);
+    GemmSpec plain = typed<T>(row_major(p.rows, p.out, p.in, false, true));
+    plain.d_type = CUDA_R_32F;  // 16-bit A/B, fp32 D (a documented cuBLASLt combination)
+    lt_gemm(call, ctx, plain, GemmPtrs{w, x, z}, ws);
   }
-  kernels::linear_epilogue_cuda(z, bias, pre, y, p.rows, p.out, static_cast<int>(p.epilogue), ctx.stream());
-  if (mask) kernels::relu_mask_from_output_cuda(y, mask, p.rows, p.out, mask_ld, ctx.stream());
+  float* pre_f32 = kWide && mask ? z : nullptr;  // in place: each element is read before it is written
+  kernels::linear_epilogue_cuda<T>(z, bias, pre, y, pre_f32, p.rows, p.out, static_cast<int>(p.epilogue), ctx.stream());
+  if (mask) {
+    if (kWide)
+      kernels::relu_mask_from_output_cuda<float>(z, mask, p.rows, p.out, mask_ld, ctx.stream());
+    else
+      kernels::relu_mask_from_output_cuda<T>(y, mask, p.rows, p.out, mask_ld, ctx.stream());
+  }
 }
 
-void linear_backward_cuda(const OpCall& call) {
-  const ops::LinearBackwardArgs p = ops::check_linear_backward_call(call);
+void linear_cuda(const OpCall& call) {
+  const ops::LinearArgs p = ops::check_linear_call(call);
+  with_storage(call, p.dtype, [&](auto tag) { linear_t<decltype(tag)>(call, p); });
+}
+
+template <typename T>
+void linear_backward_t(const OpCall& call, const ops::LinearBackwardArgs& p) {
+  constexpr bool kWide = !std::is_same<T, float>::value;  // 16-bit storage
   CudaContext& ctx = cuda_context(call);
   const TensorView& dx_v = p.dx;
-  float* dw = p.dw.as<float>();
-  float* db = p.db.as<float>();
+  T* dw = p.dw.as<T>();
+  T* db = p.db.as<T>();
   if (p.rows == 0 || p.out == 0) {  // empty sums
     if (p.has_dw) zero(ctx, p.dw);
     if (p.has_db) zero(ctx, p.db);
@@ -563,18 +720,33 @@ void linear_backward_cuda(const OpCall& call) {
     return;
   }
   const int64_t n = p.rows * p.out;
-  const float* dy = p.dy.as<float>();
-  const MaskLayout layout = p.has_dx && p.in > 0 && p.dx_relu ? mask_layout(call, ctx) : MaskLayout{};
-  const Scratch ws = scratch(ctx, p.epilogue == Epilogue::None ? 0 : static_cast<size_t>(n));
-  const float* dpre = dy;
+  const T* dy = p.dy.as<T>();
+  const bool through_relu = p.has_dx && p.in > 0 && p.dx_relu;
+  const MaskLayout layout = through_relu ? mask_layout<T>(call, ctx) : MaskLayout{};
+  const size_t dpre_bytes = p.epilogue == Epilogue::None ? 0 : static_cast<size_t>(n) * sizeof(T);
+  Scratch ws = scratch(ctx, dpre_bytes);
+  // 16-bit dx through the relu below without DRELU: the GEMM's fp32 result is masked, summed for db
+  // below and rounded from it, in scratch asked for only then. The probe sees dpre at the start of
+  // the workspace (a pool block: 256-byte aligned on a GPU wherever the workspace moves), so its plan
+  // is the one that runs; the unfused path checks that it got the scratch.
+  if (kWide && through_relu) {
+    GemmSpec drelu = typed<T>(row_major(p.rows, p.in, p.out, false, false));
+    drelu.epilogue = p.db_below.defined() ? CUBLASLT_EPILOGUE_DRELU_BGRAD : CUBLASLT_EPILOGUE_DRELU;
+    drelu.aux_ld = relu_mask_row_bytes(p.in) * 8;
+    const void* probe_dpre = p.epilogue == Epilogue::None ? static_cast<const void*>(dy) : ws.dpre;
+    if (!layout.drelu_reads_ours ||
+        !lt_runs(call, ctx, drelu, GemmPtrs{p.w.data, probe_dpre, p.dx.data, p.db_below.data, p.mask.data}))
+      ws = scratch(ctx, dpre_bytes, static_cast<size_t>(p.rows * p.in));
+  }
+  const T* dpre = dy;
   if (p.epilogue != Epilogue::None) {
-    kernels::linear_act_backward_cuda(dy, p.act.as<float>(), ws.dpre, n,
-                                      static_cast<int>(p.epilogue), ctx.stream());
-    dpre = ws.dpre;
+    T* d = static_cast<T*>(ws.dpre);
+    kernels::linear_act_backward_cuda<T>(dy, p.act.as<T>(), d, n, static_cast<int>(p.epilogue), ctx.stream());
+    dpre = d;
   }
   if (p.has_dw && p.in > 0) {  // dw (out, in) = dpreᵀ · x, db through BGRADB
-    const float* x = p.x.as<float>();
-    GemmSpec s = row_major(p.out, p.in, p.rows, true, false);
+    const T* x = p.x.as<T>();
+    GemmSpec s = typed<T>(row_major(p.out, p.in, p.rows, true, false));
     bool fused_db = false;
     if (db) {
       s.epilogue = CUBLASLT_EPILOGUE_BGRADB;
@@ -583,35 +755,54 @@ void linear_backward_cuda(const OpCall& call) {
       s.epilogue = CUBLASLT_EPILOGUE_DEFAULT;
     }
     if (!fused_db) lt_gemm(call, ctx, s, GemmPtrs{x, dpre, dw}, ws);
-    if (db && !fused_db) kernels::bias_grad_cuda(dpre, db, p.rows, p.out, ctx.stream());
+    if (db && !fused_db) kernels::bias_grad_cuda<T, T>(dpre, db, p.rows, p.out, ctx.stream());
   } else if (db) {
-    kernels::bias_grad_cuda(dpre, db, p.rows, p.out, ctx.stream());
+    kernels::bias_grad_cuda<T, T>(dpre, db, p.rows, p.out, ctx.stream());
   }
   if (p.has_dx && p.in > 0) {  // dx (rows, in) = dpre · w [⊙ the relu mask below, db below through BGRAD]
-    GemmSpec s = row_major(p.rows, p.in, p.out, false, false);
-    float* dx = dx_v.as<float>();
-    const float* w = p.w.as<float>();
+    GemmSpec s = typed<T>(row_major(p.rows, p.in, p.out, false, false));
+    T* dx = dx_v.as<T>();
+    const T* w = p.w.as<T>();
     if (p.dx_relu) {
       uint8_t* mask = const_cast<uint8_t*>(p.mask.as<uint8_t>());  // read only (DRELU's aux is an input)
       const int64_t mask_ld = relu_mask_row_bytes(p.in);
-      float* db_below = p.db_below.as<float>();
+      T* db_below = p.db_below.as<T>();
       s.epilogue = db_below ? CUBLASLT_EPILOGUE_DRELU_BGRAD : CUBLASLT_EPILOGUE_DRELU;
       s.aux_ld = mask_ld * 8;
       if (!layout.drelu_reads_ours)
-        note_unfused(call, layout.known ? "cuBLASLt's DRELU does not read cudl's relu mask layout (checked once per device)"
-                                        : "the relu mask layout is checked on the first call outside a stream capture");
+        note_unfused(
+            call,
+            layout.known
+                ? "cuBLASLt's DRELU does not read cudl's relu mask layout (checked once per device and storage type)"
+                : "the relu mask layout is checked on the first call outside a stream capture");
       else if (lt_gemm(call, ctx, s, GemmPtrs{w, dpre, dx, db_below, mask}, ws))
         return;
       else
         note_unfused(call, std::string("cuBLASLt has no algo for epilogue ") + epilogue_name(s.epilogue));
-      s = row_major(p.rows, p.in, p.out, false, false);
-      lt_gemm(call, ctx, s, GemmPtrs{w, dpre, dx}, ws);
-      kernels::relu_mask_apply_cuda(dx, mask, p.rows, p.in, mask_ld, ctx.stream());
-      if (db_below) kernels::bias_grad_cuda(dx, db_below, p.rows, p.in, ctx.stream());
+      s = typed<T>(row_major(p.rows, p.in, p.out, false, false));
+      if constexpr (kWide) {  // fp32 dx: masked and summed before its one rounding
+        if (!ws.f32) lt_fail(call, "fp32 scratch for the unfused DRELU", CUBLAS_STATUS_INTERNAL_ERROR, s);
+        s.d_type = CUDA_R_32F;
+        lt_gemm(call, ctx, s, GemmPtrs{w, dpre, ws.f32}, ws);
+        kernels::relu_mask_apply_cuda<float>(ws.f32, mask, p.rows, p.in, mask_ld, ctx.stream());
+        if (db_below) kernels::bias_grad_cuda<float, T>(ws.f32, db_below, p.rows, p.in, ctx.stream());
+        kernels::cast_cuda(ws.f32, kernels::kCastF32, dx,
+                           std::is_same<T, __nv_bfloat16>::value ? kernels::kCastBf16 : kernels::kCastF16,
+                           p.rows * p.in, ctx.stream());
+      } else {
+        lt_gemm(call, ctx, s, GemmPtrs{w, dpre, dx}, ws);
+        kernels::relu_mask_apply_cuda<T>(dx, mask, p.rows, p.in, mask_ld, ctx.stream());
+        if (db_below) kernels::bias_grad_cuda<T, T>(dx, db_below, p.rows, p.in, ctx.stream());
+      }
       return;
     }
     lt_gemm(call, ctx, s, GemmPtrs{w, dpre, dx}, ws);
   }
+}
+
+void linear_backward_cuda(const OpCall& call) {
+  const ops::LinearBackwardArgs p = ops::check_linear_backward_call(call);
+  with_storage(call, p.dtype, [&](auto tag) { linear_backward_t<decltype(tag)>(call, p); });
 }
 
 }  // namespace
@@ -626,7 +817,7 @@ void cuda_strided_gemm(const OpCall& call, CudaContext& ctx, const StridedGemm& 
   s.lda = g.ldb, s.ldb = g.lda, s.ldd = g.ldc;
   s.batch = g.batch;
   s.stride_a = g.stride_b, s.stride_b = g.stride_a, s.stride_d = g.stride_c;
-  lt_gemm(call, ctx, s, GemmPtrs{g.b, g.a, g.c}, Scratch{nullptr, lt_workspace, kLtWorkspace});
+  lt_gemm(call, ctx, s, GemmPtrs{g.b, g.a, g.c}, Scratch{nullptr, nullptr, lt_workspace, kLtWorkspace});
 }
 
 void cuda_matmul_forget_mask_layout() {

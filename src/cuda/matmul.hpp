@@ -18,8 +18,9 @@ struct MatmulPlanStats {
   size_t legacy = 0;   // plain GEMMs cuBLASLt had no algo for, run by cublasGemmStridedBatchedEx
 };
 MatmulPlanStats cuda_matmul_plan_stats();
-/// Forgets the per-device check of cuBLASLt's relu mask layout (matmul.cpp, MaskLayout): the next
-/// Linear with a relu mask runs it again. For tests that change the (emulated) library.
+/// Forgets the per-device (and storage type) checks of cuBLASLt's relu mask layout (matmul.cpp,
+/// MaskLayout): the next Linear with a relu mask runs it again. For tests that change the (emulated)
+/// library.
 void cuda_matmul_forget_mask_layout();
 
 /// A row-major strided-batched GEMM for other CUDA op families: for i < batch,

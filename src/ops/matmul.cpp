@@ -8,6 +8,7 @@
 
 #include "cudl/error.hpp"
 #include "ops/common.hpp"
+#include "ops/precision.hpp"
 
 namespace cudl {
 namespace ops {
@@ -56,12 +57,14 @@ MatmulArgs check_matmul_call(const OpCall& call) {
   const TensorView& a = chk::need_in(call, 0, "a");
   const TensorView& b = chk::need_in(call, 1, "b");
   const TensorView& c = chk::need_out(call, 0, "c");
-  chk::dtype(call, a, "a", DType::f32);
-  chk::dtype(call, b, "b", DType::f32);
-  chk::dtype(call, c, "c", DType::f32);
+  const DType st = check_storage(call);
+  chk::dtype(call, a, "a", st);
+  chk::dtype(call, b, "b", st);
+  chk::dtype(call, c, "c", st);
   if (a.shape.rank() < 2 || b.shape.rank() < 2)
     CUDL_FAIL(chk::who(call), ": a ", a.shape, " and b ", b.shape, ": both need at least two dimensions");
   MatmulArgs p;
+  p.dtype = st;
   const MatmulAttrs attrs = MatmulAttrs::from(call.attrs);
   p.a = a, p.b = b, p.c = c;
   p.trans_a = attrs.trans_a;
@@ -91,9 +94,10 @@ LinearArgs check_linear_call(const OpCall& call) {
   LinearArgs p;
   p.epilogue = static_cast<Epilogue>(epilogue_attr(call, LinearAttrs::from(call.attrs).epilogue));
   p.x = x, p.w = w, p.y = y;
-  chk::dtype(call, x, "x", DType::f32);
-  chk::dtype(call, w, "w", DType::f32);
-  chk::dtype(call, y, "y", DType::f32);
+  const DType st = p.dtype = check_storage(call);
+  chk::dtype(call, x, "x", st);
+  chk::dtype(call, w, "w", st);
+  chk::dtype(call, y, "y", st);
   if (x.shape.rank() < 2 || w.shape.rank() != 2)
     CUDL_FAIL(chk::who(call), ": x ", x.shape, " and w ", w.shape, ": x must be (N, in) and w (out, in)");
   if (x.shape[-1] != w.shape[1])
@@ -106,7 +110,7 @@ LinearArgs check_linear_call(const OpCall& call) {
   if (p.has_bias) {
     const TensorView& b = call.inputs[2];
     p.bias = b;
-    chk::dtype(call, b, "bias", DType::f32);
+    chk::dtype(call, b, "bias", st);
     if (b.shape != Shape{p.out})
       CUDL_FAIL(chk::who(call), ": bias ", b.shape, " and w ", w.shape, ": bias must be (out) = (", p.out, ")");
   }
@@ -122,7 +126,7 @@ LinearArgs check_linear_call(const OpCall& call) {
     } else if (p.epilogue == Epilogue::Gelu) {
       p.has_pre = true;
       p.pre = call.outputs[1];
-      chk::dtype(call, call.outputs[1], "pre", DType::f32);
+      chk::dtype(call, call.outputs[1], "pre", st);
       chk::shape(call, call.outputs[1], "pre", y_shape, "same as y");
     } else {
       CUDL_FAIL(chk::who(call), ": output 1 ", call.outputs[1].shape,
@@ -135,9 +139,11 @@ LinearArgs check_linear_call(const OpCall& call) {
 LinearBackwardArgs check_linear_backward_call(const OpCall& call) {
   chk::arity(call);
   const TensorView& dy = chk::need_in(call, 2, "dy");
-  chk::dtype(call, dy, "dy", DType::f32);
+  const DType st = check_storage(call);
+  chk::dtype(call, dy, "dy", st);
   if (dy.shape.rank() < 2) CUDL_FAIL(chk::who(call), ": dy ", dy.shape, " must be (N, out)");
   LinearBackwardArgs p;
+  p.dtype = st;
   const LinearBackwardAttrs attrs = LinearBackwardAttrs::from(call.attrs);
   p.epilogue = static_cast<Epilogue>(epilogue_attr(call, attrs.epilogue));
   p.dy = dy;
@@ -153,7 +159,7 @@ LinearBackwardArgs check_linear_backward_call(const OpCall& call) {
   if (has_w) {
     const TensorView& w = call.inputs[1];
     p.w = w;
-    chk::dtype(call, w, "w", DType::f32);
+    chk::dtype(call, w, "w", st);
     if (w.shape.rank() != 2 || w.shape[0] != p.out)
       CUDL_FAIL(chk::who(call), ": w ", w.shape, " and dy ", dy.shape, ": w must be (out, in) with out = ", p.out);
     p.in = w.shape[1];
@@ -161,7 +167,7 @@ LinearBackwardArgs check_linear_backward_call(const OpCall& call) {
   if (has_x) {
     const TensorView& x = call.inputs[0];
     p.x = x;
-    chk::dtype(call, x, "x", DType::f32);
+    chk::dtype(call, x, "x", st);
     if (x.shape.rank() != dy.shape.rank() || prefix(x.shape, 1) != prefix(dy.shape, 1))
       CUDL_FAIL(chk::who(call), ": x ", x.shape, " and dy ", dy.shape, ": leading dimensions differ");
     if (p.in >= 0 && x.shape[-1] != p.in)
@@ -185,22 +191,22 @@ LinearBackwardArgs check_linear_backward_call(const OpCall& call) {
     const TensorView& a = call.inputs[p.act_input];
     p.act = a;
     const char* name = p.act_input == 3 ? "y" : "pre";
-    chk::dtype(call, a, name, DType::f32);
+    chk::dtype(call, a, name, st);
     chk::shape(call, a, name, dy.shape, "same as dy");
   }
   if (p.has_dx) p.dx = call.outputs[0];
   if (p.has_dw) p.dw = call.outputs[1];
   if (p.has_db) p.db = call.outputs[2];
   if (p.has_dx) {
-    chk::dtype(call, call.outputs[0], "dx", DType::f32);
+    chk::dtype(call, call.outputs[0], "dx", st);
     chk::shape(call, call.outputs[0], "dx", with_last(dy.shape, 1, {p.in}), "x's shape");
   }
   if (p.has_dw) {
-    chk::dtype(call, call.outputs[1], "dw", DType::f32);
+    chk::dtype(call, call.outputs[1], "dw", st);
     chk::shape(call, call.outputs[1], "dw", Shape{p.out, p.in}, "w's shape (out, in)");
   }
   if (p.has_db) {
-    chk::dtype(call, call.outputs[2], "db", DType::f32);
+    chk::dtype(call, call.outputs[2], "db", st);
     chk::shape(call, call.outputs[2], "db", Shape{p.out}, "(out)");
   }
   p.dx_relu = attrs.dx_relu;
@@ -214,7 +220,7 @@ LinearBackwardArgs check_linear_backward_call(const OpCall& call) {
     chk::shape(call, call.inputs[5], "relu mask", Shape{p.rows, relu_mask_row_bytes(p.in)},
                "(rows, relu_mask_row_bytes(in))");
     if (p.has_db_below) {
-      chk::dtype(call, call.outputs[3], "db below", DType::f32);
+      chk::dtype(call, call.outputs[3], "db below", st);
       chk::shape(call, call.outputs[3], "db below", Shape{p.in}, "(in)");
     }
   } else if (call.has_in(5) || p.has_db_below) {

@@ -81,9 +81,11 @@ struct MatmulArgs {
   int64_t batch = 1, m = 0, n = 0, k = 0;
   bool trans_a = false, trans_b = false;
   bool broadcast_b = false;  // b is 2-D and shared by every batch
+  DType dtype = DType::f32;  // storage type of a, b and c (ops::check_storage): f32, bf16 or f16
 };
 /// Matmul: in a (..., M, K) [or (..., K, M) with trans_a], b (..., K, N) / (K, N) [(.., N, K) with
-/// trans_b]; out c (..., M, N); f32; batch dimensions of a and b equal unless b is 2-D.
+/// trans_b]; out c (..., M, N); one storage type (f32, bf16 or f16); batch dimensions of a and b
+/// equal unless b is 2-D.
 MatmulArgs check_matmul_call(const OpCall& call);
 
 /// y (rows, out) = act(x (rows, in) · wᵀ + b); leading dimensions of x are flattened into rows.
@@ -95,6 +97,7 @@ struct LinearArgs {
   Epilogue epilogue = Epilogue::None;
   bool has_bias = false, has_pre = false;
   bool has_mask = false;  // Relu: out 1 is the relu bit-mask
+  DType dtype = DType::f32;  // storage type of x, w, bias, y and pre (ops::check_storage)
 };
 LinearArgs check_linear_call(const OpCall& call);
 
@@ -112,6 +115,7 @@ struct LinearBackwardArgs {
   int act_input = -1;  // input slot read for act': 3 (y) or 4 (pre); -1 for Epilogue::None
   bool has_dx = false, has_dw = false, has_db = false;
   bool dx_relu = false, has_db_below = false;
+  DType dtype = DType::f32;  // storage type of every float slot (ops::check_storage); the mask is u8
 };
 /// in: x, w, dy, [y], [pre], [mask below]; x is needed for dw, w for dx; Relu reads y (or pre),
 /// Gelu reads pre.

@@ -11,7 +11,10 @@
 //   cudaErrorIllegalAddress, a pointer less aligned than the one the algo was chosen for as the sticky
 //   cudaErrorMisalignedAddress, both naming the call, as a faulting kernel would be on a GPU.
 // - Products accumulate in double (CUDL_EMU_ACCUMULATE=fp32: in float, as the hardware does; see
-//   emu/runtime.hpp); inputs and outputs may be f32, f64, f16 or bf16. TF32 (compute type
+//   emu/runtime.hpp); inputs and outputs may be f32, f64, f16 or bf16. f16/bf16 A and B accumulate in
+//   float (fused multiply-add, the tensor cores' fp32 accumulator) under CUBLAS_COMPUTE_32F, and in
+//   half (every partial sum rounded to f16) under CUBLAS_COMPUTE_16F. Each result is rounded to D's
+//   type once, when it is stored (after the epilogue). TF32 (compute type
 //   CUBLAS_COMPUTE_32F_FAST_TF32, or CUBLAS_TF32_TENSOR_OP_MATH with CUBLAS_COMPUTE_32F) rounds f32 A
 //   and B to TF32 before the products (cudl_emu::round_tf32).
 // - CUDL_EMU_REFUSE_ENGINES=<seed>/<p> makes the heuristic find no algorithm for a fraction p of the
@@ -25,7 +28,10 @@
 //   their _BGRAD forms also store the sum of each row of the result over the columns (m values) in the
 //   bias pointer. BGRADA stores sum_k op(A)(i, k) (m values), BGRADB sum_k op(B)(k, j) (n values),
 //   both unscaled by alpha. Only CUBLASLT_ORDER_COL and strided batches are emulated; anything else is
-//   CUBLAS_STATUS_NOT_SUPPORTED.
+//   CUBLAS_STATUS_NOT_SUPPORTED. Types, as cublasLt.h documents them for the non-fp8 kernels: the bias
+//   and bias gradient vectors have D's type (CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE may only restate
+//   it), GELU's aux has D's type (CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_DATA_TYPE likewise); other
+//   settings are CUBLAS_STATUS_NOT_SUPPORTED.
 // - The emulated algo asks for min(preference limit, 256 KiB) of workspace and fills the workspace it
 //   is given with a NaN byte pattern each call, so a caller that keeps live data in it finds out.
 #include <cublasLt.h>
@@ -284,6 +290,8 @@ struct Problem {
   size_t workspace_used = 0;
   // f32 A and B are read as TF32 (cudl_emu::round_tf32) by the tensor cores.
   bool tf32 = false;
+  // CUBLAS_COMPUTE_16F(_PEDANTIC): the accumulator is f16 (every partial sum rounded to half).
+  bool acc_f16 = false;
 };
 
 constexpr double kGeluC = 0.7978845608028654;  // sqrt(2/pi)
@@ -387,7 +395,8 @@ void execute(const Problem& p) {
 
   std::vector<double> a(static_cast<size_t>(m * k)), bt(static_cast<size_t>(n * k));
   std::vector<double> rowsum;
-  const bool acc_f32 = cudl_emu::accumulate_fp32() && p.a.type != CUDA_R_64F && p.b.type != CUDA_R_64F;
+  const bool ab_16bit = p.a.type == CUDA_R_16F || p.a.type == CUDA_R_16BF;
+  const bool acc_f32 = (cudl_emu::accumulate_fp32() || ab_16bit) && p.a.type != CUDA_R_64F && p.b.type != CUDA_R_64F;
   for (int64_t bi = 0; bi < p.batch; ++bi) {
     const int64_t oa = bi * p.a.stride, ob = bi * p.b.stride, oc = bi * p.c.stride, od = bi * p.d.stride;
     // op(A) packed as m rows of k; op(B) packed as n columns of k.
@@ -411,7 +420,12 @@ void execute(const Problem& p) {
         if (read_ab) {
           const double* ai = &a[i * k];
           const double* bj = &bt[j * k];
-          if (acc_f32) {
+          if (p.acc_f16) {
+            float f = 0;  // a half accumulator: each partial sum rounded to f16
+            for (int64_t kk = 0; kk < k; ++kk)
+              f = cudl::half_bits_to_float(cudl::float_to_half_bits(std::fmaf((float)ai[kk], (float)bj[kk], f)));
+            acc = f;
+          } else if (acc_f32) {
             float f = 0;  // the operands are f32/f16/bf16 values: exact in float
             for (int64_t kk = 0; kk < k; ++kk) f = std::fmaf((float)ai[kk], (float)bj[kk], f);
             acc = f;
@@ -497,6 +511,7 @@ cublasStatus_t blas_gemm(const char* name, cublasHandle_t handle, cublasOperatio
   p.c = Mat{C, ctype, m, n, ldc, stride_c, 1};
   p.d = p.c;
   p.scale_type = scale_type;
+  p.acc_f16 = compute == CUBLAS_COMPUTE_16F || compute == CUBLAS_COMPUTE_16F_PEDANTIC;
   // TF32 tensor cores: asked for by the compute type, or by the handle's math mode for f32 data
   // computed in CUBLAS_COMPUTE_32F (the legacy Sgemm family and GemmEx), as the cuBLAS docs state.
   p.tf32 = atype == CUDA_R_32F &&
@@ -856,6 +871,10 @@ cublasStatus_t check_config(const DescData* op, const LayoutData* la, const Layo
   if (!decode_epilogue(op->epilogue, &epi)) return CUBLAS_STATUS_INVALID_VALUE;
   if (op->bias_type != -1 && !is_float_type(op->bias_type)) return CUBLAS_STATUS_NOT_SUPPORTED;
   if (op->aux_type != -1 && !is_float_type(op->aux_type)) return CUBLAS_STATUS_NOT_SUPPORTED;
+  // Bias (Dtype) and bias gradient (Ctype, == Dtype here) vectors, and GELU's aux, are D's type.
+  if (epi.needs_bias() && op->bias_type != -1 && op->bias_type != ld->type) return CUBLAS_STATUS_NOT_SUPPORTED;
+  if (epi.needs_aux() && !epi.relu_mask() && op->aux_type != -1 && op->aux_type != ld->type)
+    return CUBLAS_STATUS_NOT_SUPPORTED;
   if (epi.needs_aux()) {
     if (op->aux_ld < std::max<int64_t>(1, m)) return CUBLAS_STATUS_INVALID_VALUE;
     const int64_t multiple = epi.relu_mask() ? 128 : 8;
@@ -864,6 +883,7 @@ cublasStatus_t check_config(const DescData* op, const LayoutData* la, const Layo
   }
   p->m = m, p->n = n, p->k = k, p->batch = batch, p->ta = ta, p->tb = tb;
   p->tf32 = la->type == CUDA_R_32F && op->compute_type == CUBLAS_COMPUTE_32F_FAST_TF32;
+  p->acc_f16 = op->compute_type == CUBLAS_COMPUTE_16F || op->compute_type == CUBLAS_COMPUTE_16F_PEDANTIC;
   p->a = Mat{nullptr,
              static_cast<cudaDataType>(la->type),
              static_cast<int64_t>(la->rows),

@@ -341,8 +341,9 @@ struct LtCase {
   cublasLtMatmulPreference_t pref = nullptr;
   cublasLtMatmulHeuristicResult_t heur{};
 
+  /// ab: the type of A and B, cd: of C and D (CUBLAS_COMPUTE_32F, fp32 scale).
   LtCase(bool ta, bool tb, int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb, int64_t ldc, int batch = 1,
-         int64_t sa = 0, int64_t sb = 0, int64_t sc = 0) {
+         int64_t sa = 0, int64_t sb = 0, int64_t sc = 0, cudaDataType ab = CUDA_R_32F, cudaDataType cd = CUDA_R_32F) {
     EXPECT_EQ(cublasLtCreate(&lt), CUBLAS_STATUS_SUCCESS);
     EXPECT_EQ(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), CUBLAS_STATUS_SUCCESS);
     cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -350,10 +351,10 @@ struct LtCase {
               CUBLAS_STATUS_SUCCESS);
     EXPECT_EQ(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb),
               CUBLAS_STATUS_SUCCESS);
-    EXPECT_EQ(cublasLtMatrixLayoutCreate(&a, CUDA_R_32F, ta ? k : m, ta ? m : k, lda), CUBLAS_STATUS_SUCCESS);
-    EXPECT_EQ(cublasLtMatrixLayoutCreate(&b, CUDA_R_32F, tb ? n : k, tb ? k : n, ldb), CUBLAS_STATUS_SUCCESS);
-    EXPECT_EQ(cublasLtMatrixLayoutCreate(&c, CUDA_R_32F, m, n, ldc), CUBLAS_STATUS_SUCCESS);
-    EXPECT_EQ(cublasLtMatrixLayoutCreate(&d, CUDA_R_32F, m, n, ldc), CUBLAS_STATUS_SUCCESS);
+    EXPECT_EQ(cublasLtMatrixLayoutCreate(&a, ab, ta ? k : m, ta ? m : k, lda), CUBLAS_STATUS_SUCCESS);
+    EXPECT_EQ(cublasLtMatrixLayoutCreate(&b, ab, tb ? n : k, tb ? k : n, ldb), CUBLAS_STATUS_SUCCESS);
+    EXPECT_EQ(cublasLtMatrixLayoutCreate(&c, cd, m, n, ldc), CUBLAS_STATUS_SUCCESS);
+    EXPECT_EQ(cublasLtMatrixLayoutCreate(&d, cd, m, n, ldc), CUBLAS_STATUS_SUCCESS);
     if (batch > 1) {
       int32_t bc = batch;
       const int64_t strides[4] = {sa, sb, sc, sc};
@@ -398,7 +399,7 @@ struct LtCase {
     if (st == CUBLAS_STATUS_SUCCESS) EXPECT_EQ(count, 1);
     return st;
   }
-  cublasStatus_t run(const float* A, const float* B, const float* C, float* D, float alpha, float beta, void* ws,
+  cublasStatus_t run(const void* A, const void* B, const void* C, void* D, float alpha, float beta, void* ws,
                      size_t ws_bytes, cudaStream_t stream) {
     cublasStatus_t st = heuristic();
     if (st != CUBLAS_STATUS_SUCCESS) return st;
@@ -599,6 +600,218 @@ TEST_F(CublasLt, BackwardEpilogues) {
         for (int64_t p = 0; p < k; ++p) sums[j] += Bt[j + p * n];  // op(B)(p, j) = Bt(j, p)
     }
     EXPECT_TRUE(near_all(read(db), 1, 0, sums, 1, grad_a ? m : n));
+  }
+}
+
+// --- 16-bit storage: bf16 / f16 A, B, C, D with CUBLAS_COMPUTE_32F ---------------------------------
+
+/// Host values rounded to a 16-bit type: the bits, and the values the GEMM sees.
+struct Host16 {
+  std::vector<uint16_t> bits;
+  std::vector<float> vals;
+};
+Host16 to16(cudaDataType t, const std::vector<float>& v) {
+  Host16 h{std::vector<uint16_t>(v.size()), std::vector<float>(v.size())};
+  for (size_t i = 0; i < v.size(); ++i) {
+    h.bits[i] = t == CUDA_R_16F ? cudl::float_to_half_bits(v[i]) : cudl::float_to_bf16_bits(v[i]);
+    h.vals[i] = t == CUDA_R_16F ? cudl::half_bits_to_float(h.bits[i]) : cudl::bf16_bits_to_float(h.bits[i]);
+  }
+  return h;
+}
+std::vector<float> from16(cudaDataType t, const std::vector<uint16_t>& bits) {
+  std::vector<float> v(bits.size());
+  for (size_t i = 0; i < bits.size(); ++i)
+    v[i] = t == CUDA_R_16F ? cudl::half_bits_to_float(bits[i]) : cudl::bf16_bits_to_float(bits[i]);
+  return v;
+}
+/// The spacing of the 16-bit type's values around x (its subnormal spacing below the normal range).
+double ulp16(cudaDataType t, double x) {
+  const int mant = t == CUDA_R_16F ? 10 : 7, min_exp = t == CUDA_R_16F ? -14 : -126;
+  const int e = x == 0 ? min_exp : std::max(static_cast<int>(std::floor(std::log2(std::fabs(x)))), min_exp);
+  return std::ldexp(1.0, e - mant);
+}
+/// Each got[i] is want[i] (exact) rounded once to the 16-bit type, up to `slack[i]` for fp32
+/// summation: |got - want| <= ulp/2 + slack. A second rounding (of an intermediate) breaks it.
+::testing::AssertionResult rounded_once(cudaDataType t, const std::vector<float>& got, const std::vector<double>& want,
+                                        const std::vector<double>& slack) {
+  for (size_t i = 0; i < want.size(); ++i)
+    if (!(std::fabs(got[i] - want[i]) <= 0.5 * ulp16(t, want[i]) + slack[i]))
+      return ::testing::AssertionFailure()
+             << "[" << i << "] got " << got[i] << ", want " << want[i] << " (ulp " << ulp16(t, want[i]) << ")";
+  return ::testing::AssertionSuccess();
+}
+
+TEST_F(CublasLt, SixteenBitEpiloguesAccumulateInFp32AndRoundOnce) {
+  // Forward GELU_AUX_BIAS (y and its pre-activation aux in the 16-bit type, a 16-bit bias), then
+  // the backward epilogues BGRADB, DRELU_BGRAD and DGELU_BGRAD (16-bit aux) with 16-bit bias
+  // gradients. k = 96 products.
+  const int64_t m = 16, n = 5, k = 96;
+  const double fp32_sum = k * std::ldexp(1.0, -24);  // fp32 accumulation error per unit of sum |products|
+  for (cudaDataType t : {CUDA_R_16BF, CUDA_R_16F}) {
+    SCOPED_TRACE(t == CUDA_R_16F ? "f16" : "bf16");
+    const Host16 A = to16(t, random_vec(m * k, 50)), B = to16(t, random_vec(k * n, 51)),
+                 bias = to16(t, random_vec(m, 52));
+    DevBuf<uint16_t> dA(A.bits), dB(B.bits), dBias(bias.bits);
+    std::vector<double> pre(m * n), sum_abs(m * n);
+    for (int64_t j = 0; j < n; ++j)
+      for (int64_t i = 0; i < m; ++i) {
+        double s = 0, a = 0;
+        for (int64_t p = 0; p < k; ++p) {
+          s += double(A.vals[i + p * m]) * B.vals[p + j * k];
+          a += std::fabs(double(A.vals[i + p * m]) * B.vals[p + j * k]);
+        }
+        pre[i + j * m] = s + bias.vals[i];
+        sum_abs[i + j * m] = a + std::fabs(bias.vals[i]);
+      }
+    {  // accepted: everything in the storage type, the bias type said explicitly
+      LtCase lc(false, false, m, n, k, m, k, m, 1, 0, 0, 0, t, t);
+      lc.set(CUBLASLT_MATMUL_DESC_EPILOGUE, static_cast<uint32_t>(CUBLASLT_EPILOGUE_GELU_AUX_BIAS));
+      lc.set(CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, static_cast<int32_t>(t));
+      lc.set(CUBLASLT_MATMUL_DESC_BIAS_POINTER, static_cast<const void*>(dBias.ptr));
+      DevBuf<uint16_t> aux(m * n, 0xFFFF), dD(m * n, 0xFFFF);
+      lc.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, static_cast<void*>(aux.ptr));
+      lc.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, m);
+      ASSERT_EQ(lc.run(dA.ptr, dB.ptr, nullptr, dD.ptr, 1, 0, ws.ptr, ws.n, stream), CUBLAS_STATUS_SUCCESS);
+      std::vector<double> y(m * n), slack(m * n), slack_y(m * n);
+      for (int64_t i = 0; i < m * n; ++i) {
+        y[i] = gelu_ref(pre[i]);
+        slack[i] = fp32_sum * sum_abs[i] + 1e-6 * std::fabs(pre[i]);
+        slack_y[i] = 1.2 * slack[i];  // |gelu'| < 1.13
+      }
+      EXPECT_TRUE(rounded_once(t, from16(t, read(aux)), pre, slack)) << "pre (aux)";
+      EXPECT_TRUE(rounded_once(t, from16(t, read(dD)), y, slack_y)) << "y = gelu(pre), from the unrounded pre";
+    }
+    {  // BGRADB: D = A·B, bias gradient (n) = Σ_k B(k, j), both 16-bit
+      LtCase lc(false, false, m, n, k, m, k, m, 1, 0, 0, 0, t, t);
+      lc.set(CUBLASLT_MATMUL_DESC_EPILOGUE, static_cast<uint32_t>(CUBLASLT_EPILOGUE_BGRADB));
+      lc.set(CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, static_cast<int32_t>(t));
+      DevBuf<uint16_t> db(n, 0xFFFF), dD(m * n);
+      lc.set(CUBLASLT_MATMUL_DESC_BIAS_POINTER, static_cast<void*>(db.ptr));
+      ASSERT_EQ(lc.run(dA.ptr, dB.ptr, nullptr, dD.ptr, 1, 0, ws.ptr, ws.n, stream), CUBLAS_STATUS_SUCCESS);
+      std::vector<double> sums(n, 0.0), slack(n), prod(m * n), pslack(m * n);
+      for (int64_t j = 0; j < n; ++j) {
+        double a = 0;
+        for (int64_t p = 0; p < k; ++p) sums[j] += B.vals[p + j * k], a += std::fabs(B.vals[p + j * k]);
+        slack[j] = fp32_sum * a;
+      }
+      for (int64_t i = 0; i < m * n; ++i)
+        prod[i] = pre[i] - bias.vals[i % m], pslack[i] = fp32_sum * sum_abs[i] + 1e-6 * std::fabs(prod[i]);
+      EXPECT_TRUE(rounded_once(t, from16(t, read(db)), sums, slack)) << "bias gradient of B";
+      EXPECT_TRUE(rounded_once(t, from16(t, read(dD)), prod, pslack)) << "D";
+    }
+    {  // DRELU_BGRAD: D = (A·B) ⊙ mask, bias gradient (m) = Σ_j D(i, j) of the unrounded D
+      std::vector<uint8_t> mask(128 * n / 8);
+      for (size_t i = 0; i < mask.size(); ++i) mask[i] = static_cast<uint8_t>((i * 151 + 29) & 0xFF);
+      auto bit = [&](int64_t i, int64_t j) { return (mask[(i + j * 128) / 8] >> ((i + j * 128) % 8)) & 1; };
+      DevBuf<uint8_t> dMask(mask);
+      LtCase lc(false, false, m, n, k, m, k, m, 1, 0, 0, 0, t, t);
+      lc.set(CUBLASLT_MATMUL_DESC_EPILOGUE, static_cast<uint32_t>(CUBLASLT_EPILOGUE_DRELU_BGRAD));
+      lc.set(CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, static_cast<int32_t>(t));
+      DevBuf<uint16_t> db(m, 0xFFFF), dD(m * n);
+      lc.set(CUBLASLT_MATMUL_DESC_BIAS_POINTER, static_cast<void*>(db.ptr));
+      lc.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, static_cast<void*>(dMask.ptr));
+      lc.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, int64_t{128});
+      ASSERT_EQ(lc.run(dA.ptr, dB.ptr, nullptr, dD.ptr, 1, 0, ws.ptr, ws.n, stream), CUBLAS_STATUS_SUCCESS);
+      std::vector<double> d(m * n), dslack(m * n), rows(m, 0.0), rslack(m, 0.0);
+      for (int64_t j = 0; j < n; ++j)
+        for (int64_t i = 0; i < m; ++i) {
+          const double v = bit(i, j) ? pre[i + j * m] - bias.vals[i] : 0.0;
+          d[i + j * m] = v;
+          dslack[i + j * m] = bit(i, j) ? fp32_sum * sum_abs[i + j * m] + 1e-6 * std::fabs(v) : 0.0;
+          rows[i] += v;
+          rslack[i] += dslack[i + j * m] + 1e-6 * std::fabs(v);
+        }
+      EXPECT_TRUE(rounded_once(t, from16(t, read(dD)), d, dslack)) << "D through the mask";
+      EXPECT_TRUE(rounded_once(t, from16(t, read(db)), rows, rslack)) << "bias gradient of the unrounded D";
+    }
+    {  // DGELU_BGRAD: D = (A·B) ⊙ gelu'(aux), aux the 16-bit pre-activation; bias gradient of the unrounded D
+      std::vector<float> pre16f(m * n);
+      for (int64_t i = 0; i < m * n; ++i) pre16f[i] = static_cast<float>(pre[i]);
+      const Host16 aux = to16(t, pre16f);
+      DevBuf<uint16_t> dAux(aux.bits);
+      LtCase lc(false, false, m, n, k, m, k, m, 1, 0, 0, 0, t, t);
+      lc.set(CUBLASLT_MATMUL_DESC_EPILOGUE, static_cast<uint32_t>(CUBLASLT_EPILOGUE_DGELU_BGRAD));
+      lc.set(CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, static_cast<int32_t>(t));
+      DevBuf<uint16_t> db(m, 0xFFFF), dD(m * n);
+      lc.set(CUBLASLT_MATMUL_DESC_BIAS_POINTER, static_cast<void*>(db.ptr));
+      lc.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, static_cast<void*>(dAux.ptr));
+      lc.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, m);
+      ASSERT_EQ(lc.run(dA.ptr, dB.ptr, nullptr, dD.ptr, 1, 0, ws.ptr, ws.n, stream), CUBLAS_STATUS_SUCCESS);
+      std::vector<double> d(m * n), dslack(m * n), rows(m, 0.0), rslack(m, 0.0);
+      for (int64_t j = 0; j < n; ++j)
+        for (int64_t i = 0; i < m; ++i) {
+          const double g = gelu_grad_ref(aux.vals[i + j * m]);  // the derivative at the stored aux
+          const double v = (pre[i + j * m] - bias.vals[i]) * g;
+          d[i + j * m] = v;
+          dslack[i + j * m] = 1.2 * fp32_sum * sum_abs[i + j * m] + 1e-6 * std::fabs(v);
+          rows[i] += v;
+          rslack[i] += dslack[i + j * m] + 1e-6 * std::fabs(v);
+        }
+      EXPECT_TRUE(rounded_once(t, from16(t, read(dD)), d, dslack)) << "D times gelu'(aux)";
+      EXPECT_TRUE(rounded_once(t, from16(t, read(db)), rows, rslack)) << "bias gradient of the unrounded D";
+    }
+  }
+}
+
+TEST_F(CublasLt, SixteenBitTypeCombinationsCuBlasLtRejects) {
+  // cublasLt.h: the bias vector has D's type (CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE), GELU's aux has D's
+  // type; A and B share a type; C/D are A's 16-bit type or f32; TF32 compute takes f32 only.
+  const int64_t m = 8, n = 4, k = 8;
+  for (cudaDataType t : {CUDA_R_16BF, CUDA_R_16F}) {
+    SCOPED_TRACE(t == CUDA_R_16F ? "f16" : "bf16");
+    const cudaDataType other = t == CUDA_R_16F ? CUDA_R_16BF : CUDA_R_16F;
+    {  // a 16-bit bias with 16-bit D: accepted; an f32 bias: not
+      LtCase lc(false, false, m, n, k, m, k, m, 1, 0, 0, 0, t, t);
+      lc.set(CUBLASLT_MATMUL_DESC_EPILOGUE, static_cast<uint32_t>(CUBLASLT_EPILOGUE_BIAS));
+      lc.set(CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, static_cast<int32_t>(t));
+      EXPECT_EQ(lc.heuristic(), CUBLAS_STATUS_SUCCESS);
+      lc.set(CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, static_cast<int32_t>(CUDA_R_32F));
+      EXPECT_EQ(lc.heuristic(), CUBLAS_STATUS_NOT_SUPPORTED) << "f32 bias with 16-bit D";
+      lc.set(CUBLASLT_MATMUL_DESC_EPILOGUE, static_cast<uint32_t>(CUBLASLT_EPILOGUE_BGRADB));
+      EXPECT_EQ(lc.heuristic(), CUBLAS_STATUS_NOT_SUPPORTED) << "f32 bias gradient with 16-bit C";
+    }
+    {  // GELU aux in D's type: accepted; in f32: not
+      LtCase lc(false, false, m, n, k, m, k, m, 1, 0, 0, 0, t, t);
+      lc.set(CUBLASLT_MATMUL_DESC_EPILOGUE, static_cast<uint32_t>(CUBLASLT_EPILOGUE_GELU_AUX));
+      lc.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, m);
+      lc.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_DATA_TYPE, static_cast<int32_t>(t));
+      EXPECT_EQ(lc.heuristic(), CUBLAS_STATUS_SUCCESS);
+      lc.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_DATA_TYPE, static_cast<int32_t>(CUDA_R_32F));
+      EXPECT_EQ(lc.heuristic(), CUBLAS_STATUS_NOT_SUPPORTED) << "f32 GELU aux with 16-bit D";
+    }
+    {  // 16-bit A/B with f32 C/D: accepted (the unfused paths' fp32 result); the other 16-bit type: not
+      LtCase f32d(false, false, m, n, k, m, k, m, 1, 0, 0, 0, t, CUDA_R_32F);
+      EXPECT_EQ(f32d.heuristic(), CUBLAS_STATUS_SUCCESS);
+      LtCase mixed(false, false, m, n, k, m, k, m, 1, 0, 0, 0, t, other);
+      EXPECT_EQ(mixed.heuristic(), CUBLAS_STATUS_NOT_SUPPORTED);
+    }
+    {  // TF32 compute with 16-bit inputs: not
+      LtCase lc(false, false, m, n, k, m, k, m, 1, 0, 0, 0, t, t);
+      lc.set(CUBLASLT_MATMUL_DESC_COMPUTE_TYPE, static_cast<int32_t>(CUBLAS_COMPUTE_32F_FAST_TF32));
+      EXPECT_EQ(lc.heuristic(), CUBLAS_STATUS_NOT_SUPPORTED);
+    }
+  }
+}
+
+TEST_F(Cublas, Compute16FAccumulatesInHalf) {
+  // 3000 products of 1·1 in f16: an fp32 accumulator gives 3000 (exact in f16), a half accumulator
+  // stops at 2048 (2048 + 1 rounds back to 2048).
+  const int m = 1, n = 1, k = 3000;
+  const uint16_t one = cudl::float_to_half_bits(1.f), zero = cudl::float_to_half_bits(0.f);
+  DevBuf<uint16_t> dA(std::vector<uint16_t>(k, one)), dB(std::vector<uint16_t>(k, one));
+  for (bool half_acc : {false, true}) {
+    DevBuf<uint16_t> dC(1, 0xFFFF);
+    cublasStatus_t st;
+    if (half_acc) {
+      st = cublasGemmEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, m, n, k, &one, dA.ptr, CUDA_R_16F, m, dB.ptr, CUDA_R_16F, k,
+                        &zero, dC.ptr, CUDA_R_16F, m, CUBLAS_COMPUTE_16F, CUBLAS_GEMM_DEFAULT);
+    } else {
+      const float a = 1, b = 0;
+      st = cublasGemmEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, m, n, k, &a, dA.ptr, CUDA_R_16F, m, dB.ptr, CUDA_R_16F, k, &b,
+                        dC.ptr, CUDA_R_16F, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    }
+    ASSERT_EQ(st, CUBLAS_STATUS_SUCCESS);
+    EXPECT_EQ(cudl::half_bits_to_float(dC.host()[0]), half_acc ? 2048.f : 3000.f);
   }
 }
 
