@@ -18,21 +18,13 @@ using namespace cudl;
 
 namespace {
 
-uint16_t to_bits(float f, DType t) { return t == DType::bf16 ? float_to_bf16_bits(f) : float_to_half_bits(f); }
-float from_bits(uint16_t h, DType t) { return t == DType::bf16 ? bf16_bits_to_float(h) : half_bits_to_float(h); }
+using cudl::testing::bits_16;
+using cudl::testing::round_16;
+using cudl::testing::widen_16;
 
-// A 16-bit tensor holding `v` rounded to nearest even.
-Tensor tensor16(const std::vector<float>& v, DType t, Device d = Device::cpu()) {
-  Tensor h = Tensor::empty(Shape{static_cast<int64_t>(v.size())}, t);
-  auto* p = static_cast<uint16_t*>(h.data());
-  for (size_t i = 0; i < v.size(); ++i) p[i] = to_bits(v[i], t);
-  return d.is_cpu() ? h : h.to(d);
-}
-
-std::vector<uint16_t> bits_of(const Tensor& t) {
-  Tensor h = t.to(Device::cpu());
-  const auto* p = static_cast<const uint16_t*>(h.data());
-  return std::vector<uint16_t>(p, p + h.numel());
+// A 16-bit CPU tensor holding `v` rounded to nearest even.
+Tensor tensor16(const std::vector<float>& v, DType t) {
+  return cudl::testing::to_16bit(Tensor::from_vector(v, Shape{static_cast<int64_t>(v.size())}), t);
 }
 
 Dataset blobs(int64_t n, uint64_t seed) { return cudl::testing::separable_blobs(n, 8, 3, 2.f, 0.5f, seed); }
@@ -72,14 +64,14 @@ TEST(Precision, CpuWidensComputesInFp32AndRoundsToNearestEven) {
     Tensor ta = tensor16(a, t), tb = tensor16(b, t), tc = Tensor::empty(Shape{5}, t);
     run_op(OpKind::Binary, {TensorView::of(ta), TensorView::of(tb)}, {TensorView::of(tc)},
            ops::BinaryAttrs{BinaryOp::Add}.to_op_attrs());
-    const auto c = bits_of(tc);
+    const auto c = bits_16(tc);
     for (size_t i = 0; i < a.size(); ++i) {
-      const float wa = from_bits(to_bits(a[i], t), t), wb = from_bits(to_bits(b[i], t), t);
-      EXPECT_EQ(c[i], to_bits(wa + wb, t)) << dtype_name(t) << " element " << i;
+      const float wa = widen_16(round_16(a[i], t), t), wb = widen_16(round_16(b[i], t), t);
+      EXPECT_EQ(c[i], round_16(wa + wb, t)) << dtype_name(t) << " element " << i;
     }
     // 1 + 0.75 ulp rounds up to 1 + ulp (truncation would give 1); 1 + 0.25 ulp rounds down to 1.
-    EXPECT_EQ(from_bits(c[0], t), 1.f + ulp) << dtype_name(t);
-    EXPECT_EQ(from_bits(c[1], t), 1.f) << dtype_name(t);
+    EXPECT_EQ(widen_16(c[0], t), 1.f + ulp) << dtype_name(t);
+    EXPECT_EQ(widen_16(c[1], t), 1.f) << dtype_name(t);
   }
 }
 

@@ -273,14 +273,7 @@ inline TensorView tv(const Tensor& t) { return TensorView::of(t); }
 
 /// A CPU f32 tensor rounded to `storage` (bf16 or f16) to nearest even; f32 returns a copy.
 inline Tensor to_storage(const Tensor& t, DType storage) {
-  const Tensor h = t.to(Device::cpu());
-  if (storage == DType::f32) return h.clone();
-  Tensor out = Tensor::empty(h.shape(), storage);
-  const float* in = h.data_as<float>();
-  uint16_t* bits = static_cast<uint16_t*>(out.data());  // bf16 and f16 are 16-bit words
-  for (int64_t i = 0; i < h.numel(); ++i)
-    bits[i] = storage == DType::bf16 ? float_to_bf16_bits(in[i]) : float_to_half_bits(in[i]);
-  return out;
+  return storage == DType::f32 ? t.to(Device::cpu()).clone() : to_16bit(t, storage);
 }
 
 /// Any float tensor widened to a CPU f32 tensor (exact).
