@@ -17,6 +17,7 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "emu/emu.hpp"
@@ -110,6 +111,7 @@ struct Capture {
   std::string why;
   unsigned long long id = 0;
   Stream* origin = nullptr;
+  std::thread::id thread;  // the thread that began it
 };
 
 struct Item {
@@ -276,9 +278,18 @@ void drop_drained_destroyed() {
       ++it;
 }
 
-bool any_global_capture() {
+// Whether capture c prohibits potentially unsafe calls from the calling thread (CUDA's rules): the
+// thread's own capture unless Relaxed, another thread's only when it is Global (ThreadLocal and
+// Relaxed captures of other threads are ignored).
+bool prohibits_this_thread(const Capture& c) {
+  if (!c.active) return false;
+  return c.thread == std::this_thread::get_id() ? c.mode != cudaStreamCaptureModeRelaxed
+                                                : c.mode == cudaStreamCaptureModeGlobal;
+}
+
+bool capture_prohibits_this_thread() {
   for (auto& c : st().captures)
-    if (c->active && c->mode != cudaStreamCaptureModeRelaxed) return true;
+    if (prohibits_this_thread(*c)) return true;
   return false;
 }
 
@@ -567,10 +578,10 @@ cudaError_t fail(cudaError_t err, const std::string& detail) {
 
 cudaError_t forbid_during_capture(const char* api) {
   std::lock_guard<std::recursive_mutex> lock(st().mu);
-  if (!any_global_capture()) return cudaSuccess;
+  if (!capture_prohibits_this_thread()) return cudaSuccess;
   std::string who;
   for (auto& c : st().captures)
-    if (c->active && c->mode != cudaStreamCaptureModeRelaxed) {
+    if (prohibits_this_thread(*c)) {
       invalidate(*c, std::string(api) + " called during capture");
       if (who.empty()) who = c->origin ? c->origin->name : "a stream";
     }
@@ -1229,6 +1240,7 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode mo
   c->mode = mode;
   c->id = emu::st().next_capture_id++;
   c->origin = s;
+  c->thread = std::this_thread::get_id();
   s->capture = c;
   emu::st().captures.push_back(c);
   return cudaSuccess;
@@ -1262,7 +1274,7 @@ cudaError_t cudaStreamIsCapturing(cudaStream_t stream, cudaStreamCaptureStatus* 
   emu::Stream* s = emu::resolve(stream);
   if (!s) return fail(cudaErrorInvalidResourceHandle, "cudaStreamIsCapturing: invalid stream handle");
   if (!pCaptureStatus) return fail(cudaErrorInvalidValue, "cudaStreamIsCapturing: null status");
-  if (s->legacy && emu::any_global_capture())
+  if (s->legacy && emu::capture_prohibits_this_thread())
     return fail(cudaErrorStreamCaptureImplicit, "cudaStreamIsCapturing on the legacy stream during a capture");
   *pCaptureStatus = !s->capture               ? cudaStreamCaptureStatusNone
                     : s->capture->invalidated ? cudaStreamCaptureStatusInvalidated
@@ -1278,7 +1290,7 @@ cudaError_t cudaStreamGetCaptureInfo(cudaStream_t stream, cudaStreamCaptureStatu
   emu::Stream* s = emu::resolve(stream);
   if (!s) return fail(cudaErrorInvalidResourceHandle, "cudaStreamGetCaptureInfo: invalid stream handle");
   if (!captureStatus_out) return fail(cudaErrorInvalidValue, "cudaStreamGetCaptureInfo: null status");
-  if (s->legacy && emu::any_global_capture())
+  if (s->legacy && emu::capture_prohibits_this_thread())
     return fail(cudaErrorStreamCaptureImplicit, "cudaStreamGetCaptureInfo on the legacy stream during a capture");
   const auto& c = s->capture;
   *captureStatus_out = !c               ? cudaStreamCaptureStatusNone

@@ -602,6 +602,29 @@ TEST_F(Runtime, SynchronisingDuringCaptureInvalidatesIt) {
   ASSERT_CUDA(cudaStreamEndCapture(s, &g));
   ASSERT_CUDA(cudaGraphDestroy(g));
   ASSERT_CUDA(cudaFree(d));
+  // Another thread's capture restricts this thread only when it is Global: a ThreadLocal one (what
+  // cudl and data-parallel ranks as threads use) lets other threads allocate and copy, and stays valid.
+  for (cudaStreamCaptureMode mode : {cudaStreamCaptureModeThreadLocal, cudaStreamCaptureModeGlobal}) {
+    ASSERT_CUDA(cudaStreamBeginCapture(s, mode));
+    cudaError_t other = cudaSuccess;
+    std::thread t([&] {
+      void* p = nullptr;
+      other = cudaMalloc(&p, 16);
+      if (other == cudaSuccess) other = cudaFree(p);
+      (void)cudaGetLastError();
+    });
+    t.join();
+    const cudaError_t end = cudaStreamEndCapture(s, &g);
+    if (mode == cudaStreamCaptureModeThreadLocal) {
+      EXPECT_EQ(other, cudaSuccess);
+      ASSERT_CUDA(end);
+      ASSERT_CUDA(cudaGraphDestroy(g));
+    } else {
+      EXPECT_EQ(other, cudaErrorStreamCaptureUnsupported);
+      EXPECT_EQ(end, cudaErrorStreamCaptureInvalidated);
+    }
+    (void)cudaGetLastError();
+  }
   EXPECT_EQ(cudaStreamBeginCapture(nullptr, cudaStreamCaptureModeGlobal), cudaErrorStreamCaptureUnsupported);
   EXPECT_EQ(cudaStreamEndCapture(s, &g), cudaErrorIllegalState);
   (void)cudaGetLastError();
