@@ -179,7 +179,8 @@ static __global__ void bias_grad_kernel(const In* __restrict__ dpre, Out* __rest
 
 template <typename In, typename Out>
 void bias_grad_cuda(const In* dpre, Out* db, int64_t rows, int64_t cols, cudaStream_t stream) {
-  static_assert(std::is_same<In, Out>::value || std::is_same<In, float>::value, "dpre is Out or float");
+  static_assert(std::is_same<In, Out>::value || std::is_same<In, float>::value || std::is_same<Out, float>::value,
+                "dpre is Out or float, or db is float (an f32 master's gradient)");
   if (cols == 0) return;
   const unsigned grid = static_cast<unsigned>((cols + kBgradCols - 1) / kBgradCols);
   launch<bias_grad_kernel<In, Out>>(grid, dim3(kBgradCols, kBgradRows), 0, stream, dpre, db, rows, cols);
@@ -199,5 +200,7 @@ CUDL_MATMUL_KERNELS(__half)
 #undef CUDL_MATMUL_KERNELS
 template void bias_grad_cuda<float, __nv_bfloat16>(const float*, __nv_bfloat16*, int64_t, int64_t, cudaStream_t);
 template void bias_grad_cuda<float, __half>(const float*, __half*, int64_t, int64_t, cudaStream_t);
+template void bias_grad_cuda<__nv_bfloat16, float>(const __nv_bfloat16*, float*, int64_t, int64_t, cudaStream_t);
+template void bias_grad_cuda<__half, float>(const __half*, float*, int64_t, int64_t, cudaStream_t);
 
 }  // namespace cudl::kernels

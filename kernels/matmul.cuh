@@ -34,7 +34,7 @@ template <typename T>
 void relu_mask_apply_cuda(T* x, const uint8_t* mask, int64_t rows, int64_t cols, int64_t ld, cudaStream_t stream);
 
 /// db (cols) = sum over rows of dpre (rows, cols), in fp32 in a fixed order (deterministic, no
-/// atomics), rounded to Out once. In is Out or float.
+/// atomics), rounded to Out once. In is Out or float, or Out is float (an f32 master's gradient).
 template <typename In, typename Out>
 void bias_grad_cuda(const In* dpre, Out* db, int64_t rows, int64_t cols, cudaStream_t stream);
 

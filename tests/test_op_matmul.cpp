@@ -944,6 +944,66 @@ TEST(Linear16, BackwardMatchesCpuForEveryEpilogueAndOutputSubset) {
   }
 }
 
+// 16-bit storage with f32 dw and db (the gradients of the f32 masters the layer's 16-bit weights were
+// converted from): the GEMM writes fp32, never rounded to 16 bits, on both backends.
+TEST(Linear16, BackwardWritesF32MasterGradientsStraightFromTheGemm) {
+  CUDL_REQUIRE_CUDA();
+  const Device g = Device::cuda();
+  uint64_t seed = 2500;
+  for (bool refused : kFusedAndRefused) {
+    RefusedEpilogues refuse(fused_epilogues(refused));
+    for (DType dt : k16)
+      for (Epilogue e : {Epilogue::None, Epilogue::Relu, Epilogue::Gelu}) {
+        const int64_t n = 37 + (refused ? 2 : 0), in = 13, out = 9;  // fresh plans when refused
+        SCOPED_TRACE(::testing::Message() << name16(dt) << " " << epi_name(e) << (refused ? " unfused" : ""));
+        Tensor x = cast_to(random_tensor({n, in}, seed++, -2, 2), dt), w = cast_to(random_tensor({out, in}, seed++), dt);
+        Tensor b = cast_to(random_tensor({out}, seed++), dt), dy = cast_to(random_tensor({n, out}, seed++), dt);
+        const LinearOut fw = run_linear(x, w, b, e, e == Epilogue::Gelu);
+        const Tensor act_y = e == Epilogue::Relu ? fw.y : Tensor(), act_pre = e == Epilogue::Gelu ? fw.pre : Tensor();
+        auto grads = [&](Device d) {
+          Grads r;
+          r.dw = Tensor::full(w.shape(), kNaN, DType::f32, d);
+          r.db = Tensor::full(Shape{out}, kNaN, DType::f32, d);
+          OpAttrs at;
+          at.i[0] = static_cast<int64_t>(e);
+          run_op(OpKind::LinearBackward, {tv(on(x, d)), tv(on(w, d)), tv(on(dy, d)), tv(on(act_y, d)), tv(on(act_pre, d))},
+                 {TensorView{}, tv(r.dw), tv(r.db)}, at, nullptr, "dense");
+          return r;
+        };
+        const Grads ref = grads(Device::cpu()), got = grads(g);
+        ASSERT_EQ(got.dw.dtype(), DType::f32);
+        // fp32 sums of the same (exact) products in another order; GELU's dpre is rounded to 16 bits
+        // on CUDA (a GEMM operand) but not on the CPU.
+        const double unit = 1.25 * ((e == Epilogue::Gelu ? eps16(dt) : 0.0) + n * std::ldexp(1.0, -23));
+        const Tensor s_dw = run_matmul(abs_f32(dy), abs_f32(x), true, false);
+        const Tensor s_db = run_matmul(Tensor::full({1, n}, 1.0), abs_f32(dy), false, false).reshape({out});
+        const auto gw = as_doubles(got.dw), rw = as_doubles(ref.dw), sw = as_doubles(s_dw);
+        const auto gb = as_doubles(got.db), rb = as_doubles(ref.db), sb = as_doubles(s_db);
+        int not_16bit = 0;
+        for (size_t i = 0; i < gw.size(); ++i) {
+          EXPECT_LE(std::fabs(gw[i] - rw[i]), unit * (e == Epilogue::Gelu ? 1.13 : 1.0) * sw[i]) << "dw[" << i << "]";
+          const float f = static_cast<float>(gw[i]);
+          not_16bit += cudl::testing::widen_16(cudl::testing::round_16(f, dt), dt) != f;
+        }
+        for (size_t i = 0; i < gb.size(); ++i)
+          EXPECT_LE(std::fabs(gb[i] - rb[i]), unit * (e == Epilogue::Gelu ? 1.13 : 1.0) * sb[i]) << "db[" << i << "]";
+        EXPECT_GT(not_16bit, static_cast<int>(gw.size()) / 2) << "dw must not pass through 16 bits";
+      }
+  }
+  // One type for dw and db.
+  Tensor x = cast_to(random_tensor({4, 3}, 1), DType::bf16), w = cast_to(random_tensor({2, 3}, 2), DType::bf16);
+  Tensor dy = cast_to(random_tensor({4, 2}, 3), DType::bf16);
+  Tensor dw = Tensor::empty(Shape{2, 3}), db = Tensor::empty(Shape{2}, DType::bf16);
+  for (Device d : {Device::cpu(), g}) {
+    Tensor dwd = on(dw, d), dbd = on(db, d);
+    const std::string msg = cudl::testing::error_message([&] {
+      run_op(OpKind::LinearBackward, {tv(on(x, d)), tv(on(w, d)), tv(on(dy, d))}, {TensorView{}, tv(dwd), tv(dbd)}, {},
+             nullptr, "dense");
+    });
+    EXPECT_NE(msg.find("dw (2, 3) has dtype f32 but db (2,) has bf16 (one type for both)"), std::string::npos) << msg;
+  }
+}
+
 TEST(Linear16, BackwardThroughTheReluBelowMatchesCpu) {
   // Linear + Relu with the bit-mask (RELU_AUX), then the layer above's LinearBackward with dx taken
   // through it (i[1] = 1, mask in input 5, db below in output 3): DRELU(_BGRAD), or the unfused fp32

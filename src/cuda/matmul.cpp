@@ -705,13 +705,24 @@ void linear_cuda(const OpCall& call) {
   with_storage(call, p.dtype, [&](auto tag) { linear_t<decltype(tag)>(call, p); });
 }
 
+/// db = Σ_rows dpre, into T or (f32 masters' gradient) float.
+template <typename T>
+void bias_grad(const T* dpre, void* db, bool f32, int64_t rows, int64_t cols, cudaStream_t stream) {
+  if (f32)
+    kernels::bias_grad_cuda<T, float>(dpre, static_cast<float*>(db), rows, cols, stream);
+  else
+    kernels::bias_grad_cuda<T, T>(dpre, static_cast<T*>(db), rows, cols, stream);
+}
+
 template <typename T>
 void linear_backward_t(const OpCall& call, const ops::LinearBackwardArgs& p) {
   constexpr bool kWide = !std::is_same<T, float>::value;  // 16-bit storage
   CudaContext& ctx = cuda_context(call);
   const TensorView& dx_v = p.dx;
-  T* dw = p.dw.as<T>();
-  T* db = p.db.as<T>();
+  // dw and db in T, or (16-bit storage) both f32: the masters' gradients straight from the GEMM.
+  const bool grads_f32 = kWide && ((p.has_dw && p.dw.dtype == DType::f32) || (p.has_db && p.db.dtype == DType::f32));
+  void* dw = p.dw.data;
+  void* db = p.db.data;
   if (p.rows == 0 || p.out == 0) {  // empty sums
     if (p.has_dw) zero(ctx, p.dw);
     if (p.has_db) zero(ctx, p.db);
@@ -747,6 +758,7 @@ void linear_backward_t(const OpCall& call, const ops::LinearBackwardArgs& p) {
   if (p.has_dw && p.in > 0) {  // dw (out, in) = dpreᵀ · x, db through BGRADB
     const T* x = p.x.as<T>();
     GemmSpec s = typed<T>(row_major(p.out, p.in, p.rows, true, false));
+    if (grads_f32) s.d_type = CUDA_R_32F;  // 16-bit A/B, fp32 D and bias gradient
     bool fused_db = false;
     if (db) {
       s.epilogue = CUBLASLT_EPILOGUE_BGRADB;
@@ -755,9 +767,9 @@ void linear_backward_t(const OpCall& call, const ops::LinearBackwardArgs& p) {
       s.epilogue = CUBLASLT_EPILOGUE_DEFAULT;
     }
     if (!fused_db) lt_gemm(call, ctx, s, GemmPtrs{x, dpre, dw}, ws);
-    if (db && !fused_db) kernels::bias_grad_cuda<T, T>(dpre, db, p.rows, p.out, ctx.stream());
+    if (db && !fused_db) bias_grad(dpre, db, grads_f32, p.rows, p.out, ctx.stream());
   } else if (db) {
-    kernels::bias_grad_cuda<T, T>(dpre, db, p.rows, p.out, ctx.stream());
+    bias_grad(dpre, db, grads_f32, p.rows, p.out, ctx.stream());
   }
   if (p.has_dx && p.in > 0) {  // dx (rows, in) = dpre · w [⊙ the relu mask below, db below through BGRAD]
     GemmSpec s = typed<T>(row_major(p.rows, p.in, p.out, false, false));

@@ -7,6 +7,7 @@
 #include "ops/data.hpp"
 #include "ops/elementwise.hpp"
 #include "ops/matmul.hpp"
+#include "ops/precision.hpp"
 #include "ops/recurrent.hpp"
 #include "cudl/error.hpp"
 
@@ -29,9 +30,12 @@ class Sweep {
   Sweep(Graph& g, const BackwardSpec& spec) : g_(g), spec_(spec) {}
 
   void run() {
-    for (int i = 0; i < spec_.forward_end; ++i)
+    for (int i = 0; i < spec_.forward_end; ++i) {
       for (ValueId o : g_.nodes()[i].outputs)
         if (o != kNone) producer_[o] = i;
+      for (ValueId v : g_.nodes()[i].inputs)
+        if (v != kNone) readers_[v]++;
+    }
     mark_needs_grad();
     count_contributions();
     for (const auto& [v, dv] : spec_.seeds) contribute(v, dv, "seed");
@@ -79,6 +83,20 @@ class Sweep {
         if (v != kNone && needs_.count(v)) remaining_[v]++;
     }
     for (const auto& [v, dv] : spec_.seeds) remaining_[v]++;
+  }
+
+  // The f32 parameter that v is the 16-bit copy of (a Cast in the forward), when that copy has one
+  // reader and LinearBackward may write the parameter's gradient in f32 (ops/precision.hpp); else kNone.
+  ValueId master_of(ValueId v) const {
+    if (v == kNone || !g_.value(v).weight_copy || !(ops::storage_slots(OpKind::LinearBackward).f32_out & 0x6u))
+      return kNone;
+    auto pf = producer_.find(v);
+    auto uses = readers_.find(v);
+    if (pf == producer_.end() || uses == readers_.end() || uses->second != 1) return kNone;
+    const Node& cast = g_.nodes()[pf->second];
+    if (cast.op != OpKind::Cast || cast.inputs.empty()) return kNone;
+    const ValueId master = cast.inputs[0];
+    return g_.value(master).dtype == DType::f32 ? master : kNone;
   }
 
   ValueId pg_grad(ValueId v) const {
@@ -173,7 +191,18 @@ class Sweep {
         if (db_done) attrs.epilogue = Epilogue::None;  // the layer above took dy through this layer's relu:
                                                        // dy is d pre, db is done
         const Epilogue ep = attrs.epilogue;
-        ValueId dw = t(1), db = db_done ? kNone : t(2);
+        // 16-bit storage: when this Linear is the only reader of the 16-bit copies of its weight and
+        // bias, the GEMM writes their f32 masters' gradients directly (no 16-bit gradient, no Cast).
+        const ValueId w_master = master_of(in[1]), b_master = db_done ? kNone : master_of(in_or_none(2));
+        const bool to_masters = w_master != kNone && (in_or_none(2) == kNone || db_done || b_master != kNone);
+        ValueId dw = kNone, db = kNone;
+        if (to_masters) {
+          dw = wants(w_master) ? target_for(w_master, L) : kNone;
+          db = b_master != kNone && wants(b_master) ? target_for(b_master, L) : kNone;
+        } else {
+          dw = t(1);
+          db = db_done ? kNone : t(2);
+        }
         std::vector<ValueId> ins{in[0], in[1], dy, ep == Epilogue::Relu ? y : kNone, pre};
         ValueId dx = kNone, db_below = kNone;
         const bool fused = fuse_relu_below(n, attrs, ins, dx, db_below);
@@ -182,8 +211,13 @@ class Sweep {
         if (db_below != kNone) outs.push_back(db_below);
         g_.add_node(OpKind::LinearBackward, attrs.to_op_attrs(), ins, outs, L, Phase::Backward);
         if (!fused) done(0, dx);
-        done(1, dw);
-        done(2, db);
+        if (to_masters) {
+          if (dw != kNone) contribute(w_master, dw, L);
+          if (db != kNone) contribute(b_master, db, L);
+        } else {
+          done(1, dw);
+          done(2, db);
+        }
         return;
       }
       case OpKind::Matmul: {
@@ -442,6 +476,7 @@ class Sweep {
   Graph& g_;
   const BackwardSpec& spec_;
   std::map<ValueId, int> producer_;  // forward node that writes each value
+  std::map<ValueId, int> readers_;   // forward inputs that read each value (per occurrence)
   std::set<ValueId> relu_fused_;     // Linear+Relu outputs whose gradient arrives as d pre (db done)
   std::set<ValueId> needs_;
   std::map<ValueId, int> remaining_;

@@ -201,14 +201,22 @@ LinearBackwardArgs check_linear_backward_call(const OpCall& call) {
     chk::dtype(call, call.outputs[0], "dx", st);
     chk::shape(call, call.outputs[0], "dx", with_last(dy.shape, 1, {p.in}), "x's shape");
   }
+  // dw and db: the storage type, or (16-bit storage) f32 masters' gradients written by the GEMM
+  // directly; one type for both (cuBLASLt's BGRADB writes db in D's type).
+  auto grad_dtype = [&](const TensorView& g, const char* name) {
+    if (!(is_16bit_float(st) && g.dtype == DType::f32)) chk::dtype(call, g, name, st);
+  };
   if (p.has_dw) {
-    chk::dtype(call, call.outputs[1], "dw", st);
+    grad_dtype(call.outputs[1], "dw");
     chk::shape(call, call.outputs[1], "dw", Shape{p.out, p.in}, "w's shape (out, in)");
   }
   if (p.has_db) {
-    chk::dtype(call, call.outputs[2], "db", st);
+    grad_dtype(call.outputs[2], "db");
     chk::shape(call, call.outputs[2], "db", Shape{p.out}, "(out)");
   }
+  if (p.has_dw && p.has_db && call.outputs[1].dtype != call.outputs[2].dtype)
+    CUDL_FAIL(chk::who(call), ": dw ", call.outputs[1].shape, " has dtype ", call.outputs[1].dtype, " but db ",
+              call.outputs[2].shape, " has ", call.outputs[2].dtype, " (one type for both)");
   p.dx_relu = attrs.dx_relu;
   p.has_db_below = call.has_out(3);
   if (p.has_db_below) p.db_below = call.outputs[3];

@@ -24,6 +24,9 @@
 //                   i[1]=1: x is the output of a Linear with Relu whose mask is in 5: dx is taken
 //                   through that relu (dx = mask ⊙ dpre·w, the lower layer's dpre) and out 3 gets its
 //                   bias gradient Σ_rows dx: on CUDA one GEMM with the DRELU_BGRAD epilogue
+//                   16-bit storage: dw and db (one type for both) may be f32, the gradients of the
+//                   f32 parameters the layer's 16-bit weights were converted from, written by the GEMM
+//                   in fp32 (no 16-bit gradient, no Cast back)
 
 namespace cudl {
 

@@ -29,7 +29,7 @@ StorageSlots storage_slots(OpKind op) {
     case OpKind::DropoutBackward: return {bits({0}), bits({0})};
     case OpKind::Matmul: return {bits({0, 1}), bits({0})};
     case OpKind::Linear: return {bits({0, 1, 2}), bits({0, 1})};
-    case OpKind::LinearBackward: return {bits({0, 1, 2, 3, 4}), bits({0, 1, 2, 3})};
+    case OpKind::LinearBackward: return {bits({0, 1, 2, 3, 4}), bits({0, 1, 2, 3}), bits({1, 2})};  // dw, db f32 too
     case OpKind::GatherBatch: return {0, bits({0})};  // xb, when x is u8 images
     case OpKind::Conv2d: return {bits({0, 1, 2}), bits({0})};            // x, w, [bias] -> y
     case OpKind::Conv2dBackwardData: return {bits({0, 1}), bits({0})};    // dy, w -> dx
@@ -57,6 +57,7 @@ DType check_storage(const OpCall& call) {
     for (int k = 0; k < n; ++k) {
       const TensorView& v = views[k];
       if (!v.defined() || !dtype_is_float(v.dtype)) continue;
+      if (!is_in && (s.f32_out >> k & 1u) && v.dtype == DType::f32) continue;  // fp32 straight from a GEMM
       const char* dir = is_in ? "input" : "output";
       if (!(mask >> k & 1u)) {
         if (v.dtype != DType::f32)
@@ -79,6 +80,10 @@ DType check_storage(const OpCall& call) {
   };
   visit(call.inputs, call.n_inputs, s.in, true);
   visit(call.outputs, call.n_outputs, s.out, false);
+  if (call.op == OpKind::LinearBackward && call.has_out(1) && call.has_out(2) &&
+      call.outputs[1].dtype != call.outputs[2].dtype)  // BGRADB writes db in dw's type
+    CUDL_FAIL(op_checks::who(call), ": dw ", call.outputs[1].shape, " has dtype ", call.outputs[1].dtype, " but db ",
+              call.outputs[2].shape, " has ", call.outputs[2].dtype, " (one type for both)");
   if (call.op == OpKind::GatherBatch && st != DType::f32 && call.has_in(1) && call.inputs[1].dtype != DType::u8)
     CUDL_FAIL(op_checks::who(call), ": xb has dtype ", st, " but x has ", call.inputs[1].dtype,
               " (a 16-bit xb is made from u8 images only)");

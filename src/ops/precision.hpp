@@ -20,8 +20,10 @@ namespace cudl {
 namespace ops {
 
 /// Bit k of `in` / `out`: input / output slot k follows the storage type. Both 0: f32 only.
+/// `f32_out`: outputs among `out` that may also be f32 when the storage is 16-bit (a GEMM that
+/// writes its fp32 result directly: LinearBackward's weight and bias gradients into f32 masters).
 struct StorageSlots {
-  uint32_t in = 0, out = 0;
+  uint32_t in = 0, out = 0, f32_out = 0;
   bool any() const { return in != 0 || out != 0; }
 };
 
