@@ -636,10 +636,9 @@ __device__ __forceinline__ void copy_unit(char* dst, const char* src, int unit, 
 // block to pass last_block() (so after every block's read) writes cursor + b. XB: the type of xb
 // (float, or __nv_bfloat16 / __half for images: each pixel normalised in fp32, rounded once).
 __device__ __forceinline__ void store_pixels(float* out, float4 o) { *reinterpret_cast<float4*>(out) = o; }
-__device__ __forceinline__ void convert_to(float x, float* y) { *y = x; }
 template <typename T>
 __device__ __forceinline__ void store_pixels(T* out, float4 o) {
-  convert_to(o.x, out), convert_to(o.y, out + 1), convert_to(o.z, out + 2), convert_to(o.w, out + 3);
+  out[0] = from_float<T>(o.x), out[1] = from_float<T>(o.y), out[2] = from_float<T>(o.z), out[3] = from_float<T>(o.w);
 }
 
 template <typename XB>
@@ -675,7 +674,7 @@ static __global__ void gather_batch_kernel(GatherBatchArgs a, int x_unit, int64_
         }
         store_pixels(out, o);
       } else {
-        convert_to(ok ? normalise_pixel(*px, a.mean, a.stddev) : nan, out);
+        *out = from_float<XB>(ok ? normalise_pixel(*px, a.mean, a.stddev) : nan);
       }
     }
   }

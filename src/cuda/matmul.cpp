@@ -41,6 +41,7 @@
 #include "core/half.hpp"
 #include "cuda/check.hpp"
 #include "cuda/context.hpp"
+#include "cuda/storage_type.hpp"
 #include "kernels/data.cuh"
 #include "kernels/matmul.cuh"
 #include "ops/common.hpp"
@@ -459,21 +460,6 @@ void zero(CudaContext& ctx, const TensorView& v) {
     CUDL_CUDA_CHECK(cudaMemsetAsync(v.data, 0, static_cast<size_t>(v.numel()) * dtype_size(v.dtype), ctx.stream()));
 }
 
-/// Calls f(T{}) with T the C++ type of the storage dtype (float, __nv_bfloat16, __half).
-template <typename F>
-void with_storage(const OpCall& call, DType t, F&& f) {
-  switch (t) {
-    case DType::f32:
-      return f(float{});
-    case DType::bf16:
-      return f(__nv_bfloat16{});
-    case DType::f16:
-      return f(__half{});
-    default:
-      CUDL_FAIL(chk::who(call), ": storage type ", t, " is not f32, bf16 or f16");
-  }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Ops
 
@@ -498,7 +484,7 @@ void matmul_t(const OpCall& call, const ops::MatmulArgs& p) {
 
 void matmul_cuda(const OpCall& call) {
   const ops::MatmulArgs p = ops::check_matmul_call(call);
-  with_storage(call, p.dtype, [&](auto tag) { matmul_t<decltype(tag)>(call, p); });
+  with_storage_type(p.dtype, op_name(call.op), [&](auto tag) { matmul_t<typename decltype(tag)::type>(call, p); });
 }
 
 // The relu bit-mask is cudl's layout (ops/matmul.hpp: bit j % 8 of byte j / 8 of row r); cuBLASLt
@@ -702,7 +688,7 @@ void linear_t(const OpCall& call, const ops::LinearArgs& p) {
 
 void linear_cuda(const OpCall& call) {
   const ops::LinearArgs p = ops::check_linear_call(call);
-  with_storage(call, p.dtype, [&](auto tag) { linear_t<decltype(tag)>(call, p); });
+  with_storage_type(p.dtype, op_name(call.op), [&](auto tag) { linear_t<typename decltype(tag)::type>(call, p); });
 }
 
 /// db = Σ_rows dpre, into T or (f32 masters' gradient) float.
@@ -814,7 +800,8 @@ void linear_backward_t(const OpCall& call, const ops::LinearBackwardArgs& p) {
 
 void linear_backward_cuda(const OpCall& call) {
   const ops::LinearBackwardArgs p = ops::check_linear_backward_call(call);
-  with_storage(call, p.dtype, [&](auto tag) { linear_backward_t<decltype(tag)>(call, p); });
+  with_storage_type(p.dtype, op_name(call.op),
+                    [&](auto tag) { linear_backward_t<typename decltype(tag)::type>(call, p); });
 }
 
 }  // namespace
