@@ -5,6 +5,7 @@
 //
 // Usage: bench_step_counters [--model mlp|cnn|embed|charlm|seq_lstm|seq_gru|dcgan|all]
 //        [--batch B (128; charlm, dcgan 64)] [--warmup W (3)] [--precision f32|tf32|bf16|f16 (f32)]
+//        [--propagate-nan 0|1 (0): CompileOptions::propagate_nan]
 // (embed: a token classifier whose step runs Gather / GatherBackward; bench/train_graph.hpp;
 // charlm: cudl-charlm's Transformer, samples/charlm/charlm.hpp; seq_lstm / seq_gru: cudl-seq-mnist's
 // model; all: every model but seq_gru and dcgan)
@@ -44,6 +45,7 @@ struct Args {
   int64_t batch = 0;  // 0: 128, or 64 for charlm (the samples' batches)
   int warmup = 3;
   cudl::Precision precision = cudl::Precision::f32;  // CompileOptions::precision of every model but dcgan
+  bool propagate_nan = false;                         // CompileOptions::propagate_nan, likewise
 };
 
 // Resets the counters after step `at`, reads them after step `at + 1`.
@@ -316,7 +318,8 @@ struct Subject {
   cudl::Dataset data;
 };
 
-Subject subject(const std::string& kind, const cudl::Device dev, int64_t rows, cudl::Precision precision) {
+Subject subject(const std::string& kind, const cudl::Device dev, int64_t rows, cudl::Precision precision,
+                bool propagate_nan) {
   if (kind == "charlm") {  // cudl-charlm: AdamW 3e-3 (wd 0.01), windows of a stream of random tokens
     cudl::Model model = charlm::build(charlm::Config{});
     cudl::CompileOptions opt;
@@ -325,6 +328,7 @@ Subject subject(const std::string& kind, const cudl::Device dev, int64_t rows, c
     opt.device = dev;
     opt.seed = 1;
     opt.precision = precision;
+    opt.propagate_nan = propagate_nan;
     model.compile(opt);
     std::vector<int32_t> stream(static_cast<size_t>(rows * 16 + 1));
     charlm::SplitMix64 rng(1);
@@ -339,6 +343,7 @@ Subject subject(const std::string& kind, const cudl::Device dev, int64_t rows, c
   opt.device = dev;
   opt.seed = 1;
   opt.precision = precision;
+  opt.propagate_nan = propagate_nan;
   model.compile(opt);
   return {std::move(model), kind == "embed" ? cudl_bench::synthetic_tokens(rows) : cudl_bench::synthetic_mnist(rows)};
 }
@@ -349,7 +354,7 @@ int run_model(const std::string& kind, const Args& args) {
   const cudl::Device dev = cudl::Device::cuda(0);
   const char* env = std::getenv("CUDL_CUDA_GRAPHS");
   const bool graphs = !(env && std::strcmp(env, "0") == 0);
-  Subject sub = subject(kind, dev, a.batch * (a.warmup + 2), a.precision);
+  Subject sub = subject(kind, dev, a.batch * (a.warmup + 2), a.precision, a.propagate_nan);
   cudl::Model& model = sub.model;
   const cudl::Dataset& data = sub.data;
   const int plan_kernels = model.plan_report().kernels_per_step;
@@ -467,7 +472,7 @@ int main(int argc, char** argv) {
     const std::string k = argv[i];
     if (i + 1 >= argc) {
       std::fprintf(stderr, "usage: bench_step_counters [--model mlp|cnn|embed|charlm|seq_lstm|seq_gru|dcgan|all] "
-                           "[--batch B] [--warmup W] [--precision f32|tf32|bf16|f16]\n");
+                           "[--batch B] [--warmup W] [--precision f32|tf32|bf16|f16] [--propagate-nan 0|1]\n");
       return 2;
     }
     const std::string v = argv[++i];
@@ -479,7 +484,13 @@ int main(int argc, char** argv) {
       a.warmup = std::atoi(v.c_str());
     else if (k == "--precision")
       a.precision = cudl::parse_precision(v);
-    else {
+    else if (k == "--propagate-nan") {
+      if (v != "0" && v != "1") {
+        std::fprintf(stderr, "bench_step_counters: --propagate-nan takes 0 or 1, got '%s'\n", v.c_str());
+        return 2;
+      }
+      a.propagate_nan = v == "1";
+    } else {
       std::fprintf(stderr, "bench_step_counters: unknown option %s\n", k.c_str());
       return 2;
     }

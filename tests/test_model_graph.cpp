@@ -397,6 +397,55 @@ TEST(ModelGraph, NaNWeightsHiddenByAFusedReluStopFitNamingTheLayer) {
   }
 }
 
+TEST(ModelGraph, PropagateNaNKeepsReluAsItsOwnOpSoNaNReachesTheLoss) {
+  // CompileOptions::propagate_nan: a Dense's relu is not fused into the GEMM epilogue, so NaN
+  // weights give NaN outputs and a NaN loss, on both backends (the default maps them to 0). A
+  // Conv2d's relu epilogue is a cudl kernel that passes NaN on in both modes.
+  Dataset d = blobs(32, 13);
+  std::vector<float> img(static_cast<size_t>(4 * 1 * 6 * 6));
+  for (size_t i = 0; i < img.size(); ++i) img[i] = static_cast<float>(i % 7) * 0.1f - 0.3f;
+  const Tensor x = Tensor::from_vector(img, Shape{4, 1, 6, 6});
+  for (Device dev : {Device::cpu(), Device::cuda(0)}) {
+    if (dev.is_cuda() && !cudl::testing::cuda_available()) {
+      GTEST_SKIP() << "CPU part passed; the CUDA part needs a CUDA device (" << cuda_unavailable_reason() << ")";
+    }
+    for (bool propagate : {false, true}) {
+      CompileOptions o = options(dev);
+      o.propagate_nan = propagate;
+      Sequential dense(Shape{8}, {layers::Dense(16, "relu"), layers::Dense(3)});
+      dense.compile(o);
+      dense.layers()[0]->params()[0].second.fill(std::nan(""));
+      const std::vector<float> p = dense.predict(d.x).to_vector<float>();
+      EXPECT_EQ(std::isnan(p[0]), propagate) << dev.str() << " dense, propagate_nan " << propagate;
+      Sequential conv(Shape{1, 6, 6},
+                      {layers::Conv2d(2, 3, "relu"), layers::Flatten(),
+                       layers::Dense(3)});
+      conv.compile(o);
+      conv.layers()[0]->params()[0].second.fill(std::nan(""));
+      const std::vector<float> q = conv.predict(x).to_vector<float>();
+      EXPECT_TRUE(std::isnan(q[0])) << dev.str() << " conv, propagate_nan " << propagate;
+    }
+    CompileOptions o = options(dev);
+    o.propagate_nan = true;
+    Sequential m(Shape{8}, {layers::Dense(16, "relu"), layers::Dense(3)});
+    m.compile(o);
+    m.layers()[0]->params()[0].second.fill(std::nan(""));
+    const std::string msg = error_message([&] { m.fit(d, fit_options(1)); });
+    EXPECT_NE(msg.find("epoch 1: the training loss is nan"), std::string::npos) << dev.str() << ": " << msg;
+    // Finite weights train the same with and without the fusion (the relu is the same function).
+    Sequential a(Shape{8}, {layers::Dense(16, "relu"), layers::Dense(3)});
+    Sequential b(Shape{8}, {layers::Dense(16, "relu"), layers::Dense(3)});
+    a.compile(options(dev));
+    b.compile(o);
+    a.fit(d, fit_options(2));
+    b.fit(d, fit_options(2));
+    const std::vector<float> wa = a.layers()[0]->params()[0].second.to_vector<float>();
+    const std::vector<float> wb = b.layers()[0]->params()[0].second.to_vector<float>();
+    ASSERT_EQ(wa.size(), wb.size());
+    for (size_t i = 0; i < wa.size(); ++i) EXPECT_NEAR(wa[i], wb[i], 1e-5f * (1 + std::fabs(wa[i]))) << dev.str() << " " << i;
+  }
+}
+
 TEST(ModelGraph, NaNWeightsTheLossDoesNotSeeStopFitNamingTheLayer) {
   // An embedding row of a token the data never holds: the loss stays finite, the end-of-epoch
   // parameter check names the layer.

@@ -128,6 +128,12 @@ struct CUDL_API CompileOptions {
   Precision precision = default_precision();  // f32 GEMMs/convolutions on CUDA: fp32 or TF32
   /// Used when the model trains in f16 (precision f16, or a layer set to f16): see LossScaleOptions.
   LossScaleOptions loss_scale;
+  /// false (the default): a Dense with activation "relu" applies the relu in the GEMM's epilogue,
+  /// which computes max(v, 0) as cuBLASLt's does, so a NaN pre-activation becomes 0 there; fit's
+  /// checks (data before the first step, loss and parameters at each epoch's end) still find NaN.
+  /// true: that relu runs as its own op, so relu(NaN) = NaN everywhere, at one more kernel per such
+  /// layer and step on CUDA (docs/models.md). Conv2d's fused relu passes NaN on in both modes.
+  bool propagate_nan = false;
   /// Data-parallel training (cudl/distributed.hpp, docs/distributed.md): this rank's communicator.
   /// `device` must be its device. compile broadcasts the parameters and buffers from rank 0; every
   /// training step averages the gradients across the ranks before the optimizer (inside the step,

@@ -40,6 +40,8 @@ struct BuildContext {
   /// Storage type of activations (CompileOptions::precision: f32, or bf16/f16) and the layers that
   /// override it (Layer::set_precision, by name); see node().
   DType storage = DType::f32;
+  /// CompileOptions::propagate_nan: relu activations are not fused into GEMM/convolution epilogues.
+  bool propagate_nan = false;
   const std::map<std::string, Precision>* layer_precision = nullptr;
   std::map<std::pair<graph::ValueId, DType>, graph::ValueId> casts;  // converted copies made so far
   graph::ValueId rng = graph::kNone;       // i64[2] {seed, offset}, created on first dropout

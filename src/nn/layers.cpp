@@ -412,7 +412,7 @@ class DenseLayer : public BuiltinLayer {
     ValueId b = bias_ ? c.param("bias", Shape{units_}, Init::Zeros, features, units_, false) : kNone;
     Epilogue ep = Epilogue::None;
     std::string rest = act_;
-    if (act_ == "relu") ep = Epilogue::Relu, rest = "";
+    if (act_ == "relu" && !c.propagate_nan) ep = Epilogue::Relu, rest = "";
     if (act_ == "gelu_tanh") ep = Epilogue::Gelu, rest = "";
     ValueId y = c.value(ep == Epilogue::None ? "linear" : "linear_" + act_, Shape{rows, units_});
     ValueId pre = ep == Epilogue::Gelu ? c.value("pre", Shape{rows, units_}) : kNone;

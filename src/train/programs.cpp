@@ -27,6 +27,7 @@ detail::BuildContext Model::Impl::context(graph::Graph& g, int64_t batch, bool t
   c.rng_tensor = rng;
   c.frozen = &frozen;
   c.storage = precision_storage(opts.precision);
+  c.propagate_nan = opts.propagate_nan;
   c.layer_precision = &layer_precision;
   return c;
 }
