@@ -941,7 +941,7 @@ void check_weight_copies(const SkipCase& c, Device d, const std::vector<int64_t>
 
 // weight_copies: every step stores round(updated parameter) into the group's bf16 or f16 copy in the
 // pass that updates it; parameters and state stay bitwise those of the step without copies; groups
-// without a copy, skipped steps (skip_on_flag) and lists that need several launches (many_small_sizes)
+// without a copy, skipped steps (skip_on_flag) and a list that needs several launches (many_small_sizes)
 // included; on the CPU reference and on the emulated CUDA backend.
 TEST(OptimWeightCopies, StepsWriteRoundedMastersAndSkipLeavesThem) {
   std::vector<int64_t> sizes = kOddSizes;
@@ -954,7 +954,8 @@ TEST(OptimWeightCopies, StepsWriteRoundedMastersAndSkipLeavesThem) {
     for (const SkipCase& c : skip_cases()) {
       SCOPED_TRACE(::testing::Message() << d << " " << op_name(c.op));
       check_weight_copies(c, d, sizes, types, {false, false, true, false});
-      check_weight_copies(c, d, many, many_types, {true, false, false});
+      // Adam's list (depth 4 + copies) holds the fewest tensors per launch: 300 take 5 launches.
+      if (c.op == OpKind::AdamStep) check_weight_copies(c, d, many, many_types, {true, false});
     }
 }
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <set>
+#include <utility>
 
 #include "backend/backend.hpp"
 #include "backend/communicator.hpp"
@@ -444,10 +445,8 @@ std::map<ValueId, ValueId> Model::Impl::fuse_weight_casts(detail::BuildContext& 
 }
 
 void Model::Impl::sync_weight_copies() {
-  if (weight_copies.empty()) return;
-  std::set<Layer*> stale, layers;
+  std::set<Layer*> stale;
   for (const auto& [key, w] : weight_copies) {
-    layers.insert(w.layer);
     auto it = copies_version.find(w.layer);
     if (it == copies_version.end() || it->second != detail::LayerAccess::weights_version(*w.layer))
       stale.insert(w.layer);
@@ -455,8 +454,13 @@ void Model::Impl::sync_weight_copies() {
   for (const auto& [key, w] : weight_copies)
     if (stale.count(w.layer))
       run_op(OpKind::Cast, {TensorView::of(w.master)}, {TensorView::of(w.copy)}, {}, nullptr, "weight_copy");
-  // This step writes the layers' weights: other models' copies of them (shared layers) go stale.
-  for (Layer* l : layers) copies_version[l] = detail::LayerAccess::weights_written(*l);
+  // This step writes the weights of every layer it trains (with copies or not, in any precision):
+  // other models' copies of them (shared layers) go stale, this model's stay equal.
+  for (const LayerPtr& l : layer_list) {
+    if (frozen.count(l.get()) || std::as_const(*l).params().empty()) continue;
+    detail::LayerAccess::weights_written(*l);
+  }
+  for (const auto& [key, w] : weight_copies) copies_version[w.layer] = detail::LayerAccess::weights_version(*w.layer);
 }
 
 }  // namespace cudl
