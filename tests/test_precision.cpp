@@ -332,11 +332,19 @@ void expect_copies_are_rounded_masters(Model& m, DType t, size_t count, const st
 
 /// The relu MLP of the CUDA test, compiled for `d` and `p` (f16: loss scaling from `scale`), with the
 /// fused copies (the default) or the program that casts every weight at each step's start.
-std::unique_ptr<Sequential> copy_mlp(const std::string& tag, Device d, Precision p, bool fused, double scale = 65536) {
+/// `decay`: SGD with momentum and weight decay, global-norm clipping and an L1/L2 penalty on dense2
+/// (what runs between the gradients and the step, and inside it), instead of plain Adam.
+std::unique_ptr<Sequential> copy_mlp(const std::string& tag, Device d, Precision p, bool fused, double scale = 65536,
+                                     bool decay = false) {
   auto m = std::make_unique<Sequential>(
       Shape{8}, std::vector<LayerPtr>{layers::Dense(32, "relu"), layers::Dense(16, "relu"), layers::Dense(3)}, tag);
   ModelInternals::set_fused_weight_copies(*m, fused);
   CompileOptions o = options(d, p);
+  if (decay) {
+    o.optimizer = optim::SGD(0.05, 0.9, false, 1e-3);
+    o.optimizer.clip_norm = 0.5;
+    m->layers()[1]->set_regularizer(1e-4f, 1e-3f);
+  }
   o.loss_scale.initial_scale = scale;
   m->compile(o);
   return m;
@@ -352,26 +360,31 @@ std::vector<Device> precision_devices() {
 
 // The optimizer step writes the 16-bit copy of every weight and bias (no Cast at the step's start):
 // training with it gives bitwise the weights of the program that casts each step, in bf16 and in f16
-// (whose loss scale starts at 2^30, so the first steps overflow and are skipped), on the CPU and
-// on the emulated CUDA backend (captured steps); and every copy is round(master) at the end.
+// (whose loss scale starts at 2^30, so the first steps overflow and are skipped), with Adam and with
+// SGD + weight decay + global-norm clipping + an L1/L2 penalty, on the CPU and on the emulated CUDA
+// backend (captured steps); and every copy is round(master) at the end.
 TEST(Precision, FusedWeightCopiesTrainBitwiseAsCastingEachStep) {
   const Dataset train = blobs(96, 11);
   for (Device d : precision_devices())
     for (Precision p : {Precision::bf16, Precision::f16}) {
       const DType t = precision_storage(p);
       SCOPED_TRACE(::testing::Message() << d << " " << precision_name(p));
-      auto fused = copy_mlp("wc_f", d, p, true, 1073741824.0), cast = copy_mlp("wc_c", d, p, false, 1073741824.0);
-      EXPECT_EQ(fused->plan_report().kernels_per_step + 6, cast->plan_report().kernels_per_step)
-          << "6 Casts (3 weights, 3 biases) fewer per step";
-      fused->fit(train, cudl::testing::quiet_fit(3, 16, 9));
-      cast->fit(train, cudl::testing::quiet_fit(3, 16, 9));
-      if (p == Precision::f16) {
-        EXPECT_GT(fused->skipped_steps(), 0) << "the huge initial scale must overflow";
-        EXPECT_EQ(fused->skipped_steps(), cast->skipped_steps());
+      for (bool decay : {false, true}) {
+        SCOPED_TRACE(decay ? "SGD, weight decay, clipping, penalty" : "Adam");
+        auto fused = copy_mlp("wc_f", d, p, true, 1073741824.0, decay);
+        auto cast = copy_mlp("wc_c", d, p, false, 1073741824.0, decay);
+        EXPECT_EQ(fused->plan_report().kernels_per_step + 6, cast->plan_report().kernels_per_step)
+            << "6 Casts (3 weights, 3 biases) fewer per step";
+        fused->fit(train, cudl::testing::quiet_fit(3, 16, 9));
+        cast->fit(train, cudl::testing::quiet_fit(3, 16, 9));
+        if (p == Precision::f16) {
+          EXPECT_GT(fused->skipped_steps(), 0) << "the huge initial scale must overflow";
+          EXPECT_EQ(fused->skipped_steps(), cast->skipped_steps());
+        }
+        EXPECT_EQ(weights_of(*fused), weights_of(*cast));
+        EXPECT_TRUE(ModelInternals::weight_copies(*cast).empty());
+        expect_copies_are_rounded_masters(*fused, t, 6, "after fit");
       }
-      EXPECT_EQ(cudl::testing::flat_weights(*fused), cudl::testing::flat_weights(*cast));
-      EXPECT_TRUE(ModelInternals::weight_copies(*cast).empty());
-      expect_copies_are_rounded_masters(*fused, t, 6, "after fit");
     }
 }
 
