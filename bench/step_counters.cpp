@@ -6,6 +6,9 @@
 // Usage: bench_step_counters [--model mlp|cnn|embed|charlm|seq_lstm|seq_gru|dcgan|all]
 //        [--batch B (128; charlm, dcgan 64)] [--warmup W (3)] [--precision f32|tf32|bf16|f16 (f32)]
 //        [--propagate-nan 0|1 (0): CompileOptions::propagate_nan]
+//        [--weight-copies fused|cast (fused)]
+// (bf16/f16: fused, the optimizer step writes each weight's 16-bit copy that the next forward reads;
+// cast, the program before that, which casts every weight at the start of each step)
 // (embed: a token classifier whose step runs Gather / GatherBackward; bench/train_graph.hpp;
 // charlm: cudl-charlm's Transformer, samples/charlm/charlm.hpp; seq_lstm / seq_gru: cudl-seq-mnist's
 // model; all: every model but seq_gru and dcgan)
@@ -30,6 +33,7 @@
 #include "../samples/dcgan/models.hpp"
 #include "cudl/memory.hpp"
 #include "emu/emu.hpp"
+#include "ops/optim.hpp"
 #include "samples/charlm/charlm.hpp"
 #include "train_graph.hpp"
 
@@ -46,6 +50,7 @@ struct Args {
   int warmup = 3;
   cudl::Precision precision = cudl::Precision::f32;  // CompileOptions::precision of every model but dcgan
   bool propagate_nan = false;                         // CompileOptions::propagate_nan, likewise
+  bool fused_copies = true;  // bf16/f16: the optimizer step writes the 16-bit weight copies (else Casts)
 };
 
 // Resets the counters after step `at`, reads them after step `at + 1`.
@@ -123,10 +128,17 @@ NodeBytes node_bytes(const cudl::graph::Graph& g, const cudl::graph::Node& n) {
   }
   for (ValueId v : n.outputs) b.written += nb(v);
   switch (n.op) {
-    case OpKind::AdamStep:  // groups (param, grad, m, v) after hyper: param, m, v rewritten
-      for (size_t k = 1; k + 3 < n.inputs.size(); k += 4)
+    case OpKind::AdamStep: {  // groups (param, grad, m, v[, 16-bit copy]) after hyper: param, m, v rewritten
+      const size_t stride = n.attrs.i[cudl::ops::kWeightCopiesSlot] ? 5 : 4;
+      for (size_t k = 1; k + stride - 1 < n.inputs.size(); k += stride) {
         b.written += nb(n.inputs[k]) + nb(n.inputs[k + 2]) + nb(n.inputs[k + 3]);
+        if (stride == 5) {  // the copy is written, not read
+          b.read -= nb(n.inputs[k + 4]);
+          b.written += nb(n.inputs[k + 4]);
+        }
+      }
       break;
+    }
     case OpKind::Increment:
     case OpKind::Accumulate:
       for (ValueId v : n.outputs) b.read += nb(v);
@@ -319,7 +331,7 @@ struct Subject {
 };
 
 Subject subject(const std::string& kind, const cudl::Device dev, int64_t rows, cudl::Precision precision,
-                bool propagate_nan) {
+                bool propagate_nan, bool fused_copies) {
   if (kind == "charlm") {  // cudl-charlm: AdamW 3e-3 (wd 0.01), windows of a stream of random tokens
     cudl::Model model = charlm::build(charlm::Config{});
     cudl::CompileOptions opt;
@@ -329,6 +341,7 @@ Subject subject(const std::string& kind, const cudl::Device dev, int64_t rows, c
     opt.seed = 1;
     opt.precision = precision;
     opt.propagate_nan = propagate_nan;
+    cudl::detail::ModelInternals::set_fused_weight_copies(model, fused_copies);
     model.compile(opt);
     std::vector<int32_t> stream(static_cast<size_t>(rows * 16 + 1));
     charlm::SplitMix64 rng(1);
@@ -344,6 +357,7 @@ Subject subject(const std::string& kind, const cudl::Device dev, int64_t rows, c
   opt.seed = 1;
   opt.precision = precision;
   opt.propagate_nan = propagate_nan;
+  cudl::detail::ModelInternals::set_fused_weight_copies(model, fused_copies);
   model.compile(opt);
   return {std::move(model), kind == "embed" ? cudl_bench::synthetic_tokens(rows) : cudl_bench::synthetic_mnist(rows)};
 }
@@ -354,7 +368,7 @@ int run_model(const std::string& kind, const Args& args) {
   const cudl::Device dev = cudl::Device::cuda(0);
   const char* env = std::getenv("CUDL_CUDA_GRAPHS");
   const bool graphs = !(env && std::strcmp(env, "0") == 0);
-  Subject sub = subject(kind, dev, a.batch * (a.warmup + 2), a.precision, a.propagate_nan);
+  Subject sub = subject(kind, dev, a.batch * (a.warmup + 2), a.precision, a.propagate_nan, a.fused_copies);
   cudl::Model& model = sub.model;
   const cudl::Dataset& data = sub.data;
   const int plan_kernels = model.plan_report().kernels_per_step;
@@ -412,6 +426,13 @@ int run_model(const std::string& kind, const Args& args) {
                                               data.y.numel() * cudl::dtype_size(data.y.dtype())) /
                            static_cast<double>(data.size());
   byte_table(*step, a.batch, row_bytes);
+  const cudl::PlanReport& report = model.plan_report();  // the program fit ran
+  if (a.precision == cudl::Precision::bf16 || a.precision == cudl::Precision::f16)
+    std::printf("16-bit weight copies (%s): %s persistent, written by the optimizer step; %s made in the step "
+                "(arena, weights' copies and 16-bit weight gradients)\n",
+                a.fused_copies ? "fused into the optimizer step" : "cast at each step's start",
+                human(static_cast<double>(report.persistent_copy_bytes)).c_str(),
+                human(static_cast<double>(report.weight_copy_bytes)).c_str());
   roofline(*step, a.batch, kernels);
   return 0;
 }
@@ -472,7 +493,8 @@ int main(int argc, char** argv) {
     const std::string k = argv[i];
     if (i + 1 >= argc) {
       std::fprintf(stderr, "usage: bench_step_counters [--model mlp|cnn|embed|charlm|seq_lstm|seq_gru|dcgan|all] "
-                           "[--batch B] [--warmup W] [--precision f32|tf32|bf16|f16] [--propagate-nan 0|1]\n");
+                           "[--batch B] [--warmup W] [--precision f32|tf32|bf16|f16] [--propagate-nan 0|1] "
+                           "[--weight-copies fused|cast]\n");
       return 2;
     }
     const std::string v = argv[++i];
@@ -490,6 +512,8 @@ int main(int argc, char** argv) {
         return 2;
       }
       a.propagate_nan = v == "1";
+    } else if (k == "--weight-copies" && (v == "fused" || v == "cast")) {
+      a.fused_copies = v == "fused";
     } else {
       std::fprintf(stderr, "bench_step_counters: unknown option %s\n", k.c_str());
       return 2;

@@ -1,5 +1,6 @@
 // kernels/optim.cu — fused multi-tensor optimizer steps (SGD, Adam/AdamW, RMSprop, Adagrad), weight
-// penalties and global-norm clipping. Like PyTorch's multi_tensor_apply: the tensor list travels by
+// penalties and global-norm clipping; the steps optionally store each updated parameter's bf16/f16
+// copy in the same pass. Like PyTorch's multi_tensor_apply: the tensor list travels by
 // value in the kernel arguments, blocks walk fixed-size chunks of all tensors; lr and t are read
 // from the device inside the kernel.
 #include "kernels/common.cuh"
@@ -14,19 +15,29 @@ constexpr int64_t kChunk = 4096;     // elements per chunk (a multiple of 4: chu
 constexpr int kMaxBlocks = 132 * 8;  // grid cap per launch (grid-stride beyond)
 constexpr int kArgBytes = 3900;      // the list's share of the 4 KB kernel parameter space
 
-constexpr int max_tensors(int depth) { return (kArgBytes - 16) / (8 * depth + 16); }
+// Per tensor: depth f32 pointers, size and chunk start (8 bytes each); in the steps' lists (depth >= 2)
+// also the 16-bit copy's pointer and type (9 bytes).
+constexpr bool carries_copies(int depth) { return depth >= 2; }
+constexpr int max_tensors(int depth) {
+  return carries_copies(depth) ? (kArgBytes - 24) / (8 * depth + 25) : (kArgBytes - 16) / (8 * depth + 16);
+}
 
 }  // namespace
 
 /// The tensors of one launch: group k has `depth` pointers ptr[d][k] of size[k] elements;
 /// chunk_start[k] is the first global chunk of group k (a prefix sum), chunk_start[n] the total.
+/// copy[k]: the 16-bit copy of group k's parameter (the steps' weight copies), of copy_type[k], or null.
 template <int D>
 struct TensorList {
+  static constexpr bool kCopies = carries_copies(D);
   static constexpr int kMax = max_tensors(D);
+  static constexpr int kCopyMax = kCopies ? kMax : 1;
   float* ptr[D][kMax];
+  void* copy[kCopyMax];
   int64_t size[kMax];
   int64_t chunk_start[kMax + 1];
   int n;
+  WeightCopyType copy_type[kCopyMax];
 };
 static_assert(sizeof(TensorList<1>) <= kArgBytes && sizeof(TensorList<2>) <= kArgBytes &&
                   sizeof(TensorList<3>) <= kArgBytes && sizeof(TensorList<4>) <= kArgBytes,
@@ -58,6 +69,14 @@ __device__ __forceinline__ void set_lane(float4& v, int k, float x) {
     v.z = x;
   else
     v.w = x;
+}
+
+/// Stores round_to_nearest_even(v) at element i of a 16-bit weight copy (cpu/optim.cpp's rule).
+__device__ __forceinline__ void store_copy(void* copy, WeightCopyType type, int64_t i, float v) {
+  if (type == WeightCopyType::bf16)
+    static_cast<__nv_bfloat16*>(copy)[i] = from_float<__nv_bfloat16>(v);
+  else
+    static_cast<__half*>(copy)[i] = from_float<__half>(v);
 }
 
 // --- update rules (the math of cpu/optim.cpp, element by element) ------------------------------------
@@ -195,7 +214,8 @@ struct ScaleOp {
 
 // --- the multi-tensor kernel -----------------------------------------------------------------------
 
-// aux: hyper {lr, t} (or the clipping coefficient) on the device. With `counter`, the step
+// aux: hyper {lr, t} (or the clipping coefficient) on the device. A group with a weight copy gets
+// its updated parameter (element 0) stored there, rounded, in the same pass. With `counter`, the step
 // computes with t = hyper[1] + 1 and, when `t_out` is set (the last launch of a list), the last
 // block stores that t there after every block has read the old one. With `skip` (hyper + 2, the
 // skip_on_flag steps), every block reads the flag first and, when it is nonzero, returns at once:
@@ -225,6 +245,12 @@ static __global__ void __launch_bounds__(kBlock)
       p[d] = list.ptr[d][k] + start;
       vec = vec && aligned16(p[d]);
     }
+    WeightCopyType copy_type = WeightCopyType::bf16;
+    void* copy = nullptr;
+    if constexpr (TensorList<D>::kCopies) {
+      copy_type = list.copy_type[k];
+      if (list.copy[k]) copy = static_cast<char*>(list.copy[k]) + start * 2;  // 2-byte elements
+    }
     int64_t done = 0;
     if (vec) {
       const int64_t n4 = len / 4;
@@ -236,6 +262,7 @@ static __global__ void __launch_bounds__(kBlock)
           for (int d = 0; d < D; ++d) e[d] = lane(v[d], j);
           op.template apply<D>(s, e);
           for (int d = 0; d < D; ++d) set_lane(v[d], j, e[d]);
+          if (copy) store_copy(copy, copy_type, i * 4 + j, e[0]);
         }
         for (int d = 0; d < D; ++d)
           if (kWrites & (1u << d)) reinterpret_cast<float4*>(p[d])[i] = v[d];
@@ -248,6 +275,7 @@ static __global__ void __launch_bounds__(kBlock)
       op.template apply<D>(s, e);
       for (int d = 0; d < D; ++d)
         if (kWrites & (1u << d)) p[d][i] = e[d];
+      if (copy) store_copy(copy, copy_type, i, e[0]);
     }
   }
   if (t_out && last_block(counter) && threadIdx.x == 0) *t_out = advanced[1];
@@ -256,14 +284,20 @@ static __global__ void __launch_bounds__(kBlock)
 namespace {
 
 /// Packs groups [first, end) with nonzero size into `list`, as many as fit; returns the next group.
+/// copies (nullable): group k's 16-bit weight copy copies[k] (null: none) of copy_types[k].
 template <int D>
-int pack(TensorList<D>& list, float* const* ptrs, const int64_t* sizes, int n, int first) {
+int pack(TensorList<D>& list, float* const* ptrs, const int64_t* sizes, int n, int first,
+         void* const* copies = nullptr, const WeightCopyType* copy_types = nullptr) {
   list.n = 0;
   int64_t chunks = 0;
   int k = first;
   for (; k < n && list.n < TensorList<D>::kMax; ++k) {
     if (sizes[k] == 0) continue;
     for (int d = 0; d < D; ++d) list.ptr[d][list.n] = ptrs[static_cast<int64_t>(k) * D + d];
+    if constexpr (TensorList<D>::kCopies) {
+      list.copy[list.n] = copies ? copies[k] : nullptr;
+      list.copy_type[list.n] = copies ? copy_types[k] : WeightCopyType::bf16;
+    }
     list.size[list.n] = sizes[k];
     list.chunk_start[list.n] = chunks;
     chunks += (sizes[k] + kChunk - 1) / kChunk;
@@ -279,9 +313,11 @@ unsigned grid_for_chunks(int64_t chunks) {
 
 /// Launches `op` over every group, as few launches as the argument space allows.
 /// skip_on_flag: every launch reads aux[2] (hyper's skip flag) and does nothing when it is nonzero.
+/// copies: the steps' 16-bit weight copies (WeightCopies; default none).
 template <int D, typename Op>
 void multi_tensor_apply(const Op& op, float* aux, float* const* ptrs, const int64_t* sizes, int n, cudaStream_t stream,
-                        unsigned int* advance_t = nullptr, bool skip_on_flag = false) {
+                        unsigned int* advance_t = nullptr, bool skip_on_flag = false,
+                        const WeightCopies& copies = {}) {
   const float* skip = skip_on_flag ? aux + 2 : nullptr;
   auto launch_list = [&](const TensorList<D>& list, float* t_out) {
     launch<multi_tensor_kernel<D, Op>>(grid_for_chunks(list.chunk_start[list.n]), kBlock, 0, stream, list, op, aux,
@@ -293,7 +329,7 @@ void multi_tensor_apply(const Op& op, float* aux, float* const* ptrs, const int6
   int next = 0;
   while (next < n) {
     TensorList<D> list;
-    next = pack(list, ptrs, sizes, n, next);
+    next = pack(list, ptrs, sizes, n, next, copies.ptrs, copies.types);
     if (list.n == 0) continue;
     launch_list(list, advance_t && next > last_group ? aux + 1 : nullptr);
   }
@@ -309,32 +345,33 @@ void multi_tensor_apply(const Op& op, float* aux, float* const* ptrs, const int6
 
 void sgd_step_cuda(float* hyper, float* const* ptrs, const int64_t* sizes, int n, int depth, float momentum,
                    float dampening, float weight_decay, bool nesterov, cudaStream_t stream, unsigned int* advance_t,
-                   bool skip_on_flag) {
+                   bool skip_on_flag, const WeightCopies& copies) {
   const SgdOp op{momentum, dampening, weight_decay, nesterov};
   if (depth == 3)
-    multi_tensor_apply<3>(op, hyper, ptrs, sizes, n, stream, advance_t, skip_on_flag);
+    multi_tensor_apply<3>(op, hyper, ptrs, sizes, n, stream, advance_t, skip_on_flag, copies);
   else
-    multi_tensor_apply<2>(op, hyper, ptrs, sizes, n, stream, advance_t, skip_on_flag);
+    multi_tensor_apply<2>(op, hyper, ptrs, sizes, n, stream, advance_t, skip_on_flag, copies);
 }
 
 void adam_step_cuda(float* hyper, float* const* ptrs, const int64_t* sizes, int n, double beta1, double beta2,
                     double eps, float weight_decay, bool decoupled, bool epsilon_hat, cudaStream_t stream,
-                    unsigned int* advance_t, bool skip_on_flag) {
+                    unsigned int* advance_t, bool skip_on_flag, const WeightCopies& copies) {
   const AdamOp op{beta1, beta2, eps, weight_decay, decoupled, epsilon_hat};
-  multi_tensor_apply<4>(op, hyper, ptrs, sizes, n, stream, advance_t, skip_on_flag);
+  multi_tensor_apply<4>(op, hyper, ptrs, sizes, n, stream, advance_t, skip_on_flag, copies);
 }
 
 void rmsprop_step_cuda(float* hyper, float* const* ptrs, const int64_t* sizes, int n, double alpha, float eps,
                        float weight_decay, bool eps_in_sqrt, cudaStream_t stream, unsigned int* advance_t,
-                       bool skip_on_flag) {
+                       bool skip_on_flag, const WeightCopies& copies) {
   const RmspropOp op{static_cast<float>(alpha), static_cast<float>(1.0 - alpha), eps, weight_decay, eps_in_sqrt};
-  multi_tensor_apply<3>(op, hyper, ptrs, sizes, n, stream, advance_t, skip_on_flag);
+  multi_tensor_apply<3>(op, hyper, ptrs, sizes, n, stream, advance_t, skip_on_flag, copies);
 }
 
 void adagrad_step_cuda(float* hyper, float* const* ptrs, const int64_t* sizes, int n, float eps, float weight_decay,
-                       double lr_decay, cudaStream_t stream, unsigned int* advance_t, bool skip_on_flag) {
+                       double lr_decay, cudaStream_t stream, unsigned int* advance_t, bool skip_on_flag,
+                       const WeightCopies& copies) {
   const AdagradOp op{eps, weight_decay, lr_decay};
-  multi_tensor_apply<3>(op, hyper, ptrs, sizes, n, stream, advance_t, skip_on_flag);
+  multi_tensor_apply<3>(op, hyper, ptrs, sizes, n, stream, advance_t, skip_on_flag, copies);
 }
 
 void weight_penalty_cuda(float* const* ptrs, const int64_t* sizes, int n, float l1, float l2, cudaStream_t stream) {

@@ -866,3 +866,166 @@ TEST(AmpUnscaleCuda, CapturedUnscaleAndStepFollowTheDeviceFlag) {
   EXPECT_TRUE(all_close(p.to(Device::cpu()), pc, 2e-6, 2e-6));
   EXPECT_TRUE(all_close(v.to(Device::cpu()), vc, 2e-6, 2e-6));
 }
+
+namespace {
+
+/// The 16-bit copy of an f32 tensor, bit by bit: round to nearest even of every element.
+std::vector<uint16_t> rounded_bits(const Tensor& master, DType dtype) { return bits_16(to_16bit(master, dtype)); }
+
+/// Steps with weight_copies: each group (param, grad, state..., copy). `copy_type` of each group:
+/// bf16, f16, or f32 for "this parameter has no copy" (an undefined slot). Runs `steps` steps with
+/// the skip flag of step s in skip[s], the same steps without copies on a reference, and checks
+/// after each: the parameters and state are bitwise the reference's (the copies change no math), and
+/// every copy is round(master) (so, after a skipped step, the unchanged master's).
+void check_weight_copies(const SkipCase& c, Device d, const std::vector<int64_t>& sizes,
+                         const std::vector<DType>& copy_type, const std::vector<bool>& skip) {
+  OpAttrs with = c.attrs, plain = c.attrs;
+  with.i[ops::kWeightCopiesSlot] = 1;
+  plain.i[ops::kWeightCopiesSlot] = 0;
+  struct Group {
+    Tensor p, p_ref, copy;
+    std::vector<Tensor> s, s_ref;
+  };
+  std::vector<Group> groups;
+  for (size_t k = 0; k < sizes.size(); ++k) {
+    Group gr;
+    // Values with 23 mantissa bits: every one rounds in 16 bits (ties and carries included).
+    gr.p = random_tensor(Shape{sizes[k]}, 300 + k, -3, 3).to(d);
+    gr.p_ref = gr.p.clone();
+    if (copy_type[k] != DType::f32) {
+      // Garbage to start with (the step must overwrite every element), like a copy not yet written.
+      gr.copy = Tensor::full(Shape{sizes[k]}, 7.0, copy_type[k], Device::cpu()).to(d);
+    }
+    for (int j = 0; j < c.n_state; ++j) {
+      gr.s.push_back(Tensor::full(Shape{sizes[k]}, 0.25, DType::f32, d));
+      gr.s_ref.push_back(gr.s.back().clone());
+    }
+    groups.push_back(std::move(gr));
+  }
+  Tensor h = hyper3(0.05, 0, 0, d), h_ref = hyper3(0.05, 0, 0, d);
+  for (size_t step = 0; step < skip.size(); ++step) {
+    h.copy_from(hyper3(0.05, host(h)[1], skip[step] ? 1 : 0));
+    h_ref.copy_from(h);
+    std::vector<Tensor> in = {h}, in_ref = {h_ref};
+    for (size_t k = 0; k < groups.size(); ++k) {
+      Group& gr = groups[k];
+      const Tensor g = random_tensor(Shape{sizes[k]}, 7000 + 31 * k + step, -2, 2).to(d);
+      in.insert(in.end(), {gr.p, g});
+      in.insert(in.end(), gr.s.begin(), gr.s.end());
+      in.push_back(gr.copy);  // undefined: no copy
+      in_ref.insert(in_ref.end(), {gr.p_ref, g});
+      in_ref.insert(in_ref.end(), gr.s_ref.begin(), gr.s_ref.end());
+    }
+    const std::vector<std::vector<uint16_t>> before = [&] {
+      std::vector<std::vector<uint16_t>> b;
+      for (const Group& gr : groups) b.push_back(gr.copy.defined() ? bits_16(gr.copy) : std::vector<uint16_t>{});
+      return b;
+    }();
+    run(c.op, in, {}, with, d);
+    run(c.op, in_ref, {}, plain, d);
+    for (size_t k = 0; k < groups.size(); ++k) {
+      const Group& gr = groups[k];
+      SCOPED_TRACE(::testing::Message() << "step " << step << (skip[step] ? " (skipped)" : "") << ", group " << k
+                                        << " of " << sizes[k] << " elements");
+      ASSERT_EQ(host(gr.p), host(gr.p_ref)) << "the copies must not change the update";
+      for (int j = 0; j < c.n_state; ++j) ASSERT_EQ(host(gr.s[j]), host(gr.s_ref[j])) << "state " << j;
+      if (!gr.copy.defined()) continue;
+      if (skip[step] && step > 0) EXPECT_EQ(bits_16(gr.copy), before[k]) << "a skipped step writes no copy";
+      if (skip[step] && step == 0) continue;  // never written yet: still the garbage it started with
+      ASSERT_EQ(bits_16(gr.copy), rounded_bits(gr.p, copy_type[k])) << "copy != round(master)";
+    }
+  }
+}
+
+}  // namespace
+
+// weight_copies: every step stores round(updated parameter) into the group's bf16 or f16 copy in the
+// pass that updates it; parameters and state stay bitwise those of the step without copies; groups
+// without a copy, skipped steps (skip_on_flag) and a list that needs several launches (many_small_sizes)
+// included; on the CPU reference and on the emulated CUDA backend.
+TEST(OptimWeightCopies, StepsWriteRoundedMastersAndSkipLeavesThem) {
+  std::vector<int64_t> sizes = kOddSizes;
+  std::vector<DType> types;
+  for (size_t k = 0; k < sizes.size(); ++k) types.push_back(k == 2 ? DType::f32 : k % 2 ? DType::f16 : DType::bf16);
+  std::vector<int64_t> many = many_small_sizes();
+  std::vector<DType> many_types(many.size(), DType::bf16);
+  for (size_t k = 0; k < many.size(); k += 3) many_types[k] = DType::f16;
+  for (Device d : devices())
+    for (const SkipCase& c : skip_cases()) {
+      SCOPED_TRACE(::testing::Message() << d << " " << op_name(c.op));
+      check_weight_copies(c, d, sizes, types, {false, false, true, false});
+      // Adam's list (depth 4 + copies) holds the fewest tensors per launch: 300 take 5 launches.
+      if (c.op == OpKind::AdamStep) check_weight_copies(c, d, many, many_types, {true, false});
+    }
+}
+
+// The CUDA copies are the CPU's: same calls on both backends, the copies compared bit by bit (both
+// are round(master), and the masters agree to the tolerance of compare_many; a copy may then differ
+// by one 16-bit ulp where a master sits on a rounding boundary, never more).
+TEST(OptimWeightCopiesCuda, CopiesEqualCpu) {
+  CUDL_REQUIRE_CUDA();
+  const Device gpu = Device::cuda();
+  for (const SkipCase& c : skip_cases())
+    for (DType t : k16BitTypes) {
+      SCOPED_TRACE(::testing::Message() << op_name(c.op) << " " << dtype_name(t));
+      OpAttrs a = c.attrs;
+      a.i[ops::kWeightCopiesSlot] = 1;
+      std::vector<Tensor> pc, pg, cc, cg, sc, sg;
+      for (size_t k = 0; k < kOddSizes.size(); ++k) {
+        const Tensor p = random_tensor(Shape{kOddSizes[k]}, 40 + k, -3, 3);
+        pc.push_back(p.clone());
+        pg.push_back(p.to(gpu));
+        cc.push_back(Tensor::zeros(Shape{kOddSizes[k]}, t));
+        cg.push_back(Tensor::zeros(Shape{kOddSizes[k]}, t, gpu));
+        for (int j = 0; j < c.n_state; ++j) {
+          sc.push_back(Tensor::zeros(Shape{kOddSizes[k]}));
+          sg.push_back(Tensor::zeros(Shape{kOddSizes[k]}, DType::f32, gpu));
+        }
+      }
+      Tensor hc = hyper3(0.05, 0, 0), hg = hyper3(0.05, 0, 0, gpu);
+      for (int step = 0; step < 3; ++step) {
+        std::vector<Tensor> in_c = {hc}, in_g = {hg};
+        for (size_t k = 0; k < kOddSizes.size(); ++k) {
+          const Tensor g = random_tensor(Shape{kOddSizes[k]}, 900 + 7 * k + step, -2, 2);
+          in_c.insert(in_c.end(), {pc[k], g});
+          in_g.insert(in_g.end(), {pg[k], g.to(gpu)});
+          for (int j = 0; j < c.n_state; ++j) {
+            in_c.push_back(sc[k * c.n_state + j]);
+            in_g.push_back(sg[k * c.n_state + j]);
+          }
+          in_c.push_back(cc[k]);
+          in_g.push_back(cg[k]);
+        }
+        run(c.op, in_c, {}, a, Device::cpu());
+        run(c.op, in_g, {}, a, gpu);
+      }
+      for (size_t k = 0; k < kOddSizes.size(); ++k) {
+        EXPECT_EQ(bits_16(cg[k]), rounded_bits(pg[k], t)) << "CUDA copy " << k << " != round(CUDA master)";
+        EXPECT_TRUE(all_close(pg[k].to(Device::cpu()), pc[k], 2e-6, 2e-6)) << "master " << k;
+        const std::vector<uint16_t> a16 = bits_16(cg[k]), b16 = bits_16(cc[k]);
+        int worst = 0;
+        for (size_t i = 0; i < a16.size(); ++i) worst = std::max(worst, ulp_distance_16(a16[i], b16[i]));
+        EXPECT_LE(worst, 1) << "copy " << k;
+      }
+    }
+}
+
+TEST(OptimWeightCopies, BadCopiesNameTheSlotAndShapes) {
+  ops::SgdAttrs sgd;
+  sgd.weight_copies = true;
+  Tensor h = hyper(0.1, 1), p = Tensor::zeros(Shape{4}), g = Tensor::zeros(Shape{4});
+  std::string msg = error_message([&] {
+    run(OpKind::SgdStep, {h, p, g, Tensor::zeros(Shape{4}, DType::f32)}, {}, sgd.to_op_attrs(), Device::cpu());
+  });
+  EXPECT_NE(msg.find("input 3 (group 0's 16-bit weight copy) must be bf16 or f16, got f32"), std::string::npos) << msg;
+  msg = error_message([&] {
+    run(OpKind::SgdStep, {h, p, g, Tensor::zeros(Shape{5}, DType::bf16)}, {}, sgd.to_op_attrs(), Device::cpu());
+  });
+  EXPECT_NE(msg.find("group 0: the 16-bit weight copy (input 3) has shape (5,) but the parameter has shape (4,)"),
+            std::string::npos)
+      << msg;
+  msg = error_message([&] { run(OpKind::SgdStep, {h, p, g}, {}, sgd.to_op_attrs(), Device::cpu()); });
+  EXPECT_NE(msg.find("expects groups of 3 tensors after 1 leading input(s), got 3 inputs (weight_copies i[4] is set)"),
+            std::string::npos)
+      << msg;
+}

@@ -5,14 +5,18 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
+#include <map>
 #include <random>
+#include <utility>
 
 #include "backend/backend.hpp"
 #include "core/half.hpp"
 #include "ops/elementwise.hpp"
 #include "ops/precision.hpp"
 #include "testing.hpp"
+#include "train/model_internals.hpp"
 
 using namespace cudl;
 
@@ -118,10 +122,14 @@ TEST(Precision, Bf16ModelKeepsFp32MastersAndConvertsAtTheBoundaries) {
   std::printf("activations: f32 %zu bytes, bf16 %zu bytes (%.1f%%) + %zu bytes of weight copies\n",
               pf.activation_bytes, pb.activation_bytes, 100.0 * pb.activation_bytes / pf.activation_bytes,
               pb.weight_copy_bytes);
-  // Forward: x, 3 weights, 3 biases, output: 8 Casts. Backward: dlogits, and dense1's bias, whose
-  // gradient dense2's GEMM sums through the relu (DRELU_BGRAD) in bf16: 2. The other weight and bias
-  // gradients come out of the GEMMs in f32, straight into the masters' gradients.
-  EXPECT_EQ(pb.kernels_per_step, pf.kernels_per_step + 10) << pb.str() << "\n" << pf.str();
+  // Forward: x and output: 2 Casts (the optimizer step writes the 16-bit copies of the 3 weights and
+  // 3 biases, which the forward reads). Backward: dlogits, and dense1's bias, whose gradient dense2's
+  // GEMM sums through the relu (DRELU_BGRAD) in bf16: 2. The other weight and bias gradients come out
+  // of the GEMMs in f32, straight into the masters' gradients.
+  EXPECT_EQ(pb.kernels_per_step, pf.kernels_per_step + 4) << pb.str() << "\n" << pf.str();
+  EXPECT_EQ(pb.persistent_copy_bytes, (8 * 16 + 16 + 16 * 16 + 16 + 16 * 3 + 3) * 2u) << pb.str();
+  EXPECT_EQ(pf.persistent_copy_bytes, 0u);
+  EXPECT_NE(pb.str().find("16-bit weight copies written by the optimizer step"), std::string::npos) << pb.str();
   Tensor y = b.predict(blobs(4, 3).x);
   EXPECT_EQ(y.dtype(), DType::f32);
 }
@@ -143,9 +151,10 @@ TEST(Precision, Bf16ConvnetRunsConvBatchNormAndPoolingIn16Bits) {
   f.compile(options(Device::cpu(), Precision::f32));
   b.compile(options(Device::cpu(), Precision::bf16));
   const PlanReport pf = f.plan_report(), pb = b.plan_report();
-  // Forward: x, conv w and b, dense w and b, output: 6 Casts; backward: the conv's 2 parameter
-  // gradients and dlogits: 3 (the dense layer's GEMM writes its weight and bias gradients in f32).
-  EXPECT_EQ(pb.kernels_per_step, pf.kernels_per_step + 9) << pb.str() << "\n" << pf.str();
+  // Forward: x and output: 2 Casts (conv and dense weights and biases: persistent copies the
+  // optimizer step writes); backward: the conv's 2 parameter gradients and dlogits: 3 (the dense
+  // layer's GEMM writes its weight and bias gradients in f32).
+  EXPECT_EQ(pb.kernels_per_step, pf.kernels_per_step + 5) << pb.str() << "\n" << pf.str();
   for (const auto& [name, t] : b.state_tensors())
     if (dtype_is_float(t.dtype())) EXPECT_EQ(t.dtype(), DType::f32) << name;
   const Dataset train = images(blobs(150, 1)), test = images(blobs(90, 2));
@@ -235,13 +244,16 @@ TEST(Precision, Bf16HalvesTheActivationBytesOfAnMlpStep) {
   };
   const PlanReport f = report(Precision::f32), b = report(Precision::bf16);
   const double ratio = static_cast<double>(b.activation_bytes) / static_cast<double>(f.activation_bytes);
-  std::printf("MLP 784-128-10, batch 128: activations f32 %zu bytes, bf16 %zu bytes (%.1f%%), weight copies %zu bytes\n",
-              f.activation_bytes, b.activation_bytes, 100 * ratio, b.weight_copy_bytes);
+  std::printf("MLP 784-128-10, batch 128: activations f32 %zu bytes, bf16 %zu bytes (%.1f%%), weight copies %zu "
+              "bytes in the arena, %zu persistent\n",
+              f.activation_bytes, b.activation_bytes, 100 * ratio, b.weight_copy_bytes, b.persistent_copy_bytes);
   EXPECT_LE(ratio, 0.55) << b.str();
   EXPECT_EQ(f.weight_copy_bytes, 0u);
-  // The 16-bit weights, 2 bytes each, and one 16-bit gradient: dense1's bias, summed by the logits
-  // layer's GEMM through the relu; the other gradients are written in f32 by the GEMMs.
-  EXPECT_EQ(b.weight_copy_bytes, (784 * 128 + 128 + 128 * 10 + 10) * 2u + 128 * 2u);
+  // The 16-bit weights, 2 bytes each, persistent (the optimizer step writes them); in the arena one
+  // 16-bit gradient: dense1's bias, summed by the logits layer's GEMM through the relu; the other
+  // gradients are written in f32 by the GEMMs.
+  EXPECT_EQ(b.persistent_copy_bytes, (784 * 128 + 128 + 128 * 10 + 10) * 2u);
+  EXPECT_EQ(b.weight_copy_bytes, 128 * 2u);
 }
 
 // The matmul family runs natively in 16 bits on CUDA: an MLP of Dense layers with ReLU (Linear with
@@ -276,4 +288,186 @@ TEST(Precision, ReluMlpTrainsInBf16AndF16OnCudaAsOnCpu) {
     EXPECT_LE(diff, 1e-3 * scale);
     EXPECT_GT(diff32, 10 * diff) << "the 16-bit runs must differ from f32 more than from each other";
   }
+}
+
+// --- the persistent 16-bit weight copies the optimizer step writes --------------------------------
+
+namespace {
+
+using cudl::detail::ModelInternals;
+
+/// The parameters of `m` by "layer.param", read through const access (not a write: mutable params()
+/// and state_tensors() count as writes and would make the next step refresh every copy, hiding a
+/// missed refresh).
+std::map<std::string, Tensor> masters_of(const Model& m) {
+  std::map<std::string, Tensor> out;
+  for (const LayerPtr& l : m.layers())
+    for (const auto& [k, t] : std::as_const(*l).params()) out.emplace(l->name() + "." + k, t);
+  return out;
+}
+
+/// masters_of(m) flattened in order, on the host.
+std::vector<float> weights_of(const Model& m) {
+  std::vector<float> w;
+  for (const LayerPtr& l : m.layers())
+    for (const auto& [k, t] : std::as_const(*l).params()) {
+      const std::vector<float> v = t.to(Device::cpu()).to_vector<float>();
+      w.insert(w.end(), v.begin(), v.end());
+    }
+  return w;
+}
+
+/// Every persistent 16-bit copy of `m` is round(its f32 master), bit for bit; `count` copies of type `t`.
+void expect_copies_are_rounded_masters(Model& m, DType t, size_t count, const std::string& when) {
+  SCOPED_TRACE(when);
+  const std::map<std::string, Tensor> copies = ModelInternals::weight_copies(m);
+  ASSERT_EQ(copies.size(), count);
+  const std::map<std::string, Tensor> masters = masters_of(m);
+  for (const auto& [name, copy] : copies) {
+    ASSERT_TRUE(masters.count(name)) << name;
+    EXPECT_EQ(copy.dtype(), t) << name;
+    EXPECT_EQ(bits_16(copy), bits_16(cudl::testing::to_16bit(masters.at(name), t))) << name << " != round(master)";
+  }
+}
+
+/// The relu MLP of the CUDA test, compiled for `d` and `p` (f16: loss scaling from `scale`), with the
+/// fused copies (the default) or the program that casts every weight at each step's start.
+/// `decay`: SGD with momentum and weight decay, global-norm clipping and an L1/L2 penalty on dense2
+/// (what runs between the gradients and the step, and inside it), instead of plain Adam.
+std::unique_ptr<Sequential> copy_mlp(const std::string& tag, Device d, Precision p, bool fused, double scale = 65536,
+                                     bool decay = false) {
+  auto m = std::make_unique<Sequential>(
+      Shape{8}, std::vector<LayerPtr>{layers::Dense(32, "relu"), layers::Dense(16, "relu"), layers::Dense(3)}, tag);
+  ModelInternals::set_fused_weight_copies(*m, fused);
+  CompileOptions o = options(d, p);
+  if (decay) {
+    o.optimizer = optim::SGD(0.05, 0.9, false, 1e-3);
+    o.optimizer.clip_norm = 0.5;
+    m->layers()[1]->set_regularizer(1e-4f, 1e-3f);
+  }
+  o.loss_scale.initial_scale = scale;
+  m->compile(o);
+  return m;
+}
+
+std::vector<Device> precision_devices() {
+  std::vector<Device> d = {Device::cpu()};
+  if (cudl::testing::cuda_available()) d.push_back(Device::cuda());
+  return d;
+}
+
+}  // namespace
+
+// The optimizer step writes the 16-bit copy of every weight and bias (no Cast at the step's start):
+// training with it gives bitwise the weights of the program that casts each step, in bf16 and in f16
+// (whose loss scale starts at 2^30, so the first steps overflow and are skipped), with Adam and with
+// SGD + weight decay + global-norm clipping + an L1/L2 penalty, on the CPU and on the emulated CUDA
+// backend (captured steps); and every copy is round(master) at the end.
+TEST(Precision, FusedWeightCopiesTrainBitwiseAsCastingEachStep) {
+  const Dataset train = blobs(96, 11);
+  for (Device d : precision_devices())
+    for (Precision p : {Precision::bf16, Precision::f16}) {
+      const DType t = precision_storage(p);
+      SCOPED_TRACE(::testing::Message() << d << " " << precision_name(p));
+      for (bool decay : {false, true}) {
+        SCOPED_TRACE(decay ? "SGD, weight decay, clipping, penalty" : "Adam");
+        auto fused = copy_mlp("wc_f", d, p, true, 1073741824.0, decay);
+        auto cast = copy_mlp("wc_c", d, p, false, 1073741824.0, decay);
+        EXPECT_EQ(fused->plan_report().kernels_per_step + 6, cast->plan_report().kernels_per_step)
+            << "6 Casts (3 weights, 3 biases) fewer per step";
+        fused->fit(train, cudl::testing::quiet_fit(3, 16, 9));
+        cast->fit(train, cudl::testing::quiet_fit(3, 16, 9));
+        if (p == Precision::f16) {
+          EXPECT_GT(fused->skipped_steps(), 0) << "the huge initial scale must overflow";
+          EXPECT_EQ(fused->skipped_steps(), cast->skipped_steps());
+        }
+        EXPECT_EQ(weights_of(*fused), weights_of(*cast));
+        EXPECT_TRUE(ModelInternals::weight_copies(*cast).empty());
+        expect_copies_are_rounded_masters(*fused, t, 6, "after fit");
+      }
+    }
+}
+
+// A skipped f16 step (overflow: the loss scale is far too large) leaves the masters and so the copies:
+// still round(master), equal to the copies before the step.
+TEST(Precision, SkippedF16StepLeavesCopiesEqualToTheUnchangedMasters) {
+  const Dataset d = blobs(16, 3);
+  for (Device dev : precision_devices()) {
+    SCOPED_TRACE(::testing::Message() << dev);
+    auto m = copy_mlp("wc_s", dev, Precision::f16, true, 65536);
+    m->train_on_batch(d.x, d.y, false);  // a clean step: the copies are written
+    expect_copies_are_rounded_masters(*m, DType::f16, 6, "after a clean step");
+    const std::vector<float> before = cudl::testing::flat_weights(*m);
+    std::map<std::string, std::vector<uint16_t>> copies_before;
+    for (const auto& [k, c] : ModelInternals::weight_copies(*m)) copies_before[k] = bits_16(c);
+    // x * 1e4: the logits and the scaled gradients overflow f16 on the way back.
+    Tensor big = d.x.clone();
+    float* v = big.data_as<float>();
+    for (int64_t i = 0; i < big.numel(); ++i) v[i] *= 3e4f;
+    m->train_on_batch(big, d.y, false);
+    EXPECT_EQ(m->skipped_steps(), 1) << "the step must overflow";
+    EXPECT_EQ(cudl::testing::flat_weights(*m), before) << "a skipped step changes no master";
+    for (const auto& [k, c] : ModelInternals::weight_copies(*m)) EXPECT_EQ(bits_16(c), copies_before.at(k)) << k;
+    expect_copies_are_rounded_masters(*m, DType::f16, 6, "after a skipped step");
+  }
+}
+
+// The copies follow every write of the weights from the host: Model::set_weights, Layer::set_weights,
+// a checkpoint's load, and another model's training (in f32, so it keeps no copies) of a shared layer. Each fused model is run next
+// to a Cast model given the same writes; if a step read a stale copy, its forward would use the old
+// weights and the two would differ (with the refresh, or the shared model's version step, removed
+// from sync_weight_copies, they do). The test reads weights through const access only.
+TEST(Precision, WeightCopiesFollowHostWritesAndSharedLayers) {
+  const Dataset train = blobs(64, 5), other = blobs(64, 6);
+  const std::string ckpt = ::testing::TempDir() + "cudl_weight_copies.safetensors";
+  for (Device d : precision_devices())
+    for (Precision p : {Precision::bf16, Precision::f16}) {
+      const DType t = precision_storage(p);
+      SCOPED_TRACE(::testing::Message() << d << " " << precision_name(p));
+      auto fused = copy_mlp("wh_f", d, p, true), cast = copy_mlp("wh_c", d, p, false);
+      auto both = [&](const std::function<void(Model&)>& f) {
+        f(*fused);
+        f(*cast);
+      };
+      auto expect_same = [&](const std::string& when) {
+        EXPECT_EQ(weights_of(*fused), weights_of(*cast)) << when;
+        expect_copies_are_rounded_masters(*fused, t, 6, when);
+      };
+      both([&](Model& m) { m.fit(train, cudl::testing::quiet_fit(1, 16, 9)); });
+      expect_same("after fit");
+      // A checkpoint of the trained weights, then other weights set from the host: one step each.
+      save_checkpoint(*cast, ckpt);
+      const std::vector<Tensor> w0 = cast->get_weights();
+      std::vector<Tensor> w1;
+      for (size_t k = 0; k < w0.size(); ++k) w1.push_back(cudl::testing::random_tensor(w0[k].shape(), 77 + k));
+      both([&](Model& m) { m.set_weights(w1); });
+      both([&](Model& m) { m.train_on_batch(other.x, other.y, false); });
+      expect_same("after Model::set_weights and a step");
+      both([&](Model& m) { m.layers()[1]->set_weights({w0[2], w0[3]}); });
+      both([&](Model& m) { m.train_on_batch(other.x, other.y, false); });
+      expect_same("after Layer::set_weights and a step");
+      both([&](Model& m) { load_checkpoint(m, ckpt); });
+      both([&](Model& m) { m.fit(train, cudl::testing::quiet_fit(1, 16, 3)); });
+      expect_same("after load_checkpoint and fit");
+      // Another model, in f32, trains the first Dense layer of each (shared): the next step must see it.
+      auto share = [&](Model& m, const std::string& tag) {
+        Var x = Input(Shape{8});
+        Var y = (*layers::Dense(3))((*m.layers()[0])(x));
+        auto s = std::make_unique<Model>(x, y, tag);
+        s->compile(options(d, Precision::f32));
+        s->fit(other, cudl::testing::quiet_fit(1, 16, 4));
+        return s;
+      };
+      auto sf = share(*fused, "wh_sf");
+      auto sc = share(*cast, "wh_sc");
+      both([&](Model& m) { m.train_on_batch(other.x, other.y, false); });
+      expect_same("after a model sharing dense1 was compiled and trained");
+      // Now only training (no compile, no host write) changes the shared layer between the steps.
+      sf->train_on_batch(train.x, train.y, false);
+      sc->train_on_batch(train.x, train.y, false);
+      EXPECT_EQ(weights_of(*sf), weights_of(*sc));
+      both([&](Model& m) { m.train_on_batch(other.x, other.y, false); });
+      expect_same("after a model sharing dense1 trained it again");
+    }
+  std::remove(ckpt.c_str());
 }

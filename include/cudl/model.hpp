@@ -220,8 +220,12 @@ struct CUDL_API PlanReport {
   size_t intermediate_bytes = 0;  // what the intermediates would need without reuse
   size_t param_bytes = 0, grad_bytes = 0, state_bytes = 0, input_bytes = 0;
   /// Of intermediate_bytes: the activations and their gradients (what the batch flows through), and
-  /// the 16-bit copies of weights and their gradients that bf16/f16 make once per step.
+  /// the 16-bit copies of weights and their gradients that bf16/f16 make in the step (the weights'
+  /// copies only where a weight is not trained, or a second 16-bit type of one is needed).
   size_t activation_bytes = 0, weight_copy_bytes = 0;
+  /// bf16/f16 training: the persistent 16-bit copies of the trained weights, written by the optimizer
+  /// step with their f32 masters and read by the next step's forward (not in the arena, not in state_bytes).
+  size_t persistent_copy_bytes = 0;
   int kernels_per_step = 0;
   Precision precision = Precision::f32;  // the compile option; on the CPU backend it changes nothing
   std::map<std::string, Precision> layer_precision;  // layers compiled with Layer::set_precision

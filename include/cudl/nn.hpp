@@ -71,8 +71,9 @@ CUDL_API Init init_from_name(const std::string& name);
 /// - bf16 / f16: mixed precision. Activations, their gradients and the GEMM inputs of the ops that
 ///   support it (ops/precision.hpp lists them) are stored in 16 bits; every op computes in fp32
 ///   (each load widens, each store rounds to nearest even). Parameters, their gradients, optimizer
-///   state, losses, softmax and normalisation statistics stay fp32; weights are converted to the
-///   16-bit type once per step for the GEMMs. f16 adds dynamic loss scaling on the device.
+///   state, losses, softmax and normalisation statistics stay fp32; the optimizer step writes each
+///   trained weight's 16-bit copy with its fp32 master, and the next step's GEMMs read that copy
+///   (refreshed first when the weights were written since). f16 adds dynamic loss scaling on the device.
 ///   The CPU backend emulates the 16-bit storage exactly, so it trains in every mode.
 /// default_precision() is f32 unless the environment has CUDL_ALLOW_TF32=1 (0 or unset: f32;
 /// anything else is an error naming it).
@@ -105,7 +106,12 @@ class CUDL_API Layer : public std::enable_shared_from_this<Layer> {
   virtual Shape output_shape(const std::vector<Shape>& inputs) const = 0;
 
   /// Parameters by name ("kernel", "bias", "gamma", ...), created when a model using the layer is compiled.
-  std::vector<std::pair<std::string, Tensor>>& params() { return params_; }
+  /// The mutable access counts as a write: models training in bf16/f16 refresh their 16-bit copies of
+  /// these weights before their next step (write through the returned tensors before that step).
+  std::vector<std::pair<std::string, Tensor>>& params() {
+    ++weights_version_;
+    return params_;
+  }
   const std::vector<std::pair<std::string, Tensor>>& params() const { return params_; }
   /// Non-trainable state (running statistics), saved in checkpoints.
   std::vector<std::pair<std::string, Tensor>>& buffers() { return buffers_; }
@@ -148,6 +154,7 @@ class CUDL_API Layer : public std::enable_shared_from_this<Layer> {
  private:
   friend struct detail::LayerAccess;
   bool auto_named_ = false;
+  uint64_t weights_version_ = 0;  // advanced by every write of the parameters (host or training step)
 };
 
 using LayerPtr = std::shared_ptr<Layer>;

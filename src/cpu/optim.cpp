@@ -1,11 +1,13 @@
 // cpu/optim.cpp — CPU reference of the optimizer op family (SGD, Adam/AdamW, RMSprop, Adagrad, weight
-// penalties, global-norm clipping, dynamic loss scaling): the spec. Element math in f32, step scalars in f64.
+// penalties, global-norm clipping, dynamic loss scaling): the spec. Element math in f32, step scalars in f64;
+// with weight_copies a step also stores each updated parameter rounded to its 16-bit copy.
 #include "ops/optim.hpp"
 
 #include <cmath>
 #include <vector>
 
 #include "backend/backend.hpp"
+#include "core/half.hpp"
 #include "ops/common.hpp"
 
 namespace cudl {
@@ -18,6 +20,25 @@ std::vector<const TensorView*> groups(const OpCall& c) {
   const ops::OptimArgs g = ops::check_optim_call(c);
   std::vector<const TensorView*> out;
   for (int k = 0; k < g.n; ++k) out.push_back(&g.at(k, 0));
+  return out;
+}
+
+/// A group's 16-bit weight copy (weight_copies), or none: store(i, p) writes round(p) (nearest even).
+struct WeightCopy {
+  uint16_t* bits = nullptr;
+  bool bf16 = false;
+  void store(int64_t i, float p) const {
+    if (bits) bits[i] = bf16 ? float_to_bf16_bits(p) : float_to_half_bits(p);
+  }
+};
+
+/// The 16-bit copy of each group's parameter, in the order of groups(c) (none without weight_copies).
+std::vector<WeightCopy> weight_copies(const OpCall& c) {
+  const ops::OptimArgs g = ops::check_optim_call(c);
+  std::vector<WeightCopy> out(static_cast<size_t>(g.n));
+  if (!g.weight_copies) return out;
+  for (int k = 0; k < g.n; ++k)
+    if (g.copy(k).defined()) out[k] = WeightCopy{g.copy(k).as<uint16_t>(), g.copy(k).dtype == DType::bf16};
   return out;
 }
 
@@ -52,7 +73,11 @@ void sgd_step(const OpCall& c) {
   const bool nesterov = a.nesterov;
   const int width = momentum != 0 ? 3 : 2;
   const bool first = h.t == 1;
-  for (const TensorView* g : groups(c)) {
+  const std::vector<WeightCopy> copies = weight_copies(c);
+  const std::vector<const TensorView*> gs = groups(c);
+  for (size_t k = 0; k < gs.size(); ++k) {
+    const TensorView* g = gs[k];
+    const WeightCopy& copy = copies[k];
     float* p = g[0].as<float>();
     const float* grad = g[1].as<float>();
     float* buf = width == 3 ? g[2].as<float>() : nullptr;
@@ -65,6 +90,7 @@ void sgd_step(const OpCall& c) {
         d = nesterov ? d + momentum * b : b;
       }
       p[i] = p[i] - h.lr * d;
+      copy.store(i, p[i]);
     }
   }
 }
@@ -88,7 +114,11 @@ void adam_step(const OpCall& c) {
   const float decay = static_cast<float>(1.0 - static_cast<double>(h.lr) * a.weight_decay);
   const float fb1 = static_cast<float>(b1), fb2 = static_cast<float>(b2);
   const float cb1 = static_cast<float>(1.0 - b1), cb2 = static_cast<float>(1.0 - b2);
-  for (const TensorView* g : groups(c)) {
+  const std::vector<WeightCopy> copies = weight_copies(c);
+  const std::vector<const TensorView*> gs = groups(c);
+  for (size_t k = 0; k < gs.size(); ++k) {
+    const TensorView* g = gs[k];
+    const WeightCopy& copy = copies[k];
     float* p = g[0].as<float>();
     const float* grad = g[1].as<float>();
     float* m = g[2].as<float>();
@@ -105,6 +135,7 @@ void adam_step(const OpCall& c) {
       m[i] = mi;
       v[i] = vi;
       p[i] = w - step_size * (mi / (std::sqrt(vi) / bc2_sqrt + eps));
+      copy.store(i, p[i]);
     }
   }
 }
@@ -119,7 +150,11 @@ void rmsprop_step(const OpCall& c) {
   const float alpha = static_cast<float>(a.alpha), eps = static_cast<float>(a.eps);
   const float wd = static_cast<float>(a.weight_decay);
   const float calpha = static_cast<float>(1.0 - a.alpha);
-  for (const TensorView* g : groups(c)) {
+  const std::vector<WeightCopy> copies = weight_copies(c);
+  const std::vector<const TensorView*> gs = groups(c);
+  for (size_t k = 0; k < gs.size(); ++k) {
+    const TensorView* g = gs[k];
+    const WeightCopy& copy = copies[k];
     float* p = g[0].as<float>();
     const float* grad = g[1].as<float>();
     float* sq = g[2].as<float>();
@@ -129,6 +164,7 @@ void rmsprop_step(const OpCall& c) {
       const float s = alpha * sq[i] + calpha * (d * d);
       sq[i] = s;
       p[i] = p[i] - h.lr * (d / (a.eps_in_sqrt ? std::sqrt(s + eps) : std::sqrt(s) + eps));
+      copy.store(i, p[i]);
     }
   }
 }
@@ -141,7 +177,11 @@ void adagrad_step(const OpCall& c) {
   const ops::AdagradAttrs a = ops::AdagradAttrs::from(c.attrs);
   const float eps = static_cast<float>(a.eps), wd = static_cast<float>(a.weight_decay);
   const float clr = static_cast<float>(h.lr / (1.0 + (h.t - 1.0) * a.lr_decay));
-  for (const TensorView* g : groups(c)) {
+  const std::vector<WeightCopy> copies = weight_copies(c);
+  const std::vector<const TensorView*> gs = groups(c);
+  for (size_t k = 0; k < gs.size(); ++k) {
+    const TensorView* g = gs[k];
+    const WeightCopy& copy = copies[k];
     float* p = g[0].as<float>();
     const float* grad = g[1].as<float>();
     float* sum = g[2].as<float>();
@@ -151,6 +191,7 @@ void adagrad_step(const OpCall& c) {
       const float s = sum[i] + d * d;
       sum[i] = s;
       p[i] = p[i] - clr * (d / (std::sqrt(s) + eps));
+      copy.store(i, p[i]);
     }
   }
 }

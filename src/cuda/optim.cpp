@@ -11,11 +11,18 @@
 namespace cudl {
 namespace {
 
-/// The groups of a checked call flattened for the launchers: ptrs[k * depth + d], sizes[k].
+/// The groups of a checked call flattened for the launchers: ptrs[k * depth + d], sizes[k], and the
+/// steps' 16-bit weight copies copy_ptrs[k] (null: none) of copy_types[k].
 struct Flat {
   ops::OptimArgs g;
   std::vector<float*> ptrs;
   std::vector<int64_t> sizes;
+  std::vector<void*> copy_ptrs;
+  std::vector<kernels::WeightCopyType> copy_types;
+
+  kernels::WeightCopies copies() const {
+    return g.weight_copies ? kernels::WeightCopies{copy_ptrs.data(), copy_types.data()} : kernels::WeightCopies{};
+  }
 };
 
 Flat flatten(const OpCall& c) {
@@ -25,6 +32,11 @@ Flat flatten(const OpCall& c) {
   for (int k = 0; k < f.g.n; ++k) {
     for (int d = 0; d < f.g.depth; ++d) f.ptrs.push_back(f.g.at(k, d).as<float>());
     f.sizes.push_back(f.g.at(k, 0).numel());
+    if (!f.g.weight_copies) continue;
+    const TensorView& w = f.g.copy(k);
+    f.copy_ptrs.push_back(w.defined() ? w.data : nullptr);
+    f.copy_types.push_back(w.defined() && w.dtype == DType::f16 ? kernels::WeightCopyType::f16
+                                                                : kernels::WeightCopyType::bf16);
   }
   return f;
 }
@@ -40,7 +52,7 @@ void cuda_sgd_step(const OpCall& c) {
   kernels::sgd_step_cuda(f.g.hyper.as<float>(), f.ptrs.data(), f.sizes.data(), f.g.n, f.g.depth,
                          static_cast<float>(a.momentum), static_cast<float>(a.dampening),
                          static_cast<float>(a.weight_decay), a.nesterov,
-                         cuda_context(c).stream(), advance_t(c, f), a.skip_on_flag);
+                         cuda_context(c).stream(), advance_t(c, f), a.skip_on_flag, f.copies());
 }
 
 void cuda_adam_step(const OpCall& c) {
@@ -48,7 +60,7 @@ void cuda_adam_step(const OpCall& c) {
   const ops::AdamAttrs a = ops::AdamAttrs::from(c.attrs);
   kernels::adam_step_cuda(f.g.hyper.as<float>(), f.ptrs.data(), f.sizes.data(), f.g.n, a.beta1, a.beta2, a.eps,
                           static_cast<float>(a.weight_decay), a.decoupled, a.epsilon_hat, cuda_context(c).stream(),
-                          advance_t(c, f), a.skip_on_flag);
+                          advance_t(c, f), a.skip_on_flag, f.copies());
 }
 
 void cuda_rmsprop_step(const OpCall& c) {
@@ -56,7 +68,7 @@ void cuda_rmsprop_step(const OpCall& c) {
   const ops::RmspropAttrs a = ops::RmspropAttrs::from(c.attrs);
   kernels::rmsprop_step_cuda(f.g.hyper.as<float>(), f.ptrs.data(), f.sizes.data(), f.g.n, a.alpha,
                              static_cast<float>(a.eps), static_cast<float>(a.weight_decay), a.eps_in_sqrt,
-                             cuda_context(c).stream(), advance_t(c, f), a.skip_on_flag);
+                             cuda_context(c).stream(), advance_t(c, f), a.skip_on_flag, f.copies());
 }
 
 void cuda_adagrad_step(const OpCall& c) {
@@ -64,7 +76,7 @@ void cuda_adagrad_step(const OpCall& c) {
   const ops::AdagradAttrs a = ops::AdagradAttrs::from(c.attrs);
   kernels::adagrad_step_cuda(f.g.hyper.as<float>(), f.ptrs.data(), f.sizes.data(), f.g.n, static_cast<float>(a.eps),
                              static_cast<float>(a.weight_decay), a.lr_decay, cuda_context(c).stream(),
-                             advance_t(c, f), a.skip_on_flag);
+                             advance_t(c, f), a.skip_on_flag, f.copies());
 }
 
 void cuda_weight_penalty(const OpCall& c) {

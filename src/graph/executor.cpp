@@ -131,6 +131,7 @@ void Executor::run_nodes() {
 void Executor::run() {
   CUDL_NVTX_RANGE("cudl/step");
   ContextScope scope(*ctx_);  // the step's work belongs to the executor's device
+  if (options_.before_run) options_.before_run();
   if (ctx_->supports_capture() && options_.cuda_graphs && !options_.profile && !options_.dry_run &&
       !options_.check_finite && !capture_failed_ && runs_ >= 1) {
     if (!step_graph_) {

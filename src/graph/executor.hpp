@@ -3,6 +3,7 @@
 // replayed. Every node is wrapped in an NVTX range "layer/op".
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -24,6 +25,9 @@ struct ExecutorOptions {
   MathMode math = MathMode::F32;  // f32 GEMMs and convolutions on CUDA: fp32 or TF32 tensor cores
   std::map<std::string, MathMode> layer_math;  // per-layer overrides of `math` (by node layer name)
   PlanOptions plan;
+  /// Called by every run() before the step is queued (outside any capture), on the host: a training
+  /// program's owner brings state the step reads up to date there (the 16-bit weight copies).
+  std::function<void()> before_run;
 };
 
 struct OpProfile {

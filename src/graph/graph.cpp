@@ -90,6 +90,18 @@ int Graph::insert_node(int pos, OpKind op, const OpAttrs& attrs, std::vector<Val
   return pos;
 }
 
+void Graph::remove_node(int pos) {
+  if (pos < 0 || pos >= static_cast<int>(nodes_.size()))
+    CUDL_FAIL("graph: cannot remove node ", pos, " of ", nodes_.size());
+  for (Value& v : values_) {
+    if (v.producer == pos)
+      v.producer = -1;
+    else if (v.producer > pos)
+      --v.producer;
+  }
+  nodes_.erase(nodes_.begin() + pos);
+}
+
 Value& Graph::value(ValueId id) {
   if (id < 0 || id >= static_cast<ValueId>(values_.size())) CUDL_FAIL("graph: invalid value id ", id);
   return values_[id];

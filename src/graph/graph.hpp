@@ -66,6 +66,10 @@ class Graph {
   int insert_node(int pos, OpKind op, const OpAttrs& attrs, std::vector<ValueId> inputs, const std::string& layer,
                   Phase phase);
 
+  /// Removes node `pos` (later nodes move down by one); its outputs are left without a producer,
+  /// for the caller to bind (a Cast whose result became persistent state).
+  void remove_node(int pos);
+
   Value& value(ValueId id);
   const Value& value(ValueId id) const;
   /// The value that owns the bytes of `id` (follows views).

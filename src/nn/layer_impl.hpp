@@ -42,6 +42,10 @@ struct LayerAccess {
   static bool assign_name(Layer& layer, const std::string& name);
   static bool auto_named(const Layer& layer) { return layer.auto_named_; }
   static bool has_name(const Layer& layer) { return !layer.name_.empty(); }
+  /// Advanced by every write of the layer's parameters: mutable params(), set_weights, and each
+  /// training step of a model that keeps 16-bit copies of them (Model::Impl::sync_weight_copies).
+  static uint64_t weights_version(const Layer& layer) { return layer.weights_version_; }
+  static uint64_t weights_written(Layer& layer) { return ++layer.weights_version_; }
 };
 
 /// Throws naming the layer and the shapes unless it got n inputs (src/nn/layers.cpp).

@@ -2,6 +2,7 @@
 // input shapes (naming the layer and both shapes) and adds its nodes and parameters.
 #include <cmath>
 #include <map>
+#include <utility>
 
 #include "backend/backend.hpp"
 #include "cudl/error.hpp"
@@ -116,8 +117,8 @@ graph::ValueId BuildContext::param(const std::string& name, const Shape& shape, 
   for (const ParamBinding& p : params)
     if (p.layer == layer && p.name == name) return p.value;  // layer applied twice: shared weights
   Tensor* t = nullptr;
-  for (auto& [n, tensor] : layer->params())
-    if (n == name) t = &tensor;
+  for (const auto& [n, tensor] : std::as_const(*layer).params())  // looking is no write
+    if (n == name) t = const_cast<Tensor*>(&tensor);
   if (!t) {
     layer->params().emplace_back(name, Tensor::empty(shape, DType::f32, device));
     t = &layer->params().back().second;
@@ -318,6 +319,7 @@ void Layer::set_weights(const std::vector<Tensor>& w) {
     CUDL_FAIL(who(), ": set_weights got ", w.size(), " tensors, the layer has ", all.size(), " (", params_.size(),
               " parameters, ", buffers_.size(), " buffers)");
   for (size_t i = 0; i < all.size(); ++i) detail::check_weight(who(), all[i].first, all[i].second, w[i]);
+  detail::LayerAccess::weights_written(*this);  // models' 16-bit copies of these weights are stale
   for (size_t i = 0; i < all.size(); ++i) {
     Tensor dst = all[i].second;
     dst.copy_from(w[i]);

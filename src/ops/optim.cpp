@@ -20,6 +20,7 @@ void take_step(OptimArgs& g, const StepAttrs& a, int depth) {
   g.depth = depth;
   g.advance_t = a.advance_t;
   g.skip_on_flag = a.skip_on_flag;
+  g.weight_copies = a.weight_copies;
 }
 }  // namespace
 
@@ -95,17 +96,18 @@ OptimArgs check_optim_call(const OpCall& c) {
     if (!(max_norm > 0)) fail_at(c, detail::concat("max_norm f[0]=", max_norm, " must be > 0"));
     g.total_norm = out;
   }
+  g.stride = g.depth + (g.weight_copies ? 1 : 0);
   const int n = c.n_inputs - g.first;
-  if (n < 0 || n % g.depth != 0)
-    fail_at(c, detail::concat("expects groups of ", g.depth, " tensors after ", g.first, " leading input(s), got ",
-                              c.n_inputs, " inputs"));
-  g.n = n / g.depth;
+  if (n < 0 || n % g.stride != 0)
+    fail_at(c, detail::concat("expects groups of ", g.stride, " tensors after ", g.first, " leading input(s), got ",
+                              c.n_inputs, " inputs", g.weight_copies ? " (weight_copies i[4] is set)" : ""));
+  g.n = n / g.stride;
   g.tensors = c.inputs;
   for (int k = 0; k < g.n; ++k) {
     const TensorView& p = g.at(k, 0);
     for (int j = 0; j < g.depth; ++j) {
       const TensorView& t = g.at(k, j);
-      const int at = g.first + k * g.depth + j;
+      const int at = g.first + k * g.stride + j;
       if (!t.defined()) fail_at(c, detail::concat("input ", at, " (group ", k, ") is undefined"));
       if (t.dtype != DType::f32)
         fail_at(c, detail::concat("input ", at, " must be f32, got ", t.dtype, " (shape ", t.shape, ")"));
@@ -113,6 +115,19 @@ OptimArgs check_optim_call(const OpCall& c) {
         fail_at(c, detail::concat("group ", k, ": tensor ", j, " has shape ", t.shape, " but the parameter has shape ",
                                   p.shape));
     }
+    if (!g.weight_copies) continue;
+    const TensorView& w = g.copy(k);
+    const int at = g.first + k * g.stride + g.depth;
+    if (!w.defined()) continue;  // this parameter has no 16-bit copy
+    if (w.dtype != DType::bf16 && w.dtype != DType::f16)
+      fail_at(c, detail::concat("input ", at, " (group ", k, "'s 16-bit weight copy) must be bf16 or f16, got ",
+                                w.dtype, " (shape ", w.shape, ")"));
+    if (w.shape != p.shape)
+      fail_at(c, detail::concat("group ", k, ": the 16-bit weight copy (input ", at, ") has shape ", w.shape,
+                                " but the parameter has shape ", p.shape));
+    if (w.device != p.device)
+      fail_at(c, detail::concat("group ", k, ": the 16-bit weight copy (input ", at, ") is on ", w.device,
+                                " but the parameter is on ", p.device));
   }
   return g;
 }

@@ -40,6 +40,11 @@
 // needs >= 3 elements) and, when it is nonzero, leaves every parameter and state tensor untouched
 // and does not advance t; on CUDA every block reads the flag on the device, so a captured graph
 // skips or steps as the flag says at replay.
+// 16-bit weight copies (i[4], weight_copies; the mixed-precision training step): every group has one
+// more tensor at its end, the parameter's bf16 or f16 copy (its shape), or undefined when that
+// parameter has none; in the pass that updates the f32 parameter the step also stores
+// round_to_nearest_even(new parameter) there, so the forward of the next step reads it instead of a
+// Cast. A skipped step (skip_on_flag) writes neither, so the copy stays the unchanged master's.
 // AmpUnscale details (torch's _amp_foreach_non_finite_check_and_unscale_ + _amp_update_scale_):
 // state = [scale, clean steps since the last change, skipped steps in total, last step overflowed
 // (0/1)], all f32 on the device. inv = f32(1 / f64(scale)); every gradient element g (f32) becomes
@@ -56,21 +61,24 @@ namespace ops {
 
 /// Every optimizer step: i[3] = skip_on_flag (the step does nothing when hyper[2] != 0).
 constexpr int kSkipOnFlagSlot = 3;
+/// Every optimizer step: i[4] = weight_copies (each group ends with the parameter's 16-bit copy).
+constexpr int kWeightCopiesSlot = 4;
 
 /// SgdStep: f[0] = momentum, f[1] = dampening, f[2] = weight_decay, i[0] = nesterov, i[1] = advance_t,
 /// i[3] = skip_on_flag. e.g. ops::SgdAttrs{0.9, 0, 5e-4, true, true}.to_op_attrs().
 struct SgdAttrs {
   double momentum = 0, dampening = 0, weight_decay = 0;
-  bool nesterov = false, advance_t = false, skip_on_flag = false;
+  bool nesterov = false, advance_t = false, skip_on_flag = false, weight_copies = false;
 
   OpAttrs to_op_attrs() const {
     OpAttrs a;
     a.f[0] = momentum, a.f[1] = dampening, a.f[2] = weight_decay;
     a.i[0] = nesterov ? 1 : 0, a.i[1] = advance_t ? 1 : 0, a.i[kSkipOnFlagSlot] = skip_on_flag ? 1 : 0;
+    a.i[kWeightCopiesSlot] = weight_copies ? 1 : 0;
     return a;
   }
   static SgdAttrs from(const OpAttrs& a) {
-    return {a.f[0], a.f[1], a.f[2], a.i[0] != 0, a.i[1] != 0, a.i[kSkipOnFlagSlot] != 0};
+    return {a.f[0], a.f[1], a.f[2], a.i[0] != 0, a.i[1] != 0, a.i[kSkipOnFlagSlot] != 0, a.i[kWeightCopiesSlot] != 0};
   }
 };
 
@@ -79,17 +87,19 @@ struct SgdAttrs {
 /// i[3] = skip_on_flag.
 struct AdamAttrs {
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0;
-  bool decoupled = false, advance_t = false, epsilon_hat = false, skip_on_flag = false;
+  bool decoupled = false, advance_t = false, epsilon_hat = false, skip_on_flag = false, weight_copies = false;
 
   OpAttrs to_op_attrs() const {
     OpAttrs a;
     a.f[0] = beta1, a.f[1] = beta2, a.f[2] = eps, a.f[3] = weight_decay;
     a.i[0] = decoupled ? 1 : 0, a.i[1] = advance_t ? 1 : 0, a.i[2] = epsilon_hat ? 1 : 0;
     a.i[kSkipOnFlagSlot] = skip_on_flag ? 1 : 0;
+    a.i[kWeightCopiesSlot] = weight_copies ? 1 : 0;
     return a;
   }
   static AdamAttrs from(const OpAttrs& a) {
-    return {a.f[0], a.f[1], a.f[2], a.f[3], a.i[0] != 0, a.i[1] != 0, a.i[2] != 0, a.i[kSkipOnFlagSlot] != 0};
+    return {a.f[0],      a.f[1],      a.f[2],      a.f[3], a.i[0] != 0, a.i[1] != 0, a.i[2] != 0,
+            a.i[kSkipOnFlagSlot] != 0, a.i[kWeightCopiesSlot] != 0};
   }
 };
 
@@ -97,32 +107,34 @@ struct AdamAttrs {
 /// (Keras's rule: p -= lr*g/sqrt(sq + eps)), i[3] = skip_on_flag.
 struct RmspropAttrs {
   double alpha = 0.99, eps = 1e-8, weight_decay = 0;
-  bool advance_t = false, eps_in_sqrt = false, skip_on_flag = false;
+  bool advance_t = false, eps_in_sqrt = false, skip_on_flag = false, weight_copies = false;
 
   OpAttrs to_op_attrs() const {
     OpAttrs a;
     a.f[0] = alpha, a.f[1] = eps, a.f[2] = weight_decay;
     a.i[1] = advance_t ? 1 : 0, a.i[2] = eps_in_sqrt ? 1 : 0, a.i[kSkipOnFlagSlot] = skip_on_flag ? 1 : 0;
+    a.i[kWeightCopiesSlot] = weight_copies ? 1 : 0;
     return a;
   }
   static RmspropAttrs from(const OpAttrs& a) {
-    return {a.f[0], a.f[1], a.f[2], a.i[1] != 0, a.i[2] != 0, a.i[kSkipOnFlagSlot] != 0};
+    return {a.f[0], a.f[1], a.f[2], a.i[1] != 0, a.i[2] != 0, a.i[kSkipOnFlagSlot] != 0, a.i[kWeightCopiesSlot] != 0};
   }
 };
 
 /// AdagradStep: f[0] = eps, f[1] = weight_decay, f[2] = lr_decay, i[1] = advance_t, i[3] = skip_on_flag.
 struct AdagradAttrs {
   double eps = 1e-10, weight_decay = 0, lr_decay = 0;
-  bool advance_t = false, skip_on_flag = false;
+  bool advance_t = false, skip_on_flag = false, weight_copies = false;
 
   OpAttrs to_op_attrs() const {
     OpAttrs a;
     a.f[0] = eps, a.f[1] = weight_decay, a.f[2] = lr_decay;
     a.i[1] = advance_t ? 1 : 0, a.i[kSkipOnFlagSlot] = skip_on_flag ? 1 : 0;
+    a.i[kWeightCopiesSlot] = weight_copies ? 1 : 0;
     return a;
   }
   static AdagradAttrs from(const OpAttrs& a) {
-    return {a.f[0], a.f[1], a.f[2], a.i[1] != 0, a.i[kSkipOnFlagSlot] != 0};
+    return {a.f[0], a.f[1], a.f[2], a.i[1] != 0, a.i[kSkipOnFlagSlot] != 0, a.i[kWeightCopiesSlot] != 0};
   }
 };
 
@@ -168,7 +180,8 @@ struct AmpUnscaleAttrs {
 /// AmpUnscale's state tensor: f32[kAmpStateSize] = [scale, clean steps, skipped steps, overflowed].
 constexpr int kAmpStateSize = 4;
 
-/// A validated multi-tensor call: `n` groups of `depth` f32 tensors starting at input `first`;
+/// A validated multi-tensor call: `n` groups of `depth` f32 tensors starting at input `first`
+/// (+ the 16-bit copy with weight_copies: `stride` = depth + 1 inputs per group);
 /// the tensors of a group share the parameter's shape. Optimizer steps also have a valid hyper
 /// tensor (input 0: f32, >= 2 elements, >= 3 with skip_on_flag); ClipGradNorm a total_norm output
 /// (f32[1]); AmpUnscale its state (input 0, f32[4]) and hyper (input 1, f32, >= 3 elements).
@@ -178,12 +191,16 @@ struct OptimArgs {
   TensorView amp_state;   // AmpUnscale's state
   const TensorView* tensors = nullptr;  // the call's inputs
   int first = 0;
-  int depth = 0;
+  int depth = 0;   // f32 tensors per group
+  int stride = 0;  // inputs per group: depth, + 1 with weight_copies
   int n = 0;
-  bool advance_t = false;     // the step advances hyper[1] itself (the steps' advance_t attribute)
-  bool skip_on_flag = false;  // the step does nothing when hyper[2] != 0 (the steps' skip_on_flag)
+  bool advance_t = false;      // the step advances hyper[1] itself (the steps' advance_t attribute)
+  bool skip_on_flag = false;   // the step does nothing when hyper[2] != 0 (the steps' skip_on_flag)
+  bool weight_copies = false;  // each group ends with the parameter's 16-bit copy (may be undefined)
   /// Tensor d of group `group` (0 = the parameter, for ClipGradNorm the gradient).
-  const TensorView& at(int group, int d) const { return tensors[first + group * depth + d]; }
+  const TensorView& at(int group, int d) const { return tensors[first + group * stride + d]; }
+  /// The 16-bit copy of group `group`'s parameter (weight_copies; undefined when it has none).
+  const TensorView& copy(int group) const { return tensors[first + group * stride + depth]; }
 };
 OptimArgs check_optim_call(const OpCall& call);
 

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <utility>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -130,7 +131,7 @@ void Model::Impl::check_finite_weights(int epoch) const {
   // A NaN can hide from the loss: a fused Dense+ReLU maps NaN to 0, so NaN weights below it can
   // still give finite logits. The parameters are read once per epoch (no per-step cost).
   for (const LayerPtr& l : layer_list)
-    for (const auto& [pname, t] : l->params()) {
+    for (const auto& [pname, t] : std::as_const(*l).params()) {
       const int64_t i = first_nonfinite(t);
       if (i < 0) continue;
       CUDL_FAIL("model ", name, ": epoch ", epoch + 1, ": layer ", layer_name(l.get()), "'s ", pname, " ",

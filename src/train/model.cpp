@@ -3,6 +3,7 @@
 #include "cudl/model.hpp"
 
 #include <algorithm>
+#include <utility>
 #include <cmath>
 #include <set>
 
@@ -183,6 +184,8 @@ void Model::compile(const CompileOptions& options) {
   if (!m.compiled || m.opts.device != options.device) m.accumulators.clear();
   m.opts = options;
   m.slots.clear();
+  m.weight_copies.clear();
+  m.copies_version.clear();
   m.train_batch.clear();
   m.test_batch.clear();
   m.predict_batch.clear();
@@ -238,6 +241,22 @@ bool Model::Impl::scales_loss() const {
 Tensor Model::Impl::initial_amp_state() const {
   return Tensor::from_vector<float>({static_cast<float>(opts.loss_scale.initial_scale), 0.f, 0.f, 0.f},
                                     Shape{ops::kAmpStateSize});
+}
+
+void detail::ModelInternals::set_fused_weight_copies(Model& model, bool fused) {
+  Model::Impl& m = model.impl();
+  m.fused_weight_copies = fused;
+  m.train_batch.clear();
+  if (!fused) {
+    m.weight_copies.clear();
+    m.copies_version.clear();
+  }
+}
+
+std::map<std::string, Tensor> detail::ModelInternals::weight_copies(const Model& model) {
+  std::map<std::string, Tensor> out;
+  for (const auto& [key, w] : model.impl().weight_copies) out.emplace(key, w.copy);
+  return out;
 }
 
 void detail::ModelInternals::reset_loss_scale(Model& model) {
@@ -307,7 +326,7 @@ const std::string& Model::name() const { return impl().name; }
 int64_t Model::parameter_count() const {
   int64_t n = 0;
   for (const LayerPtr& l : layers())
-    for (const auto& [k, t] : l->params()) n += t.numel();
+    for (const auto& [k, t] : std::as_const(*l).params()) n += t.numel();
   return n;
 }
 

@@ -35,6 +35,21 @@ struct Model::Impl {
   Tensor rng;                                        // i64[2] on the device: {seed, offset}
   Tensor cursor;                                     // i64[1] on the device: position in the epoch's permutation
   std::map<std::string, std::vector<Tensor>> slots;  // optimizer state per "layer.param"
+  /// bf16/f16 training: the persistent 16-bit copy of a trained parameter that the step's forward
+  /// reads, written by the optimizer step with the f32 master (ops/optim.hpp weight_copies).
+  struct WeightCopy {
+    Layer* layer = nullptr;
+    Tensor master;  // the f32 parameter
+    Tensor copy;    // bf16 or f16, the master's shape
+  };
+  std::map<std::string, WeightCopy> weight_copies;  // by "layer.param"
+  /// Each layer's weights_version when this model's copies of its parameters were last equal to
+  /// round(master); a layer whose version moved since (a host write, another model's step) has
+  /// its copies refreshed before this model's next training step (sync_weight_copies).
+  std::map<const Layer*, uint64_t> copies_version;
+  /// Training programs read the persistent copies (true) or cast every weight at the start of each
+  /// step (false: the program before the copies existed; kept for comparison tests and benchmarks).
+  bool fused_weight_copies = true;
   std::map<std::string, Tensor> accumulators;        // "loss", "correct", "mae" (f32[1], on the device)
   std::map<std::string, Tensor> test_accumulators;   // test_on_batch's own: its cached programs write them
   int64_t step = 0;
@@ -128,6 +143,15 @@ struct Model::Impl {
   void check_finite_weights(int epoch) const;
   void collect_profile(const graph::Executor& e);
   void write_hyper();  // hyper[0] only: the step count in hyper[1] lives on the device
+  /// Before every training step (ExecutorOptions::before_run of the training programs): casts the
+  /// masters of every layer whose weights were written since its copies were made (queued on the
+  /// step's stream, no synchronisation), then records that this step writes the layer's weights.
+  void sync_weight_copies();
+  /// The optimizer step's 16-bit copies: for each trained parameter whose forward Cast to 16 bits
+  /// can become a persistent copy, removes that Cast, binds its output to the model's copy tensor and
+  /// returns param value -> copy value.
+  std::map<graph::ValueId, graph::ValueId> fuse_weight_casts(detail::BuildContext& c,
+                                                             const std::vector<const detail::ParamBinding*>& train);
   // -- data-parallel training (opts.communicator set) --------------------------------------------
   int world_size() const;
   int world_rank() const;

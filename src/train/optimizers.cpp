@@ -2,13 +2,17 @@
 // nodes a model adds for them: the loss with its metric accumulators, penalties, clipping, the step.
 #include <algorithm>
 #include <cctype>
+#include <set>
+#include <utility>
 
+#include "backend/backend.hpp"
 #include "backend/communicator.hpp"
 #include "cudl/distributed.hpp"
 #include "cudl/error.hpp"
 #include "ops/collective.hpp"
 #include "ops/loss.hpp"
 #include "ops/optim.hpp"
+#include "nn/layer_impl.hpp"
 #include "train/model_impl.hpp"
 
 namespace cudl {
@@ -391,6 +395,10 @@ void Model::Impl::optimizer_nodes(detail::BuildContext& c, ValueId amp_state) {
       break;
   }
   if (amp_state != kNone) a.i[ops::kSkipOnFlagSlot] = 1;  // skip_on_flag, in every step's attributes
+  // bf16/f16: the step also writes the 16-bit copies the next step's forward reads (weight_copies).
+  const std::map<ValueId, ValueId> copies =
+      fused_weight_copies ? fuse_weight_casts(c, train) : std::map<ValueId, ValueId>{};
+  if (!copies.empty()) a.i[ops::kWeightCopiesSlot] = 1;
   std::vector<ValueId> ins{hv};
   for (const auto* p : train) {
     ins.push_back(p->value);
@@ -399,8 +407,60 @@ void Model::Impl::optimizer_nodes(detail::BuildContext& c, ValueId amp_state) {
     auto& s = slots[key];
     while (static_cast<int>(s.size()) < nslots) s.push_back(Tensor::zeros(p->tensor.shape(), DType::f32, opts.device));
     for (int k = 0; k < nslots; ++k) ins.push_back(bind_state(c, "optim." + key + "." + std::to_string(k), s[k]));
+    if (!copies.empty()) ins.push_back(copies.count(p->value) ? copies.at(p->value) : kNone);
   }
   g.add_node(op, a, ins, {}, "optimizer", Phase::Optimizer);
+}
+
+std::map<ValueId, ValueId> Model::Impl::fuse_weight_casts(detail::BuildContext& c,
+                                                          const std::vector<const detail::ParamBinding*>& train) {
+  graph::Graph& g = *c.g;
+  std::map<ValueId, const detail::ParamBinding*> trained;
+  for (const auto* p : train) trained[p->value] = p;
+  std::map<ValueId, ValueId> copies;
+  std::vector<int> casts;  // node indices, ascending
+  for (int i = 0; i < static_cast<int>(g.nodes().size()); ++i) {
+    const graph::Node& n = g.nodes()[i];
+    if (n.op != OpKind::Cast || n.phase != Phase::Forward || n.inputs.size() != 1 || n.outputs.size() != 1) continue;
+    const ValueId master = n.inputs[0], y = n.outputs[0];
+    const DType t = g.value(y).dtype;
+    // One copy per parameter: a second 16-bit type of the same weight keeps its Cast.
+    if (!trained.count(master) || copies.count(master) || (t != DType::bf16 && t != DType::f16)) continue;
+    const detail::ParamBinding& p = *trained.at(master);
+    WeightCopy& w = weight_copies[p.layer_name + "." + p.name];
+    if (!w.copy.defined() || w.copy.dtype() != t || w.copy.shape() != p.tensor.shape() ||
+        w.copy.device() != opts.device || w.master.data() != p.tensor.data()) {
+      // A new copy (or one for another type or tensor): made equal to round(master) before the next step.
+      w = WeightCopy{p.layer, p.tensor, Tensor::empty(p.tensor.shape(), t, opts.device)};
+      copies_version.erase(p.layer);
+    }
+    graph::Value& v = g.value(y);
+    v.role = Role::State;
+    c.bound[y] = w.copy;
+    copies[master] = y;
+    casts.push_back(i);
+  }
+  for (auto it = casts.rbegin(); it != casts.rend(); ++it) g.remove_node(*it);
+  return copies;
+}
+
+void Model::Impl::sync_weight_copies() {
+  std::set<Layer*> stale;
+  for (const auto& [key, w] : weight_copies) {
+    auto it = copies_version.find(w.layer);
+    if (it == copies_version.end() || it->second != detail::LayerAccess::weights_version(*w.layer))
+      stale.insert(w.layer);
+  }
+  for (const auto& [key, w] : weight_copies)
+    if (stale.count(w.layer))
+      run_op(OpKind::Cast, {TensorView::of(w.master)}, {TensorView::of(w.copy)}, {}, nullptr, "weight_copy");
+  // This step writes the weights of every layer it trains (with copies or not, in any precision):
+  // other models' copies of them (shared layers) go stale, this model's stay equal.
+  for (const LayerPtr& l : layer_list) {
+    if (frozen.count(l.get()) || std::as_const(*l).params().empty()) continue;
+    detail::LayerAccess::weights_written(*l);
+  }
+  for (const auto& [key, w] : weight_copies) copies_version[w.layer] = detail::LayerAccess::weights_version(*w.layer);
 }
 
 }  // namespace cudl

@@ -209,7 +209,11 @@ Model::Impl::Program Model::Impl::make_program(std::unique_ptr<Build> b, const g
 }
 
 Model::Impl::Program Model::Impl::train_program(int64_t B, const DataSpec& d, const graph::ExecutorOptions* options) {
-  return make_program(build(B, d, true, true), options ? *options : exec_options());
+  graph::ExecutorOptions eo = options ? *options : exec_options();
+  // Every run of a training program first brings the 16-bit weight copies up to date with their
+  // masters when something wrote the weights since (set_weights, a checkpoint, another model).
+  eo.before_run = [this] { sync_weight_copies(); };
+  return make_program(build(B, d, true, true), eo);
 }
 
 Model::Impl::Program Model::Impl::eval_program(int64_t B, const DataSpec& d) {
@@ -257,7 +261,7 @@ PlanReport Model::Impl::report_of(const graph::Graph& g, const graph::Plan& plan
         r.grad_bytes += val.nbytes();
         break;
       case Role::State:
-        r.state_bytes += val.nbytes();
+        (val.weight_copy ? r.persistent_copy_bytes : r.state_bytes) += val.nbytes();
         break;
       case Role::Intermediate:
         (val.weight_copy ? r.weight_copy_bytes : r.activation_bytes) += val.nbytes();

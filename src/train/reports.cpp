@@ -17,6 +17,8 @@ std::string PlanReport::str() const {
      << ", gradients " << format_bytes(grad_bytes) << ", optimizer and other state " << format_bytes(state_bytes)
      << ", kernels per training step " << kernels_per_step << ", activations " << format_bytes(activation_bytes);
   if (weight_copy_bytes) os << " (+ " << format_bytes(weight_copy_bytes) << " of 16-bit weight copies)";
+  if (persistent_copy_bytes)
+    os << ", 16-bit weight copies written by the optimizer step " << format_bytes(persistent_copy_bytes);
   os << ", precision " << precision_name(precision);
   if (precision == Precision::tf32)
     os << (device.is_cpu() ? " (no effect on the cpu backend: it computes in fp32)"
