@@ -37,6 +37,10 @@ StorageSlots storage_slots(OpKind op) {
     case OpKind::Conv2dBackwardBias: return {bits({0}), bits({0})};       // dy -> db
     case OpKind::MaxPool2d: return {bits({0}), bits({0})};                // x -> y, [argmax i32]
     case OpKind::MaxPool2dBackward: return {bits({0, 1, 2}), bits({0})};  // x, y, dy -> dx
+    case OpKind::AvgPool2d: return {bits({0}), bits({0})};                // x -> y
+    case OpKind::AvgPool2dBackward: return {bits({0}), bits({0})};        // dy -> dx
+    case OpKind::GlobalAvgPool: return {bits({0}), bits({0})};            // x -> y
+    case OpKind::GlobalAvgPoolBackward: return {bits({0}), bits({0})};    // dy -> dx
     // Batch norm: x, y, dy, dx follow the storage type; gamma, beta, running and saved statistics,
     // dgamma and dbeta stay f32.
     case OpKind::BatchNormTrain: return {bits({0}), bits({0})};            // x -> y
