@@ -47,6 +47,10 @@ StorageSlots storage_slots(OpKind op) {
     case OpKind::BatchNormInference: return {bits({0}), bits({0})};        // x -> y
     case OpKind::BatchNormBackward: return {bits({0, 4}), bits({0})};      // x, dy -> dx
     case OpKind::BatchNormInferenceBackward: return {bits({0}), bits({0})};  // dy -> dx
+    // Layer norm: x, y, dy, dx follow the storage type; gamma, beta, the row statistics (mean, rstd),
+    // dgamma and dbeta stay f32.
+    case OpKind::LayerNorm: return {bits({0}), bits({0})};                // x, [gamma], [beta] -> y, [mean, rstd]
+    case OpKind::LayerNormBackward: return {bits({0, 4}), bits({0})};     // x, gamma, mean, rstd, dy -> dx, ...
     default:
       return {};
   }
