@@ -51,6 +51,20 @@ StorageSlots storage_slots(OpKind op) {
     // dgamma and dbeta stay f32.
     case OpKind::LayerNorm: return {bits({0}), bits({0})};                // x, [gamma], [beta] -> y, [mean, rstd]
     case OpKind::LayerNormBackward: return {bits({0, 4}), bits({0})};     // x, gamma, mean, rstd, dy -> dx, ...
+    case OpKind::Softmax: return {bits({0}), bits({0})};                  // x -> y
+    case OpKind::LogSoftmax: return {bits({0}), bits({0})};               // x -> y
+    case OpKind::SoftmaxBackward: return {bits({0, 1}), bits({0})};       // y, dy -> dx
+    case OpKind::LogSoftmaxBackward: return {bits({0, 1}), bits({0})};    // y, dy -> dx
+    // Losses: pred (the logits) and dpred follow the storage type; target, dloss, the loss and the
+    // metric accumulators stay f32.
+    case OpKind::MseLoss:
+    case OpKind::L1Loss:
+    case OpKind::HuberLoss:
+    case OpKind::BceLoss:
+    case OpKind::BceWithLogitsLoss:
+    case OpKind::CrossEntropyLoss:
+    case OpKind::SoftCrossEntropyLoss:
+    case OpKind::NllLoss: return {bits({0}), bits({1})};                  // pred, target, [dloss] -> loss, dpred, ...
     default:
       return {};
   }
