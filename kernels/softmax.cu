@@ -175,7 +175,7 @@ void launch_backward(const T* y, const T* dy, T* dx, int64_t rows, int cols, cud
   }
 }
 
-/// Calls launch(std::bool_constant<kLog>, std::bool_constant<kVec>) for the runtime flags.
+/// Calls f(std::bool_constant<log>{}, std::bool_constant<vec>{}): the runtime flags as template arguments.
 template <typename F>
 void with_flags(bool log, bool vec, F&& f) {
   if (log)
