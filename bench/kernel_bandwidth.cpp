@@ -175,15 +175,18 @@ int main(int argc, char** argv) {
     b.large("binary mul backward (da, db) bf16", sn, 10.0 * n, [&] {
       k::binary_backward_same_cuda(mul, x.as<bf16>(), y.as<bf16>(), z.as<bf16>(), w.as<bf16>(), u.as<bf16>(), n, s);
     });
+    const k::Storage f32 = k::Storage::kF32, bf16s = k::Storage::kBf16;
     b.large("softmax", shape_str({rows, cols}), 8.0 * rows * cols,
-            [&] { k::softmax_cuda(false, x.as<float>(), z.as<float>(), rows, cols, s); });
+            [&] { k::softmax_cuda(false, x.p, z.p, f32, rows, cols, s); });
     b.large("log-softmax", shape_str({rows, cols}), 8.0 * rows * cols,
-            [&] { k::softmax_cuda(true, x.as<float>(), z.as<float>(), rows, cols, s); });
+            [&] { k::softmax_cuda(true, x.p, z.p, f32, rows, cols, s); });
     b.large("softmax backward", shape_str({rows, cols}), 12.0 * rows * cols,
-            [&] { k::softmax_backward_cuda(false, x.as<float>(), y.as<float>(), z.as<float>(), rows, cols, s); });
+            [&] { k::softmax_backward_cuda(false, x.p, y.p, z.p, f32, rows, cols, s); });
+    b.large("softmax bf16", shape_str({rows, cols}), 4.0 * rows * cols,
+            [&] { k::softmax_cuda(false, x.p, z.p, bf16s, rows, cols, s); });
     const int64_t srows = n / 10;
     b.large("softmax, 10 classes", shape_str({srows, 10}), 8.0 * srows * 10,
-            [&] { k::softmax_cuda(false, x.as<float>(), z.as<float>(), srows, 10, s); });
+            [&] { k::softmax_cuda(false, x.p, z.p, f32, srows, 10, s); });
   }
   {
     // Adam over one large parameter and over many tensors (multi-tensor apply): p, g, m, v read;
@@ -221,8 +224,8 @@ int main(int argc, char** argv) {
     DeviceBuffer ws(std::max<size_t>(cudl::kernels::loss_workspace_bytes(crow, true), 16));
     fill_pattern(logits);
     b.large("cross-entropy + grad + correct", shape_str({crow, 10}), 8.0 * crow * 10 + 4.0 * crow, [&] {
-      k::cross_entropy_loss_cuda(logits.as<float>(), labels.as<int32_t>(), crow, 10, 0.f, nullptr, true, nullptr,
-                                 dlogits.as<float>(), sink, ws.p, s);
+      k::cross_entropy_loss_cuda(k::Storage::kF32, logits.p, labels.as<int32_t>(), crow, 10, 0.f, nullptr, true,
+                                 nullptr, dlogits.p, sink, ws.p, s);
     });
   }
 
@@ -237,7 +240,7 @@ int main(int argc, char** argv) {
       b.small("binary add", shape_str({sn}),
               [&] { k::binary_cuda(add, x.as<float>(), y.as<float>(), z.as<float>(), sn, nullptr, s); });
     }
-    b.small("softmax", shape_str({128, 10}), [&] { k::softmax_cuda(false, x.as<float>(), z.as<float>(), 128, 10, s); });
+    b.small("softmax", shape_str({128, 10}), [&] { k::softmax_cuda(false, x.p, z.p, k::Storage::kF32, 128, 10, s); });
     float* ptrs[4] = {x.as<float>(), y.as<float>(), z.as<float>(), z.as<float>() + 16384};
     int64_t sizes[1] = {16384};
     b.small("adam step, 1 tensor", shape_str({16384}),

@@ -1,7 +1,9 @@
-// kernels/loss.cu — loss kernels: per-element losses with a fused gradient (float4 loads where
-// aligned), warp-per-row cross-entropy family. One launch per loss: each block writes its partial
-// sums, and the last block to finish (kernels::last_block) adds them in a fixed order (no float
-// atomics), writes the loss and updates the metric accumulators.
+// kernels/loss.cu — loss kernels: per-element losses with a fused gradient (16-byte loads where
+// aligned), warp-per-row cross-entropy family. Predictions / logits and their gradient are of the
+// storage type (f32, bf16, f16; widened on load, the gradient rounded once on store); targets, the
+// loss, the partial sums and the metric accumulators are f32, and so is the math. One launch per
+// loss: each block writes its partial sums, and the last block to finish (kernels::last_block) adds
+// them in a fixed order (no float atomics), writes the loss and updates the metric accumulators.
 #include <math.h>
 
 #include "kernels/common.cuh"
@@ -153,40 +155,50 @@ __device__ __forceinline__ void finish(const Sink& s, float total, int hits) {
 
 // ---- kernels ----------------------------------------------------------------------------------
 
-/// Per-element loss: each thread sums its grid-stride share (float4 body when `vec`) and writes the
-/// scaled gradient; the blocks' sums meet in finish().
-template <typename Fn>
+/// kV consecutive floats of p from group i (16-byte aligned p, kV a multiple of 4): kV / 4 float4 loads.
+template <int kV>
+__device__ __forceinline__ void load_floats(const float* __restrict__ p, int64_t i, float (&out)[kV]) {
+  const float4* p4 = reinterpret_cast<const float4*>(p) + i * (kV / 4);
+  for (int k = 0; k < kV / 4; ++k) {
+    const float4 v = p4[k];
+    out[4 * k] = v.x, out[4 * k + 1] = v.y, out[4 * k + 2] = v.z, out[4 * k + 3] = v.w;
+  }
+}
+
+/// Per-element loss: each thread sums its grid-stride share (16-byte groups of pred when `vec`:
+/// 4 floats or 8 bf16 / f16 values, and the matching f32 targets) and writes the scaled gradient,
+/// rounded to pred's storage type T; the blocks' sums meet in finish().
+template <typename Fn, typename T>
 __global__ void __launch_bounds__(kLossBlock)
-    elementwise_loss_kernel(Fn fn, const float* __restrict__ pred, const float* __restrict__ target, int64_t n,
-                            bool vec, const float* __restrict__ dloss, float grad_mul, float* __restrict__ dpred,
-                            Sink sink) {
+    elementwise_loss_kernel(Fn fn, const T* __restrict__ pred, const float* __restrict__ target, int64_t n, bool vec,
+                            const float* __restrict__ dloss, float grad_mul, T* __restrict__ dpred, Sink sink) {
+  constexpr int kV = kVec16<T>;
   const float scale = dpred ? grad_scale(dloss, grad_mul) : 0.f;
   const int64_t tid = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   float acc = 0.f;
   int64_t tail = 0;
   if (vec) {
-    const int64_t n4 = n / 4;
-    const float4* p4 = reinterpret_cast<const float4*>(pred);
-    const float4* t4 = reinterpret_cast<const float4*>(target);
-    for (int64_t i = tid; i < n4; i += stride) {
-      const float4 p = p4[i], t = t4[i];
-      acc += fn.value(p.x, t.x) + fn.value(p.y, t.y) + fn.value(p.z, t.z) + fn.value(p.w, t.w);
+    const int64_t groups = n / kV;
+    for (int64_t i = tid; i < groups; i += stride) {
+      float p[kV], t[kV];
+      load16(pred, i, p);
+      load_floats(target, i, t);
+      float part = fn.value(p[0], t[0]);
+      for (int k = 1; k < kV; ++k) part += fn.value(p[k], t[k]);
+      acc += part;
       if (dpred) {
-        float4 g;
-        g.x = fn.grad(p.x, t.x) * scale;
-        g.y = fn.grad(p.y, t.y) * scale;
-        g.z = fn.grad(p.z, t.z) * scale;
-        g.w = fn.grad(p.w, t.w) * scale;
-        reinterpret_cast<float4*>(dpred)[i] = g;
+        float g[kV];
+        for (int k = 0; k < kV; ++k) g[k] = fn.grad(p[k], t[k]) * scale;
+        store16(dpred, i, g);
       }
     }
-    tail = n4 * 4;
+    tail = groups * kV;
   }
   for (int64_t i = tail + tid; i < n; i += stride) {
-    const float p = pred[i], t = target[i];
+    const float p = to_float(pred[i]), t = target[i];
     acc += fn.value(p, t);
-    if (dpred) dpred[i] = fn.grad(p, t) * scale;
+    if (dpred) dpred[i] = from_float<T>(fn.grad(p, t) * scale);
   }
   if (sink.active()) finish(sink, block_reduce_sum<WarpResults::kSerial>(acc), 0);
 }
@@ -202,11 +214,13 @@ __global__ void __launch_bounds__(kLossBlock)
 
 /// One warp per row of logits: online max/sum-exp, sum of logits (smoothing), argmax; then the
 /// gradient row in a second pass over the (cached) row. With `ignore`, rows labelled ignore_index
-/// add nothing and get a zero gradient row, and Mean divides by *sink.kept.
+/// add nothing and get a zero gradient row, and Mean divides by *sink.kept. Logits and dpred are
+/// of the storage type T (widened on load, the gradient rounded once on store).
+template <typename T>
 __global__ void __launch_bounds__(kLossBlock)
-    cross_entropy_kernel(const float* __restrict__ logits, const int32_t* __restrict__ labels, int64_t rows,
-                         int64_t cols, float smoothing, bool ignore, int32_t ignore_index,
-                         const float* __restrict__ dloss, float grad_mul, float* __restrict__ dpred, Sink sink) {
+    cross_entropy_kernel(const T* __restrict__ logits, const int32_t* __restrict__ labels, int64_t rows, int64_t cols,
+                         float smoothing, bool ignore, int32_t ignore_index, const float* __restrict__ dloss,
+                         float grad_mul, T* __restrict__ dpred, Sink sink) {
   const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
   if (ignore && sink.mean) {  // 1 / rows kept, 0 when every row is ignored (no row has a gradient)
     const int kept = *sink.kept;
@@ -218,11 +232,11 @@ __global__ void __launch_bounds__(kLossBlock)
   int hits = 0;
   for (int64_t r = blockIdx.x * static_cast<int64_t>(kWarpsPerBlock) + warp; r < rows;
        r += static_cast<int64_t>(gridDim.x) * kWarpsPerBlock) {
-    const float* xr = logits + r * cols;
+    const T* xr = logits + r * cols;
     const int32_t y = labels[r];
     if (ignore && y == ignore_index) {  // warp-uniform
       if (dpred)
-        for (int64_t j = lane; j < cols; j += kWarpSize) dpred[r * cols + j] = 0.f;
+        for (int64_t j = lane; j < cols; j += kWarpSize) dpred[r * cols + j] = from_float<T>(0.f);
       continue;
     }
     const bool valid = y >= 0 && y < cols;
@@ -230,7 +244,7 @@ __global__ void __launch_bounds__(kLossBlock)
     float sum_x = 0.f, best_v = 0.f;
     int best_i = -1;
     for (int64_t j = lane; j < cols; j += kWarpSize) {
-      const float v = xr[j];
+      const float v = to_float(xr[j]);
       sm.add(v);
       sum_x += v;
       if (argmax_before(v, static_cast<int>(j), best_v, best_i)) best_v = v, best_i = static_cast<int>(j);
@@ -241,17 +255,17 @@ __global__ void __launch_bounds__(kLossBlock)
     const float lse = sm.lse();
     float row = NAN;
     if (valid) {
-      row = (1.f - smoothing) * (lse - xr[y]);
+      row = (1.f - smoothing) * (lse - to_float(xr[y]));
       if (smoothing > 0.f) row += smoothing * (lse - sum_x * inv_cols);
     }
     acc += row;
     hits += valid && best_i == y;
     if (dpred) {
-      float* gr = dpred + r * cols;
+      T* gr = dpred + r * cols;
       const float off_target = smoothing * inv_cols;
       for (int64_t j = lane; j < cols; j += kWarpSize) {
         const float target = (j == y ? 1.f - smoothing : 0.f) + off_target;
-        gr[j] = valid ? (expf(xr[j] - lse) - target) * scale : NAN;
+        gr[j] = from_float<T>(valid ? (expf(to_float(xr[j]) - lse) - target) * scale : NAN);
       }
     }
   }
@@ -260,22 +274,24 @@ __global__ void __launch_bounds__(kLossBlock)
   finish(sink, total, total_hits);
 }
 
-/// One warp per row: loss_i = sum(t) lse - sum(t x); dpred = softmax sum(t) - t.
+/// One warp per row: loss_i = sum(t) lse - sum(t x); dpred = softmax sum(t) - t. Logits and dpred
+/// of the storage type T, the targets f32.
+template <typename T>
 __global__ void __launch_bounds__(kLossBlock)
-    soft_cross_entropy_kernel(const float* __restrict__ logits, const float* __restrict__ target, int64_t rows,
-                              int64_t cols, const float* __restrict__ dloss, float grad_mul, float* __restrict__ dpred,
+    soft_cross_entropy_kernel(const T* __restrict__ logits, const float* __restrict__ target, int64_t rows,
+                              int64_t cols, const float* __restrict__ dloss, float grad_mul, T* __restrict__ dpred,
                               Sink sink) {
   const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
   const float scale = dpred ? grad_scale(dloss, grad_mul) : 0.f;
   float acc = 0.f;
   for (int64_t r = blockIdx.x * static_cast<int64_t>(kWarpsPerBlock) + warp; r < rows;
        r += static_cast<int64_t>(gridDim.x) * kWarpsPerBlock) {
-    const float* xr = logits + r * cols;
+    const T* xr = logits + r * cols;
     const float* tr = target + r * cols;
     OnlineSoftmax sm;
     float sum_t = 0.f, sum_tx = 0.f;
     for (int64_t j = lane; j < cols; j += kWarpSize) {
-      const float v = xr[j], t = tr[j];
+      const float v = to_float(xr[j]), t = tr[j];
       sm.add(v);
       sum_t += t;
       sum_tx += t * v;
@@ -286,17 +302,20 @@ __global__ void __launch_bounds__(kLossBlock)
     const float lse = sm.lse();
     acc += sum_t * lse - sum_tx;
     if (dpred) {
-      float* gr = dpred + r * cols;
-      for (int64_t j = lane; j < cols; j += kWarpSize) gr[j] = (expf(xr[j] - lse) * sum_t - tr[j]) * scale;
+      T* gr = dpred + r * cols;
+      for (int64_t j = lane; j < cols; j += kWarpSize)
+        gr[j] = from_float<T>((expf(to_float(xr[j]) - lse) * sum_t - tr[j]) * scale);
     }
   }
   finish(sink, block_combine_warps<SumOp, WarpResults::kSerial>(acc), 0);
 }
 
-/// One warp per row: loss_i = -x[y]; dpred row = -scale at y, 0 elsewhere.
+/// One warp per row: loss_i = -x[y]; dpred row = -scale at y, 0 elsewhere. logp and dpred of the
+/// storage type T.
+template <typename T>
 __global__ void __launch_bounds__(kLossBlock)
-    nll_kernel(const float* __restrict__ logp, const int32_t* __restrict__ labels, int64_t rows, int64_t cols,
-               const float* __restrict__ dloss, float grad_mul, float* __restrict__ dpred, Sink sink) {
+    nll_kernel(const T* __restrict__ logp, const int32_t* __restrict__ labels, int64_t rows, int64_t cols,
+               const float* __restrict__ dloss, float grad_mul, T* __restrict__ dpred, Sink sink) {
   const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
   const float scale = dpred ? grad_scale(dloss, grad_mul) : 0.f;
   float acc = 0.f;
@@ -304,10 +323,10 @@ __global__ void __launch_bounds__(kLossBlock)
        r += static_cast<int64_t>(gridDim.x) * kWarpsPerBlock) {
     const int32_t y = labels[r];
     const bool valid = y >= 0 && y < cols;
-    acc += valid ? -logp[r * cols + y] : NAN;
+    acc += valid ? -to_float(logp[r * cols + y]) : NAN;
     if (dpred) {
-      float* gr = dpred + r * cols;
-      for (int64_t j = lane; j < cols; j += kWarpSize) gr[j] = valid ? (j == y ? -scale : 0.f) : NAN;
+      T* gr = dpred + r * cols;
+      for (int64_t j = lane; j < cols; j += kWarpSize) gr[j] = from_float<T>(valid ? (j == y ? -scale : 0.f) : NAN);
     }
   }
   finish(sink, block_combine_warps<SumOp, WarpResults::kSerial>(acc), 0);
@@ -326,10 +345,14 @@ Sink make_sink(void* workspace, unsigned blocks, bool with_hits, const LossSink&
 }
 
 template <typename Fn>
-void launch_elementwise(Fn fn, const float* pred, const float* target, int64_t n, bool vec, const float* dloss,
-                        float grad_mul, float* dpred, const Sink& sink, unsigned blocks, cudaStream_t stream) {
-  launch<elementwise_loss_kernel<Fn>>(blocks, kLossBlock, 0, stream, fn, pred, target, n, vec, dloss, grad_mul, dpred,
-                                      sink);
+void launch_elementwise(Fn fn, Storage type, const void* pred, const float* target, int64_t n, bool vec,
+                        const float* dloss, float grad_mul, void* dpred, const Sink& sink, unsigned blocks,
+                        cudaStream_t stream) {
+  with_storage(type, [&](auto tag) {
+    using T = decltype(tag);
+    launch<elementwise_loss_kernel<Fn, T>>(blocks, kLossBlock, 0, stream, fn, static_cast<const T*>(pred), target, n,
+                                           vec, dloss, grad_mul, static_cast<T*>(dpred), sink);
+  });
 }
 
 }  // namespace
@@ -339,8 +362,8 @@ size_t loss_workspace_bytes(int64_t items, bool per_row) {
   return static_cast<size_t>(blocks) * (sizeof(float) + sizeof(int)) + sizeof(int);  // + CE's kept count
 }
 
-void elementwise_loss_cuda(ElementwiseLoss kind, float param, const float* pred, const float* target, int64_t n,
-                           bool mean, const float* dloss, float* dpred, const LossSink& out, void* workspace,
+void elementwise_loss_cuda(ElementwiseLoss kind, float param, Storage type, const void* pred, const float* target,
+                           int64_t n, bool mean, const float* dloss, void* dpred, const LossSink& out, void* workspace,
                            cudaStream_t stream) {
   const unsigned blocks = elementwise_blocks(n);
   const Sink sink = make_sink(workspace, blocks, false, out, mean ? static_cast<float>(n) : 1.f);
@@ -348,25 +371,25 @@ void elementwise_loss_cuda(ElementwiseLoss kind, float param, const float* pred,
   const float grad_mul = mean ? 1.f / static_cast<float>(n) : 1.f;
   switch (kind) {
     case ElementwiseLoss::Mse:
-      launch_elementwise(MseFn{}, pred, target, n, vec, dloss, grad_mul, dpred, sink, blocks, stream);
+      launch_elementwise(MseFn{}, type, pred, target, n, vec, dloss, grad_mul, dpred, sink, blocks, stream);
       break;
     case ElementwiseLoss::L1:
-      launch_elementwise(L1Fn{}, pred, target, n, vec, dloss, grad_mul, dpred, sink, blocks, stream);
+      launch_elementwise(L1Fn{}, type, pred, target, n, vec, dloss, grad_mul, dpred, sink, blocks, stream);
       break;
     case ElementwiseLoss::Huber:
-      launch_elementwise(HuberFn{param}, pred, target, n, vec, dloss, grad_mul, dpred, sink, blocks, stream);
+      launch_elementwise(HuberFn{param}, type, pred, target, n, vec, dloss, grad_mul, dpred, sink, blocks, stream);
       break;
     case ElementwiseLoss::Bce:
-      launch_elementwise(BceFn{}, pred, target, n, vec, dloss, grad_mul, dpred, sink, blocks, stream);
+      launch_elementwise(BceFn{}, type, pred, target, n, vec, dloss, grad_mul, dpred, sink, blocks, stream);
       break;
     case ElementwiseLoss::BceWithLogits:
-      launch_elementwise(BceWithLogitsFn{}, pred, target, n, vec, dloss, grad_mul, dpred, sink, blocks, stream);
+      launch_elementwise(BceWithLogitsFn{}, type, pred, target, n, vec, dloss, grad_mul, dpred, sink, blocks, stream);
       break;
   }
 }
 
-void cross_entropy_loss_cuda(const float* logits, const int32_t* labels, int64_t rows, int64_t cols, float smoothing,
-                             const int32_t* ignore_index, bool mean, const float* dloss, float* dpred,
+void cross_entropy_loss_cuda(Storage type, const void* logits, const int32_t* labels, int64_t rows, int64_t cols,
+                             float smoothing, const int32_t* ignore_index, bool mean, const float* dloss, void* dpred,
                              const LossSink& out, void* workspace, cudaStream_t stream) {
   const unsigned blocks = row_blocks(rows);
   Sink sink = make_sink(workspace, blocks, true, out, mean ? static_cast<float>(rows) : 1.f);
@@ -378,26 +401,37 @@ void cross_entropy_loss_cuda(const float* logits, const int32_t* labels, int64_t
     sink.kept = kept;
     launch<count_kept_kernel>(1, kLossBlock, 0, stream, labels, rows, *ignore_index, kept);
   }
-  launch<cross_entropy_kernel>(blocks, kLossBlock, 0, stream, logits, labels, rows, cols, smoothing,
-                               ignore_index != nullptr, ignore_index ? *ignore_index : 0, dloss, grad_mul, dpred, sink);
+  with_storage(type, [&](auto tag) {
+    using T = decltype(tag);
+    launch<cross_entropy_kernel<T>>(blocks, kLossBlock, 0, stream, static_cast<const T*>(logits), labels, rows, cols,
+                                    smoothing, ignore_index != nullptr, ignore_index ? *ignore_index : 0, dloss,
+                                    grad_mul, static_cast<T*>(dpred), sink);
+  });
 }
 
-void soft_cross_entropy_loss_cuda(const float* logits, const float* target, int64_t rows, int64_t cols, bool mean,
-                                  const float* dloss, float* dpred, const LossSink& out, void* workspace,
+void soft_cross_entropy_loss_cuda(Storage type, const void* logits, const float* target, int64_t rows, int64_t cols,
+                                  bool mean, const float* dloss, void* dpred, const LossSink& out, void* workspace,
                                   cudaStream_t stream) {
   const unsigned blocks = row_blocks(rows);
   const Sink sink = make_sink(workspace, blocks, false, out, mean ? static_cast<float>(rows) : 1.f);
   const float grad_mul = mean ? 1.f / static_cast<float>(rows) : 1.f;
-  launch<soft_cross_entropy_kernel>(blocks, kLossBlock, 0, stream, logits, target, rows, cols, dloss, grad_mul, dpred,
-                                    sink);
+  with_storage(type, [&](auto tag) {
+    using T = decltype(tag);
+    launch<soft_cross_entropy_kernel<T>>(blocks, kLossBlock, 0, stream, static_cast<const T*>(logits), target, rows,
+                                         cols, dloss, grad_mul, static_cast<T*>(dpred), sink);
+  });
 }
 
-void nll_loss_cuda(const float* logp, const int32_t* labels, int64_t rows, int64_t cols, bool mean, const float* dloss,
-                   float* dpred, const LossSink& out, void* workspace, cudaStream_t stream) {
+void nll_loss_cuda(Storage type, const void* logp, const int32_t* labels, int64_t rows, int64_t cols, bool mean,
+                   const float* dloss, void* dpred, const LossSink& out, void* workspace, cudaStream_t stream) {
   const unsigned blocks = row_blocks(rows);
   const Sink sink = make_sink(workspace, blocks, false, out, mean ? static_cast<float>(rows) : 1.f);
   const float grad_mul = mean ? 1.f / static_cast<float>(rows) : 1.f;
-  launch<nll_kernel>(blocks, kLossBlock, 0, stream, logp, labels, rows, cols, dloss, grad_mul, dpred, sink);
+  with_storage(type, [&](auto tag) {
+    using T = decltype(tag);
+    launch<nll_kernel<T>>(blocks, kLossBlock, 0, stream, static_cast<const T*>(logp), labels, rows, cols, dloss,
+                          grad_mul, static_cast<T*>(dpred), sink);
+  });
 }
 
 }  // namespace cudl::kernels

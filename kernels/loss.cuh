@@ -7,6 +7,8 @@
 
 #include <cstdint>
 
+#include "kernels/storage.cuh"
+
 namespace cudl::kernels {
 
 /// Per-element loss functions (value and d value / d pred), as in src/cpu/loss.cpp.
@@ -28,11 +30,13 @@ struct LossSink {
   unsigned int* counter = nullptr;
 };
 
-/// Shared conventions: `dloss` (nullable) is read on the device; dpred (nullable) = d loss / d pred
+/// Shared conventions: pred / logits and dpred are of storage `type` (f32, bf16 or f16: widened on
+/// load, dpred rounded to nearest even once); targets, dloss and everything in LossSink are f32, and
+/// the math is fp32. `dloss` (nullable) is read on the device; dpred (nullable) = d loss / d pred
 /// * dloss * (1 / divisor under Mean). `workspace` holds loss_workspace_bytes() bytes. One kernel
 /// launch each; nothing is read back to the host.
-void elementwise_loss_cuda(ElementwiseLoss kind, float param, const float* pred, const float* target, int64_t n,
-                           bool mean, const float* dloss, float* dpred, const LossSink& out, void* workspace,
+void elementwise_loss_cuda(ElementwiseLoss kind, float param, Storage type, const void* pred, const float* target,
+                           int64_t n, bool mean, const float* dloss, void* dpred, const LossSink& out, void* workspace,
                            cudaStream_t stream);
 
 /// Logits (rows, cols), labels i32 (rows); one warp per row: log-softmax + NLL with label
@@ -40,17 +44,17 @@ void elementwise_loss_cuda(ElementwiseLoss kind, float param, const float* pred,
 /// and gradient NaN and never counts as correct. `ignore_index` (host pointer, nullable): rows with
 /// that label add nothing and get zero gradient rows; Mean divides by the rows kept, counted first
 /// by a one-block kernel (two launches then). correct_acc += (acc_scale * correct) / rows counted.
-void cross_entropy_loss_cuda(const float* logits, const int32_t* labels, int64_t rows, int64_t cols, float smoothing,
-                             const int32_t* ignore_index, bool mean, const float* dloss, float* dpred,
+void cross_entropy_loss_cuda(Storage type, const void* logits, const int32_t* labels, int64_t rows, int64_t cols,
+                             float smoothing, const int32_t* ignore_index, bool mean, const float* dloss, void* dpred,
                              const LossSink& out, void* workspace, cudaStream_t stream);
 
 /// Logits (rows, cols), probability or one-hot targets (rows, cols).
-void soft_cross_entropy_loss_cuda(const float* logits, const float* target, int64_t rows, int64_t cols, bool mean,
-                                  const float* dloss, float* dpred, const LossSink& out, void* workspace,
+void soft_cross_entropy_loss_cuda(Storage type, const void* logits, const float* target, int64_t rows, int64_t cols,
+                                  bool mean, const float* dloss, void* dpred, const LossSink& out, void* workspace,
                                   cudaStream_t stream);
 
 /// Log-probabilities (rows, cols), labels i32 (rows); bad labels as in cross_entropy_loss_cuda.
-void nll_loss_cuda(const float* logp, const int32_t* labels, int64_t rows, int64_t cols, bool mean, const float* dloss,
-                   float* dpred, const LossSink& out, void* workspace, cudaStream_t stream);
+void nll_loss_cuda(Storage type, const void* logp, const int32_t* labels, int64_t rows, int64_t cols, bool mean,
+                   const float* dloss, void* dpred, const LossSink& out, void* workspace, cudaStream_t stream);
 
 }  // namespace cudl::kernels

@@ -1,8 +1,9 @@
 // kernels/norm.cu — batch norm ((N, C, spatial): each channel split across blocks, fixed-order
 // partial sums; (N, C): 32-channel tiles)
 // and layer norm (warp per row up to kLnWarpMaxD, block per row beyond). Fixed-order sums, no atomics.
-// Batch norm's x, y, dy, dx are of the storage type (f32, bf16, f16): fp32 math and statistics,
-// gamma/beta/running/saved statistics and dgamma/dbeta f32, one rounding per stored element.
+// Batch and layer norm's x, y, dy, dx are of the storage type (f32, bf16, f16): fp32 math and
+// statistics, gamma/beta/running/saved/row statistics and dgamma/dbeta f32, one rounding per stored
+// element.
 #include <math.h>
 
 #include <algorithm>
@@ -358,23 +359,22 @@ __global__ void __launch_bounds__(kColTile* kColRows)
 // ---- layer norm ------------------------------------------------------------------------------
 
 /// Row statistics and output for one row, reduced by `Reduce` (a warp or the whole block).
-template <typename Reduce>
-__device__ __forceinline__ void layer_norm_row(const float* __restrict__ xr, const float* __restrict__ gamma,
-                                               const float* __restrict__ beta, float* __restrict__ yr, int64_t d,
-                                               float eps, int first, int step, Reduce reduce, float& mean_out,
-                                               float& rstd_out) {
+template <typename T, typename Reduce>
+__device__ __forceinline__ void layer_norm_row(const T* __restrict__ xr, const float* __restrict__ gamma,
+                                               const float* __restrict__ beta, T* __restrict__ yr, int64_t d, float eps,
+                                               int first, int step, Reduce reduce, float& mean_out, float& rstd_out) {
   float acc = 0.f;
-  for (int64_t j = first; j < d; j += step) acc += xr[j];
+  for (int64_t j = first; j < d; j += step) acc += to_float(xr[j]);
   const float mean = reduce(acc) / static_cast<float>(d);
   acc = 0.f;
   for (int64_t j = first; j < d; j += step) {
-    const float t = xr[j] - mean;
+    const float t = to_float(xr[j]) - mean;
     acc += t * t;
   }
   const float rstd = 1.f / sqrtf(reduce(acc) / static_cast<float>(d) + eps);
   for (int64_t j = first; j < d; j += step) {
-    const float v = (xr[j] - mean) * rstd;
-    yr[j] = (gamma ? v * gamma[j] : v) + (beta ? beta[j] : 0.f);
+    const float v = (to_float(xr[j]) - mean) * rstd;
+    yr[j] = from_float<T>((gamma ? v * gamma[j] : v) + (beta ? beta[j] : 0.f));
   }
   mean_out = mean;
   rstd_out = rstd;
@@ -388,9 +388,10 @@ struct BlockSum {
 };
 
 /// One warp per row (rows of at most kLnWarpMaxD).
+template <typename T>
 __global__ void __launch_bounds__(kNormBlock)
-    layer_norm_warp_kernel(const float* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
-                           float* __restrict__ y, float* __restrict__ mean, float* __restrict__ rstd, int64_t rows,
+    layer_norm_warp_kernel(const T* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
+                           T* __restrict__ y, float* __restrict__ mean, float* __restrict__ rstd, int64_t rows,
                            int64_t d, float eps) {
   const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
   for (int64_t r = blockIdx.x * static_cast<int64_t>(kNormWarps) + warp; r < rows;
@@ -402,10 +403,11 @@ __global__ void __launch_bounds__(kNormBlock)
 }
 
 /// One block per row (long rows).
+template <typename T>
 __global__ void __launch_bounds__(kNormBlock)
-    layer_norm_block_kernel(const float* __restrict__ x, const float* __restrict__ gamma,
-                            const float* __restrict__ beta, float* __restrict__ y, float* __restrict__ mean,
-                            float* __restrict__ rstd, int64_t rows, int64_t d, float eps) {
+    layer_norm_block_kernel(const T* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
+                            T* __restrict__ y, float* __restrict__ mean, float* __restrict__ rstd, int64_t rows,
+                            int64_t d, float eps) {
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     float mu, rs;
     layer_norm_row(x + r * d, gamma, beta, y + r * d, d, eps, threadIdx.x, blockDim.x, BlockSum{}, mu, rs);
@@ -414,41 +416,42 @@ __global__ void __launch_bounds__(kNormBlock)
 }
 
 /// dx of one row: g = dy gamma; dx = rstd (g - mean(g) - xhat mean(g xhat)).
-template <typename Reduce>
-__device__ __forceinline__ void layer_norm_backward_row(const float* __restrict__ xr, const float* __restrict__ gamma,
-                                                        const float* __restrict__ dyr, float* __restrict__ dxr,
-                                                        float mean, float rstd, int64_t d, int first, int step,
-                                                        Reduce reduce) {
+template <typename T, typename Reduce>
+__device__ __forceinline__ void layer_norm_backward_row(const T* __restrict__ xr, const float* __restrict__ gamma,
+                                                        const T* __restrict__ dyr, T* __restrict__ dxr, float mean,
+                                                        float rstd, int64_t d, int first, int step, Reduce reduce) {
   float acc_g = 0.f, acc_gx = 0.f;
   for (int64_t j = first; j < d; j += step) {
-    const float g = gamma ? dyr[j] * gamma[j] : dyr[j];
+    const float g = gamma ? to_float(dyr[j]) * gamma[j] : to_float(dyr[j]);
     acc_g += g;
-    acc_gx += g * (xr[j] - mean) * rstd;
+    acc_gx += g * (to_float(xr[j]) - mean) * rstd;
   }
   const float inv_d = 1.f / static_cast<float>(d);
   const float mean_g = reduce(acc_g) * inv_d;
   const float mean_gx = reduce(acc_gx) * inv_d;
   for (int64_t j = first; j < d; j += step) {
-    const float g = gamma ? dyr[j] * gamma[j] : dyr[j];
-    const float xhat = (xr[j] - mean) * rstd;
-    dxr[j] = rstd * (g - mean_g - xhat * mean_gx);
+    const float g = gamma ? to_float(dyr[j]) * gamma[j] : to_float(dyr[j]);
+    const float xhat = (to_float(xr[j]) - mean) * rstd;
+    dxr[j] = from_float<T>(rstd * (g - mean_g - xhat * mean_gx));
   }
 }
 
+template <typename T>
 __global__ void __launch_bounds__(kNormBlock)
-    layer_norm_backward_warp_kernel(const float* __restrict__ x, const float* __restrict__ gamma,
+    layer_norm_backward_warp_kernel(const T* __restrict__ x, const float* __restrict__ gamma,
                                     const float* __restrict__ mean, const float* __restrict__ rstd,
-                                    const float* __restrict__ dy, float* __restrict__ dx, int64_t rows, int64_t d) {
+                                    const T* __restrict__ dy, T* __restrict__ dx, int64_t rows, int64_t d) {
   const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
   for (int64_t r = blockIdx.x * static_cast<int64_t>(kNormWarps) + warp; r < rows;
        r += static_cast<int64_t>(gridDim.x) * kNormWarps)
     layer_norm_backward_row(x + r * d, gamma, dy + r * d, dx + r * d, mean[r], rstd[r], d, lane, kWarpSize, WarpSum{});
 }
 
+template <typename T>
 __global__ void __launch_bounds__(kNormBlock)
-    layer_norm_backward_block_kernel(const float* __restrict__ x, const float* __restrict__ gamma,
+    layer_norm_backward_block_kernel(const T* __restrict__ x, const float* __restrict__ gamma,
                                      const float* __restrict__ mean, const float* __restrict__ rstd,
-                                     const float* __restrict__ dy, float* __restrict__ dx, int64_t rows, int64_t d) {
+                                     const T* __restrict__ dy, T* __restrict__ dx, int64_t rows, int64_t d) {
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x)
     layer_norm_backward_row(x + r * d, gamma, dy + r * d, dx + r * d, mean[r], rstd[r], d, threadIdx.x, blockDim.x,
                             BlockSum{});
@@ -456,10 +459,11 @@ __global__ void __launch_bounds__(kNormBlock)
 
 /// dgamma[j] = sum_r dy xhat, dbeta[j] = sum_r dy: block (32, 8) owns 32 columns; row lane ty sums
 /// rows ty, ty + 8, ...; the 8 partials are added in order 0..7. Coalesced along the row.
+template <typename T>
 __global__ void __launch_bounds__(kColTile* kColRows)
-    layer_norm_param_grad_kernel(const float* __restrict__ x, const float* __restrict__ mean,
-                                 const float* __restrict__ rstd, const float* __restrict__ dy,
-                                 float* __restrict__ dgamma, float* __restrict__ dbeta, int64_t rows, int64_t d) {
+    layer_norm_param_grad_kernel(const T* __restrict__ x, const float* __restrict__ mean,
+                                 const float* __restrict__ rstd, const T* __restrict__ dy, float* __restrict__ dgamma,
+                                 float* __restrict__ dbeta, int64_t rows, int64_t d) {
   __shared__ float part_g[kColRows][kColTile + 1];
   __shared__ float part_b[kColRows][kColTile + 1];
   const int tx = threadIdx.x, ty = threadIdx.y;
@@ -467,8 +471,8 @@ __global__ void __launch_bounds__(kColTile* kColRows)
   float acc_g = 0.f, acc_b = 0.f;
   if (j < d) {
     for (int64_t r = ty; r < rows; r += kColRows) {
-      const float g = dy[r * d + j];
-      acc_g += g * (x[r * d + j] - mean[r]) * rstd[r];
+      const float g = to_float(dy[r * d + j]);
+      acc_g += g * (to_float(x[r * d + j]) - mean[r]) * rstd[r];
       acc_b += g;
     }
   }
@@ -581,34 +585,45 @@ void batch_norm_backward_cuda(const void* x, const float* gamma, const float* sa
   });
 }
 
-void layer_norm_cuda(const float* x, const float* gamma, const float* beta, float* y, float* mean, float* rstd,
-                     int64_t rows, int64_t d, float eps, cudaStream_t stream) {
+void layer_norm_cuda(const void* x, const float* gamma, const float* beta, void* y, float* mean, float* rstd,
+                     Storage type, int64_t rows, int64_t d, float eps, cudaStream_t stream) {
   if (rows == 0) return;
-  if (d <= kLnWarpMaxD) {
-    launch<layer_norm_warp_kernel>(warp_row_blocks(rows), kNormBlock, 0, stream, x, gamma, beta, y, mean, rstd, rows, d,
-                                   eps);
-  } else {
-    launch<layer_norm_block_kernel>(block_row_blocks(rows), kNormBlock, 0, stream, x, gamma, beta, y, mean, rstd, rows,
-                                    d, eps);
-  }
+  with_storage(type, [&](auto tag) {
+    using T = decltype(tag);
+    const T* xt = static_cast<const T*>(x);
+    T* yt = static_cast<T*>(y);
+    if (d <= kLnWarpMaxD) {
+      launch<layer_norm_warp_kernel<T>>(warp_row_blocks(rows), kNormBlock, 0, stream, xt, gamma, beta, yt, mean, rstd,
+                                        rows, d, eps);
+    } else {
+      launch<layer_norm_block_kernel<T>>(block_row_blocks(rows), kNormBlock, 0, stream, xt, gamma, beta, yt, mean, rstd,
+                                         rows, d, eps);
+    }
+  });
 }
 
-void layer_norm_backward_cuda(const float* x, const float* gamma, const float* mean, const float* rstd, const float* dy,
-                              float* dx, float* dgamma, float* dbeta, int64_t rows, int64_t d, cudaStream_t stream) {
-  if (dx && rows > 0) {
-    if (d <= kLnWarpMaxD) {
-      launch<layer_norm_backward_warp_kernel>(warp_row_blocks(rows), kNormBlock, 0, stream, x, gamma, mean, rstd, dy,
-                                              dx, rows, d);
-    } else {
-      launch<layer_norm_backward_block_kernel>(block_row_blocks(rows), kNormBlock, 0, stream, x, gamma, mean, rstd, dy,
-                                               dx, rows, d);
+void layer_norm_backward_cuda(const void* x, const float* gamma, const float* mean, const float* rstd, const void* dy,
+                              void* dx, float* dgamma, float* dbeta, Storage type, int64_t rows, int64_t d,
+                              cudaStream_t stream) {
+  with_storage(type, [&](auto tag) {
+    using T = decltype(tag);
+    const T *xt = static_cast<const T*>(x), *dyt = static_cast<const T*>(dy);
+    T* dxt = static_cast<T*>(dx);
+    if (dx && rows > 0) {
+      if (d <= kLnWarpMaxD) {
+        launch<layer_norm_backward_warp_kernel<T>>(warp_row_blocks(rows), kNormBlock, 0, stream, xt, gamma, mean, rstd,
+                                                   dyt, dxt, rows, d);
+      } else {
+        launch<layer_norm_backward_block_kernel<T>>(block_row_blocks(rows), kNormBlock, 0, stream, xt, gamma, mean,
+                                                    rstd, dyt, dxt, rows, d);
+      }
     }
-  }
-  if (dgamma || dbeta) {
-    const unsigned blocks = static_cast<unsigned>((d + kColTile - 1) / kColTile);
-    launch<layer_norm_param_grad_kernel>(blocks, dim3(kColTile, kColRows), 0, stream, x, mean, rstd, dy, dgamma, dbeta,
-                                         rows, d);
-  }
+    if (dgamma || dbeta) {
+      const unsigned blocks = static_cast<unsigned>((d + kColTile - 1) / kColTile);
+      launch<layer_norm_param_grad_kernel<T>>(blocks, dim3(kColTile, kColRows), 0, stream, xt, mean, rstd, dyt, dgamma,
+                                              dbeta, rows, d);
+    }
+  });
 }
 
 }  // namespace cudl::kernels

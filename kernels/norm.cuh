@@ -44,11 +44,14 @@ void batch_norm_backward_cuda(const void* x, const float* gamma, const float* sa
                               int64_t spatial, float* workspace, cudaStream_t stream);
 
 /// x (rows, d): y = (x - mean) * rstd * gamma + beta; mean/rstd (rows) nullable, gamma/beta nullable.
-void layer_norm_cuda(const float* x, const float* gamma, const float* beta, float* y, float* mean, float* rstd,
-                     int64_t rows, int64_t d, float eps, cudaStream_t stream);
+/// x and y of storage `type`; gamma, beta and the row statistics f32, and so is the math.
+void layer_norm_cuda(const void* x, const float* gamma, const float* beta, void* y, float* mean, float* rstd,
+                     Storage type, int64_t rows, int64_t d, float eps, cudaStream_t stream);
 
-/// dx, dgamma, dbeta (each nullable) of layer norm; gamma nullable (= 1).
-void layer_norm_backward_cuda(const float* x, const float* gamma, const float* mean, const float* rstd, const float* dy,
-                              float* dx, float* dgamma, float* dbeta, int64_t rows, int64_t d, cudaStream_t stream);
+/// dx, dgamma, dbeta (each nullable) of layer norm; gamma nullable (= 1). x, dy, dx of storage
+/// `type`; gamma, mean, rstd, dgamma, dbeta f32.
+void layer_norm_backward_cuda(const void* x, const float* gamma, const float* mean, const float* rstd, const void* dy,
+                              void* dx, float* dgamma, float* dbeta, Storage type, int64_t rows, int64_t d,
+                              cudaStream_t stream);
 
 }  // namespace cudl::kernels

@@ -1,7 +1,7 @@
 // kernels/pool.cu — pooling kernels: one thread per output (forward), one thread per input
 // element gathering its windows (backward; deterministic, no atomics), warp per image (global).
-// Max pooling is generic over the storage type (f32, bf16, f16): values compare widened, the
-// backward sums in fp32 and rounds once.
+// Generic over the storage type (f32, bf16, f16): max pooling compares widened values, every sum
+// (average pooling, the backward passes) is fp32 and rounded once.
 #include "kernels/common.cuh"
 #include "kernels/pool.cuh"
 
@@ -90,14 +90,15 @@ __global__ void __launch_bounds__(kPoolBlock)
   }
 }
 
+template <typename T>
 __global__ void __launch_bounds__(kPoolBlock)
-    avg_pool2d_kernel(const float* __restrict__ x, float* __restrict__ y, Pool2dShape s) {
+    avg_pool2d_kernel(const T* __restrict__ x, T* __restrict__ y, Pool2dShape s) {
   const int64_t total = s.n * s.c * s.p * s.q;
   const float inv_area = 1.f / static_cast<float>(s.kh * s.kw);
   for (int64_t o = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; o < total;
        o += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t q = o % s.q, p = (o / s.q) % s.p, img = o / (s.p * s.q);
-    const float* xi = x + img * s.h * s.w;
+    const T* xi = x + img * s.h * s.w;
     const int64_t h0 = p * s.sh - s.ph, w0 = q * s.sw - s.pw;
     float acc = 0.f;
     for (int i = 0; i < s.kh; ++i) {
@@ -105,15 +106,16 @@ __global__ void __launch_bounds__(kPoolBlock)
       if (hh < 0 || hh >= s.h) continue;
       for (int j = 0; j < s.kw; ++j) {
         const int64_t ww = w0 + j;
-        if (ww >= 0 && ww < s.w) acc += xi[hh * s.w + ww];
+        if (ww >= 0 && ww < s.w) acc += to_float(xi[hh * s.w + ww]);
       }
     }
-    y[o] = acc * inv_area;
+    y[o] = from_float<T>(acc * inv_area);
   }
 }
 
+template <typename T>
 __global__ void __launch_bounds__(kPoolBlock)
-    avg_pool2d_backward_kernel(const float* __restrict__ dy, float* __restrict__ dx, Pool2dShape s) {
+    avg_pool2d_backward_kernel(const T* __restrict__ dy, T* __restrict__ dx, Pool2dShape s) {
   const int64_t total = s.n * s.c * s.h * s.w;
   const float inv_area = 1.f / static_cast<float>(s.kh * s.kw);
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
@@ -124,32 +126,34 @@ __global__ void __launch_bounds__(kPoolBlock)
     covering_windows(col, s.kw, s.sw, s.pw, s.q, q0, q1);
     float acc = 0.f;
     for (int64_t p = p0; p <= p1; ++p)
-      for (int64_t q = q0; q <= q1; ++q) acc += dy[(img * s.p + p) * s.q + q];
-    dx[i] = acc * inv_area;
+      for (int64_t q = q0; q <= q1; ++q) acc += to_float(dy[(img * s.p + p) * s.q + q]);
+    dx[i] = from_float<T>(acc * inv_area);
   }
 }
 
 /// One warp per image: mean of its hw values.
+template <typename T>
 __global__ void __launch_bounds__(kPoolBlock)
-    global_avg_pool_kernel(const float* __restrict__ x, float* __restrict__ y, int64_t images, int64_t hw) {
+    global_avg_pool_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t images, int64_t hw) {
   const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
   const float inv = 1.f / static_cast<float>(hw);
   for (int64_t r = blockIdx.x * static_cast<int64_t>(kPoolWarps) + warp; r < images;
        r += static_cast<int64_t>(gridDim.x) * kPoolWarps) {
     float acc = 0.f;
-    for (int64_t k = lane; k < hw; k += kWarpSize) acc += x[r * hw + k];
+    for (int64_t k = lane; k < hw; k += kWarpSize) acc += to_float(x[r * hw + k]);
     acc = warp_reduce_sum(acc);
-    if (lane == 0) y[r] = acc * inv;
+    if (lane == 0) y[r] = from_float<T>(acc * inv);
   }
 }
 
+template <typename T>
 __global__ void __launch_bounds__(kPoolBlock)
-    global_avg_pool_backward_kernel(const float* __restrict__ dy, float* __restrict__ dx, int64_t images, int64_t hw) {
+    global_avg_pool_backward_kernel(const T* __restrict__ dy, T* __restrict__ dx, int64_t images, int64_t hw) {
   const float inv = 1.f / static_cast<float>(hw);
   const int64_t total = images * hw;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
-    dx[i] = dy[i / hw] * inv;
+    dx[i] = from_float<T>(to_float(dy[i / hw]) * inv);
 }
 
 }  // namespace
@@ -175,28 +179,44 @@ void max_pool2d_backward_cuda(const void* x, const void* y, const void* dy, void
   });
 }
 
-void avg_pool2d_cuda(const float* x, float* y, const Pool2dShape& s, cudaStream_t stream) {
+void avg_pool2d_cuda(const void* x, void* y, Storage type, const Pool2dShape& s, cudaStream_t stream) {
   const int64_t total = s.n * s.c * s.p * s.q;
   if (total == 0) return;
-  launch<avg_pool2d_kernel>(grid_for(total, kPoolBlock), kPoolBlock, 0, stream, x, y, s);
+  with_storage(type, [&](auto tag) {
+    using T = decltype(tag);
+    launch<avg_pool2d_kernel<T>>(grid_for(total, kPoolBlock), kPoolBlock, 0, stream, static_cast<const T*>(x),
+                                 static_cast<T*>(y), s);
+  });
 }
 
-void avg_pool2d_backward_cuda(const float* dy, float* dx, const Pool2dShape& s, cudaStream_t stream) {
+void avg_pool2d_backward_cuda(const void* dy, void* dx, Storage type, const Pool2dShape& s, cudaStream_t stream) {
   const int64_t total = s.n * s.c * s.h * s.w;
   if (total == 0) return;
-  launch<avg_pool2d_backward_kernel>(grid_for(total, kPoolBlock), kPoolBlock, 0, stream, dy, dx, s);
+  with_storage(type, [&](auto tag) {
+    using T = decltype(tag);
+    launch<avg_pool2d_backward_kernel<T>>(grid_for(total, kPoolBlock), kPoolBlock, 0, stream, static_cast<const T*>(dy),
+                                          static_cast<T*>(dx), s);
+  });
 }
 
-void global_avg_pool_cuda(const float* x, float* y, int64_t images, int64_t hw, cudaStream_t stream) {
+void global_avg_pool_cuda(const void* x, void* y, Storage type, int64_t images, int64_t hw, cudaStream_t stream) {
   if (images == 0) return;
-  launch<global_avg_pool_kernel>(grid_for((images + kPoolWarps - 1) / kPoolWarps, 1), kPoolBlock, 0, stream, x, y,
-                                 images, hw);
+  with_storage(type, [&](auto tag) {
+    using T = decltype(tag);
+    launch<global_avg_pool_kernel<T>>(grid_for((images + kPoolWarps - 1) / kPoolWarps, 1), kPoolBlock, 0, stream,
+                                      static_cast<const T*>(x), static_cast<T*>(y), images, hw);
+  });
 }
 
-void global_avg_pool_backward_cuda(const float* dy, float* dx, int64_t images, int64_t hw, cudaStream_t stream) {
+void global_avg_pool_backward_cuda(const void* dy, void* dx, Storage type, int64_t images, int64_t hw,
+                                   cudaStream_t stream) {
   const int64_t total = images * hw;
   if (total == 0) return;
-  launch<global_avg_pool_backward_kernel>(grid_for(total, kPoolBlock), kPoolBlock, 0, stream, dy, dx, images, hw);
+  with_storage(type, [&](auto tag) {
+    using T = decltype(tag);
+    launch<global_avg_pool_backward_kernel<T>>(grid_for(total, kPoolBlock), kPoolBlock, 0, stream,
+                                               static_cast<const T*>(dy), static_cast<T*>(dx), images, hw);
+  });
 }
 
 }  // namespace cudl::kernels

@@ -23,11 +23,13 @@ void max_pool2d_cuda(const void* x, void* y, int32_t* argmax, Storage type, cons
 /// x, y, dy, dx of storage `type`, the sum in fp32 rounded once.
 void max_pool2d_backward_cuda(const void* x, const void* y, const void* dy, void* dx, Storage type,
                               const Pool2dShape& s, cudaStream_t stream);
-/// y = window sum / (kh * kw) (padding counts as zeros).
-void avg_pool2d_cuda(const float* x, float* y, const Pool2dShape& s, cudaStream_t stream);
-void avg_pool2d_backward_cuda(const float* dy, float* dx, const Pool2dShape& s, cudaStream_t stream);
-/// y (images) = mean of each image of hw values; backward spreads dy / hw.
-void global_avg_pool_cuda(const float* x, float* y, int64_t images, int64_t hw, cudaStream_t stream);
-void global_avg_pool_backward_cuda(const float* dy, float* dx, int64_t images, int64_t hw, cudaStream_t stream);
+/// y = window sum / (kh * kw) (padding counts as zeros). x, y (dy, dx) of storage `type`: the sums in
+/// fp32, each result rounded once.
+void avg_pool2d_cuda(const void* x, void* y, Storage type, const Pool2dShape& s, cudaStream_t stream);
+void avg_pool2d_backward_cuda(const void* dy, void* dx, Storage type, const Pool2dShape& s, cudaStream_t stream);
+/// y (images) = mean of each image of hw values; backward spreads dy / hw. Storage as above.
+void global_avg_pool_cuda(const void* x, void* y, Storage type, int64_t images, int64_t hw, cudaStream_t stream);
+void global_avg_pool_backward_cuda(const void* dy, void* dx, Storage type, int64_t images, int64_t hw,
+                                   cudaStream_t stream);
 
 }  // namespace cudl::kernels

@@ -56,7 +56,7 @@ LossOut run_loss(OpKind op, const Tensor& pred, const Tensor& target, Device dev
   Tensor p = shifted(pred), t = shifted(target);
   Tensor dl = a.dloss ? place(*a.dloss) : Tensor();
   Tensor loss = a.loss ? Tensor::full(Shape{1}, -7.0, DType::f32, device) : Tensor();
-  Tensor dpred = a.dpred ? Tensor::full(Shape{pred.numel() + off}, -7.0, DType::f32, device) : Tensor();
+  Tensor dpred = a.dpred ? Tensor::full(Shape{pred.numel() + off}, -7.0, pred.dtype(), device) : Tensor();
   Tensor correct = a.correct ? Tensor::full(Shape{1}, -7.0, DType::i32, device) : Tensor();
   OpAttrs attrs;
   attrs.i[0] = static_cast<int64_t>(a.reduction);
@@ -67,7 +67,7 @@ LossOut run_loss(OpKind op, const Tensor& pred, const Tensor& target, Device dev
   attrs.f[1] = a.acc_scale;
   attrs.i[1] = a.ignore ? 1 : 0;
   attrs.i[2] = a.ignore_index;
-  const TensorView dp = a.dpred ? view(dpred, pred.shape(), DType::f32) : TensorView{};
+  const TensorView dp = a.dpred ? view(dpred, pred.shape(), pred.dtype()) : TensorView{};
   const TensorView pv = view(p, pred.shape(), pred.dtype()), tgt = view(t, target.shape(), target.dtype());
   if (a.acc) {
     run_op(op, {pv, tgt, tv(dl)}, {tv(loss), dp, tv(correct), tv(loss_acc), tv(correct_acc)}, attrs, nullptr,
@@ -81,8 +81,8 @@ LossOut run_loss(OpKind op, const Tensor& pred, const Tensor& target, Device dev
   if (a.loss) r.loss = loss.to(kCpu);
   if (a.dpred) {
     Tensor h = dpred.to(kCpu);
-    r.dpred = Tensor::empty(pred.shape());
-    std::memcpy(r.dpred.data(), h.data_as<float>() + off, pred.nbytes());
+    r.dpred = Tensor::empty(pred.shape(), pred.dtype());
+    std::memcpy(r.dpred.data(), static_cast<const char*>(h.data()) + off * dtype_size(pred.dtype()), pred.nbytes());
   }
   if (a.correct) r.correct = correct.to(kCpu);
   if (a.acc) r.loss_acc = loss_acc.to(kCpu);
@@ -490,12 +490,26 @@ TEST(LossCpu, AccumulatorErrorsNameTheOutput) {
 
 namespace {
 
+/// With 16-bit predictions (pred and dpred bf16 / f16; the CPU reference runs the f32 function on the
+/// widened predictions and rounds dpred once), dpred must be within 1 ulp and at least 95% bitwise
+/// equal (close_16bit). Softmax gradients p - target cancel where p is near the smoothed target:
+/// there both backends' fp32 results carry an error relative to the largest gradient, so 1e-6 of
+/// it is allowed. The loss, the correct count and the accumulators stay f32 and compare as in f32.
 void expect_cuda_matches_cpu(OpKind op, const Tensor& pred, const Tensor& target, const LossArgs& a, double atol = 1e-5,
                              double rtol = 1e-5) {
   const LossOut c = run_loss(op, pred, target, kCpu, a);
   const LossOut g = run_loss(op, pred, target, Device::cuda(), a);
-  if (a.loss) EXPECT_TRUE(all_close(g.loss, c.loss, atol, rtol)) << "loss";
-  if (a.dpred) EXPECT_TRUE(all_close(g.dpred, c.dpred, atol, rtol)) << "dpred";
+  if (a.loss) {
+    ASSERT_EQ(g.loss.dtype(), DType::f32);
+    EXPECT_TRUE(all_close(g.loss, c.loss, atol, rtol)) << "loss";
+  }
+  if (a.dpred && pred.dtype() != DType::f32) {
+    ASSERT_EQ(g.dpred.dtype(), pred.dtype());
+    const double cancel = 1e-6 * max_abs_diff(c.dpred, Tensor::zeros(c.dpred.shape()));
+    EXPECT_TRUE(close_16bit(g.dpred, c.dpred, 1, 0.95, cancel)) << "dpred";
+  } else if (a.dpred) {
+    EXPECT_TRUE(all_close(g.dpred, c.dpred, atol, rtol)) << "dpred";
+  }
   if (a.correct) EXPECT_TRUE(all_close(g.correct, c.correct, 0, 0)) << "correct";
   if (a.acc) EXPECT_TRUE(all_close(g.loss_acc, c.loss_acc, atol, rtol)) << "loss_acc";
   if (a.acc && op == OpKind::CrossEntropyLoss) EXPECT_TRUE(all_close(g.correct_acc, c.correct_acc, 0, 0)) << "correct_acc";
@@ -751,5 +765,130 @@ TEST(LossCuda, RepeatedLaunchesLeaveTheBlockCounterAtZero) {
     const LossOut g = run_loss(OpKind::CrossEntropyLoss, x, y, Device::cuda(), a);
     EXPECT_NEAR(g.loss.item(), c.loss.item(), 1e-5) << "launch " << rep;
     EXPECT_EQ(g.correct.item(), c.correct.item()) << "launch " << rep;
+  }
+}
+
+// --- 16-bit predictions: pred and dpred in bf16 / f16; targets, the loss and the accumulators f32 --
+
+// n = 4099 aligned: the 16-byte groups (8 predictions, 8 f32 targets) and a tail of 3; offset by one
+// element: the scalar path.
+TEST(Loss16Bit, ElementwiseMatchesCpu) {
+  CUDL_REQUIRE_CUDA();
+  Tensor dloss = Tensor::from_vector<float>({-1.75f}, Shape{1});
+  for (DType st : k16BitTypes)
+    for (OpKind op : kElementwise)
+      for (int64_t n : {37, 4099})
+        for (int64_t off : {0, 1}) {
+          SCOPED_TRACE(std::string(dtype_name(st)) + " " + op_name(op) + " n=" + std::to_string(n) +
+                       " off=" + std::to_string(off));
+          auto [p, t] = elementwise_inputs(op, n, 100 + n);
+          LossArgs a;
+          a.reduction = n == 37 ? Reduction::Sum : Reduction::Mean;
+          a.param = param_of(op);
+          a.misalign = off;
+          a.dloss = off ? &dloss : nullptr;
+          a.acc = true;
+          a.acc_scale = 3;
+          expect_cuda_matches_cpu(op, to_storage(p, st), t, a);
+        }
+}
+
+TEST(Loss16Bit, CrossEntropyFamilyMatchesCpu) {
+  CUDL_REQUIRE_CUDA();
+  Tensor dloss = Tensor::from_vector<float>({0.375f}, Shape{1});
+  for (DType st : k16BitTypes)
+    for (int64_t c : {10, 1000}) {
+      const int64_t n = 37;
+      SCOPED_TRACE(std::string(dtype_name(st)) + " c=" + std::to_string(c));
+      // Logits rounded to 16 bits tie often: the first-maximum rule of `correct` is exercised.
+      Tensor x = to_storage(random_tensor(Shape{n, c}, 200 + c, -4, 4), st);
+      Tensor y = random_labels(n, static_cast<int>(c), 300 + c);
+      for (double smoothing : {0.0, 0.1}) {
+        LossArgs a;
+        a.param = smoothing;
+        a.correct = true;
+        a.acc = true;
+        a.acc_scale = n;
+        a.dloss = smoothing > 0 ? &dloss : nullptr;
+        expect_cuda_matches_cpu(OpKind::CrossEntropyLoss, x, y, a);
+      }
+      Tensor yi = y.clone();  // an ignore index: every fifth row ignored
+      for (int64_t r = 0; r < n; r += 5) yi.data_as<int32_t>()[r] = -100;
+      LossArgs ai;
+      ai.ignore = true;
+      ai.correct = true;
+      expect_cuda_matches_cpu(OpKind::CrossEntropyLoss, x, yi, ai);
+      LossArgs as;
+      as.reduction = Reduction::Sum;
+      as.dloss = &dloss;
+      expect_cuda_matches_cpu(OpKind::SoftCrossEntropyLoss, x, probability_rows(n, c, 500 + c), as);
+      expect_cuda_matches_cpu(OpKind::NllLoss, to_storage(log_softmax_rows(widened(x)), st),
+                              random_labels(n, static_cast<int>(c), 600 + c), as);
+    }
+}
+
+// The comparisons above fail what a kernel that skipped the rounding of dpred (truncation), kept the
+// gradient's intermediates in 16 bits, or summed the loss in 16 bits would give.
+TEST(Loss16Bit, ComparisonCatchesTruncationAnd16BitMath) {
+  const int64_t n = 64, c = 100;
+  for (DType st : k16BitTypes) {
+    SCOPED_TRACE(dtype_name(st));
+    Tensor x = to_storage(random_tensor(Shape{n, c}, 41, -4, 4), st);
+    Tensor y = random_labels(n, static_cast<int>(c), 42);
+    LossArgs a;
+    a.reduction = Reduction::Sum;  // gradients of order 1: normal in f16
+    const LossOut ref = run_loss(OpKind::CrossEntropyLoss, x, y, kCpu, a);
+    const LossOut wide = run_loss(OpKind::CrossEntropyLoss, widened(x), y, kCpu, a);
+    EXPECT_TRUE(close_16bit(ref.dpred, ref.dpred));
+    EXPECT_FALSE(close_16bit(truncated_16bit(wide.dpred, st), ref.dpred)) << "truncation must not pass";
+    auto r16 = [&](float v) { return widen_16(round_16(v, st), st); };
+    const std::vector<uint16_t> xb = bits_16(x);
+    const int32_t* lab = y.data_as<int32_t>();
+    std::vector<float> stepwise(static_cast<size_t>(n * c));
+    float loss16 = 0.f;
+    for (int64_t r = 0; r < n; ++r) {
+      double m = -INFINITY, s = 0;
+      for (int64_t j = 0; j < c; ++j) m = std::max(m, static_cast<double>(widen_16(xb[r * c + j], st)));
+      for (int64_t j = 0; j < c; ++j) s += std::exp(widen_16(xb[r * c + j], st) - m);
+      const float lse = static_cast<float>(m + std::log(s));
+      for (int64_t j = 0; j < c; ++j) {
+        const float p = r16(std::exp(r16(widen_16(xb[r * c + j], st) - lse)));
+        stepwise[r * c + j] = r16(p - (j == lab[r] ? 1.f : 0.f));
+      }
+      loss16 = r16(loss16 + r16(lse - widen_16(xb[r * c + lab[r]], st)));
+    }
+    EXPECT_FALSE(close_16bit(to_storage(Tensor::from_vector(stepwise, Shape{n, c}), st), ref.dpred))
+        << "16-bit intermediates must not pass";
+    EXPECT_FALSE(all_close(Tensor::full(Shape{1}, loss16), ref.loss, 1e-5, 1e-5)) << "a 16-bit loss sum must not pass";
+  }
+}
+
+TEST(Loss16Bit, StorageErrorsNameOpSlotAndTypes) {
+  std::vector<Device> devices = {kCpu};
+  if (cuda_available()) devices.push_back(Device::cuda());
+  for (Device d : devices) {
+    SCOPED_TRACE(d.str());
+    Tensor x = to_storage(random_tensor(Shape{4, 3}, 1), DType::bf16).to(d);
+    Tensor y = random_labels(4, 3, 2).to(d);
+    Tensor loss = Tensor::zeros(Shape{1}, DType::f32, d);
+    Tensor dpred = Tensor::zeros(Shape{4, 3}, DType::f32, d);  // f32 gradient of bf16 logits
+    expect_error(
+        [&] {
+          run_op(OpKind::CrossEntropyLoss, {tv(x), tv(y), {}}, {tv(loss), tv(dpred)}, {}, nullptr, "t");
+        },
+        {"CrossEntropyLoss", "bf16", "f32", "one storage type per call"});
+    Tensor t16 = to_storage(random_tensor(Shape{4, 3}, 3), DType::bf16).to(d);  // targets stay f32
+    expect_error(
+        [&] {
+          run_op(OpKind::MseLoss, {tv(x), tv(t16), {}}, {tv(loss)}, {}, nullptr, "t");
+        },
+        {"MseLoss", "input 1", "bf16", "f32"});
+    Tensor loss16 = Tensor::zeros(Shape{1}, DType::bf16, d);  // the loss stays f32
+    Tensor t32 = random_tensor(Shape{4, 3}, 4).to(d);
+    expect_error(
+        [&] {
+          run_op(OpKind::MseLoss, {tv(x), tv(t32), {}}, {tv(loss16)}, {}, nullptr, "t");
+        },
+        {"MseLoss", "output 0", "bf16"});
   }
 }

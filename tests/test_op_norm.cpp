@@ -99,7 +99,7 @@ struct LnOut {
 
 LnOut ln_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, Device device, double eps = 1e-5) {
   const int64_t rows = x.numel() / x.shape()[-1];
-  Tensor y = Tensor::full(x.shape(), -7.0, DType::f32, device);
+  Tensor y = Tensor::full(x.shape(), -7.0, x.dtype(), device);
   Tensor mean = Tensor::full(Shape{rows}, -7.0, DType::f32, device);
   Tensor rstd = Tensor::full(Shape{rows}, -7.0, DType::f32, device);
   Tensor g = gamma.defined() ? gamma.to(device) : Tensor(), b = beta.defined() ? beta.to(device) : Tensor();
@@ -112,7 +112,7 @@ LnOut ln_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, Devic
 GradOut ln_backward(const Tensor& x, const Tensor& gamma, const Tensor& mean, const Tensor& rstd, const Tensor& dy,
                     Device device) {
   const int64_t d = x.shape()[-1];
-  Tensor dx = Tensor::full(x.shape(), -7.0, DType::f32, device);
+  Tensor dx = Tensor::full(x.shape(), -7.0, dy.dtype(), device);
   Tensor dgamma = Tensor::full(Shape{d}, -7.0, DType::f32, device);
   Tensor dbeta = Tensor::full(Shape{d}, -7.0, DType::f32, device);
   Tensor g = gamma.defined() ? gamma.to(device) : Tensor();
@@ -549,31 +549,103 @@ TEST(BatchNormCuda, NanPropagatesWithinItsChannel) {
   EXPECT_FALSE(std::isnan(g.y.item(0)));
 }
 
+namespace {
+/// CUDA vs CPU for a layer-norm tensor: f32 within (atol, rtol); bf16 / f16 within 1 ulp and at least
+/// 95% bitwise equal (close_16bit), or within 1e-5 of the tensor's largest magnitude where y or dx
+/// cancels to a value much smaller than the row's largest (both backends' fp32 results carry an
+/// error of that size there, not of the value's own ulp).
+::testing::AssertionResult ln_close(const Tensor& g, const Tensor& e, double atol, double rtol) {
+  if (e.dtype() == DType::f32) return all_close(g, e, atol, rtol);
+  return close_16bit(g, e, 1, 0.95, 1e-5 * max_abs_diff(e, Tensor::zeros(e.shape())));
+}
+}  // namespace
+
+// x, y, dy, dx in f32, bf16 and f16 (fp32 math, results rounded once); gamma, beta, the row
+// statistics, dgamma and dbeta f32 in every storage type.
 TEST(LayerNormCuda, ForwardAndBackwardMatchCpu) {
   CUDL_REQUIRE_CUDA();
   // Short rows (warp per row) and rows longer than a warp and than a block (block per row).
-  for (int64_t d : {1, 7, 33, 100, 1000, 2000})
-    for (int64_t rows : {1, 3, 37}) {
-      if (d * rows > 40000) continue;
-      SCOPED_TRACE("d=" + std::to_string(d) + " rows=" + std::to_string(rows));
-      Tensor x = random_tensor(Shape{rows, d}, 60 + d + rows, -2, 3), gamma = random_tensor(Shape{d}, 61, 0.5, 1.5);
-      Tensor beta = random_tensor(Shape{d}, 62), dy = random_tensor(Shape{rows, d}, 63);
-      const LnOut g = ln_forward(x, gamma, beta, Device::cuda());
-      const LnOut e = ln_forward(x, gamma, beta, kCpu);
-      EXPECT_TRUE(all_close(g.y, e.y, 1e-5, 1e-4)) << "y";
-      EXPECT_TRUE(all_close(g.mean, e.mean, 1e-5, 1e-5)) << "mean";
-      EXPECT_TRUE(all_close(g.rstd, e.rstd, 1e-5, 1e-4)) << "rstd";
-      for (bool affine : {true, false}) {
-        const Tensor gm = affine ? gamma : Tensor();
-        const GradOut gg = ln_backward(x, gm, e.mean, e.rstd, dy, Device::cuda());
-        const GradOut ee = ln_backward(x, gm, e.mean, e.rstd, dy, kCpu);
-        EXPECT_TRUE(all_close(gg.dx, ee.dx, 1e-4, 1e-4)) << "dx affine=" << affine;
-        EXPECT_TRUE(all_close(gg.dgamma, ee.dgamma, 1e-4, 1e-4)) << "dgamma";
-        EXPECT_TRUE(all_close(gg.dbeta, ee.dbeta, 1e-4, 1e-4)) << "dbeta";
+  for (DType st : {DType::f32, DType::bf16, DType::f16})
+    for (int64_t d : {1, 7, 33, 100, 1000, 2000})
+      for (int64_t rows : {1, 3, 37}) {
+        if (d * rows > 40000) continue;
+        SCOPED_TRACE(std::string(dtype_name(st)) + " d=" + std::to_string(d) + " rows=" + std::to_string(rows));
+        Tensor x = to_storage(random_tensor(Shape{rows, d}, 60 + d + rows, -2, 3), st);
+        Tensor gamma = random_tensor(Shape{d}, 61, 0.5, 1.5), beta = random_tensor(Shape{d}, 62);
+        Tensor dy = to_storage(random_tensor(Shape{rows, d}, 63), st);
+        const LnOut g = ln_forward(x, gamma, beta, Device::cuda());
+        const LnOut e = ln_forward(x, gamma, beta, kCpu);
+        ASSERT_EQ(g.y.dtype(), st);
+        ASSERT_EQ(g.mean.dtype(), DType::f32);
+        EXPECT_TRUE(ln_close(g.y, e.y, 1e-5, 1e-4)) << "y";
+        EXPECT_TRUE(all_close(g.mean, e.mean, 1e-5, 1e-5)) << "mean";
+        EXPECT_TRUE(all_close(g.rstd, e.rstd, 1e-5, 1e-4)) << "rstd";
+        for (bool affine : {true, false}) {
+          const Tensor gm = affine ? gamma : Tensor();
+          const GradOut gg = ln_backward(x, gm, e.mean, e.rstd, dy, Device::cuda());
+          const GradOut ee = ln_backward(x, gm, e.mean, e.rstd, dy, kCpu);
+          ASSERT_EQ(gg.dx.dtype(), st);
+          ASSERT_EQ(gg.dgamma.dtype(), DType::f32);
+          EXPECT_TRUE(ln_close(gg.dx, ee.dx, 1e-4, 1e-4)) << "dx affine=" << affine;
+          EXPECT_TRUE(all_close(gg.dgamma, ee.dgamma, 1e-4, 1e-4)) << "dgamma";
+          EXPECT_TRUE(all_close(gg.dbeta, ee.dbeta, 1e-4, 1e-4)) << "dbeta";
+        }
+        const LnOut gp = ln_forward(x, Tensor(), Tensor(), Device::cuda());
+        EXPECT_TRUE(ln_close(gp.y, ln_forward(x, Tensor(), Tensor(), kCpu).y, 1e-5, 1e-4)) << "no affine";
       }
-      const LnOut gp = ln_forward(x, Tensor(), Tensor(), Device::cuda());
-      EXPECT_TRUE(all_close(gp.y, ln_forward(x, Tensor(), Tensor(), kCpu).y, 1e-5, 1e-4)) << "no affine";
+}
+
+// The comparison above fails what a kernel that truncated y, or computed the row statistics with
+// 16-bit sums, would store.
+TEST(LayerNormCuda, SixteenBitComparisonCatchesTruncationAnd16BitStatistics) {
+  const int64_t rows = 8, d = 1000;
+  for (DType st : k16BitTypes) {
+    SCOPED_TRACE(dtype_name(st));
+    Tensor x = to_storage(random_tensor(Shape{rows, d}, 81, -2, 3), st);
+    const LnOut e = ln_forward(x, Tensor(), Tensor(), kCpu);
+    const double atol = 1e-5 * max_abs_diff(e.y, Tensor::zeros(e.y.shape()));  // as ln_close
+    EXPECT_TRUE(close_16bit(e.y, e.y, 1, 0.95, atol));
+    // Truncation: the f32 values on the widened x, |y| kept in f16's normal range (tiny ones rounded).
+    EXPECT_FALSE(
+        close_16bit(truncated_16bit(ln_forward(widened(x), Tensor(), Tensor(), kCpu).y, st), e.y, 1, 0.95, atol))
+        << "truncation must not pass";
+    auto r16 = [&](float v) { return widen_16(round_16(v, st), st); };
+    const std::vector<uint16_t> xb = bits_16(x);
+    std::vector<float> y16(static_cast<size_t>(rows * d));
+    for (int64_t r = 0; r < rows; ++r) {
+      float s = 0.f, q = 0.f;
+      for (int64_t j = 0; j < d; ++j) s = r16(s + widen_16(xb[r * d + j], st));
+      const float mean = r16(s / static_cast<float>(d));
+      for (int64_t j = 0; j < d; ++j) {
+        const float t = r16(widen_16(xb[r * d + j], st) - mean);
+        q = r16(q + r16(t * t));
+      }
+      const float rstd = r16(1.f / std::sqrt(q / static_cast<float>(d) + 1e-5f));
+      for (int64_t j = 0; j < d; ++j) y16[r * d + j] = (widen_16(xb[r * d + j], st) - mean) * rstd;
     }
+    EXPECT_FALSE(close_16bit(to_storage(Tensor::from_vector(y16, Shape{rows, d}), st), e.y, 1, 0.95, atol))
+        << "16-bit statistics must not pass";
+  }
+}
+
+TEST(LayerNormCuda, SixteenBitParametersAndStatisticsStayF32) {
+  std::vector<Device> devices = {kCpu};
+  if (cuda_available()) devices.push_back(Device::cuda());
+  const Shape s{4, 6};
+  Tensor x = to_storage(random_tensor(s, 1), DType::bf16);
+  for (Device d : devices) {
+    SCOPED_TRACE(d.str());
+    expect_error([&] { ln_forward(x, to_storage(random_tensor(Shape{6}, 2), DType::bf16), Tensor(), d); },
+                 {"LayerNorm", "input 1", "bf16", "f32"});
+    Tensor y = Tensor::empty(s, DType::f16, d);
+    Tensor mean = Tensor::empty(Shape{4}, DType::f32, d), rstd = Tensor::empty(Shape{4}, DType::f32, d);
+    expect_error(
+        [&] {
+          run_op(OpKind::LayerNorm, {tv(x.to(d)), {}, {}}, {tv(y), tv(mean), tv(rstd)},
+                 ops::LayerNormAttrs{}.to_op_attrs(), nullptr, "test/ln");
+        },
+        {"LayerNorm (test/ln)", "f16", "bf16", "one storage type per call"});
+  }
 }
 
 TEST(LayerNormCuda, HigherRankAndNan) {

@@ -71,25 +71,25 @@ Tensor max_pool_backward(const Tensor& x, const Tensor& y, const Tensor& dy, con
 }
 
 Tensor avg_pool(const Tensor& x, const Window& w, Device device) {
-  Tensor y = Tensor::full(out_shape(x.shape(), w), -7.0, DType::f32, device);
+  Tensor y = Tensor::full(out_shape(x.shape(), w), -7.0, x.dtype(), device);
   run_op(OpKind::AvgPool2d, {tv(x.to(device))}, {tv(y)}, attrs_of(w), nullptr, "test/pool");
   return y.to(kCpu);
 }
 
 Tensor avg_pool_backward(const Tensor& dy, const Shape& x_shape, const Window& w, Device device) {
-  Tensor dx = Tensor::full(x_shape, -7.0, DType::f32, device);
+  Tensor dx = Tensor::full(x_shape, -7.0, dy.dtype(), device);
   run_op(OpKind::AvgPool2dBackward, {tv(dy.to(device))}, {tv(dx)}, attrs_of(w), nullptr, "test/pool");
   return dx.to(kCpu);
 }
 
 Tensor global_avg(const Tensor& x, Device device) {
-  Tensor y = Tensor::full(Shape{x.shape()[0], x.shape()[1]}, -7.0, DType::f32, device);
+  Tensor y = Tensor::full(Shape{x.shape()[0], x.shape()[1]}, -7.0, x.dtype(), device);
   run_op(OpKind::GlobalAvgPool, {tv(x.to(device))}, {tv(y)}, {}, nullptr, "test/pool");
   return y.to(kCpu);
 }
 
 Tensor global_avg_backward(const Tensor& dy, const Shape& x_shape, Device device) {
-  Tensor dx = Tensor::full(x_shape, -7.0, DType::f32, device);
+  Tensor dx = Tensor::full(x_shape, -7.0, dy.dtype(), device);
   run_op(OpKind::GlobalAvgPoolBackward, {tv(dy.to(device))}, {tv(dx)}, {}, nullptr, "test/pool");
   return dx.to(kCpu);
 }
@@ -371,9 +371,12 @@ TEST(PoolCuda, MaxPoolRejectsMixedStorageTypes) {
     expect_error([&] { run_op(OpKind::MaxPool2d, {tv(x.to(d))}, {tv(y)}, attrs_of(w), nullptr, "test/pool"); },
                  {"MaxPool2d", "bf16", "f16"});
     Tensor ax = to_storage(random_tensor(Shape{1, 2, 4, 4}, 1), DType::bf16).to(d);
-    Tensor ay = Tensor::empty(Shape{1, 2, 2, 2}, DType::bf16, d);
+    Tensor ay = Tensor::empty(Shape{1, 2, 2, 2}, DType::f32, d);
     expect_error([&] { run_op(OpKind::AvgPool2d, {tv(ax)}, {tv(ay)}, attrs_of(w), nullptr, "test/pool"); },
-                 {"AvgPool2d", "bf16"});
+                 {"AvgPool2d", "bf16", "f32", "one storage type per call"});
+    Tensor gy = Tensor::empty(Shape{1, 2}, DType::f16, d);
+    expect_error([&] { run_op(OpKind::GlobalAvgPool, {tv(ax)}, {tv(gy)}, {}, nullptr, "test/pool"); },
+                 {"GlobalAvgPool", "bf16", "f16"});
   }
 }
 
@@ -395,6 +398,59 @@ TEST(PoolCuda, AvgAndGlobalPoolMatchCpu) {
     Tensor gdy = random_tensor(Shape{s[0], s[1]}, 22);
     EXPECT_TRUE(all_close(global_avg_backward(gdy, s, Device::cuda()), global_avg_backward(gdy, s, kCpu), 1e-6, 1e-5))
         << "global dx";
+  }
+}
+
+// 16-bit storage: every average is an fp32 sum divided by the window area and rounded once, so
+// each result lies within one 16-bit epsilon of the same average of |terms| (storage_sum_close), at
+// least 95% bitwise equal to the CPU reference.
+TEST(PoolCuda, AvgAndGlobalPool16BitMatchCpu) {
+  CUDL_REQUIRE_CUDA();
+  for (DType st : k16BitTypes)
+    for (Shape s : {Shape{2, 3, 7, 5}, Shape{3, 2, 9, 13}, Shape{1, 33, 4, 4}}) {
+      SCOPED_TRACE(std::string(dtype_name(st)) + " " + s.str());
+      Tensor x = to_storage(random_tensor(s, 30 + s.numel()), st);
+      for (const Window& w : kWindows) {
+        if (s[2] + 2 * w.ph < w.kh || s[3] + 2 * w.pw < w.kw) continue;
+        SCOPED_TRACE(w.str());
+        const Tensor y = avg_pool(x, w, Device::cuda());
+        ASSERT_EQ(y.dtype(), st);
+        EXPECT_TRUE(storage_sum_close(y, avg_pool(x, w, kCpu), avg_pool(abs_of(x), w, kCpu))) << "y";
+        Tensor dy = to_storage(random_tensor(out_shape(s, w), 31), st);
+        EXPECT_TRUE(storage_sum_close(avg_pool_backward(dy, s, w, Device::cuda()), avg_pool_backward(dy, s, w, kCpu),
+                                      avg_pool_backward(abs_of(dy), s, w, kCpu)))
+            << "dx";
+      }
+      EXPECT_TRUE(storage_sum_close(global_avg(x, Device::cuda()), global_avg(x, kCpu), global_avg(abs_of(x), kCpu)))
+          << "global";
+      Tensor gdy = to_storage(random_tensor(Shape{s[0], s[1]}, 32), st);
+      const Tensor gdx = global_avg_backward(gdy, s, Device::cuda());
+      ASSERT_EQ(gdx.dtype(), st);
+      EXPECT_TRUE(storage_sum_close(gdx, global_avg_backward(gdy, s, kCpu), global_avg_backward(abs_of(gdy), s, kCpu)))
+          << "global dx";
+    }
+}
+
+// The comparison above fails an average whose sum ran in 16-bit math, or whose result was truncated.
+TEST(PoolCuda, Avg16BitComparisonCatchesTruncationAnd16BitSums) {
+  const Shape s{4, 16, 8, 8};
+  for (DType st : k16BitTypes) {
+    SCOPED_TRACE(dtype_name(st));
+    Tensor x = to_storage(random_tensor(s, 33, 0.5f, 2.f), st);  // normal in f16 after the average
+    const Tensor ref = global_avg(x, kCpu), abs_sum = global_avg(abs_of(x), kCpu);
+    EXPECT_TRUE(storage_sum_close(ref, ref, abs_sum));
+    EXPECT_FALSE(storage_sum_close(truncated_16bit(global_avg(widened(x), kCpu), st), ref, abs_sum))
+        << "truncation must not pass";
+    const std::vector<uint16_t> xb = bits_16(x);
+    const int64_t images = s[0] * s[1], hw = s[2] * s[3];
+    std::vector<float> summed16(static_cast<size_t>(images));
+    for (int64_t r = 0; r < images; ++r) {
+      float acc = 0.f;
+      for (int64_t k = 0; k < hw; ++k) acc = widen_16(round_16(acc + widen_16(xb[r * hw + k], st), st), st);
+      summed16[r] = acc / static_cast<float>(hw);
+    }
+    EXPECT_FALSE(storage_sum_close(to_storage(Tensor::from_vector(summed16, ref.shape()), st), ref, abs_sum))
+        << "a 16-bit sum must not pass";
   }
 }
 

@@ -1,5 +1,6 @@
 // tests/test_op_softmax.cpp — softmax / log-softmax along the last axis: CPU reference vs hand values and
-// finite differences, CUDA vs CPU for short (warp) and long (block) rows, -inf/+inf/NaN rows, errors.
+// finite differences, CUDA vs CPU for short (warp) and long (block) rows, -inf/+inf/NaN rows, errors;
+// bf16/f16 storage (fp32 math, rounded once) against the CPU reference.
 #include <cmath>
 #include <limits>
 #include <string>
@@ -16,13 +17,13 @@ constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
 Tensor run_softmax(bool log, const Tensor& x) {
-  Tensor y = Tensor::full(x.shape(), 777.0, DType::f32, x.device());
+  Tensor y = Tensor::full(x.shape(), 777.0, x.dtype(), x.device());
   run_op(log ? OpKind::LogSoftmax : OpKind::Softmax, {tv(x)}, {tv(y)});
   return y;
 }
 
 Tensor run_softmax_backward(bool log, const Tensor& y, const Tensor& dy) {
-  Tensor dx = Tensor::full(y.shape(), 777.0, DType::f32, y.device());
+  Tensor dx = Tensor::full(y.shape(), 777.0, y.dtype(), y.device());
   run_op(log ? OpKind::LogSoftmaxBackward : OpKind::SoftmaxBackward, {tv(y), tv(dy)}, {tv(dx)});
   return dx;
 }
@@ -149,6 +150,94 @@ TEST(Softmax, ErrorsNameOpAndShapes) {
       const std::string m = e.what();
       EXPECT_NE(m.find("LogSoftmaxBackward"), std::string::npos) << m;
       EXPECT_NE(m.find("i32"), std::string::npos) << m;
+    }
+  }
+}
+
+// --- 16-bit storage: x, y, dy, dx in bf16 / f16, fp32 math, each result rounded once --------------
+
+namespace {
+
+/// Softmax of `shape` on a view starting one element into a larger buffer (the scalar path of a
+/// width the 16-byte groups would otherwise take).
+Tensor run_softmax_misaligned(bool log, const Tensor& x) {
+  const size_t es = dtype_size(x.dtype());
+  Tensor xb = Tensor::zeros(Shape{x.numel() + 1}, x.dtype(), x.device());
+  Tensor yb = Tensor::zeros(Shape{x.numel() + 1}, x.dtype(), x.device());
+  xb.view_bytes(es, x.shape(), x.dtype()).copy_from(x);
+  TensorView xv = tv(xb), yv = tv(yb);
+  xv.data = static_cast<char*>(xv.data) + es, yv.data = static_cast<char*>(yv.data) + es;
+  xv.shape = yv.shape = x.shape();
+  run_op(log ? OpKind::LogSoftmax : OpKind::Softmax, {xv}, {yv});
+  return yb.view_bytes(es, x.shape(), x.dtype()).to(Device::cpu()).clone();
+}
+
+}  // namespace
+
+// Widths: 10 and 33 take the warp kernel's scalar path, 16 and 1000 its 16-byte groups (8 values),
+// 1500 the block kernel's scalar path, 2048 its 16-byte groups. CUDA equals the CPU reference (the
+// f32 function on the widened values, rounded once) to 1 ulp, and at least 95% bitwise.
+TEST(Softmax16Bit, MatchesCpu) {
+  CUDL_REQUIRE_CUDA();
+  for (DType st : k16BitTypes)
+    for (bool log : {false, true})
+      for (const Shape& shape :
+           {Shape{7, 10}, Shape{5, 16}, Shape{3, 33}, Shape{6, 1000}, Shape{2, 1500}, Shape{3, 2048}}) {
+        SCOPED_TRACE(std::string(dtype_name(st)) + " " + name(log) + " " + shape.str());
+        Tensor x = to_storage(random_tensor(shape, 50 + shape.numel(), -6, 6), st);
+        const Tensor y = run_softmax(log, x);
+        const Tensor yc = host(run_softmax(log, cuda(x)));
+        ASSERT_EQ(yc.dtype(), st);
+        EXPECT_TRUE(close_16bit(yc, y)) << "y";
+        Tensor dy = to_storage(random_tensor(shape, 60 + shape.numel(), -2, 2), st);
+        const Tensor dxc = host(run_softmax_backward(log, cuda(y), cuda(dy)));
+        ASSERT_EQ(dxc.dtype(), st);
+        EXPECT_TRUE(close_16bit(dxc, run_softmax_backward(log, y, dy))) << "dx";
+        if (shape[1] % 8 == 0) EXPECT_TRUE(close_16bit(run_softmax_misaligned(log, cuda(x)), y)) << "misaligned";
+      }
+}
+
+// The comparison MatchesCpu uses fails what a kernel that skipped the rounding (truncation) or
+// kept its intermediates in 16 bits (each exp(x - max) and the running row sum rounded) would store.
+TEST(Softmax16Bit, ComparisonCatchesTruncationAnd16BitMath) {
+  for (DType st : k16BitTypes) {
+    SCOPED_TRACE(dtype_name(st));
+    const int64_t rows = 8, cols = 1000;
+    Tensor x = to_storage(random_tensor(Shape{rows, cols}, 71, -6, 6), st);
+    const Tensor y = run_softmax(false, x);
+    EXPECT_TRUE(close_16bit(y, y));
+    EXPECT_FALSE(close_16bit(truncated_16bit(run_softmax(false, widened(x)), st), y)) << "truncation must not pass";
+    const std::vector<uint16_t> xb = bits_16(x);
+    std::vector<float> stepwise(static_cast<size_t>(rows * cols));
+    auto r16 = [&](float v) { return widen_16(round_16(v, st), st); };
+    for (int64_t r = 0; r < rows; ++r) {
+      float m = -kInf;
+      for (int64_t j = 0; j < cols; ++j) m = std::max(m, widen_16(xb[r * cols + j], st));
+      float sum = 0.f;
+      for (int64_t j = 0; j < cols; ++j) sum = r16(sum + r16(std::exp(widen_16(xb[r * cols + j], st) - m)));
+      for (int64_t j = 0; j < cols; ++j)
+        stepwise[r * cols + j] = r16(std::exp(widen_16(xb[r * cols + j], st) - m)) / sum;
+    }
+    EXPECT_FALSE(close_16bit(to_storage(Tensor::from_vector(stepwise, Shape{rows, cols}), st), y))
+        << "16-bit intermediates must not pass";
+  }
+}
+
+TEST(Softmax16Bit, MixedStorageTypesNameTheOp) {
+  std::vector<Device> devices = {Device::cpu()};
+  if (cuda_available()) devices.push_back(Device::cuda());
+  for (Device d : devices) {
+    SCOPED_TRACE(d.str());
+    Tensor y = to_storage(random_tensor(Shape{3, 4}, 1), DType::bf16).to(d);
+    Tensor dy = to_storage(random_tensor(Shape{3, 4}, 2), DType::f16).to(d);
+    Tensor dx = Tensor::zeros(Shape{3, 4}, DType::bf16, d);
+    try {
+      run_op(OpKind::SoftmaxBackward, {tv(y), tv(dy)}, {tv(dx)}, {}, nullptr, "head/softmax");
+      ADD_FAILURE() << "no error";
+    } catch (const Error& e) {
+      const std::string m = e.what();
+      for (const char* part : {"SoftmaxBackward (head/softmax)", "bf16", "f16", "(3, 4)"})
+        EXPECT_NE(m.find(part), std::string::npos) << part << " not in: " << m;
     }
   }
 }

@@ -11,8 +11,9 @@ namespace cudl {
 namespace {
 
 struct LossPointers {
+  kernels::Storage type;  // pred and dpred
   const float* dloss;
-  float* dpred;
+  void* dpred;
   kernels::LossSink sink;
 };
 
@@ -24,7 +25,7 @@ LossPointers pointers(const OpCall& call, const ops::LossArgs& p, CudaContext& c
   s.acc_scale = p.acc_scale;
   s.correct_acc = p.correct_acc.as<float>();
   s.counter = ctx.block_counter();
-  return {p.dloss.as<float>(), p.dpred.as<float>(), s};
+  return {kernels::storage_of(p.storage), p.dloss.as<float>(), p.dpred.data, s};
 }
 
 template <kernels::ElementwiseLoss kKind>
@@ -33,8 +34,8 @@ void elementwise_loss(const OpCall& call) {
   CudaContext& ctx = cuda_context(call);
   const LossPointers io = pointers(call, p, ctx);
   void* ws = ctx.workspace(kernels::loss_workspace_bytes(p.n, false));
-  kernels::elementwise_loss_cuda(kKind, static_cast<float>(p.param), p.pred.as<float>(), p.target.as<float>(),
-                                 p.n, p.mean, io.dloss, io.dpred, io.sink, ws, ctx.stream());
+  kernels::elementwise_loss_cuda(kKind, static_cast<float>(p.param), io.type, p.pred.data, p.target.as<float>(), p.n,
+                                 p.mean, io.dloss, io.dpred, io.sink, ws, ctx.stream());
 }
 
 void cross_entropy_loss(const OpCall& call) {
@@ -42,7 +43,7 @@ void cross_entropy_loss(const OpCall& call) {
   CudaContext& ctx = cuda_context(call);
   const LossPointers io = pointers(call, p, ctx);
   void* ws = ctx.workspace(kernels::loss_workspace_bytes(p.rows, true));
-  kernels::cross_entropy_loss_cuda(p.pred.as<float>(), p.target.as<int32_t>(), p.rows, p.cols,
+  kernels::cross_entropy_loss_cuda(io.type, p.pred.data, p.target.as<int32_t>(), p.rows, p.cols,
                                    static_cast<float>(p.param), p.has_ignore ? &p.ignore_index : nullptr, p.mean,
                                    io.dloss, io.dpred, io.sink, ws, ctx.stream());
 }
@@ -52,8 +53,8 @@ void soft_cross_entropy_loss(const OpCall& call) {
   CudaContext& ctx = cuda_context(call);
   const LossPointers io = pointers(call, p, ctx);
   void* ws = ctx.workspace(kernels::loss_workspace_bytes(p.rows, true));
-  kernels::soft_cross_entropy_loss_cuda(p.pred.as<float>(), p.target.as<float>(), p.rows, p.cols, p.mean,
-                                        io.dloss, io.dpred, io.sink, ws, ctx.stream());
+  kernels::soft_cross_entropy_loss_cuda(io.type, p.pred.data, p.target.as<float>(), p.rows, p.cols, p.mean, io.dloss,
+                                        io.dpred, io.sink, ws, ctx.stream());
 }
 
 void nll_loss(const OpCall& call) {
@@ -61,7 +62,7 @@ void nll_loss(const OpCall& call) {
   CudaContext& ctx = cuda_context(call);
   const LossPointers io = pointers(call, p, ctx);
   void* ws = ctx.workspace(kernels::loss_workspace_bytes(p.rows, true));
-  kernels::nll_loss_cuda(p.pred.as<float>(), p.target.as<int32_t>(), p.rows, p.cols, p.mean, io.dloss, io.dpred,
+  kernels::nll_loss_cuda(io.type, p.pred.data, p.target.as<int32_t>(), p.rows, p.cols, p.mean, io.dloss, io.dpred,
                          io.sink, ws, ctx.stream());
 }
 

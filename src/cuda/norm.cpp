@@ -54,18 +54,17 @@ void batch_norm_inference_backward(const OpCall& call) {
 void layer_norm(const OpCall& call) {
   const ops::LayerNormArgs p = ops::check_layer_norm_call(call);
   CudaContext& ctx = cuda_context(call);
-  kernels::layer_norm_cuda(p.x.as<float>(), p.gamma.as<float>(), p.beta.as<float>(), p.y.as<float>(),
-                           p.mean.as<float>(),
-                           p.rstd.as<float>(), p.rows, p.d, static_cast<float>(p.eps),
+  kernels::layer_norm_cuda(p.x.data, p.gamma.as<float>(), p.beta.as<float>(), p.y.data, p.mean.as<float>(),
+                           p.rstd.as<float>(), kernels::storage_of(p.storage), p.rows, p.d, static_cast<float>(p.eps),
                            ctx.stream());
 }
 
 void layer_norm_backward(const OpCall& call) {
   const ops::LayerNormArgs p = ops::check_layer_norm_call(call);
   CudaContext& ctx = cuda_context(call);
-  kernels::layer_norm_backward_cuda(p.x.as<float>(), p.gamma.as<float>(), p.mean.as<float>(),
-                                    p.rstd.as<float>(), p.dy.as<float>(), p.dx.as<float>(),
-                                    p.dgamma.as<float>(), p.dbeta.as<float>(), p.rows, p.d, ctx.stream());
+  kernels::layer_norm_backward_cuda(p.x.data, p.gamma.as<float>(), p.mean.as<float>(), p.rstd.as<float>(), p.dy.data,
+                                    p.dx.data, p.dgamma.as<float>(), p.dbeta.as<float>(),
+                                    kernels::storage_of(p.storage), p.rows, p.d, ctx.stream());
 }
 
 }  // namespace

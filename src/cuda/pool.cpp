@@ -39,24 +39,25 @@ void max_pool2d_backward(const OpCall& call) {
 
 void avg_pool2d(const OpCall& call) {
   const ops::PoolArgs g = ops::check_pool_call(call);
-  kernels::avg_pool2d_cuda(g.x.as<float>(), g.y.as<float>(), shape_of(g), cuda_context(call).stream());
+  kernels::avg_pool2d_cuda(g.x.data, g.y.data, kernels::storage_of(g.storage), shape_of(g),
+                           cuda_context(call).stream());
 }
 
 void avg_pool2d_backward(const OpCall& call) {
   const ops::PoolArgs g = ops::check_pool_call(call);
-  kernels::avg_pool2d_backward_cuda(g.dy.as<float>(), g.dx.as<float>(), shape_of(g),
+  kernels::avg_pool2d_backward_cuda(g.dy.data, g.dx.data, kernels::storage_of(g.storage), shape_of(g),
                                     cuda_context(call).stream());
 }
 
 void global_avg_pool(const OpCall& call) {
   const ops::PoolArgs g = ops::check_pool_call(call);
-  kernels::global_avg_pool_cuda(g.x.as<float>(), g.y.as<float>(), g.n * g.c, g.h * g.w,
+  kernels::global_avg_pool_cuda(g.x.data, g.y.data, kernels::storage_of(g.storage), g.n * g.c, g.h * g.w,
                                 cuda_context(call).stream());
 }
 
 void global_avg_pool_backward(const OpCall& call) {
   const ops::PoolArgs g = ops::check_pool_call(call);
-  kernels::global_avg_pool_backward_cuda(g.dy.as<float>(), g.dx.as<float>(), g.n * g.c, g.h * g.w,
+  kernels::global_avg_pool_backward_cuda(g.dy.data, g.dx.data, kernels::storage_of(g.storage), g.n * g.c, g.h * g.w,
                                          cuda_context(call).stream());
 }
 

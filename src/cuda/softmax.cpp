@@ -21,14 +21,14 @@ ops::SoftmaxArgs check_for_cuda(const OpCall& call) {
 
 void run_forward(const OpCall& call, bool log) {
   const ops::SoftmaxArgs p = check_for_cuda(call);
-  kernels::softmax_cuda(log, p.x.as<float>(), p.y.as<float>(), p.rows, p.cols,
+  kernels::softmax_cuda(log, p.x.data, p.y.data, kernels::storage_of(p.storage), p.rows, p.cols,
                         cuda_context(call).stream());
 }
 
 void run_backward(const OpCall& call, bool log) {
   const ops::SoftmaxArgs p = check_for_cuda(call);
-  kernels::softmax_backward_cuda(log, p.y.as<float>(), p.dy.as<float>(),
-                                 p.dx.as<float>(), p.rows, p.cols, cuda_context(call).stream());
+  kernels::softmax_backward_cuda(log, p.y.data, p.dy.data, p.dx.data, kernels::storage_of(p.storage), p.rows, p.cols,
+                                 cuda_context(call).stream());
 }
 
 void cuda_softmax(const OpCall& call) { run_forward(call, false); }

@@ -9,6 +9,7 @@
 
 #include "cudl/error.hpp"
 #include "ops/common.hpp"
+#include "ops/precision.hpp"
 
 namespace cudl {
 namespace ops {
@@ -35,8 +36,10 @@ LossArgs check_loss_call(const OpCall& call) {
   const TensorView& pred = call.in(0);
   const TensorView& target = call.in(1);
   if (!pred.defined() || !target.defined()) CUDL_FAIL(name, " (", call.label, "): pred and target are required");
-  if (pred.dtype != DType::f32)
-    CUDL_FAIL(name, " (", call.label, "): pred must be f32, got ", pred.dtype, " (shape ", pred.shape, ")");
+  const DType st = p.storage = check_storage(call);  // pred's type; dpred must have it too
+  if (pred.dtype != st)
+    CUDL_FAIL(name, " (", call.label, "): pred must be f32, bf16 or f16, got ", pred.dtype, " (shape ", pred.shape,
+              ")");
   p.n = pred.numel();
   p.per_sample = is_per_sample(call.op);
   if (p.per_sample) {
@@ -83,9 +86,9 @@ LossArgs check_loss_call(const OpCall& call) {
   p.has_dpred = call.has_out(1);
   if (p.has_dpred) {
     const TensorView& g = call.out(1);
-    if (g.dtype != DType::f32 || g.shape != pred.shape)
-      CUDL_FAIL(name, " (", call.label, "): dpred must be f32 of pred's shape ", pred.shape, ", got ", g.dtype, " ",
-                g.shape);
+    if (g.dtype != st || g.shape != pred.shape)
+      CUDL_FAIL(name, " (", call.label, "): dpred must be ", st, " (pred's type) of pred's shape ", pred.shape,
+                ", got ", g.dtype, " ", g.shape);
   }
   p.has_correct = call.has_out(2);
   if (p.has_correct) {

@@ -8,6 +8,7 @@
 
 // --- losses (kernels/loss.cu, src/cpu/loss.cpp) ---
 // in: pred, target, [dloss (f32[1])]; out: loss (f32[1]), [dpred], [correct (i32[1]) for CE],
+// pred and dpred of one storage type (f32, bf16 or f16; ops/precision.hpp), every other float f32;
 // [loss_acc (f32[1])], [correct_acc (f32[1]) for CE]
 // i[0]=Reduction (Mean, Sum); dpred = d loss / d pred, times dloss when given. Mean divides by
 // the number of elements (per-sample losses: by the number of rows; CE with an ignore index: by
@@ -65,6 +66,7 @@ struct LossAttrs {
 
 /// What a validated loss call computes (see the loss section above).
 struct LossArgs {
+  DType storage = DType::f32;                    // pred and dpred: f32, bf16 or f16 (ops/precision.hpp)
   TensorView pred, target, dloss;                // dloss may be undefined
   TensorView loss, dpred, correct, loss_acc, correct_acc;  // any may be undefined (not all)
   int64_t n = 0;     // elements of pred

@@ -186,8 +186,9 @@ LayerNormArgs check_layer_norm_call(const OpCall& call) {
     expect_counts(call, 5, 5, 1, 3, "(x, [gamma], mean, rstd, dy) -> (dx, [dgamma], [dbeta])");
   const TensorView& x = call.in(0);
   if (!x.defined()) CUDL_FAIL(name, " (", call.label, "): x is required");
-  if (x.dtype != DType::f32)
-    CUDL_FAIL(name, " (", call.label, "): x must be f32, got ", x.dtype, " (shape ", x.shape, ")");
+  const DType st = p.storage = check_storage(call);  // x, y, dy, dx; the rest stays f32
+  if (x.dtype != st)
+    CUDL_FAIL(name, " (", call.label, "): x must be f32, bf16 or f16, got ", x.dtype, " (shape ", x.shape, ")");
   if (x.shape.rank() < 1 || x.shape[-1] < 1)
     CUDL_FAIL(name, " (", call.label, "): x must be (..., D) with D >= 1, got shape ", x.shape);
   p.d = x.shape[-1];
@@ -199,7 +200,7 @@ LayerNormArgs check_layer_norm_call(const OpCall& call) {
   if (call.op == OpKind::LayerNorm) {
     p.has_beta = call.has_in(2);
     if (p.has_beta) expect_f32(call, call.in(2), "beta", ds, x.shape);
-    expect_f32(call, call.out(0), "y", x.shape, x.shape);
+    expect_f32(call, call.out(0), "y", x.shape, x.shape, st);
     p.has_stats = call.has_out(1) || call.has_out(2);
     if (p.has_stats) {
       if (!call.has_out(1) || !call.has_out(2))
@@ -212,11 +213,11 @@ LayerNormArgs check_layer_norm_call(const OpCall& call) {
   if (!call.has_in(2) || !call.has_in(3)) CUDL_FAIL(name, " (", call.label, "): mean and rstd are required");
   expect_f32_numel(call, call.in(2), "mean", p.rows, x.shape);
   expect_f32_numel(call, call.in(3), "rstd", p.rows, x.shape);
-  expect_f32(call, call.in(4), "dy", x.shape, x.shape);
+  expect_f32(call, call.in(4), "dy", x.shape, x.shape, st);
   p.has_dx = call.has_out(0);
   p.has_dgamma = call.has_out(1);
   p.has_dbeta = call.has_out(2);
-  if (p.has_dx) expect_f32(call, call.out(0), "dx", x.shape, x.shape);
+  if (p.has_dx) expect_f32(call, call.out(0), "dx", x.shape, x.shape, st);
   if (p.has_dgamma) expect_f32(call, call.out(1), "dgamma", ds, x.shape);
   if (p.has_dbeta) expect_f32(call, call.out(2), "dbeta", ds, x.shape);
   if (!p.has_dx && !p.has_dgamma && !p.has_dbeta)

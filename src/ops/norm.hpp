@@ -22,6 +22,7 @@
 //                   this op, and the frozen layer's parameters and running statistics get none.
 // LayerNorm       in: x (..., D), [gamma (D)], [beta (D)]   out: y, mean (rows), rstd (rows); f[0]=eps
 // LayerNormBackward     in: x, gamma, mean, rstd, dy   out: dx, dgamma, dbeta
+//                   x, y, dy, dx of the storage type; gamma, beta, mean, rstd, dgamma, dbeta f32
 //                   norms: biased variance, invstd/rstd = 1/sqrt(var + eps); gamma and each output of
 //                   the backward ops may be undefined; mean/rstd may be undefined in LayerNorm
 
@@ -72,6 +73,7 @@ struct BatchNormArgs {
 
 /// Layer norm over the last dim D of x (..., D): rows = numel / D.
 struct LayerNormArgs {
+  DType storage = DType::f32;  // x, y, dy, dx: f32, bf16 or f16 (ops/precision.hpp); the rest f32
   TensorView x, gamma, beta;   // gamma / beta may be undefined
   TensorView y, mean, rstd;    // LayerNorm: mean / rstd outputs (both or neither); Backward: inputs 2, 3
   TensorView dy, dx, dgamma, dbeta;

@@ -95,28 +95,32 @@ PoolArgs check_pool_call(const OpCall& call) {
     }
     case OpKind::AvgPool2d: {
       expect_counts(call, 1, 1, 1, 1, "(x) -> (y)");
-      take_nchw(call, call.in(0), "x", g);
+      const DType st = g.storage = check_storage(call);
+      take_nchw(call, call.in(0), "x", g, st);
       take_window(call, call.in(0).shape, g);
-      expect_tensor(call, call.out(0), "y", DType::f32, Shape{g.n, g.c, g.p, g.q}, call.in(0).shape);
+      expect_tensor(call, call.out(0), "y", st, Shape{g.n, g.c, g.p, g.q}, call.in(0).shape);
       break;
     }
     case OpKind::AvgPool2dBackward: {
       expect_counts(call, 1, 1, 1, 1, "(dy) -> (dx)");
-      take_nchw(call, call.out(0), "dx", g);
+      const DType st = g.storage = check_storage(call);
+      take_nchw(call, call.out(0), "dx", g, st);
       take_window(call, call.out(0).shape, g);
-      expect_tensor(call, call.in(0), "dy", DType::f32, Shape{g.n, g.c, g.p, g.q}, call.out(0).shape);
+      expect_tensor(call, call.in(0), "dy", st, Shape{g.n, g.c, g.p, g.q}, call.out(0).shape);
       break;
     }
     case OpKind::GlobalAvgPool: {
       expect_counts(call, 1, 1, 1, 1, "(x) -> (y)");
-      take_nchw(call, call.in(0), "x", g);
-      expect_tensor(call, call.out(0), "y", DType::f32, Shape{g.n, g.c}, call.in(0).shape);
+      const DType st = g.storage = check_storage(call);
+      take_nchw(call, call.in(0), "x", g, st);
+      expect_tensor(call, call.out(0), "y", st, Shape{g.n, g.c}, call.in(0).shape);
       break;
     }
     case OpKind::GlobalAvgPoolBackward: {
       expect_counts(call, 1, 1, 1, 1, "(dy) -> (dx)");
-      take_nchw(call, call.out(0), "dx", g);
-      expect_tensor(call, call.in(0), "dy", DType::f32, Shape{g.n, g.c}, call.out(0).shape);
+      const DType st = g.storage = check_storage(call);
+      take_nchw(call, call.out(0), "dx", g, st);
+      expect_tensor(call, call.in(0), "dy", st, Shape{g.n, g.c}, call.out(0).shape);
       break;
     }
     default:

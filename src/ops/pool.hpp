@@ -48,7 +48,7 @@ struct PoolGeometry {
 /// MaxPool2d: x -> y, [argmax]. MaxPool2dBackward: x, y, dy -> dx. AvgPool2d, GlobalAvgPool: x -> y.
 /// AvgPool2dBackward, GlobalAvgPoolBackward: dy -> dx.
 struct PoolArgs : PoolGeometry {
-  DType storage = DType::f32;  // x, y, dy, dx: f32, or bf16/f16 for MaxPool2d(Backward) (ops/precision.hpp)
+  DType storage = DType::f32;  // x, y, dy, dx: f32, bf16 or f16 (ops/precision.hpp); the math is fp32
   TensorView x, y, argmax;
   TensorView dy, dx;
 };

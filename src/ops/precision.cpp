@@ -37,12 +37,34 @@ StorageSlots storage_slots(OpKind op) {
     case OpKind::Conv2dBackwardBias: return {bits({0}), bits({0})};       // dy -> db
     case OpKind::MaxPool2d: return {bits({0}), bits({0})};                // x -> y, [argmax i32]
     case OpKind::MaxPool2dBackward: return {bits({0, 1, 2}), bits({0})};  // x, y, dy -> dx
+    case OpKind::AvgPool2d: return {bits({0}), bits({0})};                // x -> y
+    case OpKind::AvgPool2dBackward: return {bits({0}), bits({0})};        // dy -> dx
+    case OpKind::GlobalAvgPool: return {bits({0}), bits({0})};            // x -> y
+    case OpKind::GlobalAvgPoolBackward: return {bits({0}), bits({0})};    // dy -> dx
     // Batch norm: x, y, dy, dx follow the storage type; gamma, beta, running and saved statistics,
     // dgamma and dbeta stay f32.
     case OpKind::BatchNormTrain: return {bits({0}), bits({0})};            // x -> y
     case OpKind::BatchNormInference: return {bits({0}), bits({0})};        // x -> y
     case OpKind::BatchNormBackward: return {bits({0, 4}), bits({0})};      // x, dy -> dx
     case OpKind::BatchNormInferenceBackward: return {bits({0}), bits({0})};  // dy -> dx
+    // Layer norm: x, y, dy, dx follow the storage type; gamma, beta, the row statistics (mean, rstd),
+    // dgamma and dbeta stay f32.
+    case OpKind::LayerNorm: return {bits({0}), bits({0})};                // x, [gamma], [beta] -> y, [mean, rstd]
+    case OpKind::LayerNormBackward: return {bits({0, 4}), bits({0})};     // x, gamma, mean, rstd, dy -> dx, ...
+    case OpKind::Softmax: return {bits({0}), bits({0})};                  // x -> y
+    case OpKind::LogSoftmax: return {bits({0}), bits({0})};               // x -> y
+    case OpKind::SoftmaxBackward: return {bits({0, 1}), bits({0})};       // y, dy -> dx
+    case OpKind::LogSoftmaxBackward: return {bits({0, 1}), bits({0})};    // y, dy -> dx
+    // Losses: pred (the logits) and dpred follow the storage type; target, dloss, the loss and the
+    // metric accumulators stay f32.
+    case OpKind::MseLoss:
+    case OpKind::L1Loss:
+    case OpKind::HuberLoss:
+    case OpKind::BceLoss:
+    case OpKind::BceWithLogitsLoss:
+    case OpKind::CrossEntropyLoss:
+    case OpKind::SoftCrossEntropyLoss:
+    case OpKind::NllLoss: return {bits({0}), bits({1})};                  // pred, target, [dloss] -> loss, dpred, ...
     default:
       return {};
   }

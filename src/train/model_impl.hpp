@@ -110,7 +110,10 @@ struct Model::Impl {
 
   // -- losses, metrics and optimizers (optimizers.cpp) -------------------------------------------
   void check_targets(const Tensor& y, int64_t rows) const;
-  /// Loss node (+ metric accumulation). Returns {loss, dpred}.
+  /// The loss op reads the model's output in the storage type (bf16/f16) itself, so no Cast to f32
+  /// stands between them (ops::storage_slots lists its prediction).
+  bool loss_reads_storage() const;
+  /// Loss node (+ metric accumulation). Returns {loss, dpred}; dpred has pred's dtype.
   /// `dloss` (f32[1], or kNone): the loss gradient's seed (the loss scale).
   std::pair<graph::ValueId, graph::ValueId> loss_nodes(detail::BuildContext& c, graph::ValueId pred,
                                                        graph::ValueId target, bool with_grad,

@@ -9,10 +9,11 @@
 #include "backend/communicator.hpp"
 #include "cudl/distributed.hpp"
 #include "cudl/error.hpp"
+#include "nn/layer_impl.hpp"
 #include "ops/collective.hpp"
 #include "ops/loss.hpp"
 #include "ops/optim.hpp"
-#include "nn/layer_impl.hpp"
+#include "ops/precision.hpp"
 #include "train/model_impl.hpp"
 
 namespace cudl {
@@ -236,6 +237,8 @@ void Model::Impl::check_targets(const Tensor& y, int64_t rows) const {
     CUDL_FAIL("model ", name, ": x has ", rows, " rows but y is ", y.shape());
 }
 
+bool Model::Impl::loss_reads_storage() const { return (ops::storage_slots(loss_op(opts.loss.kind)).in & 1u) != 0; }
+
 std::pair<ValueId, ValueId> Model::Impl::loss_nodes(detail::BuildContext& c, ValueId pred, ValueId target,
                                                     bool with_grad, ValueId dloss) {
   graph::Graph& g = *c.g;
@@ -264,7 +267,8 @@ std::pair<ValueId, ValueId> Model::Impl::loss_nodes(detail::BuildContext& c, Val
   }
   const OpAttrs a = la.to_op_attrs();
   ValueId loss = g.add_value("loss.value", Shape{1}, DType::f32, Role::Intermediate);
-  ValueId dpred = with_grad ? g.add_value("loss.dpred", ps, DType::f32, Role::Intermediate) : kNone;
+  // bf16/f16 predictions: the loss widens them itself and writes their gradient in the same type.
+  ValueId dpred = with_grad ? g.add_value("loss.dpred", ps, g.value(pred).dtype, Role::Intermediate) : kNone;
   std::vector<ValueId> outs{loss, dpred, kNone, bind_state(c, "metric.loss", acc("loss"))};
   if (wants("accuracy")) {
     if (op != OpKind::CrossEntropyLoss)

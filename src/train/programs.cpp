@@ -153,8 +153,10 @@ std::unique_ptr<Model::Impl::Build> Model::Impl::build(int64_t B, const DataSpec
     }
   }
   ValueId out = forward(c, xb);
-  if (g.value(out).dtype != DType::f32 && dtype_is_float(g.value(out).dtype)) {
-    c.layer = nullptr;  // the model's output is f32 in every precision (losses, metrics and predict read it)
+  // predict returns the model's output in f32; the losses (and the metrics they accumulate, accuracy
+  // included) read bf16/f16 predictions themselves and write their gradient in that type.
+  if (g.value(out).dtype != DType::f32 && dtype_is_float(g.value(out).dtype) && !(with_loss && loss_reads_storage())) {
+    c.layer = nullptr;
     out = c.cast(out, DType::f32);
   }
   b->out = out;
