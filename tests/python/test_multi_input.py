@@ -92,14 +92,16 @@ def padded_tokens(n, seed):
 @pytest.mark.parametrize("mask_rank", [1, 2])
 def test_attention_mask_input_ignores_padded_keys(mask_rank):
     tokens_in = keras.Input((T,), dtype="int32", name="tokens")
-    mask_in = keras.Input((T,) if mask_rank == 1 else (1, T), dtype="bool", name="mask")
+    # Keras's masks are bool; an int32 mask input is read as 0/1 floats too.
+    mask_in = keras.Input((T,) if mask_rank == 1 else (1, T), dtype="bool" if mask_rank == 1 else "int32",
+                          name="mask")
     e = layers.Embedding(VOCAB, 8)(tokens_in)
     h = layers.MultiHeadAttention(num_heads=2, key_dim=4)(e, e, attention_mask=mask_in)
     model = keras.Model([tokens_in, mask_in], layers.Dense(3)(h))
     model.compile(optimizer=keras.optimizers.Adam(0.02),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), seed=1)
     x, mask, y, lengths = padded_tokens(64, 3)
-    m = mask if mask_rank == 1 else mask[:, None, :]
+    m = mask if mask_rank == 1 else mask[:, None, :].astype(np.int32)
     losses = model.fit([x, m], y, epochs=4, batch_size=16, verbose=0).history["loss"]
     assert losses[-1] < losses[0]
     p = model.predict([x, m], verbose=0)

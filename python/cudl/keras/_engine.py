@@ -294,9 +294,12 @@ def lower_graph(inputs, output, drop):
 
 def input_dtype(kt, users):
     """cudl's dtype of a model input: "i32" (token indices) when it feeds Embedding layers or was
-    declared integer (keras.Input(dtype="int32")), else "f32". Integer inputs feed Embeddings only."""
+    declared integer (keras.Input(dtype="int32")), else "f32". Integer inputs feed Embeddings only,
+    or are the attention_mask of MultiHeadAttention layers (read as floats)."""
     integer = str(kt.dtype).startswith(("int", "uint")) and kt.dtype != "uint8"
     takes_indices = [getattr(l, "_takes_indices", False) for l in users]
+    if integer and users and all(getattr(l, "_masked", False) for l in users):
+        return "f32"  # a 0/1 attention_mask declared integer: MultiHeadAttention reads it as floats
     if any(takes_indices) or integer:
         if not all(takes_indices):
             others = [l.name for l, t in zip(users, takes_indices) if not t]
