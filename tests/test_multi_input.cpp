@@ -252,7 +252,8 @@ Model state_model(Cell cell, bool sequences, const std::vector<int>& use) {
   RecurrentOptions o = RecurrentOptions(kUnits).return_sequences(sequences).return_state(true).name("rnn");
   std::vector<Var> outs = recurrent(cell, o)->apply(x);
   std::vector<Var> picked;
-  for (int k : use) picked.push_back(k == 0 && sequences ? (*layers::Flatten())(outs[0]) : outs[static_cast<size_t>(k)]);
+  for (int k : use)
+    picked.push_back(k == 0 && sequences ? (*layers::Flatten())(outs[0]) : outs[static_cast<size_t>(k)]);
   Var joined = picked.size() > 1 ? (*layers::Concatenate())(picked) : picked[0];
   return Model(x, (*layers::Dense(2))(joined), "states");
 }
@@ -315,9 +316,8 @@ TEST(ReturnState, GradientsThroughTheStatesMatchFiniteDifferences) {
   };
   // The LSTM's cell state alone (h gets no gradient from the head), h and c together, and the GRU
   // and SimpleRNN states next to their sequence outputs.
-  for (const Case& c : {Case{Cell::Lstm, false, {2}}, Case{Cell::Lstm, false, {1, 2}},
-                        Case{Cell::Lstm, true, {0, 2}}, Case{Cell::Gru, true, {0, 1}},
-                        Case{Cell::Simple, true, {1}}}) {
+  for (const Case& c : {Case{Cell::Lstm, false, {2}}, Case{Cell::Lstm, false, {1, 2}}, Case{Cell::Lstm, true, {0, 2}},
+                        Case{Cell::Gru, true, {0, 1}}, Case{Cell::Simple, true, {1}}}) {
     SCOPED_TRACE(std::string(cell_name(c.cell)) + (c.sequences ? " sequences" : "") + " use " +
                  std::to_string(c.use.back()));
     Model m = state_model(c.cell, c.sequences, c.use);

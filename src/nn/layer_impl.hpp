@@ -21,7 +21,7 @@ struct VarNode {
   std::vector<std::shared_ptr<const VarNode>> inputs;  // the layer's input Vars ({source} for a further output)
   Shape shape;                                         // per sample
   DType dtype = DType::f32;
-  std::string name;                      // an Input's name
+  std::string name;                       // an Input's name
   std::shared_ptr<const VarNode> source;  // a further output: the application it belongs to
   int output = 0;                         // which output of the application (0: the node itself)
 };

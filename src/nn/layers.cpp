@@ -292,7 +292,8 @@ Var Layer::operator()(const Var& x) { return (*this)(std::vector<Var>{x}); }
 Var Layer::operator()(const std::vector<Var>& xs) {
   std::vector<Var> outs = apply(xs);
   if (outs.size() != 1)
-    CUDL_FAIL(who(), " has ", outs.size(), " outputs (return_state): apply it with layer->apply(x), which returns them all");
+    CUDL_FAIL(who(), " has ", outs.size(),
+              " outputs (return_state): apply it with layer->apply(x), which returns them all");
   return outs[0];
 }
 

@@ -38,8 +38,8 @@ struct DataSource {
       for (const Tensor& t : xs) bytes += t.nbytes();
       const bool fits = !dev.is_cuda() || bytes <= cuda_device_info(dev.index()).total_memory / 2;
       if (!fits && xs.size() > 1)
-        CUDL_FAIL("the ", xs.size(), " inputs and targets take ", bytes,
-                  " bytes, more than half of ", dev, "'s memory, and streaming takes single-input data only");
+        CUDL_FAIL("the ", xs.size(), " inputs and targets take ", bytes, " bytes, more than half of ", dev,
+                  "'s memory, and streaming takes single-input data only");
       placement = fits ? DataPlacement::Device : DataPlacement::Stream;
     }
     if (placement == DataPlacement::Stream) {
@@ -123,8 +123,8 @@ void Model::Impl::check_inputs(const std::vector<Tensor>& xs, const char* what) 
     want.insert(want.end(), in.dims().begin(), in.dims().end());
     if (x.shape() != Shape(want))
       CUDL_FAIL("model ", name, ": ", what, ": ", label, " is ", x.shape(), " but the model takes ", Shape(want));
-    const bool ok = inputs[k]->dtype == DType::i32 ? x.dtype() == DType::i32
-                                                   : x.dtype() == DType::f32 || x.dtype() == DType::u8;
+    const bool ok =
+        inputs[k]->dtype == DType::i32 ? x.dtype() == DType::i32 : x.dtype() == DType::f32 || x.dtype() == DType::u8;
     if (!ok)
       CUDL_FAIL("model ", name, ": ", what, ": ", label, " is ", x.dtype(), " but the model takes ",
                 inputs[k]->dtype == DType::i32 ? "i32 indices" : "f32 or u8 images");

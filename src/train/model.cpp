@@ -69,8 +69,7 @@ Model::Model(const std::vector<Var>& inputs, const std::vector<Var>& outputs, co
   m.name = name;
   for (size_t k = 0; k < inputs.size(); ++k) {
     const detail::VarNode* in = inputs[k].node_.get();
-    if (in->layer || in->source)
-      CUDL_FAIL("model ", name, ": input ", k, " must be an Input(), not a layer output");
+    if (in->layer || in->source) CUDL_FAIL("model ", name, ": input ", k, " must be an Input(), not a layer output");
     if (std::find(m.inputs.begin(), m.inputs.end(), in) != m.inputs.end())
       CUDL_FAIL("model ", name, ": input ", k, " ('", in->name, "') is given twice");
     m.inputs.push_back(in);
