@@ -133,6 +133,43 @@ TEST_F(DataParallel, TwoAndFourRanksEndWithTheWeightsOfOneDevice) {
   }
 }
 
+// A model with two inputs (the features split 5 + 3, joined by a Concatenate) on two ranks: every
+// input of a rank's batch is gathered with the same rows of its shard, so it ends with the weights
+// of the single-input model on one device, started from the same weights.
+TEST_F(DataParallel, TwoInputsAreShardedAlikeAndEndWithTheWeightsOfOneDevice) {
+  // Inputs a (5 features) and b (3), both labelled row % 3; the whole rows are a's then b's features.
+  Dataset split;
+  const Dataset a5 = cudl::testing::separable_blobs(kRows, 5, 3, 2.f, 0.5f, 7);
+  split.xs = {a5.x, cudl::testing::separable_blobs(kRows, 3, 3, 2.f, 0.5f, 8).x};
+  split.y = a5.y;
+  const std::vector<float> fa = split.xs[0].to_vector<float>(), fb = split.xs[1].to_vector<float>();
+  std::vector<float> rows;
+  for (int64_t i = 0; i < kRows; ++i) {
+    rows.insert(rows.end(), fa.begin() + i * 5, fa.begin() + (i + 1) * 5);
+    rows.insert(rows.end(), fb.begin() + i * 3, fb.begin() + (i + 1) * 3);
+  }
+  const Dataset whole{Tensor::from_vector(rows, Shape{kRows, 8}), split.y};
+  Sequential one = mlp();
+  one.compile(options(Device::cuda(0)));
+  const std::vector<Tensor> initial = one.get_weights();
+  one.fit(whole, cudl::testing::quiet_fit(2, kGlobalBatch, 3));
+  const std::vector<float> want = cudl::testing::flat_weights(one);
+  std::vector<std::vector<float>> got(2);
+  distributed::World(2).run([&](const std::shared_ptr<distributed::Communicator>& comm) {
+    Var a = Input(Shape{5}, DType::f32, "a"), b = Input(Shape{3}, DType::f32, "b");
+    Var h = (*layers::Dense(16, "relu"))((*layers::Concatenate())({a, b}));
+    Model m({a, b}, {(*layers::Dense(3))(h)}, "dp_split");
+    CompileOptions o = options(comm->device());
+    o.communicator = comm;
+    m.compile(o);
+    m.set_weights(initial);  // every rank: the one-device model's start
+    m.fit(split, cudl::testing::quiet_fit(2, kGlobalBatch, 3));
+    got[comm->rank()] = cudl::testing::flat_weights(m);
+  });
+  EXPECT_EQ(got[1], got[0]) << "both ranks end with the same bits";
+  expect_close(got[0], want, 1e-5, "two inputs, 2 ranks");
+}
+
 // Small buckets: the gradients go in several all-reduces, the first started while the backward
 // pass still runs; the result is still one device's.
 TEST_F(DataParallel, BucketsStartDuringTheBackwardPassAndGiveTheSameWeights) {

@@ -430,4 +430,36 @@ inline std::vector<float> flat_weights(Model& m) {
   return w;
 }
 
+/// For a model compiled with optim::SGD(1.0): one training step on (x, y) moves each probed element
+/// of `w` (a parameter tensor of the model, sharing its storage) by -dL/dw. Checks that against
+/// central differences (step 1e-2) of the batch's loss (test_on_batch), within atol + 2e-2 *
+/// |numeric|; restores every weight afterwards. Returns the largest |numeric derivative| seen, so a
+/// caller can check that a gradient reached w at all.
+inline double expect_sgd_step_matches_fd(Model& m, const Tensor& x, const Tensor& y, Tensor w,
+                                         const std::vector<size_t>& probe, double atol, const std::string& what) {
+  const std::vector<float> w0 = w.to(Device::cpu()).to_vector<float>();
+  const std::vector<Tensor> saved = m.get_weights();
+  auto loss_at = [&](size_t i, float delta) {
+    std::vector<float> v = w0;
+    v[i] += delta;
+    w.copy_from(Tensor::from_vector(v, w.shape()));
+    const double l = m.test_on_batch(x, y).at("loss");
+    w.copy_from(Tensor::from_vector(w0, w.shape()));
+    return l;
+  };
+  std::vector<double> numeric;
+  const float h = 1e-2f;
+  for (size_t i : probe) numeric.push_back((loss_at(i, h) - loss_at(i, -h)) / (2.0 * h));
+  m.train_on_batch(x, y);
+  const std::vector<float> w1 = w.to(Device::cpu()).to_vector<float>();
+  double largest = 0;
+  for (size_t k = 0; k < probe.size(); ++k) {
+    EXPECT_NEAR(w0[probe[k]] - w1[probe[k]], numeric[k], atol + 2e-2 * std::fabs(numeric[k]))
+        << what << " weight " << probe[k];
+    largest = std::max(largest, std::fabs(numeric[k]));
+  }
+  m.set_weights(saved);
+  return largest;
+}
+
 }  // namespace cudl::testing

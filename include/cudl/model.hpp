@@ -20,10 +20,18 @@ class Communicator;  // cudl/distributed.hpp
 
 /// Training data held on the host: x (N, ...) f32 or u8 images, y (N,) i32 labels or (N, ...) f32
 /// targets. u8 images are normalised as (x/255 - mean) / std when batches are gathered.
+/// A model with several inputs takes one tensor per input in `xs` (the order of the model's
+/// inputs, each (N, ...), e.g. token ids and their key-padding mask) and leaves x undefined.
 struct CUDL_API Dataset {
   Tensor x, y;
   float mean = 0.f, std = 1.f;
-  int64_t size() const { return x.defined() ? x.shape()[0] : 0; }
+  std::vector<Tensor> xs;  // multi-input models: every input's rows (x undefined)
+  /// The input tensors: xs, or {x} when xs is empty.
+  std::vector<Tensor> inputs() const { return xs.empty() ? std::vector<Tensor>{x} : xs; }
+  int64_t size() const {
+    const Tensor& t = xs.empty() ? x : xs[0];
+    return t.defined() && t.shape().rank() > 0 ? t.shape()[0] : 0;
+  }
   /// Rows [begin, end) as a new dataset (copies).
   Dataset slice(int64_t begin, int64_t end) const;
 };
@@ -238,7 +246,9 @@ struct CUDL_API PlanReport {
 /// Layer names are unique within a model; unnamed layers are named "<kind><n>" by the model.
 class CUDL_API Model {
  public:
-  /// Functional model from inputs to outputs (one input and one output for fit/evaluate/predict).
+  /// Functional model from inputs to outputs (one output). Several inputs (e.g. token ids and a
+  /// key-padding mask) take their data as Dataset::xs, or a vector of tensors in the per-batch
+  /// calls, in the order given here; fit gathers every input's rows of a batch on the device.
   Model(const std::vector<Var>& inputs, const std::vector<Var>& outputs, const std::string& name = "model");
   Model(const Var& input, const Var& output, const std::string& name = "model");
   virtual ~Model();
@@ -256,16 +266,22 @@ class CUDL_API Model {
   Tensor predict(const Dataset& data, int64_t batch_size = 256);
   /// Model outputs for x (N, ...): f32, or u8 read as x / 255.
   Tensor predict(const Tensor& x, int64_t batch_size = 256);
+  /// Multi-input models: one tensor per input, in the model's input order.
+  Tensor predict(const std::vector<Tensor>& xs, int64_t batch_size = 256);
 
   /// One training step on the batch (x, y) (host or device tensors; x f32 or u8 read as x / 255):
   /// copies it into the step program's input buffers and runs forward, backward and the optimizer
   /// (one CUDA-graph launch on a GPU). Returns the batch's loss and metrics, or nothing when
   /// read_logs is false (no host synchronisation then; read them later with last_batch_logs()).
   Logs train_on_batch(const Tensor& x, const Tensor& y, bool read_logs = true);
+  /// Multi-input models: one tensor per input, in the model's input order.
+  Logs train_on_batch(const std::vector<Tensor>& xs, const Tensor& y, bool read_logs = true);
   /// The loss and metrics of one batch, without training.
   Logs test_on_batch(const Tensor& x, const Tensor& y);
+  Logs test_on_batch(const std::vector<Tensor>& xs, const Tensor& y);
   /// Model outputs for one batch, as a host tensor.
   Tensor predict_on_batch(const Tensor& x);
+  Tensor predict_on_batch(const std::vector<Tensor>& xs);
   /// The logs of the last train_on_batch (synchronises with the device).
   Logs last_batch_logs() const;
 

@@ -94,9 +94,13 @@ class CUDL_API Layer : public std::enable_shared_from_this<Layer> {
   Layer(const Layer&) = delete;
   Layer& operator=(const Layer&) = delete;
 
-  /// Functional use: y = layer(x).
+  /// Functional use: y = layer(x). Throws for a layer with several outputs (use apply).
   Var operator()(const Var& x);
   Var operator()(const std::vector<Var>& xs);
+  /// Functional use returning every output of the layer: {y} for most layers; a recurrent layer
+  /// with return_state gives {output, h} ({output, h, c} for an LSTM), as Keras's list.
+  std::vector<Var> apply(const Var& x);
+  std::vector<Var> apply(const std::vector<Var>& xs);
 
   /// The name given at construction, or the one the first model using the layer gave it
   /// ("dense1", "dense2", ... numbered per model and per kind); the kind until then.
@@ -104,6 +108,8 @@ class CUDL_API Layer : public std::enable_shared_from_this<Layer> {
   const std::string& kind() const { return kind_; }
   /// Per-sample output shape for these per-sample input shapes; throws naming the layer and shapes.
   virtual Shape output_shape(const std::vector<Shape>& inputs) const = 0;
+  /// Per-sample shapes of every output (apply); {output_shape(inputs)} for one-output layers.
+  virtual std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const { return {output_shape(inputs)}; }
 
   /// Parameters by name ("kernel", "bias", "gamma", ...), created when a model using the layer is compiled.
   /// The mutable access counts as a write: models training in bf16/f16 refresh their 16-bit copies of
@@ -218,6 +224,10 @@ namespace layers {
 /// deterministic scatter-add (GatherBackward): the same bits on every run and on CPU and CUDA.
 /// An index outside [0, vocab) throws on the CPU and gives NaN rows on CUDA.
 CUDL_API LayerPtr Embedding(int64_t vocab, int64_t dim, const std::string& name = "");
+/// Keras's Embedding(mask_zero=True) mask as a layer: i32 token ids (...) -> f32 (...), 1 where the
+/// id is not 0 (padding), else 0: e.g. the key-padding mask of a MultiHeadAttention with key_mask,
+/// computed on the device from the tokens themselves.
+CUDL_API LayerPtr PaddingMask(const std::string& name = "");
 /// Learned positional embedding: x (time, dim) per sample -> x + table[:time], with a learned
 /// (max_len, dim) table (time <= max_len; initialised uniform(-0.05, 0.05)), broadcast over the batch.
 CUDL_API LayerPtr PositionalEmbedding(int64_t max_len, int64_t dim, const std::string& name = "");
@@ -269,6 +279,10 @@ struct CUDL_API RecurrentOptions {
   CUDL_ARG(int64_t, units);
   /// Output every step's state (T, units) instead of the last one (units).
   CUDL_ARG(bool, return_sequences) = false;
+  /// Keras's return_state: Layer::apply gives {output, h_T} ({output, h_T, c_T} for an LSTM), the
+  /// final states (units) each; gradients flow back through them (e.g. an encoder's states feeding
+  /// a decoder). Such a layer has several outputs: apply it with Layer::apply, not operator().
+  CUDL_ARG(bool, return_state) = false;
   CUDL_ARG(std::string, name);
 };
 

@@ -229,9 +229,14 @@ class SignalCheck : public Callback {
   }
 };
 
-Dataset make_dataset(const py::array& x, const py::object& y, float mean, float std) {
+/// x: one array, or a list of arrays (one per input of a multi-input model).
+Dataset make_dataset(const py::object& x, const py::object& y, float mean, float std) {
   Dataset d;
-  d.x = tensor_from_numpy(x);
+  if (py::isinstance<py::list>(x) || py::isinstance<py::tuple>(x)) {
+    for (const py::handle& a : x) d.xs.push_back(tensor_from_numpy(a.cast<py::array>()));
+  } else {
+    d.x = tensor_from_numpy(x.cast<py::array>());
+  }
   if (!y.is_none()) d.y = tensor_from_numpy(y.cast<py::array>());
   d.mean = mean;
   d.std = std;
@@ -373,6 +378,8 @@ PYBIND11_MODULE(_cudl, m) {
   py::class_<Layer, LayerPtr>(m, "Layer")
       .def("__call__", [](Layer& l, const Var& x) { return l(x); })
       .def("__call__", [](Layer& l, const std::vector<Var>& xs) { return l(xs); })
+      .def("apply", [](Layer& l, const std::vector<Var>& xs) { return l.apply(xs); },
+           "Every output of the layer applied to xs ([output, h(, c)] for return_state)")
       .def_property_readonly("name", &Layer::name)
       .def_property_readonly("kind", &Layer::kind)
       .def("output_shape",
@@ -427,6 +434,7 @@ PYBIND11_MODULE(_cudl, m) {
 
   // Sequence layers (include/cudl/nn.hpp, src/nn/sequence.cpp, recurrent.cpp, attention.cpp).
   m.def("embedding", &layers::Embedding, py::arg("vocab"), py::arg("dim"), py::arg("name") = "");
+  m.def("padding_mask", &layers::PaddingMask, py::arg("name") = "");
   m.def("positional_embedding", &layers::PositionalEmbedding, py::arg("max_len"), py::arg("dim"),
         py::arg("name") = "");
   m.def("concatenate", &layers::Concatenate, py::arg("axis") = -1, py::arg("name") = "");
@@ -434,14 +442,16 @@ PYBIND11_MODULE(_cudl, m) {
   m.def("split", &split, py::arg("x"), py::arg("sizes"), py::arg("axis") = -1);
   m.def(
       "recurrent",
-      [](const std::string& cell, int64_t units, bool return_sequences, const std::string& name) {
-        const RecurrentOptions o = RecurrentOptions(units).return_sequences(return_sequences).name(name);
+      [](const std::string& cell, int64_t units, bool return_sequences, const std::string& name, bool return_state) {
+        const RecurrentOptions o =
+            RecurrentOptions(units).return_sequences(return_sequences).return_state(return_state).name(name);
         if (cell == "simple") return layers::SimpleRNN(o);
         if (cell == "lstm") return layers::LSTM(o);
         if (cell == "gru") return layers::GRU(o);
         throw py::value_error("cudl.recurrent: cell must be simple, lstm or gru, got '" + cell + "'");
       },
-      py::arg("cell"), py::arg("units"), py::arg("return_sequences") = false, py::arg("name") = "");
+      py::arg("cell"), py::arg("units"), py::arg("return_sequences") = false, py::arg("name") = "",
+      py::arg("return_state") = false);
   m.def(
       "multi_head_attention",
       [](int64_t heads, int64_t key_dim, int64_t value_dim, int64_t output_dim, float dropout, bool use_bias,
@@ -545,14 +555,14 @@ PYBIND11_MODULE(_cudl, m) {
           py::arg("precision") = "")
       .def(
           "fit",
-          [](Model& self, const py::array& x, const py::array& y, float mean, float std, int epochs,
+          [](Model& self, const py::object& x, const py::array& y, float mean, float std, int epochs,
              int64_t batch_size, bool shuffle, const py::object& val_x, const py::object& val_y,
              double validation_split, const std::vector<CallbackPtr>& callbacks, uint64_t seed, int verbose) {
             Dataset train = make_dataset(x, y, mean, std);
             Dataset val;
             FitOptions fo;
             if (!val_x.is_none()) {
-              val = make_dataset(val_x.cast<py::array>(), val_y, mean, std);
+              val = make_dataset(val_x, val_y, mean, std);
               fo.validation_data = &val;
             }
             fo.epochs = epochs;
@@ -576,7 +586,7 @@ PYBIND11_MODULE(_cudl, m) {
           py::arg("callbacks") = std::vector<CallbackPtr>{}, py::arg("seed") = 0, py::arg("verbose") = 0)
       .def(
           "evaluate",
-          [](Model& self, const py::array& x, const py::array& y, float mean, float std, int64_t batch_size) {
+          [](Model& self, const py::object& x, const py::array& y, float mean, float std, int64_t batch_size) {
             Dataset d = make_dataset(x, y, mean, std);
             py::gil_scoped_release nogil;
             return self.evaluate(d, batch_size).metrics;
@@ -584,7 +594,7 @@ PYBIND11_MODULE(_cudl, m) {
           py::arg("x"), py::arg("y"), py::arg("mean") = 0.f, py::arg("std") = 1.f, py::arg("batch_size") = 256)
       .def(
           "predict",
-          [](Model& self, const py::array& x, float mean, float std, int64_t batch_size) {
+          [](Model& self, const py::object& x, float mean, float std, int64_t batch_size) {
             Dataset d = make_dataset(x, py::none(), mean, std);
             Tensor out;
             {
@@ -596,19 +606,21 @@ PYBIND11_MODULE(_cudl, m) {
           py::arg("x"), py::arg("mean") = 0.f, py::arg("std") = 1.f, py::arg("batch_size") = 256)
       .def(
           "train_on_batch",
-          [](Model& self, const py::array& x, const py::array& y) {
-            return self.train_on_batch(tensor_from_numpy(x), tensor_from_numpy(y));
+          [](Model& self, const py::object& x, const py::array& y) {
+            return self.train_on_batch(make_dataset(x, py::none(), 0.f, 1.f).inputs(), tensor_from_numpy(y));
           },
           py::arg("x"), py::arg("y"))
       .def(
           "test_on_batch",
-          [](Model& self, const py::array& x, const py::array& y) {
-            return self.test_on_batch(tensor_from_numpy(x), tensor_from_numpy(y));
+          [](Model& self, const py::object& x, const py::array& y) {
+            return self.test_on_batch(make_dataset(x, py::none(), 0.f, 1.f).inputs(), tensor_from_numpy(y));
           },
           py::arg("x"), py::arg("y"))
       .def(
           "predict_on_batch",
-          [](Model& self, const py::array& x) { return tensor_to_numpy(self.predict_on_batch(tensor_from_numpy(x))); },
+          [](Model& self, const py::object& x) {
+            return tensor_to_numpy(self.predict_on_batch(make_dataset(x, py::none(), 0.f, 1.f).inputs()));
+          },
           py::arg("x"))
       .def("summary", &Model::summary)
       .def_property("learning_rate", &Model::learning_rate, &Model::set_learning_rate)

@@ -12,14 +12,18 @@ namespace cudl::detail {
 
 struct BuildContext;
 
-/// One application of a layer to input Vars (or an Input when layer is null). Holding the node
-/// holds everything it was computed from; nothing else records it.
+/// One application of a layer to input Vars (its first output), an Input (layer and source null),
+/// or a further output of an application (source set, layer null: output `output` of source, whose
+/// only input it lists). Holding the node holds everything it was computed from; nothing else
+/// records it.
 struct VarNode {
-  LayerPtr layer;                                      // null for an Input
-  std::vector<std::shared_ptr<const VarNode>> inputs;  // the layer's input Vars
+  LayerPtr layer;                                      // null for an Input or a further output
+  std::vector<std::shared_ptr<const VarNode>> inputs;  // the layer's input Vars ({source} for a further output)
   Shape shape;                                         // per sample
   DType dtype = DType::f32;
-  std::string name;  // an Input's name
+  std::string name;                       // an Input's name
+  std::shared_ptr<const VarNode> source;  // a further output: the application it belongs to
+  int output = 0;                         // which output of the application (0: the node itself)
 };
 
 /// A layer that can add its nodes to a graph: every built-in layer. `build` receives the value ids

@@ -291,18 +291,37 @@ std::string Layer::who() const { return "layer " + (name_.empty() ? "" : name_ +
 Var Layer::operator()(const Var& x) { return (*this)(std::vector<Var>{x}); }
 
 Var Layer::operator()(const std::vector<Var>& xs) {
+  std::vector<Var> outs = apply(xs);
+  if (outs.size() != 1)
+    CUDL_FAIL(who(), " has ", outs.size(),
+              " outputs (return_state): apply it with layer->apply(x), which returns them all");
+  return outs[0];
+}
+
+std::vector<Var> Layer::apply(const Var& x) { return apply(std::vector<Var>{x}); }
+
+std::vector<Var> Layer::apply(const std::vector<Var>& xs) {
   std::vector<Shape> shapes;
   for (const Var& x : xs) {
     if (!x.defined()) CUDL_FAIL(who(), ": input is an undefined Var");
     shapes.push_back(x.shape());
   }
+  const std::vector<Shape> out_shapes = output_shapes(shapes);  // throws naming the layer and shapes
   auto n = std::make_shared<detail::VarNode>();
-  n->shape = output_shape(shapes);  // throws naming the layer and shapes
+  n->shape = out_shapes.at(0);
   n->layer = shared_from_this();
   for (const Var& x : xs) n->inputs.push_back(x.node_);
-  Var v;
-  v.node_ = std::move(n);
-  return v;
+  std::vector<Var> outs(out_shapes.size());
+  for (size_t k = 1; k < out_shapes.size(); ++k) {  // further outputs: views of the application
+    auto o = std::make_shared<detail::VarNode>();
+    o->shape = out_shapes[k];
+    o->source = n;
+    o->inputs = {n};
+    o->output = static_cast<int>(k);
+    outs[k].node_ = std::move(o);
+  }
+  outs[0].node_ = std::move(n);
+  return outs;
 }
 
 std::vector<Tensor> Layer::get_weights() const {

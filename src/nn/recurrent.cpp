@@ -19,7 +19,11 @@ namespace {
 class RecurrentLayer : public detail::BuiltinLayer {
  public:
   RecurrentLayer(const char* kind, RecurrentCell cell, const RecurrentOptions& o)
-      : BuiltinLayer(kind, o.name()), cell_(cell), units_(o.units()), sequences_(o.return_sequences()) {
+      : BuiltinLayer(kind, o.name()),
+        cell_(cell),
+        units_(o.units()),
+        sequences_(o.return_sequences()),
+        state_(o.return_state()) {
     if (units_ <= 0) CUDL_FAIL(who(), ": units must be positive, got ", units_);
   }
   Shape output_shape(const std::vector<Shape>& in) const override {
@@ -27,6 +31,11 @@ class RecurrentLayer : public detail::BuiltinLayer {
     if (in[0].rank() != 2 || in[0][0] < 1 || in[0][1] < 1)
       CUDL_FAIL(who(), ": expects (time, features) samples with time, features >= 1, got ", in[0]);
     return sequences_ ? Shape{in[0][0], units_} : Shape{units_};
+  }
+  std::vector<Shape> output_shapes(const std::vector<Shape>& in) const override {
+    std::vector<Shape> out{output_shape(in)};
+    if (state_) out.resize(cell_ == RecurrentCell::Lstm ? 3 : 2, Shape{units_});  // h_T (and c_T)
+    return out;
   }
   std::vector<int> build(BuildContext& c, const std::vector<int>& in) override {
     const Shape xs = c.g->value(in[0]).shape;  // (B, T, F)
@@ -53,14 +62,25 @@ class RecurrentLayer : public detail::BuiltinLayer {
     std::vector<ValueId> ins{xp3, u};
     if (br != kNone) ins.push_back(br);
     c.node(OpKind::RecurrentSequence, ops::RecurrentAttrs{cell_}.to_op_attrs(), ins, outs);
+    // The final step of a (T, B, H) sequence as (B, H): a Slice (its gradient reaches the step).
+    auto last = [&](ValueId seq, const std::string& what, const std::string& view) {
+      ValueId v = c.value(what, Shape{1, B, H});
+      c.node(OpKind::Slice, ops::SliceAttrs{0, T - 1}.to_op_attrs(), {seq}, {v});
+      return c.g->add_view(v, Shape{B, H}, c.layer_name, graph::Phase::Forward, 0, c.layer_name + "." + view);
+    };
+    std::vector<int> result;
     if (sequences_) {
       ValueId y = c.value("sequence", Shape{B, T, H});
       c.node(OpKind::Permute, permutation({1, 0, 2}), {h}, {y});
-      return {y};
+      result.push_back(y);
     }
-    ValueId last = c.value("last", Shape{1, B, H});
-    c.node(OpKind::Slice, ops::SliceAttrs{0, T - 1}.to_op_attrs(), {h}, {last});
-    return {c.g->add_view(last, Shape{B, H}, c.layer_name, graph::Phase::Forward, 0, c.layer_name + ".out")};
+    if (!sequences_ || state_) {
+      const ValueId h_last = sequences_ ? last(h, "h_state", "h_state_out") : last(h, "last", "out");
+      if (!sequences_) result.push_back(h_last);
+      if (state_) result.push_back(h_last);  // Keras: h_T is the output itself without return_sequences
+    }
+    if (state_ && cell_ == RecurrentCell::Lstm) result.push_back(last(outs[2], "c_state", "c_state_out"));
+    return result;
   }
 
  private:
@@ -87,7 +107,7 @@ class RecurrentLayer : public detail::BuiltinLayer {
 
   RecurrentCell cell_;
   int64_t units_;
-  bool sequences_;
+  bool sequences_, state_;
 };
 
 }  // namespace

@@ -43,6 +43,29 @@ class EmbeddingLayer : public BuiltinLayer {
   int64_t vocab_, dim_;
 };
 
+/// 1 where a token id is not 0, else 0 (Keras's mask_zero): |float(id)| capped at 1.
+class PaddingMaskLayer : public BuiltinLayer {
+ public:
+  explicit PaddingMaskLayer(const std::string& name) : BuiltinLayer("padding_mask", name) {}
+  Shape output_shape(const std::vector<Shape>& in) const override {
+    if (in.size() != 1) CUDL_FAIL(who(), ": expects 1 input (i32 token ids), got ", in.size());
+    return in[0];
+  }
+  std::vector<int> build(BuildContext& c, const std::vector<int>& in) override {
+    const graph::Value ids = c.g->value(in[0]);  // a copy: value() below adds values to the graph
+    if (ids.dtype != DType::i32)
+      CUDL_FAIL(who(), ": token ids must be i32, got ", ids.dtype, " ", ids.shape,
+                " (declare the model input as Input(shape, DType::i32))");
+    ValueId f = c.value("ids", ids.shape), a = c.value("abs", ids.shape), one = c.value("ones", ids.shape);
+    ValueId mask = c.value("mask", ids.shape);
+    c.node(OpKind::Cast, OpAttrs{}, {in[0]}, {f});
+    c.node(OpKind::Unary, ops::UnaryAttrs{UnaryOp::Abs, 0}.to_op_attrs(), {f}, {a});
+    c.node(OpKind::Fill, ops::FillAttrs{1}.to_op_attrs(), {}, {one});
+    c.node(OpKind::Binary, ops::BinaryAttrs{BinaryOp::Minimum}.to_op_attrs(), {a, one}, {mask});
+    return {mask};
+  }
+};
+
 class PositionalEmbeddingLayer : public BuiltinLayer {
  public:
   PositionalEmbeddingLayer(int64_t max_len, int64_t dim, const std::string& name)
@@ -166,6 +189,7 @@ namespace layers {
 LayerPtr Embedding(int64_t vocab, int64_t dim, const std::string& name) {
   return std::make_shared<EmbeddingLayer>(vocab, dim, name);
 }
+LayerPtr PaddingMask(const std::string& name) { return std::make_shared<PaddingMaskLayer>(name); }
 LayerPtr PositionalEmbedding(int64_t max_len, int64_t dim, const std::string& name) {
   return std::make_shared<PositionalEmbeddingLayer>(max_len, dim, name);
 }

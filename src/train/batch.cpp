@@ -18,23 +18,31 @@ Tensor as_input(const Model::Impl& m, const Tensor& x, float mean, float stdv, c
   return Tensor::from_vector(f, x.shape());
 }
 
-/// A per-batch call's (x, y) after checking them (compiled model, x's shape, rows, targets); x as
-/// the model's input takes it.
-Tensor checked_batch(Model::Impl& m, const Tensor& x, const Tensor& y, const char* what) {
+/// Every input as the model takes it (as_input).
+std::vector<Tensor> as_inputs(const Model::Impl& m, const std::vector<Tensor>& xs, float mean, float stdv,
+                              const char* what) {
+  std::vector<Tensor> out;
+  for (const Tensor& x : xs) out.push_back(as_input(m, x, mean, stdv, what));
+  return out;
+}
+
+/// A per-batch call's (xs, y) after checking them (compiled model, each input's shape, rows,
+/// targets); the inputs as the model takes them.
+std::vector<Tensor> checked_batch(Model::Impl& m, const std::vector<Tensor>& xs, const Tensor& y, const char* what) {
   m.require_compiled(what);
-  m.check_input(x, what);
-  if (x.shape()[0] == 0) CUDL_FAIL("model ", m.name, ": ", what, " on an empty batch");
+  m.check_inputs(xs, what);
+  if (xs[0].shape()[0] == 0) CUDL_FAIL("model ", m.name, ": ", what, " on an empty batch");
   if (!y.defined()) CUDL_FAIL("model ", m.name, ": ", what, ": y is undefined");
-  m.check_targets(y, x.shape()[0]);
-  return as_input(m, x, 0.f, 1.f, what);
+  m.check_targets(y, xs[0].shape()[0]);
+  return as_inputs(m, xs, 0.f, 1.f, what);
 }
 
 /// Copies a batch into a per-batch program's input buffers (y may be given as any shape of its numel).
-void feed(const Model::Impl& m, Model::Impl::Program& p, const Tensor& x, const Tensor& y) {
+void feed(const Model::Impl& m, Model::Impl::Program& p, const std::vector<Tensor>& xs, const Tensor& y) {
   Tensor dst = p.exec->tensor(p.y);
   if (y.numel() != dst.numel())
     CUDL_FAIL("model ", m.name, ": the batch's targets are ", y.shape(), " but its loss needs ", dst.shape());
-  p.exec->tensor(p.x).copy_from(x);
+  for (size_t k = 0; k < xs.size(); ++k) p.exec->tensor(p.x[k]).copy_from(xs[k]);
   dst.copy_from(y.reshape(dst.shape()));
 }
 
@@ -51,21 +59,23 @@ Model::Impl::Program& batch_program(std::map<int64_t, Model::Impl::Program>& cac
 Tensor Model::predict(const Dataset& data, int64_t batch_size) {
   Impl& m = impl();
   m.require_compiled("predict");
-  m.check_input(data.x, "predict");
+  m.check_inputs(data, "predict");
   if (batch_size <= 0) CUDL_FAIL("model ", m.name, ": predict batch_size must be positive, got ", batch_size);
-  const int64_t N = data.x.shape()[0];
+  const int64_t N = data.size();
   std::vector<int64_t> od{N};
   od.insert(od.end(), m.output->shape.dims().begin(), m.output->shape.dims().end());
   Tensor out = Tensor::empty(Shape(od), DType::f32, Device::cpu());
   if (N == 0) return out;
-  const Tensor xf = as_input(m, data.x, data.mean, data.std, "predict");
+  const std::vector<Tensor> xf = as_inputs(m, data.inputs(), data.mean, data.std, "predict");
   const int64_t B = std::min(batch_size, N);
-  const size_t in_row = xf.nbytes() / N, out_row = out.nbytes() / N;
+  const size_t out_row = out.nbytes() / N;
   for (int64_t s = 0; s < N; s += B) {
     const int64_t b = std::min(B, N - s);
     Impl::Program& p = batch_program(m.predict_batch, b, [&] { return m.predict_program(b); });
-    Tensor dst = p.exec->tensor(p.x);
-    dst.copy_from(xf.view_bytes(s * in_row, dst.shape(), xf.dtype()));
+    for (size_t k = 0; k < xf.size(); ++k) {
+      Tensor dst = p.exec->tensor(p.x[k]);
+      dst.copy_from(xf[k].view_bytes(s * (xf[k].nbytes() / N), dst.shape(), xf[k].dtype()));
+    }
     p.exec->run();
     Tensor res = p.exec->tensor(p.out);
     out.view_bytes(s * out_row, res.shape(), DType::f32).copy_from(res);
@@ -79,10 +89,20 @@ Tensor Model::predict(const Tensor& x, int64_t batch_size) {
   return predict(d, batch_size);
 }
 
+Tensor Model::predict(const std::vector<Tensor>& xs, int64_t batch_size) {
+  Dataset d;
+  d.xs = xs;
+  return predict(d, batch_size);
+}
+
 Logs Model::train_on_batch(const Tensor& x, const Tensor& y, bool read_logs) {
+  return train_on_batch(std::vector<Tensor>{x}, y, read_logs);
+}
+
+Logs Model::train_on_batch(const std::vector<Tensor>& xs, const Tensor& y, bool read_logs) {
   Impl& m = impl();
-  const Tensor xf = checked_batch(m, x, y, "train_on_batch");
-  const int64_t rows = xf.shape()[0];
+  const std::vector<Tensor> xf = checked_batch(m, xs, y, "train_on_batch");
+  const int64_t rows = xf[0].shape()[0];
   Impl::Program& p = batch_program(m.train_batch, rows, [&] {
     Impl::DataSpec feed;
     feed.gather = false;
@@ -103,10 +123,12 @@ Logs Model::last_batch_logs() const {
   return m.read_metrics(static_cast<double>(m.last_batch_rows));
 }
 
-Logs Model::test_on_batch(const Tensor& x, const Tensor& y) {
+Logs Model::test_on_batch(const Tensor& x, const Tensor& y) { return test_on_batch(std::vector<Tensor>{x}, y); }
+
+Logs Model::test_on_batch(const std::vector<Tensor>& xs, const Tensor& y) {
   Impl& m = impl();
-  const Tensor xf = checked_batch(m, x, y, "test_on_batch");
-  const int64_t rows = xf.shape()[0];
+  const std::vector<Tensor> xf = checked_batch(m, xs, y, "test_on_batch");
+  const int64_t rows = xf[0].shape()[0];
   // Its own accumulators, so the logs of the last train_on_batch stay readable; they persist
   // across calls because the cached programs of earlier calls write them.
   auto saved = m.accumulators;
@@ -131,12 +153,14 @@ Logs Model::test_on_batch(const Tensor& x, const Tensor& y) {
   return logs;
 }
 
-Tensor Model::predict_on_batch(const Tensor& x) {
+Tensor Model::predict_on_batch(const Tensor& x) { return predict_on_batch(std::vector<Tensor>{x}); }
+
+Tensor Model::predict_on_batch(const std::vector<Tensor>& xs) {
   Impl& m = impl();
   m.require_compiled("predict_on_batch");
-  m.check_input(x, "predict_on_batch");
-  if (x.shape()[0] == 0) CUDL_FAIL("model ", m.name, ": predict_on_batch on an empty batch");
-  return predict(x, x.shape()[0]);
+  m.check_inputs(xs, "predict_on_batch");
+  if (xs[0].shape()[0] == 0) CUDL_FAIL("model ", m.name, ": predict_on_batch on an empty batch");
+  return predict(xs, xs[0].shape()[0]);
 }
 
 Tensor ensemble_predict(const std::vector<Model*>& models, const Dataset& data, int64_t batch_size) {

@@ -26,36 +26,47 @@ bool stdout_is_tty() { return isatty(fileno(stdout)) != 0; }
 /// epoch's order as the permutation. Streaming: a prefetcher's two staging slots and the fixed
 /// permutation i -> i mod (2 * batch), so step s reads slot s % 2, where its rows were staged.
 struct DataSource {
-  Tensor x, y, perm;
+  std::vector<Tensor> x;  // one table per model input
+  Tensor y, perm;
   std::unique_ptr<data::BatchPrefetcher> prefetch;
   int64_t n = 0, batch = 0;  // n: rows of an epoch's order (the dataset's, or this rank's shard)
 
   DataSource(const Dataset& d, int64_t B, Device dev, DataPlacement placement, int64_t order_rows = -1)
       : n(order_rows >= 0 ? order_rows : d.size()), batch(B) {
+    const std::vector<Tensor> xs = d.inputs();
     if (placement == DataPlacement::Auto) {
-      const size_t bytes = d.x.nbytes() + (d.y.defined() ? d.y.nbytes() : 0);
-      placement = dev.is_cuda() && bytes > cuda_device_info(dev.index()).total_memory / 2 ? DataPlacement::Stream
-                                                                                          : DataPlacement::Device;
+      size_t bytes = d.y.defined() ? d.y.nbytes() : 0;
+      for (const Tensor& t : xs) bytes += t.nbytes();
+      const bool fits = !dev.is_cuda() || bytes <= cuda_device_info(dev.index()).total_memory / 2;
+      if (!fits && xs.size() > 1)
+        CUDL_FAIL("the ", xs.size(), " inputs and targets take ", bytes, " bytes, more than half of ", dev,
+                  "'s memory, and streaming takes single-input data only");
+      placement = fits ? DataPlacement::Device : DataPlacement::Stream;
     }
     if (placement == DataPlacement::Stream) {
+      if (xs.size() > 1)
+        CUDL_FAIL("DataPlacement::Stream streams single-input data; this data has ", xs.size(),
+                  " inputs (use DataPlacement::Device)");
       prefetch = std::make_unique<data::BatchPrefetcher>(d.x, d.y, B, dev);
-      x = prefetch->x();
+      x = {prefetch->x()};
       y = prefetch->y();
       std::vector<int32_t> slots(static_cast<size_t>(n));
       for (int64_t i = 0; i < n; ++i) slots[i] = static_cast<int32_t>(i % (2 * B));
       perm = Tensor::from_vector(slots, Shape{n}, dev);
       return;
     }
-    x = d.x.device() == dev ? d.x : d.x.to(dev);
+    for (const Tensor& t : xs) x.push_back(t.device() == dev ? t : t.to(dev));
     y = d.y.device() == dev ? d.y : d.y.to(dev);
     perm = Tensor::zeros(Shape{n}, DType::i32, dev);
   }
   /// The program's view of these rows.
   Model::Impl::DataSpec spec(const Dataset& d) const {
     Model::Impl::DataSpec s;
-    s.x = x.shape();
+    for (const Tensor& t : x) {
+      s.x.push_back(t.shape());
+      s.x_dtype.push_back(t.dtype());
+    }
     s.y = y.shape();
-    s.x_dtype = x.dtype();
     s.y_dtype = y.dtype();
     s.tx = x;
     s.ty = y;
@@ -90,17 +101,38 @@ struct DataSource {
 
 }  // namespace
 
-void Model::Impl::check_input(const Tensor& x, const char* what) const {
-  if (!x.defined()) CUDL_FAIL("model ", name, ": ", what, ": x is undefined");
-  const Shape& in = input->shape;
-  std::vector<int64_t> want{x.shape().rank() > 0 ? x.shape()[0] : 0};
-  want.insert(want.end(), in.dims().begin(), in.dims().end());
-  if (x.shape() != Shape(want))
-    CUDL_FAIL("model ", name, ": ", what, ": x is ", x.shape(), " but the model takes ", Shape(want));
-  const bool ok = input->dtype == DType::i32 ? x.dtype() == DType::i32 : x.dtype() == DType::f32 || x.dtype() == DType::u8;
-  if (!ok)
-    CUDL_FAIL("model ", name, ": ", what, ": x is ", x.dtype(), " but the model takes ",
-              input->dtype == DType::i32 ? "i32 indices" : "f32 or u8 images");
+void Model::Impl::check_inputs(const Dataset& d, const char* what) const {
+  if (d.x.defined() && !d.xs.empty())
+    CUDL_FAIL("model ", name, ": ", what, ": the dataset gives both x and xs (", d.xs.size(),
+              " tensors); a multi-input model takes xs only, a single-input one x");
+  check_inputs(d.inputs(), what);
+}
+
+void Model::Impl::check_inputs(const std::vector<Tensor>& xs, const char* what) const {
+  if (xs.size() != inputs.size()) {
+    std::string names;
+    for (const detail::VarNode* in : inputs) names += (names.empty() ? "'" : ", '") + in->name + "'";
+    CUDL_FAIL("model ", name, ": ", what, ": got ", xs.size(), " input tensors but the model takes ", inputs.size(),
+              " (", names, ")", inputs.size() > 1 ? ": give one per input (Dataset::xs)" : "");
+  }
+  for (size_t k = 0; k < xs.size(); ++k) {
+    const Tensor& x = xs[k];
+    const std::string label = input_label(k);
+    if (!x.defined()) CUDL_FAIL("model ", name, ": ", what, ": ", label, " is undefined");
+    const Shape& in = inputs[k]->shape;
+    std::vector<int64_t> want{x.shape().rank() > 0 ? x.shape()[0] : 0};
+    want.insert(want.end(), in.dims().begin(), in.dims().end());
+    if (x.shape() != Shape(want))
+      CUDL_FAIL("model ", name, ": ", what, ": ", label, " is ", x.shape(), " but the model takes ", Shape(want));
+    const bool ok =
+        inputs[k]->dtype == DType::i32 ? x.dtype() == DType::i32 : x.dtype() == DType::f32 || x.dtype() == DType::u8;
+    if (!ok)
+      CUDL_FAIL("model ", name, ": ", what, ": ", label, " is ", x.dtype(), " but the model takes ",
+                inputs[k]->dtype == DType::i32 ? "i32 indices" : "f32 or u8 images");
+    if (x.shape()[0] != xs[0].shape()[0])
+      CUDL_FAIL("model ", name, ": ", what, ": ", label, " has ", x.shape()[0], " rows but ", input_label(0), " has ",
+                xs[0].shape()[0]);
+  }
 }
 
 namespace {
@@ -117,7 +149,11 @@ int64_t first_nonfinite(const Tensor& t) {
 }  // namespace
 
 void Model::Impl::check_finite_data(const Dataset& d, const char* what) const {
-  for (const auto& [t, which] : {std::pair<const Tensor*, const char*>{&d.x, "x"}, {&d.y, "y"}}) {
+  const std::vector<Tensor> xs = d.inputs();
+  std::vector<std::pair<const Tensor*, std::string>> all;
+  for (size_t k = 0; k < xs.size(); ++k) all.emplace_back(&xs[k], input_label(k));
+  all.emplace_back(&d.y, "y");
+  for (const auto& [t, which] : all) {
     const int64_t i = first_nonfinite(*t);
     if (i < 0) continue;
     const int64_t row = t->shape()[0] > 0 ? t->numel() / t->shape()[0] : 1;
@@ -177,11 +213,11 @@ History Model::fit(const Dataset& train_in, const FitOptions& fo) {
   }
   const int64_t N = train.size();
   if (N == 0) CUDL_FAIL("model ", m.name, ": empty training set");
-  m.check_input(train.x, "fit");
+  m.check_inputs(train, "fit");
   if (!train.y.defined()) CUDL_FAIL("model ", m.name, ": fit: y is undefined");
   m.check_targets(train.y, N);
   if (valp) {
-    m.check_input(valp->x, "validation data");
+    m.check_inputs(*valp, "validation data");
     if (!valp->y.defined()) CUDL_FAIL("model ", m.name, ": validation data: y is undefined");
     m.check_targets(valp->y, valp->size());
   }
@@ -299,7 +335,7 @@ EvalResult Model::evaluate(const Dataset& data, int64_t batch_size, DataPlacemen
   m.require_compiled("evaluate");
   const int64_t N = data.size();
   if (N == 0) CUDL_FAIL("model ", m.name, ": evaluate on an empty dataset");
-  m.check_input(data.x, "evaluate");
+  m.check_inputs(data, "evaluate");
   if (!data.y.defined()) CUDL_FAIL("model ", m.name, ": evaluate: y is undefined");
   m.check_targets(data.y, N);
   if (batch_size <= 0) CUDL_FAIL("model ", m.name, ": evaluate batch_size must be positive, got ", batch_size);
@@ -344,13 +380,16 @@ std::unique_ptr<graph::Executor> detail::ModelInternals::training_step(Model& mo
   m.check_targets(data.y, n);
   std::vector<int32_t> order(n);
   std::iota(order.begin(), order.end(), 0);
+  m.check_inputs(data, "training_step");
   Model::Impl::DataSpec spec;
-  spec.tx = data.x.to(dev);
+  for (const Tensor& t : data.inputs()) {
+    spec.tx.push_back(t.to(dev));
+    spec.x.push_back(t.shape());
+    spec.x_dtype.push_back(t.dtype());
+  }
   spec.ty = data.y.to(dev);
   spec.perm = Tensor::from_vector(order, Shape{n}, dev);
-  spec.x = spec.tx.shape();
   spec.y = spec.ty.shape();
-  spec.x_dtype = spec.tx.dtype();
   spec.y_dtype = spec.ty.dtype();
   spec.mean = data.mean;
   spec.std = data.std;

@@ -33,6 +33,7 @@ Dataset Dataset::slice(int64_t begin, int64_t end) const {
   Dataset out = *this;
   out.x = rows(x);
   out.y = rows(y);
+  for (Tensor& t : out.xs) t = rows(t);
   return out;
 }
 
@@ -58,8 +59,8 @@ Model::Model(const Var& input, const Var& output, const std::string& name)
     : Model(std::vector<Var>{input}, std::vector<Var>{output}, name) {}
 
 Model::Model(const std::vector<Var>& inputs, const std::vector<Var>& outputs, const std::string& name) : Model() {
-  if (inputs.size() != 1 || outputs.size() != 1)
-    CUDL_FAIL("model ", name, ": fit/evaluate/predict support one input and one output; got ", inputs.size(),
+  if (inputs.empty() || outputs.size() != 1)
+    CUDL_FAIL("model ", name, ": fit/evaluate/predict support one or more inputs and one output; got ", inputs.size(),
               " inputs and ", outputs.size(), " outputs");
   for (const Var& v : inputs)
     if (!v.defined()) CUDL_FAIL("model ", name, ": undefined input Var");
@@ -67,9 +68,17 @@ Model::Model(const std::vector<Var>& inputs, const std::vector<Var>& outputs, co
     if (!v.defined()) CUDL_FAIL("model ", name, ": undefined output Var");
   Impl& m = *impl_;
   m.name = name;
-  m.input = inputs[0].node_.get();
+  for (size_t k = 0; k < inputs.size(); ++k) {
+    const detail::VarNode* in = inputs[k].node_.get();
+    if (in->layer || in->source) CUDL_FAIL("model ", name, ": input ", k, " must be an Input(), not a layer output");
+    if (std::find(m.inputs.begin(), m.inputs.end(), in) != m.inputs.end())
+      CUDL_FAIL("model ", name, ": input ", k, " ('", in->name, "') is given twice");
+    m.inputs.push_back(in);
+  }
   m.output = outputs[0].node_.get();
-  if (m.input->layer) CUDL_FAIL("model ", name, ": the input must be an Input(), not a layer output");
+  auto is_input = [&](const detail::VarNode* n) {
+    return std::find(m.inputs.begin(), m.inputs.end(), n) != m.inputs.end();
+  };
   // Every application reachable from the output, each after its inputs (iterative post-order DFS).
   std::set<const detail::VarNode*> done;
   std::vector<std::pair<std::shared_ptr<const detail::VarNode>, size_t>> stack{{outputs[0].node_, 0}};
@@ -84,13 +93,15 @@ Model::Model(const std::vector<Var>& inputs, const std::vector<Var>& outputs, co
       if (!done.count(child.get())) stack.emplace_back(child, 0);
       continue;
     }
-    if (!n->layer && n.get() != m.input)
+    if (!n->layer && !n->source && !is_input(n.get()))
       CUDL_FAIL("model ", name, ": output depends on input '", n->name, "' not given to the model");
     done.insert(n.get());
     m.nodes.push_back(n);
     stack.pop_back();
   }
-  if (!done.count(m.input)) CUDL_FAIL("model ", name, ": the output does not depend on the input");
+  for (size_t k = 0; k < m.inputs.size(); ++k)
+    if (!done.count(m.inputs[k]))
+      CUDL_FAIL("model ", name, ": the output does not depend on input ", k, " ('", m.inputs[k]->name, "')");
   for (const auto& n : m.nodes)
     if (n->layer && !m.positions.count(n->layer.get())) {
       m.positions[n->layer.get()] = static_cast<int>(m.layer_list.size());

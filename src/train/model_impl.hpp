@@ -18,7 +18,7 @@ struct Model::Impl {
   // -- the layer graph (model.cpp) ---------------------------------------------------------------
   /// Every application reachable from the output, each after its inputs; the model holds them.
   std::vector<std::shared_ptr<const detail::VarNode>> nodes;
-  const detail::VarNode* input = nullptr;
+  std::vector<const detail::VarNode*> inputs;  // the model's inputs, in the order given
   const detail::VarNode* output = nullptr;
   std::vector<LayerPtr> layer_list;           // distinct layers, in application order
   std::map<const Layer*, std::string> names;  // each layer's name in this model
@@ -64,21 +64,25 @@ struct Model::Impl {
   struct Program {
     std::unique_ptr<graph::Executor> exec;
     graph::ValueId out = graph::kNone;
-    graph::ValueId x = graph::kNone, y = graph::kNone;  // fed inputs (per-batch programs)
+    std::vector<graph::ValueId> x;  // fed inputs, one per model input (per-batch programs)
+    graph::ValueId y = graph::kNone;
   };
   /// Per-batch programs of train_on_batch, test_on_batch and predict (predict_on_batch), by batch
   /// size; dropped by compile.
   std::map<int64_t, Program> train_batch, test_batch, predict_batch;
   int64_t last_batch_rows = 0;  // rows of the last train_on_batch (its logs divide by them)
 
-  /// Where a program's batches come from. Gather: rows of device tables x, y picked by perm at the
-  /// device cursor (fit and evaluate; tensors may be absent when only planning). Feed: x and y are
-  /// input buffers of (batch, ...) that the host fills before each run.
+  /// Where a program's batches come from. Gather: rows of device tables x (one per model input), y
+  /// picked by perm at the device cursor (fit and evaluate; tensors may be absent when only
+  /// planning). Feed: x and y are input buffers of (batch, ...) that the host fills before each run.
   struct DataSpec {
     bool gather = true;
-    Shape x, y;  // gather: the tables' shapes (R, ...); feed: ignored (the model's shapes)
-    DType x_dtype = DType::f32, y_dtype = DType::i32;
-    Tensor tx, ty, perm;  // gather: the tables (undefined when planning only)
+    std::vector<Shape> x;  // gather: the tables' shapes (R, ...), one per input; feed: ignored
+    Shape y;
+    std::vector<DType> x_dtype;
+    DType y_dtype = DType::i32;
+    std::vector<Tensor> tx;  // gather: the input tables (empty when planning only)
+    Tensor ty, perm;
     float mean = 0.f, std = 1.f;
     const FitOptions* augment = nullptr;  // training: FitOptions with augment on, or null
   };
@@ -86,13 +90,18 @@ struct Model::Impl {
   struct Build {
     graph::Graph g;
     detail::BuildContext c;
-    graph::ValueId out = graph::kNone, x = graph::kNone, y = graph::kNone;
+    graph::ValueId out = graph::kNone, y = graph::kNone;
+    std::vector<graph::ValueId> x;
   };
 
   // -- graph building (programs.cpp) -------------------------------------------------------------
   detail::BuildContext context(graph::Graph& g, int64_t batch, bool training);
-  graph::ValueId forward(detail::BuildContext& c, graph::ValueId x);
-  Shape batched_input(int64_t batch) const;
+  /// The forward nodes from the batched inputs (one per model input) to the model's output.
+  graph::ValueId forward(detail::BuildContext& c, const std::vector<graph::ValueId>& xs);
+  /// (batch, <input k's per-sample shape>).
+  Shape batched_input(int64_t batch, size_t k = 0) const;
+  /// "input 1 ('mask')" for multi-input models, "x" for single-input ones: for error messages.
+  std::string input_label(size_t k) const;
   /// The target shape and dtype of a batch of `batch` rows for the compiled loss.
   std::pair<Shape, DType> target_spec(int64_t batch) const;
   /// Forward (+ loss, metrics; + backward and optimizer when training) for batches of `batch` rows.
@@ -138,8 +147,11 @@ struct Model::Impl {
   void require_compiled(const char* what) const;
   /// Throws unless lr is >= 0 and finite as the f32 the device keeps.
   void check_learning_rate(double lr) const;
-  /// Throws unless x is (N, <the model's input shape>); names both shapes and `what` (fit.cpp).
-  void check_input(const Tensor& x, const char* what) const;
+  /// Throws unless xs holds one tensor per model input, each (N, <that input's shape>) of a dtype
+  /// it takes, all with the same N; names the input, both shapes and `what` (fit.cpp).
+  void check_inputs(const std::vector<Tensor>& xs, const char* what) const;
+  /// check_inputs on d.inputs(), after checking that d gives x or xs, not both.
+  void check_inputs(const Dataset& d, const char* what) const;
   /// terminate_on_nan (fit.cpp): throws naming the tensor, sample and element when an f32 x or y
   /// of `d` holds NaN/Inf; and, at an epoch's end, naming the layer and parameter holding one.
   void check_finite_data(const Dataset& d, const char* what) const;

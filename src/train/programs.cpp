@@ -32,30 +32,39 @@ detail::BuildContext Model::Impl::context(graph::Graph& g, int64_t batch, bool t
   return c;
 }
 
-ValueId Model::Impl::forward(detail::BuildContext& c, ValueId x) {
-  std::map<const detail::VarNode*, ValueId> vals;
+ValueId Model::Impl::forward(detail::BuildContext& c, const std::vector<ValueId>& xs) {
+  std::map<const detail::VarNode*, std::vector<int>> vals;  // each application's outputs
   for (const auto& n : nodes) {
+    if (n->source) {  // a further output of an application built before it
+      vals[n.get()] = {vals.at(n->source.get()).at(static_cast<size_t>(n->output))};
+      continue;
+    }
     if (!n->layer) {
-      vals[n.get()] = x;  // the model's only input (checked at construction)
+      const size_t k = static_cast<size_t>(std::find(inputs.begin(), inputs.end(), n.get()) - inputs.begin());
+      vals[n.get()] = {xs.at(k)};  // one of the model's inputs (checked at construction)
       continue;
     }
     std::vector<int> ins;
-    for (const auto& v : n->inputs) ins.push_back(vals.at(v.get()));
+    for (const auto& v : n->inputs) ins.push_back(vals.at(v.get()).at(0));
     c.layer = n->layer.get();
     c.layer_name = layer_name(c.layer);
     c.layer_index = positions.at(c.layer);
-    std::vector<int> outs = detail::LayerAccess::builtin(*n->layer).build(c, ins);
+    vals[n.get()] = detail::LayerAccess::builtin(*n->layer).build(c, ins);
     c.layer = nullptr;
     c.layer_name.clear();
-    vals[n.get()] = outs.at(0);
   }
-  return vals.at(output);
+  return vals.at(output).at(0);
 }
 
-Shape Model::Impl::batched_input(int64_t batch) const {
+Shape Model::Impl::batched_input(int64_t batch, size_t k) const {
   std::vector<int64_t> d{batch};
-  d.insert(d.end(), input->shape.dims().begin(), input->shape.dims().end());
+  d.insert(d.end(), inputs[k]->shape.dims().begin(), inputs[k]->shape.dims().end());
   return Shape(d);
+}
+
+std::string Model::Impl::input_label(size_t k) const {
+  if (inputs.size() == 1) return "x";
+  return "input " + std::to_string(k) + " ('" + inputs[k]->name + "')";
 }
 
 std::pair<Shape, DType> Model::Impl::target_spec(int64_t batch) const {
@@ -114,34 +123,67 @@ std::unique_ptr<Model::Impl::Build> Model::Impl::build(int64_t B, const DataSpec
   detail::BuildContext& c = b->c;
   ValueId xb = kNone, yb = kNone;
   const auto [target_shape, target_dtype] = target_spec(B);
+  std::vector<ValueId> xbs;
   if (d.gather) {
-    // Rows perm[cursor .. cursor + B) of x (normalised when u8) and y, then cursor += B: one GatherBatch.
-    // u8 images are normalised into f32 batches; f32 and i32 rows are copied as they are.
-    const bool x_ok = input->dtype == DType::i32 ? d.x_dtype == DType::i32
-                                                 : d.x_dtype == DType::u8 || d.x_dtype == DType::f32;
-    if (!x_ok)
-      CUDL_FAIL("model ", name, ": x must be ", input->dtype == DType::i32 ? "i32" : "f32 or u8", ", got ", d.x_dtype);
-    ValueId vx = g.add_value("data.x", d.x, d.x_dtype, Role::Input);
+    // Rows perm[cursor .. cursor + B) of the first input (normalised when u8) and y, then cursor +=
+    // B: one GatherBatch. Every further input takes the same rows: BatchIndices reads the cursor
+    // before the GatherBatch advances it (the node list is the execution order), and one Gather
+    // (GatherImages for u8 images) per input reads the tables through those indices.
+    if (d.x.size() != inputs.size())
+      CUDL_FAIL("model ", name, ": the data has ", d.x.size(), " inputs but the model takes ", inputs.size());
+    for (size_t k = 0; k < inputs.size(); ++k) {
+      const bool x_ok = inputs[k]->dtype == DType::i32 ? d.x_dtype[k] == DType::i32
+                                                       : d.x_dtype[k] == DType::u8 || d.x_dtype[k] == DType::f32;
+      if (!x_ok)
+        CUDL_FAIL("model ", name, ": ", input_label(k), " must be ", inputs[k]->dtype == DType::i32 ? "i32" : "f32 or u8",
+                  ", got ", d.x_dtype[k]);
+    }
+    std::vector<ValueId> vx;
+    for (size_t k = 0; k < inputs.size(); ++k) {
+      vx.push_back(g.add_value(k == 0 ? "data.x" : "data.x" + std::to_string(k), d.x[k], d.x_dtype[k], Role::Input));
+      if (k < d.tx.size()) bind(c, vx[k], d.tx[k]);
+    }
     ValueId vy = g.add_value("data.y", d.y, d.y_dtype, Role::Input);
-    ValueId vp = g.add_value("data.perm", d.perm.defined() ? d.perm.shape() : Shape{d.x[0]}, DType::i32, Role::Input);
-    bind(c, vx, d.tx);
+    ValueId vp = g.add_value("data.perm", d.perm.defined() ? d.perm.shape() : Shape{d.x[0][0]}, DType::i32, Role::Input);
     bind(c, vy, d.ty);
     bind(c, vp, d.perm);
     ValueId vc = bind_state(c, "data.cursor", cursor);
-    std::vector<int64_t> xd = d.x.dims(), yd = d.y.dims();
+    const OpAttrs a = ops::NormalizeAttrs{d.mean, d.std}.to_op_attrs();
+    xbs.resize(inputs.size(), kNone);
+    if (inputs.size() > 1) {
+      ValueId idx = g.add_value("data.batch_rows", Shape{B}, DType::i32, Role::Intermediate);
+      g.add_node(OpKind::BatchIndices, {}, {vp, vc}, {idx}, "data", Phase::Forward);
+      for (size_t k = 1; k < inputs.size(); ++k) {
+        std::vector<int64_t> xd = d.x[k].dims();
+        xd[0] = B;
+        const bool images = d.x_dtype[k] == DType::u8;
+        xbs[k] = g.add_value("data.batch_x" + std::to_string(k), Shape(xd), images ? DType::f32 : d.x_dtype[k],
+                             Role::Intermediate);
+        g.add_node(images ? OpKind::GatherImages : OpKind::Gather, images ? a : OpAttrs{}, {vx[k], idx}, {xbs[k]},
+                   "data", Phase::Forward);
+      }
+    }
+    std::vector<int64_t> xd = d.x[0].dims(), yd = d.y.dims();
     xd[0] = yd[0] = B;
     // bf16/f16: u8 images are normalised straight into the storage type (not when augmenting, which
     // reads f32, or when a layer overrides the precision, which may want the f32 values).
     const bool augment = d.augment && d.augment->augment;
     const DType images = !augment && layer_precision.empty() ? c.storage : DType::f32;
-    xb = g.add_value("data.batch_x", Shape(xd), d.x_dtype == DType::u8 ? images : d.x_dtype, Role::Intermediate);
+    xb = g.add_value("data.batch_x", Shape(xd), d.x_dtype[0] == DType::u8 ? images : d.x_dtype[0], Role::Intermediate);
     yb = g.add_value("data.batch_y", Shape(yd), d.y_dtype, Role::Intermediate);
-    const OpAttrs a = ops::NormalizeAttrs{d.mean, d.std}.to_op_attrs();
-    g.add_node(OpKind::GatherBatch, a, {vp, vx, vy}, {xb, yb, vc}, "data", Phase::Forward);
-    if (augment)
-      xb = augment_node(c, name, xb, *d.augment, d.x_dtype == DType::u8 ? -d.mean / d.std : 0.f);
+    g.add_node(OpKind::GatherBatch, a, {vp, vx[0], vy}, {xb, yb, vc}, "data", Phase::Forward);
+    if (augment) {
+      if (inputs.size() > 1)
+        CUDL_FAIL("model ", name, ": augment transforms the images of single-input models; this one has ",
+                  inputs.size(), " inputs");
+      xb = augment_node(c, name, xb, *d.augment, d.x_dtype[0] == DType::u8 ? -d.mean / d.std : 0.f);
+    }
+    xbs[0] = xb;
   } else {
-    xb = b->x = g.add_value("input", batched_input(B), input->dtype, Role::Input);
+    for (size_t k = 0; k < inputs.size(); ++k)
+      xbs.push_back(g.add_value(inputs.size() == 1 ? "input" : "input" + std::to_string(k), batched_input(B, k),
+                                inputs[k]->dtype, Role::Input));
+    b->x = xbs;
     if (with_loss) yb = b->y = g.add_value("target", target_shape, target_dtype, Role::Input);
     if (with_loss) {  // each run reports its own batch: zero the metric accumulators first
       std::vector<std::string> keys{"loss"};
@@ -152,7 +194,7 @@ std::unique_ptr<Model::Impl::Build> Model::Impl::build(int64_t B, const DataSpec
                    "metrics", Phase::Forward);
     }
   }
-  ValueId out = forward(c, xb);
+  ValueId out = forward(c, xbs);
   // predict returns the model's output in f32; the losses (and the metrics they accumulate, accuracy
   // included) read bf16/f16 predictions themselves and write their gradient in that type.
   if (g.value(out).dtype != DType::f32 && dtype_is_float(g.value(out).dtype) && !(with_loss && loss_reads_storage())) {
@@ -236,8 +278,10 @@ PlanReport Model::Impl::plan(int64_t B) {
   if (B <= 0) CUDL_FAIL("model ", name, ": batch size must be positive, got ", B);
   // The program fit runs: batches gathered from a table of B rows (its row count does not matter).
   DataSpec d;
-  d.x = batched_input(B);
-  d.x_dtype = input->dtype;
+  for (size_t k = 0; k < inputs.size(); ++k) {
+    d.x.push_back(batched_input(B, k));
+    d.x_dtype.push_back(inputs[k]->dtype);
+  }
   std::tie(d.y, d.y_dtype) = target_spec(B);
   std::unique_ptr<Build> b = build(B, d, true, true);
   return report_of(b->g, graph::plan_memory(b->g), B);

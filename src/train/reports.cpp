@@ -40,6 +40,7 @@ std::string Model::summary() const {
   int64_t total = 0;
   std::set<const Layer*> counted;
   for (const auto& n : m.nodes) {
+    if (n->source) continue;  // a further output of a layer listed already
     int64_t params = 0;
     if (n->layer && counted.insert(n->layer.get()).second)
       for (const auto& [k, t] : n->layer->params()) params += t.numel();

@@ -64,8 +64,8 @@ def test_embedding_errors():
         model.fit(bad, y, epochs=1, verbose=0)
     with pytest.raises(ValueError, match="integer indices"):
         model.predict(x + 0.5)
-    with pytest.raises(ValueError, match="mask_zero"):
-        layers.Embedding(10, 4, mask_zero=True)
+    with pytest.raises(ValueError, match=r"Flatten .*Embedding\(mask_zero=True\) reaches this layer"):
+        keras.Sequential([layers.Embedding(10, 4, mask_zero=True, input_length=6), layers.Flatten()])
     inp = keras.Input((6,), dtype="int32")
     mixed = keras.Model(inp, layers.Concatenate()([layers.Embedding(12, 2)(inp), layers.Reshape((6, 1))(inp)]))
     with pytest.raises(ValueError, match="Embedding layers only"):

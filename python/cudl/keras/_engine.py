@@ -27,11 +27,17 @@ def _snake(name):
 class KerasTensor:
     """A symbolic tensor: a model input or the output of a layer applied to other KerasTensors."""
 
-    def __init__(self, sample_shape, layer, inputs, dtype="float32"):
+    def __init__(self, sample_shape, layer, inputs, dtype="float32", app=None, output_index=0):
         self.sample_shape = tuple(int(d) for d in sample_shape)
         self.layer = layer
         self.inputs = list(inputs)
         self.dtype = dtype
+        # A layer with several outputs (return_state): every output names the first (app) and its index.
+        self.app = app
+        self.output_index = output_index
+        # Keras's implicit mask (Embedding(mask_zero=True)): the model input of token ids whose
+        # nonzero entries are the positions this tensor's mask keeps, or None.
+        self.mask_tokens = None
 
     @property
     def shape(self):
@@ -74,10 +80,28 @@ class Layer(Recorded):
             raise ValueError("layer %s was built for inputs %s, applied to %s" % (self.name, self._in_shapes, shapes))
         out = self._out_shape(shapes)
         self._in_shapes = shapes
-        return KerasTensor(out, self, xs)
+        kt = KerasTensor(out, self, xs)
+        if any(x.mask_tokens is not None for x in xs):
+            kt.mask_tokens = self._propagate_mask(xs)
+        return kt
 
     def _out_shape(self, shapes):
         return shapes[0]
+
+    # Layers that pass Keras's implicit mask on unchanged (position-wise layers).
+    _passes_mask = False
+
+    def _propagate_mask(self, xs):
+        """The mask (token input) of this layer's output when an input carries one (Keras's
+        mask_zero): passed on by position-wise layers; anywhere else Keras would apply it in a way
+        cudl does not, so it is an error naming the layer."""
+        masks = [x.mask_tokens for x in xs if x.mask_tokens is not None]
+        if self._passes_mask and all(m is masks[0] for m in masks):
+            return masks[0]
+        raise ValueError("%s %s: the padding mask of an Embedding(mask_zero=True) reaches this layer, which Keras "
+                         "would apply it to and cudl cannot; MultiHeadAttention uses it as its key-padding mask, and "
+                         "Dense, Dropout, Activation, LayerNormalization, Add (of one mask) and PositionalEmbedding "
+                         "pass it on" % (type(self).__name__, self.name))
 
     def _call_config(self):
         """Keyword arguments of the layer's call that Model.save must keep (JSON values)."""
@@ -207,6 +231,7 @@ class _LowerContext:
     def __init__(self, final, drop):
         self.final, self.drop = final, drop
         self.vars = {}
+        self.outputs = {}  # id(first output KerasTensor) -> every output Var of a multi-output layer
         self.input_layouts = {}
 
     def lower(self, kt, layout_request=None):
@@ -215,9 +240,17 @@ class _LowerContext:
             return self.vars[key]
         if isinstance(kt.layer, InputLayer):
             raise AssertionError("inputs are lowered by the model")
+        if kt.app is not None and kt.app is not kt:  # a further output of an application
+            self.lower(kt.app)
+            var, layout = self.outputs[id(kt.app)][kt.output_index], None
+            self.vars[key] = (var, layout)
+            return var, layout
         ins = [self.lower(x) for x in kt.inputs]
         var, layout = kt.layer._lower(self, [v for v, _ in ins], [l for _, l in ins],
                                       drop=self.drop if kt is self.final else None)
+        if isinstance(var, list):  # every output of a layer with several: the first is this tensor
+            self.outputs[key] = var
+            var = var[0]
         kt.layer._set_trainable_cpp()
         self.vars[key] = (var, layout)
         return var, layout
@@ -261,9 +294,12 @@ def lower_graph(inputs, output, drop):
 
 def input_dtype(kt, users):
     """cudl's dtype of a model input: "i32" (token indices) when it feeds Embedding layers or was
-    declared integer (keras.Input(dtype="int32")), else "f32". Integer inputs feed Embeddings only."""
+    declared integer (keras.Input(dtype="int32")), else "f32". Integer inputs feed Embeddings only,
+    or are the attention_mask of MultiHeadAttention layers (read as floats)."""
     integer = str(kt.dtype).startswith(("int", "uint")) and kt.dtype != "uint8"
     takes_indices = [getattr(l, "_takes_indices", False) for l in users]
+    if integer and users and all(getattr(l, "_masked", False) for l in users):
+        return "f32"  # a 0/1 attention_mask declared integer: MultiHeadAttention reads it as floats
     if any(takes_indices) or integer:
         if not all(takes_indices):
             others = [l.name for l, t in zip(users, takes_indices) if not t]
@@ -277,7 +313,8 @@ def input_dtype(kt, users):
 def index_limit(inp, output):
     """The smallest input_dim of the Embedding layers that read model input `inp` (indices must lie
     in [0, limit)), or None."""
-    dims = [l.input_dim for l in _consumers([output]).get(id(inp), []) if getattr(l, "_takes_indices", False)]
+    dims = [l.input_dim for l in _consumers([output]).get(id(inp), []) if getattr(l, "input_dim", None)
+            and getattr(l, "_takes_indices", False)]
     return min(dims) if dims else None
 
 

@@ -18,7 +18,8 @@ from ._engine import Input, InputLayer, KerasTensor, Layer
 __all__ = ["Layer", "Input", "InputLayer", "Dense", "Conv2D", "Convolution2D", "MaxPooling2D", "MaxPool2D",
            "AveragePooling2D", "AvgPool2D", "GlobalAveragePooling2D", "GlobalAvgPool2D", "BatchNormalization",
            "LayerNormalization", "Dropout", "Flatten", "Reshape", "Activation", "Add", "add", "LeakyReLU", "ELU",
-           "ReLU", "Softmax", "Embedding", "PositionalEmbedding", "Concatenate", "concatenate", "Slice", "split", "SimpleRNN",
+           "ReLU", "Softmax", "Embedding", "PaddingMask", "PositionalEmbedding", "Concatenate", "concatenate",
+           "Slice", "split", "SimpleRNN",
            "LSTM", "GRU", "MultiHeadAttention", "Conv2DTranspose", "Convolution2DTranspose", "UpSampling2D",
            "RandomNormal"]
 
@@ -81,6 +82,8 @@ def _no_image(layer, layout):
 class Dense(Layer):
     """Fully connected: activation(x @ kernel + bias) on the last axis."""
 
+    _passes_mask = True
+
     def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
                  activity_regularizer=None, kernel_constraint=None, bias_constraint=None, **kwargs):
@@ -129,6 +132,8 @@ class Dense(Layer):
 
 
 class Activation(Layer):
+
+    _passes_mask = True
     def __init__(self, activation, **kwargs):
         super().__init__(**kwargs)
         self.activation = _activations.name_of(activation)
@@ -335,6 +340,8 @@ class BatchNormalization(Layer):
 
 
 class LayerNormalization(Layer):
+
+    _passes_mask = True
     def __init__(self, axis=-1, epsilon=1e-3, center=True, scale=True, **kwargs):
         super().__init__(**kwargs)
         if axis not in (-1, [-1], (-1,)) or not center or not scale:
@@ -355,6 +362,8 @@ class LayerNormalization(Layer):
 
 
 class Dropout(Layer):
+
+    _passes_mask = True
     def __init__(self, rate, noise_shape=None, seed=None, **kwargs):
         super().__init__(**kwargs)
         if not 0 <= float(rate) < 1:
@@ -419,6 +428,8 @@ class Reshape(Layer):
 
 
 class Add(Layer):
+
+    _passes_mask = True
     def _out_shape(self, shapes):
         if len(shapes) != 2 or shapes[0] != shapes[1]:
             raise ValueError("%s: Add takes two inputs of the same shape, got %s" % (self.name, shapes))
@@ -442,6 +453,8 @@ KerasTensor = KerasTensor
 
 class _ActivationLayer(Layer):
     """An activation layer with Keras's parameter (LeakyReLU, ELU, ReLU, Softmax)."""
+
+    _passes_mask = True
 
     _act = None
 
@@ -540,7 +553,11 @@ class Embedding(Layer):
     """Integer indices (..., ) in [0, input_dim) -> their rows of a learned (input_dim, output_dim)
     table, initialised uniform(-0.05, 0.05) (Keras's 'uniform'). The model input it reads becomes
     an int32 input: fit/evaluate/predict take integer arrays (indices outside the range raise
-    ValueError)."""
+    ValueError). mask_zero=True: token 0 is padding, as in Keras: the mask passes through
+    position-wise layers (Dense, Dropout, Activation, LayerNormalization, Add, PositionalEmbedding),
+    MultiHeadAttention takes it as its key-padding mask, and when it reaches the model's output
+    the sparse_categorical_crossentropy loss and accuracy skip the padded positions (their labels
+    become the loss's ignore_class); any other layer it reaches raises ValueError."""
 
     _takes_indices = True
 
@@ -560,8 +577,15 @@ class Embedding(Layer):
                  embeddings_regularizer=(embeddings_regularizer, embeddings_regularizer is None),
                  activity_regularizer=(activity_regularizer, activity_regularizer is None),
                  embeddings_constraint=(embeddings_constraint, embeddings_constraint is None),
-                 mask_zero=(mask_zero, not mask_zero), sparse=(sparse, not sparse))
+                 sparse=(sparse, not sparse))
         self.input_length = input_length
+        self.mask_zero = bool(mask_zero)
+
+    def __call__(self, inputs):
+        out = super().__call__(inputs)
+        if self.mask_zero:  # Keras's implicit mask: the positions whose token id is not 0
+            out.mask_tokens = out.inputs[0]
+        return out
 
     def _out_shape(self, shapes):
         return tuple(shapes[0]) + (self.output_dim,)
@@ -581,9 +605,34 @@ class Embedding(Layer):
         return self._cpp(xs[0]), None
 
 
+class PaddingMask(Layer):
+    """cudl's layer for Keras's Embedding(mask_zero=True) mask: integer token ids (...) -> float32
+    (...), 1 where the id is not 0, else 0, computed on the device (a key-padding attention_mask
+    from the tokens themselves). MultiHeadAttention adds one by itself for a masked input."""
+
+    _takes_indices = True
+
+    def _lower(self, ctx, xs, layouts, drop=None):
+        if xs[0].dtype != "i32":
+            raise ValueError("%s: PaddingMask reads a model input of integer token ids, got a %s tensor"
+                             % (self.name, xs[0].dtype))
+        if self._cpp is None:
+            self._cpp = _cudl.padding_mask(self.name)
+        return self._cpp(xs[0]), None
+
+
+def _padding_mask_of(tokens):
+    """The PaddingMask of a token input (one per input, shared by the layers that need it)."""
+    if getattr(tokens, "_padding_mask", None) is None:
+        tokens._padding_mask = PaddingMask(name=tokens.layer.name + "_padding_mask")(tokens)
+    return tokens._padding_mask
+
+
 class PositionalEmbedding(Layer):
     """cudl's learned positional embedding: x (time, dim) -> x + table[:time] with a learned
     (sequence_length, dim) table (uniform(-0.05, 0.05)); time <= sequence_length."""
+
+    _passes_mask = True
 
     def __init__(self, sequence_length, **kwargs):
         super().__init__(**kwargs)
@@ -712,6 +761,7 @@ class _RNN(Layer):
             raise ValueError("%s %s: units must be positive, got %s" % (type(self).__name__, self.name, units))
         self.units = int(units)
         self.return_sequences = bool(return_sequences)
+        self.return_state = bool(return_state)
         init = _initializers.get
         _no_args(self, activation=(activation, _activations.name_of(activation) == "tanh"),
                  recurrent_activation=(recurrent_activation,
@@ -729,7 +779,7 @@ class _RNN(Layer):
                  recurrent_constraint=(recurrent_constraint, recurrent_constraint is None),
                  bias_constraint=(bias_constraint, bias_constraint is None),
                  dropout=(dropout, not dropout), recurrent_dropout=(recurrent_dropout, not recurrent_dropout),
-                 return_state=(return_state, not return_state), go_backwards=(go_backwards, not go_backwards),
+                 go_backwards=(go_backwards, not go_backwards),
                  stateful=(stateful, not stateful), reset_after=(reset_after, self._cell != "gru" or reset_after),
                  time_major=(time_major, not time_major))
         self.unroll = bool(unroll)  # a scheduling hint in Keras; cudl's recurrence is one op either way
@@ -740,6 +790,17 @@ class _RNN(Layer):
             raise ValueError("%s %s expects (time, features) samples, i.e. inputs (batch, time, features), got %s"
                              % (type(self).__name__, self.name, (None,) + tuple(s)))
         return (s[0], self.units) if self.return_sequences else (self.units,)
+
+    def __call__(self, inputs, initial_state=None, mask=None, training=None):
+        """The output, or with return_state=True Keras's list [output, h] ([output, h, c] for an LSTM):
+        the final states (batch, units), through which gradients flow like through the output."""
+        _no_args(self, initial_state=(initial_state, initial_state is None), mask=(mask, mask is None))
+        out = super().__call__(inputs)
+        if not self.return_state:
+            return out
+        out.app = out
+        n = 3 if self._cell == "lstm" else 2
+        return [out] + [KerasTensor((self.units,), self, out.inputs, app=out, output_index=k) for k in range(1, n)]
 
     def _count_params(self, shapes):
         f, h, g = shapes[0][1], self.units, self._gates
@@ -754,7 +815,9 @@ class _RNN(Layer):
     def _lower(self, ctx, xs, layouts, drop=None):
         _no_image(self, layouts[0])
         if self._cpp is None:
-            self._cpp = _cudl.recurrent(self._cell, self.units, self.return_sequences, self.name)
+            self._cpp = _cudl.recurrent(self._cell, self.units, self.return_sequences, self.name, self.return_state)
+        if self.return_state:
+            return self._cpp.apply([xs[0]]), None  # [output, h(, c)]
         return self._cpp(xs[0]), None
 
 
@@ -791,9 +854,12 @@ class GRU(_RNN):
 class MultiHeadAttention(Layer):
     """Keras's MultiHeadAttention over (time, features) samples, called as mha(query, value) or
     mha(query, value, key) (self-attention: mha(x, x)); use_causal_mask=True lets position i attend
-    to positions <= i. Weights in Keras's layout: query/key/value kernels (features, heads, dim) and
-    biases (heads, dim), the output kernel (heads, value_dim, output) and bias (output). Not
-    supported: attention_mask (use cudl's C++ key mask), return_attention_scores, attention_axes."""
+    to positions <= i. attention_mask: a key-padding mask, a tensor (batch, 1, Tk) or (batch, Tk)
+    (e.g. a second model input), true / nonzero for the keys to attend to; a key where it is 0 gets
+    no weight (a query with no key left gives 0, where Keras averages every value). A full (batch,
+    Tq, Tk) mask with Tq > 1 raises ValueError. Weights in Keras's layout: query/key/value kernels
+    (features, heads, dim) and biases (heads, dim), the output kernel (heads, value_dim, output) and
+    bias (output). Not supported: return_attention_scores, attention_axes."""
 
     def __init__(self, num_heads, key_dim, value_dim=None, dropout=0.0, use_bias=True, output_shape=None,
                  attention_axes=None, kernel_initializer="glorot_uniform", bias_initializer="zeros",
@@ -824,16 +890,19 @@ class MultiHeadAttention(Layer):
                  kernel_constraint=(kernel_constraint, kernel_constraint is None),
                  bias_constraint=(bias_constraint, bias_constraint is None))
         self._causal = None
+        self._masked = None  # called with an attention_mask (fixed per layer, like use_causal_mask)
+        self._mask_reshape = None
 
     def __call__(self, query, value=None, key=None, attention_mask=None, return_attention_scores=False,
-                 training=None, use_causal_mask=False):
+                 training=None, use_causal_mask=False, mask_last=False):
         if isinstance(query, (list, tuple)):  # a list of inputs, as other layers take them
-            if value is not None or not 1 <= len(query) <= 3:
-                raise ValueError("MultiHeadAttention %s: call it as mha(query, value[, key])" % self.name)
             ins = list(query)
+            if mask_last:  # [query, (value, (key,)) attention_mask], as Model.save records a masked call
+                attention_mask, ins = ins[-1], ins[:-1]
+            if value is not None or not 1 <= len(ins) <= 3:
+                raise ValueError("MultiHeadAttention %s: call it as mha(query, value[, key])" % self.name)
             query, value, key = ins[0], ins[1] if len(ins) > 1 else ins[0], ins[2] if len(ins) > 2 else None
-        _no_args(self, attention_mask=(attention_mask, attention_mask is None),
-                 return_attention_scores=(return_attention_scores, not return_attention_scores))
+        _no_args(self, return_attention_scores=(return_attention_scores, not return_attention_scores))
         if value is None:
             raise ValueError("MultiHeadAttention %s: give the value tensor: mha(query, value) (mha(x, x) for "
                              "self-attention)" % self.name)
@@ -841,22 +910,59 @@ class MultiHeadAttention(Layer):
             raise ValueError("MultiHeadAttention %s: cudl fixes use_causal_mask per layer; this layer was called "
                              "with %s before" % (self.name, self._causal))
         self._causal = bool(use_causal_mask)
+        # Keras's implicit mask (Embedding(mask_zero=True)) of the keys: their key-padding mask.
+        keys = key if key is not None else value
+        implicit = keys.mask_tokens if isinstance(keys, KerasTensor) else None
+        if implicit is not None:
+            pm = _padding_mask_of(implicit)
+            same = attention_mask is pm or (isinstance(attention_mask, KerasTensor) and isinstance(
+                attention_mask.layer, PaddingMask) and attention_mask.inputs[0] is implicit)
+            if attention_mask is not None and not same:
+                raise ValueError("MultiHeadAttention %s: the keys carry the padding mask of an Embedding(mask_zero="
+                                 "True) and an attention_mask is given too; Keras would combine them, cudl takes one "
+                                 "key-padding mask" % self.name)
+            attention_mask = pm if attention_mask is None else attention_mask
+        masked = attention_mask is not None
+        if self._masked is not None and self._masked != masked:
+            raise ValueError("MultiHeadAttention %s: cudl fixes the attention_mask input per layer; this layer was "
+                             "called %s one before" % (self.name, "with" if self._masked else "without"))
         ins = [query, value] if key is None or key is value else [query, value, key]
         if len(ins) == 2 and ins[0] is ins[1]:
             ins = [query]  # self-attention: one input, the projections read it three times
+        if masked:
+            if not isinstance(attention_mask, KerasTensor):
+                raise TypeError("MultiHeadAttention %s: attention_mask must be a symbolic tensor (a model input or "
+                                "a layer output), got %s" % (self.name, type(attention_mask).__name__))
+            tk = (key if key is not None else value).sample_shape[0]
+            m = attention_mask.sample_shape
+            if m not in ((tk,), (1, tk)):
+                raise ValueError("MultiHeadAttention %s: cudl takes a key-padding attention_mask (batch, 1, %d) or "
+                                 "(batch, %d) for keys of length %d, got %s (a mask per query and key is not "
+                                 "supported)" % (self.name, tk, tk, tk, (None,) + tuple(m)))
+            ins = ins + [attention_mask]
+        self._masked = masked
         return super().__call__(ins)
 
     def _call_config(self):
-        return {"use_causal_mask": True} if self._causal else {}
+        c = {"use_causal_mask": True} if self._causal else {}
+        if self._masked:
+            c["mask_last"] = True
+        return c
+
+    def _propagate_mask(self, xs):
+        """Keras: the output carries the query's mask (the keys' mask was used above)."""
+        return xs[0].mask_tokens
 
     def _roles(self, shapes):
+        if self._masked:
+            shapes = shapes[:-1]  # the key-padding mask comes last
         q = shapes[0]
         v = shapes[1] if len(shapes) > 1 else q
         k = shapes[2] if len(shapes) > 2 else v
         return q, k, v
 
     def _out_shape(self, shapes):
-        for s in shapes:
+        for s in shapes[:-1] if self._masked else shapes:
             if len(s) != 2:
                 raise ValueError("MultiHeadAttention %s: query, value and key must be (time, features) samples, got "
                                  "%s" % (self.name, [(None,) + tuple(x) for x in shapes]))
@@ -911,9 +1017,14 @@ class MultiHeadAttention(Layer):
             _no_image(self, l)
         if self._cpp is None:
             self._cpp = _cudl.multi_head_attention(self.num_heads, self.key_dim, self.value_dim, self.output_dim or 0,
-                                                   self.dropout, self.use_bias, bool(self._causal), False,
-                                                   self.kernel_initializer, self.name)
-        return self._cpp(list(xs) if len(xs) > 1 else xs[0]), None
+                                                   self.dropout, self.use_bias, bool(self._causal),
+                                                   bool(self._masked), self.kernel_initializer, self.name)
+        xs = list(xs)
+        if self._masked and len(xs[-1].shape) == 2:  # (1, Tk) per sample -> (Tk)
+            if self._mask_reshape is None:
+                self._mask_reshape = _cudl.reshape([xs[-1].shape[1]], self.name + "_mask")
+            xs[-1] = self._mask_reshape(xs[-1])
+        return self._cpp(xs if len(xs) > 1 else xs[0]), None
 
 
 # --- generative layers ----------------------------------------------------------------------------

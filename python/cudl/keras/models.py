@@ -54,15 +54,19 @@ class Model:
             return
         ins = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
         outs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
-        if len(ins) != 1 or len(outs) != 1:
-            raise ValueError("Model %s: cudl models take one input and one output, got %d and %d"
+        if not ins or len(outs) != 1:
+            raise ValueError("Model %s: cudl models take one or more inputs and one output, got %d and %d"
                              % (self.name, len(ins), len(outs)))
         for t in ins + outs:
             if not isinstance(t, KerasTensor):
                 raise TypeError("Model %s: inputs and outputs must be symbolic tensors, got %s"
                                 % (self.name, type(t).__name__))
-        if not isinstance(ins[0].layer, InputLayer):
-            raise ValueError("Model %s: inputs must come from keras.Input" % self.name)
+        for i, t in enumerate(ins):
+            if not isinstance(t.layer, InputLayer):
+                raise ValueError("Model %s: inputs must come from keras.Input (input %d is the output of %s)"
+                                 % (self.name, i, t.layer.name))
+            if any(t is u for u in ins[:i]):
+                raise ValueError("Model %s: input %d (%s) is given twice" % (self.name, i, t.layer.name))
         self._inputs, self._outputs = ins, outs
 
     # -- structure -----------------------------------------------------------------------------
@@ -80,7 +84,9 @@ class Model:
 
     @property
     def input_shape(self):
-        return self._inputs[0].shape if self._inputs else None
+        if not self._inputs:
+            return None
+        return self._inputs[0].shape if len(self._inputs) == 1 else [t.shape for t in self._inputs]
 
     @property
     def output_shape(self):
@@ -178,11 +184,25 @@ class Model:
             # loss); fit and evaluate check that the targets are one-hot.
             cudl_loss = _cudl.Loss("sparse_categorical_crossentropy")
             self._onehot_as_labels = True
+        # Keras's mask (Embedding(mask_zero=True)) reaching the output weights the loss and metrics:
+        # cudl gives the padded positions the loss's ignore_class (_masked_labels).
+        self._label_mask = None
+        if out.mask_tokens is not None:
+            if not cudl_loss.takes_labels or self._onehot_as_labels:
+                raise ValueError("Model %s: the output carries the padding mask of an Embedding(mask_zero=True); "
+                                 "Keras weights the loss by it, which cudl does for sparse_categorical_crossentropy "
+                                 "only, not for loss %s" % (self.name, loss.name))
+            k = [i for i, t in enumerate(self._inputs) if t is out.mask_tokens][0]
+            ignore = cudl_loss.ignore_class
+            if ignore is None:
+                ignore = -1
+                cudl_loss.ignore_class = ignore
+            self._label_mask = (k, ignore)
         in_vars, out_var, in_layouts, out_layout = lower_graph(self._inputs, out, drop)
         self._cpp = _cudl.Model(in_vars, [out_var], self.name)
-        self._in_layout, self._out_layout, self._drop = in_layouts[0], out_layout, drop
-        self._in_dtype = in_vars[0].dtype
-        self._index_limit = index_limit(self._inputs[0], out)
+        self._in_layouts, self._out_layout, self._drop = in_layouts, out_layout, drop
+        self._in_dtypes = [v.dtype for v in in_vars]
+        self._index_limits = [index_limit(t, out) for t in self._inputs]
         self._cudl_loss = cudl_loss
         self._cpp.compile(c["optimizer"]._to_cudl(), cudl_loss, metric_names, c["device"], c["seed"],
                           _mixed_precision._compile_precision())
@@ -204,41 +224,79 @@ class Model:
 
     # -- data ----------------------------------------------------------------------------------
     def _x(self, x, what):
-        if isinstance(x, (list, tuple)) and len(x) == 1:
-            x = x[0]
+        """The model's input data as cudl takes it: one array for a single-input model, else a list of
+        arrays, one per input (x given as a list in the order of the model's inputs, or a dict keyed
+        by their names), each checked and converted with errors naming the input."""
+        ins = self._inputs
+        if len(ins) == 1:
+            if isinstance(x, dict):
+                x = self._by_name(x, what)
+            if isinstance(x, (list, tuple)) and len(x) == 1:
+                x = x[0]
+            return self._one_x(x, 0, what)
+        if isinstance(x, dict):
+            x = self._by_name(x, what)
+        if not isinstance(x, (list, tuple)) or len(x) != len(ins):
+            got = "%d arrays" % len(x) if isinstance(x, (list, tuple)) else "one array"
+            raise ValueError("%s: model %s takes %d inputs (%s): give a list of %d arrays (or a dict by input name), "
+                             "got %s" % (what, self.name, len(ins), ", ".join(t.layer.name for t in ins), len(ins),
+                                         got))
+        xs = [self._one_x(a, k, what) for k, a in enumerate(x)]
+        for k in range(1, len(xs)):
+            if len(xs[k]) != len(xs[0]):
+                raise ValueError("%s: input %s has %d rows but input %s has %d"
+                                 % (what, ins[k].layer.name, len(xs[k]), ins[0].layer.name, len(xs[0])))
+        return xs
+
+    def _by_name(self, x, what):
+        names = [t.layer.name for t in self._inputs]
+        unknown = sorted(set(x) - set(names))
+        missing = [n for n in names if n not in x]
+        if unknown or missing:
+            raise ValueError("%s: model %s's inputs are %s; got keys %s" % (what, self.name, names, sorted(x)))
+        return [x[n] for n in names]
+
+    @staticmethod
+    def _rows(xs):
+        return len(xs[0]) if isinstance(xs, list) else len(xs)
+
+    def _one_x(self, x, k, what):
         a = np.asarray(x)
-        if self._in_dtype == "i32":
-            return self._indices(a, what)
+        inp = self._inputs[k]
+        label = "x" if len(self._inputs) == 1 else "input %s" % inp.layer.name
+        if self._in_dtypes[k] == "i32":
+            return self._indices(a, k, label, what)
         if a.dtype != np.float32:
             # uint8 too: Keras reads images as their raw values (0..255), not x / 255 as cudl's
             # C++ Dataset does for u8 images.
             if not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
-                raise ValueError("%s: x must be numeric, got dtype %s" % (what, a.dtype))
+                raise ValueError("%s: %s must be numeric, got dtype %s" % (what, label, a.dtype))
             a = a.astype(np.float32)
-        want = self._inputs[0].sample_shape
+        want = inp.sample_shape
         if a.ndim == 0 or tuple(a.shape[1:]) != want:
-            raise ValueError("%s: x has shape %s, the model's input is %s" % (what, a.shape, (None,) + want))
-        if self._in_layout == "cl":
+            raise ValueError("%s: %s has shape %s, the model's input is %s" % (what, label, a.shape, (None,) + want))
+        if self._in_layouts[k] == "cl":
             a = a.transpose(0, 3, 1, 2)
         return np.ascontiguousarray(a)
 
-    def _indices(self, a, what):
+    def _indices(self, a, k, label, what):
         """Token indices for an input that feeds Embedding layers: int32, each in [0, input_dim)."""
-        want = self._inputs[0].sample_shape
+        want = self._inputs[k].sample_shape
         if a.ndim == 0 or tuple(a.shape[1:]) != want:
-            raise ValueError("%s: x has shape %s, the model's input is %s (integer indices)"
-                             % (what, a.shape, (None,) + want))
+            raise ValueError("%s: %s has shape %s, the model's input is %s (integer indices)"
+                             % (what, label, a.shape, (None,) + want))
         if np.issubdtype(a.dtype, np.floating):
             if not np.all(a == np.round(a)):
-                raise ValueError("%s: x feeds an Embedding and must hold integer indices, got non-integer values"
-                                 % what)
+                raise ValueError("%s: %s feeds an Embedding and must hold integer indices, got non-integer values"
+                                 % (what, label))
         elif not (np.issubdtype(a.dtype, np.integer) or a.dtype == np.bool_):
-            raise ValueError("%s: x feeds an Embedding and must hold integer indices, got dtype %s" % (what, a.dtype))
-        lim = self._index_limit
+            raise ValueError("%s: %s feeds an Embedding and must hold integer indices, got dtype %s"
+                             % (what, label, a.dtype))
+        lim = self._index_limits[k]
         if a.size and lim is not None and (a.min() < 0 or a.max() >= lim):
             bad = a.min() if a.min() < 0 else a.max()
-            raise ValueError("%s: x holds index %d, outside [0, %d) of the Embedding's input_dim %d"
-                             % (what, bad, lim, lim))
+            raise ValueError("%s: %s holds index %d, outside [0, %d) of the Embedding's input_dim %d"
+                             % (what, label, bad, lim, lim))
         return np.ascontiguousarray(a.astype(np.int32))
 
     def _y(self, y, n, what):
@@ -284,6 +342,18 @@ class Model:
             a = a.transpose(0, 3, 1, 2)
         return np.ascontiguousarray(a)
 
+    def _masked_labels(self, xs, ys, what):
+        """Labels with the padded positions (token 0 of the masking input) set to the ignore class,
+        when the output carries an Embedding(mask_zero=True) mask (Keras weights the loss by it)."""
+        if self._label_mask is None:
+            return ys
+        k, ignore = self._label_mask
+        tokens = xs[k] if isinstance(xs, list) else xs
+        if tokens.shape != ys.shape:
+            raise ValueError("%s: the output's padding mask is the token ids %s, which must match the labels %s"
+                             % (what, tokens.shape, ys.shape))
+        return np.ascontiguousarray(np.where(tokens != 0, ys, ignore).astype(np.int32))
+
     def _finish_output(self, p):
         if self._out_layout == "cl":
             p = p.transpose(0, 2, 3, 1)
@@ -314,14 +384,15 @@ class Model:
             raise ValueError("fit: give x and y as numpy arrays")
         self._require_cpp("fit", x)
         xs = self._x(x, "fit")
-        n = len(xs)
-        ys = self._y(y, n, "fit")
+        n = self._rows(xs)
+        ys = self._masked_labels(xs, self._y(y, n, "fit"), "fit")
         val_x = val_y = None
         if validation_data is not None:
             if len(validation_data) != 2:
                 raise ValueError("fit: validation_data must be (x_val, y_val)")
             val_x = self._x(validation_data[0], "validation_data")
-            val_y = self._y(validation_data[1], len(val_x), "validation_data")
+            val_y = self._masked_labels(val_x, self._y(validation_data[1], self._rows(val_x), "validation_data"),
+                                        "validation_data")
             validation_split = 0.0
         if not 0 <= validation_split < 1:
             raise ValueError("fit: validation_split must be in [0, 1), got %s" % validation_split)
@@ -356,7 +427,7 @@ class Model:
             raise ValueError("evaluate: sample_weight is not supported by cudl")
         self._require_cpp("evaluate", x)
         xs = self._x(x, "evaluate")
-        ys = self._y(y, len(xs), "evaluate")
+        ys = self._masked_labels(xs, self._y(y, self._rows(xs), "evaluate"), "evaluate")
         bs = 256 if batch_size is None else int(batch_size)
         if bs <= 0:
             raise ValueError("evaluate: batch_size must be positive, got %d" % bs)
@@ -364,7 +435,7 @@ class Model:
         res = self._rename(self._cpp.evaluate(xs, ys, batch_size=bs))
         verbose = 1 if verbose == "auto" else int(verbose)
         if verbose:
-            steps = -(-len(xs) // bs)
+            steps = -(-self._rows(xs) // bs)
             print("%d/%d - %.0fs - %s" % (steps, steps, time.time() - t0, _callbacks._format_logs(res)))
             sys.stdout.flush()
         return self._results(res, return_dict)
@@ -392,13 +463,15 @@ class Model:
     def train_on_batch(self, x, y, return_dict=False, **kwargs):
         self._require_cpp("train_on_batch", x)
         xs = self._x(x, "train_on_batch")
-        return self._results(self._rename(self._cpp.train_on_batch(xs, self._y(y, len(xs), "train_on_batch"))),
+        ys = self._masked_labels(xs, self._y(y, self._rows(xs), "train_on_batch"), "train_on_batch")
+        return self._results(self._rename(self._cpp.train_on_batch(xs, ys)),
                              return_dict)
 
     def test_on_batch(self, x, y, return_dict=False, **kwargs):
         self._require_cpp("test_on_batch", x)
         xs = self._x(x, "test_on_batch")
-        return self._results(self._rename(self._cpp.test_on_batch(xs, self._y(y, len(xs), "test_on_batch"))),
+        ys = self._masked_labels(xs, self._y(y, self._rows(xs), "test_on_batch"), "test_on_batch")
+        return self._results(self._rename(self._cpp.test_on_batch(xs, ys)),
                              return_dict)
 
     def predict_on_batch(self, x):
@@ -541,15 +614,19 @@ def _architecture(model):
                 rec = {"input": list(kt.sample_shape), "name": kt.layer.name, "dtype": kt.dtype}
             else:
                 rec = {"layer": layer_ids[id(kt.layer)], "inputs": ins}
+                if kt.app is not None:  # one output of a layer with several (return_state)
+                    rec["output"] = kt.output_index
             index[id(kt)] = len(tensors)
             tensors.append(rec)
         return index[id(kt)]
 
     out = visit(model._outputs[0])
-    if id(model._inputs[0]) not in index:
-        raise ValueError("save: the output of model %s does not depend on its input" % model.name)
+    for t in model._inputs:
+        if id(t) not in index:
+            raise ValueError("save: the output of model %s does not depend on its input %s"
+                             % (model.name, t.layer.name))
     return {"class": "Model", "name": model.name, "layers": [_layer_config(l) for l in layers], "tensors": tensors,
-            "input": index[id(model._inputs[0])], "output": out}
+            "inputs": [index[id(t)] for t in model._inputs], "output": out}
 
 
 def _rebuild(arch):
@@ -561,15 +638,21 @@ def _rebuild(arch):
         for l in built:
             model.add(l)
         return model
-    ts = []
+    ts, applied = [], {}
     for rec in arch["tensors"]:
         if "input" in rec:
             ts.append(Input(shape=tuple(rec["input"]), name=rec["name"], dtype=rec.get("dtype")))
         else:
-            ins = [ts[i] for i in rec["inputs"]]
-            call = arch["layers"][rec["layer"]].get("call", {})
-            ts.append(built[rec["layer"]](ins, **call))
-    return Model(inputs=ts[arch["input"]], outputs=ts[arch["output"]], name=arch["name"])
+            # The outputs of one multi-output application are recorded one by one: apply it once.
+            key = (rec["layer"], tuple(rec["inputs"])) if "output" in rec else len(ts)
+            if key not in applied:
+                ins = [ts[i] for i in rec["inputs"]]
+                call = arch["layers"][rec["layer"]].get("call", {})
+                applied[key] = built[rec["layer"]](ins, **call)
+            out = applied[key]
+            ts.append(out[rec["output"]] if "output" in rec else out)
+    inputs = [ts[i] for i in arch["inputs"]] if "inputs" in arch else ts[arch["input"]]
+    return Model(inputs=inputs, outputs=ts[arch["output"]], name=arch["name"])
 
 
 def _compile_config(model):
