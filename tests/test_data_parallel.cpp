@@ -21,6 +21,7 @@
 #include "cudl/distributed.hpp"
 #include "distributed/tcp_store.hpp"
 #include "graph/executor.hpp"
+#include "ops/collective.hpp"
 #include "testing.hpp"
 #include "train/model_internals.hpp"
 
@@ -195,6 +196,98 @@ TEST_F(DataParallel, ParametersAreBroadcastFromRankZeroAtCompile) {
   // And training from different seeds still ends in lockstep.
   const std::vector<Trained> runs = train_ranks(2, /*seed_of_rank=*/true);
   EXPECT_EQ(runs[1].weights, runs[0].weights);
+}
+
+// Synchronised batch norm: a BatchNorm between a Dense (N, C) or a Conv2d (N, C, H, W) and the
+// rest, with the same global batch as one device.
+Sequential bn_model(bool conv, bool synchronized) {
+  using namespace layers;
+  if (conv)
+    return Sequential(Shape{2, 2, 2},
+                      {Conv2d(Conv2dOptions(4, 1).use_bias(false)), BatchNorm(0.1f, 1e-5f, "bn", synchronized),
+                       Activation("relu"), Flatten(), Dense(3)},
+                      "bn_cnn");
+  return Sequential(Shape{8}, {Dense(16), BatchNorm(0.1f, 1e-5f, "bn", synchronized), Activation("relu"), Dense(3)},
+                    "bn_mlp");
+}
+
+Dataset bn_data(bool conv) {
+  Dataset d = blobs();
+  if (conv) d.x = d.x.reshape(Shape{kRows, 2, 2, 2});
+  return d;
+}
+
+// Parameters, then buffers (the running statistics).
+std::vector<float> flat_state(Model& m) {
+  std::vector<float> w = cudl::testing::flat_weights(m);
+  for (auto& l : m.layers())
+    for (auto& [k, t] : l->buffers()) {
+      auto v = t.to(Device::cpu()).to_vector<float>();
+      w.insert(w.end(), v.begin(), v.end());
+    }
+  return w;
+}
+
+std::vector<std::vector<float>> train_bn_ranks(int n, bool conv, bool synchronized, int* whole_reduces = nullptr) {
+  std::vector<std::vector<float>> state(n);
+  distributed::World(n).run([&](const std::shared_ptr<distributed::Communicator>& comm) {
+    Sequential m = bn_model(conv, synchronized);
+    CompileOptions o = options(comm->device());
+    o.communicator = comm;
+    m.compile(o);
+    if (whole_reduces && comm->rank() == 0) {
+      auto exec = detail::ModelInternals::training_step(m, bn_data(conv), kGlobalBatch / n, graph::ExecutorOptions{});
+      *whole_reduces = 0;
+      for (const graph::Node& node : exec->graph().nodes())
+        if (node.op == OpKind::AllReduce && node.attrs.i[2] == static_cast<int>(ops::AllReduceStage::kWhole))
+          ++*whole_reduces;
+    }
+    m.fit(bn_data(conv), cudl::testing::quiet_fit(2, kGlobalBatch, 3));
+    state[comm->rank()] = flat_state(m);
+  });
+  return state;
+}
+
+TEST_F(DataParallel, SynchronizedBatchNormRanksEndWithTheStateOfOneDeviceOverTheGlobalBatch) {
+  for (bool conv : {false, true}) {
+    const std::string model = conv ? "conv + batch norm" : "dense + batch norm";
+    Sequential single = bn_model(conv, true);  // one device: plain batch norm over the global batch
+    single.compile(options(Device::cuda(0)));
+    single.fit(bn_data(conv), cudl::testing::quiet_fit(2, kGlobalBatch, 3));
+    const std::vector<float> one = flat_state(single);
+    for (int n : {2, 4}) {
+      int whole = -1;
+      const auto runs = train_bn_ranks(n, conv, true, &whole);
+      EXPECT_EQ(whole, 2) << model << ": the statistics in the forward pass, the sums in the backward pass";
+      for (int r = 0; r < n; ++r) {
+        const std::string what = model + ", " + std::to_string(n) + " ranks, rank " + std::to_string(r);
+        EXPECT_EQ(runs[r], runs[0]) << what << ": every rank ends with the same bits";
+        expect_close(runs[r], one, 1e-5, "synchronized " + what);
+      }
+      if (n == 2) EXPECT_EQ(train_bn_ranks(2, conv, true), runs) << model << ": run to run";
+    }
+    // Without synchronisation each rank normalises its own 8 rows: not one device's result.
+    const auto own = train_bn_ranks(2, conv, false);
+    double worst = 0;
+    for (size_t i = 0; i < one.size(); ++i)
+      worst = std::max(worst, std::fabs(static_cast<double>(own[0][i]) - one[i]) /
+                                  std::max(1.0, std::fabs(static_cast<double>(one[i]))));
+    EXPECT_GT(worst, 1e-4) << model << ": per-rank batch norm should differ from one device";
+    std::printf("%s, not synchronized: largest difference from one device %.3g\n", model.c_str(), worst);
+  }
+  // 16-bit activations: an error naming the layer (synchronised batch norm is f32 only).
+  const std::string e = cudl::testing::error_message([&] {
+    distributed::World(2).run([&](const std::shared_ptr<distributed::Communicator>& comm) {
+      Sequential m = bn_model(false, true);
+      CompileOptions o = options(comm->device());
+      o.communicator = comm;
+      o.precision = Precision::bf16;
+      m.compile(o);
+      m.fit(bn_data(false), cudl::testing::quiet_fit(1, kGlobalBatch, 3));
+    });
+  });
+  EXPECT_NE(e.find("bn"), std::string::npos) << e;
+  EXPECT_NE(e.find("synchronized batch norm needs f32 activations"), std::string::npos) << e;
 }
 
 #if defined(CUDL_EMULATED)
