@@ -191,6 +191,90 @@ __global__ void __launch_bounds__(kNormBlock)
                  momentum);
 }
 
+// ---- synchronised batch norm (f32): one block per channel, fixed-order block sums ----------------
+
+/// stats[0][c] = sum(x - k), stats[1][c] = sum((x - k)^2), stats[2][c] = n * spatial (k = shift[c] or 0).
+__global__ void __launch_bounds__(kNormBlock)
+    bn_sync_stats_kernel(const float* __restrict__ x, const float* __restrict__ shift, float* __restrict__ stats,
+                         int64_t n, int64_t channels, int64_t spatial) {
+  const int64_t c = blockIdx.x, m = n * spatial;
+  const float k = shift ? shift[c] : 0.f;
+  float acc = 0.f, acc_sq = 0.f;
+  for (int64_t j = threadIdx.x; j < m; j += blockDim.x) {
+    const float d = x[channel_index(j, c, channels, spatial)] - k;
+    acc += d;
+    acc_sq += d * d;
+  }
+  const float sum = block_reduce_sum<WarpResults::kSerial>(acc);
+  const float sq = block_reduce_sum<WarpResults::kSerial>(acc_sq);
+  if (threadIdx.x == 0) {
+    stats[c] = sum;
+    stats[channels + c] = sq;
+    stats[2 * channels + c] = static_cast<float>(m);
+  }
+}
+
+/// y from the all-reduced stats; thread 0 writes the saved and running statistics after every
+/// thread has read the shift (which may be running_mean itself).
+__global__ void __launch_bounds__(kNormBlock)
+    bn_sync_apply_kernel(const float* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
+                         float* running_mean, float* __restrict__ running_var, const float* __restrict__ stats,
+                         const float* shift, float* __restrict__ y, float* __restrict__ saved_mean,
+                         float* __restrict__ saved_invstd, int64_t n, int64_t channels, int64_t spatial, float eps,
+                         float momentum) {
+  const int64_t c = blockIdx.x, m_local = n * spatial;
+  const float m = stats[2 * channels + c], d = stats[c] / m;
+  const float mean = (shift ? shift[c] : 0.f) + d;
+  const float var = fmaxf(stats[channels + c] / m - d * d, 0.f);
+  const float invstd = 1.f / sqrtf(var + eps);
+  const float g = gamma ? gamma[c] * invstd : invstd, b = beta ? beta[c] : 0.f;
+  for (int64_t j = threadIdx.x; j < m_local; j += blockDim.x) {
+    const int64_t i = channel_index(j, c, channels, spatial);
+    y[i] = (x[i] - mean) * g + b;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    if (saved_mean) saved_mean[c] = mean;
+    if (saved_invstd) saved_invstd[c] = invstd;
+    if (running_mean) {
+      const float unbiased = m > 1.f ? var * m / (m - 1.f) : 0.f;
+      running_mean[c] = (1.f - momentum) * running_mean[c] + momentum * mean;
+      running_var[c] = (1.f - momentum) * running_var[c] + momentum * unbiased;
+    }
+  }
+}
+
+/// sums[0][c] = sum dy, sums[1][c] = sum dy xhat over this rank's rows; dgamma / dbeta the same.
+__global__ void __launch_bounds__(kNormBlock)
+    bn_sync_backward_reduce_kernel(const float* __restrict__ x, const float* __restrict__ saved_mean,
+                                   const float* __restrict__ saved_invstd, const float* __restrict__ dy,
+                                   float* __restrict__ sums, float* __restrict__ dgamma, float* __restrict__ dbeta,
+                                   int64_t n, int64_t channels, int64_t spatial) {
+  const int64_t c = blockIdx.x;
+  float sum_dy, sum_dyx;
+  bn_chunk_backward_sums(x, dy, saved_mean[c], saved_invstd[c], c, channels, spatial, 0, n * spatial, &sum_dy,
+                         &sum_dyx);
+  if (threadIdx.x == 0) {
+    sums[c] = sum_dy;
+    sums[channels + c] = sum_dyx;
+    if (dgamma) dgamma[c] = sum_dyx;
+    if (dbeta) dbeta[c] = sum_dy;
+  }
+}
+
+/// dx = gamma invstd (dy - sums[0]/M - xhat sums[1]/M) with the all-reduced sums, M = stats[2].
+__global__ void __launch_bounds__(kNormBlock)
+    bn_sync_backward_apply_kernel(const float* __restrict__ x, const float* __restrict__ gamma,
+                                  const float* __restrict__ saved_mean, const float* __restrict__ saved_invstd,
+                                  const float* __restrict__ dy, const float* __restrict__ sums,
+                                  const float* __restrict__ stats, float* __restrict__ dx, int64_t n, int64_t channels,
+                                  int64_t spatial) {
+  const int64_t c = blockIdx.x;
+  const int64_t m = static_cast<int64_t>(stats[2 * channels + c]);  // a count, exact in f32 below 2^24
+  bn_chunk_backward_apply<float>(x, gamma, dy, dx, nullptr, nullptr, saved_mean[c], saved_invstd[c], sums[c],
+                                 sums[channels + c], m, c, channels, spatial, 0, n * spatial, false);
+}
+
 template <typename T>
 __global__ void batch_norm_inference_kernel(const T* __restrict__ x, const float* __restrict__ gamma,
                                             const float* __restrict__ beta, const float* __restrict__ running_mean,
@@ -583,6 +667,33 @@ void batch_norm_backward_cuda(const void* x, const float* gamma, const float* sa
     launch<batch_norm_backward_kernel<T>>(static_cast<unsigned>(c), kNormBlock, 0, stream, xt, gamma, saved_mean,
                                           saved_invstd, dyt, dxt, dgamma, dbeta, n, c, spatial);
   });
+}
+
+void batch_norm_stats_cuda(const float* x, const float* shift, float* stats, int64_t n, int64_t c, int64_t spatial,
+                           cudaStream_t stream) {
+  launch<bn_sync_stats_kernel>(static_cast<unsigned>(c), kNormBlock, 0, stream, x, shift, stats, n, c, spatial);
+}
+
+void batch_norm_apply_cuda(const float* x, const float* gamma, const float* beta, float* running_mean,
+                           float* running_var, const float* stats, const float* shift, float* y, float* saved_mean,
+                           float* saved_invstd, int64_t n, int64_t c, int64_t spatial, float eps, float momentum,
+                           cudaStream_t stream) {
+  launch<bn_sync_apply_kernel>(static_cast<unsigned>(c), kNormBlock, 0, stream, x, gamma, beta, running_mean,
+                               running_var, stats, shift, y, saved_mean, saved_invstd, n, c, spatial, eps, momentum);
+}
+
+void batch_norm_backward_reduce_cuda(const float* x, const float* saved_mean, const float* saved_invstd,
+                                     const float* dy, float* sums, float* dgamma, float* dbeta, int64_t n, int64_t c,
+                                     int64_t spatial, cudaStream_t stream) {
+  launch<bn_sync_backward_reduce_kernel>(static_cast<unsigned>(c), kNormBlock, 0, stream, x, saved_mean, saved_invstd,
+                                         dy, sums, dgamma, dbeta, n, c, spatial);
+}
+
+void batch_norm_backward_apply_cuda(const float* x, const float* gamma, const float* saved_mean,
+                                    const float* saved_invstd, const float* dy, const float* sums, const float* stats,
+                                    float* dx, int64_t n, int64_t c, int64_t spatial, cudaStream_t stream) {
+  launch<bn_sync_backward_apply_kernel>(static_cast<unsigned>(c), kNormBlock, 0, stream, x, gamma, saved_mean,
+                                        saved_invstd, dy, sums, stats, dx, n, c, spatial);
 }
 
 void layer_norm_cuda(const void* x, const float* gamma, const float* beta, void* y, float* mean, float* rstd,

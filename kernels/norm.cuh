@@ -43,6 +43,25 @@ void batch_norm_backward_cuda(const void* x, const float* gamma, const float* sa
                               const void* dy, void* dx, float* dgamma, float* dbeta, Storage type, int64_t n, int64_t c,
                               int64_t spatial, float* workspace, cudaStream_t stream);
 
+/// Synchronised batch norm (f32; ops/norm.hpp), one block per channel. stats (3, c): sum(x - k),
+/// sum((x - k)^2) and the count n * spatial per channel, k = shift (nullable: 0).
+void batch_norm_stats_cuda(const float* x, const float* shift, float* stats, int64_t n, int64_t c, int64_t spatial,
+                           cudaStream_t stream);
+/// y, saved and running statistics from the (all-reduced) stats and the same shift; gamma, beta,
+/// running_*, saved_*, shift nullable; shift may alias running_mean.
+void batch_norm_apply_cuda(const float* x, const float* gamma, const float* beta, float* running_mean,
+                           float* running_var, const float* stats, const float* shift, float* y, float* saved_mean,
+                           float* saved_invstd, int64_t n, int64_t c, int64_t spatial, float eps, float momentum,
+                           cudaStream_t stream);
+/// sums (2, c): sum dy and sum dy * xhat over this rank's rows; dgamma / dbeta (nullable) the same.
+void batch_norm_backward_reduce_cuda(const float* x, const float* saved_mean, const float* saved_invstd,
+                                     const float* dy, float* sums, float* dgamma, float* dbeta, int64_t n, int64_t c,
+                                     int64_t spatial, cudaStream_t stream);
+/// dx from the all-reduced sums and the count stats[2] (every rank's); gamma nullable.
+void batch_norm_backward_apply_cuda(const float* x, const float* gamma, const float* saved_mean,
+                                    const float* saved_invstd, const float* dy, const float* sums, const float* stats,
+                                    float* dx, int64_t n, int64_t c, int64_t spatial, cudaStream_t stream);
+
 /// x (rows, d): y = (x - mean) * rstd * gamma + beta; mean/rstd (rows) nullable, gamma/beta nullable.
 /// x and y of storage `type`; gamma, beta and the row statistics f32, and so is the math.
 void layer_norm_cuda(const void* x, const float* gamma, const float* beta, void* y, float* mean, float* rstd,

@@ -107,6 +107,11 @@ if [[ "${SKIP_BENCH:-0}" != 1 ]]; then
   section "benchmarks: bench/mnist_gpu.sh (EPOCHS=${EPOCHS:-3}) and the kernel bandwidth table"
   BUILD="$BUILD" EPOCHS="${EPOCHS:-3}" DATA="$DATA" "$ROOT/bench/mnist_gpu.sh" 2>&1 | tee "$LOG/mnist_gpu.log" ||
     fail "bench/mnist_gpu.sh (log $LOG/mnist_gpu.log)"
+  if (($(nvidia-smi -L | grep -c '^GPU') > 1)); then
+    section "data-parallel scaling: bench/scaling_gpu.sh (cudl vs PyTorch DDP at 1/2/4/8 GPUs)"
+    BUILD="$BUILD" DATA="$DATA" "$ROOT/bench/scaling_gpu.sh" 2>&1 | tee "$LOG/scaling_gpu.log" ||
+      fail "bench/scaling_gpu.sh (log $LOG/scaling_gpu.log)"
+  fi
 fi
 
 section "summary"

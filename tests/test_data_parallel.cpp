@@ -2,12 +2,16 @@
 // (ctest runs it with CUDL_EMU_DEVICES=4): the sharded sampler, parameters broadcast from rank 0,
 // the same weights as one device for the same global batch and seed (N = 2 and 4), bitwise the
 // same run to run, metrics over all ranks, rank-0-only checkpoints, and each rank's step counters
-// (one graph launch, no allocation, no host synchronisation, all-reduce bytes == gradient bytes).
+// (one graph launch, no allocation, no host synchronisation, all-reduce bytes == gradient bytes),
+// with ranks as threads and, for the counters, as two processes (this program started again).
 #include <gtest/gtest.h>
+#include <spawn.h>
+#include <sys/wait.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <mutex>
 #include <set>
@@ -15,13 +19,17 @@
 
 #include "cudl/checkpoint.hpp"
 #include "cudl/distributed.hpp"
+#include "distributed/tcp_store.hpp"
 #include "graph/executor.hpp"
+#include "ops/collective.hpp"
 #include "testing.hpp"
 #include "train/model_internals.hpp"
 
 #if defined(CUDL_EMULATED)
 #include "emu/emu.hpp"
 #endif
+
+extern char** environ;
 
 using namespace cudl;
 
@@ -227,6 +235,98 @@ TEST_F(DataParallel, ParametersAreBroadcastFromRankZeroAtCompile) {
   EXPECT_EQ(runs[1].weights, runs[0].weights);
 }
 
+// Synchronised batch norm: a BatchNorm between a Dense (N, C) or a Conv2d (N, C, H, W) and the
+// rest, with the same global batch as one device.
+Sequential bn_model(bool conv, bool synchronized) {
+  using namespace layers;
+  if (conv)
+    return Sequential(Shape{2, 2, 2},
+                      {Conv2d(Conv2dOptions(4, 1).use_bias(false)), BatchNorm(0.1f, 1e-5f, "bn", synchronized),
+                       Activation("relu"), Flatten(), Dense(3)},
+                      "bn_cnn");
+  return Sequential(Shape{8}, {Dense(16), BatchNorm(0.1f, 1e-5f, "bn", synchronized), Activation("relu"), Dense(3)},
+                    "bn_mlp");
+}
+
+Dataset bn_data(bool conv) {
+  Dataset d = blobs();
+  if (conv) d.x = d.x.reshape(Shape{kRows, 2, 2, 2});
+  return d;
+}
+
+// Parameters, then buffers (the running statistics).
+std::vector<float> flat_state(Model& m) {
+  std::vector<float> w = cudl::testing::flat_weights(m);
+  for (auto& l : m.layers())
+    for (auto& [k, t] : l->buffers()) {
+      auto v = t.to(Device::cpu()).to_vector<float>();
+      w.insert(w.end(), v.begin(), v.end());
+    }
+  return w;
+}
+
+std::vector<std::vector<float>> train_bn_ranks(int n, bool conv, bool synchronized, int* whole_reduces = nullptr) {
+  std::vector<std::vector<float>> state(n);
+  distributed::World(n).run([&](const std::shared_ptr<distributed::Communicator>& comm) {
+    Sequential m = bn_model(conv, synchronized);
+    CompileOptions o = options(comm->device());
+    o.communicator = comm;
+    m.compile(o);
+    if (whole_reduces && comm->rank() == 0) {
+      auto exec = detail::ModelInternals::training_step(m, bn_data(conv), kGlobalBatch / n, graph::ExecutorOptions{});
+      *whole_reduces = 0;
+      for (const graph::Node& node : exec->graph().nodes())
+        if (node.op == OpKind::AllReduce && node.attrs.i[2] == static_cast<int>(ops::AllReduceStage::kWhole))
+          ++*whole_reduces;
+    }
+    m.fit(bn_data(conv), cudl::testing::quiet_fit(2, kGlobalBatch, 3));
+    state[comm->rank()] = flat_state(m);
+  });
+  return state;
+}
+
+TEST_F(DataParallel, SynchronizedBatchNormRanksEndWithTheStateOfOneDeviceOverTheGlobalBatch) {
+  for (bool conv : {false, true}) {
+    const std::string model = conv ? "conv + batch norm" : "dense + batch norm";
+    Sequential single = bn_model(conv, true);  // one device: plain batch norm over the global batch
+    single.compile(options(Device::cuda(0)));
+    single.fit(bn_data(conv), cudl::testing::quiet_fit(2, kGlobalBatch, 3));
+    const std::vector<float> one = flat_state(single);
+    for (int n : {2, 4}) {
+      int whole = -1;
+      const auto runs = train_bn_ranks(n, conv, true, &whole);
+      EXPECT_EQ(whole, 2) << model << ": the statistics in the forward pass, the sums in the backward pass";
+      for (int r = 0; r < n; ++r) {
+        const std::string what = model + ", " + std::to_string(n) + " ranks, rank " + std::to_string(r);
+        EXPECT_EQ(runs[r], runs[0]) << what << ": every rank ends with the same bits";
+        expect_close(runs[r], one, 1e-5, "synchronized " + what);
+      }
+      if (n == 2) EXPECT_EQ(train_bn_ranks(2, conv, true), runs) << model << ": run to run";
+    }
+    // Without synchronisation each rank normalises its own 8 rows: not one device's result.
+    const auto own = train_bn_ranks(2, conv, false);
+    double worst = 0;
+    for (size_t i = 0; i < one.size(); ++i)
+      worst = std::max(worst, std::fabs(static_cast<double>(own[0][i]) - one[i]) /
+                                  std::max(1.0, std::fabs(static_cast<double>(one[i]))));
+    EXPECT_GT(worst, 1e-4) << model << ": per-rank batch norm should differ from one device";
+    std::printf("%s, not synchronized: largest difference from one device %.3g\n", model.c_str(), worst);
+  }
+  // 16-bit activations: an error naming the layer (synchronised batch norm is f32 only).
+  const std::string e = cudl::testing::error_message([&] {
+    distributed::World(2).run([&](const std::shared_ptr<distributed::Communicator>& comm) {
+      Sequential m = bn_model(false, true);
+      CompileOptions o = options(comm->device());
+      o.communicator = comm;
+      o.precision = Precision::bf16;
+      m.compile(o);
+      m.fit(bn_data(false), cudl::testing::quiet_fit(1, kGlobalBatch, 3));
+    });
+  });
+  EXPECT_NE(e.find("bn"), std::string::npos) << e;
+  EXPECT_NE(e.find("synchronized batch norm needs f32 activations"), std::string::npos) << e;
+}
+
 #if defined(CUDL_EMULATED)
 // Per rank: counters of the rank's device between the ends of steps `at` and `at + 1`.
 class StepWindow : public Callback {
@@ -281,6 +381,95 @@ TEST_F(DataParallel, EachRankStepIsOneGraphLaunchWithoutAllocationsOrSyncs) {
       EXPECT_EQ(step[r].collectives, 1u) << what << ": the 4 gradients are adjacent, one bucket";
     }
   }
+#else
+  GTEST_SKIP() << "reads the emulator's per-device counters (an emulated build)";
+#endif
+}
+
+#if defined(CUDL_EMULATED)
+// Per rank: the counters of the rank's device at the end of every step.
+class EveryStep : public Callback {
+ public:
+  explicit EveryStep(int device) : device_(device) {}
+  void on_batch_end(Model&, int64_t) override {
+    (void)cudl_emu::flush_all();  // the step's queued work (and its collectives) have run
+    at_end.push_back(cudl_emu::counters(device_));
+  }
+  std::vector<cudl_emu::Counters> at_end;
+
+ private:
+  int device_;
+};
+
+// One rank of the two-process job: joins through the TCP store (init), trains one epoch of the
+// test MLP (6 steps) and checks its own counters for every step after the first three (eager,
+// capture, first replay): 1 graph launch, no device or pinned allocation, no host synchronisation,
+// one all-reduce carrying exactly the gradient bytes. A failure names the rank and the step.
+void process_rank_checks_its_steps(const distributed::LaunchEnv& env) {
+  std::shared_ptr<distributed::Communicator> comm = distributed::init(env, 60);
+  ASSERT_EQ(comm->rank(), env.rank);
+  ASSERT_EQ(comm->size(), 2);
+  Sequential m = mlp();
+  CompileOptions o = options(comm->device());
+  o.communicator = comm;
+  m.compile(o);
+  auto steps = std::make_shared<EveryStep>(comm->device().index());
+  FitOptions f = cudl::testing::quiet_fit(1, kGlobalBatch, 3);
+  f.callbacks = {steps};
+  m.fit(blobs(), f);
+  const size_t params = (8 * 16 + 16 + 16 * 3 + 3) * sizeof(float);
+  EXPECT_EQ(m.plan_report().grad_bytes, params);
+  ASSERT_EQ(steps->at_end.size(), static_cast<size_t>(kRows / kGlobalBatch));
+  for (size_t s = 3; s < steps->at_end.size(); ++s) {
+    const cudl_emu::Counters &a = steps->at_end[s - 1], &b = steps->at_end[s];
+    const std::string what = "process rank " + std::to_string(env.rank) + " of 2, step " + std::to_string(s + 1);
+    EXPECT_EQ(b.graph_launches - a.graph_launches, 1u) << what;
+    EXPECT_EQ(b.mallocs - a.mallocs, 0u) << what;
+    EXPECT_EQ(b.host_mallocs - a.host_mallocs, 0u) << what;
+    EXPECT_EQ(b.syncs - a.syncs, 0u) << what;
+    EXPECT_EQ(b.collectives - a.collectives, 1u) << what << ": one bucket";
+    EXPECT_EQ(b.collective_bytes - a.collective_bytes, params) << what << ": all-reduce bytes per step == gradient bytes";
+  }
+  std::printf("process rank %d: steps 4-%zu each 1 graph launch, 0 allocations, 0 syncs, %zu all-reduce bytes\n",
+              env.rank, steps->at_end.size(), params);
+}
+#endif
+
+// Rank 1 of the two-process test below, started by it in a second process (RANK=1 set).
+TEST(DataParallelProcesses, Rank1) {
+  if (!std::getenv("CUDL_TEST_DP_RANK1"))
+    GTEST_SKIP() << "rank 1 of the two-process test: started by it (CUDL_TEST_DP_RANK1 unset)";
+#if defined(CUDL_EMULATED)
+  process_rank_checks_its_steps(distributed::launch_env());
+#endif
+}
+
+TEST_F(DataParallel, EachProcessRankStepIsOneGraphLaunchWithoutAllocationsOrSyncs) {
+#if defined(CUDL_EMULATED)
+  // Rank 0 here, rank 1 this program again (its Rank1 test) as a second process, on cuda:1, with
+  // the launcher's variables as scripts/cudlrun sets them.
+  const int port = distributed::TcpStore::serve(0, "test")->port();  // the kernel's choice, released again
+  std::vector<std::string> env_strings = {"CUDL_TEST_DP_RANK1=1", "RANK=1", "WORLD_SIZE=2", "LOCAL_RANK=1",
+                                          "MASTER_ADDR=127.0.0.1", "MASTER_PORT=" + std::to_string(port)};
+  for (char** e = environ; *e; ++e) env_strings.emplace_back(*e);
+  std::vector<char*> envp;
+  for (auto& e : env_strings) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  std::string self = "/proc/self/exe", filter = "--gtest_filter=DataParallelProcesses.Rank1";
+  char* argv[] = {self.data(), filter.data(), nullptr};
+  pid_t pid = 0;
+  ASSERT_EQ(posix_spawn(&pid, self.c_str(), nullptr, nullptr, argv, envp.data()), 0);
+  distributed::LaunchEnv env;
+  env.rank = 0;
+  env.world_size = 2;
+  env.local_rank = 0;
+  env.master_addr = "127.0.0.1";
+  env.master_port = port;
+  const std::string error = cudl::testing::error_message([&] { process_rank_checks_its_steps(env); });
+  EXPECT_EQ(error, "<no error>") << "rank 0";
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "rank 1's process failed (its output is above)";
 #else
   GTEST_SKIP() << "reads the emulator's per-device counters (an emulated build)";
 #endif

@@ -549,6 +549,141 @@ TEST(BatchNormCuda, NanPropagatesWithinItsChannel) {
   EXPECT_FALSE(std::isnan(g.y.item(0)));
 }
 
+// ---- synchronised batch norm: ranks in one process, their sums added by hand -------------------
+
+/// Rows [begin, end) of x (N, ...), a copy.
+Tensor rows_of(const Tensor& x, int64_t begin, int64_t end) {
+  std::vector<int64_t> dims = x.shape().dims();
+  const size_t row = x.nbytes() / static_cast<size_t>(dims[0]);
+  dims[0] = end - begin;
+  return x.view_bytes(static_cast<size_t>(begin) * row, Shape(dims), x.dtype()).clone();
+}
+
+/// Host sum of same-shaped f32 tensors (the AllReduce the ranks would do).
+Tensor host_sum(const std::vector<Tensor>& ts) {
+  std::vector<float> acc = ts[0].to(kCpu).to_vector<float>();
+  for (size_t r = 1; r < ts.size(); ++r) {
+    const std::vector<float> v = ts[r].to(kCpu).to_vector<float>();
+    for (size_t i = 0; i < acc.size(); ++i) acc[i] += v[i];
+  }
+  return Tensor::from_vector(acc, ts[0].shape());
+}
+
+struct SyncOut {
+  Tensor y, dx, dgamma, dbeta;  // y and dx of all ranks' rows in order; dgamma/dbeta summed
+  std::vector<Tensor> running_mean, running_var, mean, invstd;  // per rank
+};
+
+/// Synchronised batch norm of x split into `ranks` equal row blocks on `device`: per rank
+/// BatchNormStats (shifted by the running mean), the stats summed, BatchNormApply; then per rank
+/// BatchNormBackwardReduce, the sums summed, BatchNormBackwardApply.
+SyncOut sync_bn(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& rm, const Tensor& rv,
+                const Tensor& dy, int ranks, Device device) {
+  const int64_t n = x.shape()[0], c = x.shape()[1], b = n / ranks;
+  std::vector<Tensor> xs, dys, stats;
+  for (int r = 0; r < ranks; ++r) {
+    xs.push_back(rows_of(x, r * b, (r + 1) * b).to(device));
+    dys.push_back(rows_of(dy, r * b, (r + 1) * b).to(device));
+    stats.push_back(Tensor::full(Shape{3, c}, -7.0, DType::f32, device));
+    run_op(OpKind::BatchNormStats, {tv(xs[r]), tv(rm.to(device))}, {tv(stats[r])}, {}, nullptr, "test/sync_bn");
+  }
+  const Tensor total = host_sum(stats).to(device);
+  OpAttrs attrs;
+  attrs.f[0] = 1e-5;
+  attrs.f[1] = 0.1;
+  SyncOut o;
+  std::vector<Tensor> ys, dxs, sums, dgs, dbs;
+  for (int r = 0; r < ranks; ++r) {
+    Tensor drm = rm.to(device), drv = rv.to(device), g = gamma.to(device);
+    Tensor y = Tensor::full(xs[r].shape(), -7.0, DType::f32, device);
+    Tensor mean = Tensor::full(Shape{c}, -7.0, DType::f32, device), invstd = mean.clone();
+    run_op(OpKind::BatchNormApply, {tv(xs[r]), tv(g), tv(beta.to(device)), tv(drm), tv(drv), tv(total), tv(drm)},
+           {tv(y), tv(mean), tv(invstd)}, attrs, nullptr, "test/sync_bn");
+    ys.push_back(y.to(kCpu));
+    o.running_mean.push_back(drm.to(kCpu)), o.running_var.push_back(drv.to(kCpu));
+    o.mean.push_back(mean), o.invstd.push_back(invstd);
+    sums.push_back(Tensor::full(Shape{2, c}, -7.0, DType::f32, device));
+    dgs.push_back(Tensor::full(Shape{c}, -7.0, DType::f32, device));
+    dbs.push_back(Tensor::full(Shape{c}, -7.0, DType::f32, device));
+    run_op(OpKind::BatchNormBackwardReduce, {tv(xs[r]), tv(mean), tv(invstd), tv(dys[r])},
+           {tv(sums[r]), tv(dgs[r]), tv(dbs[r])}, {}, nullptr, "test/sync_bn");
+  }
+  const Tensor sum_total = host_sum(sums).to(device);
+  for (int r = 0; r < ranks; ++r) {
+    Tensor dx = Tensor::full(xs[r].shape(), -7.0, DType::f32, device);
+    run_op(OpKind::BatchNormBackwardApply,
+           {tv(xs[r]), tv(gamma.to(device)), tv(o.mean[r]), tv(o.invstd[r]), tv(dys[r]), tv(sum_total), tv(total)},
+           {tv(dx)}, {}, nullptr, "test/sync_bn");
+    dxs.push_back(dx.to(kCpu));
+  }
+  auto join = [&](const std::vector<Tensor>& parts) {
+    std::vector<float> all;
+    for (const Tensor& t : parts) {
+      const std::vector<float> v = t.to_vector<float>();
+      all.insert(all.end(), v.begin(), v.end());
+    }
+    return Tensor::from_vector(all, x.shape());
+  };
+  o.y = join(ys), o.dx = join(dxs), o.dgamma = host_sum(dgs), o.dbeta = host_sum(dbs);
+  return o;
+}
+
+// N ranks that add up their statistics (and their backward sums) normalise exactly as plain
+// batch norm over the whole batch: y, dx, the running statistics on every rank, and dgamma/dbeta
+// summed over the ranks. On the CPU reference and on CUDA.
+void expect_sync_equals_plain(Device device) {
+  for (Shape s : {Shape{12, 5}, Shape{6, 3, 5, 4}, Shape{4, 2, 7, 3}, Shape{12, 1}}) {
+    const int64_t c = s[1];
+    // An offset far from zero: the sums about the running mean do not cancel.
+    Tensor x = random_tensor(s, 60 + s.numel(), 20, 24), dy = random_tensor(s, 61 + s.numel());
+    Tensor gamma = random_tensor(Shape{c}, 62, 0.5, 1.5), beta = random_tensor(Shape{c}, 63);
+    Tensor rm = random_tensor(Shape{c}, 64, 21, 23), rv = random_tensor(Shape{c}, 65, 0.5, 2);
+    const BnOut plain = bn_train(x, gamma, beta, rm, rv, kCpu);
+    const GradOut grad = bn_backward(x, gamma, plain.mean, plain.invstd, dy, kCpu);
+    for (int ranks : {1, 2, 3}) {
+      if (s[0] % ranks != 0) continue;
+      SCOPED_TRACE(s.str() + " on " + device.str() + ", " + std::to_string(ranks) + " rank(s)");
+      const SyncOut o = sync_bn(x, gamma, beta, rm, rv, dy, ranks, device);
+      EXPECT_TRUE(all_close(o.y, plain.y, 1e-5, 1e-4)) << "y";
+      EXPECT_TRUE(all_close(o.dx, grad.dx, 1e-5, 1e-4)) << "dx";
+      EXPECT_TRUE(all_close(o.dgamma, grad.dgamma, 1e-4, 1e-4)) << "dgamma";
+      EXPECT_TRUE(all_close(o.dbeta, grad.dbeta, 1e-4, 1e-4)) << "dbeta";
+      for (int r = 0; r < ranks; ++r) {
+        EXPECT_TRUE(all_close(o.running_mean[r], plain.running_mean, 1e-5, 1e-5)) << "running_mean, rank " << r;
+        EXPECT_TRUE(all_close(o.running_var[r], plain.running_var, 1e-5, 1e-5)) << "running_var, rank " << r;
+      }
+    }
+  }
+}
+
+TEST(SyncBatchNormCpu, RanksAddingTheirSumsNormaliseAsOneBatch) { expect_sync_equals_plain(kCpu); }
+
+TEST(SyncBatchNormCuda, RanksAddingTheirSumsNormaliseAsOneBatch) {
+  CUDL_REQUIRE_CUDA();
+  expect_sync_equals_plain(Device::cuda());
+}
+
+TEST(SyncBatchNormCpu, BadArgumentsNameOpAndShapes) {
+  Tensor x = random_tensor(Shape{4, 3, 2}, 70), stats = Tensor::zeros(Shape{3, 3});
+  Tensor bad_shift = Tensor::zeros(Shape{4}), bad_stats = Tensor::zeros(Shape{2, 3});
+  expect_error(
+      [&] {
+        run_op(OpKind::BatchNormStats, {tv(x), tv(bad_shift)}, {tv(stats)}, {}, nullptr, "t/s");
+      },
+      {"BatchNormStats", "t/s", "shift", "(3,)", "(4,)"});
+  expect_error(
+      [&] {
+        run_op(OpKind::BatchNormStats, {tv(x), TensorView{}}, {tv(bad_stats)}, {}, nullptr, "t/s");
+      },
+      {"BatchNormStats", "stats", "(3, 3)", "(2, 3)"});
+  Tensor x16 = Tensor::zeros(Shape{4, 3, 2}, DType::bf16);
+  expect_error(
+      [&] {
+        run_op(OpKind::BatchNormStats, {tv(x16), TensorView{}}, {tv(stats)}, {}, nullptr, "t/s");
+      },
+      {"BatchNormStats", "bf16"});
+}
+
 namespace {
 /// CUDA vs CPU for a layer-norm tensor: f32 within (atol, rtol); bf16 / f16 within 1 ulp and at least
 /// 95% bitwise equal (close_16bit), or within 1e-5 of the tensor's largest magnitude where y or dx

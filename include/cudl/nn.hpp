@@ -207,7 +207,12 @@ CUDL_API LayerPtr GlobalAvgPool(const std::string& name = "");
 /// updated with `momentum`), running statistics for evaluation and prediction. Frozen
 /// (set_trainable(false) before compile, as Keras's trainable=False) it runs in inference mode in
 /// training too: running statistics, not updated, and gradients still pass to the layers below.
-CUDL_API LayerPtr BatchNorm(float momentum = 0.1f, float eps = 1e-5f, const std::string& name = "");
+/// `synchronized` (Keras's SyncBatchNormalization): in data-parallel training the batch statistics
+/// are those of the global batch, every rank's rows (the per-rank sums all-reduced inside the step,
+/// and the backward pass's sums too), so N ranks normalise as one device would; on one device it
+/// is plain batch norm. f32 activations only (docs/distributed.md).
+CUDL_API LayerPtr BatchNorm(float momentum = 0.1f, float eps = 1e-5f, const std::string& name = "",
+                            bool synchronized = false);
 CUDL_API LayerPtr LayerNorm(float eps = 1e-5f, const std::string& name = "");
 CUDL_API LayerPtr Dropout(float rate, const std::string& name = "");
 CUDL_API LayerPtr Flatten(const std::string& name = "");

@@ -423,7 +423,8 @@ PYBIND11_MODULE(_cudl, m) {
   m.def("avg_pool2d", &layers::AvgPool2d, py::arg("kernel"), py::arg("stride") = 0, py::arg("padding") = 0,
         py::arg("name") = "");
   m.def("global_avg_pool", &layers::GlobalAvgPool, py::arg("name") = "");
-  m.def("batch_norm", &layers::BatchNorm, py::arg("momentum") = 0.1f, py::arg("eps") = 1e-5f, py::arg("name") = "");
+  m.def("batch_norm", &layers::BatchNorm, py::arg("momentum") = 0.1f, py::arg("eps") = 1e-5f, py::arg("name") = "",
+        py::arg("synchronized") = false);
   m.def("layer_norm", &layers::LayerNorm, py::arg("eps") = 1e-5f, py::arg("name") = "");
   m.def("dropout", &layers::Dropout, py::arg("rate"), py::arg("name") = "");
   m.def("flatten", &layers::Flatten, py::arg("name") = "");

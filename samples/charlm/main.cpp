@@ -10,6 +10,7 @@
 
 #include "../common/sample_util.hpp"
 #include "charlm.hpp"
+#include "cudl/checkpoint.hpp"
 #include "cudl/cudl.hpp"
 
 namespace {
@@ -18,11 +19,12 @@ constexpr const char* kProgram = "cudl-charlm";
 
 struct Args {
   std::string device = "auto", data = "/usr/share/dict/american-english";
-  std::string csv = "charlm-history.csv", plot = "charlm-history.png";
+  std::string csv = "charlm-history.csv", plot = "charlm-history.png", save;
   std::string precision;  // "": cudl::default_precision()
   int64_t steps = 3000, batch = 64, log_every = 100, samples = 20, limit = 0;
   double lr = 3e-3, weight_decay = 0.01;
   uint64_t seed = 1;
+  int devices = 1;  // > 1: data-parallel over CUDA devices 0 .. devices-1 (ranks as threads)
   charlm::Config model;
 };
 
@@ -33,7 +35,7 @@ const char* kHelp =
     "by a boundary token and split 90/10 by a seeded shuffle. Each step trains on random windows of\n"
     "the training token stream (the next character at every position).\n"
     "  --steps N                training steps (default 3000)\n"
-    "  --batch-size B           windows per step (default 64)\n"
+    "  --batch-size B           windows per step (default 64); data-parallel, the global batch\n"
     "  --lr X                   AdamW learning rate, cosine-decayed to 0 over the steps (default 3e-3)\n"
     "  --weight-decay X         AdamW decoupled weight decay (default 0.01)\n"
     "  --context T              window length (default 16)\n"
@@ -41,6 +43,10 @@ const char* kHelp =
     "  --heads H                attention heads (default 4; must divide --dim)\n"
     "  --blocks N               pre-LayerNorm Transformer blocks (default 2)\n"
     "  --device auto|cuda|cpu   auto: the GPU when one works, else the CPU backend (default auto)\n"
+    "  --devices N              data-parallel training on CUDA devices 0..N-1 (default 1): every\n"
+    "                           rank draws the same global batch and trains on its 1/N of it\n"
+    "  (ranks as processes: under scripts/cudlrun -n N, torchrun or a cluster launcher the program\n"
+    "   joins the job from RANK/WORLD_SIZE/...; each trains on cuda:LOCAL_RANK, rank 0 prints)\n"
     "  --data FILE              word list, one word per line (default /usr/share/dict/american-english)\n"
     "  --limit N                use only N words (after the shuffle; for quick runs)\n"
     "  --seed S                 seed for initialisation, training windows and sampling (default 1)\n"
@@ -48,6 +54,7 @@ const char* kHelp =
     "                           16-bit activations (default f32, or tf32 when CUDL_ALLOW_TF32=1)\n"
     "  --log-every N            steps per progress line and history row (default 100)\n"
     "  --samples N              words to sample at the end (default 20)\n"
+    "  --save FILE              write a checkpoint after training\n"
     "  --csv FILE / --plot FILE history as CSV / PNG plot (gnuplot); '' disables\n";
 
 Args parse(int argc, char** argv) {
@@ -69,6 +76,8 @@ Args parse(int argc, char** argv) {
     else if (k == "--heads") a.model.heads = sample::parse_int(kProgram, k, v, 1, 1024);
     else if (k == "--blocks") a.model.blocks = sample::parse_int(kProgram, k, v, 0, 1024);
     else if (k == "--device") a.device = v;
+    else if (k == "--devices") a.devices = static_cast<int>(sample::parse_int(kProgram, k, v, 1, 64));
+    else if (k == "--save") a.save = v;
     else if (k == "--data") a.data = v;
     else if (k == "--limit") a.limit = sample::parse_int(kProgram, k, v, 20, int64_t{1} << 40);
     else if (k == "--seed") a.seed = static_cast<uint64_t>(sample::parse_int(kProgram, k, v, 0, INT64_MAX));
@@ -85,6 +94,7 @@ Args parse(int argc, char** argv) {
                                       std::to_string(a.model.dim));
   if (a.device != "auto" && a.device != "cpu" && a.device.rfind("cuda", 0) != 0)
     sample::usage_error(kProgram, "--device must be auto, cuda or cpu, got '" + a.device + "'");
+  sample::check_devices(kProgram, a.devices, a.device, a.batch);
   return a;
 }
 
@@ -140,6 +150,7 @@ std::vector<std::string> sample_words(cudl::Model& model, int64_t n, int64_t con
 
 int main(int argc, char** argv) {
   const Args a = parse(argc, argv);
+  sample::require_writable(kProgram, "--save", a.save);
   sample::require_writable(kProgram, "--csv", a.csv);
   if (!a.csv.empty()) sample::require_writable(kProgram, "--plot", a.plot);
   try {
@@ -158,51 +169,80 @@ int main(int argc, char** argv) {
     const std::vector<int32_t> train = charlm::token_stream(split.train), test = charlm::token_stream(split.test);
     if (static_cast<int64_t>(train.size()) <= a.model.context || static_cast<int64_t>(test.size()) <= a.model.context)
       throw cudl::Error("too few words for windows of " + std::to_string(a.model.context) + " tokens");
-    std::printf("words: %zu train, %zu test; tokens: %zu train, %zu test\n", split.train.size(), split.test.size(),
-                train.size(), test.size());
-    const cudl::Device device = sample::pick_device(kProgram, a.device);
-    cudl::Model model = charlm::build(a.model);
-    cudl::CompileOptions opt;
-    opt.optimizer = cudl::optim::AdamW(a.lr, a.weight_decay);
-    opt.loss = "sparse_categorical_crossentropy";
-    opt.device = device;
-    opt.seed = a.seed;
-    if (!a.precision.empty()) opt.precision = cudl::parse_precision(a.precision);
-    model.compile(opt);
-    std::printf("%s", model.summary().c_str());
+    // One rank (comm null: the single device) or rank comm->rank() of a data-parallel run: every
+    // rank draws the same global batch (the same seeded windows) and trains on its rows of it, so
+    // the averaged gradient is the global batch's; only rank 0 prints and writes.
+    auto train_rank = [&](const std::shared_ptr<cudl::distributed::Communicator>& comm) {
+      const bool lead = !comm || comm->rank() == 0;
+      if (lead)
+        std::printf("words: %zu train, %zu test; tokens: %zu train, %zu test\n", split.train.size(),
+                    split.test.size(), train.size(), test.size());
+      const cudl::Device device = comm ? comm->device() : sample::pick_device(kProgram, a.device);
+      cudl::Model model = charlm::build(a.model);
+      cudl::CompileOptions opt;
+      opt.optimizer = cudl::optim::AdamW(a.lr, a.weight_decay);
+      opt.loss = "sparse_categorical_crossentropy";
+      opt.device = device;
+      opt.seed = a.seed;
+      opt.communicator = comm;
+      if (!a.precision.empty()) opt.precision = cudl::parse_precision(a.precision);
+      model.compile(opt);
+      if (lead) std::printf("%s", model.summary().c_str());
 
-    charlm::SplitMix64 rng(a.seed);
-    cudl::History history;
-    double interval_loss = 0;
-    const auto t0 = std::chrono::steady_clock::now();
-    for (int64_t step = 0; step < a.steps; ++step) {
-      model.set_learning_rate(charlm::learning_rate(a.lr, a.steps, step));
-      const auto [x, y] = charlm::training_batch(train, a.model.context, a.batch, rng);
-      const bool log = (step + 1) % a.log_every == 0 || step + 1 == a.steps;
-      model.train_on_batch(x, y, false);
-      interval_loss += model.last_batch_logs().at("loss");
-      if (log) {
-        const int64_t n = (step % a.log_every) + 1;
-        history.metrics["loss"].push_back(interval_loss / n);
-        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        std::printf("\rstep %lld/%lld  loss %.4f  lr %.2e  %.1f s  %.2f ms/step", static_cast<long long>(step + 1),
-                    static_cast<long long>(a.steps), interval_loss / n, model.learning_rate(), s,
-                    1000 * s / static_cast<double>(step + 1));
-        std::fflush(stdout);
-        interval_loss = 0;
+      charlm::SplitMix64 rng(a.seed);
+      cudl::History history;
+      double interval_loss = 0;
+      // The ranks' interval losses are averaged through this (one all-reduce per log line).
+      cudl::Tensor loss_sum = comm ? cudl::Tensor::zeros(cudl::Shape{1}, cudl::DType::f32, device) : cudl::Tensor();
+      const auto t0 = std::chrono::steady_clock::now();
+      for (int64_t step = 0; step < a.steps; ++step) {
+        model.set_learning_rate(charlm::learning_rate(a.lr, a.steps, step));
+        const auto [x, y] = charlm::training_batch(train, a.model.context, a.batch, rng);
+        const bool log = (step + 1) % a.log_every == 0 || step + 1 == a.steps;
+        const cudl::Tensor xr = sample::rank_rows(x, comm), yr = sample::rank_rows(y, comm);
+        if (comm && lead && step == 0)
+          std::printf("each rank trains on %lld of the %lld windows of a step\n",
+                      static_cast<long long>(xr.shape()[0]), static_cast<long long>(a.batch));
+        model.train_on_batch(xr, yr, false);
+        interval_loss += model.last_batch_logs().at("loss");
+        if (log) {
+          if (comm) {
+            loss_sum.fill(interval_loss);
+            comm->all_reduce(loss_sum, /*average=*/true);
+            interval_loss = loss_sum.item();
+          }
+          const int64_t n = (step % a.log_every) + 1;
+          history.metrics["loss"].push_back(interval_loss / n);
+          const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+          if (lead) {
+            std::printf("\rstep %lld/%lld  loss %.4f  lr %.2e  %.1f s  %.2f ms/step", static_cast<long long>(step + 1),
+                        static_cast<long long>(a.steps), interval_loss / n, model.learning_rate(), s,
+                        1000 * s / static_cast<double>(step + 1));
+            std::fflush(stdout);
+          }
+          interval_loss = 0;
+        }
       }
-    }
-    const double train_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::printf("\ntraining: %.1f s (%.2f ms/step)\n", train_s, 1000 * train_s / static_cast<double>(a.steps));
-    if (!a.csv.empty()) {
-      if (!sample::write_file_atomically(a.csv, sample::history_csv(history, "step", a.log_every)))
-        throw cudl::Error(std::string("cannot write ") + a.csv + ": " + std::strerror(errno));
-      std::printf("history: %s\n", a.csv.c_str());
-      if (!a.plot.empty()) std::printf("%s\n", sample::plot_history(a.csv, a.plot, {{"loss"}}, "step").c_str());
-    }
-    const cudl::EvalResult r = model.evaluate(charlm::windows(test, a.model.context), 256);
-    std::printf("test loss %.4f nats/char\n", r.metrics.at("loss"));
-    for (const std::string& w : sample_words(model, a.samples, a.model.context, a.seed)) std::printf("%s\n", w.c_str());
+      const double train_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      if (lead) std::printf("\ntraining: %.1f s (%.2f ms/step)\n", train_s, 1000 * train_s / static_cast<double>(a.steps));
+      if (lead && !a.csv.empty()) {
+        if (!sample::write_file_atomically(a.csv, sample::history_csv(history, "step", a.log_every)))
+          throw cudl::Error(std::string("cannot write ") + a.csv + ": " + std::strerror(errno));
+        std::printf("history: %s\n", a.csv.c_str());
+        if (!a.plot.empty()) std::printf("%s\n", sample::plot_history(a.csv, a.plot, {{"loss"}}, "step").c_str());
+      }
+      if (!a.save.empty()) {
+        cudl::save_checkpoint(model, a.save);  // rank 0 writes
+        if (lead) std::printf("checkpoint: %s\n", a.save.c_str());
+      }
+      const cudl::EvalResult r = model.evaluate(charlm::windows(test, a.model.context), 256);
+      const std::vector<std::string> words = sample_words(model, a.samples, a.model.context, a.seed);
+      if (lead) {
+        std::printf("test loss %.4f nats/char\n", r.metrics.at("loss"));
+        for (const std::string& w : words) std::printf("%s\n", w.c_str());
+      }
+    };
+    sample::run_ranks(kProgram, a.devices, a.device, a.batch, train_rank);
     return 0;
   } catch (const cudl::Error& e) {
     std::fprintf(stderr, "%s: %s\n", kProgram, e.what());

@@ -21,6 +21,7 @@
 #include "cudl/checkpoint.hpp"
 #include "cudl/data.hpp"
 #include "cudl/device.hpp"
+#include "cudl/distributed.hpp"
 #include "cudl/error.hpp"
 #include "cudl/model.hpp"
 
@@ -125,6 +126,60 @@ inline bool write_file_atomically(const std::string& path, const std::string& te
     return false;
   }
   return true;
+}
+
+/// --devices N's checks for the samples that train data-parallel: N > 1 ranks as threads need CUDA
+/// devices and a global batch that N ranks split evenly (usage errors naming both values).
+inline void check_devices(const char* program, int devices, const std::string& device, int64_t batch) {
+  if (devices > 1 && device == "cpu")
+    usage_error(program, "--devices " + std::to_string(devices) + " needs CUDA devices, not --device cpu");
+  if (devices > 1 && batch % devices != 0)
+    usage_error(program, "--batch-size " + std::to_string(batch) + " must be a multiple of --devices " +
+                             std::to_string(devices));
+}
+
+/// Runs train_rank once per rank of this process: as one rank of a job a launcher started (RANK
+/// and WORLD_SIZE set: scripts/cudlrun, torchrun, srun, mpirun), on cuda:LOCAL_RANK; as `devices`
+/// ranks on host threads of this process (devices > 1), on CUDA devices 0 .. devices-1; or alone
+/// (train_rank(nullptr), the sample picks its device from --device). `batch` is the global batch
+/// and must split evenly over the ranks; the line saying how the job runs is printed by rank 0.
+inline void run_ranks(const char* program, int devices, const std::string& device, int64_t batch,
+                      const std::function<void(const std::shared_ptr<cudl::distributed::Communicator>&)>& train_rank) {
+  if (cudl::distributed::launched()) {
+    if (devices > 1)
+      usage_error(program, "--devices " + std::to_string(devices) +
+                               " (ranks as threads) cannot be combined with a launcher's RANK/WORLD_SIZE (ranks as "
+                               "processes)");
+    if (device == "cpu")
+      usage_error(program, "ranks as processes (RANK/WORLD_SIZE set) need CUDA devices, not --device cpu");
+    const cudl::distributed::LaunchEnv env = cudl::distributed::launch_env();
+    if (batch % env.world_size != 0)
+      usage_error(program, "--batch-size " + std::to_string(batch) +
+                               " must be a multiple of WORLD_SIZE=" + std::to_string(env.world_size));
+    std::shared_ptr<cudl::distributed::Communicator> comm = cudl::distributed::init(env);
+    if (comm->rank() == 0)
+      std::printf("data-parallel over %d processes (ranks as processes, rank 0 on %s), global batch %lld\n",
+                  comm->size(), comm->device().str().c_str(), static_cast<long long>(batch));
+    train_rank(comm);
+  } else if (devices > 1) {
+    std::printf("data-parallel on %d CUDA devices (ranks as threads), global batch %lld\n", devices,
+                static_cast<long long>(batch));
+    cudl::distributed::World(devices).run(train_rank);
+  } else {
+    train_rank(nullptr);
+  }
+}
+
+/// The rows [r * B/N, (r + 1) * B/N) of a global batch of B rows that rank r of N trains on (the
+/// sharded sampler's rule, for samples that draw their own batches); the whole batch without comm.
+inline cudl::Tensor rank_rows(const cudl::Tensor& global,
+                              const std::shared_ptr<cudl::distributed::Communicator>& comm) {
+  if (!comm) return global;
+  std::vector<int64_t> dims = global.shape().dims();
+  const int64_t b = dims[0] / comm->size();
+  const size_t row_bytes = global.nbytes() / static_cast<size_t>(dims[0]);
+  dims[0] = b;
+  return global.view_bytes(static_cast<size_t>(comm->rank() * b) * row_bytes, cudl::Shape(dims), global.dtype());
 }
 
 /// The device named by --device (auto|cpu|cuda[:N]), saying on stdout which one runs and why; a

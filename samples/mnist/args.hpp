@@ -133,11 +133,7 @@ inline Args parse(int argc, const char* const* argv) {
     usage_error("--dataset must be mnist or fashion, got '" + a.dataset + "'");
   if (a.device != "auto" && a.device != "cpu" && a.device.rfind("cuda", 0) != 0)
     usage_error("--device must be auto, cuda or cpu, got '" + a.device + "'");
-  if (a.devices > 1 && a.device == "cpu")
-    usage_error("--devices " + std::to_string(a.devices) + " needs CUDA devices, not --device cpu");
-  if (a.devices > 1 && a.batch % a.devices != 0)
-    usage_error("--batch-size " + std::to_string(a.batch) + " must be a multiple of --devices " +
-                std::to_string(a.devices));
+  sample::check_devices(kProgram, a.devices, a.device, a.batch);
   if (a.data.empty()) a.data = "data/" + a.dataset;
   if (a.lr == 0) a.lr = a.model == "cnn" ? 2e-3 : 1e-3;
   return a;

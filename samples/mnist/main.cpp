@@ -75,29 +75,7 @@ int main(int argc, char** argv) {
       if (a.profile && lead)
         std::printf("\nper-op profile (%s):\n%s", device.str().c_str(), model.profile_table().c_str());
     };
-    if (cudl::distributed::launched()) {  // one rank of a job started by cudlrun, torchrun, srun, mpirun
-      if (a.devices > 1)
-        mnist::usage_error(
-            "--devices " + std::to_string(a.devices) +
-            " (ranks as threads) cannot be combined with a launcher's RANK/WORLD_SIZE (ranks as processes)");
-      if (a.device == "cpu")
-        mnist::usage_error("ranks as processes (RANK/WORLD_SIZE set) need CUDA devices, not --device cpu");
-      const cudl::distributed::LaunchEnv env = cudl::distributed::launch_env();
-      if (a.batch % env.world_size != 0)
-        mnist::usage_error("--batch-size " + std::to_string(a.batch) +
-                           " must be a multiple of WORLD_SIZE=" + std::to_string(env.world_size));
-      std::shared_ptr<cudl::distributed::Communicator> comm = cudl::distributed::init(env);
-      if (comm->rank() == 0)
-        std::printf("data-parallel over %d processes (ranks as processes, rank 0 on %s), global batch %lld\n",
-                    comm->size(), comm->device().str().c_str(), static_cast<long long>(a.batch));
-      train_rank(comm);
-    } else if (a.devices > 1) {
-      std::printf("data-parallel on %d CUDA devices (ranks as threads), global batch %lld\n", a.devices,
-                  static_cast<long long>(a.batch));
-      cudl::distributed::World(a.devices).run(train_rank);
-    } else {
-      train_rank(nullptr);
-    }
+    sample::run_ranks(mnist::kProgram, a.devices, a.device, a.batch, train_rank);
     return 0;
   } catch (const cudl::Error& e) {
     std::fprintf(stderr, "cudl-mnist: %s\n", e.what());

@@ -2,6 +2,7 @@
 // batch norm (train with batch statistics and running averages, inference, backward), layer norm.
 #include "ops/norm.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -14,7 +15,10 @@ namespace cudl {
 namespace {
 
 // x (N, C, S): channel c of sample n is the contiguous row x + (n * C + c) * S.
-inline int64_t bn_row(const ops::BatchNormArgs& p, int64_t n, int64_t c) { return (n * p.c + c) * p.spatial; }
+template <typename Args>
+inline int64_t bn_row(const Args& p, int64_t n, int64_t c) {
+  return (n * p.c + c) * p.spatial;
+}
 
 // Per-channel sums are taken in double in kLanes partial sums: element s of every row goes to
 // lane s % kLanes, and the lanes are added pairwise at the end. The order is fixed (it depends
@@ -36,6 +40,58 @@ template <typename Fn>
   for (; s + kLanes <= n; s += kLanes)
     for (int j = 0; j < kLanes; ++j) fn(j, s + j);
   for (int j = 0; s < n; ++s, ++j) fn(j, s);
+}
+
+/// y = (x - mean) invstd g + b over channel c's rows.
+template <typename Args>
+void normalize_channel(const Args& p, const float* x, float* y, int64_t c, double mean, double invstd, double g,
+                       double b) {
+  for (int64_t n = 0; n < p.n; ++n) {
+    const float* xr = x + bn_row(p, n, c);
+    float* yr = y + bn_row(p, n, c);
+    for (int64_t s = 0; s < p.spatial; ++s) yr[s] = static_cast<float>((xr[s] - mean) * invstd * g + b);
+  }
+}
+
+/// Channel c's running statistics: r = (1 - momentum) r + momentum * batch.
+inline void update_running(const TensorView& running_mean, const TensorView& running_var, int64_t c, double momentum,
+                           double mean, double unbiased_var) {
+  float* rm = running_mean.as<float>();
+  float* rv = running_var.as<float>();
+  rm[c] = static_cast<float>((1 - momentum) * rm[c] + momentum * mean);
+  rv[c] = static_cast<float>((1 - momentum) * rv[c] + momentum * unbiased_var);
+}
+
+/// Channel c's sums of dy and of dy * xhat, xhat = (x - mu) is.
+template <typename Args>
+void channel_dy_sums(const Args& p, const float* x, const float* dy, int64_t c, double mu, double is, double* sum_dy,
+                     double* sum_dy_xhat) {
+  LaneSum dy_lanes, dy_xhat_lanes;
+  for (int64_t n = 0; n < p.n; ++n) {
+    const float* xr = x + bn_row(p, n, c);
+    const float* dyr = dy + bn_row(p, n, c);
+    // Two loops over the row (still in L1 for the second): GCC 12 vectorises neither sum
+    // when both are in one loop.
+    for_each_lane(p.spatial, [&](int j, int64_t s) { dy_lanes.lane[j] += dyr[s]; });
+    for_each_lane(p.spatial, [&](int j, int64_t s) { dy_xhat_lanes.lane[j] += dyr[s] * ((xr[s] - mu) * is); });
+  }
+  *sum_dy = dy_lanes.total();
+  *sum_dy_xhat = dy_xhat_lanes.total();
+}
+
+/// Channel c's dx = k (dy - mean_dy - xhat mean_dy_xhat), xhat = (x - mu) is.
+template <typename Args>
+void channel_dx(const Args& p, const float* x, const float* dy, float* dx, int64_t c, double mu, double is, double k,
+                double mean_dy, double mean_dy_xhat) {
+  for (int64_t n = 0; n < p.n; ++n) {
+    const float* xr = x + bn_row(p, n, c);
+    const float* dyr = dy + bn_row(p, n, c);
+    float* dxr = dx + bn_row(p, n, c);
+    for (int64_t s = 0; s < p.spatial; ++s) {
+      const double xhat = (xr[s] - mu) * is;
+      dxr[s] = static_cast<float>(k * (dyr[s] - mean_dy - xhat * mean_dy_xhat));
+    }
+  }
 }
 
 // Batch statistics per channel (two passes, double), normalisation, running-stat update:
@@ -68,23 +124,12 @@ void batch_norm_train(const OpCall& call) {
       const double sq = sq_lanes.total();
       const double var = sq / m;
       const double invstd = 1 / std::sqrt(var + p.eps);
-      const double g = gamma ? gamma[c] : 1.0, b = beta ? beta[c] : 0.0;
-      for (int64_t n = 0; n < p.n; ++n) {
-        const float* xr = x + bn_row(p, n, c);
-        float* yr = y + bn_row(p, n, c);
-        for (int64_t s = 0; s < p.spatial; ++s) yr[s] = static_cast<float>((xr[s] - mean) * invstd * g + b);
-      }
+      normalize_channel(p, x, y, c, mean, invstd, gamma ? gamma[c] : 1.0, beta ? beta[c] : 0.0);
       if (p.has_saved) {
         p.saved_mean.as<float>()[c] = static_cast<float>(mean);
         p.saved_invstd.as<float>()[c] = static_cast<float>(invstd);
       }
-      if (p.has_running) {
-        float* rm = p.running_mean.as<float>();
-        float* rv = p.running_var.as<float>();
-        const double unbiased = m > 1 ? sq / (m - 1) : 0.0;
-        rm[c] = static_cast<float>((1 - p.momentum) * rm[c] + p.momentum * mean);
-        rv[c] = static_cast<float>((1 - p.momentum) * rv[c] + p.momentum * unbiased);
-      }
+      if (p.has_running) update_running(p.running_mean, p.running_var, c, p.momentum, mean, m > 1 ? sq / (m - 1) : 0.0);
     }
   });
 }
@@ -99,13 +144,7 @@ void batch_norm_inference(const OpCall& call) {
   float* y = p.y.as<float>();
   for (int64_t c = 0; c < p.c; ++c) {
     const double invstd = 1 / std::sqrt(static_cast<double>(rv[c]) + p.eps);
-    const double g = gamma ? gamma[c] : 1.0, b = beta ? beta[c] : 0.0;
-    const double mean = rm[c];
-    for (int64_t n = 0; n < p.n; ++n) {
-      const float* xr = x + bn_row(p, n, c);
-      float* yr = y + bn_row(p, n, c);
-      for (int64_t s = 0; s < p.spatial; ++s) yr[s] = static_cast<float>((xr[s] - mean) * invstd * g + b);
-    }
+    normalize_channel(p, x, y, c, rm[c], invstd, gamma ? gamma[c] : 1.0, beta ? beta[c] : 0.0);
   }
 }
 
@@ -140,35 +179,104 @@ void batch_norm_backward(const OpCall& call) {
   parallel_for(p.c, cpu_thread_count(), [&](int64_t c_begin, int64_t c_end, int) {
     for (int64_t c = c_begin; c < c_end; ++c) {
       const double mu = mean[c], is = invstd[c];
-      LaneSum dy_lanes, dy_xhat_lanes;
-      for (int64_t n = 0; n < p.n; ++n) {
-        const float* xr = x + bn_row(p, n, c);
-        const float* dyr = dy + bn_row(p, n, c);
-        // Two loops over the row (still in L1 for the second): GCC 12 vectorises neither sum
-        // when both are in one loop.
-        for_each_lane(p.spatial, [&](int j, int64_t s) { dy_lanes.lane[j] += dyr[s]; });
-        for_each_lane(p.spatial, [&](int j, int64_t s) { dy_xhat_lanes.lane[j] += dyr[s] * ((xr[s] - mu) * is); });
-      }
-      const double sum_dy = dy_lanes.total(), sum_dy_xhat = dy_xhat_lanes.total();
+      double sum_dy, sum_dy_xhat;
+      channel_dy_sums(p, x, dy, c, mu, is, &sum_dy, &sum_dy_xhat);
       if (p.has_dgamma) p.dgamma.as<float>()[c] = static_cast<float>(sum_dy_xhat);
       if (p.has_dbeta) p.dbeta.as<float>()[c] = static_cast<float>(sum_dy);
       if (p.has_dx) {
         const double k = (gamma ? gamma[c] : 1.0) * is;
         // Both means hoisted: xhat * (sum_dy_xhat / M) differs from (xhat * sum_dy_xhat) / M by an
         // ulp of a double, invisible in the float result, and saves a division per element.
-        const double mean_dy = sum_dy / m, mean_dy_xhat = sum_dy_xhat / m;
-        for (int64_t n = 0; n < p.n; ++n) {
-          const float* xr = x + bn_row(p, n, c);
-          const float* dyr = dy + bn_row(p, n, c);
-          float* dxr = p.dx.as<float>() + bn_row(p, n, c);
-          for (int64_t s = 0; s < p.spatial; ++s) {
-            const double xhat = (xr[s] - mu) * is;
-            dxr[s] = static_cast<float>(k * (dyr[s] - mean_dy - xhat * mean_dy_xhat));
-          }
-        }
+        channel_dx(p, x, dy, p.dx.as<float>(), c, mu, is, k, sum_dy / m, sum_dy_xhat / m);
       }
     }
   });
+}
+
+// ---- synchronised batch norm: this rank's sums, the normalisation from all ranks' sums ----
+
+// stats = (sum(x - k), sum((x - k)^2), M) per channel, in double lanes as batch_norm_train's sums.
+void batch_norm_stats(const OpCall& call) {
+  const ops::SyncBatchNormArgs p = ops::check_sync_batch_norm_call(call);
+  const float* x = p.x.as<float>();
+  const float* shift = p.shift.as<float>();
+  float* stats = p.stats.as<float>();
+  parallel_for(p.c, cpu_thread_count(), [&](int64_t c_begin, int64_t c_end, int) {
+    for (int64_t c = c_begin; c < c_end; ++c) {
+      const double k = shift ? shift[c] : 0.0;
+      LaneSum sum, sq;
+      for (int64_t n = 0; n < p.n; ++n) {
+        const float* xr = x + bn_row(p, n, c);
+        for_each_lane(p.spatial, [&](int j, int64_t s) {
+          const double d = xr[s] - k;
+          sum.lane[j] += d;
+          sq.lane[j] += d * d;
+        });
+      }
+      stats[c] = static_cast<float>(sum.total());
+      stats[p.c + c] = static_cast<float>(sq.total());
+      stats[2 * p.c + c] = static_cast<float>(p.per_channel());
+    }
+  });
+}
+
+// batch_norm_train's normalisation and running-stat update with the statistics of `stats`.
+void batch_norm_apply(const OpCall& call) {
+  const ops::SyncBatchNormArgs p = ops::check_sync_batch_norm_call(call);
+  const float* x = p.x.as<float>();
+  const float* gamma = p.gamma.as<float>();
+  const float* beta = p.beta.as<float>();
+  const float* stats = p.stats.as<float>();
+  const float* shift = p.shift.as<float>();
+  float* y = p.y.as<float>();
+  for (int64_t c = 0; c < p.c; ++c) {
+    const double m = stats[2 * p.c + c], d = stats[c] / m;
+    const double mean = (shift ? shift[c] : 0.0) + d;  // read before running_mean (maybe the shift) changes
+    const double var = std::max(0.0, stats[p.c + c] / m - d * d);
+    const double invstd = 1 / std::sqrt(var + p.eps);
+    normalize_channel(p, x, y, c, mean, invstd, gamma ? gamma[c] : 1.0, beta ? beta[c] : 0.0);
+    if (p.saved_mean.defined()) {
+      p.saved_mean.as<float>()[c] = static_cast<float>(mean);
+      p.saved_invstd.as<float>()[c] = static_cast<float>(invstd);
+    }
+    if (p.running_mean.defined())
+      update_running(p.running_mean, p.running_var, c, p.momentum, mean, m > 1 ? var * m / (m - 1) : 0.0);
+  }
+}
+
+// sums = (sum dy, sum dy xhat) over this rank's rows; dgamma / dbeta the same sums.
+void batch_norm_backward_reduce(const OpCall& call) {
+  const ops::SyncBatchNormArgs p = ops::check_sync_batch_norm_call(call);
+  const float* x = p.x.as<float>();
+  const float* mean = p.saved_mean.as<float>();
+  const float* invstd = p.saved_invstd.as<float>();
+  const float* dy = p.dy.as<float>();
+  float* sums = p.sums.as<float>();
+  for (int64_t c = 0; c < p.c; ++c) {
+    double sum_dy, sum_dy_xhat;
+    channel_dy_sums(p, x, dy, c, mean[c], invstd[c], &sum_dy, &sum_dy_xhat);
+    sums[c] = static_cast<float>(sum_dy);
+    sums[p.c + c] = static_cast<float>(sum_dy_xhat);
+    if (p.dgamma.defined()) p.dgamma.as<float>()[c] = sums[p.c + c];
+    if (p.dbeta.defined()) p.dbeta.as<float>()[c] = sums[c];
+  }
+}
+
+// dx = gamma invstd (dy - sums[0]/M - xhat sums[1]/M), M = stats[2] (every rank's count).
+void batch_norm_backward_apply(const OpCall& call) {
+  const ops::SyncBatchNormArgs p = ops::check_sync_batch_norm_call(call);
+  const float* x = p.x.as<float>();
+  const float* gamma = p.gamma.as<float>();
+  const float* mean = p.saved_mean.as<float>();
+  const float* invstd = p.saved_invstd.as<float>();
+  const float* dy = p.dy.as<float>();
+  const float* sums = p.sums.as<float>();
+  const float* stats = p.stats.as<float>();
+  float* dx = p.dx.as<float>();
+  for (int64_t c = 0; c < p.c; ++c) {
+    const double mu = mean[c], is = invstd[c], m = stats[2 * p.c + c];
+    channel_dx(p, x, dy, dx, c, mu, is, (gamma ? gamma[c] : 1.0) * is, sums[c] / m, sums[p.c + c] / m);
+  }
 }
 
 // Per row: mean, biased variance (two passes), rstd = 1 / sqrt(var + eps), y = xhat * gamma + beta.
@@ -240,6 +348,10 @@ void register_cpu_norm_ops(OpTable& t) {
   t.add(OpKind::BatchNormInference, batch_norm_inference);
   t.add(OpKind::BatchNormBackward, batch_norm_backward);
   t.add(OpKind::BatchNormInferenceBackward, batch_norm_inference_backward);
+  t.add(OpKind::BatchNormStats, batch_norm_stats);
+  t.add(OpKind::BatchNormApply, batch_norm_apply);
+  t.add(OpKind::BatchNormBackwardReduce, batch_norm_backward_reduce);
+  t.add(OpKind::BatchNormBackwardApply, batch_norm_backward_apply);
   t.add(OpKind::LayerNorm, layer_norm);
   t.add(OpKind::LayerNormBackward, layer_norm_backward);
 }

@@ -51,6 +51,34 @@ void batch_norm_inference_backward(const OpCall& call) {
                                               static_cast<float>(p.eps), ctx.stream());
 }
 
+void batch_norm_stats(const OpCall& call) {
+  const ops::SyncBatchNormArgs p = ops::check_sync_batch_norm_call(call);
+  kernels::batch_norm_stats_cuda(p.x.as<float>(), p.shift.as<float>(), p.stats.as<float>(), p.n, p.c, p.spatial,
+                                 cuda_context(call).stream());
+}
+
+void batch_norm_apply(const OpCall& call) {
+  const ops::SyncBatchNormArgs p = ops::check_sync_batch_norm_call(call);
+  kernels::batch_norm_apply_cuda(
+      p.x.as<float>(), p.gamma.as<float>(), p.beta.as<float>(), p.running_mean.as<float>(), p.running_var.as<float>(),
+      p.stats.as<float>(), p.shift.as<float>(), p.y.as<float>(), p.saved_mean.as<float>(), p.saved_invstd.as<float>(),
+      p.n, p.c, p.spatial, static_cast<float>(p.eps), static_cast<float>(p.momentum), cuda_context(call).stream());
+}
+
+void batch_norm_backward_reduce(const OpCall& call) {
+  const ops::SyncBatchNormArgs p = ops::check_sync_batch_norm_call(call);
+  kernels::batch_norm_backward_reduce_cuda(p.x.as<float>(), p.saved_mean.as<float>(), p.saved_invstd.as<float>(),
+                                           p.dy.as<float>(), p.sums.as<float>(), p.dgamma.as<float>(),
+                                           p.dbeta.as<float>(), p.n, p.c, p.spatial, cuda_context(call).stream());
+}
+
+void batch_norm_backward_apply(const OpCall& call) {
+  const ops::SyncBatchNormArgs p = ops::check_sync_batch_norm_call(call);
+  kernels::batch_norm_backward_apply_cuda(
+      p.x.as<float>(), p.gamma.as<float>(), p.saved_mean.as<float>(), p.saved_invstd.as<float>(), p.dy.as<float>(),
+      p.sums.as<float>(), p.stats.as<float>(), p.dx.as<float>(), p.n, p.c, p.spatial, cuda_context(call).stream());
+}
+
 void layer_norm(const OpCall& call) {
   const ops::LayerNormArgs p = ops::check_layer_norm_call(call);
   CudaContext& ctx = cuda_context(call);
@@ -74,6 +102,10 @@ void register_cuda_norm_ops(OpTable& t) {
   t.add(OpKind::BatchNormInference, batch_norm_inference);
   t.add(OpKind::BatchNormBackward, batch_norm_backward);
   t.add(OpKind::BatchNormInferenceBackward, batch_norm_inference_backward);
+  t.add(OpKind::BatchNormStats, batch_norm_stats);
+  t.add(OpKind::BatchNormApply, batch_norm_apply);
+  t.add(OpKind::BatchNormBackwardReduce, batch_norm_backward_reduce);
+  t.add(OpKind::BatchNormBackwardApply, batch_norm_backward_apply);
   t.add(OpKind::LayerNorm, layer_norm);
   t.add(OpKind::LayerNormBackward, layer_norm_backward);
 }

@@ -3,10 +3,12 @@
 
 #include <functional>
 
+#include "ops/collective.hpp"
 #include "ops/conv.hpp"
 #include "ops/data.hpp"
 #include "ops/elementwise.hpp"
 #include "ops/matmul.hpp"
+#include "ops/norm.hpp"
 #include "ops/precision.hpp"
 #include "ops/recurrent.hpp"
 #include "cudl/error.hpp"
@@ -298,6 +300,27 @@ class Sweep {
         done(2, dbeta);
         return;
       }
+      case OpKind::BatchNormApply: {  // synchronised: the sums of dy and dy*xhat all-reduced for dx
+        // dgamma / dbeta are this rank's sums: the data-parallel average of the gradients makes them
+        // the global batch's. dx needs the sums over every rank's rows (and their count, stats[2]).
+        // BatchNormStats, which made the stats from x, passes no gradient: this rule is x's whole one.
+        ValueId dx = t(0), dg = t(1), dbeta = t(2);
+        const int64_t ch = g_.value(in[0]).shape[1];
+        const ValueId sums = g_.add_value(L + ".bn_grad_sums", Shape{2, ch}, DType::f32, Role::Intermediate);
+        g_.add_node(OpKind::BatchNormBackwardReduce, {}, {in[0], n.outputs[1], n.outputs[2], dy}, {sums, dg, dbeta}, L,
+                    Phase::Backward);
+        if (dx != kNone) {
+          const ops::SyncBatchNormAttrs a = ops::SyncBatchNormAttrs::from(n.attrs);
+          g_.add_node(OpKind::AllReduce, ops::AllReduceAttrs{a.comm, false, ops::AllReduceStage::kWhole}.to_op_attrs(),
+                      {sums}, {}, L, Phase::Backward);
+          g_.add_node(OpKind::BatchNormBackwardApply, {}, {in[0], in[1], n.outputs[1], n.outputs[2], dy, sums, in[5]},
+                      {dx}, L, Phase::Backward);
+        }
+        done(0, dx);
+        done(1, dg);
+        done(2, dbeta);
+        return;
+      }
       case OpKind::BatchNormInference: {  // a frozen BatchNorm: running statistics are constants
         for (size_t k = 1; k < in.size(); ++k)
           if (wants(in[k]))
@@ -494,7 +517,8 @@ bool has_grad_rule(OpKind op) {
   switch (op) {
     case OpKind::Unary: case OpKind::Binary: case OpKind::BinaryScalar: case OpKind::Linear: case OpKind::Matmul:
     case OpKind::Conv2d: case OpKind::Conv2dTranspose: case OpKind::Upsample2d: case OpKind::MaxPool2d: case OpKind::AvgPool2d: case OpKind::GlobalAvgPool:
-    case OpKind::BatchNormTrain: case OpKind::BatchNormInference: case OpKind::LayerNorm: case OpKind::Dropout:
+    case OpKind::BatchNormTrain: case OpKind::BatchNormInference: case OpKind::BatchNormApply: case OpKind::LayerNorm:
+    case OpKind::Dropout:
     case OpKind::Softmax: case OpKind::LogSoftmax: case OpKind::Reduce: case OpKind::Copy: case OpKind::Cast:
     case OpKind::Permute: case OpKind::Slice: case OpKind::Concat: case OpKind::Gather: case OpKind::Attention:
     case OpKind::RecurrentSequence:

@@ -11,6 +11,10 @@
 #include "graph/graph.hpp"
 #include "nn/layer_impl.hpp"
 
+namespace cudl {
+class DeviceCommunicator;  // backend/communicator.hpp
+}
+
 namespace cudl::detail {
 
 struct ParamBinding {
@@ -44,6 +48,9 @@ struct BuildContext {
   bool propagate_nan = false;
   const std::map<std::string, Precision>* layer_precision = nullptr;
   std::map<std::pair<graph::ValueId, DType>, graph::ValueId> casts;  // converted copies made so far
+  /// Data-parallel training: this rank's communicator (synchronised batch norm all-reduces its
+  /// statistics through it); null on one device.
+  DeviceCommunicator* comm = nullptr;
   graph::ValueId rng = graph::kNone;       // i64[2] {seed, offset}, created on first dropout
   Tensor rng_tensor;
   int dropout_streams = 0;

@@ -7,6 +7,7 @@
 #include "backend/backend.hpp"
 #include "cudl/error.hpp"
 #include "nn/build_context.hpp"
+#include "ops/collective.hpp"
 #include "ops/conv.hpp"
 #include "ops/elementwise.hpp"
 #include "ops/matmul.hpp"
@@ -543,8 +544,8 @@ class PoolLayer : public BuiltinLayer {
 
 class BatchNormLayer : public BuiltinLayer {
  public:
-  BatchNormLayer(float momentum, float eps, const std::string& name)
-      : BuiltinLayer("batch_norm", name), momentum_(momentum), eps_(eps) {}
+  BatchNormLayer(float momentum, float eps, const std::string& name, bool synchronized)
+      : BuiltinLayer("batch_norm", name), momentum_(momentum), eps_(eps), synchronized_(synchronized) {}
   Shape output_shape(const std::vector<Shape>& in) const override {
     expect_inputs(*this, in, 1);
     if (in[0].rank() < 1) CUDL_FAIL(who(), ": input ", in[0], " has no channel dimension");
@@ -560,7 +561,20 @@ class BatchNormLayer : public BuiltinLayer {
     ValueId y = c.value("bn", xs);
     // Keras: a frozen BatchNorm runs in inference mode even while the model trains (running
     // statistics, left unchanged; gradients still reach the layers below).
-    if (c.training && !c.layer_frozen()) {
+    if (c.training && !c.layer_frozen() && synchronized_ && c.comm) {
+      // Synchronised: this rank's sums about the running mean (the same on every rank), summed over
+      // the ranks in the step, then normalised with the global batch's statistics.
+      if (c.layer_storage() != DType::f32)
+        CUDL_FAIL(who(), ": synchronized batch norm needs f32 activations, but this layer's precision stores ",
+                  c.layer_storage(), " (give it set_precision(Precision::f32))");
+      ValueId mean = c.value("saved_mean", Shape{ch}), invstd = c.value("saved_invstd", Shape{ch});
+      ValueId stats = c.value("batch_stats", Shape{3, ch});
+      c.node(OpKind::BatchNormStats, {}, {in[0], rm}, {stats});
+      c.node(OpKind::AllReduce, ops::AllReduceAttrs{c.comm, false, ops::AllReduceStage::kWhole}.to_op_attrs(), {stats},
+             {});
+      c.node(OpKind::BatchNormApply, ops::SyncBatchNormAttrs{eps_, momentum_, c.comm}.to_op_attrs(),
+             {in[0], gamma, beta, rm, rv, stats, rm}, {y, mean, invstd});
+    } else if (c.training && !c.layer_frozen()) {
       ValueId mean = c.value("saved_mean", Shape{ch}), invstd = c.value("saved_invstd", Shape{ch});
       c.node(OpKind::BatchNormTrain, a, {in[0], gamma, beta, rm, rv}, {y, mean, invstd});
     } else {
@@ -571,6 +585,7 @@ class BatchNormLayer : public BuiltinLayer {
 
  private:
   float momentum_, eps_;
+  bool synchronized_;
 };
 
 class LayerNormLayer : public BuiltinLayer {
@@ -696,8 +711,8 @@ LayerPtr AvgPool2d(int kernel, int stride, int padding, const std::string& name)
 LayerPtr GlobalAvgPool(const std::string& name) {
   return std::make_shared<PoolLayer>("global_avg_pool", OpKind::GlobalAvgPool, 1, 1, 0, name);
 }
-LayerPtr BatchNorm(float momentum, float eps, const std::string& name) {
-  return std::make_shared<BatchNormLayer>(momentum, eps, name);
+LayerPtr BatchNorm(float momentum, float eps, const std::string& name, bool synchronized) {
+  return std::make_shared<BatchNormLayer>(momentum, eps, name, synchronized);
 }
 LayerPtr LayerNorm(float eps, const std::string& name) { return std::make_shared<LayerNormLayer>(eps, name); }
 LayerPtr Dropout(float rate, const std::string& name) { return std::make_shared<DropoutLayer>(rate, name); }

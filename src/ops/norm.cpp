@@ -176,6 +176,97 @@ BatchNormArgs check_batch_norm_call(const OpCall& call) {
   return with_views(call, p);
 }
 
+SyncBatchNormArgs check_sync_batch_norm_call(const OpCall& call) {
+  const char* name = op_name(call.op);
+  SyncBatchNormArgs p;
+  switch (call.op) {
+    case OpKind::BatchNormStats:
+      expect_counts(call, 2, 2, 1, 1, "(x, [shift]) -> (stats)");
+      break;
+    case OpKind::BatchNormApply:
+      expect_counts(call, 7, 7, 1, 3,
+                    "(x, gamma, beta, running_mean, running_var, stats, [shift]) -> (y, [saved_mean, saved_invstd])");
+      break;
+    case OpKind::BatchNormBackwardReduce:
+      expect_counts(call, 4, 4, 1, 3, "(x, saved_mean, saved_invstd, dy) -> (sums, [dgamma], [dbeta])");
+      break;
+    case OpKind::BatchNormBackwardApply:
+      expect_counts(call, 7, 7, 1, 1, "(x, gamma, saved_mean, saved_invstd, dy, sums, stats) -> (dx)");
+      break;
+    default:
+      CUDL_FAIL(name, " (", call.label, "): not a synchronised batch norm op");
+  }
+  (void)check_storage(call);  // every float slot f32: synchronised batch norm has no 16-bit storage
+  const TensorView& x = call.in(0);
+  if (!x.defined()) CUDL_FAIL(name, " (", call.label, "): x is required");
+  if (x.dtype != DType::f32)
+    CUDL_FAIL(name, " (", call.label, "): x must be f32, got ", x.dtype, " (shape ", x.shape, ")");
+  if (x.shape.rank() < 2) CUDL_FAIL(name, " (", call.label, "): x must be (N, C, ...), got shape ", x.shape);
+  p.x = x;
+  p.n = x.shape[0];
+  p.c = x.shape[1];
+  for (int k = 2; k < x.shape.rank(); ++k) p.spatial *= x.shape[k];
+  if (p.per_channel() < 1 || p.c < 1) CUDL_FAIL(name, " (", call.label, "): x ", x.shape, " has no values per channel");
+  const Shape cs{p.c}, stats_shape{3, p.c}, sums_shape{2, p.c};
+  auto optional = [&](int k, const char* what) {
+    if (call.has_in(k)) expect_f32(call, call.in(k), what, cs, x.shape);
+    return opt_in(call, k);
+  };
+  switch (call.op) {
+    case OpKind::BatchNormStats:
+      p.shift = optional(1, "shift");
+      expect_f32(call, call.out(0), "stats", stats_shape, x.shape);
+      p.stats = call.out(0);
+      break;
+    case OpKind::BatchNormApply: {
+      const SyncBatchNormAttrs a = SyncBatchNormAttrs::from(call.attrs);
+      p.eps = checked_eps(call, a.eps);
+      p.momentum = a.momentum;
+      if (!(p.momentum >= 0 && p.momentum <= 1))
+        CUDL_FAIL(name, " (", call.label, "): momentum f[1] must be in [0, 1], got ", p.momentum);
+      p.gamma = optional(1, "gamma");
+      p.beta = optional(2, "beta");
+      p.running_mean = optional(3, "running_mean");
+      p.running_var = optional(4, "running_var");
+      if (p.running_mean.defined() != p.running_var.defined())
+        CUDL_FAIL(name, " (", call.label, "): running_mean and running_var must both be given or both be undefined");
+      expect_f32(call, call.in(5), "stats", stats_shape, x.shape);
+      p.stats = call.in(5);
+      p.shift = optional(6, "shift");
+      expect_f32(call, call.out(0), "y", x.shape, x.shape);
+      p.y = call.out(0);
+      if (call.has_out(1) || call.has_out(2)) {  // both or neither
+        expect_f32(call, call.out(1), "saved_mean", cs, x.shape);
+        expect_f32(call, call.out(2), "saved_invstd", cs, x.shape);
+        p.saved_mean = call.out(1), p.saved_invstd = call.out(2);
+      }
+      break;
+    }
+    case OpKind::BatchNormBackwardReduce:
+      expect_f32(call, call.in(1), "saved_mean", cs, x.shape);
+      expect_f32(call, call.in(2), "saved_invstd", cs, x.shape);
+      expect_f32(call, call.in(3), "dy", x.shape, x.shape);
+      expect_f32(call, call.out(0), "sums", sums_shape, x.shape);
+      p.saved_mean = call.in(1), p.saved_invstd = call.in(2), p.dy = call.in(3), p.sums = call.out(0);
+      if (call.has_out(1)) expect_f32(call, call.out(1), "dgamma", cs, x.shape);
+      if (call.has_out(2)) expect_f32(call, call.out(2), "dbeta", cs, x.shape);
+      p.dgamma = opt_out(call, 1), p.dbeta = opt_out(call, 2);
+      break;
+    default:  // BatchNormBackwardApply
+      p.gamma = optional(1, "gamma");
+      expect_f32(call, call.in(2), "saved_mean", cs, x.shape);
+      expect_f32(call, call.in(3), "saved_invstd", cs, x.shape);
+      expect_f32(call, call.in(4), "dy", x.shape, x.shape);
+      expect_f32(call, call.in(5), "sums", sums_shape, x.shape);
+      expect_f32(call, call.in(6), "stats", stats_shape, x.shape);
+      expect_f32(call, call.out(0), "dx", x.shape, x.shape);
+      p.saved_mean = call.in(2), p.saved_invstd = call.in(3), p.dy = call.in(4), p.sums = call.in(5);
+      p.stats = call.in(6), p.dx = call.out(0);
+      break;
+  }
+  return p;
+}
+
 LayerNormArgs check_layer_norm_call(const OpCall& call) {
   const char* name = op_name(call.op);
   LayerNormArgs p;

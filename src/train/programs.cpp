@@ -2,6 +2,7 @@
 // backward and the optimizer step, built for one batch size, then planned or made executable.
 #include <algorithm>
 
+#include "cudl/distributed.hpp"
 #include "cudl/error.hpp"
 #include "graph/autodiff.hpp"
 #include "graph/planner.hpp"
@@ -29,6 +30,7 @@ detail::BuildContext Model::Impl::context(graph::Graph& g, int64_t batch, bool t
   c.storage = precision_storage(opts.precision);
   c.propagate_nan = opts.propagate_nan;
   c.layer_precision = &layer_precision;
+  if (opts.communicator) c.comm = &opts.communicator->backend();
   return c;
 }
 

@@ -19,21 +19,7 @@ fail=0
 # 640 images: 576 train (9 global batches of 64, none incomplete, so one device trains on exactly
 # the rows the two ranks share) and 64 held out.
 args=(--data "$data" --limit 640 --epochs 1 --batch-size 64 --csv '' --plot '')
-now() { date +%s%3N; }  # milliseconds
-secs() { printf '%d.%02d' $(($1 / 1000)) $(($1 % 1000 / 10)); }
-run() {  # name, then the command; keeps its output in name.log, its wall time in name.s
-  local name=$1 t0
-  shift
-  t0=$(now)
-  "$@" >"$name.log" 2>&1
-  local rc=$?
-  secs $(($(now) - t0)) >"$name.s"
-  if ((rc != 0)); then
-    echo "FAIL: $name exited with $rc:"
-    tail -20 "$name.log"
-    fail=1
-  fi
-}
+source "$here/run_lib.sh"
 run one env CUDL_EMU_DEVICES=1 "$bin" "${args[@]}" --save one.safetensors
 run threads env CUDL_EMU_DEVICES=2 "$bin" "${args[@]}" --devices 2 --save threads.safetensors
 # Each process sees two emulated devices and trains on cuda:LOCAL_RANK.
