@@ -1,5 +1,6 @@
 // cpu/matmul.cpp — CPU reference of the matmul family (the spec for these ops): Matmul (batched,
-// transposes, broadcast b), Linear (x·wᵀ + b, ReLU / tanh-GELU) and LinearBackward; GEMMs via CBLAS.
+// transposes, broadcast b), Linear (x·wᵀ + b, ReLU / tanh-GELU) and LinearBackward; GEMMs via CBLAS,
+// the GELU through cpu/vmath.hpp (vectorised).
 #include "ops/matmul.hpp"
 
 #include <cblas.h>
@@ -9,6 +10,8 @@
 #include <vector>
 
 #include "backend/backend.hpp"
+#include "cpu/parallel.hpp"
+#include "cpu/vmath.hpp"
 #include "ops/common.hpp"
 #include "cudl/error.hpp"
 
@@ -53,24 +56,36 @@ void linear_cpu(const OpCall& call) {
   const int64_t mask_ld = relu_mask_row_bytes(p.out);
   if (mask) std::fill(mask, mask + p.rows * mask_ld, uint8_t{0});
   sgemm_rm(false, true, p.rows, p.out, p.in, x, w, y);  // y = x · wᵀ
-  for (int64_t r = 0; r < p.rows; ++r)
-    for (int64_t j = 0; j < p.out; ++j) {
-      const int64_t i = r * p.out + j;
-      const float v = y[i] + (bias ? bias[j] : 0.f);
-      if (pre) pre[i] = v;
-      switch (p.epilogue) {
-        case Epilogue::None:
-          y[i] = v;
-          break;
-        case Epilogue::Relu:
-          y[i] = matmul_math::relu(v);
-          if (mask && v > 0.f) mask[r * mask_ld + j / 8] |= static_cast<uint8_t>(1u << (j % 8));
-          break;
-        case Epilogue::Gelu:
-          y[i] = matmul_math::gelu_tanh(v);
-          break;
+  // The epilogue, one loop per kind over each row (vectorised): v = y + b, then act(v); rows split
+  // over threads when there are enough of them (each element on its own: any split, same bits).
+  parallel_for(p.rows, elementwise_chunks(p.rows * p.out), [&](int64_t r0, int64_t r1, int) {
+  for (int64_t r = r0; r < r1; ++r) {
+    float* yr = y + r * p.out;
+    if (bias)
+      for (int64_t j = 0; j < p.out; ++j) yr[j] += bias[j];
+    else
+      for (int64_t j = 0; j < p.out; ++j) yr[j] += 0.f;  // as y + 0 does on the GPU: -0 becomes +0
+    switch (p.epilogue) {
+      case Epilogue::None:
+        break;
+      case Epilogue::Relu:
+        if (mask) {
+          uint8_t* mr = mask + r * mask_ld;
+          for (int64_t j = 0; j < p.out; ++j)
+            mr[j / 8] |= static_cast<uint8_t>((yr[j] > 0.f ? 1u : 0u) << (j % 8));
+        }
+        for (int64_t j = 0; j < p.out; ++j) yr[j] = matmul_math::relu(yr[j]);
+        break;
+      case Epilogue::Gelu: {
+        float* pr = pre ? pre + r * p.out : nullptr;
+        if (pr) std::copy(yr, yr + p.out, pr);
+        // matmul_math::gelu_tanh's function, through vmath's exp (see vmath::gelu_parts).
+        for (int64_t j = 0; j < p.out; ++j) yr[j] = vmath::gelu_tanh(yr[j]);
+        break;
       }
     }
+  }
+  });
 }
 
 /// db[j] = Σ_r g[r, j] over a row-major (rows, cols) matrix, summed in double in row order (rows
@@ -92,10 +107,14 @@ void linear_backward_cpu(const OpCall& call) {
   if (p.epilogue != Epilogue::None) {
     const float* act = p.act.as<float>();
     dpre_buf.resize(static_cast<size_t>(n));
-    for (int64_t i = 0; i < n; ++i)
-      dpre_buf[i] = p.epilogue == Epilogue::Relu ? matmul_math::relu_grad(dy[i], act[i])
-                                                 : matmul_math::gelu_tanh_grad(dy[i], act[i]);
-    dpre = dpre_buf.data();
+    float* d = dpre_buf.data();
+    parallel_for(n, elementwise_chunks(n), [&](int64_t i0, int64_t i1, int) {
+      if (p.epilogue == Epilogue::Relu)
+        for (int64_t i = i0; i < i1; ++i) d[i] = matmul_math::relu_grad(dy[i], act[i]);
+      else
+        for (int64_t i = i0; i < i1; ++i) d[i] = vmath::gelu_tanh_grad(dy[i], act[i]);
+    });
+    dpre = d;
   }
   if (p.has_dx) {  // dx (rows, in) = dpre (rows, out) · w (out, in)
     float* dx = p.dx.as<float>();
@@ -105,7 +124,7 @@ void linear_backward_cpu(const OpCall& call) {
       const int64_t ld = relu_mask_row_bytes(p.in);
       for (int64_t r = 0; r < p.rows; ++r)
         for (int64_t j = 0; j < p.in; ++j)
-          if (!((mask[r * ld + j / 8] >> (j % 8)) & 1u)) dx[r * p.in + j] = 0.f;
+          dx[r * p.in + j] = ((mask[r * ld + j / 8] >> (j % 8)) & 1u) ? dx[r * p.in + j] : 0.f;
       if (p.has_db_below) column_sums(dx, p.rows, p.in, p.db_below.as<float>());
     }
   }
