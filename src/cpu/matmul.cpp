@@ -1,15 +1,14 @@
 // cpu/matmul.cpp — CPU reference of the matmul family (the spec for these ops): Matmul (batched,
-// transposes, broadcast b), Linear (x·wᵀ + b, ReLU / tanh-GELU) and LinearBackward; GEMMs via CBLAS,
+// transposes, broadcast b), Linear (x·wᵀ + b, ReLU / tanh-GELU) and LinearBackward; GEMMs via cpu/blas.hpp,
 // the GELU through cpu/vmath.hpp (vectorised).
 #include "ops/matmul.hpp"
-
-#include <cblas.h>
 
 #include <algorithm>
 #include <cstring>
 #include <vector>
 
 #include "backend/backend.hpp"
+#include "cpu/blas.hpp"
 #include "cpu/parallel.hpp"
 #include "cpu/vmath.hpp"
 #include "ops/common.hpp"
@@ -22,17 +21,9 @@ namespace cudl {
 
 namespace {
 
-/// Row-major C (m, n) = op(A) · op(B) through CBLAS; handles the empty cases BLAS leaves open.
+/// Row-major C (m, n) = op(A) · op(B), packed operands (cpu/blas.hpp: split over the worker pool).
 void sgemm_rm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float* a, const float* b, float* c) {
-  if (m == 0 || n == 0) return;
-  if (k == 0) {
-    std::fill(c, c + m * n, 0.f);
-    return;
-  }
-  const int lda = static_cast<int>(std::max<int64_t>(1, ta ? m : k));
-  const int ldb = static_cast<int>(std::max<int64_t>(1, tb ? k : n));
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, static_cast<int>(m),
-              static_cast<int>(n), static_cast<int>(k), 1.f, a, lda, b, ldb, 0.f, c, static_cast<int>(n));
+  sgemm_packed(ta, tb, m, n, k, a, b, c);
 }
 
 void matmul_cpu(const OpCall& call) {

@@ -2,16 +2,15 @@
 // and its backpropagation through time, with the per-step GEMMs through CBLAS and the cell math of
 // ops/recurrent.hpp. Rows of a batch never interact, so each op splits the batch into parallel_for
 // chunks that run the whole time loop on their own rows (single-threaded GEMMs, no per-step joins);
-// du, one GEMM over all steps, runs after the loop on OpenBLAS's own threads.
+// du, one GEMM over all steps, runs after the loop, split over the same pool (cpu/blas.hpp).
 #include "ops/recurrent.hpp"
-
-#include <cblas.h>
 
 #include <algorithm>
 #include <type_traits>
 #include <vector>
 
 #include "backend/backend.hpp"
+#include "cpu/blas.hpp"
 #include "cpu/parallel.hpp"
 #include "cpu/vmath.hpp"
 
@@ -22,10 +21,7 @@ namespace {
 /// Row-major C (m, n) = A (m, k) · op(B) with leading dimensions; B is (n, k) when tb, else (k, n).
 void gemm_ld(bool tb, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
              float* c, int64_t ldc) {
-  if (m == 0 || n == 0) return;
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, tb ? CblasTrans : CblasNoTrans, static_cast<int>(m), static_cast<int>(n),
-              static_cast<int>(k), 1.f, a, static_cast<int>(lda), b, static_cast<int>(ldb), 0.f, c,
-              static_cast<int>(ldc));
+  sgemm(false, tb, m, n, k, a, lda, b, ldb, c, ldc);
 }
 
 // The cell math of ops/recurrent.hpp (recurrent_math::cell_forward / cell_backward), the same
@@ -194,13 +190,7 @@ void recurrent_sequence_backward_cpu(const OpCall& call) {
   if (p.du.defined()) {  // du (GH, H) = Σ_{t≥1} drec_tᵀ·h_{t-1}: one GEMM over (T-1)*B rows
     float* du = p.du.as<float>();
     const int64_t k = (T - 1) * B;
-    if (k == 0) {
-      std::fill(du, du + GH * H, 0.f);
-    } else {
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(GH), static_cast<int>(H),
-                  static_cast<int>(k), 1.f, drec + B * GH, static_cast<int>(GH), h, static_cast<int>(H), 0.f, du,
-                  static_cast<int>(H));
-    }
+    sgemm(true, false, GH, H, k, drec + B * GH, GH, h, H, du, H);  // k = 0: zeros
   }
   if (p.dbias.defined()) {  // dbias_r = Σ_rows drec, in double, rows in order (read in memory order)
     std::vector<double> sum(static_cast<size_t>(GH), 0.0);
