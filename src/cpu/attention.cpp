@@ -39,8 +39,9 @@ struct Head {
     const uint64_t n = static_cast<uint64_t>(((b * p.heads + h) * p.tq + i) * p.tk + j);
     return philox::keep_element(seed, offset, p.stream, p.threshold, n) ? p.keep_scale : 0.0;
   }
-  /// s_j = scale q_i·k_j for allowed keys, -inf otherwise; returns lse_i (-inf when none is allowed).
-  double scores(int64_t i, std::vector<double>& s) const {
+  /// s_j = scale q_i·k_j for allowed keys, -inf otherwise; returns lse_i (-inf when none is allowed),
+  /// or without `lse` just whether any key is allowed (0 or -inf: the backward reads lse_i instead).
+  double scores(int64_t i, std::vector<double>& s, bool lse = true) const {
     double m = kNegInf;
     for (int64_t j = 0; j < p.tk; ++j) {
       s[j] = kNegInf;
@@ -52,7 +53,7 @@ struct Head {
       s[j] = p.scale * dot;
       m = std::max(m, s[j]);
     }
-    if (m == kNegInf) return kNegInf;
+    if (m == kNegInf || !lse) return m == kNegInf ? kNegInf : 0.0;
     double l = 0;
     for (int64_t j = 0; j < p.tk; ++j)
       if (s[j] != kNegInf) l += std::exp(s[j] - m);
@@ -115,7 +116,7 @@ void cpu_attention_backward(const OpCall& call) {
       for (int64_t i = 0; i < p.tq; ++i) {
         const double l = lse[(b * p.heads + h) * p.tq + i];
         if (l == kNegInf) continue;  // no allowed key: o_i = 0 whatever q, k, v are
-        hd.scores(i, s);
+        hd.scores(i, s, /*lse=*/false);
         const float* doi = d_o + hd.o_offset(i);
         const float* oi = o + hd.o_offset(i);
         double delta = 0;

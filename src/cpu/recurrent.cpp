@@ -32,9 +32,10 @@ void gemm_ld(bool tb, int64_t m, int64_t n, int64_t k, const float* a, int64_t l
 constexpr int kSimple = static_cast<int>(RecurrentCell::Simple), kLstm = static_cast<int>(RecurrentCell::Lstm);
 
 template <int Cell>
-void cell_forward_row(const float* __restrict__ xr, const float* __restrict__ rr, const float* __restrict__ br,
-                      const float* __restrict__ hp, const float* __restrict__ cp, int64_t H, float* __restrict__ h,
-                      float* __restrict__ g, float* __restrict__ aux) {
+[[gnu::always_inline]] inline void cell_forward_row_impl(const float* __restrict__ xr, const float* __restrict__ rr, const float* __restrict__ br,
+                                                          const float* __restrict__ hp, const float* __restrict__ cp,
+                                                          int64_t H, float* __restrict__ h, float* __restrict__ g,
+                                                          float* __restrict__ aux) {
   if constexpr (Cell == kSimple) {
     for (int64_t j = 0; j < H; ++j) h[j] = vmath::tanh(xr[j] + (rr[j] + br[j]));
   } else if constexpr (Cell == kLstm) {
@@ -64,17 +65,19 @@ void cell_forward_row(const float* __restrict__ xr, const float* __restrict__ rr
 /// dh_direct[j] (in: dh_{t} carried, out: gru's direct part of dh_{t-1}), dc[j] (in: dc_t carried,
 /// out: dc_{t-1}); dh_gemm, dh and daux are added in as the shared loop does.
 template <int Cell>
-void cell_backward_row(const float* __restrict__ g, const float* __restrict__ h, const float* __restrict__ hp,
-                       const float* __restrict__ aux, const float* __restrict__ cp, const float* __restrict__ dh,
-                       const float* __restrict__ daux, const float* __restrict__ dh_gemm, float* __restrict__ dh_direct,
-                       float* __restrict__ dc, int64_t H, float* dxp, float* drec) {  // drec may be dxp
+[[gnu::always_inline]] inline void cell_backward_row_impl(const float* __restrict__ g, const float* __restrict__ h, const float* __restrict__ hp,
+                                                           const float* __restrict__ aux, const float* __restrict__ cp,
+                                                           const float* __restrict__ dh, const float* __restrict__ daux,
+                                                           const float* __restrict__ dh_gemm,
+                                                           float* __restrict__ dh_direct, float* __restrict__ dc,
+                                                           int64_t H, float* __restrict__ dxp,
+                                                           float* __restrict__ drec) {  // gru only: the others' is dxp
   for (int64_t j = 0; j < H; ++j) {
     const float dht = dh[j] + dh_gemm[j] + dh_direct[j];
     const float dct = dc[j] + daux[j];
     if constexpr (Cell == kSimple) {
       const float da = dht * (1.f - h[j] * h[j]);
-      dxp[j] = da;
-      drec[j] = da;
+      dxp[j] = da;  // = drec
       dh_direct[j] = 0.f;
     } else if constexpr (Cell == kLstm) {
       const float i = g[j], f = g[H + j], gg = g[2 * H + j], o = g[3 * H + j];
@@ -82,8 +85,7 @@ void cell_backward_row(const float* __restrict__ g, const float* __restrict__ h,
       const float dcs = dct + dht * o * (1.f - tc * tc);
       const float da_i = dcs * gg * i * (1.f - i), da_f = dcs * cp[j] * f * (1.f - f);
       const float da_g = dcs * i * (1.f - gg * gg), da_o = dht * tc * o * (1.f - o);
-      dxp[j] = da_i, dxp[H + j] = da_f, dxp[2 * H + j] = da_g, dxp[3 * H + j] = da_o;
-      drec[j] = da_i, drec[H + j] = da_f, drec[2 * H + j] = da_g, drec[3 * H + j] = da_o;
+      dxp[j] = da_i, dxp[H + j] = da_f, dxp[2 * H + j] = da_g, dxp[3 * H + j] = da_o;  // = drec
       dc[j] = dcs * f;
       dh_direct[j] = 0.f;
     } else {
@@ -96,6 +98,25 @@ void cell_backward_row(const float* __restrict__ g, const float* __restrict__ h,
       dh_direct[j] = dht * z;
     }
   }
+}
+
+// The row loops compiled twice, for the baseline ISA (4 lanes) and for AVX2 (8 lanes), the AVX2
+// copy taken where the CPU has it (vmath::cpu_has_avx2). Neither may contract to FMA (AVX2 alone
+// has none) and every lane rounds each operation as the scalar code does: both give the same bits.
+template <int Cell, bool Backward, typename... Args>
+[[gnu::always_inline]] inline void cell_row_impl(Args... args) {
+  if constexpr (Backward)
+    cell_backward_row_impl<Cell>(args...);
+  else
+    cell_forward_row_impl<Cell>(args...);
+}
+template <int Cell, bool Backward, typename... Args>
+void cell_row_base(Args... args) { cell_row_impl<Cell, Backward>(args...); }
+template <int Cell, bool Backward, typename... Args>
+[[gnu::target("avx2")]] void cell_row_avx2(Args... args) { cell_row_impl<Cell, Backward>(args...); }
+template <int Cell, bool Backward, typename... Args>
+void cell_row(Args... args) {
+  vmath::cpu_has_avx2() ? cell_row_avx2<Cell, Backward>(args...) : cell_row_base<Cell, Backward>(args...);
 }
 
 /// Calls fn(std::integral_constant<int, cell>).
@@ -137,7 +158,7 @@ void recurrent_sequence_cpu(const OpCall& call) {
         if (t > 0) gemm_ld(true, nb, GH, H, h + prev * H, H, u, H, rec.data(), GH);  // rec = h_{t-1}·uᵀ
         for (int64_t r = 0; r < nb; ++r) {
           const bool first = t == 0;
-          cell_forward_row<decltype(cell)::value>(
+          cell_row<decltype(cell)::value, false>(
               xp + (row + r) * GH, first ? zeros.data() : rec.data() + r * GH, br,
               first ? zeros.data() : h + (prev + r) * H,
               first || !aux || G != 4 ? zeros.data() : aux + (prev + r) * H, H, h + (row + r) * H,
@@ -175,12 +196,12 @@ void recurrent_sequence_backward_cpu(const OpCall& call) {
           for (int64_t r = 0; r < nb; ++r) {
             const int64_t k = (row + r) * H, c = r * H;
             const bool first = t == 0;
-            cell_backward_row<decltype(cell)::value>(
+            cell_row<decltype(cell)::value, true>(
                 gates ? gates + (row + r) * GH : zeros.data(), h + k, first ? zeros.data() : h + (prev + r) * H,
                 aux ? aux + k : zeros.data(),
                 first || p.cell != RecurrentCell::Lstm ? zeros.data() : aux + (prev + r) * H, dh + k,
                 daux ? daux + k : zeros.data(), dh_gemm.data() + c, dh_direct.data() + c, dc.data() + c, H,
-                dxp + (row + r) * GH, drec + (row + r) * GH);
+                dxp + (row + r) * GH, p.cell == RecurrentCell::Gru ? drec + (row + r) * GH : nullptr);
           }
           if (t > 0) gemm_ld(false, nb, H, GH, drec + row * GH, GH, u, H, dh_gemm.data(), H);  // drec_t·u
         }

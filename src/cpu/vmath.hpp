@@ -8,6 +8,13 @@
 
 namespace cudl::vmath {
 
+/// Whether the CPU runs AVX2: loops over these functions keep a copy compiled for it
+/// ([[gnu::target("avx2")]], no FMA, so the same bits as the baseline copy) and take it then.
+inline bool cpu_has_avx2() {
+  static const bool has = __builtin_cpu_supports("avx2");
+  return has;
+}
+
 /// e^x: Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2, Cephes's degree-7 polynomial for e^r,
 /// times 2^n built in the exponent bits. Within 2 ulp of e^x for normal results (tests/
 /// test_cpu_vmath.cpp measures it); 0 below -87.33 (where e^x would be subnormal), +inf above
