@@ -1,12 +1,17 @@
 // tests/test_cpu_parallel.cpp — the CPU backend's parallel_for (chunking, nesting, concurrent
-// callers, exceptions) and its thread counts (ScopedCpuThreads, SingleThreadedBlas).
+// callers, exceptions), its thread counts (ScopedCpuThreads, SingleThreadedBlas) and the GEMM split
+// over it (cpu/blas.hpp).
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cmath>
+#include <cstdint>
 #include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
+#include "cpu/blas.hpp"
 #include "cpu/parallel.hpp"
 
 using namespace cudl;
@@ -116,6 +121,50 @@ TEST(CpuParallel, SingleThreadedBlasKeepsTheBackendCount) {
     EXPECT_EQ(cpu_thread_count(), outside) << "the count the BLAS had before the scopes";
   }
   EXPECT_EQ(cpu_thread_count(), outside);
+}
+
+// sgemm against a double reference, over the row split, the column split (few rows) and one call,
+// with transposes and leading dimensions wider than the operands.
+TEST(CpuGemm, SplitProductsMatchTheReference) {
+  struct Case {
+    bool ta, tb;
+    int64_t m, n, k;
+  };
+  const Case cases[] = {{false, false, 203, 190, 170}, {true, false, 203, 190, 170}, {false, true, 203, 190, 170},
+                        {true, true, 97, 250, 333},    {false, true, 20, 301, 800},  {true, false, 7, 5, 3},
+                        {false, false, 50, 40, 0}};
+  for (const Case& c : cases) {
+    for (int threads : {1, 2, 3}) {
+      SCOPED_TRACE("ta " + std::to_string(c.ta) + " tb " + std::to_string(c.tb) + " m " + std::to_string(c.m) + " n " +
+                   std::to_string(c.n) + " k " + std::to_string(c.k) + " threads " + std::to_string(threads));
+      ScopedCpuThreads scope(threads);
+      const int64_t a_rows = c.ta ? c.k : c.m, a_cols = c.ta ? c.m : c.k;
+      const int64_t b_rows = c.tb ? c.n : c.k, b_cols = c.tb ? c.k : c.n;
+      const int64_t lda = a_cols + 3, ldb = b_cols + 5, ldc = c.n + 2;
+      std::vector<float> a(static_cast<size_t>(std::max<int64_t>(1, a_rows * lda))),
+          b(static_cast<size_t>(std::max<int64_t>(1, b_rows * ldb))), out(static_cast<size_t>(c.m * ldc), -7.f);
+      for (size_t i = 0; i < a.size(); ++i) a[i] = static_cast<float>((i * 37 % 101) - 50) / 50.f;
+      for (size_t i = 0; i < b.size(); ++i) b[i] = static_cast<float>((i * 53 % 97) - 48) / 48.f;
+      sgemm(c.ta, c.tb, c.m, c.n, c.k, a.data(), lda, b.data(), ldb, out.data(), ldc);
+      int bad = 0;
+      for (int64_t i = 0; i < c.m; ++i) {
+        for (int64_t j = 0; j < c.n; ++j) {
+          double want = 0, mag = 0;
+          for (int64_t p = 0; p < c.k; ++p) {
+            const double x = c.ta ? a[p * lda + i] : a[i * lda + p];
+            const double y = c.tb ? b[j * ldb + p] : b[p * ldb + j];
+            want += x * y, mag += std::fabs(x * y);
+          }
+          const float got = out[i * ldc + j];
+          if (std::fabs(got - want) > 1e-6 * mag + 1e-30 && bad++ < 5)
+            ADD_FAILURE() << "C(" << i << ", " << j << ") = " << got << ", want " << want;
+        }
+        for (int64_t j = c.n; j < ldc; ++j)  // the padding between rows is left alone
+          if (out[i * ldc + j] != -7.f && bad++ < 5) ADD_FAILURE() << "padding C(" << i << ", " << j << ") written";
+      }
+      EXPECT_EQ(bad, 0);
+    }
+  }
 }
 
 }  // namespace

@@ -1,11 +1,13 @@
 // cpu/attention.cpp — CPU reference of the attention op family (the spec, ops/attention.hpp):
 // per batch, head and query row, masked scores, log-sum-exp, dropout-scaled weights; double sums.
+// The (batch, head) pairs are split over cpu_thread_count() threads (results independent of the count).
 #include <cmath>
 #include <limits>
 #include <vector>
 
 #include "backend/backend.hpp"
 #include "backend/philox.hpp"
+#include "cpu/parallel.hpp"
 #include "ops/attention.hpp"
 #include "ops/common.hpp"
 
@@ -37,8 +39,9 @@ struct Head {
     const uint64_t n = static_cast<uint64_t>(((b * p.heads + h) * p.tq + i) * p.tk + j);
     return philox::keep_element(seed, offset, p.stream, p.threshold, n) ? p.keep_scale : 0.0;
   }
-  /// s_j = scale q_i·k_j for allowed keys, -inf otherwise; returns lse_i (-inf when none is allowed).
-  double scores(int64_t i, std::vector<double>& s) const {
+  /// s_j = scale q_i·k_j for allowed keys, -inf otherwise; returns lse_i (-inf when none is allowed),
+  /// or without `lse` just whether any key is allowed (0 or -inf: the backward reads lse_i instead).
+  double scores(int64_t i, std::vector<double>& s, bool lse = true) const {
     double m = kNegInf;
     for (int64_t j = 0; j < p.tk; ++j) {
       s[j] = kNegInf;
@@ -50,7 +53,7 @@ struct Head {
       s[j] = p.scale * dot;
       m = std::max(m, s[j]);
     }
-    if (m == kNegInf) return kNegInf;
+    if (m == kNegInf || !lse) return m == kNegInf ? kNegInf : 0.0;
     double l = 0;
     for (int64_t j = 0; j < p.tk; ++j)
       if (s[j] != kNegInf) l += std::exp(s[j] - m);
@@ -71,9 +74,11 @@ void cpu_attention(const OpCall& call) {
   const ops::AttentionArgs p = ops::check_attention_call(call);
   float* o = p.o.as<float>();
   float* lse = p.lse.as<float>();
-  std::vector<double> s(static_cast<size_t>(p.tk)), acc(static_cast<size_t>(p.dv_dim));
-  for (int64_t b = 0; b < p.batch; ++b)
-    for (int64_t h = 0; h < p.heads; ++h) {
+  // Heads never interact: parallel_for chunks of (b, h) pairs, each written by one thread alone.
+  parallel_for(p.batch * p.heads, cpu_thread_count(), [&](int64_t bh0, int64_t bh1, int) {
+    std::vector<double> s(static_cast<size_t>(p.tk)), acc(static_cast<size_t>(p.dv_dim));
+    for (int64_t bh = bh0; bh < bh1; ++bh) {
+      const int64_t b = bh / p.heads, h = bh % p.heads;
       const Head hd = head_of(p, b, h);
       for (int64_t i = 0; i < p.tq; ++i) {
         const double l = hd.scores(i, s);
@@ -91,23 +96,27 @@ void cpu_attention(const OpCall& call) {
         for (int64_t c = 0; c < p.dv_dim; ++c) oi[c] = static_cast<float>(acc[c]);
       }
     }
+  });
 }
 
 void cpu_attention_backward(const OpCall& call) {
   const ops::AttentionArgs p = ops::check_attention_call(call);
   std::vector<double> dq(p.q.numel(), 0.0), dk(p.k.numel(), 0.0), dv(p.v.numel(), 0.0);
-  std::vector<double> s(static_cast<size_t>(p.tk));
   const float* lse = p.lse.as<float>();
   const float* o = p.o.as<float>();
   const float* d_o = p.d_o.as<float>();
   const int64_t qk_stride = p.heads * p.d, v_stride = p.heads * p.dv_dim;
-  for (int64_t b = 0; b < p.batch; ++b)
-    for (int64_t h = 0; h < p.heads; ++h) {
+  // Each (b, h) pair sums into its own slices of dq, dk and dv: chunks of pairs run in parallel,
+  // every sum in the same order as one thread would take.
+  parallel_for(p.batch * p.heads, cpu_thread_count(), [&](int64_t bh0, int64_t bh1, int) {
+    std::vector<double> s(static_cast<size_t>(p.tk));
+    for (int64_t bh = bh0; bh < bh1; ++bh) {
+      const int64_t b = bh / p.heads, h = bh % p.heads;
       const Head hd = head_of(p, b, h);
       for (int64_t i = 0; i < p.tq; ++i) {
         const double l = lse[(b * p.heads + h) * p.tq + i];
         if (l == kNegInf) continue;  // no allowed key: o_i = 0 whatever q, k, v are
-        hd.scores(i, s);
+        hd.scores(i, s, /*lse=*/false);
         const float* doi = d_o + hd.o_offset(i);
         const float* oi = o + hd.o_offset(i);
         double delta = 0;
@@ -132,6 +141,7 @@ void cpu_attention_backward(const OpCall& call) {
         }
       }
     }
+  });
   auto store = [](const TensorView& t, const std::vector<double>& v) {
     if (!t.defined()) return;
     float* out = t.as<float>();

@@ -1,14 +1,16 @@
 // cpu/matmul.cpp — CPU reference of the matmul family (the spec for these ops): Matmul (batched,
-// transposes, broadcast b), Linear (x·wᵀ + b, ReLU / tanh-GELU) and LinearBackward; GEMMs via CBLAS.
+// transposes, broadcast b), Linear (x·wᵀ + b, ReLU / tanh-GELU) and LinearBackward; GEMMs via cpu/blas.hpp,
+// the GELU through cpu/vmath.hpp (vectorised).
 #include "ops/matmul.hpp"
-
-#include <cblas.h>
 
 #include <algorithm>
 #include <cstring>
 #include <vector>
 
 #include "backend/backend.hpp"
+#include "cpu/blas.hpp"
+#include "cpu/parallel.hpp"
+#include "cpu/vmath.hpp"
 #include "ops/common.hpp"
 #include "cudl/error.hpp"
 
@@ -19,17 +21,9 @@ namespace cudl {
 
 namespace {
 
-/// Row-major C (m, n) = op(A) · op(B) through CBLAS; handles the empty cases BLAS leaves open.
+/// Row-major C (m, n) = op(A) · op(B), packed operands (cpu/blas.hpp: split over the worker pool).
 void sgemm_rm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float* a, const float* b, float* c) {
-  if (m == 0 || n == 0) return;
-  if (k == 0) {
-    std::fill(c, c + m * n, 0.f);
-    return;
-  }
-  const int lda = static_cast<int>(std::max<int64_t>(1, ta ? m : k));
-  const int ldb = static_cast<int>(std::max<int64_t>(1, tb ? k : n));
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, static_cast<int>(m),
-              static_cast<int>(n), static_cast<int>(k), 1.f, a, lda, b, ldb, 0.f, c, static_cast<int>(n));
+  sgemm_packed(ta, tb, m, n, k, a, b, c);
 }
 
 void matmul_cpu(const OpCall& call) {
@@ -40,6 +34,23 @@ void matmul_cpu(const OpCall& call) {
   for (int64_t bi = 0; bi < p.batch; ++bi)
     sgemm_rm(p.trans_a, p.trans_b, p.m, p.n, p.k, a + bi * p.m * p.k, b + (p.broadcast_b ? 0 : bi * p.k * p.n),
              c + bi * p.m * p.n);
+}
+
+// The GELU loops compiled twice, for the baseline ISA and for AVX2, the AVX2 copy taken where the
+// CPU has it (vmath::cpu_has_avx2): no FMA in either, each lane rounds every operation as the
+// scalar code does, so both give the same bits.
+[[gnu::always_inline]] inline void gelu_loop(float* y, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) y[j] = vmath::gelu_tanh(y[j]);
+}
+[[gnu::always_inline]] inline void gelu_grad_loop(const float* __restrict__ dy, const float* __restrict__ pre,
+                                                  float* __restrict__ d, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) d[i] = vmath::gelu_tanh_grad(dy[i], pre[i]);
+}
+void gelu_base(float* y, int64_t n) { gelu_loop(y, n); }
+[[gnu::target("avx2")]] void gelu_avx2(float* y, int64_t n) { gelu_loop(y, n); }
+void gelu_grad_base(const float* dy, const float* pre, float* d, int64_t n) { gelu_grad_loop(dy, pre, d, n); }
+[[gnu::target("avx2")]] void gelu_grad_avx2(const float* dy, const float* pre, float* d, int64_t n) {
+  gelu_grad_loop(dy, pre, d, n);
 }
 
 void linear_cpu(const OpCall& call) {
@@ -53,24 +64,36 @@ void linear_cpu(const OpCall& call) {
   const int64_t mask_ld = relu_mask_row_bytes(p.out);
   if (mask) std::fill(mask, mask + p.rows * mask_ld, uint8_t{0});
   sgemm_rm(false, true, p.rows, p.out, p.in, x, w, y);  // y = x · wᵀ
-  for (int64_t r = 0; r < p.rows; ++r)
-    for (int64_t j = 0; j < p.out; ++j) {
-      const int64_t i = r * p.out + j;
-      const float v = y[i] + (bias ? bias[j] : 0.f);
-      if (pre) pre[i] = v;
-      switch (p.epilogue) {
-        case Epilogue::None:
-          y[i] = v;
-          break;
-        case Epilogue::Relu:
-          y[i] = matmul_math::relu(v);
-          if (mask && v > 0.f) mask[r * mask_ld + j / 8] |= static_cast<uint8_t>(1u << (j % 8));
-          break;
-        case Epilogue::Gelu:
-          y[i] = matmul_math::gelu_tanh(v);
-          break;
+  // The epilogue, one loop per kind over each row (vectorised): v = y + b, then act(v); rows split
+  // over threads when there are enough of them (each element on its own: any split, same bits).
+  parallel_for(p.rows, elementwise_chunks(p.rows * p.out), [&](int64_t r0, int64_t r1, int) {
+  for (int64_t r = r0; r < r1; ++r) {
+    float* yr = y + r * p.out;
+    if (bias)
+      for (int64_t j = 0; j < p.out; ++j) yr[j] += bias[j];
+    else
+      for (int64_t j = 0; j < p.out; ++j) yr[j] += 0.f;  // as y + 0 does on the GPU: -0 becomes +0
+    switch (p.epilogue) {
+      case Epilogue::None:
+        break;
+      case Epilogue::Relu:
+        if (mask) {
+          uint8_t* mr = mask + r * mask_ld;
+          for (int64_t j = 0; j < p.out; ++j)
+            mr[j / 8] |= static_cast<uint8_t>((yr[j] > 0.f ? 1u : 0u) << (j % 8));
+        }
+        for (int64_t j = 0; j < p.out; ++j) yr[j] = matmul_math::relu(yr[j]);
+        break;
+      case Epilogue::Gelu: {
+        float* pr = pre ? pre + r * p.out : nullptr;
+        if (pr) std::copy(yr, yr + p.out, pr);
+        // matmul_math::gelu_tanh's function, through vmath's exp (see vmath::gelu_parts).
+        vmath::cpu_has_avx2() ? gelu_avx2(yr, p.out) : gelu_base(yr, p.out);
+        break;
       }
     }
+  }
+  });
 }
 
 /// db[j] = Σ_r g[r, j] over a row-major (rows, cols) matrix, summed in double in row order (rows
@@ -92,10 +115,15 @@ void linear_backward_cpu(const OpCall& call) {
   if (p.epilogue != Epilogue::None) {
     const float* act = p.act.as<float>();
     dpre_buf.resize(static_cast<size_t>(n));
-    for (int64_t i = 0; i < n; ++i)
-      dpre_buf[i] = p.epilogue == Epilogue::Relu ? matmul_math::relu_grad(dy[i], act[i])
-                                                 : matmul_math::gelu_tanh_grad(dy[i], act[i]);
-    dpre = dpre_buf.data();
+    float* d = dpre_buf.data();
+    parallel_for(n, elementwise_chunks(n), [&](int64_t i0, int64_t i1, int) {
+      if (p.epilogue == Epilogue::Relu)
+        for (int64_t i = i0; i < i1; ++i) d[i] = matmul_math::relu_grad(dy[i], act[i]);
+      else
+        vmath::cpu_has_avx2() ? gelu_grad_avx2(dy + i0, act + i0, d + i0, i1 - i0)
+                              : gelu_grad_base(dy + i0, act + i0, d + i0, i1 - i0);
+    });
+    dpre = d;
   }
   if (p.has_dx) {  // dx (rows, in) = dpre (rows, out) · w (out, in)
     float* dx = p.dx.as<float>();
@@ -105,7 +133,7 @@ void linear_backward_cpu(const OpCall& call) {
       const int64_t ld = relu_mask_row_bytes(p.in);
       for (int64_t r = 0; r < p.rows; ++r)
         for (int64_t j = 0; j < p.in; ++j)
-          if (!((mask[r * ld + j / 8] >> (j % 8)) & 1u)) dx[r * p.in + j] = 0.f;
+          dx[r * p.in + j] = ((mask[r * ld + j / 8] >> (j % 8)) & 1u) ? dx[r * p.in + j] : 0.f;
       if (p.has_db_below) column_sums(dx, p.rows, p.in, p.db_below.as<float>());
     }
   }

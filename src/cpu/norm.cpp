@@ -286,7 +286,8 @@ void layer_norm(const OpCall& call) {
   const float* gamma = p.gamma.as<float>();
   const float* beta = p.beta.as<float>();
   float* y = p.y.as<float>();
-  for (int64_t r = 0; r < p.rows; ++r) {
+  parallel_for(p.rows, elementwise_chunks(p.rows * p.d), [&](int64_t r0, int64_t r1, int) {  // rows are independent
+  for (int64_t r = r0; r < r1; ++r) {
     const float* xr = x + r * p.d;
     double sum = 0;
     for (int64_t j = 0; j < p.d; ++j) sum += xr[j];
@@ -301,6 +302,7 @@ void layer_norm(const OpCall& call) {
       p.rstd.as<float>()[r] = static_cast<float>(rstd);
     }
   }
+  });
 }
 
 // g = dy * gamma; dx = rstd (g - mean_j(g) - xhat mean_j(g xhat)); dgamma = sum_rows dy xhat;

@@ -137,6 +137,8 @@ int cpu_thread_count() {
   return std::max(1, blas_thread_count());
 }
 
+int elementwise_chunks(int64_t n) { return n >= 32768 ? cpu_thread_count() : 1; }
+
 ScopedCpuThreads::ScopedCpuThreads(int threads) : previous_(tls_thread_override) {
   tls_thread_override = std::max(1, threads);
 }

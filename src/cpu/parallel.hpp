@@ -33,6 +33,10 @@ class ScopedCpuThreads {
 /// after another on the calling thread (the same chunks, in order).
 void parallel_for(int64_t n, int threads, const std::function<void(int64_t begin, int64_t end, int chunk)>& fn);
 
+/// Chunks for an elementwise loop over n elements: cpu_thread_count() from 32,768 elements up (where
+/// waking a worker costs less than it saves), else 1.
+int elementwise_chunks(int64_t n);
+
 /// While one of these lives anywhere in the process, OpenBLAS runs each call on the calling
 /// thread alone (openblas_set_num_threads(1); the previous count comes back when the last
 /// scope ends), so that GEMMs issued from parallel_for chunks neither oversubscribe the cores
