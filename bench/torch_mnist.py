@@ -106,6 +106,9 @@ def add_common_args(ap):
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--threads", type=int, default=0,
                     help="intra-op threads (default: $OPENBLAS_NUM_THREADS, else nproc — what cudl's OpenBLAS uses)")
+    ap.add_argument("--device", default="cpu",
+                    help="cpu, or cuda: PyTorch eager on the GPU (the images go to the device once; each timed step "
+                         "ends with torch.cuda.synchronize)")
 
 
 def train(make_model, a):
@@ -125,15 +128,22 @@ def train(make_model, a):
     x_train, y_train = x_all[:n - nv], y_all[:n - nv]
     N = len(x_train)
 
-    model = make_model()
+    dev = torch.device(getattr(a, "device", "cpu"))
+    cuda = dev.type == "cuda"
+    if cuda:
+        if not torch.cuda.is_available():
+            sys.exit("--device cuda: this PyTorch sees no CUDA device")
+        x_train, y_train, x_test, y_test = (t.to(dev) for t in (x_train, y_train, x_test, y_test))
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    model = make_model().to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=a.lr, betas=(0.9, 0.999), eps=1e-8)
     B = min(a.batch_size, N)
     times, step_ms = [], []
     for epoch in range(a.epochs):
         t0 = time.perf_counter()
-        perm = torch.randperm(N, generator=gen)
-        loss_sum = torch.zeros(())
-        correct = torch.zeros((), dtype=torch.int64)
+        perm = torch.randperm(N, generator=gen).to(dev)
+        loss_sum = torch.zeros((), device=dev)
+        correct = torch.zeros((), dtype=torch.int64, device=dev)
         for s in range(0, N, B):
             ts = time.perf_counter()
             idx = perm[s:s + B]
@@ -147,7 +157,9 @@ def train(make_model, a):
                 loss_sum += loss.detach() * len(idx)
                 correct += (out.argmax(1) == yb).sum()
             if len(idx) == B:
+                sync()
                 step_ms.append(1000 * (time.perf_counter() - ts))
+        sync()
         secs = time.perf_counter() - t0
         times.append(secs)
         print(f"epoch {epoch + 1}/{a.epochs} - {secs:.2f}s - loss {float(loss_sum) / N:.4f} - "

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-# bench/torch_seq_mnist.py — the PyTorch (CPU) side of bench/seq_mnist_cpu.sh: cudl-seq-mnist's model,
+# bench/torch_seq_mnist.py — the PyTorch side of bench/seq_mnist_cpu.sh (and, --device cuda, of seq_gpu.sh): cudl-seq-mnist's model,
 # data, split, normalisation, batching and optimizer, timed the same way (data helpers: torch_mnist.py).
 """Trains cudl-seq-mnist's model with PyTorch on the CPU and prints one parseable line:
 
@@ -60,7 +60,7 @@ def main():
     add_common_args(ap)
     a = ap.parse_args()
     threads, N, times, step_ms, acc = train(lambda: SeqModel(a.cell, a.units, a.init), a)
-    print(f"RESULT framework=torch cell={a.cell} init={a.init} threads={threads} torch={torch.__version__} "
+    print(f"RESULT framework=torch cell={a.cell} init={a.init} device={a.device} threads={threads} torch={torch.__version__} "
           f"epochs={a.epochs} train_images={N} epoch_seconds={times[-1]:.4f} "
           f"step_ms={statistics.median(step_ms):.3f} test_accuracy={acc:.4f}", flush=True)
 

@@ -3,7 +3,7 @@
 # the local GPU, runs the op parity tests against the real CUDA backend (nvcc kernels, cuBLAS(Lt),
 # cuDNN) compared with the CPU reference, trains the mlp and cnn samples for one epoch and compares
 # their first-step losses with the CPU backend's, prints every fallback / "no algo" / "no plan" line
-# the libraries produced, then runs bench/mnist_gpu.sh and the kernel bandwidth benchmark.
+# the libraries produced, then runs bench/mnist_gpu.sh, bench/seq_gpu.sh and the kernel bandwidth benchmark.
 #
 # Usage: scripts/gpu-check.sh
 # Environment: BUILD=dir (default build-gpu), DATA=dir (default data/mnist), JOBS=n (default nproc),
@@ -107,6 +107,9 @@ if [[ "${SKIP_BENCH:-0}" != 1 ]]; then
   section "benchmarks: bench/mnist_gpu.sh (EPOCHS=${EPOCHS:-3}) and the kernel bandwidth table"
   BUILD="$BUILD" EPOCHS="${EPOCHS:-3}" DATA="$DATA" "$ROOT/bench/mnist_gpu.sh" 2>&1 | tee "$LOG/mnist_gpu.log" ||
     fail "bench/mnist_gpu.sh (log $LOG/mnist_gpu.log)"
+  section "sequence samples: bench/seq_gpu.sh (cudl-seq-mnist and cudl-charlm vs PyTorch eager)"
+  BUILD="$BUILD" DATA="$DATA" RUNS="${RUNS:-3}" "$ROOT/bench/seq_gpu.sh" 2>&1 | tee "$LOG/seq_gpu.log" ||
+    fail "bench/seq_gpu.sh (log $LOG/seq_gpu.log)"
   if (($(nvidia-smi -L | grep -c '^GPU') > 1)); then
     section "data-parallel scaling: bench/scaling_gpu.sh (cudl vs PyTorch DDP at 1/2/4/8 GPUs)"
     BUILD="$BUILD" DATA="$DATA" "$ROOT/bench/scaling_gpu.sh" 2>&1 | tee "$LOG/scaling_gpu.log" ||
