@@ -175,4 +175,7 @@ struct Model::Impl {
   const std::string& layer_name(const Layer* l) const { return names.at(l); }
 };
 
+/// s in ASCII lower case (optimizer and loss names are matched case-insensitively).
+std::string ascii_lower(std::string s);
+
 }  // namespace cudl
