@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstring>
 #include <initializer_list>
+#include <type_traits>
 
 #include "backend/convert.hpp"
 #include "cudl/error.hpp"
@@ -390,21 +391,29 @@ __device__ __forceinline__ void set_ones(T& v) {
   v = static_cast<T>(~T(0));
 }
 
-// y: (m, units) = table rows idx[m]; out-of-range rows are all-ones bytes
-template <typename T>
-static __global__ void gather_rows_kernel(const T* __restrict__ table, const int32_t* __restrict__ idx,
-                                          T* __restrict__ y, int64_t rows, int64_t units, int64_t m) {
+// Element `at` of table row r as y stores it: copied when TIn is TOut (bytes of any dtype; a row
+// outside [0, rows) gives all-ones bytes), else an f32 value rounded to bf16 / f16 (outside: NaN).
+template <typename TIn, typename TOut>
+__device__ __forceinline__ TOut gathered(const TIn* __restrict__ table, int64_t r, int64_t rows, int64_t at) {
+  if constexpr (std::is_same_v<TIn, TOut>) {
+    if (r >= 0 && r < rows) return table[at];
+    TOut bad;
+    set_ones(bad);
+    return bad;
+  } else {
+    return from_float<TOut>(r >= 0 && r < rows ? table[at] : __int_as_float(0x7fffffff));
+  }
+}
+
+// y: (m, units) = table rows idx[m], as gathered() stores them
+template <typename TIn, typename TOut>
+static __global__ void gather_rows_kernel(const TIn* __restrict__ table, const int32_t* __restrict__ idx,
+                                          TOut* __restrict__ y, int64_t rows, int64_t units, int64_t m) {
   const int64_t n = m * units;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
     const int64_t j = i / units, u = i - j * units;
     const int64_t r = idx[j];
-    if (r >= 0 && r < rows) {
-      y[i] = table[r * units + u];
-    } else {
-      T bad;
-      set_ones(bad);
-      y[i] = bad;
-    }
+    y[i] = gathered<TIn, TOut>(table, r, rows, r * units + u);
   }
 }
 
@@ -412,8 +421,8 @@ template <typename T>
 static void launch_gather_rows(const void* table, const int32_t* idx, void* y, int64_t rows, int64_t row_bytes,
                                int64_t m, cudaStream_t stream) {
   const int64_t units = row_bytes / static_cast<int64_t>(sizeof(T));
-  launch<gather_rows_kernel<T>>(grid_for(m * units, kBlock), kBlock, 0, stream, static_cast<const T*>(table), idx,
-                                static_cast<T*>(y), rows, units, m);
+  launch<gather_rows_kernel<T, T>>(grid_for(m * units, kBlock), kBlock, 0, stream, static_cast<const T*>(table), idx,
+                                   static_cast<T*>(y), rows, units, m);
 }
 
 void gather_rows_cuda(const void* table, const int32_t* idx, void* y, int64_t rows, int64_t row_bytes, int64_t m,
@@ -433,6 +442,22 @@ void gather_rows_cuda(const void* table, const int32_t* idx, void* y, int64_t ro
       launch_gather_rows<uint8_t>(table, idx, y, rows, row_bytes, m, stream);
       break;
   }
+}
+
+void gather_rows_convert_cuda(const float* table, const int32_t* idx, void* y, Storage y_type, int64_t rows,
+                              int64_t row, int64_t m, cudaStream_t stream) {
+  if (m == 0 || row == 0) return;
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    launch<gather_rows_kernel<float, T>>(grid_for(m * row, kBlock), kBlock, 0, stream, table, idx, static_cast<T*>(y),
+                                         rows, row, m);
+  };
+  if (y_type == Storage::kBf16)
+    run(__nv_bfloat16{});
+  else if (y_type == Storage::kF16)
+    run(__half{});
+  else
+    CUDL_FAIL("gather_rows_convert_cuda: y must be bf16 or f16 (an f32 y is a plain gather)");
 }
 
 // --- gather backward: radix sort of (row, position) pairs, then an ordered sum per row -----------
@@ -468,15 +493,16 @@ static __global__ void zero_ints_kernel(int32_t* __restrict__ p, int64_t n) {
 constexpr int kRowBlock = 128;
 
 // One block per table row (grid-stride), one column per thread: the dy rows of the row's
-// positions, summed in increasing position order from 0.
+// positions (widened to fp32), summed in increasing position order from 0.
+template <typename T>
 static __global__ void __launch_bounds__(kRowBlock)
-    ordered_row_sum_kernel(const float* __restrict__ dy, const int32_t* __restrict__ starts,
+    ordered_row_sum_kernel(const T* __restrict__ dy, const int32_t* __restrict__ starts,
                            const int32_t* __restrict__ order, float* __restrict__ dtable, int64_t rows, int64_t row) {
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const int32_t lo = starts[r], hi = starts[r + 1];
     for (int64_t col = threadIdx.x; col < row; col += blockDim.x) {
       float acc = 0.0f;
-      for (int32_t i = lo; i < hi; ++i) acc += dy[static_cast<int64_t>(order[i]) * row + col];
+      for (int32_t i = lo; i < hi; ++i) acc += to_float(dy[static_cast<int64_t>(order[i]) * row + col]);
       dtable[r * row + col] = acc;
     }
   }
@@ -522,8 +548,8 @@ static GatherBackwardLayout gather_backward_layout(int64_t rows, int64_t m) {
 
 size_t gather_backward_workspace_bytes(int64_t rows, int64_t m) { return gather_backward_layout(rows, m).total; }
 
-void gather_backward_cuda(const float* dy, const int32_t* idx, float* dtable, int64_t rows, int64_t row, int64_t m,
-                          void* workspace, cudaStream_t stream) {
+void gather_backward_cuda(const void* dy, Storage dy_type, const int32_t* idx, float* dtable, int64_t rows,
+                          int64_t row, int64_t m, void* workspace, cudaStream_t stream) {
   if (rows == 0 || row == 0) return;
   GatherBackwardLayout l = gather_backward_layout(rows, m);
   char* ws = static_cast<char*>(workspace);
@@ -541,8 +567,11 @@ void gather_backward_cuda(const float* dy, const int32_t* idx, float* dtable, in
   } else {
     launch<zero_ints_kernel>(grid_for(rows + 1, kBlock), kBlock, 0, stream, starts, rows + 1);
   }
-  launch<ordered_row_sum_kernel>(grid_for(rows * kRowBlock, kRowBlock), kRowBlock, 0, stream, dy, starts, pos_out,
-                                 dtable, rows, row);
+  with_storage(dy_type, [&](auto tag) {
+    using T = decltype(tag);
+    launch<ordered_row_sum_kernel<T>>(grid_for(rows * kRowBlock, kRowBlock), kRowBlock, 0, stream,
+                                      static_cast<const T*>(dy), starts, pos_out, dtable, rows, row);
+  });
 }
 
 // --- one-hot and image gather ------------------------------------------------------------------------

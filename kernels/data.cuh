@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "cudl/dtype.hpp"  // GatherBatchArgs::xb_dtype (nvcc's device pass sees no other include of it)
+#include "kernels/storage.cuh"
 
 namespace cudl::kernels {
 
@@ -39,14 +40,19 @@ void slice_backward_cuda(const void* dy, void* dx, int64_t outer, int64_t full_b
 /// y row m = table row idx[m] (row_bytes each); an index outside [0, rows) writes 0xFF bytes (NaN for f32).
 void gather_rows_cuda(const void* table, const int32_t* idx, void* y, int64_t rows, int64_t row_bytes, int64_t m,
                       cudaStream_t stream);
+/// As gather_rows_cuda from an f32 table into a bf16 / f16 y (y_type), each value rounded to nearest
+/// even; an index outside [0, rows) writes a NaN row.
+void gather_rows_convert_cuda(const float* table, const int32_t* idx, void* y, Storage y_type, int64_t rows,
+                              int64_t row, int64_t m, cudaStream_t stream);
 /// Scratch bytes gather_backward_cuda needs.
 size_t gather_backward_workspace_bytes(int64_t rows, int64_t m);
 /// dtable row r = sum of dy rows m with idx[m] == r in increasing m, no float atomics: the
 /// (row, position) pairs are sorted by cub::DeviceRadixSort::SortPairs (stable, over the key bits
 /// rows needs) in the workspace, then each row's run is summed in order. Indices outside [0, rows)
-/// are ignored. Launches: 3 kernels + the sort (m > 0), 2 kernels (m == 0).
-void gather_backward_cuda(const float* dy, const int32_t* idx, float* dtable, int64_t rows, int64_t row, int64_t m,
-                          void* workspace, cudaStream_t stream);
+/// are ignored. dy is f32, bf16 or f16 (dy_type), widened and summed in fp32. Launches: 3 kernels
+/// + the sort (m > 0), 2 kernels (m == 0).
+void gather_backward_cuda(const void* dy, Storage dy_type, const int32_t* idx, float* dtable, int64_t rows,
+                          int64_t row, int64_t m, void* workspace, cudaStream_t stream);
 
 /// y (n, classes) = one_hot(labels); a label outside [0, classes) gives a row of NaN.
 void one_hot_cuda(const int32_t* labels, float* y, int64_t n, int64_t classes, cudaStream_t stream);

@@ -817,6 +817,45 @@ TEST(DataCuda, GatherAndBackwardEqualCpuBitwise) {
   EXPECT_TRUE(std::isnan(v[2]) && std::isnan(v[3]));
 }
 
+// 16-bit storage: Gather reads an f32 table and writes bf16 / f16 rows (each value rounded once),
+// GatherBackward reads bf16 / f16 dy and sums into the f32 dtable in fp32: the same bits on the
+// CPU reference (which widens dy and rounds y) and on CUDA. A CUDA kernel that summed in 16 bits,
+// or a y that was truncated instead of rounded, would differ.
+TEST(DataCuda, Gather16BitRowsAndBackwardEqualCpuBitwise) {
+  CUDL_REQUIRE_CUDA();
+  for (DType st : {DType::bf16, DType::f16})
+    for (auto [rows, width, m] : {std::tuple{7, 5, 6}, std::tuple{50, 33, 1000}, std::tuple{3, 1, 4097}}) {
+      SCOPED_TRACE(std::string(dtype_name(st)) + " " + std::to_string(rows) + "x" + std::to_string(width) +
+                   " m=" + std::to_string(m));
+      Tensor table = random_tensor(Shape{rows, width}, uint64_t(rows) + 3);
+      Tensor idx = random_labels(m, rows, uint64_t(m) + 1);
+      Tensor y = Tensor::empty(Shape{m, width}, st), yg = Tensor::empty(Shape{m, width}, st, kGpu);
+      run(OpKind::Gather, {table, idx}, {y});
+      run(OpKind::Gather, {table.to(kGpu), idx.to(kGpu)}, {yg});
+      EXPECT_TRUE(same_bytes(yg, y)) << "gather";
+      // y is the f32 gather rounded to nearest even.
+      Tensor y32 = Tensor::empty(Shape{m, width});
+      run(OpKind::Gather, {table, idx}, {y32});
+      EXPECT_TRUE(same_bytes(y, to_storage(y32, st))) << "gather rounds each value to nearest even";
+      Tensor dy = to_storage(random_tensor(Shape{m, width}, 79), st);
+      Tensor dt = Tensor::empty(Shape{rows, width}), dtg = Tensor::full(Shape{rows, width}, NAN, DType::f32, kGpu);
+      run(OpKind::GatherBackward, {dy, idx}, {dt});
+      run(OpKind::GatherBackward, {dy.to(kGpu), idx.to(kGpu)}, {dtg});
+      EXPECT_TRUE(same_bytes(dtg, dt)) << "gather backward";
+      // The CPU reference is the f32 op on the widened dy.
+      Tensor dt32 = Tensor::empty(Shape{rows, width});
+      run(OpKind::GatherBackward, {widened(dy), idx}, {dt32});
+      EXPECT_TRUE(same_bytes(dt, dt32)) << "16-bit dy sums as its widened f32 values";
+    }
+  // The float table is f32 in every precision; a 16-bit one is an error naming the op and the slot.
+  std::string msg = error_message([&] {
+    run(OpKind::Gather, {Tensor::zeros(Shape{3, 2}, DType::f16), Tensor::from_vector<int32_t>({1}, Shape{1})},
+        {Tensor::empty(Shape{1, 2}, DType::f16)});
+  });
+  EXPECT_MESSAGE_HAS(msg, "Gather");
+  EXPECT_MESSAGE_HAS(msg, "f16");
+}
+
 TEST(DataCuda, OneHotAndGatherImagesEqualCpu) {
   CUDL_REQUIRE_CUDA();
   Tensor lab = random_labels(37, 10, 3);

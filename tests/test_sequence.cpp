@@ -132,6 +132,36 @@ TEST(Embedding, CpuAndCudaTrainTheSame) {
   EXPECT_NEAR(c.evaluate(d).metrics["loss"], g.evaluate(d).metrics["loss"], 1e-4);
 }
 
+// bf16 / f16: the Embedding's Gather reads its f32 table and writes 16-bit rows, and its backward
+// reads the 16-bit gradient and sums into the f32 table gradient, so neither needs a Cast. The two
+// Casts over f32's count are the positional table's: its first kTime rows (a Slice, which stays
+// f32) cast for the add, and their 16-bit gradient from the broadcast add cast back. The model
+// trains on the emulated CUDA backend as on the CPU reference.
+TEST(Embedding, TrainsIn16BitsWithoutCastsAroundTheGatherOnCudaAsOnCpu) {
+  CUDL_REQUIRE_CUDA();
+  const Dataset d = token_rows(48, 5);
+  for (Precision p : {Precision::bf16, Precision::f16}) {
+    SCOPED_TRACE(p == Precision::bf16 ? "bf16" : "f16");
+    auto compiled = [&](const std::string& tag, Device dev, Precision prec) {
+      Sequential m = token_model(tag);
+      CompileOptions o = options(dev);
+      o.precision = prec;
+      m.compile(o);
+      return m;
+    };
+    Sequential f = compiled("mp_f", Device::cuda(0), Precision::f32);
+    Sequential c = compiled("mp_c", Device::cpu(), p), g = compiled("mp_g", Device::cuda(0), p);
+    const int amp = p == Precision::f16 ? 1 : 0;  // AmpUnscale
+    EXPECT_EQ(g.plan_report().kernels_per_step, f.plan_report().kernels_per_step + 2 + amp) << g.plan_report().str();
+    const History hc = c.fit(d, fit_options(3)), hg = g.fit(d, fit_options(3));
+    EXPECT_TRUE(cudl::testing::losses_close(hg, hc, 1e-3));
+    EXPECT_LT(hg.metrics.at("loss").back(), hg.metrics.at("loss").front()) << "learns";
+    const std::vector<Tensor> wc = c.get_weights(), wg = g.get_weights();
+    ASSERT_EQ(wc.size(), wg.size());
+    for (size_t i = 0; i < wc.size(); ++i) EXPECT_TRUE(all_close(wg[i], wc[i], 1e-3, 1e-2)) << "weight " << i;
+  }
+}
+
 namespace {
 
 // Token rows (n, kTime) whose tails are padding (token 0, random lengths 2..kTime); the label of a

@@ -85,6 +85,11 @@ void cuda_slice_backward(const OpCall& c) {
 
 void cuda_gather(const OpCall& c) {
   const ops::GatherArgs p = ops::check_gather_call(c);
+  if (p.y.dtype != p.table.dtype) {  // f32 table -> bf16 / f16 rows (16-bit storage)
+    kernels::gather_rows_convert_cuda(p.table.as<float>(), p.idx.as<int32_t>(), p.y.data,
+                                      kernels::storage_of(p.y.dtype), p.rows, p.row, p.m, stream_of(c));
+    return;
+  }
   kernels::gather_rows_cuda(p.table.data, p.idx.as<int32_t>(), p.y.data, p.rows, p.row * p.elem_size,
                             p.m, stream_of(c));
 }
@@ -93,8 +98,8 @@ void cuda_gather_backward(const OpCall& c) {
   const ops::GatherArgs p = ops::check_gather_call(c);
   CudaContext& ctx = cuda_context(c);
   void* ws = ctx.workspace(kernels::gather_backward_workspace_bytes(p.rows, p.m));
-  kernels::gather_backward_cuda(p.dy.as<float>(), p.idx.as<int32_t>(), p.dtable.as<float>(), p.rows,
-                                p.row, p.m, ws, ctx.stream());
+  kernels::gather_backward_cuda(p.dy.data, kernels::storage_of(p.dy.dtype), p.idx.as<int32_t>(),
+                                p.dtable.as<float>(), p.rows, p.row, p.m, ws, ctx.stream());
 }
 
 void cuda_one_hot(const OpCall& c) {

@@ -210,9 +210,12 @@ GatherArgs check_gather_call(const OpCall& c) {
   expect_defined(c, table, tn);
   expect_dtype(c, idx, "idx", DType::i32);
   expect_defined(c, rows, rn);
-  if (c.op == OpKind::Gather) expect_same_dtype(c, table, tn, rows, rn);
-  if (backward) {
-    expect_dtype(c, rows, rn, DType::f32);
+  // Gather: y of the table's dtype, or bf16 / f16 from an f32 table (16-bit storage).
+  if (c.op == OpKind::Gather && !(table.dtype == DType::f32 && is_16bit_float(rows.dtype)))
+    expect_same_dtype(c, table, tn, rows, rn);
+  if (backward) {  // dy f32 or 16-bit (check_storage: the storage type), dtable f32
+    if (rows.dtype != DType::f32 && !is_16bit_float(rows.dtype))
+      fail_at(c, detail::concat("dy ", rows.shape, " has dtype ", rows.dtype, ", expected f32, bf16 or f16"));
     expect_dtype(c, table, tn, DType::f32);
   }
   if (c.op == OpKind::GatherImages) {

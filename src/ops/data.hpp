@@ -17,9 +17,11 @@
 // Concat          in: x0, x1, ...    out: y; i[0]=axis
 // Slice           in: x              out: y; i[0]=axis i[1]=start (length from y)
 // SliceBackward   in: dy             out: dx (zeros outside the slice); i[0]=axis i[1]=start
-// Gather          in: table (R, ...), idx i32 (M)   out: y (M, ...)
-// GatherBackward  in: dy (M, ...), idx  out: dtable (R, ...) (deterministic: on CUDA a CUB radix
-//                   sort of (row, position) pairs, then each row's run summed in position order)
+// Gather          in: table (R, ...), idx i32 (M)   out: y (M, ...) of the table's dtype, or bf16 /
+//                   f16 from an f32 table (each value rounded to nearest even: 16-bit storage)
+// GatherBackward  in: dy (M, ...) f32, bf16 or f16, idx  out: dtable (R, ...) f32 (deterministic: on
+//                   CUDA a CUB radix sort of (row, position) pairs, then each row's run summed in
+//                   position order, in fp32)
 // OneHot          in: labels i32 (N)  out: y f32 (N, C)
 // GatherImages    in: images u8 (R, ...), idx i32 (B)   out: y f32 (B, ...) = (u8/255 - f[0]) / f[1]
 // GatherBatch     in: perm i32 (N), x (R, ...) u8 or f32, y (R, ...)   out: xb (B, ...), yb (B, ...),
@@ -29,7 +31,8 @@
 //                   normalised in fp32 and rounded once; 16-bit storage, ops/precision.hpp); f32 or i32
 //                   x: copied (xb of x's dtype). y: any dtype, yb alike
 // Data details (src/cpu/data.cpp is the spec): Fill, Copy, Permute, Concat, Slice, SliceBackward
-// and Gather move bytes of any dtype (inputs and outputs of one dtype). Fill converts f[0] like
+// and Gather move bytes of any dtype (inputs and outputs of one dtype; Gather's float tables are f32,
+// its y f32 or, rounded, the storage type). Fill converts f[0] like
 // backend/convert.hpp's element_bytes (floats round to nearest even; integers truncate and
 // saturate, NaN -> 0). Copy: x and y must not partially overlap. Cast rounds f32 -> f16/bf16 to
 // nearest even (NaN stays NaN, overflow gives Inf), f32 -> i32 truncates toward zero with NaN -> 0

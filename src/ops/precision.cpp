@@ -31,6 +31,11 @@ StorageSlots storage_slots(OpKind op) {
     case OpKind::Linear: return {bits({0, 1, 2}), bits({0, 1})};
     case OpKind::LinearBackward: return {bits({0, 1, 2, 3, 4}), bits({0, 1, 2, 3}), bits({1, 2})};  // dw, db f32 too
     case OpKind::GatherBatch: return {0, bits({0})};  // xb, when x is u8 images
+    // Gather reads rows of an f32 table (the Embedding's master: only the gathered rows are read)
+    // and writes them rounded to the storage type; its backward reads dy in the storage type and sums
+    // into the f32 dtable, so the table's gradient needs no Cast either.
+    case OpKind::Gather: return {0, bits({0})};          // table (f32), idx -> y
+    case OpKind::GatherBackward: return {bits({0}), 0};  // dy, idx -> dtable (f32)
     case OpKind::Conv2d: return {bits({0, 1, 2}), bits({0})};            // x, w, [bias] -> y
     case OpKind::Conv2dBackwardData: return {bits({0, 1}), bits({0})};    // dy, w -> dx
     case OpKind::Conv2dBackwardFilter: return {bits({0, 1}), bits({0})};  // x, dy -> dw
