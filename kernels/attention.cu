@@ -46,13 +46,14 @@ __device__ __forceinline__ Rng read_rng(const AttentionProblem& p) {
 
 /// Copies rows [row0, row0 + n_rows) of head h of x (B, T, H*width) into tile (n_rows, width) whose
 /// rows are `ld` floats apart (ld >= width); rows past T are zero.
-__device__ __forceinline__ void load_tile(float* tile, const float* __restrict__ x, int b, int h, int row0, int n_rows,
+template <typename T_>
+__device__ __forceinline__ void load_tile(float* tile, const T_* __restrict__ x, int b, int h, int row0, int n_rows,
                                           int T, int heads, int width, int ld) {
   const int64_t stride = static_cast<int64_t>(heads) * width;
   for (int e = threadIdx.x; e < n_rows * width; e += blockDim.x) {
     const int r = e / width, c = e % width, t = row0 + r;
     tile[r * ld + c] =
-        t < T ? x[(static_cast<int64_t>(b) * T + t) * stride + static_cast<int64_t>(h) * width + c] : 0.f;
+        t < T ? to_float(x[(static_cast<int64_t>(b) * T + t) * stride + static_cast<int64_t>(h) * width + c]) : 0.f;
   }
 }
 
@@ -61,12 +62,13 @@ __device__ __forceinline__ void load_tile(float* tile, const float* __restrict__
 __host__ __device__ __forceinline__ int padded(int width) { return width | 1; }
 
 /// The reverse of load_tile: rows of the tile that exist in x (row0 + r < T) go to head h of x.
-__device__ __forceinline__ void store_tile(float* __restrict__ x, const float* tile, int b, int h, int row0,
+template <typename T_>
+__device__ __forceinline__ void store_tile(T_* __restrict__ x, const float* tile, int b, int h, int row0,
                                            int n_rows, int T, int heads, int width) {
   const int64_t stride = static_cast<int64_t>(heads) * width;
   for (int e = threadIdx.x; e < n_rows * width; e += blockDim.x) {
     const int r = e / width, c = e % width, t = row0 + r;
-    if (t < T) x[(static_cast<int64_t>(b) * T + t) * stride + static_cast<int64_t>(h) * width + c] = tile[e];
+    if (t < T) x[(static_cast<int64_t>(b) * T + t) * stride + static_cast<int64_t>(h) * width + c] = from_float<T_>(tile[e]);
   }
 }
 
@@ -79,8 +81,9 @@ __device__ __forceinline__ float dot(const float* a, const float* b, int n) {
 
 // --- fused forward ------------------------------------------------------------------------------
 
+template <typename T>
 static __global__ void __launch_bounds__(kThreads)
-    attention_forward_kernel(AttentionProblem p, float* __restrict__ o, float* __restrict__ lse) {
+    attention_forward_kernel(AttentionProblem p, T* __restrict__ o, float* __restrict__ lse) {
   CUDL_DYNAMIC_SHARED(float, smem);
   const int b = blockIdx.z, h = blockIdx.y, i0 = blockIdx.x * kRows, D = p.d, Dv = p.dv, tid = threadIdx.x;
   float* sq = smem;                 // (kRows, D)
@@ -93,14 +96,14 @@ static __global__ void __launch_bounds__(kThreads)
   float* row_l = row_m + kRows;     // (kRows) running Σ exp(s - max)
   float* row_a = row_l + kRows;     // (kRows) this tile's rescale factor
   const Rng rng = read_rng(p);
-  load_tile(sq, p.q, b, h, i0, kRows, p.tq, p.heads, D, D);
+  load_tile(sq, static_cast<const T*>(p.q), b, h, i0, kRows, p.tq, p.heads, D, D);
   for (int e = tid; e < kRows * Dv; e += kThreads) acc[e] = 0.f;
   if (tid < kRows) row_m[tid] = -INFINITY, row_l[tid] = 0.f;
   const int j_end = p.causal ? min(p.tk, i0 + kRows) : p.tk;  // later keys are masked for every row
   for (int j0 = 0; j0 < j_end; j0 += kCols) {
     __syncthreads();  // the previous tile's readers are done
-    load_tile(sk, p.k, b, h, j0, kCols, p.tk, p.heads, D, padded(D));
-    load_tile(sv, p.v, b, h, j0, kCols, p.tk, p.heads, Dv, padded(Dv));
+    load_tile(sk, static_cast<const T*>(p.k), b, h, j0, kCols, p.tk, p.heads, D, padded(D));
+    load_tile(sv, static_cast<const T*>(p.v), b, h, j0, kCols, p.tk, p.heads, Dv, padded(Dv));
     __syncthreads();
     for (int e = tid; e < kRows * kCols; e += kThreads) {
       const int r = e / kCols, c = e % kCols;
@@ -154,9 +157,10 @@ __device__ __forceinline__ float weight(const AttentionProblem& p, int b, int i,
 }
 
 /// dq per query tile; also writes Δ_i = do_i·o_i to delta for the dk/dv kernel.
+template <typename T>
 static __global__ void __launch_bounds__(kThreads)
-    attention_backward_dq_kernel(AttentionProblem p, const float* __restrict__ o, const float* __restrict__ lse,
-                                 const float* __restrict__ d_o, float* __restrict__ delta, float* __restrict__ dq) {
+    attention_backward_dq_kernel(AttentionProblem p, const T* __restrict__ o, const float* __restrict__ lse,
+                                 const T* __restrict__ d_o, float* __restrict__ delta, T* __restrict__ dq) {
   CUDL_DYNAMIC_SHARED(float, smem);
   const int b = blockIdx.z, h = blockIdx.y, i0 = blockIdx.x * kRows, D = p.d, Dv = p.dv, tid = threadIdx.x;
   float* sq = smem;                    // (kRows, D)
@@ -170,7 +174,7 @@ static __global__ void __launch_bounds__(kThreads)
   float* row_lse = acc + kRows * D;    // (kRows)
   float* row_delta = row_lse + kRows;  // (kRows)
   const Rng rng = read_rng(p);
-  load_tile(sq, p.q, b, h, i0, kRows, p.tq, p.heads, D, D);
+  load_tile(sq, static_cast<const T*>(p.q), b, h, i0, kRows, p.tq, p.heads, D, D);
   load_tile(sdo, d_o, b, h, i0, kRows, p.tq, p.heads, Dv, Dv);
   load_tile(so, o, b, h, i0, kRows, p.tq, p.heads, Dv, Dv);
   for (int e = tid; e < kRows * D; e += kThreads) acc[e] = 0.f;
@@ -186,8 +190,8 @@ static __global__ void __launch_bounds__(kThreads)
   const int j_end = p.causal ? min(p.tk, i0 + kRows) : p.tk;
   for (int j0 = 0; j0 < j_end; j0 += kCols) {
     __syncthreads();
-    load_tile(sk, p.k, b, h, j0, kCols, p.tk, p.heads, D, padded(D));
-    load_tile(sv, p.v, b, h, j0, kCols, p.tk, p.heads, Dv, padded(Dv));
+    load_tile(sk, static_cast<const T*>(p.k), b, h, j0, kCols, p.tk, p.heads, D, padded(D));
+    load_tile(sv, static_cast<const T*>(p.v), b, h, j0, kCols, p.tk, p.heads, Dv, padded(Dv));
     __syncthreads();
     for (int e = tid; e < kRows * kCols; e += kThreads) {
       const int r = e / kCols, c = e % kCols, i = i0 + r, j = j0 + c;
@@ -212,9 +216,10 @@ static __global__ void __launch_bounds__(kThreads)
 }
 
 /// dk and dv per key tile, looping over the query tiles that can see it.
+template <typename T>
 static __global__ void __launch_bounds__(kThreads)
-    attention_backward_dkdv_kernel(AttentionProblem p, const float* __restrict__ lse, const float* __restrict__ d_o,
-                                   const float* __restrict__ delta, float* __restrict__ dk, float* __restrict__ dv) {
+    attention_backward_dkdv_kernel(AttentionProblem p, const float* __restrict__ lse, const T* __restrict__ d_o,
+                                   const float* __restrict__ delta, T* __restrict__ dk, T* __restrict__ dv) {
   CUDL_DYNAMIC_SHARED(float, smem);
   const int b = blockIdx.z, h = blockIdx.y, j0 = blockIdx.x * kCols, D = p.d, Dv = p.dv, tid = threadIdx.x;
   const int ldk = padded(D), ldv = padded(Dv);
@@ -229,15 +234,15 @@ static __global__ void __launch_bounds__(kThreads)
   float* row_lse = acc_v + kCols * Dv; // (kRows)
   float* row_delta = row_lse + kRows;  // (kRows)
   const Rng rng = read_rng(p);
-  load_tile(sk, p.k, b, h, j0, kCols, p.tk, p.heads, D, padded(D));
-  load_tile(sv, p.v, b, h, j0, kCols, p.tk, p.heads, Dv, padded(Dv));
+  load_tile(sk, static_cast<const T*>(p.k), b, h, j0, kCols, p.tk, p.heads, D, padded(D));
+  load_tile(sv, static_cast<const T*>(p.v), b, h, j0, kCols, p.tk, p.heads, Dv, padded(Dv));
   for (int e = tid; e < kCols * D; e += kThreads) acc_k[e] = 0.f;
   for (int e = tid; e < kCols * Dv; e += kThreads) acc_v[e] = 0.f;
   const int64_t row_base = (static_cast<int64_t>(b) * p.heads + h) * p.tq;
   const int i_begin = p.causal ? j0 / kRows * kRows : 0;  // earlier queries see none of these keys
   for (int i0 = i_begin; i0 < p.tq; i0 += kRows) {
     __syncthreads();
-    load_tile(sq, p.q, b, h, i0, kRows, p.tq, p.heads, D, D);
+    load_tile(sq, static_cast<const T*>(p.q), b, h, i0, kRows, p.tq, p.heads, D, D);
     load_tile(sdo, d_o, b, h, i0, kRows, p.tq, p.heads, Dv, Dv);
     if (tid < kRows) {
       const int i = i0 + tid;
@@ -315,19 +320,23 @@ static __global__ void __launch_bounds__(kRowBlock)
 
 static __global__ void __launch_bounds__(kRowBlock)
     attention_softmax_backward_kernel(AttentionProblem p, float* __restrict__ s, float* __restrict__ dp,
-                                      const float* __restrict__ lse) {
+                                      const float* __restrict__ lse, const float* __restrict__ o,
+                                      const float* __restrict__ d_o) {
   const int64_t r = blockIdx.x;
   const RowIndex ri = row_index(p, r);
   const Rng rng = read_rng(p);
   float* srow = s + r * p.tk;
   float* dprow = dp + r * p.tk;
   const float row_lse = lse[r];
-  float delta = 0.f;  // Σ_j w_ij drop_ij dp_ij = do_i·o_i
+  // Δ_i = do_i·o_i of the o given (as the op defines it and the fused kernel computes it: with a
+  // 16-bit o that is not Σ_j w_ij drop_ij dp_ij, which the exact o would give).
+  const int64_t at = (static_cast<int64_t>(ri.b) * p.tq + ri.i) * p.heads * p.dv + static_cast<int64_t>(ri.h) * p.dv;
+  float delta = 0.f;
+  for (int c = threadIdx.x; c < p.dv; c += blockDim.x) delta += d_o[at + c] * o[at + c];
   for (int j = threadIdx.x; j < p.tk; j += blockDim.x) {
     float w = 0.f;
     if (allowed(p, ri.b, ri.i, j) && row_lse != -INFINITY) w = expf(p.scale * srow[j] - row_lse);
     srow[j] = w;
-    if (w != 0.f) delta += w * drop_factor(p, rng.seed, rng.offset, ri.b, ri.h, ri.i, j) * dprow[j];
   }
   delta = block_reduce_sum(delta);
   for (int j = threadIdx.x; j < p.tk; j += blockDim.x) {
@@ -356,30 +365,44 @@ dim3 tile_grid(const AttentionProblem& p, int rows, int tile) {
 
 }  // namespace
 
-void attention_forward_cuda(const AttentionProblem& p, float* o, float* lse, cudaStream_t stream) {
+void attention_forward_cuda(const AttentionProblem& p, void* o, float* lse, cudaStream_t stream) {
   if (p.batch == 0 || p.tq == 0) return;
   const size_t floats =
       kRows * p.d + kCols * padded(p.d) + kCols * padded(p.dv) + kRows * kCols + kRows * p.dv + 3 * kRows;
-  launch_tiles<attention_forward_kernel>(tile_grid(p, p.tq, kRows), floats * sizeof(float), stream, p, o, lse);
+  with_storage(p.type, [&](auto tag) {
+    using T = decltype(tag);
+    launch_tiles<attention_forward_kernel<T>>(tile_grid(p, p.tq, kRows), floats * sizeof(float), stream, p,
+                                              static_cast<T*>(o), lse);
+  });
 }
 
-void attention_backward_cuda(const AttentionProblem& p, const float* o, const float* lse, const float* d_o,
-                             float* delta, float* dq, float* dk, float* dv, cudaStream_t stream) {
-  if (p.batch == 0) return;
+template <typename T>
+static void backward_tiles(const AttentionProblem& p, const T* o, const float* lse, const T* d_o, float* delta, T* dq,
+                           T* dk, T* dv, cudaStream_t stream) {
   if (p.tq > 0) {
     const size_t floats =
         kRows * p.d + 2 * kRows * p.dv + kCols * padded(p.d) + kCols * padded(p.dv) + kRows * kCols + kRows * p.d +
         2 * kRows;
-    launch_tiles<attention_backward_dq_kernel>(tile_grid(p, p.tq, kRows), floats * sizeof(float), stream, p, o, lse,
+    launch_tiles<attention_backward_dq_kernel<T>>(tile_grid(p, p.tq, kRows), floats * sizeof(float), stream, p, o, lse,
                                                d_o, delta, dq);
   }
   if (p.tk > 0 && (dk != nullptr || dv != nullptr)) {
     const size_t floats =
         kCols * (padded(p.d) + padded(p.dv)) + kCols * (p.d + p.dv) + kRows * p.d + kRows * p.dv + 2 * kRows * kCols +
         2 * kRows;
-    launch_tiles<attention_backward_dkdv_kernel>(tile_grid(p, p.tk, kCols), floats * sizeof(float), stream, p, lse,
+    launch_tiles<attention_backward_dkdv_kernel<T>>(tile_grid(p, p.tk, kCols), floats * sizeof(float), stream, p, lse,
                                                  d_o, delta, dk, dv);
   }
+}
+
+void attention_backward_cuda(const AttentionProblem& p, const void* o, const float* lse, const void* d_o,
+                             float* delta, void* dq, void* dk, void* dv, cudaStream_t stream) {
+  if (p.batch == 0) return;
+  with_storage(p.type, [&](auto tag) {
+    using T = decltype(tag);
+    backward_tiles<T>(p, static_cast<const T*>(o), lse, static_cast<const T*>(d_o), delta, static_cast<T*>(dq),
+                      static_cast<T*>(dk), static_cast<T*>(dv), stream);
+  });
 }
 
 void attention_softmax_cuda(const AttentionProblem& p, float* s, float* lse, cudaStream_t stream) {
@@ -388,12 +411,12 @@ void attention_softmax_cuda(const AttentionProblem& p, float* s, float* lse, cud
   launch<attention_softmax_kernel>(dim3(static_cast<unsigned>(rows)), dim3(kRowBlock), 0, stream, p, s, lse);
 }
 
-void attention_softmax_backward_cuda(const AttentionProblem& p, float* s, float* dp, const float* lse,
-                                     cudaStream_t stream) {
+void attention_softmax_backward_cuda(const AttentionProblem& p, float* s, float* dp, const float* lse, const float* o,
+                                     const float* d_o, cudaStream_t stream) {
   const int64_t rows = static_cast<int64_t>(p.batch) * p.heads * p.tq;
   if (rows == 0) return;
   launch<attention_softmax_backward_kernel>(dim3(static_cast<unsigned>(rows)), dim3(kRowBlock), 0, stream, p, s, dp,
-                                            lse);
+                                            lse, o, d_o);
 }
 
 }  // namespace cudl::kernels

@@ -30,8 +30,9 @@ Model block_model(const MultiHeadAttentionOptions& mha) {
   return Model(x, transformer_block(x, mha), "block");
 }
 
-CompileOptions options(Device d) {
+CompileOptions options(Device d, Precision p = Precision::f32) {
   CompileOptions o;
+  o.precision = p;
   o.optimizer = optim::AdamW(3e-3, 0.01);
   o.loss = losses::MeanSquaredError();
   o.device = d;
@@ -39,9 +40,10 @@ CompileOptions options(Device d) {
   return o;
 }
 
-std::vector<double> train_losses(const MultiHeadAttentionOptions& mha, Device d, int steps = 4) {
+std::vector<double> train_losses(const MultiHeadAttentionOptions& mha, Device d, int steps = 4,
+                                 Precision p = Precision::f32) {
   Model m = block_model(mha);
-  m.compile(options(d));
+  m.compile(options(d, p));
   std::vector<double> losses;
   Tensor x = random_tensor(Shape{3, kT, kE}, 40), y = random_tensor(Shape{3, kT, kE}, 80);
   for (int s = 0; s < steps; ++s) losses.push_back(m.train_on_batch(x, y).at("loss"));  // fits one batch
@@ -106,6 +108,28 @@ TEST(MultiHeadAttentionLayer, TransformerBlockTrainsTheSameOnCpuAndCuda) {
       ASSERT_EQ(cpu.size(), gpu.size());
       for (size_t s = 0; s < cpu.size(); ++s) EXPECT_NEAR(gpu[s], cpu[s], 1e-4 * std::fabs(cpu[s]) + 1e-5) << s;
       EXPECT_LT(cpu.back(), cpu.front());
+    }
+}
+
+// bf16 / f16: the attention reads and writes 16-bit q, k, v, o and their gradients itself, so a
+// block has no Cast around it: a 16-bit block runs f32's kernel count plus the Cast of its f32
+// input (plus AmpUnscale in f16); and it trains on the emulated CUDA backend, on both engines, as
+// on the CPU reference.
+TEST(MultiHeadAttentionLayer, TransformerBlockTrainsIn16BitsOnCudaAsOnCpu) {
+  CUDL_REQUIRE_CUDA();
+  for (Precision p : {Precision::bf16, Precision::f16})
+    for (const char* engine : {"fused", "unfused"}) {
+      SCOPED_TRACE(std::string(p == Precision::bf16 ? "bf16 " : "f16 ") + engine);
+      const auto mha = MultiHeadAttentionOptions(2, 4).causal(true).engine(engine);
+      Model f = block_model(mha), h = block_model(mha);
+      f.compile(options(Device::cuda()));
+      h.compile(options(Device::cuda(), p));
+      EXPECT_EQ(h.plan_report().kernels_per_step, f.plan_report().kernels_per_step + 1 + (p == Precision::f16 ? 1 : 0))
+          << h.plan_report().str();
+      const auto cpu = train_losses(mha, Device::cpu(), 4, p), gpu = train_losses(mha, Device::cuda(), 4, p);
+      ASSERT_EQ(cpu.size(), gpu.size());
+      for (size_t s = 0; s < cpu.size(); ++s) EXPECT_NEAR(gpu[s], cpu[s], 1e-2 * std::fabs(cpu[s]) + 1e-4) << s;
+      EXPECT_LT(gpu.back(), gpu.front());
     }
 }
 

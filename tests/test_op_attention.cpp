@@ -55,9 +55,10 @@ struct Forward {
   Tensor o, lse;
 };
 
+/// o in q's dtype (f32, or bf16 / f16 under 16-bit storage); lse f32.
 Forward forward(const Case& c, const Inputs& in, AttentionEngine engine = AttentionEngine::Auto) {
   const Device d = in.q.device();
-  Forward f{Tensor::full(Shape{c.batch, c.tq, c.heads * c.dv}, 777.0, DType::f32, d),
+  Forward f{Tensor::full(Shape{c.batch, c.tq, c.heads * c.dv}, 777.0, in.q.dtype(), d),
             Tensor::full(Shape{c.batch, c.heads, c.tq}, 777.0, DType::f32, d)};
   run_op(OpKind::Attention, {tv(in.q), tv(in.k), tv(in.v), tv(in.mask), tv(in.rng)}, {tv(f.o), tv(f.lse)},
          attrs_of(c, engine));
@@ -71,8 +72,9 @@ struct Grads {
 Grads backward(const Case& c, const Inputs& in, const Forward& f, const Tensor& d_o,
                AttentionEngine engine = AttentionEngine::Auto) {
   const Device d = in.q.device();
-  Grads g{Tensor::full(in.q.shape(), 777.0, DType::f32, d), Tensor::full(in.k.shape(), 777.0, DType::f32, d),
-          Tensor::full(in.v.shape(), 777.0, DType::f32, d)};
+  const DType st = in.q.dtype();  // dq, dk, dv in the storage type
+  Grads g{Tensor::full(in.q.shape(), 777.0, st, d), Tensor::full(in.k.shape(), 777.0, st, d),
+          Tensor::full(in.v.shape(), 777.0, st, d)};
   run_op(OpKind::AttentionBackward,
          {tv(in.q), tv(in.k), tv(in.v), tv(f.o), tv(f.lse), tv(d_o), tv(in.mask), tv(in.rng)},
          {tv(g.dq), tv(g.dk), tv(g.dv)}, attrs_of(c, engine));
@@ -212,6 +214,38 @@ TEST(AttentionCuda, LargeHeadFallsBackToUnfused) {
 TEST(AttentionCuda, LongSequenceFusedForwardAndBackward) {
   CUDL_REQUIRE_CUDA();
   for (bool causal : {true, false}) expect_cuda_matches_cpu({1, 1024, 1024, 1, 16, 16, causal}, AttentionEngine::Fused, 2e-5, 5e-4);
+}
+
+// bf16 / f16 storage: q, k, v, o, do, dq, dk, dv in 16 bits, fp32 math, lse f32. The fused kernels
+// load and store 16 bits themselves; the unfused engine widens into f32 copies and rounds its outputs
+// once. Both against the CPU reference (which widens, runs the f32 op and rounds): each element within
+// 1 ulp of the 16-bit type (or 1e-5 of the tensor's largest value where fp32 sums cancel), at least
+// 90% bitwise; lse, f32 in every mode, to the f32 tolerance.
+TEST(AttentionCuda, SixteenBitStorageMatchesCpuOnBothEngines) {
+  CUDL_REQUIRE_CUDA();
+  for (DType st : {DType::bf16, DType::f16})
+    for (AttentionEngine engine : {AttentionEngine::Fused, AttentionEngine::Unfused})
+      for (const Case& c : parity_cases()) {
+        SCOPED_TRACE(std::string(dtype_name(st)) + " " + c.str() +
+                     (engine == AttentionEngine::Fused ? " fused" : " unfused"));
+        Inputs in = make_inputs(c, 300 + c.tq + c.d);
+        in.q = to_storage(in.q, st), in.k = to_storage(in.k, st), in.v = to_storage(in.v, st);
+        const Tensor d_o = to_storage(random_tensor(Shape{c.batch, c.tq, c.heads * c.dv}, 9 + c.tk), st);
+        const Forward ref = forward(c, in);
+        const Grads gref = backward(c, in, ref, d_o);
+        const Inputs gin = in.to(Device::cuda());
+        const Forward got = forward(c, gin, engine);
+        auto close = [](const Tensor& g, const Tensor& e) {
+          return close_16bit(g, e, 1, 0.9, 1e-5 * max_abs_diff(e, Tensor::zeros(e.shape(), e.dtype())));
+        };
+        EXPECT_EQ(got.o.dtype(), st);
+        EXPECT_TRUE(close(host(got.o), ref.o)) << "o";
+        EXPECT_TRUE(all_close(host(got.lse), ref.lse, 2e-5, 1e-4)) << "lse";
+        const Grads g = backward(c, gin, got, d_o.to(Device::cuda()), engine);
+        EXPECT_TRUE(close(host(g.dq), gref.dq)) << "dq";
+        EXPECT_TRUE(close(host(g.dk), gref.dk)) << "dk";
+        EXPECT_TRUE(close(host(g.dv), gref.dv)) << "dv";
+      }
 }
 
 TEST(Attention, ErrorsNameOpAndShapes) {

@@ -7,12 +7,15 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "backend/backend.hpp"
 #include "cuda/check.hpp"
 #include "cuda/context.hpp"
 #include "cuda/matmul.hpp"
 #include "kernels/attention.cuh"
+#include "kernels/data.cuh"
 #include "ops/attention.hpp"
 #include "ops/common.hpp"
 
@@ -32,7 +35,8 @@ ops::AttentionArgs check_for_cuda(const OpCall& call) {
 
 kernels::AttentionProblem problem_of(const ops::AttentionArgs& a) {
   kernels::AttentionProblem p;
-  p.q = a.q.as<float>(), p.k = a.k.as<float>(), p.v = a.v.as<float>();
+  p.q = a.q.data, p.k = a.k.data, p.v = a.v.data;
+  p.type = kernels::storage_of(a.storage);
   p.key_mask = a.has_mask ? a.key_mask.as<float>() : nullptr;
   p.rng = a.has_dropout ? a.rng.as<int64_t>() : nullptr;
   p.batch = static_cast<int>(a.batch), p.tq = static_cast<int>(a.tq), p.tk = static_cast<int>(a.tk);
@@ -103,7 +107,7 @@ Operand head(const TensorView& t, int64_t h, int64_t width) {
 
 void zero(CudaContext& ctx, const TensorView& v) {
   if (v.defined() && v.numel() > 0)
-    CUDL_CUDA_CHECK(cudaMemsetAsync(v.data, 0, static_cast<size_t>(v.numel()) * sizeof(float), ctx.stream()));
+    CUDL_CUDA_CHECK(cudaMemsetAsync(v.data, 0, static_cast<size_t>(v.numel()) * dtype_size(v.dtype), ctx.stream()));
 }
 
 void unfused_forward(const OpCall& call, CudaContext& ctx, const ops::AttentionArgs& a) {
@@ -138,7 +142,8 @@ void unfused_backward(const OpCall& call, CudaContext& ctx, const ops::Attention
     batch_gemm(call, ctx, ws.lt, B, a.tq, a.tk, D, false, true, head(a.q, h, D), head(a.k, h, D), w(h));  // q·kᵀ
     batch_gemm(call, ctx, ws.lt, B, a.tq, a.tk, Dv, false, true, head(a.d_o, h, Dv), head(a.v, h, Dv), ds(h));  // do·vᵀ
   }
-  kernels::attention_softmax_backward_cuda(p, ws.m0, ws.m1, a.lse.as<float>(), ctx.stream());
+  kernels::attention_softmax_backward_cuda(p, ws.m0, ws.m1, a.lse.as<float>(), a.o.as<float>(), a.d_o.as<float>(),
+                                           ctx.stream());
   for (int64_t h = 0; h < H; ++h) {
     if (a.has_dv)  // dv = wᵀ·do
       batch_gemm(call, ctx, ws.lt, B, a.tk, Dv, a.tq, true, false, w(h), head(a.d_o, h, Dv), head(a.dv, h, Dv));
@@ -149,25 +154,66 @@ void unfused_backward(const OpCall& call, CudaContext& ctx, const ops::Attention
   }
 }
 
+/// The unfused engine computes in f32 (its GEMMs write the f32 weight matrices): a bf16 / f16 call
+/// runs it on f32 copies of q, k, v (and o, do) widened in the workspace, past the engine's own
+/// scratch, and rounds its f32 outputs (o, or dq, dk, dv) into the call's tensors once at the end.
+void unfused_16bit(const OpCall& call, CudaContext& ctx, const ops::AttentionArgs& a,
+                   void (*run)(const OpCall&, CudaContext&, const ops::AttentionArgs&)) {
+  const int code = a.storage == DType::bf16 ? kernels::kCastBf16 : kernels::kCastF16;
+  const size_t elems = static_cast<size_t>(a.batch * a.heads * a.tq * a.tk);
+  const size_t own = cuda_gemm_workspace_bytes() + 2 * ((elems * sizeof(float) + 255) / 256 * 256);
+  ops::AttentionArgs w = a;
+  w.storage = DType::f32;
+  TensorView* ins[] = {&w.q, &w.k, &w.v, &w.o, &w.d_o};
+  TensorView* outs[] = {&w.o, &w.dq, &w.dk, &w.dv};
+  size_t bytes = own;
+  auto place = [&](TensorView* v) {
+    const size_t at = bytes;
+    bytes += (static_cast<size_t>(v->numel()) * sizeof(float) + 255) / 256 * 256;
+    return at;
+  };
+  std::vector<std::pair<TensorView*, size_t>> widened, rounded;
+  for (TensorView* v : ins)
+    if (v->defined() && (a.backward || (v != &w.o && v != &w.d_o))) widened.emplace_back(v, place(v));
+  for (TensorView* v : outs)
+    if (v->defined() && (a.backward ? v != &w.o : v == &w.o)) rounded.emplace_back(v, place(v));
+  char* base = static_cast<char*>(ctx.workspace(bytes));  // the engine's scratch asks for `own` of it
+  for (auto& [v, at] : widened) {
+    kernels::cast_cuda(v->data, code, base + at, kernels::kCastF32, v->numel(), ctx.stream());
+    v->data = base + at, v->dtype = DType::f32;
+  }
+  std::vector<TensorView> targets;
+  for (auto& [v, at] : rounded) {
+    targets.push_back(*v);
+    v->data = base + at, v->dtype = DType::f32;
+  }
+  run(call, ctx, w);
+  for (size_t i = 0; i < rounded.size(); ++i)
+    kernels::cast_cuda(rounded[i].first->data, kernels::kCastF32, targets[i].data, code, targets[i].numel(),
+                       ctx.stream());
+}
+
 void cuda_attention(const OpCall& call) {
   const ops::AttentionArgs a = check_for_cuda(call);
   CudaContext& ctx = cuda_context(call);
-  if (!use_fused(call, a)) return unfused_forward(call, ctx, a);
-  kernels::attention_forward_cuda(problem_of(a), a.o.as<float>(), a.lse.as<float>(), ctx.stream());
+  if (!use_fused(call, a))
+    return a.storage == DType::f32 ? unfused_forward(call, ctx, a) : unfused_16bit(call, ctx, a, unfused_forward);
+  kernels::attention_forward_cuda(problem_of(a), a.o.data, a.lse.as<float>(), ctx.stream());
 }
 
 void cuda_attention_backward(const OpCall& call) {
   const ops::AttentionArgs a = check_for_cuda(call);
   CudaContext& ctx = cuda_context(call);
-  if (!use_fused(call, a)) return unfused_backward(call, ctx, a);
+  if (!use_fused(call, a))
+    return a.storage == DType::f32 ? unfused_backward(call, ctx, a) : unfused_16bit(call, ctx, a, unfused_backward);
   if (a.tq == 0) {
     zero(ctx, a.dk), zero(ctx, a.dv);
     return;
   }
   float* delta = static_cast<float*>(ctx.workspace(static_cast<size_t>(a.batch * a.heads * a.tq) * sizeof(float)));
-  kernels::attention_backward_cuda(problem_of(a), a.o.as<float>(), a.lse.as<float>(), a.d_o.as<float>(), delta,
-                                   a.has_dq ? a.dq.as<float>() : nullptr, a.has_dk ? a.dk.as<float>() : nullptr,
-                                   a.has_dv ? a.dv.as<float>() : nullptr, ctx.stream());
+  kernels::attention_backward_cuda(problem_of(a), a.o.data, a.lse.as<float>(), a.d_o.data, delta,
+                                   a.has_dq ? a.dq.data : nullptr, a.has_dk ? a.dk.data : nullptr,
+                                   a.has_dv ? a.dv.data : nullptr, ctx.stream());
 }
 
 }  // namespace

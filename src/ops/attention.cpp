@@ -8,6 +8,7 @@
 #include "backend/philox.hpp"
 #include "cudl/error.hpp"
 #include "ops/common.hpp"
+#include "ops/precision.hpp"
 
 namespace cudl {
 namespace ops {
@@ -16,9 +17,10 @@ namespace chk = op_checks;
 
 namespace {
 
-/// Throws unless v is f32 of rank 3 (B, T, F) with F a multiple of `heads`; returns F / heads.
-int64_t head_size(const OpCall& call, const TensorView& v, const char* name, int64_t heads) {
-  chk::dtype(call, v, name, DType::f32);
+/// Throws unless v is of the call's storage type `st` and rank 3 (B, T, F) with F a multiple of
+/// `heads`; returns F / heads.
+int64_t head_size(const OpCall& call, const TensorView& v, const char* name, int64_t heads, DType st) {
+  chk::dtype(call, v, name, st);
   if (v.shape.rank() != 3)
     CUDL_FAIL(chk::who(call), ": ", name, " must be (B, T, heads*head_size), got shape ", v.shape);
   if (v.shape[2] % heads != 0 || v.shape[2] == 0)
@@ -50,9 +52,11 @@ AttentionArgs check_attention_call(const OpCall& call) {
   p.q = chk::need_in(call, 0, "q");
   p.k = chk::need_in(call, 1, "k");
   p.v = chk::need_in(call, 2, "v");
-  p.d = head_size(call, p.q, "q", p.heads);
-  const int64_t dk = head_size(call, p.k, "k", p.heads);
-  p.dv_dim = head_size(call, p.v, "v", p.heads);
+  p.storage = check_storage(call);
+  const DType st = p.storage;
+  p.d = head_size(call, p.q, "q", p.heads, st);
+  const int64_t dk = head_size(call, p.k, "k", p.heads, st);
+  p.dv_dim = head_size(call, p.v, "v", p.heads, st);
   p.batch = p.q.shape[0], p.tq = p.q.shape[1], p.tk = p.k.shape[1];
   if (dk != p.d || p.k.shape[0] != p.batch)
     CUDL_FAIL(chk::who(call), ": k ", p.k.shape, " must be (", p.batch, ", Tk, ", p.heads * p.d, ") for q ", p.q.shape);
@@ -84,10 +88,10 @@ AttentionArgs check_attention_call(const OpCall& call) {
     p.o = chk::need_in(call, 3, "o");
     p.lse = chk::need_in(call, 4, "lse");
     p.d_o = chk::need_in(call, 5, "do");
-    chk::dtype(call, p.d_o, "do", DType::f32);
+    chk::dtype(call, p.d_o, "do", st);
     chk::shape(call, p.d_o, "do", o_shape, for_qv);
   }
-  chk::dtype(call, p.o, "o", DType::f32);
+  chk::dtype(call, p.o, "o", st);
   chk::shape(call, p.o, "o", o_shape, for_qv);
   chk::dtype(call, p.lse, "lse", DType::f32);
   chk::shape(call, p.lse, "lse", lse_shape, "(B, heads, Tq) " + for_qv);
@@ -101,7 +105,7 @@ AttentionArgs check_attention_call(const OpCall& call) {
     const char* names[3] = {"dq", "dk", "dv"};
     for (int i = 0; i < 3; ++i) {
       if (!outs[i]->defined()) continue;
-      chk::dtype(call, *outs[i], names[i], DType::f32);
+      chk::dtype(call, *outs[i], names[i], st);
       chk::shape(call, *outs[i], names[i], ins[i]->shape, std::string("same as ") + (names[i] + 1));
     }
   }

@@ -23,7 +23,9 @@
 // Dropout keeps element (b, h, i, j) of the virtual (B, H, Tq, Tk) weight tensor by the Dropout
 // op's rule (ops/random.hpp): flat index n = ((b*H + h)*Tq + i)*Tk + j, Philox block n/4 + offset,
 // word n%4, stream i[3]; forward and backward draw the same mask (rng is read, never advanced).
-// Backward: Δ_i = do_i·o_i; dp_ij = keep_ij / (1-p) * do_i·v_j; ds_ij = p_ij (dp_ij - Δ_i);
+// q, k, v, o, do, dq, dk, dv: f32, or all bf16 / f16 under 16-bit storage (ops/precision.hpp; fp32
+// math, each stored value rounded once); key_mask and lse are f32 in every mode.
+// Backward: Δ_i = do_i·o_i (of the o given: under 16-bit storage, the rounded o); dp_ij = keep_ij / (1-p) * do_i·v_j; ds_ij = p_ij (dp_ij - Δ_i);
 //   dq_i = scale Σ_j ds_ij k_j; dk_j = scale Σ_i ds_ij q_i; dv_j = Σ_i p_ij keep_ij / (1-p) do_i.
 // Engines (CUDA; the CPU reference ignores the choice): Fused is one tiled kernel per direction with
 // an online softmax that never writes the Tq x Tk weights to memory (forward saves lse, backward
@@ -77,6 +79,7 @@ struct AttentionArgs {
   bool has_mask = false, has_dropout = false;
   bool has_dq = false, has_dk = false, has_dv = false;
   bool backward = false;
+  DType storage = DType::f32;  // of q, k, v, o, do, dq, dk, dv (ops/precision.hpp)
 };
 AttentionArgs check_attention_call(const OpCall& call);
 

@@ -36,6 +36,9 @@ StorageSlots storage_slots(OpKind op) {
     // into the f32 dtable, so the table's gradient needs no Cast either.
     case OpKind::Gather: return {0, bits({0})};          // table (f32), idx -> y
     case OpKind::GatherBackward: return {bits({0}), 0};  // dy, idx -> dtable (f32)
+    // Attention: q, k, v, o, do, dq, dk, dv follow the storage type; the key mask and lse stay f32.
+    case OpKind::Attention: return {bits({0, 1, 2}), bits({0})};                   // q, k, v, ... -> o, lse
+    case OpKind::AttentionBackward: return {bits({0, 1, 2, 3, 5}), bits({0, 1, 2})};  // q, k, v, o, lse, do -> dq, dk, dv
     case OpKind::Conv2d: return {bits({0, 1, 2}), bits({0})};            // x, w, [bias] -> y
     case OpKind::Conv2dBackwardData: return {bits({0, 1}), bits({0})};    // dy, w -> dx
     case OpKind::Conv2dBackwardFilter: return {bits({0, 1}), bits({0})};  // x, dy -> dw
