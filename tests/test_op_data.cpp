@@ -854,6 +854,17 @@ TEST(DataCuda, Gather16BitRowsAndBackwardEqualCpuBitwise) {
   });
   EXPECT_MESSAGE_HAS(msg, "Gather");
   EXPECT_MESSAGE_HAS(msg, "f16");
+  // Mismatched types name the op, the tensor and both types.
+  const Tensor i2 = Tensor::from_vector<int32_t>({1, 0}, Shape{2});
+  for (auto [op, in0, out0, want] : {
+           std::tuple{OpKind::Gather, Tensor::zeros(Shape{3, 2}), Tensor::empty(Shape{2, 2}, DType::i32), "i32"},
+           std::tuple{OpKind::GatherBackward, Tensor::zeros(Shape{2, 2}, DType::i32), Tensor::empty(Shape{3, 2}), "i32"},
+           std::tuple{OpKind::GatherBackward, Tensor::zeros(Shape{2, 2}, DType::f16),
+                      Tensor::empty(Shape{3, 2}, DType::bf16), "bf16"}}) {
+    msg = error_message([&, op = op, in0 = in0, out0 = out0] { run(op, {in0, i2}, {out0}); });
+    EXPECT_MESSAGE_HAS(msg, op_name(op));
+    EXPECT_MESSAGE_HAS(msg, want);
+  }
 }
 
 TEST(DataCuda, OneHotAndGatherImagesEqualCpu) {

@@ -65,17 +65,22 @@ bool use_fused(const OpCall& call, const ops::AttentionArgs& a) {
   return false;
 }
 
+/// Bytes of `n` f32 values, rounded up to 256 (a workspace slot).
+size_t f32_slot(int64_t n) { return (static_cast<size_t>(n) * sizeof(float) + 255) / 256 * 256; }
+
 /// Workspace of the unfused path: [cuBLASLt workspace | `matrices` (B, H, Tq, Tk) f32 buffers].
 struct UnfusedScratch {
   void* lt = nullptr;
   float* m0 = nullptr;
   float* m1 = nullptr;
 };
+size_t unfused_scratch_bytes(const ops::AttentionArgs& a, int matrices) {
+  return cuda_gemm_workspace_bytes() + matrices * f32_slot(a.batch * a.heads * a.tq * a.tk);
+}
 UnfusedScratch unfused_scratch(CudaContext& ctx, const ops::AttentionArgs& a, int matrices) {
   const size_t lt = cuda_gemm_workspace_bytes();
-  const size_t elems = static_cast<size_t>(a.batch * a.heads * a.tq * a.tk);
-  const size_t bytes = (elems * sizeof(float) + 255) / 256 * 256;
-  char* base = static_cast<char*>(ctx.workspace(lt + matrices * bytes));
+  const size_t bytes = f32_slot(a.batch * a.heads * a.tq * a.tk);
+  char* base = static_cast<char*>(ctx.workspace(unfused_scratch_bytes(a, matrices)));
   UnfusedScratch s{base, reinterpret_cast<float*>(base + lt), nullptr};
   if (matrices > 1) s.m1 = reinterpret_cast<float*>(base + lt + bytes);
   return s;
@@ -160,16 +165,14 @@ void unfused_backward(const OpCall& call, CudaContext& ctx, const ops::Attention
 void unfused_16bit(const OpCall& call, CudaContext& ctx, const ops::AttentionArgs& a,
                    void (*run)(const OpCall&, CudaContext&, const ops::AttentionArgs&)) {
   const int code = a.storage == DType::bf16 ? kernels::kCastBf16 : kernels::kCastF16;
-  const size_t elems = static_cast<size_t>(a.batch * a.heads * a.tq * a.tk);
-  const size_t own = cuda_gemm_workspace_bytes() + 2 * ((elems * sizeof(float) + 255) / 256 * 256);
   ops::AttentionArgs w = a;
   w.storage = DType::f32;
   TensorView* ins[] = {&w.q, &w.k, &w.v, &w.o, &w.d_o};
   TensorView* outs[] = {&w.o, &w.dq, &w.dk, &w.dv};
-  size_t bytes = own;
+  size_t bytes = unfused_scratch_bytes(a, a.backward ? 2 : 1);  // the engine's own scratch comes first
   auto place = [&](TensorView* v) {
     const size_t at = bytes;
-    bytes += (static_cast<size_t>(v->numel()) * sizeof(float) + 255) / 256 * 256;
+    bytes += f32_slot(v->numel());
     return at;
   };
   std::vector<std::pair<TensorView*, size_t>> widened, rounded;
@@ -177,7 +180,7 @@ void unfused_16bit(const OpCall& call, CudaContext& ctx, const ops::AttentionArg
     if (v->defined() && (a.backward || (v != &w.o && v != &w.d_o))) widened.emplace_back(v, place(v));
   for (TensorView* v : outs)
     if (v->defined() && (a.backward ? v != &w.o : v == &w.o)) rounded.emplace_back(v, place(v));
-  char* base = static_cast<char*>(ctx.workspace(bytes));  // the engine's scratch asks for `own` of it
+  char* base = static_cast<char*>(ctx.workspace(bytes));  // the engine's unfused_scratch is its start
   for (auto& [v, at] : widened) {
     kernels::cast_cuda(v->data, code, base + at, kernels::kCastF32, v->numel(), ctx.stream());
     v->data = base + at, v->dtype = DType::f32;

@@ -210,12 +210,15 @@ GatherArgs check_gather_call(const OpCall& c) {
   expect_defined(c, table, tn);
   expect_dtype(c, idx, "idx", DType::i32);
   expect_defined(c, rows, rn);
-  // Gather: y of the table's dtype, or bf16 / f16 from an f32 table (16-bit storage).
-  if (c.op == OpKind::Gather && !(table.dtype == DType::f32 && is_16bit_float(rows.dtype)))
-    expect_same_dtype(c, table, tn, rows, rn);
-  if (backward) {  // dy f32 or 16-bit (check_storage: the storage type), dtable f32
-    if (rows.dtype != DType::f32 && !is_16bit_float(rows.dtype))
-      fail_at(c, detail::concat("dy ", rows.shape, " has dtype ", rows.dtype, ", expected f32, bf16 or f16"));
+  // 16-bit storage (ops/precision.cpp): a float table is f32 and y (dy) f32 or the storage type;
+  // other tables (i32 labels, token ids) gather into y of their own dtype.
+  if (c.op == OpKind::Gather) {
+    const DType st = check_storage(c);
+    if (dtype_is_float(table.dtype)) expect_dtype(c, rows, rn, st);
+    else expect_same_dtype(c, table, tn, rows, rn);
+  }
+  if (backward) {  // dy f32 or the storage type, dtable f32
+    expect_dtype(c, rows, rn, check_storage(c));
     expect_dtype(c, table, tn, DType::f32);
   }
   if (c.op == OpKind::GatherImages) {
