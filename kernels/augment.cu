@@ -1,10 +1,23 @@
 // kernels/augment.cu — AugmentImages: one block row per image (grid-stride over images in y);
 // thread 0 draws the image's transform into shared memory, then the block fills its pixels.
-#include "backend/augment.hpp"
-#include "kernels/augment.cuh"
+// The family's CUDA op-table entries follow the kernels (the backend registers them from here).
 #include "kernels/common.cuh"
 
+#include <cstdint>
+#include <cuda_runtime.h>
+
+#include "backend/augment.hpp"
+#include "backend/backend.hpp"
+#include "cuda/context.hpp"
+#include "ops/augment.hpp"
+
 namespace cudl::kernels {
+
+/// y = each (C, H, W) image of x shifted and rotated by its own random transform
+/// (augment::image_transform of {seed, offset} = rng, read by the kernel, so a captured graph sees
+/// the current state), bilinear sampling, `fill` outside. x, y: (B, C, H, W); y must not alias x.
+void augment_images_cuda(const float* x, const int64_t* rng, float* y, int64_t B, int64_t C, int64_t H, int64_t W,
+                         int64_t max_shift, float max_radians, float fill, uint64_t stream_id, cudaStream_t stream);
 
 namespace {
 constexpr int kBlock = 256;
@@ -44,3 +57,21 @@ void augment_images_cuda(const float* x, const int64_t* rng, float* y, int64_t B
 }
 
 }  // namespace cudl::kernels
+
+// --- CUDA backend entries: each checks its call (ops/augment.hpp) and launches the kernels above on
+// --- the context's stream; register_cuda_augment_ops puts them into the CUDA op table.
+
+namespace cudl {
+namespace {
+
+void cuda_augment_images(const OpCall& c) {
+  const ops::AugmentArgs pr = ops::check_augment_call(c);
+  kernels::augment_images_cuda(pr.x.as<float>(), pr.rng.as<int64_t>(), pr.y.as<float>(), pr.B, pr.C,
+                               pr.H, pr.W, pr.max_shift, pr.max_radians, pr.fill, pr.stream, cuda_context(c).stream());
+}
+
+}  // namespace
+
+void register_cuda_augment_ops(OpTable& t) { t.add(OpKind::AugmentImages, cuda_augment_images); }
+
+}  // namespace cudl

@@ -2,10 +2,40 @@
 // element gathering its windows (backward; deterministic, no atomics), warp per image (global).
 // Generic over the storage type (f32, bf16, f16): max pooling compares widened values, every sum
 // (average pooling, the backward passes) is fp32 and rounded once.
+// The family's CUDA op-table entries follow the kernels (the backend registers them from here).
 #include "kernels/common.cuh"
-#include "kernels/pool.cuh"
+
+#include <cstdint>
+#include <cuda_runtime.h>
+
+#include "backend/backend.hpp"
+#include "cuda/context.hpp"
+#include "kernels/storage.cuh"
+#include "ops/pool.hpp"
 
 namespace cudl::kernels {
+
+/// Window geometry: x (n, c, h, w) -> y (n, c, p, q), kernel (kh, kw), stride (sh, sw), padding (ph, pw).
+struct Pool2dShape {
+  int64_t n, c, h, w, p, q;
+  int kh, kw, sh, sw, ph, pw;
+};
+
+/// y = window max (first maximum in row-major window order; NaN counts as the maximum);
+/// argmax (nullable) = flat index into h * w. x and y of storage `type` (the max is exact in any).
+void max_pool2d_cuda(const void* x, void* y, int32_t* argmax, Storage type, const Pool2dShape& s, cudaStream_t stream);
+/// dx[i] = sum of dy over the windows whose argmax is i (one thread per input element, no atomics);
+/// x, y, dy, dx of storage `type`, the sum in fp32 rounded once.
+void max_pool2d_backward_cuda(const void* x, const void* y, const void* dy, void* dx, Storage type,
+                              const Pool2dShape& s, cudaStream_t stream);
+/// y = window sum / (kh * kw) (padding counts as zeros). x, y (dy, dx) of storage `type`: the sums in
+/// fp32, each result rounded once.
+void avg_pool2d_cuda(const void* x, void* y, Storage type, const Pool2dShape& s, cudaStream_t stream);
+void avg_pool2d_backward_cuda(const void* dy, void* dx, Storage type, const Pool2dShape& s, cudaStream_t stream);
+/// y (images) = mean of each image of hw values; backward spreads dy / hw. Storage as above.
+void global_avg_pool_cuda(const void* x, void* y, Storage type, int64_t images, int64_t hw, cudaStream_t stream);
+void global_avg_pool_backward_cuda(const void* dy, void* dx, Storage type, int64_t images, int64_t hw,
+                                   cudaStream_t stream);
 
 namespace {
 
@@ -220,3 +250,74 @@ void global_avg_pool_backward_cuda(const void* dy, void* dx, Storage type, int64
 }
 
 }  // namespace cudl::kernels
+
+// --- CUDA backend entries: each checks its call (ops/pool.hpp) and launches the kernels above on
+// --- the context's stream; register_cuda_pool_ops puts them into the CUDA op table.
+
+namespace cudl {
+
+namespace {
+
+kernels::Pool2dShape shape_of(const ops::PoolGeometry& g) {
+  return {g.n,
+          g.c,
+          g.h,
+          g.w,
+          g.p,
+          g.q,
+          static_cast<int>(g.kh),
+          static_cast<int>(g.kw),
+          static_cast<int>(g.sh),
+          static_cast<int>(g.sw),
+          static_cast<int>(g.ph),
+          static_cast<int>(g.pw)};
+}
+
+void max_pool2d(const OpCall& call) {
+  const ops::PoolArgs g = ops::check_pool_call(call);
+  kernels::max_pool2d_cuda(g.x.data, g.y.data, g.argmax.as<int32_t>(), kernels::storage_of(g.storage), shape_of(g),
+                           cuda_context(call).stream());
+}
+
+void max_pool2d_backward(const OpCall& call) {
+  const ops::PoolArgs g = ops::check_pool_call(call);
+  kernels::max_pool2d_backward_cuda(g.x.data, g.y.data, g.dy.data, g.dx.data, kernels::storage_of(g.storage),
+                                    shape_of(g), cuda_context(call).stream());
+}
+
+void avg_pool2d(const OpCall& call) {
+  const ops::PoolArgs g = ops::check_pool_call(call);
+  kernels::avg_pool2d_cuda(g.x.data, g.y.data, kernels::storage_of(g.storage), shape_of(g),
+                           cuda_context(call).stream());
+}
+
+void avg_pool2d_backward(const OpCall& call) {
+  const ops::PoolArgs g = ops::check_pool_call(call);
+  kernels::avg_pool2d_backward_cuda(g.dy.data, g.dx.data, kernels::storage_of(g.storage), shape_of(g),
+                                    cuda_context(call).stream());
+}
+
+void global_avg_pool(const OpCall& call) {
+  const ops::PoolArgs g = ops::check_pool_call(call);
+  kernels::global_avg_pool_cuda(g.x.data, g.y.data, kernels::storage_of(g.storage), g.n * g.c, g.h * g.w,
+                                cuda_context(call).stream());
+}
+
+void global_avg_pool_backward(const OpCall& call) {
+  const ops::PoolArgs g = ops::check_pool_call(call);
+  kernels::global_avg_pool_backward_cuda(g.dy.data, g.dx.data, kernels::storage_of(g.storage), g.n * g.c, g.h * g.w,
+                                         cuda_context(call).stream());
+}
+
+}  // namespace
+
+void register_cuda_pool_ops(OpTable& t) {
+  t.add(OpKind::MaxPool2d, max_pool2d);
+  t.add(OpKind::MaxPool2dBackward, max_pool2d_backward);
+  t.add(OpKind::AvgPool2d, avg_pool2d);
+  t.add(OpKind::AvgPool2dBackward, avg_pool2d_backward);
+  t.add(OpKind::GlobalAvgPool, global_avg_pool);
+  t.add(OpKind::GlobalAvgPoolBackward, global_avg_pool_backward);
+}
+
+}  // namespace cudl

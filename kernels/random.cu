@@ -1,11 +1,40 @@
 // kernels/random.cu — dropout (forward/backward; f32, bf16 or f16 storage), uniform and normal fills
 // (f32). One thread per 16 bytes of data (1 or 2 Philox blocks of 4 elements; 16-byte loads/stores when
 // aligned), grid-stride.
-#include "backend/philox.hpp"
+// The family's CUDA op-table entries follow the kernels (the backend registers them from here).
 #include "kernels/common.cuh"
-#include "kernels/random.cuh"
+
+#include <cstdint>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include "backend/backend.hpp"
+#include "backend/philox.hpp"
+#include "cuda/context.hpp"
+#include "cuda/storage_type.hpp"
+#include "ops/random.hpp"
 
 namespace cudl::kernels {
+
+/// y = keep ? x * scale : 0, mask = keep; keep from philox::keep(word, threshold). rng: device
+/// i64[2] {seed, offset}, read by the kernel (so a captured graph sees the current state).
+/// T: float, __nv_bfloat16 or __half (instantiated in random.cu); the product is fp32, rounded to T
+/// to nearest even; the mask does not depend on T. One launch whatever T is.
+template <typename T>
+void dropout_cuda(const T* x, const int64_t* rng, T* y, uint8_t* mask, int64_t n, uint32_t threshold, float scale,
+                  uint64_t stream_id, cudaStream_t stream);
+/// dx = mask ? dy * scale : 0 (T as for dropout_cuda)
+template <typename T>
+void dropout_backward_cuda(const T* dy, const uint8_t* mask, T* dx, int64_t n, float scale, cudaStream_t stream);
+/// y = fma(range, uniform01(word), lo)
+void random_uniform_cuda(float* y, int64_t n, uint64_t seed, uint64_t offset, uint64_t stream_id, float lo, float range,
+                         cudaStream_t stream);
+/// y = fma(stddev, z, mean), z by Box-Muller on word pairs (0, 1) and (2, 3) of each block. rng
+/// (nullable): device i64[2] {seed, offset}, read by the kernel; then seed = rng[0] and the offset is
+/// rng[1] + offset.
+void random_normal_cuda(float* y, const int64_t* rng, int64_t n, uint64_t seed, uint64_t offset, uint64_t stream_id,
+                        float mean, float stddev, cudaStream_t stream);
 
 namespace {
 constexpr int kBlock = 256;
@@ -114,7 +143,7 @@ void dropout_backward_cuda(const T* dy, const uint8_t* mask, T* dx, int64_t n, f
                                      vec);
 }
 
-// The storage types of the dropout launchers (kernels/random.cuh).
+// The storage types of the dropout launchers (above).
 #define CUDL_DROPOUT_INSTANTIATE(T)                                                                         \
   template void dropout_cuda<T>(const T*, const int64_t*, T*, uint8_t*, int64_t, uint32_t, float, uint64_t, \
                                 cudaStream_t);                                                              \
@@ -181,3 +210,50 @@ void random_normal_cuda(float* y, const int64_t* rng, int64_t n, uint64_t seed, 
 }
 
 }  // namespace cudl::kernels
+
+// --- CUDA backend entries: each checks its call (ops/random.hpp) and launches the kernels above on
+// --- the context's stream; register_cuda_random_ops puts them into the CUDA op table.
+
+namespace cudl {
+namespace {
+
+void cuda_dropout(const OpCall& c) {
+  const ops::DropoutArgs pr = ops::check_dropout_call(c);
+  with_storage_type(pr.storage, "Dropout", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    kernels::dropout_cuda<T>(pr.x.as<T>(), pr.rng.as<int64_t>(), pr.y.as<T>(), pr.mask.as<uint8_t>(), pr.n,
+                             pr.threshold, pr.scale, pr.stream, cuda_context(c).stream());
+  });
+}
+
+void cuda_dropout_backward(const OpCall& c) {
+  const ops::DropoutBackwardArgs pr = ops::check_dropout_backward_call(c);
+  with_storage_type(pr.storage, "DropoutBackward", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    kernels::dropout_backward_cuda<T>(pr.dy.as<T>(), pr.mask.as<uint8_t>(), pr.dx.as<T>(), pr.n, pr.scale,
+                                      cuda_context(c).stream());
+  });
+}
+
+void cuda_random_uniform(const OpCall& c) {
+  const ops::RandomFillArgs pr = ops::check_random_fill_call(c);
+  kernels::random_uniform_cuda(pr.y.as<float>(), pr.n, pr.seed, pr.offset, pr.stream, pr.a, pr.b,
+                               cuda_context(c).stream());
+}
+
+void cuda_random_normal(const OpCall& c) {
+  const ops::RandomFillArgs pr = ops::check_random_fill_call(c);
+  kernels::random_normal_cuda(pr.y.as<float>(), pr.rng.as<int64_t>(), pr.n, pr.seed, pr.offset, pr.stream, pr.a,
+                              pr.b, cuda_context(c).stream());
+}
+
+}  // namespace
+
+void register_cuda_random_ops(OpTable& t) {
+  t.add(OpKind::Dropout, cuda_dropout);
+  t.add(OpKind::DropoutBackward, cuda_dropout_backward);
+  t.add(OpKind::RandomUniform, cuda_random_uniform);
+  t.add(OpKind::RandomNormal, cuda_random_normal);
+}
+
+}  // namespace cudl

@@ -1,13 +1,33 @@
 // kernels/reduce.cu — reductions over one axis of (outer, R, inner): warp-per-row and block-per-row kernels
 // (inner == 1), a column kernel (inner > 1), a two-pass grid reduction for one long row, and the gradients.
+// The family's CUDA op-table entries follow the kernels (the backend registers them from here).
 #include "kernels/common.cuh"
-// (common.cuh first)
+
+#include <climits>
+#include <cstddef>
 #include <cstdint>
+#include <cuda_runtime.h>
 
 #include "backend/op.hpp"
-#include "kernels/reduce.cuh"
+#include "cuda/context.hpp"
+#include "ops/common.hpp"
+#include "ops/reduce.hpp"
 
 namespace cudl::kernels {
+
+/// Device scratch bytes reduce_cuda needs for this geometry (the all-axes two-pass grid reduction).
+size_t reduce_workspace_bytes(int64_t outer, int64_t R, int64_t inner);
+
+/// y[o, i] = op over r of x[(o * R + r) * inner + i]; op is a ReduceOp value. y, idx64 (Max index)
+/// and idx32 (Argmax) may each be null. Var divides by R - unbiased. Deterministic (fixed order, no
+/// atomics). `workspace`: reduce_workspace_bytes(...) bytes of device memory, or null when that is 0.
+void reduce_cuda(int op, bool unbiased, const float* x, float* y, int64_t* idx64, int32_t* idx32, int64_t outer,
+                 int64_t R, int64_t inner, void* workspace, cudaStream_t stream);
+
+/// dx (outer, R, inner) from dy (outer, inner): Sum dy; Mean dy / R; Var dy * 2 (x - mean) / (R - unbiased)
+/// with mean (outer, inner); Max dy at idx (outer, inner), 0 elsewhere. x / mean / idx only where used.
+void reduce_backward_cuda(int op, bool unbiased, const float* x, const float* mean, const float* dy, const int64_t* idx,
+                          float* dx, int64_t outer, int64_t R, int64_t inner, cudaStream_t stream);
 
 namespace {
 
@@ -316,3 +336,67 @@ void reduce_backward_cuda(int op, bool unbiased, const float* x, const float* me
 }
 
 }  // namespace cudl::kernels
+
+// --- CUDA backend entries: each checks its call (ops/reduce.hpp) and launches the kernels above on
+// --- the context's stream; register_cuda_reduce_ops puts them into the CUDA op table.
+
+namespace cudl {
+
+namespace {
+
+size_t align256(size_t bytes) { return (bytes + 255) / 256 * 256; }
+
+ops::ReduceArgs check_for_cuda(const OpCall& call) {
+  const ops::ReduceArgs p = ops::check_reduce_call(call);
+  if (p.R > INT_MAX)
+    CUDL_FAIL(op_checks::who(call), ": reducing ", p.R, " elements along one axis of ", p.x_shape,
+              " is not supported on CUDA (at most 2^31 - 1)");
+  return p;
+}
+
+void cuda_reduce(const OpCall& call) {
+  const ops::ReduceArgs p = check_for_cuda(call);
+  CudaContext& ctx = cuda_context(call);
+  const size_t ws = kernels::reduce_workspace_bytes(p.outer, p.R, p.inner);
+  kernels::reduce_cuda(static_cast<int>(p.op), p.unbiased, p.x.as<float>(), p.y.as<float>(),
+                       p.indices.as<int64_t>(), nullptr, p.outer, p.R, p.inner,
+                       ws ? ctx.workspace(ws) : nullptr, ctx.stream());
+}
+
+void cuda_reduce_backward(const OpCall& call) {
+  const ops::ReduceArgs p = check_for_cuda(call);
+  CudaContext& ctx = cuda_context(call);
+  const float* x = p.x.as<float>();
+  const int64_t* idx = p.indices.as<int64_t>();
+  float* mean = nullptr;
+  if (p.op == ReduceOp::Var) {
+    // The per-output means first (into the workspace), then the elementwise gradient.
+    const size_t mean_bytes = align256(static_cast<size_t>(p.out_numel()) * sizeof(float));
+    const size_t ws = kernels::reduce_workspace_bytes(p.outer, p.R, p.inner);
+    char* base = static_cast<char*>(ctx.workspace(mean_bytes + ws));
+    mean = reinterpret_cast<float*>(base);
+    kernels::reduce_cuda(static_cast<int>(ReduceOp::Mean), false, x, mean, nullptr, nullptr, p.outer, p.R, p.inner,
+                         ws ? base + mean_bytes : nullptr, ctx.stream());
+  }
+  kernels::reduce_backward_cuda(static_cast<int>(p.op), p.unbiased, x, mean, p.dy.as<float>(), idx,
+                                p.dx.as<float>(), p.outer, p.R, p.inner, ctx.stream());
+}
+
+void cuda_argmax(const OpCall& call) {
+  const ops::ReduceArgs p = check_for_cuda(call);
+  CudaContext& ctx = cuda_context(call);
+  const size_t ws = kernels::reduce_workspace_bytes(p.outer, p.R, p.inner);
+  kernels::reduce_cuda(static_cast<int>(ReduceOp::Max), false, p.x.as<float>(), nullptr, nullptr,
+                       p.indices.as<int32_t>(), p.outer, p.R, p.inner, ws ? ctx.workspace(ws) : nullptr,
+                       ctx.stream());
+}
+
+}  // namespace
+
+void register_cuda_reduce_ops(OpTable& t) {
+  t.add(OpKind::Reduce, cuda_reduce);
+  t.add(OpKind::ReduceBackward, cuda_reduce_backward);
+  t.add(OpKind::Argmax, cuda_argmax);
+}
+
+}  // namespace cudl

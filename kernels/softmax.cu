@@ -1,12 +1,17 @@
 // kernels/softmax.cu — softmax / log-softmax along the last axis: one warp per row for rows up to 1024,
 // one block per row beyond; two passes (max, then sum of exp(x - max)); 16-byte loads when aligned.
 // Generic over the storage type (f32, bf16, f16), fp32 math.
+// The family's CUDA op-table entries follow the kernels (the backend registers them from here).
 #include "kernels/common.cuh"
-// (common.cuh first)
+
+#include <climits>
 #include <cmath>
 #include <cstdint>
 
+#include "cuda/context.hpp"
 #include "kernels/softmax.cuh"
+#include "ops/common.hpp"
+#include "ops/softmax.hpp"
 
 namespace cudl::kernels {
 
@@ -214,3 +219,45 @@ void softmax_backward_cuda(bool log, const void* y, const void* dy, void* dx, St
 }
 
 }  // namespace cudl::kernels
+
+// --- CUDA backend entries: each checks its call (ops/softmax.hpp) and launches the kernels above on
+// --- the context's stream; register_cuda_softmax_ops puts them into the CUDA op table.
+
+namespace cudl {
+
+namespace {
+
+ops::SoftmaxArgs check_for_cuda(const OpCall& call) {
+  const ops::SoftmaxArgs p = ops::check_softmax_call(call);
+  if (p.cols > INT_MAX)
+    CUDL_FAIL(op_checks::who(call), ": rows of ", p.cols, " elements are not supported on CUDA (at most 2^31 - 1)");
+  return p;
+}
+
+void run_forward(const OpCall& call, bool log) {
+  const ops::SoftmaxArgs p = check_for_cuda(call);
+  kernels::softmax_cuda(log, p.x.data, p.y.data, kernels::storage_of(p.storage), p.rows, p.cols,
+                        cuda_context(call).stream());
+}
+
+void run_backward(const OpCall& call, bool log) {
+  const ops::SoftmaxArgs p = check_for_cuda(call);
+  kernels::softmax_backward_cuda(log, p.y.data, p.dy.data, p.dx.data, kernels::storage_of(p.storage), p.rows, p.cols,
+                                 cuda_context(call).stream());
+}
+
+void cuda_softmax(const OpCall& call) { run_forward(call, false); }
+void cuda_log_softmax(const OpCall& call) { run_forward(call, true); }
+void cuda_softmax_backward(const OpCall& call) { run_backward(call, false); }
+void cuda_log_softmax_backward(const OpCall& call) { run_backward(call, true); }
+
+}  // namespace
+
+void register_cuda_softmax_ops(OpTable& t) {
+  t.add(OpKind::Softmax, cuda_softmax);
+  t.add(OpKind::SoftmaxBackward, cuda_softmax_backward);
+  t.add(OpKind::LogSoftmax, cuda_log_softmax);
+  t.add(OpKind::LogSoftmaxBackward, cuda_log_softmax_backward);
+}
+
+}  // namespace cudl

@@ -1,10 +1,28 @@
 // kernels/upsample.cu — nearest / bilinear 2-D upsampling (one thread per output) and its backward
 // (one thread per input element gathering its outputs; no atomics). Weights from ops/upsample.hpp.
+// The family's CUDA op-table entries follow the kernels (the backend registers them from here).
 #include "kernels/common.cuh"
-#include "kernels/upsample.cuh"
+
+#include <cstdint>
+#include <cuda_runtime.h>
+
+#include "backend/backend.hpp"
+#include "cuda/context.hpp"
 #include "ops/upsample.hpp"
 
 namespace cudl::kernels {
+
+/// Planes (n*c) of h x w upsampled by (sh, sw) to (h*sh) x (w*sw).
+struct UpsampleShape {
+  int64_t planes, h, w, sh, sw;
+  int bilinear;
+};
+
+/// y (planes, h*sh, w*sw) from x (planes, h, w); one thread per output element.
+void upsample2d_cuda(const float* x, float* y, const UpsampleShape& s, cudaStream_t stream);
+/// dx (planes, h, w) from dy (planes, h*sh, w*sw); one thread per input element, gathering the
+/// outputs that read it in row-major order (the CPU reference's order).
+void upsample2d_backward_cuda(const float* dy, float* dx, const UpsampleShape& s, cudaStream_t stream);
 
 namespace {
 
@@ -43,3 +61,32 @@ void upsample2d_backward_cuda(const float* dy, float* dx, const UpsampleShape& s
 }
 
 }  // namespace cudl::kernels
+
+// --- CUDA backend entries: each checks its call (ops/upsample.hpp) and launches the kernels above on
+// --- the context's stream; register_cuda_upsample_ops puts them into the CUDA op table.
+
+namespace cudl {
+namespace {
+
+kernels::UpsampleShape shape_of(const ops::Upsample2dArgs& g) {
+  return {g.N * g.C, g.H, g.W, g.sh, g.sw, g.bilinear ? 1 : 0};
+}
+
+void cuda_upsample2d(const OpCall& c) {
+  const ops::Upsample2dArgs g = ops::check_upsample2d_call(c);
+  kernels::upsample2d_cuda(g.x.as<float>(), g.y.as<float>(), shape_of(g), cuda_context(c).stream());
+}
+
+void cuda_upsample2d_backward(const OpCall& c) {
+  const ops::Upsample2dArgs g = ops::check_upsample2d_call(c);
+  kernels::upsample2d_backward_cuda(g.dy.as<float>(), g.dx.as<float>(), shape_of(g), cuda_context(c).stream());
+}
+
+}  // namespace
+
+void register_cuda_upsample_ops(OpTable& t) {
+  t.add(OpKind::Upsample2d, cuda_upsample2d);
+  t.add(OpKind::Upsample2dBackward, cuda_upsample2d_backward);
+}
+
+}  // namespace cudl

@@ -1,9 +1,25 @@
 // kernels/util.cu — graph utility kernels: device-side metric accumulation and step counters,
 // so a captured training step needs no host round trip.
+// The family's CUDA op-table entries follow the kernels (the backend registers them from here).
 #include "kernels/common.cuh"
-#include "kernels/util.cuh"
+
+#include <cstdint>
+#include <cuda_runtime.h>
+
+#include "backend/backend.hpp"
+#include "cuda/context.hpp"
+#include "ops/util.hpp"
 
 namespace cudl::kernels {
+
+/// acc[i] += scale * x[i] for n elements; x_dtype: 0 f32, 1 i32, 2 i64, 3 u8.
+void accumulate_cuda(float* acc, const void* x, int x_dtype, float scale, int64_t n, cudaStream_t stream);
+/// x[i] += delta for n elements of f32, i32 or i64 (dtype 0, 1, 2).
+void increment_cuda(void* x, int dtype, double delta, int64_t n, cudaStream_t stream);
+
+/// idx[j] = perm[(*cursor + j) % n] for j < b; the cursor is read on the device.
+void batch_indices_cuda(int32_t* idx, const int32_t* perm, const int64_t* cursor, int64_t n, int64_t b,
+                        cudaStream_t stream);
 
 template <typename T>
 static __global__ void accumulate_kernel(float* __restrict__ acc, const T* __restrict__ x, float scale, int64_t n) {
@@ -69,3 +85,53 @@ void increment_cuda(void* x, int dtype, double delta, int64_t n, cudaStream_t st
 }
 
 }  // namespace cudl::kernels
+
+// --- CUDA backend entries: each checks its call (ops/util.hpp) and launches the kernels above on
+// --- the context's stream; register_cuda_util_ops puts them into the CUDA op table.
+
+namespace cudl {
+namespace {
+
+// The kernels' dtype codes (above); the shared checks have rejected anything else.
+int code_of(DType t) {
+  switch (t) {
+    case DType::f32: return 0;
+    case DType::i32: return 1;
+    case DType::i64: return 2;
+    default: return 3;  // u8
+  }
+}
+
+void cuda_accumulate(const OpCall& c) {
+  const ops::AccumulateArgs p = ops::check_accumulate_call(c);
+  const TensorView& x = p.x;
+  kernels::accumulate_cuda(p.acc.as<float>(), x.data, code_of(x.dtype), p.scale,
+                           x.numel(), cuda_context(c).stream());
+}
+
+void cuda_increment(const OpCall& c) {
+  const ops::IncrementArgs p = ops::check_increment_call(c);
+  const TensorView& x = p.x;
+  const int code = code_of(x.dtype);
+  kernels::increment_cuda(x.data, code, code == 0 ? p.attrs.step : static_cast<double>(p.attrs.int_step), x.numel(),
+                          cuda_context(c).stream());
+}
+
+void cuda_batch_indices(const OpCall& c) {
+  const ops::BatchIndicesArgs p = ops::check_batch_indices_call(c);
+  const TensorView& perm = p.perm;
+  const TensorView& cursor = p.cursor;
+  const TensorView& idx = p.idx;
+  kernels::batch_indices_cuda(idx.as<int32_t>(), perm.as<int32_t>(), cursor.as<int64_t>(), perm.numel(), idx.numel(),
+                              cuda_context(c).stream());
+}
+
+}  // namespace
+
+void register_cuda_util_ops(OpTable& t) {
+  t.add(OpKind::Accumulate, cuda_accumulate);
+  t.add(OpKind::Increment, cuda_increment);
+  t.add(OpKind::BatchIndices, cuda_batch_indices);
+}
+
+}  // namespace cudl

@@ -6,7 +6,7 @@
 
 #include "backend/op.hpp"
 
-// --- attention (kernels/attention.cu, src/cuda/attention.cpp, src/cpu/attention.cpp) ---
+// --- attention (kernels/attention.cu, src/cpu/attention.cpp) ---
 // Attention          in: q (B, Tq, H*D), k (B, Tk, H*D), v (B, Tk, H*Dv), [key_mask (B, Tk) f32],
 //                        [rng i64[2] {seed, offset}, required when dropout p > 0]
 //                    out: o (B, Tq, H*Dv), lse (B, H, Tq)

@@ -9,7 +9,7 @@
 #include "backend/hd.hpp"
 #include "backend/op.hpp"
 
-// --- recurrent (src/cpu/recurrent.cpp, src/cuda/recurrent.cpp, kernels/recurrent.cu) ---
+// --- recurrent (src/cpu/recurrent.cpp, kernels/recurrent.cu) ---
 // Sequences are time-major: T steps of B rows. G gates per unit: 1 (simple), 4 (lstm), 3 (gru).
 // The input projection xp = x·Wᵀ + b of every step is NOT part of these ops: it is one Linear
 // (one GEMM over T*B rows) in front of them. The initial state is zero.
