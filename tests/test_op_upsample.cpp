@@ -42,13 +42,13 @@ std::vector<Case> cases() {
 }
 
 Tensor upsample(const Case& c, const Tensor& x) {
-  Tensor y = Tensor::empty(c.y(), DType::f32, x.device());
+  Tensor y = Tensor::empty(c.y(), x.dtype(), x.device());
   run_op(OpKind::Upsample2d, {tv(x)}, {tv(y)}, c.attrs(), nullptr, "test/up");
   return y;
 }
 
 Tensor upsample_backward(const Case& c, const Tensor& dy) {
-  Tensor dx = Tensor::empty(c.x, DType::f32, dy.device());
+  Tensor dx = Tensor::empty(c.x, dy.dtype(), dy.device());
   run_op(OpKind::Upsample2dBackward, {tv(dy)}, {tv(dx)}, c.attrs(), nullptr, "test/up");
   return dx;
 }
@@ -172,3 +172,55 @@ TEST(UpsampleCuda, ForwardAndBackwardMatchCpu) {
         << "backward";
   }
 }
+
+// 16-bit storage: x, y, dy and dx in bf16 / f16, fp32 math, one rounding per store. Nearest copies
+// elements, so it is bitwise equal to the CPU; bilinear weights and the backward's sums run in fp32
+// on both, so results differ only where the two fp32 values straddle a rounding boundary (1 ulp).
+TEST(UpsampleCuda, SixteenBitStorageMatchesCpu) {
+  CUDL_REQUIRE_CUDA();
+  const Device gpu = Device::cuda(0);
+  for (DType st : k16BitTypes)
+    for (const Case& c : cases()) {
+      SCOPED_TRACE(c.str() + " " + dtype_name(st));
+      Tensor x = to_storage(random_tensor(c.x, 4), st), dy = to_storage(random_tensor(c.y(), 5), st);
+      const Tensor y_cpu = upsample(c, x), dx_cpu = upsample_backward(c, dy);
+      ASSERT_EQ(y_cpu.dtype(), st);
+      if (!c.bilinear)
+        EXPECT_TRUE(equal_16bit(upsample(c, x.to(gpu)).to(Device::cpu()), y_cpu)) << "forward";
+      else
+        EXPECT_TRUE(close_16bit(upsample(c, x.to(gpu)).to(Device::cpu()), y_cpu, 1, 0.9)) << "forward";
+      EXPECT_TRUE(close_16bit(upsample_backward(c, dy.to(gpu)).to(Device::cpu()), dx_cpu, 1, 0.9)) << "backward";
+      // The CPU reference is the f32 op on the widened values, rounded once.
+      EXPECT_TRUE(equal_16bit(to_storage(upsample_backward(c, widened(dy)), st), dx_cpu));
+    }
+}
+
+// The comparison above catches a backward that sums in 16 bits: with scale 4 a dx element sums up to
+// 16 (nearest) or 64 (bilinear) terms, and rounding each partial sum moves most results by more
+// than an ulp.
+TEST(UpsampleCpu, SixteenBitComparisonCatchesSumsIn16Bits) {
+  const Case c{Shape{2, 3, 9, 7}, 4, 4, true};
+  for (DType st : k16BitTypes) {
+    Tensor dy = to_storage(random_tensor(c.y(), 5), st);
+    const Tensor dx = upsample_backward(c, dy);
+    // dx by summing in the storage type: round after each term, in the reference's order.
+    const std::vector<double> d = as_doubles(dy);
+    std::vector<float> partial(static_cast<size_t>(c.x.numel()));
+    const int64_t H = c.x[2], W = c.x[3], Wo = W * c.sw, planes = c.x[0] * c.x[1];
+    for (int64_t p = 0; p < planes; ++p)
+      for (int64_t i = 0; i < H; ++i)
+        for (int64_t j = 0; j < W; ++j) {
+          float acc = 0.f;
+          for (int64_t oh = 0; oh < H * c.sh; ++oh)
+            for (int64_t ow = 0; ow < Wo; ++ow) {
+              const float wt = ops::upsample_weight(oh, i, H, c.sh, true) * ops::upsample_weight(ow, j, W, c.sw, true);
+              if (wt == 0.f) continue;
+              acc += wt * static_cast<float>(d[(p * H * c.sh + oh) * Wo + ow]);
+              acc = static_cast<float>(as_doubles(to_storage(Tensor::from_vector(std::vector<float>{acc}, Shape{1}), st))[0]);
+            }
+          partial[(p * H + i) * W + j] = acc;
+        }
+    EXPECT_FALSE(close_16bit(to_storage(Tensor::from_vector(partial, c.x), st), dx, 1, 0.9)) << dtype_name(st);
+  }
+}
+

@@ -13,8 +13,10 @@
 
 #include "backend/backend.hpp"
 #include "core/half.hpp"
+#include "ops/data.hpp"
 #include "ops/elementwise.hpp"
 #include "ops/precision.hpp"
+#include "ops/reduce.hpp"
 #include "ops/upsample.hpp"
 #include "testing.hpp"
 #include "train/model_internals.hpp"
@@ -94,14 +96,18 @@ TEST(Precision, OneStorageTypePerCallAndUnlistedOpsStayF32) {
            ops::BinaryAttrs{BinaryOp::Add}.to_op_attrs());
   });
   EXPECT_NE(cross.find("has dtype f16 but input 0 has bf16"), std::string::npos) << cross;
-  // Upsample2d is not listed: 16-bit storage is rejected there, on the CPU as on CUDA.
-  Tensor x = Tensor::empty(Shape{1, 1, 1, 2}, DType::bf16), y = Tensor::empty(Shape{1, 1, 2, 4}, DType::bf16);
+  // Reduce is not listed: 16-bit storage is rejected there, on the CPU as on CUDA.
+  Tensor x = Tensor::empty(Shape{1, 1, 1, 2}, DType::bf16), y = Tensor::empty(Shape{}, DType::bf16);
   std::memset(x.data(), 0, 4);
   const std::string sm = cudl::testing::error_message([&] {
-    run_op(OpKind::Upsample2d, {TensorView::of(x)}, {TensorView::of(y)}, ops::Upsample2dAttrs{}.to_op_attrs());
+    run_op(OpKind::Reduce, {TensorView::of(x)}, {TensorView::of(y)}, ops::ReduceAttrs{}.to_op_attrs());
   });
   EXPECT_NE(sm.find("bf16"), std::string::npos) << sm;
-  EXPECT_FALSE(ops::storage_slots(OpKind::Upsample2d).any());
+  EXPECT_FALSE(ops::storage_slots(OpKind::Reduce).any());
+  EXPECT_TRUE(ops::storage_slots(OpKind::Upsample2d).any());
+  // A variadic op's inputs past slot 31 follow bit 31 (Concat: every input).
+  EXPECT_TRUE(ops::storage_slots(OpKind::Concat).input(40));
+  EXPECT_FALSE(ops::storage_slots(OpKind::Linear).input(40));
   EXPECT_TRUE(ops::storage_slots(OpKind::Linear).any());
 }
 
@@ -547,5 +553,101 @@ TEST(Precision, NormPoolSoftmaxAndLossesTrainIn16BitsOnCudaAsOnCpu) {
                   p == Precision::bf16 ? "bf16" : "f16", nll ? "nll" : "ce", diff, scale, g.acc, c.acc);
       EXPECT_LE(diff, 1e-3 * scale);
       if (!nll) EXPECT_NEAR(g.acc, c.acc, 0.05);
+    }
+}
+
+// Upsampling, slicing and joining in 16 bits: UpSampling2d (Upsample2d), Slice and Concatenate
+// (Slice, Concat; their gradients SliceBackward and Slice) read and write the storage type, so a
+// bf16 / f16 model has no Casts around them: the kernels per step are f32's plus the input's Cast and
+// the two convs' dw and db Casts (+ AmpUnscale in f16). It trains on the emulated CUDA backend as on
+// the CPU reference.
+TEST(Precision, UpsampleSliceAndConcatTrainIn16BitsOnCudaAsOnCpu) {
+  CUDL_REQUIRE_CUDA();
+  auto images = [](const Dataset& d) {  // the 8 features as a 2x4 image in each of 2 channels
+    const int64_t n = d.x.shape()[0];
+    const std::vector<float> v = d.x.to_vector<float>();
+    std::vector<float> img(static_cast<size_t>(n * 16));
+    for (int64_t i = 0; i < n; ++i)
+      for (int k = 0; k < 16; ++k) img[i * 16 + k] = v[i * 8 + k % 8] * (k < 8 ? 1.f : -0.5f);
+    return Dataset{Tensor::from_vector(img, Shape{n, 2, 2, 4}), d.y};
+  };
+  const Dataset train = images(blobs(96, 21));
+  auto build = [](const std::string& tag) {
+    Var x = Input(Shape{2, 2, 4});
+    Var h = (*layers::Conv2d(4, 1, "relu"))(x);
+    h = (*layers::UpSampling2d(2, "bilinear"))(h);                        // (4, 4, 8)
+    Var a = (*layers::Slice(1, 0, 2))(h), b = (*layers::Slice(1, 1, 3))(h);  // channels 0-1, 1-3
+    h = (*layers::Concatenate(1))({a, b});                                // (5, 4, 8)
+    h = (*layers::Conv2d(3, 1, "relu"))(h);
+    return std::make_unique<Model>(x, (*layers::Dense(3))((*layers::Flatten())(h)), tag);
+  };
+  auto run = [&](const std::string& tag, Device d, Precision p) {
+    auto f = build(tag + "_f");
+    f->compile(options(d, Precision::f32));
+    auto m = build(tag);
+    m->compile(options(d, p));
+    const int amp = p == Precision::f16 ? 1 : 0;
+    EXPECT_EQ(m->plan_report().kernels_per_step, f->plan_report().kernels_per_step + 5 + amp)
+        << m->plan_report().str() << "\n" << f->plan_report().str();
+    return m->fit(train, cudl::testing::quiet_fit(2, 16, 9));
+  };
+  for (Precision p : {Precision::bf16, Precision::f16}) {
+    SCOPED_TRACE(p == Precision::bf16 ? "bf16" : "f16");
+    const History c = run("usc_c", Device::cpu(), p), g = run("usc_g", Device::cuda(), p);
+    EXPECT_TRUE(cudl::testing::losses_close(g, c, 1e-3));
+    EXPECT_LT(g.metrics.at("loss").back(), g.metrics.at("loss").front()) << "learns";
+  }
+}
+
+// Slice, SliceBackward, Concat and Permute copy 16-bit elements: CUDA equals the CPU bitwise, and
+// both equal the f32 op on the widened values. A call mixing storage types is rejected.
+TEST(Precision, DataMovementOpsCopy16BitElementsOnCudaAsOnCpu) {
+  CUDL_REQUIRE_CUDA();
+  for (DType st : cudl::testing::k16BitTypes)
+    for (Device d : {Device::cpu(), Device::cuda(0)}) {
+      SCOPED_TRACE(std::string(dtype_name(st)) + " on " + d.str());
+      const Tensor x32 = cudl::testing::random_tensor(Shape{3, 5, 4}, 7);
+      const Tensor x = cudl::testing::to_storage(x32, st).to(d);
+      Tensor ys = Tensor::empty(Shape{3, 2, 4}, st, d);
+      run_op(OpKind::Slice, {TensorView::of(x)}, {TensorView::of(ys)}, ops::SliceAttrs{1, 2}.to_op_attrs());
+      Tensor dx = Tensor::empty(Shape{3, 5, 4}, st, d);
+      run_op(OpKind::SliceBackward, {TensorView::of(ys)}, {TensorView::of(dx)}, ops::SliceAttrs{1, 2}.to_op_attrs());
+      Tensor yc = Tensor::empty(Shape{3, 7, 4}, st, d);
+      run_op(OpKind::Concat, {TensorView::of(x), TensorView::of(ys)}, {TensorView::of(yc)},
+             ops::ConcatAttrs{1}.to_op_attrs());
+      Tensor yp = Tensor::empty(Shape{4, 3, 5}, st, d);
+      ops::PermuteAttrs pa;
+      pa.perm[0] = 2, pa.perm[1] = 0, pa.perm[2] = 1;
+      run_op(OpKind::Permute, {TensorView::of(x)}, {TensorView::of(yp)}, pa.to_op_attrs());
+      // Expected: the f32 ops on x32 rounded once (a copy of rounded values is the rounded copy).
+      auto f32 = [&](OpKind op, std::vector<Tensor> in, Shape out, const OpAttrs& a) {
+        Tensor y = Tensor::empty(out, DType::f32);
+        if (in.size() == 1)
+          run_op(op, {TensorView::of(in[0])}, {TensorView::of(y)}, a);
+        else
+          run_op(op, {TensorView::of(in[0]), TensorView::of(in[1])}, {TensorView::of(y)}, a);
+        return cudl::testing::to_storage(y, st);
+      };
+      const Tensor xr = cudl::testing::widened(cudl::testing::to_storage(x32, st));
+      const Tensor es = f32(OpKind::Slice, {xr}, Shape{3, 2, 4}, ops::SliceAttrs{1, 2}.to_op_attrs());
+      EXPECT_TRUE(cudl::testing::equal_16bit(ys.to(Device::cpu()), es)) << "Slice";
+      EXPECT_TRUE(cudl::testing::equal_16bit(
+          dx.to(Device::cpu()),
+          f32(OpKind::SliceBackward, {cudl::testing::widened(es)}, Shape{3, 5, 4}, ops::SliceAttrs{1, 2}.to_op_attrs())))
+          << "SliceBackward";
+      EXPECT_TRUE(cudl::testing::equal_16bit(
+          yc.to(Device::cpu()),
+          f32(OpKind::Concat, {xr, cudl::testing::widened(es)}, Shape{3, 7, 4}, ops::ConcatAttrs{1}.to_op_attrs())))
+          << "Concat";
+      EXPECT_TRUE(cudl::testing::equal_16bit(yp.to(Device::cpu()), f32(OpKind::Permute, {xr}, Shape{4, 3, 5}, pa.to_op_attrs())))
+          << "Permute";
+      const DType other = st == DType::bf16 ? DType::f16 : DType::bf16;
+      Tensor bad = Tensor::empty(Shape{3, 7, 4}, other, d);
+      const std::string msg = cudl::testing::error_message([&] {
+        run_op(OpKind::Concat, {TensorView::of(x), TensorView::of(ys)}, {TensorView::of(bad)},
+               ops::ConcatAttrs{1}.to_op_attrs());
+      });
+      EXPECT_NE(msg.find("Concat"), std::string::npos) << msg;
+      EXPECT_NE(msg.find(dtype_name(other)), std::string::npos) << msg;
     }
 }

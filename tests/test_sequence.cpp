@@ -133,10 +133,11 @@ TEST(Embedding, CpuAndCudaTrainTheSame) {
 }
 
 // bf16 / f16: the Embedding's Gather reads its f32 table and writes 16-bit rows, and its backward
-// reads the 16-bit gradient and sums into the f32 table gradient, so neither needs a Cast. The two
-// Casts over f32's count are the positional table's: its first kTime rows (a Slice, which stays
-// f32) cast for the add, and their 16-bit gradient from the broadcast add cast back. The model
-// trains on the emulated CUDA backend as on the CPU reference.
+// reads the 16-bit gradient and sums into the f32 table gradient, so neither needs a Cast. The one
+// Cast over f32's count is the positional table's: its first kTime rows are a Slice of the table's
+// 16-bit copy (written by the optimizer step), and the 16-bit gradient SliceBackward writes is cast
+// back to the f32 master's. (Before Slice ran in 16 bits, the slice's f32 rows were cast for the
+// add: two Casts.) The model trains on the emulated CUDA backend as on the CPU reference.
 TEST(Embedding, TrainsIn16BitsWithoutCastsAroundTheGatherOnCudaAsOnCpu) {
   CUDL_REQUIRE_CUDA();
   const Dataset d = token_rows(48, 5);
@@ -152,7 +153,7 @@ TEST(Embedding, TrainsIn16BitsWithoutCastsAroundTheGatherOnCudaAsOnCpu) {
     Sequential f = compiled("mp_f", Device::cuda(0), Precision::f32);
     Sequential c = compiled("mp_c", Device::cpu(), p), g = compiled("mp_g", Device::cuda(0), p);
     const int amp = p == Precision::f16 ? 1 : 0;  // AmpUnscale
-    EXPECT_EQ(g.plan_report().kernels_per_step, f.plan_report().kernels_per_step + 2 + amp) << g.plan_report().str();
+    EXPECT_EQ(g.plan_report().kernels_per_step, f.plan_report().kernels_per_step + 1 + amp) << g.plan_report().str();
     const History hc = c.fit(d, fit_options(3)), hg = g.fit(d, fit_options(3));
     EXPECT_TRUE(cudl::testing::losses_close(hg, hc, 1e-3));
     EXPECT_LT(hg.metrics.at("loss").back(), hg.metrics.at("loss").front()) << "learns";

@@ -32,9 +32,10 @@ void narrow(const float* in, const TensorView& v) {
 }
 
 void storage_adapter(OpFn fn, const OpCall& call) {
-  if (!ops::storage_slots(call.op).any()) return fn(call);
+  const ops::StorageSlots slots = ops::storage_slots(call.op);
+  if (!slots.any()) return fn(call);
   const DType st = ops::check_storage(call);
-  if (st == DType::f32) return fn(call);
+  if (st == DType::f32 || slots.copies) return fn(call);  // data movement copies 16-bit elements as they are
   // Widen every 16-bit tensor (outputs too: ops that accumulate into an output read it first).
   std::vector<TensorView> in(call.inputs, call.inputs + call.n_inputs);
   std::vector<TensorView> out(call.outputs, call.outputs + call.n_outputs);

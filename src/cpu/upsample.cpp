@@ -15,7 +15,7 @@ void cpu_upsample2d(const OpCall& c) {
     const float* xp = g.x.as<float>() + plane * g.H * g.W;
     float* yp = g.y.as<float>() + plane * Ho * Wo;
     for (int64_t oh = 0; oh < Ho; ++oh)
-      for (int64_t ow = 0; ow < Wo; ++ow) yp[oh * Wo + ow] = ops::upsample_at(xp, g.H, g.W, g.sh, g.sw, g.bilinear, oh, ow);
+      for (int64_t ow = 0; ow < Wo; ++ow) yp[oh * Wo + ow] = ops::upsample_at(ops::F32Plane{xp}, g.H, g.W, g.sh, g.sw, g.bilinear, oh, ow);
   }
 }
 
@@ -26,7 +26,7 @@ void cpu_upsample2d_backward(const OpCall& c) {
     float* dxp = g.dx.as<float>() + plane * g.H * g.W;
     for (int64_t i = 0; i < g.H; ++i)
       for (int64_t j = 0; j < g.W; ++j)
-        dxp[i * g.W + j] = ops::upsample_grad_at(dyp, g.H, g.W, g.sh, g.sw, g.bilinear, i, j);
+        dxp[i * g.W + j] = ops::upsample_grad_at(ops::F32Plane{dyp}, g.H, g.W, g.sh, g.sw, g.bilinear, i, j);
   }
 }
 

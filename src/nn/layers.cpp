@@ -97,16 +97,16 @@ void BuildContext::node(OpKind op, const OpAttrs& attrs, std::vector<graph::Valu
   DType st = slots.any() ? layer_storage() : DType::f32;
   // Outputs the layer made elsewhere (state, parameters, views) keep their type: the node then runs in f32.
   for (size_t k = 0; k < out.size() && st != DType::f32; ++k) {
-    if (out[k] == graph::kNone || !(slots.out >> k & 1u)) continue;
+    if (out[k] == graph::kNone || !slots.output(static_cast<int>(k))) continue;
     const graph::Value& v = g->value(out[k]);
     if (dtype_is_float(v.dtype) && (v.role != graph::Role::Intermediate || v.view_of != graph::kNone)) st = DType::f32;
   }
   for (size_t k = 0; k < in.size(); ++k) {
     if (in[k] == graph::kNone || !dtype_is_float(g->value(in[k]).dtype)) continue;
-    in[k] = cast(in[k], slots.in >> k & 1u ? st : DType::f32);
+    in[k] = cast(in[k], slots.input(static_cast<int>(k)) ? st : DType::f32);
   }
   for (size_t k = 0; k < out.size(); ++k) {
-    if (out[k] == graph::kNone || !(slots.out >> k & 1u)) continue;
+    if (out[k] == graph::kNone || !slots.output(static_cast<int>(k))) continue;
     graph::Value& v = g->value(out[k]);
     if (dtype_is_float(v.dtype)) v.dtype = st;
   }

@@ -145,6 +145,7 @@ PermuteArgs check_permute_call(const OpCall& c) {
   }
   p.n = y.numel();
   p.elem_size = static_cast<int>(dtype_size(x.dtype));
+  check_storage(c);  // f32 or one 16-bit storage type (ops/precision.hpp)
   return p;
 }
 
@@ -169,6 +170,7 @@ ConcatArgs check_concat_call(const OpCall& c) {
   p.outer = prod(y.shape, 0, p.axis);
   p.inner = prod(y.shape, p.axis + 1, y.shape.rank());
   p.elem_size = static_cast<int>(dtype_size(y.dtype));
+  check_storage(c);  // f32 or one 16-bit storage type (ops/precision.hpp)
   return p;
 }
 
@@ -197,6 +199,7 @@ SliceArgs check_slice_call(const OpCall& c) {
     fail_at(c, detail::concat("slice [", p.start, ", ", p.start + p.len, ") along axis ", p.axis, " is outside ", fn,
                               " shape ", full.shape, " (", pn, " shape ", part.shape, ")"));
   p.elem_size = static_cast<int>(dtype_size(full.dtype));
+  check_storage(c);  // f32 or one 16-bit storage type (ops/precision.hpp)
   return p;
 }
 

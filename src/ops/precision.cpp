@@ -31,6 +31,12 @@ StorageSlots storage_slots(OpKind op) {
     case OpKind::Linear: return {bits({0, 1, 2}), bits({0, 1})};
     case OpKind::LinearBackward: return {bits({0, 1, 2, 3, 4}), bits({0, 1, 2, 3}), bits({1, 2})};  // dw, db f32 too
     case OpKind::GatherBatch: return {0, bits({0})};  // xb, when x is u8 images
+    // Data movement copies elements whatever their type (the byte size comes from the dtype): x and y
+    // in the storage type, so a 16-bit value is permuted, joined or sliced without Casts around it.
+    case OpKind::Permute: return {bits({0}), bits({0}), 0, true}; // x -> y
+    case OpKind::Concat: return {~0u, bits({0}), 0, true};       // x0, x1, ... -> y
+    case OpKind::Slice: return {bits({0}), bits({0}), 0, true};   // x -> y
+    case OpKind::SliceBackward: return {bits({0}), bits({0}), 0, true};  // dy -> dx
     // Gather reads rows of an f32 table (the Embedding's master: only the gathered rows are read)
     // and writes them rounded to the storage type; its backward reads dy in the storage type and sums
     // into the f32 dtable, so the table's gradient needs no Cast either.
@@ -49,6 +55,8 @@ StorageSlots storage_slots(OpKind op) {
     case OpKind::AvgPool2dBackward: return {bits({0}), bits({0})};        // dy -> dx
     case OpKind::GlobalAvgPool: return {bits({0}), bits({0})};            // x -> y
     case OpKind::GlobalAvgPoolBackward: return {bits({0}), bits({0})};    // dy -> dx
+    case OpKind::Upsample2d: return {bits({0}), bits({0})};                // x -> y
+    case OpKind::Upsample2dBackward: return {bits({0}), bits({0})};        // dy -> dx
     // Batch norm: x, y, dy, dx follow the storage type; gamma, beta, running and saved statistics,
     // dgamma and dbeta stay f32.
     case OpKind::BatchNormTrain: return {bits({0}), bits({0})};            // x -> y
@@ -83,13 +91,13 @@ DType check_storage(const OpCall& call) {
   DType st = DType::f32;
   int st_slot = -1;
   bool st_in = true;
-  auto visit = [&](const TensorView* views, int n, uint32_t mask, bool is_in) {
+  auto visit = [&](const TensorView* views, int n, bool is_in) {
     for (int k = 0; k < n; ++k) {
       const TensorView& v = views[k];
       if (!v.defined() || !dtype_is_float(v.dtype)) continue;
-      if (!is_in && (s.f32_out >> k & 1u) && v.dtype == DType::f32) continue;  // fp32 straight from a GEMM
+      if (!is_in && (s.f32_out >> (k < 31 ? k : 31) & 1u) && v.dtype == DType::f32) continue;  // fp32 straight from a GEMM
       const char* dir = is_in ? "input" : "output";
-      if (!(mask >> k & 1u)) {
+      if (!(is_in ? s.input(k) : s.output(k))) {
         if (v.dtype != DType::f32)
           CUDL_FAIL(op_checks::who(call), ": ", dir, " ", k, " ", v.shape, " has dtype ", v.dtype,
                     ", expected f32 (this slot is kept in f32 in every precision)");
@@ -108,8 +116,8 @@ DType check_storage(const OpCall& call) {
       }
     }
   };
-  visit(call.inputs, call.n_inputs, s.in, true);
-  visit(call.outputs, call.n_outputs, s.out, false);
+  visit(call.inputs, call.n_inputs, true);
+  visit(call.outputs, call.n_outputs, false);
   if (call.op == OpKind::LinearBackward && call.has_out(1) && call.has_out(2) &&
       call.outputs[1].dtype != call.outputs[2].dtype)  // BGRADB writes db in dw's type
     CUDL_FAIL(op_checks::who(call), ": dw ", call.outputs[1].shape, " has dtype ", call.outputs[1].dtype, " but db ",

@@ -22,9 +22,15 @@ namespace ops {
 /// Bit k of `in` / `out`: input / output slot k follows the storage type. Both 0: f32 only.
 /// `f32_out`: outputs among `out` that may also be f32 when the storage is 16-bit (a GEMM that
 /// writes its fp32 result directly: LinearBackward's weight and bias gradients into f32 masters).
+/// A variadic op (Concat) lists its inputs from slot 31 on with bit 31: input(k) for k >= 31 reads it.
+/// `copies`: the op copies elements of any dtype (data movement), so the CPU runs it on the 16-bit
+/// tensors as they are, bit patterns (NaN payloads) included, instead of widening them.
 struct StorageSlots {
   uint32_t in = 0, out = 0, f32_out = 0;
+  bool copies = false;
   bool any() const { return in != 0 || out != 0; }
+  bool input(int k) const { return (in >> (k < 31 ? k : 31) & 1u) != 0; }
+  bool output(int k) const { return (out >> (k < 31 ? k : 31) & 1u) != 0; }
 };
 
 /// The slots of `op` that follow the storage type ({0, 0} for ops that are f32 only).

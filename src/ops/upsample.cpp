@@ -1,9 +1,10 @@
 // ops/upsample.cpp — argument checks of the upsampling op family: the contract the CPU reference
-// (src/cpu) and the CUDA backend (src/cuda) both run first.
+// (src/cpu) and the CUDA backend (kernels/upsample.cu) both run first.
 #include "ops/upsample.hpp"
 
 #include "cudl/error.hpp"
 #include "ops/common.hpp"
+#include "ops/precision.hpp"
 
 namespace cudl {
 namespace ops {
@@ -17,8 +18,6 @@ Upsample2dArgs check_upsample2d_call(const OpCall& c) {
   const Upsample2dAttrs a = Upsample2dAttrs::from(c.attrs);
   const TensorView& in = need_in(c, 0, forward ? "x" : "dy");
   const TensorView& out = need_out(c, 0, forward ? "y" : "dx");
-  dtype(c, in, forward ? "x" : "dy", DType::f32);
-  dtype(c, out, forward ? "y" : "dx", DType::f32);
   if (a.scale_h < 1 || a.scale_w < 1)
     fail_at(c, "scale must be >= 1, got (" + std::to_string(a.scale_h) + ", " + std::to_string(a.scale_w) + ")");
   if (a.mode != UpsampleMode::Nearest && a.mode != UpsampleMode::Bilinear)
@@ -28,6 +27,7 @@ Upsample2dArgs check_upsample2d_call(const OpCall& c) {
   if (small.shape.rank() != 4)
     CUDL_FAIL(who(c), ": ", forward ? "x" : "dx", " must be (N, C, H, W), got ", small.shape);
   Upsample2dArgs g;
+  g.storage = check_storage(c);  // x and y (dy and dx) in one storage type
   g.N = small.shape[0], g.C = small.shape[1], g.H = small.shape[2], g.W = small.shape[3];
   g.sh = a.scale_h, g.sw = a.scale_w;
   g.bilinear = a.mode == UpsampleMode::Bilinear;

@@ -57,17 +57,25 @@ CUDL_HD float upsample_weight(int64_t o, int64_t i, int64_t in, int64_t scale, b
   return (i0 == i ? 1.f - l : 0.f) + (i1 == i ? l : 0.f);
 }
 
+/// Reads element k of a plane as float: the CPU reference's f32 planes; the kernels pass their own,
+/// widening bf16 / f16.
+struct F32Plane {
+  const float* p;
+  CUDL_HD float operator()(int64_t k) const { return p[k]; }
+};
+
 /// y[oh, ow] of one plane x (h, w) upsampled by (sh, sw): the op's value, shared by the CPU
-/// reference and the kernel.
-CUDL_HD float upsample_at(const float* x, int64_t h, int64_t w, int64_t sh, int64_t sw, bool bilinear, int64_t oh,
+/// reference and the kernel. `x(k)` returns the plane's element k as float.
+template <typename Plane>
+CUDL_HD float upsample_at(Plane x, int64_t h, int64_t w, int64_t sh, int64_t sw, bool bilinear, int64_t oh,
                           int64_t ow) {
-  if (!bilinear) return x[(oh / sh) * w + ow / sw];
+  if (!bilinear) return x((oh / sh) * w + ow / sw);
   int64_t i0, i1, j0, j1;
   float lh, lw;
   upsample_source(oh, h, sh, i0, i1, lh);
   upsample_source(ow, w, sw, j0, j1, lw);
-  const float top = (1.f - lw) * x[i0 * w + j0] + lw * x[i0 * w + j1];
-  const float bottom = (1.f - lw) * x[i1 * w + j0] + lw * x[i1 * w + j1];
+  const float top = (1.f - lw) * x(i0 * w + j0) + lw * x(i0 * w + j1);
+  const float bottom = (1.f - lw) * x(i1 * w + j0) + lw * x(i1 * w + j1);
   return (1.f - lh) * top + lh * bottom;
 }
 
@@ -83,8 +91,9 @@ CUDL_HD void upsample_sources(int64_t i, int64_t in, int64_t scale, bool bilinea
 }
 
 /// dx[i, j] of one plane: the dy (h*sh, w*sw) elements that read x[i, j], times their weights,
-/// summed in row-major order (the gradient of upsample_at).
-CUDL_HD float upsample_grad_at(const float* dy, int64_t h, int64_t w, int64_t sh, int64_t sw, bool bilinear, int64_t i,
+/// summed in row-major order (the gradient of upsample_at). `dy(k)` as `x(k)` there.
+template <typename Plane>
+CUDL_HD float upsample_grad_at(Plane dy, int64_t h, int64_t w, int64_t sh, int64_t sw, bool bilinear, int64_t i,
                                int64_t j) {
   int64_t oh0, oh1, ow0, ow1;
   upsample_sources(i, h, sh, bilinear, oh0, oh1);
@@ -95,7 +104,7 @@ CUDL_HD float upsample_grad_at(const float* dy, int64_t h, int64_t w, int64_t sh
     if (wh == 0.f) continue;
     for (int64_t ow = ow0; ow < ow1; ++ow) {
       const float ww = upsample_weight(ow, j, w, sw, bilinear);
-      if (ww != 0.f) acc += wh * ww * dy[oh * w * sw + ow];
+      if (ww != 0.f) acc += wh * ww * dy(oh * w * sw + ow);
     }
   }
   return acc;
@@ -107,6 +116,7 @@ struct Upsample2dArgs {
   TensorView x, y, dy, dx;
   int64_t N = 0, C = 0, H = 0, W = 0, sh = 1, sw = 1;
   bool bilinear = false;
+  DType storage = DType::f32;  // of x and y (dy and dx): f32, bf16 or f16 (ops/precision.hpp)
   int64_t Ho() const { return H * sh; }
   int64_t Wo() const { return W * sw; }
 };
