@@ -150,6 +150,13 @@ void invalid_calls(Device d) {
   EXPECT_NE(m.find("Upsample2dBackward (gen/up): dy has shape (2, 3, 8, 10), expected (2, 3, 8, 8)"),
             std::string::npos)
       << m;
+  // Integer tensors are no storage type: each is named with its dtype.
+  m = msg(Tensor::zeros(c.x, DType::i32, d), Tensor::empty(c.y(), DType::i32, d), c.attrs());
+  EXPECT_NE(m.find("Upsample2d (gen/up): x (2, 3, 4, 5) has dtype i32, expected f32"), std::string::npos) << m;
+  m = msg(x, Tensor::empty(c.y(), DType::i32, d), c.attrs());
+  EXPECT_NE(m.find("y (2, 3, 8, 10) has dtype i32, expected f32"), std::string::npos) << m;
+  m = msg(to_storage(random_tensor(c.x, 1), DType::bf16).to(d), Tensor::empty(c.y(), DType::f16, d), c.attrs());
+  EXPECT_NE(m.find("has dtype f16 but input 0 has bf16"), std::string::npos) << m;
 }
 
 TEST(UpsampleCpu, InvalidCallsRaiseNamedErrors) { invalid_calls(Device::cpu()); }

@@ -18,6 +18,9 @@ Upsample2dArgs check_upsample2d_call(const OpCall& c) {
   const Upsample2dAttrs a = Upsample2dAttrs::from(c.attrs);
   const TensorView& in = need_in(c, 0, forward ? "x" : "dy");
   const TensorView& out = need_out(c, 0, forward ? "y" : "dx");
+  const DType st = check_storage(c);  // f32, bf16 or f16: one for x and y (dy and dx)
+  dtype(c, in, forward ? "x" : "dy", st);
+  dtype(c, out, forward ? "y" : "dx", st);
   if (a.scale_h < 1 || a.scale_w < 1)
     fail_at(c, "scale must be >= 1, got (" + std::to_string(a.scale_h) + ", " + std::to_string(a.scale_w) + ")");
   if (a.mode != UpsampleMode::Nearest && a.mode != UpsampleMode::Bilinear)
@@ -27,7 +30,7 @@ Upsample2dArgs check_upsample2d_call(const OpCall& c) {
   if (small.shape.rank() != 4)
     CUDL_FAIL(who(c), ": ", forward ? "x" : "dx", " must be (N, C, H, W), got ", small.shape);
   Upsample2dArgs g;
-  g.storage = check_storage(c);  // x and y (dy and dx) in one storage type
+  g.storage = st;
   g.N = small.shape[0], g.C = small.shape[1], g.H = small.shape[2], g.W = small.shape[3];
   g.sh = a.scale_h, g.sw = a.scale_w;
   g.bilinear = a.mode == UpsampleMode::Bilinear;
