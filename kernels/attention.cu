@@ -47,22 +47,6 @@ struct AttentionProblem {
   bool causal = false, dropout = false;
 };
 
-/// Fused forward: o (B, Tq, H*Dv) and lse (B, H, Tq), one block per (query tile, head, batch).
-void attention_forward_cuda(const AttentionProblem& p, void* o, float* lse, cudaStream_t stream);
-/// Fused backward with recomputation: delta (B, H, Tq) is scratch (Δ_i = do_i·o_i); dq, dk, dv may be
-/// null. Two kernels: dq per query tile, then dk and dv per key tile (no atomics).
-void attention_backward_cuda(const AttentionProblem& p, const void* o, const float* lse, const void* d_o,
-                             float* delta, void* dq, void* dk, void* dv, cudaStream_t stream);
-
-/// Unfused forward, between the two GEMMs: s (B, H, Tq, Tk) holds q_i·k_j (unscaled) and receives the
-/// dropped-out weights p_ij keep_ij / (1-p); lse (B, H, Tq).
-void attention_softmax_cuda(const AttentionProblem& p, float* s, float* lse, cudaStream_t stream);
-/// Unfused backward, between the GEMMs: s holds q_i·k_j and receives p_ij keep_ij / (1-p) (for dv);
-/// dp holds do_i·v_j and receives scale * ds_ij (for dq and dk), with Δ_i = do_i·o_i from o and do
-/// (B, Tq, H*Dv) f32.
-void attention_softmax_backward_cuda(const AttentionProblem& p, float* s, float* dp, const float* lse, const float* o,
-                                     const float* d_o, cudaStream_t stream);
-
 namespace {
 
 constexpr int kRows = 16;     // query rows per tile
@@ -417,6 +401,7 @@ dim3 tile_grid(const AttentionProblem& p, int rows, int tile) {
 
 }  // namespace
 
+/// Fused forward: o (B, Tq, H*Dv) and lse (B, H, Tq), one block per (query tile, head, batch).
 void attention_forward_cuda(const AttentionProblem& p, void* o, float* lse, cudaStream_t stream) {
   if (p.batch == 0 || p.tq == 0) return;
   const size_t floats =
@@ -447,6 +432,8 @@ static void backward_tiles(const AttentionProblem& p, const T* o, const float* l
   }
 }
 
+/// Fused backward with recomputation: delta (B, H, Tq) is scratch (Δ_i = do_i·o_i); dq, dk, dv may be
+/// null. Two kernels: dq per query tile, then dk and dv per key tile (no atomics).
 void attention_backward_cuda(const AttentionProblem& p, const void* o, const float* lse, const void* d_o,
                              float* delta, void* dq, void* dk, void* dv, cudaStream_t stream) {
   if (p.batch == 0) return;
@@ -457,12 +444,17 @@ void attention_backward_cuda(const AttentionProblem& p, const void* o, const flo
   });
 }
 
+/// Unfused forward, between the two GEMMs: s (B, H, Tq, Tk) holds q_i·k_j (unscaled) and receives the
+/// dropped-out weights p_ij keep_ij / (1-p); lse (B, H, Tq).
 void attention_softmax_cuda(const AttentionProblem& p, float* s, float* lse, cudaStream_t stream) {
   const int64_t rows = static_cast<int64_t>(p.batch) * p.heads * p.tq;
   if (rows == 0) return;
   launch<attention_softmax_kernel>(dim3(static_cast<unsigned>(rows)), dim3(kRowBlock), 0, stream, p, s, lse);
 }
 
+/// Unfused backward, between the GEMMs: s holds q_i·k_j and receives p_ij keep_ij / (1-p) (for dv);
+/// dp holds do_i·v_j and receives scale * ds_ij (for dq and dk), with Δ_i = do_i·o_i from o and do
+/// (B, Tq, H*Dv) f32.
 void attention_softmax_backward_cuda(const AttentionProblem& p, float* s, float* dp, const float* lse, const float* o,
                                      const float* d_o, cudaStream_t stream) {
   const int64_t rows = static_cast<int64_t>(p.batch) * p.heads * p.tq;

@@ -21,22 +21,6 @@ struct Pool2dShape {
   int kh, kw, sh, sw, ph, pw;
 };
 
-/// y = window max (first maximum in row-major window order; NaN counts as the maximum);
-/// argmax (nullable) = flat index into h * w. x and y of storage `type` (the max is exact in any).
-void max_pool2d_cuda(const void* x, void* y, int32_t* argmax, Storage type, const Pool2dShape& s, cudaStream_t stream);
-/// dx[i] = sum of dy over the windows whose argmax is i (one thread per input element, no atomics);
-/// x, y, dy, dx of storage `type`, the sum in fp32 rounded once.
-void max_pool2d_backward_cuda(const void* x, const void* y, const void* dy, void* dx, Storage type,
-                              const Pool2dShape& s, cudaStream_t stream);
-/// y = window sum / (kh * kw) (padding counts as zeros). x, y (dy, dx) of storage `type`: the sums in
-/// fp32, each result rounded once.
-void avg_pool2d_cuda(const void* x, void* y, Storage type, const Pool2dShape& s, cudaStream_t stream);
-void avg_pool2d_backward_cuda(const void* dy, void* dx, Storage type, const Pool2dShape& s, cudaStream_t stream);
-/// y (images) = mean of each image of hw values; backward spreads dy / hw. Storage as above.
-void global_avg_pool_cuda(const void* x, void* y, Storage type, int64_t images, int64_t hw, cudaStream_t stream);
-void global_avg_pool_backward_cuda(const void* dy, void* dx, Storage type, int64_t images, int64_t hw,
-                                   cudaStream_t stream);
-
 namespace {
 
 constexpr int kPoolBlock = 256;
@@ -188,6 +172,8 @@ __global__ void __launch_bounds__(kPoolBlock)
 
 }  // namespace
 
+/// y = window max (first maximum in row-major window order; NaN counts as the maximum);
+/// argmax (nullable) = flat index into h * w. x and y of storage `type` (the max is exact in any).
 void max_pool2d_cuda(const void* x, void* y, int32_t* argmax, Storage type, const Pool2dShape& s, cudaStream_t stream) {
   const int64_t total = s.n * s.c * s.p * s.q;
   if (total == 0) return;
@@ -198,6 +184,8 @@ void max_pool2d_cuda(const void* x, void* y, int32_t* argmax, Storage type, cons
   });
 }
 
+/// dx[i] = sum of dy over the windows whose argmax is i (one thread per input element, no atomics);
+/// x, y, dy, dx of storage `type`, the sum in fp32 rounded once.
 void max_pool2d_backward_cuda(const void* x, const void* y, const void* dy, void* dx, Storage type,
                               const Pool2dShape& s, cudaStream_t stream) {
   const int64_t total = s.n * s.c * s.h * s.w;
@@ -209,6 +197,8 @@ void max_pool2d_backward_cuda(const void* x, const void* y, const void* dy, void
   });
 }
 
+/// y = window sum / (kh * kw) (padding counts as zeros). x, y (dy, dx) of storage `type`: the sums in
+/// fp32, each result rounded once.
 void avg_pool2d_cuda(const void* x, void* y, Storage type, const Pool2dShape& s, cudaStream_t stream) {
   const int64_t total = s.n * s.c * s.p * s.q;
   if (total == 0) return;
@@ -229,6 +219,7 @@ void avg_pool2d_backward_cuda(const void* dy, void* dx, Storage type, const Pool
   });
 }
 
+/// y (images) = mean of each image of hw values; backward spreads dy / hw. Storage as above.
 void global_avg_pool_cuda(const void* x, void* y, Storage type, int64_t images, int64_t hw, cudaStream_t stream) {
   if (images == 0) return;
   with_storage(type, [&](auto tag) {

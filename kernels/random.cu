@@ -17,25 +17,6 @@
 
 namespace cudl::kernels {
 
-/// y = keep ? x * scale : 0, mask = keep; keep from philox::keep(word, threshold). rng: device
-/// i64[2] {seed, offset}, read by the kernel (so a captured graph sees the current state).
-/// T: float, __nv_bfloat16 or __half (instantiated in random.cu); the product is fp32, rounded to T
-/// to nearest even; the mask does not depend on T. One launch whatever T is.
-template <typename T>
-void dropout_cuda(const T* x, const int64_t* rng, T* y, uint8_t* mask, int64_t n, uint32_t threshold, float scale,
-                  uint64_t stream_id, cudaStream_t stream);
-/// dx = mask ? dy * scale : 0 (T as for dropout_cuda)
-template <typename T>
-void dropout_backward_cuda(const T* dy, const uint8_t* mask, T* dx, int64_t n, float scale, cudaStream_t stream);
-/// y = fma(range, uniform01(word), lo)
-void random_uniform_cuda(float* y, int64_t n, uint64_t seed, uint64_t offset, uint64_t stream_id, float lo, float range,
-                         cudaStream_t stream);
-/// y = fma(stddev, z, mean), z by Box-Muller on word pairs (0, 1) and (2, 3) of each block. rng
-/// (nullable): device i64[2] {seed, offset}, read by the kernel; then seed = rng[0] and the offset is
-/// rng[1] + offset.
-void random_normal_cuda(float* y, const int64_t* rng, int64_t n, uint64_t seed, uint64_t offset, uint64_t stream_id,
-                        float mean, float stddev, cudaStream_t stream);
-
 namespace {
 constexpr int kBlock = 256;
 }  // namespace
@@ -99,6 +80,10 @@ static __global__ void dropout_kernel(const T* __restrict__ x, const int64_t* __
   }
 }
 
+/// y = keep ? x * scale : 0, mask = keep; keep from philox::keep(word, threshold). rng: device
+/// i64[2] {seed, offset}, read by the kernel (so a captured graph sees the current state).
+/// T: float, __nv_bfloat16 or __half (the entries below dispatch on the storage type); the product is fp32, rounded to T
+/// to nearest even; the mask does not depend on T. One launch whatever T is.
 template <typename T>
 void dropout_cuda(const T* x, const int64_t* rng, T* y, uint8_t* mask, int64_t n, uint32_t threshold, float scale,
                   uint64_t stream_id, cudaStream_t stream) {
@@ -134,6 +119,7 @@ static __global__ void dropout_backward_kernel(const T* dy, const uint8_t* mask,
   for (int64_t i = tail + first; i < n; i += stride) dx[i] = from_float<T>(mask[i] ? to_float(dy[i]) * scale : 0.0f);
 }
 
+/// dx = mask ? dy * scale : 0 (T as for dropout_cuda)
 template <typename T>
 void dropout_backward_cuda(const T* dy, const uint8_t* mask, T* dx, int64_t n, float scale, cudaStream_t stream) {
   if (n == 0) return;
@@ -142,16 +128,6 @@ void dropout_backward_cuda(const T* dy, const uint8_t* mask, T* dx, int64_t n, f
   launch<dropout_backward_kernel<T>>(grid_for((n + kN - 1) / kN, kBlock), kBlock, 0, stream, dy, mask, dx, n, scale,
                                      vec);
 }
-
-// The storage types of the dropout launchers (above).
-#define CUDL_DROPOUT_INSTANTIATE(T)                                                                         \
-  template void dropout_cuda<T>(const T*, const int64_t*, T*, uint8_t*, int64_t, uint32_t, float, uint64_t, \
-                                cudaStream_t);                                                              \
-  template void dropout_backward_cuda<T>(const T*, const uint8_t*, T*, int64_t, float, cudaStream_t);
-CUDL_DROPOUT_INSTANTIATE(float)
-CUDL_DROPOUT_INSTANTIATE(__nv_bfloat16)
-CUDL_DROPOUT_INSTANTIATE(__half)
-#undef CUDL_DROPOUT_INSTANTIATE
 
 // --- uniform / normal ----------------------------------------------------------------------------
 
@@ -176,6 +152,7 @@ static __global__ void random_uniform_kernel(float* __restrict__ y, int64_t n, u
   }
 }
 
+/// y = fma(range, uniform01(word), lo)
 void random_uniform_cuda(float* y, int64_t n, uint64_t seed, uint64_t offset, uint64_t stream_id, float lo, float range,
                          cudaStream_t stream) {
   if (n == 0) return;
@@ -202,6 +179,9 @@ static __global__ void random_normal_kernel(float* __restrict__ y, const int64_t
   }
 }
 
+/// y = fma(stddev, z, mean), z by Box-Muller on word pairs (0, 1) and (2, 3) of each block. rng
+/// (nullable): device i64[2] {seed, offset}, read by the kernel; then seed = rng[0] and the offset is
+/// rng[1] + offset.
 void random_normal_cuda(float* y, const int64_t* rng, int64_t n, uint64_t seed, uint64_t offset, uint64_t stream_id,
                         float mean, float stddev, cudaStream_t stream) {
   if (n == 0) return;

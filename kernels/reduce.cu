@@ -15,20 +15,6 @@
 
 namespace cudl::kernels {
 
-/// Device scratch bytes reduce_cuda needs for this geometry (the all-axes two-pass grid reduction).
-size_t reduce_workspace_bytes(int64_t outer, int64_t R, int64_t inner);
-
-/// y[o, i] = op over r of x[(o * R + r) * inner + i]; op is a ReduceOp value. y, idx64 (Max index)
-/// and idx32 (Argmax) may each be null. Var divides by R - unbiased. Deterministic (fixed order, no
-/// atomics). `workspace`: reduce_workspace_bytes(...) bytes of device memory, or null when that is 0.
-void reduce_cuda(int op, bool unbiased, const float* x, float* y, int64_t* idx64, int32_t* idx32, int64_t outer,
-                 int64_t R, int64_t inner, void* workspace, cudaStream_t stream);
-
-/// dx (outer, R, inner) from dy (outer, inner): Sum dy; Mean dy / R; Var dy * 2 (x - mean) / (R - unbiased)
-/// with mean (outer, inner); Max dy at idx (outer, inner), 0 elsewhere. x / mean / idx only where used.
-void reduce_backward_cuda(int op, bool unbiased, const float* x, const float* mean, const float* dy, const int64_t* idx,
-                          float* dx, int64_t outer, int64_t R, int64_t inner, cudaStream_t stream);
-
 namespace {
 
 constexpr int kSum = 0, kMax = 1, kVar = 2;  // kernel flavours (Mean is kSum with divisor R)
@@ -286,11 +272,15 @@ void launch_reduce(float divisor, const float* x, float* y, int64_t* idx64, int3
 
 }  // namespace
 
+/// Device scratch bytes reduce_cuda needs for this geometry (the all-axes two-pass grid reduction).
 size_t reduce_workspace_bytes(int64_t outer, int64_t R, int64_t inner) {
   if (!(inner == 1 && outer == 1 && R > kWarpRowsMax)) return 0;
   return kGridParts * (sizeof(float) + sizeof(int)) + 16;
 }
 
+/// y[o, i] = op over r of x[(o * R + r) * inner + i]; op is a ReduceOp value. y, idx64 (Max index)
+/// and idx32 (Argmax) may each be null. Var divides by R - unbiased. Deterministic (fixed order, no
+/// atomics). `workspace`: reduce_workspace_bytes(...) bytes of device memory, or null when that is 0.
 void reduce_cuda(int op, bool unbiased, const float* x, float* y, int64_t* idx64, int32_t* idx32, int64_t outer,
                  int64_t R, int64_t inner, void* workspace, cudaStream_t stream) {
   if (outer * inner <= 0) return;
@@ -309,6 +299,8 @@ void reduce_cuda(int op, bool unbiased, const float* x, float* y, int64_t* idx64
   }
 }
 
+/// dx (outer, R, inner) from dy (outer, inner): Sum dy; Mean dy / R; Var dy * 2 (x - mean) / (R - unbiased)
+/// with mean (outer, inner); Max dy at idx (outer, inner), 0 elsewhere. x / mean / idx only where used.
 void reduce_backward_cuda(int op, bool unbiased, const float* x, const float* mean, const float* dy, const int64_t* idx,
                           float* dx, int64_t outer, int64_t R, int64_t inner, cudaStream_t stream) {
   const int64_t n = outer * R * inner;

@@ -12,15 +12,6 @@
 
 namespace cudl::kernels {
 
-/// acc[i] += scale * x[i] for n elements; x_dtype: 0 f32, 1 i32, 2 i64, 3 u8.
-void accumulate_cuda(float* acc, const void* x, int x_dtype, float scale, int64_t n, cudaStream_t stream);
-/// x[i] += delta for n elements of f32, i32 or i64 (dtype 0, 1, 2).
-void increment_cuda(void* x, int dtype, double delta, int64_t n, cudaStream_t stream);
-
-/// idx[j] = perm[(*cursor + j) % n] for j < b; the cursor is read on the device.
-void batch_indices_cuda(int32_t* idx, const int32_t* perm, const int64_t* cursor, int64_t n, int64_t b,
-                        cudaStream_t stream);
-
 template <typename T>
 static __global__ void accumulate_kernel(float* __restrict__ acc, const T* __restrict__ x, float scale, int64_t n) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
@@ -40,6 +31,7 @@ static __global__ void batch_indices_kernel(int32_t* __restrict__ idx, const int
     idx[j] = perm[(start + j) % n];
 }
 
+/// idx[j] = perm[(*cursor + j) % n] for j < b; the cursor is read on the device.
 void batch_indices_cuda(int32_t* idx, const int32_t* perm, const int64_t* cursor, int64_t n, int64_t b,
                         cudaStream_t stream) {
   if (b == 0) return;
@@ -47,6 +39,7 @@ void batch_indices_cuda(int32_t* idx, const int32_t* perm, const int64_t* cursor
   launch<batch_indices_kernel>(grid_for(b, block), block, 0, stream, idx, perm, cursor, n, b);
 }
 
+/// acc[i] += scale * x[i] for n elements; x_dtype: 0 f32, 1 i32, 2 i64, 3 u8.
 void accumulate_cuda(float* acc, const void* x, int x_dtype, float scale, int64_t n, cudaStream_t stream) {
   if (n == 0) return;
   const int block = 256;
@@ -67,6 +60,7 @@ void accumulate_cuda(float* acc, const void* x, int x_dtype, float scale, int64_
   }
 }
 
+/// x[i] += delta for n elements of f32, i32 or i64 (dtype 0, 1, 2).
 void increment_cuda(void* x, int dtype, double delta, int64_t n, cudaStream_t stream) {
   if (n == 0) return;
   const int block = 256;
