@@ -4,6 +4,7 @@
 // them, on the CPU and emulated CUDA backends.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -189,13 +190,19 @@ TEST(MultiInput, KeyMaskFedThroughFitIgnoresPaddedTokens) {
             ASSERT_EQ(a[i], b[i]) << "row " << r << " position " << t << " (length " << p.lengths[r] << ")";
           }
       EXPECT_GT(compared, 100);
-      // Without the mask the padded tokens do change them: the check above can fail.
+      // Without the mask the padded tokens do change the real positions: the check above can fail.
       const std::vector<float> c =
           host(m.predict(std::vector<Tensor>{repad(p, 77), Tensor::full(p.mask.shape(), 1.0)}, 16));
       const std::vector<float> d1 =
           host(m.predict(std::vector<Tensor>{p.tokens, Tensor::full(p.mask.shape(), 1.0)}, 16));
-      EXPECT_GT(cudl::testing::max_abs_diff(Tensor::from_vector(c, out.shape()), Tensor::from_vector(d1, out.shape())),
-                1e-4);
+      float moved = 0.f;
+      for (size_t r = 0; r < p.lengths.size(); ++r)
+        for (int t = 0; t < p.lengths[r]; ++t)
+          for (int k = 0; k < 3; ++k) {
+            const size_t i = (r * kT + t) * 3 + k;
+            moved = std::max(moved, std::fabs(c[i] - d1[i]));
+          }
+      EXPECT_GT(moved, 1e-4f);
     }
   }
   for (size_t i = 1; i < runs.size(); ++i) {
