@@ -164,6 +164,22 @@ Tensor repad(const Padded& p, uint64_t seed) {
 
 }  // namespace
 
+// One input given as xs = {x} streams as it trains from x (the prefetcher stages xs[0]).
+TEST(MultiInput, OneInputGivenAsXsStreamsAsX) {
+  const Dataset d = cudl::testing::separable_blobs(48, 8, 3, 2.f, 0.5f, 3);
+  Dataset as_xs;
+  as_xs.xs = {d.x};
+  as_xs.y = d.y;
+  auto losses = [](const Dataset& data) {
+    Sequential m(Shape{8}, {layers::Dense(3)}, "xs_stream");
+    m.compile(cudl::testing::classifier_options(Device::cpu(), optim::Adam(0.02), 3));
+    FitOptions f = cudl::testing::quiet_fit(2, 16, 1);
+    f.data_placement = DataPlacement::Stream;
+    return m.fit(data, f).metrics.at("loss");
+  };
+  EXPECT_EQ(losses(as_xs), losses(d));
+}
+
 TEST(MultiInput, KeyMaskFedThroughFitIgnoresPaddedTokens) {
   const Padded p = padded(40, 5);
   Dataset d;

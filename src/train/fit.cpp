@@ -47,7 +47,7 @@ struct DataSource {
       if (xs.size() > 1)
         CUDL_FAIL("DataPlacement::Stream streams single-input data; this data has ", xs.size(),
                   " inputs (use DataPlacement::Device)");
-      prefetch = std::make_unique<data::BatchPrefetcher>(d.x, d.y, B, dev);
+      prefetch = std::make_unique<data::BatchPrefetcher>(xs[0], d.y, B, dev);
       x = {prefetch->x()};
       y = prefetch->y();
       std::vector<int32_t> slots(static_cast<size_t>(n));
