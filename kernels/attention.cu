@@ -613,7 +613,7 @@ void unfused_backward(const OpCall& call, CudaContext& ctx, const ops::Attention
 /// scratch, and rounds its f32 outputs (o, or dq, dk, dv) into the call's tensors once at the end.
 void unfused_16bit(const OpCall& call, CudaContext& ctx, const ops::AttentionArgs& a,
                    void (*run)(const OpCall&, CudaContext&, const ops::AttentionArgs&)) {
-  const int code = a.storage == DType::bf16 ? kernels::kCastBf16 : kernels::kCastF16;
+  const int code = kernels::cast_code(a.storage);
   ops::AttentionArgs w = a;
   w.storage = DType::f32;
   TensorView* ins[] = {&w.q, &w.k, &w.v, &w.o, &w.d_o};

@@ -749,19 +749,6 @@ namespace {
 
 cudaStream_t stream_of(const OpCall& c) { return cuda_context(c).stream(); }
 
-int cast_type(DType t) {
-  switch (t) {
-    case DType::f16:
-      return kernels::kCastF16;
-    case DType::bf16:
-      return kernels::kCastBf16;
-    case DType::i32:
-      return kernels::kCastI32;
-    default:
-      return kernels::kCastF32;
-  }
-}
-
 void cuda_fill(const OpCall& c) {
   const ops::FillArgs p = ops::check_fill_call(c);
   uint64_t bits = 0;
@@ -784,7 +771,7 @@ void cuda_cast(const OpCall& c) {
       kernels::copy_bytes_cuda(y.data, x.data, x.numel() * static_cast<int64_t>(dtype_size(x.dtype)), stream_of(c));
     return;
   }
-  kernels::cast_cuda(x.data, cast_type(x.dtype), y.data, cast_type(y.dtype), x.numel(), stream_of(c));
+  kernels::cast_cuda(x.data, kernels::cast_code(x.dtype), y.data, kernels::cast_code(y.dtype), x.numel(), stream_of(c));
 }
 
 void cuda_permute(const OpCall& c) {
@@ -821,9 +808,9 @@ void cuda_slice_backward(const OpCall& c) {
 
 void cuda_gather(const OpCall& c) {
   const ops::GatherArgs p = ops::check_gather_call(c);
-  if (p.y.dtype != p.table.dtype) {  // f32 table -> bf16 / f16 rows (16-bit storage)
+  if (p.storage != DType::f32) {  // f32 table -> bf16 / f16 rows (16-bit storage)
     kernels::gather_rows_convert_cuda(p.table.as<float>(), p.idx.as<int32_t>(), p.y.data,
-                                      kernels::storage_of(p.y.dtype), p.rows, p.row, p.m, stream_of(c));
+                                      kernels::storage_of(p.storage), p.rows, p.row, p.m, stream_of(c));
     return;
   }
   kernels::gather_rows_cuda(p.table.data, p.idx.as<int32_t>(), p.y.data, p.rows, p.row * p.elem_size,
@@ -834,7 +821,7 @@ void cuda_gather_backward(const OpCall& c) {
   const ops::GatherArgs p = ops::check_gather_call(c);
   CudaContext& ctx = cuda_context(c);
   void* ws = ctx.workspace(kernels::gather_backward_workspace_bytes(p.rows, p.m));
-  kernels::gather_backward_cuda(p.dy.data, kernels::storage_of(p.dy.dtype), p.idx.as<int32_t>(),
+  kernels::gather_backward_cuda(p.dy.data, kernels::storage_of(p.storage), p.idx.as<int32_t>(),
                                 p.dtable.as<float>(), p.rows, p.row, p.m, ws, ctx.stream());
 }
 

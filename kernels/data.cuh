@@ -19,6 +19,19 @@ void copy_bytes_cuda(void* dst, const void* src, int64_t bytes, cudaStream_t str
 
 /// Dtype codes for cast_cuda.
 enum CastType : int { kCastF32 = 0, kCastF16 = 1, kCastBf16 = 2, kCastI32 = 3 };
+/// The code of a dtype cast_cuda converts (f32, f16, bf16, i32; the callers' checks reject others).
+inline int cast_code(DType t) {
+  switch (t) {
+    case DType::f16:
+      return kCastF16;
+    case DType::bf16:
+      return kCastBf16;
+    case DType::i32:
+      return kCastI32;
+    default:
+      return kCastF32;
+  }
+}
 /// y = x converted: f32 -> f16/bf16 round to nearest even, f32 -> i32 truncation (NaN 0, saturating),
 /// f16/bf16/i32 -> f32. One side must be f32.
 void cast_cuda(const void* x, int x_type, void* y, int y_type, int64_t n, cudaStream_t stream);

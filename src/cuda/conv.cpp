@@ -648,7 +648,7 @@ void im2col_backward_filter(CudaContext& ctx, const OpCall& call, const ops::Con
            {acc, DType::f32, CRS, Kg * CRS}, g.groups);
   }
   if (st != DType::f32)
-    kernels::cast_cuda(acc, kernels::kCastF32, dw, st == DType::bf16 ? kernels::kCastBf16 : kernels::kCastF16, dw_numel,
+    kernels::cast_cuda(acc, kernels::kCastF32, dw, kernels::cast_code(st), dw_numel,
                        ctx.stream());
 }
 

@@ -145,7 +145,6 @@ PermuteArgs check_permute_call(const OpCall& c) {
   }
   p.n = y.numel();
   p.elem_size = static_cast<int>(dtype_size(x.dtype));
-  check_storage(c);  // f32 or one 16-bit storage type (ops/precision.hpp)
   return p;
 }
 
@@ -170,7 +169,6 @@ ConcatArgs check_concat_call(const OpCall& c) {
   p.outer = prod(y.shape, 0, p.axis);
   p.inner = prod(y.shape, p.axis + 1, y.shape.rank());
   p.elem_size = static_cast<int>(dtype_size(y.dtype));
-  check_storage(c);  // f32 or one 16-bit storage type (ops/precision.hpp)
   return p;
 }
 
@@ -199,7 +197,6 @@ SliceArgs check_slice_call(const OpCall& c) {
     fail_at(c, detail::concat("slice [", p.start, ", ", p.start + p.len, ") along axis ", p.axis, " is outside ", fn,
                               " shape ", full.shape, " (", pn, " shape ", part.shape, ")"));
   p.elem_size = static_cast<int>(dtype_size(full.dtype));
-  check_storage(c);  // f32 or one 16-bit storage type (ops/precision.hpp)
   return p;
 }
 
@@ -215,13 +212,13 @@ GatherArgs check_gather_call(const OpCall& c) {
   expect_defined(c, rows, rn);
   // 16-bit storage (ops/precision.cpp): a float table is f32 and y (dy) f32 or the storage type;
   // other tables (i32 labels, token ids) gather into y of their own dtype.
+  const DType st = c.op == OpKind::Gather || backward ? check_storage(c) : DType::f32;
   if (c.op == OpKind::Gather) {
-    const DType st = check_storage(c);
     if (dtype_is_float(table.dtype)) expect_dtype(c, rows, rn, st);
     else expect_same_dtype(c, table, tn, rows, rn);
   }
   if (backward) {  // dy f32 or the storage type, dtable f32
-    expect_dtype(c, rows, rn, check_storage(c));
+    expect_dtype(c, rows, rn, st);
     expect_dtype(c, table, tn, DType::f32);
   }
   if (c.op == OpKind::GatherImages) {
@@ -232,6 +229,7 @@ GatherArgs check_gather_call(const OpCall& c) {
   }
   expect_gather_shape(c, table, tn, idx, rows, rn);
   GatherArgs p;
+  p.storage = st;
   p.idx = idx;
   if (backward) {
     p.dy = rows, p.dtable = table;

@@ -181,6 +181,7 @@ struct GatherArgs {
   float mean = 0.f, stddev = 1.f;  // GatherImages
   int64_t rows = 0, row = 1, m = 0;
   int elem_size = 0;  // of the table
+  DType storage = DType::f32;  // Gather's y, GatherBackward's dy: f32, or bf16 / f16 (ops/precision.hpp)
 };
 GatherArgs check_gather_call(const OpCall& call);
 

@@ -95,7 +95,7 @@ DType check_storage(const OpCall& call) {
     for (int k = 0; k < n; ++k) {
       const TensorView& v = views[k];
       if (!v.defined() || !dtype_is_float(v.dtype)) continue;
-      if (!is_in && (s.f32_out >> (k < 31 ? k : 31) & 1u) && v.dtype == DType::f32) continue;  // fp32 straight from a GEMM
+      if (!is_in && s.f32_output(k) && v.dtype == DType::f32) continue;  // fp32 straight from a GEMM
       const char* dir = is_in ? "input" : "output";
       if (!(is_in ? s.input(k) : s.output(k))) {
         if (v.dtype != DType::f32)

@@ -29,8 +29,10 @@ struct StorageSlots {
   uint32_t in = 0, out = 0, f32_out = 0;
   bool copies = false;
   bool any() const { return in != 0 || out != 0; }
-  bool input(int k) const { return (in >> (k < 31 ? k : 31) & 1u) != 0; }
-  bool output(int k) const { return (out >> (k < 31 ? k : 31) & 1u) != 0; }
+  bool input(int k) const { return bit(in, k); }
+  bool output(int k) const { return bit(out, k); }
+  bool f32_output(int k) const { return bit(f32_out, k); }
+  static bool bit(uint32_t mask, int k) { return (mask >> (k < 31 ? k : 31) & 1u) != 0; }
 };
 
 /// The slots of `op` that follow the storage type ({0, 0} for ops that are f32 only).
