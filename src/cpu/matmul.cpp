@@ -21,18 +21,13 @@ namespace cudl {
 
 namespace {
 
-/// Row-major C (m, n) = op(A) · op(B), packed operands (cpu/blas.hpp: split over the worker pool).
-void sgemm_rm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float* a, const float* b, float* c) {
-  sgemm_packed(ta, tb, m, n, k, a, b, c);
-}
-
 void matmul_cpu(const OpCall& call) {
   const ops::MatmulArgs p = ops::check_matmul_call(call);
   const float* a = p.a.as<float>();
   const float* b = p.b.as<float>();
   float* c = p.c.as<float>();
   for (int64_t bi = 0; bi < p.batch; ++bi)
-    sgemm_rm(p.trans_a, p.trans_b, p.m, p.n, p.k, a + bi * p.m * p.k, b + (p.broadcast_b ? 0 : bi * p.k * p.n),
+    sgemm_packed(p.trans_a, p.trans_b, p.m, p.n, p.k, a + bi * p.m * p.k, b + (p.broadcast_b ? 0 : bi * p.k * p.n),
              c + bi * p.m * p.n);
 }
 
@@ -63,7 +58,7 @@ void linear_cpu(const OpCall& call) {
   uint8_t* mask = p.mask.as<uint8_t>();
   const int64_t mask_ld = relu_mask_row_bytes(p.out);
   if (mask) std::fill(mask, mask + p.rows * mask_ld, uint8_t{0});
-  sgemm_rm(false, true, p.rows, p.out, p.in, x, w, y);  // y = x · wᵀ
+  sgemm_packed(false, true, p.rows, p.out, p.in, x, w, y);  // y = x · wᵀ
   // The epilogue, one loop per kind over each row (vectorised): v = y + b, then act(v); rows split
   // over threads when there are enough of them (each element on its own: any split, same bits).
   parallel_for(p.rows, elementwise_chunks(p.rows * p.out), [&](int64_t r0, int64_t r1, int) {
@@ -127,7 +122,7 @@ void linear_backward_cpu(const OpCall& call) {
   }
   if (p.has_dx) {  // dx (rows, in) = dpre (rows, out) · w (out, in)
     float* dx = p.dx.as<float>();
-    sgemm_rm(false, false, p.rows, p.in, p.out, dpre, p.w.as<float>(), dx);
+    sgemm_packed(false, false, p.rows, p.in, p.out, dpre, p.w.as<float>(), dx);
     if (p.dx_relu) {  // through the relu below: keep dx where its pre-activation was > 0
       const uint8_t* mask = p.mask.as<uint8_t>();
       const int64_t ld = relu_mask_row_bytes(p.in);
@@ -138,7 +133,7 @@ void linear_backward_cpu(const OpCall& call) {
     }
   }
   if (p.has_dw)  // dw (out, in) = dpreᵀ · x (rows, in)
-    sgemm_rm(true, false, p.out, p.in, p.rows, dpre, p.x.as<float>(), p.dw.as<float>());
+    sgemm_packed(true, false, p.out, p.in, p.rows, dpre, p.x.as<float>(), p.dw.as<float>());
   if (p.has_db) column_sums(dpre, p.rows, p.out, p.db.as<float>());
 }
 

@@ -18,12 +18,6 @@ namespace cudl {
 
 namespace {
 
-/// Row-major C (m, n) = A (m, k) · op(B) with leading dimensions; B is (n, k) when tb, else (k, n).
-void gemm_ld(bool tb, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
-             float* c, int64_t ldc) {
-  sgemm(false, tb, m, n, k, a, lda, b, ldb, c, ldc);
-}
-
 // The cell math of ops/recurrent.hpp (recurrent_math::cell_forward / cell_backward), the same
 // expressions unit by unit, written as loops over a row's H units with the cell a template argument
 // and vmath's sigmoid and tanh (recurrent_math's formulas with a vectorisable exp), so that GCC
@@ -155,7 +149,7 @@ void recurrent_sequence_cpu(const OpCall& call) {
     with_cell(p.cell, [&](auto cell) {
       for (int64_t t = 0; t < T; ++t) {
         const int64_t row = t * B + b0, prev = row - B;  // first row of this chunk at t and at t-1
-        if (t > 0) gemm_ld(true, nb, GH, H, h + prev * H, H, u, H, rec.data(), GH);  // rec = h_{t-1}·uᵀ
+        if (t > 0) sgemm(false, true, nb, GH, H, h + prev * H, H, u, H, rec.data(), GH);  // rec = h_{t-1}·uᵀ
         for (int64_t r = 0; r < nb; ++r) {
           const bool first = t == 0;
           cell_row<decltype(cell)::value, false>(
@@ -203,7 +197,7 @@ void recurrent_sequence_backward_cpu(const OpCall& call) {
                 daux ? daux + k : zeros.data(), dh_gemm.data() + c, dh_direct.data() + c, dc.data() + c, H,
                 dxp + (row + r) * GH, p.cell == RecurrentCell::Gru ? drec + (row + r) * GH : nullptr);
           }
-          if (t > 0) gemm_ld(false, nb, H, GH, drec + row * GH, GH, u, H, dh_gemm.data(), H);  // drec_t·u
+          if (t > 0) sgemm(false, false, nb, H, GH, drec + row * GH, GH, u, H, dh_gemm.data(), H);  // drec_t·u
         }
       });
     });

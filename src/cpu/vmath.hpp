@@ -6,6 +6,8 @@
 #include <cstring>
 #include <limits>
 
+#include "ops/matmul.hpp"
+
 namespace cudl::vmath {
 
 /// Whether the CPU runs AVX2: loops over these functions keep a copy compiled for it
@@ -16,7 +18,7 @@ inline bool cpu_has_avx2() {
 }
 
 /// e^x: Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2, Cephes's degree-7 polynomial for e^r,
-/// times 2^n built in the exponent bits. Within 2 ulp of e^x for normal results (tests/
+/// times 2^n built in the exponent bits. Within 1 ulp of e^x for normal results (tests/
 /// test_cpu_vmath.cpp measures it); 0 below -87.33 (where e^x would be subnormal), +inf above
 /// 88.72, NaN for NaN. Deterministic: no FMA contraction is possible at the baseline x86-64 ISA
 /// the library is built for, and the result depends on x alone.
@@ -73,7 +75,8 @@ struct GeluParts {
   float s, one_minus_s, du_dx;
 };
 inline GeluParts gelu_parts(float x) {
-  constexpr float kSqrt2OverPi = 0.7978845608028654f, kCoef = 0.044715f;
+  using matmul_math::kSqrt2OverPi;
+  constexpr float kCoef = matmul_math::kGeluCoef;
   const float x2 = x * x;
   const float u = kSqrt2OverPi * (x + kCoef * x2 * x);
   const float au = u < 0.f ? -u : u;

@@ -121,7 +121,7 @@ void Model::Impl::check_targets(const Tensor& y, int64_t rows) const {
     CUDL_FAIL("model ", name, ": x has ", rows, " rows but y is ", y.shape());
 }
 
-bool Model::Impl::loss_reads_storage() const { return (ops::storage_slots(loss_op(opts.loss.kind)).in & 1u) != 0; }
+bool Model::Impl::loss_reads_storage() const { return ops::storage_slots(loss_op(opts.loss.kind)).input(0); }
 
 std::pair<ValueId, ValueId> Model::Impl::loss_nodes(detail::BuildContext& c, ValueId pred, ValueId target,
                                                     bool with_grad, ValueId dloss) {
