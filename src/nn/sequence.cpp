@@ -56,12 +56,9 @@ class PaddingMaskLayer : public BuiltinLayer {
     if (ids.dtype != DType::i32)
       CUDL_FAIL(who(), ": token ids must be i32, got ", ids.dtype, " ", ids.shape,
                 " (declare the model input as Input(shape, DType::i32))");
-    ValueId f = c.value("ids", ids.shape), a = c.value("abs", ids.shape), one = c.value("ones", ids.shape);
-    ValueId mask = c.value("mask", ids.shape);
-    c.node(OpKind::Cast, OpAttrs{}, {in[0]}, {f});
-    c.node(OpKind::Unary, ops::UnaryAttrs{UnaryOp::Abs, 0}.to_op_attrs(), {f}, {a});
-    c.node(OpKind::Fill, ops::FillAttrs{1}.to_op_attrs(), {}, {one});
-    c.node(OpKind::Binary, ops::BinaryAttrs{BinaryOp::Minimum}.to_op_attrs(), {a, one}, {mask});
+    ValueId a = c.value("abs", ids.shape), mask = c.value("mask", ids.shape);
+    c.node(OpKind::Unary, ops::UnaryAttrs{UnaryOp::Abs, 0}.to_op_attrs(), {c.cast(in[0], DType::f32)}, {a});
+    c.node(OpKind::BinaryScalar, ops::BinaryScalarAttrs{BinaryOp::Minimum, 1.0}.to_op_attrs(), {a}, {mask});
     return {mask};
   }
 };
