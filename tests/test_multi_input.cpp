@@ -341,8 +341,9 @@ TEST(ReturnState, GradientsThroughTheStatesMatchFiniteDifferences) {
   // and SimpleRNN states next to their sequence outputs.
   for (const Case& c : {Case{Cell::Lstm, false, {2}}, Case{Cell::Lstm, false, {1, 2}}, Case{Cell::Lstm, true, {0, 2}},
                         Case{Cell::Gru, true, {0, 1}}, Case{Cell::Simple, true, {1}}}) {
-    SCOPED_TRACE(std::string(cell_name(c.cell)) + (c.sequences ? " sequences" : "") + " use " +
-                 std::to_string(c.use.back()));
+    std::string use;
+    for (int k : c.use) use += " " + std::to_string(k);
+    SCOPED_TRACE(std::string(cell_name(c.cell)) + (c.sequences ? " sequences" : "") + " use" + use);
     Model m = state_model(c.cell, c.sequences, c.use);
     m.compile(regression(Device::cpu()));
     expect_sgd_step_matches_fd(m, x, y, "rnn");

@@ -490,11 +490,17 @@ TEST(LossCpu, AccumulatorErrorsNameTheOutput) {
 
 namespace {
 
+/// A 16-bit dpred against the CPU reference's: within 1 ulp and at least 95% bitwise equal
+/// (close_16bit). Softmax gradients p - target cancel where p is near the smoothed target: there
+/// both backends' fp32 results carry an error relative to the largest gradient, so 1e-6 of it is
+/// allowed.
+::testing::AssertionResult dpred_close(const Tensor& got, const Tensor& ref) {
+  return close_16bit(got, ref, 1, 0.95, 1e-6 * max_abs(ref));
+}
+
 /// With 16-bit predictions (pred and dpred bf16 / f16; the CPU reference runs the f32 function on the
-/// widened predictions and rounds dpred once), dpred must be within 1 ulp and at least 95% bitwise
-/// equal (close_16bit). Softmax gradients p - target cancel where p is near the smoothed target:
-/// there both backends' fp32 results carry an error relative to the largest gradient, so 1e-6 of
-/// it is allowed. The loss, the correct count and the accumulators stay f32 and compare as in f32.
+/// widened predictions and rounds dpred once), dpred must pass dpred_close. The loss, the correct
+/// count and the accumulators stay f32 and compare as in f32.
 void expect_cuda_matches_cpu(OpKind op, const Tensor& pred, const Tensor& target, const LossArgs& a, double atol = 1e-5,
                              double rtol = 1e-5) {
   const LossOut c = run_loss(op, pred, target, kCpu, a);
@@ -505,8 +511,7 @@ void expect_cuda_matches_cpu(OpKind op, const Tensor& pred, const Tensor& target
   }
   if (a.dpred && pred.dtype() != DType::f32) {
     ASSERT_EQ(g.dpred.dtype(), pred.dtype());
-    const double cancel = 1e-6 * max_abs_diff(c.dpred, Tensor::zeros(c.dpred.shape()));
-    EXPECT_TRUE(close_16bit(g.dpred, c.dpred, 1, 0.95, cancel)) << "dpred";
+    EXPECT_TRUE(dpred_close(g.dpred, c.dpred)) << "dpred";
   } else if (a.dpred) {
     EXPECT_TRUE(all_close(g.dpred, c.dpred, atol, rtol)) << "dpred";
   }
@@ -839,9 +844,9 @@ TEST(Loss16Bit, ComparisonCatchesTruncationAnd16BitMath) {
     a.reduction = Reduction::Sum;  // gradients of order 1: normal in f16
     const LossOut ref = run_loss(OpKind::CrossEntropyLoss, x, y, kCpu, a);
     const LossOut wide = run_loss(OpKind::CrossEntropyLoss, widened(x), y, kCpu, a);
-    EXPECT_TRUE(close_16bit(ref.dpred, ref.dpred));
-    EXPECT_FALSE(close_16bit(truncated_16bit(wide.dpred, st), ref.dpred)) << "truncation must not pass";
-    auto r16 = [&](float v) { return widen_16(round_16(v, st), st); };
+    EXPECT_TRUE(dpred_close(ref.dpred, ref.dpred));
+    EXPECT_FALSE(dpred_close(truncated_16bit(wide.dpred, st), ref.dpred)) << "truncation must not pass";
+    auto r16 = [&](float v) { return rounded_16(v, st); };
     const std::vector<uint16_t> xb = bits_16(x);
     const int32_t* lab = y.data_as<int32_t>();
     std::vector<float> stepwise(static_cast<size_t>(n * c));
@@ -857,16 +862,14 @@ TEST(Loss16Bit, ComparisonCatchesTruncationAnd16BitMath) {
       }
       loss16 = r16(loss16 + r16(lse - widen_16(xb[r * c + lab[r]], st)));
     }
-    EXPECT_FALSE(close_16bit(to_storage(Tensor::from_vector(stepwise, Shape{n, c}), st), ref.dpred))
+    EXPECT_FALSE(dpred_close(to_storage(Tensor::from_vector(stepwise, Shape{n, c}), st), ref.dpred))
         << "16-bit intermediates must not pass";
     EXPECT_FALSE(all_close(Tensor::full(Shape{1}, loss16), ref.loss, 1e-5, 1e-5)) << "a 16-bit loss sum must not pass";
   }
 }
 
 TEST(Loss16Bit, StorageErrorsNameOpSlotAndTypes) {
-  std::vector<Device> devices = {kCpu};
-  if (cuda_available()) devices.push_back(Device::cuda());
-  for (Device d : devices) {
+  for (Device d : test_devices()) {
     SCOPED_TRACE(d.str());
     Tensor x = to_storage(random_tensor(Shape{4, 3}, 1), DType::bf16).to(d);
     Tensor y = random_labels(4, 3, 2).to(d);

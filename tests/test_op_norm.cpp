@@ -691,7 +691,7 @@ namespace {
 /// error of that size there, not of the value's own ulp).
 ::testing::AssertionResult ln_close(const Tensor& g, const Tensor& e, double atol, double rtol) {
   if (e.dtype() == DType::f32) return all_close(g, e, atol, rtol);
-  return close_16bit(g, e, 1, 0.95, 1e-5 * max_abs_diff(e, Tensor::zeros(e.shape())));
+  return close_16bit(g, e, 1, 0.95, 1e-5 * max_abs(e));
 }
 }  // namespace
 
@@ -738,13 +738,12 @@ TEST(LayerNormCuda, SixteenBitComparisonCatchesTruncationAnd16BitStatistics) {
     SCOPED_TRACE(dtype_name(st));
     Tensor x = to_storage(random_tensor(Shape{rows, d}, 81, -2, 3), st);
     const LnOut e = ln_forward(x, Tensor(), Tensor(), kCpu);
-    const double atol = 1e-5 * max_abs_diff(e.y, Tensor::zeros(e.y.shape()));  // as ln_close
-    EXPECT_TRUE(close_16bit(e.y, e.y, 1, 0.95, atol));
+    EXPECT_TRUE(ln_close(e.y, e.y, 0, 0));
     // Truncation: the f32 values on the widened x, |y| kept in f16's normal range (tiny ones rounded).
     EXPECT_FALSE(
-        close_16bit(truncated_16bit(ln_forward(widened(x), Tensor(), Tensor(), kCpu).y, st), e.y, 1, 0.95, atol))
+        ln_close(truncated_16bit(ln_forward(widened(x), Tensor(), Tensor(), kCpu).y, st), e.y, 0, 0))
         << "truncation must not pass";
-    auto r16 = [&](float v) { return widen_16(round_16(v, st), st); };
+    auto r16 = [&](float v) { return rounded_16(v, st); };
     const std::vector<uint16_t> xb = bits_16(x);
     std::vector<float> y16(static_cast<size_t>(rows * d));
     for (int64_t r = 0; r < rows; ++r) {
@@ -758,17 +757,15 @@ TEST(LayerNormCuda, SixteenBitComparisonCatchesTruncationAnd16BitStatistics) {
       const float rstd = r16(1.f / std::sqrt(q / static_cast<float>(d) + 1e-5f));
       for (int64_t j = 0; j < d; ++j) y16[r * d + j] = (widen_16(xb[r * d + j], st) - mean) * rstd;
     }
-    EXPECT_FALSE(close_16bit(to_storage(Tensor::from_vector(y16, Shape{rows, d}), st), e.y, 1, 0.95, atol))
+    EXPECT_FALSE(ln_close(to_storage(Tensor::from_vector(y16, Shape{rows, d}), st), e.y, 0, 0))
         << "16-bit statistics must not pass";
   }
 }
 
 TEST(LayerNormCuda, SixteenBitParametersAndStatisticsStayF32) {
-  std::vector<Device> devices = {kCpu};
-  if (cuda_available()) devices.push_back(Device::cuda());
   const Shape s{4, 6};
   Tensor x = to_storage(random_tensor(s, 1), DType::bf16);
-  for (Device d : devices) {
+  for (Device d : test_devices()) {
     SCOPED_TRACE(d.str());
     expect_error([&] { ln_forward(x, to_storage(random_tensor(Shape{6}, 2), DType::bf16), Tensor(), d); },
                  {"LayerNorm", "input 1", "bf16", "f32"});

@@ -223,7 +223,7 @@ TEST(UpsampleCpu, SixteenBitComparisonCatchesSumsIn16Bits) {
               const float wt = ops::upsample_weight(oh, i, H, c.sh, true) * ops::upsample_weight(ow, j, W, c.sw, true);
               if (wt == 0.f) continue;
               acc += wt * static_cast<float>(d[(p * H * c.sh + oh) * Wo + ow]);
-              acc = static_cast<float>(as_doubles(to_storage(Tensor::from_vector(std::vector<float>{acc}, Shape{1}), st))[0]);
+              acc = rounded_16(acc, st);
             }
           partial[(p * H + i) * W + j] = acc;
         }

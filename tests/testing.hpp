@@ -128,6 +128,8 @@ inline uint16_t round_16(float v, DType dtype) {
 inline float widen_16(uint16_t h, DType dtype) {
   return dtype == DType::bf16 ? bf16_bits_to_float(h) : half_bits_to_float(h);
 }
+/// v rounded to bf16 / f16 to nearest even, as a float (a 16-bit store and load).
+inline float rounded_16(float v, DType dtype) { return widen_16(round_16(v, dtype), dtype); }
 /// v rounded toward zero to bf16 / f16 bits (what a store that drops the low bits gives); v finite
 /// and, for f16, in its normal range.
 inline uint16_t truncate_16(float v, DType dtype) {
@@ -243,6 +245,9 @@ inline double max_abs_diff(const Tensor& a, const Tensor& b) {
     if (!std::isnan(x[i] - y[i])) worst = std::max(worst, std::fabs(x[i] - y[i]));
   return worst;
 }
+
+/// Largest |t| over the elements (NaN skipped): the scale of a tolerance relative to a tensor.
+inline double max_abs(const Tensor& t) { return max_abs_diff(t, Tensor::zeros(t.shape())); }
 
 /// An f32 CPU tensor with every element rounded to TF32 as the tensor cores read it: 11 significant
 /// bits, ties away from zero (computed with frexp/round, independently of the emulator's bit trick).
