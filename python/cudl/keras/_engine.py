@@ -100,7 +100,8 @@ class Layer(Recorded):
             return masks[0]
         raise ValueError("%s %s: the padding mask of an Embedding(mask_zero=True) reaches this layer, which Keras "
                          "would apply it to and cudl cannot; MultiHeadAttention uses it as its key-padding mask, and "
-                         "Dense, Dropout, Activation, LayerNormalization, Add (of one mask) and PositionalEmbedding "
+                         "Dense, Dropout, Activation, ReLU, LeakyReLU, ELU, Softmax, LayerNormalization, Add (of one "
+                         "mask) and PositionalEmbedding "
                          "pass it on" % (type(self).__name__, self.name))
 
     def _call_config(self):

@@ -554,7 +554,8 @@ class Embedding(Layer):
     table, initialised uniform(-0.05, 0.05) (Keras's 'uniform'). The model input it reads becomes
     an int32 input: fit/evaluate/predict take integer arrays (indices outside the range raise
     ValueError). mask_zero=True: token 0 is padding, as in Keras: the mask passes through
-    position-wise layers (Dense, Dropout, Activation, LayerNormalization, Add, PositionalEmbedding),
+    position-wise layers (Dense, Dropout, Activation, ReLU, LeakyReLU, ELU, Softmax,
+    LayerNormalization, Add, PositionalEmbedding),
     MultiHeadAttention takes it as its key-padding mask, and when it reaches the model's output
     the sparse_categorical_crossentropy loss and accuracy skip the padded positions (their labels
     become the loss's ignore_class); any other layer it reaches raises ValueError."""
@@ -933,7 +934,7 @@ class MultiHeadAttention(Layer):
             if not isinstance(attention_mask, KerasTensor):
                 raise TypeError("MultiHeadAttention %s: attention_mask must be a symbolic tensor (a model input or "
                                 "a layer output), got %s" % (self.name, type(attention_mask).__name__))
-            tk = (key if key is not None else value).sample_shape[0]
+            tk = keys.sample_shape[0]
             m = attention_mask.sample_shape
             if m not in ((tk,), (1, tk)):
                 raise ValueError("MultiHeadAttention %s: cudl takes a key-padding attention_mask (batch, 1, %d) or "

@@ -185,7 +185,7 @@ class Model:
             cudl_loss = _cudl.Loss("sparse_categorical_crossentropy")
             self._onehot_as_labels = True
         # Keras's mask (Embedding(mask_zero=True)) reaching the output weights the loss and metrics:
-        # cudl gives the padded positions the loss's ignore_class (_masked_labels).
+        # cudl gives the padded positions the loss's ignore_class (_labels).
         self._label_mask = None
         if out.mask_tokens is not None:
             if not cudl_loss.takes_labels or self._onehot_as_labels:
@@ -228,14 +228,12 @@ class Model:
         arrays, one per input (x given as a list in the order of the model's inputs, or a dict keyed
         by their names), each checked and converted with errors naming the input."""
         ins = self._inputs
+        if isinstance(x, dict):
+            x = self._by_name(x, what)
         if len(ins) == 1:
-            if isinstance(x, dict):
-                x = self._by_name(x, what)
             if isinstance(x, (list, tuple)) and len(x) == 1:
                 x = x[0]
             return self._one_x(x, 0, what)
-        if isinstance(x, dict):
-            x = self._by_name(x, what)
         if not isinstance(x, (list, tuple)) or len(x) != len(ins):
             got = "%d arrays" % len(x) if isinstance(x, (list, tuple)) else "one array"
             raise ValueError("%s: model %s takes %d inputs (%s): give a list of %d arrays (or a dict by input name), "
@@ -342,9 +340,11 @@ class Model:
             a = a.transpose(0, 3, 1, 2)
         return np.ascontiguousarray(a)
 
-    def _masked_labels(self, xs, ys, what):
-        """Labels with the padded positions (token 0 of the masking input) set to the ignore class,
-        when the output carries an Embedding(mask_zero=True) mask (Keras weights the loss by it)."""
+    def _labels(self, xs, y, what):
+        """The targets of inputs xs (checked and converted by _y), with the padded positions (token 0 of
+        the masking input) set to the ignore class when the output carries an Embedding(mask_zero=True)
+        mask (Keras weights the loss by it)."""
+        ys = self._y(y, self._rows(xs), what)
         if self._label_mask is None:
             return ys
         k, ignore = self._label_mask
@@ -385,14 +385,13 @@ class Model:
         self._require_cpp("fit", x)
         xs = self._x(x, "fit")
         n = self._rows(xs)
-        ys = self._masked_labels(xs, self._y(y, n, "fit"), "fit")
+        ys = self._labels(xs, y, "fit")
         val_x = val_y = None
         if validation_data is not None:
             if len(validation_data) != 2:
                 raise ValueError("fit: validation_data must be (x_val, y_val)")
             val_x = self._x(validation_data[0], "validation_data")
-            val_y = self._masked_labels(val_x, self._y(validation_data[1], self._rows(val_x), "validation_data"),
-                                        "validation_data")
+            val_y = self._labels(val_x, validation_data[1], "validation_data")
             validation_split = 0.0
         if not 0 <= validation_split < 1:
             raise ValueError("fit: validation_split must be in [0, 1), got %s" % validation_split)
@@ -427,7 +426,7 @@ class Model:
             raise ValueError("evaluate: sample_weight is not supported by cudl")
         self._require_cpp("evaluate", x)
         xs = self._x(x, "evaluate")
-        ys = self._masked_labels(xs, self._y(y, self._rows(xs), "evaluate"), "evaluate")
+        ys = self._labels(xs, y, "evaluate")
         bs = 256 if batch_size is None else int(batch_size)
         if bs <= 0:
             raise ValueError("evaluate: batch_size must be positive, got %d" % bs)
@@ -463,14 +462,14 @@ class Model:
     def train_on_batch(self, x, y, return_dict=False, **kwargs):
         self._require_cpp("train_on_batch", x)
         xs = self._x(x, "train_on_batch")
-        ys = self._masked_labels(xs, self._y(y, self._rows(xs), "train_on_batch"), "train_on_batch")
+        ys = self._labels(xs, y, "train_on_batch")
         return self._results(self._rename(self._cpp.train_on_batch(xs, ys)),
                              return_dict)
 
     def test_on_batch(self, x, y, return_dict=False, **kwargs):
         self._require_cpp("test_on_batch", x)
         xs = self._x(x, "test_on_batch")
-        ys = self._masked_labels(xs, self._y(y, self._rows(xs), "test_on_batch"), "test_on_batch")
+        ys = self._labels(xs, y, "test_on_batch")
         return self._results(self._rename(self._cpp.test_on_batch(xs, ys)),
                              return_dict)
 
