@@ -62,14 +62,7 @@ struct DataSource {
   /// The program's view of these rows.
   Model::Impl::DataSpec spec(const Dataset& d) const {
     Model::Impl::DataSpec s;
-    for (const Tensor& t : x) {
-      s.x.push_back(t.shape());
-      s.x_dtype.push_back(t.dtype());
-    }
-    s.y = y.shape();
-    s.y_dtype = y.dtype();
-    s.tx = x;
-    s.ty = y;
+    s.set_tables(x, y);
     s.perm = perm;
     s.mean = d.mean;
     s.std = d.std;
@@ -124,9 +117,7 @@ void Model::Impl::check_inputs(const std::vector<Tensor>& xs, const char* what) 
     want.insert(want.end(), in.dims().begin(), in.dims().end());
     if (x.shape() != Shape(want))
       CUDL_FAIL("model ", name, ": ", what, ": ", label, " is ", x.shape(), " but the model takes ", Shape(want));
-    const bool ok =
-        inputs[k]->dtype == DType::i32 ? x.dtype() == DType::i32 : x.dtype() == DType::f32 || x.dtype() == DType::u8;
-    if (!ok)
+    if (!input_accepts(k, x.dtype()))
       CUDL_FAIL("model ", name, ": ", what, ": ", label, " is ", x.dtype(), " but the model takes ",
                 inputs[k]->dtype == DType::i32 ? "i32 indices" : "f32 or u8 images");
     if (x.shape()[0] != xs[0].shape()[0])
@@ -382,15 +373,10 @@ std::unique_ptr<graph::Executor> detail::ModelInternals::training_step(Model& mo
   std::iota(order.begin(), order.end(), 0);
   m.check_inputs(data, "training_step");
   Model::Impl::DataSpec spec;
-  for (const Tensor& t : data.inputs()) {
-    spec.tx.push_back(t.to(dev));
-    spec.x.push_back(t.shape());
-    spec.x_dtype.push_back(t.dtype());
-  }
-  spec.ty = data.y.to(dev);
+  std::vector<Tensor> tables;
+  for (const Tensor& t : data.inputs()) tables.push_back(t.to(dev));
+  spec.set_tables(std::move(tables), data.y.to(dev));
   spec.perm = Tensor::from_vector(order, Shape{n}, dev);
-  spec.y = spec.ty.shape();
-  spec.y_dtype = spec.ty.dtype();
   spec.mean = data.mean;
   spec.std = data.std;
   return m.train_program(batch, spec, &options).exec;

@@ -85,6 +85,15 @@ struct Model::Impl {
     Tensor ty, perm;
     float mean = 0.f, std = 1.f;
     const FitOptions* augment = nullptr;  // training: FitOptions with augment on, or null
+    /// Gathers from these tables: tx, and their shapes and dtypes; then y's from ty.
+    void set_tables(std::vector<Tensor> inputs, Tensor targets) {
+      x.clear(), x_dtype.clear();
+      for (const Tensor& t : inputs) x.push_back(t.shape()), x_dtype.push_back(t.dtype());
+      tx = std::move(inputs);
+      ty = std::move(targets);
+      y = ty.shape();
+      y_dtype = ty.dtype();
+    }
   };
   /// A graph under construction with its build context (the bound tensors).
   struct Build {
@@ -102,6 +111,10 @@ struct Model::Impl {
   Shape batched_input(int64_t batch, size_t k = 0) const;
   /// "input 1 ('mask')" for multi-input models, "x" for single-input ones: for error messages.
   std::string input_label(size_t k) const;
+  /// Whether input k takes data of dtype t: i32 token ids for an i32 input, else f32 or u8 images.
+  bool input_accepts(size_t k, DType t) const {
+    return inputs[k]->dtype == DType::i32 ? t == DType::i32 : t == DType::f32 || t == DType::u8;
+  }
   /// The target shape and dtype of a batch of `batch` rows for the compiled loss.
   std::pair<Shape, DType> target_spec(int64_t batch) const;
   /// Forward (+ loss, metrics; + backward and optimizer when training) for batches of `batch` rows.

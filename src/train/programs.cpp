@@ -134,9 +134,7 @@ std::unique_ptr<Model::Impl::Build> Model::Impl::build(int64_t B, const DataSpec
     if (d.x.size() != inputs.size())
       CUDL_FAIL("model ", name, ": the data has ", d.x.size(), " inputs but the model takes ", inputs.size());
     for (size_t k = 0; k < inputs.size(); ++k) {
-      const bool x_ok = inputs[k]->dtype == DType::i32 ? d.x_dtype[k] == DType::i32
-                                                       : d.x_dtype[k] == DType::u8 || d.x_dtype[k] == DType::f32;
-      if (!x_ok)
+      if (!input_accepts(k, d.x_dtype[k]))
         CUDL_FAIL("model ", name, ": ", input_label(k), " must be ", inputs[k]->dtype == DType::i32 ? "i32" : "f32 or u8",
                   ", got ", d.x_dtype[k]);
     }
