@@ -503,27 +503,23 @@ TEST(Precision, NormPoolSoftmaxAndLossesTrainIn16BitsOnCudaAsOnCpu) {
     History h;
     double acc;
   };
+  auto build = [](const std::string& tag, bool nll) {
+    return nll ? Sequential(Shape{8, 2, 2},
+                            {layers::Conv2d(16, 1, "relu"), layers::GlobalAvgPool(), layers::LayerNorm(),
+                             layers::Dense(3, "log_softmax")},
+                            tag)
+               : Sequential(Shape{8, 2, 2},
+                            {layers::Conv2d(16, 1, "relu"), layers::AvgPool2d(2, 1), layers::Flatten(),
+                             layers::LayerNorm(), layers::Dense(16, "softmax"), layers::Dense(3)},
+                            tag);
+  };
   auto run = [&](const std::string& tag, Device d, Precision p, bool nll) {
-    Sequential m = nll ? Sequential(Shape{8, 2, 2},
-                                    {layers::Conv2d(16, 1, "relu"), layers::GlobalAvgPool(), layers::LayerNorm(),
-                                     layers::Dense(3, "log_softmax")},
-                                    tag)
-                       : Sequential(Shape{8, 2, 2},
-                                    {layers::Conv2d(16, 1, "relu"), layers::AvgPool2d(2, 1), layers::Flatten(),
-                                     layers::LayerNorm(), layers::Dense(16, "softmax"), layers::Dense(3)},
-                                    tag);
+    Sequential m = build(tag, nll);
     CompileOptions o = options(d, p);
     if (nll) o.loss = "nll", o.metrics = {};
     m.compile(o);
     const PlanReport r32 = [&] {
-      Sequential f = nll ? Sequential(Shape{8, 2, 2},
-                                      {layers::Conv2d(16, 1, "relu"), layers::GlobalAvgPool(), layers::LayerNorm(),
-                                       layers::Dense(3, "log_softmax")},
-                                      tag + "_f")
-                         : Sequential(Shape{8, 2, 2},
-                                      {layers::Conv2d(16, 1, "relu"), layers::AvgPool2d(2, 1), layers::Flatten(),
-                                       layers::LayerNorm(), layers::Dense(16, "softmax"), layers::Dense(3)},
-                                      tag + "_f");
+      Sequential f = build(tag + "_f", nll);
       CompileOptions of = o;
       of.precision = Precision::f32;
       f.compile(of);
