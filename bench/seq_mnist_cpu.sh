@@ -22,17 +22,26 @@ median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2
 echo "machine: $(nproc) CPUs, load:$(uptime | sed 's/.*load average://'); threads $THREADS; cell $CELL; limit $LIMIT"
 BASE=${BASE:-}
 [[ -z $BASE || -x $BASE/samples/cudl-seq-mnist ]] || { echo "seq_mnist_cpu.sh: no $BASE/samples/cudl-seq-mnist" >&2; exit 1; }
+# One epoch of a cudl-seq-mnist binary [with this directory first on LD_LIBRARY_PATH]: its output,
+# and its epoch seconds (from the CSV) in $TMP/secs.
+cudl_epoch() {
+  local libs=${LD_LIBRARY_PATH:-}
+  [[ -n ${2:-} ]] && libs=$2${libs:+:$libs}
+  LD_LIBRARY_PATH=$libs "$1" --cell "$CELL" --epochs 1 --limit "$LIMIT" --device cpu --data "$DATA" \
+    --csv "$TMP/h.csv" --plot ''
+  awk -F, 'NR == 1 {for (i = 1; i <= NF; i++) if ($i == "epoch_seconds") c = i} NR == 2 {print $c}' "$TMP/h.csv" \
+    >"$TMP/secs"
+}
 for ((r = 1; r <= RUNS; r++)); do
   if [[ -n $BASE ]]; then
-    LD_LIBRARY_PATH=$BASE${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} "$BASE/samples/cudl-seq-mnist" --cell "$CELL" --epochs 1 \
-      --limit "$LIMIT" --device cpu --data "$DATA" --csv "$TMP/h.csv" --plot '' >/dev/null
-    secs=$(awk -F, 'NR == 1 {for (i = 1; i <= NF; i++) if ($i == "epoch_seconds") c = i} NR == 2 {print $c}' "$TMP/h.csv")
+    cudl_epoch "$BASE/samples/cudl-seq-mnist" "$BASE" >/dev/null
+    secs=$(<"$TMP/secs")
     echo "$secs" >>"$TMP/base"
     echo "run $r base : epoch ${secs}s"
   fi
-  out=$("$CUDL" --cell "$CELL" --epochs 1 --limit "$LIMIT" --device cpu --data "$DATA" --csv "$TMP/h.csv" --plot '')
+  out=$(cudl_epoch "$CUDL")
   steps=$(sed -n 's/^training on \([0-9]*\) sequences.*/\1/p' <<<"$out" | awk '{print int(($1 + 127) / 128)}')
-  secs=$(awk -F, 'NR == 1 {for (i = 1; i <= NF; i++) if ($i == "epoch_seconds") c = i} NR == 2 {print $c}' "$TMP/h.csv")
+  secs=$(<"$TMP/secs")
   echo "$secs" >>"$TMP/cudl"
   echo "run $r cudl : epoch ${secs}s, $(awk -v s="$secs" -v n="$steps" 'BEGIN {printf "%.1f", 1000 * s / n}') ms/step"
   line=$("$PYTHON" "$ROOT/bench/torch_seq_mnist.py" --cell "$CELL" --epochs 1 --limit "$LIMIT" --data "$DATA" \
