@@ -139,12 +139,10 @@ void recurrent_sequence_cpu(const OpCall& call) {
   float* gates = p.gates.as<float>();
   float* aux = p.aux.as<float>();
   if (B == 0) return;
-  const int64_t G = p.gates_per_unit;
   SingleThreadedBlas blas;
   parallel_for(B, batch_chunks(B, H), [&](int64_t b0, int64_t b1, int) {
     const int64_t nb = b1 - b0;
     std::vector<float> rec(static_cast<size_t>(nb * GH)), zeros(static_cast<size_t>(GH), 0.f);
-    std::vector<float> gates_scratch(gates ? 0 : static_cast<size_t>(GH)), aux_scratch(aux ? 0 : static_cast<size_t>(H));
     const float* br = bias ? bias : zeros.data();
     with_cell(p.cell, [&](auto cell) {
       for (int64_t t = 0; t < T; ++t) {
@@ -155,8 +153,8 @@ void recurrent_sequence_cpu(const OpCall& call) {
           cell_row<decltype(cell)::value, false>(
               xp + (row + r) * GH, first ? zeros.data() : rec.data() + r * GH, br,
               first ? zeros.data() : h + (prev + r) * H,
-              first || !aux || G != 4 ? zeros.data() : aux + (prev + r) * H, H, h + (row + r) * H,
-              gates ? gates + (row + r) * GH : gates_scratch.data(), aux ? aux + (row + r) * H : aux_scratch.data());
+              first || p.cell != RecurrentCell::Lstm ? zeros.data() : aux + (prev + r) * H, H, h + (row + r) * H,
+              gates ? gates + (row + r) * GH : nullptr, aux ? aux + (row + r) * H : nullptr);  // none: simple
         }
       }
     });
