@@ -31,22 +31,18 @@ void matmul_cpu(const OpCall& call) {
              c + bi * p.m * p.n);
 }
 
-// The GELU loops compiled twice, for the baseline ISA and for AVX2, the AVX2 copy taken where the
-// CPU has it (vmath::cpu_has_avx2): no FMA in either, each lane rounds every operation as the
-// scalar code does, so both give the same bits.
-[[gnu::always_inline]] inline void gelu_loop(float* y, int64_t n) {
-  for (int64_t j = 0; j < n; ++j) y[j] = vmath::gelu_tanh(y[j]);
-}
-[[gnu::always_inline]] inline void gelu_grad_loop(const float* __restrict__ dy, const float* __restrict__ pre,
-                                                  float* __restrict__ d, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) d[i] = vmath::gelu_tanh_grad(dy[i], pre[i]);
-}
-void gelu_base(float* y, int64_t n) { gelu_loop(y, n); }
-[[gnu::target("avx2")]] void gelu_avx2(float* y, int64_t n) { gelu_loop(y, n); }
-void gelu_grad_base(const float* dy, const float* pre, float* d, int64_t n) { gelu_grad_loop(dy, pre, d, n); }
-[[gnu::target("avx2")]] void gelu_grad_avx2(const float* dy, const float* pre, float* d, int64_t n) {
-  gelu_grad_loop(dy, pre, d, n);
-}
+// The GELU loops, run through vmath::simd (a baseline and an AVX2 copy, the same bits).
+struct GeluLoop {
+  [[gnu::always_inline]] static void run(float* y, int64_t n) {
+    for (int64_t j = 0; j < n; ++j) y[j] = vmath::gelu_tanh(y[j]);
+  }
+};
+struct GeluGradLoop {
+  [[gnu::always_inline]] static void run(const float* __restrict__ dy, const float* __restrict__ pre,
+                                         float* __restrict__ d, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) d[i] = vmath::gelu_tanh_grad(dy[i], pre[i]);
+  }
+};
 
 void linear_cpu(const OpCall& call) {
   const ops::LinearArgs p = ops::check_linear_call(call);
@@ -83,7 +79,7 @@ void linear_cpu(const OpCall& call) {
         float* pr = pre ? pre + r * p.out : nullptr;
         if (pr) std::copy(yr, yr + p.out, pr);
         // matmul_math::gelu_tanh's function, through vmath's exp (see vmath::gelu_parts).
-        vmath::cpu_has_avx2() ? gelu_avx2(yr, p.out) : gelu_base(yr, p.out);
+        vmath::simd<GeluLoop>(yr, p.out);
         break;
       }
     }
@@ -115,8 +111,7 @@ void linear_backward_cpu(const OpCall& call) {
       if (p.epilogue == Epilogue::Relu)
         for (int64_t i = i0; i < i1; ++i) d[i] = matmul_math::relu_grad(dy[i], act[i]);
       else
-        vmath::cpu_has_avx2() ? gelu_grad_avx2(dy + i0, act + i0, d + i0, i1 - i0)
-                              : gelu_grad_base(dy + i0, act + i0, d + i0, i1 - i0);
+        vmath::simd<GeluGradLoop>(dy + i0, act + i0, d + i0, i1 - i0);
     });
     dpre = d;
   }

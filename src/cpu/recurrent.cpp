@@ -94,23 +94,21 @@ template <int Cell>
   }
 }
 
-// The row loops compiled twice, for the baseline ISA (4 lanes) and for AVX2 (8 lanes), the AVX2
-// copy taken where the CPU has it (vmath::cpu_has_avx2). Neither may contract to FMA (AVX2 alone
-// has none) and every lane rounds each operation as the scalar code does: both give the same bits.
-template <int Cell, bool Backward, typename... Args>
-[[gnu::always_inline]] inline void cell_row_impl(Args... args) {
-  if constexpr (Backward)
-    cell_backward_row_impl<Cell>(args...);
-  else
-    cell_forward_row_impl<Cell>(args...);
-}
-template <int Cell, bool Backward, typename... Args>
-void cell_row_base(Args... args) { cell_row_impl<Cell, Backward>(args...); }
-template <int Cell, bool Backward, typename... Args>
-[[gnu::target("avx2")]] void cell_row_avx2(Args... args) { cell_row_impl<Cell, Backward>(args...); }
+// The row loops, run through vmath::simd: a baseline copy (4 lanes) and an AVX2 copy (8 lanes),
+// the same bits.
+template <int Cell, bool Backward>
+struct CellRow {
+  template <typename... Args>
+  [[gnu::always_inline]] static void run(Args... args) {
+    if constexpr (Backward)
+      cell_backward_row_impl<Cell>(args...);
+    else
+      cell_forward_row_impl<Cell>(args...);
+  }
+};
 template <int Cell, bool Backward, typename... Args>
 void cell_row(Args... args) {
-  vmath::cpu_has_avx2() ? cell_row_avx2<Cell, Backward>(args...) : cell_row_base<Cell, Backward>(args...);
+  vmath::simd<CellRow<Cell, Backward>>(args...);
 }
 
 /// Calls fn(std::integral_constant<int, cell>).

@@ -17,6 +17,23 @@ inline bool cpu_has_avx2() {
   return has;
 }
 
+/// Loop::run(args...) compiled twice, for the baseline ISA and for AVX2, the AVX2 copy taken where
+/// the CPU has it. Loop::run must be [[gnu::always_inline]] so that its body is compiled in each
+/// copy. Neither copy may contract to FMA (AVX2 alone has none) and every lane rounds each
+/// operation as the scalar code does: both give the same bits.
+template <typename Loop, typename... Args>
+void simd_base(Args... args) {
+  Loop::run(args...);
+}
+template <typename Loop, typename... Args>
+[[gnu::target("avx2")]] void simd_avx2(Args... args) {
+  Loop::run(args...);
+}
+template <typename Loop, typename... Args>
+void simd(Args... args) {
+  cpu_has_avx2() ? simd_avx2<Loop>(args...) : simd_base<Loop>(args...);
+}
+
 /// e^x: Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2, Cephes's degree-7 polynomial for e^r,
 /// times 2^n built in the exponent bits. Within 1 ulp of e^x for normal results (tests/
 /// test_cpu_vmath.cpp measures it); 0 below -87.33 (where e^x would be subnormal), +inf above
