@@ -37,7 +37,7 @@ OpAttrs attrs_of(RecurrentCell cell) { return ops::RecurrentAttrs{cell}.to_op_at
 
 Seq forward(const Problem& p, const Tensor& xp, const Tensor& u, const Tensor& bias, Device d) {
   Seq s;
-  s.h = Tensor::full(Shape{p.T, p.B, p.H}, -7.0, DType::f32, d);
+  s.h = Tensor::full(Shape{p.T, p.B, p.H}, -7.0, xp.dtype(), d);  // h in xp's storage type
   if (!p.simple()) {
     s.gates = Tensor::full(Shape{p.T, p.B, p.gh()}, -7.0, DType::f32, d);
     s.aux = Tensor::full(Shape{p.T, p.B, p.H}, -7.0, DType::f32, d);
@@ -54,7 +54,7 @@ struct Grads {
 
 Grads backward(const Problem& p, const Tensor& u, const Seq& s, const Tensor& dh, const Tensor& daux, Device d) {
   Grads g;
-  g.dxp = Tensor::full(Shape{p.T, p.B, p.gh()}, -7.0, DType::f32, d);
+  g.dxp = Tensor::full(Shape{p.T, p.B, p.gh()}, -7.0, dh.dtype(), d);  // dxp in dh's storage type
   g.du = Tensor::full(u.shape(), -7.0, DType::f32, d);
   if (p.gru()) g.dbias = Tensor::full(Shape{p.gh()}, -7.0, DType::f32, d);
   auto on = [&](const Tensor& t) { return t.defined() ? t.to(d) : Tensor(); };
@@ -179,6 +179,20 @@ TEST(RecurrentCpu, ContractErrorsNameTheProblem) {
                attrs_of(RecurrentCell::Simple), nullptr, "test/rnn");
       },
       {"simple cell takes no gates"});
+  // 16-bit storage: xp, h, dh and dxp in one storage type; u, gates and aux stay f32.
+  const Tensor xp16 = to_storage(in.xp, DType::bf16);
+  Tensor h16 = Tensor::zeros(Shape{2, 3, 4}, DType::bf16), h32 = Tensor::zeros(Shape{2, 3, 4});
+  Tensor g32 = Tensor::zeros(Shape{2, 3, 16}), a32 = Tensor::zeros(Shape{2, 3, 4});
+  expect_error([&] { run_op(OpKind::RecurrentSequence, {tv(xp16), tv(in.u)}, {tv(h32), tv(g32), tv(a32)},
+                            attrs_of(p.cell), nullptr, "test/rnn"); },
+               {"RecurrentSequence", "output 0 (2, 3, 4) has dtype f32 but input 0 has bf16"});
+  expect_error([&] { run_op(OpKind::RecurrentSequence, {tv(xp16), tv(to_storage(in.u, DType::bf16))},
+                            {tv(h16), tv(g32), tv(a32)}, attrs_of(p.cell), nullptr, "test/rnn"); },
+               {"input 1 (16, 4) has dtype bf16, expected f32"});
+  expect_error([&] { run_op(OpKind::RecurrentSequence, {tv(xp16), tv(in.u)},
+                            {tv(h16), tv(to_storage(g32, DType::bf16)), tv(a32)}, attrs_of(p.cell), nullptr,
+                            "test/rnn"); },
+               {"output 1 (2, 3, 16) has dtype bf16, expected f32"});
   OpAttrs bad;
   bad.i[0] = 7;
   expect_error([&] { run_op(OpKind::RecurrentSequence, {tv(si.xp), tv(si.u)}, {tv(h)}, bad, nullptr, "test/rnn"); },
@@ -225,6 +239,41 @@ TEST(RecurrentCuda, LongSequenceMatchesCpu) {
     SCOPED_TRACE(name(cell));
     expect_cuda_matches_cpu(Problem{cell, 1024, 2, 3}, 41, 0.5f, 1e-4, 1e-3);
   }
+}
+
+// 16-bit storage (bf16, f16): xp and dh in the storage type, h and dxp written in it; the recurrence
+// runs in f32 (the state carried from step to step is h unrounded, as in the CPU reference's f32 op on
+// the widened xp), so h and dxp match the CPU within an ulp and gates, aux, du and dbias_r as in f32.
+TEST(RecurrentCuda, SixteenBitStorageMatchesCpu) {
+  CUDL_REQUIRE_CUDA();
+  for (DType st : k16BitTypes)
+    for (RecurrentCell cell : {RecurrentCell::Simple, RecurrentCell::Lstm, RecurrentCell::Gru})
+      for (Problem p : {Problem{cell, 7, 3, 5}, Problem{cell, 40, 4, 33}}) {
+        SCOPED_TRACE(std::string(name(cell)) + " " + dtype_name(st) + " T " + std::to_string(p.T) + " H " +
+                     std::to_string(p.H));
+        Inputs in = inputs(p, 61, 0.8f);
+        // u's spectral radius about 0.8: a contracting recurrence, where f32 rounding differences
+        // (the CPU's and the device's GEMM orders) do not grow with the steps.
+        const float us = 0.8f / std::sqrt(static_cast<float>(p.H) / 3.f);
+        in.u = random_tensor(in.u.shape(), 64, -us, us);
+        const Tensor xp = to_storage(in.xp, st);
+        const Seq c = forward(p, xp, in.u, in.bias, kCpu), g = forward(p, xp, in.u, in.bias, Device::cuda());
+        ASSERT_EQ(c.h.dtype(), st);
+        EXPECT_TRUE(close_16bit(g.h, c.h, 1, 0.9, 1e-6)) << "h";
+        // The CPU reference is the f32 op on the widened xp, rounded once.
+        EXPECT_TRUE(equal_16bit(to_storage(forward(p, widened(xp), in.u, in.bias, kCpu).h, st), c.h));
+        if (!p.simple()) {
+          EXPECT_TRUE(all_close(g.gates, c.gates, 1e-5, 1e-4)) << "gates";
+          EXPECT_TRUE(all_close(g.aux, c.aux, 1e-5, 1e-4)) << "aux";
+        }
+        const Tensor dh = to_storage(random_tensor(c.h.shape(), 62), st);
+        const Tensor daux = p.cell == RecurrentCell::Lstm ? random_tensor(c.h.shape(), 63) : Tensor();
+        const Grads gc = backward(p, in.u, c, dh, daux, kCpu), gg = backward(p, in.u, c, dh, daux, Device::cuda());
+        ASSERT_EQ(gc.dxp.dtype(), st);
+        EXPECT_TRUE(close_16bit(gg.dxp, gc.dxp, 1, 0.9, 1e-6)) << "dxp";
+        EXPECT_TRUE(all_close(gg.du, gc.du, 1e-4, 1e-4)) << "du";
+        if (p.gru()) EXPECT_TRUE(all_close(gg.dbias, gc.dbias, 1e-4, 1e-4)) << "dbias_r";
+      }
 }
 
 TEST(RecurrentCuda, RunsInsideACapturedGraph) {

@@ -595,6 +595,36 @@ TEST(Precision, UpsampleSliceAndConcatTrainIn16BitsOnCudaAsOnCpu) {
   }
 }
 
+// Recurrent layers in 16 bits: RecurrentSequence reads xp and writes h in the storage type, and its
+// backward reads dh and writes dxp in it (the recurrence itself stays f32), so a bf16 / f16 model with
+// an LSTM, a GRU and a SimpleRNN has no Casts around them: the kernels per step are f32's plus the
+// input's Cast (+ AmpUnscale in f16). It trains on the emulated CUDA backend as on the CPU reference.
+TEST(Precision, RecurrentLayersTrainIn16BitsOnCudaAsOnCpu) {
+  CUDL_REQUIRE_CUDA();
+  const Dataset flat = blobs(96, 23);  // the 8 features as 4 steps of 2
+  const Dataset train{flat.x.reshape(Shape{96, 4, 2}), flat.y};
+  auto build = [](const std::string& tag) {
+    return Sequential(Shape{4, 2}, {layers::LSTM(7, true), layers::GRU(5, true), layers::SimpleRNN(4), layers::Dense(3)},
+                      tag);
+  };
+  auto run = [&](const std::string& tag, Device d, Precision p) {
+    Sequential f = build(tag + "_f");
+    f.compile(options(d, Precision::f32));
+    Sequential m = build(tag);
+    m.compile(options(d, p));
+    const int amp = p == Precision::f16 ? 1 : 0;
+    EXPECT_EQ(m.plan_report().kernels_per_step, f.plan_report().kernels_per_step + 1 + amp)
+        << m.plan_report().str() << "\n" << f.plan_report().str();
+    return m.fit(train, cudl::testing::quiet_fit(3, 16, 9));
+  };
+  for (Precision p : {Precision::bf16, Precision::f16}) {
+    SCOPED_TRACE(p == Precision::bf16 ? "bf16" : "f16");
+    const History c = run("rnn16_c", Device::cpu(), p), g = run("rnn16_g", Device::cuda(), p);
+    EXPECT_TRUE(cudl::testing::losses_close(g, c, 1e-3));
+    EXPECT_LT(g.metrics.at("loss").back(), g.metrics.at("loss").front()) << "learns";
+  }
+}
+
 // Slice, SliceBackward, Concat and Permute copy 16-bit elements: CUDA equals the CPU bitwise, and
 // both equal the f32 op on the widened values. A call mixing storage types is rejected.
 TEST(Precision, DataMovementOpsCopy16BitElementsOnCudaAsOnCpu) {

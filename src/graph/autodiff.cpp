@@ -348,11 +348,12 @@ class Sweep {
         ValueId dh = dy;
         if (dh == kNone) {  // only the LSTM's cell state c is used downstream (return_state): dh = 0
           const Value h = g_.value(n.outputs[0]);
-          dh = g_.add_value("d" + h.name, h.shape, DType::f32, Role::Intermediate);
+          dh = g_.add_value("d" + h.name, h.shape, h.dtype, Role::Intermediate);
           g_.add_node(OpKind::Fill, ops::FillAttrs{0}.to_op_attrs(), {}, {dh}, L, Phase::Backward);
         }
         if (dxp == kNone)  // the op always writes dxp: give it a temporary
-          dxp = g_.add_value("d" + g_.value(in[0]).name, g_.value(in[0]).shape, DType::f32, Role::Intermediate);
+          dxp = g_.add_value("d" + g_.value(in[0]).name, g_.value(in[0]).shape, g_.value(in[0]).dtype,
+                             Role::Intermediate);
         const auto opt_out = [&](size_t k) { return k < n.outputs.size() ? n.outputs[k] : kNone; };
         g_.add_node(OpKind::RecurrentSequenceBackward, n.attrs, {in[1], n.outputs[0], opt_out(1), opt_out(2), dh, daux},
                     {dxp, du, dbias}, L, Phase::Backward);

@@ -55,6 +55,10 @@ StorageSlots storage_slots(OpKind op) {
     case OpKind::AvgPool2dBackward: return {bits({0}), bits({0})};        // dy -> dx
     case OpKind::GlobalAvgPool: return {bits({0}), bits({0})};            // x -> y
     case OpKind::GlobalAvgPoolBackward: return {bits({0}), bits({0})};    // dy -> dx
+    // Recurrent: the sequence in and out (xp, h; dh, dxp) follow the storage type; u, bias_r, the saved
+    // gates and cell state, and du, dbias_r stay f32, and so does the state carried from step to step.
+    case OpKind::RecurrentSequence: return {bits({0}), bits({0})};              // xp, u, [bias_r] -> h, [gates, aux]
+    case OpKind::RecurrentSequenceBackward: return {bits({1, 4}), bits({0})};   // u, h, .., dh, [daux] -> dxp, ..
     case OpKind::Upsample2d: return {bits({0}), bits({0})};                // x -> y
     case OpKind::Upsample2dBackward: return {bits({0}), bits({0})};        // dy -> dx
     // Batch norm: x, y, dy, dx follow the storage type; gamma, beta, running and saved statistics,

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "ops/common.hpp"
+#include "ops/precision.hpp"
 
 namespace cudl {
 namespace ops {
@@ -13,9 +14,14 @@ namespace chk = op_checks;
 
 namespace {
 
-void f32_shape(const OpCall& call, const TensorView& v, const char* name, const Shape& expected, const char* why) {
-  chk::dtype(call, v, name, DType::f32);
+void typed_shape(const OpCall& call, const TensorView& v, const char* name, DType dtype, const Shape& expected,
+                 const char* why) {
+  chk::dtype(call, v, name, dtype);
   chk::shape(call, v, name, expected, why);
+}
+
+void f32_shape(const OpCall& call, const TensorView& v, const char* name, const Shape& expected, const char* why) {
+  typed_shape(call, v, name, DType::f32, expected, why);
 }
 
 }  // namespace
@@ -31,6 +37,9 @@ RecurrentArgs check_recurrent_call(const OpCall& call) {
   const bool simple = p.cell == RecurrentCell::Simple;
   const bool forward = call.op == OpKind::RecurrentSequence;
   const std::string cell_s = recurrent_cell_name(p.cell);
+  // xp, h, dh and dxp: the storage type (ops/precision.hpp); u, bias_r, gates, aux and the weight
+  // gradients f32.
+  const DType st = check_storage(call);
 
   const TensorView& u = chk::need_in(call, forward ? 1 : 0, "u");
   chk::dtype(call, u, "u", DType::f32);
@@ -43,14 +52,14 @@ RecurrentArgs check_recurrent_call(const OpCall& call) {
 
   if (forward) {
     const TensorView& xp = chk::need_in(call, 0, "xp");
-    chk::dtype(call, xp, "xp", DType::f32);
+    chk::dtype(call, xp, "xp", st);
     if (xp.shape.rank() != 3 || xp.shape[2] != gh)
       chk::fail_at(call, "xp must be (T, B, " + std::to_string(gh) + ") for u " + u.shape.str() + ", got " +
                              xp.shape.str());
     p.xp = xp;
   } else {
     const TensorView& dh = chk::need_in(call, 4, "dh");
-    chk::dtype(call, dh, "dh", DType::f32);
+    chk::dtype(call, dh, "dh", st);
     if (dh.shape.rank() != 3 || dh.shape[2] != p.hidden)
       chk::fail_at(call, "dh must be (T, B, " + std::to_string(p.hidden) + ") for u " + u.shape.str() + ", got " +
                              dh.shape.str());
@@ -74,7 +83,7 @@ RecurrentArgs check_recurrent_call(const OpCall& call) {
   };
   const TensorView h = slot(0), gates = slot(1), aux = slot(2);
   if (!h.defined()) chk::fail_at(call, "h is required");
-  f32_shape(call, h, "h", hs, "(T, B, H)");
+  typed_shape(call, h, "h", st, hs, "(T, B, H)");
   p.h = h;
   if (simple) {
     if (gates.defined() || aux.defined()) chk::fail_at(call, "a simple cell takes no gates or aux tensors");
@@ -94,7 +103,7 @@ RecurrentArgs check_recurrent_call(const OpCall& call) {
     p.daux = call.in(5);
   }
   const TensorView& dxp = chk::need_out(call, 0, "dxp");
-  f32_shape(call, dxp, "dxp", gs, "(T, B, G*H)");
+  typed_shape(call, dxp, "dxp", st, gs, "(T, B, G*H)");
   p.dxp = dxp;
   p.du = chk::opt_out(call, 1);
   if (p.du.defined()) f32_shape(call, p.du, "du", u.shape, "same as u");

@@ -12,7 +12,8 @@
 // --- recurrent (src/cpu/recurrent.cpp, kernels/recurrent.cu) ---
 // Sequences are time-major: T steps of B rows. G gates per unit: 1 (simple), 4 (lstm), 3 (gru).
 // The input projection xp = x·Wᵀ + b of every step is NOT part of these ops: it is one Linear
-// (one GEMM over T*B rows) in front of them. The initial state is zero.
+// (one GEMM over T*B rows) in front of them. The initial state is zero. xp, h, dh and dxp are in the
+// storage type (f32, bf16 or f16: ops/precision.hpp); everything else, and the recurrence, is f32.
 // RecurrentSequence  in: xp (T, B, G*H), u (G*H, H), [bias_r (G*H), gru only]
 //                    out: h (T, B, H), [gates (T, B, G*H)], [aux (T, B, H)]; i[0] = cell
 //   per step, rec = h_{t-1}·uᵀ (+ bias_r), a = xp_t + rec (Keras gate order):
@@ -88,7 +89,9 @@ CUDL_HD float tanh_cell(float v) {
 
 /// Forward of unit j: a_k = xp[k*H + j] + rec[k*H + j] (rec null: zero state, bias only).
 /// Writes gates[k*H + j] (null for simple) and aux (c for lstm, rec_h for gru); returns h.
-CUDL_HD float cell_forward(int cell, const float* xp, const float* rec, const float* bias, int64_t H, int64_t j,
+/// `xp` is anything whose [i] is a float: a const float*, or a kernel's widening reader of 16-bit xp.
+template <class XP>
+CUDL_HD float cell_forward(int cell, const XP& xp, const float* rec, const float* bias, int64_t H, int64_t j,
                            float h_prev, float c_prev, float* gates, float* aux) {
   auto r_at = [&](int k) { return (rec ? rec[k * H + j] : 0.f) + (bias ? bias[k * H + j] : 0.f); };
   if (cell == static_cast<int>(RecurrentCell::Simple)) return tanh_cell(xp[j] + r_at(0));
@@ -109,13 +112,15 @@ CUDL_HD float cell_forward(int cell, const float* xp, const float* rec, const fl
 }
 
 /// Backward of unit j. dh: total gradient reaching h_t; dc: total gradient reaching c_t (lstm).
-/// Writes dxp[k*H + j] and drec[k*H + j] (the gradient of rec; drec may equal dxp except for gru),
+/// Stores dxp[k*H + j] through `put_dxp(k*H + j, value)` (a kernel's rounding store to 16-bit dxp)
+/// and writes drec[k*H + j] (the gradient of rec, f32; drec may equal dxp except for gru),
 /// *dc_prev (lstm: gradient reaching c_{t-1}) and returns the direct part of dh_{t-1} (gru: dh z).
+template <class PutDxp>
 CUDL_HD float cell_backward(int cell, const float* gates, float h, float h_prev, float aux, float c_prev, int64_t H,
-                            int64_t j, float dh, float dc, float* dxp, float* drec, float* dc_prev) {
+                            int64_t j, float dh, float dc, const PutDxp& put_dxp, float* drec, float* dc_prev) {
   if (cell == static_cast<int>(RecurrentCell::Simple)) {
     const float da = dh * (1.f - h * h);
-    dxp[j] = da;
+    put_dxp(j, da);
     drec[j] = da;
     return 0.f;
   }
@@ -125,7 +130,7 @@ CUDL_HD float cell_backward(int cell, const float* gates, float h, float h_prev,
     const float dct = dc + dh * o * (1.f - tc * tc);
     const float da_i = dct * g * i * (1.f - i), da_f = dct * c_prev * f * (1.f - f);
     const float da_g = dct * i * (1.f - g * g), da_o = dh * tc * o * (1.f - o);
-    dxp[j] = da_i, dxp[H + j] = da_f, dxp[2 * H + j] = da_g, dxp[3 * H + j] = da_o;
+    put_dxp(j, da_i), put_dxp(H + j, da_f), put_dxp(2 * H + j, da_g), put_dxp(3 * H + j, da_o);
     drec[j] = da_i, drec[H + j] = da_f, drec[2 * H + j] = da_g, drec[3 * H + j] = da_o;
     *dc_prev = dct * f;
     return 0.f;
@@ -134,7 +139,7 @@ CUDL_HD float cell_backward(int cell, const float* gates, float h, float h_prev,
   const float da_n = dh * (1.f - z) * (1.f - n * n);
   const float da_z = dh * (h_prev - n) * z * (1.f - z);
   const float da_r = da_n * aux * r * (1.f - r);
-  dxp[j] = da_z, dxp[H + j] = da_r, dxp[2 * H + j] = da_n;
+  put_dxp(j, da_z), put_dxp(H + j, da_r), put_dxp(2 * H + j, da_n);
   drec[j] = da_z, drec[H + j] = da_r, drec[2 * H + j] = da_n * r;
   return dh * z;
 }
