@@ -48,7 +48,7 @@ struct Args {
   std::string model = "all";
   int64_t batch = 0;  // 0: 128, or 64 for charlm (the samples' batches)
   int warmup = 3;
-  cudl::Precision precision = cudl::Precision::f32;  // CompileOptions::precision of every model but dcgan
+  cudl::Precision precision = cudl::Precision::f32;  // CompileOptions::precision of every model
   bool propagate_nan = false;                         // CompileOptions::propagate_nan, likewise
   bool fused_copies = true;  // bf16/f16: the optimizer step writes the 16-bit weight copies (else Casts)
 };
@@ -442,7 +442,7 @@ int run_model(const std::string& kind, const Args& args) {
 int run_dcgan(const Args& a) {
   const cudl::Device dev = cudl::Device::cuda(0);
   const int64_t B = a.batch > 0 ? a.batch : 64;
-  dcgan::Gan gan(dcgan::Sizes{}, 2e-4, dev, 1);
+  dcgan::Gan gan(dcgan::Sizes{}, 2e-4, dev, 1, a.precision);
   const cudl::Tensor x = cudl::Tensor::zeros(cudl::Shape{B, 1, 28, 28}, cudl::DType::f32, dev);
   std::vector<float> dy(static_cast<size_t>(2 * B), 0.f);
   for (int64_t r = 0; r < B; ++r) dy[2 * r] = 0.9f;
@@ -458,9 +458,9 @@ int run_dcgan(const Args& a) {
                         {"G through D (D frozen)", gan.combined.get(), &zeros, &ones}};
   for (int i = 0; i < a.warmup; ++i)
     for (const Step& s : steps) s.model->train_on_batch(*s.x, *s.y, false);
-  std::printf("\n== dcgan: one GAN iteration (batch %lld, width 64) after %d warm-up iterations, train_on_batch on "
+  std::printf("\n== dcgan: one GAN iteration (batch %lld, width 64, %s) after %d warm-up iterations, train_on_batch on "
               "cuda:0 under the emulator\n",
-              static_cast<long long>(B), a.warmup);
+              static_cast<long long>(B), cudl::precision_name(a.precision), a.warmup);
   std::printf("  %-34s %8s %8s %8s %8s %8s %8s %8s %12s\n", "step", "graphs", "kernels", "library", "mallocs", "syncs",
               "h2d", "d2h", "d2d (bytes)");
   for (const Step& s : steps) {

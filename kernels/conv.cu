@@ -74,8 +74,8 @@ static __global__ void conv2d_im2col_kernel(const T* __restrict__ x, T* __restri
 }
 
 template <typename T>
-static __global__ void conv2d_col2im_kernel(const float* __restrict__ col, T* __restrict__ dx, ConvKernelGeometry g,
-                                            int64_t total) {
+static __global__ void conv2d_col2im_kernel(const float* __restrict__ col, T* __restrict__ dx,
+                                            const T* __restrict__ bias, ConvKernelGeometry g, int64_t total) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
     int64_t t = i;
     const int64_t w = t % g.W;
@@ -84,7 +84,8 @@ static __global__ void conv2d_col2im_kernel(const float* __restrict__ col, T* __
     t /= g.H;
     const int64_t c = t % g.C;
     const int64_t n = t / g.C;
-    dx[i] = from_float<T>(col2im_gather(col, g, n, c, h, w));
+    const float v = col2im_gather(col, g, n, c, h, w);
+    dx[i] = from_float<T>(bias ? v + to_float(bias[c]) : v);
   }
 }
 
@@ -146,13 +147,14 @@ void conv2d_im2col_cuda(const void* x, void* col, Storage type, const ConvKernel
 }
 
 void conv2d_col2im_cuda(const float* col, void* dx, Storage type, const ConvKernelGeometry& g, int64_t n_images,
-                        cudaStream_t stream) {
+                        const void* bias, cudaStream_t stream) {
   const int64_t total = n_images * g.C * g.H * g.W;
   if (total == 0) return;
   const int block = 256;
   with_storage(type, [&](auto tag) {
     using T = decltype(tag);
-    launch<conv2d_col2im_kernel<T>>(grid_for(total, block), block, 0, stream, col, static_cast<T*>(dx), g, total);
+    launch<conv2d_col2im_kernel<T>>(grid_for(total, block), block, 0, stream, col, static_cast<T*>(dx),
+                                    static_cast<const T*>(bias), g, total);
   });
 }
 

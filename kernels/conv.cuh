@@ -25,11 +25,11 @@ struct ConvKernelGeometry {
 void conv2d_im2col_cuda(const void* x, void* col, Storage type, const ConvKernelGeometry& g, int64_t n_images,
                         cudaStream_t stream);
 
-/// dx (n_images, C, H, W) of storage `type` = the adjoint of im2col applied to the f32 col
-/// (overwrites dx). Each dx element gathers its own contributions in a fixed order in fp32 and is
-/// rounded once: deterministic, no atomics.
+/// dx (n_images, C, H, W) of storage `type` = the adjoint of im2col applied to the f32 col, plus
+/// bias[c] (of `type`; null: none) (overwrites dx). Each dx element gathers its own contributions in
+/// a fixed order in fp32, adds the bias and is rounded once: deterministic, no atomics.
 void conv2d_col2im_cuda(const float* col, void* dx, Storage type, const ConvKernelGeometry& g, int64_t n_images,
-                        cudaStream_t stream);
+                        const void* bias, cudaStream_t stream);
 
 /// y (N, K, HW) = act(in + bias[k]) with y and bias of storage `type`, `in` f32 (in_f32) or of
 /// `type`; in may be y (in place). bias may be null; act is ReLU when relu != 0 (ReLU keeps NaN),

@@ -442,7 +442,7 @@ std::vector<Cfg> transpose_configs() {
 
 Tensor transpose_forward(const Cfg& c, const Tensor& x, const Tensor& w, const Tensor& b,
                          const char* label = "test/conv_t") {
-  Tensor y = Tensor::empty(c.x, DType::f32, x.device());
+  Tensor y = Tensor::empty(c.x, x.dtype(), x.device());  // y in x's storage type
   run_op(OpKind::Conv2dTranspose, {tv(x), tv(w), tv(b)}, {tv(y)}, c.attrs(), nullptr, label);
   return y;
 }
@@ -898,16 +898,61 @@ TEST(Conv16Cuda, MixedStorageTypesAreRejected) {
     Tensor w32 = random_tensor(c.w_shape(), 2).to(d);
     expect_error([&] { forward(c, x, w16, Tensor()); }, {"Conv2d", "f16", "bf16", "one storage type per call"});
     expect_error([&] { forward(c, x, w32, Tensor()); }, {"Conv2d", "f32", "bf16"});
-    // Conv2dTranspose is not listed for 16-bit storage.
+    // Conv2dTranspose: x, w, bias and y in one storage type.
     Tensor y = Tensor::empty(c.x, DType::bf16, d), xt = to_storage(random_tensor(c.y_shape(), 3), DType::bf16).to(d);
-    Tensor wt = to_storage(random_tensor(Shape{c.K, c.C(), c.R, c.S}, 4), DType::bf16).to(d);
-    expect_error(
-        [&] {
-          run_op(OpKind::Conv2dTranspose, {tv(xt), tv(wt)}, {tv(y)}, c.attrs(), nullptr, "t");
-        },
-        {"Conv2dTranspose", "bf16"});
+    const Tensor wt32 = random_tensor(Shape{c.K, c.C(), c.R, c.S}, 4);
+    Tensor wt = to_storage(wt32, DType::f16).to(d), wb = to_storage(wt32, DType::bf16).to(d);
+    Tensor bt = random_tensor(Shape{c.C()}, 5).to(d);
+    expect_error([&] { run_op(OpKind::Conv2dTranspose, {tv(xt), tv(wt)}, {tv(y)}, c.attrs(), nullptr, "t"); },
+                 {"Conv2dTranspose", "f16", "bf16", "one storage type per call"});
+    expect_error([&] { run_op(OpKind::Conv2dTranspose, {tv(xt), tv(wb), tv(bt)}, {tv(y)},
+                              c.attrs(), nullptr, "t"); },
+                 {"Conv2dTranspose", "input 2 (2,) has dtype f32 but input 0 has bf16"});
   }
 }
+
+// Conv2dTranspose in 16 bits: without a bias one cuDNN backward-data plan in the storage type (or the
+// im2col engine); with a bias the im2col engine, which adds it to the fp32 sums before the one
+// rounding. Both match the CPU reference (the f32 op on the widened values, rounded once).
+TEST(Conv16Cuda, TransposeMatchesCpuOnBothEngines) {
+  CUDL_REQUIRE_CUDA();
+  const Device gpu = Device::cuda(0);
+  auto check = [&](bool im2col) {
+    for (DType st : {DType::bf16, DType::f16})
+      for (const Cfg& c : transpose_configs())
+        for (bool bias : {false, true}) {
+          SCOPED_TRACE(c.str() + " " + dtype_name(st) + (bias ? " bias" : "") + (im2col ? " im2col" : " cudnn"));
+          Tensor x = to_storage(random_tensor(c.y_shape(), 41), st), w = to_storage(random_tensor(c.w_shape(), 42), st);
+          Tensor b = bias ? to_storage(random_tensor(Shape{c.C()}, 43), st) : Tensor();
+          const Tensor y = transpose_forward(c, x.to(gpu), w.to(gpu), bias ? b.to(gpu) : Tensor()).to(Device::cpu());
+          ASSERT_EQ(y.dtype(), st);
+          EXPECT_TRUE(storage_sum_close(y, transpose_forward(c, x, w, b),
+                                        transpose_forward(c, abs_of(x), abs_of(w), bias ? abs_of(b) : Tensor())));
+        }
+  };
+  check(false);
+  EnvGuard env("CUDL_CONV_ENGINE", "im2col");
+  check(true);
+}
+
+#if defined(CUDL_EMULATED)
+// Which engine a 16-bit Conv2dTranspose takes: cuDNN's backward-data plan without a bias, the im2col
+// engine with one (cuDNN would round y before the bias kernel rounds it again).
+TEST(Conv16Cuda, TransposeWithBiasRunsOnTheIm2colEngine) {
+  CUDL_REQUIRE_CUDA();
+  const Device gpu = Device::cuda(0);
+  const Cfg c = transpose_configs()[0];
+  for (DType st : {DType::bf16, DType::f16})
+    for (bool bias : {false, true}) {
+      SCOPED_TRACE(std::string(dtype_name(st)) + (bias ? " bias" : ""));
+      Tensor x = to_storage(random_tensor(c.y_shape(), 41), st).to(gpu), w = to_storage(random_tensor(c.w_shape(), 42), st).to(gpu);
+      Tensor b = bias ? to_storage(random_tensor(Shape{c.C()}, 43), st).to(gpu) : Tensor();
+      const uint64_t before = cudnn_executions();
+      transpose_forward(c, x, w, b);
+      EXPECT_EQ(cudnn_executions() - before, bias ? 0u : 1u);
+    }
+}
+#endif  // CUDL_EMULATED
 
 /// The comparison itself: a result truncated to 16 bits instead of rounded to nearest even, as a
 /// kernel that skipped the rounding would store, fails it.

@@ -27,6 +27,7 @@ expect 2 "--score-samples needs an integer in [1, 1000000], got '0'" --score-sam
 expect 2 "--lr needs a positive number" --lr -1
 expect 2 "--smooth needs a positive number" --smooth 2
 expect 2 "--device must be auto, cuda or cpu, got 'tpu'" --device tpu
+expect 2 "--precision must be f32, tf32, bf16 or f16, got 'fp8'" --precision fp8
 # Unwritable outputs are reported before the data is read or anything trains.
 expect 1 "--csv /nonexistent/l.csv: cannot write there" --csv /nonexistent/l.csv
 expect 1 "--grids /nonexistent/dcgan-epoch-1.png: cannot write there" --grids /nonexistent
@@ -72,6 +73,9 @@ EOF
 for f in g.disc.safetensors g.gan.safetensors clf.safetensors; do
   [[ -s $f ]] || { echo "FAIL: $f was not written"; fail=1; }
 done
+# One tiny epoch in bf16: both training models compiled in it (the plan report says so).
+expect 0 "training: " "${tiny[@]}" --epochs 1 --precision bf16 --grids '' --csv ''
+has "precision bf16 (bf16 activations"
 if command -v gnuplot >/dev/null; then
   [[ $(png_side l.png) -gt 0 ]] || { echo "FAIL: the loss plot l.png was not drawn"; fail=1; }
 else

@@ -30,6 +30,7 @@ struct Args {
   std::string device = "auto", data = "data/mnist", save, resume;
   std::string csv = "dcgan-losses.csv", plot = "dcgan-losses.png", grids = ".";
   std::string classifier = "dcgan-classifier.safetensors";
+  std::string precision;  // "": cudl::default_precision()
   int epochs = 5;
   int64_t batch = 32, limit = 0, log_every = 50;
   int64_t latent = 100, width = 32;
@@ -53,6 +54,10 @@ const char* kHelp =
     "  --latent N               noise dimension (default 100)\n"
     "  --smooth X               target of real images for D (one-sided label smoothing; default 0.9)\n"
     "  --device auto|cuda|cpu   auto: the GPU when one works, else the CPU backend (default auto)\n"
+    "  --precision f32|tf32|bf16|f16  the GAN's precision: fp32, TF32 GPU GEMMs/convolutions, or\n"
+    "                           16-bit activations with fp32 masters (f16 with loss scaling);\n"
+    "                           the classifier of --score stays at the default (default f32, or\n"
+    "                           tf32 when CUDL_ALLOW_TF32=1)\n"
     "  --data DIR               MNIST directory (default data/mnist)\n"
     "  --limit N                use only the first N training images\n"
     "  --seed S                 seed for initialisation, noise and shuffling (default 1)\n"
@@ -100,6 +105,8 @@ Args parse(int argc, char** argv) {
       a.smooth = sample::parse_positive(kProgram, k, v, 1.0);
     else if (k == "--device")
       a.device = v;
+    else if (k == "--precision")
+      a.precision = v;
     else if (k == "--data")
       a.data = v;
     else if (k == "--save")
@@ -121,6 +128,7 @@ Args parse(int argc, char** argv) {
   });
   if (a.device != "auto" && a.device != "cpu" && a.device.rfind("cuda", 0) != 0)
     usage_error("--device must be auto, cuda or cpu, got '" + a.device + "'");
+  sample::check_precision(kProgram, a.precision);
   return a;
 }
 
@@ -268,7 +276,8 @@ int main(int argc, char** argv) {
     if (steps < 1)
       usage_error("--batch-size " + std::to_string(B) + " is larger than the " + std::to_string(n) + " training images");
     cudl::Device device = sample::pick_device(kProgram, a.device);
-    dcgan::Gan gan(dcgan::Sizes{a.latent, a.width}, a.lr, device, a.seed);
+    const cudl::Precision precision = a.precision.empty() ? cudl::default_precision() : cudl::parse_precision(a.precision);
+    dcgan::Gan gan(dcgan::Sizes{a.latent, a.width}, a.lr, device, a.seed, precision);
     std::printf("%s%s", gan.gen->summary().c_str(), gan.disc->summary().c_str());
     if (!a.resume.empty()) {
       auto models = training_models(gan);

@@ -68,8 +68,11 @@ struct Gan {
   /// z -> G(z): draws images from given noise.
   std::unique_ptr<cudl::Model> gen;
 
-  /// Builds and compiles the models: Adam(lr, beta1 0.5), binary cross-entropy on D's logits.
-  Gan(const Sizes& s, double lr, cudl::Device device, uint64_t seed) : g(generator_layers(s)), d(discriminator_layers(s)) {
+  /// Builds and compiles the models: Adam(lr, beta1 0.5), binary cross-entropy on D's logits, in
+  /// `precision` (bf16/f16: 16-bit activations, fp32 masters; f16 with dynamic loss scaling).
+  Gan(const Sizes& s, double lr, cudl::Device device, uint64_t seed,
+      cudl::Precision precision = cudl::default_precision())
+      : g(generator_layers(s)), d(discriminator_layers(s)) {
     using cudl::Input;
     using cudl::Shape;
     cudl::CompileOptions o;
@@ -77,6 +80,7 @@ struct Gan {
     o.loss = cudl::losses::BinaryCrossentropy(/*from_logits=*/true);
     o.device = device;
     o.seed = seed;
+    o.precision = precision;
     auto noise = cudl::layers::RandomNormal(Shape{s.latent}, 0.f, 1.f, "z");
     cudl::Var x = Input(Shape{1, 28, 28}, cudl::DType::f32, "image");
     auto join = cudl::layers::Concatenate(-1, "d_real_generated");  // (B, 1) + (B, 1) -> (B, 2)

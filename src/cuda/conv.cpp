@@ -10,7 +10,7 @@
 // down-convert fp32 to TF32 (notes TENSOR_CORE / DOWN_CONVERT_INPUTS) unless the call's MathMode is
 // TF32 (CompileOptions::precision = tf32, or CUDL_ALLOW_TF32=1), which also makes the im2col GEMMs
 // use CUBLAS_COMPUTE_32F_FAST_TF32. The math mode is part of the plan key.
-// 16-bit storage (bf16/f16; not Conv2dTranspose): the cuDNN graphs declare BFLOAT16/HALF tensors
+// 16-bit storage (bf16/f16): the cuDNN graphs declare BFLOAT16/HALF tensors
 // with an fp32 compute type, tensor-core engines allowed; the im2col engine runs 16-bit GEMM
 // operands with fp32 compute. Either way fp32 sums are rounded once per output element, as the CPU
 // reference does. The storage type is part of the plan key.
@@ -600,9 +600,10 @@ void im2col_forward(CudaContext& ctx, const OpCall& call, const ops::Conv2dGeome
     kernels::conv2d_bias_act_cuda(y, st == DType::f32, y, ks, bias, g.N, g.K, PQ, g.relu ? 1 : 0, ctx.stream());
 }
 
-/// dx = col2im(wᵀ · dy): the column gradient in fp32, summed per dx element and rounded once.
+/// dx = col2im(wᵀ · dy) (+ bias per channel of dx, nullable: Conv2dTranspose): the column gradient in
+/// fp32, summed per dx element, the bias added, and rounded once.
 void im2col_backward_data(CudaContext& ctx, const OpCall& call, const ops::Conv2dGeometry& g, DType st, const void* dy,
-                          const void* w, void* dx) {
+                          const void* w, const void* bias, void* dx) {
   const auto kg = kernel_geometry(g);
   const int64_t es = static_cast<int64_t>(dtype_size(st));
   const int64_t PQ = g.P * g.Q, CRS = g.Cg() * g.R * g.S, Kg = g.Kg(), col_image = g.C * g.R * g.S * PQ;
@@ -620,7 +621,7 @@ void im2col_backward_data(CudaContext& ctx, const OpCall& call, const ops::Conv2
              {byte_ptr(dy) + (n0 + i) * g.K * PQ * es, st, PQ, Kg * PQ}, {w, st, CRS, Kg * CRS}, 0.f,
              {col + i * col_image, DType::f32, PQ, CRS * PQ}, g.groups);
     }
-    kernels::conv2d_col2im_cuda(col, byte_ptr(dx) + n0 * g.C * g.H * g.W * es, kernels::storage_of(st), kg, nc,
+    kernels::conv2d_col2im_cuda(col, byte_ptr(dx) + n0 * g.C * g.H * g.W * es, kernels::storage_of(st), kg, nc, bias,
                                 ctx.stream());
   }
 }
@@ -686,7 +687,7 @@ void backward_data(CudaContext& ctx, const OpCall& call, const ops::Conv2dGeomet
       return;
     }
   }
-  im2col_backward_data(ctx, call, g, st, dy, w, dx);
+  im2col_backward_data(ctx, call, g, st, dy, w, nullptr, dx);
 }
 
 void cuda_conv2d_backward_data(const OpCall& call) {
@@ -694,13 +695,17 @@ void cuda_conv2d_backward_data(const OpCall& call) {
   backward_data(cuda_context(call), call, g, g.storage, g.dy.data, g.w.data, g.dx.data);
 }
 
-// The transposed convolution (f32 only) is the data gradient of the convolution whose geometry its
-// check returns (cuDNN's backward-data operation), then its bias per output channel.
+// The transposed convolution is the data gradient of the convolution whose geometry its check
+// returns (cuDNN's backward-data operation), then its bias per output channel. In 16-bit storage with
+// a bias it runs on the im2col engine, which adds the bias to the fp32 sums before the one rounding
+// (cuDNN's plan would round y, and the bias kernel round it again).
 void cuda_conv2d_transpose(const OpCall& call) {
   const ops::Conv2dArgs g = ops::check_conv2d_call(call);
   CudaContext& ctx = cuda_context(call);
+  const DType st = g.storage;
   void* y = g.dx.data;
-  backward_data(ctx, call, g, DType::f32, g.dy.data, g.w.data, y);
+  if (g.has_bias && st != DType::f32) return im2col_backward_data(ctx, call, g, st, g.dy.data, g.w.data, g.bias.data, y);
+  backward_data(ctx, call, g, st, g.dy.data, g.w.data, y);
   if (g.has_bias)
     kernels::conv2d_bias_act_cuda(y, true, y, kernels::Storage::kF32, g.bias.data, g.N, g.C, g.H * g.W, 0,
                                   ctx.stream());

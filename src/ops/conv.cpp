@@ -95,8 +95,8 @@ Conv2dGeometry conv2d_geometry(const OpCall& c, const Shape& x, const Shape& w) 
 Conv2dArgs check_conv2d_call(const OpCall& c) {
   Conv2dArgs g;
   op_checks::arity(c);
-  // The storage type: f32 for Conv2dTranspose (not in the table), else that of the call's tensors.
-  const DType st = storage_slots(c.op).any() ? check_storage(c) : DType::f32;
+  // The storage type: that of the call's tensors (ops/precision.hpp).
+  const DType st = check_storage(c);
   g.storage = st;
   switch (c.op) {
     case OpKind::Conv2d: {

@@ -49,6 +49,7 @@ StorageSlots storage_slots(OpKind op) {
     case OpKind::Conv2dBackwardData: return {bits({0, 1}), bits({0})};    // dy, w -> dx
     case OpKind::Conv2dBackwardFilter: return {bits({0, 1}), bits({0})};  // x, dy -> dw
     case OpKind::Conv2dBackwardBias: return {bits({0}), bits({0})};       // dy -> db
+    case OpKind::Conv2dTranspose: return {bits({0, 1, 2}), bits({0})};    // x, w, [bias] -> y
     case OpKind::MaxPool2d: return {bits({0}), bits({0})};                // x -> y, [argmax i32]
     case OpKind::MaxPool2dBackward: return {bits({0, 1, 2}), bits({0})};  // x, y, dy -> dx
     case OpKind::AvgPool2d: return {bits({0}), bits({0})};                // x -> y
