@@ -5,6 +5,7 @@
 #include "kernels/common.cuh"
 
 #include <cstdint>
+#include <type_traits>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -160,7 +161,18 @@ void random_uniform_cuda(float* y, int64_t n, uint64_t seed, uint64_t offset, ui
                                 range, aligned16(y));
 }
 
-static __global__ void random_normal_kernel(float* __restrict__ y, const int64_t* __restrict__ rng, int64_t n,
+/// Four values of block b into y of storage type T: float through store_block, 16 bits rounded.
+template <typename T>
+__device__ __forceinline__ void store_block_as(T* y, int64_t n, int64_t b, const float (&v)[4], bool vec) {
+  if constexpr (std::is_same_v<T, float>) {
+    store_block(y, n, b, v, vec);
+  } else {
+    for (int k = 0; k < 4 && b * 4 + k < n; ++k) y[b * 4 + k] = from_float<T>(v[k]);
+  }
+}
+
+template <typename T>
+static __global__ void random_normal_kernel(T* __restrict__ y, const int64_t* __restrict__ rng, int64_t n,
                                             uint64_t seed, uint64_t offset, uint64_t stream_id, float mean,
                                             float stddev, bool vec) {
   if (rng) {
@@ -175,18 +187,19 @@ static __global__ void random_normal_kernel(float* __restrict__ y, const int64_t
     philox::box_muller(w.z, w.w, &z[2], &z[3]);
     const float v[4] = {fmaf(stddev, z[0], mean), fmaf(stddev, z[1], mean), fmaf(stddev, z[2], mean),
                         fmaf(stddev, z[3], mean)};
-    store_block(y, n, b, v, vec);
+    store_block_as(y, n, b, v, vec);
   }
 }
 
-/// y = fma(stddev, z, mean), z by Box-Muller on word pairs (0, 1) and (2, 3) of each block. rng
-/// (nullable): device i64[2] {seed, offset}, read by the kernel; then seed = rng[0] and the offset is
-/// rng[1] + offset.
-void random_normal_cuda(float* y, const int64_t* rng, int64_t n, uint64_t seed, uint64_t offset, uint64_t stream_id,
+/// y = fma(stddev, z, mean) (rounded once to T), z by Box-Muller on word pairs (0, 1) and (2, 3) of
+/// each block. rng (nullable): device i64[2] {seed, offset}, read by the kernel; then seed = rng[0]
+/// and the offset is rng[1] + offset.
+template <typename T>
+void random_normal_cuda(T* y, const int64_t* rng, int64_t n, uint64_t seed, uint64_t offset, uint64_t stream_id,
                         float mean, float stddev, cudaStream_t stream) {
   if (n == 0) return;
-  launch<random_normal_kernel>(grid_for((n + 3) / 4, kBlock), kBlock, 0, stream, y, rng, n, seed, offset, stream_id,
-                               mean, stddev, aligned16(y));
+  launch<random_normal_kernel<T>>(grid_for((n + 3) / 4, kBlock), kBlock, 0, stream, y, rng, n, seed, offset,
+                                  stream_id, mean, stddev, aligned16(y));
 }
 
 }  // namespace cudl::kernels
@@ -223,8 +236,11 @@ void cuda_random_uniform(const OpCall& c) {
 
 void cuda_random_normal(const OpCall& c) {
   const ops::RandomFillArgs pr = ops::check_random_fill_call(c);
-  kernels::random_normal_cuda(pr.y.as<float>(), pr.rng.as<int64_t>(), pr.n, pr.seed, pr.offset, pr.stream, pr.a,
-                              pr.b, cuda_context(c).stream());
+  with_storage_type(pr.storage, "RandomNormal", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    kernels::random_normal_cuda<T>(pr.y.as<T>(), pr.rng.as<int64_t>(), pr.n, pr.seed, pr.offset, pr.stream, pr.a,
+                                   pr.b, cuda_context(c).stream());
+  });
 }
 
 }  // namespace

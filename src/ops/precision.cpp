@@ -60,6 +60,7 @@ StorageSlots storage_slots(OpKind op) {
     // gates and cell state, and du, dbias_r stay f32, and so does the state carried from step to step.
     case OpKind::RecurrentSequence: return {bits({0}), bits({0})};              // xp, u, [bias_r] -> h, [gates, aux]
     case OpKind::RecurrentSequenceBackward: return {bits({1, 4}), bits({0})};   // u, h, .., dh, [daux] -> dxp, ..
+    case OpKind::RandomNormal: return {0, bits({0})};                      // [rng (i64)] -> y
     case OpKind::Upsample2d: return {bits({0}), bits({0})};                // x -> y
     case OpKind::Upsample2dBackward: return {bits({0}), bits({0})};        // dy -> dx
     // Batch norm: x, y, dy, dx follow the storage type; gamma, beta, running and saved statistics,

@@ -82,9 +82,12 @@ DropoutBackwardArgs check_dropout_backward_call(const OpCall& c) {
 
 RandomFillArgs check_random_fill_call(const OpCall& c) {
   const TensorView& y = c.out(0);
-  expect(c, y, "y", DType::f32);
+  // RandomNormal writes the storage type (one rounding of each fp32 draw); RandomUniform f32.
+  const DType st = c.op == OpKind::RandomNormal ? check_storage(c) : DType::f32;
+  expect(c, y, "y", st);
   RandomFillArgs pr;
   pr.y = y;
+  pr.storage = st;
   pr.n = y.numel();
   if (c.op == OpKind::RandomUniform) {
     const RandomUniformAttrs a = RandomUniformAttrs::from(c.attrs);

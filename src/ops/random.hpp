@@ -101,7 +101,8 @@ DropoutBackwardArgs check_dropout_backward_call(const OpCall& call);
 /// A validated RandomUniform (a = lo, b = hi - lo) or RandomNormal (a = mean, b = std) call. With
 /// `rng` defined, the seed and the offset (added to `offset`) are read from it where the op runs.
 struct RandomFillArgs {
-  TensorView y;
+  TensorView y;    // RandomUniform: f32; RandomNormal: the storage type (f32, bf16, f16)
+  DType storage = DType::f32;
   TensorView rng;  // RandomNormal's optional device state {seed, offset}; undefined when absent
   int64_t n = 0;
   uint64_t seed = 0, offset = 0, stream = 0;
