@@ -12,7 +12,7 @@
 // (embed: a token classifier whose step runs Gather / GatherBackward; bench/train_graph.hpp;
 // charlm: cudl-charlm's Transformer, samples/charlm/charlm.hpp; seq_lstm / seq_gru: cudl-seq-mnist's
 // model; all: every model but seq_gru and dcgan)
-// dcgan: one GAN iteration of cudl-dcgan's models (samples/dcgan/models.hpp, width 64, latent 100):
+// dcgan: one GAN iteration of cudl-dcgan's models (samples/dcgan/models.hpp, its default sizes):
 // D on a real and a generated batch, then G, each a train_on_batch on device-resident inputs.
 // The counters come from Model::fit itself: a callback resets the emulator's counters after step W
 // and reads them after step W+1, so exactly one exec->run() of the real training program lies in
@@ -458,7 +458,7 @@ int run_dcgan(const Args& a) {
                         {"G through D (D frozen)", gan.combined.get(), &zeros, &ones}};
   for (int i = 0; i < a.warmup; ++i)
     for (const Step& s : steps) s.model->train_on_batch(*s.x, *s.y, false);
-  std::printf("\n== dcgan: one GAN iteration (batch %lld, width 64, %s) after %d warm-up iterations, train_on_batch on "
+  std::printf("\n== dcgan: one GAN iteration (batch %lld, G width 32, D width 64, %s) after %d warm-up iterations, train_on_batch on "
               "cuda:0 under the emulator\n",
               static_cast<long long>(B), cudl::precision_name(a.precision), a.warmup);
   std::printf("  %-34s %8s %8s %8s %8s %8s %8s %8s %12s\n", "step", "graphs", "kernels", "library", "mallocs", "syncs",

@@ -18,7 +18,7 @@ using namespace cudl;
 namespace {
 
 constexpr int64_t kBatch = 6;
-const dcgan::Sizes kSizes{8, 4};  // latent 8, width 4
+const dcgan::Sizes kSizes{8, 4};  // latent 8, G width 4, D width 8
 
 /// Every trainable parameter of the layers, in order, on the host; with `buffers`, the batch norms'
 /// running statistics instead (a frozen BatchNorm runs in inference mode, as in Keras, so a step
@@ -143,12 +143,12 @@ TEST(DcganSample, SixteenBitStepsOnCudaAsOnCpu) {
     dcgan::Gan f32(kSizes, 2e-4, Device::cpu(), 1, Precision::f32);
     dcgan::Gan cpu(kSizes, 2e-4, Device::cpu(), 1, p), gpu(kSizes, 2e-4, Device::cuda(0), 1, p);
     const int amp = p == Precision::f16 ? 1 : 0;
-    // D's step: image 1 + G's frozen g_dense, g_up1 kernels and g_up2 kernel, bias 4 + d_conv1,
+    // D's step: image 1 + G's frozen g_dense, g_conv, g_up1 kernels and g_up2 kernel, bias 5 + d_conv1,
     // d_conv2 and d_logit gradients 6.
-    EXPECT_EQ(cpu.disc->plan_report().kernels_per_step, f32.disc->plan_report().kernels_per_step + 11 + amp)
+    EXPECT_EQ(cpu.disc->plan_report().kernels_per_step, f32.disc->plan_report().kernels_per_step + 12 + amp)
         << cpu.disc->plan_report().str() << "\n" << f32.disc->plan_report().str();
-    // G's step: D's frozen weights 6 + g_up1's dw, g_up2's dw and db 3.
-    EXPECT_EQ(cpu.combined->plan_report().kernels_per_step, f32.combined->plan_report().kernels_per_step + 9 + amp)
+    // G's step: D's frozen weights 6 + g_conv's and g_up1's dw, g_up2's dw and db 4.
+    EXPECT_EQ(cpu.combined->plan_report().kernels_per_step, f32.combined->plan_report().kernels_per_step + 10 + amp)
         << cpu.combined->plan_report().str() << "\n" << f32.combined->plan_report().str();
     const Losses a = train(cpu, Device::cpu(), 3), b = train(gpu, Device::cuda(0), 3);
     for (size_t i = 0; i < a.g.size(); ++i) {

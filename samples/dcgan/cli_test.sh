@@ -22,6 +22,7 @@ expect 2 "unexpected argument 'train'" train
 expect 2 "option --epochs needs a value" --epochs
 expect 2 "--epochs needs an integer in [0, 1000000], got 'two'" --epochs two
 expect 2 "--width needs an integer in [1, 4096], got '0'" --width 0
+expect 2 "--d-width needs an integer in [1, 4096], got '0'" --d-width 0
 expect 2 "--batch-size needs an integer in [2, 65536], got '1'" --batch-size 1
 expect 2 "--score-samples needs an integer in [1, 1000000], got '0'" --score-samples 0
 expect 2 "--lr needs a positive number" --lr -1
@@ -41,7 +42,7 @@ fi
 expect 2 "--batch-size 32 is larger than the 10 training images" --data "$data" --limit 10 --device cpu
 
 # Two tiny epochs: 96 images, batches of 32 (3 steps), width 4, 8 noise dims; 300 digits scored.
-tiny=(--data "$data" --device cpu --limit 96 --batch-size 32 --width 4 --latent 8 --log-every 2)
+tiny=(--data "$data" --device cpu --limit 96 --batch-size 32 --width 4 --d-width 8 --latent 8 --log-every 2)
 mkdir grids
 expect 0 "mnist score " "${tiny[@]}" --epochs 2 --grids grids --csv l.csv --plot l.png --save g --score \
   --score-samples 300 --classifier clf.safetensors

@@ -31,9 +31,9 @@ struct Args {
   std::string csv = "dcgan-losses.csv", plot = "dcgan-losses.png", grids = ".";
   std::string classifier = "dcgan-classifier.safetensors";
   std::string precision;  // "": cudl::default_precision()
-  int epochs = 5;
+  int epochs = 18;
   int64_t batch = 32, limit = 0, log_every = 50;
-  int64_t latent = 100, width = 32;
+  int64_t latent = 100, width = 32, d_width = 64;
   int64_t score_samples = 10000;
   double lr = 2e-4, smooth = 0.9;
   uint64_t seed = 1;
@@ -46,11 +46,12 @@ constexpr const char* kProgram = "cudl-dcgan";
 
 const char* kHelp =
     "usage: cudl-dcgan [options]\n"
-    "  --epochs N               training epochs (default 5); with --resume, the total\n"
+    "  --epochs N               training epochs (default 18); with --resume, the total\n"
     "  --batch-size B           batch size (default 32; the DCGAN paper's is 128)\n"
     "  --lr X                   Adam learning rate, beta1 0.5 (default 2e-4)\n"
-    "  --width W                channels: D convs W and 2W, G dense 7*7*2W and conv-transpose W\n"
-    "                           (default 32; the DCGAN paper's MNIST size is 64)\n"
+    "  --width W                G's channels: dense and stride-1 conv-transpose 2W, then\n"
+    "                           conv-transpose W (default 32)\n"
+    "  --d-width W              D's channels: convs W and 2W (default 64)\n"
     "  --latent N               noise dimension (default 100)\n"
     "  --smooth X               target of real images for D (one-sided label smoothing; default 0.9)\n"
     "  --device auto|cuda|cpu   auto: the GPU when one works, else the CPU backend (default auto)\n"
@@ -95,6 +96,8 @@ Args parse(int argc, char** argv) {
       a.log_every = parse_int(k, v, 1, 1LL << 31);
     else if (k == "--width")
       a.width = parse_int(k, v, 1, 4096);
+    else if (k == "--d-width")
+      a.d_width = parse_int(k, v, 1, 4096);
     else if (k == "--latent")
       a.latent = parse_int(k, v, 1, 1 << 16);
     else if (k == "--seed")
@@ -277,7 +280,7 @@ int main(int argc, char** argv) {
       usage_error("--batch-size " + std::to_string(B) + " is larger than the " + std::to_string(n) + " training images");
     cudl::Device device = sample::pick_device(kProgram, a.device);
     const cudl::Precision precision = a.precision.empty() ? cudl::default_precision() : cudl::parse_precision(a.precision);
-    dcgan::Gan gan(dcgan::Sizes{a.latent, a.width}, a.lr, device, a.seed, precision);
+    dcgan::Gan gan(dcgan::Sizes{a.latent, a.width, a.d_width}, a.lr, device, a.seed, precision);
     std::printf("%s%s", gan.gen->summary().c_str(), gan.disc->summary().c_str());
     if (!a.resume.empty()) {
       auto models = training_models(gan);

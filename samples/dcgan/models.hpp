@@ -13,34 +13,43 @@ namespace dcgan {
 
 struct Sizes {
   int64_t latent = 100;  // noise dimension
-  int64_t width = 64;    // D: conv width, 2*width; G: dense 7*7*2*width, conv-transpose width
+  int64_t width = 32;    // G: dense and stride-1 conv-transpose 2*width, then conv-transpose width
+  int64_t d_width = 0;   // D: convs d_width and 2*d_width; 0: 2*width
+  int64_t d() const { return d_width > 0 ? d_width : 2 * width; }
 };
 
-/// G: Dense(7*7*2w) -> BN -> ReLU -> Reshape(2w, 7, 7) -> ConvT(w, 4, 2, pad 1) -> BN -> ReLU ->
-/// ConvT(1, 4, 2, pad 1) -> tanh: (latent) -> (1, 28, 28) in [-1, 1].
+/// G: Dense(7*7*2w) -> BN -> ReLU -> Reshape(2w, 7, 7) -> ConvT(2w, 5, 1, pad 2) -> BN -> ReLU ->
+/// ConvT(w, 5, 2, pad 2, output pad 1) -> BN -> ReLU -> ConvT(1, 5, 2, pad 2, output pad 1) -> tanh:
+/// (latent) -> (1, 28, 28) in [-1, 1]. The Keras DCGAN tutorial's shape (5x5 kernels and a stride-1
+/// layer at 7x7 before the two upsampling ones), narrower.
 inline std::vector<cudl::LayerPtr> generator_layers(const Sizes& s) {
   using namespace cudl::layers;
+  using cudl::Conv2dTransposeOptions;
   const int64_t c = 2 * s.width;
   return {Dense(cudl::DenseOptions(7 * 7 * c).use_bias(false).name("g_dense")),
           BatchNorm(0.1f, 1e-5f, "g_bn1"),
           Activation("relu", 0.f, "g_relu1"),
           Reshape(cudl::Shape{c, 7, 7}, "g_reshape"),
-          Conv2dTranspose(cudl::Conv2dTransposeOptions(s.width, 4).stride(2).padding(1).use_bias(false).name("g_up1")),
+          Conv2dTranspose(Conv2dTransposeOptions(c, 5).padding(2).use_bias(false).name("g_conv")),
           BatchNorm(0.1f, 1e-5f, "g_bn2"),
           Activation("relu", 0.f, "g_relu2"),
-          Conv2dTranspose(cudl::Conv2dTransposeOptions(1, 4).stride(2).padding(1).activation("tanh").name("g_up2"))};
+          Conv2dTranspose(Conv2dTransposeOptions(s.width, 5).stride(2).padding(2).output_padding(1).use_bias(false).name("g_up1")),
+          BatchNorm(0.1f, 1e-5f, "g_bn3"),
+          Activation("relu", 0.f, "g_relu3"),
+          Conv2dTranspose(Conv2dTransposeOptions(1, 5).stride(2).padding(2).output_padding(1).activation("tanh").name("g_up2"))};
 }
 
-/// D: Conv(w, 4, 2, pad 1) -> LeakyReLU(0.2) -> Conv(2w, 4, 2, pad 1) -> LeakyReLU(0.2) ->
+/// D: Conv(d, 4, 2, pad 1) -> LeakyReLU(0.2) -> Conv(2d, 4, 2, pad 1) -> LeakyReLU(0.2) ->
 /// Flatten -> Dense(1): (1, 28, 28) -> one logit (real vs generated). No batch norm: D is frozen
 /// in the G step, and a frozen BatchNorm runs in inference mode (Keras), on running statistics
 /// that mix real and generated batches; G then learns to fool that D while the D that trains
 /// (batch statistics) rejects every generated image (docs/models.md).
 inline std::vector<cudl::LayerPtr> discriminator_layers(const Sizes& s) {
   using namespace cudl::layers;
-  return {Conv2d(cudl::Conv2dOptions(s.width, 4).stride(2).padding(1).name("d_conv1")),
+  const int64_t d = s.d();
+  return {Conv2d(cudl::Conv2dOptions(d, 4).stride(2).padding(1).name("d_conv1")),
           Activation("leaky_relu", 0.2f, "d_lrelu1"),
-          Conv2d(cudl::Conv2dOptions(2 * s.width, 4).stride(2).padding(1).name("d_conv2")),
+          Conv2d(cudl::Conv2dOptions(2 * d, 4).stride(2).padding(1).name("d_conv2")),
           Activation("leaky_relu", 0.2f, "d_lrelu2"),
           Flatten("d_flatten"),
           Dense(cudl::DenseOptions(1).name("d_logit"))};
