@@ -46,12 +46,13 @@ struct Narrow {
   __device__ __forceinline__ void operator()(int64_t i, float v) const { p[i] = from_float<S>(v); }
 };
 
-/// S: the storage type of xp_t and h_t. h_prev is the f32 state of step t-1 (the f32 h itself when
+/// S: the storage type of xp_t, gates_t and h_t (the gates rounded as stored; h computed from the
+/// unrounded values). h_prev is the f32 state of step t-1 (the f32 h itself when
 /// S is float); h32_t (null when S is float) receives h_t unrounded, the state step t+1 reads.
 template <typename S>
 static __global__ void recurrent_cell_forward_kernel(int cell, const S* __restrict__ xp_t, const float* __restrict__ rec,
                                                      const float* __restrict__ bias, const float* __restrict__ h_prev,
-                                                     const float* __restrict__ aux_prev, float* __restrict__ gates_t,
+                                                     const float* __restrict__ aux_prev, S* __restrict__ gates_t,
                                                      S* __restrict__ h_t, float* __restrict__ h32_t,
                                                      float* __restrict__ aux_t, int64_t batch, int64_t hidden,
                                                      int64_t gh) {
@@ -62,17 +63,17 @@ static __global__ void recurrent_cell_forward_kernel(int cell, const S* __restri
     const int64_t off = u.row * gh;
     float a = 0.f;
     const float h = rm::cell_forward(cell, Widen<S>{xp_t + off}, rec ? rec + off : nullptr, bias, hidden, u.j,
-                                     u.h_prev, u.c_prev, gates_t ? gates_t + off : nullptr, &a);
+                                     u.h_prev, u.c_prev, Narrow<S>{gates_t ? gates_t + off : nullptr}, &a);
     h_t[i] = from_float<S>(h);
     if (h32_t) h32_t[i] = h;
     if (aux_t) aux_t[i] = a;
   }
 }
 
-/// S: the storage type of h, dh_t and dxp_t (h as the forward stored it: rounded in 16 bits, as the
+/// S: the storage type of gates, h, dh_t and dxp_t (gates and h as the forward stored them: rounded in 16 bits, as the
 /// CPU reference reads it). drec_t is f32 (the GEMMs' input); it may alias dxp_t when S is float.
 template <typename S>
-static __global__ void recurrent_cell_backward_kernel(int cell, const float* __restrict__ gates_t,
+static __global__ void recurrent_cell_backward_kernel(int cell, const S* __restrict__ gates_t,
                                                       const S* __restrict__ h_t, const S* __restrict__ h_prev,
                                                       const float* __restrict__ aux_t,
                                                       const float* __restrict__ aux_prev,
@@ -88,7 +89,7 @@ static __global__ void recurrent_cell_backward_kernel(int cell, const float* __r
     const float dct = dc[i] + (daux_t ? daux_t[i] : 0.f);
     float dc_prev = 0.f;
     const int64_t off = u.row * gh;
-    dh_direct[i] = rm::cell_backward(cell, gates_t ? gates_t + off : nullptr, to_float(h_t[i]), u.h_prev,
+    dh_direct[i] = rm::cell_backward(cell, Widen<S>{gates_t ? gates_t + off : nullptr}, to_float(h_t[i]), u.h_prev,
                                      aux_t ? aux_t[i] : 0.f, u.c_prev, hidden, u.j, dh, dct, Narrow<S>{dxp_t + off},
                                      drec_t + off, &dc_prev);
     dc[i] = dc_prev;
@@ -101,7 +102,7 @@ static __global__ void recurrent_cell_backward_kernel(int cell, const float* __r
 /// and h32_t as the kernel's.
 template <typename S>
 void recurrent_cell_forward_cuda(int cell, const S* xp_t, const float* rec, const float* bias, const float* h_prev,
-                                 const float* aux_prev, float* gates_t, S* h_t, float* h32_t, float* aux_t,
+                                 const float* aux_prev, S* gates_t, S* h_t, float* h32_t, float* aux_t,
                                  int64_t batch, int64_t hidden, cudaStream_t stream) {
   const int64_t n = batch * hidden;
   if (n == 0) return;
@@ -115,7 +116,7 @@ void recurrent_cell_forward_cuda(int cell, const S* xp_t, const float* rec, cons
 /// (= drec_{t+1}·u, nullable at the last step), dh_direct and dc: what step t+1 carried back, updated
 /// in place to what step t carries to t-1. Writes dxp_t and drec_t (may alias dxp_t when S is float).
 template <typename S>
-void recurrent_cell_backward_cuda(int cell, const float* gates_t, const S* h_t, const S* h_prev, const float* aux_t,
+void recurrent_cell_backward_cuda(int cell, const S* gates_t, const S* h_t, const S* h_prev, const float* aux_t,
                                   const float* aux_prev, const S* dh_t, const float* daux_t, const float* dh_gemm,
                                   float* dh_direct, float* dc, S* dxp_t, float* drec_t, int64_t batch, int64_t hidden,
                                   cudaStream_t stream) {
@@ -181,7 +182,7 @@ void sequence_forward(const OpCall& call, const ops::RecurrentArgs& p) {
   const S* xp = static_cast<const S*>(p.xp.data);
   const float* u = p.u.as<float>();
   S* h = static_cast<S*>(p.h.data);
-  float* gates = p.gates.as<float>();
+  S* gates = static_cast<S*>(p.gates.data);
   float* aux = p.aux.as<float>();
   // [rec | the f32 state of steps t-1 and t (16-bit storage only)] then the GEMM scratch.
   const Carve ws = carve(ctx, {B * GH, kWide ? 0 : 2 * B * H});
@@ -213,7 +214,7 @@ void sequence_backward(const OpCall& call, const ops::RecurrentArgs& p) {
   const float* u = p.u.as<float>();
   const S* h = static_cast<const S*>(p.h.data);
   const S* dh = static_cast<const S*>(p.dh.data);
-  const float* gates = p.gates.as<float>();
+  const S* gates = static_cast<const S*>(p.gates.data);
   const float* aux = p.aux.as<float>();
   const float* daux = p.daux.as<float>();
   S* dxp = static_cast<S*>(p.dxp.data);

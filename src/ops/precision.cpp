@@ -56,10 +56,11 @@ StorageSlots storage_slots(OpKind op) {
     case OpKind::AvgPool2dBackward: return {bits({0}), bits({0})};        // dy -> dx
     case OpKind::GlobalAvgPool: return {bits({0}), bits({0})};            // x -> y
     case OpKind::GlobalAvgPoolBackward: return {bits({0}), bits({0})};    // dy -> dx
-    // Recurrent: the sequence in and out (xp, h; dh, dxp) follow the storage type; u, bias_r, the saved
-    // gates and cell state, and du, dbias_r stay f32, and so does the state carried from step to step.
-    case OpKind::RecurrentSequence: return {bits({0}), bits({0})};              // xp, u, [bias_r] -> h, [gates, aux]
-    case OpKind::RecurrentSequenceBackward: return {bits({1, 4}), bits({0})};   // u, h, .., dh, [daux] -> dxp, ..
+    // Recurrent: the sequence in and out (xp, h; dh, dxp) and the saved gates follow the storage type;
+    // u, bias_r, aux (the cell state c or rec_h), du and dbias_r stay f32, and so does the state
+    // carried from step to step.
+    case OpKind::RecurrentSequence: return {bits({0}), bits({0, 1})};              // xp, u, [bias_r] -> h, [gates, aux]
+    case OpKind::RecurrentSequenceBackward: return {bits({1, 2, 4}), bits({0})};   // u, h, [gates, aux], dh, [daux] -> dxp, ..
     case OpKind::RandomNormal: return {0, bits({0})};                      // [rng (i64)] -> y
     case OpKind::Upsample2d: return {bits({0}), bits({0})};                // x -> y
     case OpKind::Upsample2dBackward: return {bits({0}), bits({0})};        // dy -> dx

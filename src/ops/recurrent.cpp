@@ -37,7 +37,7 @@ RecurrentArgs check_recurrent_call(const OpCall& call) {
   const bool simple = p.cell == RecurrentCell::Simple;
   const bool forward = call.op == OpKind::RecurrentSequence;
   const std::string cell_s = recurrent_cell_name(p.cell);
-  // xp, h, dh and dxp: the storage type (ops/precision.hpp); u, bias_r, gates, aux and the weight
+  // xp, h, gates, dh and dxp: the storage type (ops/precision.hpp); u, bias_r, aux and the weight
   // gradients f32.
   const DType st = check_storage(call);
 
@@ -90,7 +90,7 @@ RecurrentArgs check_recurrent_call(const OpCall& call) {
   } else {
     if (!gates.defined() || !aux.defined())
       chk::fail_at(call, "gates and aux are required for a " + cell_s + " cell");
-    f32_shape(call, gates, "gates", gs, "(T, B, G*H)");
+    typed_shape(call, gates, "gates", st, gs, "(T, B, G*H)");
     f32_shape(call, aux, "aux", hs, "(T, B, H)");
     p.gates = gates;
     p.aux = aux;

@@ -13,7 +13,8 @@
 // Sequences are time-major: T steps of B rows. G gates per unit: 1 (simple), 4 (lstm), 3 (gru).
 // The input projection xp = x·Wᵀ + b of every step is NOT part of these ops: it is one Linear
 // (one GEMM over T*B rows) in front of them. The initial state is zero. xp, h, dh and dxp are in the
-// storage type (f32, bf16 or f16: ops/precision.hpp); everything else, and the recurrence, is f32.
+// storage type (f32, bf16 or f16: ops/precision.hpp), and so are the saved gates; everything else
+// (aux, u, the weight gradients) and the recurrence are f32.
 // RecurrentSequence  in: xp (T, B, G*H), u (G*H, H), [bias_r (G*H), gru only]
 //                    out: h (T, B, H), [gates (T, B, G*H)], [aux (T, B, H)]; i[0] = cell
 //   per step, rec = h_{t-1}·uᵀ (+ bias_r), a = xp_t + rec (Keras gate order):
@@ -88,35 +89,38 @@ CUDL_HD float tanh_cell(float v) {
 }
 
 /// Forward of unit j: a_k = xp[k*H + j] + rec[k*H + j] (rec null: zero state, bias only).
-/// Writes gates[k*H + j] (null for simple) and aux (c for lstm, rec_h for gru); returns h.
-/// `xp` is anything whose [i] is a float: a const float*, or a kernel's widening reader of 16-bit xp.
-template <class XP>
+/// Stores gates[k*H + j] through `put_gate(k*H + j, value)` (not called for simple) and writes aux
+/// (c for lstm, rec_h for gru); returns h, computed from the unrounded gate values. `xp` is anything
+/// whose [i] is a float: a const float*, or a kernel's widening reader of 16-bit xp; `put_gate` a
+/// kernel's (rounding) store.
+template <class XP, class PutGate>
 CUDL_HD float cell_forward(int cell, const XP& xp, const float* rec, const float* bias, int64_t H, int64_t j,
-                           float h_prev, float c_prev, float* gates, float* aux) {
+                           float h_prev, float c_prev, const PutGate& put_gate, float* aux) {
   auto r_at = [&](int k) { return (rec ? rec[k * H + j] : 0.f) + (bias ? bias[k * H + j] : 0.f); };
   if (cell == static_cast<int>(RecurrentCell::Simple)) return tanh_cell(xp[j] + r_at(0));
   if (cell == static_cast<int>(RecurrentCell::Lstm)) {
     const float i = sigmoid(xp[j] + r_at(0)), f = sigmoid(xp[H + j] + r_at(1));
     const float g = tanh_cell(xp[2 * H + j] + r_at(2)), o = sigmoid(xp[3 * H + j] + r_at(3));
     const float c = f * c_prev + i * g;
-    gates[j] = i, gates[H + j] = f, gates[2 * H + j] = g, gates[3 * H + j] = o;
+    put_gate(j, i), put_gate(H + j, f), put_gate(2 * H + j, g), put_gate(3 * H + j, o);
     *aux = c;
     return o * tanh_cell(c);
   }
   const float q = r_at(2);
   const float z = sigmoid(xp[j] + r_at(0)), r = sigmoid(xp[H + j] + r_at(1));
   const float n = tanh_cell(xp[2 * H + j] + r * q);
-  gates[j] = z, gates[H + j] = r, gates[2 * H + j] = n;
+  put_gate(j, z), put_gate(H + j, r), put_gate(2 * H + j, n);
   *aux = q;
   return z * h_prev + (1.f - z) * n;
 }
 
 /// Backward of unit j. dh: total gradient reaching h_t; dc: total gradient reaching c_t (lstm).
+/// `gates` is anything whose [i] is a float (the saved gates as stored: rounded in 16 bits).
 /// Stores dxp[k*H + j] through `put_dxp(k*H + j, value)` (a kernel's rounding store to 16-bit dxp)
 /// and writes drec[k*H + j] (the gradient of rec, f32; drec may equal dxp except for gru),
 /// *dc_prev (lstm: gradient reaching c_{t-1}) and returns the direct part of dh_{t-1} (gru: dh z).
-template <class PutDxp>
-CUDL_HD float cell_backward(int cell, const float* gates, float h, float h_prev, float aux, float c_prev, int64_t H,
+template <class Gates, class PutDxp>
+CUDL_HD float cell_backward(int cell, const Gates& gates, float h, float h_prev, float aux, float c_prev, int64_t H,
                             int64_t j, float dh, float dc, const PutDxp& put_dxp, float* drec, float* dc_prev) {
   if (cell == static_cast<int>(RecurrentCell::Simple)) {
     const float da = dh * (1.f - h * h);
