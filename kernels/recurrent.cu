@@ -12,6 +12,7 @@
 #include "cuda/check.hpp"
 #include "cuda/context.hpp"
 #include "cuda/matmul.hpp"
+#include "cuda/storage_type.hpp"
 #include "kernels/data.cuh"
 #include "kernels/matmul.cuh"
 #include "ops/recurrent.hpp"
@@ -254,23 +255,17 @@ void sequence_backward(const OpCall& call, const ops::RecurrentArgs& p) {
   if (p.dbias.defined()) kernels::bias_grad_cuda(drec, p.dbias.as<float>(), T * B, GH, ctx.stream());
 }
 
-// The entries: check the call, then run in its storage type (h's dtype: f32, bf16 or f16).
+// The entries: check the call, then run in its storage type.
 void recurrent_sequence_cuda(const OpCall& call) {
   const ops::RecurrentArgs p = ops::check_recurrent_call(call);
-  switch (p.h.dtype) {
-    case DType::bf16: return sequence_forward<__nv_bfloat16>(call, p);
-    case DType::f16: return sequence_forward<__half>(call, p);
-    default: return sequence_forward<float>(call, p);
-  }
+  with_storage_type(p.storage, "RecurrentSequence",
+                    [&](auto tag) { sequence_forward<typename decltype(tag)::type>(call, p); });
 }
 
 void recurrent_sequence_backward_cuda(const OpCall& call) {
   const ops::RecurrentArgs p = ops::check_recurrent_call(call);
-  switch (p.h.dtype) {
-    case DType::bf16: return sequence_backward<__nv_bfloat16>(call, p);
-    case DType::f16: return sequence_backward<__half>(call, p);
-    default: return sequence_backward<float>(call, p);
-  }
+  with_storage_type(p.storage, "RecurrentSequenceBackward",
+                    [&](auto tag) { sequence_backward<typename decltype(tag)::type>(call, p); });
 }
 
 }  // namespace

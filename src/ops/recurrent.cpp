@@ -40,6 +40,7 @@ RecurrentArgs check_recurrent_call(const OpCall& call) {
   // xp, h, gates, dh and dxp: the storage type (ops/precision.hpp); u, bias_r, aux and the weight
   // gradients f32.
   const DType st = check_storage(call);
+  p.storage = st;
 
   const TensorView& u = chk::need_in(call, forward ? 1 : 0, "u");
   chk::dtype(call, u, "u", DType::f32);

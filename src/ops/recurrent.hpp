@@ -60,6 +60,7 @@ struct RecurrentArgs {
   TensorView dh, daux;      // backward inputs: (T, B, H), [(T, B, H)]
   TensorView dxp, du, dbias;// backward outputs: du and dbias may be undefined
   RecurrentCell cell = RecurrentCell::Lstm;
+  DType storage = DType::f32;  // of xp, h, gates, dh, dxp (ops::check_storage)
   int64_t steps = 0, batch = 0, hidden = 0, gates_per_unit = 1;
   int64_t gate_cols() const { return gates_per_unit * hidden; }  // G*H
 };
