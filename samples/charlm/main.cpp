@@ -185,7 +185,7 @@ int main(int argc, char** argv) {
       opt.device = device;
       opt.seed = a.seed;
       opt.communicator = comm;
-      if (!a.precision.empty()) opt.precision = cudl::parse_precision(a.precision);
+      opt.precision = sample::precision_of(a.precision);
       model.compile(opt);
       if (lead) std::printf("%s", model.summary().c_str());
 

@@ -318,13 +318,18 @@ inline void check_precision(const char* program, const std::string& v) {
   }
 }
 
+/// A checked --precision value as a cudl::Precision: "" is cudl::default_precision().
+inline cudl::Precision precision_of(const std::string& v) {
+  return v.empty() ? cudl::default_precision() : cudl::parse_precision(v);
+}
+
 /// `precision`: "f32", "tf32", "bf16", "f16" or "" (cudl::default_precision()).
 inline void compile_classifier(cudl::Model& model, const cudl::Optimizer& optimizer, cudl::Device device,
                                uint64_t seed, const std::string& resume, bool print_summary = true,
                                const std::string& precision = "",
                                const std::shared_ptr<cudl::distributed::Communicator>& communicator = nullptr) {
   cudl::CompileOptions opt;
-  if (!precision.empty()) opt.precision = cudl::parse_precision(precision);
+  opt.precision = precision_of(precision);
   opt.optimizer = optimizer;
   opt.loss = "sparse_categorical_crossentropy";
   opt.metrics = {"accuracy"};

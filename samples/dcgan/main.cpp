@@ -279,8 +279,7 @@ int main(int argc, char** argv) {
     if (steps < 1)
       usage_error("--batch-size " + std::to_string(B) + " is larger than the " + std::to_string(n) + " training images");
     cudl::Device device = sample::pick_device(kProgram, a.device);
-    const cudl::Precision precision = a.precision.empty() ? cudl::default_precision() : cudl::parse_precision(a.precision);
-    dcgan::Gan gan(dcgan::Sizes{a.latent, a.width, a.d_width}, a.lr, device, a.seed, precision);
+    dcgan::Gan gan(dcgan::Sizes{a.latent, a.width, a.d_width}, a.lr, device, a.seed, sample::precision_of(a.precision));
     std::printf("%s%s", gan.gen->summary().c_str(), gan.disc->summary().c_str());
     if (!a.resume.empty()) {
       auto models = training_models(gan);
