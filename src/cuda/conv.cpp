@@ -32,6 +32,7 @@
 #include "backend/backend.hpp"
 #include "cuda/check.hpp"
 #include "cuda/context.hpp"
+#include "cuda/cudnn_graph.hpp"
 #include "kernels/conv.cuh"
 #include "kernels/data.cuh"
 #include "ops/conv.hpp"
@@ -70,88 +71,17 @@ const char* engine_op_name(OpKind op) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// cuDNN backend descriptors
+// cuDNN graphs (cuda/cudnn_graph.hpp)
 // ---------------------------------------------------------------------------------------------
 
-/// Thrown while building a plan when cuDNN answers NOT_SUPPORTED: the caller falls back.
-struct Unsupported {
-  std::string reason;
-};
-
-std::string status_text(cudnnStatus_t s) { return cudnnGetErrorString(s); }
-
-/// A backend descriptor owned by RAII (move-only).
-class Desc {
- public:
-  explicit Desc(cudnnBackendDescriptorType_t type) { CUDL_CUDNN_CHECK(cudnnBackendCreateDescriptor(type, &d_)); }
-  ~Desc() {
-    if (d_ && cudnnBackendDestroyDescriptor(d_) != CUDNN_STATUS_SUCCESS)
-      std::fprintf(stderr, "cudl: cudnnBackendDestroyDescriptor failed\n");
-  }
-  Desc(Desc&& o) noexcept : d_(std::exchange(o.d_, nullptr)) {}
-  Desc& operator=(Desc&& o) noexcept {
-    std::swap(d_, o.d_);
-    return *this;
-  }
-  Desc(const Desc&) = delete;
-  Desc& operator=(const Desc&) = delete;
-
-  cudnnBackendDescriptor_t get() const { return d_; }
-
-  /// Sets an attribute; a failure is a bug in this file, so it throws naming the attribute.
-  void set(cudnnBackendAttributeName_t name, cudnnBackendAttributeType_t type, int64_t count, const void* values,
-           const char* what) {
-    cudnnStatus_t s = cudnnBackendSetAttribute(d_, name, type, count, values);
-    if (s != CUDNN_STATUS_SUCCESS) CUDL_FAIL("cuDNN error: setting ", what, ": ", status_text(s));
-  }
-  void set_desc(cudnnBackendAttributeName_t name, const Desc& d, const char* what) {
-    cudnnBackendDescriptor_t v = d.get();
-    set(name, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &v, what);
-  }
-  /// Finalizes; NOT_SUPPORTED-category answers throw Unsupported (the caller falls back), any
-  /// other failure throws cudl::Error.
-  void finalize(const char* what) {
-    cudnnStatus_t s = cudnnBackendFinalize(d_);
-    if (s == CUDNN_STATUS_SUCCESS) return;
-    if (CUDNN_STATUS_CATEGORY(s) == CUDNN_STATUS_NOT_SUPPORTED)
-      throw Unsupported{std::string(what) + " finalize: " + status_text(s)};
-    CUDL_FAIL("cuDNN error: finalizing ", what, ": ", status_text(s));
-  }
-
- private:
-  cudnnBackendDescriptor_t d_ = nullptr;
-};
+using dnn::cudnn_dtype;
+using dnn::Desc;
+using dnn::Graph;
+using dnn::make_tensor;
+using dnn::Unsupported;
 
 // Tensor unique ids inside one graph.
 constexpr int64_t kUidX = 1, kUidW = 2, kUidY = 3, kUidBias = 4, kUidConvOut = 5, kUidBiasOut = 6;
-
-/// The cuDNN data type of a storage type (f32, bf16, f16).
-cudnnDataType_t cudnn_dtype(DType t) {
-  switch (t) {
-    case DType::bf16:
-      return CUDNN_DATA_BFLOAT16;
-    case DType::f16:
-      return CUDNN_DATA_HALF;
-    default:
-      return CUDNN_DATA_FLOAT;
-  }
-}
-
-Desc make_tensor(int64_t uid, const std::vector<int64_t>& dims, const std::vector<int64_t>& strides, int64_t alignment,
-                 bool is_virtual, cudnnDataType_t dtype) {
-  Desc t(CUDNN_BACKEND_TENSOR_DESCRIPTOR);
-  t.set(CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &dtype, "TENSOR_DATA_TYPE");
-  t.set(CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, static_cast<int64_t>(dims.size()), dims.data(),
-        "TENSOR_DIMENSIONS");
-  t.set(CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, static_cast<int64_t>(strides.size()), strides.data(),
-        "TENSOR_STRIDES");
-  t.set(CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &uid, "TENSOR_UNIQUE_ID");
-  t.set(CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &alignment, "TENSOR_BYTE_ALIGNMENT");
-  bool v = is_virtual;
-  t.set(CUDNN_ATTR_TENSOR_IS_VIRTUAL, CUDNN_TYPE_BOOLEAN, 1, &v, "TENSOR_IS_VIRTUAL");
-  t.finalize("tensor");
-  return t;
-}
 
 /// A packed NCHW tensor of `dtype`; virtual tensors (the intermediates of a fused graph) are fp32.
 Desc make_nchw(int64_t uid, int64_t n, int64_t c, int64_t h, int64_t w, int64_t alignment, cudnnDataType_t dtype,
@@ -194,13 +124,6 @@ Desc make_pointwise_op(cudnnPointwiseMode_t mode, const Desc& x, const Desc* b, 
   keep.push_back(std::move(pw));
   return op;
 }
-
-/// The operation graph of one conv op: descriptors it references are kept alive in `keep`.
-struct Graph {
-  std::vector<Desc> keep;
-  std::vector<Desc> ops;
-  std::vector<int64_t> uids;  // non-virtual tensors, in variant-pack order
-};
 
 Desc make_conv_op(OpKind op, const ops::Conv2dGeometry& g, const Desc& conv, const Desc& x, const Desc& w,
                   const Desc& y) {
@@ -285,109 +208,18 @@ Graph build_graph(OpKind op, const ops::Conv2dGeometry& g, bool fused, int64_t a
   return gr;
 }
 
-/// A finalized execution plan and what executing it needs. Every descriptor the plan was built
-/// from stays alive with it (declared first, destroyed last).
-struct CudnnPlan {
-  Graph graph_ops;
-  Desc graph{CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR};
-  std::vector<Desc> heuristics;
-  std::vector<Desc> configs;
-  Desc plan{CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR};
-  int64_t workspace = 0;
-  std::vector<int64_t> uids;
-};
+using CudnnPlan = dnn::Plan;
 
 std::atomic<int64_t> g_plans_built{0};
 
-/// Why an engine config is not acceptable (empty when it is). Tensor-core engines are what 16-bit
-/// storage wants (16-bit products are exact in fp32 accumulators); for fp32 tensors they read TF32,
-/// allowed only in the TF32 math mode. DOWN_CONVERT_INPUTS means reading below the storage precision.
-std::string rejection(cudnnBackendDescriptor_t cfg, bool allow_tf32, bool storage16) {
-  Desc engine(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
-  cudnnBackendDescriptor_t e = engine.get();
-  int64_t n = 0;
-  CUDL_CUDNN_CHECK(
-      cudnnBackendGetAttribute(cfg, CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &n, &e));
-  cudnnBackendNumericalNote_t notes[CUDNN_NUMERICAL_NOTE_TYPE_COUNT];
-  CUDL_CUDNN_CHECK(cudnnBackendGetAttribute(e, CUDNN_ATTR_ENGINE_NUMERICAL_NOTE, CUDNN_TYPE_NUMERICAL_NOTE,
-                                            CUDNN_NUMERICAL_NOTE_TYPE_COUNT, &n, notes));
-  n = std::min<int64_t>(n, CUDNN_NUMERICAL_NOTE_TYPE_COUNT);
-  for (int64_t i = 0; i < n; ++i) {
-    if (notes[i] == CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC) return "nondeterministic";
-    if (!allow_tf32 && notes[i] == CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS)
-      return storage16 ? "down-converts its inputs" : "tf32 tensor cores";
-    if (!allow_tf32 && !storage16 && notes[i] == CUDNN_NUMERICAL_NOTE_TENSOR_CORE) return "tf32 tensor cores";
-  }
-  return {};
-}
-
-/// Heuristics (INSTANT mode) for the graph, then the first acceptable engine config that
-/// finalizes into a plan. Throws Unsupported with the reason when there is none.
+/// The conv graph's plan (dnn::find_plan). Throws Unsupported with the reason when there is none.
 std::unique_ptr<CudnnPlan> build_plan(cudnnHandle_t handle, OpKind op, const ops::Conv2dGeometry& g, bool fused,
                                       int64_t alignment, bool allow_tf32, DType storage) {
   auto p = std::make_unique<CudnnPlan>();
   p->graph_ops = build_graph(op, g, fused, alignment, cudnn_dtype(storage));
-  std::vector<cudnnBackendDescriptor_t> ops;
-  for (const Desc& d : p->graph_ops.ops) ops.push_back(d.get());
-  p->graph.set(CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, static_cast<int64_t>(ops.size()),
-               ops.data(), "OPERATIONGRAPH_OPS");
-  p->graph.set(CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle, "OPERATIONGRAPH_HANDLE");
-  p->graph.finalize("operation graph");
-
-  // INSTANT heuristics first; FALLBACK mode lists the generic engines, which matter when every
-  // INSTANT choice is filtered out (TF32 or nondeterministic).
-  std::string reasons;
-  int64_t total = 0;
-  for (cudnnBackendHeurMode_t mode : {CUDNN_HEUR_MODE_INSTANT, CUDNN_HEUR_MODE_FALLBACK}) {
-    const char* mode_name = mode == CUDNN_HEUR_MODE_INSTANT ? "instant" : "fallback";
-    p->heuristics.emplace_back(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
-    Desc& heur = p->heuristics.back();
-    heur.set_desc(CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, p->graph, "ENGINEHEUR_OPERATION_GRAPH");
-    heur.set(CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode, "ENGINEHEUR_MODE");
-    try {
-      heur.finalize("engine heuristics");
-    } catch (const Unsupported& u) {
-      reasons += (reasons.empty() ? "" : "; ") + std::string(mode_name) + " " + u.reason;
-      continue;
-    }
-    int64_t count = 0;
-    CUDL_CUDNN_CHECK(cudnnBackendGetAttribute(heur.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR,
-                                              0, &count, nullptr));
-    if (count <= 0) continue;
-    const size_t first = p->configs.size();
-    std::vector<cudnnBackendDescriptor_t> raw;
-    for (int64_t i = 0; i < count; ++i) {
-      p->configs.emplace_back(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR);
-      raw.push_back(p->configs.back().get());
-    }
-    int64_t got = 0;
-    CUDL_CUDNN_CHECK(cudnnBackendGetAttribute(heur.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR,
-                                              count, &got, raw.data()));
-    got = std::min(got, count);
-    total += got;
-    for (int64_t i = 0; i < got; ++i) {
-      std::string why = rejection(raw[i], allow_tf32, storage != DType::f32);
-      if (why.empty()) {
-        Desc plan(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
-        plan.set(CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle, "EXECUTION_PLAN_HANDLE");
-        plan.set_desc(CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, p->configs[first + i], "EXECUTION_PLAN_ENGINE_CONFIG");
-        cudnnStatus_t s = cudnnBackendFinalize(plan.get());
-        if (s == CUDNN_STATUS_SUCCESS) {
-          int64_t n = 0;
-          CUDL_CUDNN_CHECK(cudnnBackendGetAttribute(plan.get(), CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
-                                                    CUDNN_TYPE_INT64, 1, &n, &p->workspace));
-          p->plan = std::move(plan);
-          p->uids = p->graph_ops.uids;
-          ++g_plans_built;
-          return p;
-        }
-        why = "plan finalize: " + status_text(s);
-      }
-      reasons += (reasons.empty() ? "" : ", ") + (std::string(mode_name) + " config " + std::to_string(i) + ": " + why);
-    }
-  }
-  if (total == 0 && reasons.empty()) throw Unsupported{"heuristics returned no engine config"};
-  throw Unsupported{std::to_string(total) + " engine config(s), none usable: " + reasons};
+  dnn::find_plan(handle, *p, allow_tf32, storage != DType::f32);
+  ++g_plans_built;
+  return p;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -469,24 +301,7 @@ const CacheEntry& plan_for(cudnnHandle_t handle, const OpCall& call, OpKind op, 
 
 /// Executes a cached plan on the context's stream with the tensors' pointers.
 void execute(CudaContext& ctx, const CudnnPlan& plan, std::initializer_list<std::pair<int64_t, void*>> tensors) {
-  std::vector<int64_t> uids;
-  std::vector<void*> ptrs;
-  for (int64_t uid : plan.uids)
-    for (const auto& t : tensors)
-      if (t.first == uid) {
-        uids.push_back(uid);
-        ptrs.push_back(t.second);
-      }
-  if (uids.size() != plan.uids.size()) CUDL_FAIL("conv: a tensor of the cuDNN plan has no data pointer");
-  void* workspace = plan.workspace > 0 ? ctx.workspace(static_cast<size_t>(plan.workspace)) : nullptr;
-  Desc pack(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR);
-  pack.set(CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, static_cast<int64_t>(uids.size()), uids.data(),
-           "VARIANT_PACK_UNIQUE_IDS");
-  pack.set(CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, static_cast<int64_t>(ptrs.size()), ptrs.data(),
-           "VARIANT_PACK_DATA_POINTERS");
-  pack.set(CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &workspace, "VARIANT_PACK_WORKSPACE");
-  pack.finalize("variant pack");
-  CUDL_CUDNN_CHECK(cudnnBackendExecute(ctx.cudnn(), plan.plan.get(), pack.get()));
+  dnn::execute(ctx, plan, tensors, "conv");
 }
 
 // ---------------------------------------------------------------------------------------------
