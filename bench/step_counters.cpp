@@ -3,15 +3,16 @@
 // under the emulator (tests/emu): launches, graphs, library calls, allocations, syncs, copies; and the
 // bytes each node reads and writes against the minimum a step must move.
 //
-// Usage: bench_step_counters [--model mlp|cnn|embed|charlm|seq_lstm|seq_gru|dcgan|all]
+// Usage: bench_step_counters [--model mlp|cnn|embed|charlm|encoder|seq_lstm|seq_gru|dcgan|all]
 //        [--batch B (128; charlm, dcgan 64)] [--warmup W (3)] [--precision f32|tf32|bf16|f16 (f32)]
 //        [--propagate-nan 0|1 (0): CompileOptions::propagate_nan]
 //        [--weight-copies fused|cast (fused)]
 // (bf16/f16: fused, the optimizer step writes each weight's 16-bit copy that the next forward reads;
 // cast, the program before that, which casts every weight at the start of each step)
 // (embed: a token classifier whose step runs Gather / GatherBackward; bench/train_graph.hpp;
-// charlm: cudl-charlm's Transformer, samples/charlm/charlm.hpp; seq_lstm / seq_gru: cudl-seq-mnist's
-// model; all: every model but seq_gru and dcgan)
+// charlm: cudl-charlm's Transformer, samples/charlm/charlm.hpp; encoder: the same without the causal
+// mask, whose 16-bit attention forward runs as cuDNN's SDPA; seq_lstm / seq_gru: cudl-seq-mnist's
+// model; all: every model but seq_gru, encoder and dcgan)
 // dcgan: one GAN iteration of cudl-dcgan's models (samples/dcgan/models.hpp, its default sizes):
 // D on a real and a generated batch, then G, each a train_on_batch on device-resident inputs.
 // The counters come from Model::fit itself: a callback resets the emulator's counters after step W
@@ -332,8 +333,10 @@ struct Subject {
 
 Subject subject(const std::string& kind, const cudl::Device dev, int64_t rows, cudl::Precision precision,
                 bool propagate_nan, bool fused_copies) {
-  if (kind == "charlm") {  // cudl-charlm: AdamW 3e-3 (wd 0.01), windows of a stream of random tokens
-    cudl::Model model = charlm::build(charlm::Config{});
+  if (kind == "charlm" || kind == "encoder") {  // cudl-charlm: AdamW 3e-3 (wd 0.01), windows of random tokens
+    charlm::Config config;
+    config.causal = kind == "charlm";  // encoder: the same Transformer without the causal mask
+    cudl::Model model = charlm::build(config);
     cudl::CompileOptions opt;
     opt.optimizer = cudl::optim::AdamW(3e-3, 0.01);
     opt.loss = "sparse_categorical_crossentropy";
@@ -364,7 +367,7 @@ Subject subject(const std::string& kind, const cudl::Device dev, int64_t rows, c
 
 int run_model(const std::string& kind, const Args& args) {
   Args a = args;
-  if (a.batch == 0) a.batch = kind == "charlm" ? 64 : 128;
+  if (a.batch == 0) a.batch = kind == "charlm" || kind == "encoder" ? 64 : 128;
   const cudl::Device dev = cudl::Device::cuda(0);
   const char* env = std::getenv("CUDL_CUDA_GRAPHS");
   const bool graphs = !(env && std::strcmp(env, "0") == 0);
@@ -492,9 +495,10 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string k = argv[i];
     if (i + 1 >= argc) {
-      std::fprintf(stderr, "usage: bench_step_counters [--model mlp|cnn|embed|charlm|seq_lstm|seq_gru|dcgan|all] "
-                           "[--batch B] [--warmup W] [--precision f32|tf32|bf16|f16] [--propagate-nan 0|1] "
-                           "[--weight-copies fused|cast]\n");
+      std::fprintf(stderr,
+                   "usage: bench_step_counters [--model mlp|cnn|embed|charlm|encoder|seq_lstm|seq_gru|dcgan|all] "
+                   "[--batch B] [--warmup W] [--precision f32|tf32|bf16|f16] [--propagate-nan 0|1] "
+                   "[--weight-copies fused|cast]\n");
       return 2;
     }
     const std::string v = argv[++i];
@@ -519,10 +523,10 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  const std::set<std::string> models{"mlp", "cnn", "embed", "charlm", "seq_lstm", "seq_gru", "dcgan", "all"};
+  const std::set<std::string> models{"mlp", "cnn", "embed", "charlm", "encoder", "seq_lstm", "seq_gru", "dcgan", "all"};
   if (!models.count(a.model) || a.batch < 0 || a.warmup < 2) {
     std::fprintf(stderr,
-                 "bench_step_counters: --model mlp|cnn|embed|charlm|seq_lstm|seq_gru|dcgan|all, --batch >= 1, "
+                 "bench_step_counters: --model mlp|cnn|embed|charlm|encoder|seq_lstm|seq_gru|dcgan|all, --batch >= 1, "
                  "--warmup >= 2 (the first run is eager, "
                  "the second captures)\n");
     return 2;
@@ -533,8 +537,10 @@ int main(int argc, char** argv) {
       return 1;
     }
     int rc = 0;
-    for (const char* kind : {"mlp", "cnn", "embed", "charlm", "seq_lstm", "seq_gru"})
-      if (a.model == kind || (a.model == "all" && std::strcmp(kind, "seq_gru") != 0)) rc |= run_model(kind, a);
+    for (const char* kind : {"mlp", "cnn", "embed", "charlm", "encoder", "seq_lstm", "seq_gru"})
+      if (a.model == kind ||
+          (a.model == "all" && std::strcmp(kind, "seq_gru") != 0 && std::strcmp(kind, "encoder") != 0))
+        rc |= run_model(kind, a);
     if (a.model == "dcgan") rc |= run_dcgan(a);  // not in "all": its emulated convolutions take minutes
     return rc;
   } catch (const cudl::Error& e) {

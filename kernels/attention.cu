@@ -22,6 +22,7 @@
 #include "cuda/check.hpp"
 #include "cuda/context.hpp"
 #include "cuda/matmul.hpp"
+#include "cuda/sdpa.hpp"
 #include "kernels/data.cuh"
 #include "kernels/storage.cuh"
 #include "ops/attention.hpp"
@@ -648,6 +649,9 @@ void unfused_16bit(const OpCall& call, CudaContext& ctx, const ops::AttentionArg
 void cuda_attention(const OpCall& call) {
   const ops::AttentionArgs a = check_for_cuda(call);
   CudaContext& ctx = cuda_context(call);
+  if ((a.engine == AttentionEngine::Auto || a.engine == AttentionEngine::Cudnn) &&
+      sdpa_forward(ctx, call, a, a.engine == AttentionEngine::Cudnn))
+    return;
   if (!use_fused(call, a))
     return a.storage == DType::f32 ? unfused_forward(call, ctx, a) : unfused_16bit(call, ctx, a, unfused_forward);
   kernels::attention_forward_cuda(problem_of(a), a.o.data, a.lse.as<float>(), ctx.stream());

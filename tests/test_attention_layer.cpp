@@ -133,6 +133,28 @@ TEST(MultiHeadAttentionLayer, TransformerBlockTrainsIn16BitsOnCudaAsOnCpu) {
     }
 }
 
+// Without a causal mask and with heads of 8, a 16-bit block's attention forward runs as cuDNN's
+// fused attention (engine auto picks it, cudnn requires it; the backward stays on the fused kernel):
+// it trains on the emulated CUDA backend as on the CPU reference, whose weights stay fp32 where
+// cuDNN's are rounded to the storage type before their product with v.
+TEST(MultiHeadAttentionLayer, TransformerBlockTrainsIn16BitsOnCudnnSdpaAsOnCpu) {
+  CUDL_REQUIRE_CUDA();
+  for (Precision p : {Precision::bf16, Precision::f16})
+    for (const char* engine : {"auto", "cudnn"}) {
+      SCOPED_TRACE(std::string(p == Precision::bf16 ? "bf16 " : "f16 ") + engine);
+      const auto mha = MultiHeadAttentionOptions(2, 8).engine(engine);
+      const uint64_t before = cudl::testing::cudnn_executions();
+      const auto cpu = train_losses(mha, Device::cpu(), 4, p), gpu = train_losses(mha, Device::cuda(), 4, p);
+#if defined(CUDL_EMULATED)
+      // Counted at the API: the first steps call cuDNN, the captured step replays its graph.
+      EXPECT_GT(cudl::testing::cudnn_executions() - before, 0u) << "the forward ran as cuDNN's SDPA";
+#endif
+      ASSERT_EQ(cpu.size(), gpu.size());
+      for (size_t s = 0; s < cpu.size(); ++s) EXPECT_NEAR(gpu[s], cpu[s], 1e-2 * std::fabs(cpu[s]) + 1e-4) << s;
+      EXPECT_LT(gpu.back(), gpu.front());
+    }
+}
+
 TEST(MultiHeadAttentionLayer, ErrorsNameTheLayerAndShapes) {
   Var q = Input(Shape{5, 12}), v = Input(Shape{7, 10}), k = Input(Shape{6, 10});
   std::string m = error_message([&] { (*layers::MultiHeadAttention(2, 4))({q, v, k}); });

@@ -1,12 +1,16 @@
 // tests/test_op_attention.cpp — scaled dot-product attention: CPU reference by hand and against finite
 // differences; the fused and the unfused CUDA engines against the CPU (causal and key masks, dropout,
-// odd head sizes, T = 1024); errors.
+// odd head sizes, T = 1024); cuDNN's fused attention (SDPA) for 16-bit calls; errors.
 #include <cmath>
 #include <string>
 #include <vector>
 
+#include "cuda/sdpa.hpp"
 #include "ops/attention.hpp"
 #include "testing.hpp"
+#if defined(CUDL_EMULATED)
+#include "emu/cudnn_emu.hpp"
+#endif
 
 using namespace cudl;
 using namespace cudl::testing;
@@ -247,6 +251,129 @@ TEST(AttentionCuda, SixteenBitStorageMatchesCpuOnBothEngines) {
         EXPECT_TRUE(close(host(g.dv), gref.dv)) << "dv";
       }
 }
+
+// --- cuDNN's SDPA forward (cuda/sdpa.hpp) -------------------------------------------------------
+
+/// Calls cuDNN's SDPA takes: 16-bit, no masks or dropout, D = Dv a multiple of 8 up to 128.
+const std::vector<Case>& sdpa_cases() {
+  static const std::vector<Case> cases = {
+      {1, 1, 1, 1, 8, 8}, {2, 5, 7, 3, 8, 8}, {2, 33, 20, 2, 16, 16}, {1, 64, 64, 4, 32, 32}, {1, 9, 130, 1, 128, 128},
+  };
+  return cases;
+}
+
+/// o and lse from cuDNN's SDPA forward (engine `engine`), and the fused backward from them, against
+/// the CPU reference. The SDPA rounds the softmax weights to the storage type (unit roundoff u: 2^-9
+/// bf16, 2^-12 f16) before their product with v, so o may differ by u * max|v| beyond the final
+/// rounding: o within 1 ulp or 2u * max|v|, at least 40% bitwise (54-60% measured; the fused kernel,
+/// whose weights stay fp32, keeps 90%); lse (fp32 statistics) to the f32 tolerance; dq, dk, dv,
+/// which see cuDNN's o through do.o, within 1 ulp or 4u * the gradient's largest value, at least 50%
+/// bitwise (83-94% measured).
+void expect_sdpa_matches_cpu(const Case& c, DType st, AttentionEngine engine) {
+  SCOPED_TRACE(std::string(dtype_name(st)) + " " + c.str());
+  const double u = st == DType::bf16 ? 0x1p-9 : 0x1p-12;
+  Inputs in = make_inputs(c, 500 + c.tq + c.d);
+  in.q = to_storage(in.q, st), in.k = to_storage(in.k, st), in.v = to_storage(in.v, st);
+  const Tensor d_o = to_storage(random_tensor(Shape{c.batch, c.tq, c.heads * c.dv}, 13 + c.tk), st);
+  const Forward ref = forward(c, in);
+  const Grads gref = backward(c, in, ref, d_o);
+  const Inputs gin = in.to(Device::cuda());
+  const uint64_t before = cudnn_executions();
+  const Forward got = forward(c, gin, engine);
+#if defined(CUDL_EMULATED)
+  EXPECT_EQ(cudnn_executions() - before, 1u) << "the forward is one cuDNN execution";
+#endif
+  EXPECT_TRUE(close_16bit(host(got.o), ref.o, 1, 0.4, 2 * u * max_abs(in.v))) << "o";
+  EXPECT_TRUE(all_close(host(got.lse), ref.lse, 2e-5, 1e-4)) << "lse";
+  const Grads g = backward(c, gin, got, d_o.to(Device::cuda()), engine);
+  EXPECT_TRUE(close_16bit(host(g.dq), gref.dq, 1, 0.5, 4 * u * max_abs(gref.dq))) << "dq";
+  EXPECT_TRUE(close_16bit(host(g.dk), gref.dk, 1, 0.5, 4 * u * max_abs(gref.dk))) << "dk";
+  EXPECT_TRUE(close_16bit(host(g.dv), gref.dv, 1, 0.5, 4 * u * max_abs(gref.dv))) << "dv";
+}
+
+TEST(AttentionCuda, CudnnSdpaForwardMatchesCpu) {
+  CUDL_REQUIRE_CUDA();
+  for (DType st : {DType::bf16, DType::f16})
+    for (const Case& c : sdpa_cases()) {
+      expect_sdpa_matches_cpu(c, st, AttentionEngine::Auto);
+      expect_sdpa_matches_cpu(c, st, AttentionEngine::Cudnn);
+    }
+}
+
+TEST(AttentionCuda, CudnnSdpaPlansAreBuiltOncePerShape) {
+  CUDL_REQUIRE_CUDA();
+  sdpa_clear_plan_cache();
+  const Case c{2, 5, 7, 2, 8, 8}, other{2, 6, 7, 2, 8, 8};
+  Inputs in = make_inputs(c, 1), in2 = make_inputs(other, 2);
+  for (Inputs* i : {&in, &in2})
+    i->q = to_storage(i->q, DType::bf16), i->k = to_storage(i->k, DType::bf16), i->v = to_storage(i->v, DType::bf16);
+  in = in.to(Device::cuda()), in2 = in2.to(Device::cuda());
+  forward(c, in);
+  EXPECT_EQ(sdpa_plans_built(), 1);
+  forward(c, in);
+  EXPECT_EQ(sdpa_plans_built(), 1) << "same shape: the cached plan runs";
+  forward(other, in2);
+  EXPECT_EQ(sdpa_plans_built(), 2) << "another query length: one more plan";
+}
+
+/// What cuDNN 9.19's SDPA operation cannot take runs on the fused kernel under Auto (no cuDNN call),
+/// and is an error naming the reason under engine cudnn.
+TEST(AttentionCuda, CudnnSdpaTakesOnlyWhatItSupports) {
+  CUDL_REQUIRE_CUDA();
+  struct Refused {
+    Case c;
+    DType st;
+    const char* why;
+  };
+  const std::vector<Refused> refused = {
+      {{2, 5, 7, 2, 8, 8}, DType::f32, "f32 storage"},
+      {{2, 7, 7, 2, 8, 8, true}, DType::bf16, "a causal mask"},
+      {{2, 5, 7, 2, 8, 8, false, true}, DType::f16, "a key mask"},
+      {{2, 5, 7, 2, 8, 8, false, false, 0.25}, DType::bf16, "dropout"},
+      {{2, 5, 7, 2, 12, 12}, DType::bf16, "head size 12"},
+      {{2, 5, 7, 2, 8, 16}, DType::bf16, "D 8 != Dv 16"},
+  };
+  for (const Refused& r : refused) {
+    SCOPED_TRACE(std::string(dtype_name(r.st)) + " " + r.c.str());
+    Inputs in = make_inputs(r.c, 3);
+    in.q = to_storage(in.q, r.st), in.k = to_storage(in.k, r.st), in.v = to_storage(in.v, r.st);
+    const Forward ref = forward(r.c, in);
+    const Inputs gin = in.to(Device::cuda());
+    const uint64_t before = cudnn_executions();
+    const Forward got = forward(r.c, gin, AttentionEngine::Auto);
+    EXPECT_EQ(cudnn_executions(), before) << "not a cuDNN call";
+    if (r.st == DType::f32)
+      EXPECT_TRUE(all_close(host(got.o), ref.o, 2e-5, 1e-4));
+    else
+      EXPECT_TRUE(close_16bit(host(got.o), ref.o, 1, 0.9, 1e-5 * max_abs(ref.o))) << "the fused kernel's o";
+    const std::string m = error_message([&] { forward(r.c, gin, AttentionEngine::Cudnn); });
+    EXPECT_NE(m.find("engine cudnn cannot take"), std::string::npos) << m;
+    EXPECT_NE(m.find(r.why), std::string::npos) << m;
+  }
+}
+
+#if defined(CUDL_EMULATED)
+/// With no cuDNN engine for the graph, Auto runs the fused kernel (logged) and engine cudnn fails
+/// naming cuDNN's answer.
+TEST(AttentionCuda, WithoutACudnnPlanAutoRunsTheFusedKernel) {
+  CUDL_REQUIRE_CUDA();
+  sdpa_clear_plan_cache();
+  cudl_emu::cudnn_set_no_engines(true);
+  const Case c{2, 5, 7, 2, 16, 16};
+  Inputs in = make_inputs(c, 4);
+  in.q = to_storage(in.q, DType::f16), in.k = to_storage(in.k, DType::f16), in.v = to_storage(in.v, DType::f16);
+  const Forward ref = forward(c, in);
+  const Inputs gin = in.to(Device::cuda());
+  const uint64_t before = cudnn_executions();
+  const Forward got = forward(c, gin, AttentionEngine::Auto);
+  EXPECT_EQ(cudnn_executions(), before);
+  EXPECT_TRUE(close_16bit(host(got.o), ref.o, 1, 0.9, 1e-5 * max_abs(ref.o)));
+  const std::string m = error_message([&] { forward(c, gin, AttentionEngine::Cudnn); });
+  cudl_emu::cudnn_set_no_engines(false);
+  sdpa_clear_plan_cache();
+  EXPECT_NE(m.find("cuDNN has no SDPA plan for q (2, 5, 32)"), std::string::npos) << m;
+}
+#endif
 
 TEST(Attention, ErrorsNameOpAndShapes) {
   const Case c{2, 3, 4, 2, 4, 4};

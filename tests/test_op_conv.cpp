@@ -307,14 +307,6 @@ TEST(ConvCuda, InvalidGeometryRaisesNamedErrors) {
   invalid_geometry_errors(Device::cuda(0));
 }
 
-uint64_t cudnn_executions() {
-#if defined(CUDL_EMULATED)
-  return cudl_emu::cudnn_counters().executions;
-#else
-  return 0;
-#endif
-}
-
 /// Every op of one configuration on CUDA vs the CPU reference; NaN in x exercises propagation.
 void check_parity(Cfg c, bool with_nan) {
   const Device gpu = Device::cuda(0);

@@ -19,8 +19,21 @@
 #include "backend/backend.hpp"
 #include "core/half.hpp"
 #include "cudl/cudl.hpp"
+#if defined(CUDL_EMULATED)
+#include "emu/cudnn_emu.hpp"
+#endif
 
 namespace cudl::testing {
+
+/// cudnnBackendExecute calls so far under the emulator; 0 on a real GPU, where tests that count
+/// them compare only under CUDL_EMULATED.
+inline uint64_t cudnn_executions() {
+#if defined(CUDL_EMULATED)
+  return cudl_emu::cudnn_counters().executions;
+#else
+  return 0;
+#endif
+}
 
 /// True when a CUDA device is usable: always under the emulator, on a real GPU when one exists.
 inline bool cuda_available() { return cuda_device_count() > 0; }

@@ -267,7 +267,9 @@ struct CUDL_API MultiHeadAttentionOptions {
   CUDL_ARG(bool, causal) = false;
   /// The last input is a (Tk) key-padding mask.
   CUDL_ARG(bool, key_mask) = false;
-  /// CUDA engine: "auto" (fused kernel when heads are at most 128 wide), "fused" or "unfused".
+  /// CUDA engine: "auto" (cuDNN's fused attention for the 16-bit calls it takes, else the fused
+  /// kernel when heads are at most 128 wide, else unfused), "fused", "unfused" or "cudnn" (forward
+  /// on cuDNN's SDPA, an error for a call it cannot take; backward on the fused kernel).
   CUDL_ARG(std::string, engine) = "auto";
   /// Kernels of the four projections (glorot_uniform over each (out, in) matrix); biases start at 0.
   CUDL_ARG(Init, kernel_initializer) = Init::GlorotUniform;

@@ -109,13 +109,14 @@ inline cudl::Dataset windows(const std::vector<int32_t>& stream, int64_t context
 
 struct Config {
   int64_t context = 16, dim = 64, heads = 4, blocks = 2;
+  bool causal = true;  // false: an encoder's attention over the whole window (bench_step_counters)
 };
 
 /// Pre-LayerNorm Transformer block: x + MHA(LN(x)) (causal), then x + W2·gelu(W1·LN(x)) with 4x width.
-inline cudl::Var transformer_block(cudl::Var x, int64_t dim, int64_t heads) {
+inline cudl::Var transformer_block(cudl::Var x, int64_t dim, int64_t heads, bool causal = true) {
   using namespace cudl;
   Var h = (*layers::LayerNorm())(x);
-  h = (*layers::MultiHeadAttention(MultiHeadAttentionOptions(heads, dim / heads).causal(true)))(h);
+  h = (*layers::MultiHeadAttention(MultiHeadAttentionOptions(heads, dim / heads).causal(causal)))(h);
   x = add(x, h);
   h = (*layers::Dense(4 * dim, "gelu_tanh"))((*layers::LayerNorm())(x));
   return add(x, (*layers::Dense(dim))(h));
@@ -127,7 +128,7 @@ inline cudl::Model build(const Config& c) {
   Var tokens = Input(Shape{c.context}, DType::i32, "tokens");
   Var h = (*layers::Embedding(kVocab, c.dim))(tokens);
   h = (*layers::PositionalEmbedding(c.context, c.dim))(h);
-  for (int64_t b = 0; b < c.blocks; ++b) h = transformer_block(h, c.dim, c.heads);
+  for (int64_t b = 0; b < c.blocks; ++b) h = transformer_block(h, c.dim, c.heads, c.causal);
   Var logits = (*layers::Dense(kVocab))((*layers::LayerNorm())(h));
   return Model(tokens, logits, "charlm");
 }

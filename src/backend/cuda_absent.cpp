@@ -8,6 +8,7 @@
 #include "core/nvtx.hpp"
 #include "cuda/conv.hpp"
 #include "cuda/matmul.hpp"
+#include "cuda/sdpa.hpp"
 #include "cudl/device.hpp"
 #include "cudl/error.hpp"
 #include "memory/allocator.hpp"
@@ -39,6 +40,8 @@ std::unique_ptr<DeviceCommunicator> make_cuda_communicator(const CommunicatorId&
 MatmulPlanStats cuda_matmul_plan_stats() { CUDL_FAIL("cuda_matmul_plan_stats: ", kReason); }
 int64_t conv_plans_built() { CUDL_FAIL("conv_plans_built: ", kReason); }
 void conv_clear_plan_cache() { CUDL_FAIL("conv_clear_plan_cache: ", kReason); }
+int64_t sdpa_plans_built() { CUDL_FAIL("sdpa_plans_built: ", kReason); }
+void sdpa_clear_plan_cache() { CUDL_FAIL("sdpa_clear_plan_cache: ", kReason); }
 
 namespace memory {
 void* cuda_allocate(int device_index, size_t nbytes) {

@@ -20,7 +20,8 @@ AttentionEngine engine_from_name(const std::string& who, const std::string& n) {
   if (n == "auto") return AttentionEngine::Auto;
   if (n == "fused") return AttentionEngine::Fused;
   if (n == "unfused") return AttentionEngine::Unfused;
-  CUDL_FAIL(who, ": engine must be auto, fused or unfused, got '", n, "'");
+  if (n == "cudnn") return AttentionEngine::Cudnn;
+  CUDL_FAIL(who, ": engine must be auto, fused, unfused or cudnn, got '", n, "'");
 }
 
 class MultiHeadAttentionLayer : public BuiltinLayer {

@@ -25,17 +25,21 @@
 // word n%4, stream i[3]; forward and backward draw the same mask (rng is read, never advanced).
 // q, k, v, o, do, dq, dk, dv: f32, or all bf16 / f16 under 16-bit storage (ops/precision.hpp; fp32
 // math, each stored value rounded once); key_mask and lse are f32 in every mode.
-// Backward: Δ_i = do_i·o_i (of the o given: under 16-bit storage, the rounded o); dp_ij = keep_ij / (1-p) * do_i·v_j; ds_ij = p_ij (dp_ij - Δ_i);
+// Backward: Δ_i = do_i·o_i (of the o given: under 16-bit storage, the rounded o); dp_ij = keep_ij / (1-p) * do_i·v_j;
+// ds_ij = p_ij (dp_ij - Δ_i);
 //   dq_i = scale Σ_j ds_ij k_j; dk_j = scale Σ_i ds_ij q_i; dv_j = Σ_i p_ij keep_ij / (1-p) do_i.
 // Engines (CUDA; the CPU reference ignores the choice): Fused is one tiled kernel per direction with
 // an online softmax that never writes the Tq x Tk weights to memory (forward saves lse, backward
 // recomputes the weights from it); Unfused is strided-batched cuBLASLt GEMMs around a masked-softmax
-// kernel, with the weights in the context's workspace. Auto is Fused when D and Dv are at most
-// kAttentionMaxFusedHeadDim, else Unfused (logged once per shape).
+// kernel, with the weights in the context's workspace; Cudnn runs the forward as cuDNN's fused
+// attention (one SDPA graph operation on the tensor cores, cuda/sdpa.hpp) and the backward on the
+// fused kernel, and takes 16-bit calls without masks or dropout whose D = Dv is a multiple of 8 up to
+// 128. Auto: Cudnn for the calls it takes (when cuDNN has a plan), else Fused when D and Dv are at
+// most kAttentionMaxFusedHeadDim, else Unfused (each fallback logged once per reason and shape).
 
 namespace cudl {
 
-enum class AttentionEngine : int { Auto, Fused, Unfused, Count };
+enum class AttentionEngine : int { Auto, Fused, Unfused, Cudnn, Count };
 
 /// Head sizes (D and Dv) up to this run on the fused kernel.
 constexpr int64_t kAttentionMaxFusedHeadDim = 128;

@@ -6,10 +6,14 @@
 // immutable description (tensor, convolution, operation, graph, engine, plan) so later calls never
 // depend on descriptors the caller has destroyed. Supported graphs: one convolution (forward,
 // backward-data, backward-filter), and a forward convolution followed by a chain of pointwise
-// ADD (broadcast bias) / RELU_FWD through virtual tensors. Tensors in memory are FLOAT, BFLOAT16 or
-// HALF (one type per convolution, fp32 compute type; virtual tensors FLOAT or that type). Execution
-// enqueues naive loops on the handle's stream on widened inputs with double accumulation (float with
-// CUDL_EMU_ACCUMULATE=fp32, emu/runtime.hpp), rounding a 16-bit output once, to nearest even, at the store.
+// ADD (broadcast bias) / RELU_FWD through virtual tensors; one SDPA forward operation (cuDNN 9.13+:
+// q, k, v, o HALF or BFLOAT16, the log-sum-exp statistics FLOAT, the scale a by-value FLOAT; no
+// masks, which 9.19's operation does not have). Tensors in memory are FLOAT, BFLOAT16 or HALF (one
+// type per convolution, fp32 compute type; virtual tensors FLOAT or that type). Execution enqueues
+// naive loops on the handle's stream on widened inputs with double accumulation (float with
+// CUDL_EMU_ACCUMULATE=fp32, emu/runtime.hpp), rounding a 16-bit output once, to nearest even, at the
+// store. The SDPA also rounds its softmax weights to the storage type before their product with v,
+// as flash-attention kernels feed that product's tensor-core GEMM.
 #include <cudnn.h>
 
 #include <algorithm>
@@ -92,20 +96,21 @@ struct PointwiseInfo {
   double relu_lower = 0, relu_upper = std::numeric_limits<double>::infinity(), relu_slope = 0;
 };
 
-enum class OpType { ConvFwd, ConvBwdData, ConvBwdFilter, Pointwise };
+enum class OpType { ConvFwd, ConvBwdData, ConvBwdFilter, Pointwise, SdpaFwd };
 
-/// One operation. Convolutions: x/dx, w/dw, y/dy in x, w, y. Pointwise: x, [b], y.
+/// One operation. Convolutions: x/dx, w/dw, y/dy in x, w, y. Pointwise: x, [b], y. SDPA forward:
+/// q, k, v, o in x, w, b, y; [stats]; [scale] (by value; 1 when absent).
 struct OpInfo {
   OpType type = OpType::ConvFwd;
   ConvInfo conv;
   PointwiseInfo pw;
-  TensorInfo x, w, y, b;
-  bool has_b = false;
+  TensorInfo x, w, y, b, stats, scale;
+  bool has_b = false, has_stats = false, has_scale = false;
   double alpha = 1, beta = 0;  // convolutions; pointwise: alpha1, alpha2
   int64_t groups = 1;
 };
 
-enum class Pattern { ConvFwd, ConvBwdData, ConvBwdFilter, ConvFwdFused, Unsupported };
+enum class Pattern { ConvFwd, ConvBwdData, ConvBwdFilter, ConvFwdFused, SdpaFwd, Unsupported };
 
 struct GraphInfo {
   std::vector<OpInfo> ops;  // convolution first, then the pointwise chain in execution order
@@ -126,6 +131,22 @@ std::vector<std::shared_ptr<const EngineInfo>> engines_for(const std::shared_ptr
   std::vector<std::shared_ptr<const EngineInfo>> out;
   if (g_no_engines || g->pattern == Pattern::Unsupported) return out;
   if (g->pattern == Pattern::ConvFwdFused && !g_fusion_supported) return out;
+  if (g->pattern == Pattern::SdpaFwd) {
+    // One tensor-core engine (16-bit products exact in fp32 sums), with a workspace as the real
+    // flash-attention engines have; CUDL_EMU_REFUSE_ENGINES marks it nondeterministic.
+    const OpInfo& op = g->ops.front();
+    auto e = std::make_shared<EngineInfo>();
+    e->graph = g;
+    e->notes = {CUDNN_NUMERICAL_NOTE_TENSOR_CORE};
+    e->workspace = 1024;
+    uint64_t key = cudl_emu::hash_mix(0x73647061, (uint64_t)g->pattern);
+    for (const TensorInfo* t : {&op.x, &op.w, &op.b})
+      for (int64_t d : t->dims) key = cudl_emu::hash_mix(key, (uint64_t)d);
+    key = cudl_emu::hash_mix(key, (uint64_t)op.x.dtype);
+    if (cudl_emu::refuse_engine(key)) e->notes.push_back(CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC);
+    out.push_back(e);
+    return out;
+  }
   const OpInfo& conv = g->ops.front();
   auto make = [&](int64_t index, std::vector<cudnnBackendNumericalNote_t> notes, int64_t ws) {
     auto e = std::make_shared<EngineInfo>();
@@ -379,6 +400,15 @@ const std::vector<Spec>& specs() {
     add(OP, CUDNN_ATTR_OPERATION_POINTWISE_TDESC, DESC, 1, 1, kBoth, T);
     add(OP, CUDNN_ATTR_OPERATION_POINTWISE_ALPHA1, FD, 1, 1);
     add(OP, CUDNN_ATTR_OPERATION_POINTWISE_ALPHA2, FD, 1, 1);
+    // SDPA forward operation (cuDNN 9.13+)
+    D SF = CUDNN_BACKEND_OPERATION_SDPA_FWD_DESCRIPTOR;
+    for (cudnnBackendAttributeName_t n :
+         {CUDNN_ATTR_OPERATION_SDPA_FWD_QDESC, CUDNN_ATTR_OPERATION_SDPA_FWD_KDESC, CUDNN_ATTR_OPERATION_SDPA_FWD_VDESC,
+          CUDNN_ATTR_OPERATION_SDPA_FWD_ODESC, CUDNN_ATTR_OPERATION_SDPA_FWD_STATSDESC,
+          CUDNN_ATTR_OPERATION_SDPA_FWD_SCALEDESC, CUDNN_ATTR_OPERATION_SDPA_FWD_BLOCK_MASK_DESC,
+          CUDNN_ATTR_OPERATION_SDPA_FWD_PAGE_TABLE_KDESC, CUDNN_ATTR_OPERATION_SDPA_FWD_PAGE_TABLE_VDESC,
+          CUDNN_ATTR_OPERATION_SDPA_FWD_SEQ_LEN_QDESC, CUDNN_ATTR_OPERATION_SDPA_FWD_SEQ_LEN_KVDESC})
+      add(SF, n, DESC, 1, 1, kBoth, T);
     // operation graph
     D G = CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR;
     add(G, CUDNN_ATTR_OPERATIONGRAPH_OPS, DESC, 1, kMany, kBoth, kAnyOp);
@@ -429,7 +459,7 @@ bool is_operation_type(cudnnBackendDescriptorType_t t) {
          t == CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_DATA_DESCRIPTOR ||
          t == CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_FILTER_DESCRIPTOR ||
          t == CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR || t == CUDNN_BACKEND_OPERATION_MATMUL_DESCRIPTOR ||
-         t == CUDNN_BACKEND_OPERATION_REDUCTION_DESCRIPTOR;
+         t == CUDNN_BACKEND_OPERATION_REDUCTION_DESCRIPTOR || t == CUDNN_BACKEND_OPERATION_SDPA_FWD_DESCRIPTOR;
 }
 
 // Typed access to stored attributes (only after the spec check, so the type is known).
@@ -729,6 +759,74 @@ cudnnStatus_t finalize_pointwise_op(Desc& d) {
   return CUDNN_STATUS_SUCCESS;
 }
 
+/// SDPA forward: q (B, H, Sq, D), k (B, H, Skv, D), v (B, H, Skv, Dv), o (B, H, Sq, Dv) of one 16-bit
+/// type, any strides; stats (B, H, Sq, 1) FLOAT; scale a by-value FLOAT of one element.
+cudnnStatus_t finalize_sdpa_op(Desc& d) {
+  int m = missing(d, {CUDNN_ATTR_OPERATION_SDPA_FWD_QDESC, CUDNN_ATTR_OPERATION_SDPA_FWD_KDESC,
+                      CUDNN_ATTR_OPERATION_SDPA_FWD_VDESC, CUDNN_ATTR_OPERATION_SDPA_FWD_ODESC});
+  if (m >= 0) return fail(CUDNN_STATUS_BAD_PARAM, "SDPA forward: required attribute " + std::to_string(m) + " not set");
+  for (cudnnBackendAttributeName_t n :
+       {CUDNN_ATTR_OPERATION_SDPA_FWD_BLOCK_MASK_DESC, CUDNN_ATTR_OPERATION_SDPA_FWD_PAGE_TABLE_KDESC,
+        CUDNN_ATTR_OPERATION_SDPA_FWD_PAGE_TABLE_VDESC, CUDNN_ATTR_OPERATION_SDPA_FWD_SEQ_LEN_QDESC,
+        CUDNN_ATTR_OPERATION_SDPA_FWD_SEQ_LEN_KVDESC})
+    if (has(d, n))
+      return fail(CUDNN_STATUS_NOT_SUPPORTED,
+                  "SDPA forward: block masks, paged and variable-length sequences are not emulated");
+  Desc *q, *k, *v, *o, *stats = nullptr, *scale = nullptr;
+  cudnnStatus_t s;
+  for (auto [n, out] :
+       {std::pair{CUDNN_ATTR_OPERATION_SDPA_FWD_QDESC, &q}, std::pair{CUDNN_ATTR_OPERATION_SDPA_FWD_KDESC, &k},
+        std::pair{CUDNN_ATTR_OPERATION_SDPA_FWD_VDESC, &v}, std::pair{CUDNN_ATTR_OPERATION_SDPA_FWD_ODESC, &o}})
+    if ((s = referenced(d, n, out)) != CUDNN_STATUS_SUCCESS) return s;
+  if (has(d, CUDNN_ATTR_OPERATION_SDPA_FWD_STATSDESC) &&
+      (s = referenced(d, CUDNN_ATTR_OPERATION_SDPA_FWD_STATSDESC, &stats)) != CUDNN_STATUS_SUCCESS)
+    return s;
+  if (has(d, CUDNN_ATTR_OPERATION_SDPA_FWD_SCALEDESC) &&
+      (s = referenced(d, CUDNN_ATTR_OPERATION_SDPA_FWD_SCALEDESC, &scale)) != CUDNN_STATUS_SUCCESS)
+    return s;
+  auto op = std::make_shared<OpInfo>();
+  op->type = OpType::SdpaFwd;
+  op->x = *q->tensor, op->w = *k->tensor, op->b = *v->tensor, op->y = *o->tensor;
+  if (stats) op->stats = *stats->tensor, op->has_stats = true;
+  if (scale) op->scale = *scale->tensor, op->has_scale = true;
+  const TensorInfo &Q = op->x, &K = op->w, &V = op->b, &O = op->y;
+  for (const TensorInfo* t : {&Q, &K, &V, &O})
+    if (t->dims.size() != 4) return fail(CUDNN_STATUS_BAD_PARAM, "SDPA forward: q, k, v and o need 4 dimensions");
+  for (const TensorInfo* t : {&Q, &K, &V, &O})
+    if (t->is_virtual)
+      return fail(CUDNN_STATUS_NOT_SUPPORTED_GRAPH_PATTERN, "SDPA forward: virtual tensors are not emulated");
+  if (K.dims[0] != Q.dims[0] || V.dims[0] != Q.dims[0] || O.dims[0] != Q.dims[0] || K.dims[1] != Q.dims[1] ||
+      V.dims[1] != Q.dims[1] || O.dims[1] != Q.dims[1] || O.dims[2] != Q.dims[2] || V.dims[2] != K.dims[2] ||
+      K.dims[3] != Q.dims[3] || O.dims[3] != V.dims[3])
+    return fail(CUDNN_STATUS_BAD_PARAM_SHAPE_MISMATCH,
+                "SDPA forward: q (B, H, Sq, D), k (B, H, Skv, D), v (B, H, Skv, Dv), o (B, H, Sq, Dv) disagree "
+                "(grouped heads are not emulated)");
+  for (const TensorInfo* t : {&Q, &K, &V, &O})
+    for (int64_t x : t->dims)
+      if (x == 0) return fail(CUDNN_STATUS_NOT_SUPPORTED_SHAPE, "SDPA forward: empty tensors are not emulated");
+  if (Q.dtype != CUDNN_DATA_HALF && Q.dtype != CUDNN_DATA_BFLOAT16)
+    return fail(CUDNN_STATUS_NOT_SUPPORTED_DATA_TYPE,
+                "SDPA forward: q has data type " + dtype_text(Q.dtype) + " (HALF or BFLOAT16)");
+  if (K.dtype != Q.dtype || V.dtype != Q.dtype || O.dtype != Q.dtype)
+    return fail(CUDNN_STATUS_NOT_SUPPORTED_DATA_TYPE, "SDPA forward: q, k, v and o must have one data type");
+  if (Q.dims[3] % 8 != 0 || V.dims[3] % 8 != 0 || Q.dims[3] > 256 || V.dims[3] > 256)
+    return fail(CUDNN_STATUS_NOT_SUPPORTED_SHAPE, "SDPA forward: head sizes " + std::to_string(Q.dims[3]) + " and " +
+                                                      std::to_string(V.dims[3]) + " (multiples of 8 up to 256)");
+  if (op->has_stats) {
+    const TensorInfo& S = op->stats;
+    if (S.dtype != CUDNN_DATA_FLOAT || S.is_virtual ||
+        S.dims != std::vector<int64_t>{Q.dims[0], Q.dims[1], Q.dims[2], 1})
+      return fail(CUDNN_STATUS_BAD_PARAM, "SDPA forward: stats must be a FLOAT (B, H, Sq, 1) tensor in memory");
+  }
+  if (op->has_scale) {
+    const TensorInfo& S = op->scale;
+    if (S.dtype != CUDNN_DATA_FLOAT || !S.by_value || S.extent() != 1)
+      return fail(CUDNN_STATUS_BAD_PARAM, "SDPA forward: the scale must be one by-value FLOAT");
+  }
+  d.op = op;
+  return CUDNN_STATUS_SUCCESS;
+}
+
 bool valid_handle(cudnnHandle_t h) { return h && live_handles().count(h) != 0; }
 
 /// Recognises the supported patterns; also checks uid consistency and virtual-tensor wiring.
@@ -775,6 +873,12 @@ cudnnStatus_t finalize_graph(Desc& d) {
       case OpType::Pointwise:
         if ((s = note(o.x, false)) || (o.has_b && (s = note(o.b, false))) || (s = note(o.y, true))) return s;
         break;
+      case OpType::SdpaFwd:
+        if ((s = note(o.x, false)) || (s = note(o.w, false)) || (s = note(o.b, false)) ||
+            (o.has_scale && (s = note(o.scale, false))) || (s = note(o.y, true)) ||
+            (o.has_stats && (s = note(o.stats, true))))
+          return s;
+        break;
     }
   }
   for (const auto& [uid, t] : g->tensors) {
@@ -784,10 +888,14 @@ cudnnStatus_t finalize_graph(Desc& d) {
     // A virtual tensor nobody reads finalizes (as in cuDNN 9.19); such a graph has no engine.
   }
   // pattern: exactly one convolution; pointwise ops form a chain from its output
-  int n_conv = 0;
-  for (const OpInfo& o : ops) n_conv += o.type != OpType::Pointwise;
+  int n_conv = 0, n_sdpa = 0;
+  for (const OpInfo& o : ops) n_conv += o.type != OpType::Pointwise && o.type != OpType::SdpaFwd;
+  for (const OpInfo& o : ops) n_sdpa += o.type == OpType::SdpaFwd;
   g->pattern = Pattern::Unsupported;
-  if (n_conv == 1) {
+  if (n_sdpa == 1 && ops.size() == 1) {  // the SDPA operation alone
+    g->ops = ops;
+    g->pattern = Pattern::SdpaFwd;
+  } else if (n_conv == 1 && n_sdpa == 0) {
     const OpInfo* conv = nullptr;
     for (const OpInfo& o : ops)
       if (o.type != OpType::Pointwise) conv = &o;
@@ -1076,11 +1184,49 @@ void run_pointwise(const OpInfo& op, const View& x, const View* b, const View& y
         }
 }
 
-/// Runs a finalized graph with the variant pack's pointers (called on the stream).
-void run_graph(const GraphInfo& g, const std::map<int64_t, void*>& ptrs, void* workspace, int64_t workspace_bytes,
-               bool tf32) {
+/// SDPA forward per (b, h, i): s_j = scale * q_i.k_j, lse = log sum_j exp(s_j) (the stats),
+/// o_i = sum_j p_j v_j with p_j = exp(s_j - lse) rounded to the storage type (the tensor-core GEMM's
+/// operand), each o element rounded once at the store.
+void run_sdpa(const OpInfo& op, const View& q, const View& k, const View& v, const View& o, const View* stats,
+              double scale) {
+  const auto& Q = op.x.dims;
+  const int64_t B = Q[0], H = Q[1], Sq = Q[2], D = Q[3], Skv = op.w.dims[2], Dv = op.b.dims[3];
+  const bool half = op.x.dtype == CUDNN_DATA_HALF;
+  std::vector<double> s(static_cast<size_t>(Skv)), p(static_cast<size_t>(Skv));
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t i = 0; i < Sq; ++i) {
+        double mx = -std::numeric_limits<double>::infinity();
+        for (int64_t j = 0; j < Skv; ++j) {
+          Accumulator acc;
+          for (int64_t c = 0; c < D; ++c) acc.add(q.get(b, h, i, c), k.get(b, h, j, c));
+          s[j] = static_cast<float>(scale * acc.value());  // the fp32 score
+          mx = std::max(mx, s[j]);
+        }
+        double z = 0;
+        for (int64_t j = 0; j < Skv; ++j) z += std::exp(s[j] - mx);
+        const double lse = mx + std::log(z);
+        for (int64_t j = 0; j < Skv; ++j) {
+          const float pj = static_cast<float>(std::exp(s[j] - lse));
+          p[j] = half ? cudl::half_bits_to_float(cudl::float_to_half_bits(pj))
+                      : cudl::bf16_bits_to_float(cudl::float_to_bf16_bits(pj));
+        }
+        if (stats) stats->set(b, h, i, 0, lse);
+        for (int64_t c = 0; c < Dv; ++c) {
+          Accumulator acc;
+          for (int64_t j = 0; j < Skv; ++j) acc.add(p[j], v.get(b, h, j, c));
+          o.set(b, h, i, c, acc.value());
+        }
+      }
+}
+
+/// Runs a finalized graph with the variant pack's pointers (called on the stream); `by_value` holds
+/// the by-value tensors' values, copied when the graph was executed.
+void run_graph(const GraphInfo& g, const std::map<int64_t, void*>& ptrs, const std::map<int64_t, double>& by_value,
+               void* workspace, int64_t workspace_bytes, bool tf32) {
   std::map<int64_t, View> views;
   for (const auto& [uid, t] : g.tensors) {
+    if (t.by_value) continue;
     View v;
     v.t = t;
     if (t.is_virtual)
@@ -1093,7 +1239,10 @@ void run_graph(const GraphInfo& g, const std::map<int64_t, void*>& ptrs, void* w
   // sees garbage.
   if (workspace && workspace_bytes > 0) std::memset(workspace, 0xff, static_cast<size_t>(workspace_bytes));
   for (const OpInfo& op : g.ops) {
-    if (op.type == OpType::Pointwise)
+    if (op.type == OpType::SdpaFwd)
+      run_sdpa(op, views.at(op.x.uid), views.at(op.w.uid), views.at(op.b.uid), views.at(op.y.uid),
+               op.has_stats ? &views.at(op.stats.uid) : nullptr, op.has_scale ? by_value.at(op.scale.uid) : 1.0);
+    else if (op.type == OpType::Pointwise)
       run_pointwise(op, views.at(op.x.uid), op.has_b ? &views.at(op.b.uid) : nullptr, views.at(op.y.uid));
     else
       run_conv(op, views.at(op.x.uid), views.at(op.w.uid), views.at(op.y.uid), tf32);
@@ -1378,6 +1527,9 @@ cudnnStatus_t cudnnBackendFinalize(cudnnBackendDescriptor_t descriptor) {
     case CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR:
       s = finalize_pointwise_op(*d);
       break;
+    case CUDNN_BACKEND_OPERATION_SDPA_FWD_DESCRIPTOR:
+      s = finalize_sdpa_op(*d);
+      break;
     case CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR:
       s = finalize_graph(*d);
       break;
@@ -1525,9 +1677,16 @@ cudnnStatus_t cudnnBackendExecute(cudnnHandle_t handle, cudnnBackendDescriptor_t
     if (!ptrs.emplace(pack->pack.uids[i], pack->pack.ptrs[i]).second)
       return fail(CUDNN_STATUS_BAD_PARAM_DUPLICATED_ENTRIES,
                   "cudnnBackendExecute: the variant pack repeats unique id " + std::to_string(pack->pack.uids[i]));
+  std::map<int64_t, double> by_value;  // copied now: the caller's host value may not outlive the call
   for (const auto& [uid, t] : graph->tensors) {
     if (t.is_virtual) continue;
     auto it = ptrs.find(uid);
+    if (t.by_value && it != ptrs.end() && it->second) {
+      if (t.dtype != CUDNN_DATA_FLOAT)
+        return fail(CUDNN_STATUS_NOT_SUPPORTED_DATA_TYPE, "cudnnBackendExecute: by-value tensors are FLOAT here");
+      by_value[uid] = *static_cast<const float*>(it->second);
+      continue;
+    }
     if (it == ptrs.end())
       return fail(CUDNN_STATUS_BAD_PARAM,
                   "cudnnBackendExecute: the variant pack has no pointer for tensor " + std::to_string(uid));
@@ -1548,8 +1707,9 @@ cudnnStatus_t cudnnBackendExecute(cudnnHandle_t handle, cudnnBackendDescriptor_t
   if (ws > 0 && (!workspace || !is_device_range(workspace, static_cast<size_t>(ws))))
     return fail(CUDNN_STATUS_BAD_PARAM,
                 "cudnnBackendExecute: the plan needs " + std::to_string(ws) + " bytes of device workspace");
-  cudaError_t err = enqueue(handle->stream, WorkKind::Library, "cudnnBackendExecute",
-                            [graph, ptrs, workspace, ws, tf32] { run_graph(*graph, ptrs, workspace, ws, tf32); });
+  cudaError_t err =
+      enqueue(handle->stream, WorkKind::Library, "cudnnBackendExecute",
+              [graph, ptrs, by_value, workspace, ws, tf32] { run_graph(*graph, ptrs, by_value, workspace, ws, tf32); });
   if (err != cudaSuccess)
     return fail(CUDNN_STATUS_EXECUTION_FAILED, std::string("cudnnBackendExecute: ") + cudaGetErrorString(err));
   g_counters.executions++;

@@ -157,6 +157,17 @@ struct Pipeline {
 
   /// The first acceptable engine in the heuristics' order: never NONDETERMINISTIC, and not a TF32
   /// one unless allow_tf32. Returns the status of the first failing step (none: NOT_SUPPORTED).
+  /// The finalized plan's engine, written into `engine` (an ENGINE descriptor).
+  cudnnStatus_t plan_engine(Be& engine) const {
+    Be cfg(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR);
+    int64_t n = 0;
+    cudnnStatus_t s = cudnnBackendGetAttribute(plan.d, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG,
+                                               CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &n, &cfg.d);
+    if (s) return s;
+    return cudnnBackendGetAttribute(cfg.d, CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &n,
+                                    &engine.d);
+  }
+
   cudnnStatus_t build(const std::vector<cudnnBackendDescriptor_t>& ops) {
     cudnnStatus_t s;
     if ((s = graph.set(CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, (int64_t)ops.size(), ops.data())))
@@ -495,13 +506,8 @@ TEST_F(EmuCudnn, GraphHeuristicsAndEngineNotes) {
     ASSERT_EQ(p.build({op.d}), CUDNN_STATUS_SUCCESS);
     EXPECT_EQ(p.n_configs, 3);
     int64_t n = 0, index = -1;
-    Be cfg(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR), engine(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
-    ASSERT_EQ(cudnnBackendGetAttribute(p.plan.d, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR,
-                                       1, &n, &cfg.d),
-              CUDNN_STATUS_SUCCESS);
-    ASSERT_EQ(
-        cudnnBackendGetAttribute(cfg.d, CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &n, &engine.d),
-        CUDNN_STATUS_SUCCESS);
+    Be engine(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
+    ASSERT_EQ(p.plan_engine(engine), CUDNN_STATUS_SUCCESS);
     ASSERT_EQ(cudnnBackendGetAttribute(engine.d, CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64, 1, &n, &index),
               CUDNN_STATUS_SUCCESS);
     EXPECT_EQ(index, 1);
@@ -845,5 +851,75 @@ TEST_F(EmuCudnn, MixedTensorTypesAndHalfComputeAreRefused) {
     Be x = tensor(1, xd, false, true, hf), w = tensor(2, wd, false, true, hf), y = tensor(3, yd, false, true, hf);
     Be op(op_type(Kind::Fwd));
     EXPECT_EQ(conv_op(op, Kind::Fwd, x, w, y, conv_h), CUDNN_STATUS_NOT_SUPPORTED_DATA_TYPE);
+  }
+}
+
+// The SDPA forward operation (cuDNN 9.13+): q, k, v, o of one 16-bit type with matching (B, H, S, D)
+// dimensions, head sizes multiples of 8, stats a FLOAT (B, H, Sq, 1), the scale one by-value FLOAT;
+// what 9.19's operation adds (block masks, paged or ragged sequences) is not emulated. A graph of the
+// operation alone has one tensor-core engine. (Its results against the CPU reference: the Attention
+// op's tests, tests/test_op_attention.cpp.)
+TEST_F(EmuCudnn, SdpaForwardOperationChecks) {
+  const cudnnDataType_t bf = CUDNN_DATA_BFLOAT16, f = CUDNN_DATA_FLOAT;
+  auto scale_tensor = [](bool by_value) {
+    Be t = tensor(6, {1, 1, 1, 1}, false, false);
+    bool b = by_value;
+    EXPECT_EQ(t.set(CUDNN_ATTR_TENSOR_IS_BY_VALUE, CUDNN_TYPE_BOOLEAN, 1, &b), CUDNN_STATUS_SUCCESS);
+    EXPECT_EQ(t.finalize(), CUDNN_STATUS_SUCCESS);
+    return t;
+  };
+  struct Dims {
+    std::vector<int64_t> q, k, v, o, stats;
+    cudnnDataType_t dt;
+    bool by_value;
+    cudnnStatus_t expect;
+  };
+  const std::vector<int64_t> q{2, 3, 5, 8}, k{2, 3, 7, 8}, st{2, 3, 5, 1};
+  const std::vector<Dims> cases = {
+      {q, k, k, q, st, bf, true, CUDNN_STATUS_SUCCESS},
+      {q, k, k, q, st, f, true, CUDNN_STATUS_NOT_SUPPORTED_DATA_TYPE},                          // FLOAT q, k, v, o
+      {q, {2, 3, 7, 16}, k, q, st, bf, true, CUDNN_STATUS_BAD_PARAM_SHAPE_MISMATCH},            // k's D differs
+      {q, {2, 1, 7, 8}, {2, 1, 7, 8}, q, st, bf, true, CUDNN_STATUS_BAD_PARAM_SHAPE_MISMATCH},  // grouped heads
+      {{2, 3, 5, 12}, {2, 3, 7, 12}, {2, 3, 7, 12}, {2, 3, 5, 12}, st, bf, true, CUDNN_STATUS_NOT_SUPPORTED_SHAPE},
+      {q, k, k, q, {2, 3, 1, 5}, bf, true, CUDNN_STATUS_BAD_PARAM},  // stats (B, H, 1, Sq)
+      {q, k, k, q, st, bf, false, CUDNN_STATUS_BAD_PARAM},           // the scale in device memory
+  };
+  for (const Dims& c : cases) {
+    Be tq = tensor(1, c.q, false, true, c.dt), tk = tensor(2, c.k, false, true, c.dt),
+       tv = tensor(3, c.v, false, true, c.dt), to = tensor(4, c.o, false, true, c.dt),
+       ts = tensor(5, c.stats, false, true, f), sc = scale_tensor(c.by_value);
+    Be op(CUDNN_BACKEND_OPERATION_SDPA_FWD_DESCRIPTOR);
+    ASSERT_EQ(op.set_desc(CUDNN_ATTR_OPERATION_SDPA_FWD_QDESC, tq), CUDNN_STATUS_SUCCESS);
+    ASSERT_EQ(op.set_desc(CUDNN_ATTR_OPERATION_SDPA_FWD_KDESC, tk), CUDNN_STATUS_SUCCESS);
+    ASSERT_EQ(op.set_desc(CUDNN_ATTR_OPERATION_SDPA_FWD_VDESC, tv), CUDNN_STATUS_SUCCESS);
+    ASSERT_EQ(op.set_desc(CUDNN_ATTR_OPERATION_SDPA_FWD_ODESC, to), CUDNN_STATUS_SUCCESS);
+    ASSERT_EQ(op.set_desc(CUDNN_ATTR_OPERATION_SDPA_FWD_STATSDESC, ts), CUDNN_STATUS_SUCCESS);
+    ASSERT_EQ(op.set_desc(CUDNN_ATTR_OPERATION_SDPA_FWD_SCALEDESC, sc), CUDNN_STATUS_SUCCESS);
+    EXPECT_EQ(op.finalize(), c.expect) << "q " << c.q[3] << " k " << c.k[1] << "," << c.k[3] << " dtype " << c.dt
+                                       << " stats " << c.stats[2] << " by value " << c.by_value;
+    if (c.expect != CUDNN_STATUS_SUCCESS) continue;
+    Pipeline p;
+    p.handle = handle;
+    p.allow_tf32 = true;  // take tensor-core engines (16-bit operands: no TF32 involved)
+    ASSERT_EQ(p.build({op.d}), CUDNN_STATUS_SUCCESS);
+    EXPECT_EQ(p.n_configs, 1);
+    Be engine(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
+    ASSERT_EQ(p.plan_engine(engine), CUDNN_STATUS_SUCCESS);
+    int64_t n = 0;
+    cudnnBackendNumericalNote_t notes[8];
+    ASSERT_EQ(
+        cudnnBackendGetAttribute(engine.d, CUDNN_ATTR_ENGINE_NUMERICAL_NOTE, CUDNN_TYPE_NUMERICAL_NOTE, 8, &n, notes),
+        CUDNN_STATUS_SUCCESS);
+    ASSERT_EQ(n, 1);
+    EXPECT_EQ(notes[0], CUDNN_NUMERICAL_NOTE_TENSOR_CORE);
+  }
+  {  // a block mask is not emulated
+    Be tq = tensor(1, q, false, true, bf), tk = tensor(2, k, false, true, bf), tv = tensor(3, k, false, true, bf),
+       to = tensor(4, q, false, true, bf), mask = tensor(7, {2, 3, 1, 1}, false, true, f);
+    Be op(CUDNN_BACKEND_OPERATION_SDPA_FWD_DESCRIPTOR);
+    op.set_desc(CUDNN_ATTR_OPERATION_SDPA_FWD_QDESC, tq), op.set_desc(CUDNN_ATTR_OPERATION_SDPA_FWD_KDESC, tk);
+    op.set_desc(CUDNN_ATTR_OPERATION_SDPA_FWD_VDESC, tv), op.set_desc(CUDNN_ATTR_OPERATION_SDPA_FWD_ODESC, to);
+    op.set_desc(CUDNN_ATTR_OPERATION_SDPA_FWD_BLOCK_MASK_DESC, mask);
+    EXPECT_EQ(op.finalize(), CUDNN_STATUS_NOT_SUPPORTED);
   }
 }
