@@ -54,7 +54,7 @@ has "samples: grids/dcgan-epoch-1.png"
 has "samples: grids/dcgan-epoch-2.png"
 has "losses: l.csv"
 has "checkpoint: g.{disc,gan}.safetensors"
-has "classifier: training the cnn of cudl-mnist for 4 epochs (saved to clf.safetensors for later runs)"
+has "classifier: training the cnn of cudl-mnist for 10 epochs (saved to clf.safetensors for later runs)"
 has "real MNIST test images (the ceiling): score "
 grep -Eq '^mnist score [0-9]+\.[0-9]{2} \(classes covered ([0-9]|10)/10\)$' <<<"$out" ||
   { echo "FAIL: no final score line: $out"; fail=1; }
