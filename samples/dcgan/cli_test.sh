@@ -88,7 +88,20 @@ expect 0 "resumed from g.* at epoch 2" "${tiny[@]}" --epochs 3 --resume g --grid
   --score-samples 300 --classifier clf.safetensors
 has "epoch 3/3 ["
 has "classifier: clf.safetensors (loaded)"
+[[ $out == *"not comparable"* ]] && { echo "FAIL: the classifier the sample trained was called not comparable"; fail=1; }
 [[ $out == *"epoch 2/3"* ]] && { echo "FAIL: the resumed run trained epoch 2 again"; fail=1; }
 [[ -e grids/dcgan-epoch-3.png || -e dcgan-epoch-3.png ]] && { echo "FAIL: --grids '' still wrote a grid"; fail=1; }
 expect 1 "g-missing.disc.safetensors" "${tiny[@]}" --resume g-missing --grids ''
+
+# A cached classifier trained for another number of epochs (its checkpoint's epoch rewritten to 4):
+# used, and said to be incomparable with the documented scores.
+python3 - <<'EOF'
+b = bytearray(open('clf.safetensors', 'rb').read())
+i = b.find(b'"epoch":"10"')
+assert i > 0, 'no epoch 10 in the classifier checkpoint'
+b[i:i + 12] = b'"epoch":"4" '
+open('stale.safetensors', 'wb').write(b)
+EOF
+expect 0 "classifier: it was trained 4 epochs, not 10: its scores are not comparable" "${tiny[@]}" --epochs 0 \
+  --grids '' --csv '' --plot '' --score --score-samples 50 --classifier stale.safetensors
 exit $fail
