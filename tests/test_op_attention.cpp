@@ -33,6 +33,8 @@ struct Inputs {
   Inputs to(Device d) const {
     return {q.to(d), k.to(d), v.to(d), mask.defined() ? mask.to(d) : Tensor{}, rng.defined() ? rng.to(d) : Tensor{}};
   }
+  /// q, k and v in 16-bit storage `st` (each value rounded once); the mask and rng as they are.
+  Inputs in_storage(DType st) const { return {to_storage(q, st), to_storage(k, st), to_storage(v, st), mask, rng}; }
 };
 
 Inputs make_inputs(const Case& c, uint64_t seed) {
@@ -232,8 +234,7 @@ TEST(AttentionCuda, SixteenBitStorageMatchesCpuOnBothEngines) {
       for (const Case& c : parity_cases()) {
         SCOPED_TRACE(std::string(dtype_name(st)) + " " + c.str() +
                      (engine == AttentionEngine::Fused ? " fused" : " unfused"));
-        Inputs in = make_inputs(c, 300 + c.tq + c.d);
-        in.q = to_storage(in.q, st), in.k = to_storage(in.k, st), in.v = to_storage(in.v, st);
+        const Inputs in = make_inputs(c, 300 + c.tq + c.d).in_storage(st);
         const Tensor d_o = to_storage(random_tensor(Shape{c.batch, c.tq, c.heads * c.dv}, 9 + c.tk), st);
         const Forward ref = forward(c, in);
         const Grads gref = backward(c, in, ref, d_o);
@@ -272,8 +273,7 @@ const std::vector<Case>& sdpa_cases() {
 void expect_sdpa_matches_cpu(const Case& c, DType st, AttentionEngine engine) {
   SCOPED_TRACE(std::string(dtype_name(st)) + " " + c.str());
   const double u = st == DType::bf16 ? 0x1p-9 : 0x1p-12;
-  Inputs in = make_inputs(c, 500 + c.tq + c.d);
-  in.q = to_storage(in.q, st), in.k = to_storage(in.k, st), in.v = to_storage(in.v, st);
+  const Inputs in = make_inputs(c, 500 + c.tq + c.d).in_storage(st);
   const Tensor d_o = to_storage(random_tensor(Shape{c.batch, c.tq, c.heads * c.dv}, 13 + c.tk), st);
   const Forward ref = forward(c, in);
   const Grads gref = backward(c, in, ref, d_o);
@@ -304,10 +304,8 @@ TEST(AttentionCuda, CudnnSdpaPlansAreBuiltOncePerShape) {
   CUDL_REQUIRE_CUDA();
   sdpa_clear_plan_cache();
   const Case c{2, 5, 7, 2, 8, 8}, other{2, 6, 7, 2, 8, 8};
-  Inputs in = make_inputs(c, 1), in2 = make_inputs(other, 2);
-  for (Inputs* i : {&in, &in2})
-    i->q = to_storage(i->q, DType::bf16), i->k = to_storage(i->k, DType::bf16), i->v = to_storage(i->v, DType::bf16);
-  in = in.to(Device::cuda()), in2 = in2.to(Device::cuda());
+  const Inputs in = make_inputs(c, 1).in_storage(DType::bf16).to(Device::cuda());
+  const Inputs in2 = make_inputs(other, 2).in_storage(DType::bf16).to(Device::cuda());
   forward(c, in);
   EXPECT_EQ(sdpa_plans_built(), 1);
   forward(c, in);
@@ -335,8 +333,7 @@ TEST(AttentionCuda, CudnnSdpaTakesOnlyWhatItSupports) {
   };
   for (const Refused& r : refused) {
     SCOPED_TRACE(std::string(dtype_name(r.st)) + " " + r.c.str());
-    Inputs in = make_inputs(r.c, 3);
-    in.q = to_storage(in.q, r.st), in.k = to_storage(in.k, r.st), in.v = to_storage(in.v, r.st);
+    const Inputs in = make_inputs(r.c, 3).in_storage(r.st);
     const Forward ref = forward(r.c, in);
     const Inputs gin = in.to(Device::cuda());
     const uint64_t before = cudnn_executions();
@@ -360,8 +357,7 @@ TEST(AttentionCuda, WithoutACudnnPlanAutoRunsTheFusedKernel) {
   sdpa_clear_plan_cache();
   cudl_emu::cudnn_set_no_engines(true);
   const Case c{2, 5, 7, 2, 16, 16};
-  Inputs in = make_inputs(c, 4);
-  in.q = to_storage(in.q, DType::f16), in.k = to_storage(in.k, DType::f16), in.v = to_storage(in.v, DType::f16);
+  const Inputs in = make_inputs(c, 4).in_storage(DType::f16);
   const Forward ref = forward(c, in);
   const Inputs gin = in.to(Device::cuda());
   const uint64_t before = cudnn_executions();

@@ -208,14 +208,12 @@ Graph build_graph(OpKind op, const ops::Conv2dGeometry& g, bool fused, int64_t a
   return gr;
 }
 
-using CudnnPlan = dnn::Plan;
-
 std::atomic<int64_t> g_plans_built{0};
 
 /// The conv graph's plan (dnn::find_plan). Throws Unsupported with the reason when there is none.
-std::unique_ptr<CudnnPlan> build_plan(cudnnHandle_t handle, OpKind op, const ops::Conv2dGeometry& g, bool fused,
+std::unique_ptr<dnn::Plan> build_plan(cudnnHandle_t handle, OpKind op, const ops::Conv2dGeometry& g, bool fused,
                                       int64_t alignment, bool allow_tf32, DType storage) {
-  auto p = std::make_unique<CudnnPlan>();
+  auto p = std::make_unique<dnn::Plan>();
   p->graph_ops = build_graph(op, g, fused, alignment, cudnn_dtype(storage));
   dnn::find_plan(handle, *p, allow_tf32, storage != DType::f32);
   ++g_plans_built;
@@ -227,7 +225,7 @@ std::unique_ptr<CudnnPlan> build_plan(cudnnHandle_t handle, OpKind op, const ops
 // ---------------------------------------------------------------------------------------------
 
 struct CacheEntry {
-  std::unique_ptr<CudnnPlan> plan;  // null: cuDNN has no plan for this key (the im2col engine runs)
+  std::unique_ptr<dnn::Plan> plan;  // null: cuDNN has no plan for this key (the im2col engine runs)
   bool fused = false;               // forward: the plan applies bias and ReLU itself
 };
 
@@ -235,17 +233,6 @@ std::mutex g_cache_mutex;
 // Deliberately never destroyed: at process exit cuDNN (and the CUDA context) may already be torn
 // down, so the cached plans are not handed back to it from a static destructor.
 auto& g_cache = *new std::map<std::vector<int64_t>, CacheEntry>;
-
-/// Largest power of two <= 16 dividing every pointer (at least the element size): part of the
-/// plan key, so a plan declared for 16-byte alignment never sees a 4-byte-aligned view.
-int64_t alignment_of(DType storage, std::initializer_list<const void*> ptrs) {
-  const int64_t element = static_cast<int64_t>(dtype_size(storage));
-  int64_t a = 16;
-  for (const void* p : ptrs)
-    if (p)
-      while (a > element && reinterpret_cast<uintptr_t>(p) % static_cast<uintptr_t>(a) != 0) a /= 2;
-  return a;
-}
 
 /// The cached entry for (op, geometry, alignment, storage type, handle, math mode), building (and
 /// logging) it on first use. `op` is the cuDNN operation (Conv2dTranspose runs as
@@ -297,11 +284,6 @@ const CacheEntry& plan_for(cudnnHandle_t handle, const OpCall& call, OpKind op, 
     }
   }
   return g_cache.emplace(std::move(key), std::move(entry)).first->second;
-}
-
-/// Executes a cached plan on the context's stream with the tensors' pointers.
-void execute(CudaContext& ctx, const CudnnPlan& plan, std::initializer_list<std::pair<int64_t, void*>> tensors) {
-  dnn::execute(ctx, plan, tensors, "conv");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -478,9 +460,9 @@ void cuda_conv2d(const OpCall& call) {
   const DType st = g.storage;
   void *x = g.x.data, *w = g.w.data, *bias = g.bias.data, *y = g.y.data;
   if (!im2col_forced()) {
-    const CacheEntry& e = plan_for(ctx.cudnn(), call, call.op, g, alignment_of(st, {x, w, bias, y}), st);
+    const CacheEntry& e = plan_for(ctx.cudnn(), call, call.op, g, dnn::alignment_of(st, {x, w, bias, y}), st);
     if (e.plan) {
-      execute(ctx, *e.plan, {{kUidX, x}, {kUidW, w}, {kUidY, y}, {kUidBias, bias}});
+      dnn::execute(ctx, *e.plan, {{kUidX, x}, {kUidW, w}, {kUidY, y}, {kUidBias, bias}}, "conv");
       // Unfused: f32, or 16-bit without a bias (ReLU of a rounded value is the rounded ReLU).
       if (!e.fused && (bias || g.relu))
         kernels::conv2d_bias_act_cuda(y, st == DType::f32, y, kernels::storage_of(st), bias, g.N, g.K, g.P * g.Q,
@@ -496,9 +478,10 @@ void cuda_conv2d(const OpCall& call) {
 void backward_data(CudaContext& ctx, const OpCall& call, const ops::Conv2dGeometry& g, DType st, void* dy, void* w,
                    void* dx) {
   if (!im2col_forced()) {
-    const CacheEntry& e = plan_for(ctx.cudnn(), call, OpKind::Conv2dBackwardData, g, alignment_of(st, {dy, w, dx}), st);
+    const CacheEntry& e =
+        plan_for(ctx.cudnn(), call, OpKind::Conv2dBackwardData, g, dnn::alignment_of(st, {dy, w, dx}), st);
     if (e.plan) {
-      execute(ctx, *e.plan, {{kUidX, dx}, {kUidW, w}, {kUidY, dy}});
+      dnn::execute(ctx, *e.plan, {{kUidX, dx}, {kUidW, w}, {kUidY, dy}}, "conv");
       return;
     }
   }
@@ -532,9 +515,9 @@ void cuda_conv2d_backward_filter(const OpCall& call) {
   const DType st = g.storage;
   void *x = g.x.data, *dy = g.dy.data, *dw = g.dw.data;
   if (!im2col_forced()) {
-    const CacheEntry& e = plan_for(ctx.cudnn(), call, call.op, g, alignment_of(st, {x, dy, dw}), st);
+    const CacheEntry& e = plan_for(ctx.cudnn(), call, call.op, g, dnn::alignment_of(st, {x, dy, dw}), st);
     if (e.plan) {
-      execute(ctx, *e.plan, {{kUidX, x}, {kUidW, dw}, {kUidY, dy}});
+      dnn::execute(ctx, *e.plan, {{kUidX, x}, {kUidW, dw}, {kUidY, dy}}, "conv");
       return;
     }
   }

@@ -39,6 +39,15 @@ void Desc::finalize(const char* what) {
   CUDL_FAIL("cuDNN error: finalizing ", what, ": ", status_text(s));
 }
 
+int64_t alignment_of(DType storage, std::initializer_list<const void*> ptrs) {
+  const int64_t element = static_cast<int64_t>(dtype_size(storage));
+  int64_t a = 16;
+  for (const void* p : ptrs)
+    if (p)
+      while (a > element && reinterpret_cast<uintptr_t>(p) % static_cast<uintptr_t>(a) != 0) a /= 2;
+  return a;
+}
+
 cudnnDataType_t cudnn_dtype(DType t) {
   switch (t) {
     case DType::bf16:

@@ -54,6 +54,11 @@ class Desc {
   cudnnBackendDescriptor_t d_ = nullptr;
 };
 
+/// Largest power of two <= 16 dividing every non-null pointer (at least the element size of
+/// `storage`): part of a plan's key, so a plan declared for 16-byte alignment never sees a
+/// 4-byte-aligned view.
+int64_t alignment_of(DType storage, std::initializer_list<const void*> ptrs);
+
 /// The cuDNN data type of a storage type (f32, bf16, f16).
 cudnnDataType_t cudnn_dtype(DType t);
 

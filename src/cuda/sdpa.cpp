@@ -70,14 +70,6 @@ std::mutex g_mutex;
 auto& g_cache = *new std::map<std::vector<int64_t>, CacheEntry>;
 std::atomic<int64_t> g_plans_built{0};
 
-int64_t alignment_of(DType storage, std::initializer_list<const void*> ptrs) {
-  const int64_t element = static_cast<int64_t>(dtype_size(storage));
-  int64_t a = 16;
-  for (const void* p : ptrs)
-    while (a > element && reinterpret_cast<uintptr_t>(p) % static_cast<uintptr_t>(a) != 0) a /= 2;
-  return a;
-}
-
 std::string shape_text(const ops::AttentionArgs& a) {
   return "q " + a.q.shape.str() + ", k " + a.k.shape.str() + ", v " + a.v.shape.str() + ", " + std::to_string(a.heads) +
          " heads, " + dtype_name(a.storage);
@@ -113,7 +105,7 @@ bool sdpa_forward(CudaContext& ctx, const OpCall& call, const ops::AttentionArgs
       log_once(call, "not on cuDNN's SDPA (" + why_not + "): the fused kernel runs");
     return false;
   }
-  const int64_t alignment = alignment_of(a.storage, {a.q.data, a.k.data, a.v.data, a.o.data});
+  const int64_t alignment = dnn::alignment_of(a.storage, {a.q.data, a.k.data, a.v.data, a.o.data});
   cudnnHandle_t handle = ctx.cudnn();
   std::vector<int64_t> key = {a.batch,
                               a.tq,
@@ -150,11 +142,11 @@ bool sdpa_forward(CudaContext& ctx, const OpCall& call, const ops::AttentionArgs
   }
   float scale = a.scale;  // by value: cuDNN reads it during the call (and bakes it into a captured graph)
   dnn::execute(ctx, *entry->plan,
-               {{kUidQ, const_cast<void*>(a.q.data)},
-                {kUidK, const_cast<void*>(a.k.data)},
-                {kUidV, const_cast<void*>(a.v.data)},
-                {kUidO, const_cast<void*>(a.o.data)},
-                {kUidStats, const_cast<void*>(a.lse.data)},
+               {{kUidQ, a.q.data},
+                {kUidK, a.k.data},
+                {kUidV, a.v.data},
+                {kUidO, a.o.data},
+                {kUidStats, a.lse.data},
                 {kUidScale, &scale}},
                "Attention (cuDNN SDPA)");
   return true;
